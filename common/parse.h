@@ -1,0 +1,15 @@
+/* Parsers for the values found in config files and on command lines. None logs; each returns 0 and writes
+ * its ret_ argument on success, or -EINVAL (malformed) / -ERANGE (out of range) and leaves it alone. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* "250us", "500ms", "1s", "1.5s", "2m", "1h"; a bare number is seconds. At most 30 days. */
+int parse_duration(const char *s, uint64_t *ret_usec);
+/* "512", "16k", "16K", "16KiB", "1M", "2G" (powers of 1024). */
+int parse_size(const char *s, uint64_t *ret_bytes);
+/* Decimal unsigned integer in [min, max], no sign, no spaces. */
+int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret);
+/* yes/no, true/false, on/off, 1/0 (case-insensitive). */
+int parse_bool(const char *s, bool *ret);

@@ -1,0 +1,97 @@
+/* lbd's configuration: defaults, the INI file, and the checks that tie keys together.
+ *
+ * A struct config is a plain value: built by config_init(), filled by config_load_file() and by the
+ * command line (main.c), checked by config_validate(), then handed to the running daemon. A reload builds
+ * a new one and swaps it in only if it validates, so a bad edit never takes down a running lbd. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/netaddr.h"
+
+#define CONFIG_MAX_LISTEN   8
+#define CONFIG_MAX_BACKENDS 256
+#define CONFIG_MAX_NETWORKS 32
+#define CONFIG_PATH_MAX     1024
+
+enum balance_kind {
+        BALANCE_ROUND_ROBIN,
+        BALANCE_LEAST_CONN,
+        BALANCE_P2C,
+};
+
+enum provider_kind {
+        PROVIDER_STATIC,
+        PROVIDER_LOCAL,
+        PROVIDER_EC2,
+};
+
+struct config {
+        /* [lbd] */
+        struct netaddr listen[CONFIG_MAX_LISTEN];
+        size_t n_listen;
+        struct netaddr admin;
+        bool admin_enabled;             /* admin = off disables it */
+        enum balance_kind balance;
+        char access_log[CONFIG_PATH_MAX]; /* "stderr", "off", or a file path */
+        uint64_t max_connections;       /* client connections at once; beyond it, accept waits */
+        uint64_t drain_timeout_usec;    /* SIGTERM: how long in-flight requests may take to finish */
+
+        /* [timeouts] */
+        uint64_t client_header_timeout_usec; /* whole request head must arrive within it: 408 */
+        uint64_t client_idle_timeout_usec;   /* keep-alive wait for the next request */
+        uint64_t client_body_timeout_usec;   /* max silence while reading a request body */
+        uint64_t connect_timeout_usec;       /* backend TCP connect */
+        uint64_t backend_timeout_usec;       /* request sent -> first response byte, and silence after: 504 */
+        uint64_t backend_idle_timeout_usec;  /* idle pooled backend connection lifetime */
+
+        /* [limits] */
+        uint64_t max_header_size;       /* request line + headers: 431 beyond it */
+        uint64_t max_body_size;         /* request body; 0 = unlimited: 413 beyond it */
+        uint64_t retries;               /* extra tries on other backends */
+        uint64_t max_idle_per_backend;  /* pooled idle connections per backend */
+
+        /* [health] */
+        char health_path[CONFIG_PATH_MAX];
+        uint64_t health_interval_usec;
+        uint64_t health_timeout_usec;
+        uint64_t health_rise;
+        uint64_t health_fall;
+        uint64_t health_expect_min;     /* expected status range, e.g. "200-399" or "200" */
+        uint64_t health_expect_max;
+        uint64_t health_passive_fall;   /* consecutive 5xx or timeouts from live traffic that mark down; 0 = off */
+
+        /* [pool] */
+        enum provider_kind provider;
+        uint64_t desired;
+        uint16_t port;                  /* default backend port when an address has none */
+        struct netaddr_cidr networks[CONFIG_MAX_NETWORKS];
+        size_t n_networks;              /* 0 = any address allowed */
+        struct netaddr backends[CONFIG_MAX_BACKENDS]; /* static provider */
+        size_t n_backends;
+        uint64_t grace_usec;
+        uint64_t poll_usec;
+
+        /* Where the config came from, for messages and reloads; "" when from flags only. */
+        char path[CONFIG_PATH_MAX];
+};
+
+/* Fills <c> with the documented defaults. */
+void config_init(struct config *c);
+
+/* Reads <path> into <c> (on top of what is there). Every error is logged as "FILE:LINE: key 'K': reason"
+ * and the load goes on to report every bad line, then returns -EINVAL; -errno if the file can't be read. */
+int config_load_file(struct config *c, const char *path);
+
+/* Sets one key as if read from a file; <origin> names where it came from in messages ("--listen").
+ * Returns 0, or -EINVAL (logged). Used by the command line. */
+int config_set(struct config *c, const char *section, const char *key, const char *value, const char *origin);
+
+/* Checks what single keys can't: at least one listener and backend (static provider), backends inside
+ * <networks>, sane timeouts, rise/fall >= 1... Logs every problem; returns 0 or -EINVAL. */
+int config_validate(const struct config *c);
+
+const char *config_balance_name(enum balance_kind b);
+const char *config_provider_name(enum provider_kind p);
