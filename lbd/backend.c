@@ -1,0 +1,196 @@
+/* Backends and the pool: reference counting, the health verdict, passive signals from traffic, and
+ * reconciling the active set with a new list of addresses on reload.
+ *
+ * Ownership: the pool holds one reference per active backend (in pool->backends). Upstream connections
+ * (proxy.c) and health probes (health.c) hold their own, so a backend dropped from the pool stays valid,
+ * DRAINING, until the last of them lets go. Idle upstream connections are closed by the proxy when it sees
+ * the backend draining. */
+#include "lbd/backend.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "common/log.h"
+
+static struct backend *backend_new(struct pool *p, const struct netaddr *addr)
+{
+        struct backend *b;
+
+        b = calloc(1, sizeof(*b));
+        if (!b)
+                return NULL;
+        b->pool = p;
+        b->addr = *addr;
+        if (netaddr_format(addr, b->name, sizeof(b->name)) < 0)
+                memcpy(b->name, "?", 2);
+        b->state = BACKEND_ACTIVE;
+        b->refs = 1;
+        b->last_check = CHECK_NONE;
+        return b;
+}
+
+struct backend *backend_ref(struct backend *b)
+{
+        if (b)
+                b->refs++;
+        return b;
+}
+
+struct backend *backend_unref(struct backend *b)
+{
+        if (!b)
+                return NULL;
+        if (--b->refs == 0)
+                free(b);
+        return NULL;
+}
+
+struct pool *pool_new(struct event_base *base, const struct balancer_ops *balancer)
+{
+        struct pool *p;
+
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return NULL;
+        p->base = base;
+        p->balancer = balancer;
+        if (getrandom(&p->rng, sizeof(p->rng), GRND_NONBLOCK) != sizeof(p->rng))
+                p->rng = now_usec();
+        p->rng |= 1;
+        return p;
+}
+
+static void pool_changed(struct pool *p)
+{
+        size_t n = 0;
+
+        for (size_t i = 0; i < p->n_backends; i++)
+                if (backend_in_rotation(p->backends[i]))
+                        n++;
+        p->n_healthy = n;
+        if (p->on_change)
+                p->on_change(p, p->on_change_userdata);
+}
+
+struct pool *pool_free(struct pool *p)
+{
+        if (!p)
+                return NULL;
+        for (size_t i = 0; i < p->n_backends; i++) {
+                p->backends[i]->state = BACKEND_DRAINING;
+                p->backends[i]->pool = NULL;
+                backend_unref(p->backends[i]);
+        }
+        free(p->backends);
+        free(p);
+        return NULL;
+}
+
+struct backend *pool_find(struct pool *p, const struct netaddr *addr)
+{
+        for (size_t i = 0; i < p->n_backends; i++)
+                if (netaddr_equal(&p->backends[i]->addr, addr))
+                        return p->backends[i];
+        return NULL;
+}
+
+int pool_set_backends(struct pool *p, const struct netaddr *addrs, size_t n)
+{
+        struct backend **next;
+        size_t n_next = 0;
+
+        next = calloc(n ? n : 1, sizeof(*next));
+        if (!next)
+                return -ENOMEM;
+
+        for (size_t i = 0; i < n; i++) {
+                struct backend *b = pool_find(p, &addrs[i]);
+
+                if (b)
+                        b = backend_ref(b);
+                else {
+                        b = backend_new(p, &addrs[i]);
+                        if (!b) {
+                                for (size_t j = 0; j < n_next; j++)
+                                        backend_unref(next[j]);
+                                free(next);
+                                return -ENOMEM;
+                        }
+                        log_info("backend %s added (down until its first health check passes)", b->name);
+                }
+                b->index = n_next;
+                next[n_next++] = b;
+        }
+
+        /* What is in the old set and not in the new one drains; the old set's references go. */
+        for (size_t i = 0; i < p->n_backends; i++) {
+                struct backend *b = p->backends[i];
+                bool kept = false;
+
+                for (size_t j = 0; j < n_next; j++)
+                        if (next[j] == b)
+                                kept = true;
+                if (!kept) {
+                        log_info("backend %s removed; draining %u in-flight requests", b->name, b->active);
+                        b->state = BACKEND_DRAINING;
+                        b->pool = NULL;
+                }
+                backend_unref(b);
+        }
+
+        free(p->backends);
+        p->backends = next;
+        p->n_backends = n_next;
+        p->cap_backends = n ? n : 1;
+        if (p->rr_next >= n_next)
+                p->rr_next = 0;
+        pool_changed(p);
+        return 0;
+}
+
+size_t pool_count_healthy(const struct pool *p)
+{
+        return p->n_healthy;
+}
+
+void backend_set_healthy(struct backend *b, bool healthy, const char *reason)
+{
+        if (b->healthy == healthy)
+                return;
+        b->healthy = healthy;
+        b->rise_count = 0;
+        b->fall_count = 0;
+        b->passive_fails = 0;
+        if (healthy)
+                log_notice("backend %s is up: %s", b->name, reason);
+        else
+                log_warning("backend %s is down: %s", b->name, reason);
+        if (b->pool)
+                pool_changed(b->pool);
+}
+
+void backend_report_refused(struct backend *b, const char *reason)
+{
+        b->stats.failures++;
+        backend_set_healthy(b, false, reason);
+}
+
+void backend_report_result(struct backend *b, unsigned status, unsigned passive_fall)
+{
+        if (status != 0 && status < 500) {
+                b->passive_fails = 0;
+                return;
+        }
+        if (status == 0)
+                b->stats.failures++;
+        if (passive_fall == 0 || !b->healthy)
+                return;
+        if (++b->passive_fails >= passive_fall) {
+                char reason[64];
+
+                (void)snprintf(reason, sizeof(reason), "%u consecutive %s from live traffic", b->passive_fails,
+                               status == 0 ? "timeouts" : "5xx responses");
+                backend_set_healthy(b, false, reason);
+        }
+}

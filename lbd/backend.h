@@ -1,0 +1,135 @@
+/* Backends and the pool that holds them.
+ *
+ * A struct backend is one upstream address with its health verdict, counters and idle keep-alive
+ * connections. The pool owns one reference to each backend; every upstream connection (proxy.c) holds one
+ * more, so a backend removed by a reload stays valid until its last in-flight request ends. Everything here
+ * runs on the one event loop: no locks.
+ *
+ * Rotation: a backend takes new requests when backend_in_rotation() says so: healthy and not draining. The
+ * health checker (health.c) and the proxy's passive signals change `healthy`, always through
+ * backend_set_healthy(), which logs the transition and updates the daemon's STATUS. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/netaddr.h"
+
+struct event_base;
+struct pool;
+struct upstream;
+struct health_probe;
+
+enum backend_state {
+        BACKEND_ACTIVE,   /* part of the configured set */
+        BACKEND_DRAINING, /* removed by a reload: no new requests, freed when the last one ends */
+};
+
+enum check_result {
+        CHECK_NONE,    /* not checked yet */
+        CHECK_OK,      /* status in the expected range */
+        CHECK_FAIL,    /* answered, wrong status or malformed */
+        CHECK_TIMEOUT, /* no answer within [health] timeout */
+        CHECK_REFUSED, /* connection refused or reset */
+        CHECK_ERROR,   /* any other socket error */
+};
+
+#define BACKEND_CODE_MIN 100
+#define BACKEND_CODE_MAX 599
+
+struct backend_stats {
+        uint64_t requests;       /* requests sent to it (each try counts) */
+        uint64_t failures;       /* connect failures, resets, timeouts, malformed responses */
+        uint64_t health_ok;      /* active probes passed */
+        uint64_t health_fail;    /* active probes failed */
+        uint64_t by_code[BACKEND_CODE_MAX - BACKEND_CODE_MIN + 1]; /* responses by status */
+};
+
+struct backend {
+        struct pool *pool;
+        struct netaddr addr;
+        char name[NETADDR_STRLEN]; /* "127.0.0.1:8081" */
+        enum backend_state state;
+        unsigned refs;
+
+        /* health verdict */
+        bool healthy;
+        bool checked_once;         /* a probe has completed since it was added */
+        unsigned rise_count;       /* consecutive passes while down */
+        unsigned fall_count;       /* consecutive failures while up */
+        unsigned passive_fails;    /* consecutive 5xx/timeouts from live traffic */
+        enum check_result last_check;
+        unsigned last_check_status;     /* HTTP status of the last probe, 0 if none */
+        uint64_t last_check_duration_usec;
+        uint64_t last_check_at_usec;    /* now_usec() when it completed, 0 if never */
+        struct health_probe *probe;     /* owned by health.c */
+
+        /* traffic */
+        unsigned active;           /* requests in flight */
+        struct backend_stats stats;
+
+        /* idle keep-alive connections, most recently used first (owned by proxy.c) */
+        struct upstream *idle;
+        unsigned n_idle;
+
+        unsigned index;            /* position in pool->backends, for the balancers */
+};
+
+/* Balancing algorithms are tables of functions (balance.c). */
+struct balancer_ops {
+        const char *name;
+        /* Returns a backend in rotation that is not in <exclude> (the backends this request already
+         * tried), or NULL when none is left. */
+        struct backend *(*pick)(struct pool *p, struct backend *const *exclude, size_t n_exclude);
+};
+
+struct pool {
+        struct event_base *base;
+        struct backend **backends; /* active ones, in configuration order */
+        size_t n_backends;
+        size_t cap_backends;
+        const struct balancer_ops *balancer;
+        size_t rr_next;            /* round robin cursor */
+        uint64_t rng;              /* p2c random state */
+        size_t n_healthy;
+        /* Called after any change of a backend's health or of the set, e.g. to update STATUS=. */
+        void (*on_change)(struct pool *p, void *userdata);
+        void *on_change_userdata;
+};
+
+/* Creates an empty pool. Returns NULL on allocation failure. */
+struct pool *pool_new(struct event_base *base, const struct balancer_ops *balancer);
+/* Releases the pool's references; backends still referenced by connections live on until released. */
+struct pool *pool_free(struct pool *p);
+
+/* Makes the set of active backends equal to <addrs>: new addresses are added (down, until checked);
+ * missing ones become DRAINING and leave the pool. Returns 0 or -ENOMEM. */
+int pool_set_backends(struct pool *p, const struct netaddr *addrs, size_t n);
+
+/* Finds an active backend by address, or NULL. */
+struct backend *pool_find(struct pool *p, const struct netaddr *addr);
+
+/* Counts backends in rotation (cached in p->n_healthy). */
+size_t pool_count_healthy(const struct pool *p);
+
+struct backend *backend_ref(struct backend *b);
+/* Drops a reference; frees the backend when it was the last. Returns NULL. */
+struct backend *backend_unref(struct backend *b);
+
+static inline bool backend_in_rotation(const struct backend *b)
+{
+        return b->healthy && b->state == BACKEND_ACTIVE;
+}
+
+/* Sets the health verdict; logs "backend X is up/down (reason)" on a change and calls the pool's
+ * on_change. <reason> is a short phrase for the log. */
+void backend_set_healthy(struct backend *b, bool healthy, const char *reason);
+
+/* Passive signals from live traffic (proxy.c):
+ * - backend_report_refused: connect refused or connection reset: down at once.
+ * - backend_report_result: a response status (>= 500 counts as a failure) or 0 for a timeout; after
+ *   [health] passive_fall consecutive failures the backend is marked down.
+ * <passive_fall> 0 disables the counting. */
+void backend_report_refused(struct backend *b, const char *reason);
+void backend_report_result(struct backend *b, unsigned status, unsigned passive_fall);

@@ -1,0 +1,740 @@
+/* HTTP/1.1 message parsing and writing (see http.h).
+ *
+ * http_parser does the tokenising and the body framing (Content-Length, chunked, EOF). Debian builds it
+ * without HTTP_PARSER_STRICT, so on top of it every accepted head is checked here: the raw bytes (no
+ * control characters, CRLF only, no obs-fold), field names (tokens only, which also refuses "Host : x"),
+ * and the framing fields (one Content-Length of digits, Transfer-Encoding exactly "chunked" in requests,
+ * never both, one Host). A head that passes has one meaning for every recipient, so a request can't be
+ * smuggled past lbd to a backend that reads it differently.
+ *
+ * Parsing state lives in the caller's http_parser; parser->data points at a context on our stack only for
+ * the duration of one call. */
+#include "lbd/http.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/macro.h"
+
+struct http_ctx {
+        struct http_head *h;
+        const char *buf;
+        struct evbuffer *decoded;
+        const char *reason;
+        bool in_value;    /* the last field callback was a value */
+        bool too_many;    /* more than HTTP_MAX_FIELDS */
+        bool trailers;    /* body mode: fields are trailers */
+        bool head_request;
+        bool done;        /* message complete */
+};
+
+static bool http_tchar(unsigned char c)
+{
+        /* RFC 9110 5.6.2 token characters */
+        static const char extra[] = "!#$%&'*+-.^_`|~";
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+                return true;
+        return c != 0 && strchr(extra, c) != NULL;
+}
+
+static int http_on_url(http_parser *p, const char *at, size_t len)
+{
+        struct http_ctx *ctx = p->data;
+
+        if (ctx->h->target_len == 0)
+                ctx->h->target_off = (uint32_t)(at - ctx->buf);
+        ctx->h->target_len += (uint32_t)len;
+        return 0;
+}
+
+static int http_on_status(http_parser *p, const char *at, size_t len)
+{
+        struct http_ctx *ctx = p->data;
+
+        if (ctx->h->reason_len == 0)
+                ctx->h->reason_off = (uint32_t)(at - ctx->buf);
+        ctx->h->reason_len += (uint32_t)len;
+        return 0;
+}
+
+static int http_on_header_field(http_parser *p, const char *at, size_t len)
+{
+        struct http_ctx *ctx = p->data;
+        struct http_head *h = ctx->h;
+
+        if (ctx->trailers) {
+                /* Trailers are forwarded as received: their names must still be tokens. */
+                for (size_t i = 0; i < len; i++)
+                        if (!http_tchar((unsigned char)at[i])) {
+                                ctx->reason = "invalid character in a trailer field name";
+                                return -1;
+                        }
+                return 0;
+        }
+        if (ctx->in_value || h->n_fields == 0) {
+                if (h->n_fields >= HTTP_MAX_FIELDS) {
+                        ctx->too_many = true;
+                        return -1;
+                }
+                h->fields[h->n_fields++] = (struct http_field){
+                        .name_off = (uint32_t)(at - ctx->buf),
+                };
+                ctx->in_value = false;
+        }
+        h->fields[h->n_fields - 1].name_len += (uint32_t)len;
+        return 0;
+}
+
+static int http_on_header_value(http_parser *p, const char *at, size_t len)
+{
+        struct http_ctx *ctx = p->data;
+        struct http_field *f;
+
+        if (ctx->trailers)
+                return 0;
+        f = &ctx->h->fields[ctx->h->n_fields - 1];
+        if (!ctx->in_value) {
+                f->value_off = (uint32_t)(at - ctx->buf);
+                f->value_len = 0;
+                ctx->in_value = true;
+        }
+        f->value_len += (uint32_t)len;
+        return 0;
+}
+
+static int http_on_headers_complete(http_parser *p)
+{
+        struct http_ctx *ctx = p->data;
+
+        http_parser_pause(p, 1);
+        /* 1 = no body follows (the response to a HEAD request). */
+        return ctx->head_request ? 1 : 0;
+}
+
+static int http_on_body(http_parser *p, const char *at, size_t len)
+{
+        struct http_ctx *ctx = p->data;
+
+        if (ctx->decoded && evbuffer_add(ctx->decoded, at, len) < 0) {
+                ctx->reason = "out of memory";
+                return -1;
+        }
+        return 0;
+}
+
+static int http_on_message_complete(http_parser *p)
+{
+        struct http_ctx *ctx = p->data;
+
+        ctx->done = true;
+        http_parser_pause(p, 1);
+        return 0;
+}
+
+static const http_parser_settings http_settings = {
+        .on_url = http_on_url,
+        .on_status = http_on_status,
+        .on_header_field = http_on_header_field,
+        .on_header_value = http_on_header_value,
+        .on_headers_complete = http_on_headers_complete,
+        .on_body = http_on_body,
+        .on_message_complete = http_on_message_complete,
+};
+
+bool http_field_name_is(const char *buf, const struct http_field *f, const char *name)
+{
+        size_t n = strlen(name);
+
+        return f->name_len == n && strncasecmp(buf + f->name_off, name, n) == 0;
+}
+
+static bool http_value_is(const char *buf, const struct http_field *f, const char *value)
+{
+        size_t n = strlen(value);
+
+        return f->value_len == n && strncasecmp(buf + f->value_off, value, n) == 0;
+}
+
+bool http_head_is_hop_by_hop(const struct http_head *h, size_t i)
+{
+        return (h->hop_by_hop[i / 64] >> (i % 64)) & 1;
+}
+
+static void http_mark_hop_by_hop(struct http_head *h, size_t i)
+{
+        h->hop_by_hop[i / 64] |= UINT64_C(1) << (i % 64);
+}
+
+bool http_method_idempotent(enum http_method m)
+{
+        switch (m) {
+        case HTTP_GET:
+        case HTTP_HEAD:
+        case HTTP_OPTIONS:
+        case HTTP_PUT:
+        case HTTP_DELETE:
+        case HTTP_TRACE:
+                return true;
+        default:
+                return false;
+        }
+}
+
+/* Bytes of the head itself: control characters other than HTAB, CR and LF are refused anywhere; every LF
+ * must end a CRLF; a line may not start with whitespace (obs-fold, or whitespace before the first field). */
+static const char *http_check_raw(const char *buf, size_t len)
+{
+        for (size_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char)buf[i];
+
+                if (c == '\n') {
+                        if (i == 0 || buf[i - 1] != '\r')
+                                return "bare LF line ending";
+                        if (i + 1 < len && (buf[i + 1] == ' ' || buf[i + 1] == '\t'))
+                                return "obsolete line folding";
+                } else if (c == '\r') {
+                        if (i + 1 >= len || buf[i + 1] != '\n')
+                                return "bare CR";
+                } else if ((c < 0x20 && c != '\t') || c == 0x7f)
+                        return "control character in the head";
+        }
+        return NULL;
+}
+
+/* Strips optional whitespace around a field value (http_parser leaves the trailing part). */
+static void http_trim_value(const char *buf, struct http_field *f)
+{
+        while (f->value_len > 0 && (buf[f->value_off] == ' ' || buf[f->value_off] == '\t')) {
+                f->value_off++;
+                f->value_len--;
+        }
+        while (f->value_len > 0 &&
+               (buf[f->value_off + f->value_len - 1] == ' ' || buf[f->value_off + f->value_len - 1] == '\t'))
+                f->value_len--;
+}
+
+static bool http_parse_content_length(const char *s, size_t n, uint64_t *ret)
+{
+        uint64_t v = 0;
+
+        if (n == 0 || n > 18)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                if (s[i] < '0' || s[i] > '9')
+                        return false;
+                v = v * 10 + (uint64_t)(s[i] - '0');
+        }
+        *ret = v;
+        return true;
+}
+
+static bool http_request_id_sane(const char *s, size_t n)
+{
+        if (n == 0 || n > 128)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char c = s[i];
+
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                      c == '_' || c == ':' || c == '-'))
+                        return false;
+        }
+        return true;
+}
+
+static bool http_host_sane(const char *s, size_t n)
+{
+        static const char extra[] = "-._~!$&'()*+,;=:[]%";
+
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char)s[i];
+
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      (c != 0 && strchr(extra, c))))
+                        return false;
+        }
+        return true;
+}
+
+/* Walks the comma-separated tokens of a Connection value: notes close/keep-alive and marks the fields it
+ * names as hop-by-hop. Framing fields are never dropped that way ("Connection: content-length" would
+ * otherwise change how the backend reads the body). */
+static void http_apply_connection(struct http_head *h, const char *buf, const struct http_field *f,
+                                  bool *close, bool *keep)
+{
+        const char *s = buf + f->value_off, *end = s + f->value_len;
+
+        while (s < end) {
+                const char *t;
+                size_t n;
+
+                while (s < end && (*s == ',' || *s == ' ' || *s == '\t'))
+                        s++;
+                t = s;
+                while (s < end && *s != ',' && *s != ' ' && *s != '\t')
+                        s++;
+                n = (size_t)(s - t);
+                if (n == 0)
+                        continue;
+                if (n == 5 && strncasecmp(t, "close", 5) == 0)
+                        *close = true;
+                else if (n == 10 && strncasecmp(t, "keep-alive", 10) == 0)
+                        *keep = true;
+                else if (!(n == 14 && strncasecmp(t, "content-length", n) == 0) &&
+                         !(n == 17 && strncasecmp(t, "transfer-encoding", n) == 0) &&
+                         !(n == 4 && strncasecmp(t, "host", n) == 0)) {
+                        for (size_t i = 0; i < h->n_fields; i++)
+                                if (h->fields[i].name_len == n &&
+                                    strncasecmp(buf + h->fields[i].name_off, t, n) == 0)
+                                        http_mark_hop_by_hop(h, i);
+                }
+        }
+}
+
+/* Is "chunked" the last coding of a Transfer-Encoding value? */
+static bool http_te_final_chunked(const char *buf, const struct http_field *f)
+{
+        const char *s = buf + f->value_off;
+        size_t n = f->value_len;
+
+        while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+                n--;
+        return n >= 7 && strncasecmp(s + n - 7, "chunked", 7) == 0 &&
+               (n == 7 || s[n - 8] == ',' || s[n - 8] == ' ' || s[n - 8] == '\t');
+}
+
+static const char *const http_hop_by_hop_names[] = {
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
+};
+
+static int http_check_fields(struct http_head *h, const char *buf, bool request, const char **ret_reason)
+{
+        int n_cl = 0, n_te = 0, n_host = 0, te_index = -1;
+        bool close = false, keep = false;
+
+        h->host = -1;
+        h->request_id = -1;
+        for (size_t i = 0; i < h->n_fields; i++) {
+                struct http_field *f = &h->fields[i];
+
+                if (f->name_len == 0) {
+                        *ret_reason = "empty field name";
+                        return -EBADMSG;
+                }
+                for (size_t k = 0; k < f->name_len; k++)
+                        if (!http_tchar((unsigned char)buf[f->name_off + k])) {
+                                *ret_reason = "invalid character in a field name";
+                                return -EBADMSG;
+                        }
+                http_trim_value(buf, f);
+
+                for (size_t k = 0; k < ELEMENTSOF(http_hop_by_hop_names); k++)
+                        if (http_field_name_is(buf, f, http_hop_by_hop_names[k]))
+                                http_mark_hop_by_hop(h, i);
+
+                if (http_field_name_is(buf, f, "content-length")) {
+                        if (++n_cl > 1) {
+                                *ret_reason = "more than one Content-Length";
+                                return -EBADMSG;
+                        }
+                        if (!http_parse_content_length(buf + f->value_off, f->value_len, &h->content_length)) {
+                                *ret_reason = "invalid Content-Length";
+                                return -EBADMSG;
+                        }
+                } else if (http_field_name_is(buf, f, "transfer-encoding")) {
+                        n_te++;
+                        te_index = (int)i;
+                } else if (request && http_field_name_is(buf, f, "host")) {
+                        if (++n_host > 1) {
+                                *ret_reason = "more than one Host";
+                                return -EBADMSG;
+                        }
+                        if (!http_host_sane(buf + f->value_off, f->value_len)) {
+                                *ret_reason = "invalid Host";
+                                return -EBADMSG;
+                        }
+                        h->host = (int)i;
+                } else if (http_field_name_is(buf, f, "connection"))
+                        http_apply_connection(h, buf, f, &close, &keep);
+                else if (request && http_field_name_is(buf, f, "expect")) {
+                        if (!http_value_is(buf, f, "100-continue")) {
+                                *ret_reason = "unsupported Expect";
+                                return -EBADMSG;
+                        }
+                        h->expect_continue = true;
+                } else if (request && h->request_id < 0 && http_field_name_is(buf, f, "x-request-id")) {
+                        if (http_request_id_sane(buf + f->value_off, f->value_len))
+                                h->request_id = (int)i;
+                }
+        }
+
+        if (request) {
+                if (n_te > 0 && n_cl > 0) {
+                        *ret_reason = "both Content-Length and Transfer-Encoding";
+                        return -EBADMSG;
+                }
+                if (n_te > 1 || (n_te == 1 && !http_value_is(buf, &h->fields[te_index], "chunked"))) {
+                        *ret_reason = "Transfer-Encoding other than a single \"chunked\"";
+                        return -EBADMSG;
+                }
+                if (n_host == 0 && h->minor >= 1) {
+                        *ret_reason = "missing Host";
+                        return -EBADMSG;
+                }
+                h->body = n_te ? HTTP_BODY_CHUNKED : h->content_length > 0 ? HTTP_BODY_LENGTH : HTTP_BODY_NONE;
+        } else {
+                if (n_te > 0 && n_cl > 0) {
+                        *ret_reason = "both Content-Length and Transfer-Encoding";
+                        return -EBADMSG;
+                }
+                if (n_te > 1) {
+                        *ret_reason = "more than one Transfer-Encoding";
+                        return -EBADMSG;
+                }
+                if (h->status < 200 || h->status == 204 || h->status == 304)
+                        h->body = HTTP_BODY_NONE;
+                else if (n_te)
+                        h->body = http_te_final_chunked(buf, &h->fields[te_index]) ? HTTP_BODY_CHUNKED
+                                                                                   : HTTP_BODY_EOF;
+                else if (n_cl)
+                        h->body = h->content_length > 0 ? HTTP_BODY_LENGTH : HTTP_BODY_NONE;
+                else
+                        h->body = HTTP_BODY_EOF;
+        }
+
+        h->keep_alive = h->minor >= 1 ? !close : keep && !close;
+        if (h->body == HTTP_BODY_EOF)
+                h->keep_alive = false;
+        return 0;
+}
+
+static int http_parse_head(http_parser *parser, enum http_parser_type type, const char *buf, size_t len,
+                           size_t max, bool head_request, struct http_head *h, const char **ret_reason)
+{
+        struct http_ctx ctx = {
+                .h = h,
+                .buf = buf,
+                .head_request = head_request,
+        };
+        enum http_errno err;
+        size_t n, scan = MIN(len, max);
+        const char *reason;
+        int r;
+
+        h->n_fields = 0;
+        h->target_off = h->target_len = 0;
+        h->reason_off = h->reason_len = 0;
+        h->expect_continue = false;
+        h->content_length = 0;
+        memset(h->hop_by_hop, 0, sizeof(h->hop_by_hop));
+
+        http_parser_init(parser, type);
+        parser->data = &ctx;
+        n = http_parser_execute(parser, &http_settings, buf, scan);
+        parser->data = NULL;
+        err = HTTP_PARSER_ERRNO(parser);
+
+        if (err == HPE_OK) {
+                if (n == scan && len < max)
+                        return 0;
+                if (n == scan)
+                        return -EMSGSIZE;
+        }
+        if (err != HPE_PAUSED) {
+                if (ctx.too_many || err == HPE_HEADER_OVERFLOW)
+                        return -EMSGSIZE;
+                switch (err) {
+                case HPE_INVALID_METHOD:
+                        *ret_reason = "invalid method";
+                        break;
+                case HPE_INVALID_VERSION:
+                        *ret_reason = "invalid HTTP version";
+                        break;
+                case HPE_INVALID_URL:
+                        *ret_reason = "invalid request target";
+                        break;
+                case HPE_INVALID_HEADER_TOKEN:
+                        *ret_reason = "invalid character in a field";
+                        break;
+                case HPE_INVALID_CONTENT_LENGTH:
+                case HPE_UNEXPECTED_CONTENT_LENGTH:
+                        *ret_reason = "invalid or conflicting Content-Length";
+                        break;
+                case HPE_INVALID_TRANSFER_ENCODING:
+                        *ret_reason = "invalid Transfer-Encoding";
+                        break;
+                default:
+                        *ret_reason = ctx.reason ? ctx.reason : http_errno_description(err);
+                        break;
+                }
+                return -EBADMSG;
+        }
+
+        /* Paused in on_headers_complete with <n> at the head's final LF. */
+        h->head_len = n + 1;
+        h->major = parser->http_major;
+        h->minor = parser->http_minor;
+
+        reason = http_check_raw(buf, h->head_len);
+        if (reason) {
+                *ret_reason = reason;
+                return -EBADMSG;
+        }
+        if (h->major != 1 || h->minor > 1) {
+                *ret_reason = "HTTP version not supported";
+                return type == HTTP_REQUEST && h->major != 1 ? -ENOTSUP : -EBADMSG;
+        }
+
+        if (type == HTTP_REQUEST) {
+                const char *t = buf + h->target_off;
+
+                h->method = (enum http_method)parser->method;
+                if (h->method == HTTP_CONNECT) {
+                        *ret_reason = "CONNECT is not supported";
+                        return -ENOTSUP;
+                }
+                if (h->target_len == 0) {
+                        *ret_reason = "missing request target";
+                        return -EBADMSG;
+                }
+                if (!(t[0] == '/' || (h->target_len == 1 && t[0] == '*' && h->method == HTTP_OPTIONS) ||
+                      (h->target_len > 7 && strncasecmp(t, "http://", 7) == 0) ||
+                      (h->target_len > 8 && strncasecmp(t, "https://", 8) == 0))) {
+                        *ret_reason = "invalid request target";
+                        return -EBADMSG;
+                }
+        } else {
+                h->status = parser->status_code;
+                if (h->status < 100 || h->status > 599) {
+                        *ret_reason = "invalid status code";
+                        return -EBADMSG;
+                }
+        }
+
+        r = http_check_fields(h, buf, type == HTTP_REQUEST, ret_reason);
+        if (r < 0)
+                return r;
+        if (head_request)
+                h->body = HTTP_BODY_NONE;
+        return (int)MIN(h->head_len, (size_t)INT32_MAX);
+}
+
+int http_parse_request(http_parser *parser, const char *buf, size_t len, size_t max, struct http_head *h,
+                       const char **ret_reason)
+{
+        return http_parse_head(parser, HTTP_REQUEST, buf, len, max, false, h, ret_reason);
+}
+
+int http_parse_response(http_parser *parser, const char *buf, size_t len, size_t max, bool head_request,
+                        struct http_head *h, const char **ret_reason)
+{
+        return http_parse_head(parser, HTTP_RESPONSE, buf, len, max, head_request, h, ret_reason);
+}
+
+static int http_body_run(http_parser *parser, const char *data, size_t len, struct evbuffer *decoded,
+                         size_t *ret_consumed, const char **ret_reason)
+{
+        struct http_ctx ctx = {
+                .decoded = decoded,
+                .trailers = true,
+        };
+        enum http_errno err;
+        size_t n;
+
+        http_parser_pause(parser, 0);
+        parser->data = &ctx;
+        n = http_parser_execute(parser, &http_settings, data, len);
+        parser->data = NULL;
+        err = HTTP_PARSER_ERRNO(parser);
+        if (err != HPE_OK && err != HPE_PAUSED) {
+                *ret_reason = ctx.reason ? ctx.reason
+                              : err == HPE_INVALID_CHUNK_SIZE ? "invalid chunk size"
+                                                              : http_errno_description(err);
+                return -EBADMSG;
+        }
+        *ret_consumed = n;
+        return ctx.done ? 1 : 0;
+}
+
+int http_body_begin(http_parser *parser, const char **ret_reason)
+{
+        size_t consumed;
+
+        /* The parser stopped on the head's final LF; giving it that byte again moves it into the body. */
+        return http_body_run(parser, "\n", 1, NULL, &consumed, ret_reason);
+}
+
+int http_body_feed(http_parser *parser, const char *data, size_t len, struct evbuffer *decoded,
+                   size_t *ret_consumed, const char **ret_reason)
+{
+        if (len == 0) {
+                *ret_consumed = 0;
+                return 0;
+        }
+        return http_body_run(parser, data, len, decoded, ret_consumed, ret_reason);
+}
+
+int http_body_eof(http_parser *parser)
+{
+        const char *reason;
+        size_t consumed;
+        int r;
+
+        /* A zero-length execute tells http_parser the stream ended. */
+        http_parser_pause(parser, 0);
+        r = http_body_run(parser, "", 0, NULL, &consumed, &reason);
+        return r == 1 ? 1 : -EBADMSG;
+}
+
+/* Appends buf[from, to) when not empty. */
+static int http_add(struct evbuffer *out, const char *buf, size_t from, size_t to)
+{
+        if (to <= from)
+                return 0;
+        return evbuffer_add(out, buf + from, to - from) < 0 ? -ENOMEM : 0;
+}
+
+/* Start of field i's line, or of the final empty line for i == n_fields. */
+static size_t http_line_start(const struct http_head *h, size_t i)
+{
+        return i < h->n_fields ? h->fields[i].name_off : h->head_len - 2;
+}
+
+/* Copies the field lines that are kept, in runs of consecutive ones, skipping those <skip> refuses. */
+static int http_copy_fields(struct evbuffer *out, const char *buf, const struct http_head *h,
+                            bool (*skip)(const char *buf, const struct http_head *h, size_t i, void *u), void *u)
+{
+        size_t run = SIZE_MAX;
+
+        for (size_t i = 0; i <= h->n_fields; i++) {
+                bool keep = i < h->n_fields && !http_head_is_hop_by_hop(h, i) && !skip(buf, h, i, u);
+
+                if (keep && run == SIZE_MAX)
+                        run = http_line_start(h, i);
+                else if (!keep && run != SIZE_MAX) {
+                        if (http_add(out, buf, run, http_line_start(h, i)) < 0)
+                                return -ENOMEM;
+                        run = SIZE_MAX;
+                }
+        }
+        return 0;
+}
+
+static bool http_skip_request_field(const char *buf, const struct http_head *h, size_t i, void *u)
+{
+        const struct http_field *f = &h->fields[i];
+
+        return http_field_name_is(buf, f, "x-forwarded-for") || http_field_name_is(buf, f, "x-forwarded-proto") ||
+               http_field_name_is(buf, f, "x-request-id");
+}
+
+int http_write_request_head(struct evbuffer *out, const char *buf, const struct http_head *h,
+                            const struct http_forward *fw)
+{
+        bool xff = false;
+        int r;
+
+        r = evbuffer_add_printf(out, "%s %.*s HTTP/1.1\r\n", http_method_str(h->method), (int)h->target_len,
+                                buf + h->target_off);
+        if (r < 0)
+                return -ENOMEM;
+        r = http_copy_fields(out, buf, h, http_skip_request_field, NULL);
+        if (r < 0)
+                return r;
+
+        /* X-Forwarded-For: the values already there, in order, then the client. */
+        for (size_t i = 0; i < h->n_fields; i++) {
+                const struct http_field *f = &h->fields[i];
+
+                if (!http_field_name_is(buf, f, "x-forwarded-for") || f->value_len == 0)
+                        continue;
+                if (evbuffer_add_printf(out, "%s%.*s", xff ? ", " : "X-Forwarded-For: ", (int)f->value_len,
+                                        buf + f->value_off) < 0)
+                        return -ENOMEM;
+                xff = true;
+        }
+        if (evbuffer_add_printf(out, "%s%s\r\nX-Forwarded-Proto: %s\r\nX-Request-Id: %s\r\n",
+                                xff ? ", " : "X-Forwarded-For: ", fw->client_ip, fw->proto, fw->request_id) < 0)
+                return -ENOMEM;
+        if (h->host < 0 && fw->host && evbuffer_add_printf(out, "Host: %s\r\n", fw->host) < 0)
+                return -ENOMEM;
+        return evbuffer_add(out, "\r\n", 2) < 0 ? -ENOMEM : 0;
+}
+
+static bool http_skip_response_field(const char *buf, const struct http_head *h, size_t i, void *u)
+{
+        bool dechunk = *(bool *)u;
+
+        return dechunk && http_field_name_is(buf, &h->fields[i], "transfer-encoding");
+}
+
+int http_write_response_head(struct evbuffer *out, const char *buf, const struct http_head *h,
+                             const char *request_id, bool dechunk, bool close, bool client_http10)
+{
+        bool has_id = false;
+        int r;
+
+        r = evbuffer_add_printf(out, "HTTP/1.1 %u %.*s\r\n", h->status, (int)h->reason_len, buf + h->reason_off);
+        if (r < 0)
+                return -ENOMEM;
+        r = http_copy_fields(out, buf, h, http_skip_response_field, &dechunk);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < h->n_fields; i++)
+                if (http_field_name_is(buf, &h->fields[i], "x-request-id"))
+                        has_id = true;
+        if (!has_id && request_id && evbuffer_add_printf(out, "X-Request-Id: %s\r\n", request_id) < 0)
+                return -ENOMEM;
+        if (close)
+                r = evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+        else if (client_http10)
+                r = evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
+        else
+                r = evbuffer_add(out, "\r\n", 2);
+        return r < 0 ? -ENOMEM : 0;
+}
+
+const char *http_status_reason(unsigned status)
+{
+        switch (status) {
+        case 200: return "OK";
+        case 400: return "Bad Request";
+        case 404: return "Not Found";
+        case 405: return "Method Not Allowed";
+        case 408: return "Request Timeout";
+        case 413: return "Content Too Large";
+        case 431: return "Request Header Fields Too Large";
+        case 500: return "Internal Server Error";
+        case 501: return "Not Implemented";
+        case 502: return "Bad Gateway";
+        case 503: return "Service Unavailable";
+        case 504: return "Gateway Timeout";
+        case 505: return "HTTP Version Not Supported";
+        default: return "Unknown";
+        }
+}
+
+int http_write_error(struct evbuffer *out, unsigned status, const char *detail, const char *request_id,
+                     bool close)
+{
+        char body[256];
+        int n;
+
+        n = snprintf(body, sizeof(body), "%u %s: %s\n", status, http_status_reason(status), detail);
+        if (n < 0)
+                return -EINVAL;
+        if ((size_t)n >= sizeof(body))
+                n = (int)sizeof(body) - 1;
+        if (evbuffer_add_printf(out,
+                                "HTTP/1.1 %u %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                "Content-Length: %d\r\nCache-Control: no-store\r\n%s%s%s%s\r\n",
+                                status, http_status_reason(status), n, request_id ? "X-Request-Id: " : "",
+                                request_id ? request_id : "", request_id ? "\r\n" : "",
+                                close ? "Connection: close\r\n" : "") < 0)
+                return -ENOMEM;
+        return evbuffer_add(out, body, (size_t)n) < 0 ? -ENOMEM : 0;
+}

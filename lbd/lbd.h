@@ -1,0 +1,28 @@
+/* The daemon's top-level object: the event loop and the parts that run on it. main.c creates one; each
+ * module receives only the pieces it needs. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "lbd/config.h"
+
+struct event_base;
+struct pool;
+struct proxy;
+struct health;
+struct admin;
+struct accesslog;
+struct notify;
+
+struct lbd {
+        struct event_base *base;
+        struct config *config;   /* current settings; replaced as a whole on reload */
+        struct pool *pool;
+        struct proxy *proxy;
+        struct health *health;
+        struct admin *admin;
+        struct accesslog *accesslog;
+        struct notify *notify;
+        uint64_t started_usec;   /* now_usec() at start */
+        bool stopping;
+};

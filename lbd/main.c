@@ -1,0 +1,505 @@
+/* lbd's entry point: the command line, the configuration, wiring the modules onto one event loop, and the
+ * signals: SIGHUP reloads, SIGTERM/SIGINT drain and exit.
+ *
+ * Exit codes: 0 done (or --check-config passed), 1 runtime failure, 2 bad command line, 78 (EX_CONFIG)
+ * invalid configuration. */
+#include <errno.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <http_parser.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/macro.h"
+#include "lbd-version.h"
+#include "lbd/accesslog.h"
+#include "lbd/admin.h"
+#include "lbd/backend.h"
+#include "lbd/balance.h"
+#include "lbd/config.h"
+#include "lbd/health.h"
+#include "lbd/lbd.h"
+#include "lbd/notify.h"
+#include "lbd/proxy.h"
+
+#define EXIT_USAGE  2
+#define EXIT_CONFIG 78
+
+enum {
+        ARG_ADMIN = 0x100,
+        ARG_BALANCE,
+        ARG_ACCESS_LOG,
+        ARG_SET,
+        ARG_LOG_LEVEL,
+        ARG_CHECK_CONFIG,
+};
+
+static const struct option main_options[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "listen", required_argument, NULL, 'l' },
+        { "backend", required_argument, NULL, 'b' },
+        { "admin", required_argument, NULL, ARG_ADMIN },
+        { "balance", required_argument, NULL, ARG_BALANCE },
+        { "access-log", required_argument, NULL, ARG_ACCESS_LOG },
+        { "set", required_argument, NULL, ARG_SET },
+        { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+        { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+};
+
+static void main_help(void)
+{
+        printf("Usage: lbd [OPTIONS]\n"
+               "\n"
+               "HTTP/1.1 load balancer: keeps a pool of backends healthy and proxies traffic to them.\n"
+               "\n"
+               "  -c, --config FILE        read the configuration from FILE (INI; see README)\n"
+               "  -l, --listen ADDR        listen on ADDR (e.g. 0.0.0.0:80, [::]:80); repeatable\n"
+               "  -b, --backend ADDR       proxy to the backend ADDR (static pool); repeatable\n"
+               "      --admin ADDR|off     admin API address (loopback only; default 127.0.0.1:9180)\n"
+               "      --balance NAME       round-robin (default), least-conn or p2c\n"
+               "      --access-log WHERE   stderr (default), off, or a file path\n"
+               "      --set SECTION.KEY=VALUE  set any configuration key, e.g. health.interval=500ms\n"
+               "      --log-level LEVEL    debug, info (default), notice, warning or error\n"
+               "      --check-config       validate the configuration (file and options), then exit\n"
+               "  -h, --help               show this help\n"
+               "  -V, --version            show the version\n"
+               "\n"
+               "Options override the file. Signals: SIGHUP reloads the file, SIGTERM drains and exits.\n"
+               "Exit status: 0 ok, 1 runtime failure, 2 bad usage, 78 invalid configuration.\n");
+}
+
+static int main_parse_level(const char *s)
+{
+        static const struct {
+                const char *name;
+                int level;
+        } levels[] = {
+                { "debug", LOG_DEBUG }, { "info", LOG_INFO }, { "notice", LOG_NOTICE },
+                { "warning", LOG_WARNING }, { "error", LOG_ERR },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(levels); i++)
+                if (strcmp(s, levels[i].name) == 0)
+                        return levels[i].level;
+        return -EINVAL;
+}
+
+/* Appends <value> to the comma-separated list <buf>. Returns 0 or -E2BIG. */
+static int main_list_add(char *buf, size_t size, const char *value)
+{
+        size_t len = strlen(buf), n = strlen(value);
+
+        if (len + n + 2 > size)
+                return -E2BIG;
+        if (len > 0)
+                buf[len++] = ',';
+        memcpy(buf + len, value, n + 1);
+        return 0;
+}
+
+/* Applies the options that set configuration keys. Repeated --listen / --backend options form one list
+ * that replaces the file's. Returns 0 or -EINVAL (logged). */
+static int main_apply_options(struct config *c, int argc, char **argv)
+{
+        _cleanup_free_ char *listen = NULL, *backends = NULL;
+        const size_t list_max = 64 * 1024;
+        int r = 0;
+
+        listen = calloc(1, list_max);
+        backends = calloc(1, list_max);
+        if (!listen || !backends)
+                return log_error_errno(ENOMEM, "Out of memory");
+
+        optind = 1;
+        for (;;) {
+                const char *section = NULL, *key = NULL, *origin = NULL, *value;
+                char set_section[64];
+                int opt = getopt_long(argc, argv, "c:l:b:hV", main_options, NULL);
+
+                if (opt < 0)
+                        break;
+                value = optarg;
+                switch (opt) {
+                case 'l':
+                case 'b':
+                        if (main_list_add(opt == 'l' ? listen : backends, list_max, optarg) < 0) {
+                                log_error("--%s: too many addresses", opt == 'l' ? "listen" : "backend");
+                                r = -EINVAL;
+                        }
+                        continue;
+                case ARG_ADMIN:
+                        section = "lbd", key = "admin", origin = "--admin";
+                        break;
+                case ARG_BALANCE:
+                        section = "lbd", key = "balance", origin = "--balance";
+                        break;
+                case ARG_ACCESS_LOG:
+                        section = "lbd", key = "access_log", origin = "--access-log";
+                        break;
+                case ARG_SET: {
+                        const char *dot = strchr(optarg, '.'), *eq = strchr(optarg, '=');
+                        char set_key[128];
+
+                        if (!dot || !eq || dot > eq || (size_t)(dot - optarg) >= sizeof(set_section) ||
+                            (size_t)(eq - dot - 1) >= sizeof(set_key)) {
+                                log_error("--set '%s': expected SECTION.KEY=VALUE", optarg);
+                                r = -EINVAL;
+                                continue;
+                        }
+                        memcpy(set_section, optarg, (size_t)(dot - optarg));
+                        set_section[dot - optarg] = 0;
+                        memcpy(set_key, dot + 1, (size_t)(eq - dot - 1));
+                        set_key[eq - dot - 1] = 0;
+                        if (config_set(c, set_section, set_key, eq + 1, "--set") < 0)
+                                r = -EINVAL;
+                        continue;
+                }
+                default:
+                        continue;
+                }
+                if (config_set(c, section, key, value, origin) < 0)
+                        r = -EINVAL;
+        }
+        if (listen[0] && config_set(c, "lbd", "listen", listen, "--listen") < 0)
+                r = -EINVAL;
+        if (backends[0] && config_set(c, "pool", "backends", backends, "--backend") < 0)
+                r = -EINVAL;
+        return r;
+}
+
+/* Reads the file (if any) and the options into a new config. Returns 0, or -EINVAL (logged). */
+static int main_load_config(const char *path, int argc, char **argv, struct config **ret)
+{
+        _cleanup_free_ struct config *c = NULL;
+        int r;
+
+        c = malloc(sizeof(*c));
+        if (!c)
+                return log_error_errno(ENOMEM, "Out of memory");
+        config_init(c);
+        if (path) {
+                r = config_load_file(c, path);
+                if (r < 0)
+                        return r;
+        }
+        r = main_apply_options(c, argc, argv);
+        if (r < 0)
+                return r;
+        config_finish(c);
+        r = config_validate(c);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+struct main_state {
+        struct lbd lbd;
+        const char *config_path;
+        int argc;
+        char **argv;
+        struct event *sig_hup, *sig_term, *sig_int, *drain_timer;
+};
+
+static void main_update_status(struct pool *p, void *userdata)
+{
+        struct main_state *m = userdata;
+        char status[128];
+
+        if (m->lbd.stopping)
+                return;
+        (void)snprintf(status, sizeof(status), "%zu/%zu backends healthy", pool_count_healthy(p), p->n_backends);
+        notify_status(m->lbd.notify, status);
+}
+
+static void main_reload(struct main_state *m)
+{
+        struct lbd *l = &m->lbd;
+        struct config *next = NULL, *prev = l->config;
+        int r;
+
+        notify_reloading(l->notify);
+        log_info("Reloading configuration%s%s", m->config_path ? " from " : "",
+                 m->config_path ? m->config_path : "");
+        r = main_load_config(m->config_path, m->argc, m->argv, &next);
+        if (r < 0) {
+                log_error("Configuration not reloaded: it has errors; keeping the running one");
+                goto done;
+        }
+        if (next->n_listen != prev->n_listen || memcmp(next->listen, prev->listen, sizeof(prev->listen)) != 0)
+                log_warning("Changed listen addresses take effect on restart");
+        if (next->admin_enabled != prev->admin_enabled ||
+            !netaddr_equal(&next->admin, &prev->admin))
+                log_warning("A changed admin address takes effect on restart");
+        if (strcmp(next->access_log, prev->access_log) != 0) {
+                struct accesslog *a = NULL;
+
+                r = accesslog_open(l->base, next->access_log, &a);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to open access log %s: %m; keeping the old one",
+                                        next->access_log);
+                        memcpy(next->access_log, prev->access_log, sizeof(next->access_log));
+                } else {
+                        accesslog_free(l->accesslog);
+                        l->accesslog = a;
+                }
+        }
+
+        l->config = next;
+        l->pool->balancer = balance_from_kind(next->balance);
+        proxy_set_config(l->proxy, next);
+        health_set_config(l->health, next);
+        r = pool_set_backends(l->pool, next->backends, next->n_backends);
+        if (r < 0)
+                log_error_errno(r, "Failed to update the backends: %m");
+        r = health_sync(l->health);
+        if (r < 0)
+                log_error_errno(r, "Failed to start health checks: %m");
+        free(prev);
+        log_info("Configuration reloaded: %zu backends, balance %s", next->n_backends,
+                 config_balance_name(next->balance));
+done: {
+        char status[128];
+
+        (void)snprintf(status, sizeof(status), "%zu/%zu backends healthy", pool_count_healthy(l->pool),
+                       l->pool->n_backends);
+        notify_ready(l->notify, status);
+}
+}
+
+static void main_drained(void *userdata)
+{
+        struct main_state *m = userdata;
+
+        log_info("All connections finished; exiting");
+        (void)event_base_loopexit(m->lbd.base, NULL);
+}
+
+static void main_drain_timeout_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct main_state *m = userdata;
+        const struct proxy_stats *s = proxy_get_stats(m->lbd.proxy);
+
+        log_warning("Drain deadline passed with %llu connections open; closing them",
+                    (unsigned long long)s->connections);
+        (void)event_base_loopexit(m->lbd.base, NULL);
+}
+
+static void main_signal_cb(evutil_socket_t sig, short what, void *userdata)
+{
+        struct main_state *m = userdata;
+        struct lbd *l = &m->lbd;
+
+        if (sig == SIGHUP) {
+                if (!l->stopping)
+                        main_reload(m);
+                return;
+        }
+        if (l->stopping) {
+                log_notice("Second stop signal: exiting now");
+                (void)event_base_loopexit(l->base, NULL);
+                return;
+        }
+        l->stopping = true;
+        log_info("Stopping: draining connections (at most %llu ms)",
+                 (unsigned long long)(l->config->drain_timeout_usec / USEC_PER_MSEC));
+        notify_stopping(l->notify, "Draining connections");
+        l->health = health_free(l->health);
+        l->admin = admin_free(l->admin);
+        m->drain_timer = evtimer_new(l->base, main_drain_timeout_cb, m);
+        if (m->drain_timer) {
+                struct timeval tv = {
+                        .tv_sec = (time_t)(l->config->drain_timeout_usec / USEC_PER_SEC),
+                        .tv_usec = (suseconds_t)(l->config->drain_timeout_usec % USEC_PER_SEC),
+                };
+                (void)evtimer_add(m->drain_timer, &tv);
+        }
+        proxy_drain(l->proxy, main_drained, m);
+}
+
+static int main_run(struct main_state *m)
+{
+        struct lbd *l = &m->lbd;
+        struct event_config *ec;
+        char status[128];
+        int r;
+
+        ec = event_config_new();
+        if (!ec)
+                return log_error_errno(ENOMEM, "Out of memory");
+        (void)event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+        (void)event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        l->base = event_base_new_with_config(ec);
+        event_config_free(ec);
+        if (!l->base)
+                return log_error_errno(ENOMEM, "Failed to create the event loop");
+
+        r = notify_new(l->base, &l->notify);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up systemd notification: %m");
+
+        l->pool = pool_new(l->base, balance_from_kind(l->config->balance));
+        if (!l->pool)
+                return log_error_errno(ENOMEM, "Out of memory");
+        l->pool->on_change = main_update_status;
+        l->pool->on_change_userdata = m;
+        r = pool_set_backends(l->pool, l->config->backends, l->config->n_backends);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the backends: %m");
+
+        r = accesslog_open(l->base, l->config->access_log, &l->accesslog);
+        if (r < 0)
+                return log_error_errno(r, "Failed to open access log %s: %m", l->config->access_log);
+
+        l->proxy = proxy_new(l);
+        if (!l->proxy)
+                return log_error_errno(ENOMEM, "Out of memory");
+        r = proxy_listen(l->proxy, l->config);
+        if (r < 0)
+                return r;
+
+        if (l->config->admin_enabled) {
+                r = admin_new(l, &l->config->admin, &l->admin);
+                if (r < 0) {
+                        char name[NETADDR_STRLEN];
+
+                        (void)netaddr_format(&l->config->admin, name, sizeof(name));
+                        return log_error_errno(r, "Failed to start the admin API on %s: %m", name);
+                }
+        }
+
+        l->health = health_new(l->base, l->pool, l->config);
+        if (!l->health)
+                return log_error_errno(ENOMEM, "Out of memory");
+        r = health_sync(l->health);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start health checks: %m");
+
+        m->sig_hup = evsignal_new(l->base, SIGHUP, main_signal_cb, m);
+        m->sig_term = evsignal_new(l->base, SIGTERM, main_signal_cb, m);
+        m->sig_int = evsignal_new(l->base, SIGINT, main_signal_cb, m);
+        if (!m->sig_hup || !m->sig_term || !m->sig_int || evsignal_add(m->sig_hup, NULL) < 0 ||
+            evsignal_add(m->sig_term, NULL) < 0 || evsignal_add(m->sig_int, NULL) < 0)
+                return log_error_errno(ENOMEM, "Failed to set up signal handling");
+
+        l->started_usec = now_usec();
+        (void)snprintf(status, sizeof(status), "%zu/%zu backends healthy", pool_count_healthy(l->pool),
+                       l->pool->n_backends);
+        notify_ready(l->notify, status);
+        log_info("lbd %s ready: %zu backends, balance %s", PACKAGE_VERSION, l->config->n_backends,
+                 config_balance_name(l->config->balance));
+
+        if (event_base_dispatch(l->base) < 0)
+                return log_error("The event loop failed");
+        return 0;
+}
+
+static void main_cleanup(struct main_state *m)
+{
+        struct lbd *l = &m->lbd;
+
+        l->admin = admin_free(l->admin);
+        l->health = health_free(l->health);
+        l->proxy = proxy_free(l->proxy);
+        l->pool = pool_free(l->pool);
+        l->accesslog = accesslog_free(l->accesslog);
+        l->notify = notify_free(l->notify);
+        if (m->sig_hup)
+                event_free(m->sig_hup);
+        if (m->sig_term)
+                event_free(m->sig_term);
+        if (m->sig_int)
+                event_free(m->sig_int);
+        if (m->drain_timer)
+                event_free(m->drain_timer);
+        if (l->base)
+                event_base_free(l->base);
+        free(l->config);
+        l->config = NULL;
+}
+
+int main(int argc, char **argv)
+{
+        struct main_state m = {
+                .argc = argc,
+                .argv = argv,
+        };
+        bool check = false;
+        int r;
+
+        log_set_ident("lbd");
+        opterr = 1;
+        for (;;) {
+                int opt = getopt_long(argc, argv, "c:l:b:hV", main_options, NULL);
+
+                if (opt < 0)
+                        break;
+                switch (opt) {
+                case 'c':
+                        m.config_path = optarg;
+                        break;
+                case 'h':
+                        main_help();
+                        return 0;
+                case 'V':
+                        printf("lbd %s\n", PACKAGE_VERSION);
+                        return 0;
+                case ARG_CHECK_CONFIG:
+                        check = true;
+                        break;
+                case ARG_LOG_LEVEL:
+                        r = main_parse_level(optarg);
+                        if (r < 0) {
+                                log_error("--log-level '%s': expected debug, info, notice, warning or error",
+                                          optarg);
+                                return EXIT_USAGE;
+                        }
+                        log_set_max_level(r);
+                        break;
+                case 'l':
+                case 'b':
+                case ARG_ADMIN:
+                case ARG_BALANCE:
+                case ARG_ACCESS_LOG:
+                case ARG_SET:
+                        break;
+                default:
+                        fprintf(stderr, "Try 'lbd --help'.\n");
+                        return EXIT_USAGE;
+                }
+        }
+        if (optind < argc) {
+                log_error("Unexpected argument '%s'; try 'lbd --help'", argv[optind]);
+                return EXIT_USAGE;
+        }
+        opterr = 0;
+
+        r = main_load_config(m.config_path, argc, argv, &m.lbd.config);
+        if (r < 0) {
+                log_error("Invalid configuration%s%s", m.config_path ? " in " : "",
+                          m.config_path ? m.config_path : "");
+                return EXIT_CONFIG;
+        }
+        if (check) {
+                printf("%s: configuration OK (%zu backends, %zu listeners)\n",
+                       m.config_path ? m.config_path : "options", m.lbd.config->n_backends,
+                       m.lbd.config->n_listen);
+                free(m.lbd.config);
+                return 0;
+        }
+
+        (void)signal(SIGPIPE, SIG_IGN);
+        /* Our own limit ([limits] max_header_size, at most 1 MiB) applies before http_parser's. */
+        http_parser_set_max_header_size(2 * 1024 * 1024);
+
+        r = main_run(&m);
+        main_cleanup(&m);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

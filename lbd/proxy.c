@@ -1,0 +1,1488 @@
+/* The data plane: accepts clients, reads each request head, picks a backend, streams the request to it and
+ * the response back, and keeps both connections alive when HTTP allows.
+ *
+ * Objects (all on the one event loop, no locks):
+ * - struct client: one accepted connection. It owns its input/output buffers and, while a request is in
+ *   flight, one struct txn (the exchange: parsed heads, body framing, tries, the replay copy).
+ * - struct upstream: one connection to a backend. While busy it belongs to exactly one client; when idle it
+ *   sits in its backend's idle list (backend.h), watched for the backend closing it.
+ *
+ * Client states: IDLE (between requests) -> HEAD (request head arriving, bounded by the header timeout)
+ * -> FORWARD (exchange in flight) -> back to IDLE, or CLOSING (flush what is queued, then close).
+ *
+ * I/O is speculative: data is written as soon as it is queued, and a write event is armed only when the
+ * kernel refuses some. Each direction is bounded: a reader stops reading while its peer's output holds more
+ * than BUF_HIGH bytes and resumes below BUF_LOW, so a 1 GiB body streams in constant memory.
+ *
+ * Lifetimes: a callback may close the object it runs for, or its peer. Closing marks the object dead and
+ * releases its socket at once; the memory goes when no callback is running on it any more (the `busy`
+ * counters), so nothing is used after free. */
+#include "lbd/proxy.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/macro.h"
+#include "lbd/accesslog.h"
+#include "lbd/backend.h"
+#include "lbd/config.h"
+#include "lbd/http.h"
+#include "lbd/lbd.h"
+
+#define READ_SIZE      16384
+#define BUF_HIGH       (256 * 1024)
+#define BUF_LOW        (64 * 1024)
+#define REPLAY_MAX     (64 * 1024)
+#define MAX_TRIES      11
+#define ACCEPT_BATCH   64
+#define CLOSE_LINGER_USEC (5 * USEC_PER_SEC)
+#define REQUEST_ID_MAX 129
+
+enum client_state {
+        CLIENT_IDLE,
+        CLIENT_HEAD,
+        CLIENT_FORWARD,
+        CLIENT_CLOSING,
+};
+
+struct upstream;
+
+struct txn {
+        http_parser req_parser;
+        http_parser resp_parser;
+        struct http_head req;
+        struct http_head resp;
+        enum http_method method;
+        char *target;                /* copy of the request target, for the access log */
+        size_t target_len;
+        char request_id[REQUEST_ID_MAX];
+        struct backend *tried[MAX_TRIES];
+        size_t n_tried;
+        struct upstream *up;
+        struct evbuffer *replay;     /* what was sent so far, while it fits in REPLAY_MAX */
+        uint64_t start_usec;
+        uint64_t req_body_bytes;
+        uint64_t resp_body_bytes;
+        unsigned status;             /* final status sent to the client */
+        char backend_name[NETADDR_STRLEN];
+        bool req_complete;           /* the whole request was read from the client */
+        bool resp_head_done;         /* the final response head was parsed */
+        bool resp_started;           /* response bytes went to the client: no retry any more */
+        bool sent_any;               /* request bytes reached the current upstream socket */
+        bool replayable;
+        bool close_after;            /* close the client once this exchange is done */
+        bool dechunk;                /* HTTP/1.0 client, chunked response */
+        bool client_http10;
+};
+
+struct client {
+        struct proxy *proxy;
+        int fd;
+        enum client_state state;
+        struct event rev, wev, timer;
+        struct evbuffer *in, *out;
+        struct txn *txn;
+        struct netaddr peer;
+        char ip[INET6_ADDRSTRLEN];
+        unsigned busy;
+        bool dead;
+        bool reading;
+        bool writing;
+        bool read_eof;
+        struct client *prev, *next;
+};
+
+struct upstream {
+        struct proxy *proxy;
+        int fd;
+        struct event rev, wev, timer;
+        struct evbuffer *in, *out;
+        struct backend *b;
+        struct client *c;            /* owner while busy, NULL while idle */
+        struct upstream *idle_next, *idle_prev;
+        struct upstream *all_next, *all_prev; /* every live upstream of the proxy */
+        unsigned busy;
+        bool dead;
+        bool connected;
+        bool reused;
+        bool reading;
+        bool writing;
+        bool idle;
+};
+
+struct listener {
+        int fd;
+        struct event ev;
+        bool active;
+};
+
+struct proxy {
+        struct lbd *lbd;
+        struct event_base *base;
+        const struct config *cfg;
+        struct listener listeners[CONFIG_MAX_LISTEN];
+        size_t n_listeners;
+        bool accepting;
+        struct client *clients;
+        struct upstream *upstreams;
+        struct proxy_stats stats;
+        uint64_t id_prefix;
+        uint64_t id_counter;
+        bool draining;
+        void (*drain_done)(void *userdata);
+        void *drain_userdata;
+};
+
+static void client_process(struct client *c);
+static void client_close(struct client *c);
+static void client_flush(struct client *c);
+static void txn_dispatch(struct client *c);
+static void upstream_process(struct upstream *up);
+static void upstream_flush(struct upstream *up);
+static void upstream_release(struct upstream *up, bool keep);
+
+static struct timeval proxy_tv(uint64_t usec)
+{
+        return (struct timeval){ .tv_sec = (time_t)(usec / USEC_PER_SEC),
+                                 .tv_usec = (suseconds_t)(usec % USEC_PER_SEC) };
+}
+
+static void proxy_arm(struct event *ev, uint64_t usec)
+{
+        struct timeval tv = proxy_tv(usec);
+
+        (void)event_add(ev, &tv);
+}
+
+/* Reads what the socket has, up to <max> bytes, straight into <buf>'s free space (no FIONREAD, no copy).
+ * Returns bytes read, 0 on EOF, -EAGAIN, or -errno. */
+static ssize_t proxy_read(int fd, struct evbuffer *buf, size_t max)
+{
+        struct evbuffer_iovec v[2];
+        int n_vec;
+        ssize_t n;
+
+        n_vec = evbuffer_reserve_space(buf, (ev_ssize_t)max, v, 2);
+        if (n_vec <= 0)
+                return -ENOMEM;
+        if (n_vec == 2 && v[0].iov_len >= max)
+                n_vec = 1;
+        do
+                n = readv(fd, (struct iovec *)v, n_vec);
+        while (n < 0 && errno == EINTR);
+        if (n < 0) {
+                int e = errno == EWOULDBLOCK ? EAGAIN : errno;
+                (void)evbuffer_commit_space(buf, v, 0);
+                return -e;
+        }
+        if ((size_t)n <= v[0].iov_len) {
+                v[0].iov_len = (size_t)n;
+                n_vec = 1;
+        } else
+                v[1].iov_len = (size_t)n - v[0].iov_len;
+        if (evbuffer_commit_space(buf, v, n_vec) < 0)
+                return -ENOMEM;
+        return n;
+}
+
+/* Writes as much of <buf> as the socket takes. Returns bytes written (>= 0), or -errno. */
+static ssize_t proxy_write(int fd, struct evbuffer *buf)
+{
+        ssize_t total = 0;
+
+        while (evbuffer_get_length(buf) > 0) {
+                int n = evbuffer_write(buf, fd);
+
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN || errno == EWOULDBLOCK)
+                                break;
+                        return -errno;
+                }
+                if (n == 0)
+                        break;
+                total += n;
+        }
+        return total;
+}
+
+/* Appends a copy of <from> to <to>, leaving <from> as it is. */
+static int proxy_copy(struct evbuffer *to, struct evbuffer *from)
+{
+        struct evbuffer_ptr pos;
+        struct evbuffer_iovec v[8];
+        int n;
+
+        if (evbuffer_ptr_set(from, &pos, 0, EVBUFFER_PTR_SET) < 0)
+                return -EINVAL;
+        for (;;) {
+                n = evbuffer_peek(from, -1, &pos, v, (int)ELEMENTSOF(v));
+                if (n <= 0)
+                        return 0;
+                n = (int)MIN((size_t)n, ELEMENTSOF(v));
+                for (int i = 0; i < n; i++) {
+                        if (evbuffer_add(to, v[i].iov_base, v[i].iov_len) < 0)
+                                return -ENOMEM;
+                        if (evbuffer_ptr_set(from, &pos, v[i].iov_len, EVBUFFER_PTR_ADD) < 0)
+                                return 0;
+                }
+        }
+}
+
+static void proxy_count_rejected(struct proxy *p, unsigned status)
+{
+        if (status >= PROXY_CODE_MIN && status <= PROXY_CODE_MAX)
+                p->stats.rejected[status - PROXY_CODE_MIN]++;
+}
+
+static void proxy_make_request_id(struct proxy *p, char *buf, size_t size)
+{
+        (void)snprintf(buf, size, "%016llx%016llx", (unsigned long long)p->id_prefix,
+                       (unsigned long long)++p->id_counter);
+}
+
+/* ---- upstream connections ---- */
+
+static void upstream_set_reading(struct upstream *up, bool on)
+{
+        if (up->reading == on || up->dead)
+                return;
+        up->reading = on;
+        if (on)
+                (void)event_add(&up->rev, NULL);
+        else
+                (void)event_del(&up->rev);
+}
+
+static void upstream_set_writing(struct upstream *up, bool on)
+{
+        if (up->writing == on || up->dead)
+                return;
+        up->writing = on;
+        if (on)
+                (void)event_add(&up->wev, NULL);
+        else
+                (void)event_del(&up->wev);
+}
+
+static void upstream_unlink_idle(struct upstream *up)
+{
+        struct backend *b = up->b;
+
+        if (!up->idle)
+                return;
+        if (up->idle_prev)
+                up->idle_prev->idle_next = up->idle_next;
+        else
+                b->idle = up->idle_next;
+        if (up->idle_next)
+                up->idle_next->idle_prev = up->idle_prev;
+        up->idle_next = up->idle_prev = NULL;
+        up->idle = false;
+        b->n_idle--;
+}
+
+static void upstream_destroy(struct upstream *up)
+{
+        evbuffer_free(up->in);
+        evbuffer_free(up->out);
+        backend_unref(up->b);
+        free(up);
+}
+
+/* Closes the socket now; the memory goes when no callback runs on it. */
+static void upstream_close(struct upstream *up)
+{
+        if (up->dead)
+                return;
+        upstream_unlink_idle(up);
+        (void)event_del(&up->rev);
+        (void)event_del(&up->wev);
+        (void)event_del(&up->timer);
+        up->reading = up->writing = false;
+        if (up->fd >= 0)
+                (void)close(up->fd);
+        up->fd = -1;
+        up->dead = true;
+        up->c = NULL;
+        if (up->all_prev)
+                up->all_prev->all_next = up->all_next;
+        else
+                up->proxy->upstreams = up->all_next;
+        if (up->all_next)
+                up->all_next->all_prev = up->all_prev;
+        if (up->busy == 0)
+                upstream_destroy(up);
+}
+
+static void upstream_leave(struct upstream *up)
+{
+        if (--up->busy == 0 && up->dead)
+                upstream_destroy(up);
+}
+
+static void client_enter(struct client *c)
+{
+        c->busy++;
+}
+
+static void client_destroy(struct client *c);
+
+static void client_leave(struct client *c)
+{
+        if (--c->busy == 0 && c->dead)
+                client_destroy(c);
+}
+
+static void txn_free(struct txn *t)
+{
+        if (!t)
+                return;
+        if (t->replay)
+                evbuffer_free(t->replay);
+        free(t->target);
+        free(t);
+}
+
+/* The request's tries so far failed with <status> (502/504) or the client is gone: answer, or abort. */
+static void txn_fail(struct client *c, unsigned status, const char *detail)
+{
+        struct txn *t = c->txn;
+
+        if (t->resp_started) {
+                /* The client has part of a response: the only honest signal left is closing. */
+                log_warning("Aborting response to %s for %.*s: %s", c->ip, (int)MIN(t->target_len, 200),
+                            t->target, detail);
+                client_close(c);
+                return;
+        }
+        t->status = status;
+        t->close_after = true;
+        proxy_count_rejected(c->proxy, status);
+        (void)http_write_error(c->out, status, detail, t->request_id, true);
+        t->resp_started = true;
+        c->state = CLIENT_CLOSING;
+        {
+                struct accesslog_entry e = {
+                        .client = &c->peer,
+                        .method = http_method_str(t->method),
+                        .path = t->target,
+                        .path_len = t->target_len,
+                        .status = status,
+                        .bytes = 0,
+                        .backend = t->n_tried ? t->backend_name : NULL,
+                        .duration_usec = now_usec() - t->start_usec,
+                        .request_id = t->request_id,
+                };
+                accesslog_write(c->proxy->lbd->accesslog, &e);
+        }
+        client_flush(c);
+}
+
+/* The current upstream failed. <refused>: the connection was refused or reset (the backend is down);
+ * <timeout>: no answer in time. Retries when the rules allow, else answers 502/504. */
+static void txn_upstream_failed(struct client *c, const char *what, bool refused, bool timeout)
+{
+        struct txn *t = c->txn;
+        struct upstream *up = t->up;
+        struct backend *b = up->b;
+        const struct config *cfg = c->proxy->cfg;
+        bool sent = t->sent_any, reused = up->reused;
+
+        log_debug("backend %s failed for %s %.*s: %s%s", b->name, http_method_str(t->method),
+                  (int)MIN(t->target_len, 200), t->target, what, reused ? " (reused connection)" : "");
+
+        if (b->active > 0)
+                b->active--;
+        t->up = NULL;
+        upstream_close(up);
+
+        if (refused && !(reused && sent))
+                backend_report_refused(b, what);
+        else if (timeout)
+                backend_report_result(b, 0, (unsigned)cfg->health_passive_fall);
+        else
+                b->stats.failures++;
+
+        if (t->resp_started) {
+                txn_fail(c, 502, what);
+                return;
+        }
+        if (timeout) {
+                /* Waiting again elsewhere would double the client's wait: 504 now. */
+                txn_fail(c, 504, "the backend did not answer in time");
+                return;
+        }
+        if (t->n_tried <= cfg->retries && t->n_tried < MAX_TRIES && t->replayable &&
+            (!sent || http_method_idempotent(t->method))) {
+                c->proxy->stats.retries_total++;
+                t->sent_any = false;
+                t->resp_head_done = false;
+                txn_dispatch(c);
+                return;
+        }
+        txn_fail(c, 502, "the backend failed before answering");
+}
+
+static void upstream_flush(struct upstream *up)
+{
+        struct client *c = up->c;
+        ssize_t n;
+
+        if (up->dead || !up->connected)
+                return;
+        n = proxy_write(up->fd, up->out);
+        if (n < 0) {
+                if (c && c->txn && c->txn->up == up)
+                        txn_upstream_failed(c, n == -EPIPE ? "connection closed while sending"
+                                                           : "connection reset while sending",
+                                            n == -ECONNRESET, false);
+                else
+                        upstream_close(up);
+                return;
+        }
+        if (n > 0 && c && c->txn)
+                c->txn->sent_any = true;
+        upstream_set_writing(up, evbuffer_get_length(up->out) > 0);
+
+        /* Room again for the request body: read the client once more. */
+        if (c && !c->dead && c->txn && !c->txn->req_complete && evbuffer_get_length(up->out) < BUF_LOW)
+                client_process(c);
+}
+
+static void upstream_idle_timeout(struct upstream *up)
+{
+        upstream_close(up);
+}
+
+static void upstream_timer_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct upstream *up = userdata;
+        struct client *c = up->c;
+
+        up->busy++;
+        if (up->idle || !c)
+                upstream_idle_timeout(up);
+        else {
+                client_enter(c);
+                if (!up->connected)
+                        txn_upstream_failed(c, "connect timed out", false, false);
+                else if (!c->txn->resp_head_done)
+                        txn_upstream_failed(c, "response timed out", false, true);
+                else {
+                        backend_report_result(up->b, 0, (unsigned)c->proxy->cfg->health_passive_fall);
+                        txn_fail(c, 504, "the backend stalled mid-response");
+                }
+                client_leave(c);
+        }
+        upstream_leave(up);
+}
+
+static void upstream_write_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct upstream *up = userdata;
+        struct client *c = up->c;
+
+        up->busy++;
+        if (c)
+                client_enter(c);
+        if (!up->connected) {
+                int err = 0;
+                socklen_t len = sizeof(err);
+
+                if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+                        err = errno;
+                if (err != 0) {
+                        if (c && c->txn) {
+                                char what_buf[96];
+
+                                (void)snprintf(what_buf, sizeof(what_buf), "connect failed: %s", strerror(err));
+                                txn_upstream_failed(c, what_buf, err == ECONNREFUSED || err == ECONNRESET,
+                                                    false);
+                        } else
+                                upstream_close(up);
+                        goto out;
+                }
+                up->connected = true;
+                proxy_arm(&up->timer, up->proxy->cfg->backend_timeout_usec);
+                upstream_set_reading(up, true);
+        }
+        upstream_flush(up);
+out:
+        if (c)
+                client_leave(c);
+        upstream_leave(up);
+}
+
+static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct upstream *up = userdata;
+        struct client *c = up->c;
+        ssize_t n;
+
+        up->busy++;
+        if (up->idle || !c) {
+                /* An idle connection has nothing to say: EOF or stray bytes both end it. */
+                upstream_close(up);
+                goto out_up;
+        }
+        client_enter(c);
+        n = proxy_read(up->fd, up->in, READ_SIZE * 4);
+        if (n == -EAGAIN)
+                goto out;
+        if (n <= 0) {
+                struct txn *t = c->txn;
+
+                if (n < 0 && n != -ECONNRESET && n != -EPIPE)
+                        log_debug("read from backend %s failed: %s", up->b->name, strerror((int)-n));
+                if (t && t->resp_head_done && t->resp.body == HTTP_BODY_EOF && n == 0 &&
+                    http_body_eof(&t->resp_parser) == 1) {
+                        /* The close delimits the body: the exchange is complete. */
+                        upstream_process(up);
+                        goto out;
+                }
+                if (t && t->up == up) {
+                        if (t->resp_head_done || evbuffer_get_length(up->in) > 0) {
+                                /* Mid-response: nothing to retry, the client must see the truncation. */
+                                backend_report_result(up->b, 0, 0);
+                                if (!t->resp_started)
+                                        txn_fail(c, 502, "the backend closed mid-response");
+                                else
+                                        client_close(c);
+                                if (!up->dead) {
+                                        if (up->b->active > 0)
+                                                up->b->active--;
+                                        t->up = NULL;
+                                        upstream_close(up);
+                                }
+                        } else
+                                txn_upstream_failed(c, n == 0 ? "connection closed before any response"
+                                                              : "connection reset before any response",
+                                                    n == -ECONNRESET, false);
+                } else
+                        upstream_close(up);
+                goto out;
+        }
+        proxy_arm(&up->timer, up->proxy->cfg->backend_timeout_usec);
+        upstream_process(up);
+out:
+        client_leave(c);
+out_up:
+        upstream_leave(up);
+}
+
+static int upstream_connect(struct proxy *p, struct backend *b, struct upstream **ret)
+{
+        struct upstream *up;
+        int fd, one = 1, r;
+
+        fd = socket(b->addr.u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+        up = calloc(1, sizeof(*up));
+        if (!up) {
+                (void)close(fd);
+                return -ENOMEM;
+        }
+        up->proxy = p;
+        up->fd = fd;
+        up->in = evbuffer_new();
+        up->out = evbuffer_new();
+        if (!up->in || !up->out) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        up->b = backend_ref(b);
+        (void)event_assign(&up->rev, p->base, fd, EV_READ | EV_PERSIST, upstream_read_cb, up);
+        (void)event_assign(&up->wev, p->base, fd, EV_WRITE | EV_PERSIST, upstream_write_cb, up);
+        (void)evtimer_assign(&up->timer, p->base, upstream_timer_cb, up);
+
+        r = connect(fd, &b->addr.u.sa, b->addr.len);
+        if (r < 0 && errno != EINPROGRESS) {
+                r = -errno;
+                goto fail;
+        }
+        if (r == 0) {
+                up->connected = true;
+                upstream_set_reading(up, true);
+                proxy_arm(&up->timer, p->cfg->backend_timeout_usec);
+        } else {
+                upstream_set_writing(up, true);
+                proxy_arm(&up->timer, p->cfg->connect_timeout_usec);
+        }
+        up->all_next = p->upstreams;
+        if (p->upstreams)
+                p->upstreams->all_prev = up;
+        p->upstreams = up;
+        *ret = up;
+        return 0;
+fail:
+        if (up->b)
+                backend_unref(up->b);
+        if (up->in)
+                evbuffer_free(up->in);
+        if (up->out)
+                evbuffer_free(up->out);
+        free(up);
+        (void)close(fd);
+        return r;
+}
+
+/* Back to the pool when it can carry another request, else closed. */
+static void upstream_release(struct upstream *up, bool keep)
+{
+        struct backend *b = up->b;
+        const struct config *cfg = up->proxy->cfg;
+
+        up->c = NULL;
+        if (!keep || up->dead || b->state != BACKEND_ACTIVE || b->n_idle >= cfg->max_idle_per_backend ||
+            evbuffer_get_length(up->in) > 0 || evbuffer_get_length(up->out) > 0 || up->proxy->draining) {
+                upstream_close(up);
+                return;
+        }
+        up->idle = true;
+        up->reused = true;
+        up->idle_prev = NULL;
+        up->idle_next = b->idle;
+        if (b->idle)
+                b->idle->idle_prev = up;
+        b->idle = up;
+        b->n_idle++;
+        upstream_set_writing(up, false);
+        upstream_set_reading(up, true);
+        proxy_arm(&up->timer, cfg->backend_idle_timeout_usec);
+}
+
+/* ---- exchanges ---- */
+
+static void txn_finish(struct client *c)
+{
+        struct txn *t = c->txn;
+        struct upstream *up = t->up;
+        struct accesslog_entry e = {
+                .client = &c->peer,
+                .method = http_method_str(t->method),
+                .path = t->target,
+                .path_len = t->target_len,
+                .status = t->status,
+                .bytes = t->resp_body_bytes,
+                .backend = t->backend_name[0] ? t->backend_name : NULL,
+                .duration_usec = now_usec() - t->start_usec,
+                .request_id = t->request_id,
+        };
+
+        accesslog_write(c->proxy->lbd->accesslog, &e);
+        if (up) {
+                if (up->b->active > 0)
+                        up->b->active--;
+                t->up = NULL;
+                upstream_release(up, t->resp.keep_alive && t->req_complete);
+        }
+        if (t->close_after || !t->req_complete) {
+                c->txn = NULL;
+                txn_free(t);
+                c->state = CLIENT_CLOSING;
+                client_flush(c);
+                return;
+        }
+        c->txn = NULL;
+        txn_free(t);
+        c->state = CLIENT_IDLE;
+        (void)event_del(&c->timer);
+        proxy_arm(&c->timer, c->proxy->cfg->client_idle_timeout_usec);
+        if (c->proxy->draining && evbuffer_get_length(c->in) == 0) {
+                c->state = CLIENT_CLOSING;
+                client_flush(c);
+                return;
+        }
+        /* A pipelined request may be waiting already. */
+        client_process(c);
+}
+
+/* Moves response body bytes from the upstream to the client, through the framing parser. */
+static void upstream_forward_body(struct upstream *up, struct client *c)
+{
+        struct txn *t = c->txn;
+
+        while (evbuffer_get_length(up->in) > 0 && evbuffer_get_length(c->out) < BUF_HIGH) {
+                struct evbuffer_iovec v;
+                const char *reason = NULL;
+                size_t consumed = 0;
+                size_t before = evbuffer_get_length(c->out);
+                int r;
+
+                if (evbuffer_peek(up->in, -1, NULL, &v, 1) < 1)
+                        break;
+                r = http_body_feed(&t->resp_parser, v.iov_base, v.iov_len, t->dechunk ? c->out : NULL,
+                                   &consumed, &reason);
+                if (r < 0) {
+                        log_warning("Malformed response body from %s: %s", up->b->name, reason);
+                        up->b->stats.failures++;
+                        t->close_after = true;
+                        client_close(c);
+                        return;
+                }
+                if (t->dechunk) {
+                        t->resp_body_bytes += evbuffer_get_length(c->out) - before;
+                        (void)evbuffer_drain(up->in, consumed);
+                } else {
+                        t->resp_body_bytes += consumed;
+                        (void)evbuffer_remove_buffer(up->in, c->out, consumed);
+                }
+                if (r == 1) {
+                        client_flush(c);
+                        if (!c->dead)
+                                txn_finish(c);
+                        return;
+                }
+        }
+        client_flush(c);
+}
+
+static void upstream_process(struct upstream *up)
+{
+        struct client *c = up->c;
+        const struct config *cfg = up->proxy->cfg;
+
+        while (!up->dead && c && !c->dead && c->txn && c->txn->up == up) {
+                struct txn *t = c->txn;
+                const char *reason = "malformed response";
+                size_t len = evbuffer_get_length(up->in);
+                unsigned char *buf;
+                int r;
+
+                if (t->resp_head_done) {
+                        if (t->resp.body == HTTP_BODY_EOF && up->dead)
+                                return;
+                        upstream_forward_body(up, c);
+                        if (!up->dead && up->c == c && evbuffer_get_length(c->out) >= BUF_HIGH)
+                                upstream_set_reading(up, false);
+                        return;
+                }
+                if (len == 0)
+                        return;
+                buf = evbuffer_pullup(up->in, (ev_ssize_t)MIN(len, (size_t)cfg->max_header_size + 1));
+                r = http_parse_response(&t->resp_parser, (const char *)buf, len, cfg->max_header_size,
+                                        t->method == HTTP_HEAD, &t->resp, &reason);
+                if (r == 0)
+                        return;
+                if (r < 0) {
+                        log_warning("Invalid response from backend %s: %s", up->b->name,
+                                    r == -EMSGSIZE ? "head too large" : reason);
+                        up->b->stats.failures++;
+                        if (up->b->active > 0)
+                                up->b->active--;
+                        t->up = NULL;
+                        upstream_close(up);
+                        txn_fail(c, 502, "invalid response from the backend");
+                        return;
+                }
+                if (t->resp.status == 101) {
+                        log_warning("Backend %s switched protocols unasked", up->b->name);
+                        if (up->b->active > 0)
+                                up->b->active--;
+                        t->up = NULL;
+                        upstream_close(up);
+                        txn_fail(c, 502, "unexpected protocol switch");
+                        return;
+                }
+                if (t->resp.status < 200) {
+                        /* Interim (100 Continue, 103): relayed to HTTP/1.1 clients, then the real one. */
+                        if (!t->client_http10) {
+                                (void)http_write_response_head(c->out, (const char *)buf, &t->resp, NULL, false,
+                                                               false, false);
+                                t->resp_started = true;
+                        }
+                        (void)evbuffer_drain(up->in, (size_t)r);
+                        client_flush(c);
+                        continue;
+                }
+
+                t->resp_head_done = true;
+                t->status = t->resp.status;
+                up->b->stats.by_code[t->status - BACKEND_CODE_MIN]++;
+                backend_report_result(up->b, t->status, (unsigned)cfg->health_passive_fall);
+                if (!t->req.keep_alive || c->proxy->draining || t->resp.body == HTTP_BODY_EOF)
+                        t->close_after = true;
+                if (t->client_http10 && t->resp.body == HTTP_BODY_CHUNKED) {
+                        t->dechunk = true;
+                        t->close_after = true;
+                }
+                if (!t->req_complete)
+                        t->close_after = true;
+                if (http_write_response_head(c->out, (const char *)buf, &t->resp, t->request_id, t->dechunk,
+                                             t->close_after, t->client_http10) < 0) {
+                        client_close(c);
+                        return;
+                }
+                t->resp_started = true;
+                (void)evbuffer_drain(up->in, (size_t)r);
+                r = http_body_begin(&t->resp_parser, &reason);
+                if (r < 0) {
+                        log_warning("Invalid response framing from %s: %s", up->b->name, reason);
+                        client_close(c);
+                        return;
+                }
+                if (r == 1) {
+                        client_flush(c);
+                        if (!c->dead)
+                                txn_finish(c);
+                        return;
+                }
+        }
+}
+
+/* Sends the request (replay copy) to a backend picked by the balancer. */
+static void txn_dispatch(struct client *c)
+{
+        struct proxy *p = c->proxy;
+        struct txn *t = c->txn;
+        struct pool *pool = p->lbd->pool;
+
+        for (;;) {
+                struct backend *b;
+                struct upstream *up;
+                int r;
+
+                b = pool->balancer->pick(pool, t->tried, t->n_tried);
+                if (!b) {
+                        if (t->n_tried == 0)
+                                txn_fail(c, 503, "no healthy backend");
+                        else
+                                txn_fail(c, 502, "every backend tried failed");
+                        return;
+                }
+                t->tried[t->n_tried++] = b;
+                memcpy(t->backend_name, b->name, sizeof(t->backend_name));
+
+                up = b->idle;
+                if (up) {
+                        upstream_unlink_idle(up);
+                        (void)event_del(&up->timer);
+                } else {
+                        r = upstream_connect(p, b, &up);
+                        if (r < 0) {
+                                b->stats.failures++;
+                                if (r == -ECONNREFUSED)
+                                        backend_report_refused(b, "connection refused");
+                                if (t->n_tried <= p->cfg->retries && t->n_tried < MAX_TRIES) {
+                                        p->stats.retries_total++;
+                                        continue;
+                                }
+                                txn_fail(c, 502, "could not connect to a backend");
+                                return;
+                        }
+                }
+                up->c = c;
+                t->up = up;
+                b->active++;
+                b->stats.requests++;
+                if (proxy_copy(up->out, t->replay) < 0) {
+                        txn_fail(c, 502, "out of memory");
+                        return;
+                }
+                if (up->connected) {
+                        proxy_arm(&up->timer, p->cfg->backend_timeout_usec);
+                        upstream_flush(up);
+                }
+                return;
+        }
+}
+
+/* Moves request body bytes from the client to the upstream, through the framing parser. */
+static int client_forward_body(struct client *c)
+{
+        struct txn *t = c->txn;
+        const struct config *cfg = c->proxy->cfg;
+        bool moved = false;
+
+        while (!t->req_complete && evbuffer_get_length(c->in) > 0) {
+                struct upstream *up = t->up;
+                struct evbuffer_iovec v;
+                const char *reason = NULL;
+                size_t consumed = 0;
+                int r;
+
+                if (up && evbuffer_get_length(up->out) >= BUF_HIGH)
+                        break;
+                if (!up && evbuffer_get_length(t->replay) >= BUF_HIGH)
+                        break;
+                if (evbuffer_peek(c->in, -1, NULL, &v, 1) < 1)
+                        break;
+                r = http_body_feed(&t->req_parser, v.iov_base, v.iov_len, NULL, &consumed, &reason);
+                if (r < 0) {
+                        log_info("Bad request body from %s: %s", c->ip, reason);
+                        if (t->up) {
+                                if (t->up->b->active > 0)
+                                        t->up->b->active--;
+                                upstream_close(t->up);
+                                t->up = NULL;
+                        }
+                        txn_fail(c, 400, reason);
+                        return -EBADMSG;
+                }
+                t->req_body_bytes += consumed;
+                if (cfg->max_body_size > 0 && t->req_body_bytes > cfg->max_body_size + 16) {
+                        if (t->up) {
+                                if (t->up->b->active > 0)
+                                        t->up->b->active--;
+                                upstream_close(t->up);
+                                t->up = NULL;
+                        }
+                        txn_fail(c, 413, "request body too large");
+                        return -EFBIG;
+                }
+                /* Keep a copy for a retry while it is small; past that, a retry is impossible. */
+                if (t->replayable && t->up) {
+                        if (evbuffer_get_length(t->replay) + consumed <= REPLAY_MAX)
+                                (void)evbuffer_add(t->replay, v.iov_base, consumed);
+                        else
+                                t->replayable = false;
+                }
+                if (up)
+                        (void)evbuffer_remove_buffer(c->in, up->out, consumed);
+                else
+                        (void)evbuffer_remove_buffer(c->in, t->replay, consumed);
+                moved = true;
+                if (r == 1)
+                        t->req_complete = true;
+        }
+        if (t->req_complete)
+                (void)event_del(&c->timer);
+        else if (moved)
+                proxy_arm(&c->timer, cfg->client_body_timeout_usec);
+        if (moved && t->up && t->up->connected)
+                upstream_flush(t->up);
+        return 0;
+}
+
+/* A complete request head is at the start of c->in: set up the exchange and dispatch it. */
+static void client_start(struct client *c, struct txn *t, const char *buf, size_t head_len)
+{
+        struct proxy *p = c->proxy;
+        const struct config *cfg = p->cfg;
+        struct http_forward fw = {
+                .client_ip = c->ip,
+                .proto = "http",
+                .request_id = t->request_id,
+                .host = NULL,
+        };
+        const char *reason = NULL;
+        int r;
+
+        p->stats.requests_total++;
+        t->method = t->req.method;
+        t->client_http10 = t->req.minor == 0;
+        t->target_len = t->req.target_len;
+        t->target = malloc(t->target_len + 1);
+        if (t->target) {
+                memcpy(t->target, buf + t->req.target_off, t->target_len);
+                t->target[t->target_len] = 0;
+        } else
+                t->target_len = 0;
+        if (t->req.request_id >= 0) {
+                const struct http_field *f = &t->req.fields[t->req.request_id];
+                memcpy(t->request_id, buf + f->value_off, f->value_len);
+                t->request_id[f->value_len] = 0;
+        } else
+                proxy_make_request_id(p, t->request_id, sizeof(t->request_id));
+        if (!t->req.keep_alive || p->draining)
+                t->close_after = true;
+
+        if (cfg->max_body_size > 0 && t->req.body == HTTP_BODY_LENGTH && t->req.content_length > cfg->max_body_size) {
+                (void)evbuffer_drain(c->in, head_len);
+                txn_fail(c, 413, "request body too large");
+                return;
+        }
+
+        t->replay = evbuffer_new();
+        if (!t->replay || http_write_request_head(t->replay, buf, &t->req, &fw) < 0) {
+                (void)evbuffer_drain(c->in, head_len);
+                txn_fail(c, 500, "out of memory");
+                return;
+        }
+        t->replayable = true;
+        (void)evbuffer_drain(c->in, head_len);
+
+        r = http_body_begin(&t->req_parser, &reason);
+        if (r < 0) {
+                txn_fail(c, 400, reason);
+                return;
+        }
+        t->req_complete = r == 1;
+        c->state = CLIENT_FORWARD;
+        (void)event_del(&c->timer);
+        if (!t->req_complete)
+                proxy_arm(&c->timer, cfg->client_body_timeout_usec);
+        /* The first body bytes that came with the head go into the replay copy before dispatch. */
+        if (!t->req_complete && client_forward_body(c) < 0)
+                return;
+        txn_dispatch(c);
+}
+
+static void client_reject(struct client *c, unsigned status, const char *detail)
+{
+        struct txn *t = c->txn;
+
+        log_info("Rejected request from %s: %u %s", c->ip, status, detail);
+        if (!t) {
+                proxy_count_rejected(c->proxy, status);
+                (void)http_write_error(c->out, status, detail, NULL, true);
+                c->state = CLIENT_CLOSING;
+                client_flush(c);
+                return;
+        }
+        t->target_len = 0;
+        txn_fail(c, status, detail);
+}
+
+static void client_process(struct client *c)
+{
+        struct proxy *p = c->proxy;
+        const struct config *cfg = p->cfg;
+
+        while (!c->dead) {
+                size_t len = evbuffer_get_length(c->in);
+
+                switch (c->state) {
+                case CLIENT_IDLE:
+                        if (len == 0)
+                                goto io;
+                        c->state = CLIENT_HEAD;
+                        proxy_arm(&c->timer, cfg->client_header_timeout_usec);
+                        break;
+                case CLIENT_HEAD: {
+                        const char *reason = "malformed request";
+                        unsigned char *buf;
+                        struct txn *t = c->txn;
+                        int r;
+
+                        if (len == 0)
+                                goto io;
+                        if (!t) {
+                                t = calloc(1, sizeof(*t));
+                                if (!t) {
+                                        client_close(c);
+                                        return;
+                                }
+                                t->start_usec = now_usec();
+                                c->txn = t;
+                        }
+                        buf = evbuffer_pullup(c->in, (ev_ssize_t)MIN(len, (size_t)cfg->max_header_size + 1));
+                        r = http_parse_request(&t->req_parser, (const char *)buf, len, cfg->max_header_size,
+                                               &t->req, &reason);
+                        if (r == 0)
+                                goto io;
+                        if (r < 0) {
+                                if (r == -EMSGSIZE)
+                                        client_reject(c, 431, "request head too large");
+                                else if (r == -ENOTSUP)
+                                        client_reject(c, t->req.major != 1 ? 505 : 405, reason);
+                                else
+                                        client_reject(c, 400, reason);
+                                return;
+                        }
+                        client_start(c, t, (const char *)buf, (size_t)r);
+                        break;
+                }
+                case CLIENT_FORWARD:
+                        if (!c->txn->req_complete && client_forward_body(c) < 0)
+                                return;
+                        goto io;
+                case CLIENT_CLOSING:
+                        goto io;
+                }
+        }
+        return;
+io:
+        if (c->dead)
+                return;
+        /* Read while there is room: a head still arriving, a body with somewhere to go, or a little
+         * pipelined input. */
+        {
+                size_t len = evbuffer_get_length(c->in);
+                bool want;
+
+                if (c->read_eof || c->state == CLIENT_CLOSING)
+                        want = false;
+                else if (c->state == CLIENT_FORWARD && !c->txn->req_complete)
+                        want = !c->txn->up ? evbuffer_get_length(c->txn->replay) < BUF_HIGH
+                                           : evbuffer_get_length(c->txn->up->out) < BUF_HIGH;
+                else
+                        want = len <= cfg->max_header_size;
+                if (want != c->reading) {
+                        c->reading = want;
+                        if (want)
+                                (void)event_add(&c->rev, NULL);
+                        else
+                                (void)event_del(&c->rev);
+                }
+        }
+}
+
+static void client_flush(struct client *c)
+{
+        ssize_t n;
+
+        if (c->dead)
+                return;
+        n = proxy_write(c->fd, c->out);
+        if (n < 0) {
+                client_close(c);
+                return;
+        }
+        if (evbuffer_get_length(c->out) > 0) {
+                if (!c->writing) {
+                        c->writing = true;
+                        (void)event_add(&c->wev, NULL);
+                }
+                if (c->state != CLIENT_CLOSING)
+                        proxy_arm(&c->timer, c->proxy->cfg->client_body_timeout_usec);
+                else if (n > 0)
+                        proxy_arm(&c->timer, CLOSE_LINGER_USEC);
+                return;
+        }
+        if (c->writing) {
+                c->writing = false;
+                (void)event_del(&c->wev);
+        }
+        if (c->state == CLIENT_CLOSING) {
+                client_close(c);
+                return;
+        }
+        /* The client took the backlog: let the upstream send more. */
+        if (c->txn && c->txn->up && !c->txn->up->dead && c->txn->resp_head_done)
+                upstream_set_reading(c->txn->up, true);
+}
+
+static void client_read_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct client *c = userdata;
+        ssize_t n;
+
+        client_enter(c);
+        n = proxy_read(c->fd, c->in, READ_SIZE);
+        if (n == -EAGAIN)
+                goto out;
+        if (n <= 0) {
+                c->read_eof = true;
+                if (c->state == CLIENT_IDLE || (c->state == CLIENT_HEAD && evbuffer_get_length(c->in) == 0) ||
+                    n < 0) {
+                        client_close(c);
+                        goto out;
+                }
+                if (c->state == CLIENT_HEAD) {
+                        /* Half a head and the client is done sending: nothing to answer. */
+                        client_close(c);
+                        goto out;
+                }
+                if (c->state == CLIENT_FORWARD && !c->txn->req_complete) {
+                        client_close(c);
+                        goto out;
+                }
+                /* Request complete and half-closed: finish the response, then close. */
+                if (c->txn)
+                        c->txn->close_after = true;
+                c->reading = false;
+                (void)event_del(&c->rev);
+                goto out;
+        }
+        client_process(c);
+out:
+        client_leave(c);
+}
+
+static void client_write_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct client *c = userdata;
+
+        client_enter(c);
+        client_flush(c);
+        if (!c->dead && c->txn && c->txn->up && !c->txn->up->dead && c->txn->resp_head_done &&
+            evbuffer_get_length(c->out) < BUF_LOW) {
+                struct upstream *up = c->txn->up;
+
+                up->busy++;
+                upstream_process(up);
+                upstream_leave(up);
+        }
+        client_leave(c);
+}
+
+static void client_timer_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct client *c = userdata;
+
+        client_enter(c);
+        switch (c->state) {
+        case CLIENT_HEAD:
+                client_reject(c, 408, "request head not received in time");
+                break;
+        case CLIENT_FORWARD:
+                if (c->txn && !c->txn->req_complete) {
+                        if (c->txn->up) {
+                                if (c->txn->up->b->active > 0)
+                                        c->txn->up->b->active--;
+                                upstream_close(c->txn->up);
+                                c->txn->up = NULL;
+                        }
+                        c->txn->close_after = true;
+                        txn_fail(c, 408, "request body not received in time");
+                } else
+                        client_close(c); /* the client stopped reading the response */
+                break;
+        case CLIENT_IDLE:
+        case CLIENT_CLOSING:
+                client_close(c);
+                break;
+        }
+        client_leave(c);
+}
+
+static void proxy_update_accepting(struct proxy *p);
+
+static void client_destroy(struct client *c)
+{
+        evbuffer_free(c->in);
+        evbuffer_free(c->out);
+        free(c);
+}
+
+static void client_close(struct client *c)
+{
+        struct proxy *p = c->proxy;
+
+        if (c->dead)
+                return;
+        c->dead = true;
+        if (c->txn) {
+                struct txn *t = c->txn;
+
+                if (t->up) {
+                        if (t->up->b->active > 0)
+                                t->up->b->active--;
+                        upstream_close(t->up);
+                        t->up = NULL;
+                }
+                c->txn = NULL;
+                txn_free(t);
+        }
+        (void)event_del(&c->rev);
+        (void)event_del(&c->wev);
+        (void)event_del(&c->timer);
+        (void)close(c->fd);
+        c->fd = -1;
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                p->clients = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        p->stats.connections--;
+        if (c->busy == 0)
+                client_destroy(c);
+        proxy_update_accepting(p);
+        if (p->draining && p->stats.connections == 0 && p->drain_done) {
+                void (*done)(void *) = p->drain_done;
+                p->drain_done = NULL;
+                done(p->drain_userdata);
+        }
+}
+
+/* ---- listeners ---- */
+
+static void proxy_accept_cb(evutil_socket_t fd, short what, void *userdata);
+
+static void proxy_update_accepting(struct proxy *p)
+{
+        bool want = !p->draining && p->stats.connections < p->cfg->max_connections;
+
+        if (want == p->accepting)
+                return;
+        p->accepting = want;
+        for (size_t i = 0; i < p->n_listeners; i++) {
+                if (p->listeners[i].fd < 0)
+                        continue;
+                if (want)
+                        (void)event_add(&p->listeners[i].ev, NULL);
+                else
+                        (void)event_del(&p->listeners[i].ev);
+        }
+}
+
+static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
+{
+        struct proxy *p = userdata;
+
+        for (int i = 0; i < ACCEPT_BATCH && p->accepting; i++) {
+                struct netaddr peer = { .len = sizeof(peer.u) };
+                struct client *c;
+                int fd, one = 1;
+
+                fd = accept4(lfd, &peer.u.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd < 0) {
+                        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
+                                return;
+                        log_warning_errno(errno, "accept() failed: %m");
+                        return;
+                }
+                (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+                c = calloc(1, sizeof(*c));
+                if (!c) {
+                        (void)close(fd);
+                        continue;
+                }
+                c->proxy = p;
+                c->fd = fd;
+                c->peer = peer;
+                c->in = evbuffer_new();
+                c->out = evbuffer_new();
+                if (!c->in || !c->out) {
+                        if (c->in)
+                                evbuffer_free(c->in);
+                        if (c->out)
+                                evbuffer_free(c->out);
+                        free(c);
+                        (void)close(fd);
+                        continue;
+                }
+                if (netaddr_format_host(&peer, c->ip, sizeof(c->ip)) < 0)
+                        memcpy(c->ip, "unknown", 8);
+                (void)event_assign(&c->rev, p->base, fd, EV_READ | EV_PERSIST, client_read_cb, c);
+                (void)event_assign(&c->wev, p->base, fd, EV_WRITE | EV_PERSIST, client_write_cb, c);
+                (void)evtimer_assign(&c->timer, p->base, client_timer_cb, c);
+                c->state = CLIENT_IDLE;
+                c->reading = true;
+                (void)event_add(&c->rev, NULL);
+                proxy_arm(&c->timer, p->cfg->client_header_timeout_usec);
+
+                c->next = p->clients;
+                if (p->clients)
+                        p->clients->prev = c;
+                p->clients = c;
+                p->stats.connections++;
+                p->stats.connections_total++;
+                proxy_update_accepting(p);
+        }
+}
+
+struct proxy *proxy_new(struct lbd *lbd)
+{
+        struct proxy *p;
+
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return NULL;
+        p->lbd = lbd;
+        p->base = lbd->base;
+        p->cfg = lbd->config;
+        for (size_t i = 0; i < CONFIG_MAX_LISTEN; i++)
+                p->listeners[i].fd = -1;
+        if (getrandom(&p->id_prefix, sizeof(p->id_prefix), GRND_NONBLOCK) != sizeof(p->id_prefix))
+                p->id_prefix = realtime_usec() ^ (uint64_t)getpid();
+        return p;
+}
+
+int proxy_listen(struct proxy *p, const struct config *c)
+{
+        for (size_t i = 0; i < c->n_listen; i++) {
+                const struct netaddr *a = &c->listen[i];
+                char name[NETADDR_STRLEN];
+                int fd, one = 1;
+
+                (void)netaddr_format(a, name, sizeof(name));
+                fd = socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+                if (fd < 0)
+                        return log_error_errno(errno, "Failed to create a socket for %s: %m", name);
+                (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+                if (a->u.sa.sa_family == AF_INET6)
+                        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+                if (bind(fd, &a->u.sa, a->len) < 0 || listen(fd, 4096) < 0) {
+                        int r = -errno;
+                        (void)close(fd);
+                        return log_error_errno(r, "Failed to listen on %s: %m", name);
+                }
+                p->listeners[p->n_listeners].fd = fd;
+                (void)event_assign(&p->listeners[p->n_listeners].ev, p->base, fd, EV_READ | EV_PERSIST,
+                                   proxy_accept_cb, p);
+                p->n_listeners++;
+                log_info("Listening on %s", name);
+        }
+        p->accepting = false;
+        proxy_update_accepting(p);
+        return 0;
+}
+
+void proxy_set_config(struct proxy *p, const struct config *c)
+{
+        p->cfg = c;
+        p->accepting = !p->accepting; /* force the listeners to be re-evaluated */
+        p->accepting = !p->accepting;
+        proxy_update_accepting(p);
+}
+
+void proxy_drain(struct proxy *p, void (*done)(void *userdata), void *userdata)
+{
+        struct client *c, *next;
+
+        p->draining = true;
+        p->drain_done = done;
+        p->drain_userdata = userdata;
+        for (size_t i = 0; i < p->n_listeners; i++) {
+                (void)event_del(&p->listeners[i].ev);
+                (void)close(p->listeners[i].fd);
+                p->listeners[i].fd = -1;
+        }
+        p->accepting = false;
+        for (c = p->clients; c; c = next) {
+                next = c->next;
+                if (c->state == CLIENT_IDLE && evbuffer_get_length(c->in) == 0)
+                        client_close(c);
+                else if (c->txn)
+                        c->txn->close_after = true;
+        }
+        if (p->stats.connections == 0 && p->drain_done) {
+                p->drain_done = NULL;
+                done(userdata);
+        }
+}
+
+const struct proxy_stats *proxy_get_stats(const struct proxy *p)
+{
+        return &p->stats;
+}
+
+struct proxy *proxy_free(struct proxy *p)
+{
+        if (!p)
+                return NULL;
+        p->drain_done = NULL;
+        while (p->clients)
+                client_close(p->clients);
+        for (size_t i = 0; i < p->n_listeners; i++)
+                if (p->listeners[i].fd >= 0) {
+                        (void)event_del(&p->listeners[i].ev);
+                        (void)close(p->listeners[i].fd);
+                }
+        /* Idle upstream connections, including those of backends a reload removed. */
+        while (p->upstreams)
+                upstream_close(p->upstreams);
+        free(p);
+        return NULL;
+}

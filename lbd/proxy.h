@@ -1,0 +1,38 @@
+/* The data plane: listeners, client connections, upstream connections, request/response streaming.
+ * See proxy.c for the state machine. */
+#pragma once
+
+#include <stdint.h>
+
+struct lbd;
+struct proxy;
+struct config;
+
+#define PROXY_CODE_MIN 400
+#define PROXY_CODE_MAX 599
+
+struct proxy_stats {
+        uint64_t connections;       /* client connections open now */
+        uint64_t connections_total; /* accepted since start */
+        uint64_t requests_total;    /* requests read from clients */
+        uint64_t retries_total;     /* tries on another backend */
+        uint64_t rejected[PROXY_CODE_MAX - PROXY_CODE_MIN + 1]; /* answers made by lbd itself, by status */
+};
+
+/* Creates the proxy for <lbd> (uses lbd->base, lbd->pool, lbd->accesslog). Returns NULL on ENOMEM. */
+struct proxy *proxy_new(struct lbd *lbd);
+
+/* Binds every [lbd] listen address of <c> and starts accepting. Returns 0 or -errno (logged). */
+int proxy_listen(struct proxy *p, const struct config *c);
+
+/* Uses new settings (timeouts, limits) for new work; <c> must stay valid until replaced. */
+void proxy_set_config(struct proxy *p, const struct config *c);
+
+/* Stops accepting, closes idle client connections, and lets each busy one finish its current exchange
+ * with "Connection: close". Calls <done> once no client connection is left. */
+void proxy_drain(struct proxy *p, void (*done)(void *userdata), void *userdata);
+
+const struct proxy_stats *proxy_get_stats(const struct proxy *p);
+
+/* Closes everything at once. Returns NULL. */
+struct proxy *proxy_free(struct proxy *p);
