@@ -1,13 +1,16 @@
 /* A strict INI reader for our config files.
  *
  *   ; comment           # comment
- *   [section]
+ *   [section]           ; blanks inside the brackets are ignored; a comment may follow
  *   key = value         ; an inline comment starts at " ;" or " #" (whitespace before it)
  *
- * Keys and section names are [A-Za-z0-9_.-]+; values are trimmed and may be empty. A key before any
- * section has section "". Lines are capped at INI_LINE_MAX bytes and files at INI_FILE_MAX bytes; a NUL or
- * other control character (except TAB) in the file is an error. Syntax errors are logged as
- * "FILE:LINE: reason" and the parse stops. */
+ * Keys and section names are [A-Za-z0-9_.-]+; values are trimmed and may be empty or contain '='. A key
+ * before any section has section "". Lines end in LF or CRLF; a line holds at most INI_LINE_MAX - 1 bytes
+ * besides its line ending, and a file at most INI_FILE_MAX bytes; a leading UTF-8 byte order mark is
+ * skipped; a NUL or other control character (except TAB) in the file is an error. Errors are: a line that
+ * is neither a comment, a section header nor "key = value"; an unterminated '['; text after ']'; an empty
+ * key or section name; other characters in names. Syntax errors are logged as "FILE:LINE: reason" and the
+ * parse stops. Repeated keys are all passed to the handler. */
 #pragma once
 
 #include <stddef.h>

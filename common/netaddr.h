@@ -27,7 +27,9 @@ struct netaddr_cidr {
 };
 
 /* Parses "1.2.3.4:80", "[::1]:80", ":80" / "*:80" (any IPv4 address), or, when <default_port> is not 0,
- * an address without a port ("1.2.3.4", "::1", "[::1]"). Port 0 is rejected unless <allow_port0>. */
+ * an address without a port ("1.2.3.4", "::1", "[::1]"). Port 0 is rejected unless <allow_port0>.
+ * Returns 0, -EINVAL when malformed, or -ERANGE when the port is out of range; <ret> is written only on
+ * success. */
 int netaddr_parse(const char *s, uint16_t default_port, bool allow_port0, struct netaddr *ret);
 
 /* Writes "1.2.3.4:80" or "[::1]:80" into <buf>. Returns the length, or -ENOBUFS. */
@@ -41,7 +43,8 @@ void netaddr_set_port(struct netaddr *a, uint16_t port);
 bool netaddr_equal(const struct netaddr *a, const struct netaddr *b);
 
 /* Parses "10.0.0.0/16", "127.0.0.0/8", "::1/128", or a plain address (a /32 or /128). Host bits set in
- * the address ("10.0.0.1/16") are an error. */
+ * the address ("10.0.0.1/16") are an error. Returns 0, -EINVAL when malformed, or -ERANGE when the prefix
+ * is longer than the address. */
 int netaddr_cidr_parse(const char *s, struct netaddr_cidr *ret);
 
 /* Returns true when <a> lies inside <c>. An IPv4-mapped IPv6 address matches IPv4 networks. */

@@ -5,9 +5,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* "250us", "500ms", "1s", "1.5s", "2m", "1h"; a bare number is seconds. At most 30 days. */
+/* "250us", "500ms", "1s", "1.5s", "2m", "1h", "1d"; a bare number is seconds. A fraction needs digits on
+ * both sides of the '.'; what falls below a microsecond is dropped. At most 30 days (-ERANGE beyond). */
 int parse_duration(const char *s, uint64_t *ret_usec);
-/* "512", "16k", "16K", "16KiB", "1M", "2G" (powers of 1024). */
+/* "512", "512B", "16k", "16K", "16KiB", "1M", "2G", "1T" (powers of 1024; K/M/G/T in either case, alone
+ * or followed by "iB"). Whole numbers only. */
 int parse_size(const char *s, uint64_t *ret_bytes);
 /* Decimal unsigned integer in [min, max], no sign, no spaces. */
 int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret);

@@ -78,20 +78,34 @@ struct config {
         char path[CONFIG_PATH_MAX];
 };
 
-/* Fills <c> with the documented defaults. */
+/* Fills <c> with the documented defaults (the table at the top of config.c). */
 void config_init(struct config *c);
 
-/* Reads <path> into <c> (on top of what is there). Every error is logged as "FILE:LINE: key 'K': reason"
- * and the load goes on to report every bad line, then returns -EINVAL; -errno if the file can't be read. */
+/* Reads <path> into <c> (on top of what is there) and records <path> in c->path. Every bad key is logged as
+ * "FILE:LINE: [section] key 'K': reason (value 'V')" and the load goes on to report every bad line, then
+ * returns -EINVAL; a syntax error (ini.h) is logged and stops the load with -EINVAL. Returns -errno if the
+ * file can't be read, -ENAMETOOLONG if <path> doesn't fit in c->path. Unknown sections and keys are errors.
+ * List keys (listen, networks, backends): the first occurrence in the file replaces the list, defaults
+ * included; later occurrences append. */
 int config_load_file(struct config *c, const char *path);
 
-/* Sets one key as if read from a file; <origin> names where it came from in messages ("--listen").
- * Returns 0, or -EINVAL (logged). Used by the command line. */
+/* Sets one key as if read from a file; <origin> names where it came from in messages ("--listen: [lbd]
+ * key 'listen': ..."; NULL means "command line"). Each call is a source of its own, so a list key given here
+ * replaces the list: pass several entries comma-separated. Returns 0, or -EINVAL (logged, <c> unchanged).
+ * Used by the command line. */
 int config_set(struct config *c, const char *section, const char *key, const char *value, const char *origin);
 
-/* Checks what single keys can't: at least one listener and backend (static provider), backends inside
- * <networks>, sane timeouts, rise/fall >= 1... Logs every problem; returns 0 or -EINVAL. */
+/* Completes what depends on several keys once everything is read: backends given without a port get
+ * [pool] port. Call after the file and the command line, before config_validate(). */
+void config_finish(struct config *c);
+
+/* Checks what single keys can't: at least one listener, no duplicate listener, the admin address loopback
+ * and not a listener; the static provider has a backend (local and ec2 are not available yet); every
+ * backend has a port, lies inside <networks> (when set) and is listed once; health interval and timeout
+ * > 0 (the timeout may exceed the interval), rise/fall >= 1, a sane expect range. Logs every problem as
+ * "PATH: [section] key 'K': message" ("configuration" when c->path is empty); returns 0 or -EINVAL. */
 int config_validate(const struct config *c);
 
+/* Return the config file spelling ("round-robin", "ec2"), or NULL for a value out of range. */
 const char *config_balance_name(enum balance_kind b);
 const char *config_provider_name(enum provider_kind p);

@@ -23,12 +23,20 @@ struct http_ctx {
         struct http_head *h;
         const char *buf;
         struct evbuffer *decoded;
+        const char *scan_from;    /* chunked body: framing bytes from here are not checked yet */
+        bool chunked;
         const char *reason;
         bool in_value;    /* the last field callback was a value */
         bool too_many;    /* more than HTTP_MAX_FIELDS */
         bool trailers;    /* body mode: fields are trailers */
         bool head_request;
         bool done;        /* message complete */
+};
+
+enum {
+        HTTP_EXPECT_ANY,
+        HTTP_EXPECT_CR,
+        HTTP_EXPECT_LF,
 };
 
 static bool http_tchar(unsigned char c)
@@ -115,9 +123,52 @@ static int http_on_headers_complete(http_parser *p)
         return ctx->head_request ? 1 : 0;
 }
 
+/* Chunked framing (size lines, the CRLF after each chunk's data, trailers): http_parser built without
+ * HTTP_PARSER_STRICT takes any byte where it expects LF after CR, or CR after chunk data. So every byte
+ * outside the chunk data goes through here: CRLF right after each chunk's data, CR only in CRLF, LF only
+ * after CR, no control characters. The state lives in the head, as a CRLF may straddle two reads. */
+static int http_scan_framing(struct http_ctx *ctx, const char *from, const char *to)
+{
+        uint8_t *expect = &ctx->h->chunk_expect;
+
+        for (const char *q = from; q < to; q++) {
+                unsigned char c = (unsigned char)*q;
+
+                if (*expect == HTTP_EXPECT_LF) {
+                        if (c != '\n')
+                                goto bad;
+                        *expect = HTTP_EXPECT_ANY;
+                } else if (*expect == HTTP_EXPECT_CR) {
+                        if (c != '\r')
+                                goto bad;
+                        *expect = HTTP_EXPECT_LF;
+                } else if (c == '\r')
+                        *expect = HTTP_EXPECT_LF;
+                else if (c == '\n')
+                        goto bad;
+                else if ((c < 0x20 && c != '\t') || c == 0x7f) {
+                        ctx->reason = "control character in chunked framing";
+                        return -1;
+                }
+        }
+        return 0;
+bad:
+        ctx->reason = "bad line ending in chunked framing";
+        return -1;
+}
+
 static int http_on_body(http_parser *p, const char *at, size_t len)
 {
         struct http_ctx *ctx = p->data;
+
+        if (ctx->chunked) {
+                if (http_scan_framing(ctx, ctx->scan_from, at) < 0)
+                        return -1;
+                ctx->scan_from = at + len;
+                /* The chunk's data is all there: CRLF must follow. */
+                if (p->content_length == 0)
+                        ctx->h->chunk_expect = HTTP_EXPECT_CR;
+        }
 
         if (ctx->decoded && evbuffer_add(ctx->decoded, at, len) < 0) {
                 ctx->reason = "out of memory";
@@ -381,6 +432,11 @@ static int http_check_fields(struct http_head *h, const char *buf, bool request,
                         *ret_reason = "Transfer-Encoding other than a single \"chunked\"";
                         return -EBADMSG;
                 }
+                if (n_te > 0 && h->minor == 0) {
+                        /* RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing. */
+                        *ret_reason = "Transfer-Encoding in an HTTP/1.0 request";
+                        return -EBADMSG;
+                }
                 if (n_host == 0 && h->minor >= 1) {
                         *ret_reason = "missing Host";
                         return -EBADMSG;
@@ -535,12 +591,15 @@ int http_parse_response(http_parser *parser, const char *buf, size_t len, size_t
         return http_parse_head(parser, HTTP_RESPONSE, buf, len, max, head_request, h, ret_reason);
 }
 
-static int http_body_run(http_parser *parser, const char *data, size_t len, struct evbuffer *decoded,
-                         size_t *ret_consumed, const char **ret_reason)
+static int http_body_run(http_parser *parser, struct http_head *h, bool scan, const char *data, size_t len,
+                         struct evbuffer *decoded, size_t *ret_consumed, const char **ret_reason)
 {
         struct http_ctx ctx = {
+                .h = h,
                 .decoded = decoded,
                 .trailers = true,
+                .chunked = scan && h->body == HTTP_BODY_CHUNKED,
+                .scan_from = data,
         };
         enum http_errno err;
         size_t n;
@@ -550,6 +609,9 @@ static int http_body_run(http_parser *parser, const char *data, size_t len, stru
         n = http_parser_execute(parser, &http_settings, data, len);
         parser->data = NULL;
         err = HTTP_PARSER_ERRNO(parser);
+        if ((err == HPE_OK || err == HPE_PAUSED) && ctx.chunked &&
+            http_scan_framing(&ctx, ctx.scan_from, data + n) < 0)
+                err = HPE_INVALID_CHUNK_SIZE;
         if (err != HPE_OK && err != HPE_PAUSED) {
                 *ret_reason = ctx.reason ? ctx.reason
                               : err == HPE_INVALID_CHUNK_SIZE ? "invalid chunk size"
@@ -560,25 +622,26 @@ static int http_body_run(http_parser *parser, const char *data, size_t len, stru
         return ctx.done ? 1 : 0;
 }
 
-int http_body_begin(http_parser *parser, const char **ret_reason)
+int http_body_begin(http_parser *parser, struct http_head *h, const char **ret_reason)
 {
         size_t consumed;
 
         /* The parser stopped on the head's final LF; giving it that byte again moves it into the body. */
-        return http_body_run(parser, "\n", 1, NULL, &consumed, ret_reason);
+        h->chunk_expect = HTTP_EXPECT_ANY;
+        return http_body_run(parser, h, false, "\n", 1, NULL, &consumed, ret_reason);
 }
 
-int http_body_feed(http_parser *parser, const char *data, size_t len, struct evbuffer *decoded,
-                   size_t *ret_consumed, const char **ret_reason)
+int http_body_feed(http_parser *parser, struct http_head *h, const char *data, size_t len,
+                   struct evbuffer *decoded, size_t *ret_consumed, const char **ret_reason)
 {
         if (len == 0) {
                 *ret_consumed = 0;
                 return 0;
         }
-        return http_body_run(parser, data, len, decoded, ret_consumed, ret_reason);
+        return http_body_run(parser, h, true, data, len, decoded, ret_consumed, ret_reason);
 }
 
-int http_body_eof(http_parser *parser)
+int http_body_eof(http_parser *parser, struct http_head *h)
 {
         const char *reason;
         size_t consumed;
@@ -586,7 +649,7 @@ int http_body_eof(http_parser *parser)
 
         /* A zero-length execute tells http_parser the stream ended. */
         http_parser_pause(parser, 0);
-        r = http_body_run(parser, "", 0, NULL, &consumed, &reason);
+        r = http_body_run(parser, h, false, "", 0, NULL, &consumed, &reason);
         return r == 1 ? 1 : -EBADMSG;
 }
 
@@ -736,5 +799,5 @@ int http_write_error(struct evbuffer *out, unsigned status, const char *detail, 
                                 request_id ? request_id : "", request_id ? "\r\n" : "",
                                 close ? "Connection: close\r\n" : "") < 0)
                 return -ENOMEM;
-        return evbuffer_add(out, body, (size_t)n) < 0 ? -ENOMEM : 0;
+        return evbuffer_add(out, body, (size_t)n) < 0 ? -ENOMEM : n;
 }

@@ -6,8 +6,8 @@
  * bytes, from the start), or rejected with a short reason. What is accepted is unambiguous (RFC 9112): one
  * framing, token field names, no obs-fold, no bare LF, no control characters, one Host.
  *
- * Bodies: after a head, http_body_begin() then http_body_feed() on each piece of input; the parser says
- * where the message ends, so pipelined bytes after it are left alone. */
+ * Bodies: after a head, http_body_begin() then http_body_feed() on each piece of input, with the same
+ * head; the parser says where the message ends, so pipelined bytes after it are left alone. */
 #pragma once
 
 #include <http_parser.h>
@@ -51,6 +51,7 @@ struct http_head {
         bool expect_continue;       /* request: Expect: 100-continue */
         int host;                   /* index of the Host field, -1 if none */
         int request_id;             /* index of a sane X-Request-Id field, -1 if none */
+        uint8_t chunk_expect;       /* body: what the next chunked framing byte must be (http.c) */
 };
 
 /* Parses the request head at the start of <buf> (<len> bytes available). Returns the head length (> 0)
@@ -68,18 +69,18 @@ int http_parse_response(http_parser *parser, const char *buf, size_t len, size_t
 
 /* Starts the body after a parsed head. Returns 1 when the message is already complete (no body), 0 when
  * body bytes follow, -EBADMSG on a framing error (*ret_reason). */
-int http_body_begin(http_parser *parser, const char **ret_reason);
+int http_body_begin(http_parser *parser, struct http_head *h, const char **ret_reason);
 
 /* Feeds <len> body bytes. Sets *ret_consumed to the bytes that belong to this message (the rest is the
  * next message) and returns 1 when the message ended with them, 0 when more is expected, -EBADMSG on bad
  * framing (*ret_reason). When <decoded> is not NULL, the body's data (without chunk framing) is appended
  * to it. For HTTP_BODY_EOF call http_body_eof() when the connection closes. */
-int http_body_feed(http_parser *parser, const char *data, size_t len, struct evbuffer *decoded,
-                   size_t *ret_consumed, const char **ret_reason);
+int http_body_feed(http_parser *parser, struct http_head *h, const char *data, size_t len,
+                   struct evbuffer *decoded, size_t *ret_consumed, const char **ret_reason);
 
 /* Tells the parser that the peer closed; returns 1 if that completes the message (EOF-delimited), else
  * -EBADMSG (truncated). */
-int http_body_eof(http_parser *parser);
+int http_body_eof(http_parser *parser, struct http_head *h);
 
 /* Field helpers; <buf> is the buffer the head was parsed from. */
 bool http_field_name_is(const char *buf, const struct http_field *f, const char *name);
@@ -108,7 +109,8 @@ int http_write_response_head(struct evbuffer *out, const char *buf, const struct
                              const char *request_id, bool dechunk, bool close, bool client_http10);
 
 /* Appends a complete response made by lbd itself: "<status> <reason>: <detail>\n" as text/plain, with
- * X-Request-Id when not NULL, and "Connection: close" when <close>. */
+ * X-Request-Id when not NULL, and "Connection: close" when <close>. Returns the body's length, or
+ * -ENOMEM. */
 int http_write_error(struct evbuffer *out, unsigned status, const char *detail, const char *request_id,
                      bool close);
 

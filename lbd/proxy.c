@@ -361,6 +361,7 @@ static void txn_free(struct txn *t)
 static void txn_fail(struct client *c, unsigned status, const char *detail)
 {
         struct txn *t = c->txn;
+        int body;
 
         if (t->resp_started) {
                 /* The client has part of a response: the only honest signal left is closing. */
@@ -371,8 +372,10 @@ static void txn_fail(struct client *c, unsigned status, const char *detail)
         }
         t->status = status;
         t->close_after = true;
+        if (!t->request_id[0])
+                proxy_make_request_id(c->proxy, t->request_id, sizeof(t->request_id));
         proxy_count_rejected(c->proxy, status);
-        (void)http_write_error(c->out, status, detail, t->request_id, true);
+        body = http_write_error(c->out, status, detail, t->request_id, true);
         t->resp_started = true;
         c->state = CLIENT_CLOSING;
         {
@@ -382,7 +385,7 @@ static void txn_fail(struct client *c, unsigned status, const char *detail)
                         .path = t->target,
                         .path_len = t->target_len,
                         .status = status,
-                        .bytes = 0,
+                        .bytes = body > 0 ? (uint64_t)body : 0,
                         .backend = t->n_tried ? t->backend_name : NULL,
                         .duration_usec = now_usec() - t->start_usec,
                         .request_id = t->request_id,
@@ -549,7 +552,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
                 if (n < 0 && n != -ECONNRESET && n != -EPIPE)
                         log_debug("read from backend %s failed: %s", up->b->name, strerror((int)-n));
                 if (t && t->resp_head_done && t->resp.body == HTTP_BODY_EOF && n == 0 &&
-                    http_body_eof(&t->resp_parser) == 1) {
+                    http_body_eof(&t->resp_parser, &t->resp) == 1) {
                         /* The close delimits the body: the exchange is complete. */
                         upstream_process(up);
                         goto out;
@@ -728,7 +731,7 @@ static void upstream_forward_body(struct upstream *up, struct client *c)
 
                 if (evbuffer_peek(up->in, -1, NULL, &v, 1) < 1)
                         break;
-                r = http_body_feed(&t->resp_parser, v.iov_base, v.iov_len, t->dechunk ? c->out : NULL,
+                r = http_body_feed(&t->resp_parser, &t->resp, v.iov_base, v.iov_len, t->dechunk ? c->out : NULL,
                                    &consumed, &reason);
                 if (r < 0) {
                         log_warning("Malformed response body from %s: %s", up->b->name, reason);
@@ -832,7 +835,7 @@ static void upstream_process(struct upstream *up)
                 }
                 t->resp_started = true;
                 (void)evbuffer_drain(up->in, (size_t)r);
-                r = http_body_begin(&t->resp_parser, &reason);
+                r = http_body_begin(&t->resp_parser, &t->resp, &reason);
                 if (r < 0) {
                         log_warning("Invalid response framing from %s: %s", up->b->name, reason);
                         client_close(c);
@@ -924,7 +927,7 @@ static int client_forward_body(struct client *c)
                         break;
                 if (evbuffer_peek(c->in, -1, NULL, &v, 1) < 1)
                         break;
-                r = http_body_feed(&t->req_parser, v.iov_base, v.iov_len, NULL, &consumed, &reason);
+                r = http_body_feed(&t->req_parser, &t->req, v.iov_base, v.iov_len, NULL, &consumed, &reason);
                 if (r < 0) {
                         log_info("Bad request body from %s: %s", c->ip, reason);
                         if (t->up) {
@@ -1019,7 +1022,7 @@ static void client_start(struct client *c, struct txn *t, const char *buf, size_
         t->replayable = true;
         (void)evbuffer_drain(c->in, head_len);
 
-        r = http_body_begin(&t->req_parser, &reason);
+        r = http_body_begin(&t->req_parser, &t->req, &reason);
         if (r < 0) {
                 txn_fail(c, 400, reason);
                 return;

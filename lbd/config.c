@@ -1,0 +1,789 @@
+/* lbd's configuration: the table of every key, its default and its parser; the INI file loader; the
+ * command-line setter; and the checks that need several keys at once.
+ *
+ * Keys and defaults (the table config_keys[] below is the source of truth, and config_init() builds the
+ * defaults by running each key's parser on the default text, so this list and the code can't drift):
+ *
+ *   [lbd]
+ *   listen           = 0.0.0.0:80      address:port list, comma-separated or the key repeated, up to
+ *                                      CONFIG_MAX_LISTEN; [v6]:port; ":80" means every IPv4 address
+ *   admin            = 127.0.0.1:9180  loopback only (127.0.0.0/8 or [::1]), or "off"
+ *   balance          = round-robin     round-robin | least-conn | p2c
+ *   access_log       = stderr          stderr | off | an absolute file path
+ *   max_connections  = 10000           1..1000000
+ *   drain_timeout    = 30s             0 allowed (close at once)
+ *   [timeouts]
+ *   client_header    = 10s
+ *   client_idle      = 60s
+ *   client_body      = 30s
+ *   connect          = 3s
+ *   backend          = 30s
+ *   backend_idle     = 10s
+ *   [limits]
+ *   max_header_size  = 16k             1k..1M
+ *   max_body_size    = 0               0 = unlimited
+ *   retries          = 2               0..10
+ *   max_idle_per_backend = 64          0..100000
+ *   [health]
+ *   path             = /healthcheck    starts with '/', printable ASCII, no spaces
+ *   interval         = 1s
+ *   timeout          = 1s
+ *   rise             = 2               1..100
+ *   fall             = 3               1..100
+ *   expect           = 200-399         "200" or "200-399", within 100..599
+ *   passive_fall     = 3               0..1000, 0 = off
+ *   [pool]
+ *   provider         = static          static | local | ec2 (only static is available yet)
+ *   desired          = 3               0..1000
+ *   port             = 80              1..65535, for backends given without a port
+ *   networks         = (empty)         CIDR list, up to CONFIG_MAX_NETWORKS; empty = any address
+ *   backends         = (empty)         address list, up to CONFIG_MAX_BACKENDS; the port may be left out
+ *   grace            = 120s            0 allowed
+ *   poll             = 10s
+ *
+ * Durations are parse_duration() values ("500ms", "1.5s", "2m"; a bare number is seconds, at most 30
+ * days) and must be greater than 0 unless noted; sizes are parse_size() values ("16k", "1M").
+ *
+ * List keys (listen, networks, backends): within one source (one file, or one config_set() call), the
+ * first occurrence replaces the list, defaults included, and later occurrences append to it.
+ *
+ * Unknown sections and keys are errors, so a typo never silently leaves a default in place. Each error is
+ * logged as "FILE:LINE: [section] key 'KEY': reason (value 'V')", or "ORIGIN: ..." for the command line. */
+#include "lbd/config.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/ini.h"
+#include "common/log.h"
+#include "common/macro.h"
+#include "common/parse.h"
+
+struct config_key;
+
+/* Parses <value> for key <k> into <c>. <first> is true when the key was not set yet by the same source,
+ * which list keys use to replace rather than append. On failure writes a reason into <reason> and returns
+ * -EINVAL; <c> is then left unchanged. */
+typedef int (*config_parser_t)(const struct config_key *k, struct config *c, const char *value, bool first,
+                               char *reason, size_t size);
+
+struct config_key {
+        const char *section;
+        const char *key;
+        const char *default_value;
+        config_parser_t parse;
+        size_t offset;     /* the field, for the generic parsers */
+        uint64_t min, max; /* bounds, for numbers, sizes and durations */
+};
+
+/* offsetof() that also checks the field's type, so a table row can't point a parser at the wrong kind. */
+#define CONFIG_IS_TYPE(field, type)                                                                         \
+        __builtin_types_compatible_p(__typeof__(((struct config *)0)->field), type)
+#define CONFIG_FIELD(field, type)                                                                           \
+        (offsetof(struct config, field) + 0 * sizeof(char[CONFIG_IS_TYPE(field, type) ? 1 : -1]))
+#define U64(field)  CONFIG_FIELD(field, uint64_t)
+#define PATH(field) CONFIG_FIELD(field, char[CONFIG_PATH_MAX])
+
+#define CONFIG_ITEM_MAX 128 /* longest entry of a list value */
+
+static const char *const config_balance_names[] = {
+        [BALANCE_ROUND_ROBIN] = "round-robin",
+        [BALANCE_LEAST_CONN] = "least-conn",
+        [BALANCE_P2C] = "p2c",
+};
+
+static const char *const config_provider_names[] = {
+        [PROVIDER_STATIC] = "static",
+        [PROVIDER_LOCAL] = "local",
+        [PROVIDER_EC2] = "ec2",
+};
+
+static int config_reason(char *reason, size_t size, const char *format, ...) _printf_(3, 4);
+static int config_reason(char *reason, size_t size, const char *format, ...)
+{
+        va_list ap;
+
+        va_start(ap, format);
+        (void)vsnprintf(reason, size, format, ap);
+        va_end(ap);
+        return -EINVAL;
+}
+
+static uint64_t *config_u64(struct config *c, const struct config_key *k)
+{
+        return (uint64_t *)(void *)((char *)c + k->offset);
+}
+
+static int config_parse_duration(const struct config_key *k, struct config *c, const char *value, bool first,
+                                 char *reason, size_t size)
+{
+        uint64_t v;
+        int r;
+
+        r = parse_duration(value, &v);
+        if (r == -ERANGE)
+                return config_reason(reason, size, "duration out of range (at most 30d)");
+        if (r < 0)
+                return config_reason(reason, size, "not a duration (e.g. 500ms, 10s, 1.5m, 2h)");
+        if (v < k->min)
+                return config_reason(reason, size, "must be greater than 0");
+        *config_u64(c, k) = v;
+        return 0;
+}
+
+static int config_parse_size(const struct config_key *k, struct config *c, const char *value, bool first,
+                             char *reason, size_t size)
+{
+        uint64_t v;
+        int r;
+
+        r = parse_size(value, &v);
+        if (r == -EINVAL)
+                return config_reason(reason, size, "not a size (e.g. 512, 16k, 1M)");
+        if (r < 0)
+                return config_reason(reason, size, "size too large");
+        if (v < k->min || v > k->max)
+                return config_reason(reason, size, "must be between %" PRIu64 " and %" PRIu64 " bytes",
+                                     k->min, k->max);
+        *config_u64(c, k) = v;
+        return 0;
+}
+
+static int config_parse_number(const struct config_key *k, struct config *c, const char *value, bool first,
+                               char *reason, size_t size)
+{
+        uint64_t v;
+
+        if (parse_uint(value, k->min, k->max, &v) < 0)
+                return config_reason(reason, size, "must be an integer between %" PRIu64 " and %" PRIu64,
+                                     k->min, k->max);
+        *config_u64(c, k) = v;
+        return 0;
+}
+
+static int config_parse_port(const struct config_key *k, struct config *c, const char *value, bool first,
+                             char *reason, size_t size)
+{
+        uint64_t v;
+
+        if (parse_uint(value, 1, 65535, &v) < 0)
+                return config_reason(reason, size, "must be a port number between 1 and 65535");
+        c->port = (uint16_t)v;
+        return 0;
+}
+
+/* Looks <value> up in <names>; returns its index or -EINVAL with a reason listing the choices. */
+static int config_parse_choice(const char *value, const char *const *names, size_t n, char *reason,
+                               size_t size)
+{
+        size_t len = 0;
+
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(value, names[i]) == 0)
+                        return (int)i;
+
+        len = (size_t)snprintf(reason, size, "must be one of:");
+        for (size_t i = 0; i < n && len < size; i++)
+                len += (size_t)snprintf(reason + len, size - len, " %s", names[i]);
+        return -EINVAL;
+}
+
+static int config_parse_balance(const struct config_key *k, struct config *c, const char *value, bool first,
+                                char *reason, size_t size)
+{
+        int r;
+
+        r = config_parse_choice(value, config_balance_names, ELEMENTSOF(config_balance_names), reason, size);
+        if (r < 0)
+                return r;
+        c->balance = (enum balance_kind)r;
+        return 0;
+}
+
+static int config_parse_provider(const struct config_key *k, struct config *c, const char *value, bool first,
+                                 char *reason, size_t size)
+{
+        int r;
+
+        r = config_parse_choice(value, config_provider_names, ELEMENTSOF(config_provider_names), reason,
+                                size);
+        if (r < 0)
+                return r;
+        c->provider = (enum provider_kind)r;
+        return 0;
+}
+
+static bool config_is_printable(const char *s)
+{
+        for (; *s; s++)
+                if ((unsigned char)*s < 0x20 || *s == 0x7f)
+                        return false;
+        return true;
+}
+
+static int config_parse_access_log(const struct config_key *k, struct config *c, const char *value,
+                                   bool first, char *reason, size_t size)
+{
+        char *field = (char *)c + k->offset;
+
+        if (strcmp(value, "stderr") != 0 && strcmp(value, "off") != 0 &&
+            (value[0] != '/' || !config_is_printable(value)))
+                return config_reason(reason, size, "must be stderr, off or an absolute file path");
+        if (strlen(value) >= CONFIG_PATH_MAX)
+                return config_reason(reason, size, "path longer than %d bytes", CONFIG_PATH_MAX - 1);
+        memcpy(field, value, strlen(value) + 1);
+        return 0;
+}
+
+static int config_parse_http_path(const struct config_key *k, struct config *c, const char *value,
+                                  bool first, char *reason, size_t size)
+{
+        char *field = (char *)c + k->offset;
+
+        if (value[0] != '/')
+                return config_reason(reason, size, "must be a URL path starting with '/'");
+        for (const unsigned char *p = (const unsigned char *)value; *p; p++)
+                if (*p <= 0x20 || *p >= 0x7f)
+                        return config_reason(reason, size, "only printable ASCII without spaces is allowed");
+        if (strlen(value) >= CONFIG_PATH_MAX)
+                return config_reason(reason, size, "path longer than %d bytes", CONFIG_PATH_MAX - 1);
+        memcpy(field, value, strlen(value) + 1);
+        return 0;
+}
+
+static int config_parse_expect(const struct config_key *k, struct config *c, const char *value, bool first,
+                               char *reason, size_t size)
+{
+        char low[8];
+        const char *dash = strchr(value, '-'), *high = NULL;
+        size_t len = dash ? (size_t)(dash - value) : strlen(value);
+        uint64_t min, max;
+
+        if (len < sizeof(low)) {
+                memcpy(low, value, len);
+                low[len] = '\0';
+                high = dash ? dash + 1 : low;
+        }
+        if (len >= sizeof(low) || parse_uint(low, 100, 599, &min) < 0 ||
+            parse_uint(high, 100, 599, &max) < 0)
+                return config_reason(reason, size,
+                                     "must be a status code or a range such as 200-399, within "
+                                     "100..599");
+        if (min > max)
+                return config_reason(reason, size, "the range is reversed");
+        c->health_expect_min = min;
+        c->health_expect_max = max;
+        return 0;
+}
+
+static bool config_is_loopback(const struct netaddr *a)
+{
+        if (a->u.sa.sa_family == AF_INET)
+                return (ntohl(a->u.in.sin_addr.s_addr) >> 24) == 127;
+        if (a->u.sa.sa_family == AF_INET6)
+                return IN6_IS_ADDR_LOOPBACK(&a->u.in6.sin6_addr);
+        return false;
+}
+
+static int config_parse_admin(const struct config_key *k, struct config *c, const char *value, bool first,
+                              char *reason, size_t size)
+{
+        struct netaddr a;
+        int r;
+
+        if (strcmp(value, "off") == 0) {
+                c->admin_enabled = false;
+                return 0;
+        }
+        r = netaddr_parse(value, 0, false, &a);
+        if (r == -ERANGE)
+                return config_reason(reason, size, "port must be between 1 and 65535");
+        if (r < 0)
+                return config_reason(reason, size,
+                                     "must be a loopback address with a port, e.g. "
+                                     "127.0.0.1:9180 or [::1]:9180, or off");
+        if (!config_is_loopback(&a))
+                return config_reason(reason, size,
+                                     "must be a loopback address (127.0.0.0/8 or [::1]): the "
+                                     "admin API has no authentication");
+        c->admin = a;
+        c->admin_enabled = true;
+        return 0;
+}
+
+/* Calls <item> on each comma-separated entry of <value>, trimmed of blanks. An empty entry ("a,,b", "a,")
+ * or one longer than CONFIG_ITEM_MAX is an error. Returns 0, or the first negative value of <item>. */
+static int config_split(const char *value,
+                        int (*item)(const char *entry, void *userdata, char *reason, size_t size),
+                        void *userdata, char *reason, size_t size)
+{
+        const char *s = value;
+
+        for (;;) {
+                const char *comma = strchr(s, ','), *end = comma ? comma : s + strlen(s);
+                char buf[CONFIG_ITEM_MAX];
+                size_t len;
+                int r;
+
+                while (s < end && (*s == ' ' || *s == '\t'))
+                        s++;
+                while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
+                        end--;
+                len = (size_t)(end - s);
+                if (len == 0)
+                        return config_reason(reason, size, "empty entry in the list");
+                if (len >= sizeof(buf))
+                        return config_reason(reason, size, "list entry '%.32s...' is too long", s);
+                memcpy(buf, s, len);
+                buf[len] = '\0';
+
+                r = item(buf, userdata, reason, size);
+                if (r < 0)
+                        return r;
+                if (!comma)
+                        return 0;
+                s = comma + 1;
+        }
+}
+
+struct config_addr_list {
+        struct netaddr items[CONFIG_MAX_BACKENDS];
+        size_t n;
+        size_t room;        /* entries left in the config's array */
+        size_t limit;       /* the array's size, for messages */
+        bool port_optional; /* backends: a missing port is stored as 0, config_finish() fills it */
+};
+
+static int config_addr_item(const char *entry, void *userdata, char *reason, size_t size)
+{
+        struct config_addr_list *l = userdata;
+        struct netaddr a;
+        int r;
+
+        r = netaddr_parse(entry, 0, false, &a);
+        if (r == -EINVAL && l->port_optional) {
+                /* Parsing again with a stand-in default port succeeds only for the forms without a port. */
+                r = netaddr_parse(entry, 1, false, &a);
+                if (r >= 0)
+                        netaddr_set_port(&a, 0);
+        }
+        if (r == -ERANGE)
+                return config_reason(reason, size, "'%s': port must be between 1 and 65535", entry);
+        if (r < 0)
+                return config_reason(reason, size,
+                                     "'%s' is not a numeric address%s, e.g. 10.0.0.1:80 or [::1]:80", entry,
+                                     l->port_optional ? "" : " with a port");
+        if (l->n >= l->room)
+                return config_reason(reason, size, "too many addresses (at most %zu)", l->limit);
+        l->items[l->n++] = a;
+        return 0;
+}
+
+/* Parses an address list into <l> and merges it into <array>/<n> (replacing when <first>). */
+static int config_parse_addr_list(struct config_addr_list *l, struct netaddr *array, size_t *n,
+                                  const char *value, bool first, char *reason, size_t size)
+{
+        size_t base = first ? 0 : *n;
+        int r;
+
+        l->room = l->limit - MIN(base, l->limit);
+        if (value[0] != '\0') {
+                r = config_split(value, config_addr_item, l, reason, size);
+                if (r < 0)
+                        return r;
+        }
+        memcpy(array + base, l->items, l->n * sizeof(l->items[0]));
+        *n = base + l->n;
+        return 0;
+}
+
+static int config_parse_listen(const struct config_key *k, struct config *c, const char *value, bool first,
+                               char *reason, size_t size)
+{
+        struct config_addr_list l = {.limit = CONFIG_MAX_LISTEN};
+
+        if (value[0] == '\0')
+                return config_reason(reason, size, "needs at least one address, e.g. 0.0.0.0:80");
+        return config_parse_addr_list(&l, c->listen, &c->n_listen, value, first, reason, size);
+}
+
+static int config_parse_backends(const struct config_key *k, struct config *c, const char *value, bool first,
+                                 char *reason, size_t size)
+{
+        struct config_addr_list l = {.limit = CONFIG_MAX_BACKENDS, .port_optional = true};
+
+        return config_parse_addr_list(&l, c->backends, &c->n_backends, value, first, reason, size);
+}
+
+struct config_cidr_list {
+        struct netaddr_cidr items[CONFIG_MAX_NETWORKS];
+        size_t n, room;
+};
+
+static int config_cidr_item(const char *entry, void *userdata, char *reason, size_t size)
+{
+        struct config_cidr_list *l = userdata;
+        struct netaddr_cidr cidr;
+        int r;
+
+        r = netaddr_cidr_parse(entry, &cidr);
+        if (r == -ERANGE)
+                return config_reason(reason, size, "'%s': prefix longer than the address", entry);
+        if (r < 0)
+                return config_reason(
+                        reason, size,
+                        "'%s' is not a network such as 10.0.0.0/16 or ::1/128 (host bits must be 0)", entry);
+        if (l->n >= l->room)
+                return config_reason(reason, size, "too many networks (at most %d)", CONFIG_MAX_NETWORKS);
+        l->items[l->n++] = cidr;
+        return 0;
+}
+
+static int config_parse_networks(const struct config_key *k, struct config *c, const char *value, bool first,
+                                 char *reason, size_t size)
+{
+        struct config_cidr_list l = {0};
+        size_t base = first ? 0 : c->n_networks;
+        int r;
+
+        l.room = CONFIG_MAX_NETWORKS - MIN(base, (size_t)CONFIG_MAX_NETWORKS);
+        if (value[0] != '\0') {
+                r = config_split(value, config_cidr_item, &l, reason, size);
+                if (r < 0)
+                        return r;
+        }
+        memcpy(c->networks + base, l.items, l.n * sizeof(l.items[0]));
+        c->n_networks = base + l.n;
+        return 0;
+}
+
+/* One key per row: the table reads better unformatted. */
+/* clang-format off */
+/* DURATION(..., positive): positive is 1 when the duration must be greater than 0, else 0. */
+#define DURATION(s, k, d, field, positive) { s, k, d, config_parse_duration, U64(field), positive, 0 }
+#define NUMBER(s, k, d, field, lo, hi)    { s, k, d, config_parse_number, U64(field), lo, hi }
+
+static const struct config_key config_keys[] = {
+        { "lbd", "listen", "0.0.0.0:80", config_parse_listen, 0, 0, 0 },
+        { "lbd", "admin", "127.0.0.1:9180", config_parse_admin, 0, 0, 0 },
+        { "lbd", "balance", "round-robin", config_parse_balance, 0, 0, 0 },
+        { "lbd", "access_log", "stderr", config_parse_access_log, PATH(access_log), 0, 0 },
+        NUMBER("lbd", "max_connections", "10000", max_connections, 1, 1000000),
+        DURATION("lbd", "drain_timeout", "30s", drain_timeout_usec, 0),
+
+        DURATION("timeouts", "client_header", "10s", client_header_timeout_usec, 1),
+        DURATION("timeouts", "client_idle", "60s", client_idle_timeout_usec, 1),
+        DURATION("timeouts", "client_body", "30s", client_body_timeout_usec, 1),
+        DURATION("timeouts", "connect", "3s", connect_timeout_usec, 1),
+        DURATION("timeouts", "backend", "30s", backend_timeout_usec, 1),
+        DURATION("timeouts", "backend_idle", "10s", backend_idle_timeout_usec, 1),
+
+        { "limits", "max_header_size", "16k", config_parse_size, U64(max_header_size), 1024, 1024 * 1024 },
+        { "limits", "max_body_size", "0", config_parse_size, U64(max_body_size), 0, UINT64_MAX },
+        NUMBER("limits", "retries", "2", retries, 0, 10),
+        NUMBER("limits", "max_idle_per_backend", "64", max_idle_per_backend, 0, 100000),
+
+        { "health", "path", "/healthcheck", config_parse_http_path, PATH(health_path), 0, 0 },
+        DURATION("health", "interval", "1s", health_interval_usec, 1),
+        DURATION("health", "timeout", "1s", health_timeout_usec, 1),
+        NUMBER("health", "rise", "2", health_rise, 1, 100),
+        NUMBER("health", "fall", "3", health_fall, 1, 100),
+        { "health", "expect", "200-399", config_parse_expect, 0, 0, 0 },
+        NUMBER("health", "passive_fall", "3", health_passive_fall, 0, 1000),
+
+        { "pool", "provider", "static", config_parse_provider, 0, 0, 0 },
+        NUMBER("pool", "desired", "3", desired, 0, 1000),
+        { "pool", "port", "80", config_parse_port, 0, 0, 0 },
+        { "pool", "networks", "", config_parse_networks, 0, 0, 0 },
+        { "pool", "backends", "", config_parse_backends, 0, 0, 0 },
+        DURATION("pool", "grace", "120s", grace_usec, 0),
+        DURATION("pool", "poll", "10s", poll_usec, 1),
+};
+/* clang-format on */
+
+/* What one source (a file, or one config_set() call) has set so far. */
+struct config_source {
+        bool seen[ELEMENTSOF(config_keys)];
+        char unknown_section[64]; /* last unknown section reported, to report it once */
+};
+
+struct config_load {
+        struct config *config;
+        struct config_source source;
+        unsigned n_errors;
+};
+
+static const struct config_key *config_find_key(const char *section, const char *key)
+{
+        for (size_t i = 0; i < ELEMENTSOF(config_keys); i++)
+                if (strcmp(config_keys[i].section, section) == 0 && strcmp(config_keys[i].key, key) == 0)
+                        return &config_keys[i];
+        return NULL;
+}
+
+static bool config_section_known(const char *section)
+{
+        for (size_t i = 0; i < ELEMENTSOF(config_keys); i++)
+                if (strcmp(config_keys[i].section, section) == 0)
+                        return true;
+        return false;
+}
+
+/* True when <haystack> contains <needle>, ignoring ASCII case. */
+static bool config_contains_nocase(const char *haystack, const char *needle)
+{
+        size_t n = strlen(needle);
+
+        for (; *haystack; haystack++) {
+                size_t i = 0;
+
+                while (i < n && haystack[i] && (haystack[i] | 0x20) == (needle[i] | 0x20))
+                        i++;
+                if (i == n)
+                        return true;
+        }
+        return false;
+}
+
+/* Logs a bad key as "WHERE: [section] key 'KEY': reason (value 'V')" and returns -EINVAL. The value of a
+ * key that holds a secret is never printed: logs end up in the journal and in bug reports. */
+static int config_log_bad_key(const char *where, const char *section, const char *key, const char *value,
+                              const char *reason)
+{
+        if (config_contains_nocase(key, "secret") || config_contains_nocase(key, "password"))
+                log_error("%s: [%s] key '%s': %s (value hidden)", where, section, key, reason);
+        else
+                log_error("%s: [%s] key '%s': %s (value '%s')", where, section, key, reason, value);
+        return -EINVAL;
+}
+
+/* The per-key logic shared by the file and the command line. */
+static int config_apply(struct config *c, struct config_source *src, const char *where, const char *section,
+                        const char *key, const char *value)
+{
+        const struct config_key *k;
+        char reason[256];
+        int r;
+
+        /* A key in another section ends the run of an unknown one: the next unknown header is reported. */
+        if (strcmp(src->unknown_section, section) != 0)
+                src->unknown_section[0] = '\0';
+
+        k = config_find_key(section, key);
+        if (!k) {
+                if (section[0] == '\0')
+                        return config_log_bad_key(
+                                where, section, key, value,
+                                "key outside any section, put it under a [section] header");
+                if (!config_section_known(section)) {
+                        /* One message per unknown section header is enough; its keys add nothing. */
+                        if (strcmp(src->unknown_section, section) == 0)
+                                return -EINVAL;
+                        (void)snprintf(src->unknown_section, sizeof(src->unknown_section), "%s", section);
+                        return config_log_bad_key(where, section, key, value, "unknown section");
+                }
+                return config_log_bad_key(where, section, key, value, "unknown key");
+        }
+
+        r = k->parse(k, c, value, !src->seen[k - config_keys], reason, sizeof(reason));
+        if (r < 0)
+                return config_log_bad_key(where, section, key, value, reason);
+        src->seen[k - config_keys] = true;
+        return 0;
+}
+
+void config_init(struct config *c)
+{
+        *c = (struct config){0};
+        for (size_t i = 0; i < ELEMENTSOF(config_keys); i++) {
+                const struct config_key *k = &config_keys[i];
+                char reason[256];
+                _unused_ int r;
+
+                r = k->parse(k, c, k->default_value, true, reason, sizeof(reason));
+                assert(r >= 0); /* the defaults are part of the program */
+        }
+}
+
+static int config_load_handler(const char *file, unsigned line, const char *section, const char *key,
+                               const char *value, void *userdata)
+{
+        struct config_load *load = userdata;
+        char where[CONFIG_PATH_MAX + 16];
+
+        (void)snprintf(where, sizeof(where), "%s:%u", file, line);
+        if (config_apply(load->config, &load->source, where, section, key, value) < 0)
+                load->n_errors++;
+        return 0; /* go on: report every bad line in one run */
+}
+
+int config_load_file(struct config *c, const char *path)
+{
+        struct config_load load = {.config = c};
+        int r;
+
+        if (strlen(path) >= sizeof(c->path)) {
+                log_error("%.64s...: config path longer than %d bytes", path, CONFIG_PATH_MAX - 1);
+                return -ENAMETOOLONG;
+        }
+        memcpy(c->path, path, strlen(path) + 1);
+
+        r = ini_parse_file(path, config_load_handler, &load);
+        if (r < 0)
+                return r;
+        return load.n_errors > 0 ? -EINVAL : 0;
+}
+
+int config_set(struct config *c, const char *section, const char *key, const char *value, const char *origin)
+{
+        struct config_source src = {0};
+
+        return config_apply(c, &src, origin ? origin : "command line", section ? section : "",
+                            key ? key : "", value ? value : "");
+}
+
+void config_finish(struct config *c)
+{
+        for (size_t i = 0; i < MIN(c->n_backends, (size_t)CONFIG_MAX_BACKENDS); i++)
+                if (netaddr_port(&c->backends[i]) == 0)
+                        netaddr_set_port(&c->backends[i], c->port);
+}
+
+/* Logs one validation problem as "WHERE: [section] key 'KEY': message". */
+static int config_invalid(const struct config *c, const char *section, const char *key, const char *format,
+                          ...) _printf_(4, 5);
+static int config_invalid(const struct config *c, const char *section, const char *key, const char *format,
+                          ...)
+{
+        char message[512];
+        va_list ap;
+
+        va_start(ap, format);
+        (void)vsnprintf(message, sizeof(message), format, ap);
+        va_end(ap);
+        log_error("%s: [%s] key '%s': %s", c->path[0] ? c->path : "configuration", section, key, message);
+        return -EINVAL;
+}
+
+static bool config_in_networks(const struct config *c, const struct netaddr *a)
+{
+        if (c->n_networks == 0)
+                return true;
+        for (size_t i = 0; i < MIN(c->n_networks, (size_t)CONFIG_MAX_NETWORKS); i++)
+                if (netaddr_cidr_contains(&c->networks[i], a))
+                        return true;
+        return false;
+}
+
+static int config_validate_listen(const struct config *c)
+{
+        size_t n = MIN(c->n_listen, (size_t)CONFIG_MAX_LISTEN);
+        char buf[NETADDR_STRLEN];
+        int r = 0;
+
+        if (n == 0)
+                r = config_invalid(c, "lbd", "listen", "at least one listen address is needed");
+        for (size_t i = 0; i < n; i++) {
+                (void)netaddr_format(&c->listen[i], buf, sizeof(buf));
+                for (size_t j = 0; j < i; j++)
+                        if (netaddr_equal(&c->listen[i], &c->listen[j])) {
+                                r = config_invalid(c, "lbd", "listen", "%s is given twice", buf);
+                                break;
+                        }
+                if (c->admin_enabled && netaddr_equal(&c->listen[i], &c->admin))
+                        r = config_invalid(c, "lbd", "admin", "%s is also a listen address", buf);
+        }
+        if (c->admin_enabled && !config_is_loopback(&c->admin))
+                r = config_invalid(c, "lbd", "admin", "must be a loopback address (127.0.0.0/8 or [::1])");
+        return r;
+}
+
+static int config_validate_pool(const struct config *c)
+{
+        size_t n = MIN(c->n_backends, (size_t)CONFIG_MAX_BACKENDS);
+        char buf[NETADDR_STRLEN];
+        int r = 0;
+
+        if (c->provider != PROVIDER_STATIC)
+                r = config_invalid(c, "pool", "provider", "provider '%s' is not available yet",
+                                   c->provider == PROVIDER_EC2 ? "ec2" : "local");
+        else if (n == 0)
+                r = config_invalid(c, "pool", "backends", "the static provider needs at least one backend");
+        if (c->port == 0)
+                r = config_invalid(c, "pool", "port", "must be between 1 and 65535");
+
+        for (size_t i = 0; i < n; i++) {
+                const struct netaddr *b = &c->backends[i];
+
+                if (netaddr_port(b) == 0) {
+                        (void)netaddr_format_host(b, buf, sizeof(buf));
+                        r = config_invalid(c, "pool", "backends", "backend %s has no port", buf);
+                        continue;
+                }
+                (void)netaddr_format(b, buf, sizeof(buf));
+                if (!config_in_networks(c, b))
+                        r = config_invalid(c, "pool", "backends", "backend %s is outside [pool] networks",
+                                           buf);
+                for (size_t j = 0; j < i; j++)
+                        if (netaddr_equal(b, &c->backends[j])) {
+                                r = config_invalid(c, "pool", "backends", "backend %s is listed twice", buf);
+                                break;
+                        }
+        }
+        return r;
+}
+
+static int config_validate_health(const struct config *c)
+{
+        int r = 0;
+
+        if (c->health_interval_usec == 0)
+                r = config_invalid(c, "health", "interval", "must be greater than 0");
+        if (c->health_timeout_usec == 0)
+                r = config_invalid(c, "health", "timeout", "must be greater than 0");
+        if (c->health_rise < 1)
+                r = config_invalid(c, "health", "rise", "must be at least 1");
+        if (c->health_fall < 1)
+                r = config_invalid(c, "health", "fall", "must be at least 1");
+        if (c->health_expect_min < 100 || c->health_expect_max > 599 ||
+            c->health_expect_min > c->health_expect_max)
+                r = config_invalid(c, "health", "expect", "must be a status range within 100..599");
+        if (c->health_path[0] != '/')
+                r = config_invalid(c, "health", "path", "must start with '/'");
+        return r;
+}
+
+int config_validate(const struct config *c)
+{
+        int r = 0;
+
+        /* Run every check, so one run shows every problem. */
+        if (config_validate_listen(c) < 0)
+                r = -EINVAL;
+        if (config_validate_pool(c) < 0)
+                r = -EINVAL;
+        if (config_validate_health(c) < 0)
+                r = -EINVAL;
+        if (c->max_connections == 0)
+                r = config_invalid(c, "lbd", "max_connections", "must be at least 1");
+        return r;
+}
+
+const char *config_balance_name(enum balance_kind b)
+{
+        if ((size_t)b >= ELEMENTSOF(config_balance_names))
+                return NULL;
+        return config_balance_names[b];
+}
+
+const char *config_provider_name(enum provider_kind p)
+{
+        if ((size_t)p >= ELEMENTSOF(config_provider_names))
+                return NULL;
+        return config_provider_names[p];
+}

@@ -1,0 +1,784 @@
+/* Unit tests for lbd/config.c: the documented defaults, a complete example file, list keys, every key's
+ * error path with the message format users see, the command-line setter, config_finish() and
+ * config_validate(). Config files are written into a private temporary directory. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/macro.h"
+#include "lbd/config.h"
+
+#define SEC USEC_PER_SEC
+
+/* stderr capture, to check what the user is told. */
+struct capture {
+        int saved;
+        FILE *f;
+};
+
+static void capture_begin(struct capture *c)
+{
+        fflush(stderr);
+        c->f = tmpfile();
+        assert_non_null(c->f);
+        c->saved = dup(STDERR_FILENO);
+        assert_true(c->saved >= 0);
+        assert_true(dup2(fileno(c->f), STDERR_FILENO) >= 0);
+}
+
+/* Returns what was logged since capture_begin() (caller frees); also echoes it to the test log. */
+static char *capture_end(struct capture *c)
+{
+        char *buf = calloc(1, 65536);
+        size_t n;
+
+        assert_non_null(buf);
+        assert_true(dup2(c->saved, STDERR_FILENO) >= 0);
+        close(c->saved);
+        rewind(c->f);
+        n = fread(buf, 1, 65535, c->f);
+        buf[n] = '\0';
+        fclose(c->f);
+        fprintf(stderr, "%s", buf);
+        return buf;
+}
+
+static size_t count_lines(const char *s)
+{
+        size_t n = 0;
+
+        for (; *s; s++)
+                n += *s == '\n';
+        return n;
+}
+
+static char test_dir[64];
+static char test_file[128];
+
+static int dir_setup(void **state)
+{
+        (void)snprintf(test_dir, sizeof(test_dir), "/tmp/test-config-XXXXXX");
+        if (!mkdtemp(test_dir))
+                return -1;
+        (void)snprintf(test_file, sizeof(test_file), "%s/lbd.conf", test_dir);
+        return 0;
+}
+
+static int dir_teardown(void **state)
+{
+        (void)unlink(test_file);
+        return rmdir(test_dir);
+}
+
+static void write_config(const char *text)
+{
+        FILE *f = fopen(test_file, "we");
+
+        assert_non_null(f);
+        assert_int_equal(fputs(text, f) >= 0, 1);
+        assert_int_equal(fclose(f), 0);
+}
+
+/* Writes <text> to the test file and loads it on top of the defaults; returns the result, the log in
+ * <ret_log> when not NULL. */
+static int load(struct config *c, const char *text, char **ret_log)
+{
+        struct capture cap;
+        char *log;
+        int r;
+
+        write_config(text);
+        config_init(c);
+        capture_begin(&cap);
+        r = config_load_file(c, test_file);
+        log = capture_end(&cap);
+        if (ret_log)
+                *ret_log = log;
+        else
+                free(log);
+        return r;
+}
+
+static void check_addr(const struct netaddr *a, const char *expect)
+{
+        char buf[NETADDR_STRLEN];
+
+        assert_true(netaddr_format(a, buf, sizeof(buf)) > 0);
+        assert_string_equal(buf, expect);
+}
+
+static void test_defaults(void **state)
+{
+        struct config c;
+
+        memset(&c, 0x5a, sizeof(c));
+        config_init(&c);
+
+        assert_int_equal(c.n_listen, 1);
+        check_addr(&c.listen[0], "0.0.0.0:80");
+        assert_true(c.admin_enabled);
+        check_addr(&c.admin, "127.0.0.1:9180");
+        assert_int_equal(c.balance, BALANCE_ROUND_ROBIN);
+        assert_string_equal(c.access_log, "stderr");
+        assert_int_equal(c.max_connections, 10000);
+        assert_int_equal(c.drain_timeout_usec, 30 * SEC);
+
+        assert_int_equal(c.client_header_timeout_usec, 10 * SEC);
+        assert_int_equal(c.client_idle_timeout_usec, 60 * SEC);
+        assert_int_equal(c.client_body_timeout_usec, 30 * SEC);
+        assert_int_equal(c.connect_timeout_usec, 3 * SEC);
+        assert_int_equal(c.backend_timeout_usec, 30 * SEC);
+        assert_int_equal(c.backend_idle_timeout_usec, 10 * SEC);
+
+        assert_int_equal(c.max_header_size, 16384);
+        assert_int_equal(c.max_body_size, 0);
+        assert_int_equal(c.retries, 2);
+        assert_int_equal(c.max_idle_per_backend, 64);
+
+        assert_string_equal(c.health_path, "/healthcheck");
+        assert_int_equal(c.health_interval_usec, SEC);
+        assert_int_equal(c.health_timeout_usec, SEC);
+        assert_int_equal(c.health_rise, 2);
+        assert_int_equal(c.health_fall, 3);
+        assert_int_equal(c.health_expect_min, 200);
+        assert_int_equal(c.health_expect_max, 399);
+        assert_int_equal(c.health_passive_fall, 3);
+
+        assert_int_equal(c.provider, PROVIDER_STATIC);
+        assert_int_equal(c.desired, 3);
+        assert_int_equal(c.port, 80);
+        assert_int_equal(c.n_networks, 0);
+        assert_int_equal(c.n_backends, 0);
+        assert_int_equal(c.grace_usec, 120 * SEC);
+        assert_int_equal(c.poll_usec, 10 * SEC);
+        assert_string_equal(c.path, "");
+}
+
+static void test_names(void **state)
+{
+        assert_string_equal(config_balance_name(BALANCE_ROUND_ROBIN), "round-robin");
+        assert_string_equal(config_balance_name(BALANCE_LEAST_CONN), "least-conn");
+        assert_string_equal(config_balance_name(BALANCE_P2C), "p2c");
+        assert_null(config_balance_name((enum balance_kind)42));
+        assert_string_equal(config_provider_name(PROVIDER_STATIC), "static");
+        assert_string_equal(config_provider_name(PROVIDER_LOCAL), "local");
+        assert_string_equal(config_provider_name(PROVIDER_EC2), "ec2");
+        assert_null(config_provider_name((enum provider_kind)42));
+}
+
+static const char full_example[] = "; lbd example: every key\r\n"
+                                   "[lbd]\r\n"
+                                   "listen = 127.0.0.1:8080, [::1]:8080\r\n"
+                                   "listen = 127.0.0.2:8081\r\n"
+                                   "admin = [::1]:9999          ; loopback only\r\n"
+                                   "balance = p2c\r\n"
+                                   "access_log = /var/log/lbd/access.log\r\n"
+                                   "max_connections = 500\r\n"
+                                   "drain_timeout = 0\r\n"
+                                   "\r\n"
+                                   "[timeouts]\r\n"
+                                   "client_header = 5s\r\n"
+                                   "client_idle = 2m\r\n"
+                                   "client_body = 1.5s\r\n"
+                                   "connect = 250ms\r\n"
+                                   "backend = 1h\r\n"
+                                   "backend_idle = 7\r\n"
+                                   "\r\n"
+                                   "[limits]\r\n"
+                                   "max_header_size = 1M\r\n"
+                                   "max_body_size = 10MiB\r\n"
+                                   "retries = 0\r\n"
+                                   "max_idle_per_backend = 0\r\n"
+                                   "\r\n"
+                                   "[health]\r\n"
+                                   "path = /health?full=1\r\n"
+                                   "interval = 500ms\r\n"
+                                   "timeout = 2s\r\n"
+                                   "rise = 1\r\n"
+                                   "fall = 100\r\n"
+                                   "expect = 204\r\n"
+                                   "passive_fall = 0\r\n"
+                                   "\r\n"
+                                   "[pool]\r\n"
+                                   "provider = static\r\n"
+                                   "desired = 0\r\n"
+                                   "port = 8000\r\n"
+                                   "networks = 127.0.0.0/8, ::1/128\r\n"
+                                   "backends = 127.0.1.1, 127.0.1.2:9000\r\n"
+                                   "backends = [::1], ::ffff:127.0.1.3\r\n"
+                                   "grace = 0\r\n"
+                                   "poll = 1.5m\r\n";
+
+static void test_full_example(void **state)
+{
+        struct config c;
+        char *log;
+
+        assert_int_equal(load(&c, full_example, &log), 0);
+        assert_string_equal(log, "");
+        free(log);
+
+        assert_string_equal(c.path, test_file);
+        assert_int_equal(c.n_listen, 3);
+        check_addr(&c.listen[0], "127.0.0.1:8080");
+        check_addr(&c.listen[1], "[::1]:8080");
+        check_addr(&c.listen[2], "127.0.0.2:8081");
+        assert_true(c.admin_enabled);
+        check_addr(&c.admin, "[::1]:9999");
+        assert_int_equal(c.balance, BALANCE_P2C);
+        assert_string_equal(c.access_log, "/var/log/lbd/access.log");
+        assert_int_equal(c.max_connections, 500);
+        assert_int_equal(c.drain_timeout_usec, 0);
+
+        assert_int_equal(c.client_header_timeout_usec, 5 * SEC);
+        assert_int_equal(c.client_idle_timeout_usec, 120 * SEC);
+        assert_int_equal(c.client_body_timeout_usec, 1500000);
+        assert_int_equal(c.connect_timeout_usec, 250000);
+        assert_int_equal(c.backend_timeout_usec, 3600 * SEC);
+        assert_int_equal(c.backend_idle_timeout_usec, 7 * SEC);
+
+        assert_int_equal(c.max_header_size, 1048576);
+        assert_int_equal(c.max_body_size, 10485760);
+        assert_int_equal(c.retries, 0);
+        assert_int_equal(c.max_idle_per_backend, 0);
+
+        assert_string_equal(c.health_path, "/health?full=1");
+        assert_int_equal(c.health_interval_usec, 500000);
+        assert_int_equal(c.health_timeout_usec, 2 * SEC);
+        assert_int_equal(c.health_rise, 1);
+        assert_int_equal(c.health_fall, 100);
+        assert_int_equal(c.health_expect_min, 204);
+        assert_int_equal(c.health_expect_max, 204);
+        assert_int_equal(c.health_passive_fall, 0);
+
+        assert_int_equal(c.provider, PROVIDER_STATIC);
+        assert_int_equal(c.desired, 0);
+        assert_int_equal(c.port, 8000);
+        assert_int_equal(c.n_networks, 2);
+        assert_int_equal(c.networks[0].family, AF_INET);
+        assert_int_equal(c.networks[0].prefix, 8);
+        assert_int_equal(c.networks[1].family, AF_INET6);
+        assert_int_equal(c.networks[1].prefix, 128);
+        assert_int_equal(c.n_backends, 4);
+        check_addr(&c.backends[0], "127.0.1.1:0"); /* filled by config_finish() */
+        check_addr(&c.backends[1], "127.0.1.2:9000");
+        check_addr(&c.backends[2], "[::1]:0");
+        check_addr(&c.backends[3], "[::ffff:127.0.1.3]:0");
+        assert_int_equal(c.grace_usec, 0);
+        assert_int_equal(c.poll_usec, 90 * SEC);
+
+        config_finish(&c);
+        check_addr(&c.backends[0], "127.0.1.1:8000");
+        check_addr(&c.backends[1], "127.0.1.2:9000");
+        check_addr(&c.backends[2], "[::1]:8000");
+        check_addr(&c.backends[3], "[::ffff:127.0.1.3]:8000");
+        assert_int_equal(config_validate(&c), 0);
+}
+
+static void test_lists(void **state)
+{
+        struct config c;
+        char *log;
+
+        /* The first listen replaces the default. */
+        assert_int_equal(load(&c, "[lbd]\nlisten = 127.0.0.1:81\n", NULL), 0);
+        assert_int_equal(c.n_listen, 1);
+        check_addr(&c.listen[0], "127.0.0.1:81");
+
+        /* Up to CONFIG_MAX_LISTEN, in any mix of repeats and commas. */
+        assert_int_equal(load(&c,
+                              "[lbd]\nlisten = :1,:2,:3\nlisten=:4\n"
+                              "listen = :5 ,\t:6 , [::]:7, *:8\n",
+                              NULL),
+                         0);
+        assert_int_equal(c.n_listen, CONFIG_MAX_LISTEN);
+        check_addr(&c.listen[5], "0.0.0.0:6");
+        check_addr(&c.listen[6], "[::]:7");
+        check_addr(&c.listen[7], "0.0.0.0:8");
+
+        assert_int_equal(load(&c, "[lbd]\nlisten = :1,:2,:3,:4,:5,:6,:7\nlisten = :8,:9\n", &log), -EINVAL);
+        assert_non_null(strstr(log, ":3: [lbd] key 'listen': too many addresses (at most 8)"));
+        free(log);
+        assert_int_equal(load(&c, "[lbd]\nlisten = :1,:2,:3,:4,:5,:6,:7,:8,:9\n", &log), -EINVAL);
+        assert_non_null(strstr(log, "too many addresses (at most 8)"));
+        free(log);
+
+        /* A bad entry leaves the list alone. */
+        assert_int_equal(load(&c, "[lbd]\nlisten = :1\nlisten = :2, :0, :3\n", &log), -EINVAL);
+        assert_non_null(strstr(log, ":3: [lbd] key 'listen': ':0': port must be between 1 and 65535 "
+                                    "(value ':2, :0, :3')"));
+        free(log);
+        assert_int_equal(c.n_listen, 1);
+        check_addr(&c.listen[0], "0.0.0.0:1");
+
+        /* Empty entries. */
+        assert_int_equal(load(&c, "[lbd]\nlisten = :1,,:2\n", &log), -EINVAL);
+        assert_non_null(strstr(log, "empty entry"));
+        free(log);
+        assert_int_equal(load(&c, "[lbd]\nlisten = :1,\n", &log), -EINVAL);
+        assert_non_null(strstr(log, "empty entry"));
+        free(log);
+        assert_int_equal(load(&c, "[lbd]\nlisten =\n", &log), -EINVAL);
+        assert_non_null(strstr(log, "needs at least one address"));
+        free(log);
+
+        /* Networks: empty means any; repeats append. */
+        assert_int_equal(load(&c, "[pool]\nnetworks = 127.0.0.0/8\nnetworks = 10.0.0.0/8,::1\n", NULL), 0);
+        assert_int_equal(c.n_networks, 3);
+        assert_int_equal(c.networks[2].family, AF_INET6);
+        assert_int_equal(load(&c, "[pool]\nnetworks =\n", NULL), 0);
+        assert_int_equal(c.n_networks, 0);
+        assert_int_equal(load(&c, "[pool]\nnetworks = 10.0.0.1/8\n", &log), -EINVAL);
+        assert_non_null(strstr(log, "[pool] key 'networks': '10.0.0.1/8' is not a network"));
+        free(log);
+
+        /* Backends up to CONFIG_MAX_BACKENDS. */
+        {
+                size_t size = 32 * CONFIG_MAX_BACKENDS + 64, len;
+                _cleanup_free_ char *text = malloc(size);
+
+                assert_non_null(text);
+                len = (size_t)snprintf(text, size, "[pool]\n");
+                for (unsigned i = 0; i < CONFIG_MAX_BACKENDS; i++)
+                        len += (size_t)snprintf(text + len, size - len, "backends = 127.0.%u.%u:80\n",
+                                                i / 250, i % 250 + 1);
+                assert_int_equal(load(&c, text, NULL), 0);
+                assert_int_equal(c.n_backends, CONFIG_MAX_BACKENDS);
+                check_addr(&c.backends[CONFIG_MAX_BACKENDS - 1], "127.0.1.6:80");
+
+                (void)snprintf(text + len, size - len, "backends = 127.0.9.9\n");
+                assert_int_equal(load(&c, text, &log), -EINVAL);
+                assert_non_null(strstr(log, "too many addresses (at most 256)"));
+                free(log);
+        }
+}
+
+/* Sets one key through config_set(), expecting failure: the config must not change and the message must
+ * name the origin, section, key and value, plus <reason>. */
+static void check_bad(const char *section, const char *key, const char *value, const char *reason)
+{
+        struct config c, before;
+        struct capture cap;
+        char expect[512], *log;
+        int r;
+
+        print_message("[%s] %s = '%s'\n", section, key, value);
+        config_init(&c);
+        memcpy(&before, &c, sizeof(c));
+        capture_begin(&cap);
+        r = config_set(&c, section, key, value, "--opt");
+        log = capture_end(&cap);
+        assert_int_equal(r, -EINVAL);
+        assert_memory_equal(&c, &before, sizeof(c));
+        (void)snprintf(expect, sizeof(expect), "--opt: [%s] key '%s': ", section, key);
+        assert_non_null(strstr(log, expect));
+        assert_non_null(strstr(log, reason));
+        /* The log turns control characters into spaces. */
+        (void)snprintf(expect, sizeof(expect), " (value '%s')\n", value);
+        for (char *p = expect; *p && *p != '\n'; p++)
+                if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                        *p = ' ';
+        assert_non_null(strstr(log, expect));
+        assert_int_equal(count_lines(log), 1);
+        free(log);
+}
+
+static void test_bad_values(void **state)
+{
+        static const struct {
+                const char *section, *key, *value, *reason;
+        } cases[] = {
+                {"lbd", "listen", "1.2.3.4", "not a numeric address with a port"},
+                {"lbd", "listen", "localhost:80", "not a numeric address"},
+                {"lbd", "listen", "1.2.3.4:65536", "port must be between 1 and 65535"},
+                {"lbd", "listen", "[::1]:80, x", "'x' is not a numeric address"},
+                {"lbd", "listen",
+                 "0123456789012345678901234567890123456789012345678901234567890123456789"
+                 "0123456789012345678901234567890123456789012345678901234567890123456789",
+                 "is too long"},
+                {"lbd", "admin", "10.0.0.1:9180", "must be a loopback address"},
+                {"lbd", "admin", "0.0.0.0:9180", "must be a loopback address"},
+                {"lbd", "admin", "[::]:9180", "must be a loopback address"},
+                {"lbd", "admin", "[::ffff:127.0.0.1]:9180", "must be a loopback address"},
+                {"lbd", "admin", "127.0.0.1", "must be a loopback address with a port"},
+                {"lbd", "admin", "127.0.0.1:0", "port must be between 1 and 65535"},
+                {"lbd", "admin", "no", "or off"},
+                {"lbd", "balance", "random", "must be one of: round-robin least-conn p2c"},
+                {"lbd", "balance", "Round-Robin", "must be one of"},
+                {"lbd", "access_log", "relative/path", "must be stderr, off or an absolute file path"},
+                {"lbd", "access_log", "", "must be stderr, off or an absolute file path"},
+                {"lbd", "access_log", "/tmp/a\tb", "absolute file path"},
+                {"lbd", "max_connections", "0", "must be an integer between 1 and 1000000"},
+                {"lbd", "max_connections", "1000001", "between 1 and 1000000"},
+                {"lbd", "max_connections", "1k", "between 1 and 1000000"},
+                {"lbd", "drain_timeout", "-1s", "not a duration"},
+                {"lbd", "drain_timeout", "31d", "duration out of range"},
+                {"timeouts", "client_header", "0", "must be greater than 0"},
+                {"timeouts", "client_idle", "10 s", "not a duration"},
+                {"timeouts", "client_body", "", "not a duration"},
+                {"timeouts", "connect", "0ms", "must be greater than 0"},
+                {"timeouts", "backend", "1y", "not a duration"},
+                {"timeouts", "backend_idle", "99999999999999999999", "out of range"},
+                {"limits", "max_header_size", "1023", "must be between 1024 and 1048576 bytes"},
+                {"limits", "max_header_size", "2M", "must be between 1024 and 1048576 bytes"},
+                {"limits", "max_header_size", "16 k", "not a size"},
+                {"limits", "max_body_size", "-1", "not a size"},
+                {"limits", "max_body_size", "99999999999999999999", "size too large"},
+                {"limits", "retries", "11", "between 0 and 10"},
+                {"limits", "max_idle_per_backend", "100001", "between 0 and 100000"},
+                {"health", "path", "healthcheck", "starting with '/'"},
+                {"health", "path", "/health check", "without spaces"},
+                {"health", "path", "/caf\xc3\xa9", "printable ASCII"},
+                {"health", "path", "", "starting with '/'"},
+                {"health", "interval", "0", "must be greater than 0"},
+                {"health", "timeout", "0s", "must be greater than 0"},
+                {"health", "rise", "0", "between 1 and 100"},
+                {"health", "fall", "101", "between 1 and 100"},
+                {"health", "expect", "99", "within 100..599"},
+                {"health", "expect", "600", "within 100..599"},
+                {"health", "expect", "200-", "within 100..599"},
+                {"health", "expect", "-399", "within 100..599"},
+                {"health", "expect", "200-300-400", "within 100..599"},
+                {"health", "expect", "2xx", "within 100..599"},
+                {"health", "expect", "123456789-200", "within 100..599"},
+                {"health", "expect", "", "within 100..599"},
+                {"health", "expect", "399-200", "the range is reversed"},
+                {"health", "passive_fall", "1001", "between 0 and 1000"},
+                {"pool", "provider", "aws", "must be one of: static local ec2"},
+                {"pool", "desired", "1001", "between 0 and 1000"},
+                {"pool", "port", "0", "between 1 and 65535"},
+                {"pool", "port", "65536", "between 1 and 65535"},
+                {"pool", "networks", "10.0.0.0/33", "'10.0.0.0/33': prefix longer than the address"},
+                {"pool", "networks", "10.0.0.0/16, 10.0.0.1/16", "'10.0.0.1/16' is not a network"},
+                {"pool", "networks", "10.0.0.0/8,,", "empty entry"},
+                {"pool", "backends", "10.0.0.1:0", "port must be between 1 and 65535"},
+                {"pool", "backends", "host.example:80", "is not a numeric address, e.g."},
+                {"pool", "backends", "127.0.0.1:80,", "empty entry"},
+                {"pool", "grace", "1x", "not a duration"},
+                {"pool", "poll", "0", "must be greater than 0"},
+                /* Unknown names. */
+                {"lbd", "listn", "0.0.0.0:80", "unknown key"},
+                {"pool", "backend", "127.0.0.1:80", "unknown key"},
+                {"ec2", "region", "us-east-1", "unknown section"},
+                {"", "listen", "0.0.0.0:80", "key outside any section"},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                check_bad(cases[i].section, cases[i].key, cases[i].value, cases[i].reason);
+}
+
+static void test_set(void **state)
+{
+        struct config c;
+        struct capture cap;
+        char *log;
+
+        config_init(&c);
+
+        /* A list key given on the command line replaces the list, each time. */
+        assert_int_equal(config_set(&c, "lbd", "listen", "127.0.0.1:1,127.0.0.1:2", "--listen"), 0);
+        assert_int_equal(c.n_listen, 2);
+        assert_int_equal(config_set(&c, "lbd", "listen", "127.0.0.1:3", "--listen"), 0);
+        assert_int_equal(c.n_listen, 1);
+        check_addr(&c.listen[0], "127.0.0.1:3");
+
+        assert_int_equal(config_set(&c, "lbd", "admin", "off", "--admin"), 0);
+        assert_false(c.admin_enabled);
+        assert_int_equal(config_set(&c, "lbd", "admin", "127.1.2.3:1", "--admin"), 0);
+        assert_true(c.admin_enabled);
+        check_addr(&c.admin, "127.1.2.3:1");
+        assert_int_equal(config_set(&c, "lbd", "balance", "least-conn", NULL), 0);
+        assert_int_equal(c.balance, BALANCE_LEAST_CONN);
+        assert_int_equal(config_set(&c, "lbd", "access_log", "off", NULL), 0);
+        assert_string_equal(c.access_log, "off");
+        assert_int_equal(config_set(&c, "pool", "provider", "ec2", NULL), 0);
+        assert_int_equal(c.provider, PROVIDER_EC2);
+        assert_int_equal(config_set(&c, "pool", "provider", "local", NULL), 0);
+        assert_int_equal(c.provider, PROVIDER_LOCAL);
+        assert_int_equal(config_set(&c, "health", "expect", "100-599", NULL), 0);
+        assert_int_equal(c.health_expect_min, 100);
+        assert_int_equal(c.health_expect_max, 599);
+        assert_int_equal(config_set(&c, "pool", "port", "65535", NULL), 0);
+        assert_int_equal(c.port, 65535);
+        assert_int_equal(config_set(&c, "lbd", "drain_timeout", "30d", NULL), 0);
+        assert_int_equal(c.drain_timeout_usec, UINT64_C(30) * 86400 * SEC);
+
+        /* Without an origin, messages say "command line"; NULL arguments are errors, not crashes. */
+        capture_begin(&cap);
+        assert_int_equal(config_set(&c, "lbd", "nope", "1", NULL), -EINVAL);
+        assert_int_equal(config_set(&c, NULL, NULL, NULL, "--x"), -EINVAL);
+        log = capture_end(&cap);
+        assert_non_null(strstr(log, "command line: [lbd] key 'nope': unknown key (value '1')"));
+        assert_non_null(strstr(log, "--x: [] key '': key outside any section"));
+        free(log);
+}
+
+static void test_secret_hidden(void **state)
+{
+        struct config c;
+        struct capture cap;
+        char *log;
+
+        config_init(&c);
+        capture_begin(&cap);
+        assert_int_equal(config_set(&c, "ec2", "secret_access_key", "hunter2", "--secret"), -EINVAL);
+        assert_int_equal(config_set(&c, "lbd", "DB_Password", "hunter3", "--pw"), -EINVAL);
+        assert_int_equal(config_set(&c, "lbd", "token", "visible", "--t"), -EINVAL);
+        log = capture_end(&cap);
+        assert_null(strstr(log, "hunter2"));
+        assert_null(strstr(log, "hunter3"));
+        assert_non_null(
+                strstr(log, "--secret: [ec2] key 'secret_access_key': unknown section (value hidden)"));
+        assert_non_null(strstr(log, "--pw: [lbd] key 'DB_Password': unknown key (value hidden)"));
+        assert_non_null(strstr(log, "(value 'visible')"));
+        free(log);
+}
+
+static void test_load_errors(void **state)
+{
+        static const char text[] = "[lbd]\n"                          /* 1 */
+                                   "listen = 127.0.0.1:8080\n"        /* 2 */
+                                   "bogus = 1\n"                      /* 3 */
+                                   "balance = fastest\n"              /* 4 */
+                                   "\n"                               /* 5 */
+                                   "[ec2]\n"                          /* 6 */
+                                   "region = us-east-1\n"             /* 7 */
+                                   "image = ami-1\n"                  /* 8 */
+                                   "[health]\n"                       /* 9 */
+                                   "rise = 0\n"                       /* 10 */
+                                   "fall = 5\n"                       /* 11 */
+                                   "[ec2]\n"                          /* 12 */
+                                   "tag = x\n"                        /* 13 */
+                                   "[pool]\n"                         /* 14 */
+                                   "backends = 127.0.0.1:80, nope\n"; /* 15 */
+        struct config c;
+        char expect[256], *log;
+
+        assert_int_equal(load(&c, text, &log), -EINVAL);
+        (void)snprintf(expect, sizeof(expect), "%s:3: [lbd] key 'bogus': unknown key (value '1')\n",
+                       test_file);
+        assert_non_null(strstr(log, expect));
+        (void)snprintf(
+                expect, sizeof(expect),
+                "%s:4: [lbd] key 'balance': must be one of: round-robin least-conn p2c (value 'fastest')\n",
+                test_file);
+        assert_non_null(strstr(log, expect));
+        (void)snprintf(expect, sizeof(expect),
+                       "%s:7: [ec2] key 'region': unknown section (value 'us-east-1')\n", test_file);
+        assert_non_null(strstr(log, expect));
+        (void)snprintf(expect, sizeof(expect),
+                       "%s:10: [health] key 'rise': must be an integer between 1 and 100 "
+                       "(value '0')\n",
+                       test_file);
+        assert_non_null(strstr(log, expect));
+        (void)snprintf(expect, sizeof(expect), "%s:15: [pool] key 'backends': 'nope' is not", test_file);
+        assert_non_null(strstr(log, expect));
+        /* An unknown section is reported once per header: line 8 adds nothing, line 13 is reported. */
+        (void)snprintf(expect, sizeof(expect), "%s:13: [ec2] key 'tag': unknown section", test_file);
+        assert_non_null(strstr(log, expect));
+        assert_int_equal(count_lines(log), 6);
+        free(log);
+
+        /* The good lines around the bad ones were read. */
+        check_addr(&c.listen[0], "127.0.0.1:8080");
+        assert_int_equal(c.health_fall, 5);
+
+        /* A syntax error stops the read, after reporting what came before. */
+        assert_int_equal(load(&c, "[lbd]\nbogus = 1\nnot a key\nbalance = x\n", &log), -EINVAL);
+        (void)snprintf(expect, sizeof(expect), "%s:2: [lbd] key 'bogus': unknown key", test_file);
+        assert_non_null(strstr(log, expect));
+        (void)snprintf(expect, sizeof(expect), "%s:3: expected 'key = value'", test_file);
+        assert_non_null(strstr(log, expect));
+        assert_int_equal(count_lines(log), 2);
+        free(log);
+
+        /* A key before any section. */
+        assert_int_equal(load(&c, "listen = :80\n", &log), -EINVAL);
+        (void)snprintf(expect, sizeof(expect), "%s:1: [] key 'listen': key outside any section", test_file);
+        assert_non_null(strstr(log, expect));
+        free(log);
+}
+
+static void test_load_file_errors(void **state)
+{
+        struct config c;
+        struct capture cap;
+        char path[CONFIG_PATH_MAX + 8];
+        int r;
+
+        config_init(&c);
+        (void)snprintf(path, sizeof(path), "%s/missing.conf", test_dir);
+        capture_begin(&cap);
+        r = config_load_file(&c, path);
+        free(capture_end(&cap));
+        assert_int_equal(r, -ENOENT);
+
+        memset(path, 'a', sizeof(path) - 1);
+        path[0] = '/';
+        path[sizeof(path) - 1] = '\0';
+        capture_begin(&cap);
+        r = config_load_file(&c, path);
+        free(capture_end(&cap));
+        assert_int_equal(r, -ENAMETOOLONG);
+
+        /* An empty file is fine: defaults stay. */
+        assert_int_equal(load(&c, "", NULL), 0);
+        assert_int_equal(c.n_listen, 1);
+        assert_int_equal(c.health_rise, 2);
+}
+
+static void test_finish(void **state)
+{
+        struct config c;
+
+        config_init(&c);
+        assert_int_equal(config_set(&c, "pool", "backends", "127.0.0.1, 127.0.0.2:81, [::1], ::2", NULL), 0);
+        assert_int_equal(config_set(&c, "pool", "port", "8080", NULL), 0);
+        config_finish(&c);
+        check_addr(&c.backends[0], "127.0.0.1:8080");
+        check_addr(&c.backends[1], "127.0.0.2:81");
+        check_addr(&c.backends[2], "[::1]:8080");
+        check_addr(&c.backends[3], "[::2]:8080");
+
+        /* Idempotent, and a later port change doesn't move backends that have one. */
+        assert_int_equal(config_set(&c, "pool", "port", "9", NULL), 0);
+        config_finish(&c);
+        check_addr(&c.backends[0], "127.0.0.1:8080");
+}
+
+/* Runs config_validate() on <c>, expecting <error>, and checks the log has <lines> lines each with <what>.
+ */
+static void check_validate(const struct config *c, int error, const char *what, size_t lines)
+{
+        struct capture cap;
+        char *log;
+        int r;
+
+        capture_begin(&cap);
+        r = config_validate(c);
+        log = capture_end(&cap);
+        assert_int_equal(r, error);
+        if (what)
+                assert_non_null(strstr(log, what));
+        assert_int_equal(count_lines(log), lines);
+        free(log);
+}
+
+static void valid_config(struct config *c)
+{
+        config_init(c);
+        assert_int_equal(config_set(c, "pool", "backends", "127.0.0.1:8001,127.0.0.1:8002", NULL), 0);
+        assert_int_equal(config_set(c, "pool", "networks", "127.0.0.0/8", NULL), 0);
+        config_finish(c);
+        check_validate(c, 0, NULL, 0);
+}
+
+static void test_validate(void **state)
+{
+        struct config c;
+
+        /* The defaults alone: the static provider has no backend. */
+        config_init(&c);
+        check_validate(
+                &c, -EINVAL,
+                "configuration: [pool] key 'backends': the static provider needs at least one backend", 1);
+
+        valid_config(&c);
+        c.provider = PROVIDER_EC2;
+        check_validate(&c, -EINVAL, "[pool] key 'provider': provider 'ec2' is not available yet", 1);
+        c.provider = PROVIDER_LOCAL;
+        check_validate(&c, -EINVAL, "provider 'local' is not available yet", 1);
+
+        valid_config(&c);
+        c.n_listen = 0;
+        check_validate(&c, -EINVAL, "[lbd] key 'listen': at least one listen address is needed", 1);
+
+        valid_config(&c);
+        assert_int_equal(config_set(&c, "lbd", "listen", "127.0.0.1:80, 127.0.0.1:80", NULL), 0);
+        check_validate(&c, -EINVAL, "[lbd] key 'listen': 127.0.0.1:80 is given twice", 1);
+
+        valid_config(&c);
+        assert_int_equal(config_set(&c, "lbd", "listen", "127.0.0.1:9180", NULL), 0);
+        check_validate(&c, -EINVAL, "[lbd] key 'admin': 127.0.0.1:9180 is also a listen address", 1);
+        assert_int_equal(config_set(&c, "lbd", "admin", "off", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+
+        valid_config(&c);
+        assert_int_equal(netaddr_parse("10.0.0.1:9180", 0, false, &c.admin), 0);
+        check_validate(&c, -EINVAL, "[lbd] key 'admin': must be a loopback address", 1);
+
+        /* Backends outside the allowed networks are named. */
+        valid_config(&c);
+        assert_int_equal(config_set(&c, "pool", "backends", "127.0.0.1:80, 10.1.2.3:80, [::1]:80", NULL), 0);
+        check_validate(&c, -EINVAL, "[pool] key 'backends': backend 10.1.2.3:80 is outside [pool] networks",
+                       2);
+        assert_int_equal(config_set(&c, "pool", "networks", "", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "pool", "networks", "127.0.0.0/8, 10.1.2.0/24, ::1", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+
+        /* An IPv4-mapped backend is inside an IPv4 network. */
+        assert_int_equal(config_set(&c, "pool", "backends", "[::ffff:127.0.0.5]:80", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+
+        valid_config(&c);
+        assert_int_equal(config_set(&c, "pool", "backends", "127.0.0.1:80, 127.0.0.2, 127.0.0.1:80", NULL),
+                         0);
+        check_validate(&c, -EINVAL, "[pool] key 'backends': backend 127.0.0.2 has no port", 2);
+        config_finish(&c);
+        check_validate(&c, -EINVAL, "backend 127.0.0.1:80 is listed twice", 1);
+        assert_int_equal(config_set(&c, "pool", "backends", "127.0.0.1:80, 127.0.0.1", NULL), 0);
+        config_finish(&c); /* port 80 */
+        check_validate(&c, -EINVAL, "backend 127.0.0.1:80 is listed twice", 1);
+
+        valid_config(&c);
+        c.health_timeout_usec = 0;
+        check_validate(&c, -EINVAL, "[health] key 'timeout': must be greater than 0", 1);
+        c.health_interval_usec = 0;
+        check_validate(&c, -EINVAL, "[health] key 'interval': must be greater than 0", 2);
+
+        /* The health timeout may exceed the interval. */
+        valid_config(&c);
+        assert_int_equal(config_set(&c, "health", "timeout", "5s", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+
+        valid_config(&c);
+        c.health_rise = 0;
+        c.health_fall = 0;
+        c.health_expect_min = 500;
+        c.health_expect_max = 400;
+        c.health_path[0] = 'x';
+        c.max_connections = 0;
+        c.port = 0;
+        check_validate(&c, -EINVAL, "[health] key 'expect'", 6);
+
+        /* Every problem is reported in one run, and the file name is used once known. */
+        valid_config(&c);
+        (void)snprintf(c.path, sizeof(c.path), "/etc/lbd/lbd.conf");
+        c.n_listen = 0;
+        c.provider = PROVIDER_EC2;
+        c.health_timeout_usec = 0;
+        check_validate(&c, -EINVAL, "/etc/lbd/lbd.conf: [pool] key 'provider'", 3);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_defaults),         cmocka_unit_test(test_names),
+                cmocka_unit_test(test_full_example),     cmocka_unit_test(test_lists),
+                cmocka_unit_test(test_bad_values),       cmocka_unit_test(test_set),
+                cmocka_unit_test(test_secret_hidden),    cmocka_unit_test(test_load_errors),
+                cmocka_unit_test(test_load_file_errors), cmocka_unit_test(test_finish),
+                cmocka_unit_test(test_validate),
+        };
+
+        return cmocka_run_group_tests(tests, dir_setup, dir_teardown);
+}

@@ -1,0 +1,341 @@
+/* Unit tests for lbd/http.c: request and response heads, the strict checks, body framing and the heads
+ * lbd writes. */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "lbd/http.h"
+
+static int parse_req(const char *s, struct http_head *h, http_parser *p, const char **reason)
+{
+        *reason = NULL;
+        return http_parse_request(p, s, strlen(s), 16384, h, reason);
+}
+
+static void test_simple_get(void **state)
+{
+        const char *s = "GET /a/b?c=d HTTP/1.1\r\nHost: example\r\nX-Request-Id: abc-123\r\n\r\n";
+        struct http_head h;
+        http_parser p;
+        const char *reason;
+
+        assert_int_equal(parse_req(s, &h, &p, &reason), (int)strlen(s));
+        assert_int_equal(h.method, HTTP_GET);
+        assert_int_equal(h.target_len, 8);
+        assert_memory_equal(s + h.target_off, "/a/b?c=d", 8);
+        assert_int_equal(h.n_fields, 2);
+        assert_int_equal(h.body, HTTP_BODY_NONE);
+        assert_true(h.keep_alive);
+        assert_int_equal(h.host, 0);
+        assert_int_equal(h.request_id, 1);
+        assert_int_equal(http_body_begin(&p, &h, &reason), 1);
+}
+
+static void test_incomplete_and_too_large(void **state)
+{
+        const char *s = "GET / HTTP/1.1\r\nHost: x\r\n";
+        struct http_head h;
+        http_parser p;
+        const char *reason = NULL;
+        char big[2048];
+
+        assert_int_equal(parse_req(s, &h, &p, &reason), 0);
+        memset(big, 'a', sizeof(big));
+        memcpy(big, "GET / HTTP/1.1\r\nX: ", 19);
+        assert_int_equal(http_parse_request(&p, big, sizeof(big), 1024, &h, &reason), -EMSGSIZE);
+}
+
+static void expect_bad(const char *s)
+{
+        struct http_head h;
+        http_parser p;
+        const char *reason = NULL;
+        int r = parse_req(s, &h, &p, &reason);
+
+        if (r != -EBADMSG)
+                fail_msg("accepted (%d): %s", r, s);
+        assert_non_null(reason);
+}
+
+static void test_rejects(void **state)
+{
+        expect_bad("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n");
+        expect_bad("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n");
+        expect_bad("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n");
+        expect_bad("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n");
+        expect_bad("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n");
+        expect_bad("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5,5\r\n\r\n");
+        expect_bad("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n");
+        expect_bad("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
+        expect_bad("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n");
+        expect_bad("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n");
+        expect_bad("GET / HTTP/1.1\r\nHost : x\r\n\r\n");
+        expect_bad("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n");
+        expect_bad("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n");
+        expect_bad("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x7f\r\n\r\n");
+        expect_bad("GET / HTTP/1.1\nHost: x\n\n");
+        expect_bad("GET / HTTP/1.1\r\n\r\n");
+        expect_bad("GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n");
+        expect_bad("G@T / HTTP/1.1\r\nHost: x\r\n\r\n");
+        expect_bad("GET / HTTP/1.1\r\nHost: x\r\nExpect: something\r\n\r\n");
+        expect_bad("GET nope HTTP/1.1\r\nHost: x\r\n\r\n");
+        expect_bad("GET / HTTP/1.2\r\nHost: x\r\n\r\n");
+        expect_bad("GET / HTTP/1.1\r\nHost: a b\r\n\r\n");
+        expect_bad("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
+}
+
+static void test_version_and_connect(void **state)
+{
+        struct http_head h;
+        http_parser p;
+        const char *reason = NULL;
+
+        assert_int_equal(parse_req("GET / HTTP/2.0\r\nHost: x\r\n\r\n", &h, &p, &reason), -ENOTSUP);
+        assert_int_equal(parse_req("CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n", &h, &p, &reason), -ENOTSUP);
+}
+
+static void test_http10_keepalive(void **state)
+{
+        struct http_head h;
+        http_parser p;
+        const char *reason;
+
+        assert_true(parse_req("GET / HTTP/1.0\r\n\r\n", &h, &p, &reason) > 0);
+        assert_false(h.keep_alive);
+        assert_true(parse_req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", &h, &p, &reason) > 0);
+        assert_true(h.keep_alive);
+        assert_true(parse_req("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &h, &p, &reason) > 0);
+        assert_false(h.keep_alive);
+}
+
+static void test_chunked_body_and_pipelining(void **state)
+{
+        const char *s = "POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        const char *body = "5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n";
+        struct http_head h;
+        http_parser p;
+        const char *reason;
+        struct evbuffer *dec = evbuffer_new();
+        size_t consumed = 0;
+        char out[16];
+
+        assert_int_equal(parse_req(s, &h, &p, &reason), (int)strlen(s));
+        assert_int_equal(h.body, HTTP_BODY_CHUNKED);
+        assert_int_equal(http_body_begin(&p, &h, &reason), 0);
+        /* Byte by byte: the message ends exactly at the last chunk's CRLF. */
+        for (size_t i = 0; i < strlen(body); i++) {
+                int r = http_body_feed(&p, &h, body + i, 1, dec, &consumed, &reason);
+
+                assert_true(r >= 0);
+                if (r == 1) {
+                        assert_int_equal(i + 1, strlen("5\r\nhello\r\n0\r\n\r\n"));
+                        break;
+                }
+                assert_int_equal(consumed, 1);
+        }
+        assert_int_equal(evbuffer_get_length(dec), 5);
+        evbuffer_remove(dec, out, 5);
+        assert_memory_equal(out, "hello", 5);
+        evbuffer_free(dec);
+}
+
+static void test_bad_chunk_size(void **state)
+{
+        const char *s = "POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        struct http_head h;
+        http_parser p;
+        const char *reason;
+        size_t consumed;
+
+        assert_true(parse_req(s, &h, &p, &reason) > 0);
+        assert_int_equal(http_body_begin(&p, &h, &reason), 0);
+        assert_int_equal(http_body_feed(&p, &h, "zz\r\n", 4, NULL, &consumed, &reason), -EBADMSG);
+
+        assert_true(parse_req(s, &h, &p, &reason) > 0);
+        assert_int_equal(http_body_begin(&p, &h, &reason), 0);
+        assert_int_equal(http_body_feed(&p, &h, "ffffffffffffffffff\r\n", 20, NULL, &consumed, &reason), -EBADMSG);
+}
+
+static int feed_chunked(const char *body, size_t piece)
+{
+        const char *s = "POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        struct http_head h;
+        http_parser p;
+        const char *reason;
+        size_t consumed, off = 0, len = strlen(body);
+        int r;
+
+        assert_true(parse_req(s, &h, &p, &reason) > 0);
+        assert_int_equal(http_body_begin(&p, &h, &reason), 0);
+        do {
+                size_t n = piece < len - off ? piece : len - off;
+
+                r = http_body_feed(&p, &h, body + off, n, NULL, &consumed, &reason);
+                if (r < 0)
+                        return r;
+                off += consumed;
+        } while (r == 0 && off < len);
+        return r;
+}
+
+static void test_chunk_framing_strict(void **state)
+{
+        /* Valid, whole and byte by byte (CRLF split across feeds). */
+        assert_int_equal(feed_chunked("5\r\nhello\r\n0\r\n\r\n", 1000), 1);
+        assert_int_equal(feed_chunked("5\r\nhello\r\n0\r\n\r\n", 1), 1);
+        assert_int_equal(feed_chunked("5;a=b\r\nhello\r\n0\r\nX-T: v\r\n\r\n", 3), 1);
+        /* What non-strict http_parser alone would take. */
+        assert_int_equal(feed_chunked("5\r\nhelloXX0\r\n\r\n", 1000), -EBADMSG);
+        assert_int_equal(feed_chunked("5\r\nhelloXX0\r\n\r\n", 1), -EBADMSG);
+        assert_int_equal(feed_chunked("5\rXhello\r\n0\r\n\r\n", 1000), -EBADMSG);
+        assert_int_equal(feed_chunked("5\nhello\r\n0\r\n\r\n", 1000), -EBADMSG);
+        assert_int_equal(feed_chunked("5\r\nhello\r\n0\r\n\rX", 1000), -EBADMSG);
+        assert_int_equal(feed_chunked("5;\x01\r\nhello\r\n0\r\n\r\n", 1000), -EBADMSG);
+}
+
+static void test_content_length_body(void **state)
+{
+        const char *s = "PUT /u HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET";
+        struct http_head h;
+        http_parser p;
+        const char *reason;
+        size_t consumed;
+        int n;
+
+        n = parse_req(s, &h, &p, &reason);
+        assert_true(n > 0);
+        assert_int_equal(h.body, HTTP_BODY_LENGTH);
+        assert_int_equal(h.content_length, 3);
+        assert_int_equal(http_body_begin(&p, &h, &reason), 0);
+        assert_int_equal(http_body_feed(&p, &h, s + n, strlen(s) - (size_t)n, NULL, &consumed, &reason), 1);
+        assert_int_equal(consumed, 3);
+}
+
+static char *buffer_string(struct evbuffer *b)
+{
+        size_t n = evbuffer_get_length(b);
+        char *s = malloc(n + 1);
+
+        assert_non_null(s);
+        evbuffer_remove(b, s, n);
+        s[n] = 0;
+        return s;
+}
+
+static void test_write_request_head(void **state)
+{
+        const char *s = "GET /x HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\n"
+                        "Keep-Alive: timeout=5\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n"
+                        "TE: trailers\r\nUpgrade: websocket\r\nAccept: */*\r\n\r\n";
+        struct http_forward fw = { .client_ip = "127.0.0.1", .proto = "http", .request_id = "rid" };
+        struct evbuffer *out = evbuffer_new();
+        struct http_head h;
+        http_parser p;
+        const char *reason;
+        char *o;
+
+        assert_true(parse_req(s, &h, &p, &reason) > 0);
+        assert_int_equal(http_write_request_head(out, s, &h, &fw), 0);
+        o = buffer_string(out);
+        assert_string_equal(o, "GET /x HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n"
+                               "X-Forwarded-For: 1.2.3.4, 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"
+                               "X-Request-Id: rid\r\n\r\n");
+        free(o);
+        evbuffer_free(out);
+}
+
+static void test_connection_cannot_strip_framing(void **state)
+{
+        const char *s = "POST /x HTTP/1.1\r\nHost: h\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\n";
+        struct http_forward fw = { .client_ip = "::1", .proto = "http", .request_id = "r" };
+        struct evbuffer *out = evbuffer_new();
+        struct http_head h;
+        http_parser p;
+        const char *reason;
+        char *o;
+
+        assert_true(parse_req(s, &h, &p, &reason) > 0);
+        assert_int_equal(http_write_request_head(out, s, &h, &fw), 0);
+        o = buffer_string(out);
+        assert_non_null(strstr(o, "Content-Length: 2\r\n"));
+        free(o);
+        evbuffer_free(out);
+}
+
+static void test_response(void **state)
+{
+        const char *s = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: x\r\n\r\nok";
+        struct evbuffer *out = evbuffer_new();
+        struct http_head h;
+        http_parser p;
+        const char *reason = NULL;
+        char *o;
+        int n;
+
+        n = http_parse_response(&p, s, strlen(s), 16384, false, &h, &reason);
+        assert_true(n > 0);
+        assert_int_equal(h.status, 200);
+        assert_int_equal(h.body, HTTP_BODY_LENGTH);
+        assert_true(h.keep_alive);
+        assert_int_equal(http_write_response_head(out, s, &h, "rid", false, true, false), 0);
+        o = buffer_string(out);
+        assert_string_equal(o, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Request-Id: rid\r\nConnection: close\r\n\r\n");
+        free(o);
+
+        /* A HEAD response has no body whatever its Content-Length says. */
+        n = http_parse_response(&p, s, strlen(s), 16384, true, &h, &reason);
+        assert_true(n > 0);
+        assert_int_equal(h.body, HTTP_BODY_NONE);
+        assert_int_equal(http_body_begin(&p, &h, &reason), 1);
+
+        /* No framing: delimited by close. */
+        s = "HTTP/1.1 200 OK\r\n\r\nabc";
+        n = http_parse_response(&p, s, strlen(s), 16384, false, &h, &reason);
+        assert_true(n > 0);
+        assert_int_equal(h.body, HTTP_BODY_EOF);
+        assert_false(h.keep_alive);
+        evbuffer_free(out);
+}
+
+static void test_error(void **state)
+{
+        struct evbuffer *out = evbuffer_new();
+        char *o;
+
+        assert_int_equal(http_write_error(out, 503, "no healthy backend", "id1", true), 44);
+        o = buffer_string(out);
+        assert_non_null(strstr(o, "HTTP/1.1 503 Service Unavailable\r\n"));
+        assert_non_null(strstr(o, "Connection: close\r\n"));
+        assert_non_null(strstr(o, "X-Request-Id: id1\r\n"));
+        assert_non_null(strstr(o, "\r\n\r\n503 Service Unavailable: no healthy backend\n"));
+        free(o);
+        evbuffer_free(out);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_simple_get),
+                cmocka_unit_test(test_incomplete_and_too_large),
+                cmocka_unit_test(test_rejects),
+                cmocka_unit_test(test_version_and_connect),
+                cmocka_unit_test(test_http10_keepalive),
+                cmocka_unit_test(test_chunked_body_and_pipelining),
+                cmocka_unit_test(test_bad_chunk_size),
+                cmocka_unit_test(test_chunk_framing_strict),
+                cmocka_unit_test(test_content_length_body),
+                cmocka_unit_test(test_write_request_head),
+                cmocka_unit_test(test_connection_cannot_strip_framing),
+                cmocka_unit_test(test_response),
+                cmocka_unit_test(test_error),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
