@@ -256,6 +256,38 @@ static const char *http_check_raw(const char *buf, size_t len)
         return NULL;
 }
 
+/* The start line's exact shape (RFC 9112 3, 4), which non-strict http_parser doesn't hold to (it takes
+ * "HTTX/1.1", for one): method SP target SP HTTP-version, or HTTP-version SP 3DIGIT SP reason. */
+static const char *http_check_start_line(const char *buf, const struct http_head *h, bool request, size_t *ret_len)
+{
+        size_t i = 0, n;
+        const char *line, *end;
+
+        while (i + 1 < h->head_len && buf[i] == '\r' && buf[i + 1] == '\n')
+                i += 2; /* empty lines before a request line are ignored (RFC 9112 2.2) */
+        line = buf + i;
+        end = memchr(line, '\r', h->head_len - i);
+        if (!end)
+                return "malformed start line";
+        n = (size_t)(end - line);
+        *ret_len = n;
+        if (request) {
+                const char *m = http_method_str(h->method);
+                size_t ml = strlen(m);
+
+                if (n != ml + 1 + h->target_len + 1 + 8 || memcmp(line, m, ml) != 0 || line[ml] != ' ' ||
+                    (size_t)(line + ml + 1 - buf) != h->target_off || line[ml + 1 + h->target_len] != ' ')
+                        return "malformed request line";
+                line += ml + 1 + h->target_len + 1;
+        } else if (n < 12 || line[8] != ' ' || (n > 12 && line[12] != ' ') || line[9] < '0' || line[9] > '9' ||
+                   line[10] < '0' || line[10] > '9' || line[11] < '0' || line[11] > '9')
+                return "malformed status line"; /* the SP before an empty reason is often left out: taken */
+        if (memcmp(line, "HTTP/", 5) != 0 || line[5] < '0' || line[5] > '9' || line[6] != '.' || line[7] < '0' ||
+            line[7] > '9')
+                return "invalid HTTP version";
+        return NULL;
+}
+
 /* Strips optional whitespace around a field value (http_parser leaves the trailing part). */
 static void http_trim_value(const char *buf, struct http_field *f)
 {
@@ -536,6 +568,13 @@ static int http_parse_head(http_parser *parser, enum http_parser_type type, cons
         h->minor = parser->http_minor;
 
         reason = http_check_raw(buf, h->head_len);
+        if (!reason) {
+                size_t line_len;
+
+                if (type == HTTP_REQUEST)
+                        h->method = (enum http_method)parser->method;
+                reason = http_check_start_line(buf, h, type == HTTP_REQUEST, &line_len);
+        }
         if (reason) {
                 *ret_reason = reason;
                 return -EBADMSG;

@@ -247,7 +247,7 @@ static void main_reload(struct main_state *m)
                                         next->access_log);
                         memcpy(next->access_log, prev->access_log, sizeof(next->access_log));
                 } else {
-                        accesslog_free(l->accesslog);
+                        l->accesslog = accesslog_free(l->accesslog);
                         l->accesslog = a;
                 }
         }

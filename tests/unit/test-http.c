@@ -87,6 +87,10 @@ static void test_rejects(void **state)
         expect_bad("GET / HTTP/1.1\r\nHost: x\r\nExpect: something\r\n\r\n");
         expect_bad("GET nope HTTP/1.1\r\nHost: x\r\n\r\n");
         expect_bad("GET / HTTP/1.2\r\nHost: x\r\n\r\n");
+        expect_bad("GET / HTTX/1.1\r\nHost: x\r\n\r\n");
+        expect_bad("GET  / HTTP/1.1\r\nHost: x\r\n\r\n");
+        expect_bad("GET / HTTP/1.1 \r\nHost: x\r\n\r\n");
+        expect_bad("GET /\tHTTP/1.1\r\nHost: x\r\n\r\n");
         expect_bad("GET / HTTP/1.1\r\nHost: a b\r\n\r\n");
         expect_bad("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
 }

@@ -1,0 +1,423 @@
+/* The admin API: GET /status (JSON) and GET /metrics (Prometheus text format 0.0.4) on a separate
+ * listener, served by libevent's evhttp on the daemon's event loop.
+ *
+ * It only reads: the pool's backends (pool.c owns them), the proxy's counters, the daemon's start time.
+ * Every answer is built whole in memory from that state and sent at once; the state is small (a few
+ * hundred backends at most), so a request costs little loop time. The listener is meant for loopback and
+ * trusted tools, but requests are still bounded: small head and body limits and a 10 s timeout, all
+ * enforced by evhttp. Anything but /status and /metrics is 404; other methods than GET and HEAD, 405. */
+#include "lbd/admin.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/macro.h"
+#include "common/netaddr.h"
+#include "lbd-version.h"
+#include "lbd/backend.h"
+#include "lbd/lbd.h"
+#include "lbd/proxy.h"
+
+#define ADMIN_MAX_HEADERS_SIZE 8192
+#define ADMIN_MAX_BODY_SIZE    1024
+#define ADMIN_TIMEOUT_SEC      10
+#define ADMIN_BACKLOG          64
+#define ADMIN_LABEL_MAX        (2 * NETADDR_STRLEN + 1)
+
+#define ADMIN_CONTENT_JSON    "application/json"
+#define ADMIN_CONTENT_METRICS "text/plain; version=0.0.4; charset=utf-8"
+#define ADMIN_CONTENT_TEXT    "text/plain; charset=utf-8"
+
+struct admin {
+        struct lbd *lbd;
+        struct evhttp *http;
+};
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct evbuffer *, evbuffer_free)
+DEFINE_TRIVIAL_CLEANUP_FUNC(char *, cJSON_free)
+
+static const char *admin_check_name(enum check_result r)
+{
+        switch (r) {
+        case CHECK_NONE:
+                return "none";
+        case CHECK_OK:
+                return "ok";
+        case CHECK_FAIL:
+                return "fail";
+        case CHECK_TIMEOUT:
+                return "timeout";
+        case CHECK_REFUSED:
+                return "refused";
+        case CHECK_ERROR:
+                return "error";
+        }
+        return "error";
+}
+
+static const char *admin_state_name(const struct backend *b)
+{
+        if (b->state == BACKEND_DRAINING)
+                return "draining";
+        return b->healthy ? "up" : "down";
+}
+
+/* Microseconds in seconds (<unit> USEC_PER_SEC) or milliseconds (USEC_PER_MSEC), rounded to 3 decimals:
+ * an integer count of thousandths divided by 1000 prints short ("0.412", not "0.41200000000000003"). */
+static double admin_round(uint64_t usec, uint64_t unit)
+{
+        uint64_t step = unit / 1000;
+
+        return (double)((usec + step / 2) / step) / 1000.0;
+}
+
+static const struct proxy_stats *admin_proxy_stats(const struct admin *a)
+{
+        return a->lbd->proxy ? proxy_get_stats(a->lbd->proxy) : NULL;
+}
+
+/* ---- /status ---- */
+
+static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t now)
+{
+        static const char *const classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+        uint64_t by_class[ELEMENTSOF(classes)] = {0};
+        cJSON *o, *responses, *check;
+
+        o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(array, o)) {
+                cJSON_Delete(o);
+                return -ENOMEM;
+        }
+
+        for (size_t i = 0; i < ELEMENTSOF(b->stats.by_code); i++)
+                by_class[(BACKEND_CODE_MIN + i) / 100 - 1] += b->stats.by_code[i];
+
+        if (!cJSON_AddStringToObject(o, "address", b->name) ||
+            !cJSON_AddStringToObject(o, "state", admin_state_name(b)) ||
+            !cJSON_AddBoolToObject(o, "in_rotation", backend_in_rotation(b)) ||
+            !cJSON_AddNumberToObject(o, "active", b->active) ||
+            !cJSON_AddNumberToObject(o, "requests", (double)b->stats.requests) ||
+            !cJSON_AddNumberToObject(o, "failures", (double)b->stats.failures))
+                return -ENOMEM;
+
+        responses = cJSON_AddObjectToObject(o, "responses");
+        if (!responses)
+                return -ENOMEM;
+        for (size_t i = 0; i < ELEMENTSOF(classes); i++)
+                if (by_class[i] > 0 && !cJSON_AddNumberToObject(responses, classes[i], (double)by_class[i]))
+                        return -ENOMEM;
+
+        check = cJSON_AddObjectToObject(o, "last_check");
+        if (!check || !cJSON_AddStringToObject(check, "result", admin_check_name(b->last_check)) ||
+            !cJSON_AddNumberToObject(check, "status", b->last_check_status) ||
+            !cJSON_AddNumberToObject(check, "duration_ms",
+                                     admin_round(b->last_check_duration_usec, USEC_PER_MSEC)))
+                return -ENOMEM;
+        if (b->last_check_at_usec == 0) {
+                if (!cJSON_AddNullToObject(check, "age_s"))
+                        return -ENOMEM;
+        } else if (!cJSON_AddNumberToObject(
+                           check, "age_s",
+                           admin_round(now > b->last_check_at_usec ? now - b->last_check_at_usec : 0,
+                                       USEC_PER_SEC)))
+                return -ENOMEM;
+        return 0;
+}
+
+/* Builds the /status document into <out>. Returns 0 or -ENOMEM. */
+static int admin_status(const struct admin *a, struct evbuffer *out)
+{
+        const struct lbd *lbd = a->lbd;
+        const struct pool *pool = lbd->pool;
+        const struct proxy_stats *ps = admin_proxy_stats(a);
+        _cleanup_(cJSON_Deletep) cJSON *root = NULL;
+        _cleanup_(cJSON_freep) char *text = NULL;
+        cJSON *backends;
+        uint64_t now = now_usec();
+        int r;
+
+        root = cJSON_CreateObject();
+        if (!root)
+                return -ENOMEM;
+        if (!cJSON_AddStringToObject(root, "version", PACKAGE_VERSION) ||
+            !cJSON_AddNumberToObject(root, "pid", (double)getpid()) ||
+            !cJSON_AddNumberToObject(
+                    root, "uptime_s",
+                    admin_round(now > lbd->started_usec ? now - lbd->started_usec : 0, USEC_PER_SEC)) ||
+            !cJSON_AddNumberToObject(root, "healthy", pool ? (double)pool_count_healthy(pool) : 0) ||
+            !cJSON_AddNumberToObject(root, "total", pool ? (double)pool->n_backends : 0) ||
+            !cJSON_AddNumberToObject(root, "connections", ps ? (double)ps->connections : 0))
+                return -ENOMEM;
+
+        backends = cJSON_AddArrayToObject(root, "backends");
+        if (!backends)
+                return -ENOMEM;
+        for (size_t i = 0; pool && i < pool->n_backends; i++) {
+                r = admin_status_backend(backends, pool->backends[i], now);
+                if (r < 0)
+                        return r;
+        }
+
+        text = cJSON_PrintUnformatted(root);
+        if (!text)
+                return -ENOMEM;
+        if (evbuffer_add(out, text, strlen(text)) < 0 || evbuffer_add(out, "\n", 1) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+/* ---- /metrics ---- */
+
+struct admin_metrics {
+        struct evbuffer *out;
+        bool failed;
+};
+
+_printf_(2, 3) static void admin_printf(struct admin_metrics *m, const char *format, ...)
+{
+        va_list ap;
+
+        va_start(ap, format);
+        if (evbuffer_add_vprintf(m->out, format, ap) < 0)
+                m->failed = true;
+        va_end(ap);
+}
+
+static void admin_family(struct admin_metrics *m, const char *name, const char *type, const char *help)
+{
+        admin_printf(m, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Writes <value> escaped for a label value (backslash, double quote and newline) into <buf>; cut short
+ * if it doesn't fit, never in the middle of an escape. */
+static const char *admin_label(const char *value, char *buf, size_t size)
+{
+        size_t n = 0;
+
+        for (const char *p = value; *p != '\0'; p++) {
+                const char *esc = *p == '\\' ? "\\\\" : *p == '"' ? "\\\"" : *p == '\n' ? "\\n" : NULL;
+                size_t len = esc ? 2 : 1;
+
+                if (n + len >= size)
+                        break;
+                if (esc)
+                        memcpy(buf + n, esc, 2);
+                else
+                        buf[n] = *p;
+                n += len;
+        }
+        buf[n] = '\0';
+        return buf;
+}
+
+/* Builds the /metrics page into <out>. Returns 0 or -ENOMEM. */
+static int admin_metrics(const struct admin *a, struct evbuffer *out)
+{
+        const struct pool *pool = a->lbd->pool;
+        const struct proxy_stats *ps = admin_proxy_stats(a);
+        struct admin_metrics m = {.out = out};
+        size_t n = pool ? pool->n_backends : 0;
+        char label[ADMIN_LABEL_MAX];
+
+        admin_family(&m, "lbd_requests_total", "counter",
+                     "Responses from each backend, by HTTP status code.");
+        for (size_t i = 0; i < n; i++) {
+                const struct backend *b = pool->backends[i];
+
+                admin_label(b->name, label, sizeof(label));
+                for (size_t c = 0; c < ELEMENTSOF(b->stats.by_code); c++)
+                        if (b->stats.by_code[c] > 0)
+                                admin_printf(&m,
+                                             "lbd_requests_total{backend=\"%s\",code=\"%zu\"} %" PRIu64 "\n",
+                                             label, BACKEND_CODE_MIN + c, b->stats.by_code[c]);
+        }
+
+        admin_family(&m, "lbd_backend_up", "gauge", "Whether the backend is in rotation (1) or not (0).");
+        for (size_t i = 0; i < n; i++)
+                admin_printf(&m, "lbd_backend_up{backend=\"%s\"} %d\n",
+                             admin_label(pool->backends[i]->name, label, sizeof(label)),
+                             backend_in_rotation(pool->backends[i]) ? 1 : 0);
+
+        admin_family(&m, "lbd_backend_active_requests", "gauge", "Requests in flight to the backend.");
+        for (size_t i = 0; i < n; i++)
+                admin_printf(&m, "lbd_backend_active_requests{backend=\"%s\"} %u\n",
+                             admin_label(pool->backends[i]->name, label, sizeof(label)),
+                             pool->backends[i]->active);
+
+        admin_family(&m, "lbd_backend_failures_total", "counter",
+                     "Connect failures, resets, timeouts and malformed responses from the backend.");
+        for (size_t i = 0; i < n; i++)
+                admin_printf(&m, "lbd_backend_failures_total{backend=\"%s\"} %" PRIu64 "\n",
+                             admin_label(pool->backends[i]->name, label, sizeof(label)),
+                             pool->backends[i]->stats.failures);
+
+        admin_family(&m, "lbd_health_checks_total", "counter",
+                     "Active health checks of the backend, by result.");
+        for (size_t i = 0; i < n; i++) {
+                const struct backend *b = pool->backends[i];
+
+                admin_label(b->name, label, sizeof(label));
+                admin_printf(&m, "lbd_health_checks_total{backend=\"%s\",result=\"ok\"} %" PRIu64 "\n",
+                             label, b->stats.health_ok);
+                admin_printf(&m, "lbd_health_checks_total{backend=\"%s\",result=\"fail\"} %" PRIu64 "\n",
+                             label, b->stats.health_fail);
+        }
+
+        admin_family(&m, "lbd_retries_total", "counter", "Requests tried again on another backend.");
+        admin_printf(&m, "lbd_retries_total %" PRIu64 "\n", ps ? ps->retries_total : 0);
+
+        admin_family(&m, "lbd_client_connections", "gauge", "Client connections open now.");
+        admin_printf(&m, "lbd_client_connections %" PRIu64 "\n", ps ? ps->connections : 0);
+
+        admin_family(&m, "lbd_requests_rejected_total", "counter",
+                     "Requests answered by lbd itself with an error, by HTTP status code.");
+        for (size_t c = 0; ps && c < ELEMENTSOF(ps->rejected); c++)
+                if (ps->rejected[c] > 0)
+                        admin_printf(&m, "lbd_requests_rejected_total{code=\"%zu\"} %" PRIu64 "\n",
+                                     PROXY_CODE_MIN + c, ps->rejected[c]);
+
+        return m.failed ? -ENOMEM : 0;
+}
+
+/* ---- requests ---- */
+
+static void admin_reply(struct evhttp_request *req, int code, const char *reason, const char *content_type,
+                        struct evbuffer *body)
+{
+        struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
+
+        (void)evhttp_add_header(headers, "Content-Type", content_type);
+        (void)evhttp_add_header(headers, "Cache-Control", "no-store");
+        evhttp_send_reply(req, code, reason, body);
+}
+
+static void admin_reply_text(struct evhttp_request *req, int code, const char *reason)
+{
+        _cleanup_(evbuffer_freep) struct evbuffer *body = evbuffer_new();
+
+        if (!body) {
+                evhttp_send_error(req, HTTP_INTERNAL, NULL);
+                return;
+        }
+        (void)evbuffer_add_printf(body, "%d %s\n", code, reason);
+        admin_reply(req, code, reason, ADMIN_CONTENT_TEXT, body);
+}
+
+static void admin_on_request(struct evhttp_request *req, void *userdata)
+{
+        const struct admin *a = userdata;
+        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+        const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+        enum evhttp_cmd_type method = evhttp_request_get_command(req);
+        int (*build)(const struct admin *a, struct evbuffer *out);
+        const char *content_type;
+        _cleanup_(evbuffer_freep) struct evbuffer *body = NULL;
+        int r;
+
+        if (path && strcmp(path, "/status") == 0) {
+                build = admin_status;
+                content_type = ADMIN_CONTENT_JSON;
+        } else if (path && strcmp(path, "/metrics") == 0) {
+                build = admin_metrics;
+                content_type = ADMIN_CONTENT_METRICS;
+        } else {
+                admin_reply_text(req, HTTP_NOTFOUND, "Not Found");
+                return;
+        }
+
+        if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
+                (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+                admin_reply_text(req, HTTP_BADMETHOD, "Method Not Allowed");
+                return;
+        }
+
+        body = evbuffer_new();
+        r = body ? build(a, body) : -ENOMEM;
+        if (r < 0) {
+                log_warning_errno(r, "Admin API: failed to answer %s: %m", path);
+                admin_reply_text(req, HTTP_INTERNAL, "Internal Server Error");
+                return;
+        }
+        if (method == EVHTTP_REQ_HEAD) {
+                /* evhttp would send the body even to HEAD: announce its length and drop it. */
+                char length[32];
+
+                (void)snprintf(length, sizeof(length), "%zu", evbuffer_get_length(body));
+                (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", length);
+                (void)evbuffer_drain(body, evbuffer_get_length(body));
+        }
+        admin_reply(req, HTTP_OK, "OK", content_type, body);
+}
+
+int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret)
+{
+        _cleanup_close_ int fd = -1;
+        struct admin *a;
+        int one = 1;
+
+        if (!lbd || !lbd->base || !addr || !ret)
+                return -EINVAL;
+
+        fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+                return -errno;
+        if (bind(fd, &addr->u.sa, addr->len) < 0)
+                return -errno;
+        if (listen(fd, ADMIN_BACKLOG) < 0)
+                return -errno;
+
+        a = calloc(1, sizeof(*a));
+        if (!a)
+                return -ENOMEM;
+        a->lbd = lbd;
+        a->http = evhttp_new(lbd->base);
+        if (!a->http) {
+                free(a);
+                return -ENOMEM;
+        }
+        /* Every method reaches admin_on_request, which answers 405 itself (evhttp would say 501). */
+        evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                                    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                                                    EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT |
+                                                    EVHTTP_REQ_PATCH);
+        evhttp_set_max_headers_size(a->http, ADMIN_MAX_HEADERS_SIZE);
+        evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY_SIZE);
+        evhttp_set_timeout(a->http, ADMIN_TIMEOUT_SEC);
+        evhttp_set_gencb(a->http, admin_on_request, a);
+
+        /* From here on evhttp owns the socket. */
+        if (!evhttp_accept_socket_with_handle(a->http, fd)) {
+                evhttp_free(a->http);
+                free(a);
+                return -ENOMEM;
+        }
+        fd = -1;
+
+        *ret = a;
+        return 0;
+}
+
+struct admin *admin_free(struct admin *a)
+{
+        if (!a)
+                return NULL;
+        evhttp_free(a->http);
+        free(a);
+        return NULL;
+}

@@ -1,0 +1,140 @@
+"""Request and response bodies: chunked both ways, and 1 GiB each way in bounded memory."""
+
+import hashlib
+import os
+import time
+
+import pytest
+
+import lbdtest
+
+GIB = 1 << 30
+RSS_LIMIT_KIB = 64 * 1024
+
+
+@pytest.fixture
+def setup(harness):
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1])
+    return lbd, b1
+
+
+@pytest.fixture(scope="module")
+def gib_sha256():
+    return lbdtest.pattern_sha256(GIB)
+
+
+def test_chunked_request_body(setup):
+    lbd, _ = setup
+    pieces = [os.urandom(n) for n in (1, 10, 4096, 100_000, 3, 65536, 70_000)]
+    body = b"".join(pieces)
+    with lbd.connect() as conn:
+        resp = conn.request("POST", "/echo", body=iter(pieces))
+        assert resp.status == 200, resp
+        data = resp.json()
+        assert data["body_len"] == len(body)
+        assert data["body_sha256"] == hashlib.sha256(body).hexdigest()
+        # The connection stays in sync after the chunked body.
+        assert conn.get("/x").status == 200
+
+
+def test_chunked_request_with_extensions_and_trailers(setup):
+    lbd, _ = setup
+    raw = (b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"5;name=value\r\nhello\r\n"
+           b"6 ; quoted=\"a b\"\r\n world\r\n"
+           b"0\r\nX-Trailer: yes\r\n\r\n"
+           b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    out, closed = lbd.raw(raw, timeout=3)
+    resps = lbdtest.parse_responses(out)
+    assert [r.status for r in resps] == [200, 200], out
+    assert resps[0].json() == {"body_len": 11,
+                               "body_sha256": hashlib.sha256(b"hello world").hexdigest()}
+    assert resps[1].body == b"b1 /after\n"
+
+
+def test_chunked_request_uppercase_hex(setup):
+    lbd, _ = setup
+    body = b"z" * 0xAB
+    raw = (b"PUT /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"AB\r\n" + body + b"\r\n000\r\n\r\n")
+    out, _ = lbd.raw(raw + b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=3)
+    resps = lbdtest.parse_responses(out)
+    assert resps[0].status == 200 and resps[0].json()["body_len"] == 0xAB, out
+
+
+def test_chunked_response_body(setup):
+    lbd, _ = setup
+    with lbd.connect() as conn:
+        for n in (0, 1, 65536, 1_000_003):
+            resp = conn.get(f"/chunked/{n}")
+            assert resp.status == 200
+            assert resp.body == lbdtest.pattern_bytes(n)
+
+
+def test_empty_and_small_bodies(setup):
+    lbd, _ = setup
+    with lbd.connect() as conn:
+        resp = conn.request("POST", "/upload", body=b"")
+        assert resp.json()["body_len"] == 0
+        resp = conn.request("POST", "/upload", body=iter([]))
+        assert resp.json()["body_len"] == 0
+        resp = conn.request("POST", "/upload", body=b"x")
+        assert resp.json()["body_len"] == 1
+        for n in (0, 1, 100, 65535, 65536, 65537):
+            resp = conn.get(f"/bytes/{n}")
+            assert resp.body == lbdtest.pattern_bytes(n)
+
+
+def test_large_bodies_both_ways(setup):
+    lbd, _ = setup
+    body = os.urandom(8 << 20)
+    with lbd.connect() as conn:
+        resp = conn.request("PUT", "/upload", body=body)
+        assert resp.json() == {"body_len": len(body),
+                               "body_sha256": hashlib.sha256(body).hexdigest()}
+        pieces = [body[i:i + 1_000_000] for i in range(0, len(body), 1_000_000)]
+        resp = conn.request("POST", "/upload", body=iter(pieces))
+        assert resp.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+        resp = conn.get(f"/bytes/{8 << 20}")
+        assert hashlib.sha256(resp.body).hexdigest() == lbdtest.pattern_sha256(8 << 20)
+
+
+def test_download_1gib_bounded_memory(setup, gib_sha256):
+    lbd, _ = setup
+    digest = hashlib.sha256()
+    start = time.monotonic()
+    with lbdtest.RssSampler(lbd) as rss, lbd.connect(timeout=30) as conn:
+        resp = conn.request("GET", f"/bytes/{GIB}", sink=digest.update)
+    elapsed = time.monotonic() - start
+    assert resp.status == 200
+    assert resp.body_len == GIB
+    assert digest.hexdigest() == gib_sha256
+    assert rss.samples > 10
+    assert rss.max_kib < RSS_LIMIT_KIB, f"lbd VmRSS reached {rss.max_kib} KiB"
+    print(f"1 GiB download in {elapsed:.2f}s, lbd max RSS {rss.max_kib} KiB")
+
+
+def test_chunked_download_1gib_bounded_memory(setup, gib_sha256):
+    lbd, _ = setup
+    digest = hashlib.sha256()
+    with lbdtest.RssSampler(lbd) as rss, lbd.connect(timeout=30) as conn:
+        resp = conn.request("GET", f"/chunked/{GIB}", sink=digest.update)
+    assert resp.status == 200 and resp.body_len == GIB
+    assert digest.hexdigest() == gib_sha256
+    assert rss.max_kib < RSS_LIMIT_KIB, f"lbd VmRSS reached {rss.max_kib} KiB"
+
+
+def test_upload_1gib_bounded_memory(setup, gib_sha256):
+    lbd, _ = setup
+    piece = lbdtest.PATTERN_PIECE * 16  # 1 MiB, a multiple of the pattern period
+    start = time.monotonic()
+    with lbdtest.RssSampler(lbd) as rss, lbd.connect(timeout=30) as conn:
+        resp = conn.request("POST", "/upload", body=(piece for _ in range(GIB // len(piece))),
+                            content_length=GIB)
+    elapsed = time.monotonic() - start
+    assert resp.status == 200, resp
+    assert resp.json() == {"body_len": GIB, "body_sha256": gib_sha256}
+    assert rss.samples > 10
+    assert rss.max_kib < RSS_LIMIT_KIB, f"lbd VmRSS reached {rss.max_kib} KiB"
+    print(f"1 GiB upload in {elapsed:.2f}s, lbd max RSS {rss.max_kib} KiB")

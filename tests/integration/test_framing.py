@@ -1,0 +1,230 @@
+"""Strict request framing: ambiguous or malformed requests are rejected with
+400, the connection is closed, and nothing reaches a backend."""
+
+import time
+
+import pytest
+
+import lbdtest
+
+
+@pytest.fixture(scope="module")
+def env(module_harness):
+    (b1,) = module_harness.backends(1)
+    lbd = module_harness.lbd([b1])
+    return lbd, b1
+
+
+H = b"Host: x\r\n"
+
+# (id, raw request). Every request's target contains "/fr-<id>" so the
+# backend's record shows whether it arrived.
+CASES = [
+    ("cl-te", b"POST /fr-cl-te HTTP/1.1\r\n" + H
+     + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ("te-cl", b"POST /fr-te-cl HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"),
+    ("two-cl", b"POST /fr-two-cl HTTP/1.1\r\n" + H
+     + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+    ("dup-cl", b"POST /fr-dup-cl HTTP/1.1\r\n" + H
+     + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
+    ("cl-list", b"POST /fr-cl-list HTTP/1.1\r\n" + H + b"Content-Length: 5,5\r\n\r\nhello"),
+    ("cl-plus", b"POST /fr-cl-plus HTTP/1.1\r\n" + H + b"Content-Length: +5\r\n\r\nhello"),
+    ("cl-minus", b"POST /fr-cl-minus HTTP/1.1\r\n" + H + b"Content-Length: -1\r\n\r\n"),
+    ("cl-garbage", b"POST /fr-cl-garbage HTTP/1.1\r\n" + H + b"Content-Length:  5a\r\n\r\nhello"),
+    ("cl-hex", b"POST /fr-cl-hex HTTP/1.1\r\n" + H + b"Content-Length: 0x5\r\n\r\nhello"),
+    ("cl-empty", b"POST /fr-cl-empty HTTP/1.1\r\n" + H + b"Content-Length: \r\n\r\n"),
+    ("cl-space-inside", b"POST /fr-cl-space-inside HTTP/1.1\r\n" + H
+     + b"Content-Length: 1 0\r\n\r\nhellohello"),
+    ("cl-overflow", b"POST /fr-cl-overflow HTTP/1.1\r\n" + H
+     + b"Content-Length: 99999999999999999999999999\r\n\r\nhello"),
+    ("te-gzip", b"POST /fr-te-gzip HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n\r\nhello"),
+    ("te-chunked-gzip", b"POST /fr-te-chunked-gzip HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"),
+    ("te-chunked-twice-lines", b"POST /fr-te-chunked-twice-lines HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ("te-chunked-twice-list", b"POST /fr-te-chunked-twice-list HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"),
+    ("te-xchunked", b"POST /fr-te-xchunked HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
+    ("te-identity", b"POST /fr-te-identity HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: identity\r\n\r\n"),
+    ("te-space-before-colon", b"POST /fr-te-space-before-colon HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
+    ("te-http10", b"POST /fr-te-http10 HTTP/1.0\r\n" + H
+     + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ("chunk-size-nonhex", b"POST /fr-chunk-size-nonhex HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+    ("chunk-size-overflow", b"POST /fr-chunk-size-overflow HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+    ("chunk-size-negative", b"POST /fr-chunk-size-negative HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n"),
+    ("chunk-size-empty", b"POST /fr-chunk-size-empty HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\n\r\n\r\nhello\r\n0\r\n\r\n"),
+    ("chunk-missing-crlf", b"POST /fr-chunk-missing-crlf HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n"),
+    ("space-before-colon", b"GET /fr-space-before-colon HTTP/1.1\r\nHost : x\r\n\r\n"),
+    ("obs-fold-sp", b"GET /fr-obs-fold-sp HTTP/1.1\r\n" + H + b"X-A: a\r\n b\r\n\r\n"),
+    ("obs-fold-tab", b"GET /fr-obs-fold-tab HTTP/1.1\r\n" + H + b"X-A: a\r\n\tb\r\n\r\n"),
+    ("leading-ws-first-header", b"GET /fr-leading-ws-first-header HTTP/1.1\r\n Host: x\r\n\r\n"),
+    ("ctl-0x01", b"GET /fr-ctl-0x01 HTTP/1.1\r\n" + H + b"X-A: a\x01b\r\n\r\n"),
+    ("ctl-0x7f", b"GET /fr-ctl-0x7f HTTP/1.1\r\n" + H + b"X-A: a\x7fb\r\n\r\n"),
+    ("ctl-nul", b"GET /fr-ctl-nul HTTP/1.1\r\n" + H + b"X-A: a\x00b\r\n\r\n"),
+    ("ctl-cr-in-value", b"GET /fr-ctl-cr-in-value HTTP/1.1\r\n" + H + b"X-A: a\rb\r\n\r\n"),
+    ("bad-header-name", b"GET /fr-bad-header-name HTTP/1.1\r\n" + H + b"X(A): b\r\n\r\n"),
+    ("space-in-header-name", b"GET /fr-space-in-header-name HTTP/1.1\r\n" + H
+     + b"X A: b\r\n\r\n"),
+    ("no-colon", b"GET /fr-no-colon HTTP/1.1\r\n" + H + b"JustAWord\r\n\r\n"),
+    ("empty-header-name", b"GET /fr-empty-header-name HTTP/1.1\r\n" + H + b": value\r\n\r\n"),
+    ("bare-lf", b"GET /fr-bare-lf HTTP/1.1\nHost: x\n\n"),
+    ("bare-lf-mixed", b"GET /fr-bare-lf-mixed HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n"),
+    ("bare-cr", b"GET /fr-bare-cr HTTP/1.1\rHost: x\r\n\r\n"),
+    ("missing-host", b"GET /fr-missing-host HTTP/1.1\r\nX-A: b\r\n\r\n"),
+    ("two-hosts", b"GET /fr-two-hosts HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"),
+    ("two-hosts-same", b"GET /fr-two-hosts-same HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n"),
+    ("bad-method", b"G(T /fr-bad-method HTTP/1.1\r\n" + H + b"\r\n"),
+    ("method-with-at", b"GE@T /fr-method-with-at HTTP/1.1\r\n" + H + b"\r\n"),
+    ("version-2", b"GET /fr-version-2 HTTP/2.0\r\n" + H + b"\r\n"),
+    ("version-garbage", b"GET /fr-version-garbage HTTX/1.1\r\n" + H + b"\r\n"),
+    ("version-lower", b"GET /fr-version-lower http/1.1\r\n" + H + b"\r\n"),
+    ("version-missing-minor", b"GET /fr-version-missing-minor HTTP/1\r\n" + H + b"\r\n"),
+    ("version-long", b"GET /fr-version-long HTTP/1.10\r\n" + H + b"\r\n"),
+    ("space-in-target", b"GET /fr-space-in-target x HTTP/1.1\r\n" + H + b"\r\n"),
+    ("ctl-in-target", b"GET /fr-ctl-in-target\x01 HTTP/1.1\r\n" + H + b"\r\n"),
+    ("smuggle-cl-te", b"POST /fr-smuggle-cl-te HTTP/1.1\r\n" + H
+     + b"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+     + b"GET /fr-smuggle-cl-te-inner HTTP/1.1\r\n" + H + b"\r\n"),
+    ("smuggle-te-cl", b"POST /fr-smuggle-te-cl HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n"
+     + b"5c\r\nGET /fr-smuggle-te-cl-inner HTTP/1.1\r\n" + H
+     + b"Content-Length: 15\r\n\r\nx=1\r\n0\r\n\r\n"),
+    ("smuggle-te-obfuscated", b"POST /fr-smuggle-te-obfuscated HTTP/1.1\r\n" + H
+     + b"Content-Length: 4\r\nTransfer-Encoding: \x0bchunked\r\n\r\n0\r\n\r\n"),
+    ("smuggle-te-tab-cl", b"POST /fr-smuggle-te-tab-cl HTTP/1.1\r\n" + H
+     + b"Content-Length: 4\r\nTransfer-Encoding:\tchunked\r\n\r\n0\r\n\r\n"),
+]
+
+
+# Cases where another error status is as good as 400.
+# RFC 9110 15.6.6: an unsupported major version is answered 505, not 400.
+ALSO_ACCEPTED = {"cl-overflow": (413,), "version-2": (505,)}
+
+AFTER_GOOD = ["cl-te", "two-cl", "dup-cl", "cl-plus", "te-gzip", "chunk-size-nonhex",
+              "space-before-colon", "obs-fold-sp", "ctl-nul", "bare-lf", "missing-host",
+              "two-hosts", "bad-method", "version-2", "smuggle-cl-te"]
+
+
+def check_rejected(lbd, b1, case_id, data):
+    marker = f"/fr-{case_id}"
+    out, closed = lbd.raw(data, timeout=2.0)
+    assert out, f"no response at all to {data!r}"
+    resps = lbdtest.parse_responses(out)
+    assert len(resps) == 1, f"expected exactly one response, got {out!r}"
+    resp = resps[0]
+    assert resp.status in (400,) + ALSO_ACCEPTED.get(case_id, ()), f"{data!r} -> {out!r}"
+    assert closed, "connection left open after 400"
+    assert "close" in resp.connection_tokens()
+    if resp.status == 400:
+        assert resp.body.startswith(b"400 Bad Request"), resp
+    time.sleep(0.05)
+    assert not b1.saw(marker), f"{data!r} reached the backend: {b1.records()[-3:]}"
+
+
+@pytest.mark.parametrize("case_id,data", CASES, ids=[c[0] for c in CASES])
+def test_rejected(env, case_id, data):
+    lbd, b1 = env
+    check_rejected(lbd, b1, case_id, data)
+
+
+@pytest.mark.parametrize("case_id,data", [c for c in CASES if c[0] in AFTER_GOOD],
+                         ids=[c[0] for c in CASES if c[0] in AFTER_GOOD])
+def test_rejected_after_good_request(env, case_id, data):
+    """The same malformed request as the second one on a keep-alive connection."""
+    lbd, b1 = env
+    good = b"GET /fr-good-first HTTP/1.1\r\n" + H + b"\r\n"
+    with lbd.connect() as conn:
+        conn.send(good)
+        assert conn.read_response().status == 200
+        conn.send(data)
+        resp = conn.read_response(allow_incomplete=True)
+        assert resp.status in (400,) + ALSO_ACCEPTED.get(case_id, ()), resp
+        assert conn.closed_by_peer(2.0)
+    time.sleep(0.05)
+    assert not b1.saw(f"/fr-{case_id}")
+
+
+def test_good_requests_on_same_connection(env):
+    lbd, b1 = env
+    with lbd.connect() as conn:
+        for i in range(3):
+            resp = conn.get(f"/fr-good?i={i}")
+            assert resp.status == 200 and resp.body == "b1 /fr-good\n".encode()
+        resp = conn.request("POST", "/upload", body=b"hello")
+        assert resp.json()["body_len"] == 5
+        resp = conn.request("POST", "/upload", body=iter([b"hel", b"lo"]))
+        assert resp.json()["body_len"] == 5
+        assert conn.get("/fr-good-last").status == 200
+
+
+@pytest.mark.parametrize("data", [
+    b"GET /fr-ok-tab-ows HTTP/1.1\r\nHost:\tx\r\nX-A:\t b \t\r\n\r\n",
+    b"GET /fr-ok-no-ows HTTP/1.1\r\nHost:x\r\nX-A:b\r\n\r\n",
+    b"GET /fr-ok-empty-value HTTP/1.1\r\nHost: x\r\nX-Empty:\r\n\r\n",
+    b"GET /fr-ok-obs-text HTTP/1.1\r\nHost: x\r\nX-A: caf\xe9\r\n\r\n",
+    b"GET /fr-ok-case HTTP/1.1\r\nhOsT: x\r\ncontent-LENGTH: 0\r\n\r\n",
+    b"POST /fr-ok-te-case HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n",
+    b"GET /fr-ok-http10-no-host HTTP/1.0\r\n\r\n",
+    b"GET /fr-ok-plain HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /fr-ok-cl-zero HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    b"POST /fr-ok-cl-leading-zero HTTP/1.1\r\nHost: x\r\nContent-Length: 005\r\n\r\nhello",
+], ids=["tab-ows", "no-ows", "empty-value", "obs-text", "name-case", "te-case",
+        "http10-no-host", "plain", "cl-zero", "cl-leading-zero"])
+def test_accepted(env, data):
+    """Unusual but valid requests are not rejected."""
+    lbd, b1 = env
+    out, _ = lbd.raw(data + b"GET /fr-ok-after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                     timeout=3)
+    resps = lbdtest.parse_responses(out)
+    assert [r.status for r in resps][:1] == [200], out
+    marker = data.split(b" ")[1].decode()
+    assert b1.saw(marker)
+
+
+@pytest.mark.parametrize("data", [
+    b"GET  /fr-lenient-two-spaces HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET\t/fr-lenient-tab HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+], ids=["two-spaces", "tab-separator"])
+def test_request_line_whitespace(env, data):
+    """RFC 9112 3 lets a server either reject or split on whitespace: only
+    a clean 400 or a correct forward is acceptable."""
+    lbd, b1 = env
+    out, closed = lbd.raw(data, timeout=3)
+    resps = lbdtest.parse_responses(out)
+    assert len(resps) == 1 and closed, out
+    marker = data.split()[1].decode()
+    if resps[0].status == 400:
+        assert not b1.saw(marker)
+    else:
+        assert resps[0].status == 200, out
+        assert any(r["path"] == marker for r in b1.records())
+
+
+def test_leading_empty_line_tolerated_or_rejected(env):
+    """RFC 9112 2.2: a server SHOULD ignore at least one empty line before
+    the request line. Accept either that or a clean 400, never a forward of
+    garbage."""
+    lbd, b1 = env
+    out, _ = lbd.raw(b"\r\nGET /fr-after-empty-line HTTP/1.1\r\nHost: x\r\nConnection: close"
+                     b"\r\n\r\n", timeout=3)
+    resps = lbdtest.parse_responses(out)
+    assert resps and resps[0].status in (200, 400), out
+
+
+def test_rejections_counted(env):
+    lbd, b1 = env
+    m = lbd.metrics()
+    assert (m.get("lbd_requests_rejected_total", code="400") or 0) >= len(CASES)
+    for case_id, _ in CASES:
+        assert not b1.saw(f"/fr-{case_id}")
+    # Requests after the smuggling attempts never reached the backend either.
+    assert not b1.saw("inner")

@@ -1,0 +1,509 @@
+/* Unit tests for lbd/admin.c: the admin listener on 127.0.0.1, queried over real sockets on the test's event
+ * loop. Checks every /status field against a pool and a proxy in a known state, the exact /metrics page,
+ * content types, HEAD, 404 and 405, the request limits, and a bind failure. Every exchange has a deadline.
+ */
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/macro.h"
+#include "common/netaddr.h"
+#include "lbd-version.h"
+#include "lbd/admin.h"
+#include "lbd/backend.h"
+#include "lbd/config.h"
+#include "lbd/lbd.h"
+#include "lbd/proxy.h"
+
+#define RESPONSE_MAX (256u * 1024u)
+
+struct fixture {
+        struct lbd lbd;
+        struct config config;
+        struct netaddr addr; /* the admin listener */
+        struct admin *admin;
+};
+
+/* Finds a free port on 127.0.0.1. */
+static struct netaddr free_loopback_addr(void)
+{
+        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(sin);
+        struct netaddr a = {.len = sizeof(sin)};
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        assert_true(fd >= 0);
+        assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+        assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+        close(fd);
+        a.u.in = sin;
+        return a;
+}
+
+static struct netaddr parse_addr(const char *s)
+{
+        struct netaddr a;
+
+        assert_int_equal(netaddr_parse(s, 0, false, &a), 0);
+        return a;
+}
+
+static int setup(void **state)
+{
+        struct fixture *f = calloc(1, sizeof(*f));
+        struct netaddr backends[3] = {
+                parse_addr("127.0.0.1:8081"),
+                parse_addr("127.0.0.1:8082"),
+                parse_addr("[::1]:8083"),
+        };
+
+        assert_non_null(f);
+        f->lbd.base = event_base_new();
+        assert_non_null(f->lbd.base);
+        f->lbd.config = &f->config;
+        f->lbd.pool = pool_new(f->lbd.base, NULL);
+        assert_non_null(f->lbd.pool);
+        assert_int_equal(pool_set_backends(f->lbd.pool, backends, ELEMENTSOF(backends)), 0);
+        f->lbd.proxy = proxy_new(&f->lbd);
+        assert_non_null(f->lbd.proxy);
+        f->lbd.started_usec = now_usec() - 12300 * USEC_PER_MSEC;
+
+        f->addr = free_loopback_addr();
+        assert_int_equal(admin_new(&f->lbd, &f->addr, &f->admin), 0);
+        assert_non_null(f->admin);
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state)
+{
+        struct fixture *f = *state;
+
+        f->admin = admin_free(f->admin);
+        f->lbd.proxy = proxy_free(f->lbd.proxy);
+        f->lbd.pool = pool_free(f->lbd.pool);
+        event_base_free(f->lbd.base);
+        free(f);
+        return 0;
+}
+
+/* Sends <request> (then half-closes when <shutdown_after>) and collects the answer until the server closes
+ * the connection, running the event loop meanwhile; fails the test after 3 s. Returns a string to free. */
+static char *exchange(struct fixture *f, const char *request, size_t request_len)
+{
+        const struct timeval step = {.tv_sec = 0, .tv_usec = 2000};
+        uint64_t deadline = now_usec() + 3 * USEC_PER_SEC;
+        char *buf = malloc(RESPONSE_MAX);
+        size_t sent = 0, len = 0;
+        int fd;
+
+        assert_non_null(buf);
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        assert_true(fd >= 0);
+        assert_true(connect(fd, &f->addr.u.sa, f->addr.len) == 0 || errno == EINPROGRESS);
+
+        for (;;) {
+                ssize_t k;
+
+                assert_true(now_usec() < deadline);
+                assert_int_equal(event_base_loopexit(f->lbd.base, &step), 0);
+                assert_true(event_base_dispatch(f->lbd.base) >= 0);
+
+                if (sent < request_len) {
+                        k = send(fd, request + sent, request_len - sent, MSG_NOSIGNAL);
+                        if (k > 0)
+                                sent += (size_t)k;
+                        else if (k < 0 && errno != EAGAIN && errno != ENOTCONN)
+                                break; /* the server gave up on us: read what it said */
+                }
+                k = recv(fd, buf + len, RESPONSE_MAX - 1 - len, 0);
+                if (k == 0 || (k < 0 && errno == ECONNRESET))
+                        break;
+                if (k > 0)
+                        len += (size_t)k;
+                assert_true(len < RESPONSE_MAX - 1);
+        }
+        buf[len] = '\0';
+        close(fd);
+        return buf;
+}
+
+static char *get(struct fixture *f, const char *method, const char *path)
+{
+        char request[512];
+        int n;
+
+        n = snprintf(request, sizeof(request),
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", method, path);
+        assert_true(n > 0 && (size_t)n < sizeof(request));
+        return exchange(f, request, (size_t)n);
+}
+
+/* Returns the status of response <r>. */
+static int status_of(const char *r)
+{
+        assert_memory_equal(r, "HTTP/1.1 ", 9);
+        return (int)strtol(r + 9, NULL, 10);
+}
+
+/* Returns the value of header <name> in <r> (a static buffer), or NULL. */
+static const char *header_of(const char *r, const char *name)
+{
+        static char value[256];
+        const char *end = strstr(r, "\r\n\r\n");
+        size_t n = strlen(name);
+
+        for (const char *p = strstr(r, "\r\n"); p && p < end; p = strstr(p + 2, "\r\n")) {
+                const char *line = p + 2, *eol = strstr(line, "\r\n");
+
+                if (strncasecmp(line, name, n) == 0 && line[n] == ':') {
+                        const char *v = line + n + 1;
+
+                        while (*v == ' ')
+                                v++;
+                        assert_true((size_t)(eol - v) < sizeof(value));
+                        memcpy(value, v, (size_t)(eol - v));
+                        value[eol - v] = '\0';
+                        return value;
+                }
+        }
+        return NULL;
+}
+
+static const char *body_of(const char *r)
+{
+        const char *p = strstr(r, "\r\n\r\n");
+
+        assert_non_null(p);
+        return p + 4;
+}
+
+/* Puts the pool and the proxy in a known state. */
+static void fill_state(struct fixture *f)
+{
+        struct pool *pool = f->lbd.pool;
+        struct backend *b0 = pool->backends[0], *b1 = pool->backends[1];
+        struct proxy_stats *ps = (struct proxy_stats *)proxy_get_stats(f->lbd.proxy);
+
+        backend_set_healthy(b0, true, "test");
+        b0->checked_once = true;
+        b0->active = 2;
+        b0->stats.requests = 10;
+        b0->stats.failures = 1;
+        b0->stats.health_ok = 7;
+        b0->stats.health_fail = 2;
+        b0->stats.by_code[200 - BACKEND_CODE_MIN] = 8;
+        b0->stats.by_code[204 - BACKEND_CODE_MIN] = 1;
+        b0->stats.by_code[503 - BACKEND_CODE_MIN] = 1;
+        b0->last_check = CHECK_OK;
+        b0->last_check_status = 200;
+        b0->last_check_duration_usec = 500;
+        b0->last_check_at_usec = now_usec() - 200 * USEC_PER_MSEC;
+
+        b1->checked_once = true;
+        b1->stats.health_fail = 3;
+        b1->last_check = CHECK_TIMEOUT;
+        b1->last_check_duration_usec = 1000000;
+        b1->last_check_at_usec = now_usec();
+
+        ps->connections = 5;
+        ps->retries_total = 4;
+        ps->rejected[400 - PROXY_CODE_MIN] = 3;
+        ps->rejected[503 - PROXY_CODE_MIN] = 1;
+}
+
+static double number(const cJSON *o, const char *name)
+{
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+        assert_true(cJSON_IsNumber(v));
+        return v->valuedouble;
+}
+
+static const char *string(const cJSON *o, const char *name)
+{
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+        assert_true(cJSON_IsString(v));
+        return v->valuestring;
+}
+
+static void test_status(void **state)
+{
+        struct fixture *f = *state;
+        const cJSON *backends, *b, *responses, *check;
+        char *r;
+        cJSON *root;
+
+        fill_state(f);
+        r = get(f, "GET", "/status");
+        assert_int_equal(status_of(r), 200);
+        assert_string_equal(header_of(r, "Content-Type"), "application/json");
+        root = cJSON_Parse(body_of(r));
+        assert_non_null(root);
+
+        assert_string_equal(string(root, "version"), PACKAGE_VERSION);
+        assert_int_equal((int)number(root, "pid"), (int)getpid());
+        assert_true(number(root, "uptime_s") >= 12.3 && number(root, "uptime_s") < 14);
+        assert_int_equal((int)number(root, "healthy"), 1);
+        assert_int_equal((int)number(root, "total"), 3);
+        assert_int_equal((int)number(root, "connections"), 5);
+
+        backends = cJSON_GetObjectItemCaseSensitive(root, "backends");
+        assert_true(cJSON_IsArray(backends));
+        assert_int_equal(cJSON_GetArraySize(backends), 3);
+
+        b = cJSON_GetArrayItem(backends, 0);
+        assert_string_equal(string(b, "address"), "127.0.0.1:8081");
+        assert_string_equal(string(b, "state"), "up");
+        assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "in_rotation")));
+        assert_int_equal((int)number(b, "active"), 2);
+        assert_int_equal((int)number(b, "requests"), 10);
+        assert_int_equal((int)number(b, "failures"), 1);
+        responses = cJSON_GetObjectItemCaseSensitive(b, "responses");
+        assert_int_equal(cJSON_GetArraySize(responses), 2);
+        assert_int_equal((int)number(responses, "2xx"), 9);
+        assert_int_equal((int)number(responses, "5xx"), 1);
+        check = cJSON_GetObjectItemCaseSensitive(b, "last_check");
+        assert_string_equal(string(check, "result"), "ok");
+        assert_int_equal((int)number(check, "status"), 200);
+        assert_true(number(check, "duration_ms") == 0.5);
+        assert_true(number(check, "age_s") >= 0.2 && number(check, "age_s") < 2);
+
+        b = cJSON_GetArrayItem(backends, 1);
+        assert_string_equal(string(b, "address"), "127.0.0.1:8082");
+        assert_string_equal(string(b, "state"), "down");
+        assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(b, "in_rotation")));
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(b, "responses")), 0);
+        check = cJSON_GetObjectItemCaseSensitive(b, "last_check");
+        assert_string_equal(string(check, "result"), "timeout");
+        assert_int_equal((int)number(check, "status"), 0);
+        assert_true(number(check, "duration_ms") == 1000);
+
+        b = cJSON_GetArrayItem(backends, 2);
+        assert_string_equal(string(b, "address"), "[::1]:8083");
+        check = cJSON_GetObjectItemCaseSensitive(b, "last_check");
+        assert_string_equal(string(check, "result"), "none");
+        assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(check, "age_s")));
+
+        /* Short numbers, not binary noise. */
+        assert_non_null(strstr(r, "\"duration_ms\":0.5,"));
+        assert_null(strstr(r, "0000000"));
+
+        cJSON_Delete(root);
+        free(r);
+
+        /* A removed backend is no longer listed. */
+        assert_int_equal(pool_set_backends(f->lbd.pool, &f->lbd.pool->backends[0]->addr, 1), 0);
+        r = get(f, "GET", "/status?verbose=1");
+        assert_int_equal(status_of(r), 200);
+        root = cJSON_Parse(body_of(r));
+        assert_non_null(root);
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(root, "backends")), 1);
+        assert_int_equal((int)number(root, "total"), 1);
+        cJSON_Delete(root);
+        free(r);
+}
+
+static void test_metrics(void **state)
+{
+        static const char expect[] =
+                "# HELP lbd_requests_total Responses from each backend, by HTTP status code.\n"
+                "# TYPE lbd_requests_total counter\n"
+                "lbd_requests_total{backend=\"127.0.0.1:8081\",code=\"200\"} 8\n"
+                "lbd_requests_total{backend=\"127.0.0.1:8081\",code=\"204\"} 1\n"
+                "lbd_requests_total{backend=\"127.0.0.1:8081\",code=\"503\"} 1\n"
+                "# HELP lbd_backend_up Whether the backend is in rotation (1) or not (0).\n"
+                "# TYPE lbd_backend_up gauge\n"
+                "lbd_backend_up{backend=\"127.0.0.1:8081\"} 1\n"
+                "lbd_backend_up{backend=\"127.0.0.1:8082\"} 0\n"
+                "lbd_backend_up{backend=\"[::1]:8083\"} 0\n"
+                "# HELP lbd_backend_active_requests Requests in flight to the backend.\n"
+                "# TYPE lbd_backend_active_requests gauge\n"
+                "lbd_backend_active_requests{backend=\"127.0.0.1:8081\"} 2\n"
+                "lbd_backend_active_requests{backend=\"127.0.0.1:8082\"} 0\n"
+                "lbd_backend_active_requests{backend=\"[::1]:8083\"} 0\n"
+                "# HELP lbd_backend_failures_total Connect failures, resets, timeouts and malformed "
+                "responses from "
+                "the backend.\n"
+                "# TYPE lbd_backend_failures_total counter\n"
+                "lbd_backend_failures_total{backend=\"127.0.0.1:8081\"} 1\n"
+                "lbd_backend_failures_total{backend=\"127.0.0.1:8082\"} 0\n"
+                "lbd_backend_failures_total{backend=\"[::1]:8083\"} 0\n"
+                "# HELP lbd_health_checks_total Active health checks of the backend, by result.\n"
+                "# TYPE lbd_health_checks_total counter\n"
+                "lbd_health_checks_total{backend=\"127.0.0.1:8081\",result=\"ok\"} 7\n"
+                "lbd_health_checks_total{backend=\"127.0.0.1:8081\",result=\"fail\"} 2\n"
+                "lbd_health_checks_total{backend=\"127.0.0.1:8082\",result=\"ok\"} 0\n"
+                "lbd_health_checks_total{backend=\"127.0.0.1:8082\",result=\"fail\"} 3\n"
+                "lbd_health_checks_total{backend=\"[::1]:8083\",result=\"ok\"} 0\n"
+                "lbd_health_checks_total{backend=\"[::1]:8083\",result=\"fail\"} 0\n"
+                "# HELP lbd_retries_total Requests tried again on another backend.\n"
+                "# TYPE lbd_retries_total counter\n"
+                "lbd_retries_total 4\n"
+                "# HELP lbd_client_connections Client connections open now.\n"
+                "# TYPE lbd_client_connections gauge\n"
+                "lbd_client_connections 5\n"
+                "# HELP lbd_requests_rejected_total Requests answered by lbd itself with an error, by HTTP "
+                "status code.\n"
+                "# TYPE lbd_requests_rejected_total counter\n"
+                "lbd_requests_rejected_total{code=\"400\"} 3\n"
+                "lbd_requests_rejected_total{code=\"503\"} 1\n";
+        struct fixture *f = *state;
+        char *r;
+
+        fill_state(f);
+        r = get(f, "GET", "/metrics");
+        assert_int_equal(status_of(r), 200);
+        assert_string_equal(header_of(r, "Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
+        assert_string_equal(body_of(r), expect);
+        free(r);
+}
+
+static void test_head(void **state)
+{
+        struct fixture *f = *state;
+        char *r;
+
+        char *g, length[32];
+
+        r = get(f, "HEAD", "/metrics");
+        assert_int_equal(status_of(r), 200);
+        assert_string_equal(header_of(r, "Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
+        assert_string_equal(body_of(r), "");
+        /* The length the GET would have. */
+        g = get(f, "GET", "/metrics");
+        (void)snprintf(length, sizeof(length), "%zu", strlen(body_of(g)));
+        assert_string_equal(header_of(r, "Content-Length"), length);
+        free(g);
+        free(r);
+}
+
+static void test_not_found(void **state)
+{
+        static const char *const paths[] = {"/",          "/statusx", "/status/",
+                                            "/metrics/x", "/STATUS",  "/x/../status"};
+        struct fixture *f = *state;
+
+        for (size_t i = 0; i < ELEMENTSOF(paths); i++) {
+                char *r = get(f, "GET", paths[i]);
+
+                print_message("GET %s\n", paths[i]);
+                assert_int_equal(status_of(r), 404);
+                assert_string_equal(header_of(r, "Content-Type"), "text/plain; charset=utf-8");
+                assert_string_equal(body_of(r), "404 Not Found\n");
+                free(r);
+        }
+}
+
+static void test_bad_method(void **state)
+{
+        static const char *const methods[] = {"POST", "PUT", "DELETE", "OPTIONS", "PATCH"};
+        struct fixture *f = *state;
+
+        for (size_t i = 0; i < ELEMENTSOF(methods); i++) {
+                char *r = get(f, methods[i], i % 2 ? "/metrics" : "/status");
+
+                print_message("%s\n", methods[i]);
+                assert_int_equal(status_of(r), 405);
+                assert_string_equal(header_of(r, "Allow"), "GET, HEAD");
+                assert_string_equal(body_of(r), "405 Method Not Allowed\n");
+                free(r);
+        }
+        /* An unknown path stays 404 whatever the method. */
+        {
+                char *r = get(f, "POST", "/drain");
+
+                assert_int_equal(status_of(r), 404);
+                free(r);
+        }
+}
+
+/* Oversized heads and bodies are refused, not buffered. */
+static void test_limits(void **state)
+{
+        struct fixture *f = *state;
+        size_t size = 64 * 1024, n;
+        char *request = malloc(size), *r;
+
+        assert_non_null(request);
+        n = (size_t)snprintf(request, size, "GET /status HTTP/1.1\r\nHost: x\r\nX-Big: ");
+        memset(request + n, 'a', size - n - 4);
+        memcpy(request + size - 4, "\r\n\r\n", 4);
+        r = exchange(f, request, size);
+        assert_true(r[0] == '\0' || status_of(r) >= 400);
+        free(r);
+
+        n = (size_t)snprintf(
+                request, size,
+                "PUT /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n",
+                (size_t)20000);
+        memset(request + n, 'b', 20000);
+        r = exchange(f, request, n + 20000);
+        assert_true(r[0] == '\0' || status_of(r) >= 400);
+        free(r);
+        free(request);
+
+        /* Still serving afterwards. */
+        r = get(f, "GET", "/metrics");
+        assert_int_equal(status_of(r), 200);
+        free(r);
+}
+
+/* Several requests on one keep-alive connection. */
+static void test_keep_alive(void **state)
+{
+        static const char requests[] = "GET /status HTTP/1.1\r\nHost: x\r\n\r\n"
+                                       "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        struct fixture *f = *state;
+        char *r = exchange(f, requests, sizeof(requests) - 1);
+        const char *second;
+
+        assert_int_equal(status_of(r), 200);
+        second = strstr(r + 1, "HTTP/1.1 200");
+        assert_non_null(second);
+        assert_non_null(strstr(second, "lbd_client_connections 0\n"));
+        free(r);
+}
+
+static void test_bind_fails(void **state)
+{
+        struct fixture *f = *state;
+        struct admin *a = (struct admin *)&a;
+
+        assert_int_equal(admin_new(&f->lbd, &f->addr, &a), -EADDRINUSE);
+        assert_ptr_equal(a, (struct admin *)&a);
+        assert_null(admin_free(NULL));
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_status, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_head, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_not_found, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_bad_method, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_keep_alive, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_bind_fails, setup, teardown),
+        };
+
+        alarm(60);
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
