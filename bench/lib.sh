@@ -146,6 +146,21 @@ bench_wrk_parse() {
 	}' "$1"
 }
 
+# bench_idle_pct SECONDS: print the share of CPU time, in percent, that the
+# whole machine spent idle over the next SECONDS.
+bench_idle_pct() {
+	local -a a b
+	local k total=0
+	read -r -a a </proc/stat
+	sleep "$1"
+	read -r -a b </proc/stat
+	for ((k = 1; k <= 8; k++)); do
+		total=$((total + b[k] - a[k]))
+	done
+	((total > 0)) || total=1
+	printf '%s\n' $((100 * (b[4] - a[4]) / total))
+}
+
 # bench_median V...: print the median of the numbers given (mean of the two
 # middle ones for an even count).
 bench_median() {

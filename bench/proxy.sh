@@ -371,6 +371,10 @@ idle_test() {
 	bench_log "  $name idle: VmRSS ${before} KiB -> ${after} KiB for $idle_count connections"
 }
 
+idle_pct=$(bench_idle_pct 2)
+if ((idle_pct < 90)); then
+	bench_log "warning: the machine was only ${idle_pct}% idle before the run: the figures will be noisy"
+fi
 bench_log "lbd proxy benchmark: wrk -t$threads -c$connections -d${duration}s, $rounds round(s)," \
 	"$idle_count idle connections, proxies: ${selected[*]}"
 start_backends

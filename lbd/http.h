@@ -82,8 +82,10 @@ int http_body_feed(http_parser *parser, struct http_head *h, const char *data, s
  * -EBADMSG (truncated). */
 int http_body_eof(http_parser *parser, struct http_head *h);
 
-/* Field helpers; <buf> is the buffer the head was parsed from. */
-bool http_field_name_is(const char *buf, const struct http_field *f, const char *name);
+/* Field helpers; <buf> is the buffer the head was parsed from. http_field_name_is() takes a string
+ * literal (its length is known at compile time); names compare case-insensitively. */
+bool http_field_name_eq(const char *buf, const struct http_field *f, const char *name, size_t len);
+#define http_field_name_is(buf, f, literal) http_field_name_eq(buf, f, "" literal, sizeof(literal) - 1)
 bool http_head_is_hop_by_hop(const struct http_head *h, size_t i);
 
 /* True for methods that are idempotent (RFC 9110 9.2.2): safe to send twice. */

@@ -26,6 +26,7 @@
 #include <event2/event_struct.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -49,6 +50,9 @@
 #define ACCEPT_BATCH   64
 #define CLOSE_LINGER_USEC (5 * USEC_PER_SEC)
 #define REQUEST_ID_MAX 129
+#define TARGET_INLINE  256           /* longer targets get their own allocation */
+#define TXN_FREE_MAX   256           /* recycled exchanges kept for reuse */
+#define TIMEOUTS_MAX   16
 
 enum client_state {
         CLIENT_IDLE,
@@ -60,10 +64,7 @@ enum client_state {
 struct upstream;
 
 struct txn {
-        http_parser req_parser;
-        http_parser resp_parser;
-        struct http_head req;
-        struct http_head resp;
+        /* Zeroed for every request (up to `replay`). */
         enum http_method method;
         char *target;                /* copy of the request target, for the access log */
         size_t target_len;
@@ -71,7 +72,6 @@ struct txn {
         struct backend *tried[MAX_TRIES];
         size_t n_tried;
         struct upstream *up;
-        struct evbuffer *replay;     /* what was sent so far, while it fits in REPLAY_MAX */
         uint64_t start_usec;
         uint64_t req_body_bytes;
         uint64_t resp_body_bytes;
@@ -85,6 +85,16 @@ struct txn {
         bool close_after;            /* close the client once this exchange is done */
         bool dechunk;                /* HTTP/1.0 client, chunked response */
         bool client_http10;
+        bool started;                /* the head was accepted: method and target are known */
+
+        /* Kept across requests when the txn is recycled; set up by whoever uses them. */
+        struct evbuffer *replay;     /* what was sent so far, while it fits in REPLAY_MAX */
+        struct txn *next_free;
+        char target_inline[TARGET_INLINE];
+        http_parser req_parser;
+        http_parser resp_parser;
+        struct http_head req;
+        struct http_head resp;
 };
 
 struct client {
@@ -120,6 +130,7 @@ struct upstream {
         bool reading;
         bool writing;
         bool idle;
+        bool eof;                    /* the backend closed: a close-delimited body ends once drained */
 };
 
 struct listener {
@@ -140,6 +151,14 @@ struct proxy {
         struct proxy_stats stats;
         uint64_t id_prefix;
         uint64_t id_counter;
+        struct txn *free_txns;
+        size_t n_free_txns;
+        /* libevent common timeouts (O(1) queues instead of the timer heap), one per duration in use */
+        struct {
+                uint64_t usec;
+                const struct timeval *tv;
+        } timeouts[TIMEOUTS_MAX];
+        size_t n_timeouts;
         bool draining;
         void (*drain_done)(void *userdata);
         void *drain_userdata;
@@ -159,10 +178,28 @@ static struct timeval proxy_tv(uint64_t usec)
                                  .tv_usec = (suseconds_t)(usec % USEC_PER_SEC) };
 }
 
-static void proxy_arm(struct event *ev, uint64_t usec)
+/* Arms <ev> to fire in <usec>. The few durations in use (the configured timeouts) each get a libevent
+ * common-timeout queue, where adding and removing is O(1) instead of a heap operation. */
+static void proxy_arm_in(struct proxy *p, struct event *ev, uint64_t usec)
 {
-        struct timeval tv = proxy_tv(usec);
+        struct timeval tv;
 
+        for (size_t i = 0; i < p->n_timeouts; i++)
+                if (p->timeouts[i].usec == usec) {
+                        (void)event_add(ev, p->timeouts[i].tv);
+                        return;
+                }
+        tv = proxy_tv(usec);
+        if (p->n_timeouts < TIMEOUTS_MAX) {
+                const struct timeval *common = event_base_init_common_timeout(p->base, &tv);
+
+                if (common) {
+                        p->timeouts[p->n_timeouts].usec = usec;
+                        p->timeouts[p->n_timeouts++].tv = common;
+                        (void)event_add(ev, common);
+                        return;
+                }
+        }
         (void)event_add(ev, &tv);
 }
 
@@ -248,10 +285,18 @@ static void proxy_count_rejected(struct proxy *p, unsigned status)
                 p->stats.rejected[status - PROXY_CODE_MIN]++;
 }
 
+/* 32 hex digits: a random per-process prefix and a counter. <size> must be at least 33. */
 static void proxy_make_request_id(struct proxy *p, char *buf, size_t size)
 {
-        (void)snprintf(buf, size, "%016llx%016llx", (unsigned long long)p->id_prefix,
-                       (unsigned long long)++p->id_counter);
+        static const char hex[] = "0123456789abcdef";
+        uint64_t v[2] = { p->id_prefix, ++p->id_counter };
+
+        if (size < 33)
+                return;
+        for (size_t k = 0; k < 2; k++)
+                for (size_t i = 0; i < 16; i++)
+                        buf[k * 16 + i] = hex[(v[k] >> (60 - 4 * i)) & 0xf];
+        buf[32] = 0;
 }
 
 /* ---- upstream connections ---- */
@@ -347,13 +392,41 @@ static void client_leave(struct client *c)
                 client_destroy(c);
 }
 
-static void txn_free(struct txn *t)
+static struct txn *txn_new(struct proxy *p)
+{
+        struct txn *t = p->free_txns;
+
+        if (t) {
+                p->free_txns = t->next_free;
+                p->n_free_txns--;
+                (void)evbuffer_drain(t->replay, evbuffer_get_length(t->replay));
+        } else {
+                t = malloc(sizeof(*t));
+                if (!t)
+                        return NULL;
+                t->replay = evbuffer_new();
+                if (!t->replay) {
+                        free(t);
+                        return NULL;
+                }
+        }
+        memset(t, 0, offsetof(struct txn, replay));
+        return t;
+}
+
+static void txn_release(struct proxy *p, struct txn *t)
 {
         if (!t)
                 return;
-        if (t->replay)
-                evbuffer_free(t->replay);
-        free(t->target);
+        if (t->target != t->target_inline)
+                free(t->target);
+        if (p->n_free_txns < TXN_FREE_MAX && evbuffer_get_length(t->replay) <= REPLAY_MAX) {
+                t->next_free = p->free_txns;
+                p->free_txns = t;
+                p->n_free_txns++;
+                return;
+        }
+        evbuffer_free(t->replay);
         free(t);
 }
 
@@ -381,7 +454,7 @@ static void txn_fail(struct client *c, unsigned status, const char *detail)
         {
                 struct accesslog_entry e = {
                         .client = &c->peer,
-                        .method = http_method_str(t->method),
+                        .method = t->started ? http_method_str(t->method) : NULL,
                         .path = t->target,
                         .path_len = t->target_len,
                         .status = status,
@@ -520,7 +593,7 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *userdata)
                         goto out;
                 }
                 up->connected = true;
-                proxy_arm(&up->timer, up->proxy->cfg->backend_timeout_usec);
+                proxy_arm_in(up->proxy, &up->timer, up->proxy->cfg->backend_timeout_usec);
                 upstream_set_reading(up, true);
         }
         upstream_flush(up);
@@ -551,9 +624,10 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
 
                 if (n < 0 && n != -ECONNRESET && n != -EPIPE)
                         log_debug("read from backend %s failed: %s", up->b->name, strerror((int)-n));
-                if (t && t->resp_head_done && t->resp.body == HTTP_BODY_EOF && n == 0 &&
-                    http_body_eof(&t->resp_parser, &t->resp) == 1) {
-                        /* The close delimits the body: the exchange is complete. */
+                if (t && t->up == up && t->resp_head_done && t->resp.body == HTTP_BODY_EOF && n == 0) {
+                        /* The close delimits the body: complete once what is buffered went out. */
+                        up->eof = true;
+                        upstream_set_reading(up, false);
                         upstream_process(up);
                         goto out;
                 }
@@ -579,7 +653,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
                         upstream_close(up);
                 goto out;
         }
-        proxy_arm(&up->timer, up->proxy->cfg->backend_timeout_usec);
+        proxy_arm_in(up->proxy, &up->timer, up->proxy->cfg->backend_timeout_usec);
         upstream_process(up);
 out:
         client_leave(c);
@@ -623,10 +697,10 @@ static int upstream_connect(struct proxy *p, struct backend *b, struct upstream 
         if (r == 0) {
                 up->connected = true;
                 upstream_set_reading(up, true);
-                proxy_arm(&up->timer, p->cfg->backend_timeout_usec);
+                proxy_arm_in(up->proxy, &up->timer, p->cfg->backend_timeout_usec);
         } else {
                 upstream_set_writing(up, true);
-                proxy_arm(&up->timer, p->cfg->connect_timeout_usec);
+                proxy_arm_in(up->proxy, &up->timer, p->cfg->connect_timeout_usec);
         }
         up->all_next = p->upstreams;
         if (p->upstreams)
@@ -668,7 +742,7 @@ static void upstream_release(struct upstream *up, bool keep)
         b->n_idle++;
         upstream_set_writing(up, false);
         upstream_set_reading(up, true);
-        proxy_arm(&up->timer, cfg->backend_idle_timeout_usec);
+        proxy_arm_in(up->proxy, &up->timer, cfg->backend_idle_timeout_usec);
 }
 
 /* ---- exchanges ---- */
@@ -698,16 +772,16 @@ static void txn_finish(struct client *c)
         }
         if (t->close_after || !t->req_complete) {
                 c->txn = NULL;
-                txn_free(t);
+                txn_release(c->proxy, t);
                 c->state = CLIENT_CLOSING;
                 client_flush(c);
                 return;
         }
         c->txn = NULL;
-        txn_free(t);
+        txn_release(c->proxy, t);
         c->state = CLIENT_IDLE;
         (void)event_del(&c->timer);
-        proxy_arm(&c->timer, c->proxy->cfg->client_idle_timeout_usec);
+        proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_idle_timeout_usec);
         if (c->proxy->draining && evbuffer_get_length(c->in) == 0) {
                 c->state = CLIENT_CLOSING;
                 client_flush(c);
@@ -754,6 +828,13 @@ static void upstream_forward_body(struct upstream *up, struct client *c)
                         return;
                 }
         }
+        if (up->eof && evbuffer_get_length(up->in) == 0 && t->resp.body == HTTP_BODY_EOF) {
+                (void)http_body_eof(&t->resp_parser, &t->resp);
+                client_flush(c);
+                if (!c->dead)
+                        txn_finish(c);
+                return;
+        }
         client_flush(c);
 }
 
@@ -770,11 +851,9 @@ static void upstream_process(struct upstream *up)
                 int r;
 
                 if (t->resp_head_done) {
-                        if (t->resp.body == HTTP_BODY_EOF && up->dead)
-                                return;
                         upstream_forward_body(up, c);
-                        if (!up->dead && up->c == c && evbuffer_get_length(c->out) >= BUF_HIGH)
-                                upstream_set_reading(up, false);
+                        if (!up->dead && up->c == c && !up->eof)
+                                upstream_set_reading(up, evbuffer_get_length(c->out) < BUF_HIGH);
                         return;
                 }
                 if (len == 0)
@@ -900,7 +979,7 @@ static void txn_dispatch(struct client *c)
                         return;
                 }
                 if (up->connected) {
-                        proxy_arm(&up->timer, p->cfg->backend_timeout_usec);
+                        proxy_arm_in(up->proxy, &up->timer, p->cfg->backend_timeout_usec);
                         upstream_flush(up);
                 }
                 return;
@@ -968,7 +1047,7 @@ static int client_forward_body(struct client *c)
         if (t->req_complete)
                 (void)event_del(&c->timer);
         else if (moved)
-                proxy_arm(&c->timer, cfg->client_body_timeout_usec);
+                proxy_arm_in(c->proxy, &c->timer, cfg->client_body_timeout_usec);
         if (moved && t->up && t->up->connected)
                 upstream_flush(t->up);
         return 0;
@@ -989,10 +1068,11 @@ static void client_start(struct client *c, struct txn *t, const char *buf, size_
         int r;
 
         p->stats.requests_total++;
+        t->started = true;
         t->method = t->req.method;
         t->client_http10 = t->req.minor == 0;
         t->target_len = t->req.target_len;
-        t->target = malloc(t->target_len + 1);
+        t->target = t->target_len < TARGET_INLINE ? t->target_inline : malloc(t->target_len + 1);
         if (t->target) {
                 memcpy(t->target, buf + t->req.target_off, t->target_len);
                 t->target[t->target_len] = 0;
@@ -1013,8 +1093,7 @@ static void client_start(struct client *c, struct txn *t, const char *buf, size_
                 return;
         }
 
-        t->replay = evbuffer_new();
-        if (!t->replay || http_write_request_head(t->replay, buf, &t->req, &fw) < 0) {
+        if (http_write_request_head(t->replay, buf, &t->req, &fw) < 0) {
                 (void)evbuffer_drain(c->in, head_len);
                 txn_fail(c, 500, "out of memory");
                 return;
@@ -1031,7 +1110,7 @@ static void client_start(struct client *c, struct txn *t, const char *buf, size_
         c->state = CLIENT_FORWARD;
         (void)event_del(&c->timer);
         if (!t->req_complete)
-                proxy_arm(&c->timer, cfg->client_body_timeout_usec);
+                proxy_arm_in(c->proxy, &c->timer, cfg->client_body_timeout_usec);
         /* The first body bytes that came with the head go into the replay copy before dispatch. */
         if (!t->req_complete && client_forward_body(c) < 0)
                 return;
@@ -1067,7 +1146,7 @@ static void client_process(struct client *c)
                         if (len == 0)
                                 goto io;
                         c->state = CLIENT_HEAD;
-                        proxy_arm(&c->timer, cfg->client_header_timeout_usec);
+                        proxy_arm_in(c->proxy, &c->timer, cfg->client_header_timeout_usec);
                         break;
                 case CLIENT_HEAD: {
                         const char *reason = "malformed request";
@@ -1078,7 +1157,7 @@ static void client_process(struct client *c)
                         if (len == 0)
                                 goto io;
                         if (!t) {
-                                t = calloc(1, sizeof(*t));
+                                t = txn_new(p);
                                 if (!t) {
                                         client_close(c);
                                         return;
@@ -1155,9 +1234,9 @@ static void client_flush(struct client *c)
                         (void)event_add(&c->wev, NULL);
                 }
                 if (c->state != CLIENT_CLOSING)
-                        proxy_arm(&c->timer, c->proxy->cfg->client_body_timeout_usec);
+                        proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_body_timeout_usec);
                 else if (n > 0)
-                        proxy_arm(&c->timer, CLOSE_LINGER_USEC);
+                        proxy_arm_in(c->proxy, &c->timer, CLOSE_LINGER_USEC);
                 return;
         }
         if (c->writing) {
@@ -1168,8 +1247,16 @@ static void client_flush(struct client *c)
                 client_close(c);
                 return;
         }
+        /* Nothing queued for the client: no send timeout. While the request body still arrives, its
+         * own timeout applies; after that the backend's. */
+        if (c->state == CLIENT_FORWARD && c->txn) {
+                if (c->txn->req_complete)
+                        (void)event_del(&c->timer);
+                else
+                        proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_body_timeout_usec);
+        }
         /* The client took the backlog: let the upstream send more. */
-        if (c->txn && c->txn->up && !c->txn->up->dead && c->txn->resp_head_done)
+        if (c->txn && c->txn->up && !c->txn->up->dead && !c->txn->up->eof && c->txn->resp_head_done)
                 upstream_set_reading(c->txn->up, true);
 }
 
@@ -1283,7 +1370,7 @@ static void client_close(struct client *c)
                         t->up = NULL;
                 }
                 c->txn = NULL;
-                txn_free(t);
+                txn_release(c->proxy, t);
         }
         (void)event_del(&c->rev);
         (void)event_del(&c->wev);
@@ -1373,7 +1460,7 @@ static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
                 c->state = CLIENT_IDLE;
                 c->reading = true;
                 (void)event_add(&c->rev, NULL);
-                proxy_arm(&c->timer, p->cfg->client_header_timeout_usec);
+                proxy_arm_in(c->proxy, &c->timer, p->cfg->client_header_timeout_usec);
 
                 c->next = p->clients;
                 if (p->clients)
@@ -1435,9 +1522,7 @@ int proxy_listen(struct proxy *p, const struct config *c)
 void proxy_set_config(struct proxy *p, const struct config *c)
 {
         p->cfg = c;
-        p->accepting = !p->accepting; /* force the listeners to be re-evaluated */
-        p->accepting = !p->accepting;
-        proxy_update_accepting(p);
+        proxy_update_accepting(p); /* max_connections may have changed */
 }
 
 void proxy_drain(struct proxy *p, void (*done)(void *userdata), void *userdata)
@@ -1486,6 +1571,13 @@ struct proxy *proxy_free(struct proxy *p)
         /* Idle upstream connections, including those of backends a reload removed. */
         while (p->upstreams)
                 upstream_close(p->upstreams);
+        while (p->free_txns) {
+                struct txn *t = p->free_txns;
+
+                p->free_txns = t->next_free;
+                evbuffer_free(t->replay);
+                free(t);
+        }
         free(p);
         return NULL;
 }

@@ -30,6 +30,9 @@ PACKAGES=(
     libcmocka-dev
     libxml2-dev
     libpq-dev
+    libargon2-dev
+    postgresql-15
+    postgresql-client-15
     python3
     python3-pytest
     python3-requests

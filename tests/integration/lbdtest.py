@@ -587,8 +587,9 @@ def _end_process(proc, timeout=5.0):
 
 
 class Backend:
-    def __init__(self, workdir, name, port=None, close_all=False):
+    def __init__(self, workdir, name, port=None, close_all=False, idle_timeout_ms=None):
         self.name = name
+        self.idle_timeout_ms = idle_timeout_ms
         self.port = port or free_port()
         self.addr = f"127.0.0.1:{self.port}"
         self.close_all = close_all
@@ -602,6 +603,8 @@ class Backend:
                "--record", str(self.record_path), "--health-file", str(self.health_path)]
         if self.close_all:
             cmd.append("--close-all")
+        if self.idle_timeout_ms:
+            cmd += ["--idle-timeout", str(self.idle_timeout_ms)]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=log)

@@ -119,3 +119,33 @@ def test_access_log_many_requests_exact_count(harness):
     entries = wait_entries(lbd, ids)
     assert len(entries) == 100
     assert len(lbd.access_entries()) == 100
+
+
+def test_rejected_request_logged(harness):
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1])
+    out, _ = lbd.raw(b"GET /rejected-one HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc")
+    assert out.startswith(b"HTTP/1.1 400")
+    entries = lbdtest.wait_until(
+        lambda: [e for e in lbd.access_entries() if e.get("status") == "400"], 2,
+        "the access line of the rejected request")
+    assert len(entries) == 1, entries
+    e = entries[0]
+    assert e["backend"] == "-"
+    assert e["method"] in ("GET", "-"), e["_line"]
+    assert e["path"] in ("/rejected-one", "-"), e["_line"]
+
+
+def test_aborted_request_logged(harness):
+    """A client that goes away before its response still gets its one line."""
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1])
+    conn = lbd.connect()
+    conn.send_request("GET", "/delay/300?aborted-by-client")
+    lbdtest.wait_until(lambda: b1.saw("aborted-by-client"), 2, "request at the backend")
+    conn.close()
+    entries = lbdtest.wait_until(
+        lambda: [e for e in lbd.access_entries() if "aborted-by-client" in e.get("path", "")],
+        3, "the access line of the aborted request")
+    assert len(entries) == 1, entries
+    assert entries[0]["backend"] == b1.addr

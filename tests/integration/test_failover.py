@@ -5,6 +5,8 @@ import os
 import signal
 import time
 
+import lbdtest
+
 
 def test_sigkill_under_load_loses_no_get(harness):
     bs = harness.backends(3)
@@ -145,3 +147,38 @@ def test_reset_by_backend_is_retried_for_get(harness):
     resp = lbd.get("/reset")
     assert resp.status == 502
     assert lbd.proc.poll() is None
+
+
+def test_client_abort_mid_request(harness):
+    """A client that goes away while its request is at the backend: the
+    backend connection carrying the late response must not be handed to the
+    next request (its answer would go to the wrong client)."""
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1])
+    for round_ in range(3):
+        conn = lbd.connect()
+        conn.send_request("GET", f"/delay/300?abort={round_}")
+        lbdtest.wait_until(lambda: b1.saw(f"abort={round_}"), 2, "request at the backend")
+        conn.close()
+        with lbd.connect() as other:
+            for i in range(5):
+                resp = other.get(f"/echo?r={round_}&i={i}")
+                assert resp.status == 200
+                assert resp.json()["path"] == f"/echo?r={round_}&i={i}", resp
+    lbdtest.wait_until(lambda: lbd.backend_status(b1.addr)["active"] == 0, 3,
+                       "aborted requests to end")
+
+
+def test_client_abort_during_upload(harness):
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1])
+    conn = lbd.connect()
+    conn.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+    time.sleep(0.2)
+    conn.close()
+    with lbd.connect() as other:
+        for i in range(3):
+            resp = other.request("POST", f"/echo?i={i}", body=b"abc")
+            assert resp.json()["path"] == f"/echo?i={i}" and resp.json()["body_len"] == 3
+    lbdtest.wait_until(lambda: lbd.backend_status(b1.addr)["active"] == 0, 3,
+                       "aborted upload to end")

@@ -220,6 +220,17 @@ def test_leading_empty_line_tolerated_or_rejected(env):
     assert resps and resps[0].status in (200, 400), out
 
 
+def test_rejection_has_no_empty_request_id(env):
+    """A rejected request has no id yet: its 400 carries either none or a
+    proper one, not an empty X-Request-Id header."""
+    lbd, _ = env
+    out, _ = lbd.raw(b"GET /fr-rid HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\nx")
+    (resp,) = lbdtest.parse_responses(out)
+    assert resp.status == 400
+    rid = resp.header_values("X-Request-Id")
+    assert rid == [] or (len(rid) == 1 and rid[0]), f"X-Request-Id on the 400: {rid}"
+
+
 def test_rejections_counted(env):
     lbd, b1 = env
     m = lbd.metrics()

@@ -1,5 +1,7 @@
 """Keep-alive on both sides and pipelining."""
 
+import time
+
 import pytest
 
 import lbdtest
@@ -138,3 +140,68 @@ def test_client_idle_timeout(harness):
     with lbd.connect() as conn:
         assert conn.get("/x").status == 200
         assert conn.closed_by_peer(2.0), "idle keep-alive connection not closed"
+
+
+def test_backend_closing_after_response(setup):
+    """The backend ends some responses with Connection: close; lbd must not
+    reuse those connections."""
+    lbd, _ = setup
+    conn = lbd.connect()
+    try:
+        for i in range(20):
+            path = "/closeafter" if i % 2 == 0 else f"/echo?i={i}"
+            resp = conn.get(path)
+            assert resp.status == 200, (i, resp)
+            if i % 2:
+                assert resp.json()["path"] == path
+            if "close" in resp.connection_tokens():
+                conn.close()
+                conn = lbd.connect()
+    finally:
+        conn.close()
+
+
+def test_backend_idle_timeout_shorter_than_pool(harness):
+    """The backend closes idle keep-alive connections after 150 ms: lbd must
+    notice (or retry) instead of failing requests on a dead pooled connection."""
+    b1 = harness.backend("b1", idle_timeout_ms=150)
+    lbd = harness.lbd([b1], health_interval="20s")
+    with lbd.connect() as conn:
+        for i, gap in enumerate([0.3, 0.1, 0.2, 0.16, 0.14, 0.25, 0.3]):
+            resp = conn.get(f"/echo?get={i}")
+            assert resp.status == 200 and resp.json()["path"] == f"/echo?get={i}", resp
+            time.sleep(gap)
+        for i in range(4):
+            resp = conn.request("POST", f"/echo?post={i}", body=b"abc")
+            assert resp.status == 200, resp
+            assert resp.json()["path"] == f"/echo?post={i}"
+            time.sleep(0.3)
+
+
+def test_many_concurrent_connections(setup):
+    lbd, _ = setup
+    conns = []
+    try:
+        for i in range(200):
+            c = lbd.connect()
+            conns.append(c)
+            c.send_request("GET", f"/delay/200?c={i}")
+        for i, c in enumerate(conns):
+            resp = c.read_response()
+            assert resp.status == 200 and resp.body == b"delayed 200\n", (i, resp)
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_response_hop_by_hop_not_relayed(setup):
+    lbd, _ = setup
+    with lbd.connect() as conn:
+        resp = conn.get("/hopheaders")
+        assert resp.status == 200 and resp.body == b"ok\n"
+        names = {n.lower() for n, _ in resp.headers}
+        for name in ("x-internal", "keep-alive", "proxy-connection"):
+            assert name not in names, f"{name} relayed to the client: {resp.headers}"
+        assert resp.header("X-Visible") == "yes"
+        assert resp.connection_tokens() <= {"keep-alive", "close"}, resp.headers
+        assert conn.get("/after").status == 200

@@ -181,3 +181,35 @@ def test_backend_receives_http11(setup):
         resp = conn.read_response()
         data, _ = echo_headers(resp)
         assert data["version"] == "HTTP/1.1"
+
+
+def test_expect_100_continue(setup):
+    """A client sending Expect: 100-continue gets either an interim 100 or
+    nothing before it sends the body, then the final response."""
+    lbd, _ = setup
+    with lbd.connect() as conn:
+        conn.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        conn.sock.settimeout(1.0)
+        early = b""
+        try:
+            early = conn.sock.recv(65536)
+        except OSError:
+            pass
+        conn.sock.settimeout(10)
+        if early:
+            assert early.startswith(b"HTTP/1.1 100"), early
+            conn.reader.buf += early
+        conn.send(b"hello")
+        resp = conn.read_response("POST")
+        assert resp.status == 200
+        assert resp.json()["body_len"] == 5
+        assert conn.get("/after").status == 200
+
+
+def test_expect_100_continue_body_sent_at_once(setup):
+    lbd, _ = setup
+    with lbd.connect() as conn:
+        resp = conn.request("PUT", "/upload", {"Expect": "100-continue"}, body=b"x" * 70000)
+        assert resp.status == 200 and resp.json()["body_len"] == 70000
+        assert conn.get("/after").status == 200

@@ -167,3 +167,16 @@ def test_503_no_backend(harness):
     assert resp.body == b"503 Service Unavailable: no healthy backend\n"
     st = lbd.backend_status(dead.addr)
     assert st["last_check"]["result"] in ("refused", "error"), st
+
+
+def test_error_responses_have_no_empty_request_id(harness):
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1], args=["--set", "limits.max_header_size=1k",
+                                  "--set", "timeouts.client_header=300ms"])
+    for data in (b"GET /x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n",
+                 b"GET /x HTTP/1.1\r\nHost: x\r\n"):
+        out, _ = lbd.raw(data)
+        resp = only_response(out)
+        assert resp.status in (408, 431)
+        rid = resp.header_values("X-Request-Id")
+        assert rid == [] or (len(rid) == 1 and rid[0]), f"X-Request-Id on the {resp.status}: {rid}"
