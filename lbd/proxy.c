@@ -86,6 +86,7 @@ struct txn {
         bool dechunk;                /* HTTP/1.0 client, chunked response */
         bool client_http10;
         bool started;                /* the head was accepted: method and target are known */
+        bool logged;                 /* its access log line is written */
 
         /* Kept across requests when the txn is recycled; set up by whoever uses them. */
         struct evbuffer *replay;     /* what was sent so far, while it fits in REPLAY_MAX */
@@ -430,6 +431,27 @@ static void txn_release(struct proxy *p, struct txn *t)
         free(t);
 }
 
+/* Writes the exchange's one access log line (once). */
+static void txn_log(struct client *c, struct txn *t, unsigned status, uint64_t bytes)
+{
+        struct accesslog_entry e = {
+                .client = &c->peer,
+                .method = t->started ? http_method_str(t->method) : NULL,
+                .path = t->target,
+                .path_len = t->target_len,
+                .status = status,
+                .bytes = bytes,
+                .backend = t->n_tried ? t->backend_name : NULL,
+                .duration_usec = now_usec() - t->start_usec,
+                .request_id = t->request_id,
+        };
+
+        if (t->logged)
+                return;
+        t->logged = true;
+        accesslog_write(c->proxy->lbd->accesslog, &e);
+}
+
 /* The request's tries so far failed with <status> (502/504) or the client is gone: answer, or abort. */
 static void txn_fail(struct client *c, unsigned status, const char *detail)
 {
@@ -451,20 +473,7 @@ static void txn_fail(struct client *c, unsigned status, const char *detail)
         body = http_write_error(c->out, status, detail, t->request_id, true);
         t->resp_started = true;
         c->state = CLIENT_CLOSING;
-        {
-                struct accesslog_entry e = {
-                        .client = &c->peer,
-                        .method = t->started ? http_method_str(t->method) : NULL,
-                        .path = t->target,
-                        .path_len = t->target_len,
-                        .status = status,
-                        .bytes = body > 0 ? (uint64_t)body : 0,
-                        .backend = t->n_tried ? t->backend_name : NULL,
-                        .duration_usec = now_usec() - t->start_usec,
-                        .request_id = t->request_id,
-                };
-                accesslog_write(c->proxy->lbd->accesslog, &e);
-        }
+        txn_log(c, t, status, body > 0 ? (uint64_t)body : 0);
         client_flush(c);
 }
 
@@ -751,19 +760,8 @@ static void txn_finish(struct client *c)
 {
         struct txn *t = c->txn;
         struct upstream *up = t->up;
-        struct accesslog_entry e = {
-                .client = &c->peer,
-                .method = http_method_str(t->method),
-                .path = t->target,
-                .path_len = t->target_len,
-                .status = t->status,
-                .bytes = t->resp_body_bytes,
-                .backend = t->backend_name[0] ? t->backend_name : NULL,
-                .duration_usec = now_usec() - t->start_usec,
-                .request_id = t->request_id,
-        };
 
-        accesslog_write(c->proxy->lbd->accesslog, &e);
+        txn_log(c, t, t->status, t->resp_body_bytes);
         if (up) {
                 if (up->b->active > 0)
                         up->b->active--;
@@ -1363,6 +1361,9 @@ static void client_close(struct client *c)
         if (c->txn) {
                 struct txn *t = c->txn;
 
+                /* 499 (nginx's "client closed request"): the exchange ended without a full response. */
+                if (t->started)
+                        txn_log(c, t, t->resp_head_done ? t->status : 499, t->resp_body_bytes);
                 if (t->up) {
                         if (t->up->b->active > 0)
                                 t->up->b->active--;

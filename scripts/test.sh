@@ -4,8 +4,10 @@
 # Exit status: 0 when every test passed; 1 when a test failed, the build failed or no test ran;
 # 2 when build dependencies are missing and can't be installed (not root).
 #
-# Usage: scripts/test.sh [--sanitize] [--compiler gcc|clang] [--suite NAME]... [--valgrind] [--no-install]
+# Usage: scripts/test.sh [--sanitize] [--fuzz] [--compiler gcc|clang] [--suite NAME]... [--valgrind] [--no-install]
 #   --sanitize        build in build-sanitize/ with AddressSanitizer and UndefinedBehaviorSanitizer
+#   --fuzz            build the libFuzzer targets with clang in build-fuzz/ (ASan + UBSan) and run the
+#                     'fuzz' suite: the corpus replays and a short fuzzing run of each target
 #   --compiler NAME   use gcc or clang (a build dir made with another compiler is wiped); default: $CC or
 #                     meson's choice
 #   --suite NAME      run only that meson test suite (unit, integration, ...); may be repeated
@@ -56,6 +58,7 @@ usage() {
 }
 
 sanitize=false
+fuzz=false
 valgrind=false
 install=true
 compiler=""
@@ -64,6 +67,7 @@ suites=()
 while (($# > 0)); do
     case "$1" in
         --sanitize) sanitize=true ;;
+        --fuzz) fuzz=true ;;
         --valgrind) valgrind=true ;;
         --no-install) install=false ;;
         --compiler)
@@ -172,6 +176,15 @@ if $sanitize; then
     builddir=build-sanitize
     setup_args+=("-Db_sanitize=address,undefined" -Db_lundef=false)
     export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:print_stacktrace=1}"
+    export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
+fi
+
+if $fuzz; then
+    builddir=build-fuzz
+    compiler=clang
+    setup_args+=(-Dfuzz=true "-Db_sanitize=address,undefined" -Db_lundef=false)
+    ((${#suites[@]} > 0)) || suites=(fuzz)
+    export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1}"
     export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
 fi
 
