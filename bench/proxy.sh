@@ -349,7 +349,7 @@ idle_test() {
 	bench_track "$hp"
 	state=""
 	for ((i = 0; i < 2500; i++)); do
-		if grep -q '^ready ' "$out"; then
+		if grep -qs '^ready ' "$out"; then
 			state=ready
 			break
 		fi

@@ -1,7 +1,8 @@
 /* The admin API: GET /status (JSON) and GET /metrics (Prometheus text format 0.0.4) on a separate
  * listener, served by libevent's evhttp on the daemon's event loop.
  *
- * It only reads: the pool's backends (pool.c owns them), the proxy's counters, the daemon's start time.
+ * It only reads: the pool's backends (pool.c owns them), the proxy's counters, the daemon's start time,
+ * and the reconciler's view of the instances (reconcile.h).
  * Every answer is built whole in memory from that state and sent at once; the state is small (a few
  * hundred backends at most), so a request costs little loop time. The listener is meant for loopback and
  * trusted tools, but requests are still bounded: small head and body limits and a 10 s timeout, all
@@ -28,7 +29,9 @@
 #include "lbd-version.h"
 #include "lbd/backend.h"
 #include "lbd/lbd.h"
+#include "lbd/provider.h"
 #include "lbd/proxy.h"
+#include "lbd/reconcile.h"
 
 #define ADMIN_MAX_HEADERS_SIZE 8192
 #define ADMIN_MAX_BODY_SIZE    1024
@@ -89,9 +92,26 @@ static const struct proxy_stats *admin_proxy_stats(const struct admin *a)
         return a->lbd->proxy ? proxy_get_stats(a->lbd->proxy) : NULL;
 }
 
+/* Adds "<name>": seconds since the wall clock time <launched_usec>, or null when unknown. */
+static bool admin_add_age(cJSON *o, const char *name, uint64_t launched_usec, uint64_t wall)
+{
+        if (launched_usec == 0)
+                return cJSON_AddNullToObject(o, name) != NULL;
+        return cJSON_AddNumberToObject(o, name,
+                                       admin_round(wall > launched_usec ? wall - launched_usec : 0, USEC_PER_SEC)) !=
+               NULL;
+}
+
+static bool admin_add_string_or_null(cJSON *o, const char *name, const char *value)
+{
+        if (!value || value[0] == '\0')
+                return cJSON_AddNullToObject(o, name) != NULL;
+        return cJSON_AddStringToObject(o, name, value) != NULL;
+}
+
 /* ---- /status ---- */
 
-static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t now)
+static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t now, uint64_t wall)
 {
         static const char *const classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
         uint64_t by_class[ELEMENTSOF(classes)] = {0};
@@ -111,7 +131,11 @@ static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t 
             !cJSON_AddBoolToObject(o, "in_rotation", backend_in_rotation(b)) ||
             !cJSON_AddNumberToObject(o, "active", b->active) ||
             !cJSON_AddNumberToObject(o, "requests", (double)b->stats.requests) ||
-            !cJSON_AddNumberToObject(o, "failures", (double)b->stats.failures))
+            !cJSON_AddNumberToObject(o, "failures", (double)b->stats.failures) ||
+            !admin_add_string_or_null(o, "instance_id", b->instance_id) ||
+            !admin_add_string_or_null(o, "instance_state", b->instance_state) ||
+            !admin_add_age(o, "age_s", b->launched_usec, wall) ||
+            !cJSON_AddBoolToObject(o, "forced", b->forced))
                 return -ENOMEM;
 
         responses = cJSON_AddObjectToObject(o, "responses");
@@ -138,6 +162,58 @@ static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t 
         return 0;
 }
 
+/* The reconciler's part of /status: "control". Returns 0 or -ENOMEM. */
+static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wall)
+{
+        struct reconcile_view v;
+        cJSON *control, *instances;
+
+        if (!lbd->reconcile)
+                return cJSON_AddNullToObject(root, "control") ? 0 : -ENOMEM;
+        reconcile_get_view(lbd->reconcile, &v);
+
+        control = cJSON_AddObjectToObject(root, "control");
+        if (!control || !cJSON_AddStringToObject(control, "provider", v.provider) ||
+            !cJSON_AddBoolToObject(control, "managed", v.managed) ||
+            !cJSON_AddNumberToObject(control, "desired", (double)v.desired) ||
+            !cJSON_AddBoolToObject(control, "list_ok", v.list_ok) ||
+            !(v.listed ? cJSON_AddNumberToObject(control, "list_age_s", admin_round(v.list_age_usec, USEC_PER_SEC))
+                       : cJSON_AddNullToObject(control, "list_age_s")) ||
+            !admin_add_string_or_null(control, "last_error", v.last_error ? strerror(-v.last_error) : NULL) ||
+            !cJSON_AddBoolToObject(control, "all_failing", v.panic) ||
+            !cJSON_AddBoolToObject(control, "storm_guard", v.guard) ||
+            !cJSON_AddNumberToObject(control, "replacements_in_window", v.replacements) ||
+            !cJSON_AddNumberToObject(control, "launches", (double)v.stats.launches) ||
+            !cJSON_AddNumberToObject(control, "terminations", (double)v.stats.terminations) ||
+            !cJSON_AddNumberToObject(control, "provider_errors", (double)v.stats.provider_errors))
+                return -ENOMEM;
+
+        instances = cJSON_AddArrayToObject(control, "instances");
+        if (!instances)
+                return -ENOMEM;
+        for (size_t i = 0; i < v.n_instances; i++) {
+                const struct reconcile_instance *k = &v.instances[i];
+                char addr[NETADDR_STRLEN] = "";
+                cJSON *o = cJSON_CreateObject();
+
+                if (!o || !cJSON_AddItemToArray(instances, o)) {
+                        cJSON_Delete(o);
+                        return -ENOMEM;
+                }
+                if (k->inst.has_addr)
+                        (void)netaddr_format(&k->inst.addr, addr, sizeof(addr));
+                if (!cJSON_AddStringToObject(o, "id", k->inst.id) ||
+                    !cJSON_AddStringToObject(o, "state", provider_instance_state_name(k->inst.state)) ||
+                    !admin_add_string_or_null(o, "address", addr) ||
+                    !admin_add_age(o, "age_s", k->inst.launched_usec, wall) ||
+                    !cJSON_AddBoolToObject(o, "listed", k->listed) ||
+                    !cJSON_AddBoolToObject(o, "terminating", k->terminating) ||
+                    !cJSON_AddBoolToObject(o, "outside_networks", k->outside))
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 /* Builds the /status document into <out>. Returns 0 or -ENOMEM. */
 static int admin_status(const struct admin *a, struct evbuffer *out)
 {
@@ -147,8 +223,13 @@ static int admin_status(const struct admin *a, struct evbuffer *out)
         _cleanup_(cJSON_Deletep) cJSON *root = NULL;
         _cleanup_(cJSON_freep) char *text = NULL;
         cJSON *backends;
-        uint64_t now = now_usec();
+        uint64_t now = now_usec(), wall = realtime_usec();
+        size_t healthy = 0;
         int r;
+
+        for (size_t i = 0; pool && i < pool->n_backends; i++)
+                if (pool->backends[i]->healthy)
+                        healthy++;
 
         root = cJSON_CreateObject();
         if (!root)
@@ -158,7 +239,7 @@ static int admin_status(const struct admin *a, struct evbuffer *out)
             !cJSON_AddNumberToObject(
                     root, "uptime_s",
                     admin_round(now > lbd->started_usec ? now - lbd->started_usec : 0, USEC_PER_SEC)) ||
-            !cJSON_AddNumberToObject(root, "healthy", pool ? (double)pool_count_healthy(pool) : 0) ||
+            !cJSON_AddNumberToObject(root, "healthy", (double)healthy) ||
             !cJSON_AddNumberToObject(root, "total", pool ? (double)pool->n_backends : 0) ||
             !cJSON_AddNumberToObject(root, "connections", ps ? (double)ps->connections : 0))
                 return -ENOMEM;
@@ -167,10 +248,13 @@ static int admin_status(const struct admin *a, struct evbuffer *out)
         if (!backends)
                 return -ENOMEM;
         for (size_t i = 0; pool && i < pool->n_backends; i++) {
-                r = admin_status_backend(backends, pool->backends[i], now);
+                r = admin_status_backend(backends, pool->backends[i], now, wall);
                 if (r < 0)
                         return r;
         }
+        r = admin_status_control(root, lbd, wall);
+        if (r < 0)
+                return r;
 
         text = cJSON_PrintUnformatted(root);
         if (!text)
@@ -289,6 +373,29 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
                 if (ps->rejected[c] > 0)
                         admin_printf(&m, "lbd_requests_rejected_total{code=\"%zu\"} %" PRIu64 "\n",
                                      PROXY_CODE_MIN + c, ps->rejected[c]);
+
+        if (a->lbd->reconcile) {
+                struct reconcile_view v;
+
+                reconcile_get_view(a->lbd->reconcile, &v);
+                admin_family(&m, "lbd_instances", "gauge", "The pool's instances in the provider's last list, by state.");
+                for (size_t i = 0; i < ELEMENTSOF(v.by_state); i++)
+                        admin_printf(&m, "lbd_instances{state=\"%s\"} %zu\n",
+                                     provider_instance_state_name((enum instance_state)i), v.by_state[i]);
+                admin_family(&m, "lbd_launches_total", "counter", "Instances launched.");
+                admin_printf(&m, "lbd_launches_total %" PRIu64 "\n", v.stats.launches);
+                admin_family(&m, "lbd_terminations_total", "counter", "Instances terminated.");
+                admin_printf(&m, "lbd_terminations_total %" PRIu64 "\n", v.stats.terminations);
+                admin_family(&m, "lbd_provider_errors_total", "counter",
+                             "Provider calls (list, launch, terminate) that failed.");
+                admin_printf(&m, "lbd_provider_errors_total %" PRIu64 "\n", v.stats.provider_errors);
+                admin_family(&m, "lbd_pool_all_failing", "gauge",
+                             "1 while every backend fails at once and the least bad are kept in rotation.");
+                admin_printf(&m, "lbd_pool_all_failing %d\n", v.panic ? 1 : 0);
+                admin_family(&m, "lbd_storm_guard", "gauge",
+                             "1 while the replacement-storm guard holds replacements back.");
+                admin_printf(&m, "lbd_storm_guard %d\n", v.guard ? 1 : 0);
+        }
 
         return m.failed ? -ENOMEM : 0;
 }

@@ -27,6 +27,7 @@ static struct backend *backend_new(struct pool *p, const struct netaddr *addr)
         b->state = BACKEND_ACTIVE;
         b->refs = 1;
         b->last_check = CHECK_NONE;
+        b->health_changed_usec = now_usec();
         return b;
 }
 
@@ -154,11 +155,19 @@ size_t pool_count_healthy(const struct pool *p)
         return p->n_healthy;
 }
 
+void pool_refresh(struct pool *p)
+{
+        pool_changed(p);
+}
+
 void backend_set_healthy(struct backend *b, bool healthy, const char *reason)
 {
         if (b->healthy == healthy)
                 return;
         b->healthy = healthy;
+        b->health_changed_usec = now_usec();
+        if (healthy)
+                b->been_healthy = true;
         b->rise_count = 0;
         b->fall_count = 0;
         b->passive_fails = 0;

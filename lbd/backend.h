@@ -5,9 +5,9 @@
  * more, so a backend removed by a reload stays valid until its last in-flight request ends. Everything here
  * runs on the one event loop: no locks.
  *
- * Rotation: a backend takes new requests when backend_in_rotation() says so: healthy and not draining. The
- * health checker (health.c) and the proxy's passive signals change `healthy`, always through
- * backend_set_healthy(), which logs the transition and updates the daemon's STATUS. */
+ * Rotation: a backend takes new requests when backend_in_rotation() says so: healthy (or forced, see
+ * below) and not draining. The health checker (health.c) and the proxy's passive signals change `healthy`,
+ * always through backend_set_healthy(), which logs the transition and updates the daemon's STATUS. */
 #pragma once
 
 #include <stdbool.h>
@@ -34,6 +34,8 @@ enum check_result {
         CHECK_REFUSED, /* connection refused or reset */
         CHECK_ERROR,   /* any other socket error */
 };
+
+#define BACKEND_INSTANCE_ID_MAX 64 /* = INSTANCE_ID_MAX (provider.h) */
 
 #define BACKEND_CODE_MIN 100
 #define BACKEND_CODE_MAX 599
@@ -74,6 +76,18 @@ struct backend {
         unsigned n_idle;
 
         unsigned index;            /* position in pool->backends, for the balancers */
+
+        /* The instance behind it (the reconciler, reconcile.c, fills these; static backends carry their
+         * address as the id) */
+        char instance_id[BACKEND_INSTANCE_ID_MAX]; /* "" when not known */
+        const char *instance_state; /* a static string ("running"), NULL when not known */
+        uint64_t launched_usec;     /* wall clock, 0 when not known */
+        /* Health history, for the reconciler's judgement */
+        uint64_t health_changed_usec; /* now_usec() when `healthy` last changed, or when it was added */
+        bool been_healthy;            /* it has been healthy at least once since it was added */
+        /* In rotation although not healthy: every backend of a managed pool failed at once and this one
+         * is among the least bad (reconcile.c sets and clears it) */
+        bool forced;
 };
 
 /* Balancing algorithms are tables of functions (balance.c). */
@@ -113,13 +127,17 @@ struct backend *pool_find(struct pool *p, const struct netaddr *addr);
 /* Counts backends in rotation (cached in p->n_healthy). */
 size_t pool_count_healthy(const struct pool *p);
 
+/* Recounts the backends in rotation and calls on_change, after a change made outside
+ * backend_set_healthy() (the `forced` flags). */
+void pool_refresh(struct pool *p);
+
 struct backend *backend_ref(struct backend *b);
 /* Drops a reference; frees the backend when it was the last. Returns NULL. */
 struct backend *backend_unref(struct backend *b);
 
 static inline bool backend_in_rotation(const struct backend *b)
 {
-        return b->healthy && b->state == BACKEND_ACTIVE;
+        return (b->healthy || b->forced) && b->state == BACKEND_ACTIVE;
 }
 
 /* Sets the health verdict; logs "backend X is up/down (reason)" on a change and calls the pool's

@@ -33,13 +33,38 @@
  *   expect           = 200-399         "200" or "200-399", within 100..599
  *   passive_fall     = 3               0..1000, 0 = off
  *   [pool]
- *   provider         = static          static | local | ec2 (only static is available yet)
- *   desired          = 3               0..1000
- *   port             = 80              1..65535, for backends given without a port
+ *   provider         = static          static | local | ec2
+ *   desired          = 3               0..1000 (local and ec2)
+ *   port             = 80              1..65535, for backends given without a port, and ec2 instances'
  *   networks         = (empty)         CIDR list, up to CONFIG_MAX_NETWORKS; empty = any address
- *   backends         = (empty)         address list, up to CONFIG_MAX_BACKENDS; the port may be left out
+ *   backends         = (empty)         address list, up to CONFIG_MAX_BACKENDS; the port may be left out;
+ *                                      static provider only
  *   grace            = 120s            0 allowed
  *   poll             = 10s
+ *   max_replacements = 3               0..1000; the storm guard (reconcile.c)
+ *   replacement_window = 5m
+ *   [ec2]                              (words: printable ASCII without blanks; "" = not set)
+ *   region           = (empty)         word; empty = AWS_REGION, AWS_DEFAULT_REGION, ~/.aws/config, IMDS
+ *   endpoint         = (empty)         http:// or https:// URL; empty = AWS_ENDPOINT_URL_EC2, ...
+ *   image            = (empty)         word (ami-...); image or launch_template is required
+ *   launch_template  = (empty)         word (lt-... or a name)
+ *   instance_type    = t3.micro        word; empty = not sent (the launch template's)
+ *   subnet           = (empty)         word (subnet-...)
+ *   security_groups  = (empty)         list of words (sg-...), up to CONFIG_MAX_NETWORKS
+ *   key_name         = (empty)         text
+ *   instance_profile = (empty)         word: a name or an ARN
+ *   user_data        = (empty)         absolute path of the user-data template
+ *   upstream         = (not set)       address:port substituted for {{upstream}} in the user-data
+ *   tag              = lbd:pool=main   KEY=VALUE, the key 1..127 bytes and not starting with "aws:"
+ *   credentials_file = (empty)         absolute path; empty = the SDK chain
+ *   profile          = (empty)         word
+ *   [local]
+ *   command          = {lbd} --listen {address} --backend {upstream} --admin off --access-log off
+ *                                      text; placeholders {lbd} {port} {address} {upstream} {index}
+ *   base_port        = 18100           1..65535; backends get base_port + index
+ *   upstream         = (not set)       address:port, for {upstream}
+ *   state_file       = (empty)         absolute path; empty = $RUNTIME_DIRECTORY or /run/lbd (see
+ *                                      provider-local.c)
  *
  * Durations are parse_duration() values ("500ms", "1.5s", "2m"; a bare number is seconds, at most 30
  * days) and must be greater than 0 unless noted; sizes are parse_size() values ("16k", "1M").
@@ -58,6 +83,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/ini.h"
 #include "common/log.h"
@@ -462,11 +488,215 @@ static int config_parse_networks(const struct config_key *k, struct config *c, c
         return 0;
 }
 
+/* ---- string keys: k->max is the size of the field ---- */
+
+static char *config_string(struct config *c, const struct config_key *k)
+{
+        return (char *)c + k->offset;
+}
+
+static int config_store_string(const struct config_key *k, struct config *c, const char *value, char *reason,
+                               size_t size)
+{
+        size_t len = strlen(value);
+
+        if (len >= k->max)
+                return config_reason(reason, size, "longer than %" PRIu64 " bytes", k->max - 1);
+        memcpy(config_string(c, k), value, len + 1);
+        return 0;
+}
+
+/* Printable ASCII without blanks: identifiers such as ami-0abc, subnet-0abc, us-east-1, ARNs. */
+static bool config_is_word(const char *s)
+{
+        for (; *s; s++)
+                if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+                        return false;
+        return true;
+}
+
+static int config_parse_word(const struct config_key *k, struct config *c, const char *value, bool first,
+                             char *reason, size_t size)
+{
+        if (!config_is_word(value))
+                return config_reason(reason, size, "only printable ASCII without blanks is allowed");
+        return config_store_string(k, c, value, reason, size);
+}
+
+static int config_parse_text(const struct config_key *k, struct config *c, const char *value, bool first,
+                             char *reason, size_t size)
+{
+        if (!config_is_printable(value))
+                return config_reason(reason, size, "control characters are not allowed");
+        return config_store_string(k, c, value, reason, size);
+}
+
+/* "" or an absolute path. */
+static int config_parse_abs_path(const struct config_key *k, struct config *c, const char *value, bool first,
+                                 char *reason, size_t size)
+{
+        if (value[0] != '\0' && (value[0] != '/' || !config_is_printable(value)))
+                return config_reason(reason, size, "must be an absolute file path");
+        return config_store_string(k, c, value, reason, size);
+}
+
+static int config_parse_url(const struct config_key *k, struct config *c, const char *value, bool first,
+                            char *reason, size_t size)
+{
+        if (value[0] != '\0' &&
+            ((strncmp(value, "http://", 7) != 0 && strncmp(value, "https://", 8) != 0) ||
+             !config_is_word(value) || strlen(value) <= strlen("https://")))
+                return config_reason(reason, size, "must be an http:// or https:// URL");
+        return config_store_string(k, c, value, reason, size);
+}
+
+static int config_parse_tag(const struct config_key *k, struct config *c, const char *value, bool first,
+                            char *reason, size_t size)
+{
+        const char *eq = strchr(value, '=');
+        size_t key_len = eq ? (size_t)(eq - value) : 0;
+
+        if (!eq || key_len == 0)
+                return config_reason(reason, size, "must be KEY=VALUE, e.g. lbd:pool=main");
+        if (!config_is_printable(value))
+                return config_reason(reason, size, "control characters are not allowed");
+        if (key_len >= sizeof(c->ec2_tag_key))
+                return config_reason(reason, size, "the key is longer than %zu bytes", sizeof(c->ec2_tag_key) - 1);
+        if (strlen(eq + 1) >= sizeof(c->ec2_tag_value))
+                return config_reason(reason, size, "the value is longer than %zu bytes",
+                                     sizeof(c->ec2_tag_value) - 1);
+        if (strncasecmp(value, "aws:", 4) == 0)
+                return config_reason(reason, size, "keys starting with 'aws:' are reserved by AWS");
+        memcpy(c->ec2_tag_key, value, key_len);
+        c->ec2_tag_key[key_len] = '\0';
+        memcpy(c->ec2_tag_value, eq + 1, strlen(eq + 1) + 1);
+        return 0;
+}
+
+struct config_group_list {
+        char items[CONFIG_MAX_NETWORKS][sizeof(((struct config *)0)->ec2_security_groups[0])];
+        size_t n;
+};
+
+static int config_group_item(const char *entry, void *userdata, char *reason, size_t size)
+{
+        struct config_group_list *l = userdata;
+
+        if (!config_is_word(entry))
+                return config_reason(reason, size, "'%s': only printable ASCII without blanks is allowed", entry);
+        if (strlen(entry) >= sizeof(l->items[0]))
+                return config_reason(reason, size, "'%.32s...' is too long", entry);
+        if (l->n >= ELEMENTSOF(l->items))
+                return config_reason(reason, size, "too many security groups (at most %zu)", ELEMENTSOF(l->items));
+        memcpy(l->items[l->n++], entry, strlen(entry) + 1);
+        return 0;
+}
+
+/* Like the other lists: the first occurrence in a source replaces, later ones append. */
+static int config_parse_security_groups(const struct config_key *k, struct config *c, const char *value,
+                                        bool first, char *reason, size_t size)
+{
+        struct config_group_list l = {0};
+        size_t base = first ? 0 : c->n_ec2_security_groups;
+        int r;
+
+        if (value[0] != '\0') {
+                r = config_split(value, config_group_item, &l, reason, size);
+                if (r < 0)
+                        return r;
+        }
+        if (base + l.n > ELEMENTSOF(c->ec2_security_groups))
+                return config_reason(reason, size, "too many security groups (at most %zu)",
+                                     ELEMENTSOF(c->ec2_security_groups));
+        memcpy(c->ec2_security_groups + base, l.items, l.n * sizeof(l.items[0]));
+        c->n_ec2_security_groups = base + l.n;
+        return 0;
+}
+
+/* "" (not set) or an address with a port. */
+static int config_parse_upstream_into(struct netaddr *addr, bool *set, const char *value, char *reason,
+                                      size_t size)
+{
+        struct netaddr a;
+        int r;
+
+        if (value[0] == '\0') {
+                *set = false;
+                return 0;
+        }
+        r = netaddr_parse(value, 0, false, &a);
+        if (r == -ERANGE)
+                return config_reason(reason, size, "port must be between 1 and 65535");
+        if (r < 0)
+                return config_reason(reason, size, "must be a numeric address with a port, e.g. 10.0.1.20:8080");
+        *addr = a;
+        *set = true;
+        return 0;
+}
+
+static int config_parse_ec2_upstream(const struct config_key *k, struct config *c, const char *value,
+                                     bool first, char *reason, size_t size)
+{
+        return config_parse_upstream_into(&c->ec2_upstream, &c->ec2_upstream_set, value, reason, size);
+}
+
+static int config_parse_local_upstream(const struct config_key *k, struct config *c, const char *value,
+                                       bool first, char *reason, size_t size)
+{
+        return config_parse_upstream_into(&c->local_upstream, &c->local_upstream_set, value, reason, size);
+}
+
+static int config_parse_base_port(const struct config_key *k, struct config *c, const char *value, bool first,
+                                  char *reason, size_t size)
+{
+        uint64_t v;
+
+        if (parse_uint(value, 1, 65535, &v) < 0)
+                return config_reason(reason, size, "must be a port number between 1 and 65535");
+        c->local_base_port = (uint16_t)v;
+        return 0;
+}
+
+static const char *const config_local_placeholders[] = {"{lbd}", "{port}", "{address}", "{upstream}", "{index}"};
+
+static int config_parse_local_command(const struct config_key *k, struct config *c, const char *value,
+                                      bool first, char *reason, size_t size)
+{
+        bool any = false;
+
+        for (const char *p = value; *p; p++) {
+                if (*p != ' ' && *p != '\t')
+                        any = true;
+                if (*p == '}')
+                        return config_reason(reason, size, "a '}' without its '{'");
+                if (*p == '{') {
+                        size_t i;
+
+                        for (i = 0; i < ELEMENTSOF(config_local_placeholders); i++)
+                                if (strncmp(p, config_local_placeholders[i], strlen(config_local_placeholders[i])) == 0)
+                                        break;
+                        if (i == ELEMENTSOF(config_local_placeholders))
+                                return config_reason(reason, size,
+                                                     "unknown placeholder at '%.16s' (known: {lbd} {port} "
+                                                     "{address} {upstream} {index})",
+                                                     p);
+                        p += strlen(config_local_placeholders[i]) - 1;
+                }
+        }
+        if (!any)
+                return config_reason(reason, size, "must name a program to run");
+        return config_parse_text(k, c, value, first, reason, size);
+}
+
 /* One key per row: the table reads better unformatted. */
 /* clang-format off */
 /* DURATION(..., positive): positive is 1 when the duration must be greater than 0, else 0. */
 #define DURATION(s, k, d, field, positive) { s, k, d, config_parse_duration, U64(field), positive, 0 }
 #define NUMBER(s, k, d, field, lo, hi)    { s, k, d, config_parse_number, U64(field), lo, hi }
+/* A char array field, parsed by <parser>; its size goes into max. */
+#define STRING(s, k, d, field, parser) \
+        { s, k, d, parser, CONFIG_FIELD(field, char[sizeof(((struct config *)0)->field)]), 0, \
+          sizeof(((struct config *)0)->field) }
 
 static const struct config_key config_keys[] = {
         { "lbd", "listen", "0.0.0.0:80", config_parse_listen, 0, 0, 0 },
@@ -503,6 +733,29 @@ static const struct config_key config_keys[] = {
         { "pool", "backends", "", config_parse_backends, 0, 0, 0 },
         DURATION("pool", "grace", "120s", grace_usec, 0),
         DURATION("pool", "poll", "10s", poll_usec, 1),
+        NUMBER("pool", "max_replacements", "3", max_replacements, 0, 1000),
+        DURATION("pool", "replacement_window", "5m", replacement_window_usec, 1),
+
+        STRING("ec2", "region", "", ec2_region, config_parse_word),
+        STRING("ec2", "endpoint", "", ec2_endpoint, config_parse_url),
+        STRING("ec2", "image", "", ec2_image, config_parse_word),
+        STRING("ec2", "launch_template", "", ec2_launch_template, config_parse_word),
+        STRING("ec2", "instance_type", "t3.micro", ec2_instance_type, config_parse_word),
+        STRING("ec2", "subnet", "", ec2_subnet, config_parse_word),
+        { "ec2", "security_groups", "", config_parse_security_groups, 0, 0, 0 },
+        STRING("ec2", "key_name", "", ec2_key_name, config_parse_text),
+        STRING("ec2", "instance_profile", "", ec2_instance_profile, config_parse_word),
+        STRING("ec2", "user_data", "", ec2_user_data, config_parse_abs_path),
+        { "ec2", "upstream", "", config_parse_ec2_upstream, 0, 0, 0 },
+        { "ec2", "tag", "lbd:pool=main", config_parse_tag, 0, 0, 0 },
+        STRING("ec2", "credentials_file", "", ec2_credentials_file, config_parse_abs_path),
+        STRING("ec2", "profile", "", ec2_profile, config_parse_word),
+
+        STRING("local", "command", "{lbd} --listen {address} --backend {upstream} --admin off --access-log off",
+               local_command, config_parse_local_command),
+        { "local", "base_port", "18100", config_parse_base_port, 0, 0, 0 },
+        { "local", "upstream", "", config_parse_local_upstream, 0, 0, 0 },
+        STRING("local", "state_file", "", local_state_file, config_parse_abs_path),
 };
 /* clang-format on */
 
@@ -709,11 +962,11 @@ static int config_validate_pool(const struct config *c)
         char buf[NETADDR_STRLEN];
         int r = 0;
 
-        if (c->provider != PROVIDER_STATIC)
-                r = config_invalid(c, "pool", "provider", "provider '%s' is not available yet",
-                                   c->provider == PROVIDER_EC2 ? "ec2" : "local");
-        else if (n == 0)
+        if (c->provider == PROVIDER_STATIC && n == 0)
                 r = config_invalid(c, "pool", "backends", "the static provider needs at least one backend");
+        if (c->provider != PROVIDER_STATIC && n > 0)
+                r = config_invalid(c, "pool", "backends", "only the static provider uses it (provider is %s)",
+                                   config_provider_name(c->provider));
         if (c->port == 0)
                 r = config_invalid(c, "pool", "port", "must be between 1 and 65535");
 
@@ -735,6 +988,34 @@ static int config_validate_pool(const struct config *c)
                                 break;
                         }
         }
+        return r;
+}
+
+static int config_validate_local(const struct config *c)
+{
+        struct netaddr loopback;
+        int r = 0;
+
+        if (strstr(c->local_command, "{upstream}") && !c->local_upstream_set)
+                r = config_invalid(c, "local", "upstream",
+                                   "the command uses {upstream}: set the address the backends relay to");
+        if ((uint64_t)c->local_base_port + (c->desired > 0 ? c->desired - 1 : 0) > 65535)
+                r = config_invalid(c, "local", "base_port", "base_port + desired - 1 is beyond port 65535");
+        if (netaddr_parse("127.0.0.1", c->local_base_port, false, &loopback) >= 0 &&
+            !config_in_networks(c, &loopback))
+                r = config_invalid(c, "pool", "networks",
+                                   "the local provider's backends listen on 127.0.0.1, outside [pool] networks");
+        return r;
+}
+
+static int config_validate_ec2(const struct config *c)
+{
+        int r = 0;
+
+        if (c->ec2_image[0] == '\0' && c->ec2_launch_template[0] == '\0')
+                r = config_invalid(c, "ec2", "image", "the ec2 provider needs an image or a launch_template");
+        if (c->ec2_tag_key[0] == '\0')
+                r = config_invalid(c, "ec2", "tag", "the ec2 provider needs the pool's tag, e.g. lbd:pool=main");
         return r;
 }
 
@@ -768,6 +1049,10 @@ int config_validate(const struct config *c)
         if (config_validate_pool(c) < 0)
                 r = -EINVAL;
         if (config_validate_health(c) < 0)
+                r = -EINVAL;
+        if (c->provider == PROVIDER_LOCAL && config_validate_local(c) < 0)
+                r = -EINVAL;
+        if (c->provider == PROVIDER_EC2 && config_validate_ec2(c) < 0)
                 r = -EINVAL;
         if (c->max_connections == 0)
                 r = config_invalid(c, "lbd", "max_connections", "must be at least 1");

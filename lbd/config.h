@@ -73,6 +73,34 @@ struct config {
         size_t n_backends;
         uint64_t grace_usec;
         uint64_t poll_usec;
+        uint64_t max_replacements;      /* storm guard: replacements allowed per window */
+        uint64_t replacement_window_usec;
+
+        /* [ec2] (provider = ec2) */
+        char ec2_region[64];            /* "" = AWS_REGION, AWS_DEFAULT_REGION, the config file, IMDS */
+        char ec2_endpoint[CONFIG_PATH_MAX]; /* "" = AWS_ENDPOINT_URL_EC2, AWS_ENDPOINT_URL, or the region's */
+        char ec2_image[64];             /* ami-…; or use launch_template */
+        char ec2_launch_template[128];  /* lt-… or a name */
+        char ec2_instance_type[64];
+        char ec2_subnet[64];
+        char ec2_security_groups[CONFIG_MAX_NETWORKS][64];
+        size_t n_ec2_security_groups;
+        char ec2_key_name[256];
+        char ec2_instance_profile[256]; /* name or ARN */
+        char ec2_user_data[CONFIG_PATH_MAX]; /* template file; {{upstream}} is replaced by upstream */
+        struct netaddr ec2_upstream;    /* where every backend relays to (the web host) */
+        bool ec2_upstream_set;
+        char ec2_tag_key[128];          /* tag = key=value: instances carrying it belong to the pool */
+        char ec2_tag_value[256];
+        char ec2_credentials_file[CONFIG_PATH_MAX]; /* "" = the SDK chain (env, ~/.aws, IMDS) */
+        char ec2_profile[128];
+
+        /* [local] (provider = local) */
+        char local_command[CONFIG_PATH_MAX]; /* template: {port}, {address}, {upstream}, {index} */
+        uint16_t local_base_port;       /* backends get base_port, base_port + 1, … on 127.0.0.1 */
+        struct netaddr local_upstream;
+        bool local_upstream_set;
+        char local_state_file[CONFIG_PATH_MAX]; /* "" = $RUNTIME_DIRECTORY or /run/lbd, see provider-local.c */
 
         /* Where the config came from, for messages and reloads; "" when from flags only. */
         char path[CONFIG_PATH_MAX];
@@ -100,10 +128,12 @@ int config_set(struct config *c, const char *section, const char *key, const cha
 void config_finish(struct config *c);
 
 /* Checks what single keys can't: at least one listener, no duplicate listener, the admin address loopback
- * and not a listener; the static provider has a backend (local and ec2 are not available yet); every
- * backend has a port, lies inside <networks> (when set) and is listed once; health interval and timeout
- * > 0 (the timeout may exceed the interval), rise/fall >= 1, a sane expect range. Logs every problem as
- * "PATH: [section] key 'K': message" ("configuration" when c->path is empty); returns 0 or -EINVAL. */
+ * and not a listener; the static provider has a backend, and only it has backends; every backend has a
+ * port, lies inside <networks> (when set) and is listed once; health interval and timeout > 0 (the
+ * timeout may exceed the interval), rise/fall >= 1, a sane expect range; local: the command's {upstream}
+ * has an upstream, the ports fit, 127.0.0.1 is inside <networks>; ec2: an image or a launch template.
+ * Logs every problem as "PATH: [section] key 'K': message" ("configuration" when c->path is empty);
+ * returns 0 or -EINVAL. */
 int config_validate(const struct config *c);
 
 /* Return the config file spelling ("round-robin", "ec2"), or NULL for a value out of range. */

@@ -13,6 +13,8 @@ struct health;
 struct admin;
 struct accesslog;
 struct notify;
+struct provider;
+struct reconcile;
 
 struct lbd {
         struct event_base *base;
@@ -23,6 +25,8 @@ struct lbd {
         struct admin *admin;
         struct accesslog *accesslog;
         struct notify *notify;
+        struct provider *provider;   /* where backends come from (provider.h) */
+        struct reconcile *reconcile; /* the control plane (reconcile.h) */
         uint64_t started_usec;   /* now_usec() at start */
         bool stopping;
 };

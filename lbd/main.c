@@ -1,6 +1,11 @@
 /* lbd's entry point: the command line, the configuration, wiring the modules onto one event loop, and the
  * signals: SIGHUP reloads, SIGTERM/SIGINT drain and exit.
  *
+ * The pool's backends always come through the reconciler (reconcile.c) from the provider [pool] provider
+ * names: for the static provider it only mirrors [pool] backends into the pool; for local and ec2 it also
+ * launches and terminates. A reload hands the new settings to the provider and the reconciler (desired
+ * count, launch parameters, health settings) without a restart; changing the provider itself needs one.
+ *
  * Exit codes: 0 done (or --check-config passed), 1 runtime failure, 2 bad command line, 78 (EX_CONFIG)
  * invalid configuration. */
 #include <errno.h>
@@ -24,7 +29,9 @@
 #include "lbd/health.h"
 #include "lbd/lbd.h"
 #include "lbd/notify.h"
+#include "lbd/provider.h"
 #include "lbd/proxy.h"
+#include "lbd/reconcile.h"
 
 #define EXIT_USAGE  2
 #define EXIT_CONFIG 78
@@ -208,15 +215,54 @@ struct main_state {
         struct event *sig_hup, *sig_term, *sig_int, *drain_timer;
 };
 
+/* "N/M backends healthy", and what the control plane is holding back. */
+static void main_status_text(const struct lbd *l, char *buf, size_t size)
+{
+        const struct pool *p = l->pool;
+        struct reconcile_view view = {0};
+        size_t healthy = 0;
+
+        for (size_t i = 0; i < p->n_backends; i++)
+                if (p->backends[i]->healthy)
+                        healthy++;
+        if (l->reconcile)
+                reconcile_get_view(l->reconcile, &view);
+        (void)snprintf(buf, size, "%zu/%zu backends healthy%s%s%s", healthy, p->n_backends,
+                       view.panic ? "; every backend failing: serving from the least bad, terminating nothing"
+                                  : "",
+                       view.guard ? "; replacement storm guard holding back replacements" : "",
+                       view.listed && !view.list_ok ? "; the provider's list is failing" : "");
+}
+
 static void main_update_status(struct pool *p, void *userdata)
 {
         struct main_state *m = userdata;
-        char status[128];
+        char status[256];
 
         if (m->lbd.stopping)
                 return;
-        (void)snprintf(status, sizeof(status), "%zu/%zu backends healthy", pool_count_healthy(p), p->n_backends);
+        main_status_text(&m->lbd, status, sizeof(status));
         notify_status(m->lbd.notify, status);
+        reconcile_pool_changed(m->lbd.reconcile);
+}
+
+/* The reconciler changed the pool's set (new backends need probes) or its own state. */
+static void main_on_reconcile_change(void *userdata)
+{
+        struct main_state *m = userdata;
+        struct lbd *l = &m->lbd;
+        char status[256];
+        int r;
+
+        if (l->health) {
+                r = health_sync(l->health);
+                if (r < 0)
+                        log_error_errno(r, "Failed to start health checks: %m");
+        }
+        if (l->stopping)
+                return;
+        main_status_text(l, status, sizeof(status));
+        notify_status(l->notify, status);
 }
 
 static void main_reload(struct main_state *m)
@@ -231,6 +277,21 @@ static void main_reload(struct main_state *m)
         r = main_load_config(m->config_path, m->argc, m->argv, &next);
         if (r < 0) {
                 log_error("Configuration not reloaded: it has errors; keeping the running one");
+                goto done;
+        }
+        if (next->provider != prev->provider) {
+                log_error("Configuration not reloaded: [pool] provider changed from %s to %s, which takes a "
+                          "restart; keeping the running one",
+                          config_provider_name(prev->provider), config_provider_name(next->provider));
+                free(next);
+                goto done;
+        }
+        r = l->provider->ops->set_config(l->provider, next);
+        if (r < 0) {
+                log_error_errno(r, "Configuration not reloaded: the %s provider refused it (%m); keeping the "
+                                   "running one",
+                                l->provider->ops->name);
+                free(next);
                 goto done;
         }
         if (next->n_listen != prev->n_listen || memcmp(next->listen, prev->listen, sizeof(prev->listen)) != 0)
@@ -256,20 +317,19 @@ static void main_reload(struct main_state *m)
         l->pool->balancer = balance_from_kind(next->balance);
         proxy_set_config(l->proxy, next);
         health_set_config(l->health, next);
-        r = pool_set_backends(l->pool, next->backends, next->n_backends);
-        if (r < 0)
-                log_error_errno(r, "Failed to update the backends: %m");
-        r = health_sync(l->health);
-        if (r < 0)
-                log_error_errno(r, "Failed to start health checks: %m");
+        reconcile_set_config(l->reconcile, next);
         free(prev);
-        log_info("Configuration reloaded: %zu backends, balance %s", next->n_backends,
-                 config_balance_name(next->balance));
+        if (next->provider == PROVIDER_STATIC)
+                log_info("Configuration reloaded: %zu backends, balance %s", next->n_backends,
+                         config_balance_name(next->balance));
+        else
+                log_info("Configuration reloaded: provider %s, desired %llu, balance %s",
+                         config_provider_name(next->provider), (unsigned long long)next->desired,
+                         config_balance_name(next->balance));
 done: {
-        char status[128];
+        char status[256];
 
-        (void)snprintf(status, sizeof(status), "%zu/%zu backends healthy", pool_count_healthy(l->pool),
-                       l->pool->n_backends);
+        main_status_text(l, status, sizeof(status));
         notify_ready(l->notify, status);
 }
 }
@@ -311,6 +371,11 @@ static void main_signal_cb(evutil_socket_t sig, short what, void *userdata)
         log_info("Stopping: draining connections (at most %llu ms)",
                  (unsigned long long)(l->config->drain_timeout_usec / USEC_PER_MSEC));
         notify_stopping(l->notify, "Draining connections");
+        /* Nothing is launched or terminated while stopping: instances and local backends stay for the
+         * next start to adopt. The provider goes first, so none of its callbacks reaches a freed
+         * reconciler. */
+        l->provider = provider_free(l->provider);
+        l->reconcile = reconcile_free(l->reconcile);
         l->health = health_free(l->health);
         l->admin = admin_free(l->admin);
         m->drain_timer = evtimer_new(l->base, main_drain_timeout_cb, m);
@@ -328,7 +393,7 @@ static int main_run(struct main_state *m)
 {
         struct lbd *l = &m->lbd;
         struct event_config *ec;
-        char status[128];
+        char status[256];
         int r;
 
         ec = event_config_new();
@@ -350,9 +415,14 @@ static int main_run(struct main_state *m)
                 return log_error_errno(ENOMEM, "Out of memory");
         l->pool->on_change = main_update_status;
         l->pool->on_change_userdata = m;
-        r = pool_set_backends(l->pool, l->config->backends, l->config->n_backends);
+
+        r = provider_new(l->base, l->config, &l->provider);
         if (r < 0)
-                return log_error_errno(r, "Failed to set up the backends: %m");
+                return r;
+        r = reconcile_new(l->base, l->provider, l->pool, l->config, &l->reconcile);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the reconciler: %m");
+        reconcile_set_on_change(l->reconcile, main_on_reconcile_change, m);
 
         r = accesslog_open(l->base, l->config->access_log, &l->accesslog);
         if (r < 0)
@@ -378,9 +448,7 @@ static int main_run(struct main_state *m)
         l->health = health_new(l->base, l->pool, l->config);
         if (!l->health)
                 return log_error_errno(ENOMEM, "Out of memory");
-        r = health_sync(l->health);
-        if (r < 0)
-                return log_error_errno(r, "Failed to start health checks: %m");
+        reconcile_start(l->reconcile);
 
         m->sig_hup = evsignal_new(l->base, SIGHUP, main_signal_cb, m);
         m->sig_term = evsignal_new(l->base, SIGTERM, main_signal_cb, m);
@@ -390,11 +458,15 @@ static int main_run(struct main_state *m)
                 return log_error_errno(ENOMEM, "Failed to set up signal handling");
 
         l->started_usec = now_usec();
-        (void)snprintf(status, sizeof(status), "%zu/%zu backends healthy", pool_count_healthy(l->pool),
-                       l->pool->n_backends);
+        main_status_text(l, status, sizeof(status));
         notify_ready(l->notify, status);
-        log_info("lbd %s ready: %zu backends, balance %s", PACKAGE_VERSION, l->config->n_backends,
-                 config_balance_name(l->config->balance));
+        if (l->config->provider == PROVIDER_STATIC)
+                log_info("lbd %s ready: %zu backends, balance %s", PACKAGE_VERSION, l->config->n_backends,
+                         config_balance_name(l->config->balance));
+        else
+                log_info("lbd %s ready: provider %s, desired %llu, balance %s", PACKAGE_VERSION,
+                         config_provider_name(l->config->provider), (unsigned long long)l->config->desired,
+                         config_balance_name(l->config->balance));
 
         if (event_base_dispatch(l->base) < 0)
                 return log_error("The event loop failed");
@@ -406,6 +478,8 @@ static void main_cleanup(struct main_state *m)
         struct lbd *l = &m->lbd;
 
         l->admin = admin_free(l->admin);
+        l->provider = provider_free(l->provider);
+        l->reconcile = reconcile_free(l->reconcile);
         l->health = health_free(l->health);
         l->proxy = proxy_free(l->proxy);
         l->pool = pool_free(l->pool);

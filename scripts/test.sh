@@ -38,6 +38,7 @@ PACKAGES=(
     python3
     python3-pytest
     python3-requests
+    python3-jwt
     wrk
     haproxy
     "nginx-light|nginx"

@@ -12,7 +12,7 @@
 /* "2024-01-02T03:04:05.123456+05:30" and a NUL fit. */
 #define JSON_TIME_MAX 40
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
+DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
 
 /* Parses the <len> bytes at <data> (not NUL-terminated) as one JSON value with nothing but whitespace
  * after it. Refuses what cJSON would silently accept or truncate: invalid UTF-8, a NUL byte, and the

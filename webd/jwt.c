@@ -289,7 +289,7 @@ int jwt_verify(const uint8_t *key, size_t key_len, const char *token, int64_t no
         _cleanup_(cJSON_Deletep) cJSON *header = NULL, *claims = NULL;
         uint8_t hbuf[JWT_PART_MAX], pbuf[JWT_PART_MAX], sig[JWT_PART_MAX], mac[JWT_SIG_LEN];
         const char *dot1, *dot2;
-        struct jwt_claims c = {};
+        struct jwt_claims c = { 0 };
         size_t len;
         int hlen, plen, slen, r;
 
@@ -304,6 +304,8 @@ int jwt_verify(const uint8_t *key, size_t key_len, const char *token, int64_t no
                 return -EBADMSG;
         dot2 = memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token));
         if (!dot2 || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token)))
+                return -EBADMSG;
+        if (dot1 == token || dot2 == dot1 + 1) /* an empty signature is a signature that doesn't match */
                 return -EBADMSG;
 
         hlen = jwt_b64_decode(token, (size_t)(dot1 - token), hbuf, sizeof(hbuf));

@@ -152,8 +152,8 @@ static int password_hash_now(const char *password, size_t len, char *encoded)
         if (n != (ssize_t)sizeof(salt))
                 return n < 0 ? -errno : -EIO;
 
-        r = argon2id_hash_encoded(PASSWORD_T_COST, PASSWORD_M_COST, PASSWORD_PARALLELISM, password, len, salt,
-                                  sizeof(salt), PASSWORD_HASH_LEN, encoded, PASSWORD_ENCODED_MAX);
+        r = argon2id_hash_encoded(PASSWORD_T_COST, PASSWORD_M_COST, PASSWORD_PARALLELISM, password, len,
+                                  salt, sizeof(salt), PASSWORD_HASH_LEN, encoded, PASSWORD_ENCODED_MAX);
         if (r == ARGON2_MEMORY_ALLOCATION_ERROR)
                 return -ENOMEM;
         return r == ARGON2_OK ? 0 : -EIO;
@@ -381,9 +381,9 @@ struct password_pool *password_pool_free(struct password_pool *p)
         return NULL;
 }
 
-static int password_submit(struct password_pool *p, enum password_kind kind, const char *password, size_t len,
-                           const char *encoded, password_hash_cb hash_cb, password_verify_cb verify_cb,
-                           void *userdata)
+static int password_submit(struct password_pool *p, enum password_kind kind, const char *password,
+                           size_t len, const char *encoded, password_hash_cb hash_cb,
+                           password_verify_cb verify_cb, void *userdata)
 {
         struct password_job *job;
         size_t elen = 0;

@@ -18,7 +18,8 @@ struct password_pool;
  * Returns 0, or -EINVAL, -ENOMEM, -errno from eventfd/pthread_create. */
 int password_pool_new(struct event_base *base, unsigned threads, struct password_pool **ret);
 /* Stops and joins the workers (a hash in progress is finished first), then calls every callback not yet
- * called with -ECANCELED, on the calling thread. May be called from a callback of this pool. Returns NULL. */
+ * called with -ECANCELED, on the calling thread. May be called from a callback of this pool.
+ * Returns NULL. */
 struct password_pool *password_pool_free(struct password_pool *p);
 
 /* <r> is 0 and <encoded> the PHC string ("$argon2id$v=19$m=19456,t=2,p=1$salt$hash", valid only during

@@ -686,6 +686,14 @@ class Lbd:
         self.watchdog_usec = watchdog_usec
         self.watchdog_pid = watchdog_pid
         self.args = [str(require_lbd())]
+        # LBD_VALGRIND=1 runs lbd under memcheck; the harness checks its report when the test ends.
+        self.valgrind_log = None
+        if os.environ.get("LBD_VALGRIND") == "1":
+            self.valgrind_log = self.workdir / f"lbd-{self.port}.valgrind"
+            self.args = ["valgrind", "--quiet", "--leak-check=full",
+                         "--show-leak-kinds=definite,indirect,possible",
+                         "--errors-for-leak-kinds=definite,indirect,possible",
+                         f"--log-file={self.valgrind_log}"] + self.args
         if self.config_path:
             self.args += ["--config", str(self.config_path)]
         self.args += ["--listen", f"127.0.0.1:{self.port}",
@@ -836,7 +844,14 @@ class Lbd:
         return None
 
     def stop(self):
-        _end_process(self.proc)
+        _end_process(self.proc, timeout=30.0 if self.valgrind_log else 5.0)
+
+    def valgrind_problems(self):
+        """memcheck's report, when lbd ran under it and it found errors or leaks; else None."""
+        if not self.valgrind_log or not self.valgrind_log.exists():
+            return None
+        text = self.valgrind_log.read_text(errors="replace")
+        return text if text.strip() else None
 
 
 def parse_logfmt(text):
@@ -983,9 +998,12 @@ class Harness:
             load.stop_event.set()
         for inst in self.all_lbds:
             inst.stop()
+        problems = [p for p in (inst.valgrind_problems() for inst in self.all_lbds) if p]
         for b in self.all_backends:
             b.stop()
         for load in self.threads:
             load.stop()
         for listener in self.listeners:
             listener.close()
+        if problems:
+            raise AssertionError("valgrind found errors or leaks in lbd:\n" + problems[0][:8000])

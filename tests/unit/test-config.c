@@ -159,7 +159,23 @@ static void test_defaults(void **state)
         assert_int_equal(c.n_backends, 0);
         assert_int_equal(c.grace_usec, 120 * SEC);
         assert_int_equal(c.poll_usec, 10 * SEC);
+        assert_int_equal(c.max_replacements, 3);
+        assert_int_equal(c.replacement_window_usec, 300 * SEC);
         assert_string_equal(c.path, "");
+
+        assert_string_equal(c.ec2_region, "");
+        assert_string_equal(c.ec2_image, "");
+        assert_string_equal(c.ec2_instance_type, "t3.micro");
+        assert_int_equal(c.n_ec2_security_groups, 0);
+        assert_false(c.ec2_upstream_set);
+        assert_string_equal(c.ec2_tag_key, "lbd:pool");
+        assert_string_equal(c.ec2_tag_value, "main");
+
+        assert_string_equal(c.local_command,
+                            "{lbd} --listen {address} --backend {upstream} --admin off --access-log off");
+        assert_int_equal(c.local_base_port, 18100);
+        assert_false(c.local_upstream_set);
+        assert_string_equal(c.local_state_file, "");
 }
 
 static void test_names(void **state)
@@ -467,7 +483,28 @@ static void test_bad_values(void **state)
                 /* Unknown names. */
                 {"lbd", "listn", "0.0.0.0:80", "unknown key"},
                 {"pool", "backend", "127.0.0.1:80", "unknown key"},
-                {"ec2", "region", "us-east-1", "unknown section"},
+                {"aws", "region", "us-east-1", "unknown section"},
+                {"pool", "max_replacements", "1001", "between 0 and 1000"},
+                {"pool", "replacement_window", "0", "must be greater than 0"},
+                {"ec2", "region", "us east 1", "without blanks"},
+                {"ec2", "endpoint", "ftp://127.0.0.1:5000", "http:// or https:// URL"},
+                {"ec2", "endpoint", "http://", "http:// or https:// URL"},
+                {"ec2", "image", "ami-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                 "longer than 63 bytes"},
+                {"ec2", "security_groups", "sg-1,,sg-2", "empty entry"},
+                {"ec2", "security_groups", "sg 1", "without blanks"},
+                {"ec2", "user_data", "user-data.sh", "absolute file path"},
+                {"ec2", "upstream", "10.0.1.20", "numeric address with a port"},
+                {"ec2", "tag", "lbd:pool", "KEY=VALUE"},
+                {"ec2", "tag", "=main", "KEY=VALUE"},
+                {"ec2", "tag", "aws:pool=main", "reserved by AWS"},
+                {"ec2", "access_key", "x", "unknown key"},
+                {"local", "command", "", "must name a program"},
+                {"local", "command", "lbd --listen {addr}", "unknown placeholder at '{addr}'"},
+                {"local", "command", "lbd }", "a '}' without its '{'"},
+                {"local", "base_port", "0", "between 1 and 65535"},
+                {"local", "upstream", "127.0.0.1:0", "port must be between 1 and 65535"},
+                {"local", "state_file", "state", "absolute file path"},
                 {"", "listen", "0.0.0.0:80", "key outside any section"},
         };
 
@@ -511,6 +548,31 @@ static void test_set(void **state)
         assert_int_equal(config_set(&c, "lbd", "drain_timeout", "30d", NULL), 0);
         assert_int_equal(c.drain_timeout_usec, UINT64_C(30) * 86400 * SEC);
 
+        /* The control plane's keys. */
+        assert_int_equal(config_set(&c, "ec2", "tag", "team=web=blue", NULL), 0);
+        assert_string_equal(c.ec2_tag_key, "team");
+        assert_string_equal(c.ec2_tag_value, "web=blue");
+        assert_int_equal(config_set(&c, "ec2", "security_groups", "sg-1, sg-2", NULL), 0);
+        assert_int_equal(c.n_ec2_security_groups, 2);
+        assert_string_equal(c.ec2_security_groups[1], "sg-2");
+        assert_int_equal(config_set(&c, "ec2", "upstream", "10.0.1.20:8080", NULL), 0);
+        assert_true(c.ec2_upstream_set);
+        check_addr(&c.ec2_upstream, "10.0.1.20:8080");
+        assert_int_equal(config_set(&c, "ec2", "upstream", "", NULL), 0);
+        assert_false(c.ec2_upstream_set);
+        assert_int_equal(config_set(&c, "ec2", "instance_type", "", NULL), 0);
+        assert_string_equal(c.ec2_instance_type, "");
+        assert_int_equal(config_set(&c, "ec2", "endpoint", "http://127.0.0.1:5000", NULL), 0);
+        assert_string_equal(c.ec2_endpoint, "http://127.0.0.1:5000");
+        assert_int_equal(config_set(&c, "local", "command", "/usr/bin/relay -p {port} -i {index}", NULL), 0);
+        assert_string_equal(c.local_command, "/usr/bin/relay -p {port} -i {index}");
+        assert_int_equal(config_set(&c, "local", "base_port", "20000", NULL), 0);
+        assert_int_equal(c.local_base_port, 20000);
+        assert_int_equal(config_set(&c, "local", "upstream", "127.0.0.1:8080", NULL), 0);
+        check_addr(&c.local_upstream, "127.0.0.1:8080");
+        assert_int_equal(config_set(&c, "pool", "replacement_window", "10m", NULL), 0);
+        assert_int_equal(c.replacement_window_usec, 600 * SEC);
+
         /* Without an origin, messages say "command line"; NULL arguments are errors, not crashes. */
         capture_begin(&cap);
         assert_int_equal(config_set(&c, "lbd", "nope", "1", NULL), -EINVAL);
@@ -529,14 +591,14 @@ static void test_secret_hidden(void **state)
 
         config_init(&c);
         capture_begin(&cap);
-        assert_int_equal(config_set(&c, "ec2", "secret_access_key", "hunter2", "--secret"), -EINVAL);
+        assert_int_equal(config_set(&c, "aws", "secret_access_key", "hunter2", "--secret"), -EINVAL);
         assert_int_equal(config_set(&c, "lbd", "DB_Password", "hunter3", "--pw"), -EINVAL);
         assert_int_equal(config_set(&c, "lbd", "token", "visible", "--t"), -EINVAL);
         log = capture_end(&cap);
         assert_null(strstr(log, "hunter2"));
         assert_null(strstr(log, "hunter3"));
         assert_non_null(
-                strstr(log, "--secret: [ec2] key 'secret_access_key': unknown section (value hidden)"));
+                strstr(log, "--secret: [aws] key 'secret_access_key': unknown section (value hidden)"));
         assert_non_null(strstr(log, "--pw: [lbd] key 'DB_Password': unknown key (value hidden)"));
         assert_non_null(strstr(log, "(value 'visible')"));
         free(log);
@@ -549,13 +611,13 @@ static void test_load_errors(void **state)
                                    "bogus = 1\n"                      /* 3 */
                                    "balance = fastest\n"              /* 4 */
                                    "\n"                               /* 5 */
-                                   "[ec2]\n"                          /* 6 */
+                                   "[aws]\n"                          /* 6 */
                                    "region = us-east-1\n"             /* 7 */
                                    "image = ami-1\n"                  /* 8 */
                                    "[health]\n"                       /* 9 */
                                    "rise = 0\n"                       /* 10 */
                                    "fall = 5\n"                       /* 11 */
-                                   "[ec2]\n"                          /* 12 */
+                                   "[aws]\n"                          /* 12 */
                                    "tag = x\n"                        /* 13 */
                                    "[pool]\n"                         /* 14 */
                                    "backends = 127.0.0.1:80, nope\n"; /* 15 */
@@ -572,7 +634,7 @@ static void test_load_errors(void **state)
                 test_file);
         assert_non_null(strstr(log, expect));
         (void)snprintf(expect, sizeof(expect),
-                       "%s:7: [ec2] key 'region': unknown section (value 'us-east-1')\n", test_file);
+                       "%s:7: [aws] key 'region': unknown section (value 'us-east-1')\n", test_file);
         assert_non_null(strstr(log, expect));
         (void)snprintf(expect, sizeof(expect),
                        "%s:10: [health] key 'rise': must be an integer between 1 and 100 "
@@ -582,7 +644,7 @@ static void test_load_errors(void **state)
         (void)snprintf(expect, sizeof(expect), "%s:15: [pool] key 'backends': 'nope' is not", test_file);
         assert_non_null(strstr(log, expect));
         /* An unknown section is reported once per header: line 8 adds nothing, line 13 is reported. */
-        (void)snprintf(expect, sizeof(expect), "%s:13: [ec2] key 'tag': unknown section", test_file);
+        (void)snprintf(expect, sizeof(expect), "%s:13: [aws] key 'tag': unknown section", test_file);
         assert_non_null(strstr(log, expect));
         assert_int_equal(count_lines(log), 6);
         free(log);
@@ -691,11 +753,34 @@ static void test_validate(void **state)
                 &c, -EINVAL,
                 "configuration: [pool] key 'backends': the static provider needs at least one backend", 1);
 
+        /* Only the static provider has backends; ec2 needs an image or a launch template. */
         valid_config(&c);
         c.provider = PROVIDER_EC2;
-        check_validate(&c, -EINVAL, "[pool] key 'provider': provider 'ec2' is not available yet", 1);
+        check_validate(&c, -EINVAL, "[pool] key 'backends': only the static provider uses it (provider is ec2)",
+                       2);
+        c.n_backends = 0;
+        check_validate(&c, -EINVAL, "[ec2] key 'image': the ec2 provider needs an image or a launch_template", 1);
+        assert_int_equal(config_set(&c, "ec2", "launch_template", "lt-0123", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+
+        /* local: {upstream} needs an upstream; the ports must fit; 127.0.0.1 must be allowed. */
+        valid_config(&c);
         c.provider = PROVIDER_LOCAL;
-        check_validate(&c, -EINVAL, "provider 'local' is not available yet", 1);
+        c.n_backends = 0;
+        check_validate(&c, -EINVAL, "[local] key 'upstream': the command uses {upstream}", 1);
+        assert_int_equal(config_set(&c, "local", "upstream", "127.0.0.1:8080", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "local", "base_port", "65534", NULL), 0);
+        check_validate(&c, -EINVAL, "[local] key 'base_port': base_port + desired - 1 is beyond port 65535", 1);
+        c.desired = 2;
+        check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "pool", "networks", "10.0.0.0/8", NULL), 0);
+        check_validate(&c, -EINVAL, "[pool] key 'networks': the local provider's backends listen on 127.0.0.1",
+                       1);
+        assert_int_equal(config_set(&c, "local", "command", "/bin/relay {port}", NULL), 0);
+        assert_int_equal(config_set(&c, "local", "upstream", "", NULL), 0);
+        assert_int_equal(config_set(&c, "pool", "networks", "", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
 
         valid_config(&c);
         c.n_listen = 0;
@@ -766,7 +851,7 @@ static void test_validate(void **state)
         c.n_listen = 0;
         c.provider = PROVIDER_EC2;
         c.health_timeout_usec = 0;
-        check_validate(&c, -EINVAL, "/etc/lbd/lbd.conf: [pool] key 'provider'", 3);
+        check_validate(&c, -EINVAL, "/etc/lbd/lbd.conf: [ec2] key 'image'", 4);
 }
 
 int main(void)

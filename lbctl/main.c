@@ -1,0 +1,467 @@
+/* lbctl: the command line of lbd's admin API.
+ *
+ *   lbctl [--admin ADDR] [--json] [--timeout SECONDS] [status]
+ *
+ * `status` fetches GET /status from the admin listener (libcurl, one blocking request: this is a command
+ * line tool, not the daemon) and prints one table row per backend and per instance that is not a backend
+ * (pending, stopped, being terminated), with a summary line of the control plane above; --json prints the
+ * document as lbd sent it, for scripts. The answer is read into a buffer of at most LBCTL_BODY_MAX bytes and
+ * every printed field is cut to LBCTL_FIELD_MAX.
+ *
+ * Exit status: 0 success, 1 the admin API answered with an error or something unreadable, 2 bad usage,
+ * 4 the admin API could not be reached. */
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/macro.h"
+#include "common/netaddr.h"
+#include "common/parse.h"
+#include "lbd-version.h"
+
+#define LBCTL_EXIT_HTTP        1
+#define LBCTL_EXIT_USAGE       2
+#define LBCTL_EXIT_CONNECT     4
+#define LBCTL_DEFAULT_ADMIN    "127.0.0.1:9180"
+#define LBCTL_BODY_MAX         (8u * 1024u * 1024u)
+#define LBCTL_FIELD_MAX        64
+#define LBCTL_COLUMNS          8
+#define LBCTL_DEFAULT_TIMEOUT  5
+
+struct lbctl_buffer {
+        char *data;
+        size_t len;
+        bool too_big;
+};
+
+static const char *const lbctl_headers[LBCTL_COLUMNS] = {
+        "INSTANCE", "ADDRESS", "STATE", "HEALTH", "IN ROTATION", "REQUESTS", "ERRORS", "AGE",
+};
+
+struct lbctl_row {
+        char cell[LBCTL_COLUMNS][LBCTL_FIELD_MAX];
+};
+
+struct lbctl_table {
+        struct lbctl_row *rows;
+        size_t n;
+};
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
+DEFINE_TRIVIAL_CLEANUP_FUNC(CURL *, curl_easy_cleanup)
+
+static void lbctl_help(void)
+{
+        printf("Usage: lbctl [OPTIONS] [status]\n"
+               "\n"
+               "status (the default): what lbd's admin API reports, one row per backend and per instance\n"
+               "that isn't one, under a summary of the control plane.\n"
+               "\n"
+               "  -a, --admin ADDR       the admin API (default " LBCTL_DEFAULT_ADMIN ")\n"
+               "  -j, --json             print the /status document as it is, for scripts\n"
+               "  -t, --timeout SECONDS  give up after this long (default %d)\n"
+               "  -h, --help             show this help\n"
+               "  -V, --version          show the version\n"
+               "\n"
+               "Columns: INSTANCE (instance id), ADDRESS, STATE (the instance's: pending, running, ...),\n"
+               "HEALTH (up, down, draining; \"down, kept\" while every backend fails and it is among the\n"
+               "least bad kept in rotation), IN ROTATION, REQUESTS (sent to it), ERRORS (connect failures,\n"
+               "resets and timeouts, plus 5xx responses), AGE (since the instance's launch).\n"
+               "\n"
+               "Exit status: 0 ok, 1 the admin API answered with an error, 2 bad usage, 4 it can't be reached.\n",
+               LBCTL_DEFAULT_TIMEOUT);
+}
+
+static size_t lbctl_write(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+        struct lbctl_buffer *b = userdata;
+        size_t n = size * nmemb;
+        char *data;
+
+        if (n > LBCTL_BODY_MAX - b->len) {
+                b->too_big = true;
+                return 0;
+        }
+        data = realloc(b->data, b->len + n + 1);
+        if (!data)
+                return 0;
+        b->data = data;
+        memcpy(b->data + b->len, ptr, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+        return n;
+}
+
+/* GETs http://<admin>/status into <b>. Returns 0, or an exit status (the error printed). */
+static int lbctl_fetch(const char *admin, long timeout, struct lbctl_buffer *b)
+{
+        _cleanup_(curl_easy_cleanupp) CURL *curl = NULL;
+        char url[NETADDR_STRLEN + 32], error[CURL_ERROR_SIZE] = "";
+        long status = 0;
+        CURLcode code;
+
+        (void)snprintf(url, sizeof(url), "http://%s/status", admin);
+        curl = curl_easy_init();
+        if (!curl) {
+                fprintf(stderr, "lbctl: out of memory\n");
+                return LBCTL_EXIT_HTTP;
+        }
+        if (curl_easy_setopt(curl, CURLOPT_URL, url) != CURLE_OK ||
+            curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http") != CURLE_OK ||
+            curl_easy_setopt(curl, CURLOPT_NOPROXY, "*") != CURLE_OK ||
+            curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error) != CURLE_OK ||
+            curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+            curl_easy_setopt(curl, CURLOPT_TIMEOUT, timeout) != CURLE_OK ||
+            curl_easy_setopt(curl, CURLOPT_USERAGENT, "lbctl/" PACKAGE_VERSION) != CURLE_OK ||
+            curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, lbctl_write) != CURLE_OK ||
+            curl_easy_setopt(curl, CURLOPT_WRITEDATA, b) != CURLE_OK) {
+                fprintf(stderr, "lbctl: failed to set up the request\n");
+                return LBCTL_EXIT_HTTP;
+        }
+
+        code = curl_easy_perform(curl);
+        if (code != CURLE_OK) {
+                if (b->too_big) {
+                        fprintf(stderr, "lbctl: %s: the answer is larger than %u bytes\n", url, LBCTL_BODY_MAX);
+                        return LBCTL_EXIT_HTTP;
+                }
+                fprintf(stderr, "lbctl: can't reach the admin API at %s: %s\n", admin,
+                        error[0] ? error : curl_easy_strerror(code));
+                return code == CURLE_COULDNT_CONNECT || code == CURLE_OPERATION_TIMEDOUT ||
+                                       code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_RECV_ERROR ||
+                                       code == CURLE_SEND_ERROR || code == CURLE_GOT_NOTHING
+                               ? LBCTL_EXIT_CONNECT
+                               : LBCTL_EXIT_HTTP;
+        }
+        (void)curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+        if (status != 200) {
+                fprintf(stderr, "lbctl: %s answered HTTP %ld%s%.200s\n", url, status, b->len ? ": " : "",
+                        b->data ? b->data : "");
+                return LBCTL_EXIT_HTTP;
+        }
+        if (!b->data) {
+                fprintf(stderr, "lbctl: %s answered an empty document\n", url);
+                return LBCTL_EXIT_HTTP;
+        }
+        return 0;
+}
+
+/* ---- reading the document ---- */
+
+static const char *lbctl_string(const cJSON *o, const char *name)
+{
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+        return cJSON_IsString(v) && v->valuestring ? v->valuestring : NULL;
+}
+
+static bool lbctl_number(const cJSON *o, const char *name, double *ret)
+{
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+                return false;
+        *ret = v->valuedouble;
+        return true;
+}
+
+static bool lbctl_bool(const cJSON *o, const char *name)
+{
+        return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, name));
+}
+
+/* Copies <s> into a cell, printable ASCII only, cut to the cell's size. */
+static void lbctl_cell(char *cell, const char *s)
+{
+        size_t n = 0;
+
+        if (!s || !*s)
+                s = "-";
+        for (; *s && n < LBCTL_FIELD_MAX - 1; s++)
+                cell[n++] = (unsigned char)*s >= 0x20 && (unsigned char)*s < 0x7f ? *s : '?';
+        cell[n] = '\0';
+}
+
+static void lbctl_cell_count(char *cell, const cJSON *o, const char *name)
+{
+        double v;
+
+        if (lbctl_number(o, name, &v) && v >= 0 && v < 1e18)
+                (void)snprintf(cell, LBCTL_FIELD_MAX, "%" PRIu64, (uint64_t)v);
+        else
+                lbctl_cell(cell, NULL);
+}
+
+/* "42s", "17m", "5h", "3d" from seconds in <o>'s <name>, "-" when null. */
+static void lbctl_cell_age(char *cell, const cJSON *o, const char *name)
+{
+        double v;
+        uint64_t s;
+
+        if (!lbctl_number(o, name, &v) || v < 0 || v > 1e12) {
+                lbctl_cell(cell, NULL);
+                return;
+        }
+        s = (uint64_t)v;
+        if (s < 120)
+                (void)snprintf(cell, LBCTL_FIELD_MAX, "%" PRIu64 "s", s);
+        else if (s < 2 * 3600)
+                (void)snprintf(cell, LBCTL_FIELD_MAX, "%" PRIu64 "m", s / 60);
+        else if (s < 2 * 86400)
+                (void)snprintf(cell, LBCTL_FIELD_MAX, "%" PRIu64 "h", s / 3600);
+        else
+                (void)snprintf(cell, LBCTL_FIELD_MAX, "%" PRIu64 "d", s / 86400);
+}
+
+static struct lbctl_row *lbctl_add_row(struct lbctl_table *t)
+{
+        struct lbctl_row *rows = realloc(t->rows, (t->n + 1) * sizeof(*rows));
+
+        if (!rows)
+                return NULL;
+        t->rows = rows;
+        memset(&rows[t->n], 0, sizeof(rows[0]));
+        return &rows[t->n++];
+}
+
+static int lbctl_backend_row(struct lbctl_table *t, const cJSON *b)
+{
+        const cJSON *responses = cJSON_GetObjectItemCaseSensitive(b, "responses");
+        struct lbctl_row *row = lbctl_add_row(t);
+        const char *health = lbctl_string(b, "state");
+        double failures = 0, errors5xx = 0;
+
+        if (!row)
+                return -ENOMEM;
+        lbctl_cell(row->cell[0], lbctl_string(b, "instance_id"));
+        lbctl_cell(row->cell[1], lbctl_string(b, "address"));
+        lbctl_cell(row->cell[2], lbctl_string(b, "instance_state"));
+        if (health && strcmp(health, "down") == 0 && lbctl_bool(b, "forced"))
+                health = "down, kept";
+        lbctl_cell(row->cell[3], health);
+        lbctl_cell(row->cell[4], lbctl_bool(b, "in_rotation") ? "yes" : "no");
+        lbctl_cell_count(row->cell[5], b, "requests");
+        (void)lbctl_number(b, "failures", &failures);
+        (void)lbctl_number(responses, "5xx", &errors5xx);
+        if (failures + errors5xx >= 0 && failures + errors5xx < 1e18)
+                (void)snprintf(row->cell[6], LBCTL_FIELD_MAX, "%" PRIu64, (uint64_t)(failures + errors5xx));
+        lbctl_cell_age(row->cell[7], b, "age_s");
+        return 0;
+}
+
+static bool lbctl_is_backend(const cJSON *backends, const char *id)
+{
+        const cJSON *b;
+
+        cJSON_ArrayForEach(b, backends) {
+                const char *bid = lbctl_string(b, "instance_id");
+
+                if (bid && strcmp(bid, id) == 0)
+                        return true;
+        }
+        return false;
+}
+
+static int lbctl_instance_row(struct lbctl_table *t, const cJSON *inst)
+{
+        struct lbctl_row *row = lbctl_add_row(t);
+        char state[LBCTL_FIELD_MAX];
+        const char *s = lbctl_string(inst, "state");
+
+        if (!row)
+                return -ENOMEM;
+        (void)snprintf(state, sizeof(state), "%s%s%s", s ? s : "-",
+                       lbctl_bool(inst, "terminating") ? ", terminating" : "",
+                       lbctl_bool(inst, "outside_networks") ? ", outside networks" : "");
+        lbctl_cell(row->cell[0], lbctl_string(inst, "id"));
+        lbctl_cell(row->cell[1], lbctl_string(inst, "address"));
+        lbctl_cell(row->cell[2], state);
+        lbctl_cell(row->cell[3], NULL);
+        lbctl_cell(row->cell[4], "no");
+        lbctl_cell(row->cell[5], NULL);
+        lbctl_cell(row->cell[6], NULL);
+        lbctl_cell_age(row->cell[7], inst, "age_s");
+        return 0;
+}
+
+static void lbctl_print_summary(const cJSON *root)
+{
+        const cJSON *control = cJSON_GetObjectItemCaseSensitive(root, "control");
+        double healthy = 0, total = 0, desired = 0, age = 0;
+        const char *provider = lbctl_string(control, "provider"), *error = lbctl_string(control, "last_error");
+
+        (void)lbctl_number(root, "healthy", &healthy);
+        (void)lbctl_number(root, "total", &total);
+        if (!cJSON_IsObject(control)) {
+                printf("%.0f/%.0f backends healthy\n", healthy, total);
+                return;
+        }
+        printf("provider %s", provider ? provider : "?");
+        if (lbctl_bool(control, "managed") && lbctl_number(control, "desired", &desired))
+                printf(", desired %.0f", desired);
+        printf(", %.0f/%.0f backends healthy", healthy, total);
+        if (lbctl_number(control, "list_age_s", &age))
+                printf(", listed %.0fs ago%s", age, lbctl_bool(control, "list_ok") ? "" : " (the last list failed)");
+        printf("\n");
+        if (error)
+                printf("last provider error: %.200s\n", error);
+        if (lbctl_bool(control, "all_failing"))
+                printf("every backend is failing: nothing is terminated, the least bad are kept in rotation\n");
+        if (lbctl_bool(control, "storm_guard"))
+                printf("the replacement storm guard is holding back replacements\n");
+}
+
+static void lbctl_print_table(const struct lbctl_table *t)
+{
+        size_t width[LBCTL_COLUMNS];
+
+        for (size_t c = 0; c < LBCTL_COLUMNS; c++) {
+                width[c] = strlen(lbctl_headers[c]);
+                for (size_t i = 0; i < t->n; i++)
+                        width[c] = MAX(width[c], strlen(t->rows[i].cell[c]));
+        }
+        for (size_t c = 0; c < LBCTL_COLUMNS; c++)
+                printf("%-*s%s", (int)width[c], lbctl_headers[c], c + 1 < LBCTL_COLUMNS ? "  " : "\n");
+        for (size_t i = 0; i < t->n; i++)
+                for (size_t c = 0; c < LBCTL_COLUMNS; c++) {
+                        /* Numbers are right-aligned. */
+                        bool right = c == 5 || c == 6 || c == 7;
+
+                        printf(right ? "%*s%s" : "%-*s%s", (int)width[c], t->rows[i].cell[c],
+                               c + 1 < LBCTL_COLUMNS ? "  " : "\n");
+                }
+}
+
+static int lbctl_status(const char *body)
+{
+        _cleanup_(cJSON_Deletep) cJSON *root = cJSON_Parse(body);
+        struct lbctl_table t = {0};
+        const cJSON *backends, *control, *instances, *item;
+        int r = 0;
+
+        if (!cJSON_IsObject(root)) {
+                fprintf(stderr, "lbctl: /status is not a JSON object\n");
+                return LBCTL_EXIT_HTTP;
+        }
+        backends = cJSON_GetObjectItemCaseSensitive(root, "backends");
+        control = cJSON_GetObjectItemCaseSensitive(root, "control");
+        instances = cJSON_GetObjectItemCaseSensitive(control, "instances");
+
+        cJSON_ArrayForEach(item, backends) {
+                if (lbctl_backend_row(&t, item) < 0)
+                        r = -ENOMEM;
+        }
+        cJSON_ArrayForEach(item, instances) {
+                const char *id = lbctl_string(item, "id"), *state = lbctl_string(item, "state");
+
+                if (!id || (lbctl_is_backend(backends, id) && !lbctl_bool(item, "terminating")))
+                        continue;
+                /* Static pools list their backends as instances: shown once, as backends. */
+                if (!lbctl_bool(control, "managed"))
+                        continue;
+                /* Long gone: not worth a row. */
+                if (state && strcmp(state, "terminated") == 0)
+                        continue;
+                if (lbctl_instance_row(&t, item) < 0)
+                        r = -ENOMEM;
+        }
+        if (r < 0) {
+                free(t.rows);
+                fprintf(stderr, "lbctl: out of memory\n");
+                return LBCTL_EXIT_HTTP;
+        }
+
+        lbctl_print_summary(root);
+        lbctl_print_table(&t);
+        free(t.rows);
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        static const struct option options[] = {
+                { "admin", required_argument, NULL, 'a' },
+                { "json", no_argument, NULL, 'j' },
+                { "timeout", required_argument, NULL, 't' },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, 'V' },
+                { NULL, 0, NULL, 0 },
+        };
+        const char *admin = LBCTL_DEFAULT_ADMIN;
+        char admin_name[NETADDR_STRLEN];
+        struct lbctl_buffer body = {0};
+        struct netaddr addr;
+        uint64_t timeout = LBCTL_DEFAULT_TIMEOUT;
+        bool json = false;
+        int r;
+
+        for (;;) {
+                int opt = getopt_long(argc, argv, "a:jt:hV", options, NULL);
+
+                if (opt < 0)
+                        break;
+                switch (opt) {
+                case 'a':
+                        admin = optarg;
+                        break;
+                case 'j':
+                        json = true;
+                        break;
+                case 't':
+                        if (parse_uint(optarg, 1, 3600, &timeout) < 0) {
+                                fprintf(stderr, "lbctl: --timeout '%s': expected 1..3600 seconds\n", optarg);
+                                return LBCTL_EXIT_USAGE;
+                        }
+                        break;
+                case 'h':
+                        lbctl_help();
+                        return 0;
+                case 'V':
+                        printf("lbctl %s\n", PACKAGE_VERSION);
+                        return 0;
+                default:
+                        fprintf(stderr, "Try 'lbctl --help'.\n");
+                        return LBCTL_EXIT_USAGE;
+                }
+        }
+        if (optind < argc && strcmp(argv[optind], "status") != 0) {
+                fprintf(stderr, "lbctl: unknown command '%s'; try 'lbctl --help'\n", argv[optind]);
+                return LBCTL_EXIT_USAGE;
+        }
+        if (optind + 1 < argc) {
+                fprintf(stderr, "lbctl: unexpected argument '%s'\n", argv[optind + 1]);
+                return LBCTL_EXIT_USAGE;
+        }
+        /* Numeric only (never a DNS lookup), and the same forms lbd's admin key takes. */
+        if (netaddr_parse(admin, 0, false, &addr) < 0 || netaddr_format(&addr, admin_name, sizeof(admin_name)) < 0) {
+                fprintf(stderr, "lbctl: --admin '%s': expected an address with a port, e.g. 127.0.0.1:9180\n",
+                        admin);
+                return LBCTL_EXIT_USAGE;
+        }
+
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+                fprintf(stderr, "lbctl: failed to initialize libcurl\n");
+                return LBCTL_EXIT_HTTP;
+        }
+        r = lbctl_fetch(admin_name, (long)timeout, &body);
+        if (r == 0) {
+                if (json) {
+                        fputs(body.data, stdout);
+                        if (body.len == 0 || body.data[body.len - 1] != '\n')
+                                putchar('\n');
+                } else
+                        r = lbctl_status(body.data);
+        }
+        free(body.data);
+        curl_global_cleanup();
+        if (fflush(stdout) != 0 && r == 0)
+                r = LBCTL_EXIT_HTTP;
+        return r;
+}

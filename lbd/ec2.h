@@ -1,0 +1,130 @@
+/* A client for the EC2 Query API (version 2016-11-15): DescribeInstances, RunInstances and
+ * TerminateInstances, signed with SigV4, sent through curlev.c on the event loop, answers parsed with
+ * libxml2.
+ *
+ * Each call retries by itself what is worth retrying (throttling, 5xx, network errors and timeouts) with
+ * capped exponential backoff and full jitter, logging each retry at warning level, and reports once to its
+ * callback. A refused signature or unknown key is never retried. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/macro.h"
+
+#define EC2_API_VERSION      "2016-11-15"
+#define EC2_ID_MAX           64    /* instance ids ("i-0123456789abcdef0") and the like */
+#define EC2_STATE_MAX        32
+#define EC2_ADDR_MAX         64
+#define EC2_TIME_MAX         40
+#define EC2_CODE_MAX         128
+#define EC2_MESSAGE_MAX      512
+#define EC2_ERROR_MAX        (EC2_CODE_MAX + EC2_MESSAGE_MAX + 64)
+#define EC2_NEXT_TOKEN_MAX   4096
+#define EC2_MAX_INSTANCES    1000  /* DescribeInstances results at most (all pages) */
+#define EC2_MAX_PAGES        20
+#define EC2_PAGE_SIZE        100
+#define EC2_MAX_TERMINATE    100   /* ids per TerminateInstances */
+#define EC2_MAX_LAUNCH       100   /* instances per RunInstances */
+#define EC2_USER_DATA_MAX    16384 /* bytes before base64, EC2's own limit */
+#define EC2_MAX_ATTEMPTS     5
+#define EC2_BACKOFF_BASE_USEC (200 * USEC_PER_MSEC)
+#define EC2_BACKOFF_CAP_USEC  (20 * USEC_PER_SEC)
+#define EC2_MAX_SECURITY_GROUPS 32
+
+struct event_base;
+struct ec2;
+struct ec2_call;
+
+struct ec2_instance {
+        char id[EC2_ID_MAX];
+        char state[EC2_STATE_MAX];      /* "pending", "running", "stopping", "stopped", "shutting-down",
+                                         * "terminated" */
+        char private_ip[EC2_ADDR_MAX];  /* "" when it has none (yet) */
+        char subnet_id[EC2_ID_MAX];
+        char launch_time[EC2_TIME_MAX]; /* as EC2 wrote it */
+        uint64_t launch_usec;           /* the same, wall clock; 0 when absent or unparsable */
+};
+
+struct ec2_settings {
+        const char *region;           /* NULL or "": AWS_REGION, AWS_DEFAULT_REGION, config file, IMDS */
+        const char *endpoint;         /* NULL or "": AWS_ENDPOINT_URL_EC2, AWS_ENDPOINT_URL, else
+                                       * https://ec2.<region>.amazonaws.com */
+        const char *credentials_file; /* NULL or "": the SDK chain (awscred.h) */
+        const char *profile;
+};
+
+struct ec2_launch {
+        const char *image;            /* ami-…, or NULL/"" with a launch template */
+        const char *launch_template;  /* lt-… id or a name; NULL or "" for none */
+        const char *instance_type;    /* NULL or "": the template's */
+        const char *subnet;
+        const char *const *security_groups;
+        size_t n_security_groups;
+        const char *key_name;
+        const char *instance_profile; /* a name, or an ARN ("arn:…") */
+        const void *user_data;        /* raw bytes, base64-encoded here; at most EC2_USER_DATA_MAX */
+        size_t user_data_len;
+        const char *tag_key;          /* the pool's tag, on every instance launched */
+        const char *tag_value;
+        const char *name;             /* Name tag, NULL or "" for none */
+        const char *client_token;     /* idempotency: at most 64 ASCII characters */
+        unsigned count;               /* MinCount = MaxCount */
+};
+
+/* <r> is 0 on success, or: -EAGAIN the API kept failing (throttling, 5xx, network, timeouts) through every
+ * attempt; -EACCES credentials missing or refused (AuthFailure, SignatureDoesNotMatch, …); -EPERM not
+ * allowed (UnauthorizedOperation); -EINVAL the API refused the request; -EBADMSG an answer that doesn't
+ * parse; -E2BIG more instances than EC2_MAX_INSTANCES; -ENOMEM. <error> describes the failure for a log
+ * line ("" on success); it never holds a secret. Everything passed is valid during the call only. */
+typedef void (*ec2_instances_cb)(int r, const char *error, const struct ec2_instance *instances, size_t n,
+                                 void *userdata);
+typedef void (*ec2_done_cb)(int r, const char *error, void *userdata);
+
+/* Reads the credentials' static sources (see awscred.h). Returns 0, -EINVAL (a bad endpoint URL or
+ * credentials file), -ENOMEM. */
+int ec2_new(struct event_base *base, const struct ec2_settings *s, struct ec2 **ret);
+/* Cancels every call (no callback runs) and frees <e>. NULL allowed. Returns NULL. */
+struct ec2 *ec2_free(struct ec2 *e);
+
+/* Lists the instances carrying the tag <tag_key>=<tag_value> in the states pending, running, stopping,
+ * stopped and shutting-down, following NextToken through every page. */
+int ec2_describe_instances(struct ec2 *e, const char *tag_key, const char *tag_value, ec2_instances_cb cb,
+                           void *userdata, struct ec2_call **ret);
+/* Launches <l->count> instances; the callback lists them. */
+int ec2_run_instances(struct ec2 *e, const struct ec2_launch *l, ec2_instances_cb cb, void *userdata,
+                      struct ec2_call **ret);
+int ec2_terminate_instances(struct ec2 *e, const char *const *ids, size_t n, ec2_done_cb cb, void *userdata,
+                            struct ec2_call **ret);
+
+/* Each of the three returns 0, or -EINVAL (bad arguments), -E2BIG (too many ids or instances, user data
+ * too large), -EBUSY (too many calls running), -ENOMEM; the callback runs exactly once, from the event
+ * loop, unless the call is cancelled. <ret> (may be NULL) is valid until the callback runs. */
+
+/* Stops a call; its callback won't run. NULL allowed. Returns NULL. */
+struct ec2_call *ec2_call_cancel(struct ec2_call *c);
+
+/* Calls made to the API since ec2_new() (every attempt and every page counts). */
+uint64_t ec2_requests_total(const struct ec2 *e);
+
+/* The parsers, exposed for tests. */
+
+/* Parses a DescribeInstancesResponse or RunInstancesResponse of <len> bytes, appending the instances to
+ * <*list> (<*n> of them, reallocated; at most EC2_MAX_INSTANCES in all), and writes its nextToken into
+ * <next_token> ("" when none). Returns 0, -EBADMSG (not XML, not such a response, a field too long or
+ * malformed), -E2BIG, -ENOMEM. On failure the list may have grown; the caller frees it either way. */
+int ec2_parse_instances(const char *xml, size_t len, struct ec2_instance **list, size_t *n,
+                        char next_token[static EC2_NEXT_TOKEN_MAX]);
+/* Parses an error answer (<Response><Errors><Error><Code>…</Code><Message>…</Message>, or the same under
+ * <ErrorResponse>). Returns 0 with the code (and the message, "" when absent), or -EBADMSG. */
+int ec2_parse_error(const char *xml, size_t len, char code[static EC2_CODE_MAX],
+                    char message[static EC2_MESSAGE_MAX]);
+
+/* What a failed answer means: returns the -errno a caller gets (-EAGAIN, -EACCES, -EPERM, -EINVAL) and
+ * sets <ret_retry> when another attempt may succeed. <code> may be "" (no parsable error). */
+int ec2_classify_error(long status, const char *code, bool *ret_retry);
+
+/* The delay before retry number <attempt> (1 for the first retry): uniformly random in
+ * [0, min(cap, base * 2^(attempt-1))] ("full jitter"), from <random> (any 64 random bits). */
+uint64_t ec2_backoff_usec(unsigned attempt, uint64_t random);

@@ -1,0 +1,523 @@
+/* The ec2 provider: the pool's backends are EC2 instances carrying the pool's tag ([ec2] tag), listed,
+ * launched and terminated through the EC2 API client (ec2.c).
+ *
+ * list:      DescribeInstances filtered by the tag and the live states; each instance's backend address
+ *            is its PrivateIpAddress with [pool] port. An address outside [pool] networks is never
+ *            reported (has_addr = false), so it is never contacted; that is logged once per instance.
+ * launch:    RunInstances from [ec2] image or launch_template, with the instance type, subnet, security
+ *            groups, key pair, instance profile, the pool's tag and a Name tag, the caller's ClientToken,
+ *            and the user data: the [ec2] user_data file with every "{{upstream}}" replaced by [ec2]
+ *            upstream, so each backend boots into relay mode towards the web host by itself.
+ * terminate: TerminateInstances.
+ *
+ * Clients and reloads: every set_config() makes a new ec2 client, so a reload picks up rotated
+ * credentials, a new endpoint or region, and re-reads the user data template. Calls already running keep
+ * their old client (struct provider_ec2_client, counted by the calls that use it) and still report; a
+ * retired client is freed from the loop once its last call is done. free() cancels everything without
+ * calling back. */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/macro.h"
+#include "common/netaddr.h"
+#include "lbd/config.h"
+#include "lbd/ec2.h"
+#include "lbd/provider.h"
+
+#define PROVIDER_EC2_WARNED_MAX 64 /* instances remembered as already warned about */
+#define PROVIDER_EC2_NAME_MAX   300
+
+struct provider_ec2_client {
+        struct ec2 *ec2;
+        unsigned calls; /* calls running on it */
+        struct provider_ec2_client *next;
+};
+
+enum provider_ec2_kind {
+        PROVIDER_EC2_LIST,
+        PROVIDER_EC2_LAUNCH,
+        PROVIDER_EC2_TERMINATE,
+};
+
+struct provider_ec2_call {
+        struct provider *provider;
+        struct provider_ec2_call *prev, *next;
+        struct provider_ec2_client *client;
+        struct ec2_call *call;
+        enum provider_ec2_kind kind;
+        union {
+                provider_list_cb list;
+                provider_launch_cb launch;
+                provider_terminate_cb terminate;
+        } cb;
+        void *userdata;
+};
+
+struct provider_ec2_data {
+        struct provider_ec2_client *current;
+        struct provider_ec2_client *retired;
+        struct event *gc; /* frees idle retired clients */
+        struct provider_ec2_call *calls;
+        char *user_data;  /* rendered template */
+        size_t user_data_len;
+        char warned[PROVIDER_EC2_WARNED_MAX][EC2_ID_MAX];
+        size_t warned_next;
+};
+
+static struct provider_ec2_client *provider_ec2_client_free(struct provider_ec2_client *cl)
+{
+        if (cl) {
+                ec2_free(cl->ec2);
+                free(cl);
+        }
+        return NULL;
+}
+
+static void provider_ec2_gc_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct provider_ec2_data *d = userdata;
+        struct provider_ec2_client **p = &d->retired;
+
+        while (*p) {
+                struct provider_ec2_client *cl = *p;
+
+                if (cl->calls == 0) {
+                        *p = cl->next;
+                        provider_ec2_client_free(cl);
+                } else {
+                        p = &cl->next;
+                }
+        }
+}
+
+/* Maps EC2's state names. */
+static enum instance_state provider_ec2_state(const char *s)
+{
+        static const struct {
+                const char *name;
+                enum instance_state state;
+        } states[] = {
+                { "pending", INSTANCE_PENDING },
+                { "running", INSTANCE_RUNNING },
+                { "stopping", INSTANCE_STOPPING },
+                { "stopped", INSTANCE_STOPPED },
+                { "shutting-down", INSTANCE_SHUTTING_DOWN },
+                { "terminated", INSTANCE_TERMINATED },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(states); i++)
+                if (strcmp(s, states[i].name) == 0)
+                        return states[i].state;
+        return INSTANCE_UNKNOWN;
+}
+
+static bool provider_ec2_in_networks(const struct config *c, const struct netaddr *a)
+{
+        if (c->n_networks == 0)
+                return true;
+        for (size_t i = 0; i < c->n_networks; i++)
+                if (netaddr_cidr_contains(&c->networks[i], a))
+                        return true;
+        return false;
+}
+
+/* Logs, once per instance, that its address is outside the allowed networks. */
+static void provider_ec2_warn_outside(struct provider_ec2_data *d, const struct ec2_instance *e)
+{
+        for (size_t i = 0; i < PROVIDER_EC2_WARNED_MAX; i++)
+                if (strcmp(d->warned[i], e->id) == 0)
+                        return;
+        log_warning("EC2 instance %s has the address %s, outside [pool] networks: it is not used as a "
+                    "backend and never contacted",
+                    e->id, e->private_ip);
+        memcpy(d->warned[d->warned_next], e->id, sizeof(e->id));
+        d->warned_next = (d->warned_next + 1) % PROVIDER_EC2_WARNED_MAX;
+}
+
+/* Converts what ec2.c reports into the provider's instances. Returns a new array, or NULL. */
+static struct instance *provider_ec2_convert(struct provider *p, const struct ec2_instance *v, size_t n)
+{
+        struct provider_ec2_data *d = p->data;
+        const struct config *c = p->config;
+        struct instance *out = calloc(MAX(n, (size_t)1), sizeof(*out));
+
+        if (!out)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                struct instance *inst = &out[i];
+                struct netaddr a;
+
+                memcpy(inst->id, v[i].id, MIN(sizeof(inst->id), sizeof(v[i].id)));
+                inst->id[sizeof(inst->id) - 1] = 0;
+                inst->state = provider_ec2_state(v[i].state);
+                inst->launched_usec = v[i].launch_usec;
+                if (!v[i].private_ip[0] || netaddr_parse(v[i].private_ip, c->port, false, &a) < 0)
+                        continue;
+                if (!provider_ec2_in_networks(c, &a)) {
+                        provider_ec2_warn_outside(d, &v[i]);
+                        continue;
+                }
+                netaddr_set_port(&a, c->port);
+                inst->addr = a;
+                inst->has_addr = true;
+        }
+        return out;
+}
+
+static const char *provider_ec2_kind_name(enum provider_ec2_kind k)
+{
+        switch (k) {
+        case PROVIDER_EC2_LIST:
+                return "listing the pool's instances";
+        case PROVIDER_EC2_LAUNCH:
+                return "launching instances";
+        case PROVIDER_EC2_TERMINATE:
+        default:
+                return "terminating instances";
+        }
+}
+
+/* Logs a failed call once, with what the API said. */
+static void provider_ec2_log_failure(enum provider_ec2_kind kind, int r, const char *error)
+{
+        if (r == -EACCES)
+                log_error("EC2 error while %s: %s (check the AWS access key and secret key)",
+                          provider_ec2_kind_name(kind), error);
+        else if (r == -EPERM)
+                log_error("EC2 error while %s: %s (the credentials lack a permission)",
+                          provider_ec2_kind_name(kind), error);
+        else if (r == -EAGAIN)
+                log_warning("EC2 API unavailable while %s: %s", provider_ec2_kind_name(kind), error);
+        else
+                log_error_errno(r, "EC2 error while %s: %s", provider_ec2_kind_name(kind),
+                                error && *error ? error : "%m");
+}
+
+/* Takes <pc> out of the provider's books before its callback runs (which may free the provider). */
+static void provider_ec2_call_detach(struct provider_ec2_call *pc)
+{
+        struct provider_ec2_data *d = pc->provider->data;
+
+        if (pc->prev)
+                pc->prev->next = pc->next;
+        else
+                d->calls = pc->next;
+        if (pc->next)
+                pc->next->prev = pc->prev;
+        pc->client->calls--;
+        if (pc->client != d->current && pc->client->calls == 0)
+                event_active(d->gc, EV_TIMEOUT, 0);
+}
+
+static void provider_ec2_instances_done(int r, const char *error, const struct ec2_instance *v, size_t n,
+                                        void *userdata)
+{
+        struct provider_ec2_call *pc = userdata;
+        struct provider *p = pc->provider;
+        _cleanup_free_ struct instance *instances = NULL;
+
+        if (r >= 0) {
+                instances = provider_ec2_convert(p, v, n);
+                if (!instances)
+                        r = -ENOMEM;
+        }
+        if (r < 0) {
+                provider_ec2_log_failure(pc->kind, r, error);
+                n = 0;
+        } else if (pc->kind == PROVIDER_EC2_LAUNCH) {
+                for (size_t i = 0; i < n; i++)
+                        log_info("EC2 instance %s launched (%s, address %s)", v[i].id, v[i].state,
+                                 v[i].private_ip[0] ? v[i].private_ip : "none yet");
+        }
+        provider_ec2_call_detach(pc);
+        if (pc->kind == PROVIDER_EC2_LIST)
+                pc->cb.list(p, r, instances, n, pc->userdata);
+        else
+                pc->cb.launch(p, r, instances, n, pc->userdata);
+        free(pc);
+}
+
+static void provider_ec2_terminate_done(int r, const char *error, void *userdata)
+{
+        struct provider_ec2_call *pc = userdata;
+        struct provider *p = pc->provider;
+
+        if (r < 0)
+                provider_ec2_log_failure(pc->kind, r, error);
+        provider_ec2_call_detach(pc);
+        pc->cb.terminate(p, r, pc->userdata);
+        free(pc);
+}
+
+static struct provider_ec2_call *provider_ec2_call_new(struct provider *p, enum provider_ec2_kind kind,
+                                                       void *userdata)
+{
+        struct provider_ec2_data *d = p->data;
+        struct provider_ec2_call *pc = calloc(1, sizeof(*pc));
+
+        if (!pc)
+                return NULL;
+        pc->provider = p;
+        pc->kind = kind;
+        pc->userdata = userdata;
+        pc->client = d->current;
+        return pc;
+}
+
+/* Records <pc> once its ec2 call started (r >= 0), or frees it. Returns <r>. */
+static int provider_ec2_call_started(struct provider *p, struct provider_ec2_call *pc, int r)
+{
+        struct provider_ec2_data *d = p->data;
+
+        if (r < 0) {
+                free(pc);
+                return r;
+        }
+        pc->client->calls++;
+        pc->next = d->calls;
+        if (d->calls)
+                d->calls->prev = pc;
+        d->calls = pc;
+        return 0;
+}
+
+static int provider_ec2_list(struct provider *p, provider_list_cb cb, void *userdata)
+{
+        const struct config *c = p->config;
+        struct provider_ec2_call *pc = provider_ec2_call_new(p, PROVIDER_EC2_LIST, userdata);
+        int r;
+
+        if (!pc)
+                return -ENOMEM;
+        pc->cb.list = cb;
+        r = ec2_describe_instances(pc->client->ec2, c->ec2_tag_key, c->ec2_tag_value, provider_ec2_instances_done,
+                                   pc, &pc->call);
+        return provider_ec2_call_started(p, pc, r);
+}
+
+static int provider_ec2_launch(struct provider *p, unsigned count, const char *client_token,
+                               provider_launch_cb cb, void *userdata)
+{
+        struct provider_ec2_data *d = p->data;
+        const struct config *c = p->config;
+        const char *groups[CONFIG_MAX_NETWORKS];
+        char name[PROVIDER_EC2_NAME_MAX];
+        struct provider_ec2_call *pc;
+        struct ec2_launch l;
+        int r;
+
+        for (size_t i = 0; i < c->n_ec2_security_groups && i < ELEMENTSOF(groups); i++)
+                groups[i] = c->ec2_security_groups[i];
+        (void)snprintf(name, sizeof(name), "lbd-%s", c->ec2_tag_value);
+        l = (struct ec2_launch){
+                .image = c->ec2_image,
+                .launch_template = c->ec2_launch_template,
+                .instance_type = c->ec2_instance_type,
+                .subnet = c->ec2_subnet,
+                .security_groups = groups,
+                .n_security_groups = MIN(c->n_ec2_security_groups, ELEMENTSOF(groups)),
+                .key_name = c->ec2_key_name,
+                .instance_profile = c->ec2_instance_profile,
+                .user_data = d->user_data,
+                .user_data_len = d->user_data_len,
+                .tag_key = c->ec2_tag_key,
+                .tag_value = c->ec2_tag_value,
+                .name = name,
+                .client_token = client_token,
+                .count = count,
+        };
+
+        pc = provider_ec2_call_new(p, PROVIDER_EC2_LAUNCH, userdata);
+        if (!pc)
+                return -ENOMEM;
+        pc->cb.launch = cb;
+        r = ec2_run_instances(pc->client->ec2, &l, provider_ec2_instances_done, pc, &pc->call);
+        return provider_ec2_call_started(p, pc, r);
+}
+
+static int provider_ec2_terminate(struct provider *p, const char *const *ids, size_t n, provider_terminate_cb cb,
+                                  void *userdata)
+{
+        struct provider_ec2_call *pc = provider_ec2_call_new(p, PROVIDER_EC2_TERMINATE, userdata);
+        int r;
+
+        if (!pc)
+                return -ENOMEM;
+        pc->cb.terminate = cb;
+        r = ec2_terminate_instances(pc->client->ec2, ids, n, provider_ec2_terminate_done, pc, &pc->call);
+        return provider_ec2_call_started(p, pc, r);
+}
+
+/* Reads the user data template and fills in the upstream. Returns 0 with a new buffer (NULL and 0 when
+ * no template is configured), or -errno (logged). */
+static int provider_ec2_render_user_data(const struct config *c, char **ret, size_t *ret_len)
+{
+        _cleanup_close_ int fd = -1;
+        _cleanup_free_ char *tmpl = NULL, *out = NULL;
+        static const char placeholder[] = "{{upstream}}";
+        const size_t plen = sizeof(placeholder) - 1;
+        char upstream[NETADDR_STRLEN] = "";
+        size_t len = 0, olen = 0, ulen;
+        struct stat st;
+
+        if (!c->ec2_user_data[0]) {
+                *ret = NULL;
+                *ret_len = 0;
+                return 0;
+        }
+        fd = open(c->ec2_user_data, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0 || fstat(fd, &st) < 0)
+                return log_error_errno(errno, "Failed to read [ec2] user_data %s: %m", c->ec2_user_data);
+        if (!S_ISREG(st.st_mode) || st.st_size > EC2_USER_DATA_MAX)
+                return log_error_errno(EFBIG, "[ec2] user_data %s: not a file of at most %d bytes",
+                                       c->ec2_user_data, EC2_USER_DATA_MAX);
+        tmpl = malloc((size_t)st.st_size + 1);
+        if (!tmpl)
+                return log_error_errno(ENOMEM, "Out of memory");
+        while (len < (size_t)st.st_size) {
+                ssize_t n = read(fd, tmpl + len, (size_t)st.st_size - len);
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return log_error_errno(errno, "Failed to read [ec2] user_data %s: %m", c->ec2_user_data);
+                if (n == 0)
+                        break;
+                len += (size_t)n;
+        }
+        tmpl[len] = 0;
+
+        if (memmem(tmpl, len, placeholder, plen)) {
+                if (!c->ec2_upstream_set)
+                        return log_error_errno(EINVAL, "[ec2] user_data %s uses {{upstream}}: set [ec2] upstream",
+                                               c->ec2_user_data);
+                if (netaddr_format(&c->ec2_upstream, upstream, sizeof(upstream)) < 0)
+                        return log_error_errno(EINVAL, "[ec2] upstream can't be formatted");
+        }
+        ulen = strlen(upstream);
+        out = malloc(EC2_USER_DATA_MAX + 1);
+        if (!out)
+                return log_error_errno(ENOMEM, "Out of memory");
+        for (size_t i = 0; i < len;) {
+                const char *piece = tmpl + i;
+                size_t n = 1;
+
+                if (len - i >= plen && memcmp(piece, placeholder, plen) == 0) {
+                        piece = upstream;
+                        n = ulen;
+                        i += plen;
+                } else {
+                        i++;
+                }
+                if (olen + n > EC2_USER_DATA_MAX)
+                        return log_error_errno(EFBIG, "[ec2] user_data %s: more than %d bytes once rendered",
+                                               c->ec2_user_data, EC2_USER_DATA_MAX);
+                memcpy(out + olen, piece, n);
+                olen += n;
+        }
+        out[olen] = 0;
+        *ret = TAKE_PTR(out);
+        *ret_len = olen;
+        return 0;
+}
+
+static int provider_ec2_set_config(struct provider *p, const struct config *c)
+{
+        struct provider_ec2_data *d = p->data;
+        const struct ec2_settings s = {
+                .region = c->ec2_region,
+                .endpoint = c->ec2_endpoint,
+                .credentials_file = c->ec2_credentials_file,
+                .profile = c->ec2_profile,
+        };
+        struct provider_ec2_client *cl;
+        _cleanup_free_ char *user_data = NULL;
+        size_t user_data_len = 0;
+        int r;
+
+        if (!c->ec2_tag_key[0] || (!c->ec2_image[0] && !c->ec2_launch_template[0]))
+                return log_error_errno(EINVAL, "The ec2 provider needs [ec2] tag and an image or launch_template");
+        r = provider_ec2_render_user_data(c, &user_data, &user_data_len);
+        if (r < 0)
+                return r;
+
+        if (!d) {
+                d = calloc(1, sizeof(*d));
+                if (!d)
+                        return log_error_errno(ENOMEM, "Out of memory");
+                p->data = d;
+                d->gc = event_new(p->base, -1, 0, provider_ec2_gc_cb, d);
+                if (!d->gc)
+                        return log_error_errno(ENOMEM, "Out of memory");
+        }
+
+        cl = calloc(1, sizeof(*cl));
+        if (!cl)
+                return log_error_errno(ENOMEM, "Out of memory");
+        r = ec2_new(p->base, &s, &cl->ec2);
+        if (r < 0) {
+                free(cl);
+                if (r == -EINVAL)
+                        return log_error_errno(r, "Invalid EC2 settings: check [ec2] endpoint (or "
+                                                  "AWS_ENDPOINT_URL_EC2 / AWS_ENDPOINT_URL) and [ec2] "
+                                                  "credentials_file");
+                return log_error_errno(r, "Failed to set up the EC2 client: %m");
+        }
+
+        /* The previous client finishes its running calls, then goes. */
+        if (d->current) {
+                d->current->next = d->retired;
+                d->retired = d->current;
+                event_active(d->gc, EV_TIMEOUT, 0);
+        }
+        d->current = cl;
+        free(d->user_data);
+        d->user_data = TAKE_PTR(user_data);
+        d->user_data_len = user_data_len;
+        p->config = c;
+        return 0;
+}
+
+static void provider_ec2_free(struct provider *p)
+{
+        struct provider_ec2_data *d = p->data;
+
+        if (!d)
+                return;
+        while (d->calls) {
+                struct provider_ec2_call *pc = d->calls;
+
+                d->calls = pc->next;
+                (void)ec2_call_cancel(pc->call);
+                free(pc);
+        }
+        while (d->retired) {
+                struct provider_ec2_client *cl = d->retired;
+
+                d->retired = cl->next;
+                provider_ec2_client_free(cl);
+        }
+        provider_ec2_client_free(d->current);
+        if (d->gc)
+                event_free(d->gc);
+        free(d->user_data);
+        free(d);
+        p->data = NULL;
+}
+
+const struct provider_ops provider_ec2_ops = {
+        .name = "ec2",
+        .managed = true,
+        .list = provider_ec2_list,
+        .launch = provider_ec2_launch,
+        .terminate = provider_ec2_terminate,
+        .set_config = provider_ec2_set_config,
+        .free = provider_ec2_free,
+};

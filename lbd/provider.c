@@ -1,0 +1,90 @@
+/* Creating and releasing providers, and the names of instance states.
+ *
+ * The ops table (provider.h) has no constructor of its own: provider_new() fills a struct provider
+ * (ops, base, config; data NULL) and calls ops->set_config() once. An implementation sets itself up on
+ * that first call, when p->data is still NULL, and takes new settings on later calls (reloads); when the
+ * first call fails, provider_new() calls ops->free() (which must accept p->data == NULL) and gives up.
+ * ops->free() releases p->data and anything pending, without calling back; provider_free() then frees
+ * the struct itself.
+ *
+ * Calls (list, launch, terminate) return 0 when their callback will come, from the event loop and never
+ * from inside the call, or a negative errno when it won't (the request could not even be started). */
+#include "lbd/provider.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "common/log.h"
+#include "lbd/config.h"
+
+/* Weak until provider-ec2.c is part of the build. */
+extern const struct provider_ops provider_ec2_ops __attribute__((weak));
+
+static const struct provider_ops *provider_ops_for(enum provider_kind kind)
+{
+        switch (kind) {
+        case PROVIDER_STATIC:
+                return &provider_static_ops;
+        case PROVIDER_LOCAL:
+                return &provider_local_ops;
+        case PROVIDER_EC2:
+                return &provider_ec2_ops ? &provider_ec2_ops : NULL;
+        }
+        return NULL;
+}
+
+int provider_new(struct event_base *base, const struct config *c, struct provider **ret)
+{
+        const struct provider_ops *ops = provider_ops_for(c->provider);
+        struct provider *p;
+        int r;
+
+        if (!ops)
+                return log_error_errno(EINVAL, "Unknown provider %d", (int)c->provider);
+
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return log_error_errno(ENOMEM, "Out of memory");
+        p->ops = ops;
+        p->base = base;
+        p->config = c;
+
+        r = ops->set_config(p, c);
+        if (r < 0) {
+                ops->free(p);
+                free(p);
+                return log_error_errno(r, "Failed to set up the %s provider: %m", ops->name);
+        }
+        *ret = p;
+        return 0;
+}
+
+struct provider *provider_free(struct provider *p)
+{
+        if (!p)
+                return NULL;
+        p->ops->free(p);
+        free(p);
+        return NULL;
+}
+
+const char *provider_instance_state_name(enum instance_state s)
+{
+        switch (s) {
+        case INSTANCE_PENDING:
+                return "pending";
+        case INSTANCE_RUNNING:
+                return "running";
+        case INSTANCE_STOPPING:
+                return "stopping";
+        case INSTANCE_STOPPED:
+                return "stopped";
+        case INSTANCE_SHUTTING_DOWN:
+                return "shutting-down";
+        case INSTANCE_TERMINATED:
+                return "terminated";
+        case INSTANCE_UNKNOWN:
+                return "unknown";
+        }
+        return "unknown";
+}

@@ -1,0 +1,81 @@
+/* Providers say where backends come from, behind one small interface: list, launch, terminate. All calls
+ * are asynchronous on the event loop; each reports once through its callback (never from inside the call
+ * itself). A provider never decides anything: the reconciler (reconcile.c) does.
+ *
+ * - static: the [pool] backends list; nothing is ever launched or terminated (managed = false).
+ * - local:  local processes started from [local] command, one per port; a process that exits is reported
+ *           as terminated (the reconciler launches a replacement).
+ * - ec2:    EC2 instances carrying the pool's tag, through the EC2 Query API (ec2.c). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/netaddr.h"
+
+struct event_base;
+struct config;
+struct provider;
+
+enum instance_state {
+        INSTANCE_PENDING,
+        INSTANCE_RUNNING,
+        INSTANCE_STOPPING,
+        INSTANCE_STOPPED,
+        INSTANCE_SHUTTING_DOWN,
+        INSTANCE_TERMINATED,
+        INSTANCE_UNKNOWN,
+};
+
+#define INSTANCE_ID_MAX 64
+
+struct instance {
+        char id[INSTANCE_ID_MAX];  /* "i-0abc…", "local-2", or the address for static */
+        enum instance_state state;
+        struct netaddr addr;       /* where its backend listens (with the pool port), when has_addr */
+        bool has_addr;
+        uint64_t launched_usec;    /* wall clock, 0 if unknown */
+};
+
+/* <r> >= 0 on success. Failures: -EAGAIN throttled, 5xx or network (transient: the API is failing),
+ * -EACCES/-EPERM credentials or permissions, -EINVAL a request the API refused; the provider has logged
+ * the details (never a secret). <instances> are valid during the callback only. */
+typedef void (*provider_list_cb)(struct provider *p, int r, const struct instance *instances, size_t n,
+                                 void *userdata);
+typedef void (*provider_launch_cb)(struct provider *p, int r, const struct instance *launched, size_t n,
+                                   void *userdata);
+typedef void (*provider_terminate_cb)(struct provider *p, int r, void *userdata);
+
+struct provider_ops {
+        const char *name;
+        bool managed; /* launches and terminates (false: static) */
+        /* Every instance of the pool that is not terminated (terminated ones may be listed too). */
+        int (*list)(struct provider *p, provider_list_cb cb, void *userdata);
+        /* Starts <count> instances. <client_token> makes the call idempotent: the same token never makes
+         * more instances, however often it is retried. */
+        int (*launch)(struct provider *p, unsigned count, const char *client_token, provider_launch_cb cb,
+                      void *userdata);
+        int (*terminate)(struct provider *p, const char *const *ids, size_t n, provider_terminate_cb cb,
+                         void *userdata);
+        /* New settings (reload). Returns 0 or -EINVAL. */
+        int (*set_config)(struct provider *p, const struct config *c);
+        void (*free)(struct provider *p);
+};
+
+struct provider {
+        const struct provider_ops *ops;
+        struct event_base *base;
+        const struct config *config;
+        void *data; /* the implementation's */
+};
+
+/* Creates the provider [pool] provider names. Returns 0 or -errno (logged). */
+int provider_new(struct event_base *base, const struct config *c, struct provider **ret);
+struct provider *provider_free(struct provider *p);
+
+const char *provider_instance_state_name(enum instance_state s);
+
+extern const struct provider_ops provider_static_ops;
+extern const struct provider_ops provider_local_ops;
+extern const struct provider_ops provider_ec2_ops;

@@ -1,0 +1,1196 @@
+/* The reconciler: the control plane's loop. Every poll it lists the pool's instances through the provider,
+ * mirrors the running ones into the pool of backends, judges them with the health checker's verdicts, and
+ * launches or terminates to keep [pool] desired of them. It owns nothing but its own bookkeeping: the
+ * provider owns the calls, the pool owns the backends, health.c gives the verdicts.
+ *
+ * Timing. One provider call is in flight at a time. A poll is one list; when the list calls for nothing,
+ * the next poll comes [pool] poll later (minus up to 10% of jitter, so several lbds don't poll in step):
+ * with a healthy pool that is one DescribeInstances per poll, 6 a minute at the default 10 s. Polls also
+ * happen at start, on reload, right after a launch or a terminate completes (to see their effect), and,
+ * at most once per poll interval, as soon as a backend counts as failed (below), so a replacement doesn't
+ * wait for the next poll.
+ *
+ * The rules, in the order a poll applies them:
+ * - Adopt: whatever the list shows is the pool. A restarted lbd lists before it launches anything, so it
+ *   never duplicates instances. Instances lbd launched count as pending until a list shows them (lists
+ *   may lag behind launches), for at most RECONCILE_UNLISTED_TTL.
+ * - Mirror: running instances with an address inside [pool] networks become the pool's backends (new ones
+ *   start down and enter rotation once a health check passes). An instance that is being terminated leaves
+ *   the pool first. A new instance at the address of an old one gets a fresh backend.
+ * - Dead: an instance in a state other than pending or running (stopping, stopped, unknown) is terminated;
+ *   shutting-down and terminated ones are on their way out and only stop counting.
+ * - Failed: a running instance whose backend is down past the instance's grace period (counted from its
+ *   launch) is terminated and replaced. Down means checked and not healthy, continuously for at least
+ *   fall x interval of [health] (the settle time): long enough for the checker to take every other
+ *   backend out too if the cause is shared (the all-failing case below, where nothing is replaced), and
+ *   for an instance lbd has just adopted to pass its first checks. Right after the all-failing case ends,
+ *   nothing is judged for (rise + 1) x interval, while the other backends come back.
+ * - Count: beyond desired, the extra instances are terminated: failed ones first, then those not healthy
+ *   (including pending and unchecked ones), then the newest. Below desired, the missing ones are launched.
+ * - Replacement-storm guard: a replacement is a launch that makes up for a loss (an instance that failed,
+ *   stopped, or vanished), as opposed to growth (start, desired raised). The pool's high-water mark, the
+ *   most instances it has had since desired last changed (capped at desired), tells them apart: launches
+ *   below it are replacements. At most [pool] max_replacements of them happen per
+ *   [pool] replacement_window; a failed instance is terminated only when its replacement fits in that
+ *   budget (terminating it without replacing it would only shrink the pool). When the guard holds
+ *   something back it says so in the log and in STATUS=, and the poll goes on as usual.
+ * - Every backend failing at once (a managed pool with no healthy backend and at least two that were up
+ *   and are now down): the cause is most likely shared (the upstream, the health path, the network), and
+ *   replacing every instance would not help. lbd terminates nothing (but dead instances), logs it, and
+ *   keeps serving from the least bad: the backends whose last check got furthest (an HTTP answer with a
+ *   wrong status beats a timeout; refused or reset connections are never used) are forced into rotation
+ *   (backend->forced) until any backend passes its checks again. A single failing backend (desired 1) is
+ *   replaced as usual.
+ * - Stale data: when a list fails, nothing happens until one succeeds (the provider retries with backoff
+ *   within a call); a terminate is skipped when the list it was decided from is older than 3 polls.
+ *
+ * Order of a poll's actions: launches first, then terminations (make before break; when the launch fails,
+ * the API is failing, and nothing is terminated). Instances terminated to scale down leave the pool first
+ * and are terminated once their in-flight requests have finished ([lbd] drain_timeout at most).
+ *
+ * ClientToken: each launch carries "lbd-NONCE-GEN", NONCE random per lbd process and GEN counting launch
+ * decisions. A launch that failed is retried at the next poll with the same token as long as it asks for
+ * the same count, so if the first attempt did start instances (the answer was lost), EC2 returns those
+ * instead of starting more. GEN lives only in memory: after a restart, the list that precedes any launch
+ * shows whatever an earlier attempt started, so nothing is launched twice. */
+#include "lbd/reconcile.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/macro.h"
+#include "lbd/backend.h"
+#include "lbd/config.h"
+
+_Static_assert(BACKEND_INSTANCE_ID_MAX == INSTANCE_ID_MAX, "backend and instance ids have the same size");
+
+#define RECONCILE_UNLISTED_TTL_MIN (30 * USEC_PER_SEC) /* and at least 3 polls */
+#define RECONCILE_TERMINATING_TTL  (10 * 60 * USEC_PER_SEC)
+#define RECONCILE_STALE_POLLS      3
+#define RECONCILE_DRAIN_CHECK      (50 * USEC_PER_MSEC)
+#define RECONCILE_DRAIN_MAX        (5 * 60 * USEC_PER_SEC)
+#define RECONCILE_MAX_REPLACEMENTS 1000 /* the config's upper bound */
+#define RECONCILE_LOG_IDS          512  /* bytes of ids in one log line */
+
+enum reconcile_phase {
+        RECONCILE_IDLE,
+        RECONCILE_LISTING,
+        RECONCILE_LAUNCHING,
+        RECONCILE_DRAINING,
+        RECONCILE_TERMINATING,
+};
+
+/* Health check results ranked for the all-failed case: higher is less bad. */
+enum {
+        RECONCILE_RANK_NONE = 0,
+        RECONCILE_RANK_REFUSED = 1, /* refused, reset or another socket error: nobody there */
+        RECONCILE_RANK_TIMEOUT = 2, /* accepted, no answer in time */
+        RECONCILE_RANK_ANSWERED = 3, /* answered with the wrong status */
+};
+
+struct reconcile_victim {
+        char id[INSTANCE_ID_MAX];
+        const char *reason;
+        struct backend *backend; /* a reference while it drains, or NULL */
+};
+
+struct reconcile {
+        struct event_base *base;
+        struct provider *provider;
+        struct pool *pool;
+        const struct config *config;
+        struct reconcile_clock clock;
+        void (*on_change)(void *userdata);
+        void *on_change_userdata;
+
+        enum reconcile_phase phase;
+        bool started;
+        bool poll_pending; /* poll as soon as the call in flight ends */
+        struct event poll_timer;
+        uint64_t poll_due_usec; /* now_usec() when poll_timer fires */
+        bool poll_early;        /* that poll is an early one */
+        struct event eval_timer;
+        struct event drain_timer;
+
+        struct reconcile_instance *known;
+        size_t n_known;
+        bool listed, list_ok;
+        int last_error;
+        uint64_t list_usec;       /* when the last good list was answered */
+        uint64_t judge_after_usec; /* no failure judged before it (the all-failing case has just ended) */
+        uint64_t early_poll_usec; /* when the last early poll was made */
+        size_t by_state[INSTANCE_UNKNOWN + 1];
+
+        /* the plan being carried out */
+        unsigned plan_launch;
+        unsigned plan_replacements;
+        struct reconcile_victim *victims;
+        size_t n_victims;
+        uint64_t plan_list_usec;
+        uint64_t drain_deadline;
+
+        /* ClientToken */
+        uint64_t nonce, generation;
+        bool token_pending;
+        unsigned token_count;
+        char token[64];
+
+        /* storm guard */
+        uint64_t replacement_usec[RECONCILE_MAX_REPLACEMENTS]; /* ring of replacement times */
+        size_t n_replacements, replacement_next;
+        uint64_t high_water;
+        uint64_t high_water_desired;
+        bool guard;
+        bool panic;
+
+        struct reconcile_stats stats;
+        uint64_t rng;
+};
+
+static uint64_t reconcile_real_monotonic(void *userdata)
+{
+        return now_usec();
+}
+
+static uint64_t reconcile_real_realtime(void *userdata)
+{
+        return realtime_usec();
+}
+
+static uint64_t reconcile_now(const struct reconcile *r)
+{
+        return r->clock.monotonic(r->clock.userdata);
+}
+
+static uint64_t reconcile_wall(const struct reconcile *r)
+{
+        return r->clock.realtime(r->clock.userdata);
+}
+
+static bool reconcile_managed(const struct reconcile *r)
+{
+        return r->provider->ops->managed;
+}
+
+static void reconcile_changed(struct reconcile *r)
+{
+        if (r->on_change)
+                r->on_change(r->on_change_userdata);
+}
+
+static uint64_t reconcile_random(struct reconcile *r)
+{
+        r->rng ^= r->rng << 13;
+        r->rng ^= r->rng >> 7;
+        r->rng ^= r->rng << 17;
+        return r->rng;
+}
+
+static struct timeval reconcile_timeval(uint64_t usec)
+{
+        return (struct timeval){
+                .tv_sec = (time_t)(usec / USEC_PER_SEC),
+                .tv_usec = (suseconds_t)(usec % USEC_PER_SEC),
+        };
+}
+
+/* Timers run on the event loop's real clock, whatever the injected one says. */
+static void reconcile_schedule(struct reconcile *r, uint64_t delay_usec, bool early)
+{
+        struct timeval tv = reconcile_timeval(delay_usec);
+
+        r->poll_early = early;
+        r->poll_due_usec = now_usec() + delay_usec;
+        (void)evtimer_add(&r->poll_timer, &tv);
+}
+
+/* Appends the ids of <ids> (<stride> bytes apart) to <buf>, cut short when long. */
+static const char *reconcile_ids(const char *ids, size_t stride, size_t n, char *buf, size_t size)
+{
+        size_t len = 0;
+
+        buf[0] = '\0';
+        for (size_t i = 0; i < n && len < size; i++) {
+                int k = snprintf(buf + len, size - len, "%s%s", i ? " " : "", ids + i * stride);
+
+                if (k < 0)
+                        break;
+                len += (size_t)k;
+        }
+        if (len >= size && size > 4)
+                memcpy(buf + size - 4, "...", 4);
+        return buf;
+}
+
+/* ---- what is known ---- */
+
+static struct reconcile_instance *reconcile_find(struct reconcile *r, const char *id)
+{
+        for (size_t i = 0; i < r->n_known; i++)
+                if (strcmp(r->known[i].inst.id, id) == 0)
+                        return &r->known[i];
+        return NULL;
+}
+
+static bool reconcile_alive_state(enum instance_state s)
+{
+        return s == INSTANCE_PENDING || s == INSTANCE_RUNNING;
+}
+
+static bool reconcile_dead_state(enum instance_state s)
+{
+        return s == INSTANCE_STOPPING || s == INSTANCE_STOPPED || s == INSTANCE_UNKNOWN;
+}
+
+static bool reconcile_in_networks(const struct config *c, const struct netaddr *a)
+{
+        if (c->n_networks == 0)
+                return true;
+        for (size_t i = 0; i < MIN(c->n_networks, (size_t)CONFIG_MAX_NETWORKS); i++)
+                if (netaddr_cidr_contains(&c->networks[i], a))
+                        return true;
+        return false;
+}
+
+/* The backend serving <k>, if it is in the pool. */
+static struct backend *reconcile_backend(const struct reconcile *r, const struct reconcile_instance *k)
+{
+        struct backend *b;
+
+        if (!k->inst.has_addr)
+                return NULL;
+        b = pool_find(r->pool, &k->inst.addr);
+        if (!b || strcmp(b->instance_id, k->inst.id) != 0)
+                return NULL;
+        return b;
+}
+
+static bool reconcile_should_serve(const struct reconcile *r, const struct reconcile_instance *k)
+{
+        return !k->terminating && k->inst.state == INSTANCE_RUNNING && k->inst.has_addr && !k->outside;
+}
+
+/* Makes the pool's backends the running instances' addresses. Returns true when the set changed. */
+static bool reconcile_sync_pool(struct reconcile *r)
+{
+        _cleanup_free_ struct netaddr *addrs = NULL;
+        _cleanup_free_ const struct reconcile_instance **owners = NULL;
+        size_t n = 0;
+        bool stale = false, same;
+        int ret;
+
+        addrs = calloc(r->n_known ? r->n_known : 1, sizeof(*addrs));
+        owners = calloc(r->n_known ? r->n_known : 1, sizeof(*owners));
+        if (!addrs || !owners) {
+                log_error("Out of memory updating the backends");
+                return false;
+        }
+
+        for (size_t i = 0; i < r->n_known; i++) {
+                const struct reconcile_instance *k = &r->known[i];
+                struct backend *b;
+                bool dup = false;
+
+                if (!reconcile_should_serve(r, k))
+                        continue;
+                for (size_t j = 0; j < n; j++)
+                        if (netaddr_equal(&addrs[j], &k->inst.addr))
+                                dup = true;
+                if (dup) {
+                        log_warning("Instance %s has the address of another instance; not using it", k->inst.id);
+                        continue;
+                }
+                b = pool_find(r->pool, &k->inst.addr);
+                if (b && b->instance_id[0] != '\0' && strcmp(b->instance_id, k->inst.id) != 0)
+                        stale = true;
+                owners[n] = k;
+                addrs[n++] = k->inst.addr;
+        }
+
+        same = n == r->pool->n_backends && !stale;
+        for (size_t i = 0; same && i < n; i++) {
+                struct backend *b = pool_find(r->pool, &addrs[i]);
+
+                if (!b || b->index != i)
+                        same = false;
+        }
+
+        if (!same) {
+                if (stale) {
+                        /* Drop the old instance's backend first, so the new one starts afresh. */
+                        _cleanup_free_ struct netaddr *keep = calloc(n ? n : 1, sizeof(*keep));
+                        size_t n_keep = 0;
+
+                        if (!keep) {
+                                log_error("Out of memory updating the backends");
+                                return false;
+                        }
+                        for (size_t i = 0; i < n; i++) {
+                                struct backend *b = pool_find(r->pool, &addrs[i]);
+
+                                if (!b || b->instance_id[0] == '\0' || strcmp(b->instance_id, owners[i]->inst.id) == 0)
+                                        keep[n_keep++] = addrs[i];
+                        }
+                        ret = pool_set_backends(r->pool, keep, n_keep);
+                        if (ret < 0) {
+                                log_error_errno(ret, "Failed to update the backends: %m");
+                                return false;
+                        }
+                }
+                ret = pool_set_backends(r->pool, addrs, n);
+                if (ret < 0) {
+                        log_error_errno(ret, "Failed to update the backends: %m");
+                        return false;
+                }
+        }
+
+        for (size_t i = 0; i < n; i++) {
+                struct backend *b = pool_find(r->pool, &addrs[i]);
+
+                if (!b)
+                        continue;
+                memcpy(b->instance_id, owners[i]->inst.id, sizeof(b->instance_id));
+                b->instance_state = provider_instance_state_name(owners[i]->inst.state);
+                b->launched_usec = owners[i]->inst.launched_usec;
+        }
+        return !same;
+}
+
+/* ---- judging ---- */
+
+static uint64_t reconcile_launched(const struct reconcile_instance *k)
+{
+        return k->inst.launched_usec ? k->inst.launched_usec : k->seen_wall_usec;
+}
+
+/* When <k> counts as failed (see the top of the file), on the reconciler's monotonic clock; UINT64_MAX
+ * when it doesn't (healthy, not checked yet, not running, or not a backend). */
+static uint64_t reconcile_failed_at(const struct reconcile *r, const struct reconcile_instance *k)
+{
+        const struct config *c = r->config;
+        uint64_t now = reconcile_now(r), wall = reconcile_wall(r), grace_end, at;
+        struct backend *b;
+
+        if (k->terminating || k->inst.state != INSTANCE_RUNNING)
+                return UINT64_MAX;
+        b = reconcile_backend(r, k);
+        if (!b || b->healthy || !b->checked_once)
+                return UINT64_MAX;
+        at = b->health_changed_usec + c->health_fall * c->health_interval_usec;
+        grace_end = reconcile_launched(k) + c->grace_usec;
+        if (grace_end > wall)
+                at = MAX(at, now + (grace_end - wall));
+        return MAX(at, r->judge_after_usec);
+}
+
+static bool reconcile_failed(const struct reconcile *r, const struct reconcile_instance *k)
+{
+        return reconcile_now(r) >= reconcile_failed_at(r, k);
+}
+
+static int reconcile_rank(const struct backend *b)
+{
+        switch (b->last_check) {
+        case CHECK_FAIL:
+                return RECONCILE_RANK_ANSWERED;
+        case CHECK_TIMEOUT:
+                return RECONCILE_RANK_TIMEOUT;
+        case CHECK_REFUSED:
+        case CHECK_ERROR:
+                return RECONCILE_RANK_REFUSED;
+        case CHECK_NONE:
+        case CHECK_OK:
+                break;
+        }
+        return RECONCILE_RANK_NONE;
+}
+
+/* Decides the all-failed case and sets the backends' forced flags. */
+static void reconcile_evaluate_panic(struct reconcile *r)
+{
+        struct pool *pool = r->pool;
+        size_t n_down = 0, n_forced = 0;
+        bool any_healthy = false, panic, changed = false;
+        int best = RECONCILE_RANK_NONE;
+
+        for (size_t i = 0; i < pool->n_backends; i++) {
+                const struct backend *b = pool->backends[i];
+
+                if (b->healthy)
+                        any_healthy = true;
+                else if (b->been_healthy) {
+                        n_down++;
+                        best = MAX(best, reconcile_rank(b));
+                }
+        }
+        panic = reconcile_managed(r) && !any_healthy && n_down >= 2;
+
+        for (size_t i = 0; i < pool->n_backends; i++) {
+                struct backend *b = pool->backends[i];
+                bool forced = panic && !b->healthy && b->been_healthy && best >= RECONCILE_RANK_TIMEOUT &&
+                              reconcile_rank(b) == best;
+
+                if (forced != b->forced) {
+                        b->forced = forced;
+                        changed = true;
+                }
+                if (forced)
+                        n_forced++;
+        }
+
+        if (panic && (!r->panic || changed)) {
+                if (n_forced > 0)
+                        log_warning("Every backend is failing: terminating nothing; %zu of %zu kept in rotation "
+                                    "as the least bad (last check: %s)",
+                                    n_forced, pool->n_backends,
+                                    best == RECONCILE_RANK_ANSWERED ? "answered with a wrong status" : "timeout");
+                else
+                        log_warning("Every backend is failing: terminating nothing; none answers, so none is "
+                                    "kept in rotation");
+        } else if (!panic && r->panic) {
+                log_notice("A backend passes its health checks again: back to normal");
+                r->judge_after_usec =
+                        reconcile_now(r) + (r->config->health_rise + 1) * r->config->health_interval_usec;
+        }
+        if (panic != r->panic) {
+                r->panic = panic;
+                changed = true;
+        }
+        if (changed) {
+                pool_refresh(pool);
+                reconcile_changed(r);
+        }
+}
+
+/* ---- the storm guard ---- */
+
+static unsigned reconcile_replacements(struct reconcile *r)
+{
+        uint64_t now = reconcile_now(r), window = r->config->replacement_window_usec;
+        unsigned n = 0;
+
+        for (size_t i = 0; i < r->n_replacements; i++)
+                if (now < r->replacement_usec[i] + window)
+                        n++;
+        return n;
+}
+
+static unsigned reconcile_budget(struct reconcile *r)
+{
+        unsigned used = reconcile_replacements(r);
+
+        return r->config->max_replacements > used ? (unsigned)(r->config->max_replacements - used) : 0;
+}
+
+static void reconcile_record_replacement(struct reconcile *r)
+{
+        r->replacement_usec[r->replacement_next] = reconcile_now(r);
+        r->replacement_next = (r->replacement_next + 1) % RECONCILE_MAX_REPLACEMENTS;
+        if (r->n_replacements < RECONCILE_MAX_REPLACEMENTS)
+                r->n_replacements++;
+}
+
+static void reconcile_set_guard(struct reconcile *r, bool guard, size_t held)
+{
+        if (guard && !r->guard)
+                log_warning("Replacement storm guard: %u replacements in the last %llu s (at most %llu); holding "
+                            "back %zu until the window allows",
+                            reconcile_replacements(r),
+                            (unsigned long long)(r->config->replacement_window_usec / USEC_PER_SEC),
+                            (unsigned long long)r->config->max_replacements, held);
+        else if (!guard && r->guard)
+                log_notice("Replacement storm guard released");
+        if (guard != r->guard) {
+                r->guard = guard;
+                reconcile_changed(r);
+        }
+}
+
+/* ---- the poll's cycle ---- */
+
+static void reconcile_list(struct reconcile *r);
+static void reconcile_launch(struct reconcile *r);
+static void reconcile_drain(struct reconcile *r);
+
+static void reconcile_clear_victims(struct reconcile *r)
+{
+        for (size_t i = 0; i < r->n_victims; i++)
+                backend_unref(r->victims[i].backend);
+        free(r->victims);
+        r->victims = NULL;
+        r->n_victims = 0;
+}
+
+/* The delay until the first backend counts as failed, when an early poll may be made for it (not in the
+ * all-failing case or while the guard holds back replacements, and at most once per poll interval);
+ * UINT64_MAX when none. */
+static uint64_t reconcile_early_delay(const struct reconcile *r)
+{
+        uint64_t now = reconcile_now(r), first = UINT64_MAX;
+
+        if (!reconcile_managed(r) || r->panic || r->guard)
+                return UINT64_MAX;
+        if (r->early_poll_usec != 0 && now < r->early_poll_usec + r->config->poll_usec)
+                return UINT64_MAX;
+        for (size_t i = 0; i < r->n_known; i++)
+                first = MIN(first, reconcile_failed_at(r, &r->known[i]));
+        if (first == UINT64_MAX)
+                return UINT64_MAX;
+        return first > now ? first - now : 0;
+}
+
+/* The call in flight is over: poll again now (<again>, or a poll was asked for meanwhile), when a failing
+ * backend counts as failed, or after [pool] poll. */
+static void reconcile_done(struct reconcile *r, bool again)
+{
+        uint64_t poll = r->config->poll_usec, regular, early;
+
+        r->phase = RECONCILE_IDLE;
+        reconcile_clear_victims(r);
+        r->plan_launch = 0;
+        if (again || r->poll_pending) {
+                r->poll_pending = false;
+                reconcile_schedule(r, 0, false);
+                return;
+        }
+        regular = poll - reconcile_random(r) % (poll / 10 + 1);
+        early = reconcile_early_delay(r);
+        if (early < regular) {
+                log_info("A backend is failing: polling in %llu ms", (unsigned long long)(early / USEC_PER_MSEC));
+                reconcile_schedule(r, early, true);
+                return;
+        }
+        reconcile_schedule(r, regular, false);
+}
+
+static int reconcile_add_victim(struct reconcile *r, const struct reconcile_instance *k, const char *reason)
+{
+        struct reconcile_victim *v;
+
+        v = realloc(r->victims, (r->n_victims + 1) * sizeof(*v));
+        if (!v)
+                return -ENOMEM;
+        r->victims = v;
+        v = &r->victims[r->n_victims++];
+        memcpy(v->id, k->inst.id, sizeof(v->id));
+        v->reason = reason;
+        v->backend = NULL;
+        return 0;
+}
+
+/* Sort order for scale-down: failed, then not healthy, then newest first. */
+struct reconcile_candidate {
+        struct reconcile_instance *k;
+        bool failed, healthy;
+        uint64_t launched;
+};
+
+static int reconcile_compare_candidates(const void *a, const void *b)
+{
+        const struct reconcile_candidate *x = a, *y = b;
+
+        if (x->failed != y->failed)
+                return x->failed ? -1 : 1;
+        if (x->healthy != y->healthy)
+                return x->healthy ? 1 : -1;
+        if (x->launched != y->launched)
+                return x->launched > y->launched ? -1 : 1;
+        return strcmp(x->k->inst.id, y->k->inst.id);
+}
+
+/* Decides what this poll does (see the rules at the top) into plan_launch and victims. */
+static int reconcile_plan(struct reconcile *r)
+{
+        const struct config *c = r->config;
+        _cleanup_free_ struct reconcile_candidate *alive = NULL;
+        size_t n_alive = 0, n_failed = 0, n_kept_failed = 0, held = 0;
+        uint64_t desired = c->desired, needed, deficit, replacements, growth, allowed;
+        unsigned budget;
+        int ret;
+
+        r->plan_launch = 0;
+        r->plan_replacements = 0;
+        if (!reconcile_managed(r))
+                return 0;
+
+        alive = calloc(r->n_known ? r->n_known : 1, sizeof(*alive));
+        if (!alive)
+                return -ENOMEM;
+        for (size_t i = 0; i < r->n_known; i++) {
+                struct reconcile_instance *k = &r->known[i];
+                struct backend *b;
+
+                if (k->terminating)
+                        continue;
+                if (k->listed && reconcile_dead_state(k->inst.state)) {
+                        ret = reconcile_add_victim(r, k, provider_instance_state_name(k->inst.state));
+                        if (ret < 0)
+                                return ret;
+                        continue;
+                }
+                if (!reconcile_alive_state(k->inst.state))
+                        continue;
+                b = reconcile_backend(r, k);
+                alive[n_alive++] = (struct reconcile_candidate){
+                        .k = k,
+                        .failed = reconcile_failed(r, k),
+                        .healthy = b && b->healthy,
+                        .launched = reconcile_launched(k),
+                };
+        }
+
+        if (desired != r->high_water_desired) {
+                r->high_water = MIN(r->high_water, desired);
+                r->high_water_desired = desired;
+        }
+        r->high_water = MIN(MAX(r->high_water, (uint64_t)n_alive), desired);
+        budget = reconcile_budget(r);
+
+        if (!r->panic) {
+                qsort(alive, n_alive, sizeof(*alive), reconcile_compare_candidates);
+
+                /* Beyond desired: the first ones in that order go. */
+                while (n_alive > desired) {
+                        struct reconcile_candidate *x = &alive[0];
+
+                        ret = reconcile_add_victim(r, x->k, x->failed ? "failed, and beyond desired" : "beyond desired");
+                        if (ret < 0)
+                                return ret;
+                        memmove(alive, alive + 1, (n_alive - 1) * sizeof(*alive));
+                        n_alive--;
+                }
+
+                /* Failed ones are replaced while the budget lasts (losses already there come first). */
+                for (size_t i = 0; i < n_alive; i++)
+                        if (alive[i].failed)
+                                n_failed++;
+                needed = r->high_water > n_alive ? r->high_water - n_alive : 0;
+                for (size_t i = 0, budget_left = budget > needed ? budget - needed : 0; i < n_alive;) {
+                        if (!alive[i].failed) {
+                                i++;
+                                continue;
+                        }
+                        if (budget_left == 0) {
+                                n_kept_failed++;
+                                i++;
+                                continue;
+                        }
+                        ret = reconcile_add_victim(r, alive[i].k, "failing its health checks past its grace period");
+                        if (ret < 0)
+                                return ret;
+                        budget_left--;
+                        memmove(alive + i, alive + i + 1, (n_alive - i - 1) * sizeof(*alive));
+                        n_alive--;
+                }
+        }
+
+        deficit = desired > n_alive ? desired - n_alive : 0;
+        replacements = MIN(deficit, r->high_water > n_alive ? r->high_water - n_alive : 0);
+        growth = deficit - replacements;
+        allowed = MIN(replacements, (uint64_t)budget);
+        held = (size_t)(replacements - allowed) + n_kept_failed;
+        r->plan_launch = (unsigned)(growth + allowed);
+        r->plan_replacements = (unsigned)allowed;
+        reconcile_set_guard(r, held > 0, held);
+        return 0;
+}
+
+/* Runs the plan: launch, then drain and terminate, then poll again. */
+static void reconcile_execute(struct reconcile *r)
+{
+        r->plan_list_usec = r->list_usec;
+        if (r->plan_launch > 0) {
+                reconcile_launch(r);
+                return;
+        }
+        if (r->n_victims > 0) {
+                reconcile_drain(r);
+                return;
+        }
+        reconcile_done(r, false);
+}
+
+static void reconcile_count_states(struct reconcile *r)
+{
+        memset(r->by_state, 0, sizeof(r->by_state));
+        for (size_t i = 0; i < r->n_known; i++)
+                if (r->known[i].listed && (size_t)r->known[i].inst.state < ELEMENTSOF(r->by_state))
+                        r->by_state[r->known[i].inst.state]++;
+}
+
+/* Merges a good list into what is known. Returns 0 or -ENOMEM. */
+static int reconcile_merge(struct reconcile *r, const struct instance *instances, size_t n)
+{
+        uint64_t now = reconcile_now(r), wall = reconcile_wall(r);
+        uint64_t unlisted_ttl = MAX(RECONCILE_UNLISTED_TTL_MIN, RECONCILE_STALE_POLLS * r->config->poll_usec);
+        struct reconcile_instance *next;
+        size_t n_next = 0;
+
+        next = calloc(n + r->n_known + 1, sizeof(*next));
+        if (!next)
+                return -ENOMEM;
+
+        for (size_t i = 0; i < n; i++) {
+                const struct instance *inst = &instances[i];
+                struct reconcile_instance *old = reconcile_find(r, inst->id), *k;
+                bool dup = false;
+
+                if (inst->id[0] == '\0' || memchr(inst->id, '\0', sizeof(inst->id)) == NULL)
+                        continue;
+                for (size_t j = 0; j < n_next; j++)
+                        if (strcmp(next[j].inst.id, inst->id) == 0)
+                                dup = true;
+                if (dup)
+                        continue;
+
+                k = &next[n_next++];
+                if (old) {
+                        *k = *old;
+                        if (old->inst.state != inst->state && reconcile_managed(r) && !old->terminating)
+                                log_info("Instance %s: %s -> %s", inst->id,
+                                         provider_instance_state_name(old->inst.state),
+                                         provider_instance_state_name(inst->state));
+                } else {
+                        k->seen_usec = now;
+                        k->seen_wall_usec = wall;
+                        if (reconcile_managed(r) && reconcile_alive_state(inst->state))
+                                log_info("Instance %s (%s) found", inst->id, provider_instance_state_name(inst->state));
+                }
+                k->inst = *inst;
+                k->listed = true;
+                if (k->terminating && now >= k->terminating_usec + RECONCILE_TERMINATING_TTL)
+                        k->terminating = false; /* asked long ago and still there: judge it again */
+                k->outside = inst->has_addr && !reconcile_in_networks(r->config, &inst->addr);
+                if (k->outside && (!old || !old->outside)) {
+                        char name[NETADDR_STRLEN];
+
+                        (void)netaddr_format(&inst->addr, name, sizeof(name));
+                        log_warning("Instance %s is at %s, outside [pool] networks: never contacting it", inst->id,
+                                    name);
+                }
+        }
+
+        /* Launched by lbd and not listed yet: still counts, for a while. */
+        for (size_t i = 0; i < r->n_known; i++) {
+                const struct reconcile_instance *old = &r->known[i];
+                bool listed = false;
+
+                for (size_t j = 0; j < n_next && !listed; j++)
+                        if (strcmp(next[j].inst.id, old->inst.id) == 0)
+                                listed = true;
+                if (listed)
+                        continue;
+                if (!old->listed && !old->terminating && now < old->seen_usec + unlisted_ttl) {
+                        next[n_next++] = *old;
+                        continue;
+                }
+                if (reconcile_managed(r) && !old->terminating && reconcile_alive_state(old->inst.state))
+                        log_info("Instance %s is gone", old->inst.id);
+        }
+
+        free(r->known);
+        r->known = next;
+        r->n_known = n_next;
+        reconcile_count_states(r);
+        return 0;
+}
+
+static void reconcile_on_list(struct provider *p, int ret, const struct instance *instances, size_t n,
+                              void *userdata)
+{
+        struct reconcile *r = userdata;
+        bool was_ok = r->list_ok;
+
+        if (ret >= 0)
+                ret = reconcile_merge(r, instances, n);
+        if (ret < 0) {
+                r->stats.provider_errors++;
+                r->last_error = ret;
+                r->list_ok = false;
+                log_full_errno(was_ok ? LOG_WARNING : LOG_INFO, ret,
+                               "Listing the pool's instances failed: %m; nothing is terminated until a list "
+                               "succeeds");
+                if (was_ok)
+                        reconcile_changed(r);
+                reconcile_done(r, false);
+                return;
+        }
+        r->stats.lists++;
+        r->list_ok = true;
+        r->listed = true;
+        r->list_usec = reconcile_now(r);
+        if (!was_ok && r->last_error != 0)
+                log_notice("Listing the pool's instances works again");
+        r->last_error = 0;
+
+        if (reconcile_sync_pool(r))
+                reconcile_changed(r);
+        reconcile_evaluate_panic(r);
+
+        ret = reconcile_plan(r);
+        if (ret < 0) {
+                log_error_errno(ret, "Failed to plan the pool: %m");
+                reconcile_done(r, false);
+                return;
+        }
+        reconcile_execute(r);
+}
+
+static void reconcile_list(struct reconcile *r)
+{
+        int ret;
+
+        r->phase = RECONCILE_LISTING;
+        ret = r->provider->ops->list(r->provider, reconcile_on_list, r);
+        if (ret < 0)
+                reconcile_on_list(r->provider, ret, NULL, 0, r);
+}
+
+static void reconcile_on_poll_timer(evutil_socket_t fd, short what, void *userdata)
+{
+        struct reconcile *r = userdata;
+
+        if (r->phase != RECONCILE_IDLE) {
+                r->poll_pending = true;
+                return;
+        }
+        if (r->poll_early)
+                r->early_poll_usec = reconcile_now(r);
+        reconcile_list(r);
+}
+
+/* ---- launching ---- */
+
+static void reconcile_on_launch(struct provider *p, int ret, const struct instance *launched, size_t n,
+                                void *userdata)
+{
+        struct reconcile *r = userdata;
+        uint64_t now = reconcile_now(r), wall = reconcile_wall(r);
+        char ids[RECONCILE_LOG_IDS];
+        size_t added = 0, n_alive = 0;
+        struct reconcile_instance *known;
+
+        if (ret < 0) {
+                r->stats.provider_errors++;
+                r->last_error = ret;
+                log_warning_errno(ret, "Launching %u instances failed: %m; trying again at the next poll "
+                                       "(same ClientToken %s), terminating nothing meanwhile",
+                                  r->plan_launch, r->token);
+                reconcile_changed(r);
+                reconcile_done(r, false);
+                return;
+        }
+        r->token_pending = false;
+        r->last_error = 0;
+
+        known = realloc(r->known, (r->n_known + n + 1) * sizeof(*known));
+        if (!known) {
+                log_error("Out of memory recording launched instances");
+                reconcile_done(r, true);
+                return;
+        }
+        r->known = known;
+        for (size_t i = 0; i < n; i++) {
+                struct reconcile_instance *k;
+
+                if (launched[i].id[0] == '\0' || memchr(launched[i].id, '\0', sizeof(launched[i].id)) == NULL ||
+                    reconcile_find(r, launched[i].id))
+                        continue;
+                k = &r->known[r->n_known++];
+                *k = (struct reconcile_instance){
+                        .inst = launched[i],
+                        .seen_usec = now,
+                        .seen_wall_usec = wall,
+                };
+                k->outside = k->inst.has_addr && !reconcile_in_networks(r->config, &k->inst.addr);
+                added++;
+        }
+        r->stats.launches += n;
+        for (size_t i = 0; i < MIN((size_t)r->plan_replacements, n); i++)
+                reconcile_record_replacement(r);
+        for (size_t i = 0; i < r->n_known; i++)
+                if (!r->known[i].terminating && reconcile_alive_state(r->known[i].inst.state))
+                        n_alive++;
+        r->high_water = MIN(MAX(r->high_water, (uint64_t)n_alive), r->config->desired);
+
+        if (n > 0)
+                log_notice("Launched %zu instance%s (%u to replace lost ones): %s", n, n == 1 ? "" : "s",
+                           MIN(r->plan_replacements, (unsigned)n),
+                           reconcile_ids(launched[0].id, sizeof(launched[0]), n, ids, sizeof(ids)));
+        else
+                log_warning("The launch of %u instances started none", r->plan_launch);
+        if (added > 0 && reconcile_sync_pool(r))
+                reconcile_changed(r);
+
+        if (r->n_victims > 0) {
+                reconcile_drain(r);
+                return;
+        }
+        reconcile_done(r, true);
+}
+
+static void reconcile_launch(struct reconcile *r)
+{
+        int ret;
+
+        if (!r->token_pending || r->token_count != r->plan_launch) {
+                r->generation++;
+                (void)snprintf(r->token, sizeof(r->token), "lbd-%016" PRIx64 "-%" PRIu64, r->nonce, r->generation);
+                r->token_count = r->plan_launch;
+                r->token_pending = true;
+        }
+        log_info("Launching %u instance%s (ClientToken %s)", r->plan_launch, r->plan_launch == 1 ? "" : "s",
+                 r->token);
+        r->phase = RECONCILE_LAUNCHING;
+        ret = r->provider->ops->launch(r->provider, r->plan_launch, r->token, reconcile_on_launch, r);
+        if (ret < 0)
+                reconcile_on_launch(r->provider, ret, NULL, 0, r);
+}
+
+/* ---- draining and terminating ---- */
+
+static void reconcile_on_terminate(struct provider *p, int ret, void *userdata)
+{
+        struct reconcile *r = userdata;
+
+        if (ret < 0) {
+                r->stats.provider_errors++;
+                r->last_error = ret;
+                log_warning_errno(ret, "Terminating %zu instances failed: %m; deciding again at the next poll",
+                                  r->n_victims);
+                for (size_t i = 0; i < r->n_victims; i++) {
+                        struct reconcile_instance *k = reconcile_find(r, r->victims[i].id);
+
+                        if (k)
+                                k->terminating = false;
+                }
+                reconcile_changed(r);
+                reconcile_done(r, false);
+                return;
+        }
+        r->last_error = 0;
+        r->stats.terminations += r->n_victims;
+        for (size_t i = 0; i < r->n_victims; i++)
+                log_notice("Terminated instance %s: %s", r->victims[i].id, r->victims[i].reason);
+        reconcile_done(r, true);
+}
+
+static void reconcile_terminate(struct reconcile *r)
+{
+        _cleanup_free_ const char **ids = NULL;
+        int ret;
+
+        ids = calloc(r->n_victims, sizeof(*ids));
+        if (!ids) {
+                log_error("Out of memory terminating instances");
+                reconcile_on_terminate(r->provider, -ENOMEM, r);
+                return;
+        }
+        for (size_t i = 0; i < r->n_victims; i++)
+                ids[i] = r->victims[i].id;
+        r->phase = RECONCILE_TERMINATING;
+        ret = r->provider->ops->terminate(r->provider, ids, r->n_victims, reconcile_on_terminate, r);
+        if (ret < 0)
+                reconcile_on_terminate(r->provider, ret, r);
+}
+
+static bool reconcile_drained(const struct reconcile *r)
+{
+        for (size_t i = 0; i < r->n_victims; i++)
+                if (r->victims[i].backend && r->victims[i].backend->active > 0)
+                        return false;
+        return true;
+}
+
+static void reconcile_on_drain_timer(evutil_socket_t fd, short what, void *userdata)
+{
+        struct reconcile *r = userdata;
+        struct timeval tv = reconcile_timeval(RECONCILE_DRAIN_CHECK);
+
+        if (!reconcile_drained(r) && reconcile_now(r) < r->drain_deadline) {
+                (void)evtimer_add(&r->drain_timer, &tv);
+                return;
+        }
+        if (!reconcile_drained(r))
+                log_warning("Drain deadline passed with requests still in flight: terminating anyway");
+        reconcile_terminate(r);
+}
+
+/* Takes the victims out of the pool, then terminates them once their requests are done. */
+static void reconcile_drain(struct reconcile *r)
+{
+        uint64_t now = reconcile_now(r);
+
+        if (now > r->plan_list_usec + RECONCILE_STALE_POLLS * r->config->poll_usec) {
+                log_warning("Not terminating %zu instances: the list they were chosen from is %llu s old",
+                            r->n_victims, (unsigned long long)((now - r->plan_list_usec) / USEC_PER_SEC));
+                reconcile_done(r, true);
+                return;
+        }
+
+        for (size_t i = 0; i < r->n_victims; i++) {
+                struct reconcile_instance *k = reconcile_find(r, r->victims[i].id);
+
+                if (!k)
+                        continue;
+                r->victims[i].backend = backend_ref(reconcile_backend(r, k));
+                k->terminating = true;
+                k->terminating_usec = now;
+                log_info("Terminating instance %s: %s", k->inst.id, r->victims[i].reason);
+        }
+        if (reconcile_sync_pool(r))
+                reconcile_changed(r);
+
+        r->phase = RECONCILE_DRAINING;
+        r->drain_deadline = now + MIN(r->config->drain_timeout_usec, RECONCILE_DRAIN_MAX);
+        if (reconcile_drained(r)) {
+                reconcile_terminate(r);
+                return;
+        }
+        reconcile_on_drain_timer(-1, 0, r);
+}
+
+/* ---- the pool's changes ---- */
+
+static void reconcile_on_eval_timer(evutil_socket_t fd, short what, void *userdata)
+{
+        struct reconcile *r = userdata;
+        uint64_t delay;
+
+        if (!reconcile_managed(r) || !r->started)
+                return;
+        reconcile_evaluate_panic(r);
+        if (r->phase != RECONCILE_IDLE)
+                return; /* the end of the call in flight schedules the next poll */
+        delay = reconcile_early_delay(r);
+        if (delay == UINT64_MAX || (evtimer_pending(&r->poll_timer, NULL) && r->poll_due_usec <= now_usec() + delay))
+                return;
+        log_info("A backend is failing: polling in %llu ms", (unsigned long long)(delay / USEC_PER_MSEC));
+        reconcile_schedule(r, delay, true);
+}
+
+void reconcile_pool_changed(struct reconcile *r)
+{
+        const struct timeval now = {0, 0};
+
+        if (!r || !reconcile_managed(r))
+                return;
+        if (!evtimer_pending(&r->eval_timer, NULL))
+                (void)evtimer_add(&r->eval_timer, &now);
+}
+
+/* ---- setup ---- */
+
+int reconcile_new(struct event_base *base, struct provider *provider, struct pool *pool, const struct config *c,
+                  struct reconcile **ret)
+{
+        struct reconcile *r;
+
+        r = calloc(1, sizeof(*r));
+        if (!r)
+                return -ENOMEM;
+        r->base = base;
+        r->provider = provider;
+        r->pool = pool;
+        r->config = c;
+        reconcile_set_clock(r, NULL);
+        (void)evtimer_assign(&r->poll_timer, base, reconcile_on_poll_timer, r);
+        (void)evtimer_assign(&r->eval_timer, base, reconcile_on_eval_timer, r);
+        (void)evtimer_assign(&r->drain_timer, base, reconcile_on_drain_timer, r);
+        if (getrandom(&r->nonce, sizeof(r->nonce), GRND_NONBLOCK) != sizeof(r->nonce))
+                r->nonce = now_usec() ^ ((uint64_t)getpid() << 32);
+        r->rng = r->nonce | 1;
+        r->high_water_desired = c->desired;
+        *ret = r;
+        return 0;
+}
+
+struct reconcile *reconcile_free(struct reconcile *r)
+{
+        if (!r)
+                return NULL;
+        (void)evtimer_del(&r->poll_timer);
+        (void)evtimer_del(&r->eval_timer);
+        (void)evtimer_del(&r->drain_timer);
+        reconcile_clear_victims(r);
+        free(r->known);
+        free(r);
+        return NULL;
+}
+
+void reconcile_set_on_change(struct reconcile *r, void (*on_change)(void *userdata), void *userdata)
+{
+        r->on_change = on_change;
+        r->on_change_userdata = userdata;
+}
+
+void reconcile_set_clock(struct reconcile *r, const struct reconcile_clock *clock)
+{
+        if (clock)
+                r->clock = *clock;
+        else
+                r->clock = (struct reconcile_clock){
+                        .monotonic = reconcile_real_monotonic,
+                        .realtime = reconcile_real_realtime,
+                };
+}
+
+void reconcile_start(struct reconcile *r)
+{
+        r->started = true;
+        reconcile_poll(r);
+}
+
+void reconcile_set_config(struct reconcile *r, const struct config *c)
+{
+        if (c->desired != r->config->desired && reconcile_managed(r))
+                log_notice("Desired instances: %" PRIu64 " -> %" PRIu64, r->config->desired, c->desired);
+        r->config = c;
+        if (r->started)
+                reconcile_poll(r);
+}
+
+void reconcile_poll(struct reconcile *r)
+{
+        if (r->phase != RECONCILE_IDLE) {
+                r->poll_pending = true;
+                return;
+        }
+        reconcile_schedule(r, 0, false);
+}
+
+void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret)
+{
+        uint64_t now = reconcile_now(r);
+        uint64_t window = r->config->replacement_window_usec;
+        unsigned replacements = 0;
+
+        for (size_t i = 0; i < r->n_replacements; i++)
+                if (now < r->replacement_usec[i] + window)
+                        replacements++;
+
+        *ret = (struct reconcile_view){
+                .provider = r->provider->ops->name,
+                .managed = reconcile_managed(r),
+                .desired = r->config->desired,
+                .listed = r->listed,
+                .list_ok = r->list_ok,
+                .last_error = r->last_error,
+                .list_age_usec = r->listed && now > r->list_usec ? now - r->list_usec : 0,
+                .panic = r->panic,
+                .guard = r->guard,
+                .replacements = replacements,
+                .instances = r->known,
+                .n_instances = r->n_known,
+                .stats = r->stats,
+        };
+        memcpy(ret->by_state, r->by_state, sizeof(ret->by_state));
+}

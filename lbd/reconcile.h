@@ -1,0 +1,85 @@
+/* The reconciler (control plane): keeps the pool's instances at the desired count through a provider
+ * (provider.h), mirrors the running ones into the pool of backends (backend.h), and judges them by the
+ * health checker's verdicts. The rules and their reasons are at the top of reconcile.c. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lbd/provider.h"
+
+struct event_base;
+struct pool;
+struct config;
+struct reconcile;
+
+/* Where the reconciler reads the time (tests inject their own). Both in microseconds. */
+struct reconcile_clock {
+        uint64_t (*monotonic)(void *userdata); /* like now_usec() */
+        uint64_t (*realtime)(void *userdata);  /* like realtime_usec(): instances' launch times are wall clock */
+        void *userdata;
+};
+
+/* One instance as the reconciler knows it. */
+struct reconcile_instance {
+        struct instance inst;
+        bool listed;        /* in the last good list; else launched by lbd and not listed yet */
+        bool terminating;   /* lbd is draining or terminating it */
+        bool outside;       /* its address is outside [pool] networks: never contacted */
+        uint64_t seen_usec; /* monotonic: when lbd first saw it */
+        uint64_t seen_wall_usec;
+        uint64_t terminating_usec; /* monotonic: when lbd decided to terminate it */
+};
+
+struct reconcile_stats {
+        uint64_t launches;        /* instances launched */
+        uint64_t terminations;    /* instances terminated */
+        uint64_t provider_errors; /* provider calls that failed */
+        uint64_t lists;           /* lists that succeeded */
+};
+
+/* A read-only snapshot for the admin API and STATUS=; valid until the reconciler runs again. */
+struct reconcile_view {
+        const char *provider;
+        bool managed;
+        uint64_t desired;
+        bool listed;            /* a list has succeeded since start */
+        bool list_ok;           /* the last list succeeded */
+        int last_error;         /* -errno of the last failed provider call, 0 if none */
+        uint64_t list_age_usec; /* since the last good list; meaningless until <listed> */
+        bool panic;             /* every backend failed at once: nothing terminated, the least bad kept */
+        bool guard;             /* the storm guard is holding back replacements */
+        unsigned replacements;  /* replacements in the current window */
+        const struct reconcile_instance *instances;
+        size_t n_instances;
+        size_t by_state[INSTANCE_UNKNOWN + 1]; /* the last good list, by instance state */
+        struct reconcile_stats stats;
+};
+
+/* Creates the reconciler for <provider> and <pool> (both must outlive it). Nothing happens until
+ * reconcile_start(). Returns 0, -ENOMEM. */
+int reconcile_new(struct event_base *base, struct provider *provider, struct pool *pool, const struct config *c,
+                  struct reconcile **ret);
+/* Stops everything; callbacks still pending in the provider must be cancelled by freeing the provider
+ * right after. Returns NULL. */
+struct reconcile *reconcile_free(struct reconcile *r);
+
+/* <on_change> is called after the reconciler changed the pool's set of backends (call health_sync()) or its
+ * own state (panic, storm guard: update STATUS=). */
+void reconcile_set_on_change(struct reconcile *r, void (*on_change)(void *userdata), void *userdata);
+/* For tests; NULL restores the real clocks. */
+void reconcile_set_clock(struct reconcile *r, const struct reconcile_clock *clock);
+
+/* Polls at once, then every [pool] poll. */
+void reconcile_start(struct reconcile *r);
+/* Takes new settings (<c> must live until the next call) and polls at once. The provider gets its own
+ * set_config() from the caller. */
+void reconcile_set_config(struct reconcile *r, const struct config *c);
+/* Polls now, or right after the call in flight. */
+void reconcile_poll(struct reconcile *r);
+/* To be called from the pool's on_change: re-judges the pool on the loop's next turn (the all-failed
+ * case, and an earlier poll when a backend failed). */
+void reconcile_pool_changed(struct reconcile *r);
+
+void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret);

@@ -1,0 +1,29 @@
+"""pytest fixtures for lbd's control-plane tests (see ec2env.py for the harness)."""
+
+import pytest
+
+import ec2env
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _failed(request):
+    node = request.node
+    return any(getattr(getattr(node, "rep_" + w, None), "failed", False) for w in ("setup", "call"))
+
+
+@pytest.fixture
+def ec2_env(tmp_path, request):
+    """A fresh moto (signature checking on), fault proxy, agent and upstream; lbd started by the test."""
+    env = ec2env.Ec2Env(tmp_path)
+    yield env
+    try:
+        if _failed(request):
+            print(env.report())
+    finally:
+        env.cleanup()

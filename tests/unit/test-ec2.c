@@ -1,0 +1,585 @@
+/* Unit tests for lbd/ec2.c: the XML parsers on recorded answers (instances over several reservations and
+ * pages, nested addresses that must not be taken, errors in both envelopes, every field bounded, DTDs
+ * refused), the error classes and the backoff, and whole calls against a scripted server
+ * (tests/unit/fakehttp.h): pagination, retries after throttling and 5xx, no retry after an
+ * authentication failure, the request parameters and the signature headers. */
+#include <errno.h>
+#include <event2/event.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cmocka.h>
+
+#include "common/log.h"
+#include "common/macro.h"
+#include "lbd/ec2.h"
+#include "tests/unit/fakehttp.h"
+
+#define INSTANCE_XML(id, state, ip)                                                                          \
+        "<item><instanceId>" id "</instanceId><imageId>ami-1</imageId>"                                      \
+        "<instanceState><code>16</code><name>" state "</name></instanceState>"                               \
+        "<networkInterfaceSet><item><privateIpAddress>10.9.9.9</privateIpAddress>"                           \
+        "<subnetId>subnet-nested</subnetId></item></networkInterfaceSet>"                                    \
+        "<launchTime>2024-05-01T12:00:00.000Z</launchTime><subnetId>subnet-1</subnetId>"                     \
+        "<privateIpAddress>" ip "</privateIpAddress></item>"
+
+static const char describe_page1[] =
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+        "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"
+        "<requestId>r1</requestId><reservationSet>"
+        "<item><reservationId>r-1</reservationId><instancesSet>" INSTANCE_XML("i-0aaa", "running", "127.0.1.4")
+                INSTANCE_XML("i-0bbb", "pending", "127.0.1.5") "</instancesSet></item>"
+        "<item><reservationId>r-2</reservationId><instancesSet>" INSTANCE_XML("i-0ccc", "stopped", "")
+        "</instancesSet></item>"
+        "</reservationSet><nextToken>tok+/=1</nextToken></DescribeInstancesResponse>";
+
+static const char describe_page2[] =
+        "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"
+        "<reservationSet><item><instancesSet>" INSTANCE_XML("i-0ddd", "shutting-down", "127.0.1.7")
+        "</instancesSet></item></reservationSet></DescribeInstancesResponse>";
+
+static const char describe_empty[] =
+        "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"
+        "<requestId>x</requestId><reservationSet/></DescribeInstancesResponse>";
+
+static const char run_response[] =
+        "<RunInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"
+        "<reservationId>r-9</reservationId><instancesSet>" INSTANCE_XML("i-0eee", "pending", "127.0.1.9")
+        "</instancesSet></RunInstancesResponse>";
+
+static const char terminate_response[] =
+        "<TerminateInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><instancesSet>"
+        "<item><instanceId>i-0aaa</instanceId><currentState><code>32</code><name>shutting-down</name>"
+        "</currentState></item></instancesSet></TerminateInstancesResponse>";
+
+static const char throttled[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>"
+                                "<Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>"
+                                "</Error></Errors><RequestID>abc</RequestID></Response>";
+
+static const char auth_failure[] = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<ErrorResponse><Errors><Error>"
+                                   "<Code>AuthFailure</Code><Message>AWS was not able to validate the provided "
+                                   "access credentials</Message><Type>Sender</Type></Error></Errors>"
+                                   "</ErrorResponse>";
+
+static const char unavailable[] = "<Response><Errors><Error><Code>Unavailable</Code><Message>The server is "
+                                  "overloaded</Message></Error></Errors></Response>";
+
+static void test_parse_describe(void **state)
+{
+        struct ec2_instance *list = NULL;
+        char token[EC2_NEXT_TOKEN_MAX];
+        size_t n = 0;
+
+        assert_int_equal(ec2_parse_instances(describe_page1, strlen(describe_page1), &list, &n, token), 0);
+        assert_int_equal(n, 3);
+        assert_string_equal(token, "tok+/=1");
+        assert_string_equal(list[0].id, "i-0aaa");
+        assert_string_equal(list[0].state, "running");
+        /* The instance's own address, not the nested interface's. */
+        assert_string_equal(list[0].private_ip, "127.0.1.4");
+        assert_string_equal(list[0].subnet_id, "subnet-1");
+        assert_string_equal(list[0].launch_time, "2024-05-01T12:00:00.000Z");
+        assert_int_equal(list[0].launch_usec, UINT64_C(1714564800) * USEC_PER_SEC);
+        assert_string_equal(list[1].state, "pending");
+        assert_string_equal(list[2].id, "i-0ccc");
+        assert_string_equal(list[2].state, "stopped");
+        assert_string_equal(list[2].private_ip, "");
+
+        /* The next page appends. */
+        assert_int_equal(ec2_parse_instances(describe_page2, strlen(describe_page2), &list, &n, token), 0);
+        assert_int_equal(n, 4);
+        assert_string_equal(token, "");
+        assert_string_equal(list[3].state, "shutting-down");
+        free(list);
+
+        list = NULL;
+        n = 0;
+        assert_int_equal(ec2_parse_instances(describe_empty, strlen(describe_empty), &list, &n, token), 0);
+        assert_int_equal(n, 0);
+        free(list);
+
+        list = NULL;
+        n = 0;
+        assert_int_equal(ec2_parse_instances(run_response, strlen(run_response), &list, &n, token), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(list[0].id, "i-0eee");
+        assert_string_equal(list[0].private_ip, "127.0.1.9");
+        free(list);
+}
+
+static void check_rejected(const char *xml, int expect)
+{
+        struct ec2_instance *list = NULL;
+        char token[EC2_NEXT_TOKEN_MAX];
+        size_t n = 0;
+
+        print_message("reject: %.80s\n", xml);
+        assert_int_equal(ec2_parse_instances(xml, strlen(xml), &list, &n, token), expect);
+        free(list);
+}
+
+static void test_parse_rejects(void **state)
+{
+        char *big;
+        size_t size, used;
+
+        check_rejected("", -EBADMSG);
+        check_rejected("not xml at all", -EBADMSG);
+        check_rejected("<DescribeInstancesResponse><reservationSet>", -EBADMSG);
+        check_rejected("<SomethingElse/>", -EBADMSG);
+        check_rejected("<DescribeInstancesResponse/>", -EBADMSG);
+        /* Fields are bounded: an over-long id rejects the answer. */
+        check_rejected("<RunInstancesResponse><instancesSet><item><instanceId>"
+                       "i-0123456789012345678901234567890123456789012345678901234567890123456789"
+                       "</instanceId></item></instancesSet></RunInstancesResponse>",
+                       -EBADMSG);
+        /* Odd characters in what becomes a backend address or an id. */
+        check_rejected("<RunInstancesResponse><instancesSet><item><instanceId>i-1</instanceId>"
+                       "<privateIpAddress>1.2.3.4/evil</privateIpAddress></item></instancesSet>"
+                       "</RunInstancesResponse>",
+                       -EBADMSG);
+        check_rejected("<RunInstancesResponse><instancesSet><item><instanceId>i 1</instanceId>"
+                       "</item></instancesSet></RunInstancesResponse>",
+                       -EBADMSG);
+        check_rejected("<RunInstancesResponse><instancesSet><item><imageId>ami-1</imageId>"
+                       "</item></instancesSet></RunInstancesResponse>",
+                       -EBADMSG);
+        /* No DTD, so no entity can expand (nor be fetched). */
+        check_rejected("<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;\">]>"
+                       "<RunInstancesResponse><instancesSet><item><instanceId>i-1&b;</instanceId></item>"
+                       "</instancesSet></RunInstancesResponse>",
+                       -EBADMSG);
+        check_rejected("<?xml version=\"1.0\"?><!DOCTYPE r SYSTEM \"http://127.0.0.1:1/x.dtd\">"
+                       "<RunInstancesResponse><instancesSet/></RunInstancesResponse>",
+                       -EBADMSG);
+
+        /* At most EC2_MAX_INSTANCES. */
+        size = (EC2_MAX_INSTANCES + 1) * 64 + 256;
+        big = malloc(size);
+        assert_non_null(big);
+        used = (size_t)snprintf(big, size, "<RunInstancesResponse><instancesSet>");
+        for (unsigned i = 0; i <= EC2_MAX_INSTANCES; i++)
+                used += (size_t)snprintf(big + used, size - used, "<item><instanceId>i-%u</instanceId></item>", i);
+        (void)snprintf(big + used, size - used, "</instancesSet></RunInstancesResponse>");
+        check_rejected(big, -E2BIG);
+        free(big);
+}
+
+static void test_parse_error(void **state)
+{
+        char code[EC2_CODE_MAX], message[EC2_MESSAGE_MAX];
+
+        assert_int_equal(ec2_parse_error(throttled, strlen(throttled), code, message), 0);
+        assert_string_equal(code, "RequestLimitExceeded");
+        assert_string_equal(message, "Request limit exceeded.");
+        assert_int_equal(ec2_parse_error(auth_failure, strlen(auth_failure), code, message), 0);
+        assert_string_equal(code, "AuthFailure");
+        assert_int_equal(ec2_parse_error("<Response><Errors><Error><Code>X.Y</Code></Error></Errors></Response>", 69,
+                                         code, message),
+                         0);
+        assert_string_equal(code, "X.Y");
+        assert_string_equal(message, "");
+        assert_int_equal(ec2_parse_error("<html>Bad gateway</html>", 24, code, message), -EBADMSG);
+        assert_int_equal(ec2_parse_error("Service Unavailable", 19, code, message), -EBADMSG);
+        assert_int_equal(ec2_parse_error("<Response><Errors><Error><Code>a b</Code></Error></Errors></Response>", 69,
+                                         code, message),
+                         -EBADMSG);
+}
+
+static void test_classify_and_backoff(void **state)
+{
+        bool retry;
+
+        assert_int_equal(ec2_classify_error(503, "RequestLimitExceeded", &retry), -EAGAIN);
+        assert_true(retry);
+        assert_int_equal(ec2_classify_error(400, "Throttling", &retry), -EAGAIN);
+        assert_true(retry);
+        assert_int_equal(ec2_classify_error(503, "", &retry), -EAGAIN);
+        assert_true(retry);
+        assert_int_equal(ec2_classify_error(500, "InternalError", &retry), -EAGAIN);
+        assert_true(retry);
+        assert_int_equal(ec2_classify_error(401, "AuthFailure", &retry), -EACCES);
+        assert_false(retry);
+        assert_int_equal(ec2_classify_error(403, "SignatureDoesNotMatch", &retry), -EACCES);
+        assert_false(retry);
+        assert_int_equal(ec2_classify_error(403, "UnauthorizedOperation", &retry), -EPERM);
+        assert_false(retry);
+        assert_int_equal(ec2_classify_error(400, "InvalidParameterValue", &retry), -EINVAL);
+        assert_false(retry);
+        assert_int_equal(ec2_classify_error(403, "", &retry), -EACCES);
+        assert_false(retry);
+
+        /* Full jitter under a doubling ceiling from 200 ms, capped at 20 s. */
+        assert_int_equal(ec2_backoff_usec(1, UINT64_MAX), UINT64_MAX % (200 * USEC_PER_MSEC + 1));
+        for (uint64_t rnd = 0; rnd < 1000000; rnd += 7919) {
+                assert_true(ec2_backoff_usec(1, rnd * 2654435761u) <= 200 * USEC_PER_MSEC);
+                assert_true(ec2_backoff_usec(2, rnd * 2654435761u) <= 400 * USEC_PER_MSEC);
+                assert_true(ec2_backoff_usec(4, rnd * 2654435761u) <= 1600 * USEC_PER_MSEC);
+                assert_true(ec2_backoff_usec(40, rnd * 2654435761u) <= 20 * USEC_PER_SEC);
+        }
+        assert_int_equal(ec2_backoff_usec(3, 800 * USEC_PER_MSEC), 800 * USEC_PER_MSEC);
+        assert_int_equal(ec2_backoff_usec(30, 20 * USEC_PER_SEC), 20 * USEC_PER_SEC);
+        assert_int_equal(ec2_backoff_usec(30, 20 * USEC_PER_SEC + 1), 0);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Whole calls against the scripted server */
+
+struct outcome {
+        bool done;
+        int r;
+        char error[EC2_ERROR_MAX];
+        struct ec2_instance instances[8];
+        size_t n;
+};
+
+static void on_instances(int r, const char *error, const struct ec2_instance *v, size_t n, void *userdata)
+{
+        struct outcome *o = userdata;
+
+        o->done = true;
+        o->r = r;
+        (void)snprintf(o->error, sizeof(o->error), "%s", error);
+        o->n = n;
+        for (size_t i = 0; i < n && i < ELEMENTSOF(o->instances); i++)
+                o->instances[i] = v[i];
+}
+
+static void on_done(int r, const char *error, void *userdata)
+{
+        on_instances(r, error, NULL, 0, userdata);
+}
+
+static void run_until_done(struct event_base *base, struct outcome *o, unsigned seconds)
+{
+        uint64_t deadline = now_usec() + seconds * USEC_PER_SEC;
+
+        while (!o->done && now_usec() < deadline)
+                (void)event_base_loop(base, EVLOOP_ONCE);
+        assert_true(o->done);
+}
+
+struct fixture {
+        struct event_base *base;
+        struct fakehttp server;
+        struct ec2 *ec2;
+};
+
+static int setup(void **state)
+{
+        struct fixture *f = calloc(1, sizeof(*f));
+        char endpoint[64];
+        struct ec2_settings s = { .region = "us-east-1" };
+
+        assert_non_null(f);
+        setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE", 1);
+        setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", 1);
+        unsetenv("AWS_SESSION_TOKEN");
+        setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
+        unsetenv("AWS_ENDPOINT_URL_EC2");
+        unsetenv("AWS_ENDPOINT_URL");
+        f->base = event_base_new();
+        assert_non_null(f->base);
+        fakehttp_start(&f->server, f->base);
+        (void)snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%u", f->server.port);
+        s.endpoint = endpoint;
+        assert_int_equal(ec2_new(f->base, &s, &f->ec2), 0);
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state)
+{
+        struct fixture *f = *state;
+
+        ec2_free(f->ec2);
+        fakehttp_stop(&f->server);
+        event_base_free(f->base);
+        free(f);
+        return 0;
+}
+
+static void test_describe_pages(void **state)
+{
+        struct fixture *f = *state;
+        struct outcome o = { 0 };
+        char host[64];
+
+        fakehttp_queue(&f->server, 200, describe_page1);
+        fakehttp_queue(&f->server, 200, describe_page2);
+        assert_int_equal(ec2_describe_instances(f->ec2, "lbd:pool", "main", on_instances, &o, NULL), 0);
+        assert_false(o.done); /* never from inside the call */
+        run_until_done(f->base, &o, 10);
+        assert_int_equal(o.r, 0);
+        assert_string_equal(o.error, "");
+        assert_int_equal(o.n, 4);
+        assert_string_equal(o.instances[3].id, "i-0ddd");
+        assert_int_equal(f->server.n_requests, 2);
+        assert_int_equal(ec2_requests_total(f->ec2), 2);
+
+        assert_string_equal(f->server.requests[0].method, "POST");
+        assert_string_equal(f->server.requests[0].body,
+                            "Action=DescribeInstances&Version=2016-11-15&Filter.1.Name=tag%3Albd%3Apool"
+                            "&Filter.1.Value.1=main&Filter.2.Name=instance-state-name&Filter.2.Value.1=pending"
+                            "&Filter.2.Value.2=running&Filter.2.Value.3=stopping&Filter.2.Value.4=stopped"
+                            "&Filter.2.Value.5=shutting-down&MaxResults=100");
+        assert_non_null(strstr(f->server.requests[1].body, "&NextToken=tok%2B%2F%3D1&MaxResults=100"));
+        (void)snprintf(host, sizeof(host), "Host: 127.0.0.1:%u", f->server.port);
+        assert_true(fakehttp_has_header(&f->server, 0, host));
+        assert_true(fakehttp_has_header(&f->server, 0, "Content-Type: application/x-www-form-urlencoded"));
+        assert_true(fakehttp_has_header(&f->server, 0, "X-Amz-Date: "));
+        assert_true(fakehttp_has_header(&f->server, 0, "Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
+        assert_non_null(strstr(f->server.requests[0].headers,
+                               "/us-east-1/ec2/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature="));
+        assert_false(fakehttp_has_header(&f->server, 0, "X-Amz-Security-Token"));
+}
+
+static void test_retry_throttled(void **state)
+{
+        struct fixture *f = *state;
+        struct outcome o = { 0 };
+
+        fakehttp_queue(&f->server, 503, throttled);
+        fakehttp_queue(&f->server, 503, unavailable);
+        fakehttp_queue(&f->server, 200, describe_empty);
+        assert_int_equal(ec2_describe_instances(f->ec2, "k", "v", on_instances, &o, NULL), 0);
+        run_until_done(f->base, &o, 10);
+        assert_int_equal(o.r, 0);
+        assert_int_equal(o.n, 0);
+        assert_int_equal(f->server.n_requests, 3);
+}
+
+static void test_gives_up(void **state)
+{
+        struct fixture *f = *state;
+        struct outcome o = { 0 };
+
+        for (int i = 0; i < EC2_MAX_ATTEMPTS + 2; i++)
+                fakehttp_queue(&f->server, 503, throttled);
+        assert_int_equal(ec2_describe_instances(f->ec2, "k", "v", on_instances, &o, NULL), 0);
+        run_until_done(f->base, &o, 20);
+        assert_int_equal(o.r, -EAGAIN);
+        assert_int_equal(f->server.n_requests, EC2_MAX_ATTEMPTS);
+        assert_non_null(strstr(o.error, "RequestLimitExceeded"));
+        assert_non_null(strstr(o.error, "gave up after 5 attempts"));
+}
+
+static void test_auth_failure_not_retried(void **state)
+{
+        struct fixture *f = *state;
+        struct outcome o = { 0 };
+
+        fakehttp_queue(&f->server, 401, auth_failure);
+        fakehttp_queue(&f->server, 200, describe_empty);
+        assert_int_equal(ec2_describe_instances(f->ec2, "k", "v", on_instances, &o, NULL), 0);
+        run_until_done(f->base, &o, 10);
+        assert_int_equal(o.r, -EACCES);
+        assert_int_equal(f->server.n_requests, 1);
+        assert_string_equal(o.error, "AuthFailure: AWS was not able to validate the provided access credentials");
+        /* Nothing of the secret in what a caller logs. */
+        assert_null(strstr(o.error, "EXAMPLEKEY"));
+}
+
+static void test_bad_request(void **state)
+{
+        struct fixture *f = *state;
+        struct outcome o = { 0 };
+
+        fakehttp_queue(&f->server, 400,
+                       "<Response><Errors><Error><Code>InvalidAMIID.Malformed</Code><Message>Invalid id: "
+                       "\"x\"</Message></Error></Errors></Response>");
+        assert_int_equal(ec2_terminate_instances(f->ec2, (const char *[]){ "i-1" }, 1, on_done, &o, NULL), 0);
+        run_until_done(f->base, &o, 10);
+        assert_int_equal(o.r, -EINVAL);
+        assert_string_equal(o.error, "InvalidAMIID.Malformed: Invalid id: \"x\"");
+        assert_int_equal(f->server.n_requests, 1);
+
+        /* An answer that isn't EC2's XML. */
+        memset(&o, 0, sizeof(o));
+        fakehttp_queue(&f->server, 200, "<html>hello</html>");
+        assert_int_equal(ec2_describe_instances(f->ec2, "k", "v", on_instances, &o, NULL), 0);
+        run_until_done(f->base, &o, 10);
+        assert_int_equal(o.r, -EBADMSG);
+}
+
+static void test_run_and_terminate(void **state)
+{
+        struct fixture *f = *state;
+        struct outcome o = { 0 };
+        const char *groups[] = { "sg-1", "sg-2" };
+        const char user_data[] = "#!/bin/sh\nUPSTREAM=10.0.0.1:8080\n";
+        const struct ec2_launch l = {
+                .image = "ami-123",
+                .instance_type = "t3.micro",
+                .subnet = "subnet-1",
+                .security_groups = groups,
+                .n_security_groups = 2,
+                .key_name = "my key",
+                .instance_profile = "arn:aws:iam::1:instance-profile/p",
+                .user_data = user_data,
+                .user_data_len = sizeof(user_data) - 1,
+                .tag_key = "lbd:pool",
+                .tag_value = "main",
+                .name = "lbd-main",
+                .client_token = "tok-1",
+                .count = 2,
+        };
+        const char *body;
+
+        setenv("AWS_SESSION_TOKEN", "SESSION/TOKEN=", 1);
+        f->ec2 = ec2_free(f->ec2);
+        {
+                char endpoint[64];
+                const struct ec2_settings s = { .region = "eu-west-3", .endpoint = endpoint };
+
+                (void)snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%u/", f->server.port);
+                assert_int_equal(ec2_new(f->base, &s, &f->ec2), 0);
+        }
+
+        fakehttp_queue(&f->server, 500, "oops");
+        fakehttp_queue(&f->server, 200, run_response);
+        assert_int_equal(ec2_run_instances(f->ec2, &l, on_instances, &o, NULL), 0);
+        run_until_done(f->base, &o, 10);
+        assert_int_equal(o.r, 0);
+        assert_int_equal(o.n, 1);
+        assert_string_equal(o.instances[0].id, "i-0eee");
+        assert_int_equal(f->server.n_requests, 2);
+        /* The retry sends the same request, ClientToken included. */
+        assert_string_equal(f->server.requests[0].body, f->server.requests[1].body);
+        body = f->server.requests[1].body;
+        print_message("%s\n", body);
+        assert_string_equal(body, "Action=RunInstances&Version=2016-11-15&ImageId=ami-123&InstanceType=t3.micro"
+                                  "&SubnetId=subnet-1&SecurityGroupId.1=sg-1&SecurityGroupId.2=sg-2"
+                                  "&KeyName=my%20key&IamInstanceProfile.Arn=arn%3Aaws%3Aiam%3A%3A1%3Ainstance-"
+                                  "profile%2Fp&UserData=IyEvYmluL3NoClVQU1RSRUFNPTEwLjAuMC4xOjgwODAK"
+                                  "&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=lbd%3Apool"
+                                  "&TagSpecification.1.Tag.1.Value=main&TagSpecification.1.Tag.2.Key=Name"
+                                  "&TagSpecification.1.Tag.2.Value=lbd-main&ClientToken=tok-1&MinCount=2&MaxCount=2");
+        assert_true(fakehttp_has_header(&f->server, 1, "X-Amz-Security-Token: SESSION/TOKEN="));
+        assert_non_null(strstr(f->server.requests[1].headers, "/eu-west-3/ec2/aws4_request, "
+                                                              "SignedHeaders=content-type;host;x-amz-date;"
+                                                              "x-amz-security-token, Signature="));
+
+        memset(&o, 0, sizeof(o));
+        fakehttp_queue(&f->server, 200, terminate_response);
+        assert_int_equal(ec2_terminate_instances(f->ec2, (const char *[]){ "i-0aaa", "i-0bbb" }, 2, on_done, &o, NULL),
+                         0);
+        run_until_done(f->base, &o, 10);
+        assert_int_equal(o.r, 0);
+        assert_string_equal(f->server.requests[2].body,
+                            "Action=TerminateInstances&Version=2016-11-15&InstanceId.1=i-0aaa&InstanceId.2=i-0bbb");
+        unsetenv("AWS_SESSION_TOKEN");
+}
+
+static void test_argument_checks(void **state)
+{
+        struct fixture *f = *state;
+        struct outcome o = { 0 };
+        struct ec2_launch l = {
+                .image = "ami-1", .tag_key = "k", .tag_value = "v", .client_token = "t", .count = 1,
+        };
+        struct ec2_call *call = NULL;
+        static char big[EC2_USER_DATA_MAX + 1];
+
+        assert_int_equal(ec2_describe_instances(f->ec2, "", "v", on_instances, &o, NULL), -EINVAL);
+        assert_int_equal(ec2_terminate_instances(f->ec2, (const char *[]){ "i-1&x=y" }, 1, on_done, &o, NULL),
+                         -EINVAL);
+        assert_int_equal(ec2_terminate_instances(f->ec2, (const char *[]){ "i-1" }, 0, on_done, &o, NULL), -EINVAL);
+        l.client_token = "has space";
+        assert_int_equal(ec2_run_instances(f->ec2, &l, on_instances, &o, NULL), -EINVAL);
+        l.client_token = "t";
+        l.image = NULL;
+        assert_int_equal(ec2_run_instances(f->ec2, &l, on_instances, &o, NULL), -EINVAL);
+        l.image = "ami-1";
+        l.user_data = big;
+        l.user_data_len = sizeof(big);
+        assert_int_equal(ec2_run_instances(f->ec2, &l, on_instances, &o, NULL), -E2BIG);
+
+        /* A cancelled call never reports. */
+        assert_int_equal(ec2_describe_instances(f->ec2, "k", "v", on_instances, &o, &call), 0);
+        assert_non_null(call);
+        (void)ec2_call_cancel(call);
+        for (int i = 0; i < 20; i++)
+                (void)event_base_loop(f->base, EVLOOP_NONBLOCK);
+        assert_false(o.done);
+
+        /* A bad endpoint is refused up front. */
+        {
+                struct ec2 *e = NULL;
+                const struct ec2_settings s = { .region = "us-east-1", .endpoint = "ftp://127.0.0.1/" };
+
+                assert_int_equal(ec2_new(f->base, &s, &e), -EINVAL);
+        }
+}
+
+static void test_no_credentials(void **state)
+{
+        struct fixture *f = *state;
+        struct outcome o = { 0 };
+        char endpoint[64];
+        struct ec2_settings s = { .region = "us-east-1", .endpoint = endpoint };
+
+        (void)snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%u", f->server.port);
+        unsetenv("AWS_ACCESS_KEY_ID");
+        unsetenv("AWS_SECRET_ACCESS_KEY");
+        setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials", 1);
+        setenv("AWS_CONFIG_FILE", "/nonexistent/config", 1);
+        f->ec2 = ec2_free(f->ec2);
+        assert_int_equal(ec2_new(f->base, &s, &f->ec2), 0);
+        assert_int_equal(ec2_describe_instances(f->ec2, "k", "v", on_instances, &o, NULL), 0);
+        run_until_done(f->base, &o, 10);
+        assert_int_equal(o.r, -EACCES);
+        assert_non_null(strstr(o.error, "no AWS credentials"));
+        assert_int_equal(f->server.n_requests, 0);
+        unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+        unsetenv("AWS_CONFIG_FILE");
+}
+
+static void test_connection_refused(void **state)
+{
+        struct fixture *f = *state;
+        struct outcome o = { 0 };
+        struct ec2_settings s = { .region = "us-east-1" };
+        char endpoint[64];
+        unsigned short port = f->server.port;
+
+        /* The server's port, once it is gone: nothing listens there. */
+        fakehttp_stop(&f->server);
+        (void)snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%u", port);
+        s.endpoint = endpoint;
+        f->ec2 = ec2_free(f->ec2);
+        assert_int_equal(ec2_new(f->base, &s, &f->ec2), 0);
+        assert_int_equal(ec2_describe_instances(f->ec2, "k", "v", on_instances, &o, NULL), 0);
+        run_until_done(f->base, &o, 20);
+        assert_int_equal(o.r, -EAGAIN);
+        assert_int_equal(ec2_requests_total(f->ec2), EC2_MAX_ATTEMPTS);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_parse_describe),
+                cmocka_unit_test(test_parse_rejects),
+                cmocka_unit_test(test_parse_error),
+                cmocka_unit_test(test_classify_and_backoff),
+                cmocka_unit_test_setup_teardown(test_describe_pages, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_retry_throttled, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_gives_up, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_auth_failure_not_retried, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_bad_request, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_run_and_terminate, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_argument_checks, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_no_credentials, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_connection_refused, setup, teardown),
+        };
+
+        log_set_max_level(LOG_WARNING);
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

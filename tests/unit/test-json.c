@@ -1,0 +1,179 @@
+/* Unit tests for webd/json.c: the strict body parser (UTF-8, NUL, trailing bytes), object validation
+ * with per-field messages, and the timestamp conversions. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "webd/json.h"
+
+static int parse(const char *text)
+{
+        cJSON *j = NULL;
+        int r = json_parse(text, strlen(text), &j);
+
+        cJSON_Delete(j);
+        return r;
+}
+
+static void test_parse(void **state)
+{
+        cJSON *j = NULL;
+
+        assert_int_equal(parse("{}"), 0);
+        assert_int_equal(parse(" {\"a\": [1, \"x\", true, null]} \r\n"), 0);
+        assert_int_equal(parse("\"\\u00e9\\ud83d\\ude42\""), 0);
+        assert_int_equal(parse("\"x\\\\u0000y\""), 0); /* an escaped backslash, then text */
+        assert_int_equal(parse(""), -EBADMSG);
+        assert_int_equal(parse("{"), -EBADMSG);
+        assert_int_equal(parse("{} x"), -EBADMSG);
+        assert_int_equal(parse("{}{}"), -EBADMSG);
+        assert_int_equal(parse("\"a\\u0000b\""), -EBADMSG);
+        assert_int_equal(parse("{\"\\u0000\": 1}"), -EBADMSG);
+        assert_int_equal(parse("\"\\ud800\""), -EBADMSG);
+        assert_int_equal(parse("\"\xc3\""), -EBADMSG);
+        assert_int_equal(parse("\"\xff\""), -EBADMSG);
+        assert_int_equal(json_parse("{}\0", 3, &j), -EBADMSG);
+        assert_null(j);
+        assert_int_equal(json_parse("\"a\0b\"", 5, &j), -EBADMSG);
+        /* Length is honoured: no NUL terminator needed. */
+        assert_int_equal(json_parse("{\"a\":1}garbage", 7, &j), 0);
+        assert_non_null(j);
+        cJSON_Delete(j);
+}
+
+static void test_utf8(void **state)
+{
+        static const struct {
+                const char *s;
+                bool ok;
+        } cases[] = {
+                {"plain", true},
+                {"\xc3\xa9", true},
+                {"\xe2\x9c\x93", true},
+                {"\xf0\x9f\x99\x82", true},
+                {"\xf4\x8f\xbf\xbf", true},  /* U+10FFFF */
+                {"\xc0\xaf", false},         /* overlong */
+                {"\xe0\x80\xaf", false},     /* overlong */
+                {"\xed\xa0\x80", false},     /* surrogate */
+                {"\xf4\x90\x80\x80", false}, /* beyond U+10FFFF */
+                {"\x80", false},
+                {"\xc3", false},
+                {"\xe2\x9c", false},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                assert_int_equal(json_utf8_valid(cases[i].s, strlen(cases[i].s)), cases[i].ok);
+        assert_int_equal(json_utf8_length("h\xc3\xa9llo \xf0\x9f\x99\x82"), 7);
+        assert_int_equal(json_utf8_length(""), 0);
+}
+
+static const struct json_field fields[] = {
+        { "title", JSON_STRING, true, 1, 5, false },
+        { "note", JSON_STRING, false, 0, 4, true },
+        { "done", JSON_BOOL, false, 0, 0, false },
+};
+
+static int check(const char *text, cJSON **problems)
+{
+        cJSON *j = NULL;
+        int r;
+
+        assert_int_equal(json_parse(text, strlen(text), &j), 0);
+        r = json_check_object(j, fields, ELEMENTSOF(fields), problems);
+        cJSON_Delete(j);
+        return r;
+}
+
+static const char *problem(const cJSON *problems, const char *name)
+{
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(problems, name);
+
+        return cJSON_IsString(p) ? p->valuestring : NULL;
+}
+
+static void test_check_object(void **state)
+{
+        cJSON *p = NULL;
+
+        assert_int_equal(check("{\"title\":\"abc\"}", &p), 0);
+        assert_null(p);
+        assert_int_equal(check("{\"title\":\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\",\"note\":\"abcd\",\"done\":false}",
+                               &p),
+                         0);
+        assert_null(p);
+
+        assert_int_equal(check("{}", &p), 1);
+        assert_string_equal(problem(p, "title"), "is required");
+        cJSON_Delete(p);
+        p = NULL;
+
+        assert_int_equal(check("{\"title\":\"toolong\",\"note\":\"\xc3\xa9\xc3\xa9\xc3\xa9\",\"done\":1,\"x\":2}", &p), 4);
+        assert_string_equal(problem(p, "title"), "must be 1 to 5 characters");
+        assert_string_equal(problem(p, "note"), "must be at most 4 bytes");
+        assert_string_equal(problem(p, "done"), "must be true or false");
+        assert_string_equal(problem(p, "x"), "unknown field");
+        cJSON_Delete(p);
+        p = NULL;
+
+        assert_int_equal(check("{\"title\":5}", &p), 1);
+        assert_string_equal(problem(p, "title"), "must be a string");
+        cJSON_Delete(p);
+        p = NULL;
+
+        assert_true(check("{\"title\":\"a\",\"title\":\"b\"}", &p) >= 1);
+        assert_string_equal(problem(p, "title"), "given more than once");
+        cJSON_Delete(p);
+        p = NULL;
+
+        assert_int_equal(check("[1]", &p), -EINVAL);
+        assert_null(p);
+}
+
+static void test_timestamp(void **state)
+{
+        static const struct {
+                const char *pg, *rfc;
+        } ok[] = {
+                {"2024-01-02 03:04:05+00", "2024-01-02T03:04:05Z"},
+                {"2024-01-02 03:04:05.123456+00", "2024-01-02T03:04:05.123456Z"},
+                {"2024-01-02 03:04:05.5+05:30", "2024-01-02T03:04:05.5+05:30"},
+                {"2024-01-02 03:04:05-08", "2024-01-02T03:04:05-08:00"},
+        };
+        static const char *const bad[] = {
+                "", "2024-01-02", "2024-01-02T03:04:05Z", "2024-01-02 03:04:05", "2024-01-02 03:04:05.+00",
+                "2024-01-02 03:04:05+0", "2024-01-02 03:04:05+05:30:10", "24-01-02 03:04:05+00",
+        };
+        char buf[JSON_TIME_MAX];
+
+        for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
+                assert_int_equal(json_timestamp(ok[i].pg, buf, sizeof(buf)), (int)strlen(ok[i].rfc));
+                assert_string_equal(buf, ok[i].rfc);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                assert_int_equal(json_timestamp(bad[i], buf, sizeof(buf)), -EINVAL);
+        assert_int_equal(json_timestamp("2024-01-02 03:04:05+00", buf, 10), -ENOBUFS);
+
+        assert_int_equal(json_format_time(0, buf, sizeof(buf)), 20);
+        assert_string_equal(buf, "1970-01-01T00:00:00Z");
+        assert_int_equal(json_format_time(1700000000, buf, sizeof(buf)), 20);
+        assert_string_equal(buf, "2023-11-14T22:13:20Z");
+        assert_int_equal(json_format_time(-1, buf, sizeof(buf)), -ERANGE);
+        assert_int_equal(json_format_time(0, buf, 5), -ENOBUFS);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_parse),
+                cmocka_unit_test(test_utf8),
+                cmocka_unit_test(test_check_object),
+                cmocka_unit_test(test_timestamp),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,216 @@
+/* Unit tests for webd/config.c: the documented defaults, a complete file, every key's error path with
+ * the message users see, secrets kept out of messages, the setter and config_validate(). */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/macro.h"
+#include "webd/config.h"
+
+struct capture {
+        int saved;
+        FILE *f;
+};
+
+static void capture_begin(struct capture *c)
+{
+        fflush(stderr);
+        c->f = tmpfile();
+        assert_non_null(c->f);
+        c->saved = dup(STDERR_FILENO);
+        assert_true(c->saved >= 0);
+        assert_true(dup2(fileno(c->f), STDERR_FILENO) >= 0);
+}
+
+/* Returns what was logged since capture_begin() (caller frees). */
+static char *capture_end(struct capture *c)
+{
+        char *buf = calloc(1, 65536);
+        size_t n;
+
+        assert_non_null(buf);
+        assert_true(dup2(c->saved, STDERR_FILENO) >= 0);
+        close(c->saved);
+        rewind(c->f);
+        n = fread(buf, 1, 65535, c->f);
+        buf[n] = '\0';
+        fclose(c->f);
+        fprintf(stderr, "%s", buf);
+        return buf;
+}
+
+static char *write_file(const char *text)
+{
+        char *path = strdup("/tmp/test-webd-config-XXXXXX");
+        int fd;
+
+        assert_non_null(path);
+        fd = mkstemp(path);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+        close(fd);
+        return path;
+}
+
+static void test_defaults(void **state)
+{
+        struct config c;
+        char buf[NETADDR_STRLEN];
+
+        config_init(&c);
+        assert_true(netaddr_format(&c.listen, buf, sizeof(buf)) > 0);
+        assert_string_equal(buf, "127.0.0.1:8080");
+        assert_string_equal(c.database, "");
+        assert_int_equal(c.pool_size, 4);
+        assert_string_equal(c.secret_file, "/var/lib/webd/jwt.key");
+        assert_int_equal(c.token_ttl_usec, 3600 * USEC_PER_SEC);
+        assert_int_equal(c.max_body_size, 64 * 1024);
+        assert_int_equal(c.request_timeout_usec, 10 * USEC_PER_SEC);
+        assert_int_equal(c.startup_timeout_usec, 30 * USEC_PER_SEC);
+        assert_int_equal(c.log_level, LOG_INFO);
+        assert_true(c.activity);
+        /* No database yet: not valid. */
+        assert_int_equal(config_validate(&c), -EINVAL);
+}
+
+static void test_full_file(void **state)
+{
+        char *path = write_file("; webd\n[webd]\nlisten = [::1]:9000\n"
+                                "database = host=/run/postgresql dbname=webd user=webd\n"
+                                "pool_size = 16 ; more\ntoken_ttl = 15m\nmax_body_size = 1M\n"
+                                "request_timeout = 2.5s\nstartup_timeout = 0\nlog_level = debug\n"
+                                "activity = off\nsecret_file = /etc/webd/key\n");
+        struct config c;
+        char buf[NETADDR_STRLEN];
+
+        config_init(&c);
+        assert_int_equal(config_load_file(&c, path), 0);
+        assert_true(netaddr_format(&c.listen, buf, sizeof(buf)) > 0);
+        assert_string_equal(buf, "[::1]:9000");
+        assert_string_equal(c.database, "host=/run/postgresql dbname=webd user=webd");
+        assert_int_equal(c.pool_size, 16);
+        assert_int_equal(c.token_ttl_usec, 900 * USEC_PER_SEC);
+        assert_int_equal(c.max_body_size, 1024 * 1024);
+        assert_int_equal(c.request_timeout_usec, 2500 * USEC_PER_MSEC);
+        assert_int_equal(c.startup_timeout_usec, 0);
+        assert_int_equal(c.log_level, LOG_DEBUG);
+        assert_false(c.activity);
+        assert_string_equal(c.secret_file, "/etc/webd/key");
+        assert_string_equal(c.path, path);
+        assert_int_equal(config_validate(&c), 0);
+        unlink(path);
+        free(path);
+}
+
+static void test_bad_keys(void **state)
+{
+        static const struct {
+                const char *line, *expect;
+        } cases[] = {
+                {"listen = 1.2.3.4", "numeric address with a port"},
+                {"listen = host:80", "numeric address"},
+                {"pool_size = 0", "between 1 and 64"},
+                {"pool_size = 65", "between 1 and 64"},
+                {"token_ttl = 0", "at least 1000 ms"},
+                {"token_ttl = 90.5s", "whole number of seconds"},
+                {"max_body_size = 100", "between 1024 and"},
+                {"max_body_size = 17M", "between 1024 and"},
+                {"request_timeout = 1ms", "at least 10 ms"},
+                {"startup_timeout = forever", "not a duration"},
+                {"log_level = chatty", "debug info notice warning error"},
+                {"activity = sometimes", "on or off"},
+                {"secret_file = key", "absolute path"},
+                {"database = not a conninfo", "libpq connection string"},
+                {"nonsense = 1", "unknown key"},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char text[256], *path, *log, where[128];
+                struct capture cap;
+                struct config c;
+
+                (void)snprintf(text, sizeof(text), "[webd]\n%s\n", cases[i].line);
+                path = write_file(text);
+                config_init(&c);
+                capture_begin(&cap);
+                assert_int_equal(config_load_file(&c, path), -EINVAL);
+                log = capture_end(&cap);
+                (void)snprintf(where, sizeof(where), "%s:2: [webd] key '", path);
+                assert_non_null(strstr(log, where));
+                assert_non_null(strstr(log, cases[i].expect));
+                free(log);
+                unlink(path);
+                free(path);
+        }
+}
+
+static void test_secrets_hidden(void **state)
+{
+        char *path = write_file("[webd]\ndatabase = host=x password=TopSecret1 =broken\n"
+                                "secret_file = relative/TopSecret2\n[other]\npassword = TopSecret3\n");
+        struct capture cap;
+        struct config c;
+        char *log;
+
+        config_init(&c);
+        capture_begin(&cap);
+        assert_int_equal(config_load_file(&c, path), -EINVAL);
+        assert_int_equal(config_set(&c, "webd", "database", "password=TopSecret4 x", "--database"), -EINVAL);
+        log = capture_end(&cap);
+        assert_non_null(strstr(log, "value hidden"));
+        assert_null(strstr(log, "TopSecret"));
+        assert_non_null(strstr(log, "unknown section"));
+        free(log);
+        unlink(path);
+        free(path);
+}
+
+static void test_set(void **state)
+{
+        struct config c;
+
+        config_init(&c);
+        assert_int_equal(config_set(&c, "webd", "database", "dbname=webd", "WEBD_DATABASE"), 0);
+        assert_int_equal(config_set(&c, "webd", "pool_size", "2", NULL), 0);
+        assert_int_equal(c.pool_size, 2);
+        assert_int_equal(config_set(&c, "webd", "pool_size", "x", NULL), -EINVAL);
+        assert_int_equal(c.pool_size, 2);
+        assert_int_equal(config_set(&c, "", "pool_size", "2", NULL), -EINVAL);
+        assert_int_equal(config_set(&c, "lbd", "listen", "1.2.3.4:80", NULL), -EINVAL);
+        assert_int_equal(config_validate(&c), 0);
+        assert_string_equal(config_log_level_name(LOG_WARNING), "warning");
+        assert_null(config_log_level_name(42));
+}
+
+static void test_missing_file(void **state)
+{
+        struct capture cap;
+        struct config c;
+        char *log;
+
+        config_init(&c);
+        capture_begin(&cap);
+        assert_true(config_load_file(&c, "/nonexistent/webd.conf") < 0);
+        log = capture_end(&cap);
+        free(log);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_defaults),   cmocka_unit_test(test_full_file),
+                cmocka_unit_test(test_bad_keys),   cmocka_unit_test(test_secrets_hidden),
+                cmocka_unit_test(test_set),        cmocka_unit_test(test_missing_file),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

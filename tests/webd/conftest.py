@@ -1,0 +1,42 @@
+"""pytest fixtures for webd's integration tests (see webdtest.py for the harness)."""
+
+import pytest
+
+import webdtest
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A PostgreSQL cluster shared by the tests of one module; always stopped afterwards."""
+    c = webdtest.PgCluster()
+    try:
+        yield c
+    finally:
+        c.cleanup()
+
+
+@pytest.fixture(scope="module")
+def webd(cluster, tmp_path_factory, request):
+    """A running webd on the module's cluster."""
+    w = webdtest.Webd(tmp_path_factory.mktemp(request.module.__name__), cluster)
+    try:
+        w.start()
+        yield w
+    finally:
+        w.stop()
+
+
+@pytest.fixture
+def new_webd(cluster, tmp_path):
+    """new_webd(extra={...}, env={...}, start=True): webd instances of one test, stopped afterwards."""
+    made = []
+
+    def make(extra=None, env=None, start=True):
+        w = webdtest.Webd(tmp_path / f"webd{len(made)}", cluster, extra=extra, env=env)
+        made.append(w)
+        return w.start() if start else w
+    try:
+        yield make
+    finally:
+        for w in made:
+            w.stop()

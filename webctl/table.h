@@ -1,0 +1,37 @@
+/* Plain-text output for people: tables with computed column widths and records of "Key  value" lines.
+ * Text from the server is made safe to print (control characters and invalid UTF-8 become '?') and
+ * measured in terminal columns; cells over their column's limit are cut and end with "…". */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#define TABLE_COLUMNS_MAX 8
+#define TABLE_ROWS_MAX    100000
+
+struct table;
+
+/* A table with the given column headers (1..TABLE_COLUMNS_MAX). Returns 0, -EINVAL or -ENOMEM. */
+int table_new(const char *const *headers, size_t columns, struct table **ret);
+struct table *table_free(struct table *t);
+
+/* Right-aligns column <i> (numbers). */
+void table_align_right(struct table *t, size_t i);
+/* Caps column <i> at <width> terminal columns (0: no cap). With <flexible>, the column also shrinks (down
+ * to <min_width>) so that the table fits the width given to table_print(). */
+void table_limit(struct table *t, size_t i, size_t width, bool flexible, size_t min_width);
+
+/* Adds a row of <columns> cells (copied; NULL prints as ""). Returns 0, -E2BIG or -ENOMEM. */
+int table_add_row(struct table *t, const char *const *cells);
+size_t table_rows(const struct table *t);
+
+/* Prints the header and the rows; <width> is the terminal's width, or 0 if unknown. Returns 0 or -EIO. */
+int table_print(struct table *t, FILE *f, size_t width);
+
+/* Prints "key  value" lines with the keys padded to a common width; a value with several lines continues
+ * under the first. Returns 0 or -EIO. */
+int table_print_record(FILE *f, const char *const *keys, const char *const *values, size_t n);
+
+/* The width of the terminal on <f>, or 0 if <f> isn't a terminal. */
+size_t table_terminal_width(FILE *f);

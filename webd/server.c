@@ -1,0 +1,826 @@
+/* The HTTP server: evhttp underneath, our routing and request lifecycle on top.
+ *
+ * Every request goes through server_dispatch(), in this order: route (404), method (405 with Allow), body
+ * size (413), bearer token (401), Content-Type and JSON body (415, 400), then the route's handler. The
+ * handler answers at once or starts a query; a deadline (request_timeout) answers 503 for it if nothing
+ * else has by then, and cancels the query. After the answer the log hook sees the request (method, path,
+ * status, latency, request id, client, user), which is how the activity log is fed.
+ *
+ * evhttp stops reading from a connection while its request is being handled, so a client that goes away
+ * is only noticed when the answer is written; our request object stays valid until then. Bodies up to four
+ * times max_body_size are read and answered 413 in our JSON shape; beyond that evhttp cuts the connection
+ * with its own 413, which bounds the memory one request can take.
+ *
+ * Every answer carries X-Request-Id (the client's, when it is sane, else one made here), Cache-Control:
+ * no-store (answers hold tokens and private data) and, with a body, Content-Type: application/json. */
+#include "webd/server.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <inttypes.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+#include <sys/random.h>
+
+#include "common/log.h"
+#include "common/macro.h"
+#include "common/parse.h"
+#include "webd/db.h"
+#include "webd/json.h"
+#include "webd/jwt.h"
+#include "webd/secret.h"
+
+#define SERVER_ROUTES_MAX      32
+#define SERVER_METHODS_MAX     8
+#define SERVER_ROUTE_PATH_MAX  64
+#define SERVER_HEADERS_MAX     (16 * 1024)
+#define SERVER_IDLE_TIMEOUT_S  30
+#define SERVER_BACKLOG         1024
+#define SERVER_ALL_METHODS     0x1ff /* every evhttp_cmd_type: we answer 405 ourselves */
+#define SERVER_LISTEN_OPTIONS  (LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC)
+#define SERVER_TOKEN_SLOTS     256 /* verified tokens remembered */
+
+/* A token that passed jwt_verify(), remembered so that the next request bearing it costs a lookup
+ * instead of an HMAC and two JSON parses. Only a byte-for-byte identical token matches (compared in
+ * constant time), and its expiry is checked again on every use; so the cache accepts exactly what
+ * jwt_verify() would, as long as the key doesn't change, which it doesn't while the process runs. */
+struct server_token {
+        char *token; /* NULL: empty slot */
+        size_t len;
+        int64_t user_id;
+        int64_t exp;
+        char name[SERVER_USER_NAME_MAX];
+};
+
+struct server_route_entry {
+        char path[SERVER_ROUTE_PATH_MAX];
+        size_t len;
+        bool with_id, slash;
+        struct server_method methods[SERVER_METHODS_MAX];
+        size_t n_methods;
+        void *userdata;
+};
+
+/* The list of requests in progress, to answer them all when the server is freed. */
+struct server_link {
+        TAILQ_ENTRY(server_link) entry;
+        struct server_request *request;
+};
+TAILQ_HEAD(server_link_list, server_link);
+
+struct server {
+        struct event_base *base;
+        const struct config *config;
+        struct db *db;
+        struct evhttp *http;
+        struct evhttp_bound_socket *bound;
+        uint8_t key[SECRET_MAX];
+        size_t key_len;
+        struct server_route_entry routes[SERVER_ROUTES_MAX];
+        size_t n_routes;
+        server_log_cb log_cb;
+        void *log_userdata;
+        struct server_link_list requests;
+        size_t n_requests;
+        bool stopping;
+        void (*stopped_cb)(void *userdata);
+        void *stopped_userdata;
+        struct event *stopped; /* deferred call of stopped_cb */
+        char id_prefix[17];
+        uint64_t id_counter;
+        struct server_token tokens[SERVER_TOKEN_SLOTS];
+};
+
+static void server_stopped_cb(evutil_socket_t fd, short what, void *userdata);
+
+/* Where a request's link lives: allocated with it, so it can't fail separately. */
+struct server_request_full {
+        struct server_request r;
+        struct server_link link;
+};
+
+static const char *server_method_name(enum evhttp_cmd_type m)
+{
+        switch (m) {
+        case EVHTTP_REQ_GET:
+                return "GET";
+        case EVHTTP_REQ_POST:
+                return "POST";
+        case EVHTTP_REQ_HEAD:
+                return "HEAD";
+        case EVHTTP_REQ_PUT:
+                return "PUT";
+        case EVHTTP_REQ_DELETE:
+                return "DELETE";
+        case EVHTTP_REQ_OPTIONS:
+                return "OPTIONS";
+        case EVHTTP_REQ_TRACE:
+                return "TRACE";
+        case EVHTTP_REQ_CONNECT:
+                return "CONNECT";
+        case EVHTTP_REQ_PATCH:
+                return "PATCH";
+        }
+        return "UNKNOWN";
+}
+
+bool server_request_id_sane(const char *id)
+{
+        size_t n = 0;
+
+        if (!id)
+                return false;
+        for (; id[n]; n++) {
+                char c = id[n];
+
+                if (n >= SERVER_REQUEST_ID_MAX)
+                        return false;
+                if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+                      c == '_' || c == ':' || c == '-'))
+                        return false;
+        }
+        return n > 0;
+}
+
+int server_parse_id(const char *s, bool slash, int64_t *ret)
+{
+        char digits[24];
+        size_t n = strspn(s, "0123456789");
+        uint64_t v;
+
+        if (n == 0 || n >= sizeof(digits) || s[0] == '0')
+                return -EINVAL;
+        if (s[n] != '\0' && !(slash && s[n] == '/' && s[n + 1] == '\0'))
+                return -EINVAL;
+        memcpy(digits, s, n);
+        digits[n] = '\0';
+        if (parse_uint(digits, 1, INT64_MAX, &v) < 0)
+                return -EINVAL;
+        *ret = (int64_t)v;
+        return 0;
+}
+
+bool server_content_type_is_json(const char *value)
+{
+        static const char json[] = "application/json";
+        size_t n = sizeof(json) - 1;
+
+        if (!value)
+                return false;
+        value += strspn(value, " \t");
+        if (strncasecmp(value, json, n) != 0)
+                return false;
+        value += n;
+        value += strspn(value, " \t");
+        return *value == '\0' || *value == ';';
+}
+
+int server_new(struct event_base *base, const struct config *config, struct db *db, const uint8_t *key,
+               size_t key_len, struct server **ret)
+{
+        struct server *s;
+        uint8_t seed[8];
+        uint64_t hard_limit;
+
+        if (!base || !config || !key || key_len == 0 || key_len > SECRET_MAX)
+                return -EINVAL;
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->base = base;
+        s->config = config;
+        s->db = db;
+        memcpy(s->key, key, key_len);
+        s->key_len = key_len;
+        TAILQ_INIT(&s->requests);
+
+        s->http = evhttp_new(base);
+        s->stopped = event_new(base, -1, 0, server_stopped_cb, s);
+        if (!s->http || !s->stopped) {
+                server_free(s);
+                return -ENOMEM;
+        }
+        hard_limit = config->max_body_size * 4;
+        evhttp_set_max_body_size(s->http, (ev_ssize_t)hard_limit);
+        evhttp_set_max_headers_size(s->http, SERVER_HEADERS_MAX);
+        evhttp_set_timeout(s->http, SERVER_IDLE_TIMEOUT_S);
+        evhttp_set_allowed_methods(s->http, SERVER_ALL_METHODS);
+
+        /* Request ids made here: a random prefix per process, then a counter. */
+        if (getrandom(seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed)) {
+                uint64_t t = now_usec();
+
+                memcpy(seed, &t, sizeof(seed));
+        }
+        for (size_t i = 0; i < sizeof(seed); i++)
+                (void)snprintf(s->id_prefix + 2 * i, 3, "%02x", seed[i]);
+        *ret = s;
+        return 0;
+}
+
+int server_route(struct server *s, const char *path, bool with_id, bool slash, const struct server_method *m,
+                 size_t n, void *userdata)
+{
+        struct server_route_entry *e;
+        size_t len = strlen(path);
+
+        if (path[0] != '/' || len >= SERVER_ROUTE_PATH_MAX || n == 0 || n > SERVER_METHODS_MAX)
+                return -EINVAL;
+        if (s->n_routes >= SERVER_ROUTES_MAX)
+                return -E2BIG;
+        e = &s->routes[s->n_routes++];
+        memcpy(e->path, path, len + 1);
+        e->len = len;
+        e->with_id = with_id;
+        e->slash = slash;
+        memcpy(e->methods, m, n * sizeof(*m));
+        e->n_methods = n;
+        e->userdata = userdata;
+        return 0;
+}
+
+void server_set_log(struct server *s, server_log_cb cb, void *userdata)
+{
+        s->log_cb = cb;
+        s->log_userdata = userdata;
+}
+
+struct db *server_db(const struct server *s)
+{
+        return s->db;
+}
+
+struct server_request *server_request_ref(struct server_request *r)
+{
+        r->refs++;
+        return r;
+}
+
+struct server_request *server_request_unref(struct server_request *r)
+{
+        if (!r || --r->refs > 0)
+                return NULL;
+        /* Only the request itself: the server may be gone by now (see server_free()). */
+        if (r->timer)
+                event_free(r->timer);
+        if (r->params) {
+                evhttp_clear_headers(r->params);
+                free(r->params);
+        }
+        cJSON_Delete(r->body);
+        free(r);
+        return NULL;
+}
+
+int server_add_header(struct server_request *r, const char *name, const char *value)
+{
+        if (!r->req)
+                return -ENOTCONN;
+        return evhttp_add_header(evhttp_request_get_output_headers(r->req), name, value) < 0 ? -ENOMEM : 0;
+}
+
+static void server_check_stopped(struct server *s)
+{
+        if (s->stopping && s->n_requests == 0 && s->stopped_cb)
+                event_active(s->stopped, 0, 0);
+}
+
+static void server_stopped_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct server *s = userdata;
+        void (*cb)(void *) = s->stopped_cb;
+
+        s->stopped_cb = NULL;
+        if (cb)
+                cb(s->stopped_userdata);
+}
+
+static void server_free_text(const void *data, size_t len, void *extra)
+{
+        cJSON_free((void *)data);
+}
+
+/* Sends the answer and runs the log hook; the request must be unanswered. */
+static void server_send(struct server_request *r, int status, cJSON *body)
+{
+        struct server_request_full *full = (struct server_request_full *)r;
+        struct server *s = r->server;
+        struct evkeyvalq *headers = evhttp_request_get_output_headers(r->req);
+        char *text = NULL;
+
+        r->answered = true;
+        r->status = status;
+        if (r->timer)
+                (void)evtimer_del(r->timer);
+        if (r->pending) {
+                db_query_cancel(r->pending);
+                r->pending = NULL;
+                server_request_unref(r); /* the query's reference; the server's is still held */
+        }
+
+        if (body) {
+                text = cJSON_PrintUnformatted(body);
+                if (!text) {
+                        status = r->status = 500;
+                        body = NULL;
+                }
+        }
+        (void)evhttp_add_header(headers, "X-Request-Id", r->request_id);
+        (void)evhttp_add_header(headers, "Cache-Control", "no-store");
+        if (s->stopping)
+                (void)evhttp_add_header(headers, "Connection", "close");
+        if (text) {
+                struct evbuffer *out = evhttp_request_get_output_buffer(r->req);
+
+                (void)evhttp_add_header(headers, "Content-Type", "application/json");
+                if (evbuffer_add_reference(out, text, strlen(text), server_free_text, NULL) < 0)
+                        cJSON_free(text);
+        }
+
+        /* The path belongs to evhttp's request: log before it is sent and freed. */
+        if (s->log_cb) {
+                struct server_log_entry e = {
+                        .method = server_method_name(r->method),
+                        .path = r->path,
+                        .status = status,
+                        .latency_ms = (double)(now_usec() - r->start_usec) / 1000.0,
+                        .request_id = r->request_id,
+                        .client = r->client,
+                        .user_id = r->user_id,
+                };
+                s->log_cb(&e, s->log_userdata);
+        }
+
+        evhttp_send_reply(r->req, status, NULL, NULL);
+        r->req = NULL;
+        r->path = "";
+        r->query = NULL;
+
+        TAILQ_REMOVE(&s->requests, &full->link, entry);
+        s->n_requests--;
+        server_check_stopped(s);
+        server_request_unref(r);
+}
+
+void server_reply(struct server_request *r, int status, cJSON *body)
+{
+        if (!r || r->answered) {
+                cJSON_Delete(body);
+                return;
+        }
+        server_send(r, status, body);
+        cJSON_Delete(body);
+}
+
+static cJSON *server_error_body(const char *code, const char *message, cJSON *fields)
+{
+        cJSON *body = cJSON_CreateObject(), *error = cJSON_CreateObject();
+
+        if (!body || !error || !cJSON_AddStringToObject(error, "code", code) ||
+            !cJSON_AddStringToObject(error, "message", message)) {
+                cJSON_Delete(body);
+                cJSON_Delete(error);
+                cJSON_Delete(fields);
+                return NULL;
+        }
+        if (fields)
+                cJSON_AddItemToObject(error, "fields", fields);
+        cJSON_AddItemToObject(body, "error", error);
+        return body;
+}
+
+static void server_reply_error_fields(struct server_request *r, int status, const char *code,
+                                      const char *message, cJSON *fields)
+{
+        if (!r || r->answered) {
+                cJSON_Delete(fields);
+                return;
+        }
+        if (status == 401)
+                (void)server_add_header(r, "WWW-Authenticate", "Bearer realm=\"webd\"");
+        if (status == 503)
+                (void)server_add_header(r, "Retry-After", "1");
+        server_reply(r, status, server_error_body(code, message, fields));
+}
+
+void server_reply_error(struct server_request *r, int status, const char *code, const char *message)
+{
+        server_reply_error_fields(r, status, code, message, NULL);
+}
+
+void server_reply_invalid(struct server_request *r, cJSON *fields)
+{
+        server_reply_error_fields(r, 400, "validation_failed", "the request has invalid fields", fields);
+}
+
+void server_reply_db_error(struct server_request *r, int error, const PGresult *res)
+{
+        switch (error) {
+        case -ENOTCONN:
+        case -ECONNRESET:
+        case -EBUSY:
+        case -EAGAIN:
+        case -ETIMEDOUT:
+                server_reply_error(r, 503, "unavailable", "the database is unavailable; try again");
+                return;
+        default:
+                log_error_errno(error, "Request %s: database error: %s", r->request_id,
+                                res ? PQresultErrorMessage(res) : "%m");
+                server_reply_error(r, 500, "internal", "internal error");
+        }
+}
+
+static void server_query_done(int error, const PGresult *res, void *userdata)
+{
+        struct server_request *r = userdata;
+        server_query_cb cb = r->pending_cb;
+
+        r->pending = NULL;
+        if (!r->answered)
+                cb(r, error, res);
+        server_request_unref(r);
+}
+
+int server_query(struct server_request *r, unsigned stmt, const char *const *values, int n, server_query_cb cb)
+{
+        int k;
+
+        if (r->answered || r->pending)
+                return -EINVAL;
+        k = db_query(r->server->db, stmt, values, n, server_query_done, r, &r->pending);
+        if (k < 0)
+                return k;
+        r->pending_cb = cb;
+        server_request_ref(r);
+        return 0;
+}
+
+static void server_timeout_fired(evutil_socket_t fd, short what, void *userdata)
+{
+        struct server_request *r = userdata;
+
+        if (r->answered)
+                return;
+        if (r->on_timeout)
+                r->on_timeout(r);
+        else
+                server_reply_error(r, 503, "unavailable", "the request took too long; try again");
+}
+
+int server_request_set_timeout(struct server_request *r, uint64_t usec, server_timeout_cb cb)
+{
+        struct timeval tv = {
+                .tv_sec = (time_t)(usec / USEC_PER_SEC),
+                .tv_usec = (suseconds_t)(usec % USEC_PER_SEC),
+        };
+
+        if (!r->timer) {
+                r->timer = evtimer_new(r->server->base, server_timeout_fired, r);
+                if (!r->timer)
+                        return -ENOMEM;
+        }
+        r->on_timeout = cb;
+        return evtimer_add(r->timer, &tv) < 0 ? -ENOMEM : 0;
+}
+
+const char *server_param(struct server_request *r, const char *name)
+{
+        if (!r->query)
+                return NULL;
+        if (!r->params) {
+                r->params = calloc(1, sizeof(*r->params));
+                if (!r->params)
+                        return NULL;
+                TAILQ_INIT(r->params);
+                if (evhttp_parse_query_str(r->query, r->params) < 0) {
+                        evhttp_clear_headers(r->params);
+                        return NULL;
+                }
+        }
+        return evhttp_find_header(r->params, name);
+}
+
+/* Reads an integer parameter in [min, max]; absent: <def>. Returns 0, or 1 after adding a problem. */
+static int server_int_param(struct server_request *r, const char *name, uint64_t min, uint64_t max,
+                            uint64_t def, int64_t *ret, cJSON **problems)
+{
+        const char *v = server_param(r, name);
+        uint64_t n = def;
+        char message[64];
+        int k;
+
+        if (v && parse_uint(v, min, max, &n) < 0) {
+                (void)snprintf(message, sizeof(message), "must be an integer from %" PRIu64 " to %" PRIu64,
+                               min, max);
+                k = json_add_problem(problems, name, message);
+                return k < 0 ? k : 1;
+        }
+        *ret = (int64_t)n;
+        return 0;
+}
+
+int server_paging(struct server_request *r, int64_t *ret_limit, int64_t *ret_offset, cJSON **problems)
+{
+        int64_t limit = 20, offset = 0;
+        int a, b;
+
+        a = server_int_param(r, "limit", 1, 100, 20, &limit, problems);
+        if (a < 0)
+                return a;
+        b = server_int_param(r, "offset", 0, 1000000000, 0, &offset, problems);
+        if (b < 0)
+                return b;
+        if (a + b == 0) {
+                *ret_limit = limit;
+                *ret_offset = offset;
+        }
+        return a + b;
+}
+
+/* Finds the route for <path>. Returns it, with *<ret_id> for routes with an id, or NULL. */
+static const struct server_route_entry *server_find_route(const struct server *s, const char *path,
+                                                          int64_t *ret_id)
+{
+        for (size_t i = 0; i < s->n_routes; i++) {
+                const struct server_route_entry *e = &s->routes[i];
+
+                if (strncmp(path, e->path, e->len) != 0)
+                        continue;
+                if (!e->with_id) {
+                        if (path[e->len] == '\0' || (e->slash && strcmp(path + e->len, "/") == 0))
+                                return e;
+                        continue;
+                }
+                if (path[e->len] == '/' && server_parse_id(path + e->len + 1, e->slash, ret_id) >= 0)
+                        return e;
+        }
+        return NULL;
+}
+
+static const struct server_method *server_find_method(const struct server_route_entry *e,
+                                                      enum evhttp_cmd_type m)
+{
+        for (size_t i = 0; i < e->n_methods; i++)
+                if (e->methods[i].method == (unsigned)m)
+                        return &e->methods[i];
+        if (m == EVHTTP_REQ_HEAD)
+                return server_find_method(e, EVHTTP_REQ_GET);
+        return NULL;
+}
+
+static void server_reply_method_not_allowed(struct server_request *r, const struct server_route_entry *e)
+{
+        char allow[SERVER_METHODS_MAX * 16] = "";
+        size_t len = 0;
+
+        /* At most SERVER_METHODS_MAX methods of at most 7 letters, and HEAD: it always fits. */
+        for (size_t i = 0; i < e->n_methods; i++) {
+                len += (size_t)snprintf(allow + len, sizeof(allow) - len, "%s%s", len ? ", " : "",
+                                        server_method_name(e->methods[i].method));
+                if (e->methods[i].method == EVHTTP_REQ_GET)
+                        len += (size_t)snprintf(allow + len, sizeof(allow) - len, ", HEAD");
+        }
+        (void)server_add_header(r, "Allow", allow);
+        server_reply_error(r, 405, "method_not_allowed", "method not allowed on this resource");
+}
+
+/* The cache slot of <token> (<len> bytes): FNV-1a of the signature's end, which a client can't choose
+ * for a token that verifies. */
+static struct server_token *server_token_slot(struct server *s, const char *token, size_t len)
+{
+        uint64_t h = UINT64_C(14695981039346656037);
+
+        for (size_t i = len > 16 ? len - 16 : 0; i < len; i++)
+                h = (h ^ (unsigned char)token[i]) * UINT64_C(1099511628211);
+        return &s->tokens[h % SERVER_TOKEN_SLOTS];
+}
+
+/* Checks the bearer token. Returns 0 (r->user_id set), or -ENOKEY (none), -ETIME (expired), or another
+ * negative value (invalid). */
+static int server_authenticate(struct server *s, struct server_request *r)
+{
+        const char *h = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Authorization");
+        int64_t now = (int64_t)(realtime_usec() / USEC_PER_SEC);
+        struct server_token *slot;
+        struct jwt_claims claims;
+        size_t len;
+        uint64_t id;
+        int k;
+
+        if (!h)
+                return -ENOKEY;
+        h += strspn(h, " \t");
+        if (strncasecmp(h, "Bearer", 6) != 0 || (h[6] != ' ' && h[6] != '\t'))
+                return -EINVAL;
+        h += 6;
+        h += strspn(h, " \t");
+        len = strnlen(h, JWT_MAX + 1);
+        if (len == 0 || len > JWT_MAX)
+                return -EBADMSG;
+
+        slot = server_token_slot(s, h, len);
+        if (slot->token && slot->len == len && CRYPTO_memcmp(slot->token, h, len) == 0) {
+                if (slot->exp <= now)
+                        return -ETIME;
+                r->user_id = slot->user_id;
+                memcpy(r->user_name, slot->name, sizeof(r->user_name));
+                return 0;
+        }
+
+        k = jwt_verify(s->key, s->key_len, h, now, &claims);
+        if (k < 0)
+                return k;
+        if (parse_uint(claims.sub, 1, INT64_MAX, &id) < 0)
+                return -EBADMSG;
+        r->user_id = (int64_t)id;
+        (void)snprintf(r->user_name, sizeof(r->user_name), "%s", claims.name);
+
+        free(slot->token);
+        slot->token = malloc(len);
+        if (slot->token) {
+                memcpy(slot->token, h, len);
+                slot->len = len;
+                slot->user_id = r->user_id;
+                slot->exp = claims.exp;
+                memcpy(slot->name, r->user_name, sizeof(slot->name));
+        }
+        return 0;
+}
+
+/* Parses the body of <r> into r->body. Returns 0, or answers the request and returns < 0. */
+static int server_read_body(struct server_request *r)
+{
+        struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
+        const char *type = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Content-Type");
+        size_t len = evbuffer_get_length(in);
+        const char *data;
+
+        if (!server_content_type_is_json(type)) {
+                server_reply_error(r, 415, "unsupported_media_type",
+                                   "the body must be JSON, with Content-Type: application/json");
+                return -EINVAL;
+        }
+        data = len > 0 ? (const char *)evbuffer_pullup(in, (ev_ssize_t)len) : "";
+        if (!data || json_parse(data, len, &r->body) < 0 || !cJSON_IsObject(r->body)) {
+                server_reply_error(r, 400, "bad_request", "the body must be a JSON object (UTF-8, no NUL)");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static void server_set_client(struct server_request *r)
+{
+        struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
+        char *address = NULL;
+        ev_uint16_t port = 0;
+
+        if (evcon)
+                evhttp_connection_get_peer(evcon, &address, &port);
+        (void)snprintf(r->client, sizeof(r->client), "%s", address ? address : "");
+}
+
+static void server_dispatch(struct server *s, struct server_request *r)
+{
+        const struct server_route_entry *route;
+        const struct server_method *m;
+        int k;
+
+        route = server_find_route(s, r->path, &r->id);
+        if (!route) {
+                server_reply_error(r, 404, "not_found", "not found");
+                return;
+        }
+        m = server_find_method(route, r->method);
+        if (!m) {
+                server_reply_method_not_allowed(r, route);
+                return;
+        }
+        if (evbuffer_get_length(evhttp_request_get_input_buffer(r->req)) > s->config->max_body_size) {
+                char message[96];
+
+                (void)snprintf(message, sizeof(message), "the body is larger than %" PRIu64 " bytes",
+                               s->config->max_body_size);
+                server_reply_error(r, 413, "payload_too_large", message);
+                return;
+        }
+        if (m->auth) {
+                k = server_authenticate(s, r);
+                if (k < 0) {
+                        server_reply_error(r, 401, "unauthorized",
+                                           k == -ENOKEY  ? "a bearer token is required"
+                                           : k == -ETIME ? "the token has expired; log in again"
+                                                         : "the token is not valid");
+                        return;
+                }
+        }
+        if (m->body && server_read_body(r) < 0)
+                return;
+        r->userdata = route->userdata;
+        m->handler(r, route->userdata);
+}
+
+static void server_handle(struct evhttp_request *req, void *userdata)
+{
+        struct server *s = userdata;
+        struct server_request_full *full;
+        struct server_request *r;
+        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+        const char *id;
+
+        full = calloc(1, sizeof(*full));
+        if (!full) {
+                evhttp_send_error(req, 500, NULL);
+                return;
+        }
+        r = &full->r;
+        r->server = s;
+        r->req = req;
+        r->refs = 1;
+        r->start_usec = now_usec();
+        r->method = evhttp_request_get_command(req);
+        r->path = uri ? evhttp_uri_get_path(uri) : NULL;
+        if (!r->path)
+                r->path = "";
+        r->query = uri ? evhttp_uri_get_query(uri) : NULL;
+
+        id = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
+        if (server_request_id_sane(id))
+                (void)snprintf(r->request_id, sizeof(r->request_id), "%s", id);
+        else
+                (void)snprintf(r->request_id, sizeof(r->request_id), "%s-%" PRIx64, s->id_prefix,
+                               ++s->id_counter);
+        server_set_client(r);
+
+        full->link.request = r;
+        TAILQ_INSERT_TAIL(&s->requests, &full->link, entry);
+        s->n_requests++;
+
+        if (server_request_set_timeout(r, s->config->request_timeout_usec, NULL) < 0) {
+                server_reply_error(r, 500, "internal", "internal error");
+                return;
+        }
+        server_dispatch(s, r);
+}
+
+int server_listen(struct server *s)
+{
+        struct evconnlistener *l;
+
+        l = evconnlistener_new_bind(s->base, NULL, NULL, SERVER_LISTEN_OPTIONS, SERVER_BACKLOG,
+                                    &s->config->listen.u.sa, (int)s->config->listen.len);
+        if (!l)
+                return -errno ? -errno : -EADDRNOTAVAIL;
+        s->bound = evhttp_bind_listener(s->http, l);
+        if (!s->bound) {
+                evconnlistener_free(l);
+                return -ENOMEM;
+        }
+        evhttp_set_gencb(s->http, server_handle, s);
+        return 0;
+}
+
+void server_stop(struct server *s, void (*done)(void *userdata), void *userdata)
+{
+        if (s->bound) {
+                evhttp_del_accept_socket(s->http, s->bound);
+                s->bound = NULL;
+        }
+        s->stopping = true;
+        s->stopped_cb = done;
+        s->stopped_userdata = userdata;
+        server_check_stopped(s);
+}
+
+size_t server_requests_in_progress(const struct server *s)
+{
+        return s ? s->n_requests : 0;
+}
+
+struct server *server_free(struct server *s)
+{
+        struct server_link *l;
+
+        if (!s)
+                return NULL;
+        s->stopping = true;
+        s->stopped_cb = NULL;
+        while ((l = TAILQ_FIRST(&s->requests)))
+                server_reply_error(l->request, 503, "unavailable", "the server is stopping; try again");
+        if (s->http)
+                evhttp_free(s->http);
+        if (s->stopped)
+                event_free(s->stopped);
+        explicit_bzero(s->key, sizeof(s->key));
+        for (size_t i = 0; i < SERVER_TOKEN_SLOTS; i++)
+                free(s->tokens[i].token);
+        free(s);
+        return NULL;
+}

@@ -1,0 +1,154 @@
+/* The HTTP side of webd: a libevent evhttp server with a route table, bearer-token checks, JSON bodies,
+ * the one error shape of the API, request ids, per-request deadlines, and a hook that sees every finished
+ * request (the activity log).
+ *
+ * A request is a reference-counted struct server_request. The server holds one reference until the
+ * response is sent; whoever starts something asynchronous on its behalf (a query, a password hash) takes
+ * another and drops it when called back. A callback that finds the request already answered (it timed out
+ * meanwhile) just drops its reference: the response goes out exactly once. */
+#pragma once
+
+#include <cjson/cJSON.h>
+#include <event2/http.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/netaddr.h"
+#include "webd/config.h"
+
+struct event_base;
+struct db;
+struct db_query;
+struct server;
+struct server_request;
+
+#define SERVER_REQUEST_ID_MAX 128
+#define SERVER_USER_NAME_MAX  64
+
+/* Called with the result of server_query(): <error> and <res> as for db_callback_t. Only called while the
+ * request is unanswered. */
+typedef void (*server_query_cb)(struct server_request *r, int error, const PGresult *res);
+/* Called when the request's deadline passes before it was answered; must answer it. */
+typedef void (*server_timeout_cb)(struct server_request *r);
+
+struct server_request {
+        struct server *server;
+        struct evhttp_request *req; /* NULL once answered */
+        unsigned refs;
+        bool answered;
+        enum evhttp_cmd_type method;
+        const char *path;           /* raw, as received; valid until answered */
+        const char *query;          /* raw query string, or NULL; valid until answered */
+        void *userdata;             /* the route's */
+        int64_t id;                 /* the {id} of a route that has one, else 0 */
+        cJSON *body;                /* the JSON object body, for routes that take one */
+        int64_t user_id;            /* the authenticated user, for routes that need one, else 0 */
+        char user_name[SERVER_USER_NAME_MAX];
+        char request_id[SERVER_REQUEST_ID_MAX + 1];
+        char client[NETADDR_STRLEN]; /* the peer's address, without the port */
+        uint64_t start_usec;
+        int status;
+        struct event *timer;
+        server_timeout_cb on_timeout;
+        struct db_query *pending;   /* the query in flight for server_query() */
+        server_query_cb pending_cb;
+        struct evkeyvalq *params;   /* the query string, parsed on first use */
+};
+
+typedef void (*server_handler_t)(struct server_request *r, void *userdata);
+
+struct server_method {
+        unsigned method;           /* EVHTTP_REQ_*; a GET handler also answers HEAD */
+        server_handler_t handler;
+        bool auth;                 /* needs a valid bearer token: 401 otherwise */
+        bool body;                 /* takes a JSON object body: 415 / 400 otherwise */
+};
+
+/* What the server reports about every answered request. Strings are valid during the call only. */
+struct server_log_entry {
+        const char *method;
+        const char *path;
+        int status;
+        double latency_ms;
+        const char *request_id;
+        const char *client;
+        int64_t user_id; /* 0: anonymous */
+};
+
+typedef void (*server_log_cb)(const struct server_log_entry *e, void *userdata);
+
+/* Creates the server on <base> for <config> (not copied: must outlive the server), verifying bearer tokens
+ * with <key> (copied). Queries go to <db>. Doesn't listen yet. Returns 0, -EINVAL or -ENOMEM. */
+int server_new(struct event_base *base, const struct config *config, struct db *db, const uint8_t *key,
+               size_t key_len, struct server **ret);
+
+/* Routes requests for <path> ("/tasks"): with <with_id>, for "<path>/<id>" where <id> is a positive
+ * decimal integer (anything else there is 404); with <slash>, a trailing "/" is accepted too. The
+ * methods are copied; <userdata> goes to their handlers. Returns 0, -E2BIG or -EINVAL. */
+int server_route(struct server *s, const char *path, bool with_id, bool slash, const struct server_method *m,
+                 size_t n, void *userdata);
+
+/* Sets what sees every answered request. */
+void server_set_log(struct server *s, server_log_cb cb, void *userdata);
+
+/* Starts accepting connections on the configured address. Returns 0 or -errno. */
+int server_listen(struct server *s);
+
+/* Stops accepting; <done> is called (from the loop) once no request is in progress. */
+void server_stop(struct server *s, void (*done)(void *userdata), void *userdata);
+/* Requests being handled now. */
+size_t server_requests_in_progress(const struct server *s);
+
+/* Answers every request still in progress with 503, closes everything. Returns NULL. */
+struct server *server_free(struct server *s);
+
+struct server_request *server_request_ref(struct server_request *r);
+struct server_request *server_request_unref(struct server_request *r);
+
+/* Adds a response header (copied) to the unanswered request. Returns 0 or -ENOMEM. */
+int server_add_header(struct server_request *r, const char *name, const char *value);
+
+/* Answers <r> with <status> and the JSON <body> (taken over and freed; NULL: no body, e.g. 204). Does
+ * nothing if already answered. */
+void server_reply(struct server_request *r, int status, cJSON *body);
+/* Answers with the error shape {"error":{"code":<code>,"message":<message>}}. */
+void server_reply_error(struct server_request *r, int status, const char *code, const char *message);
+/* Answers 400 validation_failed with <fields> ({"field":"problem"}, taken over). */
+void server_reply_invalid(struct server_request *r, cJSON *fields);
+/* Answers for a failed query or a failed server_query() call: 503 unavailable when the database is down,
+ * busy or the connection broke, 500 internal otherwise (logged). */
+void server_reply_db_error(struct server_request *r, int error, const PGresult *res);
+
+/* Runs statement <stmt> for <r>: <cb> gets the result if <r> is still unanswered by then. Holds a reference
+ * meanwhile; answering <r> first (deadline) cancels the query. One at a time per request. Returns 0, or
+ * the error of db_query() (nothing will be called back). */
+int server_query(struct server_request *r, unsigned stmt, const char *const *values, int n, server_query_cb cb);
+
+/* Replaces the request's deadline: <cb> (NULL: the default 503) runs if <r> is unanswered <usec> from
+ * now. Returns 0 or -ENOMEM. */
+int server_request_set_timeout(struct server_request *r, uint64_t usec, server_timeout_cb cb);
+
+/* The value of query-string parameter <name> (decoded), or NULL when absent. NULL too when the query
+ * string can't be parsed. */
+const char *server_param(struct server_request *r, const char *name);
+
+/* Reads the "limit" (1..100, default 20) and "offset" (0..10^9, default 0) parameters. Bad values are
+ * added to *<problems> (see json_add_problem()). Returns the number of problems, or -ENOMEM. */
+int server_paging(struct server_request *r, int64_t *ret_limit, int64_t *ret_offset, cJSON **problems);
+
+/* The database the server was given. */
+struct db *server_db(const struct server *s);
+
+/* True when <id> (may be NULL) is a sane request id: 1..SERVER_REQUEST_ID_MAX bytes of [A-Za-z0-9._:-].
+ * Exposed for tests. */
+bool server_request_id_sane(const char *id);
+
+/* Parses the id part of a path: a positive decimal integer that fits in int64_t, no sign, no leading
+ * zero, optionally followed by "/" when <slash>. Returns 0 and the id, or -EINVAL. Exposed for tests. */
+int server_parse_id(const char *s, bool slash, int64_t *ret);
+
+/* True when the Content-Type <value> is application/json (parameters such as charset allowed). Exposed
+ * for tests. */
+bool server_content_type_is_json(const char *value);

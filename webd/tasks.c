@@ -1,0 +1,403 @@
+/* The task routes. Every statement names the owner (user_id = the token's subject) next to the task id,
+ * so a task of another user is simply not found: there is no separate ownership check to forget.
+ *
+ * Writes answer only once their statement's result has arrived (autocommit: committed). The rows come
+ * back through RETURNING, so a create or an update is one round trip. */
+#include "webd/tasks.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/macro.h"
+#include "webd/db.h"
+#include "webd/json.h"
+#include "webd/server.h"
+
+#define TASKS_COLUMNS "id, title, description, done, created_at, updated_at"
+
+struct tasks {
+        unsigned insert, get, list, put, patch, delete;
+};
+
+static const struct json_field tasks_fields[] = {
+        { "title", JSON_STRING, true, 1, 200, false },
+        { "description", JSON_STRING, false, 0, 2000, false },
+        { "done", JSON_BOOL, false, 0, 0, false },
+};
+
+/* PATCH: the same fields, none required. */
+static const struct json_field tasks_patch_fields[] = {
+        { "title", JSON_STRING, false, 1, 200, false },
+        { "description", JSON_STRING, false, 0, 2000, false },
+        { "done", JSON_BOOL, false, 0, 0, false },
+};
+
+/* Builds the task JSON of row <row>, or NULL when out of memory or the row is not what we selected. */
+static cJSON *tasks_row_json(const PGresult *res, int row)
+{
+        char created[JSON_TIME_MAX], updated[JSON_TIME_MAX];
+        const char *id;
+        size_t n;
+        cJSON *task;
+
+        if (PQnfields(res) != 6 || json_timestamp(PQgetvalue(res, row, 4), created, sizeof(created)) < 0 ||
+            json_timestamp(PQgetvalue(res, row, 5), updated, sizeof(updated)) < 0)
+                return NULL;
+        /* A bigint's text is a JSON number as it is: no round trip through a double. */
+        id = PQgetvalue(res, row, 0);
+        n = strlen(id);
+        if (n == 0 || n > 19 || strspn(id, "0123456789") != n)
+                return NULL;
+        task = cJSON_CreateObject();
+        if (!task || !cJSON_AddRawToObject(task, "id", id) ||
+            !cJSON_AddStringToObject(task, "title", PQgetvalue(res, row, 1)) ||
+            !cJSON_AddStringToObject(task, "description", PQgetvalue(res, row, 2)) ||
+            !cJSON_AddBoolToObject(task, "done", PQgetvalue(res, row, 3)[0] == 't') ||
+            !cJSON_AddStringToObject(task, "created_at", created) ||
+            !cJSON_AddStringToObject(task, "updated_at", updated)) {
+                cJSON_Delete(task);
+                return NULL;
+        }
+        return task;
+}
+
+static void tasks_reply_internal(struct server_request *r)
+{
+        server_reply_error(r, 500, "internal", "internal error");
+}
+
+static void tasks_reply_not_found(struct server_request *r)
+{
+        server_reply_error(r, 404, "not_found", "no such task");
+}
+
+/* Answers with the single task in <res> (200/201), or 404 when there is none. */
+static void tasks_reply_row(struct server_request *r, int status, int error, const PGresult *res)
+{
+        cJSON *task;
+
+        if (error < 0) {
+                server_reply_db_error(r, error, res);
+                return;
+        }
+        if (PQntuples(res) == 0) {
+                tasks_reply_not_found(r);
+                return;
+        }
+        task = tasks_row_json(res, 0);
+        if (!task) {
+                tasks_reply_internal(r);
+                return;
+        }
+        if (status == 201) {
+                char location[48];
+
+                (void)snprintf(location, sizeof(location), "/tasks/%s", PQgetvalue(res, 0, 0));
+                (void)server_add_header(r, "Location", location);
+        }
+        server_reply(r, status, task);
+}
+
+static void tasks_created(struct server_request *r, int error, const PGresult *res)
+{
+        tasks_reply_row(r, 201, error, res);
+}
+
+static void tasks_found(struct server_request *r, int error, const PGresult *res)
+{
+        tasks_reply_row(r, 200, error, res);
+}
+
+/* Validates the body against <fields>; answers 400 and returns < 0 when it is not valid. */
+static int tasks_check_body(struct server_request *r, const struct json_field *fields, size_t n)
+{
+        _cleanup_(cJSON_Deletep) cJSON *problems = NULL;
+        int k;
+
+        k = json_check_object(r->body, fields, n, &problems);
+        if (k < 0) {
+                tasks_reply_internal(r);
+                return k;
+        }
+        if (problems) {
+                server_reply_invalid(r, TAKE_PTR(problems));
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static const char *tasks_string(const struct server_request *r, const char *name, const char *def)
+{
+        const cJSON *item = cJSON_GetObjectItemCaseSensitive(r->body, name);
+
+        return cJSON_IsString(item) ? item->valuestring : def;
+}
+
+static const char *tasks_bool(const struct server_request *r, const char *name, const char *def)
+{
+        const cJSON *item = cJSON_GetObjectItemCaseSensitive(r->body, name);
+
+        if (!cJSON_IsBool(item))
+                return def;
+        return cJSON_IsTrue(item) ? "true" : "false";
+}
+
+static void tasks_query(struct server_request *r, unsigned stmt, const char *const *values, int n,
+                        server_query_cb cb)
+{
+        int k = server_query(r, stmt, values, n, cb);
+
+        if (k < 0)
+                server_reply_db_error(r, k, NULL);
+}
+
+static void tasks_create(struct server_request *r, void *userdata)
+{
+        struct tasks *t = userdata;
+        char user[24];
+        const char *values[4];
+
+        if (tasks_check_body(r, tasks_fields, ELEMENTSOF(tasks_fields)) < 0)
+                return;
+        (void)snprintf(user, sizeof(user), "%" PRId64, r->user_id);
+        values[0] = user;
+        values[1] = tasks_string(r, "title", "");
+        values[2] = tasks_string(r, "description", "");
+        values[3] = tasks_bool(r, "done", "false");
+        tasks_query(r, t->insert, values, 4, tasks_created);
+}
+
+static void tasks_get(struct server_request *r, void *userdata)
+{
+        struct tasks *t = userdata;
+        char id[24], user[24];
+        const char *values[2] = {id, user};
+
+        (void)snprintf(id, sizeof(id), "%" PRId64, r->id);
+        (void)snprintf(user, sizeof(user), "%" PRId64, r->user_id);
+        tasks_query(r, t->get, values, 2, tasks_found);
+}
+
+static void tasks_put(struct server_request *r, void *userdata)
+{
+        struct tasks *t = userdata;
+        char id[24], user[24];
+        const char *values[5];
+
+        if (tasks_check_body(r, tasks_fields, ELEMENTSOF(tasks_fields)) < 0)
+                return;
+        (void)snprintf(id, sizeof(id), "%" PRId64, r->id);
+        (void)snprintf(user, sizeof(user), "%" PRId64, r->user_id);
+        values[0] = id;
+        values[1] = user;
+        values[2] = tasks_string(r, "title", "");
+        values[3] = tasks_string(r, "description", "");
+        values[4] = tasks_bool(r, "done", "false");
+        tasks_query(r, t->put, values, 5, tasks_found);
+}
+
+static void tasks_patch(struct server_request *r, void *userdata)
+{
+        struct tasks *t = userdata;
+        char id[24], user[24];
+        const char *values[5];
+
+        if (tasks_check_body(r, tasks_patch_fields, ELEMENTSOF(tasks_patch_fields)) < 0)
+                return;
+        if (!r->body->child) {
+                cJSON *problems = NULL;
+
+                if (json_add_problem(&problems, "body", "must hold at least one of title, description, done") <
+                    0) {
+                        tasks_reply_internal(r);
+                        return;
+                }
+                server_reply_invalid(r, problems);
+                return;
+        }
+        (void)snprintf(id, sizeof(id), "%" PRId64, r->id);
+        (void)snprintf(user, sizeof(user), "%" PRId64, r->user_id);
+        values[0] = id;
+        values[1] = user;
+        values[2] = tasks_string(r, "title", NULL);
+        values[3] = tasks_string(r, "description", NULL);
+        values[4] = tasks_bool(r, "done", NULL);
+        tasks_query(r, t->patch, values, 5, tasks_found);
+}
+
+static void tasks_deleted(struct server_request *r, int error, const PGresult *res)
+{
+        if (error < 0) {
+                server_reply_db_error(r, error, res);
+                return;
+        }
+        if (strcmp(PQcmdTuples((PGresult *)res), "1") != 0) {
+                tasks_reply_not_found(r);
+                return;
+        }
+        server_reply(r, 204, NULL);
+}
+
+static void tasks_delete(struct server_request *r, void *userdata)
+{
+        struct tasks *t = userdata;
+        char id[24], user[24];
+        const char *values[2] = {id, user};
+
+        (void)snprintf(id, sizeof(id), "%" PRId64, r->id);
+        (void)snprintf(user, sizeof(user), "%" PRId64, r->user_id);
+        tasks_query(r, t->delete, values, 2, tasks_deleted);
+}
+
+/* Reads limit, offset and done from the query string. Answers 400 and returns < 0 when one is bad. */
+static int tasks_list_params(struct server_request *r, int64_t *limit, int64_t *offset, const char **done)
+{
+        _cleanup_(cJSON_Deletep) cJSON *problems = NULL;
+        const char *d = server_param(r, "done");
+        int k;
+
+        k = server_paging(r, limit, offset, &problems);
+        if (k >= 0 && d && strcmp(d, "true") != 0 && strcmp(d, "false") != 0)
+                k = json_add_problem(&problems, "done", "must be true or false");
+        if (k < 0) {
+                tasks_reply_internal(r);
+                return k;
+        }
+        if (problems) {
+                server_reply_invalid(r, TAKE_PTR(problems));
+                return -EINVAL;
+        }
+        *done = d;
+        return 0;
+}
+
+static void tasks_listed(struct server_request *r, int error, const PGresult *res)
+{
+        int64_t limit, offset;
+        const char *done;
+        cJSON *body, *items;
+        int n;
+
+        if (error < 0) {
+                server_reply_db_error(r, error, res);
+                return;
+        }
+        if (tasks_list_params(r, &limit, &offset, &done) < 0)
+                return;
+        body = cJSON_CreateObject();
+        items = cJSON_AddArrayToObject(body, "items");
+        if (!items) {
+                cJSON_Delete(body);
+                tasks_reply_internal(r);
+                return;
+        }
+        n = PQntuples(res);
+        /* One row more than asked for was selected: it only says whether there is a next page. */
+        for (int i = 0; i < n && i < limit; i++) {
+                cJSON *task = tasks_row_json(res, i);
+
+                if (!task) {
+                        cJSON_Delete(body);
+                        tasks_reply_internal(r);
+                        return;
+                }
+                cJSON_AddItemToArray(items, task);
+        }
+        if (!cJSON_AddNumberToObject(body, "limit", (double)limit) ||
+            !cJSON_AddNumberToObject(body, "offset", (double)offset) ||
+            !(n > limit ? cJSON_AddNumberToObject(body, "next_offset", (double)(offset + limit))
+                        : cJSON_AddNullToObject(body, "next_offset"))) {
+                cJSON_Delete(body);
+                tasks_reply_internal(r);
+                return;
+        }
+        server_reply(r, 200, body);
+}
+
+static void tasks_list(struct server_request *r, void *userdata)
+{
+        struct tasks *t = userdata;
+        char user[24], limit_text[24], offset_text[24];
+        const char *done, *values[4];
+        int64_t limit, offset;
+
+        if (tasks_list_params(r, &limit, &offset, &done) < 0)
+                return;
+        (void)snprintf(user, sizeof(user), "%" PRId64, r->user_id);
+        (void)snprintf(limit_text, sizeof(limit_text), "%" PRId64, limit + 1);
+        (void)snprintf(offset_text, sizeof(offset_text), "%" PRId64, offset);
+        values[0] = user;
+        values[1] = done;
+        values[2] = limit_text;
+        values[3] = offset_text;
+        tasks_query(r, t->list, values, 4, tasks_listed);
+}
+
+int tasks_new(struct server *s, struct db *db, struct tasks **ret)
+{
+        static const struct server_method collection[] = {
+                { EVHTTP_REQ_GET, tasks_list, true, false },
+                { EVHTTP_REQ_POST, tasks_create, true, true },
+        };
+        static const struct server_method item[] = {
+                { EVHTTP_REQ_GET, tasks_get, true, false },
+                { EVHTTP_REQ_PUT, tasks_put, true, true },
+                { EVHTTP_REQ_PATCH, tasks_patch, true, true },
+                { EVHTTP_REQ_DELETE, tasks_delete, true, false },
+        };
+        static const struct {
+                const char *sql;
+                int n_params;
+                size_t offset;
+        } statements[] = {
+                { "INSERT INTO tasks (user_id, title, description, done) VALUES ($1, $2, $3, $4) "
+                  "RETURNING " TASKS_COLUMNS,
+                  4, offsetof(struct tasks, insert) },
+                { "SELECT " TASKS_COLUMNS " FROM tasks WHERE id = $1 AND user_id = $2", 2,
+                  offsetof(struct tasks, get) },
+                { "SELECT " TASKS_COLUMNS " FROM tasks WHERE user_id = $1 AND ($2::boolean IS NULL OR done = $2) "
+                  "ORDER BY id DESC LIMIT $3 OFFSET $4",
+                  4, offsetof(struct tasks, list) },
+                { "UPDATE tasks SET title = $3, description = $4, done = $5, updated_at = now() "
+                  "WHERE id = $1 AND user_id = $2 RETURNING " TASKS_COLUMNS,
+                  5, offsetof(struct tasks, put) },
+                { "UPDATE tasks SET title = COALESCE($3, title), description = COALESCE($4, description), "
+                  "done = COALESCE($5::boolean, done), updated_at = now() "
+                  "WHERE id = $1 AND user_id = $2 RETURNING " TASKS_COLUMNS,
+                  5, offsetof(struct tasks, patch) },
+                { "DELETE FROM tasks WHERE id = $1 AND user_id = $2", 2, offsetof(struct tasks, delete) },
+        };
+        struct tasks *t;
+        int r = 0;
+
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        for (size_t i = 0; i < ELEMENTSOF(statements) && r >= 0; i++)
+                r = db_statement(db, statements[i].sql, statements[i].n_params,
+                                 (unsigned *)(void *)((char *)t + statements[i].offset));
+        /* The seeds' paths first spelled /Tarefa/ and /Tarefa/<id>; both forms are kept. */
+        if (r >= 0)
+                r = server_route(s, "/tasks", false, false, collection, ELEMENTSOF(collection), t);
+        if (r >= 0)
+                r = server_route(s, "/tasks", true, false, item, ELEMENTSOF(item), t);
+        if (r >= 0)
+                r = server_route(s, "/Tarefa", false, true, collection, ELEMENTSOF(collection), t);
+        if (r >= 0)
+                r = server_route(s, "/Tarefa", true, true, item, ELEMENTSOF(item), t);
+        if (r < 0) {
+                free(t);
+                return r;
+        }
+        *ret = t;
+        return 0;
+}
+
+struct tasks *tasks_free(struct tasks *t)
+{
+        free(t);
+        return NULL;
+}
