@@ -1,10 +1,30 @@
 #!/usr/bin/env bash
 # webd against the database alone: the same PostgreSQL cluster, the same
-# number of connections, the same statements. wrk drives authenticated
-# GET /tasks/{id} and POST /tasks through webd; pgbench runs the equivalent
-# prepared SELECT and INSERT ... RETURNING directly. The ratio webd/pgbench
-# tells how much of the database's throughput survives webd's own work
-# (HTTP, token check, JSON, activity log). See bench/README.md.
+# number of client connections, the same statements. wrk drives
+# authenticated GET /tasks/{id} (ids at random among seeded tasks) and
+# POST /tasks through webd; pgbench runs the equivalent prepared SELECT ...
+# WHERE id = $1 AND user_id = $2 and INSERT ... RETURNING directly
+# (-n -M prepared, custom scripts). The ratio webd/pgbench tells how much of
+# the database's throughput survives webd's own work (HTTP, token check,
+# JSON, activity log).
+#
+# Everything runs on this machine: a throwaway cluster (initdb as the
+# postgres user, TCP on 127.0.0.1 with scram-sha-256), webd with its default
+# pool, wrk and pgbench with one thread each. Needs root (runuser), wrk,
+# curl, python3 and PostgreSQL 15. Each kind of load gets a warm-up, then
+# the rounds alternate webd and pgbench; medians are printed:
+#
+#   kind  webd_req/s pgbench_tps webd_us pg_us wrk_us   pg_us pgb_us
+#   read  ...
+#   write ...
+#   ratio webd/pgbench read=R write=W
+#
+# The *_us columns are CPU time per request, in microseconds, from
+# /proc/PID/stat: webd's, the cluster's (postmaster, backends, background
+# processes) and the load generator's, for the webd run and for the pgbench
+# run. On a shared or small machine they say more than req/s: they show
+# where the time goes. Every process started here is stopped by its PID
+# (the cluster with pg_ctl stop) when the script exits.
 set -euo pipefail
 
 script_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -180,11 +200,11 @@ pg_ticks() {
 	printf '%s\n' $((live + f[11] + f[12] + f[13] + f[14]))
 }
 
-# children_ticks: CPU clock ticks of the children this (sub)shell has waited for.
+# children_ticks PID: CPU clock ticks of the children the (sub)shell PID has waited for.
 children_ticks() {
 	local rest
 	local -a f
-	rest=$(cat "/proc/$BASHPID/stat")
+	rest=$(cat "/proc/$1/stat")
 	rest=${rest##*) }
 	read -r -a f <<<"$rest"
 	printf '%s\n' $((f[13] + f[14]))
@@ -198,14 +218,14 @@ us_per() {
 # run_wrk KIND SECONDS: print "req/s webd_us postgres_us wrk_us" (CPU per request); fails on any error or
 # non-2xx answer.
 run_wrk() {
-	local out="$BENCH_TMP/wrk-$1.txt" pid parsed rps reqs errs w0 p0 c0 w1 p1 c1
-	w0=$(bench_cpu_ticks "$webd_pid") p0=$(pg_ticks) c0=$(children_ticks)
+	local out="$BENCH_TMP/wrk-$1.txt" pid parsed rps reqs errs w0 p0 c0 w1 p1 c1 me=$BASHPID
+	w0=$(bench_cpu_ticks "$webd_pid") p0=$(pg_ticks) c0=$(children_ticks "$me")
 	wrk -t1 -c"$connections" -d"$2"s --latency -s "$BENCH_TMP/$1.lua" "$url/tasks" >"$out" 2>&1 &
 	pid=$!
 	bench_track "$pid"
 	wait "$pid" || true
 	bench_untrack "$pid"
-	w1=$(bench_cpu_ticks "$webd_pid") p1=$(pg_ticks) c1=$(children_ticks)
+	w1=$(bench_cpu_ticks "$webd_pid") p1=$(pg_ticks) c1=$(children_ticks "$me")
 	parsed=$(bench_wrk_parse "$out") || bench_die "wrk failed: $(cat "$out")"
 	read -r rps _ reqs errs <<<"$parsed"
 	((errs == 0)) || bench_die "wrk saw $errs errors or non-2xx answers: $(cat "$out")"
@@ -215,8 +235,8 @@ run_wrk() {
 
 # run_pgbench KIND SECONDS: print "tps postgres_us pgbench_us" (excluding connection time).
 run_pgbench() {
-	local out="$BENCH_TMP/pgbench-$1.txt" pid tps n p0 c0 p1 c1
-	p0=$(pg_ticks) c0=$(children_ticks)
+	local out="$BENCH_TMP/pgbench-$1.txt" pid tps n p0 c0 p1 c1 me=$BASHPID
+	p0=$(pg_ticks) c0=$(children_ticks "$me")
 	PGPASSWORD=$password "$pg_bin/pgbench" -n -h 127.0.0.1 -p "$pg_port" -U webd -c "$connections" -j 1 \
 		-T "$2" -M prepared -D uid="$user_id" -f "$BENCH_TMP/$1.sql" webd >"$out" 2>&1 &
 	pid=$!
@@ -224,7 +244,7 @@ run_pgbench() {
 	wait "$pid" || bench_die "pgbench failed: $(tail -n 5 "$out")"
 	bench_untrack "$pid"
 	sleep 0.2 # let the postmaster reap the backends, so their CPU time is counted
-	p1=$(pg_ticks) c1=$(children_ticks)
+	p1=$(pg_ticks) c1=$(children_ticks "$me")
 	tps=$(awk '/^tps = / { print $3; exit }' "$out")
 	n=$(awk '/^number of transactions actually processed:/ { print $NF; exit }' "$out")
 	[[ -n $tps && -n $n ]] || bench_die "no tps in pgbench's report: $(cat "$out")"

@@ -26,14 +26,14 @@
 #include "common/parse.h"
 #include "lbd-version.h"
 
-#define LBCTL_EXIT_HTTP        1
-#define LBCTL_EXIT_USAGE       2
-#define LBCTL_EXIT_CONNECT     4
-#define LBCTL_DEFAULT_ADMIN    "127.0.0.1:9180"
-#define LBCTL_BODY_MAX         (8u * 1024u * 1024u)
-#define LBCTL_FIELD_MAX        64
-#define LBCTL_COLUMNS          8
-#define LBCTL_DEFAULT_TIMEOUT  5
+#define LBCTL_EXIT_HTTP       1
+#define LBCTL_EXIT_USAGE      2
+#define LBCTL_EXIT_CONNECT    4
+#define LBCTL_DEFAULT_ADMIN   "127.0.0.1:9180"
+#define LBCTL_BODY_MAX        (8u * 1024u * 1024u)
+#define LBCTL_FIELD_MAX       64
+#define LBCTL_COLUMNS         8
+#define LBCTL_DEFAULT_TIMEOUT 5
 
 struct lbctl_buffer {
         char *data;
@@ -75,7 +75,8 @@ static void lbctl_help(void)
                "least bad kept in rotation), IN ROTATION, REQUESTS (sent to it), ERRORS (connect failures,\n"
                "resets and timeouts, plus 5xx responses), AGE (since the instance's launch).\n"
                "\n"
-               "Exit status: 0 ok, 1 the admin API answered with an error, 2 bad usage, 4 it can't be reached.\n",
+               "Exit status: 0 ok, 1 the admin API answered with an error, 2 bad usage, 4 it can't be "
+               "reached.\n",
                LBCTL_DEFAULT_TIMEOUT);
 }
 
@@ -129,7 +130,8 @@ static int lbctl_fetch(const char *admin, long timeout, struct lbctl_buffer *b)
         code = curl_easy_perform(curl);
         if (code != CURLE_OK) {
                 if (b->too_big) {
-                        fprintf(stderr, "lbctl: %s: the answer is larger than %u bytes\n", url, LBCTL_BODY_MAX);
+                        fprintf(stderr, "lbctl: %s: the answer is larger than %u bytes\n", url,
+                                LBCTL_BODY_MAX);
                         return LBCTL_EXIT_HTTP;
                 }
                 fprintf(stderr, "lbctl: can't reach the admin API at %s: %s\n", admin,
@@ -260,7 +262,8 @@ static bool lbctl_is_backend(const cJSON *backends, const char *id)
 {
         const cJSON *b;
 
-        cJSON_ArrayForEach(b, backends) {
+        cJSON_ArrayForEach(b, backends)
+        {
                 const char *bid = lbctl_string(b, "instance_id");
 
                 if (bid && strcmp(bid, id) == 0)
@@ -295,7 +298,8 @@ static void lbctl_print_summary(const cJSON *root)
 {
         const cJSON *control = cJSON_GetObjectItemCaseSensitive(root, "control");
         double healthy = 0, total = 0, desired = 0, age = 0;
-        const char *provider = lbctl_string(control, "provider"), *error = lbctl_string(control, "last_error");
+        const char *provider = lbctl_string(control, "provider"),
+                   *error = lbctl_string(control, "last_error");
 
         (void)lbctl_number(root, "healthy", &healthy);
         (void)lbctl_number(root, "total", &total);
@@ -308,12 +312,14 @@ static void lbctl_print_summary(const cJSON *root)
                 printf(", desired %.0f", desired);
         printf(", %.0f/%.0f backends healthy", healthy, total);
         if (lbctl_number(control, "list_age_s", &age))
-                printf(", listed %.0fs ago%s", age, lbctl_bool(control, "list_ok") ? "" : " (the last list failed)");
+                printf(", listed %.0fs ago%s", age,
+                       lbctl_bool(control, "list_ok") ? "" : " (the last list failed)");
         printf("\n");
         if (error)
                 printf("last provider error: %.200s\n", error);
         if (lbctl_bool(control, "all_failing"))
-                printf("every backend is failing: nothing is terminated, the least bad are kept in rotation\n");
+                printf("every backend is failing: nothing is terminated, the least bad are kept in "
+                       "rotation\n");
         if (lbctl_bool(control, "storm_guard"))
                 printf("the replacement storm guard is holding back replacements\n");
 }
@@ -354,11 +360,13 @@ static int lbctl_status(const char *body)
         control = cJSON_GetObjectItemCaseSensitive(root, "control");
         instances = cJSON_GetObjectItemCaseSensitive(control, "instances");
 
-        cJSON_ArrayForEach(item, backends) {
+        cJSON_ArrayForEach(item, backends)
+        {
                 if (lbctl_backend_row(&t, item) < 0)
                         r = -ENOMEM;
         }
-        cJSON_ArrayForEach(item, instances) {
+        cJSON_ArrayForEach(item, instances)
+        {
                 const char *id = lbctl_string(item, "id"), *state = lbctl_string(item, "state");
 
                 if (!id || (lbctl_is_backend(backends, id) && !lbctl_bool(item, "terminating")))
@@ -387,12 +395,9 @@ static int lbctl_status(const char *body)
 int main(int argc, char **argv)
 {
         static const struct option options[] = {
-                { "admin", required_argument, NULL, 'a' },
-                { "json", no_argument, NULL, 'j' },
-                { "timeout", required_argument, NULL, 't' },
-                { "help", no_argument, NULL, 'h' },
-                { "version", no_argument, NULL, 'V' },
-                { NULL, 0, NULL, 0 },
+                {"admin", required_argument, NULL, 'a'},   {"json", no_argument, NULL, 'j'},
+                {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
+                {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0},
         };
         const char *admin = LBCTL_DEFAULT_ADMIN;
         char admin_name[NETADDR_STRLEN];
@@ -440,8 +445,10 @@ int main(int argc, char **argv)
                 return LBCTL_EXIT_USAGE;
         }
         /* Numeric only (never a DNS lookup), and the same forms lbd's admin key takes. */
-        if (netaddr_parse(admin, 0, false, &addr) < 0 || netaddr_format(&addr, admin_name, sizeof(admin_name)) < 0) {
-                fprintf(stderr, "lbctl: --admin '%s': expected an address with a port, e.g. 127.0.0.1:9180\n",
+        if (netaddr_parse(admin, 0, false, &addr) < 0 ||
+            netaddr_format(&addr, admin_name, sizeof(admin_name)) < 0) {
+                fprintf(stderr,
+                        "lbctl: --admin '%s': expected an address with a port, e.g. 127.0.0.1:9180\n",
                         admin);
                 return LBCTL_EXIT_USAGE;
         }

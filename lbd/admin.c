@@ -95,11 +95,11 @@ static const struct proxy_stats *admin_proxy_stats(const struct admin *a)
 /* Adds "<name>": seconds since the wall clock time <launched_usec>, or null when unknown. */
 static bool admin_add_age(cJSON *o, const char *name, uint64_t launched_usec, uint64_t wall)
 {
+        uint64_t age = wall > launched_usec ? wall - launched_usec : 0;
+
         if (launched_usec == 0)
                 return cJSON_AddNullToObject(o, name) != NULL;
-        return cJSON_AddNumberToObject(o, name,
-                                       admin_round(wall > launched_usec ? wall - launched_usec : 0, USEC_PER_SEC)) !=
-               NULL;
+        return cJSON_AddNumberToObject(o, name, admin_round(age, USEC_PER_SEC)) != NULL;
 }
 
 static bool admin_add_string_or_null(cJSON *o, const char *name, const char *value)
@@ -177,9 +177,11 @@ static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wal
             !cJSON_AddBoolToObject(control, "managed", v.managed) ||
             !cJSON_AddNumberToObject(control, "desired", (double)v.desired) ||
             !cJSON_AddBoolToObject(control, "list_ok", v.list_ok) ||
-            !(v.listed ? cJSON_AddNumberToObject(control, "list_age_s", admin_round(v.list_age_usec, USEC_PER_SEC))
+            !(v.listed ? cJSON_AddNumberToObject(control, "list_age_s",
+                                                 admin_round(v.list_age_usec, USEC_PER_SEC))
                        : cJSON_AddNullToObject(control, "list_age_s")) ||
-            !admin_add_string_or_null(control, "last_error", v.last_error ? strerror(-v.last_error) : NULL) ||
+            !admin_add_string_or_null(control, "last_error",
+                                      v.last_error ? strerror(-v.last_error) : NULL) ||
             !cJSON_AddBoolToObject(control, "all_failing", v.panic) ||
             !cJSON_AddBoolToObject(control, "storm_guard", v.guard) ||
             !cJSON_AddNumberToObject(control, "replacements_in_window", v.replacements) ||
@@ -378,7 +380,8 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
                 struct reconcile_view v;
 
                 reconcile_get_view(a->lbd->reconcile, &v);
-                admin_family(&m, "lbd_instances", "gauge", "The pool's instances in the provider's last list, by state.");
+                admin_family(&m, "lbd_instances", "gauge",
+                             "The pool's instances in the provider's last list, by state.");
                 for (size_t i = 0; i < ELEMENTSOF(v.by_state); i++)
                         admin_printf(&m, "lbd_instances{state=\"%s\"} %zu\n",
                                      provider_instance_state_name((enum instance_state)i), v.by_state[i]);

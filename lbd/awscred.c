@@ -37,16 +37,16 @@
 #include "common/macro.h"
 #include "lbd/curlev.h"
 
-#define AWSCRED_MAX_WAITERS      256
-#define AWSCRED_REFRESH_USEC     (15 * 60 * USEC_PER_SEC) /* fetch again when less than this remains */
-#define AWSCRED_MIN_VALID_USEC   (60 * USEC_PER_SEC)      /* ...and wait for it below this */
-#define AWSCRED_IMDS_TOKEN_TTL   21600                    /* seconds, the maximum IMDS allows */
-#define AWSCRED_IMDS_TOKEN_MAX   1024
-#define AWSCRED_IMDS_ROLE_MAX    256
+#define AWSCRED_MAX_WAITERS       256
+#define AWSCRED_REFRESH_USEC      (15 * 60 * USEC_PER_SEC) /* fetch again when less than this remains */
+#define AWSCRED_MIN_VALID_USEC    (60 * USEC_PER_SEC)      /* ...and wait for it below this */
+#define AWSCRED_IMDS_TOKEN_TTL    21600                    /* seconds, the maximum IMDS allows */
+#define AWSCRED_IMDS_TOKEN_MAX    1024
+#define AWSCRED_IMDS_ROLE_MAX     256
 #define AWSCRED_IMDS_RESPONSE_MAX (64 * 1024)
 #define AWSCRED_IMDS_CONNECT_USEC (1 * USEC_PER_SEC)
 #define AWSCRED_IMDS_TIMEOUT_USEC (3 * USEC_PER_SEC)
-#define AWSCRED_URL_MAX          1024
+#define AWSCRED_URL_MAX           1024
 
 enum awscred_want {
         AWSCRED_WANT_CREDENTIALS,
@@ -93,9 +93,9 @@ struct awscred {
         uint64_t imds_token_expiry; /* monotonic */
         char imds_role[AWSCRED_IMDS_ROLE_MAX];
         enum awscred_step step;
-        enum awscred_want goal;     /* what the running fetch is for */
-        bool token_retried;         /* a 401 already made us fetch a new token once */
-        bool region_queued;         /* a region fetch is owed after the running credential fetch */
+        enum awscred_want goal; /* what the running fetch is for */
+        bool token_retried;     /* a 401 already made us fetch a new token once */
+        bool region_queued;     /* a region fetch is owed after the running credential fetch */
         bool credentials_queued;
         struct curlev_transfer *transfer;
 
@@ -390,7 +390,7 @@ int awscred_load_static(const struct awscred_settings *s, struct awscred_credent
         secret = awscred_env("AWS_SECRET_ACCESS_KEY");
         token = awscred_env("AWS_SESSION_TOKEN");
         if (id && secret) {
-                struct awscred_credentials c = { .source = AWSCRED_SOURCE_ENV };
+                struct awscred_credentials c = {.source = AWSCRED_SOURCE_ENV};
 
                 if (awscred_copy(c.access_key_id, sizeof(c.access_key_id), id) < 0 ||
                     awscred_copy(c.secret_access_key, sizeof(c.secret_access_key), secret) < 0 ||
@@ -416,8 +416,9 @@ int awscred_load_static(const struct awscred_settings *s, struct awscred_credent
                 if (r >= 0 && v.bad)
                         r = -EINVAL;
                 if (r >= 0)
-                        r = awscred_from_profile(&v, config_file ? AWSCRED_SOURCE_CONFIG_FILE
-                                                                 : AWSCRED_SOURCE_CREDENTIALS_FILE,
+                        r = awscred_from_profile(&v,
+                                                 config_file ? AWSCRED_SOURCE_CONFIG_FILE
+                                                             : AWSCRED_SOURCE_CREDENTIALS_FILE,
                                                  ret);
                 OPENSSL_cleanse(&v, sizeof(v));
                 if (r >= 0)
@@ -460,7 +461,7 @@ int awscred_load_region(const struct awscred_settings *s, char ret[static AWSCRE
 
 static int awscred_parse_time(const char *s, uint64_t *ret_usec)
 {
-        struct tm tm = { 0 };
+        struct tm tm = {0};
         const char *end;
         time_t t;
 
@@ -484,7 +485,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
 int awscred_parse_imds_credentials(const char *json, size_t len, struct awscred_credentials *ret)
 {
         _cleanup_(cJSON_Deletep) cJSON *doc = NULL;
-        struct awscred_credentials c = { .source = AWSCRED_SOURCE_IMDS };
+        struct awscred_credentials c = {.source = AWSCRED_SOURCE_IMDS};
         const cJSON *code, *id, *secret, *token, *expiration;
         int r = -EINVAL;
 
@@ -508,8 +509,8 @@ int awscred_parse_imds_credentials(const char *json, size_t len, struct awscred_
         if (token && (!cJSON_IsString(token) ||
                       awscred_copy(c.session_token, sizeof(c.session_token), token->valuestring) < 0))
                 goto out;
-        if (expiration &&
-            (!cJSON_IsString(expiration) || awscred_parse_time(expiration->valuestring, &c.expiration_usec) < 0))
+        if (expiration && (!cJSON_IsString(expiration) ||
+                           awscred_parse_time(expiration->valuestring, &c.expiration_usec) < 0))
                 goto out;
         *ret = c;
         r = 0;
@@ -620,7 +621,8 @@ static void awscred_imds_done(int r, const struct curlev_response *resp, void *u
                 role[n] = 0;
                 /* The role becomes a path segment: keep it to the characters IAM allows in role names. */
                 for (size_t i = 0; i < n; i++)
-                        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+=,.@_-",
+                        if (role[i] == 0 ||
+                            !strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+=,.@_-",
                                     role[i])) {
                                 awscred_imds_finish(a, -EINVAL);
                                 return;
@@ -676,7 +678,7 @@ static void awscred_imds_done(int r, const struct curlev_response *resp, void *u
 static void awscred_imds_next(struct awscred *a)
 {
         char url[AWSCRED_URL_MAX + 512], header[AWSCRED_IMDS_TOKEN_MAX + 64];
-        const char *headers[1] = { header };
+        const char *headers[1] = {header};
         struct curlev_request req = {
                 .method = "GET",
                 .url = url,

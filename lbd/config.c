@@ -561,7 +561,8 @@ static int config_parse_tag(const struct config_key *k, struct config *c, const 
         if (!config_is_printable(value))
                 return config_reason(reason, size, "control characters are not allowed");
         if (key_len >= sizeof(c->ec2_tag_key))
-                return config_reason(reason, size, "the key is longer than %zu bytes", sizeof(c->ec2_tag_key) - 1);
+                return config_reason(reason, size, "the key is longer than %zu bytes",
+                                     sizeof(c->ec2_tag_key) - 1);
         if (strlen(eq + 1) >= sizeof(c->ec2_tag_value))
                 return config_reason(reason, size, "the value is longer than %zu bytes",
                                      sizeof(c->ec2_tag_value) - 1);
@@ -583,11 +584,13 @@ static int config_group_item(const char *entry, void *userdata, char *reason, si
         struct config_group_list *l = userdata;
 
         if (!config_is_word(entry))
-                return config_reason(reason, size, "'%s': only printable ASCII without blanks is allowed", entry);
+                return config_reason(reason, size, "'%s': only printable ASCII without blanks is allowed",
+                                     entry);
         if (strlen(entry) >= sizeof(l->items[0]))
                 return config_reason(reason, size, "'%.32s...' is too long", entry);
         if (l->n >= ELEMENTSOF(l->items))
-                return config_reason(reason, size, "too many security groups (at most %zu)", ELEMENTSOF(l->items));
+                return config_reason(reason, size, "too many security groups (at most %zu)",
+                                     ELEMENTSOF(l->items));
         memcpy(l->items[l->n++], entry, strlen(entry) + 1);
         return 0;
 }
@@ -628,7 +631,8 @@ static int config_parse_upstream_into(struct netaddr *addr, bool *set, const cha
         if (r == -ERANGE)
                 return config_reason(reason, size, "port must be between 1 and 65535");
         if (r < 0)
-                return config_reason(reason, size, "must be a numeric address with a port, e.g. 10.0.1.20:8080");
+                return config_reason(reason, size,
+                                     "must be a numeric address with a port, e.g. 10.0.1.20:8080");
         *addr = a;
         *set = true;
         return 0;
@@ -646,8 +650,8 @@ static int config_parse_local_upstream(const struct config_key *k, struct config
         return config_parse_upstream_into(&c->local_upstream, &c->local_upstream_set, value, reason, size);
 }
 
-static int config_parse_base_port(const struct config_key *k, struct config *c, const char *value, bool first,
-                                  char *reason, size_t size)
+static int config_parse_base_port(const struct config_key *k, struct config *c, const char *value,
+                                  bool first, char *reason, size_t size)
 {
         uint64_t v;
 
@@ -657,7 +661,9 @@ static int config_parse_base_port(const struct config_key *k, struct config *c, 
         return 0;
 }
 
-static const char *const config_local_placeholders[] = {"{lbd}", "{port}", "{address}", "{upstream}", "{index}"};
+static const char *const config_local_placeholders[] = {
+        "{lbd}", "{port}", "{address}", "{upstream}", "{index}",
+};
 
 static int config_parse_local_command(const struct config_key *k, struct config *c, const char *value,
                                       bool first, char *reason, size_t size)
@@ -672,9 +678,12 @@ static int config_parse_local_command(const struct config_key *k, struct config 
                 if (*p == '{') {
                         size_t i;
 
-                        for (i = 0; i < ELEMENTSOF(config_local_placeholders); i++)
-                                if (strncmp(p, config_local_placeholders[i], strlen(config_local_placeholders[i])) == 0)
+                        for (i = 0; i < ELEMENTSOF(config_local_placeholders); i++) {
+                                const char *name = config_local_placeholders[i];
+
+                                if (strncmp(p, name, strlen(name)) == 0)
                                         break;
+                        }
                         if (i == ELEMENTSOF(config_local_placeholders))
                                 return config_reason(reason, size,
                                                      "unknown placeholder at '%.16s' (known: {lbd} {port} "
@@ -693,6 +702,7 @@ static int config_parse_local_command(const struct config_key *k, struct config 
 /* DURATION(..., positive): positive is 1 when the duration must be greater than 0, else 0. */
 #define DURATION(s, k, d, field, positive) { s, k, d, config_parse_duration, U64(field), positive, 0 }
 #define NUMBER(s, k, d, field, lo, hi)    { s, k, d, config_parse_number, U64(field), lo, hi }
+#define CONFIG_LOCAL_COMMAND "{lbd} --listen {address} --backend {upstream} --admin off --access-log off"
 /* A char array field, parsed by <parser>; its size goes into max. */
 #define STRING(s, k, d, field, parser) \
         { s, k, d, parser, CONFIG_FIELD(field, char[sizeof(((struct config *)0)->field)]), 0, \
@@ -751,8 +761,7 @@ static const struct config_key config_keys[] = {
         STRING("ec2", "credentials_file", "", ec2_credentials_file, config_parse_abs_path),
         STRING("ec2", "profile", "", ec2_profile, config_parse_word),
 
-        STRING("local", "command", "{lbd} --listen {address} --backend {upstream} --admin off --access-log off",
-               local_command, config_parse_local_command),
+        STRING("local", "command", CONFIG_LOCAL_COMMAND, local_command, config_parse_local_command),
         { "local", "base_port", "18100", config_parse_base_port, 0, 0, 0 },
         { "local", "upstream", "", config_parse_local_upstream, 0, 0, 0 },
         STRING("local", "state_file", "", local_state_file, config_parse_abs_path),
@@ -965,7 +974,8 @@ static int config_validate_pool(const struct config *c)
         if (c->provider == PROVIDER_STATIC && n == 0)
                 r = config_invalid(c, "pool", "backends", "the static provider needs at least one backend");
         if (c->provider != PROVIDER_STATIC && n > 0)
-                r = config_invalid(c, "pool", "backends", "only the static provider uses it (provider is %s)",
+                r = config_invalid(c, "pool", "backends",
+                                   "only the static provider uses it (provider is %s)",
                                    config_provider_name(c->provider));
         if (c->port == 0)
                 r = config_invalid(c, "pool", "port", "must be between 1 and 65535");
@@ -1004,7 +1014,8 @@ static int config_validate_local(const struct config *c)
         if (netaddr_parse("127.0.0.1", c->local_base_port, false, &loopback) >= 0 &&
             !config_in_networks(c, &loopback))
                 r = config_invalid(c, "pool", "networks",
-                                   "the local provider's backends listen on 127.0.0.1, outside [pool] networks");
+                                   "the local provider's backends listen on 127.0.0.1, outside "
+                                   "[pool] networks");
         return r;
 }
 
@@ -1013,9 +1024,11 @@ static int config_validate_ec2(const struct config *c)
         int r = 0;
 
         if (c->ec2_image[0] == '\0' && c->ec2_launch_template[0] == '\0')
-                r = config_invalid(c, "ec2", "image", "the ec2 provider needs an image or a launch_template");
+                r = config_invalid(c, "ec2", "image",
+                                   "the ec2 provider needs an image or a launch_template");
         if (c->ec2_tag_key[0] == '\0')
-                r = config_invalid(c, "ec2", "tag", "the ec2 provider needs the pool's tag, e.g. lbd:pool=main");
+                r = config_invalid(c, "ec2", "tag",
+                                   "the ec2 provider needs the pool's tag, e.g. lbd:pool=main");
         return r;
 }
 

@@ -100,7 +100,7 @@ struct config {
         uint16_t local_base_port;       /* backends get base_port, base_port + 1, … on 127.0.0.1 */
         struct netaddr local_upstream;
         bool local_upstream_set;
-        char local_state_file[CONFIG_PATH_MAX]; /* "" = $RUNTIME_DIRECTORY or /run/lbd, see provider-local.c */
+        char local_state_file[CONFIG_PATH_MAX]; /* "" = the default (provider-local.c) */
 
         /* Where the config came from, for messages and reloads; "" when from flags only. */
         char path[CONFIG_PATH_MAX];

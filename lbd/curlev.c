@@ -128,7 +128,7 @@ static bool curlev_check_done(struct curlev *c)
         c->freed = &freed;
         while ((msg = curl_multi_info_read(c->multi, &pending))) {
                 struct curlev_transfer *t = NULL;
-                struct curlev_response resp = { .error = "" };
+                struct curlev_response resp = {.error = ""};
                 CURLcode code;
                 int r;
 
@@ -226,7 +226,8 @@ static int curlev_socket_fn(CURL *easy, curl_socket_t fd, int what, void *userp,
                 events |= EV_READ;
         if (what & CURL_POLL_OUT)
                 events |= EV_WRITE;
-        if (event_assign(&s->ev, c->base, fd, events, curlev_socket_cb, s) < 0 || event_add(&s->ev, NULL) < 0)
+        if (event_assign(&s->ev, c->base, fd, events, curlev_socket_cb, s) < 0 ||
+            event_add(&s->ev, NULL) < 0)
                 return -1;
         s->added = true;
         return 0;
@@ -282,7 +283,8 @@ int curlev_new(struct event_base *base, struct curlev **ret)
             curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
             curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, curlev_timer_fn) != CURLM_OK ||
             curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) != CURLM_OK ||
-            curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)CURLEV_MAX_TRANSFERS) != CURLM_OK) {
+            curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)CURLEV_MAX_TRANSFERS) !=
+                    CURLM_OK) {
                 curlev_free(c);
                 return -EIO;
         }
@@ -323,13 +325,14 @@ static CURLcode curlev_setup(struct curlev_transfer *t, const struct curlev_requ
                                  USEC_PER_MSEC);
         long total_ms = (long)((req->timeout_usec ? req->timeout_usec : CURLEV_DEFAULT_TIMEOUT_USEC) /
                                USEC_PER_MSEC);
-        bool has_body = req->body_len > 0 || strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0;
+        bool has_body =
+                req->body_len > 0 || strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0;
         CURLcode code = CURLE_OK;
 
-#define SET(opt, val)                                                                                        \
-        do {                                                                                                 \
-                if (code == CURLE_OK)                                                                        \
-                        code = curl_easy_setopt(e, opt, val);                                                \
+#define SET(opt, val)                                                                                       \
+        do {                                                                                                \
+                if (code == CURLE_OK)                                                                       \
+                        code = curl_easy_setopt(e, opt, val);                                               \
         } while (0)
         SET(CURLOPT_URL, req->url);
         SET(CURLOPT_PROTOCOLS_STR, "http,https");

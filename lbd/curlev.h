@@ -11,35 +11,35 @@
 
 #include "common/macro.h"
 
-#define CURLEV_MAX_TRANSFERS          64
-#define CURLEV_DEFAULT_MAX_RESPONSE   (4u * 1024 * 1024)
-#define CURLEV_DEFAULT_CONNECT_USEC   (3 * USEC_PER_SEC)
-#define CURLEV_DEFAULT_TIMEOUT_USEC   (20 * USEC_PER_SEC)
-#define CURLEV_ERROR_MAX              256
+#define CURLEV_MAX_TRANSFERS        64
+#define CURLEV_DEFAULT_MAX_RESPONSE (4u * 1024 * 1024)
+#define CURLEV_DEFAULT_CONNECT_USEC (3 * USEC_PER_SEC)
+#define CURLEV_DEFAULT_TIMEOUT_USEC (20 * USEC_PER_SEC)
+#define CURLEV_ERROR_MAX            256
 
 struct event_base;
 struct curlev;
 struct curlev_transfer;
 
 struct curlev_request {
-        const char *method;           /* "GET", "POST", "PUT" */
-        const char *url;              /* http:// or https:// only */
-        const char *const *headers;   /* "Name: value" lines */
+        const char *method;         /* "GET", "POST", "PUT" */
+        const char *url;            /* http:// or https:// only */
+        const char *const *headers; /* "Name: value" lines */
         size_t n_headers;
-        const void *body;             /* copied; sent for any method when body_len > 0, and always for
-                                       * POST and PUT (Content-Length: 0 when empty) */
+        const void *body; /* copied; sent for any method when body_len > 0, and always for
+                           * POST and PUT (Content-Length: 0 when empty) */
         size_t body_len;
-        size_t max_response;          /* body bytes accepted; 0 = CURLEV_DEFAULT_MAX_RESPONSE */
+        size_t max_response;           /* body bytes accepted; 0 = CURLEV_DEFAULT_MAX_RESPONSE */
         uint64_t connect_timeout_usec; /* 0 = CURLEV_DEFAULT_CONNECT_USEC */
-        uint64_t timeout_usec;        /* whole transfer; 0 = CURLEV_DEFAULT_TIMEOUT_USEC */
-        bool no_proxy;                /* ignore http_proxy & co. (the instance metadata service) */
+        uint64_t timeout_usec;         /* whole transfer; 0 = CURLEV_DEFAULT_TIMEOUT_USEC */
+        bool no_proxy;                 /* ignore http_proxy & co. (the instance metadata service) */
 };
 
 struct curlev_response {
-        long status;                  /* HTTP status, 0 when none arrived */
-        const char *body;             /* NUL-terminated (the NUL is not counted in body_len) */
+        long status;      /* HTTP status, 0 when none arrived */
+        const char *body; /* NUL-terminated (the NUL is not counted in body_len) */
         size_t body_len;
-        const char *error;            /* what went wrong, for logs, when r < 0; "" otherwise */
+        const char *error; /* what went wrong, for logs, when r < 0; "" otherwise */
 };
 
 /* Reports the end of a transfer. <r> is 0 when a response arrived (whatever its status), or -ETIMEDOUT,

@@ -48,14 +48,14 @@
 #include "lbd/curlev.h"
 #include "lbd/sigv4.h"
 
-#define EC2_FORM_MAX      (256 * 1024)
-#define EC2_URL_MAX       1024
-#define EC2_HOST_MAX      300
-#define EC2_MAX_CALLS     32
-#define EC2_MAX_RESPONSE  (4u * 1024 * 1024)
-#define EC2_CONNECT_USEC  (5 * USEC_PER_SEC)
-#define EC2_TIMEOUT_USEC  (20 * USEC_PER_SEC)
-#define EC2_CONTENT_TYPE  "application/x-www-form-urlencoded; charset=utf-8"
+#define EC2_FORM_MAX     (256 * 1024)
+#define EC2_URL_MAX      1024
+#define EC2_HOST_MAX     300
+#define EC2_MAX_CALLS    32
+#define EC2_MAX_RESPONSE (4u * 1024 * 1024)
+#define EC2_CONNECT_USEC (5 * USEC_PER_SEC)
+#define EC2_TIMEOUT_USEC (20 * USEC_PER_SEC)
+#define EC2_CONTENT_TYPE "application/x-www-form-urlencoded; charset=utf-8"
 
 enum ec2_action {
         EC2_DESCRIBE,
@@ -75,15 +75,15 @@ struct ec2 {
         struct awscred *cred;
         char endpoint_setting[EC2_URL_MAX]; /* explicit endpoint, or "" for the region's */
         char region[AWSCRED_REGION_MAX];
-        char url[EC2_URL_MAX];              /* resolved once the region is known */
-        char host[EC2_HOST_MAX];            /* the Host header, signed */
+        char url[EC2_URL_MAX];   /* resolved once the region is known */
+        char host[EC2_HOST_MAX]; /* the Host header, signed */
         char path[EC2_URL_MAX];
         bool endpoint_ready;
         struct ec2_call *calls;
         size_t n_calls;
         uint64_t requests;
         uint64_t rng;
-        enum awscred_source logged_source;  /* last credentials announced in the log */
+        enum awscred_source logged_source; /* last credentials announced in the log */
         char logged_key[AWSCRED_MASK_LEN];
 };
 
@@ -91,14 +91,14 @@ struct ec2_call {
         struct ec2 *ec2;
         struct ec2_call *prev, *next;
         enum ec2_action action;
-        struct evbuffer *form;           /* Action=…&Version=…&params, without NextToken */
-        unsigned attempt;                /* attempts made for the current page */
+        struct evbuffer *form; /* Action=…&Version=…&params, without NextToken */
+        unsigned attempt;      /* attempts made for the current page */
         struct curlev_transfer *transfer;
-        struct event *timer;             /* the delay before a retry */
+        struct event *timer; /* the delay before a retry */
         ec2_instances_cb instances_cb;
         ec2_done_cb done_cb;
         void *userdata;
-        struct ec2_instance *list;       /* DescribeInstances: gathered over the pages */
+        struct ec2_instance *list; /* DescribeInstances: gathered over the pages */
         size_t n;
         unsigned pages;
         char next_token[EC2_NEXT_TOKEN_MAX];
@@ -115,9 +115,11 @@ static void ec2_call_step(struct ec2_call *c);
 /* Errors and backoff */
 
 static const char *const ec2_throttling_codes[] = {
-        "RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled",
-        "RequestThrottledException", "TooManyRequestsException", "EC2ThrottledException",
-        "SlowDown", "PriorRequestNotComplete", "BandwidthLimitExceeded",
+        "RequestLimitExceeded",      "Throttling",
+        "ThrottlingException",       "RequestThrottled",
+        "RequestThrottledException", "TooManyRequestsException",
+        "EC2ThrottledException",     "SlowDown",
+        "PriorRequestNotComplete",   "BandwidthLimitExceeded",
 };
 
 static bool ec2_is_throttling(const char *code)
@@ -131,17 +133,29 @@ static bool ec2_is_throttling(const char *code)
 int ec2_classify_error(long status, const char *code, bool *ret_retry)
 {
         static const char *const transient[] = {
-                "InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable",
-                "RequestTimeout", "RequestTimeoutException",
+                "InternalError", "InternalFailure", "ServiceUnavailable",
+                "Unavailable",   "RequestTimeout",  "RequestTimeoutException",
         };
         static const char *const auth[] = {
-                "AuthFailure", "SignatureDoesNotMatch", "InvalidClientTokenId", "IncompleteSignature",
-                "MissingAuthenticationToken", "InvalidAccessKeyId", "UnrecognizedClientException",
-                "ExpiredToken", "ExpiredTokenException", "RequestExpired", "InvalidToken",
-                "OptInRequired", "Blocked", "PendingVerification",
+                "AuthFailure",
+                "SignatureDoesNotMatch",
+                "InvalidClientTokenId",
+                "IncompleteSignature",
+                "MissingAuthenticationToken",
+                "InvalidAccessKeyId",
+                "UnrecognizedClientException",
+                "ExpiredToken",
+                "ExpiredTokenException",
+                "RequestExpired",
+                "InvalidToken",
+                "OptInRequired",
+                "Blocked",
+                "PendingVerification",
         };
         static const char *const denied[] = {
-                "UnauthorizedOperation", "AccessDenied", "AccessDeniedException",
+                "UnauthorizedOperation",
+                "AccessDenied",
+                "AccessDeniedException",
         };
 
         if (!code)
@@ -289,7 +303,7 @@ static bool ec2_chars_ok(const char *s, const char *allowed_punct)
 
 static uint64_t ec2_parse_time(const char *s)
 {
-        struct tm tm = { 0 };
+        struct tm tm = {0};
         const char *end;
         time_t t;
 
@@ -305,12 +319,13 @@ static uint64_t ec2_parse_time(const char *s)
 /* Reads one <item> of an instancesSet. */
 static int ec2_parse_instance(const xmlNode *item, struct ec2_instance *ret)
 {
-        struct ec2_instance i = { 0 };
+        struct ec2_instance i = {0};
         int r;
 
         r = ec2_xml_child_text(item, "instanceId", i.id, sizeof(i.id));
         if (r >= 0)
-                r = ec2_xml_child_text(ec2_xml_child(item, "instanceState"), "name", i.state, sizeof(i.state));
+                r = ec2_xml_child_text(ec2_xml_child(item, "instanceState"), "name", i.state,
+                                       sizeof(i.state));
         if (r >= 0)
                 r = ec2_xml_child_text(item, "privateIpAddress", i.private_ip, sizeof(i.private_ip));
         if (r >= 0)
@@ -439,26 +454,30 @@ int ec2_parse_error(const char *xml, size_t len, char code[static EC2_CODE_MAX],
 /* ---------------------------------------------------------------------------------------------------- */
 /* Forms */
 
+static int ec2_form_raw(struct evbuffer *f, const char *s, size_t n)
+{
+        if (n > EC2_FORM_MAX || evbuffer_get_length(f) > EC2_FORM_MAX - n)
+                return -E2BIG;
+        return evbuffer_add(f, s, n) < 0 ? -ENOMEM : 0;
+}
+
 /* Appends "&<key>=<value>" (or "<key>=<value>" first), both encoded. */
 static int ec2_form_add(struct evbuffer *f, const char *key, const char *value)
 {
         int r = 0;
 
         if (evbuffer_get_length(f) > 0)
-                r = evbuffer_get_length(f) < EC2_FORM_MAX ? (evbuffer_add(f, "&", 1) < 0 ? -ENOMEM : 0)
-                                                          : -E2BIG;
+                r = ec2_form_raw(f, "&", 1);
         if (r >= 0)
                 r = sigv4_uri_encode(f, key, strlen(key), false, EC2_FORM_MAX);
         if (r >= 0)
-                r = evbuffer_get_length(f) < EC2_FORM_MAX ? (evbuffer_add(f, "=", 1) < 0 ? -ENOMEM : 0)
-                                                          : -E2BIG;
+                r = ec2_form_raw(f, "=", 1);
         if (r >= 0)
                 r = sigv4_uri_encode(f, value, strlen(value), false, EC2_FORM_MAX);
         return r;
 }
 
-static int ec2_form_addf(struct evbuffer *f, const char *value, const char *key_format, ...)
-        _printf_(3, 4);
+static int ec2_form_addf(struct evbuffer *f, const char *value, const char *key_format, ...) _printf_(3, 4);
 static int ec2_form_addf(struct evbuffer *f, const char *value, const char *key_format, ...)
 {
         char key[128];
@@ -572,7 +591,8 @@ static void ec2_call_retry(struct ec2_call *c, bool throttled, int final)
         if (c->attempt >= EC2_MAX_ATTEMPTS) {
                 size_t n = strlen(c->error);
 
-                (void)snprintf(c->error + n, sizeof(c->error) - n, " (gave up after %u attempts)", c->attempt);
+                (void)snprintf(c->error + n, sizeof(c->error) - n, " (gave up after %u attempts)",
+                               c->attempt);
                 ec2_call_finish(c, final);
                 return;
         }
@@ -687,8 +707,8 @@ static int ec2_call_send(struct ec2_call *c, const struct awscred_credentials *c
 
         {
                 const struct sigv4_header sh[] = {
-                        { "Host", e->host },
-                        { "Content-Type", EC2_CONTENT_TYPE },
+                        {"Host", e->host},
+                        {"Content-Type", EC2_CONTENT_TYPE},
                 };
                 const struct sigv4_request req = {
                         .method = "POST",
@@ -715,7 +735,8 @@ static int ec2_call_send(struct ec2_call *c, const struct awscred_credentials *c
                         return r;
         }
 
-        if (asprintf(&h_host, "Host: %s", e->host) < 0 || asprintf(&h_date, "X-Amz-Date: %s", sig->amz_date) < 0 ||
+        if (asprintf(&h_host, "Host: %s", e->host) < 0 ||
+            asprintf(&h_date, "X-Amz-Date: %s", sig->amz_date) < 0 ||
             asprintf(&h_auth, "Authorization: %s", sig->authorization) < 0)
                 return -ENOMEM;
         headers[n_headers++] = h_host;
@@ -761,9 +782,10 @@ static void ec2_credentials_cb(int r, const struct awscred_credentials *cred, vo
 
         if (r == -ENOKEY || r == -EINVAL) {
                 (void)snprintf(c->error, sizeof(c->error), "%s",
-                               r == -ENOKEY ? "no AWS credentials found (environment, shared files, instance "
-                                              "role)"
-                                            : "the instance metadata service gave malformed credentials");
+                               r == -ENOKEY
+                                       ? "no AWS credentials found (environment, shared files, instance "
+                                         "role)"
+                                       : "the instance metadata service gave malformed credentials");
                 ec2_call_finish(c, -EACCES);
                 return;
         }
@@ -777,7 +799,8 @@ static void ec2_credentials_cb(int r, const struct awscred_credentials *cred, vo
         awscred_mask(cred->access_key_id, masked);
         if (cred->source != e->logged_source || strcmp(masked, e->logged_key) != 0) {
                 log_info("EC2: using AWS credentials from the %s (access key %s%s)",
-                         awscred_source_name(cred->source), masked, cred->session_token[0] ? ", session" : "");
+                         awscred_source_name(cred->source), masked,
+                         cred->session_token[0] ? ", session" : "");
                 e->logged_source = cred->source;
                 memcpy(e->logged_key, masked, sizeof(masked));
         }
@@ -818,7 +841,8 @@ static int ec2_resolve_endpoint(struct ec2 *e)
                 goto out;
         if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
                 port = NULL;
-        if (curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK || curl_url_get(u, CURLUPART_URL, &url, 0) != CURLUE_OK)
+        if (curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK ||
+            curl_url_get(u, CURLUPART_URL, &url, 0) != CURLUE_OK)
                 goto out;
         if (port)
                 n = snprintf(e->host, sizeof(e->host), "%s:%s", host, port);
@@ -848,7 +872,8 @@ static void ec2_region_cb(int r, const char *region, void *userdata)
 
         if (r == -ENOENT || r == -EINVAL) {
                 (void)snprintf(c->error, sizeof(c->error),
-                               "no AWS region configured ([ec2] region, AWS_REGION, config file, instance metadata)");
+                               "no AWS region configured ([ec2] region, AWS_REGION, config file, instance "
+                               "metadata)");
                 ec2_call_finish(c, -EINVAL);
                 return;
         }
@@ -927,7 +952,7 @@ static int ec2_call_start(struct ec2 *e, enum ec2_action action, struct evbuffer
 int ec2_describe_instances(struct ec2 *e, const char *tag_key, const char *tag_value, ec2_instances_cb cb,
                            void *userdata, struct ec2_call **ret)
 {
-        static const char *const states[] = { "pending", "running", "stopping", "stopped", "shutting-down" };
+        static const char *const states[] = {"pending", "running", "stopping", "stopped", "shutting-down"};
         struct evbuffer *f = NULL;
         int r;
 
@@ -965,8 +990,9 @@ static int ec2_run_form(const struct ec2_launch *l, struct evbuffer *f)
                 r = ec2_form_add(f, "ImageId", l->image);
         if (r >= 0 && ec2_set(l->launch_template))
                 r = ec2_form_add(f,
-                                 strncmp(l->launch_template, "lt-", 3) == 0 ? "LaunchTemplate.LaunchTemplateId"
-                                                                           : "LaunchTemplate.LaunchTemplateName",
+                                 strncmp(l->launch_template, "lt-", 3) == 0
+                                         ? "LaunchTemplate.LaunchTemplateId"
+                                         : "LaunchTemplate.LaunchTemplateName",
                                  l->launch_template);
         if (r >= 0 && ec2_set(l->instance_type))
                 r = ec2_form_add(f, "InstanceType", l->instance_type);
@@ -1093,7 +1119,8 @@ static int ec2_endpoint_setting(const struct ec2_settings *s, char buf[static EC
 
                 if (!ec2_set(v))
                         continue;
-                if (strlen(v) >= EC2_URL_MAX || (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0))
+                if (strlen(v) >= EC2_URL_MAX ||
+                    (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0))
                         return -EINVAL;
                 for (const char *p = v; *p; p++)
                         if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
@@ -1106,7 +1133,7 @@ static int ec2_endpoint_setting(const struct ec2_settings *s, char buf[static EC
 
 int ec2_new(struct event_base *base, const struct ec2_settings *s, struct ec2 **ret)
 {
-        const struct ec2_settings none = { 0 };
+        const struct ec2_settings none = {0};
         const struct awscred_settings as = {
                 .credentials_file = s ? s->credentials_file : NULL,
                 .profile = s ? s->profile : NULL,

@@ -13,24 +13,24 @@
 
 #include "common/macro.h"
 
-#define EC2_API_VERSION      "2016-11-15"
-#define EC2_ID_MAX           64    /* instance ids ("i-0123456789abcdef0") and the like */
-#define EC2_STATE_MAX        32
-#define EC2_ADDR_MAX         64
-#define EC2_TIME_MAX         40
-#define EC2_CODE_MAX         128
-#define EC2_MESSAGE_MAX      512
-#define EC2_ERROR_MAX        (EC2_CODE_MAX + EC2_MESSAGE_MAX + 64)
-#define EC2_NEXT_TOKEN_MAX   4096
-#define EC2_MAX_INSTANCES    1000  /* DescribeInstances results at most (all pages) */
-#define EC2_MAX_PAGES        20
-#define EC2_PAGE_SIZE        100
-#define EC2_MAX_TERMINATE    100   /* ids per TerminateInstances */
-#define EC2_MAX_LAUNCH       100   /* instances per RunInstances */
-#define EC2_USER_DATA_MAX    16384 /* bytes before base64, EC2's own limit */
-#define EC2_MAX_ATTEMPTS     5
-#define EC2_BACKOFF_BASE_USEC (200 * USEC_PER_MSEC)
-#define EC2_BACKOFF_CAP_USEC  (20 * USEC_PER_SEC)
+#define EC2_API_VERSION         "2016-11-15"
+#define EC2_ID_MAX              64 /* instance ids ("i-0123456789abcdef0") and the like */
+#define EC2_STATE_MAX           32
+#define EC2_ADDR_MAX            64
+#define EC2_TIME_MAX            40
+#define EC2_CODE_MAX            128
+#define EC2_MESSAGE_MAX         512
+#define EC2_ERROR_MAX           (EC2_CODE_MAX + EC2_MESSAGE_MAX + 64)
+#define EC2_NEXT_TOKEN_MAX      4096
+#define EC2_MAX_INSTANCES       1000 /* DescribeInstances results at most (all pages) */
+#define EC2_MAX_PAGES           20
+#define EC2_PAGE_SIZE           100
+#define EC2_MAX_TERMINATE       100   /* ids per TerminateInstances */
+#define EC2_MAX_LAUNCH          100   /* instances per RunInstances */
+#define EC2_USER_DATA_MAX       16384 /* bytes before base64, EC2's own limit */
+#define EC2_MAX_ATTEMPTS        5
+#define EC2_BACKOFF_BASE_USEC   (200 * USEC_PER_MSEC)
+#define EC2_BACKOFF_CAP_USEC    (20 * USEC_PER_SEC)
 #define EC2_MAX_SECURITY_GROUPS 32
 
 struct event_base;
@@ -39,9 +39,9 @@ struct ec2_call;
 
 struct ec2_instance {
         char id[EC2_ID_MAX];
-        char state[EC2_STATE_MAX];      /* "pending", "running", "stopping", "stopped", "shutting-down",
-                                         * "terminated" */
-        char private_ip[EC2_ADDR_MAX];  /* "" when it has none (yet) */
+        char state[EC2_STATE_MAX];     /* "pending", "running", "stopping", "stopped", "shutting-down",
+                                        * "terminated" */
+        char private_ip[EC2_ADDR_MAX]; /* "" when it has none (yet) */
         char subnet_id[EC2_ID_MAX];
         char launch_time[EC2_TIME_MAX]; /* as EC2 wrote it */
         uint64_t launch_usec;           /* the same, wall clock; 0 when absent or unparsable */
@@ -56,9 +56,9 @@ struct ec2_settings {
 };
 
 struct ec2_launch {
-        const char *image;            /* ami-…, or NULL/"" with a launch template */
-        const char *launch_template;  /* lt-… id or a name; NULL or "" for none */
-        const char *instance_type;    /* NULL or "": the template's */
+        const char *image;           /* ami-…, or NULL/"" with a launch template */
+        const char *launch_template; /* lt-… id or a name; NULL or "" for none */
+        const char *instance_type;   /* NULL or "": the template's */
         const char *subnet;
         const char *const *security_groups;
         size_t n_security_groups;
@@ -66,11 +66,11 @@ struct ec2_launch {
         const char *instance_profile; /* a name, or an ARN ("arn:…") */
         const void *user_data;        /* raw bytes, base64-encoded here; at most EC2_USER_DATA_MAX */
         size_t user_data_len;
-        const char *tag_key;          /* the pool's tag, on every instance launched */
+        const char *tag_key; /* the pool's tag, on every instance launched */
         const char *tag_value;
-        const char *name;             /* Name tag, NULL or "" for none */
-        const char *client_token;     /* idempotency: at most 64 ASCII characters */
-        unsigned count;               /* MinCount = MaxCount */
+        const char *name;         /* Name tag, NULL or "" for none */
+        const char *client_token; /* idempotency: at most 64 ASCII characters */
+        unsigned count;           /* MinCount = MaxCount */
 };
 
 /* <r> is 0 on success, or: -EAGAIN the API kept failing (throttling, 5xx, network, timeouts) through every

@@ -228,7 +228,8 @@ static void main_status_text(const struct lbd *l, char *buf, size_t size)
         if (l->reconcile)
                 reconcile_get_view(l->reconcile, &view);
         (void)snprintf(buf, size, "%zu/%zu backends healthy%s%s%s", healthy, p->n_backends,
-                       view.panic ? "; every backend failing: serving from the least bad, terminating nothing"
+                       view.panic ? "; every backend failing: serving from the least bad, terminating "
+                                    "nothing"
                                   : "",
                        view.guard ? "; replacement storm guard holding back replacements" : "",
                        view.listed && !view.list_ok ? "; the provider's list is failing" : "");
@@ -288,8 +289,9 @@ static void main_reload(struct main_state *m)
         }
         r = l->provider->ops->set_config(l->provider, next);
         if (r < 0) {
-                log_error_errno(r, "Configuration not reloaded: the %s provider refused it (%m); keeping the "
-                                   "running one",
+                log_error_errno(r,
+                                "Configuration not reloaded: the %s provider refused it (%m); keeping "
+                                "the running one",
                                 l->provider->ops->name);
                 free(next);
                 goto done;

@@ -65,7 +65,7 @@ struct provider_ec2_data {
         struct provider_ec2_client *retired;
         struct event *gc; /* frees idle retired clients */
         struct provider_ec2_call *calls;
-        char *user_data;  /* rendered template */
+        char *user_data; /* rendered template */
         size_t user_data_len;
         char warned[PROVIDER_EC2_WARNED_MAX][EC2_ID_MAX];
         size_t warned_next;
@@ -104,12 +104,12 @@ static enum instance_state provider_ec2_state(const char *s)
                 const char *name;
                 enum instance_state state;
         } states[] = {
-                { "pending", INSTANCE_PENDING },
-                { "running", INSTANCE_RUNNING },
-                { "stopping", INSTANCE_STOPPING },
-                { "stopped", INSTANCE_STOPPED },
-                { "shutting-down", INSTANCE_SHUTTING_DOWN },
-                { "terminated", INSTANCE_TERMINATED },
+                {"pending", INSTANCE_PENDING},
+                {"running", INSTANCE_RUNNING},
+                {"stopping", INSTANCE_STOPPING},
+                {"stopped", INSTANCE_STOPPED},
+                {"shutting-down", INSTANCE_SHUTTING_DOWN},
+                {"terminated", INSTANCE_TERMINATED},
         };
 
         for (size_t i = 0; i < ELEMENTSOF(states); i++)
@@ -297,8 +297,8 @@ static int provider_ec2_list(struct provider *p, provider_list_cb cb, void *user
         if (!pc)
                 return -ENOMEM;
         pc->cb.list = cb;
-        r = ec2_describe_instances(pc->client->ec2, c->ec2_tag_key, c->ec2_tag_value, provider_ec2_instances_done,
-                                   pc, &pc->call);
+        r = ec2_describe_instances(pc->client->ec2, c->ec2_tag_key, c->ec2_tag_value,
+                                   provider_ec2_instances_done, pc, &pc->call);
         return provider_ec2_call_started(p, pc, r);
 }
 
@@ -342,8 +342,8 @@ static int provider_ec2_launch(struct provider *p, unsigned count, const char *c
         return provider_ec2_call_started(p, pc, r);
 }
 
-static int provider_ec2_terminate(struct provider *p, const char *const *ids, size_t n, provider_terminate_cb cb,
-                                  void *userdata)
+static int provider_ec2_terminate(struct provider *p, const char *const *ids, size_t n,
+                                  provider_terminate_cb cb, void *userdata)
 {
         struct provider_ec2_call *pc = provider_ec2_call_new(p, PROVIDER_EC2_TERMINATE, userdata);
         int r;
@@ -387,7 +387,8 @@ static int provider_ec2_render_user_data(const struct config *c, char **ret, siz
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n < 0)
-                        return log_error_errno(errno, "Failed to read [ec2] user_data %s: %m", c->ec2_user_data);
+                        return log_error_errno(errno, "Failed to read [ec2] user_data %s: %m",
+                                               c->ec2_user_data);
                 if (n == 0)
                         break;
                 len += (size_t)n;
@@ -396,7 +397,8 @@ static int provider_ec2_render_user_data(const struct config *c, char **ret, siz
 
         if (memmem(tmpl, len, placeholder, plen)) {
                 if (!c->ec2_upstream_set)
-                        return log_error_errno(EINVAL, "[ec2] user_data %s uses {{upstream}}: set [ec2] upstream",
+                        return log_error_errno(EINVAL,
+                                               "[ec2] user_data %s uses {{upstream}}: set [ec2] upstream",
                                                c->ec2_user_data);
                 if (netaddr_format(&c->ec2_upstream, upstream, sizeof(upstream)) < 0)
                         return log_error_errno(EINVAL, "[ec2] upstream can't be formatted");
@@ -443,7 +445,8 @@ static int provider_ec2_set_config(struct provider *p, const struct config *c)
         int r;
 
         if (!c->ec2_tag_key[0] || (!c->ec2_image[0] && !c->ec2_launch_template[0]))
-                return log_error_errno(EINVAL, "The ec2 provider needs [ec2] tag and an image or launch_template");
+                return log_error_errno(EINVAL,
+                                       "The ec2 provider needs [ec2] tag and an image or launch_template");
         r = provider_ec2_render_user_data(c, &user_data, &user_data_len);
         if (r < 0)
                 return r;

@@ -65,40 +65,40 @@
 
 extern char **environ;
 
-enum local_proc_state {
+enum provider_local_proc_state {
         LOCAL_RUNNING,
         LOCAL_STOPPING, /* SIGTERM sent */
         LOCAL_EXITED,   /* gone; listed once as terminated, then forgotten */
 };
 
-struct local_proc {
+struct provider_local_proc {
         unsigned index; /* port = base_port + index */
         uint16_t port;
         pid_t pid;
         uint64_t start_ticks;   /* /proc/PID/stat starttime */
         uint64_t launched_usec; /* wall clock */
         bool child;             /* started by this lbd (waitpid) rather than adopted (/proc) */
-        enum local_proc_state state;
+        enum provider_local_proc_state state;
         uint64_t kill_at_usec; /* while stopping: when SIGKILL follows */
         char id[INSTANCE_ID_MAX];
 };
 
-struct local_token {
+struct provider_local_token {
         char token[LOCAL_TOKEN_MAX];
         char (*ids)[INSTANCE_ID_MAX];
         size_t n;
 };
 
-enum local_call_kind {
+enum provider_local_call_kind {
         LOCAL_CALL_LIST,
         LOCAL_CALL_LAUNCH,
         LOCAL_CALL_TERMINATE,
 };
 
-struct local_call {
+struct provider_local_call {
         struct provider *provider;
         struct event timer;
-        enum local_call_kind kind;
+        enum provider_local_call_kind kind;
         int result;
         union {
                 provider_list_cb list;
@@ -108,21 +108,20 @@ struct local_call {
         void *userdata;
         char (*ids)[INSTANCE_ID_MAX]; /* launch: what it started (or had started, for a repeated token) */
         size_t n_ids;
-        struct local_call *prev, *next;
+        struct provider_local_call *prev, *next;
 };
 
-struct local_data {
-        struct local_proc *procs;
+struct provider_local_data {
+        struct provider_local_proc *procs;
         size_t n_procs;
         struct event *sigchld;
         struct event kill_timer;
-        struct local_call *calls;
-        struct local_token tokens[LOCAL_TOKENS];
+        struct provider_local_call *calls;
+        struct provider_local_token tokens[LOCAL_TOKENS];
         size_t next_token;
         char exe[PATH_MAX];               /* {lbd} */
         char state_path[CONFIG_PATH_MAX]; /* "" = no state file */
         bool state_broken;                /* a write failed; said once */
-        long ticks_per_sec;
 };
 
 /* ---- /proc ---- */
@@ -165,7 +164,7 @@ static int provider_local_proc_stat(pid_t pid, char *ret_state, uint64_t *ret_st
 }
 
 /* True when the process <proc> describes is still there and still the same (its start time matches). */
-static bool provider_local_proc_alive(const struct local_proc *proc)
+static bool provider_local_proc_alive(const struct provider_local_proc *proc)
 {
         uint64_t start;
         char state;
@@ -177,7 +176,7 @@ static bool provider_local_proc_alive(const struct local_proc *proc)
 
 /* ---- state file ---- */
 
-static int provider_local_state_write(struct local_data *d)
+static int provider_local_state_write(struct provider_local_data *d)
 {
         char tmp[CONFIG_PATH_MAX + 8];
         FILE *f;
@@ -199,7 +198,7 @@ static int provider_local_state_write(struct local_data *d)
         }
         (void)fprintf(f, "# lbd local backends: INDEX PID STARTTIME LAUNCHED_USEC\n");
         for (size_t i = 0; i < d->n_procs; i++) {
-                const struct local_proc *proc = &d->procs[i];
+                const struct provider_local_proc *proc = &d->procs[i];
 
                 if (proc->state != LOCAL_EXITED)
                         (void)fprintf(f, "%u %d %" PRIu64 " %" PRIu64 "\n", proc->index, (int)proc->pid,
@@ -216,26 +215,27 @@ static int provider_local_state_write(struct local_data *d)
         return r;
 }
 
-static void provider_local_state_save(struct local_data *d)
+static void provider_local_state_save(struct provider_local_data *d)
 {
         int r = provider_local_state_write(d);
 
         if (r < 0 && !d->state_broken) {
-                log_warning_errno(r, "Failed to write %s: %m; a restarted lbd won't adopt the local backends",
+                log_warning_errno(r,
+                                  "Failed to write %s: %m; a restarted lbd won't adopt the local backends",
                                   d->state_path);
                 d->state_broken = true;
         } else if (r >= 0)
                 d->state_broken = false;
 }
 
-static void provider_local_make_id(struct local_proc *proc)
+static void provider_local_make_id(struct provider_local_proc *proc)
 {
         (void)snprintf(proc->id, sizeof(proc->id), "local-%u-%d", proc->index, (int)proc->pid);
 }
 
-static struct local_proc *provider_local_add_proc(struct local_data *d)
+static struct provider_local_proc *provider_local_add_proc(struct provider_local_data *d)
 {
-        struct local_proc *procs;
+        struct provider_local_proc *procs;
 
         if (d->n_procs >= LOCAL_MAX_PROCS)
                 return NULL;
@@ -247,7 +247,7 @@ static struct local_proc *provider_local_add_proc(struct local_data *d)
         return &procs[d->n_procs++];
 }
 
-static bool provider_local_index_used(const struct local_data *d, unsigned index)
+static bool provider_local_index_used(const struct provider_local_data *d, unsigned index)
 {
         for (size_t i = 0; i < d->n_procs; i++)
                 if (d->procs[i].index == index && d->procs[i].state != LOCAL_EXITED)
@@ -256,7 +256,7 @@ static bool provider_local_index_used(const struct local_data *d, unsigned index
 }
 
 /* Adopts the processes the state file names that are still there. Returns how many. */
-static size_t provider_local_state_load(struct local_data *d, const struct config *c)
+static size_t provider_local_state_load(struct provider_local_data *d, const struct config *c)
 {
         char line[256];
         size_t adopted = 0, bytes = 0;
@@ -272,7 +272,7 @@ static size_t provider_local_state_load(struct local_data *d, const struct confi
                 return 0;
         }
         while (fgets(line, sizeof(line), f)) {
-                struct local_proc proc = {0}, *slot;
+                struct provider_local_proc proc = {0}, *slot;
                 unsigned index;
                 int pid;
                 uint64_t start, launched;
@@ -282,8 +282,8 @@ static size_t provider_local_state_load(struct local_data *d, const struct confi
                         break;
                 if (line[0] == '#' || line[0] == '\n')
                         continue;
-                if (sscanf(line, "%u %d %" SCNu64 " %" SCNu64, &index, &pid, &start, &launched) != 4 || pid <= 1 ||
-                    index >= LOCAL_MAX_PROCS || (uint64_t)c->local_base_port + index > 65535) {
+                if (sscanf(line, "%u %d %" SCNu64 " %" SCNu64, &index, &pid, &start, &launched) != 4 ||
+                    pid <= 1 || index >= LOCAL_MAX_PROCS || (uint64_t)c->local_base_port + index > 65535) {
                         log_warning("%s: ignoring a malformed line", d->state_path);
                         continue;
                 }
@@ -299,7 +299,8 @@ static size_t provider_local_state_load(struct local_data *d, const struct confi
                         continue;
                 }
                 if (provider_local_index_used(d, index)) {
-                        log_warning("%s: index %u is listed twice; ignoring pid %d", d->state_path, index, pid);
+                        log_warning("%s: index %u is listed twice; ignoring pid %d", d->state_path, index,
+                                    pid);
                         continue;
                 }
                 slot = provider_local_add_proc(d);
@@ -314,7 +315,7 @@ static size_t provider_local_state_load(struct local_data *d, const struct confi
 }
 
 /* Picks the state file path (see the top of the file). Returns 0, or -errno when there is none to use. */
-static int provider_local_state_path(struct local_data *d, const struct config *c)
+static int provider_local_state_path(struct provider_local_data *d, const struct config *c)
 {
         const char *dir = getenv("RUNTIME_DIRECTORY");
         char first[CONFIG_PATH_MAX];
@@ -355,8 +356,9 @@ static int provider_local_append(char *buf, size_t size, size_t *len, const char
 }
 
 /* Expands the placeholders of one word of the command into <buf>. Returns 0, -E2BIG or -EINVAL. */
-static int provider_local_expand_word(struct local_data *d, const struct config *c, const char *word, size_t n,
-                                      unsigned index, uint16_t port, char *buf, size_t size)
+static int provider_local_expand_word(struct provider_local_data *d, const struct config *c,
+                                      const char *word, size_t n, unsigned index, uint16_t port, char *buf,
+                                      size_t size)
 {
         size_t len = 0;
         char number[NETADDR_STRLEN];
@@ -400,13 +402,13 @@ static int provider_local_expand_word(struct local_data *d, const struct config 
         return 0;
 }
 
-struct local_argv {
+struct provider_local_argv {
         char *argv[LOCAL_MAX_ARGS + 1];
         char words[LOCAL_MAX_ARGS][LOCAL_ARG_MAX];
 };
 
-static int provider_local_build_argv(struct local_data *d, const struct config *c, unsigned index, uint16_t port,
-                                     struct local_argv *a)
+static int provider_local_build_argv(struct provider_local_data *d, const struct config *c, unsigned index,
+                                     uint16_t port, struct provider_local_argv *a)
 {
         const char *s = c->local_command;
         size_t n = 0;
@@ -446,10 +448,10 @@ static bool provider_local_env_dropped(const char *entry)
 }
 
 /* Starts the process for <index>. Returns 0 and fills <proc>, or -errno. */
-static int provider_local_spawn(struct local_data *d, const struct config *c, unsigned index,
-                                struct local_proc *proc)
+static int provider_local_spawn(struct provider_local_data *d, const struct config *c, unsigned index,
+                                struct provider_local_proc *proc)
 {
-        _cleanup_free_ struct local_argv *a = NULL;
+        _cleanup_free_ struct provider_local_argv *a = NULL;
         _cleanup_free_ char **envp = NULL;
         posix_spawn_file_actions_t actions;
         posix_spawnattr_t attr;
@@ -495,7 +497,8 @@ static int provider_local_spawn(struct local_data *d, const struct config *c, un
                 (void)posix_spawnattr_destroy(&attr);
                 return -r;
         }
-        r = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+        r = posix_spawnattr_setflags(&attr,
+                                     POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
         if (r == 0)
                 r = posix_spawnattr_setpgroup(&attr, 0);
         if (r == 0)
@@ -515,7 +518,7 @@ static int provider_local_spawn(struct local_data *d, const struct config *c, un
         if (r != 0)
                 return -r;
 
-        *proc = (struct local_proc){
+        *proc = (struct provider_local_proc){
                 .index = index,
                 .port = port,
                 .pid = pid,
@@ -531,7 +534,7 @@ static int provider_local_spawn(struct local_data *d, const struct config *c, un
         return 0;
 }
 
-static void provider_local_arm_kill_timer(struct local_data *d)
+static void provider_local_arm_kill_timer(struct provider_local_data *d)
 {
         const struct timeval tv = {
                 .tv_sec = 0,
@@ -543,7 +546,7 @@ static void provider_local_arm_kill_timer(struct local_data *d)
 }
 
 /* Sends <sig> to the process group of <proc>, after making sure it is still that process. */
-static void provider_local_signal(struct local_proc *proc, int sig)
+static void provider_local_signal(struct provider_local_proc *proc, int sig)
 {
         if (!proc->child && !provider_local_proc_alive(proc))
                 return;
@@ -551,30 +554,31 @@ static void provider_local_signal(struct local_proc *proc, int sig)
                 (void)kill(proc->pid, sig);
 }
 
-static void provider_local_exited(struct local_data *d, struct local_proc *proc, int status)
+static void provider_local_exited(struct provider_local_data *d, struct provider_local_proc *proc,
+                                  int status)
 {
         bool expected = proc->state == LOCAL_STOPPING;
 
         proc->state = LOCAL_EXITED;
         if (status < 0)
-                log_full_errno(expected ? LOG_INFO : LOG_WARNING, 0, "Local backend %s on 127.0.0.1:%u is gone",
-                               proc->id, proc->port);
+                log_full_errno(expected ? LOG_INFO : LOG_WARNING, 0,
+                               "Local backend %s on 127.0.0.1:%u is gone", proc->id, proc->port);
         else if (WIFSIGNALED(status))
                 log_full_errno(expected ? LOG_INFO : LOG_WARNING, 0,
-                               "Local backend %s on 127.0.0.1:%u was killed by signal %d", proc->id, proc->port,
-                               WTERMSIG(status));
+                               "Local backend %s on 127.0.0.1:%u was killed by signal %d", proc->id,
+                               proc->port, WTERMSIG(status));
         else
                 log_full_errno(expected && WEXITSTATUS(status) == 0 ? LOG_INFO : LOG_WARNING, 0,
-                               "Local backend %s on 127.0.0.1:%u exited with status %d", proc->id, proc->port,
-                               WEXITSTATUS(status));
+                               "Local backend %s on 127.0.0.1:%u exited with status %d", proc->id,
+                               proc->port, WEXITSTATUS(status));
         provider_local_state_save(d);
 }
 
 /* Collects the exits of our children and notices those of adopted processes. */
-static void provider_local_reap(struct local_data *d)
+static void provider_local_reap(struct provider_local_data *d)
 {
         for (size_t i = 0; i < d->n_procs; i++) {
-                struct local_proc *proc = &d->procs[i];
+                struct provider_local_proc *proc = &d->procs[i];
                 int status;
 
                 if (proc->state == LOCAL_EXITED)
@@ -598,13 +602,13 @@ static void provider_local_on_sigchld(evutil_socket_t sig, short what, void *use
 
 static void provider_local_on_kill_timer(evutil_socket_t fd, short what, void *userdata)
 {
-        struct local_data *d = userdata;
+        struct provider_local_data *d = userdata;
         uint64_t now = now_usec();
         bool stopping = false;
 
         provider_local_reap(d);
         for (size_t i = 0; i < d->n_procs; i++) {
-                struct local_proc *proc = &d->procs[i];
+                struct provider_local_proc *proc = &d->procs[i];
 
                 if (proc->state != LOCAL_STOPPING)
                         continue;
@@ -622,7 +626,7 @@ static void provider_local_on_kill_timer(evutil_socket_t fd, short what, void *u
 
 /* ---- calls ---- */
 
-static void provider_local_call_unlink(struct local_data *d, struct local_call *call)
+static void provider_local_call_unlink(struct provider_local_data *d, struct provider_local_call *call)
 {
         if (call->prev)
                 call->prev->next = call->next;
@@ -632,13 +636,13 @@ static void provider_local_call_unlink(struct local_data *d, struct local_call *
                 call->next->prev = call->prev;
 }
 
-static void provider_local_call_free(struct local_call *call)
+static void provider_local_call_free(struct provider_local_call *call)
 {
         free(call->ids);
         free(call);
 }
 
-static void provider_local_fill(const struct local_proc *proc, struct instance *inst)
+static void provider_local_fill(const struct provider_local_proc *proc, struct instance *inst)
 {
         memcpy(inst->id, proc->id, sizeof(inst->id));
         inst->state = proc->state == LOCAL_RUNNING    ? INSTANCE_RUNNING
@@ -649,7 +653,7 @@ static void provider_local_fill(const struct local_proc *proc, struct instance *
         inst->launched_usec = proc->launched_usec;
 }
 
-static struct local_proc *provider_local_find(struct local_data *d, const char *id)
+static struct provider_local_proc *provider_local_find(struct provider_local_data *d, const char *id)
 {
         for (size_t i = 0; i < d->n_procs; i++)
                 if (strcmp(d->procs[i].id, id) == 0)
@@ -657,9 +661,9 @@ static struct local_proc *provider_local_find(struct local_data *d, const char *
         return NULL;
 }
 
-static void provider_local_answer_list(struct provider *p, struct local_call *call)
+static void provider_local_answer_list(struct provider *p, struct provider_local_call *call)
 {
-        struct local_data *d = p->data;
+        struct provider_local_data *d = p->data;
         _cleanup_free_ struct instance *instances = NULL;
         size_t n = 0, kept = 0;
 
@@ -681,9 +685,9 @@ static void provider_local_answer_list(struct provider *p, struct local_call *ca
         call->cb.list(p, 0, instances, n, call->userdata);
 }
 
-static void provider_local_answer_launch(struct provider *p, struct local_call *call)
+static void provider_local_answer_launch(struct provider *p, struct provider_local_call *call)
 {
-        struct local_data *d = p->data;
+        struct provider_local_data *d = p->data;
         _cleanup_free_ struct instance *instances = NULL;
         size_t n = 0;
 
@@ -697,7 +701,7 @@ static void provider_local_answer_launch(struct provider *p, struct local_call *
                 return;
         }
         for (size_t i = 0; i < call->n_ids; i++) {
-                const struct local_proc *proc = provider_local_find(d, call->ids[i]);
+                const struct provider_local_proc *proc = provider_local_find(d, call->ids[i]);
 
                 if (proc)
                         provider_local_fill(proc, &instances[n]);
@@ -712,7 +716,7 @@ static void provider_local_answer_launch(struct provider *p, struct local_call *
 
 static void provider_local_on_call(evutil_socket_t fd, short what, void *userdata)
 {
-        struct local_call *call = userdata;
+        struct provider_local_call *call = userdata;
         struct provider *p = call->provider;
 
         provider_local_call_unlink(p->data, call);
@@ -730,10 +734,11 @@ static void provider_local_on_call(evutil_socket_t fd, short what, void *userdat
         provider_local_call_free(call);
 }
 
-static struct local_call *provider_local_call_new(struct provider *p, enum local_call_kind kind, void *userdata)
+static struct provider_local_call *
+provider_local_call_new(struct provider *p, enum provider_local_call_kind kind, void *userdata)
 {
-        struct local_data *d = p->data;
-        struct local_call *call;
+        struct provider_local_data *d = p->data;
+        struct provider_local_call *call;
 
         call = calloc(1, sizeof(*call));
         if (!call)
@@ -749,7 +754,7 @@ static struct local_call *provider_local_call_new(struct provider *p, enum local
         return call;
 }
 
-static void provider_local_call_start(struct local_call *call)
+static void provider_local_call_start(struct provider_local_call *call)
 {
         const struct timeval now = {0, 0};
 
@@ -758,7 +763,7 @@ static void provider_local_call_start(struct local_call *call)
 
 static int provider_local_list(struct provider *p, provider_list_cb cb, void *userdata)
 {
-        struct local_call *call = provider_local_call_new(p, LOCAL_CALL_LIST, userdata);
+        struct provider_local_call *call = provider_local_call_new(p, LOCAL_CALL_LIST, userdata);
 
         if (!call)
                 return -ENOMEM;
@@ -767,7 +772,8 @@ static int provider_local_list(struct provider *p, provider_list_cb cb, void *us
         return 0;
 }
 
-static struct local_token *provider_local_token_find(struct local_data *d, const char *token)
+static struct provider_local_token *provider_local_token_find(struct provider_local_data *d,
+                                                              const char *token)
 {
         for (size_t i = 0; i < LOCAL_TOKENS; i++)
                 if (d->tokens[i].ids && strcmp(d->tokens[i].token, token) == 0)
@@ -775,9 +781,10 @@ static struct local_token *provider_local_token_find(struct local_data *d, const
         return NULL;
 }
 
-static void provider_local_token_remember(struct local_data *d, const char *token, struct local_call *call)
+static void provider_local_token_remember(struct provider_local_data *d, const char *token,
+                                          struct provider_local_call *call)
 {
-        struct local_token *t = &d->tokens[d->next_token];
+        struct provider_local_token *t = &d->tokens[d->next_token];
 
         if (strlen(token) >= sizeof(t->token) || call->n_ids == 0)
                 return;
@@ -794,10 +801,10 @@ static void provider_local_token_remember(struct local_data *d, const char *toke
 static int provider_local_launch(struct provider *p, unsigned count, const char *client_token,
                                  provider_launch_cb cb, void *userdata)
 {
-        struct local_data *d = p->data;
+        struct provider_local_data *d = p->data;
         const struct config *c = p->config;
-        struct local_token *seen = client_token ? provider_local_token_find(d, client_token) : NULL;
-        struct local_call *call;
+        struct provider_local_token *seen = client_token ? provider_local_token_find(d, client_token) : NULL;
+        struct provider_local_call *call;
         unsigned index = 0;
         int r = 0;
 
@@ -823,7 +830,7 @@ static int provider_local_launch(struct provider *p, unsigned count, const char 
         }
 
         for (unsigned i = 0; i < count; i++) {
-                struct local_proc proc, *slot;
+                struct provider_local_proc proc, *slot;
 
                 while (provider_local_index_used(d, index))
                         index++;
@@ -859,8 +866,8 @@ static int provider_local_launch(struct provider *p, unsigned count, const char 
 static int provider_local_terminate(struct provider *p, const char *const *ids, size_t n,
                                     provider_terminate_cb cb, void *userdata)
 {
-        struct local_data *d = p->data;
-        struct local_call *call;
+        struct provider_local_data *d = p->data;
+        struct provider_local_call *call;
         bool any = false;
 
         call = provider_local_call_new(p, LOCAL_CALL_TERMINATE, userdata);
@@ -870,7 +877,7 @@ static int provider_local_terminate(struct provider *p, const char *const *ids, 
 
         provider_local_reap(d);
         for (size_t i = 0; i < n; i++) {
-                struct local_proc *proc = provider_local_find(d, ids[i]);
+                struct provider_local_proc *proc = provider_local_find(d, ids[i]);
 
                 if (!proc || proc->state != LOCAL_RUNNING)
                         continue;
@@ -888,7 +895,7 @@ static int provider_local_terminate(struct provider *p, const char *const *ids, 
 
 static int provider_local_init(struct provider *p, const struct config *c)
 {
-        struct local_data *d;
+        struct provider_local_data *d;
         ssize_t len;
         int r;
 
@@ -910,7 +917,8 @@ static int provider_local_init(struct provider *p, const struct config *c)
 
         r = provider_local_state_path(d, c);
         if (r < 0) {
-                log_warning_errno(r, "No state file for the local backends (%m): a restarted lbd won't adopt them");
+                log_warning_errno(
+                        r, "No state file for the local backends (%m): a restarted lbd won't adopt them");
                 d->state_path[0] = '\0';
         } else {
                 size_t n = provider_local_state_load(d, c);
@@ -930,7 +938,7 @@ static int provider_local_set_config(struct provider *p, const struct config *c)
                 if (r < 0)
                         return r;
         } else if (c->local_state_file[0] != '\0' &&
-                   strcmp(c->local_state_file, ((struct local_data *)p->data)->state_path) != 0)
+                   strcmp(c->local_state_file, ((struct provider_local_data *)p->data)->state_path) != 0)
                 log_warning("A changed [local] state_file takes effect on restart");
         p->config = c;
         return 0;
@@ -938,12 +946,12 @@ static int provider_local_set_config(struct provider *p, const struct config *c)
 
 static void provider_local_free(struct provider *p)
 {
-        struct local_data *d = p->data;
+        struct provider_local_data *d = p->data;
 
         if (!d)
                 return;
         while (d->calls) {
-                struct local_call *call = d->calls;
+                struct provider_local_call *call = d->calls;
 
                 (void)evtimer_del(&call->timer);
                 provider_local_call_unlink(d, call);

@@ -89,14 +89,14 @@ static int provider_static_list(struct provider *p, provider_list_cb cb, void *u
         return 0;
 }
 
-static int provider_static_launch(struct provider *p, unsigned count, const char *client_token, provider_launch_cb cb,
-                         void *userdata)
+static int provider_static_launch(struct provider *p, unsigned count, const char *client_token,
+                                  provider_launch_cb cb, void *userdata)
 {
         return -EOPNOTSUPP;
 }
 
-static int provider_static_terminate(struct provider *p, const char *const *ids, size_t n, provider_terminate_cb cb,
-                            void *userdata)
+static int provider_static_terminate(struct provider *p, const char *const *ids, size_t n,
+                                     provider_terminate_cb cb, void *userdata)
 {
         return -EOPNOTSUPP;
 }

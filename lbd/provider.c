@@ -17,9 +17,6 @@
 #include "common/log.h"
 #include "lbd/config.h"
 
-/* Weak until provider-ec2.c is part of the build. */
-extern const struct provider_ops provider_ec2_ops __attribute__((weak));
-
 static const struct provider_ops *provider_ops_for(enum provider_kind kind)
 {
         switch (kind) {
@@ -28,7 +25,7 @@ static const struct provider_ops *provider_ops_for(enum provider_kind kind)
         case PROVIDER_LOCAL:
                 return &provider_local_ops;
         case PROVIDER_EC2:
-                return &provider_ec2_ops ? &provider_ec2_ops : NULL;
+                return &provider_ec2_ops;
         }
         return NULL;
 }

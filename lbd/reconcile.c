@@ -39,8 +39,9 @@
  *   replacing every instance would not help. lbd terminates nothing (but dead instances), logs it, and
  *   keeps serving from the least bad: the backends whose last check got furthest (an HTTP answer with a
  *   wrong status beats a timeout; refused or reset connections are never used) are forced into rotation
- *   (backend->forced) until any backend passes its checks again. A single failing backend (desired 1) is
- *   replaced as usual.
+ *   (backend->forced) until any backend passes its checks again. This is decided at every change of a
+ *   verdict, inside the pool's on_change, so no request finds the pool empty in between. A single
+ *   failing backend (desired 1) is replaced as usual.
  * - Stale data: when a list fails, nothing happens until one succeeds (the provider retries with backoff
  *   within a call); a terminate is skipped when the list it was decided from is older than 3 polls.
  *
@@ -91,8 +92,8 @@ enum reconcile_phase {
 /* Health check results ranked for the all-failed case: higher is less bad. */
 enum {
         RECONCILE_RANK_NONE = 0,
-        RECONCILE_RANK_REFUSED = 1, /* refused, reset or another socket error: nobody there */
-        RECONCILE_RANK_TIMEOUT = 2, /* accepted, no answer in time */
+        RECONCILE_RANK_REFUSED = 1,  /* refused, reset or another socket error: nobody there */
+        RECONCILE_RANK_TIMEOUT = 2,  /* accepted, no answer in time */
         RECONCILE_RANK_ANSWERED = 3, /* answered with the wrong status */
 };
 
@@ -124,9 +125,9 @@ struct reconcile {
         size_t n_known;
         bool listed, list_ok;
         int last_error;
-        uint64_t list_usec;       /* when the last good list was answered */
+        uint64_t list_usec;        /* when the last good list was answered */
         uint64_t judge_after_usec; /* no failure judged before it (the all-failing case has just ended) */
-        uint64_t early_poll_usec; /* when the last early poll was made */
+        uint64_t early_poll_usec;  /* when the last early poll was made */
         size_t by_state[INSTANCE_UNKNOWN + 1];
 
         /* the plan being carried out */
@@ -150,6 +151,8 @@ struct reconcile {
         uint64_t high_water_desired;
         bool guard;
         bool panic;
+        bool evaluating;      /* inside reconcile_evaluate_panic(), which pool_refresh() re-enters */
+        bool changed_pending; /* on_change is owed for a change made by reconcile_evaluate_panic() */
 
         struct reconcile_stats stats;
         uint64_t rng;
@@ -305,7 +308,8 @@ static bool reconcile_sync_pool(struct reconcile *r)
                         if (netaddr_equal(&addrs[j], &k->inst.addr))
                                 dup = true;
                 if (dup) {
-                        log_warning("Instance %s has the address of another instance; not using it", k->inst.id);
+                        log_warning("Instance %s has the address of another instance; not using it",
+                                    k->inst.id);
                         continue;
                 }
                 b = pool_find(r->pool, &k->inst.addr);
@@ -336,7 +340,8 @@ static bool reconcile_sync_pool(struct reconcile *r)
                         for (size_t i = 0; i < n; i++) {
                                 struct backend *b = pool_find(r->pool, &addrs[i]);
 
-                                if (!b || b->instance_id[0] == '\0' || strcmp(b->instance_id, owners[i]->inst.id) == 0)
+                                if (!b || b->instance_id[0] == '\0' ||
+                                    strcmp(b->instance_id, owners[i]->inst.id) == 0)
                                         keep[n_keep++] = addrs[i];
                         }
                         ret = pool_set_backends(r->pool, keep, n_keep);
@@ -413,7 +418,8 @@ static int reconcile_rank(const struct backend *b)
         return RECONCILE_RANK_NONE;
 }
 
-/* Decides the all-failed case and sets the backends' forced flags. */
+/* Decides the all-failed case and sets the backends' forced flags. Runs inside the pool's on_change (a
+ * verdict just changed), so that no request finds the pool empty in between: it must only set flags. */
 static void reconcile_evaluate_panic(struct reconcile *r)
 {
         struct pool *pool = r->pool;
@@ -448,13 +454,16 @@ static void reconcile_evaluate_panic(struct reconcile *r)
 
         if (panic && (!r->panic || changed)) {
                 if (n_forced > 0)
-                        log_warning("Every backend is failing: terminating nothing; %zu of %zu kept in rotation "
-                                    "as the least bad (last check: %s)",
-                                    n_forced, pool->n_backends,
-                                    best == RECONCILE_RANK_ANSWERED ? "answered with a wrong status" : "timeout");
+                        log_warning(
+                                "Every backend is failing: terminating nothing; %zu of %zu kept in rotation "
+                                "as the least bad (last check: %s)",
+                                n_forced, pool->n_backends,
+                                best == RECONCILE_RANK_ANSWERED ? "answered with a wrong status"
+                                                                : "timeout");
                 else
-                        log_warning("Every backend is failing: terminating nothing; none answers, so none is "
-                                    "kept in rotation");
+                        log_warning(
+                                "Every backend is failing: terminating nothing; none answers, so none is "
+                                "kept in rotation");
         } else if (!panic && r->panic) {
                 log_notice("A backend passes its health checks again: back to normal");
                 r->judge_after_usec =
@@ -465,8 +474,9 @@ static void reconcile_evaluate_panic(struct reconcile *r)
                 changed = true;
         }
         if (changed) {
+                /* STATUS= and the like follow from the eval timer: this may run inside a health verdict. */
+                r->changed_pending = true;
                 pool_refresh(pool);
-                reconcile_changed(r);
         }
 }
 
@@ -501,8 +511,8 @@ static void reconcile_record_replacement(struct reconcile *r)
 static void reconcile_set_guard(struct reconcile *r, bool guard, size_t held)
 {
         if (guard && !r->guard)
-                log_warning("Replacement storm guard: %u replacements in the last %llu s (at most %llu); holding "
-                            "back %zu until the window allows",
+                log_warning("Replacement storm guard: %u replacements in the last %llu s (at most %llu); "
+                            "holding back %zu until the window allows",
                             reconcile_replacements(r),
                             (unsigned long long)(r->config->replacement_window_usec / USEC_PER_SEC),
                             (unsigned long long)r->config->max_replacements, held);
@@ -564,7 +574,8 @@ static void reconcile_done(struct reconcile *r, bool again)
         regular = poll - reconcile_random(r) % (poll / 10 + 1);
         early = reconcile_early_delay(r);
         if (early < regular) {
-                log_info("A backend is failing: polling in %llu ms", (unsigned long long)(early / USEC_PER_MSEC));
+                log_info("A backend is failing: polling in %llu ms",
+                         (unsigned long long)(early / USEC_PER_MSEC));
                 reconcile_schedule(r, early, true);
                 return;
         }
@@ -661,7 +672,8 @@ static int reconcile_plan(struct reconcile *r)
                 while (n_alive > desired) {
                         struct reconcile_candidate *x = &alive[0];
 
-                        ret = reconcile_add_victim(r, x->k, x->failed ? "failed, and beyond desired" : "beyond desired");
+                        ret = reconcile_add_victim(
+                                r, x->k, x->failed ? "failed, and beyond desired" : "beyond desired");
                         if (ret < 0)
                                 return ret;
                         memmove(alive, alive + 1, (n_alive - 1) * sizeof(*alive));
@@ -683,7 +695,8 @@ static int reconcile_plan(struct reconcile *r)
                                 i++;
                                 continue;
                         }
-                        ret = reconcile_add_victim(r, alive[i].k, "failing its health checks past its grace period");
+                        ret = reconcile_add_victim(r, alive[i].k,
+                                                   "failing its health checks past its grace period");
                         if (ret < 0)
                                 return ret;
                         budget_left--;
@@ -730,7 +743,8 @@ static void reconcile_count_states(struct reconcile *r)
 static int reconcile_merge(struct reconcile *r, const struct instance *instances, size_t n)
 {
         uint64_t now = reconcile_now(r), wall = reconcile_wall(r);
-        uint64_t unlisted_ttl = MAX(RECONCILE_UNLISTED_TTL_MIN, RECONCILE_STALE_POLLS * r->config->poll_usec);
+        uint64_t unlisted_ttl =
+                MAX(RECONCILE_UNLISTED_TTL_MIN, RECONCILE_STALE_POLLS * r->config->poll_usec);
         struct reconcile_instance *next;
         size_t n_next = 0;
 
@@ -762,7 +776,8 @@ static int reconcile_merge(struct reconcile *r, const struct instance *instances
                         k->seen_usec = now;
                         k->seen_wall_usec = wall;
                         if (reconcile_managed(r) && reconcile_alive_state(inst->state))
-                                log_info("Instance %s (%s) found", inst->id, provider_instance_state_name(inst->state));
+                                log_info("Instance %s (%s) found", inst->id,
+                                         provider_instance_state_name(inst->state));
                 }
                 k->inst = *inst;
                 k->listed = true;
@@ -773,8 +788,8 @@ static int reconcile_merge(struct reconcile *r, const struct instance *instances
                         char name[NETADDR_STRLEN];
 
                         (void)netaddr_format(&inst->addr, name, sizeof(name));
-                        log_warning("Instance %s is at %s, outside [pool] networks: never contacting it", inst->id,
-                                    name);
+                        log_warning("Instance %s is at %s, outside [pool] networks: never contacting it",
+                                    inst->id, name);
                 }
         }
 
@@ -833,7 +848,13 @@ static void reconcile_on_list(struct provider *p, int ret, const struct instance
 
         if (reconcile_sync_pool(r))
                 reconcile_changed(r);
+        r->evaluating = true;
         reconcile_evaluate_panic(r);
+        r->evaluating = false;
+        if (r->changed_pending) {
+                r->changed_pending = false;
+                reconcile_changed(r);
+        }
 
         ret = reconcile_plan(r);
         if (ret < 0) {
@@ -881,8 +902,9 @@ static void reconcile_on_launch(struct provider *p, int ret, const struct instan
         if (ret < 0) {
                 r->stats.provider_errors++;
                 r->last_error = ret;
-                log_warning_errno(ret, "Launching %u instances failed: %m; trying again at the next poll "
-                                       "(same ClientToken %s), terminating nothing meanwhile",
+                log_warning_errno(ret,
+                                  "Launching %u instances failed: %m; trying again at the next poll "
+                                  "(same ClientToken %s), terminating nothing meanwhile",
                                   r->plan_launch, r->token);
                 reconcile_changed(r);
                 reconcile_done(r, false);
@@ -901,7 +923,8 @@ static void reconcile_on_launch(struct provider *p, int ret, const struct instan
         for (size_t i = 0; i < n; i++) {
                 struct reconcile_instance *k;
 
-                if (launched[i].id[0] == '\0' || memchr(launched[i].id, '\0', sizeof(launched[i].id)) == NULL ||
+                if (launched[i].id[0] == '\0' ||
+                    memchr(launched[i].id, '\0', sizeof(launched[i].id)) == NULL ||
                     reconcile_find(r, launched[i].id))
                         continue;
                 k = &r->known[r->n_known++];
@@ -943,7 +966,8 @@ static void reconcile_launch(struct reconcile *r)
 
         if (!r->token_pending || r->token_count != r->plan_launch) {
                 r->generation++;
-                (void)snprintf(r->token, sizeof(r->token), "lbd-%016" PRIx64 "-%" PRIu64, r->nonce, r->generation);
+                (void)snprintf(r->token, sizeof(r->token), "lbd-%016" PRIx64 "-%" PRIu64, r->nonce,
+                               r->generation);
                 r->token_count = r->plan_launch;
                 r->token_pending = true;
         }
@@ -964,7 +988,8 @@ static void reconcile_on_terminate(struct provider *p, int ret, void *userdata)
         if (ret < 0) {
                 r->stats.provider_errors++;
                 r->last_error = ret;
-                log_warning_errno(ret, "Terminating %zu instances failed: %m; deciding again at the next poll",
+                log_warning_errno(ret,
+                                  "Terminating %zu instances failed: %m; deciding again at the next poll",
                                   r->n_victims);
                 for (size_t i = 0; i < r->n_victims; i++) {
                         struct reconcile_instance *k = reconcile_find(r, r->victims[i].id);
@@ -1067,11 +1092,15 @@ static void reconcile_on_eval_timer(evutil_socket_t fd, short what, void *userda
 
         if (!reconcile_managed(r) || !r->started)
                 return;
-        reconcile_evaluate_panic(r);
+        if (r->changed_pending) {
+                r->changed_pending = false;
+                reconcile_changed(r);
+        }
         if (r->phase != RECONCILE_IDLE)
                 return; /* the end of the call in flight schedules the next poll */
         delay = reconcile_early_delay(r);
-        if (delay == UINT64_MAX || (evtimer_pending(&r->poll_timer, NULL) && r->poll_due_usec <= now_usec() + delay))
+        if (delay == UINT64_MAX ||
+            (evtimer_pending(&r->poll_timer, NULL) && r->poll_due_usec <= now_usec() + delay))
                 return;
         log_info("A backend is failing: polling in %llu ms", (unsigned long long)(delay / USEC_PER_MSEC));
         reconcile_schedule(r, delay, true);
@@ -1081,16 +1110,21 @@ void reconcile_pool_changed(struct reconcile *r)
 {
         const struct timeval now = {0, 0};
 
-        if (!r || !reconcile_managed(r))
+        if (!r || !reconcile_managed(r) || !r->started)
                 return;
+        if (!r->evaluating) {
+                r->evaluating = true;
+                reconcile_evaluate_panic(r);
+                r->evaluating = false;
+        }
         if (!evtimer_pending(&r->eval_timer, NULL))
                 (void)evtimer_add(&r->eval_timer, &now);
 }
 
 /* ---- setup ---- */
 
-int reconcile_new(struct event_base *base, struct provider *provider, struct pool *pool, const struct config *c,
-                  struct reconcile **ret)
+int reconcile_new(struct event_base *base, struct provider *provider, struct pool *pool,
+                  const struct config *c, struct reconcile **ret)
 {
         struct reconcile *r;
 

@@ -17,7 +17,8 @@ struct reconcile;
 /* Where the reconciler reads the time (tests inject their own). Both in microseconds. */
 struct reconcile_clock {
         uint64_t (*monotonic)(void *userdata); /* like now_usec() */
-        uint64_t (*realtime)(void *userdata);  /* like realtime_usec(): instances' launch times are wall clock */
+        uint64_t (*realtime)(
+                void *userdata); /* like realtime_usec(): instances' launch times are wall clock */
         void *userdata;
 };
 
@@ -59,8 +60,8 @@ struct reconcile_view {
 
 /* Creates the reconciler for <provider> and <pool> (both must outlive it). Nothing happens until
  * reconcile_start(). Returns 0, -ENOMEM. */
-int reconcile_new(struct event_base *base, struct provider *provider, struct pool *pool, const struct config *c,
-                  struct reconcile **ret);
+int reconcile_new(struct event_base *base, struct provider *provider, struct pool *pool,
+                  const struct config *c, struct reconcile **ret);
 /* Stops everything; callbacks still pending in the provider must be cancelled by freeing the provider
  * right after. Returns NULL. */
 struct reconcile *reconcile_free(struct reconcile *r);

@@ -168,7 +168,8 @@ void sigv4_format_date(time_t when, char buf[static SIGV4_DATE_LEN + 1])
 {
         struct tm tm;
 
-        if (!gmtime_r(&when, &tm) || strftime(buf, SIGV4_DATE_LEN + 1, "%Y%m%dT%H%M%SZ", &tm) != SIGV4_DATE_LEN)
+        if (!gmtime_r(&when, &tm) ||
+            strftime(buf, SIGV4_DATE_LEN + 1, "%Y%m%dT%H%M%SZ", &tm) != SIGV4_DATE_LEN)
                 memcpy(buf, "19700101T000000Z", SIGV4_DATE_LEN + 1);
 }
 
@@ -192,7 +193,8 @@ static void sigv4_normalize_path(const char *path, char *out)
                 p = end;
                 if (n == 0)
                         break;
-                trailing = *end == '/' || (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.');
+                trailing = *end == '/' || (n == 1 && seg[0] == '.') ||
+                           (n == 2 && seg[0] == '.' && seg[1] == '.');
                 if (n == 1 && seg[0] == '.')
                         continue;
                 if (n == 2 && seg[0] == '.' && seg[1] == '.') {
@@ -300,7 +302,8 @@ static int sigv4_canonical_query(struct evbuffer *out, const char *query)
                         r = sigv4_canonical_component(p, (size_t)((eq ? eq : end) - p), &params[n].key);
                         if (r >= 0)
                                 r = sigv4_canonical_component(eq ? eq + 1 : end,
-                                                              eq ? (size_t)(end - eq - 1) : 0, &params[n].value);
+                                                              eq ? (size_t)(end - eq - 1) : 0,
+                                                              &params[n].value);
                         n++;
                         if (r < 0)
                                 goto out;

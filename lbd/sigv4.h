@@ -11,10 +11,10 @@
 
 #include "common/macro.h"
 
-#define SIGV4_MAX_HEADERS  64          /* headers of one request, the signer's own included */
-#define SIGV4_MAX_TEXT     (64 * 1024) /* canonical request and the other strings built */
-#define SIGV4_DATE_LEN     16          /* "20150830T123600Z" */
-#define SIGV4_HEX_LEN      64          /* a SHA-256 in lowercase hex */
+#define SIGV4_MAX_HEADERS 64          /* headers of one request, the signer's own included */
+#define SIGV4_MAX_TEXT    (64 * 1024) /* canonical request and the other strings built */
+#define SIGV4_DATE_LEN    16          /* "20150830T123600Z" */
+#define SIGV4_HEX_LEN     64          /* a SHA-256 in lowercase hex */
 
 struct evbuffer;
 

@@ -38,11 +38,15 @@ PACKAGES=(
     python3
     python3-pytest
     python3-requests
+    python3-boto3
     python3-jwt
     wrk
     haproxy
     "nginx-light|nginx"
     apache2-utils
+    procps
+    iproute2
+    curl
     valgrind
     shellcheck
 )

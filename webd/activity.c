@@ -52,6 +52,8 @@ struct activity {
         uint64_t dropped, reported;
         uint64_t last_report_usec;
         unsigned insert, list;
+        time_t at_second;   /* the second at_text shows */
+        char at_text[32];
         void (*drained)(void *userdata);
         void *drained_userdata;
 };
@@ -160,18 +162,48 @@ static void activity_flushed(int error, const PGresult *res, void *userdata)
         activity_check_drained(a);
 }
 
-static void activity_format_at(uint64_t usec, char *buf, size_t size)
+/* Appends the <width> last decimal digits of <v> to <buf> at <n>; returns the new length. */
+static size_t activity_digits(char *buf, size_t n, uint64_t v, unsigned width)
+{
+        for (unsigned i = width; i > 0; i--) {
+                buf[n + i - 1] = (char)('0' + v % 10);
+                v /= 10;
+        }
+        return n + width;
+}
+
+/* Writes <usec> as "YYYY-MM-DD HH:MM:SS.uuuuuu+00" (<size> >= 40). The date part is made once per
+ * second: a batch holds many entries of the same second. */
+static void activity_format_at(struct activity *a, uint64_t usec, char *buf, size_t size)
 {
         time_t t = (time_t)(usec / USEC_PER_SEC);
-        struct tm tm;
         size_t n;
 
-        if (!gmtime_r(&t, &tm)) {
-                (void)snprintf(buf, size, "1970-01-01 00:00:00+00");
-                return;
+        if (t != a->at_second || a->at_text[0] == '\0') {
+                struct tm tm;
+
+                if (!gmtime_r(&t, &tm) ||
+                    strftime(a->at_text, sizeof(a->at_text), "%Y-%m-%d %H:%M:%S", &tm) == 0)
+                        memcpy(a->at_text, "1970-01-01 00:00:00", 20);
+                a->at_second = t;
         }
-        n = strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm);
-        (void)snprintf(buf + n, size - n, ".%06u+00", (unsigned)(usec % USEC_PER_SEC));
+        n = server_copy_text(buf, size, a->at_text);
+        buf[n++] = '.';
+        n = activity_digits(buf, n, usec % USEC_PER_SEC, 6);
+        memcpy(buf + n, "+00", 4);
+}
+
+/* Writes <ms> with three decimals ("12.345"). */
+static void activity_format_ms(double ms, char buf[static 40])
+{
+        uint64_t us = ms > 0 && ms < 1e12 ? (uint64_t)(ms * 1000.0 + 0.5) : 0;
+        size_t n;
+
+        server_int_text((int64_t)(us / 1000), buf);
+        n = strlen(buf);
+        buf[n++] = '.';
+        n = activity_digits(buf, n, us % 1000, 3);
+        buf[n] = '\0';
 }
 
 /* Sends the oldest entries (up to a batch) as one INSERT. */
@@ -217,12 +249,12 @@ static void activity_flush(struct activity *a)
         }
         for (size_t i = 0; i < n && k >= 0; i++) {
                 const struct activity_entry *e = &a->ring[(a->head + i) % ACTIVITY_QUEUE_MAX];
-                char at[40], user[24], status[16], latency[40];
+                char at[40], user[SERVER_INT_MAX], status[SERVER_INT_MAX], latency[40];
 
-                activity_format_at(e->at_usec, at, sizeof(at));
-                (void)snprintf(user, sizeof(user), "%" PRId64, e->user_id);
-                (void)snprintf(status, sizeof(status), "%d", e->status);
-                (void)snprintf(latency, sizeof(latency), "%.3f", e->latency_ms);
+                activity_format_at(a, e->at_usec, at, sizeof(at));
+                server_int_text(e->user_id, user);
+                server_int_text(e->status, status);
+                activity_format_ms(e->latency_ms, latency);
                 k = activity_array_append(columns[0], sizes[0], &lens[0], at);
                 if (k >= 0)
                         k = activity_array_append(columns[1], sizes[1], &lens[1], e->user_id > 0 ? user : NULL);
@@ -270,11 +302,12 @@ void activity_record(const struct server_log_entry *e, void *userdata)
 {
         struct activity *a = userdata;
         struct activity_entry *slot;
-        char path[ACTIVITY_PATH_MAX], user[24] = "-";
+        char path[ACTIVITY_PATH_MAX], user[SERVER_INT_MAX] = "-";
+        size_t path_len;
 
-        activity_clean_path(e->path, path, sizeof(path));
+        path_len = activity_clean_path(e->path, path, sizeof(path));
         if (e->user_id > 0)
-                (void)snprintf(user, sizeof(user), "%" PRId64, e->user_id);
+                server_int_text(e->user_id, user);
         log_info("%s %s %d %.1fms user=%s client=%s request_id=%s", e->method, path, e->status, e->latency_ms,
                  user, e->client, e->request_id);
 
@@ -289,10 +322,10 @@ void activity_record(const struct server_log_entry *e, void *userdata)
                 .status = e->status,
                 .latency_ms = e->latency_ms,
         };
-        (void)snprintf(slot->method, sizeof(slot->method), "%s", e->method);
-        memcpy(slot->path, path, sizeof(slot->path));
-        (void)snprintf(slot->request_id, sizeof(slot->request_id), "%s", e->request_id);
-        (void)snprintf(slot->client, sizeof(slot->client), "%s", e->client);
+        server_copy_text(slot->method, sizeof(slot->method), e->method);
+        memcpy(slot->path, path, path_len + 1);
+        server_copy_text(slot->request_id, sizeof(slot->request_id), e->request_id);
+        server_copy_text(slot->client, sizeof(slot->client), e->client);
         a->count++;
 
         if (a->count >= ACTIVITY_BATCH_MAX && !a->flush)
@@ -355,7 +388,7 @@ static void activity_list(struct server_request *r, void *userdata)
 {
         struct activity *a = userdata;
         _cleanup_(cJSON_Deletep) cJSON *problems = NULL;
-        char user[24], limit_text[24], offset_text[24];
+        char user[SERVER_INT_MAX], limit_text[SERVER_INT_MAX], offset_text[SERVER_INT_MAX];
         const char *values[3] = {user, limit_text, offset_text};
         int64_t limit, offset;
         int k;
@@ -369,9 +402,9 @@ static void activity_list(struct server_request *r, void *userdata)
                 server_reply_invalid(r, TAKE_PTR(problems));
                 return;
         }
-        (void)snprintf(user, sizeof(user), "%" PRId64, r->user_id);
-        (void)snprintf(limit_text, sizeof(limit_text), "%" PRId64, limit + 1);
-        (void)snprintf(offset_text, sizeof(offset_text), "%" PRId64, offset);
+        server_int_text(r->user_id, user);
+        server_int_text(limit + 1, limit_text);
+        server_int_text(offset, offset_text);
         k = server_query(r, a->list, values, 3, activity_listed);
         if (k < 0)
                 server_reply_db_error(r, k, NULL);

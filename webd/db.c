@@ -9,14 +9,18 @@
  * CONNECTING follows PQconnectPoll(), waiting on whatever it asks for (the socket may change between
  * steps, so the event is made anew each time). SETUP runs the session settings, then prepares every
  * registered statement, one command at a time. READY connections are in libpq's pipeline mode: each
- * takes up to DB_PIPELINE_MAX queries at once. A query is handed to the ready connection with the fewest
- * in flight, or waits in the queue.
+ * takes up to DB_PIPELINE_MAX queries at once. Queries go to the first connection with fewer than DB_FILL
+ * in flight, else to the least loaded one, else wait in the queue: few connections while the load is light
+ * (bigger segments, below), all of them under heavy load.
  *
- * Segments (group commit). The queries a connection is given during one turn of the event loop are sent
- * back to back and closed by one Sync, at the end of the turn (the flush event, activated behind the
- * callbacks already due; at most DB_SEGMENT_MAX queries per segment). The server runs a segment as one
- * implicit transaction: one wake-up, one commit, one answer for the lot, instead of one of each per query
- * on every connection. That is what lets a small pool keep up with many clients.
+ * Segments (group commit). Queries given to a connection are sent back to back and closed by one Sync:
+ * the server runs such a segment as one implicit transaction, with one wake-up, one commit (one WAL
+ * flush) and one answer for the lot, instead of one of each per query. A connection keeps one segment in
+ * flight at a time: while it runs, new queries gather in the open segment, which is closed as soon as the
+ * one in flight is answered; on an idle connection the open segment is closed at the end of the loop turn
+ * (the flush event, activated behind the callbacks already due). So segments grow with the load, and
+ * cost no waiting when there is none. At most DB_SEGMENT_MAX queries go in one segment. That is what lets
+ * a small pool keep up with many clients.
  *
  * A query's callback runs when its segment's Sync result (ReadyForQuery) arrives, not at its
  * CommandComplete: the transaction commits at the Sync, and a write must not be acknowledged before. If
@@ -53,6 +57,7 @@
 #define DB_SIZE_MAX             64
 #define DB_PIPELINE_MAX         64
 #define DB_SEGMENT_MAX          16
+#define DB_FILL                 8
 
 enum db_conn_state {
         DB_CONN_DOWN,
@@ -90,7 +95,7 @@ struct db_conn {
         unsigned index;
         enum db_conn_state state;
         PGconn *pg;
-        struct event *read, *write; /* IDLE/BUSY/SETUP: persistent read, one-shot write while flushing */
+        struct event *read, *write; /* SETUP/READY: persistent read, one-shot write while flushing */
         struct event *poll;         /* CONNECTING: what PQconnectPoll() waits for */
         struct event *timer;        /* DOWN: reconnect; CONNECTING/SETUP: give up */
         unsigned failures;          /* consecutive failed attempts, for the backoff */
@@ -98,8 +103,9 @@ struct db_conn {
         struct db_query_list inflight; /* READY: sent, in order, awaiting their results */
         unsigned n_inflight;
         unsigned n_open;            /* queries sent since the last Sync (the open segment) */
+        unsigned n_segments;        /* closed segments in flight (their Sync sent, not answered) */
         unsigned n_read;            /* queries of the oldest segment whose results are all in */
-        PGresult *result;           /* of the command whose results are being read */
+        PGresult *result;           /* SETUP: of the setup command being read */
 };
 
 struct db_statement {
@@ -282,6 +288,7 @@ static void db_conn_fail(struct db_conn *c, const char *why)
         c->n_inflight = 0;
         c->n_open = 0;
         c->n_read = 0;
+        c->n_segments = 0;
         db_conn_close(c);
         c->state = DB_CONN_DOWN;
         delay = db_backoff_usec(c->failures, db_random(d));
@@ -389,10 +396,11 @@ static void db_requeue(struct db *d, struct db_query *q, struct db_query **after
 static void db_conn_complete_segment(struct db_conn *c)
 {
         struct db *d = c->db;
-        struct db_query_list segment = TAILQ_HEAD_INITIALIZER(segment);
+        struct db_query_list segment;
         struct db_query *q, *failed = NULL, *after = NULL;
         unsigned n = 0;
 
+        c->n_segments--;
         TAILQ_INIT(&segment);
         while ((q = TAILQ_FIRST(&c->inflight))) {
                 bool last = q->ends_segment;
@@ -456,6 +464,13 @@ static void db_conn_read_pipeline(struct db_conn *c)
                 struct db_query *q;
 
                 if (!res) {
+                        /* A broken connection answers NULL for ever: stop here. */
+                        if (PQstatus(c->pg) == CONNECTION_BAD) {
+                                db_conn_fail(c, PQerrorMessage(c->pg));
+                                return;
+                        }
+                        if (!db_conn_current(c))
+                                break; /* nothing more before the Sync's result: wait for it */
                         c->n_read++; /* the end of a query's results */
                         continue;
                 }
@@ -480,8 +495,12 @@ static void db_conn_read_pipeline(struct db_conn *c)
                         q->res = res;
                 }
         }
-        if (completed)
+        if (completed) {
+                /* What gathered while the segment ran goes now, with what this turn adds to it. */
+                if (c->state == DB_CONN_READY && c->n_open > 0 && c->n_segments == 0)
+                        event_active(c->db->flush, 0, 0);
                 db_dispatch(c->db);
+        }
 }
 
 /* Reads what the server sent and finishes the commands whose results are all in. */
@@ -651,6 +670,7 @@ static int db_conn_sync(struct db_conn *c)
                 return 0;
         TAILQ_LAST(&c->inflight, db_query_list)->ends_segment = true;
         c->n_open = 0;
+        c->n_segments++;
         c->db->stats.segments++;
         if (!PQpipelineSync(c->pg))
                 return -EIO;
@@ -680,7 +700,8 @@ static int db_conn_send(struct db_conn *c, struct db_query *q)
         q->state = DB_QUERY_SENT;
         if (q->solo || c->n_open >= DB_SEGMENT_MAX)
                 return db_conn_sync(c);
-        event_active(c->db->flush, 0, 0);
+        if (c->n_segments == 0)
+                event_active(c->db->flush, 0, 0);
         return 0;
 }
 
@@ -691,12 +712,14 @@ static void db_flush_cb(evutil_socket_t fd, short what, void *userdata)
         for (unsigned i = 0; i < d->n_conns; i++) {
                 struct db_conn *c = &d->conns[i];
 
-                if (c->state == DB_CONN_READY && c->n_open > 0 && db_conn_sync(c) < 0)
+                if (c->state == DB_CONN_READY && c->n_open > 0 && c->n_segments == 0 && db_conn_sync(c) < 0)
                         db_conn_fail(c, PQerrorMessage(c->pg));
         }
 }
 
-/* The ready connection with the fewest queries in flight, if one has room. */
+/* The connection for the next query: the first ready one (in pool order) with fewer than DB_FILL queries
+ * in flight, so that queries gather into big segments on few connections while the load is light; when
+ * every one has that many, the least loaded one that has room. NULL when all are full or down. */
 static struct db_conn *db_find_ready(struct db *d)
 {
         struct db_conn *best = NULL;
@@ -706,10 +729,10 @@ static struct db_conn *db_find_ready(struct db *d)
 
                 if (c->state != DB_CONN_READY || c->n_inflight >= DB_PIPELINE_MAX)
                         continue;
+                if (c->n_inflight < DB_FILL)
+                        return c;
                 if (!best || c->n_inflight < best->n_inflight)
                         best = c;
-                if (c->n_inflight == 0)
-                        break;
         }
         return best;
 }

@@ -1,12 +1,17 @@
-/* A pool of PostgreSQL connections driven by the event loop: libpq in non-blocking mode, every socket
- * watched by libevent, prepared statements only, a bounded queue of queries waiting for a free
+/* A pool of PostgreSQL connections driven by the event loop: libpq in non-blocking pipeline mode, every
+ * socket watched by libevent, prepared statements only, a bounded queue of queries waiting for room on a
  * connection, and reconnection with capped exponential backoff and jitter when the server goes away.
+ *
+ * The queries given to one connection during one turn of the loop form a segment that the server runs as
+ * one transaction (group commit): callers must not rely on a statement having a transaction of its own
+ * (no SET LOCAL, no explicit BEGIN). A segment in which a statement fails is rolled back whole; its other
+ * statements are then sent again on their own, so each statement still succeeds or fails by itself.
  *
  * The pool is "up" while at least one connection is ready. While it is down, db_query() fails at once with
  * -ENOTCONN, so the HTTP layer can answer 503 without waiting. A query in flight on a connection that breaks
  * fails with -ECONNRESET: its outcome is unknown to us (a write may or may not have committed), and the
- * client is told to retry; a query is never sent twice. Results arrive only after the server has finished
- * the statement: with autocommit, a write whose callback sees r == 0 is committed. */
+ * client is told to retry; such a query is never sent again by the pool. Results arrive only after the
+ * transaction has committed: a write whose callback sees r == 0 is durable. */
 #pragma once
 
 #include <libpq-fe.h>
@@ -28,9 +33,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(PGresult *, PQclear)
 
 /* <r> is 0 and <res> a PGRES_TUPLES_OK or PGRES_COMMAND_OK result; or <r> is -EEXIST (unique violation),
  * -ENOENT (foreign key violation), -EINVAL (the server refused a value: bad input syntax, out of range,
- * bad encoding) or -EIO (any other error), with <res> the error result (PQresultErrorMessage() tells
- * why); or <r> is -ECONNRESET (the connection broke: outcome unknown) or -ENOTCONN (the pool went down
- * before the query could be sent) with <res> NULL. <res> is owned by the pool and valid during the call.
+ * bad encoding), -EAGAIN (deadlock, serialization failure, out of resources: try later) or -EIO (any
+ * other error), with <res> the error result (PQresultErrorMessage() tells why); or <r> is -ECONNRESET
+ * (the connection broke: outcome unknown) or -ENOTCONN (the pool went down before the query could be
+ * sent) with <res> NULL. <res> is owned by the pool and valid during the call.
  * Callbacks run from the event loop, never from inside db_query() or db_query_cancel(). */
 typedef void (*db_callback_t)(int r, const PGresult *res, void *userdata);
 
@@ -52,7 +58,7 @@ void db_set_state_callback(struct db *d, db_state_callback_t cb, void *userdata)
 int db_start(struct db *d);
 
 /* Runs statement <stmt> with the <n_values> text parameters <values> (copied; a NULL entry is SQL NULL)
- * on the next free connection. <cb> will be called exactly once unless the query is cancelled. Returns 0
+ * on a ready connection (see db.c for which). <cb> will be called exactly once unless the query is cancelled. Returns 0
  * and, when <ret> is not NULL, a handle for db_query_cancel() (valid until the callback runs); -ENOTCONN
  * when the pool is down, -EBUSY when the queue is full, -EINVAL, -ENOMEM. */
 int db_query(struct db *d, unsigned stmt, const char *const *values, int n_values, db_callback_t cb,

@@ -56,17 +56,23 @@ size_t json_utf8_length(const char *s)
         return n;
 }
 
-/* Finds what cJSON would take without complaint but a C string can't hold: a NUL byte anywhere, or the
- * escape \u0000 inside a string. Returns true when the text is free of both. */
+static bool json_is_hex(char c)
+{
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* Finds what cJSON would take without complaint but a C string can't hold: a NUL byte anywhere, the
+ * escape \u0000, and a \u escape without four hex digits (cJSON turns "\uZZZZ" into a NUL too). Returns
+ * true when the text is free of them. */
 static bool json_no_nul(const char *data, size_t len)
 {
         bool in_string = false;
 
+        if (memchr(data, '\0', len))
+                return false;
         for (size_t i = 0; i < len; i++) {
                 char c = data[i];
 
-                if (c == '\0')
-                        return false;
                 if (!in_string) {
                         in_string = c == '"';
                         continue;
@@ -74,9 +80,14 @@ static bool json_no_nul(const char *data, size_t len)
                 if (c == '"') {
                         in_string = false;
                 } else if (c == '\\' && i + 1 < len) {
-                        if (data[i + 1] == 'u' && i + 5 < len && memcmp(data + i + 2, "0000", 4) == 0)
-                                return false;
-                        i++; /* the escaped character can't end the string */
+                        if (data[i + 1] == 'u') {
+                                if (i + 5 >= len || !json_is_hex(data[i + 2]) || !json_is_hex(data[i + 3]) ||
+                                    !json_is_hex(data[i + 4]) || !json_is_hex(data[i + 5]) ||
+                                    memcmp(data + i + 2, "0000", 4) == 0)
+                                        return false;
+                                i += 5;
+                        } else
+                                i++; /* the escaped character can't end the string */
                 }
         }
         return true;

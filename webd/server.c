@@ -132,6 +132,33 @@ static const char *server_method_name(enum evhttp_cmd_type m)
         return "UNKNOWN";
 }
 
+char *server_int_text(int64_t v, char buf[static SERVER_INT_MAX])
+{
+        char tmp[SERVER_INT_MAX];
+        uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+        size_t n = 0, i = 0;
+
+        do {
+                tmp[n++] = (char)('0' + u % 10);
+                u /= 10;
+        } while (u > 0);
+        if (v < 0)
+                buf[i++] = '-';
+        while (n > 0)
+                buf[i++] = tmp[--n];
+        buf[i] = '\0';
+        return buf;
+}
+
+size_t server_copy_text(char *dst, size_t size, const char *src)
+{
+        size_t n = strnlen(src, size - 1);
+
+        memcpy(dst, src, n);
+        dst[n] = '\0';
+        return n;
+}
+
 bool server_request_id_sane(const char *id)
 {
         size_t n = 0;
@@ -676,6 +703,25 @@ static int server_read_body(struct server_request *r)
         return 0;
 }
 
+/* Writes "<random prefix>-<counter in hex>". */
+static void server_make_request_id(struct server *s, char buf[static SERVER_REQUEST_ID_MAX + 1])
+{
+        static const char hex[] = "0123456789abcdef";
+        uint64_t n = ++s->id_counter;
+        char tmp[16];
+        size_t len = sizeof(s->id_prefix) - 1, k = 0;
+
+        memcpy(buf, s->id_prefix, len);
+        buf[len++] = '-';
+        do {
+                tmp[k++] = hex[n & 0xf];
+                n >>= 4;
+        } while (n > 0);
+        while (k > 0)
+                buf[len++] = tmp[--k];
+        buf[len] = '\0';
+}
+
 static void server_set_client(struct server_request *r)
 {
         struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
@@ -684,7 +730,7 @@ static void server_set_client(struct server_request *r)
 
         if (evcon)
                 evhttp_connection_get_peer(evcon, &address, &port);
-        (void)snprintf(r->client, sizeof(r->client), "%s", address ? address : "");
+        server_copy_text(r->client, sizeof(r->client), address ? address : "");
 }
 
 static void server_dispatch(struct server *s, struct server_request *r)
@@ -753,10 +799,9 @@ static void server_handle(struct evhttp_request *req, void *userdata)
 
         id = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
         if (server_request_id_sane(id))
-                (void)snprintf(r->request_id, sizeof(r->request_id), "%s", id);
+                server_copy_text(r->request_id, sizeof(r->request_id), id);
         else
-                (void)snprintf(r->request_id, sizeof(r->request_id), "%s-%" PRIx64, s->id_prefix,
-                               ++s->id_counter);
+                server_make_request_id(s, r->request_id);
         server_set_client(r);
 
         full->link.request = r;

@@ -138,6 +138,13 @@ const char *server_param(struct server_request *r, const char *name);
  * added to *<problems> (see json_add_problem()). Returns the number of problems, or -ENOMEM. */
 int server_paging(struct server_request *r, int64_t *ret_limit, int64_t *ret_offset, cJSON **problems);
 
+/* Small formatting helpers for the request path, where snprintf() showed in profiles. */
+#define SERVER_INT_MAX 21 /* "-9223372036854775808" and a NUL */
+/* Writes <v> in decimal into <buf>; returns <buf>. */
+char *server_int_text(int64_t v, char buf[static SERVER_INT_MAX]);
+/* Copies <src> into <dst> (<size> > 0 bytes), cut to fit, always NUL-terminated; returns the length. */
+size_t server_copy_text(char *dst, size_t size, const char *src);
+
 /* The database the server was given. */
 struct db *server_db(const struct server *s);
 

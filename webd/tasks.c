@@ -103,6 +103,11 @@ static void tasks_reply_row(struct server_request *r, int status, int error, con
 
 static void tasks_created(struct server_request *r, int error, const PGresult *res)
 {
+        /* A valid token whose user is gone (deleted from the database behind our back). */
+        if (error == -ENOENT) {
+                server_reply_error(r, 401, "unauthorized", "the token's user no longer exists");
+                return;
+        }
         tasks_reply_row(r, 201, error, res);
 }
 
@@ -157,12 +162,12 @@ static void tasks_query(struct server_request *r, unsigned stmt, const char *con
 static void tasks_create(struct server_request *r, void *userdata)
 {
         struct tasks *t = userdata;
-        char user[24];
+        char user[SERVER_INT_MAX];
         const char *values[4];
 
         if (tasks_check_body(r, tasks_fields, ELEMENTSOF(tasks_fields)) < 0)
                 return;
-        (void)snprintf(user, sizeof(user), "%" PRId64, r->user_id);
+        server_int_text(r->user_id, user);
         values[0] = user;
         values[1] = tasks_string(r, "title", "");
         values[2] = tasks_string(r, "description", "");
@@ -173,24 +178,24 @@ static void tasks_create(struct server_request *r, void *userdata)
 static void tasks_get(struct server_request *r, void *userdata)
 {
         struct tasks *t = userdata;
-        char id[24], user[24];
+        char id[SERVER_INT_MAX], user[SERVER_INT_MAX];
         const char *values[2] = {id, user};
 
-        (void)snprintf(id, sizeof(id), "%" PRId64, r->id);
-        (void)snprintf(user, sizeof(user), "%" PRId64, r->user_id);
+        server_int_text(r->id, id);
+        server_int_text(r->user_id, user);
         tasks_query(r, t->get, values, 2, tasks_found);
 }
 
 static void tasks_put(struct server_request *r, void *userdata)
 {
         struct tasks *t = userdata;
-        char id[24], user[24];
+        char id[SERVER_INT_MAX], user[SERVER_INT_MAX];
         const char *values[5];
 
         if (tasks_check_body(r, tasks_fields, ELEMENTSOF(tasks_fields)) < 0)
                 return;
-        (void)snprintf(id, sizeof(id), "%" PRId64, r->id);
-        (void)snprintf(user, sizeof(user), "%" PRId64, r->user_id);
+        server_int_text(r->id, id);
+        server_int_text(r->user_id, user);
         values[0] = id;
         values[1] = user;
         values[2] = tasks_string(r, "title", "");
@@ -202,7 +207,7 @@ static void tasks_put(struct server_request *r, void *userdata)
 static void tasks_patch(struct server_request *r, void *userdata)
 {
         struct tasks *t = userdata;
-        char id[24], user[24];
+        char id[SERVER_INT_MAX], user[SERVER_INT_MAX];
         const char *values[5];
 
         if (tasks_check_body(r, tasks_patch_fields, ELEMENTSOF(tasks_patch_fields)) < 0)
@@ -218,8 +223,8 @@ static void tasks_patch(struct server_request *r, void *userdata)
                 server_reply_invalid(r, problems);
                 return;
         }
-        (void)snprintf(id, sizeof(id), "%" PRId64, r->id);
-        (void)snprintf(user, sizeof(user), "%" PRId64, r->user_id);
+        server_int_text(r->id, id);
+        server_int_text(r->user_id, user);
         values[0] = id;
         values[1] = user;
         values[2] = tasks_string(r, "title", NULL);
@@ -244,11 +249,11 @@ static void tasks_deleted(struct server_request *r, int error, const PGresult *r
 static void tasks_delete(struct server_request *r, void *userdata)
 {
         struct tasks *t = userdata;
-        char id[24], user[24];
+        char id[SERVER_INT_MAX], user[SERVER_INT_MAX];
         const char *values[2] = {id, user};
 
-        (void)snprintf(id, sizeof(id), "%" PRId64, r->id);
-        (void)snprintf(user, sizeof(user), "%" PRId64, r->user_id);
+        server_int_text(r->id, id);
+        server_int_text(r->user_id, user);
         tasks_query(r, t->delete, values, 2, tasks_deleted);
 }
 
@@ -320,15 +325,15 @@ static void tasks_listed(struct server_request *r, int error, const PGresult *re
 static void tasks_list(struct server_request *r, void *userdata)
 {
         struct tasks *t = userdata;
-        char user[24], limit_text[24], offset_text[24];
+        char user[SERVER_INT_MAX], limit_text[SERVER_INT_MAX], offset_text[SERVER_INT_MAX];
         const char *done, *values[4];
         int64_t limit, offset;
 
         if (tasks_list_params(r, &limit, &offset, &done) < 0)
                 return;
-        (void)snprintf(user, sizeof(user), "%" PRId64, r->user_id);
-        (void)snprintf(limit_text, sizeof(limit_text), "%" PRId64, limit + 1);
-        (void)snprintf(offset_text, sizeof(offset_text), "%" PRId64, offset);
+        server_int_text(r->user_id, user);
+        server_int_text(limit + 1, limit_text);
+        server_int_text(offset, offset_text);
         values[0] = user;
         values[1] = done;
         values[2] = limit_text;

@@ -27,3 +27,23 @@ def ec2_env(tmp_path, request):
             print(env.report())
     finally:
         env.cleanup()
+
+
+@pytest.fixture
+def ec2_env_factory(tmp_path, request):
+    """make(**kw) builds an Ec2Env with options (moto_auth, imds_credentials, boot_delay)."""
+    envs = []
+
+    def make(**kw):
+        env = ec2env.Ec2Env(tmp_path, **kw)
+        envs.append(env)
+        return env
+
+    yield make
+    try:
+        if _failed(request):
+            for env in envs:
+                print(env.report())
+    finally:
+        for env in envs:
+            env.cleanup()

@@ -58,13 +58,19 @@ def require_tools():
     lbd = lbd_binary()
     if not (lbd.is_file() and os.access(lbd, os.X_OK)):
         pytest.skip(f"lbd binary not found at {lbd}: set LBD_BINARY")
-    moto = shutil.which("moto_server")
+    # moto_server is on every machine of this project, often as a pyenv shim outside a minimal PATH.
+    moto = os.environ.get("MOTO_SERVER") or shutil.which("moto_server")
+    for candidate in (Path.home() / ".pyenv" / "shims" / "moto_server", Path("/usr/local/bin/moto_server")):
+        if not moto and candidate.is_file():
+            moto = str(candidate)
+    # In CI a missing tool is a failure, not a skip: these tests must run there.
+    missing = pytest.fail if os.environ.get("CI") == "true" else pytest.skip
     if not moto:
-        pytest.skip("moto_server not found on PATH")
+        missing("moto_server not found (PATH, ~/.pyenv/shims, MOTO_SERVER)")
     try:
         import boto3  # noqa: F401
     except ImportError:
-        pytest.skip("boto3 is not installed for this python (Debian: python3-boto3)")
+        missing("boto3 is not installed for this python (Debian: python3-boto3)")
     return lbd, moto
 
 
@@ -375,7 +381,7 @@ class RequestLoop:
 
 # ---------------------------------------------------------------------------------------------
 
-def lbd_config(env, desired=3, poll="1s", grace="15s", extra_pool="", extra_ec2="", health=None):
+def lbd_config(env, desired=3, poll="1s", grace="15s", extra_pool="", extra_ec2="", health=None, region=REGION):
     health = health or {"interval": "200ms", "timeout": "500ms", "rise": "2", "fall": "2"}
     health_lines = "\n".join(f"{k} = {v}" for k, v in health.items())
     return f"""[lbd]
@@ -400,7 +406,7 @@ replacement_window = 5m
 
 [ec2]
 endpoint = {env.proxy.url}
-region = {REGION}
+{f"region = {region}" if region else ""}
 image = {IMAGE}
 instance_type = t3.micro
 subnet = {env.moto.subnet_id}

@@ -58,7 +58,7 @@ class Relay:
 class Agent:
     def __init__(self, args):
         self.args = args
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.stop = threading.Event()
         self.instances = {}  # id -> {"state", "ip", "upstream", "first_seen", "running_seen"}
         self.relays = {}  # id -> Relay

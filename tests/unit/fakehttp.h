@@ -67,7 +67,8 @@ static const char *fakehttp_method(enum evhttp_cmd_type t)
 static void fakehttp_cb(struct evhttp_request *req, void *userdata)
 {
         struct fakehttp *f = userdata;
-        struct fakehttp_request *r = &f->requests[f->n_requests < FAKEHTTP_MAX ? f->n_requests : FAKEHTTP_MAX - 1];
+        struct fakehttp_request *r =
+                &f->requests[f->n_requests < FAKEHTTP_MAX ? f->n_requests : FAKEHTTP_MAX - 1];
         struct evbuffer *in = evhttp_request_get_input_buffer(req), *out = evbuffer_new();
         struct evkeyvalq *headers = evhttp_request_get_input_headers(req);
         const char *body = NULL;
@@ -134,7 +135,7 @@ _unused_ static void fakehttp_stop(struct fakehttp *f)
 _unused_ static void fakehttp_queue(struct fakehttp *f, int status, const char *body)
 {
         assert_true(f->n_answers < FAKEHTTP_MAX);
-        f->answers[f->n_answers++] = (struct fakehttp_answer){ status, body };
+        f->answers[f->n_answers++] = (struct fakehttp_answer){status, body};
 }
 
 /* True when request <i> carries a header line starting with <prefix> (case-insensitive name). */

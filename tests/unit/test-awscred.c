@@ -30,9 +30,16 @@
 static char tmpdir[] = "/tmp/test-awscred-XXXXXX";
 
 static const char *const aws_vars[] = {
-        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SHARED_CREDENTIALS_FILE",
-        "AWS_CONFIG_FILE", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION",
-        "AWS_EC2_METADATA_SERVICE_ENDPOINT", "AWS_EC2_METADATA_DISABLED",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_CONFIG_FILE",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        "AWS_EC2_METADATA_DISABLED",
 };
 
 static void write_file(const char *name, const char *text)
@@ -66,34 +73,32 @@ static int reset_env(void **state)
         return 0;
 }
 
-static const char credentials_file[] =
-        "# comment\n"
-        "[default]\n"
-        "aws_access_key_id = AKIADEFAULT00000001\n"
-        "aws_secret_access_key=secret/default+1\n"
-        "\n"
-        "; another comment\n"
-        "[other]\n"
-        "  aws_access_key_id   =   AKIAOTHER0000000002   \r\n"
-        "AWS_SECRET_ACCESS_KEY = secret-other\n"
-        "aws_session_token = token-other==\n"
-        "s3 =\n"
-        "  max_concurrent_requests = 20\n"
-        "  aws_access_key_id = NOT-THIS-ONE\n"
-        "[partial]\n"
-        "aws_access_key_id = AKIAPARTIAL00000003\n";
+static const char credentials_file[] = "# comment\n"
+                                       "[default]\n"
+                                       "aws_access_key_id = AKIADEFAULT00000001\n"
+                                       "aws_secret_access_key=secret/default+1\n"
+                                       "\n"
+                                       "; another comment\n"
+                                       "[other]\n"
+                                       "  aws_access_key_id   =   AKIAOTHER0000000002   \r\n"
+                                       "AWS_SECRET_ACCESS_KEY = secret-other\n"
+                                       "aws_session_token = token-other==\n"
+                                       "s3 =\n"
+                                       "  max_concurrent_requests = 20\n"
+                                       "  aws_access_key_id = NOT-THIS-ONE\n"
+                                       "[partial]\n"
+                                       "aws_access_key_id = AKIAPARTIAL00000003\n";
 
-static const char config_file[] =
-        "[default]\n"
-        "region = eu-west-1\n"
-        "[profile cfg]\n"
-        "aws_access_key_id = AKIACONFIG000000004\n"
-        "aws_secret_access_key = secret-config\n"
-        "region = ap-south-1\n"
-        "[cfg]\n"
-        "region = wrong-section\n"
-        "[profile   spaced]\n"
-        "region = sa-east-1\n";
+static const char config_file[] = "[default]\n"
+                                  "region = eu-west-1\n"
+                                  "[profile cfg]\n"
+                                  "aws_access_key_id = AKIACONFIG000000004\n"
+                                  "aws_secret_access_key = secret-config\n"
+                                  "region = ap-south-1\n"
+                                  "[cfg]\n"
+                                  "region = wrong-section\n"
+                                  "[profile   spaced]\n"
+                                  "region = sa-east-1\n";
 
 static void test_environment_first(void **state)
 {
@@ -127,7 +132,7 @@ static void test_environment_first(void **state)
 static void test_profiles(void **state)
 {
         struct awscred_credentials c;
-        struct awscred_settings s = { .profile = "other" };
+        struct awscred_settings s = {.profile = "other"};
 
         write_file("credentials", credentials_file);
         write_file("config", config_file);
@@ -186,10 +191,11 @@ static void test_default_paths(void **state)
 static void test_lbd_credentials_file(void **state)
 {
         struct awscred_credentials c;
-        struct awscred_settings s = { .credentials_file = path_of("lbd-credentials") };
+        struct awscred_settings s = {.credentials_file = path_of("lbd-credentials")};
 
-        write_file("lbd-credentials", "[default]\naws_access_key_id = AKIALBD000000000008\n"
-                                      "aws_secret_access_key = secret-lbd\n[p2]\naws_access_key_id=AKIAP2\n");
+        write_file("lbd-credentials",
+                   "[default]\naws_access_key_id = AKIALBD000000000008\n"
+                   "aws_secret_access_key = secret-lbd\n[p2]\naws_access_key_id=AKIAP2\n");
         setenv("AWS_ACCESS_KEY_ID", "AKIAENV0000000000005", 1);
         setenv("AWS_SECRET_ACCESS_KEY", "secret-env", 1);
         /* lbd's own setting beats the environment. */
@@ -207,7 +213,7 @@ static void test_lbd_credentials_file(void **state)
 static void test_region(void **state)
 {
         char region[AWSCRED_REGION_MAX];
-        struct awscred_settings s = { .region = "us-west-2" };
+        struct awscred_settings s = {.region = "us-west-2"};
 
         write_file("config", config_file);
         setenv("AWS_CONFIG_FILE", path_of("config"), 1);
@@ -223,7 +229,7 @@ static void test_region(void **state)
         unsetenv("AWS_DEFAULT_REGION");
         assert_int_equal(awscred_load_region(NULL, region), 0);
         assert_string_equal(region, "eu-west-1");
-        s = (struct awscred_settings){ .profile = "cfg" };
+        s = (struct awscred_settings){.profile = "cfg"};
         assert_int_equal(awscred_load_region(&s, region), 0);
         assert_string_equal(region, "ap-south-1");
         s.profile = "spaced";
@@ -236,9 +242,10 @@ static void test_region(void **state)
 static void test_imds_document(void **state)
 {
         struct awscred_credentials c;
-        const char ok[] = "{\"Code\":\"Success\",\"LastUpdated\":\"2024-05-01T11:00:00Z\",\"Type\":\"AWS-HMAC\","
-                          "\"AccessKeyId\":\"ASIAROLE00000000009\",\"SecretAccessKey\":\"secret-role\","
-                          "\"Token\":\"token-role\",\"Expiration\":\"2024-05-01T17:00:00Z\"}";
+        const char ok[] =
+                "{\"Code\":\"Success\",\"LastUpdated\":\"2024-05-01T11:00:00Z\",\"Type\":\"AWS-HMAC\","
+                "\"AccessKeyId\":\"ASIAROLE00000000009\",\"SecretAccessKey\":\"secret-role\","
+                "\"Token\":\"token-role\",\"Expiration\":\"2024-05-01T17:00:00Z\"}";
         const char *bad[] = {
                 "{\"Code\":\"Failure\",\"AccessKeyId\":\"A\",\"SecretAccessKey\":\"s\"}",
                 "{\"AccessKeyId\":\"A\"}",
@@ -280,7 +287,7 @@ struct imds {
         char token[64];
         char expiration[32];
         unsigned token_puts;
-        bool reject_next_get;   /* 401 once */
+        bool reject_next_get; /* 401 once */
         bool no_role;
 };
 
@@ -313,10 +320,11 @@ static int imds_handler(struct fakehttp *f, const struct fakehttp_request *req, 
                 return 200;
         }
         if (strcmp(req->uri, "/latest/meta-data/iam/security-credentials/lbd-role") == 0) {
-                (void)snprintf(creds, sizeof(creds),
-                               "{\"Code\":\"Success\",\"AccessKeyId\":\"ASIAROLE%u\",\"SecretAccessKey\":\"s\","
-                               "\"Token\":\"session\",\"Expiration\":\"%s\"}",
-                               m->token_puts, m->expiration);
+                (void)snprintf(
+                        creds, sizeof(creds),
+                        "{\"Code\":\"Success\",\"AccessKeyId\":\"ASIAROLE%u\",\"SecretAccessKey\":\"s\","
+                        "\"Token\":\"session\",\"Expiration\":\"%s\"}",
+                        m->token_puts, m->expiration);
                 *ret_body = creds;
                 return 200;
         }
@@ -381,19 +389,20 @@ static void test_imds(void **state)
         struct event_base *base = event_base_new();
         struct curlev *curl = NULL;
         struct awscred *a = NULL;
-        struct fakehttp server;
-        struct imds m = { 0 };
-        struct got g = { 0 };
+        struct fakehttp *srv = calloc(1, sizeof(*srv)); /* too big for the stack */
+        struct imds m = {0};
+        struct got g = {0};
         char endpoint[64];
         size_t requests;
 
         assert_non_null(base);
+        assert_non_null(srv);
         assert_int_equal(curlev_new(base, &curl), 0);
-        fakehttp_start(&server, base);
-        server.handler = imds_handler;
-        server.userdata = &m;
+        fakehttp_start(srv, base);
+        srv->handler = imds_handler;
+        srv->userdata = &m;
         format_expiration(m.expiration, sizeof(m.expiration), time(NULL) + 6 * 3600);
-        (void)snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%u/", server.port);
+        (void)snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%u/", srv->port);
         unsetenv("AWS_EC2_METADATA_DISABLED");
         setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint, 1);
         setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials", 1);
@@ -404,7 +413,7 @@ static void test_imds(void **state)
 
         /* Region and credentials asked at once: one token serves both. */
         {
-                struct got gr = { 0 };
+                struct got gr = {0};
 
                 assert_int_equal(awscred_get_region(a, on_region, &gr), 0);
                 assert_int_equal(awscred_get(a, on_credentials, &g), 0);
@@ -419,25 +428,25 @@ static void test_imds(void **state)
         assert_string_equal(g.token, "session");
         assert_int_equal(g.source, AWSCRED_SOURCE_IMDS);
         assert_int_equal(m.token_puts, 1);
-        assert_int_equal(server.n_requests, 4); /* PUT, region, role, credentials */
+        assert_int_equal(srv->n_requests, 4); /* PUT, region, role, credentials */
 
         /* Cached: no request. */
-        requests = server.n_requests;
+        requests = srv->n_requests;
         memset(&g, 0, sizeof(g));
         assert_int_equal(awscred_get(a, on_credentials, &g), 0);
         run_until(base, &g.done);
         assert_int_equal(g.r, 0);
-        assert_int_equal(server.n_requests, requests);
+        assert_int_equal(srv->n_requests, requests);
         awscred_free(a);
 
         /* Credentials 10 minutes from expiry: handed out at once and fetched again behind. */
         format_expiration(m.expiration, sizeof(m.expiration), time(NULL) + 600);
-        assert_int_equal(awscred_new(base, curl, &(struct awscred_settings){ .region = "us-east-1" }, &a), 0);
+        assert_int_equal(awscred_new(base, curl, &(struct awscred_settings){.region = "us-east-1"}, &a), 0);
         memset(&g, 0, sizeof(g));
         assert_int_equal(awscred_get(a, on_credentials, &g), 0);
         run_until(base, &g.done);
         assert_int_equal(g.r, 0);
-        requests = server.n_requests;
+        requests = srv->n_requests;
         memset(&g, 0, sizeof(g));
         assert_int_equal(awscred_get(a, on_credentials, &g), 0);
         run_until(base, &g.done);
@@ -445,10 +454,10 @@ static void test_imds(void **state)
         {
                 uint64_t deadline = now_usec() + 5 * USEC_PER_SEC;
 
-                while (server.n_requests < requests + 2 && now_usec() < deadline)
+                while (srv->n_requests < requests + 2 && now_usec() < deadline)
                         (void)event_base_loop(base, EVLOOP_ONCE);
         }
-        assert_int_equal(server.n_requests, requests + 2); /* role, credentials: the token is reused */
+        assert_int_equal(srv->n_requests, requests + 2); /* role, credentials: the token is reused */
 
         /* A rejected token: a new one, then on. */
         awscred_free(a);
@@ -472,7 +481,7 @@ static void test_imds(void **state)
         awscred_free(a);
 
         /* Turned off: never asked. */
-        requests = server.n_requests;
+        requests = srv->n_requests;
         setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
         assert_int_equal(awscred_new(base, curl, NULL, &a), 0);
         memset(&g, 0, sizeof(g));
@@ -483,7 +492,7 @@ static void test_imds(void **state)
         assert_int_equal(awscred_get_region(a, on_region, &g), 0);
         run_until(base, &g.done);
         assert_int_equal(g.r, -ENOENT);
-        assert_int_equal(server.n_requests, requests);
+        assert_int_equal(srv->n_requests, requests);
 
         /* Freed with a caller waiting: no callback. */
         unsetenv("AWS_EC2_METADATA_DISABLED");
@@ -496,7 +505,8 @@ static void test_imds(void **state)
                 (void)event_base_loop(base, EVLOOP_NONBLOCK);
         assert_false(g.done);
 
-        fakehttp_stop(&server);
+        fakehttp_stop(srv);
+        free(srv);
         curlev_free(curl);
         event_base_free(base);
 }
@@ -509,7 +519,7 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-        const char *names[] = { "credentials", "config", "alt", "lbd-credentials" };
+        const char *names[] = {"credentials", "config", "alt", "lbd-credentials"};
 
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
                 (void)unlink(path_of(names[i]));

@@ -756,10 +756,11 @@ static void test_validate(void **state)
         /* Only the static provider has backends; ec2 needs an image or a launch template. */
         valid_config(&c);
         c.provider = PROVIDER_EC2;
-        check_validate(&c, -EINVAL, "[pool] key 'backends': only the static provider uses it (provider is ec2)",
-                       2);
+        check_validate(&c, -EINVAL,
+                       "[pool] key 'backends': only the static provider uses it (provider is ec2)", 2);
         c.n_backends = 0;
-        check_validate(&c, -EINVAL, "[ec2] key 'image': the ec2 provider needs an image or a launch_template", 1);
+        check_validate(&c, -EINVAL,
+                       "[ec2] key 'image': the ec2 provider needs an image or a launch_template", 1);
         assert_int_equal(config_set(&c, "ec2", "launch_template", "lt-0123", NULL), 0);
         check_validate(&c, 0, NULL, 0);
 
@@ -771,12 +772,13 @@ static void test_validate(void **state)
         assert_int_equal(config_set(&c, "local", "upstream", "127.0.0.1:8080", NULL), 0);
         check_validate(&c, 0, NULL, 0);
         assert_int_equal(config_set(&c, "local", "base_port", "65534", NULL), 0);
-        check_validate(&c, -EINVAL, "[local] key 'base_port': base_port + desired - 1 is beyond port 65535", 1);
+        check_validate(&c, -EINVAL,
+                       "[local] key 'base_port': base_port + desired - 1 is beyond port 65535", 1);
         c.desired = 2;
         check_validate(&c, 0, NULL, 0);
         assert_int_equal(config_set(&c, "pool", "networks", "10.0.0.0/8", NULL), 0);
-        check_validate(&c, -EINVAL, "[pool] key 'networks': the local provider's backends listen on 127.0.0.1",
-                       1);
+        check_validate(&c, -EINVAL,
+                       "[pool] key 'networks': the local provider's backends listen on 127.0.0.1", 1);
         assert_int_equal(config_set(&c, "local", "command", "/bin/relay {port}", NULL), 0);
         assert_int_equal(config_set(&c, "local", "upstream", "", NULL), 0);
         assert_int_equal(config_set(&c, "pool", "networks", "", NULL), 0);

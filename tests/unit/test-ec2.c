@@ -22,37 +22,46 @@
 #include "lbd/ec2.h"
 #include "tests/unit/fakehttp.h"
 
-#define INSTANCE_XML(id, state, ip)                                                                          \
-        "<item><instanceId>" id "</instanceId><imageId>ami-1</imageId>"                                      \
-        "<instanceState><code>16</code><name>" state "</name></instanceState>"                               \
-        "<networkInterfaceSet><item><privateIpAddress>10.9.9.9</privateIpAddress>"                           \
-        "<subnetId>subnet-nested</subnetId></item></networkInterfaceSet>"                                    \
-        "<launchTime>2024-05-01T12:00:00.000Z</launchTime><subnetId>subnet-1</subnetId>"                     \
+#define INSTANCE_XML(id, state, ip)                                                                         \
+        "<item><instanceId>" id "</instanceId><imageId>ami-1</imageId>"                                     \
+        "<instanceState><code>16</code><name>" state "</name></instanceState>"                              \
+        "<networkInterfaceSet><item><privateIpAddress>10.9.9.9</privateIpAddress>"                          \
+        "<subnetId>subnet-nested</subnetId></item></networkInterfaceSet>"                                   \
+        "<launchTime>2024-05-01T12:00:00.000Z</launchTime><subnetId>subnet-1</subnetId>"                    \
         "<privateIpAddress>" ip "</privateIpAddress></item>"
 
+/* clang-format off */
 static const char describe_page1[] =
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
         "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"
         "<requestId>r1</requestId><reservationSet>"
-        "<item><reservationId>r-1</reservationId><instancesSet>" INSTANCE_XML("i-0aaa", "running", "127.0.1.4")
-                INSTANCE_XML("i-0bbb", "pending", "127.0.1.5") "</instancesSet></item>"
-        "<item><reservationId>r-2</reservationId><instancesSet>" INSTANCE_XML("i-0ccc", "stopped", "")
+        "<item><reservationId>r-1</reservationId><instancesSet>"
+        INSTANCE_XML("i-0aaa", "running", "127.0.1.4")
+        INSTANCE_XML("i-0bbb", "pending", "127.0.1.5")
+        "</instancesSet></item>"
+        "<item><reservationId>r-2</reservationId><instancesSet>"
+        INSTANCE_XML("i-0ccc", "stopped", "")
         "</instancesSet></item>"
         "</reservationSet><nextToken>tok+/=1</nextToken></DescribeInstancesResponse>";
 
 static const char describe_page2[] =
         "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"
-        "<reservationSet><item><instancesSet>" INSTANCE_XML("i-0ddd", "shutting-down", "127.0.1.7")
+        "<reservationSet><item><instancesSet>"
+        INSTANCE_XML("i-0ddd", "shutting-down", "127.0.1.7")
         "</instancesSet></item></reservationSet></DescribeInstancesResponse>";
+/* clang-format on */
 
 static const char describe_empty[] =
         "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"
         "<requestId>x</requestId><reservationSet/></DescribeInstancesResponse>";
 
+/* clang-format off */
 static const char run_response[] =
         "<RunInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"
-        "<reservationId>r-9</reservationId><instancesSet>" INSTANCE_XML("i-0eee", "pending", "127.0.1.9")
+        "<reservationId>r-9</reservationId><instancesSet>"
+        INSTANCE_XML("i-0eee", "pending", "127.0.1.9")
         "</instancesSet></RunInstancesResponse>";
+/* clang-format on */
 
 static const char terminate_response[] =
         "<TerminateInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><instancesSet>"
@@ -63,10 +72,11 @@ static const char throttled[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Re
                                 "<Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>"
                                 "</Error></Errors><RequestID>abc</RequestID></Response>";
 
-static const char auth_failure[] = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<ErrorResponse><Errors><Error>"
-                                   "<Code>AuthFailure</Code><Message>AWS was not able to validate the provided "
-                                   "access credentials</Message><Type>Sender</Type></Error></Errors>"
-                                   "</ErrorResponse>";
+static const char auth_failure[] =
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<ErrorResponse><Errors><Error>"
+        "<Code>AuthFailure</Code><Message>AWS was not able to validate the provided "
+        "access credentials</Message><Type>Sender</Type></Error></Errors>"
+        "</ErrorResponse>";
 
 static const char unavailable[] = "<Response><Errors><Error><Code>Unavailable</Code><Message>The server is "
                                   "overloaded</Message></Error></Errors></Response>";
@@ -152,10 +162,11 @@ static void test_parse_rejects(void **state)
                        "</item></instancesSet></RunInstancesResponse>",
                        -EBADMSG);
         /* No DTD, so no entity can expand (nor be fetched). */
-        check_rejected("<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;\">]>"
-                       "<RunInstancesResponse><instancesSet><item><instanceId>i-1&b;</instanceId></item>"
-                       "</instancesSet></RunInstancesResponse>",
-                       -EBADMSG);
+        check_rejected(
+                "<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;\">]>"
+                "<RunInstancesResponse><instancesSet><item><instanceId>i-1&b;</instanceId></item>"
+                "</instancesSet></RunInstancesResponse>",
+                -EBADMSG);
         check_rejected("<?xml version=\"1.0\"?><!DOCTYPE r SYSTEM \"http://127.0.0.1:1/x.dtd\">"
                        "<RunInstancesResponse><instancesSet/></RunInstancesResponse>",
                        -EBADMSG);
@@ -166,7 +177,8 @@ static void test_parse_rejects(void **state)
         assert_non_null(big);
         used = (size_t)snprintf(big, size, "<RunInstancesResponse><instancesSet>");
         for (unsigned i = 0; i <= EC2_MAX_INSTANCES; i++)
-                used += (size_t)snprintf(big + used, size - used, "<item><instanceId>i-%u</instanceId></item>", i);
+                used += (size_t)snprintf(big + used, size - used,
+                                         "<item><instanceId>i-%u</instanceId></item>", i);
         (void)snprintf(big + used, size - used, "</instancesSet></RunInstancesResponse>");
         check_rejected(big, -E2BIG);
         free(big);
@@ -181,16 +193,18 @@ static void test_parse_error(void **state)
         assert_string_equal(message, "Request limit exceeded.");
         assert_int_equal(ec2_parse_error(auth_failure, strlen(auth_failure), code, message), 0);
         assert_string_equal(code, "AuthFailure");
-        assert_int_equal(ec2_parse_error("<Response><Errors><Error><Code>X.Y</Code></Error></Errors></Response>", 69,
-                                         code, message),
-                         0);
+        assert_int_equal(
+                ec2_parse_error("<Response><Errors><Error><Code>X.Y</Code></Error></Errors></Response>", 69,
+                                code, message),
+                0);
         assert_string_equal(code, "X.Y");
         assert_string_equal(message, "");
         assert_int_equal(ec2_parse_error("<html>Bad gateway</html>", 24, code, message), -EBADMSG);
         assert_int_equal(ec2_parse_error("Service Unavailable", 19, code, message), -EBADMSG);
-        assert_int_equal(ec2_parse_error("<Response><Errors><Error><Code>a b</Code></Error></Errors></Response>", 69,
-                                         code, message),
-                         -EBADMSG);
+        assert_int_equal(
+                ec2_parse_error("<Response><Errors><Error><Code>a b</Code></Error></Errors></Response>", 69,
+                                code, message),
+                -EBADMSG);
 }
 
 static void test_classify_and_backoff(void **state)
@@ -276,7 +290,7 @@ static int setup(void **state)
 {
         struct fixture *f = calloc(1, sizeof(*f));
         char endpoint[64];
-        struct ec2_settings s = { .region = "us-east-1" };
+        struct ec2_settings s = {.region = "us-east-1"};
 
         assert_non_null(f);
         setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE", 1);
@@ -309,7 +323,7 @@ static int teardown(void **state)
 static void test_describe_pages(void **state)
 {
         struct fixture *f = *state;
-        struct outcome o = { 0 };
+        struct outcome o = {0};
         char host[64];
 
         fakehttp_queue(&f->server, 200, describe_page1);
@@ -325,26 +339,29 @@ static void test_describe_pages(void **state)
         assert_int_equal(ec2_requests_total(f->ec2), 2);
 
         assert_string_equal(f->server.requests[0].method, "POST");
-        assert_string_equal(f->server.requests[0].body,
-                            "Action=DescribeInstances&Version=2016-11-15&Filter.1.Name=tag%3Albd%3Apool"
-                            "&Filter.1.Value.1=main&Filter.2.Name=instance-state-name&Filter.2.Value.1=pending"
-                            "&Filter.2.Value.2=running&Filter.2.Value.3=stopping&Filter.2.Value.4=stopped"
-                            "&Filter.2.Value.5=shutting-down&MaxResults=100");
+        assert_string_equal(
+                f->server.requests[0].body,
+                "Action=DescribeInstances&Version=2016-11-15&Filter.1.Name=tag%3Albd%3Apool"
+                "&Filter.1.Value.1=main&Filter.2.Name=instance-state-name&Filter.2.Value.1=pending"
+                "&Filter.2.Value.2=running&Filter.2.Value.3=stopping&Filter.2.Value.4=stopped"
+                "&Filter.2.Value.5=shutting-down&MaxResults=100");
         assert_non_null(strstr(f->server.requests[1].body, "&NextToken=tok%2B%2F%3D1&MaxResults=100"));
         (void)snprintf(host, sizeof(host), "Host: 127.0.0.1:%u", f->server.port);
         assert_true(fakehttp_has_header(&f->server, 0, host));
         assert_true(fakehttp_has_header(&f->server, 0, "Content-Type: application/x-www-form-urlencoded"));
         assert_true(fakehttp_has_header(&f->server, 0, "X-Amz-Date: "));
-        assert_true(fakehttp_has_header(&f->server, 0, "Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
-        assert_non_null(strstr(f->server.requests[0].headers,
-                               "/us-east-1/ec2/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature="));
+        assert_true(fakehttp_has_header(&f->server, 0,
+                                        "Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
+        assert_non_null(strstr(
+                f->server.requests[0].headers,
+                "/us-east-1/ec2/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature="));
         assert_false(fakehttp_has_header(&f->server, 0, "X-Amz-Security-Token"));
 }
 
 static void test_retry_throttled(void **state)
 {
         struct fixture *f = *state;
-        struct outcome o = { 0 };
+        struct outcome o = {0};
 
         fakehttp_queue(&f->server, 503, throttled);
         fakehttp_queue(&f->server, 503, unavailable);
@@ -359,7 +376,7 @@ static void test_retry_throttled(void **state)
 static void test_gives_up(void **state)
 {
         struct fixture *f = *state;
-        struct outcome o = { 0 };
+        struct outcome o = {0};
 
         for (int i = 0; i < EC2_MAX_ATTEMPTS + 2; i++)
                 fakehttp_queue(&f->server, 503, throttled);
@@ -374,7 +391,7 @@ static void test_gives_up(void **state)
 static void test_auth_failure_not_retried(void **state)
 {
         struct fixture *f = *state;
-        struct outcome o = { 0 };
+        struct outcome o = {0};
 
         fakehttp_queue(&f->server, 401, auth_failure);
         fakehttp_queue(&f->server, 200, describe_empty);
@@ -382,7 +399,8 @@ static void test_auth_failure_not_retried(void **state)
         run_until_done(f->base, &o, 10);
         assert_int_equal(o.r, -EACCES);
         assert_int_equal(f->server.n_requests, 1);
-        assert_string_equal(o.error, "AuthFailure: AWS was not able to validate the provided access credentials");
+        assert_string_equal(o.error,
+                            "AuthFailure: AWS was not able to validate the provided access credentials");
         /* Nothing of the secret in what a caller logs. */
         assert_null(strstr(o.error, "EXAMPLEKEY"));
 }
@@ -390,12 +408,12 @@ static void test_auth_failure_not_retried(void **state)
 static void test_bad_request(void **state)
 {
         struct fixture *f = *state;
-        struct outcome o = { 0 };
+        struct outcome o = {0};
 
         fakehttp_queue(&f->server, 400,
                        "<Response><Errors><Error><Code>InvalidAMIID.Malformed</Code><Message>Invalid id: "
                        "\"x\"</Message></Error></Errors></Response>");
-        assert_int_equal(ec2_terminate_instances(f->ec2, (const char *[]){ "i-1" }, 1, on_done, &o, NULL), 0);
+        assert_int_equal(ec2_terminate_instances(f->ec2, (const char *[]){"i-1"}, 1, on_done, &o, NULL), 0);
         run_until_done(f->base, &o, 10);
         assert_int_equal(o.r, -EINVAL);
         assert_string_equal(o.error, "InvalidAMIID.Malformed: Invalid id: \"x\"");
@@ -412,8 +430,8 @@ static void test_bad_request(void **state)
 static void test_run_and_terminate(void **state)
 {
         struct fixture *f = *state;
-        struct outcome o = { 0 };
-        const char *groups[] = { "sg-1", "sg-2" };
+        struct outcome o = {0};
+        const char *groups[] = {"sg-1", "sg-2"};
         const char user_data[] = "#!/bin/sh\nUPSTREAM=10.0.0.1:8080\n";
         const struct ec2_launch l = {
                 .image = "ami-123",
@@ -437,7 +455,7 @@ static void test_run_and_terminate(void **state)
         f->ec2 = ec2_free(f->ec2);
         {
                 char endpoint[64];
-                const struct ec2_settings s = { .region = "eu-west-3", .endpoint = endpoint };
+                const struct ec2_settings s = {.region = "eu-west-3", .endpoint = endpoint};
 
                 (void)snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%u/", f->server.port);
                 assert_int_equal(ec2_new(f->base, &s, &f->ec2), 0);
@@ -455,13 +473,14 @@ static void test_run_and_terminate(void **state)
         assert_string_equal(f->server.requests[0].body, f->server.requests[1].body);
         body = f->server.requests[1].body;
         print_message("%s\n", body);
-        assert_string_equal(body, "Action=RunInstances&Version=2016-11-15&ImageId=ami-123&InstanceType=t3.micro"
-                                  "&SubnetId=subnet-1&SecurityGroupId.1=sg-1&SecurityGroupId.2=sg-2"
-                                  "&KeyName=my%20key&IamInstanceProfile.Arn=arn%3Aaws%3Aiam%3A%3A1%3Ainstance-"
-                                  "profile%2Fp&UserData=IyEvYmluL3NoClVQU1RSRUFNPTEwLjAuMC4xOjgwODAK"
-                                  "&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=lbd%3Apool"
-                                  "&TagSpecification.1.Tag.1.Value=main&TagSpecification.1.Tag.2.Key=Name"
-                                  "&TagSpecification.1.Tag.2.Value=lbd-main&ClientToken=tok-1&MinCount=2&MaxCount=2");
+        assert_string_equal(
+                body, "Action=RunInstances&Version=2016-11-15&ImageId=ami-123&InstanceType=t3.micro"
+                      "&SubnetId=subnet-1&SecurityGroupId.1=sg-1&SecurityGroupId.2=sg-2"
+                      "&KeyName=my%20key&IamInstanceProfile.Arn=arn%3Aaws%3Aiam%3A%3A1%3Ainstance-"
+                      "profile%2Fp&UserData=IyEvYmluL3NoClVQU1RSRUFNPTEwLjAuMC4xOjgwODAK"
+                      "&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=lbd%3Apool"
+                      "&TagSpecification.1.Tag.1.Value=main&TagSpecification.1.Tag.2.Key=Name"
+                      "&TagSpecification.1.Tag.2.Value=lbd-main&ClientToken=tok-1&MinCount=2&MaxCount=2");
         assert_true(fakehttp_has_header(&f->server, 1, "X-Amz-Security-Token: SESSION/TOKEN="));
         assert_non_null(strstr(f->server.requests[1].headers, "/eu-west-3/ec2/aws4_request, "
                                                               "SignedHeaders=content-type;host;x-amz-date;"
@@ -469,29 +488,36 @@ static void test_run_and_terminate(void **state)
 
         memset(&o, 0, sizeof(o));
         fakehttp_queue(&f->server, 200, terminate_response);
-        assert_int_equal(ec2_terminate_instances(f->ec2, (const char *[]){ "i-0aaa", "i-0bbb" }, 2, on_done, &o, NULL),
-                         0);
+        assert_int_equal(
+                ec2_terminate_instances(f->ec2, (const char *[]){"i-0aaa", "i-0bbb"}, 2, on_done, &o, NULL),
+                0);
         run_until_done(f->base, &o, 10);
         assert_int_equal(o.r, 0);
-        assert_string_equal(f->server.requests[2].body,
-                            "Action=TerminateInstances&Version=2016-11-15&InstanceId.1=i-0aaa&InstanceId.2=i-0bbb");
+        assert_string_equal(
+                f->server.requests[2].body,
+                "Action=TerminateInstances&Version=2016-11-15&InstanceId.1=i-0aaa&InstanceId.2=i-0bbb");
         unsetenv("AWS_SESSION_TOKEN");
 }
 
 static void test_argument_checks(void **state)
 {
         struct fixture *f = *state;
-        struct outcome o = { 0 };
+        struct outcome o = {0};
         struct ec2_launch l = {
-                .image = "ami-1", .tag_key = "k", .tag_value = "v", .client_token = "t", .count = 1,
+                .image = "ami-1",
+                .tag_key = "k",
+                .tag_value = "v",
+                .client_token = "t",
+                .count = 1,
         };
         struct ec2_call *call = NULL;
         static char big[EC2_USER_DATA_MAX + 1];
 
         assert_int_equal(ec2_describe_instances(f->ec2, "", "v", on_instances, &o, NULL), -EINVAL);
-        assert_int_equal(ec2_terminate_instances(f->ec2, (const char *[]){ "i-1&x=y" }, 1, on_done, &o, NULL),
+        assert_int_equal(ec2_terminate_instances(f->ec2, (const char *[]){"i-1&x=y"}, 1, on_done, &o, NULL),
                          -EINVAL);
-        assert_int_equal(ec2_terminate_instances(f->ec2, (const char *[]){ "i-1" }, 0, on_done, &o, NULL), -EINVAL);
+        assert_int_equal(ec2_terminate_instances(f->ec2, (const char *[]){"i-1"}, 0, on_done, &o, NULL),
+                         -EINVAL);
         l.client_token = "has space";
         assert_int_equal(ec2_run_instances(f->ec2, &l, on_instances, &o, NULL), -EINVAL);
         l.client_token = "t";
@@ -513,7 +539,7 @@ static void test_argument_checks(void **state)
         /* A bad endpoint is refused up front. */
         {
                 struct ec2 *e = NULL;
-                const struct ec2_settings s = { .region = "us-east-1", .endpoint = "ftp://127.0.0.1/" };
+                const struct ec2_settings s = {.region = "us-east-1", .endpoint = "ftp://127.0.0.1/"};
 
                 assert_int_equal(ec2_new(f->base, &s, &e), -EINVAL);
         }
@@ -522,9 +548,9 @@ static void test_argument_checks(void **state)
 static void test_no_credentials(void **state)
 {
         struct fixture *f = *state;
-        struct outcome o = { 0 };
+        struct outcome o = {0};
         char endpoint[64];
-        struct ec2_settings s = { .region = "us-east-1", .endpoint = endpoint };
+        struct ec2_settings s = {.region = "us-east-1", .endpoint = endpoint};
 
         (void)snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%u", f->server.port);
         unsetenv("AWS_ACCESS_KEY_ID");
@@ -545,8 +571,8 @@ static void test_no_credentials(void **state)
 static void test_connection_refused(void **state)
 {
         struct fixture *f = *state;
-        struct outcome o = { 0 };
-        struct ec2_settings s = { .region = "us-east-1" };
+        struct outcome o = {0};
+        struct ec2_settings s = {.region = "us-east-1"};
         char endpoint[64];
         unsigned short port = f->server.port;
 

@@ -35,6 +35,11 @@ static void test_parse(void **state)
         assert_int_equal(parse("\"a\\u0000b\""), -EBADMSG);
         assert_int_equal(parse("{\"\\u0000\": 1}"), -EBADMSG);
         assert_int_equal(parse("\"\\ud800\""), -EBADMSG);
+        /* cJSON would turn a \u escape without four hex digits into a NUL. */
+        assert_int_equal(parse("\"\\uZZZZ\""), -EBADMSG);
+        assert_int_equal(parse("\"\\u12\""), -EBADMSG);
+        assert_int_equal(parse("\"\\u0e9\\n\""), -EBADMSG);
+        assert_int_equal(parse("\"\\u00E9\""), 0);
         assert_int_equal(parse("\"\xc3\""), -EBADMSG);
         assert_int_equal(parse("\"\xff\""), -EBADMSG);
         assert_int_equal(json_parse("{}\0", 3, &j), -EBADMSG);
@@ -166,9 +171,66 @@ static void test_timestamp(void **state)
         assert_int_equal(json_format_time(0, buf, 5), -ENOBUFS);
 }
 
+/* Mutates valid bodies at random (a fixed seed, so failures repeat): whatever the bytes, json_parse()
+ * must not crash, and what it accepts must be valid UTF-8 with no NUL in any string; validation must not
+ * crash on what it accepts. Run under the sanitizers, this is a small fuzzer. */
+static void test_parse_mutations(void **state)
+{
+        static const char *const seeds[] = {
+                "{\"title\":\"t\\u00e9\\n\",\"description\":\"\\\\u0000\",\"done\":true}",
+                "{\"username\":\"alice\",\"password\":\"p\\\"w\"}",
+                "[1,2.5e3,null,{\"a\":[]},\"\\ud83d\\ude42\"]",
+        };
+        static const char alphabet[] = "{}[]\":,\\u0123456789abcdefnrt \x00\x7f\x80\xbf\xc3\xe2\xf0\xff";
+        uint64_t rng = 42;
+
+        for (unsigned round = 0; round < 20000; round++) {
+                const char *seed = seeds[round % ELEMENTSOF(seeds)];
+                char buf[256];
+                size_t len = strlen(seed);
+                cJSON *j = NULL, *problems = NULL;
+
+                memcpy(buf, seed, len);
+                for (unsigned k = 0, n = 1 + round % 4; k < n; k++) {
+                        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+                        size_t at = (size_t)(rng >> 33) % len;
+                        char c = alphabet[(rng >> 20) % (sizeof(alphabet) - 1)];
+
+                        switch ((rng >> 8) % 3) {
+                        case 0:
+                                buf[at] = c;
+                                break;
+                        case 1:
+                                if (len < sizeof(buf) - 1) {
+                                        memmove(buf + at + 1, buf + at, len - at);
+                                        buf[at] = c;
+                                        len++;
+                                }
+                                break;
+                        default:
+                                if (len > 1) {
+                                        memmove(buf + at, buf + at + 1, len - at - 1);
+                                        len--;
+                                }
+                                break;
+                        }
+                }
+                if (json_parse(buf, len, &j) < 0) {
+                        assert_null(j);
+                        continue;
+                }
+                assert_true(json_utf8_valid(buf, len));
+                assert_null(memchr(buf, '\0', len));
+                (void)json_check_object(j, fields, ELEMENTSOF(fields), &problems);
+                cJSON_Delete(problems);
+                cJSON_Delete(j);
+        }
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_parse_mutations),
                 cmocka_unit_test(test_parse),
                 cmocka_unit_test(test_utf8),
                 cmocka_unit_test(test_check_object),

@@ -9,8 +9,8 @@
  * README); further folders dropped in are picked up. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
-#include <event2/buffer.h>
 #include <errno.h>
+#include <event2/buffer.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -87,7 +87,8 @@ static bool find_suite_from(const char *start, char *out, size_t size)
 
                 if (snprintf(probe, sizeof(probe), "%s/lbd/sigv4.c", dir) < (int)sizeof(probe) &&
                     access(probe, F_OK) == 0) {
-                        if (snprintf(out, size, "%s/../shared/aws-sigv4-suite", dir) < (int)size && is_dir(out))
+                        if (snprintf(out, size, "%s/../shared/aws-sigv4-suite", dir) < (int)size &&
+                            is_dir(out))
                                 return true;
                         return false;
                 }
@@ -206,7 +207,7 @@ static void parse_request(char *text, size_t len, struct test_request *req)
 
 static time_t parse_timestamp(const char *s)
 {
-        struct tm tm = { 0 };
+        struct tm tm = {0};
         const char *end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
 
         assert_non_null(end);
@@ -233,7 +234,8 @@ static bool check_string(const char *name, const char *what, const char *expecte
 {
         if (strcmp(expected, got) == 0)
                 return true;
-        print_message("FAIL %s: %s differs\n--- expected\n%s\n--- got\n%s\n---\n", name, what, expected, got);
+        print_message("FAIL %s: %s differs\n--- expected\n%s\n--- got\n%s\n---\n", name, what, expected,
+                      got);
         return false;
 }
 
@@ -395,9 +397,9 @@ static struct sigv4_params example_params(void)
 static void test_session_token_omitted(void **state)
 {
         _cleanup_(sigv4_signature_freep) struct sigv4_signature *signed_token = NULL, *unsigned_token = NULL,
-                                                               *no_token = NULL;
-        const struct sigv4_header headers[] = { { "Host", "example.amazonaws.com" } };
-        const struct sigv4_request req = { .method = "GET", .path = "/", .headers = headers, .n_headers = 1 };
+                                                                *no_token = NULL;
+        const struct sigv4_header headers[] = {{"Host", "example.amazonaws.com"}};
+        const struct sigv4_request req = {.method = "GET", .path = "/", .headers = headers, .n_headers = 1};
         struct sigv4_credentials cred = example_cred;
         struct sigv4_params params = example_params();
 
@@ -408,7 +410,8 @@ static void test_session_token_omitted(void **state)
         assert_int_equal(sigv4_sign(&req, &cred, &params, &unsigned_token), 0);
 
         assert_non_null(strstr(signed_token->canonical_request, "x-amz-security-token:TOKEN\n"));
-        assert_non_null(strstr(signed_token->authorization, "SignedHeaders=host;x-amz-date;x-amz-security-token,"));
+        assert_non_null(
+                strstr(signed_token->authorization, "SignedHeaders=host;x-amz-date;x-amz-security-token,"));
         /* Omitted: signed exactly as without a token. */
         assert_string_equal(unsigned_token->canonical_request, no_token->canonical_request);
         assert_string_equal(unsigned_token->signature, no_token->signature);
@@ -418,7 +421,7 @@ static void test_session_token_omitted(void **state)
 static void test_query_and_path(void **state)
 {
         _cleanup_(sigv4_signature_freep) struct sigv4_signature *s = NULL, *raw = NULL;
-        const struct sigv4_header headers[] = { { "Host", "h" }, { "X-Multi", "  a   b \t c  " } };
+        const struct sigv4_header headers[] = {{"Host", "h"}, {"X-Multi", "  a   b \t c  "}};
         const struct sigv4_request req = {
                 .method = "GET",
                 .path = "/a/./b/../c//d/..",
@@ -429,15 +432,16 @@ static void test_query_and_path(void **state)
         struct sigv4_params params = example_params();
 
         assert_int_equal(sigv4_sign(&req, &example_cred, &params, &s), 0);
-        assert_string_equal(s->canonical_request, "GET\n"
-                                                   "/a/c/\n"
-                                                   "a=0&a=1&b=2&c=~%2Bx&d=%25zz&e=&f=%2F\n"
-                                                   "host:h\n"
-                                                   "x-amz-date:20150830T123600Z\n"
-                                                   "x-multi:a b c\n"
-                                                   "\n"
-                                                   "host;x-amz-date;x-multi\n"
-                                                   "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_string_equal(s->canonical_request,
+                            "GET\n"
+                            "/a/c/\n"
+                            "a=0&a=1&b=2&c=~%2Bx&d=%25zz&e=&f=%2F\n"
+                            "host:h\n"
+                            "x-amz-date:20150830T123600Z\n"
+                            "x-multi:a b c\n"
+                            "\n"
+                            "host;x-amz-date;x-multi\n"
+                            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 
         params.normalize = false;
         assert_int_equal(sigv4_sign(&req, &example_cred, &params, &raw), 0);
@@ -449,12 +453,16 @@ static void test_body_and_sign_body(void **state)
         _cleanup_(sigv4_signature_freep) struct sigv4_signature *s = NULL;
         const char body[] = "Action=DescribeInstances&Version=2016-11-15";
         const struct sigv4_header headers[] = {
-                { "Host", "127.0.0.1:5000" },
-                { "Content-Type", "application/x-www-form-urlencoded; charset=utf-8" },
+                {"Host", "127.0.0.1:5000"},
+                {"Content-Type", "application/x-www-form-urlencoded; charset=utf-8"},
         };
         const struct sigv4_request req = {
-                .method = "POST", .path = "/", .headers = headers, .n_headers = 2,
-                .body = body, .body_len = sizeof(body) - 1,
+                .method = "POST",
+                .path = "/",
+                .headers = headers,
+                .n_headers = 2,
+                .body = body,
+                .body_len = sizeof(body) - 1,
         };
         struct sigv4_params params = example_params();
 
@@ -462,25 +470,26 @@ static void test_body_and_sign_body(void **state)
         assert_int_equal(sigv4_sign(&req, &example_cred, &params, &s), 0);
         assert_non_null(strstr(s->canonical_request, "\nx-amz-content-sha256:"));
         assert_non_null(strstr(s->canonical_request, s->content_sha256));
-        assert_non_null(strstr(s->authorization, "Credential=AKIDEXAMPLE/20150830/us-east-1/ec2/aws4_request, "
-                                                 "SignedHeaders=content-type;host;x-amz-content-sha256;x-amz-date, "
-                                                 "Signature="));
+        assert_non_null(strstr(s->authorization,
+                               "Credential=AKIDEXAMPLE/20150830/us-east-1/ec2/aws4_request, "
+                               "SignedHeaders=content-type;host;x-amz-content-sha256;x-amz-date, "
+                               "Signature="));
         assert_int_equal(strlen(s->signature), SIGV4_HEX_LEN);
 }
 
 static void test_rejects(void **state)
 {
         struct sigv4_signature *s = NULL;
-        struct sigv4_header headers[SIGV4_MAX_HEADERS] = { { "Host", "h" } };
-        struct sigv4_request req = { .method = "GET", .path = "/", .headers = headers, .n_headers = 1 };
+        struct sigv4_header headers[SIGV4_MAX_HEADERS] = {{"Host", "h"}};
+        struct sigv4_request req = {.method = "GET", .path = "/", .headers = headers, .n_headers = 1};
         struct sigv4_credentials cred = example_cred;
         struct sigv4_params params = example_params();
 
-        headers[0] = (struct sigv4_header){ "Bad Name", "v" };
+        headers[0] = (struct sigv4_header){"Bad Name", "v"};
         assert_int_equal(sigv4_sign(&req, &cred, &params, &s), -EINVAL);
-        headers[0] = (struct sigv4_header){ "Name", "line\r\nInjected: x" };
+        headers[0] = (struct sigv4_header){"Name", "line\r\nInjected: x"};
         assert_int_equal(sigv4_sign(&req, &cred, &params, &s), -EINVAL);
-        headers[0] = (struct sigv4_header){ "Host", "h" };
+        headers[0] = (struct sigv4_header){"Host", "h"};
 
         req.method = "GE T";
         assert_int_equal(sigv4_sign(&req, &cred, &params, &s), -EINVAL);
@@ -494,7 +503,7 @@ static void test_rejects(void **state)
         params = example_params();
 
         for (size_t i = 0; i < SIGV4_MAX_HEADERS; i++)
-                headers[i] = (struct sigv4_header){ "X-H", "v" };
+                headers[i] = (struct sigv4_header){"X-H", "v"};
         req.n_headers = SIGV4_MAX_HEADERS;
         assert_int_equal(sigv4_sign(&req, &cred, &params, &s), -E2BIG);
         assert_null(s);
@@ -522,12 +531,9 @@ static void test_uri_encode(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_suite),
-                cmocka_unit_test(test_session_token_omitted),
-                cmocka_unit_test(test_query_and_path),
-                cmocka_unit_test(test_body_and_sign_body),
-                cmocka_unit_test(test_rejects),
-                cmocka_unit_test(test_uri_encode),
+                cmocka_unit_test(test_suite),          cmocka_unit_test(test_session_token_omitted),
+                cmocka_unit_test(test_query_and_path), cmocka_unit_test(test_body_and_sign_body),
+                cmocka_unit_test(test_rejects),        cmocka_unit_test(test_uri_encode),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

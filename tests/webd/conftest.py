@@ -23,7 +23,8 @@ def webd(cluster, tmp_path_factory, request):
         w.start()
         yield w
     finally:
-        w.stop()
+        code = w.stop()
+    w.check_clean_exit(code)
 
 
 @pytest.fixture
@@ -38,5 +39,7 @@ def new_webd(cluster, tmp_path):
     try:
         yield make
     finally:
-        for w in made:
-            w.stop()
+        codes = [(w, w.stop()) for w in made]
+    for w, code in codes:
+        if code is not None:
+            w.check_clean_exit(code)

@@ -64,3 +64,40 @@ def test_concurrent_registrations_of_one_name(webd, cluster):
         codes = sorted(pool.map(register, range(n), timeout=60))
     assert codes == [201] + [409] * (n - 1)
     assert cluster.sql("SELECT count(*) FROM users WHERE username = 'contested'") == [["1"]]
+
+
+def test_failing_statements_dont_take_others_down(webd, cluster):
+    """Statements that fail in the database (here: tasks for a user id that doesn't exist, with a
+    validly signed token) run next to good ones; webd batches the statements of one loop turn into one
+    transaction and, when one fails, sends the others again on their own. Every good write must still
+    be acknowledged and stored exactly once, and every bad one refused."""
+    import time as _time
+
+    import jwt
+    uid, token = webd.user("mixed")
+    now = int(_time.time())
+    ghost = jwt.encode({"sub": "987654321", "name": "ghost", "iat": now, "exp": now + 600, "iss": "webd"},
+                       webd.key(), algorithm="HS256")
+    clients, per_client = 24, 10
+    barrier = threading.Barrier(clients, timeout=30)
+
+    def client(n):
+        good = n % 3 != 0
+        out = []
+        with requests.Session() as s:
+            barrier.wait()
+            for i in range(per_client):
+                title = f"mixed {n} {i}"
+                r = webd.request("POST", "/tasks", token=token if good else ghost, body={"title": title},
+                                 session=s, timeout=30)
+                out.append((good, title, r.status_code, r.json().get("id")))
+        return out
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        results = [x for f in [pool.submit(client, n) for n in range(clients)] for x in f.result(timeout=120)]
+    for good, title, status, _ in results:
+        assert status == (201 if good else 401), (good, title, status)
+    acked = sorted((tid, title) for good, title, _, tid in results if good)
+    rows = cluster.sql("SELECT id, title FROM tasks WHERE user_id = :'v1'", uid)
+    assert sorted((int(i), t) for i, t in rows) == acked
+    assert cluster.sql("SELECT count(*) FROM tasks WHERE user_id = 987654321") == [["0"]]

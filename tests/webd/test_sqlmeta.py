@@ -88,6 +88,8 @@ def test_username_punctuation_allowed(webd, cluster):
     b'{"title": "ok", "description": "\\u0000"}',
     b'{"title": "raw \x00 byte"}',
     b'{"title": "ok"}\x00',
+    b'{"title": "bad \\uZZZZ escape"}',
+    b'{"title": "short \\u12"}',
 ])
 def test_nul_refused(webd, cluster, carol, raw):
     before = table_count(cluster, "tasks")

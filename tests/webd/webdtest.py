@@ -238,6 +238,13 @@ class Webd:
         self.proc = None
         return code
 
+    def check_clean_exit(self, code):
+        """After stop(): exit status 0 and no sanitizer report in the log."""
+        log = self.log()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            assert marker not in log, f"webd reported a memory error:\n{log[-4000:]}"
+        assert code == 0, f"webd exited with {code}:\n{log[-2000:]}"
+
     def key(self):
         return self.secret.read_bytes()
 

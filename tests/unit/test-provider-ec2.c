@@ -1,0 +1,289 @@
+/* Unit tests for lbd/provider-ec2.c through the provider interface (provider_new() with provider = ec2),
+ * against a scripted EC2 endpoint (tests/unit/fakehttp.h): instances become backends at their private
+ * address and [pool] port, and an address outside [pool] networks is never reported (has_addr false);
+ * states are mapped; a launch carries the rendered user data ({{upstream}} filled in), the pool's tag, a
+ * Name tag and the caller's ClientToken; terminate names the ids; a reload while a call runs still lets
+ * that call report; errors come back as the provider's -errno. */
+#include <errno.h>
+#include <event2/event.h>
+#include <openssl/evp.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/log.h"
+#include "common/macro.h"
+#include "lbd/config.h"
+#include "lbd/provider.h"
+#include "tests/unit/fakehttp.h"
+
+#define ITEM(id, state, ip)                                                                                 \
+        "<item><instanceId>" id "</instanceId><instanceState><name>" state "</name></instanceState>"        \
+        "<launchTime>2024-05-01T12:00:00.000Z</launchTime><privateIpAddress>" ip                            \
+        "</privateIpAddress></item>"
+
+/* clang-format off */
+static const char describe[] =
+        "<DescribeInstancesResponse><reservationSet><item><instancesSet>"
+        ITEM("i-in", "running", "127.0.1.4")
+        ITEM("i-out", "running", "10.0.0.5")
+        ITEM("i-none", "pending", "")
+        ITEM("i-stop", "stopped", "127.0.1.6")
+        ITEM("i-odd", "rebooting", "127.0.1.7")
+        "</instancesSet></item></reservationSet></DescribeInstancesResponse>";
+
+static const char run[] =
+        "<RunInstancesResponse><instancesSet>"
+        ITEM("i-new", "pending", "127.0.1.9")
+        "</instancesSet></RunInstancesResponse>";
+/* clang-format on */
+
+struct fixture {
+        struct event_base *base;
+        struct fakehttp *server;
+        struct config config, config2;
+        struct provider *p;
+        char template_path[64];
+};
+
+struct result {
+        bool done;
+        int r;
+        struct instance v[8];
+        size_t n;
+};
+
+static void on_list(struct provider *p, int r, const struct instance *v, size_t n, void *userdata)
+{
+        struct result *res = userdata;
+
+        res->done = true;
+        res->r = r;
+        res->n = n;
+        for (size_t i = 0; i < n && i < ELEMENTSOF(res->v); i++)
+                res->v[i] = v[i];
+}
+
+static void on_terminate(struct provider *p, int r, void *userdata)
+{
+        on_list(p, r, NULL, 0, userdata);
+}
+
+static void run_until(struct event_base *base, const bool *done)
+{
+        uint64_t deadline = now_usec() + 10 * USEC_PER_SEC;
+
+        while (!*done && now_usec() < deadline)
+                (void)event_base_loop(base, EVLOOP_ONCE);
+        assert_true(*done);
+}
+
+static void fill_config(struct fixture *f, struct config *c)
+{
+        char endpoint[64];
+
+        config_init(c);
+        (void)snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%u", f->server->port);
+        assert_int_equal(config_set(c, "pool", "provider", "ec2", NULL), 0);
+        assert_int_equal(config_set(c, "pool", "port", "8080", NULL), 0);
+        assert_int_equal(config_set(c, "pool", "networks", "127.0.0.0/8", NULL), 0);
+        assert_int_equal(config_set(c, "ec2", "endpoint", endpoint, NULL), 0);
+        assert_int_equal(config_set(c, "ec2", "region", "us-east-1", NULL), 0);
+        assert_int_equal(config_set(c, "ec2", "image", "ami-1", NULL), 0);
+        assert_int_equal(config_set(c, "ec2", "subnet", "subnet-1", NULL), 0);
+        assert_int_equal(config_set(c, "ec2", "user_data", f->template_path, NULL), 0);
+        assert_int_equal(config_set(c, "ec2", "upstream", "127.0.0.1:9000", NULL), 0);
+        assert_int_equal(config_set(c, "ec2", "tag", "lbd:pool=main", NULL), 0);
+        config_finish(c);
+}
+
+static int setup(void **state)
+{
+        struct fixture *f = calloc(1, sizeof(*f));
+        FILE *t;
+        int fd;
+
+        assert_non_null(f);
+        setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE", 1);
+        setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", 1);
+        setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
+        memcpy(f->template_path, "/tmp/test-provider-ec2-XXXXXX", sizeof("/tmp/test-provider-ec2-XXXXXX"));
+        fd = mkstemp(f->template_path);
+        assert_true(fd >= 0);
+        t = fdopen(fd, "w");
+        assert_non_null(t);
+        assert_true(fputs("#!/bin/sh\nexec lbd --backend {{upstream}} # {{upstream}}\n", t) >= 0);
+        assert_int_equal(fclose(t), 0);
+
+        f->base = event_base_new();
+        f->server = calloc(1, sizeof(*f->server));
+        assert_non_null(f->base);
+        assert_non_null(f->server);
+        fakehttp_start(f->server, f->base);
+        fill_config(f, &f->config);
+        assert_int_equal(provider_new(f->base, &f->config, &f->p), 0);
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state)
+{
+        struct fixture *f = *state;
+
+        provider_free(f->p);
+        fakehttp_stop(f->server);
+        free(f->server);
+        event_base_free(f->base);
+        (void)unlink(f->template_path);
+        free(f);
+        return 0;
+}
+
+static void test_list(void **state)
+{
+        struct fixture *f = *state;
+        struct result res = {0};
+        char buf[NETADDR_STRLEN];
+
+        assert_true(f->p->ops->managed);
+        fakehttp_queue(f->server, 200, describe);
+        assert_int_equal(f->p->ops->list(f->p, on_list, &res), 0);
+        assert_false(res.done);
+        run_until(f->base, &res.done);
+        assert_int_equal(res.r, 0);
+        assert_int_equal(res.n, 5);
+
+        assert_string_equal(res.v[0].id, "i-in");
+        assert_int_equal(res.v[0].state, INSTANCE_RUNNING);
+        assert_true(res.v[0].has_addr);
+        assert_true(netaddr_format(&res.v[0].addr, buf, sizeof(buf)) > 0);
+        assert_string_equal(buf, "127.0.1.4:8080");
+        assert_int_equal(res.v[0].launched_usec, UINT64_C(1714564800) * USEC_PER_SEC);
+
+        /* Outside [pool] networks: listed, but never an address to contact. */
+        assert_string_equal(res.v[1].id, "i-out");
+        assert_false(res.v[1].has_addr);
+        assert_string_equal(res.v[2].id, "i-none");
+        assert_int_equal(res.v[2].state, INSTANCE_PENDING);
+        assert_false(res.v[2].has_addr);
+        assert_int_equal(res.v[3].state, INSTANCE_STOPPED);
+        assert_int_equal(res.v[4].state, INSTANCE_UNKNOWN);
+
+        assert_non_null(
+                strstr(f->server->requests[0].body, "Filter.1.Name=tag%3Albd%3Apool&Filter.1.Value.1=main"));
+}
+
+static void test_launch_and_terminate(void **state)
+{
+        struct fixture *f = *state;
+        struct result res = {0};
+        const char rendered[] = "#!/bin/sh\nexec lbd --backend 127.0.0.1:9000 # 127.0.0.1:9000\n";
+        unsigned char b64[256];
+        char expect[512];
+
+        fakehttp_queue(f->server, 200, run);
+        assert_int_equal(f->p->ops->launch(f->p, 1, "lbd-token-1", on_list, &res), 0);
+        run_until(f->base, &res.done);
+        assert_int_equal(res.r, 0);
+        assert_int_equal(res.n, 1);
+        assert_string_equal(res.v[0].id, "i-new");
+        assert_true(res.v[0].has_addr);
+
+        (void)EVP_EncodeBlock(b64, (const unsigned char *)rendered, (int)strlen(rendered));
+        {
+                /* '+', '/' and '=' of base64 are percent-encoded in the form. */
+                char enc[400];
+                size_t o = 0;
+
+                for (const unsigned char *p = b64; *p; p++)
+                        o += (size_t)snprintf(enc + o, sizeof(enc) - o, strchr("+/=", *p) ? "%%%02X" : "%c",
+                                              *p);
+                (void)snprintf(expect, sizeof(expect), "&UserData=%s&", enc);
+        }
+        print_message("%s\n", f->server->requests[0].body);
+        assert_non_null(strstr(f->server->requests[0].body, expect));
+        assert_non_null(strstr(f->server->requests[0].body,
+                               "&ImageId=ami-1&InstanceType=t3.micro&SubnetId=subnet-1&"));
+        assert_non_null(strstr(f->server->requests[0].body,
+                               "TagSpecification.1.Tag.1.Key=lbd%3Apool&TagSpecification"
+                               ".1.Tag.1.Value=main&TagSpecification.1.Tag.2.Key=Name&"
+                               "TagSpecification.1.Tag.2.Value=lbd-main&"));
+        assert_non_null(
+                strstr(f->server->requests[0].body, "&ClientToken=lbd-token-1&MinCount=1&MaxCount=1"));
+
+        memset(&res, 0, sizeof(res));
+        fakehttp_queue(f->server, 200, "<TerminateInstancesResponse/>");
+        assert_int_equal(
+                f->p->ops->terminate(f->p, (const char *[]){"i-in", "i-stop"}, 2, on_terminate, &res), 0);
+        run_until(f->base, &res.done);
+        assert_int_equal(res.r, 0);
+        assert_non_null(strstr(f->server->requests[1].body, "&InstanceId.1=i-in&InstanceId.2=i-stop"));
+}
+
+static void test_errors(void **state)
+{
+        struct fixture *f = *state;
+        struct result res = {0};
+
+        fakehttp_queue(f->server, 401,
+                       "<Response><Errors><Error><Code>AuthFailure</Code></Error></Errors></Response>");
+        assert_int_equal(f->p->ops->list(f->p, on_list, &res), 0);
+        run_until(f->base, &res.done);
+        assert_int_equal(res.r, -EACCES);
+        assert_int_equal(res.n, 0);
+
+        memset(&res, 0, sizeof(res));
+        fakehttp_queue(
+                f->server, 403,
+                "<Response><Errors><Error><Code>UnauthorizedOperation</Code></Error></Errors></Response>");
+        assert_int_equal(f->p->ops->launch(f->p, 1, "t", on_list, &res), 0);
+        run_until(f->base, &res.done);
+        assert_int_equal(res.r, -EPERM);
+}
+
+static void test_reload_during_call(void **state)
+{
+        struct fixture *f = *state;
+        struct result res = {0}, res2 = {0};
+
+        fakehttp_queue(f->server, 200, describe);
+        fakehttp_queue(f->server, 200, describe);
+        assert_int_equal(f->p->ops->list(f->p, on_list, &res), 0);
+        /* A reload (a new client) before the call is answered. */
+        fill_config(f, &f->config2);
+        assert_int_equal(config_set(&f->config2, "pool", "port", "9090", NULL), 0);
+        assert_int_equal(f->p->ops->set_config(f->p, &f->config2), 0);
+        assert_int_equal(f->p->ops->list(f->p, on_list, &res2), 0);
+        run_until(f->base, &res.done);
+        run_until(f->base, &res2.done);
+        assert_int_equal(res.r, 0);
+        assert_int_equal(res2.r, 0);
+        assert_int_equal(res2.n, 5);
+        assert_int_equal(netaddr_port(&res2.v[0].addr), 9090);
+
+        /* A template that can't be read is refused, and the old settings stay. */
+        assert_int_equal(config_set(&f->config2, "ec2", "user_data", "/nonexistent/user-data", NULL), 0);
+        assert_int_equal(f->p->ops->set_config(f->p, &f->config2), -ENOENT);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_list, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_launch_and_terminate, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_reload_during_call, setup, teardown),
+        };
+
+        log_set_max_level(LOG_CRIT); /* the failures provoked here are logged as errors */
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
