@@ -235,9 +235,12 @@ class Backend:
         no_body = status in (204, 304) or (100 <= status < 200)
         if not no_body:
             headers.append(("Content-Length", str(len(body))))
-        writer.write(self.head_bytes(status, headers, conn_id, keep_alive))
+        # Head and a small body in one send, as real servers do (nginx writes them with one writev): a
+        # backend killed between two sends truncates a response mid-way, which no proxy can retry.
+        head = self.head_bytes(status, headers, conn_id, keep_alive)
         if req is None or (req.method != "HEAD" and not no_body):
-            writer.write(body)
+            head += body
+        writer.write(head)
         await writer.drain()
 
     async def send_pattern(self, writer, req, n, chunked, conn_id, keep_alive):
