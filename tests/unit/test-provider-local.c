@@ -123,7 +123,7 @@ static pid_t pid_of(const char *id)
         const char *dash = strrchr(id, '-');
 
         assert_non_null(dash);
-        return (pid_t)atoi(dash + 1);
+        return (pid_t)strtol(dash + 1, NULL, 10);
 }
 
 /* Lists until <id> is reported in <state> (or missing, for INSTANCE_UNKNOWN), within 5 s. */
