@@ -767,8 +767,18 @@ static int http_puts(struct evbuffer *out, const char *s)
 int http_write_request_head(struct evbuffer *out, const char *buf, const struct http_head *h,
                             const struct http_forward *fw)
 {
+        size_t n_out = 3; /* X-Forwarded-For (one line for all), X-Forwarded-Proto, X-Request-Id */
         bool xff = false;
         int r = 0;
+
+        /* The next hop (often another lbd) holds heads to the same field count: never forward more. */
+        for (size_t i = 0; i < h->n_fields; i++)
+                if (!http_head_is_hop_by_hop(h, i) && !http_skip_request_field(buf, h, i, NULL))
+                        n_out++;
+        if (h->host < 0 && fw->host)
+                n_out++;
+        if (n_out > HTTP_MAX_FIELDS)
+                return -EMSGSIZE;
 
         r |= http_puts(out, http_method_str(h->method));
         r |= http_put(out, " ", 1);

@@ -100,7 +100,8 @@ struct http_forward {
 };
 
 /* Appends the request head to forward: request line as HTTP/1.1, fields without hop-by-hop ones and
- * without the X-Forwarded-* and X-Request-Id lbd sets itself, then those. Returns 0 or -ENOMEM. */
+ * without the X-Forwarded-* and X-Request-Id lbd sets itself, then those. Returns 0, -ENOMEM, or
+ * -EMSGSIZE when the fields lbd adds would take the head past HTTP_MAX_FIELDS (answer 431). */
 int http_write_request_head(struct evbuffer *out, const char *buf, const struct http_head *h,
                             const struct http_forward *fw);
 

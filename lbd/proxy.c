@@ -1091,9 +1091,13 @@ static void client_start(struct client *c, struct txn *t, const char *buf, size_
                 return;
         }
 
-        if (http_write_request_head(t->replay, buf, &t->req, &fw) < 0) {
+        r = http_write_request_head(t->replay, buf, &t->req, &fw);
+        if (r < 0) {
                 (void)evbuffer_drain(c->in, head_len);
-                txn_fail(c, 500, "out of memory");
+                if (r == -EMSGSIZE)
+                        txn_fail(c, 431, "too many header fields");
+                else
+                        txn_fail(c, 500, "out of memory");
                 return;
         }
         t->replayable = true;

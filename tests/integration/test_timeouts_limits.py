@@ -110,6 +110,27 @@ def test_431_default_limit(harness):
     assert not b1.saw("/huge")
 
 
+def test_431_field_count_leaves_room_for_forwarding_fields(harness):
+    # lbd adds X-Forwarded-For, X-Forwarded-Proto and X-Request-Id; the head it forwards must stay
+    # within the field limit the next hop (often another lbd) holds it to, so the limit counts them.
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1])
+
+    def head(n_extra, marker):
+        fields = b"".join(b"X-H%d: v\r\n" % i for i in range(n_extra))
+        return b"GET /" + marker + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + fields + b"\r\n"
+
+    # Host + 96 fields (+ Connection, hop-by-hop) forward as 100 fields: the most allowed.
+    out, _ = lbd.raw(head(96, b"fits"))
+    assert only_response(out).status == 200
+    rec = [r for r in b1.requests() if "/fits" in r["path"]]
+    assert len(rec) == 1 and len(rec[0]["headers"]) == 100, rec
+    out, closed = lbd.raw(head(97, b"one-too-many"))
+    assert closed
+    assert_error(only_response(out), 431)
+    assert not b1.saw("/one-too-many")
+
+
 def test_431_huge_request_line(harness):
     (b1,) = harness.backends(1)
     lbd = harness.lbd([b1], args=["--set", "limits.max_header_size=4k"])
