@@ -49,6 +49,8 @@ PACKAGES=(
     curl
     valgrind
     shellcheck
+    debootstrap
+    systemd-container
 )
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
