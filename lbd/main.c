@@ -28,7 +28,7 @@
 #include "lbd/config.h"
 #include "lbd/health.h"
 #include "lbd/lbd.h"
-#include "lbd/notify.h"
+#include "common/notify.h"
 #include "lbd/provider.h"
 #include "lbd/proxy.h"
 #include "lbd/reconcile.h"

@@ -23,7 +23,7 @@
 #include "common/log.h"
 #include "common/macro.h"
 #include "lbd-version.h"
-#include "lbd/notify.h"
+#include "common/notify.h"
 #include "webd/activity.h"
 #include "webd/config.h"
 #include "webd/db.h"

@@ -1,7 +1,7 @@
 /* systemd notification: thin wrappers around sd_notify(), and the watchdog timer on the event loop. The
  * timer fires every WATCHDOG_USEC / 2; since it runs on the loop, a loop that stops turning stops the
  * pings, which is the point. */
-#include "lbd/notify.h"
+#include "common/notify.h"
 
 #include <event2/event.h>
 #include <stdbool.h>
