@@ -347,13 +347,13 @@ static void test_lists(void **state)
         free(log);
 
         /* Networks: empty means any; repeats append. */
-        assert_int_equal(load(&c, "[pool]\nnetworks = 127.0.0.0/8\nnetworks = 10.0.0.0/8,::1\n", NULL), 0);
+        assert_int_equal(load(&c, "[pool]\nnetworks = 127.0.0.0/8\nnetworks = 198.18.0.0/15,::1\n", NULL), 0);
         assert_int_equal(c.n_networks, 3);
         assert_int_equal(c.networks[2].family, AF_INET6);
         assert_int_equal(load(&c, "[pool]\nnetworks =\n", NULL), 0);
         assert_int_equal(c.n_networks, 0);
-        assert_int_equal(load(&c, "[pool]\nnetworks = 10.0.0.1/8\n", &log), -EINVAL);
-        assert_non_null(strstr(log, "[pool] key 'networks': '10.0.0.1/8' is not a network"));
+        assert_int_equal(load(&c, "[pool]\nnetworks = 198.18.0.1/15\n", &log), -EINVAL);
+        assert_non_null(strstr(log, "[pool] key 'networks': '198.18.0.1/15' is not a network"));
         free(log);
 
         /* Backends up to CONFIG_MAX_BACKENDS. */
@@ -420,7 +420,7 @@ static void test_bad_values(void **state)
                  "0123456789012345678901234567890123456789012345678901234567890123456789"
                  "0123456789012345678901234567890123456789012345678901234567890123456789",
                  "is too long"},
-                {"lbd", "admin", "10.0.0.1:9180", "must be a loopback address"},
+                {"lbd", "admin", "192.0.2.1:9180", "must be a loopback address"},
                 {"lbd", "admin", "0.0.0.0:9180", "must be a loopback address"},
                 {"lbd", "admin", "[::]:9180", "must be a loopback address"},
                 {"lbd", "admin", "[::ffff:127.0.0.1]:9180", "must be a loopback address"},
@@ -472,10 +472,10 @@ static void test_bad_values(void **state)
                 {"pool", "desired", "1001", "between 0 and 1000"},
                 {"pool", "port", "0", "between 1 and 65535"},
                 {"pool", "port", "65536", "between 1 and 65535"},
-                {"pool", "networks", "10.0.0.0/33", "'10.0.0.0/33': prefix longer than the address"},
-                {"pool", "networks", "10.0.0.0/16, 10.0.0.1/16", "'10.0.0.1/16' is not a network"},
-                {"pool", "networks", "10.0.0.0/8,,", "empty entry"},
-                {"pool", "backends", "10.0.0.1:0", "port must be between 1 and 65535"},
+                {"pool", "networks", "198.18.0.0/33", "'198.18.0.0/33': prefix longer than the address"},
+                {"pool", "networks", "198.18.0.0/16, 198.18.0.1/16", "'198.18.0.1/16' is not a network"},
+                {"pool", "networks", "198.18.0.0/15,,", "empty entry"},
+                {"pool", "backends", "192.0.2.1:0", "port must be between 1 and 65535"},
                 {"pool", "backends", "host.example:80", "is not a numeric address, e.g."},
                 {"pool", "backends", "127.0.0.1:80,", "empty entry"},
                 {"pool", "grace", "1x", "not a duration"},
@@ -494,7 +494,7 @@ static void test_bad_values(void **state)
                 {"ec2", "security_groups", "sg-1,,sg-2", "empty entry"},
                 {"ec2", "security_groups", "sg 1", "without blanks"},
                 {"ec2", "user_data", "user-data.sh", "absolute file path"},
-                {"ec2", "upstream", "10.0.1.20", "numeric address with a port"},
+                {"ec2", "upstream", "192.0.2.20", "numeric address with a port"},
                 {"ec2", "tag", "lbd:pool", "KEY=VALUE"},
                 {"ec2", "tag", "=main", "KEY=VALUE"},
                 {"ec2", "tag", "aws:pool=main", "reserved by AWS"},
@@ -555,9 +555,9 @@ static void test_set(void **state)
         assert_int_equal(config_set(&c, "ec2", "security_groups", "sg-1, sg-2", NULL), 0);
         assert_int_equal(c.n_ec2_security_groups, 2);
         assert_string_equal(c.ec2_security_groups[1], "sg-2");
-        assert_int_equal(config_set(&c, "ec2", "upstream", "10.0.1.20:8080", NULL), 0);
+        assert_int_equal(config_set(&c, "ec2", "upstream", "192.0.2.20:8080", NULL), 0);
         assert_true(c.ec2_upstream_set);
-        check_addr(&c.ec2_upstream, "10.0.1.20:8080");
+        check_addr(&c.ec2_upstream, "192.0.2.20:8080");
         assert_int_equal(config_set(&c, "ec2", "upstream", "", NULL), 0);
         assert_false(c.ec2_upstream_set);
         assert_int_equal(config_set(&c, "ec2", "instance_type", "", NULL), 0);
@@ -776,7 +776,7 @@ static void test_validate(void **state)
                        "[local] key 'base_port': base_port + desired - 1 is beyond port 65535", 1);
         c.desired = 2;
         check_validate(&c, 0, NULL, 0);
-        assert_int_equal(config_set(&c, "pool", "networks", "10.0.0.0/8", NULL), 0);
+        assert_int_equal(config_set(&c, "pool", "networks", "198.18.0.0/15", NULL), 0);
         check_validate(&c, -EINVAL,
                        "[pool] key 'networks': the local provider's backends listen on 127.0.0.1", 1);
         assert_int_equal(config_set(&c, "local", "command", "/bin/relay {port}", NULL), 0);
@@ -799,17 +799,17 @@ static void test_validate(void **state)
         check_validate(&c, 0, NULL, 0);
 
         valid_config(&c);
-        assert_int_equal(netaddr_parse("10.0.0.1:9180", 0, false, &c.admin), 0);
+        assert_int_equal(netaddr_parse("192.0.2.1:9180", 0, false, &c.admin), 0);
         check_validate(&c, -EINVAL, "[lbd] key 'admin': must be a loopback address", 1);
 
         /* Backends outside the allowed networks are named. */
         valid_config(&c);
-        assert_int_equal(config_set(&c, "pool", "backends", "127.0.0.1:80, 10.1.2.3:80, [::1]:80", NULL), 0);
-        check_validate(&c, -EINVAL, "[pool] key 'backends': backend 10.1.2.3:80 is outside [pool] networks",
+        assert_int_equal(config_set(&c, "pool", "backends", "127.0.0.1:80, 192.0.2.3:80, [::1]:80", NULL), 0);
+        check_validate(&c, -EINVAL, "[pool] key 'backends': backend 192.0.2.3:80 is outside [pool] networks",
                        2);
         assert_int_equal(config_set(&c, "pool", "networks", "", NULL), 0);
         check_validate(&c, 0, NULL, 0);
-        assert_int_equal(config_set(&c, "pool", "networks", "127.0.0.0/8, 10.1.2.0/24, ::1", NULL), 0);
+        assert_int_equal(config_set(&c, "pool", "networks", "127.0.0.0/8, 192.0.2.0/24, ::1", NULL), 0);
         check_validate(&c, 0, NULL, 0);
 
         /* An IPv4-mapped backend is inside an IPv4 network. */

@@ -25,7 +25,7 @@
 #define INSTANCE_XML(id, state, ip)                                                                         \
         "<item><instanceId>" id "</instanceId><imageId>ami-1</imageId>"                                     \
         "<instanceState><code>16</code><name>" state "</name></instanceState>"                              \
-        "<networkInterfaceSet><item><privateIpAddress>10.9.9.9</privateIpAddress>"                          \
+        "<networkInterfaceSet><item><privateIpAddress>192.0.2.9</privateIpAddress>"                          \
         "<subnetId>subnet-nested</subnetId></item></networkInterfaceSet>"                                   \
         "<launchTime>2024-05-01T12:00:00.000Z</launchTime><subnetId>subnet-1</subnetId>"                    \
         "<privateIpAddress>" ip "</privateIpAddress></item>"
@@ -432,7 +432,7 @@ static void test_run_and_terminate(void **state)
         struct fixture *f = *state;
         struct outcome o = {0};
         const char *groups[] = {"sg-1", "sg-2"};
-        const char user_data[] = "#!/bin/sh\nUPSTREAM=10.0.0.1:8080\n";
+        const char user_data[] = "#!/bin/sh\nUPSTREAM=192.0.2.1:8080\n";
         const struct ec2_launch l = {
                 .image = "ami-123",
                 .instance_type = "t3.micro",
@@ -477,7 +477,7 @@ static void test_run_and_terminate(void **state)
                 body, "Action=RunInstances&Version=2016-11-15&ImageId=ami-123&InstanceType=t3.micro"
                       "&SubnetId=subnet-1&SecurityGroupId.1=sg-1&SecurityGroupId.2=sg-2"
                       "&KeyName=my%20key&IamInstanceProfile.Arn=arn%3Aaws%3Aiam%3A%3A1%3Ainstance-"
-                      "profile%2Fp&UserData=IyEvYmluL3NoClVQU1RSRUFNPTEwLjAuMC4xOjgwODAK"
+                      "profile%2Fp&UserData=IyEvYmluL3NoClVQU1RSRUFNPTE5Mi4wLjIuMTo4MDgwCg%3D%3D"
                       "&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=lbd%3Apool"
                       "&TagSpecification.1.Tag.1.Value=main&TagSpecification.1.Tag.2.Key=Name"
                       "&TagSpecification.1.Tag.2.Value=lbd-main&ClientToken=tok-1&MinCount=2&MaxCount=2");

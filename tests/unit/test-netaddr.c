@@ -50,11 +50,11 @@ static void test_parse_v4(void **state)
         check_parse("1.2.3.4:0", 0, true, "1.2.3.4:0");
         check_parse("1.2.3.4:00080", 0, false, "1.2.3.4:80");
 
-        assert_int_equal(netaddr_parse("10.0.0.1:443", 0, false, &a), 0);
+        assert_int_equal(netaddr_parse("192.0.2.1:443", 0, false, &a), 0);
         assert_int_equal(a.u.sa.sa_family, AF_INET);
         assert_int_equal(a.len, sizeof(struct sockaddr_in));
         assert_int_equal(netaddr_port(&a), 443);
-        assert_int_equal(ntohl(a.u.in.sin_addr.s_addr), 0x0a000001);
+        assert_int_equal(ntohl(a.u.in.sin_addr.s_addr), 0xc0000201);
 }
 
 static void test_parse_v6(void **state)
@@ -154,17 +154,17 @@ static void test_format(void **state)
         assert_int_equal(netaddr_format_host(&a, buf, 11), -ENOBUFS);
         assert_int_equal(netaddr_format_host(&a, buf, 12), 11);
 
-        assert_int_equal(netaddr_parse("10.1.2.3:7", 0, false, &a), 0);
-        assert_int_equal(netaddr_format_host(&a, buf, sizeof(buf)), 8);
-        assert_string_equal(buf, "10.1.2.3");
-        assert_int_equal(netaddr_format(&a, buf, 10), -ENOBUFS);
-        assert_int_equal(netaddr_format(&a, buf, 11), 10);
-        assert_string_equal(buf, "10.1.2.3:7");
+        assert_int_equal(netaddr_parse("192.0.2.3:7", 0, false, &a), 0);
+        assert_int_equal(netaddr_format_host(&a, buf, sizeof(buf)), 9);
+        assert_string_equal(buf, "192.0.2.3");
+        assert_int_equal(netaddr_format(&a, buf, 11), -ENOBUFS);
+        assert_int_equal(netaddr_format(&a, buf, 12), 11);
+        assert_string_equal(buf, "192.0.2.3:7");
 
         netaddr_set_port(&a, 65535);
         assert_int_equal(netaddr_port(&a), 65535);
-        assert_int_equal(netaddr_format(&a, buf, sizeof(buf)), 14);
-        assert_string_equal(buf, "10.1.2.3:65535");
+        assert_int_equal(netaddr_format(&a, buf, sizeof(buf)), 15);
+        assert_string_equal(buf, "192.0.2.3:65535");
 
         memset(&a, 0, sizeof(a));
         assert_int_equal(netaddr_format(&a, buf, sizeof(buf)), -EAFNOSUPPORT);
@@ -229,9 +229,9 @@ static void test_cidr_parse(void **state)
                 "foo/8",
                 "[::1]/128",
                 "::1/12a",
-                "10.0.0.1/16",
+                "198.51.0.1/16",
                 "11.0.0.0/7",
-                "10.128.0.0/8",
+                "198.128.0.0/8",
                 "::1/127",
                 "2001:db8::/16",
                 "1.2.3.4:80",
@@ -240,11 +240,11 @@ static void test_cidr_parse(void **state)
         struct netaddr_cidr c;
 
         check_cidr("127.0.0.0/8", AF_INET, 8, "127.0.0.0");
-        check_cidr("10.0.0.0/16", AF_INET, 16, "10.0.0.0");
+        check_cidr("198.51.0.0/16", AF_INET, 16, "198.51.0.0");
         check_cidr("0.0.0.0/0", AF_INET, 0, "0.0.0.0");
-        check_cidr("10.0.0.1", AF_INET, 32, "10.0.0.1");
-        check_cidr("10.0.0.1/32", AF_INET, 32, "10.0.0.1");
-        check_cidr("10.0.0.0/7", AF_INET, 7, "10.0.0.0"); /* 10 = 0b00001010: the host bit is clear */
+        check_cidr("192.0.2.1", AF_INET, 32, "192.0.2.1");
+        check_cidr("192.0.2.1/32", AF_INET, 32, "192.0.2.1");
+        check_cidr("198.0.0.0/7", AF_INET, 7, "198.0.0.0"); /* 198 = 0b11000110: the host bit is clear */
         check_cidr("::1/128", AF_INET6, 128, "::1");
         check_cidr("::1", AF_INET6, 128, "::1");
         check_cidr("::/0", AF_INET6, 0, "::");
@@ -280,12 +280,12 @@ static void test_cidr_contains(void **state)
         assert_true(contains("127.0.0.0/8", "127.255.255.255:9"));
         assert_false(contains("127.0.0.0/8", "128.0.0.1"));
         assert_false(contains("127.0.0.0/8", "126.255.255.255"));
-        assert_true(contains("10.0.0.0/16", "10.0.255.1"));
-        assert_false(contains("10.0.0.0/16", "10.1.0.1"));
-        assert_true(contains("10.0.0.0/9", "10.127.0.1"));
-        assert_false(contains("10.0.0.0/9", "10.128.0.1"));
-        assert_true(contains("192.168.1.7", "192.168.1.7"));
-        assert_false(contains("192.168.1.7", "192.168.1.6"));
+        assert_true(contains("198.51.0.0/16", "198.51.255.1"));
+        assert_false(contains("198.51.0.0/16", "198.52.0.1"));
+        assert_true(contains("198.0.0.0/9", "198.127.0.1"));
+        assert_false(contains("198.0.0.0/9", "198.128.0.1"));
+        assert_true(contains("203.0.113.7", "203.0.113.7"));
+        assert_false(contains("203.0.113.7", "203.0.113.6"));
         assert_true(contains("0.0.0.0/0", "8.8.8.8"));
 
         /* IPv6 */
@@ -300,7 +300,7 @@ static void test_cidr_contains(void **state)
         /* Across families: an IPv4-mapped address matches IPv4 networks, and IPv4 matches ::ffff:0:0/96. */
         assert_true(contains("127.0.0.0/8", "::ffff:127.0.0.1"));
         assert_true(contains("127.0.0.0/8", "[::ffff:127.1.2.3]:80"));
-        assert_false(contains("127.0.0.0/8", "::ffff:10.0.0.1"));
+        assert_false(contains("127.0.0.0/8", "::ffff:192.0.2.1"));
         assert_false(contains("127.0.0.0/8", "::127.0.0.1")); /* IPv4-compatible, not mapped */
         assert_false(contains("127.0.0.0/8", "::1"));
         assert_false(contains("0.0.0.0/0", "2001:db8::1"));

@@ -35,7 +35,7 @@
 static const char describe[] =
         "<DescribeInstancesResponse><reservationSet><item><instancesSet>"
         ITEM("i-in", "running", "127.0.1.4")
-        ITEM("i-out", "running", "10.0.0.5")
+        ITEM("i-out", "running", "192.0.2.5")
         ITEM("i-none", "pending", "")
         ITEM("i-stop", "stopped", "127.0.1.6")
         ITEM("i-odd", "rebooting", "127.0.1.7")

@@ -1035,7 +1035,7 @@ static void test_outside_networks(void **state)
         struct instance *inst;
 
         inst = cloud_add(f, INSTANCE_RUNNING);
-        assert_int_equal(netaddr_parse("10.1.2.3:80", 0, false, &inst->addr), 0);
+        assert_int_equal(netaddr_parse("192.0.2.3:80", 0, false, &inst->addr), 0);
         f->config.desired = 1;
         reconcile_start(f->r);
         run(f);
