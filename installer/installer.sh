@@ -1,0 +1,967 @@
+#!/bin/bash
+# Installs lbd, lbctl, webd and webctl on a Debian or Ubuntu machine, in one of three roles, with their
+# configuration, service users and systemd units. Safe to run again: it rewrites only what changed and
+# keeps generated secrets (the database password) that already exist.
+#
+# Usage: installer/installer.sh [--role lb|backend|web] [--non-interactive] [--root DIR] [--uninstall]
+#                               [--no-packages] [--prefix /usr/local] [--source DIR] [ROLE OPTIONS]
+#
+#   --role lb        the load balancer (default): lbd.service with /etc/lbd/lbd.conf
+#   --role backend   a backend: lbd in relay mode, lbd-relay.service with /etc/lbd/relay.conf
+#   --role web       the web host: webd.service with /etc/webd/webd.conf, and a local PostgreSQL database
+#   --non-interactive  never prompt: a missing required value is an error (exit 2) naming its flag;
+#                    without it, missing values are asked for when standard input is a terminal
+#   --root DIR       stage the installation under DIR instead of /: no packages are installed, no users
+#                    are created, no database is set up, systemd is not touched, and files keep the
+#                    invoking user as owner (the modes are those of a real installation)
+#   --uninstall      remove the binaries, the units, the configuration files this installer wrote and the
+#                    users lbd and webd; data is kept (/var/lib/webd, the database)
+#   --no-packages    do not install Debian packages (scripts/deps.sh groups build, run, web)
+#   --prefix DIR     installation prefix (default /usr/local): DIR/sbin/lbd, DIR/bin/lbctl, ...
+#   --source DIR     the source tree to build (default: the tree this script is in)
+#
+# Role lb:
+#   --listen ADDR            address clients connect to (default 0.0.0.0:80)
+#   --admin ADDR             admin API, loopback only (default 127.0.0.1:9180)
+#   --provider ec2|local|static   where backends come from (default ec2)
+#   --region R               AWS region (required for ec2 unless --instance-role)
+#   --access-key-id ID --secret-access-key KEY   credentials, written to /etc/lbd/credentials (0600 lbd)
+#   --instance-role          use the instance's role through the metadata service instead of keys
+#   --endpoint URL           EC2 endpoint override ([ec2] endpoint)
+#   --desired N              backends to keep (default 3)
+#   --subnet ID --security-groups sg-a,sg-b --image AMI --instance-type T --key-name K
+#   --networks CIDR[,CIDR]   backend address allowlist ([pool] networks)
+#   --upstream ADDR          the web host's ADDRESS:PORT; given, no web host is provisioned
+#   --tag KEY=VALUE          tag of the pool's instances (default lbd:pool=main)
+#   --provision | --no-provision   create the security groups and the web host with `lbctl provision`
+#                            (default: provision when the provider is ec2 and --upstream is not given;
+#                            it needs --subnet; the image it reports, baked or given, is the backends')
+# Role backend:
+#   --upstream ADDR          the web host's ADDRESS:PORT (required)
+#   --listen ADDR            (default 0.0.0.0:80)
+# Role web:
+#   --listen ADDR            (default 0.0.0.0:8080)
+#   --database CONNINFO      libpq connection string; default: a local PostgreSQL role and database 'webd'
+#                            created here, with a generated password kept in /etc/webd/pgpass (0600 webd)
+#
+# Environment: LBD_BUILD_DIR, the meson build directory (default SOURCE/build-install; an existing,
+# configured one is reused); LBD_SOURCE_URL, where the backends' and the web host's user-data fetch the
+# source when their image has no lbd (a git repository or a .tar.gz URL, written into the user-data);
+# LBD_LBCTL, the lbctl that runs `lbctl provision` (default: the one this installation installs).
+#
+# Exit status: 0 done, 1 failure, 2 bad usage or a missing required value.
+set -euo pipefail
+
+PROG=installer.sh
+INSTALLER_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MARKER="# Written by installer.sh: re-run the installer to change it (it rewrites this file)."
+UNIT_MARKER="# Installed by installer.sh from systemd/ in the lbd source tree."
+
+log() {
+    echo "$PROG: $*"
+}
+
+warn() {
+    echo "$PROG: warning: $*" >&2
+}
+
+die() {
+    echo "$PROG: error: $*" >&2
+    exit 1
+}
+
+usage_error() {
+    echo "$PROG: $*" >&2
+    echo "$PROG: see --help" >&2
+    exit 2
+}
+
+usage() {
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Options
+
+role=lb
+non_interactive=false
+root=""
+uninstall=false
+packages=true
+prefix=/usr/local
+source_dir=""
+listen=""
+admin=127.0.0.1:9180
+provider=ec2
+region=""
+access_key_id=""
+secret_access_key=""
+instance_role=false
+endpoint=""
+desired=3
+subnet=""
+security_groups=""
+image=""
+instance_type=""
+key_name=""
+networks=""
+upstream=""
+tag=lbd:pool=main
+provision=""
+database=""
+
+# Names of the options given, for checks that depend on the role.
+declare -A given=()
+
+need_value() {
+    (($2 >= 2)) || usage_error "$1 needs a value"
+}
+
+parse_options() {
+    local opt value
+    while (($# > 0)); do
+        opt=$1
+        value=""
+        if [[ $opt == --*=* ]]; then
+            value=${opt#*=}
+            opt=${opt%%=*}
+            set -- "$opt" "$value" "${@:2}"
+        fi
+        case "$opt" in
+            -h | --help)
+                usage
+                exit 0
+                ;;
+            --non-interactive) non_interactive=true ;;
+            --uninstall) uninstall=true ;;
+            --no-packages) packages=false ;;
+            --instance-role) instance_role=true ;;
+            --provision) provision=true ;;
+            --no-provision) provision=false ;;
+            --role | --root | --prefix | --source | --listen | --admin | --provider | --region | \
+                --access-key-id | --secret-access-key | --endpoint | --desired | --subnet | \
+                --security-groups | --image | --instance-type | --key-name | --networks | --upstream | \
+                --tag | --database)
+                need_value "$opt" $#
+                value=$2
+                shift
+                case "$opt" in
+                    --role) role=$value ;;
+                    --root) root=$value ;;
+                    --prefix) prefix=$value ;;
+                    --source) source_dir=$value ;;
+                    --listen) listen=$value ;;
+                    --admin) admin=$value ;;
+                    --provider) provider=$value ;;
+                    --region) region=$value ;;
+                    --access-key-id) access_key_id=$value ;;
+                    --secret-access-key) secret_access_key=$value ;;
+                    --endpoint) endpoint=$value ;;
+                    --desired) desired=$value ;;
+                    --subnet) subnet=$value ;;
+                    --security-groups) security_groups=$value ;;
+                    --image) image=$value ;;
+                    --instance-type) instance_type=$value ;;
+                    --key-name) key_name=$value ;;
+                    --networks) networks=$value ;;
+                    --upstream) upstream=$value ;;
+                    --tag) tag=$value ;;
+                    --database) database=$value ;;
+                esac
+                ;;
+            *) usage_error "unknown option '$opt'" ;;
+        esac
+        given[$opt]=1
+        shift
+    done
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Validation: every value is checked before it reaches a file.
+
+valid_ipv4() {
+    local a b c d x
+    [[ $1 =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$ ]] || return 1
+    a=${BASH_REMATCH[1]} b=${BASH_REMATCH[2]} c=${BASH_REMATCH[3]} d=${BASH_REMATCH[4]}
+    for x in "$a" "$b" "$c" "$d"; do
+        [[ $x =~ ^(0|[1-9][0-9]*)$ ]] && ((10#$x <= 255)) || return 1
+    done
+}
+
+valid_ipv6() {
+    [[ $1 =~ ^[0-9A-Fa-f:.]+$ && $1 == *:* && ${#1} -le 45 ]]
+}
+
+valid_port() {
+    [[ $1 =~ ^[1-9][0-9]{0,4}$ ]] && ((10#$1 <= 65535))
+}
+
+# ADDRESS:PORT with a numeric IPv4 address or a bracketed IPv6 one ("[::1]:80").
+valid_addr() {
+    local host port
+    if [[ $1 =~ ^\[([^]]+)\]:([0-9]+)$ ]]; then
+        host=${BASH_REMATCH[1]}
+        port=${BASH_REMATCH[2]}
+        valid_ipv6 "$host" && valid_port "$port"
+        return
+    fi
+    [[ $1 =~ ^([0-9.]+):([0-9]+)$ ]] || return 1
+    host=${BASH_REMATCH[1]}
+    port=${BASH_REMATCH[2]}
+    valid_ipv4 "$host" && valid_port "$port"
+}
+
+valid_loopback_addr() {
+    valid_addr "$1" && [[ $1 == 127.* || $1 == "[::1]:"* ]]
+}
+
+valid_cidr() {
+    local net len
+    [[ $1 =~ ^([^/]+)/([0-9]{1,3})$ ]] || return 1
+    net=${BASH_REMATCH[1]}
+    len=${BASH_REMATCH[2]}
+    if valid_ipv4 "$net"; then
+        ((10#$len <= 32))
+    else
+        valid_ipv6 "$net" && ((10#$len <= 128))
+    fi
+}
+
+valid_list() {
+    local check=$1 item
+    local -a items
+    [[ -n $2 && $2 != *,,* && $2 != ,* && $2 != *, ]] || return 1
+    IFS=, read -ra items <<<"$2"
+    for item in "${items[@]}"; do
+        "$check" "$item" || return 1
+    done
+}
+
+valid_cidr_list() { valid_list valid_cidr "$1"; }
+valid_sg_list() { valid_list valid_sg "$1"; }
+valid_region() { [[ $1 =~ ^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$ ]]; }
+valid_access_key_id() { [[ $1 =~ ^[A-Z0-9]{16,128}$ ]]; }
+valid_secret_key() { [[ $1 =~ ^[A-Za-z0-9/+=]{16,128}$ ]]; }
+valid_endpoint() { [[ $1 =~ ^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$ || $1 =~ ^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?/?$ ]]; }
+valid_desired() { [[ $1 =~ ^(0|[1-9][0-9]{0,3})$ ]] && ((10#$1 <= 1000)); }
+valid_subnet() { [[ $1 =~ ^subnet-[0-9a-f]{8,17}$ ]]; }
+valid_sg() { [[ $1 =~ ^sg-[0-9a-f]{8,17}$ ]]; }
+valid_image() { [[ $1 =~ ^ami-[0-9a-f]{8,17}$ ]]; }
+valid_instance_id() { [[ $1 =~ ^i-[0-9a-f]{8,17}$ ]]; }
+valid_instance_type() { [[ $1 =~ ^[a-z][a-z0-9-]*\.[a-z0-9-]+$ && ${#1} -le 64 ]]; }
+valid_key_name() { [[ $1 =~ ^[A-Za-z0-9._@+-]{1,255}$ ]]; }
+valid_tag() { [[ $1 =~ ^[A-Za-z0-9:._/@+-]{1,128}=[A-Za-z0-9:._/@+-]{0,256}$ && $1 != aws:* ]]; }
+valid_url() { [[ $1 =~ ^(https?|git)://[A-Za-z0-9._~:/?@+=%,-]+$ ]]; }
+
+# A libpq connection string as one INI value: one line, and nothing an INI reader would take for a
+# comment (";" or "#" after a blank).
+valid_conninfo() {
+    [[ -n $1 && $1 != *$'\n'* && $1 != *$'\r'* && ! $1 =~ [[:space:]][\;#] && ! $1 =~ ^[\;#] ]]
+}
+
+check() {
+    local flag=$1 checker=$2 value=$3 what=$4
+    "$checker" "$value" || usage_error "$flag: '$value' is not $what"
+}
+
+# The same, for secrets: the value is never printed.
+check_secret() {
+    local flag=$1 checker=$2 value=$3 what=$4
+    "$checker" "$value" || usage_error "$flag: the value given is not $what"
+}
+
+# Asks for <flag>'s value when standard input is a terminal and prompts are allowed, else exits 2
+# naming the flag. Sets the variable <var>. <secret>: read without echo.
+ask() {
+    local flag=$1 var=$2 prompt=$3 secret=${4:-false} answer=""
+    if $non_interactive || [[ ! -t 0 ]]; then
+        if [[ $role == lb ]]; then
+            echo "$PROG: missing $flag (required for role lb with provider $provider)" >&2
+        else
+            echo "$PROG: missing $flag (required for role $role)" >&2
+        fi
+        exit 2
+    fi
+    while [[ -z $answer ]]; do
+        if $secret; then
+            read -r -s -p "$prompt: " answer
+            echo >&2
+        else
+            read -r -p "$prompt: " answer
+        fi
+    done
+    printf -v "$var" '%s' "$answer"
+}
+
+only_for() {
+    local wanted=$1 flag
+    shift
+    for flag in "$@"; do
+        if [[ -n ${given[$flag]:-} ]]; then
+            usage_error "$flag does not apply to role $role (only to $wanted)"
+        fi
+    done
+}
+
+validate() {
+    case "$role" in
+        lb | backend | web) ;;
+        *) usage_error "--role: '$role' is not lb, backend or web" ;;
+    esac
+    [[ $prefix == /* && $prefix != *[[:space:]]* && $prefix != *..* ]] ||
+        usage_error "--prefix: '$prefix' is not an absolute path"
+    prefix=${prefix%/}
+    [[ -n $prefix ]] || prefix=/
+    if [[ -n $root ]]; then
+        [[ $root != *[[:space:]]* ]] || usage_error "--root: '$root' has blanks"
+        mkdir -p -- "$root"
+        root=$(cd -- "$root" && pwd)
+        [[ $root != / ]] || root=""
+    fi
+
+    $uninstall && return 0
+
+    local lb_only=(--admin --provider --region --access-key-id --secret-access-key --instance-role
+        --endpoint --desired --subnet --security-groups --image --instance-type --key-name --networks
+        --tag --provision --no-provision)
+    case "$role" in
+        lb)
+            only_for web --database
+            [[ -n $listen ]] || listen=0.0.0.0:80
+            check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:80"
+            check --admin valid_loopback_addr "$admin" "a loopback ADDRESS:PORT such as 127.0.0.1:9180"
+            case "$provider" in
+                ec2 | local | static) ;;
+                *) usage_error "--provider: '$provider' is not ec2, local or static" ;;
+            esac
+            check --desired valid_desired "$desired" "a number from 0 to 1000"
+            [[ -z $networks ]] || check --networks valid_cidr_list "$networks" "a CIDR list such as 10.0.0.0/16,10.1.0.0/16"
+            [[ -z $upstream ]] || check --upstream valid_addr "$upstream" "an ADDRESS:PORT such as 10.0.1.20:8080"
+            if [[ $provider == ec2 ]]; then
+                validate_ec2
+            else
+                local flag
+                for flag in --region --access-key-id --secret-access-key --instance-role --endpoint \
+                    --subnet --security-groups --image --instance-type --key-name --tag --provision; do
+                    [[ -z ${given[$flag]:-} ]] || usage_error "$flag applies only to --provider ec2"
+                done
+                provision=false
+                [[ -n $upstream ]] ||
+                    ask --upstream upstream "Address of the web host (ADDRESS:PORT, e.g. 127.0.0.1:8080)"
+                check --upstream valid_addr "$upstream" "an ADDRESS:PORT such as 127.0.0.1:8080"
+            fi
+            ;;
+        backend)
+            only_for lb "${lb_only[@]}"
+            only_for web --database
+            [[ -n $listen ]] || listen=0.0.0.0:80
+            check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:80"
+            [[ -n $upstream ]] || ask --upstream upstream "Address of the web host (ADDRESS:PORT, e.g. 10.0.1.20:8080)"
+            check --upstream valid_addr "$upstream" "an ADDRESS:PORT such as 10.0.1.20:8080"
+            ;;
+        web)
+            only_for lb "${lb_only[@]}" --upstream
+            [[ -n $listen ]] || listen=0.0.0.0:8080
+            check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:8080"
+            if [[ -n ${given[--database]:-} ]]; then
+                valid_conninfo "$database" ||
+                    usage_error "--database: the connection string must be one line with no ' ;' or ' #'"
+            fi
+            ;;
+    esac
+}
+
+validate_ec2() {
+    if [[ -z $provision ]]; then
+        if [[ -n $upstream ]]; then provision=false; else provision=true; fi
+    fi
+    if [[ $provision == true && -n $upstream ]]; then
+        usage_error "--provision creates the web host: do not give --upstream with it"
+    fi
+    if [[ $provision == false && -z $upstream ]]; then
+        ask --upstream upstream "Address of the web host the backends relay to (ADDRESS:PORT)"
+        check --upstream valid_addr "$upstream" "an ADDRESS:PORT such as 10.0.1.20:8080"
+    fi
+
+    if $instance_role; then
+        [[ -z $access_key_id && -z $secret_access_key ]] ||
+            usage_error "--instance-role and --access-key-id/--secret-access-key exclude each other"
+    else
+        [[ -n $region ]] || ask --region region "AWS region (e.g. us-east-1)"
+        [[ -n $access_key_id ]] || ask --access-key-id access_key_id "AWS access key ID"
+        [[ -n $secret_access_key ]] || ask --secret-access-key secret_access_key "AWS secret access key" true
+        check --access-key-id valid_access_key_id "$access_key_id" "an AWS access key id (16 to 128 capitals and digits)"
+        check_secret --secret-access-key valid_secret_key "$secret_access_key" "an AWS secret access key"
+    fi
+    [[ -z $region ]] || check --region valid_region "$region" "an AWS region such as us-east-1"
+    [[ -z $endpoint ]] || check --endpoint valid_endpoint "$endpoint" "an http(s)://HOST[:PORT] URL"
+    [[ -z $subnet ]] || check --subnet valid_subnet "$subnet" "a subnet id (subnet-…)"
+    [[ -z $security_groups ]] || check --security-groups valid_sg_list "$security_groups" "a list of security group ids (sg-…)"
+    [[ -z $image ]] || check --image valid_image "$image" "an AMI id (ami-…)"
+    [[ -z $instance_type ]] || check --instance-type valid_instance_type "$instance_type" "an instance type such as t3.micro"
+    [[ -z $key_name ]] || check --key-name valid_key_name "$key_name" "a key pair name"
+    check --tag valid_tag "$tag" "KEY=VALUE (letters, digits and :._/@+-; not aws:)"
+    if [[ $provision == true && -z $subnet ]]; then
+        ask --subnet subnet "Subnet for the backends and the web host (subnet-…)"
+        check --subnet valid_subnet "$subnet" "a subnet id (subnet-…)"
+    fi
+    if [[ $provision == false && -z $image ]]; then
+        ask --image image "AMI id the backends boot from (ami-…)"
+        check --image valid_image "$image" "an AMI id (ami-…)"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Files
+
+# The path of <path> in the installation (under --root when staging).
+dest() {
+    echo "$root$1"
+}
+
+# True for an installation into / (not staged with --root).
+real_install() {
+    [[ -z $root ]]
+}
+
+# Installs the content of file <src> at <path> with <mode>, <owner> and <group> (owners are set only on a
+# real installation), writing it only when the content differs. Prints "changed" on stdout when it wrote.
+put_file() {
+    local src=$1 path=$2 mode=$3 owner=$4 group=$5 target
+    target=$(dest "$path")
+    mkdir -p -- "$(dirname -- "$target")"
+    if [[ -f $target ]] && cmp -s -- "$src" "$target"; then
+        chmod "$mode" -- "$target"
+        real_install && chown "$owner:$group" -- "$target"
+        return 0
+    fi
+    local tmp
+    tmp=$(mktemp "$(dirname -- "$target")/.installer.XXXXXX")
+    chmod "$mode" -- "$tmp"
+    real_install && chown "$owner:$group" -- "$tmp"
+    cat -- "$src" >"$tmp"
+    mv -f -- "$tmp" "$target"
+    changed=true
+    log "wrote $path (mode $mode${root:+, staged})"
+}
+
+# Like put_file, with the content on standard input.
+put_content() {
+    local tmp
+    tmp=$(mktemp)
+    chmod 600 -- "$tmp"
+    cat >"$tmp"
+    put_file "$tmp" "$@"
+    rm -f -- "$tmp"
+}
+
+make_dir() {
+    local path=$1 mode=$2 owner=$3 group=$4 target
+    target=$(dest "$path")
+    mkdir -p -- "$target"
+    chmod "$mode" -- "$target"
+    real_install && chown "$owner:$group" -- "$target"
+    return 0
+}
+
+# Removes <path> if it exists and, when <marker> is given, only if the file carries it.
+remove_file() {
+    local path=$1 marker=${2:-} target
+    target=$(dest "$path")
+    [[ -e $target || -L $target ]] || return 0
+    if [[ -n $marker ]] && ! grep -qxF -- "$marker" "$target"; then
+        warn "$path was not written by this installer: kept"
+        return 0
+    fi
+    rm -f -- "$target"
+    log "removed $path"
+}
+
+remove_dir_if_empty() {
+    local target
+    target=$(dest "$1")
+    if [[ -d $target ]] && rmdir -- "$target" 2>/dev/null; then
+        log "removed $1"
+    fi
+    return 0
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Steps
+
+systemd_running() {
+    real_install && [[ -d /run/systemd/system ]]
+}
+
+install_packages() {
+    local -a groups=(run)
+    if ! real_install; then
+        log "--root: not installing packages"
+        return 0
+    fi
+    if ! $packages; then
+        log "--no-packages: not installing packages"
+        return 0
+    fi
+    [[ -f $source_dir/scripts/deps.sh ]] || die "$source_dir/scripts/deps.sh not found (see --source)"
+    # shellcheck source=SCRIPTDIR/../scripts/deps.sh
+    source "$source_dir/scripts/deps.sh"
+    if ! have_build; then
+        groups+=(build)
+    fi
+    if [[ $role == web && -z ${given[--database]:-} ]]; then
+        groups+=(web)
+    fi
+    log "checking packages: ${groups[*]}"
+    deps_ensure "${groups[@]}" || die "could not install the packages this installation needs"
+}
+
+build_dir() {
+    echo "${LBD_BUILD_DIR:-$source_dir/build-install}"
+}
+
+# True when the build directory is configured (it is then reused as it is).
+have_build() {
+    [[ -f $(build_dir)/build.ninja && -f $(build_dir)/meson-private/coredata.dat ]]
+}
+
+build_and_install() {
+    local bdir current
+    bdir=$(build_dir)
+    command -v meson >/dev/null || die "meson not found: install the 'build' packages (see scripts/deps.sh)"
+    if have_build; then
+        log "building in $bdir (existing build directory)"
+        current=$(meson introspect --buildoptions "$bdir" |
+            python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"))')
+        if [[ $current != "$prefix" ]]; then
+            log "setting the build's prefix to $prefix (was $current)"
+            meson configure "$bdir" -Dprefix="$prefix" >/dev/null
+        fi
+    else
+        log "configuring a release build in $bdir"
+        meson setup --buildtype=release -Dtests=false --prefix="$prefix" "$bdir" "$source_dir" >/dev/null ||
+            die "meson setup failed (missing build packages? see scripts/deps.sh, group build)"
+    fi
+    meson compile -C "$bdir" >/dev/null || die "the build failed: run 'meson compile -C $bdir' to see why"
+    if [[ -n $root ]]; then
+        meson install -C "$bdir" --no-rebuild --quiet --destdir "$root" >/dev/null
+    else
+        meson install -C "$bdir" --no-rebuild --quiet >/dev/null
+    fi
+    log "installed lbd and webd in $prefix/sbin, lbctl and webctl in $prefix/bin${root:+ (staged in $root)}"
+    put_file "$source_dir/README.md" "$prefix/share/doc/lbd/README.md" 0644 root root
+}
+
+ensure_user() {
+    local name=$1 comment=$2
+    if ! real_install; then
+        return 0
+    fi
+    if getent passwd "$name" >/dev/null; then
+        return 0
+    fi
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin --comment "$comment" "$name"
+    log "created system user $name"
+}
+
+# Copies systemd/<unit> to /etc/systemd/system, with the prefix of this installation.
+install_unit() {
+    local unit=$1 tmp
+    tmp=$(mktemp)
+    {
+        echo "$UNIT_MARKER"
+        sed "s#/usr/local/#$prefix/#g" "$source_dir/systemd/$unit"
+    } >"$tmp"
+    put_file "$tmp" "/etc/systemd/system/$unit" 0644 root root
+    rm -f -- "$tmp"
+}
+
+# Sets source_url, where the user-data fetch the source: LBD_SOURCE_URL, else the source tree's git
+# remote when it is an https URL, else nothing (the instances' image must then have lbd).
+resolve_source_url() {
+    source_url=${LBD_SOURCE_URL:-}
+    if [[ -z $source_url ]] && command -v git >/dev/null && [[ -e $source_dir/.git ]]; then
+        source_url=$(git -C "$source_dir" remote get-url origin 2>/dev/null || true)
+        [[ $source_url == https://* ]] || source_url=""
+    fi
+    if [[ -n $source_url ]] && ! valid_url "$source_url"; then
+        die "LBD_SOURCE_URL: '$source_url' is not a URL the user-data can use"
+    fi
+    return 0
+}
+
+# Prints the user-data template <src> with the marker and source_url written in.
+render_user_data() {
+    local src=$1 url=$source_url
+    # The marker goes after the "#!" line; only the line "LBD_SOURCE_URL=..." changes (the URL has no
+    # quote, blank or backslash).
+    awk -v url="$url" -v marker="$MARKER" '
+        NR == 1 { print; print marker; next }
+        /^LBD_SOURCE_URL=/ && !done { print "LBD_SOURCE_URL=\x27" url "\x27"; done = 1; next }
+        { print }' "$src"
+}
+
+write_credentials() {
+    put_content /etc/lbd/credentials 0600 lbd lbd <<EOF
+$MARKER
+[default]
+aws_access_key_id = $access_key_id
+aws_secret_access_key = $secret_access_key
+EOF
+}
+
+# Runs `lbctl provision` and reads its KEY=VALUE lines, each checked before use.
+run_provision() {
+    local lbctl out line key value web_user_data lb_port
+    local -a args
+    lbctl=${LBD_LBCTL:-$(dest "$prefix/bin/lbctl")}
+    [[ -x $lbctl ]] || die "$lbctl not found: the build did not install lbctl"
+    web_user_data=$(mktemp)
+    render_user_data "$source_dir/scripts/cloud-init-web.sh" >"$web_user_data"
+    lb_port=${listen##*:}
+    args=(provision --tag "$tag" --web-user-data "$web_user_data" --lb-port "$lb_port" --backend-port 80
+        --web-port 8080)
+    [[ -z $region ]] || args+=(--region "$region")
+    [[ -z $endpoint ]] || args+=(--endpoint "$endpoint")
+    $instance_role || args+=(--credentials-file "$(dest /etc/lbd/credentials)")
+    [[ -z $subnet ]] || args+=(--subnet "$subnet")
+    [[ -z $image ]] || args+=(--image "$image")
+    [[ -z $instance_type ]] || args+=(--instance-type "$instance_type")
+    [[ -z $key_name ]] || args+=(--key-name "$key_name")
+    log "provisioning: lbctl ${args[*]}"
+    if ! out=$("$lbctl" "${args[@]}"); then
+        rm -f -- "$web_user_data"
+        die "lbctl provision failed (its messages are above)"
+    fi
+    rm -f -- "$web_user_data"
+    while IFS= read -r line; do
+        [[ $line =~ ^([A-Z][A-Z0-9_]*)=(.*)$ ]] || continue
+        key=${BASH_REMATCH[1]}
+        value=${BASH_REMATCH[2]}
+        case "$key" in
+            LBD_SECURITY_GROUP_LB | LBD_SECURITY_GROUP_WEB)
+                valid_sg "$value" || die "lbctl provision: $key='$value' is not a security group id"
+                ;;
+            LBD_SECURITY_GROUP_BACKEND)
+                valid_sg "$value" || die "lbctl provision: $key='$value' is not a security group id"
+                [[ -n $security_groups ]] || security_groups=$value
+                ;;
+            LBD_IMAGE)
+                valid_image "$value" || die "lbctl provision: $key='$value' is not an AMI id"
+                image=$value
+                ;;
+            LBD_UPSTREAM)
+                valid_addr "$value" || die "lbctl provision: $key='$value' is not an ADDRESS:PORT"
+                upstream=$value
+                ;;
+            LBD_WEB_INSTANCE)
+                valid_instance_id "$value" || die "lbctl provision: $key='$value' is not an instance id"
+                web_instance=$value
+                ;;
+            LBD_SUBNET)
+                valid_subnet "$value" || die "lbctl provision: $key='$value' is not a subnet id"
+                [[ -n $subnet ]] || subnet=$value
+                ;;
+            *) continue ;;
+        esac
+        log "provisioned $key=$value"
+    done <<<"$out"
+    [[ -n $upstream ]] || die "lbctl provision did not report the web host (LBD_UPSTREAM)"
+    [[ -n $image ]] || die "lbctl provision did not report an image (LBD_IMAGE): give --image"
+}
+
+lb_config() {
+    echo "$MARKER"
+    echo "[lbd]"
+    echo "listen = $listen"
+    echo "admin = $admin"
+    echo
+    echo "[health]"
+    echo "path = /healthcheck"
+    echo
+    echo "[pool]"
+    echo "provider = $provider"
+    case "$provider" in
+        static) echo "backends = $upstream" ;;
+        *)
+            echo "desired = $desired"
+            [[ $provider == local ]] || echo "port = 80"
+            ;;
+    esac
+    [[ -z $networks ]] || echo "networks = $networks"
+    if [[ $provider == local ]]; then
+        echo
+        echo "[local]"
+        echo "upstream = $upstream"
+    fi
+    if [[ $provider == ec2 ]]; then
+        echo
+        echo "[ec2]"
+        [[ -z $region ]] || echo "region = $region"
+        [[ -z $endpoint ]] || echo "endpoint = $endpoint"
+        echo "image = $image"
+        [[ -z $instance_type ]] || echo "instance_type = $instance_type"
+        [[ -z $subnet ]] || echo "subnet = $subnet"
+        [[ -z $security_groups ]] || echo "security_groups = $security_groups"
+        [[ -z $key_name ]] || echo "key_name = $key_name"
+        echo "user_data = /etc/lbd/backend-user-data.sh"
+        echo "upstream = $upstream"
+        echo "tag = $tag"
+        $instance_role || echo "credentials_file = /etc/lbd/credentials"
+    fi
+}
+
+relay_config() {
+    echo "$MARKER"
+    echo "[lbd]"
+    echo "listen = $listen"
+    echo "admin = 127.0.0.1:9180"
+    echo
+    echo "[health]"
+    echo "path = /healthcheck"
+    echo
+    echo "[pool]"
+    echo "provider = static"
+    echo "backends = $upstream"
+}
+
+# Checks a written lbd configuration with the installed lbd; the paths it names are looked up under
+# --root when staging.
+check_lbd_config() {
+    local path=$1 lbd
+    local -a sets=()
+    lbd=$(dest "$prefix/sbin/lbd")
+    if [[ -n $root ]]; then
+        if grep -q '^user_data = ' "$(dest "$path")"; then
+            sets+=(--set "ec2.user_data=$(dest /etc/lbd/backend-user-data.sh)")
+        fi
+        if grep -q '^credentials_file = ' "$(dest "$path")"; then
+            sets+=(--set "ec2.credentials_file=$(dest /etc/lbd/credentials)")
+        fi
+    fi
+    "$lbd" --config "$(dest "$path")" "${sets[@]}" --check-config >/dev/null ||
+        die "lbd rejects the configuration it was given in $path (see above)"
+}
+
+install_lb() {
+    ensure_user lbd "lbd load balancer"
+    make_dir /etc/lbd 0750 root lbd
+    if [[ $provider == ec2 ]]; then
+        resolve_source_url
+        $instance_role || write_credentials
+        put_content /etc/lbd/backend-user-data.sh 0640 root lbd \
+            < <(render_user_data "$source_dir/scripts/cloud-init-backend.sh")
+        if [[ $provision == true ]]; then
+            run_provision
+        fi
+    fi
+    put_content /etc/lbd/lbd.conf 0640 root lbd < <(lb_config)
+    check_lbd_config /etc/lbd/lbd.conf
+    install_unit lbd.service
+}
+
+install_backend() {
+    ensure_user lbd "lbd relay"
+    make_dir /etc/lbd 0750 root lbd
+    put_content /etc/lbd/relay.conf 0640 root lbd < <(relay_config)
+    check_lbd_config /etc/lbd/relay.conf
+    install_unit lbd-relay.service
+}
+
+# Prints the password of the local database role: the one kept in /etc/webd/pgpass, else a new one.
+database_password() {
+    local pgpass line
+    pgpass=$(dest /etc/webd/pgpass)
+    if [[ -f $pgpass ]]; then
+        line=$(grep -v '^#' "$pgpass" | grep -m 1 '^\*:\*:webd:webd:' || true)
+        if [[ -n $line && ${line##*:} =~ ^[0-9a-f]{32,}$ ]]; then
+            echo "${line##*:}"
+            return 0
+        fi
+    fi
+    od -An -tx1 -N24 /dev/urandom | tr -d ' \n'
+}
+
+psql_postgres() {
+    runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d postgres "$@"
+}
+
+# Creates (or updates) the role and database 'webd' in the local PostgreSQL server. The password goes to
+# psql on its standard input, never on a command line.
+setup_database() {
+    local password=$1 tries
+    command -v psql >/dev/null || die "psql not found: install the 'web' packages (scripts/deps.sh) or give --database"
+    if command -v pg_lsclusters >/dev/null && ! pg_lsclusters -h | grep -q ' online'; then
+        log "starting the PostgreSQL cluster"
+        if systemd_running; then
+            systemctl start postgresql.service
+        else
+            local cluster
+            cluster=$(pg_lsclusters -h | awk 'NR == 1 { print $1, $2 }')
+            [[ -n $cluster ]] || die "no PostgreSQL cluster exists (pg_createcluster one, or give --database)"
+            # shellcheck disable=SC2086 # "VERSION NAME"
+            pg_ctlcluster $cluster start
+        fi
+    fi
+    for ((tries = 0; tries < 60; tries++)); do
+        pg_isready -q -h /run/postgresql && break
+        sleep 1
+    done
+    pg_isready -q -h /run/postgresql || die "PostgreSQL does not answer on /run/postgresql"
+    if [[ -z $(psql_postgres -tAc "SELECT 1 FROM pg_roles WHERE rolname = 'webd'") ]]; then
+        psql_postgres -c "CREATE ROLE webd LOGIN"
+        log "created the database role webd"
+    fi
+    printf "ALTER ROLE webd WITH LOGIN PASSWORD '%s';\n" "$password" | psql_postgres -f -
+    if [[ -z $(psql_postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'webd'") ]]; then
+        psql_postgres -c "CREATE DATABASE webd OWNER webd"
+        log "created the database webd"
+    fi
+}
+
+install_web() {
+    local password conninfo
+    ensure_user webd "webd application server"
+    make_dir /etc/webd 0750 root webd
+    if [[ -n ${given[--database]:-} ]]; then
+        conninfo=$database
+    else
+        password=$(database_password)
+        put_content /etc/webd/pgpass 0600 webd webd <<EOF
+$MARKER
+*:*:webd:webd:$password
+EOF
+        conninfo="host=/run/postgresql dbname=webd user=webd passfile=/etc/webd/pgpass"
+        if real_install; then
+            setup_database "$password"
+        else
+            log "--root: not creating the database role and database webd"
+        fi
+    fi
+    put_content /etc/webd/webd.conf 0640 root webd <<EOF
+$MARKER
+[webd]
+listen = $listen
+database = $conninfo
+secret_file = /var/lib/webd/jwt.key
+EOF
+    local webd
+    webd=$(dest "$prefix/sbin/webd")
+    env -u WEBD_DATABASE "$webd" --config "$(dest /etc/webd/webd.conf)" --check-config >/dev/null ||
+        die "webd rejects the configuration in /etc/webd/webd.conf (see above)"
+    install_unit webd.service
+}
+
+start_service() {
+    local unit=$1
+    if ! systemd_running; then
+        if real_install; then
+            log "systemd is not running here: start $unit when it is (systemctl enable --now $unit)"
+        fi
+        return 0
+    fi
+    systemctl daemon-reload
+    systemctl enable --quiet "$unit"
+    if ! systemctl is-active --quiet "$unit"; then
+        log "starting $unit"
+        systemctl start "$unit" || die "$unit failed to start: journalctl -u $unit"
+    elif $changed; then
+        log "restarting $unit (its files changed)"
+        systemctl restart "$unit" || die "$unit failed to restart: journalctl -u $unit"
+    fi
+}
+
+do_uninstall() {
+    local unit f
+    log "uninstalling${root:+ from $root}"
+    for unit in lbd.service lbd-relay.service webd.service; do
+        [[ -f $(dest "/etc/systemd/system/$unit") ]] || continue
+        if systemd_running; then
+            systemctl disable --now --quiet "$unit" || warn "could not stop $unit"
+        fi
+        remove_file "/etc/systemd/system/$unit" "$UNIT_MARKER"
+    done
+    systemd_running && systemctl daemon-reload
+    for f in "$prefix/sbin/lbd" "$prefix/sbin/webd" "$prefix/bin/lbctl" "$prefix/bin/webctl" \
+        "$prefix/share/doc/lbd/README.md"; do
+        remove_file "$f"
+    done
+    remove_dir_if_empty "$prefix/share/doc/lbd"
+    for f in /etc/lbd/lbd.conf /etc/lbd/relay.conf /etc/lbd/credentials /etc/lbd/backend-user-data.sh \
+        /etc/webd/webd.conf /etc/webd/pgpass; do
+        remove_file "$f" "$MARKER"
+    done
+    remove_dir_if_empty /etc/lbd
+    remove_dir_if_empty /etc/webd
+    if real_install; then
+        for f in lbd webd; do
+            if getent passwd "$f" >/dev/null; then
+                userdel "$f" && log "removed system user $f"
+            fi
+        done
+    fi
+    log "kept the data: /var/lib/webd and the database (drop it with: runuser -u postgres -- dropdb webd)"
+}
+
+summary() {
+    local host
+    case "$role" in
+        lb)
+            host=${listen%:*}
+            if [[ $host == 0.0.0.0 || $host == "[::]" ]]; then
+                host=$({ hostname -I 2>/dev/null || true; } | awk '{ print $1 }')
+            fi
+            log "done: the load balancer serves http://${host:-THIS-HOST}:${listen##*:}/"
+            log "web host: $upstream${web_instance:+ (instance $web_instance)}"
+            log "watch it: $prefix/bin/lbctl status --admin $admin   (and: journalctl -u lbd)"
+            ;;
+        backend)
+            log "done: the relay listens on $listen and forwards to $upstream"
+            log "watch it: systemctl status lbd-relay; journalctl -u lbd-relay"
+            ;;
+        web)
+            log "done: webd serves on $listen"
+            log "watch it: systemctl status webd; journalctl -u webd"
+            ;;
+    esac
+}
+
+main() {
+    changed=false
+    web_instance=""
+    source_url=""
+    parse_options "$@"
+    validate
+    if [[ -z $source_dir ]]; then
+        source_dir=$(cd -- "$INSTALLER_DIR/.." && pwd)
+    fi
+    [[ -f $source_dir/meson.build && -d $source_dir/systemd ]] ||
+        usage_error "--source: '$source_dir' is not the lbd source tree"
+    source_dir=$(cd -- "$source_dir" && pwd)
+    if real_install && ((EUID != 0)); then
+        die "installing into / needs root (or stage it with --root DIR)"
+    fi
+
+    if $uninstall; then
+        do_uninstall
+        return 0
+    fi
+
+    log "installing role $role${root:+ into $root}"
+    install_packages
+    build_and_install
+    case "$role" in
+        lb) install_lb ;;
+        backend) install_backend ;;
+        web) install_web ;;
+    esac
+    case "$role" in
+        lb) start_service lbd.service ;;
+        backend) start_service lbd-relay.service ;;
+        web) start_service webd.service ;;
+    esac
+    summary
+}
+
+main "$@"

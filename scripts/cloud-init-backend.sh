@@ -1,0 +1,83 @@
+#!/bin/bash
+# User-data that turns a fresh Ubuntu or Debian instance into a backend: lbd in relay mode on port 80,
+# forwarding every request to the web host. lbd launches each backend with this file after putting its
+# [ec2] upstream into the UPSTREAM line; the installer writes LBD_SOURCE_URL when it copies the file to
+# /etc/lbd/backend-user-data.sh.
+#
+# With lbd already in the image (/usr/local/sbin/lbd and the lbd-relay unit), it only writes
+# /etc/lbd/relay.conf and starts lbd-relay.service. Otherwise it fetches the source from LBD_SOURCE_URL
+# (a git repository or a .tar.gz) and runs installer/installer.sh --role backend, which installs the
+# packages, builds, and starts the relay. Everything is logged to /var/log/lbd-backend-init.log and the
+# console; any failure stops the script with a message there.
+set -euo pipefail
+
+# shellcheck disable=SC1083 # lbd replaces the placeholder before the instance runs this
+UPSTREAM={{upstream}}
+LBD_SOURCE_URL=''
+LOG=/var/log/lbd-backend-init.log
+SRC=/usr/local/src/lbd
+
+# cloud-init sends the script's output to the console (and /var/log/cloud-init-output.log).
+exec > >(tee -a "$LOG") 2>&1
+say() {
+    echo "lbd-backend-init: $(date -u +%FT%TZ) $*"
+}
+fail() {
+    say "FAILED: $*"
+    exit 1
+}
+trap 'fail "line $LINENO: $BASH_COMMAND (exit $?)"' ERR
+
+say "starting; upstream $UPSTREAM"
+if ! [[ $UPSTREAM =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}:[0-9]{1,5}$ || $UPSTREAM =~ ^\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}$ ]]; then
+    fail "the upstream '$UPSTREAM' is not an ADDRESS:PORT (lbd fills it in from [ec2] upstream)"
+fi
+((EUID == 0)) || fail "must run as root"
+
+if [[ -x /usr/local/sbin/lbd && -f /etc/systemd/system/lbd-relay.service ]] && getent passwd lbd >/dev/null; then
+    say "lbd is in the image: configuring the relay"
+    install -d -m 0750 -o root -g lbd /etc/lbd
+    tmp=$(mktemp /etc/lbd/.relay.XXXXXX)
+    cat >"$tmp" <<CONF
+[lbd]
+listen = 0.0.0.0:80
+admin = 127.0.0.1:9180
+
+[health]
+path = /healthcheck
+
+[pool]
+provider = static
+backends = $UPSTREAM
+CONF
+    chown root:lbd "$tmp"
+    chmod 0640 "$tmp"
+    mv -f "$tmp" /etc/lbd/relay.conf
+    /usr/local/sbin/lbd --config /etc/lbd/relay.conf --check-config
+    systemctl daemon-reload
+    systemctl enable --quiet lbd-relay.service
+    systemctl restart lbd-relay.service
+else
+    [[ -n $LBD_SOURCE_URL ]] || fail "lbd is not in the image and no source URL was set (LBD_SOURCE_URL)"
+    say "fetching the source from $LBD_SOURCE_URL"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    rm -rf "$SRC"
+    mkdir -p "$SRC"
+    case "$LBD_SOURCE_URL" in
+        *.tar.gz | *.tgz)
+            apt-get install -y --no-install-recommends ca-certificates curl tar gzip
+            curl --fail --silent --show-error --location --retry 5 "$LBD_SOURCE_URL" |
+                tar -xz -C "$SRC" --strip-components=1
+            ;;
+        *)
+            apt-get install -y --no-install-recommends ca-certificates git
+            git clone --depth 1 "$LBD_SOURCE_URL" "$SRC"
+            ;;
+    esac
+    say "installing with installer.sh --role backend"
+    "$SRC/installer/installer.sh" --role backend --non-interactive --upstream "$UPSTREAM"
+fi
+
+systemctl is-active --quiet lbd-relay.service || fail "lbd-relay.service is not running: journalctl -u lbd-relay"
+say "done: the relay serves port 80 and forwards to $UPSTREAM"

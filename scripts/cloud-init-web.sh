@@ -1,0 +1,71 @@
+#!/bin/bash
+# User-data that turns a fresh Ubuntu or Debian instance into the web host: PostgreSQL reachable only from
+# this machine, a database role 'webd' with a generated password, and webd serving on port 8080, all
+# through installer/installer.sh --role web. The installer writes LBD_SOURCE_URL (a git repository or a
+# .tar.gz) when it hands this file to `lbctl provision`.
+#
+# Everything is logged to /var/log/lbd-web-init.log and the console; any failure stops the script with a
+# message there.
+set -euo pipefail
+
+LBD_SOURCE_URL=''
+LOG=/var/log/lbd-web-init.log
+SRC=/usr/local/src/lbd
+
+# cloud-init sends the script's output to the console (and /var/log/cloud-init-output.log).
+exec > >(tee -a "$LOG") 2>&1
+say() {
+    echo "lbd-web-init: $(date -u +%FT%TZ) $*"
+}
+fail() {
+    say "FAILED: $*"
+    exit 1
+}
+trap 'fail "line $LINENO: $BASH_COMMAND (exit $?)"' ERR
+
+((EUID == 0)) || fail "must run as root"
+export DEBIAN_FRONTEND=noninteractive
+
+if [[ -x $SRC/installer/installer.sh ]]; then
+    say "using the source already in $SRC"
+else
+    [[ -n $LBD_SOURCE_URL ]] || fail "no source in $SRC and no source URL was set (LBD_SOURCE_URL)"
+    say "fetching the source from $LBD_SOURCE_URL"
+    apt-get update
+    mkdir -p "$SRC"
+    case "$LBD_SOURCE_URL" in
+        *.tar.gz | *.tgz)
+            apt-get install -y --no-install-recommends ca-certificates curl tar gzip
+            curl --fail --silent --show-error --location --retry 5 "$LBD_SOURCE_URL" |
+                tar -xz -C "$SRC" --strip-components=1
+            ;;
+        *)
+            apt-get install -y --no-install-recommends ca-certificates git
+            git clone --depth 1 "$LBD_SOURCE_URL" "$SRC"
+            ;;
+    esac
+fi
+
+say "installing PostgreSQL and webd with installer.sh --role web"
+"$SRC/installer/installer.sh" --role web --non-interactive --listen 0.0.0.0:8080
+
+# PostgreSQL listens only on this machine: webd reaches it through /run/postgresql.
+changed=false
+for dir in /etc/postgresql/*/main; do
+    [[ -d $dir ]] || continue
+    conf=$dir/conf.d/10-lbd-local-only.conf
+    want="listen_addresses = 'localhost'"
+    if [[ ! -f $conf || $(cat "$conf") != "$want" ]]; then
+        mkdir -p "$dir/conf.d"
+        echo "$want" >"$conf"
+        say "PostgreSQL ($dir): $want"
+        changed=true
+    fi
+done
+if $changed; then
+    systemctl restart postgresql.service
+    systemctl restart webd.service
+fi
+
+systemctl is-active --quiet webd.service || fail "webd.service is not running: journalctl -u webd"
+say "done: webd serves port 8080"

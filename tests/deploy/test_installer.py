@@ -1,0 +1,460 @@
+"""installer/installer.sh staged with --root into a temporary directory: the files it writes, their modes
+and contents, a second run that changes nothing, --uninstall, and the checks of its flags."""
+
+import hashlib
+import os
+import pty
+import re
+import select
+import stat
+import time
+
+import pytest
+
+from deploytest import BUILD, INSTALLER, LBD, PREFIX, WEBD, run
+
+SECRET = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY01"
+KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+
+LB_ARGS = ["--role", "lb", "--provider", "ec2", "--region", "eu-west-3",
+           "--access-key-id", KEY_ID, "--secret-access-key", SECRET,
+           "--endpoint", "http://127.0.0.1:5000", "--desired", "4",
+           "--subnet", "subnet-0123456789abcdef0", "--security-groups", "sg-0123456789abcdef0,sg-11111111",
+           "--image", "ami-0123456789abcdef0", "--instance-type", "t3.small", "--key-name", "ops-key",
+           "--networks", "127.0.0.0/8,10.0.0.0/16", "--upstream", "127.0.1.20:8080",
+           "--tag", "lbd:pool=test", "--listen", "127.0.0.1:8000", "--admin", "127.0.0.1:9181"]
+
+
+def installer(root, *args, env=None, stdin_text=""):
+    full_env = dict(os.environ)
+    full_env["LBD_BUILD_DIR"] = BUILD
+    full_env.pop("LBD_SOURCE_URL", None)
+    full_env.update(env or {})
+    return run([INSTALLER, "--root", str(root), "--non-interactive", "--no-packages",
+                "--prefix", PREFIX, *args], env=full_env, input=stdin_text)
+
+
+def install_ok(root, *args, env=None):
+    r = installer(root, *args, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert SECRET not in r.stdout + r.stderr
+    return r
+
+
+def staged(root, path):
+    return os.path.join(str(root), path.lstrip("/"))
+
+
+def mode(root, path):
+    return stat.S_IMODE(os.stat(staged(root, path)).st_mode)
+
+
+def read(root, path):
+    with open(staged(root, path), encoding="utf-8") as f:
+        return f.read()
+
+
+def ini(text):
+    """{(section, key): value} of an INI text."""
+    out, section = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        out[(section, key.strip())] = value.strip()
+    return out
+
+
+def snapshot(root):
+    """Every file with its mode, mtime and content hash; directories with their mode."""
+    snap = {}
+    for dirpath, dirnames, filenames in os.walk(str(root)):
+        for name in dirnames:
+            p = os.path.join(dirpath, name)
+            snap[os.path.relpath(p, str(root))] = ("dir", stat.S_IMODE(os.lstat(p).st_mode))
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            with open(p, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            snap[os.path.relpath(p, str(root))] = (stat.S_IMODE(st.st_mode), st.st_mtime_ns, digest)
+    return snap
+
+
+def bin_paths():
+    return [f"{PREFIX}/sbin/lbd", f"{PREFIX}/sbin/webd", f"{PREFIX}/bin/lbctl", f"{PREFIX}/bin/webctl"]
+
+
+@pytest.fixture(scope="module")
+def lb_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lb")
+    r = install_ok(root, *LB_ARGS)
+    return root, r
+
+
+def test_lb_files(lb_root):
+    root, r = lb_root
+    for path in bin_paths():
+        assert mode(root, path) == 0o755, path
+    assert mode(root, "/etc/lbd") == 0o750
+    assert mode(root, "/etc/lbd/lbd.conf") == 0o640
+    assert mode(root, "/etc/lbd/credentials") == 0o600
+    assert mode(root, "/etc/lbd/backend-user-data.sh") == 0o640
+    assert mode(root, "/etc/systemd/system/lbd.service") == 0o644
+    assert not os.path.exists(staged(root, "/etc/webd"))
+    assert not os.path.exists(staged(root, "/etc/systemd/system/webd.service"))
+
+
+def test_lb_config(lb_root):
+    root, _ = lb_root
+    conf = ini(read(root, "/etc/lbd/lbd.conf"))
+    expected = {
+        ("lbd", "listen"): "127.0.0.1:8000",
+        ("lbd", "admin"): "127.0.0.1:9181",
+        ("pool", "provider"): "ec2",
+        ("pool", "desired"): "4",
+        ("pool", "networks"): "127.0.0.0/8,10.0.0.0/16",
+        ("ec2", "region"): "eu-west-3",
+        ("ec2", "endpoint"): "http://127.0.0.1:5000",
+        ("ec2", "image"): "ami-0123456789abcdef0",
+        ("ec2", "instance_type"): "t3.small",
+        ("ec2", "subnet"): "subnet-0123456789abcdef0",
+        ("ec2", "security_groups"): "sg-0123456789abcdef0,sg-11111111",
+        ("ec2", "key_name"): "ops-key",
+        ("ec2", "upstream"): "127.0.1.20:8080",
+        ("ec2", "tag"): "lbd:pool=test",
+        ("ec2", "user_data"): "/etc/lbd/backend-user-data.sh",
+        ("ec2", "credentials_file"): "/etc/lbd/credentials",
+    }
+    for key, value in expected.items():
+        assert conf.get(key) == value, (key, conf)
+    text = read(root, "/etc/lbd/lbd.conf")
+    assert SECRET not in text and KEY_ID not in text
+    # The daemon itself accepts it.
+    r = run([LBD, "--config", staged(root, "/etc/lbd/lbd.conf"), "--check-config"])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_lb_credentials(lb_root):
+    root, _ = lb_root
+    creds = ini(read(root, "/etc/lbd/credentials"))
+    assert creds[("default", "aws_access_key_id")] == KEY_ID
+    assert creds[("default", "aws_secret_access_key")] == SECRET
+
+
+def test_lb_user_data(lb_root):
+    root, _ = lb_root
+    text = read(root, "/etc/lbd/backend-user-data.sh")
+    assert text.startswith("#!/bin/bash\n")
+    assert "\nUPSTREAM={{upstream}}\n" in text
+    assert re.search(r"^LBD_SOURCE_URL=''$", text, re.M)
+    assert len(text.encode()) < 16384  # EC2's user-data limit
+
+
+def test_lb_unit_prefix(lb_root):
+    root, _ = lb_root
+    text = read(root, "/etc/systemd/system/lbd.service")
+    assert f"ExecStart={PREFIX}/sbin/lbd --config /etc/lbd/lbd.conf" in text
+    assert "Type=notify" in text
+
+
+def test_lb_second_run_changes_nothing(lb_root):
+    root, _ = lb_root
+    before = snapshot(root)
+    r = install_ok(root, *LB_ARGS)
+    assert "wrote" not in r.stdout, r.stdout
+    after = snapshot(root)
+    assert before == after
+
+
+def test_lb_changed_flag_rewrites(tmp_path):
+    install_ok(tmp_path, *LB_ARGS)
+    args = list(LB_ARGS)
+    args[args.index("--desired") + 1] = "2"
+    install_ok(tmp_path, *args)
+    assert ini(read(tmp_path, "/etc/lbd/lbd.conf"))[("pool", "desired")] == "2"
+
+
+def test_source_url_written(tmp_path):
+    url = "https://example.org/lbd/lbd-0.1.0.tar.gz"
+    install_ok(tmp_path, *LB_ARGS, env={"LBD_SOURCE_URL": url})
+    text = read(tmp_path, "/etc/lbd/backend-user-data.sh")
+    assert f"\nLBD_SOURCE_URL='{url}'\n" in text
+    r = installer(tmp_path, *LB_ARGS, env={"LBD_SOURCE_URL": "https://x/'; rm -rf /"})
+    assert r.returncode != 0
+
+
+def test_instance_role_writes_no_credentials(tmp_path):
+    args = [a for a in LB_ARGS]
+    for flag in ("--access-key-id", "--secret-access-key"):
+        i = args.index(flag)
+        del args[i:i + 2]
+    install_ok(tmp_path, *args, "--instance-role")
+    conf = ini(read(tmp_path, "/etc/lbd/lbd.conf"))
+    assert ("ec2", "credentials_file") not in conf
+    assert not os.path.exists(staged(tmp_path, "/etc/lbd/credentials"))
+
+
+def test_backend(tmp_path):
+    install_ok(tmp_path, "--role", "backend", "--upstream", "127.0.1.20:8080")
+    assert mode(tmp_path, "/etc/lbd/relay.conf") == 0o640
+    conf = ini(read(tmp_path, "/etc/lbd/relay.conf"))
+    assert conf[("pool", "provider")] == "static"
+    assert conf[("pool", "backends")] == "127.0.1.20:8080"
+    assert conf[("lbd", "listen")] == "0.0.0.0:80"
+    assert os.path.exists(staged(tmp_path, "/etc/systemd/system/lbd-relay.service"))
+    assert not os.path.exists(staged(tmp_path, "/etc/lbd/lbd.conf"))
+    r = run([LBD, "--config", staged(tmp_path, "/etc/lbd/relay.conf"), "--check-config"])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_web_local_database(tmp_path):
+    install_ok(tmp_path, "--role", "web")
+    assert mode(tmp_path, "/etc/webd") == 0o750
+    assert mode(tmp_path, "/etc/webd/webd.conf") == 0o640
+    assert mode(tmp_path, "/etc/webd/pgpass") == 0o600
+    conf = ini(read(tmp_path, "/etc/webd/webd.conf"))
+    assert conf[("webd", "listen")] == "0.0.0.0:8080"
+    assert "passfile=/etc/webd/pgpass" in conf[("webd", "database")]
+    assert "dbname=webd" in conf[("webd", "database")]
+    pgpass = [line for line in read(tmp_path, "/etc/webd/pgpass").splitlines()
+              if line and not line.startswith("#")]
+    assert len(pgpass) == 1
+    password = pgpass[0].split(":")[-1]
+    assert re.fullmatch(r"[0-9a-f]{32,}", password)
+    assert password not in read(tmp_path, "/etc/webd/webd.conf")
+    r = run([WEBD, "--config", staged(tmp_path, "/etc/webd/webd.conf"), "--check-config"],
+            env={k: v for k, v in os.environ.items() if k != "WEBD_DATABASE"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    # A second run keeps the generated password and changes nothing.
+    before = snapshot(tmp_path)
+    install_ok(tmp_path, "--role", "web")
+    assert snapshot(tmp_path) == before
+    assert os.path.exists(staged(tmp_path, "/etc/systemd/system/webd.service"))
+
+
+def test_web_given_database(tmp_path):
+    conninfo = "host=127.0.0.1 port=5432 dbname=app user=app password=s3cret"
+    r = install_ok(tmp_path, "--role", "web", "--listen", "127.0.0.1:8081", "--database", conninfo)
+    assert "s3cret" not in r.stdout + r.stderr
+    conf = ini(read(tmp_path, "/etc/webd/webd.conf"))
+    assert conf[("webd", "database")] == conninfo
+    assert conf[("webd", "listen")] == "127.0.0.1:8081"
+    assert not os.path.exists(staged(tmp_path, "/etc/webd/pgpass"))
+
+
+def test_uninstall_removes_and_keeps_data(tmp_path):
+    install_ok(tmp_path, *LB_ARGS)
+    install_ok(tmp_path, "--role", "web")
+    install_ok(tmp_path, "--role", "backend", "--upstream", "127.0.1.20:8080")
+    data = staged(tmp_path, "/var/lib/webd/jwt.key")
+    os.makedirs(os.path.dirname(data))
+    with open(data, "w", encoding="utf-8") as f:
+        f.write("key\n")
+    foreign = staged(tmp_path, "/etc/lbd/notes.txt")
+    with open(foreign, "w", encoding="utf-8") as f:
+        f.write("mine\n")
+    r = run([INSTALLER, "--root", str(tmp_path), "--uninstall", "--prefix", PREFIX])
+    assert r.returncode == 0, r.stdout + r.stderr
+    for path in bin_paths() + ["/etc/lbd/lbd.conf", "/etc/lbd/relay.conf", "/etc/lbd/credentials",
+                               "/etc/lbd/backend-user-data.sh", "/etc/webd/webd.conf", "/etc/webd/pgpass",
+                               "/etc/webd", "/etc/systemd/system/lbd.service",
+                               "/etc/systemd/system/lbd-relay.service", "/etc/systemd/system/webd.service"]:
+        assert not os.path.exists(staged(tmp_path, path)), path
+    assert os.path.exists(data)
+    assert os.path.exists(foreign)
+    # Twice is fine too.
+    r = run([INSTALLER, "--root", str(tmp_path), "--uninstall", "--prefix", PREFIX])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_uninstall_keeps_files_it_did_not_write(tmp_path):
+    conf = staged(tmp_path, "/etc/lbd/lbd.conf")
+    os.makedirs(os.path.dirname(conf))
+    with open(conf, "w", encoding="utf-8") as f:
+        f.write("[lbd]\nlisten = 0.0.0.0:80\n")
+    r = run([INSTALLER, "--root", str(tmp_path), "--uninstall"])
+    assert r.returncode == 0
+    assert os.path.exists(conf)
+
+
+FAKE_LBCTL = """#!/bin/bash
+printf '%s\\n' "$@" > "$(dirname "$0")/args"
+echo "creating security groups"
+echo "LBD_SECURITY_GROUP_LB=sg-0aaaaaaaaaaaaaaaa"
+echo "LBD_SECURITY_GROUP_BACKEND=sg-0bbbbbbbbbbbbbbbb"
+echo "LBD_SECURITY_GROUP_WEB=sg-0cccccccccccccccc"
+echo "LBD_IMAGE=${FAKE_IMAGE:-ami-0dddddddddddddddd}"
+echo "LBD_SUBNET=subnet-0eeeeeeeeeeeeeeee"
+echo "LBD_WEB_INSTANCE=i-0fffffffffffffff0"
+echo "LBD_UPSTREAM=127.0.1.30:8080"
+"""
+
+
+def provision_args():
+    args = list(LB_ARGS)
+    for flag in ("--upstream", "--image", "--security-groups"):
+        i = args.index(flag)
+        del args[i:i + 2]
+    return args
+
+
+def fake_lbctl(tmp_path):
+    path = tmp_path / "fake" / "lbctl"
+    path.parent.mkdir()
+    path.write_text(FAKE_LBCTL)
+    path.chmod(0o755)
+    return path
+
+
+def test_provision(tmp_path):
+    lbctl = fake_lbctl(tmp_path)
+    root = tmp_path / "root"
+    r = install_ok(root, *provision_args(), env={"LBD_LBCTL": str(lbctl)})
+    assert "127.0.1.30:8080" in r.stdout  # the web host is reported
+    conf = ini(read(root, "/etc/lbd/lbd.conf"))
+    assert conf[("ec2", "upstream")] == "127.0.1.30:8080"
+    assert conf[("ec2", "image")] == "ami-0dddddddddddddddd"
+    assert conf[("ec2", "subnet")] == "subnet-0123456789abcdef0"
+    assert conf[("ec2", "security_groups")] == "sg-0bbbbbbbbbbbbbbbb"
+    args = (lbctl.parent / "args").read_text().splitlines()
+    assert args[0] == "provision"
+    for flag, value in (("--region", "eu-west-3"), ("--endpoint", "http://127.0.0.1:5000"),
+                        ("--tag", "lbd:pool=test"), ("--subnet", "subnet-0123456789abcdef0"),
+                        ("--lb-port", "8000"), ("--backend-port", "80"),
+                        ("--web-port", "8080"),
+                        ("--credentials-file", staged(root, "/etc/lbd/credentials"))):
+        assert args[args.index(flag) + 1] == value, (flag, args)
+    assert "--web-user-data" in args
+    assert SECRET not in "\n".join(args)
+
+
+def test_provision_bad_value_is_refused(tmp_path):
+    lbctl = fake_lbctl(tmp_path)
+    root = tmp_path / "root"
+    r = installer(root, *provision_args(), env={"LBD_LBCTL": str(lbctl), "FAKE_IMAGE": "ami-x;rm"})
+    assert r.returncode == 1
+    assert "LBD_IMAGE" in r.stderr
+    assert not os.path.exists(staged(root, "/etc/lbd/lbd.conf"))
+
+
+def test_provision_failure_fails(tmp_path):
+    lbctl = tmp_path / "lbctl"
+    lbctl.write_text("#!/bin/sh\necho 'lbctl: EC2 said no' >&2\nexit 1\n")
+    lbctl.chmod(0o755)
+    r = installer(tmp_path / "root", *provision_args(), env={"LBD_LBCTL": str(lbctl)})
+    assert r.returncode == 1
+    assert "provision" in r.stderr
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--role", "lb", "--region", "us-east-1"], "--access-key-id"),
+    (["--role", "lb", "--access-key-id", KEY_ID, "--secret-access-key", SECRET], "--region"),
+    (["--role", "lb", "--region", "us-east-1", "--access-key-id", KEY_ID], "--secret-access-key"),
+    (["--role", "lb", "--instance-role", "--no-provision", "--image", "ami-0123456789abcdef0"],
+     "--upstream"),
+    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.20:8080"], "--image"),
+    (["--role", "lb", "--provider", "local"], "--upstream"),
+    (["--role", "backend"], "--upstream"),
+    (["--role", "lb", "--instance-role", "--region", "us-east-1"], "--subnet"),
+])
+def test_non_interactive_missing_flag(tmp_path, args, flag):
+    r = installer(tmp_path, *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"missing {flag}" in r.stderr
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--role", "backend", "--upstream", "10.0.1.300:8080"], "--upstream"),
+    (["--role", "backend", "--upstream", "web.example:8080"], "--upstream"),
+    (["--role", "backend", "--upstream", "10.0.1.3:8080", "--listen", "0.0.0.0:70000"], "--listen"),
+    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-zz"], "--image"),
+    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0",
+      "--subnet", "subnet-1; rm"], "--subnet"),
+    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0",
+      "--security-groups", "sg-12345678,,sg-87654321"], "--security-groups"),
+    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0",
+      "--networks", "10.0.0.0/33"], "--networks"),
+    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0",
+      "--region", "Mars"], "--region"),
+    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0",
+      "--tag", "a b=c"], "--tag"),
+    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0",
+      "--endpoint", "ftp://x"], "--endpoint"),
+    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0",
+      "--admin", "0.0.0.0:9180"], "--admin"),
+    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0",
+      "--desired", "1001"], "--desired"),
+    (["--role", "web", "--database", "dbname=x ;comment"], "--database"),
+    (["--role", "web", "--upstream", "10.0.1.2:80"], "--upstream"),
+    (["--role", "dns"], "--role"),
+    (["--bogus"], "--bogus"),
+])
+def test_bad_values_exit_2(tmp_path, args, flag):
+    r = installer(tmp_path, *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert flag in r.stderr
+    assert not os.listdir(tmp_path)
+
+
+def test_bad_secret_is_not_echoed(tmp_path):
+    bad = "not a key but secret-ish 1234567"
+    r = installer(tmp_path, "--role", "lb", "--region", "us-east-1", "--access-key-id", KEY_ID,
+                  "--secret-access-key", bad, "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0")
+    assert r.returncode == 2
+    assert "--secret-access-key" in r.stderr
+    assert bad not in r.stdout + r.stderr
+
+
+def test_help():
+    r = run([INSTALLER, "--help"])
+    assert r.returncode == 0
+    for flag in ("--role", "--non-interactive", "--root", "--uninstall", "--no-packages", "--prefix",
+                 "--source", "--provision", "--database", "--instance-role"):
+        assert flag in r.stdout
+
+
+def test_interactive_prompt(tmp_path):
+    """On a terminal, a missing value is asked for; a secret is read without echo."""
+    env = dict(os.environ, LBD_BUILD_DIR=BUILD)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(INSTALLER, [INSTALLER, "--root", str(tmp_path), "--no-packages", "--prefix", PREFIX,
+                              "--role", "lb", "--no-provision", "--upstream", "127.0.1.20:8080",
+                              "--image", "ami-0123456789abcdef0"], env)
+    answers = [("AWS region", "eu-west-1"), ("access key ID", KEY_ID), ("secret access key", SECRET)]
+    seen = b""
+    deadline = time.monotonic() + 120
+    status = None
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            seen += chunk
+            while answers and answers[0][0].encode() in seen:
+                os.write(fd, (answers.pop(0)[1] + "\n").encode())
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+    else:
+        os.kill(pid, 9)
+    if status is None or not os.WIFEXITED(status):
+        _, status = os.waitpid(pid, 0)
+    text = seen.decode(errors="replace")
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, text
+    assert not answers, text
+    assert SECRET not in text
+    conf = ini(read(tmp_path, "/etc/lbd/lbd.conf"))
+    assert conf[("ec2", "region")] == "eu-west-1"
+    creds = ini(read(tmp_path, "/etc/lbd/credentials"))
+    assert creds[("default", "aws_secret_access_key")] == SECRET
