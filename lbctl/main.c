@@ -1,6 +1,7 @@
-/* lbctl: the command line of lbd's admin API.
+/* lbctl: the command line of lbd's admin API, and the provisioning of a pool's EC2 resources.
  *
  *   lbctl [--admin ADDR] [--json] [--timeout SECONDS] [status]
+ *   lbctl provision --subnet SUBNET [OPTIONS]      (provision.c; `lbctl provision --help`)
  *
  * `status` fetches GET /status from the admin listener (libcurl, one blocking request: this is a command
  * line tool, not the daemon) and prints one table row per backend and per instance that is not a backend
@@ -24,6 +25,7 @@
 #include "common/macro.h"
 #include "common/netaddr.h"
 #include "common/parse.h"
+#include "lbctl/provision.h"
 #include "lbd-version.h"
 
 #define LBCTL_EXIT_HTTP       1
@@ -60,6 +62,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(CURL *, curl_easy_cleanup)
 static void lbctl_help(void)
 {
         printf("Usage: lbctl [OPTIONS] [status]\n"
+               "       lbctl provision --subnet SUBNET [OPTIONS]\n"
                "\n"
                "status (the default): what lbd's admin API reports, one row per backend and per instance\n"
                "that isn't one, under a summary of the control plane.\n"
@@ -76,7 +79,10 @@ static void lbctl_help(void)
                "resets and timeouts, plus 5xx responses), AGE (since the instance's launch).\n"
                "\n"
                "Exit status: 0 ok, 1 the admin API answered with an error, 2 bad usage, 4 it can't be "
-               "reached.\n",
+               "reached.\n"
+               "\n"
+               "provision: creates or finds the pool's security groups, image and web host in EC2 and\n"
+               "prints lbd's settings for them; see 'lbctl provision --help'.\n",
                LBCTL_DEFAULT_TIMEOUT);
 }
 
@@ -407,6 +413,8 @@ int main(int argc, char **argv)
         bool json = false;
         int r;
 
+        if (argc > 1 && strcmp(argv[1], "provision") == 0)
+                return provision_main(argc - 1, argv + 1);
         for (;;) {
                 int opt = getopt_long(argc, argv, "a:jt:hV", options, NULL);
 

@@ -19,6 +19,10 @@
  * retried: a wrong key stays wrong. RunInstances carries the caller's ClientToken in every attempt, so a
  * retry after a lost answer never launches twice.
  *
+ * ec2_query() is the same machinery for any other action: its call keeps the caller's action name and
+ * hands the answer over unparsed (with the EC2 error code on failure), for the caller to read with the
+ * exported ec2_xml_*() helpers; `lbctl provision` is built on it.
+ *
  * Parsing is defensive: the document must not carry a DTD (no entity can expand), only the elements we
  * need are read, each into a fixed-size field (too long = the answer is rejected), and at most
  * EC2_MAX_INSTANCES instances are accepted over all pages. */
@@ -61,12 +65,14 @@ enum ec2_action {
         EC2_DESCRIBE,
         EC2_RUN,
         EC2_TERMINATE,
+        EC2_QUERY, /* any action, the answer handed over as it came */
 };
 
 static const char *const ec2_action_names[] = {
         [EC2_DESCRIBE] = "DescribeInstances",
         [EC2_RUN] = "RunInstances",
         [EC2_TERMINATE] = "TerminateInstances",
+        [EC2_QUERY] = "", /* the caller's */
 };
 
 struct ec2 {
@@ -91,18 +97,22 @@ struct ec2_call {
         struct ec2 *ec2;
         struct ec2_call *prev, *next;
         enum ec2_action action;
-        struct evbuffer *form; /* Action=…&Version=…&params, without NextToken */
-        unsigned attempt;      /* attempts made for the current page */
+        char action_name[EC2_ACTION_MAX]; /* for the log lines */
+        struct evbuffer *form;            /* Action=…&Version=…&params, without NextToken */
+        unsigned attempt;                 /* attempts made for the current page */
         struct curlev_transfer *transfer;
         struct event *timer; /* the delay before a retry */
         ec2_instances_cb instances_cb;
         ec2_done_cb done_cb;
+        ec2_query_cb query_cb;
+        size_t max_response; /* EC2_QUERY: answer bytes accepted */
         void *userdata;
         struct ec2_instance *list; /* DescribeInstances: gathered over the pages */
         size_t n;
         unsigned pages;
         char next_token[EC2_NEXT_TOKEN_MAX];
         char error[EC2_ERROR_MAX];
+        char code[EC2_CODE_MAX]; /* the API's error code of the last answer, "" when none */
 };
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(xmlDoc *, xmlFreeDoc)
@@ -213,7 +223,7 @@ static uint64_t ec2_random(struct ec2 *e)
 /* ---------------------------------------------------------------------------------------------------- */
 /* XML */
 
-static xmlDoc *ec2_xml_read(const char *xml, size_t len)
+xmlDoc *ec2_xml_read(const char *xml, size_t len)
 {
         xmlDoc *doc;
 
@@ -232,12 +242,12 @@ static xmlDoc *ec2_xml_read(const char *xml, size_t len)
         return doc;
 }
 
-static bool ec2_xml_is(const xmlNode *n, const char *name)
+bool ec2_xml_is(const xmlNode *n, const char *name)
 {
         return n && n->type == XML_ELEMENT_NODE && n->name && strcmp((const char *)n->name, name) == 0;
 }
 
-static xmlNode *ec2_xml_child(const xmlNode *parent, const char *name)
+xmlNode *ec2_xml_child(const xmlNode *parent, const char *name)
 {
         for (xmlNode *c = parent ? parent->children : NULL; c; c = c->next)
                 if (ec2_xml_is(c, name))
@@ -245,10 +255,7 @@ static xmlNode *ec2_xml_child(const xmlNode *parent, const char *name)
         return NULL;
 }
 
-/* Copies the text directly inside <n> (text and CDATA children only: entity references are not
- * followed), trimmed, into <buf>. Returns 0, -E2BIG when it doesn't fit, -EBADMSG for control
- * characters. */
-static int ec2_xml_text(const xmlNode *n, char *buf, size_t size)
+int ec2_xml_text(const xmlNode *n, char *buf, size_t size)
 {
         size_t len = 0, start = 0;
 
@@ -277,8 +284,7 @@ static int ec2_xml_text(const xmlNode *n, char *buf, size_t size)
         return 0;
 }
 
-/* The text of <parent>'s child <name>, "" when there is no such child. */
-static int ec2_xml_child_text(const xmlNode *parent, const char *name, char *buf, size_t size)
+int ec2_xml_child_text(const xmlNode *parent, const char *name, char *buf, size_t size)
 {
         const xmlNode *c = ec2_xml_child(parent, name);
 
@@ -289,7 +295,7 @@ static int ec2_xml_child_text(const xmlNode *parent, const char *name, char *buf
         return ec2_xml_text(c, buf, size);
 }
 
-static bool ec2_chars_ok(const char *s, const char *allowed_punct)
+bool ec2_chars_ok(const char *s, const char *allowed_punct)
 {
         for (; *s; s++) {
                 unsigned char ch = (unsigned char)*s;
@@ -461,6 +467,25 @@ static int ec2_form_raw(struct evbuffer *f, const char *s, size_t n)
         return evbuffer_add(f, s, n) < 0 ? -ENOMEM : 0;
 }
 
+/* Appends <s> form-encoded: everything but the unreserved characters percent-encoded, and spaces as '+'
+ * (as the SDKs send them, and as moto_server re-encodes a form to check its signature; EC2 reads both). */
+static int ec2_form_encode(struct evbuffer *f, const char *s)
+{
+        for (;;) {
+                size_t n = strcspn(s, " ");
+                int r = sigv4_uri_encode(f, s, n, false, EC2_FORM_MAX);
+
+                if (r < 0)
+                        return r;
+                if (!s[n])
+                        return 0;
+                r = ec2_form_raw(f, "+", 1);
+                if (r < 0)
+                        return r;
+                s += n + 1;
+        }
+}
+
 /* Appends "&<key>=<value>" (or "<key>=<value>" first), both encoded. */
 static int ec2_form_add(struct evbuffer *f, const char *key, const char *value)
 {
@@ -469,11 +494,11 @@ static int ec2_form_add(struct evbuffer *f, const char *key, const char *value)
         if (evbuffer_get_length(f) > 0)
                 r = ec2_form_raw(f, "&", 1);
         if (r >= 0)
-                r = sigv4_uri_encode(f, key, strlen(key), false, EC2_FORM_MAX);
+                r = ec2_form_encode(f, key);
         if (r >= 0)
                 r = ec2_form_raw(f, "=", 1);
         if (r >= 0)
-                r = sigv4_uri_encode(f, value, strlen(value), false, EC2_FORM_MAX);
+                r = ec2_form_encode(f, value);
         return r;
 }
 
@@ -492,14 +517,14 @@ static int ec2_form_addf(struct evbuffer *f, const char *value, const char *key_
         return ec2_form_add(f, key, value);
 }
 
-static int ec2_form_new(enum ec2_action action, struct evbuffer **ret)
+static int ec2_form_new(const char *action, struct evbuffer **ret)
 {
         struct evbuffer *f = evbuffer_new();
         int r;
 
         if (!f)
                 return -ENOMEM;
-        r = ec2_form_add(f, "Action", ec2_action_names[action]);
+        r = ec2_form_add(f, "Action", action);
         if (r >= 0)
                 r = ec2_form_add(f, "Version", EC2_API_VERSION);
         if (r < 0) {
@@ -562,17 +587,25 @@ static void ec2_call_unlink(struct ec2_call *c)
         awscred_cancel(e->cred, c);
 }
 
-/* Reports the outcome and frees the call. The callback may free the ec2. */
-static void ec2_call_finish(struct ec2_call *c, int r)
+/* Reports the outcome (<body> is the answer of a successful EC2_QUERY) and frees the call. The callback
+ * may free the ec2. */
+static void ec2_call_report(struct ec2_call *c, int r, const char *body, size_t body_len)
 {
         ec2_call_unlink(c);
         if (r >= 0)
-                c->error[0] = 0;
+                c->error[0] = c->code[0] = 0;
         if (c->action == EC2_TERMINATE)
                 c->done_cb(r, c->error, c->userdata);
+        else if (c->action == EC2_QUERY)
+                c->query_cb(r, c->error, c->code, r >= 0 ? body : NULL, r >= 0 ? body_len : 0, c->userdata);
         else
                 c->instances_cb(r, c->error, r >= 0 ? c->list : NULL, r >= 0 ? c->n : 0, c->userdata);
         ec2_call_free(c);
+}
+
+static void ec2_call_finish(struct ec2_call *c, int r)
+{
+        ec2_call_report(c, r, NULL, 0);
 }
 
 static void ec2_retry_cb(evutil_socket_t fd, short what, void *userdata)
@@ -597,7 +630,7 @@ static void ec2_call_retry(struct ec2_call *c, bool throttled, int final)
                 return;
         }
         delay = ec2_backoff_usec(c->attempt, ec2_random(e));
-        log_warning("EC2 %s %s (%s); retrying in %.1f s (attempt %u/%u)", ec2_action_names[c->action],
+        log_warning("EC2 %s %s (%s); retrying in %.1f s (attempt %u/%u)", c->action_name,
                     throttled ? "throttled" : "failed", c->error, (double)delay / (double)USEC_PER_SEC,
                     c->attempt + 1, EC2_MAX_ATTEMPTS);
         tv.tv_sec = (time_t)(delay / USEC_PER_SEC);
@@ -615,6 +648,7 @@ static void ec2_http_done(int r, const struct curlev_response *resp, void *userd
         bool retry = false;
 
         c->transfer = NULL;
+        c->code[0] = 0;
         if (r < 0) {
                 (void)snprintf(c->error, sizeof(c->error), "%s", resp->error);
                 if (r == -EFBIG || r == -EINVAL || r == -ENOMEM) {
@@ -628,6 +662,10 @@ static void ec2_http_done(int r, const struct curlev_response *resp, void *userd
         if (resp->status == 200) {
                 if (c->action == EC2_TERMINATE) {
                         ec2_call_finish(c, 0);
+                        return;
+                }
+                if (c->action == EC2_QUERY) {
+                        ec2_call_report(c, 0, resp->body, resp->body_len);
                         return;
                 }
                 r = ec2_parse_instances(resp->body, resp->body_len, &c->list, &c->n, c->next_token);
@@ -656,6 +694,7 @@ static void ec2_http_done(int r, const struct curlev_response *resp, void *userd
         if (ec2_parse_error(resp->body, resp->body_len, code, message) < 0) {
                 code[0] = message[0] = 0;
         }
+        memcpy(c->code, code, sizeof(c->code));
         r = ec2_classify_error(resp->status, code, &retry);
         if (retry && ec2_is_throttling(code))
                 (void)snprintf(c->error, sizeof(c->error), "%s", code);
@@ -757,7 +796,7 @@ static int ec2_call_send(struct ec2_call *c, const struct awscred_credentials *c
                         .n_headers = n_headers,
                         .body = data,
                         .body_len = len,
-                        .max_response = EC2_MAX_RESPONSE,
+                        .max_response = c->max_response ? c->max_response : EC2_MAX_RESPONSE,
                         .connect_timeout_usec = EC2_CONNECT_USEC,
                         .timeout_usec = EC2_TIMEOUT_USEC,
                 };
@@ -911,8 +950,10 @@ static void ec2_call_step(struct ec2_call *c)
         }
 }
 
-static int ec2_call_start(struct ec2 *e, enum ec2_action action, struct evbuffer *form, ec2_instances_cb icb,
-                          ec2_done_cb dcb, void *userdata, struct ec2_call **ret)
+/* Allocates a call for <action> that owns <form> (freed on failure too) and links it to <e>. It is started
+ * by ec2_call_begin() once its callback is set. */
+static int ec2_call_new(struct ec2 *e, enum ec2_action action, struct evbuffer *form, void *userdata,
+                        struct ec2_call **ret)
 {
         struct ec2_call *c;
 
@@ -927,9 +968,8 @@ static int ec2_call_start(struct ec2 *e, enum ec2_action action, struct evbuffer
         }
         c->ec2 = e;
         c->action = action;
+        memcpy(c->action_name, ec2_action_names[action], strlen(ec2_action_names[action]) + 1);
         c->form = form;
-        c->instances_cb = icb;
-        c->done_cb = dcb;
         c->userdata = userdata;
         c->timer = evtimer_new(e->base, ec2_retry_cb, c);
         if (!c->timer) {
@@ -941,11 +981,30 @@ static int ec2_call_start(struct ec2 *e, enum ec2_action action, struct evbuffer
                 e->calls->prev = c;
         e->calls = c;
         e->n_calls++;
+        *ret = c;
+        return 0;
+}
 
+static void ec2_call_begin(struct ec2_call *c, struct ec2_call **ret)
+{
         /* The first step only registers with awscred, whose answer comes from the loop. */
         ec2_call_step(c);
         if (ret)
                 *ret = c;
+}
+
+static int ec2_call_start(struct ec2 *e, enum ec2_action action, struct evbuffer *form, ec2_instances_cb icb,
+                          ec2_done_cb dcb, void *userdata, struct ec2_call **ret)
+{
+        struct ec2_call *c;
+        int r;
+
+        r = ec2_call_new(e, action, form, userdata, &c);
+        if (r < 0)
+                return r;
+        c->instances_cb = icb;
+        c->done_cb = dcb;
+        ec2_call_begin(c, ret);
         return 0;
 }
 
@@ -958,7 +1017,7 @@ int ec2_describe_instances(struct ec2 *e, const char *tag_key, const char *tag_v
 
         if (!e || !cb || !ec2_param_ok(tag_key, 127) || !ec2_param_ok(tag_value, 255))
                 return -EINVAL;
-        r = ec2_form_new(EC2_DESCRIBE, &f);
+        r = ec2_form_new(ec2_action_names[EC2_DESCRIBE], &f);
         if (r < 0)
                 return r;
         {
@@ -1055,7 +1114,7 @@ int ec2_run_instances(struct ec2 *e, const struct ec2_launch *l, ec2_instances_c
         if (l->count > EC2_MAX_LAUNCH || l->user_data_len > EC2_USER_DATA_MAX ||
             l->n_security_groups > EC2_MAX_SECURITY_GROUPS)
                 return -E2BIG;
-        r = ec2_form_new(EC2_RUN, &f);
+        r = ec2_form_new(ec2_action_names[EC2_RUN], &f);
         if (r >= 0)
                 r = ec2_run_form(l, f);
         if (r < 0) {
@@ -1079,7 +1138,7 @@ int ec2_terminate_instances(struct ec2 *e, const char *const *ids, size_t n, ec2
         for (size_t i = 0; i < n; i++)
                 if (!ec2_param_ok(ids[i], EC2_ID_MAX - 1) || !ec2_chars_ok(ids[i], "-"))
                         return -EINVAL;
-        r = ec2_form_new(EC2_TERMINATE, &f);
+        r = ec2_form_new(ec2_action_names[EC2_TERMINATE], &f);
         for (size_t i = 0; i < n && r >= 0; i++)
                 r = ec2_form_addf(f, ids[i], "InstanceId.%zu", i + 1);
         if (r < 0) {
@@ -1088,6 +1147,56 @@ int ec2_terminate_instances(struct ec2 *e, const char *const *ids, size_t n, ec2
                 return r;
         }
         return ec2_call_start(e, EC2_TERMINATE, f, NULL, cb, userdata, ret);
+}
+
+/* True for a query parameter's name: letters, digits, '.', '_' and '-', at most <max> bytes. */
+static bool ec2_name_ok(const char *s, size_t max)
+{
+        size_t n;
+
+        if (!s)
+                return false;
+        n = strnlen(s, max + 1);
+        return n > 0 && n <= max && ec2_chars_ok(s, "._-");
+}
+
+int ec2_query(struct ec2 *e, const char *action, const struct ec2_param *params, size_t n,
+              size_t max_response, ec2_query_cb cb, void *userdata, struct ec2_call **ret)
+{
+        struct evbuffer *f = NULL;
+        struct ec2_call *c;
+        int r;
+
+        if (!e || !cb || !ec2_name_ok(action, EC2_ACTION_MAX - 1) || !ec2_chars_ok(action, "") ||
+            (n > 0 && !params))
+                return -EINVAL;
+        if (n > EC2_QUERY_MAX_PARAMS || max_response > EC2_QUERY_MAX_RESPONSE)
+                return -E2BIG;
+        for (size_t i = 0; i < n; i++) {
+                const char *v = params[i].value;
+
+                if (!ec2_name_ok(params[i].name, EC2_QUERY_NAME_MAX) ||
+                    strcmp(params[i].name, "Action") == 0 || strcmp(params[i].name, "Version") == 0 || !v)
+                        return -EINVAL;
+                if (v[0] && !ec2_param_ok(v, EC2_QUERY_VALUE_MAX))
+                        return strnlen(v, EC2_QUERY_VALUE_MAX + 1) > EC2_QUERY_VALUE_MAX ? -E2BIG : -EINVAL;
+        }
+        r = ec2_form_new(action, &f);
+        for (size_t i = 0; i < n && r >= 0; i++)
+                r = ec2_form_add(f, params[i].name, params[i].value);
+        if (r < 0) {
+                if (f)
+                        evbuffer_free(f);
+                return r;
+        }
+        r = ec2_call_new(e, EC2_QUERY, f, userdata, &c);
+        if (r < 0)
+                return r;
+        memcpy(c->action_name, action, strlen(action) + 1);
+        c->query_cb = cb;
+        c->max_response = max_response;
+        ec2_call_begin(c, ret);
+        return 0;
 }
 
 struct ec2_call *ec2_call_cancel(struct ec2_call *c)

@@ -1,6 +1,7 @@
 /* A client for the EC2 Query API (version 2016-11-15): DescribeInstances, RunInstances and
  * TerminateInstances, signed with SigV4, sent through curlev.c on the event loop, answers parsed with
- * libxml2.
+ * libxml2; and ec2_query(), any other action, whose answer the caller parses (with the ec2_xml_*()
+ * helpers below, which read documents the same defensive way).
  *
  * Each call retries by itself what is worth retrying (throttling, 5xx, network errors and timeouts) with
  * capped exponential backoff and full jitter, logging each retry at warning level, and reports once to its
@@ -10,6 +11,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <libxml/tree.h>
 
 #include "common/macro.h"
 
@@ -32,6 +35,11 @@
 #define EC2_BACKOFF_BASE_USEC   (200 * USEC_PER_MSEC)
 #define EC2_BACKOFF_CAP_USEC    (20 * USEC_PER_SEC)
 #define EC2_MAX_SECURITY_GROUPS 32
+#define EC2_ACTION_MAX          64          /* "DescribeSecurityGroups" and the like, with the NUL */
+#define EC2_QUERY_MAX_PARAMS    512         /* parameters per ec2_query() */
+#define EC2_QUERY_NAME_MAX      127         /* bytes in a parameter's name */
+#define EC2_QUERY_VALUE_MAX     (64 * 1024) /* bytes in a parameter's value (base64 user data fits) */
+#define EC2_QUERY_MAX_RESPONSE  (4u * 1024 * 1024)
 
 struct event_base;
 struct ec2;
@@ -82,6 +90,18 @@ typedef void (*ec2_instances_cb)(int r, const char *error, const struct ec2_inst
                                  void *userdata);
 typedef void (*ec2_done_cb)(int r, const char *error, void *userdata);
 
+/* One parameter of a query: "Filter.1.Name" = "vpc-id". */
+struct ec2_param {
+        const char *name;
+        const char *value;
+};
+
+/* <r> as above. On success <xml> is the answer (<len> bytes, NUL-terminated, untrusted: parse it with
+ * bounds). On failure <xml> is NULL and <code> the EC2 error code when the API refused the request
+ * ("InvalidPermission.Duplicate"), "" otherwise (a network failure, no credentials, ...). */
+typedef void (*ec2_query_cb)(int r, const char *error, const char *code, const char *xml, size_t len,
+                             void *userdata);
+
 /* Reads the credentials' static sources (see awscred.h). Returns 0, -EINVAL (a bad endpoint URL or
  * credentials file), -ENOMEM. */
 int ec2_new(struct event_base *base, const struct ec2_settings *s, struct ec2 **ret);
@@ -98,7 +118,17 @@ int ec2_run_instances(struct ec2 *e, const struct ec2_launch *l, ec2_instances_c
 int ec2_terminate_instances(struct ec2 *e, const char *const *ids, size_t n, ec2_done_cb cb, void *userdata,
                             struct ec2_call **ret);
 
-/* Each of the three returns 0, or -EINVAL (bad arguments), -E2BIG (too many ids or instances, user data
+/* Calls <action> (letters only) with <n> parameters, sent in this order (names of letters, digits, '.',
+ * '_' and '-', at most EC2_QUERY_NAME_MAX bytes; values without control characters, may be empty, at most
+ * EC2_QUERY_VALUE_MAX bytes; "Action" and "Version" are added here; form-encoded with spaces as '+', as
+ * the SDKs do). The answer may be at most <max_response> bytes (0: EC2_QUERY_MAX_RESPONSE, also the
+ * largest allowed). Signing, credentials, retries and error classes are those of the calls above: a call
+ * that is not idempotent by itself needs a ClientToken or a caller that treats a "Duplicate" error as
+ * done. No pagination: the caller sends NextToken itself. The parameters are copied. */
+int ec2_query(struct ec2 *e, const char *action, const struct ec2_param *params, size_t n,
+              size_t max_response, ec2_query_cb cb, void *userdata, struct ec2_call **ret);
+
+/* Each of the four returns 0, or -EINVAL (bad arguments), -E2BIG (too many ids or instances, user data
  * too large), -EBUSY (too many calls running), -ENOMEM; the callback runs exactly once, from the event
  * loop, unless the call is cancelled. <ret> (may be NULL) is valid until the callback runs. */
 
@@ -120,6 +150,24 @@ int ec2_parse_instances(const char *xml, size_t len, struct ec2_instance **list,
  * <ErrorResponse>). Returns 0 with the code (and the message, "" when absent), or -EBADMSG. */
 int ec2_parse_error(const char *xml, size_t len, char code[static EC2_CODE_MAX],
                     char message[static EC2_MESSAGE_MAX]);
+
+/* Reading answers with libxml2, for ec2_query()'s callers. */
+
+/* Parses <len> bytes, refusing a document with a DTD (no entity can expand) and reaching nothing on the
+ * network. Returns the document (free with xmlFreeDoc()) or NULL. */
+xmlDoc *ec2_xml_read(const char *xml, size_t len);
+/* True when <n> is an element named <name> (local name, any namespace). NULL allowed. */
+bool ec2_xml_is(const xmlNode *n, const char *name);
+/* The first child element of <parent> (NULL allowed) named <name>, or NULL. */
+xmlNode *ec2_xml_child(const xmlNode *parent, const char *name);
+/* Copies the text directly inside <n> (text and CDATA children only: entity references are not followed),
+ * trimmed, into <buf> of <size> bytes. Returns 0, -E2BIG when it doesn't fit, -EBADMSG for control
+ * characters. */
+int ec2_xml_text(const xmlNode *n, char *buf, size_t size);
+/* The text of <parent>'s child <name>, "" when there is no such child. */
+int ec2_xml_child_text(const xmlNode *parent, const char *name, char *buf, size_t size);
+/* True when <s> holds only ASCII letters, digits and characters of <allowed_punct>. */
+bool ec2_chars_ok(const char *s, const char *allowed_punct);
 
 /* What a failed answer means: returns the -errno a caller gets (-EAGAIN, -EACCES, -EPERM, -EINVAL) and
  * sets <ret_retry> when another attempt may succeed. <code> may be "" (no parsable error). */

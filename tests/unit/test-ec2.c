@@ -476,7 +476,7 @@ static void test_run_and_terminate(void **state)
         assert_string_equal(
                 body, "Action=RunInstances&Version=2016-11-15&ImageId=ami-123&InstanceType=t3.micro"
                       "&SubnetId=subnet-1&SecurityGroupId.1=sg-1&SecurityGroupId.2=sg-2"
-                      "&KeyName=my%20key&IamInstanceProfile.Arn=arn%3Aaws%3Aiam%3A%3A1%3Ainstance-"
+                      "&KeyName=my+key&IamInstanceProfile.Arn=arn%3Aaws%3Aiam%3A%3A1%3Ainstance-"
                       "profile%2Fp&UserData=IyEvYmluL3NoClVQU1RSRUFNPTE5Mi4wLjIuMTo4MDgwCg%3D%3D"
                       "&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=lbd%3Apool"
                       "&TagSpecification.1.Tag.1.Value=main&TagSpecification.1.Tag.2.Key=Name"

@@ -1,0 +1,1421 @@
+/* `lbctl provision`: creates what an lbd pool needs in EC2, or finds it when it is already there, and
+ * prints what lbd's configuration needs to know about it.
+ *
+ *   lbctl provision --subnet SUBNET [--region R] [--endpoint URL] [--credentials-file FILE] [--profile P]
+ *       [--tag KEY=VALUE] [--name PREFIX] [--lb-port N] [--backend-port N] [--web-port N]
+ *       [--ssh-cidr CIDR] [--image AMI] [--instance-type TYPE] [--key-name NAME]
+ *       [--web-user-data FILE] [--no-web] [--bake-from INSTANCE_ID] [--json]
+ *
+ * In order, each step idempotent (a second run finds everything and changes nothing):
+ *   1. the subnet (DescribeSubnets) gives the VPC;
+ *   2. three security groups in that VPC, found by name or created, tagged with the pool's tag:
+ *      <prefix>-lb (the LB port from 0.0.0.0/0 and ::/0), <prefix>-backend (the backend port from the lb
+ *      group only), <prefix>-web (the web port from the backend group only), and SSH from --ssh-cidr into
+ *      each when given. Existing rules are compared first; only missing ones are added (a "Duplicate"
+ *      answer counts as present). Other rules found in these groups are reported, never removed;
+ *   3. the image: --image, or the newest Ubuntu LTS amd64 server image of Canonical (owner
+ *      099720109477) by creation date; with --bake-from, CreateImage of that instance under a name derived
+ *      from it (found again on a second run), waited for until available: it becomes LBD_IMAGE, while the
+ *      web host still boots from the first;
+ *   4. the web host (unless --no-web): an instance with the pool's tag and lbd:role=web, pending or
+ *      running; else RunInstances in the subnet with the web group and --web-user-data, with a ClientToken
+ *      derived from the pool, so a retried or repeated launch never makes two; then its private address.
+ *
+ * Everything goes through lbd's EC2 client (lbd/ec2.c: SigV4, the SDK's credentials chain, retries with
+ * backoff) on a libevent loop that this command runs until each answer arrives: one call at a time, the
+ * order above. Answers are parsed by provision-parse.c. stdout gets only the result (KEY=VALUE lines or one
+ * JSON object); what was found and what was created is logged on stderr.
+ *
+ * Exit status: 0 done, 1 an EC2 call failed (its action and error code are logged), 2 bad usage, 3 AWS
+ * credentials missing or refused. */
+#include "lbctl/provision.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "common/macro.h"
+#include "common/netaddr.h"
+#include "common/parse.h"
+#include "lbctl/provision-parse.h"
+#include "lbd/awscred.h"
+#include "lbd/ec2.h"
+
+#define PROVISION_CANONICAL       "099720109477"
+#define PROVISION_UBUNTU_PATTERN  "ubuntu/images/hvm-ssd*/ubuntu-*-amd64-server-*"
+#define PROVISION_ROLE_KEY        "lbd:role"
+#define PROVISION_ROLE_WEB        "web"
+#define PROVISION_PREFIX_MAX      64
+#define PROVISION_VALUE_MAX       128 /* an output value */
+#define PROVISION_IMAGE_PAGES     10
+#define PROVISION_IMAGE_PAGE_SIZE "1000"
+#define PROVISION_INSTANCE_PAGES  10
+#define PROVISION_IMAGE_WAIT_USEC (45 * 60 * USEC_PER_SEC)
+#define PROVISION_IMAGE_POLL_USEC (15 * USEC_PER_SEC)
+#define PROVISION_WEB_WAIT_USEC   (10 * 60 * USEC_PER_SEC)
+#define PROVISION_WEB_POLL_USEC   (3 * USEC_PER_SEC)
+#define PROVISION_GROUP_ROUNDS    3
+
+enum { GROUP_LB, GROUP_BACKEND, GROUP_WEB, N_GROUPS };
+
+static const char *const provision_group_roles[N_GROUPS] = {"lb", "backend", "web"};
+static const char *const provision_group_descriptions[N_GROUPS] = {
+        "lbd load balancer: clients from anywhere",
+        "lbd backends: from the load balancer only",
+        "lbd web host: from the backends only",
+};
+
+struct provision_options {
+        const char *subnet;
+        const char *region;
+        const char *endpoint;
+        const char *credentials_file;
+        const char *profile;
+        char tag_key[PROVISION_TAG_KEY_MAX];
+        char tag_value[PROVISION_TAG_VALUE_MAX];
+        const char *prefix;
+        unsigned lb_port, backend_port, web_port;
+        bool ssh;
+        char ssh_cidr[PROVISION_CIDR_MAX]; /* canonical text */
+        enum provision_source ssh_kind;
+        const char *image;
+        const char *instance_type;
+        const char *key_name;
+        const char *web_user_data_path;
+        char *web_user_data; /* the file's bytes */
+        size_t web_user_data_len;
+        bool no_web;
+        const char *bake_from;
+        bool json;
+};
+
+struct provision {
+        const struct provision_options *o;
+        struct event_base *base;
+        struct ec2 *ec2;
+        int exit_status; /* of the first failure */
+        char vpc[EC2_ID_MAX];
+        char group_names[N_GROUPS][PROVISION_NAME_MAX];
+        char groups[N_GROUPS][EC2_ID_MAX];
+        char base_image[EC2_ID_MAX]; /* --image or Ubuntu's: the web host's */
+        char image[EC2_ID_MAX];      /* LBD_IMAGE: the baked one, else base_image */
+        char web_instance[EC2_ID_MAX];
+        char web_ip[EC2_ADDR_MAX];
+        char upstream[PROVISION_VALUE_MAX];
+};
+
+/* One answer, copied out of ec2_query()'s callback. */
+struct provision_answer {
+        bool done;
+        int r;
+        char error[EC2_ERROR_MAX];
+        char code[EC2_CODE_MAX];
+        char *xml;
+        size_t len;
+};
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
+
+static void provision_answer_clear(struct provision_answer *a)
+{
+        free(a->xml);
+        *a = (struct provision_answer){0};
+}
+
+static void provision_help(void)
+{
+        printf("Usage: lbctl provision --subnet SUBNET [OPTIONS]\n"
+               "\n"
+               "Creates in EC2 what an lbd pool needs, or finds it when it is already there, and prints\n"
+               "the settings lbd's configuration takes from it. Running it again creates nothing new.\n"
+               "\n"
+               "  1. the subnet's VPC;\n"
+               "  2. security groups in that VPC, by name, tagged with the pool's tag:\n"
+               "       PREFIX-lb       LB port from anywhere (0.0.0.0/0 and ::/0)\n"
+               "       PREFIX-backend  backend port from PREFIX-lb only\n"
+               "       PREFIX-web      web port from PREFIX-backend only\n"
+               "     plus SSH (22) from --ssh-cidr into each when given; nothing else, PostgreSQL never.\n"
+               "     Missing rules are added; other rules found are reported, not removed;\n"
+               "  3. the image: --image, else the newest Ubuntu LTS amd64 server image published by\n"
+               "     Canonical (owner " PROVISION_CANONICAL
+               "); with --bake-from, an image of that instance\n"
+               "     (named PREFIX-backend-INSTANCE_ID), waited for until available;\n"
+               "  4. the web host: the instance tagged with the pool's tag and " PROVISION_ROLE_KEY
+               "=" PROVISION_ROLE_WEB ",\n"
+               "     pending or running; else one launched in the subnet with PREFIX-web, the web user\n"
+               "     data, and a client token derived from the pool (never two).\n"
+               "\n"
+               "Options:\n"
+               "  --subnet SUBNET          subnet of the pool and the web host (required)\n"
+               "  --region R               AWS region (default: AWS_REGION, AWS_DEFAULT_REGION,\n"
+               "                           ~/.aws/config, the instance metadata)\n"
+               "  --endpoint URL           EC2 endpoint (default: AWS_ENDPOINT_URL_EC2,\n"
+               "                           AWS_ENDPOINT_URL, the region's)\n"
+               "  --credentials-file FILE  read the access key from FILE (INI, like\n"
+               "                           ~/.aws/credentials); default: the SDKs' chain (environment,\n"
+               "                           shared files, instance role)\n"
+               "  --profile P              profile in the credentials and config files\n"
+               "  --tag KEY=VALUE          the pool's tag (default lbd:pool=main)\n"
+               "  --name PREFIX            security group and instance names (default lbd)\n"
+               "  --lb-port N              port clients reach the load balancer on (default 80)\n"
+               "  --backend-port N         port of the backends (default 80)\n"
+               "  --web-port N             port of webd on the web host (default 8080)\n"
+               "  --ssh-cidr CIDR          allow SSH from this network (default: none; a /0 is refused)\n"
+               "  --image AMI              image of the pool and the web host (default: Ubuntu LTS)\n"
+               "  --instance-type TYPE     web host's instance type (default t3.micro)\n"
+               "  --key-name NAME          EC2 key pair for the web host\n"
+               "  --web-user-data FILE     web host's user data (at most 16384 bytes); needed to launch it\n"
+               "  --no-web                 no web host: neither looked for nor launched\n"
+               "  --bake-from INSTANCE_ID  make the pool's image from this instance\n"
+               "  --json                   print one JSON object instead of KEY=VALUE lines\n"
+               "  -h, --help               show this help\n"
+               "\n"
+               "Output (stdout), one KEY=VALUE a line, values of [A-Za-z0-9._:/-] only (empty when there\n"
+               "is no web host):\n"
+               "  LBD_VPC LBD_SUBNET LBD_SECURITY_GROUP_LB LBD_SECURITY_GROUP_BACKEND\n"
+               "  LBD_SECURITY_GROUP_WEB LBD_IMAGE LBD_WEB_INSTANCE LBD_UPSTREAM (web host's ip:web-port)\n"
+               "What was found and what was created is logged on stderr.\n"
+               "\n"
+               "Exit status: 0 done, 1 an EC2 call failed (the call and EC2's error code are logged),\n"
+               "2 bad usage, 3 AWS credentials missing or refused.\n");
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Command line */
+
+static int provision_usage(const char *fmt, ...) _printf_(1, 2);
+static int provision_usage(const char *fmt, ...)
+{
+        va_list ap;
+
+        fputs("lbctl provision: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputs("\nTry 'lbctl provision --help'.\n", stderr);
+        return PROVISION_EXIT_USAGE;
+}
+
+/* An EC2 id: "<prefix>-" and alphanumerics, shorter than EC2_ID_MAX. */
+static bool provision_id_ok(const char *s, const char *prefix)
+{
+        size_t n = strlen(prefix);
+
+        return s && strlen(s) < EC2_ID_MAX && strncmp(s, prefix, n) == 0 && s[n] == '-' && s[n + 1] &&
+               ec2_chars_ok(s + n + 1, "");
+}
+
+/* Text of at most <max> bytes, none of them a control character; non-empty. */
+static bool provision_text_ok(const char *s, size_t max)
+{
+        size_t n = strnlen(s, max + 1);
+
+        if (n == 0 || n > max)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] == 0x7f)
+                        return false;
+        return true;
+}
+
+static int provision_parse_tag(const char *s, struct provision_options *o)
+{
+        const char *eq = strchr(s, '=');
+        size_t kn;
+
+        if (!eq)
+                return -EINVAL;
+        kn = (size_t)(eq - s);
+        /* EC2's tag alphabet; "aws:" is reserved; Name and lbd:role are set by this command. */
+        if (kn == 0 || kn >= sizeof(o->tag_key) || strlen(eq + 1) == 0 ||
+            strlen(eq + 1) >= sizeof(o->tag_value))
+                return -EINVAL;
+        memcpy(o->tag_key, s, kn);
+        o->tag_key[kn] = 0;
+        memcpy(o->tag_value, eq + 1, strlen(eq + 1) + 1);
+        if (!ec2_chars_ok(o->tag_key, " +-=._:/@") || !ec2_chars_ok(o->tag_value, " +-=._:/@") ||
+            strncmp(o->tag_key, "aws:", 4) == 0 || strcmp(o->tag_key, "Name") == 0 ||
+            strcmp(o->tag_key, PROVISION_ROLE_KEY) == 0)
+                return -EINVAL;
+        return 0;
+}
+
+static int provision_parse_ssh(const char *s, struct provision_options *o)
+{
+        struct netaddr_cidr c;
+        char host[INET6_ADDRSTRLEN];
+        int n;
+
+        if (netaddr_cidr_parse(s, &c) < 0)
+                return provision_usage("--ssh-cidr '%s': expected a network such as 203.0.113.0/24, "
+                                       "host bits zero",
+                                       s);
+        if (c.prefix == 0)
+                return provision_usage("--ssh-cidr '%s': refusing SSH from the whole Internet; "
+                                       "give your own network",
+                                       s);
+        if (!inet_ntop(c.family, c.addr, host, sizeof(host)))
+                return provision_usage("--ssh-cidr '%s': not an address", s);
+        n = snprintf(o->ssh_cidr, sizeof(o->ssh_cidr), "%s/%u", host, c.prefix);
+        if (n < 0 || (size_t)n >= sizeof(o->ssh_cidr))
+                return provision_usage("--ssh-cidr '%s': too long", s);
+        o->ssh = true;
+        o->ssh_kind = c.family == AF_INET ? PROVISION_SOURCE_CIDR4 : PROVISION_SOURCE_CIDR6;
+        return 0;
+}
+
+static int provision_read_user_data(struct provision_options *o)
+{
+        _cleanup_free_ char *buf = malloc(EC2_USER_DATA_MAX + 1);
+        FILE *f;
+        size_t n;
+        bool bad;
+
+        if (!buf)
+                return provision_usage("out of memory");
+        f = fopen(o->web_user_data_path, "re");
+        if (!f)
+                return provision_usage("--web-user-data '%s': %s", o->web_user_data_path, strerror(errno));
+        n = fread(buf, 1, EC2_USER_DATA_MAX + 1, f);
+        bad = ferror(f);
+        fclose(f);
+        if (bad)
+                return provision_usage("--web-user-data '%s': read error", o->web_user_data_path);
+        if (n > EC2_USER_DATA_MAX)
+                return provision_usage("--web-user-data '%s': larger than %d bytes (EC2's limit)",
+                                       o->web_user_data_path, EC2_USER_DATA_MAX);
+        if (n == 0)
+                return provision_usage("--web-user-data '%s': empty", o->web_user_data_path);
+        o->web_user_data = TAKE_PTR(buf);
+        o->web_user_data_len = n;
+        return 0;
+}
+
+static int provision_port_option(const char *name, const char *s, unsigned *ret)
+{
+        uint64_t v;
+
+        if (parse_uint(s, 1, 65535, &v) < 0)
+                return provision_usage("%s '%s': expected a port, 1..65535", name, s);
+        *ret = (unsigned)v;
+        return 0;
+}
+
+static bool provision_endpoint_ok(const char *s)
+{
+        if (strlen(s) >= 1024 || (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0))
+                return false;
+        for (; *s; s++)
+                if ((unsigned char)*s <= ' ' || (unsigned char)*s >= 0x7f)
+                        return false;
+        return true;
+}
+
+static int provision_parse_options(int argc, char **argv, struct provision_options *o)
+{
+        enum {
+                OPT_SUBNET = 0x100,
+                OPT_REGION,
+                OPT_ENDPOINT,
+                OPT_CREDENTIALS_FILE,
+                OPT_PROFILE,
+                OPT_TAG,
+                OPT_NAME,
+                OPT_LB_PORT,
+                OPT_BACKEND_PORT,
+                OPT_WEB_PORT,
+                OPT_SSH_CIDR,
+                OPT_IMAGE,
+                OPT_INSTANCE_TYPE,
+                OPT_KEY_NAME,
+                OPT_WEB_USER_DATA,
+                OPT_NO_WEB,
+                OPT_BAKE_FROM,
+                OPT_JSON,
+        };
+        static const struct option options[] = {
+                {"subnet", required_argument, NULL, OPT_SUBNET},
+                {"region", required_argument, NULL, OPT_REGION},
+                {"endpoint", required_argument, NULL, OPT_ENDPOINT},
+                {"credentials-file", required_argument, NULL, OPT_CREDENTIALS_FILE},
+                {"profile", required_argument, NULL, OPT_PROFILE},
+                {"tag", required_argument, NULL, OPT_TAG},
+                {"name", required_argument, NULL, OPT_NAME},
+                {"lb-port", required_argument, NULL, OPT_LB_PORT},
+                {"backend-port", required_argument, NULL, OPT_BACKEND_PORT},
+                {"web-port", required_argument, NULL, OPT_WEB_PORT},
+                {"ssh-cidr", required_argument, NULL, OPT_SSH_CIDR},
+                {"image", required_argument, NULL, OPT_IMAGE},
+                {"instance-type", required_argument, NULL, OPT_INSTANCE_TYPE},
+                {"key-name", required_argument, NULL, OPT_KEY_NAME},
+                {"web-user-data", required_argument, NULL, OPT_WEB_USER_DATA},
+                {"no-web", no_argument, NULL, OPT_NO_WEB},
+                {"bake-from", required_argument, NULL, OPT_BAKE_FROM},
+                {"json", no_argument, NULL, OPT_JSON},
+                {"help", no_argument, NULL, 'h'},
+                {NULL, 0, NULL, 0},
+        };
+        int r;
+
+        memcpy(o->tag_key, "lbd:pool", sizeof("lbd:pool"));
+        memcpy(o->tag_value, "main", sizeof("main"));
+        o->prefix = "lbd";
+        o->lb_port = 80;
+        o->backend_port = 80;
+        o->web_port = 8080;
+        o->instance_type = "t3.micro";
+
+        optind = 1;
+        for (;;) {
+                int opt = getopt_long(argc, argv, "h", options, NULL);
+
+                if (opt < 0)
+                        break;
+                r = 0;
+                switch (opt) {
+                case OPT_SUBNET:
+                        if (!provision_id_ok(optarg, "subnet"))
+                                return provision_usage("--subnet '%s': expected a subnet id (subnet-…)",
+                                                       optarg);
+                        o->subnet = optarg;
+                        break;
+                case OPT_REGION:
+                        if (strlen(optarg) == 0 || strlen(optarg) >= 32 || !ec2_chars_ok(optarg, "-"))
+                                return provision_usage("--region '%s': expected a region such as us-east-1",
+                                                       optarg);
+                        o->region = optarg;
+                        break;
+                case OPT_ENDPOINT:
+                        if (!provision_endpoint_ok(optarg))
+                                return provision_usage(
+                                        "--endpoint '%s': expected an http:// or https:// URL", optarg);
+                        o->endpoint = optarg;
+                        break;
+                case OPT_CREDENTIALS_FILE:
+                        if (!provision_text_ok(optarg, 4096))
+                                return provision_usage("--credentials-file: expected a file name");
+                        o->credentials_file = optarg;
+                        break;
+                case OPT_PROFILE:
+                        if (!provision_text_ok(optarg, AWSCRED_PROFILE_MAX - 1))
+                                return provision_usage("--profile: expected a profile name");
+                        o->profile = optarg;
+                        break;
+                case OPT_TAG:
+                        if (provision_parse_tag(optarg, o) < 0)
+                                return provision_usage(
+                                        "--tag '%s': expected KEY=VALUE of letters, digits and "
+                                        "' +-=._:/@' (key at most 127 bytes, value 1..255; "
+                                        "not aws:*, Name or " PROVISION_ROLE_KEY ")",
+                                        optarg);
+                        break;
+                case OPT_NAME:
+                        if (strlen(optarg) == 0 || strlen(optarg) > PROVISION_PREFIX_MAX ||
+                            !ec2_chars_ok(optarg, "-_."))
+                                return provision_usage(
+                                        "--name '%s': expected 1..%d letters, digits, '-', '_' "
+                                        "or '.'",
+                                        optarg, PROVISION_PREFIX_MAX);
+                        o->prefix = optarg;
+                        break;
+                case OPT_LB_PORT:
+                        r = provision_port_option("--lb-port", optarg, &o->lb_port);
+                        break;
+                case OPT_BACKEND_PORT:
+                        r = provision_port_option("--backend-port", optarg, &o->backend_port);
+                        break;
+                case OPT_WEB_PORT:
+                        r = provision_port_option("--web-port", optarg, &o->web_port);
+                        break;
+                case OPT_SSH_CIDR:
+                        r = provision_parse_ssh(optarg, o);
+                        break;
+                case OPT_IMAGE:
+                        if (!provision_id_ok(optarg, "ami"))
+                                return provision_usage("--image '%s': expected an image id (ami-…)", optarg);
+                        o->image = optarg;
+                        break;
+                case OPT_INSTANCE_TYPE:
+                        if (strlen(optarg) == 0 || strlen(optarg) >= 32 || !ec2_chars_ok(optarg, ".-"))
+                                return provision_usage(
+                                        "--instance-type '%s': expected a type such as t3.micro", optarg);
+                        o->instance_type = optarg;
+                        break;
+                case OPT_KEY_NAME:
+                        if (!provision_text_ok(optarg, 255))
+                                return provision_usage(
+                                        "--key-name: expected a key pair name (1..255 bytes)");
+                        o->key_name = optarg;
+                        break;
+                case OPT_WEB_USER_DATA:
+                        o->web_user_data_path = optarg;
+                        break;
+                case OPT_NO_WEB:
+                        o->no_web = true;
+                        break;
+                case OPT_BAKE_FROM:
+                        if (!provision_id_ok(optarg, "i"))
+                                return provision_usage("--bake-from '%s': expected an instance id (i-…)",
+                                                       optarg);
+                        o->bake_from = optarg;
+                        break;
+                case OPT_JSON:
+                        o->json = true;
+                        break;
+                case 'h':
+                        provision_help();
+                        return -1;
+                default:
+                        return provision_usage("unknown option");
+                }
+                if (r != 0)
+                        return r;
+        }
+        if (optind < argc)
+                return provision_usage("unexpected argument '%s'", argv[optind]);
+        if (!o->subnet)
+                return provision_usage("--subnet is required");
+        if (o->web_user_data_path && o->no_web)
+                return provision_usage("--web-user-data and --no-web exclude each other");
+        if (o->web_user_data_path) {
+                r = provision_read_user_data(o);
+                if (r != 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Calls */
+
+static void provision_answer_cb(int r, const char *error, const char *code, const char *xml, size_t len,
+                                void *userdata)
+{
+        struct provision_answer *a = userdata;
+
+        a->done = true;
+        a->r = r;
+        (void)snprintf(a->error, sizeof(a->error), "%s", error ? error : "");
+        (void)snprintf(a->code, sizeof(a->code), "%s", code ? code : "");
+        if (r < 0)
+                return;
+        a->xml = malloc(len + 1);
+        if (!a->xml) {
+                a->r = -ENOMEM;
+                (void)snprintf(a->error, sizeof(a->error), "out of memory");
+                return;
+        }
+        memcpy(a->xml, xml, len);
+        a->xml[len] = 0;
+        a->len = len;
+}
+
+/* Records the first failure's exit status and logs it. Returns <r>. */
+static int provision_fail(struct provision *p, int r, const char *action, const char *what)
+{
+        if (!p->exit_status)
+                p->exit_status = r == -EACCES ? PROVISION_EXIT_CREDENTIALS : PROVISION_EXIT_API;
+        log_error("%s failed: %s", action, what);
+        return r;
+}
+
+/* Calls <action> and waits for its answer, running the event loop. Returns 0 with the answer in <a> (the
+ * caller clears it), -EEXIST when the API refused with <ok_code> (not logged: the caller expects it), or
+ * another failure (logged). */
+static int provision_call(struct provision *p, const char *action, const struct ec2_param *params, size_t n,
+                          const char *ok_code, struct provision_answer *a)
+{
+        struct ec2_call *call = NULL;
+        int r;
+
+        provision_answer_clear(a);
+        r = ec2_query(p->ec2, action, params, n, 0, provision_answer_cb, a, &call);
+        if (r < 0)
+                return provision_fail(p, r, action, strerror(-r));
+        while (!a->done) {
+                /* The call always holds an event (a transfer or a timer); an empty loop would be a bug. */
+                if (event_base_loop(p->base, EVLOOP_ONCE) != 0 && !a->done) {
+                        (void)ec2_call_cancel(call);
+                        return provision_fail(p, -EIO, action, "the event loop stopped");
+                }
+        }
+        if (a->r >= 0)
+                return 0;
+        if (ok_code && strcmp(a->code, ok_code) == 0)
+                return -EEXIST;
+        return provision_fail(p, a->r, action, a->error);
+}
+
+/* Runs the event loop (connections' housekeeping) for <usec>. */
+static void provision_sleep(struct provision *p, uint64_t usec)
+{
+        struct timeval tv = {.tv_sec = (time_t)(usec / USEC_PER_SEC),
+                             .tv_usec = (suseconds_t)(usec % USEC_PER_SEC)};
+
+        if (event_base_loopexit(p->base, &tv) < 0 || event_base_loop(p->base, 0) < 0) {
+                struct timespec ts = {.tv_sec = tv.tv_sec, .tv_nsec = tv.tv_usec * 1000};
+
+                (void)nanosleep(&ts, NULL);
+        }
+}
+
+static int provision_bad_answer(struct provision *p, const char *action, int r)
+{
+        return provision_fail(p, r == -ENOMEM ? -ENOMEM : -EBADMSG, action,
+                              r == -E2BIG ? "the answer holds more than lbctl accepts"
+                                          : "unexpected answer from the API");
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* 1. Subnet */
+
+static int provision_subnet(struct provision *p)
+{
+        const struct ec2_param params[] = {{"SubnetId.1", p->o->subnet}};
+        struct provision_answer a = {0};
+        struct provision_subnet s;
+        int r;
+
+        r = provision_call(p, "DescribeSubnets", params, ELEMENTSOF(params), NULL, &a);
+        if (r >= 0) {
+                r = provision_parse_subnet(a.xml, a.len, &s);
+                if (r == -ENOENT)
+                        r = provision_fail(p, -ENOENT, "DescribeSubnets", "the subnet is not there");
+                else if (r < 0)
+                        r = provision_bad_answer(p, "DescribeSubnets", r);
+        }
+        provision_answer_clear(&a);
+        if (r < 0)
+                return r;
+        if (strcmp(s.id, p->o->subnet) != 0)
+                return provision_fail(p, -EBADMSG, "DescribeSubnets", "the answer is about another subnet");
+        memcpy(p->vpc, s.vpc_id, sizeof(p->vpc));
+        log_info("subnet %s: found, in VPC %s (%s, %s)", s.id, s.vpc_id, s.cidr[0] ? s.cidr : "?",
+                 s.zone[0] ? s.zone : "?");
+        return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* 2. Security groups */
+
+static int provision_describe_groups(struct provision *p, struct provision_group **ret, size_t *ret_n)
+{
+        const struct ec2_param params[] = {
+                {"Filter.1.Name", "vpc-id"},
+                {"Filter.1.Value.1", p->vpc},
+                {"Filter.2.Name", "group-name"},
+                {"Filter.2.Value.1", p->group_names[GROUP_LB]},
+                {"Filter.2.Value.2", p->group_names[GROUP_BACKEND]},
+                {"Filter.2.Value.3", p->group_names[GROUP_WEB]},
+        };
+        struct provision_answer a = {0};
+        int r;
+
+        r = provision_call(p, "DescribeSecurityGroups", params, ELEMENTSOF(params), NULL, &a);
+        if (r >= 0) {
+                r = provision_parse_groups(a.xml, a.len, ret, ret_n);
+                if (r < 0)
+                        r = provision_bad_answer(p, "DescribeSecurityGroups", r);
+        }
+        provision_answer_clear(&a);
+        return r;
+}
+
+static int provision_tag_group(struct provision *p, const char *id, const char *name)
+{
+        const struct ec2_param params[] = {
+                {"ResourceId.1", id},
+                {"Tag.1.Key", p->o->tag_key},
+                {"Tag.1.Value", p->o->tag_value},
+        };
+        struct provision_answer a = {0};
+        int r;
+
+        r = provision_call(p, "CreateTags", params, ELEMENTSOF(params), NULL, &a);
+        if (r >= 0 && provision_parse_return(a.xml, a.len, "CreateTagsResponse") < 0)
+                r = provision_bad_answer(p, "CreateTags", -EBADMSG);
+        provision_answer_clear(&a);
+        if (r >= 0)
+                log_info("security group %s (%s): found, tagged %s=%s", name, id, p->o->tag_key,
+                         p->o->tag_value);
+        return r;
+}
+
+/* Creates group <i>. Returns 0, -EEXIST when a group of that name appeared meanwhile, or a failure. */
+static int provision_create_group(struct provision *p, size_t i)
+{
+        const struct ec2_param params[] = {
+                {"GroupName", p->group_names[i]},
+                {"GroupDescription", provision_group_descriptions[i]},
+                {"VpcId", p->vpc},
+                {"TagSpecification.1.ResourceType", "security-group"},
+                {"TagSpecification.1.Tag.1.Key", p->o->tag_key},
+                {"TagSpecification.1.Tag.1.Value", p->o->tag_value},
+                {"TagSpecification.1.Tag.2.Key", "Name"},
+                {"TagSpecification.1.Tag.2.Value", p->group_names[i]},
+        };
+        struct provision_answer a = {0};
+        int r;
+
+        r = provision_call(p, "CreateSecurityGroup", params, ELEMENTSOF(params), "InvalidGroup.Duplicate",
+                           &a);
+        if (r >= 0 && provision_parse_group_id(a.xml, a.len, p->groups[i]) < 0)
+                r = provision_bad_answer(p, "CreateSecurityGroup", -EBADMSG);
+        provision_answer_clear(&a);
+        if (r >= 0)
+                log_info("security group %s: created %s in %s", p->group_names[i], p->groups[i], p->vpc);
+        return r;
+}
+
+/* The rules group <i> must have; <ret> holds at least 3. Returns how many. */
+static size_t provision_wanted_rules(const struct provision *p, size_t i, struct provision_rule *ret)
+{
+        const struct provision_options *o = p->o;
+        size_t n = 0;
+
+        switch (i) {
+        case GROUP_LB:
+                ret[n++] = (struct provision_rule){"tcp", (int)o->lb_port, (int)o->lb_port,
+                                                   PROVISION_SOURCE_CIDR4, "0.0.0.0/0"};
+                ret[n++] = (struct provision_rule){"tcp", (int)o->lb_port, (int)o->lb_port,
+                                                   PROVISION_SOURCE_CIDR6, "::/0"};
+                break;
+        case GROUP_BACKEND:
+                ret[n] = (struct provision_rule){"tcp", (int)o->backend_port, (int)o->backend_port,
+                                                 PROVISION_SOURCE_GROUP, ""};
+                memcpy(ret[n++].source, p->groups[GROUP_LB], strlen(p->groups[GROUP_LB]) + 1);
+                break;
+        default:
+                ret[n] = (struct provision_rule){"tcp", (int)o->web_port, (int)o->web_port,
+                                                 PROVISION_SOURCE_GROUP, ""};
+                memcpy(ret[n++].source, p->groups[GROUP_BACKEND], strlen(p->groups[GROUP_BACKEND]) + 1);
+                break;
+        }
+        if (o->ssh) {
+                ret[n] = (struct provision_rule){"tcp", 22, 22, o->ssh_kind, ""};
+                memcpy(ret[n++].source, o->ssh_cidr, strlen(o->ssh_cidr) + 1);
+        }
+        return n;
+}
+
+static const char *provision_rule_description(const struct provision_rule *w)
+{
+        if (w->from_port == 22 && w->kind != PROVISION_SOURCE_GROUP)
+                return "ssh from the administrators";
+        if (w->kind == PROVISION_SOURCE_GROUP)
+                return "from the group in front";
+        return "clients";
+}
+
+/* Adds rule <w> to group <i>. Returns 1 added, 0 already there, or a failure. */
+static int provision_authorize(struct provision *p, size_t i, const struct provision_rule *w)
+{
+        char port[8];
+        struct ec2_param params[7] = {
+                {"GroupId", p->groups[i]},
+                {"IpPermissions.1.IpProtocol", "tcp"},
+                {"IpPermissions.1.FromPort", port},
+                {"IpPermissions.1.ToPort", port},
+        };
+        struct provision_answer a = {0};
+        int r;
+
+        (void)snprintf(port, sizeof(port), "%d", w->from_port);
+        switch (w->kind) {
+        case PROVISION_SOURCE_CIDR4:
+                params[4] = (struct ec2_param){"IpPermissions.1.IpRanges.1.CidrIp", w->source};
+                params[5] = (struct ec2_param){"IpPermissions.1.IpRanges.1.Description",
+                                               provision_rule_description(w)};
+                break;
+        case PROVISION_SOURCE_CIDR6:
+                params[4] = (struct ec2_param){"IpPermissions.1.Ipv6Ranges.1.CidrIpv6", w->source};
+                params[5] = (struct ec2_param){"IpPermissions.1.Ipv6Ranges.1.Description",
+                                               provision_rule_description(w)};
+                break;
+        default:
+                params[4] = (struct ec2_param){"IpPermissions.1.Groups.1.GroupId", w->source};
+                params[5] = (struct ec2_param){"IpPermissions.1.Groups.1.Description",
+                                               provision_rule_description(w)};
+                break;
+        }
+        r = provision_call(p, "AuthorizeSecurityGroupIngress", params, 6, "InvalidPermission.Duplicate", &a);
+        if (r >= 0 && provision_parse_return(a.xml, a.len, "AuthorizeSecurityGroupIngressResponse") < 0)
+                r = provision_bad_answer(p, "AuthorizeSecurityGroupIngress", -EBADMSG);
+        provision_answer_clear(&a);
+        if (r == -EEXIST)
+                return 0;
+        return r < 0 ? r : 1;
+}
+
+static const char *provision_source_what(enum provision_source kind)
+{
+        switch (kind) {
+        case PROVISION_SOURCE_GROUP:
+                return "group ";
+        case PROVISION_SOURCE_PREFIX_LIST:
+                return "prefix list ";
+        default:
+                return "";
+        }
+}
+
+/* Adds the missing rules of group <i> (<g>: what EC2 showed, NULL for a group just created) and reports
+ * the rules found there that this command would not have made. */
+static int provision_group_rules(struct provision *p, size_t i, const struct provision_group *g)
+{
+        struct provision_rule wanted[4];
+        size_t n = provision_wanted_rules(p, i, wanted);
+        int r;
+
+        for (size_t k = 0; k < n; k++) {
+                const struct provision_rule *w = &wanted[k];
+
+                if (g && provision_parse_rule_present(g, (unsigned)w->from_port, w->kind, w->source)) {
+                        log_info("security group %s: found rule tcp %d from %s%s", p->group_names[i],
+                                 w->from_port, provision_source_what(w->kind), w->source);
+                        continue;
+                }
+                r = provision_authorize(p, i, w);
+                if (r < 0)
+                        return r;
+                log_info("security group %s: %s rule tcp %d from %s%s", p->group_names[i],
+                         r > 0 ? "added" : "found", w->from_port, provision_source_what(w->kind), w->source);
+        }
+        for (size_t k = 0; g && k < g->n_rules; k++) {
+                const struct provision_rule *x = &g->rules[k];
+
+                if (provision_parse_rule_wanted(x, wanted, n))
+                        continue;
+                log_warning(
+                        "security group %s (%s) also allows protocol %s ports %d-%d from %s%s: not part of "
+                        "this configuration, left as it is",
+                        p->group_names[i], p->groups[i], x->protocol, x->from_port, x->to_port,
+                        provision_source_what(x->kind), x->source);
+        }
+        return 0;
+}
+
+static int provision_groups(struct provision *p)
+{
+        struct provision_group *found[N_GROUPS] = {0};
+        _cleanup_free_ struct provision_group *list = NULL;
+        size_t n = 0;
+        int r = 0;
+
+        for (size_t i = 0; i < N_GROUPS; i++)
+                (void)snprintf(p->group_names[i], sizeof(p->group_names[i]), "%s-%s", p->o->prefix,
+                               provision_group_roles[i]);
+
+        /* A group created by someone else between our look and our create is looked up again. */
+        for (unsigned round = 0; round < PROVISION_GROUP_ROUNDS; round++) {
+                bool again = false;
+
+                free(list);
+                list = NULL;
+                memset(found, 0, sizeof(found));
+                r = provision_describe_groups(p, &list, &n);
+                if (r < 0)
+                        return r;
+                for (size_t k = 0; k < n; k++)
+                        for (size_t i = 0; i < N_GROUPS; i++)
+                                if (strcmp(list[k].name, p->group_names[i]) == 0 &&
+                                    strcmp(list[k].vpc_id, p->vpc) == 0 && !found[i])
+                                        found[i] = &list[k];
+                for (size_t i = 0; i < N_GROUPS && !again; i++) {
+                        const char *tag;
+
+                        if (!found[i]) {
+                                if (p->groups[i][0])
+                                        continue; /* created in an earlier round */
+                                r = provision_create_group(p, i);
+                                if (r == -EEXIST) {
+                                        again = true;
+                                        continue;
+                                }
+                                if (r < 0)
+                                        return r;
+                                continue;
+                        }
+                        memcpy(p->groups[i], found[i]->id, sizeof(p->groups[i]));
+                        tag = provision_parse_group_tag(found[i], p->o->tag_key);
+                        if (tag && strcmp(tag, p->o->tag_value) != 0)
+                                return provision_fail(p, -EEXIST, "security groups",
+                                                      "a group of that name belongs to another pool; choose "
+                                                      "another --name");
+                        if (!tag) {
+                                r = provision_tag_group(p, found[i]->id, found[i]->name);
+                                if (r < 0)
+                                        return r;
+                        } else
+                                log_info("security group %s (%s): found", found[i]->name, found[i]->id);
+                }
+                if (!again)
+                        break;
+        }
+        for (size_t i = 0; i < N_GROUPS; i++)
+                if (!p->groups[i][0])
+                        return provision_fail(p, -EAGAIN, "CreateSecurityGroup",
+                                              "the groups keep changing under lbctl; run it again");
+        for (size_t i = 0; i < N_GROUPS; i++) {
+                r = provision_group_rules(p, i, found[i]);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* 3. Images */
+
+/* DescribeImages with <params> (plus the pages' NextToken and MaxResults, which EC2 refuses together with
+ * image ids), every page. */
+static int provision_describe_images(struct provision *p, const struct ec2_param *params, size_t n,
+                                     struct provision_image **list, size_t *n_list)
+{
+        struct ec2_param all[16];
+        char token[EC2_NEXT_TOKEN_MAX] = "";
+        struct provision_answer a = {0};
+        bool by_id = false;
+        int r;
+
+        if (n + 2 > ELEMENTSOF(all))
+                return -E2BIG;
+        memcpy(all, params, n * sizeof(*params));
+        for (size_t i = 0; i < n; i++)
+                by_id = by_id || strncmp(params[i].name, "ImageId.", 8) == 0;
+        for (unsigned page = 0; page < PROVISION_IMAGE_PAGES; page++) {
+                size_t m = n;
+
+                if (!by_id)
+                        all[m++] = (struct ec2_param){"MaxResults", PROVISION_IMAGE_PAGE_SIZE};
+                if (token[0])
+                        all[m++] = (struct ec2_param){"NextToken", token};
+                r = provision_call(p, "DescribeImages", all, m, NULL, &a);
+                if (r >= 0) {
+                        char next[EC2_NEXT_TOKEN_MAX];
+
+                        r = provision_parse_images(a.xml, a.len, list, n_list, next);
+                        if (r < 0)
+                                r = provision_bad_answer(p, "DescribeImages", r);
+                        else
+                                memcpy(token, next, sizeof(token));
+                }
+                provision_answer_clear(&a);
+                if (r < 0)
+                        return r;
+                if (!token[0])
+                        return 0;
+        }
+        return provision_fail(p, -E2BIG, "DescribeImages", "more pages of images than lbctl reads");
+}
+
+static int provision_base_image(struct provision *p)
+{
+        _cleanup_free_ struct provision_image *list = NULL;
+        const struct provision_image *best;
+        size_t n = 0;
+        int r;
+
+        if (p->o->image) {
+                const struct ec2_param params[] = {{"ImageId.1", p->o->image}};
+
+                r = provision_describe_images(p, params, ELEMENTSOF(params), &list, &n);
+                if (r < 0)
+                        return r;
+                if (n != 1 || strcmp(list[0].id, p->o->image) != 0)
+                        return provision_fail(p, -ENOENT, "DescribeImages",
+                                              "the image given by --image is not there");
+                if (strcmp(list[0].state, "available") != 0)
+                        return provision_fail(p, -EINVAL, "DescribeImages",
+                                              "the image given by --image is not available");
+                memcpy(p->base_image, list[0].id, sizeof(p->base_image));
+                log_info("image %s: found (%s)", list[0].id, list[0].name[0] ? list[0].name : "no name");
+                return 0;
+        }
+
+        {
+                const struct ec2_param params[] = {
+                        {"Owner.1", PROVISION_CANONICAL},
+                        {"Filter.1.Name", "name"},
+                        {"Filter.1.Value.1", PROVISION_UBUNTU_PATTERN},
+                        {"Filter.2.Name", "architecture"},
+                        {"Filter.2.Value.1", "x86_64"},
+                        {"Filter.3.Name", "state"},
+                        {"Filter.3.Value.1", "available"},
+                        {"Filter.4.Name", "image-type"},
+                        {"Filter.4.Value.1", "machine"},
+                        {"Filter.5.Name", "root-device-type"},
+                        {"Filter.5.Value.1", "ebs"},
+                };
+
+                r = provision_describe_images(p, params, ELEMENTSOF(params), &list, &n);
+                if (r < 0)
+                        return r;
+        }
+        best = provision_parse_pick_image(list, n);
+        if (!best)
+                return provision_fail(
+                        p, -ENOENT, "DescribeImages",
+                        "no Ubuntu LTS amd64 server image from Canonical (owner " PROVISION_CANONICAL
+                        ") in this region; give one with --image");
+        memcpy(p->base_image, best->id, sizeof(p->base_image));
+        log_info("image %s: found, the newest Ubuntu LTS of %zu candidates (%s, %s)", best->id, n,
+                 best->name, best->creation_date);
+        return 0;
+}
+
+/* Looks up the image named <name> that this account owns. Returns 1 found (into <ret>), 0 none. */
+static int provision_find_own_image(struct provision *p, const char *name, struct provision_image *ret)
+{
+        const struct ec2_param params[] = {
+                {"Owner.1", "self"},
+                {"Filter.1.Name", "name"},
+                {"Filter.1.Value.1", name},
+        };
+        _cleanup_free_ struct provision_image *list = NULL;
+        size_t n = 0;
+        int r;
+
+        r = provision_describe_images(p, params, ELEMENTSOF(params), &list, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(list[i].name, name) == 0) {
+                        *ret = list[i];
+                        return 1;
+                }
+        return 0;
+}
+
+static int provision_wait_image(struct provision *p, const char *id)
+{
+        const struct ec2_param params[] = {{"ImageId.1", id}};
+        uint64_t deadline = now_usec() + PROVISION_IMAGE_WAIT_USEC;
+
+        for (;;) {
+                _cleanup_free_ struct provision_image *list = NULL;
+                size_t n = 0;
+                int r;
+
+                r = provision_describe_images(p, params, ELEMENTSOF(params), &list, &n);
+                if (r < 0)
+                        return r;
+                if (n == 1 && strcmp(list[0].state, "available") == 0)
+                        return 0;
+                if (n == 1 && strcmp(list[0].state, "pending") != 0)
+                        return provision_fail(p, -EIO, "CreateImage",
+                                              "the image failed (state not pending nor available)");
+                if (now_usec() >= deadline)
+                        return provision_fail(p, -ETIMEDOUT, "CreateImage",
+                                              "the image is still not available after 45 minutes");
+                log_info("image %s: %s, waiting", id, n == 1 ? list[0].state : "not listed yet");
+                provision_sleep(p, PROVISION_IMAGE_POLL_USEC);
+        }
+}
+
+static int provision_bake(struct provision *p)
+{
+        char name[PROVISION_NAME_MAX];
+        struct provision_image img;
+        int r;
+
+        (void)snprintf(name, sizeof(name), "%s-backend-%s", p->o->prefix, p->o->bake_from);
+        for (unsigned round = 0; round < 2; round++) {
+                r = provision_find_own_image(p, name, &img);
+                if (r < 0)
+                        return r;
+                if (r > 0) {
+                        memcpy(p->image, img.id, sizeof(p->image));
+                        log_info("image %s: found %s (%s)", name, img.id, img.state);
+                        break;
+                }
+                {
+                        const struct ec2_param params[] = {
+                                {"InstanceId", p->o->bake_from},
+                                {"Name", name},
+                                {"Description", "lbd backend image"},
+                                {"TagSpecification.1.ResourceType", "image"},
+                                {"TagSpecification.1.Tag.1.Key", p->o->tag_key},
+                                {"TagSpecification.1.Tag.1.Value", p->o->tag_value},
+                                {"TagSpecification.1.Tag.2.Key", "Name"},
+                                {"TagSpecification.1.Tag.2.Value", name},
+                        };
+                        struct provision_answer a = {0};
+
+                        r = provision_call(p, "CreateImage", params, ELEMENTSOF(params),
+                                           "InvalidAMIName.Duplicate", &a);
+                        if (r >= 0 && provision_parse_image_id(a.xml, a.len, p->image) < 0)
+                                r = provision_bad_answer(p, "CreateImage", -EBADMSG);
+                        provision_answer_clear(&a);
+                }
+                if (r == -EEXIST)
+                        continue; /* made meanwhile: look again */
+                if (r < 0)
+                        return r;
+                log_info("image %s: created %s from %s", name, p->image, p->o->bake_from);
+                break;
+        }
+        if (!p->image[0])
+                return provision_fail(p, -EAGAIN, "CreateImage",
+                                      "the image name is taken but the image not found");
+        return provision_wait_image(p, p->image);
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* 4. The web host */
+
+static bool provision_live(const char *state)
+{
+        return strcmp(state, "pending") == 0 || strcmp(state, "running") == 0;
+}
+
+/* DescribeInstances with <params>, every page, into <*list>. */
+static int provision_describe_instances(struct provision *p, const struct ec2_param *params, size_t n,
+                                        struct ec2_instance **list, size_t *n_list)
+{
+        struct ec2_param all[16];
+        char token[EC2_NEXT_TOKEN_MAX] = "";
+        struct provision_answer a = {0};
+        int r;
+
+        if (n + 1 > ELEMENTSOF(all))
+                return -E2BIG;
+        memcpy(all, params, n * sizeof(*params));
+        for (unsigned page = 0; page < PROVISION_INSTANCE_PAGES; page++) {
+                size_t m = n;
+
+                if (token[0])
+                        all[m++] = (struct ec2_param){"NextToken", token};
+                r = provision_call(p, "DescribeInstances", all, m, NULL, &a);
+                if (r >= 0) {
+                        char next[EC2_NEXT_TOKEN_MAX];
+
+                        r = ec2_parse_instances(a.xml, a.len, list, n_list, next);
+                        if (r < 0)
+                                r = provision_bad_answer(p, "DescribeInstances", r);
+                        else
+                                memcpy(token, next, sizeof(token));
+                }
+                provision_answer_clear(&a);
+                if (r < 0)
+                        return r;
+                if (!token[0])
+                        return 0;
+        }
+        return provision_fail(p, -E2BIG, "DescribeInstances", "more pages of instances than lbctl reads");
+}
+
+/* The idempotency token of the web host's launch: the pool, the prefix, the subnet, and how many web
+ * hosts of the pool are gone (so one may be launched again after the last was terminated). */
+static void provision_client_token(const struct provision *p, size_t gone, char ret[static 64])
+{
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int md_len = 0;
+        char input[1024];
+        int n;
+
+        n = snprintf(input, sizeof(input), "lbd-web\n%s\n%s\n%s\n%s\n%zu", p->o->tag_key, p->o->tag_value,
+                     p->o->prefix, p->o->subnet, gone);
+        if (n < 0 || (size_t)n >= sizeof(input) ||
+            EVP_Digest(input, (size_t)n, md, &md_len, EVP_sha256(), NULL) != 1)
+                md_len = 0;
+        memcpy(ret, "lbd-web-", 8);
+        for (unsigned i = 0; i < 20 && i < md_len; i++)
+                (void)snprintf(ret + 8 + 2 * i, 3, "%02x", md[i]);
+        if (md_len < 20)
+                (void)snprintf(ret + 8, 64 - 8, "%zu", gone);
+}
+
+static int provision_launch_web(struct provision *p, size_t gone, struct ec2_instance *ret)
+{
+        const struct provision_options *o = p->o;
+        _cleanup_free_ char *b64 = NULL;
+        _cleanup_free_ struct ec2_instance *list = NULL;
+        char token[64], name[PROVISION_NAME_MAX], next[EC2_NEXT_TOKEN_MAX];
+        struct ec2_param params[24];
+        struct provision_answer a = {0};
+        size_t n = 0, m = 0;
+        int r;
+
+        if (!o->web_user_data) {
+                p->exit_status = PROVISION_EXIT_USAGE;
+                log_error("no web host of the pool %s=%s is pending or running: "
+                          "--web-user-data FILE is needed to launch one (or --no-web)",
+                          o->tag_key, o->tag_value);
+                return -EINVAL;
+        }
+        b64 = malloc(4 * ((o->web_user_data_len + 2) / 3) + 1);
+        if (!b64)
+                return provision_fail(p, -ENOMEM, "RunInstances", "out of memory");
+        (void)EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)o->web_user_data,
+                              (int)o->web_user_data_len);
+        provision_client_token(p, gone, token);
+        (void)snprintf(name, sizeof(name), "%s-web", o->prefix);
+
+        params[n++] = (struct ec2_param){"ImageId", p->base_image};
+        params[n++] = (struct ec2_param){"InstanceType", o->instance_type};
+        params[n++] = (struct ec2_param){"SubnetId", o->subnet};
+        params[n++] = (struct ec2_param){"SecurityGroupId.1", p->groups[GROUP_WEB]};
+        if (o->key_name)
+                params[n++] = (struct ec2_param){"KeyName", o->key_name};
+        params[n++] = (struct ec2_param){"UserData", b64};
+        params[n++] = (struct ec2_param){"MetadataOptions.HttpTokens", "required"};
+        params[n++] = (struct ec2_param){"TagSpecification.1.ResourceType", "instance"};
+        params[n++] = (struct ec2_param){"TagSpecification.1.Tag.1.Key", o->tag_key};
+        params[n++] = (struct ec2_param){"TagSpecification.1.Tag.1.Value", o->tag_value};
+        params[n++] = (struct ec2_param){"TagSpecification.1.Tag.2.Key", PROVISION_ROLE_KEY};
+        params[n++] = (struct ec2_param){"TagSpecification.1.Tag.2.Value", PROVISION_ROLE_WEB};
+        params[n++] = (struct ec2_param){"TagSpecification.1.Tag.3.Key", "Name"};
+        params[n++] = (struct ec2_param){"TagSpecification.1.Tag.3.Value", name};
+        params[n++] = (struct ec2_param){"ClientToken", token};
+        params[n++] = (struct ec2_param){"MinCount", "1"};
+        params[n++] = (struct ec2_param){"MaxCount", "1"};
+
+        r = provision_call(p, "RunInstances", params, n, NULL, &a);
+        if (r >= 0) {
+                r = ec2_parse_instances(a.xml, a.len, &list, &m, next);
+                if (r >= 0 && m != 1)
+                        r = -EBADMSG;
+                if (r < 0)
+                        r = provision_bad_answer(p, "RunInstances", r);
+        }
+        provision_answer_clear(&a);
+        if (r < 0)
+                return r;
+        if (!provision_live(list[0].state))
+                return provision_fail(
+                        p, -EIO, "RunInstances",
+                        "EC2 answered with an instance that is not pending nor running (a launch of "
+                        "an earlier run with the same client token, since stopped); run again once "
+                        "it is terminated");
+        *ret = list[0];
+        log_info("web host: launched %s (%s) in %s with %s, image %s, client token %s", ret->id, name,
+                 o->subnet, p->groups[GROUP_WEB], p->base_image, token);
+        return 0;
+}
+
+/* Waits until instance <inst> has a private address. */
+static int provision_wait_ip(struct provision *p, struct ec2_instance *inst)
+{
+        const struct ec2_param params[] = {{"InstanceId.1", inst->id}};
+        uint64_t deadline = now_usec() + PROVISION_WEB_WAIT_USEC;
+
+        while (!inst->private_ip[0]) {
+                _cleanup_free_ struct ec2_instance *list = NULL;
+                size_t n = 0;
+                int r;
+
+                if (now_usec() >= deadline)
+                        return provision_fail(p, -ETIMEDOUT, "DescribeInstances",
+                                              "the web host has no private address after 10 minutes");
+                provision_sleep(p, PROVISION_WEB_POLL_USEC);
+                r = provision_describe_instances(p, params, ELEMENTSOF(params), &list, &n);
+                if (r < 0)
+                        return r;
+                if (n == 1 && strcmp(list[0].id, inst->id) == 0) {
+                        if (!provision_live(list[0].state))
+                                return provision_fail(p, -EIO, "DescribeInstances", "the web host stopped");
+                        *inst = list[0];
+                }
+        }
+        return 0;
+}
+
+static int provision_web(struct provision *p)
+{
+        char role_filter[PROVISION_TAG_KEY_MAX + 8], pool_filter[PROVISION_TAG_KEY_MAX + 8];
+        const struct ec2_param params[] = {
+                {"Filter.1.Name", pool_filter},
+                {"Filter.1.Value.1", p->o->tag_value},
+                {"Filter.2.Name", role_filter},
+                {"Filter.2.Value.1", PROVISION_ROLE_WEB},
+        };
+        _cleanup_free_ struct ec2_instance *list = NULL;
+        struct ec2_instance chosen = {0};
+        struct in_addr addr;
+        size_t n = 0, gone = 0, live = 0;
+        int r;
+
+        (void)snprintf(pool_filter, sizeof(pool_filter), "tag:%s", p->o->tag_key);
+        (void)snprintf(role_filter, sizeof(role_filter), "tag:%s", PROVISION_ROLE_KEY);
+        r = provision_describe_instances(p, params, ELEMENTSOF(params), &list, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                if (!provision_live(list[i].state)) {
+                        gone++;
+                        if (strcmp(list[i].state, "stopped") == 0 || strcmp(list[i].state, "stopping") == 0)
+                                log_warning("web host %s is %s: not used; start it and run again to "
+                                            "keep its data",
+                                            list[i].id, list[i].state);
+                        continue;
+                }
+                live++;
+                /* Prefer a running one with an address. */
+                if (!chosen.id[0] || (!chosen.private_ip[0] && list[i].private_ip[0]))
+                        chosen = list[i];
+        }
+        if (live > 1)
+                log_warning("%zu web hosts of the pool are pending or running; using %s", live, chosen.id);
+        if (chosen.id[0])
+                log_info("web host: found %s (%s%s%s)", chosen.id, chosen.state,
+                         chosen.private_ip[0] ? ", " : "", chosen.private_ip);
+        else {
+                r = provision_launch_web(p, gone, &chosen);
+                if (r < 0)
+                        return r;
+        }
+        r = provision_wait_ip(p, &chosen);
+        if (r < 0)
+                return r;
+        if (inet_pton(AF_INET, chosen.private_ip, &addr) != 1)
+                return provision_fail(p, -EBADMSG, "DescribeInstances",
+                                      "the web host's private address is not IPv4");
+        memcpy(p->web_instance, chosen.id, sizeof(p->web_instance));
+        memcpy(p->web_ip, chosen.private_ip, sizeof(p->web_ip));
+        (void)snprintf(p->upstream, sizeof(p->upstream), "%s:%u", p->web_ip, p->o->web_port);
+        log_info("web host %s: private address %s", p->web_instance, p->web_ip);
+        return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Output */
+
+static bool provision_value_ok(const char *v)
+{
+        return strlen(v) < PROVISION_VALUE_MAX && ec2_chars_ok(v, "._:/-");
+}
+
+static int provision_print(const struct provision *p)
+{
+        const char *const keys[] = {
+                "LBD_VPC",
+                "LBD_SUBNET",
+                "LBD_SECURITY_GROUP_LB",
+                "LBD_SECURITY_GROUP_BACKEND",
+                "LBD_SECURITY_GROUP_WEB",
+                "LBD_IMAGE",
+                "LBD_WEB_INSTANCE",
+                "LBD_UPSTREAM",
+        };
+        const char *const values[] = {
+                p->vpc,
+                p->o->subnet,
+                p->groups[GROUP_LB],
+                p->groups[GROUP_BACKEND],
+                p->groups[GROUP_WEB],
+                p->image,
+                p->web_instance,
+                p->upstream,
+        };
+        _cleanup_(cJSON_Deletep) cJSON *json = NULL;
+        _cleanup_free_ char *text = NULL;
+
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                if (!provision_value_ok(values[i])) {
+                        log_error("%s: refusing to print a value outside [A-Za-z0-9._:/-]", keys[i]);
+                        return PROVISION_EXIT_API;
+                }
+        if (!p->o->json) {
+                for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                        printf("%s=%s\n", keys[i], values[i]);
+                return 0;
+        }
+        json = cJSON_CreateObject();
+        if (!json)
+                return PROVISION_EXIT_API;
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                if (!cJSON_AddStringToObject(json, keys[i], values[i]))
+                        return PROVISION_EXIT_API;
+        text = cJSON_PrintUnformatted(json);
+        if (!text)
+                return PROVISION_EXIT_API;
+        printf("%s\n", text);
+        return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+
+static int provision_run(struct provision *p)
+{
+        int r;
+
+        r = provision_subnet(p);
+        if (r >= 0)
+                r = provision_groups(p);
+        if (r >= 0)
+                r = provision_base_image(p);
+        if (r >= 0 && p->o->bake_from)
+                r = provision_bake(p);
+        else if (r >= 0)
+                memcpy(p->image, p->base_image, sizeof(p->image));
+        if (r >= 0 && !p->o->no_web)
+                r = provision_web(p);
+        return r;
+}
+
+int provision_main(int argc, char **argv)
+{
+        struct provision_options o = {0};
+        struct provision p = {.o = &o};
+        int r, status;
+
+        r = provision_parse_options(argc, argv, &o);
+        if (r != 0) {
+                free(o.web_user_data);
+                return r < 0 ? 0 : r;
+        }
+        log_set_ident("lbctl");
+
+        {
+                const struct ec2_settings s = {
+                        .region = o.region,
+                        .endpoint = o.endpoint,
+                        .credentials_file = o.credentials_file,
+                        .profile = o.profile,
+                };
+
+                p.base = event_base_new();
+                if (!p.base) {
+                        free(o.web_user_data);
+                        log_error("failed to set up the event loop");
+                        return PROVISION_EXIT_API;
+                }
+                r = ec2_new(p.base, &s, &p.ec2);
+        }
+        if (r < 0) {
+                status = r == -EINVAL
+                                 ? (o.credentials_file ? PROVISION_EXIT_CREDENTIALS : PROVISION_EXIT_USAGE)
+                                 : PROVISION_EXIT_API;
+                log_error_errno(
+                        r, "failed to set up the EC2 client (%s): %m",
+                        status == PROVISION_EXIT_CREDENTIALS
+                                ? "the credentials file can't be read or holds no key"
+                                : "check the endpoint URL, AWS_ENDPOINT_URL_EC2 and AWS_ENDPOINT_URL");
+                event_base_free(p.base);
+                free(o.web_user_data);
+                return status;
+        }
+
+        r = provision_run(&p);
+        if (r < 0)
+                status = p.exit_status ? p.exit_status : PROVISION_EXIT_API;
+        else
+                status = provision_print(&p);
+        p.ec2 = ec2_free(p.ec2);
+        event_base_free(p.base);
+        free(o.web_user_data);
+        if (fflush(stdout) != 0 && status == 0)
+                status = PROVISION_EXIT_API;
+        return status;
+}

@@ -1,0 +1,367 @@
+"""`lbctl provision` against moto_server with signature checking on (ec2env.Moto: an IAM user's key, the
+VPC 127.0.0.0/16 and its subnet 127.0.1.0/24). What it made is checked through boto3, EC2's view: every
+ingress rule of the three security groups one by one, the web host (subnet, group, tags, user data byte for
+byte), and that a second run creates nothing. Also: SSH from the whole Internet and bad options are
+refused with exit 2, wrong or missing credentials give exit 3, an API error exit 1 naming the call and
+EC2's code. Nothing here contacts an address outside 127.0.0.0/8: lbctl's endpoint is moto on 127.0.0.1,
+the metadata service is off, and the web host's address is a loopback one that nobody connects to."""
+
+import base64
+import ipaddress
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import ec2env
+
+TAG_KEY, TAG_VALUE = "lbd:pool", "main"
+SSH_CIDR = "203.0.113.0/24"
+# Not text: EC2 takes any bytes (a gzip'd cloud-config, say), and they must arrive as they were.
+USER_DATA = b"#!/bin/sh\n# web host\necho 'caf\xc3\xa9' >/tmp/x\n\x00\x01\xfe\xff tail\n"
+
+
+def lbctl_binary():
+    env = os.environ.get("LBCTL_BINARY")
+    path = Path(env) if env else ec2env.REPO / "build" / "lbctl" / "lbctl"
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.skip(f"lbctl binary not found at {path}: set LBCTL_BINARY")
+    return path
+
+
+@pytest.fixture
+def moto(tmp_path):
+    _, moto_path = ec2env.require_tools()
+    m = ec2env.Moto(tmp_path, moto_path)
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+def clean_env(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AWS_") and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    # No shared files from the machine, no metadata service: only what a test sets.
+    env.update(HOME=str(tmp_path), AWS_EC2_METADATA_DISABLED="true",
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"),
+               AWS_CONFIG_FILE=str(tmp_path / "no-config"))
+    return env
+
+
+def provision(moto, tmp_path, *args, key=None, secret=None, credentials=True, subnet=None, timeout=120):
+    env = clean_env(tmp_path)
+    if credentials:
+        env.update(AWS_ACCESS_KEY_ID=key or moto.key_id, AWS_SECRET_ACCESS_KEY=secret or moto.secret)
+    cmd = [str(lbctl_binary()), "provision", "--endpoint", moto.endpoint, "--region", ec2env.REGION,
+           "--subnet", subnet or moto.subnet_id, *args]
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, env=env)
+
+
+def output(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr.decode(errors='replace')}"
+    values = {}
+    for line in proc.stdout.decode().splitlines():
+        key, _, value = line.partition("=")
+        assert key not in values
+        values[key] = value
+    return values
+
+
+def user_data_file(tmp_path):
+    path = tmp_path / "web-user-data"
+    path.write_bytes(USER_DATA)
+    return path
+
+
+def group_rules(g):
+    """Every ingress rule of group <g>, flattened: (protocol, from, to, kind, source)."""
+    out = []
+    for p in g["IpPermissions"]:
+        base = (p["IpProtocol"], p.get("FromPort"), p.get("ToPort"))
+        out += [base + ("cidr", r["CidrIp"]) for r in p.get("IpRanges", [])]
+        out += [base + ("cidr6", r["CidrIpv6"]) for r in p.get("Ipv6Ranges", [])]
+        out += [base + ("group", r["GroupId"]) for r in p.get("UserIdGroupPairs", [])]
+        out += [base + ("prefix", r["PrefixListId"]) for r in p.get("PrefixListIds", [])]
+    return sorted(out, key=repr)
+
+
+def groups_by_id(moto, ids):
+    return {g["GroupId"]: g for g in moto.ec2.describe_security_groups(GroupIds=list(ids))["SecurityGroups"]}
+
+
+def pool_groups(moto, prefix="lbd"):
+    """The names of the VPC's groups that lbctl would make (the harness's own "lbd-backends" aside)."""
+    res = moto.ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [moto.vpc_id]}])
+    mine = {f"{prefix}-{role}" for role in ("lb", "backend", "web")}
+    return sorted(g["GroupName"] for g in res["SecurityGroups"] if g["GroupName"] in mine)
+
+
+def web_instances(moto, states=("pending", "running")):
+    filters = [{"Name": f"tag:{TAG_KEY}", "Values": [TAG_VALUE]}, {"Name": "tag:lbd:role", "Values": ["web"]},
+               {"Name": "instance-state-name", "Values": list(states)}]
+    return [i for r in moto.ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
+
+
+def user_data_bytes(moto, iid):
+    attr = moto.ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")
+    return base64.b64decode(attr["UserData"]["Value"])
+
+
+def check_world(groups, lb_id, lb_port):
+    """Only the LB group is open to the world, on the LB port only; nothing anywhere on 5432."""
+    for gid, g in groups.items():
+        for proto, lo, hi, kind, src in group_rules(g):
+            assert not (lo is not None and lo <= 5432 <= hi), (g["GroupName"], proto, lo, hi, src)
+            assert proto != "-1", (g["GroupName"], "all protocols open")
+            if kind in ("cidr", "cidr6") and ipaddress.ip_network(src).prefixlen == 0:
+                assert gid == lb_id and (proto, lo, hi) == ("tcp", lb_port, lb_port), (g["GroupName"], src)
+
+
+def test_provision_from_nothing_then_again(moto, tmp_path):
+    ud = user_data_file(tmp_path)
+    args = ["--web-user-data", str(ud), "--ssh-cidr", SSH_CIDR, "--backend-port", "8081", "--web-port", "8080"]
+    first = provision(moto, tmp_path, *args)
+    out = output(first)
+    log = first.stderr.decode()
+    assert list(out) == ["LBD_VPC", "LBD_SUBNET", "LBD_SECURITY_GROUP_LB", "LBD_SECURITY_GROUP_BACKEND",
+                         "LBD_SECURITY_GROUP_WEB", "LBD_IMAGE", "LBD_WEB_INSTANCE", "LBD_UPSTREAM"]
+    for v in out.values():
+        assert v and all(c.isalnum() or c in "._:/-" for c in v), out
+    assert out["LBD_VPC"] == moto.vpc_id
+    assert out["LBD_SUBNET"] == moto.subnet_id
+    assert "created" in log and "launched" in log, log
+
+    lb, be, web = out["LBD_SECURITY_GROUP_LB"], out["LBD_SECURITY_GROUP_BACKEND"], out["LBD_SECURITY_GROUP_WEB"]
+    assert len({lb, be, web, moto.sg_id}) == 4
+    groups = groups_by_id(moto, [lb, be, web])
+    names = {gid: g["GroupName"] for gid, g in groups.items()}
+    assert names == {lb: "lbd-lb", be: "lbd-backend", web: "lbd-web"}
+    for g in groups.values():
+        assert g["VpcId"] == moto.vpc_id
+        tags = {t["Key"]: t["Value"] for t in g.get("Tags", [])}
+        assert tags.get(TAG_KEY) == TAG_VALUE, g
+
+    # Every rule, one by one.
+    ssh = ("tcp", 22, 22, "cidr", SSH_CIDR)
+    assert group_rules(groups[lb]) == sorted([("tcp", 80, 80, "cidr", "0.0.0.0/0"),
+                                              ("tcp", 80, 80, "cidr6", "::/0"), ssh], key=repr)
+    assert group_rules(groups[be]) == sorted([("tcp", 8081, 8081, "group", lb), ssh], key=repr)
+    assert group_rules(groups[web]) == sorted([("tcp", 8080, 8080, "group", be), ssh], key=repr)
+    check_world(groups, lb, 80)
+
+    # The image: moto's newest Ubuntu LTS of Canonical's (two share a creation date: the later release wins).
+    image = moto.ec2.describe_images(ImageIds=[out["LBD_IMAGE"]])["Images"][0]
+    assert image["OwnerId"] == "099720109477"
+    assert image["Name"] == "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-20170721"
+
+    # The web host.
+    insts = web_instances(moto)
+    assert [i["InstanceId"] for i in insts] == [out["LBD_WEB_INSTANCE"]]
+    inst = insts[0]
+    assert inst["SubnetId"] == moto.subnet_id and inst["VpcId"] == moto.vpc_id
+    assert ipaddress.ip_address(inst["PrivateIpAddress"]) in ipaddress.ip_network("127.0.1.0/24")
+    assert out["LBD_UPSTREAM"] == f"{inst['PrivateIpAddress']}:8080"
+    assert [g["GroupId"] for g in inst["SecurityGroups"]] == [web]
+    assert inst["ImageId"] == out["LBD_IMAGE"]
+    assert inst["InstanceType"] == "t3.micro"
+    tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+    assert tags == {TAG_KEY: TAG_VALUE, "lbd:role": "web", "Name": "lbd-web"}
+    assert user_data_bytes(moto, inst["InstanceId"]) == USER_DATA
+    assert moto.secret not in log
+
+    # Again: the same ids, the same rules, one web host, nothing created.
+    all_groups = pool_groups(moto)
+    all_instances = moto.instances(tagged=False)
+    second = provision(moto, tmp_path, *args)
+    assert output(second) == out
+    log2 = second.stderr.decode()
+    for word in ("created", "added", "launched"):
+        assert word not in log2, log2
+    assert "found" in log2
+    again = groups_by_id(moto, [lb, be, web])
+    for gid in (lb, be, web):
+        assert group_rules(again[gid]) == group_rules(groups[gid])
+    assert pool_groups(moto) == all_groups == ["lbd-backend", "lbd-lb", "lbd-web"]
+    assert len(moto.instances(tagged=False)) == len(all_instances) == 1
+    assert len(web_instances(moto)) == 1
+
+
+def test_no_ssh_by_default_no_web_json(moto, tmp_path):
+    proc = provision(moto, tmp_path, "--no-web", "--json", "--name", "pool2", "--tag", "lbd:pool=two",
+                     "--lb-port", "8000", "--backend-port", "9000", "--image", "ami-1e749f67")
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = json.loads(proc.stdout)
+    assert out["LBD_WEB_INSTANCE"] == "" and out["LBD_UPSTREAM"] == ""
+    assert out["LBD_IMAGE"] == "ami-1e749f67"
+    lb, be, web = out["LBD_SECURITY_GROUP_LB"], out["LBD_SECURITY_GROUP_BACKEND"], out["LBD_SECURITY_GROUP_WEB"]
+    groups = groups_by_id(moto, [lb, be, web])
+    assert {g["GroupName"] for g in groups.values()} == {"pool2-lb", "pool2-backend", "pool2-web"}
+    for g in groups.values():
+        assert {t["Key"]: t["Value"] for t in g.get("Tags", [])}.get(TAG_KEY) == "two"
+        for _, lo, hi, _, _ in group_rules(g):
+            assert not (lo is not None and lo <= 22 <= hi), g
+    assert group_rules(groups[lb]) == sorted([("tcp", 8000, 8000, "cidr", "0.0.0.0/0"),
+                                              ("tcp", 8000, 8000, "cidr6", "::/0")], key=repr)
+    assert group_rules(groups[be]) == [("tcp", 9000, 9000, "group", lb)]
+    assert group_rules(groups[web]) == [("tcp", 8080, 8080, "group", be)]
+    check_world(groups, lb, 8000)
+    assert moto.instances(tagged=False) == []
+
+
+def test_existing_resources_are_completed_not_duplicated(moto, tmp_path):
+    """A group made by hand (untagged, half its rules, one rule too many) is kept, tagged and completed;
+    the extra rule is reported, not removed; a running web host of the pool is adopted."""
+    ec2 = moto.ec2
+    lb = ec2.create_security_group(GroupName="lbd-lb", Description="by hand", VpcId=moto.vpc_id)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=lb, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]},
+        {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}])
+    web = ec2.run_instances(ImageId="ami-1e749f67", MinCount=1, MaxCount=1, SubnetId=moto.subnet_id,
+                            TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                                {"Key": TAG_KEY, "Value": TAG_VALUE}, {"Key": "lbd:role", "Value": "web"}]}])
+    web_id = web["Instances"][0]["InstanceId"]
+
+    proc = provision(moto, tmp_path)
+    out = output(proc)
+    log = proc.stderr.decode()
+    assert out["LBD_SECURITY_GROUP_LB"] == lb
+    assert out["LBD_WEB_INSTANCE"] == web_id
+    assert "tagged" in log and "5432" in log and "left as it is" in log, log
+    assert "launched" not in log
+    g = groups_by_id(moto, [lb])[lb]
+    assert {t["Key"]: t["Value"] for t in g.get("Tags", [])}.get(TAG_KEY) == TAG_VALUE
+    assert group_rules(g) == sorted([("tcp", 80, 80, "cidr", "0.0.0.0/0"), ("tcp", 80, 80, "cidr6", "::/0"),
+                                     ("tcp", 5432, 5432, "cidr", "10.0.0.0/8")], key=repr)
+    assert len(web_instances(moto)) == 1
+
+
+def test_group_of_another_pool_is_refused(moto, tmp_path):
+    moto.ec2.create_security_group(GroupName="lbd-web", Description="x", VpcId=moto.vpc_id,
+                                   TagSpecifications=[{"ResourceType": "security-group",
+                                                       "Tags": [{"Key": TAG_KEY, "Value": "other"}]}])
+    proc = provision(moto, tmp_path, "--no-web")
+    assert proc.returncode == 1, proc.stderr.decode()
+    assert "another pool" in proc.stderr.decode()
+
+
+def test_bake_image(moto, tmp_path):
+    src = moto.ec2.run_instances(ImageId="ami-1e749f67", MinCount=1, MaxCount=1,
+                                 SubnetId=moto.subnet_id)["Instances"][0]["InstanceId"]
+    ud = user_data_file(tmp_path)
+    out = output(provision(moto, tmp_path, "--bake-from", src, "--web-user-data", str(ud)))
+    image = moto.ec2.describe_images(ImageIds=[out["LBD_IMAGE"]])["Images"][0]
+    assert image["Name"] == f"lbd-backend-{src}"
+    assert image["State"] == "available"
+    # The web host boots from Ubuntu, not from the backends' image.
+    inst = web_instances(moto)[0]
+    assert inst["ImageId"] != out["LBD_IMAGE"]
+    again = output(provision(moto, tmp_path, "--bake-from", src, "--web-user-data", str(ud)))
+    assert again == out
+    mine = moto.ec2.describe_images(Owners=["self"])["Images"]
+    assert [i["ImageId"] for i in mine if i["Name"] == f"lbd-backend-{src}"] == [out["LBD_IMAGE"]]
+
+
+def test_ssh_from_the_world_refused(moto, tmp_path):
+    for cidr in ["0.0.0.0/0", "::/0", "1.2.3.4/0", "::ffff:0:0/0", "10.0.0.1/8", "nonsense"]:
+        proc = provision(moto, tmp_path, "--ssh-cidr", cidr, "--no-web")
+        assert proc.returncode == 2, (cidr, proc.stderr.decode())
+        assert proc.stdout == b""
+    assert pool_groups(moto) == []
+
+
+BAD_USAGE = [
+    ["--tag", "novalue"], ["--tag", "Name=x"], ["--tag", "aws:x=y"], ["--tag", "lbd:role=x"], ["--tag", "k=v\n"],
+    ["--lb-port", "0"], ["--web-port", "65536"], ["--backend-port", "-1"], ["--image", "notanami"],
+    ["--name", "a b"], ["--name", "x" * 65], ["--bake-from", "ami-1"], ["--no-web", "--web-user-data", "/x"],
+    ["--web-user-data", "/nonexistent/file"], ["extra"], ["--endpoint", "ftp://127.0.0.1/"],
+    ["--instance-type", "t3 micro"], ["--region", "us east"], ["--unknown"],
+]
+
+
+def test_bad_usage(moto, tmp_path):
+    big = tmp_path / "big-user-data"
+    big.write_bytes(b"x" * 16385)
+    for args in BAD_USAGE + [["--web-user-data", str(big)]]:
+        proc = provision(moto, tmp_path, *args)
+        assert proc.returncode == 2, (args, proc.stderr.decode())
+        assert proc.stdout == b""
+    assert pool_groups(moto) == []
+
+
+def test_missing_subnet_option(moto, tmp_path):
+    env = clean_env(tmp_path)
+    proc = subprocess.run([str(lbctl_binary()), "provision", "--endpoint", moto.endpoint], capture_output=True,
+                          timeout=30, env=env)
+    assert proc.returncode == 2
+
+
+def test_credentials(moto, tmp_path):
+    wrong_secret = provision(moto, tmp_path, "--no-web", secret="x" * 40)
+    assert wrong_secret.returncode == 3, wrong_secret.stderr.decode()
+    unknown_key = provision(moto, tmp_path, "--no-web", key="AKIAUNKNOWNUNKNOWN00", secret="y" * 40)
+    assert unknown_key.returncode == 3, unknown_key.stderr.decode()
+    none = provision(moto, tmp_path, "--no-web", credentials=False)
+    assert none.returncode == 3, none.stderr.decode()
+    assert "credentials" in none.stderr.decode()
+    # The same key from a credentials file works.
+    creds = tmp_path / "creds"
+    creds.write_text(f"[default]\naws_access_key_id = {moto.key_id}\naws_secret_access_key = {moto.secret}\n")
+    ok = provision(moto, tmp_path, "--no-web", "--credentials-file", str(creds), credentials=False)
+    assert ok.returncode == 0, ok.stderr.decode()
+    bad_file = provision(moto, tmp_path, "--no-web", "--credentials-file", str(tmp_path / "nope"),
+                         credentials=False)
+    assert bad_file.returncode == 3, bad_file.stderr.decode()
+
+
+def test_api_error_names_call_and_code(moto, tmp_path):
+    proc = provision(moto, tmp_path, "--no-web", subnet="subnet-0123456789abcdef0")
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert "DescribeSubnets" in err and "InvalidSubnetID.NotFound" in err, err
+
+
+def test_iam_policy_document():
+    """installer/iam-policy.json: valid JSON, every action lbd and `lbctl provision` call is allowed, the
+    writes are held to the pool's tag, nothing is allowed wholesale. (moto evaluates neither resource ARNs
+    nor conditions, so the document is checked here rather than enforced there.)"""
+    doc = json.loads((ec2env.REPO / "installer" / "iam-policy.json").read_text())
+    assert doc["Version"] == "2012-10-17"
+    statements = doc["Statement"]
+    assert len({s["Sid"] for s in statements}) == len(statements)
+
+    def allowing(action):
+        out = []
+        for s in statements:
+            actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+            assert s["Effect"] == "Allow"
+            assert all(a != "*" and not a.endswith(":*") for a in actions), s
+            if action in actions:
+                out.append(s)
+        return out
+
+    used = ["ec2:DescribeInstances", "ec2:RunInstances", "ec2:TerminateInstances", "ec2:CreateTags",
+            "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:CreateSecurityGroup",
+            "ec2:AuthorizeSecurityGroupIngress", "ec2:DescribeImages", "ec2:CreateImage", "iam:PassRole"]
+    for action in used:
+        assert allowing(action), action
+    for s in allowing("ec2:RunInstances"):
+        resources = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
+        if any(r.endswith(":instance/*") for r in resources):
+            assert s["Condition"]["StringEquals"][f"aws:RequestTag/{TAG_KEY}"] == TAG_VALUE
+    for s in allowing("ec2:TerminateInstances"):
+        assert s["Condition"]["StringEquals"][f"ec2:ResourceTag/{TAG_KEY}"] == TAG_VALUE
+    for s in allowing("ec2:CreateTags"):
+        assert s["Condition"]["StringEquals"][f"aws:RequestTag/{TAG_KEY}"] == TAG_VALUE
+    for s in allowing("ec2:AuthorizeSecurityGroupIngress"):
+        assert s["Condition"]["StringEquals"][f"ec2:ResourceTag/{TAG_KEY}"] == TAG_VALUE
+    for s in allowing("iam:PassRole"):
+        assert s["Condition"]["StringEquals"]["iam:PassedToService"] == "ec2.amazonaws.com"
+        assert s["Resource"] != "*"
+    # Only reads may name every resource.
+    for s in statements:
+        if s["Resource"] == "*":
+            actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+            assert all(a.startswith("ec2:Describe") for a in actions), s
