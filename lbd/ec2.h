@@ -169,7 +169,7 @@ int ec2_xml_child_text(const xmlNode *parent, const char *name, char *buf, size_
 /* True when <s> holds only ASCII letters, digits and characters of <allowed_punct>. */
 bool ec2_chars_ok(const char *s, const char *allowed_punct);
 
-/* What a failed answer means: returns the -errno a caller gets (-EAGAIN, -EACCES, -EPERM, -EINVAL) and
+/* What a failed answer means: returns the -errno a caller receives (-EAGAIN, -EACCES, -EPERM, -EINVAL) and
  * sets <ret_retry> when another attempt may succeed. <code> may be "" (no parsable error). */
 int ec2_classify_error(long status, const char *code, bool *ret_retry);
 

@@ -218,7 +218,7 @@ def test_existing_resources_are_completed_not_duplicated(moto, tmp_path):
     lb = ec2.create_security_group(GroupName="lbd-lb", Description="by hand", VpcId=moto.vpc_id)["GroupId"]
     ec2.authorize_security_group_ingress(GroupId=lb, IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]},
-        {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}])
+        {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "IpRanges": [{"CidrIp": "198.18.0.0/15"}]}])
     web = ec2.run_instances(ImageId="ami-1e749f67", MinCount=1, MaxCount=1, SubnetId=moto.subnet_id,
                             TagSpecifications=[{"ResourceType": "instance", "Tags": [
                                 {"Key": TAG_KEY, "Value": TAG_VALUE}, {"Key": "lbd:role", "Value": "web"}]}])
@@ -234,7 +234,7 @@ def test_existing_resources_are_completed_not_duplicated(moto, tmp_path):
     g = groups_by_id(moto, [lb])[lb]
     assert {t["Key"]: t["Value"] for t in g.get("Tags", [])}.get(TAG_KEY) == TAG_VALUE
     assert group_rules(g) == sorted([("tcp", 80, 80, "cidr", "0.0.0.0/0"), ("tcp", 80, 80, "cidr6", "::/0"),
-                                     ("tcp", 5432, 5432, "cidr", "10.0.0.0/8")], key=repr)
+                                     ("tcp", 5432, 5432, "cidr", "198.18.0.0/15")], key=repr)
     assert len(web_instances(moto)) == 1
 
 
@@ -265,7 +265,7 @@ def test_bake_image(moto, tmp_path):
 
 
 def test_ssh_from_the_world_refused(moto, tmp_path):
-    for cidr in ["0.0.0.0/0", "::/0", "1.2.3.4/0", "::ffff:0:0/0", "10.0.0.1/8", "nonsense"]:
+    for cidr in ["0.0.0.0/0", "::/0", "1.2.3.4/0", "::ffff:0:0/0", "198.18.0.1/15", "nonsense"]:
         proc = provision(moto, tmp_path, "--ssh-cidr", cidr, "--no-web")
         assert proc.returncode == 2, (cidr, proc.stderr.decode())
         assert proc.stdout == b""

@@ -21,7 +21,7 @@ LB_ARGS = ["--role", "lb", "--provider", "ec2", "--region", "eu-west-3",
            "--endpoint", "http://127.0.0.1:5000", "--desired", "4",
            "--subnet", "subnet-0123456789abcdef0", "--security-groups", "sg-0123456789abcdef0,sg-11111111",
            "--image", "ami-0123456789abcdef0", "--instance-type", "t3.small", "--key-name", "ops-key",
-           "--networks", "127.0.0.0/8,10.0.0.0/16", "--upstream", "127.0.1.20:8080",
+           "--networks", "127.0.0.0/8,198.18.0.0/16", "--upstream", "127.0.1.20:8080",
            "--tag", "lbd:pool=test", "--listen", "127.0.0.1:8000", "--admin", "127.0.0.1:9181"]
 
 
@@ -117,7 +117,7 @@ def test_lb_config(lb_root):
         ("lbd", "admin"): "127.0.0.1:9181",
         ("pool", "provider"): "ec2",
         ("pool", "desired"): "4",
-        ("pool", "networks"): "127.0.0.0/8,10.0.0.0/16",
+        ("pool", "networks"): "127.0.0.0/8,198.18.0.0/16",
         ("ec2", "region"): "eu-west-3",
         ("ec2", "endpoint"): "http://127.0.0.1:5000",
         ("ec2", "image"): "ami-0123456789abcdef0",
@@ -357,7 +357,7 @@ def test_provision_failure_fails(tmp_path):
     (["--role", "lb", "--region", "us-east-1", "--access-key-id", KEY_ID], "--secret-access-key"),
     (["--role", "lb", "--instance-role", "--no-provision", "--image", "ami-0123456789abcdef0"],
      "--upstream"),
-    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.20:8080"], "--image"),
+    (["--role", "lb", "--instance-role", "--upstream", "192.0.2.20:8080"], "--image"),
     (["--role", "lb", "--provider", "local"], "--upstream"),
     (["--role", "backend"], "--upstream"),
     (["--role", "lb", "--instance-role", "--region", "us-east-1"], "--subnet"),
@@ -370,28 +370,28 @@ def test_non_interactive_missing_flag(tmp_path, args, flag):
 
 
 @pytest.mark.parametrize("args,flag", [
-    (["--role", "backend", "--upstream", "10.0.1.300:8080"], "--upstream"),
+    (["--role", "backend", "--upstream", "192.0.2.300:8080"], "--upstream"),
     (["--role", "backend", "--upstream", "web.example:8080"], "--upstream"),
-    (["--role", "backend", "--upstream", "10.0.1.3:8080", "--listen", "0.0.0.0:70000"], "--listen"),
-    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-zz"], "--image"),
-    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0",
+    (["--role", "backend", "--upstream", "192.0.2.3:8080", "--listen", "0.0.0.0:70000"], "--listen"),
+    (["--role", "lb", "--instance-role", "--upstream", "192.0.2.2:80", "--image", "ami-zz"], "--image"),
+    (["--role", "lb", "--instance-role", "--upstream", "192.0.2.2:80", "--image", "ami-0123456789abcdef0",
       "--subnet", "subnet-1; rm"], "--subnet"),
-    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0",
+    (["--role", "lb", "--instance-role", "--upstream", "192.0.2.2:80", "--image", "ami-0123456789abcdef0",
       "--security-groups", "sg-12345678,,sg-87654321"], "--security-groups"),
-    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0",
-      "--networks", "10.0.0.0/33"], "--networks"),
-    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0",
+    (["--role", "lb", "--instance-role", "--upstream", "192.0.2.2:80", "--image", "ami-0123456789abcdef0",
+      "--networks", "198.18.0.0/33"], "--networks"),
+    (["--role", "lb", "--instance-role", "--upstream", "192.0.2.2:80", "--image", "ami-0123456789abcdef0",
       "--region", "Mars"], "--region"),
-    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0",
+    (["--role", "lb", "--instance-role", "--upstream", "192.0.2.2:80", "--image", "ami-0123456789abcdef0",
       "--tag", "a b=c"], "--tag"),
-    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0",
+    (["--role", "lb", "--instance-role", "--upstream", "192.0.2.2:80", "--image", "ami-0123456789abcdef0",
       "--endpoint", "ftp://x"], "--endpoint"),
-    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0",
+    (["--role", "lb", "--instance-role", "--upstream", "192.0.2.2:80", "--image", "ami-0123456789abcdef0",
       "--admin", "0.0.0.0:9180"], "--admin"),
-    (["--role", "lb", "--instance-role", "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0",
+    (["--role", "lb", "--instance-role", "--upstream", "192.0.2.2:80", "--image", "ami-0123456789abcdef0",
       "--desired", "1001"], "--desired"),
     (["--role", "web", "--database", "dbname=x ;comment"], "--database"),
-    (["--role", "web", "--upstream", "10.0.1.2:80"], "--upstream"),
+    (["--role", "web", "--upstream", "192.0.2.2:80"], "--upstream"),
     (["--role", "dns"], "--role"),
     (["--bogus"], "--bogus"),
 ])
@@ -405,7 +405,7 @@ def test_bad_values_exit_2(tmp_path, args, flag):
 def test_bad_secret_is_not_echoed(tmp_path):
     bad = "not a key but secret-ish 1234567"
     r = installer(tmp_path, "--role", "lb", "--region", "us-east-1", "--access-key-id", KEY_ID,
-                  "--secret-access-key", bad, "--upstream", "10.0.1.2:80", "--image", "ami-0123456789abcdef0")
+                  "--secret-access-key", bad, "--upstream", "192.0.2.2:80", "--image", "ami-0123456789abcdef0")
     assert r.returncode == 2
     assert "--secret-access-key" in r.stderr
     assert bad not in r.stdout + r.stderr

@@ -142,7 +142,7 @@ static void test_groups(void **state)
         assert_true(provision_parse_rule_present(&list[0], 80, PROVISION_SOURCE_CIDR4, "0.0.0.0/0"));
         assert_true(provision_parse_rule_present(&list[0], 80, PROVISION_SOURCE_CIDR6, "::/0"));
         assert_true(provision_parse_rule_present(&list[0], 80, PROVISION_SOURCE_CIDR6, "0::0/0"));
-        assert_false(provision_parse_rule_present(&list[0], 80, PROVISION_SOURCE_CIDR4, "10.0.0.0/8"));
+        assert_false(provision_parse_rule_present(&list[0], 80, PROVISION_SOURCE_CIDR4, "198.18.0.0/15"));
         assert_false(provision_parse_rule_present(&list[0], 81, PROVISION_SOURCE_CIDR4, "0.0.0.0/0"));
         /* "all traffic" from sg-9 is not "tcp 80 from sg-9": exact rules only. */
         assert_false(provision_parse_rule_present(&list[0], 80, PROVISION_SOURCE_GROUP, "sg-9"));
