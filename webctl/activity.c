@@ -9,65 +9,68 @@
 #include <stdio.h>
 
 #include "common/macro.h"
-#include "webctl/table.h"
+#include "webctl/list.h"
 #include "webctl/webctl.h"
 
 #define ACTIVITY_LIMIT_MAX   100
 #define ACTIVITY_PATH_COLUMN 40
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct table *, table_free)
 
 enum {
         ACTIVITY_OPT_LIMIT = 0x100,
         ACTIVITY_OPT_OFFSET,
 };
 
-static int activity_print(const cJSON *answer)
-{
-        static const char *const headers[] = {
-                "TIME", "METHOD", "STATUS", "MS", "PATH", "CLIENT", "REQUEST ID",
-        };
-        _cleanup_(table_freep) struct table *t = NULL;
-        const cJSON *items = cJSON_GetObjectItemCaseSensitive(answer, "items"), *item;
-        const cJSON *next = cJSON_GetObjectItemCaseSensitive(answer, "next_offset");
-        char next_buf[32];
+static const char *const activity_headers[] = {
+        "TIME", "METHOD", "STATUS", "MS", "PATH", "CLIENT", "REQUEST ID",
+};
 
-        if (!cJSON_IsArray(items)) {
-                fprintf(stderr, "webctl: the server's answer has no activity list\n");
-                return WEBCTL_EXIT_API;
-        }
-        if (table_new(headers, ELEMENTSOF(headers), &t) < 0)
-                return WEBCTL_EXIT_API;
+static void activity_layout(struct table *t)
+{
         table_align_right(t, 2);
         table_align_right(t, 3);
         table_limit(t, 4, ACTIVITY_PATH_COLUMN, true, 10);
         table_limit(t, 6, 40, true, 10);
-        cJSON_ArrayForEach(item, items) {
-                const cJSON *latency = cJSON_GetObjectItemCaseSensitive(item, "latency_ms");
-                char at[64], status[32], ms[32] = "";
-                const char *cells[ELEMENTSOF(headers)];
+}
 
-                if (cJSON_IsNumber(latency) && latency->valuedouble >= 0 && latency->valuedouble < 1e9)
-                        (void)snprintf(ms, sizeof(ms), "%.1f", latency->valuedouble);
-                cells[0] = webctl_time(webctl_string(item, "at"), at, sizeof(at));
-                cells[1] = webctl_string(item, "method");
-                cells[2] = webctl_integer(item, "status", status, sizeof(status));
-                cells[3] = ms;
-                cells[4] = webctl_string(item, "path");
-                cells[5] = webctl_string(item, "client");
-                cells[6] = webctl_string(item, "request_id");
-                if (table_add_row(t, cells) < 0)
-                        return WEBCTL_EXIT_API;
-        }
+static int activity_add_row(struct table *t, const cJSON *item)
+{
+        const cJSON *latency = cJSON_GetObjectItemCaseSensitive(item, "latency_ms");
+        char at[64], status[32], ms[32] = "";
+        const char *cells[ELEMENTSOF(activity_headers)];
 
-        if (table_rows(t) == 0)
-                printf("No activity.\n");
-        else
-                (void)table_print(t, stdout, table_terminal_width(stdout));
-        if (cJSON_IsNumber(next))
-                fprintf(stderr, "More: webctl activity --offset %s\n",
-                        webctl_integer(answer, "next_offset", next_buf, sizeof(next_buf)));
-        return WEBCTL_EXIT_OK;
+        if (cJSON_IsNumber(latency) && latency->valuedouble >= 0 && latency->valuedouble < 1e9)
+                (void)snprintf(ms, sizeof(ms), "%.1f", latency->valuedouble);
+        cells[0] = webctl_time(webctl_string(item, "at"), at, sizeof(at));
+        cells[1] = webctl_string(item, "method");
+        cells[2] = webctl_integer(item, "status", status, sizeof(status));
+        cells[3] = ms;
+        cells[4] = webctl_string(item, "path");
+        cells[5] = webctl_string(item, "client");
+        cells[6] = webctl_string(item, "request_id");
+        return table_add_row(t, cells);
+}
+
+static const struct list activity_list = {
+        .name = "activity",
+        .headers = activity_headers,
+        .columns = ELEMENTSOF(activity_headers),
+        .layout = activity_layout,
+        .add_row = activity_add_row,
+        .empty = "No activity.",
+        .more = "More: webctl activity",
+};
+
+struct activity_args {
+        uint64_t limit, offset; /* limit 0: the server's default */
+};
+
+static int activity_option(int c, const char *arg, void *userdata)
+{
+        struct activity_args *a = userdata;
+
+        if (c == ACTIVITY_OPT_LIMIT)
+                return webctl_parse_number("--limit", arg, 1, ACTIVITY_LIMIT_MAX, &a->limit);
+        return webctl_parse_number("--offset", arg, 0, INT64_MAX, &a->offset);
 }
 
 int activity_main(struct webctl *w, int argc, char **argv)
@@ -78,40 +81,18 @@ int activity_main(struct webctl *w, int argc, char **argv)
                 WEBCTL_COMMON_OPTIONS,
                 { NULL, 0, NULL, 0 },
         };
-        uint64_t limit = 0, offset = 0;
-        struct api_response res;
+        struct activity_args a = { 0 };
         char path[96];
-        int c, r, n, status;
+        int r, n;
 
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0) {
-                r = webctl_common_option(w, c, argv, &status);
-                if (r < 0)
-                        return status;
-                if (r > 0)
-                        continue;
-                if (c == ACTIVITY_OPT_LIMIT)
-                        r = webctl_parse_number("--limit", optarg, 1, ACTIVITY_LIMIT_MAX, &limit);
-                else
-                        r = webctl_parse_number("--offset", optarg, 0, INT64_MAX, &offset);
-                if (r != 0)
-                        return r;
-        }
+        r = webctl_getopt(w, argc, argv, options, activity_option, &a);
+        if (r >= 0)
+                return r;
         if (optind != argc)
                 return webctl_usage_error("usage: webctl activity [--limit N] [--offset N]");
 
-        r = webctl_connect(w, true);
-        if (r != 0)
-                return r;
-        n = snprintf(path, sizeof(path), "/activity?offset=%" PRIu64, offset);
-        if (limit > 0)
-                (void)snprintf(path + n, sizeof(path) - (size_t)n, "&limit=%" PRIu64, limit);
-
-        r = webctl_call(w, "GET", path, NULL, 200, &res);
-        if (r != 0)
-                return r;
-        r = w->json ? webctl_print_json(&res) : activity_print(res.json);
-        api_response_done(&res);
-        return r;
+        n = snprintf(path, sizeof(path), "/activity?offset=%" PRIu64, a.offset);
+        if (a.limit > 0)
+                (void)snprintf(path + n, sizeof(path) - (size_t)n, "&limit=%" PRIu64, a.limit);
+        return webctl_show(w, path, list_print, &activity_list);
 }

@@ -1,5 +1,5 @@
 /* The account commands. `register` and `login` read the password (prompt.c), send it once in a JSON body
- * and wipe every copy webctl made of it; `login` keeps the token it gets in the token file (token.c),
+ * and wipe every copy webctl made of it; `login` keeps the token it receives in the token file (token.c),
  * together with the server it is for and when it expires; `logout` removes that file (tokens are
  * stateless: there is nothing to tell the server). */
 #include "webctl/auth.h"
@@ -19,6 +19,15 @@
 
 #define AUTH_PASSWORD_MAX 1024 /* the server takes at most 128 bytes; longer input is refused here */
 
+static int auth_option(int c, _unused_ const char *arg, void *userdata)
+{
+        bool *from_stdin = userdata;
+
+        if (c == 'p')
+                *from_stdin = true;
+        return 0;
+}
+
 /* Parses "COMMAND USER [--password-stdin]" into *<ret_user> and *<ret_stdin>. Returns -1 to go on, or an
  * exit status. */
 static int auth_parse(struct webctl *w, int argc, char **argv, const char **ret_user, bool *ret_stdin)
@@ -29,19 +38,11 @@ static int auth_parse(struct webctl *w, int argc, char **argv, const char **ret_
                 { NULL, 0, NULL, 0 },
         };
         bool from_stdin = false;
-        int c, r, status;
+        int r;
 
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0) {
-                r = webctl_common_option(w, c, argv, &status);
-                if (r < 0)
-                        return status;
-                if (r > 0)
-                        continue;
-                if (c == 'p')
-                        from_stdin = true;
-        }
+        r = webctl_getopt(w, argc, argv, options, auth_option, &from_stdin);
+        if (r >= 0)
+                return r;
         if (argc - optind != 1)
                 return webctl_usage_error("%s takes one argument: USER", argv[0]);
         *ret_user = argv[optind];
@@ -218,15 +219,11 @@ int auth_logout(struct webctl *w, int argc, char **argv)
                 WEBCTL_COMMON_OPTIONS,
                 { NULL, 0, NULL, 0 },
         };
-        int c, r, status;
+        int r;
 
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0) {
-                r = webctl_common_option(w, c, argv, &status);
-                if (r < 0)
-                        return status;
-        }
+        r = webctl_getopt(w, argc, argv, options, NULL, NULL);
+        if (r >= 0)
+                return r;
         if (optind != argc)
                 return webctl_usage_error("logout takes no arguments");
 

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "common/macro.h"
+#include "webctl/list.h"
 #include "webctl/table.h"
 #include "webctl/webctl.h"
 
@@ -24,7 +25,6 @@
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
 DEFINE_TRIVIAL_CLEANUP_FUNC(char *, cJSON_free)
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct table *, table_free)
 
 enum {
         TASKS_OPT_DONE = 0x100,
@@ -39,39 +39,79 @@ enum {
  * status), and expects <positional> arguments, left in argv[optind...]. Returns -1 to go on, or an exit
  * status. */
 static int tasks_getopt(struct webctl *w, int argc, char **argv, const struct option *options,
-                        int (*own)(int c, const char *arg, void *userdata), void *userdata, int positional,
-                        const char *usage)
+                        webctl_option_cb own, void *userdata, int positional, const char *usage)
 {
-        int c, r, status;
+        int r = webctl_getopt(w, argc, argv, options, own, userdata);
 
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0) {
-                r = webctl_common_option(w, c, argv, &status);
-                if (r < 0)
-                        return status;
-                if (r > 0)
-                        continue;
-                r = own ? own(c, optarg, userdata) : 0;
-                if (r != 0)
-                        return r;
-        }
+        if (r >= 0)
+                return r;
         if (argc - optind != positional)
                 return webctl_usage_error("usage: webctl tasks %s", usage);
         return -1;
 }
 
-/* Sends <body> (a JSON tree, or NULL) and prints "<before> N<after>" (N: <id>, or the id in the answer if
- * <id> is 0), or the JSON answer. */
-static int tasks_send(struct webctl *w, const char *method, const char *path, const cJSON *body, long expect,
-                      const char *before, uint64_t id, const char *after)
+/* The task that show, edit, done and rm act on. */
+struct tasks_item {
+        uint64_t id;
+        char path[TASKS_PATH_MAX]; /* "/tasks/ID" */
+};
+
+/* tasks_getopt() for the commands on one task: their single argument is the task's ID, parsed into
+ * *<ret>. Returns -1 to go on, or an exit status. */
+static int tasks_item_getopt(struct webctl *w, int argc, char **argv, const struct option *options,
+                             webctl_option_cb own, void *userdata, const char *usage, struct tasks_item *ret)
 {
+        int r;
+
+        r = tasks_getopt(w, argc, argv, options, own, userdata, 1, usage);
+        if (r >= 0)
+                return r;
+        r = webctl_parse_number("the task ID", argv[optind], 1, INT64_MAX, &ret->id);
+        if (r != 0)
+                return r;
+        (void)snprintf(ret->path, sizeof(ret->path), "/tasks/%" PRIu64, ret->id);
+        return -1;
+}
+
+struct tasks_fields {
+        const char *title, *description;
+        int done; /* -1: not given */
+};
+
+/* The JSON object of the fields given, or NULL (out of memory). */
+static cJSON *tasks_fields_json(const struct tasks_fields *f)
+{
+        _cleanup_(cJSON_Deletep) cJSON *j = cJSON_CreateObject();
+
+        if (!j)
+                return NULL;
+        if (f->title && !cJSON_AddStringToObject(j, "title", f->title))
+                return NULL;
+        if (f->description && !cJSON_AddStringToObject(j, "description", f->description))
+                return NULL;
+        if (f->done >= 0 && !cJSON_AddBoolToObject(j, "done", f->done))
+                return NULL;
+        return TAKE_PTR(j);
+}
+
+/* Connects with the saved login, sends the fields <f> (NULL: no body) and prints "<before> N<after>" (N:
+ * <id>, or the id in the answer if <id> is 0), or the JSON answer. Returns an exit status. */
+static int tasks_send(struct webctl *w, const char *method, const char *path, const struct tasks_fields *f,
+                      long expect, const char *before, uint64_t id, const char *after)
+{
+        _cleanup_(cJSON_Deletep) cJSON *body = NULL;
         _cleanup_(cJSON_freep) char *text = NULL;
         struct api_response res;
         char buf[32];
         int r;
 
-        if (body) {
+        r = webctl_connect(w, true);
+        if (r != 0)
+                return r;
+        if (f) {
+                body = tasks_fields_json(f);
+                if (!body)
+                        return WEBCTL_EXIT_API;
                 text = cJSON_PrintUnformatted(body);
                 if (!text) {
                         fprintf(stderr, "webctl: out of memory\n");
@@ -96,6 +136,15 @@ static int tasks_send(struct webctl *w, const char *method, const char *path, co
         return r;
 }
 
+/* --done and --todo, for list (a filter) and for add and edit (the new state). */
+static int tasks_done_option(int c, int *done)
+{
+        if (*done >= 0)
+                return webctl_usage_error("give --done or --todo once");
+        *done = c == TASKS_OPT_DONE;
+        return 0;
+}
+
 struct tasks_list_args {
         int done; /* -1: all */
         uint64_t limit, offset;
@@ -109,10 +158,7 @@ static int tasks_list_option(int c, const char *arg, void *userdata)
         switch (c) {
         case TASKS_OPT_DONE:
         case TASKS_OPT_TODO:
-                if (a->done >= 0)
-                        return webctl_usage_error("give --done or --todo once");
-                a->done = c == TASKS_OPT_DONE;
-                return 0;
+                return tasks_done_option(c, &a->done);
         case TASKS_OPT_LIMIT:
                 a->have_limit = true;
                 return webctl_parse_number("--limit", arg, 1, TASKS_LIMIT_MAX, &a->limit);
@@ -123,43 +169,25 @@ static int tasks_list_option(int c, const char *arg, void *userdata)
         }
 }
 
-static int tasks_print_list(const cJSON *answer, uint64_t offset)
-{
-        static const char *const headers[] = { "ID", "DONE", "TITLE", "CREATED" };
-        _cleanup_(table_freep) struct table *t = NULL;
-        const cJSON *items = cJSON_GetObjectItemCaseSensitive(answer, "items"), *item;
-        const cJSON *next = cJSON_GetObjectItemCaseSensitive(answer, "next_offset");
-        char next_buf[32];
+static const char *const tasks_list_headers[] = { "ID", "DONE", "TITLE", "CREATED" };
 
-        if (!cJSON_IsArray(items)) {
-                fprintf(stderr, "webctl: the server's answer has no task list\n");
-                return WEBCTL_EXIT_API;
-        }
-        if (table_new(headers, ELEMENTSOF(headers), &t) < 0)
-                return WEBCTL_EXIT_API;
+static void tasks_list_layout(struct table *t)
+{
         table_align_right(t, 0);
         table_limit(t, 2, TASKS_TITLE_COLUMN, true, 10);
-        cJSON_ArrayForEach(item, items) {
-                char id[32], created[64];
-                const char *cells[] = {
-                        webctl_integer(item, "id", id, sizeof(id)),
-                        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "done")) ? "yes" : "no",
-                        webctl_string(item, "title"),
-                        webctl_time(webctl_string(item, "created_at"), created, sizeof(created)),
-                };
+}
 
-                if (table_add_row(t, cells) < 0)
-                        return WEBCTL_EXIT_API;
-        }
+static int tasks_list_add_row(struct table *t, const cJSON *item)
+{
+        char id[32], created[64];
+        const char *cells[] = {
+                webctl_integer(item, "id", id, sizeof(id)),
+                cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "done")) ? "yes" : "no",
+                webctl_string(item, "title"),
+                webctl_time(webctl_string(item, "created_at"), created, sizeof(created)),
+        };
 
-        if (table_rows(t) == 0)
-                printf(offset > 0 ? "No more tasks.\n" : "No tasks.\n");
-        else
-                (void)table_print(t, stdout, table_terminal_width(stdout));
-        if (cJSON_IsNumber(next))
-                fprintf(stderr, "More tasks: webctl tasks list --offset %s\n",
-                        webctl_integer(answer, "next_offset", next_buf, sizeof(next_buf)));
-        return WEBCTL_EXIT_OK;
+        return table_add_row(t, cells);
 }
 
 static int tasks_list(struct webctl *w, int argc, char **argv)
@@ -173,16 +201,20 @@ static int tasks_list(struct webctl *w, int argc, char **argv)
                 { NULL, 0, NULL, 0 },
         };
         struct tasks_list_args a = { .done = -1 };
-        struct api_response res;
+        struct list list = {
+                .name = "task",
+                .headers = tasks_list_headers,
+                .columns = ELEMENTSOF(tasks_list_headers),
+                .layout = tasks_list_layout,
+                .add_row = tasks_list_add_row,
+                .more = "More tasks: webctl tasks list",
+        };
         char path[TASKS_PATH_MAX];
         int r, n;
 
         r = tasks_getopt(w, argc, argv, options, tasks_list_option, &a, 0,
                          "list [--done|--todo] [--limit N] [--offset N]");
         if (r >= 0)
-                return r;
-        r = webctl_connect(w, true);
-        if (r != 0)
                 return r;
 
         /* At most 14 + 20 + 7 + 3 + 11 bytes: it fits. */
@@ -191,19 +223,9 @@ static int tasks_list(struct webctl *w, int argc, char **argv)
                 n += snprintf(path + n, sizeof(path) - (size_t)n, "&limit=%" PRIu64, a.limit);
         if (a.done >= 0)
                 (void)snprintf(path + n, sizeof(path) - (size_t)n, "&done=%s", a.done ? "true" : "false");
-
-        r = webctl_call(w, "GET", path, NULL, 200, &res);
-        if (r != 0)
-                return r;
-        r = w->json ? webctl_print_json(&res) : tasks_print_list(res.json, a.offset);
-        api_response_done(&res);
-        return r;
+        list.empty = a.offset > 0 ? "No more tasks." : "No tasks.";
+        return webctl_show(w, path, list_print, &list);
 }
-
-struct tasks_fields {
-        const char *title, *description;
-        int done; /* -1: not given */
-};
 
 static int tasks_fields_option(int c, const char *arg, void *userdata)
 {
@@ -212,10 +234,7 @@ static int tasks_fields_option(int c, const char *arg, void *userdata)
         switch (c) {
         case TASKS_OPT_DONE:
         case TASKS_OPT_TODO:
-                if (f->done >= 0)
-                        return webctl_usage_error("give --done or --todo once");
-                f->done = c == TASKS_OPT_DONE;
-                return 0;
+                return tasks_done_option(c, &f->done);
         case TASKS_OPT_TITLE:
                 f->title = arg;
                 return 0;
@@ -227,22 +246,6 @@ static int tasks_fields_option(int c, const char *arg, void *userdata)
         }
 }
 
-/* The JSON object of the fields given, or NULL (out of memory). */
-static cJSON *tasks_fields_json(const struct tasks_fields *f)
-{
-        _cleanup_(cJSON_Deletep) cJSON *j = cJSON_CreateObject();
-
-        if (!j)
-                return NULL;
-        if (f->title && !cJSON_AddStringToObject(j, "title", f->title))
-                return NULL;
-        if (f->description && !cJSON_AddStringToObject(j, "description", f->description))
-                return NULL;
-        if (f->done >= 0 && !cJSON_AddBoolToObject(j, "done", f->done))
-                return NULL;
-        return TAKE_PTR(j);
-}
-
 static int tasks_add(struct webctl *w, int argc, char **argv)
 {
         static const struct option options[] = {
@@ -252,7 +255,6 @@ static int tasks_add(struct webctl *w, int argc, char **argv)
                 { NULL, 0, NULL, 0 },
         };
         struct tasks_fields f = { .done = -1 };
-        _cleanup_(cJSON_Deletep) cJSON *body = NULL;
         int r;
 
         r = tasks_getopt(w, argc, argv, options, tasks_fields_option, &f, 1,
@@ -262,68 +264,40 @@ static int tasks_add(struct webctl *w, int argc, char **argv)
         if (f.done == 0)
                 f.done = -1; /* --todo isn't an option of add, but would be the default anyway */
         f.title = argv[optind];
-        r = webctl_connect(w, true);
-        if (r != 0)
-                return r;
-        body = tasks_fields_json(&f);
-        if (!body)
-                return WEBCTL_EXIT_API;
-        return tasks_send(w, "POST", "/tasks", body, 201, "Created task", 0, ".");
+        return tasks_send(w, "POST", "/tasks", &f, 201, "Created task", 0, ".");
 }
 
-/* Parses the ID argument of show/done/rm/edit into *<ret> and builds "/tasks/ID" into <path>. */
-static int tasks_id_path(const char *arg, uint64_t *ret, char *path, size_t size)
-{
-        int r = webctl_parse_number("the task ID", arg, 1, INT64_MAX, ret);
-
-        if (r != 0)
-                return r;
-        (void)snprintf(path, size, "/tasks/%" PRIu64, *ret);
-        return -1;
-}
-
-static const struct option tasks_id_options[] = {
+static const struct option tasks_item_options[] = {
         WEBCTL_COMMON_OPTIONS,
         { NULL, 0, NULL, 0 },
 };
 
-static int tasks_show(struct webctl *w, int argc, char **argv)
+static int tasks_print_task(const cJSON *task, _unused_ const void *userdata)
 {
         static const char *const keys[] = { "ID", "Title", "Done", "Created", "Updated", "Description" };
-        char path[TASKS_PATH_MAX], id_buf[32], created[64], updated[64];
-        struct api_response res;
-        uint64_t id;
+        char id[32], created[64], updated[64];
+        const char *values[] = {
+                webctl_integer(task, "id", id, sizeof(id)),
+                webctl_string(task, "title"),
+                cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(task, "done")) ? "yes" : "no",
+                webctl_time(webctl_string(task, "created_at"), created, sizeof(created)),
+                webctl_time(webctl_string(task, "updated_at"), updated, sizeof(updated)),
+                webctl_string(task, "description"),
+        };
+
+        return table_print_record(stdout, keys, values, ELEMENTSOF(keys)) < 0 ? WEBCTL_EXIT_API
+                                                                              : WEBCTL_EXIT_OK;
+}
+
+static int tasks_show(struct webctl *w, int argc, char **argv)
+{
+        struct tasks_item item;
         int r;
 
-        r = tasks_getopt(w, argc, argv, tasks_id_options, NULL, NULL, 1, "show ID");
+        r = tasks_item_getopt(w, argc, argv, tasks_item_options, NULL, NULL, "show ID", &item);
         if (r >= 0)
                 return r;
-        r = tasks_id_path(argv[optind], &id, path, sizeof(path));
-        if (r >= 0)
-                return r;
-        r = webctl_connect(w, true);
-        if (r != 0)
-                return r;
-        r = webctl_call(w, "GET", path, NULL, 200, &res);
-        if (r != 0)
-                return r;
-        if (w->json)
-                r = webctl_print_json(&res);
-        else {
-                const char *values[] = {
-                        webctl_integer(res.json, "id", id_buf, sizeof(id_buf)),
-                        webctl_string(res.json, "title"),
-                        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(res.json, "done")) ? "yes" : "no",
-                        webctl_time(webctl_string(res.json, "created_at"), created, sizeof(created)),
-                        webctl_time(webctl_string(res.json, "updated_at"), updated, sizeof(updated)),
-                        webctl_string(res.json, "description"),
-                };
-
-                r = table_print_record(stdout, keys, values, ELEMENTSOF(keys)) < 0 ? WEBCTL_EXIT_API
-                                                                                    : WEBCTL_EXIT_OK;
-        }
-        api_response_done(&res);
-        return r;
+        return webctl_show(w, item.path, tasks_print_task, NULL);
 }
 
 static int tasks_edit(struct webctl *w, int argc, char **argv)
@@ -337,69 +311,40 @@ static int tasks_edit(struct webctl *w, int argc, char **argv)
                 { NULL, 0, NULL, 0 },
         };
         struct tasks_fields f = { .done = -1 };
-        _cleanup_(cJSON_Deletep) cJSON *body = NULL;
-        char path[TASKS_PATH_MAX];
-        uint64_t id;
+        struct tasks_item item;
         int r;
 
-        r = tasks_getopt(w, argc, argv, options, tasks_fields_option, &f, 1,
-                         "edit ID [--title T] [--description D] [--done|--todo]");
-        if (r >= 0)
-                return r;
-        r = tasks_id_path(argv[optind], &id, path, sizeof(path));
+        r = tasks_item_getopt(w, argc, argv, options, tasks_fields_option, &f,
+                              "edit ID [--title T] [--description D] [--done|--todo]", &item);
         if (r >= 0)
                 return r;
         if (!f.title && !f.description && f.done < 0)
                 return webctl_usage_error("nothing to change: give --title, --description, --done or "
                                           "--todo");
-        r = webctl_connect(w, true);
-        if (r != 0)
-                return r;
-        body = tasks_fields_json(&f);
-        if (!body)
-                return WEBCTL_EXIT_API;
-        return tasks_send(w, "PATCH", path, body, 200, "Updated task", id, ".");
+        return tasks_send(w, "PATCH", item.path, &f, 200, "Updated task", item.id, ".");
 }
 
 static int tasks_done(struct webctl *w, int argc, char **argv)
 {
-        struct tasks_fields f = { .done = 1 };
-        _cleanup_(cJSON_Deletep) cJSON *body = NULL;
-        char path[TASKS_PATH_MAX];
-        uint64_t id;
+        static const struct tasks_fields f = { .done = 1 };
+        struct tasks_item item;
         int r;
 
-        r = tasks_getopt(w, argc, argv, tasks_id_options, NULL, NULL, 1, "done ID");
+        r = tasks_item_getopt(w, argc, argv, tasks_item_options, NULL, NULL, "done ID", &item);
         if (r >= 0)
                 return r;
-        r = tasks_id_path(argv[optind], &id, path, sizeof(path));
-        if (r >= 0)
-                return r;
-        r = webctl_connect(w, true);
-        if (r != 0)
-                return r;
-        body = tasks_fields_json(&f);
-        if (!body)
-                return WEBCTL_EXIT_API;
-        return tasks_send(w, "PATCH", path, body, 200, "Task", id, " is done.");
+        return tasks_send(w, "PATCH", item.path, &f, 200, "Task", item.id, " is done.");
 }
 
 static int tasks_rm(struct webctl *w, int argc, char **argv)
 {
-        char path[TASKS_PATH_MAX];
-        uint64_t id;
+        struct tasks_item item;
         int r;
 
-        r = tasks_getopt(w, argc, argv, tasks_id_options, NULL, NULL, 1, "rm ID");
+        r = tasks_item_getopt(w, argc, argv, tasks_item_options, NULL, NULL, "rm ID", &item);
         if (r >= 0)
                 return r;
-        r = tasks_id_path(argv[optind], &id, path, sizeof(path));
-        if (r >= 0)
-                return r;
-        r = webctl_connect(w, true);
-        if (r != 0)
-                return r;
-        return tasks_send(w, "DELETE", path, NULL, 204, "Deleted task", id, ".");
+        return tasks_send(w, "DELETE", item.path, NULL, 204, "Deleted task", item.id, ".");
 }
 
 int tasks_main(struct webctl *w, int argc, char **argv)

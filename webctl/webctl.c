@@ -88,6 +88,28 @@ int webctl_common_option(struct webctl *w, int c, char **argv, int *ret_status)
         }
 }
 
+int webctl_getopt(struct webctl *w, int argc, char **argv, const struct option *options,
+                  webctl_option_cb own, void *userdata)
+{
+        int c, r, status;
+
+        /* optind 0 restarts getopt_long() on this command's own argv, after main() read the options before
+         * the command; opterr 0 and the leading ':' leave the messages to webctl_common_option(). */
+        optind = 0;
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0) {
+                r = webctl_common_option(w, c, argv, &status);
+                if (r < 0)
+                        return status;
+                if (r > 0 || !own)
+                        continue;
+                r = own(c, optarg, userdata);
+                if (r != 0)
+                        return r;
+        }
+        return -1;
+}
+
 /* Copies the URL to use into w->url: --url, else $WEBCTL_URL, else the default; trailing '/' removed. */
 static int webctl_pick_url(struct webctl *w)
 {
@@ -235,6 +257,22 @@ int webctl_call(struct webctl *w, const char *method, const char *path, const ch
                 fprintf(stderr, "webctl: log in again with 'webctl login USER'\n");
                 r = WEBCTL_EXIT_AUTH;
         }
+        api_response_done(&res);
+        return r;
+}
+
+int webctl_show(struct webctl *w, const char *path, webctl_print_cb print, const void *userdata)
+{
+        struct api_response res;
+        int r;
+
+        r = webctl_connect(w, true);
+        if (r != 0)
+                return r;
+        r = webctl_call(w, "GET", path, NULL, 200, &res);
+        if (r != 0)
+                return r;
+        r = w->json ? webctl_print_json(&res) : print(res.json, userdata);
         api_response_done(&res);
         return r;
 }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cjson/cJSON.h>
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -43,6 +44,17 @@ struct webctl {
  * the command must stop: *<ret_status> is then its exit status (0 after --help, 2 after a bad option). */
 int webctl_common_option(struct webctl *w, int c, char **argv, int *ret_status);
 
+/* Takes a command's own option <c> with its argument <arg> (NULL if it has none). Returns 0, or the exit
+ * status the command must stop with. */
+typedef int (*webctl_option_cb)(int c, const char *arg, void *userdata);
+
+/* Reads the options of a command (argv[0] is its name) with <options>, which end with
+ * WEBCTL_COMMON_OPTIONS: the common ones through webctl_common_option(), the others through <own> with
+ * <userdata> (NULL: they are ignored). The arguments are left in argv[optind...] for the command to check.
+ * Returns -1 to go on, or the exit status the command must stop with. */
+int webctl_getopt(struct webctl *w, int argc, char **argv, const struct option *options,
+                  webctl_option_cb own, void *userdata);
+
 /* Prints the help of the whole program to stdout. */
 void webctl_help(void);
 
@@ -62,6 +74,14 @@ void webctl_done(struct webctl *w);
  * when unreachable, else 1. */
 int webctl_call(struct webctl *w, const char *method, const char *path, const char *body, long expect,
                 struct api_response *res);
+
+/* Prints an answer for people from its JSON (<answer>, NULL if the body wasn't JSON). Returns an exit
+ * status. */
+typedef int (*webctl_print_cb)(const cJSON *answer, const void *userdata);
+
+/* Connects with the saved login and sends GET <path>, expecting 200; prints the answer: the server's JSON
+ * under --json, else through <print> with <userdata>. Returns an exit status. */
+int webctl_show(struct webctl *w, const char *path, webctl_print_cb print, const void *userdata);
 
 /* Under --json prints the response body (which must be JSON) to stdout. Returns an exit status. */
 int webctl_print_json(const struct api_response *res);

@@ -116,22 +116,38 @@ static void tasks_found(struct server_request *r, int error, const PGresult *res
         tasks_reply_row(r, 200, error, res);
 }
 
-/* Validates the body against <fields>; answers 400 and returns < 0 when it is not valid. */
-static int tasks_check_body(struct server_request *r, const struct json_field *fields, size_t n)
+/* Answers a request whose input was checked: 500 when the check failed (<k> < 0), 400 with <problems> when
+ * it found any. Returns < 0 when it answered, 0 when the input is good. Takes <problems>. */
+static int tasks_reply_problems(struct server_request *r, int k, cJSON *problems)
 {
-        _cleanup_(cJSON_Deletep) cJSON *problems = NULL;
-        int k;
-
-        k = json_check_object(r->body, fields, n, &problems);
         if (k < 0) {
+                cJSON_Delete(problems);
                 tasks_reply_internal(r);
                 return k;
         }
         if (problems) {
-                server_reply_invalid(r, TAKE_PTR(problems));
+                server_reply_invalid(r, problems);
                 return -EINVAL;
         }
         return 0;
+}
+
+/* Validates the body of a create or update; a <partial> one (PATCH) may leave out any field but not all.
+ * Answers 400 and returns < 0 when it is not valid. */
+static int tasks_check_body(struct server_request *r, bool partial)
+{
+        cJSON *problems = NULL;
+        int k;
+
+        if (partial)
+                k = json_check_object(r->body, tasks_patch_fields, ELEMENTSOF(tasks_patch_fields),
+                                      &problems);
+        else
+                k = json_check_object(r->body, tasks_fields, ELEMENTSOF(tasks_fields), &problems);
+        if (k >= 0 && !problems && partial && !r->body->child)
+                k = json_add_problem(&problems, "body",
+                                     "must hold at least one of title, description, done");
+        return tasks_reply_problems(r, k, problems);
 }
 
 static const char *tasks_string(const struct server_request *r, const char *name, const char *def)
@@ -150,87 +166,71 @@ static const char *tasks_bool(const struct server_request *r, const char *name, 
         return cJSON_IsTrue(item) ? "true" : "false";
 }
 
-static void tasks_query(struct server_request *r, unsigned stmt, const char *const *values, int n,
+#define TASKS_PARAMS_MAX 5
+
+/* Runs statement <stmt> with its parameters in their order: the task id when the route names one (<item>),
+ * the owner, then the <n> <extra> values (at most TASKS_PARAMS_MAX in all). Answers itself when the query
+ * can't be sent; <cb> answers otherwise. */
+static void tasks_query(struct server_request *r, unsigned stmt, bool item, const char *const *extra, int n,
                         server_query_cb cb)
 {
-        int k = server_query(r, stmt, values, n, cb);
+        char id[SERVER_INT_MAX], user[SERVER_INT_MAX];
+        const char *values[TASKS_PARAMS_MAX];
+        int k = 0;
 
+        if (item) {
+                server_int_text(r->id, id);
+                values[k++] = id;
+        }
+        server_int_text(r->user_id, user);
+        values[k++] = user;
+        for (int i = 0; i < n && k < TASKS_PARAMS_MAX; i++)
+                values[k++] = extra[i];
+        k = server_query(r, stmt, values, k, cb);
         if (k < 0)
                 server_reply_db_error(r, k, NULL);
 }
 
+/* Creates (POST) or updates (PUT, PATCH) a task from the body, after checking it. A field a <partial> body
+ * leaves out is sent as NULL (the statement keeps the stored value); otherwise it takes its default. */
+static void tasks_write(struct server_request *r, unsigned stmt, bool item, bool partial, server_query_cb cb)
+{
+        const char *fields[3];
+
+        if (tasks_check_body(r, partial) < 0)
+                return;
+        fields[0] = tasks_string(r, "title", partial ? NULL : "");
+        fields[1] = tasks_string(r, "description", partial ? NULL : "");
+        fields[2] = tasks_bool(r, "done", partial ? NULL : "false");
+        tasks_query(r, stmt, item, fields, ELEMENTSOF(fields), cb);
+}
+
 static void tasks_create(struct server_request *r, void *userdata)
 {
-        struct tasks *t = userdata;
-        char user[SERVER_INT_MAX];
-        const char *values[4];
+        const struct tasks *t = userdata;
 
-        if (tasks_check_body(r, tasks_fields, ELEMENTSOF(tasks_fields)) < 0)
-                return;
-        server_int_text(r->user_id, user);
-        values[0] = user;
-        values[1] = tasks_string(r, "title", "");
-        values[2] = tasks_string(r, "description", "");
-        values[3] = tasks_bool(r, "done", "false");
-        tasks_query(r, t->insert, values, 4, tasks_created);
+        tasks_write(r, t->insert, false, false, tasks_created);
 }
 
 static void tasks_get(struct server_request *r, void *userdata)
 {
-        struct tasks *t = userdata;
-        char id[SERVER_INT_MAX], user[SERVER_INT_MAX];
-        const char *values[2] = {id, user};
+        const struct tasks *t = userdata;
 
-        server_int_text(r->id, id);
-        server_int_text(r->user_id, user);
-        tasks_query(r, t->get, values, 2, tasks_found);
+        tasks_query(r, t->get, true, NULL, 0, tasks_found);
 }
 
 static void tasks_put(struct server_request *r, void *userdata)
 {
-        struct tasks *t = userdata;
-        char id[SERVER_INT_MAX], user[SERVER_INT_MAX];
-        const char *values[5];
+        const struct tasks *t = userdata;
 
-        if (tasks_check_body(r, tasks_fields, ELEMENTSOF(tasks_fields)) < 0)
-                return;
-        server_int_text(r->id, id);
-        server_int_text(r->user_id, user);
-        values[0] = id;
-        values[1] = user;
-        values[2] = tasks_string(r, "title", "");
-        values[3] = tasks_string(r, "description", "");
-        values[4] = tasks_bool(r, "done", "false");
-        tasks_query(r, t->put, values, 5, tasks_found);
+        tasks_write(r, t->put, true, false, tasks_found);
 }
 
 static void tasks_patch(struct server_request *r, void *userdata)
 {
-        struct tasks *t = userdata;
-        char id[SERVER_INT_MAX], user[SERVER_INT_MAX];
-        const char *values[5];
+        const struct tasks *t = userdata;
 
-        if (tasks_check_body(r, tasks_patch_fields, ELEMENTSOF(tasks_patch_fields)) < 0)
-                return;
-        if (!r->body->child) {
-                cJSON *problems = NULL;
-
-                if (json_add_problem(&problems, "body", "must hold at least one of title, description, done") <
-                    0) {
-                        tasks_reply_internal(r);
-                        return;
-                }
-                server_reply_invalid(r, problems);
-                return;
-        }
-        server_int_text(r->id, id);
-        server_int_text(r->user_id, user);
-        values[0] = id;
-        values[1] = user;
-        values[2] = tasks_string(r, "title", NULL);
-        values[3] = tasks_string(r, "description", NULL);
-        values[4] = tasks_bool(r, "done", NULL);
-        tasks_query(r, t->patch, values, 5, tasks_found);
+        tasks_write(r, t->patch, true, true, tasks_found);
 }
 
 static void tasks_deleted(struct server_request *r, int error, const PGresult *res)
@@ -248,33 +248,24 @@ static void tasks_deleted(struct server_request *r, int error, const PGresult *r
 
 static void tasks_delete(struct server_request *r, void *userdata)
 {
-        struct tasks *t = userdata;
-        char id[SERVER_INT_MAX], user[SERVER_INT_MAX];
-        const char *values[2] = {id, user};
+        const struct tasks *t = userdata;
 
-        server_int_text(r->id, id);
-        server_int_text(r->user_id, user);
-        tasks_query(r, t->delete, values, 2, tasks_deleted);
+        tasks_query(r, t->delete, true, NULL, 0, tasks_deleted);
 }
 
 /* Reads limit, offset and done from the query string. Answers 400 and returns < 0 when one is bad. */
 static int tasks_list_params(struct server_request *r, int64_t *limit, int64_t *offset, const char **done)
 {
-        _cleanup_(cJSON_Deletep) cJSON *problems = NULL;
+        cJSON *problems = NULL;
         const char *d = server_param(r, "done");
         int k;
 
         k = server_paging(r, limit, offset, &problems);
         if (k >= 0 && d && strcmp(d, "true") != 0 && strcmp(d, "false") != 0)
                 k = json_add_problem(&problems, "done", "must be true or false");
-        if (k < 0) {
-                tasks_reply_internal(r);
+        k = tasks_reply_problems(r, k, problems);
+        if (k < 0)
                 return k;
-        }
-        if (problems) {
-                server_reply_invalid(r, TAKE_PTR(problems));
-                return -EINVAL;
-        }
         *done = d;
         return 0;
 }
@@ -324,21 +315,19 @@ static void tasks_listed(struct server_request *r, int error, const PGresult *re
 
 static void tasks_list(struct server_request *r, void *userdata)
 {
-        struct tasks *t = userdata;
-        char user[SERVER_INT_MAX], limit_text[SERVER_INT_MAX], offset_text[SERVER_INT_MAX];
-        const char *done, *values[4];
+        const struct tasks *t = userdata;
+        char limit_text[SERVER_INT_MAX], offset_text[SERVER_INT_MAX];
+        const char *done, *values[3];
         int64_t limit, offset;
 
         if (tasks_list_params(r, &limit, &offset, &done) < 0)
                 return;
-        server_int_text(r->user_id, user);
         server_int_text(limit + 1, limit_text);
         server_int_text(offset, offset_text);
-        values[0] = user;
-        values[1] = done;
-        values[2] = limit_text;
-        values[3] = offset_text;
-        tasks_query(r, t->list, values, 4, tasks_listed);
+        values[0] = done;
+        values[1] = limit_text;
+        values[2] = offset_text;
+        tasks_query(r, t->list, false, values, ELEMENTSOF(values), tasks_listed);
 }
 
 int tasks_new(struct server *s, struct db *db, struct tasks **ret)
