@@ -20,6 +20,7 @@ proxies="lbd,haproxy,nginx"
 lbd_bin="$repo_dir/build/lbd/lbd"
 lbd_extra=()
 pin_wrk=""
+hold=0
 path="/1k.txt"
 
 usage() {
@@ -35,6 +36,8 @@ usage: bench/proxy.sh [options]
   --lbd-arg ARG     extra argument for lbd (repeatable)
   --pin-wrk CPU     run wrk under taskset -c CPU (default: not pinned)
   --quick           smoke run: 1 round of 2 s, 1000 idle connections
+  --hold S          start the backends and proxies, print their ports and PIDs,
+                    keep them up for S seconds (for profiling by hand), then stop
   -h, --help        this text
 EOF
 }
@@ -59,6 +62,7 @@ while (($# > 0)); do
 		shift
 		;;
 	--quick) rounds=1; duration=2; idle_count=1000 ;;
+	--hold) need_int "$1" "${2-}"; hold=$2; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
 	esac
@@ -326,8 +330,9 @@ run_wrk() {
 		bench_die "cannot read wrk's report: $(cat "$out")"
 	((reqs > 0)) || bench_die "no request completed against $name"
 	cpu=$(awk -v t=$((t1 - t0)) -v hz="$clk_tck" -v n="$reqs" 'BEGIN { printf "%.3f", t / hz * 1e6 / n }')
-	bench_log "$(printf '  %-8s %-7s rps=%-10s p99=%8.3fms cpu/req=%7.2fus errors=%s' \
-		"$name" "$counted" "$rps" "$(awk -v v="$p99" 'BEGIN { print v / 1000 }')" "$cpu" "$errs")"
+	bench_log "$(printf '  %-8s %-7s rps=%-10s p99=%8.3fms cpu/req=%7.2fus errors=%s (p50 %s p90 %s)' \
+		"$name" "$counted" "$rps" "$(awk -v v="$p99" 'BEGIN { print v / 1000 }')" "$cpu" "$errs" \
+		"$(awk '$1 == "50%" { print $2 }' "$out")" "$(awk '$1 == "90%" { print $2 }' "$out")")"
 	if [[ $counted == round ]]; then
 		r_rps[$name]+="$rps "
 		r_p99[$name]+="$p99 "
@@ -388,6 +393,16 @@ done
 for p in "${selected[@]}"; do
 	wait_proxy "$p"
 done
+
+if ((hold > 0)); then
+	bench_log "backends: ${backend_ports[*]} (path $path)"
+	for p in "${selected[@]}"; do
+		bench_log "$p: port ${proxy_port[$p]} pid $(serving_pid "$p")"
+	done
+	bench_log "holding for $hold s (Ctrl-C stops everything)"
+	sleep "$hold"
+	exit 0
+fi
 
 bench_log "warm-up"
 for p in "${selected[@]}"; do
