@@ -1,5 +1,5 @@
-/* lbd's configuration: the table of every key, its default and its parser; the INI file loader; the
- * command-line setter; and the checks that need several keys at once.
+/* lbd's configuration: the table of every key, its default and its parser, and the checks that need
+ * several keys at once. Reading the file and the command line is the engine's (common/conf.c).
  *
  * Keys and defaults (the table config_keys[] below is the source of truth, and config_init() builds the
  * defaults by running each key's parser on the default text, so this list and the code can't drift):
@@ -77,43 +77,18 @@
 #include "lbd/config.h"
 
 #include <arpa/inet.h>
-#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
-#include "common/ini.h"
-#include "common/log.h"
+#include "common/conf.h"
 #include "common/macro.h"
 #include "common/parse.h"
 
-struct config_key;
-
-/* Parses <value> for key <k> into <c>. <first> is true when the key was not set yet by the same source,
- * which list keys use to replace rather than append. On failure writes a reason into <reason> and returns
- * -EINVAL; <c> is then left unchanged. */
-typedef int (*config_parser_t)(const struct config_key *k, struct config *c, const char *value, bool first,
-                               char *reason, size_t size);
-
-struct config_key {
-        const char *section;
-        const char *key;
-        const char *default_value;
-        config_parser_t parse;
-        size_t offset;     /* the field, for the generic parsers */
-        uint64_t min, max; /* bounds, for numbers, sizes and durations */
-};
-
-/* offsetof() that also checks the field's type, so a table row can't point a parser at the wrong kind. */
-#define CONFIG_IS_TYPE(field, type)                                                                         \
-        __builtin_types_compatible_p(__typeof__(((struct config *)0)->field), type)
-#define CONFIG_FIELD(field, type)                                                                           \
-        (offsetof(struct config, field) + 0 * sizeof(char[CONFIG_IS_TYPE(field, type) ? 1 : -1]))
-#define U64(field)  CONFIG_FIELD(field, uint64_t)
-#define PATH(field) CONFIG_FIELD(field, char[CONFIG_PATH_MAX])
+#define U64(field)  CONF_FIELD(struct config, field, uint64_t)
+#define PATH(field) CONF_FIELD(struct config, field, char[CONFIG_PATH_MAX])
 
 #define CONFIG_ITEM_MAX 128 /* longest entry of a list value */
 
@@ -129,76 +104,14 @@ static const char *const config_provider_names[] = {
         [PROVIDER_EC2] = "ec2",
 };
 
-static int config_reason(char *reason, size_t size, const char *format, ...) _printf_(3, 4);
-static int config_reason(char *reason, size_t size, const char *format, ...)
-{
-        va_list ap;
-
-        va_start(ap, format);
-        (void)vsnprintf(reason, size, format, ap);
-        va_end(ap);
-        return -EINVAL;
-}
-
-static uint64_t *config_u64(struct config *c, const struct config_key *k)
-{
-        return (uint64_t *)(void *)((char *)c + k->offset);
-}
-
-static int config_parse_duration(const struct config_key *k, struct config *c, const char *value, bool first,
-                                 char *reason, size_t size)
-{
-        uint64_t v;
-        int r;
-
-        r = parse_duration(value, &v);
-        if (r == -ERANGE)
-                return config_reason(reason, size, "duration out of range (at most 30d)");
-        if (r < 0)
-                return config_reason(reason, size, "not a duration (e.g. 500ms, 10s, 1.5m, 2h)");
-        if (v < k->min)
-                return config_reason(reason, size, "must be greater than 0");
-        *config_u64(c, k) = v;
-        return 0;
-}
-
-static int config_parse_size(const struct config_key *k, struct config *c, const char *value, bool first,
+static int config_parse_port(const struct conf_key *k, void *obj, const char *value, bool first,
                              char *reason, size_t size)
 {
-        uint64_t v;
-        int r;
-
-        r = parse_size(value, &v);
-        if (r == -EINVAL)
-                return config_reason(reason, size, "not a size (e.g. 512, 16k, 1M)");
-        if (r < 0)
-                return config_reason(reason, size, "size too large");
-        if (v < k->min || v > k->max)
-                return config_reason(reason, size, "must be between %" PRIu64 " and %" PRIu64 " bytes",
-                                     k->min, k->max);
-        *config_u64(c, k) = v;
-        return 0;
-}
-
-static int config_parse_number(const struct config_key *k, struct config *c, const char *value, bool first,
-                               char *reason, size_t size)
-{
-        uint64_t v;
-
-        if (parse_uint(value, k->min, k->max, &v) < 0)
-                return config_reason(reason, size, "must be an integer between %" PRIu64 " and %" PRIu64,
-                                     k->min, k->max);
-        *config_u64(c, k) = v;
-        return 0;
-}
-
-static int config_parse_port(const struct config_key *k, struct config *c, const char *value, bool first,
-                             char *reason, size_t size)
-{
+        struct config *c = obj;
         uint64_t v;
 
         if (parse_uint(value, 1, 65535, &v) < 0)
-                return config_reason(reason, size, "must be a port number between 1 and 65535");
+                return conf_reason(reason, size, "must be a port number between 1 and 65535");
         c->port = (uint16_t)v;
         return 0;
 }
@@ -219,9 +132,10 @@ static int config_parse_choice(const char *value, const char *const *names, size
         return -EINVAL;
 }
 
-static int config_parse_balance(const struct config_key *k, struct config *c, const char *value, bool first,
+static int config_parse_balance(const struct conf_key *k, void *obj, const char *value, bool first,
                                 char *reason, size_t size)
 {
+        struct config *c = obj;
         int r;
 
         r = config_parse_choice(value, config_balance_names, ELEMENTSOF(config_balance_names), reason, size);
@@ -231,9 +145,10 @@ static int config_parse_balance(const struct config_key *k, struct config *c, co
         return 0;
 }
 
-static int config_parse_provider(const struct config_key *k, struct config *c, const char *value, bool first,
+static int config_parse_provider(const struct conf_key *k, void *obj, const char *value, bool first,
                                  char *reason, size_t size)
 {
+        struct config *c = obj;
         int r;
 
         r = config_parse_choice(value, config_provider_names, ELEMENTSOF(config_provider_names), reason,
@@ -244,47 +159,42 @@ static int config_parse_provider(const struct config_key *k, struct config *c, c
         return 0;
 }
 
-static bool config_is_printable(const char *s)
+static int config_parse_access_log(const struct conf_key *k, void *obj, const char *value, bool first,
+                                   char *reason, size_t size)
 {
-        for (; *s; s++)
-                if ((unsigned char)*s < 0x20 || *s == 0x7f)
-                        return false;
-        return true;
-}
-
-static int config_parse_access_log(const struct config_key *k, struct config *c, const char *value,
-                                   bool first, char *reason, size_t size)
-{
+        struct config *c = obj;
         char *field = (char *)c + k->offset;
 
         if (strcmp(value, "stderr") != 0 && strcmp(value, "off") != 0 &&
-            (value[0] != '/' || !config_is_printable(value)))
-                return config_reason(reason, size, "must be stderr, off or an absolute file path");
+            (value[0] != '/' || !conf_is_printable(value)))
+                return conf_reason(reason, size, "must be stderr, off or an absolute file path");
         if (strlen(value) >= CONFIG_PATH_MAX)
-                return config_reason(reason, size, "path longer than %d bytes", CONFIG_PATH_MAX - 1);
+                return conf_reason(reason, size, "path longer than %d bytes", CONFIG_PATH_MAX - 1);
         memcpy(field, value, strlen(value) + 1);
         return 0;
 }
 
-static int config_parse_http_path(const struct config_key *k, struct config *c, const char *value,
-                                  bool first, char *reason, size_t size)
+static int config_parse_http_path(const struct conf_key *k, void *obj, const char *value, bool first,
+                                  char *reason, size_t size)
 {
+        struct config *c = obj;
         char *field = (char *)c + k->offset;
 
         if (value[0] != '/')
-                return config_reason(reason, size, "must be a URL path starting with '/'");
+                return conf_reason(reason, size, "must be a URL path starting with '/'");
         for (const unsigned char *p = (const unsigned char *)value; *p; p++)
                 if (*p <= 0x20 || *p >= 0x7f)
-                        return config_reason(reason, size, "only printable ASCII without spaces is allowed");
+                        return conf_reason(reason, size, "only printable ASCII without spaces is allowed");
         if (strlen(value) >= CONFIG_PATH_MAX)
-                return config_reason(reason, size, "path longer than %d bytes", CONFIG_PATH_MAX - 1);
+                return conf_reason(reason, size, "path longer than %d bytes", CONFIG_PATH_MAX - 1);
         memcpy(field, value, strlen(value) + 1);
         return 0;
 }
 
-static int config_parse_expect(const struct config_key *k, struct config *c, const char *value, bool first,
+static int config_parse_expect(const struct conf_key *k, void *obj, const char *value, bool first,
                                char *reason, size_t size)
 {
+        struct config *c = obj;
         char low[8];
         const char *dash = strchr(value, '-'), *high = NULL;
         size_t len = dash ? (size_t)(dash - value) : strlen(value);
@@ -297,11 +207,11 @@ static int config_parse_expect(const struct config_key *k, struct config *c, con
         }
         if (len >= sizeof(low) || parse_uint(low, 100, 599, &min) < 0 ||
             parse_uint(high, 100, 599, &max) < 0)
-                return config_reason(reason, size,
-                                     "must be a status code or a range such as 200-399, within "
-                                     "100..599");
+                return conf_reason(reason, size,
+                                   "must be a status code or a range such as 200-399, within "
+                                   "100..599");
         if (min > max)
-                return config_reason(reason, size, "the range is reversed");
+                return conf_reason(reason, size, "the range is reversed");
         c->health_expect_min = min;
         c->health_expect_max = max;
         return 0;
@@ -316,9 +226,10 @@ static bool config_is_loopback(const struct netaddr *a)
         return false;
 }
 
-static int config_parse_admin(const struct config_key *k, struct config *c, const char *value, bool first,
+static int config_parse_admin(const struct conf_key *k, void *obj, const char *value, bool first,
                               char *reason, size_t size)
 {
+        struct config *c = obj;
         struct netaddr a;
         int r;
 
@@ -328,15 +239,15 @@ static int config_parse_admin(const struct config_key *k, struct config *c, cons
         }
         r = netaddr_parse(value, 0, false, &a);
         if (r == -ERANGE)
-                return config_reason(reason, size, "port must be between 1 and 65535");
+                return conf_reason(reason, size, "port must be between 1 and 65535");
         if (r < 0)
-                return config_reason(reason, size,
-                                     "must be a loopback address with a port, e.g. "
-                                     "127.0.0.1:9180 or [::1]:9180, or off");
+                return conf_reason(reason, size,
+                                   "must be a loopback address with a port, e.g. "
+                                   "127.0.0.1:9180 or [::1]:9180, or off");
         if (!config_is_loopback(&a))
-                return config_reason(reason, size,
-                                     "must be a loopback address (127.0.0.0/8 or [::1]): the "
-                                     "admin API has no authentication");
+                return conf_reason(reason, size,
+                                   "must be a loopback address (127.0.0.0/8 or [::1]): the "
+                                   "admin API has no authentication");
         c->admin = a;
         c->admin_enabled = true;
         return 0;
@@ -362,9 +273,9 @@ static int config_split(const char *value,
                         end--;
                 len = (size_t)(end - s);
                 if (len == 0)
-                        return config_reason(reason, size, "empty entry in the list");
+                        return conf_reason(reason, size, "empty entry in the list");
                 if (len >= sizeof(buf))
-                        return config_reason(reason, size, "list entry '%.32s...' is too long", s);
+                        return conf_reason(reason, size, "list entry '%.32s...' is too long", s);
                 memcpy(buf, s, len);
                 buf[len] = '\0';
 
@@ -399,13 +310,13 @@ static int config_addr_item(const char *entry, void *userdata, char *reason, siz
                         netaddr_set_port(&a, 0);
         }
         if (r == -ERANGE)
-                return config_reason(reason, size, "'%s': port must be between 1 and 65535", entry);
+                return conf_reason(reason, size, "'%s': port must be between 1 and 65535", entry);
         if (r < 0)
-                return config_reason(reason, size,
-                                     "'%s' is not a numeric address%s, e.g. 10.0.0.1:80 or [::1]:80", entry,
-                                     l->port_optional ? "" : " with a port");
+                return conf_reason(reason, size,
+                                   "'%s' is not a numeric address%s, e.g. 10.0.0.1:80 or [::1]:80", entry,
+                                   l->port_optional ? "" : " with a port");
         if (l->n >= l->room)
-                return config_reason(reason, size, "too many addresses (at most %zu)", l->limit);
+                return conf_reason(reason, size, "too many addresses (at most %zu)", l->limit);
         l->items[l->n++] = a;
         return 0;
 }
@@ -428,19 +339,21 @@ static int config_parse_addr_list(struct config_addr_list *l, struct netaddr *ar
         return 0;
 }
 
-static int config_parse_listen(const struct config_key *k, struct config *c, const char *value, bool first,
+static int config_parse_listen(const struct conf_key *k, void *obj, const char *value, bool first,
                                char *reason, size_t size)
 {
+        struct config *c = obj;
         struct config_addr_list l = {.limit = CONFIG_MAX_LISTEN};
 
         if (value[0] == '\0')
-                return config_reason(reason, size, "needs at least one address, e.g. 0.0.0.0:80");
+                return conf_reason(reason, size, "needs at least one address, e.g. 0.0.0.0:80");
         return config_parse_addr_list(&l, c->listen, &c->n_listen, value, first, reason, size);
 }
 
-static int config_parse_backends(const struct config_key *k, struct config *c, const char *value, bool first,
+static int config_parse_backends(const struct conf_key *k, void *obj, const char *value, bool first,
                                  char *reason, size_t size)
 {
+        struct config *c = obj;
         struct config_addr_list l = {.limit = CONFIG_MAX_BACKENDS, .port_optional = true};
 
         return config_parse_addr_list(&l, c->backends, &c->n_backends, value, first, reason, size);
@@ -459,20 +372,21 @@ static int config_cidr_item(const char *entry, void *userdata, char *reason, siz
 
         r = netaddr_cidr_parse(entry, &cidr);
         if (r == -ERANGE)
-                return config_reason(reason, size, "'%s': prefix longer than the address", entry);
+                return conf_reason(reason, size, "'%s': prefix longer than the address", entry);
         if (r < 0)
-                return config_reason(
+                return conf_reason(
                         reason, size,
                         "'%s' is not a network such as 10.0.0.0/16 or ::1/128 (host bits must be 0)", entry);
         if (l->n >= l->room)
-                return config_reason(reason, size, "too many networks (at most %d)", CONFIG_MAX_NETWORKS);
+                return conf_reason(reason, size, "too many networks (at most %d)", CONFIG_MAX_NETWORKS);
         l->items[l->n++] = cidr;
         return 0;
 }
 
-static int config_parse_networks(const struct config_key *k, struct config *c, const char *value, bool first,
+static int config_parse_networks(const struct conf_key *k, void *obj, const char *value, bool first,
                                  char *reason, size_t size)
 {
+        struct config *c = obj;
         struct config_cidr_list l = {0};
         size_t base = first ? 0 : c->n_networks;
         int r;
@@ -490,18 +404,18 @@ static int config_parse_networks(const struct config_key *k, struct config *c, c
 
 /* ---- string keys: k->max is the size of the field ---- */
 
-static char *config_string(struct config *c, const struct config_key *k)
+static char *config_string(struct config *c, const struct conf_key *k)
 {
         return (char *)c + k->offset;
 }
 
-static int config_store_string(const struct config_key *k, struct config *c, const char *value, char *reason,
+static int config_store_string(const struct conf_key *k, struct config *c, const char *value, char *reason,
                                size_t size)
 {
         size_t len = strlen(value);
 
         if (len >= k->max)
-                return config_reason(reason, size, "longer than %" PRIu64 " bytes", k->max - 1);
+                return conf_reason(reason, size, "longer than %" PRIu64 " bytes", k->max - 1);
         memcpy(config_string(c, k), value, len + 1);
         return 0;
 }
@@ -515,59 +429,64 @@ static bool config_is_word(const char *s)
         return true;
 }
 
-static int config_parse_word(const struct config_key *k, struct config *c, const char *value, bool first,
+static int config_parse_word(const struct conf_key *k, void *obj, const char *value, bool first,
                              char *reason, size_t size)
 {
+        struct config *c = obj;
         if (!config_is_word(value))
-                return config_reason(reason, size, "only printable ASCII without blanks is allowed");
+                return conf_reason(reason, size, "only printable ASCII without blanks is allowed");
         return config_store_string(k, c, value, reason, size);
 }
 
-static int config_parse_text(const struct config_key *k, struct config *c, const char *value, bool first,
+static int config_parse_text(const struct conf_key *k, void *obj, const char *value, bool first,
                              char *reason, size_t size)
 {
-        if (!config_is_printable(value))
-                return config_reason(reason, size, "control characters are not allowed");
+        struct config *c = obj;
+        if (!conf_is_printable(value))
+                return conf_reason(reason, size, "control characters are not allowed");
         return config_store_string(k, c, value, reason, size);
 }
 
 /* "" or an absolute path. */
-static int config_parse_abs_path(const struct config_key *k, struct config *c, const char *value, bool first,
+static int config_parse_abs_path(const struct conf_key *k, void *obj, const char *value, bool first,
                                  char *reason, size_t size)
 {
-        if (value[0] != '\0' && (value[0] != '/' || !config_is_printable(value)))
-                return config_reason(reason, size, "must be an absolute file path");
+        struct config *c = obj;
+        if (value[0] != '\0' && (value[0] != '/' || !conf_is_printable(value)))
+                return conf_reason(reason, size, "must be an absolute file path");
         return config_store_string(k, c, value, reason, size);
 }
 
-static int config_parse_url(const struct config_key *k, struct config *c, const char *value, bool first,
-                            char *reason, size_t size)
+static int config_parse_url(const struct conf_key *k, void *obj, const char *value, bool first, char *reason,
+                            size_t size)
 {
+        struct config *c = obj;
         if (value[0] != '\0' &&
             ((strncmp(value, "http://", 7) != 0 && strncmp(value, "https://", 8) != 0) ||
              !config_is_word(value) || strlen(value) <= strlen("https://")))
-                return config_reason(reason, size, "must be an http:// or https:// URL");
+                return conf_reason(reason, size, "must be an http:// or https:// URL");
         return config_store_string(k, c, value, reason, size);
 }
 
-static int config_parse_tag(const struct config_key *k, struct config *c, const char *value, bool first,
-                            char *reason, size_t size)
+static int config_parse_tag(const struct conf_key *k, void *obj, const char *value, bool first, char *reason,
+                            size_t size)
 {
+        struct config *c = obj;
         const char *eq = strchr(value, '=');
         size_t key_len = eq ? (size_t)(eq - value) : 0;
 
         if (!eq || key_len == 0)
-                return config_reason(reason, size, "must be KEY=VALUE, e.g. lbd:pool=main");
-        if (!config_is_printable(value))
-                return config_reason(reason, size, "control characters are not allowed");
+                return conf_reason(reason, size, "must be KEY=VALUE, e.g. lbd:pool=main");
+        if (!conf_is_printable(value))
+                return conf_reason(reason, size, "control characters are not allowed");
         if (key_len >= sizeof(c->ec2_tag_key))
-                return config_reason(reason, size, "the key is longer than %zu bytes",
-                                     sizeof(c->ec2_tag_key) - 1);
+                return conf_reason(reason, size, "the key is longer than %zu bytes",
+                                   sizeof(c->ec2_tag_key) - 1);
         if (strlen(eq + 1) >= sizeof(c->ec2_tag_value))
-                return config_reason(reason, size, "the value is longer than %zu bytes",
-                                     sizeof(c->ec2_tag_value) - 1);
+                return conf_reason(reason, size, "the value is longer than %zu bytes",
+                                   sizeof(c->ec2_tag_value) - 1);
         if (strncasecmp(value, "aws:", 4) == 0)
-                return config_reason(reason, size, "keys starting with 'aws:' are reserved by AWS");
+                return conf_reason(reason, size, "keys starting with 'aws:' are reserved by AWS");
         memcpy(c->ec2_tag_key, value, key_len);
         c->ec2_tag_key[key_len] = '\0';
         memcpy(c->ec2_tag_value, eq + 1, strlen(eq + 1) + 1);
@@ -584,21 +503,22 @@ static int config_group_item(const char *entry, void *userdata, char *reason, si
         struct config_group_list *l = userdata;
 
         if (!config_is_word(entry))
-                return config_reason(reason, size, "'%s': only printable ASCII without blanks is allowed",
-                                     entry);
+                return conf_reason(reason, size, "'%s': only printable ASCII without blanks is allowed",
+                                   entry);
         if (strlen(entry) >= sizeof(l->items[0]))
-                return config_reason(reason, size, "'%.32s...' is too long", entry);
+                return conf_reason(reason, size, "'%.32s...' is too long", entry);
         if (l->n >= ELEMENTSOF(l->items))
-                return config_reason(reason, size, "too many security groups (at most %zu)",
-                                     ELEMENTSOF(l->items));
+                return conf_reason(reason, size, "too many security groups (at most %zu)",
+                                   ELEMENTSOF(l->items));
         memcpy(l->items[l->n++], entry, strlen(entry) + 1);
         return 0;
 }
 
 /* Like the other lists: the first occurrence in a source replaces, later ones append. */
-static int config_parse_security_groups(const struct config_key *k, struct config *c, const char *value,
-                                        bool first, char *reason, size_t size)
+static int config_parse_security_groups(const struct conf_key *k, void *obj, const char *value, bool first,
+                                        char *reason, size_t size)
 {
+        struct config *c = obj;
         struct config_group_list l = {0};
         size_t base = first ? 0 : c->n_ec2_security_groups;
         int r;
@@ -609,8 +529,8 @@ static int config_parse_security_groups(const struct config_key *k, struct confi
                         return r;
         }
         if (base + l.n > ELEMENTSOF(c->ec2_security_groups))
-                return config_reason(reason, size, "too many security groups (at most %zu)",
-                                     ELEMENTSOF(c->ec2_security_groups));
+                return conf_reason(reason, size, "too many security groups (at most %zu)",
+                                   ELEMENTSOF(c->ec2_security_groups));
         memcpy(c->ec2_security_groups + base, l.items, l.n * sizeof(l.items[0]));
         c->n_ec2_security_groups = base + l.n;
         return 0;
@@ -629,34 +549,37 @@ static int config_parse_upstream_into(struct netaddr *addr, bool *set, const cha
         }
         r = netaddr_parse(value, 0, false, &a);
         if (r == -ERANGE)
-                return config_reason(reason, size, "port must be between 1 and 65535");
+                return conf_reason(reason, size, "port must be between 1 and 65535");
         if (r < 0)
-                return config_reason(reason, size,
-                                     "must be a numeric address with a port, e.g. 10.0.1.20:8080");
+                return conf_reason(reason, size,
+                                   "must be a numeric address with a port, e.g. 10.0.1.20:8080");
         *addr = a;
         *set = true;
         return 0;
 }
 
-static int config_parse_ec2_upstream(const struct config_key *k, struct config *c, const char *value,
-                                     bool first, char *reason, size_t size)
+static int config_parse_ec2_upstream(const struct conf_key *k, void *obj, const char *value, bool first,
+                                     char *reason, size_t size)
 {
+        struct config *c = obj;
         return config_parse_upstream_into(&c->ec2_upstream, &c->ec2_upstream_set, value, reason, size);
 }
 
-static int config_parse_local_upstream(const struct config_key *k, struct config *c, const char *value,
-                                       bool first, char *reason, size_t size)
+static int config_parse_local_upstream(const struct conf_key *k, void *obj, const char *value, bool first,
+                                       char *reason, size_t size)
 {
+        struct config *c = obj;
         return config_parse_upstream_into(&c->local_upstream, &c->local_upstream_set, value, reason, size);
 }
 
-static int config_parse_base_port(const struct config_key *k, struct config *c, const char *value,
-                                  bool first, char *reason, size_t size)
+static int config_parse_base_port(const struct conf_key *k, void *obj, const char *value, bool first,
+                                  char *reason, size_t size)
 {
+        struct config *c = obj;
         uint64_t v;
 
         if (parse_uint(value, 1, 65535, &v) < 0)
-                return config_reason(reason, size, "must be a port number between 1 and 65535");
+                return conf_reason(reason, size, "must be a port number between 1 and 65535");
         c->local_base_port = (uint16_t)v;
         return 0;
 }
@@ -665,16 +588,17 @@ static const char *const config_local_placeholders[] = {
         "{lbd}", "{port}", "{address}", "{upstream}", "{index}",
 };
 
-static int config_parse_local_command(const struct config_key *k, struct config *c, const char *value,
-                                      bool first, char *reason, size_t size)
+static int config_parse_local_command(const struct conf_key *k, void *obj, const char *value, bool first,
+                                      char *reason, size_t size)
 {
+        struct config *c = obj;
         bool any = false;
 
         for (const char *p = value; *p; p++) {
                 if (*p != ' ' && *p != '\t')
                         any = true;
                 if (*p == '}')
-                        return config_reason(reason, size, "a '}' without its '{'");
+                        return conf_reason(reason, size, "a '}' without its '{'");
                 if (*p == '{') {
                         size_t i;
 
@@ -685,30 +609,30 @@ static int config_parse_local_command(const struct config_key *k, struct config 
                                         break;
                         }
                         if (i == ELEMENTSOF(config_local_placeholders))
-                                return config_reason(reason, size,
-                                                     "unknown placeholder at '%.16s' (known: {lbd} {port} "
-                                                     "{address} {upstream} {index})",
-                                                     p);
+                                return conf_reason(reason, size,
+                                                   "unknown placeholder at '%.16s' (known: {lbd} {port} "
+                                                   "{address} {upstream} {index})",
+                                                   p);
                         p += strlen(config_local_placeholders[i]) - 1;
                 }
         }
         if (!any)
-                return config_reason(reason, size, "must name a program to run");
+                return conf_reason(reason, size, "must name a program to run");
         return config_parse_text(k, c, value, first, reason, size);
 }
 
 /* One key per row: the table reads better unformatted. */
 /* clang-format off */
 /* DURATION(..., positive): positive is 1 when the duration must be greater than 0, else 0. */
-#define DURATION(s, k, d, field, positive) { s, k, d, config_parse_duration, U64(field), positive, 0 }
-#define NUMBER(s, k, d, field, lo, hi)    { s, k, d, config_parse_number, U64(field), lo, hi }
+#define DURATION(s, k, d, field, positive) { s, k, d, conf_parse_duration, U64(field), positive, 0 }
+#define NUMBER(s, k, d, field, lo, hi)    { s, k, d, conf_parse_number, U64(field), lo, hi }
 #define CONFIG_LOCAL_COMMAND "{lbd} --listen {address} --backend {upstream} --admin off --access-log off"
 /* A char array field, parsed by <parser>; its size goes into max. */
 #define STRING(s, k, d, field, parser) \
-        { s, k, d, parser, CONFIG_FIELD(field, char[sizeof(((struct config *)0)->field)]), 0, \
+        { s, k, d, parser, CONF_FIELD(struct config, field, char[sizeof(((struct config *)0)->field)]), 0, \
           sizeof(((struct config *)0)->field) }
 
-static const struct config_key config_keys[] = {
+static const struct conf_key config_keys[] = {
         { "lbd", "listen", "0.0.0.0:80", config_parse_listen, 0, 0, 0 },
         { "lbd", "admin", "127.0.0.1:9180", config_parse_admin, 0, 0, 0 },
         { "lbd", "balance", "round-robin", config_parse_balance, 0, 0, 0 },
@@ -723,8 +647,8 @@ static const struct config_key config_keys[] = {
         DURATION("timeouts", "backend", "30s", backend_timeout_usec, 1),
         DURATION("timeouts", "backend_idle", "10s", backend_idle_timeout_usec, 1),
 
-        { "limits", "max_header_size", "16k", config_parse_size, U64(max_header_size), 1024, 1024 * 1024 },
-        { "limits", "max_body_size", "0", config_parse_size, U64(max_body_size), 0, UINT64_MAX },
+        { "limits", "max_header_size", "16k", conf_parse_size, U64(max_header_size), 1024, 1024 * 1024 },
+        { "limits", "max_body_size", "0", conf_parse_size, U64(max_body_size), 0, UINT64_MAX },
         NUMBER("limits", "retries", "2", retries, 0, 10),
         NUMBER("limits", "max_idle_per_backend", "64", max_idle_per_backend, 0, 100000),
 
@@ -768,145 +692,29 @@ static const struct config_key config_keys[] = {
 };
 /* clang-format on */
 
-/* What one source (a file, or one config_set() call) has set so far. */
-struct config_source {
-        bool seen[ELEMENTSOF(config_keys)];
-        char unknown_section[64]; /* last unknown section reported, to report it once */
+static const struct conf_table config_table = {
+        .keys = config_keys,
+        .n_keys = ELEMENTSOF(config_keys),
+        .outside_reason = "key outside any section, put it under a [section] header",
+        .path_offset = offsetof(struct config, path),
+        .path_size = sizeof(((struct config *)0)->path),
 };
-
-struct config_load {
-        struct config *config;
-        struct config_source source;
-        unsigned n_errors;
-};
-
-static const struct config_key *config_find_key(const char *section, const char *key)
-{
-        for (size_t i = 0; i < ELEMENTSOF(config_keys); i++)
-                if (strcmp(config_keys[i].section, section) == 0 && strcmp(config_keys[i].key, key) == 0)
-                        return &config_keys[i];
-        return NULL;
-}
-
-static bool config_section_known(const char *section)
-{
-        for (size_t i = 0; i < ELEMENTSOF(config_keys); i++)
-                if (strcmp(config_keys[i].section, section) == 0)
-                        return true;
-        return false;
-}
-
-/* True when <haystack> contains <needle>, ignoring ASCII case. */
-static bool config_contains_nocase(const char *haystack, const char *needle)
-{
-        size_t n = strlen(needle);
-
-        for (; *haystack; haystack++) {
-                size_t i = 0;
-
-                while (i < n && haystack[i] && (haystack[i] | 0x20) == (needle[i] | 0x20))
-                        i++;
-                if (i == n)
-                        return true;
-        }
-        return false;
-}
-
-/* Logs a bad key as "WHERE: [section] key 'KEY': reason (value 'V')" and returns -EINVAL. The value of a
- * key that holds a secret is never printed: logs end up in the journal and in bug reports. */
-static int config_log_bad_key(const char *where, const char *section, const char *key, const char *value,
-                              const char *reason)
-{
-        if (config_contains_nocase(key, "secret") || config_contains_nocase(key, "password"))
-                log_error("%s: [%s] key '%s': %s (value hidden)", where, section, key, reason);
-        else
-                log_error("%s: [%s] key '%s': %s (value '%s')", where, section, key, reason, value);
-        return -EINVAL;
-}
-
-/* The per-key logic shared by the file and the command line. */
-static int config_apply(struct config *c, struct config_source *src, const char *where, const char *section,
-                        const char *key, const char *value)
-{
-        const struct config_key *k;
-        char reason[256];
-        int r;
-
-        /* A key in another section ends the run of an unknown one: the next unknown header is reported. */
-        if (strcmp(src->unknown_section, section) != 0)
-                src->unknown_section[0] = '\0';
-
-        k = config_find_key(section, key);
-        if (!k) {
-                if (section[0] == '\0')
-                        return config_log_bad_key(
-                                where, section, key, value,
-                                "key outside any section, put it under a [section] header");
-                if (!config_section_known(section)) {
-                        /* One message per unknown section header is enough; its keys add nothing. */
-                        if (strcmp(src->unknown_section, section) == 0)
-                                return -EINVAL;
-                        (void)snprintf(src->unknown_section, sizeof(src->unknown_section), "%s", section);
-                        return config_log_bad_key(where, section, key, value, "unknown section");
-                }
-                return config_log_bad_key(where, section, key, value, "unknown key");
-        }
-
-        r = k->parse(k, c, value, !src->seen[k - config_keys], reason, sizeof(reason));
-        if (r < 0)
-                return config_log_bad_key(where, section, key, value, reason);
-        src->seen[k - config_keys] = true;
-        return 0;
-}
+_Static_assert(ELEMENTSOF(config_keys) <= CONF_KEYS_MAX, "too many keys for one conf_table");
 
 void config_init(struct config *c)
 {
         *c = (struct config){0};
-        for (size_t i = 0; i < ELEMENTSOF(config_keys); i++) {
-                const struct config_key *k = &config_keys[i];
-                char reason[256];
-                _unused_ int r;
-
-                r = k->parse(k, c, k->default_value, true, reason, sizeof(reason));
-                assert(r >= 0); /* the defaults are part of the program */
-        }
-}
-
-static int config_load_handler(const char *file, unsigned line, const char *section, const char *key,
-                               const char *value, void *userdata)
-{
-        struct config_load *load = userdata;
-        char where[CONFIG_PATH_MAX + 16];
-
-        (void)snprintf(where, sizeof(where), "%s:%u", file, line);
-        if (config_apply(load->config, &load->source, where, section, key, value) < 0)
-                load->n_errors++;
-        return 0; /* go on: report every bad line in one run */
+        conf_init(&config_table, c);
 }
 
 int config_load_file(struct config *c, const char *path)
 {
-        struct config_load load = {.config = c};
-        int r;
-
-        if (strlen(path) >= sizeof(c->path)) {
-                log_error("%.64s...: config path longer than %d bytes", path, CONFIG_PATH_MAX - 1);
-                return -ENAMETOOLONG;
-        }
-        memcpy(c->path, path, strlen(path) + 1);
-
-        r = ini_parse_file(path, config_load_handler, &load);
-        if (r < 0)
-                return r;
-        return load.n_errors > 0 ? -EINVAL : 0;
+        return conf_load_file(&config_table, c, path);
 }
 
 int config_set(struct config *c, const char *section, const char *key, const char *value, const char *origin)
 {
-        struct config_source src = {0};
-
-        return config_apply(c, &src, origin ? origin : "command line", section ? section : "",
-                            key ? key : "", value ? value : "");
+        return conf_set(&config_table, c, section, key, value, origin);
 }
 
 void config_finish(struct config *c)
@@ -914,22 +722,6 @@ void config_finish(struct config *c)
         for (size_t i = 0; i < MIN(c->n_backends, (size_t)CONFIG_MAX_BACKENDS); i++)
                 if (netaddr_port(&c->backends[i]) == 0)
                         netaddr_set_port(&c->backends[i], c->port);
-}
-
-/* Logs one validation problem as "WHERE: [section] key 'KEY': message". */
-static int config_invalid(const struct config *c, const char *section, const char *key, const char *format,
-                          ...) _printf_(4, 5);
-static int config_invalid(const struct config *c, const char *section, const char *key, const char *format,
-                          ...)
-{
-        char message[512];
-        va_list ap;
-
-        va_start(ap, format);
-        (void)vsnprintf(message, sizeof(message), format, ap);
-        va_end(ap);
-        log_error("%s: [%s] key '%s': %s", c->path[0] ? c->path : "configuration", section, key, message);
-        return -EINVAL;
 }
 
 static bool config_in_networks(const struct config *c, const struct netaddr *a)
@@ -949,19 +741,20 @@ static int config_validate_listen(const struct config *c)
         int r = 0;
 
         if (n == 0)
-                r = config_invalid(c, "lbd", "listen", "at least one listen address is needed");
+                r = conf_invalid(c->path, "lbd", "listen", "at least one listen address is needed");
         for (size_t i = 0; i < n; i++) {
                 (void)netaddr_format(&c->listen[i], buf, sizeof(buf));
                 for (size_t j = 0; j < i; j++)
                         if (netaddr_equal(&c->listen[i], &c->listen[j])) {
-                                r = config_invalid(c, "lbd", "listen", "%s is given twice", buf);
+                                r = conf_invalid(c->path, "lbd", "listen", "%s is given twice", buf);
                                 break;
                         }
                 if (c->admin_enabled && netaddr_equal(&c->listen[i], &c->admin))
-                        r = config_invalid(c, "lbd", "admin", "%s is also a listen address", buf);
+                        r = conf_invalid(c->path, "lbd", "admin", "%s is also a listen address", buf);
         }
         if (c->admin_enabled && !config_is_loopback(&c->admin))
-                r = config_invalid(c, "lbd", "admin", "must be a loopback address (127.0.0.0/8 or [::1])");
+                r = conf_invalid(c->path, "lbd", "admin",
+                                 "must be a loopback address (127.0.0.0/8 or [::1])");
         return r;
 }
 
@@ -972,29 +765,31 @@ static int config_validate_pool(const struct config *c)
         int r = 0;
 
         if (c->provider == PROVIDER_STATIC && n == 0)
-                r = config_invalid(c, "pool", "backends", "the static provider needs at least one backend");
+                r = conf_invalid(c->path, "pool", "backends",
+                                 "the static provider needs at least one backend");
         if (c->provider != PROVIDER_STATIC && n > 0)
-                r = config_invalid(c, "pool", "backends",
-                                   "only the static provider uses it (provider is %s)",
-                                   config_provider_name(c->provider));
+                r = conf_invalid(c->path, "pool", "backends",
+                                 "only the static provider uses it (provider is %s)",
+                                 config_provider_name(c->provider));
         if (c->port == 0)
-                r = config_invalid(c, "pool", "port", "must be between 1 and 65535");
+                r = conf_invalid(c->path, "pool", "port", "must be between 1 and 65535");
 
         for (size_t i = 0; i < n; i++) {
                 const struct netaddr *b = &c->backends[i];
 
                 if (netaddr_port(b) == 0) {
                         (void)netaddr_format_host(b, buf, sizeof(buf));
-                        r = config_invalid(c, "pool", "backends", "backend %s has no port", buf);
+                        r = conf_invalid(c->path, "pool", "backends", "backend %s has no port", buf);
                         continue;
                 }
                 (void)netaddr_format(b, buf, sizeof(buf));
                 if (!config_in_networks(c, b))
-                        r = config_invalid(c, "pool", "backends", "backend %s is outside [pool] networks",
-                                           buf);
+                        r = conf_invalid(c->path, "pool", "backends",
+                                         "backend %s is outside [pool] networks", buf);
                 for (size_t j = 0; j < i; j++)
                         if (netaddr_equal(b, &c->backends[j])) {
-                                r = config_invalid(c, "pool", "backends", "backend %s is listed twice", buf);
+                                r = conf_invalid(c->path, "pool", "backends", "backend %s is listed twice",
+                                                 buf);
                                 break;
                         }
         }
@@ -1007,15 +802,16 @@ static int config_validate_local(const struct config *c)
         int r = 0;
 
         if (strstr(c->local_command, "{upstream}") && !c->local_upstream_set)
-                r = config_invalid(c, "local", "upstream",
-                                   "the command uses {upstream}: set the address the backends relay to");
+                r = conf_invalid(c->path, "local", "upstream",
+                                 "the command uses {upstream}: set the address the backends relay to");
         if ((uint64_t)c->local_base_port + (c->desired > 0 ? c->desired - 1 : 0) > 65535)
-                r = config_invalid(c, "local", "base_port", "base_port + desired - 1 is beyond port 65535");
+                r = conf_invalid(c->path, "local", "base_port",
+                                 "base_port + desired - 1 is beyond port 65535");
         if (netaddr_parse("127.0.0.1", c->local_base_port, false, &loopback) >= 0 &&
             !config_in_networks(c, &loopback))
-                r = config_invalid(c, "pool", "networks",
-                                   "the local provider's backends listen on 127.0.0.1, outside "
-                                   "[pool] networks");
+                r = conf_invalid(c->path, "pool", "networks",
+                                 "the local provider's backends listen on 127.0.0.1, outside "
+                                 "[pool] networks");
         return r;
 }
 
@@ -1024,11 +820,11 @@ static int config_validate_ec2(const struct config *c)
         int r = 0;
 
         if (c->ec2_image[0] == '\0' && c->ec2_launch_template[0] == '\0')
-                r = config_invalid(c, "ec2", "image",
-                                   "the ec2 provider needs an image or a launch_template");
+                r = conf_invalid(c->path, "ec2", "image",
+                                 "the ec2 provider needs an image or a launch_template");
         if (c->ec2_tag_key[0] == '\0')
-                r = config_invalid(c, "ec2", "tag",
-                                   "the ec2 provider needs the pool's tag, e.g. lbd:pool=main");
+                r = conf_invalid(c->path, "ec2", "tag",
+                                 "the ec2 provider needs the pool's tag, e.g. lbd:pool=main");
         return r;
 }
 
@@ -1037,18 +833,18 @@ static int config_validate_health(const struct config *c)
         int r = 0;
 
         if (c->health_interval_usec == 0)
-                r = config_invalid(c, "health", "interval", "must be greater than 0");
+                r = conf_invalid(c->path, "health", "interval", "must be greater than 0");
         if (c->health_timeout_usec == 0)
-                r = config_invalid(c, "health", "timeout", "must be greater than 0");
+                r = conf_invalid(c->path, "health", "timeout", "must be greater than 0");
         if (c->health_rise < 1)
-                r = config_invalid(c, "health", "rise", "must be at least 1");
+                r = conf_invalid(c->path, "health", "rise", "must be at least 1");
         if (c->health_fall < 1)
-                r = config_invalid(c, "health", "fall", "must be at least 1");
+                r = conf_invalid(c->path, "health", "fall", "must be at least 1");
         if (c->health_expect_min < 100 || c->health_expect_max > 599 ||
             c->health_expect_min > c->health_expect_max)
-                r = config_invalid(c, "health", "expect", "must be a status range within 100..599");
+                r = conf_invalid(c->path, "health", "expect", "must be a status range within 100..599");
         if (c->health_path[0] != '/')
-                r = config_invalid(c, "health", "path", "must start with '/'");
+                r = conf_invalid(c->path, "health", "path", "must start with '/'");
         return r;
 }
 
@@ -1068,7 +864,7 @@ int config_validate(const struct config *c)
         if (c->provider == PROVIDER_EC2 && config_validate_ec2(c) < 0)
                 r = -EINVAL;
         if (c->max_connections == 0)
-                r = config_invalid(c, "lbd", "max_connections", "must be at least 1");
+                r = conf_invalid(c->path, "lbd", "max_connections", "must be at least 1");
         return r;
 }
 

@@ -18,8 +18,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/conf.h"
+#include "common/daemon.h"
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/notify.h"
 #include "lbd-version.h"
 #include "lbd/accesslog.h"
 #include "lbd/admin.h"
@@ -28,21 +31,16 @@
 #include "lbd/config.h"
 #include "lbd/health.h"
 #include "lbd/lbd.h"
-#include "common/notify.h"
 #include "lbd/provider.h"
 #include "lbd/proxy.h"
 #include "lbd/reconcile.h"
 
-#define EXIT_USAGE  2
-#define EXIT_CONFIG 78
-
 enum {
-        ARG_ADMIN = 0x100,
+        ARG_ADMIN = DAEMON_ARG_FIRST,
         ARG_BALANCE,
         ARG_ACCESS_LOG,
         ARG_SET,
         ARG_LOG_LEVEL,
-        ARG_CHECK_CONFIG,
 };
 
 static const struct option main_options[] = {
@@ -54,7 +52,7 @@ static const struct option main_options[] = {
         { "access-log", required_argument, NULL, ARG_ACCESS_LOG },
         { "set", required_argument, NULL, ARG_SET },
         { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
-        { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
+        { "check-config", no_argument, NULL, DAEMON_ARG_CHECK_CONFIG },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
@@ -82,20 +80,19 @@ static void main_help(void)
                "Exit status: 0 ok, 1 runtime failure, 2 bad usage, 78 invalid configuration.\n");
 }
 
-static int main_parse_level(const char *s)
+/* The first pass's own option: the log level applies before the configuration is read. */
+static int main_first_pass_option(int opt, const char *arg)
 {
-        static const struct {
-                const char *name;
-                int level;
-        } levels[] = {
-                { "debug", LOG_DEBUG }, { "info", LOG_INFO }, { "notice", LOG_NOTICE },
-                { "warning", LOG_WARNING }, { "error", LOG_ERR },
-        };
+        int level;
 
-        for (size_t i = 0; i < ELEMENTSOF(levels); i++)
-                if (strcmp(s, levels[i].name) == 0)
-                        return levels[i].level;
-        return -EINVAL;
+        if (opt != ARG_LOG_LEVEL)
+                return 0;
+        if (conf_parse_log_level(arg, &level) < 0) {
+                log_error("--log-level '%s': expected debug, info, notice, warning or error", arg);
+                return -EINVAL;
+        }
+        log_set_max_level(level);
+        return 0;
 }
 
 /* Appends <value> to the comma-separated list <buf>. Returns 0 or -E2BIG. */
@@ -127,7 +124,7 @@ static int main_apply_options(struct config *c, int argc, char **argv)
         optind = 1;
         for (;;) {
                 const char *section = NULL, *key = NULL, *origin = NULL, *value;
-                char set_section[64];
+                struct conf_assignment set;
                 int opt = getopt_long(argc, argv, "c:l:b:hV", main_options, NULL);
 
                 if (opt < 0)
@@ -150,24 +147,14 @@ static int main_apply_options(struct config *c, int argc, char **argv)
                 case ARG_ACCESS_LOG:
                         section = "lbd", key = "access_log", origin = "--access-log";
                         break;
-                case ARG_SET: {
-                        const char *dot = strchr(optarg, '.'), *eq = strchr(optarg, '=');
-                        char set_key[128];
-
-                        if (!dot || !eq || dot > eq || (size_t)(dot - optarg) >= sizeof(set_section) ||
-                            (size_t)(eq - dot - 1) >= sizeof(set_key)) {
+                case ARG_SET:
+                        if (conf_parse_assignment(optarg, &set) < 0) {
                                 log_error("--set '%s': expected SECTION.KEY=VALUE", optarg);
                                 r = -EINVAL;
                                 continue;
                         }
-                        memcpy(set_section, optarg, (size_t)(dot - optarg));
-                        set_section[dot - optarg] = 0;
-                        memcpy(set_key, dot + 1, (size_t)(eq - dot - 1));
-                        set_key[eq - dot - 1] = 0;
-                        if (config_set(c, set_section, set_key, eq + 1, "--set") < 0)
-                                r = -EINVAL;
-                        continue;
-                }
+                        section = set.section, key = set.key, value = set.value, origin = "--set";
+                        break;
                 default:
                         continue;
                 }
@@ -209,10 +196,10 @@ static int main_load_config(const char *path, int argc, char **argv, struct conf
 
 struct main_state {
         struct lbd lbd;
+        struct daemon daemon;
         const char *config_path;
         int argc;
         char **argv;
-        struct event *sig_hup, *sig_term, *sig_int, *drain_timer;
 };
 
 /* "N/M backends healthy", and what the control plane is holding back. */
@@ -341,34 +328,31 @@ static void main_drained(void *userdata)
         struct main_state *m = userdata;
 
         log_info("All connections finished; exiting");
-        (void)event_base_loopexit(m->lbd.base, NULL);
+        daemon_exit(&m->daemon);
 }
 
-static void main_drain_timeout_cb(evutil_socket_t fd, short what, void *userdata)
+static void main_drain_deadline(void *userdata)
 {
         struct main_state *m = userdata;
         const struct proxy_stats *s = proxy_get_stats(m->lbd.proxy);
 
         log_warning("Drain deadline passed with %llu connections open; closing them",
                     (unsigned long long)s->connections);
-        (void)event_base_loopexit(m->lbd.base, NULL);
 }
 
-static void main_signal_cb(evutil_socket_t sig, short what, void *userdata)
+static void main_on_sighup(void *userdata)
+{
+        struct main_state *m = userdata;
+
+        if (!m->lbd.stopping)
+                main_reload(m);
+}
+
+static void main_stop(void *userdata)
 {
         struct main_state *m = userdata;
         struct lbd *l = &m->lbd;
 
-        if (sig == SIGHUP) {
-                if (!l->stopping)
-                        main_reload(m);
-                return;
-        }
-        if (l->stopping) {
-                log_notice("Second stop signal: exiting now");
-                (void)event_base_loopexit(l->base, NULL);
-                return;
-        }
         l->stopping = true;
         log_info("Stopping: draining connections (at most %llu ms)",
                  (unsigned long long)(l->config->drain_timeout_usec / USEC_PER_MSEC));
@@ -380,37 +364,27 @@ static void main_signal_cb(evutil_socket_t sig, short what, void *userdata)
         l->reconcile = reconcile_free(l->reconcile);
         l->health = health_free(l->health);
         l->admin = admin_free(l->admin);
-        m->drain_timer = evtimer_new(l->base, main_drain_timeout_cb, m);
-        if (m->drain_timer) {
-                struct timeval tv = {
-                        .tv_sec = (time_t)(l->config->drain_timeout_usec / USEC_PER_SEC),
-                        .tv_usec = (suseconds_t)(l->config->drain_timeout_usec % USEC_PER_SEC),
-                };
-                (void)evtimer_add(m->drain_timer, &tv);
-        }
+        daemon_set_deadline(&m->daemon, l->config->drain_timeout_usec);
         proxy_drain(l->proxy, main_drained, m);
 }
+
+static const struct daemon_ops main_ops = {
+        .reload = main_on_sighup,
+        .stop = main_stop,
+        .deadline = main_drain_deadline,
+};
 
 static int main_run(struct main_state *m)
 {
         struct lbd *l = &m->lbd;
-        struct event_config *ec;
         char status[256];
         int r;
 
-        ec = event_config_new();
-        if (!ec)
-                return log_error_errno(ENOMEM, "Out of memory");
-        (void)event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
-        (void)event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-        l->base = event_base_new_with_config(ec);
-        event_config_free(ec);
-        if (!l->base)
-                return log_error_errno(ENOMEM, "Failed to create the event loop");
-
-        r = notify_new(l->base, &l->notify);
+        r = daemon_start(&m->daemon, EVENT_BASE_FLAG_NOLOCK | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
         if (r < 0)
-                return log_error_errno(r, "Failed to set up systemd notification: %m");
+                return r;
+        l->base = m->daemon.base;
+        l->notify = m->daemon.notify;
 
         l->pool = pool_new(l->base, balance_from_kind(l->config->balance));
         if (!l->pool)
@@ -452,12 +426,9 @@ static int main_run(struct main_state *m)
                 return log_error_errno(ENOMEM, "Out of memory");
         reconcile_start(l->reconcile);
 
-        m->sig_hup = evsignal_new(l->base, SIGHUP, main_signal_cb, m);
-        m->sig_term = evsignal_new(l->base, SIGTERM, main_signal_cb, m);
-        m->sig_int = evsignal_new(l->base, SIGINT, main_signal_cb, m);
-        if (!m->sig_hup || !m->sig_term || !m->sig_int || evsignal_add(m->sig_hup, NULL) < 0 ||
-            evsignal_add(m->sig_term, NULL) < 0 || evsignal_add(m->sig_int, NULL) < 0)
-                return log_error_errno(ENOMEM, "Failed to set up signal handling");
+        r = daemon_catch_signals(&m->daemon, &main_ops, m);
+        if (r < 0)
+                return r;
 
         l->started_usec = now_usec();
         main_status_text(l, status, sizeof(status));
@@ -486,17 +457,9 @@ static void main_cleanup(struct main_state *m)
         l->proxy = proxy_free(l->proxy);
         l->pool = pool_free(l->pool);
         l->accesslog = accesslog_free(l->accesslog);
-        l->notify = notify_free(l->notify);
-        if (m->sig_hup)
-                event_free(m->sig_hup);
-        if (m->sig_term)
-                event_free(m->sig_term);
-        if (m->sig_int)
-                event_free(m->sig_int);
-        if (m->drain_timer)
-                event_free(m->drain_timer);
-        if (l->base)
-                event_base_free(l->base);
+        daemon_done(&m->daemon);
+        l->notify = NULL;
+        l->base = NULL;
         free(l->config);
         l->config = NULL;
 }
@@ -507,63 +470,30 @@ int main(int argc, char **argv)
                 .argc = argc,
                 .argv = argv,
         };
-        bool check = false;
+        static const struct daemon_cli cli = {
+                .name = "lbd",
+                .version = PACKAGE_VERSION,
+                .short_options = "c:l:b:hV",
+                .options = main_options,
+                .help = main_help,
+                .option = main_first_pass_option,
+        };
+        struct daemon_args args;
         int r;
 
         log_set_ident("lbd");
-        opterr = 1;
-        for (;;) {
-                int opt = getopt_long(argc, argv, "c:l:b:hV", main_options, NULL);
-
-                if (opt < 0)
-                        break;
-                switch (opt) {
-                case 'c':
-                        m.config_path = optarg;
-                        break;
-                case 'h':
-                        main_help();
-                        return 0;
-                case 'V':
-                        printf("lbd %s\n", PACKAGE_VERSION);
-                        return 0;
-                case ARG_CHECK_CONFIG:
-                        check = true;
-                        break;
-                case ARG_LOG_LEVEL:
-                        r = main_parse_level(optarg);
-                        if (r < 0) {
-                                log_error("--log-level '%s': expected debug, info, notice, warning or error",
-                                          optarg);
-                                return EXIT_USAGE;
-                        }
-                        log_set_max_level(r);
-                        break;
-                case 'l':
-                case 'b':
-                case ARG_ADMIN:
-                case ARG_BALANCE:
-                case ARG_ACCESS_LOG:
-                case ARG_SET:
-                        break;
-                default:
-                        fprintf(stderr, "Try 'lbd --help'.\n");
-                        return EXIT_USAGE;
-                }
-        }
-        if (optind < argc) {
-                log_error("Unexpected argument '%s'; try 'lbd --help'", argv[optind]);
-                return EXIT_USAGE;
-        }
-        opterr = 0;
+        r = daemon_parse_command_line(&cli, argc, argv, &args);
+        if (r != 0)
+                return r > 0 ? EXIT_SUCCESS : DAEMON_EXIT_USAGE;
+        m.config_path = args.config_path;
 
         r = main_load_config(m.config_path, argc, argv, &m.lbd.config);
         if (r < 0) {
                 log_error("Invalid configuration%s%s", m.config_path ? " in " : "",
                           m.config_path ? m.config_path : "");
-                return EXIT_CONFIG;
+                return DAEMON_EXIT_CONFIG;
         }
-        if (check) {
+        if (args.check) {
                 printf("%s: configuration OK (%zu backends, %zu listeners)\n",
                        m.config_path ? m.config_path : "options", m.lbd.config->n_backends,
                        m.lbd.config->n_listen);

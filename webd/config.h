@@ -48,6 +48,3 @@ int config_set(struct config *c, const char *section, const char *key, const cha
 /* Checks what single keys can't: a database is given. Logs every problem as "PATH: [section] key 'K':
  * message"; returns 0 or -EINVAL. */
 int config_validate(const struct config *c);
-
-/* Returns the name of a log level as the config spells it ("info"), or NULL. */
-const char *config_log_level_name(int level);

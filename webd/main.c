@@ -20,10 +20,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/conf.h"
+#include "common/daemon.h"
 #include "common/log.h"
 #include "common/macro.h"
-#include "lbd-version.h"
 #include "common/notify.h"
+#include "lbd-version.h"
 #include "webd/activity.h"
 #include "webd/config.h"
 #include "webd/db.h"
@@ -35,15 +37,11 @@
 #include "webd/tasks.h"
 #include "webd/users.h"
 
-#define EXIT_USAGE  2
-#define EXIT_CONFIG 78
-
 #define MAIN_PASSWORD_THREADS 2
 #define MAIN_ACTIVITY_DRAIN_USEC (3 * USEC_PER_SEC)
 
 enum {
-        ARG_SET = 0x100,
-        ARG_CHECK_CONFIG,
+        ARG_SET = DAEMON_ARG_FIRST,
 };
 
 static const struct option main_options[] = {
@@ -51,7 +49,7 @@ static const struct option main_options[] = {
         { "listen", required_argument, NULL, 'l' },
         { "database", required_argument, NULL, 'd' },
         { "set", required_argument, NULL, ARG_SET },
-        { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
+        { "check-config", no_argument, NULL, DAEMON_ARG_CHECK_CONFIG },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
@@ -84,6 +82,7 @@ static int main_apply_options(struct config *c, int argc, char **argv)
 
         optind = 1;
         for (;;) {
+                struct conf_assignment set;
                 int opt = getopt_long(argc, argv, "c:l:d:hV", main_options, NULL);
 
                 if (opt < 0)
@@ -97,24 +96,15 @@ static int main_apply_options(struct config *c, int argc, char **argv)
                         if (config_set(c, "webd", "database", optarg, "--database") < 0)
                                 r = -EINVAL;
                         break;
-                case ARG_SET: {
-                        const char *dot = strchr(optarg, '.'), *eq = strchr(optarg, '=');
-                        char section[64], key[128];
-
-                        if (!dot || !eq || dot > eq || (size_t)(dot - optarg) >= sizeof(section) ||
-                            (size_t)(eq - dot - 1) >= sizeof(key)) {
+                case ARG_SET:
+                        if (conf_parse_assignment(optarg, &set) < 0) {
                                 log_error("--set: expected SECTION.KEY=VALUE");
                                 r = -EINVAL;
                                 break;
                         }
-                        memcpy(section, optarg, (size_t)(dot - optarg));
-                        section[dot - optarg] = '\0';
-                        memcpy(key, dot + 1, (size_t)(eq - dot - 1));
-                        key[eq - dot - 1] = '\0';
-                        if (config_set(c, section, key, eq + 1, "--set") < 0)
+                        if (config_set(c, set.section, set.key, set.value, "--set") < 0)
                                 r = -EINVAL;
                         break;
-                }
                 default:
                         break;
                 }
@@ -153,8 +143,7 @@ static int main_load_config(const char *path, int argc, char **argv, struct conf
 
 struct main_state {
         struct config *config;
-        struct event_base *base;
-        struct notify *notify;
+        struct daemon daemon;
         struct db *db;
         struct password_pool *passwords;
         struct server *server;
@@ -162,10 +151,8 @@ struct main_state {
         struct users *users;
         struct tasks *tasks;
         struct activity *activity;
-        struct event *sig_term, *sig_int, *sig_hup, *deadline;
         uint8_t key[SECRET_MAX];
         size_t key_len;
-        bool stopping;
         char listen_name[NETADDR_STRLEN];
 };
 
@@ -173,12 +160,12 @@ static void main_status(struct main_state *m)
 {
         char status[160];
 
-        if (m->stopping)
+        if (m->daemon.stopping)
                 return;
         (void)snprintf(status, sizeof(status), "Serving on %s; database %s (%u/%llu connections)",
                        m->listen_name, db_is_up(m->db) ? "up" : "down", db_connections_up(m->db),
                        (unsigned long long)m->config->pool_size);
-        notify_status(m->notify, status);
+        notify_status(m->daemon.notify, status);
 }
 
 static void main_db_state(struct db *d, bool up, void *userdata)
@@ -196,7 +183,7 @@ static void main_exit(void *userdata)
 {
         struct main_state *m = userdata;
 
-        (void)event_base_loopexit(m->base, NULL);
+        daemon_exit(&m->daemon);
 }
 
 static void main_drained(void *userdata)
@@ -207,41 +194,34 @@ static void main_drained(void *userdata)
         activity_drain(m->activity, main_exit, m);
 }
 
-static void main_deadline_cb(evutil_socket_t fd, short what, void *userdata)
+static void main_deadline(void *userdata)
 {
         struct main_state *m = userdata;
 
         log_warning("Stop deadline passed with %zu requests in progress; exiting",
                     server_requests_in_progress(m->server));
-        (void)event_base_loopexit(m->base, NULL);
 }
 
-static void main_signal_cb(evutil_socket_t sig, short what, void *userdata)
+static void main_on_sighup(void *userdata)
+{
+        log_notice("SIGHUP: webd has nothing to reload; restart it to apply configuration changes");
+}
+
+static void main_stop(void *userdata)
 {
         struct main_state *m = userdata;
-        uint64_t deadline = m->config->request_timeout_usec + MAIN_ACTIVITY_DRAIN_USEC;
-        struct timeval tv = {
-                .tv_sec = (time_t)(deadline / USEC_PER_SEC),
-                .tv_usec = (suseconds_t)(deadline % USEC_PER_SEC),
-        };
 
-        if (sig == SIGHUP) {
-                log_notice("SIGHUP: webd has nothing to reload; restart it to apply configuration changes");
-                return;
-        }
-        if (m->stopping) {
-                log_notice("Second stop signal: exiting now");
-                (void)event_base_loopexit(m->base, NULL);
-                return;
-        }
-        m->stopping = true;
         log_info("Stopping: finishing %zu requests in progress", server_requests_in_progress(m->server));
-        notify_stopping(m->notify, "Finishing requests in progress");
-        m->deadline = evtimer_new(m->base, main_deadline_cb, m);
-        if (m->deadline)
-                (void)evtimer_add(m->deadline, &tv);
+        notify_stopping(m->daemon.notify, "Finishing requests in progress");
+        daemon_set_deadline(&m->daemon, m->config->request_timeout_usec + MAIN_ACTIVITY_DRAIN_USEC);
         server_stop(m->server, main_drained, m);
 }
+
+static const struct daemon_ops main_ops = {
+        .reload = main_on_sighup,
+        .stop = main_stop,
+        .deadline = main_deadline,
+};
 
 /* Applies the migrations, retrying while the database can't be reached, for up to startup_timeout.
  * Returns 0 or a negative value (logged). */
@@ -287,7 +267,6 @@ static int main_migrate(struct main_state *m)
 
 static int main_run(struct main_state *m)
 {
-        struct event_config *ec;
         char status[160];
         int r;
 
@@ -302,29 +281,20 @@ static int main_run(struct main_state *m)
         if (r < 0)
                 return r;
 
-        ec = event_config_new();
-        if (!ec)
-                return log_error_errno(ENOMEM, "Out of memory");
-        (void)event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
-        m->base = event_base_new_with_config(ec);
-        event_config_free(ec);
-        if (!m->base)
-                return log_error_errno(ENOMEM, "Failed to create the event loop");
-
-        r = notify_new(m->base, &m->notify);
+        r = daemon_start(&m->daemon, EVENT_BASE_FLAG_NOLOCK);
         if (r < 0)
-                return log_error_errno(r, "Failed to set up systemd notification: %m");
+                return r;
 
-        r = db_new(m->base, m->config->database, (unsigned)m->config->pool_size, &m->db);
+        r = db_new(m->daemon.base, m->config->database, (unsigned)m->config->pool_size, &m->db);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the database pool: %m");
         db_set_state_callback(m->db, main_db_state, m);
 
-        r = password_pool_new(m->base, MAIN_PASSWORD_THREADS, &m->passwords);
+        r = password_pool_new(m->daemon.base, MAIN_PASSWORD_THREADS, &m->passwords);
         if (r < 0)
                 return log_error_errno(r, "Failed to start the password workers: %m");
 
-        r = server_new(m->base, m->config, m->db, m->key, m->key_len, &m->server);
+        r = server_new(m->daemon.base, m->config, m->db, m->key, m->key_len, &m->server);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the HTTP server: %m");
         r = health_new(m->server, m->db, &m->health);
@@ -333,7 +303,7 @@ static int main_run(struct main_state *m)
         if (r >= 0)
                 r = tasks_new(m->server, m->db, &m->tasks);
         if (r >= 0)
-                r = activity_new(m->base, m->server, m->db, m->config->activity, &m->activity);
+                r = activity_new(m->daemon.base, m->server, m->db, m->config->activity, &m->activity);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the routes: %m");
 
@@ -346,19 +316,16 @@ static int main_run(struct main_state *m)
         if (r < 0)
                 return log_error_errno(r, "Failed to listen on %s: %m", m->listen_name);
 
-        m->sig_term = evsignal_new(m->base, SIGTERM, main_signal_cb, m);
-        m->sig_int = evsignal_new(m->base, SIGINT, main_signal_cb, m);
-        m->sig_hup = evsignal_new(m->base, SIGHUP, main_signal_cb, m);
-        if (!m->sig_term || !m->sig_int || !m->sig_hup || evsignal_add(m->sig_term, NULL) < 0 ||
-            evsignal_add(m->sig_int, NULL) < 0 || evsignal_add(m->sig_hup, NULL) < 0)
-                return log_error_errno(ENOMEM, "Failed to set up signal handling");
+        r = daemon_catch_signals(&m->daemon, &main_ops, m);
+        if (r < 0)
+                return r;
 
         (void)snprintf(status, sizeof(status), "Serving on %s", m->listen_name);
-        notify_ready(m->notify, status);
+        notify_ready(m->daemon.notify, status);
         log_info("webd %s ready on %s (pool of %llu connections, activity log %s)", PACKAGE_VERSION,
                  m->listen_name, (unsigned long long)m->config->pool_size, m->config->activity ? "on" : "off");
 
-        if (event_base_dispatch(m->base) < 0)
+        if (event_base_dispatch(m->daemon.base) < 0)
                 return log_error_errno(EIO, "The event loop failed");
         {
                 const struct db_stats *st = db_get_stats(m->db);
@@ -385,17 +352,7 @@ static void main_cleanup(struct main_state *m)
         m->health = health_free(m->health);
         m->activity = activity_free(m->activity);
         m->db = db_free(m->db);
-        m->notify = notify_free(m->notify);
-        if (m->sig_term)
-                event_free(m->sig_term);
-        if (m->sig_int)
-                event_free(m->sig_int);
-        if (m->sig_hup)
-                event_free(m->sig_hup);
-        if (m->deadline)
-                event_free(m->deadline);
-        if (m->base)
-                event_base_free(m->base);
+        daemon_done(&m->daemon);
         explicit_bzero(m->key, sizeof(m->key));
         free(m->config);
         m->config = NULL;
@@ -403,53 +360,31 @@ static void main_cleanup(struct main_state *m)
 
 int main(int argc, char **argv)
 {
+        static const struct daemon_cli cli = {
+                .name = "webd",
+                .version = PACKAGE_VERSION,
+                .short_options = "c:l:d:hV",
+                .options = main_options,
+                .help = main_help,
+        };
         struct main_state m = {0};
-        const char *config_path = NULL;
-        bool check = false;
+        struct daemon_args args;
+        const char *config_path;
         int r;
 
         log_set_ident("webd");
-        opterr = 1;
-        for (;;) {
-                int opt = getopt_long(argc, argv, "c:l:d:hV", main_options, NULL);
-
-                if (opt < 0)
-                        break;
-                switch (opt) {
-                case 'c':
-                        config_path = optarg;
-                        break;
-                case 'h':
-                        main_help();
-                        return 0;
-                case 'V':
-                        printf("webd %s\n", PACKAGE_VERSION);
-                        return 0;
-                case ARG_CHECK_CONFIG:
-                        check = true;
-                        break;
-                case 'l':
-                case 'd':
-                case ARG_SET:
-                        break;
-                default:
-                        fprintf(stderr, "Try 'webd --help'.\n");
-                        return EXIT_USAGE;
-                }
-        }
-        if (optind < argc) {
-                log_error("Unexpected argument '%s'; try 'webd --help'", argv[optind]);
-                return EXIT_USAGE;
-        }
-        opterr = 0;
+        r = daemon_parse_command_line(&cli, argc, argv, &args);
+        if (r != 0)
+                return r > 0 ? EXIT_SUCCESS : DAEMON_EXIT_USAGE;
+        config_path = args.config_path;
 
         r = main_load_config(config_path, argc, argv, &m.config);
         if (r < 0) {
                 log_error("Invalid configuration%s%s", config_path ? " in " : "", config_path ? config_path : "");
-                return EXIT_CONFIG;
+                return DAEMON_EXIT_CONFIG;
         }
         log_set_max_level(m.config->log_level);
-        if (check) {
+        if (args.check) {
                 char listen[NETADDR_STRLEN];
 
                 (void)netaddr_format(&m.config->listen, listen, sizeof(listen));

@@ -15,41 +15,9 @@
 
 #include "common/macro.h"
 #include "lbd/config.h"
+#include "tests/unit/fixture.h"
 
 #define SEC USEC_PER_SEC
-
-/* stderr capture, to check what the user is told. */
-struct capture {
-        int saved;
-        FILE *f;
-};
-
-static void capture_begin(struct capture *c)
-{
-        fflush(stderr);
-        c->f = tmpfile();
-        assert_non_null(c->f);
-        c->saved = dup(STDERR_FILENO);
-        assert_true(c->saved >= 0);
-        assert_true(dup2(fileno(c->f), STDERR_FILENO) >= 0);
-}
-
-/* Returns what was logged since capture_begin() (caller frees); also echoes it to the test log. */
-static char *capture_end(struct capture *c)
-{
-        char *buf = calloc(1, 65536);
-        size_t n;
-
-        assert_non_null(buf);
-        assert_true(dup2(c->saved, STDERR_FILENO) >= 0);
-        close(c->saved);
-        rewind(c->f);
-        n = fread(buf, 1, 65535, c->f);
-        buf[n] = '\0';
-        fclose(c->f);
-        fprintf(stderr, "%s", buf);
-        return buf;
-}
 
 static size_t count_lines(const char *s)
 {

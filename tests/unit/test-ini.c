@@ -16,6 +16,7 @@
 
 #include "common/ini.h"
 #include "common/macro.h"
+#include "tests/unit/fixture.h"
 
 #define MAX_CALLS 32
 
@@ -72,39 +73,6 @@ static void check_call(size_t i, unsigned line, const char *section, const char 
         assert_string_equal(rec.calls[i].section, section);
         assert_string_equal(rec.calls[i].key, key);
         assert_string_equal(rec.calls[i].value, value);
-}
-
-/* Runs <f> with stderr sent to a temporary file and returns what was written (caller frees). */
-struct capture {
-        int saved;
-        FILE *f;
-};
-
-static void capture_begin(struct capture *c)
-{
-        fflush(stderr);
-        c->f = tmpfile();
-        assert_non_null(c->f);
-        c->saved = dup(STDERR_FILENO);
-        assert_true(c->saved >= 0);
-        assert_true(dup2(fileno(c->f), STDERR_FILENO) >= 0);
-}
-
-static char *capture_end(struct capture *c)
-{
-        char *buf = calloc(1, 65536);
-        size_t n;
-
-        assert_non_null(buf);
-        assert_true(dup2(c->saved, STDERR_FILENO) >= 0);
-        close(c->saved);
-        rewind(c->f);
-        n = fread(buf, 1, 65535, c->f);
-        buf[n] = '\0';
-        fclose(c->f);
-        /* Show it in the test log too. */
-        fprintf(stderr, "%s", buf);
-        return buf;
 }
 
 /* Parses <text> (NUL-terminated) capturing the log; returns the parse result, the log in <ret_log>. */

@@ -15,50 +15,11 @@
 
 #include "common/macro.h"
 #include "webd/config.h"
-
-struct capture {
-        int saved;
-        FILE *f;
-};
-
-static void capture_begin(struct capture *c)
-{
-        fflush(stderr);
-        c->f = tmpfile();
-        assert_non_null(c->f);
-        c->saved = dup(STDERR_FILENO);
-        assert_true(c->saved >= 0);
-        assert_true(dup2(fileno(c->f), STDERR_FILENO) >= 0);
-}
-
-/* Returns what was logged since capture_begin() (caller frees). */
-static char *capture_end(struct capture *c)
-{
-        char *buf = calloc(1, 65536);
-        size_t n;
-
-        assert_non_null(buf);
-        assert_true(dup2(c->saved, STDERR_FILENO) >= 0);
-        close(c->saved);
-        rewind(c->f);
-        n = fread(buf, 1, 65535, c->f);
-        buf[n] = '\0';
-        fclose(c->f);
-        fprintf(stderr, "%s", buf);
-        return buf;
-}
+#include "tests/unit/fixture.h"
 
 static char *write_file(const char *text)
 {
-        char *path = strdup("/tmp/test-webd-config-XXXXXX");
-        int fd;
-
-        assert_non_null(path);
-        fd = mkstemp(path);
-        assert_true(fd >= 0);
-        assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-        close(fd);
-        return path;
+        return fixture_write_file("/tmp/test-webd-config-XXXXXX", text);
 }
 
 static void test_defaults(void **state)
@@ -187,8 +148,6 @@ static void test_set(void **state)
         assert_int_equal(config_set(&c, "", "pool_size", "2", NULL), -EINVAL);
         assert_int_equal(config_set(&c, "lbd", "listen", "1.2.3.4:80", NULL), -EINVAL);
         assert_int_equal(config_validate(&c), 0);
-        assert_string_equal(config_log_level_name(LOG_WARNING), "warning");
-        assert_null(config_log_level_name(42));
 }
 
 static void test_missing_file(void **state)
