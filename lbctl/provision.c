@@ -23,7 +23,7 @@
  *
  * Everything goes through lbd's EC2 client (lbd/ec2.c: SigV4, the SDK's credentials chain, retries with
  * backoff) on a libevent loop that this command runs until each answer arrives: one call at a time, the
- * order above. Answers are parsed by provision-parse.c. stdout gets only the result (KEY=VALUE lines or one
+ * order above. Answers are parsed by provision-parse.c. stdout carries only the result (KEY=VALUE lines or one
  * JSON object); what was found and what was created is logged on stderr.
  *
  * Exit status: 0 done, 1 an EC2 call failed (its action and error code are logged), 2 bad usage, 3 AWS
@@ -576,6 +576,99 @@ static int provision_bad_answer(struct provision *p, const char *action, int r)
                                           : "unexpected answer from the API");
 }
 
+/* A Describe action read page after page: how to ask for a page and how to read one. */
+struct provision_pager {
+        const char *action;
+        /* MaxResults sent with every page, or NULL. Not sent when the call names ids of <ids_param>
+         * ("ImageId.1" and so on): EC2 refuses both together. */
+        const char *page_size;
+        const char *ids_param;
+        unsigned max_pages;
+        const char *too_many; /* why it stops after max_pages */
+        /* Appends one page's items to <list> (<*n>) and writes its nextToken ("" on the last page). Returns
+         * 0 or a failure of the page parser (-EBADMSG, -E2BIG, -ENOMEM). */
+        int (*parse)(const char *xml, size_t len, void *list, size_t *n,
+                     char next[static EC2_NEXT_TOKEN_MAX]);
+};
+
+/* Calls <pg>'s action with <params> (plus the pages' NextToken and MaxResults), every page, appending the
+ * items to <list> (<*n_list>) through <pg>'s parser. Returns 0, -E2BIG (not logged) when <params> leave
+ * no room for the pages' own, or a failure (logged); the caller frees the list either way. */
+static int provision_describe_pages(struct provision *p, const struct provision_pager *pg,
+                                    const struct ec2_param *params, size_t n, void *list, size_t *n_list)
+{
+        struct ec2_param all[16];
+        char token[EC2_NEXT_TOKEN_MAX] = "";
+        struct provision_answer a = {0};
+        bool sized = pg->page_size != NULL;
+        int r;
+
+        if (n + 1 + (pg->page_size ? 1 : 0) > ELEMENTSOF(all))
+                return -E2BIG;
+        memcpy(all, params, n * sizeof(*params));
+        for (size_t i = 0; i < n && pg->ids_param; i++)
+                sized = sized && strncmp(params[i].name, pg->ids_param, strlen(pg->ids_param)) != 0;
+        for (unsigned page = 0; page < pg->max_pages; page++) {
+                size_t m = n;
+
+                if (sized)
+                        all[m++] = (struct ec2_param){"MaxResults", pg->page_size};
+                if (token[0])
+                        all[m++] = (struct ec2_param){"NextToken", token};
+                r = provision_call(p, pg->action, all, m, NULL, &a);
+                if (r >= 0) {
+                        char next[EC2_NEXT_TOKEN_MAX];
+
+                        r = pg->parse(a.xml, a.len, list, n_list, next);
+                        if (r < 0)
+                                r = provision_bad_answer(p, pg->action, r);
+                        else
+                                memcpy(token, next, sizeof(token));
+                }
+                provision_answer_clear(&a);
+                if (r < 0)
+                        return r;
+                if (!token[0])
+                        return 0;
+        }
+        return provision_fail(p, -E2BIG, pg->action, pg->too_many);
+}
+
+static int provision_parse_images_page(const char *xml, size_t len, void *list, size_t *n,
+                                       char next[static EC2_NEXT_TOKEN_MAX])
+{
+        return provision_parse_images(xml, len, list, n, next);
+}
+
+static int provision_parse_instances_page(const char *xml, size_t len, void *list, size_t *n,
+                                          char next[static EC2_NEXT_TOKEN_MAX])
+{
+        return ec2_parse_instances(xml, len, list, n, next);
+}
+
+static const struct provision_pager provision_images_pager = {
+        "DescribeImages", PROVISION_IMAGE_PAGE_SIZE, "ImageId.", PROVISION_IMAGE_PAGES,
+        "more pages of images than lbctl reads", provision_parse_images_page,
+};
+static const struct provision_pager provision_instances_pager = {
+        "DescribeInstances", NULL, NULL, PROVISION_INSTANCE_PAGES,
+        "more pages of instances than lbctl reads", provision_parse_instances_page,
+};
+
+/* DescribeImages or DescribeInstances with <params>, every page, into <*list>: typed entries to
+ * provision_describe_pages(). */
+static int provision_describe_images(struct provision *p, const struct ec2_param *params, size_t n,
+                                     struct provision_image **list, size_t *n_list)
+{
+        return provision_describe_pages(p, &provision_images_pager, params, n, list, n_list);
+}
+
+static int provision_describe_instances(struct provision *p, const struct ec2_param *params, size_t n,
+                                        struct ec2_instance **list, size_t *n_list)
+{
+        return provision_describe_pages(p, &provision_instances_pager, params, n, list, n_list);
+}
+
 /* ---------------------------------------------------------------------------------------------------- */
 /* 1. Subnet */
 
@@ -877,48 +970,6 @@ static int provision_groups(struct provision *p)
 /* ---------------------------------------------------------------------------------------------------- */
 /* 3. Images */
 
-/* DescribeImages with <params> (plus the pages' NextToken and MaxResults, which EC2 refuses together with
- * image ids), every page. */
-static int provision_describe_images(struct provision *p, const struct ec2_param *params, size_t n,
-                                     struct provision_image **list, size_t *n_list)
-{
-        struct ec2_param all[16];
-        char token[EC2_NEXT_TOKEN_MAX] = "";
-        struct provision_answer a = {0};
-        bool by_id = false;
-        int r;
-
-        if (n + 2 > ELEMENTSOF(all))
-                return -E2BIG;
-        memcpy(all, params, n * sizeof(*params));
-        for (size_t i = 0; i < n; i++)
-                by_id = by_id || strncmp(params[i].name, "ImageId.", 8) == 0;
-        for (unsigned page = 0; page < PROVISION_IMAGE_PAGES; page++) {
-                size_t m = n;
-
-                if (!by_id)
-                        all[m++] = (struct ec2_param){"MaxResults", PROVISION_IMAGE_PAGE_SIZE};
-                if (token[0])
-                        all[m++] = (struct ec2_param){"NextToken", token};
-                r = provision_call(p, "DescribeImages", all, m, NULL, &a);
-                if (r >= 0) {
-                        char next[EC2_NEXT_TOKEN_MAX];
-
-                        r = provision_parse_images(a.xml, a.len, list, n_list, next);
-                        if (r < 0)
-                                r = provision_bad_answer(p, "DescribeImages", r);
-                        else
-                                memcpy(token, next, sizeof(token));
-                }
-                provision_answer_clear(&a);
-                if (r < 0)
-                        return r;
-                if (!token[0])
-                        return 0;
-        }
-        return provision_fail(p, -E2BIG, "DescribeImages", "more pages of images than lbctl reads");
-}
-
 static int provision_base_image(struct provision *p)
 {
         _cleanup_free_ struct provision_image *list = NULL;
@@ -1077,42 +1128,6 @@ static int provision_bake(struct provision *p)
 static bool provision_live(const char *state)
 {
         return strcmp(state, "pending") == 0 || strcmp(state, "running") == 0;
-}
-
-/* DescribeInstances with <params>, every page, into <*list>. */
-static int provision_describe_instances(struct provision *p, const struct ec2_param *params, size_t n,
-                                        struct ec2_instance **list, size_t *n_list)
-{
-        struct ec2_param all[16];
-        char token[EC2_NEXT_TOKEN_MAX] = "";
-        struct provision_answer a = {0};
-        int r;
-
-        if (n + 1 > ELEMENTSOF(all))
-                return -E2BIG;
-        memcpy(all, params, n * sizeof(*params));
-        for (unsigned page = 0; page < PROVISION_INSTANCE_PAGES; page++) {
-                size_t m = n;
-
-                if (token[0])
-                        all[m++] = (struct ec2_param){"NextToken", token};
-                r = provision_call(p, "DescribeInstances", all, m, NULL, &a);
-                if (r >= 0) {
-                        char next[EC2_NEXT_TOKEN_MAX];
-
-                        r = ec2_parse_instances(a.xml, a.len, list, n_list, next);
-                        if (r < 0)
-                                r = provision_bad_answer(p, "DescribeInstances", r);
-                        else
-                                memcpy(token, next, sizeof(token));
-                }
-                provision_answer_clear(&a);
-                if (r < 0)
-                        return r;
-                if (!token[0])
-                        return 0;
-        }
-        return provision_fail(p, -E2BIG, "DescribeInstances", "more pages of instances than lbctl reads");
 }
 
 /* The idempotency token of the web host's launch: the pool, the prefix, the subnet, and how many web
