@@ -11,7 +11,7 @@
 # Everything runs on this machine: a throwaway cluster (initdb as the
 # postgres user, TCP on 127.0.0.1 with scram-sha-256), webd with its default
 # pool, wrk and pgbench with one thread each. Needs root (runuser), wrk,
-# curl, python3 and PostgreSQL 15. Each kind of load gets a warm-up, then
+# curl, python3 and PostgreSQL 15. Each kind of load has a warm-up, then
 # the rounds alternate webd and pgbench; medians are printed:
 #
 #   kind  webd_req/s pgbench_tps webd_us pg_us wrk_us   pg_us pgb_us

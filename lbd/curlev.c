@@ -2,7 +2,7 @@
  * the instance metadata service).
  *
  * curl tells us which sockets to watch (CURLMOPT_SOCKETFUNCTION) and when to wake it up
- * (CURLMOPT_TIMERFUNCTION); each socket gets a persistent libevent event (struct curlev_socket, attached
+ * (CURLMOPT_TIMERFUNCTION); each socket has a persistent libevent event (struct curlev_socket, attached
  * to curl's socket with curl_multi_assign()) and the multi handle one timer. When an event fires we hand
  * the socket to curl_multi_socket_action() and then collect finished transfers with
  * curl_multi_info_read(), outside of any curl callback, so the user's callbacks may start or cancel

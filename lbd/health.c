@@ -10,7 +10,7 @@
  * "HTTP/1.x NNN" is looked at. The probe's timer does two jobs: while a check runs it is the check's
  * timeout, counted from the start of the connect; between checks it waits for the next one. Checks start
  * every [health] interval counted from the previous start (minus up to 10% of random jitter, so backends
- * added together don't stay in lockstep); the first one runs as soon as the loop gets to it.
+ * added together don't stay in lockstep); the first one runs as soon as the loop reaches it.
  *
  * The verdict: each completed check records last_check* on the backend and counts stats.health_ok/fail. A
  * backend that is down comes up after `rise` passes in a row, or after one pass if it had never been

@@ -16,7 +16,7 @@
  *   may lag behind launches), for at most RECONCILE_UNLISTED_TTL.
  * - Mirror: running instances with an address inside [pool] networks become the pool's backends (new ones
  *   start down and enter rotation once a health check passes). An instance that is being terminated leaves
- *   the pool first. A new instance at the address of an old one gets a fresh backend.
+ *   the pool first. A new instance at the address of an old one is given a fresh backend.
  * - Dead: an instance in a state other than pending or running (stopping, stopped, unknown) is terminated;
  *   shutting-down and terminated ones are on their way out and only stop counting.
  * - Failed: a running instance whose backend is down past the instance's grace period (counted from its

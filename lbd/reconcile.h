@@ -74,7 +74,7 @@ void reconcile_set_clock(struct reconcile *r, const struct reconcile_clock *cloc
 
 /* Polls at once, then every [pool] poll. */
 void reconcile_start(struct reconcile *r);
-/* Takes new settings (<c> must live until the next call) and polls at once. The provider gets its own
+/* Takes new settings (<c> must live until the next call) and polls at once. The provider receives its own
  * set_config() from the caller. */
 void reconcile_set_config(struct reconcile *r, const struct config *c);
 /* Polls now, or right after the call in flight. */

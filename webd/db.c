@@ -24,7 +24,7 @@
  *
  * A query's callback runs when its segment's Sync result (ReadyForQuery) arrives, not at its
  * CommandComplete: the transaction commits at the Sync, and a write must not be acknowledged before. If
- * a query of a segment fails, the server rolls the whole segment back: the failed query gets its error
+ * a query of a segment fails, the server rolls the whole segment back: the failed query receives its error
  * and every other query of the segment is queued again, at the head, to be sent alone (a segment of
  * one), where it succeeds or fails on its own. Nothing of a rolled-back segment was committed, so this
  * never applies a write twice; and no query is retried after its connection broke (outcome unknown).
@@ -78,7 +78,7 @@ struct db_query {
         db_callback_t cb; /* NULL once cancelled while in flight */
         void *userdata;
         enum db_query_state state;
-        int result; /* on the done list: what the callback gets */
+        int result; /* on the done list: what the callback receives */
         PGresult *res; /* in flight: its result, kept until its segment's Sync */
         bool ends_segment; /* the Sync follows this query */
         bool solo;         /* send alone: it was part of a segment that failed */
@@ -391,8 +391,8 @@ static void db_requeue(struct db *d, struct db_query *q, struct db_query **after
         d->n_queued++;
 }
 
-/* The oldest segment in flight is done (its Sync answered): every query of it gets its result, or, when
- * one of them failed, that one gets its error and the others are queued again. */
+/* The oldest segment in flight is done (its Sync answered): every query of it receives its result, or, when
+ * one of them failed, that one receives its error and the others are queued again. */
 static void db_conn_complete_segment(struct db_conn *c)
 {
         struct db *d = c->db;

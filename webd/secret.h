@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Sizes a key file may have, in bytes. A new file gets SECRET_MIN random bytes. */
+/* Sizes a key file may have, in bytes. A new file is given SECRET_MIN random bytes. */
 #define SECRET_MIN 32
 #define SECRET_MAX 256
 

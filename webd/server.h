@@ -121,7 +121,7 @@ void server_reply_invalid(struct server_request *r, cJSON *fields);
  * busy or the connection broke, 500 internal otherwise (logged). */
 void server_reply_db_error(struct server_request *r, int error, const PGresult *res);
 
-/* Runs statement <stmt> for <r>: <cb> gets the result if <r> is still unanswered by then. Holds a reference
+/* Runs statement <stmt> for <r>: <cb> receives the result if <r> is still unanswered by then. Holds a reference
  * meanwhile; answering <r> first (deadline) cancels the query. One at a time per request. Returns 0, or
  * the error of db_query() (nothing will be called back). */
 int server_query(struct server_request *r, unsigned stmt, const char *const *values, int n, server_query_cb cb);

@@ -629,7 +629,7 @@ static void test_set_config(void **state)
         server_free(s);
 }
 
-/* Many backends, some down: each gets its own probe and verdict. */
+/* Many backends, some down: each has its own probe and verdict. */
 static void test_many(void **state)
 {
         enum { N = 8 };

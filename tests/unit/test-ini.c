@@ -138,7 +138,7 @@ static void test_empty(void **state)
         assert_int_equal(ini_parse_string(NULL, 0, "x", record_handler, &rec), 0);
         assert_int_equal(parse("\n\n\n; only comments\n"), 0);
         assert_int_equal(rec.n, 0);
-        /* A NULL name gets a stand-in in messages. */
+        /* A NULL name has a stand-in in messages. */
         assert_int_equal(ini_parse_string("a=1", 3, NULL, record_handler, &rec), 0);
         assert_string_equal(rec.calls[0].file, "(string)");
 }

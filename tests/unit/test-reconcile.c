@@ -615,7 +615,7 @@ static void test_adopted_never_up(void **state)
         struct backend *b;
 
         /* Adopted long after their launch: their grace is over, but a backend that has never passed
-         * gets fall x interval (3 s) of checks before it is judged. */
+         * is given fall x interval (3 s) of checks before it is judged. */
         f->config.health_interval_usec = SEC;
         for (int i = 0; i < 3; i++)
                 cloud_add(f, INSTANCE_RUNNING);

@@ -104,7 +104,7 @@ static void test_create_and_reload(void **state)
         assert_int_equal(secret_load(f->path, b, sizeof(b)), SECRET_MIN);
         assert_memory_equal(a, b, SECRET_MIN);
 
-        /* A second file gets another key. */
+        /* A second file holds another key. */
         assert_int_equal(unlink(f->path), 0);
         assert_int_equal(secret_load(f->path, b, SECRET_MIN), SECRET_MIN);
         assert_memory_not_equal(a, b, SECRET_MIN);
