@@ -400,7 +400,10 @@ if ((hold > 0)); then
 		bench_log "$p: port ${proxy_port[$p]} pid $(serving_pid "$p")"
 	done
 	bench_log "holding for $hold s (Ctrl-C stops everything)"
-	sleep "$hold"
+	# In the background, so that a signal is handled at once, not when the sleep ends.
+	sleep "$hold" &
+	bench_track "$!"
+	wait "$!" || true
 	exit 0
 fi
 
