@@ -54,6 +54,20 @@ int daemon_parse_command_line(const struct daemon_cli *cli, int argc, char **arg
         return 0;
 }
 
+static void daemon_log_flush_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        log_flush();
+}
+
+/* Runs the flush after the callbacks already active in this turn of the loop (an active event is queued
+ * behind them), however many lines they log. */
+static void daemon_log_kick(void *userdata)
+{
+        struct daemon *d = userdata;
+
+        event_active(d->log_flush, EV_TIMEOUT, 1);
+}
+
 int daemon_start(struct daemon *d, int flags)
 {
         struct event_config *ec;
@@ -71,6 +85,12 @@ int daemon_start(struct daemon *d, int flags)
         r = notify_new(d->base, &d->notify);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up systemd notification: %m");
+
+        /* Lines logged during one turn of the loop go out in one write at its end. Without the event,
+         * every line is written at once, as before. */
+        d->log_flush = event_new(d->base, -1, 0, daemon_log_flush_cb, d);
+        if (d->log_flush)
+                log_batch_start(daemon_log_kick, d);
         return 0;
 }
 
@@ -131,6 +151,11 @@ void daemon_exit(struct daemon *d)
 
 void daemon_done(struct daemon *d)
 {
+        if (d->log_flush) {
+                log_batch_stop();
+                event_free(d->log_flush);
+                d->log_flush = NULL;
+        }
         d->notify = notify_free(d->notify);
         if (d->sig_hup)
                 event_free(d->sig_hup);

@@ -57,6 +57,7 @@ struct daemon {
         const struct daemon_ops *ops;
         void *userdata;
         struct event *sig_hup, *sig_term, *sig_int, *deadline;
+        struct event *log_flush; /* writes the lines logged during a turn of the loop (log_batch_start) */
 };
 
 /* Creates the event loop (event_config flags <flags>, EVENT_BASE_FLAG_*) and the systemd notification on

@@ -1,20 +1,35 @@
 /* Logging: formats one line and writes it to stderr with a single write(2), so lines from one process are
  * never interleaved. Lines are capped at LOG_LINE_MAX bytes and control characters in the message are
- * replaced, so nothing a peer sends can forge a second line. */
+ * replaced, so nothing a peer sends can forge a second line.
+ *
+ * Batching (log_batch_start): on a daemon's loop thread, info and debug lines (one per request in webd) are
+ * gathered in a buffer of LOG_BATCH_MAX bytes and written together once the loop is done with the current
+ * callbacks, one write(2) for many lines instead of one each. A notice or anything more urgent writes what
+ * is gathered first and then itself at once, so the order of lines is kept and a warning is never held back;
+ * the buffer is also written when full and at exit. The flag is per thread: other threads (webd's password
+ * workers) write their lines directly. */
 #include "common/log.h"
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
-#define LOG_LINE_MAX 2048
+#define LOG_LINE_MAX  2048
+#define LOG_BATCH_MAX (64 * 1024)
 
 static int log_max_level = LOG_INFO;
 static const char *log_ident = "lbd";
 static int log_tty = -1;
+
+static _Thread_local bool log_batching;
+static char log_batch[LOG_BATCH_MAX];
+static size_t log_batch_len;
+static void (*log_batch_kick)(void *userdata);
+static void *log_batch_userdata;
 
 void log_set_max_level(int level)
 {
@@ -71,7 +86,65 @@ int log_internal(int level, int error, const char *format, ...)
                         line[i] = ' ';
         line[n++] = '\n';
 
-        (void)!write(STDERR_FILENO, line, (size_t)n);
+        if (log_batching && level >= LOG_INFO) {
+                bool was_empty;
+
+                if (log_batch_len + (size_t)n > sizeof(log_batch))
+                        log_flush();
+                was_empty = log_batch_len == 0;
+                memcpy(log_batch + log_batch_len, line, (size_t)n);
+                log_batch_len += (size_t)n;
+                if (was_empty && log_batch_kick)
+                        log_batch_kick(log_batch_userdata);
+        } else {
+                if (log_batching)
+                        log_flush();
+                (void)!write(STDERR_FILENO, line, (size_t)n);
+        }
         errno = saved;
         return -error;
+}
+
+void log_flush(void)
+{
+        size_t done = 0;
+        int saved = errno;
+
+        if (!log_batching)
+                return;
+        while (done < log_batch_len) {
+                ssize_t k = write(STDERR_FILENO, log_batch + done, log_batch_len - done);
+
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        break; /* nowhere to write: the lines are dropped, as a single write would drop one */
+                done += (size_t)k;
+        }
+        log_batch_len = 0;
+        errno = saved;
+}
+
+static void log_flush_at_exit(void)
+{
+        log_flush();
+}
+
+void log_batch_start(void (*kick)(void *userdata), void *userdata)
+{
+        static bool registered;
+
+        log_batch_kick = kick;
+        log_batch_userdata = userdata;
+        log_batching = true;
+        if (!registered)
+                registered = atexit(log_flush_at_exit) == 0;
+}
+
+void log_batch_stop(void)
+{
+        log_flush();
+        log_batching = false;
+        log_batch_kick = NULL;
+        log_batch_userdata = NULL;
 }

@@ -20,6 +20,16 @@ void log_set_ident(const char *ident);
 
 int log_internal(int level, int error, const char *format, ...) _printf_(3, 4);
 
+/* From now on, info and debug lines logged by the calling thread are gathered and written together by
+ * log_flush() (see log.c). <kick> is called, with <userdata>, when a first line is gathered: it arranges for
+ * log_flush() to run soon (on an event loop: once the current callbacks are done). A more urgent line, a
+ * full buffer and exit() flush as well. */
+void log_batch_start(void (*kick)(void *userdata), void *userdata);
+/* Writes what was gathered; does nothing on a thread that does not batch. */
+void log_flush(void);
+/* Writes what was gathered and goes back to one write per line. */
+void log_batch_stop(void);
+
 #define log_full_errno(level, error, ...)                                                                     \
         __extension__({                                                                                       \
                 int _level_ = (level), _e_ = (error);                                                         \
