@@ -43,6 +43,7 @@
 #include "lbd/lbd.h"
 
 #define READ_SIZE      16384
+#define WRITE_IOV_MAX  16 /* chains handed to one sendmsg() */
 #define BUF_HIGH       (256 * 1024)
 #define BUF_LOW        (64 * 1024)
 #define REPLAY_MAX     (64 * 1024)
@@ -217,9 +218,13 @@ static ssize_t proxy_read(int fd, struct evbuffer *buf, size_t max)
                 return -ENOMEM;
         if (n_vec == 2 && v[0].iov_len >= max)
                 n_vec = 1;
-        do
-                n = readv(fd, (struct iovec *)v, n_vec);
-        while (n < 0 && errno == EINTR);
+        /* recvmsg() rather than readv(): on a socket it skips the file-position lock and checks of the
+         * read(2) family. */
+        do {
+                struct msghdr msg = { .msg_iov = (struct iovec *)v, .msg_iovlen = (size_t)n_vec };
+
+                n = recvmsg(fd, &msg, 0);
+        } while (n < 0 && errno == EINTR);
         if (n < 0) {
                 int e = errno == EWOULDBLOCK ? EAGAIN : errno;
                 (void)evbuffer_commit_space(buf, v, 0);
@@ -235,14 +240,23 @@ static ssize_t proxy_read(int fd, struct evbuffer *buf, size_t max)
         return n;
 }
 
-/* Writes as much of <buf> as the socket takes. Returns bytes written (>= 0), or -errno. */
+/* Writes as much of <buf> as the socket takes, with sendmsg() (which, unlike writev(), skips the
+ * file-position lock, and with MSG_NOSIGNAL never raises SIGPIPE). Returns bytes written (>= 0), or
+ * -errno. */
 static ssize_t proxy_write(int fd, struct evbuffer *buf)
 {
         ssize_t total = 0;
 
         while (evbuffer_get_length(buf) > 0) {
-                int n = evbuffer_write(buf, fd);
+                struct evbuffer_iovec v[WRITE_IOV_MAX];
+                struct msghdr msg = { .msg_iov = (struct iovec *)v };
+                int n_vec = evbuffer_peek(buf, -1, NULL, v, WRITE_IOV_MAX);
+                ssize_t n;
 
+                if (n_vec <= 0)
+                        break;
+                msg.msg_iovlen = (size_t)MIN(n_vec, WRITE_IOV_MAX);
+                n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -252,6 +266,7 @@ static ssize_t proxy_write(int fd, struct evbuffer *buf)
                 }
                 if (n == 0)
                         break;
+                (void)evbuffer_drain(buf, (size_t)n);
                 total += n;
         }
         return total;
