@@ -288,7 +288,9 @@ static void main_reload(struct main_state *m)
         if (next->admin_enabled != prev->admin_enabled ||
             !netaddr_equal(&next->admin, &prev->admin))
                 log_warning("A changed admin address takes effect on restart");
-        if (strcmp(next->access_log, prev->access_log) != 0) {
+        /* A file is opened anew on every reload, even under the same name: after logrotate has moved it
+         * away, `systemctl reload lbd` starts a new one (what is queued still goes to the old one). */
+        if (strcmp(next->access_log, prev->access_log) != 0 || next->access_log[0] == '/') {
                 struct accesslog *a = NULL;
 
                 r = accesslog_open(l->base, next->access_log, &a);

@@ -1,6 +1,7 @@
 """The access log: one logfmt line per request with the documented fields."""
 
 import re
+import signal
 
 import lbdtest
 
@@ -107,6 +108,26 @@ def test_access_log_to_file(harness, tmp_path):
     entries = wait_entries(lbd, ids, source=lambda: path.read_text() if path.exists() else "")
     assert len(entries) == 5
     assert not lbd.access_entries(), "access lines also went to stderr"
+
+
+def test_access_log_file_reopened_on_reload(harness, tmp_path):
+    """logrotate moves the file away and reloads lbd: the next lines go to a new file of the same name,
+    none is lost, and the moved file keeps what came before."""
+    (b1,) = harness.backends(1)
+    path = tmp_path / "access.log"
+    moved = tmp_path / "access.log.1"
+    lbd = harness.lbd([b1], args=["--access-log", str(path)])
+    before = [lbd.get(f"/before{i}").header("X-Request-Id") for i in range(3)]
+    wait_entries(lbd, before, source=lambda: path.read_text() if path.exists() else "")
+    path.rename(moved)
+    lbd.signal(signal.SIGHUP)
+    lbdtest.wait_until(path.exists, 3, "a new access log after the reload")
+    after = [lbd.get(f"/after{i}").header("X-Request-Id") for i in range(3)]
+    entries = wait_entries(lbd, after, source=lambda: path.read_text())
+    assert [e["request_id"] for e in entries] == after
+    old = [e["request_id"] for e in lbd.access_entries(moved.read_text())]
+    assert old == before, old
+    assert not lbd.access_entries(), "access lines went to stderr"
 
 
 def test_access_log_many_requests_exact_count(harness):
