@@ -25,7 +25,16 @@
 #   --admin ADDR             admin API, loopback only (default 127.0.0.1:9180)
 #   --provider ec2|local|static   where backends come from (default ec2)
 #   --region R               AWS region (required for ec2 unless --instance-role)
-#   --access-key-id ID --secret-access-key KEY   credentials, written to /etc/lbd/credentials (0600 lbd)
+#   --access-key-id ID       AWS access key id (default: the environment's AWS_ACCESS_KEY_ID)
+#   --secret-access-key-file PATH   the AWS secret access key, read from PATH: its one line, without the
+#                            trailing newline or CR (a file of mode 0600, or /dev/stdin from a pipe)
+#   --secret-access-key KEY  the secret itself, on the command line, where other local users can read it in
+#                            the process list (ps) while the installer runs (a warning says so)
+#                            The secret comes from one of these two flags (not both), else from the
+#                            environment's AWS_SECRET_ACCESS_KEY, else from a prompt that does not echo it.
+#                            Prefer the file or the environment; with sudo, keep the environment with
+#                            sudo --preserve-env=AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY installer/installer.sh
+#                            The key id and the secret are written to /etc/lbd/credentials (0600 lbd).
 #   --instance-role          use the instance's role through the metadata service instead of keys
 #   --endpoint URL           EC2 endpoint override ([ec2] endpoint)
 #   --desired N              backends to keep (default 3)
@@ -47,7 +56,8 @@
 # Environment: LBD_BUILD_DIR, the meson build directory (default SOURCE/build-install; an existing,
 # configured one is reused); LBD_SOURCE_URL, where the backends' and the web host's user-data fetch the
 # source when their image has no lbd (a git repository or a .tar.gz URL, written into the user-data);
-# LBD_LBCTL, the lbctl that runs `lbctl provision` (default: the one this installation installs).
+# LBD_LBCTL, the lbctl that runs `lbctl provision` (default: the one this installation installs);
+# AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, role lb's credentials when no flag gives them.
 #
 # Exit status: 0 done, 1 failure, 2 bad usage or a missing required value.
 set -euo pipefail
@@ -96,6 +106,7 @@ provider=ec2
 region=""
 access_key_id=""
 secret_access_key=""
+secret_access_key_file=""
 instance_role=false
 endpoint=""
 desired=3
@@ -139,9 +150,9 @@ parse_options() {
             --provision) provision=true ;;
             --no-provision) provision=false ;;
             --role | --root | --prefix | --source | --listen | --admin | --provider | --region | \
-                --access-key-id | --secret-access-key | --endpoint | --desired | --subnet | \
-                --security-groups | --image | --instance-type | --key-name | --networks | --upstream | \
-                --tag | --database)
+                --access-key-id | --secret-access-key | --secret-access-key-file | --endpoint | --desired | \
+                --subnet | --security-groups | --image | --instance-type | --key-name | --networks | \
+                --upstream | --tag | --database)
                 need_value "$opt" $#
                 value=$2
                 shift
@@ -156,6 +167,7 @@ parse_options() {
                     --region) region=$value ;;
                     --access-key-id) access_key_id=$value ;;
                     --secret-access-key) secret_access_key=$value ;;
+                    --secret-access-key-file) secret_access_key_file=$value ;;
                     --endpoint) endpoint=$value ;;
                     --desired) desired=$value ;;
                     --subnet) subnet=$value ;;
@@ -271,14 +283,15 @@ check_secret() {
 }
 
 # Asks for <flag>'s value when standard input is a terminal and prompts are allowed, else exits 2
-# naming the flag. Sets the variable <var>. <secret>: read without echo.
+# naming the flag, or <what> when given (the flag and its alternatives). Sets the variable <var>.
+# <secret>: read without echo.
 ask() {
-    local flag=$1 var=$2 prompt=$3 secret=${4:-false} answer=""
+    local flag=$1 var=$2 prompt=$3 secret=${4:-false} what=${5:-$1} answer=""
     if $non_interactive || [[ ! -t 0 ]]; then
         if [[ $role == lb ]]; then
-            echo "$PROG: missing $flag (required for role lb with provider $provider)" >&2
+            echo "$PROG: missing $what (required for role lb with provider $provider)" >&2
         else
-            echo "$PROG: missing $flag (required for role $role)" >&2
+            echo "$PROG: missing $what (required for role $role)" >&2
         fi
         exit 2
     fi
@@ -321,9 +334,9 @@ validate() {
 
     $uninstall && return 0
 
-    local lb_only=(--admin --provider --region --access-key-id --secret-access-key --instance-role
-        --endpoint --desired --subnet --security-groups --image --instance-type --key-name --networks
-        --tag --provision --no-provision)
+    local lb_only=(--admin --provider --region --access-key-id --secret-access-key
+        --secret-access-key-file --instance-role --endpoint --desired --subnet --security-groups --image
+        --instance-type --key-name --networks --tag --provision --no-provision)
     case "$role" in
         lb)
             only_for web --database
@@ -341,8 +354,9 @@ validate() {
                 validate_ec2
             else
                 local flag
-                for flag in --region --access-key-id --secret-access-key --instance-role --endpoint \
-                    --subnet --security-groups --image --instance-type --key-name --tag --provision; do
+                for flag in --region --access-key-id --secret-access-key --secret-access-key-file \
+                    --instance-role --endpoint --subnet --security-groups --image --instance-type \
+                    --key-name --tag --provision; do
                     [[ -z ${given[$flag]:-} ]] || usage_error "$flag applies only to --provider ec2"
                 done
                 provision=false
@@ -371,7 +385,69 @@ validate() {
     esac
 }
 
+# Reads the secret access key from <path>: its one non-empty line, without the trailing newline or CR.
+# The secret is read by the shell itself, so it is never on a command line.
+read_secret_file() {
+    local path=$1 line
+    local -a lines=()
+    [[ -n $path ]] || usage_error "--secret-access-key-file needs a path"
+    [[ -e $path ]] || usage_error "--secret-access-key-file: $path does not exist"
+    [[ ! -d $path ]] || usage_error "--secret-access-key-file: $path is a directory"
+    [[ -r $path ]] || usage_error "--secret-access-key-file: $path is not readable by $(id -un)"
+    if ! {
+        while IFS= read -r line || [[ -n $line ]]; do
+            line=${line%$'\r'}
+            [[ $line == *[![:space:]]* ]] || continue
+            lines+=("$line")
+            ((${#lines[@]} < 2)) || break
+        done <"$path"
+    } 2>/dev/null; then
+        usage_error "--secret-access-key-file: cannot read $path"
+    fi
+    ((${#lines[@]} > 0)) || usage_error "--secret-access-key-file: $path is empty"
+    ((${#lines[@]} == 1)) ||
+        usage_error "--secret-access-key-file: $path has more than one line (it must hold the secret access key alone)"
+    secret_access_key=${lines[0]}
+}
+
+# Sets access_key_id and secret_access_key from their sources, in this order: --secret-access-key-file
+# or --secret-access-key (one of them), then the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+# as the AWS CLI reads them); what is still missing is asked for later. Sets key_id_source and
+# secret_source, the names the checks report.
+credential_sources() {
+    key_id_source=--access-key-id
+    secret_source=--secret-access-key
+    if [[ -n ${given[--secret-access-key-file]:-} && -n ${given[--secret-access-key]:-} ]]; then
+        usage_error "give the secret access key once: --secret-access-key-file or --secret-access-key, not both"
+    fi
+    if $instance_role; then
+        [[ -z $access_key_id && -z $secret_access_key && -z ${given[--secret-access-key-file]:-} ]] ||
+            usage_error "--instance-role and --access-key-id/--secret-access-key/--secret-access-key-file exclude each other"
+        return 0
+    fi
+    if [[ -n ${given[--secret-access-key-file]:-} ]]; then
+        read_secret_file "$secret_access_key_file"
+        secret_source="--secret-access-key-file $secret_access_key_file"
+    elif [[ -n $secret_access_key ]]; then
+        warn "--secret-access-key puts the secret on the command line, where other local users can read it" \
+            "in the process list (ps) while the installer runs: use --secret-access-key-file PATH or the" \
+            "environment variable AWS_SECRET_ACCESS_KEY instead"
+    elif [[ -n ${AWS_SECRET_ACCESS_KEY:-} ]]; then
+        secret_access_key=$AWS_SECRET_ACCESS_KEY
+        secret_source=AWS_SECRET_ACCESS_KEY
+    fi
+    if [[ -z $access_key_id && -n ${AWS_ACCESS_KEY_ID:-} ]]; then
+        access_key_id=$AWS_ACCESS_KEY_ID
+        key_id_source=AWS_ACCESS_KEY_ID
+    fi
+    if [[ -n ${AWS_SESSION_TOKEN:-} && ($secret_source == AWS_* || $key_id_source == AWS_*) ]]; then
+        warn "AWS_SESSION_TOKEN is set: temporary credentials expire, and /etc/lbd/credentials holds no" \
+            "session token; lbd needs an IAM user's access key (or --instance-role)"
+    fi
+}
+
 validate_ec2() {
+    credential_sources
     if [[ -z $provision ]]; then
         if [[ -n $upstream ]]; then provision=false; else provision=true; fi
     fi
@@ -383,15 +459,15 @@ validate_ec2() {
         check --upstream valid_addr "$upstream" "an ADDRESS:PORT such as 10.0.1.20:8080"
     fi
 
-    if $instance_role; then
-        [[ -z $access_key_id && -z $secret_access_key ]] ||
-            usage_error "--instance-role and --access-key-id/--secret-access-key exclude each other"
-    else
+    if ! $instance_role; then
         [[ -n $region ]] || ask --region region "AWS region (e.g. us-east-1)"
-        [[ -n $access_key_id ]] || ask --access-key-id access_key_id "AWS access key ID"
-        [[ -n $secret_access_key ]] || ask --secret-access-key secret_access_key "AWS secret access key" true
-        check --access-key-id valid_access_key_id "$access_key_id" "an AWS access key id (16 to 128 capitals and digits)"
-        check_secret --secret-access-key valid_secret_key "$secret_access_key" "an AWS secret access key"
+        [[ -n $access_key_id ]] ||
+            ask --access-key-id access_key_id "AWS access key ID" false "--access-key-id or AWS_ACCESS_KEY_ID"
+        [[ -n $secret_access_key ]] ||
+            ask --secret-access-key secret_access_key "AWS secret access key" true \
+                "--secret-access-key-file PATH or AWS_SECRET_ACCESS_KEY"
+        check "$key_id_source" valid_access_key_id "$access_key_id" "an AWS access key id (16 to 128 capitals and digits)"
+        check_secret "$secret_source" valid_secret_key "$secret_access_key" "an AWS secret access key"
     fi
     [[ -z $region ]] || check --region valid_region "$region" "an AWS region such as us-east-1"
     [[ -z $endpoint ]] || check --endpoint valid_endpoint "$endpoint" "an http(s)://HOST[:PORT] URL"

@@ -6,6 +6,7 @@ import os
 import pty
 import re
 import select
+import socket
 import stat
 import time
 
@@ -15,6 +16,8 @@ from deploytest import BUILD, INSTALLER, LBD, PREFIX, WEBD, run
 
 SECRET = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY01"
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+# The environment the installer reads credentials from; the tests start it without them.
+AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 LB_ARGS = ["--role", "lb", "--provider", "ec2", "--region", "eu-west-3",
            "--access-key-id", KEY_ID, "--secret-access-key", SECRET,
@@ -29,6 +32,8 @@ def installer(root, *args, env=None, stdin_text=""):
     full_env = dict(os.environ)
     full_env["LBD_BUILD_DIR"] = BUILD
     full_env.pop("LBD_SOURCE_URL", None)
+    for name in AWS_ENV:
+        full_env.pop(name, None)
     full_env.update(env or {})
     return run([INSTALLER, "--root", str(root), "--non-interactive", "--no-packages",
                 "--prefix", PREFIX, *args], env=full_env, input=stdin_text)
@@ -392,6 +397,12 @@ def test_non_interactive_missing_flag(tmp_path, args, flag):
       "--desired", "1001"], "--desired"),
     (["--role", "web", "--database", "dbname=x ;comment"], "--database"),
     (["--role", "web", "--upstream", "192.0.2.2:80"], "--upstream"),
+    (["--role", "backend", "--upstream", "192.0.2.2:80", "--secret-access-key-file", "/nonexistent"],
+     "--secret-access-key-file"),
+    (["--role", "lb", "--provider", "local", "--upstream", "192.0.2.2:80", "--secret-access-key-file",
+      "/nonexistent"], "--secret-access-key-file"),
+    (["--role", "lb", "--instance-role", "--upstream", "192.0.2.2:80", "--image", "ami-0123456789abcdef0",
+      "--secret-access-key-file", "/nonexistent"], "--secret-access-key-file"),
     (["--role", "dns"], "--role"),
     (["--bogus"], "--bogus"),
 ])
@@ -411,17 +422,191 @@ def test_bad_secret_is_not_echoed(tmp_path):
     assert bad not in r.stdout + r.stderr
 
 
+# The secret access key from a file, from the environment, or (warned about) from the command line.
+
+WARNING = "process list"  # the warning about --secret-access-key on the command line
+
+
+def without(args, *flags):
+    """<args> without <flags> and their values."""
+    args = list(args)
+    for flag in flags:
+        i = args.index(flag)
+        del args[i:i + 2]
+    return args
+
+
+def secret_file(tmp_path, content, name="aws-secret"):
+    path = tmp_path / name
+    path.write_text(content, newline="")
+    path.chmod(0o600)
+    return path
+
+
+def assert_quiet(r, *secrets):
+    """The installer's output holds none of <secrets> (SECRET always)."""
+    for secret in (SECRET, *secrets):
+        assert secret not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_secret_argv_warns(lb_root):
+    _, r = lb_root
+    assert WARNING in r.stderr
+    warning = next(line for line in r.stderr.splitlines() if WARNING in line)
+    assert "warning" in warning and "--secret-access-key" in warning
+    assert "--secret-access-key-file" in warning and "AWS_SECRET_ACCESS_KEY" in warning
+    assert_quiet(r)
+
+
+@pytest.mark.parametrize("content", [SECRET + "\n", SECRET, SECRET + "\r\n", SECRET + "\n\n"],
+                         ids=["newline", "no-newline", "crlf", "blank-line-after"])
+def test_secret_file_writes_same_credentials(lb_root, tmp_path, content):
+    flag_root, _ = lb_root
+    path = secret_file(tmp_path, content)
+    root = tmp_path / "root"
+    r = install_ok(root, *without(LB_ARGS, "--secret-access-key"), "--secret-access-key-file", str(path))
+    assert WARNING not in r.stderr, r.stderr
+    assert read(root, "/etc/lbd/credentials") == read(flag_root, "/etc/lbd/credentials")
+    assert mode(root, "/etc/lbd/credentials") == 0o600
+    assert read(root, "/etc/lbd/lbd.conf") == read(flag_root, "/etc/lbd/lbd.conf")
+
+
+def test_secret_file_from_stdin(lb_root, tmp_path):
+    flag_root, _ = lb_root
+    r = installer(tmp_path, *without(LB_ARGS, "--secret-access-key"), "--secret-access-key-file=/dev/stdin",
+                  stdin_text=SECRET + "\n")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_quiet(r)
+    assert WARNING not in r.stderr
+    assert read(tmp_path, "/etc/lbd/credentials") == read(flag_root, "/etc/lbd/credentials")
+
+
+def test_secret_env_fallback(lb_root, tmp_path):
+    flag_root, _ = lb_root
+    args = without(LB_ARGS, "--access-key-id", "--secret-access-key")
+    r = install_ok(tmp_path, *args, env={"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET})
+    assert KEY_ID not in r.stdout + r.stderr
+    assert WARNING not in r.stderr, r.stderr
+    assert read(tmp_path, "/etc/lbd/credentials") == read(flag_root, "/etc/lbd/credentials")
+
+
+OTHER_SECRET = "Zz9/Zz9+Zz9=OTHERSECRETFROMTHEENVIRONMENT"
+OTHER_KEY_ID = "AKIAOTHERKEYIDENV000"
+
+
+@pytest.mark.parametrize("form", ["file", "argv"])
+def test_secret_flags_win_over_env(tmp_path, form):
+    path = secret_file(tmp_path, SECRET + "\n")
+    args = without(LB_ARGS, "--secret-access-key")
+    args += ["--secret-access-key-file", str(path)] if form == "file" else ["--secret-access-key", SECRET]
+    root = tmp_path / "root"
+    env = {"AWS_ACCESS_KEY_ID": OTHER_KEY_ID, "AWS_SECRET_ACCESS_KEY": OTHER_SECRET}
+    r = install_ok(root, *args, env=env)
+    assert_quiet(r, OTHER_SECRET)
+    creds = ini(read(root, "/etc/lbd/credentials"))
+    assert creds[("default", "aws_access_key_id")] == KEY_ID
+    assert creds[("default", "aws_secret_access_key")] == SECRET
+
+
+def test_secret_env_ignored_with_instance_role(tmp_path):
+    args = without(LB_ARGS, "--access-key-id", "--secret-access-key")
+    r = install_ok(tmp_path, *args, "--instance-role",
+                   env={"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET})
+    assert WARNING not in r.stderr
+    assert not os.path.exists(staged(tmp_path, "/etc/lbd/credentials"))
+
+
+def test_secret_missing_names_the_safe_sources(tmp_path):
+    r = installer(tmp_path, *without(LB_ARGS, "--secret-access-key"))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "missing --secret-access-key-file PATH or AWS_SECRET_ACCESS_KEY" in r.stderr
+    assert not os.listdir(tmp_path)
+    r = installer(tmp_path, *without(LB_ARGS, "--access-key-id"), env={"AWS_SECRET_ACCESS_KEY": SECRET})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "missing --access-key-id or AWS_ACCESS_KEY_ID" in r.stderr
+    assert_quiet(r)
+    assert not os.listdir(tmp_path)
+
+
+def unix_socket(path):
+    """A file that exists and that nobody, root included, can open for reading."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    return s
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("missing", "does not exist"),
+    ("directory", "is a directory"),
+    ("unopenable", "cannot read"),
+    ("unreadable", "not readable"),
+    ("empty", "is empty"),
+    ("blank", "is empty"),
+    ("two-lines", "more than one line"),
+    ("two-lines-crlf", "more than one line"),
+    ("not-a-key", "not an AWS secret access key"),
+])
+def test_secret_file_refused(tmp_path, kind, message):
+    path = tmp_path / "aws-secret"
+    sock = None
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "unopenable":
+        sock = unix_socket(path)
+    elif kind == "unreadable":
+        if os.geteuid() == 0:
+            pytest.skip("root reads a file of mode 0000")
+        secret_file(tmp_path, SECRET + "\n").chmod(0)
+    elif kind != "missing":
+        content = {"empty": "", "blank": "\n \r\n\n", "two-lines": SECRET + "\nsecond line\n",
+                   "two-lines-crlf": SECRET + "\r\n" + SECRET + "\r\n",
+                   "not-a-key": "not a key but secret-ish 1234567\n"}[kind]
+        secret_file(tmp_path, content)
+    root = tmp_path / "root"
+    try:
+        r = installer(root, *without(LB_ARGS, "--secret-access-key"), "--secret-access-key-file", str(path),
+                      env={"AWS_SECRET_ACCESS_KEY": OTHER_SECRET})
+    finally:
+        if sock is not None:
+            sock.close()
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--secret-access-key-file" in r.stderr and message in r.stderr, r.stderr
+    assert_quiet(r, OTHER_SECRET, "second line", "secret-ish")
+    assert not os.listdir(root)
+
+
+def test_secret_both_flags_exit_2(tmp_path):
+    path = secret_file(tmp_path, SECRET + "\n")
+    root = tmp_path / "root"
+    r = installer(root, *LB_ARGS, "--secret-access-key-file", str(path))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--secret-access-key-file or --secret-access-key, not both" in r.stderr
+    assert_quiet(r)
+    assert not os.listdir(root)
+
+
+def test_bad_secret_from_env_is_not_echoed(tmp_path):
+    bad = "not a key but secret-ish 1234567"
+    r = installer(tmp_path, *without(LB_ARGS, "--secret-access-key"), env={"AWS_SECRET_ACCESS_KEY": bad})
+    assert r.returncode == 2
+    assert "AWS_SECRET_ACCESS_KEY" in r.stderr
+    assert bad not in r.stdout + r.stderr
+    assert not os.listdir(tmp_path)
+
+
 def test_help():
     r = run([INSTALLER, "--help"])
     assert r.returncode == 0
     for flag in ("--role", "--non-interactive", "--root", "--uninstall", "--no-packages", "--prefix",
-                 "--source", "--provision", "--database", "--instance-role"):
+                 "--source", "--provision", "--database", "--instance-role", "--secret-access-key-file",
+                 "--secret-access-key", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"):
         assert flag in r.stdout
 
 
 def test_interactive_prompt(tmp_path):
     """On a terminal, a missing value is asked for; a secret is read without echo."""
-    env = dict(os.environ, LBD_BUILD_DIR=BUILD)
+    env = {k: v for k, v in os.environ.items() if k not in AWS_ENV}
+    env["LBD_BUILD_DIR"] = BUILD
     pid, fd = pty.fork()
     if pid == 0:
         os.execve(INSTALLER, [INSTALLER, "--root", str(tmp_path), "--no-packages", "--prefix", PREFIX,
