@@ -19,6 +19,7 @@
  *   connect          = 3s
  *   backend          = 30s
  *   backend_idle     = 10s
+ *   tunnel           = 1h              an upgraded connection (WebSocket) with no byte either way
  *   [limits]
  *   max_header_size  = 16k             1k..1M
  *   max_body_size    = 0               0 = unlimited
@@ -646,6 +647,7 @@ static const struct conf_key config_keys[] = {
         DURATION("timeouts", "connect", "3s", connect_timeout_usec, 1),
         DURATION("timeouts", "backend", "30s", backend_timeout_usec, 1),
         DURATION("timeouts", "backend_idle", "10s", backend_idle_timeout_usec, 1),
+        DURATION("timeouts", "tunnel", "1h", tunnel_timeout_usec, 1),
 
         { "limits", "max_header_size", "16k", conf_parse_size, U64(max_header_size), 1024, 1024 * 1024 },
         { "limits", "max_body_size", "0", conf_parse_size, U64(max_body_size), 0, UINT64_MAX },

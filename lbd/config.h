@@ -46,6 +46,7 @@ struct config {
         uint64_t connect_timeout_usec;       /* backend TCP connect */
         uint64_t backend_timeout_usec;       /* request sent -> first response byte, and silence after: 504 */
         uint64_t backend_idle_timeout_usec;  /* idle pooled backend connection lifetime */
+        uint64_t tunnel_timeout_usec;        /* upgraded connection with no traffic either way */
 
         /* [limits] */
         uint64_t max_header_size;       /* request line + headers: 431 beyond it */

@@ -361,7 +361,7 @@ static bool http_host_sane(const char *s, size_t n)
  * names as hop-by-hop. Framing fields are never dropped that way ("Connection: content-length" would
  * otherwise change how the backend reads the body). */
 static void http_apply_connection(struct http_head *h, const char *buf, const struct http_field *f,
-                                  bool *close, bool *keep)
+                                  bool *close, bool *keep, bool *upgrade)
 {
         const char *s = buf + f->value_off, *end = s + f->value_len;
 
@@ -381,6 +381,8 @@ static void http_apply_connection(struct http_head *h, const char *buf, const st
                         *close = true;
                 else if (n == 10 && strncasecmp(t, "keep-alive", 10) == 0)
                         *keep = true;
+                else if (n == 7 && strncasecmp(t, "upgrade", 7) == 0)
+                        *upgrade = true; /* and the Upgrade field is hop-by-hop, as its name says already */
                 else if (!(n == 14 && strncasecmp(t, "content-length", n) == 0) &&
                          !(n == 17 && strncasecmp(t, "transfer-encoding", n) == 0) &&
                          !(n == 4 && strncasecmp(t, "host", n) == 0)) {
@@ -415,8 +417,8 @@ static const struct {
 
 static int http_check_fields(struct http_head *h, const char *buf, bool request, const char **ret_reason)
 {
-        int n_cl = 0, n_te = 0, n_host = 0, te_index = -1;
-        bool close = false, keep = false;
+        int n_cl = 0, n_te = 0, n_host = 0, n_upgrade = 0, te_index = -1;
+        bool close = false, keep = false, conn_upgrade = false;
 
         h->host = -1;
         h->request_id = -1;
@@ -461,7 +463,14 @@ static int http_check_fields(struct http_head *h, const char *buf, bool request,
                         }
                         h->host = (int)i;
                 } else if (http_field_name_is(buf, f, "connection"))
-                        http_apply_connection(h, buf, f, &close, &keep);
+                        http_apply_connection(h, buf, f, &close, &keep, &conn_upgrade);
+                else if (http_field_name_is(buf, f, "upgrade")) {
+                        if (f->value_len == 0) {
+                                *ret_reason = "empty Upgrade";
+                                return -EBADMSG;
+                        }
+                        n_upgrade++;
+                }
                 else if (request && http_field_name_is(buf, f, "expect")) {
                         if (!http_value_is(buf, f, "100-continue")) {
                                 *ret_reason = "unsupported Expect";
@@ -516,6 +525,13 @@ static int http_check_fields(struct http_head *h, const char *buf, bool request,
         h->keep_alive = h->minor >= 1 ? !close : keep && !close;
         if (h->body == HTTP_BODY_EOF)
                 h->keep_alive = false;
+        /* One Upgrade field, so that what is forwarded is unambiguous; anything else asking to upgrade is
+         * forwarded as a plain request, without Upgrade, as before. */
+        if (request)
+                h->upgrade = conn_upgrade && n_upgrade == 1 && h->method == HTTP_GET && h->minor >= 1 &&
+                             h->body == HTTP_BODY_NONE;
+        else
+                h->upgrade = h->status == 101 && n_upgrade == 1;
         return 0;
 }
 
@@ -536,6 +552,7 @@ static int http_parse_head(http_parser *parser, enum http_parser_type type, cons
         h->target_off = h->target_len = 0;
         h->reason_off = h->reason_len = 0;
         h->expect_continue = false;
+        h->upgrade = false;
         h->content_length = 0;
         memset(h->hop_by_hop, 0, sizeof(h->hop_by_hop));
 
@@ -719,6 +736,12 @@ static int http_add(struct evbuffer *out, const char *buf, size_t from, size_t t
         return evbuffer_add(out, buf + from, to - from) < 0 ? -ENOMEM : 0;
 }
 
+/* Is field <i> forwarded: not hop-by-hop, or the Upgrade field of an upgrade. */
+static bool http_head_forwards(const char *buf, const struct http_head *h, size_t i)
+{
+        return !http_head_is_hop_by_hop(h, i) || (h->upgrade && http_field_name_is(buf, &h->fields[i], "upgrade"));
+}
+
 /* Start of field i's line, or of the final empty line for i == n_fields. */
 static size_t http_line_start(const struct http_head *h, size_t i)
 {
@@ -732,7 +755,7 @@ static int http_copy_fields(struct evbuffer *out, const char *buf, const struct 
         size_t run = SIZE_MAX;
 
         for (size_t i = 0; i <= h->n_fields; i++) {
-                bool keep = i < h->n_fields && !http_head_is_hop_by_hop(h, i) && !skip(buf, h, i, u);
+                bool keep = i < h->n_fields && http_head_forwards(buf, h, i) && !skip(buf, h, i, u);
 
                 if (keep && run == SIZE_MAX)
                         run = http_line_start(h, i);
@@ -767,13 +790,14 @@ static int http_puts(struct evbuffer *out, const char *s)
 int http_write_request_head(struct evbuffer *out, const char *buf, const struct http_head *h,
                             const struct http_forward *fw)
 {
-        size_t n_out = 3; /* X-Forwarded-For (one line for all), X-Forwarded-Proto, X-Request-Id */
+        /* X-Forwarded-For (one line for all), X-Forwarded-Proto, X-Request-Id; Connection for an upgrade */
+        size_t n_out = h->upgrade ? 4 : 3;
         bool xff = false;
         int r = 0;
 
         /* The next hop (often another lbd) holds heads to the same field count: never forward more. */
         for (size_t i = 0; i < h->n_fields; i++)
-                if (!http_head_is_hop_by_hop(h, i) && !http_skip_request_field(buf, h, i, NULL))
+                if (http_head_forwards(buf, h, i) && !http_skip_request_field(buf, h, i, NULL))
                         n_out++;
         if (h->host < 0 && fw->host)
                 n_out++;
@@ -810,6 +834,8 @@ int http_write_request_head(struct evbuffer *out, const char *buf, const struct 
                 r |= http_puts(out, fw->host);
                 r |= http_put(out, "\r\n", 2);
         }
+        if (h->upgrade)
+                r |= http_puts(out, "Connection: Upgrade\r\n");
         r |= http_put(out, "\r\n", 2);
         return r < 0 ? -ENOMEM : 0;
 }
@@ -850,7 +876,9 @@ int http_write_response_head(struct evbuffer *out, const char *buf, const struct
                 if (r < 0)
                         return -ENOMEM;
         }
-        if (close)
+        if (h->upgrade)
+                r = evbuffer_add(out, "Connection: Upgrade\r\n\r\n", 23);
+        else if (close)
                 r = evbuffer_add(out, "Connection: close\r\n\r\n", 21);
         else if (client_http10)
                 r = evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);

@@ -49,6 +49,9 @@ struct http_head {
         uint64_t content_length;
         bool keep_alive;            /* the sender is willing to keep the connection open */
         bool expect_continue;       /* request: Expect: 100-continue */
+        bool upgrade;               /* request: an HTTP/1.1 GET without a body asking, with Connection: upgrade
+                                     * and Upgrade, to switch protocols (WebSocket); response: 101 with Upgrade.
+                                     * The Upgrade field is then forwarded, with "Connection: Upgrade". */
         int host;                   /* index of the Host field, -1 if none */
         int request_id;             /* index of a sane X-Request-Id field, -1 if none */
         uint8_t chunk_expect;       /* body: what the next chunked framing byte must be (http.c) */

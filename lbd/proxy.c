@@ -59,6 +59,7 @@ enum client_state {
         CLIENT_IDLE,
         CLIENT_HEAD,
         CLIENT_FORWARD,
+        CLIENT_TUNNEL,  /* switched protocols (101): bytes relayed both ways until either side closes */
         CLIENT_CLOSING,
 };
 
@@ -87,6 +88,7 @@ struct txn {
         bool dechunk;                /* HTTP/1.0 client, chunked response */
         bool client_http10;
         bool started;                /* the head was accepted: method and target are known */
+        bool tunnel;                 /* the backend switched protocols: a byte tunnel now */
         bool logged;                 /* its access log line is written */
 
         /* Kept across requests when the txn is recycled; set up by whoever uses them. */
@@ -133,6 +135,7 @@ struct upstream {
         bool writing;
         bool idle;
         bool eof;                    /* the backend closed: a close-delimited body ends once drained */
+        bool shut;                   /* tunnel: our side of the connection is shut down for writing */
 };
 
 struct listener {
@@ -173,6 +176,10 @@ static void txn_dispatch(struct client *c);
 static void upstream_process(struct upstream *up);
 static void upstream_flush(struct upstream *up);
 static void upstream_release(struct upstream *up, bool keep);
+static void tunnel_start(struct client *c, struct upstream *up, const char *buf, size_t head_len);
+static void tunnel_to_client(struct upstream *up, struct client *c);
+static void tunnel_to_upstream(struct client *c);
+static void tunnel_upstream_closed(struct client *c);
 
 static struct timeval proxy_tv(uint64_t usec)
 {
@@ -558,9 +565,16 @@ static void upstream_flush(struct upstream *up)
                 c->txn->sent_any = true;
         upstream_set_writing(up, evbuffer_get_length(up->out) > 0);
 
-        /* Room again for the request body: read the client once more. */
-        if (c && !c->dead && c->txn && !c->txn->req_complete && evbuffer_get_length(up->out) < BUF_LOW)
+        /* Room again for the request body, or the tunnel's bytes: read the client once more. */
+        if (c && !c->dead && c->txn && (!c->txn->req_complete || c->state == CLIENT_TUNNEL) &&
+            evbuffer_get_length(up->out) < BUF_LOW)
                 client_process(c);
+        /* The client is done sending into the tunnel and all of it went out: pass the half-close on. */
+        if (c && !c->dead && c->state == CLIENT_TUNNEL && c->read_eof && !up->dead && !up->shut &&
+            evbuffer_get_length(up->out) == 0) {
+                up->shut = true;
+                (void)shutdown(up->fd, SHUT_WR);
+        }
 }
 
 static void upstream_idle_timeout(struct upstream *up)
@@ -578,7 +592,10 @@ static void upstream_timer_cb(evutil_socket_t fd, short what, void *userdata)
                 upstream_idle_timeout(up);
         else {
                 client_enter(c);
-                if (!up->connected)
+                if (c->txn->tunnel) {
+                        log_debug("Tunnel to %s idle for too long: closing it", up->b->name);
+                        client_close(c);
+                } else if (!up->connected)
                         txn_upstream_failed(c, "connect timed out", false, false);
                 else if (!c->txn->resp_head_done)
                         txn_upstream_failed(c, "response timed out", false, true);
@@ -648,6 +665,12 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
 
                 if (n < 0 && n != -ECONNRESET && n != -EPIPE)
                         log_debug("read from backend %s failed: %s", up->b->name, strerror((int)-n));
+                if (t && t->up == up && t->tunnel) {
+                        up->eof = true;
+                        upstream_set_reading(up, false);
+                        tunnel_upstream_closed(c);
+                        goto out;
+                }
                 if (t && t->up == up && t->resp_head_done && t->resp.body == HTTP_BODY_EOF && n == 0) {
                         /* The close delimits the body: complete once what is buffered went out. */
                         up->eof = true;
@@ -856,6 +879,10 @@ static void upstream_process(struct upstream *up)
         struct client *c = up->c;
         const struct config *cfg = up->proxy->cfg;
 
+        if (c && !c->dead && c->txn && c->txn->up == up && c->txn->tunnel) {
+                tunnel_to_client(up, c);
+                return;
+        }
         while (!up->dead && c && !c->dead && c->txn && c->txn->up == up) {
                 struct txn *t = c->txn;
                 const char *reason = "malformed response";
@@ -885,6 +912,10 @@ static void upstream_process(struct upstream *up)
                         t->up = NULL;
                         upstream_close(up);
                         txn_fail(c, 502, "invalid response from the backend");
+                        return;
+                }
+                if (t->resp.status == 101 && t->req.upgrade && t->resp.upgrade) {
+                        tunnel_start(c, up, (const char *)buf, (size_t)r);
                         return;
                 }
                 if (t->resp.status == 101) {
@@ -940,6 +971,100 @@ static void upstream_process(struct upstream *up)
                         return;
                 }
         }
+}
+
+/* ---- tunnels (Upgrade: a WebSocket, say) ---- */
+
+/* Traffic either way keeps both ends' idle timers off. */
+static void tunnel_touch(struct client *c, struct upstream *up)
+{
+        uint64_t usec = c->proxy->cfg->tunnel_timeout_usec;
+
+        proxy_arm_in(c->proxy, &c->timer, usec);
+        if (!up->dead)
+                proxy_arm_in(up->proxy, &up->timer, usec);
+}
+
+/* The backend answered an upgrade request with 101 and its head is at the start of up->in (<head_len>
+ * bytes): the head goes to the client, then the connection is a byte tunnel. The upstream is never reused;
+ * the exchange ends, and is logged with status 101, when the tunnel closes. */
+static void tunnel_start(struct client *c, struct upstream *up, const char *buf, size_t head_len)
+{
+        struct txn *t = c->txn;
+
+        t->resp_head_done = true;
+        t->status = t->resp.status;
+        up->b->stats.by_code[t->status - BACKEND_CODE_MIN]++;
+        backend_report_result(up->b, t->status, (unsigned)c->proxy->cfg->health_passive_fall);
+        if (http_write_response_head(c->out, buf, &t->resp, t->request_id, false, false, false) < 0) {
+                client_close(c);
+                return;
+        }
+        t->resp_started = true;
+        t->tunnel = true;
+        c->state = CLIENT_TUNNEL;
+        (void)evbuffer_drain(up->in, head_len);
+        /* What either side sent after its head already speaks the new protocol. */
+        if (evbuffer_get_length(c->in) > 0 && evbuffer_add_buffer(up->out, c->in) < 0) {
+                client_close(c);
+                return;
+        }
+        tunnel_to_client(up, c);
+        if (!c->dead && !up->dead)
+                upstream_flush(up);
+        if (!c->dead)
+                client_process(c); /* sets the client's reading for the tunnel */
+}
+
+/* Moves what the backend sent to the client. */
+static void tunnel_to_client(struct upstream *up, struct client *c)
+{
+        size_t n = evbuffer_get_length(up->in);
+
+        if (n > 0) {
+                if (evbuffer_add_buffer(c->out, up->in) < 0) {
+                        client_close(c);
+                        return;
+                }
+                c->txn->resp_body_bytes += n;
+                tunnel_touch(c, up);
+        }
+        client_flush(c);
+        if (!c->dead && !up->dead && !up->eof)
+                upstream_set_reading(up, evbuffer_get_length(c->out) < BUF_HIGH);
+}
+
+/* Moves what the client sent to the backend. */
+static void tunnel_to_upstream(struct client *c)
+{
+        struct txn *t = c->txn;
+        struct upstream *up = t ? t->up : NULL;
+        size_t n = evbuffer_get_length(c->in);
+
+        if (!up || up->dead) {
+                client_close(c);
+                return;
+        }
+        if (n == 0)
+                return;
+        if (evbuffer_add_buffer(up->out, c->in) < 0) {
+                client_close(c);
+                return;
+        }
+        t->req_body_bytes += n;
+        tunnel_touch(c, up);
+        upstream_flush(up);
+}
+
+/* The backend closed its side: what it sent reaches the client, then the client is closed. */
+static void tunnel_upstream_closed(struct client *c)
+{
+        c->state = CLIENT_CLOSING;
+        if (c->reading) {
+                c->reading = false;
+                (void)event_del(&c->rev);
+        }
+        client_flush(c);
 }
 
 /* Sends the request (replay copy) to a backend picked by the balancer. */
@@ -1203,6 +1328,9 @@ static void client_process(struct client *c)
                         if (!c->txn->req_complete && client_forward_body(c) < 0)
                                 return;
                         goto io;
+                case CLIENT_TUNNEL:
+                        tunnel_to_upstream(c);
+                        goto io;
                 case CLIENT_CLOSING:
                         goto io;
                 }
@@ -1219,6 +1347,9 @@ io:
 
                 if (c->read_eof || c->state == CLIENT_CLOSING)
                         want = false;
+                else if (c->state == CLIENT_TUNNEL)
+                        want = c->txn && c->txn->up && !c->txn->up->dead &&
+                               evbuffer_get_length(c->txn->up->out) < BUF_HIGH;
                 else if (c->state == CLIENT_FORWARD && !c->txn->req_complete)
                         want = !c->txn->up ? evbuffer_get_length(c->txn->replay) < BUF_HIGH
                                            : evbuffer_get_length(c->txn->up->out) < BUF_HIGH;
@@ -1264,6 +1395,8 @@ static void client_flush(struct client *c)
                 client_close(c);
                 return;
         }
+        if (c->state == CLIENT_TUNNEL)
+                proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->tunnel_timeout_usec);
         /* Nothing queued for the client: no send timeout. While the request body still arrives, its
          * own timeout applies; after that the backend's. */
         if (c->state == CLIENT_FORWARD && c->txn) {
@@ -1288,6 +1421,19 @@ static void client_read_cb(evutil_socket_t fd, short what, void *userdata)
                 goto out;
         if (n <= 0) {
                 c->read_eof = true;
+                if (c->state == CLIENT_TUNNEL) {
+                        struct upstream *up = c->txn ? c->txn->up : NULL;
+
+                        if (n < 0 || !up || up->dead || up->eof) {
+                                client_close(c);
+                                goto out;
+                        }
+                        /* Half-closed: what it sent goes on, then the backend sees the close too. */
+                        c->reading = false;
+                        (void)event_del(&c->rev);
+                        upstream_flush(up);
+                        goto out;
+                }
                 if (c->state == CLIENT_IDLE || (c->state == CLIENT_HEAD && evbuffer_get_length(c->in) == 0) ||
                     n < 0) {
                         client_close(c);
@@ -1352,6 +1498,10 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *userdata)
                         txn_fail(c, 408, "request body not received in time");
                 } else
                         client_close(c); /* the client stopped reading the response */
+                break;
+        case CLIENT_TUNNEL:
+                log_debug("Tunnel from %s idle for too long: closing it", c->ip);
+                client_close(c);
                 break;
         case CLIENT_IDLE:
         case CLIENT_CLOSING:

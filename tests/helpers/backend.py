@@ -23,6 +23,11 @@ that let a test provoke every behaviour of the proxy in front of it:
                     ends when the connection closes
   /closeafter       200, then "Connection: close" and the connection closes
   /hopheaders       200 with hop-by-hop headers a proxy must not relay
+  /upgrade          asked with Connection: upgrade and Upgrade: 101 with the same
+                    Upgrade, then an echo: every byte comes back until the client
+                    half-closes, then "bye\n" and the connection closes; asked
+                    without them: 426
+  /upgrade-unasked  101 whatever was asked (a backend a proxy must not trust)
   /_conns           JSON connection counters of this process
   anything else     200 "<name> <path>\\n"
 
@@ -421,6 +426,30 @@ class Backend:
             if req.method != "HEAD":
                 writer.write(b"ok\n")
             await writer.drain()
+        elif path == "/upgrade":
+            tokens = {t.strip().lower() for v in req.header("connection") for t in v.split(",")}
+            upgrade = req.header("upgrade")
+            if "upgrade" not in tokens or len(upgrade) != 1:
+                await self.send(writer, req, 426, "upgrade required\n", conn_id, keep_alive)
+                return True
+            writer.write(self.head_bytes(101, [("Upgrade", upgrade[0]), ("Connection", "Upgrade")],
+                                         conn_id, True))
+            await writer.drain()
+            while True:
+                data = await reader.read(PIECE)
+                if not data:
+                    break
+                writer.write(data)
+                await writer.drain()
+            writer.write(b"bye\n")
+            await writer.drain()
+            return False
+        elif path == "/upgrade-unasked":
+            writer.write(self.head_bytes(101, [("Upgrade", "websocket"), ("Connection", "Upgrade")],
+                                         conn_id, True))
+            writer.write(b"raw bytes")
+            await writer.drain()
+            return False
         elif path == "/reset":
             sock = writer.get_extra_info("socket")
             if sock is not None:

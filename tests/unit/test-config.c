@@ -105,6 +105,7 @@ static void test_defaults(void **state)
         assert_int_equal(c.connect_timeout_usec, 3 * SEC);
         assert_int_equal(c.backend_timeout_usec, 30 * SEC);
         assert_int_equal(c.backend_idle_timeout_usec, 10 * SEC);
+        assert_int_equal(c.tunnel_timeout_usec, 3600 * SEC);
 
         assert_int_equal(c.max_header_size, 16384);
         assert_int_equal(c.max_body_size, 0);

@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "common/macro.h"
 #include "lbd/http.h"
 
 static int parse_req(const char *s, struct http_head *h, http_parser *p, const char **reason)
@@ -255,6 +256,65 @@ static void test_write_request_head(void **state)
         evbuffer_free(out);
 }
 
+static void test_upgrade_request_head(void **state)
+{
+        const char *s = "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
+                        "Sec-WebSocket-Key: k\r\n\r\n";
+        struct http_forward fw = { .client_ip = "127.0.0.1", .proto = "http", .request_id = "rid" };
+        struct evbuffer *out = evbuffer_new();
+        struct http_head h;
+        http_parser p;
+        const char *reason;
+        char *o;
+
+        assert_true(parse_req(s, &h, &p, &reason) > 0);
+        assert_true(h.upgrade);
+        assert_int_equal(http_write_request_head(out, s, &h, &fw), 0);
+        o = buffer_string(out);
+        assert_string_equal(o, "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n"
+                               "X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"
+                               "X-Request-Id: rid\r\nConnection: Upgrade\r\n\r\n");
+        free(o);
+        evbuffer_free(out);
+}
+
+static void test_upgrade_needs_all_its_parts(void **state)
+{
+        static const char *const plain[] = {
+                /* no Connection token */
+                "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n",
+                /* no Upgrade field */
+                "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\n\r\n",
+                /* two Upgrade fields */
+                "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: a\r\nUpgrade: b\r\n\r\n",
+                /* not a GET, or with a body */
+                "POST /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: a\r\nContent-Length: 1\r\n\r\n",
+                /* HTTP/1.0 */
+                "GET /ws HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: a\r\n\r\n",
+        };
+        struct http_head h;
+        http_parser p;
+        const char *reason;
+
+        for (size_t i = 0; i < ELEMENTSOF(plain); i++) {
+                struct http_forward fw = { .client_ip = "::1", .proto = "http", .request_id = "r", .host = "h" };
+                struct evbuffer *out = evbuffer_new();
+                char *o;
+
+                assert_true(parse_req(plain[i], &h, &p, &reason) > 0);
+                assert_false(h.upgrade);
+                assert_int_equal(http_write_request_head(out, plain[i], &h, &fw), 0);
+                o = buffer_string(out);
+                assert_null(strcasestr(o, "upgrade"));
+                free(o);
+                evbuffer_free(out);
+        }
+        /* An empty Upgrade is malformed. */
+        assert_int_equal(parse_req("GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade:\r\n\r\n", &h, &p,
+                                   &reason),
+                         -EBADMSG);
+}
+
 static void test_connection_cannot_strip_framing(void **state)
 {
         const char *s = "POST /x HTTP/1.1\r\nHost: h\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\n";
@@ -327,6 +387,8 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_simple_get),
+                cmocka_unit_test(test_upgrade_request_head),
+                cmocka_unit_test(test_upgrade_needs_all_its_parts),
                 cmocka_unit_test(test_incomplete_and_too_large),
                 cmocka_unit_test(test_rejects),
                 cmocka_unit_test(test_version_and_connect),
