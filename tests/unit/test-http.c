@@ -234,26 +234,38 @@ static char *buffer_string(struct evbuffer *b)
         return s;
 }
 
-static void test_write_request_head(void **state)
+/* Parses request <s> (which must be valid), writes the head lbd forwards, and returns it (caller frees).
+ * *<ret_h> gets the parsed head when not NULL. */
+static char *forward_head(const char *s, const struct http_forward *fw, struct http_head *ret_h)
 {
-        const char *s = "GET /x HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\n"
-                        "Keep-Alive: timeout=5\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n"
-                        "TE: trailers\r\nUpgrade: websocket\r\nAccept: */*\r\n\r\n";
-        struct http_forward fw = { .client_ip = "127.0.0.1", .proto = "http", .request_id = "rid" };
         struct evbuffer *out = evbuffer_new();
         struct http_head h;
         http_parser p;
         const char *reason;
         char *o;
 
+        assert_non_null(out);
         assert_true(parse_req(s, &h, &p, &reason) > 0);
-        assert_int_equal(http_write_request_head(out, s, &h, &fw), 0);
+        assert_int_equal(http_write_request_head(out, s, &h, fw), 0);
         o = buffer_string(out);
+        evbuffer_free(out);
+        if (ret_h)
+                *ret_h = h;
+        return o;
+}
+
+static void test_write_request_head(void **state)
+{
+        const char *s = "GET /x HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\n"
+                        "Keep-Alive: timeout=5\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n"
+                        "TE: trailers\r\nUpgrade: websocket\r\nAccept: */*\r\n\r\n";
+        struct http_forward fw = { .client_ip = "127.0.0.1", .proto = "http", .request_id = "rid" };
+        char *o = forward_head(s, &fw, NULL);
+
         assert_string_equal(o, "GET /x HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n"
                                "X-Forwarded-For: 1.2.3.4, 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"
                                "X-Request-Id: rid\r\n\r\n");
         free(o);
-        evbuffer_free(out);
 }
 
 static void test_upgrade_request_head(void **state)
@@ -261,21 +273,14 @@ static void test_upgrade_request_head(void **state)
         const char *s = "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
                         "Sec-WebSocket-Key: k\r\n\r\n";
         struct http_forward fw = { .client_ip = "127.0.0.1", .proto = "http", .request_id = "rid" };
-        struct evbuffer *out = evbuffer_new();
         struct http_head h;
-        http_parser p;
-        const char *reason;
-        char *o;
+        char *o = forward_head(s, &fw, &h);
 
-        assert_true(parse_req(s, &h, &p, &reason) > 0);
         assert_true(h.upgrade);
-        assert_int_equal(http_write_request_head(out, s, &h, &fw), 0);
-        o = buffer_string(out);
         assert_string_equal(o, "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n"
                                "X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"
                                "X-Request-Id: rid\r\nConnection: Upgrade\r\n\r\n");
         free(o);
-        evbuffer_free(out);
 }
 
 static void test_upgrade_needs_all_its_parts(void **state)
@@ -298,16 +303,11 @@ static void test_upgrade_needs_all_its_parts(void **state)
 
         for (size_t i = 0; i < ELEMENTSOF(plain); i++) {
                 struct http_forward fw = { .client_ip = "::1", .proto = "http", .request_id = "r", .host = "h" };
-                struct evbuffer *out = evbuffer_new();
-                char *o;
+                char *o = forward_head(plain[i], &fw, &h);
 
-                assert_true(parse_req(plain[i], &h, &p, &reason) > 0);
                 assert_false(h.upgrade);
-                assert_int_equal(http_write_request_head(out, plain[i], &h, &fw), 0);
-                o = buffer_string(out);
                 assert_null(strcasestr(o, "upgrade"));
                 free(o);
-                evbuffer_free(out);
         }
         /* An empty Upgrade is malformed. */
         assert_int_equal(parse_req("GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade:\r\n\r\n", &h, &p,
@@ -319,18 +319,10 @@ static void test_connection_cannot_strip_framing(void **state)
 {
         const char *s = "POST /x HTTP/1.1\r\nHost: h\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\n";
         struct http_forward fw = { .client_ip = "::1", .proto = "http", .request_id = "r" };
-        struct evbuffer *out = evbuffer_new();
-        struct http_head h;
-        http_parser p;
-        const char *reason;
-        char *o;
+        char *o = forward_head(s, &fw, NULL);
 
-        assert_true(parse_req(s, &h, &p, &reason) > 0);
-        assert_int_equal(http_write_request_head(out, s, &h, &fw), 0);
-        o = buffer_string(out);
         assert_non_null(strstr(o, "Content-Length: 2\r\n"));
         free(o);
-        evbuffer_free(out);
 }
 
 static void test_response(void **state)

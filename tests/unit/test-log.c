@@ -65,6 +65,25 @@ static void count_kick(void *userdata)
         (*n)++;
 }
 
+/* stderr to a sink, and batching on with the kick counted. */
+static void batch_begin(struct sink *s)
+{
+        kicks = 0;
+        sink_begin(s);
+        log_batch_start(count_kick, &kicks);
+}
+
+/* Batching off (writing what is gathered), stderr back; checks the whole output was <expected>. */
+static void batch_end_expect(struct sink *s, const char *expected)
+{
+        char *out;
+
+        log_batch_stop();
+        out = sink_end(s);
+        assert_string_equal(out, expected);
+        free(out);
+}
+
 static void test_line_format(void **state)
 {
         struct sink s;
@@ -98,12 +117,9 @@ static void test_errno_forms(void **state)
 static void test_batch_gathers_until_flush(void **state)
 {
         struct sink s;
-        char *out;
 
         (void)state;
-        kicks = 0;
-        sink_begin(&s);
-        log_batch_start(count_kick, &kicks);
+        batch_begin(&s);
         log_info("one");
         log_info("two");
         log_debug("three is below the level and never printed");
@@ -113,31 +129,22 @@ static void test_batch_gathers_until_flush(void **state)
         assert_int_equal(sink_size(&s), strlen("<6>one\n<6>two\n"));
         log_info("four");
         assert_int_equal(kicks, 2);
-        log_batch_stop();
-        out = sink_end(&s);
-        assert_string_equal(out, "<6>one\n<6>two\n<6>four\n");
-        free(out);
+        batch_end_expect(&s, "<6>one\n<6>two\n<6>four\n");
 }
 
 static void test_batch_urgent_lines_keep_order(void **state)
 {
         struct sink s;
-        char *out;
 
         (void)state;
-        kicks = 0;
-        sink_begin(&s);
-        log_batch_start(count_kick, &kicks);
+        batch_begin(&s);
         log_info("request 1");
         log_notice("backend down");
         /* The notice went out at once, after what was gathered before it. */
         assert_int_equal(sink_size(&s), strlen("<6>request 1\n<5>backend down\n"));
         log_info("request 2");
         log_error("failed");
-        log_batch_stop();
-        out = sink_end(&s);
-        assert_string_equal(out, "<6>request 1\n<5>backend down\n<6>request 2\n<3>failed\n");
-        free(out);
+        batch_end_expect(&s, "<6>request 1\n<5>backend down\n<6>request 2\n<3>failed\n");
 }
 
 static void test_batch_full_buffer_is_written(void **state)
@@ -150,9 +157,7 @@ static void test_batch_full_buffer_is_written(void **state)
         (void)state;
         memset(line, 'x', sizeof(line) - 1);
         line[sizeof(line) - 1] = '\0';
-        kicks = 0;
-        sink_begin(&s);
-        log_batch_start(count_kick, &kicks);
+        batch_begin(&s);
         for (size_t i = 0; i < lines; i++) {
                 log_info("%s", line);
                 total += 3 + strlen(line) + 1;
@@ -180,21 +185,15 @@ static void test_batch_is_per_thread(void **state)
 {
         struct sink s;
         pthread_t t;
-        char *out;
 
         (void)state;
-        kicks = 0;
-        sink_begin(&s);
-        log_batch_start(count_kick, &kicks);
+        batch_begin(&s);
         log_info("gathered");
         assert_int_equal(pthread_create(&t, NULL, other_thread, NULL), 0);
         assert_int_equal(pthread_join(t, NULL), 0);
         /* The worker does not batch: its line is out, the loop thread's still gathered. */
         assert_int_equal(sink_size(&s), strlen("<6>from a worker\n"));
-        log_batch_stop();
-        out = sink_end(&s);
-        assert_string_equal(out, "<6>from a worker\n<6>gathered\n");
-        free(out);
+        batch_end_expect(&s, "<6>from a worker\n<6>gathered\n");
 }
 
 static void test_flush_without_batching_does_nothing(void **state)
