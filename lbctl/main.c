@@ -1,13 +1,17 @@
 /* lbctl: the command line of lbd's admin API, and the provisioning of a pool's EC2 resources.
  *
  *   lbctl [--admin ADDR] [--json] [--timeout SECONDS] [status]
+ *   lbctl [--admin ADDR] [--json] [--timeout SECONDS] drain [--wait SECONDS] BACKEND
+ *   lbctl [--admin ADDR] [--json] [--timeout SECONDS] enable BACKEND
  *   lbctl provision --subnet SUBNET [OPTIONS]      (provision.c; `lbctl provision --help`)
  *
  * `status` fetches GET /status from the admin listener (libcurl, one blocking request: this is a command
  * line tool, not the daemon) and prints one table row per backend and per instance that is not a backend
  * (pending, stopped, being terminated), with a summary line of the control plane above; --json prints the
  * document as lbd sent it, for scripts. The answer is read into a buffer of at most LBCTL_BODY_MAX bytes and
- * every printed field is cut to LBCTL_FIELD_MAX.
+ * every printed field is cut to LBCTL_FIELD_MAX. `drain` and `enable` POST /backends/NAME/drain or /enable
+ * (NAME: an address or an instance id) to take a backend out of rotation for maintenance or put it back;
+ * `drain --wait` then polls /status until no request is in flight to it.
  *
  * Exit status: 0 success, 1 the admin API answered with an error or something unreadable, 2 bad usage,
  * 4 the admin API could not be reached. */
@@ -21,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/macro.h"
 #include "common/netaddr.h"
@@ -62,6 +67,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(CURL *, curl_easy_cleanup)
 static void lbctl_help(void)
 {
         printf("Usage: lbctl [OPTIONS] [status]\n"
+               "       lbctl [OPTIONS] drain [--wait SECONDS] BACKEND\n"
+               "       lbctl [OPTIONS] enable BACKEND\n"
                "       lbctl provision --subnet SUBNET [OPTIONS]\n"
                "\n"
                "status (the default): what lbd's admin API reports, one row per backend and per instance\n"
@@ -75,8 +82,13 @@ static void lbctl_help(void)
                "\n"
                "Columns: INSTANCE (instance id), ADDRESS, STATE (the instance's: pending, running, ...),\n"
                "HEALTH (up, down, draining; \"down, kept\" while every backend fails and it is among the\n"
-               "least bad kept in rotation), IN ROTATION, REQUESTS (sent to it), ERRORS (connect failures,\n"
+               "least bad kept in rotation; \", drained\" while out of rotation for maintenance), IN ROTATION, REQUESTS (sent to it), ERRORS (connect failures,\n"
                "resets and timeouts, plus 5xx responses), AGE (since the instance's launch).\n"
+               "\n"
+               "drain BACKEND: takes the backend (its address or instance id) out of rotation for\n"
+               "maintenance: no new requests, those in flight finish, and the control plane does not replace\n"
+               "it while it lasts; with --wait, waits up to SECONDS until none is in flight (exit 1 if some\n"
+               "still are). enable BACKEND: puts it back (in rotation once its health checks pass).\n"
                "\n"
                "Exit status: 0 ok, 1 the admin API answered with an error, 2 bad usage, 4 it can't be "
                "reached.\n"
@@ -106,15 +118,20 @@ static size_t lbctl_write(char *ptr, size_t size, size_t nmemb, void *userdata)
         return n;
 }
 
-/* GETs http://<admin>/status into <b>. Returns 0, or an exit status (the error printed). */
-static int lbctl_fetch(const char *admin, long timeout, struct lbctl_buffer *b)
+/* Sends <method> (GET or POST, without a body) for http://<admin><path> and reads the answer into <b>.
+ * Returns 0 on a 200, or an exit status (the error printed; a 404 says <missing> when not NULL). */
+static int lbctl_request(const char *admin, long timeout, const char *method, const char *path,
+                         const char *missing, struct lbctl_buffer *b)
 {
         _cleanup_(curl_easy_cleanupp) CURL *curl = NULL;
-        char url[NETADDR_STRLEN + 32], error[CURL_ERROR_SIZE] = "";
+        char url[NETADDR_STRLEN + 256], error[CURL_ERROR_SIZE] = "";
         long status = 0;
         CURLcode code;
 
-        (void)snprintf(url, sizeof(url), "http://%s/status", admin);
+        if ((size_t)snprintf(url, sizeof(url), "http://%s%s", admin, path) >= sizeof(url)) {
+                fprintf(stderr, "lbctl: the backend's name is too long\n");
+                return LBCTL_EXIT_USAGE;
+        }
         curl = curl_easy_init();
         if (!curl) {
                 fprintf(stderr, "lbctl: out of memory\n");
@@ -128,7 +145,9 @@ static int lbctl_fetch(const char *admin, long timeout, struct lbctl_buffer *b)
             curl_easy_setopt(curl, CURLOPT_TIMEOUT, timeout) != CURLE_OK ||
             curl_easy_setopt(curl, CURLOPT_USERAGENT, "lbctl/" PACKAGE_VERSION) != CURLE_OK ||
             curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, lbctl_write) != CURLE_OK ||
-            curl_easy_setopt(curl, CURLOPT_WRITEDATA, b) != CURLE_OK) {
+            curl_easy_setopt(curl, CURLOPT_WRITEDATA, b) != CURLE_OK ||
+            (strcmp(method, "POST") == 0 && (curl_easy_setopt(curl, CURLOPT_POST, 1L) != CURLE_OK ||
+                                             curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, 0L) != CURLE_OK))) {
                 fprintf(stderr, "lbctl: failed to set up the request\n");
                 return LBCTL_EXIT_HTTP;
         }
@@ -149,6 +168,10 @@ static int lbctl_fetch(const char *admin, long timeout, struct lbctl_buffer *b)
                                : LBCTL_EXIT_HTTP;
         }
         (void)curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+        if (status == 404 && missing) {
+                fprintf(stderr, "lbctl: %s\n", missing);
+                return LBCTL_EXIT_HTTP;
+        }
         if (status != 200) {
                 fprintf(stderr, "lbctl: %s answered HTTP %ld%s%.200s\n", url, status, b->len ? ": " : "",
                         b->data ? b->data : "");
@@ -159,6 +182,11 @@ static int lbctl_fetch(const char *admin, long timeout, struct lbctl_buffer *b)
                 return LBCTL_EXIT_HTTP;
         }
         return 0;
+}
+
+static int lbctl_fetch(const char *admin, long timeout, struct lbctl_buffer *b)
+{
+        return lbctl_request(admin, timeout, "GET", "/status", NULL, b);
 }
 
 /* ---- reading the document ---- */
@@ -253,7 +281,13 @@ static int lbctl_backend_row(struct lbctl_table *t, const cJSON *b)
         lbctl_cell(row->cell[2], lbctl_string(b, "instance_state"));
         if (health && strcmp(health, "down") == 0 && lbctl_bool(b, "forced"))
                 health = "down, kept";
-        lbctl_cell(row->cell[3], health);
+        if (health && lbctl_bool(b, "maintenance")) {
+                char drained[LBCTL_FIELD_MAX];
+
+                (void)snprintf(drained, sizeof(drained), "%s, drained", health);
+                lbctl_cell(row->cell[3], drained);
+        } else
+                lbctl_cell(row->cell[3], health);
         lbctl_cell(row->cell[4], lbctl_bool(b, "in_rotation") ? "yes" : "no");
         lbctl_cell_count(row->cell[5], b, "requests");
         (void)lbctl_number(b, "failures", &failures);
@@ -398,13 +432,146 @@ static int lbctl_status(const char *body)
         return 0;
 }
 
+/* ---- drain and enable ---- */
+
+#define LBCTL_NAME_MAX    128
+#define LBCTL_POLL_USEC   (200 * USEC_PER_MSEC)
+
+/* Writes the admin API's path for <action> on backend <name>; the brackets of an IPv6 address are
+ * percent-encoded, anything but an address's or an instance id's characters refused. Returns 0 or
+ * -EINVAL. */
+static int lbctl_action_path(const char *name, const char *action, char *path, size_t size)
+{
+        char enc[3 * LBCTL_NAME_MAX + 1];
+        size_t n = 0;
+
+        if (!*name || strlen(name) > LBCTL_NAME_MAX)
+                return -EINVAL;
+        for (const char *c = name; *c; c++) {
+                if (*c == '[' || *c == ']') {
+                        enc[n++] = '%';
+                        enc[n++] = '5';
+                        enc[n++] = *c == '[' ? 'B' : 'D';
+                } else if ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+                           *c == '.' || *c == ':' || *c == '-' || *c == '_')
+                        enc[n++] = *c;
+                else
+                        return -EINVAL;
+        }
+        enc[n] = '\0';
+        return (size_t)snprintf(path, size, "/backends/%s/%s", enc, action) < size ? 0 : -EINVAL;
+}
+
+/* Requests in flight to the backend at <address>, from /status. Returns the count (>= 0), -ENOENT when it
+ * is not in the pool, or -1000 - S when the request failed with exit status S (the error printed). */
+static int lbctl_in_flight(const char *admin, long timeout, const char *address)
+{
+        _cleanup_(cJSON_Deletep) cJSON *root = NULL;
+        struct lbctl_buffer body = {0};
+        const cJSON *item;
+        int r;
+
+        r = lbctl_fetch(admin, timeout, &body);
+        if (r != 0) {
+                free(body.data);
+                return -1000 - r;
+        }
+        root = cJSON_Parse(body.data);
+        free(body.data);
+        cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(root, "backends"))
+        {
+                const char *a = lbctl_string(item, "address");
+                double active;
+
+                if (a && strcmp(a, address) == 0)
+                        return lbctl_number(item, "active", &active) && active >= 0 && active < 1e9 ? (int)active
+                                                                                                : -ENOENT;
+        }
+        return -ENOENT;
+}
+
+/* lbctl drain|enable NAME: the POST, its answer, and for a drain with <wait_s> > 0 the wait for the
+ * requests in flight. Returns an exit status. */
+static int lbctl_maintenance(const char *admin, long timeout, bool drain, const char *name, uint64_t wait_s,
+                             bool json)
+{
+        _cleanup_(cJSON_Deletep) cJSON *answer = NULL;
+        struct lbctl_buffer body = {0};
+        char path[3 * LBCTL_NAME_MAX + 64], missing[LBCTL_NAME_MAX + 64], address[LBCTL_FIELD_MAX];
+        const char *state;
+        double active = 0;
+        uint64_t deadline;
+        int r;
+
+        if (lbctl_action_path(name, drain ? "drain" : "enable", path, sizeof(path)) < 0) {
+                fprintf(stderr, "lbctl: '%.*s' is not a backend's address or instance id\n", LBCTL_NAME_MAX, name);
+                return LBCTL_EXIT_USAGE;
+        }
+        (void)snprintf(missing, sizeof(missing), "no backend '%s' (see lbctl status)", name);
+        r = lbctl_request(admin, timeout, "POST", path, missing, &body);
+        if (r != 0) {
+                free(body.data);
+                return r;
+        }
+        answer = cJSON_Parse(body.data);
+        if (!answer || !lbctl_string(answer, "backend")) {
+                fprintf(stderr, "lbctl: unreadable answer from the admin API: %.200s\n", body.data);
+                free(body.data);
+                return LBCTL_EXIT_HTTP;
+        }
+        if (json)
+                printf("%s", body.data);
+        free(body.data);
+        lbctl_cell(address, lbctl_string(answer, "backend"));
+        state = lbctl_string(answer, "state");
+        (void)lbctl_number(answer, "active", &active);
+        if (!json) {
+                if (drain)
+                        printf("%s: out of rotation for maintenance, %.0f request(s) in flight\n", address, active);
+                else if (lbctl_bool(answer, "in_rotation"))
+                        printf("%s: back in rotation\n", address);
+                else
+                        printf("%s: back from maintenance; in rotation once its health checks pass (now %s)\n",
+                               address, state ? state : "unknown");
+        }
+        if (!drain || wait_s == 0)
+                return 0;
+
+        deadline = now_usec() + wait_s * USEC_PER_SEC;
+        for (;;) {
+                int n = lbctl_in_flight(admin, timeout, address);
+
+                if (n <= -1000)
+                        return -n - 1000;
+                if (n == -ENOENT) {
+                        fprintf(stderr, "lbctl: %s left the pool while draining\n", address);
+                        return LBCTL_EXIT_HTTP;
+                }
+                if (n == 0) {
+                        if (!json)
+                                printf("%s: drained, no request in flight\n", address);
+                        return 0;
+                }
+                if (now_usec() >= deadline) {
+                        fprintf(stderr, "lbctl: %s: still %d request(s) in flight after %" PRIu64 " s\n", address,
+                                n, wait_s);
+                        return LBCTL_EXIT_HTTP;
+                }
+                (void)usleep(LBCTL_POLL_USEC);
+        }
+}
+
 int main(int argc, char **argv)
 {
         static const struct option options[] = {
                 {"admin", required_argument, NULL, 'a'},   {"json", no_argument, NULL, 'j'},
                 {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
-                {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0},
+                {"version", no_argument, NULL, 'V'},       {"wait", required_argument, NULL, 'w'},
+                {NULL, 0, NULL, 0},
         };
+        const char *command = "status";
+        uint64_t wait_s = 0;
+        bool wait_given = false;
         const char *admin = LBCTL_DEFAULT_ADMIN;
         char admin_name[NETADDR_STRLEN];
         struct lbctl_buffer body = {0};
@@ -416,7 +583,7 @@ int main(int argc, char **argv)
         if (argc > 1 && strcmp(argv[1], "provision") == 0)
                 return provision_main(argc - 1, argv + 1);
         for (;;) {
-                int opt = getopt_long(argc, argv, "a:jt:hV", options, NULL);
+                int opt = getopt_long(argc, argv, "a:jt:hVw:", options, NULL);
 
                 if (opt < 0)
                         break;
@@ -433,6 +600,13 @@ int main(int argc, char **argv)
                                 return LBCTL_EXIT_USAGE;
                         }
                         break;
+                case 'w':
+                        if (parse_uint(optarg, 1, 3600, &wait_s) < 0) {
+                                fprintf(stderr, "lbctl: --wait '%s': expected 1..3600 seconds\n", optarg);
+                                return LBCTL_EXIT_USAGE;
+                        }
+                        wait_given = true;
+                        break;
                 case 'h':
                         lbctl_help();
                         return 0;
@@ -444,12 +618,22 @@ int main(int argc, char **argv)
                         return LBCTL_EXIT_USAGE;
                 }
         }
-        if (optind < argc && strcmp(argv[optind], "status") != 0) {
-                fprintf(stderr, "lbctl: unknown command '%s'; try 'lbctl --help'\n", argv[optind]);
+        if (optind < argc)
+                command = argv[optind++];
+        if (strcmp(command, "status") != 0 && strcmp(command, "drain") != 0 && strcmp(command, "enable") != 0) {
+                fprintf(stderr, "lbctl: unknown command '%s'; try 'lbctl --help'\n", command);
                 return LBCTL_EXIT_USAGE;
         }
-        if (optind + 1 < argc) {
-                fprintf(stderr, "lbctl: unexpected argument '%s'\n", argv[optind + 1]);
+        if (strcmp(command, "status") != 0 && optind >= argc) {
+                fprintf(stderr, "lbctl: %s: which backend? Give its address or instance id\n", command);
+                return LBCTL_EXIT_USAGE;
+        }
+        if (optind + (strcmp(command, "status") != 0) < argc) {
+                fprintf(stderr, "lbctl: unexpected argument '%s'\n", argv[optind + (strcmp(command, "status") != 0)]);
+                return LBCTL_EXIT_USAGE;
+        }
+        if (wait_given && strcmp(command, "drain") != 0) {
+                fprintf(stderr, "lbctl: --wait goes with drain\n");
                 return LBCTL_EXIT_USAGE;
         }
         /* Numeric only (never a DNS lookup), and the same forms lbd's admin key takes. */
@@ -464,6 +648,14 @@ int main(int argc, char **argv)
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
                 fprintf(stderr, "lbctl: failed to initialize libcurl\n");
                 return LBCTL_EXIT_HTTP;
+        }
+        if (strcmp(command, "status") != 0) {
+                r = lbctl_maintenance(admin_name, (long)timeout, strcmp(command, "drain") == 0, argv[optind], wait_s,
+                                      json);
+                curl_global_cleanup();
+                if (fflush(stdout) != 0 && r == 0)
+                        r = LBCTL_EXIT_HTTP;
+                return r;
         }
         r = lbctl_fetch(admin_name, (long)timeout, &body);
         if (r == 0) {

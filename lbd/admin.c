@@ -1,12 +1,14 @@
 /* The admin API: GET /status (JSON) and GET /metrics (Prometheus text format 0.0.4) on a separate
- * listener, served by libevent's evhttp on the daemon's event loop.
+ * listener, served by libevent's evhttp on the daemon's event loop; and POST /backends/NAME/drain and
+ * POST /backends/NAME/enable, which take a backend (NAME: its address or its instance id) out of rotation
+ * for maintenance and put it back (lbctl drain / enable).
  *
- * It only reads: the pool's backends (pool.c owns them), the proxy's counters, the daemon's start time,
- * and the reconciler's view of the instances (reconcile.h).
+ * Besides that one flag it only reads: the pool's backends (pool.c owns them), the proxy's counters, the
+ * daemon's start time, and the reconciler's view of the instances (reconcile.h).
  * Every answer is built whole in memory from that state and sent at once; the state is small (a few
  * hundred backends at most), so a request costs little loop time. The listener is meant for loopback and
  * trusted tools, but requests are still bounded: small head and body limits and a 10 s timeout, all
- * enforced by evhttp. Anything but /status and /metrics is 404; other methods than GET and HEAD, 405. */
+ * enforced by evhttp. Anything else is 404; a method a path doesn't take, 405. */
 #include "lbd/admin.h"
 
 #include <cjson/cJSON.h>
@@ -135,7 +137,8 @@ static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t 
             !admin_add_string_or_null(o, "instance_id", b->instance_id) ||
             !admin_add_string_or_null(o, "instance_state", b->instance_state) ||
             !admin_add_age(o, "age_s", b->launched_usec, wall) ||
-            !cJSON_AddBoolToObject(o, "forced", b->forced))
+            !cJSON_AddBoolToObject(o, "forced", b->forced) ||
+            !cJSON_AddBoolToObject(o, "maintenance", b->maintenance))
                 return -ENOMEM;
 
         responses = cJSON_AddObjectToObject(o, "responses");
@@ -338,6 +341,13 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
                              admin_label(pool->backends[i]->name, label, sizeof(label)),
                              backend_in_rotation(pool->backends[i]) ? 1 : 0);
 
+        admin_family(&m, "lbd_backend_maintenance", "gauge",
+                     "Whether the operator took the backend out of rotation (1) or not (0).");
+        for (size_t i = 0; i < n; i++)
+                admin_printf(&m, "lbd_backend_maintenance{backend=\"%s\"} %d\n",
+                             admin_label(pool->backends[i]->name, label, sizeof(label)),
+                             pool->backends[i]->maintenance ? 1 : 0);
+
         admin_family(&m, "lbd_backend_active_requests", "gauge", "Requests in flight to the backend.");
         for (size_t i = 0; i < n; i++)
                 admin_printf(&m, "lbd_backend_active_requests{backend=\"%s\"} %u\n",
@@ -427,6 +437,79 @@ static void admin_reply_text(struct evhttp_request *req, int code, const char *r
         admin_reply(req, code, reason, ADMIN_CONTENT_TEXT, body);
 }
 
+/* ---- maintenance ---- */
+
+#define ADMIN_BACKENDS_PREFIX "/backends/"
+
+/* The active backend called <name> (address or instance id), or NULL. */
+static struct backend *admin_find_backend(const struct admin *a, const char *name)
+{
+        struct pool *pool = a->lbd->pool;
+
+        for (size_t i = 0; pool && i < pool->n_backends; i++) {
+                struct backend *b = pool->backends[i];
+
+                if (strcmp(b->name, name) == 0 || (b->instance_id[0] && strcmp(b->instance_id, name) == 0))
+                        return b;
+        }
+        return NULL;
+}
+
+/* POST /backends/NAME/drain or /backends/NAME/enable (<path> starts with ADMIN_BACKENDS_PREFIX). Answers
+ * with the backend's state after the change: {backend, instance_id, maintenance, state, in_rotation,
+ * active}. */
+static void admin_backend_action(const struct admin *a, struct evhttp_request *req, const char *path)
+{
+        _cleanup_(cJSON_Deletep) cJSON *o = NULL;
+        _cleanup_(cJSON_freep) char *text = NULL;
+        _cleanup_(evbuffer_freep) struct evbuffer *body = NULL;
+        const char *rest = path + strlen(ADMIN_BACKENDS_PREFIX), *slash = strrchr(rest, '/');
+        char name[NETADDR_STRLEN + BACKEND_INSTANCE_ID_MAX];
+        char *decoded = NULL;
+        struct backend *b;
+        bool drain;
+
+        if (!slash || slash == rest || (size_t)(slash - rest) >= sizeof(name) ||
+            (strcmp(slash, "/drain") != 0 && strcmp(slash, "/enable") != 0)) {
+                admin_reply_text(req, HTTP_NOTFOUND, "Not Found");
+                return;
+        }
+        if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+                (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+                admin_reply_text(req, HTTP_BADMETHOD, "Method Not Allowed");
+                return;
+        }
+        drain = strcmp(slash, "/drain") == 0;
+        memcpy(name, rest, (size_t)(slash - rest));
+        name[slash - rest] = '\0';
+        /* An IPv6 address may come percent-encoded ("%5B::1%5D:8081"). */
+        decoded = evhttp_uridecode(name, 0, NULL);
+        if (!decoded) {
+                admin_reply_text(req, HTTP_INTERNAL, "Internal Server Error");
+                return;
+        }
+        b = admin_find_backend(a, decoded);
+        free(decoded);
+        if (!b) {
+                admin_reply_text(req, HTTP_NOTFOUND, "No such backend");
+                return;
+        }
+        backend_set_maintenance(b, drain);
+
+        o = cJSON_CreateObject();
+        if (!o || !cJSON_AddStringToObject(o, "backend", b->name) ||
+            !admin_add_string_or_null(o, "instance_id", b->instance_id) ||
+            !cJSON_AddBoolToObject(o, "maintenance", b->maintenance) ||
+            !cJSON_AddStringToObject(o, "state", admin_state_name(b)) ||
+            !cJSON_AddBoolToObject(o, "in_rotation", backend_in_rotation(b)) ||
+            !cJSON_AddNumberToObject(o, "active", b->active) || !(text = cJSON_PrintUnformatted(o)) ||
+            !(body = evbuffer_new()) || evbuffer_add_printf(body, "%s\n", text) < 0) {
+                admin_reply_text(req, HTTP_INTERNAL, "Internal Server Error");
+                return;
+        }
+        admin_reply(req, HTTP_OK, "OK", ADMIN_CONTENT_JSON, body);
+}
+
 static void admin_on_request(struct evhttp_request *req, void *userdata)
 {
         const struct admin *a = userdata;
@@ -444,6 +527,9 @@ static void admin_on_request(struct evhttp_request *req, void *userdata)
         } else if (path && strcmp(path, "/metrics") == 0) {
                 build = admin_metrics;
                 content_type = ADMIN_CONTENT_METRICS;
+        } else if (path && strncmp(path, ADMIN_BACKENDS_PREFIX, strlen(ADMIN_BACKENDS_PREFIX)) == 0) {
+                admin_backend_action(a, req, path);
+                return;
         } else {
                 admin_reply_text(req, HTTP_NOTFOUND, "Not Found");
                 return;

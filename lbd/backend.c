@@ -179,6 +179,21 @@ void backend_set_healthy(struct backend *b, bool healthy, const char *reason)
                 pool_changed(b->pool);
 }
 
+void backend_set_maintenance(struct backend *b, bool on)
+{
+        if (b->maintenance == on)
+                return;
+        b->maintenance = on;
+        if (on)
+                log_notice("backend %s is out of rotation for maintenance (%u requests in flight finish)", b->name,
+                           b->active);
+        else
+                log_notice("backend %s is back in rotation after maintenance (health: %s)", b->name,
+                           b->healthy ? "up" : "down");
+        if (b->pool)
+                pool_changed(b->pool);
+}
+
 void backend_report_refused(struct backend *b, const char *reason)
 {
         b->stats.failures++;

@@ -6,7 +6,7 @@
  * runs on the one event loop: no locks.
  *
  * Rotation: a backend takes new requests when backend_in_rotation() says so: healthy (or forced, see
- * below) and not draining. The health checker (health.c) and the proxy's passive signals change `healthy`,
+ * below), not draining, and not in maintenance. The health checker (health.c) and the proxy's passive signals change `healthy`,
  * always through backend_set_healthy(), which logs the transition and updates the daemon's STATUS. */
 #pragma once
 
@@ -88,6 +88,9 @@ struct backend {
         /* In rotation although not healthy: every backend of a managed pool failed at once and this one
          * is among the least bad (reconcile.c sets and clears it) */
         bool forced;
+        /* Taken out of rotation by the operator (admin API: lbctl drain): no new requests, in-flight ones
+         * finish; still health-checked, but never judged failed or replaced while it lasts */
+        bool maintenance;
 };
 
 /* Balancing algorithms are tables of functions (balance.c). */
@@ -137,8 +140,12 @@ struct backend *backend_unref(struct backend *b);
 
 static inline bool backend_in_rotation(const struct backend *b)
 {
-        return (b->healthy || b->forced) && b->state == BACKEND_ACTIVE;
+        return (b->healthy || b->forced) && b->state == BACKEND_ACTIVE && !b->maintenance;
 }
+
+/* Takes <b> out of rotation for maintenance (<on>) or puts it back; logs it and updates the pool's count
+ * and STATUS=. */
+void backend_set_maintenance(struct backend *b, bool on);
 
 /* Sets the health verdict; logs "backend X is up/down (reason)" on a change and calls the pool's
  * on_change. <reason> is a short phrase for the log. */

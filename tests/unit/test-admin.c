@@ -333,6 +333,12 @@ static void test_metrics(void **state)
                 "lbd_backend_up{backend=\"127.0.0.1:8081\"} 1\n"
                 "lbd_backend_up{backend=\"127.0.0.1:8082\"} 0\n"
                 "lbd_backend_up{backend=\"[::1]:8083\"} 0\n"
+                "# HELP lbd_backend_maintenance Whether the operator took the backend out of rotation (1) or "
+                "not (0).\n"
+                "# TYPE lbd_backend_maintenance gauge\n"
+                "lbd_backend_maintenance{backend=\"127.0.0.1:8081\"} 0\n"
+                "lbd_backend_maintenance{backend=\"127.0.0.1:8082\"} 0\n"
+                "lbd_backend_maintenance{backend=\"[::1]:8083\"} 0\n"
                 "# HELP lbd_backend_active_requests Requests in flight to the backend.\n"
                 "# TYPE lbd_backend_active_requests gauge\n"
                 "lbd_backend_active_requests{backend=\"127.0.0.1:8081\"} 2\n"
@@ -434,6 +440,52 @@ static void test_bad_method(void **state)
         }
 }
 
+/* POST /backends/NAME/drain and /enable: by address (an IPv6 one percent-encoded) or instance id. */
+static void test_maintenance(void **state)
+{
+        static const char *const not_found[] = {
+                "/backends/127.0.0.1:9999/drain", "/backends/127.0.0.1:8082", "/backends//drain",
+                "/backends/127.0.0.1:8082/reboot", "/backends/",
+        };
+        struct fixture *f = *state;
+        struct backend *b = f->lbd.pool->backends[1];
+        char *r;
+
+        backend_set_healthy(b, true, "test");
+        r = get(f, "POST", "/backends/127.0.0.1:8082/drain");
+        assert_int_equal(status_of(r), 200);
+        assert_string_equal(header_of(r, "Content-Type"), "application/json");
+        assert_string_equal(body_of(r), "{\"backend\":\"127.0.0.1:8082\",\"instance_id\":null,\"maintenance\":true,"
+                                        "\"state\":\"up\",\"in_rotation\":false,\"active\":0}\n");
+        free(r);
+        assert_true(b->maintenance);
+        assert_false(backend_in_rotation(b));
+
+        memcpy(b->instance_id, "i-0123456789abcdef0", 20);
+        r = get(f, "POST", "/backends/i-0123456789abcdef0/enable");
+        assert_int_equal(status_of(r), 200);
+        assert_non_null(strstr(body_of(r), "\"maintenance\":false"));
+        assert_non_null(strstr(body_of(r), "\"in_rotation\":true"));
+        free(r);
+        assert_false(b->maintenance);
+
+        r = get(f, "POST", "/backends/%5B::1%5D:8083/drain");
+        assert_int_equal(status_of(r), 200);
+        free(r);
+        assert_true(f->lbd.pool->backends[2]->maintenance);
+
+        r = get(f, "GET", "/backends/127.0.0.1:8082/drain");
+        assert_int_equal(status_of(r), 405);
+        assert_string_equal(header_of(r, "Allow"), "POST");
+        free(r);
+        for (size_t i = 0; i < ELEMENTSOF(not_found); i++) {
+                print_message("POST %s\n", not_found[i]);
+                r = get(f, "POST", not_found[i]);
+                assert_int_equal(status_of(r), 404);
+                free(r);
+        }
+}
+
 /* Oversized heads and bodies are refused, not buffered. */
 static void test_limits(void **state)
 {
@@ -499,6 +551,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_head, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_not_found, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bad_method, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_maintenance, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_keep_alive, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bind_fails, setup, teardown),

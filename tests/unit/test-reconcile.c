@@ -965,6 +965,42 @@ static void test_single_failing_is_replaced(void **state)
         fake_free_all(f);
 }
 
+static void test_maintenance_is_never_replaced(void **state)
+{
+        struct fake *f = fake_new(&fake_managed_ops);
+        struct backend *b;
+
+        f->config.desired = 1;
+        cloud_add(f, INSTANCE_RUNNING);
+        reconcile_start(f->r);
+        run(f);
+        answer_list(f);
+        all_healthy(f);
+        f->wall += 3600 * SEC;
+        b = f->pool->backends[0];
+        /* The operator drains it, then its checks fail (the service is being worked on): kept. */
+        backend_set_maintenance(b, true);
+        set_health(b, false, CHECK_REFUSED);
+        settle(f);
+        poll_now(f);
+        answer_list(f);
+        assert_idle(f);
+        assert_int_equal(f->launch_count, 0);
+        assert_false(terminated(f, f->cloud[0].id));
+        /* Back from maintenance and still down: judged as usual, and replaced. */
+        backend_set_maintenance(b, false);
+        set_health(b, true, CHECK_OK);
+        set_health(b, false, CHECK_REFUSED);
+        settle(f);
+        assert_non_null(f->list_cb);
+        answer_list(f);
+        assert_int_equal(f->launch_count, 1);
+        answer_launch(f);
+        assert_true(terminated(f, f->cloud[0].id));
+        answer_terminate(f);
+        fake_free_all(f);
+}
+
 static void test_static(void **state)
 {
         struct fake *f = fake_new(&fake_static_ops);
@@ -1062,6 +1098,7 @@ int main(void)
                 cmocka_unit_test(test_storm_guard),
                 cmocka_unit_test(test_all_failing),
                 cmocka_unit_test(test_single_failing_is_replaced),
+                cmocka_unit_test(test_maintenance_is_never_replaced),
                 cmocka_unit_test(test_static),
                 cmocka_unit_test(test_new_instance_same_address),
                 cmocka_unit_test(test_outside_networks),
