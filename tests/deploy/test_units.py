@@ -75,6 +75,9 @@ def test_lbd_units(unit, config):
     assert s[(svc, "WatchdogSec")]
     assert s[(svc, "ExecStart")] == [f"/usr/local/sbin/lbd --config {config}"]
     assert s[(svc, "ExecReload")] == ["/bin/kill -HUP $MAINPID"]
+    if unit == "lbd.service":
+        # Local backends are the unit's processes: they outlive lbd's drain, then go.
+        assert s[(svc, "KillMode")] == ["mixed"]
     assert s[(svc, "User")] == ["lbd"]
     # Port 80 as a non-root user: the capability, and no private user namespace (which would void it).
     assert s[(svc, "AmbientCapabilities")] == ["CAP_NET_BIND_SERVICE"]
