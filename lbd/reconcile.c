@@ -20,7 +20,8 @@
  * - Dead: an instance in a state other than pending or running (stopping, stopped, unknown) is terminated;
  *   shutting-down and terminated ones are on their way out and only stop counting.
  * - Failed: a running instance whose backend is down past the instance's grace period (counted from its
- *   launch) is terminated and replaced (never while the operator has it in maintenance: lbctl drain). Down means checked and not healthy, continuously for at least
+ *   launch) is terminated and replaced (never while the operator has it in maintenance: lbctl drain, nor
+ *   while its last check passed: it is on its way back up, as a relay restarted on its instance is). Down means checked and not healthy, continuously for at least
  *   fall x interval of [health] (the settle time): long enough for the checker to take every other
  *   backend out too if the cause is shared (the all-failing case below, where nothing is replaced), and
  *   for an instance lbd has just adopted to pass its first checks. Right after the all-failing case ends,
@@ -387,7 +388,9 @@ static uint64_t reconcile_failed_at(const struct reconcile *r, const struct reco
         if (k->terminating || k->inst.state != INSTANCE_RUNNING)
                 return UINT64_MAX;
         b = reconcile_backend(r, k);
-        if (!b || b->healthy || !b->checked_once || b->maintenance)
+        /* A backend whose last check passed is coming back (rise passes to go): a relay restarted on its
+         * instance isn't worth the instance. Should it fail again, the next poll judges it. */
+        if (!b || b->healthy || !b->checked_once || b->maintenance || b->last_check == CHECK_OK)
                 return UINT64_MAX;
         at = b->health_changed_usec + c->health_fall * c->health_interval_usec;
         grace_end = reconcile_launched(k) + c->grace_usec;

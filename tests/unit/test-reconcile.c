@@ -965,6 +965,39 @@ static void test_single_failing_is_replaced(void **state)
         fake_free_all(f);
 }
 
+static void test_recovering_is_not_replaced(void **state)
+{
+        struct fake *f = fake_new(&fake_managed_ops);
+        struct backend *b;
+
+        f->config.desired = 1;
+        cloud_add(f, INSTANCE_RUNNING);
+        reconcile_start(f->r);
+        run(f);
+        answer_list(f);
+        all_healthy(f);
+        f->wall += 3600 * SEC;
+        b = f->pool->backends[0];
+        /* Its relay crashed and was restarted at once: down, then passing checks (rise not reached yet)
+         * when the settle time ends. */
+        set_health(b, false, CHECK_REFUSED);
+        b->last_check = CHECK_OK;
+        settle(f);
+        if (f->list_cb)
+                answer_list(f);
+        assert_idle(f);
+        assert_int_equal(f->launch_count, 0);
+        /* It fails again: the next poll replaces it. */
+        b->last_check = CHECK_REFUSED;
+        poll_now(f);
+        answer_list(f);
+        assert_int_equal(f->launch_count, 1);
+        answer_launch(f);
+        assert_true(terminated(f, f->cloud[0].id));
+        answer_terminate(f);
+        fake_free_all(f);
+}
+
 static void test_maintenance_is_never_replaced(void **state)
 {
         struct fake *f = fake_new(&fake_managed_ops);
@@ -1099,6 +1132,7 @@ int main(void)
                 cmocka_unit_test(test_all_failing),
                 cmocka_unit_test(test_single_failing_is_replaced),
                 cmocka_unit_test(test_maintenance_is_never_replaced),
+                cmocka_unit_test(test_recovering_is_not_replaced),
                 cmocka_unit_test(test_static),
                 cmocka_unit_test(test_new_instance_same_address),
                 cmocka_unit_test(test_outside_networks),
