@@ -253,6 +253,9 @@ class Agent:
     def kill(self, iid):
         return http_json("POST", f"{self.url}/kill?id={iid}")
 
+    def revive(self, iid):
+        return http_json("POST", f"{self.url}/revive?id={iid}")
+
     def ready_relays(self):
         """Instance ids whose relay is alive and accepting connections."""
         return sorted(iid for iid, s in self.state()["instances"].items()

@@ -19,6 +19,8 @@ Control (HTTP on 127.0.0.1:--control-port):
   GET  /state         JSON: every instance seen and its relay (pid, address, upstream,
                       started, ready: wall-clock times), and the event log
   POST /kill?id=I     SIGKILL instance I's relay, leaving the instance "running" in moto
+  POST /revive?id=I   start a relay again for instance I after a /kill, as systemd's Restart=
+                      would on the instance
 Prints "ready" on stdout once the control port listens.
 """
 
@@ -164,6 +166,19 @@ class Agent:
         self.event("relay-killed", id=iid, addr=relay.addr)
         return True
 
+    def revive_relay(self, iid):
+        """Starts a relay again for an instance whose relay was killed (POST /kill), as systemd's
+        Restart= would on the instance."""
+        with self.lock:
+            info = self.instances.get(iid, {})
+            relay = self.relays.get(iid)
+            if info.get("state") != "running" or not relay or relay.proc.poll() is None:
+                return False
+            del self.relays[iid]
+            self.broken.discard(iid)
+            self.start_relay(iid, relay.addr.rsplit(":", 1)[0], relay.upstream)
+        return True
+
     def step(self):
         seen = self.list_instances()
         with self.lock:
@@ -283,6 +298,9 @@ class Control(BaseHTTPRequestHandler):
         if url.path == "/kill" and "id" in q:
             ok = self.server.agent.kill_relay(q["id"][0])
             self._send(200 if ok else 404, json.dumps({"killed": ok}).encode())
+        elif url.path == "/revive" and "id" in q:
+            ok = self.server.agent.revive_relay(q["id"][0])
+            self._send(200 if ok else 404, json.dumps({"revived": ok}).encode())
         else:
             self._send(404, b"{}")
 
