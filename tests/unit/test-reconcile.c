@@ -942,7 +942,8 @@ static void test_all_failing(void **state)
         fake_free_all(f);
 }
 
-static void test_single_failing_is_replaced(void **state)
+/* A managed pool of one running instance, healthy and long past its grace period. */
+static struct fake *one_healthy_instance(void)
 {
         struct fake *f = fake_new(&fake_managed_ops);
 
@@ -953,10 +954,12 @@ static void test_single_failing_is_replaced(void **state)
         answer_list(f);
         all_healthy(f);
         f->wall += 3600 * SEC;
-        set_health(f->pool->backends[0], false, CHECK_FAIL);
-        settle(f);
-        assert_false(view(f).panic);
-        assert_non_null(f->list_cb);
+        return f;
+}
+
+/* A poll is due: it replaces the one instance (launch, then terminate), and the test ends. */
+static void expect_replaced_and_free(struct fake *f)
+{
         answer_list(f);
         assert_int_equal(f->launch_count, 1);
         answer_launch(f);
@@ -965,19 +968,22 @@ static void test_single_failing_is_replaced(void **state)
         fake_free_all(f);
 }
 
+static void test_single_failing_is_replaced(void **state)
+{
+        struct fake *f = one_healthy_instance();
+
+        set_health(f->pool->backends[0], false, CHECK_FAIL);
+        settle(f);
+        assert_false(view(f).panic);
+        assert_non_null(f->list_cb);
+        expect_replaced_and_free(f);
+}
+
 static void test_recovering_is_not_replaced(void **state)
 {
-        struct fake *f = fake_new(&fake_managed_ops);
-        struct backend *b;
+        struct fake *f = one_healthy_instance();
+        struct backend *b = f->pool->backends[0];
 
-        f->config.desired = 1;
-        cloud_add(f, INSTANCE_RUNNING);
-        reconcile_start(f->r);
-        run(f);
-        answer_list(f);
-        all_healthy(f);
-        f->wall += 3600 * SEC;
-        b = f->pool->backends[0];
         /* Its relay crashed and was restarted at once: down, then passing checks (rise not reached yet)
          * when the settle time ends. */
         set_health(b, false, CHECK_REFUSED);
@@ -990,27 +996,14 @@ static void test_recovering_is_not_replaced(void **state)
         /* It fails again: the next poll replaces it. */
         b->last_check = CHECK_REFUSED;
         poll_now(f);
-        answer_list(f);
-        assert_int_equal(f->launch_count, 1);
-        answer_launch(f);
-        assert_true(terminated(f, f->cloud[0].id));
-        answer_terminate(f);
-        fake_free_all(f);
+        expect_replaced_and_free(f);
 }
 
 static void test_maintenance_is_never_replaced(void **state)
 {
-        struct fake *f = fake_new(&fake_managed_ops);
-        struct backend *b;
+        struct fake *f = one_healthy_instance();
+        struct backend *b = f->pool->backends[0];
 
-        f->config.desired = 1;
-        cloud_add(f, INSTANCE_RUNNING);
-        reconcile_start(f->r);
-        run(f);
-        answer_list(f);
-        all_healthy(f);
-        f->wall += 3600 * SEC;
-        b = f->pool->backends[0];
         /* The operator drains it, then its checks fail (the service is being worked on): kept. */
         backend_set_maintenance(b, true);
         set_health(b, false, CHECK_REFUSED);
@@ -1026,12 +1019,7 @@ static void test_maintenance_is_never_replaced(void **state)
         set_health(b, false, CHECK_REFUSED);
         settle(f);
         assert_non_null(f->list_cb);
-        answer_list(f);
-        assert_int_equal(f->launch_count, 1);
-        answer_launch(f);
-        assert_true(terminated(f, f->cloud[0].id));
-        answer_terminate(f);
-        fake_free_all(f);
+        expect_replaced_and_free(f);
 }
 
 static void test_static(void **state)
