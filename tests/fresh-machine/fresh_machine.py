@@ -528,9 +528,15 @@ class Run:
         if role == "web":
             cmd += ["--listen", f"127.0.0.1:{self.web_port}"]
         else:
+            # The secret from a file, as the README recommends: never on a command line.
+            secret_file = self.machine.root / "root" / "aws-secret"
+            secret_file.parent.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.moto.secret + "\n")
             cmd += ["--listen", f"127.0.0.1:{self.lb_port}", "--admin", f"127.0.0.1:{self.admin_port}",
                     "--endpoint", self.moto.endpoint, "--region", self.ec2env.REGION,
-                    "--access-key-id", self.moto.key_id, "--secret-access-key", self.moto.secret,
+                    "--access-key-id", self.moto.key_id, "--secret-access-key-file", "/root/aws-secret",
                     "--subnet", self.moto.subnet_id, "--image", self.image, "--networks", "127.0.0.0/8",
                     "--upstream", f"127.0.0.1:{self.web_port}", "--no-provision"]
         script = self.machine.root / SRC_DIR.lstrip("/") / "installer" / "installer.sh"
@@ -542,6 +548,7 @@ class Run:
         rc, _ = self.machine.run(cmd, timeout=self.clock.left(900 if role == "web" else 600), check=False,
                                  prefix=f"[installer {role}] ", env={"DEBIAN_FRONTEND": "noninteractive"})
         log(f"installer --role {role}: exit {rc} after {time.monotonic() - t0:.1f} s")
+        (self.machine.root / "root" / "aws-secret").unlink(missing_ok=True)
         if rc != 0:
             state = "timed out" if rc is None else f"exited with {rc}"
             shown = " ".join(cmd).replace(self.moto.secret, "<secret>")
