@@ -252,24 +252,29 @@ class Backend:
         headers = [("Content-Type", "application/octet-stream")]
         headers.append(("Transfer-Encoding", "chunked") if chunked
                        else ("Content-Length", str(n)))
-        writer.write(self.head_bytes(200, headers, conn_id, keep_alive))
+        head = self.head_bytes(200, headers, conn_id, keep_alive)
         if req.method == "HEAD":
+            writer.write(head)
             await writer.drain()
             return
+        # The head goes out with the first piece in one send, and a body that fits in one piece whole
+        # (as nginx writes a small response): a backend killed between two sends would truncate a
+        # response after its head, which no proxy may retry.
+        pending = head
         remaining = n
         view = memoryview(PATTERN)
         while remaining > 0:
             size = min(remaining, PIECE)
-            if chunked:
-                writer.write(b"%x\r\n" % size)
-                writer.write(view[:size])
-                writer.write(b"\r\n")
-            else:
-                writer.write(view[:size])
             remaining -= size
+            if chunked:
+                piece = b"%x\r\n" % size + view[:size] + b"\r\n" + (b"0\r\n\r\n" if remaining == 0 else b"")
+            else:
+                piece = view[:size]
+            writer.write(bytes(pending) + bytes(piece))
+            pending = b""
             await writer.drain()
-        if chunked:
-            writer.write(b"0\r\n\r\n")
+        if pending or (chunked and n == 0):
+            writer.write(bytes(pending) + (b"0\r\n\r\n" if chunked else b""))
         await writer.drain()
 
     def health_status(self):
