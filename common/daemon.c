@@ -134,10 +134,7 @@ static void daemon_deadline_cb(evutil_socket_t fd, short what, void *userdata)
 
 void daemon_set_deadline(struct daemon *d, uint64_t usec)
 {
-        struct timeval tv = {
-                .tv_sec = (time_t)(usec / USEC_PER_SEC),
-                .tv_usec = (suseconds_t)(usec % USEC_PER_SEC),
-        };
+        struct timeval tv = timeval_from_usec(usec);
 
         d->deadline = evtimer_new(d->base, daemon_deadline_cb, d);
         if (d->deadline)

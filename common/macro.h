@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/time.h>
 
 #define _cleanup_(f)  __attribute__((cleanup(f)))
 #define _unused_      __attribute__((unused))
@@ -56,6 +57,15 @@ void closep(int *fd);
 #define USEC_PER_SEC  UINT64_C(1000000)
 #define USEC_PER_MSEC UINT64_C(1000)
 #define NSEC_PER_USEC UINT64_C(1000)
+
+/* <usec> microseconds as a struct timeval, for libevent's timers. */
+static inline struct timeval timeval_from_usec(uint64_t usec)
+{
+        return (struct timeval){
+                .tv_sec = (time_t)(usec / USEC_PER_SEC),
+                .tv_usec = (suseconds_t)(usec % USEC_PER_SEC),
+        };
+}
 
 /* Returns the monotonic clock in microseconds. */
 uint64_t now_usec(void);

@@ -35,10 +35,7 @@ int notify_new(struct event_base *base, struct notify **ret)
 
         r = sd_watchdog_enabled(0, &usec);
         if (r > 0 && usec > 0) {
-                struct timeval tv = {
-                        .tv_sec = (time_t)(usec / 2 / USEC_PER_SEC),
-                        .tv_usec = (suseconds_t)(usec / 2 % USEC_PER_SEC),
-                };
+                struct timeval tv = timeval_from_usec(usec / 2);
 
                 n->watchdog = event_new(base, -1, EV_PERSIST, notify_watchdog_cb, n);
                 if (!n->watchdog || event_add(n->watchdog, &tv) < 0) {

@@ -559,8 +559,7 @@ static int provision_call(struct provision *p, const char *action, const struct 
 /* Runs the event loop (connections' housekeeping) for <usec>. */
 static void provision_sleep(struct provision *p, uint64_t usec)
 {
-        struct timeval tv = {.tv_sec = (time_t)(usec / USEC_PER_SEC),
-                             .tv_usec = (suseconds_t)(usec % USEC_PER_SEC)};
+        struct timeval tv = timeval_from_usec(usec);
 
         if (event_base_loopexit(p->base, &tv) < 0 || event_base_loop(p->base, 0) < 0) {
                 struct timespec ts = {.tv_sec = tv.tv_sec, .tv_nsec = tv.tv_usec * 1000};

@@ -633,8 +633,7 @@ static void ec2_call_retry(struct ec2_call *c, bool throttled, int final)
         log_warning("EC2 %s %s (%s); retrying in %.1f s (attempt %u/%u)", c->action_name,
                     throttled ? "throttled" : "failed", c->error, (double)delay / (double)USEC_PER_SEC,
                     c->attempt + 1, EC2_MAX_ATTEMPTS);
-        tv.tv_sec = (time_t)(delay / USEC_PER_SEC);
-        tv.tv_usec = (suseconds_t)(delay % USEC_PER_SEC);
+        tv = timeval_from_usec(delay);
         if (evtimer_add(c->timer, &tv) < 0) {
                 ec2_call_finish(c, -ENOMEM);
                 return;

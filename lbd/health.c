@@ -100,18 +100,10 @@ static uint64_t health_random(struct health *h)
         return h->rng;
 }
 
-static struct timeval health_timeval(uint64_t usec)
-{
-        return (struct timeval){
-                .tv_sec = (time_t)(usec / USEC_PER_SEC),
-                .tv_usec = (suseconds_t)(usec % USEC_PER_SEC),
-        };
-}
-
 /* Arms the timer to start the next check in <delay_usec>. */
 static void probe_schedule(struct health_probe *p, uint64_t delay_usec)
 {
-        struct timeval tv = health_timeval(delay_usec);
+        struct timeval tv = timeval_from_usec(delay_usec);
 
         p->next_usec = now_usec() + delay_usec;
         (void)evtimer_add(&p->timer, &tv);
@@ -383,7 +375,7 @@ static void probe_start(struct health_probe *p)
         }
         p->request_len = (size_t)n;
 
-        tv = health_timeval(MAX(c->health_timeout_usec, HEALTH_MIN_USEC));
+        tv = timeval_from_usec(MAX(c->health_timeout_usec, HEALTH_MIN_USEC));
         (void)evtimer_add(&p->timer, &tv);
 
         p->fd = socket(b->addr.u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

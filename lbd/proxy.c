@@ -181,12 +181,6 @@ static void tunnel_to_client(struct upstream *up, struct client *c);
 static void tunnel_to_upstream(struct client *c);
 static void tunnel_upstream_closed(struct client *c);
 
-static struct timeval proxy_tv(uint64_t usec)
-{
-        return (struct timeval){ .tv_sec = (time_t)(usec / USEC_PER_SEC),
-                                 .tv_usec = (suseconds_t)(usec % USEC_PER_SEC) };
-}
-
 /* Arms <ev> to fire in <usec>. The few durations in use (the configured timeouts) each get a libevent
  * common-timeout queue, where adding and removing is O(1) instead of a heap operation. */
 static void proxy_arm_in(struct proxy *p, struct event *ev, uint64_t usec)
@@ -198,7 +192,7 @@ static void proxy_arm_in(struct proxy *p, struct event *ev, uint64_t usec)
                         (void)event_add(ev, p->timeouts[i].tv);
                         return;
                 }
-        tv = proxy_tv(usec);
+        tv = timeval_from_usec(usec);
         if (p->n_timeouts < TIMEOUTS_MAX) {
                 const struct timeval *common = event_base_init_common_timeout(p->base, &tv);
 

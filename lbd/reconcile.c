@@ -198,18 +198,10 @@ static uint64_t reconcile_random(struct reconcile *r)
         return r->rng;
 }
 
-static struct timeval reconcile_timeval(uint64_t usec)
-{
-        return (struct timeval){
-                .tv_sec = (time_t)(usec / USEC_PER_SEC),
-                .tv_usec = (suseconds_t)(usec % USEC_PER_SEC),
-        };
-}
-
 /* Timers run on the event loop's real clock, whatever the injected one says. */
 static void reconcile_schedule(struct reconcile *r, uint64_t delay_usec, bool early)
 {
-        struct timeval tv = reconcile_timeval(delay_usec);
+        struct timeval tv = timeval_from_usec(delay_usec);
 
         r->poll_early = early;
         r->poll_due_usec = now_usec() + delay_usec;
@@ -1041,7 +1033,7 @@ static bool reconcile_drained(const struct reconcile *r)
 static void reconcile_on_drain_timer(evutil_socket_t fd, short what, void *userdata)
 {
         struct reconcile *r = userdata;
-        struct timeval tv = reconcile_timeval(RECONCILE_DRAIN_CHECK);
+        struct timeval tv = timeval_from_usec(RECONCILE_DRAIN_CHECK);
 
         if (!reconcile_drained(r) && reconcile_now(r) < r->drain_deadline) {
                 (void)evtimer_add(&r->drain_timer, &tv);

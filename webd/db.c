@@ -208,10 +208,7 @@ static void db_notice(void *userdata, const char *message)
 
 static void db_timer_add(struct db_conn *c, uint64_t usec)
 {
-        struct timeval tv = {
-                .tv_sec = (time_t)(usec / USEC_PER_SEC),
-                .tv_usec = (suseconds_t)(usec % USEC_PER_SEC),
-        };
+        struct timeval tv = timeval_from_usec(usec);
 
         (void)evtimer_add(c->timer, &tv);
 }

@@ -504,10 +504,7 @@ static void server_timeout_fired(evutil_socket_t fd, short what, void *userdata)
 
 int server_request_set_timeout(struct server_request *r, uint64_t usec, server_timeout_cb cb)
 {
-        struct timeval tv = {
-                .tv_sec = (time_t)(usec / USEC_PER_SEC),
-                .tv_usec = (suseconds_t)(usec % USEC_PER_SEC),
-        };
+        struct timeval tv = timeval_from_usec(usec);
 
         if (!r->timer) {
                 r->timer = evtimer_new(r->server->base, server_timeout_fired, r);
