@@ -462,9 +462,9 @@ static int lbctl_action_path(const char *name, const char *action, char *path, s
         return (size_t)snprintf(path, size, "/backends/%s/%s", enc, action) < size ? 0 : -EINVAL;
 }
 
-/* Requests in flight to the backend at <address>, from /status. Returns the count (>= 0), -ENOENT when it
- * is not in the pool, or -1000 - S when the request failed with exit status S (the error printed). */
-static int lbctl_in_flight(const char *admin, long timeout, const char *address)
+/* Reads from /status the requests in flight to the backend at <address> into *<ret_n>, or -1 when it is
+ * not in the pool. Returns 0, or an exit status (the error printed). */
+static int lbctl_in_flight(const char *admin, long timeout, const char *address, int *ret_n)
 {
         _cleanup_(cJSON_Deletep) cJSON *root = NULL;
         struct lbctl_buffer body = {0};
@@ -472,22 +472,22 @@ static int lbctl_in_flight(const char *admin, long timeout, const char *address)
         int r;
 
         r = lbctl_fetch(admin, timeout, &body);
-        if (r != 0) {
-                free(body.data);
-                return -1000 - r;
-        }
-        root = cJSON_Parse(body.data);
+        if (r == 0)
+                root = cJSON_Parse(body.data);
         free(body.data);
+        if (r != 0)
+                return r;
+        *ret_n = -1;
         cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(root, "backends"))
         {
                 const char *a = lbctl_string(item, "address");
                 double active;
 
-                if (a && strcmp(a, address) == 0)
-                        return lbctl_number(item, "active", &active) && active >= 0 && active < 1e9 ? (int)active
-                                                                                                : -ENOENT;
+                if (a && strcmp(a, address) == 0 && lbctl_number(item, "active", &active) && active >= 0 &&
+                    active < 1e9)
+                        *ret_n = (int)active;
         }
-        return -ENOENT;
+        return 0;
 }
 
 /* lbctl drain|enable NAME: the POST, its answer, and for a drain with <wait_s> > 0 the wait for the
@@ -539,11 +539,12 @@ static int lbctl_maintenance(const char *admin, long timeout, bool drain, const 
 
         deadline = now_usec() + wait_s * USEC_PER_SEC;
         for (;;) {
-                int n = lbctl_in_flight(admin, timeout, address);
+                int n;
 
-                if (n <= -1000)
-                        return -n - 1000;
-                if (n == -ENOENT) {
+                r = lbctl_in_flight(admin, timeout, address, &n);
+                if (r != 0)
+                        return r;
+                if (n < 0) {
                         fprintf(stderr, "lbctl: %s left the pool while draining\n", address);
                         return LBCTL_EXIT_HTTP;
                 }
