@@ -1,7 +1,7 @@
 /* Fixtures shared by the unit tests of the config code (test-ini.c, test-conf.c, test-config.c,
- * test-webd-config.c). stderr capture, to check what the user is told: capture_begin() sends stderr to a
- * temporary file, capture_end() restores it and returns what was written, echoing it so the test log
- * still shows it. And config files written to fresh temporary paths. Header-only: each test program
+ * test-webd-config.c) and of logging (test-log.c). stderr capture, to check what the user is told:
+ * capture_begin() sends stderr to a temporary file, capture_size() tells how much was written so far,
+ * capture_end() restores stderr and returns what was written, echoing it so the test log still shows it. And config files written to fresh temporary paths. Header-only: each test program
  * includes it once. */
 #pragma once
 
@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -31,17 +32,27 @@ static inline void capture_begin(struct capture *c)
         assert_true(dup2(fileno(c->f), STDERR_FILENO) >= 0);
 }
 
+/* Bytes logged since capture_begin(). */
+static inline size_t capture_size(struct capture *c)
+{
+        struct stat st;
+
+        fflush(stderr);
+        assert_true(fstat(fileno(c->f), &st) == 0);
+        return (size_t)st.st_size;
+}
+
 /* Returns what was logged since capture_begin() (caller frees). */
 static inline char *capture_end(struct capture *c)
 {
-        char *buf = calloc(1, 65536);
-        size_t n;
+        size_t n = capture_size(c);
+        char *buf = calloc(1, n + 1);
 
         assert_non_null(buf);
         assert_true(dup2(c->saved, STDERR_FILENO) >= 0);
         close(c->saved);
         rewind(c->f);
-        n = fread(buf, 1, 65535, c->f);
+        assert_int_equal(fread(buf, 1, n, c->f), n);
         buf[n] = '\0';
         fclose(c->f);
         fprintf(stderr, "%s", buf);
