@@ -252,11 +252,14 @@ static ssize_t proxy_write(int fd, struct evbuffer *buf)
                 struct evbuffer_iovec v[WRITE_IOV_MAX];
                 struct msghdr msg = { .msg_iov = (struct iovec *)v };
                 int n_vec = evbuffer_peek(buf, -1, NULL, v, WRITE_IOV_MAX);
+                size_t offered = 0;
                 ssize_t n;
 
                 if (n_vec <= 0)
                         break;
                 msg.msg_iovlen = (size_t)MIN(n_vec, WRITE_IOV_MAX);
+                for (size_t i = 0; i < msg.msg_iovlen; i++)
+                        offered += v[i].iov_len;
                 n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
                 if (n < 0) {
                         if (errno == EINTR)
@@ -269,6 +272,8 @@ static ssize_t proxy_write(int fd, struct evbuffer *buf)
                         break;
                 (void)evbuffer_drain(buf, (size_t)n);
                 total += n;
+                if ((size_t)n < offered)
+                        break; /* the socket is full: asking again would only return EAGAIN */
         }
         return total;
 }
