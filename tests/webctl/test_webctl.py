@@ -533,6 +533,14 @@ def test_database_down(ctl, webd, cluster):
 
 # ---- what a new user meets (issue 9, items 14 and 15) ----------------------------------------------------
 
+def signup(ctl, user):
+    """Registers <user> and makes sure of the login (that register logs in is
+    test_register_checks_name_first_and_logs_in's point), so that each test below checks its own alone."""
+    ctl.register(user)
+    if not ctl.token_file.exists():
+        ctl.login(user)
+
+
 def run_hint(ctl, line, **kw):
     """Runs a command line webctl printed, as a shell would split it, with this user's webctl."""
     args = shlex.split(line)
@@ -549,7 +557,7 @@ def hint(stderr, label):
 def test_more_hint_keeps_filters(ctl, webd):
     """The next page's command repeats the filter, the limit and --url, quoted, and works as printed."""
     user = new_user("nina")
-    ctl.register(user)
+    signup(ctl, user)
     ids = {}
     for title, done in (("old done", True), ("todo one", False), ("todo two", False), ("new done", True)):
         ids[title] = ctl.json("tasks", "add", title, *(["--done"] if done else []))["id"]
@@ -618,7 +626,7 @@ def test_option_errors_name_the_culprit(tmp_path, args, culprit, message):
 
 def test_dashdash_suggestion_works(ctl, webd):
     user = new_user("oscar")
-    ctl.register(user)
+    signup(ctl, user)
     p = ctl.run("tasks", "add", "--description", "it's late", "-urgent")
     assert p.returncode == 2
     line = hint(p.stderr, "An argument that starts with '-' goes after '--'")
@@ -634,7 +642,7 @@ def test_logins_per_server(ctl, webd, tmp_path):
     port = webd.url.rsplit(":", 1)[1]
     other_url = f"http://localhost:{port}"  # the same webd under another name: another server to webctl
     a, b = new_user("pia"), new_user("quinn")
-    ctl.register(a)
+    signup(ctl, a)
     ctl.ok("tasks", "add", "a's task")
     ctl.ok("--url", other_url, "register", b, "--password-stdin", input=PASSWORD + "\n")
     ctl.ok("--url", other_url, "tasks", "add", "b's task")
@@ -670,7 +678,7 @@ def test_logins_per_server(ctl, webd, tmp_path):
 def test_wrong_url_with_saved_login(ctl, webd):
     """A mistyped URL is reported as one (connection refused, not webd), never as "not logged in"."""
     user = new_user("rita")
-    ctl.register(user)
+    signup(ctl, user)
     down = f"http://127.0.0.1:{webdtest.free_port()}"
     for args in (["tasks", "list"], ["activity"], ["tasks", "show", "1"], ["tasks", "add", "x"]):
         p = ctl.run("--url", down, *args)
@@ -715,7 +723,7 @@ class NotWebd:
 def test_url_not_webd(ctl, webd):
     """A URL with a path, or another server: "not a webd API", with the root to use when it has a path."""
     user = new_user("sam")
-    ctl.register(user)
+    signup(ctl, user)
     wrong = webd.url + "/api"
     for args in (["tasks", "list"], ["tasks", "add", "x"], ["activity"], ["login", user, "--password-stdin"],
                  ["register", new_user("tom"), "--password-stdin"]):
@@ -754,7 +762,7 @@ def test_register_checks_name_first_and_logs_in(ctl, webd):
 
 def test_token_file_permissions(ctl, webd):
     user = new_user("vera")
-    ctl.register(user)
+    signup(ctl, user)
     path = str(ctl.token_file)
     for mode in (0o644, 0o640, 0o604, 0o660, 0o620):
         os.chmod(path, mode)
@@ -777,7 +785,7 @@ def test_token_file_permissions(ctl, webd):
 
 def test_times_have_a_zone(ctl):
     user = new_user("wes")
-    ctl.register(user)
+    signup(ctl, user)
     ctl.ok("tasks", "add", "zoned")
     for tz, zone in (("UTC", "UTC"), ("Asia/Tokyo", "JST"), ("America/New_York", "E[SD]T")):
         env = {"TZ": tz}
@@ -821,7 +829,7 @@ def run_on_pty(ctl, args, env=None, timeout=20):
 
 def test_colour(ctl):
     user = new_user("xena")
-    ctl.register(user)
+    signup(ctl, user)
     ctl.ok("tasks", "add", "open one")
     ctl.ok("tasks", "add", "closed one", "--done")
     out, status = run_on_pty(ctl, ["tasks", "list"], env={"TERM": "xterm"})
@@ -842,7 +850,7 @@ def test_colour(ctl):
 
 def test_tables_fit_the_width(ctl):
     user = new_user("yves")
-    ctl.register(user)
+    signup(ctl, user)
     ctl.ok("tasks", "add", "A title that is much longer than a narrow terminal can show in its column " * 2)
     ctl.ok("tasks", "add", "short")
     ctl.run("tasks", "show", "1" * 18)  # an activity entry with a long path
