@@ -119,8 +119,10 @@ int url_normalize(const char *in, char *out, size_t size, const char **ret_why)
                         n--;
                 r = url_put(out, size, &len, path, n, false);
         }
-        if (r < 0)
+        if (r < 0) {
+                out[0] = '\0';
                 return r;
+        }
         return 0;
 }
 

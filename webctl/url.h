@@ -7,8 +7,8 @@
 
 /* Writes the normal form of the server URL <in> into <out>: the scheme (http or https) and host in lower
  * case, the scheme's default port left out, no trailing '/'. A path is kept (webd serves its API at the
- * root, but a proxy may serve it under one). Returns 0, -ENAMETOOLONG, or -EINVAL with the reason in
- * *<ret_why> ("has no host", ...). */
+ * root, but a proxy may serve it under one). Returns 0, -ENAMETOOLONG (<out> is then ""), or -EINVAL with
+ * the reason in *<ret_why> ("has no host", ...) and <out> untouched. */
 int url_normalize(const char *in, char *out, size_t size, const char **ret_why);
 
 /* Whether the normalised <url> has a path after its host and port. */

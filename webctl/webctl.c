@@ -624,7 +624,7 @@ int webctl_call(struct webctl *w, const char *method, const char *path, const ch
         }
 
         /* A 404 or 405 may say that the URL is not webd's at all (a path, another server). */
-        if ((res.status == 404 || res.status == 405) && !(w->json && res.json)) {
+        if (res.status == 404 || res.status == 405) {
                 r = webctl_probe(w);
                 if (r != 0) {
                         api_response_done(&res);
