@@ -352,16 +352,25 @@ static void token_delete(struct token_set *set, size_t i)
         explicit_bzero(&set->login[set->n], sizeof(set->login[0]));
 }
 
+/* token_read() into *<ret_set>, and the index of <url>'s login in it (or -1) in *<ret_i>. */
+static int token_read_find(const char *url, struct token_set **ret_set, ssize_t *ret_i)
+{
+        int r = token_read(ret_set);
+
+        if (r >= 0)
+                *ret_i = token_find(*ret_set, url);
+        return r;
+}
+
 int token_load(const char *url, struct token *ret, char *others, size_t others_size)
 {
         _cleanup_(token_set_freep) struct token_set *set = NULL;
         ssize_t i;
         int r;
 
-        r = token_read(&set);
+        r = token_read_find(url, &set, &i);
         if (r < 0)
                 return r;
-        i = token_find(set, url);
         if (i >= 0) {
                 *ret = set->login[i];
                 return 0;
@@ -417,10 +426,9 @@ int token_remove(const char *url)
         ssize_t i;
         int r;
 
-        r = token_read(&set);
+        r = token_read_find(url, &set, &i);
         if (r < 0)
                 return r;
-        i = token_find(set, url);
         if (i < 0)
                 return -ENOENT;
         token_delete(set, (size_t)i);

@@ -488,7 +488,12 @@ int webctl_token_error(int r)
                              path, (unsigned)mode, l.text);
                 return WEBCTL_EXIT_AUTH;
         }
-        webctl_error("can't use the saved logins in %s: %s", path, r == -EBADMSG ? "bad format" : strerror(-r));
+        if (r == -EBADMSG)
+                webctl_error("can't use the saved logins in %s: bad format (or over %u logins); remove it and log "
+                             "in again",
+                             path, TOKEN_LOGINS_MAX);
+        else
+                webctl_error("can't use the saved logins in %s: %s", path, strerror(-r));
         return WEBCTL_EXIT_AUTH;
 }
 

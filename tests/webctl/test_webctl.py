@@ -255,14 +255,17 @@ def test_password_input(ctl):
     ctl.ok("login", user, "--password-stdin", input=PASSWORD + "\nsecond line\n")
 
 
-def run_on_terminal(ctl, args, answers, interrupt=False, timeout=20):
-    """Runs webctl on a new pseudo-terminal and types each of <answers> once its password prompt is
-    shown (or sends SIGINT at the first prompt, with <interrupt>). Returns (output, wait status, whether
-    the terminal echoes afterwards)."""
+def run_on_terminal(ctl, args, answers, interrupt=False, timeout=20, env=None):
+    """Runs webctl on a new pseudo-terminal (stdin, stdout and stderr), with <env> added to the user's
+    environment, and types each of <answers> once its password prompt is shown (or sends SIGINT at the
+    first prompt, with <interrupt>). Returns (output, wait status, whether the terminal echoes
+    afterwards)."""
+    e = dict(ctl.env)
+    e.update(env or {})
     pid, fd = pty.fork()
     if pid == 0:
         try:
-            os.execve(str(ctl.binary), ["webctl", *args], ctl.env)
+            os.execve(str(ctl.binary), ["webctl", *args], e)
         finally:
             os._exit(127)
     out, prompts, answers = b"", 0, list(answers)
@@ -797,34 +800,10 @@ def test_times_have_a_zone(ctl):
         assert re.match(rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d {zone} ", p.stdout.splitlines()[1]), p.stdout
 
 
-def run_on_pty(ctl, args, env=None, timeout=20):
-    """Runs webctl with stdout and stderr on a new pseudo-terminal; returns (output, exit status)."""
-    e = dict(ctl.env)
-    e.update(env or {})
-    pid, fd = pty.fork()
-    if pid == 0:
-        try:
-            os.execve(str(ctl.binary), ["webctl", *args], e)
-        finally:
-            os._exit(127)
-    out = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            if not ready:
-                continue
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                break
-            if not data:
-                break
-            out += data
-    finally:
-        os.close(fd)
-        _, status = os.waitpid(pid, 0)
-    return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
+def run_on_pty(ctl, args, env):
+    """Runs webctl with its output on a terminal; returns (output, exit status)."""
+    out, status, _ = run_on_terminal(ctl, args, [], env=env)
+    return out, os.waitstatus_to_exitcode(status)
 
 
 def test_colour(ctl):
@@ -871,3 +850,36 @@ def test_tables_fit_the_width(ctl):
     # Into a pipe without COLUMNS nothing is cut but the widest titles.
     p = ctl.ok("activity", env={"COLUMNS": ""})
     assert "/tasks/" + "1" * 18 in p.stdout
+
+
+def test_saved_logins_are_bounded(ctl, webd):
+    """At most 16 servers: expired logins are dropped, then the one that expires first makes room."""
+    user = new_user("zoe")
+    signup(ctl, user)
+    now = int(time.time())
+    saved = json.loads(ctl.token_file.read_text())
+    mine = saved["logins"][0]
+    others = [{"url": f"http://127.0.0.{i + 2}:1", "username": "x", "token": "t", "expires": now + 1000 + i}
+              for i in range(14)]
+    others.append({"url": "http://127.0.0.99:1", "username": "x", "token": "t", "expires": now - 5})
+    ctl.token_file.write_text(json.dumps({"logins": others + [mine]}))
+    os.chmod(ctl.token_file, 0o600)
+    assert len(json.loads(ctl.token_file.read_text())["logins"]) == 16
+    ctl.ok("tasks", "list")
+    # A 17th server: the expired login goes.
+    port = webd.url.rsplit(":", 1)[1]
+    ctl.ok("--url", f"http://localhost:{port}", "login", user, "--password-stdin", input=PASSWORD + "\n")
+    urls = [x["url"] for x in json.loads(ctl.token_file.read_text())["logins"]]
+    assert len(urls) == 16 and "http://127.0.0.99:1" not in urls and f"http://localhost:{port}" in urls
+    # Another one (127.1 is 127.0.0.1 to the resolver): the login that expires first (127.0.0.2) goes.
+    ctl.ok("--url", f"http://127.1:{port}", "login", user, "--password-stdin", input=PASSWORD + "\n")
+    urls = [x["url"] for x in json.loads(ctl.token_file.read_text())["logins"]]
+    assert len(urls) == 16 and "http://127.0.0.2:1" not in urls and "http://127.0.0.3:1" in urls, urls
+    assert webd.url in urls and f"http://localhost:{port}" in urls and f"http://127.1:{port}" in urls
+    ctl.ok("--url", "http://127.0.0.250:1", "logout")  # nothing saved for it: nothing changes
+    assert len(json.loads(ctl.token_file.read_text())["logins"]) == 16
+    # Too many logins, or a file that is not JSON: refused with what to do.
+    for text in (json.dumps({"logins": others * 2}), "{not json"):
+        ctl.token_file.write_text(text)
+        p = ctl.run("tasks", "list")
+        assert p.returncode == 3 and "bad format" in p.stderr and "remove it" in p.stderr, p.stderr
