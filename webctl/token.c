@@ -308,7 +308,7 @@ static int token_read(struct token_set **ret)
         }
         data[len] = '\0';
 
-        j = cJSON_ParseWithLength(data, len);
+        j = memchr(data, '\0', len) ? NULL : cJSON_ParseWithLengthOpts(data, len + 1, NULL, true);
         r = -EBADMSG;
         if (!cJSON_IsObject(j))
                 goto out;

@@ -411,6 +411,30 @@ int webctl_pick_url(struct webctl *w)
         return 0;
 }
 
+/* The first line of a short text answer (an error page of a proxy: "no healthy backend"), made safe for a
+ * terminal, into <buf>; "" when the answer is JSON, empty, or not text. */
+static void webctl_body_line(const struct api_response *res, char *buf, size_t size)
+{
+        _cleanup_free_ char *first = NULL, *text = NULL;
+
+        buf[0] = '\0';
+        if (res->json || res->len == 0 || memchr(res->body, '\0', res->len))
+                return;
+        first = strndup(res->body, MIN(strcspn(res->body, "\r\n"), size - 1));
+        text = first ? table_sanitize(first, false, NULL) : NULL;
+        if (text)
+                (void)snprintf(buf, size, "%s", text);
+}
+
+/* Whether <res> is webd's error shape: {"error": {"code": .., "message": ..}}. */
+static bool webctl_is_webd_error(const struct api_response *res)
+{
+        const cJSON *error = cJSON_GetObjectItemCaseSensitive(res->json, "error");
+
+        return cJSON_IsString(cJSON_GetObjectItemCaseSensitive(error, "code")) &&
+               cJSON_IsString(cJSON_GetObjectItemCaseSensitive(error, "message"));
+}
+
 /* Whether <res> is what webd's /healthcheck answers: a JSON object with "status" and "database". */
 static bool webctl_is_webd_health(const struct api_response *res)
 {
@@ -447,6 +471,7 @@ static int webctl_probe(struct webctl *w)
 {
         struct api_response res;
         size_t root = url_root_len(w->url);
+        char line[WEBCTL_BODY_LINE_MAX];
         int r;
 
         r = webctl_send(w, "GET", "/healthcheck", NULL, &res);
@@ -455,6 +480,14 @@ static int webctl_probe(struct webctl *w)
         if (webctl_is_webd_health(&res)) {
                 api_response_done(&res);
                 return 0;
+        }
+        webctl_body_line(&res, line, sizeof(line));
+        if (res.status >= 500) {
+                /* Something in front of webd (lbd with no backend) or webd's own failure. */
+                webctl_error("%s is unavailable (%ld on %s/healthcheck%s%s)", w->url, res.status, w->url + root,
+                             *line ? ": " : "", line);
+                api_response_done(&res);
+                return WEBCTL_EXIT_API;
         }
         webctl_error("%s: not a webd API (%ld on %s/healthcheck)", w->url, res.status, w->url + root);
         if (url_has_path(w->url))
@@ -575,7 +608,10 @@ void webctl_report_error(const struct api_response *res)
         _cleanup_free_ char *text = NULL;
 
         if (!cJSON_IsString(message) || !(text = table_sanitize(message->valuestring, false, NULL))) {
-                webctl_error("the server answered with status %ld", res->status);
+                char line[WEBCTL_BODY_LINE_MAX];
+
+                webctl_body_line(res, line, sizeof(line));
+                webctl_error("the server answered with status %ld%s%s", res->status, *line ? ": " : "", line);
                 return;
         }
         webctl_error("%s", text);
@@ -628,8 +664,10 @@ int webctl_call(struct webctl *w, const char *method, const char *path, const ch
                 return 0;
         }
 
-        /* A 404 or 405 may say that the URL is not webd's at all (a path, another server). */
-        if (res.status == 404 || res.status == 405) {
+        /* A 404 or 405 (webd's own for a route it doesn't have, under a path), or an answer below 500 that
+         * is not in webd's error shape (a redirect, another server's page), may say that the URL is not
+         * webd's API at all. */
+        if (res.status == 404 || res.status == 405 || (res.status < 500 && !webctl_is_webd_error(&res))) {
                 r = webctl_probe(w);
                 if (r != 0) {
                         api_response_done(&res);

@@ -24,6 +24,7 @@ enum {
 #define WEBCTL_DEFAULT_URL "http://127.0.0.1:8000" /* what scripts/demo.sh serves */
 #define WEBCTL_URL_MAX     1024
 #define WEBCTL_LINE_MAX    2048 /* a command line webctl suggests */
+#define WEBCTL_BODY_LINE_MAX 160 /* what is shown of a text error page */
 
 struct webctl;
 

@@ -690,20 +690,19 @@ def test_wrong_url_with_saved_login(ctl, webd):
 
 
 class NotWebd:
-    """An HTTP server on 127.0.0.1 that answers 404 (or <status>) with an HTML page to everything."""
+    """An HTTP server on 127.0.0.1 that answers <status> with <body> to everything."""
 
-    def __init__(self, status=404):
+    def __init__(self, status=404, body=b"<html>nothing here</html>"):
         import http.server
         import threading
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def answer(self):
-                body = b"<html>nothing here</html>"
                 length = int(self.headers.get("Content-Length") or 0)
                 if length:
                     self.rfile.read(length)
                 self.send_response(status)
-                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Type", "text/html" if body.startswith(b"<") else "text/plain")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -738,12 +737,25 @@ def test_url_not_webd(ctl, webd):
     p = ctl.run("tasks", "show", "999999999")
     assert p.returncode == 1 and "not a webd API" not in p.stderr, p.stderr
 
-    other = NotWebd()
+    for status in (404, 200, 301, 403):
+        other = NotWebd(status)
+        try:
+            for args in (["tasks", "list"], ["login", user, "--password-stdin"], ["activity"]):
+                p = ctl.run("--url", other.url, *args, input=PASSWORD + "\n")
+                assert p.returncode == 1, p.stderr
+                assert f"{other.url}: not a webd API ({status} on /healthcheck)" in p.stderr, p.stderr
+        finally:
+            other.close()
+
+    # A proxy in front with nothing behind it: unavailable, with its reason, made safe for the terminal.
+    other = NotWebd(503, b"503 Service Unavailable: no healthy backend\x1b[31m\nsecond line\n")
     try:
         for args in (["tasks", "list"], ["login", user, "--password-stdin"]):
             p = ctl.run("--url", other.url, *args, input=PASSWORD + "\n")
             assert p.returncode == 1, p.stderr
-            assert f"{other.url}: not a webd API (404 on /healthcheck)" in p.stderr, p.stderr
+            assert "not a webd API" not in p.stderr and "\x1b" not in p.stderr, p.stderr
+            assert "503 Service Unavailable: no healthy backend?[31m" in p.stderr, p.stderr
+            assert "second line" not in p.stderr
     finally:
         other.close()
 
@@ -879,7 +891,7 @@ def test_saved_logins_are_bounded(ctl, webd):
     ctl.ok("--url", "http://127.0.0.250:1", "logout")  # nothing saved for it: nothing changes
     assert len(json.loads(ctl.token_file.read_text())["logins"]) == 16
     # Too many logins, or a file that is not JSON: refused with what to do.
-    for text in (json.dumps({"logins": others * 2}), "{not json"):
+    for text in (json.dumps({"logins": others * 2}), "{not json", json.dumps({"logins": [mine]}) + " trailing"):
         ctl.token_file.write_text(text)
         p = ctl.run("tasks", "list")
         assert p.returncode == 3 and "bad format" in p.stderr and "remove it" in p.stderr, p.stderr
