@@ -74,7 +74,7 @@ static void webctl_help_line(const char *prefix, const struct webctl_command *c)
         int n = printf("  %s%s%s%s", prefix, c->name, c->args && *c->args ? " " : "", c->args ? c->args : "");
 
         if (!c->summary)
-                n = printf("\n");
+                printf("\n");
         else if (n >= 40)
                 printf("\n%40s%s\n", "", c->summary);
         else
