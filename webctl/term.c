@@ -28,7 +28,7 @@ bool term_color(FILE *f)
 
         if (no_color && *no_color)
                 return false;
-        if (!term || !*term || strcmp(term, "dumb") == 0)
+        if (term && strcmp(term, "dumb") == 0)
                 return false;
         return isatty(fileno(f));
 }

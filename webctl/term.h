@@ -17,5 +17,5 @@
 size_t term_width(FILE *f);
 
 /* Whether to colour what goes to <f>: only when it is a terminal, NO_COLOR is unset or empty
- * (https://no-color.org), and TERM is set and not "dumb". */
+ * (https://no-color.org), and TERM is not "dumb". */
 bool term_color(FILE *f);

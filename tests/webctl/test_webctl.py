@@ -47,7 +47,8 @@ class Ctl:
         self.config = self.home / "config"
         self.token_file = self.config / "webctl" / "token"
         drop = {"http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-                "ALL_PROXY", "NO_PROXY", "WEBCTL_URL", "LANG", "LANGUAGE"}
+                "ALL_PROXY", "NO_PROXY", "WEBCTL_URL", "LANG", "LANGUAGE", "NO_COLOR", "TERM", "COLUMNS",
+                "TZ"}
         self.env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("LC_")}
         self.env.update(HOME=str(self.home), XDG_CONFIG_HOME=str(self.config), WEBCTL_URL=url,
                         LC_ALL="C.UTF-8")
@@ -829,6 +830,10 @@ def test_colour(ctl):
     assert "\x1b[2m" in done_line  # done tasks dim
     out, status = run_on_pty(ctl, ["tasks", "show", "999999999"], env={"TERM": "xterm"})
     assert status == 1 and "\x1b[31mwebctl: " in out, out  # errors red
+    # NO_COLOR empty counts as unset; so does TERM unset (only "dumb" says no).
+    for env in ({"NO_COLOR": ""}, {}):
+        out, status = run_on_pty(ctl, ["tasks", "list"], env=env)
+        assert status == 0 and "\x1b[" in out, (env, out)
     # No colour with NO_COLOR, with TERM=dumb, or into a pipe.
     for env in ({"TERM": "xterm", "NO_COLOR": "1"}, {"TERM": "dumb"}):
         for args in (["tasks", "list"], ["tasks", "show", "999999999"], ["activity"]):
