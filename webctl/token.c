@@ -5,7 +5,8 @@
  * (mkostemp() in the same directory), it is written completely and flushed before rename() puts it in
  * place atomically, symlinks are not followed when reading it, a file that other users may read or that
  * is not the caller's is refused (as ssh refuses such a key), and every buffer that held a token is wiped
- * before it is freed.
+ * before it is freed. A change (read, modify, rename) holds a lock on the directory, so that two webctl
+ * logging in to two servers at once both keep their login.
  *
  * The file is JSON: {"logins":[{"url":..,"username":..,"token":..,"expires":N}, ...]}, at most
  * TOKEN_LOGINS_MAX of them. The single-login file of earlier versions, {"url":..,"username":..,
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,7 +29,8 @@
 #include "common/macro.h"
 #include "webctl/url.h"
 
-#define TOKEN_FILE_MAX (64 * 1024)
+#define TOKEN_FILE_MAX   (64 * 1024)
+#define TOKEN_LOCK_TRIES 50 /* of 100 ms: how long a change waits for another webctl's */
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
 
@@ -393,13 +396,51 @@ int token_load(const char *url, struct token *ret, char *others, size_t others_s
         return -ENOENT;
 }
 
+/* Takes the lock of the token file's directory (flock() on the directory itself) for a change of the
+ * file, so that two webctl changing logins at once (read, change, rename) don't lose one; readers need
+ * none, since the file is replaced by rename(). With <create>, the directories are created first.
+ * Returns 0 with the locked descriptor in *<ret_fd>, -ENOENT (no directory, without <create>),
+ * -EWOULDBLOCK (still held after TOKEN_LOCK_TRIES), or -errno. */
+static int token_lock(bool create, int *ret_fd)
+{
+        char path[PATH_MAX];
+        _cleanup_close_ int fd = -1;
+        int r;
+
+        r = token_path(path, sizeof(path));
+        if (r < 0)
+                return r;
+        *strrchr(path, '/') = '\0';
+        if (create) {
+                r = token_mkdirs(path);
+                if (r < 0)
+                        return r;
+        }
+        fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        for (int i = 0; flock(fd, LOCK_EX | LOCK_NB) < 0; i++) {
+                if (errno != EWOULDBLOCK && errno != EINTR)
+                        return -errno;
+                if (i >= TOKEN_LOCK_TRIES)
+                        return -EWOULDBLOCK;
+                (void)usleep(100 * 1000);
+        }
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
 int token_save(const struct token *t)
 {
         _cleanup_(token_set_freep) struct token_set *set = NULL;
         int64_t now = (int64_t)time(NULL);
+        _cleanup_close_ int lock = -1;
         ssize_t i;
         int r;
 
+        r = token_lock(true, &lock);
+        if (r < 0)
+                return r;
         r = token_read(&set);
         if (r < 0)
                 return r;
@@ -423,9 +464,13 @@ int token_save(const struct token *t)
 int token_remove(const char *url)
 {
         _cleanup_(token_set_freep) struct token_set *set = NULL;
+        _cleanup_close_ int lock = -1;
         ssize_t i;
         int r;
 
+        r = token_lock(false, &lock);
+        if (r < 0)
+                return r;
         r = token_read_find(url, &set, &i);
         if (r < 0)
                 return r;

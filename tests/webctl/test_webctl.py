@@ -900,3 +900,32 @@ def test_saved_logins_are_bounded(ctl, webd):
         ctl.token_file.write_text(text)
         p = ctl.run("tasks", "list")
         assert p.returncode == 3 and "bad format" in p.stderr and "remove it" in p.stderr, p.stderr
+
+
+def test_changes_of_the_logins_wait_for_each_other(ctl, webd):
+    """A change of the token file (login, logout) waits while another webctl holds the directory's lock,
+    so that two at once never lose a login; reading needs no lock."""
+    import fcntl
+
+    user = new_user("abel")
+    signup(ctl, user)
+    port = webd.url.rsplit(":", 1)[1]
+    other = f"http://localhost:{port}"
+    ctl.ok("--url", other, "login", user, "--password-stdin", input=PASSWORD + "\n")
+    fd = os.open(ctl.token_file.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        start = time.monotonic()
+        p = subprocess.Popen([str(ctl.binary), "--url", other, "logout"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=ctl.env, text=True, start_new_session=True)
+        assert ctl.ok("tasks", "list").returncode == 0  # a reader is not held up
+        time.sleep(1.5)
+        assert p.poll() is None, p.communicate()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        out, err = p.communicate(timeout=20)
+        assert p.returncode == 0 and out == f"Logged out of {other}.\n", err
+        assert time.monotonic() - start >= 1.5
+    finally:
+        os.close(fd)
+    saved = [x["url"] for x in json.loads(ctl.token_file.read_text())["logins"]]
+    assert saved == [webd.url]
