@@ -161,7 +161,7 @@ static int auth_login_with(struct webctl *w, const char *user, const char *passw
         struct api_response res;
         struct token t = { 0 };
         const cJSON *token, *expires_in;
-        char when[64];
+        char when[64], safe[64];
         int r;
 
         r = auth_post(w, "/auth/login", user, password, 200, &res);
@@ -200,7 +200,8 @@ static int auth_login_with(struct webctl *w, const char *user, const char *passw
                 r = webctl_print_json(&res);
         else if (!quiet) {
                 printf("%s %s until %s.\n", what, user,
-                       webctl_time(webctl_string(res.json, "expires_at"), when, sizeof(when)));
+                       webctl_safe(webctl_time(webctl_string(res.json, "expires_at"), when, sizeof(when)), safe,
+                                   sizeof(safe)));
                 r = WEBCTL_EXIT_OK;
         }
 out:
@@ -240,7 +241,7 @@ static int auth_register(struct webctl *w, int argc, char **argv)
         char password[AUTH_PASSWORD_MAX + 1], what[WEBCTL_URL_MAX + 64];
         struct api_response res;
         const char *user;
-        char id[32];
+        char id[32], name[128];
         int r;
 
         r = auth_start(w, argc, argv, true, &user, password, sizeof(password));
@@ -254,7 +255,8 @@ static int auth_register(struct webctl *w, int argc, char **argv)
         if (w->json)
                 (void)webctl_print_json(&res);
         (void)snprintf(what, sizeof(what), "Registered %s (user id %s) and logged in to %s as",
-                       webctl_string(res.json, "username"), webctl_integer(res.json, "id", id, sizeof(id)),
+                       webctl_safe(webctl_string(res.json, "username"), name, sizeof(name)),
+                       webctl_integer(res.json, "id", id, sizeof(id)),
                        w->url);
         r = auth_login_with(w, user, password, what, w->json);
         explicit_bzero(password, sizeof(password));

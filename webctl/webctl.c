@@ -712,6 +712,14 @@ int webctl_parse_number(const struct webctl *w, const char *what, const char *s,
         return 0;
 }
 
+const char *webctl_safe(const char *s, char *buf, size_t size)
+{
+        _cleanup_free_ char *text = table_sanitize(s, false, NULL);
+
+        (void)snprintf(buf, size, "%s", text ? text : "?");
+        return buf;
+}
+
 const char *webctl_string(const cJSON *obj, const char *name)
 {
         const cJSON *m = cJSON_GetObjectItemCaseSensitive(obj, name);

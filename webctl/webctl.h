@@ -150,6 +150,9 @@ int webctl_print_json(const struct api_response *res);
  * why and returns WEBCTL_EXIT_USAGE. */
 int webctl_parse_number(const struct webctl *w, const char *what, const char *s, uint64_t min, uint64_t max, uint64_t *ret);
 
+/* <s> (text from the server) made safe to print on a terminal (see table_sanitize()), in <buf>, cut to
+ * fit. */
+const char *webctl_safe(const char *s, char *buf, size_t size);
 /* The string member <name> of <obj>, or "" */
 const char *webctl_string(const cJSON *obj, const char *name);
 /* The integer member <name> of <obj> written as decimal into <buf>, or "" */

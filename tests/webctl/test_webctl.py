@@ -691,9 +691,10 @@ def test_wrong_url_with_saved_login(ctl, webd):
 
 
 class NotWebd:
-    """An HTTP server on 127.0.0.1 that answers <status> with <body> to everything."""
+    """An HTTP server on 127.0.0.1 that answers <status> with <body> to everything, but the paths in
+    <routes> ({path: (status, JSON body)})."""
 
-    def __init__(self, status=404, body=b"<html>nothing here</html>"):
+    def __init__(self, status=404, body=b"<html>nothing here</html>", routes=None):
         import http.server
         import threading
 
@@ -702,11 +703,16 @@ class NotWebd:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length:
                     self.rfile.read(length)
-                self.send_response(status)
-                self.send_header("Content-Type", "text/html" if body.startswith(b"<") else "text/plain")
-                self.send_header("Content-Length", str(len(body)))
+                code, data = status, body
+                ctype = "text/html" if body.startswith(b"<") else "text/plain"
+                if self.path in (routes or {}):
+                    code, answer = routes[self.path]
+                    data, ctype = json.dumps(answer).encode(), "application/json"
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(data)
 
             do_GET = do_POST = do_PATCH = do_DELETE = answer
 
@@ -929,3 +935,28 @@ def test_changes_of_the_logins_wait_for_each_other(ctl, webd):
         os.close(fd)
     saved = [x["url"] for x in json.loads(ctl.token_file.read_text())["logins"]]
     assert saved == [webd.url]
+
+
+def test_server_text_is_made_safe(ctl):
+    """What a server sends back is never written to the terminal as is: messages, names, times."""
+    evil = "\x1b]0;owned\x07\x1b[31m"
+    health = (200, {"status": "ok", "database": "ok"})
+    server = NotWebd(routes={
+        "/healthcheck": health,
+        "/auth/register": (201, {"id": 1, "username": "bob" + evil, "created_at": evil}),
+        "/auth/login": (200, {"token": "t.t.t", "token_type": "Bearer", "expires_in": 3600,
+                              "expires_at": "2026-12-07T14:03:05Z" + evil}),
+        "/tasks": (400, {"error": {"code": "x" + evil, "message": "bad" + evil, "fields": {"f" + evil: evil}}}),
+    })
+    try:
+        for args in (["login", "bob", "--password-stdin"], ["register", "bob", "--password-stdin"],
+                     ["tasks", "add", "x"]):
+            p = ctl.run("--url", server.url, *args, input=PASSWORD + "\n")
+            assert "\x1b" not in p.stdout + p.stderr and "\x07" not in p.stdout + p.stderr, (args, p)
+        p = ctl.run("--url", server.url, "login", "bob", "--password-stdin", input=PASSWORD + "\n")
+        assert p.returncode == 0 and "until 2026-12-07T14:03:05Z?]0;owned??[31m." in p.stdout, p.stdout
+        p = ctl.run("--url", server.url, "tasks", "add", "x")
+        assert p.returncode == 1 and "webctl: bad?]0;owned??[31m\n" in p.stderr, p.stderr
+        assert "  f?]0;owned??[31m: ?]0;owned??[31m\n" in p.stderr, p.stderr
+    finally:
+        server.close()
