@@ -24,15 +24,16 @@ static const char *const activity_headers[] = {
         "TIME", "METHOD", "STATUS", "MS", "PATH", "CLIENT", "REQUEST ID",
 };
 
-/* To fit a narrow terminal the path gives up width first, then the request id and the client address;
- * when even that is too wide, the request id is left out, then the client. */
+/* To fit a narrow terminal the path gives up width first, then the client address; when even that is too
+ * wide, the request id is left out (cut, it would show only the prefix all the ids share), then the
+ * client. */
 static void activity_layout(struct table *t)
 {
         table_align_right(t, 2);
         table_align_right(t, 3);
         table_limit(t, 4, ACTIVITY_PATH_COLUMN, 1, 8);
-        table_limit(t, 5, 0, 3, 7);
-        table_limit(t, 6, 40, 2, 8);
+        table_limit(t, 5, 0, 2, 7);
+        table_limit(t, 6, 40, 0, 0);
         table_optional(t, 6, 1);
         table_optional(t, 5, 2);
 }

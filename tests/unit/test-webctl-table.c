@@ -19,8 +19,8 @@
 
 static const char *const headers[] = { "TIME", "METHOD", "STATUS", "PATH", "CLIENT", "REQUEST ID" };
 
-/* An activity-like table: the path shrinks first, then the request id; the request id is left out
- * first, then the client. */
+/* An activity-like table: the path shrinks first, then the client; the request id (which never shrinks)
+ * is left out first, then the client. */
 static struct table *make_table(void)
 {
         static const char *const rows[][6] = {
@@ -33,8 +33,8 @@ static struct table *make_table(void)
         assert_int_equal(table_new(headers, ELEMENTSOF(headers), &t), 0);
         table_align_right(t, 2);
         table_limit(t, 3, 40, 1, 8);
-        table_limit(t, 4, 0, 3, 7);
-        table_limit(t, 5, 40, 2, 8);
+        table_limit(t, 4, 0, 2, 7);
+        table_limit(t, 5, 40, 0, 0);
         table_optional(t, 5, 1);
         table_optional(t, 4, 2);
         for (size_t i = 0; i < ELEMENTSOF(rows); i++)
@@ -101,25 +101,31 @@ static void test_order(void **state)
 {
         struct table *t = make_table();
         char *wide = print(t, 200, false), *unknown = print(t, 0, false);
-        char *mid = print(t, 90, false), *narrow = print(t, 60, false);
+        char *mid = print(t, 90, false), *seventy = print(t, 70, false), *narrow = print(t, 50, false);
 
         /* Everything when it fits, and when the width is unknown. */
         assert_string_equal(wide, unknown);
         assert_non_null(strstr(wide, "/tasks/123456789012345678"));
         assert_non_null(strstr(wide, "c54f8e1370cae224-41"));
         assert_null(strstr(wide, "\xe2\x80\xa6"));
-        /* At 90 the path gives up width first, every column still shown. */
+        /* At 90 the path gives up width first, every column still shown, the request id whole. */
         assert_non_null(strstr(mid, "REQUEST ID"));
+        assert_non_null(strstr(mid, "c54f8e1370cae224-41"));
         assert_non_null(strstr(mid, "\xe2\x80\xa6"));
         assert_null(strstr(mid, "/tasks/123456789012345678"));
-        /* At 60 the request id is left out before the client. */
+        /* At 70 the request id is left out, and the path gets the room back; at 50 the client too. */
+        assert_null(strstr(seventy, "REQUEST ID"));
+        assert_non_null(strstr(seventy, "CLIENT"));
+        assert_non_null(strstr(seventy, "/tasks/12345"));
         assert_null(strstr(narrow, "REQUEST ID"));
+        assert_null(strstr(narrow, "CLIENT"));
         assert_null(strstr(narrow, "c54f8e"));
         assert_non_null(strstr(narrow, "PATH"));
         assert_non_null(strstr(narrow, "2026-12-07 14:03:05 UTC"));
         free(wide);
         free(unknown);
         free(mid);
+        free(seventy);
         free(narrow);
         table_free(t);
 }
