@@ -271,8 +271,9 @@ static int tasks_add(struct webctl *w, int argc, char **argv)
         struct tasks_fields f = { .done = -1 };
         int r;
 
-        r = tasks_getopt(w, argc, argv, options, tasks_fields_option, &f, 1,
-                         " (quote a TITLE of several words)");
+        r = tasks_getopt(w, argc, argv, options, tasks_fields_option, &f, 1, "");
+        if (r == WEBCTL_EXIT_USAGE && argc - optind > 1)
+                webctl_suggest_joined(w, argv + optind, argc - optind, "A TITLE of several words is quoted");
         if (r >= 0)
                 return r;
         if (f.done == 0)

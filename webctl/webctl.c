@@ -216,11 +216,17 @@ void webctl_line_add(struct webctl_line *l, const char *arg)
         l->text[l->len] = '\0';
 }
 
-void webctl_line_start(const struct webctl *w, struct webctl_line *l)
+/* Starts <l> as "webctl" alone. */
+static void webctl_line_init(struct webctl_line *l)
 {
         memcpy(l->text, "webctl", sizeof("webctl"));
         l->len = strlen(l->text);
         l->overflow = false;
+}
+
+void webctl_line_start(const struct webctl *w, struct webctl_line *l)
+{
+        webctl_line_init(l);
         if (w->url_option) {
                 webctl_line_add(l, "--url");
                 webctl_line_add(l, *w->url ? w->url : w->url_option);
@@ -284,9 +290,7 @@ static void webctl_suggest_dashdash(const struct webctl *w, const char *culprit)
         struct webctl_line l;
         bool dashdash = false;
 
-        memcpy(l.text, "webctl", sizeof("webctl"));
-        l.len = strlen(l.text);
-        l.overflow = false;
+        webctl_line_init(&l);
         for (int i = 1; i < w->argc; i++) {
                 if (w->argv[i] == culprit)
                         continue;
@@ -299,6 +303,34 @@ static void webctl_suggest_dashdash(const struct webctl *w, const char *culprit)
         webctl_line_add(&l, culprit);
         if (!l.overflow)
                 fprintf(stderr, "An argument that starts with '-' goes after '--': %s\n", l.text);
+}
+
+void webctl_suggest_joined(const struct webctl *w, char *const *args, int n, const char *what)
+{
+        struct webctl_line l;
+        char joined[WEBCTL_LINE_MAX];
+        size_t len = 0;
+
+        joined[0] = '\0';
+        for (int k = 0; k < n; k++) {
+                int m = snprintf(joined + len, sizeof(joined) - len, "%s%s", k > 0 ? " " : "", args[k]);
+
+                if (m < 0 || (size_t)m >= sizeof(joined) - len)
+                        return;
+                len += (size_t)m;
+        }
+        webctl_line_init(&l);
+        for (int i = 1; i < w->argc; i++) {
+                bool one_of_them = false;
+
+                for (int k = 0; k < n; k++)
+                        one_of_them = one_of_them || w->argv[i] == args[k];
+                if (!one_of_them)
+                        webctl_line_add(&l, w->argv[i]);
+        }
+        webctl_line_add(&l, joined);
+        if (!l.overflow)
+                fprintf(stderr, "%s: %s\n", what, l.text);
 }
 
 /* Reports the option getopt_long() refused with '?' or ':' and returns WEBCTL_EXIT_USAGE. */

@@ -109,6 +109,10 @@ void webctl_line_start(const struct webctl *w, struct webctl_line *l);
 /* Appends " <arg>", quoted for the shell when it needs to be. */
 void webctl_line_add(struct webctl_line *l, const char *arg);
 
+/* Prints "<what>: <command>", the command line as given with the <n> arguments <args> (elements of the
+ * command's argv) joined into one, quoted, at its end. */
+void webctl_suggest_joined(const struct webctl *w, char *const *args, int n, const char *what);
+
 /* Picks the URL (--url, else $WEBCTL_URL, else the default) and normalises it into w->url. Returns 0 or an
  * exit status (2, with the reason printed). */
 int webctl_pick_url(struct webctl *w);

@@ -640,6 +640,15 @@ def test_dashdash_suggestion_works(ctl, webd):
     task = json.loads(p.stdout)
     assert task["title"] == "-urgent" and task["description"] == "it's late"
 
+    # Several words for one TITLE: the same command with them quoted as one.
+    for args, title in ((["tasks", "add", "Buy", "oat", "milk", "--done"], "Buy oat milk"),
+                        (["tasks", "add", "--", "-a", "b"], "-a b")):
+        p = ctl.run(*args)
+        assert p.returncode == 2
+        line = hint(p.stderr, "A TITLE of several words is quoted")
+        p = run_hint(ctl, "webctl --json" + line[len("webctl"):])
+        assert p.returncode == 0 and json.loads(p.stdout)["title"] == title, (line, p.stderr)
+
 
 def test_logins_per_server(ctl, webd, tmp_path):
     """One login per normalised server URL; logout forgets only that server's."""
