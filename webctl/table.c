@@ -297,7 +297,9 @@ static void table_layout(const struct table *t, size_t total, size_t *width)
                 width[c] = col->header_width;
                 for (size_t r = 0; r < t->rows; r++)
                         width[c] = MAX(width[c], t->widths[r * t->columns + c]);
-                if (col->limit > 0)
+                /* The cap of a column that shrinks is for an unknown width (a pipe): with a known one it
+                 * takes what there is room for. */
+                if (col->limit > 0 && !(total > 0 && col->shrink))
                         width[c] = MIN(width[c], MAX(col->limit, col->header_width));
                 width[c] = MAX(width[c], (size_t)1);
                 shown[c] = true;

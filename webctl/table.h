@@ -20,7 +20,8 @@ struct table *table_free(struct table *t);
 void table_align_right(struct table *t, size_t i);
 /* Caps column <i> at <width> terminal columns (0: no cap). With <shrink> (1, 2, ...: the order in which
  * columns do it; 0: never) the column also shrinks, down to <min_width> or its header's width, so that the
- * table fits the width given to table_print(). */
+ * table fits the width given to table_print(); given a width, such a column is not capped but takes the
+ * room there is. */
 void table_limit(struct table *t, size_t i, size_t width, unsigned shrink, size_t min_width);
 /* Lets column <i> be left out, in the order <drop> (1, 2, ...), when the table doesn't fit even with every
  * column shrunk. */

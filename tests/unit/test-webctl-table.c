@@ -130,6 +130,34 @@ static void test_order(void **state)
         table_free(t);
 }
 
+static void test_cap(void **state)
+{
+        static const char *const hdr[] = { "ID", "TITLE" };
+        char title[101], *out;
+        const char *row[] = { "1", title };
+        struct table *t;
+
+        memset(title, 'x', sizeof(title) - 1);
+        title[sizeof(title) - 1] = '\0';
+        assert_int_equal(table_new(hdr, 2, &t), 0);
+        table_limit(t, 1, 60, 1, 10);
+        assert_int_equal(table_add_row(t, row), 0);
+        /* Unknown width (a pipe): capped. */
+        out = print(t, 0, false);
+        assert_null(strstr(out, title));
+        assert_int_equal(widest(out), 4 + 60);
+        free(out);
+        /* A known width with room: whole; without: cut to fit. */
+        out = print(t, 200, false);
+        assert_non_null(strstr(out, title));
+        free(out);
+        out = print(t, 80, false);
+        assert_null(strstr(out, title));
+        assert_int_equal(widest(out), 80);
+        free(out);
+        table_free(t);
+}
+
 static void test_color(void **state)
 {
         struct table *t = make_table();
@@ -178,6 +206,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_fits),
                 cmocka_unit_test(test_order),
+                cmocka_unit_test(test_cap),
                 cmocka_unit_test(test_color),
                 cmocka_unit_test(test_sanitize),
         };

@@ -878,7 +878,12 @@ def test_tables_fit_the_width(ctl):
     assert "REQUEST ID" in p.stdout.splitlines()[0] and "CLIENT" in p.stdout.splitlines()[0]
     assert "/tasks/" + "1" * 18 in p.stdout and all(len(line) <= 200 for line in p.stdout.splitlines())
     p = ctl.ok("tasks", "list", env={"COLUMNS": "200"})
-    assert "short" in p.stdout
+    assert "short" in p.stdout and "A title that is much longer than a narrow terminal can show" * 1 in p.stdout
+    long_title = "T" * 120
+    ctl.ok("tasks", "add", long_title)
+    p = ctl.ok("tasks", "list", env={"COLUMNS": "200"})
+    assert long_title in p.stdout and all(len(line) <= 200 for line in p.stdout.splitlines()), p.stdout
+    assert long_title not in ctl.ok("tasks", "list").stdout  # a pipe: capped
     # Into a pipe without COLUMNS nothing is cut but the widest titles.
     p = ctl.ok("activity", env={"COLUMNS": ""})
     assert "/tasks/" + "1" * 18 in p.stdout
