@@ -534,6 +534,8 @@ done
 # ---- ready -----------------------------------------------------------------------------------------------
 
 url=http://127.0.0.1:$port
+# The lines to paste: webctl found on PATH, and told where the API is (webctl's own default is port 8000).
+printf -v webctl_dir '%q' "${webctl%/*}"
 curl_note=""
 command -v curl >/dev/null || curl_note=" (not installed here: apt-get install curl)"
 cat <<EOF
@@ -543,10 +545,10 @@ The tasks API is served at $url by lbd, through $DESIRED relays, from webd on Po
 With webctl (in another terminal; it asks for the password, at least 8 characters):
 
   export WEBCTL_URL=$url
-  $webctl register alice
-  $webctl login alice
-  $webctl tasks add 'Buy milk'
-  $webctl tasks list
+  export PATH=$webctl_dir:"\$PATH"
+  webctl register alice
+  webctl tasks add 'Buy milk'
+  webctl tasks list
 
 With curl:$curl_note
 

@@ -24,12 +24,18 @@ static const char *const activity_headers[] = {
         "TIME", "METHOD", "STATUS", "MS", "PATH", "CLIENT", "REQUEST ID",
 };
 
+/* To fit a narrow terminal the path gives up width first, then the client address; when even that is too
+ * wide, the request id is left out (cut, it would show only the prefix all the ids share), then the
+ * client. */
 static void activity_layout(struct table *t)
 {
         table_align_right(t, 2);
         table_align_right(t, 3);
-        table_limit(t, 4, ACTIVITY_PATH_COLUMN, true, 10);
-        table_limit(t, 6, 40, true, 10);
+        table_limit(t, 4, ACTIVITY_PATH_COLUMN, 1, 8);
+        table_limit(t, 5, 0, 2, 7);
+        table_limit(t, 6, 40, 0, 0);
+        table_optional(t, 6, 1);
+        table_optional(t, 5, 2);
 }
 
 static int activity_add_row(struct table *t, const cJSON *item)
@@ -50,30 +56,23 @@ static int activity_add_row(struct table *t, const cJSON *item)
         return table_add_row(t, cells);
 }
 
-static const struct list activity_list = {
-        .name = "activity",
-        .headers = activity_headers,
-        .columns = ELEMENTSOF(activity_headers),
-        .layout = activity_layout,
-        .add_row = activity_add_row,
-        .empty = "No activity.",
-        .more = "More: webctl activity",
-};
-
 struct activity_args {
         uint64_t limit, offset; /* limit 0: the server's default */
+        const char *limit_arg;  /* --limit as given, or NULL */
 };
 
-static int activity_option(int c, const char *arg, void *userdata)
+static int activity_option(const struct webctl *w, int c, const char *arg, void *userdata)
 {
         struct activity_args *a = userdata;
 
-        if (c == ACTIVITY_OPT_LIMIT)
-                return webctl_parse_number("--limit", arg, 1, ACTIVITY_LIMIT_MAX, &a->limit);
-        return webctl_parse_number("--offset", arg, 0, INT64_MAX, &a->offset);
+        if (c == ACTIVITY_OPT_LIMIT) {
+                a->limit_arg = arg;
+                return webctl_parse_number(w, "--limit", arg, 1, ACTIVITY_LIMIT_MAX, &a->limit);
+        }
+        return webctl_parse_number(w, "--offset", arg, 0, INT64_MAX, &a->offset);
 }
 
-int activity_main(struct webctl *w, int argc, char **argv)
+static int activity_main(struct webctl *w, int argc, char **argv)
 {
         static const struct option options[] = {
                 { "limit", required_argument, NULL, ACTIVITY_OPT_LIMIT },
@@ -82,6 +81,15 @@ int activity_main(struct webctl *w, int argc, char **argv)
                 { NULL, 0, NULL, 0 },
         };
         struct activity_args a = { 0 };
+        struct list list = {
+                .name = "activity",
+                .headers = activity_headers,
+                .columns = ELEMENTSOF(activity_headers),
+                .layout = activity_layout,
+                .add_row = activity_add_row,
+                .empty = "No activity.",
+                .more = "More",
+        };
         char path[96];
         int r, n;
 
@@ -89,10 +97,25 @@ int activity_main(struct webctl *w, int argc, char **argv)
         if (r >= 0)
                 return r;
         if (optind != argc)
-                return webctl_usage_error("usage: webctl activity [--limit N] [--offset N]");
+                return webctl_usage_error(w, "usage: webctl activity %s", w->command->args);
+
+        list_add_arg(&list, "activity");
+        if (a.limit_arg) {
+                list_add_arg(&list, "--limit");
+                list_add_arg(&list, a.limit_arg);
+        }
 
         n = snprintf(path, sizeof(path), "/activity?offset=%" PRIu64, a.offset);
         if (a.limit > 0)
                 (void)snprintf(path + n, sizeof(path) - (size_t)n, "&limit=%" PRIu64, a.limit);
-        return webctl_show(w, path, list_print, &activity_list);
+        return webctl_show(w, path, list_print, &list);
 }
+
+const struct webctl_command activity_command = {
+        .name = "activity",
+        .args = "[--limit N] [--offset N]",
+        .summary = "Your recent requests, newest first",
+        .options = "      --limit N     at most N entries (1-100; default: the server's, 20)\n"
+                   "      --offset N    skip the first N (the command for the next page is on stderr)\n",
+        .run = activity_main,
+};

@@ -1,7 +1,7 @@
 /* webctl's activity command: the caller's own requests, from the server's activity log. */
 #pragma once
 
-struct webctl;
+#include "webctl/webctl.h"
 
-/* "activity [--limit N] [--offset N]". Returns an exit status (see webctl.h). */
-int activity_main(struct webctl *w, int argc, char **argv);
+/* "activity [--limit N] [--offset N]" */
+extern const struct webctl_command activity_command;

@@ -120,6 +120,17 @@ static int api_errno(CURLcode code)
         }
 }
 
+/* The NUL-terminated <data> of <len> bytes parsed as one JSON text, or NULL: nothing may follow it but
+ * white space (cJSON alone would take "503 Service Unavailable" for the number 503), and it may hold no
+ * NUL byte. */
+static cJSON *api_parse_json(const char *data, size_t len)
+{
+        if (len == 0 || memchr(data, '\0', len))
+                return NULL;
+        /* With the terminating NUL counted, cJSON checks that the text ends there. */
+        return cJSON_ParseWithLengthOpts(data, len + 1, NULL, true);
+}
+
 int api_request(struct api *a, const char *method, const char *path, const char *body,
                 struct api_response *ret)
 {
@@ -203,7 +214,7 @@ int api_request(struct api *a, const char *method, const char *path, const char 
                 .status = status,
                 .body = b.data,
                 .len = b.len,
-                .json = b.len > 0 ? cJSON_ParseWithLength(b.data, b.len) : NULL,
+                .json = api_parse_json(b.data, b.len),
         };
         return 0;
 }

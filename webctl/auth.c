@@ -1,7 +1,8 @@
-/* The account commands. `register` and `login` read the password (prompt.c), send it once in a JSON body
- * and wipe every copy webctl made of it; `login` keeps the token it receives in the token file (token.c),
- * together with the server it is for and when it expires; `logout` removes that file (tokens are
- * stateless: there is nothing to tell the server). */
+/* The account commands. `register` and `login` read the password (prompt.c), send it in a JSON body and
+ * wipe every copy webctl made of it; `login` keeps the token it receives in the token file (token.c),
+ * under the server it is for, with when it expires; `register` first asks the server whether the name is
+ * acceptable (before the password is typed), then registers and logs in with the same password; `logout`
+ * removes the login for the server (tokens are stateless: there is nothing to tell the server). */
 #include "webctl/auth.h"
 
 #include <cjson/cJSON.h>
@@ -19,7 +20,7 @@
 
 #define AUTH_PASSWORD_MAX 1024 /* the server takes at most 128 bytes; longer input is refused here */
 
-static int auth_option(int c, _unused_ const char *arg, void *userdata)
+static int auth_option(_unused_ const struct webctl *w, int c, _unused_ const char *arg, void *userdata)
 {
         bool *from_stdin = userdata;
 
@@ -44,7 +45,7 @@ static int auth_parse(struct webctl *w, int argc, char **argv, const char **ret_
         if (r >= 0)
                 return r;
         if (argc - optind != 1)
-                return webctl_usage_error("%s takes one argument: USER", argv[0]);
+                return webctl_usage_error(w, "%s takes one argument: USER", argv[0]);
         *ret_user = argv[optind];
         *ret_stdin = from_stdin;
         return -1;
@@ -65,7 +66,7 @@ static int auth_read_password(bool from_stdin, bool confirm, char *buf, size_t s
                 else if (m != n || memcmp(buf, again, (size_t)n) != 0) {
                         explicit_bzero(again, sizeof(again));
                         explicit_bzero(buf, size);
-                        fprintf(stderr, "webctl: the passwords don't match\n");
+                        webctl_error("the passwords don't match");
                         *ret_status = WEBCTL_EXIT_USAGE;
                         return -1;
                 }
@@ -76,13 +77,13 @@ static int auth_read_password(bool from_stdin, bool confirm, char *buf, size_t s
 
         explicit_bzero(buf, size);
         if (n == -ENOTTY)
-                fprintf(stderr, "webctl: no terminal to ask for the password on; use --password-stdin\n");
+                webctl_error("no terminal to ask for the password on; use --password-stdin");
         else if (n == -ENODATA)
-                fprintf(stderr, "webctl: no password given\n");
+                webctl_error("no password given");
         else if (n == -E2BIG)
-                fprintf(stderr, "webctl: password too long\n");
+                webctl_error("password too long");
         else
-                fprintf(stderr, "webctl: can't read the password: %s\n", strerror(-n));
+                webctl_error("can't read the password: %s", strerror(-n));
         *ret_status = WEBCTL_EXIT_USAGE;
         return -1;
 }
@@ -103,70 +104,67 @@ static char *auth_body(const char *user, const char *password)
         return text;
 }
 
-/* Sends <user> and the password read as the command asks to <path>; on <expect> leaves the answer in
- * *<res>. Returns 0 or an exit status. */
-static int auth_send(struct webctl *w, int argc, char **argv, const char *path, long expect, bool confirm,
-                     const char **ret_user, struct api_response *res)
+/* POSTs {"username": <user>, "password": <password>} (no password when NULL) to <path>; on <expect>
+ * leaves the answer in *<res>. Returns 0 or an exit status. */
+static int auth_post(struct webctl *w, const char *path, const char *user, const char *password, long expect,
+                     struct api_response *res)
 {
-        char password[AUTH_PASSWORD_MAX + 1];
-        const char *user = NULL;
-        bool from_stdin = false;
-        char *body;
-        int r, status;
+        char *body = password ? auth_body(user, password) : NULL;
+        cJSON *j;
+        int r;
 
-        r = auth_parse(w, argc, argv, &user, &from_stdin);
-        if (r >= 0)
-                return r;
-        r = webctl_connect(w, false);
-        if (r != 0)
-                return r;
-        if (auth_read_password(from_stdin, confirm, password, sizeof(password), &status) < 0)
-                return status;
-
-        body = auth_body(user, password);
-        explicit_bzero(password, sizeof(password));
+        if (!password && (j = cJSON_CreateObject())) {
+                if (cJSON_AddStringToObject(j, "username", user))
+                        body = cJSON_PrintUnformatted(j);
+                cJSON_Delete(j);
+        }
         if (!body) {
-                fprintf(stderr, "webctl: out of memory\n");
+                webctl_error("out of memory");
                 return WEBCTL_EXIT_API;
         }
         r = webctl_call(w, "POST", path, body, expect, res);
         explicit_bzero(body, strlen(body));
         cJSON_free(body);
-        *ret_user = user;
         return r;
 }
 
-int auth_register(struct webctl *w, int argc, char **argv)
+/* Asks the server whether <user> is acceptable for a new account, before the password is typed: a
+ * registration without a password is refused (400) with the problems of each field, and creates
+ * nothing. A taken name is only known when the account is inserted. Returns 0 or an exit status. */
+static int auth_check_username(struct webctl *w, const char *user)
 {
         struct api_response res;
-        const char *user;
-        char id[32];
+        const cJSON *fields;
         int r;
 
-        r = auth_send(w, argc, argv, "/auth/register", 201, true, &user, &res);
+        r = auth_post(w, "/auth/register", user, NULL, 400, &res);
         if (r != 0)
                 return r;
-        if (w->json)
-                r = webctl_print_json(&res);
-        else
-                printf("Registered %s (user id %s). Log in with: webctl login %s\n",
-                       webctl_string(res.json, "username"), webctl_integer(res.json, "id", id, sizeof(id)),
-                       webctl_string(res.json, "username"));
+        fields = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(res.json, "error"), "fields");
+        if (cJSON_GetObjectItemCaseSensitive(fields, "username")) {
+                if (w->json)
+                        (void)webctl_print_json(&res);
+                /* The missing password is this check's own doing: only the name's problems are shown. */
+                cJSON_DeleteItemFromObjectCaseSensitive((cJSON *)fields, "password");
+                webctl_report_error(&res);
+                r = WEBCTL_EXIT_API;
+        }
         api_response_done(&res);
         return r;
 }
 
-int auth_login(struct webctl *w, int argc, char **argv)
+/* Logs in as <user> with <password> and keeps the token; prints "<what> <user> ... until ..." unless
+ * <quiet>. Returns 0 or an exit status. */
+static int auth_login_with(struct webctl *w, const char *user, const char *password, const char *what,
+                           bool quiet)
 {
         struct api_response res;
         struct token t = { 0 };
         const cJSON *token, *expires_in;
-        const char *user;
-        char when[64];
-        size_t n;
+        char when[64], safe[64];
         int r;
 
-        r = auth_send(w, argc, argv, "/auth/login", 200, false, &user, &res);
+        r = auth_post(w, "/auth/login", user, password, 200, &res);
         if (r != 0)
                 return r;
 
@@ -174,13 +172,11 @@ int auth_login(struct webctl *w, int argc, char **argv)
         expires_in = cJSON_GetObjectItemCaseSensitive(res.json, "expires_in");
         if (!cJSON_IsString(token) || strlen(token->valuestring) > TOKEN_MAX ||
             strlen(user) >= sizeof(t.username)) {
-                fprintf(stderr, "webctl: the server's answer has no usable token\n");
+                webctl_error("the server's answer has no usable token");
                 r = WEBCTL_EXIT_API;
                 goto out;
         }
-        n = strlen(w->url);
-        memcpy(t.url, w->url, MIN(n + 1, sizeof(t.url)));
-        t.url[sizeof(t.url) - 1] = '\0';
+        memcpy(t.url, w->url, sizeof(t.url));
         memcpy(t.username, user, strlen(user) + 1);
         memcpy(t.token, token->valuestring, strlen(token->valuestring) + 1);
         if (cJSON_IsNumber(expires_in) && expires_in->valuedouble > 0 && expires_in->valuedouble < INT_MAX)
@@ -189,20 +185,23 @@ int auth_login(struct webctl *w, int argc, char **argv)
         r = token_save(&t);
         token_wipe(&t);
         if (r < 0) {
-                char path[4096];
+                r = r == -EPERM || r == -EBADMSG ? webctl_token_error(r) : WEBCTL_EXIT_API;
+                if (r == WEBCTL_EXIT_API) {
+                        char path[4096];
 
-                if (token_path(path, sizeof(path)) < 0)
-                        (void)snprintf(path, sizeof(path), "the token file");
-                fprintf(stderr, "webctl: can't save the login to %s: %s\n", path, strerror(-r));
-                r = WEBCTL_EXIT_API;
+                        if (token_path(path, sizeof(path)) < 0)
+                                (void)snprintf(path, sizeof(path), "the token file");
+                        webctl_error("can't save the login to %s: %s", path, strerror(-r));
+                }
                 goto out;
         }
 
-        if (w->json)
+        if (w->json && !quiet)
                 r = webctl_print_json(&res);
-        else {
-                printf("Logged in to %s as %s until %s.\n", w->url, user,
-                       webctl_time(webctl_string(res.json, "expires_at"), when, sizeof(when)));
+        else if (!quiet) {
+                printf("%s %s until %s.\n", what, user,
+                       webctl_safe(webctl_time(webctl_string(res.json, "expires_at"), when, sizeof(when)), safe,
+                                   sizeof(safe)));
                 r = WEBCTL_EXIT_OK;
         }
 out:
@@ -213,7 +212,82 @@ out:
         return r;
 }
 
-int auth_logout(struct webctl *w, int argc, char **argv)
+/* The start of register and login: the arguments, the URL, then (register) the name, and the password.
+ * Returns -1 to go on with *<ret_user> and <password> filled, or an exit status. */
+static int auth_start(struct webctl *w, int argc, char **argv, bool registering, const char **ret_user,
+                      char *password, size_t size)
+{
+        bool from_stdin = false;
+        int r, status;
+
+        r = auth_parse(w, argc, argv, ret_user, &from_stdin);
+        if (r >= 0)
+                return r;
+        r = webctl_connect(w, false);
+        if (r != 0)
+                return r;
+        if (registering) {
+                r = auth_check_username(w, *ret_user);
+                if (r != 0)
+                        return r;
+        }
+        if (auth_read_password(from_stdin, registering, password, size, &status) < 0)
+                return status;
+        return -1;
+}
+
+static int auth_register(struct webctl *w, int argc, char **argv)
+{
+        char password[AUTH_PASSWORD_MAX + 1], what[WEBCTL_URL_MAX + 64];
+        struct api_response res;
+        const char *user;
+        char id[32], name[128];
+        int r;
+
+        r = auth_start(w, argc, argv, true, &user, password, sizeof(password));
+        if (r >= 0)
+                return r;
+        r = auth_post(w, "/auth/register", user, password, 201, &res);
+        if (r != 0) {
+                explicit_bzero(password, sizeof(password));
+                return r;
+        }
+        if (w->json)
+                (void)webctl_print_json(&res);
+        (void)snprintf(what, sizeof(what), "Registered %s (user id %s) and logged in to %s as",
+                       webctl_safe(webctl_string(res.json, "username"), name, sizeof(name)),
+                       webctl_integer(res.json, "id", id, sizeof(id)),
+                       w->url);
+        r = auth_login_with(w, user, password, what, w->json);
+        explicit_bzero(password, sizeof(password));
+        if (r != 0) {
+                struct webctl_line l;
+
+                webctl_line_start(w, &l);
+                webctl_line_add(&l, "login");
+                webctl_line_add(&l, user);
+                fprintf(stderr, "The account %s was created; log in with: %s\n", user, l.text);
+        }
+        api_response_done(&res);
+        return r;
+}
+
+static int auth_login(struct webctl *w, int argc, char **argv)
+{
+        char password[AUTH_PASSWORD_MAX + 1], what[WEBCTL_URL_MAX + 32];
+        const char *user;
+        int r;
+
+        r = auth_start(w, argc, argv, false, &user, password, sizeof(password));
+        if (r >= 0)
+                return r;
+        (void)snprintf(what, sizeof(what), "Logged in to %s as", w->url);
+        r = auth_login_with(w, user, password, what, false);
+        explicit_bzero(password, sizeof(password));
+        return r;
+}
+
+static int auth_logout(struct webctl *w, int argc, char **argv)
 {
         static const struct option options[] = {
                 WEBCTL_COMMON_OPTIONS,
@@ -225,19 +299,49 @@ int auth_logout(struct webctl *w, int argc, char **argv)
         if (r >= 0)
                 return r;
         if (optind != argc)
-                return webctl_usage_error("logout takes no arguments");
+                return webctl_usage_error(w, "logout takes no arguments");
 
-        r = token_remove();
+        r = webctl_pick_url(w);
+        if (r != 0)
+                return r;
+        r = token_remove(w->url);
         if (r == -ENOENT) {
                 if (!w->json)
-                        printf("Not logged in.\n");
+                        printf("Not logged in to %s.\n", w->url);
                 return WEBCTL_EXIT_OK;
         }
-        if (r < 0) {
-                fprintf(stderr, "webctl: can't remove the saved login: %s\n", strerror(-r));
-                return WEBCTL_EXIT_API;
-        }
+        if (r < 0)
+                return webctl_token_error(r);
         if (!w->json)
-                printf("Logged out.\n");
+                printf("Logged out of %s.\n", w->url);
         return WEBCTL_EXIT_OK;
 }
+
+static const char auth_password_help[] =
+        "      --password-stdin  read the password as one line of standard input (else it is asked\n"
+        "                        for on the terminal, without echo)\n";
+
+const struct webctl_command auth_register_command = {
+        .name = "register",
+        .args = "USER [--password-stdin]",
+        .summary = "Create an account and log in to it (the password is asked twice on a terminal)",
+        .options = auth_password_help,
+        .run = auth_register,
+        .text_args = true,
+};
+
+const struct webctl_command auth_login_command = {
+        .name = "login",
+        .args = "USER [--password-stdin]",
+        .summary = "Log in and keep the login for this server",
+        .options = auth_password_help,
+        .run = auth_login,
+        .text_args = true,
+};
+
+const struct webctl_command auth_logout_command = {
+        .name = "logout",
+        .args = "",
+        .summary = "Forget the saved login for this server",
+        .run = auth_logout,
+};

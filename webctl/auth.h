@@ -1,8 +1,6 @@
-/* webctl's account commands: register, login, logout. Each returns an exit status (see webctl.h). */
+/* webctl's account commands: register, login, logout. */
 #pragma once
 
-struct webctl;
+#include "webctl/webctl.h"
 
-int auth_register(struct webctl *w, int argc, char **argv);
-int auth_login(struct webctl *w, int argc, char **argv);
-int auth_logout(struct webctl *w, int argc, char **argv);
+extern const struct webctl_command auth_register_command, auth_login_command, auth_logout_command;

@@ -3,20 +3,42 @@
  * the same for every list. Everything allocated here is freed before returning. */
 #include "webctl/list.h"
 
+#include <assert.h>
 #include <stdio.h>
 
 #include "common/macro.h"
+#include "webctl/term.h"
 #include "webctl/webctl.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct table *, table_free)
 
-int list_print(const cJSON *answer, const void *userdata)
+void list_add_arg(struct list *l, const char *arg)
+{
+        assert(l->n_args < LIST_ARGS_MAX);
+        l->args[l->n_args++] = arg;
+}
+
+/* Prints on stderr the command that shows the page at <next>. */
+static void list_print_more(const struct webctl *w, const struct list *l, const cJSON *answer)
+{
+        struct webctl_line line;
+        char next[32];
+
+        webctl_line_start(w, &line);
+        for (size_t i = 0; i < l->n_args; i++)
+                webctl_line_add(&line, l->args[i]);
+        webctl_line_add(&line, "--offset");
+        webctl_line_add(&line, webctl_integer(answer, "next_offset", next, sizeof(next)));
+        if (!line.overflow)
+                fprintf(stderr, "%s: %s\n", l->more, line.text);
+}
+
+int list_print(const struct webctl *w, const cJSON *answer, const void *userdata)
 {
         const struct list *l = userdata;
         _cleanup_(table_freep) struct table *t = NULL;
         const cJSON *items = cJSON_GetObjectItemCaseSensitive(answer, "items"), *item;
         const cJSON *next = cJSON_GetObjectItemCaseSensitive(answer, "next_offset");
-        char next_buf[32];
 
         if (!cJSON_IsArray(items)) {
                 fprintf(stderr, "webctl: the server's answer has no %s list\n", l->name);
@@ -33,9 +55,8 @@ int list_print(const cJSON *answer, const void *userdata)
         if (table_rows(t) == 0)
                 printf("%s\n", l->empty);
         else
-                (void)table_print(t, stdout, table_terminal_width(stdout));
+                (void)table_print(t, stdout, term_width(stdout), term_color(stdout));
         if (cJSON_IsNumber(next))
-                fprintf(stderr, "%s --offset %s\n", l->more,
-                        webctl_integer(answer, "next_offset", next_buf, sizeof(next_buf)));
+                list_print_more(w, l, answer);
         return WEBCTL_EXIT_OK;
 }

@@ -8,6 +8,7 @@
 #include <langinfo.h>
 #include <locale.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/macro.h"
@@ -17,13 +18,24 @@
 #include "webctl/tasks.h"
 #include "webctl/webctl.h"
 
-static const struct {
-        const char *name;
-        int (*run)(struct webctl *w, int argc, char **argv);
-} main_commands[] = {
-        { "register", auth_register }, { "login", auth_login },       { "logout", auth_logout },
-        { "tasks", tasks_main },       { "activity", activity_main },
+static const struct webctl_command main_tasks = {
+        .name = "tasks",
+        .summary = "Your tasks",
+        .group = tasks_commands,
 };
+
+/* main_commands[] is filled in main(): the commands of other modules are not constant expressions here. */
+static struct webctl_command main_commands[5];
+
+static void main_init_commands(void)
+{
+        main_commands[0] = auth_register_command;
+        main_commands[1] = auth_login_command;
+        main_commands[2] = auth_logout_command;
+        main_commands[3] = main_tasks;
+        main_commands[3].n = tasks_n_commands;
+        main_commands[4] = activity_command;
+}
 
 /* Tables measure text with wcwidth(), which needs a UTF-8 character type; the server's text is UTF-8
  * whatever the user's locale says. Only LC_CTYPE: messages and numbers stay in the C locale. */
@@ -49,26 +61,43 @@ static int main_run(struct webctl *w, int argc, char **argv)
                         printf("webctl %s\n", PACKAGE_VERSION);
                         return WEBCTL_EXIT_OK;
                 }
-                r = webctl_common_option(w, c, argv, &status);
+                r = webctl_common_option(w, c, argc, argv, options, &status);
                 if (r < 0)
                         return status;
         }
         if (optind >= argc)
-                return webctl_usage_error("no command given");
+                return webctl_usage_error(w, "no command given");
         if (strcmp(argv[optind], "help") == 0) {
-                webctl_help();
-                return WEBCTL_EXIT_OK;
+                /* "webctl help [COMMAND...]" is "webctl [COMMAND...] --help". */
+                if (optind + 1 >= argc) {
+                        webctl_help(w);
+                        return WEBCTL_EXIT_OK;
+                }
+                for (int i = optind; i + 1 < argc; i++)
+                        argv[i] = argv[i + 1];
+                argv[argc - 1] = (char *)"--help";
         }
-        for (size_t i = 0; i < ELEMENTSOF(main_commands); i++)
-                if (strcmp(argv[optind], main_commands[i].name) == 0)
-                        return main_commands[i].run(w, argc - optind, argv + optind);
-        return webctl_usage_error("unknown command '%s'", argv[optind]);
+        return webctl_dispatch(w, main_commands, ELEMENTSOF(main_commands), argc - optind, argv + optind);
 }
 
 int main(int argc, char **argv)
 {
+        _cleanup_free_ char **args = NULL;
         struct webctl w = { 0 };
         int status;
+
+        main_init_commands();
+        /* The command line as given, for the commands webctl suggests: getopt_long() reorders argv. */
+        args = calloc((size_t)argc + 1, sizeof(*args));
+        if (!args) {
+                fprintf(stderr, "webctl: out of memory\n");
+                return WEBCTL_EXIT_API;
+        }
+        memcpy(args, argv, (size_t)argc * sizeof(*args));
+        w.argc = argc;
+        w.argv = args;
+        w.top = main_commands;
+        w.n_top = ELEMENTSOF(main_commands);
 
         main_set_locale();
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {

@@ -5,18 +5,19 @@
  * characters become '?'; in tables newlines and tabs become spaces) and measured in terminal columns with
  * wcwidth(), which needs a UTF-8 LC_CTYPE (main() sets one). Widths are computed from all the rows before
  * anything is printed; a cell wider than its column's limit is cut at a character boundary and ends with
- * "…". A flexible column (a title, a path) gives up width so that the table fits the terminal. */
+ * "…". To fit the terminal, the columns that may shrink (a path, a title) give up width in their order,
+ * after optional ones (a request id) were left out if even that is not enough. Colour (a bold header,
+ * dim rows) only when the caller asks for it; escape sequences are never counted as width. */
 #include "webctl/table.h"
 
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <unistd.h>
 #include <wchar.h>
 
 #include "common/macro.h"
+#include "webctl/term.h"
 
 #define TABLE_GAP      2
 #define TABLE_ELLIPSIS "\xe2\x80\xa6" /* U+2026, one column */
@@ -25,8 +26,9 @@ struct table_column {
         char *header;
         size_t header_width;
         bool right;
-        bool flexible;
-        size_t limit; /* 0: none */
+        unsigned shrink; /* 0: keeps its width; else gives up width to fit, 1 first */
+        unsigned drop;   /* 0: always shown; else left out when even the narrowest layout doesn't fit, 1 first */
+        size_t limit;    /* 0: none */
         size_t min_width;
 };
 
@@ -35,6 +37,7 @@ struct table {
         struct table_column column[TABLE_COLUMNS_MAX];
         char **cells; /* rows * columns, sanitized */
         size_t *widths;
+        enum table_style *styles; /* one per row */
         size_t rows, allocated;
 };
 
@@ -88,9 +91,7 @@ static int table_cp_width(uint32_t cp)
         return wcwidth((wchar_t)cp);
 }
 
-/* A printable copy of <s> (NULL: ""), and its width in *<ret_width>. With <keep_newlines> '\n' stays (as a
- * line break); else '\n' and '\t' become spaces. Other unprintable characters become '?'. */
-static char *table_sanitize(const char *s, bool keep_newlines, size_t *ret_width)
+char *table_sanitize(const char *s, bool keep_newlines, size_t *ret_width)
 {
         const unsigned char *p = (const unsigned char *)(s ? s : "");
         size_t n = strlen((const char *)p), o = 0, width = 0;
@@ -198,6 +199,7 @@ struct table *table_free(struct table *t)
                         free(t->column[i].header);
                 free(t->cells);
                 free(t->widths);
+                free(t->styles);
                 free(t);
         }
         return NULL;
@@ -209,13 +211,25 @@ void table_align_right(struct table *t, size_t i)
                 t->column[i].right = true;
 }
 
-void table_limit(struct table *t, size_t i, size_t width, bool flexible, size_t min_width)
+void table_limit(struct table *t, size_t i, size_t width, unsigned shrink, size_t min_width)
 {
         if (i < t->columns) {
                 t->column[i].limit = width;
-                t->column[i].flexible = flexible;
+                t->column[i].shrink = shrink;
                 t->column[i].min_width = MAX(min_width, (size_t)1);
         }
+}
+
+void table_optional(struct table *t, size_t i, unsigned drop)
+{
+        if (i < t->columns)
+                t->column[i].drop = drop;
+}
+
+void table_style_row(struct table *t, enum table_style style)
+{
+        if (t->rows > 0)
+                t->styles[t->rows - 1] = style;
 }
 
 int table_add_row(struct table *t, const char *const *cells)
@@ -227,6 +241,7 @@ int table_add_row(struct table *t, const char *const *cells)
         if (t->rows == t->allocated) {
                 size_t want = t->allocated ? t->allocated * 2 : 16;
                 char **c = reallocarray(t->cells, want * t->columns, sizeof(*c));
+                enum table_style *s;
                 size_t *w;
 
                 if (!c)
@@ -236,6 +251,10 @@ int table_add_row(struct table *t, const char *const *cells)
                 if (!w)
                         return -ENOMEM;
                 t->widths = w;
+                s = reallocarray(t->styles, want, sizeof(*s));
+                if (!s)
+                        return -ENOMEM;
+                t->styles = s;
                 t->allocated = want;
         }
         base = t->rows * t->columns;
@@ -247,6 +266,7 @@ int table_add_row(struct table *t, const char *const *cells)
                         return -ENOMEM;
                 }
         }
+        t->styles[t->rows] = TABLE_STYLE_PLAIN;
         t->rows++;
         return 0;
 }
@@ -256,11 +276,20 @@ size_t table_rows(const struct table *t)
         return t->rows;
 }
 
-/* The width of each column: its widest cell or header, within its limit, flexible columns shrunk so the
- * table fits <total> columns when that is known. */
+/* The narrowest a column may be made. */
+static size_t table_floor(const struct table_column *col, size_t width)
+{
+        return col->shrink ? MIN(width, MAX(col->min_width, col->header_width)) : width;
+}
+
+/* The width of each column (0: left out): its widest cell or header, within its limit; when <total> is
+ * known and the table is wider, the shrinking columns give up width in their order, after the optional
+ * columns were left out in theirs if even the narrowest layout is too wide. */
 static void table_layout(const struct table *t, size_t total, size_t *width)
 {
-        size_t sum = 0;
+        bool shown[TABLE_COLUMNS_MAX];
+        size_t sum = 0, narrowest = 0, n = 0;
+        unsigned rank;
 
         for (size_t c = 0; c < t->columns; c++) {
                 const struct table_column *col = &t->column[c];
@@ -268,28 +297,52 @@ static void table_layout(const struct table *t, size_t total, size_t *width)
                 width[c] = col->header_width;
                 for (size_t r = 0; r < t->rows; r++)
                         width[c] = MAX(width[c], t->widths[r * t->columns + c]);
-                if (col->limit > 0)
+                /* The cap of a column that shrinks is for an unknown width (a pipe): with a known one it
+                 * takes what there is room for. */
+                if (col->limit > 0 && !(total > 0 && col->shrink))
                         width[c] = MIN(width[c], MAX(col->limit, col->header_width));
-                sum += width[c] + (c > 0 ? TABLE_GAP : 0);
+                width[c] = MAX(width[c], (size_t)1);
+                shown[c] = true;
+                sum += width[c] + (n++ > 0 ? TABLE_GAP : 0);
+                narrowest += table_floor(col, width[c]) + (c > 0 ? TABLE_GAP : 0);
         }
         if (total == 0 || sum <= total)
                 return;
-        for (size_t c = 0; c < t->columns && sum > total; c++) {
-                const struct table_column *col = &t->column[c];
-                size_t floor = MAX(col->min_width, col->header_width), give;
 
-                if (!col->flexible || width[c] <= floor)
-                        continue;
-                give = MIN(width[c] - floor, sum - total);
-                width[c] -= give;
-                sum -= give;
+        for (rank = 1; narrowest > total; rank++) {
+                bool any = false;
+
+                for (size_t c = 0; c < t->columns; c++) {
+                        if (t->column[c].drop != rank)
+                                continue;
+                        any = true;
+                        shown[c] = false;
+                        narrowest -= table_floor(&t->column[c], width[c]) + TABLE_GAP;
+                        sum -= width[c] + TABLE_GAP;
+                        width[c] = 0;
+                        if (narrowest <= total)
+                                break;
+                }
+                if (!any && rank > TABLE_COLUMNS_MAX)
+                        break;
         }
+        for (rank = 1; rank <= TABLE_COLUMNS_MAX && sum > total; rank++)
+                for (size_t c = 0; c < t->columns && sum > total; c++) {
+                        size_t floor = table_floor(&t->column[c], width[c]), give;
+
+                        if (!shown[c] || t->column[c].shrink != rank || width[c] <= floor)
+                                continue;
+                        give = MIN(width[c] - floor, sum - total);
+                        width[c] -= give;
+                        sum -= give;
+                }
 }
 
-static void table_put_cell(FILE *f, const struct table *t, size_t c, const char *s, size_t w, size_t width)
+/* Prints one cell of column <c> in <width> columns; <last>: the last column shown, not padded. */
+static void table_put_cell(FILE *f, const struct table *t, size_t c, const char *s, size_t w, size_t width,
+                           bool last)
 {
         size_t printed;
-        bool last = c + 1 == t->columns;
 
         if (t->column[c].right && w < width)
                 table_pad(f, width - w);
@@ -300,20 +353,38 @@ static void table_put_cell(FILE *f, const struct table *t, size_t c, const char 
                 table_pad(f, TABLE_GAP);
 }
 
-int table_print(struct table *t, FILE *f, size_t total)
+static void table_put_row(FILE *f, const struct table *t, const size_t *width, char *const *cells,
+                          const size_t *widths, const char *style)
 {
-        size_t width[TABLE_COLUMNS_MAX];
+        size_t last = 0;
+
+        for (size_t c = 0; c < t->columns; c++)
+                if (width[c] > 0)
+                        last = c;
+        if (style)
+                fputs(style, f);
+        for (size_t c = 0; c < t->columns; c++)
+                if (width[c] > 0)
+                        table_put_cell(f, t, c, cells[c], widths[c], width[c], c == last);
+        if (style)
+                fputs(TERM_RESET, f);
+        fputc('\n', f);
+}
+
+int table_print(struct table *t, FILE *f, size_t total, bool color)
+{
+        size_t width[TABLE_COLUMNS_MAX], header_widths[TABLE_COLUMNS_MAX];
+        char *headers[TABLE_COLUMNS_MAX];
 
         table_layout(t, total, width);
-        for (size_t c = 0; c < t->columns; c++)
-                table_put_cell(f, t, c, t->column[c].header, t->column[c].header_width, width[c]);
-        fputc('\n', f);
-        for (size_t r = 0; r < t->rows; r++) {
-                for (size_t c = 0; c < t->columns; c++)
-                        table_put_cell(f, t, c, t->cells[r * t->columns + c], t->widths[r * t->columns + c],
-                                       width[c]);
-                fputc('\n', f);
+        for (size_t c = 0; c < t->columns; c++) {
+                headers[c] = t->column[c].header;
+                header_widths[c] = t->column[c].header_width;
         }
+        table_put_row(f, t, width, headers, header_widths, color ? TERM_BOLD : NULL);
+        for (size_t r = 0; r < t->rows; r++)
+                table_put_row(f, t, width, t->cells + r * t->columns, t->widths + r * t->columns,
+                              color && t->styles[r] == TABLE_STYLE_DIM ? TERM_DIM : NULL);
         return ferror(f) ? -EIO : 0;
 }
 
@@ -347,13 +418,4 @@ int table_print_record(FILE *f, const char *const *keys, const char *const *valu
                 fputc('\n', f);
         }
         return ferror(f) ? -EIO : 0;
-}
-
-size_t table_terminal_width(FILE *f)
-{
-        struct winsize ws;
-
-        if (!isatty(fileno(f)) || ioctl(fileno(f), TIOCGWINSZ, &ws) < 0)
-                return 0;
-        return ws.ws_col;
 }

@@ -1,4 +1,5 @@
-/* The task commands, one function each, on webd's /tasks routes (all of them need the saved login):
+/* The task commands, one function each, on webd's /tasks routes (all of them need the saved login), and
+ * their table for webctl_dispatch() with their help:
  *   list  GET /tasks?limit=&offset=&done=   a table, newest first; a note on stderr when there are more
  *   add   POST /tasks                       "Created task N."
  *   show  GET /tasks/N                      a record, the description on as many lines as it has
@@ -36,17 +37,18 @@ enum {
 };
 
 /* Parses <argv> with <options>, giving the command's own options to <own> (which returns 0 or an exit
- * status), and expects <positional> arguments, left in argv[optind...]. Returns -1 to go on, or an exit
- * status. */
+ * status), and expects <positional> arguments, left in argv[optind...]; else says so, with the command's
+ * usage and <note>. Returns -1 to go on, or an exit status. */
 static int tasks_getopt(struct webctl *w, int argc, char **argv, const struct option *options,
-                        webctl_option_cb own, void *userdata, int positional, const char *usage)
+                        webctl_option_cb own, void *userdata, int positional, const char *note)
 {
         int r = webctl_getopt(w, argc, argv, options, own, userdata);
 
         if (r >= 0)
                 return r;
         if (argc - optind != positional)
-                return webctl_usage_error("usage: webctl tasks %s", usage);
+                return webctl_usage_error(w, "usage: webctl tasks %s %s%s", w->command->name, w->command->args,
+                                          note);
         return -1;
 }
 
@@ -59,14 +61,14 @@ struct tasks_item {
 /* tasks_getopt() for the commands on one task: their single argument is the task's ID, parsed into
  * *<ret>. Returns -1 to go on, or an exit status. */
 static int tasks_item_getopt(struct webctl *w, int argc, char **argv, const struct option *options,
-                             webctl_option_cb own, void *userdata, const char *usage, struct tasks_item *ret)
+                             webctl_option_cb own, void *userdata, struct tasks_item *ret)
 {
         int r;
 
-        r = tasks_getopt(w, argc, argv, options, own, userdata, 1, usage);
+        r = tasks_getopt(w, argc, argv, options, own, userdata, 1, "");
         if (r >= 0)
                 return r;
-        r = webctl_parse_number("the task ID", argv[optind], 1, INT64_MAX, &ret->id);
+        r = webctl_parse_number(w, "the task ID", argv[optind], 1, INT64_MAX, &ret->id);
         if (r != 0)
                 return r;
         (void)snprintf(ret->path, sizeof(ret->path), "/tasks/%" PRIu64, ret->id);
@@ -110,11 +112,9 @@ static int tasks_send(struct webctl *w, const char *method, const char *path, co
                 return r;
         if (f) {
                 body = tasks_fields_json(f);
-                if (!body)
-                        return WEBCTL_EXIT_API;
-                text = cJSON_PrintUnformatted(body);
+                text = body ? cJSON_PrintUnformatted(body) : NULL;
                 if (!text) {
-                        fprintf(stderr, "webctl: out of memory\n");
+                        webctl_error("out of memory");
                         return WEBCTL_EXIT_API;
                 }
         }
@@ -137,10 +137,10 @@ static int tasks_send(struct webctl *w, const char *method, const char *path, co
 }
 
 /* --done and --todo, for list (a filter) and for add and edit (the new state). */
-static int tasks_done_option(int c, int *done)
+static int tasks_done_option(const struct webctl *w, int c, int *done)
 {
         if (*done >= 0)
-                return webctl_usage_error("give --done or --todo once");
+                return webctl_usage_error(w, "give --done or --todo once");
         *done = c == TASKS_OPT_DONE;
         return 0;
 }
@@ -148,24 +148,24 @@ static int tasks_done_option(int c, int *done)
 struct tasks_list_args {
         int done; /* -1: all */
         uint64_t limit, offset;
-        bool have_limit;
+        const char *limit_arg; /* --limit as given, or NULL */
 };
 
-static int tasks_list_option(int c, const char *arg, void *userdata)
+static int tasks_list_option(const struct webctl *w, int c, const char *arg, void *userdata)
 {
         struct tasks_list_args *a = userdata;
 
         switch (c) {
         case TASKS_OPT_DONE:
         case TASKS_OPT_TODO:
-                return tasks_done_option(c, &a->done);
+                return tasks_done_option(w, c, &a->done);
         case TASKS_OPT_LIMIT:
-                a->have_limit = true;
-                return webctl_parse_number("--limit", arg, 1, TASKS_LIMIT_MAX, &a->limit);
+                a->limit_arg = arg;
+                return webctl_parse_number(w, "--limit", arg, 1, TASKS_LIMIT_MAX, &a->limit);
         case TASKS_OPT_OFFSET:
-                return webctl_parse_number("--offset", arg, 0, INT64_MAX, &a->offset);
+                return webctl_parse_number(w, "--offset", arg, 0, INT64_MAX, &a->offset);
         default:
-                return webctl_usage_error("unknown option");
+                return webctl_usage_error(w, "unknown option");
         }
 }
 
@@ -174,20 +174,25 @@ static const char *const tasks_list_headers[] = { "ID", "DONE", "TITLE", "CREATE
 static void tasks_list_layout(struct table *t)
 {
         table_align_right(t, 0);
-        table_limit(t, 2, TASKS_TITLE_COLUMN, true, 10);
+        table_limit(t, 2, TASKS_TITLE_COLUMN, 1, 10);
 }
 
 static int tasks_list_add_row(struct table *t, const cJSON *item)
 {
         char id[32], created[64];
+        bool done = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "done"));
         const char *cells[] = {
                 webctl_integer(item, "id", id, sizeof(id)),
-                cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "done")) ? "yes" : "no",
+                done ? "yes" : "no",
                 webctl_string(item, "title"),
                 webctl_time(webctl_string(item, "created_at"), created, sizeof(created)),
         };
+        int r;
 
-        return table_add_row(t, cells);
+        r = table_add_row(t, cells);
+        if (r >= 0 && done)
+                table_style_row(t, TABLE_STYLE_DIM);
+        return r;
 }
 
 static int tasks_list(struct webctl *w, int argc, char **argv)
@@ -207,19 +212,28 @@ static int tasks_list(struct webctl *w, int argc, char **argv)
                 .columns = ELEMENTSOF(tasks_list_headers),
                 .layout = tasks_list_layout,
                 .add_row = tasks_list_add_row,
-                .more = "More tasks: webctl tasks list",
+                .more = "More tasks",
         };
         char path[TASKS_PATH_MAX];
         int r, n;
 
-        r = tasks_getopt(w, argc, argv, options, tasks_list_option, &a, 0,
-                         "list [--done|--todo] [--limit N] [--offset N]");
+        r = tasks_getopt(w, argc, argv, options, tasks_list_option, &a, 0, "");
         if (r >= 0)
                 return r;
 
+        /* The next page's command keeps this one's filter and limit. */
+        list_add_arg(&list, "tasks");
+        list_add_arg(&list, "list");
+        if (a.done >= 0)
+                list_add_arg(&list, a.done ? "--done" : "--todo");
+        if (a.limit_arg) {
+                list_add_arg(&list, "--limit");
+                list_add_arg(&list, a.limit_arg);
+        }
+
         /* At most 14 + 20 + 7 + 3 + 11 bytes: it fits. */
         n = snprintf(path, sizeof(path), "/tasks?offset=%" PRIu64, a.offset);
-        if (a.have_limit)
+        if (a.limit_arg)
                 n += snprintf(path + n, sizeof(path) - (size_t)n, "&limit=%" PRIu64, a.limit);
         if (a.done >= 0)
                 (void)snprintf(path + n, sizeof(path) - (size_t)n, "&done=%s", a.done ? "true" : "false");
@@ -227,14 +241,14 @@ static int tasks_list(struct webctl *w, int argc, char **argv)
         return webctl_show(w, path, list_print, &list);
 }
 
-static int tasks_fields_option(int c, const char *arg, void *userdata)
+static int tasks_fields_option(const struct webctl *w, int c, const char *arg, void *userdata)
 {
         struct tasks_fields *f = userdata;
 
         switch (c) {
         case TASKS_OPT_DONE:
         case TASKS_OPT_TODO:
-                return tasks_done_option(c, &f->done);
+                return tasks_done_option(w, c, &f->done);
         case TASKS_OPT_TITLE:
                 f->title = arg;
                 return 0;
@@ -242,7 +256,7 @@ static int tasks_fields_option(int c, const char *arg, void *userdata)
                 f->description = arg;
                 return 0;
         default:
-                return webctl_usage_error("unknown option");
+                return webctl_usage_error(w, "unknown option");
         }
 }
 
@@ -257,8 +271,9 @@ static int tasks_add(struct webctl *w, int argc, char **argv)
         struct tasks_fields f = { .done = -1 };
         int r;
 
-        r = tasks_getopt(w, argc, argv, options, tasks_fields_option, &f, 1,
-                         "add TITLE [--description D] [--done]  (quote a TITLE of several words)");
+        r = tasks_getopt(w, argc, argv, options, tasks_fields_option, &f, 1, "");
+        if (r == WEBCTL_EXIT_USAGE && argc - optind > 1)
+                webctl_suggest_joined(w, argv + optind, argc - optind, "A TITLE of several words is quoted");
         if (r >= 0)
                 return r;
         if (f.done == 0)
@@ -272,7 +287,7 @@ static const struct option tasks_item_options[] = {
         { NULL, 0, NULL, 0 },
 };
 
-static int tasks_print_task(const cJSON *task, _unused_ const void *userdata)
+static int tasks_print_task(_unused_ const struct webctl *w, const cJSON *task, _unused_ const void *userdata)
 {
         static const char *const keys[] = { "ID", "Title", "Done", "Created", "Updated", "Description" };
         char id[32], created[64], updated[64];
@@ -294,7 +309,7 @@ static int tasks_show(struct webctl *w, int argc, char **argv)
         struct tasks_item item;
         int r;
 
-        r = tasks_item_getopt(w, argc, argv, tasks_item_options, NULL, NULL, "show ID", &item);
+        r = tasks_item_getopt(w, argc, argv, tasks_item_options, NULL, NULL, &item);
         if (r >= 0)
                 return r;
         return webctl_show(w, item.path, tasks_print_task, NULL);
@@ -314,13 +329,12 @@ static int tasks_edit(struct webctl *w, int argc, char **argv)
         struct tasks_item item;
         int r;
 
-        r = tasks_item_getopt(w, argc, argv, options, tasks_fields_option, &f,
-                              "edit ID [--title T] [--description D] [--done|--todo]", &item);
+        r = tasks_item_getopt(w, argc, argv, options, tasks_fields_option, &f, &item);
         if (r >= 0)
                 return r;
         if (!f.title && !f.description && f.done < 0)
-                return webctl_usage_error("nothing to change: give --title, --description, --done or "
-                                          "--todo");
+                return webctl_usage_error(w, "nothing to change: give --title, --description, --done or "
+                                             "--todo");
         return tasks_send(w, "PATCH", item.path, &f, 200, "Updated task", item.id, ".");
 }
 
@@ -330,7 +344,7 @@ static int tasks_done(struct webctl *w, int argc, char **argv)
         struct tasks_item item;
         int r;
 
-        r = tasks_item_getopt(w, argc, argv, tasks_item_options, NULL, NULL, "done ID", &item);
+        r = tasks_item_getopt(w, argc, argv, tasks_item_options, NULL, NULL, &item);
         if (r >= 0)
                 return r;
         return tasks_send(w, "PATCH", item.path, &f, 200, "Task", item.id, " is done.");
@@ -341,30 +355,45 @@ static int tasks_rm(struct webctl *w, int argc, char **argv)
         struct tasks_item item;
         int r;
 
-        r = tasks_item_getopt(w, argc, argv, tasks_item_options, NULL, NULL, "rm ID", &item);
+        r = tasks_item_getopt(w, argc, argv, tasks_item_options, NULL, NULL, &item);
         if (r >= 0)
                 return r;
         return tasks_send(w, "DELETE", item.path, NULL, 204, "Deleted task", item.id, ".");
 }
 
-int tasks_main(struct webctl *w, int argc, char **argv)
-{
-        static const struct {
-                const char *name;
-                int (*run)(struct webctl *w, int argc, char **argv);
-        } commands[] = {
-                { "list", tasks_list }, { "ls", tasks_list },   { "add", tasks_add }, { "show", tasks_show },
-                { "edit", tasks_edit }, { "done", tasks_done }, { "rm", tasks_rm },
-        };
+const struct webctl_command tasks_commands[] = {
+        {
+                .name = "list",
+                .alias = "ls",
+                .args = "[--done|--todo] [--limit N] [--offset N]",
+                .summary = "List your tasks, newest first",
+                .options = "      --done        only the tasks done\n"
+                           "      --todo        only the tasks not done\n"
+                           "      --limit N     at most N tasks (1-100; default: the server's, 20)\n"
+                           "      --offset N    skip the first N (the command for the next page is on stderr)\n",
+                .run = tasks_list,
+        },
+        {
+                .name = "add",
+                .args = "TITLE [--description D] [--done]",
+                .summary = "Create a task (a TITLE that starts with '-' goes after '--': tasks add -- -TITLE)",
+                .options = "      --description D   its description\n"
+                           "      --done            created done\n",
+                .run = tasks_add,
+                .text_args = true,
+        },
+        { .name = "show", .args = "ID", .summary = "Show a task", .run = tasks_show },
+        {
+                .name = "edit",
+                .args = "ID [--title T] [--description D] [--done|--todo]",
+                .summary = "Change a task: only the fields given",
+                .options = "      --title T         the new title\n"
+                           "      --description D   the new description\n"
+                           "      --done, --todo    mark it done, or not done\n",
+                .run = tasks_edit,
+        },
+        { .name = "done", .args = "ID", .summary = "Mark a task done", .run = tasks_done },
+        { .name = "rm", .args = "ID", .summary = "Delete a task", .run = tasks_rm },
+};
 
-        if (argc < 2)
-                return webctl_usage_error("tasks needs a command: list, add, show, edit, done or rm");
-        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-                webctl_help();
-                return WEBCTL_EXIT_OK;
-        }
-        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-                if (strcmp(argv[1], commands[i].name) == 0)
-                        return commands[i].run(w, argc - 1, argv + 1);
-        return webctl_usage_error("unknown tasks command '%s'", argv[1]);
-}
+const size_t tasks_n_commands = ELEMENTSOF(tasks_commands);

@@ -1,7 +1,9 @@
-/* webctl's task commands: tasks list, add, show, edit, done, rm. */
+/* The "tasks" commands: list, add, show, edit, done, rm. */
 #pragma once
 
-struct webctl;
+#include <stddef.h>
 
-/* "tasks SUBCOMMAND ...", argv[0] being "tasks". Returns an exit status (see webctl.h). */
-int tasks_main(struct webctl *w, int argc, char **argv);
+#include "webctl/webctl.h"
+
+extern const struct webctl_command tasks_commands[];
+extern const size_t tasks_n_commands;

@@ -2,6 +2,7 @@
 through lbd, keeps serving while a relay is killed, and a Ctrl-C leaves nothing behind."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -79,25 +80,22 @@ def test_demo_serves_survives_a_relay_kill_and_stops_clean(demo, tmp_path):
     assert r.status_code == 401, r.text
     assert r.headers.get("X-Request-Id"), r.headers
 
-    # The webctl examples it printed, with the password on stdin instead of the prompt.
-    env = dict(d.env, WEBCTL_URL=d.url, XDG_CONFIG_HOME=str(tmp_path / "webctl"))
+    # The webctl examples it printed, pasted into a shell that has neither webctl on its PATH nor
+    # WEBCTL_URL, with the password on stdin instead of the prompt.
     examples = d.section("With webctl (in another terminal; it asks for the password, at least 8 characters):",
                          "With curl:")
     assert examples[0] == f"export WEBCTL_URL={d.url}", examples
-    webctl = examples[1].split()[0]
-    assert webctl == str(d.build / "webctl" / "webctl"), examples
-    for line in examples[1:]:
-        args = line.split()[1:]
-        if args[:1] == ["tasks"] and args[1] == "add":
-            args = ["tasks", "add", " ".join(args[2:]).strip("'")]
-        stdin = PASSWORD + "\n" if args[0] in ("register", "login") else None
-        if stdin:
-            args.append("--password-stdin")
-        p = subprocess.run([webctl, *args], input=stdin, capture_output=True, text=True, timeout=30, env=env,
-                           check=False)
-        assert p.returncode == 0, f"webctl {args}: {p.returncode}\n{p.stdout}{p.stderr}"
-        if args[:2] == ["tasks", "list"]:
-            assert "Buy milk" in p.stdout, p.stdout
+    assert examples[1] == f'export PATH={d.build / "webctl"}:"$PATH"', examples
+    assert all(line.startswith("webctl ") for line in examples[2:]), examples
+    script = "\n".join(line + (f" --password-stdin <<<'{PASSWORD}'" if line.startswith("webctl register") else "")
+                       for line in examples)
+    env = {k: v for k, v in d.env.items() if k not in ("WEBCTL_URL", "PATH")}
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "webctl"), PATH="/usr/bin:/bin")
+    p = subprocess.run(["/bin/bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True,
+                       timeout=60, env=env, check=False)
+    assert p.returncode == 0, f"{script}\n{p.stdout}{p.stderr}"
+    assert "Registered alice" in p.stdout and "logged in to " + d.url in p.stdout, p.stdout
+    assert "Buy milk" in p.stdout.split("Created task", 1)[1], p.stdout
 
     # The curl examples it printed, run as they are.
     if shutil.which("curl"):
@@ -251,3 +249,14 @@ def test_usage():
     p = subprocess.run(["/bin/bash", script, "--no-packages", "--build-dir", "/nonexistent/build"],
                        capture_output=True, text=True, timeout=10, check=False)
     assert p.returncode == 1 and "not a meson build directory" in p.stderr, (p.stdout, p.stderr)
+
+
+def test_webctl_default_url_is_the_demos():
+    """webctl with no --url and no WEBCTL_URL talks to the port the demo serves by default."""
+    script = str(demotest.SCRIPT)
+    p = subprocess.run(["/bin/bash", script, "--help"], capture_output=True, text=True, timeout=10, check=False)
+    port = re.search(r"--port N .*\(default (\d+)\)", p.stdout).group(1)
+    webctl = demotest.build_dir() / "webctl" / "webctl"
+    env = {k: v for k, v in os.environ.items() if k not in demotest.DROP_ENV}
+    p = subprocess.run([str(webctl), "--help"], capture_output=True, text=True, timeout=10, env=env, check=False)
+    assert f"else http://127.0.0.1:{port})" in p.stdout, p.stdout

@@ -8,6 +8,8 @@ timeout. Everything goes to 127.0.0.1.
 
 import json
 import os
+import re
+import shlex
 import pty
 import select
 import signal
@@ -45,7 +47,8 @@ class Ctl:
         self.config = self.home / "config"
         self.token_file = self.config / "webctl" / "token"
         drop = {"http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-                "ALL_PROXY", "NO_PROXY", "WEBCTL_URL", "LANG", "LANGUAGE"}
+                "ALL_PROXY", "NO_PROXY", "WEBCTL_URL", "LANG", "LANGUAGE", "NO_COLOR", "TERM", "COLUMNS",
+                "TZ"}
         self.env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("LC_")}
         self.env.update(HOME=str(self.home), XDG_CONFIG_HOME=str(self.config), WEBCTL_URL=url,
                         LC_ALL="C.UTF-8")
@@ -108,9 +111,38 @@ def test_version_and_help(tmp_path):
     c = Ctl(tmp_path / "h", "http://127.0.0.1:1")
     p = c.ok("--version")
     assert p.stdout.startswith("webctl ")
-    for args in (["--help"], ["help"], ["tasks", "--help"], ["tasks", "list", "--help"]):
+    for args in (["--help"], ["help"]):
         p = c.ok(*args)
         assert "Usage: webctl" in p.stdout and "Exit status" in p.stdout
+        assert "tasks list [--done|--todo]" in p.stdout and "register USER" in p.stdout
+
+
+@pytest.mark.parametrize("args,usage", [
+    (["tasks", "--help"], "tasks COMMAND"),
+    (["tasks", "-h"], "tasks COMMAND"),
+    (["help", "tasks"], "tasks COMMAND"),
+    (["tasks", "list", "--help"], "tasks list [--done|--todo] [--limit N] [--offset N]"),
+    (["tasks", "ls", "--help"], "tasks list [--done|--todo]"),
+    (["tasks", "add", "--help"], "tasks add TITLE"),
+    (["tasks", "add", "x", "--help"], "tasks add TITLE"),
+    (["help", "tasks", "add"], "tasks add TITLE"),
+    (["tasks", "show", "-h"], "tasks show ID"),
+    (["tasks", "edit", "--help"], "tasks edit ID"),
+    (["tasks", "done", "--help"], "tasks done ID"),
+    (["tasks", "rm", "--help"], "tasks rm ID"),
+    (["activity", "--help"], "activity [--limit N]"),
+    (["register", "--help"], "register USER"),
+    (["login", "--help"], "login USER"),
+    (["logout", "--help"], "logout"),
+])
+def test_command_help(tmp_path, args, usage):
+    """Every command has its own help, not the program's."""
+    c = Ctl(tmp_path / "h", "http://127.0.0.1:1")
+    p = c.ok(*args)
+    first = p.stdout.splitlines()[0]
+    assert first == f"Usage: webctl [--url URL] [--json] {usage}" or \
+        first.startswith(f"Usage: webctl [--url URL] [--json] {usage}"), p.stdout
+    assert "Exit status" not in p.stdout and p.stderr == ""
 
 
 @pytest.mark.parametrize("args", [
@@ -159,11 +191,13 @@ def test_not_logged_in(ctl):
 def test_register_and_login(ctl, webd):
     user = new_user("alice")
     p = ctl.register(user)
-    assert f"Registered {user}" in p.stdout
+    assert f"Registered {user}" in p.stdout and f"logged in to {webd.url} as {user} until " in p.stdout
+    ctl.ok("tasks", "list")  # register logs in
+    ctl.token_file.unlink()
 
     # Taken name, bad fields: the server's message (and field problems) on stderr, exit 1.
     p = ctl.run("register", user, "--password-stdin", input=PASSWORD + "\n")
-    assert p.returncode == 1 and p.stderr.startswith("webctl: "), p.stderr
+    assert p.returncode == 1 and p.stderr.startswith("webctl: this username is taken"), p.stderr
     p = ctl.run("register", new_user("bob"), "--password-stdin", input="short\n")
     assert p.returncode == 1
     assert "\n  password: " in p.stderr, p.stderr
@@ -187,7 +221,7 @@ def test_register_and_login(ctl, webd):
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
     assert stat.S_IMODE(ctl.token_file.stat().st_mode) == 0o600
     assert sorted(x.name for x in d.iterdir()) == ["token"]
-    saved = json.loads(ctl.token_file.read_text())
+    saved = json.loads(ctl.token_file.read_text())["logins"][0]
     assert saved["url"] == webd.url and saved["username"] == user
     assert saved["expires"] > time.time() + 3000
     assert saved["token"] not in p.stdout + p.stderr  # never shown without --json
@@ -200,7 +234,7 @@ def test_register_and_login(ctl, webd):
     # A second login replaces the file atomically; --json prints the server's answer.
     answer = ctl.json("login", user, "--password-stdin", input=PASSWORD + "\n")
     assert answer["token_type"] == "Bearer" and answer["token"]
-    assert json.loads(ctl.token_file.read_text())["token"] == answer["token"]
+    assert json.loads(ctl.token_file.read_text())["logins"][0]["token"] == answer["token"]
     assert sorted(x.name for x in d.iterdir()) == ["token"]
 
 
@@ -222,14 +256,17 @@ def test_password_input(ctl):
     ctl.ok("login", user, "--password-stdin", input=PASSWORD + "\nsecond line\n")
 
 
-def run_on_terminal(ctl, args, answers, interrupt=False, timeout=20):
-    """Runs webctl on a new pseudo-terminal and types each of <answers> once its password prompt is
-    shown (or sends SIGINT at the first prompt, with <interrupt>). Returns (output, wait status, whether
-    the terminal echoes afterwards)."""
+def run_on_terminal(ctl, args, answers, interrupt=False, timeout=20, env=None):
+    """Runs webctl on a new pseudo-terminal (stdin, stdout and stderr), with <env> added to the user's
+    environment, and types each of <answers> once its password prompt is shown (or sends SIGINT at the
+    first prompt, with <interrupt>). Returns (output, wait status, whether the terminal echoes
+    afterwards)."""
+    e = dict(ctl.env)
+    e.update(env or {})
     pid, fd = pty.fork()
     if pid == 0:
         try:
-            os.execve(str(ctl.binary), ["webctl", *args], ctl.env)
+            os.execve(str(ctl.binary), ["webctl", *args], e)
         finally:
             os._exit(127)
     out, prompts, answers = b"", 0, list(answers)
@@ -314,7 +351,7 @@ def test_tasks_end_to_end(ctl, webd):
     assert [t["id"] for t in listed["items"]] == [third["id"], first]
     p = ctl.ok("tasks", "list", "--limit", "1")
     assert len(p.stdout.splitlines()) == 2
-    assert "More tasks: webctl tasks list --offset 1" in p.stderr
+    assert "More tasks: webctl tasks list --limit 1 --offset 1" in p.stderr
     listed = ctl.json("tasks", "list", "--limit", "2", "--offset", "1")
     assert [t["id"] for t in listed["items"]] == [second["id"], first]
     assert listed["next_offset"] is None
@@ -406,9 +443,9 @@ def test_activity(ctl):
     p = ctl.ok("activity", "--limit", "100")
     lines = p.stdout.splitlines()
     assert lines[0].split()[:5] == ["TIME", "METHOD", "STATUS", "MS", "PATH"]
-    assert any(line.split()[2:4] == ["POST", "201"] for line in lines[1:]), p.stdout
+    assert any(line.split()[3:5] == ["POST", "201"] for line in lines[1:]), p.stdout
     p = ctl.ok("activity", "--limit", "1")
-    assert len(p.stdout.splitlines()) == 2 and "More: webctl activity --offset 1" in p.stderr
+    assert len(p.stdout.splitlines()) == 2 and "More: webctl activity --limit 1 --offset 1" in p.stderr
 
 
 def test_logout(ctl):
@@ -417,16 +454,18 @@ def test_logout(ctl):
     ctl.login(user)
     ctl.ok("tasks", "list")
     p = ctl.ok("logout")
-    assert p.stdout == "Logged out.\n"
+    assert p.stdout == f"Logged out of {ctl.env['WEBCTL_URL']}.\n"
     assert not ctl.token_file.exists()
     p = ctl.run("tasks", "list")
     assert p.returncode == 3
-    assert ctl.ok("logout").stdout == "Not logged in.\n"
+    assert ctl.ok("logout").stdout == f"Not logged in to {ctl.env['WEBCTL_URL']}.\n"
 
 
 def save_token(c, **changes):
+    """Changes the one saved login."""
     saved = json.loads(c.token_file.read_text())
-    saved.update(changes)
+    assert len(saved["logins"]) == 1, saved
+    saved["logins"][0].update(changes)
     c.token_file.write_text(json.dumps(saved))
     os.chmod(c.token_file, 0o600)
 
@@ -450,12 +489,12 @@ def test_expired_and_refused_tokens(ctl, webd):
     for args in (["tasks", "list"], ["activity"], ["tasks", "show", "1"]):
         p = ctl.run(*args)
         assert p.returncode == 3, (args, p.stderr)
-        assert "log in again" in p.stderr
+        assert f"Log in again with: webctl login {user}\n" in p.stderr
 
-    # A token for another URL isn't used.
+    # A token for another URL isn't used: that server is asked first, so a wrong URL says so.
     ctl.login(user)
     p = ctl.run("--url", "http://127.0.0.2:1/", "tasks", "list")
-    assert p.returncode == 3 and "not logged in to http://127.0.0.2:1" in p.stderr
+    assert p.returncode == 4 and "cannot connect to http://127.0.0.2:1" in p.stderr, p.stderr
     # The same URL with a trailing slash is the same server.
     ctl.ok("--url", webd.url + "/", "tasks", "list")
     ctl.ok("tasks", "list", "--url", webd.url)
@@ -494,3 +533,444 @@ def test_database_down(ctl, webd, cluster):
     finally:
         cluster.start()
     webdtest.wait_until(lambda: ctl.run("tasks", "list").returncode == 0, 30, "webd to reconnect")
+
+
+# ---- what a new user meets (issue 9, items 14 and 15) ----------------------------------------------------
+
+def signup(ctl, user):
+    """Registers <user> and makes sure of the login (that register logs in is
+    test_register_checks_name_first_and_logs_in's point), so that each test below checks its own alone."""
+    ctl.register(user)
+    if not ctl.token_file.exists():
+        ctl.login(user)
+
+
+def run_hint(ctl, line, **kw):
+    """Runs a command line webctl printed, as a shell would split it, with this user's webctl."""
+    args = shlex.split(line)
+    assert args[0] == "webctl", line
+    return ctl.run(*args[1:], **kw)
+
+
+def hint(stderr, label):
+    lines = [line for line in stderr.splitlines() if line.startswith(label + ": ")]
+    assert len(lines) == 1, stderr
+    return lines[0][len(label) + 2:]
+
+
+def test_more_hint_keeps_filters(ctl, webd):
+    """The next page's command repeats the filter, the limit and --url, quoted, and works as printed."""
+    user = new_user("nina")
+    signup(ctl, user)
+    ids = {}
+    for title, done in (("old done", True), ("todo one", False), ("todo two", False), ("new done", True)):
+        ids[title] = ctl.json("tasks", "add", title, *(["--done"] if done else []))["id"]
+
+    p = ctl.ok("tasks", "list", "--todo", "--limit", "1")
+    assert "todo two" in p.stdout and "todo one" not in p.stdout, p.stdout
+    line = hint(p.stderr, "More tasks")
+    assert line == "webctl tasks list --todo --limit 1 --offset 1", line
+    p = run_hint(ctl, line)
+    assert p.returncode == 0 and "todo one" in p.stdout and "done" not in p.stdout.split("\n", 1)[1], p.stdout
+    assert "More tasks" not in p.stderr
+
+    p = ctl.ok("tasks", "ls", "--done", "--limit", "1")
+    line = hint(p.stderr, "More tasks")
+    assert line == "webctl tasks list --done --limit 1 --offset 1", line
+    p = run_hint(ctl, line)
+    assert "old done" in p.stdout and "todo" not in p.stdout, p.stdout
+
+    # --url given on the command line is repeated (the default or WEBCTL_URL would be picked again).
+    env = {"WEBCTL_URL": ""}
+    p = ctl.ok("--url", webd.url + "/", "tasks", "list", "--todo", "--limit", "1", env=env)
+    line = hint(p.stderr, "More tasks")
+    assert line == f"webctl --url {webd.url} tasks list --todo --limit 1 --offset 1", line
+    p = run_hint(ctl, line, env=env)
+    assert p.returncode == 0 and "todo one" in p.stdout, p.stderr
+
+    p = ctl.ok("activity", "--limit", "2", "--url", webd.url, env=env)
+    line = hint(p.stderr, "More")
+    assert line == f"webctl --url {webd.url} activity --limit 2 --offset 2", line
+    assert run_hint(ctl, line, env=env).returncode == 0
+
+
+@pytest.mark.parametrize("args,culprit,message", [
+    (["tasks", "add", "-urgent"], "-urgent", "unknown option '-u' in '-urgent'"),
+    (["tasks", "add", "--description", "d", "-urgent"], "-urgent", "unknown option '-u' in '-urgent'"),
+    (["tasks", "add", "--description", "-x", "-urgent"], "-urgent", "unknown option '-u' in '-urgent'"),
+    (["tasks", "add", "-u"], "-u", "unknown option '-u'"),
+    (["tasks", "add", "x", "--urgent"], "--urgent", "unknown option '--urgent'"),
+    (["tasks", "add", "x", "--d"], "--d", "option '--d' is ambiguous: --description, --done"),
+    (["tasks", "add", "x", "--done=yes"], "--done=yes", "option '--done' takes no value"),
+    (["tasks", "list", "--limit"], "--limit", "option '--limit' needs a value"),
+    (["tasks", "list", "-x"], "-x", "unknown option '-x'"),
+    (["tasks", "show", "-5"], "-5", "unknown option '-5'"),
+    (["login", "-bob"], "-bob", "unknown option '-b' in '-bob'"),
+    (["--url", "http://127.0.0.1:1", "register", "-bob"], "-bob", "unknown option '-b' in '-bob'"),
+    (["-q", "tasks", "list"], "-q", "unknown option '-q'"),
+])
+def test_option_errors_name_the_culprit(tmp_path, args, culprit, message):
+    c = Ctl(tmp_path / "o", "http://127.0.0.1:1")
+    p = c.run(*args)
+    assert p.returncode == 2 and p.stdout == "", p
+    first = p.stderr.splitlines()[0]
+    assert first.startswith("webctl: " + message), p.stderr
+    if args[0] == "tasks":
+        assert f"Try 'webctl tasks {args[1]} --help'." in p.stderr, p.stderr
+    elif args[0].startswith("-") and args[0] != "--url":
+        assert "Try 'webctl --help'." in p.stderr, p.stderr
+    # The message never names an argument that is not at fault (the old bug named the command).
+    assert "'add'" not in p.stderr and "'list'" not in p.stderr
+    # Commands that take free text suggest '--' for an argument that looks like an option.
+    if culprit.startswith("-") and not culprit.startswith("--") and ("add" in args or "-bob" in args):
+        assert "goes after '--'" in p.stderr, p.stderr
+    else:
+        assert "goes after '--'" not in p.stderr, p.stderr
+
+
+def test_dashdash_suggestion_works(ctl, webd):
+    user = new_user("oscar")
+    signup(ctl, user)
+    p = ctl.run("tasks", "add", "--description", "it's late", "-urgent")
+    assert p.returncode == 2
+    line = hint(p.stderr, "An argument that starts with '-' goes after '--'")
+    assert line == "webctl tasks add --description 'it'\\''s late' -- -urgent", line
+    p = run_hint(ctl, "webctl --json" + line[len("webctl"):])
+    assert p.returncode == 0, p.stderr
+    task = json.loads(p.stdout)
+    assert task["title"] == "-urgent" and task["description"] == "it's late"
+
+    # Several words for one TITLE: the same command with them quoted as one.
+    for args, title in ((["tasks", "add", "Buy", "oat", "milk", "--done"], "Buy oat milk"),
+                        (["tasks", "add", "--", "-a", "b"], "-a b")):
+        p = ctl.run(*args)
+        assert p.returncode == 2
+        line = hint(p.stderr, "A TITLE of several words is quoted")
+        p = run_hint(ctl, "webctl --json" + line[len("webctl"):])
+        assert p.returncode == 0 and json.loads(p.stdout)["title"] == title, (line, p.stderr)
+
+
+def test_logins_per_server(ctl, webd, tmp_path):
+    """One login per normalised server URL; logout forgets only that server's."""
+    port = webd.url.rsplit(":", 1)[1]
+    other_url = f"http://localhost:{port}"  # the same webd under another name: another server to webctl
+    a, b = new_user("pia"), new_user("quinn")
+    signup(ctl, a)
+    ctl.ok("tasks", "add", "a's task")
+    ctl.ok("--url", other_url, "register", b, "--password-stdin", input=PASSWORD + "\n")
+    ctl.ok("--url", other_url, "tasks", "add", "b's task")
+    assert "a's task" in ctl.ok("tasks", "list").stdout
+    assert "b's task" in ctl.ok("--url", other_url, "tasks", "list").stdout
+    # Other spellings of the same URL find the same login.
+    for spelling in (webd.url.upper().replace("HTTP://", "http://"), webd.url + "//",
+                     webd.url.replace("http://", "HTTP://")):
+        assert "a's task" in ctl.ok("--url", spelling, "tasks", "list").stdout, spelling
+    saved = json.loads(ctl.token_file.read_text())
+    assert sorted(x["url"] for x in saved["logins"]) == sorted([webd.url, other_url])
+    assert stat.S_IMODE(ctl.token_file.stat().st_mode) == 0o600
+
+    p = ctl.ok("--url", other_url + "/", "logout")
+    assert p.stdout == f"Logged out of {other_url}.\n"
+    p = ctl.run("--url", other_url, "tasks", "list")
+    assert p.returncode == 3 and f"not logged in to {other_url} (saved logins: {webd.url})" in p.stderr
+    assert f"Log in with: webctl --url {other_url} login USER" in p.stderr, p.stderr
+    assert "a's task" in ctl.ok("tasks", "list").stdout
+
+    # The single-login file of earlier versions is still read, and rewritten in the new form.
+    token = json.loads(ctl.token_file.read_text())["logins"][0]
+    ctl.token_file.write_text(json.dumps({"url": webd.url + "/", "username": a, "token": token["token"],
+                                          "expires": token["expires"]}))
+    os.chmod(ctl.token_file, 0o600)
+    assert "a's task" in ctl.ok("tasks", "list").stdout
+    ctl.ok("--url", other_url, "login", b, "--password-stdin", input=PASSWORD + "\n")
+    saved = json.loads(ctl.token_file.read_text())
+    assert sorted(x["url"] for x in saved["logins"]) == sorted([webd.url, other_url])
+    assert "a's task" in ctl.ok("tasks", "list").stdout
+
+
+def test_wrong_url_with_saved_login(ctl, webd):
+    """A mistyped URL is reported as one (connection refused, not webd), never as "not logged in"."""
+    user = new_user("rita")
+    signup(ctl, user)
+    down = f"http://127.0.0.1:{webdtest.free_port()}"
+    for args in (["tasks", "list"], ["activity"], ["tasks", "show", "1"], ["tasks", "add", "x"]):
+        p = ctl.run("--url", down, *args)
+        assert p.returncode == 4, (args, p.stderr)
+        assert f"cannot connect to {down}" in p.stderr and "logged in" not in p.stderr, p.stderr
+
+
+class NotWebd:
+    """An HTTP server on 127.0.0.1 that answers <status> with <body> to everything, but the paths in
+    <routes> ({path: (status, JSON body)})."""
+
+    def __init__(self, status=404, body=b"<html>nothing here</html>", routes=None):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                code, data = status, body
+                ctype = "text/html" if body.startswith(b"<") else "text/plain"
+                if self.path in (routes or {}):
+                    code, answer = routes[self.path]
+                    data, ctype = json.dumps(answer).encode(), "application/json"
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_url_not_webd(ctl, webd):
+    """A URL with a path, or another server: "not a webd API", with the root to use when it has a path."""
+    user = new_user("sam")
+    signup(ctl, user)
+    wrong = webd.url + "/api"
+    for args in (["tasks", "list"], ["tasks", "add", "x"], ["activity"], ["login", user, "--password-stdin"],
+                 ["register", new_user("tom"), "--password-stdin"]):
+        p = ctl.run("--url", wrong, *args, input=PASSWORD + "\n")
+        assert p.returncode == 1, (args, p.stderr)
+        assert f"webctl: {wrong}: not a webd API (404 on /api/healthcheck)" in p.stderr, p.stderr
+        assert f"--url {webd.url}" in p.stderr and "not found" not in p.stderr, p.stderr
+    # A task that does not exist is still webd's own 404.
+    p = ctl.run("tasks", "show", "999999999")
+    assert p.returncode == 1 and "not a webd API" not in p.stderr, p.stderr
+
+    for status in (404, 200, 301, 403):
+        other = NotWebd(status)
+        try:
+            for args in (["tasks", "list"], ["login", user, "--password-stdin"], ["activity"]):
+                p = ctl.run("--url", other.url, *args, input=PASSWORD + "\n")
+                assert p.returncode == 1, p.stderr
+                assert f"{other.url}: not a webd API ({status} on /healthcheck)" in p.stderr, p.stderr
+        finally:
+            other.close()
+
+    # A proxy in front with nothing behind it: unavailable, with its reason, made safe for the terminal.
+    other = NotWebd(503, b"503 Service Unavailable: no healthy backend\x1b[31m\nsecond line\n")
+    try:
+        for args in (["tasks", "list"], ["login", user, "--password-stdin"]):
+            p = ctl.run("--url", other.url, *args, input=PASSWORD + "\n")
+            assert p.returncode == 1, p.stderr
+            assert "not a webd API" not in p.stderr and "\x1b" not in p.stderr, p.stderr
+            assert "503 Service Unavailable: no healthy backend?[31m" in p.stderr, p.stderr
+            assert "second line" not in p.stderr
+    finally:
+        other.close()
+
+
+def test_register_checks_name_first_and_logs_in(ctl, webd):
+    # A bad name is refused before any password is asked for (no terminal, no --password-stdin).
+    p = ctl.run("register", "a b")
+    assert p.returncode == 1 and "  username: " in p.stderr and "password" not in p.stderr, p.stderr
+    out, status, _ = run_on_terminal(ctl, ["register", "x"], [b"never typed\n"] * 2)
+    assert os.waitstatus_to_exitcode(status) == 1 and "assword" not in out and "username" in out, out
+    # Typed on a terminal: asked twice, once; then logged in.
+    user, secret = new_user("uma"), "typed horse battery"
+    out, status, _ = run_on_terminal(ctl, ["register", user], [secret.encode() + b"\n"] * 3)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    assert out.count("Password: ") == 1 and out.count("Repeat password: ") == 1, out
+    assert f"logged in to {webd.url} as {user}" in out
+    assert ctl.json("tasks", "list")["items"] == []
+
+
+def test_token_file_permissions(ctl, webd):
+    user = new_user("vera")
+    signup(ctl, user)
+    path = str(ctl.token_file)
+    for mode in (0o644, 0o640, 0o604, 0o660, 0o620):
+        os.chmod(path, mode)
+        for args in (["tasks", "list"], ["logout"], ["login", user, "--password-stdin"]):
+            p = ctl.run(*args, input=PASSWORD + "\n")
+            assert p.returncode == 3, (oct(mode), args, p.stderr)
+            assert f"{path} is open to other users (mode {mode:04o})" in p.stderr, p.stderr
+            assert f"chmod 600 {path}" in p.stderr, p.stderr
+    os.chmod(path, 0o600)
+    ctl.ok("tasks", "list")
+    # Not the user's own file: refused too.
+    os.chown(path, 65534, 65534)
+    try:
+        p = ctl.run("tasks", "list")
+        assert p.returncode == 3 and "belongs to user 65534" in p.stderr, p.stderr
+    finally:
+        os.chown(path, os.geteuid(), os.getegid())
+    ctl.ok("tasks", "list")
+
+
+def test_times_have_a_zone(ctl):
+    user = new_user("wes")
+    signup(ctl, user)
+    ctl.ok("tasks", "add", "zoned")
+    for tz, zone in (("UTC", "UTC"), ("Asia/Tokyo", "JST"), ("America/New_York", "E[SD]T")):
+        env = {"TZ": tz}
+        p = ctl.ok("login", user, "--password-stdin", input=PASSWORD + "\n", env=env)
+        assert re.search(rf" until \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d {zone}\.$", p.stdout.strip()), p.stdout
+        p = ctl.ok("tasks", "list", env=env)
+        assert re.search(rf"\d\d:\d\d:\d\d {zone}$", p.stdout.splitlines()[1]), p.stdout
+        p = ctl.ok("activity", "--limit", "1", env=env)
+        assert re.match(rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d {zone} ", p.stdout.splitlines()[1]), p.stdout
+
+
+def run_on_pty(ctl, args, env):
+    """Runs webctl with its output on a terminal; returns (output, exit status)."""
+    out, status, _ = run_on_terminal(ctl, args, [], env=env)
+    return out, os.waitstatus_to_exitcode(status)
+
+
+def test_colour(ctl):
+    user = new_user("xena")
+    signup(ctl, user)
+    ctl.ok("tasks", "add", "open one")
+    ctl.ok("tasks", "add", "closed one", "--done")
+    out, status = run_on_pty(ctl, ["tasks", "list"], env={"TERM": "xterm"})
+    assert status == 0 and "\x1b[" in out, out
+    done_line = next(line for line in out.splitlines() if "closed one" in line)
+    assert "\x1b[2m" in done_line  # done tasks dim
+    out, status = run_on_pty(ctl, ["tasks", "show", "999999999"], env={"TERM": "xterm"})
+    assert status == 1 and "\x1b[31mwebctl: " in out, out  # errors red
+    # NO_COLOR empty counts as unset; so does TERM unset (only "dumb" says no).
+    for env in ({"NO_COLOR": ""}, {}):
+        out, status = run_on_pty(ctl, ["tasks", "list"], env=env)
+        assert status == 0 and "\x1b[" in out, (env, out)
+    # No colour with NO_COLOR, with TERM=dumb, or into a pipe.
+    for env in ({"TERM": "xterm", "NO_COLOR": "1"}, {"TERM": "dumb"}):
+        for args in (["tasks", "list"], ["tasks", "show", "999999999"], ["activity"]):
+            out, _ = run_on_pty(ctl, args, env=env)
+            assert "\x1b" not in out, (env, args, out)
+    for args in (["tasks", "list"], ["tasks", "show", "999999999"], ["activity"], ["--help"]):
+        p = ctl.run(*args, env={"TERM": "xterm"})
+        assert "\x1b" not in p.stdout + p.stderr, (args, p)
+
+
+def test_tables_fit_the_width(ctl):
+    user = new_user("yves")
+    signup(ctl, user)
+    ctl.ok("tasks", "add", "A title that is much longer than a narrow terminal can show in its column " * 2)
+    ctl.ok("tasks", "add", "short")
+    ctl.run("tasks", "show", "1" * 18)  # an activity entry with a long path
+    webdtest.wait_until(lambda: len(ctl.json("activity")["items"]) >= 4, 10, "the activity entries")
+    for columns in (60, 80):
+        for args in (["tasks", "list"], ["activity"]):
+            p = ctl.ok(*args, env={"COLUMNS": str(columns)})
+            lines = p.stdout.splitlines()
+            assert all(len(line) <= columns for line in lines), (columns, args, p.stdout)
+            assert lines[0].split()[:2] in (["ID", "DONE"], ["TIME", "METHOD"]), p.stdout
+    p = ctl.ok("activity", env={"COLUMNS": "60"})
+    assert "PATH" in p.stdout.splitlines()[0] and "\u2026" in p.stdout, p.stdout
+    p = ctl.ok("activity", env={"COLUMNS": "200"})
+    assert "REQUEST ID" in p.stdout.splitlines()[0] and "CLIENT" in p.stdout.splitlines()[0]
+    assert "/tasks/" + "1" * 18 in p.stdout and all(len(line) <= 200 for line in p.stdout.splitlines())
+    p = ctl.ok("tasks", "list", env={"COLUMNS": "200"})
+    assert "short" in p.stdout and "A title that is much longer than a narrow terminal can show" * 1 in p.stdout
+    long_title = "T" * 120
+    ctl.ok("tasks", "add", long_title)
+    p = ctl.ok("tasks", "list", env={"COLUMNS": "200"})
+    assert long_title in p.stdout and all(len(line) <= 200 for line in p.stdout.splitlines()), p.stdout
+    assert long_title not in ctl.ok("tasks", "list").stdout  # a pipe: capped
+    # Into a pipe without COLUMNS nothing is cut but the widest titles.
+    p = ctl.ok("activity", env={"COLUMNS": ""})
+    assert "/tasks/" + "1" * 18 in p.stdout
+
+
+def test_saved_logins_are_bounded(ctl, webd):
+    """At most 16 servers: expired logins are dropped, then the one that expires first makes room."""
+    user = new_user("zoe")
+    signup(ctl, user)
+    now = int(time.time())
+    saved = json.loads(ctl.token_file.read_text())
+    mine = saved["logins"][0]
+    others = [{"url": f"http://127.0.0.{i + 2}:1", "username": "x", "token": "t", "expires": now + 1000 + i}
+              for i in range(14)]
+    others.append({"url": "http://127.0.0.99:1", "username": "x", "token": "t", "expires": now - 5})
+    ctl.token_file.write_text(json.dumps({"logins": others + [mine]}))
+    os.chmod(ctl.token_file, 0o600)
+    assert len(json.loads(ctl.token_file.read_text())["logins"]) == 16
+    ctl.ok("tasks", "list")
+    # A 17th server: the expired login goes.
+    port = webd.url.rsplit(":", 1)[1]
+    ctl.ok("--url", f"http://localhost:{port}", "login", user, "--password-stdin", input=PASSWORD + "\n")
+    urls = [x["url"] for x in json.loads(ctl.token_file.read_text())["logins"]]
+    assert len(urls) == 16 and "http://127.0.0.99:1" not in urls and f"http://localhost:{port}" in urls
+    # Another one (127.1 is 127.0.0.1 to the resolver): the login that expires first (127.0.0.2) goes.
+    ctl.ok("--url", f"http://127.1:{port}", "login", user, "--password-stdin", input=PASSWORD + "\n")
+    urls = [x["url"] for x in json.loads(ctl.token_file.read_text())["logins"]]
+    assert len(urls) == 16 and "http://127.0.0.2:1" not in urls and "http://127.0.0.3:1" in urls, urls
+    assert webd.url in urls and f"http://localhost:{port}" in urls and f"http://127.1:{port}" in urls
+    ctl.ok("--url", "http://127.0.0.250:1", "logout")  # nothing saved for it: nothing changes
+    assert len(json.loads(ctl.token_file.read_text())["logins"]) == 16
+    # Too many logins, or a file that is not JSON: refused with what to do.
+    for text in (json.dumps({"logins": others * 2}), "{not json", json.dumps({"logins": [mine]}) + " trailing"):
+        ctl.token_file.write_text(text)
+        p = ctl.run("tasks", "list")
+        assert p.returncode == 3 and "bad format" in p.stderr and "remove it" in p.stderr, p.stderr
+
+
+def test_changes_of_the_logins_wait_for_each_other(ctl, webd):
+    """A change of the token file (login, logout) waits while another webctl holds the directory's lock,
+    so that two at once never lose a login; reading needs no lock."""
+    import fcntl
+
+    user = new_user("abel")
+    signup(ctl, user)
+    port = webd.url.rsplit(":", 1)[1]
+    other = f"http://localhost:{port}"
+    ctl.ok("--url", other, "login", user, "--password-stdin", input=PASSWORD + "\n")
+    fd = os.open(ctl.token_file.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        start = time.monotonic()
+        p = subprocess.Popen([str(ctl.binary), "--url", other, "logout"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=ctl.env, text=True, start_new_session=True)
+        assert ctl.ok("tasks", "list").returncode == 0  # a reader is not held up
+        time.sleep(1.5)
+        assert p.poll() is None, p.communicate()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        out, err = p.communicate(timeout=20)
+        assert p.returncode == 0 and out == f"Logged out of {other}.\n", err
+        assert time.monotonic() - start >= 1.5
+    finally:
+        os.close(fd)
+    saved = [x["url"] for x in json.loads(ctl.token_file.read_text())["logins"]]
+    assert saved == [webd.url]
+
+
+def test_server_text_is_made_safe(ctl):
+    """What a server sends back is never written to the terminal as is: messages, names, times."""
+    evil = "\x1b]0;owned\x07\x1b[31m"
+    health = (200, {"status": "ok", "database": "ok"})
+    server = NotWebd(routes={
+        "/healthcheck": health,
+        "/auth/register": (201, {"id": 1, "username": "bob" + evil, "created_at": evil}),
+        "/auth/login": (200, {"token": "t.t.t", "token_type": "Bearer", "expires_in": 3600,
+                              "expires_at": "2026-12-07T14:03:05Z" + evil}),
+        "/tasks": (400, {"error": {"code": "x" + evil, "message": "bad" + evil, "fields": {"f" + evil: evil}}}),
+    })
+    try:
+        for args in (["login", "bob", "--password-stdin"], ["register", "bob", "--password-stdin"],
+                     ["tasks", "add", "x"]):
+            p = ctl.run("--url", server.url, *args, input=PASSWORD + "\n")
+            assert "\x1b" not in p.stdout + p.stderr and "\x07" not in p.stdout + p.stderr, (args, p)
+        p = ctl.run("--url", server.url, "login", "bob", "--password-stdin", input=PASSWORD + "\n")
+        assert p.returncode == 0 and "until 2026-12-07T14:03:05Z?]0;owned??[31m." in p.stdout, p.stdout
+        p = ctl.run("--url", server.url, "tasks", "add", "x")
+        assert p.returncode == 1 and "webctl: bad?]0;owned??[31m\n" in p.stderr, p.stderr
+        assert "  f?]0;owned??[31m: ?]0;owned??[31m\n" in p.stderr, p.stderr
+    finally:
+        server.close()
