@@ -913,7 +913,10 @@ static void upstream_process(struct upstream *up)
                         txn_fail(c, 502, "invalid response from the backend");
                         return;
                 }
-                if (t->resp.status == 101 && t->req.upgrade && t->resp.upgrade) {
+                /* A 101 is relayed only to an upgrade request that was forwarded as one, and only to a
+                 * protocol on the list; anything else is a backend speaking out of turn. */
+                if (t->resp.status == 101 && t->req.upgrade && t->resp.upgrade &&
+                    http_upgrade_allowed((const char *)buf, &t->resp, cfg->upgrades)) {
                         tunnel_start(c, up, (const char *)buf, (size_t)r);
                         return;
                 }
@@ -1230,6 +1233,10 @@ static void client_start(struct client *c, struct txn *t, const char *buf, size_
                 return;
         }
 
+        /* An upgrade to a protocol not on the list goes as a plain request (Upgrade, Connection: upgrade
+         * and HTTP2-Settings dropped), so that nothing but those protocols bypasses lbd's HTTP (h2c). */
+        if (t->req.upgrade && !http_upgrade_allowed(buf, &t->req, cfg->upgrades))
+                t->req.upgrade = false;
         r = http_write_request_head(t->replay, buf, &t->req, &fw);
         if (r < 0) {
                 (void)evbuffer_drain(c->in, head_len);
