@@ -488,9 +488,30 @@ static const char *http_check_target(const char *t, size_t n)
  * absolute-form ("http://authority/...") whose authority has no userinfo and, when the request has a Host,
  * is that Host (else a backend following RFC 9112 3.2.2 would see another host than lbd's logs). CONNECT
  * (authority-form) is refused earlier. */
+/* For an absolute-form target ("http://authority/..."): true, with the authority (possibly empty) in
+ * *<ret_a>, *<ret_len>. False for the other forms. */
+static bool http_target_authority(const char *buf, const struct http_head *h, const char **ret_a,
+                                  size_t *ret_len)
+{
+        const char *t = buf + h->target_off, *end = t + h->target_len, *a, *e;
+
+        if (h->target_len > 7 && strncasecmp(t, "http://", 7) == 0)
+                a = t + 7;
+        else if (h->target_len > 8 && strncasecmp(t, "https://", 8) == 0)
+                a = t + 8;
+        else
+                return false;
+        for (e = a; e < end && *e != '/' && *e != '?'; e++)
+                ;
+        *ret_a = a;
+        *ret_len = (size_t)(e - a);
+        return true;
+}
+
 static const char *http_check_target_form(const char *buf, const struct http_head *h)
 {
-        const char *t = buf + h->target_off, *a, *end = t + h->target_len, *e;
+        const char *t = buf + h->target_off, *a;
+        size_t n;
 
         if (h->target_len == 0)
                 return "missing request target";
@@ -500,21 +521,16 @@ static const char *http_check_target_form(const char *buf, const struct http_hea
                 return "invalid asterisk-form request target";
         if (t[0] == '*')
                 return NULL;
-        if (h->target_len > 7 && strncasecmp(t, "http://", 7) == 0)
-                a = t + 7;
-        else if (h->target_len > 8 && strncasecmp(t, "https://", 8) == 0)
-                a = t + 8;
-        else
+        if (!http_target_authority(buf, h, &a, &n))
                 return "invalid request target";
-        for (e = a; e < end && *e != '/' && *e != '?'; e++)
-                if (*e == '@')
-                        return "userinfo in the request target";
-        if (e == a)
+        if (memchr(a, '@', n))
+                return "userinfo in the request target";
+        if (n == 0)
                 return "empty authority in the request target";
         if (h->host >= 0) {
                 const struct http_field *f = &h->fields[h->host];
 
-                if (f->value_len != (size_t)(e - a) || strncasecmp(buf + f->value_off, a, f->value_len) != 0)
+                if (f->value_len != n || strncasecmp(buf + f->value_off, a, n) != 0)
                         return "Host differs from the request target's authority";
         }
         return NULL;
@@ -1254,8 +1270,15 @@ int http_write_request_head(struct evbuffer *out, const char *buf, const struct 
         r |= http_puts(out, fw->request_id);
         r |= http_put(out, "\r\n", 2);
         if (h->host < 0 && fw->host) {
+                const char *a;
+                size_t n;
+
+                /* An absolute-form target names the host itself (RFC 9112 3.2.2). */
                 r |= http_puts(out, "Host: ");
-                r |= http_puts(out, fw->host);
+                if (http_target_authority(buf, h, &a, &n))
+                        r |= http_put(out, a, n);
+                else
+                        r |= http_puts(out, fw->host);
                 r |= http_put(out, "\r\n", 2);
         }
         if (h->upgrade)

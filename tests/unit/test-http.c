@@ -191,6 +191,18 @@ static void test_request_target(void **state)
         assert_true(parse_req("GET https://x:8443 HTTP/1.1\r\nHost: x:8443\r\n\r\n", &h, &p, &reason) > 0);
         assert_true(parse_req("GET http://x/a HTTP/1.0\r\n\r\n", &h, &p, &reason) > 0);
         assert_true(parse_req("GET /a%09b?c=[d]&e={f}|g\\h HTTP/1.1\r\nHost: x\r\n\r\n", &h, &p, &reason) > 0);
+
+        /* The Host lbd adds to an HTTP/1.0 request is the absolute-form's authority when there is one. */
+        {
+                struct http_forward fw = { .client_ip = "::1", .proto = "http", .request_id = "r", .host = "b" };
+                char *o = forward_head("GET http://a:8080/x HTTP/1.0\r\n\r\n", &fw, NULL);
+
+                assert_non_null(strstr(o, "\r\nHost: a:8080\r\n"));
+                free(o);
+                o = forward_head("GET /x HTTP/1.0\r\n\r\n", &fw, NULL);
+                assert_non_null(strstr(o, "\r\nHost: b\r\n"));
+                free(o);
+        }
 }
 
 static void test_rejects(void **state)
