@@ -742,7 +742,7 @@ static int http_check_name(struct http_head *h, size_t i, const char *buf, bool 
         const struct http_field *f = &h->fields[i];
         const char *s = buf + f->name_off;
         size_t n = f->name_len;
-        bool underscore = false, odd;
+        bool underscore = false, odd = false;
 
         if (n == 0) {
                 *ret_reason = "empty field name";
@@ -754,9 +754,9 @@ static int http_check_name(struct http_head *h, size_t i, const char *buf, bool 
                         return -EBADMSG;
                 }
                 underscore |= s[k] == '_';
+                odd |= s[k] == '-' && (k == 0 || k == n - 1 || s[k - 1] == '-');
         }
-        odd = underscore || s[0] == '-' || s[n - 1] == '-' || memmem(s, n, "--", 2);
-        if (_likely_(!odd))
+        if (_likely_(!odd && !underscore))
                 return 0;
         for (size_t k = 0; k < ELEMENTSOF(http_known_names); k++)
                 if ((request || http_known_names[k].response) &&
