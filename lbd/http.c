@@ -59,6 +59,17 @@ enum {
         HTTP_CH_DONE,
 };
 
+/* The states that take one exact byte: which, and the state after it. */
+static const struct {
+        char byte;
+        uint8_t next;
+} http_ch_exact[HTTP_CH_DONE] = {
+        [HTTP_CH_DATA_CR] = { '\r', HTTP_CH_DATA_LF },
+        [HTTP_CH_DATA_LF] = { '\n', HTTP_CH_SIZE_START },
+        [HTTP_CH_TRAILER_LF] = { '\n', HTTP_CH_TRAILER0 },
+        [HTTP_CH_END_LF] = { '\n', HTTP_CH_DONE },
+};
+
 #define HTTP_CHUNK_DIGITS_MAX      16   /* hex digits of a chunk size, leading zeros included */
 #define HTTP_CHUNK_SIGNIFICANT_MAX 15   /* without them: below 2^60, http_parser's own bound */
 #define HTTP_CHUNK_LINE_MAX        1024 /* a chunk-size line with its extensions, CRLF excluded */
@@ -319,14 +330,12 @@ static int http_scan_framing(struct http_ctx *ctx, const char *from, const char 
                         ctx->reason = "bad chunked framing";
                         return -1;
                 case HTTP_CH_DATA_CR:
-                        if (c != '\r')
-                                goto bad_eol;
-                        h->chunk_state = HTTP_CH_DATA_LF;
-                        break;
                 case HTTP_CH_DATA_LF:
-                        if (c != '\n')
+                case HTTP_CH_TRAILER_LF:
+                case HTTP_CH_END_LF:
+                        if (c != http_ch_exact[st].byte)
                                 goto bad_eol;
-                        h->chunk_state = HTTP_CH_SIZE_START;
+                        h->chunk_state = http_ch_exact[st].next;
                         break;
                 case HTTP_CH_TRAILER0:
                         if (blank) {
@@ -338,16 +347,6 @@ static int http_scan_framing(struct http_ctx *ctx, const char *from, const char 
                 case HTTP_CH_TRAILER:
                         if (c == '\r')
                                 h->chunk_state = HTTP_CH_TRAILER_LF;
-                        break;
-                case HTTP_CH_TRAILER_LF:
-                        if (c != '\n')
-                                goto bad_eol;
-                        h->chunk_state = HTTP_CH_TRAILER0;
-                        break;
-                case HTTP_CH_END_LF:
-                        if (c != '\n')
-                                goto bad_eol;
-                        h->chunk_state = HTTP_CH_DONE;
                         break;
                 default:
                         ctx->reason = "bytes after the end of a chunked body";
