@@ -1202,7 +1202,9 @@ static void client_start(struct client *c, struct txn *t, const char *buf, size_
                 .client_ip = c->ip,
                 .proto = "http",
                 .request_id = t->request_id,
-                .host = NULL,
+                /* HTTP/1.1 requires a Host: an HTTP/1.0 request without one gets the empty one RFC 9112 3.2
+                 * prescribes (or its absolute-form's authority), else the next lbd would refuse it. */
+                .host = "",
         };
         const char *reason = NULL;
         int r;

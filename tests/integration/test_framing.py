@@ -368,3 +368,23 @@ def test_rejections_counted(env):
         assert not b1.saw(f"/fr-{case_id}")
     # Requests after the smuggling attempts never reached the backend either.
     assert not b1.saw("inner")
+
+
+def test_http10_without_host_through_a_relay(harness):
+    """What lbd forwards is HTTP/1.1, which needs a Host: an HTTP/1.0 request without one gets an empty
+    Host, or its absolute-form's authority, so the next lbd (the backends' relays) takes it too."""
+    (b1,) = harness.backends(1)
+    relay = harness.lbd([b1])
+
+    class RelayAddr:
+        addr = f"127.0.0.1:{relay.port}"
+
+    front = harness.lbd([RelayAddr()])
+    for data in (b"GET /fr-h10-origin HTTP/1.0\r\n\r\n",
+                 b"GET http://a.example/fr-h10-absolute HTTP/1.0\r\n\r\n"):
+        out, _ = front.raw(data, timeout=3)
+        resps = lbdtest.parse_responses(out)
+        assert [r.status for r in resps] == [200], out
+    hosts = {r["path"]: [v for n, v in r["headers"] if n.lower() == "host"] for r in b1.requests()}
+    assert hosts["/fr-h10-origin"] == [""]
+    assert hosts["http://a.example/fr-h10-absolute"] == ["a.example"]
