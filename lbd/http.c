@@ -82,6 +82,8 @@ enum {
         HTTP_C_SPECIAL = 1 << 2, /* CR, LF, or a control character other than HTAB: see http_check_raw() */
         HTTP_C_ID = 1 << 3,      /* allowed in an X-Request-Id we keep */
         HTTP_C_TARGET = 1 << 4,  /* allowed in a request target (http_check_target()) */
+        HTTP_C_DASH = 1 << 5,    /* '-' and '_': see http_check_name() */
+        HTTP_C_UNDERSCORE = 1 << 6,
 };
 
 #define HTTP_ALNUM_CLASS(c) \
@@ -91,7 +93,8 @@ enum {
                   (HTTP_ALNUM_CLASS(c) || strchr_const("-._~!$&'()*+,;=:[]%", c) ? HTTP_C_HOST : 0) |         \
                   (((c) < 0x20 && (c) != '\t') || (c) == 0x7f ? HTTP_C_SPECIAL : 0) |                           \
                   (HTTP_ALNUM_CLASS(c) || strchr_const("._:-", c) ? HTTP_C_ID : 0) |                           \
-                  ((c) > 0x20 && (c) < 0x7f && (c) != '#' ? HTTP_C_TARGET : 0))
+                  ((c) > 0x20 && (c) < 0x7f && (c) != '#' ? HTTP_C_TARGET : 0) |                              \
+                  ((c) == '-' ? HTTP_C_DASH : 0) | ((c) == '_' ? HTTP_C_UNDERSCORE : 0))
 
 static uint8_t http_class[256];
 
@@ -741,21 +744,28 @@ static int http_check_name(struct http_head *h, size_t i, const char *buf, bool 
         const struct http_field *f = &h->fields[i];
         const char *s = buf + f->name_off;
         size_t n = f->name_len;
-        bool underscore = false, odd = false;
+        uint8_t all = 0xff, any = 0, pairs = 0, prev = 0;
+        bool underscore;
 
         if (n == 0) {
                 *ret_reason = "empty field name";
                 return -EBADMSG;
         }
+        /* One pass: every byte a token character, any '_', any "--". */
         for (size_t k = 0; k < n; k++) {
-                if (!http_tchar((unsigned char)s[k])) {
-                        *ret_reason = "invalid character in a field name";
-                        return -EBADMSG;
-                }
-                underscore |= s[k] == '_';
-                odd |= s[k] == '-' && (k == 0 || k == n - 1 || s[k - 1] == '-');
+                uint8_t c = http_class[(unsigned char)s[k]];
+
+                all &= c;
+                any |= c;
+                pairs |= prev & c;
+                prev = c;
         }
-        if (_likely_(!odd && !underscore))
+        if (!(all & HTTP_C_TCHAR)) {
+                *ret_reason = "invalid character in a field name";
+                return -EBADMSG;
+        }
+        underscore = any & HTTP_C_UNDERSCORE;
+        if (_likely_(!underscore && !(pairs & HTTP_C_DASH) && s[0] != '-' && s[n - 1] != '-'))
                 return 0;
         for (size_t k = 0; k < ELEMENTSOF(http_known_names); k++)
                 if ((request || http_known_names[k].response) &&
