@@ -2,10 +2,12 @@
  *
  * http_parser does the tokenising and the body framing (Content-Length, chunked, EOF). Debian builds it
  * without HTTP_PARSER_STRICT, so on top of it every accepted head is checked here: the raw bytes (no
- * control characters, CRLF only, no obs-fold), field names (tokens only, which also refuses "Host : x"),
- * and the framing fields (one Content-Length of digits, Transfer-Encoding exactly "chunked" in requests,
- * never both, one Host). A head that passes has one meaning for every recipient, so a request can't be
- * smuggled past lbd to a backend that reads it differently.
+ * control characters, CRLF only, no obs-fold), the request target (visible ASCII, one of the forms),
+ * field names (tokens only, which also refuses "Host : x", and none that folds into a field lbd acts on:
+ * http_check_name()), and the framing fields (one Content-Length of digits, Transfer-Encoding exactly
+ * "chunked" in requests, never both, one Host). Chunked bodies are held to the chunk grammar byte by byte
+ * (http_scan_framing()). A message that passes has one meaning for every recipient, so a request can't
+ * be smuggled past lbd to a backend that reads it differently.
  *
  * Parsing state lives in the caller's http_parser; parser->data points at a context on our stack only for
  * the duration of one call. */
@@ -82,7 +84,7 @@ enum {
         HTTP_C_SPECIAL = 1 << 2, /* CR, LF, or a control character other than HTAB: see http_check_raw() */
         HTTP_C_ID = 1 << 3,      /* allowed in an X-Request-Id we keep */
         HTTP_C_TARGET = 1 << 4,  /* allowed in a request target (http_check_target()) */
-        HTTP_C_DASH = 1 << 5,    /* '-' and '_': see http_check_name() */
+        HTTP_C_DASH = 1 << 5,    /* '-', and '_' below: see http_check_name() */
         HTTP_C_UNDERSCORE = 1 << 6,
 };
 
@@ -486,10 +488,6 @@ static const char *http_check_target(const char *t, size_t n)
         return NULL;
 }
 
-/* The request target's form (RFC 9112 3.2): origin-form ("/..."), asterisk-form ("*", OPTIONS only), or
- * absolute-form ("http://authority/...") whose authority has no userinfo and, when the request has a Host,
- * is that Host (else a backend following RFC 9112 3.2.2 would see another host than lbd's logs). CONNECT
- * (authority-form) is refused earlier. */
 /* For an absolute-form target ("http://authority/..."): true, with the authority (possibly empty) in
  * *<ret_a>, *<ret_len>. False for the other forms. */
 static bool http_target_authority(const char *buf, const struct http_head *h, const char **ret_a,
@@ -510,6 +508,10 @@ static bool http_target_authority(const char *buf, const struct http_head *h, co
         return true;
 }
 
+/* The request target's form (RFC 9112 3.2): origin-form ("/..."), asterisk-form ("*", OPTIONS only), or
+ * absolute-form ("http://authority/...") whose authority has no userinfo and, when the request has a Host,
+ * is that Host (else a backend following RFC 9112 3.2.2 would see another host than lbd's logs). CONNECT
+ * (authority-form) is refused earlier. */
 static const char *http_check_target_form(const char *buf, const struct http_head *h)
 {
         const char *t = buf + h->target_off, *a;
