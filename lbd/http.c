@@ -654,16 +654,40 @@ static void http_apply_connection(struct http_head *h, const char *buf, const st
         }
 }
 
-/* Is "chunked" the last coding of a Transfer-Encoding value? */
-static bool http_te_final_chunked(const char *buf, const struct http_field *f)
+/* A response's Transfer-Encoding (RFC 9112 6.1): a list of codings (tokens, empty elements tolerated) in
+ * which "chunked", if there, is last and once. A coding with parameters, or "chunked" applied twice or
+ * under another coding, is a framing only some clients would read as lbd does: refused. Sets
+ * *<ret_chunked> (chunked framing, else the body ends with the connection) and returns NULL, or a reason. */
+static const char *http_te_response(const char *buf, const struct http_field *f, bool *ret_chunked)
 {
-        const char *s = buf + f->value_off;
-        size_t n = f->value_len;
+        const char *s = buf + f->value_off, *end = s + f->value_len;
+        size_t n_codings = 0;
+        bool chunked = false;
 
-        while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
-                n--;
-        return n >= 7 && strncasecmp(s + n - 7, "chunked", 7) == 0 &&
-               (n == 7 || s[n - 8] == ',' || s[n - 8] == ' ' || s[n - 8] == '\t');
+        while (s < end) {
+                const char *t;
+
+                while (s < end && (*s == ',' || *s == ' ' || *s == '\t'))
+                        s++;
+                if (s == end)
+                        break;
+                if (chunked)
+                        return "Transfer-Encoding with a coding after chunked";
+                for (t = s; s < end && http_tchar((unsigned char)*s); s++)
+                        ;
+                if (s == t)
+                        return "malformed Transfer-Encoding";
+                chunked = s - t == 7 && strncasecmp(t, "chunked", 7) == 0;
+                n_codings++;
+                while (s < end && (*s == ' ' || *s == '\t'))
+                        s++;
+                if (s < end && *s != ',')
+                        return "malformed Transfer-Encoding";
+        }
+        if (n_codings == 0)
+                return "empty Transfer-Encoding";
+        *ret_chunked = chunked;
+        return NULL;
 }
 
 static const struct {
@@ -783,7 +807,7 @@ static int http_check_name(struct http_head *h, size_t i, const char *buf, bool 
 static int http_check_fields(struct http_head *h, const char *buf, bool request, const char **ret_reason)
 {
         int n_cl = 0, n_te = 0, n_host = 0, n_upgrade = 0, te_index = -1, upgrade_index = -1;
-        bool close = false, keep = false, conn_upgrade = false;
+        bool close = false, keep = false, conn_upgrade = false, te_chunked = false;
         int r;
 
         h->host = -1;
@@ -873,11 +897,15 @@ static int http_check_fields(struct http_head *h, const char *buf, bool request,
                         *ret_reason = "more than one Transfer-Encoding";
                         return -EBADMSG;
                 }
+                if (n_te) {
+                        *ret_reason = http_te_response(buf, &h->fields[te_index], &te_chunked);
+                        if (*ret_reason)
+                                return -EBADMSG;
+                }
                 if (h->status < 200 || h->status == 204 || h->status == 304)
                         h->body = HTTP_BODY_NONE;
                 else if (n_te)
-                        h->body = http_te_final_chunked(buf, &h->fields[te_index]) ? HTTP_BODY_CHUNKED
-                                                                                   : HTTP_BODY_EOF;
+                        h->body = te_chunked ? HTTP_BODY_CHUNKED : HTTP_BODY_EOF;
                 else if (n_cl)
                         h->body = h->content_length > 0 ? HTTP_BODY_LENGTH : HTTP_BODY_NONE;
                 else

@@ -333,9 +333,15 @@ def test_underscore_fields_not_forwarded(env):
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent_Length: 11\r\n\r\nhello world",
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer_Encoding: chunked\r\n\r\nhello",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent--Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-], ids=["cl-underscore", "te-underscore", "cl-dashes"])
-def test_response_with_imitated_framing_field_is_502(harness, answer):
-    """A response a client folding '_' would frame otherwise is never forwarded."""
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+], ids=["cl-underscore", "te-underscore", "cl-dashes", "te-chunked-twice", "te-after-chunked", "te-two-fields",
+        "cl-twice"])
+def test_response_framed_ambiguously_is_502(harness, answer):
+    """A response that some client would frame otherwise than lbd (folding '_', decoding chunked twice or
+    reading to the close) is never forwarded."""
     with lbdtest.ScriptedBackend(lambda _head: answer) as sb:
         lbd = harness.lbd([sb])
         out, _ = lbd.raw(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n", timeout=3)

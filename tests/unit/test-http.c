@@ -161,6 +161,42 @@ static void test_response_field_names(void **state)
         evbuffer_free(out);
 }
 
+static void test_response_transfer_encoding(void **state)
+{
+        static const struct {
+                const char *te;
+                int body; /* -1: refused */
+        } cases[] = {
+                { "chunked", HTTP_BODY_CHUNKED },
+                { "Chunked ", HTTP_BODY_CHUNKED },
+                { "gzip, chunked", HTTP_BODY_CHUNKED },
+                { "gzip,,chunked", HTTP_BODY_CHUNKED },
+                { "gzip", HTTP_BODY_EOF },
+                { "gzip, identity", HTTP_BODY_EOF },
+                { "chunked, gzip", -1 },
+                { "chunked, chunked", -1 },
+                { "chunked;q=1", -1 },
+                { "\"chunked\"", -1 },
+                { "gzip chunked", -1 },
+                { ",", -1 },
+        };
+        struct http_head h;
+        http_parser p;
+        const char *reason;
+        char resp[256];
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                int r;
+
+                snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n", cases[i].te);
+                reason = NULL;
+                r = http_parse_response(&p, resp, strlen(resp), 16384, false, &h, &reason);
+                if (cases[i].body < 0 ? r != -EBADMSG : (r <= 0 || (int)h.body != cases[i].body))
+                        fail_msg("Transfer-Encoding: %s -> %d, body %d (%s)", cases[i].te, r, (int)h.body,
+                                 reason ? reason : "-");
+        }
+}
+
 static void test_request_target(void **state)
 {
         struct http_head h;
@@ -704,6 +740,7 @@ int main(void)
                 cmocka_unit_test(test_field_names_imitating_known_ones),
                 cmocka_unit_test(test_underscore_names_are_not_forwarded),
                 cmocka_unit_test(test_response_field_names),
+                cmocka_unit_test(test_response_transfer_encoding),
                 cmocka_unit_test(test_request_target),
                 cmocka_unit_test(test_chunk_size_and_extensions),
                 cmocka_unit_test(test_response),
