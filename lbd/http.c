@@ -32,6 +32,7 @@ struct http_ctx {
         bool too_many;    /* more than HTTP_MAX_FIELDS */
         bool trailers;    /* body mode: fields are trailers */
         bool head_request;
+        bool request;     /* body mode: the message is a request */
         bool done;        /* message complete */
 };
 
@@ -55,7 +56,8 @@ enum {
         HTTP_CH_DATA_CR,     /* CRLF after the data */
         HTTP_CH_DATA_LF,
         HTTP_CH_TRAILER0,    /* start of a trailer line, or of the final CRLF */
-        HTTP_CH_TRAILER,
+        HTTP_CH_TRAILER_NAME,
+        HTTP_CH_TRAILER,     /* after the name's colon */
         HTTP_CH_TRAILER_LF,
         HTTP_CH_END_LF,      /* CR of the final CRLF seen */
         HTTP_CH_DONE,
@@ -198,6 +200,28 @@ static int http_on_headers_complete(http_parser *p)
         http_parser_pause(p, 1);
         /* 1 = no body follows (the response to a HEAD request). */
         return ctx->head_request ? 1 : 0;
+}
+
+static const char *http_trailer_name_check(const char *name, size_t n, bool request);
+
+/* Adds byte <c> of a trailer field's name to h->trailer_name, folded as http_check_name() folds names:
+ * lower case, a run of '-' and '_' as one '-', none at the start. */
+static void http_trailer_name_add(struct http_head *h, unsigned char c)
+{
+        uint8_t *n = &h->trailer_name_len;
+
+        if (*n == UINT8_MAX)
+                return;
+        if (c == '-' || c == '_') {
+                if (*n == 0 || h->trailer_name[*n - 1] == '-')
+                        return;
+                c = '-';
+        }
+        if (*n >= sizeof(h->trailer_name)) {
+                *n = UINT8_MAX;
+                return;
+        }
+        h->trailer_name[(*n)++] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
 }
 
 /* Chunked framing (size lines, the CRLF after each chunk's data, trailers): http_parser built without
@@ -347,7 +371,30 @@ static int http_scan_framing(struct http_ctx *ctx, const char *from, const char 
                                 ctx->reason = "obsolete line folding in the trailers";
                                 return -1;
                         }
-                        h->chunk_state = c == '\r' ? HTTP_CH_END_LF : HTTP_CH_TRAILER;
+                        h->trailer_name_len = 0;
+                        if (c == '\r')
+                                h->chunk_state = HTTP_CH_END_LF;
+                        else {
+                                http_trailer_name_add(h, c);
+                                h->chunk_state = HTTP_CH_TRAILER_NAME;
+                        }
+                        break;
+                case HTTP_CH_TRAILER_NAME:
+                        /* Other bytes than a token's are http_on_header_field()'s to refuse. */
+                        if (c == ':') {
+                                size_t n = h->trailer_name_len;
+
+                                while (n > 0 && n != UINT8_MAX && h->trailer_name[n - 1] == '-')
+                                        n--;
+                                if (n != UINT8_MAX)
+                                        ctx->reason = http_trailer_name_check(h->trailer_name, n, ctx->request);
+                                if (ctx->reason)
+                                        return -1;
+                                h->chunk_state = HTTP_CH_TRAILER;
+                        } else if (c == '\r')
+                                h->chunk_state = HTTP_CH_TRAILER_LF;
+                        else
+                                http_trailer_name_add(h, c);
                         break;
                 case HTTP_CH_TRAILER:
                         if (c == '\r')
@@ -712,8 +759,10 @@ static const struct {
         size_t len;
         bool response;
         const char *reason;
+        const char *trailer_reason;
 } http_known_names[] = {
-#define KNOWN(s, resp, shown) { s, sizeof(s) - 1, resp, "field name that imitates " shown }
+#define KNOWN(s, resp, shown) \
+        { s, sizeof(s) - 1, resp, "field name that imitates " shown, shown " (or a look-alike) in the trailers" }
         KNOWN("content-length", true, "Content-Length"),
         KNOWN("transfer-encoding", true, "Transfer-Encoding"),
         KNOWN("connection", true, "Connection"),
@@ -730,6 +779,17 @@ static const struct {
         KNOWN("x-request-id", false, "X-Request-Id"),
 #undef KNOWN
 };
+
+/* Trailers (RFC 9110 6.5.1) may not carry what frames, routes or is set by lbd: a recipient merging them
+ * into the head would act on them. <name> is folded (http_trailer_name_add()). Returns NULL or a reason. */
+static const char *http_trailer_name_check(const char *name, size_t n, bool request)
+{
+        for (size_t k = 0; k < ELEMENTSOF(http_known_names); k++)
+                if ((request || http_known_names[k].response) && http_known_names[k].len == n &&
+                    memcmp(http_known_names[k].name, name, n) == 0)
+                        return http_known_names[k].trailer_reason;
+        return NULL;
+}
 
 static inline bool http_name_sep(char c)
 {
@@ -1087,6 +1147,7 @@ static int http_body_run(http_parser *parser, struct http_head *h, bool scan, co
                 .h = h,
                 .decoded = decoded,
                 .trailers = true,
+                .request = parser->type == HTTP_REQUEST,
                 .chunked = scan && h->body == HTTP_BODY_CHUNKED,
                 .scan_from = data,
         };

@@ -62,6 +62,8 @@ struct http_head {
         uint8_t chunk_digits;       /* hex digits of the current chunk size, and those after leading zeros */
         uint8_t chunk_significant;
         uint16_t chunk_line;        /* bytes of the current chunk-size line or trailer section so far */
+        uint8_t trailer_name_len;   /* of the current trailer field's name, folded (UINT8_MAX: too long) */
+        char trailer_name[20];
 };
 
 /* Parses the request head at the start of <buf> (<len> bytes available). Returns the head length (> 0)

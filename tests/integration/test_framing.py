@@ -146,6 +146,10 @@ CASES = [
      + b"Transfer-Encoding: chunked\r\n\r\n5;a=" + b"b" * 2000 + b"\r\nhello\r\n0\r\n\r\n"),
     ("trailer-obs-fold", b"POST /fr-trailer-obs-fold HTTP/1.1\r\n" + H
      + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: a\r\n b\r\n\r\n"),
+    ("trailer-cl", b"POST /fr-trailer-cl HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nContent-Length: 50\r\n\r\n"),
+    ("trailer-xff", b"POST /fr-trailer-xff HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX_Forwarded_For: 10.0.0.1\r\n\r\n"),
 ]
 
 # What the 400 says: the actual problem.
@@ -157,6 +161,8 @@ REASONS = {
     "chunk-ext-too-long": "chunk extension too long",
     "chunk-ext-bare-lf": "bad line ending in chunked framing",
     "trailer-obs-fold": "obsolete line folding",
+    "trailer-cl": "Content-Length (or a look-alike) in the trailers",
+    "trailer-xff": "X-Forwarded-For (or a look-alike) in the trailers",
     "te-underscore": "imitates Transfer-Encoding",
     "te-underscore-alone": "imitates Transfer-Encoding",
     "te-dashes": "imitates Transfer-Encoding",

@@ -197,6 +197,32 @@ static void test_response_transfer_encoding(void **state)
         }
 }
 
+static void test_response_trailers(void **state)
+{
+        static const char head[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        static const struct {
+                const char *body;
+                int r;
+        } cases[] = {
+                { "0\r\nContent-Length: 5\r\n\r\n", -EBADMSG },
+                { "0\r\nTransfer_Encoding: chunked\r\n\r\n", -EBADMSG },
+                { "0\r\nHost: x\r\nX-Request-Id: y\r\nServer-Timing: z\r\n\r\n", 1 },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                struct http_head h;
+                http_parser p;
+                const char *reason = NULL;
+                size_t consumed;
+
+                assert_true(http_parse_response(&p, head, strlen(head), 16384, false, &h, &reason) > 0);
+                assert_int_equal(http_body_begin(&p, &h, &reason), 0);
+                assert_int_equal(http_body_feed(&p, &h, cases[i].body, strlen(cases[i].body), NULL, &consumed,
+                                                &reason),
+                                 cases[i].r);
+        }
+}
+
 static void test_request_target(void **state)
 {
         struct http_head h;
@@ -430,6 +456,11 @@ static void test_chunk_size_and_extensions(void **state)
         expect_chunked_bad("5;a=\x01\r\nhello\r\n0\r\n\r\n", "control character in chunked framing");
         expect_chunked_bad("5\r\nhello\r\n0\r\n X: y\r\n\r\n", "invalid character in a trailer field name");
         expect_chunked_bad("5\r\nhello\r\n0\r\nX: y\r\n\tz\r\n\r\n", "obsolete line folding");
+        expect_chunked_bad("5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n", "Content-Length (or a look-alike) in the trailers");
+        expect_chunked_bad("5\r\nhello\r\n0\r\nX-T: 1\r\ntransfer_ENCODING_: chunked\r\n\r\n",
+                           "Transfer-Encoding (or a look-alike) in the trailers");
+        expect_chunked_bad("0\r\nHost: a\r\n\r\n", "Host (or a look-alike) in the trailers");
+        expect_chunked_bad("0\r\nX--Forwarded--For: a\r\n\r\n", "X-Forwarded-For (or a look-alike) in the trailers");
         memset(body, 'a', sizeof(body));
         memcpy(body, "5;x=", 4);
         memcpy(body + sizeof(body) - sizeof(tail), tail, sizeof(tail));
@@ -447,6 +478,10 @@ static void test_chunk_size_and_extensions(void **state)
                                                      piece, &reason),
                                  1);
                 assert_int_equal(feed_chunked_reason("fffffffffffffff\r\n", piece, &reason), 0);
+                assert_int_equal(feed_chunked_reason("0\r\nX-Content-Length: 1\r\nContent-Lengths: 2\r\n"
+                                                     "Server-Timing: x\r\n\r\n",
+                                                     piece, &reason),
+                                 1);
         }
 }
 
@@ -741,6 +776,7 @@ int main(void)
                 cmocka_unit_test(test_underscore_names_are_not_forwarded),
                 cmocka_unit_test(test_response_field_names),
                 cmocka_unit_test(test_response_transfer_encoding),
+                cmocka_unit_test(test_response_trailers),
                 cmocka_unit_test(test_request_target),
                 cmocka_unit_test(test_chunk_size_and_extensions),
                 cmocka_unit_test(test_response),
