@@ -987,6 +987,22 @@ static int http_check_fields(struct http_head *h, const char *buf, bool request,
         return 0;
 }
 
+/* http_parser refused a Content-Length: say why, from the fields it had read (their names are whole). */
+static const char *http_content_length_problem(const struct http_head *h, const char *buf)
+{
+        size_t n_cl = 0, n_te = 0;
+
+        for (size_t i = 0; i < h->n_fields; i++) {
+                n_cl += http_field_name_is(buf, &h->fields[i], "content-length");
+                n_te += http_field_name_is(buf, &h->fields[i], "transfer-encoding");
+        }
+        if (n_te > 0 && n_cl > 0)
+                return "both Content-Length and Transfer-Encoding";
+        if (n_cl > 1)
+                return "more than one Content-Length";
+        return "invalid Content-Length";
+}
+
 static int http_parse_head(http_parser *parser, enum http_parser_type type, const char *buf, size_t len,
                            size_t max, bool head_request, struct http_head *h, const char **ret_reason)
 {
@@ -1033,8 +1049,8 @@ static int http_parse_head(http_parser *parser, enum http_parser_type type, cons
                 reason = NULL;
                 if (err == HPE_INVALID_URL && n < scan)
                         reason = http_check_target(buf + n, 1);
-                if (!reason)
-                        reason = http_check_raw(buf, n);
+                if (!reason) /* up to that byte, and with it when it is the LF of a CRLF */
+                        reason = http_check_raw(buf, n < scan && buf[n] == '\n' ? n + 1 : n);
                 if (!reason && n < scan && buf[n] != '\r' && buf[n] != '\n' &&
                     (http_class[(unsigned char)buf[n]] & HTTP_C_SPECIAL))
                         reason = "control character in the head";
@@ -1059,11 +1075,12 @@ static int http_parse_head(http_parser *parser, enum http_parser_type type, cons
                         *ret_reason = "invalid request target";
                         break;
                 case HPE_INVALID_HEADER_TOKEN:
-                        *ret_reason = "invalid character in a field";
+                        *ret_reason = n < scan && buf[n] == '\r' ? "field line without a colon"
+                                                                  : "invalid character in a field name";
                         break;
                 case HPE_INVALID_CONTENT_LENGTH:
                 case HPE_UNEXPECTED_CONTENT_LENGTH:
-                        *ret_reason = "invalid or conflicting Content-Length";
+                        *ret_reason = http_content_length_problem(h, buf);
                         break;
                 case HPE_INVALID_TRANSFER_ENCODING:
                         *ret_reason = "invalid Transfer-Encoding";

@@ -154,6 +154,17 @@ CASES = [
 
 # What the 400 says: the actual problem.
 REASONS = {
+    "cl-te": "both Content-Length and Transfer-Encoding",
+    "te-cl": "both Content-Length and Transfer-Encoding",
+    "two-cl": "more than one Content-Length",
+    "dup-cl": "more than one Content-Length",
+    "cl-plus": "invalid Content-Length",
+    "cl-garbage": "invalid Content-Length",
+    "te-gzip": "Transfer-Encoding other than a single",
+    "no-colon": "field line without a colon",
+    "bad-header-name": "invalid character in a field name",
+    "space-in-target": "malformed request line",
+    "bare-lf": "bare LF",
     "chunk-size-overflow": "chunk size too large",
     "chunk-size-zeros-overflow": "chunk size too large",
     "chunk-size-nonhex": "invalid chunk size",

@@ -298,6 +298,34 @@ static void test_rejects(void **state)
         expect_bad("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
 }
 
+/* The reason names the problem, whichever of http_parser or lbd's checks finds it. */
+static void test_reasons(void **state)
+{
+        static const char *const cases[][2] = {
+                { "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                  "both Content-Length and Transfer-Encoding" },
+                { "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                  "both Content-Length and Transfer-Encoding" },
+                { "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                  "more than one Content-Length" },
+                { "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+                  "more than one Content-Length" },
+                { "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5a\r\n\r\n", "invalid Content-Length" },
+                { "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", "invalid Content-Length" },
+                { "GET / HTTP/1.1\r\nHost: x\r\nX(A): b\r\n\r\n", "invalid character in a field name" },
+                { "GET / HTTP/1.1\r\nHost: x\r\nJustAWord\r\n\r\n", "field line without a colon" },
+                { "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n", "bare CR" },
+                { "GET / HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n", "bare LF" },
+                { "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01\r\n\r\n", "control character in the head" },
+                { "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", "malformed request line" },
+                { "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", "obsolete line folding" },
+                { "G(T / HTTP/1.1\r\nHost: x\r\n\r\n", "invalid method" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                expect_bad_reason(cases[i][0], cases[i][1]);
+}
+
 static void test_version_and_connect(void **state)
 {
         struct http_head h;
@@ -761,6 +789,7 @@ int main(void)
                 cmocka_unit_test(test_upgrade_needs_all_its_parts),
                 cmocka_unit_test(test_incomplete_and_too_large),
                 cmocka_unit_test(test_rejects),
+                cmocka_unit_test(test_reasons),
                 cmocka_unit_test(test_version_and_connect),
                 cmocka_unit_test(test_http10_keepalive),
                 cmocka_unit_test(test_chunked_body_and_pipelining),
