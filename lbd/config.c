@@ -12,6 +12,9 @@
  *   access_log       = stderr          stderr | off | an absolute file path
  *   max_connections  = 10000           1..1000000
  *   drain_timeout    = 30s             0 allowed (close at once)
+ *   upgrades         = websocket       protocols a request may switch to (Upgrade), comma-separated:
+ *                                      "name" (any version) or "name/version", case-insensitive;
+ *                                      "off" or empty = none (proxy.c forwards the rest as plain requests)
  *   [timeouts]
  *   client_header    = 10s
  *   client_idle      = 60s
@@ -87,6 +90,7 @@
 #include "common/conf.h"
 #include "common/macro.h"
 #include "common/parse.h"
+#include "lbd/http.h"
 
 #define U64(field)  CONF_FIELD(struct config, field, uint64_t)
 #define PATH(field) CONF_FIELD(struct config, field, char[CONFIG_PATH_MAX])
@@ -537,6 +541,46 @@ static int config_parse_security_groups(const struct conf_key *k, void *obj, con
         return 0;
 }
 
+struct config_upgrade_list {
+        char out[CONFIG_UPGRADES_MAX];
+        size_t len;
+};
+
+/* An upgrade protocol (RFC 9110 7.8): token [ "/" token ]. */
+static int config_upgrade_item(const char *entry, void *userdata, char *reason, size_t size)
+{
+        struct config_upgrade_list *l = userdata;
+        size_t n = strlen(entry), name = strcspn(entry, "/");
+
+        if (name == 0 || !http_is_token(entry, name) ||
+            (name < n && (name + 1 == n || !http_is_token(entry + name + 1, n - name - 1))))
+                return conf_reason(reason, size, "'%s' is not a protocol such as websocket or name/version",
+                                   entry);
+        if (l->len + (l->len > 0) + n >= sizeof(l->out))
+                return conf_reason(reason, size, "the list is longer than %zu bytes", sizeof(l->out) - 1);
+        if (l->len > 0)
+                l->out[l->len++] = ',';
+        memcpy(l->out + l->len, entry, n + 1);
+        l->len += n;
+        return 0;
+}
+
+static int config_parse_upgrades(const struct conf_key *k, void *obj, const char *value, bool first,
+                                 char *reason, size_t size)
+{
+        struct config *c = obj;
+        struct config_upgrade_list l = {0};
+        int r;
+
+        if (value[0] != '\0' && strcmp(value, "off") != 0) {
+                r = config_split(value, config_upgrade_item, &l, reason, size);
+                if (r < 0)
+                        return r;
+        }
+        memcpy(c->upgrades, l.out, l.len + 1);
+        return 0;
+}
+
 /* "" (not set) or an address with a port. */
 static int config_parse_upstream_into(struct netaddr *addr, bool *set, const char *value, char *reason,
                                       size_t size)
@@ -640,6 +684,7 @@ static const struct conf_key config_keys[] = {
         { "lbd", "access_log", "stderr", config_parse_access_log, PATH(access_log), 0, 0 },
         NUMBER("lbd", "max_connections", "10000", max_connections, 1, 1000000),
         DURATION("lbd", "drain_timeout", "30s", drain_timeout_usec, 0),
+        { "lbd", "upgrades", "websocket", config_parse_upgrades, 0, 0, 0 },
 
         DURATION("timeouts", "client_header", "10s", client_header_timeout_usec, 1),
         DURATION("timeouts", "client_idle", "60s", client_idle_timeout_usec, 1),

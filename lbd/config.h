@@ -15,6 +15,7 @@
 #define CONFIG_MAX_BACKENDS 256
 #define CONFIG_MAX_NETWORKS 32
 #define CONFIG_PATH_MAX     1024
+#define CONFIG_UPGRADES_MAX 256
 
 enum balance_kind {
         BALANCE_ROUND_ROBIN,
@@ -38,6 +39,8 @@ struct config {
         char access_log[CONFIG_PATH_MAX]; /* "stderr", "off", or a file path */
         uint64_t max_connections;       /* client connections at once; beyond it, accept waits */
         uint64_t drain_timeout_usec;    /* SIGTERM: how long in-flight requests may take to finish */
+        char upgrades[CONFIG_UPGRADES_MAX]; /* protocols a request may upgrade to, comma-separated without
+                                             * blanks ("websocket"); "" = none (http_upgrade_allowed()) */
 
         /* [timeouts] */
         uint64_t client_header_timeout_usec; /* whole request head must arrive within it: 408 */

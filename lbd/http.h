@@ -50,11 +50,20 @@ struct http_head {
         bool keep_alive;            /* the sender is willing to keep the connection open */
         bool expect_continue;       /* request: Expect: 100-continue */
         bool upgrade;               /* request: an HTTP/1.1 GET without a body asking, with Connection: upgrade
-                                     * and Upgrade, to switch protocols (WebSocket); response: 101 with Upgrade.
-                                     * The Upgrade field is then forwarded, with "Connection: Upgrade". */
+                                     * and one Upgrade field, to switch protocols; response: 101 with one
+                                     * Upgrade. The Upgrade field is then forwarded, with "Connection:
+                                     * Upgrade"; the caller clears it for a protocol it does not allow
+                                     * (http_upgrade_allowed()), and the request goes as a plain one. */
+        int upgrade_field;          /* index of the Upgrade field when <upgrade>, else -1 */
         int host;                   /* index of the Host field, -1 if none */
         int request_id;             /* index of a sane X-Request-Id field, -1 if none */
-        uint8_t chunk_expect;       /* body: what the next chunked framing byte must be (http.c) */
+        /* body: where the chunked framing is (http.c), kept here as a line may straddle two reads */
+        uint8_t chunk_state;
+        uint8_t chunk_digits;       /* hex digits of the current chunk size, and those after leading zeros */
+        uint8_t chunk_significant;
+        uint16_t chunk_line;        /* bytes of the current chunk-size line or trailer section so far */
+        uint8_t trailer_name_len;   /* of the current trailer field's name, folded (UINT8_MAX: too long) */
+        char trailer_name[20];
 };
 
 /* Parses the request head at the start of <buf> (<len> bytes available). Returns the head length (> 0)
@@ -90,6 +99,15 @@ int http_body_eof(http_parser *parser, struct http_head *h);
 bool http_field_name_eq(const char *buf, const struct http_field *f, const char *name, size_t len);
 #define http_field_name_is(buf, f, literal) http_field_name_eq(buf, f, "" literal, sizeof(literal) - 1)
 bool http_head_is_hop_by_hop(const struct http_head *h, size_t i);
+
+/* Whether the upgrade <h> asks for (a request) or grants (a 101) may go through: every protocol its
+ * Upgrade field lists ("name" or "name/version", RFC 9110 7.8) is on <allowed>, a comma-separated list of
+ * such tokens compared case-insensitively ("websocket"; "" allows none). An entry without a version allows
+ * every version of the protocol. False when <h> is not an upgrade or its Upgrade field is malformed. */
+bool http_upgrade_allowed(const char *buf, const struct http_head *h, const char *allowed);
+
+/* Is <s> (<n> bytes) a token (RFC 9110 5.6.2): one or more of the characters a field name may hold? */
+bool http_is_token(const char *s, size_t n);
 
 /* True for methods that are idempotent (RFC 9110 9.2.2): safe to send twice. */
 bool http_method_idempotent(enum http_method m);

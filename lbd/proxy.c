@@ -913,7 +913,10 @@ static void upstream_process(struct upstream *up)
                         txn_fail(c, 502, "invalid response from the backend");
                         return;
                 }
-                if (t->resp.status == 101 && t->req.upgrade && t->resp.upgrade) {
+                /* A 101 is relayed only to an upgrade request that was forwarded as one, and only to a
+                 * protocol on the list; anything else is a backend speaking out of turn. */
+                if (t->resp.status == 101 && t->req.upgrade && t->resp.upgrade &&
+                    http_upgrade_allowed((const char *)buf, &t->resp, cfg->upgrades)) {
                         tunnel_start(c, up, (const char *)buf, (size_t)r);
                         return;
                 }
@@ -1199,7 +1202,9 @@ static void client_start(struct client *c, struct txn *t, const char *buf, size_
                 .client_ip = c->ip,
                 .proto = "http",
                 .request_id = t->request_id,
-                .host = NULL,
+                /* HTTP/1.1 requires a Host: an HTTP/1.0 request without one gets the empty one RFC 9112 3.2
+                 * prescribes (or its absolute-form's authority), else the next lbd would refuse it. */
+                .host = "",
         };
         const char *reason = NULL;
         int r;
@@ -1230,6 +1235,10 @@ static void client_start(struct client *c, struct txn *t, const char *buf, size_
                 return;
         }
 
+        /* An upgrade to a protocol not on the list goes as a plain request (Upgrade, Connection: upgrade
+         * and HTTP2-Settings dropped), so that nothing but those protocols bypasses lbd's HTTP (h2c). */
+        if (t->req.upgrade && !http_upgrade_allowed(buf, &t->req, cfg->upgrades))
+                t->req.upgrade = false;
         r = http_write_request_head(t->replay, buf, &t->req, &fw);
         if (r < 0) {
                 (void)evbuffer_drain(c->in, head_len);

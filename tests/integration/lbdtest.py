@@ -1007,3 +1007,87 @@ class Harness:
             listener.close()
         if problems:
             raise AssertionError("valgrind found errors or leaks in lbd:\n" + problems[0][:8000])
+
+
+class ScriptedBackend:
+    """A backend on 127.0.0.1 for what backend.py will not do: it answers /healthcheck with 200 (kept
+    alive) and every other request with the bytes respond(head) returns, then records for a short while
+    what else arrives on that connection (what a proxy might have tunnelled) and closes it. Heads are
+    bounded to 64 KiB; every socket has a timeout; the threads end at stop() or after max_seconds.
+    Use it as a context manager."""
+
+    def __init__(self, respond, max_seconds=60.0, linger=0.5):
+        self.respond = respond
+        self.linger = linger
+        self.heads = []          # request heads received (bytes), health checks excluded
+        self.after = []          # bytes received after each of those heads
+        self.deadline = time.monotonic() + max_seconds
+        self.stop_event = threading.Event()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.1)
+        self.addr = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _running(self):
+        return not self.stop_event.is_set() and time.monotonic() < self.deadline
+
+    def _accept(self):
+        while self._running():
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        with conn:
+            conn.settimeout(5.0)
+            data = b""
+            try:
+                while self._running():
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk or len(data) > 65536:
+                            return
+                        data += chunk
+                    head, data = data.split(b"\r\n\r\n", 1)
+                    if head.split(b" ")[1:2] == [b"/healthcheck"]:
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        continue
+                    with self.lock:
+                        self.heads.append(head + b"\r\n\r\n")
+                    conn.sendall(self.respond(head + b"\r\n\r\n"))
+                    rest = bytearray(data)
+                    end = time.monotonic() + self.linger
+                    while time.monotonic() < end and len(rest) < 65536:
+                        conn.settimeout(max(0.01, end - time.monotonic()))
+                        try:
+                            chunk = conn.recv(65536)
+                        except socket.timeout:
+                            break
+                        if not chunk:
+                            break
+                        rest += chunk
+                    with self.lock:
+                        self.after.append(bytes(rest))
+                    return
+            except OSError:
+                return
+
+    def stop(self):
+        self.stop_event.set()
+        self.sock.close()
+        self.thread.join(2.0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -102,7 +102,100 @@ CASES = [
      + b"Content-Length: 4\r\nTransfer-Encoding: \x0bchunked\r\n\r\n0\r\n\r\n"),
     ("smuggle-te-tab-cl", b"POST /fr-smuggle-te-tab-cl HTTP/1.1\r\n" + H
      + b"Content-Length: 4\r\nTransfer-Encoding:\tchunked\r\n\r\n0\r\n\r\n"),
+    # Field names a server folding '_' into '-' (CGI, WSGI, some proxies) would read as framing ones.
+    ("te-underscore", b"POST /fr-te-underscore HTTP/1.1\r\n" + H
+     + b"Content-Length: 4\r\nTransfer_Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ("te-underscore-alone", b"POST /fr-te-underscore-alone HTTP/1.1\r\n" + H
+     + b"Transfer_Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ("te-dashes", b"POST /fr-te-dashes HTTP/1.1\r\n" + H
+     + b"Content-Length: 4\r\nTransfer---Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ("te-trailing-underscore", b"POST /fr-te-trailing-underscore HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding_: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n"),
+    ("cl-underscore", b"POST /fr-cl-underscore HTTP/1.1\r\n" + H
+     + b"Content_Length: 5\r\n\r\nhello"),
+    ("cl-underscore-and-cl", b"POST /fr-cl-underscore-and-cl HTTP/1.1\r\n" + H
+     + b"Content-Length: 0\r\nContent_Length: 5\r\n\r\nhello"),
+    ("connection-underscore", b"GET /fr-connection-underscore HTTP/1.1\r\n" + H
+     + b"Connection_: close\r\n\r\n"),
+    ("host-underscore", b"GET /fr-host-underscore HTTP/1.1\r\n" + H + b"Host_: evil\r\n\r\n"),
+    ("xff-underscore", b"GET /fr-xff-underscore HTTP/1.1\r\n" + H
+     + b"X_Forwarded_For: 10.0.0.1\r\n\r\n"),
+    ("upgrade-underscore", b"GET /fr-upgrade-underscore HTTP/1.1\r\n" + H
+     + b"Connection: upgrade\r\nUpgrade_: h2c\r\n\r\n"),
+    # The request target: visible ASCII, no fragment; absolute-form naming the Host, without userinfo.
+    ("tab-in-target", b"GET /fr-tab-in-target\tx HTTP/1.1\r\n" + H + b"\r\n"),
+    ("ff-in-target", b"GET /fr-ff-in-target\x0cx HTTP/1.1\r\n" + H + b"\r\n"),
+    ("vt-in-target", b"GET /fr-vt-in-target\x0bx HTTP/1.1\r\n" + H + b"\r\n"),
+    ("del-in-target", b"GET /fr-del-in-target\x7fx HTTP/1.1\r\n" + H + b"\r\n"),
+    ("nul-in-target", b"GET /fr-nul-in-target\x00x HTTP/1.1\r\n" + H + b"\r\n"),
+    ("nel-in-target", b"GET /fr-nel-in-target\x85x HTTP/1.1\r\n" + H + b"\r\n"),
+    ("nbsp-in-target", b"GET /fr-nbsp-in-target\xa0x HTTP/1.1\r\n" + H + b"\r\n"),
+    ("fragment-in-target", b"GET /fr-fragment-in-target#x HTTP/1.1\r\n" + H + b"\r\n"),
+    ("absolute-other-host", b"GET http://y/fr-absolute-other-host HTTP/1.1\r\n" + H + b"\r\n"),
+    ("absolute-userinfo", b"GET http://u@x/fr-absolute-userinfo HTTP/1.1\r\n" + H + b"\r\n"),
+    # Chunk lines (RFC 9112 7.1).
+    ("chunk-size-zeros-overflow", b"POST /fr-chunk-size-zeros-overflow HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\n\r\n00000000000000000005\r\nhello\r\n0\r\n\r\n"),
+    ("chunk-ext-garbage", b"POST /fr-chunk-ext-garbage HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\n\r\n5 x\r\nhello\r\n0\r\n\r\n"),
+    ("chunk-size-trailing-space", b"POST /fr-chunk-size-trailing-space HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n"),
+    ("chunk-ext-bare-lf", b"POST /fr-chunk-ext-bare-lf HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\n\r\n5;a=b\nhello\r\n0\r\n\r\n"),
+    ("chunk-ext-too-long", b"POST /fr-chunk-ext-too-long HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\n\r\n5;a=" + b"b" * 2000 + b"\r\nhello\r\n0\r\n\r\n"),
+    ("trailer-obs-fold", b"POST /fr-trailer-obs-fold HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: a\r\n b\r\n\r\n"),
+    ("trailer-cl", b"POST /fr-trailer-cl HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nContent-Length: 50\r\n\r\n"),
+    ("trailer-xff", b"POST /fr-trailer-xff HTTP/1.1\r\n" + H
+     + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX_Forwarded_For: 10.0.0.1\r\n\r\n"),
 ]
+
+# What the 400 says: the actual problem.
+REASONS = {
+    "cl-te": "both Content-Length and Transfer-Encoding",
+    "te-cl": "both Content-Length and Transfer-Encoding",
+    "two-cl": "more than one Content-Length",
+    "dup-cl": "more than one Content-Length",
+    "cl-plus": "invalid Content-Length",
+    "cl-garbage": "invalid Content-Length",
+    "te-gzip": "Transfer-Encoding other than a single",
+    "no-colon": "field line without a colon",
+    "bad-header-name": "invalid character in a field name",
+    "space-in-target": "malformed request line",
+    "bare-lf": "bare LF",
+    "chunk-size-overflow": "chunk size too large",
+    "chunk-size-zeros-overflow": "chunk size too large",
+    "chunk-size-nonhex": "invalid chunk size",
+    "chunk-ext-garbage": "invalid chunk extension",
+    "chunk-ext-too-long": "chunk extension too long",
+    "chunk-ext-bare-lf": "bad line ending in chunked framing",
+    "trailer-obs-fold": "obsolete line folding",
+    "trailer-cl": "Content-Length (or a look-alike) in the trailers",
+    "trailer-xff": "X-Forwarded-For (or a look-alike) in the trailers",
+    "te-underscore": "imitates Transfer-Encoding",
+    "te-underscore-alone": "imitates Transfer-Encoding",
+    "te-dashes": "imitates Transfer-Encoding",
+    "te-trailing-underscore": "imitates Transfer-Encoding",
+    "cl-underscore": "imitates Content-Length",
+    "cl-underscore-and-cl": "imitates Content-Length",
+    "connection-underscore": "imitates Connection",
+    "host-underscore": "imitates Host",
+    "xff-underscore": "imitates X-Forwarded-For",
+    "tab-in-target": "control character in the request target",
+    "ff-in-target": "control character in the request target",
+    "vt-in-target": "control character in the request target",
+    "del-in-target": "control character in the request target",
+    "nul-in-target": "control character in the request target",
+    "nel-in-target": "non-ASCII byte in the request target",
+    "fragment-in-target": "fragment",
+    "absolute-other-host": "Host differs",
+    "absolute-userinfo": "userinfo",
+    "bare-cr": "bare CR",
+    "ctl-cr-in-value": "bare CR",
+    "obs-fold-sp": "obsolete line folding",
+}
 
 
 # Cases where another error status is as good as 400.
@@ -231,6 +324,65 @@ def test_rejection_has_no_empty_request_id(env):
     assert rid == [] or (len(rid) == 1 and rid[0]), f"X-Request-Id on the 400: {rid}"
 
 
+@pytest.mark.parametrize("case_id", sorted(REASONS))
+def test_rejection_names_the_problem(env, case_id):
+    lbd, _ = env
+    (data,) = [d for c, d in CASES if c == case_id]
+    out, _ = lbd.raw(data, timeout=2.0)
+    (resp,) = lbdtest.parse_responses(out)
+    assert resp.status == 400
+    assert REASONS[case_id].encode() in resp.body, resp.body
+
+
+def test_underscore_fields_not_forwarded(env):
+    """nginx's rule: request fields with '_' in their names are dropped (WSGI and CGI would read
+    X_Custom as X-Custom, so one could pose as a field lbd or a proxy before it wrote)."""
+    lbd, _ = env
+    resp = lbd.request("GET", "/echo", [("X_Custom", "1"), ("Accept_Language", "x"), ("X-Kept", "2"),
+                                        ("X--Dashes", "3")])
+    assert resp.status == 200
+    names = {n.lower() for n, _ in resp.json()["headers"]}
+    assert "x-kept" in names and "x--dashes" in names
+    assert not {n for n in names if "_" in n}, names
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent_Length: 11\r\n\r\nhello world",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer_Encoding: chunked\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent--Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+], ids=["cl-underscore", "te-underscore", "cl-dashes", "te-chunked-twice", "te-after-chunked", "te-two-fields",
+        "cl-twice"])
+def test_response_framed_ambiguously_is_502(harness, answer):
+    """A response that some client would frame otherwise than lbd (folding '_', decoding chunked twice or
+    reading to the close) is never forwarded."""
+    with lbdtest.ScriptedBackend(lambda _head: answer) as sb:
+        lbd = harness.lbd([sb])
+        out, _ = lbd.raw(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n", timeout=3)
+        resps = lbdtest.parse_responses(out)
+        assert [r.status for r in resps][:1] == [502], out
+        assert b"hello" not in out
+
+
+@pytest.mark.parametrize("body", [
+    b"ffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    b"5 x\r\nhello\r\n0\r\n\r\n",
+    b"5\nhello\r\n0\r\n\r\n",
+], ids=["size-overflow", "ext-garbage", "bare-lf"])
+def test_response_with_bad_chunk_line_is_cut(harness, body):
+    """The head is on its way already: the client gets at most that, none of the body, and the
+    connection closes, so no client reads a message lbd could not frame."""
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    with lbdtest.ScriptedBackend(lambda _head: answer) as sb:
+        lbd = harness.lbd([sb])
+        out, closed = lbd.raw(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n", timeout=3)
+        assert closed
+        assert out == b"" or (out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b"\r\n\r\n")), out
+
+
 def test_rejections_counted(env):
     lbd, b1 = env
     m = lbd.metrics()
@@ -239,3 +391,23 @@ def test_rejections_counted(env):
         assert not b1.saw(f"/fr-{case_id}")
     # Requests after the smuggling attempts never reached the backend either.
     assert not b1.saw("inner")
+
+
+def test_http10_without_host_through_a_relay(harness):
+    """What lbd forwards is HTTP/1.1, which needs a Host: an HTTP/1.0 request without one gets an empty
+    Host, or its absolute-form's authority, so the next lbd (the backends' relays) takes it too."""
+    (b1,) = harness.backends(1)
+    relay = harness.lbd([b1])
+
+    class RelayAddr:
+        addr = f"127.0.0.1:{relay.port}"
+
+    front = harness.lbd([RelayAddr()])
+    for data in (b"GET /fr-h10-origin HTTP/1.0\r\n\r\n",
+                 b"GET http://a.example/fr-h10-absolute HTTP/1.0\r\n\r\n"):
+        out, _ = front.raw(data, timeout=3)
+        resps = lbdtest.parse_responses(out)
+        assert [r.status for r in resps] == [200], out
+    hosts = {r["path"]: [v for n, v in r["headers"] if n.lower() == "host"] for r in b1.requests()}
+    assert hosts["/fr-h10-origin"] == [""]
+    assert hosts["http://a.example/fr-h10-absolute"] == ["a.example"]

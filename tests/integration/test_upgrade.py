@@ -1,10 +1,13 @@
-"""Protocol upgrades (WebSocket): an HTTP/1.1 GET asking to upgrade is forwarded with its Upgrade field
-and "Connection: Upgrade"; when the backend answers 101 the connection becomes a byte tunnel both ways,
-with backpressure, half-close passed on, and an idle timeout of its own. A 101 nobody asked for is never
-relayed."""
+"""Protocol upgrades (WebSocket): an HTTP/1.1 GET asking to upgrade to a protocol on the `upgrades`
+list is forwarded with its Upgrade field and "Connection: Upgrade"; when the backend answers 101 the
+connection becomes a byte tunnel both ways, with backpressure, half-close passed on, and an idle timeout
+of its own. Any other upgrade request (h2c above all) goes as a plain request; an answer other than 101
+leaves the connection HTTP; a 101 nobody asked for, or to a protocol not on the list, is never relayed."""
 
 import socket
 import time
+
+import pytest
 
 import lbdtest
 
@@ -165,3 +168,132 @@ def test_idle_tunnel_times_out(harness):
         assert 0.3 < time.monotonic() - t0 < 3
     # lbd itself is fine.
     assert lbd.get("/x").status == 200
+
+
+H2C_FIELDS = (b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+              b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n")
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+WS_FIELDS = (b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+
+
+def head(path, fields, extra=b""):
+    return b"GET " + path.encode() + b" HTTP/1.1\r\nHost: test.local\r\n" + fields + extra + b"\r\n"
+
+
+def header_names(record):
+    return {n.lower() for n, _ in record["headers"]}
+
+
+def test_h2c_is_forwarded_as_a_plain_request(harness):
+    """The h2c smuggling pattern: h2c is not on the list, so the request goes without Upgrade, Connection
+    and HTTP2-Settings; the backend, which would switch, answers 426, and the HTTP/2 preface sent after
+    the head is read by lbd as HTTP/1.1 and refused: nothing reaches the backend past lbd's checks."""
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1])
+    out, closed = lbd.raw(head("/upgrade", H2C_FIELDS) + H2_PREFACE, timeout=3)
+    resps = lbdtest.parse_responses(out)
+    assert [r.status for r in resps][:1] == [426], out
+    assert len(resps) == 2 and resps[1].status in (400, 505), out
+    assert closed
+    (seen,) = [r for r in b1.requests() if r["path"] == "/upgrade"]
+    assert not header_names(seen) & {"upgrade", "connection", "http2-settings"}, seen
+    assert [r["path"] for r in b1.requests()] == ["/upgrade"]
+
+    # A route that does not care sees a plain GET, and the connection stays HTTP.
+    with lbd.connect() as conn:
+        conn.send(head("/echo", H2C_FIELDS))
+        resp = conn.read_response()
+        assert resp.status == 200
+        names = {n.lower() for n, _ in resp.json()["headers"]}
+        assert not names & {"upgrade", "connection", "http2-settings"}, names
+        assert conn.get("/x").status == 200
+
+
+def test_unasked_101_to_a_plain_forwarded_upgrade_is_refused(harness):
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1])
+    out, _ = lbd.raw(head("/upgrade-unasked", H2C_FIELDS) + H2_PREFACE, timeout=3)
+    resps = lbdtest.parse_responses(out)
+    assert [r.status for r in resps][:1] == [502], out
+    assert b"raw bytes" not in out
+
+
+def test_upgrade_tokens_compare_case_insensitively(harness):
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1])
+    sock = socket.create_connection(("127.0.0.1", lbd.port), timeout=5)
+    with sock:
+        sock.sendall(head("/upgrade", b"Connection: keep-alive, UPGRADE\r\nUpgrade: WebSocket\r\n"))
+        status, fields, rest = read_head(sock)
+        assert status == 101, fields
+        assert fields["upgrade"] == ["WebSocket"]
+        sock.sendall(b"ping")
+        assert recv_exactly(sock, 4, have=rest) == b"ping"
+
+
+def test_upgrades_off(harness):
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1], args=["--set", "lbd.upgrades=off"])
+    out, _ = lbd.raw(head("/upgrade", WS_FIELDS) + b"early bytes", timeout=3)
+    resps = lbdtest.parse_responses(out)
+    assert [r.status for r in resps][:2] == [426, 400], out
+    (seen,) = b1.requests()
+    assert not header_names(seen) & {"upgrade", "connection"}, seen
+
+
+def test_upgrades_list(harness):
+    """With h2c on the list, it goes through (HTTP2-Settings still dropped: it is hop-by-hop)."""
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1], args=["--set", "lbd.upgrades=websocket, H2C"])
+    sock = socket.create_connection(("127.0.0.1", lbd.port), timeout=5)
+    with sock:
+        sock.sendall(head("/upgrade", H2C_FIELDS))
+        status, fields, rest = read_head(sock)
+        assert status == 101, fields
+        assert fields["upgrade"] == ["h2c"]
+    (seen,) = b1.requests()
+    assert "upgrade" in header_names(seen)
+    assert "http2-settings" not in header_names(seen)
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\n"
+    b"Content-Length: 3\r\n\r\nno\n",
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nok\nRAW after the body",
+], ids=["426", "200"])
+def test_answer_other_than_101_keeps_the_connection_http(harness, answer):
+    """The upgrade request is forwarded as one, but the backend does not switch: whatever the client sent
+    after its head is HTTP, parsed by lbd (a request goes to a backend with lbd's fields; bytes of the
+    other protocol get a 400), and nothing is relayed raw either way."""
+    with lbdtest.ScriptedBackend(lambda _head: answer) as sb:
+        lbd = harness.lbd([sb])
+        after = b"GET /after HTTP/1.1\r\nHost: test.local\r\n\r\n"
+        frame = b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58\r\n\r\n"
+        out, closed = lbd.raw(head("/ws", WS_FIELDS) + after + frame, timeout=3)
+        resps = lbdtest.parse_responses(out)
+        status = int(answer.split(b" ")[1])
+        assert [r.status for r in resps] == [status, status, 400], out
+        assert b"RAW" not in out
+        assert closed
+        heads = list(sb.heads)
+        assert len(heads) == 2, heads
+        assert b"\r\nUpgrade: websocket\r\n" in heads[0] and b"Connection: Upgrade\r\n" in heads[0]
+        assert heads[1].startswith(b"GET /after HTTP/1.1\r\n")
+        assert b"X-Forwarded-For: 127.0.0.1\r\n" in heads[1]
+        # Nothing followed either head on its backend connection: no byte was tunnelled.
+        lbdtest.wait_until(lambda: len(sb.after) == 2 or None, 3, "both exchanges to end")
+        assert sb.after == [b"", b""]
+
+
+def test_101_to_a_protocol_not_on_the_list_is_refused(harness):
+    answer = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+              b"RAW h2 frames")
+    with lbdtest.ScriptedBackend(lambda _head: answer) as sb:
+        lbd = harness.lbd([sb])
+        out, _ = lbd.raw(head("/ws", WS_FIELDS) + b"client frames", timeout=3)
+        resps = lbdtest.parse_responses(out)
+        assert [r.status for r in resps][:1] == [502], out
+        assert b"RAW" not in out
+        lbdtest.wait_until(lambda: sb.after or None, 3, "the exchange to end")
+        assert sb.after == [b""]

@@ -825,6 +825,36 @@ static void test_validate(void **state)
         check_validate(&c, -EINVAL, "/etc/lbd/lbd.conf: [ec2] key 'image'", 4);
 }
 
+static void test_upgrades(void **state)
+{
+        struct config c;
+
+        config_init(&c);
+        assert_string_equal(c.upgrades, "websocket");
+        assert_int_equal(config_set(&c, "lbd", "upgrades", "off", NULL), 0);
+        assert_string_equal(c.upgrades, "");
+        assert_int_equal(config_set(&c, "lbd", "upgrades", " WebSocket , h2c/1.0,x ", NULL), 0);
+        assert_string_equal(c.upgrades, "WebSocket,h2c/1.0,x");
+        assert_int_equal(config_set(&c, "lbd", "upgrades", "", NULL), 0);
+        assert_string_equal(c.upgrades, "");
+        assert_int_equal(load(&c, "[lbd]\nupgrades = websocket\n", NULL), 0);
+        assert_string_equal(c.upgrades, "websocket");
+
+        check_bad("lbd", "upgrades", "web socket", "'web socket' is not a protocol");
+        check_bad("lbd", "upgrades", "websocket,,h2c", "empty entry");
+        check_bad("lbd", "upgrades", "websocket/", "is not a protocol");
+        check_bad("lbd", "upgrades", "/13", "is not a protocol");
+        check_bad("lbd", "upgrades", "a/b/c", "is not a protocol");
+        check_bad("lbd", "upgrades", "ws(x)", "is not a protocol");
+        check_bad("lbd", "upgrades",
+                  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa,"
+                  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa,"
+                  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa,"
+                  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa,"
+                  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                  "the list is longer than 255 bytes");
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -833,7 +863,7 @@ int main(void)
                 cmocka_unit_test(test_bad_values),       cmocka_unit_test(test_set),
                 cmocka_unit_test(test_secret_hidden),    cmocka_unit_test(test_load_errors),
                 cmocka_unit_test(test_load_file_errors), cmocka_unit_test(test_finish),
-                cmocka_unit_test(test_validate),
+                cmocka_unit_test(test_validate),         cmocka_unit_test(test_upgrades),
         };
 
         return cmocka_run_group_tests(tests, dir_setup, dir_teardown);
