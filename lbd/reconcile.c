@@ -6,9 +6,9 @@
  * Timing. One provider call is in flight at a time. A poll is one list; when the list calls for nothing,
  * the next poll comes [pool] poll later (minus up to 10% of jitter, so several lbds don't poll in step):
  * with a healthy pool that is one DescribeInstances per poll, 6 a minute at the default 10 s. Polls also
- * happen at start, on reload, right after a launch or a terminate completes (to see their effect), and,
- * at most once per poll interval, as soon as a backend counts as failed (below), so a replacement doesn't
- * wait for the next poll.
+ * happen at start, on reload, right after a launch or a terminate completes (to see their effect), and
+ * as soon as a backend counts as failed (below), at most once per poll interval for each instance, so a
+ * replacement doesn't wait for the next poll.
  *
  * The rules, in the order a poll applies them:
  * - Adopt: whatever the list shows is the pool. A restarted lbd lists before it launches anything, so it
@@ -21,8 +21,10 @@
  *   shutting-down and terminated ones are on their way out and only stop counting.
  * - Failed: a running instance whose backend is down past the instance's grace period (counted from its
  *   launch) is terminated and replaced (never while the operator has it in maintenance: lbctl drain, nor
- *   while its last check passed: it is on its way back up, as a relay restarted on its instance is). Down means checked and not healthy, continuously for at least
- *   fall x interval of [health] (the settle time): long enough for the checker to take every other
+ *   while every check since it went down has passed: it is on its way back up, as a relay restarted on
+ *   its instance is). Down means checked and not healthy, continuously for at least fall x interval of
+ *   [health] (the settle time), whatever took it down: failed probes or live traffic (a refused connect,
+ *   a reset, timeouts), which often comes first. That is long enough for the checker to take every other
  *   backend out too if the cause is shared (the all-failing case below, where nothing is replaced), and
  *   for an instance lbd has just adopted to pass its first checks. Right after the all-failing case ends,
  *   nothing is judged for (rise + 1) x interval, while the other backends come back.
@@ -128,7 +130,7 @@ struct reconcile {
         int last_error;
         uint64_t list_usec;        /* when the last good list was answered */
         uint64_t judge_after_usec; /* no failure judged before it (the all-failing case has just ended) */
-        uint64_t early_poll_usec;  /* when the last early poll was made */
+        uint64_t regular_due_usec; /* now_usec() when the regular poll is due (an early one may come first) */
         size_t by_state[INSTANCE_UNKNOWN + 1];
 
         /* the plan being carried out */
@@ -380,9 +382,12 @@ static uint64_t reconcile_failed_at(const struct reconcile *r, const struct reco
         if (k->terminating || k->inst.state != INSTANCE_RUNNING)
                 return UINT64_MAX;
         b = reconcile_backend(r, k);
-        /* A backend whose last check passed is coming back (rise passes to go): a relay restarted on its
-         * instance isn't worth the instance. Should it fail again, the next poll judges it. */
-        if (!b || b->healthy || !b->checked_once || b->maintenance || b->last_check == CHECK_OK)
+        /* A backend that has passed every check since it went down (rise_count > 0) is coming back: a relay
+         * restarted on its instance isn't worth the instance. A pass from before it went down proves
+         * nothing (live traffic often takes a backend down before any probe fails), so last_check is not
+         * what counts. Should it fail again, health.c tells the pool, and it is judged from when it went
+         * down. */
+        if (!b || b->healthy || !b->checked_once || b->maintenance || b->rise_count > 0)
                 return UINT64_MAX;
         at = b->health_changed_usec + c->health_fall * c->health_interval_usec;
         grace_end = reconcile_launched(k) + c->grace_usec;
@@ -534,19 +539,33 @@ static void reconcile_clear_victims(struct reconcile *r)
         r->n_victims = 0;
 }
 
-/* The delay until the first backend counts as failed, when an early poll may be made for it (not in the
- * all-failing case or while the guard holds back replacements, and at most once per poll interval);
- * UINT64_MAX when none. */
-static uint64_t reconcile_early_delay(const struct reconcile *r)
+/* When the first backend that may still have an early poll counts as failed (reconciler's clock),
+ * UINT64_MAX when none will. An early poll is made at most once per poll interval for each instance, so a
+ * failure the poll could not act on (a failed launch, a stale list) costs one extra call per interval,
+ * while instances failing one after the other are each replaced at once. */
+static uint64_t reconcile_first_failed_at(const struct reconcile *r)
 {
         uint64_t now = reconcile_now(r), first = UINT64_MAX;
 
+        for (size_t i = 0; i < r->n_known; i++) {
+                const struct reconcile_instance *k = &r->known[i];
+
+                if (k->early_poll_usec != 0 && now < k->early_poll_usec + r->config->poll_usec)
+                        continue;
+                first = MIN(first, reconcile_failed_at(r, k));
+        }
+        return first;
+}
+
+/* The delay until the first backend counts as failed, when an early poll may be made for it (not in the
+ * all-failing case or while the guard holds back replacements); UINT64_MAX when none. */
+static uint64_t reconcile_early_delay(const struct reconcile *r)
+{
+        uint64_t now = reconcile_now(r), first;
+
         if (!reconcile_managed(r) || r->panic || r->guard)
                 return UINT64_MAX;
-        if (r->early_poll_usec != 0 && now < r->early_poll_usec + r->config->poll_usec)
-                return UINT64_MAX;
-        for (size_t i = 0; i < r->n_known; i++)
-                first = MIN(first, reconcile_failed_at(r, &r->known[i]));
+        first = reconcile_first_failed_at(r);
         if (first == UINT64_MAX)
                 return UINT64_MAX;
         return first > now ? first - now : 0;
@@ -567,6 +586,7 @@ static void reconcile_done(struct reconcile *r, bool again)
                 return;
         }
         regular = poll - reconcile_random(r) % (poll / 10 + 1);
+        r->regular_due_usec = now_usec() + regular;
         early = reconcile_early_delay(r);
         if (early < regular) {
                 log_info("A backend is failing: polling in %llu ms",
@@ -878,8 +898,20 @@ static void reconcile_on_poll_timer(evutil_socket_t fd, short what, void *userda
                 r->poll_pending = true;
                 return;
         }
-        if (r->poll_early)
-                r->early_poll_usec = reconcile_now(r);
+        if (r->poll_early) {
+                uint64_t now = now_usec();
+
+                /* The backend it was for is coming back: keep the early poll for when one fails. */
+                if (reconcile_first_failed_at(r) > reconcile_now(r)) {
+                        log_debug("No backend counts as failed any more: no early poll");
+                        reconcile_schedule(r, r->regular_due_usec > now ? r->regular_due_usec - now : 0,
+                                           false);
+                        return;
+                }
+                for (size_t i = 0; i < r->n_known; i++)
+                        if (reconcile_failed(r, &r->known[i]))
+                                r->known[i].early_poll_usec = reconcile_now(r);
+        }
         reconcile_list(r);
 }
 

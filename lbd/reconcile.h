@@ -31,6 +31,7 @@ struct reconcile_instance {
         uint64_t seen_usec; /* monotonic: when lbd first saw it */
         uint64_t seen_wall_usec;
         uint64_t terminating_usec; /* monotonic: when lbd decided to terminate it */
+        uint64_t early_poll_usec;  /* monotonic: when an early poll was last made for it, 0 if never */
 };
 
 struct reconcile_stats {

@@ -373,6 +373,38 @@ static void test_fall_and_rise(void **state)
         server_free(s);
 }
 
+/* A down backend that passes (coming back, rise not reached) and then fails again: the pool is told, so
+ * the reconciler can judge it at once; failures while plainly down change nothing. */
+static void test_fails_again_while_coming_back(void **state)
+{
+        struct fixture *f = *state;
+        struct server *s = server_new(f->base, true);
+        struct backend *b = add_backend(f, &s->addr);
+        unsigned changes;
+
+        next_check(f, b);
+        assert_true(b->healthy);
+        backend_set_healthy(b, false, "live traffic");
+        changes = f->changes;
+
+        s->response = "HTTP/1.1 500 Internal Server Error\r\n\r\n";
+        next_check(f, b);
+        assert_int_equal(f->changes, changes);
+        s->response = "HTTP/1.1 200 OK\r\n\r\n";
+        next_check(f, b);
+        assert_false(b->healthy);
+        assert_int_equal(b->rise_count, 1);
+        assert_int_equal(f->changes, changes);
+        s->response = "HTTP/1.1 500 Internal Server Error\r\n\r\n";
+        next_check(f, b);
+        assert_false(b->healthy);
+        assert_int_equal(b->rise_count, 0);
+        assert_int_equal(f->changes, changes + 1);
+        next_check(f, b);
+        assert_int_equal(f->changes, changes + 1);
+        server_free(s);
+}
+
 /* A first check that fails means the next pass alone isn't enough: `rise` passes are needed. */
 static void test_first_fail_needs_rise(void **state)
 {
@@ -670,6 +702,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_first_pass, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_fall_and_rise, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_fails_again_while_coming_back, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_first_fail_needs_rise, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_status_lines, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_status_line_too_long, setup, teardown),
