@@ -83,6 +83,7 @@ _Static_assert(BACKEND_INSTANCE_ID_MAX == INSTANCE_ID_MAX, "backend and instance
 #define RECONCILE_DRAIN_MAX        (5 * 60 * USEC_PER_SEC)
 #define RECONCILE_MAX_REPLACEMENTS 1000 /* the config's upper bound */
 #define RECONCILE_LOG_IDS          512  /* bytes of ids in one log line */
+#define RECONCILE_TIMER_SLACK      (5 * USEC_PER_MSEC)
 
 enum reconcile_phase {
         RECONCILE_IDLE,
@@ -129,6 +130,8 @@ struct reconcile {
         bool listed, list_ok;
         int last_error;
         uint64_t list_usec;        /* when the last good list was answered */
+        uint64_t list_wall_usec;   /* the same, wall clock */
+        char last_error_text[PROVIDER_ERROR_MAX]; /* the provider's words for last_error */
         uint64_t judge_after_usec; /* no failure judged before it (the all-failing case has just ended) */
         uint64_t regular_due_usec; /* now_usec() when the regular poll is due (an early one may come first) */
         size_t by_state[INSTANCE_UNKNOWN + 1];
@@ -568,7 +571,9 @@ static uint64_t reconcile_early_delay(const struct reconcile *r)
         first = reconcile_first_failed_at(r);
         if (first == UINT64_MAX)
                 return UINT64_MAX;
-        return first > now ? first - now : 0;
+        /* A little past the moment: the loop's timers may fire a few milliseconds early (libevent's
+         * coarse clock), and a poll made before it would find nobody failed yet. */
+        return first > now ? first - now + RECONCILE_TIMER_SLACK : 0;
 }
 
 /* The call in flight is over: poll again now (<again>, or a poll was asked for meanwhile), when a failing
@@ -833,6 +838,20 @@ static int reconcile_merge(struct reconcile *r, const struct instance *instances
         return 0;
 }
 
+/* A provider call failed with <ret>: counts it and keeps the provider's own words for /status. */
+static void reconcile_call_failed(struct reconcile *r, int ret)
+{
+        struct provider_status st;
+
+        r->stats.provider_errors++;
+        r->last_error = ret;
+        provider_get_status(r->provider, &st);
+        if (st.error[0])
+                memcpy(r->last_error_text, st.error, sizeof(r->last_error_text));
+        else
+                (void)snprintf(r->last_error_text, sizeof(r->last_error_text), "%s", strerror(-ret));
+}
+
 static void reconcile_on_list(struct provider *p, int ret, const struct instance *instances, size_t n,
                               void *userdata)
 {
@@ -842,8 +861,7 @@ static void reconcile_on_list(struct provider *p, int ret, const struct instance
         if (ret >= 0)
                 ret = reconcile_merge(r, instances, n);
         if (ret < 0) {
-                r->stats.provider_errors++;
-                r->last_error = ret;
+                reconcile_call_failed(r, ret);
                 r->list_ok = false;
                 log_full_errno(was_ok ? LOG_WARNING : LOG_INFO, ret,
                                "Listing the pool's instances failed: %m; nothing is terminated until a list "
@@ -857,6 +875,7 @@ static void reconcile_on_list(struct provider *p, int ret, const struct instance
         r->list_ok = true;
         r->listed = true;
         r->list_usec = reconcile_now(r);
+        r->list_wall_usec = reconcile_wall(r);
         if (!was_ok && r->last_error != 0)
                 log_notice("Listing the pool's instances works again");
         r->last_error = 0;
@@ -899,13 +918,18 @@ static void reconcile_on_poll_timer(evutil_socket_t fd, short what, void *userda
                 return;
         }
         if (r->poll_early) {
-                uint64_t now = now_usec();
+                uint64_t now = now_usec(), first = reconcile_first_failed_at(r), clock = reconcile_now(r);
 
                 /* The backend it was for is coming back: keep the early poll for when one fails. */
-                if (reconcile_first_failed_at(r) > reconcile_now(r)) {
+                if (first == UINT64_MAX) {
                         log_debug("No backend counts as failed any more: no early poll");
                         reconcile_schedule(r, r->regular_due_usec > now ? r->regular_due_usec - now : 0,
                                            false);
+                        return;
+                }
+                /* Fired before the moment (a timer a little early, a later verdict): wait for it. */
+                if (first > clock) {
+                        reconcile_schedule(r, first - clock + RECONCILE_TIMER_SLACK, true);
                         return;
                 }
                 for (size_t i = 0; i < r->n_known; i++)
@@ -927,8 +951,7 @@ static void reconcile_on_launch(struct provider *p, int ret, const struct instan
         struct reconcile_instance *known;
 
         if (ret < 0) {
-                r->stats.provider_errors++;
-                r->last_error = ret;
+                reconcile_call_failed(r, ret);
                 log_warning_errno(ret,
                                   "Launching %u instances failed: %m; trying again at the next poll "
                                   "(same ClientToken %s), terminating nothing meanwhile",
@@ -1013,8 +1036,7 @@ static void reconcile_on_terminate(struct provider *p, int ret, void *userdata)
         struct reconcile *r = userdata;
 
         if (ret < 0) {
-                r->stats.provider_errors++;
-                r->last_error = ret;
+                reconcile_call_failed(r, ret);
                 log_warning_errno(ret,
                                   "Terminating %zu instances failed: %m; deciding again at the next poll",
                                   r->n_victims);
@@ -1230,7 +1252,8 @@ void reconcile_poll(struct reconcile *r)
 
 void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret)
 {
-        uint64_t now = reconcile_now(r);
+        uint64_t now = reconcile_now(r), real_now = now_usec();
+        struct provider_status st;
         uint64_t window = r->config->replacement_window_usec;
         unsigned replacements = 0;
 
@@ -1245,7 +1268,9 @@ void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret)
                 .listed = r->listed,
                 .list_ok = r->list_ok,
                 .last_error = r->last_error,
+                .last_error_text = r->last_error ? r->last_error_text : NULL,
                 .list_age_usec = r->listed && now > r->list_usec ? now - r->list_usec : 0,
+                .list_wall_usec = r->listed ? r->list_wall_usec : 0,
                 .panic = r->panic,
                 .guard = r->guard,
                 .replacements = replacements,
@@ -1254,4 +1279,11 @@ void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret)
                 .stats = r->stats,
         };
         memcpy(ret->by_state, r->by_state, sizeof(ret->by_state));
+        provider_get_status(r->provider, &st);
+        if (st.failures > 0) {
+                ret->failing = true;
+                ret->failing_usec = real_now > st.failing_since_usec ? real_now - st.failing_since_usec : 0;
+                ret->failing_attempts = st.failures;
+                memcpy(ret->failing_error, st.error, sizeof(ret->failing_error));
+        }
 }

@@ -21,7 +21,8 @@ RUNS = max(1, min(30, int(os.environ.get("LBD_REPLACE_RUNS", "3"))))
 
 def test_killed_relay_replaced_within_settle(ec2_env):
     env = ec2_env
-    lbd = env.lbd(config_text=ec2env.lbd_config(env, poll="10s", grace="3s", health=HEALTH))
+    config = ec2env.lbd_config(env, poll="10s", grace="3s", health=HEALTH)
+    lbd = env.lbd(config_text=config.replace("max_replacements = 10", "max_replacements = 40"))
     env.wait_steady(3, timeout=90)
     time.sleep(3)  # past every instance's grace period
     loop = env.request_loop()
@@ -39,7 +40,10 @@ def test_killed_relay_replaced_within_settle(ec2_env):
         delay = run_calls[0]["t"] - t0
         down = lbd.find(rf"backend {addr} is down: (.*)", since=t0)
         why = down[0][1].split(" is down: ", 1)[1] if down else "?"
-        print(f"run {run + 1}: {victim} killed, RunInstances after {delay:.2f} s (down: {why})")
+        lists = ", ".join(f"{r['t'] - t0:.2f}+{r.get('elapsed', 0):.2f}"
+                          for r in env.proxy.requests(since=t0, action="DescribeInstances"))
+        print(f"run {run + 1}: {victim} killed, RunInstances after {delay:.2f} s (down: {why}; "
+              f"DescribeInstances at {lists})")
         delays.append(delay)
         env.wait_steady(3, timeout=60)
         assert victim not in env.moto.running_ids()

@@ -274,6 +274,16 @@ static struct backend *add_backend(struct fixture *f, const struct netaddr *addr
         return pool_find(f->pool, addr);
 }
 
+/* Adds a backend for <s> and runs its first check, which brings it up. */
+static struct backend *add_up_backend(struct fixture *f, struct server *s)
+{
+        struct backend *b = add_backend(f, &s->addr);
+
+        next_check(f, b);
+        assert_true(b->healthy);
+        return b;
+}
+
 /* ---- tests ---- */
 
 /* One pass brings a fresh backend up; the request is what the interface promises. */
@@ -323,12 +333,8 @@ static void test_fall_and_rise(void **state)
 {
         struct fixture *f = *state;
         struct server *s = server_new(f->base, true);
-        struct backend *b = add_backend(f, &s->addr);
-        unsigned changes;
-
-        next_check(f, b);
-        assert_true(b->healthy);
-        changes = f->changes;
+        struct backend *b = add_up_backend(f, s);
+        unsigned changes = f->changes;
 
         s->response = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
         next_check(f, b);
@@ -379,11 +385,9 @@ static void test_fails_again_while_coming_back(void **state)
 {
         struct fixture *f = *state;
         struct server *s = server_new(f->base, true);
-        struct backend *b = add_backend(f, &s->addr);
+        struct backend *b = add_up_backend(f, s);
         unsigned changes;
 
-        next_check(f, b);
-        assert_true(b->healthy);
         backend_set_healthy(b, false, "live traffic");
         changes = f->changes;
 

@@ -1019,6 +1019,24 @@ static void test_failed_whichever_signal_first(void **state)
         expect_replaced_and_free(f);
 }
 
+/* The early poll's timer firing before the backend counts as failed (the loop's timers may run a little
+ * early, here the reconciler's clock lags behind) neither polls too soon, which would find nothing failed
+ * and spend the early poll, nor falls back to the regular poll: it waits for the moment. */
+static void test_early_timer_fires_before_the_moment(void **state)
+{
+        struct fake *f = one_healthy_instance();
+
+        set_health(f->pool->backends[0], false, CHECK_REFUSED);
+        run(f);
+        f->mono += 30 * USEC_PER_MSEC; /* the settle time is 60 ms */
+        run_for(f, 100);
+        assert_null(f->list_cb);
+        f->mono += 100 * USEC_PER_MSEC;
+        run_for(f, 100);
+        assert_non_null(f->list_cb);
+        expect_replaced_and_free(f);
+}
+
 static void test_recovering_is_not_replaced(void **state)
 {
         struct fake *f = one_healthy_instance();
@@ -1166,6 +1184,7 @@ int main(void)
                 cmocka_unit_test(test_single_failing_is_replaced),
                 cmocka_unit_test(test_maintenance_is_never_replaced),
                 cmocka_unit_test(test_failed_whichever_signal_first),
+                cmocka_unit_test(test_early_timer_fires_before_the_moment),
                 cmocka_unit_test(test_recovering_is_not_replaced),
                 cmocka_unit_test(test_static),
                 cmocka_unit_test(test_new_instance_same_address),
