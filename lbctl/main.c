@@ -334,12 +334,27 @@ static int lbctl_instance_row(struct lbctl_table *t, const cJSON *inst)
         return 0;
 }
 
+/* "API failing for 40 s, retrying (3 attempts failed): Failed to connect to … (Connection refused)" */
+static void lbctl_print_api_failing(const cJSON *api)
+{
+        const char *error = lbctl_string(api, "error");
+        double seconds = 0, failed = 0;
+
+        if (!cJSON_IsObject(api))
+                return;
+        (void)lbctl_number(api, "for_s", &seconds);
+        (void)lbctl_number(api, "failed_attempts", &failed);
+        printf("API failing for %.0f s, retrying (%.0f attempt%s failed)%s%.300s\n", seconds, failed,
+               failed == 1 ? "" : "s", error && *error ? ": " : "", error ? error : "");
+}
+
 static void lbctl_print_summary(const cJSON *root)
 {
         const cJSON *control = cJSON_GetObjectItemCaseSensitive(root, "control");
         double healthy = 0, total = 0, desired = 0, age = 0;
         const char *provider = lbctl_string(control, "provider"),
-                   *error = lbctl_string(control, "last_error");
+                   *error = lbctl_string(control, "last_error"), *failing_error;
+        const cJSON *api;
 
         (void)lbctl_number(root, "healthy", &healthy);
         (void)lbctl_number(root, "total", &total);
@@ -355,8 +370,11 @@ static void lbctl_print_summary(const cJSON *root)
                 printf(", listed %.0fs ago%s", age,
                        lbctl_bool(control, "list_ok") ? "" : " (the last list failed)");
         printf("\n");
-        if (error)
-                printf("last provider error: %.200s\n", error);
+        api = cJSON_GetObjectItemCaseSensitive(control, "api_failing");
+        lbctl_print_api_failing(api);
+        failing_error = lbctl_string(api, "error");
+        if (error && !(failing_error && strcmp(failing_error, error) == 0))
+                printf("last provider error: %.300s\n", error);
         if (lbctl_bool(control, "all_failing"))
                 printf("every backend is failing: nothing is terminated, the least bad are kept in "
                        "rotation\n");

@@ -165,6 +165,22 @@ static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t 
         return 0;
 }
 
+/* "api_failing": null, or while a provider call is failing and retrying, for how long, how many
+ * attempts in a row have failed and the last one's error. Returns 0 or -ENOMEM. */
+static int admin_status_api(cJSON *control, const struct reconcile_view *v)
+{
+        cJSON *api;
+
+        if (!v->failing)
+                return cJSON_AddNullToObject(control, "api_failing") ? 0 : -ENOMEM;
+        api = cJSON_AddObjectToObject(control, "api_failing");
+        if (!api || !cJSON_AddNumberToObject(api, "for_s", admin_round(v->failing_usec, USEC_PER_SEC)) ||
+            !cJSON_AddNumberToObject(api, "failed_attempts", v->failing_attempts) ||
+            !cJSON_AddStringToObject(api, "error", v->failing_error))
+                return -ENOMEM;
+        return 0;
+}
+
 /* The reconciler's part of /status: "control". Returns 0 or -ENOMEM. */
 static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wall)
 {
@@ -183,8 +199,11 @@ static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wal
             !(v.listed ? cJSON_AddNumberToObject(control, "list_age_s",
                                                  admin_round(v.list_age_usec, USEC_PER_SEC))
                        : cJSON_AddNullToObject(control, "list_age_s")) ||
-            !admin_add_string_or_null(control, "last_error",
-                                      v.last_error ? strerror(-v.last_error) : NULL) ||
+            !(v.listed ? cJSON_AddNumberToObject(control, "last_list_unix",
+                                                 admin_round(v.list_wall_usec, USEC_PER_SEC))
+                       : cJSON_AddNullToObject(control, "last_list_unix")) ||
+            !admin_add_string_or_null(control, "last_error", v.last_error_text) ||
+            admin_status_api(control, &v) < 0 ||
             !cJSON_AddBoolToObject(control, "all_failing", v.panic) ||
             !cJSON_AddBoolToObject(control, "storm_guard", v.guard) ||
             !cJSON_AddNumberToObject(control, "replacements_in_window", v.replacements) ||
@@ -402,6 +421,16 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
                 admin_family(&m, "lbd_provider_errors_total", "counter",
                              "Provider calls (list, launch, terminate) that failed.");
                 admin_printf(&m, "lbd_provider_errors_total %" PRIu64 "\n", v.stats.provider_errors);
+                admin_family(&m, "lbd_provider_api_failing_seconds", "gauge",
+                             "How long the provider's API has been failing (calls retrying), 0 when not.");
+                admin_printf(&m, "lbd_provider_api_failing_seconds %.1f\n",
+                             v.failing ? (double)v.failing_usec / (double)USEC_PER_SEC : 0.0);
+                if (v.listed) {
+                        admin_family(&m, "lbd_provider_last_list_timestamp_seconds", "gauge",
+                                     "Wall clock time of the last successful list of the pool's instances.");
+                        admin_printf(&m, "lbd_provider_last_list_timestamp_seconds %" PRIu64 "\n",
+                                     v.list_wall_usec / USEC_PER_SEC);
+                }
                 admin_family(&m, "lbd_pool_all_failing", "gauge",
                              "1 while every backend fails at once and the least bad are kept in rotation.");
                 admin_printf(&m, "lbd_pool_all_failing %d\n", v.panic ? 1 : 0);

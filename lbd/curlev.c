@@ -119,6 +119,24 @@ static void curlev_transfer_destroy(struct curlev_transfer *t)
 }
 
 /* Collects finished transfers and calls their callbacks. Returns false when a callback freed <c>. */
+/* curl's message for a failed connect names no cause ("Couldn't connect to server"): adds the system's
+ * own ("Connection refused", "Network is unreachable") when curl kept one and it fits. */
+static void curlev_add_os_error(struct curlev_transfer *t)
+{
+        long os_errno = 0;
+        char cause[96];
+        size_t len = strlen(t->error);
+        int n;
+
+        if (curl_easy_getinfo(t->easy, CURLINFO_OS_ERRNO, &os_errno) != CURLE_OK || os_errno <= 0 ||
+            os_errno > INT_MAX)
+                return;
+        n = snprintf(cause, sizeof(cause), "%s", strerror((int)os_errno));
+        if (n <= 0 || strstr(t->error, cause))
+                return;
+        (void)snprintf(t->error + len, sizeof(t->error) - len, " (%s)", cause);
+}
+
 static bool curlev_check_done(struct curlev *c)
 {
         bool freed = false;
@@ -157,6 +175,7 @@ static bool curlev_check_done(struct curlev *c)
                                                t->max_response);
                         else if (!t->error[0])
                                 (void)snprintf(t->error, sizeof(t->error), "%s", curl_easy_strerror(code));
+                        curlev_add_os_error(t);
                         resp.error = t->error;
                 }
 

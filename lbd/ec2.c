@@ -91,6 +91,8 @@ struct ec2 {
         uint64_t rng;
         enum awscred_source logged_source; /* last credentials announced in the log */
         char logged_key[AWSCRED_MASK_LEN];
+        struct ec2_backoff backoff;
+        char last_error[EC2_ERROR_MAX]; /* the last failure, "" after a success */
 };
 
 struct ec2_call {
@@ -100,6 +102,7 @@ struct ec2_call {
         char action_name[EC2_ACTION_MAX]; /* for the log lines */
         struct evbuffer *form;            /* Action=…&Version=…&params, without NextToken */
         unsigned attempt;                 /* attempts made for the current page */
+        unsigned max_attempts;            /* ec2_backoff_attempts() when the call began */
         struct curlev_transfer *transfer;
         struct event *timer; /* the delay before a retry */
         ec2_instances_cb instances_cb;
@@ -201,14 +204,59 @@ int ec2_classify_error(long status, const char *code, bool *ret_retry)
         return -EINVAL;
 }
 
-uint64_t ec2_backoff_usec(unsigned attempt, uint64_t random)
+static uint64_t ec2_backoff_capped(unsigned attempt, uint64_t cap, uint64_t random)
 {
         uint64_t ceiling = EC2_BACKOFF_BASE_USEC;
 
-        for (unsigned i = 1; i < attempt && ceiling < EC2_BACKOFF_CAP_USEC; i++)
+        for (unsigned i = 1; i < attempt && ceiling < cap; i++)
                 ceiling *= 2;
-        ceiling = MIN(ceiling, EC2_BACKOFF_CAP_USEC);
+        ceiling = MIN(ceiling, cap);
         return random % (ceiling + 1);
+}
+
+uint64_t ec2_backoff_usec(unsigned attempt, uint64_t random)
+{
+        return ec2_backoff_capped(attempt, EC2_BACKOFF_CAP_USEC, random);
+}
+
+unsigned ec2_backoff_attempts(const struct ec2_backoff *b)
+{
+        return b->failures >= EC2_MAX_ATTEMPTS ? 1 : EC2_MAX_ATTEMPTS;
+}
+
+uint64_t ec2_backoff_wait(const struct ec2_backoff *b, uint64_t now)
+{
+        return b->not_before_usec > now ? b->not_before_usec - now : 0;
+}
+
+uint64_t ec2_backoff_failed(struct ec2_backoff *b, uint64_t now, uint64_t random)
+{
+        uint64_t cap = b->cap_usec ? MIN(b->cap_usec, EC2_BACKOFF_CAP_USEC) : EC2_BACKOFF_CAP_USEC;
+        uint64_t delay;
+
+        if (b->failures == 0)
+                b->failing_since_usec = now;
+        if (b->failures < UINT_MAX)
+                b->failures++;
+        delay = ec2_backoff_capped(b->failures, cap, random);
+        b->not_before_usec = now + delay;
+        return delay;
+}
+
+void ec2_backoff_answered(struct ec2_backoff *b)
+{
+        b->failures = 0;
+        b->failing_since_usec = 0;
+        b->not_before_usec = 0;
+}
+
+void ec2_get_status(const struct ec2 *e, struct ec2_status *ret)
+{
+        *ret = (struct ec2_status){
+                .failures = e->backoff.failures,
+                .failing_since_usec = e->backoff.failing_since_usec,
+                .error = e->last_error,
+        };
 }
 
 static uint64_t ec2_random(struct ec2 *e)
@@ -591,9 +639,14 @@ static void ec2_call_unlink(struct ec2_call *c)
  * may free the ec2. */
 static void ec2_call_report(struct ec2_call *c, int r, const char *body, size_t body_len)
 {
+        struct ec2 *e = c->ec2;
+
         ec2_call_unlink(c);
         if (r >= 0)
                 c->error[0] = c->code[0] = 0;
+        /* A transient failure was kept by ec2_call_retry(), without this call's closing words. */
+        if (r >= 0 || e->backoff.failures == 0)
+                memcpy(e->last_error, c->error, sizeof(e->last_error));
         if (c->action == EC2_TERMINATE)
                 c->done_cb(r, c->error, c->userdata);
         else if (c->action == EC2_QUERY)
@@ -621,18 +674,26 @@ static void ec2_call_retry(struct ec2_call *c, bool throttled, int final)
         uint64_t delay;
         struct timeval tv;
 
-        if (c->attempt >= EC2_MAX_ATTEMPTS) {
+        delay = ec2_backoff_failed(&e->backoff, now_usec(), ec2_random(e));
+        memcpy(e->last_error, c->error, sizeof(e->last_error));
+        if (c->attempt >= c->max_attempts) {
                 size_t n = strlen(c->error);
 
-                (void)snprintf(c->error + n, sizeof(c->error) - n, " (gave up after %u attempts)",
-                               c->attempt);
+                if (c->max_attempts > 1)
+                        (void)snprintf(c->error + n, sizeof(c->error) - n, " (gave up after %u attempts)",
+                                       c->attempt);
+                else
+                        (void)snprintf(c->error + n, sizeof(c->error) - n,
+                                       " (failing for %llu s, %u attempts in a row)",
+                                       (unsigned long long)((now_usec() - e->backoff.failing_since_usec) /
+                                                            USEC_PER_SEC),
+                                       e->backoff.failures);
                 ec2_call_finish(c, final);
                 return;
         }
-        delay = ec2_backoff_usec(c->attempt, ec2_random(e));
         log_warning("EC2 %s %s (%s); retrying in %.1f s (attempt %u/%u)", c->action_name,
                     throttled ? "throttled" : "failed", c->error, (double)delay / (double)USEC_PER_SEC,
-                    c->attempt + 1, EC2_MAX_ATTEMPTS);
+                    c->attempt + 1, c->max_attempts);
         tv = timeval_from_usec(delay);
         if (evtimer_add(c->timer, &tv) < 0) {
                 ec2_call_finish(c, -ENOMEM);
@@ -659,6 +720,7 @@ static void ec2_http_done(int r, const struct curlev_response *resp, void *userd
         }
 
         if (resp->status == 200) {
+                ec2_backoff_answered(&c->ec2->backoff);
                 if (c->action == EC2_TERMINATE) {
                         ec2_call_finish(c, 0);
                         return;
@@ -706,6 +768,7 @@ static void ec2_http_done(int r, const struct curlev_response *resp, void *userd
                 ec2_call_retry(c, ec2_is_throttling(code), r);
                 return;
         }
+        ec2_backoff_answered(&c->ec2->backoff);
         ec2_call_finish(c, r);
 }
 
@@ -986,10 +1049,17 @@ static int ec2_call_new(struct ec2 *e, enum ec2_action action, struct evbuffer *
 
 static void ec2_call_begin(struct ec2_call *c, struct ec2_call **ret)
 {
-        /* The first step only registers with awscred, whose answer comes from the loop. */
-        ec2_call_step(c);
+        struct ec2 *e = c->ec2;
+        uint64_t wait = ec2_backoff_wait(&e->backoff, now_usec());
+        struct timeval tv = timeval_from_usec(wait);
+
+        c->max_attempts = ec2_backoff_attempts(&e->backoff);
         if (ret)
                 *ret = c;
+        /* The first step runs from the loop, once the backoff of earlier calls allows, so that no
+         * callback ever runs inside the call (a call with one attempt may end at its first step). */
+        if (evtimer_add(c->timer, &tv) < 0)
+                ec2_call_step(c); /* only registers with awscred, whose answer comes from the loop */
 }
 
 static int ec2_call_start(struct ec2 *e, enum ec2_action action, struct evbuffer *form, ec2_instances_cb icb,
@@ -1256,6 +1326,7 @@ int ec2_new(struct event_base *base, const struct ec2_settings *s, struct ec2 **
         if (!e)
                 return -ENOMEM;
         e->base = base;
+        e->backoff.cap_usec = s->backoff_cap_usec;
         xmlInitParser();
         if (getrandom(&e->rng, sizeof(e->rng), GRND_NONBLOCK) != sizeof(e->rng))
                 e->rng = now_usec() ^ (uint64_t)getpid() << 32;

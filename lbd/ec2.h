@@ -5,7 +5,8 @@
  *
  * Each call retries by itself what is worth retrying (throttling, 5xx, network errors and timeouts) with
  * capped exponential backoff and full jitter, logging each retry at warning level, and reports once to its
- * callback. A refused signature or unknown key is never retried. */
+ * callback. The backoff carries over from one call to the next while the API keeps failing (struct
+ * ec2_backoff). A refused signature or unknown key is never retried. */
 #pragma once
 
 #include <stdbool.h>
@@ -61,6 +62,7 @@ struct ec2_settings {
                                        * https://ec2.<region>.amazonaws.com */
         const char *credentials_file; /* NULL or "": the SDK chain (awscred.h) */
         const char *profile;
+        uint64_t backoff_cap_usec; /* the longest delay between attempts; 0: EC2_BACKOFF_CAP_USEC */
 };
 
 struct ec2_launch {
@@ -176,3 +178,38 @@ int ec2_classify_error(long status, const char *code, bool *ret_retry);
 /* The delay before retry number <attempt> (1 for the first retry): uniformly random in
  * [0, min(cap, base * 2^(attempt-1))] ("full jitter"), from <random> (any 64 random bits). */
 uint64_t ec2_backoff_usec(unsigned attempt, uint64_t random);
+
+/* The backoff one client carries from call to call while the API fails (times are now_usec()): every
+ * attempt of any call comes no sooner than the delay drawn after the previous failure, ec2_backoff_usec()
+ * of the count of failures in a row (so it keeps growing across calls, up to <cap_usec>); once a call has
+ * used all EC2_MAX_ATTEMPTS, each later call makes a single attempt (the caller's own schedule, such as
+ * the reconciler's poll, is the retry) until an attempt gets an answer from the API, which resets it. A
+ * long outage thus costs one call per caller's interval, and the first call after it ends succeeds. */
+struct ec2_backoff {
+        uint64_t cap_usec;           /* 0: EC2_BACKOFF_CAP_USEC */
+        unsigned failures;           /* attempts that failed in a row, over every call */
+        uint64_t failing_since_usec; /* when the first of them failed, 0 when none */
+        uint64_t not_before_usec;    /* no attempt before it */
+};
+
+/* The attempts a call that starts now may make. */
+unsigned ec2_backoff_attempts(const struct ec2_backoff *b);
+/* How long an attempt at <now> must wait. */
+uint64_t ec2_backoff_wait(const struct ec2_backoff *b, uint64_t now);
+/* Records an attempt that failed at <now> (throttling, 5xx, network, timeout); returns the delay before
+ * the next attempt, drawn from <random>. */
+uint64_t ec2_backoff_failed(struct ec2_backoff *b, uint64_t now, uint64_t random);
+/* Records an answer from the API (success, or a refusal that retrying would not change). */
+void ec2_backoff_answered(struct ec2_backoff *b);
+
+/* What the client is going through, for status pages. */
+struct ec2_status {
+        unsigned failures;           /* attempts that failed in a row (the API is failing now when > 0) */
+        uint64_t failing_since_usec; /* now_usec() of the first of them, 0 when none */
+        const char *error;           /* the last failure, as in the callbacks' <error> ("" when none):
+                                      * "AuthFailure: AWS was not able to …", "Failed to connect to …
+                                      * (Connection refused)"; bounded (EC2_ERROR_MAX), no control
+                                      * characters, never a secret; valid until the next call to ec2.c */
+};
+
+void ec2_get_status(const struct ec2 *e, struct ec2_status *ret);

@@ -173,9 +173,16 @@ static void health_verdict(struct health *h, struct backend *b, enum check_resul
                 return;
         }
 
-        b->rise_count = 0;
-        if (!b->healthy)
+        if (!b->healthy) {
+                /* It was coming back and fails again: the reconciler judges it from when it went down
+                 * (reconcile.c), so the pool hears of it now rather than at the next poll. */
+                if (b->rise_count > 0) {
+                        b->rise_count = 0;
+                        pool_refresh(b->pool);
+                }
                 return;
+        }
+        b->rise_count = 0;
         b->fall_count++;
         if (b->fall_count >= c->health_fall) {
                 (void)snprintf(reason, sizeof(reason), "health check failed %u times: %s", b->fall_count,

@@ -5,7 +5,9 @@
  * [expect_min, expect_max] before [health] timeout. A backend that is down needs `rise` consecutive passes
  * to come up, except before its first completed probe, when one pass suffices (so a fresh lbd serves within
  * one interval); an up backend goes down after `fall` consecutive failures. Verdicts go through
- * backend_set_healthy(); each probe records last_check* on the backend and counts stats.health_ok/fail. */
+ * backend_set_healthy(); each probe records last_check* on the backend and counts stats.health_ok/fail. A
+ * down backend that had begun to pass (rise_count > 0) and fails again is reported with pool_refresh(), so
+ * the reconciler judges it at once. */
 #pragma once
 
 struct event_base;

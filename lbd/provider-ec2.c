@@ -256,6 +256,20 @@ static void provider_ec2_terminate_done(int r, const char *error, void *userdata
         free(pc);
 }
 
+static void provider_ec2_status(struct provider *p, struct provider_status *ret)
+{
+        struct provider_ec2_data *d = p->data;
+        struct ec2_status st;
+
+        _Static_assert(EC2_ERROR_MAX <= PROVIDER_ERROR_MAX, "an EC2 error fits a provider's");
+        if (!d || !d->current)
+                return;
+        ec2_get_status(d->current->ec2, &st);
+        ret->failures = st.failures;
+        ret->failing_since_usec = st.failing_since_usec;
+        (void)snprintf(ret->error, sizeof(ret->error), "%s", st.error);
+}
+
 static struct provider_ec2_call *provider_ec2_call_new(struct provider *p, enum provider_ec2_kind kind,
                                                        void *userdata)
 {
@@ -438,6 +452,8 @@ static int provider_ec2_set_config(struct provider *p, const struct config *c)
                 .endpoint = c->ec2_endpoint,
                 .credentials_file = c->ec2_credentials_file,
                 .profile = c->ec2_profile,
+                /* While the API fails, a try at least once per poll, so its recovery shows within one. */
+                .backoff_cap_usec = c->poll_usec,
         };
         struct provider_ec2_client *cl;
         _cleanup_free_ char *user_data = NULL;
@@ -522,5 +538,6 @@ const struct provider_ops provider_ec2_ops = {
         .launch = provider_ec2_launch,
         .terminate = provider_ec2_terminate,
         .set_config = provider_ec2_set_config,
+        .status = provider_ec2_status,
         .free = provider_ec2_free,
 };

@@ -85,3 +85,14 @@ const char *provider_instance_state_name(enum instance_state s)
         }
         return "unknown";
 }
+
+void provider_get_status(struct provider *p, struct provider_status *ret)
+{
+        *ret = (struct provider_status){0};
+        if (p->ops->status)
+                p->ops->status(p, ret);
+        ret->error[sizeof(ret->error) - 1] = '\0';
+        for (char *c = ret->error; *c; c++)
+                if (*c < 0x20 || *c > 0x7e)
+                        *c = '?';
+}

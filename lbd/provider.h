@@ -47,6 +47,17 @@ typedef void (*provider_launch_cb)(struct provider *p, int r, const struct insta
                                    void *userdata);
 typedef void (*provider_terminate_cb)(struct provider *p, int r, void *userdata);
 
+#define PROVIDER_ERROR_MAX 768
+
+/* What the provider's API is going through, for /status. */
+struct provider_status {
+        unsigned failures;           /* attempts that failed in a row: > 0 while the API is failing now */
+        uint64_t failing_since_usec; /* now_usec() of the first of them, 0 when none */
+        /* The last failure in the API's own words ("AuthFailure: AWS was not able to validate …",
+         * "Failed to connect to … (Connection refused)"), printable ASCII only; "" when none */
+        char error[PROVIDER_ERROR_MAX];
+};
+
 struct provider_ops {
         const char *name;
         bool managed; /* launches and terminates (false: static) */
@@ -60,6 +71,8 @@ struct provider_ops {
                          void *userdata);
         /* New settings (reload). Returns 0 or -EINVAL. */
         int (*set_config)(struct provider *p, const struct config *c);
+        /* Fills <ret> (zeroed by the caller). NULL: the provider has nothing to say. */
+        void (*status)(struct provider *p, struct provider_status *ret);
         void (*free)(struct provider *p);
 };
 
@@ -75,6 +88,9 @@ int provider_new(struct event_base *base, const struct config *c, struct provide
 struct provider *provider_free(struct provider *p);
 
 const char *provider_instance_state_name(enum instance_state s);
+
+/* The provider's status, its error made safe for a log line or JSON. */
+void provider_get_status(struct provider *p, struct provider_status *ret);
 
 extern const struct provider_ops provider_static_ops;
 extern const struct provider_ops provider_local_ops;

@@ -6,9 +6,9 @@
  * Timing. One provider call is in flight at a time. A poll is one list; when the list calls for nothing,
  * the next poll comes [pool] poll later (minus up to 10% of jitter, so several lbds don't poll in step):
  * with a healthy pool that is one DescribeInstances per poll, 6 a minute at the default 10 s. Polls also
- * happen at start, on reload, right after a launch or a terminate completes (to see their effect), and,
- * at most once per poll interval, as soon as a backend counts as failed (below), so a replacement doesn't
- * wait for the next poll.
+ * happen at start, on reload, right after a launch or a terminate completes (to see their effect), and
+ * as soon as a backend counts as failed (below), at most once per poll interval for each instance, so a
+ * replacement doesn't wait for the next poll.
  *
  * The rules, in the order a poll applies them:
  * - Adopt: whatever the list shows is the pool. A restarted lbd lists before it launches anything, so it
@@ -21,8 +21,10 @@
  *   shutting-down and terminated ones are on their way out and only stop counting.
  * - Failed: a running instance whose backend is down past the instance's grace period (counted from its
  *   launch) is terminated and replaced (never while the operator has it in maintenance: lbctl drain, nor
- *   while its last check passed: it is on its way back up, as a relay restarted on its instance is). Down means checked and not healthy, continuously for at least
- *   fall x interval of [health] (the settle time): long enough for the checker to take every other
+ *   while every check since it went down has passed: it is on its way back up, as a relay restarted on
+ *   its instance is). Down means checked and not healthy, continuously for at least fall x interval of
+ *   [health] (the settle time), whatever took it down: failed probes or live traffic (a refused connect,
+ *   a reset, timeouts), which often comes first. That is long enough for the checker to take every other
  *   backend out too if the cause is shared (the all-failing case below, where nothing is replaced), and
  *   for an instance lbd has just adopted to pass its first checks. Right after the all-failing case ends,
  *   nothing is judged for (rise + 1) x interval, while the other backends come back.
@@ -81,6 +83,7 @@ _Static_assert(BACKEND_INSTANCE_ID_MAX == INSTANCE_ID_MAX, "backend and instance
 #define RECONCILE_DRAIN_MAX        (5 * 60 * USEC_PER_SEC)
 #define RECONCILE_MAX_REPLACEMENTS 1000 /* the config's upper bound */
 #define RECONCILE_LOG_IDS          512  /* bytes of ids in one log line */
+#define RECONCILE_TIMER_SLACK      (5 * USEC_PER_MSEC)
 
 enum reconcile_phase {
         RECONCILE_IDLE,
@@ -127,8 +130,10 @@ struct reconcile {
         bool listed, list_ok;
         int last_error;
         uint64_t list_usec;        /* when the last good list was answered */
+        uint64_t list_wall_usec;   /* the same, wall clock */
+        char last_error_text[PROVIDER_ERROR_MAX]; /* the provider's words for last_error */
         uint64_t judge_after_usec; /* no failure judged before it (the all-failing case has just ended) */
-        uint64_t early_poll_usec;  /* when the last early poll was made */
+        uint64_t regular_due_usec; /* now_usec() when the regular poll is due (an early one may come first) */
         size_t by_state[INSTANCE_UNKNOWN + 1];
 
         /* the plan being carried out */
@@ -380,9 +385,12 @@ static uint64_t reconcile_failed_at(const struct reconcile *r, const struct reco
         if (k->terminating || k->inst.state != INSTANCE_RUNNING)
                 return UINT64_MAX;
         b = reconcile_backend(r, k);
-        /* A backend whose last check passed is coming back (rise passes to go): a relay restarted on its
-         * instance isn't worth the instance. Should it fail again, the next poll judges it. */
-        if (!b || b->healthy || !b->checked_once || b->maintenance || b->last_check == CHECK_OK)
+        /* A backend that has passed every check since it went down (rise_count > 0) is coming back: a relay
+         * restarted on its instance isn't worth the instance. A pass from before it went down proves
+         * nothing (live traffic often takes a backend down before any probe fails), so last_check is not
+         * what counts. Should it fail again, health.c tells the pool, and it is judged from when it went
+         * down. */
+        if (!b || b->healthy || !b->checked_once || b->maintenance || b->rise_count > 0)
                 return UINT64_MAX;
         at = b->health_changed_usec + c->health_fall * c->health_interval_usec;
         grace_end = reconcile_launched(k) + c->grace_usec;
@@ -534,22 +542,38 @@ static void reconcile_clear_victims(struct reconcile *r)
         r->n_victims = 0;
 }
 
-/* The delay until the first backend counts as failed, when an early poll may be made for it (not in the
- * all-failing case or while the guard holds back replacements, and at most once per poll interval);
- * UINT64_MAX when none. */
-static uint64_t reconcile_early_delay(const struct reconcile *r)
+/* When the first backend that may still have an early poll counts as failed (reconciler's clock),
+ * UINT64_MAX when none will. An early poll is made at most once per poll interval for each instance, so a
+ * failure the poll could not act on (a failed launch, a stale list) costs one extra call per interval,
+ * while instances failing one after the other are each replaced at once. */
+static uint64_t reconcile_first_failed_at(const struct reconcile *r)
 {
         uint64_t now = reconcile_now(r), first = UINT64_MAX;
 
+        for (size_t i = 0; i < r->n_known; i++) {
+                const struct reconcile_instance *k = &r->known[i];
+
+                if (k->early_poll_usec != 0 && now < k->early_poll_usec + r->config->poll_usec)
+                        continue;
+                first = MIN(first, reconcile_failed_at(r, k));
+        }
+        return first;
+}
+
+/* The delay until the first backend counts as failed, when an early poll may be made for it (not in the
+ * all-failing case or while the guard holds back replacements); UINT64_MAX when none. */
+static uint64_t reconcile_early_delay(const struct reconcile *r)
+{
+        uint64_t now = reconcile_now(r), first;
+
         if (!reconcile_managed(r) || r->panic || r->guard)
                 return UINT64_MAX;
-        if (r->early_poll_usec != 0 && now < r->early_poll_usec + r->config->poll_usec)
-                return UINT64_MAX;
-        for (size_t i = 0; i < r->n_known; i++)
-                first = MIN(first, reconcile_failed_at(r, &r->known[i]));
+        first = reconcile_first_failed_at(r);
         if (first == UINT64_MAX)
                 return UINT64_MAX;
-        return first > now ? first - now : 0;
+        /* A little past the moment: the loop's timers may fire a few milliseconds early (libevent's
+         * coarse clock), and a poll made before it would find nobody failed yet. */
+        return first > now ? first - now + RECONCILE_TIMER_SLACK : 0;
 }
 
 /* The call in flight is over: poll again now (<again>, or a poll was asked for meanwhile), when a failing
@@ -567,6 +591,7 @@ static void reconcile_done(struct reconcile *r, bool again)
                 return;
         }
         regular = poll - reconcile_random(r) % (poll / 10 + 1);
+        r->regular_due_usec = now_usec() + regular;
         early = reconcile_early_delay(r);
         if (early < regular) {
                 log_info("A backend is failing: polling in %llu ms",
@@ -813,6 +838,20 @@ static int reconcile_merge(struct reconcile *r, const struct instance *instances
         return 0;
 }
 
+/* A provider call failed with <ret>: counts it and keeps the provider's own words for /status. */
+static void reconcile_call_failed(struct reconcile *r, int ret)
+{
+        struct provider_status st;
+
+        r->stats.provider_errors++;
+        r->last_error = ret;
+        provider_get_status(r->provider, &st);
+        if (st.error[0])
+                memcpy(r->last_error_text, st.error, sizeof(r->last_error_text));
+        else
+                (void)snprintf(r->last_error_text, sizeof(r->last_error_text), "%s", strerror(-ret));
+}
+
 static void reconcile_on_list(struct provider *p, int ret, const struct instance *instances, size_t n,
                               void *userdata)
 {
@@ -822,8 +861,7 @@ static void reconcile_on_list(struct provider *p, int ret, const struct instance
         if (ret >= 0)
                 ret = reconcile_merge(r, instances, n);
         if (ret < 0) {
-                r->stats.provider_errors++;
-                r->last_error = ret;
+                reconcile_call_failed(r, ret);
                 r->list_ok = false;
                 log_full_errno(was_ok ? LOG_WARNING : LOG_INFO, ret,
                                "Listing the pool's instances failed: %m; nothing is terminated until a list "
@@ -837,6 +875,7 @@ static void reconcile_on_list(struct provider *p, int ret, const struct instance
         r->list_ok = true;
         r->listed = true;
         r->list_usec = reconcile_now(r);
+        r->list_wall_usec = reconcile_wall(r);
         if (!was_ok && r->last_error != 0)
                 log_notice("Listing the pool's instances works again");
         r->last_error = 0;
@@ -878,8 +917,25 @@ static void reconcile_on_poll_timer(evutil_socket_t fd, short what, void *userda
                 r->poll_pending = true;
                 return;
         }
-        if (r->poll_early)
-                r->early_poll_usec = reconcile_now(r);
+        if (r->poll_early) {
+                uint64_t now = now_usec(), first = reconcile_first_failed_at(r), clock = reconcile_now(r);
+
+                /* The backend it was for is coming back: keep the early poll for when one fails. */
+                if (first == UINT64_MAX) {
+                        log_debug("No backend counts as failed any more: no early poll");
+                        reconcile_schedule(r, r->regular_due_usec > now ? r->regular_due_usec - now : 0,
+                                           false);
+                        return;
+                }
+                /* Fired before the moment (a timer a little early, a later verdict): wait for it. */
+                if (first > clock) {
+                        reconcile_schedule(r, first - clock + RECONCILE_TIMER_SLACK, true);
+                        return;
+                }
+                for (size_t i = 0; i < r->n_known; i++)
+                        if (reconcile_failed(r, &r->known[i]))
+                                r->known[i].early_poll_usec = reconcile_now(r);
+        }
         reconcile_list(r);
 }
 
@@ -895,8 +951,7 @@ static void reconcile_on_launch(struct provider *p, int ret, const struct instan
         struct reconcile_instance *known;
 
         if (ret < 0) {
-                r->stats.provider_errors++;
-                r->last_error = ret;
+                reconcile_call_failed(r, ret);
                 log_warning_errno(ret,
                                   "Launching %u instances failed: %m; trying again at the next poll "
                                   "(same ClientToken %s), terminating nothing meanwhile",
@@ -981,8 +1036,7 @@ static void reconcile_on_terminate(struct provider *p, int ret, void *userdata)
         struct reconcile *r = userdata;
 
         if (ret < 0) {
-                r->stats.provider_errors++;
-                r->last_error = ret;
+                reconcile_call_failed(r, ret);
                 log_warning_errno(ret,
                                   "Terminating %zu instances failed: %m; deciding again at the next poll",
                                   r->n_victims);
@@ -1198,7 +1252,8 @@ void reconcile_poll(struct reconcile *r)
 
 void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret)
 {
-        uint64_t now = reconcile_now(r);
+        uint64_t now = reconcile_now(r), real_now = now_usec();
+        struct provider_status st;
         uint64_t window = r->config->replacement_window_usec;
         unsigned replacements = 0;
 
@@ -1213,7 +1268,9 @@ void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret)
                 .listed = r->listed,
                 .list_ok = r->list_ok,
                 .last_error = r->last_error,
+                .last_error_text = r->last_error ? r->last_error_text : NULL,
                 .list_age_usec = r->listed && now > r->list_usec ? now - r->list_usec : 0,
+                .list_wall_usec = r->listed ? r->list_wall_usec : 0,
                 .panic = r->panic,
                 .guard = r->guard,
                 .replacements = replacements,
@@ -1222,4 +1279,11 @@ void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret)
                 .stats = r->stats,
         };
         memcpy(ret->by_state, r->by_state, sizeof(ret->by_state));
+        provider_get_status(r->provider, &st);
+        if (st.failures > 0) {
+                ret->failing = true;
+                ret->failing_usec = real_now > st.failing_since_usec ? real_now - st.failing_since_usec : 0;
+                ret->failing_attempts = st.failures;
+                memcpy(ret->failing_error, st.error, sizeof(ret->failing_error));
+        }
 }

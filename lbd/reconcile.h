@@ -31,6 +31,7 @@ struct reconcile_instance {
         uint64_t seen_usec; /* monotonic: when lbd first saw it */
         uint64_t seen_wall_usec;
         uint64_t terminating_usec; /* monotonic: when lbd decided to terminate it */
+        uint64_t early_poll_usec;  /* monotonic: when an early poll was last made for it, 0 if never */
 };
 
 struct reconcile_stats {
@@ -48,7 +49,15 @@ struct reconcile_view {
         bool listed;            /* a list has succeeded since start */
         bool list_ok;           /* the last list succeeded */
         int last_error;         /* -errno of the last failed provider call, 0 if none */
+        const char *last_error_text; /* the same in the provider's words ("AuthFailure: …"), NULL if none */
         uint64_t list_age_usec; /* since the last good list; meaningless until <listed> */
+        uint64_t list_wall_usec; /* wall clock of the last good list, 0 before one */
+        /* A call is failing now and retrying (the provider's status): for how long, how many attempts in a
+         * row have failed, and the last one's error */
+        bool failing;
+        uint64_t failing_usec;
+        unsigned failing_attempts;
+        char failing_error[PROVIDER_ERROR_MAX];
         bool panic;             /* every backend failed at once: nothing terminated, the least bad kept */
         bool guard;             /* the storm guard is holding back replacements */
         unsigned replacements;  /* replacements in the current window */

@@ -221,6 +221,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(502, b"upstream failed\n", close=True)
             return
         info["status"] = status
+        info["elapsed"] = round(time.time() - now, 3)
         st.record(**info)
         self._send(status, data, ctype, rheaders)
 

@@ -29,6 +29,7 @@
 #include "lbd/config.h"
 #include "lbd/lbd.h"
 #include "lbd/proxy.h"
+#include "lbd/reconcile.h"
 
 #define RESPONSE_MAX (256u * 1024u)
 
@@ -533,6 +534,130 @@ static void test_keep_alive(void **state)
         free(r);
 }
 
+/* ---- the control plane's part: a reconciler on a provider whose calls and status the test sets ---- */
+
+static void run_for(struct fixture *f, unsigned ms)
+{
+        const struct timeval tv = {.tv_sec = 0, .tv_usec = (suseconds_t)ms * 1000};
+
+        assert_int_equal(event_base_loopexit(f->lbd.base, &tv), 0);
+        assert_true(event_base_dispatch(f->lbd.base) >= 0);
+}
+
+struct fake_provider {
+        provider_list_cb list_cb;
+        void *userdata;
+        struct provider_status status;
+};
+
+static int fake_list(struct provider *p, provider_list_cb cb, void *userdata)
+{
+        struct fake_provider *fp = p->data;
+
+        fp->list_cb = cb;
+        fp->userdata = userdata;
+        return 0;
+}
+
+static void fake_status(struct provider *p, struct provider_status *ret)
+{
+        *ret = ((struct fake_provider *)p->data)->status;
+}
+
+static const struct provider_ops fake_ops = {
+        .name = "fake",
+        .managed = true,
+        .list = fake_list,
+        .status = fake_status,
+};
+
+static void fake_answer(struct fake_provider *fp, struct provider *p, int r)
+{
+        provider_list_cb cb = fp->list_cb;
+
+        assert_non_null(cb);
+        fp->list_cb = NULL;
+        cb(p, r, NULL, 0, fp->userdata);
+}
+
+static cJSON *get_control(struct fixture *f, cJSON **root)
+{
+        char *r = get(f, "GET", "/status");
+        cJSON *control;
+
+        assert_int_equal(status_of(r), 200);
+        *root = cJSON_Parse(body_of(r));
+        free(r);
+        assert_non_null(*root);
+        control = cJSON_GetObjectItemCaseSensitive(*root, "control");
+        assert_true(cJSON_IsObject(control));
+        return control;
+}
+
+/* /status says why the provider fails in its own words (not an errno string), when the last good list
+ * was, and that a call is failing right now (for how long, how many attempts); /metrics too. */
+static void test_status_provider_errors(void **state)
+{
+        struct fixture *f = *state;
+        struct fake_provider fp = {0};
+        struct provider p = {.ops = &fake_ops, .base = f->lbd.base, .config = &f->config, .data = &fp};
+        const cJSON *control, *api;
+        cJSON *root;
+        uint64_t wall = realtime_usec();
+        char *r;
+
+        config_init(&f->config);
+        f->config.desired = 0; /* nothing to launch: lists only */
+        assert_int_equal(reconcile_new(f->lbd.base, &p, f->lbd.pool, &f->config, &f->lbd.reconcile), 0);
+        reconcile_start(f->lbd.reconcile);
+        run_for(f, 20);
+
+        /* Before any list. */
+        control = get_control(f, &root);
+        assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(control, "last_list_unix")));
+        assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(control, "last_error")));
+        assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(control, "api_failing")));
+        cJSON_Delete(root);
+
+        /* A good list, then one refused: the API's words, a control character made harmless. */
+        fake_answer(&fp, &p, 0);
+        reconcile_poll(f->lbd.reconcile);
+        run_for(f, 20);
+        (void)snprintf(fp.status.error, sizeof(fp.status.error), "%s",
+                       "AuthFailure: AWS was not able to validate the provided access credentials\x1b[2J");
+        fake_answer(&fp, &p, -EACCES);
+        control = get_control(f, &root);
+        assert_false(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(control, "list_ok")));
+        assert_string_equal(string(control, "last_error"),
+                            "AuthFailure: AWS was not able to validate the provided access credentials?[2J");
+        assert_true(number(control, "last_list_unix") >= (double)(wall / USEC_PER_SEC) - 1);
+        assert_true(number(control, "last_list_unix") <= (double)(realtime_usec() / USEC_PER_SEC) + 1);
+        assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(control, "api_failing")));
+        cJSON_Delete(root);
+
+        /* A call failing now, 40 s into an outage, its third attempt failed. */
+        fp.status.failures = 3;
+        fp.status.failing_since_usec = now_usec() - 40 * USEC_PER_SEC;
+        (void)snprintf(fp.status.error, sizeof(fp.status.error), "%s",
+                       "Failed to connect to 127.0.0.1 port 9 after 0 ms: Couldn't connect to server "
+                       "(Connection refused)");
+        control = get_control(f, &root);
+        api = cJSON_GetObjectItemCaseSensitive(control, "api_failing");
+        assert_true(cJSON_IsObject(api));
+        assert_true(number(api, "for_s") >= 40 && number(api, "for_s") < 42);
+        assert_int_equal((int)number(api, "failed_attempts"), 3);
+        assert_string_equal(string(api, "error"), fp.status.error);
+        cJSON_Delete(root);
+
+        r = get(f, "GET", "/metrics");
+        assert_int_equal(status_of(r), 200);
+        assert_non_null(strstr(body_of(r), "\nlbd_provider_api_failing_seconds 4"));
+        assert_non_null(strstr(body_of(r), "\nlbd_provider_last_list_timestamp_seconds 1"));
+        free(r);
+
+        f->lbd.reconcile = reconcile_free(f->lbd.reconcile);
+}
+
 static void test_bind_fails(void **state)
 {
         struct fixture *f = *state;
@@ -554,6 +679,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_maintenance, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_keep_alive, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_status_provider_errors, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bind_fails, setup, teardown),
         };
 

@@ -586,6 +586,119 @@ static void test_connection_refused(void **state)
         run_until_done(f->base, &o, 20);
         assert_int_equal(o.r, -EAGAIN);
         assert_int_equal(ec2_requests_total(f->ec2), EC2_MAX_ATTEMPTS);
+        /* The cause, not only curl's "Couldn't connect to server". */
+        assert_non_null(strstr(o.error, "(Connection refused)"));
+}
+
+/* The backoff carried from call to call, on a simulated clock: a caller that calls every poll (10 s,
+ * minus up to 10% of jitter, as the reconciler does) through a 10-minute outage makes a few calls a
+ * minute (each call of the outage a single attempt), and its first call after the API is back succeeds,
+ * within one poll of the recovery. Then a call may use every attempt again. */
+static void test_backoff_across_calls(void **state)
+{
+        const uint64_t poll = 10 * USEC_PER_SEC, outage_end = 600 * USEC_PER_SEC;
+        struct ec2_backoff b = {.cap_usec = poll};
+        uint64_t t = 0, rng = 0x9e3779b97f4a7c15u, recovered = 0;
+        unsigned per_minute[10] = {0}, total = 0;
+
+        while (!recovered) {
+                unsigned attempts = ec2_backoff_attempts(&b);
+
+                assert_true(t < outage_end + 2 * poll);
+                for (unsigned a = 0; a < attempts; a++) {
+                        uint64_t delay;
+
+                        t += ec2_backoff_wait(&b, t);
+                        if (t >= outage_end) {
+                                ec2_backoff_answered(&b);
+                                recovered = t;
+                                break;
+                        }
+                        per_minute[t / (60 * USEC_PER_SEC)]++;
+                        total++;
+                        delay = ec2_backoff_failed(&b, t, rng);
+                        assert_true(delay <= poll);
+                        assert_int_equal(ec2_backoff_wait(&b, t), delay);
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        if (a + 1 < attempts)
+                                t += delay; /* the call's own retry timer */
+                }
+                t += poll - rng % (poll / 10 + 1); /* the caller's next poll */
+        }
+        for (size_t m = 1; m < ELEMENTSOF(per_minute); m++)
+                assert_true(per_minute[m] <= 7);
+        assert_true(per_minute[0] <= 7 + EC2_MAX_ATTEMPTS);
+        assert_true(total <= 70);
+        assert_true(recovered - outage_end <= poll);
+        assert_int_equal(b.failures, 0);
+        assert_int_equal(ec2_backoff_attempts(&b), EC2_MAX_ATTEMPTS);
+        assert_int_equal(ec2_backoff_wait(&b, recovered), 0);
+        print_message("10-minute outage: %u calls, %u in its last minute; recovery seen after %.1f s\n", total,
+                      per_minute[9], (double)(recovered - outage_end) / (double)USEC_PER_SEC);
+}
+
+/* The same with real calls: one that used every attempt leaves the client in backoff, so the next call
+ * makes one attempt; the status tells how long and why it fails, in the API's words; an answer resets it. */
+static void test_outage_status_and_single_attempt(void **state)
+{
+        struct fixture *f = *state;
+        struct ec2_settings s = {.region = "us-east-1", .backoff_cap_usec = 50 * USEC_PER_MSEC};
+        char endpoint[64];
+        struct outcome o = {0};
+        struct ec2_status st;
+
+        (void)snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%u", f->server.port);
+        s.endpoint = endpoint;
+        f->ec2 = ec2_free(f->ec2);
+        assert_int_equal(ec2_new(f->base, &s, &f->ec2), 0);
+        ec2_get_status(f->ec2, &st);
+        assert_int_equal(st.failures, 0);
+        assert_string_equal(st.error, "");
+
+        for (int i = 0; i < EC2_MAX_ATTEMPTS + 1; i++)
+                fakehttp_queue(&f->server, 503, throttled);
+        assert_int_equal(ec2_describe_instances(f->ec2, "k", "v", on_instances, &o, NULL), 0);
+        run_until_done(f->base, &o, 10);
+        assert_int_equal(o.r, -EAGAIN);
+        assert_int_equal(f->server.n_requests, EC2_MAX_ATTEMPTS);
+        ec2_get_status(f->ec2, &st);
+        assert_int_equal(st.failures, EC2_MAX_ATTEMPTS);
+        assert_true(st.failing_since_usec > 0 && st.failing_since_usec <= now_usec());
+        assert_non_null(strstr(st.error, "RequestLimitExceeded"));
+
+        memset(&o, 0, sizeof(o));
+        assert_int_equal(ec2_describe_instances(f->ec2, "k", "v", on_instances, &o, NULL), 0);
+        assert_false(o.done);
+        run_until_done(f->base, &o, 10);
+        assert_int_equal(o.r, -EAGAIN);
+        assert_int_equal(f->server.n_requests, EC2_MAX_ATTEMPTS + 1);
+        ec2_get_status(f->ec2, &st);
+        assert_int_equal(st.failures, EC2_MAX_ATTEMPTS + 1);
+
+        /* The API refuses the key: an answer (the backoff ends), its words kept for the status. */
+        memset(&o, 0, sizeof(o));
+        fakehttp_queue(&f->server, 401, auth_failure);
+        assert_int_equal(ec2_describe_instances(f->ec2, "k", "v", on_instances, &o, NULL), 0);
+        run_until_done(f->base, &o, 10);
+        assert_int_equal(o.r, -EACCES);
+        ec2_get_status(f->ec2, &st);
+        assert_int_equal(st.failures, 0);
+        assert_int_equal(st.failing_since_usec, 0);
+        assert_string_equal(st.error,
+                            "AuthFailure: AWS was not able to validate the provided access credentials");
+
+        /* Back to full retries, and a success clears the error. */
+        memset(&o, 0, sizeof(o));
+        fakehttp_queue(&f->server, 503, unavailable);
+        fakehttp_queue(&f->server, 200, describe_empty);
+        assert_int_equal(ec2_describe_instances(f->ec2, "k", "v", on_instances, &o, NULL), 0);
+        run_until_done(f->base, &o, 10);
+        assert_int_equal(o.r, 0);
+        ec2_get_status(f->ec2, &st);
+        assert_int_equal(st.failures, 0);
+        assert_string_equal(st.error, "");
 }
 
 int main(void)
@@ -604,6 +717,8 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_argument_checks, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_no_credentials, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_connection_refused, setup, teardown),
+                cmocka_unit_test(test_backoff_across_calls),
+                cmocka_unit_test_setup_teardown(test_outage_status_and_single_attempt, setup, teardown),
         };
 
         log_set_max_level(LOG_WARNING);

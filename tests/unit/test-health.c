@@ -274,6 +274,16 @@ static struct backend *add_backend(struct fixture *f, const struct netaddr *addr
         return pool_find(f->pool, addr);
 }
 
+/* Adds a backend for <s> and runs its first check, which brings it up. */
+static struct backend *add_up_backend(struct fixture *f, struct server *s)
+{
+        struct backend *b = add_backend(f, &s->addr);
+
+        next_check(f, b);
+        assert_true(b->healthy);
+        return b;
+}
+
 /* ---- tests ---- */
 
 /* One pass brings a fresh backend up; the request is what the interface promises. */
@@ -323,12 +333,8 @@ static void test_fall_and_rise(void **state)
 {
         struct fixture *f = *state;
         struct server *s = server_new(f->base, true);
-        struct backend *b = add_backend(f, &s->addr);
-        unsigned changes;
-
-        next_check(f, b);
-        assert_true(b->healthy);
-        changes = f->changes;
+        struct backend *b = add_up_backend(f, s);
+        unsigned changes = f->changes;
 
         s->response = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
         next_check(f, b);
@@ -370,6 +376,36 @@ static void test_fall_and_rise(void **state)
         next_check(f, b);
         assert_false(b->healthy);
 
+        server_free(s);
+}
+
+/* A down backend that passes (coming back, rise not reached) and then fails again: the pool is told, so
+ * the reconciler can judge it at once; failures while plainly down change nothing. */
+static void test_fails_again_while_coming_back(void **state)
+{
+        struct fixture *f = *state;
+        struct server *s = server_new(f->base, true);
+        struct backend *b = add_up_backend(f, s);
+        unsigned changes;
+
+        backend_set_healthy(b, false, "live traffic");
+        changes = f->changes;
+
+        s->response = "HTTP/1.1 500 Internal Server Error\r\n\r\n";
+        next_check(f, b);
+        assert_int_equal(f->changes, changes);
+        s->response = "HTTP/1.1 200 OK\r\n\r\n";
+        next_check(f, b);
+        assert_false(b->healthy);
+        assert_int_equal(b->rise_count, 1);
+        assert_int_equal(f->changes, changes);
+        s->response = "HTTP/1.1 500 Internal Server Error\r\n\r\n";
+        next_check(f, b);
+        assert_false(b->healthy);
+        assert_int_equal(b->rise_count, 0);
+        assert_int_equal(f->changes, changes + 1);
+        next_check(f, b);
+        assert_int_equal(f->changes, changes + 1);
         server_free(s);
 }
 
@@ -670,6 +706,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_first_pass, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_fall_and_rise, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_fails_again_while_coming_back, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_first_fail_needs_rise, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_status_lines, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_status_line_too_long, setup, teardown),

@@ -601,9 +601,15 @@ static void test_replace_unhealthy_after_grace(void **state)
         assert_idle(f);
         assert_int_equal(view(f).replacements, 1);
 
-        /* The early poll comes at most once per poll interval. */
+        /* Another instance failing right after has its own early poll; when that poll can't replace it
+         * (the launch fails), no second early poll comes for it within the poll interval. */
         b = pool_find(f->pool, &f->cloud[0].addr);
         set_health(b, false, CHECK_REFUSED);
+        settle(f);
+        assert_non_null(f->list_cb);
+        answer_list(f);
+        assert_int_equal(f->launch_count, 1);
+        fail_launch(f, -EAGAIN);
         settle(f);
         assert_null(f->list_cb);
         fake_free_all(f);
@@ -979,23 +985,80 @@ static void test_single_failing_is_replaced(void **state)
         expect_replaced_and_free(f);
 }
 
+/* Whatever takes a backend down first, live traffic (a refused connect, while the last probe still
+ * passed) or a probe, the early poll comes once the settle time has passed, and replaces it. */
+static void test_failed_whichever_signal_first(void **state)
+{
+        struct fake *f = one_healthy_instance();
+        struct backend *b = f->pool->backends[0];
+
+        assert_int_equal(b->last_check, CHECK_OK);
+        backend_report_refused(b, "connection refused (live traffic)");
+        b->health_changed_usec = f->mono;
+        assert_false(b->healthy);
+        run(f);
+        assert_null(f->list_cb); /* not before the settle time */
+        settle(f);
+        assert_non_null(f->list_cb);
+        expect_replaced_and_free(f);
+
+        f = one_healthy_instance();
+        b = f->pool->backends[0];
+        b->last_check = CHECK_REFUSED;
+        b->fall_count = 1;
+        backend_report_refused(b, "connection refused (live traffic)");
+        b->health_changed_usec = f->mono;
+        settle(f);
+        assert_non_null(f->list_cb);
+        expect_replaced_and_free(f);
+
+        f = one_healthy_instance();
+        set_health(f->pool->backends[0], false, CHECK_REFUSED);
+        settle(f);
+        assert_non_null(f->list_cb);
+        expect_replaced_and_free(f);
+}
+
+/* The early poll's timer firing before the backend counts as failed (the loop's timers may run a little
+ * early, here the reconciler's clock lags behind) neither polls too soon, which would find nothing failed
+ * and spend the early poll, nor falls back to the regular poll: it waits for the moment. */
+static void test_early_timer_fires_before_the_moment(void **state)
+{
+        struct fake *f = one_healthy_instance();
+
+        set_health(f->pool->backends[0], false, CHECK_REFUSED);
+        run(f);
+        f->mono += 30 * USEC_PER_MSEC; /* the settle time is 60 ms */
+        run_for(f, 100);
+        assert_null(f->list_cb);
+        f->mono += 100 * USEC_PER_MSEC;
+        run_for(f, 100);
+        assert_non_null(f->list_cb);
+        expect_replaced_and_free(f);
+}
+
 static void test_recovering_is_not_replaced(void **state)
 {
         struct fake *f = one_healthy_instance();
         struct backend *b = f->pool->backends[0];
 
-        /* Its relay crashed and was restarted at once: down, then passing checks (rise not reached yet)
-         * when the settle time ends. */
-        set_health(b, false, CHECK_REFUSED);
+        /* Its relay crashed (live traffic took it down) and was restarted at once: a check passed after it
+         * went down (rise not reached yet) when the settle time ends. The early poll is not spent on it. */
+        backend_report_refused(b, "connection refused (live traffic)");
+        b->health_changed_usec = f->mono;
+        run(f); /* the early poll is scheduled for the end of the settle time */
         b->last_check = CHECK_OK;
+        b->rise_count = 1;
         settle(f);
-        if (f->list_cb)
-                answer_list(f);
         assert_idle(f);
         assert_int_equal(f->launch_count, 0);
-        /* It fails again: the next poll replaces it. */
+        /* It fails again (health.c tells the pool): polled at once, not at the next regular poll, and
+         * replaced. */
         b->last_check = CHECK_REFUSED;
-        poll_now(f);
+        b->rise_count = 0;
+        pool_refresh(f->pool);
+        run(f);
+        assert_non_null(f->list_cb);
         expect_replaced_and_free(f);
 }
 
@@ -1120,6 +1183,8 @@ int main(void)
                 cmocka_unit_test(test_all_failing),
                 cmocka_unit_test(test_single_failing_is_replaced),
                 cmocka_unit_test(test_maintenance_is_never_replaced),
+                cmocka_unit_test(test_failed_whichever_signal_first),
+                cmocka_unit_test(test_early_timer_fires_before_the_moment),
                 cmocka_unit_test(test_recovering_is_not_replaced),
                 cmocka_unit_test(test_static),
                 cmocka_unit_test(test_new_instance_same_address),
