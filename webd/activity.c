@@ -340,7 +340,8 @@ void activity_record(const struct server_log_entry *e, void *userdata)
 static void activity_listed(struct server_request *r, int error, const PGresult *res)
 {
         int64_t limit = 20, offset = 0;
-        cJSON *body, *items, *problems = NULL;
+        struct json_problems problems = {0};
+        cJSON *body, *items;
         int n;
 
         if (error < 0) {
@@ -348,7 +349,7 @@ static void activity_listed(struct server_request *r, int error, const PGresult 
                 return;
         }
         (void)server_paging(r, &limit, &offset, &problems);
-        cJSON_Delete(problems);
+        json_problems_clear(&problems);
         body = cJSON_CreateObject();
         items = cJSON_AddArrayToObject(body, "items");
         if (!items)
@@ -387,7 +388,7 @@ fail:
 static void activity_list(struct server_request *r, void *userdata)
 {
         struct activity *a = userdata;
-        _cleanup_(cJSON_Deletep) cJSON *problems = NULL;
+        _cleanup_(json_problems_clear) struct json_problems problems = {0};
         char user[SERVER_INT_MAX], limit_text[SERVER_INT_MAX], offset_text[SERVER_INT_MAX];
         const char *values[3] = {user, limit_text, offset_text};
         int64_t limit, offset;
@@ -398,8 +399,8 @@ static void activity_list(struct server_request *r, void *userdata)
                 server_reply_error(r, 500, "internal", "internal error");
                 return;
         }
-        if (problems) {
-                server_reply_invalid(r, TAKE_PTR(problems));
+        if (problems.count > 0) {
+                server_reply_invalid(r, &problems);
                 return;
         }
         server_int_text(r->user_id, user);

@@ -443,9 +443,31 @@ void server_reply_error(struct server_request *r, int status, const char *code, 
         server_reply_error_fields(r, status, code, message, NULL);
 }
 
-void server_reply_invalid(struct server_request *r, cJSON *fields)
+void server_reply_invalid(struct server_request *r, struct json_problems *p)
 {
-        server_reply_error_fields(r, 400, "validation_failed", "the request has invalid fields", fields);
+        size_t listed = (size_t)cJSON_GetArraySize(p->fields);
+        cJSON *body, *error;
+        char message[96];
+
+        if (!r || r->answered || p->count <= listed) {
+                server_reply_error_fields(r, 400, "validation_failed", "the request has invalid fields",
+                                          TAKE_PTR(p->fields));
+                json_problems_clear(p);
+                return;
+        }
+        (void)snprintf(message, sizeof(message), "the request has %zu invalid fields; the first %zu are listed",
+                       p->count, listed);
+        body = server_error_body("validation_failed", message, TAKE_PTR(p->fields));
+        error = cJSON_GetObjectItemCaseSensitive(body, "error");
+        if (error && !cJSON_AddNumberToObject(error, "unlisted", (double)(p->count - listed))) {
+                cJSON_Delete(body);
+                body = NULL;
+        }
+        json_problems_clear(p);
+        if (!body)
+                server_reply_error(r, 500, "internal", "internal error");
+        else
+                server_reply(r, 400, body);
 }
 
 void server_reply_db_error(struct server_request *r, int error, const PGresult *res)
@@ -534,7 +556,7 @@ const char *server_param(struct server_request *r, const char *name)
 
 /* Reads an integer parameter in [min, max]; absent: <def>. Returns 0, or 1 after adding a problem. */
 static int server_int_param(struct server_request *r, const char *name, uint64_t min, uint64_t max,
-                            uint64_t def, int64_t *ret, cJSON **problems)
+                            uint64_t def, int64_t *ret, struct json_problems *problems)
 {
         const char *v = server_param(r, name);
         uint64_t n = def;
@@ -551,7 +573,8 @@ static int server_int_param(struct server_request *r, const char *name, uint64_t
         return 0;
 }
 
-int server_paging(struct server_request *r, int64_t *ret_limit, int64_t *ret_offset, cJSON **problems)
+int server_paging(struct server_request *r, int64_t *ret_limit, int64_t *ret_offset,
+                  struct json_problems *problems)
 {
         int64_t limit = 20, offset = 0;
         int a, b;
@@ -686,6 +709,7 @@ static int server_read_body(struct server_request *r)
         const char *type = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Content-Type");
         size_t len = evbuffer_get_length(in);
         const char *data;
+        int k;
 
         if (!server_content_type_is_json(type)) {
                 server_reply_error(r, 415, "unsupported_media_type",
@@ -693,8 +717,17 @@ static int server_read_body(struct server_request *r)
                 return -EINVAL;
         }
         data = len > 0 ? (const char *)evbuffer_pullup(in, (ev_ssize_t)len) : "";
-        if (!data || json_parse(data, len, &r->body) < 0 || !cJSON_IsObject(r->body)) {
-                server_reply_error(r, 400, "bad_request", "the body must be a JSON object (UTF-8, no NUL)");
+        k = data ? json_parse(data, len, &r->body) : -ENOMEM;
+        if (k == -ENOMEM) {
+                server_reply_error(r, 500, "internal", "internal error");
+                return k;
+        }
+        if (k < 0) {
+                server_reply_error(r, 400, "bad_request", json_parse_reason(k));
+                return k;
+        }
+        if (!cJSON_IsObject(r->body)) {
+                server_reply_error(r, 400, "bad_request", "the body must be a JSON object");
                 return -EINVAL;
         }
         return 0;

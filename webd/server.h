@@ -17,6 +17,7 @@
 
 #include "common/netaddr.h"
 #include "webd/config.h"
+#include "webd/json.h"
 
 struct event_base;
 struct db;
@@ -115,8 +116,9 @@ int server_add_header(struct server_request *r, const char *name, const char *va
 void server_reply(struct server_request *r, int status, cJSON *body);
 /* Answers with the error shape {"error":{"code":<code>,"message":<message>}}. */
 void server_reply_error(struct server_request *r, int status, const char *code, const char *message);
-/* Answers 400 validation_failed with <fields> ({"field":"problem"}, taken over). */
-void server_reply_invalid(struct server_request *r, cJSON *fields);
+/* Answers 400 validation_failed with <p>'s list as "fields" ({"field":"problem"}) and, when <p> counted
+ * more than it lists, their number as "unlisted". Takes the list: <p> is left empty. */
+void server_reply_invalid(struct server_request *r, struct json_problems *p);
 /* Answers for a failed query or a failed server_query() call: 503 unavailable when the database is down,
  * busy or the connection broke, 500 internal otherwise (logged). */
 void server_reply_db_error(struct server_request *r, int error, const PGresult *res);
@@ -136,7 +138,8 @@ const char *server_param(struct server_request *r, const char *name);
 
 /* Reads the "limit" (1..100, default 20) and "offset" (0..10^9, default 0) parameters. Bad values are
  * added to *<problems> (see json_add_problem()). Returns the number of problems, or -ENOMEM. */
-int server_paging(struct server_request *r, int64_t *ret_limit, int64_t *ret_offset, cJSON **problems);
+int server_paging(struct server_request *r, int64_t *ret_limit, int64_t *ret_offset,
+                  struct json_problems *problems);
 
 /* Small formatting helpers for the request path, where snprintf() showed in profiles. */
 #define SERVER_INT_MAX 21 /* "-9223372036854775808" and a NUL */

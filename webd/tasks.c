@@ -117,18 +117,19 @@ static void tasks_found(struct server_request *r, int error, const PGresult *res
 }
 
 /* Answers a request whose input was checked: 500 when the check failed (<k> < 0), 400 with <problems> when
- * it found any. Returns < 0 when it answered, 0 when the input is good. Takes <problems>. */
-static int tasks_reply_problems(struct server_request *r, int k, cJSON *problems)
+ * it found any. Returns < 0 when it answered, 0 when the input is good. Empties <problems>. */
+static int tasks_reply_problems(struct server_request *r, int k, struct json_problems *problems)
 {
         if (k < 0) {
-                cJSON_Delete(problems);
+                json_problems_clear(problems);
                 tasks_reply_internal(r);
                 return k;
         }
-        if (problems) {
+        if (problems->count > 0) {
                 server_reply_invalid(r, problems);
                 return -EINVAL;
         }
+        json_problems_clear(problems);
         return 0;
 }
 
@@ -136,7 +137,7 @@ static int tasks_reply_problems(struct server_request *r, int k, cJSON *problems
  * Answers 400 and returns < 0 when it is not valid. */
 static int tasks_check_body(struct server_request *r, bool partial)
 {
-        cJSON *problems = NULL;
+        struct json_problems problems = {0};
         int k;
 
         if (partial)
@@ -144,10 +145,10 @@ static int tasks_check_body(struct server_request *r, bool partial)
                                       &problems);
         else
                 k = json_check_object(r->body, tasks_fields, ELEMENTSOF(tasks_fields), &problems);
-        if (k >= 0 && !problems && partial && !r->body->child)
+        if (k >= 0 && problems.count == 0 && partial && !r->body->child)
                 k = json_add_problem(&problems, "body",
                                      "must hold at least one of title, description, done");
-        return tasks_reply_problems(r, k, problems);
+        return tasks_reply_problems(r, k, &problems);
 }
 
 static const char *tasks_string(const struct server_request *r, const char *name, const char *def)
@@ -256,14 +257,14 @@ static void tasks_delete(struct server_request *r, void *userdata)
 /* Reads limit, offset and done from the query string. Answers 400 and returns < 0 when one is bad. */
 static int tasks_list_params(struct server_request *r, int64_t *limit, int64_t *offset, const char **done)
 {
-        cJSON *problems = NULL;
+        struct json_problems problems = {0};
         const char *d = server_param(r, "done");
         int k;
 
         k = server_paging(r, limit, offset, &problems);
         if (k >= 0 && d && strcmp(d, "true") != 0 && strcmp(d, "false") != 0)
                 k = json_add_problem(&problems, "done", "must be true or false");
-        k = tasks_reply_problems(r, k, problems);
+        k = tasks_reply_problems(r, k, &problems);
         if (k < 0)
                 return k;
         *done = d;

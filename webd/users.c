@@ -144,7 +144,7 @@ static void users_register(struct server_request *r, void *userdata)
                 { "password", JSON_STRING, true, USERS_PASSWORD_MIN, USERS_PASSWORD_MAX, true },
         };
         struct users *u = userdata;
-        _cleanup_(cJSON_Deletep) cJSON *problems = NULL;
+        _cleanup_(json_problems_clear) struct json_problems problems = {0};
         const char *name, *password;
         int k;
 
@@ -159,8 +159,8 @@ static void users_register(struct server_request *r, void *userdata)
                 server_reply_error(r, 500, "internal", "internal error");
                 return;
         }
-        if (problems) {
-                server_reply_invalid(r, TAKE_PTR(problems));
+        if (problems.count > 0) {
+                server_reply_invalid(r, &problems);
                 return;
         }
 
@@ -278,7 +278,7 @@ static void users_login(struct server_request *r, void *userdata)
                 { "password", JSON_STRING, true, 0, SIZE_MAX, true },
         };
         struct users *u = userdata;
-        _cleanup_(cJSON_Deletep) cJSON *problems = NULL;
+        _cleanup_(json_problems_clear) struct json_problems problems = {0};
         const char *name, *password;
         struct users_login *l;
         size_t len;
@@ -289,8 +289,8 @@ static void users_login(struct server_request *r, void *userdata)
                 server_reply_error(r, 500, "internal", "internal error");
                 return;
         }
-        if (problems) {
-                server_reply_invalid(r, TAKE_PTR(problems));
+        if (problems.count > 0) {
+                server_reply_invalid(r, &problems);
                 return;
         }
         name = users_string(r, "username");
