@@ -308,8 +308,9 @@ void activity_record(const struct server_log_entry *e, void *userdata)
         path_len = activity_clean_path(e->path, path, sizeof(path));
         if (e->user_id > 0)
                 server_int_text(e->user_id, user);
-        log_info("%s %s %d %.1fms user=%s client=%s request_id=%s", e->method, path, e->status, e->latency_ms,
-                 user, e->client, e->request_id);
+        log_info("%s %s %d %.1fms user=%s client=%s request_id=%s name=%s", e->method, path, e->status,
+                 e->latency_ms, user, e->client, e->request_id,
+                 e->user_name && e->user_name[0] ? e->user_name : "-");
 
         if (!db_is_up(a->db) || a->count >= ACTIVITY_QUEUE_MAX) {
                 activity_drop(a, 1);

@@ -16,6 +16,15 @@
  *   startup_timeout = 30s                    how long the start waits for the database; 0 = one try
  *   log_level       = info                   debug | info | notice | warning | error
  *   activity        = on                     activity log (table + one journal line per request)
+ *   trusted_proxies = 127.0.0.0/8, ::1       networks (CIDR list, up to 32; empty: none) of the relays
+ *                                            whose X-Forwarded-For names the client
+ *   login_failures  = 5                      failed logins of one account from one address before
+ *                                            delays start (1s, doubling), 1..1000
+ *   login_address_failures = 20              the same from one address, whatever the accounts, 1..10000
+ *   login_account_failures = 100             the same for one account from addresses it has not logged
+ *                                            in from, 1..100000
+ *   login_max_delay = 5m                     the longest delay, whole seconds, 1s..1h
+ *   login_throttle_entries = 16384           counters kept, 1024..1048576 (least recently used dropped)
  *
  * Durations are parse_duration() values ("500ms", "1.5s", "2m"), sizes parse_size() values ("64k").
  * Unknown sections and keys are errors, so a typo never silently leaves a default in place. Each error is
@@ -130,6 +139,38 @@ static int config_parse_activity(const struct conf_key *k, void *obj, const char
         return 0;
 }
 
+static int config_proxy_item(const char *entry, void *userdata, char *reason, size_t size)
+{
+        struct config *c = userdata;
+        struct netaddr_cidr n;
+
+        if (netaddr_cidr_parse(entry, &n) < 0)
+                return conf_reason(reason, size, "'%s' is not a network such as 10.0.0.0/16, 127.0.0.1 or ::1/128",
+                                   entry);
+        if (c->n_trusted_proxies >= CONFIG_PROXIES_MAX)
+                return conf_reason(reason, size, "more than %d networks", CONFIG_PROXIES_MAX);
+        c->trusted_proxies[c->n_trusted_proxies++] = n;
+        return 0;
+}
+
+/* The list replaces what was there; on error nothing changes. */
+static int config_parse_proxies(const struct conf_key *k, void *obj, const char *value, bool first,
+                                char *reason, size_t size)
+{
+        struct config *c = obj, tmp;
+        int r;
+
+        tmp.n_trusted_proxies = 0;
+        if (value[0] != '\0') {
+                r = conf_split(value, config_proxy_item, &tmp, reason, size);
+                if (r < 0)
+                        return r;
+        }
+        memcpy(c->trusted_proxies, tmp.trusted_proxies, tmp.n_trusted_proxies * sizeof(tmp.trusted_proxies[0]));
+        c->n_trusted_proxies = tmp.n_trusted_proxies;
+        return 0;
+}
+
 /* One key per row: the table reads better unformatted. */
 /* clang-format off */
 /* DURATION(..., min, whole): min in microseconds; whole is USEC_PER_SEC for whole seconds only, else 0. */
@@ -146,6 +187,12 @@ static const struct conf_key config_keys[] = {
         DURATION("startup_timeout", "30s", startup_timeout_usec, 0, 0),
         { "webd", "log_level", "info", config_parse_log_level, 0, 0, 0, false },
         { "webd", "activity", "on", config_parse_activity, 0, 0, 0, false },
+        { "webd", "trusted_proxies", "127.0.0.0/8, ::1", config_parse_proxies, 0, 0, 0, false },
+        { "webd", "login_failures", "5", conf_parse_number, U64(login_failures), 1, 1000, false },
+        { "webd", "login_address_failures", "20", conf_parse_number, U64(login_address_failures), 1, 10000, false },
+        { "webd", "login_account_failures", "100", conf_parse_number, U64(login_account_failures), 1, 100000, false },
+        { "webd", "login_max_delay", "5m", conf_parse_duration, U64(login_max_delay_usec), USEC_PER_SEC, USEC_PER_SEC, false },
+        { "webd", "login_throttle_entries", "16384", conf_parse_number, U64(login_throttle_entries), 1024, 1048576, false },
 };
 /* clang-format on */
 
@@ -181,5 +228,7 @@ int config_validate(const struct config *c)
                 return conf_invalid(
                         c->path, "webd", "database",
                         "no database given: set it in the file, in WEBD_DATABASE or with --database");
+        if (c->login_max_delay_usec > 3600 * USEC_PER_SEC)
+                return conf_invalid(c->path, "webd", "login_max_delay", "must be at most 1h");
         return 0;
 }

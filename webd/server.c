@@ -382,6 +382,7 @@ static void server_send(struct server_request *r, int status, cJSON *body)
                         .request_id = r->request_id,
                         .client = r->client,
                         .user_id = r->user_id,
+                        .user_name = r->user_name,
                 };
                 s->log_cb(&e, s->log_userdata);
         }
@@ -752,7 +753,70 @@ static void server_make_request_id(struct server *s, char buf[static SERVER_REQU
         buf[len] = '\0';
 }
 
-static void server_set_client(struct server_request *r)
+static bool server_trusted(const struct netaddr *a, const struct netaddr_cidr *trusted, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if (netaddr_cidr_contains(&trusted[i], a))
+                        return true;
+        return false;
+}
+
+/* Walks the X-Forwarded-For entries of <value> from the right, updating *<client> with each one that
+ * parses. Returns 1 when a client was found (an untrusted entry, or one that is not an address: the walk
+ * ends), 0 to go on with the header before. */
+static int server_forwarded_walk(const char *value, const struct netaddr_cidr *trusted, size_t n,
+                                 struct netaddr *client)
+{
+        const char *end = value + strlen(value);
+
+        while (end > value) {
+                const char *start = end;
+                char entry[NETADDR_STRLEN];
+                struct netaddr a;
+                size_t len;
+
+                while (start > value && start[-1] != ',')
+                        start--;
+                len = (size_t)(end - start);
+                end = start > value ? start - 1 : value;
+                while (len > 0 && (*start == ' ' || *start == '\t'))
+                        start++, len--;
+                while (len > 0 && (start[len - 1] == ' ' || start[len - 1] == '\t'))
+                        len--;
+                /* netaddr_parse() reads ":80" and "*:80" as 0.0.0.0: not an address here. */
+                if (len == 0 || len >= sizeof(entry) || *start == ':' || *start == '*')
+                        return 1;
+                memcpy(entry, start, len);
+                entry[len] = '\0';
+                if (netaddr_parse(entry, 1, true, &a) < 0)
+                        return 1;
+                *client = a;
+                if (!server_trusted(&a, trusted, n))
+                        return 1;
+        }
+        return 0;
+}
+
+int server_client_address(const char *peer, const struct evkeyvalq *headers, const struct netaddr_cidr *trusted,
+                          size_t n, struct netaddr *ret)
+{
+        struct netaddr client;
+        const struct evkeyval *h;
+
+        if (!peer || netaddr_parse(peer, 1, true, &client) < 0)
+                return -EINVAL;
+        if (server_trusted(&client, trusted, n))
+                for (h = TAILQ_LAST(headers, evkeyvalq); h; h = TAILQ_PREV(h, evkeyvalq, next))
+                        if (strcasecmp(h->key, "X-Forwarded-For") == 0 &&
+                            server_forwarded_walk(h->value, trusted, n, &client) > 0)
+                                break;
+        netaddr_set_port(&client, 0);
+        *ret = client;
+        return 0;
+}
+
+/* Sets r->client and r->client_addr: the peer, or the client a trusted relay names. */
+static void server_set_client(struct server *s, struct server_request *r)
 {
         struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
         char *address = NULL;
@@ -760,7 +824,21 @@ static void server_set_client(struct server_request *r)
 
         if (evcon)
                 evhttp_connection_get_peer(evcon, &address, &port);
-        server_copy_text(r->client, sizeof(r->client), address ? address : "");
+        if (server_client_address(address, evhttp_request_get_input_headers(r->req), s->config->trusted_proxies,
+                                  s->config->n_trusted_proxies, &r->client_addr) < 0 ||
+            netaddr_format_host(&r->client_addr, r->client, sizeof(r->client)) < 0) {
+                r->client_addr.len = 0;
+                server_copy_text(r->client, sizeof(r->client), address ? address : "");
+        }
+}
+
+void server_request_set_user_name(struct server_request *r, const char *name)
+{
+        size_t i;
+
+        for (i = 0; name[i] && i < sizeof(r->user_name) - 1; i++)
+                r->user_name[i] = name[i] > 0x20 && name[i] < 0x7f ? name[i] : '?';
+        r->user_name[i] = '\0';
 }
 
 static void server_dispatch(struct server *s, struct server_request *r)
@@ -832,7 +910,7 @@ static void server_handle(struct evhttp_request *req, void *userdata)
                 server_copy_text(r->request_id, sizeof(r->request_id), id);
         else
                 server_make_request_id(s, r->request_id);
-        server_set_client(r);
+        server_set_client(s, r);
 
         full->link.request = r;
         TAILQ_INSERT_TAIL(&s->requests, &full->link, entry);

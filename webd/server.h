@@ -48,7 +48,8 @@ struct server_request {
         int64_t user_id;            /* the authenticated user, for routes that need one, else 0 */
         char user_name[SERVER_USER_NAME_MAX];
         char request_id[SERVER_REQUEST_ID_MAX + 1];
-        char client[NETADDR_STRLEN]; /* the peer's address, without the port */
+        char client[NETADDR_STRLEN]; /* the client's address, without the port (server_client_address()) */
+        struct netaddr client_addr;  /* the same; len 0 when unknown */
         uint64_t start_usec;
         int status;
         struct event *timer;
@@ -75,7 +76,8 @@ struct server_log_entry {
         double latency_ms;
         const char *request_id;
         const char *client;
-        int64_t user_id; /* 0: anonymous */
+        int64_t user_id;       /* 0: anonymous */
+        const char *user_name; /* the token's name, the name a login tried (sanitised), or "" */
 };
 
 typedef void (*server_log_cb)(const struct server_log_entry *e, void *userdata);
@@ -158,6 +160,19 @@ bool server_request_id_sane(const char *id);
 /* Parses the id part of a path: a positive decimal integer that fits in int64_t, no sign, no leading
  * zero, optionally followed by "/" when <slash>. Returns 0 and the id, or -EINVAL. Exposed for tests. */
 int server_parse_id(const char *s, bool slash, int64_t *ret);
+
+/* Sets the user name reported with <r> (server_log_entry) from <name>, which may come from a client: cut
+ * to SERVER_USER_NAME_MAX - 1 bytes, and every byte outside printable ASCII replaced by '?'. */
+void server_request_set_user_name(struct server_request *r, const char *name);
+
+/* Finds the client of a request that came from <peer> (an address without a port) with the headers
+ * <headers>: when <peer> lies in one of the <n> <trusted> networks (the relays), the right-most
+ * X-Forwarded-For entry (over every such header, in order) that is not itself trusted, or the left-most
+ * when all are; an entry that is not an address ends the walk at the trusted hop that wrote it.
+ * Otherwise <peer> itself. Returns 0 and the address, or -EINVAL when <peer> is not an address. Exposed
+ * for tests. */
+int server_client_address(const char *peer, const struct evkeyvalq *headers, const struct netaddr_cidr *trusted,
+                          size_t n, struct netaddr *ret);
 
 /* True when the Content-Type <value> is application/json (parameters such as charset allowed). Exposed
  * for tests. */
