@@ -415,7 +415,7 @@ static void activity_list(struct server_request *r, void *userdata)
 int activity_new(struct event_base *base, struct server *s, struct db *db, bool enabled, struct activity **ret)
 {
         static const struct server_method methods[] = {
-                { EVHTTP_REQ_GET, activity_list, true, false },
+                { EVHTTP_REQ_GET, activity_list, true, false, server_paging_params },
         };
         struct activity *a;
         int r;
@@ -442,7 +442,7 @@ int activity_new(struct event_base *base, struct server *s, struct db *db, bool 
                                  "FROM activity WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
                                  3, &a->list);
         if (r >= 0)
-                r = server_route(s, "/activity", false, false, methods, ELEMENTSOF(methods), a);
+                r = server_route(s, "/activity", false, methods, ELEMENTSOF(methods), a);
         if (r < 0) {
                 activity_free(a);
                 return r;

@@ -1,7 +1,9 @@
 /* The HTTP server: evhttp underneath, our routing and request lifecycle on top.
  *
- * Every request goes through server_dispatch(), in this order: route (404), method (405 with Allow), body
- * size (413), bearer token (401), Content-Type and JSON body (415, 400), then the route's handler. The
+ * Every request goes through server_dispatch(), in this order: route (404; a trailing "/" is the same
+ * route), method (405 with Allow), body size (413), bearer token (401), query parameters (400 for one the
+ * method doesn't take or one given twice), Content-Type and JSON body (415, 400), then the route's
+ * handler. The
  * handler answers at once or starts a query; a deadline (request_timeout) answers 503 for it if nothing
  * else has by then, and cancels the query. After the answer the log hook sees the request (method, path,
  * status, latency, request id, client, user), which is how the activity log is fed.
@@ -63,7 +65,7 @@ struct server_token {
 struct server_route_entry {
         char path[SERVER_ROUTE_PATH_MAX];
         size_t len;
-        bool with_id, slash;
+        bool with_id;
         struct server_method methods[SERVER_METHODS_MAX];
         size_t n_methods;
         void *userdata;
@@ -253,8 +255,8 @@ int server_new(struct event_base *base, const struct config *config, struct db *
         return 0;
 }
 
-int server_route(struct server *s, const char *path, bool with_id, bool slash, const struct server_method *m,
-                 size_t n, void *userdata)
+int server_route(struct server *s, const char *path, bool with_id, const struct server_method *m, size_t n,
+                 void *userdata)
 {
         struct server_route_entry *e;
         size_t len = strlen(path);
@@ -267,7 +269,6 @@ int server_route(struct server *s, const char *path, bool with_id, bool slash, c
         memcpy(e->path, path, len + 1);
         e->len = len;
         e->with_id = with_id;
-        e->slash = slash;
         memcpy(e->methods, m, n * sizeof(*m));
         e->n_methods = n;
         e->userdata = userdata;
@@ -538,20 +539,26 @@ int server_request_set_timeout(struct server_request *r, uint64_t usec, server_t
         return evtimer_add(r->timer, &tv) < 0 ? -ENOMEM : 0;
 }
 
+/* Parses the query string into r->params once. Returns 0, -EINVAL (malformed) or -ENOMEM. */
+static int server_parse_params(struct server_request *r)
+{
+        if (r->params)
+                return r->params_error;
+        r->params = calloc(1, sizeof(*r->params));
+        if (!r->params)
+                return -ENOMEM;
+        TAILQ_INIT(r->params);
+        if (r->query && evhttp_parse_query_str(r->query, r->params) < 0) {
+                evhttp_clear_headers(r->params);
+                r->params_error = -EINVAL;
+        }
+        return r->params_error;
+}
+
 const char *server_param(struct server_request *r, const char *name)
 {
-        if (!r->query)
+        if (!r->query || server_parse_params(r) < 0)
                 return NULL;
-        if (!r->params) {
-                r->params = calloc(1, sizeof(*r->params));
-                if (!r->params)
-                        return NULL;
-                TAILQ_INIT(r->params);
-                if (evhttp_parse_query_str(r->query, r->params) < 0) {
-                        evhttp_clear_headers(r->params);
-                        return NULL;
-                }
-        }
         return evhttp_find_header(r->params, name);
 }
 
@@ -593,7 +600,8 @@ int server_paging(struct server_request *r, int64_t *ret_limit, int64_t *ret_off
         return a + b;
 }
 
-/* Finds the route for <path>. Returns it, with *<ret_id> for routes with an id, or NULL. */
+/* Finds the route for <path>; every route takes a trailing "/" too. Returns it, with *<ret_id> for routes
+ * with an id, or NULL. */
 static const struct server_route_entry *server_find_route(const struct server *s, const char *path,
                                                           int64_t *ret_id)
 {
@@ -603,14 +611,57 @@ static const struct server_route_entry *server_find_route(const struct server *s
                 if (strncmp(path, e->path, e->len) != 0)
                         continue;
                 if (!e->with_id) {
-                        if (path[e->len] == '\0' || (e->slash && strcmp(path + e->len, "/") == 0))
+                        if (path[e->len] == '\0' || strcmp(path + e->len, "/") == 0)
                                 return e;
                         continue;
                 }
-                if (path[e->len] == '/' && server_parse_id(path + e->len + 1, e->slash, ret_id) >= 0)
+                if (path[e->len] == '/' && server_parse_id(path + e->len + 1, true, ret_id) >= 0)
                         return e;
         }
         return NULL;
+}
+
+const char *const server_paging_params[] = {"limit", "offset", NULL};
+
+/* Checks the query string of <r> against <allowed> (NULL: none; at most 64 names): each parameter known
+ * and given once. Returns 0, or answers 400 and returns < 0. Linear in the length of the query string. */
+static int server_check_params(struct server_request *r, const char *const *allowed)
+{
+        _cleanup_(json_problems_clear) struct json_problems problems = {0};
+        const struct evkeyval *p;
+        uint64_t seen = 0;
+        int k;
+
+        if (!r->query)
+                return 0;
+        k = server_parse_params(r);
+        if (k == -EINVAL) {
+                server_reply_error(r, 400, "bad_request", "the query string is malformed (name=value&...)");
+                return k;
+        }
+        TAILQ_FOREACH(p, r->params, next) {
+                size_t i = 0;
+
+                if (k < 0)
+                        break;
+                while (allowed && allowed[i] && i < 64 && strcmp(allowed[i], p->key) != 0)
+                        i++;
+                if (!allowed || !allowed[i] || i >= 64)
+                        k = json_add_problem(&problems, p->key, "unknown parameter");
+                else if (seen & (UINT64_C(1) << i))
+                        k = json_add_problem(&problems, p->key, "given more than once");
+                else
+                        seen |= UINT64_C(1) << i;
+        }
+        if (k < 0) {
+                server_reply_error(r, 500, "internal", "internal error");
+                return k;
+        }
+        if (problems.count > 0) {
+                server_reply_invalid(r, &problems);
+                return -EINVAL;
+        }
+        return 0;
 }
 
 static const struct server_method *server_find_method(const struct server_route_entry *e,
@@ -651,8 +702,8 @@ static struct server_token *server_token_slot(struct server *s, const char *toke
         return &s->tokens[h % SERVER_TOKEN_SLOTS];
 }
 
-/* Checks the bearer token. Returns 0 (r->user_id set), or -ENOKEY (none), -ETIME (expired), or another
- * negative value (invalid). */
+/* Checks the bearer token. Returns 0 (r->user_id set), or -ENOKEY (none), -ETIME (expired), -ERANGE
+ * (issued in the future), or another negative value (invalid). */
 static int server_authenticate(struct server *s, struct server_request *r)
 {
         const char *h = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Authorization");
@@ -869,12 +920,15 @@ static void server_dispatch(struct server *s, struct server_request *r)
                 k = server_authenticate(s, r);
                 if (k < 0) {
                         server_reply_error(r, 401, "unauthorized",
-                                           k == -ENOKEY  ? "a bearer token is required"
-                                           : k == -ETIME ? "the token has expired; log in again"
-                                                         : "the token is not valid");
+                                           k == -ENOKEY    ? "a bearer token is required"
+                                           : k == -ETIME   ? "the token has expired; log in again"
+                                           : k == -ERANGE  ? "the token was issued in the future; check the clocks"
+                                                           : "the token is not valid");
                         return;
                 }
         }
+        if (server_check_params(r, m->params) < 0)
+                return;
         if (m->body && server_read_body(r) < 0)
                 return;
         r->userdata = route->userdata;

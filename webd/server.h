@@ -57,6 +57,7 @@ struct server_request {
         struct db_query *pending;   /* the query in flight for server_query() */
         server_query_cb pending_cb;
         struct evkeyvalq *params;   /* the query string, parsed on first use */
+        int params_error;           /* -EINVAL when it could not be parsed */
 };
 
 typedef void (*server_handler_t)(struct server_request *r, void *userdata);
@@ -66,7 +67,11 @@ struct server_method {
         server_handler_t handler;
         bool auth;                 /* needs a valid bearer token: 401 otherwise */
         bool body;                 /* takes a JSON object body: 415 / 400 otherwise */
+        const char *const *params; /* the query parameters it takes, NULL-terminated; NULL: none (400) */
 };
+
+/* The parameters of server_paging(). */
+extern const char *const server_paging_params[];
 
 /* What the server reports about every answered request. Strings are valid during the call only. */
 struct server_log_entry {
@@ -87,11 +92,11 @@ typedef void (*server_log_cb)(const struct server_log_entry *e, void *userdata);
 int server_new(struct event_base *base, const struct config *config, struct db *db, const uint8_t *key,
                size_t key_len, struct server **ret);
 
-/* Routes requests for <path> ("/tasks"): with <with_id>, for "<path>/<id>" where <id> is a positive
- * decimal integer (anything else there is 404); with <slash>, a trailing "/" is accepted too. The
- * methods are copied; <userdata> goes to their handlers. Returns 0, -E2BIG or -EINVAL. */
-int server_route(struct server *s, const char *path, bool with_id, bool slash, const struct server_method *m,
-                 size_t n, void *userdata);
+/* Routes requests for <path> ("/tasks") and "<path>/": with <with_id>, for "<path>/<id>" and
+ * "<path>/<id>/" where <id> is a positive decimal integer (anything else there is 404). The methods are
+ * copied; <userdata> goes to their handlers. Returns 0, -E2BIG or -EINVAL. */
+int server_route(struct server *s, const char *path, bool with_id, const struct server_method *m, size_t n,
+                 void *userdata);
 
 /* Sets what sees every answered request. */
 void server_set_log(struct server *s, server_log_cb cb, void *userdata);

@@ -23,14 +23,17 @@ struct tasks {
 };
 
 static const struct json_field tasks_fields[] = {
-        { "title", JSON_STRING, true, 1, 200, false },
+        { "title", JSON_STRING, true, 1, 200, false, true },
         { "description", JSON_STRING, false, 0, 2000, false },
         { "done", JSON_BOOL, false, 0, 0, false },
 };
 
+/* What GET /tasks takes in its query string. */
+static const char *const tasks_list_params_names[] = {"limit", "offset", "done", NULL};
+
 /* PATCH: the same fields, none required. */
 static const struct json_field tasks_patch_fields[] = {
-        { "title", JSON_STRING, false, 1, 200, false },
+        { "title", JSON_STRING, false, 1, 200, false, true },
         { "description", JSON_STRING, false, 0, 2000, false },
         { "done", JSON_BOOL, false, 0, 0, false },
 };
@@ -334,7 +337,7 @@ static void tasks_list(struct server_request *r, void *userdata)
 int tasks_new(struct server *s, struct db *db, struct tasks **ret)
 {
         static const struct server_method collection[] = {
-                { EVHTTP_REQ_GET, tasks_list, true, false },
+                { EVHTTP_REQ_GET, tasks_list, true, false, tasks_list_params_names },
                 { EVHTTP_REQ_POST, tasks_create, true, true },
         };
         static const struct server_method item[] = {
@@ -376,13 +379,13 @@ int tasks_new(struct server *s, struct db *db, struct tasks **ret)
                                  (unsigned *)(void *)((char *)t + statements[i].offset));
         /* The seeds' paths first spelled /Tarefa/ and /Tarefa/<id>; both forms are kept. */
         if (r >= 0)
-                r = server_route(s, "/tasks", false, false, collection, ELEMENTSOF(collection), t);
+                r = server_route(s, "/tasks", false, collection, ELEMENTSOF(collection), t);
         if (r >= 0)
-                r = server_route(s, "/tasks", true, false, item, ELEMENTSOF(item), t);
+                r = server_route(s, "/tasks", true, item, ELEMENTSOF(item), t);
         if (r >= 0)
-                r = server_route(s, "/Tarefa", false, true, collection, ELEMENTSOF(collection), t);
+                r = server_route(s, "/Tarefa", false, collection, ELEMENTSOF(collection), t);
         if (r >= 0)
-                r = server_route(s, "/Tarefa", true, true, item, ELEMENTSOF(item), t);
+                r = server_route(s, "/Tarefa", true, item, ELEMENTSOF(item), t);
         if (r < 0) {
                 free(t);
                 return r;

@@ -412,10 +412,10 @@ int users_new(struct server *s, struct db *db, struct password_pool *passwords, 
                                  "WHERE lower(username) = lower($1::text) ORDER BY id LIMIT 1",
                                  1, &u->by_name);
         if (r >= 0)
-                r = server_route(s, "/auth/register", false, false, register_methods,
+                r = server_route(s, "/auth/register", false, register_methods,
                                  ELEMENTSOF(register_methods), u);
         if (r >= 0)
-                r = server_route(s, "/auth/login", false, false, login_methods, ELEMENTSOF(login_methods), u);
+                r = server_route(s, "/auth/login", false, login_methods, ELEMENTSOF(login_methods), u);
         if (r < 0) {
                 users_free(u);
                 return r;

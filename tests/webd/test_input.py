@@ -81,3 +81,94 @@ def test_escaped_control_characters_are_fine(webd):
                      headers=JSON)
     assert r.status_code == 201, r.text
     assert r.json()["title"] == "a\tb\nc"
+
+
+# Item by item, the input rules a user expects.
+
+def test_usernames_unique_without_regard_to_case(webd, cluster):
+    webd.register("Olivia")
+    for name in ("olivia", "OLIVIA", "oLiViA"):
+        r = webd.request("POST", "/auth/register", body={"username": name, "password": "another password"})
+        assert_error(r, 409, "conflict")
+    assert cluster.sql("SELECT username FROM users WHERE lower(username) = 'olivia'") == [["Olivia"]]
+    # Login matches the stored name whatever the case; the token carries it as stored.
+    for name in ("olivia", "OLIVIA", "Olivia"):
+        token = webd.login(name)
+        assert jwt.decode(token, options={"verify_signature": False})["name"] == "Olivia"
+        assert webd.request("GET", "/tasks", token=token).status_code == 200
+
+
+@pytest.mark.parametrize("title", [" ", "     ", "\t\n ", "\u00a0", "\u3000\u2003", "\u200b", "\ufeff "])
+def test_blank_titles_refused(webd, title):
+    _, tok = webd.user(f"blank{abs(hash(title)) % 100000}")
+    err = assert_error(webd.request("POST", "/tasks", token=tok, body={"title": title}), 400,
+                       "validation_failed")
+    assert err["fields"] == {"title": "must not be blank"}
+    tid = webd.request("POST", "/tasks", token=tok, body={"title": " x "}).json()["id"]
+    for method in ("PUT", "PATCH"):
+        err = assert_error(webd.request(method, f"/tasks/{tid}", token=tok, body={"title": title}), 400,
+                           "validation_failed")
+        assert err["fields"] == {"title": "must not be blank"}
+    assert webd.request("GET", f"/tasks/{tid}", token=tok).json()["title"] == " x "
+
+
+@pytest.mark.parametrize("path, field, message", [
+    ("/tasks?foo=1", "foo", "unknown parameter"),
+    ("/tasks?limit=1&limit=2", "limit", "given more than once"),
+    ("/tasks?done=true&done=false", "done", "given more than once"),
+    ("/tasks?limit=5&Limit=5", "Limit", "unknown parameter"),
+    ("/tasks/?offset=0&offset=0", "offset", "given more than once"),
+    ("/activity?done=true", "done", "unknown parameter"),
+    ("/activity?limit=1&limit=1", "limit", "given more than once"),
+    ("/tasks/1?limit=1", "limit", "unknown parameter"),
+])
+def test_query_parameters(webd, path, field, message):
+    _, tok = webd.user(f"q{abs(hash(path)) % 100000}")
+    err = assert_error(webd.request("GET", path, token=tok), 400, "validation_failed")
+    assert err["fields"] == {field: message}
+
+
+def test_query_parameters_elsewhere(webd):
+    _, tok = webd.user("quentin")
+    for method, path in (("POST", "/tasks?title=x"), ("GET", "/healthcheck?verbose=1"),
+                         ("POST", "/auth/login?username=x")):
+        r = webd.request(method, path, token=tok, body={"title": "t"})
+        assert r.status_code == 400, (path, r.text)
+    assert_error(webd.request("GET", "/tasks?limit", token=tok), 400, "bad_request")
+    # Many parameters: one answer, bounded.
+    r = webd.request("GET", "/tasks?" + "&".join(f"p{i}=1" for i in range(1000)), token=tok)
+    err = assert_error(r, 400, "validation_failed")
+    assert len(err["fields"]) == 10 and err["unlisted"] == 990
+    assert webd.request("GET", "/tasks?", token=tok).status_code == 200
+    assert webd.request("GET", "/tasks?limit=2&offset=0&done=false", token=tok).status_code == 200
+
+
+def test_trailing_slash_everywhere(webd):
+    webd.register("tess")
+    r = webd.request("POST", "/auth/login/", body={"username": "tess", "password": "correct horse battery"})
+    assert r.status_code == 200, r.text
+    tok = r.json()["token"]
+    r = webd.request("POST", "/tasks/", token=tok, body={"title": "slash"})
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    assert webd.request("GET", "/tasks/", token=tok).json() == webd.request("GET", "/tasks", token=tok).json()
+    assert webd.request("GET", f"/tasks/{tid}/", token=tok).json()["id"] == tid
+    assert webd.request("PATCH", f"/tasks/{tid}/", token=tok, body={"done": True}).json()["done"] is True
+    assert webd.request("GET", "/activity/", token=tok).status_code == 200
+    assert webd.request("GET", "/healthcheck/").status_code == 200
+    assert webd.request("DELETE", f"/tasks/{tid}/", token=tok).status_code == 204
+    r = webd.request("POST", "/auth/register/", body={"username": "tess2", "password": "correct horse battery"})
+    assert r.status_code == 201
+
+
+def test_token_issued_in_the_future(webd):
+    uid = webd.register("ursula")["id"]
+    now = int(time.time())
+    token = jwt.encode({"sub": str(uid), "name": "ursula", "iat": now + 3600, "exp": now + 7200,
+                        "iss": "webd"}, webd.key(), algorithm="HS256")
+    err = assert_error(webd.request("GET", "/tasks", token=token), 401, "unauthorized")
+    assert "issued in the future" in err["message"] and "expired" not in err["message"]
+    # Within the minute of skew: fine.
+    token = jwt.encode({"sub": str(uid), "name": "ursula", "iat": now + 30, "exp": now + 600,
+                        "iss": "webd"}, webd.key(), algorithm="HS256")
+    assert webd.request("GET", "/tasks", token=token).status_code == 200
