@@ -139,17 +139,21 @@ static int config_parse_activity(const struct conf_key *k, void *obj, const char
         return 0;
 }
 
+struct config_proxy_list {
+        struct netaddr_cidr items[CONFIG_PROXIES_MAX];
+        size_t n;
+};
+
 static int config_proxy_item(const char *entry, void *userdata, char *reason, size_t size)
 {
-        struct config *c = userdata;
-        struct netaddr_cidr n;
+        struct config_proxy_list *l = userdata;
 
-        if (netaddr_cidr_parse(entry, &n) < 0)
+        if (l->n >= CONFIG_PROXIES_MAX)
+                return conf_reason(reason, size, "more than %d networks", CONFIG_PROXIES_MAX);
+        if (netaddr_cidr_parse(entry, &l->items[l->n]) < 0)
                 return conf_reason(reason, size, "'%s' is not a network such as 10.0.0.0/16, 127.0.0.1 or ::1/128",
                                    entry);
-        if (c->n_trusted_proxies >= CONFIG_PROXIES_MAX)
-                return conf_reason(reason, size, "more than %d networks", CONFIG_PROXIES_MAX);
-        c->trusted_proxies[c->n_trusted_proxies++] = n;
+        l->n++;
         return 0;
 }
 
@@ -157,17 +161,17 @@ static int config_proxy_item(const char *entry, void *userdata, char *reason, si
 static int config_parse_proxies(const struct conf_key *k, void *obj, const char *value, bool first,
                                 char *reason, size_t size)
 {
-        struct config *c = obj, tmp;
+        struct config *c = obj;
+        struct config_proxy_list l = {.n = 0};
         int r;
 
-        tmp.n_trusted_proxies = 0;
         if (value[0] != '\0') {
-                r = conf_split(value, config_proxy_item, &tmp, reason, size);
+                r = conf_split(value, config_proxy_item, &l, reason, size);
                 if (r < 0)
                         return r;
         }
-        memcpy(c->trusted_proxies, tmp.trusted_proxies, tmp.n_trusted_proxies * sizeof(tmp.trusted_proxies[0]));
-        c->n_trusted_proxies = tmp.n_trusted_proxies;
+        memcpy(c->trusted_proxies, l.items, l.n * sizeof(l.items[0]));
+        c->n_trusted_proxies = l.n;
         return 0;
 }
 
