@@ -60,8 +60,7 @@ bool conf_is_printable(const char *s)
 
 /* Calls <item> on each comma-separated entry of <value>, trimmed of blanks. An empty entry ("a,,b", "a,")
  * or one longer than CONF_ITEM_MAX is an error. Returns 0, or the first negative value of <item>. */
-int conf_split(const char *value,
-               int (*item)(const char *entry, void *userdata, char *reason, size_t size),
+int conf_split(const char *value, int (*item)(const char *entry, void *userdata, char *reason, size_t size),
                void *userdata, char *reason, size_t size)
 {
         const char *s = value;

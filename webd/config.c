@@ -151,8 +151,8 @@ static int config_proxy_item(const char *entry, void *userdata, char *reason, si
         if (l->n >= CONFIG_PROXIES_MAX)
                 return conf_reason(reason, size, "more than %d networks", CONFIG_PROXIES_MAX);
         if (netaddr_cidr_parse(entry, &l->items[l->n]) < 0)
-                return conf_reason(reason, size, "'%s' is not a network such as 10.0.0.0/16, 127.0.0.1 or ::1/128",
-                                   entry);
+                return conf_reason(reason, size,
+                                   "'%s' is not a network such as 10.0.0.0/16, 127.0.0.1 or ::1/128", entry);
         l->n++;
         return 0;
 }
@@ -179,6 +179,7 @@ static int config_parse_proxies(const struct conf_key *k, void *obj, const char 
 /* clang-format off */
 /* DURATION(..., min, whole): min in microseconds; whole is USEC_PER_SEC for whole seconds only, else 0. */
 #define DURATION(k, d, field, min, whole) { "webd", k, d, conf_parse_duration, U64(field), min, whole, false }
+#define NUMBER(k, d, field, min, max) { "webd", k, d, conf_parse_number, U64(field), min, max, false }
 
 static const struct conf_key config_keys[] = {
         { "webd", "listen", "127.0.0.1:8080", config_parse_listen, 0, 0, 0, false },
@@ -192,11 +193,11 @@ static const struct conf_key config_keys[] = {
         { "webd", "log_level", "info", config_parse_log_level, 0, 0, 0, false },
         { "webd", "activity", "on", config_parse_activity, 0, 0, 0, false },
         { "webd", "trusted_proxies", "127.0.0.0/8, ::1", config_parse_proxies, 0, 0, 0, false },
-        { "webd", "login_failures", "5", conf_parse_number, U64(login_failures), 1, 1000, false },
-        { "webd", "login_address_failures", "20", conf_parse_number, U64(login_address_failures), 1, 10000, false },
-        { "webd", "login_account_failures", "100", conf_parse_number, U64(login_account_failures), 1, 100000, false },
-        { "webd", "login_max_delay", "5m", conf_parse_duration, U64(login_max_delay_usec), USEC_PER_SEC, USEC_PER_SEC, false },
-        { "webd", "login_throttle_entries", "16384", conf_parse_number, U64(login_throttle_entries), 1024, 1048576, false },
+        NUMBER("login_failures", "5", login_failures, 1, 1000),
+        NUMBER("login_address_failures", "20", login_address_failures, 1, 10000),
+        NUMBER("login_account_failures", "100", login_account_failures, 1, 100000),
+        DURATION("login_max_delay", "5m", login_max_delay_usec, USEC_PER_SEC, USEC_PER_SEC),
+        NUMBER("login_throttle_entries", "16384", login_throttle_entries, 1024, 1048576),
 };
 /* clang-format on */
 

@@ -34,8 +34,8 @@ struct config {
         /* Failed logins allowed before delays start: of one account from one address, from one address,
          * of one account from addresses where it hasn't logged in (throttle.h). */
         uint64_t login_failures, login_address_failures, login_account_failures;
-        uint64_t login_max_delay_usec;      /* the longest delay; whole seconds */
-        uint64_t login_throttle_entries;    /* counters kept in memory, at most */
+        uint64_t login_max_delay_usec;   /* the longest delay; whole seconds */
+        uint64_t login_throttle_entries; /* counters kept in memory, at most */
 
         /* Where the config came from, for messages; "" when from flags only. */
         char path[CONFIG_PATH_MAX];

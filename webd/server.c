@@ -457,8 +457,8 @@ void server_reply_invalid(struct server_request *r, struct json_problems *p)
                 json_problems_clear(p);
                 return;
         }
-        (void)snprintf(message, sizeof(message), "the request has %zu invalid fields; the first %zu are listed",
-                       p->count, listed);
+        (void)snprintf(message, sizeof(message),
+                       "the request has %zu invalid fields; the first %zu are listed", p->count, listed);
         body = server_error_body("validation_failed", message, TAKE_PTR(p->fields));
         error = cJSON_GetObjectItemCaseSensitive(body, "error");
         if (error && !cJSON_AddNumberToObject(error, "unlisted", (double)(p->count - listed))) {
@@ -848,8 +848,8 @@ static int server_forwarded_walk(const char *value, const struct netaddr_cidr *t
         return 0;
 }
 
-int server_client_address(const char *peer, const struct evkeyvalq *headers, const struct netaddr_cidr *trusted,
-                          size_t n, struct netaddr *ret)
+int server_client_address(const char *peer, const struct evkeyvalq *headers,
+                          const struct netaddr_cidr *trusted, size_t n, struct netaddr *ret)
 {
         struct netaddr client;
         const struct evkeyval *h;
@@ -875,8 +875,9 @@ static void server_set_client(struct server *s, struct server_request *r)
 
         if (evcon)
                 evhttp_connection_get_peer(evcon, &address, &port);
-        if (server_client_address(address, evhttp_request_get_input_headers(r->req), s->config->trusted_proxies,
-                                  s->config->n_trusted_proxies, &r->client_addr) < 0 ||
+        if (server_client_address(address, evhttp_request_get_input_headers(r->req),
+                                  s->config->trusted_proxies, s->config->n_trusted_proxies,
+                                  &r->client_addr) < 0 ||
             netaddr_format_host(&r->client_addr, r->client, sizeof(r->client)) < 0) {
                 r->client_addr.len = 0;
                 server_copy_text(r->client, sizeof(r->client), address ? address : "");
@@ -920,10 +921,11 @@ static void server_dispatch(struct server *s, struct server_request *r)
                 k = server_authenticate(s, r);
                 if (k < 0) {
                         server_reply_error(r, 401, "unauthorized",
-                                           k == -ENOKEY    ? "a bearer token is required"
-                                           : k == -ETIME   ? "the token has expired; log in again"
-                                           : k == -ERANGE  ? "the token was issued in the future; check the clocks"
-                                                           : "the token is not valid");
+                                           k == -ENOKEY  ? "a bearer token is required"
+                                           : k == -ETIME ? "the token has expired; log in again"
+                                           : k == -ERANGE
+                                                   ? "the token was issued in the future; check the clocks"
+                                                   : "the token is not valid");
                         return;
                 }
         }

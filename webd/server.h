@@ -176,8 +176,8 @@ void server_request_set_user_name(struct server_request *r, const char *name);
  * when all are; an entry that is not an address ends the walk at the trusted hop that wrote it.
  * Otherwise <peer> itself. Returns 0 and the address, or -EINVAL when <peer> is not an address. Exposed
  * for tests. */
-int server_client_address(const char *peer, const struct evkeyvalq *headers, const struct netaddr_cidr *trusted,
-                          size_t n, struct netaddr *ret);
+int server_client_address(const char *peer, const struct evkeyvalq *headers,
+                          const struct netaddr_cidr *trusted, size_t n, struct netaddr *ret);
 
 /* True when the Content-Type <value> is application/json (parameters such as charset allowed). Exposed
  * for tests. */

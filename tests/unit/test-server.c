@@ -113,7 +113,8 @@ static void test_client_address(void **state)
         assert_string_equal(client("127.0.0.1", (const char *[]){"6.6.6.6, 203.0.113.5, 127.0.0.2", NULL}),
                             "203.0.113.5");
         assert_string_equal(client("::1", (const char *[]){" 2001:db8::7 ", NULL}), "2001:db8::7");
-        assert_string_equal(client("127.0.0.1", (const char *[]){"[2001:db8::7]:4711", NULL}), "2001:db8::7");
+        assert_string_equal(client("127.0.0.1", (const char *[]){"[2001:db8::7]:4711", NULL}),
+                            "2001:db8::7");
         assert_string_equal(client("127.0.0.1", (const char *[]){"198.51.100.1:80", NULL}), "198.51.100.1");
         /* Several headers read as one list, in order. */
         assert_string_equal(client("127.0.0.1", (const char *[]){"6.6.6.6", "203.0.113.5, 127.0.0.9", NULL}),
@@ -121,9 +122,11 @@ static void test_client_address(void **state)
         assert_string_equal(client("127.0.0.1", (const char *[]){"203.0.113.5", "127.0.0.9", NULL}),
                             "203.0.113.5");
         /* Only relays: the left-most. */
-        assert_string_equal(client("127.0.0.1", (const char *[]){"127.0.0.5, 127.0.0.9", NULL}), "127.0.0.5");
+        assert_string_equal(client("127.0.0.1", (const char *[]){"127.0.0.5, 127.0.0.9", NULL}),
+                            "127.0.0.5");
         /* Garbage ends the walk at the relay that wrote it. */
-        assert_string_equal(client("127.0.0.1", (const char *[]){"203.0.113.5, unknown", NULL}), "127.0.0.1");
+        assert_string_equal(client("127.0.0.1", (const char *[]){"203.0.113.5, unknown", NULL}),
+                            "127.0.0.1");
         assert_string_equal(client("127.0.0.1", (const char *[]){"203.0.113.5, unknown, 127.0.0.7", NULL}),
                             "127.0.0.7");
         assert_string_equal(client("127.0.0.1", (const char *[]){"203.0.113.5,", NULL}), "127.0.0.1");
