@@ -58,6 +58,40 @@ bool conf_is_printable(const char *s)
         return true;
 }
 
+/* Calls <item> on each comma-separated entry of <value>, trimmed of blanks. An empty entry ("a,,b", "a,")
+ * or one longer than CONF_ITEM_MAX is an error. Returns 0, or the first negative value of <item>. */
+int conf_split(const char *value, int (*item)(const char *entry, void *userdata, char *reason, size_t size),
+               void *userdata, char *reason, size_t size)
+{
+        const char *s = value;
+
+        for (;;) {
+                const char *comma = strchr(s, ','), *end = comma ? comma : s + strlen(s);
+                char buf[CONF_ITEM_MAX];
+                size_t len;
+                int r;
+
+                while (s < end && (*s == ' ' || *s == '\t'))
+                        s++;
+                while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
+                        end--;
+                len = (size_t)(end - s);
+                if (len == 0)
+                        return conf_reason(reason, size, "empty entry in the list");
+                if (len >= sizeof(buf))
+                        return conf_reason(reason, size, "list entry '%.32s...' is too long", s);
+                memcpy(buf, s, len);
+                buf[len] = '\0';
+
+                r = item(buf, userdata, reason, size);
+                if (r < 0)
+                        return r;
+                if (!comma)
+                        return 0;
+                s = comma + 1;
+        }
+}
+
 static uint64_t *conf_u64(void *obj, const struct conf_key *k)
 {
         return (uint64_t *)(void *)((char *)obj + k->offset);

@@ -21,6 +21,7 @@
 #define CONF_KEYS_MAX    128 /* rows in one table; each source remembers which it has set */
 #define CONF_SECTION_MAX 64
 #define CONF_KEY_MAX     128
+#define CONF_ITEM_MAX    128 /* longest entry of a list value */
 
 struct conf_key;
 
@@ -89,6 +90,12 @@ int conf_reason(char *reason, size_t size, const char *format, ...) _printf_(3, 
 
 /* True when <s> has no control characters. */
 bool conf_is_printable(const char *s);
+
+/* Calls <item> on each comma-separated entry of <value>, trimmed of blanks, for list keys. An empty entry
+ * ("a,,b", "a,") or one of CONF_ITEM_MAX bytes or more is an error (the reason written). Returns 0, or the
+ * first negative value of <item>. */
+int conf_split(const char *value, int (*item)(const char *entry, void *userdata, char *reason, size_t size),
+               void *userdata, char *reason, size_t size);
 
 /* Log levels as config files and options spell them: debug, info, notice, warning, error. Returns 0 and
  * writes *<ret> (a LOG_* value), or -EINVAL. */

@@ -95,8 +95,6 @@
 #define U64(field)  CONF_FIELD(struct config, field, uint64_t)
 #define PATH(field) CONF_FIELD(struct config, field, char[CONFIG_PATH_MAX])
 
-#define CONFIG_ITEM_MAX 128 /* longest entry of a list value */
-
 static const char *const config_balance_names[] = {
         [BALANCE_ROUND_ROBIN] = "round-robin",
         [BALANCE_LEAST_CONN] = "least-conn",
@@ -258,41 +256,6 @@ static int config_parse_admin(const struct conf_key *k, void *obj, const char *v
         return 0;
 }
 
-/* Calls <item> on each comma-separated entry of <value>, trimmed of blanks. An empty entry ("a,,b", "a,")
- * or one longer than CONFIG_ITEM_MAX is an error. Returns 0, or the first negative value of <item>. */
-static int config_split(const char *value,
-                        int (*item)(const char *entry, void *userdata, char *reason, size_t size),
-                        void *userdata, char *reason, size_t size)
-{
-        const char *s = value;
-
-        for (;;) {
-                const char *comma = strchr(s, ','), *end = comma ? comma : s + strlen(s);
-                char buf[CONFIG_ITEM_MAX];
-                size_t len;
-                int r;
-
-                while (s < end && (*s == ' ' || *s == '\t'))
-                        s++;
-                while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
-                        end--;
-                len = (size_t)(end - s);
-                if (len == 0)
-                        return conf_reason(reason, size, "empty entry in the list");
-                if (len >= sizeof(buf))
-                        return conf_reason(reason, size, "list entry '%.32s...' is too long", s);
-                memcpy(buf, s, len);
-                buf[len] = '\0';
-
-                r = item(buf, userdata, reason, size);
-                if (r < 0)
-                        return r;
-                if (!comma)
-                        return 0;
-                s = comma + 1;
-        }
-}
-
 struct config_addr_list {
         struct netaddr items[CONFIG_MAX_BACKENDS];
         size_t n;
@@ -335,7 +298,7 @@ static int config_parse_addr_list(struct config_addr_list *l, struct netaddr *ar
 
         l->room = l->limit - MIN(base, l->limit);
         if (value[0] != '\0') {
-                r = config_split(value, config_addr_item, l, reason, size);
+                r = conf_split(value, config_addr_item, l, reason, size);
                 if (r < 0)
                         return r;
         }
@@ -398,7 +361,7 @@ static int config_parse_networks(const struct conf_key *k, void *obj, const char
 
         l.room = CONFIG_MAX_NETWORKS - MIN(base, (size_t)CONFIG_MAX_NETWORKS);
         if (value[0] != '\0') {
-                r = config_split(value, config_cidr_item, &l, reason, size);
+                r = conf_split(value, config_cidr_item, &l, reason, size);
                 if (r < 0)
                         return r;
         }
@@ -529,7 +492,7 @@ static int config_parse_security_groups(const struct conf_key *k, void *obj, con
         int r;
 
         if (value[0] != '\0') {
-                r = config_split(value, config_group_item, &l, reason, size);
+                r = conf_split(value, config_group_item, &l, reason, size);
                 if (r < 0)
                         return r;
         }

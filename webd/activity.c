@@ -308,8 +308,9 @@ void activity_record(const struct server_log_entry *e, void *userdata)
         path_len = activity_clean_path(e->path, path, sizeof(path));
         if (e->user_id > 0)
                 server_int_text(e->user_id, user);
-        log_info("%s %s %d %.1fms user=%s client=%s request_id=%s", e->method, path, e->status, e->latency_ms,
-                 user, e->client, e->request_id);
+        log_info("%s %s %d %.1fms user=%s client=%s request_id=%s name=%s", e->method, path, e->status,
+                 e->latency_ms, user, e->client, e->request_id,
+                 e->user_name && e->user_name[0] ? e->user_name : "-");
 
         if (!db_is_up(a->db) || a->count >= ACTIVITY_QUEUE_MAX) {
                 activity_drop(a, 1);
@@ -340,7 +341,8 @@ void activity_record(const struct server_log_entry *e, void *userdata)
 static void activity_listed(struct server_request *r, int error, const PGresult *res)
 {
         int64_t limit = 20, offset = 0;
-        cJSON *body, *items, *problems = NULL;
+        struct json_problems problems = {0};
+        cJSON *body, *items;
         int n;
 
         if (error < 0) {
@@ -348,7 +350,7 @@ static void activity_listed(struct server_request *r, int error, const PGresult 
                 return;
         }
         (void)server_paging(r, &limit, &offset, &problems);
-        cJSON_Delete(problems);
+        json_problems_clear(&problems);
         body = cJSON_CreateObject();
         items = cJSON_AddArrayToObject(body, "items");
         if (!items)
@@ -387,7 +389,7 @@ fail:
 static void activity_list(struct server_request *r, void *userdata)
 {
         struct activity *a = userdata;
-        _cleanup_(cJSON_Deletep) cJSON *problems = NULL;
+        _cleanup_(json_problems_clear) struct json_problems problems = {0};
         char user[SERVER_INT_MAX], limit_text[SERVER_INT_MAX], offset_text[SERVER_INT_MAX];
         const char *values[3] = {user, limit_text, offset_text};
         int64_t limit, offset;
@@ -398,8 +400,8 @@ static void activity_list(struct server_request *r, void *userdata)
                 server_reply_error(r, 500, "internal", "internal error");
                 return;
         }
-        if (problems) {
-                server_reply_invalid(r, TAKE_PTR(problems));
+        if (problems.count > 0) {
+                server_reply_invalid(r, &problems);
                 return;
         }
         server_int_text(r->user_id, user);
@@ -413,7 +415,7 @@ static void activity_list(struct server_request *r, void *userdata)
 int activity_new(struct event_base *base, struct server *s, struct db *db, bool enabled, struct activity **ret)
 {
         static const struct server_method methods[] = {
-                { EVHTTP_REQ_GET, activity_list, true, false },
+                { EVHTTP_REQ_GET, activity_list, true, false, server_paging_params },
         };
         struct activity *a;
         int r;
@@ -440,7 +442,7 @@ int activity_new(struct event_base *base, struct server *s, struct db *db, bool 
                                  "FROM activity WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
                                  3, &a->list);
         if (r >= 0)
-                r = server_route(s, "/activity", false, false, methods, ELEMENTSOF(methods), a);
+                r = server_route(s, "/activity", false, methods, ELEMENTSOF(methods), a);
         if (r < 0) {
                 activity_free(a);
                 return r;

@@ -16,6 +16,15 @@
  *   startup_timeout = 30s                    how long the start waits for the database; 0 = one try
  *   log_level       = info                   debug | info | notice | warning | error
  *   activity        = on                     activity log (table + one journal line per request)
+ *   trusted_proxies = 127.0.0.0/8, ::1       networks (CIDR list, up to 32; empty: none) of the relays
+ *                                            whose X-Forwarded-For names the client
+ *   login_failures  = 5                      failed logins of one account from one address before
+ *                                            delays start (1s, doubling), 1..1000
+ *   login_address_failures = 20              the same from one address, whatever the accounts, 1..10000
+ *   login_account_failures = 100             the same for one account from addresses it has not logged
+ *                                            in from, 1..100000
+ *   login_max_delay = 5m                     the longest delay, whole seconds, 1s..1h
+ *   login_throttle_entries = 16384           counters kept, 1024..1048576 (least recently used dropped)
  *
  * Durations are parse_duration() values ("500ms", "1.5s", "2m"), sizes parse_size() values ("64k").
  * Unknown sections and keys are errors, so a typo never silently leaves a default in place. Each error is
@@ -130,10 +139,47 @@ static int config_parse_activity(const struct conf_key *k, void *obj, const char
         return 0;
 }
 
+struct config_proxy_list {
+        struct netaddr_cidr items[CONFIG_PROXIES_MAX];
+        size_t n;
+};
+
+static int config_proxy_item(const char *entry, void *userdata, char *reason, size_t size)
+{
+        struct config_proxy_list *l = userdata;
+
+        if (l->n >= CONFIG_PROXIES_MAX)
+                return conf_reason(reason, size, "more than %d networks", CONFIG_PROXIES_MAX);
+        if (netaddr_cidr_parse(entry, &l->items[l->n]) < 0)
+                return conf_reason(reason, size,
+                                   "'%s' is not a network such as 10.0.0.0/16, 127.0.0.1 or ::1/128", entry);
+        l->n++;
+        return 0;
+}
+
+/* The list replaces what was there; on error nothing changes. */
+static int config_parse_proxies(const struct conf_key *k, void *obj, const char *value, bool first,
+                                char *reason, size_t size)
+{
+        struct config *c = obj;
+        struct config_proxy_list l = {.n = 0};
+        int r;
+
+        if (value[0] != '\0') {
+                r = conf_split(value, config_proxy_item, &l, reason, size);
+                if (r < 0)
+                        return r;
+        }
+        memcpy(c->trusted_proxies, l.items, l.n * sizeof(l.items[0]));
+        c->n_trusted_proxies = l.n;
+        return 0;
+}
+
 /* One key per row: the table reads better unformatted. */
 /* clang-format off */
 /* DURATION(..., min, whole): min in microseconds; whole is USEC_PER_SEC for whole seconds only, else 0. */
 #define DURATION(k, d, field, min, whole) { "webd", k, d, conf_parse_duration, U64(field), min, whole, false }
+#define NUMBER(k, d, field, min, max) { "webd", k, d, conf_parse_number, U64(field), min, max, false }
 
 static const struct conf_key config_keys[] = {
         { "webd", "listen", "127.0.0.1:8080", config_parse_listen, 0, 0, 0, false },
@@ -146,6 +192,12 @@ static const struct conf_key config_keys[] = {
         DURATION("startup_timeout", "30s", startup_timeout_usec, 0, 0),
         { "webd", "log_level", "info", config_parse_log_level, 0, 0, 0, false },
         { "webd", "activity", "on", config_parse_activity, 0, 0, 0, false },
+        { "webd", "trusted_proxies", "127.0.0.0/8, ::1", config_parse_proxies, 0, 0, 0, false },
+        NUMBER("login_failures", "5", login_failures, 1, 1000),
+        NUMBER("login_address_failures", "20", login_address_failures, 1, 10000),
+        NUMBER("login_account_failures", "100", login_account_failures, 1, 100000),
+        DURATION("login_max_delay", "5m", login_max_delay_usec, USEC_PER_SEC, USEC_PER_SEC),
+        NUMBER("login_throttle_entries", "16384", login_throttle_entries, 1024, 1048576),
 };
 /* clang-format on */
 
@@ -181,5 +233,7 @@ int config_validate(const struct config *c)
                 return conf_invalid(
                         c->path, "webd", "database",
                         "no database given: set it in the file, in WEBD_DATABASE or with --database");
+        if (c->login_max_delay_usec > 3600 * USEC_PER_SEC)
+                return conf_invalid(c->path, "webd", "login_max_delay", "must be at most 1h");
         return 0;
 }

@@ -13,6 +13,7 @@
 
 #define CONFIG_PATH_MAX     1024
 #define CONFIG_DATABASE_MAX 4096
+#define CONFIG_PROXIES_MAX  32
 
 struct config {
         /* [webd] */
@@ -26,6 +27,15 @@ struct config {
         uint64_t startup_timeout_usec;      /* how long the start waits for the database; 0 = one try */
         int log_level;                      /* LOG_DEBUG .. LOG_ERR */
         bool activity;                      /* activity log: table + journal line per request */
+        /* Peers whose X-Forwarded-For is believed (the relays): the client is the right-most entry that
+         * is not one of these. */
+        struct netaddr_cidr trusted_proxies[CONFIG_PROXIES_MAX];
+        size_t n_trusted_proxies;
+        /* Failed logins allowed before delays start: of one account from one address, from one address,
+         * of one account from addresses where it hasn't logged in (throttle.h). */
+        uint64_t login_failures, login_address_failures, login_account_failures;
+        uint64_t login_max_delay_usec;   /* the longest delay; whole seconds */
+        uint64_t login_throttle_entries; /* counters kept in memory, at most */
 
         /* Where the config came from, for messages; "" when from flags only. */
         char path[CONFIG_PATH_MAX];

@@ -64,7 +64,7 @@ int health_new(struct server *s, struct db *db, struct health **ret)
         h->db = db;
         r = db_statement(db, "SELECT 1", 0, &h->ping);
         if (r >= 0)
-                r = server_route(s, "/healthcheck", false, true, methods, ELEMENTSOF(methods), h);
+                r = server_route(s, "/healthcheck", false, methods, ELEMENTSOF(methods), h);
         if (r < 0) {
                 free(h);
                 return r;

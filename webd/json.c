@@ -1,10 +1,14 @@
 /* JSON helpers for the HTTP API: strict parsing of request bodies (on top of cJSON, which accepts some
  * things we must not store), table-driven validation of objects with a message per field, and the
- * timestamp format of every response. Nothing here allocates beyond the cJSON trees it returns. */
+ * timestamp format of every response. Everything is linear (or n log n) in the size of its input and
+ * every list it builds is bounded, so a body costs in proportion to its size, whatever it holds. Nothing
+ * here allocates beyond the trees it returns, except a passing array of keys for the duplicate check. */
 #include "webd/json.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -56,27 +60,58 @@ size_t json_utf8_length(const char *s)
         return n;
 }
 
+#define JSON_STR_(x) #x
+#define JSON_STR(x)  JSON_STR_(x)
+
 static bool json_is_hex(char c)
 {
         return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
-/* Finds what cJSON would take without complaint but a C string can't hold: a NUL byte anywhere, the
- * escape \u0000, and a \u escape without four hex digits (cJSON turns "\uZZZZ" into a NUL too). Returns
- * true when the text is free of them. */
-static bool json_no_nul(const char *data, size_t len)
+/* One pass over the text before cJSON sees it, for what cJSON would take without complaint: a NUL byte
+ * anywhere, the escape \u0000, a \u escape without four hex digits (cJSON turns "\uZZZZ" into a NUL too),
+ * a raw control character inside a string; and for what would make the tree cost more than the text:
+ * nesting beyond JSON_DEPTH_MAX (cJSON recurses) and more than JSON_VALUES_MAX values (each is an
+ * allocation several times the size of its text). Values are counted from the text: one per container
+ * opened and one per ',' outside strings, which is at least the number of values minus one. Returns 0 or
+ * the error of json_parse(); syntax is left to cJSON. */
+static int json_scan(const char *data, size_t len)
 {
         bool in_string = false;
+        size_t depth = 0, values = 1;
 
         if (memchr(data, '\0', len))
-                return false;
+                return -EBADMSG;
         for (size_t i = 0; i < len; i++) {
                 char c = data[i];
 
                 if (!in_string) {
-                        in_string = c == '"';
+                        switch (c) {
+                        case '"':
+                                in_string = true;
+                                break;
+                        case '{':
+                        case '[':
+                                if (++depth > JSON_DEPTH_MAX)
+                                        return -ELOOP;
+                                if (++values > JSON_VALUES_MAX)
+                                        return -E2BIG;
+                                break;
+                        case ',':
+                                if (++values > JSON_VALUES_MAX)
+                                        return -E2BIG;
+                                break;
+                        case '}':
+                        case ']':
+                                if (depth == 0)
+                                        return -EBADMSG;
+                                depth--;
+                                break;
+                        }
                         continue;
                 }
+                if ((unsigned char)c < 0x20)
+                        return -EILSEQ;
                 if (c == '"') {
                         in_string = false;
                 } else if (c == '\\' && i + 1 < len) {
@@ -84,45 +119,131 @@ static bool json_no_nul(const char *data, size_t len)
                                 if (i + 5 >= len || !json_is_hex(data[i + 2]) || !json_is_hex(data[i + 3]) ||
                                     !json_is_hex(data[i + 4]) || !json_is_hex(data[i + 5]) ||
                                     memcmp(data + i + 2, "0000", 4) == 0)
-                                        return false;
+                                        return -EBADMSG;
                                 i += 5;
                         } else
                                 i++; /* the escaped character can't end the string */
                 }
         }
-        return true;
+        return 0;
+}
+
+static int json_compare_keys(const void *a, const void *b)
+{
+        return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The objects of a tree with up to this many members are checked pair by pair; larger ones sorted. */
+#define JSON_PAIRWISE_MAX 16
+
+/* Returns -ENOTUNIQ when an object in the tree at <j> holds a key twice, 0 when none does, or -ENOMEM.
+ * O(n log n) in the number of values; recursion is bounded by json_scan()'s depth check. */
+static int json_check_unique(const cJSON *j)
+{
+        _cleanup_free_ const char **keys = NULL;
+        size_t n = 0;
+        int r;
+
+        for (const cJSON *c = j->child; c; c = c->next) {
+                r = json_check_unique(c);
+                if (r < 0)
+                        return r;
+                n++;
+        }
+        if (!cJSON_IsObject(j) || n < 2)
+                return 0;
+        if (n <= JSON_PAIRWISE_MAX) {
+                for (const cJSON *a = j->child; a; a = a->next)
+                        for (const cJSON *b = a->next; b; b = b->next)
+                                if (strcmp(a->string, b->string) == 0)
+                                        return -ENOTUNIQ;
+                return 0;
+        }
+        keys = malloc(n * sizeof(*keys));
+        if (!keys)
+                return -ENOMEM;
+        n = 0;
+        for (const cJSON *c = j->child; c; c = c->next)
+                keys[n++] = c->string;
+        qsort(keys, n, sizeof(*keys), json_compare_keys);
+        for (size_t i = 1; i < n; i++)
+                if (strcmp(keys[i - 1], keys[i]) == 0)
+                        return -ENOTUNIQ;
+        return 0;
 }
 
 int json_parse(const char *data, size_t len, cJSON **ret)
 {
+        _cleanup_(cJSON_Deletep) cJSON *j = NULL;
         const char *end = NULL;
-        cJSON *j;
+        int r;
 
-        if (len == 0 || !json_utf8_valid(data, len) || !json_no_nul(data, len))
+        if (len == 0 || !json_utf8_valid(data, len))
                 return -EBADMSG;
+        r = json_scan(data, len);
+        if (r < 0)
+                return r;
         j = cJSON_ParseWithLengthOpts(data, len, &end, false);
         if (!j)
                 return -EBADMSG; /* cJSON can't tell a syntax error from a failed allocation */
         while (end && end < data + len && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
                 end++;
-        if (end != data + len) {
-                cJSON_Delete(j);
+        if (end != data + len)
                 return -EBADMSG;
-        }
-        *ret = j;
+        r = json_check_unique(j);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(j);
         return 0;
 }
 
-int json_add_problem(cJSON **problems, const char *name, const char *message)
+const char *json_parse_reason(int r)
 {
-        if (!*problems) {
-                *problems = cJSON_CreateObject();
-                if (!*problems)
+        switch (r) {
+        case -EILSEQ:
+                return "a string holds a raw control character: escape it (RFC 8259)";
+        case -ELOOP:
+                return "the body nests objects and arrays more than " JSON_STR(JSON_DEPTH_MAX) " deep";
+        case -E2BIG:
+                return "the body holds more than " JSON_STR(JSON_VALUES_MAX) " values";
+        case -ENOTUNIQ:
+                return "an object holds the same key more than once";
+        case -ENOMEM:
+                return "out of memory";
+        default:
+                return "the body is not valid JSON (UTF-8, no NUL)";
+        }
+}
+
+void json_problems_clear(struct json_problems *p)
+{
+        cJSON_Delete(p->fields);
+        *p = (struct json_problems){0};
+}
+
+int json_add_problem(struct json_problems *p, const char *name, const char *message)
+{
+        char shown[JSON_NAME_SHOWN + 4];
+        size_t len = strnlen(name, JSON_NAME_SHOWN + 1);
+
+        /* A client's key is echoed back: cut a long one (at a character boundary) and say so. */
+        if (len > JSON_NAME_SHOWN) {
+                len = JSON_NAME_SHOWN;
+                while (len > 0 && ((unsigned char)name[len] & 0xc0) == 0x80)
+                        len--;
+                memcpy(shown, name, len);
+                memcpy(shown + len, "...", 4);
+                name = shown;
+        }
+        if (!p->fields) {
+                p->fields = cJSON_CreateObject();
+                if (!p->fields)
                         return -ENOMEM;
         }
-        if (cJSON_GetObjectItemCaseSensitive(*problems, name))
+        /* At most JSON_PROBLEMS_MAX members: this lookup, and the answer, stay small. */
+        if (cJSON_GetObjectItemCaseSensitive(p->fields, name))
                 return 0;
-        if (!cJSON_AddStringToObject(*problems, name, message))
+        if (p->count++ < JSON_PROBLEMS_MAX && !cJSON_AddStringToObject(p->fields, name, message))
                 return -ENOMEM;
         return 0;
 }
@@ -133,6 +254,33 @@ static const struct json_field *json_find_field(const struct json_field *fields,
                 if (strcmp(fields[i].name, name) == 0)
                         return &fields[i];
         return NULL;
+}
+
+/* True when the valid UTF-8 string <s> holds only white space (Unicode's White_Space, and the invisible
+ * U+200B..U+200D, U+2060 and U+FEFF), or nothing. */
+static bool json_blank(const char *s)
+{
+        const unsigned char *p = (const unsigned char *)s;
+
+        while (*p) {
+                uint32_t cp = *p;
+                size_t n = 0;
+
+                if (cp >= 0xf0)
+                        n = 3, cp &= 0x07;
+                else if (cp >= 0xe0)
+                        n = 2, cp &= 0x0f;
+                else if (cp >= 0xc0)
+                        n = 1, cp &= 0x1f;
+                for (size_t i = 1; i <= n; i++)
+                        cp = (cp << 6) | (p[i] & 0x3f);
+                p += n + 1;
+                if (!((cp >= 0x09 && cp <= 0x0d) || cp == 0x20 || cp == 0x85 || cp == 0xa0 || cp == 0x1680 ||
+                      (cp >= 0x2000 && cp <= 0x200d) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f ||
+                      cp == 0x205f || cp == 0x2060 || cp == 0x3000 || cp == 0xfeff))
+                        return false;
+        }
+        return true;
 }
 
 /* Checks one member against its field. Writes a message into <buf> and returns false when it is bad. */
@@ -162,56 +310,59 @@ static bool json_check_member(const cJSON *item, const struct json_field *f, cha
                                                f->bytes ? "bytes" : "characters");
                         return false;
                 }
+                if (f->nonblank && json_blank(item->valuestring)) {
+                        (void)snprintf(buf, size, "must not be blank");
+                        return false;
+                }
                 return true;
         }
         return false;
 }
 
-int json_check_object(const cJSON *obj, const struct json_field *fields, size_t n, cJSON **problems)
+int json_check_object(const cJSON *obj, const struct json_field *fields, size_t n, struct json_problems *p)
 {
-        int count = 0, r;
+        uint64_t seen = 0;
+        size_t before = p->count;
+        int r;
 
-        if (!cJSON_IsObject(obj))
+        if (!cJSON_IsObject(obj) || n > 64)
                 return -EINVAL;
 
         for (const cJSON *item = obj->child; item; item = item->next) {
                 const struct json_field *f;
+                uint64_t bit;
                 char message[96];
 
                 if (!item->string)
                         continue;
                 f = json_find_field(fields, n, item->string);
                 if (!f) {
-                        r = json_add_problem(problems, item->string, "unknown field");
+                        r = json_add_problem(p, item->string, "unknown field");
                         if (r < 0)
                                 return r;
-                        count++;
                         continue;
                 }
-                /* A repeated member would be ambiguous: which one did the client mean? */
-                for (const cJSON *prev = obj->child; prev != item; prev = prev->next)
-                        if (prev->string && strcmp(prev->string, item->string) == 0) {
-                                r = json_add_problem(problems, item->string, "given more than once");
-                                if (r < 0)
-                                        return r;
-                                count++;
-                                break;
-                        }
-                if (!json_check_member(item, f, message, sizeof(message))) {
-                        r = json_add_problem(problems, f->name, message);
+                /* json_parse() refuses a repeated key; a tree built otherwise may still hold one. */
+                bit = UINT64_C(1) << (f - fields);
+                if (seen & bit) {
+                        r = json_add_problem(p, f->name, "given more than once");
                         if (r < 0)
                                 return r;
-                        count++;
+                }
+                seen |= bit;
+                if (!json_check_member(item, f, message, sizeof(message))) {
+                        r = json_add_problem(p, f->name, message);
+                        if (r < 0)
+                                return r;
                 }
         }
         for (size_t i = 0; i < n; i++)
-                if (fields[i].required && !cJSON_GetObjectItemCaseSensitive(obj, fields[i].name)) {
-                        r = json_add_problem(problems, fields[i].name, "is required");
+                if (fields[i].required && !(seen & (UINT64_C(1) << i))) {
+                        r = json_add_problem(p, fields[i].name, "is required");
                         if (r < 0)
                                 return r;
-                        count++;
                 }
-        return count;
+        return (int)MIN(p->count - before, (size_t)INT_MAX);
 }
 
 static bool json_digits(const char *s, size_t n)

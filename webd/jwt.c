@@ -335,8 +335,10 @@ int jwt_verify(const uint8_t *key, size_t key_len, const char *token, int64_t no
         r = jwt_read_claims(claims, &c);
         if (r < 0)
                 return r;
-        if (c.exp <= now || c.iat - JWT_SKEW > now) /* c.iat >= 0: no overflow */
+        if (c.exp <= now)
                 return -ETIME;
+        if (c.iat - JWT_SKEW > now) /* c.iat >= 0: no overflow */
+                return -ERANGE;
 
         *ret = c;
         return 0;

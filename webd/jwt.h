@@ -28,6 +28,7 @@ struct jwt_claims {
  * claims with string sub and name (1..63 bytes), integer iat and exp, iss "webd", exp > now and
  * iat <= now + 60 (clock skew).
  * Returns 0 and fills *<ret>, or -EBADMSG (malformed or over JWT_MAX), -EPERM (another alg, or a signature
- * that doesn't match), -ETIME (expired, or issued in the future), -ENOMEM, -EIO (OpenSSL failed).
+ * that doesn't match), -ETIME (expired), -ERANGE (issued in the future, beyond the skew), -ENOMEM, -EIO
+ * (OpenSSL failed).
  * The claims are only looked at once the signature has matched. */
 int jwt_verify(const uint8_t *key, size_t key_len, const char *token, int64_t now, struct jwt_claims *ret);

@@ -1,7 +1,9 @@
 /* The HTTP server: evhttp underneath, our routing and request lifecycle on top.
  *
- * Every request goes through server_dispatch(), in this order: route (404), method (405 with Allow), body
- * size (413), bearer token (401), Content-Type and JSON body (415, 400), then the route's handler. The
+ * Every request goes through server_dispatch(), in this order: route (404; a trailing "/" is the same
+ * route), method (405 with Allow), body size (413), bearer token (401), query parameters (400 for one the
+ * method doesn't take or one given twice), Content-Type and JSON body (415, 400), then the route's
+ * handler. The
  * handler answers at once or starts a query; a deadline (request_timeout) answers 503 for it if nothing
  * else has by then, and cancels the query. After the answer the log hook sees the request (method, path,
  * status, latency, request id, client, user), which is how the activity log is fed.
@@ -63,7 +65,7 @@ struct server_token {
 struct server_route_entry {
         char path[SERVER_ROUTE_PATH_MAX];
         size_t len;
-        bool with_id, slash;
+        bool with_id;
         struct server_method methods[SERVER_METHODS_MAX];
         size_t n_methods;
         void *userdata;
@@ -253,8 +255,8 @@ int server_new(struct event_base *base, const struct config *config, struct db *
         return 0;
 }
 
-int server_route(struct server *s, const char *path, bool with_id, bool slash, const struct server_method *m,
-                 size_t n, void *userdata)
+int server_route(struct server *s, const char *path, bool with_id, const struct server_method *m, size_t n,
+                 void *userdata)
 {
         struct server_route_entry *e;
         size_t len = strlen(path);
@@ -267,7 +269,6 @@ int server_route(struct server *s, const char *path, bool with_id, bool slash, c
         memcpy(e->path, path, len + 1);
         e->len = len;
         e->with_id = with_id;
-        e->slash = slash;
         memcpy(e->methods, m, n * sizeof(*m));
         e->n_methods = n;
         e->userdata = userdata;
@@ -382,6 +383,7 @@ static void server_send(struct server_request *r, int status, cJSON *body)
                         .request_id = r->request_id,
                         .client = r->client,
                         .user_id = r->user_id,
+                        .user_name = r->user_name,
                 };
                 s->log_cb(&e, s->log_userdata);
         }
@@ -443,9 +445,31 @@ void server_reply_error(struct server_request *r, int status, const char *code, 
         server_reply_error_fields(r, status, code, message, NULL);
 }
 
-void server_reply_invalid(struct server_request *r, cJSON *fields)
+void server_reply_invalid(struct server_request *r, struct json_problems *p)
 {
-        server_reply_error_fields(r, 400, "validation_failed", "the request has invalid fields", fields);
+        size_t listed = (size_t)cJSON_GetArraySize(p->fields);
+        cJSON *body, *error;
+        char message[96];
+
+        if (!r || r->answered || p->count <= listed) {
+                server_reply_error_fields(r, 400, "validation_failed", "the request has invalid fields",
+                                          TAKE_PTR(p->fields));
+                json_problems_clear(p);
+                return;
+        }
+        (void)snprintf(message, sizeof(message),
+                       "the request has %zu invalid fields; the first %zu are listed", p->count, listed);
+        body = server_error_body("validation_failed", message, TAKE_PTR(p->fields));
+        error = cJSON_GetObjectItemCaseSensitive(body, "error");
+        if (error && !cJSON_AddNumberToObject(error, "unlisted", (double)(p->count - listed))) {
+                cJSON_Delete(body);
+                body = NULL;
+        }
+        json_problems_clear(p);
+        if (!body)
+                server_reply_error(r, 500, "internal", "internal error");
+        else
+                server_reply(r, 400, body);
 }
 
 void server_reply_db_error(struct server_request *r, int error, const PGresult *res)
@@ -515,26 +539,32 @@ int server_request_set_timeout(struct server_request *r, uint64_t usec, server_t
         return evtimer_add(r->timer, &tv) < 0 ? -ENOMEM : 0;
 }
 
+/* Parses the query string into r->params once. Returns 0, -EINVAL (malformed) or -ENOMEM. */
+static int server_parse_params(struct server_request *r)
+{
+        if (r->params)
+                return r->params_error;
+        r->params = calloc(1, sizeof(*r->params));
+        if (!r->params)
+                return -ENOMEM;
+        TAILQ_INIT(r->params);
+        if (r->query && evhttp_parse_query_str(r->query, r->params) < 0) {
+                evhttp_clear_headers(r->params);
+                r->params_error = -EINVAL;
+        }
+        return r->params_error;
+}
+
 const char *server_param(struct server_request *r, const char *name)
 {
-        if (!r->query)
+        if (!r->query || server_parse_params(r) < 0)
                 return NULL;
-        if (!r->params) {
-                r->params = calloc(1, sizeof(*r->params));
-                if (!r->params)
-                        return NULL;
-                TAILQ_INIT(r->params);
-                if (evhttp_parse_query_str(r->query, r->params) < 0) {
-                        evhttp_clear_headers(r->params);
-                        return NULL;
-                }
-        }
         return evhttp_find_header(r->params, name);
 }
 
 /* Reads an integer parameter in [min, max]; absent: <def>. Returns 0, or 1 after adding a problem. */
 static int server_int_param(struct server_request *r, const char *name, uint64_t min, uint64_t max,
-                            uint64_t def, int64_t *ret, cJSON **problems)
+                            uint64_t def, int64_t *ret, struct json_problems *problems)
 {
         const char *v = server_param(r, name);
         uint64_t n = def;
@@ -551,7 +581,8 @@ static int server_int_param(struct server_request *r, const char *name, uint64_t
         return 0;
 }
 
-int server_paging(struct server_request *r, int64_t *ret_limit, int64_t *ret_offset, cJSON **problems)
+int server_paging(struct server_request *r, int64_t *ret_limit, int64_t *ret_offset,
+                  struct json_problems *problems)
 {
         int64_t limit = 20, offset = 0;
         int a, b;
@@ -569,7 +600,8 @@ int server_paging(struct server_request *r, int64_t *ret_limit, int64_t *ret_off
         return a + b;
 }
 
-/* Finds the route for <path>. Returns it, with *<ret_id> for routes with an id, or NULL. */
+/* Finds the route for <path>; every route takes a trailing "/" too. Returns it, with *<ret_id> for routes
+ * with an id, or NULL. */
 static const struct server_route_entry *server_find_route(const struct server *s, const char *path,
                                                           int64_t *ret_id)
 {
@@ -579,14 +611,57 @@ static const struct server_route_entry *server_find_route(const struct server *s
                 if (strncmp(path, e->path, e->len) != 0)
                         continue;
                 if (!e->with_id) {
-                        if (path[e->len] == '\0' || (e->slash && strcmp(path + e->len, "/") == 0))
+                        if (path[e->len] == '\0' || strcmp(path + e->len, "/") == 0)
                                 return e;
                         continue;
                 }
-                if (path[e->len] == '/' && server_parse_id(path + e->len + 1, e->slash, ret_id) >= 0)
+                if (path[e->len] == '/' && server_parse_id(path + e->len + 1, true, ret_id) >= 0)
                         return e;
         }
         return NULL;
+}
+
+const char *const server_paging_params[] = {"limit", "offset", NULL};
+
+/* Checks the query string of <r> against <allowed> (NULL: none; at most 64 names): each parameter known
+ * and given once. Returns 0, or answers 400 and returns < 0. Linear in the length of the query string. */
+static int server_check_params(struct server_request *r, const char *const *allowed)
+{
+        _cleanup_(json_problems_clear) struct json_problems problems = {0};
+        const struct evkeyval *p;
+        uint64_t seen = 0;
+        int k;
+
+        if (!r->query)
+                return 0;
+        k = server_parse_params(r);
+        if (k == -EINVAL) {
+                server_reply_error(r, 400, "bad_request", "the query string is malformed (name=value&...)");
+                return k;
+        }
+        TAILQ_FOREACH(p, r->params, next) {
+                size_t i = 0;
+
+                if (k < 0)
+                        break;
+                while (allowed && allowed[i] && i < 64 && strcmp(allowed[i], p->key) != 0)
+                        i++;
+                if (!allowed || !allowed[i] || i >= 64)
+                        k = json_add_problem(&problems, p->key, "unknown parameter");
+                else if (seen & (UINT64_C(1) << i))
+                        k = json_add_problem(&problems, p->key, "given more than once");
+                else
+                        seen |= UINT64_C(1) << i;
+        }
+        if (k < 0) {
+                server_reply_error(r, 500, "internal", "internal error");
+                return k;
+        }
+        if (problems.count > 0) {
+                server_reply_invalid(r, &problems);
+                return -EINVAL;
+        }
+        return 0;
 }
 
 static const struct server_method *server_find_method(const struct server_route_entry *e,
@@ -627,8 +702,8 @@ static struct server_token *server_token_slot(struct server *s, const char *toke
         return &s->tokens[h % SERVER_TOKEN_SLOTS];
 }
 
-/* Checks the bearer token. Returns 0 (r->user_id set), or -ENOKEY (none), -ETIME (expired), or another
- * negative value (invalid). */
+/* Checks the bearer token. Returns 0 (r->user_id set), or -ENOKEY (none), -ETIME (expired), -ERANGE
+ * (issued in the future), or another negative value (invalid). */
 static int server_authenticate(struct server *s, struct server_request *r)
 {
         const char *h = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Authorization");
@@ -686,6 +761,7 @@ static int server_read_body(struct server_request *r)
         const char *type = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Content-Type");
         size_t len = evbuffer_get_length(in);
         const char *data;
+        int k;
 
         if (!server_content_type_is_json(type)) {
                 server_reply_error(r, 415, "unsupported_media_type",
@@ -693,8 +769,17 @@ static int server_read_body(struct server_request *r)
                 return -EINVAL;
         }
         data = len > 0 ? (const char *)evbuffer_pullup(in, (ev_ssize_t)len) : "";
-        if (!data || json_parse(data, len, &r->body) < 0 || !cJSON_IsObject(r->body)) {
-                server_reply_error(r, 400, "bad_request", "the body must be a JSON object (UTF-8, no NUL)");
+        k = data ? json_parse(data, len, &r->body) : -ENOMEM;
+        if (k == -ENOMEM) {
+                server_reply_error(r, 500, "internal", "internal error");
+                return k;
+        }
+        if (k < 0) {
+                server_reply_error(r, 400, "bad_request", json_parse_reason(k));
+                return k;
+        }
+        if (!cJSON_IsObject(r->body)) {
+                server_reply_error(r, 400, "bad_request", "the body must be a JSON object");
                 return -EINVAL;
         }
         return 0;
@@ -719,7 +804,70 @@ static void server_make_request_id(struct server *s, char buf[static SERVER_REQU
         buf[len] = '\0';
 }
 
-static void server_set_client(struct server_request *r)
+static bool server_trusted(const struct netaddr *a, const struct netaddr_cidr *trusted, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if (netaddr_cidr_contains(&trusted[i], a))
+                        return true;
+        return false;
+}
+
+/* Walks the X-Forwarded-For entries of <value> from the right, updating *<client> with each one that
+ * parses. Returns 1 when a client was found (an untrusted entry, or one that is not an address: the walk
+ * ends), 0 to go on with the header before. */
+static int server_forwarded_walk(const char *value, const struct netaddr_cidr *trusted, size_t n,
+                                 struct netaddr *client)
+{
+        const char *end = value + strlen(value);
+
+        while (end > value) {
+                const char *start = end;
+                char entry[NETADDR_STRLEN];
+                struct netaddr a;
+                size_t len;
+
+                while (start > value && start[-1] != ',')
+                        start--;
+                len = (size_t)(end - start);
+                end = start > value ? start - 1 : value;
+                while (len > 0 && (*start == ' ' || *start == '\t'))
+                        start++, len--;
+                while (len > 0 && (start[len - 1] == ' ' || start[len - 1] == '\t'))
+                        len--;
+                /* netaddr_parse() reads ":80" and "*:80" as 0.0.0.0: not an address here. */
+                if (len == 0 || len >= sizeof(entry) || *start == ':' || *start == '*')
+                        return 1;
+                memcpy(entry, start, len);
+                entry[len] = '\0';
+                if (netaddr_parse(entry, 1, true, &a) < 0)
+                        return 1;
+                *client = a;
+                if (!server_trusted(&a, trusted, n))
+                        return 1;
+        }
+        return 0;
+}
+
+int server_client_address(const char *peer, const struct evkeyvalq *headers,
+                          const struct netaddr_cidr *trusted, size_t n, struct netaddr *ret)
+{
+        struct netaddr client;
+        const struct evkeyval *h;
+
+        if (!peer || netaddr_parse(peer, 1, true, &client) < 0)
+                return -EINVAL;
+        if (server_trusted(&client, trusted, n))
+                for (h = TAILQ_LAST(headers, evkeyvalq); h; h = TAILQ_PREV(h, evkeyvalq, next))
+                        if (strcasecmp(h->key, "X-Forwarded-For") == 0 &&
+                            server_forwarded_walk(h->value, trusted, n, &client) > 0)
+                                break;
+        netaddr_set_port(&client, 0);
+        *ret = client;
+        return 0;
+}
+
+/* Sets r->client and r->client_addr: the peer, or the client a trusted relay names. */
+static void server_set_client(struct server *s, struct server_request *r)
 {
         struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
         char *address = NULL;
@@ -727,7 +875,22 @@ static void server_set_client(struct server_request *r)
 
         if (evcon)
                 evhttp_connection_get_peer(evcon, &address, &port);
-        server_copy_text(r->client, sizeof(r->client), address ? address : "");
+        if (server_client_address(address, evhttp_request_get_input_headers(r->req),
+                                  s->config->trusted_proxies, s->config->n_trusted_proxies,
+                                  &r->client_addr) < 0 ||
+            netaddr_format_host(&r->client_addr, r->client, sizeof(r->client)) < 0) {
+                r->client_addr.len = 0;
+                server_copy_text(r->client, sizeof(r->client), address ? address : "");
+        }
+}
+
+void server_request_set_user_name(struct server_request *r, const char *name)
+{
+        size_t i;
+
+        for (i = 0; name[i] && i < sizeof(r->user_name) - 1; i++)
+                r->user_name[i] = name[i] > 0x20 && name[i] < 0x7f ? name[i] : '?';
+        r->user_name[i] = '\0';
 }
 
 static void server_dispatch(struct server *s, struct server_request *r)
@@ -760,10 +923,14 @@ static void server_dispatch(struct server *s, struct server_request *r)
                         server_reply_error(r, 401, "unauthorized",
                                            k == -ENOKEY  ? "a bearer token is required"
                                            : k == -ETIME ? "the token has expired; log in again"
-                                                         : "the token is not valid");
+                                           : k == -ERANGE
+                                                   ? "the token was issued in the future; check the clocks"
+                                                   : "the token is not valid");
                         return;
                 }
         }
+        if (server_check_params(r, m->params) < 0)
+                return;
         if (m->body && server_read_body(r) < 0)
                 return;
         r->userdata = route->userdata;
@@ -799,7 +966,7 @@ static void server_handle(struct evhttp_request *req, void *userdata)
                 server_copy_text(r->request_id, sizeof(r->request_id), id);
         else
                 server_make_request_id(s, r->request_id);
-        server_set_client(r);
+        server_set_client(s, r);
 
         full->link.request = r;
         TAILQ_INSERT_TAIL(&s->requests, &full->link, entry);

@@ -17,6 +17,7 @@
 
 #include "common/netaddr.h"
 #include "webd/config.h"
+#include "webd/json.h"
 
 struct event_base;
 struct db;
@@ -47,7 +48,8 @@ struct server_request {
         int64_t user_id;            /* the authenticated user, for routes that need one, else 0 */
         char user_name[SERVER_USER_NAME_MAX];
         char request_id[SERVER_REQUEST_ID_MAX + 1];
-        char client[NETADDR_STRLEN]; /* the peer's address, without the port */
+        char client[NETADDR_STRLEN]; /* the client's address, without the port (server_client_address()) */
+        struct netaddr client_addr;  /* the same; len 0 when unknown */
         uint64_t start_usec;
         int status;
         struct event *timer;
@@ -55,6 +57,7 @@ struct server_request {
         struct db_query *pending;   /* the query in flight for server_query() */
         server_query_cb pending_cb;
         struct evkeyvalq *params;   /* the query string, parsed on first use */
+        int params_error;           /* -EINVAL when it could not be parsed */
 };
 
 typedef void (*server_handler_t)(struct server_request *r, void *userdata);
@@ -64,7 +67,11 @@ struct server_method {
         server_handler_t handler;
         bool auth;                 /* needs a valid bearer token: 401 otherwise */
         bool body;                 /* takes a JSON object body: 415 / 400 otherwise */
+        const char *const *params; /* the query parameters it takes, NULL-terminated; NULL: none (400) */
 };
+
+/* The parameters of server_paging(). */
+extern const char *const server_paging_params[];
 
 /* What the server reports about every answered request. Strings are valid during the call only. */
 struct server_log_entry {
@@ -74,7 +81,8 @@ struct server_log_entry {
         double latency_ms;
         const char *request_id;
         const char *client;
-        int64_t user_id; /* 0: anonymous */
+        int64_t user_id;       /* 0: anonymous */
+        const char *user_name; /* the token's name, the name a login tried (sanitised), or "" */
 };
 
 typedef void (*server_log_cb)(const struct server_log_entry *e, void *userdata);
@@ -84,11 +92,11 @@ typedef void (*server_log_cb)(const struct server_log_entry *e, void *userdata);
 int server_new(struct event_base *base, const struct config *config, struct db *db, const uint8_t *key,
                size_t key_len, struct server **ret);
 
-/* Routes requests for <path> ("/tasks"): with <with_id>, for "<path>/<id>" where <id> is a positive
- * decimal integer (anything else there is 404); with <slash>, a trailing "/" is accepted too. The
- * methods are copied; <userdata> goes to their handlers. Returns 0, -E2BIG or -EINVAL. */
-int server_route(struct server *s, const char *path, bool with_id, bool slash, const struct server_method *m,
-                 size_t n, void *userdata);
+/* Routes requests for <path> ("/tasks") and "<path>/": with <with_id>, for "<path>/<id>" and
+ * "<path>/<id>/" where <id> is a positive decimal integer (anything else there is 404). The methods are
+ * copied; <userdata> goes to their handlers. Returns 0, -E2BIG or -EINVAL. */
+int server_route(struct server *s, const char *path, bool with_id, const struct server_method *m, size_t n,
+                 void *userdata);
 
 /* Sets what sees every answered request. */
 void server_set_log(struct server *s, server_log_cb cb, void *userdata);
@@ -115,8 +123,9 @@ int server_add_header(struct server_request *r, const char *name, const char *va
 void server_reply(struct server_request *r, int status, cJSON *body);
 /* Answers with the error shape {"error":{"code":<code>,"message":<message>}}. */
 void server_reply_error(struct server_request *r, int status, const char *code, const char *message);
-/* Answers 400 validation_failed with <fields> ({"field":"problem"}, taken over). */
-void server_reply_invalid(struct server_request *r, cJSON *fields);
+/* Answers 400 validation_failed with <p>'s list as "fields" ({"field":"problem"}) and, when <p> counted
+ * more than it lists, their number as "unlisted". Takes the list: <p> is left empty. */
+void server_reply_invalid(struct server_request *r, struct json_problems *p);
 /* Answers for a failed query or a failed server_query() call: 503 unavailable when the database is down,
  * busy or the connection broke, 500 internal otherwise (logged). */
 void server_reply_db_error(struct server_request *r, int error, const PGresult *res);
@@ -136,7 +145,8 @@ const char *server_param(struct server_request *r, const char *name);
 
 /* Reads the "limit" (1..100, default 20) and "offset" (0..10^9, default 0) parameters. Bad values are
  * added to *<problems> (see json_add_problem()). Returns the number of problems, or -ENOMEM. */
-int server_paging(struct server_request *r, int64_t *ret_limit, int64_t *ret_offset, cJSON **problems);
+int server_paging(struct server_request *r, int64_t *ret_limit, int64_t *ret_offset,
+                  struct json_problems *problems);
 
 /* Small formatting helpers for the request path, where snprintf() showed in profiles. */
 #define SERVER_INT_MAX 21 /* "-9223372036854775808" and a NUL */
@@ -155,6 +165,19 @@ bool server_request_id_sane(const char *id);
 /* Parses the id part of a path: a positive decimal integer that fits in int64_t, no sign, no leading
  * zero, optionally followed by "/" when <slash>. Returns 0 and the id, or -EINVAL. Exposed for tests. */
 int server_parse_id(const char *s, bool slash, int64_t *ret);
+
+/* Sets the user name reported with <r> (server_log_entry) from <name>, which may come from a client: cut
+ * to SERVER_USER_NAME_MAX - 1 bytes, and every byte outside printable ASCII replaced by '?'. */
+void server_request_set_user_name(struct server_request *r, const char *name);
+
+/* Finds the client of a request that came from <peer> (an address without a port) with the headers
+ * <headers>: when <peer> lies in one of the <n> <trusted> networks (the relays), the right-most
+ * X-Forwarded-For entry (over every such header, in order) that is not itself trusted, or the left-most
+ * when all are; an entry that is not an address ends the walk at the trusted hop that wrote it.
+ * Otherwise <peer> itself. Returns 0 and the address, or -EINVAL when <peer> is not an address. Exposed
+ * for tests. */
+int server_client_address(const char *peer, const struct evkeyvalq *headers,
+                          const struct netaddr_cidr *trusted, size_t n, struct netaddr *ret);
 
 /* True when the Content-Type <value> is application/json (parameters such as charset allowed). Exposed
  * for tests. */

@@ -23,14 +23,17 @@ struct tasks {
 };
 
 static const struct json_field tasks_fields[] = {
-        { "title", JSON_STRING, true, 1, 200, false },
+        { "title", JSON_STRING, true, 1, 200, false, true },
         { "description", JSON_STRING, false, 0, 2000, false },
         { "done", JSON_BOOL, false, 0, 0, false },
 };
 
+/* What GET /tasks takes in its query string. */
+static const char *const tasks_list_params_names[] = {"limit", "offset", "done", NULL};
+
 /* PATCH: the same fields, none required. */
 static const struct json_field tasks_patch_fields[] = {
-        { "title", JSON_STRING, false, 1, 200, false },
+        { "title", JSON_STRING, false, 1, 200, false, true },
         { "description", JSON_STRING, false, 0, 2000, false },
         { "done", JSON_BOOL, false, 0, 0, false },
 };
@@ -117,18 +120,19 @@ static void tasks_found(struct server_request *r, int error, const PGresult *res
 }
 
 /* Answers a request whose input was checked: 500 when the check failed (<k> < 0), 400 with <problems> when
- * it found any. Returns < 0 when it answered, 0 when the input is good. Takes <problems>. */
-static int tasks_reply_problems(struct server_request *r, int k, cJSON *problems)
+ * it found any. Returns < 0 when it answered, 0 when the input is good. Empties <problems>. */
+static int tasks_reply_problems(struct server_request *r, int k, struct json_problems *problems)
 {
         if (k < 0) {
-                cJSON_Delete(problems);
+                json_problems_clear(problems);
                 tasks_reply_internal(r);
                 return k;
         }
-        if (problems) {
+        if (problems->count > 0) {
                 server_reply_invalid(r, problems);
                 return -EINVAL;
         }
+        json_problems_clear(problems);
         return 0;
 }
 
@@ -136,7 +140,7 @@ static int tasks_reply_problems(struct server_request *r, int k, cJSON *problems
  * Answers 400 and returns < 0 when it is not valid. */
 static int tasks_check_body(struct server_request *r, bool partial)
 {
-        cJSON *problems = NULL;
+        struct json_problems problems = {0};
         int k;
 
         if (partial)
@@ -144,10 +148,10 @@ static int tasks_check_body(struct server_request *r, bool partial)
                                       &problems);
         else
                 k = json_check_object(r->body, tasks_fields, ELEMENTSOF(tasks_fields), &problems);
-        if (k >= 0 && !problems && partial && !r->body->child)
+        if (k >= 0 && problems.count == 0 && partial && !r->body->child)
                 k = json_add_problem(&problems, "body",
                                      "must hold at least one of title, description, done");
-        return tasks_reply_problems(r, k, problems);
+        return tasks_reply_problems(r, k, &problems);
 }
 
 static const char *tasks_string(const struct server_request *r, const char *name, const char *def)
@@ -256,14 +260,14 @@ static void tasks_delete(struct server_request *r, void *userdata)
 /* Reads limit, offset and done from the query string. Answers 400 and returns < 0 when one is bad. */
 static int tasks_list_params(struct server_request *r, int64_t *limit, int64_t *offset, const char **done)
 {
-        cJSON *problems = NULL;
+        struct json_problems problems = {0};
         const char *d = server_param(r, "done");
         int k;
 
         k = server_paging(r, limit, offset, &problems);
         if (k >= 0 && d && strcmp(d, "true") != 0 && strcmp(d, "false") != 0)
                 k = json_add_problem(&problems, "done", "must be true or false");
-        k = tasks_reply_problems(r, k, problems);
+        k = tasks_reply_problems(r, k, &problems);
         if (k < 0)
                 return k;
         *done = d;
@@ -333,7 +337,7 @@ static void tasks_list(struct server_request *r, void *userdata)
 int tasks_new(struct server *s, struct db *db, struct tasks **ret)
 {
         static const struct server_method collection[] = {
-                { EVHTTP_REQ_GET, tasks_list, true, false },
+                { EVHTTP_REQ_GET, tasks_list, true, false, tasks_list_params_names },
                 { EVHTTP_REQ_POST, tasks_create, true, true },
         };
         static const struct server_method item[] = {
@@ -375,13 +379,13 @@ int tasks_new(struct server *s, struct db *db, struct tasks **ret)
                                  (unsigned *)(void *)((char *)t + statements[i].offset));
         /* The seeds' paths first spelled /Tarefa/ and /Tarefa/<id>; both forms are kept. */
         if (r >= 0)
-                r = server_route(s, "/tasks", false, false, collection, ELEMENTSOF(collection), t);
+                r = server_route(s, "/tasks", false, collection, ELEMENTSOF(collection), t);
         if (r >= 0)
-                r = server_route(s, "/tasks", true, false, item, ELEMENTSOF(item), t);
+                r = server_route(s, "/tasks", true, item, ELEMENTSOF(item), t);
         if (r >= 0)
-                r = server_route(s, "/Tarefa", false, true, collection, ELEMENTSOF(collection), t);
+                r = server_route(s, "/Tarefa", false, collection, ELEMENTSOF(collection), t);
         if (r >= 0)
-                r = server_route(s, "/Tarefa", true, true, item, ELEMENTSOF(item), t);
+                r = server_route(s, "/Tarefa", true, item, ELEMENTSOF(item), t);
         if (r < 0) {
                 free(t);
                 return r;

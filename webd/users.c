@@ -1,12 +1,17 @@
 /* Registration and login.
  *
- * Register: validate, hash the password off the loop, INSERT; a taken name is caught by the unique index
- * (23505 -> 409), never by a check-then-insert that two clients could race through.
+ * Usernames are unique without regard to case: "ALICE" can't register when "alice" exists, and logs in
+ * as "alice" (the stored spelling goes into the token). Register: validate, hash the password off the
+ * loop, then one INSERT ... WHERE NOT EXISTS (a name taken in any case: no row, 409); the unique index on
+ * lower(username) catches two clients racing through it (23505 -> 409).
  *
  * Login: every failure is the same 401 "invalid username or password", and costs the same: a name that
  * can't exist or isn't found is still checked against the password pool's dummy hash, so the answer's
  * timing doesn't tell whether the account exists. Only the types of the fields (strings) are validated
- * with 400: their values are the secret being tested.
+ * with 400: their values are the secret being tested. Before any of that the throttle (throttle.h) is
+ * asked: an account or client address with too many recent failures gets 429 with Retry-After, before a
+ * hash is spent; every checked password that fails counts, a success clears its account and address.
+ * The name a login tried goes to the activity log (sanitised by the server); the password never does.
  *
  * Passwords are wiped from the request body as soon as the pool has its own copy. Nothing here logs a
  * password, a hash or a token. */
@@ -27,6 +32,7 @@
 #include "webd/password.h"
 #include "webd/secret.h"
 #include "webd/server.h"
+#include "webd/throttle.h"
 
 #define USERS_NAME_MIN     3
 #define USERS_NAME_MAX     32
@@ -37,16 +43,20 @@ struct users {
         struct db *db;
         struct password_pool *passwords;
         const struct config *config;
+        struct throttle *throttle;
         uint8_t key[SECRET_MAX];
         size_t key_len;
         unsigned insert, by_name;
 };
 
-/* A login in progress: the account found (id 0: none) while its password is being checked. */
+/* A login in progress: the account found (id 0: none) while its password is being checked, and what the
+ * throttle counts it under. */
 struct users_login {
         struct server_request *request;
         int64_t id;
-        char name[USERS_NAME_MAX + 1];
+        char name[USERS_NAME_MAX + 1]; /* as stored */
+        char account[THROTTLE_ACCOUNT_MAX];
+        struct netaddr address;
 };
 
 bool users_name_valid(const char *name)
@@ -90,7 +100,8 @@ static void users_inserted(struct server_request *r, int error, const PGresult *
         uint64_t id;
         cJSON *body;
 
-        if (error == -EEXIST) {
+        /* No row: the name is taken in another case; -EEXIST: the unique index caught a race. */
+        if (error == -EEXIST || (error == 0 && PQntuples(res) == 0)) {
                 server_reply_error(r, 409, "conflict", "this username is taken");
                 return;
         }
@@ -144,7 +155,7 @@ static void users_register(struct server_request *r, void *userdata)
                 { "password", JSON_STRING, true, USERS_PASSWORD_MIN, USERS_PASSWORD_MAX, true },
         };
         struct users *u = userdata;
-        _cleanup_(cJSON_Deletep) cJSON *problems = NULL;
+        _cleanup_(json_problems_clear) struct json_problems problems = {0};
         const char *name, *password;
         int k;
 
@@ -159,8 +170,8 @@ static void users_register(struct server_request *r, void *userdata)
                 server_reply_error(r, 500, "internal", "internal error");
                 return;
         }
-        if (problems) {
-                server_reply_invalid(r, TAKE_PTR(problems));
+        if (problems.count > 0) {
+                server_reply_invalid(r, &problems);
                 return;
         }
 
@@ -203,6 +214,7 @@ static void users_reply_token(struct server_request *r, struct users *u, const s
                 server_reply_error(r, 500, "internal", "internal error");
         } else {
                 r->user_id = l->id;
+                server_request_set_user_name(r, l->name); /* as stored, not as typed */
                 server_reply(r, 200, body);
         }
         explicit_bzero(token, sizeof(token));
@@ -212,10 +224,16 @@ static void users_verified(int error, void *userdata)
 {
         struct users_login *l = userdata;
         struct server_request *r = l->request;
+        struct users *u = r->userdata;
 
+        /* Counted even when the request was answered meanwhile (deadline): the hash was spent. */
+        if (error == 0 && l->id > 0)
+                throttle_succeeded(u->throttle, l->account, &l->address, now_usec());
+        else if (error == 0 || error == -EPERM || error == -EINVAL)
+                throttle_failed(u->throttle, l->account, &l->address, now_usec());
         if (!r->answered) {
                 if (error == 0 && l->id > 0)
-                        users_reply_token(r, r->userdata, l);
+                        users_reply_token(r, u, l);
                 else if (error == -EPERM || error == 0)
                         users_reply_denied(r);
                 else if (error == -EINVAL) {
@@ -230,8 +248,27 @@ static void users_verified(int error, void *userdata)
         free(l);
 }
 
-/* Checks the password against <encoded> (NULL: the dummy hash); answers the request on error. */
-static void users_check_password(struct server_request *r, struct users_login *l, const char *encoded)
+/* A new login of <r>, counted under the lowercased name tried and the client's address; NULL when out
+ * of memory (answered). */
+static struct users_login *users_login_new(struct server_request *r)
+{
+        const char *name = users_string(r, "username");
+        struct users_login *l = calloc(1, sizeof(*l));
+
+        if (!l) {
+                server_reply_error(r, 500, "internal", "internal error");
+                return NULL;
+        }
+        for (size_t i = 0; name[i] && i < sizeof(l->account) - 1; i++)
+                l->account[i] = name[i] >= 'A' && name[i] <= 'Z' ? (char)(name[i] - 'A' + 'a') : name[i];
+        l->address = r->client_addr;
+        return l;
+}
+
+/* Checks <len> bytes of the password against <encoded> (NULL: the dummy hash) for <l>, which it takes;
+ * answers the request on error. */
+static void users_check_password(struct server_request *r, struct users_login *l, const char *encoded,
+                                 size_t len)
 {
         struct users *u = r->userdata;
         const char *password = users_string(r, "password");
@@ -239,7 +276,7 @@ static void users_check_password(struct server_request *r, struct users_login *l
 
         server_request_ref(r);
         l->request = r;
-        k = password_verify_async(u->passwords, password, strlen(password), encoded, users_verified, l);
+        k = password_verify_async(u->passwords, password, len, encoded, users_verified, l);
         users_wipe_password(r);
         if (k < 0) {
                 server_request_unref(r);
@@ -250,6 +287,7 @@ static void users_check_password(struct server_request *r, struct users_login *l
 
 static void users_found(struct server_request *r, int error, const PGresult *res)
 {
+        const char *password = users_string(r, "password");
         struct users_login *l;
         uint64_t id;
 
@@ -257,18 +295,35 @@ static void users_found(struct server_request *r, int error, const PGresult *res
                 server_reply_db_error(r, error, res);
                 return;
         }
-        l = calloc(1, sizeof(*l));
-        if (!l) {
-                server_reply_error(r, 500, "internal", "internal error");
+        l = users_login_new(r);
+        if (!l)
                 return;
-        }
-        if (PQntuples(res) == 1 && sscanf(PQgetvalue(res, 0, 0), "%" SCNu64, &id) == 1 && id > 0 &&
-            id <= INT64_MAX) {
+        if (PQntuples(res) == 1 && PQnfields(res) == 3 && sscanf(PQgetvalue(res, 0, 0), "%" SCNu64, &id) == 1 &&
+            id > 0 && id <= INT64_MAX && users_name_valid(PQgetvalue(res, 0, 2))) {
                 l->id = (int64_t)id;
-                (void)snprintf(l->name, sizeof(l->name), "%s", users_string(r, "username"));
-                users_check_password(r, l, PQgetvalue(res, 0, 1));
+                (void)snprintf(l->name, sizeof(l->name), "%s", PQgetvalue(res, 0, 2));
+                users_check_password(r, l, PQgetvalue(res, 0, 1), strlen(password));
         } else
-                users_check_password(r, l, NULL);
+                users_check_password(r, l, NULL, strlen(password));
+}
+
+/* Answers 429 when the throttle holds attempts of <r> back. Returns true when it did. */
+static bool users_throttled(struct server_request *r, struct users *u)
+{
+        _cleanup_free_ struct users_login *l = users_login_new(r);
+        char seconds[SERVER_INT_MAX], message[96];
+        uint64_t wait;
+
+        if (!l)
+                return true;
+        wait = throttle_check(u->throttle, l->account, &l->address, now_usec());
+        if (wait == 0)
+                return false;
+        server_int_text((int64_t)((wait + USEC_PER_SEC - 1) / USEC_PER_SEC), seconds);
+        (void)server_add_header(r, "Retry-After", seconds);
+        (void)snprintf(message, sizeof(message), "too many failed logins; try again in %s seconds", seconds);
+        server_reply_error(r, 429, "too_many_attempts", message);
+        return true;
 }
 
 static void users_login(struct server_request *r, void *userdata)
@@ -278,7 +333,7 @@ static void users_login(struct server_request *r, void *userdata)
                 { "password", JSON_STRING, true, 0, SIZE_MAX, true },
         };
         struct users *u = userdata;
-        _cleanup_(cJSON_Deletep) cJSON *problems = NULL;
+        _cleanup_(json_problems_clear) struct json_problems problems = {0};
         const char *name, *password;
         struct users_login *l;
         size_t len;
@@ -289,12 +344,15 @@ static void users_login(struct server_request *r, void *userdata)
                 server_reply_error(r, 500, "internal", "internal error");
                 return;
         }
-        if (problems) {
-                server_reply_invalid(r, TAKE_PTR(problems));
+        if (problems.count > 0) {
+                server_reply_invalid(r, &problems);
                 return;
         }
         name = users_string(r, "username");
         password = users_string(r, "password");
+        server_request_set_user_name(r, name);
+        if (users_throttled(r, u))
+                return;
         len = strlen(password);
         if (users_name_valid(name) && len >= USERS_PASSWORD_MIN && len <= USERS_PASSWORD_MAX) {
                 const char *values[1] = {name};
@@ -305,22 +363,9 @@ static void users_login(struct server_request *r, void *userdata)
                 return;
         }
         /* No such account can exist: spend the same time anyway. */
-        l = calloc(1, sizeof(*l));
-        if (!l) {
-                server_reply_error(r, 500, "internal", "internal error");
-                return;
-        }
-        if (len > PASSWORD_MAX)
-                len = PASSWORD_MAX;
-        server_request_ref(r);
-        l->request = r;
-        k = password_verify_async(u->passwords, password, len, NULL, users_verified, l);
-        users_wipe_password(r);
-        if (k < 0) {
-                server_request_unref(r);
-                free(l);
-                users_reply_pool_error(r, k);
-        }
+        l = users_login_new(r);
+        if (l)
+                users_check_password(r, l, NULL, MIN(len, (size_t)PASSWORD_MAX));
 }
 
 int users_new(struct server *s, struct db *db, struct password_pool *passwords, const struct config *config,
@@ -346,17 +391,31 @@ int users_new(struct server *s, struct db *db, struct password_pool *passwords, 
         memcpy(u->key, key, key_len);
         u->key_len = key_len;
 
-        r = db_statement(db,
-                         "INSERT INTO users (username, password_hash) VALUES ($1, $2) "
-                         "RETURNING id, username, created_at",
-                         2, &u->insert);
+        r = throttle_new(&(struct throttle_limits){
+                                 .pair = config->login_failures,
+                                 .address = config->login_address_failures,
+                                 .account = config->login_account_failures,
+                                 .max_delay_usec = config->login_max_delay_usec,
+                                 .entries = (size_t)config->login_throttle_entries,
+                         },
+                         &u->throttle);
+        /* Both rely on the unique index on lower(username): for the race, and to find a name fast. */
         if (r >= 0)
-                r = db_statement(db, "SELECT id, password_hash FROM users WHERE username = $1", 1, &u->by_name);
+                r = db_statement(db,
+                                 "INSERT INTO users (username, password_hash) SELECT $1::text, $2::text "
+                                 "WHERE NOT EXISTS (SELECT 1 FROM users WHERE lower(username) = lower($1::text)) "
+                                 "RETURNING id, username, created_at",
+                                 2, &u->insert);
         if (r >= 0)
-                r = server_route(s, "/auth/register", false, false, register_methods,
+                r = db_statement(db,
+                                 "SELECT id, password_hash, username FROM users "
+                                 "WHERE lower(username) = lower($1::text) ORDER BY id LIMIT 1",
+                                 1, &u->by_name);
+        if (r >= 0)
+                r = server_route(s, "/auth/register", false, register_methods,
                                  ELEMENTSOF(register_methods), u);
         if (r >= 0)
-                r = server_route(s, "/auth/login", false, false, login_methods, ELEMENTSOF(login_methods), u);
+                r = server_route(s, "/auth/login", false, login_methods, ELEMENTSOF(login_methods), u);
         if (r < 0) {
                 users_free(u);
                 return r;
@@ -370,6 +429,7 @@ struct users *users_free(struct users *u)
         if (!u)
                 return NULL;
         explicit_bzero(u->key, sizeof(u->key));
+        throttle_free(u->throttle);
         free(u);
         return NULL;
 }

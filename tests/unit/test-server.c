@@ -8,6 +8,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <sys/queue.h>
 
 #include "common/macro.h"
 #include "webd/server.h"
@@ -72,12 +75,83 @@ static void test_content_type(void **state)
         assert_false(server_content_type_is_json("application/x-www-form-urlencoded"));
 }
 
+/* <peer> with the X-Forwarded-For headers <xff> (NULL-terminated), 127.0.0.0/8 and ::1 trusted: the client
+ * found, as text. */
+static const char *client(const char *peer, const char *const *xff)
+{
+        static char buf[NETADDR_STRLEN];
+        struct netaddr_cidr trusted[2];
+        struct evkeyvalq headers;
+        struct netaddr a;
+        int r;
+
+        assert_int_equal(netaddr_cidr_parse("127.0.0.0/8", &trusted[0]), 0);
+        assert_int_equal(netaddr_cidr_parse("::1", &trusted[1]), 0);
+        TAILQ_INIT(&headers);
+        assert_int_equal(evhttp_add_header(&headers, "Host", "x"), 0);
+        for (; xff && *xff; xff++)
+                assert_int_equal(evhttp_add_header(&headers, "x-forwarded-for", *xff), 0);
+        r = server_client_address(peer, &headers, trusted, 2, &a);
+        evhttp_clear_headers(&headers);
+        if (r < 0)
+                return "error";
+        assert_true(netaddr_format_host(&a, buf, sizeof(buf)) > 0);
+        return buf;
+}
+
+static void test_client_address(void **state)
+{
+        struct evkeyvalq headers;
+        struct netaddr a;
+
+        /* Not from a relay: the header is the client's own word, ignored. */
+        assert_string_equal(client("192.0.2.1", (const char *[]){"10.9.9.9", NULL}), "192.0.2.1");
+        assert_string_equal(client("192.0.2.1", NULL), "192.0.2.1");
+        /* From a relay: the right-most entry that is not a relay. */
+        assert_string_equal(client("127.0.0.1", NULL), "127.0.0.1");
+        assert_string_equal(client("127.0.0.1", (const char *[]){"203.0.113.5", NULL}), "203.0.113.5");
+        assert_string_equal(client("127.0.0.1", (const char *[]){"6.6.6.6, 203.0.113.5, 127.0.0.2", NULL}),
+                            "203.0.113.5");
+        assert_string_equal(client("::1", (const char *[]){" 2001:db8::7 ", NULL}), "2001:db8::7");
+        assert_string_equal(client("127.0.0.1", (const char *[]){"[2001:db8::7]:4711", NULL}),
+                            "2001:db8::7");
+        assert_string_equal(client("127.0.0.1", (const char *[]){"198.51.100.1:80", NULL}), "198.51.100.1");
+        /* Several headers read as one list, in order. */
+        assert_string_equal(client("127.0.0.1", (const char *[]){"6.6.6.6", "203.0.113.5, 127.0.0.9", NULL}),
+                            "203.0.113.5");
+        assert_string_equal(client("127.0.0.1", (const char *[]){"203.0.113.5", "127.0.0.9", NULL}),
+                            "203.0.113.5");
+        /* Only relays: the left-most. */
+        assert_string_equal(client("127.0.0.1", (const char *[]){"127.0.0.5, 127.0.0.9", NULL}),
+                            "127.0.0.5");
+        /* Garbage ends the walk at the relay that wrote it. */
+        assert_string_equal(client("127.0.0.1", (const char *[]){"203.0.113.5, unknown", NULL}),
+                            "127.0.0.1");
+        assert_string_equal(client("127.0.0.1", (const char *[]){"203.0.113.5, unknown, 127.0.0.7", NULL}),
+                            "127.0.0.7");
+        assert_string_equal(client("127.0.0.1", (const char *[]){"203.0.113.5,", NULL}), "127.0.0.1");
+        assert_string_equal(client("127.0.0.1", (const char *[]){"", NULL}), "127.0.0.1");
+        assert_string_equal(client("127.0.0.1", (const char *[]){":80", NULL}), "127.0.0.1");
+        assert_string_equal(client("127.0.0.1", (const char *[]){"*:80", NULL}), "127.0.0.1");
+        assert_string_equal(client("127.0.0.1", (const char *[]){"1.2.3.4.5", NULL}), "127.0.0.1");
+        assert_string_equal(client("nonsense", NULL), "error");
+        assert_string_equal(client(NULL, NULL), "error");
+
+        /* No relay configured: the peer, whatever the header. */
+        TAILQ_INIT(&headers);
+        assert_int_equal(evhttp_add_header(&headers, "X-Forwarded-For", "203.0.113.5"), 0);
+        assert_int_equal(server_client_address("127.0.0.1", &headers, NULL, 0, &a), 0);
+        assert_int_equal(netaddr_port(&a), 0);
+        evhttp_clear_headers(&headers);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_request_id),
                 cmocka_unit_test(test_parse_id),
                 cmocka_unit_test(test_content_type),
+                cmocka_unit_test(test_client_address),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

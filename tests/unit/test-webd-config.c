@@ -10,6 +10,7 @@
 #include <string.h>
 #include <syslog.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 #include <cmocka.h>
 
@@ -39,6 +40,18 @@ static void test_defaults(void **state)
         assert_int_equal(c.startup_timeout_usec, 30 * USEC_PER_SEC);
         assert_int_equal(c.log_level, LOG_INFO);
         assert_true(c.activity);
+        assert_int_equal(c.n_trusted_proxies, 2);
+        assert_true(netaddr_cidr_contains(&c.trusted_proxies[0], &(struct netaddr){
+                                                                         .u.in = {.sin_family = AF_INET,
+                                                                                  .sin_addr = {htonl(0x7f000009)}},
+                                                                         .len = sizeof(struct sockaddr_in),
+                                                                 }));
+        assert_int_equal(c.trusted_proxies[1].family, AF_INET6);
+        assert_int_equal(c.login_failures, 5);
+        assert_int_equal(c.login_address_failures, 20);
+        assert_int_equal(c.login_account_failures, 100);
+        assert_int_equal(c.login_max_delay_usec, 300 * USEC_PER_SEC);
+        assert_int_equal(c.login_throttle_entries, 16384);
         /* No database yet: not valid. */
         assert_int_equal(config_validate(&c), -EINVAL);
 }
@@ -49,7 +62,10 @@ static void test_full_file(void **state)
                                 "database = host=/run/postgresql dbname=webd user=webd\n"
                                 "pool_size = 16 ; more\ntoken_ttl = 15m\nmax_body_size = 1M\n"
                                 "request_timeout = 2.5s\nstartup_timeout = 0\nlog_level = debug\n"
-                                "activity = off\nsecret_file = /etc/webd/key\n");
+                                "activity = off\nsecret_file = /etc/webd/key\n"
+                                "trusted_proxies = 10.1.0.0/16, fd00::/8 , 192.0.2.7\nlogin_failures = 3\n"
+                                "login_address_failures = 9\nlogin_account_failures = 50\nlogin_max_delay = 1m\n"
+                                "login_throttle_entries = 2048\n");
         struct config c;
         char buf[NETADDR_STRLEN];
 
@@ -66,6 +82,14 @@ static void test_full_file(void **state)
         assert_int_equal(c.log_level, LOG_DEBUG);
         assert_false(c.activity);
         assert_string_equal(c.secret_file, "/etc/webd/key");
+        assert_int_equal(c.n_trusted_proxies, 3);
+        assert_int_equal(c.trusted_proxies[1].prefix, 8);
+        assert_int_equal(c.trusted_proxies[2].prefix, 32);
+        assert_int_equal(c.login_failures, 3);
+        assert_int_equal(c.login_address_failures, 9);
+        assert_int_equal(c.login_account_failures, 50);
+        assert_int_equal(c.login_max_delay_usec, 60 * USEC_PER_SEC);
+        assert_int_equal(c.login_throttle_entries, 2048);
         assert_string_equal(c.path, path);
         assert_int_equal(config_validate(&c), 0);
         unlink(path);
@@ -92,10 +116,23 @@ static void test_bad_keys(void **state)
                 {"secret_file = key", "absolute path"},
                 {"database = not a conninfo", "libpq connection string"},
                 {"nonsense = 1", "unknown key"},
+                {"trusted_proxies = 10.0.0.1/8", "not a network"},
+                {"trusted_proxies = relay.example", "not a network"},
+                {"trusted_proxies = 10.0.0.0/8,,::1", "empty entry"},
+                {"trusted_proxies = 1.0.0.0/8, 2.0.0.0/8, 3.0.0.0/8, 4.0.0.0/8, 5.0.0.0/8, 6.0.0.0/8, 7.0.0.0/8, "
+                 "8.0.0.0/8, 9.0.0.0/8, 10.0.0.0/8, 11.0.0.0/8, 12.0.0.0/8, 13.0.0.0/8, 14.0.0.0/8, 15.0.0.0/8, "
+                 "16.0.0.0/8, 17.0.0.0/8, 18.0.0.0/8, 19.0.0.0/8, 20.0.0.0/8, 21.0.0.0/8, 22.0.0.0/8, 23.0.0.0/8, "
+                 "24.0.0.0/8, 25.0.0.0/8, 26.0.0.0/8, 27.0.0.0/8, 28.0.0.0/8, 29.0.0.0/8, 30.0.0.0/8, 31.0.0.0/8, "
+                 "32.0.0.0/8, 33.0.0.0/8", "more than 32"},
+                {"login_failures = 0", "between 1 and 1000"},
+                {"login_address_failures = 10001", "between 1 and 10000"},
+                {"login_account_failures = x", "between 1 and 100000"},
+                {"login_max_delay = 0.5s", "at least 1000 ms"},
+                {"login_throttle_entries = 100", "between 1024 and 1048576"},
         };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
-                char text[256], *path, *log, where[128];
+                char text[1024], *path, *log, where[128];
                 struct capture cap;
                 struct config c;
 
@@ -148,6 +185,15 @@ static void test_set(void **state)
         assert_int_equal(config_set(&c, "", "pool_size", "2", NULL), -EINVAL);
         assert_int_equal(config_set(&c, "lbd", "listen", "1.2.3.4:80", NULL), -EINVAL);
         assert_int_equal(config_validate(&c), 0);
+        /* An empty list trusts no relay; a list replaces the default. */
+        assert_int_equal(config_set(&c, "webd", "trusted_proxies", "", NULL), 0);
+        assert_int_equal(c.n_trusted_proxies, 0);
+        assert_int_equal(config_set(&c, "webd", "trusted_proxies", "10.0.0.0/8", NULL), 0);
+        assert_int_equal(c.n_trusted_proxies, 1);
+        assert_int_equal(config_set(&c, "webd", "trusted_proxies", "10.0.0.0/8, bad", NULL), -EINVAL);
+        assert_int_equal(c.n_trusted_proxies, 1);
+        assert_int_equal(config_set(&c, "webd", "login_max_delay", "2h", NULL), 0);
+        assert_int_equal(config_validate(&c), -EINVAL);
 }
 
 static void test_missing_file(void **state)

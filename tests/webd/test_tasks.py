@@ -163,8 +163,8 @@ def test_list_bad_parameters(webd, alice, query, field):
 
 
 @pytest.mark.parametrize("path", ["/tasks/0", "/tasks/abc", "/tasks/-1", "/tasks/1.5", "/tasks/01",
-                                  "/tasks/99999999999999999999", "/tasks/1/extra", "/tasks/",
-                                  "/tasks/1/", "/Tarefa/x/", "/tarefa/1"])
+                                  "/tasks/99999999999999999999", "/tasks/1/extra", "/tasks//",
+                                  "/tasks/1//", "/Tarefa/x/", "/tarefa/1", "/tasks/0/"])
 def test_bad_ids_are_not_found(webd, alice, path):
     _, tok = alice
     assert_error(webd.request("GET", path, token=tok), 404, "not_found")
