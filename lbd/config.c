@@ -536,7 +536,7 @@ static int config_parse_upgrades(const struct conf_key *k, void *obj, const char
         int r;
 
         if (value[0] != '\0' && strcmp(value, "off") != 0) {
-                r = config_split(value, config_upgrade_item, &l, reason, size);
+                r = conf_split(value, config_upgrade_item, &l, reason, size);
                 if (r < 0)
                         return r;
         }
