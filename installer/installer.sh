@@ -52,6 +52,9 @@
 #   --listen ADDR            (default 0.0.0.0:8080)
 #   --database CONNINFO      libpq connection string; default: a local PostgreSQL role and database 'webd'
 #                            created here, with a generated password kept in /etc/webd/pgpass (0600 webd)
+#   --trusted-proxies CIDR[,CIDR]  the relays (the backends' networks): webd takes the client's address from
+#                            X-Forwarded-For only on connections from these (default 127.0.0.0/8,::1); the
+#                            word 'local' in the list stands for the subnets of this machine's addresses
 #
 # Environment: LBD_BUILD_DIR, the meson build directory (default SOURCE/build-install; an existing,
 # configured one is reused); LBD_SOURCE_URL, where the backends' and the web host's user-data fetch the
@@ -120,6 +123,7 @@ upstream=""
 tag=lbd:pool=main
 provision=""
 database=""
+trusted_proxies=127.0.0.0/8,::1
 
 # Names of the options given, for checks that depend on the role.
 declare -A given=()
@@ -152,7 +156,7 @@ parse_options() {
             --role | --root | --prefix | --source | --listen | --admin | --provider | --region | \
                 --access-key-id | --secret-access-key | --secret-access-key-file | --endpoint | --desired | \
                 --subnet | --security-groups | --image | --instance-type | --key-name | --networks | \
-                --upstream | --tag | --database)
+                --upstream | --tag | --database | --trusted-proxies)
                 need_value "$opt" $#
                 value=$2
                 shift
@@ -179,6 +183,7 @@ parse_options() {
                     --upstream) upstream=$value ;;
                     --tag) tag=$value ;;
                     --database) database=$value ;;
+                    --trusted-proxies) trusted_proxies=$value ;;
                 esac
                 ;;
             *) usage_error "unknown option '$opt'" ;;
@@ -250,6 +255,8 @@ valid_list() {
 }
 
 valid_cidr_list() { valid_list valid_cidr "$1"; }
+valid_net() { valid_cidr "$1" || valid_ipv4 "$1" || valid_ipv6 "$1"; }
+valid_net_list() { valid_list valid_net "$1"; }
 valid_sg_list() { valid_list valid_sg "$1"; }
 valid_region() { [[ $1 =~ ^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$ ]]; }
 valid_access_key_id() { [[ $1 =~ ^[A-Z0-9]{16,128}$ ]]; }
@@ -339,7 +346,7 @@ validate() {
         --instance-type --key-name --networks --tag --provision --no-provision)
     case "$role" in
         lb)
-            only_for web --database
+            only_for web --database --trusted-proxies
             [[ -n $listen ]] || listen=0.0.0.0:80
             check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:80"
             check --admin valid_loopback_addr "$admin" "a loopback ADDRESS:PORT such as 127.0.0.1:9180"
@@ -367,7 +374,7 @@ validate() {
             ;;
         backend)
             only_for lb "${lb_only[@]}"
-            only_for web --database
+            only_for web --database --trusted-proxies
             [[ -n $listen ]] || listen=0.0.0.0:80
             check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:80"
             [[ -n $upstream ]] || ask --upstream upstream "Address of the web host (ADDRESS:PORT, e.g. 10.0.1.20:8080)"
@@ -377,6 +384,8 @@ validate() {
             only_for lb "${lb_only[@]}" --upstream
             [[ -n $listen ]] || listen=0.0.0.0:8080
             check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:8080"
+            trusted_proxies=$(expand_local "$trusted_proxies")
+            check --trusted-proxies valid_net_list "$trusted_proxies" "a list of networks such as 10.0.1.0/24,127.0.0.0/8,::1"
             if [[ -n ${given[--database]:-} ]]; then
                 valid_conninfo "$database" ||
                     usage_error "--database: the connection string must be one line with no ' ;' or ' #'"
@@ -667,14 +676,57 @@ resolve_source_url() {
     return 0
 }
 
-# Prints the user-data template <src> with the marker and source_url written in.
+# Prints the network of an IPv4 interface address given as ADDRESS/PREFIX ("10.0.1.20/24" -> "10.0.1.0/24").
+ipv4_network() {
+    local addr=${1%/*} len=${1#*/} a b c d n mask
+    IFS=. read -r a b c d <<<"$addr"
+    n=$(((a << 24) | (b << 16) | (c << 8) | d))
+    mask=$(((0xffffffff << (32 - len)) & 0xffffffff))
+    n=$((n & mask))
+    echo "$((n >> 24 & 255)).$((n >> 16 & 255)).$((n >> 8 & 255)).$((n & 255))/$len"
+}
+
+# Prints the subnets of this machine's global IPv4 addresses, comma-separated (none: nothing). A prefix
+# shorter than /8 is left out: trusting it would trust nearly everyone.
+local_networks() {
+    local cidr out=""
+    command -v ip >/dev/null || return 0
+    while read -r cidr; do
+        [[ $cidr =~ ^[0-9.]+/([0-9]{1,2})$ ]] || continue
+        ((BASH_REMATCH[1] >= 8 && BASH_REMATCH[1] <= 32)) || continue
+        valid_ipv4 "${cidr%/*}" || continue
+        out+="${out:+,}$(ipv4_network "$cidr")"
+    done < <(ip -o -4 addr show scope global 2>/dev/null | awk '{ print $4 }')
+    echo "$out"
+}
+
+# Prints the CIDR list <list> with the item 'local' replaced by local_networks (or dropped if there are none).
+expand_local() {
+    local item out="" nets
+    local -a items
+    IFS=, read -ra items <<<"$1"
+    for item in "${items[@]}"; do
+        if [[ $item == local ]]; then
+            nets=$(local_networks)
+            [[ -z $nets ]] || out+="${out:+,}$nets"
+        else
+            out+="${out:+,}$item"
+        fi
+    done
+    echo "$out"
+}
+
+# Prints the user-data template <src> with the marker, source_url and this machine's subnets (where the
+# load balancer's requests come from, which the web host's webd must trust) written in.
 render_user_data() {
-    local src=$1 url=$source_url
-    # The marker goes after the "#!" line; only the line "LBD_SOURCE_URL=..." changes (the URL has no
-    # quote, blank or backslash).
-    awk -v url="$url" -v marker="$MARKER" '
+    local src=$1 url=$source_url nets
+    nets=$(local_networks)
+    # The marker goes after the "#!" line; only the lines "LBD_SOURCE_URL=..." and "LBD_LB_NETWORKS=..."
+    # change (neither value has a quote, blank or backslash).
+    awk -v url="$url" -v nets="$nets" -v marker="$MARKER" '
         NR == 1 { print; print marker; next }
         /^LBD_SOURCE_URL=/ && !done { print "LBD_SOURCE_URL=\x27" url "\x27"; done = 1; next }
+        /^LBD_LB_NETWORKS=/ && !done_nets { print "LBD_LB_NETWORKS=\x27" nets "\x27"; done_nets = 1; next }
         { print }' "$src"
 }
 
@@ -921,6 +973,7 @@ $MARKER
 listen = $listen
 database = $conninfo
 secret_file = /var/lib/webd/jwt.key
+trusted_proxies = ${trusted_proxies//,/, }
 EOF
     local webd
     webd=$(dest "$prefix/sbin/webd")

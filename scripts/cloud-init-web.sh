@@ -2,13 +2,14 @@
 # User-data that turns a fresh Ubuntu or Debian instance into the web host: PostgreSQL reachable only from
 # this machine, a database role 'webd' with a generated password, and webd serving on port 8080, all
 # through installer/installer.sh --role web. The installer writes LBD_SOURCE_URL (a git repository or a
-# .tar.gz) when it hands this file to `lbctl provision`.
+# .tar.gz) and LBD_LB_NETWORKS (the load balancer's subnets) when it hands this file to `lbctl provision`.
 #
 # Everything is logged to /var/log/lbd-web-init.log and the console; any failure stops the script with a
 # message there.
 set -euo pipefail
 
 LBD_SOURCE_URL=''
+LBD_LB_NETWORKS=''
 LOG=/var/log/lbd-web-init.log
 SRC=/usr/local/src/lbd
 
@@ -46,8 +47,12 @@ else
     esac
 fi
 
-say "installing PostgreSQL and webd with installer.sh --role web"
-"$SRC/installer/installer.sh" --role web --non-interactive --listen 0.0.0.0:8080
+# webd believes X-Forwarded-For only from the relays: they reach it from this machine's own subnet (the
+# provisioned security group admits only them to the web port); the load balancer's subnets, which the
+# installer wrote above, are trusted too, as the relays name the load balancer after the client.
+trusted=127.0.0.0/8,::1,local${LBD_LB_NETWORKS:+,$LBD_LB_NETWORKS}
+say "installing PostgreSQL and webd with installer.sh --role web (trusted relays: $trusted)"
+"$SRC/installer/installer.sh" --role web --non-interactive --listen 0.0.0.0:8080 --trusted-proxies "$trusted"
 
 # PostgreSQL listens only on this machine: webd reaches it through /run/postgresql.
 changed=false

@@ -2,6 +2,7 @@
 and contents, a second run that changes nothing, --uninstall, and the checks of its flags."""
 
 import hashlib
+import ipaddress
 import os
 import pty
 import re
@@ -250,6 +251,61 @@ def test_web_given_database(tmp_path):
     assert conf[("webd", "database")] == conninfo
     assert conf[("webd", "listen")] == "127.0.0.1:8081"
     assert not os.path.exists(staged(tmp_path, "/etc/webd/pgpass"))
+
+
+def this_machines_subnets():
+    """The subnets of this machine's global IPv4 addresses, as `ip` reports them."""
+    out = run(["ip", "-o", "-4", "addr", "show", "scope", "global"]).stdout
+    nets = []
+    for line in out.splitlines():
+        iface = ipaddress.ip_interface(line.split()[3])
+        if iface.network.prefixlen >= 8:
+            nets.append(str(iface.network))
+    return nets
+
+
+def test_web_trusted_proxies(tmp_path):
+    install_ok(tmp_path, "--role", "web")
+    conf = ini(read(tmp_path, "/etc/webd/webd.conf"))
+    assert conf[("webd", "trusted_proxies")] == "127.0.0.0/8, ::1"
+
+    install_ok(tmp_path, "--role", "web", "--trusted-proxies", "10.0.1.0/24,127.0.0.0/8")
+    conf = ini(read(tmp_path, "/etc/webd/webd.conf"))
+    assert conf[("webd", "trusted_proxies")] == "10.0.1.0/24, 127.0.0.0/8"
+
+    # 'local' stands for this machine's own subnets (the web host's, where its relays are).
+    install_ok(tmp_path, "--role", "web", "--trusted-proxies", "127.0.0.0/8,local")
+    conf = ini(read(tmp_path, "/etc/webd/webd.conf"))
+    assert conf[("webd", "trusted_proxies")] == ", ".join(["127.0.0.0/8", *this_machines_subnets()])
+
+    for bad in ("10.0.1", "nonsense", "10.0.1.0/24,,::1", "10.0.1.0/33", "local/24"):
+        r = installer(tmp_path, "--role", "web", "--trusted-proxies", bad)
+        assert r.returncode == 2, (bad, r.stdout + r.stderr)
+        assert "--trusted-proxies" in r.stderr
+    # Host bits set: webd's own check refuses the file, and the installer says so.
+    r = installer(tmp_path, "--role", "web", "--trusted-proxies", "10.0.1.5/24")
+    assert r.returncode != 0 and "trusted_proxies" in r.stdout + r.stderr
+    r = installer(tmp_path, *LB_ARGS, "--trusted-proxies", "10.0.1.0/24")
+    assert r.returncode == 2 and "--trusted-proxies does not apply to role lb" in r.stderr
+
+
+@pytest.mark.parametrize("cidr,network", [("10.0.1.20/24", "10.0.1.0/24"), ("172.31.77.9/20", "172.31.64.0/20"),
+                                          ("127.0.1.5/32", "127.0.1.5/32"), ("192.0.2.255/8", "192.0.0.0/8")])
+def test_ipv4_network(cidr, network):
+    with open(INSTALLER, encoding="utf-8") as f:
+        text = f.read()
+    function = re.search(r"^ipv4_network\(\) \{\n.*?^\}\n", text, re.M | re.S).group(0)
+    r = run(["bash", "-c", function + 'ipv4_network "$1"', "bash", cidr])
+    assert r.returncode == 0 and r.stdout.strip() == network, r.stdout + r.stderr
+
+
+def test_web_user_data_names_the_lbs_subnets():
+    """The web host's user data passes the load balancer's subnets (written in by the installer) to webd."""
+    with open(os.path.join(os.path.dirname(INSTALLER), "..", "scripts", "cloud-init-web.sh"),
+              encoding="utf-8") as f:
+        text = f.read()
+    assert re.search(r"^LBD_LB_NETWORKS=''$", text, re.M)
+    assert re.search(r'--trusted-proxies "\$trusted"', text)
 
 
 def test_uninstall_removes_and_keeps_data(tmp_path):
