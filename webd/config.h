@@ -27,6 +27,10 @@ struct config {
         int log_level;                      /* LOG_DEBUG .. LOG_ERR */
         bool activity;                      /* activity log: table + journal line per request */
 
+        /* [activity] */
+        uint64_t activity_retention_usec;   /* rows older than this are deleted; 0 = kept forever */
+        uint64_t activity_sweep_usec;       /* how often the old rows are looked for */
+
         /* Where the config came from, for messages; "" when from flags only. */
         char path[CONFIG_PATH_MAX];
 };

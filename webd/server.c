@@ -1,7 +1,13 @@
 /* The HTTP server: evhttp underneath, our routing and request lifecycle on top.
  *
  * Every request goes through server_dispatch(), in this order: route (404), method (405 with Allow), body
- * size (413), bearer token (401), Content-Type and JSON body (415, 400), then the route's handler. The
+ * size (413), bearer token (401), Content-Type and JSON body (415, 400), then the route's handler.
+ *
+ * The bearer token is checked in two places. Here, without the database: signature, expiry, claims. Then
+ * in the database, by the handler's own statement (SERVER_AUTH_SQL, server_query_auth()): that the user
+ * still exists and the token's generation is still the user's. Every handler of an authenticated route
+ * goes through server_query_auth(), so a deleted user's or a revoked token is refused with the same 401 on
+ * every route, at the cost of a primary-key lookup inside a statement the request makes anyway. The
  * handler answers at once or starts a query; a deadline (request_timeout) answers 503 for it if nothing
  * else has by then, and cancels the query. After the answer the log hook sees the request (method, path,
  * status, latency, request id, client, user), which is how the activity log is fed.
@@ -57,6 +63,7 @@ struct server_token {
         size_t len;
         int64_t user_id;
         int64_t exp;
+        int64_t gen;
         char name[SERVER_USER_NAME_MAX];
 };
 
@@ -335,12 +342,15 @@ static void server_free_text(const void *data, size_t len, void *extra)
         cJSON_free((void *)data);
 }
 
-/* Sends the answer and runs the log hook; the request must be unanswered. */
-static void server_send(struct server_request *r, int status, cJSON *body)
+/* Sends the answer and runs the log hook; the request must be unanswered. The answer's body is the JSON
+ * <body> (NULL: none), or else the <len> bytes at <raw> (copied) of Content-Type <type>. */
+static void server_send(struct server_request *r, int status, cJSON *body, const char *type, const char *raw,
+                        size_t len)
 {
         struct server_request_full *full = (struct server_request_full *)r;
         struct server *s = r->server;
         struct evkeyvalq *headers = evhttp_request_get_output_headers(r->req);
+        struct evbuffer *out = evhttp_request_get_output_buffer(r->req);
         char *text = NULL;
 
         r->answered = true;
@@ -365,11 +375,13 @@ static void server_send(struct server_request *r, int status, cJSON *body)
         if (s->stopping)
                 (void)evhttp_add_header(headers, "Connection", "close");
         if (text) {
-                struct evbuffer *out = evhttp_request_get_output_buffer(r->req);
-
                 (void)evhttp_add_header(headers, "Content-Type", "application/json");
                 if (evbuffer_add_reference(out, text, strlen(text), server_free_text, NULL) < 0)
                         cJSON_free(text);
+        } else if (raw) {
+                (void)evhttp_add_header(headers, "Content-Type", type);
+                if (evbuffer_add(out, raw, len) < 0)
+                        status = r->status = 500;
         }
 
         /* The path belongs to evhttp's request: log before it is sent and freed. */
@@ -382,6 +394,8 @@ static void server_send(struct server_request *r, int status, cJSON *body)
                         .request_id = r->request_id,
                         .client = r->client,
                         .user_id = r->user_id,
+                        .user_name = r->user_id > 0 ? r->user_name : "",
+                        .probe = r->probe,
                 };
                 s->log_cb(&e, s->log_userdata);
         }
@@ -403,8 +417,14 @@ void server_reply(struct server_request *r, int status, cJSON *body)
                 cJSON_Delete(body);
                 return;
         }
-        server_send(r, status, body);
+        server_send(r, status, body, NULL, NULL, 0);
         cJSON_Delete(body);
+}
+
+void server_reply_raw(struct server_request *r, int status, const char *type, const char *data, size_t len)
+{
+        if (r && !r->answered)
+                server_send(r, status, NULL, type, data, len);
 }
 
 static cJSON *server_error_body(const char *code, const char *message, cJSON *fields)
@@ -465,14 +485,24 @@ void server_reply_db_error(struct server_request *r, int error, const PGresult *
         }
 }
 
+void server_reply_revoked(struct server_request *r)
+{
+        server_reply_error(r, 401, "unauthorized", "the token was revoked or its user no longer exists; log in again");
+}
+
 static void server_query_done(int error, const PGresult *res, void *userdata)
 {
         struct server_request *r = userdata;
         server_query_cb cb = r->pending_cb;
 
         r->pending = NULL;
-        if (!r->answered)
-                cb(r, error, res);
+        if (!r->answered) {
+                if (r->pending_auth &&
+                    (error == -ENOENT || (error >= 0 && (PQntuples(res) < 1 || PQgetvalue(res, 0, 0)[0] != 't'))))
+                        server_reply_revoked(r);
+                else
+                        cb(r, error, res);
+        }
         server_request_unref(r);
 }
 
@@ -486,8 +516,28 @@ int server_query(struct server_request *r, unsigned stmt, const char *const *val
         if (k < 0)
                 return k;
         r->pending_cb = cb;
+        r->pending_auth = false;
         server_request_ref(r);
         return 0;
+}
+
+int server_query_auth(struct server_request *r, unsigned stmt, const char *const *values, int n,
+                      server_query_cb cb)
+{
+        char user[SERVER_INT_MAX], gen[SERVER_INT_MAX];
+        const char *all[DB_PARAMS_MAX];
+        int k;
+
+        if (n < 0 || n > DB_PARAMS_MAX - 2 || r->user_id <= 0)
+                return -EINVAL;
+        all[0] = server_int_text(r->user_id, user);
+        all[1] = server_int_text(r->token_gen, gen);
+        for (int i = 0; i < n; i++)
+                all[i + 2] = values[i];
+        k = server_query(r, stmt, all, n + 2, cb);
+        if (k >= 0)
+                r->pending_auth = true;
+        return k;
 }
 
 static void server_timeout_fired(evutil_socket_t fd, short what, void *userdata)
@@ -655,6 +705,7 @@ static int server_authenticate(struct server *s, struct server_request *r)
                 if (slot->exp <= now)
                         return -ETIME;
                 r->user_id = slot->user_id;
+                r->token_gen = slot->gen;
                 memcpy(r->user_name, slot->name, sizeof(r->user_name));
                 return 0;
         }
@@ -665,6 +716,7 @@ static int server_authenticate(struct server *s, struct server_request *r)
         if (parse_uint(claims.sub, 1, INT64_MAX, &id) < 0)
                 return -EBADMSG;
         r->user_id = (int64_t)id;
+        r->token_gen = claims.gen;
         (void)snprintf(r->user_name, sizeof(r->user_name), "%s", claims.name);
 
         free(slot->token);
@@ -674,6 +726,7 @@ static int server_authenticate(struct server *s, struct server_request *r)
                 slot->len = len;
                 slot->user_id = r->user_id;
                 slot->exp = claims.exp;
+                slot->gen = claims.gen;
                 memcpy(slot->name, r->user_name, sizeof(slot->name));
         }
         return 0;
@@ -746,6 +799,7 @@ static void server_dispatch(struct server *s, struct server_request *r)
                 server_reply_method_not_allowed(r, route);
                 return;
         }
+        r->probe = m->probe;
         if (evbuffer_get_length(evhttp_request_get_input_buffer(r->req)) > s->config->max_body_size) {
                 char message[96];
 

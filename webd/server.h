@@ -45,7 +45,9 @@ struct server_request {
         int64_t id;                 /* the {id} of a route that has one, else 0 */
         cJSON *body;                /* the JSON object body, for routes that take one */
         int64_t user_id;            /* the authenticated user, for routes that need one, else 0 */
+        int64_t token_gen;          /* the token generation the token was issued under */
         char user_name[SERVER_USER_NAME_MAX];
+        bool probe;                 /* the route's method is a health probe (server_method.probe) */
         char request_id[SERVER_REQUEST_ID_MAX + 1];
         char client[NETADDR_STRLEN]; /* the peer's address, without the port */
         uint64_t start_usec;
@@ -54,6 +56,7 @@ struct server_request {
         server_timeout_cb on_timeout;
         struct db_query *pending;   /* the query in flight for server_query() */
         server_query_cb pending_cb;
+        bool pending_auth;          /* the query in flight checks the token too (server_query_auth()) */
         struct evkeyvalq *params;   /* the query string, parsed on first use */
 };
 
@@ -64,6 +67,7 @@ struct server_method {
         server_handler_t handler;
         bool auth;                 /* needs a valid bearer token: 401 otherwise */
         bool body;                 /* takes a JSON object body: 415 / 400 otherwise */
+        bool probe;                /* a health probe: the log hook is told (it counts, not logs, them) */
 };
 
 /* What the server reports about every answered request. Strings are valid during the call only. */
@@ -74,7 +78,9 @@ struct server_log_entry {
         double latency_ms;
         const char *request_id;
         const char *client;
-        int64_t user_id; /* 0: anonymous */
+        int64_t user_id;       /* 0: anonymous */
+        const char *user_name; /* as the token named the user; "" when anonymous */
+        bool probe;            /* a health probe */
 };
 
 typedef void (*server_log_cb)(const struct server_log_entry *e, void *userdata);
@@ -113,6 +119,9 @@ int server_add_header(struct server_request *r, const char *name, const char *va
 /* Answers <r> with <status> and the JSON <body> (taken over and freed; NULL: no body, e.g. 204). Does
  * nothing if already answered. */
 void server_reply(struct server_request *r, int status, cJSON *body);
+/* Answers <r> with <status> and the <len> bytes at <data> (copied) as a body of Content-Type <type>. Does
+ * nothing if already answered. */
+void server_reply_raw(struct server_request *r, int status, const char *type, const char *data, size_t len);
 /* Answers with the error shape {"error":{"code":<code>,"message":<message>}}. */
 void server_reply_error(struct server_request *r, int status, const char *code, const char *message);
 /* Answers 400 validation_failed with <fields> ({"field":"problem"}, taken over). */
@@ -125,6 +134,30 @@ void server_reply_db_error(struct server_request *r, int error, const PGresult *
  * meanwhile; answering <r> first (deadline) cancels the query. One at a time per request. Returns 0, or
  * the error of db_query() (nothing will be called back). */
 int server_query(struct server_request *r, unsigned stmt, const char *const *values, int n, server_query_cb cb);
+
+/* Statements of authenticated routes check, in the same statement and so in the same round trip, that the
+ * token's user still exists and that its token generation is still the token's (a bumped generation
+ * revokes every token issued before). SERVER_AUTH_SQL(<inner>, <order>) wraps a statement for
+ * server_query_auth(): $1 is the user id and $2 the token generation; <inner> takes its own parameters from
+ * $3, and refers to the user as (SELECT id FROM auth), so that a write of a revoked token touches nothing
+ * (e.g. "UPDATE tasks ... WHERE id = $3 AND user_id IN (SELECT id FROM auth) RETURNING ..."). The result
+ * has one more column, first, true when the token is still good, and always at least one row: <inner>'s
+ * rows after it (ordered by <order>, e.g. "ORDER BY q.id DESC", or ""), or one row of NULLs when it had
+ * none. */
+#define SERVER_AUTH_SQL(inner, order)                                                                       \
+        "WITH auth AS (SELECT id FROM users WHERE id = $1 AND token_generation = $2), q AS (" inner ") "      \
+        "SELECT EXISTS (SELECT 1 FROM auth), q.* FROM (SELECT 1) AS one LEFT JOIN q ON true " order
+
+/* Runs <stmt>, made with SERVER_AUTH_SQL(), for the authenticated request <r>: <values> ($3 on, <n> of
+ * them, at most DB_PARAMS_MAX - 2) follow the user id and token generation. When the token turns out to be
+ * revoked or its user gone (also a foreign key violation: the user was deleted meanwhile), <r> is answered
+ * 401 here, the same way for both; else <cb> gets the result, whose first column it can ignore. Returns like
+ * server_query(). */
+int server_query_auth(struct server_request *r, unsigned stmt, const char *const *values, int n,
+                      server_query_cb cb);
+
+/* Answers 401 for a token that verifies but was revoked, or whose user no longer exists. */
+void server_reply_revoked(struct server_request *r);
 
 /* Replaces the request's deadline: <cb> (NULL: the default 503) runs if <r> is unanswered <usec> from
  * now. Returns 0 or -ENOMEM. */

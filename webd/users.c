@@ -1,4 +1,4 @@
-/* Registration and login.
+/* Registration, login, and the two ways to revoke a user's tokens.
  *
  * Register: validate, hash the password off the loop, INSERT; a taken name is caught by the unique index
  * (23505 -> 409), never by a check-then-insert that two clients could race through.
@@ -7,6 +7,12 @@
  * can't exist or isn't found is still checked against the password pool's dummy hash, so the answer's
  * timing doesn't tell whether the account exists. Only the types of the fields (strings) are validated
  * with 400: their values are the secret being tested.
+ *
+ * Revocation: tokens are stateless, so one token can't be revoked alone; every user has a token generation
+ * (users.token_generation), each token carries the one it was issued under ("gen"), and every
+ * authenticated statement checks that they still match (SERVER_AUTH_SQL in server.h). POST /auth/revoke
+ * (log out everywhere) and PUT /auth/password bump the generation, which revokes every token of the user
+ * at once; the password change answers with a new token, so the client that made it stays logged in.
  *
  * Passwords are wiped from the request body as soon as the pool has its own copy. Nothing here logs a
  * password, a hash or a token. */
@@ -20,6 +26,7 @@
 
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/parse.h"
 #include "webd/config.h"
 #include "webd/db.h"
 #include "webd/json.h"
@@ -39,14 +46,22 @@ struct users {
         const struct config *config;
         uint8_t key[SECRET_MAX];
         size_t key_len;
-        unsigned insert, by_name;
+        unsigned insert, by_name, revoke, password_get, password_set;
 };
 
 /* A login in progress: the account found (id 0: none) while its password is being checked. */
 struct users_login {
         struct server_request *request;
         int64_t id;
+        int64_t gen; /* the account's token generation */
         char name[USERS_NAME_MAX + 1];
+};
+
+/* A password change in progress: the stored hash the old password is checked against, and which the
+ * update must still find (another change in between makes it fail instead of being overwritten). */
+struct users_change {
+        struct server_request *request;
+        char old_hash[PASSWORD_ENCODED_MAX + 1];
 };
 
 bool users_name_valid(const char *name)
@@ -65,10 +80,10 @@ static const char *users_string(const struct server_request *r, const char *name
         return cJSON_IsString(item) ? item->valuestring : NULL;
 }
 
-/* Overwrites the password in the request body: the pool has its own copy. */
-static void users_wipe_password(struct server_request *r)
+/* Overwrites the password member <name> of the request body: the pool has its own copy. */
+static void users_wipe_password(struct server_request *r, const char *name)
 {
-        cJSON *item = cJSON_GetObjectItemCaseSensitive(r->body, "password");
+        cJSON *item = cJSON_GetObjectItemCaseSensitive(r->body, name);
 
         if (cJSON_IsString(item) && item->valuestring)
                 explicit_bzero(item->valuestring, strlen(item->valuestring));
@@ -167,7 +182,7 @@ static void users_register(struct server_request *r, void *userdata)
         password = users_string(r, "password");
         server_request_ref(r);
         k = password_hash_async(u->passwords, password, strlen(password), users_hashed, r);
-        users_wipe_password(r);
+        users_wipe_password(r, "password");
         if (k < 0) {
                 server_request_unref(r);
                 users_reply_pool_error(r, k);
@@ -188,7 +203,7 @@ static void users_reply_token(struct server_request *r, struct users *u, const s
         int k;
 
         (void)snprintf(sub, sizeof(sub), "%" PRId64, l->id);
-        k = jwt_sign(u->key, u->key_len, sub, l->name, now, exp, token, sizeof(token));
+        k = jwt_sign(u->key, u->key_len, sub, l->name, now, exp, l->gen, token, sizeof(token));
         if (k < 0 || json_format_time(exp, expires, sizeof(expires)) < 0) {
                 log_error_errno(k < 0 ? k : -ERANGE, "Request %s: signing a token failed: %m", r->request_id);
                 server_reply_error(r, 500, "internal", "internal error");
@@ -203,6 +218,7 @@ static void users_reply_token(struct server_request *r, struct users *u, const s
                 server_reply_error(r, 500, "internal", "internal error");
         } else {
                 r->user_id = l->id;
+                server_copy_text(r->user_name, sizeof(r->user_name), l->name);
                 server_reply(r, 200, body);
         }
         explicit_bzero(token, sizeof(token));
@@ -240,7 +256,7 @@ static void users_check_password(struct server_request *r, struct users_login *l
         server_request_ref(r);
         l->request = r;
         k = password_verify_async(u->passwords, password, strlen(password), encoded, users_verified, l);
-        users_wipe_password(r);
+        users_wipe_password(r, "password");
         if (k < 0) {
                 server_request_unref(r);
                 free(l);
@@ -248,10 +264,16 @@ static void users_check_password(struct server_request *r, struct users_login *l
         }
 }
 
+/* Reads a token generation as the database gave it: 0..2^53 (what a token can carry). */
+static int users_parse_gen(const char *text, uint64_t *ret)
+{
+        return parse_uint(text, 0, UINT64_C(1) << 53, ret);
+}
+
 static void users_found(struct server_request *r, int error, const PGresult *res)
 {
         struct users_login *l;
-        uint64_t id;
+        uint64_t id, gen;
 
         if (error < 0) {
                 server_reply_db_error(r, error, res);
@@ -263,8 +285,9 @@ static void users_found(struct server_request *r, int error, const PGresult *res
                 return;
         }
         if (PQntuples(res) == 1 && sscanf(PQgetvalue(res, 0, 0), "%" SCNu64, &id) == 1 && id > 0 &&
-            id <= INT64_MAX) {
+            id <= INT64_MAX && users_parse_gen(PQgetvalue(res, 0, 2), &gen) >= 0) {
                 l->id = (int64_t)id;
+                l->gen = (int64_t)gen;
                 (void)snprintf(l->name, sizeof(l->name), "%s", users_string(r, "username"));
                 users_check_password(r, l, PQgetvalue(res, 0, 1));
         } else
@@ -315,12 +338,174 @@ static void users_login(struct server_request *r, void *userdata)
         server_request_ref(r);
         l->request = r;
         k = password_verify_async(u->passwords, password, len, NULL, users_verified, l);
-        users_wipe_password(r);
+        users_wipe_password(r, "password");
         if (k < 0) {
                 server_request_unref(r);
                 free(l);
                 users_reply_pool_error(r, k);
         }
+}
+
+static void users_revoked(struct server_request *r, int error, const PGresult *res)
+{
+        if (error < 0)
+                server_reply_db_error(r, error, res);
+        else
+                server_reply(r, 204, NULL);
+}
+
+/* POST /auth/revoke: log out everywhere. Every token of the user, this one included, stops working. */
+static void users_revoke(struct server_request *r, void *userdata)
+{
+        struct users *u = userdata;
+        int k;
+
+        k = server_query_auth(r, u->revoke, NULL, 0, users_revoked);
+        if (k < 0)
+                server_reply_db_error(r, k, NULL);
+}
+
+static void users_change_free(struct users_change *c)
+{
+        explicit_bzero(c->old_hash, sizeof(c->old_hash));
+        free(c);
+}
+
+static void users_password_set(struct server_request *r, int error, const PGresult *res)
+{
+        struct users_login l = {.request = r};
+        uint64_t id, gen;
+
+        if (error < 0) {
+                server_reply_db_error(r, error, res);
+                return;
+        }
+        if (PQgetisnull(res, 0, 1)) {
+                server_reply_error(r, 409, "conflict", "the password was changed meanwhile; try again");
+                return;
+        }
+        if (parse_uint(PQgetvalue(res, 0, 1), 1, INT64_MAX, &id) < 0 ||
+            users_parse_gen(PQgetvalue(res, 0, 2), &gen) < 0) {
+                server_reply_db_error(r, -EIO, NULL);
+                return;
+        }
+        l.id = (int64_t)id;
+        l.gen = (int64_t)gen;
+        server_copy_text(l.name, sizeof(l.name), PQgetvalue(res, 0, 3));
+        users_reply_token(r, r->userdata, &l);
+}
+
+static void users_change_hashed(int error, const char *encoded, void *userdata)
+{
+        struct users_change *c = userdata;
+        struct server_request *r = c->request;
+        struct users *u = r->userdata;
+        const char *values[2] = {encoded, c->old_hash};
+        int k;
+
+        if (!r->answered) {
+                if (error < 0)
+                        users_reply_pool_error(r, error);
+                else {
+                        k = server_query_auth(r, u->password_set, values, 2, users_password_set);
+                        if (k < 0)
+                                server_reply_db_error(r, k, NULL);
+                }
+        }
+        server_request_unref(r);
+        users_change_free(c);
+}
+
+static void users_change_verified(int error, void *userdata)
+{
+        struct users_change *c = userdata;
+        struct server_request *r = c->request;
+        struct users *u = r->userdata;
+        const char *password;
+        int k;
+
+        if (r->answered)
+                goto done;
+        if (error == -EPERM) {
+                server_reply_error(r, 403, "forbidden", "the old password is wrong");
+                goto done;
+        }
+        if (error < 0) {
+                users_reply_pool_error(r, error);
+                goto done;
+        }
+        password = users_string(r, "new_password");
+        k = password_hash_async(u->passwords, password, strlen(password), users_change_hashed, c);
+        users_wipe_password(r, "new_password");
+        if (k < 0) {
+                users_reply_pool_error(r, k);
+                goto done;
+        }
+        return; /* c and the reference go on to users_change_hashed() */
+done:
+        server_request_unref(r);
+        users_change_free(c);
+}
+
+static void users_password_found(struct server_request *r, int error, const PGresult *res)
+{
+        struct users *u = r->userdata;
+        const char *old = users_string(r, "old_password"), *hash;
+        struct users_change *c;
+        size_t len = strlen(old);
+        int k;
+
+        if (error < 0) {
+                server_reply_db_error(r, error, res);
+                return;
+        }
+        hash = PQgetvalue(res, 0, 1);
+        c = calloc(1, sizeof(*c));
+        if (!c || strlen(hash) >= sizeof(c->old_hash)) {
+                free(c);
+                server_reply_error(r, 500, "internal", "internal error");
+                return;
+        }
+        memcpy(c->old_hash, hash, strlen(hash) + 1);
+        c->request = server_request_ref(r);
+        /* A wrong length can't be the password: checked against the dummy hash, for the same cost. */
+        k = password_verify_async(u->passwords, old, MIN(len, (size_t)PASSWORD_MAX),
+                                  len >= USERS_PASSWORD_MIN && len <= USERS_PASSWORD_MAX ? c->old_hash : NULL,
+                                  users_change_verified, c);
+        users_wipe_password(r, "old_password");
+        if (k < 0) {
+                server_request_unref(r);
+                users_change_free(c);
+                users_reply_pool_error(r, k);
+        }
+}
+
+/* PUT /auth/password {"old_password","new_password"}: checks the old password, stores the new one's hash
+ * and bumps the token generation in one statement, and answers with a new token (as login does). */
+static void users_change_password(struct server_request *r, void *userdata)
+{
+        static const struct json_field fields[] = {
+                { "old_password", JSON_STRING, true, 0, SIZE_MAX, true },
+                { "new_password", JSON_STRING, true, USERS_PASSWORD_MIN, USERS_PASSWORD_MAX, true },
+        };
+        struct users *u = userdata;
+        _cleanup_(cJSON_Deletep) cJSON *problems = NULL;
+        int k;
+
+        k = json_check_object(r->body, fields, ELEMENTSOF(fields), &problems);
+        if (k < 0) {
+                server_reply_error(r, 500, "internal", "internal error");
+                return;
+        }
+        if (problems) {
+                users_wipe_password(r, "old_password");
+                users_wipe_password(r, "new_password");
+                server_reply_invalid(r, TAKE_PTR(problems));
+                return;
+        }
+        k = server_query_auth(r, u->password_get, NULL, 0, users_password_found);
+        if (k < 0)
+                server_reply_db_error(r, k, NULL);
 }
 
 int users_new(struct server *s, struct db *db, struct password_pool *passwords, const struct config *config,
@@ -331,6 +516,12 @@ int users_new(struct server *s, struct db *db, struct password_pool *passwords, 
         };
         static const struct server_method login_methods[] = {
                 { EVHTTP_REQ_POST, users_login, false, true },
+        };
+        static const struct server_method revoke_methods[] = {
+                { EVHTTP_REQ_POST, users_revoke, true, false },
+        };
+        static const struct server_method password_methods[] = {
+                { EVHTTP_REQ_PUT, users_change_password, true, true },
         };
         struct users *u;
         int r;
@@ -351,12 +542,38 @@ int users_new(struct server *s, struct db *db, struct password_pool *passwords, 
                          "RETURNING id, username, created_at",
                          2, &u->insert);
         if (r >= 0)
-                r = db_statement(db, "SELECT id, password_hash FROM users WHERE username = $1", 1, &u->by_name);
+                r = db_statement(db, "SELECT id, password_hash, token_generation FROM users WHERE username = $1", 1,
+                                 &u->by_name);
+        if (r >= 0)
+                r = db_statement(db,
+                                 SERVER_AUTH_SQL("UPDATE users SET token_generation = token_generation + 1 "
+                                                 "WHERE id = $1 AND EXISTS (SELECT 1 FROM auth) RETURNING id",
+                                                 ""),
+                                 2, &u->revoke);
+        if (r >= 0)
+                r = db_statement(db,
+                                 SERVER_AUTH_SQL("SELECT password_hash FROM users "
+                                                 "WHERE id = $1 AND EXISTS (SELECT 1 FROM auth)",
+                                                 ""),
+                                 2, &u->password_get);
+        if (r >= 0)
+                r = db_statement(db,
+                                 SERVER_AUTH_SQL("UPDATE users SET password_hash = $3, "
+                                                 "token_generation = token_generation + 1 "
+                                                 "WHERE id = $1 AND EXISTS (SELECT 1 FROM auth) AND password_hash = $4 "
+                                                 "RETURNING id, token_generation, username",
+                                                 ""),
+                                 4, &u->password_set);
         if (r >= 0)
                 r = server_route(s, "/auth/register", false, false, register_methods,
                                  ELEMENTSOF(register_methods), u);
         if (r >= 0)
                 r = server_route(s, "/auth/login", false, false, login_methods, ELEMENTSOF(login_methods), u);
+        if (r >= 0)
+                r = server_route(s, "/auth/revoke", false, false, revoke_methods, ELEMENTSOF(revoke_methods), u);
+        if (r >= 0)
+                r = server_route(s, "/auth/password", false, false, password_methods,
+                                 ELEMENTSOF(password_methods), u);
         if (r < 0) {
                 users_free(u);
                 return r;
