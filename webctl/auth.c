@@ -1,7 +1,7 @@
 /* The account commands. `register` and `login` read the password (prompt.c), send it once in a JSON body
  * and wipe every copy webctl made of it; `login` keeps the token it receives in the token file (token.c),
- * together with the server it is for and when it expires; `logout` removes that file (tokens are
- * stateless: there is nothing to tell the server). */
+ * together with the server it is for and when it expires; `logout` removes that file, and with --all first
+ * asks the server to revoke every token of the user (POST /auth/revoke), on every machine. */
 #include "webctl/auth.h"
 
 #include <cjson/cJSON.h>
@@ -213,25 +213,60 @@ out:
         return r;
 }
 
+static int auth_logout_option(int c, _unused_ const char *arg, void *userdata)
+{
+        bool *all = userdata;
+
+        if (c == 'a')
+                *all = true;
+        return 0;
+}
+
+/* Revokes every token of the saved login's user. Returns 0, or an exit status (printed). */
+static int auth_revoke(struct webctl *w)
+{
+        struct api_response res;
+        int r;
+
+        r = webctl_connect(w, true);
+        if (r != 0)
+                return r;
+        r = webctl_call(w, "POST", "/auth/revoke", NULL, 204, &res);
+        if (r == 0)
+                api_response_done(&res);
+        return r;
+}
+
 int auth_logout(struct webctl *w, int argc, char **argv)
 {
         static const struct option options[] = {
+                { "all", no_argument, NULL, 'a' },
                 WEBCTL_COMMON_OPTIONS,
                 { NULL, 0, NULL, 0 },
         };
-        int r;
+        bool all = false;
+        int r, status = WEBCTL_EXIT_OK;
 
-        r = webctl_getopt(w, argc, argv, options, NULL, NULL);
+        r = webctl_getopt(w, argc, argv, options, auth_logout_option, &all);
         if (r >= 0)
                 return r;
         if (optind != argc)
                 return webctl_usage_error("logout takes no arguments");
+        if (all) {
+                /* Unreachable: the login is kept, to try again. Refused (no login, or revoked already):
+                 * reported, and the login is forgotten all the same, since it is worth nothing. */
+                status = auth_revoke(w);
+                if (status != 0 && status != WEBCTL_EXIT_AUTH)
+                        return status;
+                if (status == 0 && !w->json)
+                        printf("Every login of this account, on every machine, is revoked.\n");
+        }
 
         r = token_remove();
         if (r == -ENOENT) {
-                if (!w->json)
+                if (!w->json && !all)
                         printf("Not logged in.\n");
-                return WEBCTL_EXIT_OK;
+                return status;
         }
         if (r < 0) {
                 fprintf(stderr, "webctl: can't remove the saved login: %s\n", strerror(-r));
@@ -239,5 +274,5 @@ int auth_logout(struct webctl *w, int argc, char **argv)
         }
         if (!w->json)
                 printf("Logged out.\n");
-        return WEBCTL_EXIT_OK;
+        return status;
 }

@@ -40,7 +40,7 @@ void webctl_help(void)
                "Commands:\n"
                "  register USER [--password-stdin]      create an account\n"
                "  login USER [--password-stdin]         log in and keep the token\n"
-               "  logout                                forget the saved login\n"
+               "  logout [--all]                        forget the saved login; --all: log out everywhere\n"
                "  tasks list [--done|--todo] [--limit N] [--offset N]\n"
                "                                        list your tasks, newest first\n"
                "  tasks add TITLE [--description D] [--done]\n"

@@ -157,8 +157,8 @@ static int config_parse_retention(const struct conf_key *k, void *obj, const cha
                 c->activity_retention_usec = 0;
                 return 0;
         }
-        for (size_t i = 0; i < ELEMENTSOF(units) && n > 0 && n < sizeof(digits) && value[n + 1] == '\0'; i++)
-                if (value[n] == units[i].unit)
+        for (size_t i = 0; i < ELEMENTSOF(units) && n > 0 && n < sizeof(digits); i++)
+                if (value[n] == units[i].unit && value[n + 1] == '\0')
                         unit = units[i].seconds;
         if (unit == 0)
                 return conf_reason(reason, size, "must be off, or a whole number of s, m, h or d (e.g. 90d)");

@@ -48,7 +48,7 @@ _printf_(2, 3) static void metrics_line(struct metrics_text *t, const char *form
         va_end(ap);
         if (n < 0 || (size_t)n >= room) {
                 t->truncated = true;
-                memcpy(t->buf + t->len, METRICS_CUT, sizeof(METRICS_CUT) - 1);
+                memcpy(t->buf + t->len, METRICS_CUT, sizeof(METRICS_CUT));
                 t->len += sizeof(METRICS_CUT) - 1;
                 return;
         }
