@@ -62,7 +62,7 @@ struct activity_entry {
         char path[ACTIVITY_PATH_MAX];
         char request_id[SERVER_REQUEST_ID_MAX + 1];
         char client[NETADDR_STRLEN];
-        char user_name[SERVER_USER_NAME_MAX]; /* "" when anonymous */
+        char user_name[SERVER_USER_NAME_MAX]; /* "" when none */
 };
 
 struct activity {
@@ -81,7 +81,7 @@ struct activity {
         struct db_query *sweep;
         uint64_t swept; /* rows deleted by the sweep round in progress */
         struct activity_stats stats;
-        uint64_t reported, last_report_usec;
+        uint64_t reported, last_report_usec, last_refused_usec;
         unsigned insert, insert_missing, list, expire;
         time_t at_second;   /* the second at_text shows */
         char at_text[32];
@@ -224,8 +224,14 @@ static void activity_refused(struct activity *a, size_t n, const char *why)
                 a->solo = MAX(a->solo, n);
                 return;
         }
-        log_warning("Activity log: the database refused the entry of request %s: %s", a->ring[a->head].request_id,
-                    why);
+        /* One line per ACTIVITY_REPORT_USEC at most: if every row is refused (a table gone), not a flood. */
+        if (now_usec() - a->last_refused_usec >= ACTIVITY_REPORT_USEC) {
+                log_warning("Activity log: the database refused the entry of request %s: %s",
+                            a->ring[a->head].request_id, why);
+                a->last_refused_usec = now_usec();
+        } else
+                log_debug("Activity log: the database refused the entry of request %s: %s",
+                          a->ring[a->head].request_id, why);
         activity_consume(a, n);
         a->stats.dropped_refused += n;
         activity_report(a);
@@ -451,7 +457,7 @@ void activity_record(const struct server_log_entry *e, void *userdata)
         memcpy(slot->path, path, path_len + 1);
         server_copy_text(slot->request_id, sizeof(slot->request_id), e->request_id);
         server_copy_text(slot->client, sizeof(slot->client), e->client);
-        if (e->user_id > 0 && e->user_name)
+        if (e->user_name)
                 activity_copy_name(slot->user_name, sizeof(slot->user_name), e->user_name);
         a->count++;
 
@@ -675,19 +681,17 @@ void activity_write_metrics(struct metrics_text *t, void *userdata)
 {
         const struct activity *a = userdata;
 
-        metrics_family(t, "webd_activity_written_total", "counter", "Activity rows the database acknowledged.");
-        metrics_sample(t, "webd_activity_written_total", NULL, a->stats.written);
+        metrics_single(t, "webd_activity_written_total", "counter", "Activity rows the database acknowledged.",
+                       a->stats.written);
         metrics_family(t, "webd_activity_dropped_total", "counter",
                        "Activity entries never written to the table (they are in the journal).");
         metrics_sample(t, "webd_activity_dropped_total", "reason=\"queue_full\"", a->stats.dropped_full);
         metrics_sample(t, "webd_activity_dropped_total", "reason=\"refused\"", a->stats.dropped_refused);
-        metrics_family(t, "webd_activity_queued", "gauge", "Activity entries waiting to be written.");
-        metrics_sample(t, "webd_activity_queued", NULL, a->count);
-        metrics_family(t, "webd_activity_retries_total", "counter",
-                       "Activity batches sent again after the database failed or went away.");
-        metrics_sample(t, "webd_activity_retries_total", NULL, a->stats.retried);
-        metrics_family(t, "webd_activity_expired_total", "counter", "Activity rows deleted by retention.");
-        metrics_sample(t, "webd_activity_expired_total", NULL, a->stats.expired);
+        metrics_single(t, "webd_activity_queued", "gauge", "Activity entries waiting to be written.", a->count);
+        metrics_single(t, "webd_activity_retries_total", "counter",
+                       "Activity batches sent again after the database failed or went away.", a->stats.retried);
+        metrics_single(t, "webd_activity_expired_total", "counter", "Activity rows deleted by retention.",
+                       a->stats.expired);
         metrics_family(t, "webd_health_probes_total", "counter",
                        "Health probes answered, by result (not written to the activity log).");
         metrics_sample(t, "webd_health_probes_total", "result=\"ok\"", a->stats.probes_ok);

@@ -34,6 +34,8 @@ struct metrics *metrics_free(struct metrics *m);
 void metrics_family(struct metrics_text *t, const char *name, const char *type, const char *help);
 /* Appends "<name>{<labels>} <value>" (<labels>: 'key="value",...', or NULL for none). */
 void metrics_sample(struct metrics_text *t, const char *name, const char *labels, uint64_t value);
+/* A family of one sample without labels: metrics_family() then metrics_sample(). */
+void metrics_single(struct metrics_text *t, const char *name, const char *type, const char *help, uint64_t value);
 
 /* True when <client> (an address as text, no port) is on the loopback. Exposed for tests. */
 bool metrics_client_local(const char *client);

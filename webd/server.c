@@ -394,7 +394,7 @@ static void server_send(struct server_request *r, int status, cJSON *body, const
                         .request_id = r->request_id,
                         .client = r->client,
                         .user_id = r->user_id,
-                        .user_name = r->user_id > 0 ? r->user_name : "",
+                        .user_name = r->user_name,
                         .probe = r->probe,
                 };
                 s->log_cb(&e, s->log_userdata);

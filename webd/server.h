@@ -79,7 +79,7 @@ struct server_log_entry {
         const char *request_id;
         const char *client;
         int64_t user_id;       /* 0: anonymous */
-        const char *user_name; /* as the token named the user; "" when anonymous */
+        const char *user_name; /* as the token named the user (or a handler set it); "" if none */
         bool probe;            /* a health probe */
 };
 
@@ -139,8 +139,9 @@ int server_query(struct server_request *r, unsigned stmt, const char *const *val
  * token's user still exists and that its token generation is still the token's (a bumped generation
  * revokes every token issued before). SERVER_AUTH_SQL(<inner>, <order>) wraps a statement for
  * server_query_auth(): $1 is the user id and $2 the token generation; <inner> takes its own parameters from
- * $3, and refers to the user as (SELECT id FROM auth), so that a write of a revoked token touches nothing
- * (e.g. "UPDATE tasks ... WHERE id = $3 AND user_id IN (SELECT id FROM auth) RETURNING ..."). The result
+ * $3, and gates itself on EXISTS (SELECT 1 FROM auth), so that a revoked token reads and writes nothing
+ * (e.g. "UPDATE tasks ... WHERE id = $3 AND user_id = $1 AND EXISTS (SELECT 1 FROM auth) RETURNING ...",
+ * a one-time filter for the planner; an INSERT selects from auth). The result
  * has one more column, first, true when the token is still good, and always at least one row: <inner>'s
  * rows after it (ordered by <order>, e.g. "ORDER BY q.id DESC", or ""), or one row of NULLs when it had
  * none. */

@@ -127,6 +127,7 @@ static void users_inserted(struct server_request *r, int error, const PGresult *
                 return;
         }
         r->user_id = (int64_t)id;
+        server_copy_text(r->user_name, sizeof(r->user_name), PQgetvalue(res, 0, 1));
         server_reply(r, 201, body);
 }
 
@@ -246,19 +247,33 @@ static void users_verified(int error, void *userdata)
         free(l);
 }
 
-/* Checks the password against <encoded> (NULL: the dummy hash); answers the request on error. */
-static void users_check_password(struct server_request *r, struct users_login *l, const char *encoded)
+/* Checks the password member <field> of the body of <r> against <encoded> (NULL: the dummy hash) on the
+ * pool, which calls <cb> with <userdata>; holds a reference to <r> for it, and wipes the member. Returns 0,
+ * or the pool's error (the reference dropped: nothing will be called back). */
+static int users_verify(struct server_request *r, const char *field, const char *encoded, password_verify_cb cb,
+                        void *userdata)
 {
         struct users *u = r->userdata;
-        const char *password = users_string(r, "password");
+        const char *password = users_string(r, field);
         int k;
 
         server_request_ref(r);
-        l->request = r;
-        k = password_verify_async(u->passwords, password, strlen(password), encoded, users_verified, l);
-        users_wipe_password(r, "password");
-        if (k < 0) {
+        k = password_verify_async(u->passwords, password, MIN(strlen(password), (size_t)PASSWORD_MAX), encoded, cb,
+                                  userdata);
+        users_wipe_password(r, field);
+        if (k < 0)
                 server_request_unref(r);
+        return k;
+}
+
+/* Checks the login's password against <encoded> (NULL: the dummy hash); answers the request on error. */
+static void users_check_password(struct server_request *r, struct users_login *l, const char *encoded)
+{
+        int k;
+
+        l->request = r;
+        k = users_verify(r, "password", encoded, users_verified, l);
+        if (k < 0) {
                 free(l);
                 users_reply_pool_error(r, k);
         }
@@ -333,17 +348,7 @@ static void users_login(struct server_request *r, void *userdata)
                 server_reply_error(r, 500, "internal", "internal error");
                 return;
         }
-        if (len > PASSWORD_MAX)
-                len = PASSWORD_MAX;
-        server_request_ref(r);
-        l->request = r;
-        k = password_verify_async(u->passwords, password, len, NULL, users_verified, l);
-        users_wipe_password(r, "password");
-        if (k < 0) {
-                server_request_unref(r);
-                free(l);
-                users_reply_pool_error(r, k);
-        }
+        users_check_password(r, l, NULL);
 }
 
 static void users_revoked(struct server_request *r, int error, const PGresult *res)
@@ -449,10 +454,9 @@ done:
 
 static void users_password_found(struct server_request *r, int error, const PGresult *res)
 {
-        struct users *u = r->userdata;
-        const char *old = users_string(r, "old_password"), *hash;
+        size_t len = strlen(users_string(r, "old_password"));
         struct users_change *c;
-        size_t len = strlen(old);
+        const char *hash;
         int k;
 
         if (error < 0) {
@@ -467,14 +471,12 @@ static void users_password_found(struct server_request *r, int error, const PGre
                 return;
         }
         memcpy(c->old_hash, hash, strlen(hash) + 1);
-        c->request = server_request_ref(r);
+        c->request = r;
         /* A wrong length can't be the password: checked against the dummy hash, for the same cost. */
-        k = password_verify_async(u->passwords, old, MIN(len, (size_t)PASSWORD_MAX),
-                                  len >= USERS_PASSWORD_MIN && len <= USERS_PASSWORD_MAX ? c->old_hash : NULL,
-                                  users_change_verified, c);
-        users_wipe_password(r, "old_password");
+        k = users_verify(r, "old_password",
+                         len >= USERS_PASSWORD_MIN && len <= USERS_PASSWORD_MAX ? c->old_hash : NULL,
+                         users_change_verified, c);
         if (k < 0) {
-                server_request_unref(r);
                 users_change_free(c);
                 users_reply_pool_error(r, k);
         }
@@ -523,8 +525,30 @@ int users_new(struct server *s, struct db *db, struct password_pool *passwords, 
         static const struct server_method password_methods[] = {
                 { EVHTTP_REQ_PUT, users_change_password, true, true },
         };
+        static const struct {
+                const char *sql;
+                int n_params;
+                size_t offset;
+        } statements[] = {
+                { "INSERT INTO users (username, password_hash) VALUES ($1, $2) RETURNING id, username, created_at",
+                  2, offsetof(struct users, insert) },
+                { "SELECT id, password_hash, token_generation FROM users WHERE username = $1", 1,
+                  offsetof(struct users, by_name) },
+                { SERVER_AUTH_SQL("UPDATE users SET token_generation = token_generation + 1 "
+                                  "WHERE id = $1 AND EXISTS (SELECT 1 FROM auth) RETURNING id",
+                                  ""),
+                  2, offsetof(struct users, revoke) },
+                { SERVER_AUTH_SQL("SELECT password_hash FROM users WHERE id = $1 AND EXISTS (SELECT 1 FROM auth)", ""),
+                  2, offsetof(struct users, password_get) },
+                /* Only if the hash is still the one the old password was checked against. */
+                { SERVER_AUTH_SQL("UPDATE users SET password_hash = $3, token_generation = token_generation + 1 "
+                                  "WHERE id = $1 AND EXISTS (SELECT 1 FROM auth) AND password_hash = $4 "
+                                  "RETURNING id, token_generation, username",
+                                  ""),
+                  4, offsetof(struct users, password_set) },
+        };
         struct users *u;
-        int r;
+        int r = 0;
 
         if (!key || key_len == 0 || key_len > SECRET_MAX)
                 return -EINVAL;
@@ -537,33 +561,9 @@ int users_new(struct server *s, struct db *db, struct password_pool *passwords, 
         memcpy(u->key, key, key_len);
         u->key_len = key_len;
 
-        r = db_statement(db,
-                         "INSERT INTO users (username, password_hash) VALUES ($1, $2) "
-                         "RETURNING id, username, created_at",
-                         2, &u->insert);
-        if (r >= 0)
-                r = db_statement(db, "SELECT id, password_hash, token_generation FROM users WHERE username = $1", 1,
-                                 &u->by_name);
-        if (r >= 0)
-                r = db_statement(db,
-                                 SERVER_AUTH_SQL("UPDATE users SET token_generation = token_generation + 1 "
-                                                 "WHERE id = $1 AND EXISTS (SELECT 1 FROM auth) RETURNING id",
-                                                 ""),
-                                 2, &u->revoke);
-        if (r >= 0)
-                r = db_statement(db,
-                                 SERVER_AUTH_SQL("SELECT password_hash FROM users "
-                                                 "WHERE id = $1 AND EXISTS (SELECT 1 FROM auth)",
-                                                 ""),
-                                 2, &u->password_get);
-        if (r >= 0)
-                r = db_statement(db,
-                                 SERVER_AUTH_SQL("UPDATE users SET password_hash = $3, "
-                                                 "token_generation = token_generation + 1 "
-                                                 "WHERE id = $1 AND EXISTS (SELECT 1 FROM auth) AND password_hash = $4 "
-                                                 "RETURNING id, token_generation, username",
-                                                 ""),
-                                 4, &u->password_set);
+        for (size_t i = 0; i < ELEMENTSOF(statements) && r >= 0; i++)
+                r = db_statement(db, statements[i].sql, statements[i].n_params,
+                                 (unsigned *)(void *)((char *)u + statements[i].offset));
         if (r >= 0)
                 r = server_route(s, "/auth/register", false, false, register_methods,
                                  ELEMENTSOF(register_methods), u);
