@@ -220,7 +220,8 @@ static void activity_next(struct activity *a, bool retry)
 static void activity_refused(struct activity *a, size_t n, const char *why)
 {
         if (n > 1) {
-                log_debug("Activity log: a batch of %zu entries was refused (%s); writing them one by one", n, why);
+                log_debug("Activity log: a batch of %zu entries was refused (%s); writing them one by one", n,
+                          why);
                 a->solo = MAX(a->solo, n);
                 return;
         }
@@ -471,6 +472,12 @@ void activity_record(const struct server_log_entry *e, void *userdata)
 
 static void activity_sweep_cb(evutil_socket_t fd, short what, void *userdata);
 
+/* The next sweep after a second (or the interval, if shorter): the database wasn't there to ask. */
+static void activity_sweep_soon(struct activity *a)
+{
+        activity_schedule(a->sweep_timer, MIN(a->config->activity_sweep_usec, ACTIVITY_SWEEP_FIRST_USEC));
+}
+
 static void activity_swept(int error, const PGresult *res, void *userdata)
 {
         struct activity *a = userdata;
@@ -478,7 +485,8 @@ static void activity_swept(int error, const PGresult *res, void *userdata)
 
         a->sweep = NULL;
         if (error < 0) {
-                log_warning("Activity log: deleting rows past retention failed: %s; trying again in %" PRIu64 "s",
+                log_warning("Activity log: deleting rows past retention failed: %s; trying again in %" PRIu64
+                            "s",
                             res ? PQresultErrorMessage(res) : "database unavailable",
                             a->config->activity_sweep_usec / USEC_PER_SEC);
                 activity_schedule(a->sweep_timer, a->config->activity_sweep_usec);
@@ -509,14 +517,14 @@ static void activity_sweep_cb(evutil_socket_t fd, short what, void *userdata)
         if (a->sweep)
                 return;
         if (!db_is_up(a->db)) {
-                activity_schedule(a->sweep_timer, MIN(a->config->activity_sweep_usec, ACTIVITY_SWEEP_FIRST_USEC));
+                activity_sweep_soon(a);
                 return;
         }
         server_int_text((int64_t)(a->config->activity_retention_usec / USEC_PER_SEC), age);
         server_int_text(ACTIVITY_SWEEP_BATCH, limit);
         k = db_query(a->db, a->expire, values, 2, activity_swept, a, &a->sweep);
         if (k < 0)
-                activity_schedule(a->sweep_timer, MIN(a->config->activity_sweep_usec, ACTIVITY_SWEEP_FIRST_USEC));
+                activity_sweep_soon(a);
 }
 
 static void activity_listed(struct server_request *r, int error, const PGresult *res)
@@ -627,15 +635,17 @@ int activity_new(struct event_base *base, struct server *s, struct db *db, const
          * tell it apart; the index on the time finds them). */
         if (r >= 0)
                 r = db_statement(db,
-                                 "INSERT INTO activity (" ACTIVITY_INSERT_COLUMNS ") SELECT * FROM " ACTIVITY_UNNEST
-                                 " AS n(" ACTIVITY_INSERT_COLUMNS ") WHERE NOT EXISTS (SELECT 1 FROM activity o "
+                                 "INSERT INTO activity (" ACTIVITY_INSERT_COLUMNS ") "
+                                 "SELECT * FROM " ACTIVITY_UNNEST " AS n(" ACTIVITY_INSERT_COLUMNS ") "
+                                 "WHERE NOT EXISTS (SELECT 1 FROM activity o "
                                  "WHERE o.at = n.at AND o.request_id = n.request_id)",
                                  ACTIVITY_COLUMNS, &a->insert_missing);
         if (r >= 0)
                 r = db_statement(db,
-                                 SERVER_AUTH_SQL("SELECT id, at, method, path, status, latency_ms, request_id, "
-                                                 "client FROM activity WHERE user_id = $1 AND "
-                                                 "EXISTS (SELECT 1 FROM auth) ORDER BY id DESC LIMIT $3 OFFSET $4",
+                                 SERVER_AUTH_SQL("SELECT id, at, method, path, status, latency_ms, "
+                                                 "request_id, client FROM activity "
+                                                 "WHERE user_id = $1 AND EXISTS (SELECT 1 FROM auth) "
+                                                 "ORDER BY id DESC LIMIT $3 OFFSET $4",
                                                  "ORDER BY q.id DESC"),
                                  4, &a->list);
         if (r >= 0)

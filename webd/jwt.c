@@ -161,7 +161,8 @@ int jwt_sign(const uint8_t *key, size_t key_len, const char *sub, const char *na
         claims = cJSON_CreateObject();
         if (!claims || !cJSON_AddStringToObject(claims, "sub", sub) ||
             !cJSON_AddStringToObject(claims, "name", name) || !cJSON_AddRawToObject(claims, "iat", num[0]) ||
-            !cJSON_AddRawToObject(claims, "exp", num[1]) || (gen > 0 && !cJSON_AddRawToObject(claims, "gen", num[2])) ||
+            !cJSON_AddRawToObject(claims, "exp", num[1]) ||
+            (gen > 0 && !cJSON_AddRawToObject(claims, "gen", num[2])) ||
             !cJSON_AddStringToObject(claims, "iss", "webd"))
                 return -ENOMEM;
         payload = cJSON_PrintUnformatted(claims);

@@ -68,7 +68,8 @@ void metrics_sample(struct metrics_text *t, const char *name, const char *labels
                 metrics_line(t, "%s %" PRIu64 "\n", name, value);
 }
 
-void metrics_single(struct metrics_text *t, const char *name, const char *type, const char *help, uint64_t value)
+void metrics_single(struct metrics_text *t, const char *name, const char *type, const char *help,
+                    uint64_t value)
 {
         metrics_family(t, name, type, help);
         metrics_sample(t, name, NULL, value);

@@ -35,7 +35,8 @@ void metrics_family(struct metrics_text *t, const char *name, const char *type, 
 /* Appends "<name>{<labels>} <value>" (<labels>: 'key="value",...', or NULL for none). */
 void metrics_sample(struct metrics_text *t, const char *name, const char *labels, uint64_t value);
 /* A family of one sample without labels: metrics_family() then metrics_sample(). */
-void metrics_single(struct metrics_text *t, const char *name, const char *type, const char *help, uint64_t value);
+void metrics_single(struct metrics_text *t, const char *name, const char *type, const char *help,
+                    uint64_t value);
 
 /* True when <client> (an address as text, no port) is on the loopback. Exposed for tests. */
 bool metrics_client_local(const char *client);

@@ -487,7 +487,8 @@ void server_reply_db_error(struct server_request *r, int error, const PGresult *
 
 void server_reply_revoked(struct server_request *r)
 {
-        server_reply_error(r, 401, "unauthorized", "the token was revoked or its user no longer exists; log in again");
+        server_reply_error(r, 401, "unauthorized",
+                           "the token was revoked or its user no longer exists; log in again");
 }
 
 static void server_query_done(int error, const PGresult *res, void *userdata)
@@ -497,8 +498,9 @@ static void server_query_done(int error, const PGresult *res, void *userdata)
 
         r->pending = NULL;
         if (!r->answered) {
-                if (r->pending_auth &&
-                    (error == -ENOENT || (error >= 0 && (PQntuples(res) < 1 || PQgetvalue(res, 0, 0)[0] != 't'))))
+                /* A foreign key violation: the user was deleted while the statement ran. */
+                if (r->pending_auth && (error == -ENOENT || (error >= 0 && (PQntuples(res) < 1 ||
+                                                                             PQgetvalue(res, 0, 0)[0] != 't'))))
                         server_reply_revoked(r);
                 else
                         cb(r, error, res);

@@ -357,7 +357,8 @@ int tasks_new(struct server *s, struct db *db, struct tasks **ret)
                 size_t offset;
         } statements[] = {
                 { SERVER_AUTH_SQL("INSERT INTO tasks (user_id, title, description, done) "
-                                  "SELECT id, $3::text, $4::text, $5::boolean FROM auth RETURNING " TASKS_COLUMNS,
+                                  "SELECT id, $3::text, $4::text, $5::boolean FROM auth "
+                                  "RETURNING " TASKS_COLUMNS,
                                   ""),
                   5, offsetof(struct tasks, insert) },
                 { SERVER_AUTH_SQL("SELECT " TASKS_COLUMNS " FROM tasks WHERE id = $3 AND " TASKS_OWNER, ""), 3,
@@ -372,7 +373,8 @@ int tasks_new(struct server *s, struct db *db, struct tasks **ret)
                   6, offsetof(struct tasks, put) },
                 { SERVER_AUTH_SQL("UPDATE tasks SET title = COALESCE($4, title), "
                                   "description = COALESCE($5, description), done = COALESCE($6::boolean, done), "
-                                  "updated_at = now() WHERE id = $3 AND " TASKS_OWNER " RETURNING " TASKS_COLUMNS,
+                                  "updated_at = now() WHERE id = $3 AND " TASKS_OWNER
+                                  " RETURNING " TASKS_COLUMNS,
                                   ""),
                   6, offsetof(struct tasks, patch) },
                 { SERVER_AUTH_SQL("DELETE FROM tasks WHERE id = $3 AND " TASKS_OWNER " RETURNING id", ""), 3,

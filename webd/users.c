@@ -258,8 +258,8 @@ static int users_verify(struct server_request *r, const char *field, const char 
         int k;
 
         server_request_ref(r);
-        k = password_verify_async(u->passwords, password, MIN(strlen(password), (size_t)PASSWORD_MAX), encoded, cb,
-                                  userdata);
+        k = password_verify_async(u->passwords, password, MIN(strlen(password), (size_t)PASSWORD_MAX), encoded,
+                                  cb, userdata);
         users_wipe_password(r, field);
         if (k < 0)
                 server_request_unref(r);
@@ -530,7 +530,8 @@ int users_new(struct server *s, struct db *db, struct password_pool *passwords, 
                 int n_params;
                 size_t offset;
         } statements[] = {
-                { "INSERT INTO users (username, password_hash) VALUES ($1, $2) RETURNING id, username, created_at",
+                { "INSERT INTO users (username, password_hash) VALUES ($1, $2) "
+                  "RETURNING id, username, created_at",
                   2, offsetof(struct users, insert) },
                 { "SELECT id, password_hash, token_generation FROM users WHERE username = $1", 1,
                   offsetof(struct users, by_name) },
@@ -538,7 +539,9 @@ int users_new(struct server *s, struct db *db, struct password_pool *passwords, 
                                   "WHERE id = $1 AND EXISTS (SELECT 1 FROM auth) RETURNING id",
                                   ""),
                   2, offsetof(struct users, revoke) },
-                { SERVER_AUTH_SQL("SELECT password_hash FROM users WHERE id = $1 AND EXISTS (SELECT 1 FROM auth)", ""),
+                { SERVER_AUTH_SQL("SELECT password_hash FROM users "
+                                  "WHERE id = $1 AND EXISTS (SELECT 1 FROM auth)",
+                                  ""),
                   2, offsetof(struct users, password_get) },
                 /* Only if the hash is still the one the old password was checked against. */
                 { SERVER_AUTH_SQL("UPDATE users SET password_hash = $3, token_generation = token_generation + 1 "

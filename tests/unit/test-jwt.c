@@ -214,8 +214,9 @@ static void test_generation(void **state)
         assert_int_equal(jwt_verify(key, KEY_LEN, buf, NOW, &c), 0);
         assert_int_equal(c.gen, 7);
         assert_int_equal(jwt_sign(key, KEY_LEN, "42", "alice", IAT, EXP, -1, buf, sizeof(buf)), -EINVAL);
-        assert_int_equal(jwt_sign(key, KEY_LEN, "42", "alice", IAT, EXP, (INT64_C(1) << 53) + 1, buf, sizeof(buf)),
-                         -EINVAL);
+        assert_int_equal(
+                jwt_sign(key, KEY_LEN, "42", "alice", IAT, EXP, (INT64_C(1) << 53) + 1, buf, sizeof(buf)),
+                -EINVAL);
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 print_message("claims %s\n", cases[i].claims);
