@@ -147,17 +147,16 @@ size_t activity_clean_path(const char *path, char *buf, size_t size)
 }
 
 
-/* Copies the name <src> into <dst> (<size> > 0 bytes), cut to fit at a character boundary, so that a cut
- * never leaves half a UTF-8 sequence (which the database would refuse). */
-static void activity_copy_name(char *dst, size_t size, const char *src)
+size_t activity_copy_name(char *dst, size_t size, const char *src)
 {
-        size_t n = server_copy_text(dst, size, src);
+        size_t n = server_copy_text(dst, size, src), k = n;
 
-        if (src[n] != '\0')
-                while (n > 0 && ((unsigned char)dst[n] & 0xc0) == 0x80)
-                        dst[--n] = '\0';
-        if (n > 0 && src[n] != '\0' && ((unsigned char)dst[n - 1] & 0xc0) == 0xc0)
-                dst[--n] = '\0';
+        /* Cut inside a character when the first byte left out continues it: then drop its first bytes. */
+        while (k > 0 && ((unsigned char)src[k] & 0xc0) == 0x80)
+                k--;
+        if (k < n)
+                dst[n = k] = '\0';
+        return n;
 }
 
 /* Logs, at most every ACTIVITY_REPORT_USEC, how many entries never made it to the table. */

@@ -69,6 +69,11 @@ struct activity *activity_free(struct activity *a);
  * tests. */
 int activity_array_append(char *buf, size_t size, size_t *len, const char *value);
 
+/* Copies the name <src> into <dst> (<size> > 0 bytes, NUL-terminated), cut to fit at a character
+ * boundary: a cut never leaves part of a UTF-8 sequence, which the database would refuse. Returns the
+ * length. Exposed for tests. */
+size_t activity_copy_name(char *dst, size_t size, const char *src);
+
 /* Copies <path> into <buf> (<size> bytes, NUL-terminated), replacing bytes outside printable ASCII with
  * %XX and cutting it to fit. Returns the length. Exposed for tests. */
 size_t activity_clean_path(const char *path, char *buf, size_t size);

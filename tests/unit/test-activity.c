@@ -54,12 +54,38 @@ static void test_clean_path(void **state)
         assert_int_equal(activity_clean_path("x", buf, 0), 0);
 }
 
+/* Names are cut to fit at a character boundary: never part of a UTF-8 sequence. */
+static void test_copy_name(void **state)
+{
+        char buf[8];
+
+        assert_int_equal(activity_copy_name(buf, sizeof(buf), "alice"), 5);
+        assert_string_equal(buf, "alice");
+        assert_int_equal(activity_copy_name(buf, sizeof(buf), "abcdefghij"), 7);
+        assert_string_equal(buf, "abcdefg");
+        /* "abcde" + "é" (2 bytes) fits exactly; one more byte of a 2-byte character doesn't. */
+        assert_int_equal(activity_copy_name(buf, sizeof(buf), "abcde\xc3\xa9x"), 7);
+        assert_string_equal(buf, "abcde\xc3\xa9");
+        assert_int_equal(activity_copy_name(buf, sizeof(buf), "abcdef\xc3\xa9"), 6);
+        assert_string_equal(buf, "abcdef");
+        /* A 4-byte character cut after 1, 2 or 3 of its bytes goes whole. */
+        assert_int_equal(activity_copy_name(buf, sizeof(buf), "abcdef\xf0\x9f\x99\x82"), 6);
+        assert_string_equal(buf, "abcdef");
+        assert_int_equal(activity_copy_name(buf, sizeof(buf), "abcde\xf0\x9f\x99\x82"), 5);
+        assert_string_equal(buf, "abcde");
+        assert_int_equal(activity_copy_name(buf, sizeof(buf), "abc\xf0\x9f\x99\x82z"), 7);
+        assert_string_equal(buf, "abc\xf0\x9f\x99\x82");
+        assert_int_equal(activity_copy_name(buf, sizeof(buf), ""), 0);
+        assert_string_equal(buf, "");
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_array),
                 cmocka_unit_test(test_array_bounds),
                 cmocka_unit_test(test_clean_path),
+                cmocka_unit_test(test_copy_name),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
