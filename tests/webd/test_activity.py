@@ -234,6 +234,32 @@ def test_nothing_lost_across_restart_and_broken_connections(webd, cluster):
     print(f"sent {len(sent)}, batches sent again: {metric(webd, 'webd_activity_retries_total')}")
 
 
+def test_batch_in_flight_when_the_connection_breaks(webd, cluster):
+    """A batch whose connection is killed while the database runs it: its outcome is unknown to webd, which
+    sends it again inserting only the rows that are missing. Every entry ends up in the table once."""
+    cluster.admin_sql("CREATE FUNCTION test_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                      "IF NEW.request_id = 'inflight-0' THEN PERFORM pg_sleep(2); END IF; RETURN NEW; END $$; "
+                      "CREATE TRIGGER test_slow BEFORE INSERT ON activity FOR EACH ROW EXECUTE FUNCTION test_slow()",
+                      db="webd")
+    try:
+        retries = metric(webd, "webd_activity_retries_total")
+        for i in range(10):
+            webd.request("GET", "/no/such/route", headers={"X-Request-Id": f"inflight-{i}"})
+
+        def running():
+            return cluster.admin_sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'webd' "
+                                     "AND state = 'active' AND query LIKE 'INSERT INTO activity%'").strip() != "0"
+        wait_until(running, 10, "the batch to be in flight", interval=0.05)
+        cluster.admin_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'webd'")
+        expected = {f"inflight-{i}": 1 for i in range(10)}
+        wait_until(lambda: logged_ids(cluster, "inflight-") == expected, 20, "every entry, once", interval=0.2)
+        assert metric(webd, "webd_activity_retries_total") > retries
+        time.sleep(0.5)
+        assert logged_ids(cluster, "inflight-") == expected
+    finally:
+        cluster.admin_sql("DROP TRIGGER test_slow ON activity; DROP FUNCTION test_slow()", db="webd")
+
+
 def test_health_probes_counted_not_logged(webd, cluster):
     before = metric(webd, 'webd_health_probes_total{result="ok"}')
     for i in range(25):
