@@ -104,14 +104,24 @@ struct server {
         char id_prefix[17];
         uint64_t id_counter;
         struct server_token tokens[SERVER_TOKEN_SLOTS];
+        unsigned check; /* the token check alone, for answers held back */
 };
 
 static void server_stopped_cb(evutil_socket_t fd, short what, void *userdata);
+
+/* An error answer held back while the token is checked in the database (server_defer_error()). */
+struct server_deferred {
+        int status; /* 0: none */
+        char code[32];
+        char message[256];
+        cJSON *fields;
+};
 
 /* Where a request's link lives: allocated with it, so it can't fail separately. */
 struct server_request_full {
         struct server_request r;
         struct server_link link;
+        struct server_deferred deferred;
 };
 
 static const char *server_method_name(enum evhttp_cmd_type m)
@@ -236,6 +246,10 @@ int server_new(struct event_base *base, const struct config *config, struct db *
         s->key_len = key_len;
         TAILQ_INIT(&s->requests);
 
+        if (db && db_statement(db, SERVER_AUTH_SQL("SELECT 1", ""), 2, &s->check) < 0) {
+                server_free(s);
+                return -ENOMEM;
+        }
         s->http = evhttp_new(base);
         s->stopped = event_new(base, -1, 0, server_stopped_cb, s);
         if (!s->http || !s->stopped) {
@@ -309,6 +323,7 @@ struct server_request *server_request_unref(struct server_request *r)
                 evhttp_clear_headers(r->params);
                 free(r->params);
         }
+        cJSON_Delete(((struct server_request_full *)r)->deferred.fields);
         cJSON_Delete(r->body);
         free(r);
         return NULL;
@@ -445,12 +460,49 @@ static cJSON *server_error_body(const char *code, const char *message, cJSON *fi
 }
 
 static void server_reply_error_fields(struct server_request *r, int status, const char *code,
+                                      const char *message, cJSON *fields);
+
+static void server_deferred_checked(struct server_request *r, int error, const PGresult *res)
+{
+        struct server_deferred *d = &((struct server_request_full *)r)->deferred;
+        cJSON *fields = TAKE_PTR(d->fields);
+
+        /* The token is good (or the database failed: then the request's own error still stands). */
+        server_reply_error_fields(r, d->status, d->code, d->message, fields);
+}
+
+/* A request with a token that verified but wasn't checked in the database yet, answered 400 or 415 before
+ * its statement ran: the token is checked first, so that a revoked token or a deleted user's gets the same
+ * 401 whatever else is wrong with the request. Costs a query on that error path only. Returns 0 when the
+ * answer is held back (<fields> taken), < 0 when it must go now. */
+static int server_defer_error(struct server_request *r, int status, const char *code, const char *message,
+                              cJSON *fields)
+{
+        struct server_deferred *d = &((struct server_request_full *)r)->deferred;
+
+        if ((status != 400 && status != 415) || !r->auth || r->auth_checked || r->user_id <= 0 || d->status ||
+            !r->server->db)
+                return -EALREADY;
+        d->status = status;
+        server_copy_text(d->code, sizeof(d->code), code);
+        server_copy_text(d->message, sizeof(d->message), message);
+        if (server_query_auth(r, r->server->check, NULL, 0, server_deferred_checked) < 0) {
+                r->auth_checked = true; /* the database can't tell now: the request's own answer */
+                return -EAGAIN;
+        }
+        d->fields = fields;
+        return 0;
+}
+
+static void server_reply_error_fields(struct server_request *r, int status, const char *code,
                                       const char *message, cJSON *fields)
 {
         if (!r || r->answered) {
                 cJSON_Delete(fields);
                 return;
         }
+        if (server_defer_error(r, status, code, message, fields) >= 0)
+                return;
         if (status == 401)
                 (void)server_add_header(r, "WWW-Authenticate", "Bearer realm=\"webd\"");
         if (status == 503)
@@ -502,8 +554,11 @@ static void server_query_done(int error, const PGresult *res, void *userdata)
                 if (r->pending_auth && (error == -ENOENT || (error >= 0 && (PQntuples(res) < 1 ||
                                                                              PQgetvalue(res, 0, 0)[0] != 't'))))
                         server_reply_revoked(r);
-                else
+                else {
+                        if (r->pending_auth)
+                                r->auth_checked = true;
                         cb(r, error, res);
+                }
         }
         server_request_unref(r);
 }
@@ -811,6 +866,7 @@ static void server_dispatch(struct server *s, struct server_request *r)
                 return;
         }
         if (m->auth) {
+                r->auth = true;
                 k = server_authenticate(s, r);
                 if (k < 0) {
                         server_reply_error(r, 401, "unauthorized",

@@ -57,6 +57,8 @@ struct server_request {
         struct db_query *pending;   /* the query in flight for server_query() */
         server_query_cb pending_cb;
         bool pending_auth;          /* the query in flight checks the token too (server_query_auth()) */
+        bool auth;                  /* the route needs a token */
+        bool auth_checked;          /* a server_query_auth() statement found the token good (or couldn't ask) */
         struct evkeyvalq *params;   /* the query string, parsed on first use */
 };
 
@@ -157,7 +159,9 @@ int server_query(struct server_request *r, unsigned stmt, const char *const *val
 int server_query_auth(struct server_request *r, unsigned stmt, const char *const *values, int n,
                       server_query_cb cb);
 
-/* Answers 401 for a token that verifies but was revoked, or whose user no longer exists. */
+/* Answers 401 for a token that verifies but was revoked, or whose user no longer exists. A 400 or 415 for
+ * a request whose token hasn't been checked in the database yet is held back until it has (one query, on
+ * that error path only), so that such a token gets this 401 whatever else is wrong with the request. */
 void server_reply_revoked(struct server_request *r);
 
 /* Replaces the request's deadline: <cb> (NULL: the default 503) runs if <r> is unanswered <usec> from

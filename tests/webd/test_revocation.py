@@ -137,3 +137,48 @@ def test_password_change(webd, cluster):
                  401, "unauthorized")
     webd.login("changer", "new password 1")
     assert "new password 1" not in webd.log() and PASSWORD not in webd.log()
+
+
+def bad_requests(tid):
+    """Requests to authenticated routes that are wrong on their own: (method, path, body, headers, status)."""
+    json_type = {"Content-Type": "application/json"}
+    return [
+        ("POST", "/tasks", {"title": ""}, None, 400),
+        ("POST", "/tasks", {"title": "t", "extra": 1}, None, 400),
+        ("POST", "/tasks", None, {"Content-Type": "text/plain"}, 415),
+        ("POST", "/tasks", b"{not json", json_type, 400),
+        ("PUT", f"/tasks/{tid}", {"done": "yes"}, None, 400),
+        ("PATCH", f"/Tarefa/{tid}/", {}, None, 400),
+        ("GET", "/tasks?limit=0", None, None, 400),
+        ("GET", "/activity?offset=-1", None, None, 400),
+        ("PUT", "/auth/password", {"old_password": PASSWORD}, None, 400),
+    ]
+
+
+def send_bad(webd, token, method, path, body, headers):
+    if isinstance(body, bytes):
+        return webd.request(method, path, token=token, raw=body, headers=headers)
+    return webd.request(method, path, token=token, body=body, headers=headers)
+
+
+def test_revoked_token_refused_before_the_request_is_judged(webd, cluster):
+    """A revoked token or a deleted user's gets the same 401 even when the request is wrong otherwise; a good
+    token gets the request's own 400 or 415."""
+    uid, token = webd.user("sloppy")
+    tid = make_task(webd, token)
+    for method, path, body, headers, status in bad_requests(tid):
+        r = send_bad(webd, token, method, path, body, headers)
+        assert r.status_code == status, (method, path, r.status_code, r.text)
+
+    stale = webd.login("sloppy")
+    assert webd.request("POST", "/auth/revoke", token=token).status_code == 204
+    messages = set()
+    for method, path, body, headers, _ in bad_requests(tid):
+        r = send_bad(webd, stale, method, path, body, headers)
+        messages.add(assert_error(r, 401, "unauthorized")["message"])
+    gone_uid, gone = webd.user("sloppy-gone")
+    cluster.sql("DELETE FROM users WHERE id = :'v1'", gone_uid)
+    for method, path, body, headers, _ in bad_requests(tid):
+        r = send_bad(webd, gone, method, path, body, headers)
+        messages.add(assert_error(r, 401, "unauthorized")["message"])
+    assert len(messages) == 1, messages
