@@ -57,26 +57,28 @@ static void test_clean_path(void **state)
 /* Names are cut to fit at a character boundary: never part of a UTF-8 sequence. */
 static void test_copy_name(void **state)
 {
+        static const struct {
+                const char *name, *expect;
+        } cases[] = {
+                { "alice", "alice" },
+                { "abcdefghij", "abcdefg" },
+                /* "abcde" + "é" (2 bytes) fits exactly; one byte of a 2-byte character doesn't. */
+                { "abcde\xc3\xa9x", "abcde\xc3\xa9" },
+                { "abcdef\xc3\xa9", "abcdef" },
+                /* A 4-byte character cut after 1, 2 or 3 of its bytes goes whole. */
+                { "abcdef\xf0\x9f\x99\x82", "abcdef" },
+                { "abcde\xf0\x9f\x99\x82", "abcde" },
+                { "abcd\xf0\x9f\x99\x82", "abcd" },
+                { "abc\xf0\x9f\x99\x82z", "abc\xf0\x9f\x99\x82" },
+                { "", "" },
+        };
         char buf[8];
 
-        assert_int_equal(activity_copy_name(buf, sizeof(buf), "alice"), 5);
-        assert_string_equal(buf, "alice");
-        assert_int_equal(activity_copy_name(buf, sizeof(buf), "abcdefghij"), 7);
-        assert_string_equal(buf, "abcdefg");
-        /* "abcde" + "é" (2 bytes) fits exactly; one more byte of a 2-byte character doesn't. */
-        assert_int_equal(activity_copy_name(buf, sizeof(buf), "abcde\xc3\xa9x"), 7);
-        assert_string_equal(buf, "abcde\xc3\xa9");
-        assert_int_equal(activity_copy_name(buf, sizeof(buf), "abcdef\xc3\xa9"), 6);
-        assert_string_equal(buf, "abcdef");
-        /* A 4-byte character cut after 1, 2 or 3 of its bytes goes whole. */
-        assert_int_equal(activity_copy_name(buf, sizeof(buf), "abcdef\xf0\x9f\x99\x82"), 6);
-        assert_string_equal(buf, "abcdef");
-        assert_int_equal(activity_copy_name(buf, sizeof(buf), "abcde\xf0\x9f\x99\x82"), 5);
-        assert_string_equal(buf, "abcde");
-        assert_int_equal(activity_copy_name(buf, sizeof(buf), "abc\xf0\x9f\x99\x82z"), 7);
-        assert_string_equal(buf, "abc\xf0\x9f\x99\x82");
-        assert_int_equal(activity_copy_name(buf, sizeof(buf), ""), 0);
-        assert_string_equal(buf, "");
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                print_message("name '%s'\n", cases[i].name);
+                assert_int_equal(activity_copy_name(buf, sizeof(buf), cases[i].name), strlen(cases[i].expect));
+                assert_string_equal(buf, cases[i].expect);
+        }
 }
 
 int main(void)
