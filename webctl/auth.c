@@ -2,7 +2,8 @@
  * wipe every copy webctl made of it; `login` keeps the token it receives in the token file (token.c),
  * under the server it is for, with when it expires; `register` first asks the server whether the name is
  * acceptable (before the password is typed), then registers and logs in with the same password; `logout`
- * removes the login for the server (tokens are stateless: there is nothing to tell the server). */
+ * removes the login for the server, and with --all first asks the server to revoke every token of the
+ * user (POST /auth/revoke), on every machine. */
 #include "webctl/auth.h"
 
 #include <cjson/cJSON.h>
@@ -287,34 +288,69 @@ static int auth_login(struct webctl *w, int argc, char **argv)
         return r;
 }
 
+static int auth_logout_option(_unused_ const struct webctl *w, int c, _unused_ const char *arg, void *userdata)
+{
+        bool *all = userdata;
+
+        if (c == 'a')
+                *all = true;
+        return 0;
+}
+
+/* Revokes every token of the saved login's user. Returns 0, or an exit status (printed). */
+static int auth_revoke(struct webctl *w)
+{
+        struct api_response res;
+        int r;
+
+        r = webctl_connect(w, true);
+        if (r != 0)
+                return r;
+        r = webctl_call(w, "POST", "/auth/revoke", NULL, 204, &res);
+        if (r == 0)
+                api_response_done(&res);
+        return r;
+}
+
 static int auth_logout(struct webctl *w, int argc, char **argv)
 {
         static const struct option options[] = {
+                { "all", no_argument, NULL, 'a' },
                 WEBCTL_COMMON_OPTIONS,
                 { NULL, 0, NULL, 0 },
         };
-        int r;
+        bool all = false;
+        int r, status = WEBCTL_EXIT_OK;
 
-        r = webctl_getopt(w, argc, argv, options, NULL, NULL);
+        r = webctl_getopt(w, argc, argv, options, auth_logout_option, &all);
         if (r >= 0)
                 return r;
         if (optind != argc)
                 return webctl_usage_error(w, "logout takes no arguments");
+        if (all) {
+                /* Unreachable: the login is kept, to try again. Refused (no login, or revoked already):
+                 * reported, and the login is forgotten all the same, since it is worth nothing. */
+                status = auth_revoke(w);
+                if (status != 0 && status != WEBCTL_EXIT_AUTH)
+                        return status;
+                if (status == 0 && !w->json)
+                        printf("Every login of this account, on every machine, is revoked.\n");
+        }
 
         r = webctl_pick_url(w);
         if (r != 0)
                 return r;
         r = token_remove(w->url);
         if (r == -ENOENT) {
-                if (!w->json)
+                if (!w->json && !all)
                         printf("Not logged in to %s.\n", w->url);
-                return WEBCTL_EXIT_OK;
+                return status;
         }
         if (r < 0)
                 return webctl_token_error(r);
         if (!w->json)
                 printf("Logged out of %s.\n", w->url);
-        return WEBCTL_EXIT_OK;
+        return status;
 }
 
 static const char auth_password_help[] =
@@ -341,7 +377,9 @@ const struct webctl_command auth_login_command = {
 
 const struct webctl_command auth_logout_command = {
         .name = "logout",
-        .args = "",
+        .args = "[--all]",
         .summary = "Forget the saved login for this server",
+        .options = "      --all             first log out everywhere: the server revokes every token of the\n"
+                   "                        account, on every machine\n",
         .run = auth_logout,
 };

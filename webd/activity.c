@@ -1,14 +1,32 @@
-/* The activity log: journal line, batched table writes, and GET /activity.
+/* The activity log: journal line, batched table writes, retention, and GET /activity.
  *
  * activity_record() runs for every answered request (it is the server's log hook): it writes the journal
- * line and copies the entry into a ring of ACTIVITY_QUEUE_MAX slots. A flush takes up to
- * ACTIVITY_BATCH_MAX entries off the ring, turns each column into a PostgreSQL array literal and sends one
- * prepared INSERT ... SELECT FROM unnest($1, ..., $8): one statement and one commit per batch instead of
- * one per request, so the log costs the database little. One flush is in flight at a time; the next starts
- * when it returns if a full batch is waiting, otherwise ACTIVITY_FLUSH_USEC after the first entry queued.
+ * line and copies the entry into a ring of ACTIVITY_QUEUE_MAX slots. A flush sends up to
+ * ACTIVITY_BATCH_MAX entries from the head of the ring, each column as a PostgreSQL array literal, in one
+ * prepared INSERT ... SELECT FROM unnest($1, ..., $9): one statement and one commit per batch instead of
+ * one per request. One flush is in flight at a time; the next starts when it returns if a full batch is
+ * waiting, otherwise ACTIVITY_FLUSH_USEC after the first entry queued.
  *
- * Entries are dropped, and counted, when the database is down at the time of the request, when the ring
- * is full, or when their batch fails. The journal line is written in every case. */
+ * An entry leaves the ring only once the database has acknowledged its row (or refused it alone). What a
+ * flush's outcome does to the entries it sent:
+ *   - written: they leave the ring;
+ *   - the database is down, the pool busy, or a transient error (deadlock, out of resources): they stay,
+ *     and the flush is tried again ACTIVITY_RETRY_USEC later, for as long as it takes;
+ *   - the connection broke with the batch in flight: the batch may or may not have been committed, so
+ *     those entries are "unsure" and are sent again with a statement that inserts only the rows not there
+ *     yet (same time and request id), which the index on the time makes cheap: nothing lost, nothing twice;
+ *   - the database refused the batch (a bad value in one row): every entry of it is sent again alone
+ *     ("solo"), so one bad row costs only itself; a row refused alone is dropped, counted and logged.
+ * Rows do not depend on the user: there is no foreign key (migration 3), and a row keeps the user's id and
+ * name as they were. The one loss left is a full ring (the database down or too slow for 4096 entries):
+ * the new entry is dropped and counted. The journal line is written in every case.
+ *
+ * Health probes (routes marked probe) are counted, not logged: each relay and lbd probe every second, and
+ * these rows would be most of the table while saying nothing. A probe that fails is still a journal line.
+ *
+ * Retention: every retention_interval, rows older than retention are deleted, ACTIVITY_SWEEP_BATCH at a
+ * time (the oldest first, found through the index on the time) until fewer are left, so each delete is a
+ * short transaction. Nothing of it runs on a request's path. */
 #include "webd/activity.h"
 
 #include <errno.h>
@@ -21,14 +39,19 @@
 
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/parse.h"
 #include "webd/db.h"
+#include "webd/config.h"
 #include "webd/json.h"
+#include "webd/metrics.h"
 #include "webd/server.h"
 
-#define ACTIVITY_FLUSH_USEC  (100 * USEC_PER_MSEC)
-#define ACTIVITY_REPORT_USEC (10 * USEC_PER_SEC)
-#define ACTIVITY_PATH_MAX    512
-#define ACTIVITY_COLUMNS     8
+#define ACTIVITY_FLUSH_USEC      (100 * USEC_PER_MSEC)
+#define ACTIVITY_RETRY_USEC      (250 * USEC_PER_MSEC)
+#define ACTIVITY_REPORT_USEC     (10 * USEC_PER_SEC)
+#define ACTIVITY_SWEEP_FIRST_USEC (1 * USEC_PER_SEC)
+#define ACTIVITY_PATH_MAX        512
+#define ACTIVITY_COLUMNS         9
 
 struct activity_entry {
         uint64_t at_usec; /* wall clock */
@@ -39,19 +62,27 @@ struct activity_entry {
         char path[ACTIVITY_PATH_MAX];
         char request_id[SERVER_REQUEST_ID_MAX + 1];
         char client[NETADDR_STRLEN];
+        char user_name[SERVER_USER_NAME_MAX]; /* "" when none */
 };
 
 struct activity {
+        struct event_base *base;
         struct db *db;
+        const struct config *config;
         bool enabled;
         struct activity_entry *ring;
-        size_t head, count;
+        size_t head, count; /* count includes the entries in flight, which are the first ones */
+        size_t in_flight;   /* entries of the batch in flight */
+        size_t solo;        /* entries at the head to send one at a time: their batch was refused */
+        size_t unsure;      /* entries at the head whose last write has an unknown outcome */
         struct event *timer;
         struct db_query *flush;
-        size_t in_flight; /* entries of the batch in flight */
-        uint64_t dropped, reported;
-        uint64_t last_report_usec;
-        unsigned insert, list;
+        struct event *sweep_timer;
+        struct db_query *sweep;
+        uint64_t swept; /* rows deleted by the sweep round in progress */
+        struct activity_stats stats;
+        uint64_t reported, last_report_usec, last_refused_usec;
+        unsigned insert, insert_missing, list, expire;
         time_t at_second;   /* the second at_text shows */
         char at_text[32];
         void (*drained)(void *userdata);
@@ -115,18 +146,39 @@ size_t activity_clean_path(const char *path, char *buf, size_t size)
         return n;
 }
 
-static void activity_drop(struct activity *a, uint64_t n)
-{
-        uint64_t now = now_usec();
 
-        a->dropped += n;
-        if (a->dropped > a->reported && now - a->last_report_usec >= ACTIVITY_REPORT_USEC) {
-                log_warning("Activity log: %" PRIu64 " entries not written to the database so far "
-                            "(database down, queue full or write failed); the journal has every request",
-                            a->dropped);
-                a->reported = a->dropped;
+size_t activity_copy_name(char *dst, size_t size, const char *src)
+{
+        size_t n = server_copy_text(dst, size, src), k = n;
+
+        /* Cut inside a character when the first byte left out continues it: then drop its first bytes. */
+        while (k > 0 && ((unsigned char)src[k] & 0xc0) == 0x80)
+                k--;
+        if (k < n)
+                dst[n = k] = '\0';
+        return n;
+}
+
+/* Logs, at most every ACTIVITY_REPORT_USEC, how many entries never made it to the table. */
+static void activity_report(struct activity *a)
+{
+        uint64_t now = now_usec(), lost = a->stats.dropped_full + a->stats.dropped_refused;
+
+        if (lost > a->reported && now - a->last_report_usec >= ACTIVITY_REPORT_USEC) {
+                log_warning("Activity log: %" PRIu64 " entries not written to the database so far (%" PRIu64
+                            " with the queue full, %" PRIu64 " refused); the journal has every request",
+                            lost, a->stats.dropped_full, a->stats.dropped_refused);
+                a->reported = lost;
                 a->last_report_usec = now;
         }
+}
+
+static void activity_schedule(struct event *timer, uint64_t usec)
+{
+        struct timeval tv = timeval_from_usec(usec);
+
+        if (!evtimer_pending(timer, NULL))
+                (void)evtimer_add(timer, &tv);
 }
 
 static void activity_check_drained(struct activity *a)
@@ -139,27 +191,80 @@ static void activity_check_drained(struct activity *a)
         }
 }
 
+/* The first <n> entries of the ring are done with (written, or refused alone). */
+static void activity_consume(struct activity *a, size_t n)
+{
+        a->head = (a->head + n) % ACTIVITY_QUEUE_MAX;
+        a->count -= n;
+        a->solo -= MIN(a->solo, n);
+        a->unsure -= MIN(a->unsure, n);
+}
+
 static void activity_flush(struct activity *a);
+
+/* After a flush's outcome: the next flush now (a full batch, rows to send alone, a stop), or later. */
+static void activity_next(struct activity *a, bool retry)
+{
+        if (retry)
+                activity_schedule(a->timer, ACTIVITY_RETRY_USEC);
+        else if (a->count >= ACTIVITY_BATCH_MAX || a->solo > 0 || a->unsure > 0 || (a->drained && a->count > 0))
+                activity_flush(a);
+        else if (a->count > 0)
+                activity_schedule(a->timer, ACTIVITY_FLUSH_USEC);
+        activity_check_drained(a);
+}
+
+/* The first <n> entries can't be written together, for <why>: a batch is sent again one entry at a
+ * time, so that only the bad entry is lost; an entry alone is dropped (counted, logged). */
+static void activity_refused(struct activity *a, size_t n, const char *why)
+{
+        if (n > 1) {
+                log_debug("Activity log: a batch of %zu entries was refused (%s); writing them one by one", n,
+                          why);
+                a->solo = MAX(a->solo, n);
+                return;
+        }
+        /* One line per ACTIVITY_REPORT_USEC at most: if every row is refused (a table gone), not a flood. */
+        if (now_usec() - a->last_refused_usec >= ACTIVITY_REPORT_USEC) {
+                log_warning("Activity log: the database refused the entry of request %s: %s",
+                            a->ring[a->head].request_id, why);
+                a->last_refused_usec = now_usec();
+        } else
+                log_debug("Activity log: the database refused the entry of request %s: %s",
+                          a->ring[a->head].request_id, why);
+        activity_consume(a, n);
+        a->stats.dropped_refused += n;
+        activity_report(a);
+}
 
 static void activity_flushed(int error, const PGresult *res, void *userdata)
 {
         struct activity *a = userdata;
+        size_t n = a->in_flight;
+        bool retry = false;
 
         a->flush = NULL;
-        if (error < 0) {
-                log_debug("Activity log: writing %zu entries failed: %s", a->in_flight,
-                          res ? PQresultErrorMessage(res) : "database unavailable");
-                activity_drop(a, a->in_flight);
-        }
         a->in_flight = 0;
-        if (a->count >= ACTIVITY_BATCH_MAX || (a->drained && a->count > 0))
-                activity_flush(a);
-        else if (a->count > 0 && !evtimer_pending(a->timer, NULL)) {
-                struct timeval tv = {.tv_sec = 0, .tv_usec = (suseconds_t)ACTIVITY_FLUSH_USEC};
-
-                (void)evtimer_add(a->timer, &tv);
+        if (error == -ECONNRESET) /* maybe committed, maybe not: sent again, inserting only what isn't there */
+                a->unsure = MAX(a->unsure, n);
+        switch (error) {
+        case 0:
+                activity_consume(a, n);
+                a->stats.written += n;
+                break;
+        case -ECONNRESET:
+        case -ENOTCONN:
+        case -EAGAIN:
+                log_debug("Activity log: writing %zu entries failed for now (%s); trying again", n,
+                          res ? PQresultErrorMessage(res) : "database unavailable");
+                a->stats.retried++;
+                retry = true;
+                break;
+        default:
+                activity_refused(a, n, res ? PQresultErrorMessage(res) : "unknown error");
+                break;
         }
-        activity_check_drained(a);
+        activity_next(a, retry);
 }
 
 /* Appends the <width> last decimal digits of <v> to <buf> at <n>; returns the new length. */
@@ -206,22 +311,13 @@ static void activity_format_ms(double ms, char buf[static 40])
         buf[n] = '\0';
 }
 
-/* Sends the oldest entries (up to a batch) as one INSERT. */
-static void activity_flush(struct activity *a)
+/* Sends the oldest <n> entries (<n> >= 1) with statement <stmt>. Returns 0 or the error of db_query(),
+ * -ENOMEM. */
+static int activity_send(struct activity *a, unsigned stmt, size_t n)
 {
         char *columns[ACTIVITY_COLUMNS] = {0};
-        size_t sizes[ACTIVITY_COLUMNS] = {0}, lens[ACTIVITY_COLUMNS], n = MIN(a->count, (size_t)ACTIVITY_BATCH_MAX);
+        size_t sizes[ACTIVITY_COLUMNS] = {0}, lens[ACTIVITY_COLUMNS];
         int k = 0;
-
-        (void)evtimer_del(a->timer);
-        if (a->flush || n == 0)
-                return;
-        if (!db_is_up(a->db)) {
-                a->head = (a->head + a->count) % ACTIVITY_QUEUE_MAX;
-                activity_drop(a, a->count);
-                a->count = 0;
-                return;
-        }
 
         /* Room for the worst case of every column: each byte escaped, quotes, commas, braces. */
         for (size_t i = 0; i < n; i++) {
@@ -229,12 +325,13 @@ static void activity_flush(struct activity *a)
 
                 sizes[0] += 40;
                 sizes[1] += 24;
-                sizes[2] += 2 * strlen(e->method) + 3;
-                sizes[3] += 2 * strlen(e->path) + 3;
-                sizes[4] += 16;
-                sizes[5] += 40;
-                sizes[6] += 2 * strlen(e->request_id) + 3;
-                sizes[7] += 2 * strlen(e->client) + 3;
+                sizes[2] += 2 * strlen(e->user_name) + 5; /* or NULL and a comma */
+                sizes[3] += 2 * strlen(e->method) + 3;
+                sizes[4] += 2 * strlen(e->path) + 3;
+                sizes[5] += 16;
+                sizes[6] += 40;
+                sizes[7] += 2 * strlen(e->request_id) + 3;
+                sizes[8] += 2 * strlen(e->client) + 3;
         }
         for (size_t c = 0; c < ACTIVITY_COLUMNS; c++) {
                 sizes[c] += 3;
@@ -250,44 +347,68 @@ static void activity_flush(struct activity *a)
         for (size_t i = 0; i < n && k >= 0; i++) {
                 const struct activity_entry *e = &a->ring[(a->head + i) % ACTIVITY_QUEUE_MAX];
                 char at[40], user[SERVER_INT_MAX], status[SERVER_INT_MAX], latency[40];
+                const char *values[ACTIVITY_COLUMNS];
 
                 activity_format_at(a, e->at_usec, at, sizeof(at));
                 server_int_text(e->user_id, user);
                 server_int_text(e->status, status);
                 activity_format_ms(e->latency_ms, latency);
-                k = activity_array_append(columns[0], sizes[0], &lens[0], at);
-                if (k >= 0)
-                        k = activity_array_append(columns[1], sizes[1], &lens[1], e->user_id > 0 ? user : NULL);
-                if (k >= 0)
-                        k = activity_array_append(columns[2], sizes[2], &lens[2], e->method);
-                if (k >= 0)
-                        k = activity_array_append(columns[3], sizes[3], &lens[3], e->path);
-                if (k >= 0)
-                        k = activity_array_append(columns[4], sizes[4], &lens[4], status);
-                if (k >= 0)
-                        k = activity_array_append(columns[5], sizes[5], &lens[5], latency);
-                if (k >= 0)
-                        k = activity_array_append(columns[6], sizes[6], &lens[6], e->request_id);
-                if (k >= 0)
-                        k = activity_array_append(columns[7], sizes[7], &lens[7], e->client);
+                values[0] = at;
+                values[1] = e->user_id > 0 ? user : NULL;
+                values[2] = e->user_name[0] ? e->user_name : NULL;
+                values[3] = e->method;
+                values[4] = e->path;
+                values[5] = status;
+                values[6] = latency;
+                values[7] = e->request_id;
+                values[8] = e->client;
+                for (size_t c = 0; c < ACTIVITY_COLUMNS && k >= 0; c++)
+                        k = activity_array_append(columns[c], sizes[c], &lens[c], values[c]);
         }
         for (size_t c = 0; c < ACTIVITY_COLUMNS && k >= 0; c++) {
                 columns[c][lens[c]++] = '}';
                 columns[c][lens[c]] = '\0';
         }
         if (k >= 0)
-                k = db_query(a->db, a->insert, (const char *const *)columns, ACTIVITY_COLUMNS, activity_flushed, a,
+                k = db_query(a->db, stmt, (const char *const *)columns, ACTIVITY_COLUMNS, activity_flushed, a,
                              &a->flush);
-
 finish:
-        a->head = (a->head + n) % ACTIVITY_QUEUE_MAX;
-        a->count -= n;
-        if (k < 0)
-                activity_drop(a, n);
-        else
-                a->in_flight = n;
         for (size_t c = 0; c < ACTIVITY_COLUMNS; c++)
                 free(columns[c]);
+        return k;
+}
+
+/* Sends the oldest entries: a batch, or one alone after a refused batch; the unsure ones with the
+ * statement that skips rows already there. While that can't be done, tries again later. */
+static void activity_flush(struct activity *a)
+{
+        size_t n = MIN(a->count, (size_t)ACTIVITY_BATCH_MAX);
+        int k;
+
+        (void)evtimer_del(a->timer);
+        if (a->flush || n == 0)
+                return;
+        if (!db_is_up(a->db)) {
+                activity_schedule(a->timer, ACTIVITY_RETRY_USEC);
+                return;
+        }
+        if (a->solo > 0)
+                n = 1;
+        if (a->unsure > 0)
+                n = MIN(n, a->unsure);
+        k = activity_send(a, a->unsure > 0 ? a->insert_missing : a->insert, n);
+        if (k == -ENOTCONN || k == -EBUSY || k == -ENOMEM) {
+                log_debug("Activity log: can't send %zu entries now (%s); trying again", n, strerror(-k));
+                activity_schedule(a->timer, ACTIVITY_RETRY_USEC);
+                return;
+        }
+        if (k < 0) {
+                /* Entries that can't even be put into a statement (a bug): as if the database refused them. */
+                activity_refused(a, n, strerror(-k));
+                activity_schedule(a->timer, 0); /* the next turn of the loop, not a recursion */
+                return;
+        }
+        a->in_flight = n;
 }
 
 static void activity_timer_cb(evutil_socket_t fd, short what, void *userdata)
@@ -305,15 +426,25 @@ void activity_record(const struct server_log_entry *e, void *userdata)
         char path[ACTIVITY_PATH_MAX], user[SERVER_INT_MAX] = "-";
         size_t path_len;
 
+        if (e->probe) {
+                if (e->status >= 200 && e->status < 300) {
+                        a->stats.probes_ok++;
+                        return;
+                }
+                a->stats.probes_failed++;
+        }
         path_len = activity_clean_path(e->path, path, sizeof(path));
         if (e->user_id > 0)
                 server_int_text(e->user_id, user);
         log_info("%s %s %d %.1fms user=%s client=%s request_id=%s name=%s", e->method, path, e->status,
                  e->latency_ms, user, e->client, e->request_id,
                  e->user_name && e->user_name[0] ? e->user_name : "-");
+        if (e->probe)
+                return;
 
-        if (!db_is_up(a->db) || a->count >= ACTIVITY_QUEUE_MAX) {
-                activity_drop(a, 1);
+        if (a->count >= ACTIVITY_QUEUE_MAX) {
+                a->stats.dropped_full++;
+                activity_report(a);
                 return;
         }
         slot = &a->ring[(a->head + a->count) % ACTIVITY_QUEUE_MAX];
@@ -327,15 +458,73 @@ void activity_record(const struct server_log_entry *e, void *userdata)
         memcpy(slot->path, path, path_len + 1);
         server_copy_text(slot->request_id, sizeof(slot->request_id), e->request_id);
         server_copy_text(slot->client, sizeof(slot->client), e->client);
+        if (e->user_name)
+                activity_copy_name(slot->user_name, sizeof(slot->user_name), e->user_name);
         a->count++;
 
-        if (a->count >= ACTIVITY_BATCH_MAX && !a->flush)
+        if (a->flush)
+                return; /* its outcome starts the next */
+        if (a->count >= ACTIVITY_BATCH_MAX)
                 activity_flush(a);
-        else if (!a->flush && !evtimer_pending(a->timer, NULL)) {
-                struct timeval tv = {.tv_sec = 0, .tv_usec = (suseconds_t)ACTIVITY_FLUSH_USEC};
+        else
+                activity_schedule(a->timer, ACTIVITY_FLUSH_USEC);
+}
 
-                (void)evtimer_add(a->timer, &tv);
+static void activity_sweep_cb(evutil_socket_t fd, short what, void *userdata);
+
+/* The next sweep after a second (or the interval, if shorter): the database wasn't there to ask. */
+static void activity_sweep_soon(struct activity *a)
+{
+        activity_schedule(a->sweep_timer, MIN(a->config->activity_sweep_usec, ACTIVITY_SWEEP_FIRST_USEC));
+}
+
+static void activity_swept(int error, const PGresult *res, void *userdata)
+{
+        struct activity *a = userdata;
+        uint64_t n = 0;
+
+        a->sweep = NULL;
+        if (error < 0) {
+                log_warning("Activity log: deleting rows past retention failed: %s; trying again in %" PRIu64
+                            "s",
+                            res ? PQresultErrorMessage(res) : "database unavailable",
+                            a->config->activity_sweep_usec / USEC_PER_SEC);
+                activity_schedule(a->sweep_timer, a->config->activity_sweep_usec);
+                return;
         }
+        (void)parse_uint(PQcmdTuples((PGresult *)res), 0, UINT64_MAX, &n);
+        a->stats.expired += n;
+        a->swept += n;
+        if (n >= ACTIVITY_SWEEP_BATCH) {
+                /* More to go: the next batch on the next turn of the loop, so requests come in between. */
+                activity_schedule(a->sweep_timer, 0);
+                return;
+        }
+        if (a->swept > 0)
+                log_info("Activity log: deleted %" PRIu64 " rows older than the retention of %" PRIu64 "s",
+                         a->swept, a->config->activity_retention_usec / USEC_PER_SEC);
+        a->swept = 0;
+        activity_schedule(a->sweep_timer, a->config->activity_sweep_usec);
+}
+
+static void activity_sweep_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct activity *a = userdata;
+        char age[SERVER_INT_MAX], limit[SERVER_INT_MAX];
+        const char *values[2] = {age, limit};
+        int k;
+
+        if (a->sweep)
+                return;
+        if (!db_is_up(a->db)) {
+                activity_sweep_soon(a);
+                return;
+        }
+        server_int_text((int64_t)(a->config->activity_retention_usec / USEC_PER_SEC), age);
+        server_int_text(ACTIVITY_SWEEP_BATCH, limit);
+        k = db_query(a->db, a->expire, values, 2, activity_swept, a, &a->sweep);
+        if (k < 0)
+                activity_sweep_soon(a);
 }
 
 static void activity_listed(struct server_request *r, int error, const PGresult *res)
@@ -355,7 +544,8 @@ static void activity_listed(struct server_request *r, int error, const PGresult 
         items = cJSON_AddArrayToObject(body, "items");
         if (!items)
                 goto fail;
-        n = PQntuples(res);
+        /* Column 0 is SERVER_AUTH_SQL's; with no entry at all there is one row of NULLs. */
+        n = PQgetisnull(res, 0, 1) ? 0 : PQntuples(res);
         for (int i = 0; i < n && i < limit; i++) {
                 char at[JSON_TIME_MAX];
                 cJSON *item = cJSON_CreateObject();
@@ -363,15 +553,15 @@ static void activity_listed(struct server_request *r, int error, const PGresult 
                 if (!item)
                         goto fail;
                 cJSON_AddItemToArray(items, item);
-                if (json_timestamp(PQgetvalue(res, i, 1), at, sizeof(at)) < 0 ||
-                    !cJSON_AddNumberToObject(item, "id", strtod(PQgetvalue(res, i, 0), NULL)) ||
+                if (json_timestamp(PQgetvalue(res, i, 2), at, sizeof(at)) < 0 ||
+                    !cJSON_AddNumberToObject(item, "id", strtod(PQgetvalue(res, i, 1), NULL)) ||
                     !cJSON_AddStringToObject(item, "at", at) ||
-                    !cJSON_AddStringToObject(item, "method", PQgetvalue(res, i, 2)) ||
-                    !cJSON_AddStringToObject(item, "path", PQgetvalue(res, i, 3)) ||
-                    !cJSON_AddNumberToObject(item, "status", strtod(PQgetvalue(res, i, 4), NULL)) ||
-                    !cJSON_AddNumberToObject(item, "latency_ms", strtod(PQgetvalue(res, i, 5), NULL)) ||
-                    !cJSON_AddStringToObject(item, "request_id", PQgetvalue(res, i, 6)) ||
-                    !cJSON_AddStringToObject(item, "client", PQgetvalue(res, i, 7)))
+                    !cJSON_AddStringToObject(item, "method", PQgetvalue(res, i, 3)) ||
+                    !cJSON_AddStringToObject(item, "path", PQgetvalue(res, i, 4)) ||
+                    !cJSON_AddNumberToObject(item, "status", strtod(PQgetvalue(res, i, 5), NULL)) ||
+                    !cJSON_AddNumberToObject(item, "latency_ms", strtod(PQgetvalue(res, i, 6), NULL)) ||
+                    !cJSON_AddStringToObject(item, "request_id", PQgetvalue(res, i, 7)) ||
+                    !cJSON_AddStringToObject(item, "client", PQgetvalue(res, i, 8)))
                         goto fail;
         }
         if (!cJSON_AddNumberToObject(body, "limit", (double)limit) ||
@@ -390,8 +580,8 @@ static void activity_list(struct server_request *r, void *userdata)
 {
         struct activity *a = userdata;
         _cleanup_(json_problems_clear) struct json_problems problems = {0};
-        char user[SERVER_INT_MAX], limit_text[SERVER_INT_MAX], offset_text[SERVER_INT_MAX];
-        const char *values[3] = {user, limit_text, offset_text};
+        char limit_text[SERVER_INT_MAX], offset_text[SERVER_INT_MAX];
+        const char *values[2] = {limit_text, offset_text};
         int64_t limit, offset;
         int k;
 
@@ -404,18 +594,24 @@ static void activity_list(struct server_request *r, void *userdata)
                 server_reply_invalid(r, &problems);
                 return;
         }
-        server_int_text(r->user_id, user);
         server_int_text(limit + 1, limit_text);
         server_int_text(offset, offset_text);
-        k = server_query(r, a->list, values, 3, activity_listed);
+        k = server_query_auth(r, a->list, values, 2, activity_listed);
         if (k < 0)
                 server_reply_db_error(r, k, NULL);
 }
 
-int activity_new(struct event_base *base, struct server *s, struct db *db, bool enabled, struct activity **ret)
+/* The columns of a row, in the order of the unnest() arrays. */
+#define ACTIVITY_INSERT_COLUMNS "at, user_id, username, method, path, status, latency_ms, request_id, client"
+#define ACTIVITY_UNNEST                                                                                   \
+        "unnest($1::timestamptz[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::int[], "           \
+        "$7::float8[], $8::text[], $9::text[])"
+
+int activity_new(struct event_base *base, struct server *s, struct db *db, const struct config *config,
+                 struct activity **ret)
 {
         static const struct server_method methods[] = {
-                { EVHTTP_REQ_GET, activity_list, true, false, server_paging_params },
+                { EVHTTP_REQ_GET, activity_list, true, false, server_paging_params, false },
         };
         struct activity *a;
         int r;
@@ -423,32 +619,51 @@ int activity_new(struct event_base *base, struct server *s, struct db *db, bool 
         a = calloc(1, sizeof(*a));
         if (!a)
                 return -ENOMEM;
+        a->base = base;
         a->db = db;
-        a->enabled = enabled;
+        a->config = config;
+        a->enabled = config->activity;
         a->timer = evtimer_new(base, activity_timer_cb, a);
-        a->ring = enabled ? calloc(ACTIVITY_QUEUE_MAX, sizeof(*a->ring)) : NULL;
-        if (!a->timer || (enabled && !a->ring)) {
+        a->sweep_timer = evtimer_new(base, activity_sweep_cb, a);
+        a->ring = a->enabled ? calloc(ACTIVITY_QUEUE_MAX, sizeof(*a->ring)) : NULL;
+        if (!a->timer || !a->sweep_timer || (a->enabled && !a->ring)) {
                 activity_free(a);
                 return -ENOMEM;
         }
-        r = db_statement(db,
-                         "INSERT INTO activity (at, user_id, method, path, status, latency_ms, request_id, client) "
-                         "SELECT * FROM unnest($1::timestamptz[], $2::bigint[], $3::text[], $4::text[], "
-                         "$5::int[], $6::float8[], $7::text[], $8::text[])",
+        r = db_statement(db, "INSERT INTO activity (" ACTIVITY_INSERT_COLUMNS ") SELECT * FROM " ACTIVITY_UNNEST,
                          ACTIVITY_COLUMNS, &a->insert);
+        /* After a broken connection: only the rows that didn't make it (the time and request id of each entry
+         * tell it apart; the index on the time finds them). */
         if (r >= 0)
                 r = db_statement(db,
-                                 "SELECT id, at, method, path, status, latency_ms, request_id, client "
-                                 "FROM activity WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
-                                 3, &a->list);
+                                 "INSERT INTO activity (" ACTIVITY_INSERT_COLUMNS ") "
+                                 "SELECT * FROM " ACTIVITY_UNNEST " AS n(" ACTIVITY_INSERT_COLUMNS ") "
+                                 "WHERE NOT EXISTS (SELECT 1 FROM activity o "
+                                 "WHERE o.at = n.at AND o.request_id = n.request_id)",
+                                 ACTIVITY_COLUMNS, &a->insert_missing);
+        if (r >= 0)
+                r = db_statement(db,
+                                 SERVER_AUTH_SQL("SELECT id, at, method, path, status, latency_ms, "
+                                                 "request_id, client FROM activity "
+                                                 "WHERE user_id = $1 AND EXISTS (SELECT 1 FROM auth) "
+                                                 "ORDER BY id DESC LIMIT $3 OFFSET $4",
+                                                 "ORDER BY q.id DESC"),
+                                 4, &a->list);
+        if (r >= 0)
+                r = db_statement(db,
+                                 "DELETE FROM activity WHERE id IN (SELECT id FROM activity "
+                                 "WHERE at < now() - $1::bigint * interval '1 second' ORDER BY at LIMIT $2)",
+                                 2, &a->expire);
         if (r >= 0)
                 r = server_route(s, "/activity", false, methods, ELEMENTSOF(methods), a);
         if (r < 0) {
                 activity_free(a);
                 return r;
         }
-        if (enabled)
+        if (a->enabled)
                 server_set_log(s, activity_record, a);
+        if (config->activity_retention_usec > 0)
+                activity_schedule(a->sweep_timer, ACTIVITY_SWEEP_FIRST_USEC);
         *ret = a;
         return 0;
 }
@@ -462,9 +677,36 @@ void activity_drain(struct activity *a, void (*done)(void *userdata), void *user
         activity_check_drained(a);
 }
 
+void activity_get_stats(const struct activity *a, struct activity_stats *ret)
+{
+        *ret = a->stats;
+        ret->queued = a->count;
+}
+
 uint64_t activity_dropped(const struct activity *a)
 {
-        return a ? a->dropped : 0;
+        return a ? a->stats.dropped_full + a->stats.dropped_refused + a->count : 0;
+}
+
+void activity_write_metrics(struct metrics_text *t, void *userdata)
+{
+        const struct activity *a = userdata;
+
+        metrics_single(t, "webd_activity_written_total", "counter", "Activity rows the database acknowledged.",
+                       a->stats.written);
+        metrics_family(t, "webd_activity_dropped_total", "counter",
+                       "Activity entries never written to the table (they are in the journal).");
+        metrics_sample(t, "webd_activity_dropped_total", "reason=\"queue_full\"", a->stats.dropped_full);
+        metrics_sample(t, "webd_activity_dropped_total", "reason=\"refused\"", a->stats.dropped_refused);
+        metrics_single(t, "webd_activity_queued", "gauge", "Activity entries waiting to be written.", a->count);
+        metrics_single(t, "webd_activity_retries_total", "counter",
+                       "Activity batches sent again after the database failed or went away.", a->stats.retried);
+        metrics_single(t, "webd_activity_expired_total", "counter", "Activity rows deleted by retention.",
+                       a->stats.expired);
+        metrics_family(t, "webd_health_probes_total", "counter",
+                       "Health probes answered, by result (not written to the activity log).");
+        metrics_sample(t, "webd_health_probes_total", "result=\"ok\"", a->stats.probes_ok);
+        metrics_sample(t, "webd_health_probes_total", "result=\"failed\"", a->stats.probes_failed);
 }
 
 struct activity *activity_free(struct activity *a)
@@ -472,8 +714,11 @@ struct activity *activity_free(struct activity *a)
         if (!a)
                 return NULL;
         db_query_cancel(a->flush);
+        db_query_cancel(a->sweep);
         if (a->timer)
                 event_free(a->timer);
+        if (a->sweep_timer)
+                event_free(a->sweep_timer);
         free(a->ring);
         free(a);
         return NULL;

@@ -26,6 +26,11 @@
  *   login_max_delay = 5m                     the longest delay, whole seconds, 1s..1h
  *   login_throttle_entries = 16384           counters kept, 1024..1048576 (least recently used dropped)
  *
+ *   [activity]
+ *   retention       = 90d                    rows older than this are deleted; off (or 0) keeps them
+ *                                            forever; else whole s, m, h or d, from 1h to 36500d
+ *   retention_interval = 1m                  how often old rows are looked for, at least 1s
+ *
  * Durations are parse_duration() values ("500ms", "1.5s", "2m"), sizes parse_size() values ("64k").
  * Unknown sections and keys are errors, so a typo never silently leaves a default in place. Each error is
  * logged as "FILE:LINE: [section] key 'KEY': reason (value 'V')", or "ORIGIN: ..." for the command line;
@@ -175,6 +180,42 @@ static int config_parse_proxies(const struct conf_key *k, void *obj, const char 
         return 0;
 }
 
+#define CONFIG_RETENTION_MIN_S (3600)
+#define CONFIG_RETENTION_MAX_S (UINT64_C(36500) * 86400)
+
+/* [activity] retention: "off", "0", or a whole number with a unit (s, m, h, d), from 1h to 36500d. Its own
+ * parser, since durations in general stop at 30d. No unit is refused: "90" would be 90 seconds, a typo
+ * that would empty the table. */
+static int config_parse_retention(const struct conf_key *k, void *obj, const char *value, bool first,
+                                  char *reason, size_t size)
+{
+        static const struct {
+                char unit;
+                uint64_t seconds;
+        } units[] = { { 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 } };
+        struct config *c = obj;
+        char digits[16];
+        size_t n = strspn(value, "0123456789");
+        uint64_t v, unit = 0;
+
+        if (strcmp(value, "off") == 0 || strcmp(value, "0") == 0) {
+                c->activity_retention_usec = 0;
+                return 0;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(units) && n > 0 && n < sizeof(digits); i++)
+                if (value[n] == units[i].unit && value[n + 1] == '\0')
+                        unit = units[i].seconds;
+        if (unit == 0)
+                return conf_reason(reason, size, "must be off, or a whole number of s, m, h or d (e.g. 90d)");
+        memcpy(digits, value, n);
+        digits[n] = '\0';
+        if (parse_uint(digits, 0, UINT64_MAX / 86400, &v) < 0 || v * unit < CONFIG_RETENTION_MIN_S ||
+            v * unit > CONFIG_RETENTION_MAX_S)
+                return conf_reason(reason, size, "must be off, or from 1h to 36500d");
+        c->activity_retention_usec = v * unit * USEC_PER_SEC;
+        return 0;
+}
+
 /* One key per row: the table reads better unformatted. */
 /* clang-format off */
 /* DURATION(..., min, whole): min in microseconds; whole is USEC_PER_SEC for whole seconds only, else 0. */
@@ -198,6 +239,9 @@ static const struct conf_key config_keys[] = {
         NUMBER("login_account_failures", "100", login_account_failures, 1, 100000),
         DURATION("login_max_delay", "5m", login_max_delay_usec, USEC_PER_SEC, USEC_PER_SEC),
         NUMBER("login_throttle_entries", "16384", login_throttle_entries, 1024, 1048576),
+        { "activity", "retention", "90d", config_parse_retention, 0, 0, 0, false },
+        { "activity", "retention_interval", "1m", conf_parse_duration, U64(activity_sweep_usec), USEC_PER_SEC, 0,
+          false },
 };
 /* clang-format on */
 

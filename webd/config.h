@@ -37,6 +37,10 @@ struct config {
         uint64_t login_max_delay_usec;   /* the longest delay; whole seconds */
         uint64_t login_throttle_entries; /* counters kept in memory, at most */
 
+        /* [activity] */
+        uint64_t activity_retention_usec;   /* rows older than this are deleted; 0 = kept forever */
+        uint64_t activity_sweep_usec;       /* how often the old rows are looked for */
+
         /* Where the config came from, for messages; "" when from flags only. */
         char path[CONFIG_PATH_MAX];
 };

@@ -137,11 +137,11 @@ static bool jwt_string_ok(const char *s)
 }
 
 int jwt_sign(const uint8_t *key, size_t key_len, const char *sub, const char *name, int64_t iat, int64_t exp,
-             char *buf, size_t size)
+             int64_t gen, char *buf, size_t size)
 {
         _cleanup_(cJSON_Deletep) cJSON *claims = NULL;
         _cleanup_(cJSON_freep) char *payload = NULL;
-        char token[JWT_MAX + 1], num[2][24];
+        char token[JWT_MAX + 1], num[3][24];
         uint8_t mac[JWT_SIG_LEN];
         size_t hlen, plen, len;
         int r;
@@ -150,16 +150,20 @@ int jwt_sign(const uint8_t *key, size_t key_len, const char *sub, const char *na
                 return -EINVAL;
         if (!jwt_string_ok(sub) || !jwt_string_ok(name))
                 return -EINVAL;
-        if (iat < 0 || iat > JWT_INT_MAX || exp < 0 || exp > JWT_INT_MAX)
+        if (iat < 0 || iat > JWT_INT_MAX || exp < 0 || exp > JWT_INT_MAX || gen < 0 || gen > JWT_INT_MAX)
                 return -EINVAL;
 
-        /* Integers are written as raw JSON so they never go through a double's formatting. */
+        /* Integers are written as raw JSON so they never go through a double's formatting. Generation 0,
+         * every user's first, is left out: such a token reads as one signed before generations existed. */
         (void)snprintf(num[0], sizeof(num[0]), "%" PRId64, iat);
         (void)snprintf(num[1], sizeof(num[1]), "%" PRId64, exp);
+        (void)snprintf(num[2], sizeof(num[2]), "%" PRId64, gen);
         claims = cJSON_CreateObject();
         if (!claims || !cJSON_AddStringToObject(claims, "sub", sub) ||
             !cJSON_AddStringToObject(claims, "name", name) || !cJSON_AddRawToObject(claims, "iat", num[0]) ||
-            !cJSON_AddRawToObject(claims, "exp", num[1]) || !cJSON_AddStringToObject(claims, "iss", "webd"))
+            !cJSON_AddRawToObject(claims, "exp", num[1]) ||
+            (gen > 0 && !cJSON_AddRawToObject(claims, "gen", num[2])) ||
+            !cJSON_AddStringToObject(claims, "iss", "webd"))
                 return -ENOMEM;
         payload = cJSON_PrintUnformatted(claims);
         if (!payload)
@@ -249,10 +253,12 @@ static int jwt_claim_int(const cJSON *m, int64_t *ret)
         return 0;
 }
 
-/* Reads the claims webd needs; other claims are ignored, a duplicate of a known one is refused. */
+/* Reads the claims webd needs; other claims are ignored, a duplicate of a known one is refused. "gen" may
+ * be absent (0): tokens signed before generations existed carry none, and generation 0 is what every
+ * user starts with, so such a token is refused as soon as the user's tokens are first revoked. */
 static int jwt_read_claims(const cJSON *claims, struct jwt_claims *c)
 {
-        enum { SUB = 1, NAME = 2, IAT = 4, EXP = 8, ISS = 16, ALL = 31 };
+        enum { SUB = 1, NAME = 2, IAT = 4, EXP = 8, ISS = 16, GEN = 32, REQUIRED = 31 };
         unsigned seen = 0, bit;
         const cJSON *m;
         int r = 0;
@@ -272,6 +278,9 @@ static int jwt_read_claims(const cJSON *claims, struct jwt_claims *c)
                 } else if (strcmp(m->string, "exp") == 0) {
                         bit = EXP;
                         r = jwt_claim_int(m, &c->exp);
+                } else if (strcmp(m->string, "gen") == 0) {
+                        bit = GEN;
+                        r = jwt_claim_int(m, &c->gen);
                 } else if (strcmp(m->string, "iss") == 0) {
                         bit = ISS;
                         r = cJSON_IsString(m) && strcmp(m->valuestring, "webd") == 0 ? 0 : -EBADMSG;
@@ -281,7 +290,7 @@ static int jwt_read_claims(const cJSON *claims, struct jwt_claims *c)
                         return -EBADMSG;
                 seen |= bit;
         }
-        return seen == ALL ? 0 : -EBADMSG;
+        return (seen & REQUIRED) == REQUIRED ? 0 : -EBADMSG;
 }
 
 int jwt_verify(const uint8_t *key, size_t key_len, const char *token, int64_t now, struct jwt_claims *ret)

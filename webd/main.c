@@ -30,6 +30,7 @@
 #include "webd/config.h"
 #include "webd/db.h"
 #include "webd/health.h"
+#include "webd/metrics.h"
 #include "webd/migrate.h"
 #include "webd/password.h"
 #include "webd/secret.h"
@@ -151,6 +152,7 @@ struct main_state {
         struct users *users;
         struct tasks *tasks;
         struct activity *activity;
+        struct metrics *metrics;
         uint8_t key[SECRET_MAX];
         size_t key_len;
         char listen_name[NETADDR_STRLEN];
@@ -305,7 +307,11 @@ static int main_run(struct main_state *m)
         if (r >= 0)
                 r = tasks_new(m->server, m->db, &m->tasks);
         if (r >= 0)
-                r = activity_new(m->daemon.base, m->server, m->db, m->config->activity, &m->activity);
+                r = activity_new(m->daemon.base, m->server, m->db, m->config, &m->activity);
+        if (r >= 0)
+                r = metrics_new(m->server, &m->metrics);
+        if (r >= 0)
+                r = metrics_add(m->metrics, activity_write_metrics, m->activity);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the routes: %m");
 
@@ -353,6 +359,7 @@ static void main_cleanup(struct main_state *m)
         m->tasks = tasks_free(m->tasks);
         m->health = health_free(m->health);
         m->activity = activity_free(m->activity);
+        m->metrics = metrics_free(m->metrics);
         m->db = db_free(m->db);
         daemon_done(&m->daemon);
         explicit_bzero(m->key, sizeof(m->key));

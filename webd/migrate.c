@@ -51,6 +51,66 @@ const struct migration migrate_migrations[] = {
                 "  client text NOT NULL);"
                 "CREATE INDEX activity_user_id_id ON activity (user_id, id DESC);",
         },
+        {
+                /* A user's tokens carry the generation they were issued under; bumping it (logout
+                 * everywhere, a password change) revokes them all. Every user starts at 0, which is also
+                 * what a token without the claim reads as: tokens issued before this stay valid until
+                 * the first revocation or their expiry. */
+                2,
+                "token_generation",
+                "ALTER TABLE users ADD COLUMN token_generation bigint NOT NULL DEFAULT 0;",
+        },
+        {
+                /* The activity log is an audit trail: a row keeps the user's id and name as they were
+                 * when the request was made, whether the user still exists or not. Without the foreign
+                 * key no row can fail for its user, and a deleted user's rows keep their id (the old
+                 * ON DELETE SET NULL erased it). The name is filled in for the rows already there whose
+                 * user still exists. The index on the time is for retention's deletes. */
+                3,
+                "activity_audit",
+                "DO $$ DECLARE c name; BEGIN"
+                "  FOR c IN SELECT conname FROM pg_constraint"
+                "           WHERE conrelid = 'activity'::regclass AND contype = 'f' LOOP"
+                "    EXECUTE format('ALTER TABLE activity DROP CONSTRAINT %I', c);"
+                "  END LOOP;"
+                "END $$;"
+                "ALTER TABLE activity ADD COLUMN username text;"
+                "UPDATE activity SET username = users.username FROM users"
+                "  WHERE activity.user_id = users.id;"
+                "CREATE INDEX activity_at ON activity (at);",
+        },
+        {
+                /* Usernames are unique without regard to case. Accounts that already differ only by
+                 * case are kept, none is deleted: the oldest (lowest id) keeps its name, each newer one
+                 * is renamed to its name cut to fit, a dot and its id ("ALICE.12"; a further ".N" if even
+                 * that is taken), its tokens are revoked, and the rename is recorded in users_renamed so
+                 * the operator can tell those users. So the migration never fails on existing data. */
+                4,
+                "username_case",
+                "CREATE TABLE users_renamed ("
+                "  user_id bigint PRIMARY KEY,"
+                "  old_username text NOT NULL,"
+                "  new_username text NOT NULL,"
+                "  renamed_at timestamptz NOT NULL DEFAULT now());"
+                "DO $$ DECLARE d record; candidate text; suffix text; n int; BEGIN"
+                "  FOR d IN SELECT u.id, u.username FROM users u WHERE EXISTS ("
+                "             SELECT 1 FROM users o WHERE lower(o.username) = lower(u.username) AND o.id < u.id)"
+                "           ORDER BY u.id LOOP"
+                "    n := 0;"
+                "    LOOP"
+                "      suffix := '.' || d.id || CASE WHEN n = 0 THEN '' ELSE '.' || n END;"
+                "      candidate := left(d.username, greatest(32 - length(suffix), 1)) || suffix;"
+                "      EXIT WHEN NOT EXISTS (SELECT 1 FROM users WHERE lower(username) = lower(candidate));"
+                "      n := n + 1;"
+                "    END LOOP;"
+                "    UPDATE users SET username = candidate, token_generation = token_generation + 1"
+                "      WHERE id = d.id;"
+                "    INSERT INTO users_renamed (user_id, old_username, new_username)"
+                "      VALUES (d.id, d.username, candidate);"
+                "  END LOOP;"
+                "END $$;"
+                "CREATE UNIQUE INDEX users_username_lower ON users (lower(username));",
+        },
 };
 const unsigned migrate_n_migrations = ELEMENTSOF(migrate_migrations);
 

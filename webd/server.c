@@ -3,7 +3,13 @@
  * Every request goes through server_dispatch(), in this order: route (404; a trailing "/" is the same
  * route), method (405 with Allow), body size (413), bearer token (401), query parameters (400 for one the
  * method doesn't take or one given twice), Content-Type and JSON body (415, 400), then the route's
- * handler. The
+ * handler.
+ *
+ * The bearer token is checked in two places. Here, without the database: signature, expiry, claims. Then
+ * in the database, by the handler's own statement (SERVER_AUTH_SQL, server_query_auth()): that the user
+ * still exists and the token's generation is still the user's. Every handler of an authenticated route
+ * goes through server_query_auth(), so a deleted user's or a revoked token is refused with the same 401 on
+ * every route, at the cost of a primary-key lookup inside a statement the request makes anyway. The
  * handler answers at once or starts a query; a deadline (request_timeout) answers 503 for it if nothing
  * else has by then, and cancels the query. After the answer the log hook sees the request (method, path,
  * status, latency, request id, client, user), which is how the activity log is fed.
@@ -59,6 +65,7 @@ struct server_token {
         size_t len;
         int64_t user_id;
         int64_t exp;
+        int64_t gen;
         char name[SERVER_USER_NAME_MAX];
 };
 
@@ -99,14 +106,24 @@ struct server {
         char id_prefix[17];
         uint64_t id_counter;
         struct server_token tokens[SERVER_TOKEN_SLOTS];
+        unsigned check; /* the token check alone, for answers held back */
 };
 
 static void server_stopped_cb(evutil_socket_t fd, short what, void *userdata);
+
+/* An error answer held back while the token is checked in the database (server_defer_error()). */
+struct server_deferred {
+        int status; /* 0: none */
+        char code[32];
+        char message[256];
+        cJSON *fields;
+};
 
 /* Where a request's link lives: allocated with it, so it can't fail separately. */
 struct server_request_full {
         struct server_request r;
         struct server_link link;
+        struct server_deferred deferred;
 };
 
 static const char *server_method_name(enum evhttp_cmd_type m)
@@ -231,6 +248,10 @@ int server_new(struct event_base *base, const struct config *config, struct db *
         s->key_len = key_len;
         TAILQ_INIT(&s->requests);
 
+        if (db && db_statement(db, SERVER_AUTH_SQL("SELECT 1", ""), 2, &s->check) < 0) {
+                server_free(s);
+                return -ENOMEM;
+        }
         s->http = evhttp_new(base);
         s->stopped = event_new(base, -1, 0, server_stopped_cb, s);
         if (!s->http || !s->stopped) {
@@ -303,6 +324,7 @@ struct server_request *server_request_unref(struct server_request *r)
                 evhttp_clear_headers(r->params);
                 free(r->params);
         }
+        cJSON_Delete(((struct server_request_full *)r)->deferred.fields);
         cJSON_Delete(r->body);
         free(r);
         return NULL;
@@ -336,12 +358,15 @@ static void server_free_text(const void *data, size_t len, void *extra)
         cJSON_free((void *)data);
 }
 
-/* Sends the answer and runs the log hook; the request must be unanswered. */
-static void server_send(struct server_request *r, int status, cJSON *body)
+/* Sends the answer and runs the log hook; the request must be unanswered. The answer's body is the JSON
+ * <body> (NULL: none), or else the <len> bytes at <raw> (copied) of Content-Type <type>. */
+static void server_send(struct server_request *r, int status, cJSON *body, const char *type, const char *raw,
+                        size_t len)
 {
         struct server_request_full *full = (struct server_request_full *)r;
         struct server *s = r->server;
         struct evkeyvalq *headers = evhttp_request_get_output_headers(r->req);
+        struct evbuffer *out = evhttp_request_get_output_buffer(r->req);
         char *text = NULL;
 
         r->answered = true;
@@ -366,11 +391,13 @@ static void server_send(struct server_request *r, int status, cJSON *body)
         if (s->stopping)
                 (void)evhttp_add_header(headers, "Connection", "close");
         if (text) {
-                struct evbuffer *out = evhttp_request_get_output_buffer(r->req);
-
                 (void)evhttp_add_header(headers, "Content-Type", "application/json");
                 if (evbuffer_add_reference(out, text, strlen(text), server_free_text, NULL) < 0)
                         cJSON_free(text);
+        } else if (raw) {
+                (void)evhttp_add_header(headers, "Content-Type", type);
+                if (evbuffer_add(out, raw, len) < 0)
+                        status = r->status = 500;
         }
 
         /* The path belongs to evhttp's request: log before it is sent and freed. */
@@ -384,6 +411,7 @@ static void server_send(struct server_request *r, int status, cJSON *body)
                         .client = r->client,
                         .user_id = r->user_id,
                         .user_name = r->user_name,
+                        .probe = r->probe,
                 };
                 s->log_cb(&e, s->log_userdata);
         }
@@ -405,8 +433,14 @@ void server_reply(struct server_request *r, int status, cJSON *body)
                 cJSON_Delete(body);
                 return;
         }
-        server_send(r, status, body);
+        server_send(r, status, body, NULL, NULL, 0);
         cJSON_Delete(body);
+}
+
+void server_reply_raw(struct server_request *r, int status, const char *type, const char *data, size_t len)
+{
+        if (r && !r->answered)
+                server_send(r, status, NULL, type, data, len);
 }
 
 static cJSON *server_error_body(const char *code, const char *message, cJSON *fields)
@@ -427,12 +461,49 @@ static cJSON *server_error_body(const char *code, const char *message, cJSON *fi
 }
 
 static void server_reply_error_fields(struct server_request *r, int status, const char *code,
+                                      const char *message, cJSON *fields);
+
+static void server_deferred_checked(struct server_request *r, int error, const PGresult *res)
+{
+        struct server_deferred *d = &((struct server_request_full *)r)->deferred;
+        cJSON *fields = TAKE_PTR(d->fields);
+
+        /* The token is good (or the database failed: then the request's own error still stands). */
+        server_reply_error_fields(r, d->status, d->code, d->message, fields);
+}
+
+/* A request with a token that verified but wasn't checked in the database yet, answered 400 or 415 before
+ * its statement ran: the token is checked first, so that a revoked token or a deleted user's gets the same
+ * 401 whatever else is wrong with the request. Costs a query on that error path only. Returns 0 when the
+ * answer is held back (<fields> taken), < 0 when it must go now. */
+static int server_defer_error(struct server_request *r, int status, const char *code, const char *message,
+                              cJSON *fields)
+{
+        struct server_deferred *d = &((struct server_request_full *)r)->deferred;
+
+        if ((status != 400 && status != 415) || !r->auth || r->auth_checked || r->user_id <= 0 || d->status ||
+            !r->server->db)
+                return -EALREADY;
+        d->status = status;
+        server_copy_text(d->code, sizeof(d->code), code);
+        server_copy_text(d->message, sizeof(d->message), message);
+        if (server_query_auth(r, r->server->check, NULL, 0, server_deferred_checked) < 0) {
+                r->auth_checked = true; /* the database can't tell now: the request's own answer */
+                return -EAGAIN;
+        }
+        d->fields = fields;
+        return 0;
+}
+
+static void server_reply_error_fields(struct server_request *r, int status, const char *code,
                                       const char *message, cJSON *fields)
 {
         if (!r || r->answered) {
                 cJSON_Delete(fields);
                 return;
         }
+        if (server_defer_error(r, status, code, message, fields) >= 0)
+                return;
         if (status == 401)
                 (void)server_add_header(r, "WWW-Authenticate", "Bearer realm=\"webd\"");
         if (status == 503)
@@ -489,14 +560,29 @@ void server_reply_db_error(struct server_request *r, int error, const PGresult *
         }
 }
 
+void server_reply_revoked(struct server_request *r)
+{
+        server_reply_error(r, 401, "unauthorized",
+                           "the token was revoked or its user no longer exists; log in again");
+}
+
 static void server_query_done(int error, const PGresult *res, void *userdata)
 {
         struct server_request *r = userdata;
         server_query_cb cb = r->pending_cb;
 
         r->pending = NULL;
-        if (!r->answered)
-                cb(r, error, res);
+        if (!r->answered) {
+                /* A foreign key violation: the user was deleted while the statement ran. */
+                if (r->pending_auth && (error == -ENOENT || (error >= 0 && (PQntuples(res) < 1 ||
+                                                                             PQgetvalue(res, 0, 0)[0] != 't'))))
+                        server_reply_revoked(r);
+                else {
+                        if (r->pending_auth)
+                                r->auth_checked = true;
+                        cb(r, error, res);
+                }
+        }
         server_request_unref(r);
 }
 
@@ -510,8 +596,28 @@ int server_query(struct server_request *r, unsigned stmt, const char *const *val
         if (k < 0)
                 return k;
         r->pending_cb = cb;
+        r->pending_auth = false;
         server_request_ref(r);
         return 0;
+}
+
+int server_query_auth(struct server_request *r, unsigned stmt, const char *const *values, int n,
+                      server_query_cb cb)
+{
+        char user[SERVER_INT_MAX], gen[SERVER_INT_MAX];
+        const char *all[DB_PARAMS_MAX];
+        int k;
+
+        if (n < 0 || n > DB_PARAMS_MAX - 2 || r->user_id <= 0)
+                return -EINVAL;
+        all[0] = server_int_text(r->user_id, user);
+        all[1] = server_int_text(r->token_gen, gen);
+        for (int i = 0; i < n; i++)
+                all[i + 2] = values[i];
+        k = server_query(r, stmt, all, n + 2, cb);
+        if (k >= 0)
+                r->pending_auth = true;
+        return k;
 }
 
 static void server_timeout_fired(evutil_socket_t fd, short what, void *userdata)
@@ -730,6 +836,7 @@ static int server_authenticate(struct server *s, struct server_request *r)
                 if (slot->exp <= now)
                         return -ETIME;
                 r->user_id = slot->user_id;
+                r->token_gen = slot->gen;
                 memcpy(r->user_name, slot->name, sizeof(r->user_name));
                 return 0;
         }
@@ -740,6 +847,7 @@ static int server_authenticate(struct server *s, struct server_request *r)
         if (parse_uint(claims.sub, 1, INT64_MAX, &id) < 0)
                 return -EBADMSG;
         r->user_id = (int64_t)id;
+        r->token_gen = claims.gen;
         (void)snprintf(r->user_name, sizeof(r->user_name), "%s", claims.name);
 
         free(slot->token);
@@ -749,6 +857,7 @@ static int server_authenticate(struct server *s, struct server_request *r)
                 slot->len = len;
                 slot->user_id = r->user_id;
                 slot->exp = claims.exp;
+                slot->gen = claims.gen;
                 memcpy(slot->name, r->user_name, sizeof(slot->name));
         }
         return 0;
@@ -909,6 +1018,7 @@ static void server_dispatch(struct server *s, struct server_request *r)
                 server_reply_method_not_allowed(r, route);
                 return;
         }
+        r->probe = m->probe;
         if (evbuffer_get_length(evhttp_request_get_input_buffer(r->req)) > s->config->max_body_size) {
                 char message[96];
 
@@ -918,6 +1028,7 @@ static void server_dispatch(struct server *s, struct server_request *r)
                 return;
         }
         if (m->auth) {
+                r->auth = true;
                 k = server_authenticate(s, r);
                 if (k < 0) {
                         server_reply_error(r, 401, "unauthorized",

@@ -46,7 +46,9 @@ struct server_request {
         int64_t id;                 /* the {id} of a route that has one, else 0 */
         cJSON *body;                /* the JSON object body, for routes that take one */
         int64_t user_id;            /* the authenticated user, for routes that need one, else 0 */
+        int64_t token_gen;          /* the token generation the token was issued under */
         char user_name[SERVER_USER_NAME_MAX];
+        bool probe;                 /* the route's method is a health probe (server_method.probe) */
         char request_id[SERVER_REQUEST_ID_MAX + 1];
         char client[NETADDR_STRLEN]; /* the client's address, without the port (server_client_address()) */
         struct netaddr client_addr;  /* the same; len 0 when unknown */
@@ -56,6 +58,9 @@ struct server_request {
         server_timeout_cb on_timeout;
         struct db_query *pending;   /* the query in flight for server_query() */
         server_query_cb pending_cb;
+        bool pending_auth;          /* the query in flight checks the token too (server_query_auth()) */
+        bool auth;                  /* the route needs a token */
+        bool auth_checked;          /* a server_query_auth() statement found the token good (or couldn't ask) */
         struct evkeyvalq *params;   /* the query string, parsed on first use */
         int params_error;           /* -EINVAL when it could not be parsed */
 };
@@ -68,6 +73,7 @@ struct server_method {
         bool auth;                 /* needs a valid bearer token: 401 otherwise */
         bool body;                 /* takes a JSON object body: 415 / 400 otherwise */
         const char *const *params; /* the query parameters it takes, NULL-terminated; NULL: none (400) */
+        bool probe;                /* a health probe: the log hook is told (it counts, not logs, them) */
 };
 
 /* The parameters of server_paging(). */
@@ -83,6 +89,7 @@ struct server_log_entry {
         const char *client;
         int64_t user_id;       /* 0: anonymous */
         const char *user_name; /* the token's name, the name a login tried (sanitised), or "" */
+        bool probe;            /* a health probe */
 };
 
 typedef void (*server_log_cb)(const struct server_log_entry *e, void *userdata);
@@ -121,6 +128,9 @@ int server_add_header(struct server_request *r, const char *name, const char *va
 /* Answers <r> with <status> and the JSON <body> (taken over and freed; NULL: no body, e.g. 204). Does
  * nothing if already answered. */
 void server_reply(struct server_request *r, int status, cJSON *body);
+/* Answers <r> with <status> and the <len> bytes at <data> (copied) as a body of Content-Type <type>. Does
+ * nothing if already answered. */
+void server_reply_raw(struct server_request *r, int status, const char *type, const char *data, size_t len);
 /* Answers with the error shape {"error":{"code":<code>,"message":<message>}}. */
 void server_reply_error(struct server_request *r, int status, const char *code, const char *message);
 /* Answers 400 validation_failed with <p>'s list as "fields" ({"field":"problem"}) and, when <p> counted
@@ -134,6 +144,33 @@ void server_reply_db_error(struct server_request *r, int error, const PGresult *
  * meanwhile; answering <r> first (deadline) cancels the query. One at a time per request. Returns 0, or
  * the error of db_query() (nothing will be called back). */
 int server_query(struct server_request *r, unsigned stmt, const char *const *values, int n, server_query_cb cb);
+
+/* Statements of authenticated routes check, in the same statement and so in the same round trip, that the
+ * token's user still exists and that its token generation is still the token's (a bumped generation
+ * revokes every token issued before). SERVER_AUTH_SQL(<inner>, <order>) wraps a statement for
+ * server_query_auth(): $1 is the user id and $2 the token generation; <inner> takes its own parameters from
+ * $3, and gates itself on EXISTS (SELECT 1 FROM auth), so that a revoked token reads and writes nothing
+ * (e.g. "UPDATE tasks ... WHERE id = $3 AND user_id = $1 AND EXISTS (SELECT 1 FROM auth) RETURNING ...",
+ * a one-time filter for the planner; an INSERT selects from auth). The result
+ * has one more column, first, true when the token is still good, and always at least one row: <inner>'s
+ * rows after it (ordered by <order>, e.g. "ORDER BY q.id DESC", or ""), or one row of NULLs when it had
+ * none. */
+#define SERVER_AUTH_SQL(inner, order)                                                                       \
+        "WITH auth AS (SELECT id FROM users WHERE id = $1 AND token_generation = $2), q AS (" inner ") "      \
+        "SELECT EXISTS (SELECT 1 FROM auth), q.* FROM (SELECT 1) AS one LEFT JOIN q ON true " order
+
+/* Runs <stmt>, made with SERVER_AUTH_SQL(), for the authenticated request <r>: <values> ($3 on, <n> of
+ * them, at most DB_PARAMS_MAX - 2) follow the user id and token generation. When the token turns out to be
+ * revoked or its user gone (also a foreign key violation: the user was deleted meanwhile), <r> is answered
+ * 401 here, the same way for both; else <cb> gets the result, whose first column it can ignore. Returns like
+ * server_query(). */
+int server_query_auth(struct server_request *r, unsigned stmt, const char *const *values, int n,
+                      server_query_cb cb);
+
+/* Answers 401 for a token that verifies but was revoked, or whose user no longer exists. A 400 or 415 for
+ * a request whose token hasn't been checked in the database yet is held back until it has (one query, on
+ * that error path only), so that such a token gets this 401 whatever else is wrong with the request. */
+void server_reply_revoked(struct server_request *r);
 
 /* Replaces the request's deadline: <cb> (NULL: the default 503) runs if <r> is unanswered <usec> from
  * now. Returns 0 or -ENOMEM. */

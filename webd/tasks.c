@@ -1,5 +1,7 @@
 /* The task routes. Every statement names the owner (user_id = the token's subject) next to the task id,
- * so a task of another user is simply not found: there is no separate ownership check to forget.
+ * so a task of another user is simply not found: there is no separate ownership check to forget. Every
+ * statement is wrapped by SERVER_AUTH_SQL and gated on EXISTS (SELECT 1 FROM auth), so the token's
+ * validity is checked by the statement itself and a revoked token reads and writes nothing (server.h).
  *
  * Writes answer only once their statement's result has arrived (autocommit: committed). The rows come
  * back through RETURNING, so a create or an update is one round trip. */
@@ -17,6 +19,10 @@
 #include "webd/server.h"
 
 #define TASKS_COLUMNS "id, title, description, done, created_at, updated_at"
+/* What every statement's WHERE adds: the owner is the token's user, and the token is still good. */
+#define TASKS_OWNER "user_id = $1 AND EXISTS (SELECT 1 FROM auth)"
+/* The first column of a task in a result: the one before is SERVER_AUTH_SQL's. */
+#define TASKS_FIRST 1
 
 struct tasks {
         unsigned insert, get, list, put, patch, delete;
@@ -38,6 +44,12 @@ static const struct json_field tasks_patch_fields[] = {
         { "done", JSON_BOOL, false, 0, 0, false },
 };
 
+/* True when row <row> of <res> holds a task (not the row of NULLs SERVER_AUTH_SQL gives for none). */
+static bool tasks_row_present(const PGresult *res, int row)
+{
+        return row < PQntuples(res) && !PQgetisnull(res, row, TASKS_FIRST);
+}
+
 /* Builds the task JSON of row <row>, or NULL when out of memory or the row is not what we selected. */
 static cJSON *tasks_row_json(const PGresult *res, int row)
 {
@@ -46,19 +58,20 @@ static cJSON *tasks_row_json(const PGresult *res, int row)
         size_t n;
         cJSON *task;
 
-        if (PQnfields(res) != 6 || json_timestamp(PQgetvalue(res, row, 4), created, sizeof(created)) < 0 ||
-            json_timestamp(PQgetvalue(res, row, 5), updated, sizeof(updated)) < 0)
+        if (PQnfields(res) != TASKS_FIRST + 6 ||
+            json_timestamp(PQgetvalue(res, row, TASKS_FIRST + 4), created, sizeof(created)) < 0 ||
+            json_timestamp(PQgetvalue(res, row, TASKS_FIRST + 5), updated, sizeof(updated)) < 0)
                 return NULL;
         /* A bigint's text is a JSON number as it is: no round trip through a double. */
-        id = PQgetvalue(res, row, 0);
+        id = PQgetvalue(res, row, TASKS_FIRST);
         n = strlen(id);
         if (n == 0 || n > 19 || strspn(id, "0123456789") != n)
                 return NULL;
         task = cJSON_CreateObject();
         if (!task || !cJSON_AddRawToObject(task, "id", id) ||
-            !cJSON_AddStringToObject(task, "title", PQgetvalue(res, row, 1)) ||
-            !cJSON_AddStringToObject(task, "description", PQgetvalue(res, row, 2)) ||
-            !cJSON_AddBoolToObject(task, "done", PQgetvalue(res, row, 3)[0] == 't') ||
+            !cJSON_AddStringToObject(task, "title", PQgetvalue(res, row, TASKS_FIRST + 1)) ||
+            !cJSON_AddStringToObject(task, "description", PQgetvalue(res, row, TASKS_FIRST + 2)) ||
+            !cJSON_AddBoolToObject(task, "done", PQgetvalue(res, row, TASKS_FIRST + 3)[0] == 't') ||
             !cJSON_AddStringToObject(task, "created_at", created) ||
             !cJSON_AddStringToObject(task, "updated_at", updated)) {
                 cJSON_Delete(task);
@@ -86,7 +99,7 @@ static void tasks_reply_row(struct server_request *r, int status, int error, con
                 server_reply_db_error(r, error, res);
                 return;
         }
-        if (PQntuples(res) == 0) {
+        if (!tasks_row_present(res, 0)) {
                 tasks_reply_not_found(r);
                 return;
         }
@@ -98,7 +111,7 @@ static void tasks_reply_row(struct server_request *r, int status, int error, con
         if (status == 201) {
                 char location[48];
 
-                (void)snprintf(location, sizeof(location), "/tasks/%s", PQgetvalue(res, 0, 0));
+                (void)snprintf(location, sizeof(location), "/tasks/%s", PQgetvalue(res, 0, TASKS_FIRST));
                 (void)server_add_header(r, "Location", location);
         }
         server_reply(r, status, task);
@@ -106,11 +119,6 @@ static void tasks_reply_row(struct server_request *r, int status, int error, con
 
 static void tasks_created(struct server_request *r, int error, const PGresult *res)
 {
-        /* A valid token whose user is gone (deleted from the database behind our back). */
-        if (error == -ENOENT) {
-                server_reply_error(r, 401, "unauthorized", "the token's user no longer exists");
-                return;
-        }
         tasks_reply_row(r, 201, error, res);
 }
 
@@ -170,15 +178,15 @@ static const char *tasks_bool(const struct server_request *r, const char *name, 
         return cJSON_IsTrue(item) ? "true" : "false";
 }
 
-#define TASKS_PARAMS_MAX 5
+#define TASKS_PARAMS_MAX 4
 
-/* Runs statement <stmt> with its parameters in their order: the task id when the route names one (<item>),
- * the owner, then the <n> <extra> values (at most TASKS_PARAMS_MAX in all). Answers itself when the query
- * can't be sent; <cb> answers otherwise. */
+/* Runs statement <stmt> with its parameters in their order after the user and token generation
+ * (server_query_auth()): the task id when the route names one (<item>), then the <n> <extra> values (at
+ * most TASKS_PARAMS_MAX in all). Answers itself when the query can't be sent; <cb> answers otherwise. */
 static void tasks_query(struct server_request *r, unsigned stmt, bool item, const char *const *extra, int n,
                         server_query_cb cb)
 {
-        char id[SERVER_INT_MAX], user[SERVER_INT_MAX];
+        char id[SERVER_INT_MAX];
         const char *values[TASKS_PARAMS_MAX];
         int k = 0;
 
@@ -186,11 +194,9 @@ static void tasks_query(struct server_request *r, unsigned stmt, bool item, cons
                 server_int_text(r->id, id);
                 values[k++] = id;
         }
-        server_int_text(r->user_id, user);
-        values[k++] = user;
         for (int i = 0; i < n && k < TASKS_PARAMS_MAX; i++)
                 values[k++] = extra[i];
-        k = server_query(r, stmt, values, k, cb);
+        k = server_query_auth(r, stmt, values, k, cb);
         if (k < 0)
                 server_reply_db_error(r, k, NULL);
 }
@@ -243,7 +249,7 @@ static void tasks_deleted(struct server_request *r, int error, const PGresult *r
                 server_reply_db_error(r, error, res);
                 return;
         }
-        if (strcmp(PQcmdTuples((PGresult *)res), "1") != 0) {
+        if (!tasks_row_present(res, 0)) {
                 tasks_reply_not_found(r);
                 return;
         }
@@ -295,7 +301,10 @@ static void tasks_listed(struct server_request *r, int error, const PGresult *re
                 return;
         }
         n = PQntuples(res);
-        /* One row more than asked for was selected: it only says whether there is a next page. */
+        /* One row more than asked for was selected: it only says whether there is a next page. With no
+         * task at all there is one row of NULLs (SERVER_AUTH_SQL). */
+        if (!tasks_row_present(res, 0))
+                n = 0;
         for (int i = 0; i < n && i < limit; i++) {
                 cJSON *task = tasks_row_json(res, i);
 
@@ -351,22 +360,29 @@ int tasks_new(struct server *s, struct db *db, struct tasks **ret)
                 int n_params;
                 size_t offset;
         } statements[] = {
-                { "INSERT INTO tasks (user_id, title, description, done) VALUES ($1, $2, $3, $4) "
-                  "RETURNING " TASKS_COLUMNS,
-                  4, offsetof(struct tasks, insert) },
-                { "SELECT " TASKS_COLUMNS " FROM tasks WHERE id = $1 AND user_id = $2", 2,
+                { SERVER_AUTH_SQL("INSERT INTO tasks (user_id, title, description, done) "
+                                  "SELECT id, $3::text, $4::text, $5::boolean FROM auth "
+                                  "RETURNING " TASKS_COLUMNS,
+                                  ""),
+                  5, offsetof(struct tasks, insert) },
+                { SERVER_AUTH_SQL("SELECT " TASKS_COLUMNS " FROM tasks WHERE id = $3 AND " TASKS_OWNER, ""), 3,
                   offsetof(struct tasks, get) },
-                { "SELECT " TASKS_COLUMNS " FROM tasks WHERE user_id = $1 AND ($2::boolean IS NULL OR done = $2) "
-                  "ORDER BY id DESC LIMIT $3 OFFSET $4",
-                  4, offsetof(struct tasks, list) },
-                { "UPDATE tasks SET title = $3, description = $4, done = $5, updated_at = now() "
-                  "WHERE id = $1 AND user_id = $2 RETURNING " TASKS_COLUMNS,
-                  5, offsetof(struct tasks, put) },
-                { "UPDATE tasks SET title = COALESCE($3, title), description = COALESCE($4, description), "
-                  "done = COALESCE($5::boolean, done), updated_at = now() "
-                  "WHERE id = $1 AND user_id = $2 RETURNING " TASKS_COLUMNS,
-                  5, offsetof(struct tasks, patch) },
-                { "DELETE FROM tasks WHERE id = $1 AND user_id = $2", 2, offsetof(struct tasks, delete) },
+                { SERVER_AUTH_SQL("SELECT " TASKS_COLUMNS " FROM tasks WHERE " TASKS_OWNER
+                                  " AND ($3::boolean IS NULL OR done = $3) ORDER BY id DESC LIMIT $4 OFFSET $5",
+                                  "ORDER BY q.id DESC"),
+                  5, offsetof(struct tasks, list) },
+                { SERVER_AUTH_SQL("UPDATE tasks SET title = $4, description = $5, done = $6, updated_at = now() "
+                                  "WHERE id = $3 AND " TASKS_OWNER " RETURNING " TASKS_COLUMNS,
+                                  ""),
+                  6, offsetof(struct tasks, put) },
+                { SERVER_AUTH_SQL("UPDATE tasks SET title = COALESCE($4, title), "
+                                  "description = COALESCE($5, description), done = COALESCE($6::boolean, done), "
+                                  "updated_at = now() WHERE id = $3 AND " TASKS_OWNER
+                                  " RETURNING " TASKS_COLUMNS,
+                                  ""),
+                  6, offsetof(struct tasks, patch) },
+                { SERVER_AUTH_SQL("DELETE FROM tasks WHERE id = $3 AND " TASKS_OWNER " RETURNING id", ""), 3,
+                  offsetof(struct tasks, delete) },
         };
         struct tasks *t;
         int r = 0;

@@ -1,4 +1,4 @@
-/* Registration and login.
+/* Registration, login, and the two ways to revoke a user's tokens.
  *
  * Usernames are unique without regard to case: "ALICE" can't register when "alice" exists, and logs in
  * as "alice" (the stored spelling goes into the token). Register: validate, hash the password off the
@@ -13,6 +13,12 @@
  * hash is spent; every checked password that fails counts, a success clears its account and address.
  * The name a login tried goes to the activity log (sanitised by the server); the password never does.
  *
+ * Revocation: tokens are stateless, so one token can't be revoked alone; every user has a token generation
+ * (users.token_generation), each token carries the one it was issued under ("gen"), and every
+ * authenticated statement checks that they still match (SERVER_AUTH_SQL in server.h). POST /auth/revoke
+ * (log out everywhere) and PUT /auth/password bump the generation, which revokes every token of the user
+ * at once; the password change answers with a new token, so the client that made it stays logged in.
+ *
  * Passwords are wiped from the request body as soon as the pool has its own copy. Nothing here logs a
  * password, a hash or a token. */
 #include "webd/users.h"
@@ -25,6 +31,7 @@
 
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/parse.h"
 #include "webd/config.h"
 #include "webd/db.h"
 #include "webd/json.h"
@@ -46,7 +53,7 @@ struct users {
         struct throttle *throttle;
         uint8_t key[SECRET_MAX];
         size_t key_len;
-        unsigned insert, by_name;
+        unsigned insert, by_name, revoke, password_get, password_set;
 };
 
 /* A login in progress: the account found (id 0: none) while its password is being checked, and what the
@@ -54,9 +61,17 @@ struct users {
 struct users_login {
         struct server_request *request;
         int64_t id;
+        int64_t gen;                   /* the account's token generation */
         char name[USERS_NAME_MAX + 1]; /* as stored */
         char account[THROTTLE_ACCOUNT_MAX];
         struct netaddr address;
+};
+
+/* A password change in progress: the stored hash the old password is checked against, and which the
+ * update must still find (another change in between makes it fail instead of being overwritten). */
+struct users_change {
+        struct server_request *request;
+        char old_hash[PASSWORD_ENCODED_MAX + 1];
 };
 
 bool users_name_valid(const char *name)
@@ -75,10 +90,10 @@ static const char *users_string(const struct server_request *r, const char *name
         return cJSON_IsString(item) ? item->valuestring : NULL;
 }
 
-/* Overwrites the password in the request body: the pool has its own copy. */
-static void users_wipe_password(struct server_request *r)
+/* Overwrites the password member <name> of the request body: the pool has its own copy. */
+static void users_wipe_password(struct server_request *r, const char *name)
 {
-        cJSON *item = cJSON_GetObjectItemCaseSensitive(r->body, "password");
+        cJSON *item = cJSON_GetObjectItemCaseSensitive(r->body, name);
 
         if (cJSON_IsString(item) && item->valuestring)
                 explicit_bzero(item->valuestring, strlen(item->valuestring));
@@ -123,6 +138,7 @@ static void users_inserted(struct server_request *r, int error, const PGresult *
                 return;
         }
         r->user_id = (int64_t)id;
+        server_copy_text(r->user_name, sizeof(r->user_name), PQgetvalue(res, 0, 1));
         server_reply(r, 201, body);
 }
 
@@ -178,7 +194,7 @@ static void users_register(struct server_request *r, void *userdata)
         password = users_string(r, "password");
         server_request_ref(r);
         k = password_hash_async(u->passwords, password, strlen(password), users_hashed, r);
-        users_wipe_password(r);
+        users_wipe_password(r, "password");
         if (k < 0) {
                 server_request_unref(r);
                 users_reply_pool_error(r, k);
@@ -199,7 +215,7 @@ static void users_reply_token(struct server_request *r, struct users *u, const s
         int k;
 
         (void)snprintf(sub, sizeof(sub), "%" PRId64, l->id);
-        k = jwt_sign(u->key, u->key_len, sub, l->name, now, exp, token, sizeof(token));
+        k = jwt_sign(u->key, u->key_len, sub, l->name, now, exp, l->gen, token, sizeof(token));
         if (k < 0 || json_format_time(exp, expires, sizeof(expires)) < 0) {
                 log_error_errno(k < 0 ? k : -ERANGE, "Request %s: signing a token failed: %m", r->request_id);
                 server_reply_error(r, 500, "internal", "internal error");
@@ -265,31 +281,48 @@ static struct users_login *users_login_new(struct server_request *r)
         return l;
 }
 
-/* Checks <len> bytes of the password against <encoded> (NULL: the dummy hash) for <l>, which it takes;
- * answers the request on error. */
-static void users_check_password(struct server_request *r, struct users_login *l, const char *encoded,
-                                 size_t len)
+/* Checks the password member <field> of the body of <r> against <encoded> (NULL: the dummy hash) on the
+ * pool, which calls <cb> with <userdata>; holds a reference to <r> for it, and wipes the member. Returns 0,
+ * or the pool's error (the reference dropped: nothing will be called back). */
+static int users_verify(struct server_request *r, const char *field, const char *encoded, password_verify_cb cb,
+                        void *userdata)
 {
         struct users *u = r->userdata;
-        const char *password = users_string(r, "password");
+        const char *password = users_string(r, field);
         int k;
 
         server_request_ref(r);
-        l->request = r;
-        k = password_verify_async(u->passwords, password, len, encoded, users_verified, l);
-        users_wipe_password(r);
-        if (k < 0) {
+        k = password_verify_async(u->passwords, password, MIN(strlen(password), (size_t)PASSWORD_MAX), encoded,
+                                  cb, userdata);
+        users_wipe_password(r, field);
+        if (k < 0)
                 server_request_unref(r);
+        return k;
+}
+
+/* Checks the login's password against <encoded> (NULL: the dummy hash); answers the request on error. */
+static void users_check_password(struct server_request *r, struct users_login *l, const char *encoded)
+{
+        int k;
+
+        l->request = r;
+        k = users_verify(r, "password", encoded, users_verified, l);
+        if (k < 0) {
                 free(l);
                 users_reply_pool_error(r, k);
         }
 }
 
+/* Reads a token generation as the database gave it: 0..2^53 (what a token can carry). */
+static int users_parse_gen(const char *text, uint64_t *ret)
+{
+        return parse_uint(text, 0, UINT64_C(1) << 53, ret);
+}
+
 static void users_found(struct server_request *r, int error, const PGresult *res)
 {
-        const char *password = users_string(r, "password");
         struct users_login *l;
-        uint64_t id;
+        uint64_t id, gen;
 
         if (error < 0) {
                 server_reply_db_error(r, error, res);
@@ -298,13 +331,15 @@ static void users_found(struct server_request *r, int error, const PGresult *res
         l = users_login_new(r);
         if (!l)
                 return;
-        if (PQntuples(res) == 1 && PQnfields(res) == 3 && sscanf(PQgetvalue(res, 0, 0), "%" SCNu64, &id) == 1 &&
-            id > 0 && id <= INT64_MAX && users_name_valid(PQgetvalue(res, 0, 2))) {
+        if (PQntuples(res) == 1 && PQnfields(res) == 4 && sscanf(PQgetvalue(res, 0, 0), "%" SCNu64, &id) == 1 &&
+            id > 0 && id <= INT64_MAX && users_name_valid(PQgetvalue(res, 0, 2)) &&
+            users_parse_gen(PQgetvalue(res, 0, 3), &gen) >= 0) {
                 l->id = (int64_t)id;
+                l->gen = (int64_t)gen;
                 (void)snprintf(l->name, sizeof(l->name), "%s", PQgetvalue(res, 0, 2));
-                users_check_password(r, l, PQgetvalue(res, 0, 1), strlen(password));
+                users_check_password(r, l, PQgetvalue(res, 0, 1));
         } else
-                users_check_password(r, l, NULL, strlen(password));
+                users_check_password(r, l, NULL);
 }
 
 /* Answers 429 when the throttle holds attempts of <r> back. Returns true when it did. */
@@ -365,7 +400,166 @@ static void users_login(struct server_request *r, void *userdata)
         /* No such account can exist: spend the same time anyway. */
         l = users_login_new(r);
         if (l)
-                users_check_password(r, l, NULL, MIN(len, (size_t)PASSWORD_MAX));
+                users_check_password(r, l, NULL);
+}
+
+static void users_revoked(struct server_request *r, int error, const PGresult *res)
+{
+        if (error < 0)
+                server_reply_db_error(r, error, res);
+        else
+                server_reply(r, 204, NULL);
+}
+
+/* POST /auth/revoke: log out everywhere. Every token of the user, this one included, stops working. */
+static void users_revoke(struct server_request *r, void *userdata)
+{
+        struct users *u = userdata;
+        int k;
+
+        k = server_query_auth(r, u->revoke, NULL, 0, users_revoked);
+        if (k < 0)
+                server_reply_db_error(r, k, NULL);
+}
+
+static void users_change_free(struct users_change *c)
+{
+        explicit_bzero(c->old_hash, sizeof(c->old_hash));
+        free(c);
+}
+
+static void users_password_set(struct server_request *r, int error, const PGresult *res)
+{
+        struct users_login l = {.request = r};
+        uint64_t id, gen;
+
+        if (error < 0) {
+                server_reply_db_error(r, error, res);
+                return;
+        }
+        if (PQgetisnull(res, 0, 1)) {
+                server_reply_error(r, 409, "conflict", "the password was changed meanwhile; try again");
+                return;
+        }
+        if (parse_uint(PQgetvalue(res, 0, 1), 1, INT64_MAX, &id) < 0 ||
+            users_parse_gen(PQgetvalue(res, 0, 2), &gen) < 0) {
+                server_reply_db_error(r, -EIO, NULL);
+                return;
+        }
+        l.id = (int64_t)id;
+        l.gen = (int64_t)gen;
+        server_copy_text(l.name, sizeof(l.name), PQgetvalue(res, 0, 3));
+        users_reply_token(r, r->userdata, &l);
+}
+
+static void users_change_hashed(int error, const char *encoded, void *userdata)
+{
+        struct users_change *c = userdata;
+        struct server_request *r = c->request;
+        struct users *u = r->userdata;
+        const char *values[2] = {encoded, c->old_hash};
+        int k;
+
+        if (!r->answered) {
+                if (error < 0)
+                        users_reply_pool_error(r, error);
+                else {
+                        k = server_query_auth(r, u->password_set, values, 2, users_password_set);
+                        if (k < 0)
+                                server_reply_db_error(r, k, NULL);
+                }
+        }
+        server_request_unref(r);
+        users_change_free(c);
+}
+
+static void users_change_verified(int error, void *userdata)
+{
+        struct users_change *c = userdata;
+        struct server_request *r = c->request;
+        struct users *u = r->userdata;
+        const char *password;
+        int k;
+
+        if (r->answered)
+                goto done;
+        if (error == -EPERM) {
+                server_reply_error(r, 403, "forbidden", "the old password is wrong");
+                goto done;
+        }
+        if (error < 0) {
+                users_reply_pool_error(r, error);
+                goto done;
+        }
+        password = users_string(r, "new_password");
+        k = password_hash_async(u->passwords, password, strlen(password), users_change_hashed, c);
+        users_wipe_password(r, "new_password");
+        if (k < 0) {
+                users_reply_pool_error(r, k);
+                goto done;
+        }
+        return; /* c and the reference go on to users_change_hashed() */
+done:
+        server_request_unref(r);
+        users_change_free(c);
+}
+
+static void users_password_found(struct server_request *r, int error, const PGresult *res)
+{
+        size_t len = strlen(users_string(r, "old_password"));
+        struct users_change *c;
+        const char *hash;
+        int k;
+
+        if (error < 0) {
+                server_reply_db_error(r, error, res);
+                return;
+        }
+        hash = PQgetvalue(res, 0, 1);
+        c = calloc(1, sizeof(*c));
+        if (!c || strlen(hash) >= sizeof(c->old_hash)) {
+                free(c);
+                server_reply_error(r, 500, "internal", "internal error");
+                return;
+        }
+        memcpy(c->old_hash, hash, strlen(hash) + 1);
+        c->request = r;
+        /* A wrong length can't be the password: checked against the dummy hash, for the same cost. */
+        k = users_verify(r, "old_password",
+                         len >= USERS_PASSWORD_MIN && len <= USERS_PASSWORD_MAX ? c->old_hash : NULL,
+                         users_change_verified, c);
+        if (k < 0) {
+                users_change_free(c);
+                users_reply_pool_error(r, k);
+        }
+}
+
+/* PUT /auth/password {"old_password","new_password"}: checks the old password, stores the new one's hash
+ * and bumps the token generation in one statement, and answers with a new token (as login does). */
+static void users_change_password(struct server_request *r, void *userdata)
+{
+        static const struct json_field fields[] = {
+                { "old_password", JSON_STRING, true, 0, SIZE_MAX, true },
+                { "new_password", JSON_STRING, true, USERS_PASSWORD_MIN, USERS_PASSWORD_MAX, true },
+        };
+        struct users *u = userdata;
+        _cleanup_(json_problems_clear) struct json_problems problems = {0};
+        int k;
+
+        k = json_check_object(r->body, fields, ELEMENTSOF(fields), &problems);
+        if (k < 0) {
+                server_reply_error(r, 500, "internal", "internal error");
+                return;
+        }
+        if (problems.count > 0) {
+                users_wipe_password(r, "old_password");
+                users_wipe_password(r, "new_password");
+                server_reply_invalid(r, &problems);
+                return;
+        }
+        k = server_query_auth(r, u->password_get, NULL, 0, users_password_found);
+        if (k < 0)
+                server_reply_db_error(r, k, NULL);
 }
 
 int users_new(struct server *s, struct db *db, struct password_pool *passwords, const struct config *config,
@@ -377,8 +571,42 @@ int users_new(struct server *s, struct db *db, struct password_pool *passwords, 
         static const struct server_method login_methods[] = {
                 { EVHTTP_REQ_POST, users_login, false, true },
         };
+        static const struct server_method revoke_methods[] = {
+                { EVHTTP_REQ_POST, users_revoke, true, false },
+        };
+        static const struct server_method password_methods[] = {
+                { EVHTTP_REQ_PUT, users_change_password, true, true },
+        };
+        static const struct {
+                const char *sql;
+                int n_params;
+                size_t offset;
+        } statements[] = {
+                /* Both rely on the unique index on lower(username): for the race, and to find a name fast. */
+                { "INSERT INTO users (username, password_hash) SELECT $1::text, $2::text "
+                  "WHERE NOT EXISTS (SELECT 1 FROM users WHERE lower(username) = lower($1::text)) "
+                  "RETURNING id, username, created_at",
+                  2, offsetof(struct users, insert) },
+                { "SELECT id, password_hash, username, token_generation FROM users "
+                  "WHERE lower(username) = lower($1::text) ORDER BY id LIMIT 1",
+                  1, offsetof(struct users, by_name) },
+                { SERVER_AUTH_SQL("UPDATE users SET token_generation = token_generation + 1 "
+                                  "WHERE id = $1 AND EXISTS (SELECT 1 FROM auth) RETURNING id",
+                                  ""),
+                  2, offsetof(struct users, revoke) },
+                { SERVER_AUTH_SQL("SELECT password_hash FROM users "
+                                  "WHERE id = $1 AND EXISTS (SELECT 1 FROM auth)",
+                                  ""),
+                  2, offsetof(struct users, password_get) },
+                /* Only if the hash is still the one the old password was checked against. */
+                { SERVER_AUTH_SQL("UPDATE users SET password_hash = $3, token_generation = token_generation + 1 "
+                                  "WHERE id = $1 AND EXISTS (SELECT 1 FROM auth) AND password_hash = $4 "
+                                  "RETURNING id, token_generation, username",
+                                  ""),
+                  4, offsetof(struct users, password_set) },
+        };
         struct users *u;
-        int r;
+        int r = 0;
 
         if (!key || key_len == 0 || key_len > SECRET_MAX)
                 return -EINVAL;
@@ -399,23 +627,19 @@ int users_new(struct server *s, struct db *db, struct password_pool *passwords, 
                                  .entries = (size_t)config->login_throttle_entries,
                          },
                          &u->throttle);
-        /* Both rely on the unique index on lower(username): for the race, and to find a name fast. */
-        if (r >= 0)
-                r = db_statement(db,
-                                 "INSERT INTO users (username, password_hash) SELECT $1::text, $2::text "
-                                 "WHERE NOT EXISTS (SELECT 1 FROM users WHERE lower(username) = lower($1::text)) "
-                                 "RETURNING id, username, created_at",
-                                 2, &u->insert);
-        if (r >= 0)
-                r = db_statement(db,
-                                 "SELECT id, password_hash, username FROM users "
-                                 "WHERE lower(username) = lower($1::text) ORDER BY id LIMIT 1",
-                                 1, &u->by_name);
+        for (size_t i = 0; i < ELEMENTSOF(statements) && r >= 0; i++)
+                r = db_statement(db, statements[i].sql, statements[i].n_params,
+                                 (unsigned *)(void *)((char *)u + statements[i].offset));
         if (r >= 0)
                 r = server_route(s, "/auth/register", false, register_methods,
                                  ELEMENTSOF(register_methods), u);
         if (r >= 0)
                 r = server_route(s, "/auth/login", false, login_methods, ELEMENTSOF(login_methods), u);
+        if (r >= 0)
+                r = server_route(s, "/auth/revoke", false, revoke_methods, ELEMENTSOF(revoke_methods), u);
+        if (r >= 0)
+                r = server_route(s, "/auth/password", false, password_methods,
+                                 ELEMENTSOF(password_methods), u);
         if (r < 0) {
                 users_free(u);
                 return r;

@@ -1,5 +1,7 @@
-/* Accounts: POST /auth/register and POST /auth/login. Passwords are hashed and checked with Argon2id on
- * the password pool's threads; a successful login returns a signed bearer token (jwt.h). */
+/* Accounts: POST /auth/register, POST /auth/login, POST /auth/revoke (log out everywhere) and
+ * PUT /auth/password. Passwords are hashed and checked with Argon2id on the password pool's threads; a
+ * successful login returns a signed bearer token (jwt.h) carrying the user's token generation, which
+ * revoking and a password change bump. */
 #pragma once
 
 #include <stdbool.h>

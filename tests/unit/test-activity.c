@@ -54,12 +54,40 @@ static void test_clean_path(void **state)
         assert_int_equal(activity_clean_path("x", buf, 0), 0);
 }
 
+/* Names are cut to fit at a character boundary: never part of a UTF-8 sequence. */
+static void test_copy_name(void **state)
+{
+        static const struct {
+                const char *name, *expect;
+        } cases[] = {
+                { "alice", "alice" },
+                { "abcdefghij", "abcdefg" },
+                /* "abcde" + "é" (2 bytes) fits exactly; one byte of a 2-byte character doesn't. */
+                { "abcde\xc3\xa9x", "abcde\xc3\xa9" },
+                { "abcdef\xc3\xa9", "abcdef" },
+                /* A 4-byte character cut after 1, 2 or 3 of its bytes goes whole. */
+                { "abcdef\xf0\x9f\x99\x82", "abcdef" },
+                { "abcde\xf0\x9f\x99\x82", "abcde" },
+                { "abcd\xf0\x9f\x99\x82", "abcd" },
+                { "abc\xf0\x9f\x99\x82z", "abc\xf0\x9f\x99\x82" },
+                { "", "" },
+        };
+        char buf[8];
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                print_message("name '%s'\n", cases[i].name);
+                assert_int_equal(activity_copy_name(buf, sizeof(buf), cases[i].name), strlen(cases[i].expect));
+                assert_string_equal(buf, cases[i].expect);
+        }
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_array),
                 cmocka_unit_test(test_array_bounds),
                 cmocka_unit_test(test_clean_path),
+                cmocka_unit_test(test_copy_name),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

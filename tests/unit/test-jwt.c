@@ -126,7 +126,7 @@ static void test_known_vector(void **state)
         char buf[JWT_MAX + 1];
         struct jwt_claims c;
 
-        assert_int_equal(jwt_sign(key, KEY_LEN, "42", "alice", IAT, EXP, buf, sizeof(buf)),
+        assert_int_equal(jwt_sign(key, KEY_LEN, "42", "alice", IAT, EXP, 0, buf, sizeof(buf)),
                          (int)strlen(token_alice));
         assert_string_equal(buf, token_alice);
 
@@ -155,7 +155,7 @@ static void test_round_trip(void **state)
                 int n;
 
                 print_message("name '%s'\n", names[i]);
-                n = jwt_sign(key, KEY_LEN, "9007199254740992", names[i], 0, INT64_C(1) << 53, buf,
+                n = jwt_sign(key, KEY_LEN, "9007199254740992", names[i], 0, INT64_C(1) << 53, 0, buf,
                              sizeof(buf));
                 assert_true(n > 0);
                 assert_int_equal((size_t)n, strlen(buf));
@@ -167,7 +167,7 @@ static void test_round_trip(void **state)
         }
 
         /* Integers above 2^31 keep every digit. */
-        assert_true(jwt_sign(key, KEY_LEN, "1", "x", INT64_C(4102444800), INT64_C(4102448400), buf,
+        assert_true(jwt_sign(key, KEY_LEN, "1", "x", INT64_C(4102444800), INT64_C(4102448400), 0, buf,
                              sizeof(buf)) > 0);
         {
                 struct jwt_claims c;
@@ -175,6 +175,56 @@ static void test_round_trip(void **state)
                 assert_int_equal(jwt_verify(key, KEY_LEN, buf, INT64_C(4102444800), &c), 0);
                 assert_int_equal(c.iat, INT64_C(4102444800));
                 assert_int_equal(c.exp, INT64_C(4102448400));
+        }
+}
+
+/* The token generation: written only when not 0 (so a first-generation token is the same as before), read
+ * back, absent = 0; anything but one non-negative integer is refused. */
+static void test_generation(void **state)
+{
+        static const struct {
+                const char *claims;
+                int error;
+                int64_t gen;
+        } cases[] = {
+                { CLAIMS_ALICE, 0, 0 },
+                { "{'sub':'42','name':'alice','iat':1700000000,'exp':1700003600,'gen':0,'iss':'webd'}", 0, 0 },
+                { "{'sub':'42','name':'alice','iat':1700000000,'exp':1700003600,'gen':12,'iss':'webd'}", 0, 12 },
+                { "{'sub':'42','name':'alice','iat':1700000000,'exp':1700003600,'gen':-1,'iss':'webd'}",
+                  -EBADMSG, 0 },
+                { "{'sub':'42','name':'alice','iat':1700000000,'exp':1700003600,'gen':'3','iss':'webd'}",
+                  -EBADMSG, 0 },
+                { "{'sub':'42','name':'alice','iat':1700000000,'exp':1700003600,'gen':1.5,'iss':'webd'}",
+                  -EBADMSG, 0 },
+                { "{'sub':'42','name':'alice','iat':1700000000,'exp':1700003600,'gen':null,'iss':'webd'}",
+                  -EBADMSG, 0 },
+                { "{'sub':'42','name':'alice','iat':1700000000,'exp':1700003600,'gen':1e300,'iss':'webd'}",
+                  -EBADMSG, 0 },
+                { "{'sub':'42','name':'alice','iat':1700000000,'exp':1700003600,'gen':1,'gen':2,'iss':'webd'}",
+                  -EBADMSG, 0 },
+        };
+        char buf[JWT_MAX + 1], token[8192];
+        struct jwt_claims c;
+
+        assert_true(jwt_sign(key, KEY_LEN, "42", "alice", IAT, EXP, 0, buf, sizeof(buf)) > 0);
+        assert_string_equal(buf, token_alice);
+        assert_true(jwt_sign(key, KEY_LEN, "42", "alice", IAT, EXP, 7, buf, sizeof(buf)) > 0);
+        assert_string_not_equal(buf, token_alice);
+        memset(&c, 0xff, sizeof(c));
+        assert_int_equal(jwt_verify(key, KEY_LEN, buf, NOW, &c), 0);
+        assert_int_equal(c.gen, 7);
+        assert_int_equal(jwt_sign(key, KEY_LEN, "42", "alice", IAT, EXP, -1, buf, sizeof(buf)), -EINVAL);
+        assert_int_equal(
+                jwt_sign(key, KEY_LEN, "42", "alice", IAT, EXP, (INT64_C(1) << 53) + 1, buf, sizeof(buf)),
+                -EINVAL);
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                print_message("claims %s\n", cases[i].claims);
+                forge(token, sizeof(token), HEADER_HS256, cases[i].claims, key, KEY_LEN);
+                memset(&c, 0xff, sizeof(c));
+                assert_int_equal(jwt_verify(key, KEY_LEN, token, NOW, &c), cases[i].error);
+                if (cases[i].error == 0)
+                        assert_int_equal(c.gen, cases[i].gen);
         }
 }
 
@@ -186,24 +236,24 @@ static void test_sign_bad_arguments(void **state)
 
         memset(long_name, 'x', 64);
         long_name[64] = '\0';
-        assert_int_equal(jwt_sign(key, KEY_LEN, "1", long_name, IAT, EXP, buf, sizeof(buf)), -EINVAL);
-        assert_int_equal(jwt_sign(key, KEY_LEN, long_name, "n", IAT, EXP, buf, sizeof(buf)), -EINVAL);
-        assert_int_equal(jwt_sign(key, KEY_LEN, "", "n", IAT, EXP, buf, sizeof(buf)), -EINVAL);
-        assert_int_equal(jwt_sign(key, KEY_LEN, "1", "", IAT, EXP, buf, sizeof(buf)), -EINVAL);
-        assert_int_equal(jwt_sign(key, 0, "1", "n", IAT, EXP, buf, sizeof(buf)), -EINVAL);
-        assert_int_equal(jwt_sign(NULL, KEY_LEN, "1", "n", IAT, EXP, buf, sizeof(buf)), -EINVAL);
-        assert_int_equal(jwt_sign(key, KEY_LEN, "1", "n", -1, EXP, buf, sizeof(buf)), -EINVAL);
-        assert_int_equal(jwt_sign(key, KEY_LEN, "1", "n", IAT, (INT64_C(1) << 53) + 1, buf, sizeof(buf)),
+        assert_int_equal(jwt_sign(key, KEY_LEN, "1", long_name, IAT, EXP, 0, buf, sizeof(buf)), -EINVAL);
+        assert_int_equal(jwt_sign(key, KEY_LEN, long_name, "n", IAT, EXP, 0, buf, sizeof(buf)), -EINVAL);
+        assert_int_equal(jwt_sign(key, KEY_LEN, "", "n", IAT, EXP, 0, buf, sizeof(buf)), -EINVAL);
+        assert_int_equal(jwt_sign(key, KEY_LEN, "1", "", IAT, EXP, 0, buf, sizeof(buf)), -EINVAL);
+        assert_int_equal(jwt_sign(key, 0, "1", "n", IAT, EXP, 0, buf, sizeof(buf)), -EINVAL);
+        assert_int_equal(jwt_sign(NULL, KEY_LEN, "1", "n", IAT, EXP, 0, buf, sizeof(buf)), -EINVAL);
+        assert_int_equal(jwt_sign(key, KEY_LEN, "1", "n", -1, EXP, 0, buf, sizeof(buf)), -EINVAL);
+        assert_int_equal(jwt_sign(key, KEY_LEN, "1", "n", IAT, (INT64_C(1) << 53) + 1, 0, buf, sizeof(buf)),
                          -EINVAL);
 
         /* Too small: -ENOBUFS and the buffer untouched; exactly the right size works. */
         memset(small, 'Z', sizeof(small));
-        assert_int_equal(jwt_sign(key, KEY_LEN, "42", "alice", IAT, EXP, small, sizeof(small)), -ENOBUFS);
+        assert_int_equal(jwt_sign(key, KEY_LEN, "42", "alice", IAT, EXP, 0, small, sizeof(small)), -ENOBUFS);
         for (size_t i = 0; i < sizeof(small); i++)
                 assert_int_equal(small[i], 'Z');
         n = (int)strlen(token_alice);
-        assert_int_equal(jwt_sign(key, KEY_LEN, "42", "alice", IAT, EXP, buf, (size_t)n), -ENOBUFS);
-        assert_int_equal(jwt_sign(key, KEY_LEN, "42", "alice", IAT, EXP, buf, (size_t)n + 1), n);
+        assert_int_equal(jwt_sign(key, KEY_LEN, "42", "alice", IAT, EXP, 0, buf, (size_t)n), -ENOBUFS);
+        assert_int_equal(jwt_sign(key, KEY_LEN, "42", "alice", IAT, EXP, 0, buf, (size_t)n + 1), n);
 }
 
 static void test_alg(void **state)
@@ -466,7 +516,7 @@ int main(void)
                 cmocka_unit_test(test_tampered), cmocka_unit_test(test_wrong_key),
                 cmocka_unit_test(test_time), cmocka_unit_test(test_bad_base64),
                 cmocka_unit_test(test_shape), cmocka_unit_test(test_length_limit),
-                cmocka_unit_test(test_claims),
+                cmocka_unit_test(test_claims), cmocka_unit_test(test_generation),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -52,6 +52,8 @@ static void test_defaults(void **state)
         assert_int_equal(c.login_account_failures, 100);
         assert_int_equal(c.login_max_delay_usec, 300 * USEC_PER_SEC);
         assert_int_equal(c.login_throttle_entries, 16384);
+        assert_int_equal(c.activity_retention_usec, UINT64_C(90) * 86400 * USEC_PER_SEC);
+        assert_int_equal(c.activity_sweep_usec, 60 * USEC_PER_SEC);
         /* No database yet: not valid. */
         assert_int_equal(config_validate(&c), -EINVAL);
 }
@@ -151,6 +153,78 @@ static void test_bad_keys(void **state)
         }
 }
 
+/* [activity] retention: off/0, or a whole number with a unit from 1h to 36500d (beyond the 30 days that
+ * durations stop at); no unit, a fraction, too short or too long are refused with a reason. */
+static void test_retention(void **state)
+{
+        static const struct {
+                const char *value;
+                int error;
+                uint64_t seconds;
+        } cases[] = {
+                { "90d", 0, UINT64_C(90) * 86400 },
+                { "off", 0, 0 },
+                { "0", 0, 0 },
+                { "1h", 0, 3600 },
+                { "60m", 0, 3600 },
+                { "3600s", 0, 3600 },
+                { "400d", 0, UINT64_C(400) * 86400 },
+                { "36500d", 0, UINT64_C(36500) * 86400 },
+                { "36501d", -EINVAL, 0 },
+                { "59m", -EINVAL, 0 },
+                { "90", -EINVAL, 0 },
+                { "2.5d", -EINVAL, 0 },
+                { "d", -EINVAL, 0 },
+                { "-1d", -EINVAL, 0 },
+                { "90dd", -EINVAL, 0 },
+                { "90w", -EINVAL, 0 },
+                { "99999999999999999999d", -EINVAL, 0 },
+                { "", -EINVAL, 0 },
+                { "never", -EINVAL, 0 },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                struct capture cap;
+                struct config c;
+                char *log;
+
+                print_message("retention '%s'\n", cases[i].value);
+                config_init(&c);
+                capture_begin(&cap);
+                assert_int_equal(config_set(&c, "activity", "retention", cases[i].value, NULL), cases[i].error);
+                log = capture_end(&cap);
+                if (cases[i].error == 0)
+                        assert_int_equal(c.activity_retention_usec, cases[i].seconds * USEC_PER_SEC);
+                else
+                        assert_non_null(strstr(log, "[activity] key 'retention'"));
+                free(log);
+        }
+
+        /* In a file, with the interval. */
+        {
+                char *path = write_file("[activity]\nretention = 365d\nretention_interval = 10m\n");
+                struct config c;
+
+                config_init(&c);
+                assert_int_equal(config_load_file(&c, path), 0);
+                assert_int_equal(c.activity_retention_usec, UINT64_C(365) * 86400 * USEC_PER_SEC);
+                assert_int_equal(c.activity_sweep_usec, 600 * USEC_PER_SEC);
+                unlink(path);
+                free(path);
+        }
+        {
+                struct capture cap;
+                struct config c;
+                char *log;
+
+                config_init(&c);
+                capture_begin(&cap);
+                assert_int_equal(config_set(&c, "activity", "retention_interval", "500ms", NULL), -EINVAL);
+                log = capture_end(&cap);
+                free(log);
+        }
+}
+
 static void test_secrets_hidden(void **state)
 {
         char *path = write_file("[webd]\ndatabase = host=x password=TopSecret1 =broken\n"
@@ -215,6 +289,7 @@ int main(void)
                 cmocka_unit_test(test_defaults),   cmocka_unit_test(test_full_file),
                 cmocka_unit_test(test_bad_keys),   cmocka_unit_test(test_secrets_hidden),
                 cmocka_unit_test(test_set),        cmocka_unit_test(test_missing_file),
+                cmocka_unit_test(test_retention),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

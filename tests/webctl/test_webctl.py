@@ -461,6 +461,29 @@ def test_logout(ctl):
     assert ctl.ok("logout").stdout == f"Not logged in to {ctl.env['WEBCTL_URL']}.\n"
 
 
+def test_logout_all(ctl, webd, tmp_path):
+    """logout --all revokes the user's tokens on the server: a login on another machine stops working."""
+    user = new_user("ines")
+    ctl.register(user)
+    ctl.login(user)
+    laptop = Ctl(tmp_path / "laptop", webd.url)
+    laptop.login(user)
+    laptop.ok("tasks", "list")
+    p = ctl.ok("logout", "--all")
+    assert "revoked" in p.stdout and p.stdout.endswith(f"Logged out of {webd.url}.\n")
+    assert not ctl.token_file.exists()
+    p = laptop.run("tasks", "list")
+    assert p.returncode == 3, p.stderr
+    # The laptop's login is refused by the server: logging out everywhere again says so, and forgets it.
+    p = laptop.run("logout", "--all")
+    assert p.returncode == 3 and not laptop.token_file.exists()
+    # With no login at all there is nothing to revoke.
+    assert ctl.run("logout", "--all").returncode == 3
+    # A fresh login works.
+    ctl.login(user)
+    ctl.ok("tasks", "list")
+
+
 def save_token(c, **changes):
     """Changes the one saved login."""
     saved = json.loads(c.token_file.read_text())

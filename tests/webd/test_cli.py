@@ -154,13 +154,13 @@ def test_start_creates_key_and_schema_then_stops_cleanly(new_webd, cluster):
     tables = {row[0] for row in cluster.sql(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert {"users", "tasks", "activity", "schema_migrations"} <= tables
-    assert cluster.sql("SELECT version FROM schema_migrations ORDER BY version") == [["1"]]
+    assert cluster.sql("SELECT version FROM schema_migrations ORDER BY version") == [["1"], ["2"], ["3"], ["4"]]
     # A second start on the same database applies nothing again and keeps the same key.
     key = w.key()
     assert w.stop() == 0
     w2 = new_webd()
     assert w2.key() != b"" and w2.secret != w.secret
-    assert cluster.sql("SELECT count(*) FROM schema_migrations") == [["1"]]
+    assert cluster.sql("SELECT count(*) FROM schema_migrations") == [["4"]]
     assert "ready on" in w2.log()
     assert w.log().count("Stopped") == 1
     assert key == w.key()

@@ -192,7 +192,14 @@ class Webd:
             "request_timeout": "5s",
         }
         settings.update(extra or {})
-        lines = ["[webd]"] + [f"{k} = {v}" for k, v in settings.items()]
+        # "section.key" names a key of another section than [webd].
+        sections = {"webd": {}}
+        for k, v in settings.items():
+            section, _, key = k.rpartition(".")
+            sections.setdefault(section or "webd", {})[key] = v
+        lines = []
+        for section, keys in sections.items():
+            lines += [f"[{section}]"] + [f"{k} = {v}" for k, v in keys.items()]
         self.config.write_text("\n".join(lines) + "\n")
         self.env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV}
         self.env["WEBD_DATABASE"] = cluster.conninfo()
@@ -247,6 +254,18 @@ class Webd:
 
     def key(self):
         return self.secret.read_bytes()
+
+    def metrics(self):
+        """GET /metrics parsed: {"name{labels}": value}."""
+        r = self.request("GET", "/metrics")
+        assert r.status_code == 200, r.text
+        assert r.headers["Content-Type"].startswith("text/plain"), r.headers
+        values = {}
+        for line in r.text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
 
     # HTTP helpers: all to 127.0.0.1, all with timeouts.
 
