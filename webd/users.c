@@ -72,6 +72,8 @@ struct users_login {
 struct users_change {
         struct server_request *request;
         char old_hash[PASSWORD_ENCODED_MAX + 1];
+        char account[THROTTLE_ACCOUNT_MAX]; /* what the throttle counts a wrong old password under */
+        struct netaddr address;
 };
 
 bool users_name_valid(const char *name)
@@ -97,6 +99,14 @@ static void users_wipe_password(struct server_request *r, const char *name)
 
         if (cJSON_IsString(item) && item->valuestring)
                 explicit_bzero(item->valuestring, strlen(item->valuestring));
+}
+
+/* Overwrites every password member a route of this file takes, for a request answered before they are used. */
+static void users_wipe_passwords(struct server_request *r)
+{
+        users_wipe_password(r, "password");
+        users_wipe_password(r, "old_password");
+        users_wipe_password(r, "new_password");
 }
 
 static void users_reply_pool_error(struct server_request *r, int error)
@@ -266,17 +276,27 @@ static void users_verified(int error, void *userdata)
 
 /* A new login of <r>, counted under the lowercased name tried and the client's address; NULL when out
  * of memory (answered). */
-static struct users_login *users_login_new(struct server_request *r)
+/* Writes the throttle's account key for <name> (lowercased, cut) to <account>, THROTTLE_ACCOUNT_MAX bytes. */
+static void users_account_key(const char *name, char *account)
 {
-        const char *name = users_string(r, "username");
+        size_t i;
+
+        for (i = 0; name[i] && i < THROTTLE_ACCOUNT_MAX - 1; i++)
+                account[i] = name[i] >= 'A' && name[i] <= 'Z' ? (char)(name[i] - 'A' + 'a') : name[i];
+        account[i] = '\0';
+}
+
+/* A new login of <r> by the name <name>, counted under it and the client's address; NULL when out of
+ * memory (answered). */
+static struct users_login *users_login_new(struct server_request *r, const char *name)
+{
         struct users_login *l = calloc(1, sizeof(*l));
 
         if (!l) {
                 server_reply_error(r, 500, "internal", "internal error");
                 return NULL;
         }
-        for (size_t i = 0; name[i] && i < sizeof(l->account) - 1; i++)
-                l->account[i] = name[i] >= 'A' && name[i] <= 'Z' ? (char)(name[i] - 'A' + 'a') : name[i];
+        users_account_key(name, l->account);
         l->address = r->client_addr;
         return l;
 }
@@ -328,7 +348,7 @@ static void users_found(struct server_request *r, int error, const PGresult *res
                 server_reply_db_error(r, error, res);
                 return;
         }
-        l = users_login_new(r);
+        l = users_login_new(r, users_string(r, "username"));
         if (!l)
                 return;
         if (PQntuples(res) == 1 && PQnfields(res) == 4 && sscanf(PQgetvalue(res, 0, 0), "%" SCNu64, &id) == 1 &&
@@ -343,9 +363,9 @@ static void users_found(struct server_request *r, int error, const PGresult *res
 }
 
 /* Answers 429 when the throttle holds attempts of <r> back. Returns true when it did. */
-static bool users_throttled(struct server_request *r, struct users *u)
+static bool users_throttled(struct server_request *r, struct users *u, const char *name)
 {
-        _cleanup_free_ struct users_login *l = users_login_new(r);
+        _cleanup_free_ struct users_login *l = users_login_new(r, name);
         char seconds[SERVER_INT_MAX], message[96];
         uint64_t wait;
 
@@ -354,6 +374,7 @@ static bool users_throttled(struct server_request *r, struct users *u)
         wait = throttle_check(u->throttle, l->account, &l->address, now_usec());
         if (wait == 0)
                 return false;
+        users_wipe_passwords(r); /* before the answer, which may free the request */
         server_int_text((int64_t)((wait + USEC_PER_SEC - 1) / USEC_PER_SEC), seconds);
         (void)server_add_header(r, "Retry-After", seconds);
         (void)snprintf(message, sizeof(message), "too many failed logins; try again in %s seconds", seconds);
@@ -380,13 +401,14 @@ static void users_login(struct server_request *r, void *userdata)
                 return;
         }
         if (problems.count > 0) {
+                users_wipe_passwords(r);
                 server_reply_invalid(r, &problems);
                 return;
         }
         name = users_string(r, "username");
         password = users_string(r, "password");
         server_request_set_user_name(r, name);
-        if (users_throttled(r, u))
+        if (users_throttled(r, u, name))
                 return;
         len = strlen(password);
         if (users_name_valid(name) && len >= USERS_PASSWORD_MIN && len <= USERS_PASSWORD_MAX) {
@@ -398,7 +420,7 @@ static void users_login(struct server_request *r, void *userdata)
                 return;
         }
         /* No such account can exist: spend the same time anyway. */
-        l = users_login_new(r);
+        l = users_login_new(r, users_string(r, "username"));
         if (l)
                 users_check_password(r, l, NULL);
 }
@@ -484,6 +506,7 @@ static void users_change_verified(int error, void *userdata)
         if (r->answered)
                 goto done;
         if (error == -EPERM) {
+                throttle_failed(u->throttle, c->account, &c->address, now_usec());
                 server_reply_error(r, 403, "forbidden", "the old password is wrong");
                 goto done;
         }
@@ -524,6 +547,8 @@ static void users_password_found(struct server_request *r, int error, const PGre
         }
         memcpy(c->old_hash, hash, strlen(hash) + 1);
         c->request = r;
+        users_account_key(r->user_name, c->account);
+        c->address = r->client_addr;
         /* A wrong length can't be the password: checked against the dummy hash, for the same cost. */
         k = users_verify(r, "old_password",
                          len >= USERS_PASSWORD_MIN && len <= USERS_PASSWORD_MAX ? c->old_hash : NULL,
@@ -552,11 +577,14 @@ static void users_change_password(struct server_request *r, void *userdata)
                 return;
         }
         if (problems.count > 0) {
-                users_wipe_password(r, "old_password");
-                users_wipe_password(r, "new_password");
+                users_wipe_passwords(r);
                 server_reply_invalid(r, &problems);
                 return;
         }
+        /* A wrong old password counts as a failed login of the account: guessing it through this route
+         * costs the same hash and is held back the same way. */
+        if (users_throttled(r, u, r->user_name))
+                return;
         k = server_query_auth(r, u->password_get, NULL, 0, users_password_found);
         if (k < 0)
                 server_reply_db_error(r, k, NULL);

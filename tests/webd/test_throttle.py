@@ -154,3 +154,28 @@ def test_bad_trusted_proxies_refused(new_webd, value, reason):
                          text=True, env=w.env, timeout=30)
     assert out.returncode == 78, out
     assert re.search(r"webd\.conf:\d+: \[webd\] key 'trusted_proxies': .*" + reason, out.stderr), out.stderr
+
+
+def test_wrong_old_passwords_throttled(new_webd):
+    """A password change checks the old password as a login does, so guessing it is held back the same way,
+    before any hash, and the failures count toward the account's logins from that address."""
+    w = new_webd(extra={"login_failures": "3"})
+    w.register("dora", PASSWORD)
+    client = "203.0.113.30"
+    r = login(w, "dora", PASSWORD, client)
+    assert r.status_code == 200, r.text
+    token = r.json()["token"]
+
+    def change(old):
+        return w.request("PUT", "/auth/password", token=token, headers={"X-Forwarded-For": client},
+                         body={"old_password": old, "new_password": "a brand new password"})
+
+    for _ in range(3):
+        assert_error(change("not the old one"), 403, "forbidden")
+    assert assert_throttled(change("not the old one")) == 1
+    # The right old password waits too, and so does a login of the account from that address.
+    assert_throttled(change(PASSWORD))
+    assert_throttled(login(w, "dora", PASSWORD, client))
+    time.sleep(1.1)
+    r = change(PASSWORD)
+    assert r.status_code == 200, r.text
