@@ -37,15 +37,11 @@ usage: bench/slow.sh [options]
 EOF
 }
 
-need_int() {
-	[[ "$2" =~ ^[1-9][0-9]*$ ]] || bench_die "$1 needs a positive integer, got '$2'"
-}
-
 while (($# > 0)); do
 	case $1 in
-	--connections) need_int "$1" "${2-}"; connections=$2; shift ;;
-	--length) need_int "$1" "${2-}"; length=$2; shift ;;
-	--settle) need_int "$1" "${2-}"; settle=$2; shift ;;
+	--connections) bench_need_int "$1" "${2-}"; connections=$2; shift ;;
+	--length) bench_need_int "$1" "${2-}"; length=$2; shift ;;
+	--settle) bench_need_int "$1" "${2-}"; settle=$2; shift ;;
 	--attacks) attacks=${2-}; shift ;;
 	--lbd) lbd_bin=${2-}; shift ;;
 	--lbd-arg) lbd_extra+=("${2-}"); shift ;;

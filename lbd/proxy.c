@@ -62,7 +62,7 @@
 #define BUF_LOW        (16 * 1024)
 #define LINGER_MAX     (4 * 1024 * 1024) /* request bytes read and dropped after an early answer */
 #define LINGER_USEC    (5 * USEC_PER_SEC)
-#define TRIM_MIN_CONNS 64                /* a peak of client connections worth a malloc_trim() ... */
+#define TRIM_MIN_CONNS 16                /* a peak of client connections worth a malloc_trim() ... */
 #define TRIM_FRACTION  4                 /* ... once all but 1/TRIM_FRACTION of them closed */
 #define REPLAY_MAX     (64 * 1024)
 #define MAX_TRIES      11
@@ -508,12 +508,14 @@ static void txn_log(struct client *c, struct txn *t, unsigned status, uint64_t b
  * destroy the answer in the client's kernel before the client reads it. */
 static void client_closing(struct client *c, bool linger)
 {
+        client_enter(c);
         c->state = CLIENT_CLOSING;
         c->lingering = linger && !c->read_eof;
         c->linger_left = LINGER_MAX;
         client_flush(c);
         if (!c->dead)
                 client_process(c);
+        client_leave(c);
 }
 
 /* Whether the client may still be sending: part of its request is unread, or input waits. */
@@ -658,7 +660,8 @@ static void upstream_stop_sending(struct upstream *up, struct txn *t)
         t->close_after = true;
 }
 
-/* A write to <up> failed with <err> (< 0). */
+/* A write to <up> failed with <err> (< 0). Reading what the backend sent may end the exchange, and free
+ * <up> or its client: both are held while it runs. */
 static void upstream_write_failed(struct upstream *up, ssize_t err)
 {
         struct client *c = up->c;
@@ -668,18 +671,23 @@ static void upstream_write_failed(struct upstream *up, ssize_t err)
                 upstream_close(up);
                 return;
         }
+        up->busy++;
+        client_enter(c);
         if (!t->resp_head_done && !t->tunnel)
                 upstream_read_pending(up);
         if (up->dead || c->dead || c->txn != t || t->up != up)
-                return; /* the early answer was complete, or failed */
+                goto out; /* the early answer was complete, or failed */
         if (t->resp_head_done && !t->tunnel) {
                 log_debug("backend %s answered %u and stopped reading the request body", up->b->name, t->status);
                 upstream_stop_sending(up, t);
                 client_process(c);
-                return;
+                goto out;
         }
         txn_upstream_failed(c, err == -EPIPE ? "connection closed while sending" : "connection reset while sending",
                             err == -ECONNRESET, false);
+out:
+        client_leave(c);
+        upstream_leave(up);
 }
 
 static void upstream_flush(struct upstream *up)

@@ -64,41 +64,9 @@ def assert_all_in_rotation(lbd, n):
     assert not downs(lbd), "\n".join(downs(lbd))
 
 
-class Probe:
-    """A normal GET every <interval> seconds through lbd, on a new connection
-    each time, in a thread, for at most <max_seconds>."""
-
-    def __init__(self, port, interval=0.2, max_seconds=30.0):
-        self.port = port
-        self.interval = interval
-        self.max_seconds = max_seconds
-        self.ok = 0
-        self.failures = []
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        deadline = time.monotonic() + self.max_seconds
-        i = 0
-        while not self.stop_event.is_set() and time.monotonic() < deadline:
-            i += 1
-            try:
-                resp = lbdtest.request(self.port, "GET", f"/probe?i={i}", timeout=5)
-                if resp.status == 200:
-                    self.ok += 1
-                else:
-                    self.failures.append(f"{resp.status} {resp.body[:120]!r}")
-            except (OSError, lbdtest.ConnectionClosed, ValueError) as e:
-                self.failures.append(f"{type(e).__name__}: {e}")
-            self.stop_event.wait(self.interval)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_event.set()
-        self.thread.join(self.max_seconds + 10)
+def probe(harness, lbd):
+    """A normal GET every 200 ms through lbd while a test's slow clients run."""
+    return harness.load(lbd.port, n=1, path="/probe", pause=0.2, max_seconds=30)
 
 
 def test_early_answer_reaches_the_client(harness):
@@ -115,6 +83,26 @@ def test_early_answer_reaches_the_client(harness):
     assert_all_in_rotation(lbd, 1)
     assert lbd.backend_status(b1.addr)["failures"] == 0, lbd.status()
     assert lbdtest.request(lbd.port, "GET", "/after").status == 200
+
+
+def test_early_answer_to_a_client_that_sends_everything_first(harness):
+    """A client that sends its whole (3 MB) body before it reads: whether the
+    413 came before lbd had the whole body (lbd reads and drops the rest, then
+    closes) or after, the client reads the 413, not a reset."""
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1], args=["--set", "limits.max_body_size=0"])
+    for i in range(3):
+        with lbd.connect(timeout=10) as conn:
+            resp = conn.request("POST", f"/early/413?i={i}", body=b"a" * 3_000_000)
+            assert resp.status == 413, resp
+            assert resp.header("X-Backend") == "b1", resp
+            if "close" not in resp.connection_tokens():
+                # lbd had the whole request (in the kernel's buffers) before the answer: the
+                # connection carries on.
+                assert conn.get(f"/next?i={i}").status == 200
+            else:
+                assert conn.closed_by_peer()
+    assert_all_in_rotation(lbd, 1)
 
 
 def test_early_answer_chunked_upload(harness):
@@ -215,21 +203,22 @@ def test_slow_body_is_not_a_backend_timeout(harness):
         s.sendall(lbdtest.HttpConnection.build_head(
             "POST", f"/upload?slow={i}", {"Content-Length": str(length)}))
         socks.append(s)
+    load = probe(harness, lbd).start()
     try:
-        with Probe(lbd.port) as probe:
-            for _ in range(length):
-                time.sleep(step)
-                for s in socks:
-                    s.sendall(b"x")
-            statuses = []
+        for _ in range(length):
+            time.sleep(step)
             for s in socks:
-                resp = lbdtest.read_response(lbdtest._Reader(s.recv), "POST")
-                statuses.append(resp.status)
+                s.sendall(b"x")
+        statuses = []
+        for s in socks:
+            resp = lbdtest.read_response(lbdtest._Reader(s.recv), "POST")
+            statuses.append(resp.status)
         assert statuses == [200] * n, statuses
     finally:
+        load.stop()
         for s in socks:
             s.close()
-    assert probe.ok >= 5 and not probe.failures, (probe.ok, probe.failures[:5])
+    assert load.ok >= 5 and not load.failures, (load.ok, load.failures[:5])
     assert_all_in_rotation(lbd, 1)
     assert lbd.backend_status(b1.addr)["failures"] == 0, lbd.status()
 
@@ -255,13 +244,14 @@ def test_slow_read_is_not_a_backend_stall(harness):
     lbd = harness.lbd([b1], args=["--set", "timeouts.backend=1s",
                                   "--set", "timeouts.client_body=10s"])
     socks = slow_readers(lbd.port, 30, "/bytes/50000000")
+    load = probe(harness, lbd).start()
     try:
-        with Probe(lbd.port) as probe:
-            time.sleep(3.5)
+        time.sleep(3.5)
     finally:
+        load.stop()
         for s in socks:
             s.close()
-    assert probe.ok >= 5 and not probe.failures, (probe.ok, probe.failures[:5])
+    assert load.ok >= 5 and not load.failures, (load.ok, load.failures[:5])
     assert "stalled" not in lbd.stderr_text()
     assert_all_in_rotation(lbd, 1)
     assert lbd.backend_status(b1.addr)["failures"] == 0, lbd.status()
@@ -346,22 +336,23 @@ def test_slowloris_leaves_the_probe_answered(harness):
     (b1,) = harness.backends(1)
     lbd = harness.lbd([b1], args=["--set", "timeouts.client_header=1500ms"])
     socks = []
+    load = probe(harness, lbd).start()
     try:
         for i in range(100):
             s = socket.create_connection(("127.0.0.1", lbd.port), timeout=10)
             s.sendall(f"GET /loris?i={i} HTTP/1.1\r\nHost: x\r\n".encode())
             socks.append(s)
-        with Probe(lbd.port) as probe:
-            for k in range(8):
-                time.sleep(0.3)
-                for s in socks:
-                    try:
-                        s.sendall(f"X-{k}: y\r\n".encode())
-                    except OSError:
-                        pass
+        for k in range(8):
+            time.sleep(0.3)
+            for s in socks:
+                try:
+                    s.sendall(f"X-{k}: y\r\n".encode())
+                except OSError:
+                    pass
     finally:
+        load.stop()
         for s in socks:
             s.close()
-    assert probe.ok >= 5 and not probe.failures, (probe.ok, probe.failures[:5])
+    assert load.ok >= 5 and not load.failures, (load.ok, load.failures[:5])
     assert not b1.saw("/loris")
     assert_all_in_rotation(lbd, 1)
