@@ -557,7 +557,11 @@ static void txn_upstream_failed(struct client *c, const char *what, bool refused
         struct upstream *up = t->up;
         struct backend *b = up->b;
         const struct config *cfg = c->proxy->cfg;
-        bool sent = t->sent_any, reused = up->reused, up_connected = up->connected;
+        bool sent = t->sent_any, reused = up->reused;
+        /* Still sending a body the client is still sending, or that lbd has not passed on yet: a backend
+         * that closes or resets then may be refusing it (too large, too slow), which is the client's doing. */
+        bool body_pending = up->connected && t->req.body != HTTP_BODY_NONE &&
+                            (!t->req_complete || evbuffer_get_length(up->out) > 0);
 
         log_debug("backend %s failed for %s %.*s: %s%s", b->name, http_method_str(t->method),
                   (int)MIN(t->target_len, 200), t->target, what, reused ? " (reused connection)" : "");
@@ -567,10 +571,8 @@ static void txn_upstream_failed(struct client *c, const char *what, bool refused
         t->up = NULL;
         upstream_close(up);
 
-        if (up_connected && !t->req_complete && !timeout)
-                /* Closed or reset while the client was still sending its body: the backend may have refused
-                 * it (too large, too slow); that is the client's doing, not a backend failure. */
-                log_debug("backend %s closed while the request body was still arriving: not held against it",
+        if (body_pending && !timeout)
+                log_debug("backend %s closed while the request body was still being sent: not held against it",
                           b->name);
         else if (refused && !(reused && sent))
                 backend_report_refused(b, what);

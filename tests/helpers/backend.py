@@ -23,6 +23,8 @@ that let a test provoke every behaviour of the proxy in front of it:
                     read, without reading the request body, and closes (the
                     kernel resets a connection closed with unread bytes): a
                     server refusing an upload early, as webd does with 413
+  /early-reset      resets the connection as soon as the head is read, without
+                    reading the request body and without a response
   /eof-body/N       N bytes with neither Content-Length nor chunked: the body
                     ends when the connection closes
   /closeafter       200, then "Connection: close" and the connection closes
@@ -342,6 +344,12 @@ class Backend:
                 if not counted_data and path != "/healthcheck" and not path.startswith("/_"):
                     counted_data = True
                     self.stats.data_conns += 1
+                if path == "/early-reset":
+                    sock = writer.get_extra_info("socket")
+                    if sock is not None:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
                 if path.startswith("/early/"):
                     try:
                         status = self.number_arg(path, "/early/", 599)

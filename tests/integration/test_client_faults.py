@@ -127,6 +127,22 @@ def test_early_answer_chunked_upload(harness):
     assert_all_in_rotation(lbd, 1)
 
 
+def test_reset_during_an_upload_is_not_held_against_the_backend(harness):
+    """A backend that resets the connection, unanswered, while lbd is still
+    sending it a 20 MB body (a server refusing the upload its own way): the
+    client gets 502, the backend stays in rotation. A reset after the whole
+    request was sent still takes it out."""
+    b1, b2 = harness.backends(2)
+    lbd = harness.lbd([b1, b2], args=["--set", "limits.max_body_size=0"])
+    for i in range(6):
+        resp, why = upload_until_answered(lbd.port, f"/early-reset?i={i}", 20_000_000)
+        assert resp is None or resp.status == 502, resp
+    assert_all_in_rotation(lbd, 2)
+    # The same backend resetting a GET is a backend failure.
+    lbdtest.wait_until(lambda: lbdtest.request(lbd.port, "GET", "/reset").status == 502 and downs(lbd),
+                       10, "a reset GET to take a backend out")
+
+
 def oversized_posts_under_load(harness, lbd_args):
     backends = harness.backends(3)
     lbd = harness.lbd(backends, args=lbd_args)
