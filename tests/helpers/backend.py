@@ -314,6 +314,14 @@ class Backend:
         self.record.write(line + "\n")
         self.record.flush()
 
+    @staticmethod
+    def reset(writer):
+        """Ends the connection with a RST (SO_LINGER 0), unanswered."""
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
     # ---- connection handling -------------------------------------------
 
     async def handle(self, reader, writer):
@@ -345,10 +353,7 @@ class Backend:
                     counted_data = True
                     self.stats.data_conns += 1
                 if path == "/early-reset":
-                    sock = writer.get_extra_info("socket")
-                    if sock is not None:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    writer.transport.abort()
+                    self.reset(writer)
                     return
                 if path.startswith("/early/"):
                     try:
@@ -477,10 +482,7 @@ class Backend:
             await writer.drain()
             return False
         elif path == "/reset":
-            sock = writer.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+            self.reset(writer)
             return False
         elif path.startswith("/slowhead/"):
             ms = self.number_arg(path, "/slowhead/", MAX_DELAY_MS)
