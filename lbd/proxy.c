@@ -557,7 +557,7 @@ static void txn_upstream_failed(struct client *c, const char *what, bool refused
         struct upstream *up = t->up;
         struct backend *b = up->b;
         const struct config *cfg = c->proxy->cfg;
-        bool sent = t->sent_any, reused = up->reused;
+        bool sent = t->sent_any, reused = up->reused, connected = up->connected;
         /* Still sending a body the client is still sending, or that lbd has not passed on yet: a backend
          * that closes or resets then may be refusing it (too large, too slow), which is the client's doing. */
         bool body_pending = up->connected && t->req.body != HTTP_BODY_NONE &&
@@ -576,7 +576,8 @@ static void txn_upstream_failed(struct client *c, const char *what, bool refused
                           b->name);
         else if (refused && !(reused && sent))
                 backend_report_refused(b, what);
-        else if (timeout)
+        else if (timeout || !connected)
+                /* No answer in time, or a connect that timed out or failed otherwise than refused */
                 backend_report_result(b, 0, (unsigned)cfg->health_passive_fall);
         else
                 b->stats.failures++;

@@ -372,3 +372,37 @@ def test_slowloris_leaves_the_probe_answered(harness):
     assert load.ok >= 5 and not load.failures, (load.ok, load.failures[:5])
     assert not b1.saw("/loris")
     assert_all_in_rotation(lbd, 1)
+
+
+def test_connect_timeouts_count_against_the_backend(harness):
+    """What the backend does cause still counts: connects that time out (its
+    address drops SYNs: a listener whose accept queue is full) take it out
+    after health.passive_fall of them, while every request goes to the other
+    backend."""
+    b1, b2 = harness.backends(2)
+    lbd = harness.lbd([b1, b2], health_interval="1h",
+                      args=["--set", "timeouts.connect=200ms", "--set", "health.passive_fall=3"])
+    port = int(b1.addr.rsplit(":", 1)[1])
+    b1.stop()
+    blackhole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    blackhole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blackhole.bind(("127.0.0.1", port))
+    blackhole.listen(0)
+    fillers = []
+    try:
+        for _ in range(3):  # fill the accept queue (a backlog of 0 holds one): later SYNs are dropped
+            f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            f.setblocking(False)
+            f.connect_ex(("127.0.0.1", port))
+            fillers.append(f)
+        time.sleep(0.2)
+        for i in range(8):
+            resp = lbdtest.request(lbd.port, "GET", f"/x?i={i}", timeout=10)
+            assert resp.status == 200 and resp.header("X-Backend") == "b2", resp
+        st = lbd.backend_status(b1.addr)
+        assert st["state"] == "down", lbd.status()
+        assert any("consecutive timeouts" in line for line in downs(lbd)), downs(lbd)
+    finally:
+        for f in fillers:
+            f.close()
+        blackhole.close()
