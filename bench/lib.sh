@@ -16,6 +16,11 @@ bench_die() {
 	exit 1
 }
 
+# bench_need_int OPTION VALUE: die unless VALUE is a positive integer.
+bench_need_int() {
+	[[ "$2" =~ ^[1-9][0-9]*$ ]] || bench_die "$1 needs a positive integer, got '$2'"
+}
+
 # bench_tmpdir: create the run's private directory (readable by the
 # unprivileged nginx workers) and remember it for removal at exit.
 bench_tmpdir() {

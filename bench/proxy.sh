@@ -42,17 +42,13 @@ usage: bench/proxy.sh [options]
 EOF
 }
 
-need_int() {
-	[[ "$2" =~ ^[1-9][0-9]*$ ]] || bench_die "$1 needs a positive integer, got '$2'"
-}
-
 while (($# > 0)); do
 	case $1 in
-	--connections) need_int "$1" "${2-}"; connections=$2; shift ;;
-	--duration) need_int "$1" "${2-}"; duration=$2; shift ;;
-	--rounds) need_int "$1" "${2-}"; rounds=$2; shift ;;
-	--threads) need_int "$1" "${2-}"; threads=$2; shift ;;
-	--idle) need_int "$1" "${2-}"; idle_count=$2; shift ;;
+	--connections) bench_need_int "$1" "${2-}"; connections=$2; shift ;;
+	--duration) bench_need_int "$1" "${2-}"; duration=$2; shift ;;
+	--rounds) bench_need_int "$1" "${2-}"; rounds=$2; shift ;;
+	--threads) bench_need_int "$1" "${2-}"; threads=$2; shift ;;
+	--idle) bench_need_int "$1" "${2-}"; idle_count=$2; shift ;;
 	--proxies) proxies=${2-}; shift ;;
 	--lbd) lbd_bin=${2-}; shift ;;
 	--lbd-arg) lbd_extra+=("${2-}"); shift ;;
@@ -62,7 +58,7 @@ while (($# > 0)); do
 		shift
 		;;
 	--quick) rounds=1; duration=2; idle_count=1000 ;;
-	--hold) need_int "$1" "${2-}"; hold=$2; shift ;;
+	--hold) bench_need_int "$1" "${2-}"; hold=$2; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
 	esac

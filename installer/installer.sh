@@ -799,6 +799,14 @@ run_provision() {
     [[ -n $image ]] || die "lbctl provision did not report an image (LBD_IMAGE): give --image"
 }
 
+# Request bodies larger than any API behind lbd takes (webd's own limit is 64k) are refused at the front
+# door with 413 instead of being streamed to a backend that refuses them anyway (README: `max_body_size`).
+limits_config() {
+    echo "[limits]"
+    echo "max_body_size = 1m"
+    echo
+}
+
 lb_config() {
     echo "$MARKER"
     echo "[lbd]"
@@ -808,6 +816,7 @@ lb_config() {
     echo "[health]"
     echo "path = /healthcheck"
     echo
+    limits_config
     echo "[pool]"
     echo "provider = $provider"
     case "$provider" in
@@ -849,6 +858,7 @@ relay_config() {
     echo "[health]"
     echo "path = /healthcheck"
     echo
+    limits_config
     echo "[pool]"
     echo "provider = static"
     echo "backends = $upstream"

@@ -151,7 +151,8 @@ void backend_set_maintenance(struct backend *b, bool on);
  * on_change. <reason> is a short phrase for the log. */
 void backend_set_healthy(struct backend *b, bool healthy, const char *reason);
 
-/* Passive signals from live traffic (proxy.c):
+/* Passive signals from live traffic (proxy.c), which reports only what the backend caused (see proxy.c's
+ * "Blame"): never an early answer, a close while lbd still sent a request body, or a wait on a client.
  * - backend_report_refused: connect refused or connection reset: down at once.
  * - backend_report_result: a response status (>= 500 counts as a failure) or 0 for a timeout; after
  *   [health] passive_fall consecutive failures the backend is marked down.

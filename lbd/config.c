@@ -25,7 +25,7 @@
  *   tunnel           = 1h              an upgraded connection (WebSocket) with no byte either way
  *   [limits]
  *   max_header_size  = 16k             1k..1M
- *   max_body_size    = 0               0 = unlimited
+ *   max_body_size    = 1m              0 = unlimited; a front door refuses what no API here takes
  *   retries          = 2               0..10
  *   max_idle_per_backend = 64          0..100000
  *   [health]
@@ -658,7 +658,7 @@ static const struct conf_key config_keys[] = {
         DURATION("timeouts", "tunnel", "1h", tunnel_timeout_usec, 1),
 
         { "limits", "max_header_size", "16k", conf_parse_size, U64(max_header_size), 1024, 1024 * 1024 },
-        { "limits", "max_body_size", "0", conf_parse_size, U64(max_body_size), 0, UINT64_MAX },
+        { "limits", "max_body_size", "1m", conf_parse_size, U64(max_body_size), 0, UINT64_MAX },
         NUMBER("limits", "retries", "2", retries, 0, 10),
         NUMBER("limits", "max_idle_per_backend", "64", max_idle_per_backend, 0, 100000),
 

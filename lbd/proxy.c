@@ -12,7 +12,16 @@
  *
  * I/O is speculative: data is written as soon as it is queued, and a write event is armed only when the
  * kernel refuses some. Each direction is bounded: a reader stops reading while its peer's output holds more
- * than BUF_HIGH bytes and resumes below BUF_LOW, so a 1 GiB body streams in constant memory.
+ * than BUF_HIGH bytes and resumes below BUF_LOW, so a 1 GiB body streams in constant memory, and a client
+ * that does not read pins at most about BUF_HIGH + BACKEND_READ_SIZE bytes of lbd's memory.
+ *
+ * Blame: passive health (backend_report_*) hears only of what a backend caused: a refused or timed-out
+ * connect, a reset or close before any response byte once the whole request was sent, a response timeout
+ * while lbd was actually waiting on it (upstream_awaited()), a stall mid-response, a malformed response.
+ * A backend that answers early (413 while the body is still arriving) is forwarded: lbd reads what it sent
+ * before giving up on a failed write, stops sending it the body, and the client's connection, if the rest
+ * of its body does not arrive, ends in a bounded lingering close (read and discarded, LINGER_MAX bytes,
+ * LINGER_USEC) so that the client sees the answer rather than a reset.
  *
  * Lifetimes: a callback may close the object it runs for, or its peer. Closing marks the object dead and
  * releases its socket at once; the memory goes when no callback is running on it any more (the `busy`
@@ -21,6 +30,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
@@ -42,10 +52,18 @@
 #include "lbd/http.h"
 #include "lbd/lbd.h"
 
-#define READ_SIZE      16384
+/* A read reserves its size in one evbuffer chain, whose allocation (header included) libevent rounds up to a
+ * power of two: read sizes stay a little below one, or a 64 KiB read would allocate 128 KiB. */
+#define CHAIN_SLACK    256
+#define READ_SIZE      (16 * 1024 - CHAIN_SLACK)
 #define WRITE_IOV_MAX  16 /* chains handed to one sendmsg() */
-#define BUF_HIGH       (256 * 1024)
-#define BUF_LOW        (64 * 1024)
+#define BACKEND_READ_SIZE (64 * 1024 - CHAIN_SLACK)
+#define BUF_HIGH       (64 * 1024)
+#define BUF_LOW        (16 * 1024)
+#define LINGER_MAX     (4 * 1024 * 1024) /* request bytes read and dropped after an early answer */
+#define LINGER_USEC    (5 * USEC_PER_SEC)
+#define TRIM_MIN_CONNS 16                /* a peak of client connections worth a malloc_trim() ... */
+#define TRIM_FRACTION  4                 /* ... once all but 1/TRIM_FRACTION of them closed */
 #define REPLAY_MAX     (64 * 1024)
 #define MAX_TRIES      11
 #define ACCEPT_BATCH   64
@@ -90,6 +108,9 @@ struct txn {
         bool started;                /* the head was accepted: method and target are known */
         bool tunnel;                 /* the backend switched protocols: a byte tunnel now */
         bool logged;                 /* its access log line is written */
+        bool body_dropped;           /* the backend answered and stopped reading: the rest of the body
+                                      * is read from the client and dropped */
+        uint64_t req_dropped_bytes;
 
         /* Kept across requests when the txn is recycled; set up by whoever uses them. */
         struct evbuffer *replay;     /* what was sent so far, while it fits in REPLAY_MAX */
@@ -115,6 +136,9 @@ struct client {
         bool reading;
         bool writing;
         bool read_eof;
+        bool lingering;              /* CLOSING: what the client still sends is read and dropped */
+        bool shut;                   /* lingering and the answer is out: our side is shut down */
+        uint64_t linger_left;        /* bytes it may still send before the connection is closed */
         struct client *prev, *next;
 };
 
@@ -164,6 +188,7 @@ struct proxy {
                 const struct timeval *tv;
         } timeouts[TIMEOUTS_MAX];
         size_t n_timeouts;
+        size_t conns_high;           /* most client connections open since the last malloc_trim() */
         bool draining;
         void (*drain_done)(void *userdata);
         void *drain_userdata;
@@ -172,6 +197,8 @@ struct proxy {
 static void client_process(struct client *c);
 static void client_close(struct client *c);
 static void client_flush(struct client *c);
+static void client_closing(struct client *c, bool linger);
+static void client_update_reading(struct client *c);
 static void txn_dispatch(struct client *c);
 static void upstream_process(struct upstream *up);
 static void upstream_flush(struct upstream *up);
@@ -443,6 +470,8 @@ static void txn_release(struct proxy *p, struct txn *t)
         if (t->target != t->target_inline)
                 free(t->target);
         if (p->n_free_txns < TXN_FREE_MAX && evbuffer_get_length(t->replay) <= REPLAY_MAX) {
+                /* A recycled exchange keeps its buffer, not the request it carried. */
+                (void)evbuffer_drain(t->replay, evbuffer_get_length(t->replay));
                 t->next_free = p->free_txns;
                 p->free_txns = t;
                 p->n_free_txns++;
@@ -473,6 +502,28 @@ static void txn_log(struct client *c, struct txn *t, unsigned status, uint64_t b
         accesslog_write(c->proxy->lbd->accesslog, &e);
 }
 
+/* Ends the client's connection once what is queued for it went out. With <linger>, what the client still
+ * sends (the rest of a body nobody wants) is read and dropped meanwhile, and after the answer went out for
+ * LINGER_USEC or LINGER_MAX bytes at most: a socket closed with unread input sends a reset, which can
+ * destroy the answer in the client's kernel before the client reads it. */
+static void client_closing(struct client *c, bool linger)
+{
+        client_enter(c);
+        c->state = CLIENT_CLOSING;
+        c->lingering = linger && !c->read_eof;
+        c->linger_left = LINGER_MAX;
+        client_flush(c);
+        if (!c->dead)
+                client_process(c);
+        client_leave(c);
+}
+
+/* Whether the client may still be sending: part of its request is unread, or input waits. */
+static bool client_may_send_more(const struct client *c)
+{
+        return evbuffer_get_length(c->in) > 0 || (c->txn && c->txn->started && !c->txn->req_complete);
+}
+
 /* The request's tries so far failed with <status> (502/504) or the client is gone: answer, or abort. */
 static void txn_fail(struct client *c, unsigned status, const char *detail)
 {
@@ -493,9 +544,9 @@ static void txn_fail(struct client *c, unsigned status, const char *detail)
         proxy_count_rejected(c->proxy, status);
         body = http_write_error(c->out, status, detail, t->request_id, true);
         t->resp_started = true;
-        c->state = CLIENT_CLOSING;
         txn_log(c, t, status, body > 0 ? (uint64_t)body : 0);
-        client_flush(c);
+        /* A client too slow to send its request gets no more time to send the rest. */
+        client_closing(c, status != 408 && client_may_send_more(c));
 }
 
 /* The current upstream failed. <refused>: the connection was refused or reset (the backend is down);
@@ -506,7 +557,11 @@ static void txn_upstream_failed(struct client *c, const char *what, bool refused
         struct upstream *up = t->up;
         struct backend *b = up->b;
         const struct config *cfg = c->proxy->cfg;
-        bool sent = t->sent_any, reused = up->reused;
+        bool sent = t->sent_any, reused = up->reused, connected = up->connected;
+        /* Still sending a body the client is still sending, or that lbd has not passed on yet: a backend
+         * that closes or resets then may be refusing it (too large, too slow), which is the client's doing. */
+        bool body_pending = up->connected && t->req.body != HTTP_BODY_NONE &&
+                            (!t->req_complete || evbuffer_get_length(up->out) > 0);
 
         log_debug("backend %s failed for %s %.*s: %s%s", b->name, http_method_str(t->method),
                   (int)MIN(t->target_len, 200), t->target, what, reused ? " (reused connection)" : "");
@@ -516,9 +571,13 @@ static void txn_upstream_failed(struct client *c, const char *what, bool refused
         t->up = NULL;
         upstream_close(up);
 
-        if (refused && !(reused && sent))
+        if (body_pending && !timeout)
+                log_debug("backend %s closed while the request body was still being sent: not held against it",
+                          b->name);
+        else if (refused && !(reused && sent))
                 backend_report_refused(b, what);
-        else if (timeout)
+        else if (timeout || !connected)
+                /* No answer in time, or a connect that timed out or failed otherwise than refused */
                 backend_report_result(b, 0, (unsigned)cfg->health_passive_fall);
         else
                 b->stats.failures++;
@@ -543,6 +602,97 @@ static void txn_upstream_failed(struct client *c, const char *what, bool refused
         txn_fail(c, 502, "the backend failed before answering");
 }
 
+/* Whether lbd is waiting on <up>'s backend, so that its silence is the backend's: the request is sent (or
+ * being sent and the backend does not take it) and the response is being read. Not while the request body
+ * is still coming from the client, nor while lbd stopped reading the response because the client does not
+ * read it (its own send timeout covers that). */
+static bool upstream_awaited(const struct upstream *up)
+{
+        const struct client *c = up->c;
+        const struct txn *t;
+
+        if (up->dead || !up->connected || up->eof || !c || c->dead || !c->txn || c->txn->up != up)
+                return false;
+        t = c->txn;
+        if (t->resp_head_done && !up->reading)
+                return false;
+        if (evbuffer_get_length(up->out) > 0 && !t->body_dropped)
+                return true;
+        return t->req_complete || t->resp_head_done;
+}
+
+/* Keeps <up>'s response timer running exactly while upstream_awaited(); <progress>: the backend just sent
+ * or took bytes, so its time starts again. Not for connecting, idle or tunnelled connections, whose timer
+ * means something else. */
+static void upstream_watch(struct upstream *up, bool progress)
+{
+        struct client *c = up->c;
+
+        if (up->dead || !up->connected || !c || !c->txn || c->txn->up != up || c->txn->tunnel)
+                return;
+        if (!upstream_awaited(up))
+                (void)event_del(&up->timer);
+        else if (progress || !evtimer_pending(&up->timer, NULL))
+                proxy_arm_in(up->proxy, &up->timer, up->proxy->cfg->backend_timeout_usec);
+}
+
+/* Reads what <up>'s backend already sent, up to a response head, and processes it: a write to it failed,
+ * and an answer it gave before it stopped reading must not be lost. */
+static void upstream_read_pending(struct upstream *up)
+{
+        struct client *c = up->c;
+        size_t max = (size_t)up->proxy->cfg->max_header_size + 1;
+
+        while (!up->dead && evbuffer_get_length(up->in) < max) {
+                ssize_t n = proxy_read(up->fd, up->in, BACKEND_READ_SIZE);
+
+                if (n <= 0)
+                        break;
+        }
+        if (!up->dead && c && c->txn && c->txn->up == up && evbuffer_get_length(up->in) > 0)
+                upstream_process(up);
+}
+
+/* The backend answered and no longer reads the request: the rest of the body goes nowhere. The connection
+ * stays open for the rest of the response, and is not reused. */
+static void upstream_stop_sending(struct upstream *up, struct txn *t)
+{
+        (void)evbuffer_drain(up->out, evbuffer_get_length(up->out));
+        upstream_set_writing(up, false);
+        t->body_dropped = true;
+        t->close_after = true;
+}
+
+/* A write to <up> failed with <err> (< 0). Reading what the backend sent may end the exchange, and free
+ * <up> or its client: both are held while it runs. */
+static void upstream_write_failed(struct upstream *up, ssize_t err)
+{
+        struct client *c = up->c;
+        struct txn *t = c ? c->txn : NULL;
+
+        if (!t || t->up != up) {
+                upstream_close(up);
+                return;
+        }
+        up->busy++;
+        client_enter(c);
+        if (!t->resp_head_done && !t->tunnel)
+                upstream_read_pending(up);
+        if (up->dead || c->dead || c->txn != t || t->up != up)
+                goto out; /* the early answer was complete, or failed */
+        if (t->resp_head_done && !t->tunnel) {
+                log_debug("backend %s answered %u and stopped reading the request body", up->b->name, t->status);
+                upstream_stop_sending(up, t);
+                client_process(c);
+                goto out;
+        }
+        txn_upstream_failed(c, err == -EPIPE ? "connection closed while sending" : "connection reset while sending",
+                            err == -ECONNRESET, false);
+out:
+        client_leave(c);
+        upstream_leave(up);
+}
+
 static void upstream_flush(struct upstream *up)
 {
         struct client *c = up->c;
@@ -550,19 +700,17 @@ static void upstream_flush(struct upstream *up)
 
         if (up->dead || !up->connected)
                 return;
+        if (c && c->txn && c->txn->up == up && c->txn->body_dropped)
+                (void)evbuffer_drain(up->out, evbuffer_get_length(up->out));
         n = proxy_write(up->fd, up->out);
         if (n < 0) {
-                if (c && c->txn && c->txn->up == up)
-                        txn_upstream_failed(c, n == -EPIPE ? "connection closed while sending"
-                                                           : "connection reset while sending",
-                                            n == -ECONNRESET, false);
-                else
-                        upstream_close(up);
+                upstream_write_failed(up, n);
                 return;
         }
         if (n > 0 && c && c->txn)
                 c->txn->sent_any = true;
         upstream_set_writing(up, evbuffer_get_length(up->out) > 0);
+        upstream_watch(up, n > 0);
 
         /* Room again for the request body, or the tunnel's bytes: read the client once more. */
         if (c && !c->dead && c->txn && (!c->txn->req_complete || c->state == CLIENT_TUNNEL) &&
@@ -596,6 +744,9 @@ static void upstream_timer_cb(evutil_socket_t fd, short what, void *userdata)
                         client_close(c);
                 } else if (!up->connected)
                         txn_upstream_failed(c, "connect timed out", false, false);
+                else if (!upstream_awaited(up))
+                        /* lbd was not waiting on the backend (upstream_watch() keeps it from firing then) */
+                        log_debug("Response timer of %s fired while not waiting on it", up->b->name);
                 else if (!c->txn->resp_head_done)
                         txn_upstream_failed(c, "response timed out", false, true);
                 else {
@@ -633,8 +784,8 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *userdata)
                         goto out;
                 }
                 up->connected = true;
-                proxy_arm_in(up->proxy, &up->timer, up->proxy->cfg->backend_timeout_usec);
                 upstream_set_reading(up, true);
+                upstream_watch(up, true);
         }
         upstream_flush(up);
 out:
@@ -647,6 +798,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
 {
         struct upstream *up = userdata;
         struct client *c = up->c;
+        size_t max = BACKEND_READ_SIZE;
         ssize_t n;
 
         up->busy++;
@@ -656,7 +808,19 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
                 goto out_up;
         }
         client_enter(c);
-        n = proxy_read(up->fd, up->in, READ_SIZE * 4);
+        /* A response body is read only as far as the client's side has room: a client that does not read
+         * pins no more than that. */
+        if (c->txn && c->txn->up == up && c->txn->resp_head_done && !c->txn->tunnel) {
+                size_t queued = evbuffer_get_length(c->out) + evbuffer_get_length(up->in);
+
+                if (queued >= BUF_HIGH) {
+                        upstream_set_reading(up, false);
+                        upstream_watch(up, false);
+                        goto out;
+                }
+                max = MIN(max, BUF_HIGH - queued);
+        }
+        n = proxy_read(up->fd, up->in, max);
         if (n == -EAGAIN)
                 goto out;
         if (n <= 0) {
@@ -699,7 +863,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
                         upstream_close(up);
                 goto out;
         }
-        proxy_arm_in(up->proxy, &up->timer, up->proxy->cfg->backend_timeout_usec);
+        upstream_watch(up, true);
         upstream_process(up);
 out:
         client_leave(c);
@@ -803,13 +967,16 @@ static void txn_finish(struct client *c)
                 if (up->b->active > 0)
                         up->b->active--;
                 t->up = NULL;
-                upstream_release(up, t->resp.keep_alive && t->req_complete);
+                /* Reused only when the backend read the whole request: anything else would be read as
+                 * the start of the next one. */
+                upstream_release(up, t->resp.keep_alive && t->req_complete && !t->body_dropped);
         }
         if (t->close_after || !t->req_complete) {
+                bool linger = client_may_send_more(c);
+
                 c->txn = NULL;
                 txn_release(c->proxy, t);
-                c->state = CLIENT_CLOSING;
-                client_flush(c);
+                client_closing(c, linger);
                 return;
         }
         c->txn = NULL;
@@ -818,8 +985,7 @@ static void txn_finish(struct client *c)
         (void)event_del(&c->timer);
         proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_idle_timeout_usec);
         if (c->proxy->draining && evbuffer_get_length(c->in) == 0) {
-                c->state = CLIENT_CLOSING;
-                client_flush(c);
+                client_closing(c, false);
                 return;
         }
         /* A pipelined request may be waiting already. */
@@ -891,8 +1057,10 @@ static void upstream_process(struct upstream *up)
 
                 if (t->resp_head_done) {
                         upstream_forward_body(up, c);
-                        if (!up->dead && up->c == c && !up->eof)
+                        if (!up->dead && up->c == c && !up->eof) {
                                 upstream_set_reading(up, evbuffer_get_length(c->out) < BUF_HIGH);
+                                upstream_watch(up, false);
+                        }
                         return;
                 }
                 if (len == 0)
@@ -1119,7 +1287,7 @@ static void txn_dispatch(struct client *c)
                         return;
                 }
                 if (up->connected) {
-                        proxy_arm_in(up->proxy, &up->timer, p->cfg->backend_timeout_usec);
+                        upstream_watch(up, true);
                         upstream_flush(up);
                 }
                 return;
@@ -1140,7 +1308,9 @@ static int client_forward_body(struct client *c)
                 size_t consumed = 0;
                 int r;
 
-                if (up && evbuffer_get_length(up->out) >= BUF_HIGH)
+                if (up && !t->body_dropped && evbuffer_get_length(up->out) >= BUF_HIGH)
+                        break;
+                if (t->body_dropped && t->req_dropped_bytes >= LINGER_MAX)
                         break;
                 if (!up && evbuffer_get_length(t->replay) >= BUF_HIGH)
                         break;
@@ -1168,6 +1338,15 @@ static int client_forward_body(struct client *c)
                         }
                         txn_fail(c, 413, "request body too large");
                         return -EFBIG;
+                }
+                if (t->body_dropped) {
+                        /* The backend answered and stopped reading: the rest only ends the request. */
+                        (void)evbuffer_drain(c->in, consumed);
+                        t->req_dropped_bytes += consumed;
+                        moved = true;
+                        if (r == 1)
+                                t->req_complete = true;
+                        continue;
                 }
                 /* Keep a copy for a retry while it is small; past that, a retry is impossible. */
                 if (t->replayable && t->up) {
@@ -1275,8 +1454,7 @@ static void client_reject(struct client *c, unsigned status, const char *detail)
         if (!t) {
                 proxy_count_rejected(c->proxy, status);
                 (void)http_write_error(c->out, status, detail, NULL, true);
-                c->state = CLIENT_CLOSING;
-                client_flush(c);
+                client_closing(c, status != 408 && client_may_send_more(c));
                 return;
         }
         t->target_len = 0;
@@ -1340,24 +1518,45 @@ static void client_process(struct client *c)
                         tunnel_to_upstream(c);
                         goto io;
                 case CLIENT_CLOSING:
+                        if (c->lingering && len > 0) {
+                                (void)evbuffer_drain(c->in, len);
+                                if (len >= c->linger_left) {
+                                        log_debug("Client %s sent more than %d bytes after its answer: closing",
+                                                  c->ip, LINGER_MAX);
+                                        client_close(c);
+                                        return;
+                                }
+                                c->linger_left -= len;
+                        }
                         goto io;
                 }
         }
         return;
 io:
+        client_update_reading(c);
+}
+
+/* Read while there is room: a head still arriving, a body with somewhere to go, a little pipelined input,
+ * or, lingering, what is to be dropped. */
+static void client_update_reading(struct client *c)
+{
+        const struct config *cfg = c->proxy->cfg;
+
         if (c->dead)
                 return;
-        /* Read while there is room: a head still arriving, a body with somewhere to go, or a little
-         * pipelined input. */
         {
                 size_t len = evbuffer_get_length(c->in);
                 bool want;
 
-                if (c->read_eof || c->state == CLIENT_CLOSING)
+                if (c->read_eof)
                         want = false;
+                else if (c->state == CLIENT_CLOSING)
+                        want = c->lingering;
                 else if (c->state == CLIENT_TUNNEL)
                         want = c->txn && c->txn->up && !c->txn->up->dead &&
                                evbuffer_get_length(c->txn->up->out) < BUF_HIGH;
+                else if (c->state == CLIENT_FORWARD && !c->txn->req_complete && c->txn->body_dropped)
+                        want = c->txn->req_dropped_bytes < LINGER_MAX;
                 else if (c->state == CLIENT_FORWARD && !c->txn->req_complete)
                         want = !c->txn->up ? evbuffer_get_length(c->txn->replay) < BUF_HIGH
                                            : evbuffer_get_length(c->txn->up->out) < BUF_HIGH;
@@ -1400,7 +1599,17 @@ static void client_flush(struct client *c)
                 (void)event_del(&c->wev);
         }
         if (c->state == CLIENT_CLOSING) {
-                client_close(c);
+                if (!c->lingering || c->read_eof) {
+                        client_close(c);
+                        return;
+                }
+                /* The answer is out: the client sees its end, and whatever it still sends is dropped until
+                 * it closes, for LINGER_USEC at most. */
+                if (!c->shut) {
+                        c->shut = true;
+                        (void)shutdown(c->fd, SHUT_WR);
+                        proxy_arm_in(c->proxy, &c->timer, LINGER_USEC);
+                }
                 return;
         }
         if (c->state == CLIENT_TUNNEL)
@@ -1413,9 +1622,11 @@ static void client_flush(struct client *c)
                 else
                         proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_body_timeout_usec);
         }
-        /* The client took the backlog: let the upstream send more. */
-        if (c->txn && c->txn->up && !c->txn->up->dead && !c->txn->up->eof && c->txn->resp_head_done)
+        /* The client took the backlog: let the upstream send more, in its own time again. */
+        if (c->txn && c->txn->up && !c->txn->up->dead && !c->txn->up->eof && c->txn->resp_head_done) {
                 upstream_set_reading(c->txn->up, true);
+                upstream_watch(c->txn->up, false);
+        }
 }
 
 static void client_read_cb(evutil_socket_t fd, short what, void *userdata)
@@ -1440,6 +1651,15 @@ static void client_read_cb(evutil_socket_t fd, short what, void *userdata)
                         c->reading = false;
                         (void)event_del(&c->rev);
                         upstream_flush(up);
+                        goto out;
+                }
+                if (c->state == CLIENT_CLOSING) {
+                        /* Lingering: the client has seen the answer and is done; else the answer still
+                         * goes out, then the connection closes. */
+                        if (n < 0 || evbuffer_get_length(c->out) == 0)
+                                client_close(c);
+                        else
+                                client_update_reading(c);
                         goto out;
                 }
                 if (c->state == CLIENT_IDLE || (c->state == CLIENT_HEAD && evbuffer_get_length(c->in) == 0) ||
@@ -1521,6 +1741,19 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *userdata)
 
 static void proxy_update_accepting(struct proxy *p);
 
+/* After a mass of connections closed (a flood, an attack of slow clients), gives the memory their buffers
+ * held back to the system: glibc keeps freed heap for reuse, and a fragmented heap is not returned by
+ * itself. Rare enough to cost nothing: once per peak of TRIM_MIN_CONNS or more. */
+static void proxy_trim(struct proxy *p)
+{
+        if (p->stats.connections > p->conns_high)
+                p->conns_high = p->stats.connections;
+        if (p->conns_high < TRIM_MIN_CONNS || p->stats.connections > p->conns_high / TRIM_FRACTION)
+                return;
+        (void)malloc_trim(0);
+        p->conns_high = p->stats.connections;
+}
+
 static void client_destroy(struct client *c)
 {
         evbuffer_free(c->in);
@@ -1564,6 +1797,7 @@ static void client_close(struct client *c)
         p->stats.connections--;
         if (c->busy == 0)
                 client_destroy(c);
+        proxy_trim(p);
         proxy_update_accepting(p);
         if (p->draining && p->stats.connections == 0 && p->drain_done) {
                 void (*done)(void *) = p->drain_done;
@@ -1646,6 +1880,8 @@ static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
                 p->clients = c;
                 p->stats.connections++;
                 p->stats.connections_total++;
+                if (p->stats.connections > p->conns_high)
+                        p->conns_high = p->stats.connections;
                 proxy_update_accepting(p);
         }
 }

@@ -38,6 +38,7 @@ PACKAGES=(
     python3
     python3-pytest
     python3-requests
+    slowhttptest
     python3-boto3
     python3-jwt
     wrk

@@ -135,6 +135,7 @@ def test_lb_config(lb_root):
         ("ec2", "tag"): "lbd:pool=test",
         ("ec2", "user_data"): "/etc/lbd/backend-user-data.sh",
         ("ec2", "credentials_file"): "/etc/lbd/credentials",
+        ("limits", "max_body_size"): "1m",
     }
     for key, value in expected.items():
         assert conf.get(key) == value, (key, conf)
@@ -212,6 +213,7 @@ def test_backend(tmp_path):
     assert conf[("pool", "provider")] == "static"
     assert conf[("pool", "backends")] == "127.0.1.20:8080"
     assert conf[("lbd", "listen")] == "0.0.0.0:80"
+    assert conf[("limits", "max_body_size")] == "1m"
     assert os.path.exists(staged(tmp_path, "/etc/systemd/system/lbd-relay.service"))
     assert not os.path.exists(staged(tmp_path, "/etc/lbd/lbd.conf"))
     r = run([LBD, "--config", staged(tmp_path, "/etc/lbd/relay.conf"), "--check-config"])

@@ -19,6 +19,12 @@ that let a test provoke every behaviour of the proxy in front of it:
   /partial/MS       head and part of the body, MS milliseconds pause, close
   /sleepbody/MS     waits MS milliseconds before reading the request body, then
                     answers like /upload (a backend slower than its client)
+  /early/NNN        answers NNN with "Connection: close" as soon as the head is
+                    read, without reading the request body, and closes (the
+                    kernel resets a connection closed with unread bytes): a
+                    server refusing an upload early, as webd does with 413
+  /early-reset      resets the connection as soon as the head is read, without
+                    reading the request body and without a response
   /eof-body/N       N bytes with neither Content-Length nor chunked: the body
                     ends when the connection closes
   /closeafter       200, then "Connection: close" and the connection closes
@@ -308,6 +314,14 @@ class Backend:
         self.record.write(line + "\n")
         self.record.flush()
 
+    @staticmethod
+    def reset(writer):
+        """Ends the connection with a RST (SO_LINGER 0), unanswered."""
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
     # ---- connection handling -------------------------------------------
 
     async def handle(self, reader, writer):
@@ -338,6 +352,18 @@ class Backend:
                 if not counted_data and path != "/healthcheck" and not path.startswith("/_"):
                     counted_data = True
                     self.stats.data_conns += 1
+                if path == "/early-reset":
+                    self.reset(writer)
+                    return
+                if path.startswith("/early/"):
+                    try:
+                        status = self.number_arg(path, "/early/", 599)
+                    except BadRequest as e:
+                        status, detail = 400, f"bad request: {e}\n"
+                    else:
+                        detail = f"early {status}\n"
+                    await self.send(writer, req, max(status, 200), detail, conn_id, False)
+                    return
                 if path.startswith("/sleepbody/"):
                     try:
                         ms = self.number_arg(path, "/sleepbody/", MAX_DELAY_MS)
@@ -456,10 +482,7 @@ class Backend:
             await writer.drain()
             return False
         elif path == "/reset":
-            sock = writer.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+            self.reset(writer)
             return False
         elif path.startswith("/slowhead/"):
             ms = self.number_arg(path, "/slowhead/", MAX_DELAY_MS)

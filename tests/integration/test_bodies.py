@@ -33,7 +33,8 @@ RSS_LIMIT_KIB = (640 if _sanitized() or _memchecked() else 64) * 1024
 @pytest.fixture
 def setup(harness):
     (b1,) = harness.backends(1)
-    lbd = harness.lbd([b1])
+    # Gigabyte bodies: no max_body_size (1m by default).
+    lbd = harness.lbd([b1], args=["--set", "limits.max_body_size=0"])
     return lbd, b1
 
 

@@ -108,7 +108,7 @@ static void test_defaults(void **state)
         assert_int_equal(c.tunnel_timeout_usec, 3600 * SEC);
 
         assert_int_equal(c.max_header_size, 16384);
-        assert_int_equal(c.max_body_size, 0);
+        assert_int_equal(c.max_body_size, 1024 * 1024);
         assert_int_equal(c.retries, 2);
         assert_int_equal(c.max_idle_per_backend, 64);
 
