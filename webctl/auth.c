@@ -241,7 +241,7 @@ static int auth_register(struct webctl *w, int argc, char **argv)
 {
         char password[AUTH_PASSWORD_MAX + 1], what[WEBCTL_URL_MAX + 64];
         struct api_response res;
-        const char *user;
+        const char *user = NULL;
         char id[32], name[128];
         int r;
 
@@ -276,7 +276,7 @@ static int auth_register(struct webctl *w, int argc, char **argv)
 static int auth_login(struct webctl *w, int argc, char **argv)
 {
         char password[AUTH_PASSWORD_MAX + 1], what[WEBCTL_URL_MAX + 32];
-        const char *user;
+        const char *user = NULL;
         int r;
 
         r = auth_start(w, argc, argv, false, &user, password, sizeof(password));

@@ -100,7 +100,7 @@ char *table_sanitize(const char *s, bool keep_newlines, size_t *ret_width)
         if (!out)
                 return NULL;
         while (n > 0) {
-                uint32_t cp;
+                uint32_t cp = 0;
                 size_t len = table_utf8_decode(p, n, &cp);
                 int w;
 
@@ -147,7 +147,7 @@ static size_t table_put(FILE *f, const char *s, size_t width, size_t limit)
         if (limit == 0)
                 return 0;
         while (n > 0) {
-                uint32_t cp;
+                uint32_t cp = 0;
                 size_t len = table_utf8_decode(p, n, &cp);
                 int w = table_cp_width(cp);
 
