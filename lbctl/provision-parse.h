@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lbd/ec2.h"
+#include "aws/ec2.h"
 
 #define PROVISION_NAME_MAX      256 /* group and image names (EC2: 255 and 128 bytes) */
 #define PROVISION_CIDR_MAX      64  /* "ffff:…:ffff/128" */

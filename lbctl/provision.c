@@ -21,10 +21,10 @@
  *      running; else RunInstances in the subnet with the web group and --web-user-data, with a ClientToken
  *      derived from the pool, so a retried or repeated launch never makes two; then its private address.
  *
- * Everything goes through lbd's EC2 client (lbd/ec2.c: SigV4, the SDK's credentials chain, retries with
- * backoff) on a libevent loop that this command runs until each answer arrives: one call at a time, the
- * order above. Answers are parsed by provision-parse.c. stdout carries only the result (KEY=VALUE lines or one
- * JSON object); what was found and what was created is logged on stderr.
+ * Everything goes through the AWS client that lbd uses too (aws/ec2.c: SigV4, the SDK's credentials chain,
+ * retries with backoff) on a libevent loop that this command runs until each answer arrives: one call at a
+ * time, the order above. Answers are parsed by provision-parse.c. stdout carries only the result (KEY=VALUE
+ * lines or one JSON object); what was found and what was created is logged on stderr.
  *
  * Exit status: 0 done, 1 an EC2 call failed (its action and error code are logged), 2 bad usage, 3 AWS
  * credentials missing or refused. */
@@ -43,13 +43,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "aws/awscred.h"
+#include "aws/ec2.h"
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
 #include "common/parse.h"
 #include "lbctl/provision-parse.h"
-#include "lbd/awscred.h"
-#include "lbd/ec2.h"
 
 #define PROVISION_CANONICAL       "099720109477"
 #define PROVISION_UBUNTU_PATTERN  "ubuntu/images/hvm-ssd*/ubuntu-*-amd64-server-*"

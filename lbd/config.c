@@ -90,7 +90,7 @@
 #include "common/conf.h"
 #include "common/macro.h"
 #include "common/parse.h"
-#include "lbd/http.h"
+#include "http/http.h"
 
 #define U64(field)  CONF_FIELD(struct config, field, uint64_t)
 #define PATH(field) CONF_FIELD(struct config, field, char[CONFIG_PATH_MAX])

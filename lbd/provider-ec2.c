@@ -24,11 +24,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "aws/ec2.h"
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
 #include "lbd/config.h"
-#include "lbd/ec2.h"
 #include "lbd/provider.h"
 
 #define PROVIDER_EC2_WARNED_MAX 64 /* instances remembered as already warned about */

@@ -46,10 +46,10 @@
 
 #include "common/log.h"
 #include "common/macro.h"
+#include "http/http.h"
 #include "lbd/accesslog.h"
 #include "lbd/backend.h"
 #include "lbd/config.h"
-#include "lbd/http.h"
 #include "lbd/lbd.h"
 
 /* A read reserves its size in one evbuffer chain, whose allocation (header included) libevent rounds up to a

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lbd/awscred.h"
-#include "lbd/ec2.h"
+#include "aws/awscred.h"
+#include "aws/ec2.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -4,15 +4,15 @@
  * and the decisions taken on it (rules present or wanted, tags, the Ubuntu LTS image picked) must agree
  * with what was parsed. Every input runs through all of them: a seed of one kind exercises its own parser
  * and the others' refusal of a foreign document, and a mutation may reach another. The instance and error
- * answers provision.c also reads go through lbd's parsers, fuzzed by fuzz-ec2.c; they are seeds here for
- * their shapes (tag sets, nested items) and because these parsers must refuse them. */
+ * answers provision.c also reads go through aws/ec2.c's parsers, fuzzed by fuzz-ec2.c; they are seeds here
+ * for their shapes (tag sets, nested items) and because these parsers must refuse them. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "aws/ec2.h"
 #include "lbctl/provision-parse.h"
-#include "lbd/ec2.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

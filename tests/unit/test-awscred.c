@@ -1,4 +1,4 @@
-/* Unit tests for lbd/awscred.c: the order of the credential sources (lbd's own file, the environment, the
+/* Unit tests for aws/awscred.c: the order of the credential sources (lbd's own file, the environment, the
  * shared credentials file, the shared config file), profiles and their spellings, the region chain, the
  * metadata service's credential document, and the IMDSv2 exchange against a scripted server
  * (tests/unit/fakehttp.h): token PUT with its TTL, the token on every GET, caching, refresh before expiry,
@@ -21,10 +21,10 @@
 
 #include <cmocka.h>
 
+#include "aws/awscred.h"
+#include "aws/curlev.h"
 #include "common/log.h"
 #include "common/macro.h"
-#include "lbd/awscred.h"
-#include "lbd/curlev.h"
 #include "tests/unit/fakehttp.h"
 
 static char tmpdir[] = "/tmp/test-awscred-XXXXXX";

@@ -1,4 +1,4 @@
-/* Unit tests for ec2_query() (lbd/ec2.c), the generic Query call, against a scripted server
+/* Unit tests for ec2_query() (aws/ec2.c), the generic Query call, against a scripted server
  * (tests/unit/fakehttp.h): the form it sends (order, encoding, spaces as '+'), the answer handed over as
  * it came, the error code passed on, retries of throttling, no retry of an authentication failure, the
  * answer's size bound, the argument checks, and cancellation. */
@@ -16,9 +16,9 @@
 
 #include <cmocka.h>
 
+#include "aws/ec2.h"
 #include "common/log.h"
 #include "common/macro.h"
-#include "lbd/ec2.h"
 #include "tests/unit/fakehttp.h"
 
 static const char tags_ok[] = "<CreateTagsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"

@@ -1,4 +1,4 @@
-/* Unit tests for lbd/ec2.c: the XML parsers on recorded answers (instances over several reservations and
+/* Unit tests for aws/ec2.c: the XML parsers on recorded answers (instances over several reservations and
  * pages, nested addresses that must not be taken, errors in both envelopes, every field bounded, DTDs
  * refused), the error classes and the backoff, and whole calls against a scripted server
  * (tests/unit/fakehttp.h): pagination, retries after throttling and 5xx, no retry after an
@@ -17,9 +17,9 @@
 
 #include <cmocka.h>
 
+#include "aws/ec2.h"
 #include "common/log.h"
 #include "common/macro.h"
-#include "lbd/ec2.h"
 #include "tests/unit/fakehttp.h"
 
 #define INSTANCE_XML(id, state, ip)                                                                         \

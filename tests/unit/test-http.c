@@ -1,4 +1,4 @@
-/* Unit tests for lbd/http.c: request and response heads, the strict checks, body framing and the heads
+/* Unit tests for http/http.c: request and response heads, the strict checks, body framing and the heads
  * lbd writes. */
 #include <errno.h>
 #include <event2/buffer.h>
@@ -13,7 +13,7 @@
 #include <cmocka.h>
 
 #include "common/macro.h"
-#include "lbd/http.h"
+#include "http/http.h"
 
 static int parse_req(const char *s, struct http_head *h, http_parser *p, const char **reason)
 {

@@ -1,11 +1,11 @@
-/* Unit tests for lbd/sigv4.c: every case folder of the AWS SigV4 test suite must come out exactly (the
+/* Unit tests for aws/sigv4.c: every case folder of the AWS SigV4 test suite must come out exactly (the
  * canonical request, the string to sign, the signature, and the Authorization header of the signed
  * request), plus the corners the suite doesn't cover: an unsigned session token, the query encoding,
  * malformed input.
  *
  * The suite is read from the directory in $SIGV4_SUITE, or else from ../shared/aws-sigv4-suite next to the
  * repository (found by walking up from the working directory and from this program's path to the
- * directory holding lbd/sigv4.c). Each folder holds context.json and request.txt (see the suite's
+ * directory holding aws/sigv4.c). Each folder holds context.json and request.txt (see the suite's
  * README); further folders dropped in are picked up. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -25,8 +25,8 @@
 
 #include <cmocka.h>
 
+#include "aws/sigv4.h"
 #include "common/macro.h"
-#include "lbd/sigv4.h"
 
 #define TEST_FILE_MAX (1024 * 1024)
 
@@ -74,7 +74,7 @@ static bool is_dir(const char *path)
         return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* Walks up from <start> to the directory holding lbd/sigv4.c and writes <that>/../shared/aws-sigv4-suite
+/* Walks up from <start> to the directory holding aws/sigv4.c and writes <that>/../shared/aws-sigv4-suite
  * into <out> when it exists. */
 static bool find_suite_from(const char *start, char *out, size_t size)
 {
@@ -85,7 +85,7 @@ static bool find_suite_from(const char *start, char *out, size_t size)
         for (;;) {
                 char *slash;
 
-                if (snprintf(probe, sizeof(probe), "%s/lbd/sigv4.c", dir) < (int)sizeof(probe) &&
+                if (snprintf(probe, sizeof(probe), "%s/aws/sigv4.c", dir) < (int)sizeof(probe) &&
                     access(probe, F_OK) == 0) {
                         if (snprintf(out, size, "%s/../shared/aws-sigv4-suite", dir) < (int)size &&
                             is_dir(out))

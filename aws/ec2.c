@@ -26,7 +26,7 @@
  * Parsing is defensive: the document must not carry a DTD (no entity can expand), only the elements we
  * need are read, each into a fixed-size field (too long = the answer is rejected), and at most
  * EC2_MAX_INSTANCES instances are accepted over all pages. */
-#include "lbd/ec2.h"
+#include "aws/ec2.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -46,11 +46,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "aws/awscred.h"
+#include "aws/curlev.h"
+#include "aws/sigv4.h"
 #include "common/log.h"
 #include "common/macro.h"
-#include "lbd/awscred.h"
-#include "lbd/curlev.h"
-#include "lbd/sigv4.h"
 
 #define EC2_FORM_MAX     (256 * 1024)
 #define EC2_URL_MAX      1024

@@ -16,7 +16,7 @@
  * The shared files are AWS's INI dialect, which the config parser (common/ini.c) deliberately rejects:
  * "[profile name]" section headers with a space, indented sub-keys, no inline comments. So they get their
  * own small reader here. Secrets are wiped when freed and never logged. */
-#include "lbd/awscred.h"
+#include "aws/awscred.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -33,9 +33,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "aws/curlev.h"
 #include "common/log.h"
 #include "common/macro.h"
-#include "lbd/curlev.h"
 
 #define AWSCRED_MAX_WAITERS       256
 #define AWSCRED_REFRESH_USEC      (15 * 60 * USEC_PER_SEC) /* fetch again when less than this remains */

@@ -13,7 +13,7 @@
  * its callback returns or it is cancelled. Timeouts and the size cap are curl's (CURLOPT_TIMEOUT_MS,
  * CURLOPT_CONNECTTIMEOUT_MS) plus the write callback's own check, so no transfer can hang or grow
  * without bound. */
-#include "lbd/curlev.h"
+#include "aws/curlev.h"
 
 #include <curl/curl.h>
 #include <errno.h>

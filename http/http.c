@@ -11,7 +11,7 @@
  *
  * Parsing state lives in the caller's http_parser; parser->data points at a context on our stack only for
  * the duration of one call. */
-#include "lbd/http.h"
+#include "http/http.h"
 
 #include <errno.h>
 #include <event2/buffer.h>

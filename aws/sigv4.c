@@ -14,7 +14,7 @@
  * credentials carry a session token (unless omit_session_token), X-Amz-Content-Sha256 when sign_body.
  *
  * Everything here is a pure function of its arguments; the key material is wiped after use. */
-#include "lbd/sigv4.h"
+#include "aws/sigv4.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
