@@ -29,6 +29,7 @@
 #include "lbd/proxy.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <malloc.h>
 #include <event2/buffer.h>
@@ -481,6 +482,19 @@ static void txn_release(struct proxy *p, struct txn *t)
         free(t);
 }
 
+/* Ends the tie between <t> and its upstream: the one place where the backend's count of requests in
+ * flight (what least-connections balancing and drain-before-terminate read) goes down, once for each
+ * time txn_dispatch() raised it. Returns the upstream, which the caller closes or releases. */
+static struct upstream *txn_detach(struct txn *t)
+{
+        struct upstream *up = t->up;
+
+        assert(up && up->b->active > 0);
+        up->b->active--;
+        t->up = NULL;
+        return up;
+}
+
 /* Writes the exchange's one access log line (once). */
 static void txn_log(struct client *c, struct txn *t, unsigned status, uint64_t bytes)
 {
@@ -566,10 +580,7 @@ static void txn_upstream_failed(struct client *c, const char *what, bool refused
         log_debug("backend %s failed for %s %.*s: %s%s", b->name, http_method_str(t->method),
                   (int)MIN(t->target_len, 200), t->target, what, reused ? " (reused connection)" : "");
 
-        if (b->active > 0)
-                b->active--;
-        t->up = NULL;
-        upstream_close(up);
+        upstream_close(txn_detach(t));
 
         if (body_pending && !timeout)
                 log_debug("backend %s closed while the request body was still being sent: not held against it",
@@ -845,16 +856,11 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
                         if (t->resp_head_done || evbuffer_get_length(up->in) > 0) {
                                 /* Mid-response: nothing to retry, the client must see the truncation. */
                                 backend_report_result(up->b, 0, 0);
+                                upstream_close(txn_detach(t));
                                 if (!t->resp_started)
                                         txn_fail(c, 502, "the backend closed mid-response");
                                 else
                                         client_close(c);
-                                if (!up->dead) {
-                                        if (up->b->active > 0)
-                                                up->b->active--;
-                                        t->up = NULL;
-                                        upstream_close(up);
-                                }
                         } else
                                 txn_upstream_failed(c, n == 0 ? "connection closed before any response"
                                                               : "connection reset before any response",
@@ -964,9 +970,7 @@ static void txn_finish(struct client *c)
 
         txn_log(c, t, t->status, t->resp_body_bytes);
         if (up) {
-                if (up->b->active > 0)
-                        up->b->active--;
-                t->up = NULL;
+                (void)txn_detach(t);
                 /* Reused only when the backend read the whole request: anything else would be read as
                  * the start of the next one. */
                 upstream_release(up, t->resp.keep_alive && t->req_complete && !t->body_dropped);
@@ -1074,10 +1078,7 @@ static void upstream_process(struct upstream *up)
                         log_warning("Invalid response from backend %s: %s", up->b->name,
                                     r == -EMSGSIZE ? "head too large" : reason);
                         up->b->stats.failures++;
-                        if (up->b->active > 0)
-                                up->b->active--;
-                        t->up = NULL;
-                        upstream_close(up);
+                        upstream_close(txn_detach(t));
                         txn_fail(c, 502, "invalid response from the backend");
                         return;
                 }
@@ -1090,10 +1091,7 @@ static void upstream_process(struct upstream *up)
                 }
                 if (t->resp.status == 101) {
                         log_warning("Backend %s switched protocols unasked", up->b->name);
-                        if (up->b->active > 0)
-                                up->b->active--;
-                        t->up = NULL;
-                        upstream_close(up);
+                        upstream_close(txn_detach(t));
                         txn_fail(c, 502, "unexpected protocol switch");
                         return;
                 }
@@ -1319,23 +1317,15 @@ static int client_forward_body(struct client *c)
                 r = http_body_feed(&t->req_parser, &t->req, v.iov_base, v.iov_len, NULL, &consumed, &reason);
                 if (r < 0) {
                         log_info("Bad request body from %s: %s", c->ip, reason);
-                        if (t->up) {
-                                if (t->up->b->active > 0)
-                                        t->up->b->active--;
-                                upstream_close(t->up);
-                                t->up = NULL;
-                        }
+                        if (t->up)
+                                upstream_close(txn_detach(t));
                         txn_fail(c, 400, reason);
                         return -EBADMSG;
                 }
                 t->req_body_bytes += consumed;
                 if (cfg->max_body_size > 0 && t->req_body_bytes > cfg->max_body_size + 16) {
-                        if (t->up) {
-                                if (t->up->b->active > 0)
-                                        t->up->b->active--;
-                                upstream_close(t->up);
-                                t->up = NULL;
-                        }
+                        if (t->up)
+                                upstream_close(txn_detach(t));
                         txn_fail(c, 413, "request body too large");
                         return -EFBIG;
                 }
@@ -1716,12 +1706,8 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *userdata)
                 break;
         case CLIENT_FORWARD:
                 if (c->txn && !c->txn->req_complete) {
-                        if (c->txn->up) {
-                                if (c->txn->up->b->active > 0)
-                                        c->txn->up->b->active--;
-                                upstream_close(c->txn->up);
-                                c->txn->up = NULL;
-                        }
+                        if (c->txn->up)
+                                upstream_close(txn_detach(c->txn));
                         c->txn->close_after = true;
                         txn_fail(c, 408, "request body not received in time");
                 } else
@@ -1774,12 +1760,8 @@ static void client_close(struct client *c)
                 /* 499 (nginx's "client closed request"): the exchange ended without a full response. */
                 if (t->started)
                         txn_log(c, t, t->resp_head_done ? t->status : 499, t->resp_body_bytes);
-                if (t->up) {
-                        if (t->up->b->active > 0)
-                                t->up->b->active--;
-                        upstream_close(t->up);
-                        t->up = NULL;
-                }
+                if (t->up)
+                        upstream_close(txn_detach(t));
                 c->txn = NULL;
                 txn_release(c->proxy, t);
         }
