@@ -14,8 +14,10 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -25,6 +27,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/acceptpause.h"
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
@@ -48,7 +51,41 @@
 struct admin {
         struct lbd *lbd;
         struct evhttp *http;
+        struct evconnlistener *listener; /* evhttp's, on our socket */
+        struct acceptpause accept_pause;
 };
+
+/* evhttp hands its listener's error callback its own pointer, not ours: the one admin API of the process
+ * is found here. */
+static struct admin *admin_listening;
+
+static void admin_set_listening(void *userdata, bool on)
+{
+        struct admin *a = userdata;
+
+        if (on)
+                (void)evconnlistener_enable(a->listener);
+        else
+                (void)evconnlistener_disable(a->listener);
+}
+
+static void admin_accept_error_cb(struct evconnlistener *listener, void *userdata)
+{
+        int e = errno;
+
+        if (admin_listening && admin_listening->listener == listener &&
+            !acceptpause_failed(&admin_listening->accept_pause, e))
+                log_debug_errno(e, "admin API: accept() failed: %m");
+}
+
+/* evhttp asks for a bufferevent for each connection it accepted: an accept() that worked. */
+static struct bufferevent *admin_new_bufferevent(struct event_base *base, void *userdata)
+{
+        struct admin *a = userdata;
+
+        acceptpause_accepted(&a->accept_pause);
+        return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+}
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct evbuffer *, evbuffer_free)
@@ -591,6 +628,7 @@ static void admin_on_request(struct evhttp_request *req, void *userdata)
 int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret)
 {
         _cleanup_close_ int fd = -1;
+        struct evhttp_bound_socket *bound;
         struct admin *a;
         int one = 1;
 
@@ -625,14 +663,25 @@ int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret)
         evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY_SIZE);
         evhttp_set_timeout(a->http, ADMIN_TIMEOUT_SEC);
         evhttp_set_gencb(a->http, admin_on_request, a);
+        evhttp_set_bevcb(a->http, admin_new_bufferevent, a);
+        if (acceptpause_init(&a->accept_pause, lbd->base, "admin API", admin_set_listening, a) < 0) {
+                evhttp_free(a->http);
+                free(a);
+                return -ENOMEM;
+        }
 
         /* From here on evhttp owns the socket. */
-        if (!evhttp_accept_socket_with_handle(a->http, fd)) {
+        bound = evhttp_accept_socket_with_handle(a->http, fd);
+        if (!bound) {
+                acceptpause_done(&a->accept_pause);
                 evhttp_free(a->http);
                 free(a);
                 return -ENOMEM;
         }
         fd = -1;
+        a->listener = evhttp_bound_socket_get_listener(bound);
+        evconnlistener_set_error_cb(a->listener, admin_accept_error_cb);
+        admin_listening = a;
 
         *ret = a;
         return 0;
@@ -642,7 +691,10 @@ struct admin *admin_free(struct admin *a)
 {
         if (!a)
                 return NULL;
+        if (admin_listening == a)
+                admin_listening = NULL;
         evhttp_free(a->http);
+        acceptpause_done(&a->accept_pause);
         free(a);
         return NULL;
 }

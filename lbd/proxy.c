@@ -45,6 +45,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "common/acceptpause.h"
 #include "common/log.h"
 #include "common/macro.h"
 #include "lbd/accesslog.h"
@@ -176,6 +177,7 @@ struct proxy {
         struct listener listeners[CONFIG_MAX_LISTEN];
         size_t n_listeners;
         bool accepting;
+        struct acceptpause accept_pause; /* out of descriptors: listeners unwatched for a backoff */
         struct client *clients;
         struct upstream *upstreams;
         struct proxy_stats stats;
@@ -1794,7 +1796,7 @@ static void proxy_accept_cb(evutil_socket_t fd, short what, void *userdata);
 
 static void proxy_update_accepting(struct proxy *p)
 {
-        bool want = !p->draining && p->stats.connections < p->cfg->max_connections;
+        bool want = !p->draining && !p->accept_pause.paused && p->stats.connections < p->cfg->max_connections;
 
         if (want == p->accepting)
                 return;
@@ -1809,6 +1811,11 @@ static void proxy_update_accepting(struct proxy *p)
         }
 }
 
+static void proxy_set_listening(void *userdata, bool on)
+{
+        proxy_update_accepting(userdata);
+}
+
 static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
 {
         struct proxy *p = userdata;
@@ -1820,11 +1827,15 @@ static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
 
                 fd = accept4(lfd, &peer.u.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (fd < 0) {
-                        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
-                                return;
-                        log_warning_errno(errno, "accept() failed: %m");
+                        int e = errno;
+
+                        /* Out of descriptors or memory: unwatched for a while, not woken again at once. */
+                        if (!acceptpause_failed(&p->accept_pause, e) && e != EAGAIN && e != EWOULDBLOCK &&
+                            e != EINTR && e != ECONNABORTED)
+                                log_debug_errno(e, "accept() failed: %m");
                         return;
                 }
+                acceptpause_accepted(&p->accept_pause);
                 (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
                 c = calloc(1, sizeof(*c));
@@ -1880,6 +1891,10 @@ struct proxy *proxy_new(struct lbd *lbd)
         p->cfg = lbd->config;
         for (size_t i = 0; i < CONFIG_MAX_LISTEN; i++)
                 p->listeners[i].fd = -1;
+        if (acceptpause_init(&p->accept_pause, p->base, "proxy", proxy_set_listening, p) < 0) {
+                free(p);
+                return NULL;
+        }
         if (getrandom(&p->id_prefix, sizeof(p->id_prefix), GRND_NONBLOCK) != sizeof(p->id_prefix))
                 p->id_prefix = realtime_usec() ^ (uint64_t)getpid();
         return p;
@@ -1974,6 +1989,7 @@ struct proxy *proxy_free(struct proxy *p)
                 evbuffer_free(t->replay);
                 free(t);
         }
+        acceptpause_done(&p->accept_pause);
         free(p);
         return NULL;
 }
