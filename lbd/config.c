@@ -734,7 +734,7 @@ void config_finish(struct config *c)
                         netaddr_set_port(&c->backends[i], c->port);
 }
 
-static bool config_in_networks(const struct config *c, const struct netaddr *a)
+bool config_in_networks(const struct config *c, const struct netaddr *a)
 {
         if (c->n_networks == 0)
                 return true;

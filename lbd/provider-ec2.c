@@ -118,16 +118,6 @@ static enum instance_state provider_ec2_state(const char *s)
         return INSTANCE_UNKNOWN;
 }
 
-static bool provider_ec2_in_networks(const struct config *c, const struct netaddr *a)
-{
-        if (c->n_networks == 0)
-                return true;
-        for (size_t i = 0; i < c->n_networks; i++)
-                if (netaddr_cidr_contains(&c->networks[i], a))
-                        return true;
-        return false;
-}
-
 /* Logs, once per instance, that its address is outside the allowed networks. */
 static void provider_ec2_warn_outside(struct provider_ec2_data *d, const struct ec2_instance *e)
 {
@@ -160,7 +150,7 @@ static struct instance *provider_ec2_convert(struct provider *p, const struct ec
                 inst->launched_usec = v[i].launch_usec;
                 if (!v[i].private_ip[0] || netaddr_parse(v[i].private_ip, c->port, false, &a) < 0)
                         continue;
-                if (!provider_ec2_in_networks(c, &a)) {
+                if (!config_in_networks(c, &a)) {
                         provider_ec2_warn_outside(d, &v[i]);
                         continue;
                 }
