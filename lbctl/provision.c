@@ -44,6 +44,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/cjson.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
 #include "common/parse.h"
@@ -123,8 +124,6 @@ struct provision_answer {
         char *xml;
         size_t len;
 };
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
 
 static void provision_answer_clear(struct provision_answer *a)
 {

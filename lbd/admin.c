@@ -3,8 +3,8 @@
  * POST /backends/NAME/enable, which take a backend (NAME: its address or its instance id) out of rotation
  * for maintenance and put it back (lbctl drain / enable).
  *
- * Besides that one flag it only reads: the pool's backends (pool.c owns them), the proxy's counters, the
- * daemon's start time, and the reconciler's view of the instances (reconcile.h).
+ * Besides that one flag it only reads: the pool's backends (backend.c's pool owns them), the proxy's
+ * counters, the daemon's start time, and the reconciler's view of the instances (reconcile.h).
  * Every answer is built whole in memory from that state and sent at once; the state is small (a few
  * hundred backends at most), so a request costs little loop time. The listener is meant for loopback and
  * trusted tools, but requests are still bounded: small head and body limits and a 10 s timeout, all
@@ -29,6 +29,7 @@
 
 #include "common/acceptpause.h"
 #include "common/log.h"
+#include "common/cjson.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
 #include "lbd-version.h"
@@ -87,28 +88,7 @@ static struct bufferevent *admin_new_bufferevent(struct event_base *base, void *
         return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
 }
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct evbuffer *, evbuffer_free)
-DEFINE_TRIVIAL_CLEANUP_FUNC(char *, cJSON_free)
-
-static const char *admin_check_name(enum check_result r)
-{
-        switch (r) {
-        case CHECK_NONE:
-                return "none";
-        case CHECK_OK:
-                return "ok";
-        case CHECK_FAIL:
-                return "fail";
-        case CHECK_TIMEOUT:
-                return "timeout";
-        case CHECK_REFUSED:
-                return "refused";
-        case CHECK_ERROR:
-                return "error";
-        }
-        return "error";
-}
 
 static const char *admin_state_name(const struct backend *b)
 {
@@ -186,7 +166,7 @@ static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t 
                         return -ENOMEM;
 
         check = cJSON_AddObjectToObject(o, "last_check");
-        if (!check || !cJSON_AddStringToObject(check, "result", admin_check_name(b->last_check)) ||
+        if (!check || !cJSON_AddStringToObject(check, "result", backend_check_result_name(b->last_check)) ||
             !cJSON_AddNumberToObject(check, "status", b->last_check_status) ||
             !cJSON_AddNumberToObject(check, "duration_ms",
                                      admin_round(b->last_check_duration_usec, USEC_PER_MSEC)))

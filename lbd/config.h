@@ -14,6 +14,7 @@
 #define CONFIG_MAX_LISTEN   8
 #define CONFIG_MAX_BACKENDS 256
 #define CONFIG_MAX_NETWORKS 32
+#define CONFIG_MAX_SECURITY_GROUPS 32
 #define CONFIG_PATH_MAX     1024
 #define CONFIG_UPGRADES_MAX 256
 
@@ -87,7 +88,7 @@ struct config {
         char ec2_launch_template[128];  /* lt-… or a name */
         char ec2_instance_type[64];
         char ec2_subnet[64];
-        char ec2_security_groups[CONFIG_MAX_NETWORKS][64];
+        char ec2_security_groups[CONFIG_MAX_SECURITY_GROUPS][64];
         size_t n_ec2_security_groups;
         char ec2_key_name[256];
         char ec2_instance_profile[256]; /* name or ARN */

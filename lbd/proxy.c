@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "common/acceptpause.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/macro.h"
 #include "lbd/accesslog.h"
@@ -141,7 +142,7 @@ struct client {
         bool lingering;              /* CLOSING: what the client still sends is read and dropped */
         bool shut;                   /* lingering and the answer is out: our side is shut down */
         uint64_t linger_left;        /* bytes it may still send before the connection is closed */
-        struct client *prev, *next;
+        DLIST_FIELDS(struct client, clients);
 };
 
 struct upstream {
@@ -151,8 +152,8 @@ struct upstream {
         struct evbuffer *in, *out;
         struct backend *b;
         struct client *c;            /* owner while busy, NULL while idle */
-        struct upstream *idle_next, *idle_prev;
-        struct upstream *all_next, *all_prev; /* every live upstream of the proxy */
+        DLIST_FIELDS(struct upstream, idle); /* on its backend's b->idle while idle */
+        DLIST_FIELDS(struct upstream, all);  /* on p->upstreams while live */
         unsigned busy;
         bool dead;
         bool connected;
@@ -178,8 +179,8 @@ struct proxy {
         size_t n_listeners;
         bool accepting;
         struct acceptpause accept_pause; /* out of descriptors: listeners unwatched for a backoff */
-        struct client *clients;
-        struct upstream *upstreams;
+        DLIST_HEAD(struct client, clients);
+        DLIST_HEAD(struct upstream, upstreams);
         struct proxy_stats stats;
         uint64_t id_prefix;
         uint64_t id_counter;
@@ -381,13 +382,7 @@ static void upstream_unlink_idle(struct upstream *up)
 
         if (!up->idle)
                 return;
-        if (up->idle_prev)
-                up->idle_prev->idle_next = up->idle_next;
-        else
-                b->idle = up->idle_next;
-        if (up->idle_next)
-                up->idle_next->idle_prev = up->idle_prev;
-        up->idle_next = up->idle_prev = NULL;
+        DLIST_REMOVE(idle, b->idle, up);
         up->idle = false;
         b->n_idle--;
 }
@@ -415,12 +410,7 @@ static void upstream_close(struct upstream *up)
         up->fd = -1;
         up->dead = true;
         up->c = NULL;
-        if (up->all_prev)
-                up->all_prev->all_next = up->all_next;
-        else
-                up->proxy->upstreams = up->all_next;
-        if (up->all_next)
-                up->all_next->all_prev = up->all_prev;
+        DLIST_REMOVE(all, up->proxy->upstreams, up);
         if (up->busy == 0)
                 upstream_destroy(up);
 }
@@ -920,10 +910,7 @@ static int upstream_connect(struct proxy *p, struct backend *b, struct upstream 
                 upstream_set_writing(up, true);
                 proxy_arm_in(up->proxy, &up->timer, p->cfg->connect_timeout_usec);
         }
-        up->all_next = p->upstreams;
-        if (p->upstreams)
-                p->upstreams->all_prev = up;
-        p->upstreams = up;
+        DLIST_PREPEND(all, p->upstreams, up);
         *ret = up;
         return 0;
 fail:
@@ -952,11 +939,7 @@ static void upstream_release(struct upstream *up, bool keep)
         }
         up->idle = true;
         up->reused = true;
-        up->idle_prev = NULL;
-        up->idle_next = b->idle;
-        if (b->idle)
-                b->idle->idle_prev = up;
-        b->idle = up;
+        DLIST_PREPEND(idle, b->idle, up);
         b->n_idle++;
         upstream_set_writing(up, false);
         upstream_set_reading(up, true);
@@ -1772,12 +1755,7 @@ static void client_close(struct client *c)
         (void)event_del(&c->timer);
         (void)close(c->fd);
         c->fd = -1;
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                p->clients = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
+        DLIST_REMOVE(clients, p->clients, c);
         p->stats.connections--;
         if (c->busy == 0)
                 client_destroy(c);
@@ -1867,10 +1845,7 @@ static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
                 (void)event_add(&c->rev, NULL);
                 proxy_arm_in(c->proxy, &c->timer, p->cfg->client_header_timeout_usec);
 
-                c->next = p->clients;
-                if (p->clients)
-                        p->clients->prev = c;
-                p->clients = c;
+                DLIST_PREPEND(clients, p->clients, c);
                 p->stats.connections++;
                 p->stats.connections_total++;
                 if (p->stats.connections > p->conns_high)
@@ -1938,8 +1913,6 @@ void proxy_set_config(struct proxy *p, const struct config *c)
 
 void proxy_drain(struct proxy *p, void (*done)(void *userdata), void *userdata)
 {
-        struct client *c, *next;
-
         p->draining = true;
         p->drain_done = done;
         p->drain_userdata = userdata;
@@ -1949,8 +1922,7 @@ void proxy_drain(struct proxy *p, void (*done)(void *userdata), void *userdata)
                 p->listeners[i].fd = -1;
         }
         p->accepting = false;
-        for (c = p->clients; c; c = next) {
-                next = c->next;
+        DLIST_FOREACH_SAFE(clients, c, next, p->clients) {
                 if (c->state == CLIENT_IDLE && evbuffer_get_length(c->in) == 0)
                         client_close(c);
                 else if (c->txn)
