@@ -25,7 +25,12 @@
  *
  * Lifetimes: a callback may close the object it runs for, or its peer. Closing marks the object dead and
  * releases its socket at once; the memory goes when no callback is running on it any more (the `busy`
- * counters), so nothing is used after free. */
+ * counters), so nothing is used after free.
+ *
+ * Reading order: the I/O helpers and the small pieces first; then a connection as it goes: accepted by a
+ * listener, its request read by the client code, sent by the exchange to an upstream connection, the
+ * response streamed back (or the connection turned into a tunnel), the client closed; the functions
+ * proxy.h declares last. */
 #include "lbd/proxy.h"
 
 #include <arpa/inet.h>
@@ -198,19 +203,41 @@ struct proxy {
         void *drain_userdata;
 };
 
+/* The flow below calls back and forth (a client wakes its upstream and the other way round): declared here,
+ * in the order they are defined. */
+static void client_read_cb(evutil_socket_t fd, short what, void *userdata);
+static void client_write_cb(evutil_socket_t fd, short what, void *userdata);
+static void client_timer_cb(evutil_socket_t fd, short what, void *userdata);
 static void client_process(struct client *c);
-static void client_close(struct client *c);
+static void client_start(struct client *c, struct txn *t, const char *buf, size_t head_len);
+static void client_reject(struct client *c, unsigned status, const char *detail);
+static int client_forward_body(struct client *c);
+static void client_update_reading(struct client *c);
 static void client_flush(struct client *c);
 static void client_closing(struct client *c, bool linger);
-static void client_update_reading(struct client *c);
 static void txn_dispatch(struct client *c);
+static void txn_fail(struct client *c, unsigned status, const char *detail);
+static int upstream_connect(struct proxy *p, struct backend *b, struct upstream **ret);
+static void upstream_timer_cb(evutil_socket_t fd, short what, void *userdata);
+static void upstream_idle_timeout(struct upstream *up);
+static void upstream_write_cb(evutil_socket_t fd, short what, void *userdata);
+static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata);
 static void upstream_process(struct upstream *up);
+static void upstream_forward_body(struct upstream *up, struct client *c);
 static void upstream_flush(struct upstream *up);
+static void upstream_write_failed(struct upstream *up, ssize_t err);
+static void upstream_read_pending(struct upstream *up);
+static void upstream_stop_sending(struct upstream *up, struct txn *t);
 static void upstream_release(struct upstream *up, bool keep);
 static void tunnel_start(struct client *c, struct upstream *up, const char *buf, size_t head_len);
 static void tunnel_to_client(struct upstream *up, struct client *c);
 static void tunnel_to_upstream(struct client *c);
 static void tunnel_upstream_closed(struct client *c);
+static void tunnel_touch(struct client *c, struct upstream *up);
+static void client_close(struct client *c);
+static void proxy_trim(struct proxy *p);
+
+/* ---- helpers: timers, socket I/O, request ids ---- */
 
 /* Arms <ev> to fire in <usec>. The few durations in use (the configured timeouts) each get a libevent
  * common-timeout queue, where adding and removing is O(1) instead of a heap operation. */
@@ -352,7 +379,7 @@ static void proxy_make_request_id(struct proxy *p, char *buf, size_t size)
         buf[32] = 0;
 }
 
-/* ---- upstream connections ---- */
+/* ---- the pieces: watching sockets, lifetimes, exchanges taken and given back ---- */
 
 static void upstream_set_reading(struct upstream *up, bool on)
 {
@@ -374,6 +401,40 @@ static void upstream_set_writing(struct upstream *up, bool on)
                 (void)event_add(&up->wev, NULL);
         else
                 (void)event_del(&up->wev);
+}
+
+/* Whether lbd is waiting on <up>'s backend, so that its silence is the backend's: the request is sent (or
+ * being sent and the backend does not take it) and the response is being read. Not while the request body
+ * is still coming from the client, nor while lbd stopped reading the response because the client does not
+ * read it (its own send timeout covers that). */
+static bool upstream_awaited(const struct upstream *up)
+{
+        const struct client *c = up->c;
+        const struct txn *t;
+
+        if (up->dead || !up->connected || up->eof || !c || c->dead || !c->txn || c->txn->up != up)
+                return false;
+        t = c->txn;
+        if (t->resp_head_done && !up->reading)
+                return false;
+        if (evbuffer_get_length(up->out) > 0 && !t->body_dropped)
+                return true;
+        return t->req_complete || t->resp_head_done;
+}
+
+/* Keeps <up>'s response timer running exactly while upstream_awaited(); <progress>: the backend just sent
+ * or took bytes, so its time starts again. Not for connecting, idle or tunnelled connections, whose timer
+ * means something else. */
+static void upstream_watch(struct upstream *up, bool progress)
+{
+        struct client *c = up->c;
+
+        if (up->dead || !up->connected || !c || !c->txn || c->txn->up != up || c->txn->tunnel)
+                return;
+        if (!upstream_awaited(up))
+                (void)event_del(&up->timer);
+        else if (progress || !evtimer_pending(&up->timer, NULL))
+                proxy_arm_in(up->proxy, &up->timer, up->proxy->cfg->backend_timeout_usec);
 }
 
 static void upstream_unlink_idle(struct upstream *up)
@@ -426,7 +487,12 @@ static void client_enter(struct client *c)
         c->busy++;
 }
 
-static void client_destroy(struct client *c);
+static void client_destroy(struct client *c)
+{
+        evbuffer_free(c->in);
+        evbuffer_free(c->out);
+        free(c);
+}
 
 static void client_leave(struct client *c)
 {
@@ -508,6 +574,531 @@ static void txn_log(struct client *c, struct txn *t, unsigned status, uint64_t b
         accesslog_write(c->proxy->lbd->accesslog, &e);
 }
 
+/* Whether the client may still be sending: part of its request is unread, or input waits. */
+static bool client_may_send_more(const struct client *c)
+{
+        return evbuffer_get_length(c->in) > 0 || (c->txn && c->txn->started && !c->txn->req_complete);
+}
+
+/* ---- listeners: where a connection starts ---- */
+
+static void proxy_update_accepting(struct proxy *p)
+{
+        bool want = !p->draining && !p->accept_pause.paused && p->stats.connections < p->cfg->max_connections;
+
+        if (want == p->accepting)
+                return;
+        p->accepting = want;
+        for (size_t i = 0; i < p->n_listeners; i++) {
+                if (p->listeners[i].fd < 0)
+                        continue;
+                if (want)
+                        (void)event_add(&p->listeners[i].ev, NULL);
+                else
+                        (void)event_del(&p->listeners[i].ev);
+        }
+}
+
+static void proxy_set_listening(void *userdata, bool on)
+{
+        proxy_update_accepting(userdata);
+}
+
+static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
+{
+        struct proxy *p = userdata;
+
+        for (int i = 0; i < ACCEPT_BATCH && p->accepting; i++) {
+                struct netaddr peer = { .len = sizeof(peer.u) };
+                struct client *c;
+                int fd, one = 1;
+
+                fd = accept4(lfd, &peer.u.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd < 0) {
+                        int e = errno;
+
+                        /* Out of descriptors or memory: unwatched for a while, not woken again at once. */
+                        if (!acceptpause_failed(&p->accept_pause, e) && e != EAGAIN && e != EWOULDBLOCK &&
+                            e != EINTR && e != ECONNABORTED)
+                                log_debug_errno(e, "accept() failed: %m");
+                        return;
+                }
+                acceptpause_accepted(&p->accept_pause);
+                (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+                c = calloc(1, sizeof(*c));
+                if (!c) {
+                        (void)close(fd);
+                        continue;
+                }
+                c->proxy = p;
+                c->fd = fd;
+                c->peer = peer;
+                c->in = evbuffer_new();
+                c->out = evbuffer_new();
+                if (!c->in || !c->out) {
+                        if (c->in)
+                                evbuffer_free(c->in);
+                        if (c->out)
+                                evbuffer_free(c->out);
+                        free(c);
+                        (void)close(fd);
+                        continue;
+                }
+                if (netaddr_format_host(&peer, c->ip, sizeof(c->ip)) < 0)
+                        memcpy(c->ip, "unknown", 8);
+                (void)event_assign(&c->rev, p->base, fd, EV_READ | EV_PERSIST, client_read_cb, c);
+                (void)event_assign(&c->wev, p->base, fd, EV_WRITE | EV_PERSIST, client_write_cb, c);
+                (void)evtimer_assign(&c->timer, p->base, client_timer_cb, c);
+                c->state = CLIENT_IDLE;
+                c->reading = true;
+                (void)event_add(&c->rev, NULL);
+                proxy_arm_in(c->proxy, &c->timer, p->cfg->client_header_timeout_usec);
+
+                DLIST_PREPEND(clients, p->clients, c);
+                p->stats.connections++;
+                p->stats.connections_total++;
+                if (p->stats.connections > p->conns_high)
+                        p->conns_high = p->stats.connections;
+                proxy_update_accepting(p);
+        }
+}
+
+/* ---- clients: reading requests, writing responses ---- */
+
+static void client_read_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct client *c = userdata;
+        ssize_t n;
+
+        client_enter(c);
+        n = proxy_read(c->fd, c->in, READ_SIZE);
+        if (n == -EAGAIN)
+                goto out;
+        if (n <= 0) {
+                c->read_eof = true;
+                if (c->state == CLIENT_TUNNEL) {
+                        struct upstream *up = c->txn ? c->txn->up : NULL;
+
+                        if (n < 0 || !up || up->dead || up->eof) {
+                                client_close(c);
+                                goto out;
+                        }
+                        /* Half-closed: what it sent goes on, then the backend sees the close too. */
+                        c->reading = false;
+                        (void)event_del(&c->rev);
+                        upstream_flush(up);
+                        goto out;
+                }
+                if (c->state == CLIENT_CLOSING) {
+                        /* Lingering: the client has seen the answer and is done; else the answer still
+                         * goes out, then the connection closes. */
+                        if (n < 0 || evbuffer_get_length(c->out) == 0)
+                                client_close(c);
+                        else
+                                client_update_reading(c);
+                        goto out;
+                }
+                if (c->state == CLIENT_IDLE || (c->state == CLIENT_HEAD && evbuffer_get_length(c->in) == 0) ||
+                    n < 0) {
+                        client_close(c);
+                        goto out;
+                }
+                if (c->state == CLIENT_HEAD) {
+                        /* Half a head and the client is done sending: nothing to answer. */
+                        client_close(c);
+                        goto out;
+                }
+                if (c->state == CLIENT_FORWARD && !c->txn->req_complete) {
+                        client_close(c);
+                        goto out;
+                }
+                /* Request complete and half-closed: finish the response, then close. */
+                if (c->txn)
+                        c->txn->close_after = true;
+                c->reading = false;
+                (void)event_del(&c->rev);
+                goto out;
+        }
+        client_process(c);
+out:
+        client_leave(c);
+}
+
+static void client_write_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct client *c = userdata;
+
+        client_enter(c);
+        client_flush(c);
+        if (!c->dead && c->txn && c->txn->up && !c->txn->up->dead && c->txn->resp_head_done &&
+            evbuffer_get_length(c->out) < BUF_LOW) {
+                struct upstream *up = c->txn->up;
+
+                up->busy++;
+                upstream_process(up);
+                upstream_leave(up);
+        }
+        client_leave(c);
+}
+
+static void client_timer_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct client *c = userdata;
+
+        client_enter(c);
+        switch (c->state) {
+        case CLIENT_HEAD:
+                client_reject(c, 408, "request head not received in time");
+                break;
+        case CLIENT_FORWARD:
+                if (c->txn && !c->txn->req_complete) {
+                        if (c->txn->up)
+                                upstream_close(txn_detach(c->txn));
+                        c->txn->close_after = true;
+                        txn_fail(c, 408, "request body not received in time");
+                } else
+                        client_close(c); /* the client stopped reading the response */
+                break;
+        case CLIENT_TUNNEL:
+                log_debug("Tunnel from %s idle for too long: closing it", c->ip);
+                client_close(c);
+                break;
+        case CLIENT_IDLE:
+        case CLIENT_CLOSING:
+                client_close(c);
+                break;
+        }
+        client_leave(c);
+}
+
+static void client_process(struct client *c)
+{
+        struct proxy *p = c->proxy;
+        const struct config *cfg = p->cfg;
+
+        while (!c->dead) {
+                size_t len = evbuffer_get_length(c->in);
+
+                switch (c->state) {
+                case CLIENT_IDLE:
+                        if (len == 0)
+                                goto io;
+                        c->state = CLIENT_HEAD;
+                        proxy_arm_in(c->proxy, &c->timer, cfg->client_header_timeout_usec);
+                        break;
+                case CLIENT_HEAD: {
+                        const char *reason = "malformed request";
+                        unsigned char *buf;
+                        struct txn *t = c->txn;
+                        int r;
+
+                        if (len == 0)
+                                goto io;
+                        if (!t) {
+                                t = txn_new(p);
+                                if (!t) {
+                                        client_close(c);
+                                        return;
+                                }
+                                t->start_usec = now_usec();
+                                c->txn = t;
+                        }
+                        buf = evbuffer_pullup(c->in, (ev_ssize_t)MIN(len, (size_t)cfg->max_header_size + 1));
+                        r = http_parse_request(&t->req_parser, (const char *)buf, len, cfg->max_header_size,
+                                               &t->req, &reason);
+                        if (r == 0)
+                                goto io;
+                        if (r < 0) {
+                                if (r == -EMSGSIZE)
+                                        client_reject(c, 431, "request head too large");
+                                else if (r == -ENOTSUP)
+                                        client_reject(c, t->req.major != 1 ? 505 : 405, reason);
+                                else
+                                        client_reject(c, 400, reason);
+                                return;
+                        }
+                        client_start(c, t, (const char *)buf, (size_t)r);
+                        break;
+                }
+                case CLIENT_FORWARD:
+                        if (!c->txn->req_complete && client_forward_body(c) < 0)
+                                return;
+                        goto io;
+                case CLIENT_TUNNEL:
+                        tunnel_to_upstream(c);
+                        goto io;
+                case CLIENT_CLOSING:
+                        if (c->lingering && len > 0) {
+                                (void)evbuffer_drain(c->in, len);
+                                if (len >= c->linger_left) {
+                                        log_debug("Client %s sent more than %d bytes after its answer: closing",
+                                                  c->ip, LINGER_MAX);
+                                        client_close(c);
+                                        return;
+                                }
+                                c->linger_left -= len;
+                        }
+                        goto io;
+                }
+        }
+        return;
+io:
+        client_update_reading(c);
+}
+
+/* A complete request head is at the start of c->in: set up the exchange and dispatch it. */
+static void client_start(struct client *c, struct txn *t, const char *buf, size_t head_len)
+{
+        struct proxy *p = c->proxy;
+        const struct config *cfg = p->cfg;
+        struct http_forward fw = {
+                .client_ip = c->ip,
+                .proto = "http",
+                .request_id = t->request_id,
+                /* HTTP/1.1 requires a Host: an HTTP/1.0 request without one gets the empty one RFC 9112 3.2
+                 * prescribes (or its absolute-form's authority), else the next lbd would refuse it. */
+                .host = "",
+        };
+        const char *reason = NULL;
+        int r;
+
+        p->stats.requests_total++;
+        t->started = true;
+        t->method = t->req.method;
+        t->client_http10 = t->req.minor == 0;
+        t->target_len = t->req.target_len;
+        t->target = t->target_len < TARGET_INLINE ? t->target_inline : malloc(t->target_len + 1);
+        if (t->target) {
+                memcpy(t->target, buf + t->req.target_off, t->target_len);
+                t->target[t->target_len] = 0;
+        } else
+                t->target_len = 0;
+        if (t->req.request_id >= 0) {
+                const struct http_field *f = &t->req.fields[t->req.request_id];
+                memcpy(t->request_id, buf + f->value_off, f->value_len);
+                t->request_id[f->value_len] = 0;
+        } else
+                proxy_make_request_id(p, t->request_id, sizeof(t->request_id));
+        if (!t->req.keep_alive || p->draining)
+                t->close_after = true;
+
+        if (cfg->max_body_size > 0 && t->req.body == HTTP_BODY_LENGTH && t->req.content_length > cfg->max_body_size) {
+                (void)evbuffer_drain(c->in, head_len);
+                txn_fail(c, 413, "request body too large");
+                return;
+        }
+
+        /* An upgrade to a protocol not on the list goes as a plain request (Upgrade, Connection: upgrade
+         * and HTTP2-Settings dropped), so that nothing but those protocols bypasses lbd's HTTP (h2c). */
+        if (t->req.upgrade && !http_upgrade_allowed(buf, &t->req, cfg->upgrades))
+                t->req.upgrade = false;
+        r = http_write_request_head(t->replay, buf, &t->req, &fw);
+        if (r < 0) {
+                (void)evbuffer_drain(c->in, head_len);
+                if (r == -EMSGSIZE)
+                        txn_fail(c, 431, "too many header fields");
+                else
+                        txn_fail(c, 500, "out of memory");
+                return;
+        }
+        t->replayable = true;
+        (void)evbuffer_drain(c->in, head_len);
+
+        r = http_body_begin(&t->req_parser, &t->req, &reason);
+        if (r < 0) {
+                txn_fail(c, 400, reason);
+                return;
+        }
+        t->req_complete = r == 1;
+        c->state = CLIENT_FORWARD;
+        (void)event_del(&c->timer);
+        if (!t->req_complete)
+                proxy_arm_in(c->proxy, &c->timer, cfg->client_body_timeout_usec);
+        /* The first body bytes that came with the head go into the replay copy before dispatch. */
+        if (!t->req_complete && client_forward_body(c) < 0)
+                return;
+        txn_dispatch(c);
+}
+
+static void client_reject(struct client *c, unsigned status, const char *detail)
+{
+        struct txn *t = c->txn;
+
+        log_info("Rejected request from %s: %u %s", c->ip, status, detail);
+        if (!t) {
+                proxy_count_rejected(c->proxy, status);
+                (void)http_write_error(c->out, status, detail, NULL, true);
+                client_closing(c, status != 408 && client_may_send_more(c));
+                return;
+        }
+        t->target_len = 0;
+        txn_fail(c, status, detail);
+}
+
+/* Moves request body bytes from the client to the upstream, through the framing parser. */
+static int client_forward_body(struct client *c)
+{
+        struct txn *t = c->txn;
+        const struct config *cfg = c->proxy->cfg;
+        bool moved = false;
+
+        while (!t->req_complete && evbuffer_get_length(c->in) > 0) {
+                struct upstream *up = t->up;
+                struct evbuffer_iovec v;
+                const char *reason = NULL;
+                size_t consumed = 0;
+                int r;
+
+                if (up && !t->body_dropped && evbuffer_get_length(up->out) >= BUF_HIGH)
+                        break;
+                if (t->body_dropped && t->req_dropped_bytes >= LINGER_MAX)
+                        break;
+                if (!up && evbuffer_get_length(t->replay) >= BUF_HIGH)
+                        break;
+                if (evbuffer_peek(c->in, -1, NULL, &v, 1) < 1)
+                        break;
+                r = http_body_feed(&t->req_parser, &t->req, v.iov_base, v.iov_len, NULL, &consumed, &reason);
+                if (r < 0) {
+                        log_info("Bad request body from %s: %s", c->ip, reason);
+                        if (t->up)
+                                upstream_close(txn_detach(t));
+                        txn_fail(c, 400, reason);
+                        return -EBADMSG;
+                }
+                t->req_body_bytes += consumed;
+                if (cfg->max_body_size > 0 && t->req_body_bytes > cfg->max_body_size + 16) {
+                        if (t->up)
+                                upstream_close(txn_detach(t));
+                        txn_fail(c, 413, "request body too large");
+                        return -EFBIG;
+                }
+                if (t->body_dropped) {
+                        /* The backend answered and stopped reading: the rest only ends the request. */
+                        (void)evbuffer_drain(c->in, consumed);
+                        t->req_dropped_bytes += consumed;
+                        moved = true;
+                        if (r == 1)
+                                t->req_complete = true;
+                        continue;
+                }
+                /* Keep a copy for a retry while it is small; past that, a retry is impossible. */
+                if (t->replayable && t->up) {
+                        if (evbuffer_get_length(t->replay) + consumed <= REPLAY_MAX)
+                                (void)evbuffer_add(t->replay, v.iov_base, consumed);
+                        else
+                                t->replayable = false;
+                }
+                if (up)
+                        (void)evbuffer_remove_buffer(c->in, up->out, consumed);
+                else
+                        (void)evbuffer_remove_buffer(c->in, t->replay, consumed);
+                moved = true;
+                if (r == 1)
+                        t->req_complete = true;
+        }
+        if (t->req_complete)
+                (void)event_del(&c->timer);
+        else if (moved)
+                proxy_arm_in(c->proxy, &c->timer, cfg->client_body_timeout_usec);
+        if (moved && t->up && t->up->connected)
+                upstream_flush(t->up);
+        return 0;
+}
+
+/* Read while there is room: a head still arriving, a body with somewhere to go, a little pipelined input,
+ * or, lingering, what is to be dropped. */
+static void client_update_reading(struct client *c)
+{
+        const struct config *cfg = c->proxy->cfg;
+
+        if (c->dead)
+                return;
+        {
+                size_t len = evbuffer_get_length(c->in);
+                bool want;
+
+                if (c->read_eof)
+                        want = false;
+                else if (c->state == CLIENT_CLOSING)
+                        want = c->lingering;
+                else if (c->state == CLIENT_TUNNEL)
+                        want = c->txn && c->txn->up && !c->txn->up->dead &&
+                               evbuffer_get_length(c->txn->up->out) < BUF_HIGH;
+                else if (c->state == CLIENT_FORWARD && !c->txn->req_complete && c->txn->body_dropped)
+                        want = c->txn->req_dropped_bytes < LINGER_MAX;
+                else if (c->state == CLIENT_FORWARD && !c->txn->req_complete)
+                        want = !c->txn->up ? evbuffer_get_length(c->txn->replay) < BUF_HIGH
+                                           : evbuffer_get_length(c->txn->up->out) < BUF_HIGH;
+                else
+                        want = len <= cfg->max_header_size;
+                if (want != c->reading) {
+                        c->reading = want;
+                        if (want)
+                                (void)event_add(&c->rev, NULL);
+                        else
+                                (void)event_del(&c->rev);
+                }
+        }
+}
+
+static void client_flush(struct client *c)
+{
+        ssize_t n;
+
+        if (c->dead)
+                return;
+        n = proxy_write(c->fd, c->out);
+        if (n < 0) {
+                client_close(c);
+                return;
+        }
+        if (evbuffer_get_length(c->out) > 0) {
+                if (!c->writing) {
+                        c->writing = true;
+                        (void)event_add(&c->wev, NULL);
+                }
+                if (c->state != CLIENT_CLOSING)
+                        proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_body_timeout_usec);
+                else if (n > 0)
+                        proxy_arm_in(c->proxy, &c->timer, CLOSE_LINGER_USEC);
+                return;
+        }
+        if (c->writing) {
+                c->writing = false;
+                (void)event_del(&c->wev);
+        }
+        if (c->state == CLIENT_CLOSING) {
+                if (!c->lingering || c->read_eof) {
+                        client_close(c);
+                        return;
+                }
+                /* The answer is out: the client sees its end, and whatever it still sends is dropped until
+                 * it closes, for LINGER_USEC at most. */
+                if (!c->shut) {
+                        c->shut = true;
+                        (void)shutdown(c->fd, SHUT_WR);
+                        proxy_arm_in(c->proxy, &c->timer, LINGER_USEC);
+                }
+                return;
+        }
+        if (c->state == CLIENT_TUNNEL)
+                proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->tunnel_timeout_usec);
+        /* Nothing queued for the client: no send timeout. While the request body still arrives, its
+         * own timeout applies; after that the backend's. */
+        if (c->state == CLIENT_FORWARD && c->txn) {
+                if (c->txn->req_complete)
+                        (void)event_del(&c->timer);
+                else
+                        proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_body_timeout_usec);
+        }
+        /* The client took the backlog: let the upstream send more, in its own time again. */
+        if (c->txn && c->txn->up && !c->txn->up->dead && !c->txn->up->eof && c->txn->resp_head_done) {
+                upstream_set_reading(c->txn->up, true);
+                upstream_watch(c->txn->up, false);
+        }
+}
+
 /* Ends the client's connection once what is queued for it went out. With <linger>, what the client still
  * sends (the rest of a body nobody wants) is read and dropped meanwhile, and after the answer went out for
  * LINGER_USEC or LINGER_MAX bytes at most: a socket closed with unread input sends a reset, which can
@@ -524,10 +1115,96 @@ static void client_closing(struct client *c, bool linger)
         client_leave(c);
 }
 
-/* Whether the client may still be sending: part of its request is unread, or input waits. */
-static bool client_may_send_more(const struct client *c)
+/* ---- exchanges: from the request to a backend and back ---- */
+
+/* Sends the request (replay copy) to a backend picked by the balancer. */
+static void txn_dispatch(struct client *c)
 {
-        return evbuffer_get_length(c->in) > 0 || (c->txn && c->txn->started && !c->txn->req_complete);
+        struct proxy *p = c->proxy;
+        struct txn *t = c->txn;
+        struct pool *pool = p->lbd->pool;
+
+        for (;;) {
+                struct backend *b;
+                struct upstream *up;
+                int r;
+
+                b = pool->balancer->pick(pool, t->tried, t->n_tried);
+                if (!b) {
+                        if (t->n_tried == 0)
+                                txn_fail(c, 503, "no healthy backend");
+                        else
+                                txn_fail(c, 502, "every backend tried failed");
+                        return;
+                }
+                t->tried[t->n_tried++] = b;
+                memcpy(t->backend_name, b->name, sizeof(t->backend_name));
+
+                up = b->idle;
+                if (up) {
+                        upstream_unlink_idle(up);
+                        (void)event_del(&up->timer);
+                } else {
+                        r = upstream_connect(p, b, &up);
+                        if (r < 0) {
+                                b->stats.failures++;
+                                if (r == -ECONNREFUSED)
+                                        backend_report_refused(b, "connection refused");
+                                if (t->n_tried <= p->cfg->retries && t->n_tried < MAX_TRIES) {
+                                        p->stats.retries_total++;
+                                        continue;
+                                }
+                                txn_fail(c, 502, "could not connect to a backend");
+                                return;
+                        }
+                }
+                up->c = c;
+                t->up = up;
+                b->active++;
+                b->stats.requests++;
+                if (proxy_copy(up->out, t->replay) < 0) {
+                        txn_fail(c, 502, "out of memory");
+                        return;
+                }
+                if (up->connected) {
+                        upstream_watch(up, true);
+                        upstream_flush(up);
+                }
+                return;
+        }
+}
+
+static void txn_finish(struct client *c)
+{
+        struct txn *t = c->txn;
+        struct upstream *up = t->up;
+
+        txn_log(c, t, t->status, t->resp_body_bytes);
+        if (up) {
+                (void)txn_detach(t);
+                /* Reused only when the backend read the whole request: anything else would be read as
+                 * the start of the next one. */
+                upstream_release(up, t->resp.keep_alive && t->req_complete && !t->body_dropped);
+        }
+        if (t->close_after || !t->req_complete) {
+                bool linger = client_may_send_more(c);
+
+                c->txn = NULL;
+                txn_release(c->proxy, t);
+                client_closing(c, linger);
+                return;
+        }
+        c->txn = NULL;
+        txn_release(c->proxy, t);
+        c->state = CLIENT_IDLE;
+        (void)event_del(&c->timer);
+        proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_idle_timeout_usec);
+        if (c->proxy->draining && evbuffer_get_length(c->in) == 0) {
+                client_closing(c, false);
+                return;
+        }
+        /* A pipelined request may be waiting already. */
+        client_process(c);
 }
 
 /* The request's tries so far failed with <status> (502/504) or the client is gone: answer, or abort. */
@@ -605,131 +1282,62 @@ static void txn_upstream_failed(struct client *c, const char *what, bool refused
         txn_fail(c, 502, "the backend failed before answering");
 }
 
-/* Whether lbd is waiting on <up>'s backend, so that its silence is the backend's: the request is sent (or
- * being sent and the backend does not take it) and the response is being read. Not while the request body
- * is still coming from the client, nor while lbd stopped reading the response because the client does not
- * read it (its own send timeout covers that). */
-static bool upstream_awaited(const struct upstream *up)
+/* ---- upstream connections ---- */
+
+static int upstream_connect(struct proxy *p, struct backend *b, struct upstream **ret)
 {
-        const struct client *c = up->c;
-        const struct txn *t;
+        struct upstream *up;
+        int fd, one = 1, r;
 
-        if (up->dead || !up->connected || up->eof || !c || c->dead || !c->txn || c->txn->up != up)
-                return false;
-        t = c->txn;
-        if (t->resp_head_done && !up->reading)
-                return false;
-        if (evbuffer_get_length(up->out) > 0 && !t->body_dropped)
-                return true;
-        return t->req_complete || t->resp_head_done;
-}
+        fd = socket(b->addr.u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
-/* Keeps <up>'s response timer running exactly while upstream_awaited(); <progress>: the backend just sent
- * or took bytes, so its time starts again. Not for connecting, idle or tunnelled connections, whose timer
- * means something else. */
-static void upstream_watch(struct upstream *up, bool progress)
-{
-        struct client *c = up->c;
-
-        if (up->dead || !up->connected || !c || !c->txn || c->txn->up != up || c->txn->tunnel)
-                return;
-        if (!upstream_awaited(up))
-                (void)event_del(&up->timer);
-        else if (progress || !evtimer_pending(&up->timer, NULL))
-                proxy_arm_in(up->proxy, &up->timer, up->proxy->cfg->backend_timeout_usec);
-}
-
-/* Reads what <up>'s backend already sent, up to a response head, and processes it: a write to it failed,
- * and an answer it gave before it stopped reading must not be lost. */
-static void upstream_read_pending(struct upstream *up)
-{
-        struct client *c = up->c;
-        size_t max = (size_t)up->proxy->cfg->max_header_size + 1;
-
-        while (!up->dead && evbuffer_get_length(up->in) < max) {
-                ssize_t n = proxy_read(up->fd, up->in, BACKEND_READ_SIZE);
-
-                if (n <= 0)
-                        break;
+        up = calloc(1, sizeof(*up));
+        if (!up) {
+                (void)close(fd);
+                return -ENOMEM;
         }
-        if (!up->dead && c && c->txn && c->txn->up == up && evbuffer_get_length(up->in) > 0)
-                upstream_process(up);
-}
-
-/* The backend answered and no longer reads the request: the rest of the body goes nowhere. The connection
- * stays open for the rest of the response, and is not reused. */
-static void upstream_stop_sending(struct upstream *up, struct txn *t)
-{
-        (void)evbuffer_drain(up->out, evbuffer_get_length(up->out));
-        upstream_set_writing(up, false);
-        t->body_dropped = true;
-        t->close_after = true;
-}
-
-/* A write to <up> failed with <err> (< 0). Reading what the backend sent may end the exchange, and free
- * <up> or its client: both are held while it runs. */
-static void upstream_write_failed(struct upstream *up, ssize_t err)
-{
-        struct client *c = up->c;
-        struct txn *t = c ? c->txn : NULL;
-
-        if (!t || t->up != up) {
-                upstream_close(up);
-                return;
+        up->proxy = p;
+        up->fd = fd;
+        up->in = evbuffer_new();
+        up->out = evbuffer_new();
+        if (!up->in || !up->out) {
+                r = -ENOMEM;
+                goto fail;
         }
-        up->busy++;
-        client_enter(c);
-        if (!t->resp_head_done && !t->tunnel)
-                upstream_read_pending(up);
-        if (up->dead || c->dead || c->txn != t || t->up != up)
-                goto out; /* the early answer was complete, or failed */
-        if (t->resp_head_done && !t->tunnel) {
-                log_debug("backend %s answered %u and stopped reading the request body", up->b->name, t->status);
-                upstream_stop_sending(up, t);
-                client_process(c);
-                goto out;
+        up->b = backend_ref(b);
+        (void)event_assign(&up->rev, p->base, fd, EV_READ | EV_PERSIST, upstream_read_cb, up);
+        (void)event_assign(&up->wev, p->base, fd, EV_WRITE | EV_PERSIST, upstream_write_cb, up);
+        (void)evtimer_assign(&up->timer, p->base, upstream_timer_cb, up);
+
+        r = connect(fd, &b->addr.u.sa, b->addr.len);
+        if (r < 0 && errno != EINPROGRESS) {
+                r = -errno;
+                goto fail;
         }
-        txn_upstream_failed(c, err == -EPIPE ? "connection closed while sending" : "connection reset while sending",
-                            err == -ECONNRESET, false);
-out:
-        client_leave(c);
-        upstream_leave(up);
-}
-
-static void upstream_flush(struct upstream *up)
-{
-        struct client *c = up->c;
-        ssize_t n;
-
-        if (up->dead || !up->connected)
-                return;
-        if (c && c->txn && c->txn->up == up && c->txn->body_dropped)
-                (void)evbuffer_drain(up->out, evbuffer_get_length(up->out));
-        n = proxy_write(up->fd, up->out);
-        if (n < 0) {
-                upstream_write_failed(up, n);
-                return;
+        if (r == 0) {
+                up->connected = true;
+                upstream_set_reading(up, true);
+                proxy_arm_in(up->proxy, &up->timer, p->cfg->backend_timeout_usec);
+        } else {
+                upstream_set_writing(up, true);
+                proxy_arm_in(up->proxy, &up->timer, p->cfg->connect_timeout_usec);
         }
-        if (n > 0 && c && c->txn)
-                c->txn->sent_any = true;
-        upstream_set_writing(up, evbuffer_get_length(up->out) > 0);
-        upstream_watch(up, n > 0);
-
-        /* Room again for the request body, or the tunnel's bytes: read the client once more. */
-        if (c && !c->dead && c->txn && (!c->txn->req_complete || c->state == CLIENT_TUNNEL) &&
-            evbuffer_get_length(up->out) < BUF_LOW)
-                client_process(c);
-        /* The client is done sending into the tunnel and all of it went out: pass the half-close on. */
-        if (c && !c->dead && c->state == CLIENT_TUNNEL && c->read_eof && !up->dead && !up->shut &&
-            evbuffer_get_length(up->out) == 0) {
-                up->shut = true;
-                (void)shutdown(up->fd, SHUT_WR);
-        }
-}
-
-static void upstream_idle_timeout(struct upstream *up)
-{
-        upstream_close(up);
+        DLIST_PREPEND(all, p->upstreams, up);
+        *ret = up;
+        return 0;
+fail:
+        if (up->b)
+                backend_unref(up->b);
+        if (up->in)
+                evbuffer_free(up->in);
+        if (up->out)
+                evbuffer_free(up->out);
+        free(up);
+        (void)close(fd);
+        return r;
 }
 
 static void upstream_timer_cb(evutil_socket_t fd, short what, void *userdata)
@@ -759,6 +1367,11 @@ static void upstream_timer_cb(evutil_socket_t fd, short what, void *userdata)
                 client_leave(c);
         }
         upstream_leave(up);
+}
+
+static void upstream_idle_timeout(struct upstream *up)
+{
+        upstream_close(up);
 }
 
 static void upstream_write_cb(evutil_socket_t fd, short what, void *userdata)
@@ -869,165 +1482,6 @@ out_up:
         upstream_leave(up);
 }
 
-static int upstream_connect(struct proxy *p, struct backend *b, struct upstream **ret)
-{
-        struct upstream *up;
-        int fd, one = 1, r;
-
-        fd = socket(b->addr.u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return -errno;
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-
-        up = calloc(1, sizeof(*up));
-        if (!up) {
-                (void)close(fd);
-                return -ENOMEM;
-        }
-        up->proxy = p;
-        up->fd = fd;
-        up->in = evbuffer_new();
-        up->out = evbuffer_new();
-        if (!up->in || !up->out) {
-                r = -ENOMEM;
-                goto fail;
-        }
-        up->b = backend_ref(b);
-        (void)event_assign(&up->rev, p->base, fd, EV_READ | EV_PERSIST, upstream_read_cb, up);
-        (void)event_assign(&up->wev, p->base, fd, EV_WRITE | EV_PERSIST, upstream_write_cb, up);
-        (void)evtimer_assign(&up->timer, p->base, upstream_timer_cb, up);
-
-        r = connect(fd, &b->addr.u.sa, b->addr.len);
-        if (r < 0 && errno != EINPROGRESS) {
-                r = -errno;
-                goto fail;
-        }
-        if (r == 0) {
-                up->connected = true;
-                upstream_set_reading(up, true);
-                proxy_arm_in(up->proxy, &up->timer, p->cfg->backend_timeout_usec);
-        } else {
-                upstream_set_writing(up, true);
-                proxy_arm_in(up->proxy, &up->timer, p->cfg->connect_timeout_usec);
-        }
-        DLIST_PREPEND(all, p->upstreams, up);
-        *ret = up;
-        return 0;
-fail:
-        if (up->b)
-                backend_unref(up->b);
-        if (up->in)
-                evbuffer_free(up->in);
-        if (up->out)
-                evbuffer_free(up->out);
-        free(up);
-        (void)close(fd);
-        return r;
-}
-
-/* Back to the pool when it can carry another request, else closed. */
-static void upstream_release(struct upstream *up, bool keep)
-{
-        struct backend *b = up->b;
-        const struct config *cfg = up->proxy->cfg;
-
-        up->c = NULL;
-        if (!keep || up->dead || b->state != BACKEND_ACTIVE || b->n_idle >= cfg->max_idle_per_backend ||
-            evbuffer_get_length(up->in) > 0 || evbuffer_get_length(up->out) > 0 || up->proxy->draining) {
-                upstream_close(up);
-                return;
-        }
-        up->idle = true;
-        up->reused = true;
-        DLIST_PREPEND(idle, b->idle, up);
-        b->n_idle++;
-        upstream_set_writing(up, false);
-        upstream_set_reading(up, true);
-        proxy_arm_in(up->proxy, &up->timer, cfg->backend_idle_timeout_usec);
-}
-
-/* ---- exchanges ---- */
-
-static void txn_finish(struct client *c)
-{
-        struct txn *t = c->txn;
-        struct upstream *up = t->up;
-
-        txn_log(c, t, t->status, t->resp_body_bytes);
-        if (up) {
-                (void)txn_detach(t);
-                /* Reused only when the backend read the whole request: anything else would be read as
-                 * the start of the next one. */
-                upstream_release(up, t->resp.keep_alive && t->req_complete && !t->body_dropped);
-        }
-        if (t->close_after || !t->req_complete) {
-                bool linger = client_may_send_more(c);
-
-                c->txn = NULL;
-                txn_release(c->proxy, t);
-                client_closing(c, linger);
-                return;
-        }
-        c->txn = NULL;
-        txn_release(c->proxy, t);
-        c->state = CLIENT_IDLE;
-        (void)event_del(&c->timer);
-        proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_idle_timeout_usec);
-        if (c->proxy->draining && evbuffer_get_length(c->in) == 0) {
-                client_closing(c, false);
-                return;
-        }
-        /* A pipelined request may be waiting already. */
-        client_process(c);
-}
-
-/* Moves response body bytes from the upstream to the client, through the framing parser. */
-static void upstream_forward_body(struct upstream *up, struct client *c)
-{
-        struct txn *t = c->txn;
-
-        while (evbuffer_get_length(up->in) > 0 && evbuffer_get_length(c->out) < BUF_HIGH) {
-                struct evbuffer_iovec v;
-                const char *reason = NULL;
-                size_t consumed = 0;
-                size_t before = evbuffer_get_length(c->out);
-                int r;
-
-                if (evbuffer_peek(up->in, -1, NULL, &v, 1) < 1)
-                        break;
-                r = http_body_feed(&t->resp_parser, &t->resp, v.iov_base, v.iov_len, t->dechunk ? c->out : NULL,
-                                   &consumed, &reason);
-                if (r < 0) {
-                        log_warning("Malformed response body from %s: %s", up->b->name, reason);
-                        up->b->stats.failures++;
-                        t->close_after = true;
-                        client_close(c);
-                        return;
-                }
-                if (t->dechunk) {
-                        t->resp_body_bytes += evbuffer_get_length(c->out) - before;
-                        (void)evbuffer_drain(up->in, consumed);
-                } else {
-                        t->resp_body_bytes += consumed;
-                        (void)evbuffer_remove_buffer(up->in, c->out, consumed);
-                }
-                if (r == 1) {
-                        client_flush(c);
-                        if (!c->dead)
-                                txn_finish(c);
-                        return;
-                }
-        }
-        if (up->eof && evbuffer_get_length(up->in) == 0 && t->resp.body == HTTP_BODY_EOF) {
-                (void)http_body_eof(&t->resp_parser, &t->resp);
-                client_flush(c);
-                if (!c->dead)
-                        txn_finish(c);
-                return;
-        }
-        client_flush(c);
-}
-
 static void upstream_process(struct upstream *up)
 {
         struct client *c = up->c;
@@ -1126,17 +1580,163 @@ static void upstream_process(struct upstream *up)
         }
 }
 
-/* ---- tunnels (Upgrade: a WebSocket, say) ---- */
-
-/* Traffic either way keeps both ends' idle timers off. */
-static void tunnel_touch(struct client *c, struct upstream *up)
+/* Moves response body bytes from the upstream to the client, through the framing parser. */
+static void upstream_forward_body(struct upstream *up, struct client *c)
 {
-        uint64_t usec = c->proxy->cfg->tunnel_timeout_usec;
+        struct txn *t = c->txn;
 
-        proxy_arm_in(c->proxy, &c->timer, usec);
-        if (!up->dead)
-                proxy_arm_in(up->proxy, &up->timer, usec);
+        while (evbuffer_get_length(up->in) > 0 && evbuffer_get_length(c->out) < BUF_HIGH) {
+                struct evbuffer_iovec v;
+                const char *reason = NULL;
+                size_t consumed = 0;
+                size_t before = evbuffer_get_length(c->out);
+                int r;
+
+                if (evbuffer_peek(up->in, -1, NULL, &v, 1) < 1)
+                        break;
+                r = http_body_feed(&t->resp_parser, &t->resp, v.iov_base, v.iov_len, t->dechunk ? c->out : NULL,
+                                   &consumed, &reason);
+                if (r < 0) {
+                        log_warning("Malformed response body from %s: %s", up->b->name, reason);
+                        up->b->stats.failures++;
+                        t->close_after = true;
+                        client_close(c);
+                        return;
+                }
+                if (t->dechunk) {
+                        t->resp_body_bytes += evbuffer_get_length(c->out) - before;
+                        (void)evbuffer_drain(up->in, consumed);
+                } else {
+                        t->resp_body_bytes += consumed;
+                        (void)evbuffer_remove_buffer(up->in, c->out, consumed);
+                }
+                if (r == 1) {
+                        client_flush(c);
+                        if (!c->dead)
+                                txn_finish(c);
+                        return;
+                }
+        }
+        if (up->eof && evbuffer_get_length(up->in) == 0 && t->resp.body == HTTP_BODY_EOF) {
+                (void)http_body_eof(&t->resp_parser, &t->resp);
+                client_flush(c);
+                if (!c->dead)
+                        txn_finish(c);
+                return;
+        }
+        client_flush(c);
 }
+
+static void upstream_flush(struct upstream *up)
+{
+        struct client *c = up->c;
+        ssize_t n;
+
+        if (up->dead || !up->connected)
+                return;
+        if (c && c->txn && c->txn->up == up && c->txn->body_dropped)
+                (void)evbuffer_drain(up->out, evbuffer_get_length(up->out));
+        n = proxy_write(up->fd, up->out);
+        if (n < 0) {
+                upstream_write_failed(up, n);
+                return;
+        }
+        if (n > 0 && c && c->txn)
+                c->txn->sent_any = true;
+        upstream_set_writing(up, evbuffer_get_length(up->out) > 0);
+        upstream_watch(up, n > 0);
+
+        /* Room again for the request body, or the tunnel's bytes: read the client once more. */
+        if (c && !c->dead && c->txn && (!c->txn->req_complete || c->state == CLIENT_TUNNEL) &&
+            evbuffer_get_length(up->out) < BUF_LOW)
+                client_process(c);
+        /* The client is done sending into the tunnel and all of it went out: pass the half-close on. */
+        if (c && !c->dead && c->state == CLIENT_TUNNEL && c->read_eof && !up->dead && !up->shut &&
+            evbuffer_get_length(up->out) == 0) {
+                up->shut = true;
+                (void)shutdown(up->fd, SHUT_WR);
+        }
+}
+
+/* A write to <up> failed with <err> (< 0). Reading what the backend sent may end the exchange, and free
+ * <up> or its client: both are held while it runs. */
+static void upstream_write_failed(struct upstream *up, ssize_t err)
+{
+        struct client *c = up->c;
+        struct txn *t = c ? c->txn : NULL;
+
+        if (!t || t->up != up) {
+                upstream_close(up);
+                return;
+        }
+        up->busy++;
+        client_enter(c);
+        if (!t->resp_head_done && !t->tunnel)
+                upstream_read_pending(up);
+        if (up->dead || c->dead || c->txn != t || t->up != up)
+                goto out; /* the early answer was complete, or failed */
+        if (t->resp_head_done && !t->tunnel) {
+                log_debug("backend %s answered %u and stopped reading the request body", up->b->name, t->status);
+                upstream_stop_sending(up, t);
+                client_process(c);
+                goto out;
+        }
+        txn_upstream_failed(c, err == -EPIPE ? "connection closed while sending" : "connection reset while sending",
+                            err == -ECONNRESET, false);
+out:
+        client_leave(c);
+        upstream_leave(up);
+}
+
+/* Reads what <up>'s backend already sent, up to a response head, and processes it: a write to it failed,
+ * and an answer it gave before it stopped reading must not be lost. */
+static void upstream_read_pending(struct upstream *up)
+{
+        struct client *c = up->c;
+        size_t max = (size_t)up->proxy->cfg->max_header_size + 1;
+
+        while (!up->dead && evbuffer_get_length(up->in) < max) {
+                ssize_t n = proxy_read(up->fd, up->in, BACKEND_READ_SIZE);
+
+                if (n <= 0)
+                        break;
+        }
+        if (!up->dead && c && c->txn && c->txn->up == up && evbuffer_get_length(up->in) > 0)
+                upstream_process(up);
+}
+
+/* The backend answered and no longer reads the request: the rest of the body goes nowhere. The connection
+ * stays open for the rest of the response, and is not reused. */
+static void upstream_stop_sending(struct upstream *up, struct txn *t)
+{
+        (void)evbuffer_drain(up->out, evbuffer_get_length(up->out));
+        upstream_set_writing(up, false);
+        t->body_dropped = true;
+        t->close_after = true;
+}
+
+/* Back to the pool when it can carry another request, else closed. */
+static void upstream_release(struct upstream *up, bool keep)
+{
+        struct backend *b = up->b;
+        const struct config *cfg = up->proxy->cfg;
+
+        up->c = NULL;
+        if (!keep || up->dead || b->state != BACKEND_ACTIVE || b->n_idle >= cfg->max_idle_per_backend ||
+            evbuffer_get_length(up->in) > 0 || evbuffer_get_length(up->out) > 0 || up->proxy->draining) {
+                upstream_close(up);
+                return;
+        }
+        up->idle = true;
+        up->reused = true;
+        DLIST_PREPEND(idle, b->idle, up);
+        b->n_idle++;
+        upstream_set_writing(up, false);
+        upstream_set_reading(up, true);
+        proxy_arm_in(up->proxy, &up->timer, cfg->backend_idle_timeout_usec);
+}
+
+/* ---- tunnels (Upgrade: a WebSocket, say) ---- */
 
 /* The backend answered an upgrade request with 101 and its head is at the start of up->in (<head_len>
  * bytes): the head goes to the client, then the connection is a byte tunnel. The upstream is never reused;
@@ -1220,517 +1820,17 @@ static void tunnel_upstream_closed(struct client *c)
         client_flush(c);
 }
 
-/* Sends the request (replay copy) to a backend picked by the balancer. */
-static void txn_dispatch(struct client *c)
+/* Traffic either way keeps both ends' idle timers off. */
+static void tunnel_touch(struct client *c, struct upstream *up)
 {
-        struct proxy *p = c->proxy;
-        struct txn *t = c->txn;
-        struct pool *pool = p->lbd->pool;
+        uint64_t usec = c->proxy->cfg->tunnel_timeout_usec;
 
-        for (;;) {
-                struct backend *b;
-                struct upstream *up;
-                int r;
-
-                b = pool->balancer->pick(pool, t->tried, t->n_tried);
-                if (!b) {
-                        if (t->n_tried == 0)
-                                txn_fail(c, 503, "no healthy backend");
-                        else
-                                txn_fail(c, 502, "every backend tried failed");
-                        return;
-                }
-                t->tried[t->n_tried++] = b;
-                memcpy(t->backend_name, b->name, sizeof(t->backend_name));
-
-                up = b->idle;
-                if (up) {
-                        upstream_unlink_idle(up);
-                        (void)event_del(&up->timer);
-                } else {
-                        r = upstream_connect(p, b, &up);
-                        if (r < 0) {
-                                b->stats.failures++;
-                                if (r == -ECONNREFUSED)
-                                        backend_report_refused(b, "connection refused");
-                                if (t->n_tried <= p->cfg->retries && t->n_tried < MAX_TRIES) {
-                                        p->stats.retries_total++;
-                                        continue;
-                                }
-                                txn_fail(c, 502, "could not connect to a backend");
-                                return;
-                        }
-                }
-                up->c = c;
-                t->up = up;
-                b->active++;
-                b->stats.requests++;
-                if (proxy_copy(up->out, t->replay) < 0) {
-                        txn_fail(c, 502, "out of memory");
-                        return;
-                }
-                if (up->connected) {
-                        upstream_watch(up, true);
-                        upstream_flush(up);
-                }
-                return;
-        }
+        proxy_arm_in(c->proxy, &c->timer, usec);
+        if (!up->dead)
+                proxy_arm_in(up->proxy, &up->timer, usec);
 }
 
-/* Moves request body bytes from the client to the upstream, through the framing parser. */
-static int client_forward_body(struct client *c)
-{
-        struct txn *t = c->txn;
-        const struct config *cfg = c->proxy->cfg;
-        bool moved = false;
-
-        while (!t->req_complete && evbuffer_get_length(c->in) > 0) {
-                struct upstream *up = t->up;
-                struct evbuffer_iovec v;
-                const char *reason = NULL;
-                size_t consumed = 0;
-                int r;
-
-                if (up && !t->body_dropped && evbuffer_get_length(up->out) >= BUF_HIGH)
-                        break;
-                if (t->body_dropped && t->req_dropped_bytes >= LINGER_MAX)
-                        break;
-                if (!up && evbuffer_get_length(t->replay) >= BUF_HIGH)
-                        break;
-                if (evbuffer_peek(c->in, -1, NULL, &v, 1) < 1)
-                        break;
-                r = http_body_feed(&t->req_parser, &t->req, v.iov_base, v.iov_len, NULL, &consumed, &reason);
-                if (r < 0) {
-                        log_info("Bad request body from %s: %s", c->ip, reason);
-                        if (t->up)
-                                upstream_close(txn_detach(t));
-                        txn_fail(c, 400, reason);
-                        return -EBADMSG;
-                }
-                t->req_body_bytes += consumed;
-                if (cfg->max_body_size > 0 && t->req_body_bytes > cfg->max_body_size + 16) {
-                        if (t->up)
-                                upstream_close(txn_detach(t));
-                        txn_fail(c, 413, "request body too large");
-                        return -EFBIG;
-                }
-                if (t->body_dropped) {
-                        /* The backend answered and stopped reading: the rest only ends the request. */
-                        (void)evbuffer_drain(c->in, consumed);
-                        t->req_dropped_bytes += consumed;
-                        moved = true;
-                        if (r == 1)
-                                t->req_complete = true;
-                        continue;
-                }
-                /* Keep a copy for a retry while it is small; past that, a retry is impossible. */
-                if (t->replayable && t->up) {
-                        if (evbuffer_get_length(t->replay) + consumed <= REPLAY_MAX)
-                                (void)evbuffer_add(t->replay, v.iov_base, consumed);
-                        else
-                                t->replayable = false;
-                }
-                if (up)
-                        (void)evbuffer_remove_buffer(c->in, up->out, consumed);
-                else
-                        (void)evbuffer_remove_buffer(c->in, t->replay, consumed);
-                moved = true;
-                if (r == 1)
-                        t->req_complete = true;
-        }
-        if (t->req_complete)
-                (void)event_del(&c->timer);
-        else if (moved)
-                proxy_arm_in(c->proxy, &c->timer, cfg->client_body_timeout_usec);
-        if (moved && t->up && t->up->connected)
-                upstream_flush(t->up);
-        return 0;
-}
-
-/* A complete request head is at the start of c->in: set up the exchange and dispatch it. */
-static void client_start(struct client *c, struct txn *t, const char *buf, size_t head_len)
-{
-        struct proxy *p = c->proxy;
-        const struct config *cfg = p->cfg;
-        struct http_forward fw = {
-                .client_ip = c->ip,
-                .proto = "http",
-                .request_id = t->request_id,
-                /* HTTP/1.1 requires a Host: an HTTP/1.0 request without one gets the empty one RFC 9112 3.2
-                 * prescribes (or its absolute-form's authority), else the next lbd would refuse it. */
-                .host = "",
-        };
-        const char *reason = NULL;
-        int r;
-
-        p->stats.requests_total++;
-        t->started = true;
-        t->method = t->req.method;
-        t->client_http10 = t->req.minor == 0;
-        t->target_len = t->req.target_len;
-        t->target = t->target_len < TARGET_INLINE ? t->target_inline : malloc(t->target_len + 1);
-        if (t->target) {
-                memcpy(t->target, buf + t->req.target_off, t->target_len);
-                t->target[t->target_len] = 0;
-        } else
-                t->target_len = 0;
-        if (t->req.request_id >= 0) {
-                const struct http_field *f = &t->req.fields[t->req.request_id];
-                memcpy(t->request_id, buf + f->value_off, f->value_len);
-                t->request_id[f->value_len] = 0;
-        } else
-                proxy_make_request_id(p, t->request_id, sizeof(t->request_id));
-        if (!t->req.keep_alive || p->draining)
-                t->close_after = true;
-
-        if (cfg->max_body_size > 0 && t->req.body == HTTP_BODY_LENGTH && t->req.content_length > cfg->max_body_size) {
-                (void)evbuffer_drain(c->in, head_len);
-                txn_fail(c, 413, "request body too large");
-                return;
-        }
-
-        /* An upgrade to a protocol not on the list goes as a plain request (Upgrade, Connection: upgrade
-         * and HTTP2-Settings dropped), so that nothing but those protocols bypasses lbd's HTTP (h2c). */
-        if (t->req.upgrade && !http_upgrade_allowed(buf, &t->req, cfg->upgrades))
-                t->req.upgrade = false;
-        r = http_write_request_head(t->replay, buf, &t->req, &fw);
-        if (r < 0) {
-                (void)evbuffer_drain(c->in, head_len);
-                if (r == -EMSGSIZE)
-                        txn_fail(c, 431, "too many header fields");
-                else
-                        txn_fail(c, 500, "out of memory");
-                return;
-        }
-        t->replayable = true;
-        (void)evbuffer_drain(c->in, head_len);
-
-        r = http_body_begin(&t->req_parser, &t->req, &reason);
-        if (r < 0) {
-                txn_fail(c, 400, reason);
-                return;
-        }
-        t->req_complete = r == 1;
-        c->state = CLIENT_FORWARD;
-        (void)event_del(&c->timer);
-        if (!t->req_complete)
-                proxy_arm_in(c->proxy, &c->timer, cfg->client_body_timeout_usec);
-        /* The first body bytes that came with the head go into the replay copy before dispatch. */
-        if (!t->req_complete && client_forward_body(c) < 0)
-                return;
-        txn_dispatch(c);
-}
-
-static void client_reject(struct client *c, unsigned status, const char *detail)
-{
-        struct txn *t = c->txn;
-
-        log_info("Rejected request from %s: %u %s", c->ip, status, detail);
-        if (!t) {
-                proxy_count_rejected(c->proxy, status);
-                (void)http_write_error(c->out, status, detail, NULL, true);
-                client_closing(c, status != 408 && client_may_send_more(c));
-                return;
-        }
-        t->target_len = 0;
-        txn_fail(c, status, detail);
-}
-
-static void client_process(struct client *c)
-{
-        struct proxy *p = c->proxy;
-        const struct config *cfg = p->cfg;
-
-        while (!c->dead) {
-                size_t len = evbuffer_get_length(c->in);
-
-                switch (c->state) {
-                case CLIENT_IDLE:
-                        if (len == 0)
-                                goto io;
-                        c->state = CLIENT_HEAD;
-                        proxy_arm_in(c->proxy, &c->timer, cfg->client_header_timeout_usec);
-                        break;
-                case CLIENT_HEAD: {
-                        const char *reason = "malformed request";
-                        unsigned char *buf;
-                        struct txn *t = c->txn;
-                        int r;
-
-                        if (len == 0)
-                                goto io;
-                        if (!t) {
-                                t = txn_new(p);
-                                if (!t) {
-                                        client_close(c);
-                                        return;
-                                }
-                                t->start_usec = now_usec();
-                                c->txn = t;
-                        }
-                        buf = evbuffer_pullup(c->in, (ev_ssize_t)MIN(len, (size_t)cfg->max_header_size + 1));
-                        r = http_parse_request(&t->req_parser, (const char *)buf, len, cfg->max_header_size,
-                                               &t->req, &reason);
-                        if (r == 0)
-                                goto io;
-                        if (r < 0) {
-                                if (r == -EMSGSIZE)
-                                        client_reject(c, 431, "request head too large");
-                                else if (r == -ENOTSUP)
-                                        client_reject(c, t->req.major != 1 ? 505 : 405, reason);
-                                else
-                                        client_reject(c, 400, reason);
-                                return;
-                        }
-                        client_start(c, t, (const char *)buf, (size_t)r);
-                        break;
-                }
-                case CLIENT_FORWARD:
-                        if (!c->txn->req_complete && client_forward_body(c) < 0)
-                                return;
-                        goto io;
-                case CLIENT_TUNNEL:
-                        tunnel_to_upstream(c);
-                        goto io;
-                case CLIENT_CLOSING:
-                        if (c->lingering && len > 0) {
-                                (void)evbuffer_drain(c->in, len);
-                                if (len >= c->linger_left) {
-                                        log_debug("Client %s sent more than %d bytes after its answer: closing",
-                                                  c->ip, LINGER_MAX);
-                                        client_close(c);
-                                        return;
-                                }
-                                c->linger_left -= len;
-                        }
-                        goto io;
-                }
-        }
-        return;
-io:
-        client_update_reading(c);
-}
-
-/* Read while there is room: a head still arriving, a body with somewhere to go, a little pipelined input,
- * or, lingering, what is to be dropped. */
-static void client_update_reading(struct client *c)
-{
-        const struct config *cfg = c->proxy->cfg;
-
-        if (c->dead)
-                return;
-        {
-                size_t len = evbuffer_get_length(c->in);
-                bool want;
-
-                if (c->read_eof)
-                        want = false;
-                else if (c->state == CLIENT_CLOSING)
-                        want = c->lingering;
-                else if (c->state == CLIENT_TUNNEL)
-                        want = c->txn && c->txn->up && !c->txn->up->dead &&
-                               evbuffer_get_length(c->txn->up->out) < BUF_HIGH;
-                else if (c->state == CLIENT_FORWARD && !c->txn->req_complete && c->txn->body_dropped)
-                        want = c->txn->req_dropped_bytes < LINGER_MAX;
-                else if (c->state == CLIENT_FORWARD && !c->txn->req_complete)
-                        want = !c->txn->up ? evbuffer_get_length(c->txn->replay) < BUF_HIGH
-                                           : evbuffer_get_length(c->txn->up->out) < BUF_HIGH;
-                else
-                        want = len <= cfg->max_header_size;
-                if (want != c->reading) {
-                        c->reading = want;
-                        if (want)
-                                (void)event_add(&c->rev, NULL);
-                        else
-                                (void)event_del(&c->rev);
-                }
-        }
-}
-
-static void client_flush(struct client *c)
-{
-        ssize_t n;
-
-        if (c->dead)
-                return;
-        n = proxy_write(c->fd, c->out);
-        if (n < 0) {
-                client_close(c);
-                return;
-        }
-        if (evbuffer_get_length(c->out) > 0) {
-                if (!c->writing) {
-                        c->writing = true;
-                        (void)event_add(&c->wev, NULL);
-                }
-                if (c->state != CLIENT_CLOSING)
-                        proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_body_timeout_usec);
-                else if (n > 0)
-                        proxy_arm_in(c->proxy, &c->timer, CLOSE_LINGER_USEC);
-                return;
-        }
-        if (c->writing) {
-                c->writing = false;
-                (void)event_del(&c->wev);
-        }
-        if (c->state == CLIENT_CLOSING) {
-                if (!c->lingering || c->read_eof) {
-                        client_close(c);
-                        return;
-                }
-                /* The answer is out: the client sees its end, and whatever it still sends is dropped until
-                 * it closes, for LINGER_USEC at most. */
-                if (!c->shut) {
-                        c->shut = true;
-                        (void)shutdown(c->fd, SHUT_WR);
-                        proxy_arm_in(c->proxy, &c->timer, LINGER_USEC);
-                }
-                return;
-        }
-        if (c->state == CLIENT_TUNNEL)
-                proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->tunnel_timeout_usec);
-        /* Nothing queued for the client: no send timeout. While the request body still arrives, its
-         * own timeout applies; after that the backend's. */
-        if (c->state == CLIENT_FORWARD && c->txn) {
-                if (c->txn->req_complete)
-                        (void)event_del(&c->timer);
-                else
-                        proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_body_timeout_usec);
-        }
-        /* The client took the backlog: let the upstream send more, in its own time again. */
-        if (c->txn && c->txn->up && !c->txn->up->dead && !c->txn->up->eof && c->txn->resp_head_done) {
-                upstream_set_reading(c->txn->up, true);
-                upstream_watch(c->txn->up, false);
-        }
-}
-
-static void client_read_cb(evutil_socket_t fd, short what, void *userdata)
-{
-        struct client *c = userdata;
-        ssize_t n;
-
-        client_enter(c);
-        n = proxy_read(c->fd, c->in, READ_SIZE);
-        if (n == -EAGAIN)
-                goto out;
-        if (n <= 0) {
-                c->read_eof = true;
-                if (c->state == CLIENT_TUNNEL) {
-                        struct upstream *up = c->txn ? c->txn->up : NULL;
-
-                        if (n < 0 || !up || up->dead || up->eof) {
-                                client_close(c);
-                                goto out;
-                        }
-                        /* Half-closed: what it sent goes on, then the backend sees the close too. */
-                        c->reading = false;
-                        (void)event_del(&c->rev);
-                        upstream_flush(up);
-                        goto out;
-                }
-                if (c->state == CLIENT_CLOSING) {
-                        /* Lingering: the client has seen the answer and is done; else the answer still
-                         * goes out, then the connection closes. */
-                        if (n < 0 || evbuffer_get_length(c->out) == 0)
-                                client_close(c);
-                        else
-                                client_update_reading(c);
-                        goto out;
-                }
-                if (c->state == CLIENT_IDLE || (c->state == CLIENT_HEAD && evbuffer_get_length(c->in) == 0) ||
-                    n < 0) {
-                        client_close(c);
-                        goto out;
-                }
-                if (c->state == CLIENT_HEAD) {
-                        /* Half a head and the client is done sending: nothing to answer. */
-                        client_close(c);
-                        goto out;
-                }
-                if (c->state == CLIENT_FORWARD && !c->txn->req_complete) {
-                        client_close(c);
-                        goto out;
-                }
-                /* Request complete and half-closed: finish the response, then close. */
-                if (c->txn)
-                        c->txn->close_after = true;
-                c->reading = false;
-                (void)event_del(&c->rev);
-                goto out;
-        }
-        client_process(c);
-out:
-        client_leave(c);
-}
-
-static void client_write_cb(evutil_socket_t fd, short what, void *userdata)
-{
-        struct client *c = userdata;
-
-        client_enter(c);
-        client_flush(c);
-        if (!c->dead && c->txn && c->txn->up && !c->txn->up->dead && c->txn->resp_head_done &&
-            evbuffer_get_length(c->out) < BUF_LOW) {
-                struct upstream *up = c->txn->up;
-
-                up->busy++;
-                upstream_process(up);
-                upstream_leave(up);
-        }
-        client_leave(c);
-}
-
-static void client_timer_cb(evutil_socket_t fd, short what, void *userdata)
-{
-        struct client *c = userdata;
-
-        client_enter(c);
-        switch (c->state) {
-        case CLIENT_HEAD:
-                client_reject(c, 408, "request head not received in time");
-                break;
-        case CLIENT_FORWARD:
-                if (c->txn && !c->txn->req_complete) {
-                        if (c->txn->up)
-                                upstream_close(txn_detach(c->txn));
-                        c->txn->close_after = true;
-                        txn_fail(c, 408, "request body not received in time");
-                } else
-                        client_close(c); /* the client stopped reading the response */
-                break;
-        case CLIENT_TUNNEL:
-                log_debug("Tunnel from %s idle for too long: closing it", c->ip);
-                client_close(c);
-                break;
-        case CLIENT_IDLE:
-        case CLIENT_CLOSING:
-                client_close(c);
-                break;
-        }
-        client_leave(c);
-}
-
-static void proxy_update_accepting(struct proxy *p);
-
-/* After a mass of connections closed (a flood, an attack of slow clients), gives the memory their buffers
- * held back to the system: glibc keeps freed heap for reuse, and a fragmented heap is not returned by
- * itself. Rare enough to cost nothing: once per peak of TRIM_MIN_CONNS or more. */
-static void proxy_trim(struct proxy *p)
-{
-        if (p->stats.connections > p->conns_high)
-                p->conns_high = p->stats.connections;
-        if (p->conns_high < TRIM_MIN_CONNS || p->stats.connections > p->conns_high / TRIM_FRACTION)
-                return;
-        (void)malloc_trim(0);
-        p->conns_high = p->stats.connections;
-}
-
-static void client_destroy(struct client *c)
-{
-        evbuffer_free(c->in);
-        evbuffer_free(c->out);
-        free(c);
-}
+/* ---- the end of a client connection ---- */
 
 static void client_close(struct client *c)
 {
@@ -1768,91 +1868,20 @@ static void client_close(struct client *c)
         }
 }
 
-/* ---- listeners ---- */
-
-static void proxy_accept_cb(evutil_socket_t fd, short what, void *userdata);
-
-static void proxy_update_accepting(struct proxy *p)
+/* After a mass of connections closed (a flood, an attack of slow clients), gives the memory their buffers
+ * held back to the system: glibc keeps freed heap for reuse, and a fragmented heap is not returned by
+ * itself. Rare enough to cost nothing: once per peak of TRIM_MIN_CONNS or more. */
+static void proxy_trim(struct proxy *p)
 {
-        bool want = !p->draining && !p->accept_pause.paused && p->stats.connections < p->cfg->max_connections;
-
-        if (want == p->accepting)
+        if (p->stats.connections > p->conns_high)
+                p->conns_high = p->stats.connections;
+        if (p->conns_high < TRIM_MIN_CONNS || p->stats.connections > p->conns_high / TRIM_FRACTION)
                 return;
-        p->accepting = want;
-        for (size_t i = 0; i < p->n_listeners; i++) {
-                if (p->listeners[i].fd < 0)
-                        continue;
-                if (want)
-                        (void)event_add(&p->listeners[i].ev, NULL);
-                else
-                        (void)event_del(&p->listeners[i].ev);
-        }
+        (void)malloc_trim(0);
+        p->conns_high = p->stats.connections;
 }
 
-static void proxy_set_listening(void *userdata, bool on)
-{
-        proxy_update_accepting(userdata);
-}
-
-static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
-{
-        struct proxy *p = userdata;
-
-        for (int i = 0; i < ACCEPT_BATCH && p->accepting; i++) {
-                struct netaddr peer = { .len = sizeof(peer.u) };
-                struct client *c;
-                int fd, one = 1;
-
-                fd = accept4(lfd, &peer.u.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                if (fd < 0) {
-                        int e = errno;
-
-                        /* Out of descriptors or memory: unwatched for a while, not woken again at once. */
-                        if (!acceptpause_failed(&p->accept_pause, e) && e != EAGAIN && e != EWOULDBLOCK &&
-                            e != EINTR && e != ECONNABORTED)
-                                log_debug_errno(e, "accept() failed: %m");
-                        return;
-                }
-                acceptpause_accepted(&p->accept_pause);
-                (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-
-                c = calloc(1, sizeof(*c));
-                if (!c) {
-                        (void)close(fd);
-                        continue;
-                }
-                c->proxy = p;
-                c->fd = fd;
-                c->peer = peer;
-                c->in = evbuffer_new();
-                c->out = evbuffer_new();
-                if (!c->in || !c->out) {
-                        if (c->in)
-                                evbuffer_free(c->in);
-                        if (c->out)
-                                evbuffer_free(c->out);
-                        free(c);
-                        (void)close(fd);
-                        continue;
-                }
-                if (netaddr_format_host(&peer, c->ip, sizeof(c->ip)) < 0)
-                        memcpy(c->ip, "unknown", 8);
-                (void)event_assign(&c->rev, p->base, fd, EV_READ | EV_PERSIST, client_read_cb, c);
-                (void)event_assign(&c->wev, p->base, fd, EV_WRITE | EV_PERSIST, client_write_cb, c);
-                (void)evtimer_assign(&c->timer, p->base, client_timer_cb, c);
-                c->state = CLIENT_IDLE;
-                c->reading = true;
-                (void)event_add(&c->rev, NULL);
-                proxy_arm_in(c->proxy, &c->timer, p->cfg->client_header_timeout_usec);
-
-                DLIST_PREPEND(clients, p->clients, c);
-                p->stats.connections++;
-                p->stats.connections_total++;
-                if (p->stats.connections > p->conns_high)
-                        p->conns_high = p->stats.connections;
-                proxy_update_accepting(p);
-        }
-}
+/* ---- the proxy: creating, listening, reloading, draining, freeing ---- */
 
 struct proxy *proxy_new(struct lbd *lbd)
 {
