@@ -43,8 +43,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/log.h"
 #include "common/cjson.h"
+#include "common/log.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
 #include "common/parse.h"

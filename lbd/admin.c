@@ -28,8 +28,8 @@
 #include <unistd.h>
 
 #include "common/acceptpause.h"
-#include "common/log.h"
 #include "common/cjson.h"
+#include "common/log.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
 #include "lbd-version.h"
