@@ -337,6 +337,21 @@ static void probe_on_io(evutil_socket_t fd, short what, void *userdata)
         }
 }
 
+/* A check that could not start for want of lbd's own resources (descriptors, memory, local ports) says
+ * nothing about the backend: no verdict, no result recorded, the next check at its usual time. Returns
+ * true when <error> (a positive errno from socket() or connect()) is such a shortage. */
+static bool probe_skip_on_shortage(struct health_probe *p, int error)
+{
+        if (error != EMFILE && error != ENFILE && error != ENOBUFS && error != ENOMEM && error != EADDRNOTAVAIL)
+                return false;
+        log_debug_errno(error, "Health check of %s not started: %m", p->backend->name);
+        probe_close(p);
+        (void)evtimer_del(&p->timer);
+        p->phase = PROBE_IDLE;
+        probe_schedule(p, probe_next_delay(p));
+        return true;
+}
+
 static void probe_start(struct health_probe *p)
 {
         const struct config *c = p->health->config;
@@ -369,12 +384,16 @@ static void probe_start(struct health_probe *p)
 
         p->fd = socket(b->addr.u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (p->fd < 0) {
+                if (probe_skip_on_shortage(p, errno))
+                        return;
                 p->phase = PROBE_CONNECTING;
                 probe_fail_errno(p, errno);
                 return;
         }
         if (connect(p->fd, &b->addr.u.sa, b->addr.len) < 0) {
                 if (errno != EINPROGRESS) {
+                        if (probe_skip_on_shortage(p, errno))
+                                return;
                         p->phase = PROBE_CONNECTING;
                         probe_fail_errno(p, errno);
                         return;
