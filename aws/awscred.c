@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "aws/curlev.h"
+#include "common/cjson.h"
 #include "common/log.h"
 #include "common/macro.h"
 
@@ -479,8 +480,6 @@ static int awscred_parse_time(const char *s, uint64_t *ret_usec)
         *ret_usec = (uint64_t)t * USEC_PER_SEC;
         return 0;
 }
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
 
 int awscred_parse_imds_credentials(const char *json, size_t len, struct awscred_credentials *ret)
 {

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/list.h"
 #include "common/log.h"
 #include "lbd-version.h"
 
@@ -37,7 +38,7 @@ struct curlev_socket {
 
 struct curlev_transfer {
         struct curlev *curlev;
-        struct curlev_transfer *prev, *next;
+        DLIST_FIELDS(struct curlev_transfer, transfers);
         CURL *easy;
         struct curl_slist *headers;
         struct evbuffer *body;
@@ -52,7 +53,7 @@ struct curlev {
         struct event_base *base;
         CURLM *multi;
         struct event *timer;
-        struct curlev_transfer *transfers;
+        DLIST_HEAD(struct curlev_transfer, transfers);
         size_t n_transfers;
         bool *freed; /* set while callbacks run: tells the dispatcher that a callback freed us */
         bool global_init;
@@ -100,12 +101,7 @@ static void curlev_transfer_destroy(struct curlev_transfer *t)
 {
         struct curlev *c = t->curlev;
 
-        if (t->prev)
-                t->prev->next = t->next;
-        else
-                c->transfers = t->next;
-        if (t->next)
-                t->next->prev = t->prev;
+        DLIST_REMOVE(transfers, c->transfers, t);
         c->n_transfers--;
 
         if (t->easy) {
@@ -400,10 +396,7 @@ int curlev_start(struct curlev *c, const struct curlev_request *req, curlev_done
         t->cb = cb;
         t->userdata = userdata;
         t->max_response = req->max_response ? req->max_response : CURLEV_DEFAULT_MAX_RESPONSE;
-        t->next = c->transfers;
-        if (c->transfers)
-                c->transfers->prev = t;
-        c->transfers = t;
+        DLIST_PREPEND(transfers, c->transfers, t);
         c->n_transfers++;
 
         t->body = evbuffer_new();

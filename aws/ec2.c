@@ -49,6 +49,7 @@
 #include "aws/awscred.h"
 #include "aws/curlev.h"
 #include "aws/sigv4.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/macro.h"
 
@@ -85,7 +86,7 @@ struct ec2 {
         char host[EC2_HOST_MAX]; /* the Host header, signed */
         char path[EC2_URL_MAX];
         bool endpoint_ready;
-        struct ec2_call *calls;
+        DLIST_HEAD(struct ec2_call, calls);
         size_t n_calls;
         uint64_t requests;
         uint64_t rng;
@@ -97,7 +98,7 @@ struct ec2 {
 
 struct ec2_call {
         struct ec2 *ec2;
-        struct ec2_call *prev, *next;
+        DLIST_FIELDS(struct ec2_call, calls);
         enum ec2_action action;
         char action_name[EC2_ACTION_MAX]; /* for the log lines */
         struct evbuffer *form;            /* Action=…&Version=…&params, without NextToken */
@@ -624,13 +625,7 @@ static void ec2_call_unlink(struct ec2_call *c)
 {
         struct ec2 *e = c->ec2;
 
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                e->calls = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
-        c->prev = c->next = NULL;
+        DLIST_REMOVE(calls, e->calls, c);
         e->n_calls--;
         awscred_cancel(e->cred, c);
 }
@@ -1038,10 +1033,7 @@ static int ec2_call_new(struct ec2 *e, enum ec2_action action, struct evbuffer *
                 ec2_call_free(c);
                 return -ENOMEM;
         }
-        c->next = e->calls;
-        if (e->calls)
-                e->calls->prev = c;
-        e->calls = c;
+        DLIST_PREPEND(calls, e->calls, c);
         e->n_calls++;
         *ret = c;
         return 0;

@@ -141,6 +141,13 @@ void daemon_set_deadline(struct daemon *d, uint64_t usec)
                 (void)evtimer_add(d->deadline, &tv);
 }
 
+int daemon_run(struct daemon *d)
+{
+        if (event_base_dispatch(d->base) < 0)
+                return log_error_errno(EIO, "The event loop failed");
+        return 0;
+}
+
 void daemon_exit(struct daemon *d)
 {
         (void)event_base_loopexit(d->base, NULL);

@@ -68,7 +68,10 @@ int daemon_catch_signals(struct daemon *d, const struct daemon_ops *ops, void *u
 /* Exits the loop <usec> from now unless it has exited by then, after ops->deadline. Best effort: without
  * memory for the timer, the stop simply has no deadline. */
 void daemon_set_deadline(struct daemon *d, uint64_t usec);
-/* Ends event_base_dispatch() after the current callbacks. */
+/* Runs the loop until daemon_exit() or until nothing is left on it. Returns 0, or -EIO after logging that
+ * the loop failed (libevent gives no reason), so that main() exits with a failure status. */
+int daemon_run(struct daemon *d);
+/* Ends daemon_run() after the current callbacks. */
 void daemon_exit(struct daemon *d);
 /* Frees what daemon_start() and the rest set up; call after the modules on the loop are freed. */
 void daemon_done(struct daemon *d);

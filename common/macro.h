@@ -5,6 +5,7 @@
 #pragma once
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/time.h>
@@ -17,6 +18,9 @@
 #define _noreturn_    __attribute__((noreturn))
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The structure of type <type> whose member <member> is at <ptr>. */
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/cjson.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
 #include "common/parse.h"
@@ -61,7 +62,6 @@ struct lbctl_table {
         size_t n;
 };
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
 DEFINE_TRIVIAL_CLEANUP_FUNC(CURL *, curl_easy_cleanup)
 
 static void lbctl_help(void)

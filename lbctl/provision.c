@@ -45,6 +45,7 @@
 
 #include "aws/awscred.h"
 #include "aws/ec2.h"
+#include "common/cjson.h"
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
@@ -123,8 +124,6 @@ struct provision_answer {
         char *xml;
         size_t len;
 };
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
 
 static void provision_answer_clear(struct provision_answer *a)
 {

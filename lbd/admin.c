@@ -3,8 +3,8 @@
  * POST /backends/NAME/enable, which take a backend (NAME: its address or its instance id) out of rotation
  * for maintenance and put it back (lbctl drain / enable).
  *
- * Besides that one flag it only reads: the pool's backends (pool.c owns them), the proxy's counters, the
- * daemon's start time, and the reconciler's view of the instances (reconcile.h).
+ * Besides that one flag it only reads: the pool's backends (backend.c's pool owns them), the proxy's
+ * counters, the daemon's start time, and the reconciler's view of the instances (reconcile.h).
  * Every answer is built whole in memory from that state and sent at once; the state is small (a few
  * hundred backends at most), so a request costs little loop time. The listener is meant for loopback and
  * trusted tools, but requests are still bounded: small head and body limits and a 10 s timeout, all
@@ -14,8 +14,10 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -25,6 +27,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/acceptpause.h"
+#include "common/cjson.h"
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
@@ -48,30 +52,43 @@
 struct admin {
         struct lbd *lbd;
         struct evhttp *http;
+        struct evconnlistener *listener; /* evhttp's, on our socket */
+        struct acceptpause accept_pause;
 };
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct evbuffer *, evbuffer_free)
-DEFINE_TRIVIAL_CLEANUP_FUNC(char *, cJSON_free)
+/* evhttp hands its listener's error callback its own pointer, not ours: the one admin API of the process
+ * is found here. */
+static struct admin *admin_listening;
 
-static const char *admin_check_name(enum check_result r)
+static void admin_set_listening(void *userdata, bool on)
 {
-        switch (r) {
-        case CHECK_NONE:
-                return "none";
-        case CHECK_OK:
-                return "ok";
-        case CHECK_FAIL:
-                return "fail";
-        case CHECK_TIMEOUT:
-                return "timeout";
-        case CHECK_REFUSED:
-                return "refused";
-        case CHECK_ERROR:
-                return "error";
-        }
-        return "error";
+        struct admin *a = userdata;
+
+        if (on)
+                (void)evconnlistener_enable(a->listener);
+        else
+                (void)evconnlistener_disable(a->listener);
 }
+
+static void admin_accept_error_cb(struct evconnlistener *listener, void *userdata)
+{
+        int e = errno;
+
+        if (admin_listening && admin_listening->listener == listener &&
+            !acceptpause_failed(&admin_listening->accept_pause, e))
+                log_debug_errno(e, "admin API: accept() failed: %m");
+}
+
+/* evhttp asks for a bufferevent for each connection it accepted: an accept() that worked. */
+static struct bufferevent *admin_new_bufferevent(struct event_base *base, void *userdata)
+{
+        struct admin *a = userdata;
+
+        acceptpause_accepted(&a->accept_pause);
+        return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct evbuffer *, evbuffer_free)
 
 static const char *admin_state_name(const struct backend *b)
 {
@@ -149,7 +166,7 @@ static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t 
                         return -ENOMEM;
 
         check = cJSON_AddObjectToObject(o, "last_check");
-        if (!check || !cJSON_AddStringToObject(check, "result", admin_check_name(b->last_check)) ||
+        if (!check || !cJSON_AddStringToObject(check, "result", backend_check_result_name(b->last_check)) ||
             !cJSON_AddNumberToObject(check, "status", b->last_check_status) ||
             !cJSON_AddNumberToObject(check, "duration_ms",
                                      admin_round(b->last_check_duration_usec, USEC_PER_MSEC)))
@@ -591,6 +608,7 @@ static void admin_on_request(struct evhttp_request *req, void *userdata)
 int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret)
 {
         _cleanup_close_ int fd = -1;
+        struct evhttp_bound_socket *bound;
         struct admin *a;
         int one = 1;
 
@@ -625,14 +643,25 @@ int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret)
         evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY_SIZE);
         evhttp_set_timeout(a->http, ADMIN_TIMEOUT_SEC);
         evhttp_set_gencb(a->http, admin_on_request, a);
+        evhttp_set_bevcb(a->http, admin_new_bufferevent, a);
+        if (acceptpause_init(&a->accept_pause, lbd->base, "admin API", admin_set_listening, a) < 0) {
+                evhttp_free(a->http);
+                free(a);
+                return -ENOMEM;
+        }
 
         /* From here on evhttp owns the socket. */
-        if (!evhttp_accept_socket_with_handle(a->http, fd)) {
+        bound = evhttp_accept_socket_with_handle(a->http, fd);
+        if (!bound) {
+                acceptpause_done(&a->accept_pause);
                 evhttp_free(a->http);
                 free(a);
                 return -ENOMEM;
         }
         fd = -1;
+        a->listener = evhttp_bound_socket_get_listener(bound);
+        evconnlistener_set_error_cb(a->listener, admin_accept_error_cb);
+        admin_listening = a;
 
         *ret = a;
         return 0;
@@ -642,7 +671,10 @@ struct admin *admin_free(struct admin *a)
 {
         if (!a)
                 return NULL;
+        if (admin_listening == a)
+                admin_listening = NULL;
         evhttp_free(a->http);
+        acceptpause_done(&a->accept_pause);
         free(a);
         return NULL;
 }

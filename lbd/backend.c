@@ -218,3 +218,22 @@ void backend_report_result(struct backend *b, unsigned status, unsigned passive_
                 backend_set_healthy(b, false, reason);
         }
 }
+
+const char *backend_check_result_name(enum check_result r)
+{
+        switch (r) {
+        case CHECK_NONE:
+                return "none";
+        case CHECK_OK:
+                return "ok";
+        case CHECK_FAIL:
+                return "fail";
+        case CHECK_TIMEOUT:
+                return "timeout";
+        case CHECK_REFUSED:
+                return "refused";
+        case CHECK_ERROR:
+                return "error";
+        }
+        return "error";
+}

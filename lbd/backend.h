@@ -134,6 +134,8 @@ size_t pool_count_healthy(const struct pool *p);
  * backend_set_healthy() (the `forced` flags). */
 void pool_refresh(struct pool *p);
 
+/* The name /status and the logs give a check result: "none", "ok", "fail", "timeout", "refused", "error". */
+const char *backend_check_result_name(enum check_result r);
 struct backend *backend_ref(struct backend *b);
 /* Drops a reference; frees the backend when it was the last. Returns NULL. */
 struct backend *backend_unref(struct backend *b);

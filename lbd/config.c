@@ -1,8 +1,10 @@
 /* lbd's configuration: the table of every key, its default and its parser, and the checks that need
  * several keys at once. Reading the file and the command line is the engine's (common/conf.c).
  *
- * Keys and defaults (the table config_keys[] below is the source of truth, and config_init() builds the
- * defaults by running each key's parser on the default text, so this list and the code can't drift):
+ * Keys and defaults. The table config_keys[] below is the source of truth: config_init() builds the
+ * defaults by running each key's parser on the default text, so a default can never be one its parser
+ * refuses. This summary is written by hand: a key added to or changed in the table is changed here too,
+ * and in README.md's configuration reference.
  *
  *   [lbd]
  *   listen           = 0.0.0.0:80      address:port list, comma-separated or the key repeated, up to
@@ -54,7 +56,7 @@
  *   launch_template  = (empty)         word (lt-... or a name)
  *   instance_type    = t3.micro        word; empty = not sent (the launch template's)
  *   subnet           = (empty)         word (subnet-...)
- *   security_groups  = (empty)         list of words (sg-...), up to CONFIG_MAX_NETWORKS
+ *   security_groups  = (empty)         list of words (sg-...), up to CONFIG_MAX_SECURITY_GROUPS
  *   key_name         = (empty)         text
  *   instance_profile = (empty)         word: a name or an ARN
  *   user_data        = (empty)         absolute path of the user-data template
@@ -462,7 +464,7 @@ static int config_parse_tag(const struct conf_key *k, void *obj, const char *val
 }
 
 struct config_group_list {
-        char items[CONFIG_MAX_NETWORKS][sizeof(((struct config *)0)->ec2_security_groups[0])];
+        char items[CONFIG_MAX_SECURITY_GROUPS][sizeof(((struct config *)0)->ec2_security_groups[0])];
         size_t n;
 };
 
@@ -734,7 +736,7 @@ void config_finish(struct config *c)
                         netaddr_set_port(&c->backends[i], c->port);
 }
 
-static bool config_in_networks(const struct config *c, const struct netaddr *a)
+bool config_in_networks(const struct config *c, const struct netaddr *a)
 {
         if (c->n_networks == 0)
                 return true;

@@ -14,6 +14,7 @@
 #define CONFIG_MAX_LISTEN   8
 #define CONFIG_MAX_BACKENDS 256
 #define CONFIG_MAX_NETWORKS 32
+#define CONFIG_MAX_SECURITY_GROUPS 32
 #define CONFIG_PATH_MAX     1024
 #define CONFIG_UPGRADES_MAX 256
 
@@ -87,7 +88,7 @@ struct config {
         char ec2_launch_template[128];  /* lt-… or a name */
         char ec2_instance_type[64];
         char ec2_subnet[64];
-        char ec2_security_groups[CONFIG_MAX_NETWORKS][64];
+        char ec2_security_groups[CONFIG_MAX_SECURITY_GROUPS][64];
         size_t n_ec2_security_groups;
         char ec2_key_name[256];
         char ec2_instance_profile[256]; /* name or ARN */
@@ -130,6 +131,10 @@ int config_set(struct config *c, const char *section, const char *key, const cha
 /* Completes what depends on several keys once everything is read: backends given without a port get
  * [pool] port. Call after the file and the command line, before config_validate(). */
 void config_finish(struct config *c);
+/* The rule that keeps lbd from contacting an address it was not meant to: returns true when <a> lies
+ * inside one of [pool] networks, or when none is set. Reads at most CONFIG_MAX_NETWORKS entries whatever
+ * <c>->n_networks says. config_validate(), the reconciler and the EC2 provider all ask here. */
+bool config_in_networks(const struct config *c, const struct netaddr *a);
 
 /* Checks what single keys can't: at least one listener, no duplicate listener, the admin address loopback
  * and not a listener; the static provider has a backend, and only it has backends; every backend has a

@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/list.h"
 #include "common/log.h"
 #include "common/macro.h"
 #include "lbd/backend.h"
@@ -48,7 +49,7 @@ enum probe_phase {
 struct health_probe {
         struct health *health;
         struct backend *backend; /* a reference */
-        struct health_probe *prev, *next;
+        DLIST_FIELDS(struct health_probe, probes);
 
         struct event timer;
         struct event io;
@@ -68,28 +69,9 @@ struct health {
         struct event_base *base;
         struct pool *pool;
         const struct config *config;
-        struct health_probe *probes;
+        DLIST_HEAD(struct health_probe, probes);
         uint64_t rng;
 };
-
-static const char *health_result_name(enum check_result r)
-{
-        switch (r) {
-        case CHECK_NONE:
-                return "none";
-        case CHECK_OK:
-                return "ok";
-        case CHECK_FAIL:
-                return "fail";
-        case CHECK_TIMEOUT:
-                return "timeout";
-        case CHECK_REFUSED:
-                return "refused";
-        case CHECK_ERROR:
-                return "error";
-        }
-        return "?";
-}
 
 static uint64_t health_random(struct health *h)
 {
@@ -220,7 +202,7 @@ static void probe_finish(struct health_probe *p, enum check_result result, unsig
         b->last_check_status = status;
         b->last_check_duration_usec = now - p->started_usec;
         b->last_check_at_usec = now;
-        log_debug("Health check of %s: %s (%s) in %llu us", b->name, health_result_name(result), detail,
+        log_debug("Health check of %s: %s (%s) in %llu us", b->name, backend_check_result_name(result), detail,
                   (unsigned long long)b->last_check_duration_usec);
 
         if (b->state == BACKEND_ACTIVE)
@@ -355,6 +337,21 @@ static void probe_on_io(evutil_socket_t fd, short what, void *userdata)
         }
 }
 
+/* A check that could not start for want of lbd's own resources (descriptors, memory, local ports) says
+ * nothing about the backend: no verdict, no result recorded, the next check at its usual time. Returns
+ * true when <error> (a positive errno from socket() or connect()) is such a shortage. */
+static bool probe_skip_on_shortage(struct health_probe *p, int error)
+{
+        if (error != EMFILE && error != ENFILE && error != ENOBUFS && error != ENOMEM && error != EADDRNOTAVAIL)
+                return false;
+        log_debug_errno(error, "Health check of %s not started: %m", p->backend->name);
+        probe_close(p);
+        (void)evtimer_del(&p->timer);
+        p->phase = PROBE_IDLE;
+        probe_schedule(p, probe_next_delay(p));
+        return true;
+}
+
 static void probe_start(struct health_probe *p)
 {
         const struct config *c = p->health->config;
@@ -387,12 +384,16 @@ static void probe_start(struct health_probe *p)
 
         p->fd = socket(b->addr.u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (p->fd < 0) {
+                if (probe_skip_on_shortage(p, errno))
+                        return;
                 p->phase = PROBE_CONNECTING;
                 probe_fail_errno(p, errno);
                 return;
         }
         if (connect(p->fd, &b->addr.u.sa, b->addr.len) < 0) {
                 if (errno != EINPROGRESS) {
+                        if (probe_skip_on_shortage(p, errno))
+                                return;
                         p->phase = PROBE_CONNECTING;
                         probe_fail_errno(p, errno);
                         return;
@@ -427,12 +428,7 @@ static struct health_probe *probe_free(struct health_probe *p)
         h = p->health;
         probe_close(p);
         (void)evtimer_del(&p->timer);
-        if (p->prev)
-                p->prev->next = p->next;
-        else
-                h->probes = p->next;
-        if (p->next)
-                p->next->prev = p->prev;
+        DLIST_REMOVE(probes, h->probes, p);
         if (p->backend->probe == p)
                 p->backend->probe = NULL;
         backend_unref(p->backend);
@@ -453,10 +449,7 @@ static int probe_new(struct health *h, struct backend *b)
         p->phase = PROBE_IDLE;
         (void)evtimer_assign(&p->timer, h->base, probe_on_timer, p);
 
-        p->next = h->probes;
-        if (h->probes)
-                h->probes->prev = p;
-        h->probes = p;
+        DLIST_PREPEND(probes, h->probes, p);
         b->probe = p;
 
         probe_schedule(p, 0);
@@ -490,11 +483,9 @@ int health_sync(struct health *h)
 {
         int r = 0;
 
-        for (struct health_probe *p = h->probes, *next; p; p = next) {
-                next = p->next;
+        DLIST_FOREACH_SAFE(probes, p, next, h->probes)
                 if (!health_in_pool(h, p->backend))
                         probe_free(p);
-        }
 
         for (size_t i = 0; i < h->pool->n_backends; i++) {
                 struct backend *b = h->pool->backends[i];
@@ -512,7 +503,7 @@ void health_set_config(struct health *h, const struct config *c)
         h->config = c;
 
         /* A shorter interval shouldn't wait for the end of the longer one. */
-        for (struct health_probe *p = h->probes; p; p = p->next) {
+        DLIST_FOREACH(probes, p, h->probes) {
                 uint64_t due = p->started_usec + interval;
 
                 if (p->phase != PROBE_IDLE || p->started_usec == 0 || due >= p->next_usec)

@@ -1,5 +1,7 @@
-/* The daemon's top-level object: the event loop and the parts that run on it. main.c creates one; each
- * module receives only the pieces it needs. */
+/* The daemon's top-level object: the event loop and the parts that run on it. main.c creates one. Most
+ * modules receive only the pieces they need (the loop, the pool, the settings); proxy_new() and
+ * admin_new() take the whole struct, because they read across it: the proxy its settings, the pool and
+ * the access log, the admin API the pool, the proxy's counters, the reconciler and the start time. */
 #pragma once
 
 #include <stdbool.h>

@@ -443,9 +443,7 @@ static int main_run(struct main_state *m)
                          config_provider_name(l->config->provider), (unsigned long long)l->config->desired,
                          config_balance_name(l->config->balance));
 
-        if (event_base_dispatch(l->base) < 0)
-                return log_error("The event loop failed");
-        return 0;
+        return daemon_run(&m->daemon);
 }
 
 static void main_cleanup(struct main_state *m)

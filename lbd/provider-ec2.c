@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "aws/ec2.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
@@ -48,7 +49,7 @@ enum provider_ec2_kind {
 
 struct provider_ec2_call {
         struct provider *provider;
-        struct provider_ec2_call *prev, *next;
+        DLIST_FIELDS(struct provider_ec2_call, calls);
         struct provider_ec2_client *client;
         struct ec2_call *call;
         enum provider_ec2_kind kind;
@@ -64,7 +65,7 @@ struct provider_ec2_data {
         struct provider_ec2_client *current;
         struct provider_ec2_client *retired;
         struct event *gc; /* frees idle retired clients */
-        struct provider_ec2_call *calls;
+        DLIST_HEAD(struct provider_ec2_call, calls);
         char *user_data; /* rendered template */
         size_t user_data_len;
         char warned[PROVIDER_EC2_WARNED_MAX][EC2_ID_MAX];
@@ -118,16 +119,6 @@ static enum instance_state provider_ec2_state(const char *s)
         return INSTANCE_UNKNOWN;
 }
 
-static bool provider_ec2_in_networks(const struct config *c, const struct netaddr *a)
-{
-        if (c->n_networks == 0)
-                return true;
-        for (size_t i = 0; i < c->n_networks; i++)
-                if (netaddr_cidr_contains(&c->networks[i], a))
-                        return true;
-        return false;
-}
-
 /* Logs, once per instance, that its address is outside the allowed networks. */
 static void provider_ec2_warn_outside(struct provider_ec2_data *d, const struct ec2_instance *e)
 {
@@ -160,7 +151,7 @@ static struct instance *provider_ec2_convert(struct provider *p, const struct ec
                 inst->launched_usec = v[i].launch_usec;
                 if (!v[i].private_ip[0] || netaddr_parse(v[i].private_ip, c->port, false, &a) < 0)
                         continue;
-                if (!provider_ec2_in_networks(c, &a)) {
+                if (!config_in_networks(c, &a)) {
                         provider_ec2_warn_outside(d, &v[i]);
                         continue;
                 }
@@ -205,12 +196,7 @@ static void provider_ec2_call_detach(struct provider_ec2_call *pc)
 {
         struct provider_ec2_data *d = pc->provider->data;
 
-        if (pc->prev)
-                pc->prev->next = pc->next;
-        else
-                d->calls = pc->next;
-        if (pc->next)
-                pc->next->prev = pc->prev;
+        DLIST_REMOVE(calls, d->calls, pc);
         pc->client->calls--;
         if (pc->client != d->current && pc->client->calls == 0)
                 event_active(d->gc, EV_TIMEOUT, 0);
@@ -295,10 +281,7 @@ static int provider_ec2_call_started(struct provider *p, struct provider_ec2_cal
                 return r;
         }
         pc->client->calls++;
-        pc->next = d->calls;
-        if (d->calls)
-                d->calls->prev = pc;
-        d->calls = pc;
+        DLIST_PREPEND(calls, d->calls, pc);
         return 0;
 }
 
@@ -513,7 +496,7 @@ static void provider_ec2_free(struct provider *p)
         while (d->calls) {
                 struct provider_ec2_call *pc = d->calls;
 
-                d->calls = pc->next;
+                DLIST_REMOVE(calls, d->calls, pc);
                 (void)ec2_call_cancel(pc->call);
                 free(pc);
         }

@@ -31,7 +31,7 @@
  * ClientToken: a launch repeated with the token of an earlier one (the last LOCAL_TOKENS are kept) starts
  * nothing and reports the instances the first one started.
  *
- * Callbacks come from the event loop's next turn (a zero timer per call); free() cancels those pending. */
+ * Callbacks come from the event loop's next turn (provider_defer()); free() cancels those pending. */
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
@@ -97,7 +97,7 @@ enum provider_local_call_kind {
 
 struct provider_local_call {
         struct provider *provider;
-        struct event timer;
+        struct provider_deferred deferred;
         enum provider_local_call_kind kind;
         int result;
         union {
@@ -108,7 +108,6 @@ struct provider_local_call {
         void *userdata;
         char (*ids)[INSTANCE_ID_MAX]; /* launch: what it started (or had started, for a repeated token) */
         size_t n_ids;
-        struct provider_local_call *prev, *next;
 };
 
 struct provider_local_data {
@@ -116,7 +115,7 @@ struct provider_local_data {
         size_t n_procs;
         struct event *sigchld;
         struct event kill_timer;
-        struct provider_local_call *calls;
+        struct provider_deferred *calls;
         struct provider_local_token tokens[LOCAL_TOKENS];
         size_t next_token;
         char exe[PATH_MAX];               /* {lbd} */
@@ -626,18 +625,10 @@ static void provider_local_on_kill_timer(evutil_socket_t fd, short what, void *u
 
 /* ---- calls ---- */
 
-static void provider_local_call_unlink(struct provider_local_data *d, struct provider_local_call *call)
+static void provider_local_call_free(struct provider_deferred *d)
 {
-        if (call->prev)
-                call->prev->next = call->next;
-        else
-                d->calls = call->next;
-        if (call->next)
-                call->next->prev = call->prev;
-}
+        struct provider_local_call *call = container_of(d, struct provider_local_call, deferred);
 
-static void provider_local_call_free(struct provider_local_call *call)
-{
         free(call->ids);
         free(call);
 }
@@ -714,12 +705,11 @@ static void provider_local_answer_launch(struct provider *p, struct provider_loc
         call->cb.launch(p, 0, instances, n, call->userdata);
 }
 
-static void provider_local_on_call(evutil_socket_t fd, short what, void *userdata)
+static void provider_local_on_call(struct provider_deferred *d)
 {
-        struct provider_local_call *call = userdata;
+        struct provider_local_call *call = container_of(d, struct provider_local_call, deferred);
         struct provider *p = call->provider;
 
-        provider_local_call_unlink(p->data, call);
         switch (call->kind) {
         case LOCAL_CALL_LIST:
                 provider_local_answer_list(p, call);
@@ -731,13 +721,12 @@ static void provider_local_on_call(evutil_socket_t fd, short what, void *userdat
                 call->cb.terminate(p, call->result, call->userdata);
                 break;
         }
-        provider_local_call_free(call);
+        provider_local_call_free(&call->deferred);
 }
 
 static struct provider_local_call *
 provider_local_call_new(struct provider *p, enum provider_local_call_kind kind, void *userdata)
 {
-        struct provider_local_data *d = p->data;
         struct provider_local_call *call;
 
         call = calloc(1, sizeof(*call));
@@ -746,19 +735,20 @@ provider_local_call_new(struct provider *p, enum provider_local_call_kind kind, 
         call->provider = p;
         call->kind = kind;
         call->userdata = userdata;
-        (void)evtimer_assign(&call->timer, p->base, provider_local_on_call, call);
-        call->next = d->calls;
-        if (d->calls)
-                d->calls->prev = call;
-        d->calls = call;
         return call;
 }
 
-static void provider_local_call_start(struct provider_local_call *call)
+/* Answers <call> on the loop's next turn. Returns 0, or -ENOMEM after freeing it. */
+static int provider_local_call_start(struct provider_local_call *call)
 {
-        const struct timeval now = {0, 0};
+        struct provider *p = call->provider;
+        struct provider_local_data *d = p->data;
+        int r;
 
-        (void)evtimer_add(&call->timer, &now);
+        r = provider_defer(p, &d->calls, &call->deferred, provider_local_on_call);
+        if (r < 0)
+                provider_local_call_free(&call->deferred);
+        return r;
 }
 
 static int provider_local_list(struct provider *p, provider_list_cb cb, void *userdata)
@@ -768,8 +758,7 @@ static int provider_local_list(struct provider *p, provider_list_cb cb, void *us
         if (!call)
                 return -ENOMEM;
         call->cb.list = cb;
-        provider_local_call_start(call);
-        return 0;
+        return provider_local_call_start(call);
 }
 
 static struct provider_local_token *provider_local_token_find(struct provider_local_data *d,
@@ -816,8 +805,7 @@ static int provider_local_launch(struct provider *p, unsigned count, const char 
         call->cb.launch = cb;
         call->ids = calloc(seen ? seen->n : count, sizeof(*call->ids));
         if (!call->ids) {
-                provider_local_call_unlink(d, call);
-                provider_local_call_free(call);
+                provider_local_call_free(&call->deferred);
                 return -ENOMEM;
         }
 
@@ -825,8 +813,7 @@ static int provider_local_launch(struct provider *p, unsigned count, const char 
                 /* The same launch again: report what it started. */
                 memcpy(call->ids, seen->ids, seen->n * sizeof(*call->ids));
                 call->n_ids = seen->n;
-                provider_local_call_start(call);
-                return 0;
+                return provider_local_call_start(call);
         }
 
         for (unsigned i = 0; i < count; i++) {
@@ -859,8 +846,7 @@ static int provider_local_launch(struct provider *p, unsigned count, const char 
                 if (call->n_ids == 0)
                         call->result = r;
         }
-        provider_local_call_start(call);
-        return 0;
+        return provider_local_call_start(call);
 }
 
 static int provider_local_terminate(struct provider *p, const char *const *ids, size_t n,
@@ -889,8 +875,7 @@ static int provider_local_terminate(struct provider *p, const char *const *ids, 
         }
         if (any)
                 provider_local_arm_kill_timer(d);
-        provider_local_call_start(call);
-        return 0;
+        return provider_local_call_start(call);
 }
 
 static int provider_local_init(struct provider *p, const struct config *c)
@@ -950,13 +935,7 @@ static void provider_local_free(struct provider *p)
 
         if (!d)
                 return;
-        while (d->calls) {
-                struct provider_local_call *call = d->calls;
-
-                (void)evtimer_del(&call->timer);
-                provider_local_call_unlink(d, call);
-                provider_local_call_free(call);
-        }
+        provider_defer_cancel_all(&d->calls, provider_local_call_free);
         (void)evtimer_del(&d->kill_timer);
         if (d->sigchld)
                 event_free(d->sigchld);

@@ -2,11 +2,9 @@
  * "instance" that is always running, named by its address; nothing is ever launched or terminated
  * (managed = false), so the reconciler only mirrors the list into the pool.
  *
- * A list call answers from the event loop on its next turn (a zero timer per call, kept on a list so
- * free() can cancel what has not fired). */
+ * A list call answers from the event loop on its next turn (provider_defer(), which keeps the calls on a
+ * list so that free() can cancel what has not fired). */
 #include <errno.h>
-#include <event2/event.h>
-#include <event2/event_struct.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,30 +13,24 @@
 #include "lbd/provider.h"
 
 struct provider_static_call {
+        struct provider_deferred deferred; /* first: the call is its deferred */
         struct provider *provider;
-        struct event timer;
         provider_list_cb cb;
         void *userdata;
-        struct provider_static_call *prev, *next;
 };
 
 struct provider_static_data {
-        struct provider_static_call *calls;
+        struct provider_deferred *calls;
 };
 
-static void provider_static_call_unlink(struct provider_static_data *d, struct provider_static_call *call)
+static void provider_static_call_free(struct provider_deferred *d)
 {
-        if (call->prev)
-                call->prev->next = call->next;
-        else
-                d->calls = call->next;
-        if (call->next)
-                call->next->prev = call->prev;
+        free(container_of(d, struct provider_static_call, deferred));
 }
 
-static void provider_static_on_timer(evutil_socket_t fd, short what, void *userdata)
+static void provider_static_answer(struct provider_deferred *d)
 {
-        struct provider_static_call *call = userdata;
+        struct provider_static_call *call = container_of(d, struct provider_static_call, deferred);
         struct provider *p = call->provider;
         const struct config *c = p->config;
         size_t n = MIN(c->n_backends, (size_t)CONFIG_MAX_BACKENDS);
@@ -46,7 +38,6 @@ static void provider_static_on_timer(evutil_socket_t fd, short what, void *userd
         provider_list_cb cb = call->cb;
         void *cb_userdata = call->userdata;
 
-        provider_static_call_unlink(p->data, call);
         free(call);
 
         instances = calloc(n ? n : 1, sizeof(*instances));
@@ -69,7 +60,6 @@ static int provider_static_list(struct provider *p, provider_list_cb cb, void *u
 {
         struct provider_static_data *d = p->data;
         struct provider_static_call *call;
-        const struct timeval now = {0, 0};
 
         call = calloc(1, sizeof(*call));
         if (!call)
@@ -77,15 +67,10 @@ static int provider_static_list(struct provider *p, provider_list_cb cb, void *u
         call->provider = p;
         call->cb = cb;
         call->userdata = userdata;
-        (void)evtimer_assign(&call->timer, p->base, provider_static_on_timer, call);
-        if (evtimer_add(&call->timer, &now) < 0) {
+        if (provider_defer(p, &d->calls, &call->deferred, provider_static_answer) < 0) {
                 free(call);
                 return -ENOMEM;
         }
-        call->next = d->calls;
-        if (d->calls)
-                d->calls->prev = call;
-        d->calls = call;
         return 0;
 }
 
@@ -118,13 +103,7 @@ static void provider_static_free(struct provider *p)
 
         if (!d)
                 return;
-        while (d->calls) {
-                struct provider_static_call *call = d->calls;
-
-                (void)evtimer_del(&call->timer);
-                provider_static_call_unlink(d, call);
-                free(call);
-        }
+        provider_defer_cancel_all(&d->calls, provider_static_call_free);
         free(d);
         p->data = NULL;
 }

@@ -12,10 +12,45 @@
 #include "lbd/provider.h"
 
 #include <errno.h>
+#include <event2/event.h>
 #include <stdlib.h>
 
 #include "common/log.h"
 #include "lbd/config.h"
+
+static void provider_deferred_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct provider_deferred *d = userdata;
+        struct provider_deferred **list = d->list;
+
+        DLIST_REMOVE(deferred, *list, d);
+        d->answer(d);
+}
+
+int provider_defer(struct provider *p, struct provider_deferred **list, struct provider_deferred *d,
+                   void (*answer)(struct provider_deferred *d))
+{
+        const struct timeval now = {0, 0};
+
+        d->answer = answer;
+        d->list = list;
+        (void)evtimer_assign(&d->timer, p->base, provider_deferred_cb, d);
+        if (evtimer_add(&d->timer, &now) < 0)
+                return -ENOMEM;
+        DLIST_PREPEND(deferred, *list, d);
+        return 0;
+}
+
+void provider_defer_cancel_all(struct provider_deferred **list, void (*free_call)(struct provider_deferred *d))
+{
+        while (*list) {
+                struct provider_deferred *d = *list;
+
+                (void)evtimer_del(&d->timer);
+                DLIST_REMOVE(deferred, *list, d);
+                free_call(d);
+        }
+}
 
 static const struct provider_ops *provider_ops_for(enum provider_kind kind)
 {

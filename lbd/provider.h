@@ -12,6 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <event2/event_struct.h>
+
+#include "common/list.h"
 #include "common/netaddr.h"
 
 struct event_base;
@@ -82,6 +85,23 @@ struct provider {
         const struct config *config;
         void *data; /* the implementation's */
 };
+
+/* A call a provider answers on the event loop's next turn, which keeps the promise that a callback never
+ * runs inside the call (the static and local providers answer at once otherwise). The provider embeds one
+ * in its own call structure and keeps a list of them, so that ops->free() cancels what has not fired. */
+struct provider_deferred {
+        struct event timer;
+        void (*answer)(struct provider_deferred *d); /* runs off the list; frees the call */
+        struct provider_deferred **list;             /* the list it is on */
+        DLIST_FIELDS(struct provider_deferred, deferred);
+};
+
+/* Puts <d> on <*list> and arms it to run <answer> on <p>'s loop's next turn. Returns 0, or -ENOMEM with
+ * <d> on no list. */
+int provider_defer(struct provider *p, struct provider_deferred **list, struct provider_deferred *d,
+                   void (*answer)(struct provider_deferred *d));
+/* Cancels every call on <*list>, freeing each with <free_call>; none is answered. */
+void provider_defer_cancel_all(struct provider_deferred **list, void (*free_call)(struct provider_deferred *d));
 
 /* Creates the provider [pool] provider names. Returns 0 or -errno (logged). */
 int provider_new(struct event_base *base, const struct config *c, struct provider **ret);

@@ -25,10 +25,16 @@
  *
  * Lifetimes: a callback may close the object it runs for, or its peer. Closing marks the object dead and
  * releases its socket at once; the memory goes when no callback is running on it any more (the `busy`
- * counters), so nothing is used after free. */
+ * counters), so nothing is used after free.
+ *
+ * Reading order: the I/O helpers and the small pieces first; then a connection as it goes: accepted by a
+ * listener, its request read by the client code, sent by the exchange to an upstream connection, the
+ * response streamed back (or the connection turned into a tunnel), the client closed; the functions
+ * proxy.h declares last. */
 #include "lbd/proxy.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <malloc.h>
 #include <event2/buffer.h>
@@ -44,6 +50,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "common/acceptpause.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/macro.h"
 #include "http/http.h"
@@ -139,7 +147,7 @@ struct client {
         bool lingering;              /* CLOSING: what the client still sends is read and dropped */
         bool shut;                   /* lingering and the answer is out: our side is shut down */
         uint64_t linger_left;        /* bytes it may still send before the connection is closed */
-        struct client *prev, *next;
+        DLIST_FIELDS(struct client, clients);
 };
 
 struct upstream {
@@ -149,8 +157,8 @@ struct upstream {
         struct evbuffer *in, *out;
         struct backend *b;
         struct client *c;            /* owner while busy, NULL while idle */
-        struct upstream *idle_next, *idle_prev;
-        struct upstream *all_next, *all_prev; /* every live upstream of the proxy */
+        DLIST_FIELDS(struct upstream, idle); /* on its backend's b->idle while idle */
+        DLIST_FIELDS(struct upstream, all);  /* on p->upstreams while live */
         unsigned busy;
         bool dead;
         bool connected;
@@ -175,8 +183,9 @@ struct proxy {
         struct listener listeners[CONFIG_MAX_LISTEN];
         size_t n_listeners;
         bool accepting;
-        struct client *clients;
-        struct upstream *upstreams;
+        struct acceptpause accept_pause; /* out of descriptors: listeners unwatched for a backoff */
+        DLIST_HEAD(struct client, clients);
+        DLIST_HEAD(struct upstream, upstreams);
         struct proxy_stats stats;
         uint64_t id_prefix;
         uint64_t id_counter;
@@ -194,19 +203,41 @@ struct proxy {
         void *drain_userdata;
 };
 
+/* The flow below calls back and forth (a client wakes its upstream and the other way round): declared here,
+ * in the order they are defined. */
+static void client_read_cb(evutil_socket_t fd, short what, void *userdata);
+static void client_write_cb(evutil_socket_t fd, short what, void *userdata);
+static void client_timer_cb(evutil_socket_t fd, short what, void *userdata);
 static void client_process(struct client *c);
-static void client_close(struct client *c);
+static void client_start(struct client *c, struct txn *t, const char *buf, size_t head_len);
+static void client_reject(struct client *c, unsigned status, const char *detail);
+static int client_forward_body(struct client *c);
+static void client_update_reading(struct client *c);
 static void client_flush(struct client *c);
 static void client_closing(struct client *c, bool linger);
-static void client_update_reading(struct client *c);
 static void txn_dispatch(struct client *c);
+static void txn_fail(struct client *c, unsigned status, const char *detail);
+static int upstream_connect(struct proxy *p, struct backend *b, struct upstream **ret);
+static void upstream_timer_cb(evutil_socket_t fd, short what, void *userdata);
+static void upstream_idle_timeout(struct upstream *up);
+static void upstream_write_cb(evutil_socket_t fd, short what, void *userdata);
+static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata);
 static void upstream_process(struct upstream *up);
+static void upstream_forward_body(struct upstream *up, struct client *c);
 static void upstream_flush(struct upstream *up);
+static void upstream_write_failed(struct upstream *up, ssize_t err);
+static void upstream_read_pending(struct upstream *up);
+static void upstream_stop_sending(struct upstream *up, struct txn *t);
 static void upstream_release(struct upstream *up, bool keep);
 static void tunnel_start(struct client *c, struct upstream *up, const char *buf, size_t head_len);
 static void tunnel_to_client(struct upstream *up, struct client *c);
 static void tunnel_to_upstream(struct client *c);
 static void tunnel_upstream_closed(struct client *c);
+static void tunnel_touch(struct client *c, struct upstream *up);
+static void client_close(struct client *c);
+static void proxy_trim(struct proxy *p);
+
+/* ---- helpers: timers, socket I/O, request ids ---- */
 
 /* Arms <ev> to fire in <usec>. The few durations in use (the configured timeouts) each get a libevent
  * common-timeout queue, where adding and removing is O(1) instead of a heap operation. */
@@ -348,7 +379,7 @@ static void proxy_make_request_id(struct proxy *p, char *buf, size_t size)
         buf[32] = 0;
 }
 
-/* ---- upstream connections ---- */
+/* ---- the pieces: watching sockets, lifetimes, exchanges taken and given back ---- */
 
 static void upstream_set_reading(struct upstream *up, bool on)
 {
@@ -372,19 +403,47 @@ static void upstream_set_writing(struct upstream *up, bool on)
                 (void)event_del(&up->wev);
 }
 
+/* Whether lbd is waiting on <up>'s backend, so that its silence is the backend's: the request is sent (or
+ * being sent and the backend does not take it) and the response is being read. Not while the request body
+ * is still coming from the client, nor while lbd stopped reading the response because the client does not
+ * read it (its own send timeout covers that). */
+static bool upstream_awaited(const struct upstream *up)
+{
+        const struct client *c = up->c;
+        const struct txn *t;
+
+        if (up->dead || !up->connected || up->eof || !c || c->dead || !c->txn || c->txn->up != up)
+                return false;
+        t = c->txn;
+        if (t->resp_head_done && !up->reading)
+                return false;
+        if (evbuffer_get_length(up->out) > 0 && !t->body_dropped)
+                return true;
+        return t->req_complete || t->resp_head_done;
+}
+
+/* Keeps <up>'s response timer running exactly while upstream_awaited(); <progress>: the backend just sent
+ * or took bytes, so its time starts again. Not for connecting, idle or tunnelled connections, whose timer
+ * means something else. */
+static void upstream_watch(struct upstream *up, bool progress)
+{
+        struct client *c = up->c;
+
+        if (up->dead || !up->connected || !c || !c->txn || c->txn->up != up || c->txn->tunnel)
+                return;
+        if (!upstream_awaited(up))
+                (void)event_del(&up->timer);
+        else if (progress || !evtimer_pending(&up->timer, NULL))
+                proxy_arm_in(up->proxy, &up->timer, up->proxy->cfg->backend_timeout_usec);
+}
+
 static void upstream_unlink_idle(struct upstream *up)
 {
         struct backend *b = up->b;
 
         if (!up->idle)
                 return;
-        if (up->idle_prev)
-                up->idle_prev->idle_next = up->idle_next;
-        else
-                b->idle = up->idle_next;
-        if (up->idle_next)
-                up->idle_next->idle_prev = up->idle_prev;
-        up->idle_next = up->idle_prev = NULL;
+        DLIST_REMOVE(idle, b->idle, up);
         up->idle = false;
         b->n_idle--;
 }
@@ -412,12 +471,7 @@ static void upstream_close(struct upstream *up)
         up->fd = -1;
         up->dead = true;
         up->c = NULL;
-        if (up->all_prev)
-                up->all_prev->all_next = up->all_next;
-        else
-                up->proxy->upstreams = up->all_next;
-        if (up->all_next)
-                up->all_next->all_prev = up->all_prev;
+        DLIST_REMOVE(all, up->proxy->upstreams, up);
         if (up->busy == 0)
                 upstream_destroy(up);
 }
@@ -433,7 +487,12 @@ static void client_enter(struct client *c)
         c->busy++;
 }
 
-static void client_destroy(struct client *c);
+static void client_destroy(struct client *c)
+{
+        evbuffer_free(c->in);
+        evbuffer_free(c->out);
+        free(c);
+}
 
 static void client_leave(struct client *c)
 {
@@ -481,6 +540,19 @@ static void txn_release(struct proxy *p, struct txn *t)
         free(t);
 }
 
+/* Ends the tie between <t> and its upstream: the one place where the backend's count of requests in
+ * flight (what least-connections balancing and drain-before-terminate read) goes down, once for each
+ * time txn_dispatch() raised it. Returns the upstream, which the caller closes or releases. */
+static struct upstream *txn_detach(struct txn *t)
+{
+        struct upstream *up = t->up;
+
+        assert(up && up->b->active > 0);
+        up->b->active--;
+        t->up = NULL;
+        return up;
+}
+
 /* Writes the exchange's one access log line (once). */
 static void txn_log(struct client *c, struct txn *t, unsigned status, uint64_t bytes)
 {
@@ -502,874 +574,277 @@ static void txn_log(struct client *c, struct txn *t, unsigned status, uint64_t b
         accesslog_write(c->proxy->lbd->accesslog, &e);
 }
 
-/* Ends the client's connection once what is queued for it went out. With <linger>, what the client still
- * sends (the rest of a body nobody wants) is read and dropped meanwhile, and after the answer went out for
- * LINGER_USEC or LINGER_MAX bytes at most: a socket closed with unread input sends a reset, which can
- * destroy the answer in the client's kernel before the client reads it. */
-static void client_closing(struct client *c, bool linger)
-{
-        client_enter(c);
-        c->state = CLIENT_CLOSING;
-        c->lingering = linger && !c->read_eof;
-        c->linger_left = LINGER_MAX;
-        client_flush(c);
-        if (!c->dead)
-                client_process(c);
-        client_leave(c);
-}
-
 /* Whether the client may still be sending: part of its request is unread, or input waits. */
 static bool client_may_send_more(const struct client *c)
 {
         return evbuffer_get_length(c->in) > 0 || (c->txn && c->txn->started && !c->txn->req_complete);
 }
 
-/* The request's tries so far failed with <status> (502/504) or the client is gone: answer, or abort. */
-static void txn_fail(struct client *c, unsigned status, const char *detail)
-{
-        struct txn *t = c->txn;
-        int body;
+/* ---- listeners: where a connection starts ---- */
 
-        if (t->resp_started) {
-                /* The client has part of a response: the only honest signal left is closing. */
-                log_warning("Aborting response to %s for %.*s: %s", c->ip, (int)MIN(t->target_len, 200),
-                            t->target, detail);
-                client_close(c);
+static void proxy_update_accepting(struct proxy *p)
+{
+        bool want = !p->draining && !p->accept_pause.paused && p->stats.connections < p->cfg->max_connections;
+
+        if (want == p->accepting)
                 return;
+        p->accepting = want;
+        for (size_t i = 0; i < p->n_listeners; i++) {
+                if (p->listeners[i].fd < 0)
+                        continue;
+                if (want)
+                        (void)event_add(&p->listeners[i].ev, NULL);
+                else
+                        (void)event_del(&p->listeners[i].ev);
         }
-        t->status = status;
-        t->close_after = true;
-        if (!t->request_id[0])
-                proxy_make_request_id(c->proxy, t->request_id, sizeof(t->request_id));
-        proxy_count_rejected(c->proxy, status);
-        body = http_write_error(c->out, status, detail, t->request_id, true);
-        t->resp_started = true;
-        txn_log(c, t, status, body > 0 ? (uint64_t)body : 0);
-        /* A client too slow to send its request gets no more time to send the rest. */
-        client_closing(c, status != 408 && client_may_send_more(c));
 }
 
-/* The current upstream failed. <refused>: the connection was refused or reset (the backend is down);
- * <timeout>: no answer in time. Retries when the rules allow, else answers 502/504. */
-static void txn_upstream_failed(struct client *c, const char *what, bool refused, bool timeout)
+static void proxy_set_listening(void *userdata, bool on)
 {
-        struct txn *t = c->txn;
-        struct upstream *up = t->up;
-        struct backend *b = up->b;
-        const struct config *cfg = c->proxy->cfg;
-        bool sent = t->sent_any, reused = up->reused, connected = up->connected;
-        /* Still sending a body the client is still sending, or that lbd has not passed on yet: a backend
-         * that closes or resets then may be refusing it (too large, too slow), which is the client's doing. */
-        bool body_pending = up->connected && t->req.body != HTTP_BODY_NONE &&
-                            (!t->req_complete || evbuffer_get_length(up->out) > 0);
-
-        log_debug("backend %s failed for %s %.*s: %s%s", b->name, http_method_str(t->method),
-                  (int)MIN(t->target_len, 200), t->target, what, reused ? " (reused connection)" : "");
-
-        if (b->active > 0)
-                b->active--;
-        t->up = NULL;
-        upstream_close(up);
-
-        if (body_pending && !timeout)
-                log_debug("backend %s closed while the request body was still being sent: not held against it",
-                          b->name);
-        else if (refused && !(reused && sent))
-                backend_report_refused(b, what);
-        else if (timeout || !connected)
-                /* No answer in time, or a connect that timed out or failed otherwise than refused */
-                backend_report_result(b, 0, (unsigned)cfg->health_passive_fall);
-        else
-                b->stats.failures++;
-
-        if (t->resp_started) {
-                txn_fail(c, 502, what);
-                return;
-        }
-        if (timeout) {
-                /* Waiting again elsewhere would double the client's wait: 504 now. */
-                txn_fail(c, 504, "the backend did not answer in time");
-                return;
-        }
-        if (t->n_tried <= cfg->retries && t->n_tried < MAX_TRIES && t->replayable &&
-            (!sent || http_method_idempotent(t->method))) {
-                c->proxy->stats.retries_total++;
-                t->sent_any = false;
-                t->resp_head_done = false;
-                txn_dispatch(c);
-                return;
-        }
-        txn_fail(c, 502, "the backend failed before answering");
+        proxy_update_accepting(userdata);
 }
 
-/* Whether lbd is waiting on <up>'s backend, so that its silence is the backend's: the request is sent (or
- * being sent and the backend does not take it) and the response is being read. Not while the request body
- * is still coming from the client, nor while lbd stopped reading the response because the client does not
- * read it (its own send timeout covers that). */
-static bool upstream_awaited(const struct upstream *up)
+static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
 {
-        const struct client *c = up->c;
-        const struct txn *t;
+        struct proxy *p = userdata;
 
-        if (up->dead || !up->connected || up->eof || !c || c->dead || !c->txn || c->txn->up != up)
-                return false;
-        t = c->txn;
-        if (t->resp_head_done && !up->reading)
-                return false;
-        if (evbuffer_get_length(up->out) > 0 && !t->body_dropped)
-                return true;
-        return t->req_complete || t->resp_head_done;
-}
+        for (int i = 0; i < ACCEPT_BATCH && p->accepting; i++) {
+                struct netaddr peer = { .len = sizeof(peer.u) };
+                struct client *c;
+                int fd, one = 1;
 
-/* Keeps <up>'s response timer running exactly while upstream_awaited(); <progress>: the backend just sent
- * or took bytes, so its time starts again. Not for connecting, idle or tunnelled connections, whose timer
- * means something else. */
-static void upstream_watch(struct upstream *up, bool progress)
-{
-        struct client *c = up->c;
+                fd = accept4(lfd, &peer.u.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd < 0) {
+                        int e = errno;
 
-        if (up->dead || !up->connected || !c || !c->txn || c->txn->up != up || c->txn->tunnel)
-                return;
-        if (!upstream_awaited(up))
-                (void)event_del(&up->timer);
-        else if (progress || !evtimer_pending(&up->timer, NULL))
-                proxy_arm_in(up->proxy, &up->timer, up->proxy->cfg->backend_timeout_usec);
-}
+                        /* Out of descriptors or memory: unwatched for a while, not woken again at once. */
+                        if (!acceptpause_failed(&p->accept_pause, e) && e != EAGAIN && e != EWOULDBLOCK &&
+                            e != EINTR && e != ECONNABORTED)
+                                log_debug_errno(e, "accept() failed: %m");
+                        return;
+                }
+                acceptpause_accepted(&p->accept_pause);
+                (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
-/* Reads what <up>'s backend already sent, up to a response head, and processes it: a write to it failed,
- * and an answer it gave before it stopped reading must not be lost. */
-static void upstream_read_pending(struct upstream *up)
-{
-        struct client *c = up->c;
-        size_t max = (size_t)up->proxy->cfg->max_header_size + 1;
+                c = calloc(1, sizeof(*c));
+                if (!c) {
+                        (void)close(fd);
+                        continue;
+                }
+                c->proxy = p;
+                c->fd = fd;
+                c->peer = peer;
+                c->in = evbuffer_new();
+                c->out = evbuffer_new();
+                if (!c->in || !c->out) {
+                        if (c->in)
+                                evbuffer_free(c->in);
+                        if (c->out)
+                                evbuffer_free(c->out);
+                        free(c);
+                        (void)close(fd);
+                        continue;
+                }
+                if (netaddr_format_host(&peer, c->ip, sizeof(c->ip)) < 0)
+                        memcpy(c->ip, "unknown", 8);
+                (void)event_assign(&c->rev, p->base, fd, EV_READ | EV_PERSIST, client_read_cb, c);
+                (void)event_assign(&c->wev, p->base, fd, EV_WRITE | EV_PERSIST, client_write_cb, c);
+                (void)evtimer_assign(&c->timer, p->base, client_timer_cb, c);
+                c->state = CLIENT_IDLE;
+                c->reading = true;
+                (void)event_add(&c->rev, NULL);
+                proxy_arm_in(c->proxy, &c->timer, p->cfg->client_header_timeout_usec);
 
-        while (!up->dead && evbuffer_get_length(up->in) < max) {
-                ssize_t n = proxy_read(up->fd, up->in, BACKEND_READ_SIZE);
-
-                if (n <= 0)
-                        break;
+                DLIST_PREPEND(clients, p->clients, c);
+                p->stats.connections++;
+                p->stats.connections_total++;
+                if (p->stats.connections > p->conns_high)
+                        p->conns_high = p->stats.connections;
+                proxy_update_accepting(p);
         }
-        if (!up->dead && c && c->txn && c->txn->up == up && evbuffer_get_length(up->in) > 0)
-                upstream_process(up);
 }
 
-/* The backend answered and no longer reads the request: the rest of the body goes nowhere. The connection
- * stays open for the rest of the response, and is not reused. */
-static void upstream_stop_sending(struct upstream *up, struct txn *t)
-{
-        (void)evbuffer_drain(up->out, evbuffer_get_length(up->out));
-        upstream_set_writing(up, false);
-        t->body_dropped = true;
-        t->close_after = true;
-}
+/* ---- clients: reading requests, writing responses ---- */
 
-/* A write to <up> failed with <err> (< 0). Reading what the backend sent may end the exchange, and free
- * <up> or its client: both are held while it runs. */
-static void upstream_write_failed(struct upstream *up, ssize_t err)
+static void client_read_cb(evutil_socket_t fd, short what, void *userdata)
 {
-        struct client *c = up->c;
-        struct txn *t = c ? c->txn : NULL;
-
-        if (!t || t->up != up) {
-                upstream_close(up);
-                return;
-        }
-        up->busy++;
-        client_enter(c);
-        if (!t->resp_head_done && !t->tunnel)
-                upstream_read_pending(up);
-        if (up->dead || c->dead || c->txn != t || t->up != up)
-                goto out; /* the early answer was complete, or failed */
-        if (t->resp_head_done && !t->tunnel) {
-                log_debug("backend %s answered %u and stopped reading the request body", up->b->name, t->status);
-                upstream_stop_sending(up, t);
-                client_process(c);
-                goto out;
-        }
-        txn_upstream_failed(c, err == -EPIPE ? "connection closed while sending" : "connection reset while sending",
-                            err == -ECONNRESET, false);
-out:
-        client_leave(c);
-        upstream_leave(up);
-}
-
-static void upstream_flush(struct upstream *up)
-{
-        struct client *c = up->c;
+        struct client *c = userdata;
         ssize_t n;
 
-        if (up->dead || !up->connected)
-                return;
-        if (c && c->txn && c->txn->up == up && c->txn->body_dropped)
-                (void)evbuffer_drain(up->out, evbuffer_get_length(up->out));
-        n = proxy_write(up->fd, up->out);
-        if (n < 0) {
-                upstream_write_failed(up, n);
-                return;
-        }
-        if (n > 0 && c && c->txn)
-                c->txn->sent_any = true;
-        upstream_set_writing(up, evbuffer_get_length(up->out) > 0);
-        upstream_watch(up, n > 0);
-
-        /* Room again for the request body, or the tunnel's bytes: read the client once more. */
-        if (c && !c->dead && c->txn && (!c->txn->req_complete || c->state == CLIENT_TUNNEL) &&
-            evbuffer_get_length(up->out) < BUF_LOW)
-                client_process(c);
-        /* The client is done sending into the tunnel and all of it went out: pass the half-close on. */
-        if (c && !c->dead && c->state == CLIENT_TUNNEL && c->read_eof && !up->dead && !up->shut &&
-            evbuffer_get_length(up->out) == 0) {
-                up->shut = true;
-                (void)shutdown(up->fd, SHUT_WR);
-        }
-}
-
-static void upstream_idle_timeout(struct upstream *up)
-{
-        upstream_close(up);
-}
-
-static void upstream_timer_cb(evutil_socket_t fd, short what, void *userdata)
-{
-        struct upstream *up = userdata;
-        struct client *c = up->c;
-
-        up->busy++;
-        if (up->idle || !c)
-                upstream_idle_timeout(up);
-        else {
-                client_enter(c);
-                if (c->txn->tunnel) {
-                        log_debug("Tunnel to %s idle for too long: closing it", up->b->name);
-                        client_close(c);
-                } else if (!up->connected)
-                        txn_upstream_failed(c, "connect timed out", false, false);
-                else if (!upstream_awaited(up))
-                        /* lbd was not waiting on the backend (upstream_watch() keeps it from firing then) */
-                        log_debug("Response timer of %s fired while not waiting on it", up->b->name);
-                else if (!c->txn->resp_head_done)
-                        txn_upstream_failed(c, "response timed out", false, true);
-                else {
-                        backend_report_result(up->b, 0, (unsigned)c->proxy->cfg->health_passive_fall);
-                        txn_fail(c, 504, "the backend stalled mid-response");
-                }
-                client_leave(c);
-        }
-        upstream_leave(up);
-}
-
-static void upstream_write_cb(evutil_socket_t fd, short what, void *userdata)
-{
-        struct upstream *up = userdata;
-        struct client *c = up->c;
-
-        up->busy++;
-        if (c)
-                client_enter(c);
-        if (!up->connected) {
-                int err = 0;
-                socklen_t len = sizeof(err);
-
-                if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-                        err = errno;
-                if (err != 0) {
-                        if (c && c->txn) {
-                                char what_buf[96];
-
-                                (void)snprintf(what_buf, sizeof(what_buf), "connect failed: %s", strerror(err));
-                                txn_upstream_failed(c, what_buf, err == ECONNREFUSED || err == ECONNRESET,
-                                                    false);
-                        } else
-                                upstream_close(up);
-                        goto out;
-                }
-                up->connected = true;
-                upstream_set_reading(up, true);
-                upstream_watch(up, true);
-        }
-        upstream_flush(up);
-out:
-        if (c)
-                client_leave(c);
-        upstream_leave(up);
-}
-
-static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
-{
-        struct upstream *up = userdata;
-        struct client *c = up->c;
-        size_t max = BACKEND_READ_SIZE;
-        ssize_t n;
-
-        up->busy++;
-        if (up->idle || !c) {
-                /* An idle connection has nothing to say: EOF or stray bytes both end it. */
-                upstream_close(up);
-                goto out_up;
-        }
         client_enter(c);
-        /* A response body is read only as far as the client's side has room: a client that does not read
-         * pins no more than that. */
-        if (c->txn && c->txn->up == up && c->txn->resp_head_done && !c->txn->tunnel) {
-                size_t queued = evbuffer_get_length(c->out) + evbuffer_get_length(up->in);
-
-                if (queued >= BUF_HIGH) {
-                        upstream_set_reading(up, false);
-                        upstream_watch(up, false);
-                        goto out;
-                }
-                max = MIN(max, BUF_HIGH - queued);
-        }
-        n = proxy_read(up->fd, up->in, max);
+        n = proxy_read(c->fd, c->in, READ_SIZE);
         if (n == -EAGAIN)
                 goto out;
         if (n <= 0) {
-                struct txn *t = c->txn;
+                c->read_eof = true;
+                if (c->state == CLIENT_TUNNEL) {
+                        struct upstream *up = c->txn ? c->txn->up : NULL;
 
-                if (n < 0 && n != -ECONNRESET && n != -EPIPE)
-                        log_debug("read from backend %s failed: %s", up->b->name, strerror((int)-n));
-                if (t && t->up == up && t->tunnel) {
-                        up->eof = true;
-                        upstream_set_reading(up, false);
-                        tunnel_upstream_closed(c);
+                        if (n < 0 || !up || up->dead || up->eof) {
+                                client_close(c);
+                                goto out;
+                        }
+                        /* Half-closed: what it sent goes on, then the backend sees the close too. */
+                        c->reading = false;
+                        (void)event_del(&c->rev);
+                        upstream_flush(up);
                         goto out;
                 }
-                if (t && t->up == up && t->resp_head_done && t->resp.body == HTTP_BODY_EOF && n == 0) {
-                        /* The close delimits the body: complete once what is buffered went out. */
-                        up->eof = true;
-                        upstream_set_reading(up, false);
-                        upstream_process(up);
+                if (c->state == CLIENT_CLOSING) {
+                        /* Lingering: the client has seen the answer and is done; else the answer still
+                         * goes out, then the connection closes. */
+                        if (n < 0 || evbuffer_get_length(c->out) == 0)
+                                client_close(c);
+                        else
+                                client_update_reading(c);
                         goto out;
                 }
-                if (t && t->up == up) {
-                        if (t->resp_head_done || evbuffer_get_length(up->in) > 0) {
-                                /* Mid-response: nothing to retry, the client must see the truncation. */
-                                backend_report_result(up->b, 0, 0);
-                                if (!t->resp_started)
-                                        txn_fail(c, 502, "the backend closed mid-response");
-                                else
-                                        client_close(c);
-                                if (!up->dead) {
-                                        if (up->b->active > 0)
-                                                up->b->active--;
-                                        t->up = NULL;
-                                        upstream_close(up);
-                                }
-                        } else
-                                txn_upstream_failed(c, n == 0 ? "connection closed before any response"
-                                                              : "connection reset before any response",
-                                                    n == -ECONNRESET, false);
-                } else
-                        upstream_close(up);
-                goto out;
-        }
-        upstream_watch(up, true);
-        upstream_process(up);
-out:
-        client_leave(c);
-out_up:
-        upstream_leave(up);
-}
-
-static int upstream_connect(struct proxy *p, struct backend *b, struct upstream **ret)
-{
-        struct upstream *up;
-        int fd, one = 1, r;
-
-        fd = socket(b->addr.u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return -errno;
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-
-        up = calloc(1, sizeof(*up));
-        if (!up) {
-                (void)close(fd);
-                return -ENOMEM;
-        }
-        up->proxy = p;
-        up->fd = fd;
-        up->in = evbuffer_new();
-        up->out = evbuffer_new();
-        if (!up->in || !up->out) {
-                r = -ENOMEM;
-                goto fail;
-        }
-        up->b = backend_ref(b);
-        (void)event_assign(&up->rev, p->base, fd, EV_READ | EV_PERSIST, upstream_read_cb, up);
-        (void)event_assign(&up->wev, p->base, fd, EV_WRITE | EV_PERSIST, upstream_write_cb, up);
-        (void)evtimer_assign(&up->timer, p->base, upstream_timer_cb, up);
-
-        r = connect(fd, &b->addr.u.sa, b->addr.len);
-        if (r < 0 && errno != EINPROGRESS) {
-                r = -errno;
-                goto fail;
-        }
-        if (r == 0) {
-                up->connected = true;
-                upstream_set_reading(up, true);
-                proxy_arm_in(up->proxy, &up->timer, p->cfg->backend_timeout_usec);
-        } else {
-                upstream_set_writing(up, true);
-                proxy_arm_in(up->proxy, &up->timer, p->cfg->connect_timeout_usec);
-        }
-        up->all_next = p->upstreams;
-        if (p->upstreams)
-                p->upstreams->all_prev = up;
-        p->upstreams = up;
-        *ret = up;
-        return 0;
-fail:
-        if (up->b)
-                backend_unref(up->b);
-        if (up->in)
-                evbuffer_free(up->in);
-        if (up->out)
-                evbuffer_free(up->out);
-        free(up);
-        (void)close(fd);
-        return r;
-}
-
-/* Back to the pool when it can carry another request, else closed. */
-static void upstream_release(struct upstream *up, bool keep)
-{
-        struct backend *b = up->b;
-        const struct config *cfg = up->proxy->cfg;
-
-        up->c = NULL;
-        if (!keep || up->dead || b->state != BACKEND_ACTIVE || b->n_idle >= cfg->max_idle_per_backend ||
-            evbuffer_get_length(up->in) > 0 || evbuffer_get_length(up->out) > 0 || up->proxy->draining) {
-                upstream_close(up);
-                return;
-        }
-        up->idle = true;
-        up->reused = true;
-        up->idle_prev = NULL;
-        up->idle_next = b->idle;
-        if (b->idle)
-                b->idle->idle_prev = up;
-        b->idle = up;
-        b->n_idle++;
-        upstream_set_writing(up, false);
-        upstream_set_reading(up, true);
-        proxy_arm_in(up->proxy, &up->timer, cfg->backend_idle_timeout_usec);
-}
-
-/* ---- exchanges ---- */
-
-static void txn_finish(struct client *c)
-{
-        struct txn *t = c->txn;
-        struct upstream *up = t->up;
-
-        txn_log(c, t, t->status, t->resp_body_bytes);
-        if (up) {
-                if (up->b->active > 0)
-                        up->b->active--;
-                t->up = NULL;
-                /* Reused only when the backend read the whole request: anything else would be read as
-                 * the start of the next one. */
-                upstream_release(up, t->resp.keep_alive && t->req_complete && !t->body_dropped);
-        }
-        if (t->close_after || !t->req_complete) {
-                bool linger = client_may_send_more(c);
-
-                c->txn = NULL;
-                txn_release(c->proxy, t);
-                client_closing(c, linger);
-                return;
-        }
-        c->txn = NULL;
-        txn_release(c->proxy, t);
-        c->state = CLIENT_IDLE;
-        (void)event_del(&c->timer);
-        proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_idle_timeout_usec);
-        if (c->proxy->draining && evbuffer_get_length(c->in) == 0) {
-                client_closing(c, false);
-                return;
-        }
-        /* A pipelined request may be waiting already. */
-        client_process(c);
-}
-
-/* Moves response body bytes from the upstream to the client, through the framing parser. */
-static void upstream_forward_body(struct upstream *up, struct client *c)
-{
-        struct txn *t = c->txn;
-
-        while (evbuffer_get_length(up->in) > 0 && evbuffer_get_length(c->out) < BUF_HIGH) {
-                struct evbuffer_iovec v;
-                const char *reason = NULL;
-                size_t consumed = 0;
-                size_t before = evbuffer_get_length(c->out);
-                int r;
-
-                if (evbuffer_peek(up->in, -1, NULL, &v, 1) < 1)
-                        break;
-                r = http_body_feed(&t->resp_parser, &t->resp, v.iov_base, v.iov_len, t->dechunk ? c->out : NULL,
-                                   &consumed, &reason);
-                if (r < 0) {
-                        log_warning("Malformed response body from %s: %s", up->b->name, reason);
-                        up->b->stats.failures++;
-                        t->close_after = true;
+                if (c->state == CLIENT_IDLE || (c->state == CLIENT_HEAD && evbuffer_get_length(c->in) == 0) ||
+                    n < 0) {
                         client_close(c);
-                        return;
+                        goto out;
                 }
-                if (t->dechunk) {
-                        t->resp_body_bytes += evbuffer_get_length(c->out) - before;
-                        (void)evbuffer_drain(up->in, consumed);
-                } else {
-                        t->resp_body_bytes += consumed;
-                        (void)evbuffer_remove_buffer(up->in, c->out, consumed);
-                }
-                if (r == 1) {
-                        client_flush(c);
-                        if (!c->dead)
-                                txn_finish(c);
-                        return;
-                }
-        }
-        if (up->eof && evbuffer_get_length(up->in) == 0 && t->resp.body == HTTP_BODY_EOF) {
-                (void)http_body_eof(&t->resp_parser, &t->resp);
-                client_flush(c);
-                if (!c->dead)
-                        txn_finish(c);
-                return;
-        }
-        client_flush(c);
-}
-
-static void upstream_process(struct upstream *up)
-{
-        struct client *c = up->c;
-        const struct config *cfg = up->proxy->cfg;
-
-        if (c && !c->dead && c->txn && c->txn->up == up && c->txn->tunnel) {
-                tunnel_to_client(up, c);
-                return;
-        }
-        while (!up->dead && c && !c->dead && c->txn && c->txn->up == up) {
-                struct txn *t = c->txn;
-                const char *reason = "malformed response";
-                size_t len = evbuffer_get_length(up->in);
-                unsigned char *buf;
-                int r;
-
-                if (t->resp_head_done) {
-                        upstream_forward_body(up, c);
-                        if (!up->dead && up->c == c && !up->eof) {
-                                upstream_set_reading(up, evbuffer_get_length(c->out) < BUF_HIGH);
-                                upstream_watch(up, false);
-                        }
-                        return;
-                }
-                if (len == 0)
-                        return;
-                buf = evbuffer_pullup(up->in, (ev_ssize_t)MIN(len, (size_t)cfg->max_header_size + 1));
-                r = http_parse_response(&t->resp_parser, (const char *)buf, len, cfg->max_header_size,
-                                        t->method == HTTP_HEAD, &t->resp, &reason);
-                if (r == 0)
-                        return;
-                if (r < 0) {
-                        log_warning("Invalid response from backend %s: %s", up->b->name,
-                                    r == -EMSGSIZE ? "head too large" : reason);
-                        up->b->stats.failures++;
-                        if (up->b->active > 0)
-                                up->b->active--;
-                        t->up = NULL;
-                        upstream_close(up);
-                        txn_fail(c, 502, "invalid response from the backend");
-                        return;
-                }
-                /* A 101 is relayed only to an upgrade request that was forwarded as one, and only to a
-                 * protocol on the list; anything else is a backend speaking out of turn. */
-                if (t->resp.status == 101 && t->req.upgrade && t->resp.upgrade &&
-                    http_upgrade_allowed((const char *)buf, &t->resp, cfg->upgrades)) {
-                        tunnel_start(c, up, (const char *)buf, (size_t)r);
-                        return;
-                }
-                if (t->resp.status == 101) {
-                        log_warning("Backend %s switched protocols unasked", up->b->name);
-                        if (up->b->active > 0)
-                                up->b->active--;
-                        t->up = NULL;
-                        upstream_close(up);
-                        txn_fail(c, 502, "unexpected protocol switch");
-                        return;
-                }
-                if (t->resp.status < 200) {
-                        /* Interim (100 Continue, 103): relayed to HTTP/1.1 clients, then the real one. */
-                        if (!t->client_http10) {
-                                (void)http_write_response_head(c->out, (const char *)buf, &t->resp, NULL, false,
-                                                               false, false);
-                                t->resp_started = true;
-                        }
-                        (void)evbuffer_drain(up->in, (size_t)r);
-                        client_flush(c);
-                        continue;
-                }
-
-                t->resp_head_done = true;
-                t->status = t->resp.status;
-                up->b->stats.by_code[t->status - BACKEND_CODE_MIN]++;
-                backend_report_result(up->b, t->status, (unsigned)cfg->health_passive_fall);
-                if (!t->req.keep_alive || c->proxy->draining || t->resp.body == HTTP_BODY_EOF)
-                        t->close_after = true;
-                if (t->client_http10 && t->resp.body == HTTP_BODY_CHUNKED) {
-                        t->dechunk = true;
-                        t->close_after = true;
-                }
-                if (!t->req_complete)
-                        t->close_after = true;
-                if (http_write_response_head(c->out, (const char *)buf, &t->resp, t->request_id, t->dechunk,
-                                             t->close_after, t->client_http10) < 0) {
+                if (c->state == CLIENT_HEAD) {
+                        /* Half a head and the client is done sending: nothing to answer. */
                         client_close(c);
-                        return;
+                        goto out;
                 }
-                t->resp_started = true;
-                (void)evbuffer_drain(up->in, (size_t)r);
-                r = http_body_begin(&t->resp_parser, &t->resp, &reason);
-                if (r < 0) {
-                        log_warning("Invalid response framing from %s: %s", up->b->name, reason);
+                if (c->state == CLIENT_FORWARD && !c->txn->req_complete) {
                         client_close(c);
-                        return;
+                        goto out;
                 }
-                if (r == 1) {
-                        client_flush(c);
-                        if (!c->dead)
-                                txn_finish(c);
-                        return;
-                }
-        }
-}
-
-/* ---- tunnels (Upgrade: a WebSocket, say) ---- */
-
-/* Traffic either way keeps both ends' idle timers off. */
-static void tunnel_touch(struct client *c, struct upstream *up)
-{
-        uint64_t usec = c->proxy->cfg->tunnel_timeout_usec;
-
-        proxy_arm_in(c->proxy, &c->timer, usec);
-        if (!up->dead)
-                proxy_arm_in(up->proxy, &up->timer, usec);
-}
-
-/* The backend answered an upgrade request with 101 and its head is at the start of up->in (<head_len>
- * bytes): the head goes to the client, then the connection is a byte tunnel. The upstream is never reused;
- * the exchange ends, and is logged with status 101, when the tunnel closes. */
-static void tunnel_start(struct client *c, struct upstream *up, const char *buf, size_t head_len)
-{
-        struct txn *t = c->txn;
-
-        t->resp_head_done = true;
-        t->status = t->resp.status;
-        up->b->stats.by_code[t->status - BACKEND_CODE_MIN]++;
-        backend_report_result(up->b, t->status, (unsigned)c->proxy->cfg->health_passive_fall);
-        if (http_write_response_head(c->out, buf, &t->resp, t->request_id, false, false, false) < 0) {
-                client_close(c);
-                return;
-        }
-        t->resp_started = true;
-        t->tunnel = true;
-        c->state = CLIENT_TUNNEL;
-        (void)evbuffer_drain(up->in, head_len);
-        /* What either side sent after its head already speaks the new protocol. */
-        if (evbuffer_get_length(c->in) > 0 && evbuffer_add_buffer(up->out, c->in) < 0) {
-                client_close(c);
-                return;
-        }
-        tunnel_to_client(up, c);
-        if (!c->dead && !up->dead)
-                upstream_flush(up);
-        if (!c->dead)
-                client_process(c); /* sets the client's reading for the tunnel */
-}
-
-/* Moves what the backend sent to the client. */
-static void tunnel_to_client(struct upstream *up, struct client *c)
-{
-        size_t n = evbuffer_get_length(up->in);
-
-        if (n > 0) {
-                if (evbuffer_add_buffer(c->out, up->in) < 0) {
-                        client_close(c);
-                        return;
-                }
-                c->txn->resp_body_bytes += n;
-                tunnel_touch(c, up);
-        }
-        client_flush(c);
-        if (!c->dead && !up->dead && !up->eof)
-                upstream_set_reading(up, evbuffer_get_length(c->out) < BUF_HIGH);
-}
-
-/* Moves what the client sent to the backend. */
-static void tunnel_to_upstream(struct client *c)
-{
-        struct txn *t = c->txn;
-        struct upstream *up = t ? t->up : NULL;
-        size_t n = evbuffer_get_length(c->in);
-
-        if (!up || up->dead) {
-                client_close(c);
-                return;
-        }
-        if (n == 0)
-                return;
-        if (evbuffer_add_buffer(up->out, c->in) < 0) {
-                client_close(c);
-                return;
-        }
-        t->req_body_bytes += n;
-        tunnel_touch(c, up);
-        upstream_flush(up);
-}
-
-/* The backend closed its side: what it sent reaches the client, then the client is closed. */
-static void tunnel_upstream_closed(struct client *c)
-{
-        c->state = CLIENT_CLOSING;
-        if (c->reading) {
+                /* Request complete and half-closed: finish the response, then close. */
+                if (c->txn)
+                        c->txn->close_after = true;
                 c->reading = false;
                 (void)event_del(&c->rev);
+                goto out;
         }
-        client_flush(c);
+        client_process(c);
+out:
+        client_leave(c);
 }
 
-/* Sends the request (replay copy) to a backend picked by the balancer. */
-static void txn_dispatch(struct client *c)
+static void client_write_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct client *c = userdata;
+
+        client_enter(c);
+        client_flush(c);
+        if (!c->dead && c->txn && c->txn->up && !c->txn->up->dead && c->txn->resp_head_done &&
+            evbuffer_get_length(c->out) < BUF_LOW) {
+                struct upstream *up = c->txn->up;
+
+                up->busy++;
+                upstream_process(up);
+                upstream_leave(up);
+        }
+        client_leave(c);
+}
+
+static void client_timer_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct client *c = userdata;
+
+        client_enter(c);
+        switch (c->state) {
+        case CLIENT_HEAD:
+                client_reject(c, 408, "request head not received in time");
+                break;
+        case CLIENT_FORWARD:
+                if (c->txn && !c->txn->req_complete) {
+                        if (c->txn->up)
+                                upstream_close(txn_detach(c->txn));
+                        c->txn->close_after = true;
+                        txn_fail(c, 408, "request body not received in time");
+                } else
+                        client_close(c); /* the client stopped reading the response */
+                break;
+        case CLIENT_TUNNEL:
+                log_debug("Tunnel from %s idle for too long: closing it", c->ip);
+                client_close(c);
+                break;
+        case CLIENT_IDLE:
+        case CLIENT_CLOSING:
+                client_close(c);
+                break;
+        }
+        client_leave(c);
+}
+
+static void client_process(struct client *c)
 {
         struct proxy *p = c->proxy;
-        struct txn *t = c->txn;
-        struct pool *pool = p->lbd->pool;
+        const struct config *cfg = p->cfg;
 
-        for (;;) {
-                struct backend *b;
-                struct upstream *up;
-                int r;
+        while (!c->dead) {
+                size_t len = evbuffer_get_length(c->in);
 
-                b = pool->balancer->pick(pool, t->tried, t->n_tried);
-                if (!b) {
-                        if (t->n_tried == 0)
-                                txn_fail(c, 503, "no healthy backend");
-                        else
-                                txn_fail(c, 502, "every backend tried failed");
-                        return;
-                }
-                t->tried[t->n_tried++] = b;
-                memcpy(t->backend_name, b->name, sizeof(t->backend_name));
+                switch (c->state) {
+                case CLIENT_IDLE:
+                        if (len == 0)
+                                goto io;
+                        c->state = CLIENT_HEAD;
+                        proxy_arm_in(c->proxy, &c->timer, cfg->client_header_timeout_usec);
+                        break;
+                case CLIENT_HEAD: {
+                        const char *reason = "malformed request";
+                        unsigned char *buf;
+                        struct txn *t = c->txn;
+                        int r;
 
-                up = b->idle;
-                if (up) {
-                        upstream_unlink_idle(up);
-                        (void)event_del(&up->timer);
-                } else {
-                        r = upstream_connect(p, b, &up);
-                        if (r < 0) {
-                                b->stats.failures++;
-                                if (r == -ECONNREFUSED)
-                                        backend_report_refused(b, "connection refused");
-                                if (t->n_tried <= p->cfg->retries && t->n_tried < MAX_TRIES) {
-                                        p->stats.retries_total++;
-                                        continue;
+                        if (len == 0)
+                                goto io;
+                        if (!t) {
+                                t = txn_new(p);
+                                if (!t) {
+                                        client_close(c);
+                                        return;
                                 }
-                                txn_fail(c, 502, "could not connect to a backend");
+                                t->start_usec = now_usec();
+                                c->txn = t;
+                        }
+                        buf = evbuffer_pullup(c->in, (ev_ssize_t)MIN(len, (size_t)cfg->max_header_size + 1));
+                        r = http_parse_request(&t->req_parser, (const char *)buf, len, cfg->max_header_size,
+                                               &t->req, &reason);
+                        if (r == 0)
+                                goto io;
+                        if (r < 0) {
+                                if (r == -EMSGSIZE)
+                                        client_reject(c, 431, "request head too large");
+                                else if (r == -ENOTSUP)
+                                        client_reject(c, t->req.major != 1 ? 505 : 405, reason);
+                                else
+                                        client_reject(c, 400, reason);
                                 return;
                         }
+                        client_start(c, t, (const char *)buf, (size_t)r);
+                        break;
                 }
-                up->c = c;
-                t->up = up;
-                b->active++;
-                b->stats.requests++;
-                if (proxy_copy(up->out, t->replay) < 0) {
-                        txn_fail(c, 502, "out of memory");
-                        return;
-                }
-                if (up->connected) {
-                        upstream_watch(up, true);
-                        upstream_flush(up);
-                }
-                return;
-        }
-}
-
-/* Moves request body bytes from the client to the upstream, through the framing parser. */
-static int client_forward_body(struct client *c)
-{
-        struct txn *t = c->txn;
-        const struct config *cfg = c->proxy->cfg;
-        bool moved = false;
-
-        while (!t->req_complete && evbuffer_get_length(c->in) > 0) {
-                struct upstream *up = t->up;
-                struct evbuffer_iovec v;
-                const char *reason = NULL;
-                size_t consumed = 0;
-                int r;
-
-                if (up && !t->body_dropped && evbuffer_get_length(up->out) >= BUF_HIGH)
-                        break;
-                if (t->body_dropped && t->req_dropped_bytes >= LINGER_MAX)
-                        break;
-                if (!up && evbuffer_get_length(t->replay) >= BUF_HIGH)
-                        break;
-                if (evbuffer_peek(c->in, -1, NULL, &v, 1) < 1)
-                        break;
-                r = http_body_feed(&t->req_parser, &t->req, v.iov_base, v.iov_len, NULL, &consumed, &reason);
-                if (r < 0) {
-                        log_info("Bad request body from %s: %s", c->ip, reason);
-                        if (t->up) {
-                                if (t->up->b->active > 0)
-                                        t->up->b->active--;
-                                upstream_close(t->up);
-                                t->up = NULL;
+                case CLIENT_FORWARD:
+                        if (!c->txn->req_complete && client_forward_body(c) < 0)
+                                return;
+                        goto io;
+                case CLIENT_TUNNEL:
+                        tunnel_to_upstream(c);
+                        goto io;
+                case CLIENT_CLOSING:
+                        if (c->lingering && len > 0) {
+                                (void)evbuffer_drain(c->in, len);
+                                if (len >= c->linger_left) {
+                                        log_debug("Client %s sent more than %d bytes after its answer: closing",
+                                                  c->ip, LINGER_MAX);
+                                        client_close(c);
+                                        return;
+                                }
+                                c->linger_left -= len;
                         }
-                        txn_fail(c, 400, reason);
-                        return -EBADMSG;
+                        goto io;
                 }
-                t->req_body_bytes += consumed;
-                if (cfg->max_body_size > 0 && t->req_body_bytes > cfg->max_body_size + 16) {
-                        if (t->up) {
-                                if (t->up->b->active > 0)
-                                        t->up->b->active--;
-                                upstream_close(t->up);
-                                t->up = NULL;
-                        }
-                        txn_fail(c, 413, "request body too large");
-                        return -EFBIG;
-                }
-                if (t->body_dropped) {
-                        /* The backend answered and stopped reading: the rest only ends the request. */
-                        (void)evbuffer_drain(c->in, consumed);
-                        t->req_dropped_bytes += consumed;
-                        moved = true;
-                        if (r == 1)
-                                t->req_complete = true;
-                        continue;
-                }
-                /* Keep a copy for a retry while it is small; past that, a retry is impossible. */
-                if (t->replayable && t->up) {
-                        if (evbuffer_get_length(t->replay) + consumed <= REPLAY_MAX)
-                                (void)evbuffer_add(t->replay, v.iov_base, consumed);
-                        else
-                                t->replayable = false;
-                }
-                if (up)
-                        (void)evbuffer_remove_buffer(c->in, up->out, consumed);
-                else
-                        (void)evbuffer_remove_buffer(c->in, t->replay, consumed);
-                moved = true;
-                if (r == 1)
-                        t->req_complete = true;
         }
-        if (t->req_complete)
-                (void)event_del(&c->timer);
-        else if (moved)
-                proxy_arm_in(c->proxy, &c->timer, cfg->client_body_timeout_usec);
-        if (moved && t->up && t->up->connected)
-                upstream_flush(t->up);
-        return 0;
+        return;
+io:
+        client_update_reading(c);
 }
 
 /* A complete request head is at the start of c->in: set up the exchange and dispatch it. */
@@ -1461,79 +936,74 @@ static void client_reject(struct client *c, unsigned status, const char *detail)
         txn_fail(c, status, detail);
 }
 
-static void client_process(struct client *c)
+/* Moves request body bytes from the client to the upstream, through the framing parser. */
+static int client_forward_body(struct client *c)
 {
-        struct proxy *p = c->proxy;
-        const struct config *cfg = p->cfg;
+        struct txn *t = c->txn;
+        const struct config *cfg = c->proxy->cfg;
+        bool moved = false;
 
-        while (!c->dead) {
-                size_t len = evbuffer_get_length(c->in);
+        while (!t->req_complete && evbuffer_get_length(c->in) > 0) {
+                struct upstream *up = t->up;
+                struct evbuffer_iovec v;
+                const char *reason = NULL;
+                size_t consumed = 0;
+                int r;
 
-                switch (c->state) {
-                case CLIENT_IDLE:
-                        if (len == 0)
-                                goto io;
-                        c->state = CLIENT_HEAD;
-                        proxy_arm_in(c->proxy, &c->timer, cfg->client_header_timeout_usec);
+                if (up && !t->body_dropped && evbuffer_get_length(up->out) >= BUF_HIGH)
                         break;
-                case CLIENT_HEAD: {
-                        const char *reason = "malformed request";
-                        unsigned char *buf;
-                        struct txn *t = c->txn;
-                        int r;
-
-                        if (len == 0)
-                                goto io;
-                        if (!t) {
-                                t = txn_new(p);
-                                if (!t) {
-                                        client_close(c);
-                                        return;
-                                }
-                                t->start_usec = now_usec();
-                                c->txn = t;
-                        }
-                        buf = evbuffer_pullup(c->in, (ev_ssize_t)MIN(len, (size_t)cfg->max_header_size + 1));
-                        r = http_parse_request(&t->req_parser, (const char *)buf, len, cfg->max_header_size,
-                                               &t->req, &reason);
-                        if (r == 0)
-                                goto io;
-                        if (r < 0) {
-                                if (r == -EMSGSIZE)
-                                        client_reject(c, 431, "request head too large");
-                                else if (r == -ENOTSUP)
-                                        client_reject(c, t->req.major != 1 ? 505 : 405, reason);
-                                else
-                                        client_reject(c, 400, reason);
-                                return;
-                        }
-                        client_start(c, t, (const char *)buf, (size_t)r);
+                if (t->body_dropped && t->req_dropped_bytes >= LINGER_MAX)
                         break;
+                if (!up && evbuffer_get_length(t->replay) >= BUF_HIGH)
+                        break;
+                if (evbuffer_peek(c->in, -1, NULL, &v, 1) < 1)
+                        break;
+                r = http_body_feed(&t->req_parser, &t->req, v.iov_base, v.iov_len, NULL, &consumed, &reason);
+                if (r < 0) {
+                        log_info("Bad request body from %s: %s", c->ip, reason);
+                        if (t->up)
+                                upstream_close(txn_detach(t));
+                        txn_fail(c, 400, reason);
+                        return -EBADMSG;
                 }
-                case CLIENT_FORWARD:
-                        if (!c->txn->req_complete && client_forward_body(c) < 0)
-                                return;
-                        goto io;
-                case CLIENT_TUNNEL:
-                        tunnel_to_upstream(c);
-                        goto io;
-                case CLIENT_CLOSING:
-                        if (c->lingering && len > 0) {
-                                (void)evbuffer_drain(c->in, len);
-                                if (len >= c->linger_left) {
-                                        log_debug("Client %s sent more than %d bytes after its answer: closing",
-                                                  c->ip, LINGER_MAX);
-                                        client_close(c);
-                                        return;
-                                }
-                                c->linger_left -= len;
-                        }
-                        goto io;
+                t->req_body_bytes += consumed;
+                if (cfg->max_body_size > 0 && t->req_body_bytes > cfg->max_body_size + 16) {
+                        if (t->up)
+                                upstream_close(txn_detach(t));
+                        txn_fail(c, 413, "request body too large");
+                        return -EFBIG;
                 }
+                if (t->body_dropped) {
+                        /* The backend answered and stopped reading: the rest only ends the request. */
+                        (void)evbuffer_drain(c->in, consumed);
+                        t->req_dropped_bytes += consumed;
+                        moved = true;
+                        if (r == 1)
+                                t->req_complete = true;
+                        continue;
+                }
+                /* Keep a copy for a retry while it is small; past that, a retry is impossible. */
+                if (t->replayable && t->up) {
+                        if (evbuffer_get_length(t->replay) + consumed <= REPLAY_MAX)
+                                (void)evbuffer_add(t->replay, v.iov_base, consumed);
+                        else
+                                t->replayable = false;
+                }
+                if (up)
+                        (void)evbuffer_remove_buffer(c->in, up->out, consumed);
+                else
+                        (void)evbuffer_remove_buffer(c->in, t->replay, consumed);
+                moved = true;
+                if (r == 1)
+                        t->req_complete = true;
         }
-        return;
-io:
-        client_update_reading(c);
+        if (t->req_complete)
+                (void)event_del(&c->timer);
+        else if (moved)
+                proxy_arm_in(c->proxy, &c->timer, cfg->client_body_timeout_usec);
+        if (moved && t->up && t->up->connected)
+                upstream_flush(t->up);
+        return 0;
 }
 
 /* Read while there is room: a head still arriving, a body with somewhere to go, a little pipelined input,
@@ -1629,137 +1099,738 @@ static void client_flush(struct client *c)
         }
 }
 
-static void client_read_cb(evutil_socket_t fd, short what, void *userdata)
+/* Ends the client's connection once what is queued for it went out. With <linger>, what the client still
+ * sends (the rest of a body nobody wants) is read and dropped meanwhile, and after the answer went out for
+ * LINGER_USEC or LINGER_MAX bytes at most: a socket closed with unread input sends a reset, which can
+ * destroy the answer in the client's kernel before the client reads it. */
+static void client_closing(struct client *c, bool linger)
 {
-        struct client *c = userdata;
+        client_enter(c);
+        c->state = CLIENT_CLOSING;
+        c->lingering = linger && !c->read_eof;
+        c->linger_left = LINGER_MAX;
+        client_flush(c);
+        if (!c->dead)
+                client_process(c);
+        client_leave(c);
+}
+
+/* ---- exchanges: from the request to a backend and back ---- */
+
+/* Sends the request (replay copy) to a backend picked by the balancer. */
+static void txn_dispatch(struct client *c)
+{
+        struct proxy *p = c->proxy;
+        struct txn *t = c->txn;
+        struct pool *pool = p->lbd->pool;
+
+        for (;;) {
+                struct backend *b;
+                struct upstream *up;
+                int r;
+
+                b = pool->balancer->pick(pool, t->tried, t->n_tried);
+                if (!b) {
+                        if (t->n_tried == 0)
+                                txn_fail(c, 503, "no healthy backend");
+                        else
+                                txn_fail(c, 502, "every backend tried failed");
+                        return;
+                }
+                t->tried[t->n_tried++] = b;
+                memcpy(t->backend_name, b->name, sizeof(t->backend_name));
+
+                up = b->idle;
+                if (up) {
+                        upstream_unlink_idle(up);
+                        (void)event_del(&up->timer);
+                } else {
+                        r = upstream_connect(p, b, &up);
+                        if (r < 0) {
+                                b->stats.failures++;
+                                if (r == -ECONNREFUSED)
+                                        backend_report_refused(b, "connection refused");
+                                if (t->n_tried <= p->cfg->retries && t->n_tried < MAX_TRIES) {
+                                        p->stats.retries_total++;
+                                        continue;
+                                }
+                                txn_fail(c, 502, "could not connect to a backend");
+                                return;
+                        }
+                }
+                up->c = c;
+                t->up = up;
+                b->active++;
+                b->stats.requests++;
+                if (proxy_copy(up->out, t->replay) < 0) {
+                        txn_fail(c, 502, "out of memory");
+                        return;
+                }
+                if (up->connected) {
+                        upstream_watch(up, true);
+                        upstream_flush(up);
+                }
+                return;
+        }
+}
+
+static void txn_finish(struct client *c)
+{
+        struct txn *t = c->txn;
+        struct upstream *up = t->up;
+
+        txn_log(c, t, t->status, t->resp_body_bytes);
+        if (up) {
+                (void)txn_detach(t);
+                /* Reused only when the backend read the whole request: anything else would be read as
+                 * the start of the next one. */
+                upstream_release(up, t->resp.keep_alive && t->req_complete && !t->body_dropped);
+        }
+        if (t->close_after || !t->req_complete) {
+                bool linger = client_may_send_more(c);
+
+                c->txn = NULL;
+                txn_release(c->proxy, t);
+                client_closing(c, linger);
+                return;
+        }
+        c->txn = NULL;
+        txn_release(c->proxy, t);
+        c->state = CLIENT_IDLE;
+        (void)event_del(&c->timer);
+        proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_idle_timeout_usec);
+        if (c->proxy->draining && evbuffer_get_length(c->in) == 0) {
+                client_closing(c, false);
+                return;
+        }
+        /* A pipelined request may be waiting already. */
+        client_process(c);
+}
+
+/* The request's tries so far failed with <status> (502/504) or the client is gone: answer, or abort. */
+static void txn_fail(struct client *c, unsigned status, const char *detail)
+{
+        struct txn *t = c->txn;
+        int body;
+
+        if (t->resp_started) {
+                /* The client has part of a response: the only honest signal left is closing. */
+                log_warning("Aborting response to %s for %.*s: %s", c->ip, (int)MIN(t->target_len, 200),
+                            t->target, detail);
+                client_close(c);
+                return;
+        }
+        t->status = status;
+        t->close_after = true;
+        if (!t->request_id[0])
+                proxy_make_request_id(c->proxy, t->request_id, sizeof(t->request_id));
+        proxy_count_rejected(c->proxy, status);
+        body = http_write_error(c->out, status, detail, t->request_id, true);
+        t->resp_started = true;
+        txn_log(c, t, status, body > 0 ? (uint64_t)body : 0);
+        /* A client too slow to send its request gets no more time to send the rest. */
+        client_closing(c, status != 408 && client_may_send_more(c));
+}
+
+/* The current upstream failed. <refused>: the connection was refused or reset (the backend is down);
+ * <timeout>: no answer in time. Retries when the rules allow, else answers 502/504. */
+static void txn_upstream_failed(struct client *c, const char *what, bool refused, bool timeout)
+{
+        struct txn *t = c->txn;
+        struct upstream *up = t->up;
+        struct backend *b = up->b;
+        const struct config *cfg = c->proxy->cfg;
+        bool sent = t->sent_any, reused = up->reused, connected = up->connected;
+        /* Still sending a body the client is still sending, or that lbd has not passed on yet: a backend
+         * that closes or resets then may be refusing it (too large, too slow), which is the client's doing. */
+        bool body_pending = up->connected && t->req.body != HTTP_BODY_NONE &&
+                            (!t->req_complete || evbuffer_get_length(up->out) > 0);
+
+        log_debug("backend %s failed for %s %.*s: %s%s", b->name, http_method_str(t->method),
+                  (int)MIN(t->target_len, 200), t->target, what, reused ? " (reused connection)" : "");
+
+        upstream_close(txn_detach(t));
+
+        if (body_pending && !timeout)
+                log_debug("backend %s closed while the request body was still being sent: not held against it",
+                          b->name);
+        else if (refused && !(reused && sent))
+                backend_report_refused(b, what);
+        else if (timeout || !connected)
+                /* No answer in time, or a connect that timed out or failed otherwise than refused */
+                backend_report_result(b, 0, (unsigned)cfg->health_passive_fall);
+        else
+                b->stats.failures++;
+
+        if (t->resp_started) {
+                txn_fail(c, 502, what);
+                return;
+        }
+        if (timeout) {
+                /* Waiting again elsewhere would double the client's wait: 504 now. */
+                txn_fail(c, 504, "the backend did not answer in time");
+                return;
+        }
+        if (t->n_tried <= cfg->retries && t->n_tried < MAX_TRIES && t->replayable &&
+            (!sent || http_method_idempotent(t->method))) {
+                c->proxy->stats.retries_total++;
+                t->sent_any = false;
+                t->resp_head_done = false;
+                txn_dispatch(c);
+                return;
+        }
+        txn_fail(c, 502, "the backend failed before answering");
+}
+
+/* ---- upstream connections ---- */
+
+static int upstream_connect(struct proxy *p, struct backend *b, struct upstream **ret)
+{
+        struct upstream *up;
+        int fd, one = 1, r;
+
+        fd = socket(b->addr.u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+        up = calloc(1, sizeof(*up));
+        if (!up) {
+                (void)close(fd);
+                return -ENOMEM;
+        }
+        up->proxy = p;
+        up->fd = fd;
+        up->in = evbuffer_new();
+        up->out = evbuffer_new();
+        if (!up->in || !up->out) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        up->b = backend_ref(b);
+        (void)event_assign(&up->rev, p->base, fd, EV_READ | EV_PERSIST, upstream_read_cb, up);
+        (void)event_assign(&up->wev, p->base, fd, EV_WRITE | EV_PERSIST, upstream_write_cb, up);
+        (void)evtimer_assign(&up->timer, p->base, upstream_timer_cb, up);
+
+        r = connect(fd, &b->addr.u.sa, b->addr.len);
+        if (r < 0 && errno != EINPROGRESS) {
+                r = -errno;
+                goto fail;
+        }
+        if (r == 0) {
+                up->connected = true;
+                upstream_set_reading(up, true);
+                proxy_arm_in(up->proxy, &up->timer, p->cfg->backend_timeout_usec);
+        } else {
+                upstream_set_writing(up, true);
+                proxy_arm_in(up->proxy, &up->timer, p->cfg->connect_timeout_usec);
+        }
+        DLIST_PREPEND(all, p->upstreams, up);
+        *ret = up;
+        return 0;
+fail:
+        if (up->b)
+                backend_unref(up->b);
+        if (up->in)
+                evbuffer_free(up->in);
+        if (up->out)
+                evbuffer_free(up->out);
+        free(up);
+        (void)close(fd);
+        return r;
+}
+
+static void upstream_timer_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct upstream *up = userdata;
+        struct client *c = up->c;
+
+        up->busy++;
+        if (up->idle || !c)
+                upstream_idle_timeout(up);
+        else {
+                client_enter(c);
+                if (c->txn->tunnel) {
+                        log_debug("Tunnel to %s idle for too long: closing it", up->b->name);
+                        client_close(c);
+                } else if (!up->connected)
+                        txn_upstream_failed(c, "connect timed out", false, false);
+                else if (!upstream_awaited(up))
+                        /* lbd was not waiting on the backend (upstream_watch() keeps it from firing then) */
+                        log_debug("Response timer of %s fired while not waiting on it", up->b->name);
+                else if (!c->txn->resp_head_done)
+                        txn_upstream_failed(c, "response timed out", false, true);
+                else {
+                        backend_report_result(up->b, 0, (unsigned)c->proxy->cfg->health_passive_fall);
+                        txn_fail(c, 504, "the backend stalled mid-response");
+                }
+                client_leave(c);
+        }
+        upstream_leave(up);
+}
+
+static void upstream_idle_timeout(struct upstream *up)
+{
+        upstream_close(up);
+}
+
+static void upstream_write_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct upstream *up = userdata;
+        struct client *c = up->c;
+
+        up->busy++;
+        if (c)
+                client_enter(c);
+        if (!up->connected) {
+                int err = 0;
+                socklen_t len = sizeof(err);
+
+                if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+                        err = errno;
+                if (err != 0) {
+                        if (c && c->txn) {
+                                char what_buf[96];
+
+                                (void)snprintf(what_buf, sizeof(what_buf), "connect failed: %s", strerror(err));
+                                txn_upstream_failed(c, what_buf, err == ECONNREFUSED || err == ECONNRESET,
+                                                    false);
+                        } else
+                                upstream_close(up);
+                        goto out;
+                }
+                up->connected = true;
+                upstream_set_reading(up, true);
+                upstream_watch(up, true);
+        }
+        upstream_flush(up);
+out:
+        if (c)
+                client_leave(c);
+        upstream_leave(up);
+}
+
+static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct upstream *up = userdata;
+        struct client *c = up->c;
+        size_t max = BACKEND_READ_SIZE;
         ssize_t n;
 
+        up->busy++;
+        if (up->idle || !c) {
+                /* An idle connection has nothing to say: EOF or stray bytes both end it. */
+                upstream_close(up);
+                goto out_up;
+        }
         client_enter(c);
-        n = proxy_read(c->fd, c->in, READ_SIZE);
+        /* A response body is read only as far as the client's side has room: a client that does not read
+         * pins no more than that. */
+        if (c->txn && c->txn->up == up && c->txn->resp_head_done && !c->txn->tunnel) {
+                size_t queued = evbuffer_get_length(c->out) + evbuffer_get_length(up->in);
+
+                if (queued >= BUF_HIGH) {
+                        upstream_set_reading(up, false);
+                        upstream_watch(up, false);
+                        goto out;
+                }
+                max = MIN(max, BUF_HIGH - queued);
+        }
+        n = proxy_read(up->fd, up->in, max);
         if (n == -EAGAIN)
                 goto out;
         if (n <= 0) {
-                c->read_eof = true;
-                if (c->state == CLIENT_TUNNEL) {
-                        struct upstream *up = c->txn ? c->txn->up : NULL;
+                struct txn *t = c->txn;
 
-                        if (n < 0 || !up || up->dead || up->eof) {
-                                client_close(c);
-                                goto out;
-                        }
-                        /* Half-closed: what it sent goes on, then the backend sees the close too. */
-                        c->reading = false;
-                        (void)event_del(&c->rev);
-                        upstream_flush(up);
+                if (n < 0 && n != -ECONNRESET && n != -EPIPE)
+                        log_debug("read from backend %s failed: %s", up->b->name, strerror((int)-n));
+                if (t && t->up == up && t->tunnel) {
+                        up->eof = true;
+                        upstream_set_reading(up, false);
+                        tunnel_upstream_closed(c);
                         goto out;
                 }
-                if (c->state == CLIENT_CLOSING) {
-                        /* Lingering: the client has seen the answer and is done; else the answer still
-                         * goes out, then the connection closes. */
-                        if (n < 0 || evbuffer_get_length(c->out) == 0)
-                                client_close(c);
-                        else
-                                client_update_reading(c);
+                if (t && t->up == up && t->resp_head_done && t->resp.body == HTTP_BODY_EOF && n == 0) {
+                        /* The close delimits the body: complete once what is buffered went out. */
+                        up->eof = true;
+                        upstream_set_reading(up, false);
+                        upstream_process(up);
                         goto out;
                 }
-                if (c->state == CLIENT_IDLE || (c->state == CLIENT_HEAD && evbuffer_get_length(c->in) == 0) ||
-                    n < 0) {
-                        client_close(c);
-                        goto out;
-                }
-                if (c->state == CLIENT_HEAD) {
-                        /* Half a head and the client is done sending: nothing to answer. */
-                        client_close(c);
-                        goto out;
-                }
-                if (c->state == CLIENT_FORWARD && !c->txn->req_complete) {
-                        client_close(c);
-                        goto out;
-                }
-                /* Request complete and half-closed: finish the response, then close. */
-                if (c->txn)
-                        c->txn->close_after = true;
-                c->reading = false;
-                (void)event_del(&c->rev);
+                if (t && t->up == up) {
+                        if (t->resp_head_done || evbuffer_get_length(up->in) > 0) {
+                                /* Mid-response: nothing to retry, the client must see the truncation. */
+                                backend_report_result(up->b, 0, 0);
+                                upstream_close(txn_detach(t));
+                                if (!t->resp_started)
+                                        txn_fail(c, 502, "the backend closed mid-response");
+                                else
+                                        client_close(c);
+                        } else
+                                txn_upstream_failed(c, n == 0 ? "connection closed before any response"
+                                                              : "connection reset before any response",
+                                                    n == -ECONNRESET, false);
+                } else
+                        upstream_close(up);
                 goto out;
         }
-        client_process(c);
+        upstream_watch(up, true);
+        upstream_process(up);
 out:
         client_leave(c);
+out_up:
+        upstream_leave(up);
 }
 
-static void client_write_cb(evutil_socket_t fd, short what, void *userdata)
+static void upstream_process(struct upstream *up)
 {
-        struct client *c = userdata;
+        struct client *c = up->c;
+        const struct config *cfg = up->proxy->cfg;
 
-        client_enter(c);
-        client_flush(c);
-        if (!c->dead && c->txn && c->txn->up && !c->txn->up->dead && c->txn->resp_head_done &&
-            evbuffer_get_length(c->out) < BUF_LOW) {
-                struct upstream *up = c->txn->up;
-
-                up->busy++;
-                upstream_process(up);
-                upstream_leave(up);
-        }
-        client_leave(c);
-}
-
-static void client_timer_cb(evutil_socket_t fd, short what, void *userdata)
-{
-        struct client *c = userdata;
-
-        client_enter(c);
-        switch (c->state) {
-        case CLIENT_HEAD:
-                client_reject(c, 408, "request head not received in time");
-                break;
-        case CLIENT_FORWARD:
-                if (c->txn && !c->txn->req_complete) {
-                        if (c->txn->up) {
-                                if (c->txn->up->b->active > 0)
-                                        c->txn->up->b->active--;
-                                upstream_close(c->txn->up);
-                                c->txn->up = NULL;
-                        }
-                        c->txn->close_after = true;
-                        txn_fail(c, 408, "request body not received in time");
-                } else
-                        client_close(c); /* the client stopped reading the response */
-                break;
-        case CLIENT_TUNNEL:
-                log_debug("Tunnel from %s idle for too long: closing it", c->ip);
-                client_close(c);
-                break;
-        case CLIENT_IDLE:
-        case CLIENT_CLOSING:
-                client_close(c);
-                break;
-        }
-        client_leave(c);
-}
-
-static void proxy_update_accepting(struct proxy *p);
-
-/* After a mass of connections closed (a flood, an attack of slow clients), gives the memory their buffers
- * held back to the system: glibc keeps freed heap for reuse, and a fragmented heap is not returned by
- * itself. Rare enough to cost nothing: once per peak of TRIM_MIN_CONNS or more. */
-static void proxy_trim(struct proxy *p)
-{
-        if (p->stats.connections > p->conns_high)
-                p->conns_high = p->stats.connections;
-        if (p->conns_high < TRIM_MIN_CONNS || p->stats.connections > p->conns_high / TRIM_FRACTION)
+        if (c && !c->dead && c->txn && c->txn->up == up && c->txn->tunnel) {
+                tunnel_to_client(up, c);
                 return;
-        (void)malloc_trim(0);
-        p->conns_high = p->stats.connections;
+        }
+        while (!up->dead && c && !c->dead && c->txn && c->txn->up == up) {
+                struct txn *t = c->txn;
+                const char *reason = "malformed response";
+                size_t len = evbuffer_get_length(up->in);
+                unsigned char *buf;
+                int r;
+
+                if (t->resp_head_done) {
+                        upstream_forward_body(up, c);
+                        if (!up->dead && up->c == c && !up->eof) {
+                                upstream_set_reading(up, evbuffer_get_length(c->out) < BUF_HIGH);
+                                upstream_watch(up, false);
+                        }
+                        return;
+                }
+                if (len == 0)
+                        return;
+                buf = evbuffer_pullup(up->in, (ev_ssize_t)MIN(len, (size_t)cfg->max_header_size + 1));
+                r = http_parse_response(&t->resp_parser, (const char *)buf, len, cfg->max_header_size,
+                                        t->method == HTTP_HEAD, &t->resp, &reason);
+                if (r == 0)
+                        return;
+                if (r < 0) {
+                        log_warning("Invalid response from backend %s: %s", up->b->name,
+                                    r == -EMSGSIZE ? "head too large" : reason);
+                        up->b->stats.failures++;
+                        upstream_close(txn_detach(t));
+                        txn_fail(c, 502, "invalid response from the backend");
+                        return;
+                }
+                /* A 101 is relayed only to an upgrade request that was forwarded as one, and only to a
+                 * protocol on the list; anything else is a backend speaking out of turn. */
+                if (t->resp.status == 101 && t->req.upgrade && t->resp.upgrade &&
+                    http_upgrade_allowed((const char *)buf, &t->resp, cfg->upgrades)) {
+                        tunnel_start(c, up, (const char *)buf, (size_t)r);
+                        return;
+                }
+                if (t->resp.status == 101) {
+                        log_warning("Backend %s switched protocols unasked", up->b->name);
+                        upstream_close(txn_detach(t));
+                        txn_fail(c, 502, "unexpected protocol switch");
+                        return;
+                }
+                if (t->resp.status < 200) {
+                        /* Interim (100 Continue, 103): relayed to HTTP/1.1 clients, then the real one. */
+                        if (!t->client_http10) {
+                                (void)http_write_response_head(c->out, (const char *)buf, &t->resp, NULL, false,
+                                                               false, false);
+                                t->resp_started = true;
+                        }
+                        (void)evbuffer_drain(up->in, (size_t)r);
+                        client_flush(c);
+                        continue;
+                }
+
+                t->resp_head_done = true;
+                t->status = t->resp.status;
+                up->b->stats.by_code[t->status - BACKEND_CODE_MIN]++;
+                backend_report_result(up->b, t->status, (unsigned)cfg->health_passive_fall);
+                if (!t->req.keep_alive || c->proxy->draining || t->resp.body == HTTP_BODY_EOF)
+                        t->close_after = true;
+                if (t->client_http10 && t->resp.body == HTTP_BODY_CHUNKED) {
+                        t->dechunk = true;
+                        t->close_after = true;
+                }
+                if (!t->req_complete)
+                        t->close_after = true;
+                if (http_write_response_head(c->out, (const char *)buf, &t->resp, t->request_id, t->dechunk,
+                                             t->close_after, t->client_http10) < 0) {
+                        client_close(c);
+                        return;
+                }
+                t->resp_started = true;
+                (void)evbuffer_drain(up->in, (size_t)r);
+                r = http_body_begin(&t->resp_parser, &t->resp, &reason);
+                if (r < 0) {
+                        log_warning("Invalid response framing from %s: %s", up->b->name, reason);
+                        client_close(c);
+                        return;
+                }
+                if (r == 1) {
+                        client_flush(c);
+                        if (!c->dead)
+                                txn_finish(c);
+                        return;
+                }
+        }
 }
 
-static void client_destroy(struct client *c)
+/* Moves response body bytes from the upstream to the client, through the framing parser. */
+static void upstream_forward_body(struct upstream *up, struct client *c)
 {
-        evbuffer_free(c->in);
-        evbuffer_free(c->out);
-        free(c);
+        struct txn *t = c->txn;
+
+        while (evbuffer_get_length(up->in) > 0 && evbuffer_get_length(c->out) < BUF_HIGH) {
+                struct evbuffer_iovec v;
+                const char *reason = NULL;
+                size_t consumed = 0;
+                size_t before = evbuffer_get_length(c->out);
+                int r;
+
+                if (evbuffer_peek(up->in, -1, NULL, &v, 1) < 1)
+                        break;
+                r = http_body_feed(&t->resp_parser, &t->resp, v.iov_base, v.iov_len, t->dechunk ? c->out : NULL,
+                                   &consumed, &reason);
+                if (r < 0) {
+                        log_warning("Malformed response body from %s: %s", up->b->name, reason);
+                        up->b->stats.failures++;
+                        t->close_after = true;
+                        client_close(c);
+                        return;
+                }
+                if (t->dechunk) {
+                        t->resp_body_bytes += evbuffer_get_length(c->out) - before;
+                        (void)evbuffer_drain(up->in, consumed);
+                } else {
+                        t->resp_body_bytes += consumed;
+                        (void)evbuffer_remove_buffer(up->in, c->out, consumed);
+                }
+                if (r == 1) {
+                        client_flush(c);
+                        if (!c->dead)
+                                txn_finish(c);
+                        return;
+                }
+        }
+        if (up->eof && evbuffer_get_length(up->in) == 0 && t->resp.body == HTTP_BODY_EOF) {
+                (void)http_body_eof(&t->resp_parser, &t->resp);
+                client_flush(c);
+                if (!c->dead)
+                        txn_finish(c);
+                return;
+        }
+        client_flush(c);
 }
+
+static void upstream_flush(struct upstream *up)
+{
+        struct client *c = up->c;
+        ssize_t n;
+
+        if (up->dead || !up->connected)
+                return;
+        if (c && c->txn && c->txn->up == up && c->txn->body_dropped)
+                (void)evbuffer_drain(up->out, evbuffer_get_length(up->out));
+        n = proxy_write(up->fd, up->out);
+        if (n < 0) {
+                upstream_write_failed(up, n);
+                return;
+        }
+        if (n > 0 && c && c->txn)
+                c->txn->sent_any = true;
+        upstream_set_writing(up, evbuffer_get_length(up->out) > 0);
+        upstream_watch(up, n > 0);
+
+        /* Room again for the request body, or the tunnel's bytes: read the client once more. */
+        if (c && !c->dead && c->txn && (!c->txn->req_complete || c->state == CLIENT_TUNNEL) &&
+            evbuffer_get_length(up->out) < BUF_LOW)
+                client_process(c);
+        /* The client is done sending into the tunnel and all of it went out: pass the half-close on. */
+        if (c && !c->dead && c->state == CLIENT_TUNNEL && c->read_eof && !up->dead && !up->shut &&
+            evbuffer_get_length(up->out) == 0) {
+                up->shut = true;
+                (void)shutdown(up->fd, SHUT_WR);
+        }
+}
+
+/* A write to <up> failed with <err> (< 0). Reading what the backend sent may end the exchange, and free
+ * <up> or its client: both are held while it runs. */
+static void upstream_write_failed(struct upstream *up, ssize_t err)
+{
+        struct client *c = up->c;
+        struct txn *t = c ? c->txn : NULL;
+
+        if (!t || t->up != up) {
+                upstream_close(up);
+                return;
+        }
+        up->busy++;
+        client_enter(c);
+        if (!t->resp_head_done && !t->tunnel)
+                upstream_read_pending(up);
+        if (up->dead || c->dead || c->txn != t || t->up != up)
+                goto out; /* the early answer was complete, or failed */
+        if (t->resp_head_done && !t->tunnel) {
+                log_debug("backend %s answered %u and stopped reading the request body", up->b->name, t->status);
+                upstream_stop_sending(up, t);
+                client_process(c);
+                goto out;
+        }
+        txn_upstream_failed(c, err == -EPIPE ? "connection closed while sending" : "connection reset while sending",
+                            err == -ECONNRESET, false);
+out:
+        client_leave(c);
+        upstream_leave(up);
+}
+
+/* Reads what <up>'s backend already sent, up to a response head, and processes it: a write to it failed,
+ * and an answer it gave before it stopped reading must not be lost. */
+static void upstream_read_pending(struct upstream *up)
+{
+        struct client *c = up->c;
+        size_t max = (size_t)up->proxy->cfg->max_header_size + 1;
+
+        while (!up->dead && evbuffer_get_length(up->in) < max) {
+                ssize_t n = proxy_read(up->fd, up->in, BACKEND_READ_SIZE);
+
+                if (n <= 0)
+                        break;
+        }
+        if (!up->dead && c && c->txn && c->txn->up == up && evbuffer_get_length(up->in) > 0)
+                upstream_process(up);
+}
+
+/* The backend answered and no longer reads the request: the rest of the body goes nowhere. The connection
+ * stays open for the rest of the response, and is not reused. */
+static void upstream_stop_sending(struct upstream *up, struct txn *t)
+{
+        (void)evbuffer_drain(up->out, evbuffer_get_length(up->out));
+        upstream_set_writing(up, false);
+        t->body_dropped = true;
+        t->close_after = true;
+}
+
+/* Back to the pool when it can carry another request, else closed. */
+static void upstream_release(struct upstream *up, bool keep)
+{
+        struct backend *b = up->b;
+        const struct config *cfg = up->proxy->cfg;
+
+        up->c = NULL;
+        if (!keep || up->dead || b->state != BACKEND_ACTIVE || b->n_idle >= cfg->max_idle_per_backend ||
+            evbuffer_get_length(up->in) > 0 || evbuffer_get_length(up->out) > 0 || up->proxy->draining) {
+                upstream_close(up);
+                return;
+        }
+        up->idle = true;
+        up->reused = true;
+        DLIST_PREPEND(idle, b->idle, up);
+        b->n_idle++;
+        upstream_set_writing(up, false);
+        upstream_set_reading(up, true);
+        proxy_arm_in(up->proxy, &up->timer, cfg->backend_idle_timeout_usec);
+}
+
+/* ---- tunnels (Upgrade: a WebSocket, say) ---- */
+
+/* The backend answered an upgrade request with 101 and its head is at the start of up->in (<head_len>
+ * bytes): the head goes to the client, then the connection is a byte tunnel. The upstream is never reused;
+ * the exchange ends, and is logged with status 101, when the tunnel closes. */
+static void tunnel_start(struct client *c, struct upstream *up, const char *buf, size_t head_len)
+{
+        struct txn *t = c->txn;
+
+        t->resp_head_done = true;
+        t->status = t->resp.status;
+        up->b->stats.by_code[t->status - BACKEND_CODE_MIN]++;
+        backend_report_result(up->b, t->status, (unsigned)c->proxy->cfg->health_passive_fall);
+        if (http_write_response_head(c->out, buf, &t->resp, t->request_id, false, false, false) < 0) {
+                client_close(c);
+                return;
+        }
+        t->resp_started = true;
+        t->tunnel = true;
+        c->state = CLIENT_TUNNEL;
+        (void)evbuffer_drain(up->in, head_len);
+        /* What either side sent after its head already speaks the new protocol. */
+        if (evbuffer_get_length(c->in) > 0 && evbuffer_add_buffer(up->out, c->in) < 0) {
+                client_close(c);
+                return;
+        }
+        tunnel_to_client(up, c);
+        if (!c->dead && !up->dead)
+                upstream_flush(up);
+        if (!c->dead)
+                client_process(c); /* sets the client's reading for the tunnel */
+}
+
+/* Moves what the backend sent to the client. */
+static void tunnel_to_client(struct upstream *up, struct client *c)
+{
+        size_t n = evbuffer_get_length(up->in);
+
+        if (n > 0) {
+                if (evbuffer_add_buffer(c->out, up->in) < 0) {
+                        client_close(c);
+                        return;
+                }
+                c->txn->resp_body_bytes += n;
+                tunnel_touch(c, up);
+        }
+        client_flush(c);
+        if (!c->dead && !up->dead && !up->eof)
+                upstream_set_reading(up, evbuffer_get_length(c->out) < BUF_HIGH);
+}
+
+/* Moves what the client sent to the backend. */
+static void tunnel_to_upstream(struct client *c)
+{
+        struct txn *t = c->txn;
+        struct upstream *up = t ? t->up : NULL;
+        size_t n = evbuffer_get_length(c->in);
+
+        if (!up || up->dead) {
+                client_close(c);
+                return;
+        }
+        if (n == 0)
+                return;
+        if (evbuffer_add_buffer(up->out, c->in) < 0) {
+                client_close(c);
+                return;
+        }
+        t->req_body_bytes += n;
+        tunnel_touch(c, up);
+        upstream_flush(up);
+}
+
+/* The backend closed its side: what it sent reaches the client, then the client is closed. */
+static void tunnel_upstream_closed(struct client *c)
+{
+        c->state = CLIENT_CLOSING;
+        if (c->reading) {
+                c->reading = false;
+                (void)event_del(&c->rev);
+        }
+        client_flush(c);
+}
+
+/* Traffic either way keeps both ends' idle timers off. */
+static void tunnel_touch(struct client *c, struct upstream *up)
+{
+        uint64_t usec = c->proxy->cfg->tunnel_timeout_usec;
+
+        proxy_arm_in(c->proxy, &c->timer, usec);
+        if (!up->dead)
+                proxy_arm_in(up->proxy, &up->timer, usec);
+}
+
+/* ---- the end of a client connection ---- */
 
 static void client_close(struct client *c)
 {
@@ -1774,12 +1845,8 @@ static void client_close(struct client *c)
                 /* 499 (nginx's "client closed request"): the exchange ended without a full response. */
                 if (t->started)
                         txn_log(c, t, t->resp_head_done ? t->status : 499, t->resp_body_bytes);
-                if (t->up) {
-                        if (t->up->b->active > 0)
-                                t->up->b->active--;
-                        upstream_close(t->up);
-                        t->up = NULL;
-                }
+                if (t->up)
+                        upstream_close(txn_detach(t));
                 c->txn = NULL;
                 txn_release(c->proxy, t);
         }
@@ -1788,12 +1855,7 @@ static void client_close(struct client *c)
         (void)event_del(&c->timer);
         (void)close(c->fd);
         c->fd = -1;
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                p->clients = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
+        DLIST_REMOVE(clients, p->clients, c);
         p->stats.connections--;
         if (c->busy == 0)
                 client_destroy(c);
@@ -1806,85 +1868,20 @@ static void client_close(struct client *c)
         }
 }
 
-/* ---- listeners ---- */
-
-static void proxy_accept_cb(evutil_socket_t fd, short what, void *userdata);
-
-static void proxy_update_accepting(struct proxy *p)
+/* After a mass of connections closed (a flood, an attack of slow clients), gives the memory their buffers
+ * held back to the system: glibc keeps freed heap for reuse, and a fragmented heap is not returned by
+ * itself. Rare enough to cost nothing: once per peak of TRIM_MIN_CONNS or more. */
+static void proxy_trim(struct proxy *p)
 {
-        bool want = !p->draining && p->stats.connections < p->cfg->max_connections;
-
-        if (want == p->accepting)
+        if (p->stats.connections > p->conns_high)
+                p->conns_high = p->stats.connections;
+        if (p->conns_high < TRIM_MIN_CONNS || p->stats.connections > p->conns_high / TRIM_FRACTION)
                 return;
-        p->accepting = want;
-        for (size_t i = 0; i < p->n_listeners; i++) {
-                if (p->listeners[i].fd < 0)
-                        continue;
-                if (want)
-                        (void)event_add(&p->listeners[i].ev, NULL);
-                else
-                        (void)event_del(&p->listeners[i].ev);
-        }
+        (void)malloc_trim(0);
+        p->conns_high = p->stats.connections;
 }
 
-static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
-{
-        struct proxy *p = userdata;
-
-        for (int i = 0; i < ACCEPT_BATCH && p->accepting; i++) {
-                struct netaddr peer = { .len = sizeof(peer.u) };
-                struct client *c;
-                int fd, one = 1;
-
-                fd = accept4(lfd, &peer.u.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                if (fd < 0) {
-                        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
-                                return;
-                        log_warning_errno(errno, "accept() failed: %m");
-                        return;
-                }
-                (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-
-                c = calloc(1, sizeof(*c));
-                if (!c) {
-                        (void)close(fd);
-                        continue;
-                }
-                c->proxy = p;
-                c->fd = fd;
-                c->peer = peer;
-                c->in = evbuffer_new();
-                c->out = evbuffer_new();
-                if (!c->in || !c->out) {
-                        if (c->in)
-                                evbuffer_free(c->in);
-                        if (c->out)
-                                evbuffer_free(c->out);
-                        free(c);
-                        (void)close(fd);
-                        continue;
-                }
-                if (netaddr_format_host(&peer, c->ip, sizeof(c->ip)) < 0)
-                        memcpy(c->ip, "unknown", 8);
-                (void)event_assign(&c->rev, p->base, fd, EV_READ | EV_PERSIST, client_read_cb, c);
-                (void)event_assign(&c->wev, p->base, fd, EV_WRITE | EV_PERSIST, client_write_cb, c);
-                (void)evtimer_assign(&c->timer, p->base, client_timer_cb, c);
-                c->state = CLIENT_IDLE;
-                c->reading = true;
-                (void)event_add(&c->rev, NULL);
-                proxy_arm_in(c->proxy, &c->timer, p->cfg->client_header_timeout_usec);
-
-                c->next = p->clients;
-                if (p->clients)
-                        p->clients->prev = c;
-                p->clients = c;
-                p->stats.connections++;
-                p->stats.connections_total++;
-                if (p->stats.connections > p->conns_high)
-                        p->conns_high = p->stats.connections;
-                proxy_update_accepting(p);
-        }
-}
+/* ---- the proxy: creating, listening, reloading, draining, freeing ---- */
 
 struct proxy *proxy_new(struct lbd *lbd)
 {
@@ -1898,6 +1895,10 @@ struct proxy *proxy_new(struct lbd *lbd)
         p->cfg = lbd->config;
         for (size_t i = 0; i < CONFIG_MAX_LISTEN; i++)
                 p->listeners[i].fd = -1;
+        if (acceptpause_init(&p->accept_pause, p->base, "proxy", proxy_set_listening, p) < 0) {
+                free(p);
+                return NULL;
+        }
         if (getrandom(&p->id_prefix, sizeof(p->id_prefix), GRND_NONBLOCK) != sizeof(p->id_prefix))
                 p->id_prefix = realtime_usec() ^ (uint64_t)getpid();
         return p;
@@ -1941,8 +1942,6 @@ void proxy_set_config(struct proxy *p, const struct config *c)
 
 void proxy_drain(struct proxy *p, void (*done)(void *userdata), void *userdata)
 {
-        struct client *c, *next;
-
         p->draining = true;
         p->drain_done = done;
         p->drain_userdata = userdata;
@@ -1952,8 +1951,7 @@ void proxy_drain(struct proxy *p, void (*done)(void *userdata), void *userdata)
                 p->listeners[i].fd = -1;
         }
         p->accepting = false;
-        for (c = p->clients; c; c = next) {
-                next = c->next;
+        DLIST_FOREACH_SAFE(clients, c, next, p->clients) {
                 if (c->state == CLIENT_IDLE && evbuffer_get_length(c->in) == 0)
                         client_close(c);
                 else if (c->txn)
@@ -1992,6 +1990,7 @@ struct proxy *proxy_free(struct proxy *p)
                 evbuffer_free(t->replay);
                 free(t);
         }
+        acceptpause_done(&p->accept_pause);
         free(p);
         return NULL;
 }

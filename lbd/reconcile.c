@@ -251,16 +251,6 @@ static bool reconcile_dead_state(enum instance_state s)
         return s == INSTANCE_STOPPING || s == INSTANCE_STOPPED || s == INSTANCE_UNKNOWN;
 }
 
-static bool reconcile_in_networks(const struct config *c, const struct netaddr *a)
-{
-        if (c->n_networks == 0)
-                return true;
-        for (size_t i = 0; i < MIN(c->n_networks, (size_t)CONFIG_MAX_NETWORKS); i++)
-                if (netaddr_cidr_contains(&c->networks[i], a))
-                        return true;
-        return false;
-}
-
 /* The backend serving <k>, if it is in the pool. */
 static struct backend *reconcile_backend(const struct reconcile *r, const struct reconcile_instance *k)
 {
@@ -803,7 +793,7 @@ static int reconcile_merge(struct reconcile *r, const struct instance *instances
                 k->listed = true;
                 if (k->terminating && now >= k->terminating_usec + RECONCILE_TERMINATING_TTL)
                         k->terminating = false; /* asked long ago and still there: judge it again */
-                k->outside = inst->has_addr && !reconcile_in_networks(r->config, &inst->addr);
+                k->outside = inst->has_addr && !config_in_networks(r->config, &inst->addr);
                 if (k->outside && (!old || !old->outside)) {
                         char name[NETADDR_STRLEN];
 
@@ -983,7 +973,7 @@ static void reconcile_on_launch(struct provider *p, int ret, const struct instan
                         .seen_usec = now,
                         .seen_wall_usec = wall,
                 };
-                k->outside = k->inst.has_addr && !reconcile_in_networks(r->config, &k->inst.addr);
+                k->outside = k->inst.has_addr && !config_in_networks(r->config, &k->inst.addr);
                 added++;
         }
         r->stats.launches += n;

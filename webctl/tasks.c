@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/cjson.h"
 #include "common/macro.h"
 #include "webctl/list.h"
 #include "webctl/table.h"
@@ -23,9 +24,6 @@
 #define TASKS_PATH_MAX     128
 #define TASKS_LIMIT_MAX    100
 #define TASKS_TITLE_COLUMN 60 /* widest title shown in a list */
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
-DEFINE_TRIVIAL_CLEANUP_FUNC(char *, cJSON_free)
 
 enum {
         TASKS_OPT_DONE = 0x100,

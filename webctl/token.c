@@ -26,13 +26,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cjson.h"
 #include "common/macro.h"
 #include "webctl/url.h"
 
 #define TOKEN_FILE_MAX   (64 * 1024)
 #define TOKEN_LOCK_TRIES 50 /* of 100 ms: how long a change waits for another webctl's */
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
 
 int token_path(char *buf, size_t size)
 {

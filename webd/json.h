@@ -7,12 +7,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/cjson.h"
 #include "common/macro.h"
 
 /* "2024-01-02T03:04:05.123456+05:30" and a NUL fit. */
 #define JSON_TIME_MAX 40
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
 
 /* Limits of a body json_parse() accepts, whatever its size: nesting (objects and arrays inside each
  * other), and values (every member, element and container counts one), which bounds the memory and time

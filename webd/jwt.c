@@ -25,6 +25,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/cjson.h"
 #include "common/macro.h"
 
 #define JWT_SIG_LEN    32                        /* HMAC-SHA256 */
@@ -33,9 +34,6 @@
 #define JWT_STRING_MAX (sizeof(((struct jwt_claims *)0)->sub) - 1)
 #define JWT_PART_MAX   (JWT_MAX / 4 * 3 + 3)     /* decoded size of any part of an acceptable token */
 #define JWT_HEADER     "{\"alg\":\"HS256\",\"typ\":\"JWT\"}"
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
-DEFINE_TRIVIAL_CLEANUP_FUNC(char *, cJSON_free)
 
 static const char jwt_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 

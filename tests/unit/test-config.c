@@ -83,6 +83,35 @@ static void check_addr(const struct netaddr *a, const char *expect)
         assert_string_equal(buf, expect);
 }
 
+/* The one rule every module asks before contacting an address: inside [pool] networks, or none set. A
+ * count larger than the array (a bug elsewhere) never makes it read past the array. */
+static void test_in_networks(void **state)
+{
+        struct config *c = malloc(sizeof(*c));
+        struct netaddr in, out, in6;
+
+        assert_non_null(c);
+        config_init(c);
+        assert_int_equal(netaddr_parse("10.1.2.3:80", 0, false, &in), 0);
+        assert_int_equal(netaddr_parse("192.0.2.1:80", 0, false, &out), 0);
+        assert_int_equal(netaddr_parse("[::ffff:10.9.9.9]:80", 0, false, &in6), 0);
+        assert_int_equal(c->n_networks, 0);
+        assert_true(config_in_networks(c, &out)); /* none set: any address */
+
+        assert_int_equal(netaddr_cidr_parse("10.0.0.0/8", &c->networks[0]), 0);
+        c->n_networks = 1;
+        assert_true(config_in_networks(c, &in));
+        assert_true(config_in_networks(c, &in6));
+        assert_false(config_in_networks(c, &out));
+
+        for (size_t i = 1; i < CONFIG_MAX_NETWORKS; i++)
+                assert_int_equal(netaddr_cidr_parse("198.18.0.0/15", &c->networks[i]), 0);
+        c->n_networks = (size_t)1 << 40;
+        assert_false(config_in_networks(c, &out));
+        assert_true(config_in_networks(c, &in));
+        free(c);
+}
+
 static void test_defaults(void **state)
 {
         struct config c;
@@ -863,7 +892,7 @@ int main(void)
                 cmocka_unit_test(test_bad_values),       cmocka_unit_test(test_set),
                 cmocka_unit_test(test_secret_hidden),    cmocka_unit_test(test_load_errors),
                 cmocka_unit_test(test_load_file_errors), cmocka_unit_test(test_finish),
-                cmocka_unit_test(test_validate),         cmocka_unit_test(test_upgrades),
+                cmocka_unit_test(test_validate), cmocka_unit_test(test_in_networks),         cmocka_unit_test(test_upgrades),
         };
 
         return cmocka_run_group_tests(tests, dir_setup, dir_teardown);

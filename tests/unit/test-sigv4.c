@@ -26,11 +26,10 @@
 #include <cmocka.h>
 
 #include "aws/sigv4.h"
+#include "common/cjson.h"
 #include "common/macro.h"
 
 #define TEST_FILE_MAX (1024 * 1024)
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
 
 /* Reads <dir>/<name> whole. Returns NULL when it doesn't exist. */
 static char *read_file(const char *dir, const char *name, size_t *ret_len)
