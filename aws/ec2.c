@@ -52,6 +52,7 @@
 #include "common/list.h"
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/parse.h"
 
 #define EC2_FORM_MAX     (256 * 1024)
 #define EC2_URL_MAX      1024
@@ -587,17 +588,7 @@ static int ec2_form_new(const char *action, struct evbuffer **ret)
 /* True for a non-empty parameter value without control characters, at most <max> bytes. */
 static bool ec2_param_ok(const char *s, size_t max)
 {
-        size_t n;
-
-        if (!s)
-                return false;
-        n = strnlen(s, max + 1);
-        if (n == 0 || n > max)
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] == 0x7f)
-                        return false;
-        return true;
+        return parse_text_ok(s, max, NULL);
 }
 
 static bool ec2_set(const char *s)

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "common/macro.h"
+#include "common/parse.h"
 
 #define SIGV4_ALGORITHM      "AWS4-HMAC-SHA256"
 #define SIGV4_TERMINATOR     "aws4_request"
@@ -97,17 +98,7 @@ static bool sigv4_tchar(unsigned char c)
  * slashes: what may appear in the credential scope. */
 static bool sigv4_scope_part_ok(const char *s, size_t max)
 {
-        size_t n;
-
-        if (!s)
-                return false;
-        n = strnlen(s, max + 1);
-        if (n == 0 || n > max)
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if ((unsigned char)s[i] <= ' ' || s[i] == '/' || (unsigned char)s[i] == 0x7f)
-                        return false;
-        return true;
+        return parse_text_ok(s, max, " /");
 }
 
 static int sigv4_add(struct evbuffer *out, const void *data, size_t n, size_t max)

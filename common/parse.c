@@ -182,3 +182,18 @@ int parse_bool(const char *s, bool *ret)
         }
         return -EINVAL;
 }
+
+bool parse_text_ok(const char *s, size_t max, const char *reject)
+{
+        size_t n;
+
+        if (!s)
+                return false;
+        n = strnlen(s, max + 1);
+        if (n == 0 || n > max)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] == 0x7f || (reject && strchr(reject, s[i])))
+                        return false;
+        return true;
+}

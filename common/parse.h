@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* "250us", "500ms", "1s", "1.5s", "2m", "1h", "1d"; a bare number is seconds. A fraction needs digits on
@@ -15,3 +16,6 @@ int parse_size(const char *s, uint64_t *ret_bytes);
 int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret);
 /* yes/no, true/false, on/off, 1/0 (case-insensitive). */
 int parse_bool(const char *s, bool *ret);
+/* True for a non-empty string of at most <max> bytes with no control character (below 0x20, or 0x7f) and
+ * none of the bytes in <reject> (NULL: none): a value fit to go into a request, a log line or a file. */
+bool parse_text_ok(const char *s, size_t max, const char *reject);

@@ -217,14 +217,7 @@ static bool provision_id_ok(const char *s, const char *prefix)
 /* Text of at most <max> bytes, none of them a control character; non-empty. */
 static bool provision_text_ok(const char *s, size_t max)
 {
-        size_t n = strnlen(s, max + 1);
-
-        if (n == 0 || n > max)
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] == 0x7f)
-                        return false;
-        return true;
+        return parse_text_ok(s, max, NULL);
 }
 
 static int provision_parse_tag(const char *s, struct provision_options *o)

@@ -109,6 +109,24 @@ static void users_wipe_passwords(struct server_request *r)
         users_wipe_password(r, "new_password");
 }
 
+/* Checks the body of <r> against <fields>. Returns true when it passes; else answers (400 with the problems,
+ * or 500) with every password in the body wiped first, and returns false. */
+static bool users_body_ok(struct server_request *r, const struct json_field *fields, size_t n)
+{
+        _cleanup_(json_problems_clear) struct json_problems problems = {0};
+        int k;
+
+        k = json_check_object(r->body, fields, n, &problems);
+        if (k >= 0 && problems.count == 0)
+                return true;
+        users_wipe_passwords(r);
+        if (k < 0)
+                server_reply_error(r, 500, "internal", "internal error");
+        else
+                server_reply_invalid(r, &problems);
+        return false;
+}
+
 static void users_reply_pool_error(struct server_request *r, int error)
 {
         if (error == -EBUSY || error == -ECANCELED)
@@ -389,22 +407,13 @@ static void users_login(struct server_request *r, void *userdata)
                 { "password", JSON_STRING, true, 0, SIZE_MAX, true },
         };
         struct users *u = userdata;
-        _cleanup_(json_problems_clear) struct json_problems problems = {0};
         const char *name, *password;
         struct users_login *l;
         size_t len;
         int k;
 
-        k = json_check_object(r->body, fields, ELEMENTSOF(fields), &problems);
-        if (k < 0) {
-                server_reply_error(r, 500, "internal", "internal error");
+        if (!users_body_ok(r, fields, ELEMENTSOF(fields)))
                 return;
-        }
-        if (problems.count > 0) {
-                users_wipe_passwords(r);
-                server_reply_invalid(r, &problems);
-                return;
-        }
         name = users_string(r, "username");
         password = users_string(r, "password");
         server_request_set_user_name(r, name);
@@ -568,19 +577,10 @@ static void users_change_password(struct server_request *r, void *userdata)
                 { "new_password", JSON_STRING, true, USERS_PASSWORD_MIN, USERS_PASSWORD_MAX, true },
         };
         struct users *u = userdata;
-        _cleanup_(json_problems_clear) struct json_problems problems = {0};
         int k;
 
-        k = json_check_object(r->body, fields, ELEMENTSOF(fields), &problems);
-        if (k < 0) {
-                server_reply_error(r, 500, "internal", "internal error");
+        if (!users_body_ok(r, fields, ELEMENTSOF(fields)))
                 return;
-        }
-        if (problems.count > 0) {
-                users_wipe_passwords(r);
-                server_reply_invalid(r, &problems);
-                return;
-        }
         /* A wrong old password counts as a failed login of the account: guessing it through this route
          * costs the same hash and is held back the same way. */
         if (users_throttled(r, u, r->user_name))

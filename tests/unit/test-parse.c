@@ -195,12 +195,29 @@ static void test_bool(void **state)
         assert_int_equal(parse_bool(NULL, &b), -EINVAL);
 }
 
+static void test_text_ok(void **state)
+{
+        assert_true(parse_text_ok("us-east-1", 16, NULL));
+        assert_true(parse_text_ok("a b/c", 5, NULL));
+        assert_true(parse_text_ok("caf\xc3\xa9", 5, NULL)); /* bytes above 0x7f are not control characters */
+        assert_false(parse_text_ok("a b", 5, " /"));
+        assert_false(parse_text_ok("a/b", 5, " /"));
+        assert_false(parse_text_ok("abcdef", 5, NULL)); /* longer than max */
+        assert_true(parse_text_ok("abcde", 5, NULL));
+        assert_false(parse_text_ok("", 5, NULL));
+        assert_false(parse_text_ok(NULL, 5, NULL));
+        assert_false(parse_text_ok("a\tb", 5, NULL));
+        assert_false(parse_text_ok("a\nb", 5, NULL));
+        assert_false(parse_text_ok("a\x7f", 5, NULL));
+        assert_false(parse_text_ok("\x1f", 5, NULL));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_duration_ok), cmocka_unit_test(test_duration_bad),
                 cmocka_unit_test(test_size),        cmocka_unit_test(test_uint),
-                cmocka_unit_test(test_bool),
+                cmocka_unit_test(test_bool),        cmocka_unit_test(test_text_ok),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
