@@ -271,27 +271,27 @@ def test_web_trusted_proxies(tmp_path):
     conf = ini(read(tmp_path, "/etc/webd/webd.conf"))
     assert conf[("webd", "trusted_proxies")] == "127.0.0.0/8, ::1"
 
-    install_ok(tmp_path, "--role", "web", "--trusted-proxies", "10.0.1.0/24,127.0.0.0/8")
+    install_ok(tmp_path, "--role", "web", "--trusted-proxies", "198.51.100.0/24,127.0.0.0/8")
     conf = ini(read(tmp_path, "/etc/webd/webd.conf"))
-    assert conf[("webd", "trusted_proxies")] == "10.0.1.0/24, 127.0.0.0/8"
+    assert conf[("webd", "trusted_proxies")] == "198.51.100.0/24, 127.0.0.0/8"
 
     # 'local' stands for this machine's own subnets (the web host's, where its relays are).
     install_ok(tmp_path, "--role", "web", "--trusted-proxies", "127.0.0.0/8,local")
     conf = ini(read(tmp_path, "/etc/webd/webd.conf"))
     assert conf[("webd", "trusted_proxies")] == ", ".join(["127.0.0.0/8", *this_machines_subnets()])
 
-    for bad in ("10.0.1", "nonsense", "10.0.1.0/24,,::1", "10.0.1.0/33", "local/24"):
+    for bad in ("10.0.1", "nonsense", "198.51.100.0/24,,::1", "198.51.100.0/33", "local/24"):
         r = installer(tmp_path, "--role", "web", "--trusted-proxies", bad)
         assert r.returncode == 2, (bad, r.stdout + r.stderr)
         assert "--trusted-proxies" in r.stderr
     # Host bits set: webd's own check refuses the file, and the installer says so.
-    r = installer(tmp_path, "--role", "web", "--trusted-proxies", "10.0.1.5/24")
+    r = installer(tmp_path, "--role", "web", "--trusted-proxies", "198.51.100.5/24")
     assert r.returncode != 0 and "trusted_proxies" in r.stdout + r.stderr
-    r = installer(tmp_path, *LB_ARGS, "--trusted-proxies", "10.0.1.0/24")
+    r = installer(tmp_path, *LB_ARGS, "--trusted-proxies", "198.51.100.0/24")
     assert r.returncode == 2 and "--trusted-proxies does not apply to role lb" in r.stderr
 
 
-@pytest.mark.parametrize("cidr,network", [("10.0.1.20/24", "10.0.1.0/24"), ("172.31.77.9/20", "172.31.64.0/20"),
+@pytest.mark.parametrize("cidr,network", [("198.51.100.20/24", "198.51.100.0/24"), ("198.51.100.77/20", "198.51.96.0/20"),
                                           ("127.0.1.5/32", "127.0.1.5/32"), ("192.0.2.255/8", "192.0.0.0/8")])
 def test_ipv4_network(cidr, network):
     with open(INSTALLER, encoding="utf-8") as f:

@@ -119,7 +119,7 @@ CASES = [
      + b"Connection_: close\r\n\r\n"),
     ("host-underscore", b"GET /fr-host-underscore HTTP/1.1\r\n" + H + b"Host_: evil\r\n\r\n"),
     ("xff-underscore", b"GET /fr-xff-underscore HTTP/1.1\r\n" + H
-     + b"X_Forwarded_For: 10.0.0.1\r\n\r\n"),
+     + b"X_Forwarded_For: 192.0.2.1\r\n\r\n"),
     ("upgrade-underscore", b"GET /fr-upgrade-underscore HTTP/1.1\r\n" + H
      + b"Connection: upgrade\r\nUpgrade_: h2c\r\n\r\n"),
     # The request target: visible ASCII, no fragment; absolute-form naming the Host, without userinfo.
@@ -149,7 +149,7 @@ CASES = [
     ("trailer-cl", b"POST /fr-trailer-cl HTTP/1.1\r\n" + H
      + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nContent-Length: 50\r\n\r\n"),
     ("trailer-xff", b"POST /fr-trailer-xff HTTP/1.1\r\n" + H
-     + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX_Forwarded_For: 10.0.0.1\r\n\r\n"),
+     + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX_Forwarded_For: 192.0.2.1\r\n\r\n"),
 ]
 
 # What the 400 says: the actual problem.

@@ -146,8 +146,8 @@ def test_activity_has_client_and_tried_name(new_webd, cluster):
     assert secret not in log
 
 
-@pytest.mark.parametrize("value, reason", [("10.0.0.1/8", "not a network"), ("relay", "not a network"),
-                                           ("10.0.0.0/8,,::1", "empty entry")])
+@pytest.mark.parametrize("value, reason", [("198.51.100.1/24", "not a network"), ("relay", "not a network"),
+                                           ("198.51.100.0/24,,::1", "empty entry")])
 def test_bad_trusted_proxies_refused(new_webd, value, reason):
     w = new_webd(extra={"trusted_proxies": value}, start=False)
     out = subprocess.run([str(w.binary), "--config", str(w.config), "--check-config"], capture_output=True,
