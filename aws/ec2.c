@@ -861,6 +861,15 @@ static int ec2_call_send(struct ec2_call *c, const struct awscred_credentials *c
         return 0;
 }
 
+
+/* The instance metadata service could not answer <c>'s question (<r>, a -errno): a transient failure,
+ * retried with the call's backoff. */
+static void ec2_call_metadata_failed(struct ec2_call *c, int r)
+{
+        (void)snprintf(c->error, sizeof(c->error), "instance metadata service: %s", strerror(-r));
+        c->attempt++;
+        ec2_call_retry(c, false, -EAGAIN);
+}
 static void ec2_credentials_cb(int r, const struct awscred_credentials *cred, void *userdata)
 {
         struct ec2_call *c = userdata;
@@ -877,9 +886,7 @@ static void ec2_credentials_cb(int r, const struct awscred_credentials *cred, vo
                 return;
         }
         if (r < 0) {
-                (void)snprintf(c->error, sizeof(c->error), "instance metadata service: %s", strerror(-r));
-                c->attempt++;
-                ec2_call_retry(c, false, -EAGAIN);
+                ec2_call_metadata_failed(c, r);
                 return;
         }
 
@@ -965,9 +972,7 @@ static void ec2_region_cb(int r, const char *region, void *userdata)
                 return;
         }
         if (r < 0) {
-                (void)snprintf(c->error, sizeof(c->error), "instance metadata service: %s", strerror(-r));
-                c->attempt++;
-                ec2_call_retry(c, false, -EAGAIN);
+                ec2_call_metadata_failed(c, r);
                 return;
         }
         if (!e->endpoint_ready) {
