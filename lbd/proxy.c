@@ -71,7 +71,8 @@
 #define LINGER_MAX     (4 * 1024 * 1024) /* request bytes read and dropped after an early answer */
 #define LINGER_USEC    (5 * USEC_PER_SEC)
 #define TRIM_MIN_CONNS 16                /* a peak of client connections worth a malloc_trim() ... */
-#define TRIM_FRACTION  4                 /* ... once all but 1/TRIM_FRACTION of them closed */
+#define TRIM_FRACTION  4                 /* ... once all but 1/TRIM_FRACTION of them closed, */
+#define TRIM_INTERVAL_USEC USEC_PER_SEC  /* ... and at most this often (it walks the heap) */
 #define REPLAY_MAX     (64 * 1024)
 #define MAX_TRIES      11
 #define ACCEPT_BATCH   64
@@ -198,6 +199,7 @@ struct proxy {
         } timeouts[TIMEOUTS_MAX];
         size_t n_timeouts;
         size_t conns_high;           /* most client connections open since the last malloc_trim() */
+        uint64_t trimmed_usec;       /* when it ran last */
         bool draining;
         void (*drain_done)(void *userdata);
         void *drain_userdata;
@@ -1870,14 +1872,21 @@ static void client_close(struct client *c)
 
 /* After a mass of connections closed (a flood, an attack of slow clients), gives the memory their buffers
  * held back to the system: glibc keeps freed heap for reuse, and a fragmented heap is not returned by
- * itself. Rare enough to cost nothing: once per peak of TRIM_MIN_CONNS or more. */
+ * itself. Rare enough to cost nothing: once per peak of TRIM_MIN_CONNS or more, at most once a second
+ * however the load swings (a skipped one runs at a later close). */
 static void proxy_trim(struct proxy *p)
 {
+        uint64_t now;
+
         if (p->stats.connections > p->conns_high)
                 p->conns_high = p->stats.connections;
         if (p->conns_high < TRIM_MIN_CONNS || p->stats.connections > p->conns_high / TRIM_FRACTION)
                 return;
+        now = now_usec();
+        if (p->trimmed_usec != 0 && now - p->trimmed_usec < TRIM_INTERVAL_USEC)
+                return;
         (void)malloc_trim(0);
+        p->trimmed_usec = now;
         p->conns_high = p->stats.connections;
 }
 
