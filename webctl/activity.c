@@ -18,6 +18,7 @@
 enum {
         ACTIVITY_OPT_LIMIT = 0x100,
         ACTIVITY_OPT_OFFSET,
+        ACTIVITY_OPT_BEFORE,
 };
 
 static const char *const activity_headers[] = {
@@ -57,7 +58,7 @@ static int activity_add_row(struct table *t, const cJSON *item)
 }
 
 struct activity_args {
-        uint64_t limit, offset; /* limit 0: the server's default */
+        uint64_t limit, offset, before; /* limit 0: the server's default; before 0: none */
         const char *limit_arg;  /* --limit as given, or NULL */
 };
 
@@ -69,6 +70,8 @@ static int activity_option(const struct webctl *w, int c, const char *arg, void 
                 a->limit_arg = arg;
                 return webctl_parse_number(w, "--limit", arg, 1, ACTIVITY_LIMIT_MAX, &a->limit);
         }
+        if (c == ACTIVITY_OPT_BEFORE)
+                return webctl_parse_number(w, "--before", arg, 1, INT64_MAX, &a->before);
         return webctl_parse_number(w, "--offset", arg, 0, INT64_MAX, &a->offset);
 }
 
@@ -77,6 +80,7 @@ static int activity_main(struct webctl *w, int argc, char **argv)
         static const struct option options[] = {
                 { "limit", required_argument, NULL, ACTIVITY_OPT_LIMIT },
                 { "offset", required_argument, NULL, ACTIVITY_OPT_OFFSET },
+                { "before", required_argument, NULL, ACTIVITY_OPT_BEFORE },
                 WEBCTL_COMMON_OPTIONS,
                 { NULL, 0, NULL, 0 },
         };
@@ -89,8 +93,9 @@ static int activity_main(struct webctl *w, int argc, char **argv)
                 .add_row = activity_add_row,
                 .empty = "No activity.",
                 .more = "More",
+                .cursor = "before",
         };
-        char path[96];
+        char path[128];
         int r, n;
 
         r = webctl_getopt(w, argc, argv, options, activity_option, &a);
@@ -107,15 +112,19 @@ static int activity_main(struct webctl *w, int argc, char **argv)
 
         n = snprintf(path, sizeof(path), "/activity?offset=%" PRIu64, a.offset);
         if (a.limit > 0)
-                (void)snprintf(path + n, sizeof(path) - (size_t)n, "&limit=%" PRIu64, a.limit);
+                n += snprintf(path + n, sizeof(path) - (size_t)n, "&limit=%" PRIu64, a.limit);
+        if (a.before > 0)
+                (void)snprintf(path + n, sizeof(path) - (size_t)n, "&before=%" PRIu64, a.before);
         return webctl_show(w, path, list_print, &list);
 }
 
 const struct webctl_command activity_command = {
         .name = "activity",
-        .args = "[--limit N] [--offset N]",
+        .args = "[--limit N] [--before ID | --offset N]",
         .summary = "Your recent requests, newest first",
         .options = "      --limit N     at most N entries (1-100; default: the server's, 20)\n"
-                   "      --offset N    skip the first N (the command for the next page is on stderr)\n",
+                   "      --before ID   only entries older than entry ID (the command for the next page is\n"
+                   "                    on stderr, and uses it: pages stay put while new entries arrive)\n"
+                   "      --offset N    skip the first N\n",
         .run = activity_main,
 };

@@ -18,17 +18,25 @@ void list_add_arg(struct list *l, const char *arg)
         l->args[l->n_args++] = arg;
 }
 
-/* Prints on stderr the command that shows the page at <next>. */
+/* Prints on stderr the command that shows the next page: by the cursor when the answer has one. */
 static void list_print_more(const struct webctl *w, const struct list *l, const cJSON *answer)
 {
         struct webctl_line line;
-        char next[32];
+        char next[32], key[32], option[40];
+        const char *name = "offset";
 
+        if (l->cursor) {
+                (void)snprintf(key, sizeof(key), "next_%s", l->cursor);
+                if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(answer, key)))
+                        name = l->cursor;
+        }
+        (void)snprintf(key, sizeof(key), "next_%s", name);
+        (void)snprintf(option, sizeof(option), "--%s", name);
         webctl_line_start(w, &line);
         for (size_t i = 0; i < l->n_args; i++)
                 webctl_line_add(&line, l->args[i]);
-        webctl_line_add(&line, "--offset");
-        webctl_line_add(&line, webctl_integer(answer, "next_offset", next, sizeof(next)));
+        webctl_line_add(&line, option);
+        webctl_line_add(&line, webctl_integer(answer, key, next, sizeof(next)));
         if (!line.overflow)
                 fprintf(stderr, "%s: %s\n", l->more, line.text);
 }

@@ -19,7 +19,9 @@ struct list {
         int (*add_row)(struct table *t, const cJSON *item); /* 0 or -errno */
         const char *empty;          /* the line printed for a page without items */
         const char *more;           /* "More tasks", before the command for the next page */
-        /* the command's arguments after "webctl [--url URL]", without --offset */
+        const char *cursor;         /* "before": the next page is "--before <next_before>" when the answer has
+                                     * one (stable while the list grows), else "--offset <next_offset>" */
+        /* the command's arguments after "webctl [--url URL]", without --offset or the cursor */
         const char *args[LIST_ARGS_MAX];
         size_t n_args;
 };

@@ -37,6 +37,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/list.h"
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/parse.h"
@@ -50,6 +51,7 @@
 #define ACTIVITY_RETRY_USEC      (250 * USEC_PER_MSEC)
 #define ACTIVITY_REPORT_USEC     (10 * USEC_PER_SEC)
 #define ACTIVITY_SWEEP_FIRST_USEC (1 * USEC_PER_SEC)
+#define ACTIVITY_READ_WAIT_USEC  (1 * USEC_PER_SEC)
 #define ACTIVITY_PATH_MAX        512
 #define ACTIVITY_COLUMNS         9
 
@@ -65,6 +67,14 @@ struct activity_entry {
         char user_name[SERVER_USER_NAME_MAX]; /* "" when none */
 };
 
+/* A GET /activity waiting for the caller's queued entries to be written (see activity_list()). */
+struct activity_reader {
+        struct server_request *r; /* a reference */
+        uint64_t until;           /* runs once this many entries have left the ring (activity.done) */
+        uint64_t deadline_usec;   /* or at this time, whatever is written by then */
+        DLIST_FIELDS(struct activity_reader, readers);
+};
+
 struct activity {
         struct event_base *base;
         struct db *db;
@@ -75,6 +85,9 @@ struct activity {
         size_t in_flight;   /* entries of the batch in flight */
         size_t solo;        /* entries at the head to send one at a time: their batch was refused */
         size_t unsure;      /* entries at the head whose last write has an unknown outcome */
+        uint64_t done;      /* entries that have left the ring so far: the head's sequence number */
+        DLIST_HEAD(struct activity_reader, readers); /* the oldest last */
+        struct event *read_timer;
         struct event *timer;
         struct db_query *flush;
         struct event *sweep_timer;
@@ -181,6 +194,14 @@ static void activity_schedule(struct event *timer, uint64_t usec)
                 (void)evtimer_add(timer, &tv);
 }
 
+/* Like activity_schedule(), but moves a pending timer to <usec> from now. */
+static void activity_reschedule(struct event *timer, uint64_t usec)
+{
+        struct timeval tv = timeval_from_usec(usec);
+
+        (void)evtimer_add(timer, &tv);
+}
+
 static void activity_check_drained(struct activity *a)
 {
         void (*cb)(void *) = a->drained;
@@ -196,6 +217,9 @@ static void activity_consume(struct activity *a, size_t n)
 {
         a->head = (a->head + n) % ACTIVITY_QUEUE_MAX;
         a->count -= n;
+        a->done += n;
+        if (a->readers) /* on the next turn of the loop, not inside the database's callback */
+                activity_reschedule(a->read_timer, 0);
         a->solo -= MIN(a->solo, n);
         a->unsure -= MIN(a->unsure, n);
 }
@@ -532,6 +556,7 @@ static void activity_listed(struct server_request *r, int error, const PGresult 
         int64_t limit = 20, offset = 0;
         struct json_problems problems = {0};
         cJSON *body, *items;
+        const char *last_id = NULL;
         int n;
 
         if (error < 0) {
@@ -553,6 +578,7 @@ static void activity_listed(struct server_request *r, int error, const PGresult 
                 if (!item)
                         goto fail;
                 cJSON_AddItemToArray(items, item);
+                last_id = PQgetvalue(res, i, 1);
                 if (json_timestamp(PQgetvalue(res, i, 2), at, sizeof(at)) < 0 ||
                     !cJSON_AddNumberToObject(item, "id", strtod(PQgetvalue(res, i, 1), NULL)) ||
                     !cJSON_AddStringToObject(item, "at", at) ||
@@ -567,7 +593,9 @@ static void activity_listed(struct server_request *r, int error, const PGresult 
         if (!cJSON_AddNumberToObject(body, "limit", (double)limit) ||
             !cJSON_AddNumberToObject(body, "offset", (double)offset) ||
             !(n > limit ? cJSON_AddNumberToObject(body, "next_offset", (double)(offset + limit))
-                        : cJSON_AddNullToObject(body, "next_offset")))
+                        : cJSON_AddNullToObject(body, "next_offset")) ||
+            !(n > limit && last_id ? cJSON_AddNumberToObject(body, "next_before", strtod(last_id, NULL))
+                                   : cJSON_AddNullToObject(body, "next_before")))
                 goto fail;
         server_reply(r, 200, body);
         return;
@@ -576,29 +604,113 @@ fail:
         server_reply_error(r, 500, "internal", "internal error");
 }
 
+/* The parameters of GET /activity: the paging ones, and "before", an entry's id: only older entries (a
+ * cursor, stable while new entries arrive, which offsets are not: the reads themselves are entries). */
+static const char *const activity_params[] = {"limit", "offset", "before", NULL};
+
+/* Reads "before" into *<ret> (INT64_MAX when absent). Returns 0, or -EINVAL with a problem added. */
+static int activity_before(struct server_request *r, int64_t *ret, struct json_problems *problems)
+{
+        const char *text = server_param(r, "before");
+        uint64_t v;
+
+        *ret = INT64_MAX;
+        if (!text)
+                return 0;
+        if (parse_uint(text, 1, INT64_MAX, &v) < 0) {
+                (void)json_add_problem(problems, "before", "must be an entry's id (a positive integer)");
+                return -EINVAL;
+        }
+        *ret = (int64_t)v;
+        return 0;
+}
+
+/* Runs the query of GET /activity for <r> (validated by activity_list()). */
+static void activity_query(struct activity *a, struct server_request *r)
+{
+        char limit_text[SERVER_INT_MAX], offset_text[SERVER_INT_MAX], before_text[SERVER_INT_MAX];
+        const char *values[3] = {limit_text, offset_text, before_text};
+        struct json_problems problems = {0};
+        int64_t limit = 20, offset = 0, before;
+        int k;
+
+        (void)server_paging(r, &limit, &offset, &problems);
+        (void)activity_before(r, &before, &problems);
+        json_problems_clear(&problems);
+        server_int_text(limit + 1, limit_text);
+        server_int_text(offset, offset_text);
+        server_int_text(before, before_text);
+        k = server_query_auth(r, a->list, values, 3, activity_listed);
+        if (k < 0)
+                server_reply_db_error(r, k, NULL);
+}
+
+/* Runs the readers whose entries are written, or who waited long enough; the timer for the next
+ * deadline otherwise. */
+static void activity_read_timer_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct activity *a = userdata;
+        uint64_t now = now_usec(), next = UINT64_MAX;
+
+        DLIST_FOREACH_SAFE(readers, i, n, a->readers) {
+                if (a->done < i->until && now < i->deadline_usec) {
+                        next = MIN(next, i->deadline_usec);
+                        continue;
+                }
+                DLIST_REMOVE(readers, a->readers, i);
+                if (!i->r->answered) /* its own deadline may have passed meanwhile */
+                        activity_query(a, i->r);
+                server_request_unref(i->r);
+                free(i);
+        }
+        if (next != UINT64_MAX)
+                activity_reschedule(a->read_timer, next - now);
+}
+
+/* GET /activity answers what the table holds, and the caller's entries still queued are not there yet:
+ * a client that reads its activity right after its requests would miss them. So when the caller has
+ * entries in the ring, the read waits until the ring has been written up to the last of them (a flush
+ * starts now), for at most ACTIVITY_READ_WAIT_USEC: with the database too slow or down, it answers with
+ * what is there (or the database's error) rather than wait on. */
 static void activity_list(struct server_request *r, void *userdata)
 {
         struct activity *a = userdata;
         _cleanup_(json_problems_clear) struct json_problems problems = {0};
-        char limit_text[SERVER_INT_MAX], offset_text[SERVER_INT_MAX];
-        const char *values[2] = {limit_text, offset_text};
+        struct activity_reader *reader;
         int64_t limit, offset;
+        size_t last = a->count;
         int k;
+
+        int64_t before;
 
         k = server_paging(r, &limit, &offset, &problems);
         if (k < 0) {
                 server_reply_error(r, 500, "internal", "internal error");
                 return;
         }
+        (void)activity_before(r, &before, &problems);
         if (problems.count > 0) {
                 server_reply_invalid(r, &problems);
                 return;
         }
-        server_int_text(limit + 1, limit_text);
-        server_int_text(offset, offset_text);
-        k = server_query_auth(r, a->list, values, 2, activity_listed);
-        if (k < 0)
-                server_reply_db_error(r, k, NULL);
+        while (last > 0 && a->ring[(a->head + last - 1) % ACTIVITY_QUEUE_MAX].user_id != r->user_id)
+                last--;
+        if (last == 0) {
+                activity_query(a, r);
+                return;
+        }
+        reader = calloc(1, sizeof(*reader));
+        if (!reader) {
+                activity_query(a, r); /* what the table has, rather than nothing */
+                return;
+        }
+        reader->r = server_request_ref(r);
+        reader->until = a->done + last;
+        reader->deadline_usec = now_usec() + ACTIVITY_READ_WAIT_USEC;
+        DLIST_PREPEND(readers, a->readers, reader);
+        if (!evtimer_pending(a->read_timer, NULL))
+                activity_reschedule(a->read_timer, ACTIVITY_READ_WAIT_USEC);
+        activity_flush(a); /* now rather than after ACTIVITY_FLUSH_USEC; nothing if one is in flight */
 }
 
 /* The columns of a row, in the order of the unnest() arrays. */
@@ -611,7 +723,7 @@ int activity_new(struct event_base *base, struct server *s, struct db *db, const
                  struct activity **ret)
 {
         static const struct server_method methods[] = {
-                { EVHTTP_REQ_GET, activity_list, true, false, server_paging_params, false },
+                { EVHTTP_REQ_GET, activity_list, true, false, activity_params, false },
         };
         struct activity *a;
         int r;
@@ -625,8 +737,9 @@ int activity_new(struct event_base *base, struct server *s, struct db *db, const
         a->enabled = config->activity;
         a->timer = evtimer_new(base, activity_timer_cb, a);
         a->sweep_timer = evtimer_new(base, activity_sweep_cb, a);
+        a->read_timer = evtimer_new(base, activity_read_timer_cb, a);
         a->ring = a->enabled ? calloc(ACTIVITY_QUEUE_MAX, sizeof(*a->ring)) : NULL;
-        if (!a->timer || !a->sweep_timer || (a->enabled && !a->ring)) {
+        if (!a->timer || !a->sweep_timer || !a->read_timer || (a->enabled && !a->ring)) {
                 activity_free(a);
                 return -ENOMEM;
         }
@@ -645,10 +758,11 @@ int activity_new(struct event_base *base, struct server *s, struct db *db, const
                 r = db_statement(db,
                                  SERVER_AUTH_SQL("SELECT id, at, method, path, status, latency_ms, "
                                                  "request_id, client FROM activity "
-                                                 "WHERE user_id = $1 AND EXISTS (SELECT 1 FROM auth) "
+                                                 "WHERE user_id = $1 AND id < $5 "
+                                                 "AND EXISTS (SELECT 1 FROM auth) "
                                                  "ORDER BY id DESC LIMIT $3 OFFSET $4",
                                                  "ORDER BY q.id DESC"),
-                                 4, &a->list);
+                                 5, &a->list);
         if (r >= 0)
                 r = db_statement(db,
                                  "DELETE FROM activity WHERE id IN (SELECT id FROM activity "
@@ -715,6 +829,13 @@ struct activity *activity_free(struct activity *a)
                 return NULL;
         db_query_cancel(a->flush);
         db_query_cancel(a->sweep);
+        DLIST_FOREACH_SAFE(readers, i, n, a->readers) {
+                DLIST_REMOVE(readers, a->readers, i);
+                server_request_unref(i->r);
+                free(i);
+        }
+        if (a->read_timer)
+                event_free(a->read_timer);
         if (a->timer)
                 event_free(a->timer);
         if (a->sweep_timer)

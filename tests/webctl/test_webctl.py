@@ -445,7 +445,8 @@ def test_activity(ctl):
     assert lines[0].split()[:5] == ["TIME", "METHOD", "STATUS", "MS", "PATH"]
     assert any(line.split()[3:5] == ["POST", "201"] for line in lines[1:]), p.stdout
     p = ctl.ok("activity", "--limit", "1")
-    assert len(p.stdout.splitlines()) == 2 and "More: webctl activity --limit 1 --offset 1" in p.stderr
+    assert len(p.stdout.splitlines()) == 2, p.stdout
+    assert re.search(r"^More: webctl activity --limit 1 --before [0-9]+$", p.stderr, re.M), p.stderr
 
 
 def test_logout(ctl):
@@ -611,10 +612,15 @@ def test_more_hint_keeps_filters(ctl, webd):
     p = run_hint(ctl, line, env=env)
     assert p.returncode == 0 and "todo one" in p.stdout, p.stderr
 
+    # Activity pages by a cursor: the page after stays put while the reads themselves add entries.
     p = ctl.ok("activity", "--limit", "2", "--url", webd.url, env=env)
     line = hint(p.stderr, "More")
-    assert line == f"webctl --url {webd.url} activity --limit 2 --offset 2", line
+    m = re.fullmatch(re.escape(f"webctl --url {webd.url} activity --limit 2 --before ") + r"([0-9]+)", line)
+    assert m, line
+    first = ctl.json("activity", "--limit", "2", "--before", m.group(1))["items"]
     assert run_hint(ctl, line, env=env).returncode == 0
+    again = ctl.json("activity", "--limit", "2", "--before", m.group(1))["items"]
+    assert [i["id"] for i in first] == [i["id"] for i in again] and all(i["id"] < int(m.group(1)) for i in first)
 
 
 @pytest.mark.parametrize("args,culprit,message", [

@@ -66,6 +66,20 @@ def test_entries_for_the_caller(webd, cluster):
                      webd.log())
 
 
+def test_read_right_after_requests_sees_them(webd):
+    """Rows are written in batches, but a read of one's activity right after one's requests sees them
+    all (it waits for the caller's queued entries), round after round, with no polling."""
+    _, token = webd.user("rory")
+    for n in range(12):
+        for i in range(3):
+            r = webd.request("GET", "/tasks", token=token, headers={"X-Request-Id": f"rory-{n}-{i}"})
+            assert r.status_code == 200
+        started = time.monotonic()
+        rids = [i["request_id"] for i in activity(webd, token, "?limit=5")["items"]]
+        assert rids[:3] == [f"rory-{n}-2", f"rory-{n}-1", f"rory-{n}-0"], (n, rids)
+        assert time.monotonic() - started < 1.5  # the wait is bounded at a second; a flush is much less
+
+
 def test_anonymous_and_failed_requests_logged(webd, cluster):
     webd.request("GET", "/no/such/route", headers={"X-Request-Id": "anon-404"})
     webd.request("GET", "/tasks", headers={"X-Request-Id": "anon-401"})
@@ -81,16 +95,22 @@ def test_pagination(webd):
     _, token = webd.user("kim")
     for i in range(6):
         webd.request("GET", "/tasks", token=token, headers={"X-Request-Id": f"kim-{i}"})
-    wait_for_request_id(webd, token, "kim-5")
     first = activity(webd, token, "?limit=3")
     assert (first["limit"], first["offset"]) == (3, 0) and len(first["items"]) == 3
-    assert first["next_offset"] == 3
-    second = activity(webd, token, "?limit=3&offset=3")
-    assert {i["id"] for i in first["items"]}.isdisjoint(i["id"] for i in second["items"])
+    assert first["next_offset"] == 3 and first["next_before"] == first["items"][-1]["id"]
+    # Each read is an entry too, so the next page by offset would shift by one; by "before" it does not.
+    second = activity(webd, token, "?limit=3&before=%d" % first["next_before"])
+    assert [i["request_id"] for i in first["items"] + second["items"]][:6] == [f"kim-{i}" for i in range(5, -1, -1)]
     assert max(i["id"] for i in second["items"]) < min(i["id"] for i in first["items"])
+    by_offset = activity(webd, token, "?limit=3&offset=3")
+    assert by_offset["offset"] == 3 and len(by_offset["items"]) == 3
+    # Two reads since the first page: the offset page starts two entries later than the cursor's.
+    assert [i["request_id"] for i in by_offset["items"]][:1] == [f"kim-{4}"]
     everything = activity(webd, token, "?limit=100")
-    assert everything["next_offset"] is None
-    for q in ("?limit=0", "?limit=101", "?offset=-1", "?limit=x"):
+    assert everything["next_offset"] is None and everything["next_before"] is None
+    assert activity(webd, token, "?before=1")["items"] == []
+    for q in ("?limit=0", "?limit=101", "?offset=-1", "?limit=x", "?before=0", "?before=-3", "?before=x",
+              "?before=99999999999999999999"):
         assert_error(webd.request("GET", "/activity" + q, token=token), 400, "validation_failed")
     assert_error(webd.request("GET", "/activity"), 401, "unauthorized")
     assert_error(webd.request("POST", "/activity", token=token, body={}), 405, "method_not_allowed")
