@@ -34,6 +34,7 @@
 #include "common/netaddr.h"
 #include "lbd-version.h"
 #include "lbd/backend.h"
+#include "lbd/history.h"
 #include "lbd/lbd.h"
 #include "lbd/provider.h"
 #include "lbd/proxy.h"
@@ -540,6 +541,9 @@ static void admin_backend_action(const struct admin *a, struct evhttp_request *r
                 admin_reply_text(req, HTTP_NOTFOUND, "No such backend");
                 return;
         }
+        if (b->maintenance != drain)
+                history_event(a->lbd->history, HISTORY_EVENT_OPERATOR, "%s %s (admin API)",
+                              drain ? "Drained" : "Enabled", b->name);
         backend_set_maintenance(b, drain);
 
         o = cJSON_CreateObject();
