@@ -39,6 +39,7 @@
 #include "lbd/provider.h"
 #include "lbd/proxy.h"
 #include "lbd/reconcile.h"
+#include "lbd/statuspage.h"
 
 #define ADMIN_MAX_HEADERS_SIZE 8192
 #define ADMIN_MAX_BODY_SIZE    1024
@@ -55,6 +56,7 @@ struct admin {
         struct evhttp *http;
         struct evconnlistener *listener; /* evhttp's, on our socket */
         struct acceptpause accept_pause;
+        struct statuspage *page; /* the status page at / (statuspage.h) */
 };
 
 /* evhttp hands its listener's error callback its own pointer, not ours: the one admin API of the process
@@ -488,10 +490,9 @@ static void admin_reply_text(struct evhttp_request *req, int code, const char *r
 
 #define ADMIN_BACKENDS_PREFIX "/backends/"
 
-/* The active backend called <name> (address or instance id), or NULL. */
-static struct backend *admin_find_backend(const struct admin *a, const char *name)
+struct backend *admin_find_backend(const struct lbd *lbd, const char *name)
 {
-        struct pool *pool = a->lbd->pool;
+        struct pool *pool = lbd->pool;
 
         for (size_t i = 0; pool && i < pool->n_backends; i++) {
                 struct backend *b = pool->backends[i];
@@ -500,6 +501,14 @@ static struct backend *admin_find_backend(const struct admin *a, const char *nam
                         return b;
         }
         return NULL;
+}
+
+void admin_set_maintenance(struct lbd *lbd, struct backend *b, bool drain, const char *by)
+{
+        if (b->maintenance != drain)
+                history_event(lbd->history, HISTORY_EVENT_OPERATOR, "%s %s (%s)", drain ? "Drained" : "Enabled",
+                              b->name, by);
+        backend_set_maintenance(b, drain);
 }
 
 /* POST /backends/NAME/drain or /backends/NAME/enable (<path> starts with ADMIN_BACKENDS_PREFIX). Answers
@@ -526,6 +535,8 @@ static void admin_backend_action(const struct admin *a, struct evhttp_request *r
                 admin_reply_text(req, HTTP_BADMETHOD, "Method Not Allowed");
                 return;
         }
+        if (!statuspage_post_allowed(req))
+                return;
         drain = strcmp(slash, "/drain") == 0;
         memcpy(name, rest, (size_t)(slash - rest));
         name[slash - rest] = '\0';
@@ -535,16 +546,13 @@ static void admin_backend_action(const struct admin *a, struct evhttp_request *r
                 admin_reply_text(req, HTTP_INTERNAL, "Internal Server Error");
                 return;
         }
-        b = admin_find_backend(a, decoded);
+        b = admin_find_backend(a->lbd, decoded);
         free(decoded);
         if (!b) {
                 admin_reply_text(req, HTTP_NOTFOUND, "No such backend");
                 return;
         }
-        if (b->maintenance != drain)
-                history_event(a->lbd->history, HISTORY_EVENT_OPERATOR, "%s %s (admin API)",
-                              drain ? "Drained" : "Enabled", b->name);
-        backend_set_maintenance(b, drain);
+        admin_set_maintenance(a->lbd, b, drain, "admin API");
 
         o = cJSON_CreateObject();
         if (!o || !cJSON_AddStringToObject(o, "backend", b->name) ||
@@ -562,7 +570,7 @@ static void admin_backend_action(const struct admin *a, struct evhttp_request *r
 
 static void admin_on_request(struct evhttp_request *req, void *userdata)
 {
-        const struct admin *a = userdata;
+        struct admin *a = userdata;
         const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
         const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
         enum evhttp_cmd_type method = evhttp_request_get_command(req);
@@ -571,6 +579,10 @@ static void admin_on_request(struct evhttp_request *req, void *userdata)
         _cleanup_(evbuffer_freep) struct evbuffer *body = NULL;
         int r;
 
+        if (path && statuspage_owns(path)) {
+                statuspage_handle(a->page, req, path);
+                return;
+        }
         if (path && strcmp(path, "/status") == 0) {
                 build = admin_status;
                 content_type = ADMIN_CONTENT_JSON;
@@ -614,7 +626,7 @@ int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret)
         _cleanup_close_ int fd = -1;
         struct evhttp_bound_socket *bound;
         struct admin *a;
-        int one = 1;
+        int one = 1, r;
 
         if (!lbd || !lbd->base || !addr || !ret)
                 return -EINVAL;
@@ -633,8 +645,14 @@ int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret)
         if (!a)
                 return -ENOMEM;
         a->lbd = lbd;
+        r = statuspage_new(lbd, &a->page);
+        if (r < 0) {
+                free(a);
+                return r;
+        }
         a->http = evhttp_new(lbd->base);
         if (!a->http) {
+                statuspage_free(a->page);
                 free(a);
                 return -ENOMEM;
         }
@@ -650,6 +668,7 @@ int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret)
         evhttp_set_bevcb(a->http, admin_new_bufferevent, a);
         if (acceptpause_init(&a->accept_pause, lbd->base, "admin API", admin_set_listening, a) < 0) {
                 evhttp_free(a->http);
+                statuspage_free(a->page);
                 free(a);
                 return -ENOMEM;
         }
@@ -659,6 +678,7 @@ int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret)
         if (!bound) {
                 acceptpause_done(&a->accept_pause);
                 evhttp_free(a->http);
+                statuspage_free(a->page);
                 free(a);
                 return -ENOMEM;
         }
@@ -679,6 +699,7 @@ struct admin *admin_free(struct admin *a)
                 admin_listening = NULL;
         evhttp_free(a->http);
         acceptpause_done(&a->accept_pause);
+        statuspage_free(a->page);
         free(a);
         return NULL;
 }

@@ -44,6 +44,7 @@ struct history {
 
         struct history_event events[HISTORY_EVENTS];
         size_t event_next, n_events;
+        uint64_t events_total;
 
         struct history_backend **backends;
         size_t n_backends;
@@ -218,6 +219,7 @@ void history_eventv(struct history *h, enum history_event_kind kind, const char 
         h->event_next = (h->event_next + 1) % HISTORY_EVENTS;
         if (h->n_events < HISTORY_EVENTS)
                 h->n_events++;
+        h->events_total++;
 }
 
 void history_event(struct history *h, enum history_event_kind kind, const char *format, ...)
@@ -232,14 +234,10 @@ void history_event(struct history *h, enum history_event_kind kind, const char *
 const char *history_event_kind_name(enum history_event_kind kind)
 {
         static const char *const names[_HISTORY_EVENT_MAX] = {
-                [HISTORY_EVENT_LAUNCH] = "launch",
-                [HISTORY_EVENT_TERMINATE] = "terminate",
-                [HISTORY_EVENT_REPLACE] = "replace",
-                [HISTORY_EVENT_RELOAD] = "reload",
-                [HISTORY_EVENT_GUARD] = "storm guard",
-                [HISTORY_EVENT_ALL_FAILING] = "all failing",
-                [HISTORY_EVENT_PROVIDER] = "provider",
-                [HISTORY_EVENT_DESIRED] = "desired",
+                [HISTORY_EVENT_LAUNCH] = "launch",     [HISTORY_EVENT_TERMINATE] = "terminate",
+                [HISTORY_EVENT_REPLACE] = "replace",   [HISTORY_EVENT_RELOAD] = "reload",
+                [HISTORY_EVENT_GUARD] = "storm guard", [HISTORY_EVENT_ALL_FAILING] = "all failing",
+                [HISTORY_EVENT_PROVIDER] = "provider", [HISTORY_EVENT_DESIRED] = "desired",
                 [HISTORY_EVENT_OPERATOR] = "operator",
         };
 
@@ -263,6 +261,11 @@ size_t history_n_events(const struct history *h)
         return h->n_events;
 }
 
+uint64_t history_events_total(const struct history *h)
+{
+        return h->events_total;
+}
+
 const struct history_event *history_event_at(const struct history *h, size_t i)
 {
         if (i >= h->n_events)
@@ -284,7 +287,8 @@ void history_backend(const struct history *h, const struct backend *b, struct hi
         first = (hb->next + HISTORY_WINDOW + 1 - hb->n) % (HISTORY_WINDOW + 1);
         requests = hb->requests[last] - hb->requests[first];
         errors = hb->errors[last] - hb->errors[first];
-        span_usec = hb->wall_usec[last] > hb->wall_usec[first] ? hb->wall_usec[last] - hb->wall_usec[first] : 0;
+        span_usec =
+                hb->wall_usec[last] > hb->wall_usec[first] ? hb->wall_usec[last] - hb->wall_usec[first] : 0;
         if (span_usec > 0)
                 ret->rps = (double)requests * (double)USEC_PER_SEC / (double)span_usec;
         if (requests > 0)

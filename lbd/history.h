@@ -42,11 +42,11 @@ enum history_event_kind {
 };
 
 struct history_sample {
-        uint64_t wall_sec;  /* the second it ends (Unix time) */
-        uint32_t requests;  /* exchanges that ended during it */
-        uint32_t errors;    /* of those, answered with a 5xx (the backend's or lbd's own) */
-        int64_t p99_usec;   /* -1: no exchange ended */
-        uint32_t healthy;   /* backends passing their checks at its end */
+        uint64_t wall_sec; /* the second it ends (Unix time) */
+        uint32_t requests; /* exchanges that ended during it */
+        uint32_t errors;   /* of those, answered with a 5xx (the backend's or lbd's own) */
+        int64_t p99_usec;  /* -1: no exchange ended */
+        uint32_t healthy;  /* backends passing their checks at its end */
 };
 
 struct history_event {
@@ -57,9 +57,9 @@ struct history_event {
 
 /* A backend's last HISTORY_WINDOW seconds (fewer right after it appeared). */
 struct history_backend_view {
-        double rps;         /* requests sent to it per second */
-        double error_rate;  /* failures and 5xx per request, 0..1; -1 with no request */
-        int64_t p50_usec;   /* -1 with no response */
+        double rps;        /* requests sent to it per second */
+        double error_rate; /* failures and 5xx per request, 0..1; -1 with no request */
+        int64_t p50_usec;  /* -1 with no response */
         int64_t p99_usec;
 };
 
@@ -87,8 +87,10 @@ const char *history_event_kind_name(enum history_event_kind kind);
 size_t history_n_samples(const struct history *h);
 const struct history_sample *history_sample_at(const struct history *h, size_t i);
 
-/* The timeline, oldest first. */
+/* The timeline, oldest first; history_events_total() counts every event since the start, so the one at
+ * history_event_at(h, i) is number total - n + i. */
 size_t history_n_events(const struct history *h);
+uint64_t history_events_total(const struct history *h);
 const struct history_event *history_event_at(const struct history *h, size_t i);
 
 /* Fills <ret> for <b>; all -1 and 0 when the history does not follow it yet. */

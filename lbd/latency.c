@@ -17,7 +17,8 @@ static void latency_bucket_range(unsigned idx, uint64_t *ret_low, uint64_t *ret_
         *ret_width = UINT64_C(1) << (e - LATENCY_SUB_BITS);
 }
 
-void latency_diff(const struct latency_hist *now, const struct latency_hist *before, struct latency_hist *ret)
+void latency_diff(const struct latency_hist *now, const struct latency_hist *before,
+                  struct latency_hist *ret)
 {
         ret->count = now->count - before->count;
         for (unsigned i = 0; i < LATENCY_BUCKETS; i++)

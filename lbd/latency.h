@@ -38,7 +38,8 @@ static inline void latency_add(struct latency_hist *h, uint64_t usec)
 }
 
 /* <ret> = <now> - <before>: the durations added between two copies of one histogram. */
-void latency_diff(const struct latency_hist *now, const struct latency_hist *before, struct latency_hist *ret);
+void latency_diff(const struct latency_hist *now, const struct latency_hist *before,
+                  struct latency_hist *ret);
 
 /* The <permille>/1000 quantile of <h> in microseconds (the middle of its bucket), or -1 when <h> is
  * empty. */
