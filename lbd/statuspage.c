@@ -745,7 +745,8 @@ static void page_reply(struct evhttp_request *req, int code, const char *reason,
         (void)evhttp_add_header(h, "Cache-Control", "no-store");
         (void)evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
         (void)evhttp_add_header(h, "X-Frame-Options", "DENY");
-        (void)evhttp_add_header(h, "Referrer-Policy", "no-referrer");
+        /* Not no-referrer: browsers then send "Origin: null" with the page's own forms, which is refused. */
+        (void)evhttp_add_header(h, "Referrer-Policy", "same-origin");
         (void)evhttp_add_header(h, "Content-Security-Policy", PAGE_CSP);
         evhttp_send_reply(req, code, reason, body);
 }

@@ -715,6 +715,8 @@ static void test_page(void **state)
         assert_string_equal(header_of(r, "Content-Type"), "text/html; charset=utf-8");
         assert_non_null(strstr(header_of(r, "Content-Security-Policy"), "default-src 'none'"));
         assert_string_equal(header_of(r, "X-Frame-Options"), "DENY");
+        /* With no-referrer, a browser would send the page's own forms with "Origin: null". */
+        assert_string_equal(header_of(r, "Referrer-Policy"), "same-origin");
         assert_non_null(strstr(body_of(r), "<tr data-backend=\"127.0.0.1:8081\" data-state=\"up\">"));
         assert_non_null(strstr(body_of(r), "<tr data-backend=\"127.0.0.1:8082\" data-state=\"down\">"));
         assert_non_null(strstr(body_of(r), "<tr data-backend=\"[::1]:8083\""));
