@@ -310,12 +310,7 @@ static int admin_status(const struct admin *a, struct evbuffer *out)
 
 /* ---- /metrics ---- */
 
-struct admin_metrics {
-        struct evbuffer *out;
-        bool failed;
-};
-
-_printf_(2, 3) static void admin_printf(struct admin_metrics *m, const char *format, ...)
+void admin_printf(struct admin_out *m, const char *format, ...)
 {
         va_list ap;
 
@@ -325,7 +320,7 @@ _printf_(2, 3) static void admin_printf(struct admin_metrics *m, const char *for
         va_end(ap);
 }
 
-static void admin_family(struct admin_metrics *m, const char *name, const char *type, const char *help)
+static void admin_family(struct admin_out *m, const char *name, const char *type, const char *help)
 {
         admin_printf(m, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
@@ -357,7 +352,7 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
 {
         const struct pool *pool = a->lbd->pool;
         const struct proxy_stats *ps = admin_proxy_stats(a);
-        struct admin_metrics m = {.out = out};
+        struct admin_out m = {.out = out};
         size_t n = pool ? pool->n_backends : 0;
         char label[ADMIN_LABEL_MAX];
 
@@ -503,6 +498,28 @@ struct backend *admin_find_backend(const struct lbd *lbd, const char *name)
         return NULL;
 }
 
+int admin_action_parse(const char *rest, bool *ret_drain, char *name, size_t size)
+{
+        const char *slash = strrchr(rest, '/');
+        char raw[ADMIN_BACKEND_NAME_MAX];
+        _cleanup_free_ char *decoded = NULL;
+
+        if (!slash || slash == rest || (size_t)(slash - rest) >= sizeof(raw) ||
+            (strcmp(slash, "/drain") != 0 && strcmp(slash, "/enable") != 0))
+                return -ENOENT;
+        memcpy(raw, rest, (size_t)(slash - rest));
+        raw[slash - rest] = '\0';
+        /* An IPv6 address may come percent-encoded ("%5B::1%5D:8081"). */
+        decoded = evhttp_uridecode(raw, 0, NULL);
+        if (!decoded)
+                return -ENOMEM;
+        if (strlen(decoded) >= size)
+                return -ENOENT;
+        memcpy(name, decoded, strlen(decoded) + 1);
+        *ret_drain = strcmp(slash, "/drain") == 0;
+        return 0;
+}
+
 void admin_set_maintenance(struct lbd *lbd, struct backend *b, bool drain, const char *by)
 {
         if (b->maintenance != drain)
@@ -519,15 +536,15 @@ static void admin_backend_action(const struct admin *a, struct evhttp_request *r
         _cleanup_(cJSON_Deletep) cJSON *o = NULL;
         _cleanup_(cJSON_freep) char *text = NULL;
         _cleanup_(evbuffer_freep) struct evbuffer *body = NULL;
-        const char *rest = path + strlen(ADMIN_BACKENDS_PREFIX), *slash = strrchr(rest, '/');
-        char name[NETADDR_STRLEN + BACKEND_INSTANCE_ID_MAX];
-        char *decoded = NULL;
+        char name[ADMIN_BACKEND_NAME_MAX];
         struct backend *b;
         bool drain;
+        int r;
 
-        if (!slash || slash == rest || (size_t)(slash - rest) >= sizeof(name) ||
-            (strcmp(slash, "/drain") != 0 && strcmp(slash, "/enable") != 0)) {
-                admin_reply_text(req, HTTP_NOTFOUND, "Not Found");
+        r = admin_action_parse(path + strlen(ADMIN_BACKENDS_PREFIX), &drain, name, sizeof(name));
+        if (r < 0) {
+                admin_reply_text(req, r == -ENOMEM ? HTTP_INTERNAL : HTTP_NOTFOUND,
+                                 r == -ENOMEM ? "Internal Server Error" : "Not Found");
                 return;
         }
         if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
@@ -537,17 +554,7 @@ static void admin_backend_action(const struct admin *a, struct evhttp_request *r
         }
         if (!statuspage_post_allowed(req))
                 return;
-        drain = strcmp(slash, "/drain") == 0;
-        memcpy(name, rest, (size_t)(slash - rest));
-        name[slash - rest] = '\0';
-        /* An IPv6 address may come percent-encoded ("%5B::1%5D:8081"). */
-        decoded = evhttp_uridecode(name, 0, NULL);
-        if (!decoded) {
-                admin_reply_text(req, HTTP_INTERNAL, "Internal Server Error");
-                return;
-        }
-        b = admin_find_backend(a->lbd, decoded);
-        free(decoded);
+        b = admin_find_backend(a->lbd, name);
         if (!b) {
                 admin_reply_text(req, HTTP_NOTFOUND, "No such backend");
                 return;

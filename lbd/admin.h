@@ -8,10 +8,30 @@
 
 #include <stdbool.h>
 
+#include "common/macro.h"
+#include "common/netaddr.h"
+#include "lbd/backend.h"
+
+struct evbuffer;
 struct lbd;
 struct admin;
 struct backend;
 struct netaddr;
+
+/* A text answer being written: writes to <out> that remember a failure (out of memory), checked once at
+ * the end, rather than after every line. */
+struct admin_out {
+        struct evbuffer *out;
+        bool failed;
+};
+void admin_printf(struct admin_out *m, const char *format, ...) _printf_(2, 3);
+
+#define ADMIN_BACKEND_NAME_MAX (NETADDR_STRLEN + BACKEND_INSTANCE_ID_MAX) /* an address or instance id */
+
+/* Reads <rest>, "NAME/drain" or "NAME/enable" of a maintenance path, into <ret_drain> and NAME
+ * percent-decoded (<name>, <size> bytes). Returns 0, -ENOENT when <rest> is neither or NAME too long,
+ * or -ENOMEM. */
+int admin_action_parse(const char *rest, bool *ret_drain, char *name, size_t size);
 
 /* The active backend called <name> (its address or its instance id), or NULL. */
 struct backend *admin_find_backend(const struct lbd *lbd, const char *name);

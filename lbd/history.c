@@ -249,11 +249,17 @@ size_t history_n_samples(const struct history *h)
         return h->n_samples;
 }
 
+/* Where the <i>th oldest of the <n> entries of a ring of <size> whose next write goes to <next> is. */
+static size_t history_ring_index(size_t next, size_t n, size_t size, size_t i)
+{
+        return (next + size - n + i) % size;
+}
+
 const struct history_sample *history_sample_at(const struct history *h, size_t i)
 {
         if (i >= h->n_samples)
                 return NULL;
-        return &h->samples[(h->sample_next + HISTORY_SECONDS - h->n_samples + i) % HISTORY_SECONDS];
+        return &h->samples[history_ring_index(h->sample_next, h->n_samples, HISTORY_SECONDS, i)];
 }
 
 size_t history_n_events(const struct history *h)
@@ -270,7 +276,7 @@ const struct history_event *history_event_at(const struct history *h, size_t i)
 {
         if (i >= h->n_events)
                 return NULL;
-        return &h->events[(h->event_next + HISTORY_EVENTS - h->n_events + i) % HISTORY_EVENTS];
+        return &h->events[history_ring_index(h->event_next, h->n_events, HISTORY_EVENTS, i)];
 }
 
 void history_backend(const struct history *h, const struct backend *b, struct history_backend_view *ret)

@@ -42,7 +42,6 @@
 #define PAGE_FORBIDDEN     403 /* evhttp names no constant for it */
 #define PAGE_ACTION_PREFIX "/page/backends/"
 #define PAGE_TOKEN_HEADER  "X-LBD-Token"
-#define PAGE_NAME_MAX      (NETADDR_STRLEN + BACKEND_INSTANCE_ID_MAX)
 #define PAGE_MAX_ROWS      4096 /* rows on one page; the pool is far smaller */
 #define PAGE_CHART_W       300
 #define PAGE_CHART_H       100
@@ -248,29 +247,14 @@ static int page_build(const struct lbd *lbd, struct page *pg)
 
 /* ---- output helpers ---- */
 
-struct page_out {
-        struct evbuffer *buf;
-        bool failed;
-};
-
-_printf_(2, 3) static void out_printf(struct page_out *o, const char *format, ...)
+static void out_add(struct admin_out *o, const char *s)
 {
-        va_list ap;
-
-        va_start(ap, format);
-        if (evbuffer_add_vprintf(o->buf, format, ap) < 0)
-                o->failed = true;
-        va_end(ap);
-}
-
-static void out_add(struct page_out *o, const char *s)
-{
-        if (evbuffer_add(o->buf, s, strlen(s)) < 0)
+        if (evbuffer_add(o->out, s, strlen(s)) < 0)
                 o->failed = true;
 }
 
 /* <s> escaped for HTML text and attribute values. */
-static void out_html(struct page_out *o, const char *s)
+static void out_html(struct admin_out *o, const char *s)
 {
         for (const char *p = s; *p; p++) {
                 const char *esc = NULL;
@@ -296,7 +280,7 @@ static void out_html(struct page_out *o, const char *s)
                 }
                 if (esc)
                         out_add(o, esc);
-                else if (evbuffer_add(o->buf, p, 1) < 0)
+                else if (evbuffer_add(o->out, p, 1) < 0)
                         o->failed = true;
         }
 }
@@ -385,7 +369,7 @@ static double page_series_value(const struct history_sample *x, enum page_series
 
 /* One chart as SVG: a path over the last HISTORY_SECONDS ending at <end_sec>, scaled to the highest value
  * (at least 1); a gap where a second has no value. page.js draws the same. */
-static void page_chart(struct page_out *o, const struct history *h, enum page_series s, uint64_t end_sec)
+static void page_chart(struct admin_out *o, const struct history *h, enum page_series s, uint64_t end_sec)
 {
         size_t n = h ? history_n_samples(h) : 0;
         double max = 1, last = -1;
@@ -397,13 +381,13 @@ static void page_chart(struct page_out *o, const struct history *h, enum page_se
                 max = v > max ? v : max;
                 last = v;
         }
-        out_printf(o, "<figure class=\"chart\" id=\"chart-%s\"><figcaption>%s <span class=\"now\">",
+        admin_printf(o, "<figure class=\"chart\" id=\"chart-%s\"><figcaption>%s <span class=\"now\">",
                    page_charts[s].id, page_charts[s].title);
         if (last >= 0)
-                out_printf(o, "%.*f%s", s == PAGE_SERIES_P99 ? 1 : 0, last, page_charts[s].unit);
+                admin_printf(o, "%.*f%s", s == PAGE_SERIES_P99 ? 1 : 0, last, page_charts[s].unit);
         else
                 out_add(o, "\xe2\x80\x94");
-        out_printf(o,
+        admin_printf(o,
                    "</span> <span class=\"max\">max %.*f</span></figcaption>"
                    "<svg viewBox=\"0 0 %d %d\" preserveAspectRatio=\"none\" role=\"img\" aria-label=\"%s\">"
                    "<path class=\"line\" d=\"",
@@ -418,7 +402,7 @@ static void page_chart(struct page_out *o, const struct history *h, enum page_se
                 }
                 px = (double)(x->wall_sec + HISTORY_SECONDS - end_sec) * PAGE_CHART_W / HISTORY_SECONDS;
                 py = PAGE_CHART_H - v / max * (PAGE_CHART_H - 5);
-                out_printf(o, "%s%.1f %.1f", pen ? " L" : (i ? " M" : "M"), px, py);
+                admin_printf(o, "%s%.1f %.1f", pen ? " L" : (i ? " M" : "M"), px, py);
                 pen = true;
         }
         out_add(o, "\"/></svg></figure>");
@@ -426,25 +410,25 @@ static void page_chart(struct page_out *o, const struct history *h, enum page_se
 
 /* ---- the HTML page ---- */
 
-static void page_html_summary(struct page_out *o, const struct page *pg)
+static void page_html_summary(struct admin_out *o, const struct page *pg)
 {
         char when[16], ago[32];
 
         out_add(o, "<section id=\"summary\"><h2>Pool</h2><dl class=\"stats\">");
-        out_printf(o, "<div><dt>Desired</dt><dd id=\"s-desired\">%" PRIu64 "</dd></div>", pg->desired);
-        out_printf(o, "<div><dt>Healthy</dt><dd id=\"s-healthy\">%zu of %zu</dd></div>", pg->healthy,
+        admin_printf(o, "<div><dt>Desired</dt><dd id=\"s-desired\">%" PRIu64 "</dd></div>", pg->desired);
+        admin_printf(o, "<div><dt>Healthy</dt><dd id=\"s-healthy\">%zu of %zu</dd></div>", pg->healthy,
                    pg->total);
-        out_printf(o, "<div><dt>Launching</dt><dd id=\"s-launching\">%zu</dd></div>", pg->launching);
-        out_printf(o, "<div><dt>Draining</dt><dd id=\"s-draining\">%zu</dd></div>", pg->draining);
-        out_printf(o,
+        admin_printf(o, "<div><dt>Launching</dt><dd id=\"s-launching\">%zu</dd></div>", pg->launching);
+        admin_printf(o, "<div><dt>Draining</dt><dd id=\"s-draining\">%zu</dd></div>", pg->draining);
+        admin_printf(o,
                    "<div class=\"%s\"><dt>Held back by the storm guard</dt><dd id=\"s-held\">%zu</dd></div>",
                    pg->guard ? "warn" : "", pg->held);
         out_add(o, "</dl><p id=\"s-provider\">");
-        out_printf(o, "Provider <b>%s</b>%s. ", pg->provider, pg->managed ? "" : " (a fixed list)");
+        admin_printf(o, "Provider <b>%s</b>%s. ", pg->provider, pg->managed ? "" : " (a fixed list)");
         if (!pg->listed)
                 out_add(o, "No successful list yet. ");
         else
-                out_printf(o, "Last successful list: %s ago, at %s UTC%s. ",
+                admin_printf(o, "Last successful list: %s ago, at %s UTC%s. ",
                            page_duration((int64_t)((pg->wall_usec > pg->list_wall_usec
                                                             ? pg->wall_usec - pg->list_wall_usec
                                                             : 0) /
@@ -453,7 +437,7 @@ static void page_html_summary(struct page_out *o, const struct page *pg)
                            page_clock(pg->list_wall_usec, when, sizeof(when)),
                            pg->list_ok ? "" : " (the last one failed)");
         if (pg->failing) {
-                out_printf(o, "<span class=\"bad\">Failing for %s, %u attempts in a row: ",
+                admin_printf(o, "<span class=\"bad\">Failing for %s, %u attempts in a row: ",
                            page_duration((int64_t)(pg->failing_usec / USEC_PER_SEC), ago, sizeof(ago)),
                            pg->failing_attempts);
                 out_html(o, pg->error ? pg->error : "?");
@@ -470,38 +454,38 @@ static void page_html_summary(struct page_out *o, const struct page *pg)
         out_add(o, "</p></section>");
 }
 
-static void page_html_actions(struct page_out *o, const struct page_row *row)
+static void page_html_actions(struct admin_out *o, const struct page_row *row)
 {
         const char *action = row->b->maintenance ? "enable" : "drain";
 
         out_add(o, "<form method=\"get\" action=\"/page/confirm\"><input type=\"hidden\" name=\"backend\" "
                    "value=\"");
         out_html(o, row->address);
-        out_printf(o, "\"><button name=\"action\" value=\"%s\" class=\"act\">%s</button></form>", action,
+        admin_printf(o, "\"><button name=\"action\" value=\"%s\" class=\"act\">%s</button></form>", action,
                    row->b->maintenance ? "Enable" : "Drain");
 }
 
-static void page_html_row(struct page_out *o, const struct page_row *row)
+static void page_html_row(struct admin_out *o, const struct page_row *row)
 {
         char age[32], rps[32], err[16], p50[32], p99[32];
 
         out_add(o, "<tr data-backend=\"");
         out_html(o, row->address);
-        out_printf(o, "\" data-state=\"%s\"><td class=\"addr\" data-label=\"Address\">", row->state_class);
+        admin_printf(o, "\" data-state=\"%s\"><td class=\"addr\" data-label=\"Address\">", row->state_class);
         out_html(o, row->address[0] ? row->address : "\xe2\x80\x94");
-        out_printf(o,
+        admin_printf(o,
                    "</td><td data-label=\"State\"><span class=\"state st-%s\">%s</span></td>"
                    "<td data-label=\"Instance\">",
                    row->state_class, row->state);
         out_html(o, row->instance_id[0] ? row->instance_id : "\xe2\x80\x94");
-        out_printf(
+        admin_printf(
                 o,
                 "</td><td data-label=\"Age\">%s</td><td data-label=\"Health checks\"><span class=\"strip\">",
                 page_duration(row->age_s, age, sizeof(age)));
         for (const char *c = row->checks; *c; c++)
-                out_printf(o, "<i class=\"ck-%c\">%c</i>", *c, *c == 'o' ? '+' : *c);
+                admin_printf(o, "<i class=\"ck-%c\">%c</i>", *c, *c == 'o' ? '+' : *c);
         (void)snprintf(rps, sizeof(rps), "%.1f", row->figures.rps);
-        out_printf(o,
+        admin_printf(o,
                    "</span></td><td class=\"num\" data-label=\"In flight\">%u</td>"
                    "<td class=\"num\" data-label=\"Req/s\">%s</td><td class=\"num\" "
                    "data-label=\"Errors\">%s</td>"
@@ -515,7 +499,7 @@ static void page_html_row(struct page_out *o, const struct page_row *row)
         out_add(o, "</td></tr>");
 }
 
-static void page_html_head(struct page_out *o, const char *token, const char *title)
+static void page_html_head(struct admin_out *o, const char *token, const char *title)
 {
         out_add(o, "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
                    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -526,7 +510,7 @@ static void page_html_head(struct page_out *o, const char *token, const char *ti
         out_add(o, "</title><link rel=\"stylesheet\" href=\"/page.css\">");
 }
 
-static void page_html(struct page_out *o, const struct statuspage *sp, const struct page *pg)
+static void page_html(struct admin_out *o, const struct statuspage *sp, const struct page *pg)
 {
         const struct history *h = sp->lbd->history;
         size_t n_events = h ? history_n_events(h) : 0;
@@ -535,7 +519,7 @@ static void page_html(struct page_out *o, const struct statuspage *sp, const str
         page_html_head(o, sp->token, "lbd status");
         out_add(o, "<script src=\"/page.js\" defer></script>"
                    "<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript></head><body>");
-        out_printf(o,
+        admin_printf(o,
                    "<header><h1>lbd</h1><p>version %s, pid %ld; <span id=\"updated\">as of %s UTC</span></p>"
                    "</header><main>",
                    PACKAGE_VERSION, (long)getpid(), page_clock(pg->wall_usec, when, sizeof(when)));
@@ -563,7 +547,7 @@ static void page_html(struct page_out *o, const struct statuspage *sp, const str
         for (size_t i = n_events; i-- > 0;) {
                 const struct history_event *e = history_event_at(h, i);
 
-                out_printf(o, "<li class=\"ev-%u\"><time>%s</time> <b>%s</b> ", (unsigned)e->kind,
+                admin_printf(o, "<li class=\"ev-%u\"><time>%s</time> <b>%s</b> ", (unsigned)e->kind,
                            page_clock(e->wall_usec, when, sizeof(when)), history_event_kind_name(e->kind));
                 out_html(o, e->text);
                 out_add(o, "</li>");
@@ -695,7 +679,7 @@ static int page_json_events(cJSON *root, const struct history *h, uint64_t from)
         return 0;
 }
 
-static int page_json(struct page_out *o, const struct statuspage *sp, const struct page *pg, uint64_t since,
+static int page_json(struct admin_out *o, const struct statuspage *sp, const struct page *pg, uint64_t since,
                      uint64_t events_from)
 {
         _cleanup_(cJSON_Deletep) cJSON *root = cJSON_CreateObject();
@@ -880,17 +864,17 @@ static uint64_t page_query_uint(const char *query, const char *name)
         return errno == 0 && *end == '\0' ? (uint64_t)v : 0;
 }
 
-typedef int (*page_render_fn)(struct page_out *o, const struct statuspage *sp, const struct page *pg,
+typedef int (*page_render_fn)(struct admin_out *o, const struct statuspage *sp, const struct page *pg,
                               const char *query);
 
-static int page_render_html(struct page_out *o, const struct statuspage *sp, const struct page *pg,
+static int page_render_html(struct admin_out *o, const struct statuspage *sp, const struct page *pg,
                             const char *query)
 {
         page_html(o, sp, pg);
         return o->failed ? -ENOMEM : 0;
 }
 
-static int page_render_json(struct page_out *o, const struct statuspage *sp, const struct page *pg,
+static int page_render_json(struct admin_out *o, const struct statuspage *sp, const struct page *pg,
                             const char *query)
 {
         return page_json(o, sp, pg, page_query_uint(query, "since"), page_query_uint(query, "events"));
@@ -901,7 +885,7 @@ static void page_render(struct statuspage *sp, struct evhttp_request *req, page_
 {
         _cleanup_(evbuffer_freep) struct evbuffer *body = evbuffer_new();
         struct page pg = {0};
-        struct page_out o = {.buf = body};
+        struct admin_out o = {.out = body};
         int r = body ? page_build(sp->lbd, &pg) : -ENOMEM;
 
         if (r >= 0)
@@ -919,8 +903,8 @@ static void page_render(struct statuspage *sp, struct evhttp_request *req, page_
 static void page_confirm(struct statuspage *sp, struct evhttp_request *req, const char *query)
 {
         _cleanup_(evbuffer_freep) struct evbuffer *body = evbuffer_new();
-        struct page_out o = {.buf = body};
-        char name[PAGE_NAME_MAX], action[8];
+        struct admin_out o = {.out = body};
+        char name[ADMIN_BACKEND_NAME_MAX], action[8];
         _cleanup_free_ char *encoded = NULL;
 
         if (!page_query(query, "backend", name, sizeof(name)) ||
@@ -951,7 +935,7 @@ static void page_confirm(struct statuspage *sp, struct evhttp_request *req, cons
                         : "It takes requests again once its health checks pass.");
         out_add(&o, "</p><form method=\"post\" action=\"" PAGE_ACTION_PREFIX);
         out_html(&o, encoded);
-        out_printf(
+        admin_printf(
                 &o,
                 "/%s\"><input type=\"hidden\" name=\"token\" value=\"%s\">"
                 "<button type=\"submit\" class=\"act\" id=\"confirm\">%s</button> <a href=\"/\">Cancel</a>"
@@ -968,15 +952,15 @@ static void page_confirm(struct statuspage *sp, struct evhttp_request *req, cons
  * the backend's new state as JSON. */
 static void page_action(struct statuspage *sp, struct evhttp_request *req, const char *path)
 {
-        const char *rest = path + strlen(PAGE_ACTION_PREFIX), *slash = strrchr(rest, '/');
-        char name[PAGE_NAME_MAX];
-        _cleanup_free_ char *decoded = NULL;
+        char name[ADMIN_BACKEND_NAME_MAX];
         struct backend *b;
         bool drain;
+        int r;
 
-        if (!slash || slash == rest || (size_t)(slash - rest) >= sizeof(name) ||
-            (strcmp(slash, "/drain") != 0 && strcmp(slash, "/enable") != 0)) {
-                page_reply_text(req, HTTP_NOTFOUND, "Not Found", NULL);
+        r = admin_action_parse(path + strlen(PAGE_ACTION_PREFIX), &drain, name, sizeof(name));
+        if (r < 0) {
+                page_reply_text(req, r == -ENOMEM ? HTTP_INTERNAL : HTTP_NOTFOUND,
+                                r == -ENOMEM ? "Internal Server Error" : "Not Found", NULL);
                 return;
         }
         if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
@@ -991,15 +975,7 @@ static void page_action(struct statuspage *sp, struct evhttp_request *req, const
                                 "the page's token is missing or wrong (reload the page: lbd restarted?)");
                 return;
         }
-        drain = strcmp(slash, "/drain") == 0;
-        memcpy(name, rest, (size_t)(slash - rest));
-        name[slash - rest] = '\0';
-        decoded = evhttp_uridecode(name, 0, NULL);
-        if (!decoded) {
-                page_reply_text(req, HTTP_INTERNAL, "Internal Server Error", NULL);
-                return;
-        }
-        b = admin_find_backend(sp->lbd, decoded);
+        b = admin_find_backend(sp->lbd, name);
         if (!b) {
                 page_reply_text(req, HTTP_NOTFOUND, "Not Found", "no such backend");
                 return;
