@@ -89,6 +89,7 @@ struct backend {
         char instance_id[BACKEND_INSTANCE_ID_MAX]; /* "" when not known */
         const char *instance_state; /* a static string ("running"), NULL when not known */
         uint64_t launched_usec;     /* wall clock, 0 when not known */
+        char zone[32];              /* the instance's zone, "" when not known (= INSTANCE_ZONE_MAX) */
         /* Health history, for the reconciler's judgement */
         uint64_t health_changed_usec; /* now_usec() when `healthy` last changed, or when it was added */
         bool been_healthy;            /* it has been healthy at least once since it was added */

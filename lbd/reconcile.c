@@ -76,6 +76,7 @@
 #include "lbd/history.h"
 
 _Static_assert(BACKEND_INSTANCE_ID_MAX == INSTANCE_ID_MAX, "backend and instance ids have the same size");
+_Static_assert(sizeof(((struct backend *)0)->zone) == INSTANCE_ZONE_MAX, "backend and instance zones too");
 
 #define RECONCILE_UNLISTED_TTL_MIN (30 * USEC_PER_SEC) /* and at least 3 polls */
 #define RECONCILE_TERMINATING_TTL  (10 * 60 * USEC_PER_SEC)
@@ -357,6 +358,7 @@ static bool reconcile_sync_pool(struct reconcile *r)
                 memcpy(b->instance_id, owners[i]->inst.id, sizeof(b->instance_id));
                 b->instance_state = provider_instance_state_name(owners[i]->inst.state);
                 b->launched_usec = owners[i]->inst.launched_usec;
+                memcpy(b->zone, owners[i]->inst.zone, sizeof(b->zone));
         }
         return !same;
 }

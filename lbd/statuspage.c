@@ -61,6 +61,7 @@ struct page_row {
         const struct backend *b; /* NULL for an instance that is no backend (launching, terminating) */
         char address[NETADDR_STRLEN];
         const char *instance_id; /* "" when unknown */
+        const char *zone;        /* "" when unknown */
         int64_t age_s;           /* -1 when unknown */
         const char *state;       /* the word */
         const char *state_class; /* the colour's class: up, down, pending, drained, forced, gone */
@@ -120,6 +121,7 @@ static void page_row_backend(struct page_row *row, const struct backend *b, cons
         row->b = b;
         memcpy(row->address, b->name, sizeof(row->address));
         row->instance_id = b->instance_id;
+        row->zone = b->zone;
         row->age_s = b->launched_usec && wall > b->launched_usec
                              ? (int64_t)((wall - b->launched_usec) / USEC_PER_SEC)
                              : -1;
@@ -158,6 +160,7 @@ static void page_row_instance(struct page_row *row, const struct reconcile_insta
 {
         *row = (struct page_row){
                 .instance_id = k->inst.id,
+                .zone = k->inst.zone,
                 .age_s = k->inst.launched_usec && wall > k->inst.launched_usec
                                  ? (int64_t)((wall - k->inst.launched_usec) / USEC_PER_SEC)
                                  : -1,
@@ -478,6 +481,8 @@ static void page_html_row(struct admin_out *o, const struct page_row *row)
                    "<td data-label=\"Instance\">",
                    row->state_class, row->state);
         out_html(o, row->instance_id[0] ? row->instance_id : "\xe2\x80\x94");
+        out_add(o, "</td><td data-label=\"Zone\">");
+        out_html(o, row->zone[0] ? row->zone : "\xe2\x80\x94");
         admin_printf(
                 o,
                 "</td><td data-label=\"Age\">%s</td><td data-label=\"Health checks\"><span class=\"strip\">",
@@ -526,7 +531,7 @@ static void page_html(struct admin_out *o, const struct statuspage *sp, const st
         page_html_summary(o, pg);
 
         out_add(o, "<section><h2>Backends</h2><div class=\"scroll\"><table id=\"backends\"><thead><tr>"
-                   "<th>Address</th><th>State</th><th>Instance</th><th>Age</th>"
+                   "<th>Address</th><th>State</th><th>Instance</th><th>Zone</th><th>Age</th>"
                    "<th>Health checks <small>(oldest first)</small></th><th>In flight</th><th>Req/s</th>"
                    "<th>Errors</th><th>p50</th><th>p99</th><th>Action</th></tr></thead><tbody>");
         for (size_t i = 0; i < pg->n_rows; i++)
@@ -566,6 +571,7 @@ static cJSON *page_json_row(const struct page_row *row)
 
         if (!o || !cJSON_AddStringToObject(o, "address", row->address) ||
             !cJSON_AddStringToObject(o, "instance_id", row->instance_id) ||
+            !cJSON_AddStringToObject(o, "zone", row->zone) ||
             !(row->age_s < 0 ? cJSON_AddNullToObject(o, "age_s")
                              : cJSON_AddNumberToObject(o, "age_s", (double)row->age_s)) ||
             !cJSON_AddStringToObject(o, "state", row->state) ||

@@ -93,6 +93,7 @@
       cell("Address", "addr", r.address || DASH);
       cell("State", null).appendChild(el("span", "state st-" + r.state_class, r.state));
       cell("Instance", null, r.instance_id || DASH);
+      cell("Zone", null, r.zone || DASH);
       cell("Age", null, duration(r.age_s));
       var strip = el("span", "strip");
       for (var i = 0; i < r.checks.length; i++) {

@@ -710,6 +710,7 @@ static void test_page(void **state)
         fill_state(f);
         /* What an instance id says is shown, never run. */
         memcpy(b1->instance_id, "i-<script>\"x", sizeof("i-<script>\"x"));
+        memcpy(b1->zone, "us-east-1b", sizeof("us-east-1b"));
         r = get(f, "GET", "/");
         assert_int_equal(status_of(r), 200);
         assert_string_equal(header_of(r, "Content-Type"), "text/html; charset=utf-8");
@@ -721,6 +722,7 @@ static void test_page(void **state)
         assert_non_null(strstr(body_of(r), "<tr data-backend=\"127.0.0.1:8082\" data-state=\"down\">"));
         assert_non_null(strstr(body_of(r), "<tr data-backend=\"[::1]:8083\""));
         assert_non_null(strstr(body_of(r), "i-&lt;script&gt;&quot;x"));
+        assert_non_null(strstr(body_of(r), "<td data-label=\"Zone\">us-east-1b</td>"));
         assert_null(strstr(body_of(r), "<script>"));
         assert_non_null(strstr(body_of(r), "<span class=\"state st-up\">up</span>"));
         assert_non_null(strstr(body_of(r), "id=\"chart-rps\""));

@@ -185,6 +185,7 @@ static struct instance *cloud_add(struct fake *f, enum instance_state state)
         assert_int_equal(netaddr_parse("127.0.0.1", (uint16_t)(20000 + f->next_id), false, &inst->addr), 0);
         inst->has_addr = true;
         inst->launched_usec = f->wall;
+        (void)snprintf(inst->zone, sizeof(inst->zone), "zone-%c", 'a' + (int)(f->next_id % 3));
         return inst;
 }
 
@@ -438,6 +439,7 @@ static void test_adopt(void **state)
                 assert_non_null(b);
                 assert_string_equal(b->instance_state, "running");
                 assert_int_equal(b->launched_usec, f->cloud[i].launched_usec);
+                assert_string_equal(b->zone, f->cloud[i].zone);
         }
         assert_idle(f);
 
