@@ -234,10 +234,15 @@ void history_event(struct history *h, enum history_event_kind kind, const char *
 const char *history_event_kind_name(enum history_event_kind kind)
 {
         static const char *const names[_HISTORY_EVENT_MAX] = {
-                [HISTORY_EVENT_LAUNCH] = "launch",     [HISTORY_EVENT_TERMINATE] = "terminate",
-                [HISTORY_EVENT_REPLACE] = "replace",   [HISTORY_EVENT_RELOAD] = "reload",
-                [HISTORY_EVENT_GUARD] = "storm guard", [HISTORY_EVENT_ALL_FAILING] = "all failing",
-                [HISTORY_EVENT_PROVIDER] = "provider", [HISTORY_EVENT_DESIRED] = "desired",
+                [HISTORY_EVENT_LAUNCH] = "launch",
+                [HISTORY_EVENT_TERMINATE] = "terminate",
+                [HISTORY_EVENT_REPLACE] = "replace",
+                [HISTORY_EVENT_LOST] = "lost",
+                [HISTORY_EVENT_RELOAD] = "reload",
+                [HISTORY_EVENT_GUARD] = "storm guard",
+                [HISTORY_EVENT_ALL_FAILING] = "all failing",
+                [HISTORY_EVENT_PROVIDER] = "provider",
+                [HISTORY_EVENT_DESIRED] = "desired",
                 [HISTORY_EVENT_OPERATOR] = "operator",
         };
 

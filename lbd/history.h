@@ -32,6 +32,7 @@ enum history_event_kind {
         HISTORY_EVENT_LAUNCH,      /* instances launched */
         HISTORY_EVENT_TERMINATE,   /* an instance terminated (scale-down) */
         HISTORY_EVENT_REPLACE,     /* an instance terminated to be replaced: failed, stopped */
+        HISTORY_EVENT_LOST,        /* an instance gone or stopped, not by lbd's doing */
         HISTORY_EVENT_RELOAD,      /* the configuration reloaded, or a reload refused */
         HISTORY_EVENT_GUARD,       /* the replacement-storm guard held back or released */
         HISTORY_EVENT_ALL_FAILING, /* every backend failing at once, and back to normal */
@@ -79,7 +80,7 @@ void history_event(struct history *h, enum history_event_kind kind, const char *
 void history_eventv(struct history *h, enum history_event_kind kind, const char *format, va_list ap)
         _printf_(3, 0);
 
-/* "launch", "terminate", "replace", "reload", "storm guard", "all failing", "provider", "desired",
+/* "launch", "terminate", "replace", "lost", "reload", "storm guard", "all failing", "provider", "desired",
  * "operator". */
 const char *history_event_kind_name(enum history_event_kind kind);
 

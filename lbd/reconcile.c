@@ -803,10 +803,15 @@ static int reconcile_merge(struct reconcile *r, const struct instance *instances
                 k = &next[n_next++];
                 if (old) {
                         *k = *old;
-                        if (old->inst.state != inst->state && reconcile_managed(r) && !old->terminating)
+                        if (old->inst.state != inst->state && reconcile_managed(r) && !old->terminating) {
                                 log_info("Instance %s: %s -> %s", inst->id,
                                          provider_instance_state_name(old->inst.state),
                                          provider_instance_state_name(inst->state));
+                                if (reconcile_alive_state(old->inst.state) && !reconcile_alive_state(inst->state))
+                                        history_event(r->history, HISTORY_EVENT_LOST, "Instance %s: %s -> %s",
+                                                      inst->id, provider_instance_state_name(old->inst.state),
+                                                      provider_instance_state_name(inst->state));
+                        }
                 } else {
                         k->seen_usec = now;
                         k->seen_wall_usec = wall;
@@ -842,8 +847,11 @@ static int reconcile_merge(struct reconcile *r, const struct instance *instances
                         next[n_next++] = *old;
                         continue;
                 }
-                if (reconcile_managed(r) && !old->terminating && reconcile_alive_state(old->inst.state))
+                if (reconcile_managed(r) && !old->terminating && reconcile_alive_state(old->inst.state)) {
                         log_info("Instance %s is gone", old->inst.id);
+                        history_event(r->history, HISTORY_EVENT_LOST, "Instance %s is gone (not terminated by lbd)",
+                                      old->inst.id);
+                }
         }
 
         free(r->known);

@@ -4,97 +4,33 @@ without (the server-rendered table). Against lbd with a static pool of test back
 one row per backend with the right states, a killed backend shown down within 2 s, a drain from the page
 (with its confirmation), charts with data points, the timeline; and a page on another origin that tries
 to drain a backend through the browser gets refused. A screenshot of each state is written to
-meson-logs/statuspage/ (LBD_SCREENSHOTS) beside the test log."""
+meson-logs/statuspage/ (LBD_SCREENSHOTS) beside the test log; pagebrowser.py runs the browser."""
 
-import os
-import shutil
-import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 import lbdtest
+import pagebrowser
+from pagebrowser import open_page, page_url, rows, shot
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-SHOTS = Path(os.environ.get("LBD_SCREENSHOTS") or tempfile.mkdtemp(prefix="lbd-statuspage-"))
-
-webdriver = pytest.importorskip("selenium.webdriver", reason="python3-selenium is not installed")
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+pagebrowser.require()
 from selenium.webdriver.common.by import By  # noqa: E402
-
-pytestmark = pytest.mark.skipif(not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-                                reason="chromium and chromium-driver are not installed")
 
 DOWN_WITHIN = 2.0  # seconds from a backend's death to "down" on the page
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["js", "nojs"])
 def browser(request):
-    js = request.param
-    profile = tempfile.mkdtemp(prefix="lbd-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-extensions", "--disable-background-networking",
-                "--window-size=1280,1000", f"--user-data-dir={profile}"):
-        opts.add_argument(arg)
-    if not js:
-        opts.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(20)
-    driver.js = js
-    try:
+    with pagebrowser.chromium(js=request.param) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def shot(driver, name):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"{name}-{'js' if driver.js else 'nojs'}.png"
-    driver.save_screenshot(str(path))
-    print(f"screenshot: {path}")
-
-
-def page_url(lbd):
-    return f"http://127.0.0.1:{lbd.admin_port}/"
-
-
-def open_page(driver, lbd):
-    driver.get(page_url(lbd))
-    rows = driver.find_elements(By.CSS_SELECTOR, "#backends tbody tr")
-    assert rows, driver.page_source[:2000]
-    if driver.js:
-        # The script took over: its rows carry buttons, the server's carry forms.
-        lbdtest.wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#backends button[data-action]"), 5,
-                           "the page's script to redraw the table")
-    else:
-        assert driver.find_elements(By.CSS_SELECTOR, "#backends form[action='/page/confirm']")
-        assert not driver.find_elements(By.CSS_SELECTOR, "#backends button[data-action]")
-
-
-def rows(driver):
-    """{address: (state class, state word)} as the page shows it now."""
-    out = {}
-    for tr in driver.find_elements(By.CSS_SELECTOR, "#backends tbody tr"):
-        state = tr.find_element(By.CSS_SELECTOR, ".state")
-        out[tr.get_attribute("data-backend")] = (tr.get_attribute("data-state"), state.text.strip())
-    return out
 
 
 def seen(driver, lbd, pred):
-    """pred(rows) on the page as it is now: redrawn by the script, or reloaded without it."""
-    if not driver.js:
-        driver.get(page_url(lbd))
-    try:
-        return pred(rows(driver))
-    except Exception:  # noqa: BLE001 - a row redrawn under our feet: look again
-        return False
+    """pred(rows) on the page as it is now."""
+    return pagebrowser.seen(driver, lbd, lambda: pred(rows(driver)))
 
 
 def test_rows_and_states(harness, browser):
@@ -110,12 +46,13 @@ def test_rows_and_states(harness, browser):
         assert r[b.addr] == ("up", "up"), r
     assert r[dead.addr] == ("down", "down"), r
     # Colour and word: the state's badge is coloured by its class and says the word.
-    badge = browser.find_element(By.CSS_SELECTOR, f'tr[data-backend="{b1.addr}"] .state')
-    assert "st-up" in badge.get_attribute("class")
+    assert f'<span class="state st-up">up</span>' in browser.page_source
     assert browser.find_element(By.ID, "s-healthy").text == "3 of 4"
     assert browser.find_element(By.ID, "s-desired").text == "4"
-    strip = browser.find_elements(By.CSS_SELECTOR, f'tr[data-backend="{b1.addr}"] .strip i.ck-o')
-    assert strip, "the health strip shows passed checks"
+    checks = pagebrowser.snapshot(browser).rows[b1.addr]["Health checks"]
+    assert checks and set(checks) == {"+"}, f"the health strip shows passed checks: {checks!r}"
+    if not browser.js:
+        assert browser.find_elements(By.CSS_SELECTOR, "#backends form[action='/page/confirm']")
     shot(browser, "1-rows")
 
 
@@ -140,20 +77,21 @@ def test_drain_from_the_page(harness, browser):
     open_page(browser, lbd)
     row = f'tr[data-backend="{b1.addr}"]'
     if browser.js:
-        browser.find_element(By.CSS_SELECTOR, f'{row} button[data-action="drain"]').click()
+        pagebrowser.click(browser, f'{row} button[data-action="drain"]')
         # Asked first, inline; nothing changed yet.
-        yes = lbdtest.wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, f"{row} button[data-confirm]"),
-                                 5, "the confirmation")
+        lbdtest.wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, f"{row} button[data-confirm]"), 5,
+                           "the confirmation")
         assert lbd.backend_status(b1.addr)["maintenance"] is False
         shot(browser, "3-confirm")
-        yes[0].click()
+        pagebrowser.click(browser, f"{row} button[data-confirm]")
     else:
-        browser.find_element(By.CSS_SELECTOR, f'{row} button[value="drain"]').click()
+        pagebrowser.click(browser, f'{row} button[value="drain"]')
         # The confirmation page; nothing changed yet.
-        assert "Drain " + b1.addr in browser.find_element(By.TAG_NAME, "h1").text
+        lbdtest.wait_until(lambda: "/page/confirm?" in browser.current_url, 5, "the confirmation page")
+        assert f"<h1>Drain {b1.addr}?</h1>" in browser.page_source
         assert lbd.backend_status(b1.addr)["maintenance"] is False
         shot(browser, "3-confirm")
-        browser.find_element(By.ID, "confirm").click()
+        pagebrowser.click(browser, "#confirm")
     lbdtest.wait_until(lambda: lbd.backend_status(b1.addr)["maintenance"] is True, 5, "the drain to reach lbd")
     st = lbd.backend_status(b1.addr)
     assert st["in_rotation"] is False, st
@@ -162,19 +100,19 @@ def test_drain_from_the_page(harness, browser):
     assert browser.current_url == page_url(lbd)
     assert browser.find_element(By.ID, "s-draining").text == "1"
     # The timeline says who did it.
-    lbdtest.wait_until(lambda: seen(browser, lbd, lambda r: "(status page)" in browser.find_element(
-        By.ID, "timeline").text), 5, "the drain in the timeline")
-    assert f"Drained {b1.addr} (status page)" in browser.find_element(By.ID, "timeline").text
+    lbdtest.wait_until(lambda: pagebrowser.seen(
+        browser, lbd, lambda: f"Drained {b1.addr} (status page)" in pagebrowser.text(browser, "timeline")), 5,
+        "the drain in the timeline")
     shot(browser, "4-drained")
 
     # And back.
     if browser.js:
-        browser.find_element(By.CSS_SELECTOR, f'{row} button[data-action="enable"]').click()
-        lbdtest.wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, f"{row} button[data-confirm]"), 5,
-                           "the confirmation")[0].click()
+        pagebrowser.click(browser, f'{row} button[data-action="enable"]')
+        pagebrowser.click(browser, f"{row} button[data-confirm]")
     else:
-        browser.find_element(By.CSS_SELECTOR, f'{row} button[value="enable"]').click()
-        browser.find_element(By.ID, "confirm").click()
+        pagebrowser.click(browser, f'{row} button[value="enable"]')
+        lbdtest.wait_until(lambda: "/page/confirm?" in browser.current_url, 5, "the confirmation page")
+        pagebrowser.click(browser, "#confirm")
     lbdtest.wait_until(lambda: lbd.backend_status(b1.addr)["maintenance"] is False, 5, "the enable")
 
 
@@ -200,8 +138,7 @@ def test_charts_have_data_points(harness, browser):
                                     and chart_points(browser, "healthy") >= 3), 5, "the charts to draw")
     caption = browser.find_element(By.CSS_SELECTOR, "#chart-rps .max").text
     assert caption.startswith("max ") and float(caption[4:]) >= 1, caption
-    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-backend="{b1.addr}"]')
-    assert "ms" in row.find_elements(By.CSS_SELECTOR, "td.num")[4].text  # p99 of the backend
+    assert pagebrowser.snapshot(browser).rows[b1.addr]["p99"].endswith(" ms")  # the backend's p99
     shot(browser, "5-charts")
 
 
@@ -214,7 +151,7 @@ def test_phone_width(harness, browser):
         # Nothing wider than the screen: the rows become cards.
         width = browser.execute_script("return document.documentElement.scrollWidth")
         assert width <= 400, width
-        assert browser.find_element(By.CSS_SELECTOR, f'tr[data-backend="{b1.addr}"] .state').is_displayed()
+        assert pagebrowser.rows(browser)[b1.addr] == ("up", "up")
         shot(browser, "6-phone")
     finally:
         browser.set_window_size(1280, 1000)

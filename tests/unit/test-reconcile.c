@@ -542,6 +542,8 @@ static void test_replace_not_running(void **state)
         assert_idle(f);
         assert_int_equal(cloud_alive(f), 3);
         assert_int_equal(f->pool->n_backends, 3);
+        assert_true(timeline_has(f, HISTORY_EVENT_LOST, stopped, "running -> stopped"));
+        assert_true(timeline_has(f, HISTORY_EVENT_REPLACE, stopped, "a replacement follows"));
 
         /* Terminated from outside (gone from the list): replaced. */
         cloud_remove(f, stopped);
@@ -887,6 +889,7 @@ static void test_storm_guard(void **state)
         }
         assert_int_equal(view(f).replacements, 3);
         assert_false(view(f).guard);
+        assert_true(timeline_has(f, HISTORY_EVENT_LOST, "is gone (not terminated by lbd)", NULL));
 
         /* ...the fourth within 5 minutes is held back, and said so. */
         f->changes = 0;
