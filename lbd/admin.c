@@ -1,7 +1,9 @@
 /* The admin API: GET /status (JSON) and GET /metrics (Prometheus text format 0.0.4) on a separate
  * listener, served by libevent's evhttp on the daemon's event loop; and POST /backends/NAME/drain and
  * POST /backends/NAME/enable, which take a backend (NAME: its address or its instance id) out of rotation
- * for maintenance and put it back (lbctl drain / enable).
+ * for maintenance and put it back (lbctl drain / enable), refused when a browser sends them on another
+ * site's behalf (statuspage_post_allowed()). The status page at / and /page... is statuspage.c's, served
+ * on this listener.
  *
  * Besides that one flag it only reads: the pool's backends (backend.c's pool owns them), the proxy's
  * counters, the daemon's start time, and the reconciler's view of the instances (reconcile.h).
