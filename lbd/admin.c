@@ -158,6 +158,7 @@ static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t 
             !cJSON_AddNumberToObject(o, "failures", (double)b->stats.failures) ||
             !admin_add_string_or_null(o, "instance_id", b->instance_id) ||
             !admin_add_string_or_null(o, "instance_state", b->instance_state) ||
+            !admin_add_string_or_null(o, "zone", b->zone) ||
             !admin_add_age(o, "age_s", b->launched_usec, wall) ||
             !cJSON_AddBoolToObject(o, "forced", b->forced) ||
             !cJSON_AddBoolToObject(o, "maintenance", b->maintenance))

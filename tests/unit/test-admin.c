@@ -213,6 +213,7 @@ static void fill_state(struct fixture *f)
         b0->stats.by_code[503 - BACKEND_CODE_MIN] = 1;
         b0->last_check = CHECK_OK;
         b0->last_check_status = 200;
+        memcpy(b0->zone, "us-east-1a", sizeof("us-east-1a"));
         b0->last_check_duration_usec = 500;
         b0->last_check_at_usec = now_usec() - 200 * USEC_PER_MSEC;
 
@@ -272,6 +273,8 @@ static void test_status(void **state)
         b = cJSON_GetArrayItem(backends, 0);
         assert_string_equal(string(b, "address"), "127.0.0.1:8081");
         assert_string_equal(string(b, "state"), "up");
+        assert_string_equal(string(b, "zone"), "us-east-1a");
+        assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(backends, 1), "zone")));
         assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "in_rotation")));
         assert_int_equal((int)number(b, "active"), 2);
         assert_int_equal((int)number(b, "requests"), 10);
