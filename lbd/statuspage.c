@@ -408,7 +408,7 @@ static void page_chart(struct admin_out *o, const struct history *h, enum page_s
                 admin_printf(o, "%s%.1f %.1f", pen ? " L" : (i ? " M" : "M"), px, py);
                 pen = true;
         }
-        out_add(o, "\"/></svg></figure>");
+        out_add(o, "\"/></svg><div class=\"axis\"><span>15 min ago</span><span>now</span></div></figure>");
 }
 
 /* ---- the HTML page ---- */
