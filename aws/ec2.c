@@ -388,11 +388,14 @@ static int ec2_parse_instance(const xmlNode *item, struct ec2_instance *ret)
                 r = ec2_xml_child_text(item, "subnetId", i.subnet_id, sizeof(i.subnet_id));
         if (r >= 0)
                 r = ec2_xml_child_text(item, "launchTime", i.launch_time, sizeof(i.launch_time));
+        if (r >= 0)
+                r = ec2_xml_child_text(ec2_xml_child(item, "placement"), "availabilityZone", i.zone,
+                                       sizeof(i.zone));
         if (r < 0)
                 return -EBADMSG;
         if (!i.id[0] || !ec2_chars_ok(i.id, "-") || !ec2_chars_ok(i.state, "-") ||
             !ec2_chars_ok(i.private_ip, ".:") || !ec2_chars_ok(i.subnet_id, "-") ||
-            !ec2_chars_ok(i.launch_time, "-:.+Z"))
+            !ec2_chars_ok(i.launch_time, "-:.+Z") || !ec2_chars_ok(i.zone, "-"))
                 return -EBADMSG;
         if (!i.state[0])
                 memcpy(i.state, "unknown", sizeof("unknown"));

@@ -22,6 +22,7 @@
 #define EC2_STATE_MAX           32
 #define EC2_ADDR_MAX            64
 #define EC2_TIME_MAX            40
+#define EC2_ZONE_MAX            32 /* availability zones ("us-east-1a", "us-west-2-lax-1a") */
 #define EC2_CODE_MAX            128
 #define EC2_MESSAGE_MAX         512
 #define EC2_ERROR_MAX           (EC2_CODE_MAX + EC2_MESSAGE_MAX + 64)
@@ -52,6 +53,7 @@ struct ec2_instance {
                                         * "terminated" */
         char private_ip[EC2_ADDR_MAX]; /* "" when it has none (yet) */
         char subnet_id[EC2_ID_MAX];
+        char zone[EC2_ZONE_MAX];       /* placement's availability zone, "" when absent */
         char launch_time[EC2_TIME_MAX]; /* as EC2 wrote it */
         uint64_t launch_usec;           /* the same, wall clock; 0 when absent or unparsable */
 };

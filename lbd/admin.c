@@ -1,7 +1,9 @@
 /* The admin API: GET /status (JSON) and GET /metrics (Prometheus text format 0.0.4) on a separate
  * listener, served by libevent's evhttp on the daemon's event loop; and POST /backends/NAME/drain and
  * POST /backends/NAME/enable, which take a backend (NAME: its address or its instance id) out of rotation
- * for maintenance and put it back (lbctl drain / enable).
+ * for maintenance and put it back (lbctl drain / enable), refused when a browser sends them on another
+ * site's behalf (statuspage_post_allowed()). The status page at / and /page... is statuspage.c's, served
+ * on this listener.
  *
  * Besides that one flag it only reads: the pool's backends (backend.c's pool owns them), the proxy's
  * counters, the daemon's start time, and the reconciler's view of the instances (reconcile.h).
@@ -34,10 +36,12 @@
 #include "common/netaddr.h"
 #include "lbd-version.h"
 #include "lbd/backend.h"
+#include "lbd/history.h"
 #include "lbd/lbd.h"
 #include "lbd/provider.h"
 #include "lbd/proxy.h"
 #include "lbd/reconcile.h"
+#include "lbd/statuspage.h"
 
 #define ADMIN_MAX_HEADERS_SIZE 8192
 #define ADMIN_MAX_BODY_SIZE    1024
@@ -54,6 +58,7 @@ struct admin {
         struct evhttp *http;
         struct evconnlistener *listener; /* evhttp's, on our socket */
         struct acceptpause accept_pause;
+        struct statuspage *page; /* the status page at / (statuspage.h) */
 };
 
 /* evhttp hands its listener's error callback its own pointer, not ours: the one admin API of the process
@@ -153,6 +158,7 @@ static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t 
             !cJSON_AddNumberToObject(o, "failures", (double)b->stats.failures) ||
             !admin_add_string_or_null(o, "instance_id", b->instance_id) ||
             !admin_add_string_or_null(o, "instance_state", b->instance_state) ||
+            !admin_add_string_or_null(o, "zone", b->zone) ||
             !admin_add_age(o, "age_s", b->launched_usec, wall) ||
             !cJSON_AddBoolToObject(o, "forced", b->forced) ||
             !cJSON_AddBoolToObject(o, "maintenance", b->maintenance))
@@ -307,12 +313,7 @@ static int admin_status(const struct admin *a, struct evbuffer *out)
 
 /* ---- /metrics ---- */
 
-struct admin_metrics {
-        struct evbuffer *out;
-        bool failed;
-};
-
-_printf_(2, 3) static void admin_printf(struct admin_metrics *m, const char *format, ...)
+void admin_printf(struct admin_out *m, const char *format, ...)
 {
         va_list ap;
 
@@ -322,7 +323,7 @@ _printf_(2, 3) static void admin_printf(struct admin_metrics *m, const char *for
         va_end(ap);
 }
 
-static void admin_family(struct admin_metrics *m, const char *name, const char *type, const char *help)
+static void admin_family(struct admin_out *m, const char *name, const char *type, const char *help)
 {
         admin_printf(m, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
@@ -354,7 +355,7 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
 {
         const struct pool *pool = a->lbd->pool;
         const struct proxy_stats *ps = admin_proxy_stats(a);
-        struct admin_metrics m = {.out = out};
+        struct admin_out m = {.out = out};
         size_t n = pool ? pool->n_backends : 0;
         char label[ADMIN_LABEL_MAX];
 
@@ -487,10 +488,9 @@ static void admin_reply_text(struct evhttp_request *req, int code, const char *r
 
 #define ADMIN_BACKENDS_PREFIX "/backends/"
 
-/* The active backend called <name> (address or instance id), or NULL. */
-static struct backend *admin_find_backend(const struct admin *a, const char *name)
+struct backend *admin_find_backend(const struct lbd *lbd, const char *name)
 {
-        struct pool *pool = a->lbd->pool;
+        struct pool *pool = lbd->pool;
 
         for (size_t i = 0; pool && i < pool->n_backends; i++) {
                 struct backend *b = pool->backends[i];
@@ -501,6 +501,36 @@ static struct backend *admin_find_backend(const struct admin *a, const char *nam
         return NULL;
 }
 
+int admin_action_parse(const char *rest, bool *ret_drain, char *name, size_t size)
+{
+        const char *slash = strrchr(rest, '/');
+        char raw[ADMIN_BACKEND_NAME_MAX];
+        _cleanup_free_ char *decoded = NULL;
+
+        if (!slash || slash == rest || (size_t)(slash - rest) >= sizeof(raw) ||
+            (strcmp(slash, "/drain") != 0 && strcmp(slash, "/enable") != 0))
+                return -ENOENT;
+        memcpy(raw, rest, (size_t)(slash - rest));
+        raw[slash - rest] = '\0';
+        /* An IPv6 address may come percent-encoded ("%5B::1%5D:8081"). */
+        decoded = evhttp_uridecode(raw, 0, NULL);
+        if (!decoded)
+                return -ENOMEM;
+        if (strlen(decoded) >= size)
+                return -ENOENT;
+        memcpy(name, decoded, strlen(decoded) + 1);
+        *ret_drain = strcmp(slash, "/drain") == 0;
+        return 0;
+}
+
+void admin_set_maintenance(struct lbd *lbd, struct backend *b, bool drain, const char *by)
+{
+        if (b->maintenance != drain)
+                history_event(lbd->history, HISTORY_EVENT_OPERATOR, "%s %s (%s)", drain ? "Drained" : "Enabled",
+                              b->name, by);
+        backend_set_maintenance(b, drain);
+}
+
 /* POST /backends/NAME/drain or /backends/NAME/enable (<path> starts with ADMIN_BACKENDS_PREFIX). Answers
  * with the backend's state after the change: {backend, instance_id, maintenance, state, in_rotation,
  * active}. */
@@ -509,15 +539,15 @@ static void admin_backend_action(const struct admin *a, struct evhttp_request *r
         _cleanup_(cJSON_Deletep) cJSON *o = NULL;
         _cleanup_(cJSON_freep) char *text = NULL;
         _cleanup_(evbuffer_freep) struct evbuffer *body = NULL;
-        const char *rest = path + strlen(ADMIN_BACKENDS_PREFIX), *slash = strrchr(rest, '/');
-        char name[NETADDR_STRLEN + BACKEND_INSTANCE_ID_MAX];
-        char *decoded = NULL;
+        char name[ADMIN_BACKEND_NAME_MAX];
         struct backend *b;
         bool drain;
+        int r;
 
-        if (!slash || slash == rest || (size_t)(slash - rest) >= sizeof(name) ||
-            (strcmp(slash, "/drain") != 0 && strcmp(slash, "/enable") != 0)) {
-                admin_reply_text(req, HTTP_NOTFOUND, "Not Found");
+        r = admin_action_parse(path + strlen(ADMIN_BACKENDS_PREFIX), &drain, name, sizeof(name));
+        if (r < 0) {
+                admin_reply_text(req, r == -ENOMEM ? HTTP_INTERNAL : HTTP_NOTFOUND,
+                                 r == -ENOMEM ? "Internal Server Error" : "Not Found");
                 return;
         }
         if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
@@ -525,22 +555,14 @@ static void admin_backend_action(const struct admin *a, struct evhttp_request *r
                 admin_reply_text(req, HTTP_BADMETHOD, "Method Not Allowed");
                 return;
         }
-        drain = strcmp(slash, "/drain") == 0;
-        memcpy(name, rest, (size_t)(slash - rest));
-        name[slash - rest] = '\0';
-        /* An IPv6 address may come percent-encoded ("%5B::1%5D:8081"). */
-        decoded = evhttp_uridecode(name, 0, NULL);
-        if (!decoded) {
-                admin_reply_text(req, HTTP_INTERNAL, "Internal Server Error");
+        if (!statuspage_post_allowed(req))
                 return;
-        }
-        b = admin_find_backend(a, decoded);
-        free(decoded);
+        b = admin_find_backend(a->lbd, name);
         if (!b) {
                 admin_reply_text(req, HTTP_NOTFOUND, "No such backend");
                 return;
         }
-        backend_set_maintenance(b, drain);
+        admin_set_maintenance(a->lbd, b, drain, "admin API");
 
         o = cJSON_CreateObject();
         if (!o || !cJSON_AddStringToObject(o, "backend", b->name) ||
@@ -558,7 +580,7 @@ static void admin_backend_action(const struct admin *a, struct evhttp_request *r
 
 static void admin_on_request(struct evhttp_request *req, void *userdata)
 {
-        const struct admin *a = userdata;
+        struct admin *a = userdata;
         const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
         const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
         enum evhttp_cmd_type method = evhttp_request_get_command(req);
@@ -567,6 +589,10 @@ static void admin_on_request(struct evhttp_request *req, void *userdata)
         _cleanup_(evbuffer_freep) struct evbuffer *body = NULL;
         int r;
 
+        if (path && statuspage_owns(path)) {
+                statuspage_handle(a->page, req, path);
+                return;
+        }
         if (path && strcmp(path, "/status") == 0) {
                 build = admin_status;
                 content_type = ADMIN_CONTENT_JSON;
@@ -610,7 +636,7 @@ int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret)
         _cleanup_close_ int fd = -1;
         struct evhttp_bound_socket *bound;
         struct admin *a;
-        int one = 1;
+        int one = 1, r;
 
         if (!lbd || !lbd->base || !addr || !ret)
                 return -EINVAL;
@@ -629,8 +655,14 @@ int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret)
         if (!a)
                 return -ENOMEM;
         a->lbd = lbd;
+        r = statuspage_new(lbd, &a->page);
+        if (r < 0) {
+                free(a);
+                return r;
+        }
         a->http = evhttp_new(lbd->base);
         if (!a->http) {
+                statuspage_free(a->page);
                 free(a);
                 return -ENOMEM;
         }
@@ -646,6 +678,7 @@ int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret)
         evhttp_set_bevcb(a->http, admin_new_bufferevent, a);
         if (acceptpause_init(&a->accept_pause, lbd->base, "admin API", admin_set_listening, a) < 0) {
                 evhttp_free(a->http);
+                statuspage_free(a->page);
                 free(a);
                 return -ENOMEM;
         }
@@ -655,6 +688,7 @@ int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret)
         if (!bound) {
                 acceptpause_done(&a->accept_pause);
                 evhttp_free(a->http);
+                statuspage_free(a->page);
                 free(a);
                 return -ENOMEM;
         }
@@ -675,6 +709,7 @@ struct admin *admin_free(struct admin *a)
                 admin_listening = NULL;
         evhttp_free(a->http);
         acceptpause_done(&a->accept_pause);
+        statuspage_free(a->page);
         free(a);
         return NULL;
 }

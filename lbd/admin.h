@@ -1,12 +1,42 @@
 /* The admin API, on its own loopback listener (libevent's evhttp; small, trusted clients only):
  *   GET /status   JSON: every backend's address, state, health, counters and last check
  *   GET /metrics  Prometheus text format, version 0.0.4
- * Anything else is 404, other methods 405. Reads the daemon's state; changes nothing. */
+ *   POST /backends/NAME/drain, /backends/NAME/enable   maintenance (refused from another site's page)
+ *   GET /, /page...  the status page (statuspage.h)
+ * Anything else is 404, other methods 405. Changes nothing but the maintenance flag. */
 #pragma once
 
+#include <stdbool.h>
+
+#include "common/macro.h"
+#include "common/netaddr.h"
+#include "lbd/backend.h"
+
+struct evbuffer;
 struct lbd;
 struct admin;
+struct backend;
 struct netaddr;
+
+/* A text answer being written: writes to <out> that remember a failure (out of memory), checked once at
+ * the end, rather than after every line. */
+struct admin_out {
+        struct evbuffer *out;
+        bool failed;
+};
+void admin_printf(struct admin_out *m, const char *format, ...) _printf_(2, 3);
+
+#define ADMIN_BACKEND_NAME_MAX (NETADDR_STRLEN + BACKEND_INSTANCE_ID_MAX) /* an address or instance id */
+
+/* Reads <rest>, "NAME/drain" or "NAME/enable" of a maintenance path, into <ret_drain> and NAME
+ * percent-decoded (<name>, <size> bytes). Returns 0, -ENOENT when <rest> is neither or NAME too long,
+ * or -ENOMEM. */
+int admin_action_parse(const char *rest, bool *ret_drain, char *name, size_t size);
+
+/* The active backend called <name> (its address or its instance id), or NULL. */
+struct backend *admin_find_backend(const struct lbd *lbd, const char *name);
+/* Takes <b> out of rotation (<drain>) or puts it back, and tells the timeline, naming <by> ("admin API"). */
+void admin_set_maintenance(struct lbd *lbd, struct backend *b, bool drain, const char *by);
 
 /* Binds <addr> and serves on lbd->base. Returns 0, or -errno (logged by the caller). */
 int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret);

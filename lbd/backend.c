@@ -219,6 +219,13 @@ void backend_report_result(struct backend *b, unsigned status, unsigned passive_
         }
 }
 
+void backend_note_check(struct backend *b, enum check_result result)
+{
+        b->last_check = result;
+        b->checks[b->n_checks % BACKEND_CHECKS_KEPT] = (uint8_t)result;
+        b->n_checks++;
+}
+
 const char *backend_check_result_name(enum check_result r)
 {
         switch (r) {

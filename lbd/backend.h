@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "common/netaddr.h"
+#include "lbd/latency.h"
 
 struct event_base;
 struct pool;
@@ -46,7 +47,10 @@ struct backend_stats {
         uint64_t health_ok;      /* active probes passed */
         uint64_t health_fail;    /* active probes failed */
         uint64_t by_code[BACKEND_CODE_MAX - BACKEND_CODE_MIN + 1]; /* responses by status */
+        struct latency_hist latency; /* its exchanges' durations, from the request to the response's end */
 };
+
+#define BACKEND_CHECKS_KEPT 32 /* the last health check results kept, for the status page's strip */
 
 struct backend {
         struct pool *pool;
@@ -66,6 +70,9 @@ struct backend {
         uint64_t last_check_duration_usec;
         uint64_t last_check_at_usec;    /* now_usec() when it completed, 0 if never */
         struct health_probe *probe;     /* owned by health.c */
+        /* The last results, a ring: checks[(n_checks - 1) % BACKEND_CHECKS_KEPT] is the newest */
+        uint8_t checks[BACKEND_CHECKS_KEPT]; /* enum check_result */
+        uint64_t n_checks;
 
         /* traffic */
         unsigned active;           /* requests in flight */
@@ -82,6 +89,7 @@ struct backend {
         char instance_id[BACKEND_INSTANCE_ID_MAX]; /* "" when not known */
         const char *instance_state; /* a static string ("running"), NULL when not known */
         uint64_t launched_usec;     /* wall clock, 0 when not known */
+        char zone[32];              /* the instance's zone, "" when not known (= INSTANCE_ZONE_MAX) */
         /* Health history, for the reconciler's judgement */
         uint64_t health_changed_usec; /* now_usec() when `healthy` last changed, or when it was added */
         bool been_healthy;            /* it has been healthy at least once since it was added */
@@ -133,6 +141,9 @@ size_t pool_count_healthy(const struct pool *p);
 /* Recounts the backends in rotation and calls on_change, after a change made outside
  * backend_set_healthy() (the `forced` flags). */
 void pool_refresh(struct pool *p);
+
+/* Records a completed health check's result (health.c), for last_check and the ring of the last ones. */
+void backend_note_check(struct backend *b, enum check_result result);
 
 /* The name /status and the logs give a check result: "none", "ok", "fail", "timeout", "refused", "error". */
 const char *backend_check_result_name(enum check_result r);

@@ -198,7 +198,7 @@ static void probe_finish(struct health_probe *p, enum check_result result, unsig
         (void)evtimer_del(&p->timer);
         p->phase = PROBE_IDLE;
 
-        b->last_check = result;
+        backend_note_check(b, result);
         b->last_check_status = status;
         b->last_check_duration_usec = now - p->started_usec;
         b->last_check_at_usec = now;

@@ -30,6 +30,7 @@
 #include "lbd/balance.h"
 #include "lbd/config.h"
 #include "lbd/health.h"
+#include "lbd/history.h"
 #include "lbd/lbd.h"
 #include "lbd/provider.h"
 #include "lbd/proxy.h"
@@ -265,12 +266,16 @@ static void main_reload(struct main_state *m)
         r = main_load_config(m->config_path, m->argc, m->argv, &next);
         if (r < 0) {
                 log_error("Configuration not reloaded: it has errors; keeping the running one");
+                history_event(l->history, HISTORY_EVENT_RELOAD,
+                              "Configuration not reloaded: it has errors (see the log); keeping the running one");
                 goto done;
         }
         if (next->provider != prev->provider) {
                 log_error("Configuration not reloaded: [pool] provider changed from %s to %s, which takes a "
                           "restart; keeping the running one",
                           config_provider_name(prev->provider), config_provider_name(next->provider));
+                history_event(l->history, HISTORY_EVENT_RELOAD,
+                              "Configuration not reloaded: the provider changed, which takes a restart");
                 free(next);
                 goto done;
         }
@@ -280,6 +285,8 @@ static void main_reload(struct main_state *m)
                                 "Configuration not reloaded: the %s provider refused it (%m); keeping "
                                 "the running one",
                                 l->provider->ops->name);
+                history_event(l->history, HISTORY_EVENT_RELOAD,
+                              "Configuration not reloaded: the %s provider refused it", l->provider->ops->name);
                 free(next);
                 goto done;
         }
@@ -310,13 +317,20 @@ static void main_reload(struct main_state *m)
         health_set_config(l->health, next);
         reconcile_set_config(l->reconcile, next);
         free(prev);
-        if (next->provider == PROVIDER_STATIC)
+        if (next->provider == PROVIDER_STATIC) {
                 log_info("Configuration reloaded: %zu backends, balance %s", next->n_backends,
                          config_balance_name(next->balance));
-        else
+                history_event(l->history, HISTORY_EVENT_RELOAD, "Configuration reloaded: %zu backends, balance %s",
+                              next->n_backends, config_balance_name(next->balance));
+        } else {
                 log_info("Configuration reloaded: provider %s, desired %llu, balance %s",
                          config_provider_name(next->provider), (unsigned long long)next->desired,
                          config_balance_name(next->balance));
+                history_event(l->history, HISTORY_EVENT_RELOAD,
+                              "Configuration reloaded: provider %s, desired %llu, balance %s",
+                              config_provider_name(next->provider), (unsigned long long)next->desired,
+                              config_balance_name(next->balance));
+        }
 done: {
         char status[256];
 
@@ -412,6 +426,10 @@ static int main_run(struct main_state *m)
         r = proxy_listen(l->proxy, l->config);
         if (r < 0)
                 return r;
+        l->history = history_new(l->base, l->pool, proxy_get_stats(l->proxy));
+        if (!l->history)
+                return log_error_errno(ENOMEM, "Out of memory");
+        reconcile_set_history(l->reconcile, l->history);
 
         if (l->config->admin_enabled) {
                 r = admin_new(l, &l->config->admin, &l->admin);
@@ -454,6 +472,7 @@ static void main_cleanup(struct main_state *m)
         l->provider = provider_free(l->provider);
         l->reconcile = reconcile_free(l->reconcile);
         l->health = health_free(l->health);
+        l->history = history_free(l->history);
         l->proxy = proxy_free(l->proxy);
         l->pool = pool_free(l->pool);
         l->accesslog = accesslog_free(l->accesslog);

@@ -149,6 +149,8 @@ static struct instance *provider_ec2_convert(struct provider *p, const struct ec
                 inst->id[sizeof(inst->id) - 1] = 0;
                 inst->state = provider_ec2_state(v[i].state);
                 inst->launched_usec = v[i].launch_usec;
+                memcpy(inst->zone, v[i].zone, MIN(sizeof(inst->zone), sizeof(v[i].zone)));
+                inst->zone[sizeof(inst->zone) - 1] = 0;
                 if (!v[i].private_ip[0] || netaddr_parse(v[i].private_ip, c->port, false, &a) < 0)
                         continue;
                 if (!config_in_networks(c, &a)) {

@@ -32,6 +32,7 @@ enum instance_state {
 };
 
 #define INSTANCE_ID_MAX 64
+#define INSTANCE_ZONE_MAX 32 /* = EC2_ZONE_MAX */
 
 struct instance {
         char id[INSTANCE_ID_MAX];  /* "i-0abc…", "local-2", or the address for static */
@@ -39,6 +40,7 @@ struct instance {
         struct netaddr addr;       /* where its backend listens (with the pool port), when has_addr */
         bool has_addr;
         uint64_t launched_usec;    /* wall clock, 0 if unknown */
+        char zone[INSTANCE_ZONE_MAX]; /* where it runs ("us-east-1a"), "" if the provider has no zones */
 };
 
 /* <r> >= 0 on success. Failures: -EAGAIN throttled, 5xx or network (transient: the API is failing),

@@ -555,9 +555,12 @@ static struct upstream *txn_detach(struct txn *t)
         return up;
 }
 
-/* Writes the exchange's one access log line (once). */
+/* Writes the exchange's one access log line (once), and counts it for the status page's figures: its
+ * duration in the proxy's histogram, and in its backend's when the backend answered (still attached: the
+ * response came from it); 5xx answers as errors. A tunnel's lifetime is no latency: not counted. */
 static void txn_log(struct client *c, struct txn *t, unsigned status, uint64_t bytes)
 {
+        struct proxy_stats *stats = &c->proxy->stats;
         struct accesslog_entry e = {
                 .client = &c->peer,
                 .method = t->started ? http_method_str(t->method) : NULL,
@@ -573,6 +576,13 @@ static void txn_log(struct client *c, struct txn *t, unsigned status, uint64_t b
         if (t->logged)
                 return;
         t->logged = true;
+        if (status >= 500)
+                stats->errors_total++;
+        if (!t->tunnel) {
+                latency_add(&stats->latency, e.duration_usec);
+                if (t->up && t->resp_head_done)
+                        latency_add(&t->up->b->stats.latency, e.duration_usec);
+        }
         accesslog_write(c->proxy->lbd->accesslog, &e);
 }
 

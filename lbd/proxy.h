@@ -4,6 +4,8 @@
 
 #include <stdint.h>
 
+#include "lbd/latency.h"
+
 struct lbd;
 struct proxy;
 struct config;
@@ -17,6 +19,8 @@ struct proxy_stats {
         uint64_t requests_total;    /* requests read from clients */
         uint64_t retries_total;     /* tries on another backend */
         uint64_t rejected[PROXY_CODE_MAX - PROXY_CODE_MIN + 1]; /* answers made by lbd itself, by status */
+        uint64_t errors_total;      /* exchanges answered with a 5xx, the backend's or lbd's own */
+        struct latency_hist latency; /* every exchange's duration but tunnels' (status 101) */
 };
 
 /* Creates the proxy for <lbd> (uses lbd->base, lbd->pool, lbd->accesslog). Returns NULL on ENOMEM. */

@@ -73,8 +73,10 @@
 #include "common/macro.h"
 #include "lbd/backend.h"
 #include "lbd/config.h"
+#include "lbd/history.h"
 
 _Static_assert(BACKEND_INSTANCE_ID_MAX == INSTANCE_ID_MAX, "backend and instance ids have the same size");
+_Static_assert(sizeof(((struct backend *)0)->zone) == INSTANCE_ZONE_MAX, "backend and instance zones too");
 
 #define RECONCILE_UNLISTED_TTL_MIN (30 * USEC_PER_SEC) /* and at least 3 polls */
 #define RECONCILE_TERMINATING_TTL  (10 * 60 * USEC_PER_SEC)
@@ -104,6 +106,7 @@ enum {
 struct reconcile_victim {
         char id[INSTANCE_ID_MAX];
         const char *reason;
+        bool replaced;           /* lost (failed, stopped): a replacement follows, not a scale-down */
         struct backend *backend; /* a reference while it drains, or NULL */
 };
 
@@ -115,6 +118,7 @@ struct reconcile {
         struct reconcile_clock clock;
         void (*on_change)(void *userdata);
         void *on_change_userdata;
+        struct history *history; /* the status page's timeline, or NULL */
 
         enum reconcile_phase phase;
         bool started;
@@ -156,6 +160,7 @@ struct reconcile {
         uint64_t high_water;
         uint64_t high_water_desired;
         bool guard;
+        size_t held; /* replacements the guard is holding back */
         bool panic;
         bool evaluating;      /* inside reconcile_evaluate_panic(), which pool_refresh() re-enters */
         bool changed_pending; /* on_change is owed for a change made by reconcile_evaluate_panic() */
@@ -353,6 +358,7 @@ static bool reconcile_sync_pool(struct reconcile *r)
                 memcpy(b->instance_id, owners[i]->inst.id, sizeof(b->instance_id));
                 b->instance_state = provider_instance_state_name(owners[i]->inst.state);
                 b->launched_usec = owners[i]->inst.launched_usec;
+                memcpy(b->zone, owners[i]->inst.zone, sizeof(b->zone));
         }
         return !same;
 }
@@ -459,9 +465,16 @@ static void reconcile_evaluate_panic(struct reconcile *r)
                                 "kept in rotation");
         } else if (!panic && r->panic) {
                 log_notice("A backend passes its health checks again: back to normal");
+                history_event(r->history, HISTORY_EVENT_ALL_FAILING,
+                              "A backend passes its health checks again: back to normal");
                 r->judge_after_usec =
                         reconcile_now(r) + (r->config->health_rise + 1) * r->config->health_interval_usec;
         }
+        if (panic && !r->panic)
+                history_event(r->history, HISTORY_EVENT_ALL_FAILING,
+                              "Every backend is failing: terminating nothing; %zu of %zu kept in rotation as "
+                              "the least bad",
+                              n_forced, pool->n_backends);
         if (panic != r->panic) {
                 r->panic = panic;
                 changed = true;
@@ -511,6 +524,14 @@ static void reconcile_set_guard(struct reconcile *r, bool guard, size_t held)
                             (unsigned long long)r->config->max_replacements, held);
         else if (!guard && r->guard)
                 log_notice("Replacement storm guard released");
+        if (guard && !r->guard)
+                history_event(r->history, HISTORY_EVENT_GUARD,
+                              "Replacement storm guard: %u replacements in the last %llu s; holding back %zu",
+                              reconcile_replacements(r),
+                              (unsigned long long)(r->config->replacement_window_usec / USEC_PER_SEC), held);
+        else if (!guard && r->guard)
+                history_event(r->history, HISTORY_EVENT_GUARD, "Replacement storm guard released");
+        r->held = guard ? held : 0;
         if (guard != r->guard) {
                 r->guard = guard;
                 reconcile_changed(r);
@@ -592,7 +613,10 @@ static void reconcile_done(struct reconcile *r, bool again)
         reconcile_schedule(r, regular, false);
 }
 
-static int reconcile_add_victim(struct reconcile *r, const struct reconcile_instance *k, const char *reason)
+/* Adds <k> to the instances this poll terminates; <replaced>: it was lost (failed, stopped) rather than
+ * beyond desired. */
+static int reconcile_add_victim(struct reconcile *r, const struct reconcile_instance *k, const char *reason,
+                                bool replaced)
 {
         struct reconcile_victim *v;
 
@@ -603,6 +627,7 @@ static int reconcile_add_victim(struct reconcile *r, const struct reconcile_inst
         v = &r->victims[r->n_victims++];
         memcpy(v->id, k->inst.id, sizeof(v->id));
         v->reason = reason;
+        v->replaced = replaced;
         v->backend = NULL;
         return 0;
 }
@@ -652,7 +677,7 @@ static int reconcile_plan(struct reconcile *r)
                 if (k->terminating)
                         continue;
                 if (k->listed && reconcile_dead_state(k->inst.state)) {
-                        ret = reconcile_add_victim(r, k, provider_instance_state_name(k->inst.state));
+                        ret = reconcile_add_victim(r, k, provider_instance_state_name(k->inst.state), true);
                         if (ret < 0)
                                 return ret;
                         continue;
@@ -683,7 +708,7 @@ static int reconcile_plan(struct reconcile *r)
                         struct reconcile_candidate *x = &alive[0];
 
                         ret = reconcile_add_victim(
-                                r, x->k, x->failed ? "failed, and beyond desired" : "beyond desired");
+                                r, x->k, x->failed ? "failed, and beyond desired" : "beyond desired", false);
                         if (ret < 0)
                                 return ret;
                         memmove(alive, alive + 1, (n_alive - 1) * sizeof(*alive));
@@ -706,7 +731,7 @@ static int reconcile_plan(struct reconcile *r)
                                 continue;
                         }
                         ret = reconcile_add_victim(r, alive[i].k,
-                                                   "failing its health checks past its grace period");
+                                                   "failing its health checks past its grace period", true);
                         if (ret < 0)
                                 return ret;
                         budget_left--;
@@ -778,10 +803,15 @@ static int reconcile_merge(struct reconcile *r, const struct instance *instances
                 k = &next[n_next++];
                 if (old) {
                         *k = *old;
-                        if (old->inst.state != inst->state && reconcile_managed(r) && !old->terminating)
+                        if (old->inst.state != inst->state && reconcile_managed(r) && !old->terminating) {
                                 log_info("Instance %s: %s -> %s", inst->id,
                                          provider_instance_state_name(old->inst.state),
                                          provider_instance_state_name(inst->state));
+                                if (reconcile_alive_state(old->inst.state) && !reconcile_alive_state(inst->state))
+                                        history_event(r->history, HISTORY_EVENT_LOST, "Instance %s: %s -> %s",
+                                                      inst->id, provider_instance_state_name(old->inst.state),
+                                                      provider_instance_state_name(inst->state));
+                        }
                 } else {
                         k->seen_usec = now;
                         k->seen_wall_usec = wall;
@@ -817,8 +847,11 @@ static int reconcile_merge(struct reconcile *r, const struct instance *instances
                         next[n_next++] = *old;
                         continue;
                 }
-                if (reconcile_managed(r) && !old->terminating && reconcile_alive_state(old->inst.state))
+                if (reconcile_managed(r) && !old->terminating && reconcile_alive_state(old->inst.state)) {
                         log_info("Instance %s is gone", old->inst.id);
+                        history_event(r->history, HISTORY_EVENT_LOST, "Instance %s is gone (not terminated by lbd)",
+                                      old->inst.id);
+                }
         }
 
         free(r->known);
@@ -829,9 +862,12 @@ static int reconcile_merge(struct reconcile *r, const struct instance *instances
 }
 
 /* A provider call failed with <ret>: counts it and keeps the provider's own words for /status. */
-static void reconcile_call_failed(struct reconcile *r, int ret)
+/* A provider call failed with <ret>; <what> it was ("Listing the pool's instances") goes to the timeline
+ * when it is the first failure after a success. */
+static void reconcile_call_failed(struct reconcile *r, int ret, const char *what)
 {
         struct provider_status st;
+        bool first = r->last_error == 0;
 
         r->stats.provider_errors++;
         r->last_error = ret;
@@ -840,6 +876,8 @@ static void reconcile_call_failed(struct reconcile *r, int ret)
                 memcpy(r->last_error_text, st.error, sizeof(r->last_error_text));
         else
                 (void)snprintf(r->last_error_text, sizeof(r->last_error_text), "%s", strerror(-ret));
+        if (first)
+                history_event(r->history, HISTORY_EVENT_PROVIDER, "%s failed: %s", what, r->last_error_text);
 }
 
 static void reconcile_on_list(struct provider *p, int ret, const struct instance *instances, size_t n,
@@ -851,7 +889,7 @@ static void reconcile_on_list(struct provider *p, int ret, const struct instance
         if (ret >= 0)
                 ret = reconcile_merge(r, instances, n);
         if (ret < 0) {
-                reconcile_call_failed(r, ret);
+                reconcile_call_failed(r, ret, "Listing the pool's instances");
                 r->list_ok = false;
                 log_full_errno(was_ok ? LOG_WARNING : LOG_INFO, ret,
                                "Listing the pool's instances failed: %m; nothing is terminated until a list "
@@ -866,8 +904,10 @@ static void reconcile_on_list(struct provider *p, int ret, const struct instance
         r->listed = true;
         r->list_usec = reconcile_now(r);
         r->list_wall_usec = reconcile_wall(r);
-        if (!was_ok && r->last_error != 0)
+        if (!was_ok && r->last_error != 0) {
                 log_notice("Listing the pool's instances works again");
+                history_event(r->history, HISTORY_EVENT_PROVIDER, "Listing the pool's instances works again");
+        }
         r->last_error = 0;
 
         if (reconcile_sync_pool(r))
@@ -941,7 +981,7 @@ static void reconcile_on_launch(struct provider *p, int ret, const struct instan
         struct reconcile_instance *known;
 
         if (ret < 0) {
-                reconcile_call_failed(r, ret);
+                reconcile_call_failed(r, ret, "Launching instances");
                 log_warning_errno(ret,
                                   "Launching %u instances failed: %m; trying again at the next poll "
                                   "(same ClientToken %s), terminating nothing meanwhile",
@@ -984,11 +1024,13 @@ static void reconcile_on_launch(struct provider *p, int ret, const struct instan
                         n_alive++;
         r->high_water = MIN(MAX(r->high_water, (uint64_t)n_alive), r->config->desired);
 
-        if (n > 0)
+        if (n > 0) {
+                (void)reconcile_ids(launched[0].id, sizeof(launched[0]), n, ids, sizeof(ids));
                 log_notice("Launched %zu instance%s (%u to replace lost ones): %s", n, n == 1 ? "" : "s",
-                           MIN(r->plan_replacements, (unsigned)n),
-                           reconcile_ids(launched[0].id, sizeof(launched[0]), n, ids, sizeof(ids)));
-        else
+                           MIN(r->plan_replacements, (unsigned)n), ids);
+                history_event(r->history, HISTORY_EVENT_LAUNCH, "Launched %zu instance%s (%u to replace lost ones): %s",
+                              n, n == 1 ? "" : "s", MIN(r->plan_replacements, (unsigned)n), ids);
+        } else
                 log_warning("The launch of %u instances started none", r->plan_launch);
         if (added > 0 && reconcile_sync_pool(r))
                 reconcile_changed(r);
@@ -1026,7 +1068,7 @@ static void reconcile_on_terminate(struct provider *p, int ret, void *userdata)
         struct reconcile *r = userdata;
 
         if (ret < 0) {
-                reconcile_call_failed(r, ret);
+                reconcile_call_failed(r, ret, "Terminating instances");
                 log_warning_errno(ret,
                                   "Terminating %zu instances failed: %m; deciding again at the next poll",
                                   r->n_victims);
@@ -1042,8 +1084,12 @@ static void reconcile_on_terminate(struct provider *p, int ret, void *userdata)
         }
         r->last_error = 0;
         r->stats.terminations += r->n_victims;
-        for (size_t i = 0; i < r->n_victims; i++)
+        for (size_t i = 0; i < r->n_victims; i++) {
                 log_notice("Terminated instance %s: %s", r->victims[i].id, r->victims[i].reason);
+                history_event(r->history, r->victims[i].replaced ? HISTORY_EVENT_REPLACE : HISTORY_EVENT_TERMINATE,
+                              "Terminated instance %s: %s%s", r->victims[i].id, r->victims[i].reason,
+                              r->victims[i].replaced ? "; a replacement follows" : "");
+        }
         reconcile_done(r, true);
 }
 
@@ -1205,6 +1251,11 @@ void reconcile_set_on_change(struct reconcile *r, void (*on_change)(void *userda
         r->on_change_userdata = userdata;
 }
 
+void reconcile_set_history(struct reconcile *r, struct history *h)
+{
+        r->history = h;
+}
+
 void reconcile_set_clock(struct reconcile *r, const struct reconcile_clock *clock)
 {
         if (clock)
@@ -1224,8 +1275,11 @@ void reconcile_start(struct reconcile *r)
 
 void reconcile_set_config(struct reconcile *r, const struct config *c)
 {
-        if (c->desired != r->config->desired && reconcile_managed(r))
+        if (c->desired != r->config->desired && reconcile_managed(r)) {
                 log_notice("Desired instances: %" PRIu64 " -> %" PRIu64, r->config->desired, c->desired);
+                history_event(r->history, HISTORY_EVENT_DESIRED, "Desired instances: %" PRIu64 " -> %" PRIu64,
+                              r->config->desired, c->desired);
+        }
         r->config = c;
         if (r->started)
                 reconcile_poll(r);
@@ -1263,6 +1317,7 @@ void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret)
                 .list_wall_usec = r->listed ? r->list_wall_usec : 0,
                 .panic = r->panic,
                 .guard = r->guard,
+                .held = r->held,
                 .replacements = replacements,
                 .instances = r->known,
                 .n_instances = r->n_known,

@@ -13,6 +13,7 @@ struct event_base;
 struct pool;
 struct config;
 struct reconcile;
+struct history;
 
 /* Where the reconciler reads the time (tests inject their own). Both in microseconds. */
 struct reconcile_clock {
@@ -60,6 +61,7 @@ struct reconcile_view {
         char failing_error[PROVIDER_ERROR_MAX];
         bool panic;             /* every backend failed at once: nothing terminated, the least bad kept */
         bool guard;             /* the storm guard is holding back replacements */
+        size_t held;            /* how many (launches and failed instances kept) */
         unsigned replacements;  /* replacements in the current window */
         const struct reconcile_instance *instances;
         size_t n_instances;
@@ -78,6 +80,9 @@ struct reconcile *reconcile_free(struct reconcile *r);
 /* <on_change> is called after the reconciler changed the pool's set of backends (call health_sync()) or its
  * own state (panic, storm guard: update STATUS=). */
 void reconcile_set_on_change(struct reconcile *r, void (*on_change)(void *userdata), void *userdata);
+/* Where launches, terminations, replacements, the storm guard and provider failures are told for the
+ * status page's timeline (history.h); NULL for nowhere. <h> must outlive the reconciler or be unset. */
+void reconcile_set_history(struct reconcile *r, struct history *h);
 /* For tests; NULL restores the real clocks. */
 void reconcile_set_clock(struct reconcile *r, const struct reconcile_clock *clock);
 

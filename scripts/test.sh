@@ -52,6 +52,9 @@ PACKAGES=(
     shellcheck
     debootstrap
     systemd-container
+    chromium
+    chromium-driver
+    python3-selenium
 )
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -27,6 +27,10 @@ def test_launch_from_nothing(ec2_env):
         assert inst["InstanceType"] == "t3.micro"
         assert env.moto.sg_id in [g["GroupId"] for g in inst.get("SecurityGroups", [])]
         assert env.moto.user_data(inst["InstanceId"]) == expected_user_data
+    # Each backend knows its instance's availability zone (the status page's Zone column).
+    zones = {i["InstanceId"]: i["Placement"]["AvailabilityZone"] for i in instances}
+    for b in env.status()["backends"]:
+        assert b["zone"] and b["zone"] == zones[b["instance_id"]], b
     # Nothing outside the pool's tag was made.
     assert len(env.moto.instances(tagged=False)) == 3
 

@@ -146,7 +146,9 @@ def test_metrics_values(setup):
 def test_admin_other_paths_and_methods(setup):
     lbd, _, _ = setup
     assert lbd.admin("GET", "/nope").status == 404
-    assert lbd.admin("GET", "/").status == 404
+    assert lbd.admin("GET", "/page/nope").status == 404
+    page = lbd.admin("GET", "/")
+    assert page.status == 200 and page.header("Content-Type") == "text/html; charset=utf-8"
     assert lbd.admin("POST", "/status").status == 405
     assert lbd.admin("DELETE", "/metrics").status == 405
 

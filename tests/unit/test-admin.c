@@ -213,6 +213,7 @@ static void fill_state(struct fixture *f)
         b0->stats.by_code[503 - BACKEND_CODE_MIN] = 1;
         b0->last_check = CHECK_OK;
         b0->last_check_status = 200;
+        memcpy(b0->zone, "us-east-1a", sizeof("us-east-1a"));
         b0->last_check_duration_usec = 500;
         b0->last_check_at_usec = now_usec() - 200 * USEC_PER_MSEC;
 
@@ -272,6 +273,8 @@ static void test_status(void **state)
         b = cJSON_GetArrayItem(backends, 0);
         assert_string_equal(string(b, "address"), "127.0.0.1:8081");
         assert_string_equal(string(b, "state"), "up");
+        assert_string_equal(string(b, "zone"), "us-east-1a");
+        assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(backends, 1), "zone")));
         assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "in_rotation")));
         assert_int_equal((int)number(b, "active"), 2);
         assert_int_equal((int)number(b, "requests"), 10);
@@ -403,8 +406,8 @@ static void test_head(void **state)
 
 static void test_not_found(void **state)
 {
-        static const char *const paths[] = {"/",          "/statusx", "/status/",
-                                            "/metrics/x", "/STATUS",  "/x/../status"};
+        static const char *const paths[] = {"/index.html", "/statusx", "/status/", "/metrics/x",
+                                            "/STATUS",     "/x/../status", "/page/nope", "/pagex"};
         struct fixture *f = *state;
 
         for (size_t i = 0; i < ELEMENTSOF(paths); i++) {
@@ -668,6 +671,250 @@ static void test_bind_fails(void **state)
         assert_null(admin_free(NULL));
 }
 
+/* ---- the status page (lbd/statuspage.c) ---- */
+
+/* Sends <method> <path> with <headers> (lines ending in CRLF, Host among them) and <body>. */
+static char *send_with(struct fixture *f, const char *method, const char *path, const char *headers,
+                       const char *body)
+{
+        char request[2048];
+        int n;
+
+        n = snprintf(request, sizeof(request),
+                     "%s %s HTTP/1.1\r\n%sContent-Length: %zu\r\nConnection: close\r\n\r\n%s", method, path,
+                     headers, strlen(body), body);
+        assert_true(n > 0 && (size_t)n < sizeof(request));
+        return exchange(f, request, (size_t)n);
+}
+
+/* The token the page carries, as a browser reads it. */
+static void page_token(struct fixture *f, char *buf, size_t size)
+{
+        char *r = get(f, "GET", "/");
+        const char *p = strstr(r, "name=\"lbd-token\" content=\"");
+        size_t n;
+
+        assert_non_null(p);
+        p += strlen("name=\"lbd-token\" content=\"");
+        n = strcspn(p, "\"");
+        assert_int_equal(n, 32);
+        assert_true(n < size);
+        memcpy(buf, p, n);
+        buf[n] = '\0';
+        free(r);
+}
+
+static void test_page(void **state)
+{
+        struct fixture *f = *state;
+        struct backend *b1 = f->lbd.pool->backends[1];
+        char *r;
+
+        fill_state(f);
+        /* What an instance id says is shown, never run. */
+        memcpy(b1->instance_id, "i-<script>\"x", sizeof("i-<script>\"x"));
+        memcpy(b1->zone, "us-east-1b", sizeof("us-east-1b"));
+        r = get(f, "GET", "/");
+        assert_int_equal(status_of(r), 200);
+        assert_string_equal(header_of(r, "Content-Type"), "text/html; charset=utf-8");
+        assert_non_null(strstr(header_of(r, "Content-Security-Policy"), "default-src 'none'"));
+        assert_string_equal(header_of(r, "X-Frame-Options"), "DENY");
+        /* With no-referrer, a browser would send the page's own forms with "Origin: null". */
+        assert_string_equal(header_of(r, "Referrer-Policy"), "same-origin");
+        assert_non_null(strstr(body_of(r), "<tr data-backend=\"127.0.0.1:8081\" data-state=\"up\">"));
+        assert_non_null(strstr(body_of(r), "<tr data-backend=\"127.0.0.1:8082\" data-state=\"down\">"));
+        assert_non_null(strstr(body_of(r), "<tr data-backend=\"[::1]:8083\""));
+        assert_non_null(strstr(body_of(r), "i-&lt;script&gt;&quot;x"));
+        assert_non_null(strstr(body_of(r), "<td data-label=\"Zone\">us-east-1b</td>"));
+        assert_null(strstr(body_of(r), "<script>"));
+        assert_non_null(strstr(body_of(r), "<span class=\"state st-up\">up</span>"));
+        assert_non_null(strstr(body_of(r), "id=\"chart-rps\""));
+        free(r);
+
+        /* Its files, built in. */
+        r = get(f, "GET", "/page.js");
+        assert_int_equal(status_of(r), 200);
+        assert_string_equal(header_of(r, "Content-Type"), "text/javascript; charset=utf-8");
+        assert_non_null(strstr(body_of(r), "/page/data"));
+        free(r);
+        r = get(f, "GET", "/page.css");
+        assert_int_equal(status_of(r), 200);
+        assert_string_equal(header_of(r, "Content-Type"), "text/css; charset=utf-8");
+        free(r);
+        r = get(f, "POST", "/");
+        assert_int_equal(status_of(r), 405);
+        free(r);
+}
+
+static void test_page_data(void **state)
+{
+        struct fixture *f = *state;
+        cJSON *root, *rows, *summary, *series;
+        char *r;
+
+        fill_state(f);
+        r = get(f, "GET", "/page/data?since=0&events=0");
+        assert_int_equal(status_of(r), 200);
+        assert_string_equal(header_of(r, "Content-Type"), "application/json");
+        root = cJSON_Parse(body_of(r));
+        assert_non_null(root);
+        rows = cJSON_GetObjectItem(root, "rows");
+        assert_int_equal(cJSON_GetArraySize(rows), 3);
+        assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "state")->valuestring, "up");
+        assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "action")->valuestring,
+                            "drain");
+        assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 1), "state")->valuestring, "down");
+        summary = cJSON_GetObjectItem(root, "summary");
+        assert_int_equal(cJSON_GetObjectItem(summary, "healthy")->valueint, 1);
+        assert_int_equal(cJSON_GetObjectItem(summary, "total")->valueint, 3);
+        series = cJSON_GetObjectItem(root, "series");
+        assert_true(cJSON_IsArray(cJSON_GetObjectItem(series, "t")));
+        assert_true(cJSON_IsArray(cJSON_GetObjectItem(series, "p99")));
+        assert_true(cJSON_IsArray(cJSON_GetObjectItem(root, "events")));
+        cJSON_Delete(root);
+        free(r);
+        /* A malformed query is read as "everything". */
+        r = get(f, "GET", "/page/data?since=-1&events=x%");
+        assert_int_equal(status_of(r), 200);
+        free(r);
+}
+
+static void test_page_host(void **state)
+{
+        static const char *const good[] = {"127.0.0.1", "127.0.0.1:9180", "localhost", "LocalHost:9180",
+                                           "[::1]:80"};
+        static const char *const bad[] = {
+                "evil.example", "evil.example:9180", "localhost.evil.example", "localhost:x", "",
+                ":9180",        "127.0.0.1.nip.io"};
+        struct fixture *f = *state;
+        char headers[256];
+
+        for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+                char *r;
+
+                (void)snprintf(headers, sizeof(headers), "Host: %s\r\n", good[i]);
+                r = send_with(f, "GET", "/", headers, "");
+                print_message("Host: %s\n", good[i]);
+                assert_int_equal(status_of(r), 200);
+                free(r);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                char *r;
+
+                (void)snprintf(headers, sizeof(headers), "Host: %s\r\n", bad[i]);
+                r = send_with(f, "GET", "/", headers, "");
+                print_message("Host: %s\n", bad[i]);
+                assert_int_equal(status_of(r), 403);
+                assert_null(strstr(r, "lbd-token"));
+                free(r);
+                r = send_with(f, "GET", "/page/data", headers, "");
+                assert_int_equal(status_of(r), 403);
+                free(r);
+        }
+}
+
+/* Changes from the page need its token and come from its own origin; the admin API for scripts works as
+ * before, but not from another site's page. */
+static void test_page_csrf(void **state)
+{
+        /* Refused, and nothing changes: no token, a wrong one, a foreign Origin or site, a rebound Host
+         * (TOKEN stands for the page's token). Then the admin API from another site. */
+        static const struct {
+                const char *path, *headers, *body;
+        } refused[] = {
+                {"/page/backends/127.0.0.1:8081/drain", "Host: 127.0.0.1:9180\r\n", ""},
+                {"/page/backends/127.0.0.1:8081/drain",
+                 "Host: 127.0.0.1:9180\r\nX-LBD-Token: 00000000000000000000000000000000\r\n", ""},
+                {"/page/backends/127.0.0.1:8081/drain", "Host: 127.0.0.1:9180\r\n", "token=short"},
+                {"/page/backends/127.0.0.1:8081/drain",
+                 "Host: 127.0.0.1:9180\r\nX-LBD-Token: TOKEN\r\nOrigin: http://evil.example\r\n", ""},
+                {"/page/backends/127.0.0.1:8081/drain",
+                 "Host: 127.0.0.1:9180\r\nX-LBD-Token: TOKEN\r\nOrigin: null\r\n", ""},
+                {"/page/backends/127.0.0.1:8081/drain",
+                 "Host: 127.0.0.1:9180\r\nX-LBD-Token: TOKEN\r\nSec-Fetch-Site: cross-site\r\n", ""},
+                {"/page/backends/127.0.0.1:8081/drain",
+                 "Host: evil.example:9180\r\nX-LBD-Token: TOKEN\r\nOrigin: http://evil.example:9180\r\n",
+                 ""},
+                {"/backends/127.0.0.1:8081/drain", "Host: 127.0.0.1:9180\r\nOrigin: http://evil.example\r\n",
+                 ""},
+                {"/backends/127.0.0.1:8081/drain", "Host: 127.0.0.1:9180\r\nSec-Fetch-Site: same-site\r\n",
+                 ""},
+        };
+        struct fixture *f = *state;
+        struct backend *b0 = f->lbd.pool->backends[0];
+        char token[64], headers[512], form[128];
+        char *r;
+
+        page_token(f, token, sizeof(token));
+        for (size_t i = 0; i < ELEMENTSOF(refused); i++) {
+                const char *at = strstr(refused[i].headers, "TOKEN");
+
+                if (at)
+                        (void)snprintf(headers, sizeof(headers), "%.*s%s%s", (int)(at - refused[i].headers),
+                                       refused[i].headers, token, at + strlen("TOKEN"));
+                else
+                        (void)snprintf(headers, sizeof(headers), "%s", refused[i].headers);
+                print_message("POST %s with %s\n", refused[i].path, headers);
+                r = send_with(f, "POST", refused[i].path, headers, refused[i].body);
+                assert_int_equal(status_of(r), 403);
+                free(r);
+                assert_false(b0->maintenance);
+        }
+
+        /* The page's script: the token in a header, from its own origin. */
+        (void)snprintf(headers, sizeof(headers),
+                       "Host: 127.0.0.1:9180\r\nX-LBD-Token: %s\r\nOrigin: "
+                       "http://127.0.0.1:9180\r\nSec-Fetch-Site: same-origin\r\n",
+                       token);
+        r = send_with(f, "POST", "/page/backends/127.0.0.1:8081/drain", headers, "");
+        assert_int_equal(status_of(r), 200);
+        assert_non_null(strstr(body_of(r), "\"maintenance\":true"));
+        free(r);
+        assert_true(b0->maintenance);
+        /* The page without script: a form with the token, sent back to the page. */
+        (void)snprintf(form, sizeof(form), "token=%s", token);
+        r = send_with(f, "POST", "/page/backends/127.0.0.1%3A8081/enable",
+                      "Host: localhost:9180\r\nOrigin: http://localhost:9180\r\n"
+                      "Content-Type: application/x-www-form-urlencoded\r\n",
+                      form);
+        assert_int_equal(status_of(r), 303);
+        assert_string_equal(header_of(r, "Location"), "/");
+        free(r);
+        assert_false(b0->maintenance);
+        r = send_with(f, "GET", "/page/backends/127.0.0.1:8081/drain", "Host: 127.0.0.1\r\n", "");
+        assert_int_equal(status_of(r), 405);
+        free(r);
+
+        /* The admin API without Origin (lbctl, curl): as before. */
+        r = get(f, "POST", "/backends/127.0.0.1:8081/drain");
+        assert_int_equal(status_of(r), 200);
+        free(r);
+        assert_true(b0->maintenance);
+}
+
+static void test_page_confirm(void **state)
+{
+        struct fixture *f = *state;
+        char token[64];
+        char *r;
+
+        page_token(f, token, sizeof(token));
+        r = get(f, "GET", "/page/confirm?backend=127.0.0.1%3A8082&action=drain");
+        assert_int_equal(status_of(r), 200);
+        assert_non_null(strstr(body_of(r), "action=\"/page/backends/127.0.0.1%3A8082/drain\""));
+        assert_non_null(strstr(body_of(r), token));
+        free(r);
+        r = get(f, "GET", "/page/confirm?backend=127.0.0.1%3A8082&action=reboot");
+        assert_int_equal(status_of(r), 400);
+        free(r);
+        r = get(f, "GET", "/page/confirm?action=drain");
+        assert_int_equal(status_of(r), 400);
+        free(r);
+        r = get(f, "GET", "/page/confirm?backend=%3Cx%3E&action=drain");
+        assert_int_equal(status_of(r), 404);
+        free(r);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -681,6 +928,11 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_keep_alive, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_status_provider_errors, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bind_fails, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_page, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_page_data, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_page_host, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_page_csrf, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_page_confirm, setup, teardown),
         };
 
         alarm(60);

@@ -28,6 +28,7 @@
         "<networkInterfaceSet><item><privateIpAddress>192.0.2.9</privateIpAddress>"                          \
         "<subnetId>subnet-nested</subnetId></item></networkInterfaceSet>"                                   \
         "<launchTime>2024-05-01T12:00:00.000Z</launchTime><subnetId>subnet-1</subnetId>"                    \
+        "<placement><availabilityZone>us-east-1a</availabilityZone><tenancy>default</tenancy></placement>"   \
         "<privateIpAddress>" ip "</privateIpAddress></item>"
 
 /* clang-format off */
@@ -95,6 +96,7 @@ static void test_parse_describe(void **state)
         /* The instance's own address, not the nested interface's. */
         assert_string_equal(list[0].private_ip, "127.0.1.4");
         assert_string_equal(list[0].subnet_id, "subnet-1");
+        assert_string_equal(list[0].zone, "us-east-1a");
         assert_string_equal(list[0].launch_time, "2024-05-01T12:00:00.000Z");
         assert_int_equal(list[0].launch_usec, UINT64_C(1714564800) * USEC_PER_SEC);
         assert_string_equal(list[1].state, "pending");

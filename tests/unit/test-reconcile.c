@@ -24,6 +24,7 @@
 #include "lbd/backend.h"
 #include "lbd/balance.h"
 #include "lbd/config.h"
+#include "lbd/history.h"
 #include "lbd/provider.h"
 #include "lbd/reconcile.h"
 
@@ -36,6 +37,7 @@ struct fake {
         struct pool *pool;
         struct config config;
         struct reconcile *r;
+        struct history *history; /* the timeline the reconciler tells */
         uint64_t mono, wall; /* the fake clock */
 
         struct instance cloud[MAX_CLOUD];
@@ -183,6 +185,7 @@ static struct instance *cloud_add(struct fake *f, enum instance_state state)
         assert_int_equal(netaddr_parse("127.0.0.1", (uint16_t)(20000 + f->next_id), false, &inst->addr), 0);
         inst->has_addr = true;
         inst->launched_usec = f->wall;
+        (void)snprintf(inst->zone, sizeof(inst->zone), "zone-%c", 'a' + (int)(f->next_id % 3));
         return inst;
 }
 
@@ -378,12 +381,28 @@ static struct fake *fake_new(const struct provider_ops *ops)
         clock = (struct reconcile_clock){.monotonic = fake_mono, .realtime = fake_wall, .userdata = f};
         reconcile_set_clock(f->r, &clock);
         reconcile_set_on_change(f->r, fake_on_change, f);
+        f->history = history_new(NULL, NULL, NULL);
+        assert_non_null(f->history);
+        reconcile_set_history(f->r, f->history);
         return f;
+}
+
+/* Whether the timeline has an entry of <kind> whose text contains <a> and <b> (NULL: anything). */
+static bool timeline_has(const struct fake *f, enum history_event_kind kind, const char *a, const char *b)
+{
+        for (size_t i = 0; i < history_n_events(f->history); i++) {
+                const struct history_event *e = history_event_at(f->history, i);
+
+                if (e->kind == kind && (!a || strstr(e->text, a)) && (!b || strstr(e->text, b)))
+                        return true;
+        }
+        return false;
 }
 
 static void fake_free_all(struct fake *f)
 {
         f->r = reconcile_free(f->r);
+        f->history = history_free(f->history);
         f->pool = pool_free(f->pool);
         event_base_free(f->base);
         free(f);
@@ -420,6 +439,7 @@ static void test_adopt(void **state)
                 assert_non_null(b);
                 assert_string_equal(b->instance_state, "running");
                 assert_int_equal(b->launched_usec, f->cloud[i].launched_usec);
+                assert_string_equal(b->zone, f->cloud[i].zone);
         }
         assert_idle(f);
 
@@ -522,6 +542,8 @@ static void test_replace_not_running(void **state)
         assert_idle(f);
         assert_int_equal(cloud_alive(f), 3);
         assert_int_equal(f->pool->n_backends, 3);
+        assert_true(timeline_has(f, HISTORY_EVENT_LOST, stopped, "running -> stopped"));
+        assert_true(timeline_has(f, HISTORY_EVENT_REPLACE, stopped, "a replacement follows"));
 
         /* Terminated from outside (gone from the list): replaced. */
         cloud_remove(f, stopped);
@@ -600,6 +622,10 @@ static void test_replace_unhealthy_after_grace(void **state)
         answer_list(f);
         assert_idle(f);
         assert_int_equal(view(f).replacements, 1);
+        /* The timeline has the replacement with its reason, and the launch that made up for it. */
+        assert_true(timeline_has(f, HISTORY_EVENT_REPLACE, sick, "failing its health checks past its grace period"));
+        assert_true(timeline_has(f, HISTORY_EVENT_LAUNCH, "1 to replace lost ones", NULL));
+        assert_false(timeline_has(f, HISTORY_EVENT_TERMINATE, NULL, NULL));
 
         /* Another instance failing right after has its own early poll; when that poll can't replace it
          * (the launch fails), no second early poll comes for it within the poll interval. */
@@ -612,6 +638,7 @@ static void test_replace_unhealthy_after_grace(void **state)
         fail_launch(f, -EAGAIN);
         settle(f);
         assert_null(f->list_cb);
+        assert_true(timeline_has(f, HISTORY_EVENT_PROVIDER, "Launching instances failed", NULL));
         fake_free_all(f);
 }
 
@@ -688,6 +715,9 @@ static void test_scale(void **state)
         run(f);
         answer_list(f);
         assert_idle(f);
+        assert_true(timeline_has(f, HISTORY_EVENT_DESIRED, "5 -> 3", NULL));
+        assert_true(timeline_has(f, HISTORY_EVENT_TERMINATE, f->cloud[4].id, "beyond desired"));
+        assert_false(timeline_has(f, HISTORY_EVENT_REPLACE, NULL, NULL));
 
         /* Back to 5: the pool grew back to where it was; still no replacement counted. */
         reconcile_set_config(f->r, &bigger);
@@ -859,6 +889,7 @@ static void test_storm_guard(void **state)
         }
         assert_int_equal(view(f).replacements, 3);
         assert_false(view(f).guard);
+        assert_true(timeline_has(f, HISTORY_EVENT_LOST, "is gone (not terminated by lbd)", NULL));
 
         /* ...the fourth within 5 minutes is held back, and said so. */
         f->changes = 0;
@@ -867,8 +898,10 @@ static void test_storm_guard(void **state)
         answer_list(f);
         assert_idle(f);
         assert_true(view(f).guard);
+        assert_int_equal(view(f).held, 1);
         assert_true(f->changes > 0);
         assert_int_equal(cloud_alive(f), 2);
+        assert_true(timeline_has(f, HISTORY_EVENT_GUARD, "holding back 1", NULL));
 
         /* A failed instance isn't terminated either while its replacement doesn't fit. */
         f->wall += 3600 * SEC;
@@ -893,7 +926,9 @@ static void test_storm_guard(void **state)
         answer_list(f);
         assert_idle(f);
         assert_false(view(f).guard);
+        assert_int_equal(view(f).held, 0);
         assert_int_equal(view(f).replacements, 2);
+        assert_true(timeline_has(f, HISTORY_EVENT_GUARD, "released", NULL));
         fake_free_all(f);
 }
 
@@ -916,6 +951,7 @@ static void test_all_failing(void **state)
         assert_false(b[1]->forced || backend_in_rotation(b[1]));
         assert_true(b[2]->forced && backend_in_rotation(b[2]));
         assert_int_equal(pool_count_healthy(f->pool), 2);
+        assert_true(timeline_has(f, HISTORY_EVENT_ALL_FAILING, "2 of 3 kept in rotation", NULL));
 
         /* Nothing is terminated (no early poll either), and polls don't change that. */
         assert_null(f->list_cb);
@@ -928,6 +964,7 @@ static void test_all_failing(void **state)
         set_health(b[2], true, CHECK_OK);
         run(f);
         assert_false(view(f).panic);
+        assert_true(timeline_has(f, HISTORY_EVENT_ALL_FAILING, "back to normal", NULL));
         assert_false(b[0]->forced);
         assert_false(backend_in_rotation(b[0]));
         /* The others get (rise + 1) x interval to come back before they are judged. */
