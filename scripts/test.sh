@@ -52,6 +52,7 @@ PACKAGES=(
     shellcheck
     debootstrap
     systemd-container
+    git
 )
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

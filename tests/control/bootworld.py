@@ -14,6 +14,8 @@ user data, as EC2 would:
     again, a terminated one loses it. kill() is a crash: SIGKILL to the machine's init from outside, which
     ends every process of its PID namespace, while EC2 still reports the instance running, as with a
     hardware fault; the world does not boot it again;
+  - a machine that reboots itself (`systemctl reboot` inside) boots again from its layer, with the same seed,
+    so cloud-init does not run the user data twice; one that powers itself off stays off;
   - CreateImage of an instance whose machine runs snapshots its upper layer: the new image is that copy
     stacked on the source image's layers, so its instances boot with what the machine had installed.
 
@@ -36,6 +38,7 @@ from pathlib import Path
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 SEED_DIR = "var/lib/cloud/seed/nocloud"
+NSPAWN_REBOOT = 133  # systemd-nspawn's exit status when the machine asked to reboot
 NSENTER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Variables of this process that must not reach a machine's nspawn (it would talk to our supervisor).
 NSPAWN_ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
@@ -87,6 +90,7 @@ class Machine:
         self.started = None  # wall-clock time of the last nspawn start
         self.crashed = False
         self.stopping = None  # the thread powering it off
+        self.halted = False  # it powered itself off: it stays off, as EC2 would stop it
 
     def alive(self):
         return self.nspawn is not None and self.nspawn.poll() is None
@@ -116,6 +120,7 @@ class Machine:
                                            start_new_session=True)
         self.init_pid = None
         self.stopping = None
+        self.halted = False
         self.boots += 1
         self.started = _now()
         self.crashed = False
@@ -311,15 +316,19 @@ class BootWorld:
                 self.event("state", id=iid, state=state, ip=ip, image=image_id)
             m = self.machine(iid)
             if state != "running":
-                if m is not None and m.alive() and m.stopping is None:
-                    self._power_off(m, remove=state in ("shutting-down", "terminated"))
-                elif (m is not None and state == "terminated" and m.dir.exists() and not m.alive()
-                      and (m.stopping is None or not m.stopping.is_alive())):
-                    m.remove()
+                gone = state in ("shutting-down", "terminated")
+                # A crashed machine has nothing to power off, but a terminated one's layer goes all the same.
+                if m is not None and m.stopping is None and (m.alive() or (gone and m.dir.exists())):
+                    self._power_off(m, remove=gone)
                 continue
-            if m is not None and (m.alive() or m.crashed or (m.stopping and m.stopping.is_alive())):
+            if m is not None and (m.alive() or m.crashed or m.halted or (m.stopping and m.stopping.is_alive())):
                 if m.alive() and m.init_pid is None and m.find_init() is not None:
                     self.event("init", id=iid, pid=m.init_pid, boot_s=_now() - m.started)
+                continue
+            if m is not None and m.stopping is None and m.nspawn.returncode != NSPAWN_REBOOT:
+                # Powered off from inside while EC2 says running: it stays off (EC2 would stop it).
+                m.halted = True
+                self.event("halted", id=iid, code=m.nspawn.returncode)
                 continue
             self._boot(iid, ip, image_id, m)
         for iid in list(self.states):
@@ -357,6 +366,8 @@ class BootWorld:
         self.event("boot", id=iid, ip=ip, image=image_id, boots=m.boots, pid=m.nspawn.pid)
 
     def _power_off(self, m, remove):
+        """Powers <m> off and unmounts it, removing its layer when <remove>, on a thread of its own: a slow
+        shutdown or a large layer to delete must not delay the other machines' boots."""
         def off():
             t0 = _now()
             m.poweroff()
@@ -365,7 +376,6 @@ class BootWorld:
                 m.remove()
             else:
                 m.unmount()
-        # Off the poll thread: a slow shutdown must not delay the other machines' boots.
         m.stopping = threading.Thread(target=off, daemon=True)
         m.stopping.start()
 
@@ -377,15 +387,14 @@ class BootWorld:
             return
         for image_id in new:
             self.known_images.add(image_id)
-            found = self.ec2.describe_images(ImageIds=[image_id]).get("Images", [])
             source = None
             for iid, m in list(self.machines.items()):
                 match = self.ec2.describe_images(
-                    ImageIds=[image_id], Filters=[{"Name": "source-instance-id", "Values": [iid]}])
-                if match.get("Images"):
+                    Owners=["self"], Filters=[{"Name": "source-instance-id", "Values": [iid]}])
+                if image_id in (i["ImageId"] for i in match.get("Images", [])):
                     source = m
                     break
-            if source is None or not found:
+            if source is None:
                 self.event("image-not-ours", image=image_id)
                 continue
             t0 = _now()
