@@ -10,18 +10,22 @@ Phases (each timed; the durations and the figures are printed at the end):
              127.0.0.1 (LBD_SOURCE_URL of both user-data scripts)
   provision  `lbctl provision` as the installer runs it: the three security groups and the web host, which
              boots scripts/cloud-init-web.sh (PostgreSQL on localhost, webd built from the source)
-  source     lbd on this host (desired 1, the base image): its backend boots scripts/cloud-init-backend.sh,
-             which finds no lbd in the image, fetches the source and runs installer.sh --role backend with
-             packages from the Debian mirror; boot-to-healthy of the source path is measured (issue 11, 3)
+  source     lbd on this host (desired 1, the base image, a pool of its own): its backend boots
+             scripts/cloud-init-backend.sh, which finds no lbd in the image, fetches the source and runs
+             installer.sh --role backend with packages from the Debian mirror; boot-to-healthy of the source
+             path is measured (issue 11, 3). Meanwhile the LB host, an instance of its own (lbd:role=lb)
+             booted from the base image, gets the source and runs installer.sh --role lb, as the README
+             tells a user, with desired 0 while there is no image yet: packages, build, lbd.service
   bake       `lbctl provision --bake-from` that backend: CreateImage, which the world turns into a new image
              holding the machine's tree
-  pool       lbd restarted with the baked image and desired 3: it adopts the source-path instance and
-             launches two that boot with lbd inside; boot-to-healthy of the baked path is measured; a
-             client registers, logs in, creates and reads a task through lbd's address (1)
-  kill       under a bounded request loop of GET /tasks, the oldest backend's machine is killed from
-             outside (EC2 still says running): lbd replaces it and the new machine serves; no request of
-             the loop fails; kill-to-serving is split into detection, API and boot (2)
-  restart    lbd stopped and started again: it adopts the three instances and launches none (5)
+  pool       installer.sh --role lb run again on the LB host with the baked image and desired 3: lbd.service
+             launches three backends that boot with lbd inside; boot-to-healthy of the baked path is
+             measured; a client registers, logs in, creates and reads a task through the LB host (1)
+  kill       under a bounded request loop of GET /healthcheck, a backend's machine is killed from outside
+             (EC2 still says running): lbd replaces it and the new machine serves; no request of the loop
+             fails; kill-to-serving is split into detection, API and boot (2)
+  restart    the LB host reboots (systemctl reboot inside): lbd.service comes back by itself, adopts the
+             three instances and launches none (5)
   failing    a second pool whose backends relay to a closed port: they never become healthy, lbd replaces
              them after their grace period, and the storm guard stops the replacements; the failure shows
              in `lbctl status`, in lbd's log and in the machine's journal (4)
@@ -44,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -59,6 +64,9 @@ BACKEND_PORT = 80  # what scripts/cloud-init-backend.sh listens on
 WEB_PORT = 8080  # what scripts/cloud-init-web.sh listens on
 TAG = ("lbd:pool", "main")
 BAD_TAG = ("lbd:pool", "bad")
+SOURCE_TAG = ("lbd:pool", "source")  # the host lbd's pool that makes the instance to bake from
+SRC = "/usr/local/src/lbd"
+GRACE_BAKED = 20  # [pool] grace on the LB host once its image is baked, in seconds  # where the LB host keeps the source, as the user-data scripts do
 HEALTH = "interval = 500ms\ntimeout = 1s\nrise = 2\nfall = 2"
 
 
@@ -120,6 +128,37 @@ def parse_kv(text):
     return out
 
 
+class MachineLbd:
+    """lbd.service in a machine, read through its journal: the same find() and alive() as ec2env.Lbd."""
+
+    name = "lbd.service"
+
+    def __init__(self, machine):
+        self.machine = machine
+
+    def log(self, since=0.0):
+        rc, out = self.machine.run(["journalctl", "-u", "lbd", "-o", "short-unix", "--no-pager", "-q",
+                                    "--since", f"@{max(0, int(since) - 1)}"], timeout=20)
+        lines = []
+        for line in out.splitlines() if rc == 0 else []:
+            stamp, _, rest = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                t = float(stamp)
+                if t >= since:
+                    lines.append((t, rest.split(": ", 1)[-1]))
+        return lines
+
+    def log_text(self, since=0.0):
+        return "\n".join(line for _, line in self.log(since))
+
+    def find(self, pattern, since=0.0):
+        rx = re.compile(pattern)
+        return [(t, line) for t, line in self.log(since) if rx.search(line)]
+
+    def alive(self):
+        return self.machine.run(["systemctl", "is-active", "--quiet", "lbd"], timeout=20)[0] == 0
+
+
 class Journey:
     def __init__(self, clock, workdir):
         import bootworld
@@ -137,10 +176,13 @@ class Journey:
         self.lbds = []
         self.loops = []
         self.figures = []
-        self.lb_port = ec2env.free_port()
-        self.admin_port = ec2env.free_port()
+        self.lb_host = None  # the LB host's Machine
+        self.lb_thread = None
+        self.lb_error = None
+        self.source_port = ec2env.free_port()
+        self.source_admin = f"127.0.0.1:{ec2env.free_port()}"
         self.bad_port = ec2env.free_port()
-        self.bad_admin_port = ec2env.free_port()
+        self.bad_admin = f"127.0.0.1:{ec2env.free_port()}"
         self.dead_port = ec2env.free_port()  # nothing listens there: the failing pool's upstream
 
     # -- the phases
@@ -215,6 +257,7 @@ class Journey:
                                                  lb_networks="127.0.0.0/8"))
         out = self.lbctl_provision("--image", self.base_image, "--web-user-data", str(web_user_data))
         self.groups = out["LBD_SECURITY_GROUP_BACKEND"]
+        self.lb_group = out["LBD_SECURITY_GROUP_LB"]
         self.upstream = out["LBD_UPSTREAM"]
         self.web_instance = out["LBD_WEB_INSTANCE"]
         if not re.fullmatch(rf"127\.0\.1\.\d+:{WEB_PORT}", self.upstream):
@@ -223,10 +266,11 @@ class Journey:
 
     def source_path(self):
         # A grace period longer than the source path takes: the instance builds lbd before it can serve.
-        self.main_lbd = self.start_lbd("lbd-source", self.lb_port, self.admin_port, self.base_image, desired=1,
-                                       grace="900s", upstream=self.upstream, tag=TAG)
-        iid = wait_for(lambda: self.pool_ids(TAG, ["running"]), self.clock.left(60), "lbd's first instance",
-                       interval=0.5)[0]
+        self.source_lbd = self.start_lbd("lbd-source", self.source_port, self.source_admin, self.base_image,
+                                         desired=1, grace="900s", upstream=self.upstream, tag=SOURCE_TAG)
+        self.start_lb_host()
+        iid = wait_for(lambda: self.pool_ids(SOURCE_TAG, ["running"]), self.clock.left(60),
+                       "lbd's first instance", interval=0.5)[0]
         self.source_instance = iid
         log(f"source path: {iid} booting; the web host {self.web_instance} builds webd meanwhile")
         host, port = self.upstream.rsplit(":", 1)
@@ -234,7 +278,7 @@ class Journey:
                  f"webd on the web host {self.upstream} to answer /healthcheck", interval=2)
         boot = self.world.find_events("boot", iid=self.web_instance)[0]["t"]
         log(f"web host serving {time.time() - boot:.1f} s after its machine started")
-        up = self.wait_up(self.main_lbd, iid, self.clock.left(900))
+        up = self.wait_up(self.source_lbd, iid, self.clock.left(900))
         started = self.world.find_events("boot", iid=iid)[0]["t"]
         done = self.init_done(iid)
         self.figure("source path: boot to user data done", done - started)
@@ -255,22 +299,40 @@ class Journey:
         log(f"baked {self.baked_image} from {self.source_instance} in {time.time() - t0:.1f} s")
 
     def pool(self):
-        self.stop_lbd(self.main_lbd)
-        self.main_lbd = self.start_lbd("lbd", self.lb_port, self.admin_port, self.baked_image, desired=3,
-                                       grace="60s", upstream=self.upstream, tag=TAG)
-        ids = self.wait_pool(self.main_lbd, self.admin_port, TAG, 3, self.clock.left(240))
-        baked = [i for i in ids if i != self.source_instance]
-        if len(baked) != 2 or self.source_instance not in ids:
-            raise Failure(f"lbd should have adopted {self.source_instance} and launched two: {ids}")
-        for iid in baked:
+        self.stop_lbd(self.source_lbd)
+        self.lb_thread.join(self.clock.left(900))
+        if self.lb_thread.is_alive():
+            raise Failure("the LB host's installation did not finish in time")
+        if self.lb_error:
+            raise Failure(f"the LB host's installation failed: {self.lb_error}")
+        t0 = time.time()
+        self.install_lb(self.baked_image, 3)
+        log(f"installer.sh --role lb again, with {self.baked_image} and desired 3: {time.time() - t0:.1f} s")
+        # What a user of a baked image does: a grace period of seconds, not the default's two minutes for
+        # instances that build lbd first; `systemctl reload` takes it.
+        rc, out = self.lb_host.run(["sh", "-c", f"sed -i 's/^\\[pool\\]$/[pool]\\ngrace = {GRACE_BAKED}s/' "
+                                   "/etc/lbd/lbd.conf && lbd --config /etc/lbd/lbd.conf --check-config && "
+                                   "systemctl reload lbd"], timeout=60)
+        if rc != 0:
+            raise Failure(f"setting [pool] grace on the LB host failed: {out[-2000:]}")
+        # The instance baked from is no backend of the LB's pool: it goes.
+        self.moto.ec2.terminate_instances(InstanceIds=[self.source_instance])
+        lbd = self.lb_lbd
+        ids = self.wait_pool(lbd, self.lb_admin, TAG, 3, self.clock.left(240))
+        for iid in ids:
             inst = self.instance(iid)
             if inst["ImageId"] != self.baked_image:
                 raise Failure(f"{iid} runs {inst['ImageId']}, not the baked {self.baked_image}")
-            up = self.up_time(self.main_lbd, iid)
+            up = self.up_time(lbd, iid)
             self.figure("boot-to-healthy, baked image", up - self.world.find_events("boot", iid=iid)[0]["t"])
-        self.show_init_log(baked[0])
+        self.show_init_log(ids[0])
+        rc, out = self.lb_host.run(["systemctl", "show", "-p", "ActiveState,SubState,UnitFileState,StatusText",
+                                    "lbd"], timeout=20)
+        log(f"the LB host's lbd.service: {' '.join(out.split())}")
+        if "UnitFileState=enabled" not in out or "ActiveState=active" not in out:
+            raise Failure(f"lbd.service on the LB host is not enabled and active: {out}")
 
-        api = Api(self.lb_port)
+        api = Api(self.lb_addr[1], host=self.lb_addr[0])
         user = f"boot{os.getpid()}"
         password = os.urandom(9).hex()
         api.json("POST", "/auth/register", 201, body={"username": user, "password": password})
@@ -284,17 +346,83 @@ class Journey:
             raise Failure(f"GET /tasks/{task['id']} gave {back!r}")
         self.task_id = task["id"]
 
+    # -- the LB host
+
+    def start_lb_host(self):
+        """Launches the LB host's instance and installs it on a thread, while the backend builds."""
+        resp = self.moto.ec2.run_instances(
+            ImageId=self.base_image, MinCount=1, MaxCount=1, InstanceType="t3.micro", SubnetId=self.moto.subnet_id,
+            SecurityGroupIds=[self.lb_group], UserData="#!/bin/sh\n# the load balancer: set up with installer.sh\n",
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                {"Key": "Name", "Value": "lbd-lb"}, {"Key": "lbd:role", "Value": "lb"}]}])
+        inst = resp["Instances"][0]
+        self.lb_instance = inst["InstanceId"]
+        ip = inst["PrivateIpAddress"]
+        self.lb_addr = (ip, BACKEND_PORT)
+        self.lb_admin = f"{ip}:9180"
+        log(f"LB host {self.lb_instance} at {ip}")
+
+        def install():
+            try:
+                t0 = time.time()
+                self.lb_host = wait_for(lambda: self.world.machine(self.lb_instance), 60, "the LB host's machine")
+                wait_for(self.lb_running, 120, "the LB host's systemd to be up")
+                rc, out = self.lb_host.run(
+                    ["sh", "-c", f"mkdir -p {SRC} && curl -fsS --retry 3 {self.source_url} | "
+                                 f"tar -xz -C {SRC} --strip-components=1"], timeout=120)
+                if rc != 0:
+                    raise Failure(f"fetching the source into the LB host failed: {out[-2000:]}")
+                self.install_lb(self.base_image, 0)
+                log(f"LB host installed in {time.time() - t0:.1f} s")
+            except Exception as e:  # noqa: BLE001 - reported by pool()
+                self.lb_error = e if isinstance(e, Failure) else repr(e)
+
+        self.lb_thread = threading.Thread(target=install, name="lb-host", daemon=True)
+        self.lb_thread.start()
+
+    def lb_running(self):
+        rc, out = self.lb_host.run(["systemctl", "is-system-running"], timeout=20)
+        return out.strip() in ("running", "degraded")
+
+    def install_lb(self, image, desired):
+        """installer.sh --role lb in the LB host, with the moto user's secret in a file of mode 0600."""
+        secret = self.lb_host.root / "root" / "aws-secret"
+        secret.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.moto.secret + "\n")
+        ip = self.lb_addr[0]
+        cmd = ["env", f"LBD_SOURCE_URL={self.source_url}", "DEBIAN_FRONTEND=noninteractive", "/bin/bash",
+               f"{SRC}/installer/installer.sh", "--non-interactive", "--role", "lb",
+               "--listen", f"{ip}:{BACKEND_PORT}", "--admin", self.lb_admin, "--endpoint", self.moto.endpoint,
+               "--region", self.ec2env.REGION, "--access-key-id", self.moto.key_id,
+               "--secret-access-key-file", "/root/aws-secret", "--subnet", self.moto.subnet_id,
+               "--security-groups", self.groups, "--image", image, "--networks", "127.0.0.0/8",
+               "--upstream", self.upstream, "--tag", "=".join(TAG), "--desired", str(desired), "--no-provision"]
+        try:
+            rc, out = self.lb_host.run(cmd, timeout=self.clock.left(900))
+        finally:
+            secret.unlink(missing_ok=True)
+        with open(self.workdir / "lb-installer.log", "a", encoding="utf-8") as f:
+            f.write(out)
+        if rc != 0:
+            raise Failure(f"installer.sh --role lb exited with {rc} in the LB host:\n{out[-3000:]}")
+        self.lb_lbd = MachineLbd(self.lb_host)
+
     def kill(self):
-        victim = self.source_instance
+        victim = self.pool_ids(TAG, ["running"])[0]
         victim_ip = self.instance(victim)["PrivateIpAddress"]
+        # Within its grace period a failing instance is left alone: kill one past it.
+        launched = self.instance(victim)["LaunchTime"].timestamp()
+        time.sleep(max(0.0, min(launched + GRACE_BAKED + 1 - time.time(), self.clock.left(GRACE_BAKED + 1))))
         before = set(self.pool_ids(TAG, self.ec2env.LIVE_STATES + ["terminated"]))
-        loop = self.ec2env.RequestLoop(self.lb_port, interval=0.05, max_seconds=self.clock.left(300),
-                                       path="/healthcheck")
+        loop = self.ec2env.RequestLoop(self.lb_addr[1], host=self.lb_addr[0], interval=0.05,
+                                       max_seconds=self.clock.left(300), path="/healthcheck")
         self.loops.append(loop)
         time.sleep(2)
         t_kill = self.world.kill(victim)
         log(f"killed {victim}'s machine ({victim_ip})")
-        lbd = self.main_lbd
+        lbd = self.lb_lbd
         launch = self.wait_log(lbd, r"Launching 1 instance", t_kill, self.clock.left(120))
         self.wait_log(lbd, rf"Terminating instance {victim}: ", t_kill, self.clock.left(60))
         new = wait_for(lambda: set(self.pool_ids(TAG, ["running"])) - before, self.clock.left(60),
@@ -303,7 +431,7 @@ class Journey:
         boot = wait_for(lambda: self.world.find_events("boot", iid=new), self.clock.left(60),
                         f"{new}'s machine to boot", interval=0.2)[0]["t"]
         up = self.wait_up(lbd, new, self.clock.left(120))
-        self.wait_pool(lbd, self.admin_port, TAG, 3, self.clock.left(60))
+        self.wait_pool(lbd, self.lb_admin, TAG, 3, self.clock.left(60))
         time.sleep(2)
         loop.stop()
         log(f"request loop: {loop.ok} answered, {len(loop.failures)} failed")
@@ -318,28 +446,36 @@ class Journey:
         state = self.instance(victim)["State"]["Name"]
         if state not in ("shutting-down", "terminated"):
             raise Failure(f"the killed instance {victim} is {state}, not terminated")
-        Api(self.lb_port).json("GET", f"/tasks/{self.task_id}", 200, token=self.token)
+        Api(self.lb_addr[1], host=self.lb_addr[0]).json("GET", f"/tasks/{self.task_id}", 200, token=self.token)
 
     def restart(self):
         before = set(self.pool_ids(TAG, self.ec2env.LIVE_STATES + ["terminated"]))
         running = set(self.pool_ids(TAG, ["running"]))
-        self.stop_lbd(self.main_lbd)
         t0 = time.time()
-        self.main_lbd.start()
-        ids = self.wait_pool(self.main_lbd, self.admin_port, TAG, 3, self.clock.left(120))
-        log(f"lbd restarted: 3 healthy after {time.time() - t0:.1f} s")
+        # The reboot ends the command's machine under it: its exit status says nothing.
+        self.lb_host.run(["systemctl", "reboot"], timeout=30)
+        wait_for(lambda: self.lb_host.boots >= 2 and self.lb_host.find_init(), self.clock.left(120),
+                 "the LB host to boot again", interval=0.2)
+        lbd = self.lb_lbd
+        wait_for(lbd.alive, self.clock.left(120), "lbd.service to be active after the reboot", interval=0.5)
+        ids = self.wait_pool(lbd, self.lb_admin, TAG, 3, self.clock.left(120))
+        self.figure("LB host reboot to 3 healthy", time.time() - t0)
         time.sleep(3)  # a few polls: nothing may be launched
         after = set(self.pool_ids(TAG, self.ec2env.LIVE_STATES + ["terminated"]))
         if after != before or set(ids) != running:
-            raise Failure(f"the restarted lbd changed the pool: {sorted(before)} -> {sorted(after)}")
-        if self.main_lbd.find(r"Launching \d+ instance", since=t0):
-            raise Failure("the restarted lbd launched instances")
-        adopted = self.main_lbd.find(r"Instance i-\S+ \(\S+\) found", since=t0)
-        log(f"adopted {len(adopted)} instances, launched none")
+            raise Failure(f"lbd after the reboot changed the pool: {sorted(before)} -> {sorted(after)}")
+        boot_log = self.lb_host.run(["journalctl", "-b", "-u", "lbd", "--no-pager", "-q"], timeout=20)[1]
+        if re.search(r"Launching \d+ instance", boot_log):
+            raise Failure("lbd launched instances after the reboot")
+        adopted = re.findall(r"Instance (i-\S+) \(running\) found", boot_log)
+        if set(adopted) != running:
+            raise Failure(f"lbd after the reboot adopted {adopted}, not {sorted(running)}")
+        log(f"after the reboot lbd.service adopted {len(adopted)} instances, launched none")
+        Api(self.lb_addr[1], host=self.lb_addr[0]).json("GET", f"/tasks/{self.task_id}", 200, token=self.token)
 
     def failing(self):
         t0 = time.time()
-        bad = self.start_lbd("lbd-bad", self.bad_port, self.bad_admin_port, self.baked_image, desired=1,
+        bad = self.start_lbd("lbd-bad", self.bad_port, self.bad_admin, self.baked_image, desired=1,
                              grace="8s", upstream=f"127.0.0.1:{self.dead_port}", tag=BAD_TAG,
                              extra_pool="max_replacements = 2\nreplacement_window = 10m")
         self.wait_log(bad, r"Replacement storm guard", t0, self.clock.left(240))
@@ -351,7 +487,7 @@ class Journey:
         launched = self.pool_ids(BAD_TAG, self.ec2env.LIVE_STATES + ["terminated"])
         if len(launched) > 3:
             raise Failure(f"the storm guard let {len(launched)} instances be launched: {launched}")
-        status = self.lbctl("status", "--admin", f"127.0.0.1:{self.bad_admin_port}")
+        status = self.lbctl("status", "--admin", self.bad_admin)
         log("lbctl status (failing pool):\n" + status)
         if not re.search(r"\bdown\b", status):
             raise Failure("lbctl status does not show the failing backend down")
@@ -406,7 +542,7 @@ class Journey:
     def start_lbd(self, name, port, admin, image, desired, grace, upstream, tag, extra_pool=""):
         config = f"""[lbd]
 listen = 127.0.0.1:{port}
-admin = 127.0.0.1:{admin}
+admin = {admin}
 access_log = off
 
 [health]
@@ -457,7 +593,8 @@ tag = {tag[0]}={tag[1]}
         return self.moto.ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
 
     def status(self, admin):
-        conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=5)
+        host, port = admin.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
         try:
             conn.request("GET", "/status")
             return json.loads(conn.getresponse().read())
@@ -529,6 +666,10 @@ tag = {tag[0]}={tag[1]}
             log(f"  baked boot-to-healthy: median {statistics.median(baked):.1f} s over {len(baked)}")
 
     def diagnose(self):
+        if self.lb_host is not None:
+            with contextlib.suppress(Exception):
+                log("---- the LB host's lbd (journal, last 60 lines)\n" + self.lb_host.run(
+                    ["journalctl", "-u", "lbd", "-n", "60", "--no-pager", "-q"], timeout=20)[1])
         for lbd in self.lbds:
             with contextlib.suppress(Exception):
                 log(f"---- {lbd.name} log (last 60 lines)\n" + "\n".join(

@@ -410,10 +410,11 @@ class Machine:
 # ---------------------------------------------------------------------------------------------------
 
 class Api:
-    """HTTP/1.1 to 127.0.0.1:<port>, one connection per request."""
+    """HTTP/1.1 to <host>:<port>, one connection per request."""
 
-    def __init__(self, port):
+    def __init__(self, port, host="127.0.0.1"):
         self.port = port
+        self.host = host
 
     def request(self, method, path, body=None, token=None, timeout=10):
         headers = {"Connection": "close"}
@@ -423,7 +424,7 @@ class Api:
             headers["Content-Type"] = "application/json"
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
