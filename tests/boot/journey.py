@@ -19,8 +19,9 @@ Phases (each timed; the durations and the figures are printed at the end):
   bake       `lbctl provision --bake-from` that backend: CreateImage, which the world turns into a new image
              holding the machine's tree
   pool       installer.sh --role lb run again on the LB host with the baked image and desired 3: lbd.service
-             launches three backends that boot with lbd inside; boot-to-healthy of the baked path is
-             measured; a client registers, logs in, creates and reads a task through the LB host (1)
+             launches three backends that boot with lbd inside; [pool] grace cut to 20 s with `systemctl
+             reload`, as a user of a baked image would; boot-to-healthy of the baked path is measured; a
+             client registers, logs in, creates and reads a task through the LB host (1)
   kill       under a bounded request loop of GET /healthcheck, a backend's machine is killed from outside
              (EC2 still says running): lbd replaces it and the new machine serves; no request of the loop
              fails; kill-to-serving is split into detection, API and boot (2)
@@ -494,10 +495,15 @@ class Journey:
         current = self.pool_ids(BAD_TAG, ["running"])
         if not current:
             raise Failure("the storm guard left no instance running in the failing pool")
-        journal = self.world.journal(current[0], "-u", "lbd-relay", "-n", "20")
+        # The newest instance may still be booting: its user data names the upstream once it has run.
+        dead = f"127.0.0.1:{self.dead_port}"
+
+        def names_dead():
+            text = self.world.journal(current[0], "-u", "lbd-relay", "-n", "20")
+            return text if dead in text else None
+        journal = wait_for(names_dead, self.clock.left(90),
+                           f"{current[0]}'s journal to name the dead upstream {dead}", interval=1)
         log(f"journal of {current[0]} (lbd-relay):\n{journal}")
-        if f"127.0.0.1:{self.dead_port}" not in journal:
-            raise Failure(f"{current[0]}'s journal does not name the dead upstream")
         self.stop_lbd(bad)
         ids = self.pool_ids(BAD_TAG, self.ec2env.LIVE_STATES)
         if ids:
