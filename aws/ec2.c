@@ -372,6 +372,26 @@ static uint64_t ec2_parse_time(const char *s)
         return t > 0 ? (uint64_t)t * USEC_PER_SEC : 0;
 }
 
+/* Writes the value of the instance's EC2_ROLE_TAG tag, if any, into <role>. A value that does not fit or is
+ * not text becomes EC2_ROLE_UNKNOWN: a tag, which anyone allowed to tag can set, never makes the whole
+ * listing fail. */
+static void ec2_parse_role(const xmlNode *item, char role[static EC2_ROLE_MAX])
+{
+        const xmlNode *set = ec2_xml_child(item, "tagSet");
+
+        role[0] = 0;
+        for (const xmlNode *tag = set ? set->children : NULL; tag; tag = tag->next) {
+                char key[sizeof(EC2_ROLE_TAG) + 1];
+
+                if (!ec2_xml_is(tag, "item") || ec2_xml_child_text(tag, "key", key, sizeof(key)) < 0 ||
+                    strcmp(key, EC2_ROLE_TAG) != 0)
+                        continue;
+                if (ec2_xml_child_text(tag, "value", role, EC2_ROLE_MAX) < 0)
+                        memcpy(role, EC2_ROLE_UNKNOWN, sizeof(EC2_ROLE_UNKNOWN));
+                return;
+        }
+}
+
 /* Reads one <item> of an instancesSet. */
 static int ec2_parse_instance(const xmlNode *item, struct ec2_instance *ret)
 {
@@ -400,6 +420,7 @@ static int ec2_parse_instance(const xmlNode *item, struct ec2_instance *ret)
         if (!i.state[0])
                 memcpy(i.state, "unknown", sizeof("unknown"));
         i.launch_usec = ec2_parse_time(i.launch_time);
+        ec2_parse_role(item, i.role);
         *ret = i;
         return 0;
 }

@@ -23,6 +23,11 @@
 #define EC2_ADDR_MAX            64
 #define EC2_TIME_MAX            40
 #define EC2_ZONE_MAX            32 /* availability zones ("us-east-1a", "us-west-2-lax-1a") */
+#define EC2_ROLE_MAX            32
+/* The tag that says what an instance of a pool is for: "web" for the web host `lbctl provision` launches
+ * (it carries the pool's tag too, so a second run finds it); absent on the backends lbd launches. */
+#define EC2_ROLE_TAG            "lbd:role"
+#define EC2_ROLE_UNKNOWN        "?" /* a role tag whose value is too long or not text */
 #define EC2_CODE_MAX            128
 #define EC2_MESSAGE_MAX         512
 #define EC2_ERROR_MAX           (EC2_CODE_MAX + EC2_MESSAGE_MAX + 64)
@@ -56,6 +61,7 @@ struct ec2_instance {
         char zone[EC2_ZONE_MAX];       /* placement's availability zone, "" when absent */
         char launch_time[EC2_TIME_MAX]; /* as EC2 wrote it */
         uint64_t launch_usec;           /* the same, wall clock; 0 when absent or unparsable */
+        char role[EC2_ROLE_MAX];        /* its EC2_ROLE_TAG tag's value; "" without one */
 };
 
 struct ec2_settings {

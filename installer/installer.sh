@@ -48,6 +48,7 @@
 # Role backend:
 #   --upstream ADDR          the web host's ADDRESS:PORT (required)
 #   --listen ADDR            (default 0.0.0.0:80)
+#   --admin ADDR             the relay's admin API, loopback only (default 127.0.0.1:9180)
 # Role web:
 #   --listen ADDR            (default 0.0.0.0:8080)
 #   --database CONNINFO      libpq connection string; default: a local PostgreSQL role and database 'webd'
@@ -341,7 +342,7 @@ validate() {
 
     $uninstall && return 0
 
-    local lb_only=(--admin --provider --region --access-key-id --secret-access-key
+    local lb_only=(--provider --region --access-key-id --secret-access-key
         --secret-access-key-file --instance-role --endpoint --desired --subnet --security-groups --image
         --instance-type --key-name --networks --tag --provision --no-provision)
     case "$role" in
@@ -377,11 +378,13 @@ validate() {
             only_for web --database --trusted-proxies
             [[ -n $listen ]] || listen=0.0.0.0:80
             check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:80"
+            check --admin valid_loopback_addr "$admin" "a loopback ADDRESS:PORT such as 127.0.0.1:9180"
             [[ -n $upstream ]] || ask --upstream upstream "Address of the web host (ADDRESS:PORT, e.g. 10.0.1.20:8080)"
             check --upstream valid_addr "$upstream" "an ADDRESS:PORT such as 10.0.1.20:8080"
             ;;
         web)
             only_for lb "${lb_only[@]}" --upstream
+            only_for "lb and backend" --admin
             [[ -n $listen ]] || listen=0.0.0.0:8080
             check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:8080"
             trusted_proxies=$(expand_local "$trusted_proxies")
@@ -853,7 +856,7 @@ relay_config() {
     echo "$MARKER"
     echo "[lbd]"
     echo "listen = $listen"
-    echo "admin = 127.0.0.1:9180"
+    echo "admin = $admin"
     echo
     echo "[health]"
     echo "path = /healthcheck"

@@ -54,7 +54,7 @@
 
 #define PROVISION_CANONICAL       "099720109477"
 #define PROVISION_UBUNTU_PATTERN  "ubuntu/images/hvm-ssd*/ubuntu-*-amd64-server-*"
-#define PROVISION_ROLE_KEY        "lbd:role"
+#define PROVISION_ROLE_KEY        EC2_ROLE_TAG
 #define PROVISION_ROLE_WEB        "web"
 #define PROVISION_PREFIX_MAX      64
 #define PROVISION_VALUE_MAX       128 /* an output value */

@@ -4,6 +4,9 @@
  * list:      DescribeInstances filtered by the tag and the live states; each instance's backend address
  *            is its PrivateIpAddress with [pool] port. An address outside [pool] networks is never
  *            reported (has_addr = false), so it is never contacted; that is logged once per instance.
+ *            An instance whose lbd:role tag names another role (the web host `lbctl provision` launched
+ *            with the pool's tag) is not one of the pool's: it is left out of the list, so it is never
+ *            counted, probed or terminated; that too is logged once per instance.
  * launch:    RunInstances from [ec2] image or launch_template, with the instance type, subnet, security
  *            groups, key pair, instance profile, the pool's tag and a Name tag, the caller's ClientToken,
  *            and the user data: the [ec2] user_data file with every "{{upstream}}" replaced by [ec2]
@@ -119,32 +122,42 @@ static enum instance_state provider_ec2_state(const char *s)
         return INSTANCE_UNKNOWN;
 }
 
-/* Logs, once per instance, that its address is outside the allowed networks. */
-static void provider_ec2_warn_outside(struct provider_ec2_data *d, const struct ec2_instance *e)
+/* True the first time it is asked about instance <e> (of the last PROVIDER_EC2_WARNED_MAX asked about):
+ * what is wrong with an instance is logged once, not at every poll. */
+static bool provider_ec2_first_warning(struct provider_ec2_data *d, const struct ec2_instance *e)
 {
         for (size_t i = 0; i < PROVIDER_EC2_WARNED_MAX; i++)
                 if (strcmp(d->warned[i], e->id) == 0)
-                        return;
-        log_warning("EC2 instance %s has the address %s, outside [pool] networks: it is not used as a "
-                    "backend and never contacted",
-                    e->id, e->private_ip);
+                        return false;
         memcpy(d->warned[d->warned_next], e->id, sizeof(e->id));
         d->warned_next = (d->warned_next + 1) % PROVIDER_EC2_WARNED_MAX;
+        return true;
 }
 
-/* Converts what ec2.c reports into the provider's instances. Returns a new array, or NULL. */
-static struct instance *provider_ec2_convert(struct provider *p, const struct ec2_instance *v, size_t n)
+/* Converts what ec2.c reports into the provider's instances, leaving out those of another role. Returns a
+ * new array and its length in <ret_n>, or NULL. */
+static struct instance *provider_ec2_convert(struct provider *p, const struct ec2_instance *v, size_t n,
+                                             size_t *ret_n)
 {
         struct provider_ec2_data *d = p->data;
         const struct config *c = p->config;
         struct instance *out = calloc(MAX(n, (size_t)1), sizeof(*out));
+        size_t m = 0;
 
         if (!out)
                 return NULL;
         for (size_t i = 0; i < n; i++) {
-                struct instance *inst = &out[i];
+                struct instance *inst;
                 struct netaddr a;
 
+                if (v[i].role[0] && strcmp(v[i].role, "backend") != 0) {
+                        if (provider_ec2_first_warning(d, &v[i]))
+                                log_info("EC2 instance %s carries the pool's tag with %s=%s: not a backend, "
+                                         "never counted, contacted or terminated",
+                                         v[i].id, EC2_ROLE_TAG, v[i].role);
+                        continue;
+                }
+                inst = &out[m++];
                 memcpy(inst->id, v[i].id, MIN(sizeof(inst->id), sizeof(v[i].id)));
                 inst->id[sizeof(inst->id) - 1] = 0;
                 inst->state = provider_ec2_state(v[i].state);
@@ -154,13 +167,17 @@ static struct instance *provider_ec2_convert(struct provider *p, const struct ec
                 if (!v[i].private_ip[0] || netaddr_parse(v[i].private_ip, c->port, false, &a) < 0)
                         continue;
                 if (!config_in_networks(c, &a)) {
-                        provider_ec2_warn_outside(d, &v[i]);
+                        if (provider_ec2_first_warning(d, &v[i]))
+                                log_warning("EC2 instance %s has the address %s, outside [pool] networks: it "
+                                            "is not used as a backend and never contacted",
+                                            v[i].id, v[i].private_ip);
                         continue;
                 }
                 netaddr_set_port(&a, c->port);
                 inst->addr = a;
                 inst->has_addr = true;
         }
+        *ret_n = m;
         return out;
 }
 
@@ -210,15 +227,16 @@ static void provider_ec2_instances_done(int r, const char *error, const struct e
         struct provider_ec2_call *pc = userdata;
         struct provider *p = pc->provider;
         _cleanup_free_ struct instance *instances = NULL;
+        size_t m = 0;
 
         if (r >= 0) {
-                instances = provider_ec2_convert(p, v, n);
+                instances = provider_ec2_convert(p, v, n, &m);
                 if (!instances)
                         r = -ENOMEM;
         }
         if (r < 0) {
                 provider_ec2_log_failure(pc->kind, r, error);
-                n = 0;
+                m = 0;
         } else if (pc->kind == PROVIDER_EC2_LAUNCH) {
                 for (size_t i = 0; i < n; i++)
                         log_info("EC2 instance %s launched (%s, address %s)", v[i].id, v[i].state,
@@ -226,9 +244,9 @@ static void provider_ec2_instances_done(int r, const char *error, const struct e
         }
         provider_ec2_call_detach(pc);
         if (pc->kind == PROVIDER_EC2_LIST)
-                pc->cb.list(p, r, instances, n, pc->userdata);
+                pc->cb.list(p, r, instances, m, pc->userdata);
         else
-                pc->cb.launch(p, r, instances, n, pc->userdata);
+                pc->cb.launch(p, r, instances, m, pc->userdata);
         free(pc);
 }
 

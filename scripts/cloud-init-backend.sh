@@ -28,6 +28,17 @@ fail() {
 }
 trap 'fail "line $LINENO: $BASH_COMMAND (exit $?)"' ERR
 
+# The relay listens on every address, its admin API on the loopback one. When the instance's own private
+# address (EC2's local-ipv4, which cloud-init keeps) is itself a loopback address, the instance shares one
+# host's network with others (the boot world of the tests): both then listen on that address alone.
+LISTEN=0.0.0.0:80
+ADMIN=127.0.0.1:9180
+private=$(cloud-init query ds.meta_data.local_ipv4 2>/dev/null || true)
+if [[ $private =~ ^127(\.[0-9]{1,3}){3}$ ]]; then
+    LISTEN=$private:80
+    ADMIN=$private:9180
+fi
+
 say "starting; upstream $UPSTREAM"
 if ! [[ $UPSTREAM =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}:[0-9]{1,5}$ || $UPSTREAM =~ ^\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}$ ]]; then
     fail "the upstream '$UPSTREAM' is not an ADDRESS:PORT (lbd fills it in from [ec2] upstream)"
@@ -40,8 +51,8 @@ if [[ -x /usr/local/sbin/lbd && -f /etc/systemd/system/lbd-relay.service ]] && g
     tmp=$(mktemp /etc/lbd/.relay.XXXXXX)
     cat >"$tmp" <<CONF
 [lbd]
-listen = 0.0.0.0:80
-admin = 127.0.0.1:9180
+listen = $LISTEN
+admin = $ADMIN
 
 [health]
 path = /healthcheck
@@ -76,8 +87,9 @@ else
             ;;
     esac
     say "installing with installer.sh --role backend"
-    "$SRC/installer/installer.sh" --role backend --non-interactive --upstream "$UPSTREAM"
+    "$SRC/installer/installer.sh" --role backend --non-interactive --upstream "$UPSTREAM" --listen "$LISTEN" \
+        --admin "$ADMIN"
 fi
 
 systemctl is-active --quiet lbd-relay.service || fail "lbd-relay.service is not running: journalctl -u lbd-relay"
-say "done: the relay serves port 80 and forwards to $UPSTREAM"
+say "done: the relay serves $LISTEN and forwards to $UPSTREAM"

@@ -27,6 +27,15 @@ trap 'fail "line $LINENO: $BASH_COMMAND (exit $?)"' ERR
 ((EUID == 0)) || fail "must run as root"
 export DEBIAN_FRONTEND=noninteractive
 
+# webd listens on every address. When the instance's own private address (EC2's local-ipv4, which
+# cloud-init keeps) is itself a loopback address, the instance shares one host's network with others (the
+# boot world of the tests): webd then listens on that address alone.
+LISTEN=0.0.0.0:8080
+private=$(cloud-init query ds.meta_data.local_ipv4 2>/dev/null || true)
+if [[ $private =~ ^127(\.[0-9]{1,3}){3}$ ]]; then
+    LISTEN=$private:8080
+fi
+
 if [[ -x $SRC/installer/installer.sh ]]; then
     say "using the source already in $SRC"
 else
@@ -52,7 +61,7 @@ fi
 # installer wrote above, are trusted too, as the relays name the load balancer after the client.
 trusted=127.0.0.0/8,::1,local${LBD_LB_NETWORKS:+,$LBD_LB_NETWORKS}
 say "installing PostgreSQL and webd with installer.sh --role web (trusted relays: $trusted)"
-"$SRC/installer/installer.sh" --role web --non-interactive --listen 0.0.0.0:8080 --trusted-proxies "$trusted"
+"$SRC/installer/installer.sh" --role web --non-interactive --listen "$LISTEN" --trusted-proxies "$trusted"
 
 # PostgreSQL listens only on this machine: webd reaches it through /run/postgresql.
 changed=false
@@ -73,4 +82,4 @@ if $changed; then
 fi
 
 systemctl is-active --quiet webd.service || fail "webd.service is not running: journalctl -u webd"
-say "done: webd serves port 8080"
+say "done: webd serves $LISTEN"

@@ -55,6 +55,7 @@ PACKAGES=(
     chromium
     chromium-driver
     python3-selenium
+    git
 )
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -344,10 +344,14 @@ class Lbd:
 
 
 class RequestLoop:
-    """GET requests through lbd, one connection each, until stopped; bounded in count and time."""
+    """GET requests through lbd, one connection each, until stopped; bounded in count and time.
+    <path> is the path asked for, with {n} replaced by the request's number."""
 
-    def __init__(self, port, interval=0.02, max_requests=200_000, max_seconds=900):
+    def __init__(self, port, interval=0.02, max_requests=200_000, max_seconds=900, path="/loop/{n}",
+                 host="127.0.0.1"):
         self.port = port
+        self.host = host
+        self.path = path
         self.interval = interval
         self.max_requests = max_requests
         self.max_seconds = max_seconds
@@ -364,8 +368,8 @@ class RequestLoop:
             n += 1
             t = time.time()
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("GET", f"/loop/{n}", headers={"Connection": "close"})
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+                conn.request("GET", self.path.format(n=n), headers={"Connection": "close"})
                 resp = conn.getresponse()
                 body = resp.read()
                 conn.close()

@@ -218,6 +218,18 @@ def test_backend(tmp_path):
     assert not os.path.exists(staged(tmp_path, "/etc/lbd/lbd.conf"))
     r = run([LBD, "--config", staged(tmp_path, "/etc/lbd/relay.conf"), "--check-config"])
     assert r.returncode == 0, r.stdout + r.stderr
+    assert conf[("lbd", "admin")] == "127.0.0.1:9180"
+
+
+def test_backend_listen_and_admin(tmp_path):
+    # Relays sharing one host's network (the boot world's instances) each listen on their own address.
+    install_ok(tmp_path, "--role", "backend", "--upstream", "127.0.1.20:8080", "--listen", "127.0.1.5:80",
+               "--admin", "127.0.1.5:9180")
+    conf = ini(read(tmp_path, "/etc/lbd/relay.conf"))
+    assert conf[("lbd", "listen")] == "127.0.1.5:80"
+    assert conf[("lbd", "admin")] == "127.0.1.5:9180"
+    r = run([LBD, "--config", staged(tmp_path, "/etc/lbd/relay.conf"), "--check-config"])
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_web_local_database(tmp_path):
@@ -455,6 +467,8 @@ def test_non_interactive_missing_flag(tmp_path, args, flag):
       "--desired", "1001"], "--desired"),
     (["--role", "web", "--database", "dbname=x ;comment"], "--database"),
     (["--role", "web", "--upstream", "192.0.2.2:80"], "--upstream"),
+    (["--role", "web", "--admin", "127.0.0.1:9181"], "--admin"),
+    (["--role", "backend", "--upstream", "192.0.2.2:80", "--admin", "192.0.2.3:9180"], "--admin"),
     (["--role", "backend", "--upstream", "192.0.2.2:80", "--secret-access-key-file", "/nonexistent"],
      "--secret-access-key-file"),
     (["--role", "lb", "--provider", "local", "--upstream", "192.0.2.2:80", "--secret-access-key-file",

@@ -410,10 +410,11 @@ class Machine:
 # ---------------------------------------------------------------------------------------------------
 
 class Api:
-    """HTTP/1.1 to 127.0.0.1:<port>, one connection per request."""
+    """HTTP/1.1 to <host>:<port>, one connection per request."""
 
-    def __init__(self, port):
+    def __init__(self, port, host="127.0.0.1"):
         self.port = port
+        self.host = host
 
     def request(self, method, path, body=None, token=None, timeout=10):
         headers = {"Connection": "close"}
@@ -423,7 +424,7 @@ class Api:
             headers["Content-Type"] = "application/json"
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
@@ -681,6 +682,7 @@ class Run:
                 log(f"teardown: {what} in {time.monotonic() - t0:.1f} s")
             for e in errors:
                 log(f"teardown: {e}")
+        return not self.machine.root.exists()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -711,13 +713,17 @@ def prerequisites():
     return None
 
 
-def main():
-    why = prerequisites()
-    if why:
+def run_phased(name, why_not, budget, parent, make):
+    """Runs a phased test and returns its exit status: 77 when <why_not> says why it cannot run (a failure
+    when CI=true); else <make>(clock, workdir) builds the run, an object with main(), diagnose() and
+    teardown(), which returns True when nothing it made is left. The run gets <budget> seconds; SIGTERM
+    (meson's timeout) and SIGINT unwind through the teardown. The work directory, in <parent>, is removed
+    when the run passed and left nothing, else kept for its logs."""
+    if why_not:
         if os.environ.get("CI") == "true":
-            log(f"fresh-machine: FAIL: {why}")
+            log(f"{name}: FAIL: {why_not}")
             return 1
-        log(f"fresh-machine: skipped: {why}")
+        log(f"{name}: skipped: {why_not}")
         return SKIP
     os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 
@@ -727,22 +733,20 @@ def main():
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGINT, interrupted)
 
-    # meson's timeout is 1500 s: the phases get the budget, the teardown at most about 200 s more.
-    clock = Clock(float(os.environ.get("FRESH_MACHINE_BUDGET", "1250")))
-    parent = os.environ.get("FRESH_MACHINE_WORKDIR") or tempfile.gettempdir()
+    clock = Clock(budget)
+    parent = parent or tempfile.gettempdir()
     Path(parent).mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="fresh-machine-", dir=parent))
-    log(f"fresh-machine: work directory {workdir}")
-    lbd = os.environ.get("LBD_BINARY") or str(REPO / "build" / "lbd" / "lbd")
+    workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
+    log(f"{name}: work directory {workdir}")
     run = None
     ok = False
     try:
-        run = Run(clock, workdir, lbd, find_moto())
+        run = make(clock, workdir)
         run.main()
         ok = True
     except (Failure, Interrupted, Exception) as e:  # noqa: BLE001 - every failure is reported, then torn down
         kind = "interrupted" if isinstance(e, Interrupted) else "FAIL"
-        log(f"fresh-machine: {kind}: {e if isinstance(e, (Failure, Interrupted)) else repr(e)}")
+        log(f"{name}: {kind}: {e if isinstance(e, (Failure, Interrupted)) else repr(e)}")
         if not isinstance(e, (Failure, Interrupted)):
             import traceback
             traceback.print_exc(file=sys.stdout)
@@ -752,17 +756,22 @@ def main():
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        removed = False
-        if run is not None:
-            run.teardown()
-            removed = not run.machine.root.exists()
-        if ok and removed:
+        clean = run.teardown() if run is not None else False
+        if ok and clean:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
-            log(f"fresh-machine: logs kept in {workdir}")
+            log(f"{name}: logs kept in {workdir}")
         clock.report()
-    log(f"fresh-machine: {'passed' if ok else 'failed'}")
+    log(f"{name}: {'passed' if ok else 'failed'}")
     return 0 if ok else 1
+
+
+def main():
+    lbd = os.environ.get("LBD_BINARY") or str(REPO / "build" / "lbd" / "lbd")
+    # meson's timeout is 1500 s: the phases get the budget, the teardown at most about 200 s more.
+    return run_phased("fresh-machine", prerequisites(), float(os.environ.get("FRESH_MACHINE_BUDGET", "1250")),
+                      os.environ.get("FRESH_MACHINE_WORKDIR"),
+                      lambda clock, workdir: Run(clock, workdir, lbd, find_moto()))
 
 
 if __name__ == "__main__":

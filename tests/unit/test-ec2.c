@@ -126,6 +126,45 @@ static void test_parse_describe(void **state)
         free(list);
 }
 
+/* The role tag is read from the instance's own tagSet; a value too long is a role too (an unknown one),
+ * never a reason to refuse the listing. */
+static void test_parse_role(void **state)
+{
+        static const char xml[] =
+                "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><reservationSet>"
+                "<item><instancesSet>"
+                "<item><instanceId>i-0web</instanceId><instanceState><name>running</name></instanceState>"
+                "<tagSet><item><key>lbd:pool</key><value>main</value></item>"
+                "<item><key>lbd:role</key><value>web</value></item></tagSet></item>"
+                "<item><instanceId>i-0be</instanceId><instanceState><name>running</name></instanceState>"
+                "<tagSet><item><key>lbd:pool</key><value>main</value></item>"
+                "<item><key>Name</key><value>lbd:role</value></item></tagSet>"
+                "<networkInterfaceSet><item><tagSet><item><key>lbd:role</key><value>web</value></item>"
+                "</tagSet></item></networkInterfaceSet></item>"
+                "<item><instanceId>i-0long</instanceId><instanceState><name>running</name></instanceState>"
+                "<tagSet><item><key>lbd:role</key><value>0123456789012345678901234567890123456789</value>"
+                "</item></tagSet></item>"
+                "</instancesSet></item></reservationSet></DescribeInstancesResponse>";
+        struct ec2_instance *list = NULL;
+        char token[EC2_NEXT_TOKEN_MAX];
+        size_t n = 0;
+
+        assert_int_equal(ec2_parse_instances(xml, strlen(xml), &list, &n, token), 0);
+        assert_int_equal(n, 3);
+        assert_string_equal(list[0].role, "web");
+        /* Neither a Name whose value is the key nor a nested interface's tags count. */
+        assert_string_equal(list[1].role, "");
+        assert_string_equal(list[2].role, EC2_ROLE_UNKNOWN);
+        free(list);
+
+        /* The recorded answers carry no role tag. */
+        list = NULL;
+        n = 0;
+        assert_int_equal(ec2_parse_instances(describe_page1, strlen(describe_page1), &list, &n, token), 0);
+        assert_string_equal(list[0].role, "");
+        free(list);
+}
+
 static void check_rejected(const char *xml, int expect)
 {
         struct ec2_instance *list = NULL;
@@ -707,6 +746,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_parse_describe),
+                cmocka_unit_test(test_parse_role),
                 cmocka_unit_test(test_parse_rejects),
                 cmocka_unit_test(test_parse_error),
                 cmocka_unit_test(test_classify_and_backoff),
