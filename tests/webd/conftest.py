@@ -29,11 +29,12 @@ def webd(cluster, tmp_path_factory, request):
 
 @pytest.fixture
 def new_webd(cluster, tmp_path):
-    """new_webd(extra={...}, env={...}, start=True): webd instances of one test, stopped afterwards."""
+    """new_webd(extra={...}, env={...}, start=True, wrapper=[...]): webd instances of one test, stopped
+    afterwards."""
     made = []
 
-    def make(extra=None, env=None, start=True):
-        w = webdtest.Webd(tmp_path / f"webd{len(made)}", cluster, extra=extra, env=env)
+    def make(extra=None, env=None, start=True, wrapper=None):
+        w = webdtest.Webd(tmp_path / f"webd{len(made)}", cluster, extra=extra, env=env, wrapper=wrapper)
         made.append(w)
         return w.start() if start else w
     try:
