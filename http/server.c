@@ -59,7 +59,7 @@
 #include "common/macro.h"
 #include "common/sockio.h"
 
-#define HTTP_READ_SIZE    (16 * 1024 - 256) /* below a power of two with the chain's header: see proxy.c */
+#define HTTP_READ_SIZE    (16 * 1024)
 #define HTTP_ACCEPT_BATCH 64
 #define HTTP_BACKLOG      4096
 #define HTTP_LINGER_MAX   (1024 * 1024)
@@ -129,6 +129,9 @@ struct http_server {
         char date[64];                /* "Date: ...\r\n" of date_sec */
         /* libevent common timeouts (O(1) queues instead of the timer heap) for the configured durations */
         const struct timeval *tv_head, *tv_body, *tv_idle, *tv_linger;
+        /* Every read lands here first and only what came is copied to the connection's input: a held
+         * connection then costs the bytes it sent, not a read-sized buffer each. */
+        char readbuf[HTTP_READ_SIZE];
 };
 
 static void http_conn_process(struct http_conn *c);
@@ -922,9 +925,13 @@ static void http_conn_read_cb(evutil_socket_t fd, short what, void *userdata)
         ssize_t n;
 
         http_conn_enter(c);
-        n = sockio_read(c->fd, c->in, HTTP_READ_SIZE);
-        if (n == -EAGAIN)
+        do
+                n = recv(c->fd, c->server->readbuf, sizeof(c->server->readbuf), 0);
+        while (n < 0 && errno == EINTR);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
                 goto out;
+        if (n > 0 && evbuffer_add(c->in, c->server->readbuf, (size_t)n) < 0)
+                n = -ENOMEM;
         if (n < 0 || (n == 0 && c->state == HTTP_CONN_CLOSING)) {
                 http_conn_close(c);
                 goto out;
