@@ -1132,6 +1132,18 @@ size_t http_server_connections(const struct http_server *s)
         return s ? s->n_conns : 0;
 }
 
+int http_server_bound(const struct http_server *s, size_t i, struct netaddr *ret)
+{
+        struct netaddr a = { .len = sizeof(a.u) };
+
+        if (i >= s->n_listeners)
+                return -ENOENT;
+        if (getsockname(s->listeners[i].fd, &a.u.sa, &a.len) < 0)
+                return -errno;
+        *ret = a;
+        return 0;
+}
+
 struct http_server *http_server_free(struct http_server *s)
 {
         if (!s)

@@ -116,6 +116,9 @@ struct http_server *http_server_free(struct http_server *s);
 
 /* Connections open now. */
 size_t http_server_connections(const struct http_server *s);
+/* The address listener <i> (in the order of http_server_listen()) is bound to: its port when asked for
+ * port 0. Returns 0, -ENOENT or -errno. */
+int http_server_bound(const struct http_server *s, size_t i, struct netaddr *ret);
 
 /* Queues the answer to <req> and frees it (every pointer into it is invalid afterwards). */
 void http_request_respond(struct http_request *req, const struct http_response *resp);
