@@ -57,6 +57,7 @@
 #include "common/list.h"
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/parse.h"
 #include "common/sockio.h"
 
 #define HTTP_READ_SIZE    (16 * 1024)
@@ -299,17 +300,6 @@ int http_request_header_each(const struct http_request *req, const char *name,
         return 0;
 }
 
-static int http_hex(char c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 size_t http_query_count(const char *query)
 {
         size_t n = 1;
@@ -348,8 +338,8 @@ int http_parse_query(const char *query, char *buf, struct http_param *params, si
 
                         if (c == '+')
                                 c = ' ';
-                        else if (c == '%' && http_hex(r[1]) >= 0 && http_hex(r[2]) >= 0) {
-                                c = (char)(http_hex(r[1]) * 16 + http_hex(r[2]));
+                        else if (c == '%' && parse_hex_digit(r[1]) >= 0 && parse_hex_digit(r[2]) >= 0) {
+                                c = (char)(parse_hex_digit(r[1]) * 16 + parse_hex_digit(r[2]));
                                 r += 2;
                         }
                         *w++ = c; /* a decoded %00 ends the value as C reads it: the rest is ignored */

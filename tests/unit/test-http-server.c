@@ -174,6 +174,18 @@ static size_t count(const char *text, const char *needle)
         return n;
 }
 
+/* Sends <request> on a new connection and checks that the answer holds <expect>. */
+static void exchange(struct app *a, const char *request, const char *expect, char *buf, size_t size)
+{
+        bool closed;
+        int fd = client_connect(a);
+
+        client_send(fd, request);
+        (void)client_read(a, fd, buf, size, expect, &closed);
+        assert_non_null(strstr(buf, expect));
+        close(fd);
+}
+
 static void test_pipelined_in_order(void **state)
 {
         struct app a;
@@ -326,18 +338,11 @@ static void test_body_limits(void **state)
         assert_null(strstr(buf, "100 Continue"));
         close(fd);
         /* Chunked: counted as it is decoded. */
-        fd = client_connect(&a);
-        client_send(fd, "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                        "6\r\n012345\r\n6\r\n012345\r\n0\r\n\r\n");
-        (void)client_read(&a, fd, buf, sizeof(buf), "413", &closed);
-        assert_non_null(strstr(buf, "HTTP/1.1 413 "));
-        close(fd);
-        fd = client_connect(&a);
-        client_send(fd, "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                        "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
-        (void)client_read(&a, fd, buf, sizeof(buf), "POST /small 5", &closed);
+        exchange(&a, "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "6\r\n012345\r\n6\r\n012345\r\n0\r\n\r\n", "HTTP/1.1 413 ", buf, sizeof(buf));
+        exchange(&a, "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", "POST /small 5", buf, sizeof(buf));
         assert_string_equal(a.last_body, "abcde");
-        close(fd);
         assert_int_equal(count(buf, "HTTP/1.1"), 1);
         app_stop(&a);
 }
@@ -350,16 +355,8 @@ static void test_unknown_method_and_version(void **state)
         int fd;
 
         app_start(&a, &limits_default);
-        fd = client_connect(&a);
-        client_send(fd, "BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n");
-        (void)client_read(&a, fd, buf, sizeof(buf), "501", &closed);
-        assert_non_null(strstr(buf, "HTTP/1.1 501 "));
-        close(fd);
-        fd = client_connect(&a);
-        client_send(fd, "GET / HTTP/3.0\r\nHost: x\r\n\r\n");
-        (void)client_read(&a, fd, buf, sizeof(buf), "505", &closed);
-        assert_non_null(strstr(buf, "HTTP/1.1 505 "));
-        close(fd);
+        exchange(&a, "BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 501 ", buf, sizeof(buf));
+        exchange(&a, "GET / HTTP/3.0\r\nHost: x\r\n\r\n", "HTTP/1.1 505 ", buf, sizeof(buf));
         fd = client_connect(&a);
         client_send(fd, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: ");
         for (int i = 0; i < 20; i++)

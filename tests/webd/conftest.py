@@ -17,8 +17,9 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def webd(cluster, tmp_path_factory, request):
-    """A running webd on the module's cluster."""
-    w = webdtest.Webd(tmp_path_factory.mktemp(request.module.__name__), cluster)
+    """A running webd on the module's cluster, with the module's WEBD_EXTRA settings if it has them."""
+    w = webdtest.Webd(tmp_path_factory.mktemp(request.module.__name__), cluster,
+                      extra=getattr(request.module, "WEBD_EXTRA", None))
     try:
         w.start()
         yield w

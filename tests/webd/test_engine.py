@@ -21,17 +21,8 @@ CORPUS = Path(__file__).resolve().parent.parent / "fuzz" / "corpus" / "request"
 H = b"Host: x\r\n"
 
 
-@pytest.fixture(scope="module")
-def webd(cluster, tmp_path_factory):
-    w = webdtest.Webd(tmp_path_factory.mktemp("engine"), cluster,
-                      extra={"header_timeout": "2s", "body_timeout": "2s", "idle_timeout": "2s",
-                             "max_header_size": "4k", "max_body_size": "2k"})
-    try:
-        w.start()
-        yield w
-    finally:
-        code = w.stop()
-    w.check_clean_exit(code)
+WEBD_EXTRA = {"header_timeout": "2s", "body_timeout": "2s", "idle_timeout": "2s", "max_header_size": "4k",
+              "max_body_size": "2k"}
 
 
 @pytest.fixture(scope="module")
