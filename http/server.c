@@ -199,12 +199,15 @@ static const char *http_server_date(struct http_server *s)
 
 /* ---- requests ---- */
 
+/* A request of <c>'s, unparsed: its head is left unwritten (most of its size, and most requests have few
+ * fields), see http_request_set_head(). */
 static struct http_request *http_request_new(struct http_conn *c)
 {
-        struct http_request *req = calloc(1, sizeof(*req));
+        struct http_request *req = malloc(sizeof(*req));
 
         if (!req)
                 return NULL;
+        memset(req, 0, offsetof(struct http_request, head));
         req->server = c->server;
         req->conn = c;
         req->method_name = "";
@@ -224,6 +227,17 @@ static void http_request_free(struct http_request *req)
                 evbuffer_free(req->body_buf);
         free(req->buf);
         free(req);
+}
+
+/* Copies the parsed head <h> into <req>: the struct without the fields it does not use. */
+static void http_request_set_head(struct http_request *req, const struct http_head *h)
+{
+        struct http_head *d = &req->head;
+        size_t after = offsetof(struct http_head, fields) + sizeof(h->fields);
+
+        memcpy(d, h, offsetof(struct http_head, fields));
+        memcpy(d->fields, h->fields, h->n_fields * sizeof(h->fields[0]));
+        memcpy((char *)d + after, (const char *)h + after, sizeof(*h) - after);
 }
 
 /* Sets up <req>'s view of the head at <buf> (<len> bytes, copied): method, path, query, request id, and
@@ -483,7 +497,7 @@ static void http_conn_next(struct http_conn *c)
 
 /* A head being written, on the stack: appends past its end are dropped and noted. */
 struct http_text {
-        char buf[512];
+        char buf[HTTP_SERVER_HEADERS_MAX];
         size_t len;
         bool over;
 };
@@ -549,13 +563,12 @@ static int http_conn_write_response(struct http_conn *c, const struct http_reque
                 http_puts(&t, "Connection: close\r\n");
         else if (http10)
                 http_puts(&t, "Connection: keep-alive\r\n");
-        if (t.over) /* a content type of hundreds of bytes: not ours */
+        if (resp->headers)
+                http_puts(&t, resp->headers);
+        http_put(&t, "\r\n", 2);
+        if (t.over) /* more than HTTP_SERVER_HEADERS_MAX bytes of fields */
                 return -EINVAL;
         if (evbuffer_add(c->out, t.buf, t.len) < 0)
-                return -ENOMEM;
-        if (resp->headers && evbuffer_add(c->out, resp->headers, strlen(resp->headers)) < 0)
-                return -ENOMEM;
-        if (evbuffer_add(c->out, "\r\n", 2) < 0)
                 return -ENOMEM;
         if (!no_body && !req->head_only && resp->body_len > 0 &&
             evbuffer_add(c->out, resp->body, resp->body_len) < 0)
@@ -702,7 +715,7 @@ static void http_conn_start(struct http_conn *c, const char *buf, size_t len)
                 http_conn_close(c);
                 return;
         }
-        req->head = s->scratch;
+        http_request_set_head(req, &s->scratch);
         if (http_request_take_head(req, buf, len) < 0) {
                 http_request_free(req);
                 http_conn_close(c);

@@ -39,6 +39,7 @@ struct http_conn;
 #define HTTP_SERVER_LISTEN_MAX     8
 #define HTTP_SERVER_OUTPUT_MAX     (256 * 1024) /* queued answer bytes beyond which a client is not read */
 #define HTTP_SERVER_REQUEST_ID_MAX 128
+#define HTTP_SERVER_HEADERS_MAX    2048 /* an answer's head, the application's fields included */
 
 struct http_server_limits {
         size_t max_connections;     /* connections open at once, 1.. */
@@ -68,8 +69,8 @@ struct http_request {
         void *userdata;              /* the application's */
         /* the engine's */
         char *buf;                   /* a copy of the head, values NUL-terminated in place */
-        struct http_head head;
         struct evbuffer *body_buf;
+        struct http_head head;       /* last: only its used part is written (<parsed>) */
 };
 
 /* What an application does with its requests. */
@@ -88,7 +89,8 @@ struct http_server_ops {
 };
 
 /* An answer. <headers>: more fields, each a whole "Name: value\r\n" line, or NULL. Content-Length,
- * X-Request-Id and, when needed, Connection are the engine's. */
+ * X-Request-Id, Date and, when needed, Connection are the engine's. The whole head must fit in
+ * HTTP_SERVER_HEADERS_MAX bytes (else the connection is closed: a bug of the application's). */
 struct http_response {
         unsigned status;
         const char *content_type; /* NULL: none */
