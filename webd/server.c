@@ -27,6 +27,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -94,6 +95,7 @@ struct server {
         void (*stopped_cb)(void *userdata);
         void *stopped_userdata;
         struct event *stopped; /* deferred call of stopped_cb */
+        const struct timeval *request_timeout; /* request_timeout as a libevent common timeout */
         struct server_token tokens[SERVER_TOKEN_SLOTS];
         unsigned check; /* the token check alone, for answers held back */
 };
@@ -108,11 +110,12 @@ struct server_deferred {
         cJSON *fields;
 };
 
-/* Where a request's link lives: allocated with it, so it can't fail separately. */
+/* Where a request's link and deadline live: allocated with it, so they can't fail separately. */
 struct server_request_full {
         struct server_request r;
         struct server_link link;
         struct server_deferred deferred;
+        struct event timer;         /* r.timer points here once assigned */
 };
 
 char *server_int_text(int64_t v, char buf[static SERVER_INT_MAX])
@@ -204,6 +207,7 @@ int server_new(struct event_base *base, const struct config *config, struct db *
                 .error = server_refused,
         };
         struct http_server_limits limits;
+        struct timeval deadline;
         struct server *s;
         int k;
 
@@ -237,6 +241,8 @@ int server_new(struct event_base *base, const struct config *config, struct db *
                 return k;
         }
         s->stopped = event_new(base, -1, 0, server_stopped_cb, s);
+        deadline = timeval_from_usec(config->request_timeout_usec);
+        s->request_timeout = event_base_init_common_timeout(base, &deadline);
         if (!s->stopped) {
                 server_free(s);
                 return -ENOMEM;
@@ -288,7 +294,7 @@ struct server_request *server_request_unref(struct server_request *r)
                 return NULL;
         /* Only the request itself: the server may be gone by now (see server_free()). */
         if (r->timer)
-                event_free(r->timer);
+                (void)evtimer_del(r->timer);
         free(r->params);
         cJSON_Delete(((struct server_request_full *)r)->deferred.fields);
         cJSON_Delete(r->body);
@@ -603,14 +609,19 @@ static void server_timeout_fired(evutil_socket_t fd, short what, void *userdata)
 
 int server_request_set_timeout(struct server_request *r, uint64_t usec, server_timeout_cb cb)
 {
+        struct server_request_full *full = (struct server_request_full *)r;
+        struct server *s = r->server;
         struct timeval tv = timeval_from_usec(usec);
 
         if (!r->timer) {
-                r->timer = evtimer_new(r->server->base, server_timeout_fired, r);
-                if (!r->timer)
+                if (evtimer_assign(&full->timer, s->base, server_timeout_fired, r) < 0)
                         return -ENOMEM;
+                r->timer = &full->timer;
         }
         r->on_timeout = cb;
+        /* The usual deadline is a common timeout: an O(1) queue instead of the timer heap. */
+        if (usec == s->config->request_timeout_usec && s->request_timeout)
+                return evtimer_add(r->timer, s->request_timeout) < 0 ? -ENOMEM : 0;
         return evtimer_add(r->timer, &tv) < 0 ? -ENOMEM : 0;
 }
 

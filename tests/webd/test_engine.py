@@ -6,6 +6,7 @@ answered in the API's JSON shape and recorded in the journal and the activity ta
 import select
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -252,3 +253,22 @@ def test_client_not_reading_is_bounded(webd, token):
         assert sent < 64 * 1024 * 1024, "webd read without bound from a client that reads nothing"
         assert closed, "a client that reads nothing was never closed"
         assert checked
+
+
+def test_request_deadline(new_webd):
+    """A request whose query outlasts request_timeout is answered 503 at the deadline, and recorded."""
+    w = new_webd(extra={"request_timeout": "500ms"})
+    _, tok = w.user("deadline")
+    locker = threading.Thread(target=w.cluster.sql,
+                              args=("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT;",))
+    locker.start()
+    try:
+        time.sleep(0.5)
+        start = time.monotonic()
+        r = w.request("GET", "/tasks", token=tok, headers={"X-Request-Id": "deadline-1"})
+        took = time.monotonic() - start
+        assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable", r.text
+        assert 0.4 <= took < 2.5, took
+    finally:
+        locker.join(timeout=30)
+    assert activity_row(w, "deadline-1") == ("GET", "/tasks", "503")
