@@ -361,8 +361,6 @@ static void server_send(struct server_request *r, int status, cJSON *body, const
                         body = NULL;
                 }
         }
-        /* Answers hold tokens and private data: never cached. The request's own fields come first. */
-        (void)server_add_header(r, "Cache-Control", "no-store"); /* room is kept for it */
         if (text) {
                 resp.content_type = "application/json";
                 resp.body = text;
@@ -1037,6 +1035,8 @@ static struct server_request *server_request_new(struct server *s, struct http_r
         r->start_usec = hr->start_usec;
         r->parsed = hr->parsed;
         r->method = hr->method;
+        /* Answers hold tokens and private data: never cached. First, so that it always fits. */
+        r->headers_len = server_copy_text(r->headers, sizeof(r->headers), "Cache-Control: no-store\r\n");
         r->method_name = hr->parsed ? hr->method_name : "-";
         r->path = hr->parsed ? hr->path : "-";
         r->query = hr->query;
