@@ -204,17 +204,6 @@ static void sigv4_normalize_path(const char *path, char *out)
         out[o] = 0;
 }
 
-static int sigv4_hexval(char c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 /* Decodes %XX sequences of <n> bytes at <s> (a malformed '%' stays as it is) and returns the encoded
  * canonical form as a new string. */
 static int sigv4_canonical_component(const char *s, size_t n, char **ret)
@@ -230,8 +219,8 @@ static int sigv4_canonical_component(const char *s, size_t n, char **ret)
         for (size_t i = 0; i < n; i++) {
                 int hi, lo;
 
-                if (s[i] == '%' && i + 2 < n && (hi = sigv4_hexval(s[i + 1])) >= 0 &&
-                    (lo = sigv4_hexval(s[i + 2])) >= 0) {
+                if (s[i] == '%' && i + 2 < n && (hi = parse_hex_digit(s[i + 1])) >= 0 &&
+                    (lo = parse_hex_digit(s[i + 2])) >= 0) {
                         decoded[d++] = (char)(hi << 4 | lo);
                         i += 2;
                 } else {

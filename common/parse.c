@@ -197,3 +197,14 @@ bool parse_text_ok(const char *s, size_t max, const char *reject)
                         return false;
         return true;
 }
+
+int parse_hex_digit(char c)
+{
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}

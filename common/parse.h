@@ -19,3 +19,5 @@ int parse_bool(const char *s, bool *ret);
 /* True for a non-empty string of at most <max> bytes with no control character (below 0x20, or 0x7f) and
  * none of the bytes in <reject> (NULL: none): a value fit to go into a request, a log line or a file. */
 bool parse_text_ok(const char *s, size_t max, const char *reject);
+/* The value of hexadecimal digit <c> (either case), or -1. */
+int parse_hex_digit(char c);

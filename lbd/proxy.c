@@ -54,6 +54,7 @@
 #include "common/list.h"
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/sockio.h"
 #include "http/http.h"
 #include "lbd/accesslog.h"
 #include "lbd/backend.h"
@@ -64,7 +65,6 @@
  * power of two: read sizes stay a little below one, or a 64 KiB read would allocate 128 KiB. */
 #define CHAIN_SLACK    256
 #define READ_SIZE      (16 * 1024 - CHAIN_SLACK)
-#define WRITE_IOV_MAX  16 /* chains handed to one sendmsg() */
 #define BACKEND_READ_SIZE (64 * 1024 - CHAIN_SLACK)
 #define BUF_HIGH       (64 * 1024)
 #define BUF_LOW        (16 * 1024)
@@ -264,78 +264,6 @@ static void proxy_arm_in(struct proxy *p, struct event *ev, uint64_t usec)
                 }
         }
         (void)event_add(ev, &tv);
-}
-
-/* Reads what the socket has, up to <max> bytes, straight into <buf>'s free space (no FIONREAD, no copy).
- * Returns bytes read, 0 on EOF, -EAGAIN, or -errno. */
-static ssize_t proxy_read(int fd, struct evbuffer *buf, size_t max)
-{
-        struct evbuffer_iovec v[2];
-        int n_vec;
-        ssize_t n;
-
-        n_vec = evbuffer_reserve_space(buf, (ev_ssize_t)max, v, 2);
-        if (n_vec <= 0)
-                return -ENOMEM;
-        if (n_vec == 2 && v[0].iov_len >= max)
-                n_vec = 1;
-        /* recvmsg() rather than readv(): on a socket it skips the file-position lock and checks of the
-         * read(2) family. */
-        do {
-                struct msghdr msg = { .msg_iov = (struct iovec *)v, .msg_iovlen = (size_t)n_vec };
-
-                n = recvmsg(fd, &msg, 0);
-        } while (n < 0 && errno == EINTR);
-        if (n < 0) {
-                int e = errno == EWOULDBLOCK ? EAGAIN : errno;
-                (void)evbuffer_commit_space(buf, v, 0);
-                return -e;
-        }
-        if ((size_t)n <= v[0].iov_len) {
-                v[0].iov_len = (size_t)n;
-                n_vec = 1;
-        } else
-                v[1].iov_len = (size_t)n - v[0].iov_len;
-        if (evbuffer_commit_space(buf, v, n_vec) < 0)
-                return -ENOMEM;
-        return n;
-}
-
-/* Writes as much of <buf> as the socket takes, with sendmsg() (which, unlike writev(), skips the
- * file-position lock, and with MSG_NOSIGNAL never raises SIGPIPE). Returns bytes written (>= 0), or
- * -errno. */
-static ssize_t proxy_write(int fd, struct evbuffer *buf)
-{
-        ssize_t total = 0;
-
-        while (evbuffer_get_length(buf) > 0) {
-                struct evbuffer_iovec v[WRITE_IOV_MAX];
-                struct msghdr msg = { .msg_iov = (struct iovec *)v };
-                int n_vec = evbuffer_peek(buf, -1, NULL, v, WRITE_IOV_MAX);
-                size_t offered = 0;
-                ssize_t n;
-
-                if (n_vec <= 0)
-                        break;
-                msg.msg_iovlen = (size_t)MIN(n_vec, WRITE_IOV_MAX);
-                for (size_t i = 0; i < msg.msg_iovlen; i++)
-                        offered += v[i].iov_len;
-                n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EAGAIN || errno == EWOULDBLOCK)
-                                break;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                (void)evbuffer_drain(buf, (size_t)n);
-                total += n;
-                if ((size_t)n < offered)
-                        break; /* the socket is full: asking again would only return EAGAIN */
-        }
-        return total;
 }
 
 /* Appends a copy of <from> to <to>, leaving <from> as it is. */
@@ -684,7 +612,7 @@ static void client_read_cb(evutil_socket_t fd, short what, void *userdata)
         ssize_t n;
 
         client_enter(c);
-        n = proxy_read(c->fd, c->in, READ_SIZE);
+        n = sockio_read(c->fd, c->in, READ_SIZE);
         if (n == -EAGAIN)
                 goto out;
         if (n <= 0) {
@@ -1060,7 +988,7 @@ static void client_flush(struct client *c)
 
         if (c->dead)
                 return;
-        n = proxy_write(c->fd, c->out);
+        n = sockio_write(c->fd, c->out);
         if (n < 0) {
                 client_close(c);
                 return;
@@ -1448,7 +1376,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
                 }
                 max = MIN(max, BUF_HIGH - queued);
         }
-        n = proxy_read(up->fd, up->in, max);
+        n = sockio_read(up->fd, up->in, max);
         if (n == -EAGAIN)
                 goto out;
         if (n <= 0) {
@@ -1648,7 +1576,7 @@ static void upstream_flush(struct upstream *up)
                 return;
         if (c && c->txn && c->txn->up == up && c->txn->body_dropped)
                 (void)evbuffer_drain(up->out, evbuffer_get_length(up->out));
-        n = proxy_write(up->fd, up->out);
+        n = sockio_write(up->fd, up->out);
         if (n < 0) {
                 upstream_write_failed(up, n);
                 return;
@@ -1708,7 +1636,7 @@ static void upstream_read_pending(struct upstream *up)
         size_t max = (size_t)up->proxy->cfg->max_header_size + 1;
 
         while (!up->dead && evbuffer_get_length(up->in) < max) {
-                ssize_t n = proxy_read(up->fd, up->in, BACKEND_READ_SIZE);
+                ssize_t n = sockio_read(up->fd, up->in, BACKEND_READ_SIZE);
 
                 if (n <= 0)
                         break;

@@ -723,7 +723,7 @@ int activity_new(struct event_base *base, struct server *s, struct db *db, const
                  struct activity **ret)
 {
         static const struct server_method methods[] = {
-                { EVHTTP_REQ_GET, activity_list, true, false, activity_params, false },
+                { HTTP_GET, activity_list, true, false, activity_params, false },
         };
         struct activity *a;
         int r;

@@ -13,6 +13,14 @@
  *   token_ttl       = 1h                     token lifetime, whole seconds, at least 1s
  *   max_body_size   = 64k                    request bodies, 1k..16M: 413 beyond it
  *   request_timeout = 10s                    queries not done by then: 503
+ *   max_connections = 10000                  client connections open at once, 16..1000000; beyond it new
+ *                                            ones wait in the kernel's backlog
+ *   max_header_size = 16k                    request line and fields, 1k..1M: 431 beyond it
+ *   header_timeout  = 10s                    a request head not complete by then (from its first byte, or
+ *                                            from the accept): 408, whatever trickles in
+ *   body_timeout    = 30s                    a request body not complete this long after its head: 408
+ *   idle_timeout    = 30s                    keep-alive connections idle this long are closed; also how
+ *                                            long a client may take nothing of its answer
  *   startup_timeout = 30s                    how long the start waits for the database; 0 = one try
  *   log_level       = info                   debug | info | notice | warning | error
  *   activity        = on                     activity log (table + one journal line per request)
@@ -230,6 +238,11 @@ static const struct conf_key config_keys[] = {
         DURATION("token_ttl", "1h", token_ttl_usec, USEC_PER_SEC, USEC_PER_SEC),
         { "webd", "max_body_size", "64k", config_parse_size, U64(max_body_size), 1024, 16 * 1024 * 1024, false },
         DURATION("request_timeout", "10s", request_timeout_usec, 10 * USEC_PER_MSEC, 0),
+        NUMBER("max_connections", "10000", max_connections, 16, 1000000),
+        { "webd", "max_header_size", "16k", config_parse_size, U64(max_header_size), 1024, 1024 * 1024, false },
+        DURATION("header_timeout", "10s", header_timeout_usec, 100 * USEC_PER_MSEC, 0),
+        DURATION("body_timeout", "30s", body_timeout_usec, 100 * USEC_PER_MSEC, 0),
+        DURATION("idle_timeout", "30s", idle_timeout_usec, 100 * USEC_PER_MSEC, 0),
         DURATION("startup_timeout", "30s", startup_timeout_usec, 0, 0),
         { "webd", "log_level", "info", config_parse_log_level, 0, 0, 0, false },
         { "webd", "activity", "on", config_parse_activity, 0, 0, 0, false },

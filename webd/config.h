@@ -24,6 +24,11 @@ struct config {
         uint64_t token_ttl_usec;            /* whole seconds */
         uint64_t max_body_size;             /* request bodies: 413 beyond it */
         uint64_t request_timeout_usec;      /* a request whose queries haven't finished by then: 503 */
+        uint64_t max_connections;           /* client connections open at once */
+        uint64_t max_header_size;           /* a request's head: 431 beyond it */
+        uint64_t header_timeout_usec;       /* a head not complete by then: 408 */
+        uint64_t body_timeout_usec;         /* a body not complete this long after its head: 408 */
+        uint64_t idle_timeout_usec;         /* keep-alive connections idle this long are closed */
         uint64_t startup_timeout_usec;      /* how long the start waits for the database; 0 = one try */
         int log_level;                      /* LOG_DEBUG .. LOG_ERR */
         bool activity;                      /* activity log: table + journal line per request */

@@ -53,7 +53,7 @@ static void health_get(struct server_request *r, void *userdata)
 int health_new(struct server *s, struct db *db, struct health **ret)
 {
         static const struct server_method methods[] = {
-                { EVHTTP_REQ_GET, health_get, false, false, NULL, true },
+                { HTTP_GET, health_get, false, false, NULL, true },
         };
         struct health *h;
         int r;

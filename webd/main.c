@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
@@ -267,6 +268,30 @@ static int main_migrate(struct main_state *m)
         }
 }
 
+#define MAIN_NOFILE_MARGIN 64 /* descriptors besides the clients': listener, database, logs, eventfds */
+
+/* Raises the soft limit on descriptors towards the hard one when max_connections clients and the
+ * database pool would not fit, and says so once when they still do not: accept() then backs off when out
+ * of descriptors (http/server.h) rather than failing. */
+static void main_raise_nofile(const struct config *c)
+{
+        uint64_t want = c->max_connections + c->pool_size + MAIN_NOFILE_MARGIN;
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+                return;
+        if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > rl.rlim_cur) {
+                rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? (rlim_t)want : rl.rlim_max;
+                (void)setrlimit(RLIMIT_NOFILE, &rl);
+                (void)getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        if (rl.rlim_cur < want)
+                log_notice("Descriptors limited to %llu, fewer than max_connections (%llu) needs (%llu): "
+                           "connections beyond wait until others end (raise LimitNOFILE)",
+                           (unsigned long long)rl.rlim_cur, (unsigned long long)c->max_connections,
+                           (unsigned long long)want);
+}
+
 static int main_run(struct main_state *m)
 {
         char status[160];
@@ -283,8 +308,8 @@ static int main_run(struct main_state *m)
         if (r < 0)
                 return r;
 
-        /* The changelist folds the event changes evhttp makes within one turn of the loop into one epoll_ctl
-         * per descriptor: 3 a request instead of 4 under load (changes made in different turns stay). */
+        /* The changelist folds the event changes made within one turn of the loop into one epoll_ctl per
+         * descriptor. */
         r = daemon_start(&m->daemon, EVENT_BASE_FLAG_NOLOCK | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
         if (r < 0)
                 return r;
@@ -320,6 +345,7 @@ static int main_run(struct main_state *m)
                 return log_error_errno(r, "Failed to start the database pool: %m");
 
         (void)netaddr_format(&m->config->listen, m->listen_name, sizeof(m->listen_name));
+        main_raise_nofile(m->config);
         r = server_listen(m->server);
         if (r < 0)
                 return log_error_errno(r, "Failed to listen on %s: %m", m->listen_name);

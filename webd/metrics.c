@@ -81,7 +81,7 @@ static void metrics_get(struct server_request *r, void *userdata)
         struct metrics_text *t;
 
         if (!metrics_client_local(r->client) ||
-            evhttp_find_header(evhttp_request_get_input_headers(r->req), "X-Forwarded-For")) {
+            http_request_header(r->req, "X-Forwarded-For")) {
                 server_reply_error(r, 404, "not_found", "not found");
                 return;
         }
@@ -101,7 +101,7 @@ static void metrics_get(struct server_request *r, void *userdata)
 int metrics_new(struct server *s, struct metrics **ret)
 {
         static const struct server_method methods[] = {
-                { EVHTTP_REQ_GET, metrics_get, false, false, NULL, false },
+                { HTTP_GET, metrics_get, false, false, NULL, false },
         };
         struct metrics *m;
         int r;

@@ -1,4 +1,4 @@
-/* The HTTP server: evhttp underneath, our routing and request lifecycle on top.
+/* The HTTP server: the HTTP engine (http/server.h) underneath, our routing and request lifecycle on top.
  *
  * Every request goes through server_dispatch(), in this order: route (404; a trailing "/" is the same
  * route), method (405 with Allow), body size (413), bearer token (401), query parameters (400 for one the
@@ -14,21 +14,20 @@
  * else has by then, and cancels the query. After the answer the log hook sees the request (method, path,
  * status, latency, request id, client, user), which is how the activity log is fed.
  *
- * evhttp stops reading from a connection while its request is being handled, so a client that goes away
- * is only noticed when the answer is written; our request object stays valid until then. Bodies up to four
- * times max_body_size are read and answered 413 in our JSON shape; beyond that evhttp cuts the connection
- * with its own 413, which bounds the memory one request can take.
+ * The engine hands over complete requests, the body in one buffer of at most max_body_size bytes. What it
+ * refuses itself (a malformed or oversized head, a body too large or too slow, an unknown method, another
+ * HTTP version: 400, 408, 413, 431, 501, 505) comes to server_refused(), which answers it like any other
+ * error: in the JSON shape, through the log hook, so it reaches the journal and the activity table. A
+ * request outlives its connection (the engine's promise): a client that goes away is noticed by the engine,
+ * and our answer then only reaches the log hook.
  *
  * Every answer carries X-Request-Id (the client's, when it is sane, else one made here), Cache-Control:
  * no-store (answers hold tokens and private data) and, with a body, Content-Type: application/json. */
 #include "webd/server.h"
 
 #include <errno.h>
-#include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
-#include <event2/listener.h>
+#include <event2/event_struct.h>
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -36,7 +35,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
-#include <sys/random.h>
 
 #include "common/log.h"
 #include "common/macro.h"
@@ -49,11 +47,6 @@
 #define SERVER_ROUTES_MAX      32
 #define SERVER_METHODS_MAX     8
 #define SERVER_ROUTE_PATH_MAX  64
-#define SERVER_HEADERS_MAX     (16 * 1024)
-#define SERVER_IDLE_TIMEOUT_S  30
-#define SERVER_BACKLOG         1024
-#define SERVER_ALL_METHODS     0x1ff /* every evhttp_cmd_type: we answer 405 ourselves */
-#define SERVER_LISTEN_OPTIONS  (LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC)
 #define SERVER_TOKEN_SLOTS     256 /* verified tokens remembered */
 
 /* A token that passed jwt_verify(), remembered so that the next request bearing it costs a lookup
@@ -89,8 +82,7 @@ struct server {
         struct event_base *base;
         const struct config *config;
         struct db *db;
-        struct evhttp *http;
-        struct evhttp_bound_socket *bound;
+        struct http_server *http;
         uint8_t key[SECRET_MAX];
         size_t key_len;
         struct server_route_entry routes[SERVER_ROUTES_MAX];
@@ -103,8 +95,7 @@ struct server {
         void (*stopped_cb)(void *userdata);
         void *stopped_userdata;
         struct event *stopped; /* deferred call of stopped_cb */
-        char id_prefix[17];
-        uint64_t id_counter;
+        const struct timeval *request_timeout; /* request_timeout as a libevent common timeout */
         struct server_token tokens[SERVER_TOKEN_SLOTS];
         unsigned check; /* the token check alone, for answers held back */
 };
@@ -119,37 +110,13 @@ struct server_deferred {
         cJSON *fields;
 };
 
-/* Where a request's link lives: allocated with it, so it can't fail separately. */
+/* Where a request's link and deadline live: allocated with it, so they can't fail separately. */
 struct server_request_full {
         struct server_request r;
         struct server_link link;
         struct server_deferred deferred;
+        struct event timer;         /* r.timer points here once assigned */
 };
-
-static const char *server_method_name(enum evhttp_cmd_type m)
-{
-        switch (m) {
-        case EVHTTP_REQ_GET:
-                return "GET";
-        case EVHTTP_REQ_POST:
-                return "POST";
-        case EVHTTP_REQ_HEAD:
-                return "HEAD";
-        case EVHTTP_REQ_PUT:
-                return "PUT";
-        case EVHTTP_REQ_DELETE:
-                return "DELETE";
-        case EVHTTP_REQ_OPTIONS:
-                return "OPTIONS";
-        case EVHTTP_REQ_TRACE:
-                return "TRACE";
-        case EVHTTP_REQ_CONNECT:
-                return "CONNECT";
-        case EVHTTP_REQ_PATCH:
-                return "PATCH";
-        }
-        return "UNKNOWN";
-}
 
 char *server_int_text(int64_t v, char buf[static SERVER_INT_MAX])
 {
@@ -229,12 +196,20 @@ bool server_content_type_is_json(const char *value)
         return *value == '\0' || *value == ';';
 }
 
+static void server_on_request(struct http_request *hr, void *userdata);
+static void server_refused(struct http_request *hr, unsigned status, const char *reason, void *userdata);
+
 int server_new(struct event_base *base, const struct config *config, struct db *db, const uint8_t *key,
                size_t key_len, struct server **ret)
 {
+        static const struct http_server_ops ops = {
+                .request = server_on_request,
+                .error = server_refused,
+        };
+        struct http_server_limits limits;
+        struct timeval deadline;
         struct server *s;
-        uint8_t seed[8];
-        uint64_t hard_limit;
+        int k;
 
         if (!base || !config || !key || key_len == 0 || key_len > SECRET_MAX)
                 return -EINVAL;
@@ -252,26 +227,26 @@ int server_new(struct event_base *base, const struct config *config, struct db *
                 server_free(s);
                 return -ENOMEM;
         }
-        s->http = evhttp_new(base);
+        limits = (struct http_server_limits){
+                .max_connections = (size_t)config->max_connections,
+                .max_head_size = (size_t)config->max_header_size,
+                .max_body_size = config->max_body_size,
+                .head_timeout_usec = config->header_timeout_usec,
+                .body_timeout_usec = config->body_timeout_usec,
+                .idle_timeout_usec = config->idle_timeout_usec,
+        };
+        k = http_server_new(base, &limits, &ops, s, &s->http);
+        if (k < 0) {
+                server_free(s);
+                return k;
+        }
         s->stopped = event_new(base, -1, 0, server_stopped_cb, s);
-        if (!s->http || !s->stopped) {
+        deadline = timeval_from_usec(config->request_timeout_usec);
+        s->request_timeout = event_base_init_common_timeout(base, &deadline);
+        if (!s->stopped) {
                 server_free(s);
                 return -ENOMEM;
         }
-        hard_limit = config->max_body_size * 4;
-        evhttp_set_max_body_size(s->http, (ev_ssize_t)hard_limit);
-        evhttp_set_max_headers_size(s->http, SERVER_HEADERS_MAX);
-        evhttp_set_timeout(s->http, SERVER_IDLE_TIMEOUT_S);
-        evhttp_set_allowed_methods(s->http, SERVER_ALL_METHODS);
-
-        /* Request ids made here: a random prefix per process, then a counter. */
-        if (getrandom(seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed)) {
-                uint64_t t = now_usec();
-
-                memcpy(seed, &t, sizeof(seed));
-        }
-        for (size_t i = 0; i < sizeof(seed); i++)
-                (void)snprintf(s->id_prefix + 2 * i, 3, "%02x", seed[i]);
         *ret = s;
         return 0;
 }
@@ -319,11 +294,8 @@ struct server_request *server_request_unref(struct server_request *r)
                 return NULL;
         /* Only the request itself: the server may be gone by now (see server_free()). */
         if (r->timer)
-                event_free(r->timer);
-        if (r->params) {
-                evhttp_clear_headers(r->params);
-                free(r->params);
-        }
+                (void)evtimer_del(r->timer);
+        free(r->params);
         cJSON_Delete(((struct server_request_full *)r)->deferred.fields);
         cJSON_Delete(r->body);
         free(r);
@@ -332,9 +304,18 @@ struct server_request *server_request_unref(struct server_request *r)
 
 int server_add_header(struct server_request *r, const char *name, const char *value)
 {
+        size_t n = strlen(name), v = strlen(value);
+
         if (!r->req)
                 return -ENOTCONN;
-        return evhttp_add_header(evhttp_request_get_output_headers(r->req), name, value) < 0 ? -ENOMEM : 0;
+        if (n + v + 4 >= sizeof(r->headers) - r->headers_len)
+                return -ENOBUFS;
+        memcpy(r->headers + r->headers_len, name, n);
+        memcpy(r->headers + r->headers_len + n, ": ", 2);
+        memcpy(r->headers + r->headers_len + n + 2, value, v);
+        memcpy(r->headers + r->headers_len + n + 2 + v, "\r\n", 3);
+        r->headers_len += n + v + 4;
+        return 0;
 }
 
 static void server_check_stopped(struct server *s)
@@ -353,11 +334,6 @@ static void server_stopped_cb(evutil_socket_t fd, short what, void *userdata)
                 cb(s->stopped_userdata);
 }
 
-static void server_free_text(const void *data, size_t len, void *extra)
-{
-        cJSON_free((void *)data);
-}
-
 /* Sends the answer and runs the log hook; the request must be unanswered. The answer's body is the JSON
  * <body> (NULL: none), or else the <len> bytes at <raw> (copied) of Content-Type <type>. */
 static void server_send(struct server_request *r, int status, cJSON *body, const char *type, const char *raw,
@@ -365,8 +341,7 @@ static void server_send(struct server_request *r, int status, cJSON *body, const
 {
         struct server_request_full *full = (struct server_request_full *)r;
         struct server *s = r->server;
-        struct evkeyvalq *headers = evhttp_request_get_output_headers(r->req);
-        struct evbuffer *out = evhttp_request_get_output_buffer(r->req);
+        struct http_response resp = { .headers = r->headers };
         char *text = NULL;
 
         r->answered = true;
@@ -386,24 +361,21 @@ static void server_send(struct server_request *r, int status, cJSON *body, const
                         body = NULL;
                 }
         }
-        (void)evhttp_add_header(headers, "X-Request-Id", r->request_id);
-        (void)evhttp_add_header(headers, "Cache-Control", "no-store");
-        if (s->stopping)
-                (void)evhttp_add_header(headers, "Connection", "close");
         if (text) {
-                (void)evhttp_add_header(headers, "Content-Type", "application/json");
-                if (evbuffer_add_reference(out, text, strlen(text), server_free_text, NULL) < 0)
-                        cJSON_free(text);
+                resp.content_type = "application/json";
+                resp.body = text;
+                resp.body_len = strlen(text);
         } else if (raw) {
-                (void)evhttp_add_header(headers, "Content-Type", type);
-                if (evbuffer_add(out, raw, len) < 0)
-                        status = r->status = 500;
+                resp.content_type = type;
+                resp.body = raw;
+                resp.body_len = len;
         }
+        resp.status = (unsigned)status;
 
-        /* The path belongs to evhttp's request: log before it is sent and freed. */
+        /* The path belongs to the engine's request: log before it is answered and freed. */
         if (s->log_cb) {
                 struct server_log_entry e = {
-                        .method = server_method_name(r->method),
+                        .method = r->method_name,
                         .path = r->path,
                         .status = status,
                         .latency_ms = (double)(now_usec() - r->start_usec) / 1000.0,
@@ -416,7 +388,8 @@ static void server_send(struct server_request *r, int status, cJSON *body, const
                 s->log_cb(&e, s->log_userdata);
         }
 
-        evhttp_send_reply(r->req, status, NULL, NULL);
+        http_request_respond(r->req, &resp);
+        cJSON_free(text);
         r->req = NULL;
         r->path = "";
         r->query = NULL;
@@ -634,38 +607,51 @@ static void server_timeout_fired(evutil_socket_t fd, short what, void *userdata)
 
 int server_request_set_timeout(struct server_request *r, uint64_t usec, server_timeout_cb cb)
 {
+        struct server_request_full *full = (struct server_request_full *)r;
+        struct server *s = r->server;
         struct timeval tv = timeval_from_usec(usec);
 
         if (!r->timer) {
-                r->timer = evtimer_new(r->server->base, server_timeout_fired, r);
-                if (!r->timer)
+                if (evtimer_assign(&full->timer, s->base, server_timeout_fired, r) < 0)
                         return -ENOMEM;
+                r->timer = &full->timer;
         }
         r->on_timeout = cb;
+        /* The usual deadline is a common timeout: an O(1) queue instead of the timer heap. */
+        if (usec == s->config->request_timeout_usec && s->request_timeout)
+                return evtimer_add(r->timer, s->request_timeout) < 0 ? -ENOMEM : 0;
         return evtimer_add(r->timer, &tv) < 0 ? -ENOMEM : 0;
 }
 
-/* Parses the query string into r->params once. Returns 0, -EINVAL (malformed) or -ENOMEM. */
+/* Parses the query string into r->params once. Returns the number of parameters, -EINVAL (malformed) or
+ * -ENOMEM. Bounded by the head's size, which holds the query string. */
 static int server_parse_params(struct server_request *r)
 {
-        if (r->params)
-                return r->params_error;
-        r->params = calloc(1, sizeof(*r->params));
+        size_t len, max;
+        int n;
+
+        if (r->params || r->n_params < 0)
+                return r->n_params;
+        if (!r->query)
+                return 0;
+        len = strlen(r->query);
+        max = http_query_count(r->query);
+        r->params = malloc(max * sizeof(*r->params) + len + 1);
         if (!r->params)
                 return -ENOMEM;
-        TAILQ_INIT(r->params);
-        if (r->query && evhttp_parse_query_str(r->query, r->params) < 0) {
-                evhttp_clear_headers(r->params);
-                r->params_error = -EINVAL;
-        }
-        return r->params_error;
+        n = http_parse_query(r->query, (char *)(r->params + max), r->params, max);
+        r->n_params = n;
+        return n;
 }
 
 const char *server_param(struct server_request *r, const char *name)
 {
-        if (!r->query || server_parse_params(r) < 0)
+        if (server_parse_params(r) <= 0)
                 return NULL;
-        return evhttp_find_header(r->params, name);
+        for (int i = 0; i < r->n_params; i++)
+                if (strcmp(r->params[i].name, name) == 0)
+                        return r->params[i].value;
+        return NULL;
 }
 
 /* Reads an integer parameter in [min, max]; absent: <def>. Returns 0, or 1 after adding a problem. */
@@ -734,7 +720,6 @@ const char *const server_paging_params[] = {"limit", "offset", NULL};
 static int server_check_params(struct server_request *r, const char *const *allowed)
 {
         _cleanup_(json_problems_clear) struct json_problems problems = {0};
-        const struct evkeyval *p;
         uint64_t seen = 0;
         int k;
 
@@ -745,17 +730,16 @@ static int server_check_params(struct server_request *r, const char *const *allo
                 server_reply_error(r, 400, "bad_request", "the query string is malformed (name=value&...)");
                 return k;
         }
-        TAILQ_FOREACH(p, r->params, next) {
+        for (int j = 0; j < r->n_params && k >= 0; j++) {
+                const struct http_param *p = &r->params[j];
                 size_t i = 0;
 
-                if (k < 0)
-                        break;
-                while (allowed && allowed[i] && i < 64 && strcmp(allowed[i], p->key) != 0)
+                while (allowed && allowed[i] && i < 64 && strcmp(allowed[i], p->name) != 0)
                         i++;
                 if (!allowed || !allowed[i] || i >= 64)
-                        k = json_add_problem(&problems, p->key, "unknown parameter");
+                        k = json_add_problem(&problems, p->name, "unknown parameter");
                 else if (seen & (UINT64_C(1) << i))
-                        k = json_add_problem(&problems, p->key, "given more than once");
+                        k = json_add_problem(&problems, p->name, "given more than once");
                 else
                         seen |= UINT64_C(1) << i;
         }
@@ -770,14 +754,13 @@ static int server_check_params(struct server_request *r, const char *const *allo
         return 0;
 }
 
-static const struct server_method *server_find_method(const struct server_route_entry *e,
-                                                      enum evhttp_cmd_type m)
+static const struct server_method *server_find_method(const struct server_route_entry *e, enum http_method m)
 {
         for (size_t i = 0; i < e->n_methods; i++)
                 if (e->methods[i].method == (unsigned)m)
                         return &e->methods[i];
-        if (m == EVHTTP_REQ_HEAD)
-                return server_find_method(e, EVHTTP_REQ_GET);
+        if (m == HTTP_HEAD)
+                return server_find_method(e, HTTP_GET);
         return NULL;
 }
 
@@ -789,8 +772,8 @@ static void server_reply_method_not_allowed(struct server_request *r, const stru
         /* At most SERVER_METHODS_MAX methods of at most 7 letters, and HEAD: it always fits. */
         for (size_t i = 0; i < e->n_methods; i++) {
                 len += (size_t)snprintf(allow + len, sizeof(allow) - len, "%s%s", len ? ", " : "",
-                                        server_method_name(e->methods[i].method));
-                if (e->methods[i].method == EVHTTP_REQ_GET)
+                                        http_method_str((enum http_method)e->methods[i].method));
+                if (e->methods[i].method == HTTP_GET)
                         len += (size_t)snprintf(allow + len, sizeof(allow) - len, ", HEAD");
         }
         (void)server_add_header(r, "Allow", allow);
@@ -812,7 +795,7 @@ static struct server_token *server_token_slot(struct server *s, const char *toke
  * (issued in the future), or another negative value (invalid). */
 static int server_authenticate(struct server *s, struct server_request *r)
 {
-        const char *h = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Authorization");
+        const char *h = http_request_header(r->req, "Authorization");
         int64_t now = (int64_t)(realtime_usec() / USEC_PER_SEC);
         struct server_token *slot;
         struct jwt_claims claims;
@@ -866,10 +849,7 @@ static int server_authenticate(struct server *s, struct server_request *r)
 /* Parses the body of <r> into r->body. Returns 0, or answers the request and returns < 0. */
 static int server_read_body(struct server_request *r)
 {
-        struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
-        const char *type = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Content-Type");
-        size_t len = evbuffer_get_length(in);
-        const char *data;
+        const char *type = http_request_header(r->req, "Content-Type");
         int k;
 
         if (!server_content_type_is_json(type)) {
@@ -877,8 +857,7 @@ static int server_read_body(struct server_request *r)
                                    "the body must be JSON, with Content-Type: application/json");
                 return -EINVAL;
         }
-        data = len > 0 ? (const char *)evbuffer_pullup(in, (ev_ssize_t)len) : "";
-        k = data ? json_parse(data, len, &r->body) : -ENOMEM;
+        k = json_parse(r->req->body, r->req->body_len, &r->body);
         if (k == -ENOMEM) {
                 server_reply_error(r, 500, "internal", "internal error");
                 return k;
@@ -892,25 +871,6 @@ static int server_read_body(struct server_request *r)
                 return -EINVAL;
         }
         return 0;
-}
-
-/* Writes "<random prefix>-<counter in hex>". */
-static void server_make_request_id(struct server *s, char buf[static SERVER_REQUEST_ID_MAX + 1])
-{
-        static const char hex[] = "0123456789abcdef";
-        uint64_t n = ++s->id_counter;
-        char tmp[16];
-        size_t len = sizeof(s->id_prefix) - 1, k = 0;
-
-        memcpy(buf, s->id_prefix, len);
-        buf[len++] = '-';
-        do {
-                tmp[k++] = hex[n & 0xf];
-                n >>= 4;
-        } while (n > 0);
-        while (k > 0)
-                buf[len++] = tmp[--k];
-        buf[len] = '\0';
 }
 
 static bool server_trusted(const struct netaddr *a, const struct netaddr_cidr *trusted, size_t n)
@@ -957,39 +917,50 @@ static int server_forwarded_walk(const char *value, const struct netaddr_cidr *t
         return 0;
 }
 
-int server_client_address(const char *peer, const struct evkeyvalq *headers,
+int server_client_address(const char *peer, const char *const *xff, size_t n_xff,
                           const struct netaddr_cidr *trusted, size_t n, struct netaddr *ret)
 {
         struct netaddr client;
-        const struct evkeyval *h;
 
         if (!peer || netaddr_parse(peer, 1, true, &client) < 0)
                 return -EINVAL;
         if (server_trusted(&client, trusted, n))
-                for (h = TAILQ_LAST(headers, evkeyvalq); h; h = TAILQ_PREV(h, evkeyvalq, next))
-                        if (strcasecmp(h->key, "X-Forwarded-For") == 0 &&
-                            server_forwarded_walk(h->value, trusted, n, &client) > 0)
+                for (size_t i = n_xff; i > 0; i--)
+                        if (server_forwarded_walk(xff[i - 1], trusted, n, &client) > 0)
                                 break;
         netaddr_set_port(&client, 0);
         *ret = client;
         return 0;
 }
 
+/* The X-Forwarded-For values of a request, in order. */
+struct server_xff {
+        const char *values[HTTP_MAX_FIELDS];
+        size_t n;
+};
+
+static int server_xff_add(const char *value, void *userdata)
+{
+        struct server_xff *x = userdata;
+
+        if (x->n < ELEMENTSOF(x->values))
+                x->values[x->n++] = value;
+        return 0;
+}
+
 /* Sets r->client and r->client_addr: the peer, or the client a trusted relay names. */
 static void server_set_client(struct server *s, struct server_request *r)
 {
-        struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
-        char *address = NULL;
-        ev_uint16_t port = 0;
+        const char *peer = r->req->peer;
+        struct server_xff xff = { .n = 0 };
 
-        if (evcon)
-                evhttp_connection_get_peer(evcon, &address, &port);
-        if (server_client_address(address, evhttp_request_get_input_headers(r->req),
-                                  s->config->trusted_proxies, s->config->n_trusted_proxies,
-                                  &r->client_addr) < 0 ||
+        if (s->config->n_trusted_proxies > 0)
+                (void)http_request_header_each(r->req, "X-Forwarded-For", server_xff_add, &xff);
+        if (server_client_address(peer, xff.values, xff.n, s->config->trusted_proxies,
+                                  s->config->n_trusted_proxies, &r->client_addr) < 0 ||
             netaddr_format_host(&r->client_addr, r->client, sizeof(r->client)) < 0) {
                 r->client_addr.len = 0;
-                server_copy_text(r->client, sizeof(r->client), address ? address : "");
+                server_copy_text(r->client, sizeof(r->client), peer);
         }
 }
 
@@ -1019,14 +990,6 @@ static void server_dispatch(struct server *s, struct server_request *r)
                 return;
         }
         r->probe = m->probe;
-        if (evbuffer_get_length(evhttp_request_get_input_buffer(r->req)) > s->config->max_body_size) {
-                char message[96];
-
-                (void)snprintf(message, sizeof(message), "the body is larger than %" PRIu64 " bytes",
-                               s->config->max_body_size);
-                server_reply_error(r, 413, "payload_too_large", message);
-                return;
-        }
         if (m->auth) {
                 r->auth = true;
                 k = server_authenticate(s, r);
@@ -1048,41 +1011,51 @@ static void server_dispatch(struct server *s, struct server_request *r)
         m->handler(r, route->userdata);
 }
 
-static void server_handle(struct evhttp_request *req, void *userdata)
+/* A new request object for the engine's <hr>, on the list of those in progress; NULL when out of memory
+ * (<hr> is then answered 500 here). */
+static struct server_request *server_request_new(struct server *s, struct http_request *hr)
 {
-        struct server *s = userdata;
         struct server_request_full *full;
         struct server_request *r;
-        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-        const char *id;
 
         full = calloc(1, sizeof(*full));
         if (!full) {
-                evhttp_send_error(req, 500, NULL);
-                return;
+                static const char body[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+
+                http_request_respond(hr, &(struct http_response){ .status = 500,
+                                                                 .content_type = "application/json",
+                                                                 .body = body,
+                                                                 .body_len = sizeof(body) - 1 });
+                return NULL;
         }
         r = &full->r;
         r->server = s;
-        r->req = req;
+        r->req = hr;
         r->refs = 1;
-        r->start_usec = now_usec();
-        r->method = evhttp_request_get_command(req);
-        r->path = uri ? evhttp_uri_get_path(uri) : NULL;
-        if (!r->path)
-                r->path = "";
-        r->query = uri ? evhttp_uri_get_query(uri) : NULL;
-
-        id = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
-        if (server_request_id_sane(id))
-                server_copy_text(r->request_id, sizeof(r->request_id), id);
-        else
-                server_make_request_id(s, r->request_id);
+        r->start_usec = hr->start_usec;
+        r->parsed = hr->parsed;
+        r->method = hr->method;
+        /* Answers hold tokens and private data: never cached. First, so that it always fits. */
+        r->headers_len = server_copy_text(r->headers, sizeof(r->headers), "Cache-Control: no-store\r\n");
+        r->method_name = hr->parsed ? hr->method_name : "-";
+        r->path = hr->parsed ? hr->path : "-";
+        r->query = hr->query;
+        server_copy_text(r->request_id, sizeof(r->request_id), hr->request_id);
         server_set_client(s, r);
 
         full->link.request = r;
         TAILQ_INSERT_TAIL(&s->requests, &full->link, entry);
         s->n_requests++;
+        return r;
+}
 
+static void server_on_request(struct http_request *hr, void *userdata)
+{
+        struct server *s = userdata;
+        struct server_request *r = server_request_new(s, hr);
+
+        if (!r)
+                return;
         if (server_request_set_timeout(r, s->config->request_timeout_usec, NULL) < 0) {
                 server_reply_error(r, 500, "internal", "internal error");
                 return;
@@ -1090,29 +1063,53 @@ static void server_handle(struct evhttp_request *req, void *userdata)
         server_dispatch(s, r);
 }
 
+/* What the engine refused itself: answered in the API's error shape, and logged like every request. */
+static void server_refused(struct http_request *hr, unsigned status, const char *reason, void *userdata)
+{
+        struct server *s = userdata;
+        struct server_request *r = server_request_new(s, hr);
+        const char *code;
+        char message[128];
+
+        if (!r)
+                return;
+        switch (status) {
+        case 408:
+                code = "request_timeout";
+                break;
+        case 413:
+                code = "payload_too_large";
+                (void)snprintf(message, sizeof(message), "the body is larger than %" PRIu64 " bytes",
+                               s->config->max_body_size);
+                reason = message;
+                break;
+        case 431:
+                code = "header_too_large";
+                break;
+        case 501:
+                code = "not_implemented";
+                break;
+        case 505:
+                code = "version_not_supported";
+                break;
+        case 500:
+                code = "internal";
+                break;
+        default:
+                code = "bad_request";
+                break;
+        }
+        server_reply_error(r, (int)status, code, reason);
+}
+
 int server_listen(struct server *s)
 {
-        struct evconnlistener *l;
-
-        l = evconnlistener_new_bind(s->base, NULL, NULL, SERVER_LISTEN_OPTIONS, SERVER_BACKLOG,
-                                    &s->config->listen.u.sa, (int)s->config->listen.len);
-        if (!l)
-                return -errno ? -errno : -EADDRNOTAVAIL;
-        s->bound = evhttp_bind_listener(s->http, l);
-        if (!s->bound) {
-                evconnlistener_free(l);
-                return -ENOMEM;
-        }
-        evhttp_set_gencb(s->http, server_handle, s);
-        return 0;
+        return http_server_listen(s->http, &s->config->listen, "webd");
 }
 
 void server_stop(struct server *s, void (*done)(void *userdata), void *userdata)
 {
-        if (s->bound) {
-                evhttp_del_accept_socket(s->http, s->bound);
-                s->bound = NULL;
-        }
+        http_server_shutdown(s->http);
         s->stopping = true;
         s->stopped_cb = done;
         s->stopped_userdata = userdata;
@@ -1134,8 +1131,7 @@ struct server *server_free(struct server *s)
         s->stopped_cb = NULL;
         while ((l = TAILQ_FIRST(&s->requests)))
                 server_reply_error(l->request, 503, "unavailable", "the server is stopping; try again");
-        if (s->http)
-                evhttp_free(s->http);
+        s->http = http_server_free(s->http);
         if (s->stopped)
                 event_free(s->stopped);
         explicit_bzero(s->key, sizeof(s->key));

@@ -1,4 +1,4 @@
-/* The HTTP side of webd: a libevent evhttp server with a route table, bearer-token checks, JSON bodies,
+/* The HTTP side of webd: on the HTTP engine (http/server.h), a route table, bearer-token checks, JSON bodies,
  * the one error shape of the API, request ids, per-request deadlines, and a hook that sees every finished
  * request (the activity log).
  *
@@ -9,13 +9,13 @@
 #pragma once
 
 #include <cjson/cJSON.h>
-#include <event2/http.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "common/netaddr.h"
+#include "http/server.h"
 #include "webd/config.h"
 #include "webd/json.h"
 
@@ -27,6 +27,7 @@ struct server_request;
 
 #define SERVER_REQUEST_ID_MAX 128
 #define SERVER_USER_NAME_MAX  64
+#define SERVER_HEADERS_OUT_MAX 256 /* the fields handlers add to an answer (server_add_header()) */
 
 /* Called with the result of server_query(): <error> and <res> as for db_callback_t. Only called while the
  * request is unanswered. */
@@ -36,11 +37,13 @@ typedef void (*server_timeout_cb)(struct server_request *r);
 
 struct server_request {
         struct server *server;
-        struct evhttp_request *req; /* NULL once answered */
+        struct http_request *req;   /* the engine's; NULL once answered */
         unsigned refs;
         bool answered;
-        enum evhttp_cmd_type method;
-        const char *path;           /* raw, as received; valid until answered */
+        enum http_method method;    /* when <parsed> */
+        bool parsed;                /* a request the engine could parse (else it refused it) */
+        const char *method_name;    /* "GET", ...; "-" when not <parsed> */
+        const char *path;           /* raw, as received ("-" when not <parsed>); valid until answered */
         const char *query;          /* raw query string, or NULL; valid until answered */
         void *userdata;             /* the route's */
         int64_t id;                 /* the {id} of a route that has one, else 0 */
@@ -61,14 +64,16 @@ struct server_request {
         bool pending_auth;          /* the query in flight checks the token too (server_query_auth()) */
         bool auth;                  /* the route needs a token */
         bool auth_checked;          /* a server_query_auth() statement found the token good (or couldn't ask) */
-        struct evkeyvalq *params;   /* the query string, parsed on first use */
-        int params_error;           /* -EINVAL when it could not be parsed */
+        struct http_param *params;  /* the query string, parsed on first use (one allocation with its text) */
+        int n_params;               /* or -EINVAL when it could not be parsed */
+        char headers[SERVER_HEADERS_OUT_MAX]; /* added to the answer: "Name: value\r\n" lines */
+        size_t headers_len;
 };
 
 typedef void (*server_handler_t)(struct server_request *r, void *userdata);
 
 struct server_method {
-        unsigned method;           /* EVHTTP_REQ_*; a GET handler also answers HEAD */
+        unsigned method;           /* HTTP_GET, ... (http_parser's); a GET handler also answers HEAD */
         server_handler_t handler;
         bool auth;                 /* needs a valid bearer token: 401 otherwise */
         bool body;                 /* takes a JSON object body: 415 / 400 otherwise */
@@ -122,7 +127,8 @@ struct server *server_free(struct server *s);
 struct server_request *server_request_ref(struct server_request *r);
 struct server_request *server_request_unref(struct server_request *r);
 
-/* Adds a response header (copied) to the unanswered request. Returns 0 or -ENOMEM. */
+/* Adds a response header (copied) to the unanswered request. Returns 0, -ENOTCONN (answered), or -ENOBUFS
+ * beyond SERVER_HEADERS_OUT_MAX bytes of them. */
 int server_add_header(struct server_request *r, const char *name, const char *value);
 
 /* Answers <r> with <status> and the JSON <body> (taken over and freed; NULL: no body, e.g. 204). Does
@@ -207,13 +213,13 @@ int server_parse_id(const char *s, bool slash, int64_t *ret);
  * to SERVER_USER_NAME_MAX - 1 bytes, and every byte outside printable ASCII replaced by '?'. */
 void server_request_set_user_name(struct server_request *r, const char *name);
 
-/* Finds the client of a request that came from <peer> (an address without a port) with the headers
- * <headers>: when <peer> lies in one of the <n> <trusted> networks (the relays), the right-most
- * X-Forwarded-For entry (over every such header, in order) that is not itself trusted, or the left-most
- * when all are; an entry that is not an address ends the walk at the trusted hop that wrote it.
- * Otherwise <peer> itself. Returns 0 and the address, or -EINVAL when <peer> is not an address. Exposed
- * for tests. */
-int server_client_address(const char *peer, const struct evkeyvalq *headers,
+/* Finds the client of a request that came from <peer> (an address without a port) with the
+ * X-Forwarded-For values <xff> (<n_xff> of them, in the order of the request's fields): when <peer> lies
+ * in one of the <n> <trusted> networks (the relays), the right-most X-Forwarded-For entry (over every such
+ * value, in order) that is not itself trusted, or the left-most when all are; an entry that is not an
+ * address ends the walk at the trusted hop that wrote it. Otherwise <peer> itself. Returns 0 and the
+ * address, or -EINVAL when <peer> is not an address. Exposed for tests. */
+int server_client_address(const char *peer, const char *const *xff, size_t n_xff,
                           const struct netaddr_cidr *trusted, size_t n, struct netaddr *ret);
 
 /* True when the Content-Type <value> is application/json (parameters such as charset allowed). Exposed

@@ -346,14 +346,14 @@ static void tasks_list(struct server_request *r, void *userdata)
 int tasks_new(struct server *s, struct db *db, struct tasks **ret)
 {
         static const struct server_method collection[] = {
-                { EVHTTP_REQ_GET, tasks_list, true, false, tasks_list_params_names },
-                { EVHTTP_REQ_POST, tasks_create, true, true },
+                { HTTP_GET, tasks_list, true, false, tasks_list_params_names },
+                { HTTP_POST, tasks_create, true, true },
         };
         static const struct server_method item[] = {
-                { EVHTTP_REQ_GET, tasks_get, true, false },
-                { EVHTTP_REQ_PUT, tasks_put, true, true },
-                { EVHTTP_REQ_PATCH, tasks_patch, true, true },
-                { EVHTTP_REQ_DELETE, tasks_delete, true, false },
+                { HTTP_GET, tasks_get, true, false },
+                { HTTP_PUT, tasks_put, true, true },
+                { HTTP_PATCH, tasks_patch, true, true },
+                { HTTP_DELETE, tasks_delete, true, false },
         };
         static const struct {
                 const char *sql;

@@ -594,16 +594,16 @@ int users_new(struct server *s, struct db *db, struct password_pool *passwords, 
               const uint8_t *key, size_t key_len, struct users **ret)
 {
         static const struct server_method register_methods[] = {
-                { EVHTTP_REQ_POST, users_register, false, true },
+                { HTTP_POST, users_register, false, true },
         };
         static const struct server_method login_methods[] = {
-                { EVHTTP_REQ_POST, users_login, false, true },
+                { HTTP_POST, users_login, false, true },
         };
         static const struct server_method revoke_methods[] = {
-                { EVHTTP_REQ_POST, users_revoke, true, false },
+                { HTTP_POST, users_revoke, true, false },
         };
         static const struct server_method password_methods[] = {
-                { EVHTTP_REQ_PUT, users_change_password, true, true },
+                { HTTP_PUT, users_change_password, true, true },
         };
         static const struct {
                 const char *sql;

@@ -212,12 +212,25 @@ static void test_text_ok(void **state)
         assert_false(parse_text_ok("\x1f", 5, NULL));
 }
 
+static void test_hex_digit(void **state)
+{
+        assert_int_equal(parse_hex_digit('0'), 0);
+        assert_int_equal(parse_hex_digit('9'), 9);
+        assert_int_equal(parse_hex_digit('a'), 10);
+        assert_int_equal(parse_hex_digit('F'), 15);
+        assert_int_equal(parse_hex_digit('g'), -1);
+        assert_int_equal(parse_hex_digit('G'), -1);
+        assert_int_equal(parse_hex_digit('/'), -1);
+        assert_int_equal(parse_hex_digit('\0'), -1);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_duration_ok), cmocka_unit_test(test_duration_bad),
                 cmocka_unit_test(test_size),        cmocka_unit_test(test_uint),
                 cmocka_unit_test(test_bool),        cmocka_unit_test(test_text_ok),
+                cmocka_unit_test(test_hex_digit),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -37,6 +37,11 @@ static void test_defaults(void **state)
         assert_int_equal(c.token_ttl_usec, 3600 * USEC_PER_SEC);
         assert_int_equal(c.max_body_size, 64 * 1024);
         assert_int_equal(c.request_timeout_usec, 10 * USEC_PER_SEC);
+        assert_int_equal(c.max_connections, 10000);
+        assert_int_equal(c.max_header_size, 16 * 1024);
+        assert_int_equal(c.header_timeout_usec, 10 * USEC_PER_SEC);
+        assert_int_equal(c.body_timeout_usec, 30 * USEC_PER_SEC);
+        assert_int_equal(c.idle_timeout_usec, 30 * USEC_PER_SEC);
         assert_int_equal(c.startup_timeout_usec, 30 * USEC_PER_SEC);
         assert_int_equal(c.log_level, LOG_INFO);
         assert_true(c.activity);
@@ -112,6 +117,13 @@ static void test_bad_keys(void **state)
                 {"max_body_size = 100", "between 1024 and"},
                 {"max_body_size = 17M", "between 1024 and"},
                 {"request_timeout = 1ms", "at least 10 ms"},
+                {"max_connections = 15", "between 16 and 1000000"},
+                {"max_connections = 1000001", "between 16 and 1000000"},
+                {"max_header_size = 1000", "between 1024 and"},
+                {"max_header_size = 2M", "between 1024 and"},
+                {"header_timeout = 0", "at least 100 ms"},
+                {"body_timeout = 50ms", "at least 100 ms"},
+                {"idle_timeout = soon", "not a duration"},
                 {"startup_timeout = forever", "not a duration"},
                 {"log_level = chatty", "debug info notice warning error"},
                 {"activity = sometimes", "on or off"},

@@ -17,8 +17,9 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def webd(cluster, tmp_path_factory, request):
-    """A running webd on the module's cluster."""
-    w = webdtest.Webd(tmp_path_factory.mktemp(request.module.__name__), cluster)
+    """A running webd on the module's cluster, with the module's WEBD_EXTRA settings if it has them."""
+    w = webdtest.Webd(tmp_path_factory.mktemp(request.module.__name__), cluster,
+                      extra=getattr(request.module, "WEBD_EXTRA", None))
     try:
         w.start()
         yield w
@@ -29,11 +30,12 @@ def webd(cluster, tmp_path_factory, request):
 
 @pytest.fixture
 def new_webd(cluster, tmp_path):
-    """new_webd(extra={...}, env={...}, start=True): webd instances of one test, stopped afterwards."""
+    """new_webd(extra={...}, env={...}, start=True, wrapper=[...]): webd instances of one test, stopped
+    afterwards."""
     made = []
 
-    def make(extra=None, env=None, start=True):
-        w = webdtest.Webd(tmp_path / f"webd{len(made)}", cluster, extra=extra, env=env)
+    def make(extra=None, env=None, start=True, wrapper=None):
+        w = webdtest.Webd(tmp_path / f"webd{len(made)}", cluster, extra=extra, env=env, wrapper=wrapper)
         made.append(w)
         return w.start() if start else w
     try:

@@ -174,8 +174,9 @@ class PgCluster:
 class Webd:
     """One webd process with its own config file and key."""
 
-    def __init__(self, tmp, cluster, extra=None, env=None):
+    def __init__(self, tmp, cluster, extra=None, env=None, wrapper=None):
         self.binary = require_webd()
+        self.wrapper = list(wrapper or [])  # a command webd runs under, e.g. ["prlimit", "--nofile=64:64", "--"]
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.cluster = cluster
@@ -209,7 +210,7 @@ class Webd:
 
     def start(self, timeout=20):
         self.stderr = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen([str(self.binary), "--config", str(self.config)],
+        self.proc = subprocess.Popen(self.wrapper + [str(self.binary), "--config", str(self.config)],
                                      stdin=subprocess.DEVNULL, stdout=self.stderr,
                                      stderr=self.stderr, env=self.env)
 
@@ -343,3 +344,98 @@ class Load:
             t.join(timeout=30)
         assert not any(t.is_alive() for t in self.threads), "load threads did not stop"
         return self.errors
+
+
+class RawResponse:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # {lower-case name: value}, the last of a repeated field
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class RawConn:
+    """A plain socket to webd, for what requests can't send: pipelined, malformed, partial requests."""
+
+    def __init__(self, port, timeout=5.0, source="127.0.0.1"):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.bind((source, 0))
+        self.sock.connect(("127.0.0.1", port))
+        self.buf = b""
+        self.eof = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.sock.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no answer in time")
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+        self.buf += data
+        return bool(data)
+
+    def read_response(self, timeout=5.0, head_only=False):
+        """The next response (bytes read until it is complete), or None when the peer closed first."""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill(deadline):
+                return None
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = 0 if head_only or status in (100, 204, 304) else int(headers.get("content-length", "0"))
+        while len(self.buf) < length:
+            if not self._fill(deadline):
+                raise AssertionError(f"response body cut short: {head!r}")
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return RawResponse(status, headers, body)
+
+    def closed_by_peer(self, timeout=5.0):
+        """True when the peer closes within timeout (anything it still sends is read and kept)."""
+        deadline = time.monotonic() + timeout
+        try:
+            while not self.eof:
+                self._fill(deadline)
+        except (TimeoutError, socket.timeout):
+            return False
+        return True
+
+
+def raw_exchange(port, data, timeout=5.0):
+    """Sends data on a new connection; returns (responses, closed by webd)."""
+    with RawConn(port, timeout) as c:
+        c.send(data)
+        out = []
+        while True:
+            try:
+                r = c.read_response(timeout)
+            except (TimeoutError, socket.timeout):
+                return out, False
+            if r is None:
+                return out, True
+            out.append(r)
+            if "close" in r.headers.get("connection", "").lower():
+                return out, c.closed_by_peer(timeout)
