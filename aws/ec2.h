@@ -41,6 +41,10 @@
 #define EC2_QUERY_NAME_MAX      127         /* bytes in a parameter's name */
 #define EC2_QUERY_VALUE_MAX     (64 * 1024) /* bytes in a parameter's value (base64 user data fits) */
 #define EC2_QUERY_MAX_RESPONSE  (4u * 1024 * 1024)
+/* The tag that carries the hash of the settings an instance was launched with (ec2_launch's
+ * launch_hash), read back by the parsers into ec2_instance's launch_hash */
+#define EC2_LAUNCH_HASH_TAG     "lbd:launch-hash"
+#define EC2_LAUNCH_HASH_MAX     65 /* hex digits, with the NUL */
 
 struct event_base;
 struct ec2;
@@ -54,6 +58,8 @@ struct ec2_instance {
         char subnet_id[EC2_ID_MAX];
         char launch_time[EC2_TIME_MAX]; /* as EC2 wrote it */
         uint64_t launch_usec;           /* the same, wall clock; 0 when absent or unparsable */
+        /* The EC2_LAUNCH_HASH_TAG tag's value: "" when absent, or when it is not 1..64 hex digits */
+        char launch_hash[EC2_LAUNCH_HASH_MAX];
 };
 
 struct ec2_settings {
@@ -79,6 +85,7 @@ struct ec2_launch {
         const char *tag_key; /* the pool's tag, on every instance launched */
         const char *tag_value;
         const char *name;         /* Name tag, NULL or "" for none */
+        const char *launch_hash;  /* EC2_LAUNCH_HASH_TAG's value, NULL or "" for none; hex digits only */
         const char *client_token; /* idempotency: at most 64 ASCII characters */
         unsigned count;           /* MinCount = MaxCount */
 };

@@ -40,7 +40,7 @@
 #define LBCTL_DEFAULT_ADMIN   "127.0.0.1:9180"
 #define LBCTL_BODY_MAX        (8u * 1024u * 1024u)
 #define LBCTL_FIELD_MAX       64
-#define LBCTL_COLUMNS         8
+#define LBCTL_COLUMNS         9 /* the last, LAUNCH, only when a backend has a launch hash */
 #define LBCTL_DEFAULT_TIMEOUT 5
 
 struct lbctl_buffer {
@@ -50,11 +50,12 @@ struct lbctl_buffer {
 };
 
 static const char *const lbctl_headers[LBCTL_COLUMNS] = {
-        "INSTANCE", "ADDRESS", "STATE", "HEALTH", "IN ROTATION", "REQUESTS", "ERRORS", "AGE",
+        "INSTANCE", "ADDRESS", "STATE", "HEALTH", "IN ROTATION", "REQUESTS", "ERRORS", "AGE", "LAUNCH",
 };
 
 struct lbctl_row {
         char cell[LBCTL_COLUMNS][LBCTL_FIELD_MAX];
+        char zone[LBCTL_FIELD_MAX]; /* its subnet, "" when not known: rows are grouped by it */
 };
 
 struct lbctl_table {
@@ -267,7 +268,25 @@ static struct lbctl_row *lbctl_add_row(struct lbctl_table *t)
         return &rows[t->n++];
 }
 
-static int lbctl_backend_row(struct lbctl_table *t, const cJSON *b)
+/* The LAUNCH cell: the launch hash, marked "old" when it is not <target>'s (the one lbd launches with now) */
+static void lbctl_cell_launch(struct lbctl_row *row, const cJSON *o, const char *target)
+{
+        const char *hash = lbctl_string(o, "launch_hash");
+        char cell[LBCTL_FIELD_MAX];
+
+        if (hash && target && strcmp(hash, target) != 0) {
+                (void)snprintf(cell, sizeof(cell), "%.40s (old)", hash);
+                lbctl_cell(row->cell[8], cell);
+        } else if (!hash && target)
+                lbctl_cell(row->cell[8], "none (old)");
+        else
+                lbctl_cell(row->cell[8], hash);
+        lbctl_cell(row->zone, lbctl_string(o, "subnet"));
+        if (strcmp(row->zone, "-") == 0)
+                row->zone[0] = '\0';
+}
+
+static int lbctl_backend_row(struct lbctl_table *t, const cJSON *b, const char *target)
 {
         const cJSON *responses = cJSON_GetObjectItemCaseSensitive(b, "responses");
         struct lbctl_row *row = lbctl_add_row(t);
@@ -295,6 +314,7 @@ static int lbctl_backend_row(struct lbctl_table *t, const cJSON *b)
         if (failures + errors5xx >= 0 && failures + errors5xx < 1e18)
                 (void)snprintf(row->cell[6], LBCTL_FIELD_MAX, "%" PRIu64, (uint64_t)(failures + errors5xx));
         lbctl_cell_age(row->cell[7], b, "age_s");
+        lbctl_cell_launch(row, b, target);
         return 0;
 }
 
@@ -312,7 +332,7 @@ static bool lbctl_is_backend(const cJSON *backends, const char *id)
         return false;
 }
 
-static int lbctl_instance_row(struct lbctl_table *t, const cJSON *inst)
+static int lbctl_instance_row(struct lbctl_table *t, const cJSON *inst, const char *target)
 {
         struct lbctl_row *row = lbctl_add_row(t);
         char state[LBCTL_FIELD_MAX];
@@ -331,6 +351,7 @@ static int lbctl_instance_row(struct lbctl_table *t, const cJSON *inst)
         lbctl_cell(row->cell[5], NULL);
         lbctl_cell(row->cell[6], NULL);
         lbctl_cell_age(row->cell[7], inst, "age_s");
+        lbctl_cell_launch(row, inst, target);
         return 0;
 }
 
@@ -382,25 +403,60 @@ static void lbctl_print_summary(const cJSON *root)
                 printf("the replacement storm guard is holding back replacements\n");
 }
 
-static void lbctl_print_table(const struct lbctl_table *t)
+/* Orders the rows by zone, keeping the order within each zone (an insertion sort: tables are short). */
+static void lbctl_sort_zones(struct lbctl_table *t)
 {
-        size_t width[LBCTL_COLUMNS];
+        for (size_t i = 1; i < t->n; i++) {
+                struct lbctl_row row = t->rows[i];
+                size_t j = i;
 
-        for (size_t c = 0; c < LBCTL_COLUMNS; c++) {
+                while (j > 0 && strcmp(t->rows[j - 1].zone, row.zone) > 0) {
+                        t->rows[j] = t->rows[j - 1];
+                        j--;
+                }
+                t->rows[j] = row;
+        }
+}
+
+/* Prints the table; with zones known (ec2 subnets), grouped by zone under a line naming it and counting
+ * its rows. The LAUNCH column shows only when some row has a launch hash. */
+static void lbctl_print_table(struct lbctl_table *t)
+{
+        size_t width[LBCTL_COLUMNS], columns = LBCTL_COLUMNS - 1;
+        bool zones = false;
+
+        for (size_t i = 0; i < t->n; i++) {
+                if (strcmp(t->rows[i].cell[8], "-") != 0)
+                        columns = LBCTL_COLUMNS;
+                if (t->rows[i].zone[0])
+                        zones = true;
+        }
+        if (zones)
+                lbctl_sort_zones(t);
+        for (size_t c = 0; c < columns; c++) {
                 width[c] = strlen(lbctl_headers[c]);
                 for (size_t i = 0; i < t->n; i++)
                         width[c] = MAX(width[c], strlen(t->rows[i].cell[c]));
         }
-        for (size_t c = 0; c < LBCTL_COLUMNS; c++)
-                printf("%-*s%s", (int)width[c], lbctl_headers[c], c + 1 < LBCTL_COLUMNS ? "  " : "\n");
-        for (size_t i = 0; i < t->n; i++)
-                for (size_t c = 0; c < LBCTL_COLUMNS; c++) {
+        for (size_t c = 0; c < columns; c++)
+                printf("%-*s%s", (int)width[c], lbctl_headers[c], c + 1 < columns ? "  " : "\n");
+        for (size_t i = 0; i < t->n; i++) {
+                if (zones && (i == 0 || strcmp(t->rows[i].zone, t->rows[i - 1].zone) != 0)) {
+                        size_t n = 0;
+
+                        while (i + n < t->n && strcmp(t->rows[i + n].zone, t->rows[i].zone) == 0)
+                                n++;
+                        printf("zone %s: %zu instance%s\n", t->rows[i].zone[0] ? t->rows[i].zone : "unknown",
+                               n, n == 1 ? "" : "s");
+                }
+                for (size_t c = 0; c < columns; c++) {
                         /* Numbers are right-aligned. */
                         bool right = c == 5 || c == 6 || c == 7;
 
                         printf(right ? "%*s%s" : "%-*s%s", (int)width[c], t->rows[i].cell[c],
-                               c + 1 < LBCTL_COLUMNS ? "  " : "\n");
+                               c + 1 < columns ? "  " : "\n");
                 }
+        }
 }
 
 static int lbctl_status(const char *body)
@@ -408,6 +464,7 @@ static int lbctl_status(const char *body)
         _cleanup_(cJSON_Deletep) cJSON *root = cJSON_Parse(body);
         struct lbctl_table t = {0};
         const cJSON *backends, *control, *instances, *item;
+        const char *target;
         int r = 0;
 
         if (!cJSON_IsObject(root)) {
@@ -417,10 +474,11 @@ static int lbctl_status(const char *body)
         backends = cJSON_GetObjectItemCaseSensitive(root, "backends");
         control = cJSON_GetObjectItemCaseSensitive(root, "control");
         instances = cJSON_GetObjectItemCaseSensitive(control, "instances");
+        target = lbctl_string(control, "launch_hash");
 
         cJSON_ArrayForEach(item, backends)
         {
-                if (lbctl_backend_row(&t, item) < 0)
+                if (lbctl_backend_row(&t, item, target) < 0)
                         r = -ENOMEM;
         }
         cJSON_ArrayForEach(item, instances)
@@ -435,7 +493,7 @@ static int lbctl_status(const char *body)
                 /* Long gone: not worth a row. */
                 if (state && strcmp(state, "terminated") == 0)
                         continue;
-                if (lbctl_instance_row(&t, item) < 0)
+                if (lbctl_instance_row(&t, item, target) < 0)
                         r = -ENOMEM;
         }
         if (r < 0) {

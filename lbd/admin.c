@@ -154,6 +154,8 @@ static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t 
             !admin_add_string_or_null(o, "instance_id", b->instance_id) ||
             !admin_add_string_or_null(o, "instance_state", b->instance_state) ||
             !admin_add_age(o, "age_s", b->launched_usec, wall) ||
+            !admin_add_string_or_null(o, "launch_hash", b->launch_hash) ||
+            !admin_add_string_or_null(o, "subnet", b->subnet) ||
             !cJSON_AddBoolToObject(o, "forced", b->forced) ||
             !cJSON_AddBoolToObject(o, "maintenance", b->maintenance))
                 return -ENOMEM;
@@ -211,6 +213,7 @@ static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wal
         control = cJSON_AddObjectToObject(root, "control");
         if (!control || !cJSON_AddStringToObject(control, "provider", v.provider) ||
             !cJSON_AddBoolToObject(control, "managed", v.managed) ||
+            !admin_add_string_or_null(control, "launch_hash", v.launch_hash) ||
             !cJSON_AddNumberToObject(control, "desired", (double)v.desired) ||
             !cJSON_AddBoolToObject(control, "list_ok", v.list_ok) ||
             !(v.listed ? cJSON_AddNumberToObject(control, "list_age_s",
@@ -247,6 +250,8 @@ static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wal
                     !cJSON_AddStringToObject(o, "state", provider_instance_state_name(k->inst.state)) ||
                     !admin_add_string_or_null(o, "address", addr) ||
                     !admin_add_age(o, "age_s", k->inst.launched_usec, wall) ||
+                    !admin_add_string_or_null(o, "launch_hash", k->inst.launch_hash) ||
+                    !admin_add_string_or_null(o, "subnet", k->inst.subnet) ||
                     !cJSON_AddBoolToObject(o, "listed", k->listed) ||
                     !cJSON_AddBoolToObject(o, "terminating", k->terminating) ||
                     !cJSON_AddBoolToObject(o, "outside_networks", k->outside))

@@ -36,6 +36,7 @@ enum check_result {
 };
 
 #define BACKEND_INSTANCE_ID_MAX 64 /* = INSTANCE_ID_MAX (provider.h) */
+#define BACKEND_LAUNCH_HASH_MAX 17 /* = INSTANCE_LAUNCH_HASH_MAX (provider.h) */
 
 #define BACKEND_CODE_MIN 100
 #define BACKEND_CODE_MAX 599
@@ -82,6 +83,8 @@ struct backend {
         char instance_id[BACKEND_INSTANCE_ID_MAX]; /* "" when not known */
         const char *instance_state; /* a static string ("running"), NULL when not known */
         uint64_t launched_usec;     /* wall clock, 0 when not known */
+        char launch_hash[BACKEND_LAUNCH_HASH_MAX]; /* its launch settings' hash, "" when not known */
+        char subnet[BACKEND_INSTANCE_ID_MAX];      /* its subnet (zone), "" when not known */
         /* Health history, for the reconciler's judgement */
         uint64_t health_changed_usec; /* now_usec() when `healthy` last changed, or when it was added */
         bool been_healthy;            /* it has been healthy at least once since it was added */

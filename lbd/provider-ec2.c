@@ -10,6 +10,11 @@
  *            upstream, so each backend boots into relay mode towards the web host by itself.
  * terminate: TerminateInstances.
  *
+ * Launch settings have an identity: a hash of everything an instance is launched with (image or launch
+ * template, instance type, the rendered user data, security groups, key pair, instance profile, subnets
+ * and the pool's tag), tagged on every instance as EC2_LAUNCH_HASH_TAG and read back by every list. The
+ * reconciler compares it with p->launch_hash to refresh instances launched with other settings.
+ *
  * Clients and reloads: every set_config() makes a new ec2 client, so a reload picks up rotated
  * credentials, a new endpoint or region, and re-reads the user data template. Calls already running keep
  * their old client (struct provider_ec2_client, counted by the calls that use it) and still report; a
@@ -18,6 +23,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +138,72 @@ static void provider_ec2_warn_outside(struct provider_ec2_data *d, const struct 
         d->warned_next = (d->warned_next + 1) % PROVIDER_EC2_WARNED_MAX;
 }
 
+/* Feeds <s> (NULL as "") into <md> with its length first, so that no two lists of strings hash alike. */
+static int provider_ec2_hash_add(EVP_MD_CTX *md, const void *s, size_t len)
+{
+        uint64_t n = len;
+
+        if (EVP_DigestUpdate(md, &n, sizeof(n)) != 1 || (len > 0 && EVP_DigestUpdate(md, s, len) != 1))
+                return -EIO;
+        return 0;
+}
+
+static int provider_ec2_hash_str(EVP_MD_CTX *md, const char *s)
+{
+        return provider_ec2_hash_add(md, s, s ? strlen(s) : 0);
+}
+
+/* The hash of the launch settings of <c> with the rendered <user_data>, as INSTANCE_LAUNCH_HASH_MAX - 1
+ * hex digits (the first bytes of a SHA-256) into <ret>. Returns 0 or -ENOMEM/-EIO. */
+int provider_ec2_launch_hash(const struct config *c, const char *user_data, size_t user_data_len,
+                             char ret[static INSTANCE_LAUNCH_HASH_MAX])
+{
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
+        unsigned char digest[EVP_MAX_MD_SIZE];
+        unsigned len = 0;
+        int r = 0;
+
+        if (!md)
+                return -ENOMEM;
+        if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+                r = -EIO;
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, "lbd-launch-1"); /* the layout of what follows */
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, c->ec2_image);
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, c->ec2_launch_template);
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, c->ec2_instance_type);
+        if (r >= 0)
+                r = provider_ec2_hash_add(md, user_data, user_data ? user_data_len : 0);
+        if (r >= 0) {
+                uint64_t n = MIN(c->n_ec2_security_groups, (size_t)CONFIG_MAX_SECURITY_GROUPS);
+
+                r = provider_ec2_hash_add(md, &n, sizeof(n));
+        }
+        for (size_t i = 0; i < c->n_ec2_security_groups && i < CONFIG_MAX_SECURITY_GROUPS && r >= 0; i++)
+                r = provider_ec2_hash_str(md, c->ec2_security_groups[i]);
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, c->ec2_key_name);
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, c->ec2_instance_profile);
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, c->ec2_subnet);
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, c->ec2_tag_key);
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, c->ec2_tag_value);
+        if (r >= 0 && EVP_DigestFinal_ex(md, digest, &len) != 1)
+                r = -EIO;
+        EVP_MD_CTX_free(md);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < (INSTANCE_LAUNCH_HASH_MAX - 1) / 2 && i < len; i++)
+                (void)snprintf(ret + 2 * i, 3, "%02x", digest[i]);
+        return 0;
+}
+
 /* Converts what ec2.c reports into the provider's instances. Returns a new array, or NULL. */
 static struct instance *provider_ec2_convert(struct provider *p, const struct ec2_instance *v, size_t n)
 {
@@ -149,6 +221,11 @@ static struct instance *provider_ec2_convert(struct provider *p, const struct ec
                 inst->id[sizeof(inst->id) - 1] = 0;
                 inst->state = provider_ec2_state(v[i].state);
                 inst->launched_usec = v[i].launch_usec;
+                /* a longer hash than lbd writes is some other one: it reads as none */
+                if (strlen(v[i].launch_hash) < sizeof(inst->launch_hash))
+                        memcpy(inst->launch_hash, v[i].launch_hash, strlen(v[i].launch_hash) + 1);
+                _Static_assert(sizeof(inst->subnet) >= sizeof(v[i].subnet_id), "a subnet id fits");
+                memcpy(inst->subnet, v[i].subnet_id, sizeof(v[i].subnet_id));
                 if (!v[i].private_ip[0] || netaddr_parse(v[i].private_ip, c->port, false, &a) < 0)
                         continue;
                 if (!config_in_networks(c, &a)) {
@@ -327,6 +404,7 @@ static int provider_ec2_launch(struct provider *p, unsigned count, const char *c
                 .tag_key = c->ec2_tag_key,
                 .tag_value = c->ec2_tag_value,
                 .name = name,
+                .launch_hash = p->launch_hash,
                 .client_token = client_token,
                 .count = count,
         };
@@ -440,6 +518,7 @@ static int provider_ec2_set_config(struct provider *p, const struct config *c)
         };
         struct provider_ec2_client *cl;
         _cleanup_free_ char *user_data = NULL;
+        char launch_hash[INSTANCE_LAUNCH_HASH_MAX];
         size_t user_data_len = 0;
         int r;
 
@@ -449,6 +528,9 @@ static int provider_ec2_set_config(struct provider *p, const struct config *c)
         r = provider_ec2_render_user_data(c, &user_data, &user_data_len);
         if (r < 0)
                 return r;
+        r = provider_ec2_launch_hash(c, user_data, user_data_len, launch_hash);
+        if (r < 0)
+                return log_error_errno(r, "Failed to hash the launch settings: %m");
 
         if (!d) {
                 d = calloc(1, sizeof(*d));
@@ -483,6 +565,9 @@ static int provider_ec2_set_config(struct provider *p, const struct config *c)
         free(d->user_data);
         d->user_data = TAKE_PTR(user_data);
         d->user_data_len = user_data_len;
+        if (strcmp(p->launch_hash, launch_hash) != 0)
+                log_info("Launch settings: %s", launch_hash);
+        memcpy(p->launch_hash, launch_hash, sizeof(launch_hash));
         p->config = c;
         return 0;
 }

@@ -32,6 +32,8 @@ enum instance_state {
 };
 
 #define INSTANCE_ID_MAX 64
+/* The identity of the settings an instance is launched with: hex digits of a hash, with the NUL */
+#define INSTANCE_LAUNCH_HASH_MAX 17
 
 struct instance {
         char id[INSTANCE_ID_MAX];  /* "i-0abc…", "local-2", or the address for static */
@@ -39,6 +41,10 @@ struct instance {
         struct netaddr addr;       /* where its backend listens (with the pool port), when has_addr */
         bool has_addr;
         uint64_t launched_usec;    /* wall clock, 0 if unknown */
+        /* The hash of the launch settings it carries (ec2: a tag), "" when unknown; compared with the
+         * provider's launch_hash to tell instances launched with other settings (reconcile.c's refresh) */
+        char launch_hash[INSTANCE_LAUNCH_HASH_MAX];
+        char subnet[INSTANCE_ID_MAX]; /* its subnet (ec2), "" when unknown or none */
 };
 
 /* <r> >= 0 on success. Failures: -EAGAIN throttled, 5xx or network (transient: the API is failing),
@@ -84,6 +90,9 @@ struct provider {
         struct event_base *base;
         const struct config *config;
         void *data; /* the implementation's */
+        /* The hash of the settings the next launch uses (set_config() writes it), "" when the provider
+         * has no such thing (static, local): instances launched with other settings are refreshed */
+        char launch_hash[INSTANCE_LAUNCH_HASH_MAX];
 };
 
 /* A call a provider answers on the event loop's next turn, which keeps the promise that a callback never
@@ -115,3 +124,8 @@ void provider_get_status(struct provider *p, struct provider_status *ret);
 extern const struct provider_ops provider_static_ops;
 extern const struct provider_ops provider_local_ops;
 extern const struct provider_ops provider_ec2_ops;
+
+/* The ec2 provider's launch hash of <c> with the rendered <user_data> (exposed for tests). Returns 0,
+ * -ENOMEM or -EIO. */
+int provider_ec2_launch_hash(const struct config *c, const char *user_data, size_t user_data_len,
+                             char ret[static INSTANCE_LAUNCH_HASH_MAX]);

@@ -75,6 +75,7 @@
 #include "lbd/config.h"
 
 _Static_assert(BACKEND_INSTANCE_ID_MAX == INSTANCE_ID_MAX, "backend and instance ids have the same size");
+_Static_assert(BACKEND_LAUNCH_HASH_MAX == INSTANCE_LAUNCH_HASH_MAX, "backend and instance hashes have the same size");
 
 #define RECONCILE_UNLISTED_TTL_MIN (30 * USEC_PER_SEC) /* and at least 3 polls */
 #define RECONCILE_TERMINATING_TTL  (10 * 60 * USEC_PER_SEC)
@@ -353,6 +354,8 @@ static bool reconcile_sync_pool(struct reconcile *r)
                 memcpy(b->instance_id, owners[i]->inst.id, sizeof(b->instance_id));
                 b->instance_state = provider_instance_state_name(owners[i]->inst.state);
                 b->launched_usec = owners[i]->inst.launched_usec;
+                memcpy(b->launch_hash, owners[i]->inst.launch_hash, sizeof(b->launch_hash));
+                memcpy(b->subnet, owners[i]->inst.subnet, sizeof(b->subnet));
         }
         return !same;
 }
@@ -1264,6 +1267,7 @@ void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret)
                 .panic = r->panic,
                 .guard = r->guard,
                 .replacements = replacements,
+                .launch_hash = r->provider->launch_hash,
                 .instances = r->known,
                 .n_instances = r->n_known,
                 .stats = r->stats,

@@ -61,6 +61,7 @@ struct reconcile_view {
         bool panic;             /* every backend failed at once: nothing terminated, the least bad kept */
         bool guard;             /* the storm guard is holding back replacements */
         unsigned replacements;  /* replacements in the current window */
+        const char *launch_hash; /* the provider's launch settings' hash, "" when it has none */
         const struct reconcile_instance *instances;
         size_t n_instances;
         size_t by_state[INSTANCE_UNKNOWN + 1]; /* the last good list, by instance state */
