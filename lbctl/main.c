@@ -70,6 +70,7 @@ static void lbctl_help(void)
         printf("Usage: lbctl [OPTIONS] [status]\n"
                "       lbctl [OPTIONS] drain [--wait SECONDS] BACKEND\n"
                "       lbctl [OPTIONS] enable BACKEND\n"
+               "       lbctl [OPTIONS] refresh [--min-healthy PCT] [--warmup SECONDS] | --cancel\n"
                "       lbctl provision --subnet SUBNET [OPTIONS]\n"
                "\n"
                "status (the default): what lbd's admin API reports, one row per backend and per instance\n"
@@ -90,6 +91,12 @@ static void lbctl_help(void)
                "maintenance: no new requests, those in flight finish, and the control plane does not replace\n"
                "it while it lasts; with --wait, waits up to SECONDS until none is in flight (exit 1 if some\n"
                "still are). enable BACKEND: puts it back (in rotation once its health checks pass).\n"
+               "\n"
+               "refresh: replaces the instances launched with other settings than lbd's current ones, in\n"
+               "batches that keep at least PCT percent of desired serving (default [pool]\n"
+               "refresh_min_healthy), each new instance counted once healthy for SECONDS (default [pool]\n"
+               "refresh_warmup); --cancel stops a running refresh where it is. LAUNCH in the status table\n"
+               "shows each instance's launch settings hash, \"(old)\" when not the current one.\n"
                "\n"
                "Exit status: 0 ok, 1 the admin API answered with an error, 2 bad usage, 4 it can't be "
                "reached.\n"
@@ -369,6 +376,31 @@ static void lbctl_print_api_failing(const cJSON *api)
                failed == 1 ? "" : "s", error && *error ? ": " : "", error ? error : "");
 }
 
+/* "instance refresh running: 2 with other settings (2 serving), 2 new (1 counted), 1 replaced;
+ * min healthy 100%, warmup 30 s", or how the last one ended. Nothing when none ever ran. */
+static void lbctl_print_refresh(const cJSON *refresh)
+{
+        const char *state = lbctl_string(refresh, "state"), *reason = lbctl_string(refresh, "reason");
+        double old = 0, old_serving = 0, fresh = 0, counted = 0, replaced = 0, min_healthy = 0, warmup = 0;
+
+        if (!state || strcmp(state, "none") == 0)
+                return;
+        if (strcmp(state, "running") != 0) {
+                printf("instance refresh %.40s%s%.300s\n", state, reason ? ": " : "", reason ? reason : "");
+                return;
+        }
+        (void)lbctl_number(refresh, "old", &old);
+        (void)lbctl_number(refresh, "old_serving", &old_serving);
+        (void)lbctl_number(refresh, "new", &fresh);
+        (void)lbctl_number(refresh, "new_counted", &counted);
+        (void)lbctl_number(refresh, "replaced", &replaced);
+        (void)lbctl_number(refresh, "min_healthy", &min_healthy);
+        (void)lbctl_number(refresh, "warmup_s", &warmup);
+        printf("instance refresh running: %.0f with other settings (%.0f serving), %.0f new (%.0f counted), "
+               "%.0f replaced; min healthy %.0f%%, warmup %.0f s\n",
+               old, old_serving, fresh, counted, replaced, min_healthy, warmup);
+}
+
 static void lbctl_print_summary(const cJSON *root)
 {
         const cJSON *control = cJSON_GetObjectItemCaseSensitive(root, "control");
@@ -401,6 +433,7 @@ static void lbctl_print_summary(const cJSON *root)
                        "rotation\n");
         if (lbctl_bool(control, "storm_guard"))
                 printf("the replacement storm guard is holding back replacements\n");
+        lbctl_print_refresh(cJSON_GetObjectItemCaseSensitive(control, "refresh"));
 }
 
 /* Orders the rows by zone, keeping the order within each zone (an insertion sort: tables are short). */
@@ -566,6 +599,45 @@ static int lbctl_in_flight(const char *admin, long timeout, const char *address,
         return 0;
 }
 
+/* lbctl refresh: POST /refresh with the settings given (<min_healthy> or <warmup> NULL: lbd's own), or
+ * POST /refresh/cancel; prints the refresh's state. Returns an exit status. */
+static int lbctl_refresh(const char *admin, long timeout, const char *min_healthy, const char *warmup,
+                         bool cancel, bool json)
+{
+        _cleanup_(cJSON_Deletep) cJSON *answer = NULL;
+        struct lbctl_buffer body = {0};
+        char path[128];
+        const char *state, *reason;
+        int r;
+
+        /* Both values are checked numbers: nothing to encode. */
+        if (cancel)
+                (void)snprintf(path, sizeof(path), "/refresh/cancel");
+        else
+                (void)snprintf(path, sizeof(path), "/refresh?min_healthy=%.8s&warmup=%.8s",
+                               min_healthy ? min_healthy : "", warmup ? warmup : "");
+        r = lbctl_request(admin, timeout, "POST", path, "this lbd has no instance refresh", &body);
+        if (r != 0) {
+                free(body.data);
+                return r;
+        }
+        answer = cJSON_Parse(body.data);
+        state = lbctl_string(answer, "state");
+        if (!state) {
+                fprintf(stderr, "lbctl: unreadable answer from the admin API: %.200s\n", body.data);
+                free(body.data);
+                return LBCTL_EXIT_HTTP;
+        }
+        if (json)
+                printf("%s", body.data);
+        free(body.data);
+        if (json)
+                return 0;
+        reason = lbctl_string(answer, "reason");
+        printf("instance refresh %.40s%s%.300s\n", state, reason ? ": " : "", reason ? reason : "");
+        return 0;
+}
+
 /* lbctl drain|enable NAME: the POST, its answer, and for a drain with <wait_s> > 0 the wait for the
  * requests in flight. Returns an exit status. */
 static int lbctl_maintenance(const char *admin, long timeout, bool drain, const char *name, uint64_t wait_s,
@@ -644,8 +716,12 @@ int main(int argc, char **argv)
                 {"admin", required_argument, NULL, 'a'},   {"json", no_argument, NULL, 'j'},
                 {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
                 {"version", no_argument, NULL, 'V'},       {"wait", required_argument, NULL, 'w'},
-                {NULL, 0, NULL, 0},
+                {"min-healthy", required_argument, NULL, 'm'}, {"warmup", required_argument, NULL, 'W'},
+                {"cancel", no_argument, NULL, 'c'},        {NULL, 0, NULL, 0},
         };
+        const char *min_healthy = NULL, *warmup = NULL;
+        bool cancel = false;
+        uint64_t number;
         const char *command = "status";
         uint64_t wait_s = 0;
         bool wait_given = false;
@@ -660,7 +736,7 @@ int main(int argc, char **argv)
         if (argc > 1 && strcmp(argv[1], "provision") == 0)
                 return provision_main(argc - 1, argv + 1);
         for (;;) {
-                int opt = getopt_long(argc, argv, "a:jt:hVw:", options, NULL);
+                int opt = getopt_long(argc, argv, "a:jt:hVw:", options, NULL); /* long options only for refresh */
 
                 if (opt < 0)
                         break;
@@ -684,6 +760,23 @@ int main(int argc, char **argv)
                         }
                         wait_given = true;
                         break;
+                case 'm':
+                        if (parse_uint(optarg, 0, 100, &number) < 0) {
+                                fprintf(stderr, "lbctl: --min-healthy '%s': expected 0..100 (percent)\n", optarg);
+                                return LBCTL_EXIT_USAGE;
+                        }
+                        min_healthy = optarg;
+                        break;
+                case 'W':
+                        if (parse_uint(optarg, 0, 86400, &number) < 0) {
+                                fprintf(stderr, "lbctl: --warmup '%s': expected 0..86400 seconds\n", optarg);
+                                return LBCTL_EXIT_USAGE;
+                        }
+                        warmup = optarg;
+                        break;
+                case 'c':
+                        cancel = true;
+                        break;
                 case 'h':
                         lbctl_help();
                         return 0;
@@ -697,15 +790,29 @@ int main(int argc, char **argv)
         }
         if (optind < argc)
                 command = argv[optind++];
-        if (strcmp(command, "status") != 0 && strcmp(command, "drain") != 0 && strcmp(command, "enable") != 0) {
+        if (strcmp(command, "status") != 0 && strcmp(command, "drain") != 0 && strcmp(command, "enable") != 0 &&
+            strcmp(command, "refresh") != 0) {
                 fprintf(stderr, "lbctl: unknown command '%s'; try 'lbctl --help'\n", command);
                 return LBCTL_EXIT_USAGE;
         }
-        if (strcmp(command, "status") != 0 && optind >= argc) {
+        if ((min_healthy || warmup || cancel) && strcmp(command, "refresh") != 0) {
+                fprintf(stderr, "lbctl: --min-healthy, --warmup and --cancel go with refresh\n");
+                return LBCTL_EXIT_USAGE;
+        }
+        if (cancel && (min_healthy || warmup)) {
+                fprintf(stderr, "lbctl: refresh --cancel takes no settings\n");
+                return LBCTL_EXIT_USAGE;
+        }
+        if (strcmp(command, "refresh") == 0) {
+                if (optind < argc) {
+                        fprintf(stderr, "lbctl: unexpected argument '%s'\n", argv[optind]);
+                        return LBCTL_EXIT_USAGE;
+                }
+        } else if (strcmp(command, "status") != 0 && optind >= argc) {
                 fprintf(stderr, "lbctl: %s: which backend? Give its address or instance id\n", command);
                 return LBCTL_EXIT_USAGE;
         }
-        if (optind + (strcmp(command, "status") != 0) < argc) {
+        if (strcmp(command, "refresh") != 0 && optind + (strcmp(command, "status") != 0) < argc) {
                 fprintf(stderr, "lbctl: unexpected argument '%s'\n", argv[optind + (strcmp(command, "status") != 0)]);
                 return LBCTL_EXIT_USAGE;
         }
@@ -725,6 +832,13 @@ int main(int argc, char **argv)
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
                 fprintf(stderr, "lbctl: failed to initialize libcurl\n");
                 return LBCTL_EXIT_HTTP;
+        }
+        if (strcmp(command, "refresh") == 0) {
+                r = lbctl_refresh(admin_name, (long)timeout, min_healthy, warmup, cancel, json);
+                curl_global_cleanup();
+                if (fflush(stdout) != 0 && r == 0)
+                        r = LBCTL_EXIT_HTTP;
+                return r;
         }
         if (strcmp(command, "status") != 0) {
                 r = lbctl_maintenance(admin_name, (long)timeout, strcmp(command, "drain") == 0, argv[optind], wait_s,

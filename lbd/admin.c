@@ -32,6 +32,7 @@
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
+#include "common/parse.h"
 #include "lbd-version.h"
 #include "lbd/backend.h"
 #include "lbd/lbd.h"
@@ -200,6 +201,33 @@ static int admin_status_api(cJSON *control, const struct reconcile_view *v)
         return 0;
 }
 
+/* "refresh": the instance refresh's state, settings and progress. Returns 0 or -ENOMEM. */
+static int admin_status_refresh(cJSON *control, const struct reconcile_view *v)
+{
+        const struct refresh_counts *c = &v->refresh_counts;
+        cJSON *o = cJSON_AddObjectToObject(control, "refresh");
+
+        if (!o || !cJSON_AddStringToObject(o, "state", refresh_state_name(v->refresh)) ||
+            !admin_add_string_or_null(o, "target", v->launch_hash) ||
+            !cJSON_AddNumberToObject(o, "min_healthy", (double)v->refresh_settings.min_healthy) ||
+            !cJSON_AddNumberToObject(o, "warmup_s", admin_round(v->refresh_settings.warmup_usec, USEC_PER_SEC)) ||
+            !cJSON_AddNumberToObject(o, "timeout_s",
+                                     admin_round(v->refresh_settings.timeout_usec, USEC_PER_SEC)) ||
+            !cJSON_AddStringToObject(o, "on_failure", refresh_on_failure_name(v->refresh_settings.on_failure)) ||
+            !cJSON_AddNumberToObject(o, "old", (double)c->old_total) ||
+            !cJSON_AddNumberToObject(o, "old_serving", (double)c->old_serving) ||
+            !cJSON_AddNumberToObject(o, "new", (double)c->new_total) ||
+            !cJSON_AddNumberToObject(o, "new_counted", (double)c->new_warm) ||
+            !cJSON_AddNumberToObject(o, "replaced", (double)v->refresh_replaced) ||
+            !(v->refresh_started_wall_usec
+                      ? cJSON_AddNumberToObject(o, "started_unix",
+                                                admin_round(v->refresh_started_wall_usec, USEC_PER_SEC))
+                      : cJSON_AddNullToObject(o, "started_unix")) ||
+            !admin_add_string_or_null(o, "reason", v->refresh_reason))
+                return -ENOMEM;
+        return 0;
+}
+
 /* The reconciler's part of /status: "control". Returns 0 or -ENOMEM. */
 static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wall)
 {
@@ -229,7 +257,8 @@ static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wal
             !cJSON_AddNumberToObject(control, "replacements_in_window", v.replacements) ||
             !cJSON_AddNumberToObject(control, "launches", (double)v.stats.launches) ||
             !cJSON_AddNumberToObject(control, "terminations", (double)v.stats.terminations) ||
-            !cJSON_AddNumberToObject(control, "provider_errors", (double)v.stats.provider_errors))
+            !cJSON_AddNumberToObject(control, "provider_errors", (double)v.stats.provider_errors) ||
+            admin_status_refresh(control, &v) < 0)
                 return -ENOMEM;
 
         instances = cJSON_AddArrayToObject(control, "instances");
@@ -561,6 +590,90 @@ static void admin_backend_action(const struct admin *a, struct evhttp_request *r
         admin_reply(req, HTTP_OK, "OK", ADMIN_CONTENT_JSON, body);
 }
 
+/* POST /refresh[?min_healthy=PCT&warmup=DURATION&timeout=DURATION&on_failure=rollback|stop] starts an
+ * instance refresh (settings left out or empty are [pool]'s), POST /refresh/cancel stops it. Answers with the
+ * "refresh" object of /status. */
+static void admin_refresh(const struct admin *a, struct evhttp_request *req, const char *path)
+{
+        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+        const char *query = uri ? evhttp_uri_get_query(uri) : NULL, *v;
+        const struct config *c = a->lbd->config;
+        struct refresh_settings s = {
+                .min_healthy = c->refresh_min_healthy,
+                .warmup_usec = c->refresh_warmup_usec,
+                .timeout_usec = c->refresh_timeout_usec,
+                .on_failure = (enum refresh_on_failure)c->refresh_on_failure,
+        };
+        struct evkeyvalq params = {0};
+        _cleanup_(cJSON_Deletep) cJSON *o = NULL;
+        _cleanup_(cJSON_freep) char *text = NULL;
+        _cleanup_(evbuffer_freep) struct evbuffer *body = NULL;
+        struct reconcile_view view;
+        const char *bad = NULL;
+        bool cancel = strcmp(path, "/refresh/cancel") == 0;
+        int r;
+
+        if (!cancel && strcmp(path, "/refresh") != 0) {
+                admin_reply_text(req, HTTP_NOTFOUND, "Not Found");
+                return;
+        }
+        if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+                (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+                admin_reply_text(req, HTTP_BADMETHOD, "Method Not Allowed");
+                return;
+        }
+        if (!a->lbd->reconcile) {
+                admin_reply_text(req, HTTP_BADREQUEST, "No managed pool: nothing to refresh");
+                return;
+        }
+        if (query && evhttp_parse_query_str(query, &params) < 0)
+                bad = "Malformed query";
+        if (!bad && (v = evhttp_find_header(&params, "min_healthy")) && *v &&
+            parse_uint(v, 0, 100, &s.min_healthy) < 0)
+                bad = "min_healthy must be a percentage, 0 to 100";
+        if (!bad && (v = evhttp_find_header(&params, "warmup")) && *v && parse_duration(v, &s.warmup_usec) < 0)
+                bad = "warmup must be a duration (30s, 2m)";
+        if (!bad && (v = evhttp_find_header(&params, "timeout")) && *v &&
+            (parse_duration(v, &s.timeout_usec) < 0 || s.timeout_usec == 0))
+                bad = "timeout must be a duration greater than 0 (10m)";
+        if (!bad && (v = evhttp_find_header(&params, "on_failure")) && *v) {
+                if (strcmp(v, "rollback") == 0)
+                        s.on_failure = REFRESH_ROLLBACK;
+                else if (strcmp(v, "stop") == 0)
+                        s.on_failure = REFRESH_STOP;
+                else
+                        bad = "on_failure must be rollback or stop";
+        }
+        evhttp_clear_headers(&params);
+        if (bad) {
+                admin_reply_text(req, HTTP_BADREQUEST, bad);
+                return;
+        }
+
+        r = cancel ? reconcile_refresh_cancel(a->lbd->reconcile) : reconcile_refresh_start(a->lbd->reconcile, &s);
+        if (r == -ESRCH) {
+                admin_reply_text(req, 409, "No refresh is running");
+                return;
+        }
+        if (r == -EOPNOTSUPP) {
+                admin_reply_text(req, HTTP_BADREQUEST, "This provider has no launch settings to refresh");
+                return;
+        }
+        if (r == -EAGAIN) {
+                admin_reply_text(req, 503, "The pool has not been listed yet: try again");
+                return;
+        }
+        reconcile_get_view(a->lbd->reconcile, &view);
+        o = cJSON_CreateObject();
+        if (r < 0 || !o || admin_status_refresh(o, &view) < 0 || !(text = cJSON_PrintUnformatted(
+                                                                          cJSON_GetObjectItem(o, "refresh"))) ||
+            !(body = evbuffer_new()) || evbuffer_add_printf(body, "%s\n", text) < 0) {
+                admin_reply_text(req, HTTP_INTERNAL, "Internal Server Error");
+                return;
+        }
+        admin_reply(req, HTTP_OK, "OK", ADMIN_CONTENT_JSON, body);
+}
+
 static void admin_on_request(struct evhttp_request *req, void *userdata)
 {
         const struct admin *a = userdata;
@@ -580,6 +693,9 @@ static void admin_on_request(struct evhttp_request *req, void *userdata)
                 content_type = ADMIN_CONTENT_METRICS;
         } else if (path && strncmp(path, ADMIN_BACKENDS_PREFIX, strlen(ADMIN_BACKENDS_PREFIX)) == 0) {
                 admin_backend_action(a, req, path);
+                return;
+        } else if (path && strncmp(path, "/refresh", strlen("/refresh")) == 0) {
+                admin_refresh(a, req, path);
                 return;
         } else {
                 admin_reply_text(req, HTTP_NOTFOUND, "Not Found");

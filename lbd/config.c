@@ -49,6 +49,10 @@
  *   poll             = 10s
  *   max_replacements = 3               0..1000; the storm guard (reconcile.c)
  *   replacement_window = 5m
+ *   refresh_min_healthy = 100          0..100: percent of desired kept serving by an instance refresh
+ *   refresh_warmup   = 30s             0 allowed: a new instance counts once healthy this long
+ *   refresh_timeout  = 10m             a new instance not healthy this long after launch fails the refresh
+ *   refresh_on_failure = rollback      rollback | stop
  *   [ec2]                              (words: printable ASCII without blanks; "" = not set)
  *   region           = (empty)         word; empty = AWS_REGION, AWS_DEFAULT_REGION, ~/.aws/config, IMDS
  *   endpoint         = (empty)         http:// or https:// URL; empty = AWS_ENDPOINT_URL_EC2, ...
@@ -147,6 +151,22 @@ static int config_parse_balance(const struct conf_key *k, void *obj, const char 
         if (r < 0)
                 return r;
         c->balance = (enum balance_kind)r;
+        return 0;
+}
+
+static const char *const config_refresh_on_failure_names[] = {"rollback", "stop"};
+
+static int config_parse_refresh_on_failure(const struct conf_key *k, void *obj, const char *value, bool first,
+                                           char *reason, size_t size)
+{
+        struct config *c = obj;
+        int r;
+
+        r = config_parse_choice(value, config_refresh_on_failure_names,
+                                ELEMENTSOF(config_refresh_on_failure_names), reason, size);
+        if (r < 0)
+                return r;
+        c->refresh_on_failure = r;
         return 0;
 }
 
@@ -681,6 +701,10 @@ static const struct conf_key config_keys[] = {
         DURATION("pool", "poll", "10s", poll_usec, 1),
         NUMBER("pool", "max_replacements", "3", max_replacements, 0, 1000),
         DURATION("pool", "replacement_window", "5m", replacement_window_usec, 1),
+        NUMBER("pool", "refresh_min_healthy", "100", refresh_min_healthy, 0, 100),
+        DURATION("pool", "refresh_warmup", "30s", refresh_warmup_usec, 0),
+        DURATION("pool", "refresh_timeout", "10m", refresh_timeout_usec, 1),
+        { "pool", "refresh_on_failure", "rollback", config_parse_refresh_on_failure, 0, 0, 0 },
 
         STRING("ec2", "region", "", ec2_region, config_parse_word),
         STRING("ec2", "endpoint", "", ec2_endpoint, config_parse_url),

@@ -80,6 +80,10 @@ struct config {
         uint64_t poll_usec;
         uint64_t max_replacements;      /* storm guard: replacements allowed per window */
         uint64_t replacement_window_usec;
+        uint64_t refresh_min_healthy;   /* instance refresh: percent of desired kept serving */
+        uint64_t refresh_warmup_usec;   /* a new instance counts once healthy this long */
+        uint64_t refresh_timeout_usec;  /* a new instance not healthy this long fails the refresh */
+        int refresh_on_failure;         /* enum refresh_on_failure (refresh.h) */
 
         /* [ec2] (provider = ec2) */
         char ec2_region[64];            /* "" = AWS_REGION, AWS_DEFAULT_REGION, the config file, IMDS */

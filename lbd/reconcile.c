@@ -37,6 +37,18 @@
  *   [pool] replacement_window; a failed instance is terminated only when its replacement fits in that
  *   budget (terminating it without replacing it would only shrink the pool). When the guard holds
  *   something back it says so in the log and in STATUS=, and the poll goes on as usual.
+ * - Refresh: instances whose launch hash (struct instance's, a tag in EC2) is not the provider's are
+ *   replaced, batch by batch (refresh.c decides the numbers): an old serving instance is drained and
+ *   terminated only while the serving ones (old ones healthy and in rotation, plus new ones healthy for
+ *   [pool] refresh_warmup) stay at [pool] refresh_min_healthy percent of desired; new ones are launched
+ *   until desired of them have the current settings, at most max(1, desired - that minimum) beyond
+ *   desired. While it runs, "beyond desired" above is left to it. Its launches are growth, not
+ *   replacements: the storm guard neither counts nor holds them back. It starts by itself whenever a
+ *   poll finds such instances (so a restarted lbd carries on from the tags), ends when none is left, and
+ *   fails when a new instance never becomes healthy (judged failed, or not healthy [pool] refresh_timeout
+ *   after its launch or after this lbd first saw it): on rollback the new instances that never were
+ *   healthy are terminated and the old ones kept. A failed or cancelled refresh starts again only on
+ *   request (reconcile_refresh_start()) or with new settings. Never in the all-failing case.
  * - Every backend failing at once (a managed pool with no healthy backend and at least two that were up
  *   and are now down): the cause is most likely shared (the upstream, the health path, the network), and
  *   replacing every instance would not help. lbd terminates nothing (but dead instances), logs it, and
@@ -73,6 +85,7 @@
 #include "common/macro.h"
 #include "lbd/backend.h"
 #include "lbd/config.h"
+#include "lbd/refresh.h"
 
 _Static_assert(BACKEND_INSTANCE_ID_MAX == INSTANCE_ID_MAX, "backend and instance ids have the same size");
 _Static_assert(BACKEND_LAUNCH_HASH_MAX == INSTANCE_LAUNCH_HASH_MAX, "backend and instance hashes have the same size");
@@ -160,6 +173,16 @@ struct reconcile {
         bool panic;
         bool evaluating;      /* inside reconcile_evaluate_panic(), which pool_refresh() re-enters */
         bool changed_pending; /* on_change is owed for a change made by reconcile_evaluate_panic() */
+
+        /* the instance refresh (see "Refresh" above) */
+        enum refresh_state refresh;
+        char refresh_target[INSTANCE_LAUNCH_HASH_MAX]; /* the hash it refreshes to */
+        struct refresh_settings refresh_settings;
+        bool refresh_manual;           /* started by the admin API with settings of its own */
+        uint64_t refresh_started_wall; /* wall clock */
+        uint64_t refresh_replaced;     /* instances with other settings it terminated */
+        struct refresh_counts refresh_counts;
+        char refresh_reason[REFRESH_REASON_MAX]; /* why it ended, "" while it runs */
 
         struct reconcile_stats stats;
         uint64_t rng;
@@ -630,13 +653,209 @@ static int reconcile_compare_candidates(const void *a, const void *b)
         return strcmp(x->k->inst.id, y->k->inst.id);
 }
 
+/* ---- the instance refresh ---- */
+
+static void reconcile_refresh_from_config(struct reconcile *r)
+{
+        r->refresh_settings = (struct refresh_settings){
+                .min_healthy = r->config->refresh_min_healthy,
+                .warmup_usec = r->config->refresh_warmup_usec,
+                .timeout_usec = r->config->refresh_timeout_usec,
+                .on_failure = r->config->refresh_on_failure,
+        };
+}
+
+/* True when <k> was launched with other settings than the ones lbd launches with now. */
+static bool reconcile_is_old(const struct reconcile *r, const struct reconcile_instance *k)
+{
+        return r->refresh_target[0] && strcmp(k->inst.launch_hash, r->refresh_target) != 0;
+}
+
+static void reconcile_refresh_begin(struct reconcile *r, size_t n_old, size_t n_alive, bool manual)
+{
+        r->refresh = REFRESH_RUNNING;
+        r->refresh_manual = manual;
+        r->refresh_started_wall = reconcile_wall(r);
+        r->refresh_replaced = 0;
+        r->refresh_reason[0] = '\0';
+        log_notice("Instance refresh started%s: %zu of %zu instances have other launch settings than %s; "
+                   "keeping at least %" PRIu64 "%% of desired serving, new instances counted after %llu s "
+                   "healthy, %llu s to become healthy, then %s",
+                   manual ? " (admin API)" : "", n_old, n_alive, r->refresh_target,
+                   r->refresh_settings.min_healthy,
+                   (unsigned long long)(r->refresh_settings.warmup_usec / USEC_PER_SEC),
+                   (unsigned long long)(r->refresh_settings.timeout_usec / USEC_PER_SEC),
+                   r->refresh_settings.on_failure == REFRESH_ROLLBACK ? "roll back" : "stop");
+        reconcile_changed(r);
+}
+
+/* The refresh is over: <state> with its reason (a log line of <priority>). */
+static void reconcile_refresh_end(struct reconcile *r, enum refresh_state state, int priority,
+                                  const char *reason)
+{
+        r->refresh = state;
+        (void)snprintf(r->refresh_reason, sizeof(r->refresh_reason), "%s", reason);
+        log_full_errno(priority, 0, "Instance refresh %s: %s", refresh_state_name(state), reason);
+        reconcile_changed(r);
+}
+
+/* A new instance (with the current settings) that fails the refresh: never healthy, and judged failed by
+ * the usual rule, or still not healthy [pool] refresh_timeout after its launch (or after this lbd first
+ * saw it: a restarted lbd gives each instance its checks before it judges). */
+static bool reconcile_refresh_failed(const struct reconcile *r, const struct reconcile_candidate *x)
+{
+        const struct reconcile_instance *k = x->k;
+        const struct backend *b = reconcile_backend(r, k);
+        uint64_t wall = reconcile_wall(r), since = MAX(reconcile_launched(k), k->seen_wall_usec);
+
+        if (b && b->been_healthy)
+                return false;
+        return x->failed || wall >= since + r->refresh_settings.timeout_usec;
+}
+
+/* Starts, ends or stops the refresh from what a poll sees in <alive> (sorted as for scale-down), and on
+ * a failure with rollback, moves the new instances that never became healthy from <alive> to the
+ * victims. Returns 0 or -ENOMEM. */
+static int reconcile_refresh_check(struct reconcile *r, struct reconcile_candidate *alive, size_t *n_alive)
+{
+        const char *target = r->provider->launch_hash;
+        const struct reconcile_candidate *failed = NULL;
+        size_t n_old = 0;
+        char reason[REFRESH_REASON_MAX];
+        int ret;
+
+        if (!target[0]) {
+                r->refresh = REFRESH_NONE;
+                r->refresh_target[0] = '\0';
+                return 0;
+        }
+        if (strcmp(target, r->refresh_target) != 0) {
+                /* New settings (a reload) or the first poll: a running refresh goes on towards them, with
+                 * the settings it was given; anything else that ended was for other settings. */
+                bool running = r->refresh == REFRESH_RUNNING;
+
+                if (running)
+                        log_notice("Launch settings changed during the refresh (%s -> %s): it goes on "
+                                   "towards the new ones",
+                                   r->refresh_target, target);
+                else
+                        r->refresh = REFRESH_NONE;
+                if (!running || !r->refresh_manual)
+                        reconcile_refresh_from_config(r);
+                memcpy(r->refresh_target, target, sizeof(r->refresh_target));
+        }
+        for (size_t i = 0; i < *n_alive; i++)
+                if (reconcile_is_old(r, alive[i].k))
+                        n_old++;
+
+        if (n_old == 0) {
+                if (r->refresh == REFRESH_RUNNING) {
+                        (void)snprintf(reason, sizeof(reason),
+                                       "every instance has the launch settings %s (%" PRIu64 " replaced)",
+                                       r->refresh_target, r->refresh_replaced);
+                        reconcile_refresh_end(r, REFRESH_DONE, LOG_NOTICE, reason);
+                }
+                return 0;
+        }
+        if (r->refresh == REFRESH_NONE || r->refresh == REFRESH_DONE)
+                reconcile_refresh_begin(r, n_old, *n_alive, false);
+        if (r->refresh != REFRESH_RUNNING)
+                return 0;
+
+        for (size_t i = 0; i < *n_alive && !failed; i++)
+                if (!reconcile_is_old(r, alive[i].k) && reconcile_refresh_failed(r, &alive[i]))
+                        failed = &alive[i];
+        if (!failed)
+                return 0;
+
+        if (r->refresh_settings.on_failure == REFRESH_STOP) {
+                (void)snprintf(reason, sizeof(reason),
+                               "instance %s with the new settings did not become healthy in time; stopped, "
+                               "nothing undone",
+                               failed->k->inst.id);
+                reconcile_refresh_end(r, REFRESH_FAILED, LOG_WARNING, reason);
+                return 0;
+        }
+        (void)snprintf(reason, sizeof(reason),
+                       "instance %s with the new settings did not become healthy in time; terminating the "
+                       "new instances that never did, keeping the %zu with other settings",
+                       failed->k->inst.id, n_old);
+        for (size_t i = 0; i < *n_alive;) {
+                const struct backend *b = reconcile_backend(r, alive[i].k);
+
+                if (reconcile_is_old(r, alive[i].k) || (b && b->been_healthy)) {
+                        i++;
+                        continue;
+                }
+                ret = reconcile_add_victim(r, alive[i].k, "rolled back: launched by a refresh that failed");
+                if (ret < 0)
+                        return ret;
+                memmove(alive + i, alive + i + 1, (*n_alive - i - 1) * sizeof(*alive));
+                (*n_alive)--;
+        }
+        reconcile_refresh_end(r, REFRESH_ROLLED_BACK, LOG_WARNING, reason);
+        return 0;
+}
+
+/* A running refresh's step in this poll: picks the old serving instances that may go (the oldest first)
+ * from <alive> into the victims, and says how many to launch. Returns 0 or -ENOMEM. */
+static int reconcile_refresh_step(struct reconcile *r, struct reconcile_candidate *alive, size_t *n_alive,
+                                  size_t *ret_launch)
+{
+        uint64_t now = reconcile_now(r);
+        struct refresh_counts c = {.desired = (size_t)r->config->desired};
+        struct refresh_step step;
+        size_t left;
+        int ret;
+
+        for (size_t i = 0; i < *n_alive; i++) {
+                const struct backend *b = reconcile_backend(r, alive[i].k);
+                bool serving = b && b->healthy && backend_in_rotation(b);
+
+                if (reconcile_is_old(r, alive[i].k)) {
+                        c.old_total++;
+                        c.old_serving += serving;
+                } else {
+                        c.new_total++;
+                        c.new_warm += serving && now >= b->health_changed_usec + r->refresh_settings.warmup_usec;
+                }
+        }
+        refresh_plan(&r->refresh_settings, &c, &step);
+        r->refresh_counts = c;
+
+        /* <alive> runs from the least to the most worth keeping among the healthy: newest first, so the
+         * oldest are at the end. */
+        left = step.terminate_old;
+        for (size_t i = *n_alive; i-- > 0 && left > 0;) {
+                const struct backend *b = reconcile_backend(r, alive[i].k);
+
+                if (!reconcile_is_old(r, alive[i].k) || !b || !b->healthy || !backend_in_rotation(b))
+                        continue;
+                ret = reconcile_add_victim(r, alive[i].k, "replaced by the instance refresh");
+                if (ret < 0)
+                        return ret;
+                memmove(alive + i, alive + i + 1, (*n_alive - i - 1) * sizeof(*alive));
+                (*n_alive)--;
+                left--;
+                r->refresh_replaced++;
+        }
+        if (step.launch > 0 || step.terminate_old > 0)
+                log_info("Instance refresh: %zu with other settings (%zu serving), %zu with %s (%zu counted); "
+                         "launching %zu, terminating %zu",
+                         c.old_total, c.old_serving, c.new_total, r->refresh_target, c.new_warm, step.launch,
+                         step.terminate_old);
+        *ret_launch = step.launch;
+        return 0;
+}
+
 /* Decides what this poll does (see the rules at the top) into plan_launch and victims. */
 static int reconcile_plan(struct reconcile *r)
 {
         const struct config *c = r->config;
         _cleanup_free_ struct reconcile_candidate *alive = NULL;
-        size_t n_alive = 0, n_failed = 0, n_kept_failed = 0, held = 0;
+        size_t n_alive = 0, n_failed = 0, n_kept_failed = 0, held = 0, refresh_launch = 0;
         uint64_t desired = c->desired, needed, deficit, replacements, growth, allowed;
+        bool refreshing = false;
         unsigned budget;
         int ret;
 
@@ -680,9 +899,13 @@ static int reconcile_plan(struct reconcile *r)
 
         if (!r->panic) {
                 qsort(alive, n_alive, sizeof(*alive), reconcile_compare_candidates);
+                ret = reconcile_refresh_check(r, alive, &n_alive);
+                if (ret < 0)
+                        return ret;
+                refreshing = r->refresh == REFRESH_RUNNING;
 
-                /* Beyond desired: the first ones in that order go. */
-                while (n_alive > desired) {
+                /* Beyond desired: the first ones in that order go (a refresh runs beyond on purpose). */
+                while (!refreshing && n_alive > desired) {
                         struct reconcile_candidate *x = &alive[0];
 
                         ret = reconcile_add_victim(
@@ -723,6 +946,14 @@ static int reconcile_plan(struct reconcile *r)
         growth = deficit - replacements;
         allowed = MIN(replacements, (uint64_t)budget);
         held = (size_t)(replacements - allowed) + n_kept_failed;
+        /* The refresh's own launches (beyond what the losses call for) are neither replacements nor
+         * held back by the guard; the old instances it terminates leave no loss behind. */
+        if (refreshing) {
+                ret = reconcile_refresh_step(r, alive, &n_alive, &refresh_launch);
+                if (ret < 0)
+                        return ret;
+                growth += refresh_launch > deficit ? refresh_launch - deficit : 0;
+        }
         r->plan_launch = (unsigned)(growth + allowed);
         r->plan_replacements = (unsigned)allowed;
         reconcile_set_guard(r, held > 0, held);
@@ -976,6 +1207,10 @@ static void reconcile_on_launch(struct provider *p, int ret, const struct instan
                         .seen_usec = now,
                         .seen_wall_usec = wall,
                 };
+                /* Launched with the settings of now, whatever the answer shows of its tags; a list
+                 * tells the truth later. */
+                if (!k->inst.launch_hash[0])
+                        memcpy(k->inst.launch_hash, r->provider->launch_hash, sizeof(k->inst.launch_hash));
                 k->outside = k->inst.has_addr && !config_in_networks(r->config, &k->inst.addr);
                 added++;
         }
@@ -1185,6 +1420,7 @@ int reconcile_new(struct event_base *base, struct provider *provider, struct poo
                 r->nonce = now_usec() ^ ((uint64_t)getpid() << 32);
         r->rng = r->nonce | 1;
         r->high_water_desired = c->desired;
+        reconcile_refresh_from_config(r);
         *ret = r;
         return 0;
 }
@@ -1230,8 +1466,55 @@ void reconcile_set_config(struct reconcile *r, const struct config *c)
         if (c->desired != r->config->desired && reconcile_managed(r))
                 log_notice("Desired instances: %" PRIu64 " -> %" PRIu64, r->config->desired, c->desired);
         r->config = c;
+        if (r->refresh != REFRESH_RUNNING || !r->refresh_manual)
+                reconcile_refresh_from_config(r);
         if (r->started)
                 reconcile_poll(r);
+}
+
+int reconcile_refresh_start(struct reconcile *r, const struct refresh_settings *s)
+{
+        if (!reconcile_managed(r) || !r->provider->launch_hash[0])
+                return -EOPNOTSUPP;
+        if (!r->listed)
+                return -EAGAIN;
+        r->refresh_settings = *s;
+        memcpy(r->refresh_target, r->provider->launch_hash, sizeof(r->refresh_target));
+        r->refresh = REFRESH_NONE;
+        for (size_t i = 0; i < r->n_known; i++) {
+                const struct reconcile_instance *k = &r->known[i];
+
+                if (!k->terminating && reconcile_alive_state(k->inst.state) && reconcile_is_old(r, k)) {
+                        size_t n_old = 0, n_alive = 0;
+
+                        for (size_t j = 0; j < r->n_known; j++)
+                                if (!r->known[j].terminating && reconcile_alive_state(r->known[j].inst.state)) {
+                                        n_alive++;
+                                        n_old += reconcile_is_old(r, &r->known[j]);
+                                }
+                        reconcile_refresh_begin(r, n_old, n_alive, true);
+                        break;
+                }
+        }
+        if (r->refresh != REFRESH_RUNNING) {
+                r->refresh = REFRESH_DONE;
+                (void)snprintf(r->refresh_reason, sizeof(r->refresh_reason),
+                               "nothing to replace: every instance has the launch settings %s",
+                               r->refresh_target);
+                log_notice("Instance refresh asked for: %s", r->refresh_reason);
+        }
+        reconcile_poll(r);
+        return 0;
+}
+
+int reconcile_refresh_cancel(struct reconcile *r)
+{
+        if (r->refresh != REFRESH_RUNNING)
+                return -ESRCH;
+        reconcile_refresh_end(r, REFRESH_CANCELLED, LOG_NOTICE,
+                              "cancelled by the admin API; the instances left with other settings stay");
+        reconcile_poll(r);
+        return 0;
 }
 
 void reconcile_poll(struct reconcile *r)
@@ -1268,6 +1551,12 @@ void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret)
                 .guard = r->guard,
                 .replacements = replacements,
                 .launch_hash = r->provider->launch_hash,
+                .refresh = r->refresh,
+                .refresh_settings = r->refresh_settings,
+                .refresh_counts = r->refresh_counts,
+                .refresh_replaced = r->refresh_replaced,
+                .refresh_started_wall_usec = r->refresh_started_wall,
+                .refresh_reason = r->refresh_reason,
                 .instances = r->known,
                 .n_instances = r->n_known,
                 .stats = r->stats,

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "lbd/provider.h"
+#include "lbd/refresh.h"
 
 struct event_base;
 struct pool;
@@ -62,6 +63,14 @@ struct reconcile_view {
         bool guard;             /* the storm guard is holding back replacements */
         unsigned replacements;  /* replacements in the current window */
         const char *launch_hash; /* the provider's launch settings' hash, "" when it has none */
+        /* The instance refresh: its state, settings, what the last poll of it saw, old instances it has
+         * terminated, when it started (wall clock, 0 if never) and why it ended ("" while it runs) */
+        enum refresh_state refresh;
+        struct refresh_settings refresh_settings;
+        struct refresh_counts refresh_counts;
+        uint64_t refresh_replaced;
+        uint64_t refresh_started_wall_usec;
+        const char *refresh_reason;
         const struct reconcile_instance *instances;
         size_t n_instances;
         size_t by_state[INSTANCE_UNKNOWN + 1]; /* the last good list, by instance state */
@@ -92,5 +101,12 @@ void reconcile_poll(struct reconcile *r);
 /* To be called from the pool's on_change: re-judges the pool on the loop's next turn (the all-failed
  * case, and an earlier poll when a backend failed). */
 void reconcile_pool_changed(struct reconcile *r);
+
+/* Starts an instance refresh with <s> (the admin API): instances with other launch settings than the
+ * provider's are replaced. Returns 0 (also when there is nothing to replace: the view says so),
+ * -EOPNOTSUPP (a provider without launch settings), -EAGAIN (no list yet). */
+int reconcile_refresh_start(struct reconcile *r, const struct refresh_settings *s);
+/* Stops a running refresh where it is. Returns 0, or -ESRCH when none runs. */
+int reconcile_refresh_cancel(struct reconcile *r);
 
 void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret);
