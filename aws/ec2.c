@@ -172,6 +172,15 @@ int ec2_classify_error(long status, const char *code, bool *ret_retry)
                 "AccessDenied",
                 "AccessDeniedException",
         };
+        /* Capacity in one zone (subnet): another zone may have it, retrying this one soon won't. */
+        static const char *const capacity[] = {
+                "InsufficientInstanceCapacity",
+                "InsufficientCapacity",
+                "InsufficientHostCapacity",
+                "InsufficientReservedInstanceCapacity",
+                "InsufficientFreeAddressesInSubnet",
+                "Unsupported",
+        };
 
         if (!code)
                 code = "";
@@ -188,6 +197,11 @@ int ec2_classify_error(long status, const char *code, bool *ret_retry)
                 if (strcmp(code, denied[i]) == 0) {
                         *ret_retry = false;
                         return -EPERM;
+                }
+        for (size_t i = 0; i < ELEMENTSOF(capacity); i++)
+                if (strcmp(code, capacity[i]) == 0) {
+                        *ret_retry = false;
+                        return -ENOSPC;
                 }
         for (size_t i = 0; i < ELEMENTSOF(transient); i++)
                 if (strcmp(code, transient[i]) == 0) {

@@ -91,7 +91,8 @@ struct ec2_launch {
 };
 
 /* <r> is 0 on success, or: -EAGAIN the API kept failing (throttling, 5xx, network, timeouts) through every
- * attempt; -EACCES credentials missing or refused (AuthFailure, SignatureDoesNotMatch, …); -EPERM not
+ * attempt; -ENOSPC no capacity where the launch asked for (InsufficientInstanceCapacity, Unsupported, ...:
+ * never retried, another subnet may have it); -EACCES credentials missing or refused (AuthFailure, SignatureDoesNotMatch, …); -EPERM not
  * allowed (UnauthorizedOperation); -EINVAL the API refused the request; -EBADMSG an answer that doesn't
  * parse; -E2BIG more instances than EC2_MAX_INSTANCES; -ENOMEM. <error> describes the failure for a log
  * line ("" on success); it never holds a secret. Everything passed is valid during the call only. */
@@ -178,7 +179,7 @@ int ec2_xml_child_text(const xmlNode *parent, const char *name, char *buf, size_
 /* True when <s> holds only ASCII letters, digits and characters of <allowed_punct>. */
 bool ec2_chars_ok(const char *s, const char *allowed_punct);
 
-/* What a failed answer means: returns the -errno a caller receives (-EAGAIN, -EACCES, -EPERM, -EINVAL) and
+/* What a failed answer means: returns the -errno a caller receives (-EAGAIN, -EACCES, -EPERM, -ENOSPC, -EINVAL) and
  * sets <ret_retry> when another attempt may succeed. <code> may be "" (no parsable error). */
 int ec2_classify_error(long status, const char *code, bool *ret_retry);
 

@@ -228,6 +228,42 @@ static int admin_status_refresh(cJSON *control, const struct reconcile_view *v)
         return 0;
 }
 
+/* "zones": per zone (subnet), its instances alive and when a launch may go there again (0: now). Returns 0
+ * or -ENOMEM. */
+static int admin_status_zones(cJSON *control, const struct reconcile_view *v)
+{
+        cJSON *zones = cJSON_AddArrayToObject(control, "zones");
+
+        if (!zones)
+                return -ENOMEM;
+        for (size_t z = 0; z < v->zones->n; z++) {
+                const struct zone *zone = &v->zones->z[z];
+                cJSON *o = cJSON_CreateObject();
+                size_t n = 0;
+
+                if (!o || !cJSON_AddItemToArray(zones, o)) {
+                        cJSON_Delete(o);
+                        return -ENOMEM;
+                }
+                for (size_t i = 0; i < v->n_instances; i++) {
+                        const struct reconcile_instance *k = &v->instances[i];
+
+                        if (!k->terminating && strcmp(k->inst.subnet, zone->name) == 0 &&
+                            (k->inst.state == INSTANCE_PENDING || k->inst.state == INSTANCE_RUNNING))
+                                n++;
+                }
+                if (!cJSON_AddStringToObject(o, "subnet", zone->name) ||
+                    !cJSON_AddNumberToObject(o, "instances", (double)n) ||
+                    !cJSON_AddNumberToObject(o, "capacity_refusals", zone->refusals) ||
+                    !cJSON_AddNumberToObject(o, "retry_in_s",
+                                             zone->retry_usec > v->now_usec
+                                                     ? admin_round(zone->retry_usec - v->now_usec, USEC_PER_SEC)
+                                                     : 0))
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 /* The reconciler's part of /status: "control". Returns 0 or -ENOMEM. */
 static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wall)
 {
@@ -258,7 +294,7 @@ static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wal
             !cJSON_AddNumberToObject(control, "launches", (double)v.stats.launches) ||
             !cJSON_AddNumberToObject(control, "terminations", (double)v.stats.terminations) ||
             !cJSON_AddNumberToObject(control, "provider_errors", (double)v.stats.provider_errors) ||
-            admin_status_refresh(control, &v) < 0)
+            admin_status_refresh(control, &v) < 0 || admin_status_zones(control, &v) < 0)
                 return -ENOMEM;
 
         instances = cJSON_AddArrayToObject(control, "instances");

@@ -15,6 +15,7 @@
 #define CONFIG_MAX_BACKENDS 256
 #define CONFIG_MAX_NETWORKS 32
 #define CONFIG_MAX_SECURITY_GROUPS 32
+#define CONFIG_MAX_SUBNETS  16 /* [ec2] subnets: one per zone */
 #define CONFIG_PATH_MAX     1024
 #define CONFIG_UPGRADES_MAX 256
 
@@ -84,6 +85,8 @@ struct config {
         uint64_t refresh_warmup_usec;   /* a new instance counts once healthy this long */
         uint64_t refresh_timeout_usec;  /* a new instance not healthy this long fails the refresh */
         int refresh_on_failure;         /* enum refresh_on_failure (refresh.h) */
+        uint64_t zone_backoff_usec;     /* a zone (subnet) that refused a launch for want of capacity is
+                                         * left alone this long, doubling while it keeps refusing */
 
         /* [ec2] (provider = ec2) */
         char ec2_region[64];            /* "" = AWS_REGION, AWS_DEFAULT_REGION, the config file, IMDS */
@@ -91,7 +94,9 @@ struct config {
         char ec2_image[64];             /* ami-…; or use launch_template */
         char ec2_launch_template[128];  /* lt-… or a name */
         char ec2_instance_type[64];
-        char ec2_subnet[64];
+        char ec2_subnet[64];            /* the one-subnet form of ec2_subnets; not both */
+        char ec2_subnets[CONFIG_MAX_SUBNETS][64]; /* launches kept balanced across them */
+        size_t n_ec2_subnets;
         char ec2_security_groups[CONFIG_MAX_SECURITY_GROUPS][64];
         size_t n_ec2_security_groups;
         char ec2_key_name[256];

@@ -4,7 +4,8 @@
  * list:      DescribeInstances filtered by the tag and the live states; each instance's backend address
  *            is its PrivateIpAddress with [pool] port. An address outside [pool] networks is never
  *            reported (has_addr = false), so it is never contacted; that is logged once per instance.
- * launch:    RunInstances from [ec2] image or launch_template, with the instance type, subnet, security
+ * launch:    RunInstances from [ec2] image or launch_template, with the instance type, the subnet the
+ *            reconciler chose among [ec2] subnets (its zones, p->zones; [ec2] subnet is a list of one), security
  *            groups, key pair, instance profile, the pool's tag and a Name tag, the caller's ClientToken,
  *            and the user data: the [ec2] user_data file with every "{{upstream}}" replaced by [ec2]
  *            upstream, so each backend boots into relay mode towards the web host by itself.
@@ -188,8 +189,17 @@ int provider_ec2_launch_hash(const struct config *c, const char *user_data, size
                 r = provider_ec2_hash_str(md, c->ec2_key_name);
         if (r >= 0)
                 r = provider_ec2_hash_str(md, c->ec2_instance_profile);
-        if (r >= 0)
-                r = provider_ec2_hash_str(md, c->ec2_subnet);
+        /* The subnets: "subnet = a" and "subnets = a" are the same settings. */
+        if (r >= 0 && c->n_ec2_subnets > 1) {
+                uint64_t n = MIN(c->n_ec2_subnets, (size_t)CONFIG_MAX_SUBNETS);
+
+                r = provider_ec2_hash_str(md, "subnets");
+                if (r >= 0)
+                        r = provider_ec2_hash_add(md, &n, sizeof(n));
+                for (size_t i = 0; i < n && r >= 0; i++)
+                        r = provider_ec2_hash_str(md, c->ec2_subnets[i]);
+        } else if (r >= 0)
+                r = provider_ec2_hash_str(md, c->n_ec2_subnets == 1 ? c->ec2_subnets[0] : c->ec2_subnet);
         if (r >= 0)
                 r = provider_ec2_hash_str(md, c->ec2_tag_key);
         if (r >= 0)
@@ -263,6 +273,8 @@ static void provider_ec2_log_failure(enum provider_ec2_kind kind, int r, const c
                           provider_ec2_kind_name(kind), error);
         else if (r == -EAGAIN)
                 log_warning("EC2 API unavailable while %s: %s", provider_ec2_kind_name(kind), error);
+        else if (r == -ENOSPC)
+                log_warning("EC2 has no capacity while %s: %s", provider_ec2_kind_name(kind), error);
         else
                 log_error_errno(r, "EC2 error while %s: %s", provider_ec2_kind_name(kind),
                                 error && *error ? error : "%m");
@@ -376,7 +388,7 @@ static int provider_ec2_list(struct provider *p, provider_list_cb cb, void *user
         return provider_ec2_call_started(p, pc, r);
 }
 
-static int provider_ec2_launch(struct provider *p, unsigned count, const char *client_token,
+static int provider_ec2_launch(struct provider *p, unsigned count, const char *zone, const char *client_token,
                                provider_launch_cb cb, void *userdata)
 {
         struct provider_ec2_data *d = p->data;
@@ -394,7 +406,7 @@ static int provider_ec2_launch(struct provider *p, unsigned count, const char *c
                 .image = c->ec2_image,
                 .launch_template = c->ec2_launch_template,
                 .instance_type = c->ec2_instance_type,
-                .subnet = c->ec2_subnet,
+                .subnet = zone ? zone : p->n_zones > 0 ? p->zones[0] : NULL,
                 .security_groups = groups,
                 .n_security_groups = MIN(c->n_ec2_security_groups, ELEMENTSOF(groups)),
                 .key_name = c->ec2_key_name,
@@ -568,6 +580,13 @@ static int provider_ec2_set_config(struct provider *p, const struct config *c)
         if (strcmp(p->launch_hash, launch_hash) != 0)
                 log_info("Launch settings: %s", launch_hash);
         memcpy(p->launch_hash, launch_hash, sizeof(launch_hash));
+        _Static_assert(CONFIG_MAX_SUBNETS <= PROVIDER_MAX_ZONES, "every subnet is a zone");
+        _Static_assert(sizeof(c->ec2_subnets[0]) <= sizeof(p->zones[0]), "a subnet id fits a zone");
+        p->n_zones = 0;
+        for (size_t i = 0; i < c->n_ec2_subnets && i < CONFIG_MAX_SUBNETS; i++)
+                memcpy(p->zones[p->n_zones++], c->ec2_subnets[i], sizeof(c->ec2_subnets[i]));
+        if (p->n_zones == 0 && c->ec2_subnet[0])
+                memcpy(p->zones[p->n_zones++], c->ec2_subnet, sizeof(c->ec2_subnet));
         p->config = c;
         return 0;
 }

@@ -34,6 +34,7 @@ enum instance_state {
 #define INSTANCE_ID_MAX 64
 /* The identity of the settings an instance is launched with: hex digits of a hash, with the NUL */
 #define INSTANCE_LAUNCH_HASH_MAX 17
+#define PROVIDER_MAX_ZONES 16
 
 struct instance {
         char id[INSTANCE_ID_MAX];  /* "i-0abc…", "local-2", or the address for static */
@@ -72,10 +73,11 @@ struct provider_ops {
         bool managed; /* launches and terminates (false: static) */
         /* Every instance of the pool that is not terminated (terminated ones may be listed too). */
         int (*list)(struct provider *p, provider_list_cb cb, void *userdata);
-        /* Starts <count> instances. <client_token> makes the call idempotent: the same token never makes
-         * more instances, however often it is retried. */
-        int (*launch)(struct provider *p, unsigned count, const char *client_token, provider_launch_cb cb,
-                      void *userdata);
+        /* Starts <count> instances in <zone> (one of p->zones; NULL: the provider's choice). <client_token>
+         * makes the call idempotent: the same token never makes more instances, however often it is
+         * retried. -ENOSPC: the zone has no capacity for them now (try another). */
+        int (*launch)(struct provider *p, unsigned count, const char *zone, const char *client_token,
+                      provider_launch_cb cb, void *userdata);
         int (*terminate)(struct provider *p, const char *const *ids, size_t n, provider_terminate_cb cb,
                          void *userdata);
         /* New settings (reload). Returns 0 or -EINVAL. */
@@ -93,6 +95,10 @@ struct provider {
         /* The hash of the settings the next launch uses (set_config() writes it), "" when the provider
          * has no such thing (static, local): instances launched with other settings are refreshed */
         char launch_hash[INSTANCE_LAUNCH_HASH_MAX];
+        /* Where instances may go (ec2: the subnets), set by set_config(); none when the provider has no
+         * such choice. The reconciler keeps the pool balanced across them. */
+        char zones[PROVIDER_MAX_ZONES][INSTANCE_ID_MAX];
+        size_t n_zones;
 };
 
 /* A call a provider answers on the event loop's next turn, which keeps the promise that a callback never

@@ -86,6 +86,7 @@
 #include "lbd/backend.h"
 #include "lbd/config.h"
 #include "lbd/refresh.h"
+#include "lbd/zone.h"
 
 _Static_assert(BACKEND_INSTANCE_ID_MAX == INSTANCE_ID_MAX, "backend and instance ids have the same size");
 _Static_assert(BACKEND_LAUNCH_HASH_MAX == INSTANCE_LAUNCH_HASH_MAX, "backend and instance hashes have the same size");
@@ -158,10 +159,18 @@ struct reconcile {
         uint64_t plan_list_usec;
         uint64_t drain_deadline;
 
+        /* zones (zone.h): the launches planned in each, the launch in flight */
+        struct zones zones;
+        size_t plan_zone[PROVIDER_MAX_ZONES];
+        size_t launch_zone;    /* its zone's index, SIZE_MAX when the provider has no zones */
+        unsigned launch_count; /* the instances it asks for */
+        bool rebalancing;      /* one instance launched beyond desired to even out the zones */
+
         /* ClientToken */
         uint64_t nonce, generation;
         bool token_pending;
         unsigned token_count;
+        char token_zone[INSTANCE_ID_MAX];
         char token[64];
 
         /* storm guard */
@@ -653,6 +662,88 @@ static int reconcile_compare_candidates(const void *a, const void *b)
         return strcmp(x->k->inst.id, y->k->inst.id);
 }
 
+/* ---- zones ---- */
+
+/* The zone of <k> (an index in r->zones), or -1: none known, or one no longer configured. */
+static int reconcile_zone_of(const struct reconcile *r, const struct reconcile_instance *k)
+{
+        return zones_find(&r->zones, k->inst.subnet);
+}
+
+static void reconcile_zone_counts(const struct reconcile *r, const struct reconcile_candidate *alive, size_t n,
+                                  size_t counts[static PROVIDER_MAX_ZONES])
+{
+        memset(counts, 0, PROVIDER_MAX_ZONES * sizeof(counts[0]));
+        for (size_t i = 0; i < n; i++) {
+                int z = reconcile_zone_of(r, alive[i].k);
+
+                if (z >= 0)
+                        counts[z]++;
+        }
+}
+
+/* Which of <alive> (n > desired, in scale-down order) goes first: the first in that order, unless it is
+ * healthy (then all are) and there are zones: then one in no configured zone, else the newest of the
+ * fullest zone, so that scaling down and a rebalance keep the zones even. */
+static size_t reconcile_trim_choice(const struct reconcile *r, const struct reconcile_candidate *alive, size_t n)
+{
+        size_t counts[PROVIDER_MAX_ZONES], fullest = 0;
+
+        if (r->zones.n < 2 || alive[0].failed || !alive[0].healthy)
+                return 0;
+        reconcile_zone_counts(r, alive, n, counts);
+        for (size_t i = 0; i < n; i++)
+                if (reconcile_zone_of(r, alive[i].k) < 0)
+                        return i;
+        for (size_t z = 1; z < r->zones.n; z++)
+                if (counts[z] > counts[fullest])
+                        fullest = z;
+        for (size_t i = 0; i < n; i++)
+                if (reconcile_zone_of(r, alive[i].k) == (int)fullest)
+                        return i;
+        return 0;
+}
+
+/* During a rebalance, the instance beyond desired is trimmed only once the new one is healthy (make
+ * before break): true while <first> (the first to go) is not healthy yet, nor failed, within its grace. */
+static bool reconcile_rebalance_waits(const struct reconcile *r, const struct reconcile_candidate *first)
+{
+        return r->rebalancing && !first->failed && !first->healthy &&
+               reconcile_launched(first->k) + r->config->grace_usec > reconcile_wall(r);
+}
+
+/* Spreads the plan's launches over the zones, each to the open one with the fewest instances; with
+ * nothing else to do (<may_rebalance>: at desired, all healthy), launches one in an open zone that has 2
+ * fewer than another, the first half of a rebalance (the fullest zone gives one up once it is healthy). */
+static void reconcile_plan_zones(struct reconcile *r, const struct reconcile_candidate *alive, size_t n_alive,
+                                 bool may_rebalance)
+{
+        uint64_t now = reconcile_now(r);
+        size_t counts[PROVIDER_MAX_ZONES], from, to;
+
+        reconcile_zone_counts(r, alive, n_alive, counts);
+        for (size_t i = 0; i < n_alive && may_rebalance; i++)
+                if (!alive[i].healthy)
+                        may_rebalance = false;
+        if (r->plan_launch == 0 && r->n_victims == 0 && may_rebalance &&
+            zones_unbalanced(&r->zones, counts, now, &from, &to)) {
+                log_notice("Zones unbalanced (%s has %zu instances, %s %zu): launching one in %s, then one in "
+                           "%s goes once it is healthy",
+                           r->zones.z[from].name, counts[from], r->zones.z[to].name, counts[to],
+                           r->zones.z[to].name, r->zones.z[from].name);
+                r->rebalancing = true;
+                r->plan_launch = 1;
+                r->plan_zone[to] = 1;
+                return;
+        }
+        for (unsigned i = 0; i < r->plan_launch; i++) {
+                size_t z = zones_pick(&r->zones, counts, now);
+
+                r->plan_zone[z]++;
+                counts[z]++;
+        }
+}
+
 /* ---- the instance refresh ---- */
 
 static void reconcile_refresh_from_config(struct reconcile *r)
@@ -861,8 +952,10 @@ static int reconcile_plan(struct reconcile *r)
 
         r->plan_launch = 0;
         r->plan_replacements = 0;
+        memset(r->plan_zone, 0, sizeof(r->plan_zone));
         if (!reconcile_managed(r))
                 return 0;
+        zones_sync(&r->zones, r->provider);
 
         alive = calloc(r->n_known ? r->n_known : 1, sizeof(*alive));
         if (!alive)
@@ -904,17 +997,23 @@ static int reconcile_plan(struct reconcile *r)
                         return ret;
                 refreshing = r->refresh == REFRESH_RUNNING;
 
-                /* Beyond desired: the first ones in that order go (a refresh runs beyond on purpose). */
-                while (!refreshing && n_alive > desired) {
-                        struct reconcile_candidate *x = &alive[0];
+                /* Beyond desired: the first ones in that order go (a refresh runs beyond on purpose), or
+                 * among healthy ones, from the fullest zone. A rebalance waits for its new instance. */
+                while (!refreshing && n_alive > desired && !reconcile_rebalance_waits(r, &alive[0])) {
+                        size_t i = reconcile_trim_choice(r, alive, n_alive);
+                        struct reconcile_candidate *x = &alive[i];
 
-                        ret = reconcile_add_victim(
-                                r, x->k, x->failed ? "failed, and beyond desired" : "beyond desired");
+                        ret = reconcile_add_victim(r, x->k,
+                                                   x->failed        ? "failed, and beyond desired"
+                                                   : r->rebalancing ? "beyond desired (rebalancing zones)"
+                                                                    : "beyond desired");
                         if (ret < 0)
                                 return ret;
-                        memmove(alive, alive + 1, (n_alive - 1) * sizeof(*alive));
+                        memmove(alive + i, alive + i + 1, (n_alive - i - 1) * sizeof(*alive));
                         n_alive--;
                 }
+                if (n_alive <= desired)
+                        r->rebalancing = false;
 
                 /* Failed ones are replaced while the budget lasts (losses already there come first). */
                 for (size_t i = 0; i < n_alive; i++)
@@ -957,6 +1056,8 @@ static int reconcile_plan(struct reconcile *r)
         r->plan_launch = (unsigned)(growth + allowed);
         r->plan_replacements = (unsigned)allowed;
         reconcile_set_guard(r, held > 0, held);
+        if (r->zones.n > 0)
+                reconcile_plan_zones(r, alive, n_alive, !r->panic && !refreshing && n_alive == desired);
         return 0;
 }
 
@@ -1165,27 +1266,88 @@ static void reconcile_on_poll_timer(evutil_socket_t fd, short what, void *userda
 
 /* ---- launching ---- */
 
+/* Zone <z> refused the launch for want of capacity: closes it for a while and gives its share of the
+ * plan to the open zones. Returns true when some zone is left to try. */
+static bool reconcile_zone_refused(struct reconcile *r, size_t z)
+{
+        uint64_t now = reconcile_now(r), delay;
+        size_t counts[PROVIDER_MAX_ZONES] = {0}, moved = r->plan_zone[z], n_open = 0;
+
+        delay = zones_refused(&r->zones, z, now, r->config->zone_backoff_usec);
+        r->plan_zone[z] = 0;
+        for (size_t i = 0; i < r->zones.n; i++)
+                n_open += zones_open(&r->zones, i, now);
+        log_warning("Zone %s has no capacity for %zu instance%s: %s; leaving it alone for %llu s", r->zones.z[z].name,
+                    moved, moved == 1 ? "" : "s", n_open > 0 ? "launching in the other zones" : "no other zone is open",
+                    (unsigned long long)(delay / USEC_PER_SEC));
+        if (n_open == 0)
+                return false;
+        for (size_t i = 0; i < r->n_known; i++) {
+                const struct reconcile_instance *k = &r->known[i];
+                int kz = reconcile_zone_of(r, k);
+
+                if (kz >= 0 && !k->terminating && reconcile_alive_state(k->inst.state))
+                        counts[kz]++;
+        }
+        for (size_t i = 0; i < r->zones.n; i++)
+                counts[i] += r->plan_zone[i];
+        for (size_t i = 0; i < moved; i++) {
+                size_t to = zones_pick(&r->zones, counts, now);
+
+                r->plan_zone[to]++;
+                counts[to]++;
+        }
+        return true;
+}
+
 static void reconcile_on_launch(struct provider *p, int ret, const struct instance *launched, size_t n,
                                 void *userdata)
 {
         struct reconcile *r = userdata;
         uint64_t now = reconcile_now(r), wall = reconcile_wall(r);
         char ids[RECONCILE_LOG_IDS];
-        size_t added = 0, n_alive = 0;
+        size_t added = 0, n_alive = 0, z = r->launch_zone;
+        unsigned replaced;
         struct reconcile_instance *known;
 
+        if (ret == -ENOSPC && z < r->zones.n && r->rebalancing) {
+                /* A rebalance goes to that zone or nowhere: try again once it reopens. */
+                uint64_t delay = zones_refused(&r->zones, z, now, r->config->zone_backoff_usec);
+
+                log_warning("Zone %s still has no capacity: rebalancing again in %llu s at the earliest",
+                            r->zones.z[z].name, (unsigned long long)(delay / USEC_PER_SEC));
+                r->token_pending = false;
+                r->rebalancing = false;
+                reconcile_done(r, false);
+                return;
+        }
+        if (ret == -ENOSPC && z < r->zones.n) {
+                r->token_pending = false;
+                r->plan_launch -= MIN(r->plan_launch, r->launch_count);
+                if (reconcile_zone_refused(r, z)) {
+                        r->plan_launch += r->launch_count;
+                        reconcile_launch(r);
+                        return;
+                }
+                r->plan_launch += r->launch_count;
+        }
         if (ret < 0) {
                 reconcile_call_failed(r, ret);
                 log_warning_errno(ret,
                                   "Launching %u instances failed: %m; trying again at the next poll "
                                   "(same ClientToken %s), terminating nothing meanwhile",
-                                  r->plan_launch, r->token);
+                                  r->launch_count, r->token);
                 reconcile_changed(r);
                 reconcile_done(r, false);
                 return;
         }
         r->token_pending = false;
         r->last_error = 0;
+        if (z < r->zones.n) {
+                zones_accepted(&r->zones, z);
+                r->plan_zone[z] = 0;
+        }
+        r->plan_launch -= MIN(r->plan_launch, r->launch_count);
 
         known = realloc(r->known, (r->n_known + n + 1) * sizeof(*known));
         if (!known) {
@@ -1207,30 +1369,39 @@ static void reconcile_on_launch(struct provider *p, int ret, const struct instan
                         .seen_usec = now,
                         .seen_wall_usec = wall,
                 };
-                /* Launched with the settings of now, whatever the answer shows of its tags; a list
-                 * tells the truth later. */
+                /* Launched with the settings of now, in the zone asked for, whatever the answer shows;
+                 * a list tells the truth later. */
                 if (!k->inst.launch_hash[0])
                         memcpy(k->inst.launch_hash, r->provider->launch_hash, sizeof(k->inst.launch_hash));
+                if (!k->inst.subnet[0] && z < r->zones.n)
+                        memcpy(k->inst.subnet, r->zones.z[z].name, sizeof(k->inst.subnet));
                 k->outside = k->inst.has_addr && !config_in_networks(r->config, &k->inst.addr);
                 added++;
         }
         r->stats.launches += n;
-        for (size_t i = 0; i < MIN((size_t)r->plan_replacements, n); i++)
+        replaced = MIN(r->plan_replacements, (unsigned)n);
+        for (size_t i = 0; i < replaced; i++)
                 reconcile_record_replacement(r);
+        r->plan_replacements -= replaced;
         for (size_t i = 0; i < r->n_known; i++)
                 if (!r->known[i].terminating && reconcile_alive_state(r->known[i].inst.state))
                         n_alive++;
         r->high_water = MIN(MAX(r->high_water, (uint64_t)n_alive), r->config->desired);
 
         if (n > 0)
-                log_notice("Launched %zu instance%s (%u to replace lost ones): %s", n, n == 1 ? "" : "s",
-                           MIN(r->plan_replacements, (unsigned)n),
+                log_notice("Launched %zu instance%s%s%s (%u to replace lost ones): %s", n, n == 1 ? "" : "s",
+                           z < r->zones.n ? " in " : "", z < r->zones.n ? r->zones.z[z].name : "", replaced,
                            reconcile_ids(launched[0].id, sizeof(launched[0]), n, ids, sizeof(ids)));
         else
-                log_warning("The launch of %u instances started none", r->plan_launch);
+                log_warning("The launch of %u instances started none", r->launch_count);
         if (added > 0 && reconcile_sync_pool(r))
                 reconcile_changed(r);
 
+        /* The next zone's share, then the victims. */
+        if (r->plan_launch > 0 && r->zones.n > 0) {
+                reconcile_launch(r);
+                return;
+        }
         if (r->n_victims > 0) {
                 reconcile_drain(r);
                 return;
@@ -1238,21 +1409,34 @@ static void reconcile_on_launch(struct provider *p, int ret, const struct instan
         reconcile_done(r, true);
 }
 
+/* Launches the plan's next share: the first zone with launches planned, or all of them without zones. */
 static void reconcile_launch(struct reconcile *r)
 {
+        const char *zone = NULL;
+        unsigned count = r->plan_launch;
         int ret;
 
-        if (!r->token_pending || r->token_count != r->plan_launch) {
+        r->launch_zone = SIZE_MAX;
+        for (size_t i = 0; i < r->zones.n; i++)
+                if (r->plan_zone[i] > 0) {
+                        r->launch_zone = i;
+                        zone = r->zones.z[i].name;
+                        count = (unsigned)MIN(r->plan_zone[i], (size_t)count);
+                        break;
+                }
+        if (!r->token_pending || r->token_count != count || strcmp(r->token_zone, zone ? zone : "") != 0) {
                 r->generation++;
                 (void)snprintf(r->token, sizeof(r->token), "lbd-%016" PRIx64 "-%" PRIu64, r->nonce,
                                r->generation);
-                r->token_count = r->plan_launch;
+                r->token_count = count;
+                (void)snprintf(r->token_zone, sizeof(r->token_zone), "%s", zone ? zone : "");
                 r->token_pending = true;
         }
-        log_info("Launching %u instance%s (ClientToken %s)", r->plan_launch, r->plan_launch == 1 ? "" : "s",
-                 r->token);
+        log_info("Launching %u instance%s%s%s (ClientToken %s)", count, count == 1 ? "" : "s", zone ? " in " : "",
+                 zone ? zone : "", r->token);
+        r->launch_count = count;
         r->phase = RECONCILE_LAUNCHING;
-        ret = r->provider->ops->launch(r->provider, r->plan_launch, r->token, reconcile_on_launch, r);
+        ret = r->provider->ops->launch(r->provider, count, zone, r->token, reconcile_on_launch, r);
         if (ret < 0)
                 reconcile_on_launch(r->provider, ret, NULL, 0, r);
 }
@@ -1557,6 +1741,8 @@ void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret)
                 .refresh_replaced = r->refresh_replaced,
                 .refresh_started_wall_usec = r->refresh_started_wall,
                 .refresh_reason = r->refresh_reason,
+                .zones = &r->zones,
+                .now_usec = now,
                 .instances = r->known,
                 .n_instances = r->n_known,
                 .stats = r->stats,

@@ -9,6 +9,7 @@
 
 #include "lbd/provider.h"
 #include "lbd/refresh.h"
+#include "lbd/zone.h"
 
 struct event_base;
 struct pool;
@@ -71,6 +72,8 @@ struct reconcile_view {
         uint64_t refresh_replaced;
         uint64_t refresh_started_wall_usec;
         const char *refresh_reason;
+        const struct zones *zones; /* the provider's zones and their backoff (zone.h) */
+        uint64_t now_usec;         /* the reconciler's clock, for the zones' retry times */
         const struct reconcile_instance *instances;
         size_t n_instances;
         size_t by_state[INSTANCE_UNKNOWN + 1]; /* the last good list, by instance state */

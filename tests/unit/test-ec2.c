@@ -262,6 +262,11 @@ static void test_classify_and_backoff(void **state)
         assert_false(retry);
         assert_int_equal(ec2_classify_error(403, "", &retry), -EACCES);
         assert_false(retry);
+        /* No capacity in the subnet's zone: not retried there (another zone may have it), even as a 500. */
+        assert_int_equal(ec2_classify_error(500, "InsufficientInstanceCapacity", &retry), -ENOSPC);
+        assert_false(retry);
+        assert_int_equal(ec2_classify_error(400, "Unsupported", &retry), -ENOSPC);
+        assert_false(retry);
 
         /* Full jitter under a doubling ceiling from 200 ms, capped at 20 s. */
         assert_int_equal(ec2_backoff_usec(1, UINT64_MAX), UINT64_MAX % (200 * USEC_PER_MSEC + 1));

@@ -191,7 +191,7 @@ static void test_launch_and_terminate(void **state)
         char expect[512];
 
         fakehttp_queue(f->server, 200, run);
-        assert_int_equal(f->p->ops->launch(f->p, 1, "lbd-token-1", on_list, &res), 0);
+        assert_int_equal(f->p->ops->launch(f->p, 1, NULL, "lbd-token-1", on_list, &res), 0);
         run_until(f->base, &res.done);
         assert_int_equal(res.r, 0);
         assert_int_equal(res.n, 1);
@@ -308,7 +308,7 @@ static void test_errors(void **state)
         fakehttp_queue(
                 f->server, 403,
                 "<Response><Errors><Error><Code>UnauthorizedOperation</Code></Error></Errors></Response>");
-        assert_int_equal(f->p->ops->launch(f->p, 1, "t", on_list, &res), 0);
+        assert_int_equal(f->p->ops->launch(f->p, 1, NULL, "t", on_list, &res), 0);
         run_until(f->base, &res.done);
         assert_int_equal(res.r, -EPERM);
 }

@@ -69,7 +69,7 @@ static int fake_list(struct provider *p, provider_list_cb cb, void *userdata)
         return 0;
 }
 
-static int fake_launch(struct provider *p, unsigned count, const char *client_token, provider_launch_cb cb,
+static int fake_launch(struct provider *p, unsigned count, const char *zone, const char *client_token, provider_launch_cb cb,
                        void *userdata)
 {
         struct fake *f = p->data;
