@@ -34,6 +34,7 @@
 #include "common/netaddr.h"
 #include "common/parse.h"
 #include "lbd-version.h"
+#include "lbd/autoscale.h"
 #include "lbd/backend.h"
 #include "lbd/lbd.h"
 #include "lbd/provider.h"
@@ -264,6 +265,29 @@ static int admin_status_zones(cJSON *control, const struct reconcile_view *v)
         return 0;
 }
 
+/* "autoscale": null when scaling on demand is off, else its bounds, targets, figures and last decision.
+ * Returns 0 or -ENOMEM. */
+static int admin_status_autoscale(cJSON *control, const struct lbd *lbd)
+{
+        const struct autoscale_state *st = autoscale_get_state(lbd->autoscale);
+        struct autoscale_settings s;
+        cJSON *o;
+
+        if (!st)
+                return cJSON_AddNullToObject(control, "autoscale") ? 0 : -ENOMEM;
+        autoscale_settings_from_config(lbd->config, &s);
+        o = cJSON_AddObjectToObject(control, "autoscale");
+        if (!o || !cJSON_AddNumberToObject(o, "min", (double)s.min) ||
+            !cJSON_AddNumberToObject(o, "max", (double)s.max) ||
+            !cJSON_AddNumberToObject(o, "target_rps", (double)s.target_rps) ||
+            !cJSON_AddNumberToObject(o, "target_inflight", (double)s.target_inflight) ||
+            !cJSON_AddBoolToObject(o, "data_ok", st->data_ok) ||
+            !cJSON_AddNumberToObject(o, "rps", st->rps) || !cJSON_AddNumberToObject(o, "inflight", st->inflight) ||
+            !admin_add_string_or_null(o, "last_decision", st->last))
+                return -ENOMEM;
+        return 0;
+}
+
 /* The reconciler's part of /status: "control". Returns 0 or -ENOMEM. */
 static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wall)
 {
@@ -294,7 +318,8 @@ static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wal
             !cJSON_AddNumberToObject(control, "launches", (double)v.stats.launches) ||
             !cJSON_AddNumberToObject(control, "terminations", (double)v.stats.terminations) ||
             !cJSON_AddNumberToObject(control, "provider_errors", (double)v.stats.provider_errors) ||
-            admin_status_refresh(control, &v) < 0 || admin_status_zones(control, &v) < 0)
+            admin_status_refresh(control, &v) < 0 || admin_status_zones(control, &v) < 0 ||
+            admin_status_autoscale(control, lbd) < 0)
                 return -ENOMEM;
 
         instances = cJSON_AddArrayToObject(control, "instances");
@@ -424,6 +449,7 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
 {
         const struct pool *pool = a->lbd->pool;
         const struct proxy_stats *ps = admin_proxy_stats(a);
+        const struct autoscale_state *st = autoscale_get_state(a->lbd->autoscale);
         struct admin_metrics m = {.out = out};
         size_t n = pool ? pool->n_backends : 0;
         char label[ADMIN_LABEL_MAX];
@@ -524,6 +550,19 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
                 admin_family(&m, "lbd_storm_guard", "gauge",
                              "1 while the replacement-storm guard holds replacements back.");
                 admin_printf(&m, "lbd_storm_guard %d\n", v.guard ? 1 : 0);
+                admin_family(&m, "lbd_desired_instances", "gauge",
+                             "The desired count: [pool] desired, or what scaling on demand set.");
+                admin_printf(&m, "lbd_desired_instances %" PRIu64 "\n", v.desired);
+                admin_family(&m, "lbd_refresh_running", "gauge", "1 while an instance refresh runs.");
+                admin_printf(&m, "lbd_refresh_running %d\n", v.refresh == REFRESH_RUNNING ? 1 : 0);
+                if (st) {
+                        admin_family(&m, "lbd_autoscale_requests_per_second", "gauge",
+                                     "Requests per second over the scale-out window (scaling on demand).");
+                        admin_printf(&m, "lbd_autoscale_requests_per_second %.3f\n", st->rps);
+                        admin_family(&m, "lbd_autoscale_in_flight", "gauge",
+                                     "Mean requests in flight over the scale-out window (scaling on demand).");
+                        admin_printf(&m, "lbd_autoscale_in_flight %.3f\n", st->inflight);
+                }
         }
 
         return m.failed ? -ENOMEM : 0;

@@ -54,6 +54,13 @@
  *   refresh_timeout  = 10m             a new instance not healthy this long after launch fails the refresh
  *   refresh_on_failure = rollback      rollback | stop
  *   zone_backoff     = 1m              a zone refusing launches for capacity is left alone this long
+ *   min              = 0               0..1000; scaling on demand keeps desired within min and max
+ *   max              = 0               0..1000; 0 = no scaling on demand (desired is fixed)
+ *   target_rps       = 0               requests per second per backend; 0 = not a target
+ *   target_inflight  = 0               requests in flight per backend; 0 = not a target
+ *   scale_out_after  = 30s             the window whose average breaching a target scales out
+ *   scale_in_after   = 5m              the window whose average well under the targets scales in
+ *   scale_in_cooldown = 5m             0 allowed; no scale-in sooner after a change
  *   [ec2]                              (words: printable ASCII without blanks; "" = not set)
  *   region           = (empty)         word; empty = AWS_REGION, AWS_DEFAULT_REGION, ~/.aws/config, IMDS
  *   endpoint         = (empty)         http:// or https:// URL; empty = AWS_ENDPOINT_URL_EC2, ...
@@ -734,6 +741,13 @@ static const struct conf_key config_keys[] = {
         DURATION("pool", "refresh_timeout", "10m", refresh_timeout_usec, 1),
         { "pool", "refresh_on_failure", "rollback", config_parse_refresh_on_failure, 0, 0, 0 },
         DURATION("pool", "zone_backoff", "1m", zone_backoff_usec, 1),
+        NUMBER("pool", "min", "0", pool_min, 0, 1000),
+        NUMBER("pool", "max", "0", pool_max, 0, 1000),
+        NUMBER("pool", "target_rps", "0", target_rps, 0, 1000000),
+        NUMBER("pool", "target_inflight", "0", target_inflight, 0, 1000000),
+        DURATION("pool", "scale_out_after", "30s", scale_out_after_usec, 1),
+        DURATION("pool", "scale_in_after", "5m", scale_in_after_usec, 1),
+        DURATION("pool", "scale_in_cooldown", "5m", scale_in_cooldown_usec, 0),
 
         STRING("ec2", "region", "", ec2_region, config_parse_word),
         STRING("ec2", "endpoint", "", ec2_endpoint, config_parse_url),
@@ -839,6 +853,24 @@ static int config_validate_pool(const struct config *c)
                                  config_provider_name(c->provider));
         if (c->port == 0)
                 r = conf_invalid(c->path, "pool", "port", "must be between 1 and 65535");
+        if (c->pool_max > 0) {
+                if (c->provider == PROVIDER_STATIC)
+                        r = conf_invalid(c->path, "pool", "max",
+                                         "scaling on demand needs a provider that launches (local or ec2)");
+                if (c->pool_min > c->pool_max)
+                        r = conf_invalid(c->path, "pool", "min", "must not exceed max (%" PRIu64 ")",
+                                         c->pool_max);
+                if (c->desired < c->pool_min || c->desired > c->pool_max)
+                        r = conf_invalid(c->path, "pool", "desired",
+                                         "the starting count must lie within min and max (%" PRIu64 "..%" PRIu64
+                                         ")",
+                                         c->pool_min, c->pool_max);
+                if (c->target_rps == 0 && c->target_inflight == 0)
+                        r = conf_invalid(c->path, "pool", "max",
+                                         "scaling on demand needs target_rps or target_inflight");
+        } else if (c->pool_min > 0 || c->target_rps > 0 || c->target_inflight > 0)
+                r = conf_invalid(c->path, "pool", "max",
+                                 "min, target_rps and target_inflight need max (scaling on demand)");
 
         for (size_t i = 0; i < n; i++) {
                 const struct netaddr *b = &c->backends[i];

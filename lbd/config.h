@@ -85,6 +85,12 @@ struct config {
         uint64_t refresh_warmup_usec;   /* a new instance counts once healthy this long */
         uint64_t refresh_timeout_usec;  /* a new instance not healthy this long fails the refresh */
         int refresh_on_failure;         /* enum refresh_on_failure (refresh.h) */
+        uint64_t pool_min, pool_max;    /* scaling on demand between them; max 0: off (desired is fixed) */
+        uint64_t target_rps;            /* requests per second per backend; 0: not a target */
+        uint64_t target_inflight;       /* requests in flight per backend; 0: not a target */
+        uint64_t scale_out_after_usec;  /* the average over this long breaching a target scales out */
+        uint64_t scale_in_after_usec;   /* the average over this long well under scales in */
+        uint64_t scale_in_cooldown_usec; /* no scale-in sooner than this after a change */
         uint64_t zone_backoff_usec;     /* a zone (subnet) that refused a launch for want of capacity is
                                          * left alone this long, doubling while it keeps refusing */
 

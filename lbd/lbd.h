@@ -17,6 +17,7 @@ struct accesslog;
 struct notify;
 struct provider;
 struct reconcile;
+struct autoscale;
 
 struct lbd {
         struct event_base *base;
@@ -29,6 +30,7 @@ struct lbd {
         struct notify *notify;
         struct provider *provider;   /* where backends come from (provider.h) */
         struct reconcile *reconcile; /* the control plane (reconcile.h) */
+        struct autoscale *autoscale; /* scaling on demand (autoscale.h), NULL when off */
         uint64_t started_usec;   /* now_usec() at start */
         bool stopping;
 };

@@ -178,6 +178,7 @@ struct reconcile {
         size_t n_replacements, replacement_next;
         uint64_t high_water;
         uint64_t high_water_desired;
+        uint64_t desired;          /* [pool] desired, or what scaling on demand set (autoscale.c) */
         bool guard;
         bool panic;
         bool evaluating;      /* inside reconcile_evaluate_panic(), which pool_refresh() re-enters */
@@ -894,7 +895,7 @@ static int reconcile_refresh_step(struct reconcile *r, struct reconcile_candidat
                                   size_t *ret_launch)
 {
         uint64_t now = reconcile_now(r);
-        struct refresh_counts c = {.desired = (size_t)r->config->desired};
+        struct refresh_counts c = {.desired = (size_t)r->desired};
         struct refresh_step step;
         size_t left;
         int ret;
@@ -942,10 +943,9 @@ static int reconcile_refresh_step(struct reconcile *r, struct reconcile_candidat
 /* Decides what this poll does (see the rules at the top) into plan_launch and victims. */
 static int reconcile_plan(struct reconcile *r)
 {
-        const struct config *c = r->config;
         _cleanup_free_ struct reconcile_candidate *alive = NULL;
         size_t n_alive = 0, n_failed = 0, n_kept_failed = 0, held = 0, refresh_launch = 0;
-        uint64_t desired = c->desired, needed, deficit, replacements, growth, allowed;
+        uint64_t desired = r->desired, needed, deficit, replacements, growth, allowed;
         bool refreshing = false;
         unsigned budget;
         int ret;
@@ -978,7 +978,7 @@ static int reconcile_plan(struct reconcile *r)
                 alive[n_alive++] = (struct reconcile_candidate){
                         .k = k,
                         .failed = reconcile_failed(r, k),
-                        .healthy = b && b->healthy,
+                        .healthy = b && b->healthy && !b->maintenance, /* drained ones go first */
                         .launched = reconcile_launched(k),
                 };
         }
@@ -1386,7 +1386,7 @@ static void reconcile_on_launch(struct provider *p, int ret, const struct instan
         for (size_t i = 0; i < r->n_known; i++)
                 if (!r->known[i].terminating && reconcile_alive_state(r->known[i].inst.state))
                         n_alive++;
-        r->high_water = MIN(MAX(r->high_water, (uint64_t)n_alive), r->config->desired);
+        r->high_water = MIN(MAX(r->high_water, (uint64_t)n_alive), r->desired);
 
         if (n > 0)
                 log_notice("Launched %zu instance%s%s%s (%u to replace lost ones): %s", n, n == 1 ? "" : "s",
@@ -1604,6 +1604,7 @@ int reconcile_new(struct event_base *base, struct provider *provider, struct poo
                 r->nonce = now_usec() ^ ((uint64_t)getpid() << 32);
         r->rng = r->nonce | 1;
         r->high_water_desired = c->desired;
+        r->desired = c->pool_max > 0 ? MIN(MAX(c->desired, c->pool_min), c->pool_max) : c->desired;
         reconcile_refresh_from_config(r);
         *ret = r;
         return 0;
@@ -1641,17 +1642,35 @@ void reconcile_set_clock(struct reconcile *r, const struct reconcile_clock *cloc
 
 void reconcile_start(struct reconcile *r)
 {
+        const struct config *c = r->config;
+
+        r->desired = c->pool_max > 0 ? MIN(MAX(c->desired, c->pool_min), c->pool_max) : c->desired;
+        r->high_water_desired = r->desired;
         r->started = true;
         reconcile_poll(r);
 }
 
 void reconcile_set_config(struct reconcile *r, const struct config *c)
 {
-        if (c->desired != r->config->desired && reconcile_managed(r))
-                log_notice("Desired instances: %" PRIu64 " -> %" PRIu64, r->config->desired, c->desired);
+        /* Scaling on demand keeps its count, within the new bounds; else the file's count rules. */
+        uint64_t desired = c->pool_max > 0 ? MIN(MAX(r->desired, c->pool_min), c->pool_max) : c->desired;
+
+        if (desired != r->desired && reconcile_managed(r))
+                log_notice("Desired instances: %" PRIu64 " -> %" PRIu64, r->desired, desired);
+        r->desired = desired;
         r->config = c;
         if (r->refresh != REFRESH_RUNNING || !r->refresh_manual)
                 reconcile_refresh_from_config(r);
+        if (r->started)
+                reconcile_poll(r);
+}
+
+void reconcile_set_desired(struct reconcile *r, uint64_t desired)
+{
+        if (desired == r->desired)
+                return;
+        r->desired = desired;
+        reconcile_changed(r);
         if (r->started)
                 reconcile_poll(r);
 }
@@ -1724,7 +1743,7 @@ void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret)
         *ret = (struct reconcile_view){
                 .provider = r->provider->ops->name,
                 .managed = reconcile_managed(r),
-                .desired = r->config->desired,
+                .desired = r->desired,
                 .listed = r->listed,
                 .list_ok = r->list_ok,
                 .last_error = r->last_error,

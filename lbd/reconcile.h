@@ -99,6 +99,8 @@ void reconcile_start(struct reconcile *r);
 /* Takes new settings (<c> must live until the next call) and polls at once. The provider receives its own
  * set_config() from the caller. */
 void reconcile_set_config(struct reconcile *r, const struct config *c);
+/* Sets the desired count (scaling on demand) and polls; [pool] desired is only where it starts. */
+void reconcile_set_desired(struct reconcile *r, uint64_t desired);
 /* Polls now, or right after the call in flight. */
 void reconcile_poll(struct reconcile *r);
 /* To be called from the pool's on_change: re-judges the pool on the loop's next turn (the all-failed
