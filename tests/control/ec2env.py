@@ -389,6 +389,34 @@ class RequestLoop:
         self.thread.join(20)
 
 
+class ServingMonitor:
+    """Samples lbd's /status every 0.1 s until stopped (bounded in time): the fewest backends in rotation
+    it saw."""
+
+    def __init__(self, env, max_seconds=300):
+        self.env = env
+        self.min = None
+        self.samples = 0
+        self.stop_event = threading.Event()
+        self.deadline = time.monotonic() + max_seconds
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop_event.is_set() and time.monotonic() < self.deadline:
+            try:
+                n = sum(1 for b in self.env.status()["backends"] if b["in_rotation"])
+                self.min = n if self.min is None else min(self.min, n)
+                self.samples += 1
+            except OSError:
+                pass
+            self.stop_event.wait(0.1)
+
+    def stop(self):
+        self.stop_event.set()
+        self.thread.join(10)
+
+
 # ---------------------------------------------------------------------------------------------
 
 def lbd_config(env, desired=3, poll="1s", grace="15s", extra_pool="", extra_ec2="", health=None, region=REGION,

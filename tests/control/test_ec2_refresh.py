@@ -5,41 +5,13 @@ lbd SIGKILLed in the middle finishes it after a restart without launching more t
 storm guard counts none of it."""
 
 import signal
-import threading
 import time
 
 import ec2env
 import localenv
-from ec2env import lbd_config, wait_until
+from ec2env import ServingMonitor, lbd_config, wait_until
 
 EXTRA_POOL = "refresh_warmup = 1s\nrefresh_timeout = 40s"
-
-
-class ServingMonitor:
-    """Samples /status every 0.1 s (bounded in time): the fewest backends in rotation it saw."""
-
-    def __init__(self, env, max_seconds=300):
-        self.env = env
-        self.min = None
-        self.samples = 0
-        self.stop_event = threading.Event()
-        self.deadline = time.monotonic() + max_seconds
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stop_event.is_set() and time.monotonic() < self.deadline:
-            try:
-                n = sum(1 for b in self.env.status()["backends"] if b["in_rotation"])
-                self.min = n if self.min is None else min(self.min, n)
-                self.samples += 1
-            except OSError:
-                pass
-            self.stop_event.wait(0.1)
-
-    def stop(self):
-        self.stop_event.set()
-        self.thread.join(10)
 
 
 def _refresh(env):

@@ -9,8 +9,7 @@ import re
 import time
 
 import localenv
-from ec2env import lbd_config, wait_until
-from test_ec2_refresh import ServingMonitor
+from ec2env import ServingMonitor, lbd_config, wait_until
 
 
 def _by_subnet(env):

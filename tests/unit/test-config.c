@@ -779,6 +779,27 @@ static void test_validate(void **state)
                        1);
         assert_int_equal(config_set(&c, "ec2", "subnet", "", NULL), 0);
         check_validate(&c, 0, NULL, 0);
+        /* Scaling on demand: bounds around desired, a target, and nothing of it without max. */
+        assert_int_equal(config_set(&c, "pool", "target_rps", "100", NULL), 0);
+        check_validate(&c, -EINVAL,
+                       "[pool] key 'max': min, target_rps and target_inflight need max (scaling on demand)", 1);
+        assert_int_equal(config_set(&c, "pool", "max", "2", NULL), 0);
+        assert_int_equal(config_set(&c, "pool", "min", "3", NULL), 0);
+        check_validate(&c, -EINVAL, "[pool] key 'min': must not exceed max (2)", 2);
+        assert_int_equal(config_set(&c, "pool", "max", "5", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "pool", "desired", "6", NULL), 0);
+        check_validate(&c, -EINVAL, "[pool] key 'desired': the starting count must lie within min and max (3..5)",
+                       1);
+        assert_int_equal(config_set(&c, "pool", "desired", "3", NULL), 0);
+        assert_int_equal(config_set(&c, "pool", "target_rps", "0", NULL), 0);
+        check_validate(&c, -EINVAL, "[pool] key 'max': scaling on demand needs target_rps or target_inflight", 1);
+        assert_int_equal(config_set(&c, "pool", "target_inflight", "8", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "pool", "max", "0", NULL), 0);
+        assert_int_equal(config_set(&c, "pool", "min", "0", NULL), 0);
+        assert_int_equal(config_set(&c, "pool", "target_inflight", "0", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
 
         /* local: {upstream} needs an upstream; the ports must fit; 127.0.0.1 must be allowed. */
         valid_config(&c);
