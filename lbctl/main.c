@@ -599,13 +599,40 @@ static int lbctl_in_flight(const char *admin, long timeout, const char *address,
         return 0;
 }
 
+/* POSTs to <path> and reads the answer, a JSON object with the string <key> (printed as it is with
+ * <json>), into <ret>. Returns an exit status. */
+static int lbctl_post_json(const char *admin, long timeout, const char *path, const char *missing,
+                           const char *key, bool json, cJSON **ret)
+{
+        struct lbctl_buffer body = {0};
+        cJSON *answer;
+        int r;
+
+        r = lbctl_request(admin, timeout, "POST", path, missing, &body);
+        if (r != 0) {
+                free(body.data);
+                return r;
+        }
+        answer = cJSON_Parse(body.data);
+        if (!answer || !lbctl_string(answer, key)) {
+                fprintf(stderr, "lbctl: unreadable answer from the admin API: %.200s\n", body.data);
+                cJSON_Delete(answer);
+                free(body.data);
+                return LBCTL_EXIT_HTTP;
+        }
+        if (json)
+                printf("%s", body.data);
+        free(body.data);
+        *ret = answer;
+        return 0;
+}
+
 /* lbctl refresh: POST /refresh with the settings given (<min_healthy> or <warmup> NULL: lbd's own), or
  * POST /refresh/cancel; prints the refresh's state. Returns an exit status. */
 static int lbctl_refresh(const char *admin, long timeout, const char *min_healthy, const char *warmup,
                          bool cancel, bool json)
 {
         _cleanup_(cJSON_Deletep) cJSON *answer = NULL;
-        struct lbctl_buffer body = {0};
         char path[128];
         const char *state, *reason;
         int r;
@@ -616,23 +643,10 @@ static int lbctl_refresh(const char *admin, long timeout, const char *min_health
         else
                 (void)snprintf(path, sizeof(path), "/refresh?min_healthy=%.8s&warmup=%.8s",
                                min_healthy ? min_healthy : "", warmup ? warmup : "");
-        r = lbctl_request(admin, timeout, "POST", path, "this lbd has no instance refresh", &body);
-        if (r != 0) {
-                free(body.data);
+        r = lbctl_post_json(admin, timeout, path, "this lbd has no instance refresh", "state", json, &answer);
+        if (r != 0 || json)
                 return r;
-        }
-        answer = cJSON_Parse(body.data);
         state = lbctl_string(answer, "state");
-        if (!state) {
-                fprintf(stderr, "lbctl: unreadable answer from the admin API: %.200s\n", body.data);
-                free(body.data);
-                return LBCTL_EXIT_HTTP;
-        }
-        if (json)
-                printf("%s", body.data);
-        free(body.data);
-        if (json)
-                return 0;
         reason = lbctl_string(answer, "reason");
         printf("instance refresh %.40s%s%.300s\n", state, reason ? ": " : "", reason ? reason : "");
         return 0;
@@ -644,7 +658,6 @@ static int lbctl_maintenance(const char *admin, long timeout, bool drain, const 
                              bool json)
 {
         _cleanup_(cJSON_Deletep) cJSON *answer = NULL;
-        struct lbctl_buffer body = {0};
         char path[3 * LBCTL_NAME_MAX + 64], missing[LBCTL_NAME_MAX + 64], address[LBCTL_FIELD_MAX];
         const char *state;
         double active = 0;
@@ -656,20 +669,9 @@ static int lbctl_maintenance(const char *admin, long timeout, bool drain, const 
                 return LBCTL_EXIT_USAGE;
         }
         (void)snprintf(missing, sizeof(missing), "no backend '%s' (see lbctl status)", name);
-        r = lbctl_request(admin, timeout, "POST", path, missing, &body);
-        if (r != 0) {
-                free(body.data);
+        r = lbctl_post_json(admin, timeout, path, missing, "backend", json, &answer);
+        if (r != 0)
                 return r;
-        }
-        answer = cJSON_Parse(body.data);
-        if (!answer || !lbctl_string(answer, "backend")) {
-                fprintf(stderr, "lbctl: unreadable answer from the admin API: %.200s\n", body.data);
-                free(body.data);
-                return LBCTL_EXIT_HTTP;
-        }
-        if (json)
-                printf("%s", body.data);
-        free(body.data);
         lbctl_cell(address, lbctl_string(answer, "backend"));
         state = lbctl_string(answer, "state");
         (void)lbctl_number(answer, "active", &active);
@@ -710,6 +712,16 @@ static int lbctl_maintenance(const char *admin, long timeout, bool drain, const 
         }
 }
 
+/* Reads optarg as the number of option --<name>, <lo>..<hi> <unit>; says what was expected when it isn't.
+ * Returns true on success. */
+static bool lbctl_option_number(const char *name, uint64_t lo, uint64_t hi, const char *unit, uint64_t *ret)
+{
+        if (parse_uint(optarg, lo, hi, ret) >= 0)
+                return true;
+        fprintf(stderr, "lbctl: --%s '%s': expected %" PRIu64 "..%" PRIu64 " %s\n", name, optarg, lo, hi, unit);
+        return false;
+}
+
 int main(int argc, char **argv)
 {
         static const struct option options[] = {
@@ -748,30 +760,22 @@ int main(int argc, char **argv)
                         json = true;
                         break;
                 case 't':
-                        if (parse_uint(optarg, 1, 3600, &timeout) < 0) {
-                                fprintf(stderr, "lbctl: --timeout '%s': expected 1..3600 seconds\n", optarg);
+                        if (!lbctl_option_number("timeout", 1, 3600, "seconds", &timeout))
                                 return LBCTL_EXIT_USAGE;
-                        }
                         break;
                 case 'w':
-                        if (parse_uint(optarg, 1, 3600, &wait_s) < 0) {
-                                fprintf(stderr, "lbctl: --wait '%s': expected 1..3600 seconds\n", optarg);
+                        if (!lbctl_option_number("wait", 1, 3600, "seconds", &wait_s))
                                 return LBCTL_EXIT_USAGE;
-                        }
                         wait_given = true;
                         break;
                 case 'm':
-                        if (parse_uint(optarg, 0, 100, &number) < 0) {
-                                fprintf(stderr, "lbctl: --min-healthy '%s': expected 0..100 (percent)\n", optarg);
+                        if (!lbctl_option_number("min-healthy", 0, 100, "(percent)", &number))
                                 return LBCTL_EXIT_USAGE;
-                        }
                         min_healthy = optarg;
                         break;
                 case 'W':
-                        if (parse_uint(optarg, 0, 86400, &number) < 0) {
-                                fprintf(stderr, "lbctl: --warmup '%s': expected 0..86400 seconds\n", optarg);
+                        if (!lbctl_option_number("warmup", 0, 86400, "seconds", &number))
                                 return LBCTL_EXIT_USAGE;
-                        }
                         warmup = optarg;
                         break;
                 case 'c':

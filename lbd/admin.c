@@ -592,6 +592,16 @@ static void admin_reply_text(struct evhttp_request *req, int code, const char *r
         admin_reply(req, code, reason, ADMIN_CONTENT_TEXT, body);
 }
 
+/* Answers 405 to anything but a POST. Returns true for a POST. */
+static bool admin_require_post(struct evhttp_request *req)
+{
+        if (evhttp_request_get_command(req) == EVHTTP_REQ_POST)
+                return true;
+        (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+        admin_reply_text(req, HTTP_BADMETHOD, "Method Not Allowed");
+        return false;
+}
+
 /* ---- maintenance ---- */
 
 #define ADMIN_BACKENDS_PREFIX "/backends/"
@@ -629,11 +639,8 @@ static void admin_backend_action(const struct admin *a, struct evhttp_request *r
                 admin_reply_text(req, HTTP_NOTFOUND, "Not Found");
                 return;
         }
-        if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-                (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-                admin_reply_text(req, HTTP_BADMETHOD, "Method Not Allowed");
+        if (!admin_require_post(req))
                 return;
-        }
         drain = strcmp(slash, "/drain") == 0;
         memcpy(name, rest, (size_t)(slash - rest));
         name[slash - rest] = '\0';
@@ -692,11 +699,8 @@ static void admin_refresh(const struct admin *a, struct evhttp_request *req, con
                 admin_reply_text(req, HTTP_NOTFOUND, "Not Found");
                 return;
         }
-        if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-                (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-                admin_reply_text(req, HTTP_BADMETHOD, "Method Not Allowed");
+        if (!admin_require_post(req))
                 return;
-        }
         if (!a->lbd->reconcile) {
                 admin_reply_text(req, HTTP_BADREQUEST, "No managed pool: nothing to refresh");
                 return;

@@ -643,12 +643,31 @@ static int reconcile_add_victim(struct reconcile *r, const struct reconcile_inst
         return 0;
 }
 
+/* Serving: healthy (not merely forced) and in rotation. */
+static bool reconcile_serving(const struct backend *b)
+{
+        return b && b->healthy && backend_in_rotation(b);
+}
+
 /* Sort order for scale-down: failed, then not healthy, then newest first. */
 struct reconcile_candidate {
         struct reconcile_instance *k;
         bool failed, healthy;
         uint64_t launched;
 };
+
+/* Moves <alive>[<i>] (of <*n>) to the victims with <reason>. Returns 0 or -ENOMEM. */
+static int reconcile_take_victim(struct reconcile *r, struct reconcile_candidate *alive, size_t *n, size_t i,
+                                 const char *reason)
+{
+        int ret = reconcile_add_victim(r, alive[i].k, reason);
+
+        if (ret < 0)
+                return ret;
+        memmove(alive + i, alive + i + 1, (*n - i - 1) * sizeof(*alive));
+        (*n)--;
+        return 0;
+}
 
 static int reconcile_compare_candidates(const void *a, const void *b)
 {
@@ -879,11 +898,9 @@ static int reconcile_refresh_check(struct reconcile *r, struct reconcile_candida
                         i++;
                         continue;
                 }
-                ret = reconcile_add_victim(r, alive[i].k, "rolled back: launched by a refresh that failed");
+                ret = reconcile_take_victim(r, alive, n_alive, i, "rolled back: launched by a refresh that failed");
                 if (ret < 0)
                         return ret;
-                memmove(alive + i, alive + i + 1, (*n_alive - i - 1) * sizeof(*alive));
-                (*n_alive)--;
         }
         reconcile_refresh_end(r, REFRESH_ROLLED_BACK, LOG_WARNING, reason);
         return 0;
@@ -902,7 +919,7 @@ static int reconcile_refresh_step(struct reconcile *r, struct reconcile_candidat
 
         for (size_t i = 0; i < *n_alive; i++) {
                 const struct backend *b = reconcile_backend(r, alive[i].k);
-                bool serving = b && b->healthy && backend_in_rotation(b);
+                bool serving = reconcile_serving(b);
 
                 if (reconcile_is_old(r, alive[i].k)) {
                         c.old_total++;
@@ -919,15 +936,11 @@ static int reconcile_refresh_step(struct reconcile *r, struct reconcile_candidat
          * oldest are at the end. */
         left = step.terminate_old;
         for (size_t i = *n_alive; i-- > 0 && left > 0;) {
-                const struct backend *b = reconcile_backend(r, alive[i].k);
-
-                if (!reconcile_is_old(r, alive[i].k) || !b || !b->healthy || !backend_in_rotation(b))
+                if (!reconcile_is_old(r, alive[i].k) || !reconcile_serving(reconcile_backend(r, alive[i].k)))
                         continue;
-                ret = reconcile_add_victim(r, alive[i].k, "replaced by the instance refresh");
+                ret = reconcile_take_victim(r, alive, n_alive, i, "replaced by the instance refresh");
                 if (ret < 0)
                         return ret;
-                memmove(alive + i, alive + i + 1, (*n_alive - i - 1) * sizeof(*alive));
-                (*n_alive)--;
                 left--;
                 r->refresh_replaced++;
         }
@@ -1001,16 +1014,13 @@ static int reconcile_plan(struct reconcile *r)
                  * among healthy ones, from the fullest zone. A rebalance waits for its new instance. */
                 while (!refreshing && n_alive > desired && !reconcile_rebalance_waits(r, &alive[0])) {
                         size_t i = reconcile_trim_choice(r, alive, n_alive);
-                        struct reconcile_candidate *x = &alive[i];
 
-                        ret = reconcile_add_victim(r, x->k,
-                                                   x->failed        ? "failed, and beyond desired"
-                                                   : r->rebalancing ? "beyond desired (rebalancing zones)"
-                                                                    : "beyond desired");
+                        ret = reconcile_take_victim(r, alive, &n_alive, i,
+                                                    alive[i].failed  ? "failed, and beyond desired"
+                                                    : r->rebalancing ? "beyond desired (rebalancing zones)"
+                                                                     : "beyond desired");
                         if (ret < 0)
                                 return ret;
-                        memmove(alive + i, alive + i + 1, (n_alive - i - 1) * sizeof(*alive));
-                        n_alive--;
                 }
                 if (n_alive <= desired)
                         r->rebalancing = false;
@@ -1030,13 +1040,11 @@ static int reconcile_plan(struct reconcile *r)
                                 i++;
                                 continue;
                         }
-                        ret = reconcile_add_victim(r, alive[i].k,
-                                                   "failing its health checks past its grace period");
+                        ret = reconcile_take_victim(r, alive, &n_alive, i,
+                                                    "failing its health checks past its grace period");
                         if (ret < 0)
                                 return ret;
                         budget_left--;
-                        memmove(alive + i, alive + i + 1, (n_alive - i - 1) * sizeof(*alive));
-                        n_alive--;
                 }
         }
 
