@@ -401,6 +401,27 @@ static void lbctl_print_refresh(const cJSON *refresh)
                old, old_serving, fresh, counted, replaced, min_healthy, warmup);
 }
 
+/* "scaling on demand between 1 and 3 (targets: 20 req/s, 0 in flight per backend): 84.3 req/s, 0.2 in
+ * flight; last: 1 -> 3 (out): ..." Nothing when it is off. */
+static void lbctl_print_autoscale(const cJSON *a)
+{
+        double min = 0, max = 0, rps = 0, inflight = 0, target_rps = 0, target_inflight = 0;
+        const char *last = lbctl_string(a, "last_decision");
+
+        if (!cJSON_IsObject(a))
+                return;
+        (void)lbctl_number(a, "min", &min);
+        (void)lbctl_number(a, "max", &max);
+        (void)lbctl_number(a, "target_rps", &target_rps);
+        (void)lbctl_number(a, "target_inflight", &target_inflight);
+        (void)lbctl_number(a, "rps", &rps);
+        (void)lbctl_number(a, "inflight", &inflight);
+        printf("scaling on demand between %.0f and %.0f (targets per backend: %.0f req/s, %.0f in flight; 0: "
+               "none): %.1f req/s, %.1f in flight%s%s%.300s\n",
+               min, max, target_rps, target_inflight, rps, inflight,
+               lbctl_bool(a, "data_ok") ? "" : " (gathering data)", last ? "; last: " : "", last ? last : "");
+}
+
 static void lbctl_print_summary(const cJSON *root)
 {
         const cJSON *control = cJSON_GetObjectItemCaseSensitive(root, "control");
@@ -434,6 +455,7 @@ static void lbctl_print_summary(const cJSON *root)
         if (lbctl_bool(control, "storm_guard"))
                 printf("the replacement storm guard is holding back replacements\n");
         lbctl_print_refresh(cJSON_GetObjectItemCaseSensitive(control, "refresh"));
+        lbctl_print_autoscale(cJSON_GetObjectItemCaseSensitive(control, "autoscale"));
 }
 
 /* Orders the rows by zone, keeping the order within each zone (an insertion sort: tables are short). */

@@ -43,6 +43,9 @@ def test_scale_out_and_back_in(env):
     print(f"scaled out 1 -> {m.group(1)} {took:.1f} s after the load started ({m.group(2)} req/s)")
     assert lbd.metrics().get("lbd_desired_instances") == int(m.group(1))
     assert "(out)" in env.status()["control"]["autoscale"]["last_decision"]
+    out = localenv.lbctl("-a", f"127.0.0.1:{lbd.admin_port}", "status")
+    assert "scaling on demand between 1 and 3 (targets per backend: 20 req/s" in out.stdout, out.stdout
+    assert "; last: 1 -> " in out.stdout, out.stdout
 
     # No load: back to min, one at a time.
     st = lbdtest.wait_until(lambda: env.status() if env.status()["control"]["desired"] == 1 else None, 60,
