@@ -28,6 +28,9 @@
 #include "lbd/proxy.h"
 #include "lbd/reconcile.h"
 
+_Static_assert(AUTOSCALE_SAMPLES * AUTOSCALE_SAMPLE_USEC > (CONFIG_MAX_SCALE_WINDOW_SEC + 60) * USEC_PER_SEC,
+               "the ring covers the longest window");
+
 struct autoscale {
         struct lbd *lbd;
         struct event *timer;

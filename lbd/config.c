@@ -58,8 +58,8 @@
  *   max              = 0               0..1000; 0 = no scaling on demand (desired is fixed)
  *   target_rps       = 0               requests per second per backend; 0 = not a target
  *   target_inflight  = 0               requests in flight per backend; 0 = not a target
- *   scale_out_after  = 30s             the window whose average breaching a target scales out
- *   scale_in_after   = 5m              the window whose average well under the targets scales in
+ *   scale_out_after  = 30s             the window whose average breaching a target scales out (<= 15m)
+ *   scale_in_after   = 5m              the window whose average well under the targets scales in (<= 15m)
  *   scale_in_cooldown = 5m             0 allowed; no scale-in sooner after a change
  *   [ec2]                              (words: printable ASCII without blanks; "" = not set)
  *   region           = (empty)         word; empty = AWS_REGION, AWS_DEFAULT_REGION, ~/.aws/config, IMDS
@@ -868,6 +868,12 @@ static int config_validate_pool(const struct config *c)
                 if (c->target_rps == 0 && c->target_inflight == 0)
                         r = conf_invalid(c->path, "pool", "max",
                                          "scaling on demand needs target_rps or target_inflight");
+                if (c->scale_out_after_usec > CONFIG_MAX_SCALE_WINDOW_SEC * USEC_PER_SEC)
+                        r = conf_invalid(c->path, "pool", "scale_out_after", "must be at most %d s",
+                                         CONFIG_MAX_SCALE_WINDOW_SEC);
+                if (c->scale_in_after_usec > CONFIG_MAX_SCALE_WINDOW_SEC * USEC_PER_SEC)
+                        r = conf_invalid(c->path, "pool", "scale_in_after", "must be at most %d s",
+                                         CONFIG_MAX_SCALE_WINDOW_SEC);
         } else if (c->pool_min > 0 || c->target_rps > 0 || c->target_inflight > 0)
                 r = conf_invalid(c->path, "pool", "max",
                                  "min, target_rps and target_inflight need max (scaling on demand)");

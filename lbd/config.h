@@ -16,6 +16,7 @@
 #define CONFIG_MAX_NETWORKS 32
 #define CONFIG_MAX_SECURITY_GROUPS 32
 #define CONFIG_MAX_SUBNETS  16 /* [ec2] subnets: one per zone */
+#define CONFIG_MAX_SCALE_WINDOW_SEC 900 /* [pool] scale_out_after and scale_in_after at most */
 #define CONFIG_PATH_MAX     1024
 #define CONFIG_UPGRADES_MAX 256
 

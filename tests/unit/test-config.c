@@ -796,6 +796,10 @@ static void test_validate(void **state)
         check_validate(&c, -EINVAL, "[pool] key 'max': scaling on demand needs target_rps or target_inflight", 1);
         assert_int_equal(config_set(&c, "pool", "target_inflight", "8", NULL), 0);
         check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "pool", "scale_in_after", "16m", NULL), 0);
+        check_validate(&c, -EINVAL, "[pool] key 'scale_in_after': must be at most 900 s", 1);
+        assert_int_equal(config_set(&c, "pool", "scale_in_after", "15m", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
         assert_int_equal(config_set(&c, "pool", "max", "0", NULL), 0);
         assert_int_equal(config_set(&c, "pool", "min", "0", NULL), 0);
         assert_int_equal(config_set(&c, "pool", "target_inflight", "0", NULL), 0);
