@@ -106,6 +106,19 @@ static bool autoscale_window(const struct autoscale_state *st, uint64_t window, 
         return true;
 }
 
+/* The whole number of backends <x> calls for (rounded up), capped far beyond any max (no libm needed). */
+static double autoscale_ceil(double x)
+{
+        uint64_t n;
+
+        if (!(x > 0))
+                return 0;
+        if (x >= 1e6)
+                return 1e6;
+        n = (uint64_t)x;
+        return (double)n < x ? (double)(n + 1) : (double)n;
+}
+
 /* Per backend with <n> of them; with none, any load is too much. */
 static double autoscale_per(double load, uint64_t n)
 {
@@ -134,17 +147,17 @@ uint64_t autoscale_decide(struct autoscale_state *st, const struct autoscale_set
                 return desired;
 
         if (s->target_rps > 0)
-                need = MAX(need, ceil(rps / (double)s->target_rps));
+                need = MAX(need, autoscale_ceil(rps / (double)s->target_rps));
         if (s->target_inflight > 0)
-                need = MAX(need, ceil(inflight / (double)s->target_inflight));
+                need = MAX(need, autoscale_ceil(inflight / (double)s->target_inflight));
         /* A breach over the window: sized by the last seconds if they ask for more (a step of load is
          * met in one move, not one per sample). */
         if (need > (double)desired &&
             autoscale_window(st, MIN(s->out_after_usec, AUTOSCALE_RECENT_USEC), &rps_in, &inflight_in)) {
                 if (s->target_rps > 0)
-                        need = MAX(need, ceil(rps_in / (double)s->target_rps));
+                        need = MAX(need, autoscale_ceil(rps_in / (double)s->target_rps));
                 if (s->target_inflight > 0)
-                        need = MAX(need, ceil(inflight_in / (double)s->target_inflight));
+                        need = MAX(need, autoscale_ceil(inflight_in / (double)s->target_inflight));
         }
         if (need > (double)desired && desired < s->max) {
                 next = need >= (double)s->max ? s->max : (uint64_t)need;
