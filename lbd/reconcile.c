@@ -702,6 +702,23 @@ static void reconcile_zone_counts(const struct reconcile *r, const struct reconc
         }
 }
 
+/* <k> failed its checks and is replaced: when another instance in its zone failed within the storm guard's
+ * window, the zone itself is likely failing: closed like one without capacity, so the replacement (and
+ * the next launches) go to the other zones until a rebalance tries it again. */
+static void reconcile_zone_failed(struct reconcile *r, const struct reconcile_instance *k)
+{
+        int z = reconcile_zone_of(r, k);
+        uint64_t now = reconcile_now(r), delay;
+
+        if (z < 0 || r->zones.n < 2 || !zones_instance_failed(&r->zones, (size_t)z, now,
+                                                              r->config->replacement_window_usec))
+                return;
+        delay = zones_refused(&r->zones, (size_t)z, now, r->config->zone_backoff_usec);
+        log_warning("Zone %s: instances there keep failing their checks; launching in the other zones, leaving "
+                    "it alone for %llu s",
+                    r->zones.z[z].name, (unsigned long long)(delay / USEC_PER_SEC));
+}
+
 /* Which of <alive> (n > desired, in scale-down order) goes first: the first in that order, unless it is
  * healthy (then all are) and there are zones: then one in no configured zone, else the newest of the
  * fullest zone, so that scaling down and a rebalance keep the zones even. */
@@ -1040,6 +1057,7 @@ static int reconcile_plan(struct reconcile *r)
                                 i++;
                                 continue;
                         }
+                        reconcile_zone_failed(r, alive[i].k);
                         ret = reconcile_take_victim(r, alive, &n_alive, i,
                                                     "failing its health checks past its grace period");
                         if (ret < 0)

@@ -51,6 +51,17 @@ uint64_t zones_refused(struct zones *zs, size_t i, uint64_t now, uint64_t base_u
         return delay;
 }
 
+bool zones_instance_failed(struct zones *zs, size_t i, uint64_t now, uint64_t window)
+{
+        bool again;
+
+        if (i >= zs->n)
+                return false;
+        again = zs->z[i].failed_usec != 0 && now < zs->z[i].failed_usec + window;
+        zs->z[i].failed_usec = now;
+        return again;
+}
+
 void zones_accepted(struct zones *zs, size_t i)
 {
         if (i >= zs->n)

@@ -1,6 +1,6 @@
 /* Zones: where the provider may put instances (EC2 subnets, one per Availability Zone), and what the
- * reconciler remembers of each: a zone that refused a launch for want of capacity is left alone for a
- * while (doubling while it keeps refusing). Pure bookkeeping and choices, no calls: the reconciler
+ * reconciler remembers of each: a zone that refused a launch for want of capacity, or whose instances
+ * keep failing, is left alone for a while (doubling while it goes on). Pure bookkeeping and choices, no calls: the reconciler
  * (reconcile.c) counts the instances per zone and acts. */
 #pragma once
 
@@ -15,7 +15,8 @@
 struct zone {
         char name[INSTANCE_ID_MAX];
         uint64_t retry_usec; /* monotonic: no launch there before it; 0 when open */
-        unsigned refusals;   /* capacity refusals in a row */
+        unsigned refusals;   /* capacity refusals (or failing zones) in a row */
+        uint64_t failed_usec; /* monotonic: when an instance there last failed its checks, 0 never */
 };
 
 struct zones {
@@ -31,6 +32,10 @@ bool zones_open(const struct zones *zs, size_t i, uint64_t now);
 /* Zone <i> refused a launch at <now>: closed for <base_usec> doubled per refusal in a row (at most
  * ZONE_BACKOFF_DOUBLINGS times). Returns the delay. */
 uint64_t zones_refused(struct zones *zs, size_t i, uint64_t now, uint64_t base_usec);
+/* An instance in zone <i> failed its health checks at <now>. Returns true when another one there failed
+ * within <window> before it: the zone itself is likely failing (the caller closes it with
+ * zones_refused(), so the replacement goes elsewhere). */
+bool zones_instance_failed(struct zones *zs, size_t i, uint64_t now, uint64_t window);
 /* Zone <i> accepted a launch: open, its refusals forgotten. */
 void zones_accepted(struct zones *zs, size_t i);
 /* Where the next instance goes: the open zone with the fewest of <counts> (per zone), the first of

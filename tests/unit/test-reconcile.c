@@ -49,6 +49,7 @@ struct fake {
         provider_terminate_cb terminate_cb;
         void *userdata;
         unsigned launch_count;
+        char launch_zone[INSTANCE_ID_MAX]; /* "" when none asked for */
         char token[128];
         char terminate_ids[MAX_CLOUD][INSTANCE_ID_MAX];
         size_t n_terminate;
@@ -82,6 +83,7 @@ static int fake_launch(struct provider *p, unsigned count, const char *zone, con
         f->launch_cb = cb;
         f->userdata = userdata;
         f->launch_count = count;
+        (void)snprintf(f->launch_zone, sizeof(f->launch_zone), "%s", zone ? zone : "");
         (void)snprintf(f->token, sizeof(f->token), "%s", client_token);
         f->launches++;
         return 0;
@@ -249,6 +251,7 @@ static void answer_launch_ex(struct fake *f, bool listed)
 
                 /* launched with the provider's settings of now, as the ec2 provider tags them */
                 memcpy(inst->launch_hash, f->provider.launch_hash, sizeof(inst->launch_hash));
+                memcpy(inst->subnet, f->launch_zone, sizeof(inst->subnet));
                 launched[i] = *inst;
                 if (!listed)
                         f->n_cloud--;
@@ -1317,6 +1320,68 @@ static void test_refresh_rollback(void **state)
         fake_free_all(f);
 }
 
+/* Zones: launches spread one per zone; a zone whose instances keep failing their checks is left alone, and
+ * the replacement goes to another. */
+static void test_zones(void **state)
+{
+        struct fake *f = fake_new(&fake_managed_ops);
+        const char *zones[] = {"subnet-a", "subnet-b", "subnet-c"};
+        char in_c[INSTANCE_ID_MAX];
+        int used[3] = {0};
+
+        for (int i = 0; i < 3; i++)
+                memcpy(f->provider.zones[i], zones[i], strlen(zones[i]) + 1);
+        f->provider.n_zones = 3;
+        reconcile_start(f->r);
+        run(f);
+        answer_list(f);
+        for (int i = 0; i < 3; i++) {
+                assert_non_null(f->launch_cb);
+                assert_int_equal(f->launch_count, 1);
+                for (int z = 0; z < 3; z++)
+                        used[z] += strcmp(f->launch_zone, zones[z]) == 0;
+                answer_launch(f);
+                run(f);
+        }
+        assert_int_equal(used[0] + used[1] + used[2], 3);
+        assert_true(used[0] == 1 && used[1] == 1 && used[2] == 1);
+        answer_list(f);
+        all_healthy(f);
+        assert_idle(f);
+
+        /* The instance in c fails past its grace: replaced in c (the emptiest zone then). */
+        for (size_t i = 0; i < f->n_cloud; i++)
+                if (strcmp(f->cloud[i].subnet, "subnet-c") == 0)
+                        memcpy(in_c, f->cloud[i].id, INSTANCE_ID_MAX);
+        set_health(backend_of(f, in_c), false, CHECK_TIMEOUT);
+        f->wall += 61 * SEC;
+        f->mono += 5 * SEC;
+        poll_now(f);
+        answer_list(f);
+        assert_non_null(f->launch_cb);
+        assert_string_equal(f->launch_zone, "subnet-c");
+        answer_launch(f);
+        run(f);
+        answer_terminate(f);
+        run(f);
+        answer_list(f);
+        all_healthy(f);
+        assert_idle(f);
+
+        /* Its replacement fails too: the zone is closed, the next replacement goes elsewhere. */
+        memcpy(in_c, f->cloud[f->n_cloud - 1].id, INSTANCE_ID_MAX);
+        assert_string_equal(f->cloud[f->n_cloud - 1].subnet, "subnet-c");
+        set_health(backend_of(f, in_c), false, CHECK_TIMEOUT);
+        f->wall += 61 * SEC;
+        f->mono += 5 * SEC;
+        poll_now(f);
+        answer_list(f);
+        assert_non_null(f->launch_cb);
+        assert_string_not_equal(f->launch_zone, "subnet-c");
+        assert_int_equal(view(f).zones->z[2].refusals, 1);
+        fake_free_all(f);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -1342,6 +1407,7 @@ int main(void)
                 cmocka_unit_test(test_refresh),
                 cmocka_unit_test(test_refresh_after_restart),
                 cmocka_unit_test(test_refresh_rollback),
+                cmocka_unit_test(test_zones),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -101,12 +101,28 @@ static void test_unbalanced(void **state)
         assert_false(zones_unbalanced(&zs, counts, 0, &from, &to));
 }
 
+/* A second failed instance in a zone within the window says the zone is failing; one alone does not. */
+static void test_instance_failed(void **state)
+{
+        struct provider p;
+        struct zones zs = {0};
+
+        set_zones(&p, (const char *[]){"a", "b"}, 2);
+        zones_sync(&zs, &p);
+        assert_false(zones_instance_failed(&zs, 0, 100, 50));
+        assert_false(zones_instance_failed(&zs, 1, 120, 50));
+        assert_true(zones_instance_failed(&zs, 0, 140, 50));
+        assert_false(zones_instance_failed(&zs, 1, 200, 50)); /* b's last was 80 ago */
+        assert_false(zones_instance_failed(&zs, 5, 200, 50));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_sync_and_find),
                 cmocka_unit_test(test_pick_and_backoff),
                 cmocka_unit_test(test_unbalanced),
+                cmocka_unit_test(test_instance_failed),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
