@@ -1320,6 +1320,17 @@ static void test_refresh_rollback(void **state)
         fake_free_all(f);
 }
 
+/* <id> fails its checks, its grace period and settle time pass, and a poll decides its replacement. */
+static void fail_and_poll(struct fake *f, const char *id)
+{
+        set_health(backend_of(f, id), false, CHECK_TIMEOUT);
+        f->wall += 61 * SEC;
+        f->mono += 5 * SEC;
+        poll_now(f);
+        answer_list(f);
+        assert_non_null(f->launch_cb);
+}
+
 /* Zones: launches spread one per zone; a zone whose instances keep failing their checks is left alone, and
  * the replacement goes to another. */
 static void test_zones(void **state)
@@ -1353,12 +1364,7 @@ static void test_zones(void **state)
         for (size_t i = 0; i < f->n_cloud; i++)
                 if (strcmp(f->cloud[i].subnet, "subnet-c") == 0)
                         memcpy(in_c, f->cloud[i].id, INSTANCE_ID_MAX);
-        set_health(backend_of(f, in_c), false, CHECK_TIMEOUT);
-        f->wall += 61 * SEC;
-        f->mono += 5 * SEC;
-        poll_now(f);
-        answer_list(f);
-        assert_non_null(f->launch_cb);
+        fail_and_poll(f, in_c);
         assert_string_equal(f->launch_zone, "subnet-c");
         answer_launch(f);
         run(f);
@@ -1371,12 +1377,7 @@ static void test_zones(void **state)
         /* Its replacement fails too: the zone is closed, the next replacement goes elsewhere. */
         memcpy(in_c, f->cloud[f->n_cloud - 1].id, INSTANCE_ID_MAX);
         assert_string_equal(f->cloud[f->n_cloud - 1].subnet, "subnet-c");
-        set_health(backend_of(f, in_c), false, CHECK_TIMEOUT);
-        f->wall += 61 * SEC;
-        f->mono += 5 * SEC;
-        poll_now(f);
-        answer_list(f);
-        assert_non_null(f->launch_cb);
+        fail_and_poll(f, in_c);
         assert_string_not_equal(f->launch_zone, "subnet-c");
         assert_int_equal(view(f).zones->z[2].refusals, 1);
         fake_free_all(f);
