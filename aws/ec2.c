@@ -172,6 +172,15 @@ int ec2_classify_error(long status, const char *code, bool *ret_retry)
                 "AccessDenied",
                 "AccessDeniedException",
         };
+        /* Capacity in one zone (subnet): another zone may have it, retrying this one soon won't. */
+        static const char *const capacity[] = {
+                "InsufficientInstanceCapacity",
+                "InsufficientCapacity",
+                "InsufficientHostCapacity",
+                "InsufficientReservedInstanceCapacity",
+                "InsufficientFreeAddressesInSubnet",
+                "Unsupported",
+        };
 
         if (!code)
                 code = "";
@@ -188,6 +197,11 @@ int ec2_classify_error(long status, const char *code, bool *ret_retry)
                 if (strcmp(code, denied[i]) == 0) {
                         *ret_retry = false;
                         return -EPERM;
+                }
+        for (size_t i = 0; i < ELEMENTSOF(capacity); i++)
+                if (strcmp(code, capacity[i]) == 0) {
+                        *ret_retry = false;
+                        return -ENOSPC;
                 }
         for (size_t i = 0; i < ELEMENTSOF(transient); i++)
                 if (strcmp(code, transient[i]) == 0) {
@@ -392,6 +406,26 @@ static void ec2_parse_role(const xmlNode *item, char role[static EC2_ROLE_MAX])
         }
 }
 
+/* Reads the EC2_LAUNCH_HASH_TAG tag of an instance's <tagSet> into <buf> (of EC2_LAUNCH_HASH_MAX bytes).
+ * A value that is not 1..64 hex digits is not a hash lbd wrote: it reads as none, so the instance counts
+ * as launched with other settings rather than making the whole answer unreadable. */
+static void ec2_parse_launch_hash(const xmlNode *tag_set, char *buf)
+{
+        buf[0] = '\0';
+        for (const xmlNode *item = tag_set ? tag_set->children : NULL; item; item = item->next) {
+                char key[sizeof(EC2_LAUNCH_HASH_TAG) + 1], value[EC2_LAUNCH_HASH_MAX];
+
+                if (!ec2_xml_is(item, "item") || ec2_xml_child_text(item, "key", key, sizeof(key)) < 0 ||
+                    strcmp(key, EC2_LAUNCH_HASH_TAG) != 0)
+                        continue;
+                if (ec2_xml_child_text(item, "value", value, sizeof(value)) < 0 || !value[0] ||
+                    strspn(value, "0123456789abcdef") != strlen(value))
+                        return;
+                memcpy(buf, value, sizeof(value));
+                return;
+        }
+}
+
 /* Reads one <item> of an instancesSet. */
 static int ec2_parse_instance(const xmlNode *item, struct ec2_instance *ret)
 {
@@ -421,6 +455,7 @@ static int ec2_parse_instance(const xmlNode *item, struct ec2_instance *ret)
                 memcpy(i.state, "unknown", sizeof("unknown"));
         i.launch_usec = ec2_parse_time(i.launch_time);
         ec2_parse_role(item, i.role);
+        ec2_parse_launch_hash(ec2_xml_child(item, "tagSet"), i.launch_hash);
         *ret = i;
         return 0;
 }
@@ -1169,6 +1204,12 @@ static int ec2_run_form(const struct ec2_launch *l, struct evbuffer *f)
                 r = ec2_form_addf(f, "Name", "TagSpecification.1.Tag.%d.Key", tag);
                 if (r >= 0)
                         r = ec2_form_addf(f, l->name, "TagSpecification.1.Tag.%d.Value", tag);
+                tag++;
+        }
+        if (r >= 0 && ec2_set(l->launch_hash) && strcmp(l->tag_key, EC2_LAUNCH_HASH_TAG) != 0) {
+                r = ec2_form_addf(f, EC2_LAUNCH_HASH_TAG, "TagSpecification.1.Tag.%d.Key", tag);
+                if (r >= 0)
+                        r = ec2_form_addf(f, l->launch_hash, "TagSpecification.1.Tag.%d.Value", tag);
         }
         if (r >= 0)
                 r = ec2_form_add(f, "ClientToken", l->client_token);
@@ -1187,7 +1228,9 @@ int ec2_run_instances(struct ec2 *e, const struct ec2_launch *l, ec2_instances_c
 
         if (!e || !l || !cb || l->count == 0 || !ec2_param_ok(l->tag_key, 127) ||
             !ec2_param_ok(l->tag_value, 255) || !ec2_param_ok(l->client_token, 64) ||
-            (!ec2_set(l->image) && !ec2_set(l->launch_template)) || (l->user_data_len > 0 && !l->user_data))
+            (!ec2_set(l->image) && !ec2_set(l->launch_template)) || (l->user_data_len > 0 && !l->user_data) ||
+            (ec2_set(l->launch_hash) && (strlen(l->launch_hash) >= EC2_LAUNCH_HASH_MAX ||
+                                         strspn(l->launch_hash, "0123456789abcdef") != strlen(l->launch_hash))))
                 return -EINVAL;
         for (const char *p = l->client_token; *p; p++)
                 if ((unsigned char)*p > 0x7e || (unsigned char)*p < 0x21)

@@ -47,6 +47,10 @@
 #define EC2_QUERY_NAME_MAX      127         /* bytes in a parameter's name */
 #define EC2_QUERY_VALUE_MAX     (64 * 1024) /* bytes in a parameter's value (base64 user data fits) */
 #define EC2_QUERY_MAX_RESPONSE  (4u * 1024 * 1024)
+/* The tag that carries the hash of the settings an instance was launched with (ec2_launch's
+ * launch_hash), read back by the parsers into ec2_instance's launch_hash */
+#define EC2_LAUNCH_HASH_TAG     "lbd:launch-hash"
+#define EC2_LAUNCH_HASH_MAX     65 /* hex digits, with the NUL */
 
 struct event_base;
 struct ec2;
@@ -62,6 +66,8 @@ struct ec2_instance {
         char launch_time[EC2_TIME_MAX]; /* as EC2 wrote it */
         uint64_t launch_usec;           /* the same, wall clock; 0 when absent or unparsable */
         char role[EC2_ROLE_MAX];        /* its EC2_ROLE_TAG tag's value; "" without one */
+        /* The EC2_LAUNCH_HASH_TAG tag's value: "" when absent, or when it is not 1..64 hex digits */
+        char launch_hash[EC2_LAUNCH_HASH_MAX];
 };
 
 struct ec2_settings {
@@ -87,12 +93,14 @@ struct ec2_launch {
         const char *tag_key; /* the pool's tag, on every instance launched */
         const char *tag_value;
         const char *name;         /* Name tag, NULL or "" for none */
+        const char *launch_hash;  /* EC2_LAUNCH_HASH_TAG's value, NULL or "" for none; hex digits only */
         const char *client_token; /* idempotency: at most 64 ASCII characters */
         unsigned count;           /* MinCount = MaxCount */
 };
 
 /* <r> is 0 on success, or: -EAGAIN the API kept failing (throttling, 5xx, network, timeouts) through every
- * attempt; -EACCES credentials missing or refused (AuthFailure, SignatureDoesNotMatch, …); -EPERM not
+ * attempt; -ENOSPC no capacity where the launch asked for (InsufficientInstanceCapacity, Unsupported, ...:
+ * never retried, another subnet may have it); -EACCES credentials missing or refused (AuthFailure, SignatureDoesNotMatch, …); -EPERM not
  * allowed (UnauthorizedOperation); -EINVAL the API refused the request; -EBADMSG an answer that doesn't
  * parse; -E2BIG more instances than EC2_MAX_INSTANCES; -ENOMEM. <error> describes the failure for a log
  * line ("" on success); it never holds a secret. Everything passed is valid during the call only. */
@@ -179,7 +187,7 @@ int ec2_xml_child_text(const xmlNode *parent, const char *name, char *buf, size_
 /* True when <s> holds only ASCII letters, digits and characters of <allowed_punct>. */
 bool ec2_chars_ok(const char *s, const char *allowed_punct);
 
-/* What a failed answer means: returns the -errno a caller receives (-EAGAIN, -EACCES, -EPERM, -EINVAL) and
+/* What a failed answer means: returns the -errno a caller receives (-EAGAIN, -EACCES, -EPERM, -ENOSPC, -EINVAL) and
  * sets <ret_retry> when another attempt may succeed. <code> may be "" (no parsable error). */
 int ec2_classify_error(long status, const char *code, bool *ret_retry);
 

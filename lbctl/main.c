@@ -40,7 +40,7 @@
 #define LBCTL_DEFAULT_ADMIN   "127.0.0.1:9180"
 #define LBCTL_BODY_MAX        (8u * 1024u * 1024u)
 #define LBCTL_FIELD_MAX       64
-#define LBCTL_COLUMNS         8
+#define LBCTL_COLUMNS         9 /* the last, LAUNCH, only when a backend has a launch hash */
 #define LBCTL_DEFAULT_TIMEOUT 5
 
 struct lbctl_buffer {
@@ -50,11 +50,12 @@ struct lbctl_buffer {
 };
 
 static const char *const lbctl_headers[LBCTL_COLUMNS] = {
-        "INSTANCE", "ADDRESS", "STATE", "HEALTH", "IN ROTATION", "REQUESTS", "ERRORS", "AGE",
+        "INSTANCE", "ADDRESS", "STATE", "HEALTH", "IN ROTATION", "REQUESTS", "ERRORS", "AGE", "LAUNCH",
 };
 
 struct lbctl_row {
         char cell[LBCTL_COLUMNS][LBCTL_FIELD_MAX];
+        char zone[LBCTL_FIELD_MAX]; /* its subnet, "" when not known: rows are grouped by it */
 };
 
 struct lbctl_table {
@@ -69,6 +70,7 @@ static void lbctl_help(void)
         printf("Usage: lbctl [OPTIONS] [status]\n"
                "       lbctl [OPTIONS] drain [--wait SECONDS] BACKEND\n"
                "       lbctl [OPTIONS] enable BACKEND\n"
+               "       lbctl [OPTIONS] refresh [--min-healthy PCT] [--warmup SECONDS] | --cancel\n"
                "       lbctl provision --subnet SUBNET [OPTIONS]\n"
                "\n"
                "status (the default): what lbd's admin API reports, one row per backend and per instance\n"
@@ -89,6 +91,12 @@ static void lbctl_help(void)
                "maintenance: no new requests, those in flight finish, and the control plane does not replace\n"
                "it while it lasts; with --wait, waits up to SECONDS until none is in flight (exit 1 if some\n"
                "still are). enable BACKEND: puts it back (in rotation once its health checks pass).\n"
+               "\n"
+               "refresh: replaces the instances launched with other settings than lbd's current ones, in\n"
+               "batches that keep at least PCT percent of desired serving (default [pool]\n"
+               "refresh_min_healthy), each new instance counted once healthy for SECONDS (default [pool]\n"
+               "refresh_warmup); --cancel stops a running refresh where it is. LAUNCH in the status table\n"
+               "shows each instance's launch settings hash, \"(old)\" when not the current one.\n"
                "\n"
                "Exit status: 0 ok, 1 the admin API answered with an error, 2 bad usage, 4 it can't be "
                "reached.\n"
@@ -267,7 +275,25 @@ static struct lbctl_row *lbctl_add_row(struct lbctl_table *t)
         return &rows[t->n++];
 }
 
-static int lbctl_backend_row(struct lbctl_table *t, const cJSON *b)
+/* The LAUNCH cell: the launch hash, marked "old" when it is not <target>'s (the one lbd launches with now) */
+static void lbctl_cell_launch(struct lbctl_row *row, const cJSON *o, const char *target)
+{
+        const char *hash = lbctl_string(o, "launch_hash");
+        char cell[LBCTL_FIELD_MAX];
+
+        if (hash && target && strcmp(hash, target) != 0) {
+                (void)snprintf(cell, sizeof(cell), "%.40s (old)", hash);
+                lbctl_cell(row->cell[8], cell);
+        } else if (!hash && target)
+                lbctl_cell(row->cell[8], "none (old)");
+        else
+                lbctl_cell(row->cell[8], hash);
+        lbctl_cell(row->zone, lbctl_string(o, "subnet"));
+        if (strcmp(row->zone, "-") == 0)
+                row->zone[0] = '\0';
+}
+
+static int lbctl_backend_row(struct lbctl_table *t, const cJSON *b, const char *target)
 {
         const cJSON *responses = cJSON_GetObjectItemCaseSensitive(b, "responses");
         struct lbctl_row *row = lbctl_add_row(t);
@@ -295,6 +321,7 @@ static int lbctl_backend_row(struct lbctl_table *t, const cJSON *b)
         if (failures + errors5xx >= 0 && failures + errors5xx < 1e18)
                 (void)snprintf(row->cell[6], LBCTL_FIELD_MAX, "%" PRIu64, (uint64_t)(failures + errors5xx));
         lbctl_cell_age(row->cell[7], b, "age_s");
+        lbctl_cell_launch(row, b, target);
         return 0;
 }
 
@@ -312,7 +339,7 @@ static bool lbctl_is_backend(const cJSON *backends, const char *id)
         return false;
 }
 
-static int lbctl_instance_row(struct lbctl_table *t, const cJSON *inst)
+static int lbctl_instance_row(struct lbctl_table *t, const cJSON *inst, const char *target)
 {
         struct lbctl_row *row = lbctl_add_row(t);
         char state[LBCTL_FIELD_MAX];
@@ -331,6 +358,7 @@ static int lbctl_instance_row(struct lbctl_table *t, const cJSON *inst)
         lbctl_cell(row->cell[5], NULL);
         lbctl_cell(row->cell[6], NULL);
         lbctl_cell_age(row->cell[7], inst, "age_s");
+        lbctl_cell_launch(row, inst, target);
         return 0;
 }
 
@@ -346,6 +374,52 @@ static void lbctl_print_api_failing(const cJSON *api)
         (void)lbctl_number(api, "failed_attempts", &failed);
         printf("API failing for %.0f s, retrying (%.0f attempt%s failed)%s%.300s\n", seconds, failed,
                failed == 1 ? "" : "s", error && *error ? ": " : "", error ? error : "");
+}
+
+/* "instance refresh running: 2 with other settings (2 serving), 2 new (1 counted), 1 replaced;
+ * min healthy 100%, warmup 30 s", or how the last one ended. Nothing when none ever ran. */
+static void lbctl_print_refresh(const cJSON *refresh)
+{
+        const char *state = lbctl_string(refresh, "state"), *reason = lbctl_string(refresh, "reason");
+        double old = 0, old_serving = 0, fresh = 0, counted = 0, replaced = 0, min_healthy = 0, warmup = 0;
+
+        if (!state || strcmp(state, "none") == 0)
+                return;
+        if (strcmp(state, "running") != 0) {
+                printf("instance refresh %.40s%s%.300s\n", state, reason ? ": " : "", reason ? reason : "");
+                return;
+        }
+        (void)lbctl_number(refresh, "old", &old);
+        (void)lbctl_number(refresh, "old_serving", &old_serving);
+        (void)lbctl_number(refresh, "new", &fresh);
+        (void)lbctl_number(refresh, "new_counted", &counted);
+        (void)lbctl_number(refresh, "replaced", &replaced);
+        (void)lbctl_number(refresh, "min_healthy", &min_healthy);
+        (void)lbctl_number(refresh, "warmup_s", &warmup);
+        printf("instance refresh running: %.0f with other settings (%.0f serving), %.0f new (%.0f counted), "
+               "%.0f replaced; min healthy %.0f%%, warmup %.0f s\n",
+               old, old_serving, fresh, counted, replaced, min_healthy, warmup);
+}
+
+/* "scaling on demand between 1 and 3 (targets: 20 req/s, 0 in flight per backend): 84.3 req/s, 0.2 in
+ * flight; last: 1 -> 3 (out): ..." Nothing when it is off. */
+static void lbctl_print_autoscale(const cJSON *a)
+{
+        double min = 0, max = 0, rps = 0, inflight = 0, target_rps = 0, target_inflight = 0;
+        const char *last = lbctl_string(a, "last_decision");
+
+        if (!cJSON_IsObject(a))
+                return;
+        (void)lbctl_number(a, "min", &min);
+        (void)lbctl_number(a, "max", &max);
+        (void)lbctl_number(a, "target_rps", &target_rps);
+        (void)lbctl_number(a, "target_inflight", &target_inflight);
+        (void)lbctl_number(a, "rps", &rps);
+        (void)lbctl_number(a, "inflight", &inflight);
+        printf("scaling on demand between %.0f and %.0f (targets per backend: %.0f req/s, %.0f in flight; 0: "
+               "none): %.1f req/s, %.1f in flight%s%s%.300s\n",
+               min, max, target_rps, target_inflight, rps, inflight,
+               lbctl_bool(a, "data_ok") ? "" : " (gathering data)", last ? "; last: " : "", last ? last : "");
 }
 
 static void lbctl_print_summary(const cJSON *root)
@@ -380,27 +454,64 @@ static void lbctl_print_summary(const cJSON *root)
                        "rotation\n");
         if (lbctl_bool(control, "storm_guard"))
                 printf("the replacement storm guard is holding back replacements\n");
+        lbctl_print_refresh(cJSON_GetObjectItemCaseSensitive(control, "refresh"));
+        lbctl_print_autoscale(cJSON_GetObjectItemCaseSensitive(control, "autoscale"));
 }
 
-static void lbctl_print_table(const struct lbctl_table *t)
+/* Orders the rows by zone, keeping the order within each zone (an insertion sort: tables are short). */
+static void lbctl_sort_zones(struct lbctl_table *t)
 {
-        size_t width[LBCTL_COLUMNS];
+        for (size_t i = 1; i < t->n; i++) {
+                struct lbctl_row row = t->rows[i];
+                size_t j = i;
 
-        for (size_t c = 0; c < LBCTL_COLUMNS; c++) {
+                while (j > 0 && strcmp(t->rows[j - 1].zone, row.zone) > 0) {
+                        t->rows[j] = t->rows[j - 1];
+                        j--;
+                }
+                t->rows[j] = row;
+        }
+}
+
+/* Prints the table; with zones known (ec2 subnets), grouped by zone under a line naming it and counting
+ * its rows. The LAUNCH column shows only when some row has a launch hash. */
+static void lbctl_print_table(struct lbctl_table *t)
+{
+        size_t width[LBCTL_COLUMNS], columns = LBCTL_COLUMNS - 1;
+        bool zones = false;
+
+        for (size_t i = 0; i < t->n; i++) {
+                if (strcmp(t->rows[i].cell[8], "-") != 0)
+                        columns = LBCTL_COLUMNS;
+                if (t->rows[i].zone[0])
+                        zones = true;
+        }
+        if (zones)
+                lbctl_sort_zones(t);
+        for (size_t c = 0; c < columns; c++) {
                 width[c] = strlen(lbctl_headers[c]);
                 for (size_t i = 0; i < t->n; i++)
                         width[c] = MAX(width[c], strlen(t->rows[i].cell[c]));
         }
-        for (size_t c = 0; c < LBCTL_COLUMNS; c++)
-                printf("%-*s%s", (int)width[c], lbctl_headers[c], c + 1 < LBCTL_COLUMNS ? "  " : "\n");
-        for (size_t i = 0; i < t->n; i++)
-                for (size_t c = 0; c < LBCTL_COLUMNS; c++) {
+        for (size_t c = 0; c < columns; c++)
+                printf("%-*s%s", (int)width[c], lbctl_headers[c], c + 1 < columns ? "  " : "\n");
+        for (size_t i = 0; i < t->n; i++) {
+                if (zones && (i == 0 || strcmp(t->rows[i].zone, t->rows[i - 1].zone) != 0)) {
+                        size_t n = 0;
+
+                        while (i + n < t->n && strcmp(t->rows[i + n].zone, t->rows[i].zone) == 0)
+                                n++;
+                        printf("zone %s: %zu instance%s\n", t->rows[i].zone[0] ? t->rows[i].zone : "unknown",
+                               n, n == 1 ? "" : "s");
+                }
+                for (size_t c = 0; c < columns; c++) {
                         /* Numbers are right-aligned. */
                         bool right = c == 5 || c == 6 || c == 7;
 
                         printf(right ? "%*s%s" : "%-*s%s", (int)width[c], t->rows[i].cell[c],
-                               c + 1 < LBCTL_COLUMNS ? "  " : "\n");
+                               c + 1 < columns ? "  " : "\n");
                 }
+        }
 }
 
 static int lbctl_status(const char *body)
@@ -408,6 +519,7 @@ static int lbctl_status(const char *body)
         _cleanup_(cJSON_Deletep) cJSON *root = cJSON_Parse(body);
         struct lbctl_table t = {0};
         const cJSON *backends, *control, *instances, *item;
+        const char *target;
         int r = 0;
 
         if (!cJSON_IsObject(root)) {
@@ -417,10 +529,11 @@ static int lbctl_status(const char *body)
         backends = cJSON_GetObjectItemCaseSensitive(root, "backends");
         control = cJSON_GetObjectItemCaseSensitive(root, "control");
         instances = cJSON_GetObjectItemCaseSensitive(control, "instances");
+        target = lbctl_string(control, "launch_hash");
 
         cJSON_ArrayForEach(item, backends)
         {
-                if (lbctl_backend_row(&t, item) < 0)
+                if (lbctl_backend_row(&t, item, target) < 0)
                         r = -ENOMEM;
         }
         cJSON_ArrayForEach(item, instances)
@@ -435,7 +548,7 @@ static int lbctl_status(const char *body)
                 /* Long gone: not worth a row. */
                 if (state && strcmp(state, "terminated") == 0)
                         continue;
-                if (lbctl_instance_row(&t, item) < 0)
+                if (lbctl_instance_row(&t, item, target) < 0)
                         r = -ENOMEM;
         }
         if (r < 0) {
@@ -508,13 +621,65 @@ static int lbctl_in_flight(const char *admin, long timeout, const char *address,
         return 0;
 }
 
+/* POSTs to <path> and reads the answer, a JSON object with the string <key> (printed as it is with
+ * <json>), into <ret>. Returns an exit status. */
+static int lbctl_post_json(const char *admin, long timeout, const char *path, const char *missing,
+                           const char *key, bool json, cJSON **ret)
+{
+        struct lbctl_buffer body = {0};
+        cJSON *answer;
+        int r;
+
+        r = lbctl_request(admin, timeout, "POST", path, missing, &body);
+        if (r != 0) {
+                free(body.data);
+                return r;
+        }
+        answer = cJSON_Parse(body.data);
+        if (!answer || !lbctl_string(answer, key)) {
+                fprintf(stderr, "lbctl: unreadable answer from the admin API: %.200s\n", body.data);
+                cJSON_Delete(answer);
+                free(body.data);
+                return LBCTL_EXIT_HTTP;
+        }
+        if (json)
+                printf("%s", body.data);
+        free(body.data);
+        *ret = answer;
+        return 0;
+}
+
+/* lbctl refresh: POST /refresh with the settings given (<min_healthy> or <warmup> NULL: lbd's own), or
+ * POST /refresh/cancel; prints the refresh's state. Returns an exit status. */
+static int lbctl_refresh(const char *admin, long timeout, const char *min_healthy, const char *warmup,
+                         bool cancel, bool json)
+{
+        _cleanup_(cJSON_Deletep) cJSON *answer = NULL;
+        char path[128];
+        const char *state, *reason;
+        int r;
+
+        /* Both values are checked numbers: nothing to encode. */
+        if (cancel)
+                (void)snprintf(path, sizeof(path), "/refresh/cancel");
+        else
+                (void)snprintf(path, sizeof(path), "/refresh?min_healthy=%.8s&warmup=%.8s",
+                               min_healthy ? min_healthy : "", warmup ? warmup : "");
+        r = lbctl_post_json(admin, timeout, path, "this lbd has no instance refresh", "state", json, &answer);
+        if (r != 0 || json)
+                return r;
+        state = lbctl_string(answer, "state");
+        reason = lbctl_string(answer, "reason");
+        printf("instance refresh %.40s%s%.300s\n", state, reason ? ": " : "", reason ? reason : "");
+        return 0;
+}
+
 /* lbctl drain|enable NAME: the POST, its answer, and for a drain with <wait_s> > 0 the wait for the
  * requests in flight. Returns an exit status. */
 static int lbctl_maintenance(const char *admin, long timeout, bool drain, const char *name, uint64_t wait_s,
                              bool json)
 {
         _cleanup_(cJSON_Deletep) cJSON *answer = NULL;
-        struct lbctl_buffer body = {0};
         char path[3 * LBCTL_NAME_MAX + 64], missing[LBCTL_NAME_MAX + 64], address[LBCTL_FIELD_MAX];
         const char *state;
         double active = 0;
@@ -526,20 +691,9 @@ static int lbctl_maintenance(const char *admin, long timeout, bool drain, const 
                 return LBCTL_EXIT_USAGE;
         }
         (void)snprintf(missing, sizeof(missing), "no backend '%s' (see lbctl status)", name);
-        r = lbctl_request(admin, timeout, "POST", path, missing, &body);
-        if (r != 0) {
-                free(body.data);
+        r = lbctl_post_json(admin, timeout, path, missing, "backend", json, &answer);
+        if (r != 0)
                 return r;
-        }
-        answer = cJSON_Parse(body.data);
-        if (!answer || !lbctl_string(answer, "backend")) {
-                fprintf(stderr, "lbctl: unreadable answer from the admin API: %.200s\n", body.data);
-                free(body.data);
-                return LBCTL_EXIT_HTTP;
-        }
-        if (json)
-                printf("%s", body.data);
-        free(body.data);
         lbctl_cell(address, lbctl_string(answer, "backend"));
         state = lbctl_string(answer, "state");
         (void)lbctl_number(answer, "active", &active);
@@ -580,14 +734,28 @@ static int lbctl_maintenance(const char *admin, long timeout, bool drain, const 
         }
 }
 
+/* Reads optarg as the number of option --<name>, <lo>..<hi> <unit>; says what was expected when it isn't.
+ * Returns true on success. */
+static bool lbctl_option_number(const char *name, uint64_t lo, uint64_t hi, const char *unit, uint64_t *ret)
+{
+        if (parse_uint(optarg, lo, hi, ret) >= 0)
+                return true;
+        fprintf(stderr, "lbctl: --%s '%s': expected %" PRIu64 "..%" PRIu64 " %s\n", name, optarg, lo, hi, unit);
+        return false;
+}
+
 int main(int argc, char **argv)
 {
         static const struct option options[] = {
                 {"admin", required_argument, NULL, 'a'},   {"json", no_argument, NULL, 'j'},
                 {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
                 {"version", no_argument, NULL, 'V'},       {"wait", required_argument, NULL, 'w'},
-                {NULL, 0, NULL, 0},
+                {"min-healthy", required_argument, NULL, 'm'}, {"warmup", required_argument, NULL, 'W'},
+                {"cancel", no_argument, NULL, 'c'},        {NULL, 0, NULL, 0},
         };
+        const char *min_healthy = NULL, *warmup = NULL;
+        bool cancel = false;
+        uint64_t number;
         const char *command = "status";
         uint64_t wait_s = 0;
         bool wait_given = false;
@@ -602,7 +770,7 @@ int main(int argc, char **argv)
         if (argc > 1 && strcmp(argv[1], "provision") == 0)
                 return provision_main(argc - 1, argv + 1);
         for (;;) {
-                int opt = getopt_long(argc, argv, "a:jt:hVw:", options, NULL);
+                int opt = getopt_long(argc, argv, "a:jt:hVw:", options, NULL); /* long options only for refresh */
 
                 if (opt < 0)
                         break;
@@ -614,17 +782,26 @@ int main(int argc, char **argv)
                         json = true;
                         break;
                 case 't':
-                        if (parse_uint(optarg, 1, 3600, &timeout) < 0) {
-                                fprintf(stderr, "lbctl: --timeout '%s': expected 1..3600 seconds\n", optarg);
+                        if (!lbctl_option_number("timeout", 1, 3600, "seconds", &timeout))
                                 return LBCTL_EXIT_USAGE;
-                        }
                         break;
                 case 'w':
-                        if (parse_uint(optarg, 1, 3600, &wait_s) < 0) {
-                                fprintf(stderr, "lbctl: --wait '%s': expected 1..3600 seconds\n", optarg);
+                        if (!lbctl_option_number("wait", 1, 3600, "seconds", &wait_s))
                                 return LBCTL_EXIT_USAGE;
-                        }
                         wait_given = true;
+                        break;
+                case 'm':
+                        if (!lbctl_option_number("min-healthy", 0, 100, "(percent)", &number))
+                                return LBCTL_EXIT_USAGE;
+                        min_healthy = optarg;
+                        break;
+                case 'W':
+                        if (!lbctl_option_number("warmup", 0, 86400, "seconds", &number))
+                                return LBCTL_EXIT_USAGE;
+                        warmup = optarg;
+                        break;
+                case 'c':
+                        cancel = true;
                         break;
                 case 'h':
                         lbctl_help();
@@ -639,15 +816,29 @@ int main(int argc, char **argv)
         }
         if (optind < argc)
                 command = argv[optind++];
-        if (strcmp(command, "status") != 0 && strcmp(command, "drain") != 0 && strcmp(command, "enable") != 0) {
+        if (strcmp(command, "status") != 0 && strcmp(command, "drain") != 0 && strcmp(command, "enable") != 0 &&
+            strcmp(command, "refresh") != 0) {
                 fprintf(stderr, "lbctl: unknown command '%s'; try 'lbctl --help'\n", command);
                 return LBCTL_EXIT_USAGE;
         }
-        if (strcmp(command, "status") != 0 && optind >= argc) {
+        if ((min_healthy || warmup || cancel) && strcmp(command, "refresh") != 0) {
+                fprintf(stderr, "lbctl: --min-healthy, --warmup and --cancel go with refresh\n");
+                return LBCTL_EXIT_USAGE;
+        }
+        if (cancel && (min_healthy || warmup)) {
+                fprintf(stderr, "lbctl: refresh --cancel takes no settings\n");
+                return LBCTL_EXIT_USAGE;
+        }
+        if (strcmp(command, "refresh") == 0) {
+                if (optind < argc) {
+                        fprintf(stderr, "lbctl: unexpected argument '%s'\n", argv[optind]);
+                        return LBCTL_EXIT_USAGE;
+                }
+        } else if (strcmp(command, "status") != 0 && optind >= argc) {
                 fprintf(stderr, "lbctl: %s: which backend? Give its address or instance id\n", command);
                 return LBCTL_EXIT_USAGE;
         }
-        if (optind + (strcmp(command, "status") != 0) < argc) {
+        if (strcmp(command, "refresh") != 0 && optind + (strcmp(command, "status") != 0) < argc) {
                 fprintf(stderr, "lbctl: unexpected argument '%s'\n", argv[optind + (strcmp(command, "status") != 0)]);
                 return LBCTL_EXIT_USAGE;
         }
@@ -667,6 +858,13 @@ int main(int argc, char **argv)
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
                 fprintf(stderr, "lbctl: failed to initialize libcurl\n");
                 return LBCTL_EXIT_HTTP;
+        }
+        if (strcmp(command, "refresh") == 0) {
+                r = lbctl_refresh(admin_name, (long)timeout, min_healthy, warmup, cancel, json);
+                curl_global_cleanup();
+                if (fflush(stdout) != 0 && r == 0)
+                        r = LBCTL_EXIT_HTTP;
+                return r;
         }
         if (strcmp(command, "status") != 0) {
                 r = lbctl_maintenance(admin_name, (long)timeout, strcmp(command, "drain") == 0, argv[optind], wait_s,

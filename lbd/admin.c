@@ -34,7 +34,9 @@
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
+#include "common/parse.h"
 #include "lbd-version.h"
+#include "lbd/autoscale.h"
 #include "lbd/backend.h"
 #include "lbd/history.h"
 #include "lbd/lbd.h"
@@ -160,6 +162,8 @@ static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t 
             !admin_add_string_or_null(o, "instance_state", b->instance_state) ||
             !admin_add_string_or_null(o, "zone", b->zone) ||
             !admin_add_age(o, "age_s", b->launched_usec, wall) ||
+            !admin_add_string_or_null(o, "launch_hash", b->launch_hash) ||
+            !admin_add_string_or_null(o, "subnet", b->subnet) ||
             !cJSON_AddBoolToObject(o, "forced", b->forced) ||
             !cJSON_AddBoolToObject(o, "maintenance", b->maintenance))
                 return -ENOMEM;
@@ -204,6 +208,92 @@ static int admin_status_api(cJSON *control, const struct reconcile_view *v)
         return 0;
 }
 
+/* "refresh": the instance refresh's state, settings and progress. Returns 0 or -ENOMEM. */
+static int admin_status_refresh(cJSON *control, const struct reconcile_view *v)
+{
+        const struct refresh_counts *c = &v->refresh_counts;
+        cJSON *o = cJSON_AddObjectToObject(control, "refresh");
+
+        if (!o || !cJSON_AddStringToObject(o, "state", refresh_state_name(v->refresh)) ||
+            !admin_add_string_or_null(o, "target", v->launch_hash) ||
+            !cJSON_AddNumberToObject(o, "min_healthy", (double)v->refresh_settings.min_healthy) ||
+            !cJSON_AddNumberToObject(o, "warmup_s", admin_round(v->refresh_settings.warmup_usec, USEC_PER_SEC)) ||
+            !cJSON_AddNumberToObject(o, "timeout_s",
+                                     admin_round(v->refresh_settings.timeout_usec, USEC_PER_SEC)) ||
+            !cJSON_AddStringToObject(o, "on_failure", refresh_on_failure_name(v->refresh_settings.on_failure)) ||
+            !cJSON_AddNumberToObject(o, "old", (double)c->old_total) ||
+            !cJSON_AddNumberToObject(o, "old_serving", (double)c->old_serving) ||
+            !cJSON_AddNumberToObject(o, "new", (double)c->new_total) ||
+            !cJSON_AddNumberToObject(o, "new_counted", (double)c->new_warm) ||
+            !cJSON_AddNumberToObject(o, "replaced", (double)v->refresh_replaced) ||
+            !(v->refresh_started_wall_usec
+                      ? cJSON_AddNumberToObject(o, "started_unix",
+                                                admin_round(v->refresh_started_wall_usec, USEC_PER_SEC))
+                      : cJSON_AddNullToObject(o, "started_unix")) ||
+            !admin_add_string_or_null(o, "reason", v->refresh_reason))
+                return -ENOMEM;
+        return 0;
+}
+
+/* "zones": per zone (subnet), its instances alive and when a launch may go there again (0: now). Returns 0
+ * or -ENOMEM. */
+static int admin_status_zones(cJSON *control, const struct reconcile_view *v)
+{
+        cJSON *zones = cJSON_AddArrayToObject(control, "zones");
+
+        if (!zones)
+                return -ENOMEM;
+        for (size_t z = 0; z < v->zones->n; z++) {
+                const struct zone *zone = &v->zones->z[z];
+                cJSON *o = cJSON_CreateObject();
+                size_t n = 0;
+
+                if (!o || !cJSON_AddItemToArray(zones, o)) {
+                        cJSON_Delete(o);
+                        return -ENOMEM;
+                }
+                for (size_t i = 0; i < v->n_instances; i++) {
+                        const struct reconcile_instance *k = &v->instances[i];
+
+                        if (!k->terminating && strcmp(k->inst.subnet, zone->name) == 0 &&
+                            (k->inst.state == INSTANCE_PENDING || k->inst.state == INSTANCE_RUNNING))
+                                n++;
+                }
+                if (!cJSON_AddStringToObject(o, "subnet", zone->name) ||
+                    !cJSON_AddNumberToObject(o, "instances", (double)n) ||
+                    !cJSON_AddNumberToObject(o, "capacity_refusals", zone->refusals) ||
+                    !cJSON_AddNumberToObject(o, "retry_in_s",
+                                             zone->retry_usec > v->now_usec
+                                                     ? admin_round(zone->retry_usec - v->now_usec, USEC_PER_SEC)
+                                                     : 0))
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+/* "autoscale": null when scaling on demand is off, else its bounds, targets, figures and last decision.
+ * Returns 0 or -ENOMEM. */
+static int admin_status_autoscale(cJSON *control, const struct lbd *lbd)
+{
+        const struct autoscale_state *st = autoscale_get_state(lbd->autoscale);
+        struct autoscale_settings s;
+        cJSON *o;
+
+        if (!st)
+                return cJSON_AddNullToObject(control, "autoscale") ? 0 : -ENOMEM;
+        autoscale_settings_from_config(lbd->config, &s);
+        o = cJSON_AddObjectToObject(control, "autoscale");
+        if (!o || !cJSON_AddNumberToObject(o, "min", (double)s.min) ||
+            !cJSON_AddNumberToObject(o, "max", (double)s.max) ||
+            !cJSON_AddNumberToObject(o, "target_rps", (double)s.target_rps) ||
+            !cJSON_AddNumberToObject(o, "target_inflight", (double)s.target_inflight) ||
+            !cJSON_AddBoolToObject(o, "data_ok", st->data_ok) ||
+            !cJSON_AddNumberToObject(o, "rps", st->rps) || !cJSON_AddNumberToObject(o, "inflight", st->inflight) ||
+            !admin_add_string_or_null(o, "last_decision", st->last))
+                return -ENOMEM;
+        return 0;
+}
+
 /* The reconciler's part of /status: "control". Returns 0 or -ENOMEM. */
 static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wall)
 {
@@ -217,6 +307,7 @@ static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wal
         control = cJSON_AddObjectToObject(root, "control");
         if (!control || !cJSON_AddStringToObject(control, "provider", v.provider) ||
             !cJSON_AddBoolToObject(control, "managed", v.managed) ||
+            !admin_add_string_or_null(control, "launch_hash", v.launch_hash) ||
             !cJSON_AddNumberToObject(control, "desired", (double)v.desired) ||
             !cJSON_AddBoolToObject(control, "list_ok", v.list_ok) ||
             !(v.listed ? cJSON_AddNumberToObject(control, "list_age_s",
@@ -232,7 +323,9 @@ static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wal
             !cJSON_AddNumberToObject(control, "replacements_in_window", v.replacements) ||
             !cJSON_AddNumberToObject(control, "launches", (double)v.stats.launches) ||
             !cJSON_AddNumberToObject(control, "terminations", (double)v.stats.terminations) ||
-            !cJSON_AddNumberToObject(control, "provider_errors", (double)v.stats.provider_errors))
+            !cJSON_AddNumberToObject(control, "provider_errors", (double)v.stats.provider_errors) ||
+            admin_status_refresh(control, &v) < 0 || admin_status_zones(control, &v) < 0 ||
+            admin_status_autoscale(control, lbd) < 0)
                 return -ENOMEM;
 
         instances = cJSON_AddArrayToObject(control, "instances");
@@ -253,6 +346,8 @@ static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wal
                     !cJSON_AddStringToObject(o, "state", provider_instance_state_name(k->inst.state)) ||
                     !admin_add_string_or_null(o, "address", addr) ||
                     !admin_add_age(o, "age_s", k->inst.launched_usec, wall) ||
+                    !admin_add_string_or_null(o, "launch_hash", k->inst.launch_hash) ||
+                    !admin_add_string_or_null(o, "subnet", k->inst.subnet) ||
                     !cJSON_AddBoolToObject(o, "listed", k->listed) ||
                     !cJSON_AddBoolToObject(o, "terminating", k->terminating) ||
                     !cJSON_AddBoolToObject(o, "outside_networks", k->outside))
@@ -355,6 +450,7 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
 {
         const struct pool *pool = a->lbd->pool;
         const struct proxy_stats *ps = admin_proxy_stats(a);
+        const struct autoscale_state *st = autoscale_get_state(a->lbd->autoscale);
         struct admin_out m = {.out = out};
         size_t n = pool ? pool->n_backends : 0;
         char label[ADMIN_LABEL_MAX];
@@ -455,6 +551,19 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
                 admin_family(&m, "lbd_storm_guard", "gauge",
                              "1 while the replacement-storm guard holds replacements back.");
                 admin_printf(&m, "lbd_storm_guard %d\n", v.guard ? 1 : 0);
+                admin_family(&m, "lbd_desired_instances", "gauge",
+                             "The desired count: [pool] desired, or what scaling on demand set.");
+                admin_printf(&m, "lbd_desired_instances %" PRIu64 "\n", v.desired);
+                admin_family(&m, "lbd_refresh_running", "gauge", "1 while an instance refresh runs.");
+                admin_printf(&m, "lbd_refresh_running %d\n", v.refresh == REFRESH_RUNNING ? 1 : 0);
+                if (st) {
+                        admin_family(&m, "lbd_autoscale_requests_per_second", "gauge",
+                                     "Requests per second over the scale-out window (scaling on demand).");
+                        admin_printf(&m, "lbd_autoscale_requests_per_second %.3f\n", st->rps);
+                        admin_family(&m, "lbd_autoscale_in_flight", "gauge",
+                                     "Mean requests in flight over the scale-out window (scaling on demand).");
+                        admin_printf(&m, "lbd_autoscale_in_flight %.3f\n", st->inflight);
+                }
         }
 
         return m.failed ? -ENOMEM : 0;
@@ -482,6 +591,17 @@ static void admin_reply_text(struct evhttp_request *req, int code, const char *r
         }
         (void)evbuffer_add_printf(body, "%d %s\n", code, reason);
         admin_reply(req, code, reason, ADMIN_CONTENT_TEXT, body);
+}
+
+/* Answers 405 to anything but a POST, and 403 to a POST from another site (statuspage_post_allowed()).
+ * Returns true for a POST that may go on. */
+static bool admin_require_post(struct evhttp_request *req)
+{
+        if (evhttp_request_get_command(req) == EVHTTP_REQ_POST)
+                return statuspage_post_allowed(req);
+        (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+        admin_reply_text(req, HTTP_BADMETHOD, "Method Not Allowed");
+        return false;
 }
 
 /* ---- maintenance ---- */
@@ -550,12 +670,7 @@ static void admin_backend_action(const struct admin *a, struct evhttp_request *r
                                  r == -ENOMEM ? "Internal Server Error" : "Not Found");
                 return;
         }
-        if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-                (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-                admin_reply_text(req, HTTP_BADMETHOD, "Method Not Allowed");
-                return;
-        }
-        if (!statuspage_post_allowed(req))
+        if (!admin_require_post(req))
                 return;
         b = admin_find_backend(a->lbd, name);
         if (!b) {
@@ -571,6 +686,87 @@ static void admin_backend_action(const struct admin *a, struct evhttp_request *r
             !cJSON_AddStringToObject(o, "state", admin_state_name(b)) ||
             !cJSON_AddBoolToObject(o, "in_rotation", backend_in_rotation(b)) ||
             !cJSON_AddNumberToObject(o, "active", b->active) || !(text = cJSON_PrintUnformatted(o)) ||
+            !(body = evbuffer_new()) || evbuffer_add_printf(body, "%s\n", text) < 0) {
+                admin_reply_text(req, HTTP_INTERNAL, "Internal Server Error");
+                return;
+        }
+        admin_reply(req, HTTP_OK, "OK", ADMIN_CONTENT_JSON, body);
+}
+
+/* POST /refresh[?min_healthy=PCT&warmup=DURATION&timeout=DURATION&on_failure=rollback|stop] starts an
+ * instance refresh (settings left out or empty are [pool]'s), POST /refresh/cancel stops it. Answers with the
+ * "refresh" object of /status. */
+static void admin_refresh(const struct admin *a, struct evhttp_request *req, const char *path)
+{
+        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+        const char *query = uri ? evhttp_uri_get_query(uri) : NULL, *v;
+        const struct config *c = a->lbd->config;
+        struct refresh_settings s = {
+                .min_healthy = c->refresh_min_healthy,
+                .warmup_usec = c->refresh_warmup_usec,
+                .timeout_usec = c->refresh_timeout_usec,
+                .on_failure = (enum refresh_on_failure)c->refresh_on_failure,
+        };
+        struct evkeyvalq params = {0};
+        _cleanup_(cJSON_Deletep) cJSON *o = NULL;
+        _cleanup_(cJSON_freep) char *text = NULL;
+        _cleanup_(evbuffer_freep) struct evbuffer *body = NULL;
+        struct reconcile_view view;
+        const char *bad = NULL;
+        bool cancel = strcmp(path, "/refresh/cancel") == 0;
+        int r;
+
+        if (!cancel && strcmp(path, "/refresh") != 0) {
+                admin_reply_text(req, HTTP_NOTFOUND, "Not Found");
+                return;
+        }
+        if (!admin_require_post(req))
+                return;
+        if (!a->lbd->reconcile) {
+                admin_reply_text(req, HTTP_BADREQUEST, "No managed pool: nothing to refresh");
+                return;
+        }
+        if (query && evhttp_parse_query_str(query, &params) < 0)
+                bad = "Malformed query";
+        if (!bad && (v = evhttp_find_header(&params, "min_healthy")) && *v &&
+            parse_uint(v, 0, 100, &s.min_healthy) < 0)
+                bad = "min_healthy must be a percentage, 0 to 100";
+        if (!bad && (v = evhttp_find_header(&params, "warmup")) && *v && parse_duration(v, &s.warmup_usec) < 0)
+                bad = "warmup must be a duration (30s, 2m)";
+        if (!bad && (v = evhttp_find_header(&params, "timeout")) && *v &&
+            (parse_duration(v, &s.timeout_usec) < 0 || s.timeout_usec == 0))
+                bad = "timeout must be a duration greater than 0 (10m)";
+        if (!bad && (v = evhttp_find_header(&params, "on_failure")) && *v) {
+                if (strcmp(v, "rollback") == 0)
+                        s.on_failure = REFRESH_ROLLBACK;
+                else if (strcmp(v, "stop") == 0)
+                        s.on_failure = REFRESH_STOP;
+                else
+                        bad = "on_failure must be rollback or stop";
+        }
+        evhttp_clear_headers(&params);
+        if (bad) {
+                admin_reply_text(req, HTTP_BADREQUEST, bad);
+                return;
+        }
+
+        r = cancel ? reconcile_refresh_cancel(a->lbd->reconcile) : reconcile_refresh_start(a->lbd->reconcile, &s);
+        if (r == -ESRCH) {
+                admin_reply_text(req, 409, "No refresh is running");
+                return;
+        }
+        if (r == -EOPNOTSUPP) {
+                admin_reply_text(req, HTTP_BADREQUEST, "This provider has no launch settings to refresh");
+                return;
+        }
+        if (r == -EAGAIN) {
+                admin_reply_text(req, 503, "The pool has not been listed yet: try again");
+                return;
+        }
+        reconcile_get_view(a->lbd->reconcile, &view);
+        o = cJSON_CreateObject();
+        if (r < 0 || !o || admin_status_refresh(o, &view) < 0 || !(text = cJSON_PrintUnformatted(
+                                                                          cJSON_GetObjectItem(o, "refresh"))) ||
             !(body = evbuffer_new()) || evbuffer_add_printf(body, "%s\n", text) < 0) {
                 admin_reply_text(req, HTTP_INTERNAL, "Internal Server Error");
                 return;
@@ -601,6 +797,9 @@ static void admin_on_request(struct evhttp_request *req, void *userdata)
                 content_type = ADMIN_CONTENT_METRICS;
         } else if (path && strncmp(path, ADMIN_BACKENDS_PREFIX, strlen(ADMIN_BACKENDS_PREFIX)) == 0) {
                 admin_backend_action(a, req, path);
+                return;
+        } else if (path && strncmp(path, "/refresh", strlen("/refresh")) == 0) {
+                admin_refresh(a, req, path);
                 return;
         } else {
                 admin_reply_text(req, HTTP_NOTFOUND, "Not Found");

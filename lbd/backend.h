@@ -37,6 +37,7 @@ enum check_result {
 };
 
 #define BACKEND_INSTANCE_ID_MAX 64 /* = INSTANCE_ID_MAX (provider.h) */
+#define BACKEND_LAUNCH_HASH_MAX 17 /* = INSTANCE_LAUNCH_HASH_MAX (provider.h) */
 
 #define BACKEND_CODE_MIN 100
 #define BACKEND_CODE_MAX 599
@@ -90,6 +91,8 @@ struct backend {
         const char *instance_state; /* a static string ("running"), NULL when not known */
         uint64_t launched_usec;     /* wall clock, 0 when not known */
         char zone[32];              /* the instance's zone, "" when not known (= INSTANCE_ZONE_MAX) */
+        char launch_hash[BACKEND_LAUNCH_HASH_MAX]; /* its launch settings' hash, "" when not known */
+        char subnet[BACKEND_INSTANCE_ID_MAX];      /* its subnet (zone), "" when not known */
         /* Health history, for the reconciler's judgement */
         uint64_t health_changed_usec; /* now_usec() when `healthy` last changed, or when it was added */
         bool been_healthy;            /* it has been healthy at least once since it was added */

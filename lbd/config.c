@@ -49,13 +49,27 @@
  *   poll             = 10s
  *   max_replacements = 3               0..1000; the storm guard (reconcile.c)
  *   replacement_window = 5m
+ *   refresh_min_healthy = 100          0..100: percent of desired kept serving by an instance refresh
+ *   refresh_warmup   = 30s             0 allowed: a new instance counts once healthy this long
+ *   refresh_timeout  = 10m             a new instance not healthy this long after launch fails the refresh
+ *   refresh_on_failure = rollback      rollback | stop
+ *   zone_backoff     = 1m              a zone refusing launches for capacity is left alone this long
+ *   min              = 0               0..1000; scaling on demand keeps desired within min and max
+ *   max              = 0               0..1000; 0 = no scaling on demand (desired is fixed)
+ *   target_rps       = 0               requests per second per backend; 0 = not a target
+ *   target_inflight  = 0               requests in flight per backend; 0 = not a target
+ *   scale_out_after  = 30s             the window whose average breaching a target scales out (<= 15m)
+ *   scale_in_after   = 5m              the window whose average well under the targets scales in (<= 15m)
+ *   scale_in_cooldown = 5m             0 allowed; no scale-in sooner after a change
  *   [ec2]                              (words: printable ASCII without blanks; "" = not set)
  *   region           = (empty)         word; empty = AWS_REGION, AWS_DEFAULT_REGION, ~/.aws/config, IMDS
  *   endpoint         = (empty)         http:// or https:// URL; empty = AWS_ENDPOINT_URL_EC2, ...
  *   image            = (empty)         word (ami-...); image or launch_template is required
  *   launch_template  = (empty)         word (lt-... or a name)
  *   instance_type    = t3.micro        word; empty = not sent (the launch template's)
- *   subnet           = (empty)         word (subnet-...)
+ *   subnet           = (empty)         word (subnet-...); the one-subnet form of subnets
+ *   subnets          = (empty)         list of words (subnet-..., one per zone), up to CONFIG_MAX_SUBNETS,
+ *                                      none twice; not with subnet
  *   security_groups  = (empty)         list of words (sg-...), up to CONFIG_MAX_SECURITY_GROUPS
  *   key_name         = (empty)         text
  *   instance_profile = (empty)         word: a name or an ARN
@@ -147,6 +161,22 @@ static int config_parse_balance(const struct conf_key *k, void *obj, const char 
         if (r < 0)
                 return r;
         c->balance = (enum balance_kind)r;
+        return 0;
+}
+
+static const char *const config_refresh_on_failure_names[] = {"rollback", "stop"};
+
+static int config_parse_refresh_on_failure(const struct conf_key *k, void *obj, const char *value, bool first,
+                                           char *reason, size_t size)
+{
+        struct config *c = obj;
+        int r;
+
+        r = config_parse_choice(value, config_refresh_on_failure_names,
+                                ELEMENTSOF(config_refresh_on_failure_names), reason, size);
+        if (r < 0)
+                return r;
+        c->refresh_on_failure = r;
         return 0;
 }
 
@@ -463,10 +493,16 @@ static int config_parse_tag(const struct conf_key *k, void *obj, const char *val
         return 0;
 }
 
+/* A list of words ([ec2] security_groups, subnets): at most <max> of them. */
 struct config_group_list {
         char items[CONFIG_MAX_SECURITY_GROUPS][sizeof(((struct config *)0)->ec2_security_groups[0])];
-        size_t n;
+        size_t n, max;
+        const char *what;
 };
+_Static_assert(CONFIG_MAX_SUBNETS <= CONFIG_MAX_SECURITY_GROUPS, "a subnet list fits a word list");
+_Static_assert(sizeof(((struct config *)0)->ec2_subnets[0]) ==
+                       sizeof(((struct config *)0)->ec2_security_groups[0]),
+               "subnets and security groups are words of one size");
 
 static int config_group_item(const char *entry, void *userdata, char *reason, size_t size)
 {
@@ -477,20 +513,21 @@ static int config_group_item(const char *entry, void *userdata, char *reason, si
                                    entry);
         if (strlen(entry) >= sizeof(l->items[0]))
                 return conf_reason(reason, size, "'%.32s...' is too long", entry);
-        if (l->n >= ELEMENTSOF(l->items))
-                return conf_reason(reason, size, "too many security groups (at most %zu)",
-                                   ELEMENTSOF(l->items));
+        if (l->n >= l->max)
+                return conf_reason(reason, size, "too many %s (at most %zu)", l->what, l->max);
+        for (size_t i = 0; i < l->n; i++)
+                if (strcmp(l->items[i], entry) == 0)
+                        return conf_reason(reason, size, "'%s' is listed twice", entry);
         memcpy(l->items[l->n++], entry, strlen(entry) + 1);
         return 0;
 }
 
-/* Like the other lists: the first occurrence in a source replaces, later ones append. */
-static int config_parse_security_groups(const struct conf_key *k, void *obj, const char *value, bool first,
-                                        char *reason, size_t size)
+/* Parses <value> into <items> after the <*n> already there (none when <first>). Returns 0 or -EINVAL. */
+static int config_parse_words(const char *value, bool first, const char *what, char (*items)[64], size_t max,
+                              size_t *n, char *reason, size_t size)
 {
-        struct config *c = obj;
-        struct config_group_list l = {0};
-        size_t base = first ? 0 : c->n_ec2_security_groups;
+        struct config_group_list l = {.max = MIN(max, ELEMENTSOF(l.items)), .what = what};
+        size_t base = first ? 0 : *n;
         int r;
 
         if (value[0] != '\0') {
@@ -498,12 +535,30 @@ static int config_parse_security_groups(const struct conf_key *k, void *obj, con
                 if (r < 0)
                         return r;
         }
-        if (base + l.n > ELEMENTSOF(c->ec2_security_groups))
-                return conf_reason(reason, size, "too many security groups (at most %zu)",
-                                   ELEMENTSOF(c->ec2_security_groups));
-        memcpy(c->ec2_security_groups + base, l.items, l.n * sizeof(l.items[0]));
-        c->n_ec2_security_groups = base + l.n;
+        if (base + l.n > max)
+                return conf_reason(reason, size, "too many %s (at most %zu)", what, max);
+        memcpy(items + base, l.items, l.n * sizeof(l.items[0]));
+        *n = base + l.n;
         return 0;
+}
+
+static int config_parse_subnets(const struct conf_key *k, void *obj, const char *value, bool first,
+                                char *reason, size_t size)
+{
+        struct config *c = obj;
+
+        return config_parse_words(value, first, "subnets", c->ec2_subnets, ELEMENTSOF(c->ec2_subnets),
+                                  &c->n_ec2_subnets, reason, size);
+}
+
+/* Like the other lists: the first occurrence in a source replaces, later ones append. */
+static int config_parse_security_groups(const struct conf_key *k, void *obj, const char *value, bool first,
+                                        char *reason, size_t size)
+{
+        struct config *c = obj;
+
+        return config_parse_words(value, first, "security groups", c->ec2_security_groups,
+                                  ELEMENTSOF(c->ec2_security_groups), &c->n_ec2_security_groups, reason, size);
 }
 
 struct config_upgrade_list {
@@ -681,6 +736,18 @@ static const struct conf_key config_keys[] = {
         DURATION("pool", "poll", "10s", poll_usec, 1),
         NUMBER("pool", "max_replacements", "3", max_replacements, 0, 1000),
         DURATION("pool", "replacement_window", "5m", replacement_window_usec, 1),
+        NUMBER("pool", "refresh_min_healthy", "100", refresh_min_healthy, 0, 100),
+        DURATION("pool", "refresh_warmup", "30s", refresh_warmup_usec, 0),
+        DURATION("pool", "refresh_timeout", "10m", refresh_timeout_usec, 1),
+        { "pool", "refresh_on_failure", "rollback", config_parse_refresh_on_failure, 0, 0, 0 },
+        DURATION("pool", "zone_backoff", "1m", zone_backoff_usec, 1),
+        NUMBER("pool", "min", "0", pool_min, 0, 1000),
+        NUMBER("pool", "max", "0", pool_max, 0, 1000),
+        NUMBER("pool", "target_rps", "0", target_rps, 0, 1000000),
+        NUMBER("pool", "target_inflight", "0", target_inflight, 0, 1000000),
+        DURATION("pool", "scale_out_after", "30s", scale_out_after_usec, 1),
+        DURATION("pool", "scale_in_after", "5m", scale_in_after_usec, 1),
+        DURATION("pool", "scale_in_cooldown", "5m", scale_in_cooldown_usec, 0),
 
         STRING("ec2", "region", "", ec2_region, config_parse_word),
         STRING("ec2", "endpoint", "", ec2_endpoint, config_parse_url),
@@ -688,6 +755,7 @@ static const struct conf_key config_keys[] = {
         STRING("ec2", "launch_template", "", ec2_launch_template, config_parse_word),
         STRING("ec2", "instance_type", "t3.micro", ec2_instance_type, config_parse_word),
         STRING("ec2", "subnet", "", ec2_subnet, config_parse_word),
+        { "ec2", "subnets", "", config_parse_subnets, 0, 0, 0 },
         { "ec2", "security_groups", "", config_parse_security_groups, 0, 0, 0 },
         STRING("ec2", "key_name", "", ec2_key_name, config_parse_text),
         STRING("ec2", "instance_profile", "", ec2_instance_profile, config_parse_word),
@@ -785,6 +853,30 @@ static int config_validate_pool(const struct config *c)
                                  config_provider_name(c->provider));
         if (c->port == 0)
                 r = conf_invalid(c->path, "pool", "port", "must be between 1 and 65535");
+        if (c->pool_max > 0) {
+                if (c->provider == PROVIDER_STATIC)
+                        r = conf_invalid(c->path, "pool", "max",
+                                         "scaling on demand needs a provider that launches (local or ec2)");
+                if (c->pool_min > c->pool_max)
+                        r = conf_invalid(c->path, "pool", "min", "must not exceed max (%" PRIu64 ")",
+                                         c->pool_max);
+                if (c->desired < c->pool_min || c->desired > c->pool_max)
+                        r = conf_invalid(c->path, "pool", "desired",
+                                         "the starting count must lie within min and max (%" PRIu64 "..%" PRIu64
+                                         ")",
+                                         c->pool_min, c->pool_max);
+                if (c->target_rps == 0 && c->target_inflight == 0)
+                        r = conf_invalid(c->path, "pool", "max",
+                                         "scaling on demand needs target_rps or target_inflight");
+                if (c->scale_out_after_usec > CONFIG_MAX_SCALE_WINDOW_SEC * USEC_PER_SEC)
+                        r = conf_invalid(c->path, "pool", "scale_out_after", "must be at most %d s",
+                                         CONFIG_MAX_SCALE_WINDOW_SEC);
+                if (c->scale_in_after_usec > CONFIG_MAX_SCALE_WINDOW_SEC * USEC_PER_SEC)
+                        r = conf_invalid(c->path, "pool", "scale_in_after", "must be at most %d s",
+                                         CONFIG_MAX_SCALE_WINDOW_SEC);
+        } else if (c->pool_min > 0 || c->target_rps > 0 || c->target_inflight > 0)
+                r = conf_invalid(c->path, "pool", "max",
+                                 "min, target_rps and target_inflight need max (scaling on demand)");
 
         for (size_t i = 0; i < n; i++) {
                 const struct netaddr *b = &c->backends[i];
@@ -837,6 +929,9 @@ static int config_validate_ec2(const struct config *c)
         if (c->ec2_tag_key[0] == '\0')
                 r = conf_invalid(c->path, "ec2", "tag",
                                  "the ec2 provider needs the pool's tag, e.g. lbd:pool=main");
+        if (c->ec2_subnet[0] != '\0' && c->n_ec2_subnets > 0)
+                r = conf_invalid(c->path, "ec2", "subnets",
+                                 "set subnet (one subnet) or subnets (several), not both");
         return r;
 }
 

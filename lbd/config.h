@@ -15,6 +15,8 @@
 #define CONFIG_MAX_BACKENDS 256
 #define CONFIG_MAX_NETWORKS 32
 #define CONFIG_MAX_SECURITY_GROUPS 32
+#define CONFIG_MAX_SUBNETS  16 /* [ec2] subnets: one per zone */
+#define CONFIG_MAX_SCALE_WINDOW_SEC 900 /* [pool] scale_out_after and scale_in_after at most */
 #define CONFIG_PATH_MAX     1024
 #define CONFIG_UPGRADES_MAX 256
 
@@ -80,6 +82,18 @@ struct config {
         uint64_t poll_usec;
         uint64_t max_replacements;      /* storm guard: replacements allowed per window */
         uint64_t replacement_window_usec;
+        uint64_t refresh_min_healthy;   /* instance refresh: percent of desired kept serving */
+        uint64_t refresh_warmup_usec;   /* a new instance counts once healthy this long */
+        uint64_t refresh_timeout_usec;  /* a new instance not healthy this long fails the refresh */
+        int refresh_on_failure;         /* enum refresh_on_failure (refresh.h) */
+        uint64_t pool_min, pool_max;    /* scaling on demand between them; max 0: off (desired is fixed) */
+        uint64_t target_rps;            /* requests per second per backend; 0: not a target */
+        uint64_t target_inflight;       /* requests in flight per backend; 0: not a target */
+        uint64_t scale_out_after_usec;  /* the average over this long breaching a target scales out */
+        uint64_t scale_in_after_usec;   /* the average over this long well under scales in */
+        uint64_t scale_in_cooldown_usec; /* no scale-in sooner than this after a change */
+        uint64_t zone_backoff_usec;     /* a zone (subnet) that refused a launch for want of capacity is
+                                         * left alone this long, doubling while it keeps refusing */
 
         /* [ec2] (provider = ec2) */
         char ec2_region[64];            /* "" = AWS_REGION, AWS_DEFAULT_REGION, the config file, IMDS */
@@ -87,7 +101,9 @@ struct config {
         char ec2_image[64];             /* ami-…; or use launch_template */
         char ec2_launch_template[128];  /* lt-… or a name */
         char ec2_instance_type[64];
-        char ec2_subnet[64];
+        char ec2_subnet[64];            /* the one-subnet form of ec2_subnets; not both */
+        char ec2_subnets[CONFIG_MAX_SUBNETS][64]; /* launches kept balanced across them */
+        size_t n_ec2_subnets;
         char ec2_security_groups[CONFIG_MAX_SECURITY_GROUPS][64];
         size_t n_ec2_security_groups;
         char ec2_key_name[256];

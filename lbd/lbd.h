@@ -18,6 +18,7 @@ struct notify;
 struct provider;
 struct reconcile;
 struct history;
+struct autoscale;
 
 struct lbd {
         struct event_base *base;
@@ -31,6 +32,7 @@ struct lbd {
         struct provider *provider;   /* where backends come from (provider.h) */
         struct reconcile *reconcile; /* the control plane (reconcile.h) */
         struct history *history;     /* the status page's figures and timeline (history.h), or NULL */
+        struct autoscale *autoscale; /* scaling on demand (autoscale.h), NULL when off */
         uint64_t started_usec;   /* now_usec() at start */
         bool stopping;
 };

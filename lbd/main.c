@@ -26,6 +26,7 @@
 #include "lbd-version.h"
 #include "lbd/accesslog.h"
 #include "lbd/admin.h"
+#include "lbd/autoscale.h"
 #include "lbd/backend.h"
 #include "lbd/balance.h"
 #include "lbd/config.h"
@@ -316,6 +317,12 @@ static void main_reload(struct main_state *m)
         proxy_set_config(l->proxy, next);
         health_set_config(l->health, next);
         reconcile_set_config(l->reconcile, next);
+        if (next->pool_max == 0)
+                l->autoscale = autoscale_free(l->autoscale);
+        else if (l->autoscale)
+                autoscale_set_config(l->autoscale);
+        else if (autoscale_new(l, &l->autoscale) < 0)
+                log_error("Out of memory: scaling on demand stays off");
         free(prev);
         if (next->provider == PROVIDER_STATIC) {
                 log_info("Configuration reloaded: %zu backends, balance %s", next->n_backends,
@@ -376,6 +383,7 @@ static void main_stop(void *userdata)
         /* Nothing is launched or terminated while stopping: instances and local backends stay for the
          * next start to adopt. The provider goes first, so none of its callbacks reaches a freed
          * reconciler. */
+        l->autoscale = autoscale_free(l->autoscale);
         l->provider = provider_free(l->provider);
         l->reconcile = reconcile_free(l->reconcile);
         l->health = health_free(l->health);
@@ -445,6 +453,9 @@ static int main_run(struct main_state *m)
         if (!l->health)
                 return log_error_errno(ENOMEM, "Out of memory");
         reconcile_start(l->reconcile);
+        r = autoscale_new(l, &l->autoscale);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up scaling on demand: %m");
 
         r = daemon_catch_signals(&m->daemon, &main_ops, m);
         if (r < 0)
@@ -469,6 +480,7 @@ static void main_cleanup(struct main_state *m)
         struct lbd *l = &m->lbd;
 
         l->admin = admin_free(l->admin);
+        l->autoscale = autoscale_free(l->autoscale);
         l->provider = provider_free(l->provider);
         l->reconcile = reconcile_free(l->reconcile);
         l->health = health_free(l->health);

@@ -7,11 +7,17 @@
  *            An instance whose lbd:role tag names another role (the web host `lbctl provision` launched
  *            with the pool's tag) is not one of the pool's: it is left out of the list, so it is never
  *            counted, probed or terminated; that too is logged once per instance.
- * launch:    RunInstances from [ec2] image or launch_template, with the instance type, subnet, security
+ * launch:    RunInstances from [ec2] image or launch_template, with the instance type, the subnet the
+ *            reconciler chose among [ec2] subnets (its zones, p->zones; [ec2] subnet is a list of one), security
  *            groups, key pair, instance profile, the pool's tag and a Name tag, the caller's ClientToken,
  *            and the user data: the [ec2] user_data file with every "{{upstream}}" replaced by [ec2]
  *            upstream, so each backend boots into relay mode towards the web host by itself.
  * terminate: TerminateInstances.
+ *
+ * Launch settings have an identity: a hash of everything an instance is launched with (image or launch
+ * template, instance type, the rendered user data, security groups, key pair, instance profile, subnets
+ * and the pool's tag), tagged on every instance as EC2_LAUNCH_HASH_TAG and read back by every list. The
+ * reconciler compares it with p->launch_hash to refresh instances launched with other settings.
  *
  * Clients and reloads: every set_config() makes a new ec2 client, so a reload picks up rotated
  * credentials, a new endpoint or region, and re-reads the user data template. Calls already running keep
@@ -21,6 +27,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,6 +141,81 @@ static bool provider_ec2_first_warning(struct provider_ec2_data *d, const struct
         return true;
 }
 
+/* Feeds <s> (NULL as "") into <md> with its length first, so that no two lists of strings hash alike. */
+static int provider_ec2_hash_add(EVP_MD_CTX *md, const void *s, size_t len)
+{
+        uint64_t n = len;
+
+        if (EVP_DigestUpdate(md, &n, sizeof(n)) != 1 || (len > 0 && EVP_DigestUpdate(md, s, len) != 1))
+                return -EIO;
+        return 0;
+}
+
+static int provider_ec2_hash_str(EVP_MD_CTX *md, const char *s)
+{
+        return provider_ec2_hash_add(md, s, s ? strlen(s) : 0);
+}
+
+/* The hash of the launch settings of <c> with the rendered <user_data>, as INSTANCE_LAUNCH_HASH_MAX - 1
+ * hex digits (the first bytes of a SHA-256) into <ret>. Returns 0 or -ENOMEM/-EIO. */
+int provider_ec2_launch_hash(const struct config *c, const char *user_data, size_t user_data_len,
+                             char ret[static INSTANCE_LAUNCH_HASH_MAX])
+{
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
+        unsigned char digest[EVP_MAX_MD_SIZE];
+        unsigned len = 0;
+        int r = 0;
+
+        if (!md)
+                return -ENOMEM;
+        if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+                r = -EIO;
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, "lbd-launch-1"); /* the layout of what follows */
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, c->ec2_image);
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, c->ec2_launch_template);
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, c->ec2_instance_type);
+        if (r >= 0)
+                r = provider_ec2_hash_add(md, user_data, user_data ? user_data_len : 0);
+        if (r >= 0) {
+                uint64_t n = MIN(c->n_ec2_security_groups, (size_t)CONFIG_MAX_SECURITY_GROUPS);
+
+                r = provider_ec2_hash_add(md, &n, sizeof(n));
+        }
+        for (size_t i = 0; i < c->n_ec2_security_groups && i < CONFIG_MAX_SECURITY_GROUPS && r >= 0; i++)
+                r = provider_ec2_hash_str(md, c->ec2_security_groups[i]);
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, c->ec2_key_name);
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, c->ec2_instance_profile);
+        /* The subnets: "subnet = a" and "subnets = a" are the same settings. */
+        if (r >= 0 && c->n_ec2_subnets > 1) {
+                uint64_t n = MIN(c->n_ec2_subnets, (size_t)CONFIG_MAX_SUBNETS);
+
+                r = provider_ec2_hash_str(md, "subnets");
+                if (r >= 0)
+                        r = provider_ec2_hash_add(md, &n, sizeof(n));
+                for (size_t i = 0; i < n && r >= 0; i++)
+                        r = provider_ec2_hash_str(md, c->ec2_subnets[i]);
+        } else if (r >= 0)
+                r = provider_ec2_hash_str(md, c->n_ec2_subnets == 1 ? c->ec2_subnets[0] : c->ec2_subnet);
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, c->ec2_tag_key);
+        if (r >= 0)
+                r = provider_ec2_hash_str(md, c->ec2_tag_value);
+        if (r >= 0 && EVP_DigestFinal_ex(md, digest, &len) != 1)
+                r = -EIO;
+        EVP_MD_CTX_free(md);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < (INSTANCE_LAUNCH_HASH_MAX - 1) / 2 && i < len; i++)
+                (void)snprintf(ret + 2 * i, 3, "%02x", digest[i]);
+        return 0;
+}
+
 /* Converts what ec2.c reports into the provider's instances, leaving out those of another role. Returns a
  * new array and its length in <ret_n>, or NULL. */
 static struct instance *provider_ec2_convert(struct provider *p, const struct ec2_instance *v, size_t n,
@@ -164,6 +246,11 @@ static struct instance *provider_ec2_convert(struct provider *p, const struct ec
                 inst->launched_usec = v[i].launch_usec;
                 memcpy(inst->zone, v[i].zone, MIN(sizeof(inst->zone), sizeof(v[i].zone)));
                 inst->zone[sizeof(inst->zone) - 1] = 0;
+                /* a longer hash than lbd writes is some other one: it reads as none */
+                if (strlen(v[i].launch_hash) < sizeof(inst->launch_hash))
+                        memcpy(inst->launch_hash, v[i].launch_hash, strlen(v[i].launch_hash) + 1);
+                _Static_assert(sizeof(inst->subnet) >= sizeof(v[i].subnet_id), "a subnet id fits");
+                memcpy(inst->subnet, v[i].subnet_id, sizeof(v[i].subnet_id));
                 if (!v[i].private_ip[0] || netaddr_parse(v[i].private_ip, c->port, false, &a) < 0)
                         continue;
                 if (!config_in_networks(c, &a)) {
@@ -205,6 +292,8 @@ static void provider_ec2_log_failure(enum provider_ec2_kind kind, int r, const c
                           provider_ec2_kind_name(kind), error);
         else if (r == -EAGAIN)
                 log_warning("EC2 API unavailable while %s: %s", provider_ec2_kind_name(kind), error);
+        else if (r == -ENOSPC)
+                log_warning("EC2 has no capacity while %s: %s", provider_ec2_kind_name(kind), error);
         else
                 log_error_errno(r, "EC2 error while %s: %s", provider_ec2_kind_name(kind),
                                 error && *error ? error : "%m");
@@ -319,7 +408,7 @@ static int provider_ec2_list(struct provider *p, provider_list_cb cb, void *user
         return provider_ec2_call_started(p, pc, r);
 }
 
-static int provider_ec2_launch(struct provider *p, unsigned count, const char *client_token,
+static int provider_ec2_launch(struct provider *p, unsigned count, const char *zone, const char *client_token,
                                provider_launch_cb cb, void *userdata)
 {
         struct provider_ec2_data *d = p->data;
@@ -337,7 +426,7 @@ static int provider_ec2_launch(struct provider *p, unsigned count, const char *c
                 .image = c->ec2_image,
                 .launch_template = c->ec2_launch_template,
                 .instance_type = c->ec2_instance_type,
-                .subnet = c->ec2_subnet,
+                .subnet = zone ? zone : p->n_zones > 0 ? p->zones[0] : NULL,
                 .security_groups = groups,
                 .n_security_groups = MIN(c->n_ec2_security_groups, ELEMENTSOF(groups)),
                 .key_name = c->ec2_key_name,
@@ -347,6 +436,7 @@ static int provider_ec2_launch(struct provider *p, unsigned count, const char *c
                 .tag_key = c->ec2_tag_key,
                 .tag_value = c->ec2_tag_value,
                 .name = name,
+                .launch_hash = p->launch_hash,
                 .client_token = client_token,
                 .count = count,
         };
@@ -460,6 +550,7 @@ static int provider_ec2_set_config(struct provider *p, const struct config *c)
         };
         struct provider_ec2_client *cl;
         _cleanup_free_ char *user_data = NULL;
+        char launch_hash[INSTANCE_LAUNCH_HASH_MAX];
         size_t user_data_len = 0;
         int r;
 
@@ -469,6 +560,9 @@ static int provider_ec2_set_config(struct provider *p, const struct config *c)
         r = provider_ec2_render_user_data(c, &user_data, &user_data_len);
         if (r < 0)
                 return r;
+        r = provider_ec2_launch_hash(c, user_data, user_data_len, launch_hash);
+        if (r < 0)
+                return log_error_errno(r, "Failed to hash the launch settings: %m");
 
         if (!d) {
                 d = calloc(1, sizeof(*d));
@@ -503,6 +597,16 @@ static int provider_ec2_set_config(struct provider *p, const struct config *c)
         free(d->user_data);
         d->user_data = TAKE_PTR(user_data);
         d->user_data_len = user_data_len;
+        if (strcmp(p->launch_hash, launch_hash) != 0)
+                log_info("Launch settings: %s", launch_hash);
+        memcpy(p->launch_hash, launch_hash, sizeof(launch_hash));
+        _Static_assert(CONFIG_MAX_SUBNETS <= PROVIDER_MAX_ZONES, "every subnet is a zone");
+        _Static_assert(sizeof(c->ec2_subnets[0]) <= sizeof(p->zones[0]), "a subnet id fits a zone");
+        p->n_zones = 0;
+        for (size_t i = 0; i < c->n_ec2_subnets && i < CONFIG_MAX_SUBNETS; i++)
+                memcpy(p->zones[p->n_zones++], c->ec2_subnets[i], sizeof(c->ec2_subnets[i]));
+        if (p->n_zones == 0 && c->ec2_subnet[0])
+                memcpy(p->zones[p->n_zones++], c->ec2_subnet, sizeof(c->ec2_subnet));
         p->config = c;
         return 0;
 }

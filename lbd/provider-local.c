@@ -787,7 +787,7 @@ static void provider_local_token_remember(struct provider_local_data *d, const c
         d->next_token = (d->next_token + 1) % LOCAL_TOKENS;
 }
 
-static int provider_local_launch(struct provider *p, unsigned count, const char *client_token,
+static int provider_local_launch(struct provider *p, unsigned count, const char *zone, const char *client_token,
                                  provider_launch_cb cb, void *userdata)
 {
         struct provider_local_data *d = p->data;

@@ -74,7 +74,7 @@ static int provider_static_list(struct provider *p, provider_list_cb cb, void *u
         return 0;
 }
 
-static int provider_static_launch(struct provider *p, unsigned count, const char *client_token,
+static int provider_static_launch(struct provider *p, unsigned count, const char *zone, const char *client_token,
                                   provider_launch_cb cb, void *userdata)
 {
         return -EOPNOTSUPP;

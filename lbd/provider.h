@@ -33,6 +33,9 @@ enum instance_state {
 
 #define INSTANCE_ID_MAX 64
 #define INSTANCE_ZONE_MAX 32 /* = EC2_ZONE_MAX */
+/* The identity of the settings an instance is launched with: hex digits of a hash, with the NUL */
+#define INSTANCE_LAUNCH_HASH_MAX 17
+#define PROVIDER_MAX_ZONES 16
 
 struct instance {
         char id[INSTANCE_ID_MAX];  /* "i-0abc…", "local-2", or the address for static */
@@ -41,6 +44,10 @@ struct instance {
         bool has_addr;
         uint64_t launched_usec;    /* wall clock, 0 if unknown */
         char zone[INSTANCE_ZONE_MAX]; /* where it runs ("us-east-1a"), "" if the provider has no zones */
+        /* The hash of the launch settings it carries (ec2: a tag), "" when unknown; compared with the
+         * provider's launch_hash to tell instances launched with other settings (reconcile.c's refresh) */
+        char launch_hash[INSTANCE_LAUNCH_HASH_MAX];
+        char subnet[INSTANCE_ID_MAX]; /* its subnet (ec2), "" when unknown or none */
 };
 
 /* <r> >= 0 on success. Failures: -EAGAIN throttled, 5xx or network (transient: the API is failing),
@@ -68,10 +75,11 @@ struct provider_ops {
         bool managed; /* launches and terminates (false: static) */
         /* Every instance of the pool that is not terminated (terminated ones may be listed too). */
         int (*list)(struct provider *p, provider_list_cb cb, void *userdata);
-        /* Starts <count> instances. <client_token> makes the call idempotent: the same token never makes
-         * more instances, however often it is retried. */
-        int (*launch)(struct provider *p, unsigned count, const char *client_token, provider_launch_cb cb,
-                      void *userdata);
+        /* Starts <count> instances in <zone> (one of p->zones; NULL: the provider's choice). <client_token>
+         * makes the call idempotent: the same token never makes more instances, however often it is
+         * retried. -ENOSPC: the zone has no capacity for them now (try another). */
+        int (*launch)(struct provider *p, unsigned count, const char *zone, const char *client_token,
+                      provider_launch_cb cb, void *userdata);
         int (*terminate)(struct provider *p, const char *const *ids, size_t n, provider_terminate_cb cb,
                          void *userdata);
         /* New settings (reload). Returns 0 or -EINVAL. */
@@ -86,6 +94,13 @@ struct provider {
         struct event_base *base;
         const struct config *config;
         void *data; /* the implementation's */
+        /* The hash of the settings the next launch uses (set_config() writes it), "" when the provider
+         * has no such thing (static, local): instances launched with other settings are refreshed */
+        char launch_hash[INSTANCE_LAUNCH_HASH_MAX];
+        /* Where instances may go (ec2: the subnets), set by set_config(); none when the provider has no
+         * such choice. The reconciler keeps the pool balanced across them. */
+        char zones[PROVIDER_MAX_ZONES][INSTANCE_ID_MAX];
+        size_t n_zones;
 };
 
 /* A call a provider answers on the event loop's next turn, which keeps the promise that a callback never
@@ -117,3 +132,8 @@ void provider_get_status(struct provider *p, struct provider_status *ret);
 extern const struct provider_ops provider_static_ops;
 extern const struct provider_ops provider_local_ops;
 extern const struct provider_ops provider_ec2_ops;
+
+/* The ec2 provider's launch hash of <c> with the rendered <user_data> (exposed for tests). Returns 0,
+ * -ENOMEM or -EIO. */
+int provider_ec2_launch_hash(const struct config *c, const char *user_data, size_t user_data_len,
+                             char ret[static INSTANCE_LAUNCH_HASH_MAX]);

@@ -37,6 +37,18 @@
  *   [pool] replacement_window; a failed instance is terminated only when its replacement fits in that
  *   budget (terminating it without replacing it would only shrink the pool). When the guard holds
  *   something back it says so in the log and in STATUS=, and the poll goes on as usual.
+ * - Refresh: instances whose launch hash (struct instance's, a tag in EC2) is not the provider's are
+ *   replaced, batch by batch (refresh.c decides the numbers): an old serving instance is drained and
+ *   terminated only while the serving ones (old ones healthy and in rotation, plus new ones healthy for
+ *   [pool] refresh_warmup) stay at [pool] refresh_min_healthy percent of desired; new ones are launched
+ *   until desired of them have the current settings, at most max(1, desired - that minimum) beyond
+ *   desired. While it runs, "beyond desired" above is left to it. Its launches are growth, not
+ *   replacements: the storm guard neither counts nor holds them back. It starts by itself whenever a
+ *   poll finds such instances (so a restarted lbd carries on from the tags), ends when none is left, and
+ *   fails when a new instance never becomes healthy (judged failed, or not healthy [pool] refresh_timeout
+ *   after its launch or after this lbd first saw it): on rollback the new instances that never were
+ *   healthy are terminated and the old ones kept. A failed or cancelled refresh starts again only on
+ *   request (reconcile_refresh_start()) or with new settings. Never in the all-failing case.
  * - Every backend failing at once (a managed pool with no healthy backend and at least two that were up
  *   and are now down): the cause is most likely shared (the upstream, the health path, the network), and
  *   replacing every instance would not help. lbd terminates nothing (but dead instances), logs it, and
@@ -74,9 +86,12 @@
 #include "lbd/backend.h"
 #include "lbd/config.h"
 #include "lbd/history.h"
+#include "lbd/refresh.h"
+#include "lbd/zone.h"
 
 _Static_assert(BACKEND_INSTANCE_ID_MAX == INSTANCE_ID_MAX, "backend and instance ids have the same size");
 _Static_assert(sizeof(((struct backend *)0)->zone) == INSTANCE_ZONE_MAX, "backend and instance zones too");
+_Static_assert(BACKEND_LAUNCH_HASH_MAX == INSTANCE_LAUNCH_HASH_MAX, "backend and instance hashes have the same size");
 
 #define RECONCILE_UNLISTED_TTL_MIN (30 * USEC_PER_SEC) /* and at least 3 polls */
 #define RECONCILE_TERMINATING_TTL  (10 * 60 * USEC_PER_SEC)
@@ -148,10 +163,18 @@ struct reconcile {
         uint64_t plan_list_usec;
         uint64_t drain_deadline;
 
+        /* zones (zone.h): the launches planned in each, the launch in flight */
+        struct zones zones;
+        size_t plan_zone[PROVIDER_MAX_ZONES];
+        size_t launch_zone;    /* its zone's index, SIZE_MAX when the provider has no zones */
+        unsigned launch_count; /* the instances it asks for */
+        bool rebalancing;      /* one instance launched beyond desired to even out the zones */
+
         /* ClientToken */
         uint64_t nonce, generation;
         bool token_pending;
         unsigned token_count;
+        char token_zone[INSTANCE_ID_MAX];
         char token[64];
 
         /* storm guard */
@@ -159,11 +182,22 @@ struct reconcile {
         size_t n_replacements, replacement_next;
         uint64_t high_water;
         uint64_t high_water_desired;
+        uint64_t desired;          /* [pool] desired, or what scaling on demand set (autoscale.c) */
         bool guard;
         size_t held; /* replacements the guard is holding back */
         bool panic;
         bool evaluating;      /* inside reconcile_evaluate_panic(), which pool_refresh() re-enters */
         bool changed_pending; /* on_change is owed for a change made by reconcile_evaluate_panic() */
+
+        /* the instance refresh (see "Refresh" above) */
+        enum refresh_state refresh;
+        char refresh_target[INSTANCE_LAUNCH_HASH_MAX]; /* the hash it refreshes to */
+        struct refresh_settings refresh_settings;
+        bool refresh_manual;           /* started by the admin API with settings of its own */
+        uint64_t refresh_started_wall; /* wall clock */
+        uint64_t refresh_replaced;     /* instances with other settings it terminated */
+        struct refresh_counts refresh_counts;
+        char refresh_reason[REFRESH_REASON_MAX]; /* why it ended, "" while it runs */
 
         struct reconcile_stats stats;
         uint64_t rng;
@@ -359,6 +393,8 @@ static bool reconcile_sync_pool(struct reconcile *r)
                 b->instance_state = provider_instance_state_name(owners[i]->inst.state);
                 b->launched_usec = owners[i]->inst.launched_usec;
                 memcpy(b->zone, owners[i]->inst.zone, sizeof(b->zone));
+                memcpy(b->launch_hash, owners[i]->inst.launch_hash, sizeof(b->launch_hash));
+                memcpy(b->subnet, owners[i]->inst.subnet, sizeof(b->subnet));
         }
         return !same;
 }
@@ -632,12 +668,31 @@ static int reconcile_add_victim(struct reconcile *r, const struct reconcile_inst
         return 0;
 }
 
+/* Serving: healthy (not merely forced) and in rotation. */
+static bool reconcile_serving(const struct backend *b)
+{
+        return b && b->healthy && backend_in_rotation(b);
+}
+
 /* Sort order for scale-down: failed, then not healthy, then newest first. */
 struct reconcile_candidate {
         struct reconcile_instance *k;
         bool failed, healthy;
         uint64_t launched;
 };
+
+/* Moves <alive>[<i>] (of <*n>) to the victims with <reason>. Returns 0 or -ENOMEM. */
+static int reconcile_take_victim(struct reconcile *r, struct reconcile_candidate *alive, size_t *n, size_t i,
+                                 const char *reason, bool replaced)
+{
+        int ret = reconcile_add_victim(r, alive[i].k, reason, replaced);
+
+        if (ret < 0)
+                return ret;
+        memmove(alive + i, alive + i + 1, (*n - i - 1) * sizeof(*alive));
+        (*n)--;
+        return 0;
+}
 
 static int reconcile_compare_candidates(const void *a, const void *b)
 {
@@ -652,20 +707,311 @@ static int reconcile_compare_candidates(const void *a, const void *b)
         return strcmp(x->k->inst.id, y->k->inst.id);
 }
 
+/* ---- zones ---- */
+
+/* The zone of <k> (an index in r->zones), or -1: none known, or one no longer configured. */
+static int reconcile_zone_of(const struct reconcile *r, const struct reconcile_instance *k)
+{
+        return zones_find(&r->zones, k->inst.subnet);
+}
+
+static void reconcile_zone_counts(const struct reconcile *r, const struct reconcile_candidate *alive, size_t n,
+                                  size_t counts[static PROVIDER_MAX_ZONES])
+{
+        memset(counts, 0, PROVIDER_MAX_ZONES * sizeof(counts[0]));
+        for (size_t i = 0; i < n; i++) {
+                int z = reconcile_zone_of(r, alive[i].k);
+
+                if (z >= 0)
+                        counts[z]++;
+        }
+}
+
+/* <k> failed its checks and is replaced: when another instance in its zone failed within the storm guard's
+ * window, the zone itself is likely failing: closed like one without capacity, so the replacement (and
+ * the next launches) go to the other zones until a rebalance tries it again. */
+static void reconcile_zone_failed(struct reconcile *r, const struct reconcile_instance *k)
+{
+        int z = reconcile_zone_of(r, k);
+        uint64_t now = reconcile_now(r), delay;
+
+        if (z < 0 || r->zones.n < 2 || !zones_instance_failed(&r->zones, (size_t)z, now,
+                                                              r->config->replacement_window_usec))
+                return;
+        delay = zones_refused(&r->zones, (size_t)z, now, r->config->zone_backoff_usec);
+        log_warning("Zone %s: instances there keep failing their checks; launching in the other zones, leaving "
+                    "it alone for %llu s",
+                    r->zones.z[z].name, (unsigned long long)(delay / USEC_PER_SEC));
+}
+
+/* Which of <alive> (n > desired, in scale-down order) goes first: the first in that order, unless it is
+ * healthy (then all are) and there are zones: then one in no configured zone, else the newest of the
+ * fullest zone, so that scaling down and a rebalance keep the zones even. */
+static size_t reconcile_trim_choice(const struct reconcile *r, const struct reconcile_candidate *alive, size_t n)
+{
+        size_t counts[PROVIDER_MAX_ZONES], fullest = 0;
+
+        if (r->zones.n < 2 || alive[0].failed || !alive[0].healthy)
+                return 0;
+        reconcile_zone_counts(r, alive, n, counts);
+        for (size_t i = 0; i < n; i++)
+                if (reconcile_zone_of(r, alive[i].k) < 0)
+                        return i;
+        for (size_t z = 1; z < r->zones.n; z++)
+                if (counts[z] > counts[fullest])
+                        fullest = z;
+        for (size_t i = 0; i < n; i++)
+                if (reconcile_zone_of(r, alive[i].k) == (int)fullest)
+                        return i;
+        return 0;
+}
+
+/* During a rebalance, the instance beyond desired is trimmed only once the new one is healthy (make
+ * before break): true while <first> (the first to go) is not healthy yet, nor failed, within its grace. */
+static bool reconcile_rebalance_waits(const struct reconcile *r, const struct reconcile_candidate *first)
+{
+        return r->rebalancing && !first->failed && !first->healthy &&
+               reconcile_launched(first->k) + r->config->grace_usec > reconcile_wall(r);
+}
+
+/* Spreads the plan's launches over the zones, each to the open one with the fewest instances; with
+ * nothing else to do (<may_rebalance>: at desired, all healthy), launches one in an open zone that has 2
+ * fewer than another, the first half of a rebalance (the fullest zone gives one up once it is healthy). */
+static void reconcile_plan_zones(struct reconcile *r, const struct reconcile_candidate *alive, size_t n_alive,
+                                 bool may_rebalance)
+{
+        uint64_t now = reconcile_now(r);
+        size_t counts[PROVIDER_MAX_ZONES], from, to;
+
+        reconcile_zone_counts(r, alive, n_alive, counts);
+        for (size_t i = 0; i < n_alive && may_rebalance; i++)
+                if (!alive[i].healthy)
+                        may_rebalance = false;
+        if (r->plan_launch == 0 && r->n_victims == 0 && may_rebalance &&
+            zones_unbalanced(&r->zones, counts, now, &from, &to)) {
+                log_notice("Zones unbalanced (%s has %zu instances, %s %zu): launching one in %s, then one in "
+                           "%s goes once it is healthy",
+                           r->zones.z[from].name, counts[from], r->zones.z[to].name, counts[to],
+                           r->zones.z[to].name, r->zones.z[from].name);
+                r->rebalancing = true;
+                r->plan_launch = 1;
+                r->plan_zone[to] = 1;
+                return;
+        }
+        for (unsigned i = 0; i < r->plan_launch; i++) {
+                size_t z = zones_pick(&r->zones, counts, now);
+
+                r->plan_zone[z]++;
+                counts[z]++;
+        }
+}
+
+/* ---- the instance refresh ---- */
+
+static void reconcile_refresh_from_config(struct reconcile *r)
+{
+        r->refresh_settings = (struct refresh_settings){
+                .min_healthy = r->config->refresh_min_healthy,
+                .warmup_usec = r->config->refresh_warmup_usec,
+                .timeout_usec = r->config->refresh_timeout_usec,
+                .on_failure = r->config->refresh_on_failure,
+        };
+}
+
+/* True when <k> was launched with other settings than the ones lbd launches with now. */
+static bool reconcile_is_old(const struct reconcile *r, const struct reconcile_instance *k)
+{
+        return r->refresh_target[0] && strcmp(k->inst.launch_hash, r->refresh_target) != 0;
+}
+
+static void reconcile_refresh_begin(struct reconcile *r, size_t n_old, size_t n_alive, bool manual)
+{
+        r->refresh = REFRESH_RUNNING;
+        r->refresh_manual = manual;
+        r->refresh_started_wall = reconcile_wall(r);
+        r->refresh_replaced = 0;
+        r->refresh_reason[0] = '\0';
+        log_notice("Instance refresh started%s: %zu of %zu instances have other launch settings than %s; "
+                   "keeping at least %" PRIu64 "%% of desired serving, new instances counted after %llu s "
+                   "healthy, %llu s to become healthy, then %s",
+                   manual ? " (admin API)" : "", n_old, n_alive, r->refresh_target,
+                   r->refresh_settings.min_healthy,
+                   (unsigned long long)(r->refresh_settings.warmup_usec / USEC_PER_SEC),
+                   (unsigned long long)(r->refresh_settings.timeout_usec / USEC_PER_SEC),
+                   r->refresh_settings.on_failure == REFRESH_ROLLBACK ? "roll back" : "stop");
+        reconcile_changed(r);
+}
+
+/* The refresh is over: <state> with its reason (a log line of <priority>). */
+static void reconcile_refresh_end(struct reconcile *r, enum refresh_state state, int priority,
+                                  const char *reason)
+{
+        r->refresh = state;
+        (void)snprintf(r->refresh_reason, sizeof(r->refresh_reason), "%s", reason);
+        log_full_errno(priority, 0, "Instance refresh %s: %s", refresh_state_name(state), reason);
+        reconcile_changed(r);
+}
+
+/* A new instance (with the current settings) that fails the refresh: never healthy, and judged failed by
+ * the usual rule, or still not healthy [pool] refresh_timeout after its launch (or after this lbd first
+ * saw it: a restarted lbd gives each instance its checks before it judges). */
+static bool reconcile_refresh_failed(const struct reconcile *r, const struct reconcile_candidate *x)
+{
+        const struct reconcile_instance *k = x->k;
+        const struct backend *b = reconcile_backend(r, k);
+        uint64_t wall = reconcile_wall(r), since = MAX(reconcile_launched(k), k->seen_wall_usec);
+
+        if (b && b->been_healthy)
+                return false;
+        return x->failed || wall >= since + r->refresh_settings.timeout_usec;
+}
+
+/* Starts, ends or stops the refresh from what a poll sees in <alive> (sorted as for scale-down), and on
+ * a failure with rollback, moves the new instances that never became healthy from <alive> to the
+ * victims. Returns 0 or -ENOMEM. */
+static int reconcile_refresh_check(struct reconcile *r, struct reconcile_candidate *alive, size_t *n_alive)
+{
+        const char *target = r->provider->launch_hash;
+        const struct reconcile_candidate *failed = NULL;
+        size_t n_old = 0;
+        char reason[REFRESH_REASON_MAX];
+        int ret;
+
+        if (!target[0]) {
+                r->refresh = REFRESH_NONE;
+                r->refresh_target[0] = '\0';
+                return 0;
+        }
+        if (strcmp(target, r->refresh_target) != 0) {
+                /* New settings (a reload) or the first poll: a running refresh goes on towards them, with
+                 * the settings it was given; anything else that ended was for other settings. */
+                bool running = r->refresh == REFRESH_RUNNING;
+
+                if (running)
+                        log_notice("Launch settings changed during the refresh (%s -> %s): it goes on "
+                                   "towards the new ones",
+                                   r->refresh_target, target);
+                else
+                        r->refresh = REFRESH_NONE;
+                if (!running || !r->refresh_manual)
+                        reconcile_refresh_from_config(r);
+                memcpy(r->refresh_target, target, sizeof(r->refresh_target));
+        }
+        for (size_t i = 0; i < *n_alive; i++)
+                if (reconcile_is_old(r, alive[i].k))
+                        n_old++;
+
+        if (n_old == 0) {
+                if (r->refresh == REFRESH_RUNNING) {
+                        (void)snprintf(reason, sizeof(reason),
+                                       "every instance has the launch settings %s (%" PRIu64 " replaced)",
+                                       r->refresh_target, r->refresh_replaced);
+                        reconcile_refresh_end(r, REFRESH_DONE, LOG_NOTICE, reason);
+                }
+                return 0;
+        }
+        if (r->refresh == REFRESH_NONE || r->refresh == REFRESH_DONE)
+                reconcile_refresh_begin(r, n_old, *n_alive, false);
+        if (r->refresh != REFRESH_RUNNING)
+                return 0;
+
+        for (size_t i = 0; i < *n_alive && !failed; i++)
+                if (!reconcile_is_old(r, alive[i].k) && reconcile_refresh_failed(r, &alive[i]))
+                        failed = &alive[i];
+        if (!failed)
+                return 0;
+
+        if (r->refresh_settings.on_failure == REFRESH_STOP) {
+                (void)snprintf(reason, sizeof(reason),
+                               "instance %s with the new settings did not become healthy in time; stopped, "
+                               "nothing undone",
+                               failed->k->inst.id);
+                reconcile_refresh_end(r, REFRESH_FAILED, LOG_WARNING, reason);
+                return 0;
+        }
+        (void)snprintf(reason, sizeof(reason),
+                       "instance %s with the new settings did not become healthy in time; terminating the "
+                       "new instances that never did, keeping the %zu with other settings",
+                       failed->k->inst.id, n_old);
+        for (size_t i = 0; i < *n_alive;) {
+                const struct backend *b = reconcile_backend(r, alive[i].k);
+
+                if (reconcile_is_old(r, alive[i].k) || (b && b->been_healthy)) {
+                        i++;
+                        continue;
+                }
+                ret = reconcile_take_victim(r, alive, n_alive, i, "rolled back: launched by a refresh that failed",
+                                            false);
+                if (ret < 0)
+                        return ret;
+        }
+        reconcile_refresh_end(r, REFRESH_ROLLED_BACK, LOG_WARNING, reason);
+        return 0;
+}
+
+/* A running refresh's step in this poll: picks the old serving instances that may go (the oldest first)
+ * from <alive> into the victims, and says how many to launch. Returns 0 or -ENOMEM. */
+static int reconcile_refresh_step(struct reconcile *r, struct reconcile_candidate *alive, size_t *n_alive,
+                                  size_t *ret_launch)
+{
+        uint64_t now = reconcile_now(r);
+        struct refresh_counts c = {.desired = (size_t)r->desired};
+        struct refresh_step step;
+        size_t left;
+        int ret;
+
+        for (size_t i = 0; i < *n_alive; i++) {
+                const struct backend *b = reconcile_backend(r, alive[i].k);
+                bool serving = reconcile_serving(b);
+
+                if (reconcile_is_old(r, alive[i].k)) {
+                        c.old_total++;
+                        c.old_serving += serving;
+                } else {
+                        c.new_total++;
+                        c.new_warm += serving && now >= b->health_changed_usec + r->refresh_settings.warmup_usec;
+                }
+        }
+        refresh_plan(&r->refresh_settings, &c, &step);
+        r->refresh_counts = c;
+
+        /* <alive> runs from the least to the most worth keeping among the healthy: newest first, so the
+         * oldest are at the end. */
+        left = step.terminate_old;
+        for (size_t i = *n_alive; i-- > 0 && left > 0;) {
+                if (!reconcile_is_old(r, alive[i].k) || !reconcile_serving(reconcile_backend(r, alive[i].k)))
+                        continue;
+                ret = reconcile_take_victim(r, alive, n_alive, i, "replaced by the instance refresh", true);
+                if (ret < 0)
+                        return ret;
+                left--;
+                r->refresh_replaced++;
+        }
+        if (step.launch > 0 || step.terminate_old > 0)
+                log_info("Instance refresh: %zu with other settings (%zu serving), %zu with %s (%zu counted); "
+                         "launching %zu, terminating %zu",
+                         c.old_total, c.old_serving, c.new_total, r->refresh_target, c.new_warm, step.launch,
+                         step.terminate_old);
+        *ret_launch = step.launch;
+        return 0;
+}
+
 /* Decides what this poll does (see the rules at the top) into plan_launch and victims. */
 static int reconcile_plan(struct reconcile *r)
 {
-        const struct config *c = r->config;
         _cleanup_free_ struct reconcile_candidate *alive = NULL;
-        size_t n_alive = 0, n_failed = 0, n_kept_failed = 0, held = 0;
-        uint64_t desired = c->desired, needed, deficit, replacements, growth, allowed;
+        size_t n_alive = 0, n_failed = 0, n_kept_failed = 0, held = 0, refresh_launch = 0;
+        uint64_t desired = r->desired, needed, deficit, replacements, growth, allowed;
+        bool refreshing = false;
         unsigned budget;
         int ret;
 
         r->plan_launch = 0;
         r->plan_replacements = 0;
+        memset(r->plan_zone, 0, sizeof(r->plan_zone));
         if (!reconcile_managed(r))
                 return 0;
+        zones_sync(&r->zones, r->provider);
 
         alive = calloc(r->n_known ? r->n_known : 1, sizeof(*alive));
         if (!alive)
@@ -688,7 +1034,7 @@ static int reconcile_plan(struct reconcile *r)
                 alive[n_alive++] = (struct reconcile_candidate){
                         .k = k,
                         .failed = reconcile_failed(r, k),
-                        .healthy = b && b->healthy,
+                        .healthy = b && b->healthy && !b->maintenance, /* drained ones go first */
                         .launched = reconcile_launched(k),
                 };
         }
@@ -702,18 +1048,26 @@ static int reconcile_plan(struct reconcile *r)
 
         if (!r->panic) {
                 qsort(alive, n_alive, sizeof(*alive), reconcile_compare_candidates);
+                ret = reconcile_refresh_check(r, alive, &n_alive);
+                if (ret < 0)
+                        return ret;
+                refreshing = r->refresh == REFRESH_RUNNING;
 
-                /* Beyond desired: the first ones in that order go. */
-                while (n_alive > desired) {
-                        struct reconcile_candidate *x = &alive[0];
+                /* Beyond desired: the first ones in that order go (a refresh runs beyond on purpose), or
+                 * among healthy ones, from the fullest zone. A rebalance waits for its new instance. */
+                while (!refreshing && n_alive > desired && !reconcile_rebalance_waits(r, &alive[0])) {
+                        size_t i = reconcile_trim_choice(r, alive, n_alive);
 
-                        ret = reconcile_add_victim(
-                                r, x->k, x->failed ? "failed, and beyond desired" : "beyond desired", false);
+                        ret = reconcile_take_victim(r, alive, &n_alive, i,
+                                                    alive[i].failed  ? "failed, and beyond desired"
+                                                    : r->rebalancing ? "beyond desired (rebalancing zones)"
+                                                                     : "beyond desired",
+                                                    false);
                         if (ret < 0)
                                 return ret;
-                        memmove(alive, alive + 1, (n_alive - 1) * sizeof(*alive));
-                        n_alive--;
                 }
+                if (n_alive <= desired)
+                        r->rebalancing = false;
 
                 /* Failed ones are replaced while the budget lasts (losses already there come first). */
                 for (size_t i = 0; i < n_alive; i++)
@@ -730,13 +1084,12 @@ static int reconcile_plan(struct reconcile *r)
                                 i++;
                                 continue;
                         }
-                        ret = reconcile_add_victim(r, alive[i].k,
-                                                   "failing its health checks past its grace period", true);
+                        reconcile_zone_failed(r, alive[i].k);
+                        ret = reconcile_take_victim(r, alive, &n_alive, i,
+                                                    "failing its health checks past its grace period", true);
                         if (ret < 0)
                                 return ret;
                         budget_left--;
-                        memmove(alive + i, alive + i + 1, (n_alive - i - 1) * sizeof(*alive));
-                        n_alive--;
                 }
         }
 
@@ -745,9 +1098,19 @@ static int reconcile_plan(struct reconcile *r)
         growth = deficit - replacements;
         allowed = MIN(replacements, (uint64_t)budget);
         held = (size_t)(replacements - allowed) + n_kept_failed;
+        /* The refresh's own launches (beyond what the losses call for) are neither replacements nor
+         * held back by the guard; the old instances it terminates leave no loss behind. */
+        if (refreshing) {
+                ret = reconcile_refresh_step(r, alive, &n_alive, &refresh_launch);
+                if (ret < 0)
+                        return ret;
+                growth += refresh_launch > deficit ? refresh_launch - deficit : 0;
+        }
         r->plan_launch = (unsigned)(growth + allowed);
         r->plan_replacements = (unsigned)allowed;
         reconcile_set_guard(r, held > 0, held);
+        if (r->zones.n > 0)
+                reconcile_plan_zones(r, alive, n_alive, !r->panic && !refreshing && n_alive == desired);
         return 0;
 }
 
@@ -971,27 +1334,88 @@ static void reconcile_on_poll_timer(evutil_socket_t fd, short what, void *userda
 
 /* ---- launching ---- */
 
+/* Zone <z> refused the launch for want of capacity: closes it for a while and gives its share of the
+ * plan to the open zones. Returns true when some zone is left to try. */
+static bool reconcile_zone_refused(struct reconcile *r, size_t z)
+{
+        uint64_t now = reconcile_now(r), delay;
+        size_t counts[PROVIDER_MAX_ZONES] = {0}, moved = r->plan_zone[z], n_open = 0;
+
+        delay = zones_refused(&r->zones, z, now, r->config->zone_backoff_usec);
+        r->plan_zone[z] = 0;
+        for (size_t i = 0; i < r->zones.n; i++)
+                n_open += zones_open(&r->zones, i, now);
+        log_warning("Zone %s has no capacity for %zu instance%s: %s; leaving it alone for %llu s", r->zones.z[z].name,
+                    moved, moved == 1 ? "" : "s", n_open > 0 ? "launching in the other zones" : "no other zone is open",
+                    (unsigned long long)(delay / USEC_PER_SEC));
+        if (n_open == 0)
+                return false;
+        for (size_t i = 0; i < r->n_known; i++) {
+                const struct reconcile_instance *k = &r->known[i];
+                int kz = reconcile_zone_of(r, k);
+
+                if (kz >= 0 && !k->terminating && reconcile_alive_state(k->inst.state))
+                        counts[kz]++;
+        }
+        for (size_t i = 0; i < r->zones.n; i++)
+                counts[i] += r->plan_zone[i];
+        for (size_t i = 0; i < moved; i++) {
+                size_t to = zones_pick(&r->zones, counts, now);
+
+                r->plan_zone[to]++;
+                counts[to]++;
+        }
+        return true;
+}
+
 static void reconcile_on_launch(struct provider *p, int ret, const struct instance *launched, size_t n,
                                 void *userdata)
 {
         struct reconcile *r = userdata;
         uint64_t now = reconcile_now(r), wall = reconcile_wall(r);
         char ids[RECONCILE_LOG_IDS];
-        size_t added = 0, n_alive = 0;
+        size_t added = 0, n_alive = 0, z = r->launch_zone;
+        unsigned replaced;
         struct reconcile_instance *known;
 
+        if (ret == -ENOSPC && z < r->zones.n && r->rebalancing) {
+                /* A rebalance goes to that zone or nowhere: try again once it reopens. */
+                uint64_t delay = zones_refused(&r->zones, z, now, r->config->zone_backoff_usec);
+
+                log_warning("Zone %s still has no capacity: rebalancing again in %llu s at the earliest",
+                            r->zones.z[z].name, (unsigned long long)(delay / USEC_PER_SEC));
+                r->token_pending = false;
+                r->rebalancing = false;
+                reconcile_done(r, false);
+                return;
+        }
+        if (ret == -ENOSPC && z < r->zones.n) {
+                r->token_pending = false;
+                r->plan_launch -= MIN(r->plan_launch, r->launch_count);
+                if (reconcile_zone_refused(r, z)) {
+                        r->plan_launch += r->launch_count;
+                        reconcile_launch(r);
+                        return;
+                }
+                r->plan_launch += r->launch_count;
+        }
         if (ret < 0) {
                 reconcile_call_failed(r, ret, "Launching instances");
                 log_warning_errno(ret,
                                   "Launching %u instances failed: %m; trying again at the next poll "
                                   "(same ClientToken %s), terminating nothing meanwhile",
-                                  r->plan_launch, r->token);
+                                  r->launch_count, r->token);
                 reconcile_changed(r);
                 reconcile_done(r, false);
                 return;
         }
         r->token_pending = false;
         r->last_error = 0;
+        if (z < r->zones.n) {
+                zones_accepted(&r->zones, z);
+                r->plan_zone[z] = 0;
+        }
+        r->plan_launch -= MIN(r->plan_launch, r->launch_count);
 
         known = realloc(r->known, (r->n_known + n + 1) * sizeof(*known));
         if (!known) {
@@ -1013,28 +1437,42 @@ static void reconcile_on_launch(struct provider *p, int ret, const struct instan
                         .seen_usec = now,
                         .seen_wall_usec = wall,
                 };
+                /* Launched with the settings of now, in the zone asked for, whatever the answer shows;
+                 * a list tells the truth later. */
+                if (!k->inst.launch_hash[0])
+                        memcpy(k->inst.launch_hash, r->provider->launch_hash, sizeof(k->inst.launch_hash));
+                if (!k->inst.subnet[0] && z < r->zones.n)
+                        memcpy(k->inst.subnet, r->zones.z[z].name, sizeof(k->inst.subnet));
                 k->outside = k->inst.has_addr && !config_in_networks(r->config, &k->inst.addr);
                 added++;
         }
         r->stats.launches += n;
-        for (size_t i = 0; i < MIN((size_t)r->plan_replacements, n); i++)
+        replaced = MIN(r->plan_replacements, (unsigned)n);
+        for (size_t i = 0; i < replaced; i++)
                 reconcile_record_replacement(r);
+        r->plan_replacements -= replaced;
         for (size_t i = 0; i < r->n_known; i++)
                 if (!r->known[i].terminating && reconcile_alive_state(r->known[i].inst.state))
                         n_alive++;
-        r->high_water = MIN(MAX(r->high_water, (uint64_t)n_alive), r->config->desired);
+        r->high_water = MIN(MAX(r->high_water, (uint64_t)n_alive), r->desired);
 
         if (n > 0) {
                 (void)reconcile_ids(launched[0].id, sizeof(launched[0]), n, ids, sizeof(ids));
-                log_notice("Launched %zu instance%s (%u to replace lost ones): %s", n, n == 1 ? "" : "s",
-                           MIN(r->plan_replacements, (unsigned)n), ids);
-                history_event(r->history, HISTORY_EVENT_LAUNCH, "Launched %zu instance%s (%u to replace lost ones): %s",
-                              n, n == 1 ? "" : "s", MIN(r->plan_replacements, (unsigned)n), ids);
+                log_notice("Launched %zu instance%s%s%s (%u to replace lost ones): %s", n, n == 1 ? "" : "s",
+                           z < r->zones.n ? " in " : "", z < r->zones.n ? r->zones.z[z].name : "", replaced, ids);
+                history_event(r->history, HISTORY_EVENT_LAUNCH, "Launched %zu instance%s%s%s (%u to replace lost ones): %s",
+                              n, n == 1 ? "" : "s", z < r->zones.n ? " in " : "",
+                              z < r->zones.n ? r->zones.z[z].name : "", replaced, ids);
         } else
-                log_warning("The launch of %u instances started none", r->plan_launch);
+                log_warning("The launch of %u instances started none", r->launch_count);
         if (added > 0 && reconcile_sync_pool(r))
                 reconcile_changed(r);
 
+        /* The next zone's share, then the victims. */
+        if (r->plan_launch > 0 && r->zones.n > 0) {
+                reconcile_launch(r);
+                return;
+        }
         if (r->n_victims > 0) {
                 reconcile_drain(r);
                 return;
@@ -1042,21 +1480,34 @@ static void reconcile_on_launch(struct provider *p, int ret, const struct instan
         reconcile_done(r, true);
 }
 
+/* Launches the plan's next share: the first zone with launches planned, or all of them without zones. */
 static void reconcile_launch(struct reconcile *r)
 {
+        const char *zone = NULL;
+        unsigned count = r->plan_launch;
         int ret;
 
-        if (!r->token_pending || r->token_count != r->plan_launch) {
+        r->launch_zone = SIZE_MAX;
+        for (size_t i = 0; i < r->zones.n; i++)
+                if (r->plan_zone[i] > 0) {
+                        r->launch_zone = i;
+                        zone = r->zones.z[i].name;
+                        count = (unsigned)MIN(r->plan_zone[i], (size_t)count);
+                        break;
+                }
+        if (!r->token_pending || r->token_count != count || strcmp(r->token_zone, zone ? zone : "") != 0) {
                 r->generation++;
                 (void)snprintf(r->token, sizeof(r->token), "lbd-%016" PRIx64 "-%" PRIu64, r->nonce,
                                r->generation);
-                r->token_count = r->plan_launch;
+                r->token_count = count;
+                (void)snprintf(r->token_zone, sizeof(r->token_zone), "%s", zone ? zone : "");
                 r->token_pending = true;
         }
-        log_info("Launching %u instance%s (ClientToken %s)", r->plan_launch, r->plan_launch == 1 ? "" : "s",
-                 r->token);
+        log_info("Launching %u instance%s%s%s (ClientToken %s)", count, count == 1 ? "" : "s", zone ? " in " : "",
+                 zone ? zone : "", r->token);
+        r->launch_count = count;
         r->phase = RECONCILE_LAUNCHING;
-        ret = r->provider->ops->launch(r->provider, r->plan_launch, r->token, reconcile_on_launch, r);
+        ret = r->provider->ops->launch(r->provider, count, zone, r->token, reconcile_on_launch, r);
         if (ret < 0)
                 reconcile_on_launch(r->provider, ret, NULL, 0, r);
 }
@@ -1228,6 +1679,8 @@ int reconcile_new(struct event_base *base, struct provider *provider, struct poo
                 r->nonce = now_usec() ^ ((uint64_t)getpid() << 32);
         r->rng = r->nonce | 1;
         r->high_water_desired = c->desired;
+        r->desired = c->pool_max > 0 ? MIN(MAX(c->desired, c->pool_min), c->pool_max) : c->desired;
+        reconcile_refresh_from_config(r);
         *ret = r;
         return 0;
 }
@@ -1269,20 +1722,87 @@ void reconcile_set_clock(struct reconcile *r, const struct reconcile_clock *cloc
 
 void reconcile_start(struct reconcile *r)
 {
+        const struct config *c = r->config;
+
+        r->desired = c->pool_max > 0 ? MIN(MAX(c->desired, c->pool_min), c->pool_max) : c->desired;
+        r->high_water_desired = r->desired;
         r->started = true;
         reconcile_poll(r);
 }
 
 void reconcile_set_config(struct reconcile *r, const struct config *c)
 {
-        if (c->desired != r->config->desired && reconcile_managed(r)) {
-                log_notice("Desired instances: %" PRIu64 " -> %" PRIu64, r->config->desired, c->desired);
+        /* Scaling on demand keeps its count, within the new bounds; else the file's count rules. */
+        uint64_t desired = c->pool_max > 0 ? MIN(MAX(r->desired, c->pool_min), c->pool_max) : c->desired;
+
+        if (desired != r->desired && reconcile_managed(r)) {
+                log_notice("Desired instances: %" PRIu64 " -> %" PRIu64, r->desired, desired);
                 history_event(r->history, HISTORY_EVENT_DESIRED, "Desired instances: %" PRIu64 " -> %" PRIu64,
-                              r->config->desired, c->desired);
+                              r->desired, desired);
         }
+        r->desired = desired;
         r->config = c;
+        if (r->refresh != REFRESH_RUNNING || !r->refresh_manual)
+                reconcile_refresh_from_config(r);
         if (r->started)
                 reconcile_poll(r);
+}
+
+void reconcile_set_desired(struct reconcile *r, uint64_t desired)
+{
+        if (desired == r->desired)
+                return;
+        history_event(r->history, HISTORY_EVENT_DESIRED, "Desired instances: %" PRIu64 " -> %" PRIu64
+                      " (scaling on demand)", r->desired, desired);
+        r->desired = desired;
+        reconcile_changed(r);
+        if (r->started)
+                reconcile_poll(r);
+}
+
+int reconcile_refresh_start(struct reconcile *r, const struct refresh_settings *s)
+{
+        if (!reconcile_managed(r) || !r->provider->launch_hash[0])
+                return -EOPNOTSUPP;
+        if (!r->listed)
+                return -EAGAIN;
+        r->refresh_settings = *s;
+        memcpy(r->refresh_target, r->provider->launch_hash, sizeof(r->refresh_target));
+        r->refresh = REFRESH_NONE;
+        for (size_t i = 0; i < r->n_known; i++) {
+                const struct reconcile_instance *k = &r->known[i];
+
+                if (!k->terminating && reconcile_alive_state(k->inst.state) && reconcile_is_old(r, k)) {
+                        size_t n_old = 0, n_alive = 0;
+
+                        for (size_t j = 0; j < r->n_known; j++)
+                                if (!r->known[j].terminating && reconcile_alive_state(r->known[j].inst.state)) {
+                                        n_alive++;
+                                        n_old += reconcile_is_old(r, &r->known[j]);
+                                }
+                        reconcile_refresh_begin(r, n_old, n_alive, true);
+                        break;
+                }
+        }
+        if (r->refresh != REFRESH_RUNNING) {
+                r->refresh = REFRESH_DONE;
+                (void)snprintf(r->refresh_reason, sizeof(r->refresh_reason),
+                               "nothing to replace: every instance has the launch settings %s",
+                               r->refresh_target);
+                log_notice("Instance refresh asked for: %s", r->refresh_reason);
+        }
+        reconcile_poll(r);
+        return 0;
+}
+
+int reconcile_refresh_cancel(struct reconcile *r)
+{
+        if (r->refresh != REFRESH_RUNNING)
+                return -ESRCH;
+        reconcile_refresh_end(r, REFRESH_CANCELLED, LOG_NOTICE,
+                              "cancelled by the admin API; the instances left with other settings stay");
+        reconcile_poll(r);
+        return 0;
 }
 
 void reconcile_poll(struct reconcile *r)
@@ -1308,7 +1828,7 @@ void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret)
         *ret = (struct reconcile_view){
                 .provider = r->provider->ops->name,
                 .managed = reconcile_managed(r),
-                .desired = r->config->desired,
+                .desired = r->desired,
                 .listed = r->listed,
                 .list_ok = r->list_ok,
                 .last_error = r->last_error,
@@ -1319,6 +1839,15 @@ void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret)
                 .guard = r->guard,
                 .held = r->held,
                 .replacements = replacements,
+                .launch_hash = r->provider->launch_hash,
+                .refresh = r->refresh,
+                .refresh_settings = r->refresh_settings,
+                .refresh_counts = r->refresh_counts,
+                .refresh_replaced = r->refresh_replaced,
+                .refresh_started_wall_usec = r->refresh_started_wall,
+                .refresh_reason = r->refresh_reason,
+                .zones = &r->zones,
+                .now_usec = now,
                 .instances = r->known,
                 .n_instances = r->n_known,
                 .stats = r->stats,

@@ -8,6 +8,8 @@
 #include <stdint.h>
 
 #include "lbd/provider.h"
+#include "lbd/refresh.h"
+#include "lbd/zone.h"
 
 struct event_base;
 struct pool;
@@ -63,6 +65,17 @@ struct reconcile_view {
         bool guard;             /* the storm guard is holding back replacements */
         size_t held;            /* how many (launches and failed instances kept) */
         unsigned replacements;  /* replacements in the current window */
+        const char *launch_hash; /* the provider's launch settings' hash, "" when it has none */
+        /* The instance refresh: its state, settings, what the last poll of it saw, old instances it has
+         * terminated, when it started (wall clock, 0 if never) and why it ended ("" while it runs) */
+        enum refresh_state refresh;
+        struct refresh_settings refresh_settings;
+        struct refresh_counts refresh_counts;
+        uint64_t refresh_replaced;
+        uint64_t refresh_started_wall_usec;
+        const char *refresh_reason;
+        const struct zones *zones; /* the provider's zones and their backoff (zone.h) */
+        uint64_t now_usec;         /* the reconciler's clock, for the zones' retry times */
         const struct reconcile_instance *instances;
         size_t n_instances;
         size_t by_state[INSTANCE_UNKNOWN + 1]; /* the last good list, by instance state */
@@ -91,10 +104,19 @@ void reconcile_start(struct reconcile *r);
 /* Takes new settings (<c> must live until the next call) and polls at once. The provider receives its own
  * set_config() from the caller. */
 void reconcile_set_config(struct reconcile *r, const struct config *c);
+/* Sets the desired count (scaling on demand) and polls; [pool] desired is only where it starts. */
+void reconcile_set_desired(struct reconcile *r, uint64_t desired);
 /* Polls now, or right after the call in flight. */
 void reconcile_poll(struct reconcile *r);
 /* To be called from the pool's on_change: re-judges the pool on the loop's next turn (the all-failed
  * case, and an earlier poll when a backend failed). */
 void reconcile_pool_changed(struct reconcile *r);
+
+/* Starts an instance refresh with <s> (the admin API): instances with other launch settings than the
+ * provider's are replaced. Returns 0 (also when there is nothing to replace: the view says so),
+ * -EOPNOTSUPP (a provider without launch settings), -EAGAIN (no list yet). */
+int reconcile_refresh_start(struct reconcile *r, const struct refresh_settings *s);
+/* Stops a running refresh where it is. Returns 0, or -ESRCH when none runs. */
+int reconcile_refresh_cancel(struct reconcile *r);
 
 void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret);

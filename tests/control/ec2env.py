@@ -139,7 +139,7 @@ def http_json(method, url, timeout=5.0):
 class Moto:
     """moto_server on 127.0.0.1 with signature checking, an IAM user, the loopback VPC."""
 
-    def __init__(self, workdir, moto_path, auth=True):
+    def __init__(self, workdir, moto_path, auth=True, subnets=1):
         import boto3
         self.boto3 = boto3
         self.port = free_port()
@@ -153,7 +153,7 @@ class Moto:
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
         wait_until(self._up, 60, "moto_server to listen", interval=0.2)
         self.auth = auth
-        self._setup()
+        self._setup(subnets)
 
     def _up(self):
         if self.proc.poll() is not None:
@@ -167,7 +167,7 @@ class Moto:
                                  aws_secret_access_key=secret or self.secret,
                                  aws_session_token=token)
 
-    def _setup(self):
+    def _setup(self, subnets=1):
         # The three unauthenticated calls: user, policy, key.
         iam = self.boto3.client("iam", endpoint_url=self.endpoint, region_name=REGION,
                                 aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
@@ -179,7 +179,12 @@ class Moto:
         # From here on every call is signed and checked.
         self.ec2 = self.client("ec2")
         self.vpc_id = self.ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
-        self.subnet_id = self.ec2.create_subnet(VpcId=self.vpc_id, CidrBlock="127.0.1.0/24")["Subnet"]["SubnetId"]
+        # One subnet per zone, all on loopback: 127.0.1.0/24 in us-east-1a, 127.0.2.0/24 in us-east-1b, ...
+        self.subnet_ids = [
+            self.ec2.create_subnet(VpcId=self.vpc_id, CidrBlock=f"127.0.{i + 1}.0/24",
+                                   AvailabilityZone=f"{REGION}{'abcdef'[i]}")["Subnet"]["SubnetId"]
+            for i in range(subnets)]
+        self.subnet_id = self.subnet_ids[0]
         self.sg_id = self.ec2.create_security_group(GroupName="lbd-backends", Description="lbd backends",
                                                     VpcId=self.vpc_id)["GroupId"]
 
@@ -214,10 +219,12 @@ class FaultProxy:
             cmd += ["--imds-credentials", str(imds_credentials)]
         self.proc = start_ready(cmd, Path(workdir) / "faultproxy.log", what="fault proxy")
 
-    def fault(self, mode, seconds=10, actions=None):
+    def fault(self, mode, seconds=10, actions=None, subnet=None):
         q = f"mode={mode}&seconds={seconds}"
         if actions:
             q += "&actions=" + ",".join(actions)
+        if subnet:
+            q += f"&subnet={subnet}"
         with urllib.request.urlopen(urllib.request.Request(f"{self.url}/_fault?{q}", method="POST", data=b""),
                                     timeout=5) as resp:
             assert resp.status == 200
@@ -242,7 +249,7 @@ class Agent:
         env.update(AWS_ACCESS_KEY_ID=moto.key_id, AWS_SECRET_ACCESS_KEY=moto.secret,
                    AWS_EC2_METADATA_DISABLED="true")
         cmd = [PYTHON, str(HELPERS / "agent.py"), "--endpoint", moto.endpoint, "--region", REGION,
-               "--subnet", moto.subnet_id, "--port", str(backend_port), "--lbd", str(lbd_path),
+               "--subnet", ",".join(moto.subnet_ids), "--port", str(backend_port), "--lbd", str(lbd_path),
                "--control-port", str(self.port), "--workdir", str(workdir), "--log", str(self.log),
                "--boot-delay", str(boot_delay), "--max-seconds", "1200"]
         self.proc = start_ready(cmd, Path(workdir) / "agent.log", env=env, what="agent")
@@ -386,9 +393,38 @@ class RequestLoop:
         self.thread.join(20)
 
 
+class ServingMonitor:
+    """Samples lbd's /status every 0.1 s until stopped (bounded in time): the fewest backends in rotation
+    it saw."""
+
+    def __init__(self, env, max_seconds=300):
+        self.env = env
+        self.min = None
+        self.samples = 0
+        self.stop_event = threading.Event()
+        self.deadline = time.monotonic() + max_seconds
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop_event.is_set() and time.monotonic() < self.deadline:
+            try:
+                n = sum(1 for b in self.env.status()["backends"] if b["in_rotation"])
+                self.min = n if self.min is None else min(self.min, n)
+                self.samples += 1
+            except OSError:
+                pass
+            self.stop_event.wait(0.1)
+
+    def stop(self):
+        self.stop_event.set()
+        self.thread.join(10)
+
+
 # ---------------------------------------------------------------------------------------------
 
-def lbd_config(env, desired=3, poll="1s", grace="15s", extra_pool="", extra_ec2="", health=None, region=REGION):
+def lbd_config(env, desired=3, poll="1s", grace="15s", extra_pool="", extra_ec2="", health=None, region=REGION,
+               subnets=None):
     health = health or {"interval": "200ms", "timeout": "500ms", "rise": "2", "fall": "2"}
     health_lines = "\n".join(f"{k} = {v}" for k, v in health.items())
     return f"""[lbd]
@@ -416,7 +452,7 @@ endpoint = {env.proxy.url}
 {f"region = {region}" if region else ""}
 image = {IMAGE}
 instance_type = t3.micro
-subnet = {env.moto.subnet_id}
+{f"subnets = {', '.join(subnets)}" if subnets else f"subnet = {env.moto.subnet_id}"}
 security_groups = {env.moto.sg_id}
 user_data = {env.user_data_path}
 upstream = {env.upstream.addr}
@@ -426,14 +462,14 @@ tag = {TAG_KEY}={TAG_VALUE}
 
 
 class Ec2Env:
-    def __init__(self, workdir, moto_auth=True, imds_credentials=None, boot_delay=0.0):
+    def __init__(self, workdir, moto_auth=True, imds_credentials=None, boot_delay=0.0, subnets=1):
         self.workdir = Path(workdir)
         self.lbd_path, moto_path = require_tools()
         self.procs = []
         self.lbds = []
         self.loops = []
         try:
-            self.moto = Moto(workdir, moto_path, auth=moto_auth)
+            self.moto = Moto(workdir, moto_path, auth=moto_auth, subnets=subnets)
             self.procs.append(self.moto)
             self.upstream = Upstream(workdir)
             self.procs.append(self.upstream)

@@ -3,7 +3,7 @@
 
 moto_server only records instances; nothing runs on them. This agent watches moto
 (DescribeInstances through boto3, polled every --poll seconds) and, for each instance
-that is "running" in the watched subnet, starts what the instance's user data would
+that is "running" in the watched subnets, starts what the instance's user data would
 start on a real machine: lbd in relay mode, listening on the instance's private
 address (127.0.1.x, this machine's loopback) and [pool] port, relaying to the upstream
 named in the user data ("--backend ADDR" or "UPSTREAM=ADDR"). When the instance leaves
@@ -97,7 +97,7 @@ class Agent:
         return upstream
 
     def list_instances(self):
-        filters = [{"Name": "subnet-id", "Values": [self.args.subnet]}]
+        filters = [{"Name": "subnet-id", "Values": self.args.subnet.split(",")}]
         seen = {}
         token = None
         for _ in range(20):
@@ -309,7 +309,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--endpoint", required=True, help="moto_server URL (http://127.0.0.1:PORT)")
     ap.add_argument("--region", default="us-east-1")
-    ap.add_argument("--subnet", required=True)
+    ap.add_argument("--subnet", required=True, help="the watched subnet id, or several comma-separated")
     ap.add_argument("--port", type=int, required=True, help="the backends' port ([pool] port)")
     ap.add_argument("--lbd", required=True)
     ap.add_argument("--control-port", type=int, required=True)

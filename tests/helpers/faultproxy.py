@@ -10,7 +10,10 @@ EC2 Action, status). On command it fails requests for a bounded period instead:
             throttle  HTTP 503 with EC2's XML error RequestLimitExceeded
             stall     reads the request, then holds the connection silent until the
                       fault ends, and closes it without an answer
-      actions limits the fault to those EC2 Actions (default: every EC2 request).
+            capacity  HTTP 500 with EC2's XML error InsufficientInstanceCapacity
+      actions limits the fault to those EC2 Actions (default: every EC2 request);
+      &subnet=ID limits it to requests whose SubnetId is ID (a zone out of capacity).
+      Each recorded request carries its SubnetId, when it has one, as "subnet".
   POST /_fault?mode=off                            ends any fault now
   GET  /_stats                                     JSON: {"requests": [...], "fault": ...}
   POST /_reset                                     forgets the recorded requests
@@ -44,6 +47,12 @@ THROTTLE_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Er
                  b'</Error></Errors><RequestID>faultproxy</RequestID></Response>')
 
 
+CAPACITY_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+                 b'<Code>InsufficientInstanceCapacity</Code><Message>We currently do not have sufficient '
+                 b'capacity in the Availability Zone you requested.</Message>'
+                 b'</Error></Errors><RequestID>faultproxy</RequestID></Response>')
+
+
 class State:
     def __init__(self, upstream, imds_credentials):
         self.lock = threading.Lock()
@@ -53,7 +62,7 @@ class State:
         self.records = []
         self.stop = threading.Event()
 
-    def current_fault(self, action):
+    def current_fault(self, action, subnet=None):
         with self.lock:
             f = self.fault
             if not f:
@@ -62,6 +71,8 @@ class State:
                 self.fault = None
                 return None
             if f["actions"] and action not in f["actions"]:
+                return None
+            if f.get("subnet") and subnet != f["subnet"]:
                 return None
             if action is None:  # not an EC2 call (the metadata service): never faulted
                 return None
@@ -127,25 +138,27 @@ class Handler(BaseHTTPRequestHandler):
                     st.fault = None
                 self._send(200, b"ok\n")
                 return
-            if mode not in ("503", "throttle", "stall"):
+            if mode not in ("503", "throttle", "stall", "capacity"):
                 self._send(400, b"unknown mode\n")
                 return
             seconds = min(float(q.get("seconds", ["10"])[0]), MAX_FAULT_SECONDS)
             actions = set(a for a in q.get("actions", [""])[0].split(",") if a)
             with st.lock:
-                st.fault = {"mode": mode, "until": time.monotonic() + seconds, "actions": actions}
+                st.fault = {"mode": mode, "until": time.monotonic() + seconds, "actions": actions,
+                            "subnet": q.get("subnet", [""])[0]}
             self._send(200, b"ok\n")
             return
         self._send(404, b"unknown control path\n")
 
     def _action(self, body):
+        """(Action, SubnetId or None) of an EC2 request; (None, None) for the metadata service."""
         if self.path.startswith("/latest/"):
-            return None
+            return None, None
         try:
             form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
         except ValueError:
-            return "?"
-        return form.get("Action", ["?"])[0]
+            return "?", None
+        return form.get("Action", ["?"])[0], form.get("SubnetId", [None])[0]
 
     def _handle(self):
         st = self.server.state
@@ -158,9 +171,11 @@ class Handler(BaseHTTPRequestHandler):
             self._control(body)
             return
 
-        action = self._action(body)
+        action, subnet = self._action(body)
         now = time.time()
         info = {"t": now, "method": self.command, "path": self.path.split("?")[0], "action": action}
+        if subnet:
+            info["subnet"] = subnet
         if self.path.startswith("/latest/"):
             info["imds_token"] = self.headers.get("X-aws-ec2-metadata-token") is not None
             info["imds_ttl"] = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
@@ -170,9 +185,14 @@ class Handler(BaseHTTPRequestHandler):
             info["key_id"] = cred
             info["session_token"] = self.headers.get("X-Amz-Security-Token") is not None
 
-        fault = st.current_fault(action)
+        fault = st.current_fault(action, subnet)
         if fault:
             info["fault"] = fault["mode"]
+            if fault["mode"] == "capacity":
+                info["status"] = 500
+                st.record(**info)
+                self._send(500, CAPACITY_BODY, "text/xml")
+                return
             if fault["mode"] == "503":
                 info["status"] = 503
                 st.record(**info)

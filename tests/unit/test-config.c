@@ -491,6 +491,14 @@ static void test_bad_values(void **state)
                  "longer than 63 bytes"},
                 {"ec2", "security_groups", "sg-1,,sg-2", "empty entry"},
                 {"ec2", "security_groups", "sg 1", "without blanks"},
+                {"ec2", "security_groups", "sg-1,sg-1", "'sg-1' is listed twice"},
+                {"ec2", "subnets", "subnet-a,subnet-a", "'subnet-a' is listed twice"},
+                {"ec2", "subnets", "subnet-a,,subnet-b", "empty entry"},
+                {"ec2", "subnets", "s1,s2,s3,s4,s5,s6,s7,s8,s9,s10,s11,s12,s13,s14,s15,s16,s17",
+                 "too many subnets (at most 16)"},
+                {"pool", "refresh_min_healthy", "101", ""},
+                {"pool", "refresh_on_failure", "retry", ""},
+                {"pool", "zone_backoff", "0", ""},
                 {"ec2", "user_data", "user-data.sh", "absolute file path"},
                 {"ec2", "upstream", "192.0.2.20", "numeric address with a port"},
                 {"ec2", "tag", "lbd:pool", "KEY=VALUE"},
@@ -760,6 +768,41 @@ static void test_validate(void **state)
         check_validate(&c, -EINVAL,
                        "[ec2] key 'image': the ec2 provider needs an image or a launch_template", 1);
         assert_int_equal(config_set(&c, "ec2", "launch_template", "lt-0123", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+        /* One subnet or several, not both. */
+        assert_int_equal(config_set(&c, "ec2", "subnets", "subnet-a, subnet-b,subnet-c", NULL), 0);
+        assert_int_equal(c.n_ec2_subnets, 3);
+        assert_string_equal(c.ec2_subnets[2], "subnet-c");
+        check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "ec2", "subnet", "subnet-a", NULL), 0);
+        check_validate(&c, -EINVAL, "[ec2] key 'subnets': set subnet (one subnet) or subnets (several), not both",
+                       1);
+        assert_int_equal(config_set(&c, "ec2", "subnet", "", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+        /* Scaling on demand: bounds around desired, a target, and nothing of it without max. */
+        assert_int_equal(config_set(&c, "pool", "target_rps", "100", NULL), 0);
+        check_validate(&c, -EINVAL,
+                       "[pool] key 'max': min, target_rps and target_inflight need max (scaling on demand)", 1);
+        assert_int_equal(config_set(&c, "pool", "max", "2", NULL), 0);
+        assert_int_equal(config_set(&c, "pool", "min", "3", NULL), 0);
+        check_validate(&c, -EINVAL, "[pool] key 'min': must not exceed max (2)", 2);
+        assert_int_equal(config_set(&c, "pool", "max", "5", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "pool", "desired", "6", NULL), 0);
+        check_validate(&c, -EINVAL, "[pool] key 'desired': the starting count must lie within min and max (3..5)",
+                       1);
+        assert_int_equal(config_set(&c, "pool", "desired", "3", NULL), 0);
+        assert_int_equal(config_set(&c, "pool", "target_rps", "0", NULL), 0);
+        check_validate(&c, -EINVAL, "[pool] key 'max': scaling on demand needs target_rps or target_inflight", 1);
+        assert_int_equal(config_set(&c, "pool", "target_inflight", "8", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "pool", "scale_in_after", "16m", NULL), 0);
+        check_validate(&c, -EINVAL, "[pool] key 'scale_in_after': must be at most 900 s", 1);
+        assert_int_equal(config_set(&c, "pool", "scale_in_after", "15m", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "pool", "max", "0", NULL), 0);
+        assert_int_equal(config_set(&c, "pool", "min", "0", NULL), 0);
+        assert_int_equal(config_set(&c, "pool", "target_inflight", "0", NULL), 0);
         check_validate(&c, 0, NULL, 0);
 
         /* local: {upstream} needs an upstream; the ports must fit; 127.0.0.1 must be allowed. */

@@ -82,6 +82,39 @@ static const char auth_failure[] =
 static const char unavailable[] = "<Response><Errors><Error><Code>Unavailable</Code><Message>The server is "
                                   "overloaded</Message></Error></Errors></Response>";
 
+/* clang-format off */
+#define TAGGED_XML(id, tags)                                                                                 \
+        "<item><instanceId>" id "</instanceId><instanceState><code>16</code><name>running</name>"          \
+        "</instanceState><privateIpAddress>127.0.1.8</privateIpAddress><tagSet>" tags "</tagSet></item>"
+#define TAG_XML(k, v) "<item><key>" k "</key><value>" v "</value></item>"
+static const char describe_tagged[] =
+        "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"
+        "<reservationSet><item><instancesSet>"
+        TAGGED_XML("i-1", TAG_XML("lbd:pool", "main") TAG_XML("lbd:launch-hash", "0123abcd"))
+        TAGGED_XML("i-2", TAG_XML("lbd:launch-hash", "0123ABCD"))
+        TAGGED_XML("i-3", TAG_XML("lbd:launch-hash", "01 23"))
+        TAGGED_XML("i-4", TAG_XML("lbd:launch-hash", "00000000000000000000000000000000000000000000000000000000000000000"))
+        TAGGED_XML("i-5", TAG_XML("Name", "x"))
+        TAGGED_XML("i-6", TAG_XML("lbd:launch-hash", ""))
+        "</instancesSet></item></reservationSet></DescribeInstancesResponse>";
+/* clang-format on */
+
+/* The launch hash tag is read back; a value lbd could not have written reads as none, and never makes the
+ * answer unreadable. */
+static void test_parse_launch_hash(void **state)
+{
+        struct ec2_instance *list = NULL;
+        char token[EC2_NEXT_TOKEN_MAX];
+        size_t n = 0;
+
+        assert_int_equal(ec2_parse_instances(describe_tagged, strlen(describe_tagged), &list, &n, token), 0);
+        assert_int_equal(n, 6);
+        assert_string_equal(list[0].launch_hash, "0123abcd");
+        for (size_t i = 1; i < n; i++)
+                assert_string_equal(list[i].launch_hash, "");
+        free(list);
+}
+
 static void test_parse_describe(void **state)
 {
         struct ec2_instance *list = NULL;
@@ -269,6 +302,11 @@ static void test_classify_and_backoff(void **state)
         assert_int_equal(ec2_classify_error(400, "InvalidParameterValue", &retry), -EINVAL);
         assert_false(retry);
         assert_int_equal(ec2_classify_error(403, "", &retry), -EACCES);
+        assert_false(retry);
+        /* No capacity in the subnet's zone: not retried there (another zone may have it), even as a 500. */
+        assert_int_equal(ec2_classify_error(500, "InsufficientInstanceCapacity", &retry), -ENOSPC);
+        assert_false(retry);
+        assert_int_equal(ec2_classify_error(400, "Unsupported", &retry), -ENOSPC);
         assert_false(retry);
 
         /* Full jitter under a doubling ceiling from 200 ms, capped at 20 s. */
@@ -487,6 +525,7 @@ static void test_run_and_terminate(void **state)
                 .tag_key = "lbd:pool",
                 .tag_value = "main",
                 .name = "lbd-main",
+                .launch_hash = "00ff",
                 .client_token = "tok-1",
                 .count = 2,
         };
@@ -521,7 +560,8 @@ static void test_run_and_terminate(void **state)
                       "profile%2Fp&UserData=IyEvYmluL3NoClVQU1RSRUFNPTE5Mi4wLjIuMTo4MDgwCg%3D%3D"
                       "&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=lbd%3Apool"
                       "&TagSpecification.1.Tag.1.Value=main&TagSpecification.1.Tag.2.Key=Name"
-                      "&TagSpecification.1.Tag.2.Value=lbd-main&ClientToken=tok-1&MinCount=2&MaxCount=2");
+                      "&TagSpecification.1.Tag.2.Value=lbd-main&TagSpecification.1.Tag.3.Key=lbd%3Alaunch-hash"
+                      "&TagSpecification.1.Tag.3.Value=00ff&ClientToken=tok-1&MinCount=2&MaxCount=2");
         assert_true(fakehttp_has_header(&f->server, 1, "X-Amz-Security-Token: SESSION/TOKEN="));
         assert_non_null(strstr(f->server.requests[1].headers, "/eu-west-3/ec2/aws4_request, "
                                                               "SignedHeaders=content-type;host;x-amz-date;"
@@ -565,6 +605,9 @@ static void test_argument_checks(void **state)
         l.image = NULL;
         assert_int_equal(ec2_run_instances(f->ec2, &l, on_instances, &o, NULL), -EINVAL);
         l.image = "ami-1";
+        l.launch_hash = "ABC";
+        assert_int_equal(ec2_run_instances(f->ec2, &l, on_instances, &o, NULL), -EINVAL);
+        l.launch_hash = NULL;
         l.user_data = big;
         l.user_data_len = sizeof(big);
         assert_int_equal(ec2_run_instances(f->ec2, &l, on_instances, &o, NULL), -E2BIG);
@@ -747,6 +790,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_parse_describe),
                 cmocka_unit_test(test_parse_role),
+                cmocka_unit_test(test_parse_launch_hash),
                 cmocka_unit_test(test_parse_rejects),
                 cmocka_unit_test(test_parse_error),
                 cmocka_unit_test(test_classify_and_backoff),

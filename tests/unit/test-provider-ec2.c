@@ -191,7 +191,7 @@ static void test_launch_and_terminate(void **state)
         char expect[512];
 
         fakehttp_queue(f->server, 200, run);
-        assert_int_equal(f->p->ops->launch(f->p, 1, "lbd-token-1", on_list, &res), 0);
+        assert_int_equal(f->p->ops->launch(f->p, 1, NULL, "lbd-token-1", on_list, &res), 0);
         run_until(f->base, &res.done);
         assert_int_equal(res.r, 0);
         assert_int_equal(res.n, 1);
@@ -219,6 +219,12 @@ static void test_launch_and_terminate(void **state)
                                "TagSpecification.1.Tag.2.Value=lbd-main&"));
         assert_non_null(
                 strstr(f->server->requests[0].body, "&ClientToken=lbd-token-1&MinCount=1&MaxCount=1"));
+        /* The launch settings' hash is a tag of its own. */
+        assert_int_equal(strlen(f->p->launch_hash), INSTANCE_LAUNCH_HASH_MAX - 1);
+        (void)snprintf(expect, sizeof(expect),
+                       "&TagSpecification.1.Tag.3.Key=lbd%%3Alaunch-hash&TagSpecification.1.Tag.3.Value=%s&",
+                       f->p->launch_hash);
+        assert_non_null(strstr(f->server->requests[0].body, expect));
 
         memset(&res, 0, sizeof(res));
         fakehttp_queue(f->server, 200, "<TerminateInstancesResponse/>");
@@ -227,6 +233,63 @@ static void test_launch_and_terminate(void **state)
         run_until(f->base, &res.done);
         assert_int_equal(res.r, 0);
         assert_non_null(strstr(f->server->requests[1].body, "&InstanceId.1=i-in&InstanceId.2=i-stop"));
+}
+
+/* Every launch setting changes the hash; the same settings give the same hash; a reload takes the new
+ * one. */
+static void test_launch_hash(void **state)
+{
+        struct fixture *f = *state;
+        static const char *const changes[][3] = {
+                {"ec2", "image", "ami-2"},
+                {"ec2", "instance_type", "t3.large"},
+                {"ec2", "subnet", "subnet-2"},
+                {"ec2", "security_groups", "sg-1"},
+                {"ec2", "key_name", "k"},
+                {"ec2", "instance_profile", "p"},
+                {"ec2", "launch_template", "lt-1"},
+                {"ec2", "tag", "lbd:pool=other"},
+        };
+        char base[INSTANCE_LAUNCH_HASH_MAX], h[INSTANCE_LAUNCH_HASH_MAX];
+        struct config c;
+
+        assert_int_equal(provider_ec2_launch_hash(&f->config, "ud", 2, base), 0);
+        assert_int_equal(strlen(base), INSTANCE_LAUNCH_HASH_MAX - 1);
+        assert_int_equal(strspn(base, "0123456789abcdef"), INSTANCE_LAUNCH_HASH_MAX - 1);
+        assert_int_equal(provider_ec2_launch_hash(&f->config, "ud", 2, h), 0);
+        assert_string_equal(base, h);
+        /* The user data after substitution counts, byte for byte. */
+        assert_int_equal(provider_ec2_launch_hash(&f->config, "ue", 2, h), 0);
+        assert_string_not_equal(base, h);
+        assert_int_equal(provider_ec2_launch_hash(&f->config, "ud", 1, h), 0);
+        assert_string_not_equal(base, h);
+        for (size_t i = 0; i < ELEMENTSOF(changes); i++) {
+                c = f->config;
+                assert_int_equal(config_set(&c, changes[i][0], changes[i][1], changes[i][2], NULL), 0);
+                assert_int_equal(provider_ec2_launch_hash(&c, "ud", 2, h), 0);
+                print_message("%s: %s vs %s\n", changes[i][1], h, base);
+                assert_string_not_equal(base, h);
+        }
+        /* Two security groups are not one with their names run together. */
+        {
+                char one[INSTANCE_LAUNCH_HASH_MAX];
+
+                c = f->config;
+                assert_int_equal(config_set(&c, "ec2", "security_groups", "sg-1,sg-2", NULL), 0);
+                assert_int_equal(provider_ec2_launch_hash(&c, "ud", 2, h), 0);
+                assert_int_equal(config_set(&c, "ec2", "security_groups", "sg-1sg-2", NULL), 0);
+                assert_int_equal(provider_ec2_launch_hash(&c, "ud", 2, one), 0);
+                assert_string_not_equal(one, h);
+        }
+
+        /* A reload with a new image makes the provider launch with the new hash. */
+        memcpy(base, f->p->launch_hash, sizeof(base));
+        c = f->config;
+        assert_int_equal(config_set(&c, "ec2", "image", "ami-2", NULL), 0);
+        assert_int_equal(f->p->ops->set_config(f->p, &c), 0);
+        assert_string_not_equal(f->p->launch_hash, base);
+        assert_int_equal(f->p->ops->set_config(f->p, &f->config), 0);
+        assert_string_equal(f->p->launch_hash, base);
 }
 
 static void test_errors(void **state)
@@ -245,7 +308,7 @@ static void test_errors(void **state)
         fakehttp_queue(
                 f->server, 403,
                 "<Response><Errors><Error><Code>UnauthorizedOperation</Code></Error></Errors></Response>");
-        assert_int_equal(f->p->ops->launch(f->p, 1, "t", on_list, &res), 0);
+        assert_int_equal(f->p->ops->launch(f->p, 1, NULL, "t", on_list, &res), 0);
         run_until(f->base, &res.done);
         assert_int_equal(res.r, -EPERM);
 }
@@ -280,6 +343,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_list, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_launch_and_terminate, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_launch_hash, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reload_during_call, setup, teardown),
         };

@@ -93,7 +93,7 @@ static struct result launch(struct fixture *f, unsigned count, const char *token
 {
         struct result res = {0};
 
-        assert_int_equal(f->p->ops->launch(f->p, count, token, on_launch, &res), 0);
+        assert_int_equal(f->p->ops->launch(f->p, count, NULL, token, on_launch, &res), 0);
         assert_false(res.done);
         wait_done(f, &res.done);
         return res;

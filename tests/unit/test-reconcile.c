@@ -5,7 +5,8 @@
  * never-up adopted ones only after fall x interval), the early poll when a backend fails, scaling up and
  * down (failed and unhealthy first, then newest; draining first), instances not listed yet, nothing
  * terminated while the list fails or is stale, the storm guard, the all-failing case, the static
- * (unmanaged) provider, and a new instance at an old address. */
+ * (unmanaged) provider, a new instance at an old address, and the instance refresh (launch before
+ * terminate, not counted by the storm guard, resumed without extra launches after a restart). */
 #include <errno.h>
 #include <event2/event.h>
 #include <setjmp.h>
@@ -50,6 +51,7 @@ struct fake {
         provider_terminate_cb terminate_cb;
         void *userdata;
         unsigned launch_count;
+        char launch_zone[INSTANCE_ID_MAX]; /* "" when none asked for */
         char token[128];
         char terminate_ids[MAX_CLOUD][INSTANCE_ID_MAX];
         size_t n_terminate;
@@ -71,7 +73,7 @@ static int fake_list(struct provider *p, provider_list_cb cb, void *userdata)
         return 0;
 }
 
-static int fake_launch(struct provider *p, unsigned count, const char *client_token, provider_launch_cb cb,
+static int fake_launch(struct provider *p, unsigned count, const char *zone, const char *client_token, provider_launch_cb cb,
                        void *userdata)
 {
         struct fake *f = p->data;
@@ -83,6 +85,7 @@ static int fake_launch(struct provider *p, unsigned count, const char *client_to
         f->launch_cb = cb;
         f->userdata = userdata;
         f->launch_count = count;
+        (void)snprintf(f->launch_zone, sizeof(f->launch_zone), "%s", zone ? zone : "");
         (void)snprintf(f->token, sizeof(f->token), "%s", client_token);
         f->launches++;
         return 0;
@@ -247,7 +250,12 @@ static void answer_launch_ex(struct fake *f, bool listed)
         assert_true(n <= MAX_CLOUD);
         f->launch_cb = NULL;
         for (unsigned i = 0; i < n; i++) {
-                launched[i] = *cloud_add(f, INSTANCE_RUNNING);
+                struct instance *inst = cloud_add(f, INSTANCE_RUNNING);
+
+                /* launched with the provider's settings of now, as the ec2 provider tags them */
+                memcpy(inst->launch_hash, f->provider.launch_hash, sizeof(inst->launch_hash));
+                memcpy(inst->subnet, f->launch_zone, sizeof(inst->subnet));
+                launched[i] = *inst;
                 if (!listed)
                         f->n_cloud--;
         }
@@ -1204,6 +1212,214 @@ static void test_outside_networks(void **state)
         fake_free_all(f);
 }
 
+#define OLD_HASH "00000000000000aa"
+#define NEW_HASH "00000000000000bb"
+
+/* Answers whatever is asked, making every backend healthy when nothing is, for at most <turns> turns;
+ * returns when the refresh is no longer running. */
+static void drive_refresh(struct fake *f, int turns, size_t *max_alive, size_t *min_serving)
+{
+        for (int i = 0; i < turns && view(f).refresh == REFRESH_RUNNING; i++) {
+                size_t serving = 0;
+
+                *max_alive = MAX(*max_alive, cloud_alive(f));
+                for (size_t j = 0; j < f->pool->n_backends; j++)
+                        serving += f->pool->backends[j]->healthy;
+                *min_serving = MIN(*min_serving, serving);
+                if (f->launch_cb)
+                        answer_launch(f);
+                else if (f->terminate_cb)
+                        answer_terminate(f);
+                else if (f->list_cb)
+                        answer_list(f);
+                else {
+                        all_healthy(f);
+                        poll_now(f);
+                }
+                run(f);
+        }
+}
+
+static void test_refresh(void **state)
+{
+        struct fake *f = fake_new(&fake_managed_ops);
+        size_t max_alive = 0, min_serving = SIZE_MAX, n_new = 0;
+        char old[3][INSTANCE_ID_MAX];
+
+        for (int i = 0; i < 3; i++) {
+                struct instance *inst = cloud_add(f, INSTANCE_RUNNING);
+
+                memcpy(inst->launch_hash, OLD_HASH, sizeof(OLD_HASH));
+                memcpy(old[i], inst->id, INSTANCE_ID_MAX);
+                f->wall += 60 * SEC;
+        }
+        memcpy(f->provider.launch_hash, NEW_HASH, sizeof(NEW_HASH));
+        /* No replacement allowed at all: the refresh's launches are not replacements. */
+        assert_int_equal(config_set(&f->config, "pool", "max_replacements", "0", NULL), 0);
+        assert_int_equal(config_set(&f->config, "pool", "refresh_warmup", "0", NULL), 0);
+        reconcile_start(f->r);
+        run(f);
+        answer_list(f);
+        assert_int_equal(view(f).refresh, REFRESH_RUNNING);
+        /* launch before terminate: one new, nothing old touched */
+        assert_non_null(f->launch_cb);
+        assert_int_equal(f->launch_count, 1);
+        assert_null(f->terminate_cb);
+        all_healthy(f);
+
+        drive_refresh(f, 200, &max_alive, &min_serving);
+        assert_int_equal(view(f).refresh, REFRESH_DONE);
+        assert_int_equal(view(f).refresh_replaced, 3);
+        assert_int_equal(view(f).stats.launches, 3);
+        assert_int_equal(view(f).stats.terminations, 3);
+        assert_int_equal(view(f).replacements, 0);
+        assert_false(view(f).guard);
+        assert_true(max_alive <= 5); /* one launched as one old drains */
+        assert_true(min_serving >= 3);
+        for (int i = 0; i < 3; i++)
+                assert_int_not_equal(cloud_find(f, old[i])->state, INSTANCE_RUNNING);
+        for (size_t i = 0; i < f->n_cloud; i++)
+                if (f->cloud[i].state == INSTANCE_RUNNING) {
+                        assert_string_equal(f->cloud[i].launch_hash, NEW_HASH);
+                        n_new++;
+                }
+        assert_int_equal(n_new, 3);
+        fake_free_all(f);
+}
+
+/* A restarted lbd finds 3 old and 1 new instance, none checked yet: it launches nothing more until the
+ * new one counts, then goes on. */
+static void test_refresh_after_restart(void **state)
+{
+        struct fake *f = fake_new(&fake_managed_ops);
+
+        for (int i = 0; i < 3; i++)
+                memcpy(cloud_add(f, INSTANCE_RUNNING)->launch_hash, OLD_HASH, sizeof(OLD_HASH));
+        memcpy(cloud_add(f, INSTANCE_RUNNING)->launch_hash, NEW_HASH, sizeof(NEW_HASH));
+        memcpy(f->provider.launch_hash, NEW_HASH, sizeof(NEW_HASH));
+        assert_int_equal(config_set(&f->config, "pool", "refresh_warmup", "0", NULL), 0);
+        reconcile_start(f->r);
+        run(f);
+        answer_list(f);
+        assert_int_equal(view(f).refresh, REFRESH_RUNNING);
+        assert_int_equal(view(f).refresh_counts.old_total, 3);
+        assert_int_equal(view(f).refresh_counts.new_total, 1);
+        assert_idle(f);
+        poll_now(f);
+        answer_list(f);
+        assert_idle(f); /* nothing healthy yet: nothing launched, nothing terminated */
+        all_healthy(f);
+        poll_now(f);
+        answer_list(f);
+        /* the new one counts: one old goes, the next new one comes */
+        assert_non_null(f->launch_cb);
+        assert_int_equal(f->launch_count, 1);
+        fake_free_all(f);
+}
+
+/* New instances that never become healthy: the refresh stops and the old ones stay. */
+static void test_refresh_rollback(void **state)
+{
+        struct fake *f = fake_new(&fake_managed_ops);
+        struct backend *b;
+        const char *fresh;
+
+        for (int i = 0; i < 3; i++)
+                memcpy(cloud_add(f, INSTANCE_RUNNING)->launch_hash, OLD_HASH, sizeof(OLD_HASH));
+        memcpy(f->provider.launch_hash, NEW_HASH, sizeof(NEW_HASH));
+        reconcile_start(f->r);
+        run(f);
+        answer_list(f);
+        all_healthy(f);
+        answer_launch(f);
+        fresh = f->cloud[3].id;
+        run(f);
+        answer_list(f);
+        b = backend_of(f, fresh);
+        set_health(b, false, CHECK_FAIL);
+        /* past its grace period, down past the settle time: failed, and never healthy */
+        f->wall += 61 * SEC;
+        f->mono += 5 * SEC;
+        poll_now(f);
+        answer_list(f);
+        assert_int_equal(view(f).refresh, REFRESH_ROLLED_BACK);
+        assert_non_null(strstr(view(f).refresh_reason, "did not become healthy"));
+        assert_null(f->launch_cb);
+        assert_non_null(f->terminate_cb);
+        assert_int_equal(f->n_terminate, 1);
+        assert_string_equal(f->terminate_ids[0], fresh);
+        answer_terminate(f);
+        run(f);
+        answer_list(f);
+        assert_idle(f);
+        assert_int_equal(cloud_alive(f), 3);
+        assert_int_equal(view(f).replacements, 0);
+        fake_free_all(f);
+}
+
+/* <id> fails its checks, its grace period and settle time pass, and a poll decides its replacement. */
+static void fail_and_poll(struct fake *f, const char *id)
+{
+        set_health(backend_of(f, id), false, CHECK_TIMEOUT);
+        f->wall += 61 * SEC;
+        f->mono += 5 * SEC;
+        poll_now(f);
+        answer_list(f);
+        assert_non_null(f->launch_cb);
+}
+
+/* Zones: launches spread one per zone; a zone whose instances keep failing their checks is left alone, and
+ * the replacement goes to another. */
+static void test_zones(void **state)
+{
+        struct fake *f = fake_new(&fake_managed_ops);
+        const char *zones[] = {"subnet-a", "subnet-b", "subnet-c"};
+        char in_c[INSTANCE_ID_MAX];
+        int used[3] = {0};
+
+        for (int i = 0; i < 3; i++)
+                memcpy(f->provider.zones[i], zones[i], strlen(zones[i]) + 1);
+        f->provider.n_zones = 3;
+        reconcile_start(f->r);
+        run(f);
+        answer_list(f);
+        for (int i = 0; i < 3; i++) {
+                assert_non_null(f->launch_cb);
+                assert_int_equal(f->launch_count, 1);
+                for (int z = 0; z < 3; z++)
+                        used[z] += strcmp(f->launch_zone, zones[z]) == 0;
+                answer_launch(f);
+                run(f);
+        }
+        assert_int_equal(used[0] + used[1] + used[2], 3);
+        assert_true(used[0] == 1 && used[1] == 1 && used[2] == 1);
+        answer_list(f);
+        all_healthy(f);
+        assert_idle(f);
+
+        /* The instance in c fails past its grace: replaced in c (the emptiest zone then). */
+        for (size_t i = 0; i < f->n_cloud; i++)
+                if (strcmp(f->cloud[i].subnet, "subnet-c") == 0)
+                        memcpy(in_c, f->cloud[i].id, INSTANCE_ID_MAX);
+        fail_and_poll(f, in_c);
+        assert_string_equal(f->launch_zone, "subnet-c");
+        answer_launch(f);
+        run(f);
+        answer_terminate(f);
+        run(f);
+        answer_list(f);
+        all_healthy(f);
+        assert_idle(f);
+
+        /* Its replacement fails too: the zone is closed, the next replacement goes elsewhere. */
+        memcpy(in_c, f->cloud[f->n_cloud - 1].id, INSTANCE_ID_MAX);
+        assert_string_equal(f->cloud[f->n_cloud - 1].subnet, "subnet-c");
+        fail_and_poll(f, in_c);
+        assert_string_not_equal(f->launch_zone, "subnet-c");
+        assert_int_equal(view(f).zones->z[2].refusals, 1);
+        fake_free_all(f);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -1226,6 +1442,10 @@ int main(void)
                 cmocka_unit_test(test_static),
                 cmocka_unit_test(test_new_instance_same_address),
                 cmocka_unit_test(test_outside_networks),
+                cmocka_unit_test(test_refresh),
+                cmocka_unit_test(test_refresh_after_restart),
+                cmocka_unit_test(test_refresh_rollback),
+                cmocka_unit_test(test_zones),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

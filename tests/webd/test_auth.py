@@ -120,9 +120,12 @@ def test_unknown_user_costs_a_hash(webd):
         r = webd.request("POST", "/auth/login", body={"username": name, "password": "wrong password"})
         assert r.status_code == 401
         return time.monotonic() - t
-    known = min(timed("gina") for _ in range(3))
-    unknown = min(timed("nobody-here") for _ in range(3))
-    assert unknown > known * 0.5, (known, unknown)
+    # Interleaved, and the fastest of each kind: a burst of load elsewhere on the machine slows both.
+    known, unknown = [], []
+    for _ in range(5):
+        known.append(timed("gina"))
+        unknown.append(timed("nobody-here"))
+    assert min(unknown) > min(known) * 0.5, (known, unknown)
 
 
 def forge(payload, key, alg="HS256", header=None):

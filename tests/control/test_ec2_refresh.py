@@ -1,0 +1,193 @@
+"""Instance refresh: new launch settings (a reload) replace the pool's instances in batches, with a request
+loop through lbd the whole time and not one failed request; never fewer than min_healthy of desired
+serving (100 %: launch before terminate); a refresh whose new instances never become healthy rolls back;
+lbd SIGKILLed in the middle finishes it after a restart without launching more than it replaces; the
+storm guard counts none of it."""
+
+import signal
+import time
+
+import ec2env
+import localenv
+from ec2env import ServingMonitor, lbd_config, wait_until
+
+EXTRA_POOL = "refresh_warmup = 1s\nrefresh_timeout = 40s"
+
+
+def _refresh(env):
+    return env.status()["control"]["refresh"]
+
+
+def _instances(env, **filters):
+    """Every pool instance ever launched (terminated included) matching instance-type etc."""
+    f = [{"Name": f"tag:{ec2env.TAG_KEY}", "Values": [ec2env.TAG_VALUE]}]
+    f += [{"Name": k, "Values": [v]} for k, v in filters.items()]
+    out = []
+    for res in env.moto.ec2.describe_instances(Filters=f)["Reservations"]:
+        out.extend(res["Instances"])
+    return out
+
+
+def _hash_tag(inst):
+    return {t["Key"]: t["Value"] for t in inst.get("Tags", [])}.get("lbd:launch-hash")
+
+
+def _reload(lbd, text):
+    lbd.config_path.write_text(text)
+    lbd.signal(signal.SIGHUP)
+
+
+def test_refresh_replaces_all(ec2_env):
+    env = ec2_env
+    lbd = env.lbd(extra_pool=EXTRA_POOL)
+    env.wait_steady(3, timeout=60)
+    old = env.moto.running_ids()
+    old_hash = env.status()["control"]["launch_hash"]
+    assert old_hash and all(_hash_tag(i) == old_hash for i in env.moto.instances())
+    assert {b["launch_hash"] for b in env.status()["backends"]} == {old_hash}
+    loop = env.request_loop()
+    monitor = ServingMonitor(env)
+    time.sleep(1)
+
+    t0 = time.time()
+    _reload(lbd, lbd_config(env, extra_pool=EXTRA_POOL).replace("instance_type = t3.micro",
+                                                                "instance_type = t3.small"))
+    wait_until(lambda: _refresh(env)["state"] == "running", 15, "the refresh to start")
+    new_hash = env.status()["control"]["launch_hash"]
+    assert new_hash != old_hash
+    lbd.wait_log(r"Instance refresh started: 3 of 3 instances have other launch settings", 5, since=t0)
+
+    wait_until(lambda: _refresh(env)["state"] == "done", 150, "the refresh to finish", interval=0.5)
+    env.wait_steady(3, timeout=30)
+    time.sleep(2)
+    monitor.stop()
+    loop.stop()
+
+    now = env.moto.running_ids()
+    assert not set(now) & set(old), (old, now)
+    for inst in env.moto.instances(["running"]):
+        assert inst["InstanceType"] == "t3.small"
+        assert _hash_tag(inst) == new_hash
+    # Exactly as many launched as replaced, and every old one terminated.
+    assert len(_instances(env, **{"instance-type": "t3.small"})) == 3
+    for iid in old:
+        st = env.moto.ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]
+        assert st["Name"] in ("shutting-down", "terminated"), (iid, st)
+    assert monitor.samples > 50
+    assert monitor.min >= 3, f"only {monitor.min} backends in rotation at one point"
+    assert loop.ok > 100
+    assert loop.failures == [], loop.failures[:10]
+    st = env.status()["control"]
+    assert st["replacements_in_window"] == 0 and not st["storm_guard"]
+    assert st["refresh"]["replaced"] == 3
+    assert {b["launch_hash"] for b in env.status()["backends"]} == {new_hash}
+    out = localenv.lbctl("-a", f"127.0.0.1:{env.admin_port}", "status")
+    assert out.returncode == 0, out.stderr
+    assert "instance refresh done" in out.stdout
+    assert "LAUNCH" in out.stdout and new_hash in out.stdout and "(old)" not in out.stdout
+
+
+def test_refresh_rolls_back(ec2_env, tmp_path):
+    env = ec2_env
+    lbd = env.lbd(extra_pool=EXTRA_POOL)
+    env.wait_steady(3, timeout=60)
+    old = env.moto.running_ids()
+    loop = env.request_loop()
+    time.sleep(1)
+
+    # The new user data points the relays at a port nobody listens on: they never pass a check.
+    dead = ec2env.free_port()
+    bad = tmp_path / "bad-user-data.sh"
+    bad.write_text(ec2env.USER_DATA_TEMPLATE.format(port=env.backend_port).replace(
+        "{{upstream}}", f"127.0.0.1:{dead}"))
+    t0 = time.time()
+    _reload(lbd, lbd_config(env, extra_pool=EXTRA_POOL).replace(str(env.user_data_path), str(bad)))
+    wait_until(lambda: _refresh(env)["state"] == "rolled-back", 90, "the refresh to roll back", interval=0.5)
+    lbd.wait_log(r"Instance refresh rolled-back: instance i-\S+ with the new settings did not become healthy",
+                 5, since=t0)
+    # The new instance goes; the old ones stay, and nothing more is launched.
+    wait_until(lambda: env.moto.running_ids() == old and len(env.moto.instances()) == 3, 30,
+               "the new instance to be terminated")
+    launched = len(env.proxy.requests(since=t0, action="RunInstances"))
+    time.sleep(5)
+    loop.stop()
+    assert env.moto.running_ids() == old
+    assert len(env.proxy.requests(since=t0, action="RunInstances")) == launched
+    assert env.healthy() == 3
+    assert loop.ok > 100
+    assert loop.failures == [], loop.failures[:10]
+    st = env.status()["control"]
+    assert st["refresh"]["state"] == "rolled-back" and "did not become healthy" in st["refresh"]["reason"]
+    assert st["replacements_in_window"] == 0
+
+
+def test_refresh_survives_sigkill(ec2_env):
+    env = ec2_env
+    lbd = env.lbd(extra_pool=EXTRA_POOL)
+    env.wait_steady(3, timeout=60)
+    old = env.moto.running_ids()
+
+    t0 = time.time()
+    _reload(lbd, lbd_config(env, extra_pool=EXTRA_POOL).replace("instance_type = t3.micro",
+                                                                "instance_type = t3.small"))
+    # Killed once the first old instance is gone and the next new one launched.
+    lbd.wait_log(r"Terminated instance i-\S+: replaced by the instance refresh", 90, since=t0)
+    wait_until(lambda: len(_instances(env, **{"instance-type": "t3.small"})) >= 2, 30, "the second launch")
+    lbd.kill9()
+    t1 = time.time()
+    lbd.start()
+    wait_until(lambda: _refresh(env)["state"] == "running", 20, "the refresh to resume")
+    lbd.wait_log(r"Instance refresh started: [12] of [34] instances have other launch settings", 5, since=t1)
+    wait_until(lambda: _refresh(env)["state"] == "done", 150, "the refresh to finish", interval=0.5)
+    env.wait_steady(3, timeout=30)
+
+    now = env.moto.running_ids()
+    assert not set(now) & set(old)
+    assert len(_instances(env, **{"instance-type": "t3.small"})) == 3
+    assert len(env.moto.instances()) == 3
+
+
+def test_refresh_cancel_and_lbctl(ec2_env):
+    env = ec2_env
+    slow = "refresh_warmup = 1h\nrefresh_timeout = 2h"
+    lbd = env.lbd(extra_pool=slow)
+    env.wait_steady(3, timeout=60)
+    old = env.moto.running_ids()
+    admin = f"127.0.0.1:{env.admin_port}"
+
+    # Nothing runs: nothing to cancel; a refresh asked for finds nothing to replace.
+    out = localenv.lbctl("-a", admin, "refresh", "--cancel")
+    assert out.returncode == 1 and "409" in out.stderr, (out.stdout, out.stderr)
+    out = localenv.lbctl("-a", admin, "refresh")
+    assert out.returncode == 0 and "instance refresh done: nothing to replace" in out.stdout, out.stdout
+    assert localenv.lbctl("-a", admin, "refresh", "--min-healthy", "101").returncode == 2
+    assert localenv.lbctl("-a", admin, "refresh", "--cancel", "--warmup", "3").returncode == 2
+    assert localenv.lbctl("-a", admin, "status", "--cancel").returncode == 2
+
+    # New settings with a warmup of an hour: the first new instance never counts, so nothing old goes.
+    t0 = time.time()
+    _reload(lbd, lbd_config(env, extra_pool=slow).replace("instance_type = t3.micro", "instance_type = t3.small"))
+    wait_until(lambda: _refresh(env)["new"] == 1 and env.healthy() == 4, 60, "the first new instance")
+    out = localenv.lbctl("-a", admin, "status")
+    assert "instance refresh running: 3 with other settings (3 serving), 1 new (0 counted)" in out.stdout, out.stdout
+    assert out.stdout.count("(old)") == 3
+    out = localenv.lbctl("-a", admin, "refresh", "--cancel")
+    assert out.returncode == 0 and "instance refresh cancelled" in out.stdout, (out.stdout, out.stderr)
+    lbd.wait_log(r"Instance refresh cancelled", 5, since=t0)
+    t1 = time.time()
+    time.sleep(4)
+    assert env.proxy.requests(since=t1, action="RunInstances") == []
+    # Cancelled with one instance beyond desired: the usual rule trims it (the newest goes).
+    wait_until(lambda: env.moto.running_ids() == old, 30, "the pool back at desired")
+
+    # Started again by hand, with settings of its own: a lower minimum and no warmup.
+    out = localenv.lbctl("-a", admin, "refresh", "--min-healthy", "34", "--warmup", "0")
+    assert out.returncode == 0 and "instance refresh running" in out.stdout, (out.stdout, out.stderr)
+    r = _refresh(env)
+    assert r["min_healthy"] == 34 and r["warmup_s"] == 0
+    lbd.wait_log(r"Instance refresh started \(admin API\): 3 of 3", 5, since=t1)
+    wait_until(lambda: _refresh(env)["state"] == "done", 120, "the refresh to finish", interval=0.5)
+    env.wait_steady(3, timeout=30)
+    assert not set(env.moto.running_ids()) & set(old)
+    running_small = [i for i in env.moto.instances(["running"]) if i["InstanceType"] == "t3.small"]
+    assert len(running_small) == 3
