@@ -386,43 +386,29 @@ static uint64_t ec2_parse_time(const char *s)
         return t > 0 ? (uint64_t)t * USEC_PER_SEC : 0;
 }
 
-/* Writes the value of the instance's EC2_ROLE_TAG tag, if any, into <role>. A value that does not fit or is
- * not text becomes EC2_ROLE_UNKNOWN: a tag, which anyone allowed to tag can set, never makes the whole
- * listing fail. */
-static void ec2_parse_role(const xmlNode *item, char role[static EC2_ROLE_MAX])
+/* Reads the tags lbd gives meaning to from an instance's <tagSet>, in one pass; a tag, which anyone allowed
+ * to tag can set, never makes the whole listing fail:
+ *   - EC2_ROLE_TAG into <i>->role; a value that does not fit or is not text becomes EC2_ROLE_UNKNOWN;
+ *   - EC2_LAUNCH_HASH_TAG into <i>->launch_hash; a value that is not 1..64 hex digits is not a hash lbd
+ *     wrote: it reads as none, so the instance counts as launched with other settings. */
+static void ec2_parse_tags(const xmlNode *tag_set, struct ec2_instance *i)
 {
-        const xmlNode *set = ec2_xml_child(item, "tagSet");
-
-        role[0] = 0;
-        for (const xmlNode *tag = set ? set->children : NULL; tag; tag = tag->next) {
-                char key[sizeof(EC2_ROLE_TAG) + 1];
-
-                if (!ec2_xml_is(tag, "item") || ec2_xml_child_text(tag, "key", key, sizeof(key)) < 0 ||
-                    strcmp(key, EC2_ROLE_TAG) != 0)
-                        continue;
-                if (ec2_xml_child_text(tag, "value", role, EC2_ROLE_MAX) < 0)
-                        memcpy(role, EC2_ROLE_UNKNOWN, sizeof(EC2_ROLE_UNKNOWN));
-                return;
-        }
-}
-
-/* Reads the EC2_LAUNCH_HASH_TAG tag of an instance's <tagSet> into <buf> (of EC2_LAUNCH_HASH_MAX bytes).
- * A value that is not 1..64 hex digits is not a hash lbd wrote: it reads as none, so the instance counts
- * as launched with other settings rather than making the whole answer unreadable. */
-static void ec2_parse_launch_hash(const xmlNode *tag_set, char *buf)
-{
-        buf[0] = '\0';
+        i->role[0] = '\0';
+        i->launch_hash[0] = '\0';
         for (const xmlNode *item = tag_set ? tag_set->children : NULL; item; item = item->next) {
-                char key[sizeof(EC2_LAUNCH_HASH_TAG) + 1], value[EC2_LAUNCH_HASH_MAX];
+                char key[MAX(sizeof(EC2_ROLE_TAG), sizeof(EC2_LAUNCH_HASH_TAG)) + 1];
+                char value[EC2_LAUNCH_HASH_MAX];
 
-                if (!ec2_xml_is(item, "item") || ec2_xml_child_text(item, "key", key, sizeof(key)) < 0 ||
-                    strcmp(key, EC2_LAUNCH_HASH_TAG) != 0)
+                if (!ec2_xml_is(item, "item") || ec2_xml_child_text(item, "key", key, sizeof(key)) < 0)
                         continue;
-                if (ec2_xml_child_text(item, "value", value, sizeof(value)) < 0 || !value[0] ||
-                    strspn(value, "0123456789abcdef") != strlen(value))
-                        return;
-                memcpy(buf, value, sizeof(value));
-                return;
+                if (strcmp(key, EC2_ROLE_TAG) == 0) {
+                        if (ec2_xml_child_text(item, "value", i->role, sizeof(i->role)) < 0)
+                                memcpy(i->role, EC2_ROLE_UNKNOWN, sizeof(EC2_ROLE_UNKNOWN));
+                } else if (strcmp(key, EC2_LAUNCH_HASH_TAG) == 0) {
+                        if (ec2_xml_child_text(item, "value", value, sizeof(value)) >= 0 && value[0] &&
+                            strspn(value, "0123456789abcdef") == strlen(value))
+                                memcpy(i->launch_hash, value, sizeof(value));
+                }
         }
 }
 
@@ -454,8 +440,7 @@ static int ec2_parse_instance(const xmlNode *item, struct ec2_instance *ret)
         if (!i.state[0])
                 memcpy(i.state, "unknown", sizeof("unknown"));
         i.launch_usec = ec2_parse_time(i.launch_time);
-        ec2_parse_role(item, i.role);
-        ec2_parse_launch_hash(ec2_xml_child(item, "tagSet"), i.launch_hash);
+        ec2_parse_tags(ec2_xml_child(item, "tagSet"), &i);
         *ret = i;
         return 0;
 }
