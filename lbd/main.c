@@ -34,6 +34,7 @@
 #include "lbd/provider.h"
 #include "lbd/proxy.h"
 #include "lbd/reconcile.h"
+#include "lbd/tls.h"
 
 enum {
         ARG_ADMIN = DAEMON_ARG_FIRST,
@@ -304,6 +305,8 @@ static void main_reload(struct main_state *m)
                 }
         }
 
+        /* Certificates that fail to load leave the running ones in place; the rest of the reload goes on. */
+        (void)proxy_reload_tls(l->proxy, next);
         l->config = next;
         l->pool->balancer = balance_from_kind(next->balance);
         proxy_set_config(l->proxy, next);
@@ -491,6 +494,12 @@ int main(int argc, char **argv)
         if (r < 0) {
                 log_error("Invalid configuration%s%s", m.config_path ? " in " : "",
                           m.config_path ? m.config_path : "");
+                return DAEMON_EXIT_CONFIG;
+        }
+        if (args.check && config_has_tls(m.lbd.config) && tls_check(m.lbd.config) < 0) {
+                log_error("Invalid TLS certificates%s%s", m.config_path ? " in " : "",
+                          m.config_path ? m.config_path : "");
+                free(m.lbd.config);
                 return DAEMON_EXIT_CONFIG;
         }
         if (args.check) {

@@ -59,6 +59,7 @@
 #include "lbd/backend.h"
 #include "lbd/config.h"
 #include "lbd/lbd.h"
+#include "lbd/tls.h"
 
 /* A read reserves its size in one evbuffer chain, whose allocation (header included) libevent rounds up to a
  * power of two: read sizes stay a little below one, or a 64 KiB read would allocate 128 KiB. */
@@ -138,6 +139,7 @@ struct client {
         struct event rev, wev, timer;
         struct evbuffer *in, *out;
         struct txn *txn;
+        SSL *ssl;                    /* a TLS listener's client; NULL for plain HTTP */
         struct netaddr peer;
         char ip[INET6_ADDRSTRLEN];
         unsigned busy;
@@ -145,6 +147,8 @@ struct client {
         bool reading;
         bool writing;
         bool read_eof;
+        bool handshaking;            /* TLS: the handshake is not done yet (state IDLE meanwhile) */
+        bool tls_broken;             /* TLS: a fatal error, no close_notify may be sent */
         bool lingering;              /* CLOSING: what the client still sends is read and dropped */
         bool shut;                   /* lingering and the answer is out: our side is shut down */
         uint64_t linger_left;        /* bytes it may still send before the connection is closed */
@@ -172,15 +176,18 @@ struct upstream {
 };
 
 struct listener {
+        struct proxy *proxy;
         int fd;
         struct event ev;
-        bool active;
+        bool tls;                    /* terminates TLS with proxy->tls */
+        bool redirect;               /* answers every request with a redirect to https:// */
 };
 
 struct proxy {
         struct lbd *lbd;
         struct event_base *base;
         const struct config *cfg;
+        struct tls *tls;             /* the TLS listeners' contexts (tls.h); NULL without one */
         struct listener listeners[CONFIG_MAX_LISTEN];
         size_t n_listeners;
         bool accepting;
@@ -491,6 +498,7 @@ static void client_enter(struct client *c)
 
 static void client_destroy(struct client *c)
 {
+        SSL_free(c->ssl);
         evbuffer_free(c->in);
         evbuffer_free(c->out);
         free(c);
@@ -608,7 +616,8 @@ static void proxy_set_listening(void *userdata, bool on)
 
 static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
 {
-        struct proxy *p = userdata;
+        struct listener *l = userdata;
+        struct proxy *p = l->proxy;
 
         for (int i = 0; i < ACCEPT_BATCH && p->accepting; i++) {
                 struct netaddr peer = { .len = sizeof(peer.u) };
@@ -647,6 +656,15 @@ static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
                         (void)close(fd);
                         continue;
                 }
+                if (l->tls) {
+                        c->ssl = tls_accept(p->tls, fd);
+                        if (!c->ssl) {
+                                client_destroy(c);
+                                (void)close(fd);
+                                continue;
+                        }
+                        c->handshaking = true;
+                }
                 if (netaddr_format_host(&peer, c->ip, sizeof(c->ip)) < 0)
                         memcpy(c->ip, "unknown", 8);
                 (void)event_assign(&c->rev, p->base, fd, EV_READ | EV_PERSIST, client_read_cb, c);
@@ -668,13 +686,77 @@ static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
 
 /* ---- clients: reading requests, writing responses ---- */
 
+/* Drives a TLS client's handshake. Until it is done the client is IDLE with no input, under the header
+ * timeout armed at accept; then its requests are read as on a plain connection. */
+static void client_handshake(struct client *c)
+{
+        enum tls_failure why = TLS_FAIL_OTHER;
+        int r = tls_handshake(c->proxy->tls, c->ssl, &why);
+
+        if (r < 0) {
+                log_debug("TLS handshake with %s failed: %s", c->ip, tls_failure_name(why));
+                c->tls_broken = true;
+                client_close(c);
+                return;
+        }
+        if (r == TLS_WANT_WRITE) {
+                c->writing = true;
+                (void)event_add(&c->wev, NULL);
+                return;
+        }
+        if (c->writing) {
+                c->writing = false;
+                (void)event_del(&c->wev);
+        }
+        if (r == TLS_DONE) {
+                c->handshaking = false;
+                /* The first request may have come with the handshake's last flight. */
+                event_active(&c->rev, EV_READ, 0);
+        }
+}
+
+/* Reads what the client sent, decrypted on a TLS connection. */
+static ssize_t client_recv(struct client *c)
+{
+        ssize_t n;
+
+        if (!c->ssl)
+                return proxy_read(c->fd, c->in, READ_SIZE);
+        n = tls_read(c->ssl, c->in, READ_SIZE);
+        if (n < 0 && n != -EAGAIN)
+                c->tls_broken = true;
+        /* Records already inside OpenSSL wake no socket event: come back for them while reading. */
+        else if (n > 0 && SSL_has_pending(c->ssl))
+                event_active(&c->rev, EV_READ, 0);
+        return n;
+}
+
+static ssize_t client_send(struct client *c)
+{
+        ssize_t n;
+
+        if (!c->ssl)
+                return proxy_write(c->fd, c->out);
+        n = tls_write(c->ssl, c->out);
+        if (n < 0)
+                c->tls_broken = true;
+        return n;
+}
+
 static void client_read_cb(evutil_socket_t fd, short what, void *userdata)
 {
         struct client *c = userdata;
         ssize_t n;
 
         client_enter(c);
-        n = proxy_read(c->fd, c->in, READ_SIZE);
+        if (c->handshaking) {
+                client_handshake(c);
+                goto out;
+        }
+        /* A wake-up for data OpenSSL holds may come after reading stopped: it waits for the next turn. */
+        if (c->ssl && !c->reading)
+                goto out;
+        n = client_recv(c);
         if (n == -EAGAIN)
                 goto out;
         if (n <= 0) {
@@ -732,6 +814,10 @@ static void client_write_cb(evutil_socket_t fd, short what, void *userdata)
         struct client *c = userdata;
 
         client_enter(c);
+        if (c->handshaking) {
+                client_handshake(c);
+                goto out;
+        }
         client_flush(c);
         if (!c->dead && c->txn && c->txn->up && !c->txn->up->dead && c->txn->resp_head_done &&
             evbuffer_get_length(c->out) < BUF_LOW) {
@@ -741,6 +827,7 @@ static void client_write_cb(evutil_socket_t fd, short what, void *userdata)
                 upstream_process(up);
                 upstream_leave(up);
         }
+out:
         client_leave(c);
 }
 
@@ -768,6 +855,10 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *userdata)
                 break;
         case CLIENT_IDLE:
         case CLIENT_CLOSING:
+                if (c->handshaking) {
+                        tls_stats_mut(c->proxy->tls)->failures[TLS_FAIL_TIMEOUT]++;
+                        log_debug("TLS handshake with %s not done in time", c->ip);
+                }
                 client_close(c);
                 break;
         }
@@ -856,7 +947,7 @@ static void client_start(struct client *c, struct txn *t, const char *buf, size_
         const struct config *cfg = p->cfg;
         struct http_forward fw = {
                 .client_ip = c->ip,
-                .proto = "http",
+                .proto = c->ssl ? "https" : "http",
                 .request_id = t->request_id,
                 /* HTTP/1.1 requires a Host: an HTTP/1.0 request without one gets the empty one RFC 9112 3.2
                  * prescribes (or its absolute-form's authority), else the next lbd would refuse it. */
@@ -1040,6 +1131,9 @@ static void client_update_reading(struct client *c)
                                 (void)event_add(&c->rev, NULL);
                         else
                                 (void)event_del(&c->rev);
+                        /* Decrypted bytes OpenSSL holds wake no socket event. */
+                        if (want && c->ssl && SSL_has_pending(c->ssl))
+                                event_active(&c->rev, EV_READ, 0);
                 }
         }
 }
@@ -1050,7 +1144,7 @@ static void client_flush(struct client *c)
 
         if (c->dead)
                 return;
-        n = proxy_write(c->fd, c->out);
+        n = client_send(c);
         if (n < 0) {
                 client_close(c);
                 return;
@@ -1079,6 +1173,8 @@ static void client_flush(struct client *c)
                  * it closes, for LINGER_USEC at most. */
                 if (!c->shut) {
                         c->shut = true;
+                        if (c->ssl)
+                                tls_shutdown(c->ssl);
                         (void)shutdown(c->fd, SHUT_WR);
                         proxy_arm_in(c->proxy, &c->timer, LINGER_USEC);
                 }
@@ -1855,6 +1951,8 @@ static void client_close(struct client *c)
         (void)event_del(&c->rev);
         (void)event_del(&c->wev);
         (void)event_del(&c->timer);
+        if (c->ssl && !c->handshaking && !c->tls_broken)
+                tls_shutdown(c->ssl);
         (void)close(c->fd);
         c->fd = -1;
         DLIST_REMOVE(clients, p->clients, c);
@@ -1915,8 +2013,16 @@ struct proxy *proxy_new(struct lbd *lbd)
 
 int proxy_listen(struct proxy *p, const struct config *c)
 {
+        int r;
+
+        if (config_has_tls(c) && !p->tls) {
+                r = tls_new(p->base, c, &p->tls);
+                if (r < 0)
+                        return r;
+        }
         for (size_t i = 0; i < c->n_listen; i++) {
                 const struct netaddr *a = &c->listen[i];
+                struct listener *l;
                 char name[NETADDR_STRLEN];
                 int fd, one = 1;
 
@@ -1928,19 +2034,33 @@ int proxy_listen(struct proxy *p, const struct config *c)
                 if (a->u.sa.sa_family == AF_INET6)
                         (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
                 if (bind(fd, &a->u.sa, a->len) < 0 || listen(fd, 4096) < 0) {
-                        int r = -errno;
+                        r = -errno;
                         (void)close(fd);
                         return log_error_errno(r, "Failed to listen on %s: %m", name);
                 }
-                p->listeners[p->n_listeners].fd = fd;
-                (void)event_assign(&p->listeners[p->n_listeners].ev, p->base, fd, EV_READ | EV_PERSIST,
-                                   proxy_accept_cb, p);
-                p->n_listeners++;
-                log_info("Listening on %s", name);
+                l = &p->listeners[p->n_listeners++];
+                l->proxy = p;
+                l->fd = fd;
+                l->tls = c->listen_tls[i];
+                l->redirect = c->listen_redirect[i];
+                (void)event_assign(&l->ev, p->base, fd, EV_READ | EV_PERSIST, proxy_accept_cb, l);
+                log_info("Listening on %s%s", name, l->tls ? " (TLS)" : l->redirect ? " (redirect to https)" : "");
         }
         p->accepting = false;
         proxy_update_accepting(p);
         return 0;
+}
+
+int proxy_reload_tls(struct proxy *p, const struct config *c)
+{
+        if (!p->tls)
+                return 0;
+        return tls_reload(p->tls, c);
+}
+
+const struct tls *proxy_get_tls(const struct proxy *p)
+{
+        return p->tls;
 }
 
 void proxy_set_config(struct proxy *p, const struct config *c)
@@ -2000,6 +2120,7 @@ struct proxy *proxy_free(struct proxy *p)
                 free(t);
         }
         acceptpause_done(&p->accept_pause);
+        p->tls = tls_free(p->tls);
         free(p);
         return NULL;
 }

@@ -1,0 +1,330 @@
+"""TLS listeners: certificates chosen by SNI (exact, wildcard, default), RSA and ECDSA side by side, the
+protocol profile, resumption, ALPN, X-Forwarded-Proto, certificate reload, and the strict HTTP rules over
+TLS. Every certificate is made by the test (tlstest.Pki); clients are Python's ssl and openssl s_client."""
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+
+import pytest
+
+import lbdtest
+import tlstest
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    p = tlstest.Pki(tmp_path_factory.mktemp("pki"))
+    p.default = p.leaf("default", ["default.test"])
+    p.site_ec = p.leaf("site-ec", ["site.test", "www.site.test"], "ec")
+    p.site_rsa = p.leaf("site-rsa", ["www.site.test", "site.test"], "rsa")
+    p.wild = p.leaf("wild", ["*.wild.test"])
+    return p
+
+
+@pytest.fixture(scope="module")
+def env(module_harness, pki):
+    (b1,) = module_harness.backends(1)
+    lbd = module_harness.lbd([b1], tls=[pki.default, pki.site_ec, pki.site_rsa, pki.wild])
+    return lbd, b1
+
+
+def peer_cert(lbd, server_hostname, ctx=None):
+    """The DER certificate lbd shows a client asking for <server_hostname> (None: no SNI)."""
+    ctx = ctx or tlstest.client_context()
+    with lbdtest.HttpConnection(lbd.tls_port, tls=ctx, server_hostname=server_hostname) as conn:
+        return conn.sock.getpeercert(binary_form=True)
+
+
+def s_client(port, *args, data=b"", timeout=20):
+    """Runs openssl s_client against <port>; returns its combined output."""
+    proc = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *args],
+                          input=data, capture_output=True, timeout=timeout)
+    return (proc.stdout + proc.stderr).decode(errors="replace")
+
+
+@pytest.mark.parametrize("name,which", [
+    ("site.test", "site_ec"),
+    ("WWW.Site.Test", "site_ec"),
+    ("a.wild.test", "wild"),
+    ("b.a.wild.test", "default"),   # a wildcard covers one label only
+    ("wild.test", "default"),
+    ("unknown.test", "default"),
+    (None, "default"),              # no SNI: the first certificate listed
+])
+def test_sni_choice(env, pki, name, which):
+    lbd, _ = env
+    ctx = tlstest.client_context(maximum=ssl.TLSVersion.TLSv1_2,
+                                 ciphers="ECDHE-ECDSA-AES128-GCM-SHA256")
+    assert peer_cert(lbd, name, ctx) == tlstest.der(getattr(pki, which)[0])
+
+
+def test_sni_verified_by_a_client_that_checks_names(env, pki):
+    lbd, _ = env
+    ctx = tlstest.client_context(ca=pki.ca_cert)
+    for name in ("site.test", "www.site.test", "x.wild.test", "default.test"):
+        with lbdtest.HttpConnection(lbd.tls_port, tls=ctx, server_hostname=name) as conn:
+            resp = conn.get("/echo")
+            assert resp.status == 200
+            assert conn.sock.version() == "TLSv1.3"
+
+
+@pytest.mark.parametrize("cipher,which", [
+    ("ECDHE-ECDSA-AES128-GCM-SHA256", "site_ec"),
+    ("ECDHE-RSA-AES128-GCM-SHA256", "site_rsa"),
+    ("ECDHE-RSA-CHACHA20-POLY1305", "site_rsa"),
+])
+def test_rsa_and_ecdsa_for_the_same_name(env, pki, cipher, which):
+    lbd, _ = env
+    ctx = tlstest.client_context(maximum=ssl.TLSVersion.TLSv1_2, ciphers=cipher)
+    assert peer_cert(lbd, "site.test", ctx) == tlstest.der(getattr(pki, which)[0])
+
+
+def test_rsa_chosen_for_a_tls13_client_that_signs_only_rsa(env, pki):
+    lbd, _ = env
+    out = s_client(lbd.tls_port, "-servername", "site.test", "-tls1_3", "-sigalgs", "rsa_pss_rsae_sha256")
+    assert "Peer signature type: RSA-PSS" in out, out
+    out = s_client(lbd.tls_port, "-servername", "site.test", "-tls1_3", "-sigalgs",
+                   "ecdsa_secp256r1_sha256")
+    assert "Peer signature type: ECDSA" in out, out
+
+
+@pytest.mark.parametrize("flag", ["-tls1", "-tls1_1"])
+def test_old_protocols_refused(env, flag):
+    lbd, _ = env
+    before = lbd.metrics().get("lbd_tls_handshake_failures_total", reason="protocol") or 0
+    # The client is allowed everything (security level 0): the refusal is lbd's, a protocol_version alert.
+    out = s_client(lbd.tls_port, flag, "-cipher", "DEFAULT@SECLEVEL=0", "-servername", "site.test")
+    assert "alert protocol version" in out, out
+    lbdtest.wait_until(
+        lambda: (lbd.metrics().get("lbd_tls_handshake_failures_total", reason="protocol") or 0) > before,
+        5, "the refused handshake counted as a protocol failure")
+
+
+def test_weak_ciphers_refused(env):
+    lbd, _ = env
+    for cipher in ("AES128-SHA", "ECDHE-RSA-AES128-SHA", "AES128-GCM-SHA256", "DHE-RSA-AES128-GCM-SHA256"):
+        out = s_client(lbd.tls_port, "-tls1_2", "-cipher", cipher + "@SECLEVEL=0", "-servername",
+                       "site.test")
+        assert "handshake failure" in out or "no shared cipher" in out, (cipher, out)
+
+
+def test_no_compression_no_renegotiation(env):
+    lbd, _ = env
+    out = s_client(lbd.tls_port, "-tls1_2", "-servername", "site.test", data=b"R\n")
+    assert "Compression: NONE" in out, out
+    assert "Secure Renegotiation IS NOT supported" not in out
+    # An attempted renegotiation ('R') is refused: the connection carries no second handshake.
+    assert out.count("SSL handshake has read") == 1, out
+
+
+def test_alpn_http11(env):
+    lbd, _ = env
+    ctx = tlstest.client_context(alpn=["h2", "http/1.1"])
+    with lbdtest.HttpConnection(lbd.tls_port, tls=ctx, server_hostname="site.test") as conn:
+        assert conn.sock.selected_alpn_protocol() == "http/1.1"
+        assert conn.get("/echo").status == 200
+    # A client that offers only h2 goes on without ALPN, and speaks HTTP/1.1 or nothing.
+    ctx = tlstest.client_context(alpn=["h2"])
+    with lbdtest.HttpConnection(lbd.tls_port, tls=ctx, server_hostname="site.test") as conn:
+        assert conn.sock.selected_alpn_protocol() is None
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_resumption_on_a_second_connection(env, version):
+    lbd, _ = env
+    ctx = tlstest.client_context(minimum=version, maximum=version)
+    before = lbd.metrics().get("lbd_tls_resumed_total") or 0
+    with lbdtest.HttpConnection(lbd.tls_port, tls=ctx, server_hostname="site.test") as conn:
+        assert conn.get("/echo").status == 200
+        session = conn.sock.session
+        assert not conn.sock.session_reused
+    assert session is not None
+    sock = socket.create_connection(("127.0.0.1", lbd.tls_port), timeout=10)
+    with ctx.wrap_socket(sock, server_hostname="site.test", session=session) as s:
+        assert s.session_reused
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 200")
+    assert (lbd.metrics().get("lbd_tls_resumed_total") or 0) > before
+
+
+def test_forwarded_proto_and_client_address(env):
+    lbd, b1 = env
+    with lbdtest.HttpConnection(lbd.tls_port, tls=lbd.client_tls, server_hostname="site.test") as conn:
+        resp = conn.request("GET", "/echo", [("X-Forwarded-Proto", "http")])
+    seen = dict((k.lower(), v) for k, v in resp.json()["headers"])
+    assert seen["x-forwarded-proto"] == "https"
+    assert seen["x-forwarded-for"] == "127.0.0.1"
+    plain = lbdtest.request(lbd.plain_port, "GET", "/echo").json()
+    assert dict((k.lower(), v) for k, v in plain["headers"])["x-forwarded-proto"] == "http"
+
+
+def test_bodies_both_ways_and_pipelining(env):
+    lbd, _ = env
+    with lbdtest.HttpConnection(lbd.tls_port, tls=lbd.client_tls, server_hostname="site.test") as conn:
+        body = os.urandom(900 << 10)
+        resp = conn.request("POST", "/upload", body=body)
+        assert resp.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+        resp = conn.get(f"/bytes/{8 << 20}")
+        assert hashlib.sha256(resp.body).hexdigest() == lbdtest.pattern_sha256(8 << 20)
+        # Three requests in one record: the second and third wait inside OpenSSL, not in the socket.
+        conn.send(b"".join(b"GET /echo/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3)))
+        for i in range(3):
+            resp = conn.read_response()
+            assert resp.status == 200 and resp.json()["path"] == f"/echo/{i}"
+
+
+def test_plain_http_on_the_tls_port(env):
+    lbd, _ = env
+    out, closed = lbdtest.raw_exchange(lbd.tls_port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
+    assert closed and b"200" not in out
+    lbdtest.wait_until(
+        lambda: (lbd.metrics().get("lbd_tls_handshake_failures_total", reason="not_tls") or 0) >= 1,
+        5, "the plain request counted as not_tls")
+    assert lbdtest.request(lbd.tls_port, "GET", "/echo", tls=lbd.client_tls).status == 200
+
+
+def test_handshake_that_never_comes_times_out(harness, pki):
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1], tls=[pki.default], args=["--set", "timeouts.client_header=500ms"])
+    with socket.create_connection(("127.0.0.1", lbd.tls_port), timeout=5) as s:
+        s.sendall(b"\x16\x03\x01")  # the start of a record, never finished
+        s.settimeout(5)
+        assert s.recv(100) == b""
+    lbdtest.wait_until(
+        lambda: (lbd.metrics().get("lbd_tls_handshake_failures_total", reason="timeout") or 0) >= 1,
+        5, "the stalled handshake counted as a timeout")
+
+
+def test_modern_profile_refuses_tls12(harness, pki):
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1], tls=[pki.default], args=["--set", "tls.profile=modern"])
+    out = s_client(lbd.tls_port, "-tls1_2")
+    assert "alert protocol version" in out, out
+    ctx = tlstest.client_context()
+    with lbdtest.HttpConnection(lbd.tls_port, tls=ctx) as conn:
+        assert conn.sock.version() == "TLSv1.3"
+        assert conn.get("/echo").status == 200
+
+
+def test_strict_sni_refuses_unknown_names(harness, pki):
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1], tls=[pki.default, pki.site_ec], args=["--set", "tls.strict_sni=on"])
+    with pytest.raises(ssl.SSLError):
+        peer_cert(lbd, "unknown.test")
+    assert peer_cert(lbd, "site.test") == tlstest.der(pki.site_ec[0])
+    assert peer_cert(lbd, None) == tlstest.der(pki.default[0])
+    lbdtest.wait_until(
+        lambda: (lbd.metrics().get("lbd_tls_handshake_failures_total", reason="no_certificate") or 0) >= 1,
+        5, "the refused name counted")
+
+
+def check_config(lbd_path, tmp_path, tls_lines):
+    conf = tmp_path / "bad.conf"
+    conf.write_text("[lbd]\nlisten = 127.0.0.1:1443 tls\n[pool]\nbackends = 127.0.0.1:1\n[tls]\n"
+                    + "".join(f"certificate = {line}\n" for line in tls_lines))
+    proc = subprocess.run([str(lbd_path), "--config", str(conf), "--check-config"],
+                          capture_output=True, text=True, timeout=30)
+    return proc.returncode, proc.stderr
+
+
+def test_bad_certificates_refused_with_file_and_reason(lbd_path, tmp_path, pki):
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    huge = tmp_path / "huge.pem"
+    huge.write_bytes(b"A" * (2 << 20))
+    cases = [
+        ([f"{pki.site_ec[0]} {pki.site_rsa[1]}"], [str(pki.site_rsa[1]), "does not match"]),
+        ([f"{tmp_path}/missing.pem"], ["missing.pem", "No such file"]),
+        ([f"{garbage}"], [str(garbage), "no PEM certificate"]),
+        ([f"{huge}"], [str(huge), "larger than"]),
+        ([f"{pki.site_ec[0]} {pki.site_ec[0]}"], ["no unencrypted PEM private key"]),
+        ([f"{pki.site_ec[0]} {pki.site_ec[1]}", f"{pki.site_ec[0]} {pki.site_ec[1]}"],
+         ["a second ECDSA certificate"]),
+        (["relative.pem"], ["absolute"]),
+    ]
+    for lines, words in cases:
+        code, err = check_config(lbd_path, tmp_path, lines)
+        assert code == 78, (lines, err)
+        for w in words:
+            assert w in err, (lines, w, err)
+    code, err = check_config(lbd_path, tmp_path, [])
+    assert code == 78 and "at least one certificate" in err
+    code, err = check_config(lbd_path, tmp_path, [f"{pki.site_ec[0]} {pki.site_ec[1]}",
+                                                  f"{pki.site_rsa[0]} {pki.site_rsa[1]}"])
+    assert code == 0, err
+
+
+def test_reload_under_load_switches_certificates(harness, pki, tmp_path):
+    (b1,) = harness.backends(1)
+    live = tmp_path / "live"
+    live.mkdir()
+    cert, key = live / "cert.pem", live / "key.pem"
+    shutil.copy(pki.site_ec[0], cert)
+    shutil.copy(pki.site_ec[1], key)
+    lbd = harness.lbd([b1], tls=[(cert, key)])
+    ctx = tlstest.client_context(ca=pki.ca_cert)
+    held = lbdtest.HttpConnection(lbd.tls_port, tls=ctx, server_hostname="site.test")
+    assert held.get("/echo").status == 200
+    load = harness.load(lbd.tls_port, n=3, path="/echo", max_seconds=20, tls=ctx,
+                        server_hostname="site.test")
+    fresh = tlstest.client_context(ca=pki.ca_cert)
+    for t in load.threads:
+        t.start()
+    renewed = pki.leaf("site-renewed", ["site.test", "www.site.test"], "ec", days=20)
+    for want in (renewed, pki.site_ec, renewed):
+        # Written whole and renamed in, as certbot and a careful operator do.
+        shutil.copy(want[0], live / "cert.tmp")
+        shutil.copy(want[1], live / "key.tmp")
+        os.replace(live / "key.tmp", key)
+        os.replace(live / "cert.tmp", cert)
+        os.kill(lbd.pid, signal.SIGHUP)
+        lbdtest.wait_until(lambda: peer_cert(lbd, "site.test", fresh) == tlstest.der(want[0]), 10,
+                           "new handshakes to get the reloaded certificate")
+    load.stop_event.set()
+    for t in load.threads:
+        t.join(timeout=30)
+    assert load.failures == [], load.failures[:5]
+    assert load.ok > 0
+    # The connection opened before the reloads still works, on the certificate it negotiated.
+    assert held.sock.getpeercert(binary_form=True) == tlstest.der(pki.site_ec[0])
+    assert held.get("/echo").status == 200
+    held.close()
+
+
+def test_bad_file_on_reload_keeps_the_running_certificate(harness, pki, tmp_path):
+    (b1,) = harness.backends(1)
+    live = tmp_path / "live"
+    live.mkdir()
+    cert, key = live / "cert.pem", live / "key.pem"
+    shutil.copy(pki.site_ec[0], cert)
+    shutil.copy(pki.site_ec[1], key)
+    lbd = harness.lbd([b1], tls=[(cert, key)])
+    other = pki.leaf("other", ["site.test"], "ec")
+    # A renewal caught half way: the new certificate with the old key.
+    shutil.copy(other[0], cert)
+    os.kill(lbd.pid, signal.SIGHUP)
+    lbdtest.wait_until(lambda: "TLS certificates not reloaded" in lbd.stderr_text(), 10, "the refusal")
+    err = lbd.stderr_text()
+    assert f"{key}" in err and "does not match" in err, err
+    assert peer_cert(lbd, "site.test") == tlstest.der(pki.site_ec[0])
+    assert lbd.metrics().get("lbd_tls_reloads_failed_total") == 1
+    # Then the files are made whole: the next reload takes them.
+    shutil.copy(other[1], key)
+    os.kill(lbd.pid, signal.SIGHUP)
+    lbdtest.wait_until(lambda: peer_cert(lbd, "site.test") == tlstest.der(other[0]), 10,
+                       "the fixed files to be used")
+    assert lbd.get("/echo").status == 200
+
+
+def test_rejected_requests_over_tls(env):
+    lbd, b1 = env
+    out, closed = lbdtest.raw_exchange(
+        lbd.tls_port, b"POST /tls-smuggle HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", timeout=5, tls=lbd.client_tls)
+    assert out.startswith(b"HTTP/1.1 400") and closed
+    assert not b1.saw("/tls-smuggle")
