@@ -58,6 +58,7 @@
 #include "lbd/accesslog.h"
 #include "lbd/backend.h"
 #include "lbd/config.h"
+#include "lbd/https.h"
 #include "lbd/lbd.h"
 #include "lbd/tls.h"
 
@@ -147,6 +148,7 @@ struct client {
         bool reading;
         bool writing;
         bool read_eof;
+        bool redirect;               /* from a redirect listener: requests are answered with 308 to https */
         bool handshaking;            /* TLS: the handshake is not done yet (state IDLE meanwhile) */
         bool tls_broken;             /* TLS: a fatal error, no close_notify may be sent */
         bool lingering;              /* CLOSING: what the client still sends is read and dropped */
@@ -219,6 +221,9 @@ static void client_write_cb(evutil_socket_t fd, short what, void *userdata);
 static void client_timer_cb(evutil_socket_t fd, short what, void *userdata);
 static void client_process(struct client *c);
 static void client_start(struct client *c, struct txn *t, const char *buf, size_t head_len);
+static void client_answer_redirect(struct client *c, struct txn *t, const char *buf, size_t head_len);
+static void client_answer_acme(struct client *c, struct txn *t, size_t head_len);
+static void txn_finish(struct client *c);
 static void client_reject(struct client *c, unsigned status, const char *detail);
 static int client_forward_body(struct client *c);
 static void client_update_reading(struct client *c);
@@ -665,6 +670,7 @@ static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
                         }
                         c->handshaking = true;
                 }
+                c->redirect = l->redirect;
                 if (netaddr_format_host(&peer, c->ip, sizeof(c->ip)) < 0)
                         memcpy(c->ip, "unknown", 8);
                 (void)event_assign(&c->rev, p->base, fd, EV_READ | EV_PERSIST, client_read_cb, c);
@@ -940,6 +946,132 @@ io:
         client_update_reading(c);
 }
 
+/* Sends lbd's own answer to the request whose head (<head_len> bytes) starts c->in: <status>, the header
+ * fields <fields> (each ending in CRLF), and <body> (emptied; not sent for HEAD). The request's body, if
+ * any, is not read: the connection then ends after the answer, lingering to drop it. */
+static void client_answer(struct client *c, struct txn *t, size_t head_len, unsigned status, const char *fields,
+                          struct evbuffer *body)
+{
+        size_t len = evbuffer_get_length(body);
+
+        (void)evbuffer_drain(c->in, head_len);
+        if (t->req.body == HTTP_BODY_NONE || (t->req.body == HTTP_BODY_LENGTH && t->req.content_length == 0))
+                t->req_complete = true;
+        else
+                t->close_after = true;
+        t->status = status;
+        t->resp_started = t->resp_head_done = true;
+        if (evbuffer_add_printf(c->out, "HTTP/1.1 %u %s\r\n%sContent-Length: %zu\r\nX-Request-Id: %s\r\n%s\r\n",
+                                status, http_status_reason(status), fields, len, t->request_id,
+                                t->close_after ? "Connection: close\r\n" : "") < 0 ||
+            (t->method != HTTP_HEAD && evbuffer_add_buffer(c->out, body) < 0)) {
+                client_close(c);
+                return;
+        }
+        t->resp_body_bytes = t->method == HTTP_HEAD ? 0 : len;
+        c->state = CLIENT_FORWARD;
+        (void)event_del(&c->timer);
+        client_enter(c);
+        client_flush(c);
+        if (!c->dead)
+                txn_finish(c);
+        client_leave(c);
+}
+
+/* Queues the backend's response head for the client; over TLS with [tls] hsts set, with
+ * Strict-Transport-Security added unless the backend sent its own. Returns 0 or -ENOMEM. */
+static int client_write_response_head(struct client *c, struct txn *t, const char *buf)
+{
+        uint64_t max_age = c->proxy->cfg->tls_hsts_max_age;
+        struct evbuffer *head;
+        size_t len;
+        int r;
+
+        for (size_t i = 0; c->ssl && max_age > 0 && i < t->resp.n_fields; i++)
+                if (http_field_name_eq(buf, &t->resp.fields[i], "Strict-Transport-Security", 25))
+                        max_age = 0;
+        if (!c->ssl || max_age == 0)
+                return http_write_response_head(c->out, buf, &t->resp, t->request_id, t->dechunk, t->close_after,
+                                                t->client_http10);
+        /* The head ends with its empty line: the field goes in before it. */
+        head = evbuffer_new();
+        if (!head)
+                return -ENOMEM;
+        r = http_write_response_head(head, buf, &t->resp, t->request_id, t->dechunk, t->close_after,
+                                     t->client_http10);
+        len = evbuffer_get_length(head);
+        if (r >= 0 && (len < 2 || evbuffer_remove_buffer(head, c->out, len - 2) != (int)(len - 2) ||
+                       evbuffer_add_printf(c->out, "Strict-Transport-Security: max-age=%llu\r\n\r\n",
+                                           (unsigned long long)max_age) < 0))
+                r = -ENOMEM;
+        evbuffer_free(head);
+        return r < 0 ? r : 0;
+}
+
+/* The port that the redirect sends clients to: the first TLS listener's, else 443. */
+static uint16_t proxy_https_port(const struct config *cfg)
+{
+        for (size_t i = 0; i < MIN(cfg->n_listen, (size_t)CONFIG_MAX_LISTEN); i++)
+                if (cfg->listen_tls[i])
+                        return netaddr_port(&cfg->listen[i]);
+        return 443;
+}
+
+/* 308 to the same URL over https (method and body kept by the client, RFC 9110 15.4.9). */
+static void client_answer_redirect(struct client *c, struct txn *t, const char *buf, size_t head_len)
+{
+        const struct http_field *host = t->req.host >= 0 ? &t->req.fields[t->req.host] : NULL;
+        struct evbuffer *loc = evbuffer_new(), *empty = evbuffer_new();
+        char *text = NULL;
+        int r = -ENOMEM;
+
+        if (loc && empty) {
+                r = evbuffer_add(loc, "Location: ", 10) < 0
+                            ? -ENOMEM
+                            : https_redirect_location(loc, buf + t->req.target_off, t->req.target_len,
+                                                      host ? buf + host->value_off : NULL,
+                                                      host ? host->value_len : 0, proxy_https_port(c->proxy->cfg));
+                if (r >= 0 && evbuffer_add(loc, "\r\n\0", 3) == 0)
+                        text = (char *)evbuffer_pullup(loc, -1);
+        }
+        if (!text) {
+                (void)evbuffer_drain(c->in, head_len);
+                txn_fail(c, r == -EINVAL ? 400 : 500, r == -EINVAL ? "no host name to redirect to https" : "out of memory");
+        } else
+                client_answer(c, t, head_len, 308, text, empty);
+        if (loc)
+                evbuffer_free(loc);
+        if (empty)
+                evbuffer_free(empty);
+}
+
+/* An ACME http-01 challenge file from [tls] acme_challenge_dir, or 404. */
+static void client_answer_acme(struct client *c, struct txn *t, size_t head_len)
+{
+        struct evbuffer *body = evbuffer_new();
+        int r;
+
+        if (!body) {
+                client_close(c);
+                return;
+        }
+        if (t->method != HTTP_GET && t->method != HTTP_HEAD) {
+                (void)evbuffer_drain(c->in, head_len);
+                txn_fail(c, 405, "the ACME challenge is read with GET");
+        } else {
+                r = https_acme_read(body, c->proxy->cfg->acme_dir, t->target, t->target_len);
+                if (r < 0) {
+                        log_debug("ACME challenge %.*s from %s not served: %s", (int)MIN(t->target_len, 200),
+                                  t->target ? t->target : "", c->ip, strerror(-r));
+                        (void)evbuffer_drain(body, evbuffer_get_length(body));
+                        (void)evbuffer_add_printf(body, "404 Not Found: no such challenge\n");
+                }
+                client_answer(c, t, head_len, r < 0 ? 404 : 200,
+                              "Content-Type: text/plain\r\nCache-Control: no-store\r\n", body);
+        }
+        evbuffer_free(body);
+}
+
 /* A complete request head is at the start of c->in: set up the exchange and dispatch it. */
 static void client_start(struct client *c, struct txn *t, const char *buf, size_t head_len)
 {
@@ -975,6 +1107,16 @@ static void client_start(struct client *c, struct txn *t, const char *buf, size_
                 proxy_make_request_id(p, t->request_id, sizeof(t->request_id));
         if (!t->req.keep_alive || p->draining)
                 t->close_after = true;
+
+        /* On a plain listener: the ACME challenge (when configured) and the redirect to HTTPS are lbd's. */
+        if (!c->ssl && cfg->acme_dir[0] && https_is_acme(t->target, t->target_len)) {
+                client_answer_acme(c, t, head_len);
+                return;
+        }
+        if (c->redirect) {
+                client_answer_redirect(c, t, buf, head_len);
+                return;
+        }
 
         if (cfg->max_body_size > 0 && t->req.body == HTTP_BODY_LENGTH && t->req.content_length > cfg->max_body_size) {
                 (void)evbuffer_drain(c->in, head_len);
@@ -1656,8 +1798,7 @@ static void upstream_process(struct upstream *up)
                 }
                 if (!t->req_complete)
                         t->close_after = true;
-                if (http_write_response_head(c->out, (const char *)buf, &t->resp, t->request_id, t->dechunk,
-                                             t->close_after, t->client_http10) < 0) {
+                if (client_write_response_head(c, t, (const char *)buf) < 0) {
                         client_close(c);
                         return;
                 }

@@ -328,3 +328,111 @@ def test_rejected_requests_over_tls(env):
         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", timeout=5, tls=lbd.client_tls)
     assert out.startswith(b"HTTP/1.1 400") and closed
     assert not b1.saw("/tls-smuggle")
+
+
+@pytest.fixture(scope="module")
+def redirect_env(module_harness, pki, tmp_path_factory):
+    (b1,) = module_harness.backends(1, prefix="redir")
+    acme = tmp_path_factory.mktemp("acme")
+    rport = lbdtest.free_port()
+    lbd = module_harness.lbd([b1], tls=[pki.site_ec],
+                             args=["--listen", f"127.0.0.1:{rport} redirect",
+                                   "--set", f"tls.acme_challenge_dir={acme}",
+                                   "--set", "tls.hsts=31536000"])
+    lbd.redirect_port = rport
+    lbd.ca_cert = pki.ca_cert
+    return lbd, b1, acme
+
+
+def test_redirect_keeps_path_and_query(redirect_env):
+    lbd, b1, _ = redirect_env
+    with lbdtest.HttpConnection(lbd.redirect_port) as conn:
+        resp = conn.request("GET", "/a/b?x=1&y=%2F", host="site.test")
+        assert resp.status == 308
+        assert resp.header("Location") == f"https://site.test:{lbd.tls_port}/a/b?x=1&y=%2F"
+        assert "close" not in resp.connection_tokens()
+        resp = conn.request("HEAD", "/hd-redir", host="Site.Test:80")
+        assert resp.status == 308 and resp.body == b""
+        assert resp.header("Location") == f"https://Site.Test:{lbd.tls_port}/hd-redir"
+        resp = conn.request("GET", "http://other.test/abs?q", host="other.test")
+        assert resp.header("Location") == f"https://other.test:{lbd.tls_port}/abs?q"
+        resp = conn.request("GET", "/v6", host="[::1]:8080")
+        assert resp.header("Location") == f"https://[::1]:{lbd.tls_port}/v6"
+    # A body is not read: the answer comes, then the connection ends.
+    with lbdtest.HttpConnection(lbd.redirect_port) as conn:
+        resp = conn.request("POST", "/form", body=b"x" * 5000, host="site.test")
+        assert resp.status == 308 and "close" in resp.connection_tokens()
+        assert conn.closed_by_peer(5)
+    # Followed, the redirect reaches the backend over TLS.
+    ctx = tlstest.client_context(ca=pki_ca(lbd))
+    with lbdtest.HttpConnection(lbd.tls_port, tls=ctx, server_hostname="site.test") as conn:
+        resp = conn.get("/a/b?x=1&y=%2F")
+        assert resp.status == 200 and resp.body == f"{b1.name} /a/b\n".encode()
+    assert not b1.saw("/form") and not b1.saw("/hd-redir")
+
+
+def pki_ca(lbd):
+    return lbd.ca_cert
+
+
+@pytest.mark.parametrize("host", ["", "a b", "x/y", "a@b", "[::1", "evil.test:80x", "a\tb", "é.test",
+                                  "x" * 300])
+def test_redirect_refuses_hosts_that_are_not_names(redirect_env, host):
+    lbd, _, _ = redirect_env
+    head = b"GET /p HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n"
+    out, _ = lbdtest.raw_exchange(lbd.redirect_port, head, timeout=5)
+    assert out.startswith(b"HTTP/1.1 400"), out
+    assert b"Location" not in out
+
+
+def test_redirect_without_host_or_with_asterisk(redirect_env):
+    lbd, _, _ = redirect_env
+    out, _ = lbdtest.raw_exchange(lbd.redirect_port, b"GET /p HTTP/1.0\r\n\r\n", timeout=5)
+    assert out.startswith(b"HTTP/1.1 400"), out
+    out, _ = lbdtest.raw_exchange(lbd.redirect_port, b"OPTIONS * HTTP/1.1\r\nHost: site.test\r\n\r\n",
+                                  timeout=5)
+    assert out.startswith(b"HTTP/1.1 400"), out
+
+
+def test_acme_challenge_served_not_redirected(redirect_env, tmp_path):
+    lbd, b1, acme = redirect_env
+    token = "Xq1-_abcDEF0123456789abcdefghijklmnopqrstuv"
+    (acme / token).write_text(token + ".thumbprint")
+    for port in (lbd.redirect_port, lbd.plain_port):
+        resp = lbdtest.request(port, "GET", f"/.well-known/acme-challenge/{token}")
+        assert resp.status == 200 and resp.body == (token + ".thumbprint").encode()
+        resp = lbdtest.request(port, "HEAD", f"/.well-known/acme-challenge/{token}")
+        assert resp.status == 200 and resp.body == b""
+        assert resp.header("Content-Length") == str(len(token) + 11)
+    resp = lbdtest.request(lbd.plain_port, "POST", f"/.well-known/acme-challenge/{token}", body=b"x")
+    assert resp.status == 405
+    # Over TLS the path is the backend's like any other.
+    resp = lbdtest.request(lbd.tls_port, "GET", f"/.well-known/acme-challenge/{token}", tls=lbd.client_tls)
+    assert resp.status == 200 and resp.header("X-Backend") == b1.name
+
+
+def test_acme_challenge_names_and_sizes(redirect_env, tmp_path):
+    lbd, b1, acme = redirect_env
+    secret = tmp_path / "secret"
+    secret.write_text("not for clients")
+    (acme / "link").symlink_to(secret)
+    (acme / "big").write_bytes(b"x" * 5000)
+    (acme / "sub").mkdir()
+    (acme / "dotted.name").write_text("x")
+    (acme / "fine").write_text("ok")
+    for token in ("link", "big", "sub", "dotted.name", "missing", "..%2Fsecret", "../secret",
+                  "fine?x=1", "fine/", "%66ine", "x" * 200):
+        resp = lbdtest.request(lbd.plain_port, "GET", f"/.well-known/acme-challenge/{token}")
+        assert resp.status == 404, (token, resp)
+        assert b"not for clients" not in resp.body
+    assert lbdtest.request(lbd.plain_port, "GET", "/.well-known/acme-challenge/fine").body == b"ok"
+    assert not any(b1.saw(t) for t in ("/.well-known/acme-challenge/link", "acme-challenge/big"))
+
+
+def test_hsts_on_tls_only(redirect_env):
+    lbd, _, _ = redirect_env
+    resp = lbdtest.request(lbd.tls_port, "GET", "/echo", tls=lbd.client_tls)
+    assert resp.status == 200
+    assert resp.header_values("Strict-Transport-Security") == ["max-age=31536000"]
+    resp = lbdtest.request(lbd.plain_port, "GET", "/echo")
+    assert resp.status == 200 and resp.header("Strict-Transport-Security") is None
