@@ -419,7 +419,7 @@ static void admin_metrics_tls(const struct admin *a, struct admin_metrics *m)
                      "When each loaded certificate expires (its notAfter), seconds since the epoch.");
         for (size_t i = 0; i < n; i++)
                 admin_printf(m,
-                             "lbd_tls_certificate_expiry_timestamp_seconds{file=\"%s\",name=\"%s\","
+                             "lbd_tls_certificate_expiry_timestamp_seconds{file=\"%s\",domain=\"%s\","
                              "key=\"%s\"} %" PRId64 "\n",
                              admin_label(certs[i].file, file, sizeof(file)),
                              admin_label(certs[i].name, name, sizeof(name)), certs[i].key_type,

@@ -9,6 +9,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -436,3 +437,27 @@ def test_hsts_on_tls_only(redirect_env):
     assert resp.header_values("Strict-Transport-Security") == ["max-age=31536000"]
     resp = lbdtest.request(lbd.plain_port, "GET", "/echo")
     assert resp.status == 200 and resp.header("Strict-Transport-Security") is None
+
+
+def test_certificates_in_status_metrics_and_lbctl(env, pki):
+    lbd, _ = env
+    st = lbd.status()["tls"]
+    certs = {c["file"]: c for c in st["certificates"]}
+    assert set(certs) == {str(p[0]) for p in (pki.default, pki.site_ec, pki.site_rsa, pki.wild)}
+    site = certs[str(pki.site_rsa[0])]
+    assert site["key"] == "RSA" and site["name"] in ("site.test", "www.site.test")
+    assert 28 <= site["days_left"] <= 30
+    assert certs[str(pki.default[0])]["default"] and not certs[str(pki.wild[0])]["default"]
+    m = lbd.metrics()
+    expiry = m.get("lbd_tls_certificate_expiry_timestamp_seconds", file=str(pki.wild[0]),
+                   domain="*.wild.test", key="ECDSA")
+    assert expiry == certs[str(pki.wild[0])]["not_after"]
+    assert abs(expiry - (time.time() + 30 * 86400)) < 2 * 86400
+    lbctl = os.environ.get("LBCTL_BINARY")
+    if lbctl:
+        out = subprocess.run([lbctl, "--admin", f"127.0.0.1:{lbd.admin_port}", "status"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert "TLS certificates:" in out.stdout
+        line = next(x for x in out.stdout.splitlines() if "*.wild.test" in x)
+        assert "ECDSA" in line and "days" in line and str(pki.wild[0]) in line
