@@ -773,6 +773,9 @@ static const struct conf_key config_keys[] = {
         { "tls", "strict_sni", "off", config_parse_bool, CONF_FIELD(struct config, tls_strict_sni, bool), 0, 0 },
         NUMBER("tls", "hsts", "0", tls_hsts_max_age, 0, CONFIG_HSTS_MAX),
         STRING("tls", "acme_challenge_dir", "", acme_dir, config_parse_abs_path),
+        { "tls", "backend", "off", config_parse_bool, CONF_FIELD(struct config, backend_tls, bool), 0, 0 },
+        STRING("tls", "backend_ca", "", backend_ca, config_parse_abs_path),
+        STRING("tls", "backend_name", "", backend_name, config_parse_word),
 
         DURATION("timeouts", "client_header", "10s", client_header_timeout_usec, 1),
         DURATION("timeouts", "client_idle", "60s", client_idle_timeout_usec, 1),
@@ -1022,6 +1025,9 @@ int config_validate(const struct config *c)
                 r = -EINVAL;
         if (c->max_connections == 0)
                 r = conf_invalid(c->path, "lbd", "max_connections", "must be at least 1");
+        if (c->backend_tls && c->backend_ca[0] == '\0')
+                r = conf_invalid(c->path, "tls", "backend_ca",
+                                 "backend = on needs the CA file the backends' certificates are checked against");
         return r;
 }
 

@@ -69,6 +69,9 @@ struct config {
         uint64_t tls_hsts_max_age;            /* seconds; 0 = no Strict-Transport-Security */
         char acme_dir[CONFIG_PATH_MAX];       /* served at /.well-known/acme-challenge/ on plain listeners;
                                                * "" = off */
+        bool backend_tls;                     /* lbd speaks TLS to every backend (proxy and health checks) */
+        char backend_ca[CONFIG_PATH_MAX];     /* the CA file the backends' certificates must chain to */
+        char backend_name[256];               /* the name they must carry (and SNI); "" = their IP address */
 
         /* [timeouts] */
         uint64_t client_header_timeout_usec; /* whole request head must arrive within it: 408 */

@@ -17,6 +17,7 @@ struct accesslog;
 struct notify;
 struct provider;
 struct reconcile;
+struct tls_client;
 
 struct lbd {
         struct event_base *base;
@@ -29,6 +30,8 @@ struct lbd {
         struct notify *notify;
         struct provider *provider;   /* where backends come from (provider.h) */
         struct reconcile *reconcile; /* the control plane (reconcile.h) */
+        struct tls_client *backend_tls; /* TLS to the backends ([tls] backend = on), else NULL; the proxy
+                                         * and the health checks use it, main.c owns it */
         uint64_t started_usec;   /* now_usec() at start */
         bool stopping;
 };

@@ -286,6 +286,9 @@ static void main_reload(struct main_state *m)
         }
         if (next->n_listen != prev->n_listen || memcmp(next->listen, prev->listen, sizeof(prev->listen)) != 0)
                 log_warning("Changed listen addresses take effect on restart");
+        if (next->backend_tls != prev->backend_tls || strcmp(next->backend_ca, prev->backend_ca) != 0 ||
+            strcmp(next->backend_name, prev->backend_name) != 0)
+                log_warning("Changed [tls] backend settings take effect on restart");
         if (next->admin_enabled != prev->admin_enabled ||
             !netaddr_equal(&next->admin, &prev->admin))
                 log_warning("A changed admin address takes effect on restart");
@@ -409,6 +412,11 @@ static int main_run(struct main_state *m)
         if (r < 0)
                 return log_error_errno(r, "Failed to open access log %s: %m", l->config->access_log);
 
+        if (l->config->backend_tls) {
+                r = tls_client_new(l->config, &l->backend_tls);
+                if (r < 0)
+                        return r;
+        }
         l->proxy = proxy_new(l);
         if (!l->proxy)
                 return log_error_errno(ENOMEM, "Out of memory");
@@ -429,6 +437,7 @@ static int main_run(struct main_state *m)
         l->health = health_new(l->base, l->pool, l->config);
         if (!l->health)
                 return log_error_errno(ENOMEM, "Out of memory");
+        health_set_tls(l->health, l->backend_tls);
         reconcile_start(l->reconcile);
 
         r = daemon_catch_signals(&m->daemon, &main_ops, m);
@@ -459,6 +468,7 @@ static void main_cleanup(struct main_state *m)
         l->health = health_free(l->health);
         l->proxy = proxy_free(l->proxy);
         l->pool = pool_free(l->pool);
+        l->backend_tls = tls_client_free(l->backend_tls);
         l->accesslog = accesslog_free(l->accesslog);
         daemon_done(&m->daemon);
         l->notify = NULL;

@@ -164,11 +164,14 @@ struct upstream {
         struct evbuffer *in, *out;
         struct backend *b;
         struct client *c;            /* owner while busy, NULL while idle */
+        SSL *ssl;                    /* [tls] backend = on: the TLS connection; else NULL */
         DLIST_FIELDS(struct upstream, idle); /* on its backend's b->idle while idle */
         DLIST_FIELDS(struct upstream, all);  /* on p->upstreams while live */
         unsigned busy;
         bool dead;
-        bool connected;
+        bool tcp_connected;          /* TLS: the socket is connected, the handshake may still run */
+        bool connected;              /* ready for requests (the handshake done, over TLS) */
+        bool tls_broken;             /* TLS: a fatal error, no close_notify may be sent */
         bool reused;
         bool reading;
         bool writing;
@@ -232,6 +235,7 @@ static void client_closing(struct client *c, bool linger);
 static void txn_dispatch(struct client *c);
 static void txn_fail(struct client *c, unsigned status, const char *detail);
 static int upstream_connect(struct proxy *p, struct backend *b, struct upstream **ret);
+static int upstream_handshake(struct upstream *up);
 static void upstream_timer_cb(evutil_socket_t fd, short what, void *userdata);
 static void upstream_idle_timeout(struct upstream *up);
 static void upstream_write_cb(evutil_socket_t fd, short what, void *userdata);
@@ -404,6 +408,36 @@ static void upstream_set_reading(struct upstream *up, bool on)
                 (void)event_add(&up->rev, NULL);
         else
                 (void)event_del(&up->rev);
+        /* Decrypted bytes OpenSSL holds wake no socket event. */
+        if (on && up->ssl && up->connected && SSL_has_pending(up->ssl))
+                event_active(&up->rev, EV_READ, 0);
+}
+
+/* Reads what the backend sent, decrypted over TLS, up to <max> bytes. */
+static ssize_t upstream_recv(struct upstream *up, size_t max)
+{
+        ssize_t n;
+
+        if (!up->ssl)
+                return proxy_read(up->fd, up->in, max);
+        n = tls_read(up->ssl, up->in, max);
+        if (n < 0 && n != -EAGAIN)
+                up->tls_broken = true;
+        else if (n > 0 && up->reading && SSL_has_pending(up->ssl))
+                event_active(&up->rev, EV_READ, 0);
+        return n;
+}
+
+static ssize_t upstream_send(struct upstream *up)
+{
+        ssize_t n;
+
+        if (!up->ssl)
+                return proxy_write(up->fd, up->out);
+        n = tls_write(up->ssl, up->out);
+        if (n < 0)
+                up->tls_broken = true;
+        return n;
 }
 
 static void upstream_set_writing(struct upstream *up, bool on)
@@ -464,6 +498,7 @@ static void upstream_unlink_idle(struct upstream *up)
 
 static void upstream_destroy(struct upstream *up)
 {
+        SSL_free(up->ssl);
         evbuffer_free(up->in);
         evbuffer_free(up->out);
         backend_unref(up->b);
@@ -480,6 +515,8 @@ static void upstream_close(struct upstream *up)
         (void)event_del(&up->wev);
         (void)event_del(&up->timer);
         up->reading = up->writing = false;
+        if (up->ssl && up->connected && !up->tls_broken)
+                tls_shutdown(up->ssl);
         if (up->fd >= 0)
                 (void)close(up->fd);
         up->fd = -1;
@@ -1552,12 +1589,24 @@ static int upstream_connect(struct proxy *p, struct backend *b, struct upstream 
         (void)event_assign(&up->wev, p->base, fd, EV_WRITE | EV_PERSIST, upstream_write_cb, up);
         (void)evtimer_assign(&up->timer, p->base, upstream_timer_cb, up);
 
+        if (p->lbd->backend_tls) {
+                up->ssl = tls_client_connect(p->lbd->backend_tls, fd, &up->b->addr);
+                if (!up->ssl) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+        }
         r = connect(fd, &b->addr.u.sa, b->addr.len);
         if (r < 0 && errno != EINPROGRESS) {
                 r = -errno;
                 goto fail;
         }
-        if (r == 0) {
+        if (r == 0 && up->ssl) {
+                /* Connected at once: the handshake starts from the write callback. */
+                up->tcp_connected = true;
+                upstream_set_writing(up, true);
+                proxy_arm_in(up->proxy, &up->timer, p->cfg->connect_timeout_usec);
+        } else if (r == 0) {
                 up->connected = true;
                 upstream_set_reading(up, true);
                 proxy_arm_in(up->proxy, &up->timer, p->cfg->backend_timeout_usec);
@@ -1569,6 +1618,7 @@ static int upstream_connect(struct proxy *p, struct backend *b, struct upstream 
         *ret = up;
         return 0;
 fail:
+        SSL_free(up->ssl);
         if (up->b)
                 backend_unref(up->b);
         if (up->in)
@@ -1614,6 +1664,34 @@ static void upstream_idle_timeout(struct upstream *up)
         upstream_close(up);
 }
 
+/* Drives <up>'s TLS handshake. Returns 1 when done, 0 while it waits for the socket, or -EPROTO when it
+ * failed (a wrong CA or name fails closed): the exchange was told, and may have freed <up>. */
+static int upstream_handshake(struct upstream *up)
+{
+        char reason[200] = "unknown error", what[256];
+        struct client *c = up->c;
+        int r;
+
+        r = tls_client_handshake(up->ssl, reason, sizeof(reason));
+        if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
+                upstream_set_reading(up, r == TLS_WANT_READ);
+                upstream_set_writing(up, r == TLS_WANT_WRITE);
+                return 0;
+        }
+        if (r == TLS_DONE) {
+                upstream_set_writing(up, false);
+                return 1;
+        }
+        up->tls_broken = true;
+        log_warning("TLS handshake with backend %s failed: %s", up->b->name, reason);
+        if (c && c->txn) {
+                (void)snprintf(what, sizeof(what), "TLS handshake failed: %s", reason);
+                txn_upstream_failed(c, what, false, false);
+        } else
+                upstream_close(up);
+        return -EPROTO;
+}
+
 static void upstream_write_cb(evutil_socket_t fd, short what, void *userdata)
 {
         struct upstream *up = userdata;
@@ -1622,7 +1700,7 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *userdata)
         up->busy++;
         if (c)
                 client_enter(c);
-        if (!up->connected) {
+        if (!up->connected && !up->tcp_connected) {
                 int err = 0;
                 socklen_t len = sizeof(err);
 
@@ -1639,6 +1717,11 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *userdata)
                                 upstream_close(up);
                         goto out;
                 }
+                up->tcp_connected = true;
+        }
+        if (!up->connected) {
+                if (up->ssl && upstream_handshake(up) <= 0)
+                        goto out;
                 up->connected = true;
                 upstream_set_reading(up, true);
                 upstream_watch(up, true);
@@ -1658,6 +1741,17 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
         ssize_t n;
 
         up->busy++;
+        if (!up->connected) {
+                /* The TLS handshake, which reads as well as writes. */
+                upstream_write_cb(fd, EV_WRITE, up);
+                goto out_up;
+        }
+        if (up->idle && up->ssl) {
+                /* A record that carries no data (a TLS 1.3 session ticket) leaves it idle. */
+                n = upstream_recv(up, 1);
+                if (n == -EAGAIN)
+                        goto out_up;
+        }
         if (up->idle || !c) {
                 /* An idle connection has nothing to say: EOF or stray bytes both end it. */
                 upstream_close(up);
@@ -1676,7 +1770,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
                 }
                 max = MIN(max, BUF_HIGH - queued);
         }
-        n = proxy_read(up->fd, up->in, max);
+        n = upstream_recv(up, max);
         if (n == -EAGAIN)
                 goto out;
         if (n <= 0) {
@@ -1875,7 +1969,7 @@ static void upstream_flush(struct upstream *up)
                 return;
         if (c && c->txn && c->txn->up == up && c->txn->body_dropped)
                 (void)evbuffer_drain(up->out, evbuffer_get_length(up->out));
-        n = proxy_write(up->fd, up->out);
+        n = upstream_send(up);
         if (n < 0) {
                 upstream_write_failed(up, n);
                 return;
@@ -1893,6 +1987,8 @@ static void upstream_flush(struct upstream *up)
         if (c && !c->dead && c->state == CLIENT_TUNNEL && c->read_eof && !up->dead && !up->shut &&
             evbuffer_get_length(up->out) == 0) {
                 up->shut = true;
+                if (up->ssl)
+                        tls_shutdown(up->ssl);
                 (void)shutdown(up->fd, SHUT_WR);
         }
 }
@@ -1935,7 +2031,7 @@ static void upstream_read_pending(struct upstream *up)
         size_t max = (size_t)up->proxy->cfg->max_header_size + 1;
 
         while (!up->dead && evbuffer_get_length(up->in) < max) {
-                ssize_t n = proxy_read(up->fd, up->in, BACKEND_READ_SIZE);
+                ssize_t n = upstream_recv(up, BACKEND_READ_SIZE);
 
                 if (n <= 0)
                         break;

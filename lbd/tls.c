@@ -49,6 +49,7 @@
 
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/netaddr.h"
 #include "lbd/config.h"
 
 #define TLS_FILE_MAX   (1024 * 1024) /* a PEM file larger than this is refused */
@@ -106,6 +107,19 @@ struct tls {
 
 static int tls_ex_tls = -1;       /* SSL ex_data: the struct tls a connection belongs to */
 static int tls_ex_no_cert = -1;   /* SSL ex_data: non-NULL when strict SNI refused the name */
+static int tls_ex_client = -1;    /* SSL ex_data: the struct tls_client of a connection to a backend */
+static int tls_ex_addr = -1;      /* SSL ex_data: that backend's address (lives as long as the SSL) */
+
+static int tls_ex_init(void)
+{
+        if (tls_ex_tls >= 0)
+                return 0;
+        tls_ex_tls = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        tls_ex_no_cert = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        tls_ex_client = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        tls_ex_addr = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        return tls_ex_tls < 0 || tls_ex_no_cert < 0 || tls_ex_client < 0 || tls_ex_addr < 0 ? -ENOMEM : 0;
+}
 
 static const char *const tls_failure_names[TLS_FAIL_MAX] = {
         [TLS_FAIL_PROTOCOL] = "protocol",
@@ -649,12 +663,9 @@ int tls_new(struct event_base *base, const struct config *c, struct tls **ret)
         struct tls *t;
         int r;
 
-        if (tls_ex_tls < 0) {
-                tls_ex_tls = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-                tls_ex_no_cert = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-                if (tls_ex_tls < 0 || tls_ex_no_cert < 0)
-                        return log_error_errno(ENOMEM, "Failed to set up TLS: out of memory");
-        }
+        r = tls_ex_init();
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up TLS: out of memory");
         t = calloc(1, sizeof(*t));
         if (!t)
                 return log_error_errno(ENOMEM, "Out of memory");
@@ -924,5 +935,154 @@ struct tls *tls_free(struct tls *t)
         SSL_CTX_free(t->ctx);
         OPENSSL_cleanse(t->keys, sizeof(t->keys));
         free(t);
+        return NULL;
+}
+
+/* ---- the client side ---- */
+
+#define TLS_CLIENT_SESSIONS 64 /* backends whose last session is kept for resumption */
+
+static int tls_client_new_session_cb(SSL *ssl, SSL_SESSION *session);
+
+struct tls_client {
+        SSL_CTX *ctx;
+        char name[256];                  /* "" = check the IP address */
+        struct {
+                struct netaddr addr;
+                SSL_SESSION *session;
+        } sessions[TLS_CLIENT_SESSIONS];
+        size_t next_session;             /* the slot a new backend takes (round robin) */
+};
+
+int tls_client_new(const struct config *c, struct tls_client **ret)
+{
+        struct tls_client *tc;
+        char err[256];
+        int r;
+
+        r = tls_ex_init();
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up TLS: out of memory");
+        tc = calloc(1, sizeof(*tc));
+        if (!tc)
+                return log_error_errno(ENOMEM, "Out of memory");
+        tc->ctx = SSL_CTX_new(TLS_client_method());
+        if (!tc->ctx) {
+                free(tc);
+                return log_error_errno(ENOMEM, "Failed to set up TLS to the backends: out of memory");
+        }
+        if (tls_ctx_profile(tc->ctx, TLS_PROFILE_INTERMEDIATE) < 0 ||
+            SSL_CTX_set_alpn_protos(tc->ctx, (const unsigned char *)"\x08http/1.1", 9) != 0) {
+                tls_client_free(tc);
+                return log_error_errno(EINVAL, "Failed to set up TLS to the backends");
+        }
+        if (SSL_CTX_load_verify_locations(tc->ctx, c->backend_ca, NULL) != 1) {
+                log_error("[tls] backend_ca %s: no CA certificate could be read from it (%s)", c->backend_ca,
+                          tls_error_text(err, sizeof(err)));
+                tls_client_free(tc);
+                return -EINVAL;
+        }
+        SSL_CTX_set_verify(tc->ctx, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_set_mode(tc->ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                          SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        (void)SSL_CTX_set_session_cache_mode(tc->ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(tc->ctx, tls_client_new_session_cb);
+        (void)snprintf(tc->name, sizeof(tc->name), "%s", c->backend_name);
+        *ret = tc;
+        return 0;
+}
+
+static ssize_t tls_client_slot(const struct tls_client *tc, const struct netaddr *addr)
+{
+        for (size_t i = 0; i < TLS_CLIENT_SESSIONS; i++)
+                if (tc->sessions[i].session && netaddr_equal(&tc->sessions[i].addr, addr))
+                        return (ssize_t)i;
+        return -1;
+}
+
+/* A session the server gave (with TLS 1.3, after the handshake): kept as the backend's latest. */
+static int tls_client_new_session_cb(SSL *ssl, SSL_SESSION *session)
+{
+        struct tls_client *tc = SSL_get_ex_data(ssl, tls_ex_client);
+        const struct netaddr *addr = SSL_get_ex_data(ssl, tls_ex_addr);
+        ssize_t slot;
+
+        if (!tc || !addr)
+                return 0;
+        slot = tls_client_slot(tc, addr);
+        if (slot < 0) {
+                slot = (ssize_t)tc->next_session;
+                tc->next_session = (tc->next_session + 1) % TLS_CLIENT_SESSIONS;
+        }
+        SSL_SESSION_free(tc->sessions[slot].session);
+        tc->sessions[slot].addr = *addr;
+        tc->sessions[slot].session = session;
+        return 1; /* the reference is ours */
+}
+
+SSL *tls_client_connect(struct tls_client *tc, int fd, const struct netaddr *addr)
+{
+        SSL *ssl = SSL_new(tc->ctx);
+        char ip[NETADDR_STRLEN];
+        ssize_t slot;
+
+        if (!ssl)
+                goto fail;
+        if (SSL_set_fd(ssl, fd) != 1 || SSL_set_ex_data(ssl, tls_ex_client, tc) != 1 ||
+            SSL_set_ex_data(ssl, tls_ex_addr, (void *)addr) != 1)
+                goto fail;
+        if (tc->name[0]) {
+                if (SSL_set_tlsext_host_name(ssl, tc->name) != 1 || SSL_set1_host(ssl, tc->name) != 1)
+                        goto fail;
+        } else if (netaddr_format_host(addr, ip, sizeof(ip)) < 0 ||
+                   X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), ip) != 1)
+                goto fail;
+        slot = tls_client_slot(tc, addr);
+        if (slot >= 0)
+                (void)SSL_set_session(ssl, tc->sessions[slot].session);
+        SSL_set_connect_state(ssl);
+        return ssl;
+fail:
+        SSL_free(ssl);
+        ERR_clear_error();
+        return NULL;
+}
+
+int tls_client_handshake(SSL *ssl, char *reason, size_t size)
+{
+        int r, err;
+        long verify;
+
+        ERR_clear_error();
+        errno = 0;
+        r = SSL_do_handshake(ssl);
+        if (r == 1)
+                return TLS_DONE;
+        err = SSL_get_error(ssl, r);
+        if (err == SSL_ERROR_WANT_READ)
+                return TLS_WANT_READ;
+        if (err == SSL_ERROR_WANT_WRITE)
+                return TLS_WANT_WRITE;
+        verify = SSL_get_verify_result(ssl);
+        if (verify != X509_V_OK)
+                (void)snprintf(reason, size, "certificate not trusted: %s", X509_verify_cert_error_string(verify));
+        else if (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN)
+                (void)snprintf(reason, size, "connection closed during the handshake");
+        else {
+                char text[256];
+                (void)snprintf(reason, size, "%s", tls_error_text(text, sizeof(text)));
+        }
+        ERR_clear_error();
+        return -EPROTO;
+}
+
+struct tls_client *tls_client_free(struct tls_client *tc)
+{
+        if (!tc)
+                return NULL;
+        for (size_t i = 0; i < TLS_CLIENT_SESSIONS; i++)
+                SSL_SESSION_free(tc->sessions[i].session);
+        SSL_CTX_free(tc->ctx);
+        free(tc);
         return NULL;
 }

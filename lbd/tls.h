@@ -12,7 +12,9 @@
 struct config;
 struct event_base;
 struct evbuffer;
+struct netaddr;
 struct tls;
+struct tls_client;
 
 /* Why a handshake failed, as /metrics counts it. */
 enum tls_failure {
@@ -94,3 +96,21 @@ size_t tls_get_certs(const struct tls *t, struct tls_cert_info *out, size_t max)
 
 /* Frees everything; open connections' SSL objects keep their own references. Returns NULL. */
 struct tls *tls_free(struct tls *t);
+
+/* ---- the client side: lbd to its backends ([tls] backend = on) ---- */
+
+/* A client context that trusts only [tls] backend_ca and checks each backend's certificate for
+ * [tls] backend_name (sent as SNI too), or for the backend's IP address when no name is set. TLS 1.2 or
+ * 1.3, ALPN http/1.1, sessions resumed per backend. Returns 0 and *<ret>, or -errno (logged: file and
+ * reason). */
+int tls_client_new(const struct config *c, struct tls_client **ret);
+
+/* A client connection on the connected (or connecting) socket <fd> to <addr>. NULL on ENOMEM. */
+SSL *tls_client_connect(struct tls_client *tc, int fd, const struct netaddr *addr);
+
+/* Drives a client handshake: TLS_DONE, TLS_WANT_READ, TLS_WANT_WRITE, or -EPROTO with why in <reason>
+ * (the certificate check's verdict when that failed). Sessions the backend gives are kept for the next
+ * connection to the same address. */
+int tls_client_handshake(SSL *ssl, char *reason, size_t size);
+
+struct tls_client *tls_client_free(struct tls_client *tc);

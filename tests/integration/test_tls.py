@@ -461,3 +461,84 @@ def test_certificates_in_status_metrics_and_lbctl(env, pki):
         assert "TLS certificates:" in out.stdout
         line = next(x for x in out.stdout.splitlines() if "*.wild.test" in x)
         assert "ECDSA" in line and "days" in line and str(pki.wild[0]) in line
+
+
+@pytest.fixture(scope="module")
+def tls_web(module_harness, pki):
+    """A TLS server standing in for the web host: an lbd terminating TLS (site.test and 127.0.0.1 in its
+    certificate) in front of a test backend."""
+    (web,) = module_harness.backends(1, prefix="web")
+    front = module_harness.lbd([web], tls=[pki.leaf("web", ["site.test", "IP:127.0.0.1"])])
+    return front, web
+
+
+def relay(harness, tls_web, ca, name=None, healthy=None):
+    front, _ = tls_web
+    target = lbdtest.Backend.__new__(lbdtest.Backend)
+    target.addr = f"127.0.0.1:{front.tls_port}"
+    args = ["--set", "tls.backend=on", "--set", f"tls.backend_ca={ca}"]
+    if name is not None:
+        args += ["--set", f"tls.backend_name={name}"]
+    return harness.lbd([target], args=args, healthy=healthy)
+
+
+@pytest.mark.parametrize("name", ["site.test", None])
+def test_tls_upstream_verified(harness, pki, tls_web, name):
+    _, web = tls_web
+    r = relay(harness, tls_web, pki.ca_cert, name)
+    with r.connect() as conn:
+        for i in range(3):
+            resp = conn.get(f"/verified-{i}")
+            assert resp.status == 200 and resp.body == f"{web.name} /verified-{i}\n".encode()
+    body = os.urandom(500 << 10)
+    resp = r.request("POST", "/upload", body=body)
+    assert resp.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+    resp = r.get(f"/bytes/{4 << 20}")
+    assert hashlib.sha256(resp.body).hexdigest() == lbdtest.pattern_sha256(4 << 20)
+
+
+@pytest.mark.parametrize("case", ["wrong-ca", "wrong-name"])
+def test_tls_upstream_fails_closed(harness, pki, tls_web, tmp_path, case):
+    _, web = tls_web
+    if case == "wrong-ca":
+        ca, name = tlstest.Pki(tmp_path / "other", "another CA").ca_cert, "site.test"
+    else:
+        ca, name = pki.ca_cert, "other.test"
+    r = relay(harness, tls_web, ca, name, healthy=0)
+    lbdtest.wait_until(lambda: (r.status()["backends"][0].get("last_check") or {}).get("result")
+                       == "fail", 10, "a failed health check")
+    resp = r.get(f"/closed-{case}")
+    assert resp.status in (502, 503), resp
+    assert not web.saw(f"/closed-{case}")
+    st = r.status()["backends"][0]
+    assert st["state"] != "up", st
+
+
+def test_tls_upstream_proxy_fails_closed_on_a_new_connection(harness, pki, tmp_path):
+    """The web host comes back with a certificate for another name: lbd's next connection to it fails
+    verification, and the request gets a 502 without reaching it."""
+    (web,) = harness.backends(1, prefix="web")
+    live = tmp_path / "live"
+    live.mkdir()
+    good, bad = pki.leaf("web-good", ["site.test"]), pki.leaf("web-bad", ["other.test"])
+    shutil.copy(good[0], live / "cert.pem")
+    shutil.copy(good[1], live / "key.pem")
+    front = harness.lbd([web], tls=[(live / "cert.pem", live / "key.pem")])
+    target = lbdtest.Backend.__new__(lbdtest.Backend)
+    target.addr = f"127.0.0.1:{front.tls_port}"
+    # One health check at start, none after: what follows is the proxy's own handshake.
+    r = harness.lbd([target], health_interval="1h",
+                    args=["--set", "tls.backend=on", "--set", f"tls.backend_ca={pki.ca_cert}",
+                          "--set", "tls.backend_name=site.test", "--set", "limits.retries=0",
+                          "--set", "timeouts.backend_idle=100ms"])
+    assert r.get("/before").status == 200
+    # Restarted with the other certificate (and new ticket keys, so lbd's session is not resumed).
+    front.stop()
+    shutil.copy(bad[0], live / "cert.pem")
+    shutil.copy(bad[1], live / "key.pem")
+    front.start()
+    time.sleep(0.5)  # past backend_idle: the pooled connection to the old process is gone
+    resp = r.get("/after-change")
+    assert resp.status == 502, resp
+    assert not web.saw("/after-change")
+    assert "certificate not trusted" in r.stderr_text() or "certificate verify failed" in r.stderr_text()

@@ -37,10 +37,11 @@ class Pki:
         """Writes <stem>.pem and <stem>.key for the DNS <names>; returns (cert, key) paths."""
         cert, key, csr = (self.dir / f"{stem}.pem", self.dir / f"{stem}.key", self.dir / f"{stem}.csr")
         ext = self.dir / f"{stem}.ext"
-        ext.write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in names) + "\n"
+        ext.write_text("subjectAltName="
+                       + ",".join(n if n.startswith("IP:") else f"DNS:{n}" for n in names) + "\n"
                        "extendedKeyUsage=serverAuth\n")
         _openssl("req", "-new", *_newkey(kind), "-nodes", "-keyout", str(key), "-out", str(csr),
-                 "-subj", f"/CN={names[0]}", cwd=self.dir)
+                 "-subj", f"/CN={names[0].removeprefix('IP:')}", cwd=self.dir)
         self.serial += 1
         _openssl("x509", "-req", "-in", str(csr), "-CA", str(self.ca_cert), "-CAkey", str(self.ca_key),
                  "-set_serial", str(self.serial), "-days", str(days), "-out", str(cert),
