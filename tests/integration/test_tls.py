@@ -530,7 +530,7 @@ def test_tls_upstream_proxy_fails_closed_on_a_new_connection(harness, pki, tmp_p
     r = harness.lbd([target], health_interval="1h",
                     args=["--set", "tls.backend=on", "--set", f"tls.backend_ca={pki.ca_cert}",
                           "--set", "tls.backend_name=site.test", "--set", "limits.retries=0",
-                          "--set", "timeouts.backend_idle=100ms"])
+                          "--set", "timeouts.backend_idle=100ms", "--set", "health.timeout=10s"])
     assert r.get("/before").status == 200
     # Restarted with the other certificate (and new ticket keys, so lbd's session is not resumed).
     front.stop()
