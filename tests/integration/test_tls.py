@@ -476,7 +476,8 @@ def relay(harness, tls_web, ca, name=None, healthy=None):
     front, _ = tls_web
     target = lbdtest.Backend.__new__(lbdtest.Backend)
     target.addr = f"127.0.0.1:{front.tls_port}"
-    args = ["--set", "tls.backend=on", "--set", f"tls.backend_ca={ca}"]
+    # TLS checks of a TLS server: generous under valgrind, where both sides are slow.
+    args = ["--set", "tls.backend=on", "--set", f"tls.backend_ca={ca}", "--set", "health.timeout=5s"]
     if name is not None:
         args += ["--set", f"tls.backend_name={name}"]
     return harness.lbd([target], args=args, healthy=healthy)
