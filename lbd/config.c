@@ -8,7 +8,8 @@
  *
  *   [lbd]
  *   listen           = 0.0.0.0:80      address:port list, comma-separated or the key repeated, up to
- *                                      CONFIG_MAX_LISTEN; [v6]:port; ":80" means every IPv4 address
+ *                                      CONFIG_MAX_LISTEN; [v6]:port; ":80" means every IPv4 address;
+ *                                      "ADDR:PORT tls" terminates TLS, "ADDR:PORT redirect" redirects
  *   admin            = 127.0.0.1:9180  loopback only (127.0.0.0/8 or [::1]), or "off"
  *   balance          = round-robin     round-robin | least-conn | p2c
  *   access_log       = stderr          stderr | off | an absolute file path
@@ -17,6 +18,19 @@
  *   upgrades         = websocket       protocols a request may switch to (Upgrade), comma-separated:
  *                                      "name" (any version) or "name/version", case-insensitive;
  *                                      "off" or empty = none (proxy.c forwards the rest as plain requests)
+ *   [tls]
+ *   certificate      = (empty)         "CERT [KEY]" absolute paths, one per occurrence, up to
+ *                                      CONFIG_MAX_CERTS; the first is the default; needed by a tls listener
+ *   profile          = intermediate    intermediate | modern
+ *   tickets          = on              on | off
+ *   ticket_rotate    = 1h
+ *   session_cache    = 20000           0..1000000, 0 = off
+ *   strict_sni       = off             on | off
+ *   hsts             = 0               seconds, 0..CONFIG_HSTS_MAX, 0 = off
+ *   acme_challenge_dir = (empty)       absolute path; needs a plain listener
+ *   backend          = off             on | off: TLS to the backends
+ *   backend_ca       = (empty)         absolute path; required with backend = on
+ *   backend_name     = (empty)         word; empty = check the backend's IP address
  *   [timeouts]
  *   client_header    = 10s
  *   client_idle      = 60s
@@ -75,7 +89,7 @@
  * Durations are parse_duration() values ("500ms", "1.5s", "2m"; a bare number is seconds, at most 30
  * days) and must be greater than 0 unless noted; sizes are parse_size() values ("16k", "1M").
  *
- * List keys (listen, networks, backends): within one source (one file, or one config_set() call), the
+ * List keys (listen, networks, backends, and [tls] certificate): within one source (one file, or one config_set() call), the
  * first occurrence replaces the list, defaults included, and later occurrences append to it.
  *
  * Unknown sections and keys are errors, so a typo never silently leaves a default in place. Each error is
