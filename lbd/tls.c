@@ -852,6 +852,11 @@ ssize_t tls_read(SSL *ssl, struct evbuffer *buf, size_t max)
                 }
                 got[i] += n;
                 total += n;
+                /* The records are used up: asking again would only get WANT_READ, after OpenSSL took its
+                 * read buffer back (SSL_MODE_RELEASE_BUFFERS) and then allocated it anew for nothing,
+                 * 16 KiB held by every idle connection. The socket's next event brings the rest. */
+                if (n < room && !SSL_has_pending(ssl))
+                        break;
         }
         v[0].iov_len = got[0];
         v[1].iov_len = got[1];
