@@ -11,10 +11,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "common/macro.h"
+#include "common/readfile.h"
 
 bool https_is_acme(const char *target, size_t len)
 {
@@ -92,10 +91,10 @@ int https_acme_read(struct evbuffer *out, const char *dir, const char *target, s
 {
         const char *token = target + strlen(HTTPS_ACME_PREFIX);
         size_t token_len = target_len - strlen(HTTPS_ACME_PREFIX);
-        char path[1024 + HTTPS_ACME_TOKEN_MAX + 2], data[HTTPS_ACME_FILE_MAX];
-        _cleanup_close_ int fd = -1;
-        struct stat st;
+        char path[1024 + HTTPS_ACME_TOKEN_MAX + 2];
+        _cleanup_free_ char *data = NULL;
         size_t len = 0;
+        int r;
 
         if (!https_is_acme(target, target_len) || token_len > HTTPS_ACME_TOKEN_MAX)
                 return -EINVAL;
@@ -105,31 +104,11 @@ int https_acme_read(struct evbuffer *out, const char *dir, const char *target, s
                         return -EINVAL;
         if ((size_t)snprintf(path, sizeof(path), "%s/%.*s", dir, (int)token_len, token) >= sizeof(path))
                 return -EINVAL;
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
-        if (fd < 0)
-                return errno == ELOOP ? -ENOENT : -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode))
-                return -ENOENT;
-        if (st.st_size > HTTPS_ACME_FILE_MAX)
-                return -EFBIG;
-        while (len < sizeof(data)) {
-                ssize_t n = read(fd, data + len, sizeof(data) - len);
-
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0)
-                        return -errno;
-                if (n == 0)
-                        break;
-                len += (size_t)n;
-        }
-        if (len == sizeof(data)) {
-                char extra;
-                if (read(fd, &extra, 1) > 0)
-                        return -EFBIG; /* it grew since fstat() */
-        }
+        r = readfile_bounded(path, HTTPS_ACME_FILE_MAX, O_NOFOLLOW | O_NONBLOCK, &data, &len);
+        if (r == -ELOOP || r == -EINVAL)
+                return -ENOENT; /* a symbolic link, a directory, a device: no challenge */
+        if (r < 0)
+                return r;
         if (evbuffer_add(out, data, len) < 0)
                 return -ENOMEM;
         return (int)len;

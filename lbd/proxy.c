@@ -354,6 +354,37 @@ static ssize_t proxy_write(int fd, struct evbuffer *buf)
         return total;
 }
 
+/* Reads from a client or an upstream: proxy_read(), or decrypted through <ssl> when it is a TLS
+ * connection. A TLS failure sets *<tls_broken> (no close_notify may follow). Records already inside
+ * OpenSSL wake no socket event: while <reading>, <rev> is activated to come back for them. */
+static ssize_t proxy_recv(SSL *ssl, int fd, struct evbuffer *buf, size_t max, bool *tls_broken,
+                          struct event *rev, bool reading)
+{
+        ssize_t n;
+
+        if (!ssl)
+                return proxy_read(fd, buf, max);
+        n = tls_read(ssl, buf, max);
+        if (n < 0 && n != -EAGAIN)
+                *tls_broken = true;
+        else if (n > 0 && reading && SSL_has_pending(ssl))
+                event_active(rev, EV_READ, 0);
+        return n;
+}
+
+/* Writes to a client or an upstream: proxy_write(), or through <ssl>. */
+static ssize_t proxy_send(SSL *ssl, int fd, struct evbuffer *buf, bool *tls_broken)
+{
+        ssize_t n;
+
+        if (!ssl)
+                return proxy_write(fd, buf);
+        n = tls_write(ssl, buf);
+        if (n < 0)
+                *tls_broken = true;
+        return n;
+}
+
 /* Appends a copy of <from> to <to>, leaving <from> as it is. */
 static int proxy_copy(struct evbuffer *to, struct evbuffer *from)
 {
@@ -413,31 +444,14 @@ static void upstream_set_reading(struct upstream *up, bool on)
                 event_active(&up->rev, EV_READ, 0);
 }
 
-/* Reads what the backend sent, decrypted over TLS, up to <max> bytes. */
 static ssize_t upstream_recv(struct upstream *up, size_t max)
 {
-        ssize_t n;
-
-        if (!up->ssl)
-                return proxy_read(up->fd, up->in, max);
-        n = tls_read(up->ssl, up->in, max);
-        if (n < 0 && n != -EAGAIN)
-                up->tls_broken = true;
-        else if (n > 0 && up->reading && SSL_has_pending(up->ssl))
-                event_active(&up->rev, EV_READ, 0);
-        return n;
+        return proxy_recv(up->ssl, up->fd, up->in, max, &up->tls_broken, &up->rev, up->reading);
 }
 
 static ssize_t upstream_send(struct upstream *up)
 {
-        ssize_t n;
-
-        if (!up->ssl)
-                return proxy_write(up->fd, up->out);
-        n = tls_write(up->ssl, up->out);
-        if (n < 0)
-                up->tls_broken = true;
-        return n;
+        return proxy_send(up->ssl, up->fd, up->out, &up->tls_broken);
 }
 
 static void upstream_set_writing(struct upstream *up, bool on)
@@ -758,32 +772,14 @@ static void client_handshake(struct client *c)
         }
 }
 
-/* Reads what the client sent, decrypted on a TLS connection. */
 static ssize_t client_recv(struct client *c)
 {
-        ssize_t n;
-
-        if (!c->ssl)
-                return proxy_read(c->fd, c->in, READ_SIZE);
-        n = tls_read(c->ssl, c->in, READ_SIZE);
-        if (n < 0 && n != -EAGAIN)
-                c->tls_broken = true;
-        /* Records already inside OpenSSL wake no socket event: come back for them while reading. */
-        else if (n > 0 && SSL_has_pending(c->ssl))
-                event_active(&c->rev, EV_READ, 0);
-        return n;
+        return proxy_recv(c->ssl, c->fd, c->in, READ_SIZE, &c->tls_broken, &c->rev, c->reading);
 }
 
 static ssize_t client_send(struct client *c)
 {
-        ssize_t n;
-
-        if (!c->ssl)
-                return proxy_write(c->fd, c->out);
-        n = tls_write(c->ssl, c->out);
-        if (n < 0)
-                c->tls_broken = true;
-        return n;
+        return proxy_send(c->ssl, c->fd, c->out, &c->tls_broken);
 }
 
 static void client_read_cb(evutil_socket_t fd, short what, void *userdata)

@@ -32,7 +32,6 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
-#include <fcntl.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -43,12 +42,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/readfile.h"
 #include "common/netaddr.h"
 #include "lbd/config.h"
 
@@ -121,6 +119,16 @@ static int tls_ex_init(void)
         return tls_ex_tls < 0 || tls_ex_no_cert < 0 || tls_ex_client < 0 || tls_ex_addr < 0 ? -ENOMEM : 0;
 }
 
+/* A zeroed struct tls or tls_client, once the SSL ex_data indexes exist. NULL on ENOMEM (logged). */
+static void *tls_alloc(size_t size)
+{
+        void *p = tls_ex_init() < 0 ? NULL : calloc(1, size);
+
+        if (!p)
+                log_error("Failed to set up TLS: out of memory");
+        return p;
+}
+
 static const char *const tls_failure_names[TLS_FAIL_MAX] = {
         [TLS_FAIL_PROTOCOL] = "protocol",
         [TLS_FAIL_CIPHER] = "cipher",
@@ -160,43 +168,20 @@ static int tls_no_passphrase(char *buf, int size, int rwflag, void *userdata)
  * -errno with a reason. */
 static int tls_read_file(const char *path, BIO **ret, char *reason, size_t size)
 {
-        _cleanup_close_ int fd = -1;
         _cleanup_free_ char *data = NULL;
-        struct stat st;
         size_t len = 0;
         BIO *bio;
+        int r;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0 || fstat(fd, &st) < 0) {
-                int e = errno;
-                (void)snprintf(reason, size, "cannot read it: %s", strerror(e));
-                return -e;
-        }
-        if (!S_ISREG(st.st_mode)) {
+        r = readfile_bounded(path, TLS_FILE_MAX, 0, &data, &len);
+        if (r == -EINVAL)
                 (void)snprintf(reason, size, "not a regular file");
-                return -EINVAL;
-        }
-        if (st.st_size > TLS_FILE_MAX) {
+        else if (r == -EFBIG)
                 (void)snprintf(reason, size, "larger than %d bytes", TLS_FILE_MAX);
-                return -EFBIG;
-        }
-        data = malloc((size_t)st.st_size + 1);
-        if (!data)
-                return -ENOMEM;
-        while (len < (size_t)st.st_size) {
-                ssize_t n = read(fd, data + len, (size_t)st.st_size - len);
-
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        int e = errno;
-                        (void)snprintf(reason, size, "cannot read it: %s", strerror(e));
-                        return -e;
-                }
-                if (n == 0)
-                        break;
-                len += (size_t)n;
-        }
+        else if (r < 0)
+                (void)snprintf(reason, size, "cannot read it: %s", strerror(-r));
+        if (r < 0)
+                return r;
         bio = BIO_new(BIO_s_mem());
         if (!bio || BIO_write(bio, data, (int)len) != (int)len) {
                 BIO_free(bio);
@@ -663,12 +648,9 @@ int tls_new(struct event_base *base, const struct config *c, struct tls **ret)
         struct tls *t;
         int r;
 
-        r = tls_ex_init();
-        if (r < 0)
-                return log_error_errno(r, "Failed to set up TLS: out of memory");
-        t = calloc(1, sizeof(*t));
+        t = tls_alloc(sizeof(*t));
         if (!t)
-                return log_error_errno(ENOMEM, "Out of memory");
+                return -ENOMEM;
         (void)evtimer_assign(&t->rotate, base, tls_rotate_cb, t);
         r = tls_certs_load(c, "TLS certificate ", &t->certs);
         if (r < 0)
@@ -786,23 +768,37 @@ static enum tls_failure tls_classify(SSL *ssl, int err)
         }
 }
 
-int tls_handshake(struct tls *t, SSL *ssl, enum tls_failure *ret_failure)
+/* One step of either side's handshake: TLS_DONE, TLS_WANT_READ, TLS_WANT_WRITE, or -EPROTO with
+ * SSL_get_error()'s verdict in *<ret_err> (OpenSSL's error queue left for the caller to read). */
+static int tls_handshake_step(SSL *ssl, int *ret_err)
 {
         int r, err;
 
         ERR_clear_error();
+        errno = 0;
         r = SSL_do_handshake(ssl);
-        if (r == 1) {
-                t->stats.handshakes++;
-                if (SSL_session_reused(ssl))
-                        t->stats.resumed++;
+        if (r == 1)
                 return TLS_DONE;
-        }
         err = SSL_get_error(ssl, r);
         if (err == SSL_ERROR_WANT_READ)
                 return TLS_WANT_READ;
         if (err == SSL_ERROR_WANT_WRITE)
                 return TLS_WANT_WRITE;
+        *ret_err = err;
+        return -EPROTO;
+}
+
+int tls_handshake(struct tls *t, SSL *ssl, enum tls_failure *ret_failure)
+{
+        int err = SSL_ERROR_SSL, r = tls_handshake_step(ssl, &err);
+
+        if (r == TLS_DONE) {
+                t->stats.handshakes++;
+                if (SSL_session_reused(ssl))
+                        t->stats.resumed++;
+        }
+        if (r >= 0)
+                return r;
         *ret_failure = tls_classify(ssl, err);
         t->stats.failures[*ret_failure]++;
         ERR_clear_error();
@@ -963,14 +959,10 @@ int tls_client_new(const struct config *c, struct tls_client **ret)
 {
         struct tls_client *tc;
         char err[256];
-        int r;
 
-        r = tls_ex_init();
-        if (r < 0)
-                return log_error_errno(r, "Failed to set up TLS: out of memory");
-        tc = calloc(1, sizeof(*tc));
+        tc = tls_alloc(sizeof(*tc));
         if (!tc)
-                return log_error_errno(ENOMEM, "Out of memory");
+                return -ENOMEM;
         tc->ctx = SSL_CTX_new(TLS_client_method());
         if (!tc->ctx) {
                 free(tc);
@@ -1055,19 +1047,11 @@ fail:
 
 int tls_client_handshake(SSL *ssl, char *reason, size_t size)
 {
-        int r, err;
+        int err = SSL_ERROR_SSL, r = tls_handshake_step(ssl, &err);
         long verify;
 
-        ERR_clear_error();
-        errno = 0;
-        r = SSL_do_handshake(ssl);
-        if (r == 1)
-                return TLS_DONE;
-        err = SSL_get_error(ssl, r);
-        if (err == SSL_ERROR_WANT_READ)
-                return TLS_WANT_READ;
-        if (err == SSL_ERROR_WANT_WRITE)
-                return TLS_WANT_WRITE;
+        if (r >= 0)
+                return r;
         verify = SSL_get_verify_result(ssl);
         if (verify != X509_V_OK)
                 (void)snprintf(reason, size, "certificate not trusted: %s", X509_verify_cert_error_string(verify));

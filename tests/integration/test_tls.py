@@ -260,13 +260,19 @@ def test_bad_certificates_refused_with_file_and_reason(lbd_path, tmp_path, pki):
     assert code == 0, err
 
 
-def test_reload_under_load_switches_certificates(harness, pki, tmp_path):
-    (b1,) = harness.backends(1)
+def live_files(tmp_path, pair):
+    """A copy of <pair> (certificate, key) that the test then changes: (directory, cert path, key path)."""
     live = tmp_path / "live"
     live.mkdir()
     cert, key = live / "cert.pem", live / "key.pem"
-    shutil.copy(pki.site_ec[0], cert)
-    shutil.copy(pki.site_ec[1], key)
+    shutil.copy(pair[0], cert)
+    shutil.copy(pair[1], key)
+    return live, cert, key
+
+
+def test_reload_under_load_switches_certificates(harness, pki, tmp_path):
+    (b1,) = harness.backends(1)
+    live, cert, key = live_files(tmp_path, pki.site_ec)
     lbd = harness.lbd([b1], tls=[(cert, key)])
     ctx = tlstest.client_context(ca=pki.ca_cert)
     held = lbdtest.HttpConnection(lbd.tls_port, tls=ctx, server_hostname="site.test")
@@ -299,11 +305,7 @@ def test_reload_under_load_switches_certificates(harness, pki, tmp_path):
 
 def test_bad_file_on_reload_keeps_the_running_certificate(harness, pki, tmp_path):
     (b1,) = harness.backends(1)
-    live = tmp_path / "live"
-    live.mkdir()
-    cert, key = live / "cert.pem", live / "key.pem"
-    shutil.copy(pki.site_ec[0], cert)
-    shutil.copy(pki.site_ec[1], key)
+    _, cert, key = live_files(tmp_path, pki.site_ec)
     lbd = harness.lbd([b1], tls=[(cert, key)])
     other = pki.leaf("other", ["site.test"], "ec")
     # A renewal caught half way: the new certificate with the old key.
@@ -519,12 +521,9 @@ def test_tls_upstream_proxy_fails_closed_on_a_new_connection(harness, pki, tmp_p
     """The web host comes back with a certificate for another name: lbd's next connection to it fails
     verification, and the request gets a 502 without reaching it."""
     (web,) = harness.backends(1, prefix="web")
-    live = tmp_path / "live"
-    live.mkdir()
     good, bad = pki.leaf("web-good", ["site.test"]), pki.leaf("web-bad", ["other.test"])
-    shutil.copy(good[0], live / "cert.pem")
-    shutil.copy(good[1], live / "key.pem")
-    front = harness.lbd([web], tls=[(live / "cert.pem", live / "key.pem")])
+    _, cert, key = live_files(tmp_path, good)
+    front = harness.lbd([web], tls=[(cert, key)])
     target = lbdtest.Backend.__new__(lbdtest.Backend)
     target.addr = f"127.0.0.1:{front.tls_port}"
     # One health check at start, none after: what follows is the proxy's own handshake.
@@ -535,8 +534,8 @@ def test_tls_upstream_proxy_fails_closed_on_a_new_connection(harness, pki, tmp_p
     assert r.get("/before").status == 200
     # Restarted with the other certificate (and new ticket keys, so lbd's session is not resumed).
     front.stop()
-    shutil.copy(bad[0], live / "cert.pem")
-    shutil.copy(bad[1], live / "key.pem")
+    shutil.copy(bad[0], cert)
+    shutil.copy(bad[1], key)
     front.start()
     time.sleep(0.5)  # past backend_idle: the pooled connection to the old process is gone
     resp = r.get("/after-change")
