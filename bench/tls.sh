@@ -138,7 +138,8 @@ global
     no strict-limits
     ssl-default-bind-ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305
     ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
-    ssl-default-bind-options ssl-min-ver TLSv1.2
+    # The client's cipher order, as lbd's intermediate profile (Mozilla's) does: the same suites negotiated.
+    ssl-default-bind-options ssl-min-ver TLSv1.2 prefer-client-ciphers
     ssl-default-bind-curves X25519:P-256:P-384
 defaults
     mode http

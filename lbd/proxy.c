@@ -360,14 +360,15 @@ static ssize_t proxy_write(int fd, struct evbuffer *buf)
 static ssize_t proxy_recv(SSL *ssl, int fd, struct evbuffer *buf, size_t max, bool *tls_broken,
                           struct event *rev, bool reading)
 {
+        bool again = false;
         ssize_t n;
 
         if (!ssl)
                 return proxy_read(fd, buf, max);
-        n = tls_read(ssl, buf, max);
+        n = tls_read(ssl, buf, max, &again);
         if (n < 0 && n != -EAGAIN)
                 *tls_broken = true;
-        else if (n > 0 && reading && SSL_has_pending(ssl))
+        else if (n > 0 && reading && again)
                 event_active(rev, EV_READ, 0);
         return n;
 }
@@ -440,7 +441,7 @@ static void upstream_set_reading(struct upstream *up, bool on)
         else
                 (void)event_del(&up->rev);
         /* Decrypted bytes OpenSSL holds wake no socket event. */
-        if (on && up->ssl && up->connected && SSL_has_pending(up->ssl))
+        if (on && up->ssl && up->connected && tls_has_pending(up->ssl))
                 event_active(&up->rev, EV_READ, 0);
 }
 
@@ -1307,7 +1308,7 @@ static void client_update_reading(struct client *c)
                         else
                                 (void)event_del(&c->rev);
                         /* Decrypted bytes OpenSSL holds wake no socket event. */
-                        if (want && c->ssl && SSL_has_pending(c->ssl))
+                        if (want && c->ssl && !c->handshaking && tls_has_pending(c->ssl))
                                 event_active(&c->rev, EV_READ, 0);
                 }
         }

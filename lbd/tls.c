@@ -662,6 +662,8 @@ int tls_new(struct event_base *base, const struct config *c, struct tls **ret)
         }
         SSL_CTX_set_mode(t->ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                                          SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        /* One read() for what the socket has, instead of one for a record's header and one for its body. */
+        SSL_CTX_set_read_ahead(t->ctx, 1);
         (void)SSL_CTX_set_session_id_context(t->ctx, (const unsigned char *)TLS_SID_CONTEXT,
                                              sizeof(TLS_SID_CONTEXT) - 1);
         (void)SSL_CTX_set_num_tickets(t->ctx, 1);
@@ -824,7 +826,12 @@ static ssize_t tls_io_error(int err)
         }
 }
 
-ssize_t tls_read(SSL *ssl, struct evbuffer *buf, size_t max)
+bool tls_has_pending(SSL *ssl)
+{
+        return SSL_has_pending(ssl) || (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN);
+}
+
+ssize_t tls_read(SSL *ssl, struct evbuffer *buf, size_t max, bool *ret_again)
 {
         struct evbuffer_iovec v[2];
         size_t got[2] = {0, 0}, total = 0;
@@ -859,9 +866,14 @@ ssize_t tls_read(SSL *ssl, struct evbuffer *buf, size_t max)
         if (evbuffer_commit_space(buf, v, got[1] > 0 ? 2 : got[0] > 0 ? 1 : 0) < 0)
                 return -ENOMEM;
         if (total > 0) {
-                ERR_clear_error(); /* a failure after some bytes shows again on the next read */
+                /* The end or a failure after some bytes shows again on the next call, which nothing
+                 * on the socket would bring. */
+                *ret_again = tls_has_pending(ssl) ||
+                             (err != SSL_ERROR_NONE && err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE);
+                ERR_clear_error();
                 return (ssize_t)total;
         }
+        *ret_again = false;
         return err == SSL_ERROR_NONE ? -EAGAIN : tls_io_error(err);
 }
 
@@ -982,6 +994,7 @@ int tls_client_new(const struct config *c, struct tls_client **ret)
         SSL_CTX_set_verify(tc->ctx, SSL_VERIFY_PEER, NULL);
         SSL_CTX_set_mode(tc->ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                                           SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_CTX_set_read_ahead(tc->ctx, 1);
         (void)SSL_CTX_set_session_cache_mode(tc->ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
         SSL_CTX_sess_set_new_cb(tc->ctx, tls_client_new_session_cb);
         (void)snprintf(tc->name, sizeof(tc->name), "%s", c->backend_name);

@@ -73,9 +73,14 @@ int tls_handshake(struct tls *t, SSL *ssl, enum tls_failure *ret_failure);
 
 /* Reads decrypted bytes into <buf>'s free space, up to <max>. Returns the bytes read, 0 when the peer
  * closed (close_notify or EOF), -EAGAIN when the socket has nothing more, or -EPROTO/-errno on failure.
- * Bytes may stay buffered inside <ssl> (SSL_has_pending()) when <max> was reached: the caller reads
- * again without waiting for the socket. */
-ssize_t tls_read(SSL *ssl, struct evbuffer *buf, size_t max);
+ * *<ret_again> says whether the caller must read again without waiting for the socket: records stay
+ * inside OpenSSL (<max> was reached, or read ahead), or the end or a failure came after the bytes
+ * returned and is reported by the next call. */
+ssize_t tls_read(SSL *ssl, struct evbuffer *buf, size_t max, bool *ret_again);
+
+/* Whether a read of <ssl> has something to return without the socket: records OpenSSL holds, or the
+ * peer's close_notify already seen. */
+bool tls_has_pending(SSL *ssl);
 
 /* Writes as much of <buf> as the socket takes, a record of up to 16 KiB at a time (small chains joined
  * into one record). Returns the bytes taken (>= 0), or -EPROTO/-errno. */

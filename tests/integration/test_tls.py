@@ -542,3 +542,51 @@ def test_tls_upstream_proxy_fails_closed_on_a_new_connection(harness, pki, tmp_p
     assert resp.status == 502, resp
     assert not web.saw("/after-change")
     assert "certificate not trusted" in r.stderr_text() or "certificate verify failed" in r.stderr_text()
+
+
+# ---- hostile clients over TLS: the same answers as on plain connections, nothing held ----
+
+def test_garbage_and_oversized_heads_over_tls(env):
+    lbd, b1 = env
+    out, closed = lbdtest.raw_exchange(lbd.tls_port, b"\x00\x01\x02 not http\r\n\r\n", timeout=5,
+                                       tls=lbd.client_tls)
+    assert out.startswith(b"HTTP/1.1 400") and closed
+    head = b"GET /tls-big HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * (20 << 10) + b"\r\n\r\n"
+    out, closed = lbdtest.raw_exchange(lbd.tls_port, head, timeout=5, tls=lbd.client_tls)
+    assert out.startswith(b"HTTP/1.1 431") and closed
+    assert not b1.saw("/tls-big")
+
+
+def test_request_one_byte_per_record(env):
+    """Every byte in a TLS record of its own: the parser sees the head grow one byte at a time."""
+    lbd, _ = env
+    with lbdtest.HttpConnection(lbd.tls_port, tls=lbd.client_tls, server_hostname="site.test") as conn:
+        for b in b"GET /echo/bytewise HTTP/1.1\r\nHost: site.test\r\n\r\n":
+            conn.sock.sendall(bytes([b]))
+        resp = conn.read_response()
+        assert resp.status == 200 and resp.json()["path"] == "/echo/bytewise"
+
+
+def test_close_notify_mid_request_and_abandoned_handshakes(env):
+    lbd, _ = env
+    before = lbd.metrics().get("lbd_tls_handshake_failures_total", reason="client_abort") or 0
+    with lbdtest.HttpConnection(lbd.tls_port, tls=lbd.client_tls, server_hostname="site.test") as conn:
+        conn.sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhalf")
+        raw = conn.sock.unwrap()  # close_notify: the client is done, the request never ends
+        raw.settimeout(5)
+        try:
+            data = raw.recv(100)
+        except ConnectionResetError:
+            data = b""
+        # lbd closes: at most its own close_notify (an alert record) before the end.
+        assert data == b"" or data.startswith(b"\x15\x03\x03"), data
+        raw.close()
+    # Half a ClientHello, then gone, many times.
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", lbd.tls_port), timeout=5) as s:
+            s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    lbdtest.wait_until(
+        lambda: (lbd.metrics().get("lbd_tls_handshake_failures_total", reason="client_abort") or 0)
+        >= before + 20, 10, "the abandoned handshakes counted")
+    lbdtest.wait_until(lambda: lbd.status()["connections"] == 0, 10, "every connection closed")
+    assert lbdtest.request(lbd.tls_port, "GET", "/echo", tls=lbd.client_tls).status == 200
