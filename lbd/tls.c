@@ -97,6 +97,7 @@ struct tls {
         struct tls_certs *certs;         /* running certificates */
         bool strict_sni;
         struct tls_ticket_key keys[2];   /* [0] makes tickets, [1] is the previous one, still accepted */
+        EVP_CIPHER *ticket_cipher;       /* AES-256-CBC, fetched once rather than at every ticket */
         struct event rotate;
         uint64_t rotate_usec;
         bool tickets;
@@ -576,8 +577,8 @@ static int tls_ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[
         if (enc) {
                 k = &t->keys[0];
                 memcpy(key_name, k->name, sizeof(k->name));
-                if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1 ||
-                    EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
+                if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(t->ticket_cipher)) != 1 ||
+                    EVP_EncryptInit_ex(cctx, t->ticket_cipher, NULL, k->aes, iv) != 1)
                         return -1;
         } else {
                 for (i = 0; i < ELEMENTSOF(t->keys); i++)
@@ -586,7 +587,7 @@ static int tls_ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[
                 if (i == ELEMENTSOF(t->keys))
                         return 0; /* unknown or expired key: a full handshake */
                 k = &t->keys[i];
-                if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
+                if (EVP_DecryptInit_ex(cctx, t->ticket_cipher, NULL, k->aes, iv) != 1)
                         return -1;
         }
         params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k->hmac, sizeof(k->hmac));
@@ -656,7 +657,9 @@ int tls_new(struct event_base *base, const struct config *c, struct tls **ret)
         if (r < 0)
                 goto fail;
         t->ctx = SSL_CTX_new(TLS_server_method());
-        if (!t->ctx || tls_new_ticket_key(&t->keys[0]) < 0 || tls_new_ticket_key(&t->keys[1]) < 0) {
+        t->ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+        if (!t->ctx || !t->ticket_cipher || tls_new_ticket_key(&t->keys[0]) < 0 ||
+            tls_new_ticket_key(&t->keys[1]) < 0) {
                 r = log_error_errno(ENOMEM, "Failed to set up TLS: out of memory");
                 goto fail;
         }
@@ -946,6 +949,7 @@ struct tls *tls_free(struct tls *t)
         (void)event_del(&t->rotate);
         tls_certs_free(t->certs);
         SSL_CTX_free(t->ctx);
+        EVP_CIPHER_free(t->ticket_cipher);
         OPENSSL_cleanse(t->keys, sizeof(t->keys));
         free(t);
         return NULL;
