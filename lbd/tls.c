@@ -691,6 +691,12 @@ int tls_reload(struct tls *t, const struct config *c)
         struct tls_certs *set = NULL;
         int r;
 
+        if (c->n_certs == 0) {
+                /* The TLS listeners stay until a restart: they keep the certificates they have. */
+                t->stats.reloads_failed++;
+                log_error("TLS certificates not reloaded: [tls] certificate lists none; keeping the running ones");
+                return -EINVAL;
+        }
         r = tls_certs_load(c, "TLS certificates not reloaded: ", &set);
         if (r < 0) {
                 t->stats.reloads_failed++;

@@ -590,3 +590,33 @@ def test_close_notify_mid_request_and_abandoned_handshakes(env):
         >= before + 20, 10, "the abandoned handshakes counted")
     lbdtest.wait_until(lambda: lbd.status()["connections"] == 0, 10, "every connection closed")
     assert lbdtest.request(lbd.tls_port, "GET", "/echo", tls=lbd.client_tls).status == 200
+
+
+def test_reload_without_certificates_keeps_the_running_ones(lbd_path, pki, tmp_path):
+    """The file loses its TLS listener and its certificates: the listener stays until a restart, with
+    the certificates it has."""
+    plain, tls = lbdtest.free_port(), lbdtest.free_port()
+    conf = tmp_path / "lbd.conf"
+    base = (f"[lbd]\nadmin = off\n[pool]\nbackends = 127.0.0.1:9\nnetworks = 127.0.0.0/8\n")
+    conf.write_text(base + f"[lbd]\nlisten = 127.0.0.1:{plain}, 127.0.0.1:{tls} tls\n"
+                    f"[tls]\ncertificate = {pki.site_ec[0]} {pki.site_ec[1]}\n")
+    err = tmp_path / "lbd.stderr"
+    with open(err, "wb") as f:
+        proc = subprocess.Popen([str(lbd_path), "--config", str(conf)], stdout=subprocess.DEVNULL, stderr=f)
+    try:
+        ctx = tlstest.client_context()
+
+        def cert():
+            with lbdtest.HttpConnection(tls, tls=ctx, server_hostname="site.test") as conn:
+                return conn.sock.getpeercert(binary_form=True)
+
+        lbdtest.wait_until(lambda: cert() == tlstest.der(pki.site_ec[0]), 10, "lbd serving TLS")
+        conf.write_text(base + f"[lbd]\nlisten = 127.0.0.1:{plain}\n")
+        proc.send_signal(signal.SIGHUP)
+        lbdtest.wait_until(lambda: "lists none; keeping the running ones" in err.read_text(), 10,
+                           "the refusal")
+        assert cert() == tlstest.der(pki.site_ec[0])
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
