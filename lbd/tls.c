@@ -21,8 +21,10 @@
  *
  * I/O. Sockets are non-blocking and OpenSSL reads and writes them itself. The proxy calls tls_read() and
  * tls_write() where it would call recvmsg()/sendmsg(); renegotiation is off, so after the handshake a read
- * only wants to read and a write only wants to write. SSL_MODE_RELEASE_BUFFERS gives the record buffers back
- * while a connection is idle, which is what keeps an idle TLS connection small.
+ * only wants to read and a write only wants to write. Reads go ahead (one read() takes what the socket
+ * has, records then wait inside OpenSSL: tls_read() says when to come back for them). SSL_MODE_RELEASE_BUFFERS
+ * gives the record buffers back while a connection is idle, which is what keeps an idle TLS connection
+ * small.
  *
  * Everything here runs on the one event loop; the files are read at start and on SIGHUP only. */
 #include "lbd/tls.h"
