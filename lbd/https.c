@@ -30,7 +30,7 @@ static size_t https_host_len(const char *s, size_t len)
                 return 0;
         if (s[0] == '[') {
                 for (i = 1; i < len && s[i] != ']'; i++)
-                        if (!strchr("0123456789abcdefABCDEF:.", s[i]))
+                        if (s[i] == '\0' || !strchr("0123456789abcdefABCDEF:.", s[i]))
                                 return 0;
                 if (i == len || i == 1)
                         return 0;
@@ -63,10 +63,11 @@ int https_redirect_location(struct evbuffer *out, const char *target, size_t tar
         if (target_len > 7 && strncasecmp(target, "http://", 7) == 0) {
                 /* absolute-form: its authority is the host */
                 const char *auth = target + 7;
-                size_t auth_len = strcspn(auth, "/?");
+                size_t auth_len = 0;
 
-                if (auth_len > target_len - 7)
-                        auth_len = target_len - 7;
+                /* The target is not NUL-terminated: it stands in the request head. */
+                while (auth_len < target_len - 7 && auth[auth_len] != '/' && auth[auth_len] != '?')
+                        auth_len++;
                 host = auth;
                 host_len = auth_len;
                 path = auth + auth_len;

@@ -103,6 +103,30 @@ static void test_redirect(void **state)
         }
 }
 
+/* The target and the Host stand in the request head, not NUL-terminated: nothing is read past their
+ * lengths, and a NUL inside is no host character. */
+static void test_redirect_bounds(void **state)
+{
+        static const char abs[] = "http://a.test", host6[] = "[::\0" "1]";
+        struct evbuffer *out = evbuffer_new();
+        char *target = malloc(sizeof(abs) - 1), loc[64];
+        int n;
+
+        assert_non_null(out);
+        assert_non_null(target);
+        memcpy(target, abs, sizeof(abs) - 1); /* no NUL after it: ASan sees any read beyond */
+        assert_int_equal(https_redirect_location(out, target, sizeof(abs) - 1, NULL, 0, 443), 0);
+        n = evbuffer_remove(out, loc, sizeof(loc) - 1);
+        assert_true(n > 0);
+        loc[n] = '\0';
+        assert_string_equal(loc, "https://a.test/");
+        assert_int_equal(https_redirect_location(out, "/p", 2, host6, sizeof(host6) - 1, 443), -EINVAL);
+        assert_int_equal(https_redirect_location(out, "/p", 2, "a\0b", 3, 443), -EINVAL);
+        assert_int_equal(evbuffer_get_length(out), 0);
+        free(target);
+        evbuffer_free(out);
+}
+
 static char dir[64];
 
 static void put(const char *name, const char *content)
@@ -194,6 +218,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_redirect),
+                cmocka_unit_test(test_redirect_bounds),
                 cmocka_unit_test(test_acme),
         };
 
