@@ -57,6 +57,9 @@
 # Role backend:
 #   --upstream ADDR          the web host's ADDRESS:PORT (required)
 #   --listen ADDR            (default 0.0.0.0:80)
+#   --upstream-ca PATH       speak TLS to the web host, trusting only this CA certificate (copied to
+#                            /etc/lbd/upstream-ca.pem): a wrong certificate fails closed
+#   --upstream-name NAME     the name the web host's certificate must carry (default: its IP address)
 # Role web:
 #   --listen ADDR            (default 0.0.0.0:8080)
 #   --database CONNINFO      libpq connection string; default: a local PostgreSQL role and database 'webd'
@@ -135,6 +138,8 @@ database=""
 trusted_proxies=127.0.0.0/8,::1
 tls_cert=""
 tls_key=""
+upstream_ca=""
+upstream_name=""
 tls_listen=0.0.0.0:443
 domain=""
 acme_email=""
@@ -171,7 +176,7 @@ parse_options() {
                 --access-key-id | --secret-access-key | --secret-access-key-file | --endpoint | --desired | \
                 --subnet | --security-groups | --image | --instance-type | --key-name | --networks | \
                 --upstream | --tag | --database | --trusted-proxies | --tls-cert | --tls-key | --tls-listen | \
-                --domain | --acme-email)
+                --domain | --acme-email | --upstream-ca | --upstream-name)
                 need_value "$opt" $#
                 value=$2
                 shift
@@ -204,6 +209,8 @@ parse_options() {
                     --tls-listen) tls_listen=$value ;;
                     --domain) domain=$value ;;
                     --acme-email) acme_email=$value ;;
+                    --upstream-ca) upstream_ca=$value ;;
+                    --upstream-name) upstream_name=$value ;;
                 esac
                 ;;
             *) usage_error "unknown option '$opt'" ;;
@@ -371,6 +378,7 @@ validate() {
     case "$role" in
         lb)
             only_for web --database --trusted-proxies
+            only_for backend --upstream-ca --upstream-name
             [[ -n $listen ]] || listen=0.0.0.0:80
             check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:80"
             check --admin valid_loopback_addr "$admin" "a loopback ADDRESS:PORT such as 127.0.0.1:9180"
@@ -404,9 +412,17 @@ validate() {
             check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:80"
             [[ -n $upstream ]] || ask --upstream upstream "Address of the web host (ADDRESS:PORT, e.g. 10.0.1.20:8080)"
             check --upstream valid_addr "$upstream" "an ADDRESS:PORT such as 10.0.1.20:8080"
+            if [[ -n $upstream_ca ]]; then
+                check --upstream-ca valid_pem_path "$upstream_ca" "the absolute path of a readable PEM file"
+            fi
+            if [[ -n $upstream_name ]]; then
+                [[ -n $upstream_ca ]] || usage_error "--upstream-name needs --upstream-ca"
+                check --upstream-name valid_domain "$upstream_name" "a DNS name such as web.internal.example"
+            fi
             ;;
         web)
             only_for lb "${lb_only[@]}" --upstream
+            only_for backend --upstream-ca --upstream-name
             [[ -n $listen ]] || listen=0.0.0.0:8080
             check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:8080"
             trusted_proxies=$(expand_local "$trusted_proxies")
@@ -923,6 +939,13 @@ relay_config() {
     echo "[pool]"
     echo "provider = static"
     echo "backends = $upstream"
+    if [[ -n $upstream_ca ]]; then
+        echo
+        echo "[tls]"
+        echo "backend = on"
+        echo "backend_ca = /etc/lbd/upstream-ca.pem"
+        [[ -z $upstream_name ]] || echo "backend_name = $upstream_name"
+    fi
 }
 
 # Checks a written lbd configuration with the installed lbd; the paths it names are looked up under
@@ -940,6 +963,9 @@ check_lbd_config() {
         fi
         if grep -q '^certificate = ' "$(dest "$path")"; then
             sets+=(--set "tls.certificate=$(dest "/etc/lbd/tls/$(tls_name).pem") $(dest "/etc/lbd/tls/$(tls_name).key")")
+        fi
+        if grep -q '^backend_ca = ' "$(dest "$path")"; then
+            sets+=(--set "tls.backend_ca=$(dest /etc/lbd/upstream-ca.pem)")
         fi
         if grep -q '^acme_challenge_dir = ' "$(dest "$path")"; then
             sets+=(--set "tls.acme_challenge_dir=$(dest /var/lib/lbd/acme/.well-known/acme-challenge)")
@@ -1025,6 +1051,7 @@ obtain_certificate() {
 install_backend() {
     ensure_user lbd "lbd relay"
     make_dir /etc/lbd 0750 root lbd
+    [[ -z $upstream_ca ]] || put_file "$upstream_ca" /etc/lbd/upstream-ca.pem 0640 root lbd
     put_content /etc/lbd/relay.conf 0640 root lbd < <(relay_config)
     check_lbd_config /etc/lbd/relay.conf
     install_unit lbd-relay.service
@@ -1150,6 +1177,7 @@ do_uninstall() {
         remove_file "$f"
     done
     remove_dir_if_empty "$prefix/share/doc/lbd"
+    remove_file /etc/lbd/upstream-ca.pem
     for f in /etc/lbd/lbd.conf /etc/lbd/relay.conf /etc/lbd/credentials /etc/lbd/backend-user-data.sh \
         /etc/webd/webd.conf /etc/webd/pgpass /etc/letsencrypt/renewal-hooks/deploy/lbd.sh; do
         remove_file "$f" "$MARKER"

@@ -187,3 +187,24 @@ def test_deploy_hook_installs_the_renewal_and_reloads_lbd(tmp_path, pki):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def test_relay_to_the_web_host_over_tls(tmp_path, pki):
+    args = ["--role", "backend", "--upstream", "127.0.0.1:8443", "--listen", "127.0.0.1:8001"]
+    install_ok(tmp_path, *args, "--upstream-ca", str(pki.ca_cert), "--upstream-name", "web.example.test")
+    conf = ini(read(tmp_path, "/etc/lbd/relay.conf"))
+    assert conf[("tls", "backend")] == "on"
+    assert conf[("tls", "backend_ca")] == "/etc/lbd/upstream-ca.pem"
+    assert conf[("tls", "backend_name")] == "web.example.test"
+    assert read(tmp_path, "/etc/lbd/upstream-ca.pem") == pki.ca_cert.read_text()
+    assert mode(tmp_path, "/etc/lbd/upstream-ca.pem") == 0o640
+    # Without the flags the relay speaks plain HTTP, as before.
+    plain = tmp_path / "plain"
+    install_ok(plain, *args)
+    assert not any(section == "tls" for section, _ in ini(read(plain, "/etc/lbd/relay.conf")))
+    for bad, flag in ((["--upstream-name", "web.example.test"], "--upstream-name"),
+                      (["--upstream-ca", "/nonexistent.pem"], "--upstream-ca")):
+        r = installer(tmp_path / "bad", *args, *bad)
+        assert r.returncode == 2 and flag in r.stderr, r.stderr
+    r = installer(tmp_path / "bad", *STATIC, "--upstream-ca", str(pki.ca_cert))
+    assert r.returncode == 2 and "--upstream-ca does not apply to role lb" in r.stderr
