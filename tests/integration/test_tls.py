@@ -620,3 +620,34 @@ def test_reload_without_certificates_keeps_the_running_ones(lbd_path, pki, tmp_p
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def test_websocket_tunnel_over_tls(env):
+    """An upgrade over TLS: after the 101 the bytes go both ways through lbd's TLS, large ones too, and
+    the client's close_notify ends the tunnel like a half-close: the backend's last words come back."""
+    lbd, _ = env
+    head = (b"GET /upgrade HTTP/1.1\r\nHost: site.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    with lbdtest.HttpConnection(lbd.tls_port, tls=lbd.client_tls, server_hostname="site.test") as conn:
+        conn.send(head)
+        conn.sock.settimeout(10)
+        got = bytearray()
+        while b"\r\n\r\n" not in got:
+            chunk = conn.sock.recv(65536)
+            assert chunk, f"closed before the 101: {bytes(got)!r}"
+            got += chunk
+        answer, _, rest = bytes(got).partition(b"\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 101"), answer
+        got = bytearray(rest)
+        payload = os.urandom(300 << 10)
+        conn.send(payload)
+        while len(got) < len(payload):
+            chunk = conn.sock.recv(65536)
+            assert chunk, f"tunnel closed after {len(got)} bytes"
+            got += chunk
+        assert bytes(got[:len(payload)]) == payload
+        # close_notify: the client is done sending. lbd passes the half-close on; the backend's last
+        # words ("bye") come back after it, which Python's ssl reports as data after close_notify.
+        with pytest.raises(ssl.SSLError, match="APPLICATION_DATA_AFTER_CLOSE_NOTIFY"):
+            conn.sock.unwrap()
+    lbdtest.wait_until(lambda: lbd.status()["connections"] == 0, 10, "the tunnel closed")
