@@ -37,6 +37,7 @@
 #include "common/cjson.h"
 #include "common/log.h"
 #include "common/macro.h"
+#include "common/readfile.h"
 
 #define AWSCRED_MAX_WAITERS       256
 #define AWSCRED_REFRESH_USEC      (15 * 60 * USEC_PER_SEC) /* fetch again when less than this remains */
@@ -204,43 +205,6 @@ static int awscred_shared_path(const char *env, const char *name, char *buf, siz
         return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
-/* Reads at most AWSCRED_FILE_MAX bytes of <path> into a new NUL-terminated buffer. */
-static int awscred_read_file(const char *path, char **ret, size_t *ret_len)
-{
-        _cleanup_close_ int fd = -1;
-        _cleanup_free_ char *buf = NULL;
-        size_t len = 0;
-        struct stat st;
-
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0)
-                return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode))
-                return -EINVAL;
-        if (st.st_size > AWSCRED_FILE_MAX)
-                return -EFBIG;
-        buf = malloc((size_t)st.st_size + 1);
-        if (!buf)
-                return -ENOMEM;
-        while (len < (size_t)st.st_size) {
-                ssize_t n = read(fd, buf + len, (size_t)st.st_size - len);
-
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0)
-                        return -errno;
-                if (n == 0)
-                        break;
-                len += (size_t)n;
-        }
-        buf[len] = 0;
-        *ret = TAKE_PTR(buf);
-        *ret_len = len;
-        return 0;
-}
-
 /* ---------------------------------------------------------------------------------------------------- */
 /* The shared files */
 
@@ -345,7 +309,7 @@ static int awscred_read_profile(const char *path, const char *profile, bool conf
         size_t len = 0;
         int r;
 
-        r = awscred_read_file(path, &text, &len);
+        r = readfile_bounded(path, AWSCRED_FILE_MAX, 0, &text, &len);
         if (r < 0)
                 return r;
         awscred_parse_shared(text, profile, config_file, v);

@@ -10,6 +10,9 @@ closes them with a reset (no TIME_WAIT left behind). The exit status is 0
 only if every request got a 200 and no connection was closed by the peer
 before "ready".
 
+With --tls each connection speaks TLS (no certificate check: a benchmark of
+the proxy's memory, not of trust) before its request.
+
 Only loopback addresses are accepted.
 """
 
@@ -20,6 +23,7 @@ import resource
 import selectors
 import signal
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -30,12 +34,13 @@ MAX_HEAD = 16384
 class Conn:
     """One client connection and the response read so far."""
 
-    __slots__ = ("sock", "buf", "need")
+    __slots__ = ("sock", "buf", "need", "handshaking")
 
     def __init__(self, sock):
         self.sock = sock
         self.buf = b""
         self.need = -1  # total response bytes once the head is parsed
+        self.handshaking = False
 
 
 def parse_head(buf):
@@ -88,7 +93,13 @@ def main():
                     help="seconds allowed to make every connection idle")
     ap.add_argument("--hold", type=float, default=600.0,
                     help="seconds to hold the idle connections at most")
+    ap.add_argument("--tls", action="store_true", help="speak TLS")
     args = ap.parse_args()
+    tls = None
+    if args.tls:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
 
     if not ipaddress.ip_address(args.host).is_loopback:
         sys.exit("idle-conns: only loopback addresses are allowed")
@@ -137,6 +148,28 @@ def main():
         for key, events in sel.select(timeout=min(left, 1.0)):
             conn = key.data
             sock = conn.sock
+            if events & selectors.EVENT_WRITE and not conn.handshaking and tls and \
+                    not isinstance(sock, ssl.SSLSocket):
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    fail("connect: %s" % errno.errorcode.get(err, err))
+                sel.unregister(sock)
+                sock = conn.sock = tls.wrap_socket(sock, do_handshake_on_connect=False)
+                sel.register(sock, selectors.EVENT_WRITE, conn)
+                conn.handshaking = True
+            if conn.handshaking:
+                try:
+                    sock.do_handshake()
+                except ssl.SSLWantReadError:
+                    sel.modify(sock, selectors.EVENT_READ, conn)
+                    continue
+                except ssl.SSLWantWriteError:
+                    sel.modify(sock, selectors.EVENT_WRITE, conn)
+                    continue
+                except (OSError, ssl.SSLError) as e:
+                    fail("TLS handshake: %s" % e)
+                conn.handshaking = False
+                events = selectors.EVENT_WRITE
             if events & selectors.EVENT_WRITE:
                 err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err:
@@ -148,6 +181,8 @@ def main():
                 continue
             try:
                 data = sock.recv(65536)
+            except ssl.SSLWantReadError:
+                continue
             except OSError as e:
                 fail("recv: %s" % e)
             if not data:

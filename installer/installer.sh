@@ -45,10 +45,22 @@
 #   --provision | --no-provision   create the security groups and the web host with `lbctl provision`
 #                            (default: provision when the provider is ec2 and --upstream is not given;
 #                            it needs --subnet; the image it reports, baked or given, is the backends')
+#   HTTPS (either pair; then --listen redirects to HTTPS, and the ACME challenge is served there):
+#   --tls-cert PATH --tls-key PATH   a certificate (chain after it) and its key that you already have:
+#                            copied to /etc/lbd/tls/ (0640 root:lbd); run the installer again, or copy
+#                            new files over them and `systemctl reload lbd`, when they are renewed
+#   --domain NAME --acme-email EMAIL  a certificate from Let's Encrypt with Debian's certbot in webroot
+#                            mode: lbd serves the challenge from /var/lib/lbd/acme; certbot's deploy hook
+#                            (/etc/letsencrypt/renewal-hooks/deploy/lbd.sh) copies each renewal to
+#                            /etc/lbd/tls/ and reloads lbd; certbot.timer renews
+#   --tls-listen ADDR        the HTTPS address (default 0.0.0.0:443)
 # Role backend:
 #   --upstream ADDR          the web host's ADDRESS:PORT (required)
 #   --listen ADDR            (default 0.0.0.0:80)
 #   --admin ADDR             the relay's admin API, loopback only (default 127.0.0.1:9180)
+#   --upstream-ca PATH       speak TLS to the web host, trusting only this CA certificate (copied to
+#                            /etc/lbd/upstream-ca.pem): a wrong certificate fails closed
+#   --upstream-name NAME     the name the web host's certificate must carry (default: its IP address)
 # Role web:
 #   --listen ADDR            (default 0.0.0.0:8080)
 #   --database CONNINFO      libpq connection string; default: a local PostgreSQL role and database 'webd'
@@ -125,6 +137,13 @@ tag=lbd:pool=main
 provision=""
 database=""
 trusted_proxies=127.0.0.0/8,::1
+tls_cert=""
+tls_key=""
+upstream_ca=""
+upstream_name=""
+tls_listen=0.0.0.0:443
+domain=""
+acme_email=""
 
 # Names of the options given, for checks that depend on the role.
 declare -A given=()
@@ -157,7 +176,8 @@ parse_options() {
             --role | --root | --prefix | --source | --listen | --admin | --provider | --region | \
                 --access-key-id | --secret-access-key | --secret-access-key-file | --endpoint | --desired | \
                 --subnet | --security-groups | --image | --instance-type | --key-name | --networks | \
-                --upstream | --tag | --database | --trusted-proxies)
+                --upstream | --tag | --database | --trusted-proxies | --tls-cert | --tls-key | --tls-listen | \
+                --domain | --acme-email | --upstream-ca | --upstream-name)
                 need_value "$opt" $#
                 value=$2
                 shift
@@ -185,6 +205,13 @@ parse_options() {
                     --tag) tag=$value ;;
                     --database) database=$value ;;
                     --trusted-proxies) trusted_proxies=$value ;;
+                    --tls-cert) tls_cert=$value ;;
+                    --tls-key) tls_key=$value ;;
+                    --tls-listen) tls_listen=$value ;;
+                    --domain) domain=$value ;;
+                    --acme-email) acme_email=$value ;;
+                    --upstream-ca) upstream_ca=$value ;;
+                    --upstream-name) upstream_name=$value ;;
                 esac
                 ;;
             *) usage_error "unknown option '$opt'" ;;
@@ -271,6 +298,9 @@ valid_instance_id() { [[ $1 =~ ^i-[0-9a-f]{8,17}$ ]]; }
 valid_instance_type() { [[ $1 =~ ^[a-z][a-z0-9-]*\.[a-z0-9-]+$ && ${#1} -le 64 ]]; }
 valid_key_name() { [[ $1 =~ ^[A-Za-z0-9._@+-]{1,255}$ ]]; }
 valid_tag() { [[ $1 =~ ^[A-Za-z0-9:._/@+-]{1,128}=[A-Za-z0-9:._/@+-]{0,256}$ && $1 != aws:* ]]; }
+valid_domain() { [[ ${#1} -le 253 && $1 =~ ^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$ ]]; }
+valid_email() { [[ ${#1} -le 254 && $1 =~ ^[A-Za-z0-9._%+-]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,63}$ ]]; }
+valid_pem_path() { [[ $1 == /* && -f $1 && -r $1 && $1 != *[[:space:]]* ]]; }
 valid_url() { [[ $1 =~ ^(https?|git)://[A-Za-z0-9._~:/?@+=%,-]+$ ]]; }
 
 # A libpq connection string as one INI value: one line, and nothing an INI reader would take for a
@@ -344,13 +374,16 @@ validate() {
 
     local lb_only=(--provider --region --access-key-id --secret-access-key
         --secret-access-key-file --instance-role --endpoint --desired --subnet --security-groups --image
-        --instance-type --key-name --networks --tag --provision --no-provision)
+        --instance-type --key-name --networks --tag --provision --no-provision --tls-cert --tls-key
+        --tls-listen --domain --acme-email)
     case "$role" in
         lb)
             only_for web --database --trusted-proxies
+            only_for backend --upstream-ca --upstream-name
             [[ -n $listen ]] || listen=0.0.0.0:80
             check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:80"
             check --admin valid_loopback_addr "$admin" "a loopback ADDRESS:PORT such as 127.0.0.1:9180"
+            validate_tls
             case "$provider" in
                 ec2 | local | static) ;;
                 *) usage_error "--provider: '$provider' is not ec2, local or static" ;;
@@ -381,10 +414,18 @@ validate() {
             check --admin valid_loopback_addr "$admin" "a loopback ADDRESS:PORT such as 127.0.0.1:9180"
             [[ -n $upstream ]] || ask --upstream upstream "Address of the web host (ADDRESS:PORT, e.g. 10.0.1.20:8080)"
             check --upstream valid_addr "$upstream" "an ADDRESS:PORT such as 10.0.1.20:8080"
+            if [[ -n $upstream_ca ]]; then
+                check --upstream-ca valid_pem_path "$upstream_ca" "the absolute path of a readable PEM file"
+            fi
+            if [[ -n $upstream_name ]]; then
+                [[ -n $upstream_ca ]] || usage_error "--upstream-name needs --upstream-ca"
+                check --upstream-name valid_domain "$upstream_name" "a DNS name such as web.internal.example"
+            fi
             ;;
         web)
             only_for lb "${lb_only[@]}" --upstream
             only_for "lb and backend" --admin
+            only_for backend --upstream-ca --upstream-name
             [[ -n $listen ]] || listen=0.0.0.0:8080
             check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:8080"
             trusted_proxies=$(expand_local "$trusted_proxies")
@@ -395,6 +436,23 @@ validate() {
             fi
             ;;
     esac
+}
+
+# The HTTPS flags of role lb: a certificate the user has, or one certbot gets; not both.
+validate_tls() {
+    if [[ -n $tls_cert || -n $tls_key ]]; then
+        [[ -n $tls_cert && -n $tls_key ]] || usage_error "--tls-cert and --tls-key go together"
+        check --tls-cert valid_pem_path "$tls_cert" "the absolute path of a readable PEM file"
+        check --tls-key valid_pem_path "$tls_key" "the absolute path of a readable PEM file"
+    fi
+    if [[ -n $domain || -n $acme_email ]]; then
+        [[ -n $domain && -n $acme_email ]] || usage_error "--domain and --acme-email go together"
+        [[ -z $tls_cert ]] || usage_error "--domain (certbot) and --tls-cert (your own) are two ways: pick one"
+        check --domain valid_domain "$domain" "a DNS name such as www.example.com"
+        check --acme-email valid_email "$acme_email" "an e-mail address"
+    fi
+    check --tls-listen valid_addr "$tls_listen" "an ADDRESS:PORT such as 0.0.0.0:443"
+    [[ $tls_listen != "$listen" ]] || usage_error "--tls-listen: the same address as --listen"
 }
 
 # Reads the secret access key from <path>: its one non-empty line, without the trailing newline or CR.
@@ -810,12 +868,31 @@ limits_config() {
     echo
 }
 
+# The certificate lbd serves: /etc/lbd/tls/<name>.pem and .key; true when it is there.
+tls_name() {
+    if [[ -n $domain ]]; then echo "$domain"; else echo site; fi
+}
+
+have_certificate() {
+    [[ -n $tls_cert || ( -n $domain && -f $(dest "/etc/lbd/tls/$(tls_name).pem") ) ]]
+}
+
 lb_config() {
     echo "$MARKER"
     echo "[lbd]"
-    echo "listen = $listen"
+    if have_certificate; then
+        echo "listen = $listen redirect, $tls_listen tls"
+    else
+        echo "listen = $listen"
+    fi
     echo "admin = $admin"
     echo
+    if [[ -n $tls_cert || -n $domain ]]; then
+        echo "[tls]"
+        have_certificate && echo "certificate = /etc/lbd/tls/$(tls_name).pem /etc/lbd/tls/$(tls_name).key"
+        [[ -z $domain ]] || echo "acme_challenge_dir = /var/lib/lbd/acme/.well-known/acme-challenge"
+        echo
+    fi
     echo "[health]"
     echo "path = /healthcheck"
     echo
@@ -865,6 +942,13 @@ relay_config() {
     echo "[pool]"
     echo "provider = static"
     echo "backends = $upstream"
+    if [[ -n $upstream_ca ]]; then
+        echo
+        echo "[tls]"
+        echo "backend = on"
+        echo "backend_ca = /etc/lbd/upstream-ca.pem"
+        [[ -z $upstream_name ]] || echo "backend_name = $upstream_name"
+    fi
 }
 
 # Checks a written lbd configuration with the installed lbd; the paths it names are looked up under
@@ -879,6 +963,15 @@ check_lbd_config() {
         fi
         if grep -q '^credentials_file = ' "$(dest "$path")"; then
             sets+=(--set "ec2.credentials_file=$(dest /etc/lbd/credentials)")
+        fi
+        if grep -q '^certificate = ' "$(dest "$path")"; then
+            sets+=(--set "tls.certificate=$(dest "/etc/lbd/tls/$(tls_name).pem") $(dest "/etc/lbd/tls/$(tls_name).key")")
+        fi
+        if grep -q '^backend_ca = ' "$(dest "$path")"; then
+            sets+=(--set "tls.backend_ca=$(dest /etc/lbd/upstream-ca.pem)")
+        fi
+        if grep -q '^acme_challenge_dir = ' "$(dest "$path")"; then
+            sets+=(--set "tls.acme_challenge_dir=$(dest /var/lib/lbd/acme/.well-known/acme-challenge)")
         fi
     fi
     "$lbd" --config "$(dest "$path")" "${sets[@]}" --check-config >/dev/null ||
@@ -897,14 +990,71 @@ install_lb() {
             run_provision
         fi
     fi
+    install_tls_files
     put_content /etc/lbd/lbd.conf 0640 root lbd < <(lb_config)
     check_lbd_config /etc/lbd/lbd.conf
     install_unit lbd.service
 }
 
+# certbot's deploy hook: each renewed certificate is copied next to lbd's configuration, readable by lbd,
+# whole (written aside, then renamed), and lbd reloads. certbot runs it as root with RENEWED_LINEAGE.
+deploy_hook() {
+    cat <<HOOK
+#!/bin/sh
+$MARKER
+set -eu
+name=$(tls_name)
+dir=\${LBD_TLS_DIR:-/etc/lbd/tls}
+[ -n "\${RENEWED_LINEAGE:-}" ] || { echo "lbd.sh: RENEWED_LINEAGE is not set (run by certbot)" >&2; exit 1; }
+[ "\$(basename "\$RENEWED_LINEAGE")" = "\$name" ] || exit 0
+group=\${LBD_GROUP:-lbd}
+install -m 0640 -o root -g "\$group" "\$RENEWED_LINEAGE/fullchain.pem" "\$dir/.\$name.pem.new"
+install -m 0640 -o root -g "\$group" "\$RENEWED_LINEAGE/privkey.pem" "\$dir/.\$name.key.new"
+mv -f "\$dir/.\$name.key.new" "\$dir/\$name.key"
+mv -f "\$dir/.\$name.pem.new" "\$dir/\$name.pem"
+systemctl reload lbd.service
+HOOK
+}
+
+install_tls_files() {
+    [[ -n $tls_cert || -n $domain ]] || return 0
+    make_dir /etc/lbd/tls 0750 root lbd
+    if [[ -n $tls_cert ]]; then
+        put_file "$tls_cert" "/etc/lbd/tls/$(tls_name).pem" 0640 root lbd
+        put_file "$tls_key" "/etc/lbd/tls/$(tls_name).key" 0640 root lbd
+        return 0
+    fi
+    make_dir /var/lib/lbd 0755 root root
+    make_dir /var/lib/lbd/acme 0755 root root
+    make_dir /var/lib/lbd/acme/.well-known 0755 root root
+    make_dir /var/lib/lbd/acme/.well-known/acme-challenge 0755 root root
+    put_content /etc/letsencrypt/renewal-hooks/deploy/lbd.sh 0755 root root < <(deploy_hook)
+}
+
+# With --domain on a real installation: lbd serves the challenge on the plain listener, certbot gets the
+# certificate through it, the hook installs it, and lbd restarts with the HTTPS listener.
+obtain_certificate() {
+    [[ -n $domain ]] && real_install || return 0
+    have_certificate && return 0
+    command -v certbot >/dev/null || {
+        $packages && DEBIAN_FRONTEND=noninteractive apt-get install -y -q certbot >/dev/null
+    } || die "certbot is needed for --domain: apt-get install certbot"
+    start_service lbd.service
+    log "asking Let's Encrypt for a certificate for $domain (the challenge is served by lbd on $listen)"
+    certbot certonly --webroot -w /var/lib/lbd/acme -d "$domain" -m "$acme_email" --agree-tos \
+        --non-interactive --keep-until-expiring ||
+        die "certbot could not get a certificate for $domain: is its DNS pointing here, port 80 open?"
+    RENEWED_LINEAGE="/etc/letsencrypt/live/$domain" sh "$(dest /etc/letsencrypt/renewal-hooks/deploy/lbd.sh)"
+    put_content /etc/lbd/lbd.conf 0640 root lbd < <(lb_config)
+    check_lbd_config /etc/lbd/lbd.conf
+    systemd_running && systemctl enable --now --quiet certbot.timer
+    changed=true
+}
+
 install_backend() {
     ensure_user lbd "lbd relay"
     make_dir /etc/lbd 0750 root lbd
+    [[ -z $upstream_ca ]] || put_file "$upstream_ca" /etc/lbd/upstream-ca.pem 0640 root lbd
     put_content /etc/lbd/relay.conf 0640 root lbd < <(relay_config)
     check_lbd_config /etc/lbd/relay.conf
     install_unit lbd-relay.service
@@ -1030,8 +1180,9 @@ do_uninstall() {
         remove_file "$f"
     done
     remove_dir_if_empty "$prefix/share/doc/lbd"
+    remove_file /etc/lbd/upstream-ca.pem
     for f in /etc/lbd/lbd.conf /etc/lbd/relay.conf /etc/lbd/credentials /etc/lbd/backend-user-data.sh \
-        /etc/webd/webd.conf /etc/webd/pgpass; do
+        /etc/webd/webd.conf /etc/webd/pgpass /etc/letsencrypt/renewal-hooks/deploy/lbd.sh; do
         remove_file "$f" "$MARKER"
     done
     remove_dir_if_empty /etc/lbd
@@ -1098,6 +1249,7 @@ main() {
         backend) install_backend ;;
         web) install_web ;;
     esac
+    [[ $role != lb ]] || obtain_certificate
     case "$role" in
         lb) start_service lbd.service ;;
         backend) start_service lbd-relay.service ;;

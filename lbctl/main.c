@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/cjson.h"
@@ -514,6 +515,39 @@ static void lbctl_print_table(struct lbctl_table *t)
         }
 }
 
+/* The TLS certificates lbd serves, one line each, with the days left before each expires. */
+static void lbctl_print_certificates(const cJSON *root)
+{
+        const cJSON *tls = cJSON_GetObjectItemCaseSensitive(root, "tls");
+        const cJSON *certs = cJSON_GetObjectItemCaseSensitive(tls, "certificates"), *item;
+        double failed = 0;
+
+        if (!cJSON_IsArray(certs))
+                return;
+        printf("\nTLS certificates:\n");
+        cJSON_ArrayForEach(item, certs)
+        {
+                const char *name = lbctl_string(item, "name"), *key = lbctl_string(item, "key"),
+                           *file = lbctl_string(item, "file");
+                double days = 0, not_after = 0;
+                char date[32] = "?";
+
+                (void)lbctl_number(item, "days_left", &days);
+                if (lbctl_number(item, "not_after", &not_after)) {
+                        time_t when = (time_t)not_after;
+                        struct tm tm;
+
+                        if (gmtime_r(&when, &tm))
+                                (void)strftime(date, sizeof(date), "%Y-%m-%d", &tm);
+                }
+                printf("  %-30.253s %-7.16s expires %s (%s%.0f days%s)  %.300s%s\n", name ? name : "?",
+                       key ? key : "?", date, days < 0 ? "expired " : "", days < 0 ? -days : days,
+                       days < 0 ? " ago" : "", file ? file : "?", lbctl_bool(item, "default") ? "  (default)" : "");
+        }
+        if (lbctl_number(tls, "reloads_failed", &failed) && failed > 0)
+                printf("  %.0f certificate reload%s refused (see lbd's log)\n", failed, failed == 1 ? "" : "s");
+}
+
 static int lbctl_status(const char *body)
 {
         _cleanup_(cJSON_Deletep) cJSON *root = cJSON_Parse(body);
@@ -559,6 +593,7 @@ static int lbctl_status(const char *body)
 
         lbctl_print_summary(root);
         lbctl_print_table(&t);
+        lbctl_print_certificates(root);
         free(t.rows);
         return 0;
 }

@@ -44,6 +44,7 @@
 #include "lbd/proxy.h"
 #include "lbd/reconcile.h"
 #include "lbd/statuspage.h"
+#include "lbd/tls.h"
 
 #define ADMIN_MAX_HEADERS_SIZE 8192
 #define ADMIN_MAX_BODY_SIZE    1024
@@ -356,6 +357,43 @@ static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wal
         return 0;
 }
 
+/* "tls": the loaded certificates with their expiry, when a listener is TLS. */
+static int admin_status_tls(cJSON *root, const struct lbd *lbd, uint64_t wall)
+{
+        const struct tls *t = lbd->proxy ? proxy_get_tls(lbd->proxy) : NULL;
+        struct tls_cert_info certs[CONFIG_MAX_CERTS];
+        int64_t now = (int64_t)(wall / USEC_PER_SEC);
+        cJSON *tls, *array;
+        size_t n;
+
+        if (!t)
+                return 0;
+        tls = cJSON_AddObjectToObject(root, "tls");
+        array = tls ? cJSON_AddArrayToObject(tls, "certificates") : NULL;
+        if (!array)
+                return -ENOMEM;
+        n = MIN(tls_get_certs(t, certs, ELEMENTSOF(certs)), ELEMENTSOF(certs));
+        for (size_t i = 0; i < n; i++) {
+                cJSON *o = cJSON_CreateObject();
+
+                if (!o || !cJSON_AddItemToArray(array, o)) {
+                        cJSON_Delete(o);
+                        return -ENOMEM;
+                }
+                if (!cJSON_AddStringToObject(o, "file", certs[i].file) ||
+                    !cJSON_AddStringToObject(o, "name", certs[i].name) ||
+                    !cJSON_AddStringToObject(o, "key", certs[i].key_type) ||
+                    !cJSON_AddNumberToObject(o, "not_after", (double)certs[i].not_after) ||
+                    !cJSON_AddNumberToObject(o, "days_left",
+                                             (double)((certs[i].not_after - now) / (24 * 3600))) ||
+                    !cJSON_AddBoolToObject(o, "default", certs[i].is_default))
+                        return -ENOMEM;
+        }
+        if (!cJSON_AddNumberToObject(tls, "reloads_failed", (double)tls_get_stats(t)->reloads_failed))
+                return -ENOMEM;
+        return 0;
+}
+
 /* Builds the /status document into <out>. Returns 0 or -ENOMEM. */
 static int admin_status(const struct admin *a, struct evbuffer *out)
 {
@@ -395,6 +433,9 @@ static int admin_status(const struct admin *a, struct evbuffer *out)
                         return r;
         }
         r = admin_status_control(root, lbd, wall);
+        if (r < 0)
+                return r;
+        r = admin_status_tls(root, lbd, wall);
         if (r < 0)
                 return r;
 
@@ -443,6 +484,42 @@ static const char *admin_label(const char *value, char *buf, size_t size)
         }
         buf[n] = '\0';
         return buf;
+}
+
+/* The TLS listeners' handshakes and certificates, when lbd has any. */
+static void admin_metrics_tls(const struct admin *a, struct admin_out *m)
+{
+        const struct tls *t = a->lbd->proxy ? proxy_get_tls(a->lbd->proxy) : NULL;
+        struct tls_cert_info certs[CONFIG_MAX_CERTS];
+        const struct tls_stats *s;
+        char file[ADMIN_LABEL_MAX], name[ADMIN_LABEL_MAX];
+        size_t n;
+
+        if (!t)
+                return;
+        s = tls_get_stats(t);
+        admin_family(m, "lbd_tls_handshakes_total", "counter", "TLS handshakes completed.");
+        admin_printf(m, "lbd_tls_handshakes_total %" PRIu64 "\n", s->handshakes);
+        admin_family(m, "lbd_tls_resumed_total", "counter",
+                     "TLS handshakes that resumed a session (ticket or cache) instead of a full one.");
+        admin_printf(m, "lbd_tls_resumed_total %" PRIu64 "\n", s->resumed);
+        admin_family(m, "lbd_tls_handshake_failures_total", "counter", "TLS handshakes that failed, by reason.");
+        for (size_t i = 0; i < TLS_FAIL_MAX; i++)
+                admin_printf(m, "lbd_tls_handshake_failures_total{reason=\"%s\"} %" PRIu64 "\n",
+                             tls_failure_name((enum tls_failure)i), s->failures[i]);
+        admin_family(m, "lbd_tls_reloads_failed_total", "counter",
+                     "Certificate reloads refused for a bad file (the running certificates kept).");
+        admin_printf(m, "lbd_tls_reloads_failed_total %" PRIu64 "\n", s->reloads_failed);
+        n = MIN(tls_get_certs(t, certs, ELEMENTSOF(certs)), ELEMENTSOF(certs));
+        admin_family(m, "lbd_tls_certificate_expiry_timestamp_seconds", "gauge",
+                     "When each loaded certificate expires (its notAfter), seconds since the epoch.");
+        for (size_t i = 0; i < n; i++)
+                admin_printf(m,
+                             "lbd_tls_certificate_expiry_timestamp_seconds{file=\"%s\",domain=\"%s\","
+                             "key=\"%s\"} %" PRId64 "\n",
+                             admin_label(certs[i].file, file, sizeof(file)),
+                             admin_label(certs[i].name, name, sizeof(name)), certs[i].key_type,
+                             certs[i].not_after);
 }
 
 /* Builds the /metrics page into <out>. Returns 0 or -ENOMEM. */
@@ -518,6 +595,8 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
                 if (ps->rejected[c] > 0)
                         admin_printf(&m, "lbd_requests_rejected_total{code=\"%zu\"} %" PRIu64 "\n",
                                      PROXY_CODE_MIN + c, ps->rejected[c]);
+
+        admin_metrics_tls(a, &m);
 
         if (a->lbd->reconcile) {
                 struct reconcile_view v;

@@ -8,7 +8,8 @@
  *
  *   [lbd]
  *   listen           = 0.0.0.0:80      address:port list, comma-separated or the key repeated, up to
- *                                      CONFIG_MAX_LISTEN; [v6]:port; ":80" means every IPv4 address
+ *                                      CONFIG_MAX_LISTEN; [v6]:port; ":80" means every IPv4 address;
+ *                                      "ADDR:PORT tls" terminates TLS, "ADDR:PORT redirect" redirects
  *   admin            = 127.0.0.1:9180  loopback only (127.0.0.0/8 or [::1]), or "off"
  *   balance          = round-robin     round-robin | least-conn | p2c
  *   access_log       = stderr          stderr | off | an absolute file path
@@ -17,6 +18,19 @@
  *   upgrades         = websocket       protocols a request may switch to (Upgrade), comma-separated:
  *                                      "name" (any version) or "name/version", case-insensitive;
  *                                      "off" or empty = none (proxy.c forwards the rest as plain requests)
+ *   [tls]
+ *   certificate      = (empty)         "CERT [KEY]" absolute paths, one per occurrence, up to
+ *                                      CONFIG_MAX_CERTS; the first is the default; needed by a tls listener
+ *   profile          = intermediate    intermediate | modern
+ *   tickets          = on              on | off
+ *   ticket_rotate    = 1h
+ *   session_cache    = 20000           0..1000000, 0 = off
+ *   strict_sni       = off             on | off
+ *   hsts             = 0               seconds, 0..CONFIG_HSTS_MAX, 0 = off
+ *   acme_challenge_dir = (empty)       absolute path; needs a plain listener
+ *   backend          = off             on | off: TLS to the backends
+ *   backend_ca       = (empty)         absolute path; required with backend = on
+ *   backend_name     = (empty)         word; empty = check the backend's IP address
  *   [timeouts]
  *   client_header    = 10s
  *   client_idle      = 60s
@@ -89,7 +103,7 @@
  * Durations are parse_duration() values ("500ms", "1.5s", "2m"; a bare number is seconds, at most 30
  * days) and must be greater than 0 unless noted; sizes are parse_size() values ("16k", "1M").
  *
- * List keys (listen, networks, backends): within one source (one file, or one config_set() call), the
+ * List keys (listen, networks, backends, and [tls] certificate): within one source (one file, or one config_set() call), the
  * first occurrence replaces the list, defaults included, and later occurrences append to it.
  *
  * Unknown sections and keys are errors, so a typo never silently leaves a default in place. Each error is
@@ -339,15 +353,63 @@ static int config_parse_addr_list(struct config_addr_list *l, struct netaddr *ar
         return 0;
 }
 
+struct config_listen_list {
+        struct netaddr items[CONFIG_MAX_LISTEN];
+        bool tls[CONFIG_MAX_LISTEN], redirect[CONFIG_MAX_LISTEN];
+        size_t n, room;
+};
+
+/* "ADDR:PORT", "ADDR:PORT tls" or "ADDR:PORT redirect". */
+static int config_listen_item(const char *entry, void *userdata, char *reason, size_t size)
+{
+        struct config_listen_list *l = userdata;
+        char addr[CONF_ITEM_MAX];
+        size_t len = strcspn(entry, " \t");
+        const char *flag = entry + len;
+        struct netaddr a;
+        int r;
+
+        memcpy(addr, entry, len);
+        addr[len] = '\0';
+        flag += strspn(flag, " \t");
+        if (flag[0] != '\0' && strcmp(flag, "tls") != 0 && strcmp(flag, "redirect") != 0)
+                return conf_reason(reason, size, "'%s': unknown option '%s' (known: tls, redirect)", entry,
+                                   flag);
+        r = netaddr_parse(addr, 0, false, &a);
+        if (r == -ERANGE)
+                return conf_reason(reason, size, "'%s': port must be between 1 and 65535", entry);
+        if (r < 0)
+                return conf_reason(reason, size,
+                                   "'%s' is not a numeric address with a port, e.g. 0.0.0.0:80, "
+                                   "0.0.0.0:443 tls or [::]:80 redirect",
+                                   entry);
+        if (l->n >= l->room)
+                return conf_reason(reason, size, "too many addresses (at most %d)", CONFIG_MAX_LISTEN);
+        l->tls[l->n] = strcmp(flag, "tls") == 0;
+        l->redirect[l->n] = strcmp(flag, "redirect") == 0;
+        l->items[l->n++] = a;
+        return 0;
+}
+
 static int config_parse_listen(const struct conf_key *k, void *obj, const char *value, bool first,
                                char *reason, size_t size)
 {
         struct config *c = obj;
-        struct config_addr_list l = {.limit = CONFIG_MAX_LISTEN};
+        struct config_listen_list l = {0};
+        size_t base = first ? 0 : MIN(c->n_listen, (size_t)CONFIG_MAX_LISTEN);
+        int r;
 
         if (value[0] == '\0')
                 return conf_reason(reason, size, "needs at least one address, e.g. 0.0.0.0:80");
-        return config_parse_addr_list(&l, c->listen, &c->n_listen, value, first, reason, size);
+        l.room = CONFIG_MAX_LISTEN - base;
+        r = conf_split(value, config_listen_item, &l, reason, size);
+        if (r < 0)
+                return r;
+        memcpy(c->listen + base, l.items, l.n * sizeof(l.items[0]));
+        memcpy(c->listen_tls + base, l.tls, l.n * sizeof(l.tls[0]));
+        memcpy(c->listen_redirect + base, l.redirect, l.n * sizeof(l.redirect[0]));
+        c->n_listen = base + l.n;
+        return 0;
 }
 
 static int config_parse_backends(const struct conf_key *k, void *obj, const char *value, bool first,
@@ -686,6 +748,72 @@ static int config_parse_local_command(const struct conf_key *k, void *obj, const
         return config_parse_text(k, c, value, first, reason, size);
 }
 
+static int config_parse_bool(const struct conf_key *k, void *obj, const char *value, bool first,
+                             char *reason, size_t size)
+{
+        bool *field = (bool *)((char *)obj + k->offset);
+
+        if (parse_bool(value, field) < 0)
+                return conf_reason(reason, size, "must be on or off");
+        return 0;
+}
+
+static const char *const config_tls_profile_names[] = {
+        [TLS_PROFILE_INTERMEDIATE] = "intermediate",
+        [TLS_PROFILE_MODERN] = "modern",
+};
+
+static int config_parse_tls_profile(const struct conf_key *k, void *obj, const char *value, bool first,
+                                    char *reason, size_t size)
+{
+        struct config *c = obj;
+        int r;
+
+        r = config_parse_choice(value, config_tls_profile_names, ELEMENTSOF(config_tls_profile_names), reason,
+                                size);
+        if (r < 0)
+                return r;
+        c->tls_profile = (enum tls_profile)r;
+        return 0;
+}
+
+/* "CERT.pem [KEY.pem]": one entry per occurrence (paths are too long for a comma list); the key defaults to
+ * the certificate's file. Like the lists, the first occurrence in a source replaces, later ones append;
+ * "" clears. */
+static int config_parse_certificate(const struct conf_key *k, void *obj, const char *value, bool first,
+                                    char *reason, size_t size)
+{
+        struct config *c = obj;
+        size_t base = first ? 0 : MIN(c->n_certs, (size_t)CONFIG_MAX_CERTS);
+        size_t cert_len = strcspn(value, " \t");
+        const char *key = value + cert_len;
+        struct config_cert *e;
+
+        if (value[0] == '\0') {
+                c->n_certs = base;
+                return 0;
+        }
+        key += strspn(key, " \t");
+        if (value[0] != '/' || (key[0] != '\0' && key[0] != '/') || key[strcspn(key, " \t")] != '\0' ||
+            !conf_is_printable(value))
+                return conf_reason(reason, size,
+                                   "must be an absolute certificate path, then optionally the key's "
+                                   "(/etc/lbd/tls/site.pem /etc/lbd/tls/site.key)");
+        if (cert_len >= CONFIG_PATH_MAX || strlen(key) >= CONFIG_PATH_MAX)
+                return conf_reason(reason, size, "path longer than %d bytes", CONFIG_PATH_MAX - 1);
+        if (base >= CONFIG_MAX_CERTS)
+                return conf_reason(reason, size, "too many certificates (at most %d)", CONFIG_MAX_CERTS);
+        e = &c->certs[base];
+        memcpy(e->cert, value, cert_len);
+        e->cert[cert_len] = '\0';
+        if (key[0] != '\0')
+                memcpy(e->key, key, strlen(key) + 1);
+        else
+                memcpy(e->key, e->cert, cert_len + 1);
+        c->n_certs = base + 1;
+        return 0;
+}
+
 /* One key per row: the table reads better unformatted. */
 /* clang-format off */
 /* DURATION(..., positive): positive is 1 when the duration must be greater than 0, else 0. */
@@ -705,6 +833,18 @@ static const struct conf_key config_keys[] = {
         NUMBER("lbd", "max_connections", "10000", max_connections, 1, 1000000),
         DURATION("lbd", "drain_timeout", "30s", drain_timeout_usec, 0),
         { "lbd", "upgrades", "websocket", config_parse_upgrades, 0, 0, 0 },
+
+        { "tls", "certificate", "", config_parse_certificate, 0, 0, 0 },
+        { "tls", "profile", "intermediate", config_parse_tls_profile, 0, 0, 0 },
+        { "tls", "tickets", "on", config_parse_bool, CONF_FIELD(struct config, tls_tickets, bool), 0, 0 },
+        DURATION("tls", "ticket_rotate", "1h", tls_ticket_rotate_usec, 1),
+        NUMBER("tls", "session_cache", "20000", tls_session_cache, 0, 1000000),
+        { "tls", "strict_sni", "off", config_parse_bool, CONF_FIELD(struct config, tls_strict_sni, bool), 0, 0 },
+        NUMBER("tls", "hsts", "0", tls_hsts_max_age, 0, CONFIG_HSTS_MAX),
+        STRING("tls", "acme_challenge_dir", "", acme_dir, config_parse_abs_path),
+        { "tls", "backend", "off", config_parse_bool, CONF_FIELD(struct config, backend_tls, bool), 0, 0 },
+        STRING("tls", "backend_ca", "", backend_ca, config_parse_abs_path),
+        STRING("tls", "backend_name", "", backend_name, config_parse_word),
 
         DURATION("timeouts", "client_header", "10s", client_header_timeout_usec, 1),
         DURATION("timeouts", "client_idle", "60s", client_idle_timeout_usec, 1),
@@ -814,6 +954,22 @@ bool config_in_networks(const struct config *c, const struct netaddr *a)
         return false;
 }
 
+bool config_has_tls(const struct config *c)
+{
+        for (size_t i = 0; i < MIN(c->n_listen, (size_t)CONFIG_MAX_LISTEN); i++)
+                if (c->listen_tls[i])
+                        return true;
+        return false;
+}
+
+static bool config_has_plain(const struct config *c)
+{
+        for (size_t i = 0; i < MIN(c->n_listen, (size_t)CONFIG_MAX_LISTEN); i++)
+                if (!c->listen_tls[i])
+                        return true;
+        return false;
+}
+
 static int config_validate_listen(const struct config *c)
 {
         size_t n = MIN(c->n_listen, (size_t)CONFIG_MAX_LISTEN);
@@ -832,6 +988,12 @@ static int config_validate_listen(const struct config *c)
                 if (c->admin_enabled && netaddr_equal(&c->listen[i], &c->admin))
                         r = conf_invalid(c->path, "lbd", "admin", "%s is also a listen address", buf);
         }
+        if (config_has_tls(c) && c->n_certs == 0)
+                r = conf_invalid(c->path, "tls", "certificate",
+                                 "a listener is tls: at least one certificate is needed");
+        if (c->acme_dir[0] && !config_has_plain(c))
+                r = conf_invalid(c->path, "tls", "acme_challenge_dir",
+                                 "the challenge is served on a plain listener, and none is configured");
         if (c->admin_enabled && !config_is_loopback(&c->admin))
                 r = conf_invalid(c->path, "lbd", "admin",
                                  "must be a loopback address (127.0.0.0/8 or [::1])");
@@ -972,6 +1134,9 @@ int config_validate(const struct config *c)
                 r = -EINVAL;
         if (c->max_connections == 0)
                 r = conf_invalid(c->path, "lbd", "max_connections", "must be at least 1");
+        if (c->backend_tls && c->backend_ca[0] == '\0')
+                r = conf_invalid(c->path, "tls", "backend_ca",
+                                 "backend = on needs the CA file the backends' certificates are checked against");
         return r;
 }
 
@@ -987,4 +1152,11 @@ const char *config_provider_name(enum provider_kind p)
         if ((size_t)p >= ELEMENTSOF(config_provider_names))
                 return NULL;
         return config_provider_names[p];
+}
+
+const char *config_tls_profile_name(enum tls_profile t)
+{
+        if ((size_t)t >= ELEMENTSOF(config_tls_profile_names))
+                return NULL;
+        return config_tls_profile_names[t];
 }

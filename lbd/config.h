@@ -19,11 +19,24 @@
 #define CONFIG_MAX_SCALE_WINDOW_SEC 900 /* [pool] scale_out_after and scale_in_after at most */
 #define CONFIG_PATH_MAX     1024
 #define CONFIG_UPGRADES_MAX 256
+#define CONFIG_MAX_CERTS    16
+#define CONFIG_HSTS_MAX     63072000 /* two years, in seconds */
 
 enum balance_kind {
         BALANCE_ROUND_ROBIN,
         BALANCE_LEAST_CONN,
         BALANCE_P2C,
+};
+
+enum tls_profile {
+        TLS_PROFILE_INTERMEDIATE, /* TLS 1.2 (ECDHE, AEAD) and 1.3 */
+        TLS_PROFILE_MODERN,       /* TLS 1.3 only */
+};
+
+/* One [tls] certificate entry: a PEM certificate (chain after it) and its key, which may be the same file. */
+struct config_cert {
+        char cert[CONFIG_PATH_MAX];
+        char key[CONFIG_PATH_MAX];
 };
 
 enum provider_kind {
@@ -35,6 +48,8 @@ enum provider_kind {
 struct config {
         /* [lbd] */
         struct netaddr listen[CONFIG_MAX_LISTEN];
+        bool listen_tls[CONFIG_MAX_LISTEN];      /* "ADDR:PORT tls": terminates TLS ([tls]) */
+        bool listen_redirect[CONFIG_MAX_LISTEN]; /* "ADDR:PORT redirect": answers 308 to https:// */
         size_t n_listen;
         struct netaddr admin;
         bool admin_enabled;             /* admin = off disables it */
@@ -44,6 +59,21 @@ struct config {
         uint64_t drain_timeout_usec;    /* SIGTERM: how long in-flight requests may take to finish */
         char upgrades[CONFIG_UPGRADES_MAX]; /* protocols a request may upgrade to, comma-separated without
                                              * blanks ("websocket"); "" = none (http_upgrade_allowed()) */
+
+        /* [tls] */
+        struct config_cert certs[CONFIG_MAX_CERTS]; /* the first is the default for clients without SNI */
+        size_t n_certs;
+        enum tls_profile tls_profile;
+        bool tls_tickets;                     /* session tickets, keys in memory only */
+        uint64_t tls_ticket_rotate_usec;      /* a new ticket key this often; tickets live two periods */
+        uint64_t tls_session_cache;           /* sessions kept for resumption by id; 0 = off */
+        bool tls_strict_sni;                  /* refuse a name no certificate carries, instead of the default */
+        uint64_t tls_hsts_max_age;            /* seconds; 0 = no Strict-Transport-Security */
+        char acme_dir[CONFIG_PATH_MAX];       /* served at /.well-known/acme-challenge/ on plain listeners;
+                                               * "" = off */
+        bool backend_tls;                     /* lbd speaks TLS to every backend (proxy and health checks) */
+        char backend_ca[CONFIG_PATH_MAX];     /* the CA file the backends' certificates must chain to */
+        char backend_name[256];               /* the name they must carry (and SNI); "" = their IP address */
 
         /* [timeouts] */
         uint64_t client_header_timeout_usec; /* whole request head must arrive within it: 408 */
@@ -164,3 +194,7 @@ int config_validate(const struct config *c);
 /* Return the config file spelling ("round-robin", "ec2"), or NULL for a value out of range. */
 const char *config_balance_name(enum balance_kind b);
 const char *config_provider_name(enum provider_kind p);
+const char *config_tls_profile_name(enum tls_profile t);
+
+/* Whether any listener of <c> terminates TLS. */
+bool config_has_tls(const struct config *c);

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <openssl/err.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@
 #include "common/macro.h"
 #include "lbd/backend.h"
 #include "lbd/config.h"
+#include "lbd/tls.h"
 
 #define HEALTH_READ_MAX    4096u /* bytes of response read at most */
 #define HEALTH_REQUEST_MAX (CONFIG_PATH_MAX + NETADDR_STRLEN + 128u)
@@ -42,6 +44,7 @@
 enum probe_phase {
         PROBE_IDLE,       /* timer = time of the next check */
         PROBE_CONNECTING, /* timer = check timeout, io = writable */
+        PROBE_HANDSHAKE,  /* [tls] backend = on: timer = check timeout, io = what OpenSSL wants */
         PROBE_SENDING,    /* timer = check timeout, io = writable */
         PROBE_READING,    /* timer = check timeout, io = readable */
 };
@@ -55,6 +58,7 @@ struct health_probe {
         struct event io;
         bool io_assigned;
         int fd;
+        SSL *ssl;                /* [tls] backend = on: the check's TLS connection */
         enum probe_phase phase;
         uint64_t started_usec; /* start of the current or last check, 0 before the first */
         uint64_t next_usec;    /* while idle: when the next check starts */
@@ -69,6 +73,7 @@ struct health {
         struct event_base *base;
         struct pool *pool;
         const struct config *config;
+        struct tls_client *tls;  /* checks over TLS when set (not owned) */
         DLIST_HEAD(struct health_probe, probes);
         uint64_t rng;
 };
@@ -180,6 +185,8 @@ static void probe_close(struct health_probe *p)
                 (void)event_del(&p->io);
                 p->io_assigned = false;
         }
+        SSL_free(p->ssl);
+        p->ssl = NULL;
         if (p->fd >= 0) {
                 (void)close(p->fd);
                 p->fd = -1;
@@ -273,11 +280,39 @@ static void probe_watch(struct health_probe *p, short events)
         (void)event_add(&p->io, NULL);
 }
 
+/* Over TLS: the bytes done (> 0), 0 at the end of the stream, or -1 with errno (EAGAIN while OpenSSL waits
+ * for the socket, after arming the event it waits for). */
+static ssize_t probe_tls_io(struct health_probe *p, bool write, void *buf, size_t len)
+{
+        size_t done = 0;
+        int r, err;
+
+        ERR_clear_error();
+        r = write ? SSL_write_ex(p->ssl, buf, len, &done) : SSL_read_ex(p->ssl, buf, len, &done);
+        if (r == 1)
+                return (ssize_t)done;
+        err = SSL_get_error(p->ssl, r);
+        ERR_clear_error();
+        if (err == SSL_ERROR_ZERO_RETURN)
+                return 0;
+        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+                probe_watch(p, err == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE);
+                errno = EAGAIN;
+                return -1;
+        }
+        if (err == SSL_ERROR_SYSCALL && errno == 0)
+                return 0;
+        errno = err == SSL_ERROR_SYSCALL ? errno : EPROTO;
+        return -1;
+}
+
 static void probe_send(struct health_probe *p)
 {
         while (p->request_sent < p->request_len) {
-                ssize_t k = send(p->fd, p->request + p->request_sent, p->request_len - p->request_sent,
-                                 MSG_NOSIGNAL);
+                ssize_t k = p->ssl ? probe_tls_io(p, true, p->request + p->request_sent,
+                                                  p->request_len - p->request_sent)
+                                   : send(p->fd, p->request + p->request_sent, p->request_len - p->request_sent,
+                                          MSG_NOSIGNAL);
 
                 if (k < 0) {
                         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -294,8 +329,10 @@ static void probe_send(struct health_probe *p)
 static void probe_receive(struct health_probe *p)
 {
         for (;;) {
-                ssize_t k =
-                        recv(p->fd, p->response + p->response_len, sizeof(p->response) - p->response_len, 0);
+                ssize_t k = p->ssl ? probe_tls_io(p, false, p->response + p->response_len,
+                                                  sizeof(p->response) - p->response_len)
+                                   : recv(p->fd, p->response + p->response_len,
+                                          sizeof(p->response) - p->response_len, 0);
 
                 if (k < 0) {
                         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -307,6 +344,35 @@ static void probe_receive(struct health_probe *p)
                 if (probe_check_response(p, k == 0))
                         return;
         }
+}
+
+/* The TCP connection is up: over TLS the handshake comes first, then the request. */
+static void probe_connected(struct health_probe *p)
+{
+        char reason[HEALTH_DETAIL_MAX] = "TLS handshake failed";
+        int r;
+
+        if (p->health->tls && !p->ssl) {
+                p->ssl = tls_client_connect(p->health->tls, p->fd, &p->backend->addr);
+                if (!p->ssl) {
+                        probe_fail_errno(p, ENOMEM);
+                        return;
+                }
+                p->phase = PROBE_HANDSHAKE;
+        }
+        if (p->ssl && p->phase == PROBE_HANDSHAKE) {
+                r = tls_client_handshake(p->ssl, reason, sizeof(reason));
+                if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
+                        probe_watch(p, r == TLS_WANT_READ ? EV_READ : EV_WRITE);
+                        return;
+                }
+                if (r < 0) {
+                        probe_finish(p, CHECK_FAIL, 0, reason);
+                        return;
+                }
+        }
+        p->phase = PROBE_SENDING;
+        probe_send(p);
 }
 
 static void probe_on_io(evutil_socket_t fd, short what, void *userdata)
@@ -323,8 +389,10 @@ static void probe_on_io(evutil_socket_t fd, short what, void *userdata)
                         probe_fail_errno(p, error);
                         return;
                 }
-                p->phase = PROBE_SENDING;
-                probe_send(p);
+                probe_connected(p);
+                return;
+        case PROBE_HANDSHAKE:
+                probe_connected(p);
                 return;
         case PROBE_SENDING:
                 probe_send(p);
@@ -402,7 +470,7 @@ static void probe_start(struct health_probe *p)
                 probe_watch(p, EV_WRITE);
                 return;
         }
-        p->phase = PROBE_SENDING;
+        p->phase = PROBE_CONNECTING;
         probe_watch(p, EV_WRITE);
 }
 
@@ -522,4 +590,9 @@ struct health *health_free(struct health *h)
                 probe_free(h->probes);
         free(h);
         return NULL;
+}
+
+void health_set_tls(struct health *h, struct tls_client *tc)
+{
+        h->tls = tc;
 }

@@ -14,6 +14,7 @@ struct event_base;
 struct pool;
 struct config;
 struct health;
+struct tls_client;
 
 /* Creates the checker; probes start with health_sync(). <c> must outlive the checker or be replaced
  * with health_set_config(). Returns NULL on allocation failure. */
@@ -26,6 +27,9 @@ int health_sync(struct health *h);
 
 /* Uses new settings from the next probe on. */
 void health_set_config(struct health *h, const struct config *c);
+
+/* Checks speak TLS with <tc> (NULL: plain) from the next check on; <tc> must outlive the checker. */
+void health_set_tls(struct health *h, struct tls_client *tc);
 
 /* Stops every probe. Returns NULL. */
 struct health *health_free(struct health *h);

@@ -36,6 +36,7 @@
 #include "lbd/provider.h"
 #include "lbd/proxy.h"
 #include "lbd/reconcile.h"
+#include "lbd/tls.h"
 
 enum {
         ARG_ADMIN = DAEMON_ARG_FIRST,
@@ -293,6 +294,9 @@ static void main_reload(struct main_state *m)
         }
         if (next->n_listen != prev->n_listen || memcmp(next->listen, prev->listen, sizeof(prev->listen)) != 0)
                 log_warning("Changed listen addresses take effect on restart");
+        if (next->backend_tls != prev->backend_tls || strcmp(next->backend_ca, prev->backend_ca) != 0 ||
+            strcmp(next->backend_name, prev->backend_name) != 0)
+                log_warning("Changed [tls] backend settings take effect on restart");
         if (next->admin_enabled != prev->admin_enabled ||
             !netaddr_equal(&next->admin, &prev->admin))
                 log_warning("A changed admin address takes effect on restart");
@@ -312,6 +316,8 @@ static void main_reload(struct main_state *m)
                 }
         }
 
+        /* Certificates that fail to load leave the running ones in place; the rest of the reload goes on. */
+        (void)proxy_reload_tls(l->proxy, next);
         l->config = next;
         l->pool->balancer = balance_from_kind(next->balance);
         proxy_set_config(l->proxy, next);
@@ -428,6 +434,11 @@ static int main_run(struct main_state *m)
         if (r < 0)
                 return log_error_errno(r, "Failed to open access log %s: %m", l->config->access_log);
 
+        if (l->config->backend_tls) {
+                r = tls_client_new(l->config, &l->backend_tls);
+                if (r < 0)
+                        return r;
+        }
         l->proxy = proxy_new(l);
         if (!l->proxy)
                 return log_error_errno(ENOMEM, "Out of memory");
@@ -452,6 +463,7 @@ static int main_run(struct main_state *m)
         l->health = health_new(l->base, l->pool, l->config);
         if (!l->health)
                 return log_error_errno(ENOMEM, "Out of memory");
+        health_set_tls(l->health, l->backend_tls);
         reconcile_start(l->reconcile);
         r = autoscale_new(l, &l->autoscale);
         if (r < 0)
@@ -487,6 +499,7 @@ static void main_cleanup(struct main_state *m)
         l->history = history_free(l->history);
         l->proxy = proxy_free(l->proxy);
         l->pool = pool_free(l->pool);
+        l->backend_tls = tls_client_free(l->backend_tls);
         l->accesslog = accesslog_free(l->accesslog);
         daemon_done(&m->daemon);
         l->notify = NULL;
@@ -522,6 +535,12 @@ int main(int argc, char **argv)
         if (r < 0) {
                 log_error("Invalid configuration%s%s", m.config_path ? " in " : "",
                           m.config_path ? m.config_path : "");
+                return DAEMON_EXIT_CONFIG;
+        }
+        if (args.check && config_has_tls(m.lbd.config) && tls_check(m.lbd.config) < 0) {
+                log_error("Invalid TLS certificates%s%s", m.config_path ? " in " : "",
+                          m.config_path ? m.config_path : "");
+                free(m.lbd.config);
                 return DAEMON_EXIT_CONFIG;
         }
         if (args.check) {

@@ -59,7 +59,9 @@
 #include "lbd/accesslog.h"
 #include "lbd/backend.h"
 #include "lbd/config.h"
+#include "lbd/https.h"
 #include "lbd/lbd.h"
+#include "lbd/tls.h"
 
 /* A read reserves its size in one evbuffer chain, whose allocation (header included) libevent rounds up to a
  * power of two: read sizes stay a little below one, or a 64 KiB read would allocate 128 KiB. */
@@ -138,6 +140,7 @@ struct client {
         struct event rev, wev, timer;
         struct evbuffer *in, *out;
         struct txn *txn;
+        SSL *ssl;                    /* a TLS listener's client; NULL for plain HTTP */
         struct netaddr peer;
         char ip[INET6_ADDRSTRLEN];
         unsigned busy;
@@ -145,6 +148,9 @@ struct client {
         bool reading;
         bool writing;
         bool read_eof;
+        bool redirect;               /* from a redirect listener: requests are answered with 308 to https */
+        bool handshaking;            /* TLS: the handshake is not done yet (state IDLE meanwhile) */
+        bool tls_broken;             /* TLS: a fatal error, no close_notify may be sent */
         bool lingering;              /* CLOSING: what the client still sends is read and dropped */
         bool shut;                   /* lingering and the answer is out: our side is shut down */
         uint64_t linger_left;        /* bytes it may still send before the connection is closed */
@@ -158,11 +164,14 @@ struct upstream {
         struct evbuffer *in, *out;
         struct backend *b;
         struct client *c;            /* owner while busy, NULL while idle */
+        SSL *ssl;                    /* [tls] backend = on: the TLS connection; else NULL */
         DLIST_FIELDS(struct upstream, idle); /* on its backend's b->idle while idle */
         DLIST_FIELDS(struct upstream, all);  /* on p->upstreams while live */
         unsigned busy;
         bool dead;
-        bool connected;
+        bool tcp_connected;          /* TLS: the socket is connected, the handshake may still run */
+        bool connected;              /* ready for requests (the handshake done, over TLS) */
+        bool tls_broken;             /* TLS: a fatal error, no close_notify may be sent */
         bool reused;
         bool reading;
         bool writing;
@@ -172,15 +181,18 @@ struct upstream {
 };
 
 struct listener {
+        struct proxy *proxy;
         int fd;
         struct event ev;
-        bool active;
+        bool tls;                    /* terminates TLS with proxy->tls */
+        bool redirect;               /* answers every request with a redirect to https:// */
 };
 
 struct proxy {
         struct lbd *lbd;
         struct event_base *base;
         const struct config *cfg;
+        struct tls *tls;             /* the TLS listeners' contexts (tls.h); NULL without one */
         struct listener listeners[CONFIG_MAX_LISTEN];
         size_t n_listeners;
         bool accepting;
@@ -212,6 +224,9 @@ static void client_write_cb(evutil_socket_t fd, short what, void *userdata);
 static void client_timer_cb(evutil_socket_t fd, short what, void *userdata);
 static void client_process(struct client *c);
 static void client_start(struct client *c, struct txn *t, const char *buf, size_t head_len);
+static void client_answer_redirect(struct client *c, struct txn *t, const char *buf, size_t head_len);
+static void client_answer_acme(struct client *c, struct txn *t, size_t head_len);
+static void txn_finish(struct client *c);
 static void client_reject(struct client *c, unsigned status, const char *detail);
 static int client_forward_body(struct client *c);
 static void client_update_reading(struct client *c);
@@ -220,6 +235,7 @@ static void client_closing(struct client *c, bool linger);
 static void txn_dispatch(struct client *c);
 static void txn_fail(struct client *c, unsigned status, const char *detail);
 static int upstream_connect(struct proxy *p, struct backend *b, struct upstream **ret);
+static int upstream_handshake(struct upstream *up);
 static void upstream_timer_cb(evutil_socket_t fd, short what, void *userdata);
 static void upstream_idle_timeout(struct upstream *up);
 static void upstream_write_cb(evutil_socket_t fd, short what, void *userdata);
@@ -264,6 +280,38 @@ static void proxy_arm_in(struct proxy *p, struct event *ev, uint64_t usec)
                 }
         }
         (void)event_add(ev, &tv);
+}
+
+/* Reads from a client or an upstream: sockio_read(), or decrypted through <ssl> when it is a TLS
+ * connection. A TLS failure sets *<tls_broken> (no close_notify may follow). Records already inside
+ * OpenSSL wake no socket event: while <reading>, <rev> is activated to come back for them. */
+static ssize_t proxy_recv(SSL *ssl, int fd, struct evbuffer *buf, size_t max, bool *tls_broken,
+                          struct event *rev, bool reading)
+{
+        bool again = false;
+        ssize_t n;
+
+        if (!ssl)
+                return sockio_read(fd, buf, max);
+        n = tls_read(ssl, buf, max, &again);
+        if (n < 0 && n != -EAGAIN)
+                *tls_broken = true;
+        else if (n > 0 && reading && again)
+                event_active(rev, EV_READ, 0);
+        return n;
+}
+
+/* Writes to a client or an upstream: sockio_write(), or through <ssl>. */
+static ssize_t proxy_send(SSL *ssl, int fd, struct evbuffer *buf, bool *tls_broken)
+{
+        ssize_t n;
+
+        if (!ssl)
+                return sockio_write(fd, buf);
+        n = tls_write(ssl, buf);
+        if (n < 0)
+                *tls_broken = true;
+        return n;
 }
 
 /* Appends a copy of <from> to <to>, leaving <from> as it is. */
@@ -320,6 +368,19 @@ static void upstream_set_reading(struct upstream *up, bool on)
                 (void)event_add(&up->rev, NULL);
         else
                 (void)event_del(&up->rev);
+        /* Decrypted bytes OpenSSL holds wake no socket event. */
+        if (on && up->ssl && up->connected && tls_has_pending(up->ssl))
+                event_active(&up->rev, EV_READ, 0);
+}
+
+static ssize_t upstream_recv(struct upstream *up, size_t max)
+{
+        return proxy_recv(up->ssl, up->fd, up->in, max, &up->tls_broken, &up->rev, up->reading);
+}
+
+static ssize_t upstream_send(struct upstream *up)
+{
+        return proxy_send(up->ssl, up->fd, up->out, &up->tls_broken);
 }
 
 static void upstream_set_writing(struct upstream *up, bool on)
@@ -380,6 +441,7 @@ static void upstream_unlink_idle(struct upstream *up)
 
 static void upstream_destroy(struct upstream *up)
 {
+        SSL_free(up->ssl);
         evbuffer_free(up->in);
         evbuffer_free(up->out);
         backend_unref(up->b);
@@ -396,6 +458,8 @@ static void upstream_close(struct upstream *up)
         (void)event_del(&up->wev);
         (void)event_del(&up->timer);
         up->reading = up->writing = false;
+        if (up->ssl && up->connected && !up->tls_broken)
+                tls_shutdown(up->ssl);
         if (up->fd >= 0)
                 (void)close(up->fd);
         up->fd = -1;
@@ -419,6 +483,7 @@ static void client_enter(struct client *c)
 
 static void client_destroy(struct client *c)
 {
+        SSL_free(c->ssl);
         evbuffer_free(c->in);
         evbuffer_free(c->out);
         free(c);
@@ -546,7 +611,8 @@ static void proxy_set_listening(void *userdata, bool on)
 
 static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
 {
-        struct proxy *p = userdata;
+        struct listener *l = userdata;
+        struct proxy *p = l->proxy;
 
         for (int i = 0; i < ACCEPT_BATCH && p->accepting; i++) {
                 struct netaddr peer = { .len = sizeof(peer.u) };
@@ -585,6 +651,16 @@ static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
                         (void)close(fd);
                         continue;
                 }
+                if (l->tls) {
+                        c->ssl = tls_accept(p->tls, fd);
+                        if (!c->ssl) {
+                                client_destroy(c);
+                                (void)close(fd);
+                                continue;
+                        }
+                        c->handshaking = true;
+                }
+                c->redirect = l->redirect;
                 if (netaddr_format_host(&peer, c->ip, sizeof(c->ip)) < 0)
                         memcpy(c->ip, "unknown", 8);
                 (void)event_assign(&c->rev, p->base, fd, EV_READ | EV_PERSIST, client_read_cb, c);
@@ -606,13 +682,59 @@ static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
 
 /* ---- clients: reading requests, writing responses ---- */
 
+/* Drives a TLS client's handshake. Until it is done the client is IDLE with no input, under the header
+ * timeout armed at accept; then its requests are read as on a plain connection. */
+static void client_handshake(struct client *c)
+{
+        enum tls_failure why = TLS_FAIL_OTHER;
+        int r = tls_handshake(c->proxy->tls, c->ssl, &why);
+
+        if (r < 0) {
+                log_debug("TLS handshake with %s failed: %s", c->ip, tls_failure_name(why));
+                c->tls_broken = true;
+                client_close(c);
+                return;
+        }
+        if (r == TLS_WANT_WRITE) {
+                c->writing = true;
+                (void)event_add(&c->wev, NULL);
+                return;
+        }
+        if (c->writing) {
+                c->writing = false;
+                (void)event_del(&c->wev);
+        }
+        if (r == TLS_DONE) {
+                c->handshaking = false;
+                /* The first request may have come with the handshake's last flight. */
+                event_active(&c->rev, EV_READ, 0);
+        }
+}
+
+static ssize_t client_recv(struct client *c)
+{
+        return proxy_recv(c->ssl, c->fd, c->in, READ_SIZE, &c->tls_broken, &c->rev, c->reading);
+}
+
+static ssize_t client_send(struct client *c)
+{
+        return proxy_send(c->ssl, c->fd, c->out, &c->tls_broken);
+}
+
 static void client_read_cb(evutil_socket_t fd, short what, void *userdata)
 {
         struct client *c = userdata;
         ssize_t n;
 
         client_enter(c);
-        n = sockio_read(c->fd, c->in, READ_SIZE);
+        if (c->handshaking) {
+                client_handshake(c);
+                goto out;
+        }
+        /* A wake-up for data OpenSSL holds may come after reading stopped: it waits for the next turn. */
+        if (c->ssl && !c->reading)
+                goto out;
+        n = client_recv(c);
         if (n == -EAGAIN)
                 goto out;
         if (n <= 0) {
@@ -670,6 +792,10 @@ static void client_write_cb(evutil_socket_t fd, short what, void *userdata)
         struct client *c = userdata;
 
         client_enter(c);
+        if (c->handshaking) {
+                client_handshake(c);
+                goto out;
+        }
         client_flush(c);
         if (!c->dead && c->txn && c->txn->up && !c->txn->up->dead && c->txn->resp_head_done &&
             evbuffer_get_length(c->out) < BUF_LOW) {
@@ -679,6 +805,7 @@ static void client_write_cb(evutil_socket_t fd, short what, void *userdata)
                 upstream_process(up);
                 upstream_leave(up);
         }
+out:
         client_leave(c);
 }
 
@@ -706,6 +833,10 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *userdata)
                 break;
         case CLIENT_IDLE:
         case CLIENT_CLOSING:
+                if (c->handshaking) {
+                        tls_stats_mut(c->proxy->tls)->failures[TLS_FAIL_TIMEOUT]++;
+                        log_debug("TLS handshake with %s not done in time", c->ip);
+                }
                 client_close(c);
                 break;
         }
@@ -787,6 +918,132 @@ io:
         client_update_reading(c);
 }
 
+/* Sends lbd's own answer to the request whose head (<head_len> bytes) starts c->in: <status>, the header
+ * fields <fields> (each ending in CRLF), and <body> (emptied; not sent for HEAD). The request's body, if
+ * any, is not read: the connection then ends after the answer, lingering to drop it. */
+static void client_answer(struct client *c, struct txn *t, size_t head_len, unsigned status, const char *fields,
+                          struct evbuffer *body)
+{
+        size_t len = evbuffer_get_length(body);
+
+        (void)evbuffer_drain(c->in, head_len);
+        if (t->req.body == HTTP_BODY_NONE || (t->req.body == HTTP_BODY_LENGTH && t->req.content_length == 0))
+                t->req_complete = true;
+        else
+                t->close_after = true;
+        t->status = status;
+        t->resp_started = t->resp_head_done = true;
+        if (evbuffer_add_printf(c->out, "HTTP/1.1 %u %s\r\n%sContent-Length: %zu\r\nX-Request-Id: %s\r\n%s\r\n",
+                                status, http_status_reason(status), fields, len, t->request_id,
+                                t->close_after ? "Connection: close\r\n" : "") < 0 ||
+            (t->method != HTTP_HEAD && evbuffer_add_buffer(c->out, body) < 0)) {
+                client_close(c);
+                return;
+        }
+        t->resp_body_bytes = t->method == HTTP_HEAD ? 0 : len;
+        c->state = CLIENT_FORWARD;
+        (void)event_del(&c->timer);
+        client_enter(c);
+        client_flush(c);
+        if (!c->dead)
+                txn_finish(c);
+        client_leave(c);
+}
+
+/* Queues the backend's response head for the client; over TLS with [tls] hsts set, with
+ * Strict-Transport-Security added unless the backend sent its own. Returns 0 or -ENOMEM. */
+static int client_write_response_head(struct client *c, struct txn *t, const char *buf)
+{
+        uint64_t max_age = c->proxy->cfg->tls_hsts_max_age;
+        struct evbuffer *head;
+        size_t len;
+        int r;
+
+        for (size_t i = 0; c->ssl && max_age > 0 && i < t->resp.n_fields; i++)
+                if (http_field_name_eq(buf, &t->resp.fields[i], "Strict-Transport-Security", 25))
+                        max_age = 0;
+        if (!c->ssl || max_age == 0)
+                return http_write_response_head(c->out, buf, &t->resp, t->request_id, t->dechunk, t->close_after,
+                                                t->client_http10);
+        /* The head ends with its empty line: the field goes in before it. */
+        head = evbuffer_new();
+        if (!head)
+                return -ENOMEM;
+        r = http_write_response_head(head, buf, &t->resp, t->request_id, t->dechunk, t->close_after,
+                                     t->client_http10);
+        len = evbuffer_get_length(head);
+        if (r >= 0 && (len < 2 || evbuffer_remove_buffer(head, c->out, len - 2) != (int)(len - 2) ||
+                       evbuffer_add_printf(c->out, "Strict-Transport-Security: max-age=%llu\r\n\r\n",
+                                           (unsigned long long)max_age) < 0))
+                r = -ENOMEM;
+        evbuffer_free(head);
+        return r < 0 ? r : 0;
+}
+
+/* The port that the redirect sends clients to: the first TLS listener's, else 443. */
+static uint16_t proxy_https_port(const struct config *cfg)
+{
+        for (size_t i = 0; i < MIN(cfg->n_listen, (size_t)CONFIG_MAX_LISTEN); i++)
+                if (cfg->listen_tls[i])
+                        return netaddr_port(&cfg->listen[i]);
+        return 443;
+}
+
+/* 308 to the same URL over https (method and body kept by the client, RFC 9110 15.4.9). */
+static void client_answer_redirect(struct client *c, struct txn *t, const char *buf, size_t head_len)
+{
+        const struct http_field *host = t->req.host >= 0 ? &t->req.fields[t->req.host] : NULL;
+        struct evbuffer *loc = evbuffer_new(), *empty = evbuffer_new();
+        char *text = NULL;
+        int r = -ENOMEM;
+
+        if (loc && empty) {
+                r = evbuffer_add(loc, "Location: ", 10) < 0
+                            ? -ENOMEM
+                            : https_redirect_location(loc, buf + t->req.target_off, t->req.target_len,
+                                                      host ? buf + host->value_off : NULL,
+                                                      host ? host->value_len : 0, proxy_https_port(c->proxy->cfg));
+                if (r >= 0 && evbuffer_add(loc, "\r\n\0", 3) == 0)
+                        text = (char *)evbuffer_pullup(loc, -1);
+        }
+        if (!text) {
+                (void)evbuffer_drain(c->in, head_len);
+                txn_fail(c, r == -EINVAL ? 400 : 500, r == -EINVAL ? "no host name to redirect to https" : "out of memory");
+        } else
+                client_answer(c, t, head_len, 308, text, empty);
+        if (loc)
+                evbuffer_free(loc);
+        if (empty)
+                evbuffer_free(empty);
+}
+
+/* An ACME http-01 challenge file from [tls] acme_challenge_dir, or 404. */
+static void client_answer_acme(struct client *c, struct txn *t, size_t head_len)
+{
+        struct evbuffer *body = evbuffer_new();
+        int r;
+
+        if (!body) {
+                client_close(c);
+                return;
+        }
+        if (t->method != HTTP_GET && t->method != HTTP_HEAD) {
+                (void)evbuffer_drain(c->in, head_len);
+                txn_fail(c, 405, "the ACME challenge is read with GET");
+        } else {
+                r = https_acme_read(body, c->proxy->cfg->acme_dir, t->target, t->target_len);
+                if (r < 0) {
+                        log_debug("ACME challenge %.*s from %s not served: %s", (int)MIN(t->target_len, 200),
+                                  t->target ? t->target : "", c->ip, strerror(-r));
+                        (void)evbuffer_drain(body, evbuffer_get_length(body));
+                        (void)evbuffer_add_printf(body, "404 Not Found: no such challenge\n");
+                }
+                client_answer(c, t, head_len, r < 0 ? 404 : 200,
+                              "Content-Type: text/plain\r\nCache-Control: no-store\r\n", body);
+        }
+        evbuffer_free(body);
+}
+
 /* A complete request head is at the start of c->in: set up the exchange and dispatch it. */
 static void client_start(struct client *c, struct txn *t, const char *buf, size_t head_len)
 {
@@ -794,7 +1051,7 @@ static void client_start(struct client *c, struct txn *t, const char *buf, size_
         const struct config *cfg = p->cfg;
         struct http_forward fw = {
                 .client_ip = c->ip,
-                .proto = "http",
+                .proto = c->ssl ? "https" : "http",
                 .request_id = t->request_id,
                 /* HTTP/1.1 requires a Host: an HTTP/1.0 request without one gets the empty one RFC 9112 3.2
                  * prescribes (or its absolute-form's authority), else the next lbd would refuse it. */
@@ -822,6 +1079,16 @@ static void client_start(struct client *c, struct txn *t, const char *buf, size_
                 proxy_make_request_id(p, t->request_id, sizeof(t->request_id));
         if (!t->req.keep_alive || p->draining)
                 t->close_after = true;
+
+        /* On a plain listener: the ACME challenge (when configured) and the redirect to HTTPS are lbd's. */
+        if (!c->ssl && cfg->acme_dir[0] && https_is_acme(t->target, t->target_len)) {
+                client_answer_acme(c, t, head_len);
+                return;
+        }
+        if (c->redirect) {
+                client_answer_redirect(c, t, buf, head_len);
+                return;
+        }
 
         if (cfg->max_body_size > 0 && t->req.body == HTTP_BODY_LENGTH && t->req.content_length > cfg->max_body_size) {
                 (void)evbuffer_drain(c->in, head_len);
@@ -978,6 +1245,9 @@ static void client_update_reading(struct client *c)
                                 (void)event_add(&c->rev, NULL);
                         else
                                 (void)event_del(&c->rev);
+                        /* Decrypted bytes OpenSSL holds wake no socket event. */
+                        if (want && c->ssl && !c->handshaking && tls_has_pending(c->ssl))
+                                event_active(&c->rev, EV_READ, 0);
                 }
         }
 }
@@ -988,7 +1258,7 @@ static void client_flush(struct client *c)
 
         if (c->dead)
                 return;
-        n = sockio_write(c->fd, c->out);
+        n = client_send(c);
         if (n < 0) {
                 client_close(c);
                 return;
@@ -1017,6 +1287,8 @@ static void client_flush(struct client *c)
                  * it closes, for LINGER_USEC at most. */
                 if (!c->shut) {
                         c->shut = true;
+                        if (c->ssl)
+                                tls_shutdown(c->ssl);
                         (void)shutdown(c->fd, SHUT_WR);
                         proxy_arm_in(c->proxy, &c->timer, LINGER_USEC);
                 }
@@ -1252,12 +1524,24 @@ static int upstream_connect(struct proxy *p, struct backend *b, struct upstream 
         (void)event_assign(&up->wev, p->base, fd, EV_WRITE | EV_PERSIST, upstream_write_cb, up);
         (void)evtimer_assign(&up->timer, p->base, upstream_timer_cb, up);
 
+        if (p->lbd->backend_tls) {
+                up->ssl = tls_client_connect(p->lbd->backend_tls, fd, &up->b->addr);
+                if (!up->ssl) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+        }
         r = connect(fd, &b->addr.u.sa, b->addr.len);
         if (r < 0 && errno != EINPROGRESS) {
                 r = -errno;
                 goto fail;
         }
-        if (r == 0) {
+        if (r == 0 && up->ssl) {
+                /* Connected at once: the handshake starts from the write callback. */
+                up->tcp_connected = true;
+                upstream_set_writing(up, true);
+                proxy_arm_in(up->proxy, &up->timer, p->cfg->connect_timeout_usec);
+        } else if (r == 0) {
                 up->connected = true;
                 upstream_set_reading(up, true);
                 proxy_arm_in(up->proxy, &up->timer, p->cfg->backend_timeout_usec);
@@ -1269,6 +1553,7 @@ static int upstream_connect(struct proxy *p, struct backend *b, struct upstream 
         *ret = up;
         return 0;
 fail:
+        SSL_free(up->ssl);
         if (up->b)
                 backend_unref(up->b);
         if (up->in)
@@ -1314,6 +1599,34 @@ static void upstream_idle_timeout(struct upstream *up)
         upstream_close(up);
 }
 
+/* Drives <up>'s TLS handshake. Returns 1 when done, 0 while it waits for the socket, or -EPROTO when it
+ * failed (a wrong CA or name fails closed): the exchange was told, and may have freed <up>. */
+static int upstream_handshake(struct upstream *up)
+{
+        char reason[200] = "unknown error", what[256];
+        struct client *c = up->c;
+        int r;
+
+        r = tls_client_handshake(up->ssl, reason, sizeof(reason));
+        if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
+                upstream_set_reading(up, r == TLS_WANT_READ);
+                upstream_set_writing(up, r == TLS_WANT_WRITE);
+                return 0;
+        }
+        if (r == TLS_DONE) {
+                upstream_set_writing(up, false);
+                return 1;
+        }
+        up->tls_broken = true;
+        log_warning("TLS handshake with backend %s failed: %s", up->b->name, reason);
+        if (c && c->txn) {
+                (void)snprintf(what, sizeof(what), "TLS handshake failed: %s", reason);
+                txn_upstream_failed(c, what, false, false);
+        } else
+                upstream_close(up);
+        return -EPROTO;
+}
+
 static void upstream_write_cb(evutil_socket_t fd, short what, void *userdata)
 {
         struct upstream *up = userdata;
@@ -1322,7 +1635,7 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *userdata)
         up->busy++;
         if (c)
                 client_enter(c);
-        if (!up->connected) {
+        if (!up->connected && !up->tcp_connected) {
                 int err = 0;
                 socklen_t len = sizeof(err);
 
@@ -1339,6 +1652,11 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *userdata)
                                 upstream_close(up);
                         goto out;
                 }
+                up->tcp_connected = true;
+        }
+        if (!up->connected) {
+                if (up->ssl && upstream_handshake(up) <= 0)
+                        goto out;
                 up->connected = true;
                 upstream_set_reading(up, true);
                 upstream_watch(up, true);
@@ -1358,6 +1676,17 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
         ssize_t n;
 
         up->busy++;
+        if (!up->connected) {
+                /* The TLS handshake, which reads as well as writes. */
+                upstream_write_cb(fd, EV_WRITE, up);
+                goto out_up;
+        }
+        if (up->idle && up->ssl) {
+                /* A record that carries no data (a TLS 1.3 session ticket) leaves it idle. */
+                n = upstream_recv(up, 1);
+                if (n == -EAGAIN)
+                        goto out_up;
+        }
         if (up->idle || !c) {
                 /* An idle connection has nothing to say: EOF or stray bytes both end it. */
                 upstream_close(up);
@@ -1376,7 +1705,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
                 }
                 max = MIN(max, BUF_HIGH - queued);
         }
-        n = sockio_read(up->fd, up->in, max);
+        n = upstream_recv(up, max);
         if (n == -EAGAIN)
                 goto out;
         if (n <= 0) {
@@ -1498,8 +1827,7 @@ static void upstream_process(struct upstream *up)
                 }
                 if (!t->req_complete)
                         t->close_after = true;
-                if (http_write_response_head(c->out, (const char *)buf, &t->resp, t->request_id, t->dechunk,
-                                             t->close_after, t->client_http10) < 0) {
+                if (client_write_response_head(c, t, (const char *)buf) < 0) {
                         client_close(c);
                         return;
                 }
@@ -1576,7 +1904,7 @@ static void upstream_flush(struct upstream *up)
                 return;
         if (c && c->txn && c->txn->up == up && c->txn->body_dropped)
                 (void)evbuffer_drain(up->out, evbuffer_get_length(up->out));
-        n = sockio_write(up->fd, up->out);
+        n = upstream_send(up);
         if (n < 0) {
                 upstream_write_failed(up, n);
                 return;
@@ -1594,6 +1922,8 @@ static void upstream_flush(struct upstream *up)
         if (c && !c->dead && c->state == CLIENT_TUNNEL && c->read_eof && !up->dead && !up->shut &&
             evbuffer_get_length(up->out) == 0) {
                 up->shut = true;
+                if (up->ssl)
+                        tls_shutdown(up->ssl);
                 (void)shutdown(up->fd, SHUT_WR);
         }
 }
@@ -1636,7 +1966,7 @@ static void upstream_read_pending(struct upstream *up)
         size_t max = (size_t)up->proxy->cfg->max_header_size + 1;
 
         while (!up->dead && evbuffer_get_length(up->in) < max) {
-                ssize_t n = sockio_read(up->fd, up->in, BACKEND_READ_SIZE);
+                ssize_t n = upstream_recv(up, BACKEND_READ_SIZE);
 
                 if (n <= 0)
                         break;
@@ -1793,6 +2123,8 @@ static void client_close(struct client *c)
         (void)event_del(&c->rev);
         (void)event_del(&c->wev);
         (void)event_del(&c->timer);
+        if (c->ssl && !c->handshaking && !c->tls_broken)
+                tls_shutdown(c->ssl);
         (void)close(c->fd);
         c->fd = -1;
         DLIST_REMOVE(clients, p->clients, c);
@@ -1853,8 +2185,16 @@ struct proxy *proxy_new(struct lbd *lbd)
 
 int proxy_listen(struct proxy *p, const struct config *c)
 {
+        int r;
+
+        if (config_has_tls(c) && !p->tls) {
+                r = tls_new(p->base, c, &p->tls);
+                if (r < 0)
+                        return r;
+        }
         for (size_t i = 0; i < c->n_listen; i++) {
                 const struct netaddr *a = &c->listen[i];
+                struct listener *l;
                 char name[NETADDR_STRLEN];
                 int fd, one = 1;
 
@@ -1866,19 +2206,33 @@ int proxy_listen(struct proxy *p, const struct config *c)
                 if (a->u.sa.sa_family == AF_INET6)
                         (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
                 if (bind(fd, &a->u.sa, a->len) < 0 || listen(fd, 4096) < 0) {
-                        int r = -errno;
+                        r = -errno;
                         (void)close(fd);
                         return log_error_errno(r, "Failed to listen on %s: %m", name);
                 }
-                p->listeners[p->n_listeners].fd = fd;
-                (void)event_assign(&p->listeners[p->n_listeners].ev, p->base, fd, EV_READ | EV_PERSIST,
-                                   proxy_accept_cb, p);
-                p->n_listeners++;
-                log_info("Listening on %s", name);
+                l = &p->listeners[p->n_listeners++];
+                l->proxy = p;
+                l->fd = fd;
+                l->tls = c->listen_tls[i];
+                l->redirect = c->listen_redirect[i];
+                (void)event_assign(&l->ev, p->base, fd, EV_READ | EV_PERSIST, proxy_accept_cb, l);
+                log_info("Listening on %s%s", name, l->tls ? " (TLS)" : l->redirect ? " (redirect to https)" : "");
         }
         p->accepting = false;
         proxy_update_accepting(p);
         return 0;
+}
+
+int proxy_reload_tls(struct proxy *p, const struct config *c)
+{
+        if (!p->tls)
+                return 0;
+        return tls_reload(p->tls, c);
+}
+
+const struct tls *proxy_get_tls(const struct proxy *p)
+{
+        return p->tls;
 }
 
 void proxy_set_config(struct proxy *p, const struct config *c)
@@ -1938,6 +2292,7 @@ struct proxy *proxy_free(struct proxy *p)
                 free(t);
         }
         acceptpause_done(&p->accept_pause);
+        p->tls = tls_free(p->tls);
         free(p);
         return NULL;
 }

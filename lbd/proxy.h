@@ -9,6 +9,7 @@
 struct lbd;
 struct proxy;
 struct config;
+struct tls;
 
 #define PROXY_CODE_MIN 400
 #define PROXY_CODE_MAX 599
@@ -28,6 +29,13 @@ struct proxy *proxy_new(struct lbd *lbd);
 
 /* Binds every [lbd] listen address of <c> and starts accepting. Returns 0 or -errno (logged). */
 int proxy_listen(struct proxy *p, const struct config *c);
+
+/* Loads the certificates of <c> for new TLS handshakes (SIGHUP); on a bad file keeps the running ones and
+ * returns -errno (logged, file and reason). 0 when no listener is TLS. */
+int proxy_reload_tls(struct proxy *p, const struct config *c);
+
+/* The TLS listeners' state (certificates, handshake counters), or NULL when none is TLS. */
+const struct tls *proxy_get_tls(const struct proxy *p);
 
 /* Uses new settings (timeouts, limits) for new work; <c> must stay valid until replaced. */
 void proxy_set_config(struct proxy *p, const struct config *c);

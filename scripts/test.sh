@@ -48,6 +48,7 @@ PACKAGES=(
     procps
     iproute2
     curl
+    openssl
     valgrind
     shellcheck
     debootstrap

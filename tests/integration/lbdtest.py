@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -283,9 +284,16 @@ def parse_responses(data, methods=None):
 class HttpConnection:
     """One client TCP connection; requests and responses on it, in order."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=10.0):
+    def __init__(self, port, host="127.0.0.1", timeout=10.0, tls=None, server_hostname=None):
+        """tls: an ssl.SSLContext to speak TLS with (server_hostname sent as SNI)."""
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            try:
+                self.sock = tls.wrap_socket(self.sock, server_hostname=server_hostname)
+            except BaseException:
+                self.sock.close()
+                raise
         self.reader = _Reader(self.sock.recv)
 
     @property
@@ -358,7 +366,7 @@ class HttpConnection:
             return True
         except socket.timeout:
             return False
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLError):
             return True
 
     def close(self):
@@ -374,16 +382,19 @@ class HttpConnection:
         self.close()
 
 
-def request(port, method, path, headers=None, body=None, timeout=10.0, **kw):
+def request(port, method, path, headers=None, body=None, timeout=10.0, tls=None, **kw):
     """One request on a new connection (closed afterwards)."""
-    with HttpConnection(port, timeout=timeout) as conn:
+    with HttpConnection(port, timeout=timeout, tls=tls) as conn:
         return conn.request(method, path, headers, body, **kw)
 
 
-def raw_exchange(port, data, timeout=2.0, shutdown_write=False):
-    """Sends exact bytes; reads until the peer closes or timeout.
-    Returns (received bytes, closed_by_peer)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+def raw_exchange(port, data, timeout=2.0, shutdown_write=False, tls=None):
+    """Sends exact bytes (over TLS with the ssl.SSLContext <tls>); reads until the peer closes or
+    timeout. Returns (received bytes, closed_by_peer)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if tls is not None:
+        sock = tls.wrap_socket(sock)
+    with sock as s:
         s.sendall(data)
         if shutdown_write:
             s.shutdown(socket.SHUT_WR)
@@ -398,7 +409,7 @@ def raw_exchange(port, data, timeout=2.0, shutdown_write=False):
                 chunk = s.recv(65536)
             except socket.timeout:
                 return bytes(out), False
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLError):
                 return bytes(out), True
             if not chunk:
                 return bytes(out), True
@@ -671,11 +682,23 @@ class Backend:
 class Lbd:
     def __init__(self, workdir, backends=(), args=(), config=None, notify=None,
                  watchdog_usec=None, watchdog_pid=None, health_interval="100ms",
-                 log_level="info", defaults=True):
+                 log_level="info", defaults=True, tls=None, tls_default=False):
+        """tls: a list of (certificate, key) paths for a TLS listener on tls_port (a [tls] section is
+        added to the config). tls_default: connect(), request() and raw() speak TLS to it, and `port`
+        is that listener's (the plain one stays at plain_port)."""
         self.workdir = Path(workdir)
         self.backends = list(backends)
         self.port = free_port()
+        self.plain_port = self.port
         self.admin_port = free_port()
+        self.tls_port = free_port() if tls else None
+        self.client_tls = None
+        if tls:
+            section = "\n[tls]\n" + "".join(f"certificate = {c} {k}\n" for c, k in tls)
+            config = (config or "") + section
+            self.client_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            self.client_tls.check_hostname = False
+            self.client_tls.verify_mode = ssl.CERT_NONE
         self.stderr_path = self.workdir / f"lbd-{self.port}.stderr"
         self.stdout_path = self.workdir / f"lbd-{self.port}.stdout"
         self.config_path = None
@@ -698,6 +721,11 @@ class Lbd:
             self.args += ["--config", str(self.config_path)]
         self.args += ["--listen", f"127.0.0.1:{self.port}",
                       "--admin", f"127.0.0.1:{self.admin_port}"]
+        if self.tls_port:
+            self.args += ["--listen", f"127.0.0.1:{self.tls_port} tls"]
+        self.default_tls = None
+        if tls_default:
+            self.port, self.default_tls = self.tls_port, self.client_tls
         if defaults:
             self.args += ["--log-level", log_level,
                           "--set", f"health.interval={health_interval}",
@@ -789,16 +817,16 @@ class Lbd:
     # ---- traffic --------------------------------------------------------
 
     def connect(self, timeout=10.0):
-        return HttpConnection(self.port, timeout=timeout)
+        return HttpConnection(self.port, timeout=timeout, tls=self.default_tls)
 
     def request(self, method, path, headers=None, body=None, timeout=10.0, **kw):
-        return request(self.port, method, path, headers, body, timeout, **kw)
+        return request(self.port, method, path, headers, body, timeout, tls=self.default_tls, **kw)
 
     def get(self, path, headers=None):
         return self.request("GET", path, headers)
 
     def raw(self, data, timeout=2.0, **kw):
-        return raw_exchange(self.port, data, timeout, **kw)
+        return raw_exchange(self.port, data, timeout, tls=self.default_tls, **kw)
 
     # ---- logs -----------------------------------------------------------
 
@@ -896,8 +924,11 @@ class RssSampler:
 class LoadThreads:
     """n client threads doing keep-alive GETs until stopped (bounded by max_seconds)."""
 
-    def __init__(self, port, n=4, path="/load", max_seconds=10.0, pause=0.0):
+    def __init__(self, port, n=4, path="/load", max_seconds=10.0, pause=0.0, tls=None,
+                 server_hostname=None):
         self.port = port
+        self.tls = tls
+        self.server_hostname = server_hostname
         self.path = path
         self.max_seconds = max_seconds
         self.pause = pause
@@ -917,7 +948,8 @@ class LoadThreads:
             i += 1
             try:
                 if conn is None:
-                    conn = HttpConnection(self.port, timeout=5)
+                    conn = HttpConnection(self.port, timeout=5, tls=self.tls,
+                                          server_hostname=self.server_hostname)
                 resp = conn.get(f"{self.path}?t={idx}&i={i}")
                 if resp.status != 200:
                     with self.lock:

@@ -6,12 +6,18 @@ import time
 import pytest
 
 import lbdtest
+import tlstest
 
 
-@pytest.fixture(scope="module")
-def env(module_harness):
-    (b1,) = module_harness.backends(1)
-    lbd = module_harness.lbd([b1])
+@pytest.fixture(scope="module", params=["plain", "tls"])
+def env(module_harness, tmp_path_factory, request):
+    """The same rules on both kinds of listener: over TLS, lbd.raw(), connect() and request() speak TLS."""
+    (b1,) = module_harness.backends(1, prefix=request.param)
+    tls = None
+    if request.param == "tls":
+        pki = tlstest.Pki(tmp_path_factory.mktemp("pki"))
+        tls = [pki.leaf("site", ["site.test"])]
+    lbd = module_harness.lbd([b1], tls=tls, tls_default=tls is not None)
     return lbd, b1
 
 
@@ -251,7 +257,7 @@ def test_good_requests_on_same_connection(env):
     with lbd.connect() as conn:
         for i in range(3):
             resp = conn.get(f"/fr-good?i={i}")
-            assert resp.status == 200 and resp.body == "b1 /fr-good\n".encode()
+            assert resp.status == 200 and resp.body == f"{b1.name} /fr-good\n".encode()
         resp = conn.request("POST", "/upload", body=b"hello")
         assert resp.json()["body_len"] == 5
         resp = conn.request("POST", "/upload", body=iter([b"hel", b"lo"]))

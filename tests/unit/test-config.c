@@ -927,6 +927,95 @@ static void test_upgrades(void **state)
                   "the list is longer than 255 bytes");
 }
 
+/* [tls] and the listeners' options: defaults, a file, bad values, and the checks across keys. */
+static void test_tls(void **state)
+{
+        struct config c;
+        char text[4096];
+        size_t n = 0;
+
+        config_init(&c);
+        assert_int_equal(c.n_certs, 0);
+        assert_int_equal(c.tls_profile, TLS_PROFILE_INTERMEDIATE);
+        assert_true(c.tls_tickets);
+        assert_int_equal(c.tls_ticket_rotate_usec, 3600 * SEC);
+        assert_int_equal(c.tls_session_cache, 20000);
+        assert_false(c.tls_strict_sni);
+        assert_int_equal(c.tls_hsts_max_age, 0);
+        assert_string_equal(c.acme_dir, "");
+        assert_false(c.backend_tls);
+        assert_false(config_has_tls(&c));
+        assert_false(c.listen_tls[0] || c.listen_redirect[0]);
+
+        assert_int_equal(load(&c,
+                              "[lbd]\nlisten = 127.0.0.1:80 redirect, 127.0.0.1:443 tls\nlisten = [::1]:8443\ttls\n"
+                              "[tls]\ncertificate = /etc/a.pem /etc/a.key\ncertificate = /etc/b.pem\n"
+                              "profile = modern\ntickets = off\nticket_rotate = 30m\nsession_cache = 0\n"
+                              "strict_sni = on\nhsts = 63072000\nacme_challenge_dir = /var/lib/acme\n"
+                              "backend = on\nbackend_ca = /etc/ca.pem\nbackend_name = web.internal\n",
+                              NULL),
+                         0);
+        assert_int_equal(c.n_listen, 3);
+        check_addr(&c.listen[2], "[::1]:8443");
+        assert_true(c.listen_redirect[0] && !c.listen_tls[0]);
+        assert_true(c.listen_tls[1] && !c.listen_redirect[1]);
+        assert_true(c.listen_tls[2]);
+        assert_true(config_has_tls(&c));
+        assert_int_equal(c.n_certs, 2);
+        assert_string_equal(c.certs[0].cert, "/etc/a.pem");
+        assert_string_equal(c.certs[0].key, "/etc/a.key");
+        assert_string_equal(c.certs[1].key, "/etc/b.pem"); /* one file for both */
+        assert_int_equal(c.tls_profile, TLS_PROFILE_MODERN);
+        assert_false(c.tls_tickets);
+        assert_int_equal(c.tls_ticket_rotate_usec, 1800 * SEC);
+        assert_int_equal(c.tls_session_cache, 0);
+        assert_true(c.tls_strict_sni);
+        assert_int_equal(c.tls_hsts_max_age, 63072000);
+        assert_string_equal(c.acme_dir, "/var/lib/acme");
+        assert_true(c.backend_tls);
+        assert_string_equal(c.backend_name, "web.internal");
+        assert_string_equal(config_tls_profile_name(c.tls_profile), "modern");
+
+        /* A later source replaces the list, and the options with it. */
+        assert_int_equal(config_set(&c, "lbd", "listen", "127.0.0.1:81", NULL), 0);
+        assert_int_equal(c.n_listen, 1);
+        assert_false(c.listen_tls[0] || c.listen_redirect[0]);
+
+        check_bad("lbd", "listen", "127.0.0.1:443 ssl", "unknown option 'ssl' (known: tls, redirect)");
+        check_bad("lbd", "listen", "127.0.0.1:443 tls redirect", "unknown option");
+        check_bad("lbd", "listen", "tls", "not a numeric address");
+        check_bad("tls", "certificate", "relative.pem", "must be an absolute certificate path");
+        check_bad("tls", "certificate", "/a.pem key.pem", "must be an absolute certificate path");
+        check_bad("tls", "certificate", "/a.pem /a.key /b", "must be an absolute certificate path");
+        check_bad("tls", "certificate", "/a\x01.pem", "must be an absolute certificate path");
+        check_bad("tls", "profile", "old", "must be one of: intermediate modern");
+        check_bad("tls", "tickets", "maybe", "must be on or off");
+        check_bad("tls", "ticket_rotate", "0", "must be greater than 0");
+        check_bad("tls", "session_cache", "1000001", "between 0 and 1000000");
+        check_bad("tls", "hsts", "63072001", "between 0 and 63072000");
+        check_bad("tls", "acme_challenge_dir", "acme", "must be an absolute file path");
+        check_bad("tls", "backend_name", "web internal", "only printable ASCII without blanks");
+
+        /* At most CONFIG_MAX_CERTS certificates. */
+        n += (size_t)snprintf(text, sizeof(text), "[tls]\n");
+        for (int i = 0; i <= CONFIG_MAX_CERTS; i++)
+                n += (size_t)snprintf(text + n, sizeof(text) - n, "certificate = /c%d.pem\n", i);
+        assert_int_equal(load(&c, text, NULL), -EINVAL);
+
+        /* Across keys: a tls listener needs a certificate, the challenge a plain listener, backend TLS a CA. */
+        valid_config(&c);
+        assert_int_equal(config_set(&c, "lbd", "listen", "127.0.0.1:443 tls", NULL), 0);
+        check_validate(&c, -EINVAL, "[tls] key 'certificate': a listener is tls: at least one certificate", 1);
+        assert_int_equal(config_set(&c, "tls", "certificate", "/a.pem", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "tls", "acme_challenge_dir", "/acme", NULL), 0);
+        check_validate(&c, -EINVAL, "[tls] key 'acme_challenge_dir': the challenge is served on a plain", 1);
+        assert_int_equal(config_set(&c, "lbd", "listen", "127.0.0.1:80 redirect, 127.0.0.1:443 tls", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "tls", "backend", "on", NULL), 0);
+        check_validate(&c, -EINVAL, "[tls] key 'backend_ca': backend = on needs the CA file", 1);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -936,6 +1025,7 @@ int main(void)
                 cmocka_unit_test(test_secret_hidden),    cmocka_unit_test(test_load_errors),
                 cmocka_unit_test(test_load_file_errors), cmocka_unit_test(test_finish),
                 cmocka_unit_test(test_validate), cmocka_unit_test(test_in_networks),         cmocka_unit_test(test_upgrades),
+                cmocka_unit_test(test_tls),
         };
 
         return cmocka_run_group_tests(tests, dir_setup, dir_teardown);

@@ -1,0 +1,1102 @@
+/* TLS termination: the contexts behind lbd's TLS listeners, certificate choice by SNI, resumption, reload,
+ * and the record I/O that proxy.c uses instead of plain socket calls on a TLS client.
+ *
+ * Contexts. One base SSL_CTX lives as long as lbd: every TLS connection is created from it, so it holds
+ * what must outlast a reload: the protocol profile, the session cache, the ticket keys, and the SNI and
+ * ALPN callbacks. The certificates live in a struct tls_certs: one SSL_CTX per group of certificates that
+ * carry the same names, each group holding at most one certificate per key type (RSA and ECDSA side by
+ * side: OpenSSL picks the one the client's signature algorithms allow). The SNI callback finds the group
+ * for the client's name (exact, then one-label wildcard, then the default: the first certificate listed)
+ * and moves the connection onto that group's SSL_CTX. Sessions and tickets stay with the base context
+ * (OpenSSL keeps them on the session context), so a client resumes whichever certificate it got.
+ *
+ * Reload. tls_reload() builds a complete new struct tls_certs from the files; only when every file loaded
+ * does it replace the running one. The old groups' SSL_CTXs are released then, but OpenSSL counts
+ * references: a connection that was moved onto one keeps it until that connection is freed, so open
+ * connections keep their certificate and new handshakes get the new one.
+ *
+ * Ticket keys are random, in memory only, and rotated on the event loop every [tls] ticket_rotate: a
+ * ticket made with the previous key is still accepted (and replaced by one under the current key), so a
+ * ticket lives two periods at most and a restart forgets them all.
+ *
+ * I/O. Sockets are non-blocking and OpenSSL reads and writes them itself. The proxy calls tls_read() and
+ * tls_write() where it would call recvmsg()/sendmsg(); renegotiation is off, so after the handshake a read
+ * only wants to read and a write only wants to write. Reads go ahead (one read() takes what the socket
+ * has, records then wait inside OpenSSL: tls_read() says when to come back for them). SSL_MODE_RELEASE_BUFFERS
+ * gives the record buffers back while a connection is idle, which is what keeps an idle TLS connection
+ * small.
+ *
+ * Everything here runs on the one event loop; the files are read at start and on SIGHUP only. */
+#include "lbd/tls.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "common/macro.h"
+#include "common/readfile.h"
+#include "common/netaddr.h"
+#include "lbd/config.h"
+
+#define TLS_FILE_MAX   (1024 * 1024) /* a PEM file larger than this is refused */
+#define TLS_NAMES_MAX  100           /* names one certificate may carry */
+#define TLS_NAME_MAX   253
+#define TLS_RECORD     16384         /* the largest plaintext of one record */
+#define TLS_SID_CONTEXT "lbd"
+
+/* The intermediate profile's TLS 1.2 suites: ECDHE key exchange and AEAD ciphers only. TLS 1.3's three
+ * suites are all AEAD and kept as OpenSSL orders them. */
+#define TLS_CIPHERS_12 "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+                       "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+                       "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+#define TLS_CIPHERS_13 "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+#define TLS_GROUPS     "X25519:P-256:P-384"
+
+struct tls_cert {
+        char *file;
+        char *names[TLS_NAMES_MAX];      /* lower case; "*.example.com" for a wildcard */
+        size_t n_names;
+        const char *key_type;
+        int key_id;                      /* EVP_PKEY_RSA, EVP_PKEY_EC, ... */
+        int64_t not_after;
+        size_t group;                    /* index into tls_certs.groups */
+};
+
+struct tls_group {
+        SSL_CTX *ctx;                    /* this group's certificates; one reference owned here */
+        size_t first;                    /* index of its first certificate: the names are that one's */
+};
+
+struct tls_certs {
+        struct tls_cert certs[CONFIG_MAX_CERTS];
+        size_t n_certs;
+        struct tls_group groups[CONFIG_MAX_CERTS];
+        size_t n_groups;
+};
+
+struct tls_ticket_key {
+        unsigned char name[16];
+        unsigned char aes[32];
+        unsigned char hmac[32];
+};
+
+struct tls {
+        SSL_CTX *ctx;                    /* the base context, see the top */
+        struct tls_certs *certs;         /* running certificates */
+        bool strict_sni;
+        struct tls_ticket_key keys[2];   /* [0] makes tickets, [1] is the previous one, still accepted */
+        EVP_CIPHER *ticket_cipher;       /* AES-256-CBC, fetched once rather than at every ticket */
+        struct event rotate;
+        uint64_t rotate_usec;
+        bool tickets;
+        struct tls_stats stats;
+};
+
+static int tls_ex_tls = -1;       /* SSL ex_data: the struct tls a connection belongs to */
+static int tls_ex_no_cert = -1;   /* SSL ex_data: non-NULL when strict SNI refused the name */
+static int tls_ex_client = -1;    /* SSL ex_data: the struct tls_client of a connection to a backend */
+static int tls_ex_addr = -1;      /* SSL ex_data: that backend's address (lives as long as the SSL) */
+
+static int tls_ex_init(void)
+{
+        if (tls_ex_tls >= 0)
+                return 0;
+        tls_ex_tls = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        tls_ex_no_cert = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        tls_ex_client = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        tls_ex_addr = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        return tls_ex_tls < 0 || tls_ex_no_cert < 0 || tls_ex_client < 0 || tls_ex_addr < 0 ? -ENOMEM : 0;
+}
+
+/* A zeroed struct tls or tls_client, once the SSL ex_data indexes exist. NULL on ENOMEM (logged). */
+static void *tls_alloc(size_t size)
+{
+        void *p = tls_ex_init() < 0 ? NULL : calloc(1, size);
+
+        if (!p)
+                log_error("Failed to set up TLS: out of memory");
+        return p;
+}
+
+static const char *const tls_failure_names[TLS_FAIL_MAX] = {
+        [TLS_FAIL_PROTOCOL] = "protocol",
+        [TLS_FAIL_CIPHER] = "cipher",
+        [TLS_FAIL_NO_CERT] = "no_certificate",
+        [TLS_FAIL_NOT_TLS] = "not_tls",
+        [TLS_FAIL_ABORT] = "client_abort",
+        [TLS_FAIL_TIMEOUT] = "timeout",
+        [TLS_FAIL_OTHER] = "other",
+};
+
+const char *tls_failure_name(enum tls_failure f)
+{
+        return (size_t)f < TLS_FAIL_MAX ? tls_failure_names[f] : "other";
+}
+
+/* The text of OpenSSL's last error, for a reason; the queue is emptied. */
+static const char *tls_error_text(char *buf, size_t size)
+{
+        unsigned long e = ERR_peek_last_error();
+
+        if (e == 0)
+                (void)snprintf(buf, size, "unknown error");
+        else
+                ERR_error_string_n(e, buf, size);
+        ERR_clear_error();
+        return buf;
+}
+
+/* ---- certificates: files, names, groups ---- */
+
+static int tls_no_passphrase(char *buf, int size, int rwflag, void *userdata)
+{
+        return 0;
+}
+
+/* Reads <path> (a regular file of at most TLS_FILE_MAX bytes) into a memory BIO. Returns 0 and *<ret>, or
+ * -errno with a reason. */
+static int tls_read_file(const char *path, BIO **ret, char *reason, size_t size)
+{
+        _cleanup_free_ char *data = NULL;
+        size_t len = 0;
+        BIO *bio;
+        int r;
+
+        r = readfile_bounded(path, TLS_FILE_MAX, 0, &data, &len);
+        if (r == -EINVAL)
+                (void)snprintf(reason, size, "not a regular file");
+        else if (r == -EFBIG)
+                (void)snprintf(reason, size, "larger than %d bytes", TLS_FILE_MAX);
+        else if (r < 0)
+                (void)snprintf(reason, size, "cannot read it: %s", strerror(-r));
+        if (r < 0)
+                return r;
+        bio = BIO_new(BIO_s_mem());
+        if (!bio || BIO_write(bio, data, (int)len) != (int)len) {
+                BIO_free(bio);
+                return -ENOMEM;
+        }
+        *ret = bio;
+        return 0;
+}
+
+/* Adds one name to <cert>, lower-cased. Names that are not host names (or wildcards of one) are skipped:
+ * a client could never ask for them. */
+static int tls_add_name(struct tls_cert *cert, const unsigned char *s, size_t len)
+{
+        char *name;
+
+        if (len == 0 || len > TLS_NAME_MAX)
+                return 0;
+        for (size_t i = 0; i < len; i++)
+                if (s[i] <= 0x20 || s[i] >= 0x7f || s[i] == '/')
+                        return 0;
+        if (cert->n_names >= TLS_NAMES_MAX)
+                return -E2BIG;
+        name = strndup((const char *)s, len);
+        if (!name)
+                return -ENOMEM;
+        for (char *p = name; *p; p++)
+                if (*p >= 'A' && *p <= 'Z')
+                        *p = (char)(*p - 'A' + 'a');
+        cert->names[cert->n_names++] = name;
+        return 0;
+}
+
+/* The names a client may ask <x> by: its DNS subject alternative names, else its common name. */
+static int tls_cert_names(struct tls_cert *cert, X509 *x)
+{
+        GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+        int r = 0;
+
+        for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans) && r >= 0; i++) {
+                const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+
+                if (g->type == GEN_DNS)
+                        r = tls_add_name(cert, ASN1_STRING_get0_data(g->d.dNSName),
+                                         (size_t)ASN1_STRING_length(g->d.dNSName));
+        }
+        GENERAL_NAMES_free(sans);
+        if (r >= 0 && cert->n_names == 0) {
+                const X509_NAME *subject = X509_get_subject_name(x);
+                int i = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+
+                if (i >= 0) {
+                        const ASN1_STRING *cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
+
+                        r = tls_add_name(cert, ASN1_STRING_get0_data(cn), (size_t)ASN1_STRING_length(cn));
+                }
+        }
+        return r;
+}
+
+/* Two certificates belong in one group when they carry the same names (in any order). */
+static bool tls_same_names(const struct tls_cert *a, const struct tls_cert *b)
+{
+        if (a->n_names != b->n_names)
+                return false;
+        for (size_t i = 0; i < a->n_names; i++) {
+                size_t j;
+
+                for (j = 0; j < b->n_names; j++)
+                        if (strcmp(a->names[i], b->names[j]) == 0)
+                                break;
+                if (j == b->n_names)
+                        return false;
+        }
+        return true;
+}
+
+static void tls_key_type(struct tls_cert *cert, const EVP_PKEY *key)
+{
+        cert->key_id = EVP_PKEY_get_base_id(key);
+        switch (cert->key_id) {
+        case EVP_PKEY_RSA:
+                cert->key_type = "RSA";
+                break;
+        case EVP_PKEY_EC:
+                cert->key_type = "ECDSA";
+                break;
+        case EVP_PKEY_ED25519:
+                cert->key_type = "Ed25519";
+                break;
+        case EVP_PKEY_ED448:
+                cert->key_type = "Ed448";
+                break;
+        default:
+                cert->key_type = "other";
+                break;
+        }
+}
+
+static int tls_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                       unsigned inlen, void *arg)
+{
+        static const unsigned char http11[] = "\x08http/1.1";
+        unsigned char *selected = NULL;
+
+        /* Only HTTP/1.1 is spoken: a client that offers nothing else it can use goes on without ALPN. */
+        if (SSL_select_next_proto(&selected, outlen, http11, sizeof(http11) - 1, in, inlen) !=
+            OPENSSL_NPN_NEGOTIATED)
+                return SSL_TLSEXT_ERR_NOACK;
+        *out = selected;
+        return SSL_TLSEXT_ERR_OK;
+}
+
+/* The profile: versions, suites, groups, and what is never done (compression, renegotiation). Set on the
+ * base context and on every group's, because once the SNI callback moved a connection, OpenSSL reads some
+ * of them (the TLS 1.2 cipher list among them) from the context it is on now. */
+static int tls_ctx_profile(SSL_CTX *ctx, enum tls_profile profile)
+{
+        SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+        if (SSL_CTX_set_min_proto_version(ctx, profile == TLS_PROFILE_MODERN ? TLS1_3_VERSION : TLS1_2_VERSION) !=
+                    1 ||
+            SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+            SSL_CTX_set_cipher_list(ctx, TLS_CIPHERS_12) != 1 ||
+            SSL_CTX_set_ciphersuites(ctx, TLS_CIPHERS_13) != 1 || SSL_CTX_set1_groups_list(ctx, TLS_GROUPS) != 1) {
+                ERR_clear_error();
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static SSL_CTX *tls_group_ctx_new(enum tls_profile profile)
+{
+        SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+        if (!ctx)
+                return NULL;
+        /* After the SNI callback moves a connection here, these are read from this context. */
+        if (tls_ctx_profile(ctx, profile) < 0) {
+                SSL_CTX_free(ctx);
+                return NULL;
+        }
+        (void)SSL_CTX_set_session_id_context(ctx, (const unsigned char *)TLS_SID_CONTEXT,
+                                             sizeof(TLS_SID_CONTEXT) - 1);
+        SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_cb, NULL);
+        return ctx;
+}
+
+/* Loads the entry <e> into <set>: its certificate (with the chain after it) and key, checked to match,
+ * added to the group of its names. Returns 0, or -errno with a reason naming the file at fault. */
+static int tls_load_cert(struct tls_certs *set, const struct config_cert *e, enum tls_profile profile,
+                         char *reason, size_t size)
+{
+        struct tls_cert *cert = &set->certs[set->n_certs];
+        char err[256];
+        BIO *bio = NULL;
+        X509 *x = NULL;
+        EVP_PKEY *key = NULL;
+        STACK_OF(X509) *chain = NULL;
+        const char *at = e->cert;
+        struct tm tm;
+        int r;
+
+        *cert = (struct tls_cert){0};
+        cert->file = strdup(e->cert);
+        if (!cert->file)
+                return -ENOMEM;
+        set->n_certs++; /* from here on, freed with the set */
+
+        r = tls_read_file(e->cert, &bio, reason, size);
+        if (r < 0)
+                goto fail;
+        x = PEM_read_bio_X509(bio, NULL, tls_no_passphrase, NULL);
+        if (!x) {
+                (void)snprintf(reason, size, "no PEM certificate in it");
+                r = -EINVAL;
+                goto fail;
+        }
+        chain = sk_X509_new_null();
+        if (!chain) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        for (;;) {
+                X509 *ca = PEM_read_bio_X509(bio, NULL, tls_no_passphrase, NULL);
+
+                if (!ca)
+                        break;
+                if (sk_X509_num(chain) >= 16 || !sk_X509_push(chain, ca)) {
+                        X509_free(ca);
+                        (void)snprintf(reason, size, "more than 16 certificates in the chain");
+                        r = -E2BIG;
+                        goto fail;
+                }
+        }
+        ERR_clear_error(); /* the end of the file reads as an error */
+        if (strcmp(e->key, e->cert) != 0) {
+                BIO_free(bio);
+                bio = NULL;
+                at = e->key;
+                r = tls_read_file(e->key, &bio, reason, size);
+                if (r < 0)
+                        goto fail;
+        } else
+                (void)BIO_reset(bio);
+        key = PEM_read_bio_PrivateKey(bio, NULL, tls_no_passphrase, NULL);
+        if (!key) {
+                (void)snprintf(reason, size, "no unencrypted PEM private key in it (%s)",
+                               tls_error_text(err, sizeof(err)));
+                r = -EINVAL;
+                goto fail;
+        }
+        at = e->key;
+        if (X509_check_private_key(x, key) != 1) {
+                ERR_clear_error();
+                (void)snprintf(reason, size, "the key does not match the certificate %s", e->cert);
+                r = -EINVAL;
+                goto fail;
+        }
+        at = e->cert;
+        tls_key_type(cert, key);
+        r = tls_cert_names(cert, x);
+        if (r == -E2BIG)
+                (void)snprintf(reason, size, "more than %d names", TLS_NAMES_MAX);
+        else if (r >= 0 && cert->n_names == 0) {
+                (void)snprintf(reason, size, "the certificate carries no DNS name");
+                r = -EINVAL;
+        }
+        if (r < 0)
+                goto fail;
+        if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) != 1) {
+                (void)snprintf(reason, size, "unreadable expiry date");
+                r = -EINVAL;
+                goto fail;
+        }
+        cert->not_after = (int64_t)timegm(&tm);
+
+        /* Its group: the one with the same names, else a new one. */
+        cert->group = set->n_groups;
+        for (size_t i = 0; i + 1 < set->n_certs; i++)
+                if (tls_same_names(&set->certs[i], cert)) {
+                        cert->group = set->certs[i].group;
+                        if (set->certs[i].key_id == cert->key_id) {
+                                (void)snprintf(reason, size,
+                                               "a second %s certificate for the names of %s: one of each "
+                                               "key type per name",
+                                               cert->key_type, set->certs[i].file);
+                                r = -EEXIST;
+                                goto fail;
+                        }
+                }
+        if (cert->group == set->n_groups) {
+                set->groups[set->n_groups].ctx = tls_group_ctx_new(profile);
+                if (!set->groups[set->n_groups].ctx) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+                set->groups[set->n_groups].first = set->n_certs - 1;
+                set->n_groups++;
+        }
+        if (SSL_CTX_use_cert_and_key(set->groups[cert->group].ctx, x, key, chain, 1) != 1) {
+                (void)snprintf(reason, size, "OpenSSL refused it: %s", tls_error_text(err, sizeof(err)));
+                r = -EINVAL;
+                goto fail;
+        }
+        r = 0;
+fail:
+        if (r < 0 && at != e->cert) {
+                /* Name the key file in the reason when it is the one at fault. */
+                char tmp[512];
+                (void)snprintf(tmp, sizeof(tmp), "%s: %s", at, reason);
+                (void)snprintf(reason, size, "%s", tmp);
+        }
+        sk_X509_pop_free(chain, X509_free);
+        EVP_PKEY_free(key);
+        X509_free(x);
+        BIO_free(bio);
+        ERR_clear_error();
+        return r;
+}
+
+static struct tls_certs *tls_certs_free(struct tls_certs *set)
+{
+        if (!set)
+                return NULL;
+        for (size_t i = 0; i < set->n_certs; i++) {
+                free(set->certs[i].file);
+                for (size_t j = 0; j < set->certs[i].n_names; j++)
+                        free(set->certs[i].names[j]);
+        }
+        for (size_t i = 0; i < set->n_groups; i++)
+                SSL_CTX_free(set->groups[i].ctx);
+        free(set);
+        return NULL;
+}
+
+/* Loads every certificate of <c>. Returns 0 and *<ret>, or -errno with each bad file logged (on a reload,
+ * as <what>). */
+static int tls_certs_load(const struct config *c, const char *what, struct tls_certs **ret)
+{
+        struct tls_certs *set = calloc(1, sizeof(*set));
+        int r = 0;
+
+        if (!set)
+                return log_error_errno(ENOMEM, "Out of memory");
+        for (size_t i = 0; i < MIN(c->n_certs, (size_t)CONFIG_MAX_CERTS); i++) {
+                char reason[768] = "";
+                int k = tls_load_cert(set, &c->certs[i], c->tls_profile, reason, sizeof(reason));
+
+                if (k < 0) {
+                        if (!reason[0])
+                                (void)snprintf(reason, sizeof(reason), "%s", strerror(-k));
+                        log_error("%s%s: %s", what, c->certs[i].cert, reason);
+                        r = k;
+                }
+        }
+        if (r < 0) {
+                tls_certs_free(set);
+                return r;
+        }
+        for (size_t i = 0; i < set->n_certs; i++)
+                if (set->certs[i].not_after < (int64_t)time(NULL))
+                        log_warning("TLS certificate %s (%s) has expired", set->certs[i].file,
+                                    set->certs[i].names[0]);
+        *ret = set;
+        return 0;
+}
+
+/* The group whose certificates carry <name>: an exact name first, then a wildcard for its first label;
+ * NULL if none. */
+static const struct tls_group *tls_certs_find(const struct tls_certs *set, const char *name)
+{
+        const char *parent = strchr(name, '.');
+
+        for (size_t i = 0; i < set->n_certs; i++)
+                for (size_t j = 0; j < set->certs[i].n_names; j++)
+                        if (strcasecmp(set->certs[i].names[j], name) == 0)
+                                return &set->groups[set->certs[i].group];
+        if (!parent || parent == name || parent[1] == '\0')
+                return NULL;
+        for (size_t i = 0; i < set->n_certs; i++)
+                for (size_t j = 0; j < set->certs[i].n_names; j++) {
+                        const char *n = set->certs[i].names[j];
+
+                        if (n[0] == '*' && n[1] == '.' && strcasecmp(n + 1, parent) == 0)
+                                return &set->groups[set->certs[i].group];
+                }
+        return NULL;
+}
+
+/* ---- the base context: SNI, tickets, profile ---- */
+
+static int tls_servername_cb(SSL *ssl, int *alert, void *arg)
+{
+        struct tls *t = arg;
+        const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+        const struct tls_group *g = name ? tls_certs_find(t->certs, name) : NULL;
+
+        if (!g) {
+                if (name && t->strict_sni) {
+                        (void)SSL_set_ex_data(ssl, tls_ex_no_cert, t);
+                        *alert = SSL_AD_UNRECOGNIZED_NAME;
+                        return SSL_TLSEXT_ERR_ALERT_FATAL;
+                }
+                g = &t->certs->groups[t->certs->certs[0].group];
+        }
+        if (SSL_set_SSL_CTX(ssl, g->ctx) != g->ctx) {
+                *alert = SSL_AD_INTERNAL_ERROR;
+                return SSL_TLSEXT_ERR_ALERT_FATAL;
+        }
+        return SSL_TLSEXT_ERR_OK;
+}
+
+static int tls_new_ticket_key(struct tls_ticket_key *k)
+{
+        if (RAND_bytes(k->name, sizeof(k->name)) != 1 || RAND_bytes(k->aes, sizeof(k->aes)) != 1 ||
+            RAND_bytes(k->hmac, sizeof(k->hmac)) != 1) {
+                ERR_clear_error();
+                return -EIO;
+        }
+        return 0;
+}
+
+static int tls_ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
+                         EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+        struct tls *t = SSL_get_ex_data(ssl, tls_ex_tls);
+        struct tls_ticket_key *k = NULL;
+        OSSL_PARAM params[3];
+        size_t i = 0;
+
+        if (!t)
+                return -1;
+        if (enc) {
+                k = &t->keys[0];
+                memcpy(key_name, k->name, sizeof(k->name));
+                if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(t->ticket_cipher)) != 1 ||
+                    EVP_EncryptInit_ex(cctx, t->ticket_cipher, NULL, k->aes, iv) != 1)
+                        return -1;
+        } else {
+                for (i = 0; i < ELEMENTSOF(t->keys); i++)
+                        if (memcmp(key_name, t->keys[i].name, sizeof(t->keys[i].name)) == 0)
+                                break;
+                if (i == ELEMENTSOF(t->keys))
+                        return 0; /* unknown or expired key: a full handshake */
+                k = &t->keys[i];
+                if (EVP_DecryptInit_ex(cctx, t->ticket_cipher, NULL, k->aes, iv) != 1)
+                        return -1;
+        }
+        params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k->hmac, sizeof(k->hmac));
+        params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+        params[2] = OSSL_PARAM_construct_end();
+        if (EVP_MAC_CTX_set_params(hctx, params) != 1)
+                return -1;
+        /* A ticket under the previous key is good, and gets replaced by one under the current key. */
+        return enc || i == 0 ? 1 : 2;
+}
+
+static void tls_rotate_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct tls *t = userdata;
+        struct tls_ticket_key next;
+
+        if (tls_new_ticket_key(&next) < 0)
+                log_warning("Failed to make a new TLS ticket key: keeping the current one");
+        else {
+                t->keys[1] = t->keys[0];
+                t->keys[0] = next;
+                OPENSSL_cleanse(&next, sizeof(next));
+        }
+        {
+                struct timeval tv = timeval_from_usec(t->rotate_usec);
+                (void)event_add(&t->rotate, &tv);
+        }
+}
+
+/* Applies <c>'s profile and session settings to the base context (new connections only). */
+static int tls_configure(struct tls *t, const struct config *c)
+{
+        SSL_CTX *ctx = t->ctx;
+        uint64_t lifetime = 2 * (c->tls_ticket_rotate_usec / USEC_PER_SEC);
+
+        if (tls_ctx_profile(ctx, c->tls_profile) < 0)
+                return -EINVAL;
+        if (c->tls_tickets)
+                SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
+        else
+                SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        (void)SSL_CTX_set_session_cache_mode(ctx, c->tls_session_cache > 0 ? SSL_SESS_CACHE_SERVER
+                                                                          : SSL_SESS_CACHE_OFF);
+        (void)SSL_CTX_sess_set_cache_size(ctx, (long)c->tls_session_cache);
+        (void)SSL_CTX_set_timeout(ctx, (long)MAX(lifetime, (uint64_t)60));
+        t->strict_sni = c->tls_strict_sni;
+        t->tickets = c->tls_tickets;
+        if (t->rotate_usec != c->tls_ticket_rotate_usec) {
+                struct timeval tv = timeval_from_usec(c->tls_ticket_rotate_usec);
+
+                t->rotate_usec = c->tls_ticket_rotate_usec;
+                (void)event_add(&t->rotate, &tv);
+        }
+        return 0;
+}
+
+int tls_new(struct event_base *base, const struct config *c, struct tls **ret)
+{
+        struct tls *t;
+        int r;
+
+        t = tls_alloc(sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        (void)evtimer_assign(&t->rotate, base, tls_rotate_cb, t);
+        r = tls_certs_load(c, "TLS certificate ", &t->certs);
+        if (r < 0)
+                goto fail;
+        t->ctx = SSL_CTX_new(TLS_server_method());
+        t->ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+        if (!t->ctx || !t->ticket_cipher || tls_new_ticket_key(&t->keys[0]) < 0 ||
+            tls_new_ticket_key(&t->keys[1]) < 0) {
+                r = log_error_errno(ENOMEM, "Failed to set up TLS: out of memory");
+                goto fail;
+        }
+        SSL_CTX_set_mode(t->ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                         SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        /* One read() for what the socket has, instead of one for a record's header and one for its body. */
+        SSL_CTX_set_read_ahead(t->ctx, 1);
+        (void)SSL_CTX_set_session_id_context(t->ctx, (const unsigned char *)TLS_SID_CONTEXT,
+                                             sizeof(TLS_SID_CONTEXT) - 1);
+        (void)SSL_CTX_set_num_tickets(t->ctx, 1);
+        SSL_CTX_set_tlsext_servername_callback(t->ctx, tls_servername_cb);
+        SSL_CTX_set_tlsext_servername_arg(t->ctx, t);
+        SSL_CTX_set_alpn_select_cb(t->ctx, tls_alpn_cb, NULL);
+        (void)SSL_CTX_set_tlsext_ticket_key_evp_cb(t->ctx, tls_ticket_cb);
+        r = tls_configure(t, c);
+        if (r < 0) {
+                log_error_errno(r, "Failed to set up TLS: OpenSSL refused the profile's settings");
+                goto fail;
+        }
+        *ret = t;
+        return 0;
+fail:
+        tls_free(t);
+        return r;
+}
+
+int tls_reload(struct tls *t, const struct config *c)
+{
+        struct tls_certs *set = NULL;
+        int r;
+
+        if (c->n_certs == 0) {
+                /* The TLS listeners stay until a restart: they keep the certificates they have. */
+                t->stats.reloads_failed++;
+                log_error("TLS certificates not reloaded: [tls] certificate lists none; keeping the running ones");
+                return -EINVAL;
+        }
+        r = tls_certs_load(c, "TLS certificates not reloaded: ", &set);
+        if (r < 0) {
+                t->stats.reloads_failed++;
+                log_error("TLS certificates not reloaded: keeping the running ones");
+                return r;
+        }
+        r = tls_configure(t, c);
+        if (r < 0) {
+                tls_certs_free(set);
+                t->stats.reloads_failed++;
+                return log_error_errno(r, "TLS settings not reloaded: %m");
+        }
+        tls_certs_free(t->certs);
+        t->certs = set;
+        log_info("TLS certificates reloaded: %zu certificates for %zu names", set->n_certs, set->n_groups);
+        return 0;
+}
+
+int tls_check(const struct config *c)
+{
+        struct tls_certs *set = NULL;
+        int r = tls_certs_load(c, "TLS certificate ", &set);
+
+        tls_certs_free(set);
+        return r;
+}
+
+SSL *tls_accept(struct tls *t, int fd)
+{
+        SSL *ssl = SSL_new(t->ctx);
+
+        if (!ssl)
+                goto fail;
+        if (SSL_set_fd(ssl, fd) != 1 || SSL_set_ex_data(ssl, tls_ex_tls, t) != 1) {
+                SSL_free(ssl);
+                goto fail;
+        }
+        SSL_set_accept_state(ssl);
+        return ssl;
+fail:
+        ERR_clear_error();
+        return NULL;
+}
+
+static enum tls_failure tls_classify(SSL *ssl, int err)
+{
+        unsigned long e;
+
+        if (SSL_get_ex_data(ssl, tls_ex_no_cert))
+                return TLS_FAIL_NO_CERT;
+        if (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN)
+                return TLS_FAIL_ABORT;
+        e = ERR_peek_last_error();
+        if (ERR_GET_LIB(e) != ERR_LIB_SSL)
+                return TLS_FAIL_OTHER;
+        switch (ERR_GET_REASON(e)) {
+        case SSL_R_UNSUPPORTED_PROTOCOL:
+        case SSL_R_VERSION_TOO_LOW:
+        case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
+        case SSL_R_UNKNOWN_PROTOCOL:
+        case SSL_R_WRONG_VERSION_NUMBER:
+                return TLS_FAIL_PROTOCOL;
+        case SSL_R_NO_SHARED_CIPHER:
+        case SSL_R_NO_SHARED_GROUPS:
+        case SSL_R_NO_SHARED_SIGNATURE_ALGORITHMS:
+        case SSL_R_NO_SUITABLE_SIGNATURE_ALGORITHM:
+        case SSL_R_NO_CIPHERS_AVAILABLE:
+        case SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE:
+        case SSL_R_TLSV1_ALERT_INSUFFICIENT_SECURITY:
+                return TLS_FAIL_CIPHER;
+        case SSL_R_HTTP_REQUEST:
+        case SSL_R_HTTPS_PROXY_REQUEST:
+        case SSL_R_PACKET_LENGTH_TOO_LONG:
+        case SSL_R_RECORD_LENGTH_MISMATCH:
+                return TLS_FAIL_NOT_TLS;
+        case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+                return TLS_FAIL_ABORT;
+        default:
+                return TLS_FAIL_OTHER;
+        }
+}
+
+/* One step of either side's handshake: TLS_DONE, TLS_WANT_READ, TLS_WANT_WRITE, or -EPROTO with
+ * SSL_get_error()'s verdict in *<ret_err> (OpenSSL's error queue left for the caller to read). */
+static int tls_handshake_step(SSL *ssl, int *ret_err)
+{
+        int r, err;
+
+        ERR_clear_error();
+        errno = 0;
+        r = SSL_do_handshake(ssl);
+        if (r == 1)
+                return TLS_DONE;
+        err = SSL_get_error(ssl, r);
+        if (err == SSL_ERROR_WANT_READ)
+                return TLS_WANT_READ;
+        if (err == SSL_ERROR_WANT_WRITE)
+                return TLS_WANT_WRITE;
+        *ret_err = err;
+        return -EPROTO;
+}
+
+int tls_handshake(struct tls *t, SSL *ssl, enum tls_failure *ret_failure)
+{
+        int err = SSL_ERROR_SSL, r = tls_handshake_step(ssl, &err);
+
+        if (r == TLS_DONE) {
+                t->stats.handshakes++;
+                if (SSL_session_reused(ssl))
+                        t->stats.resumed++;
+        }
+        if (r >= 0)
+                return r;
+        *ret_failure = tls_classify(ssl, err);
+        t->stats.failures[*ret_failure]++;
+        ERR_clear_error();
+        return -EPROTO;
+}
+
+/* Maps the SSL_get_error() of a failed read or write to the proxy's convention. */
+static ssize_t tls_io_error(int err)
+{
+        int e = errno;
+
+        ERR_clear_error();
+        switch (err) {
+        case SSL_ERROR_WANT_READ:
+        case SSL_ERROR_WANT_WRITE:
+                return -EAGAIN;
+        case SSL_ERROR_ZERO_RETURN:
+                return 0;
+        case SSL_ERROR_SYSCALL:
+                return e != 0 && e != EAGAIN ? -e : -ECONNRESET;
+        default:
+                return -EPROTO;
+        }
+}
+
+bool tls_has_pending(SSL *ssl)
+{
+        return SSL_has_pending(ssl) || (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN);
+}
+
+ssize_t tls_read(SSL *ssl, struct evbuffer *buf, size_t max, bool *ret_again)
+{
+        struct evbuffer_iovec v[2];
+        size_t got[2] = {0, 0}, total = 0;
+        int n_vec, err = SSL_ERROR_NONE;
+
+        n_vec = evbuffer_reserve_space(buf, (ev_ssize_t)max, v, 2);
+        if (n_vec <= 0)
+                return -ENOMEM;
+        ERR_clear_error();
+        for (int i = 0; i < n_vec && total < max;) {
+                size_t room = MIN(v[i].iov_len - got[i], max - total), n = 0;
+
+                if (room == 0) {
+                        i++;
+                        continue;
+                }
+                errno = 0;
+                if (SSL_read_ex(ssl, (char *)v[i].iov_base + got[i], room, &n) != 1) {
+                        err = SSL_get_error(ssl, 0);
+                        break;
+                }
+                got[i] += n;
+                total += n;
+                /* The records are used up: asking again would only get WANT_READ, after OpenSSL took its
+                 * read buffer back (SSL_MODE_RELEASE_BUFFERS) and then allocated it anew for nothing,
+                 * 16 KiB held by every idle connection. The socket's next event brings the rest. */
+                if (n < room && !SSL_has_pending(ssl))
+                        break;
+        }
+        v[0].iov_len = got[0];
+        v[1].iov_len = got[1];
+        if (evbuffer_commit_space(buf, v, got[1] > 0 ? 2 : got[0] > 0 ? 1 : 0) < 0)
+                return -ENOMEM;
+        if (total > 0) {
+                /* The end or a failure after some bytes shows again on the next call, which nothing
+                 * on the socket would bring. */
+                *ret_again = tls_has_pending(ssl) ||
+                             (err != SSL_ERROR_NONE && err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE);
+                ERR_clear_error();
+                return (ssize_t)total;
+        }
+        *ret_again = false;
+        return err == SSL_ERROR_NONE ? -EAGAIN : tls_io_error(err);
+}
+
+ssize_t tls_write(SSL *ssl, struct evbuffer *buf)
+{
+        ssize_t total = 0;
+        size_t len;
+
+        ERR_clear_error();
+        while ((len = evbuffer_get_length(buf)) > 0) {
+                /* A record's worth, joined when it spans chains (a head and a small body): one record and
+                 * one send instead of several. A retry after WANT_WRITE offers the same bytes or more. */
+                size_t chunk = MIN(len, (size_t)TLS_RECORD), n = 0;
+                unsigned char *p = evbuffer_pullup(buf, (ev_ssize_t)chunk);
+                ssize_t r;
+
+                if (!p)
+                        return -ENOMEM;
+                errno = 0;
+                if (SSL_write_ex(ssl, p, chunk, &n) != 1) {
+                        r = tls_io_error(SSL_get_error(ssl, 0));
+                        if (r == -EAGAIN)
+                                break;
+                        return r == 0 ? -EPIPE : r;
+                }
+                (void)evbuffer_drain(buf, n);
+                total += (ssize_t)n;
+        }
+        return total;
+}
+
+void tls_shutdown(SSL *ssl)
+{
+        if (!SSL_is_init_finished(ssl) || (SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN))
+                return;
+        ERR_clear_error();
+        (void)SSL_shutdown(ssl);
+        ERR_clear_error();
+}
+
+const struct tls_stats *tls_get_stats(const struct tls *t)
+{
+        return &t->stats;
+}
+
+struct tls_stats *tls_stats_mut(struct tls *t)
+{
+        return &t->stats;
+}
+
+size_t tls_get_certs(const struct tls *t, struct tls_cert_info *out, size_t max)
+{
+        const struct tls_certs *set = t->certs;
+
+        for (size_t i = 0; i < MIN(set->n_certs, max); i++)
+                out[i] = (struct tls_cert_info){
+                        .file = set->certs[i].file,
+                        .name = set->certs[i].names[0],
+                        .key_type = set->certs[i].key_type,
+                        .not_after = set->certs[i].not_after,
+                        .is_default = set->certs[i].group == set->certs[0].group,
+                };
+        return set->n_certs;
+}
+
+struct tls *tls_free(struct tls *t)
+{
+        if (!t)
+                return NULL;
+        (void)event_del(&t->rotate);
+        tls_certs_free(t->certs);
+        SSL_CTX_free(t->ctx);
+        EVP_CIPHER_free(t->ticket_cipher);
+        OPENSSL_cleanse(t->keys, sizeof(t->keys));
+        free(t);
+        return NULL;
+}
+
+/* ---- the client side ---- */
+
+#define TLS_CLIENT_SESSIONS 64 /* backends whose last session is kept for resumption */
+
+static int tls_client_new_session_cb(SSL *ssl, SSL_SESSION *session);
+
+struct tls_client {
+        SSL_CTX *ctx;
+        char name[256];                  /* "" = check the IP address */
+        struct {
+                struct netaddr addr;
+                SSL_SESSION *session;
+        } sessions[TLS_CLIENT_SESSIONS];
+        size_t next_session;             /* the slot a new backend takes (round robin) */
+};
+
+int tls_client_new(const struct config *c, struct tls_client **ret)
+{
+        struct tls_client *tc;
+        char err[256];
+
+        tc = tls_alloc(sizeof(*tc));
+        if (!tc)
+                return -ENOMEM;
+        tc->ctx = SSL_CTX_new(TLS_client_method());
+        if (!tc->ctx) {
+                free(tc);
+                return log_error_errno(ENOMEM, "Failed to set up TLS to the backends: out of memory");
+        }
+        if (tls_ctx_profile(tc->ctx, TLS_PROFILE_INTERMEDIATE) < 0 ||
+            SSL_CTX_set_alpn_protos(tc->ctx, (const unsigned char *)"\x08http/1.1", 9) != 0) {
+                tls_client_free(tc);
+                return log_error_errno(EINVAL, "Failed to set up TLS to the backends");
+        }
+        if (SSL_CTX_load_verify_locations(tc->ctx, c->backend_ca, NULL) != 1) {
+                log_error("[tls] backend_ca %s: no CA certificate could be read from it (%s)", c->backend_ca,
+                          tls_error_text(err, sizeof(err)));
+                tls_client_free(tc);
+                return -EINVAL;
+        }
+        SSL_CTX_set_verify(tc->ctx, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_set_mode(tc->ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                          SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_CTX_set_read_ahead(tc->ctx, 1);
+        (void)SSL_CTX_set_session_cache_mode(tc->ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(tc->ctx, tls_client_new_session_cb);
+        (void)snprintf(tc->name, sizeof(tc->name), "%s", c->backend_name);
+        *ret = tc;
+        return 0;
+}
+
+static ssize_t tls_client_slot(const struct tls_client *tc, const struct netaddr *addr)
+{
+        for (size_t i = 0; i < TLS_CLIENT_SESSIONS; i++)
+                if (tc->sessions[i].session && netaddr_equal(&tc->sessions[i].addr, addr))
+                        return (ssize_t)i;
+        return -1;
+}
+
+/* A session the server gave (with TLS 1.3, after the handshake): kept as the backend's latest. */
+static int tls_client_new_session_cb(SSL *ssl, SSL_SESSION *session)
+{
+        struct tls_client *tc = SSL_get_ex_data(ssl, tls_ex_client);
+        const struct netaddr *addr = SSL_get_ex_data(ssl, tls_ex_addr);
+        ssize_t slot;
+
+        if (!tc || !addr)
+                return 0;
+        slot = tls_client_slot(tc, addr);
+        if (slot < 0) {
+                slot = (ssize_t)tc->next_session;
+                tc->next_session = (tc->next_session + 1) % TLS_CLIENT_SESSIONS;
+        }
+        SSL_SESSION_free(tc->sessions[slot].session);
+        tc->sessions[slot].addr = *addr;
+        tc->sessions[slot].session = session;
+        return 1; /* the reference is ours */
+}
+
+SSL *tls_client_connect(struct tls_client *tc, int fd, const struct netaddr *addr)
+{
+        SSL *ssl = SSL_new(tc->ctx);
+        char ip[NETADDR_STRLEN];
+        ssize_t slot;
+
+        if (!ssl)
+                goto fail;
+        if (SSL_set_fd(ssl, fd) != 1 || SSL_set_ex_data(ssl, tls_ex_client, tc) != 1 ||
+            SSL_set_ex_data(ssl, tls_ex_addr, (void *)addr) != 1)
+                goto fail;
+        if (tc->name[0]) {
+                if (SSL_set_tlsext_host_name(ssl, tc->name) != 1 || SSL_set1_host(ssl, tc->name) != 1)
+                        goto fail;
+        } else if (netaddr_format_host(addr, ip, sizeof(ip)) < 0 ||
+                   X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), ip) != 1)
+                goto fail;
+        slot = tls_client_slot(tc, addr);
+        if (slot >= 0)
+                (void)SSL_set_session(ssl, tc->sessions[slot].session);
+        SSL_set_connect_state(ssl);
+        return ssl;
+fail:
+        SSL_free(ssl);
+        ERR_clear_error();
+        return NULL;
+}
+
+int tls_client_handshake(SSL *ssl, char *reason, size_t size)
+{
+        int err = SSL_ERROR_SSL, r = tls_handshake_step(ssl, &err);
+        long verify;
+
+        if (r >= 0)
+                return r;
+        verify = SSL_get_verify_result(ssl);
+        if (verify != X509_V_OK)
+                (void)snprintf(reason, size, "certificate not trusted: %s", X509_verify_cert_error_string(verify));
+        else if (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN)
+                (void)snprintf(reason, size, "connection closed during the handshake");
+        else {
+                char text[256];
+                (void)snprintf(reason, size, "%s", tls_error_text(text, sizeof(text)));
+        }
+        ERR_clear_error();
+        return -EPROTO;
+}
+
+struct tls_client *tls_client_free(struct tls_client *tc)
+{
+        if (!tc)
+                return NULL;
+        for (size_t i = 0; i < TLS_CLIENT_SESSIONS; i++)
+                SSL_SESSION_free(tc->sessions[i].session);
+        SSL_CTX_free(tc->ctx);
+        free(tc);
+        return NULL;
+}

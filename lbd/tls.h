@@ -1,0 +1,121 @@
+/* TLS termination for lbd's listeners: the server context, the certificates chosen by SNI, session
+ * resumption, and the non-blocking record I/O the proxy calls in place of recvmsg()/sendmsg().
+ * See tls.c for how the contexts are laid out and what a reload swaps. */
+#pragma once
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct config;
+struct event_base;
+struct evbuffer;
+struct netaddr;
+struct tls;
+struct tls_client;
+
+/* Why a handshake failed, as /metrics counts it. */
+enum tls_failure {
+        TLS_FAIL_PROTOCOL,    /* a version lbd does not speak (TLS 1.0/1.1, SSLv3) */
+        TLS_FAIL_CIPHER,      /* no cipher, group or signature algorithm in common */
+        TLS_FAIL_NO_CERT,     /* strict_sni and a name no certificate carries */
+        TLS_FAIL_NOT_TLS,     /* plain HTTP or garbage on a TLS port */
+        TLS_FAIL_ABORT,       /* the client closed or reset the connection mid-handshake */
+        TLS_FAIL_TIMEOUT,     /* the handshake did not finish within [timeouts] client_header */
+        TLS_FAIL_OTHER,
+        TLS_FAIL_MAX,
+};
+
+struct tls_stats {
+        uint64_t handshakes;            /* completed */
+        uint64_t resumed;               /* of which resumed a session (ticket or cache) */
+        uint64_t failures[TLS_FAIL_MAX];
+        uint64_t reloads_failed;        /* certificate reloads refused: the old certificates kept */
+};
+
+/* What /status and /metrics say of one loaded certificate. */
+struct tls_cert_info {
+        const char *file;               /* the certificate's path */
+        const char *name;               /* its first name (DNS SAN, else the common name) */
+        const char *key_type;           /* "RSA", "ECDSA", "Ed25519", ... */
+        int64_t not_after;              /* expiry, seconds since the epoch */
+        bool is_default;                /* the one clients without SNI get */
+};
+
+/* Results of tls_handshake() besides failure. */
+#define TLS_DONE       0
+#define TLS_WANT_READ  1
+#define TLS_WANT_WRITE 2
+
+/* Builds the server side from <c>'s [tls] section: one SSL_CTX per listener kind is not needed, all TLS
+ * listeners share it. Loads every certificate; returns 0 and *<ret>, or -errno with every bad file logged
+ * as "FILE: reason". Ticket keys are rotated on <base> every [tls] ticket_rotate. */
+int tls_new(struct event_base *base, const struct config *c, struct tls **ret);
+
+/* Loads <c>'s certificates again (changed files, added or removed entries) and the settings that apply to
+ * new handshakes. On success new handshakes use them at once and open connections keep what they
+ * negotiated; on any bad or mismatched file, each is logged (file, reason), the running certificates are
+ * kept, and -errno is returned. */
+int tls_reload(struct tls *t, const struct config *c);
+
+/* Checks that <c>'s certificates load, without keeping them (lbd --check-config). Returns 0 or -errno,
+ * every bad file logged. */
+int tls_check(const struct config *c);
+
+/* A server connection on the accepted socket <fd> (which stays the caller's to close). NULL on ENOMEM. */
+SSL *tls_accept(struct tls *t, int fd);
+
+/* Drives the handshake of <ssl>: TLS_DONE, TLS_WANT_READ or TLS_WANT_WRITE, or -EPROTO with the reason
+ * counted in the stats and written to *<ret_failure>. */
+int tls_handshake(struct tls *t, SSL *ssl, enum tls_failure *ret_failure);
+
+/* Reads decrypted bytes into <buf>'s free space, up to <max>. Returns the bytes read, 0 when the peer
+ * closed (close_notify or EOF), -EAGAIN when the socket has nothing more, or -EPROTO/-errno on failure.
+ * *<ret_again> says whether the caller must read again without waiting for the socket: records stay
+ * inside OpenSSL (<max> was reached, or read ahead), or the end or a failure came after the bytes
+ * returned and is reported by the next call. */
+ssize_t tls_read(SSL *ssl, struct evbuffer *buf, size_t max, bool *ret_again);
+
+/* Whether a read of <ssl> has something to return without the socket: records OpenSSL holds, or the
+ * peer's close_notify already seen. */
+bool tls_has_pending(SSL *ssl);
+
+/* Writes as much of <buf> as the socket takes, a record of up to 16 KiB at a time (small chains joined
+ * into one record). Returns the bytes taken (>= 0), or -EPROTO/-errno. */
+ssize_t tls_write(SSL *ssl, struct evbuffer *buf);
+
+/* Sends close_notify if the connection is still sound; never blocks, never fails. */
+void tls_shutdown(SSL *ssl);
+
+/* Handshake failure reasons as /metrics labels them ("protocol", "cipher", ...). */
+const char *tls_failure_name(enum tls_failure f);
+
+const struct tls_stats *tls_get_stats(const struct tls *t);
+struct tls_stats *tls_stats_mut(struct tls *t);
+
+/* Fills up to <max> entries of <out> with the loaded certificates; returns how many there are. The
+ * strings stay valid until the next reload. */
+size_t tls_get_certs(const struct tls *t, struct tls_cert_info *out, size_t max);
+
+/* Frees everything; open connections' SSL objects keep their own references. Returns NULL. */
+struct tls *tls_free(struct tls *t);
+
+/* ---- the client side: lbd to its backends ([tls] backend = on) ---- */
+
+/* A client context that trusts only [tls] backend_ca and checks each backend's certificate for
+ * [tls] backend_name (sent as SNI too), or for the backend's IP address when no name is set. TLS 1.2 or
+ * 1.3, ALPN http/1.1, sessions resumed per backend. Returns 0 and *<ret>, or -errno (logged: file and
+ * reason). */
+int tls_client_new(const struct config *c, struct tls_client **ret);
+
+/* A client connection on the connected (or connecting) socket <fd> to <addr>. NULL on ENOMEM. */
+SSL *tls_client_connect(struct tls_client *tc, int fd, const struct netaddr *addr);
+
+/* Drives a client handshake: TLS_DONE, TLS_WANT_READ, TLS_WANT_WRITE, or -EPROTO with why in <reason>
+ * (the certificate check's verdict when that failed). Sessions the backend gives are kept for the next
+ * connection to the same address. */
+int tls_client_handshake(SSL *ssl, char *reason, size_t size);
+
+struct tls_client *tls_client_free(struct tls_client *tc);

@@ -1,0 +1,210 @@
+"""The installer's HTTPS: a certificate the user has (--tls-cert/--tls-key), or certbot in webroot mode
+(--domain/--acme-email): the configuration, files and modes it writes staged with --root, and certbot's
+deploy hook run for real against a running lbd, with certificates from a CA the test makes. No ACME
+server is reachable here: the hook is given what certbot would give it."""
+
+import os
+import signal
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from deploytest import LBD, SOURCE
+from test_installer import installer, install_ok, ini, mode, read, snapshot, staged
+
+sys.path.insert(0, os.path.join(SOURCE, "tests", "integration"))
+import tlstest  # noqa: E402
+
+STATIC = ["--role", "lb", "--provider", "static", "--upstream", "127.0.0.1:18080",
+          "--listen", "127.0.0.1:8000", "--admin", "127.0.0.1:9181"]
+HOOK = "/etc/letsencrypt/renewal-hooks/deploy/lbd.sh"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    p = tlstest.Pki(tmp_path_factory.mktemp("pki"))
+    p.site = p.leaf("site", ["example.test"])
+    p.renewed = p.leaf("renewed", ["example.test"], days=60)
+    p.other = p.leaf("other", ["other.test"])
+    return p
+
+
+def test_own_certificate(tmp_path, pki):
+    install_ok(tmp_path, *STATIC, "--tls-cert", str(pki.site[0]), "--tls-key", str(pki.site[1]),
+               "--tls-listen", "127.0.0.1:8443")
+    conf = ini(read(tmp_path, "/etc/lbd/lbd.conf"))
+    assert conf[("lbd", "listen")] == "127.0.0.1:8000 redirect, 127.0.0.1:8443 tls"
+    assert conf[("tls", "certificate")] == "/etc/lbd/tls/site.pem /etc/lbd/tls/site.key"
+    assert read(tmp_path, "/etc/lbd/tls/site.pem") == pki.site[0].read_text()
+    assert read(tmp_path, "/etc/lbd/tls/site.key") == pki.site[1].read_text()
+    assert mode(tmp_path, "/etc/lbd/tls/site.key") == 0o640
+    assert mode(tmp_path, "/etc/lbd/tls") == 0o750
+    before = snapshot(tmp_path)
+    install_ok(tmp_path, *STATIC, "--tls-cert", str(pki.site[0]), "--tls-key", str(pki.site[1]),
+               "--tls-listen", "127.0.0.1:8443")
+    assert snapshot(tmp_path) == before
+
+
+def test_mismatched_key_is_refused(tmp_path, pki):
+    r = installer(tmp_path, *STATIC, "--tls-cert", str(pki.site[0]), "--tls-key", str(pki.other[1]))
+    assert r.returncode != 0
+    assert "does not match" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"], "--tls-cert"),
+    (["--tls-cert", "relative.pem", "--tls-key", "/x.key"], "--tls-cert"),
+    (["--domain", "example.test"], "--acme-email"),
+    (["--domain", "bad name", "--acme-email", "ops@example.test"], "--domain"),
+    (["--domain", "example.test", "--acme-email", "not-an-address"], "--acme-email"),
+    (["--domain", "example.test", "--acme-email", "ops@example.test", "--tls-listen", "127.0.0.1:8000"],
+     "--tls-listen"),
+])
+def test_bad_tls_flags_exit_2(tmp_path, args, flag):
+    r = installer(tmp_path, *STATIC, *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert flag in r.stderr
+
+
+def test_domain_serves_the_challenge_and_installs_the_hook(tmp_path):
+    install_ok(tmp_path, *STATIC, "--domain", "example.test", "--acme-email", "ops@example.test")
+    conf = ini(read(tmp_path, "/etc/lbd/lbd.conf"))
+    # No certificate yet: plain HTTP with the challenge; certbot runs only on a real installation.
+    assert conf[("lbd", "listen")] == "127.0.0.1:8000"
+    assert conf[("tls", "acme_challenge_dir")] == "/var/lib/lbd/acme/.well-known/acme-challenge"
+    assert ("tls", "certificate") not in conf
+    assert os.path.isdir(staged(tmp_path, "/var/lib/lbd/acme/.well-known/acme-challenge"))
+    assert mode(tmp_path, HOOK) == 0o755
+    hook = read(tmp_path, HOOK)
+    assert "name=example.test" in hook and "systemctl reload lbd.service" in hook
+    subprocess.run(["sh", "-n", staged(tmp_path, HOOK)], check=True)
+    # Uninstalled with the rest.
+    r = installer(tmp_path, *STATIC, "--uninstall")
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(staged(tmp_path, HOOK))
+
+
+def _peer_cert(port):
+    ctx = tlstest.client_context()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        with ctx.wrap_socket(s, server_hostname="example.test") as t:
+            return t.getpeercert(binary_form=True)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_deploy_hook_installs_the_renewal_and_reloads_lbd(tmp_path, pki):
+    """certbot's flow after the challenge: the hook gets the new lineage, copies it whole next to lbd's
+    configuration and reloads lbd, which serves the renewed certificate to new connections, and lbd
+    serves the challenge files certbot writes into the webroot the installer made."""
+    root = tmp_path / "root"
+    install_ok(root, *STATIC, "--domain", "example.test", "--acme-email", "ops@example.test")
+    tls_dir = staged(root, "/etc/lbd/tls")
+    webroot = staged(root, "/var/lib/lbd/acme")
+    # What certbot leaves after its first run.
+    live = tmp_path / "letsencrypt" / "live" / "example.test"
+    live.mkdir(parents=True)
+
+    def certbot_renewed(cert):
+        (live / "fullchain.pem").write_text(cert[0].read_text())
+        (live / "privkey.pem").write_text(cert[1].read_text())
+
+    lbd_pid = []
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    # systemctl as the hook calls it: a reload of lbd.service is a SIGHUP to the test's lbd (none yet: it
+    # fails, as systemctl would for a stopped unit).
+    (fakebin / "systemctl").write_text("#!/bin/sh\n[ \"$1 $2\" = \"reload lbd.service\" ] || exit 1\n"
+                                       "[ \"${LBD_TEST_PID:-0}\" -gt 1 ] || exit 1\n"
+                                       "exec kill -HUP \"$LBD_TEST_PID\"\n")
+    (fakebin / "systemctl").chmod(0o755)
+
+    def run_hook():
+        env = dict(os.environ, RENEWED_LINEAGE=str(live), LBD_TLS_DIR=tls_dir, LBD_GROUP="root",
+                   PATH=f"{fakebin}:{os.environ['PATH']}", LBD_TEST_PID=str(lbd_pid[0] if lbd_pid else 0))
+        return subprocess.run(["sh", staged(root, HOOK)], env=env, capture_output=True, text=True, timeout=30)
+
+    certbot_renewed(pki.site)
+    lbd_pid.append(0)
+    run_hook()  # the first certificate: installed; the reload of an lbd not running yet fails
+    assert os.path.exists(os.path.join(tls_dir, "example.test.pem"))
+    assert stat.S_IMODE(os.stat(os.path.join(tls_dir, "example.test.key")).st_mode) == 0o640
+
+    plain, tls = _free_port(), _free_port()
+    conf = tmp_path / "lbd.conf"
+    conf.write_text(f"[lbd]\nlisten = 127.0.0.1:{plain} redirect, 127.0.0.1:{tls} tls\nadmin = off\n"
+                    f"[tls]\ncertificate = {tls_dir}/example.test.pem {tls_dir}/example.test.key\n"
+                    f"acme_challenge_dir = {webroot}/.well-known/acme-challenge\n"
+                    "[pool]\nbackends = 127.0.0.1:9\nnetworks = 127.0.0.0/8\n")
+    proc = subprocess.Popen([LBD, "--config", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=open(tmp_path / "lbd.stderr", "wb"))
+    try:
+        lbd_pid[0] = proc.pid
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert _peer_cert(tls) == tlstest.der(pki.site[0])
+                break
+            except (OSError, ssl.SSLError):
+                assert time.monotonic() < deadline, (tmp_path / "lbd.stderr").read_text()
+                time.sleep(0.05)
+        # The challenge, as certbot's webroot plugin writes it, through lbd's plain listener.
+        token = "tok_-EN123"
+        with open(os.path.join(webroot, ".well-known", "acme-challenge", token), "w") as f:
+            f.write("tok_-EN123.key-authorization")
+        with socket.create_connection(("127.0.0.1", plain), timeout=5) as s:
+            s.sendall(f"GET /.well-known/acme-challenge/{token} HTTP/1.1\r\nHost: example.test\r\n"
+                      "Connection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"tok_-EN123.key-authorization")
+        # A renewal: the hook runs, lbd reloads and new connections get the new certificate.
+        certbot_renewed(pki.renewed)
+        r = run_hook()
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 10
+        while _peer_cert(tls) != tlstest.der(pki.renewed[0]):
+            assert time.monotonic() < deadline, (tmp_path / "lbd.stderr").read_text()
+            time.sleep(0.05)
+        # Another lineage's renewal is not ours: nothing copied, no reload.
+        other = tmp_path / "letsencrypt" / "live" / "other.test"
+        other.mkdir()
+        env = dict(os.environ, RENEWED_LINEAGE=str(other), LBD_TLS_DIR=tls_dir, LBD_GROUP="root",
+                   PATH=f"{fakebin}:{os.environ['PATH']}", LBD_TEST_PID="0")
+        r = subprocess.run(["sh", staged(root, HOOK)], env=env, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0
+        assert _peer_cert(tls) == tlstest.der(pki.renewed[0])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def test_relay_to_the_web_host_over_tls(tmp_path, pki):
+    args = ["--role", "backend", "--upstream", "127.0.0.1:8443", "--listen", "127.0.0.1:8001"]
+    install_ok(tmp_path, *args, "--upstream-ca", str(pki.ca_cert), "--upstream-name", "web.example.test")
+    conf = ini(read(tmp_path, "/etc/lbd/relay.conf"))
+    assert conf[("tls", "backend")] == "on"
+    assert conf[("tls", "backend_ca")] == "/etc/lbd/upstream-ca.pem"
+    assert conf[("tls", "backend_name")] == "web.example.test"
+    assert read(tmp_path, "/etc/lbd/upstream-ca.pem") == pki.ca_cert.read_text()
+    assert mode(tmp_path, "/etc/lbd/upstream-ca.pem") == 0o640
+    # Without the flags the relay speaks plain HTTP, as before.
+    plain = tmp_path / "plain"
+    install_ok(plain, *args)
+    assert not any(section == "tls" for section, _ in ini(read(plain, "/etc/lbd/relay.conf")))
+    for bad, flag in ((["--upstream-name", "web.example.test"], "--upstream-name"),
+                      (["--upstream-ca", "/nonexistent.pem"], "--upstream-ca")):
+        r = installer(tmp_path / "bad", *args, *bad)
+        assert r.returncode == 2 and flag in r.stderr, r.stderr
+    r = installer(tmp_path / "bad", *STATIC, "--upstream-ca", str(pki.ca_cert))
+    assert r.returncode == 2 and "--upstream-ca does not apply to role lb" in r.stderr
