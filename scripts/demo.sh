@@ -305,9 +305,13 @@ taken_ports=" "
 # Sets the variable named VAR to a free port (or the first of COUNT consecutive free ports) not handed out
 # before.
 free_port() {
-    local var=$1 count=${2:-1} try base p
+    local var=$1 count=${2:-1} try base p low
+    # Below the kernel's range for outgoing connections, which could take a port between the check and
+    # the bind.
+    low=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null) || low=""
+    [[ $low =~ ^[0-9]+$ ]] && ((low > 10000 + count)) || low=32768
     for ((try = 0; try < 200; try++)); do
-        base=$((20000 + RANDOM % 30000))
+        base=$((10000 + RANDOM % (low - 10000 - count)))
         for ((p = base; p < base + count; p++)); do
             if port_in_use "$p" || [[ $taken_ports == *" $p "* ]]; then
                 continue 2

@@ -12,6 +12,7 @@ still mentioning the working directory. Every wait is bounded.
 """
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -44,10 +45,23 @@ def build_dir():
     return path
 
 
+def ephemeral_low():
+    """The first port the kernel hands out to outgoing connections (32768 when unknown)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's range for outgoing connections: a port from that range, free when
+    picked, can be taken by any connection another test opens before demo.sh binds it."""
+    low = ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(10000, max(10001, low))
+        if port_free(port):
+            return port
+    raise AssertionError("no free port found below the kernel's ephemeral range")
 
 
 def port_free(port):
