@@ -92,13 +92,13 @@ static void test_in_networks(void **state)
 
         assert_non_null(c);
         config_init(c);
-        assert_int_equal(netaddr_parse("10.1.2.3:80", 0, false, &in), 0);
+        assert_int_equal(netaddr_parse("203.0.113.3:80", 0, false, &in), 0);
         assert_int_equal(netaddr_parse("192.0.2.1:80", 0, false, &out), 0);
-        assert_int_equal(netaddr_parse("[::ffff:10.9.9.9]:80", 0, false, &in6), 0);
+        assert_int_equal(netaddr_parse("[::ffff:203.0.113.9]:80", 0, false, &in6), 0);
         assert_int_equal(c->n_networks, 0);
         assert_true(config_in_networks(c, &out)); /* none set: any address */
 
-        assert_int_equal(netaddr_cidr_parse("10.0.0.0/8", &c->networks[0]), 0);
+        assert_int_equal(netaddr_cidr_parse("203.0.113.0/24", &c->networks[0]), 0);
         c->n_networks = 1;
         assert_true(config_in_networks(c, &in));
         assert_true(config_in_networks(c, &in6));

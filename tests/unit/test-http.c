@@ -105,7 +105,7 @@ static void test_field_names_imitating_known_ones(void **state)
                 { "TE_: trailers", "imitates TE" },
                 { "Trailer_: x", "imitates Trailer" },
                 { "Expect_: 100-continue", "imitates Expect" },
-                { "X_Forwarded_For: 10.0.0.1", "imitates X-Forwarded-For" },
+                { "X_Forwarded_For: 192.0.2.1", "imitates X-Forwarded-For" },
                 { "X-Forwarded_Proto: https", "imitates X-Forwarded-Proto" },
                 { "X_Request_Id: abc", "imitates X-Request-Id" },
         };

@@ -59,11 +59,11 @@ static void test_local(void **state)
         assert_true(metrics_client_local("127.1.2.3"));
         assert_true(metrics_client_local("::1"));
         assert_true(metrics_client_local("::ffff:127.0.0.1"));
-        assert_false(metrics_client_local("10.0.0.1"));
+        assert_false(metrics_client_local("192.0.2.1"));
         assert_false(metrics_client_local("1127.0.0.1"));
         assert_false(metrics_client_local("::10"));
         assert_false(metrics_client_local("::1:2"));
-        assert_false(metrics_client_local("::ffff:10.0.0.1"));
+        assert_false(metrics_client_local("::ffff:192.0.2.1"));
         assert_false(metrics_client_local(""));
 }
 

@@ -70,7 +70,7 @@ static void test_full_file(void **state)
                                 "pool_size = 16 ; more\ntoken_ttl = 15m\nmax_body_size = 1M\n"
                                 "request_timeout = 2.5s\nstartup_timeout = 0\nlog_level = debug\n"
                                 "activity = off\nsecret_file = /etc/webd/key\n"
-                                "trusted_proxies = 10.1.0.0/16, fd00::/8 , 192.0.2.7\nlogin_failures = 3\n"
+                                "trusted_proxies = 198.51.100.0/24, fd00::/8 , 192.0.2.7\nlogin_failures = 3\n"
                                 "login_address_failures = 9\nlogin_account_failures = 50\nlogin_max_delay = 1m\n"
                                 "login_throttle_entries = 2048\n");
         struct config c;
@@ -130,11 +130,11 @@ static void test_bad_keys(void **state)
                 {"secret_file = key", "absolute path"},
                 {"database = not a conninfo", "libpq connection string"},
                 {"nonsense = 1", "unknown key"},
-                {"trusted_proxies = 10.0.0.1/8", "not a network"},
+                {"trusted_proxies = 198.51.100.1/24", "not a network"},
                 {"trusted_proxies = relay.example", "not a network"},
-                {"trusted_proxies = 10.0.0.0/8,,::1", "empty entry"},
+                {"trusted_proxies = 198.51.100.0/24,,::1", "empty entry"},
                 {"trusted_proxies = 1.0.0.0/8, 2.0.0.0/8, 3.0.0.0/8, 4.0.0.0/8, 5.0.0.0/8, 6.0.0.0/8, 7.0.0.0/8, "
-                 "8.0.0.0/8, 9.0.0.0/8, 10.0.0.0/8, 11.0.0.0/8, 12.0.0.0/8, 13.0.0.0/8, 14.0.0.0/8, 15.0.0.0/8, "
+                 "8.0.0.0/8, 9.0.0.0/8, 34.0.0.0/8, 11.0.0.0/8, 12.0.0.0/8, 13.0.0.0/8, 14.0.0.0/8, 15.0.0.0/8, "
                  "16.0.0.0/8, 17.0.0.0/8, 18.0.0.0/8, 19.0.0.0/8, 20.0.0.0/8, 21.0.0.0/8, 22.0.0.0/8, 23.0.0.0/8, "
                  "24.0.0.0/8, 25.0.0.0/8, 26.0.0.0/8, 27.0.0.0/8, 28.0.0.0/8, 29.0.0.0/8, 30.0.0.0/8, 31.0.0.0/8, "
                  "32.0.0.0/8, 33.0.0.0/8", "more than 32"},
@@ -274,9 +274,9 @@ static void test_set(void **state)
         /* An empty list trusts no relay; a list replaces the default. */
         assert_int_equal(config_set(&c, "webd", "trusted_proxies", "", NULL), 0);
         assert_int_equal(c.n_trusted_proxies, 0);
-        assert_int_equal(config_set(&c, "webd", "trusted_proxies", "10.0.0.0/8", NULL), 0);
+        assert_int_equal(config_set(&c, "webd", "trusted_proxies", "198.51.100.0/24", NULL), 0);
         assert_int_equal(c.n_trusted_proxies, 1);
-        assert_int_equal(config_set(&c, "webd", "trusted_proxies", "10.0.0.0/8, bad", NULL), -EINVAL);
+        assert_int_equal(config_set(&c, "webd", "trusted_proxies", "198.51.100.0/24, bad", NULL), -EINVAL);
         assert_int_equal(c.n_trusted_proxies, 1);
         assert_int_equal(config_set(&c, "webd", "login_max_delay", "2h", NULL), 0);
         assert_int_equal(config_validate(&c), -EINVAL);
