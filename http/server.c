@@ -806,8 +806,10 @@ static void http_conn_process(struct http_conn *c)
                 switch (c->state) {
                 case HTTP_CONN_IDLE:
                         if (len == 0) {
-                                if (c->read_eof)
-                                        http_conn_close(c);
+                                if (c->read_eof) { /* every request it sent is answered: close once out */
+                                        c->close_after = true;
+                                        http_conn_next(c);
+                                }
                                 goto io;
                         }
                         if (evbuffer_get_length(c->out) >= HTTP_SERVER_OUTPUT_MAX)
@@ -832,8 +834,10 @@ static void http_conn_process(struct http_conn *c)
                         }
                         r = http_parse_request(&c->parser, buf, len, max, &s->scratch, &reason);
                         if (r == 0) {
-                                if (c->read_eof) /* half a head and the client is done: nothing to answer */
-                                        http_conn_close(c);
+                                if (c->read_eof) { /* half a head and the client is done: nothing to */
+                                        c->close_after = true; /* answer, but the earlier answers go out */
+                                        http_conn_next(c);
+                                }
                                 goto io;
                         }
                         if (r == -EMSGSIZE)
@@ -940,9 +944,9 @@ static void http_conn_read_cb(evutil_socket_t fd, short what, void *userdata)
                 goto out;
         }
         if (n == 0) {
-                /* The client is done sending: what it sent is still answered, then the connection closes. */
+                /* The client is done sending: every request it sent is still answered, pipelined ones too,
+                 * then the connection closes (http_conn_process(), once the input is used up). */
                 c->read_eof = true;
-                c->close_after = true;
                 http_conn_set_reading(c, false);
         }
         http_conn_process(c);

@@ -159,6 +159,27 @@ def test_head_and_http10(webd):
         assert c.closed_by_peer(5)
 
 
+def test_half_closed_client_gets_its_answers(webd, token):
+    """A client that sends its requests and then shuts its side (SHUT_WR) still reads every answer, a body
+    included, before webd closes; half a head then EOF is closed without an answer."""
+    with RawConn(webd.port) as c:
+        body = b'{"title": "half closed"}'
+        c.send(b"GET /healthcheck HTTP/1.1\r\n" + H + b"\r\n"
+               b"POST /tasks HTTP/1.1\r\n" + H + b"Authorization: Bearer " + token.encode() +
+               b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+               b"\r\n\r\n" + body)
+        c.sock.shutdown(socket.SHUT_WR)
+        assert c.read_response().status == 200
+        r = c.read_response()
+        assert r.status == 201 and r.json()["title"] == "half closed", r.body
+        assert c.closed_by_peer(5)
+    with RawConn(webd.port) as c:
+        c.send(b"GET /healthcheck HTTP/1.1\r\nHo")
+        c.sock.shutdown(socket.SHUT_WR)
+        assert c.closed_by_peer(5)
+    assert webdtest.Webd.request(webd, "GET", "/healthcheck").status_code == 200
+
+
 def test_keepalive_idle_timeout(webd):
     with RawConn(webd.port) as kept, RawConn(webd.port) as idle:
         kept.send(b"GET /healthcheck HTTP/1.1\r\n" + H + b"\r\n")
