@@ -775,9 +775,9 @@ static void client_read_cb(evutil_socket_t fd, short what, void *userdata)
                         client_close(c);
                         goto out;
                 }
-                /* Request complete and half-closed: finish the response, then close. */
-                if (c->txn)
-                        c->txn->close_after = true;
+                /* Request complete and half-closed: its answer, and those of the requests pipelined
+                 * behind it, still go out; then the connection closes (client_process(), once the input
+                 * is used up). */
                 c->reading = false;
                 (void)event_del(&c->rev);
                 goto out;
@@ -853,6 +853,10 @@ static void client_process(struct client *c)
 
                 switch (c->state) {
                 case CLIENT_IDLE:
+                        if (len == 0 && c->read_eof) { /* every request it sent is answered */
+                                client_closing(c, false);
+                                return;
+                        }
                         if (len == 0)
                                 goto io;
                         c->state = CLIENT_HEAD;
@@ -878,6 +882,10 @@ static void client_process(struct client *c)
                         buf = evbuffer_pullup(c->in, (ev_ssize_t)MIN(len, (size_t)cfg->max_header_size + 1));
                         r = http_parse_request(&t->req_parser, (const char *)buf, len, cfg->max_header_size,
                                                &t->req, &reason);
+                        if (r == 0 && c->read_eof) { /* half a head, and the client is done: no answer */
+                                client_closing(c, false);
+                                return;
+                        }
                         if (r == 0)
                                 goto io;
                         if (r < 0) {

@@ -63,6 +63,17 @@ def test_pipelined_requests_answered_in_order(setup):
         assert conn.get("/after").status == 200
 
 
+def test_pipelined_then_half_closed(setup):
+    """A client that sends its requests and shuts its side (SHUT_WR) reads every answer before lbd closes."""
+    lbd, _ = setup
+    reqs = b"".join(lbdtest.HttpConnection.build_head("GET", f"/echo?n={i}") for i in range(5))
+    out, closed = lbdtest.raw_exchange(lbd.port, reqs, timeout=10, shutdown_write=True)
+    assert closed
+    assert out.count(b"HTTP/1.1 200 ") == 5, out[:500]
+    for i in range(5):
+        assert f'"/echo?n={i}"'.encode() in out, out[:500]
+
+
 def test_pipelined_slow_first(setup):
     lbd, _ = setup
     reqs = (lbdtest.HttpConnection.build_head("GET", "/delay/300")
