@@ -84,6 +84,8 @@ struct http_conn {
         struct http_request *req;     /* being read (HEAD, BODY), or with the application (HANDLER) */
         http_parser parser;
         uint64_t head_start_usec;     /* the current head's first byte (the accept for the first head) */
+        uint64_t progress_usec;       /* the client last took some of its answers (or they began to wait) */
+        uint64_t body_start_usec;     /* BODY: when the body's deadline began */
         uint64_t body_limit;
         uint64_t body_raw;            /* body bytes as sent, chunk framing included */
         uint64_t linger_left;
@@ -149,17 +151,46 @@ static const struct timeval *http_common_timeout(struct event_base *base, uint64
         return event_base_init_common_timeout(base, &tv);
 }
 
-/* Arms the connection's timer with one of the server's common timeouts, or <usec> when NULL. */
+/* Arms the connection's timer with one of the server's common timeouts, or <usec> when NULL. While answers
+ * wait to go out, the timer never runs past idle_timeout after the client last took some of them: what
+ * happens meanwhile (requests answered, a head or body arriving) does not push that back, or a client that
+ * reads nothing would be held for as long as it keeps the application busy. */
 static void http_conn_arm(struct http_conn *c, const struct timeval *common, uint64_t usec)
 {
         struct timeval tv;
 
+        if (evbuffer_get_length(c->out) > 0) {
+                uint64_t now = now_usec(), stall_end = c->progress_usec + c->server->limits.idle_timeout_usec;
+
+                if (stall_end < now + usec) {
+                        tv = timeval_from_usec(stall_end > now ? stall_end - now : 0);
+                        (void)event_add(&c->timer, &tv);
+                        return;
+                }
+        }
         if (common) {
                 (void)event_add(&c->timer, common);
                 return;
         }
         tv = timeval_from_usec(usec);
         (void)event_add(&c->timer, &tv);
+}
+
+/* With the application (HANDLER) the connection has no deadline of its own, but earlier answers still
+ * waiting to go out keep theirs. */
+static void http_conn_handler_timer(struct http_conn *c)
+{
+        if (evbuffer_get_length(c->out) > 0)
+                http_conn_arm(c, c->server->tv_idle, c->server->limits.idle_timeout_usec);
+        else
+                (void)event_del(&c->timer);
+}
+
+/* Whether the client has taken nothing of its waiting answers for idle_timeout. */
+static bool http_conn_stalled(const struct http_conn *c)
+{
+        return evbuffer_get_length(c->out) > 0 &&
+               now_usec() >= c->progress_usec + c->server->limits.idle_timeout_usec;
 }
 
 /* Writes "<random prefix>-<counter in hex>" into <buf>. */
@@ -568,6 +599,8 @@ static int http_conn_write_response(struct http_conn *c, const struct http_reque
         http_put(&t, "\r\n", 2);
         if (t.over) /* more than HTTP_SERVER_HEADERS_MAX bytes of fields */
                 return -EINVAL;
+        if (evbuffer_get_length(c->out) == 0)
+                c->progress_usec = now_usec(); /* the client's time to take it starts now */
         if (evbuffer_add(c->out, t.buf, t.len) < 0)
                 return -ENOMEM;
         if (!no_body && !req->head_only && resp->body_len > 0 &&
@@ -647,7 +680,7 @@ static void http_conn_reject(struct http_conn *c, unsigned status, const char *r
         c->no_linger = status == 408;
         c->linger_wanted = req->parsed;
         c->state = HTTP_CONN_HANDLER;
-        (void)event_del(&c->timer);
+        http_conn_handler_timer(c);
         if (s->ops.error)
                 s->ops.error(req, status, reason, s->userdata);
         else
@@ -696,7 +729,7 @@ static void http_conn_dispatch(struct http_conn *c)
                 req->body_len = len;
         }
         c->state = HTTP_CONN_HANDLER;
-        (void)event_del(&c->timer);
+        http_conn_handler_timer(c);
         s->ops.request(req, s->userdata);
 }
 
@@ -749,9 +782,13 @@ static void http_conn_start(struct http_conn *c, const char *buf, size_t len)
                 return;
         }
         /* Asked to confirm before the body is sent, and nothing of it came yet. */
-        if (req->head.expect_continue && req->head.minor == 1 && evbuffer_get_length(c->in) == 0)
+        if (req->head.expect_continue && req->head.minor == 1 && evbuffer_get_length(c->in) == 0) {
+                if (evbuffer_get_length(c->out) == 0)
+                        c->progress_usec = now_usec();
                 (void)evbuffer_add(c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        }
         c->state = HTTP_CONN_BODY;
+        c->body_start_usec = now_usec();
         http_conn_arm(c, s->tv_body, s->limits.body_timeout_usec);
 }
 
@@ -901,8 +938,11 @@ static void http_conn_flush(struct http_conn *c)
                         http_conn_close(c);
                         return;
                 }
-                if (n > 0 && c->state != HTTP_CONN_HEAD && c->state != HTTP_CONN_BODY)
-                        http_conn_arm(c, s->tv_idle, s->limits.idle_timeout_usec); /* progress */
+                if (n > 0) {
+                        c->progress_usec = now_usec();
+                        if (c->state != HTTP_CONN_HEAD && c->state != HTTP_CONN_BODY)
+                                http_conn_arm(c, s->tv_idle, s->limits.idle_timeout_usec); /* progress */
+                }
         }
         if (evbuffer_get_length(c->out) > 0) {
                 http_conn_set_writing(c, true);
@@ -969,8 +1009,26 @@ static void http_conn_write_cb(evutil_socket_t fd, short what, void *userdata)
 static void http_conn_timer_cb(evutil_socket_t fd, short what, void *userdata)
 {
         struct http_conn *c = userdata;
+        const struct http_server *s = c->server;
 
         http_conn_enter(c);
+        if (c->state != HTTP_CONN_CLOSING && http_conn_stalled(c)) {
+                http_conn_close(c); /* it takes nothing of its answers: whatever it is sending, it is done */
+                http_conn_leave(c);
+                return;
+        }
+        if (c->state == HTTP_CONN_HEAD || c->state == HTTP_CONN_BODY) {
+                /* Set for the stall, which the client has since ended: the state's own deadline goes on. */
+                uint64_t end = c->state == HTTP_CONN_HEAD ? c->head_start_usec + s->limits.head_timeout_usec
+                                                          : c->body_start_usec + s->limits.body_timeout_usec;
+                uint64_t now = now_usec();
+
+                if (now < end) {
+                        http_conn_arm(c, NULL, end - now);
+                        http_conn_leave(c);
+                        return;
+                }
+        }
         switch (c->state) {
         case HTTP_CONN_HEAD:
                 http_conn_reject(c, 408, "request head not received in time");

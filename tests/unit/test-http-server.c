@@ -1,7 +1,7 @@
 /* Unit tests for http/server.c, on a real event loop and loopback sockets: pipelined requests answered in
  * order and one at a time, the access hook for every answer (the engine's own refusals too), the head
- * deadline, the connection limit, per-route body limits, a request that outlives its connection, and the
- * query-string parser. */
+ * deadline, a client that takes nothing of its answers, the connection limit, per-route body limits, a
+ * request that outlives its connection, and the query-string parser. */
 #include <errno.h>
 #include <event2/event.h>
 #include <netinet/in.h>
@@ -296,6 +296,80 @@ static void test_head_deadline(void **state)
         app_stop(&a);
 }
 
+/* The engine's side of the connection whose client is <client> (the test and the engine share the process). */
+static int server_side(int client)
+{
+        struct sockaddr_in mine, peer;
+        socklen_t len = sizeof(mine);
+
+        assert_int_equal(getsockname(client, (struct sockaddr *)&mine, &len), 0);
+        for (int fd = 3; fd < 1024; fd++) {
+                len = sizeof(peer);
+                if (fd != client && getpeername(fd, (struct sockaddr *)&peer, &len) == 0 &&
+                    peer.sin_family == AF_INET && peer.sin_port == mine.sin_port)
+                        return fd;
+        }
+        fail_msg("no server side for the client's connection");
+        return -1;
+}
+
+/* A client that pipelines requests and takes nothing of its answers is closed idle_timeout after it last
+ * took some, even while the application goes on answering what it sent: answering is not the client's
+ * progress (it used to push the deadline back, holding such a client as long as it kept the application
+ * busy). */
+static void test_client_taking_nothing(void **state)
+{
+        static char big[128 * 1024];
+        struct http_server_limits limits = limits_default;
+        int small = 2048, fd, sfd;
+        uint64_t start = 0;
+        struct app a;
+
+        limits.idle_timeout_usec = 400 * USEC_PER_MSEC;
+        app_start(&a, &limits);
+        a.hold = true;
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(fd >= 0);
+        assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+        {
+                struct netaddr addr;
+
+                assert_int_equal(http_server_bound(a.server, 0, &addr), 0);
+                assert_int_equal(connect(fd, &addr.u.sa, addr.len), 0);
+        }
+        for (int i = 0; i < 150; i++)
+                client_send(fd, "GET /s HTTP/1.1\r\nHost: x\r\n\r\n");
+        run_for(&a, 50);
+        sfd = server_side(fd);
+        assert_int_equal(setsockopt(sfd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+        memset(big, 'b', sizeof(big));
+        /* The first answer fills what the kernel holds; then one small answer every 50 ms for up to 5 s. */
+        for (int i = 0; i < 100 && http_server_connections(a.server) > 0; i++) {
+                if (a.n_held > 0) {
+                        struct http_request *req = a.held[0];
+
+                        a.n_held = 0;
+                        if (start == 0)
+                                start = now_usec();
+                        http_request_respond(req, &(struct http_response){
+                                                          .status = 200,
+                                                          .body = big,
+                                                          .body_len = i == 0 ? sizeof(big) : 100,
+                                                  });
+                }
+                run_for(&a, 50);
+        }
+        assert_true(start > 0);
+        assert_int_equal(http_server_connections(a.server), 0);
+        assert_true(now_usec() - start < 1500 * USEC_PER_MSEC);
+        assert_true(a.handled >= 2); /* it was closed while answers still came */
+        for (size_t i = 0; i < a.n_held; i++)
+                app_answer(a.held[i]); /* its connection is gone: only reported */
+        a.n_held = 0;
+        close(fd);
+        app_stop(&a);
+}
+
 static void test_connection_limit(void **state)
 {
         struct http_server_limits limits = limits_default;
@@ -402,6 +476,7 @@ int main(void)
                 cmocka_unit_test(test_one_at_a_time),
                 cmocka_unit_test(test_request_outlives_connection),
                 cmocka_unit_test(test_head_deadline),
+                cmocka_unit_test(test_client_taking_nothing),
                 cmocka_unit_test(test_connection_limit),
                 cmocka_unit_test(test_body_limits),
                 cmocka_unit_test(test_unknown_method_and_version),
