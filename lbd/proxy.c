@@ -231,6 +231,7 @@ static void client_reject(struct client *c, unsigned status, const char *detail)
 static int client_forward_body(struct client *c);
 static void client_update_reading(struct client *c);
 static void client_flush(struct client *c);
+static void client_timer_stop(struct client *c);
 static void client_closing(struct client *c, bool linger);
 static void txn_dispatch(struct client *c);
 static void txn_fail(struct client *c, unsigned status, const char *detail);
@@ -805,6 +806,9 @@ static void client_write_cb(evutil_socket_t fd, short what, void *userdata)
                 upstream_process(up);
                 upstream_leave(up);
         }
+        /* The last answer is out: a pipelined request waiting for that goes on. */
+        if (!c->dead && c->state == CLIENT_IDLE && !c->writing && evbuffer_get_length(c->in) > 0)
+                client_process(c);
 out:
         client_leave(c);
 }
@@ -858,6 +862,10 @@ static void client_process(struct client *c)
                                 return;
                         }
                         if (len == 0)
+                                goto io;
+                        /* A pipelined request waits until the client has taken the last answer (the kernel
+                         * holds it): one that reads nothing gets nothing more sent on its behalf. */
+                        if (c->writing)
                                 goto io;
                         c->state = CLIENT_HEAD;
                         proxy_arm_in(c->proxy, &c->timer, cfg->client_header_timeout_usec);
@@ -950,7 +958,7 @@ static void client_answer(struct client *c, struct txn *t, size_t head_len, unsi
         }
         t->resp_body_bytes = t->method == HTTP_HEAD ? 0 : len;
         c->state = CLIENT_FORWARD;
-        (void)event_del(&c->timer);
+        client_timer_stop(c);
         client_enter(c);
         client_flush(c);
         if (!c->dead)
@@ -1127,7 +1135,7 @@ static void client_start(struct client *c, struct txn *t, const char *buf, size_
         }
         t->req_complete = r == 1;
         c->state = CLIENT_FORWARD;
-        (void)event_del(&c->timer);
+        client_timer_stop(c);
         if (!t->req_complete)
                 proxy_arm_in(c->proxy, &c->timer, cfg->client_body_timeout_usec);
         /* The first body bytes that came with the head go into the replay copy before dispatch. */
@@ -1213,7 +1221,7 @@ static int client_forward_body(struct client *c)
                         t->req_complete = true;
         }
         if (t->req_complete)
-                (void)event_del(&c->timer);
+                client_timer_stop(c);
         else if (moved)
                 proxy_arm_in(c->proxy, &c->timer, cfg->client_body_timeout_usec);
         if (moved && t->up && t->up->connected)
@@ -1260,6 +1268,14 @@ static void client_update_reading(struct client *c)
         }
 }
 
+/* No deadline of the client's own from here on, except the send timeout of an answer still waiting for it:
+ * that one runs on (client_flush()). */
+static void client_timer_stop(struct client *c)
+{
+        if (!c->writing)
+                (void)event_del(&c->timer);
+}
+
 static void client_flush(struct client *c)
 {
         ssize_t n;
@@ -1272,19 +1288,24 @@ static void client_flush(struct client *c)
                 return;
         }
         if (evbuffer_get_length(c->out) > 0) {
+                /* The send timeout runs from when the answer began to wait or the client last took some:
+                 * more queued meanwhile does not push it back. */
+                if (c->state == CLIENT_TUNNEL || (c->state != CLIENT_CLOSING && (n > 0 || !c->writing)))
+                        proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_body_timeout_usec);
+                else if (c->state == CLIENT_CLOSING && n > 0)
+                        proxy_arm_in(c->proxy, &c->timer, CLOSE_LINGER_USEC);
                 if (!c->writing) {
                         c->writing = true;
                         (void)event_add(&c->wev, NULL);
                 }
-                if (c->state != CLIENT_CLOSING)
-                        proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_body_timeout_usec);
-                else if (n > 0)
-                        proxy_arm_in(c->proxy, &c->timer, CLOSE_LINGER_USEC);
                 return;
         }
         if (c->writing) {
                 c->writing = false;
                 (void)event_del(&c->wev);
+                /* Between requests the keep-alive timeout starts once the last answer is out. */
+                if (c->state == CLIENT_IDLE)
+                        proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_idle_timeout_usec);
         }
         if (c->state == CLIENT_CLOSING) {
                 if (!c->lingering || c->read_eof) {
@@ -1417,8 +1438,10 @@ static void txn_finish(struct client *c)
         c->txn = NULL;
         txn_release(c->proxy, t);
         c->state = CLIENT_IDLE;
-        (void)event_del(&c->timer);
-        proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_idle_timeout_usec);
+        /* Part of the answer still waiting keeps the send timeout it has; client_flush() starts the
+         * keep-alive timeout once it is out. */
+        if (!c->writing)
+                proxy_arm_in(c->proxy, &c->timer, c->proxy->cfg->client_idle_timeout_usec);
         if (c->proxy->draining && evbuffer_get_length(c->in) == 0) {
                 client_closing(c, false);
                 return;

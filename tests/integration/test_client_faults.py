@@ -306,6 +306,39 @@ def test_slow_read_client_timeout_closes_it(harness):
     assert "stalled" not in lbd.stderr_text()
 
 
+def test_pipelining_client_that_reads_nothing(harness):
+    """A client that pipelines requests and takes none of the answers: once
+    an answer waits for it, lbd forwards no more of its requests, and it
+    closes the connection timeouts.client_body after the client last took
+    something, however many requests are still queued behind (answers queued
+    meanwhile used to push that deadline back, holding the connection and the
+    backend for as long as the requests lasted). The backend is not blamed."""
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1], args=["--set", "timeouts.client_body=1s"])
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", lbd.port))
+    try:
+        # Large answers first, to fill what the kernels hold; then 60 slow small ones.
+        data = b"".join(lbdtest.HttpConnection.build_head("GET", f"/bytes/1000000?fill={i}") for i in range(8))
+        data += b"".join(lbdtest.HttpConnection.build_head("GET", f"/delay/100?pipe={i}") for i in range(60))
+        s.sendall(data)
+        start = time.monotonic()
+        # Closed by lbd: its own count (the client's kernel may not hear of it, its window being shut).
+        while time.monotonic() - start < 15 and lbd.metrics().get("lbd_client_connections") != 0:
+            time.sleep(0.05)
+        took = time.monotonic() - start
+        assert lbd.metrics().get("lbd_client_connections") == 0, "lbd kept a pipelining client that took nothing"
+        assert took < 5, took
+    finally:
+        s.close()
+    forwarded = sum(1 for r in b1.requests() if "?pipe=" in r["path"])
+    assert forwarded < 10, forwarded
+    assert_all_in_rotation(lbd, 1)
+    assert lbd.backend_status(b1.addr)["failures"] == 0, lbd.status()
+
+
 def _memory_instrumented():
     """AddressSanitizer and valgrind hold freed memory back (quarantine) and add shadow memory: RSS
     figures mean nothing there."""
