@@ -45,6 +45,8 @@
 #include <event2/event_struct.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +61,7 @@
 #include "common/macro.h"
 #include "common/parse.h"
 #include "common/sockio.h"
+#include "common/tlsio.h"
 
 #define HTTP_READ_SIZE    (16 * 1024)
 #define HTTP_ACCEPT_BATCH 64
@@ -81,6 +84,7 @@ struct http_conn {
         enum http_conn_state state;
         struct event rev, wev, timer;
         struct evbuffer *in, *out;
+        SSL *ssl;                     /* on a TLS server (http_server_set_tls()); NULL for plain HTTP */
         struct http_request *req;     /* being read (HEAD, BODY), or with the application (HANDLER) */
         http_parser parser;
         uint64_t head_start_usec;     /* the current head's first byte (the accept for the first head) */
@@ -103,6 +107,8 @@ struct http_conn {
         bool no_linger;               /* refused for its slowness (408): no lingering close */
         bool lingering;               /* CLOSING: what the client still sends is read and dropped */
         bool shut;                    /* lingering and the answer is out: our side is shut down */
+        bool handshaking;             /* TLS: the handshake is not done yet (state IDLE meanwhile) */
+        bool tls_broken;              /* TLS: a fatal error, no close_notify may be sent */
         DLIST_FIELDS(struct http_conn, conns);
 };
 
@@ -119,6 +125,7 @@ struct http_server {
         void *userdata;
         struct http_listener listeners[HTTP_SERVER_LISTEN_MAX];
         size_t n_listeners;
+        SSL_CTX *tls;                 /* new connections speak TLS with this context; one reference */
         bool accepting;
         bool shutting_down;
         struct acceptpause pause;
@@ -404,9 +411,12 @@ static void http_conn_set_reading(struct http_conn *c, bool on)
         if (c->reading == on || c->dead)
                 return;
         c->reading = on;
-        if (on)
+        if (on) {
                 (void)event_add(&c->rev, NULL);
-        else
+                /* Decrypted bytes OpenSSL holds wake no socket event. */
+                if (c->ssl && !c->handshaking && tls_has_pending(c->ssl))
+                        event_active(&c->rev, EV_READ, 0);
+        } else
                 (void)event_del(&c->rev);
 }
 
@@ -487,6 +497,12 @@ static void http_conn_close(struct http_conn *c)
         (void)event_del(&c->wev);
         (void)event_del(&c->timer);
         c->reading = c->writing = false;
+        if (c->ssl) {
+                if (!c->tls_broken)
+                        tls_shutdown(c->ssl);
+                SSL_free(c->ssl);
+                c->ssl = NULL;
+        }
         (void)close(c->fd);
         c->fd = -1;
         c->dead = true;
@@ -933,8 +949,9 @@ static void http_conn_flush(struct http_conn *c)
         if (c->dead)
                 return;
         if (evbuffer_get_length(c->out) > 0) {
-                n = sockio_write(c->fd, c->out);
+                n = c->ssl ? tls_write(c->ssl, c->out) : sockio_write(c->fd, c->out);
                 if (n < 0) {
+                        c->tls_broken = true;
                         http_conn_close(c);
                         return;
                 }
@@ -959,6 +976,8 @@ static void http_conn_flush(struct http_conn *c)
         }
         if (!c->shut) {
                 c->shut = true;
+                if (c->ssl)
+                        tls_shutdown(c->ssl);
                 (void)shutdown(c->fd, SHUT_WR);
                 http_conn_arm(c, s->tv_linger, HTTP_LINGER_USEC);
         }
@@ -966,19 +985,68 @@ static void http_conn_flush(struct http_conn *c)
 
 /* ---- callbacks ---- */
 
-static void http_conn_read_cb(evutil_socket_t fd, short what, void *userdata)
+/* Drives the TLS handshake; the connection's head deadline (from the accept) bounds it. */
+static void http_conn_handshake(struct http_conn *c)
 {
-        struct http_conn *c = userdata;
+        int err = 0, r = tls_handshake_step(c->ssl, &err);
+
+        if (r < 0) {
+                log_debug("TLS handshake with %s failed: %s", c->ip,
+                          err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN ? "the client closed" :
+                                                                                   "protocol error");
+                ERR_clear_error();
+                c->tls_broken = true;
+                http_conn_close(c);
+                return;
+        }
+        http_conn_set_writing(c, r == TLS_WANT_WRITE);
+        if (r != TLS_DONE)
+                return;
+        c->handshaking = false;
+        if (tls_has_pending(c->ssl)) /* the first request came with the handshake's last flight */
+                event_active(&c->rev, EV_READ, 0);
+}
+
+/* Reads what the socket has into the input: > 0 bytes, 0 at the end, -EAGAIN, or -errno. *<again> when
+ * more waits inside OpenSSL. */
+static ssize_t http_conn_recv(struct http_conn *c, bool *again)
+{
         ssize_t n;
 
-        http_conn_enter(c);
+        *again = false;
+        if (c->ssl) {
+                n = tls_read(c->ssl, c->in, HTTP_READ_SIZE, again);
+                if (n < 0 && n != -EAGAIN)
+                        c->tls_broken = true;
+                return n;
+        }
         do
                 n = recv(c->fd, c->server->readbuf, sizeof(c->server->readbuf), 0);
         while (n < 0 && errno == EINTR);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                goto out;
+        if (n < 0)
+                return errno == EWOULDBLOCK ? -EAGAIN : -errno;
         if (n > 0 && evbuffer_add(c->in, c->server->readbuf, (size_t)n) < 0)
-                n = -ENOMEM;
+                return -ENOMEM;
+        return n;
+}
+
+static void http_conn_read_cb(evutil_socket_t fd, short what, void *userdata)
+{
+        struct http_conn *c = userdata;
+        bool again;
+        ssize_t n;
+
+        http_conn_enter(c);
+        if (c->handshaking) {
+                http_conn_handshake(c);
+                goto out;
+        }
+        /* A wake-up for data OpenSSL holds may come after reading stopped: it waits for its turn. */
+        if (c->ssl && !c->reading)
+                goto out;
+        n = http_conn_recv(c, &again);
+        if (n == -EAGAIN)
+                goto out;
         if (n < 0 || (n == 0 && c->state == HTTP_CONN_CLOSING)) {
                 http_conn_close(c);
                 goto out;
@@ -990,6 +1058,8 @@ static void http_conn_read_cb(evutil_socket_t fd, short what, void *userdata)
                 http_conn_set_reading(c, false);
         }
         http_conn_process(c);
+        if (again && !c->dead && c->reading)
+                event_active(&c->rev, EV_READ, 0);
 out:
         http_conn_leave(c);
 }
@@ -999,6 +1069,11 @@ static void http_conn_write_cb(evutil_socket_t fd, short what, void *userdata)
         struct http_conn *c = userdata;
 
         http_conn_enter(c);
+        if (c->handshaking) {
+                http_conn_handshake(c);
+                http_conn_leave(c);
+                return;
+        }
         http_conn_flush(c);
         /* Room again in the output: parse what waited for it. */
         if (!c->dead && evbuffer_get_length(c->out) < HTTP_SERVER_OUTPUT_MAX)
@@ -1080,6 +1155,20 @@ static void http_server_accept_cb(evutil_socket_t lfd, short what, void *userdat
                         free(c);
                         (void)close(fd);
                         continue;
+                }
+                if (s->tls && !(c->ssl = SSL_new(s->tls))) {
+                        ERR_clear_error();
+                        evbuffer_free(c->in);
+                        evbuffer_free(c->out);
+                        free(c);
+                        (void)close(fd);
+                        continue;
+                }
+                if (c->ssl) {
+                        if (SSL_set_fd(c->ssl, fd) != 1)
+                                ERR_clear_error(); /* the handshake fails, and closes it */
+                        SSL_set_accept_state(c->ssl);
+                        c->handshaking = true;
                 }
                 c->server = s;
                 c->fd = fd;
@@ -1221,6 +1310,15 @@ struct http_server *http_server_free(struct http_server *s)
                 (void)close(s->listeners[i].fd);
         }
         acceptpause_done(&s->pause);
+        SSL_CTX_free(s->tls);
         free(s);
         return NULL;
+}
+
+void http_server_set_tls(struct http_server *s, struct ssl_ctx_st *ctx)
+{
+        if (ctx)
+                (void)SSL_CTX_up_ref(ctx);
+        SSL_CTX_free(s->tls);
+        s->tls = ctx;
 }

@@ -35,6 +35,7 @@
 struct event_base;
 struct http_server;
 struct http_conn;
+struct ssl_ctx_st;
 
 #define HTTP_SERVER_LISTEN_MAX     8
 #define HTTP_SERVER_OUTPUT_MAX     (256 * 1024) /* queued answer bytes beyond which a client is not read */
@@ -107,6 +108,11 @@ int http_server_new(struct event_base *base, const struct http_server_limits *li
 /* Listens on <addr> too (at most HTTP_SERVER_LISTEN_MAX). <what> names it in log lines and must live as
  * long as the server. Returns 0 or -errno. */
 int http_server_listen(struct http_server *s, const struct netaddr *addr, const char *what);
+
+/* From now on every connection accepted speaks TLS with <ctx> (a server context; the server takes a
+ * reference), or plain HTTP when NULL. Connections already open keep what they have: a reload of the
+ * certificates is a call with the new context. The handshake is bounded by the head timeout. */
+void http_server_set_tls(struct http_server *s, struct ssl_ctx_st *ctx);
 
 /* Stops accepting; idle connections are closed now, the others after the answer in progress, which
  * carries "Connection: close". Requests the application holds stay its own. */

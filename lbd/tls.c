@@ -55,16 +55,7 @@
 #define TLS_FILE_MAX   (1024 * 1024) /* a PEM file larger than this is refused */
 #define TLS_NAMES_MAX  100           /* names one certificate may carry */
 #define TLS_NAME_MAX   253
-#define TLS_RECORD     16384         /* the largest plaintext of one record */
 #define TLS_SID_CONTEXT "lbd"
-
-/* The intermediate profile's TLS 1.2 suites: ECDHE key exchange and AEAD ciphers only. TLS 1.3's three
- * suites are all AEAD and kept as OpenSSL orders them. */
-#define TLS_CIPHERS_12 "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
-                       "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
-                       "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-#define TLS_CIPHERS_13 "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
-#define TLS_GROUPS     "X25519:P-256:P-384"
 
 struct tls_cert {
         char *file;
@@ -283,37 +274,6 @@ static void tls_key_type(struct tls_cert *cert, const EVP_PKEY *key)
         }
 }
 
-static int tls_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
-                       unsigned inlen, void *arg)
-{
-        static const unsigned char http11[] = "\x08http/1.1";
-        unsigned char *selected = NULL;
-
-        /* Only HTTP/1.1 is spoken: a client that offers nothing else it can use goes on without ALPN. */
-        if (SSL_select_next_proto(&selected, outlen, http11, sizeof(http11) - 1, in, inlen) !=
-            OPENSSL_NPN_NEGOTIATED)
-                return SSL_TLSEXT_ERR_NOACK;
-        *out = selected;
-        return SSL_TLSEXT_ERR_OK;
-}
-
-/* The profile: versions, suites, groups, and what is never done (compression, renegotiation). Set on the
- * base context and on every group's, because once the SNI callback moved a connection, OpenSSL reads some
- * of them (the TLS 1.2 cipher list among them) from the context it is on now. */
-static int tls_ctx_profile(SSL_CTX *ctx, enum tls_profile profile)
-{
-        SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
-        if (SSL_CTX_set_min_proto_version(ctx, profile == TLS_PROFILE_MODERN ? TLS1_3_VERSION : TLS1_2_VERSION) !=
-                    1 ||
-            SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
-            SSL_CTX_set_cipher_list(ctx, TLS_CIPHERS_12) != 1 ||
-            SSL_CTX_set_ciphersuites(ctx, TLS_CIPHERS_13) != 1 || SSL_CTX_set1_groups_list(ctx, TLS_GROUPS) != 1) {
-                ERR_clear_error();
-                return -EINVAL;
-        }
-        return 0;
-}
-
 static SSL_CTX *tls_group_ctx_new(enum tls_profile profile)
 {
         SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -321,13 +281,13 @@ static SSL_CTX *tls_group_ctx_new(enum tls_profile profile)
         if (!ctx)
                 return NULL;
         /* After the SNI callback moves a connection here, these are read from this context. */
-        if (tls_ctx_profile(ctx, profile) < 0) {
+        if (tls_ctx_set_profile(ctx, profile == TLS_PROFILE_MODERN) < 0) {
                 SSL_CTX_free(ctx);
                 return NULL;
         }
         (void)SSL_CTX_set_session_id_context(ctx, (const unsigned char *)TLS_SID_CONTEXT,
                                              sizeof(TLS_SID_CONTEXT) - 1);
-        SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_cb, NULL);
+        SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
         return ctx;
 }
 
@@ -625,7 +585,7 @@ static int tls_configure(struct tls *t, const struct config *c)
         SSL_CTX *ctx = t->ctx;
         uint64_t lifetime = 2 * (c->tls_ticket_rotate_usec / USEC_PER_SEC);
 
-        if (tls_ctx_profile(ctx, c->tls_profile) < 0)
+        if (tls_ctx_set_profile(ctx, c->tls_profile == TLS_PROFILE_MODERN) < 0)
                 return -EINVAL;
         if (c->tls_tickets)
                 SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
@@ -674,7 +634,7 @@ int tls_new(struct event_base *base, const struct config *c, struct tls **ret)
         (void)SSL_CTX_set_num_tickets(t->ctx, 1);
         SSL_CTX_set_tlsext_servername_callback(t->ctx, tls_servername_cb);
         SSL_CTX_set_tlsext_servername_arg(t->ctx, t);
-        SSL_CTX_set_alpn_select_cb(t->ctx, tls_alpn_cb, NULL);
+        SSL_CTX_set_alpn_select_cb(t->ctx, tls_alpn_select, NULL);
         (void)SSL_CTX_set_tlsext_ticket_key_evp_cb(t->ctx, tls_ticket_cb);
         r = tls_configure(t, c);
         if (r < 0) {
@@ -781,26 +741,6 @@ static enum tls_failure tls_classify(SSL *ssl, int err)
         }
 }
 
-/* One step of either side's handshake: TLS_DONE, TLS_WANT_READ, TLS_WANT_WRITE, or -EPROTO with
- * SSL_get_error()'s verdict in *<ret_err> (OpenSSL's error queue left for the caller to read). */
-static int tls_handshake_step(SSL *ssl, int *ret_err)
-{
-        int r, err;
-
-        ERR_clear_error();
-        errno = 0;
-        r = SSL_do_handshake(ssl);
-        if (r == 1)
-                return TLS_DONE;
-        err = SSL_get_error(ssl, r);
-        if (err == SSL_ERROR_WANT_READ)
-                return TLS_WANT_READ;
-        if (err == SSL_ERROR_WANT_WRITE)
-                return TLS_WANT_WRITE;
-        *ret_err = err;
-        return -EPROTO;
-}
-
 int tls_handshake(struct tls *t, SSL *ssl, enum tls_failure *ret_failure)
 {
         int err = SSL_ERROR_SSL, r = tls_handshake_step(ssl, &err);
@@ -816,113 +756,6 @@ int tls_handshake(struct tls *t, SSL *ssl, enum tls_failure *ret_failure)
         t->stats.failures[*ret_failure]++;
         ERR_clear_error();
         return -EPROTO;
-}
-
-/* Maps the SSL_get_error() of a failed read or write to the proxy's convention. */
-static ssize_t tls_io_error(int err)
-{
-        int e = errno;
-
-        ERR_clear_error();
-        switch (err) {
-        case SSL_ERROR_WANT_READ:
-        case SSL_ERROR_WANT_WRITE:
-                return -EAGAIN;
-        case SSL_ERROR_ZERO_RETURN:
-                return 0;
-        case SSL_ERROR_SYSCALL:
-                return e != 0 && e != EAGAIN ? -e : -ECONNRESET;
-        default:
-                return -EPROTO;
-        }
-}
-
-bool tls_has_pending(SSL *ssl)
-{
-        return SSL_has_pending(ssl) || (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN);
-}
-
-ssize_t tls_read(SSL *ssl, struct evbuffer *buf, size_t max, bool *ret_again)
-{
-        struct evbuffer_iovec v[2];
-        size_t got[2] = {0, 0}, total = 0;
-        int n_vec, err = SSL_ERROR_NONE;
-
-        n_vec = evbuffer_reserve_space(buf, (ev_ssize_t)max, v, 2);
-        if (n_vec <= 0)
-                return -ENOMEM;
-        ERR_clear_error();
-        for (int i = 0; i < n_vec && total < max;) {
-                size_t room = MIN(v[i].iov_len - got[i], max - total), n = 0;
-
-                if (room == 0) {
-                        i++;
-                        continue;
-                }
-                errno = 0;
-                if (SSL_read_ex(ssl, (char *)v[i].iov_base + got[i], room, &n) != 1) {
-                        err = SSL_get_error(ssl, 0);
-                        break;
-                }
-                got[i] += n;
-                total += n;
-                /* The records are used up: asking again would only get WANT_READ, after OpenSSL took its
-                 * read buffer back (SSL_MODE_RELEASE_BUFFERS) and then allocated it anew for nothing,
-                 * 16 KiB held by every idle connection. The socket's next event brings the rest. */
-                if (n < room && !SSL_has_pending(ssl))
-                        break;
-        }
-        v[0].iov_len = got[0];
-        v[1].iov_len = got[1];
-        if (evbuffer_commit_space(buf, v, got[1] > 0 ? 2 : got[0] > 0 ? 1 : 0) < 0)
-                return -ENOMEM;
-        if (total > 0) {
-                /* The end or a failure after some bytes shows again on the next call, which nothing
-                 * on the socket would bring. */
-                *ret_again = tls_has_pending(ssl) ||
-                             (err != SSL_ERROR_NONE && err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE);
-                ERR_clear_error();
-                return (ssize_t)total;
-        }
-        *ret_again = false;
-        return err == SSL_ERROR_NONE ? -EAGAIN : tls_io_error(err);
-}
-
-ssize_t tls_write(SSL *ssl, struct evbuffer *buf)
-{
-        ssize_t total = 0;
-        size_t len;
-
-        ERR_clear_error();
-        while ((len = evbuffer_get_length(buf)) > 0) {
-                /* A record's worth, joined when it spans chains (a head and a small body): one record and
-                 * one send instead of several. A retry after WANT_WRITE offers the same bytes or more. */
-                size_t chunk = MIN(len, (size_t)TLS_RECORD), n = 0;
-                unsigned char *p = evbuffer_pullup(buf, (ev_ssize_t)chunk);
-                ssize_t r;
-
-                if (!p)
-                        return -ENOMEM;
-                errno = 0;
-                if (SSL_write_ex(ssl, p, chunk, &n) != 1) {
-                        r = tls_io_error(SSL_get_error(ssl, 0));
-                        if (r == -EAGAIN)
-                                break;
-                        return r == 0 ? -EPIPE : r;
-                }
-                (void)evbuffer_drain(buf, n);
-                total += (ssize_t)n;
-        }
-        return total;
-}
-
-void tls_shutdown(SSL *ssl)
-{
-        if (!SSL_is_init_finished(ssl) || (SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN))
-                return;
-        ERR_clear_error();
-        (void)SSL_shutdown(ssl);
-        ERR_clear_error();
 }
 
 const struct tls_stats *tls_get_stats(const struct tls *t)
@@ -992,7 +825,7 @@ int tls_client_new(const struct config *c, struct tls_client **ret)
                 free(tc);
                 return log_error_errno(ENOMEM, "Failed to set up TLS to the backends: out of memory");
         }
-        if (tls_ctx_profile(tc->ctx, TLS_PROFILE_INTERMEDIATE) < 0 ||
+        if (tls_ctx_set_profile(tc->ctx, false) < 0 ||
             SSL_CTX_set_alpn_protos(tc->ctx, (const unsigned char *)"\x08http/1.1", 9) != 0) {
                 tls_client_free(tc);
                 return log_error_errno(EINVAL, "Failed to set up TLS to the backends");

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/tlsio.h"
+
 struct config;
 struct event_base;
 struct evbuffer;
@@ -44,11 +46,6 @@ struct tls_cert_info {
         bool is_default;                /* the one clients without SNI get */
 };
 
-/* Results of tls_handshake() besides failure. */
-#define TLS_DONE       0
-#define TLS_WANT_READ  1
-#define TLS_WANT_WRITE 2
-
 /* Builds the server side from <c>'s [tls] section: one SSL_CTX per listener kind is not needed, all TLS
  * listeners share it. Loads every certificate; returns 0 and *<ret>, or -errno with every bad file logged
  * as "FILE: reason". Ticket keys are rotated on <base> every [tls] ticket_rotate. */
@@ -70,24 +67,6 @@ SSL *tls_accept(struct tls *t, int fd);
 /* Drives the handshake of <ssl>: TLS_DONE, TLS_WANT_READ or TLS_WANT_WRITE, or -EPROTO with the reason
  * counted in the stats and written to *<ret_failure>. */
 int tls_handshake(struct tls *t, SSL *ssl, enum tls_failure *ret_failure);
-
-/* Reads decrypted bytes into <buf>'s free space, up to <max>. Returns the bytes read, 0 when the peer
- * closed (close_notify or EOF), -EAGAIN when the socket has nothing more, or -EPROTO/-errno on failure.
- * *<ret_again> says whether the caller must read again without waiting for the socket: records stay
- * inside OpenSSL (<max> was reached, or read ahead), or the end or a failure came after the bytes
- * returned and is reported by the next call. */
-ssize_t tls_read(SSL *ssl, struct evbuffer *buf, size_t max, bool *ret_again);
-
-/* Whether a read of <ssl> has something to return without the socket: records OpenSSL holds, or the
- * peer's close_notify already seen. */
-bool tls_has_pending(SSL *ssl);
-
-/* Writes as much of <buf> as the socket takes, a record of up to 16 KiB at a time (small chains joined
- * into one record). Returns the bytes taken (>= 0), or -EPROTO/-errno. */
-ssize_t tls_write(SSL *ssl, struct evbuffer *buf);
-
-/* Sends close_notify if the connection is still sound; never blocks, never fails. */
-void tls_shutdown(SSL *ssl);
 
 /* Handshake failure reasons as /metrics labels them ("protocol", "cipher", ...). */
 const char *tls_failure_name(enum tls_failure f);

@@ -33,6 +33,11 @@
  *                                            in from, 1..100000
  *   login_max_delay = 5m                     the longest delay, whole seconds, 1s..1h
  *   login_throttle_entries = 16384           counters kept, 1024..1048576 (least recently used dropped)
+ *   tls_cert        = (empty)                absolute path of a PEM certificate (then its chain): the
+ *                                            listener speaks TLS only (TLS 1.2 and 1.3, Mozilla
+ *                                            intermediate); SIGHUP loads the files again
+ *   tls_key         = (empty)                absolute path of its PEM private key (not encrypted);
+ *                                            tls_cert and tls_key go together
  *
  *   [activity]
  *   retention       = 90d                    rows older than this are deleted; off (or 0) keeps them
@@ -53,6 +58,7 @@
 #include "common/conf.h"
 #include "common/macro.h"
 #include "common/parse.h"
+#include "common/tlsio.h"
 
 #define U64(field)  CONF_FIELD(struct config, field, uint64_t)
 #define PATH(field) CONF_FIELD(struct config, field, char[CONFIG_PATH_MAX])
@@ -128,6 +134,17 @@ static int config_parse_path(const struct conf_key *k, void *obj, const char *va
                 return conf_reason(reason, size, "contains control characters");
         memcpy(field, value, len + 1);
         return 0;
+}
+
+/* A path that may be empty (the feature off). */
+static int config_parse_optional_path(const struct conf_key *k, void *obj, const char *value, bool first,
+                                      char *reason, size_t size)
+{
+        if (value[0] == '\0') {
+                ((char *)obj + k->offset)[0] = '\0';
+                return 0;
+        }
+        return config_parse_path(k, obj, value, first, reason, size);
 }
 
 static int config_parse_log_level(const struct conf_key *k, void *obj, const char *value, bool first,
@@ -252,6 +269,8 @@ static const struct conf_key config_keys[] = {
         NUMBER("login_account_failures", "100", login_account_failures, 1, 100000),
         DURATION("login_max_delay", "5m", login_max_delay_usec, USEC_PER_SEC, USEC_PER_SEC),
         NUMBER("login_throttle_entries", "16384", login_throttle_entries, 1024, 1048576),
+        { "webd", "tls_cert", "", config_parse_optional_path, PATH(tls_cert), 0, 0, false },
+        { "webd", "tls_key", "", config_parse_optional_path, PATH(tls_key), 0, 0, false },
         { "activity", "retention", "90d", config_parse_retention, 0, 0, 0, false },
         { "activity", "retention_interval", "1m", conf_parse_duration, U64(activity_sweep_usec), USEC_PER_SEC, 0,
           false },
@@ -292,5 +311,16 @@ int config_validate(const struct config *c)
                         "no database given: set it in the file, in WEBD_DATABASE or with --database");
         if (c->login_max_delay_usec > 3600 * USEC_PER_SEC)
                 return conf_invalid(c->path, "webd", "login_max_delay", "must be at most 1h");
+        if ((c->tls_cert[0] == '\0') != (c->tls_key[0] == '\0'))
+                return conf_invalid(c->path, "webd", c->tls_cert[0] ? "tls_key" : "tls_cert",
+                                    "tls_cert and tls_key go together: set both, or neither");
+        if (c->tls_cert[0]) {
+                char reason[512];
+                SSL_CTX *ctx = tls_server_ctx_new(c->tls_cert, c->tls_key, false, reason, sizeof(reason));
+
+                if (!ctx)
+                        return conf_invalid(c->path, "webd", "tls_cert", "%s", reason);
+                SSL_CTX_free(ctx);
+        }
         return 0;
 }

@@ -40,6 +40,10 @@ struct config {
          * of one account from addresses where it hasn't logged in (throttle.h). */
         uint64_t login_failures, login_address_failures, login_account_failures;
         uint64_t login_max_delay_usec;   /* the longest delay; whole seconds */
+        /* TLS on the listener: the certificate (PEM, with its chain) and its key; both empty for plain
+         * HTTP. */
+        char tls_cert[CONFIG_PATH_MAX];
+        char tls_key[CONFIG_PATH_MAX];
         uint64_t login_throttle_entries; /* counters kept in memory, at most */
 
         /* [activity] */
@@ -64,6 +68,7 @@ int config_load_file(struct config *c, const char *path);
  * line"). Returns 0, or -EINVAL (logged, <c> unchanged). */
 int config_set(struct config *c, const char *section, const char *key, const char *value, const char *origin);
 
-/* Checks what single keys can't: a database is given. Logs every problem as "PATH: [section] key 'K':
+/* Checks what single keys can't: a database is given, tls_cert and tls_key both or neither, and that they
+ * load and match. Logs every problem as "PATH: [section] key 'K':
  * message"; returns 0 or -EINVAL. */
 int config_validate(const struct config *c);

@@ -207,6 +207,12 @@ static void main_deadline(void *userdata)
 
 static void main_on_sighup(void *userdata)
 {
+        struct main_state *m = userdata;
+
+        if (m->config->tls_cert[0]) {
+                (void)server_reload_tls(m->server);
+                return;
+        }
         log_notice("SIGHUP: webd has nothing to reload; restart it to apply configuration changes");
 }
 

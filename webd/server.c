@@ -39,6 +39,7 @@
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/parse.h"
+#include "common/tlsio.h"
 #include "webd/db.h"
 #include "webd/json.h"
 #include "webd/jwt.h"
@@ -1102,9 +1103,39 @@ static void server_refused(struct http_request *hr, unsigned status, const char 
         server_reply_error(r, (int)status, code, reason);
 }
 
+/* Loads the configured certificate and key into a new context for the connections accepted from now on.
+ * Returns 0 or -EINVAL (logged: file and reason); the running context, if any, stays then. */
+static int server_load_tls(struct server *s)
+{
+        char reason[512];
+        SSL_CTX *ctx = tls_server_ctx_new(s->config->tls_cert, s->config->tls_key, false, reason, sizeof(reason));
+
+        if (!ctx) {
+                log_error("TLS: %s", reason);
+                return -EINVAL;
+        }
+        http_server_set_tls(s->http, ctx);
+        SSL_CTX_free(ctx);
+        return 0;
+}
+
 int server_listen(struct server *s)
 {
+        if (s->config->tls_cert[0] && server_load_tls(s) < 0)
+                return -EINVAL;
         return http_server_listen(s->http, &s->config->listen, "webd");
+}
+
+int server_reload_tls(struct server *s)
+{
+        if (!s->config->tls_cert[0])
+                return 0;
+        if (server_load_tls(s) < 0) {
+                log_error("TLS: reload refused, the running certificate stays");
+                return -EINVAL;
+        }
+        log_notice("TLS: loaded %s; new connections use it", s->config->tls_cert);
+        return 0;
 }
 
 void server_stop(struct server *s, void (*done)(void *userdata), void *userdata)

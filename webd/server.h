@@ -116,6 +116,10 @@ void server_set_log(struct server *s, server_log_cb cb, void *userdata);
 /* Starts accepting connections on the configured address. Returns 0 or -errno. */
 int server_listen(struct server *s);
 
+/* SIGHUP with [webd] tls_cert set: loads the certificate and key files again (a renewal); new connections
+ * use them, open ones keep theirs. A bad file is logged and the running certificate kept: -EINVAL. */
+int server_reload_tls(struct server *s);
+
 /* Stops accepting; <done> is called (from the loop) once no request is in progress. */
 void server_stop(struct server *s, void (*done)(void *userdata), void *userdata);
 /* Requests being handled now. */

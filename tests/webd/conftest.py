@@ -30,12 +30,12 @@ def webd(cluster, tmp_path_factory, request):
 
 @pytest.fixture
 def new_webd(cluster, tmp_path):
-    """new_webd(extra={...}, env={...}, start=True, wrapper=[...]): webd instances of one test, stopped
+    """new_webd(extra={...}, env={...}, start=True, wrapper=[...], ca=PATH): webd instances of one test, stopped
     afterwards."""
     made = []
 
-    def make(extra=None, env=None, start=True, wrapper=None):
-        w = webdtest.Webd(tmp_path / f"webd{len(made)}", cluster, extra=extra, env=env, wrapper=wrapper)
+    def make(extra=None, env=None, start=True, wrapper=None, ca=None):
+        w = webdtest.Webd(tmp_path / f"webd{len(made)}", cluster, extra=extra, env=env, wrapper=wrapper, ca=ca)
         made.append(w)
         return w.start() if start else w
     try:

@@ -174,14 +174,17 @@ class PgCluster:
 class Webd:
     """One webd process with its own config file and key."""
 
-    def __init__(self, tmp, cluster, extra=None, env=None, wrapper=None):
+    def __init__(self, tmp, cluster, extra=None, env=None, wrapper=None, ca=None):
         self.binary = require_webd()
         self.wrapper = list(wrapper or [])  # a command webd runs under, e.g. ["prlimit", "--nofile=64:64", "--"]
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.cluster = cluster
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # With tls_cert in <extra>: HTTPS, verified against the CA file <ca>.
+        tls = bool((extra or {}).get("tls_cert"))
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.verify = str(ca) if ca else True
         self.secret = self.tmp / "jwt.key"
         self.config = self.tmp / "webd.conf"
         self.stderr_path = self.tmp / "webd.stderr"
@@ -207,6 +210,7 @@ class Webd:
         self.env.update(env or {})
         self.proc = None
         self.session = requests.Session()
+        self.session.verify = self.verify
 
     def start(self, timeout=20):
         self.stderr = open(self.stderr_path, "ab")
@@ -218,7 +222,7 @@ class Webd:
             if self.proc.poll() is not None:
                 raise AssertionError(f"webd exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                return requests.get(self.url + "/healthcheck", timeout=1).status_code == 200
+                return requests.get(self.url + "/healthcheck", timeout=1, verify=self.verify).status_code == 200
             except requests.ConnectionError:
                 return False
         wait_until(ready, timeout, "webd to answer /healthcheck with 200")
@@ -284,7 +288,7 @@ class Webd:
         h.update(headers or {})
         s = session or self.session
         return s.request(method, self.url + path, data=data, headers=h, timeout=timeout,
-                         allow_redirects=False)
+                         allow_redirects=False, verify=self.verify)
 
     def register(self, username, password="correct horse battery"):
         r = self.request("POST", "/auth/register", body={"username": username, "password": password})
