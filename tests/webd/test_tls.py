@@ -186,3 +186,58 @@ def test_check_config(tmp_path, pki):
     assert r.returncode == EXIT_CONFIG and str(bad) in r.stderr, r.stderr
     r = run_check(tmp_path, {"tls_cert": "relative.pem", "tls_key": key})
     assert r.returncode == EXIT_CONFIG and "absolute" in r.stderr, r.stderr
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def relay(tmp_path, web_port, ca, name):
+    """An lbd relay (static pool of one: webd) speaking verified TLS to webd, as a backend host runs it."""
+    binary = Path(__import__("os").environ.get("LBD_BINARY", ""))
+    if not binary.is_file():
+        pytest.skip("LBD_BINARY not set: the relay test needs lbd")
+    port = free_port()
+    log = open(tmp_path / f"relay-{port}.log", "wb")
+    proc = subprocess.Popen([str(binary), "--listen", f"127.0.0.1:{port}", "--backend", f"127.0.0.1:{web_port}",
+                             "--admin", "off", "--set", "health.interval=200ms",
+                             "--set", "tls.backend=on", "--set", f"tls.backend_ca={ca}",
+                             "--set", f"tls.backend_name={name}"],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    return proc, port, log
+
+
+def through(port, path="/healthcheck"):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        return exchange(s, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+
+
+def test_relay_to_webd_over_verified_tls(new_webd, pki, tmp_path):
+    """The relay-to-web hop encrypted end to end: lbd verifies webd's certificate against the private CA
+    and the name; with another CA, or another name, it fails closed (no request reaches webd in clear)."""
+    w = tls_webd(new_webd, pki)
+    other = tlstest.Pki(tmp_path / "other-pki", name="another CA")
+    cases = [(pki.ca_cert, "web.test", True), (other.ca_cert, "web.test", False), (pki.ca_cert, "wrong.test", False)]
+    for ca, name, ok in cases:
+        proc, port, log = relay(tmp_path, w.port, ca, name)
+        try:
+            deadline = time.monotonic() + 10
+            out = b""
+            while time.monotonic() < deadline:
+                try:
+                    out = through(port)
+                except OSError:
+                    out = b""
+                if out.startswith(b"HTTP/1.1 200 ") or (not ok and out.startswith(b"HTTP/1.1 5")):
+                    break
+                time.sleep(0.2)
+            if ok:
+                assert out.startswith(b"HTTP/1.1 200 ") and b'"database":"ok"' in out, out
+            else:
+                assert out.startswith(b"HTTP/1.1 5"), out
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            log.close()
