@@ -65,6 +65,12 @@
 #   --listen ADDR            (default 0.0.0.0:8080)
 #   --database CONNINFO      libpq connection string; default: a local PostgreSQL role and database 'webd'
 #                            created here, with a generated password kept in /etc/webd/pgpass (0600 webd)
+#   --tls-cert PATH --tls-key PATH   webd serves HTTPS with this certificate (chain after it) and key, copied
+#                            to /etc/webd/tls/ (0640 root:webd); `systemctl reload webd` after renewing them
+#   --tls-private-ca NAME    webd serves HTTPS with a certificate for the DNS name NAME signed by a private
+#                            CA made here (/etc/webd/tls/ca.pem, its key ca.key 0600 root, kept across runs;
+#                            the certificate is made again when NAME changes or it has under 30 days left).
+#                            Install each relay with --upstream-ca (a copy of ca.pem) --upstream-name NAME
 #   --trusted-proxies CIDR[,CIDR]  the relays (the backends' networks): webd takes the client's address from
 #                            X-Forwarded-For only on connections from these (default 127.0.0.0/8,::1); the
 #                            word 'local' in the list stands for the subnets of this machine's addresses
@@ -139,6 +145,7 @@ database=""
 trusted_proxies=127.0.0.0/8,::1
 tls_cert=""
 tls_key=""
+tls_private_ca=""
 upstream_ca=""
 upstream_name=""
 tls_listen=0.0.0.0:443
@@ -177,7 +184,7 @@ parse_options() {
                 --access-key-id | --secret-access-key | --secret-access-key-file | --endpoint | --desired | \
                 --subnet | --security-groups | --image | --instance-type | --key-name | --networks | \
                 --upstream | --tag | --database | --trusted-proxies | --tls-cert | --tls-key | --tls-listen | \
-                --domain | --acme-email | --upstream-ca | --upstream-name)
+                --domain | --acme-email | --upstream-ca | --upstream-name | --tls-private-ca)
                 need_value "$opt" $#
                 value=$2
                 shift
@@ -212,6 +219,7 @@ parse_options() {
                     --acme-email) acme_email=$value ;;
                     --upstream-ca) upstream_ca=$value ;;
                     --upstream-name) upstream_name=$value ;;
+                    --tls-private-ca) tls_private_ca=$value ;;
                 esac
                 ;;
             *) usage_error "unknown option '$opt'" ;;
@@ -378,7 +386,7 @@ validate() {
         --tls-listen --domain --acme-email)
     case "$role" in
         lb)
-            only_for web --database --trusted-proxies
+            only_for web --database --trusted-proxies --tls-private-ca
             only_for backend --upstream-ca --upstream-name
             [[ -n $listen ]] || listen=0.0.0.0:80
             check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:80"
@@ -408,7 +416,7 @@ validate() {
             ;;
         backend)
             only_for lb "${lb_only[@]}"
-            only_for web --database --trusted-proxies
+            only_for web --database --trusted-proxies --tls-private-ca
             [[ -n $listen ]] || listen=0.0.0.0:80
             check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:80"
             check --admin valid_loopback_addr "$admin" "a loopback ADDRESS:PORT such as 127.0.0.1:9180"
@@ -423,8 +431,21 @@ validate() {
             fi
             ;;
         web)
-            only_for lb "${lb_only[@]}" --upstream
+            local flag web_lb_only=()
+            for flag in "${lb_only[@]}"; do
+                [[ $flag == --tls-cert || $flag == --tls-key ]] || web_lb_only+=("$flag")
+            done
+            only_for lb "${web_lb_only[@]}" --upstream
             only_for "lb and backend" --admin
+            if [[ -n $tls_cert || -n $tls_key ]]; then
+                [[ -n $tls_cert && -n $tls_key ]] || usage_error "--tls-cert and --tls-key go together"
+                check --tls-cert valid_pem_path "$tls_cert" "the absolute path of a readable PEM file"
+                check --tls-key valid_pem_path "$tls_key" "the absolute path of a readable PEM file"
+                [[ -z $tls_private_ca ]] || usage_error "--tls-cert (your own) and --tls-private-ca are two ways: pick one"
+            fi
+            if [[ -n $tls_private_ca ]]; then
+                check --tls-private-ca valid_domain "$tls_private_ca" "a DNS name such as web.internal"
+            fi
             only_for backend --upstream-ca --upstream-name
             [[ -n $listen ]] || listen=0.0.0.0:8080
             check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:8080"
@@ -1111,6 +1132,58 @@ setup_database() {
     fi
 }
 
+# webd's certificate: the user's (--tls-cert/--tls-key) or one for --tls-private-ca NAME from a private CA
+# made here once. Written to /etc/webd/tls/web.pem and web.key.
+install_web_tls() {
+    [[ -n $tls_cert || -n $tls_private_ca ]] || return 0
+    make_dir /etc/webd/tls 0750 root webd
+    if [[ -n $tls_cert ]]; then
+        put_file "$tls_cert" /etc/webd/tls/web.pem 0640 root webd
+        put_file "$tls_key" /etc/webd/tls/web.key 0640 root webd
+        return 0
+    fi
+    command -v openssl >/dev/null || die "--tls-private-ca needs the openssl command: apt-get install openssl"
+    local dir ca ca_key cert key tmp
+    dir=$(dest /etc/webd/tls)
+    ca=$dir/ca.pem ca_key=$dir/ca.key cert=$dir/web.pem key=$dir/web.key
+    if [[ ! -s $ca || ! -s $ca_key ]]; then
+        (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+            -subj "/CN=webd private CA" -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" -keyout "$ca_key" -out "$ca" 2>/dev/null) ||
+            die "openssl could not make the private CA in /etc/webd/tls"
+        chmod 0644 -- "$ca"
+        chmod 0600 -- "$ca_key"
+        log "made a private CA: /etc/webd/tls/ca.pem (copy it to each relay: --upstream-ca)"
+    fi
+    # A certificate for the name, from this CA, with 30 days left at least: kept; else a new one.
+    if [[ -s $cert && -s $key ]] && openssl x509 -in "$cert" -noout -checkhost "$tls_private_ca" 2>/dev/null |
+        grep -q "does match" && openssl x509 -in "$cert" -noout -checkend 2592000 >/dev/null 2>&1 &&
+        openssl verify -CAfile "$ca" "$cert" >/dev/null 2>&1; then
+        return 0
+    fi
+    tmp=$(mktemp -d)
+    printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\nbasicConstraints=critical,CA:FALSE\n' \
+        "$tls_private_ca" >"$tmp/ext"
+    (umask 077 && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$tls_private_ca" \
+        -keyout "$tmp/key" -out "$tmp/csr" 2>/dev/null &&
+        openssl x509 -req -in "$tmp/csr" -CA "$ca" -CAkey "$ca_key" -CAcreateserial -CAserial "$tmp/serial" \
+            -days 825 -extfile "$tmp/ext" -out "$tmp/cert" 2>/dev/null) || {
+        rm -rf -- "$tmp"
+        die "openssl could not make the certificate for $tls_private_ca"
+    }
+    put_file "$tmp/key" /etc/webd/tls/web.key 0640 root webd
+    put_file "$tmp/cert" /etc/webd/tls/web.pem 0640 root webd
+    rm -rf -- "$tmp"
+    log "made webd's certificate for $tls_private_ca (825 days; run the installer again to renew it)"
+}
+
+# The [webd] lines of the certificate, when there is one.
+web_tls_config() {
+    [[ -n $tls_cert || -n $tls_private_ca ]] || return 0
+    echo "tls_cert = /etc/webd/tls/web.pem"
+    echo "tls_key = /etc/webd/tls/web.key"
+}
+
 install_web() {
     local password conninfo
     ensure_user webd "webd application server"
@@ -1130,6 +1203,7 @@ EOF
             log "--root: not creating the database role and database webd"
         fi
     fi
+    install_web_tls
     put_content /etc/webd/webd.conf 0640 root webd <<EOF
 $MARKER
 [webd]
@@ -1137,10 +1211,16 @@ listen = $listen
 database = $conninfo
 secret_file = /var/lib/webd/jwt.key
 trusted_proxies = ${trusted_proxies//,/, }
+$(web_tls_config)
 EOF
     local webd
     webd=$(dest "$prefix/sbin/webd")
-    env -u WEBD_DATABASE "$webd" --config "$(dest /etc/webd/webd.conf)" --check-config >/dev/null ||
+    local sets=()
+    # Staged with --root: the certificate is checked where it was written.
+    if [[ -n $tls_cert || -n $tls_private_ca ]]; then
+        sets+=(--set "webd.tls_cert=$(dest /etc/webd/tls/web.pem)" --set "webd.tls_key=$(dest /etc/webd/tls/web.key)")
+    fi
+    env -u WEBD_DATABASE "$webd" --config "$(dest /etc/webd/webd.conf)" "${sets[@]}" --check-config >/dev/null ||
         die "webd rejects the configuration in /etc/webd/webd.conf (see above)"
     install_unit webd.service
 }
@@ -1185,6 +1265,10 @@ do_uninstall() {
         /etc/webd/webd.conf /etc/webd/pgpass /etc/letsencrypt/renewal-hooks/deploy/lbd.sh; do
         remove_file "$f" "$MARKER"
     done
+    for f in web.pem web.key ca.pem ca.key; do
+        remove_file "/etc/webd/tls/$f"
+    done
+    remove_dir_if_empty /etc/webd/tls
     remove_dir_if_empty /etc/lbd
     remove_dir_if_empty /etc/webd
     if real_install; then
@@ -1214,7 +1298,10 @@ summary() {
             log "watch it: systemctl status lbd-relay; journalctl -u lbd-relay"
             ;;
         web)
-            log "done: webd serves on $listen"
+            log "done: webd serves on $listen${tls_cert:+ (HTTPS)}${tls_private_ca:+ (HTTPS)}"
+            if [[ -n $tls_private_ca ]]; then
+                log "relays: installer.sh --role backend --upstream THIS-HOST:${listen##*:} --upstream-ca COPY-OF-/etc/webd/tls/ca.pem --upstream-name $tls_private_ca"
+            fi
             log "watch it: systemctl status webd; journalctl -u webd"
             ;;
     esac

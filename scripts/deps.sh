@@ -10,7 +10,8 @@
 #   build   compile lbd, lbctl, webd and webctl with meson
 #   web     the PostgreSQL server for webd (postgresql-15 on Debian 12, the distribution's default elsewhere)
 #   run     what the daemons need at run time besides their libraries: CA certificates for HTTPS to EC2,
-#           and procps for kill(1), which the units' ExecReload= runs
+#           procps for kill(1), which the units' ExecReload= runs, and openssl for the installer's
+#           private CA (--tls-private-ca)
 #
 # Works on Debian 12 and Ubuntu 22.04 and 24.04. On Ubuntu, libhttp-parser-dev and libcjson-dev come from
 # the universe component; deps_ensure says so when it is not enabled.
@@ -34,6 +35,7 @@ DEPS_GROUP_BUILD=(
 DEPS_GROUP_RUN=(
     ca-certificates
     curl
+    openssl
     procps
 )
 

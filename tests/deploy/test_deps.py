@@ -39,7 +39,7 @@ def test_groups():
                 "libcurl4-openssl-dev", "libssl-dev", "libcjson-dev", "libsystemd-dev",
                 "libhttp-parser-dev", "libxml2-dev", "libpq-dev", "libargon2-dev"):
         assert pkg in build
-    assert bash("deps_group_packages run").stdout.split() == ["ca-certificates", "curl", "procps"]
+    assert bash("deps_group_packages run").stdout.split() == ["ca-certificates", "curl", "openssl", "procps"]
     web = bash("deps_group_packages web").stdout.split()
     assert web in (["postgresql-15"], ["postgresql"])
 

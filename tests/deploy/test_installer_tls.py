@@ -208,3 +208,66 @@ def test_relay_to_the_web_host_over_tls(tmp_path, pki):
         assert r.returncode == 2 and flag in r.stderr, r.stderr
     r = installer(tmp_path / "bad", *STATIC, "--upstream-ca", str(pki.ca_cert))
     assert r.returncode == 2 and "--upstream-ca does not apply to role lb" in r.stderr
+
+
+WEB = ["--role", "web", "--listen", "127.0.0.1:8443", "--database", "host=127.0.0.1 dbname=app user=app"]
+
+
+def openssl(*args):
+    return subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_web_private_ca(tmp_path):
+    """--tls-private-ca NAME: a private CA made once, webd's certificate for NAME from it, webd configured
+    for HTTPS; a second run keeps both; another name makes a new certificate from the same CA; the relay
+    installed with a copy of the CA trusts it."""
+    r = install_ok(tmp_path, *WEB, "--tls-private-ca", "web.internal")
+    assert "--upstream-ca" in r.stdout and "web.internal" in r.stdout
+    conf = ini(read(tmp_path, "/etc/webd/webd.conf"))
+    assert conf[("webd", "tls_cert")] == "/etc/webd/tls/web.pem"
+    assert conf[("webd", "tls_key")] == "/etc/webd/tls/web.key"
+    ca, cert = staged(tmp_path, "/etc/webd/tls/ca.pem"), staged(tmp_path, "/etc/webd/tls/web.pem")
+    assert (mode(tmp_path, "/etc/webd/tls/ca.key"), mode(tmp_path, "/etc/webd/tls/web.key")) == (0o600, 0o640)
+    assert mode(tmp_path, "/etc/webd/tls") == 0o750
+    v = openssl("verify", "-CAfile", ca, "-verify_hostname", "web.internal", cert)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert openssl("verify", "-CAfile", ca, "-verify_hostname", "other.internal", cert).returncode != 0
+    before = snapshot(tmp_path)
+    install_ok(tmp_path, *WEB, "--tls-private-ca", "web.internal")
+    assert snapshot(tmp_path) == before
+    ca_text = read(tmp_path, "/etc/webd/tls/ca.pem")
+    install_ok(tmp_path, *WEB, "--tls-private-ca", "web2.internal")
+    assert read(tmp_path, "/etc/webd/tls/ca.pem") == ca_text
+    assert openssl("verify", "-CAfile", ca, "-verify_hostname", "web2.internal", cert).returncode == 0
+    relay = tmp_path / "relay"
+    install_ok(relay, "--role", "backend", "--upstream", "127.0.0.1:8443", "--listen", "127.0.0.1:8001",
+               "--upstream-ca", ca, "--upstream-name", "web2.internal")
+    assert read(relay, "/etc/lbd/upstream-ca.pem") == ca_text
+
+
+def test_web_own_certificate(tmp_path, pki):
+    cert, key = pki.site
+    install_ok(tmp_path, *WEB, "--tls-cert", str(cert), "--tls-key", str(key))
+    assert read(tmp_path, "/etc/webd/tls/web.pem") == cert.read_text()
+    assert mode(tmp_path, "/etc/webd/tls/web.key") == 0o640
+    assert ini(read(tmp_path, "/etc/webd/webd.conf"))[("webd", "tls_key")] == "/etc/webd/tls/web.key"
+    assert not os.path.exists(staged(tmp_path, "/etc/webd/tls/ca.pem"))
+    # A key that is not the certificate's: webd's check refuses it, naming the file.
+    r = installer(tmp_path / "bad", *WEB, "--tls-cert", str(cert), "--tls-key", str(pki.other[1]))
+    assert r.returncode != 0 and "does not match" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--tls-private-ca", "not a name"], "--tls-private-ca"),
+    (["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"], "--tls-cert"),
+    (["--tls-private-ca", "web.internal", "--tls-cert", "CERT", "--tls-key", "KEY"], "pick one"),
+])
+def test_web_bad_tls_flags_exit_2(tmp_path, pki, args, flag):
+    args = [str(pki.site[0]) if a == "CERT" else str(pki.site[1]) if a == "KEY" else a for a in args]
+    r = installer(tmp_path, *WEB, *args)
+    assert r.returncode == 2 and flag in r.stderr, r.stderr
+
+
+def test_private_ca_flag_is_for_the_web_role(tmp_path):
+    r = installer(tmp_path, *STATIC, "--tls-private-ca", "web.internal")
+    assert r.returncode == 2 and "--tls-private-ca does not apply to role lb" in r.stderr, r.stderr
