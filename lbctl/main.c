@@ -423,6 +423,47 @@ static void lbctl_print_autoscale(const cJSON *a)
                lbctl_bool(a, "data_ok") ? "" : " (gathering data)", last ? "; last: " : "", last ? last : "");
 }
 
+/* One of an action's settings: " min 2", or nothing when it leaves it as it was. */
+static void lbctl_print_setting(const cJSON *o, const char *name)
+{
+        double v;
+
+        if (lbctl_number(o, name, &v))
+                printf(" %s %.0f", name, v);
+}
+
+/* "schedule: 'busy' in force (matched 2026-12-07 08:00 UTC): min 2 max 3; next 'night' at 2026-12-07 20:00
+ * UTC". Nothing without a schedule. */
+static void lbctl_print_schedule(const cJSON *sched)
+{
+        const cJSON *cur = cJSON_GetObjectItemCaseSensitive(sched, "in_force");
+        const char *name = lbctl_string(cur, "name"), *next = lbctl_string(sched, "next");
+        double at = 0, next_at = 0;
+        char when[32] = "?", next_when[32] = "?";
+        struct tm tm;
+        time_t t;
+
+        if (!cJSON_IsObject(sched))
+                return;
+        /* Seconds since the epoch within what a time_t holds on any host (years 1970-5138). */
+        if (lbctl_number(cur, "matched_unix", &at) && at >= 0 && at < 1e11 && (t = (time_t)at, gmtime_r(&t, &tm)))
+                (void)strftime(when, sizeof(when), "%Y-%m-%d %H:%M UTC", &tm);
+        if (lbctl_number(sched, "next_unix", &next_at) && next_at >= 0 && next_at < 1e11 &&
+            (t = (time_t)next_at, gmtime_r(&t, &tm)))
+                (void)strftime(next_when, sizeof(next_when), "%Y-%m-%d %H:%M UTC", &tm);
+        if (name) {
+                printf("schedule: '%.32s' in force (matched %s):", name, when);
+                lbctl_print_setting(cur, "min");
+                lbctl_print_setting(cur, "max");
+                lbctl_print_setting(cur, "desired");
+        } else
+                printf("schedule: no action matched in the last 8 days");
+        if (next)
+                printf("; next '%.32s' at %s\n", next, next_when);
+        else
+                printf("; none due in the next 8 days\n");
+}
+
 static void lbctl_print_summary(const cJSON *root)
 {
         const cJSON *control = cJSON_GetObjectItemCaseSensitive(root, "control");
@@ -457,6 +498,7 @@ static void lbctl_print_summary(const cJSON *root)
                 printf("the replacement storm guard is holding back replacements\n");
         lbctl_print_refresh(cJSON_GetObjectItemCaseSensitive(control, "refresh"));
         lbctl_print_autoscale(cJSON_GetObjectItemCaseSensitive(control, "autoscale"));
+        lbctl_print_schedule(cJSON_GetObjectItemCaseSensitive(control, "schedule"));
 }
 
 /* Orders the rows by zone, keeping the order within each zone (an insertion sort: tables are short). */

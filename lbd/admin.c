@@ -37,6 +37,7 @@
 #include "common/parse.h"
 #include "lbd-version.h"
 #include "lbd/autoscale.h"
+#include "lbd/schedule.h"
 #include "lbd/backend.h"
 #include "lbd/history.h"
 #include "lbd/lbd.h"
@@ -277,20 +278,52 @@ static int admin_status_zones(cJSON *control, const struct reconcile_view *v)
 static int admin_status_autoscale(cJSON *control, const struct lbd *lbd)
 {
         const struct autoscale_state *st = autoscale_get_state(lbd->autoscale);
-        struct autoscale_settings s;
+        const struct autoscale_settings *s = autoscale_get_settings(lbd->autoscale);
         cJSON *o;
 
         if (!st)
                 return cJSON_AddNullToObject(control, "autoscale") ? 0 : -ENOMEM;
-        autoscale_settings_from_config(lbd->config, &s);
+        /* The bounds in force: [pool]'s, or a scheduled action's. */
         o = cJSON_AddObjectToObject(control, "autoscale");
-        if (!o || !cJSON_AddNumberToObject(o, "min", (double)s.min) ||
-            !cJSON_AddNumberToObject(o, "max", (double)s.max) ||
-            !cJSON_AddNumberToObject(o, "target_rps", (double)s.target_rps) ||
-            !cJSON_AddNumberToObject(o, "target_inflight", (double)s.target_inflight) ||
+        if (!o || !cJSON_AddNumberToObject(o, "min", (double)s->min) ||
+            !cJSON_AddNumberToObject(o, "max", (double)s->max) ||
+            !cJSON_AddNumberToObject(o, "target_rps", (double)s->target_rps) ||
+            !cJSON_AddNumberToObject(o, "target_inflight", (double)s->target_inflight) ||
             !cJSON_AddBoolToObject(o, "data_ok", st->data_ok) ||
             !cJSON_AddNumberToObject(o, "rps", st->rps) || !cJSON_AddNumberToObject(o, "inflight", st->inflight) ||
             !admin_add_string_or_null(o, "last_decision", st->last))
+                return -ENOMEM;
+        return 0;
+}
+
+static cJSON *admin_add_count_or_null(cJSON *o, const char *name, int64_t v)
+{
+        return v >= 0 ? cJSON_AddNumberToObject(o, name, (double)v) : cJSON_AddNullToObject(o, name);
+}
+
+/* "schedule": null without [schedule] actions, else the action in force (what it set, null: left as it
+ * was) and the next one. Returns 0 or -ENOMEM. */
+static int admin_status_schedule(cJSON *control, const struct lbd *lbd)
+{
+        const struct schedule_state *st = schedule_get_state(lbd->schedule);
+        cJSON *o, *cur;
+
+        if (!st)
+                return cJSON_AddNullToObject(control, "schedule") ? 0 : -ENOMEM;
+        o = cJSON_AddObjectToObject(control, "schedule");
+        if (!o || !cJSON_AddNumberToObject(o, "actions", (double)lbd->config->n_schedule))
+                return -ENOMEM;
+        if (!st->applied)
+                cur = cJSON_AddNullToObject(o, "in_force");
+        else if ((cur = cJSON_AddObjectToObject(o, "in_force")) &&
+                 (!cJSON_AddStringToObject(cur, "name", st->name) ||
+                  !cJSON_AddNumberToObject(cur, "matched_unix", (double)st->at) ||
+                  !admin_add_count_or_null(cur, "min", st->min) || !admin_add_count_or_null(cur, "max", st->max) ||
+                  !admin_add_count_or_null(cur, "desired", st->desired)))
+                return -ENOMEM;
+        if (!cur || !admin_add_string_or_null(o, "next", st->next_name) ||
+            !(st->next_at >= 0 ? cJSON_AddNumberToObject(o, "next_unix", (double)st->next_at)
+                               : cJSON_AddNullToObject(o, "next_unix")))
                 return -ENOMEM;
         return 0;
 }
@@ -326,7 +359,7 @@ static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wal
             !cJSON_AddNumberToObject(control, "terminations", (double)v.stats.terminations) ||
             !cJSON_AddNumberToObject(control, "provider_errors", (double)v.stats.provider_errors) ||
             admin_status_refresh(control, &v) < 0 || admin_status_zones(control, &v) < 0 ||
-            admin_status_autoscale(control, lbd) < 0)
+            admin_status_autoscale(control, lbd) < 0 || admin_status_schedule(control, lbd) < 0)
                 return -ENOMEM;
 
         instances = cJSON_AddArrayToObject(control, "instances");

@@ -267,3 +267,29 @@ const struct autoscale_state *autoscale_get_state(const struct autoscale *a)
 {
         return a ? &a->state : NULL;
 }
+
+const struct autoscale_settings *autoscale_get_settings(const struct autoscale *a)
+{
+        return a ? &a->settings : NULL;
+}
+
+void autoscale_set_bounds(struct autoscale *a, int64_t min, int64_t max)
+{
+        if (!a)
+                return;
+        if (min >= 0)
+                a->settings.min = (uint64_t)min;
+        if (max >= 0)
+                a->settings.max = (uint64_t)max;
+        if (a->settings.min > a->settings.max) {
+                if (min >= 0)
+                        a->settings.max = a->settings.min;
+                else
+                        a->settings.min = a->settings.max;
+        }
+}
+
+uint64_t autoscale_clamp(const struct autoscale *a, uint64_t desired)
+{
+        return MIN(MAX(desired, a->settings.min), a->settings.max);
+}

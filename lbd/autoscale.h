@@ -65,5 +65,12 @@ struct autoscale *autoscale_free(struct autoscale *a);
 /* New settings (reload): the samples start afresh. */
 void autoscale_set_config(struct autoscale *a);
 const struct autoscale_state *autoscale_get_state(const struct autoscale *a);
+/* The settings in force: [pool]'s, with the bounds a scheduled action set. */
+const struct autoscale_settings *autoscale_get_settings(const struct autoscale *a);
+/* A scheduled action's bounds (-1: left as they are); when the two cross, the one given wins and the other
+ * follows it. Until the next reload, which goes back to [pool]'s. */
+void autoscale_set_bounds(struct autoscale *a, int64_t min, int64_t max);
+/* <desired> within the bounds in force. */
+uint64_t autoscale_clamp(const struct autoscale *a, uint64_t desired);
 /* The settings [pool] gives. */
 void autoscale_settings_from_config(const struct config *c, struct autoscale_settings *ret);

@@ -75,6 +75,9 @@
  *   scale_out_after  = 30s             the window whose average breaching a target scales out (<= 15m)
  *   scale_in_after   = 5m              the window whose average well under the targets scales in (<= 15m)
  *   scale_in_cooldown = 5m             0 allowed; no scale-in sooner after a change
+ *   [schedule]
+ *   action           = (empty)         "NAME MIN HOUR DAY MONTH WEEKDAY min=N max=N desired=N" (cron time in
+ *                                      UTC; at least one setting); repeated, up to SCHEDULE_MAX
  *   [ec2]                              (words: printable ASCII without blanks; "" = not set)
  *   region           = (empty)         word; empty = AWS_REGION, AWS_DEFAULT_REGION, ~/.aws/config, IMDS
  *   endpoint         = (empty)         http:// or https:// URL; empty = AWS_ENDPOINT_URL_EC2, ...
@@ -103,7 +106,7 @@
  * Durations are parse_duration() values ("500ms", "1.5s", "2m"; a bare number is seconds, at most 30
  * days) and must be greater than 0 unless noted; sizes are parse_size() values ("16k", "1M").
  *
- * List keys (listen, networks, backends, and [tls] certificate): within one source (one file, or one config_set() call), the
+ * List keys (listen, networks, backends, [tls] certificate and [schedule] action): within one source (one file, or one config_set() call), the
  * first occurrence replaces the list, defaults included, and later occurrences append to it.
  *
  * Unknown sections and keys are errors, so a typo never silently leaves a default in place. Each error is
@@ -814,6 +817,33 @@ static int config_parse_certificate(const struct conf_key *k, void *obj, const c
         return 0;
 }
 
+/* "NAME CRON min=N max=N desired=N" (schedule.h): one action per occurrence; like the lists, the first
+ * occurrence in a source replaces, later ones append; "" clears. Names are unique. */
+static int config_parse_schedule(const struct conf_key *k, void *obj, const char *value, bool first,
+                                 char *reason, size_t size)
+{
+        struct config *c = obj;
+        size_t base = first ? 0 : MIN(c->n_schedule, (size_t)SCHEDULE_MAX);
+        struct schedule_action a;
+        int r;
+
+        if (value[0] == '\0') {
+                c->n_schedule = base;
+                return 0;
+        }
+        if (base >= SCHEDULE_MAX)
+                return conf_reason(reason, size, "too many actions (at most %d)", SCHEDULE_MAX);
+        r = schedule_parse_action(value, &a, reason, size);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < base; i++)
+                if (strcmp(c->schedule[i].name, a.name) == 0)
+                        return conf_reason(reason, size, "a second action named '%s'", a.name);
+        c->schedule[base] = a;
+        c->n_schedule = base + 1;
+        return 0;
+}
+
 /* One key per row: the table reads better unformatted. */
 /* clang-format off */
 /* DURATION(..., positive): positive is 1 when the duration must be greater than 0, else 0. */
@@ -835,6 +865,7 @@ static const struct conf_key config_keys[] = {
         { "lbd", "upgrades", "websocket", config_parse_upgrades, 0, 0, 0 },
 
         { "tls", "certificate", "", config_parse_certificate, 0, 0, 0 },
+        { "schedule", "action", "", config_parse_schedule, 0, 0, 0 },
         { "tls", "profile", "intermediate", config_parse_tls_profile, 0, 0, 0 },
         { "tls", "tickets", "on", config_parse_bool, CONF_FIELD(struct config, tls_tickets, bool), 0, 0 },
         DURATION("tls", "ticket_rotate", "1h", tls_ticket_rotate_usec, 1),
@@ -1039,6 +1070,19 @@ static int config_validate_pool(const struct config *c)
         } else if (c->pool_min > 0 || c->target_rps > 0 || c->target_inflight > 0)
                 r = conf_invalid(c->path, "pool", "max",
                                  "min, target_rps and target_inflight need max (scaling on demand)");
+        for (size_t i = 0; i < c->n_schedule; i++) {
+                const struct schedule_action *a = &c->schedule[i];
+
+                if (c->provider == PROVIDER_STATIC)
+                        r = conf_invalid(c->path, "schedule", "action",
+                                         "'%s': scheduled changes need a provider that launches (local or ec2)",
+                                         a->name);
+                else if (c->pool_max == 0 && (a->min >= 0 || a->max >= 0))
+                        r = conf_invalid(c->path, "schedule", "action",
+                                         "'%s': min and max bound scaling on demand: set [pool] max, or schedule "
+                                         "desired only",
+                                         a->name);
+        }
 
         for (size_t i = 0; i < n; i++) {
                 const struct netaddr *b = &c->backends[i];

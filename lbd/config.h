@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "common/netaddr.h"
+#include "lbd/schedule.h"
 
 #define CONFIG_MAX_LISTEN   8
 #define CONFIG_MAX_BACKENDS 256
@@ -117,6 +118,9 @@ struct config {
         uint64_t refresh_timeout_usec;  /* a new instance not healthy this long fails the refresh */
         int refresh_on_failure;         /* enum refresh_on_failure (refresh.h) */
         uint64_t pool_min, pool_max;    /* scaling on demand between them; max 0: off (desired is fixed) */
+        /* [schedule] action: scheduled changes of min, max and desired (schedule.h) */
+        struct schedule_action schedule[SCHEDULE_MAX];
+        size_t n_schedule;
         uint64_t target_rps;            /* requests per second per backend; 0: not a target */
         uint64_t target_inflight;       /* requests in flight per backend; 0: not a target */
         uint64_t scale_out_after_usec;  /* the average over this long breaching a target scales out */

@@ -19,6 +19,7 @@ struct provider;
 struct reconcile;
 struct history;
 struct autoscale;
+struct schedule;
 struct tls_client;
 
 struct lbd {
@@ -34,6 +35,7 @@ struct lbd {
         struct reconcile *reconcile; /* the control plane (reconcile.h) */
         struct history *history;     /* the status page's figures and timeline (history.h), or NULL */
         struct autoscale *autoscale; /* scaling on demand (autoscale.h), NULL when off */
+        struct schedule *schedule;   /* scheduled changes of the pool's size (schedule.h), NULL without */
         struct tls_client *backend_tls; /* TLS to the backends ([tls] backend = on), else NULL; the proxy
                                          * and the health checks use it, main.c owns it */
         uint64_t started_usec;   /* now_usec() at start */

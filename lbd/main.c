@@ -27,6 +27,7 @@
 #include "lbd/accesslog.h"
 #include "lbd/admin.h"
 #include "lbd/autoscale.h"
+#include "lbd/schedule.h"
 #include "lbd/backend.h"
 #include "lbd/balance.h"
 #include "lbd/config.h"
@@ -329,6 +330,13 @@ static void main_reload(struct main_state *m)
                 autoscale_set_config(l->autoscale);
         else if (autoscale_new(l, &l->autoscale) < 0)
                 log_error("Out of memory: scaling on demand stays off");
+        /* After the bounds went back to [pool]'s: the action in force sets its own again. */
+        if (next->n_schedule == 0)
+                l->schedule = schedule_free(l->schedule);
+        else if (l->schedule)
+                schedule_set_config(l->schedule);
+        else if (schedule_new(l, &l->schedule) < 0)
+                log_error("Out of memory: the schedule stays off");
         free(prev);
         if (next->provider == PROVIDER_STATIC) {
                 log_info("Configuration reloaded: %zu backends, balance %s", next->n_backends,
@@ -389,6 +397,7 @@ static void main_stop(void *userdata)
         /* Nothing is launched or terminated while stopping: instances and local backends stay for the
          * next start to adopt. The provider goes first, so none of its callbacks reaches a freed
          * reconciler. */
+        l->schedule = schedule_free(l->schedule);
         l->autoscale = autoscale_free(l->autoscale);
         l->provider = provider_free(l->provider);
         l->reconcile = reconcile_free(l->reconcile);
@@ -468,6 +477,9 @@ static int main_run(struct main_state *m)
         r = autoscale_new(l, &l->autoscale);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up scaling on demand: %m");
+        r = schedule_new(l, &l->schedule);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the schedule: %m");
 
         r = daemon_catch_signals(&m->daemon, &main_ops, m);
         if (r < 0)
@@ -492,6 +504,7 @@ static void main_cleanup(struct main_state *m)
         struct lbd *l = &m->lbd;
 
         l->admin = admin_free(l->admin);
+        l->schedule = schedule_free(l->schedule);
         l->autoscale = autoscale_free(l->autoscale);
         l->provider = provider_free(l->provider);
         l->reconcile = reconcile_free(l->reconcile);
