@@ -17,6 +17,7 @@
 #include "common/parse.h"
 #include "lbd/autoscale.h"
 #include "lbd/config.h"
+#include "lbd/history.h"
 #include "lbd/lbd.h"
 #include "lbd/reconcile.h"
 
@@ -314,6 +315,9 @@ static void schedule_apply(struct schedule *s, const struct schedule_action *a, 
                 when[0] = '\0';
         log_notice("Schedule: %s '%s' (%s, matched %s): %s, %s, %s", at_start ? "in force" : "applying", a->name,
                    a->when, when, min, max, desired);
+        if (!at_start)
+                history_event(l->history, HISTORY_EVENT_DESIRED, "Schedule '%s' (%s): %s, %s, %s", a->name, a->when,
+                              min, max, desired);
         if (l->autoscale && (a->min >= 0 || a->max >= 0))
                 autoscale_set_bounds(l->autoscale, a->min, a->max);
         if (a->desired >= 0 && set_desired && l->reconcile) {
