@@ -406,7 +406,8 @@ static void lbctl_print_refresh(const cJSON *refresh)
  * flight; last: 1 -> 3 (out): ..." Nothing when it is off. */
 static void lbctl_print_autoscale(const cJSON *a)
 {
-        double min = 0, max = 0, rps = 0, inflight = 0, target_rps = 0, target_inflight = 0;
+        double min = 0, max = 0, rps = 0, inflight = 0, target_rps = 0, target_inflight = 0, target_p90 = 0,
+               slow = 0;
         const char *last = lbctl_string(a, "last_decision");
 
         if (!cJSON_IsObject(a))
@@ -417,10 +418,16 @@ static void lbctl_print_autoscale(const cJSON *a)
         (void)lbctl_number(a, "target_inflight", &target_inflight);
         (void)lbctl_number(a, "rps", &rps);
         (void)lbctl_number(a, "inflight", &inflight);
+        (void)lbctl_number(a, "target_p90_ms", &target_p90);
         printf("scaling on demand between %.0f and %.0f (targets per backend: %.0f req/s, %.0f in flight; 0: "
-               "none): %.1f req/s, %.1f in flight%s%s%.300s\n",
-               min, max, target_rps, target_inflight, rps, inflight,
-               lbctl_bool(a, "data_ok") ? "" : " (gathering data)", last ? "; last: " : "", last ? last : "");
+               "none): %.1f req/s, %.1f in flight",
+               min, max, target_rps, target_inflight, rps, inflight);
+        if (target_p90 > 0 && lbctl_number(a, "slow_share", &slow))
+                printf("; p90 target %.0f ms, %.0f %% of requests slower", target_p90, slow * 100);
+        else if (target_p90 > 0)
+                printf("; p90 target %.0f ms", target_p90);
+        printf("%s%s%.300s\n", lbctl_bool(a, "data_ok") ? "" : " (gathering data)", last ? "; last: " : "",
+               last ? last : "");
 }
 
 /* One of an action's settings: " min 2", or nothing when it leaves it as it was. */

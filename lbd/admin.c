@@ -289,6 +289,9 @@ static int admin_status_autoscale(cJSON *control, const struct lbd *lbd)
             !cJSON_AddNumberToObject(o, "max", (double)s->max) ||
             !cJSON_AddNumberToObject(o, "target_rps", (double)s->target_rps) ||
             !cJSON_AddNumberToObject(o, "target_inflight", (double)s->target_inflight) ||
+            !cJSON_AddNumberToObject(o, "target_p90_ms", (double)s->target_p90_usec / (double)USEC_PER_MSEC) ||
+            !(st->slow_share >= 0 ? cJSON_AddNumberToObject(o, "slow_share", st->slow_share)
+                                  : cJSON_AddNullToObject(o, "slow_share")) ||
             !cJSON_AddBoolToObject(o, "data_ok", st->data_ok) ||
             !cJSON_AddNumberToObject(o, "rps", st->rps) || !cJSON_AddNumberToObject(o, "inflight", st->inflight) ||
             !admin_add_string_or_null(o, "last_decision", st->last))

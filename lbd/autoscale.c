@@ -24,6 +24,7 @@
 #include "common/macro.h"
 #include "lbd/backend.h"
 #include "lbd/config.h"
+#include "lbd/latency.h"
 #include "lbd/lbd.h"
 #include "lbd/proxy.h"
 #include "lbd/reconcile.h"
@@ -45,6 +46,7 @@ void autoscale_settings_from_config(const struct config *c, struct autoscale_set
                 .max = c->pool_max,
                 .target_rps = c->target_rps,
                 .target_inflight = c->target_inflight,
+                .target_p90_usec = c->target_p90_usec,
                 .out_after_usec = c->scale_out_after_usec,
                 .in_after_usec = c->scale_in_after_usec,
                 .in_cooldown_usec = c->scale_in_cooldown_usec,
@@ -56,6 +58,7 @@ void autoscale_state_reset(struct autoscale_state *st)
         st->n = 0;
         st->next = 0;
         st->data_ok = false;
+        st->slow_share = -1;
 }
 
 void autoscale_state_add(struct autoscale_state *st, const struct autoscale_sample *s)
@@ -106,6 +109,28 @@ static bool autoscale_window(const struct autoscale_state *st, uint64_t window, 
         return true;
 }
 
+/* The share of the requests finished over the last <window> that took longer than the target (<half>:
+ * than half of it); -1 when fewer than AUTOSCALE_P90_MIN finished, or the samples don't cover it. */
+static double autoscale_slow_share(const struct autoscale_state *st, uint64_t window, bool half)
+{
+        const struct autoscale_sample *last, *first = NULL;
+        uint32_t finished, slow;
+
+        if (st->n < 2)
+                return -1;
+        last = autoscale_sample(st, 0);
+        for (size_t i = 1; i < st->n && !first; i++)
+                if (autoscale_sample(st, i)->at_usec + window <= last->at_usec)
+                        first = autoscale_sample(st, i);
+        if (!first)
+                return -1;
+        finished = last->finished - first->finished;
+        slow = half ? last->over_half - first->over_half : last->over_target - first->over_target;
+        if (finished < AUTOSCALE_P90_MIN || slow > finished)
+                return -1;
+        return (double)slow / (double)finished;
+}
+
 /* The whole number of backends <x> calls for (rounded up), capped far beyond any max (no libm needed). */
 static double autoscale_ceil(double x)
 {
@@ -150,6 +175,13 @@ uint64_t autoscale_decide(struct autoscale_state *st, const struct autoscale_set
                 need = MAX(need, autoscale_ceil(rps / (double)s->target_rps));
         if (s->target_inflight > 0)
                 need = MAX(need, autoscale_ceil(inflight / (double)s->target_inflight));
+        /* Latency does not say how many backends are missing: one more, once the pool serves at the count
+         * asked (the last one added is in rotation) and an out window has passed since the last change. */
+        st->slow_share = s->target_p90_usec > 0 ? autoscale_slow_share(st, s->out_after_usec, false) : -1;
+        if (st->slow_share * 100 > AUTOSCALE_P90_SHARE && need < (double)desired + 1 &&
+            autoscale_sample(st, 0)->serving >= desired &&
+            (st->last_change_usec == 0 || now >= st->last_change_usec + s->out_after_usec))
+                need = (double)desired + 1;
         /* A breach over the window: sized by the last seconds if they ask for more (a step of load is
          * met in one move, not one per sample). */
         if (need > (double)desired &&
@@ -168,6 +200,13 @@ uint64_t autoscale_decide(struct autoscale_state *st, const struct autoscale_set
                                desired, next, rps, inflight, s->out_after_usec / USEC_PER_SEC,
                                autoscale_per(rps, desired), autoscale_per(inflight, desired), s->target_rps,
                                s->target_inflight);
+                if (s->target_p90_usec > 0 && st->slow_share >= 0) {
+                        size_t len = strlen(st->last);
+
+                        (void)snprintf(st->last + len, sizeof(st->last) - len,
+                                       "; %.0f %% of requests slower than the p90 target %" PRIu64 " ms",
+                                       st->slow_share * 100, s->target_p90_usec / USEC_PER_MSEC);
+                }
                 st->last_change_usec = now;
                 return next;
         }
@@ -182,6 +221,9 @@ uint64_t autoscale_decide(struct autoscale_state *st, const struct autoscale_set
         if (s->target_inflight > 0 &&
             autoscale_per(inflight_in, desired - 1) * 100 >= (double)(s->target_inflight * AUTOSCALE_IN_MARGIN))
                 under = false;
+        /* Latency allows one fewer only while p90 stays under half the target. */
+        if (s->target_p90_usec > 0 && autoscale_slow_share(st, s->in_after_usec, true) * 100 > AUTOSCALE_P90_SHARE)
+                under = false;
         if (!under)
                 return desired;
         (void)snprintf(st->last, sizeof(st->last),
@@ -191,6 +233,12 @@ uint64_t autoscale_decide(struct autoscale_state *st, const struct autoscale_set
                        desired, desired - 1, rps_in, inflight_in, s->in_after_usec / USEC_PER_SEC,
                        autoscale_per(rps_in, desired - 1), autoscale_per(inflight_in, desired - 1), s->target_rps,
                        s->target_inflight);
+        if (s->target_p90_usec > 0) {
+                size_t len = strlen(st->last);
+
+                (void)snprintf(st->last + len, sizeof(st->last) - len, "; p90 under half the target %" PRIu64 " ms",
+                               s->target_p90_usec / USEC_PER_MSEC);
+        }
         st->last_change_usec = now;
         return desired - 1;
 }
@@ -209,6 +257,11 @@ static void autoscale_on_timer(evutil_socket_t fd, short what, void *userdata)
         if (!ps || !l->reconcile)
                 return;
         s.requests = ps->requests_total;
+        if (a->settings.target_p90_usec > 0) {
+                s.finished = ps->latency.count;
+                s.over_target = latency_count_above(&ps->latency, a->settings.target_p90_usec);
+                s.over_half = latency_count_above(&ps->latency, a->settings.target_p90_usec / 2);
+        }
         for (size_t i = 0; i < l->pool->n_backends; i++) {
                 s.inflight += l->pool->backends[i]->active;
                 s.serving += backend_in_rotation(l->pool->backends[i]);

@@ -15,6 +15,8 @@
 #define AUTOSCALE_RECENT_USEC (10 * AUTOSCALE_SAMPLE_USEC) /* sizes a scale-out */
 #define AUTOSCALE_IN_MARGIN   90 /* percent of the target the load must stay under with one backend fewer */
 #define AUTOSCALE_TEXT_MAX    384
+#define AUTOSCALE_P90_SHARE   10 /* percent of requests slower than target_p90 above which p90 is over it */
+#define AUTOSCALE_P90_MIN     20 /* requests a window needs before latency votes */
 
 struct lbd;
 struct config;
@@ -24,6 +26,7 @@ struct autoscale_settings {
         uint64_t min, max;          /* the desired count stays within them */
         uint64_t target_rps;        /* requests per second per backend; 0: not a target */
         uint64_t target_inflight;   /* requests in flight per backend; 0: not a target */
+        uint64_t target_p90_usec;   /* the pool's 90th percentile response time; 0: not a target */
         uint64_t out_after_usec;    /* the window whose average must breach a target to scale out */
         uint64_t in_after_usec;     /* the window whose average must be well under to scale in */
         uint64_t in_cooldown_usec;  /* no scale-in sooner than this after any change */
@@ -34,6 +37,9 @@ struct autoscale_sample {
         uint64_t requests;  /* requests read from clients since start (a counter) */
         uint64_t inflight;  /* requests in flight to backends now */
         size_t serving;     /* backends in rotation now */
+        /* With target_p90: exchanges finished since start, those certainly slower than the target, and
+         * those slower than half of it (counters that wrap at 2^32: only differences are used). */
+        uint32_t finished, over_target, over_half;
 };
 
 /* The figures and decisions, pure arithmetic over the samples (tests drive it with their own). */
@@ -43,6 +49,8 @@ struct autoscale_state {
         uint64_t last_change_usec; /* 0: none since start */
         /* the last evaluation, for /status and the log */
         double rps, inflight;       /* over the scale-out window, whole pool */
+        double slow_share;          /* with target_p90: the share of requests slower than it over that
+                                     * window (p90 is over the target above 0.10); -1: too few requests */
         bool data_ok;               /* the windows are covered, without gaps, with backends serving */
         char last[AUTOSCALE_TEXT_MAX]; /* the last decision with its figures, "" before one */
 };

@@ -72,6 +72,8 @@
  *   max              = 0               0..1000; 0 = no scaling on demand (desired is fixed)
  *   target_rps       = 0               requests per second per backend; 0 = not a target
  *   target_inflight  = 0               requests in flight per backend; 0 = not a target
+ *   target_p90       = 0               duration, 0 allowed, at most 1h: the 90th percentile of response
+ *                                      time to keep under; 0 = not a target
  *   scale_out_after  = 30s             the window whose average breaching a target scales out (<= 15m)
  *   scale_in_after   = 5m              the window whose average well under the targets scales in (<= 15m)
  *   scale_in_cooldown = 5m             0 allowed; no scale-in sooner after a change
@@ -916,6 +918,7 @@ static const struct conf_key config_keys[] = {
         NUMBER("pool", "max", "0", pool_max, 0, 1000),
         NUMBER("pool", "target_rps", "0", target_rps, 0, 1000000),
         NUMBER("pool", "target_inflight", "0", target_inflight, 0, 1000000),
+        DURATION("pool", "target_p90", "0", target_p90_usec, 0),
         DURATION("pool", "scale_out_after", "30s", scale_out_after_usec, 1),
         DURATION("pool", "scale_in_after", "5m", scale_in_after_usec, 1),
         DURATION("pool", "scale_in_cooldown", "5m", scale_in_cooldown_usec, 0),
@@ -1058,18 +1061,20 @@ static int config_validate_pool(const struct config *c)
                                          "the starting count must lie within min and max (%" PRIu64 "..%" PRIu64
                                          ")",
                                          c->pool_min, c->pool_max);
-                if (c->target_rps == 0 && c->target_inflight == 0)
+                if (c->target_rps == 0 && c->target_inflight == 0 && c->target_p90_usec == 0)
                         r = conf_invalid(c->path, "pool", "max",
-                                         "scaling on demand needs target_rps or target_inflight");
+                                         "scaling on demand needs target_rps, target_inflight or target_p90");
+                if (c->target_p90_usec > 3600 * USEC_PER_SEC)
+                        r = conf_invalid(c->path, "pool", "target_p90", "must be at most 1h");
                 if (c->scale_out_after_usec > CONFIG_MAX_SCALE_WINDOW_SEC * USEC_PER_SEC)
                         r = conf_invalid(c->path, "pool", "scale_out_after", "must be at most %d s",
                                          CONFIG_MAX_SCALE_WINDOW_SEC);
                 if (c->scale_in_after_usec > CONFIG_MAX_SCALE_WINDOW_SEC * USEC_PER_SEC)
                         r = conf_invalid(c->path, "pool", "scale_in_after", "must be at most %d s",
                                          CONFIG_MAX_SCALE_WINDOW_SEC);
-        } else if (c->pool_min > 0 || c->target_rps > 0 || c->target_inflight > 0)
+        } else if (c->pool_min > 0 || c->target_rps > 0 || c->target_inflight > 0 || c->target_p90_usec > 0)
                 r = conf_invalid(c->path, "pool", "max",
-                                 "min, target_rps and target_inflight need max (scaling on demand)");
+                                 "min, target_rps, target_inflight and target_p90 need max (scaling on demand)");
         for (size_t i = 0; i < c->n_schedule; i++) {
                 const struct schedule_action *a = &c->schedule[i];
 

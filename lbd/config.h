@@ -123,6 +123,7 @@ struct config {
         size_t n_schedule;
         uint64_t target_rps;            /* requests per second per backend; 0: not a target */
         uint64_t target_inflight;       /* requests in flight per backend; 0: not a target */
+        uint64_t target_p90_usec;       /* the pool's 90th percentile of response time; 0: not a target */
         uint64_t scale_out_after_usec;  /* the average over this long breaching a target scales out */
         uint64_t scale_in_after_usec;   /* the average over this long well under scales in */
         uint64_t scale_in_cooldown_usec; /* no scale-in sooner than this after a change */

@@ -50,3 +50,12 @@ int64_t latency_percentile(const struct latency_hist *h, unsigned permille)
         }
         return -1;
 }
+
+uint32_t latency_count_above(const struct latency_hist *h, uint64_t usec)
+{
+        uint32_t n = 0;
+
+        for (unsigned i = latency_bucket(usec) + 1; i < LATENCY_BUCKETS; i++)
+                n += h->buckets[i];
+        return n;
+}

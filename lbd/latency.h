@@ -41,6 +41,9 @@ static inline void latency_add(struct latency_hist *h, uint64_t usec)
 void latency_diff(const struct latency_hist *now, const struct latency_hist *before,
                   struct latency_hist *ret);
 
+/* How many durations of <h> lie in buckets wholly above <usec>'s (so certainly longer than <usec>). */
+uint32_t latency_count_above(const struct latency_hist *h, uint64_t usec);
+
 /* The <permille>/1000 quantile of <h> in microseconds (the middle of its bucket), or -1 when <h> is
  * empty. */
 int64_t latency_percentile(const struct latency_hist *h, unsigned permille);

@@ -55,3 +55,27 @@ def test_scale_out_and_back_in(env):
     ins = re.findall(r"Scaling: (\d) -> (\d) \(in\)", text)
     assert ins and all(int(a) - int(b) == 1 for a, b in ins), ins
     assert st["control"]["replacements_in_window"] == 0
+
+
+def test_scale_out_on_p90_latency(env):
+    """A p90 target: responses slower than it (the web backend answers /delay/300 in 300 ms, target 100 ms)
+    add one backend at a time, each once the last one added is in rotation; the decision says why."""
+    lbd = env.start_lbd(desired=1, extra_pool="min = 1\nmax = 2\ntarget_p90 = 100ms\nscale_out_after = 3s\n"
+                                             "scale_in_after = 10m\n")
+    env.wait_healthy(1)
+    auto = env.status()["control"]["autoscale"]
+    assert auto["target_p90_ms"] == 100 and auto["slow_share"] is None, auto
+    load = env.h.load(lbd.port, n=8, path="/delay/300", max_seconds=60).start()
+    try:
+        st = lbdtest.wait_until(lambda: (lambda s: s if s["control"]["desired"] == 2 else None)(env.status()), 40,
+                                "a scale-out on latency")
+    finally:
+        load.stop()
+    assert not load.failures, load.failures[:5]
+    text = lbd.stderr_text()
+    assert re.search(r"Scaling: 1 -> 2 \(out\): .*; 100 % of requests slower than the p90 target 100 ms", text), \
+        text[-3000:]
+    assert st["control"]["autoscale"]["slow_share"] == 1
+    out = localenv.lbctl("-a", f"127.0.0.1:{lbd.admin_port}", "status").stdout
+    assert "; p90 target 100 ms, 100 % of requests slower" in out, out
+    env.wait_healthy(2, timeout=30)

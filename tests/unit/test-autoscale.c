@@ -1,7 +1,8 @@
 /* Unit tests for lbd/autoscale.c's decisions, driven by samples one second apart: a load step scales out
  * at once by as many as needed, within max; a steady load at 90 % of the target never flaps; scaling in
  * waits for its window and cooldown, goes one at a time, and not while held; nothing on partial data (too
- * few samples, a gap, no backend serving) or while the storm guard holds; reloads clamp to min/max. */
+ * few samples, a gap, no backend serving) or while the storm guard holds; reloads clamp to min/max; the p90
+ * target adds one backend at a time while it is breached and lets one go only under half of it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -155,6 +156,77 @@ static void test_inflight_target(void **state)
         assert_non_null(strstr(st.last, "within min 1 and max 3"));
 }
 
+/* <seconds> of <per_sec> requests a second, <slow_pct> % of them over the p90 target and <half_pct> % over
+ * half of it, with <serving> backends in rotation (-1: as many as desired), deciding each second. */
+static uint64_t run_latency(struct autoscale_state *st, const struct autoscale_settings *in, uint64_t *now,
+                            uint64_t d, unsigned seconds, uint32_t per_sec, unsigned slow_pct, unsigned half_pct,
+                            int serving, unsigned *changes)
+{
+        static uint32_t finished, over, half; /* counters that wrap, as the proxy's do */
+
+        for (unsigned i = 0; i < seconds; i++) {
+                struct autoscale_sample x;
+                uint64_t next;
+
+                finished += per_sec;
+                over += per_sec * slow_pct / 100;
+                half += per_sec * half_pct / 100;
+                x = (struct autoscale_sample){.at_usec = *now += SEC, .requests = finished, .inflight = 0,
+                                              .serving = serving < 0 ? d : (size_t)serving, .finished = finished,
+                                              .over_target = over, .over_half = half};
+                autoscale_state_add(st, &x);
+                next = autoscale_decide(st, in, *now, d, false, false);
+                if (next != d) {
+                        print_message("t=%llu: %s\n", (unsigned long long)(*now / SEC), st->last);
+                        (*changes)++;
+                }
+                d = next;
+        }
+        return d;
+}
+
+static void test_p90_target(void **state)
+{
+        struct autoscale_settings in = settings;
+        struct autoscale_state st;
+        uint64_t now = 0, d = 2;
+        unsigned changes = 0;
+
+        memset(&st, 0, sizeof(st));
+        autoscale_state_reset(&st);
+        in.target_rps = 0;
+        in.target_p90_usec = 200 * USEC_PER_MSEC;
+        in.in_cooldown_usec = 30 * SEC;
+        /* 5 % slower than the target: p90 under it, and over half of it for 40 %: no change either way. */
+        d = run_latency(&st, &in, &now, d, 200, 100, 5, 40, -1, &changes);
+        assert_int_equal(d, 2);
+        assert_int_equal(changes, 0);
+        assert_true(st.slow_share > 0.04 && st.slow_share < 0.06);
+        /* 30 % slower: one more backend (once the window's share passes 10 %), and none while the last one
+         * added is not in rotation, nor within an out window of the last change. */
+        d = run_latency(&st, &in, &now, d, 31, 100, 30, 60, 2, &changes);
+        assert_int_equal(d, 3);
+        assert_non_null(strstr(st.last, "% of requests slower than the p90 target 200 ms"));
+        d = run_latency(&st, &in, &now, d, 60, 100, 30, 60, 2, &changes); /* the third never serves */
+        assert_int_equal(d, 3);
+        d = run_latency(&st, &in, &now, d, 1, 100, 30, 60, -1, &changes);
+        assert_int_equal(d, 4);
+        d = run_latency(&st, &in, &now, d, 29, 100, 30, 60, -1, &changes);
+        assert_int_equal(d, 4);
+        d = run_latency(&st, &in, &now, d, 2, 100, 30, 60, -1, &changes);
+        assert_int_equal(d, 5);
+        /* Fast again, but p90 over half the target: no scale-in; under half of it: back one at a time. */
+        d = run_latency(&st, &in, &now, d, 120, 100, 0, 20, -1, &changes);
+        assert_int_equal(d, 5);
+        changes = 0;
+        d = run_latency(&st, &in, &now, d, 300, 100, 0, 2, -1, &changes);
+        assert_int_equal(d, 1);
+        assert_int_equal(changes, 4);
+        /* Too few requests: latency has no vote. */
+        d = run_latency(&st, &in, &now, 2, 100, 0, 100, 100, -1, &changes);
+        assert_true(st.slow_share < 0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -162,6 +234,7 @@ int main(void)
                 cmocka_unit_test(test_no_flapping_at_90_percent),
                 cmocka_unit_test(test_holds_and_partial_data),
                 cmocka_unit_test(test_inflight_target),
+                cmocka_unit_test(test_p90_target),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
