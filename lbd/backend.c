@@ -56,6 +56,7 @@ struct pool *pool_new(struct event_base *base, const struct balancer_ops *balanc
                 return NULL;
         p->base = base;
         p->balancer = balancer;
+        p->passive_max_down = 100; /* no limit until the configuration sets one */
         if (getrandom(&p->rng, sizeof(p->rng), GRND_NONBLOCK) != sizeof(p->rng))
                 p->rng = now_usec();
         p->rng |= 1;
@@ -200,8 +201,33 @@ void backend_report_refused(struct backend *b, const char *reason)
         backend_set_healthy(b, false, reason);
 }
 
+/* Whether passive health may take <b> out of its pool: the healthy ones left must stay at least
+ * (100 - passive_max_down) percent of the pool. */
+static bool backend_passive_may_take_out(struct backend *b)
+{
+        struct pool *p = b->pool;
+        size_t up = 0;
+
+        if (!p || p->passive_max_down >= 100)
+                return true;
+        for (size_t i = 0; i < p->n_backends; i++)
+                up += p->backends[i]->healthy;
+        if (up >= 1 && (up - 1) * 100 >= p->n_backends * (100 - p->passive_max_down)) {
+                p->passive_held = false;
+                return true;
+        }
+        if (!p->passive_held)
+                log_warning("Passive health would take backend %s out, but %zu of %zu backends are healthy and "
+                            "passive_max_down is %u %%: it stays, the active checks decide",
+                            b->name, up, p->n_backends, p->passive_max_down);
+        p->passive_held = true;
+        return false;
+}
+
 void backend_report_result(struct backend *b, unsigned status, unsigned passive_fall)
 {
+        if (status == 503)
+                return; /* overloaded or in maintenance: neither a failure nor a success */
         if (status != 0 && status < 500) {
                 b->passive_fails = 0;
                 return;
@@ -210,7 +236,7 @@ void backend_report_result(struct backend *b, unsigned status, unsigned passive_
                 b->stats.failures++;
         if (passive_fall == 0 || !b->healthy)
                 return;
-        if (++b->passive_fails >= passive_fall) {
+        if (++b->passive_fails >= passive_fall && backend_passive_may_take_out(b)) {
                 char reason[64];
 
                 (void)snprintf(reason, sizeof(reason), "%u consecutive %s from live traffic", b->passive_fails,

@@ -121,6 +121,10 @@ struct pool {
         size_t rr_next;            /* round robin cursor */
         uint64_t rng;              /* p2c random state */
         size_t n_healthy;
+        /* [health] passive_max_down: the largest share (percent) of the backends that passive health may
+         * hold out of rotation; beyond it only the active checks take one out. */
+        unsigned passive_max_down;
+        bool passive_held;         /* a passive take-out was refused for that limit: logged once */
         /* Called after any change of a backend's health or of the set, e.g. to update STATUS=. */
         void (*on_change)(struct pool *p, void *userdata);
         void *on_change_userdata;
@@ -170,8 +174,11 @@ void backend_set_healthy(struct backend *b, bool healthy, const char *reason);
 /* Passive signals from live traffic (proxy.c), which reports only what the backend caused (see proxy.c's
  * "Blame"): never an early answer, a close while lbd still sent a request body, or a wait on a client.
  * - backend_report_refused: connect refused or connection reset: down at once.
- * - backend_report_result: a response status (>= 500 counts as a failure) or 0 for a timeout; after
- *   [health] passive_fall consecutive failures the backend is marked down.
+ * - backend_report_result: a response status (500 and above count as a failure, except 503, the
+ *   backend saying it is overloaded or in maintenance, which its active checks judge) or 0 for a
+ *   timeout; after [health] passive_fall consecutive failures the backend is marked down, unless that
+ *   would leave fewer than (100 - passive_max_down) percent of the pool's backends healthy: a failure
+ *   of something every backend depends on, or an overload, must not empty the pool.
  * <passive_fall> 0 disables the counting. */
 void backend_report_refused(struct backend *b, const char *reason);
 void backend_report_result(struct backend *b, unsigned status, unsigned passive_fall);

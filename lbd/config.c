@@ -52,6 +52,7 @@
  *   fall             = 3               1..100
  *   expect           = 200-399         "200" or "200-399", within 100..599
  *   passive_fall     = 3               0..1000, 0 = off
+ *   passive_max_down = 50              0..100: percent of the pool passive health may hold out of rotation
  *   [pool]
  *   provider         = static          static | local | ec2
  *   desired          = 3               0..1000 (local and ec2)
@@ -899,6 +900,7 @@ static const struct conf_key config_keys[] = {
         NUMBER("health", "fall", "3", health_fall, 1, 100),
         { "health", "expect", "200-399", config_parse_expect, 0, 0, 0 },
         NUMBER("health", "passive_fall", "3", health_passive_fall, 0, 1000),
+        NUMBER("health", "passive_max_down", "50", health_passive_max_down, 0, 100),
 
         { "pool", "provider", "static", config_parse_provider, 0, 0, 0 },
         NUMBER("pool", "desired", "3", desired, 0, 1000),

@@ -100,6 +100,7 @@ struct config {
         uint64_t health_expect_min;     /* expected status range, e.g. "200-399" or "200" */
         uint64_t health_expect_max;
         uint64_t health_passive_fall;   /* consecutive 5xx or timeouts from live traffic that mark down; 0 = off */
+        uint64_t health_passive_max_down; /* percent of the pool passive health may hold out of rotation */
 
         /* [pool] */
         enum provider_kind provider;

@@ -321,6 +321,7 @@ static void main_reload(struct main_state *m)
         (void)proxy_reload_tls(l->proxy, next);
         l->config = next;
         l->pool->balancer = balance_from_kind(next->balance);
+        l->pool->passive_max_down = (unsigned)next->health_passive_max_down;
         proxy_set_config(l->proxy, next);
         health_set_config(l->health, next);
         reconcile_set_config(l->reconcile, next);
@@ -429,6 +430,7 @@ static int main_run(struct main_state *m)
         if (!l->pool)
                 return log_error_errno(ENOMEM, "Out of memory");
         l->pool->on_change = main_update_status;
+        l->pool->passive_max_down = (unsigned)l->config->health_passive_max_down;
         l->pool->on_change_userdata = m;
 
         r = provider_new(l->base, l->config, &l->provider);

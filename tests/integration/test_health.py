@@ -161,18 +161,46 @@ def test_killed_backend_marked_down_by_live_traffic(harness):
 
 
 def test_passive_fall_on_5xx(harness):
+    """Consecutive 5xx take a backend out (here the pool's only one: passive_max_down 100 allows it); a
+    503 is the backend saying it is overloaded or in maintenance: it neither counts nor resets."""
     (b1,) = harness.backends(1)
-    lbd = harness.lbd([b1], health_interval="20s", args=["--set", "health.passive_fall=3"])
+    lbd = harness.lbd([b1], health_interval="20s",
+                      args=["--set", "health.passive_fall=3", "--set", "health.passive_max_down=100"])
     with lbd.connect() as conn:
         assert conn.get("/status/500").status == 500
         assert conn.get("/status/502").status == 502
     assert lbd.backend_status(b1.addr)["state"] == "up"
-    # A success in between resets the count.
+    # A success in between resets the count; 503s do not count.
     assert lbd.get("/ok").status == 200
     assert lbd.get("/status/500").status == 500
-    assert lbd.get("/status/503").status == 503
+    for _ in range(5):
+        assert lbd.get("/status/503").status == 503
+    assert lbd.get("/status/504").status == 504
     assert lbd.backend_status(b1.addr)["state"] == "up"
     assert lbd.get("/status/500").status == 500
     lbdtest.wait_until(lambda: lbd.backend_status(b1.addr)["state"] == "down", 0.5,
                        "b1 down after 3 consecutive 5xx")
     assert lbd.get("/x").status == 503
+
+
+def test_passive_health_never_empties_the_pool(harness):
+    """Every backend answering 5xx (something they all depend on failing, while their health checks pass):
+    passive health takes out at most passive_max_down (50 %) of the pool and says so once; the rest stay in
+    rotation for the active checks to judge. And 503s (overload) take out none at all."""
+    backends = harness.backends(3)
+    lbd = harness.lbd(backends, health_interval="20s", args=["--set", "health.passive_fall=2"])
+    for i in range(60):
+        assert lbd.get(f"/status/503?i={i}").status == 503
+    assert lbd.status()["healthy"] == 3
+    for i in range(60):
+        assert lbd.get(f"/status/500?i={i}").status == 500
+    st = lbd.status()
+    assert st["healthy"] == 2, st
+    text = lbd.stderr_text()
+    assert text.count("passive_max_down is 50 %: it stays, the active checks decide") == 1, text[-3000:]
+    # With 1 of 2 (passive_max_down 50 % allows one of two out), a second pool of 2 loses one and keeps one.
+    pair = harness.backends(2)
+    lbd2 = harness.lbd(pair, health_interval="20s", args=["--set", "health.passive_fall=2"])
+    for i in range(40):
+        lbd2.get(f"/status/502?i={i}")
+    assert lbd2.status()["healthy"] == 1, lbd2.status()
