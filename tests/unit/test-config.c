@@ -782,7 +782,7 @@ static void test_validate(void **state)
         /* Scaling on demand: bounds around desired, a target, and nothing of it without max. */
         assert_int_equal(config_set(&c, "pool", "target_rps", "100", NULL), 0);
         check_validate(&c, -EINVAL,
-                       "[pool] key 'max': min, target_rps and target_inflight need max (scaling on demand)", 1);
+                       "[pool] key 'max': min, target_rps, target_inflight and target_p90 need max (scaling on demand)", 1);
         assert_int_equal(config_set(&c, "pool", "max", "2", NULL), 0);
         assert_int_equal(config_set(&c, "pool", "min", "3", NULL), 0);
         check_validate(&c, -EINVAL, "[pool] key 'min': must not exceed max (2)", 2);
@@ -793,7 +793,7 @@ static void test_validate(void **state)
                        1);
         assert_int_equal(config_set(&c, "pool", "desired", "3", NULL), 0);
         assert_int_equal(config_set(&c, "pool", "target_rps", "0", NULL), 0);
-        check_validate(&c, -EINVAL, "[pool] key 'max': scaling on demand needs target_rps or target_inflight", 1);
+        check_validate(&c, -EINVAL, "[pool] key 'max': scaling on demand needs target_rps, target_inflight or target_p90", 1);
         assert_int_equal(config_set(&c, "pool", "target_inflight", "8", NULL), 0);
         check_validate(&c, 0, NULL, 0);
         assert_int_equal(config_set(&c, "pool", "scale_in_after", "16m", NULL), 0);
