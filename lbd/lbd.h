@@ -20,6 +20,7 @@ struct reconcile;
 struct history;
 struct autoscale;
 struct tls_client;
+struct lease;
 
 struct lbd {
         struct event_base *base;
@@ -36,6 +37,7 @@ struct lbd {
         struct autoscale *autoscale; /* scaling on demand (autoscale.h), NULL when off */
         struct tls_client *backend_tls; /* TLS to the backends ([tls] backend = on), else NULL; the proxy
                                          * and the health checks use it, main.c owns it */
+        struct lease *lease;         /* the leader's lease ([lease], lease.h), NULL when off: this host acts */
         uint64_t started_usec;   /* now_usec() at start */
         bool stopping;
 };

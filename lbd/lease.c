@@ -197,7 +197,7 @@ enum lease_conn_state {
 
 struct lease {
         struct event_base *base;
-        const struct config *config;
+        char name[LEASE_NAME_MAX], pool[LEASE_NAME_MAX]; /* copied: a reload replaces the config */
         char *conninfo;
         char token[33];
         struct lease_sm sm;
@@ -286,7 +286,7 @@ static void lease_on_lapse(evutil_socket_t fd, short what, void *userdata)
         }
         log_warning("Lease of pool %s not renewed in time (last answer %llu ms ago): this host stops acting "
                     "on the pool in epoch %" PRIu64 " and keeps serving",
-                    l->config->lease_pool, (unsigned long long)((now - l->sm.answer_usec) / USEC_PER_MSEC),
+                    l->pool, (unsigned long long)((now - l->sm.answer_usec) / USEC_PER_MSEC),
                     l->sm.epoch);
         history_event(l->history, HISTORY_EVENT_LEADER, "Lease not renewed in time: stopped acting (epoch %" PRIu64 ")",
                       l->sm.epoch);
@@ -307,12 +307,12 @@ static void lease_fail(struct lease *l, const char *why)
                 if (lease_sm_may_mutate(&l->sm, now, NULL))
                         log_warning("Lease store unreachable: %s; this host leads pool %s for %llu ms more "
                                     "unless a renewal succeeds, then nobody acts on the pool",
-                                    l->last_error, l->config->lease_pool,
+                                    l->last_error, l->pool,
                                     (unsigned long long)((l->sm.valid_until - now) / USEC_PER_MSEC));
                 else
                         log_warning("Lease store unreachable: %s; nobody here acts on pool %s, every host "
                                     "keeps serving",
-                                    l->last_error, l->config->lease_pool);
+                                    l->last_error, l->pool);
                 history_event(l->history, HISTORY_EVENT_LEADER, "Lease store unreachable: %s", l->last_error);
                 lease_changed(l);
         } else {
@@ -333,7 +333,7 @@ static int lease_flush(struct lease *l)
 
 static void lease_arm_timeout(struct lease *l)
 {
-        struct timeval tv = timeval_from_usec(l->config->lease_timeout_usec);
+        struct timeval tv = timeval_from_usec(l->sm.policy.timeout_usec);
 
         (void)evtimer_del(&l->timeout_timer);
         (void)evtimer_add(&l->timeout_timer, &tv);
@@ -343,7 +343,7 @@ static void lease_arm_timeout(struct lease *l)
 static void lease_send(struct lease *l, enum lease_conn_state next)
 {
         char ms[24];
-        const char *pool = l->config->lease_pool;
+        const char *pool = l->pool;
         int ok;
 
         l->failed_command = false;
@@ -360,9 +360,9 @@ static void lease_send(struct lease *l, enum lease_conn_state next)
                 break;
         }
         case LEASE_QUERY: {
-                const char *values[] = { pool, l->config->lease_name, l->token, ms };
+                const char *values[] = { pool, l->name, l->token, ms };
 
-                (void)snprintf(ms, sizeof(ms), "%" PRIu64, l->config->lease_duration_usec / USEC_PER_MSEC);
+                (void)snprintf(ms, sizeof(ms), "%" PRIu64, l->sm.policy.duration_usec / USEC_PER_MSEC);
                 l->attempts++;
                 l->sent_usec = now_usec();
                 ok = PQsendQueryParams(l->pg, LEASE_QUERY_SQL, 4, NULL, values, NULL, NULL, 0);
@@ -426,7 +426,7 @@ static void lease_answered(struct lease *l)
         if (events < 0) {
                 log_error("Lease store answered epoch %" PRIu64 " for pool %s, older than %" PRIu64
                           " already seen: ignoring it (was the database restored from a backup?)",
-                          l->answer.epoch, l->config->lease_pool, l->sm.epoch);
+                          l->answer.epoch, l->pool, l->sm.epoch);
                 lease_fail(l, "the store went back in epochs");
                 return;
         }
@@ -439,18 +439,18 @@ static void lease_answered(struct lease *l)
         if (events & LEASE_EVENT_GAINED) {
                 log_notice("This host (%s) leads pool %s in epoch %" PRIu64 ": it acts on the pool for %llu ms "
                            "unless renewed",
-                           l->config->lease_name, l->config->lease_pool, l->sm.epoch,
+                           l->name, l->pool, l->sm.epoch,
                            (unsigned long long)((l->sm.valid_until - now) / USEC_PER_MSEC));
                 history_event(l->history, HISTORY_EVENT_LEADER, "This host (%s) leads, epoch %" PRIu64,
-                              l->config->lease_name, l->sm.epoch);
+                              l->name, l->sm.epoch);
         } else if (events & LEASE_EVENT_LOST) {
                 log_notice("%s leads pool %s now (epoch %" PRIu64 "): this host stops acting on the pool",
-                           l->holder, l->config->lease_pool, l->sm.epoch);
+                           l->holder, l->pool, l->sm.epoch);
                 history_event(l->history, HISTORY_EVENT_LEADER, "%s leads now, epoch %" PRIu64 "; this host follows",
                               l->holder, l->sm.epoch);
         } else if (!l->answer.mine && (first || (events & LEASE_EVENT_EPOCH))) {
                 log_notice("%s leads pool %s (epoch %" PRIu64 "): this host follows", l->holder,
-                           l->config->lease_pool, l->sm.epoch);
+                           l->pool, l->sm.epoch);
                 history_event(l->history, HISTORY_EVENT_LEADER, "%s leads, epoch %" PRIu64 "; this host follows",
                               l->holder, l->sm.epoch);
         }
@@ -614,7 +614,7 @@ static void lease_on_timeout(evutil_socket_t fd, short what, void *userdata)
 static void lease_on_renew(evutil_socket_t fd, short what, void *userdata)
 {
         struct lease *l = userdata;
-        struct timeval tv = timeval_from_usec(l->config->lease_renew_usec);
+        struct timeval tv = timeval_from_usec(l->sm.policy.renew_usec);
 
         (void)evtimer_add(&l->renew_timer, &tv);
         switch (l->state) {
@@ -682,7 +682,8 @@ int lease_new(struct event_base *base, const struct config *c, struct lease **re
         for (size_t i = 0; i < sizeof(nonce); i++)
                 (void)snprintf(l->token + 2 * i, 3, "%02x", nonce[i]);
         l->base = base;
-        l->config = c;
+        (void)snprintf(l->name, sizeof(l->name), "%s", c->lease_name);
+        (void)snprintf(l->pool, sizeof(l->pool), "%s", c->lease_pool);
         lease_sm_init(&l->sm, &policy);
         (void)evtimer_assign(&l->renew_timer, base, lease_on_renew, l);
         (void)evtimer_assign(&l->timeout_timer, base, lease_on_timeout, l);
@@ -725,9 +726,9 @@ void lease_start(struct lease *l)
         l->started = true;
         log_info("Lease: host %s, pool %s, duration %llu ms, renewed every %llu ms; nobody here acts on the "
                  "pool until the lease is held",
-                 l->config->lease_name, l->config->lease_pool,
-                 (unsigned long long)(l->config->lease_duration_usec / USEC_PER_MSEC),
-                 (unsigned long long)(l->config->lease_renew_usec / USEC_PER_MSEC));
+                 l->name, l->pool,
+                 (unsigned long long)(l->sm.policy.duration_usec / USEC_PER_MSEC),
+                 (unsigned long long)(l->sm.policy.renew_usec / USEC_PER_MSEC));
         (void)evtimer_add(&l->renew_timer, &now);
 }
 
@@ -746,8 +747,8 @@ void lease_get_view(const struct lease *l, struct lease_view *ret)
         uint64_t now = now_usec();
 
         *ret = (struct lease_view){
-                .name = l->config->lease_name,
-                .pool = l->config->lease_pool,
+                .name = l->name,
+                .pool = l->pool,
                 .leader = lease_sm_may_mutate(&l->sm, now, NULL),
                 .store_down = l->sm.store_down,
                 .store_down_usec = l->sm.store_down ? now - l->sm.down_since : 0,

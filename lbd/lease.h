@@ -106,8 +106,9 @@ struct lease_view {
         size_t n_peers;
 };
 
-/* Creates the lease from [lease] of <c> (which must outlive it; conninfo_file is read here: -errno when
- * it can't be, logged without its content). Nothing happens until lease_start(). Returns 0 or -errno. */
+/* Creates the lease from [lease] of <c>, whose settings are copied (a change takes a restart);
+ * conninfo_file is read here (-errno when it can't be, logged without its content). Nothing happens until
+ * lease_start(). Returns 0 or -errno. */
 int lease_new(struct event_base *base, const struct config *c, struct lease **ret);
 struct lease *lease_free(struct lease *l);
 /* <on_change> runs when this host gains or loses the right to act, or the store goes down or up. */
