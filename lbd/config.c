@@ -101,7 +101,7 @@
  *   margin           = 3s              < duration
  *   timeout          = 2s              <= renew
  *   elastic_ip       = (empty)         word (eipalloc-...): moved to the leader's instance
- *   instance_id      = (empty)         word (i-...); empty = the instance metadata's
+ *   instance_id      = (empty)         word (i-...): this host's instance; required with elastic_ip
  *   [local]
  *   command          = {lbd} --listen {address} --backend {upstream} --admin off --access-log off
  *                                      text; placeholders {lbd} {port} {address} {upstream} {index}
@@ -1205,6 +1205,10 @@ static int config_validate_lease(const struct config *c)
                 r = conf_invalid(c->path, "lease", "timeout", "must be at most renew");
         if (c->lease_elastic_ip[0] != '\0' && c->provider != PROVIDER_EC2)
                 r = conf_invalid(c->path, "lease", "elastic_ip", "needs the ec2 provider");
+        if (c->lease_elastic_ip[0] != '\0' && c->lease_instance_id[0] == '\0')
+                r = conf_invalid(c->path, "lease", "instance_id",
+                                 "elastic_ip needs this host's instance id (the installer writes it from the "
+                                 "instance metadata)");
         return r;
 }
 

@@ -162,7 +162,7 @@ struct config {
         uint64_t lease_margin_usec;     /* the leader stops acting this long before its lease could expire */
         uint64_t lease_timeout_usec;    /* connecting or one query, at most */
         char lease_elastic_ip[64];      /* eipalloc-…: moved to the leader's instance; "" = none */
-        char lease_instance_id[64];     /* this host's instance (i-…); "" = from the instance metadata */
+        char lease_instance_id[64];     /* this host's instance (i-…), where elastic_ip goes; required with it */
 
         /* Where the config came from, for messages and reloads; "" when from flags only. */
         char path[CONFIG_PATH_MAX];

@@ -533,6 +533,12 @@ static int lease_watch(struct lease *l, short what, bool persist)
         return 0;
 }
 
+/* The server's notices ("relation ... already exists, skipping") are not events: debug only. */
+static void lease_notice(void *userdata, const char *message)
+{
+        log_debug("Lease store notice: %.200s", message);
+}
+
 static void lease_connect_poll(struct lease *l)
 {
         PostgresPollingStatusType st = PQconnectPoll(l->pg);
@@ -543,6 +549,7 @@ static void lease_connect_poll(struct lease *l)
                         lease_fail(l, PQerrorMessage(l->pg));
                         return;
                 }
+                (void)PQsetNoticeProcessor(l->pg, lease_notice, l);
                 l->write = event_new(l->base, PQsocket(l->pg), EV_WRITE, lease_on_io, l);
                 if (!l->write || lease_watch(l, EV_READ, true) < 0) {
                         lease_fail(l, "out of memory");

@@ -32,6 +32,7 @@
 #include "lbd/config.h"
 #include "lbd/health.h"
 #include "lbd/history.h"
+#include "lbd/eip.h"
 #include "lbd/lease.h"
 #include "lbd/lbd.h"
 #include "lbd/provider.h"
@@ -273,6 +274,7 @@ static void main_on_lease_change(void *userdata)
         if (m->lbd.stopping)
                 return;
         reconcile_poll(m->lbd.reconcile);
+        eip_update(m->lbd.eip);
         main_on_reconcile_change(m);
 }
 
@@ -291,6 +293,8 @@ static int main_lease_setup(struct main_state *m)
         a = (struct reconcile_authority){ .may_mutate = main_lease_may_mutate, .userdata = l->lease };
         reconcile_set_authority(l->reconcile, &a);
         lease_set_on_change(l->lease, main_on_lease_change, m);
+        if (l->config->lease_elastic_ip[0] != '\0')
+                return eip_new(l->base, l->config, main_lease_may_mutate, l->lease, &l->eip);
         return 0;
 }
 
@@ -308,7 +312,9 @@ static bool main_lease_reload_ok(const struct config *prev, const struct config 
             strcmp(prev->lease_name, next->lease_name) != 0 || strcmp(prev->lease_pool, next->lease_pool) != 0 ||
             prev->lease_duration_usec != next->lease_duration_usec ||
             prev->lease_renew_usec != next->lease_renew_usec || prev->lease_margin_usec != next->lease_margin_usec ||
-            prev->lease_timeout_usec != next->lease_timeout_usec)
+            prev->lease_timeout_usec != next->lease_timeout_usec ||
+            strcmp(prev->lease_elastic_ip, next->lease_elastic_ip) != 0 ||
+            strcmp(prev->lease_instance_id, next->lease_instance_id) != 0)
                 log_warning("[lease] changed: the running lease keeps its settings until the next start");
         return true;
 }
@@ -455,6 +461,7 @@ static void main_stop(void *userdata)
         l->autoscale = autoscale_free(l->autoscale);
         l->provider = provider_free(l->provider);
         l->reconcile = reconcile_free(l->reconcile);
+        l->eip = eip_free(l->eip);
         l->lease = lease_free(l->lease);
         l->health = health_free(l->health);
         l->admin = admin_free(l->admin);
@@ -566,6 +573,7 @@ static void main_cleanup(struct main_state *m)
         l->autoscale = autoscale_free(l->autoscale);
         l->provider = provider_free(l->provider);
         l->reconcile = reconcile_free(l->reconcile);
+        l->eip = eip_free(l->eip);
         l->lease = lease_free(l->lease);
         l->health = health_free(l->health);
         l->history = history_free(l->history);

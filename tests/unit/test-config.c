@@ -930,6 +930,8 @@ static void test_lease(void **state)
         check_validate(&c, -EINVAL, "[lease] key 'elastic_ip': needs conninfo_file", 1);
         assert_int_equal(config_set(&c, "lease", "conninfo_file", "/etc/lbd/lease.conninfo", NULL), 0);
         assert_true(config_lease_enabled(&c));
+        check_validate(&c, -EINVAL, "[lease] key 'instance_id': elastic_ip needs this host's instance id", 1);
+        assert_int_equal(config_set(&c, "lease", "instance_id", "i-0123", NULL), 0);
         config_finish(&c);
         assert_true(c.lease_name[0] != '\0');
         for (const char *p = c.lease_name; *p; p++)
