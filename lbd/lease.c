@@ -638,24 +638,46 @@ static void lease_on_renew(evutil_socket_t fd, short what, void *userdata)
 
 /* ---- the object ---- */
 
+/* The connection string is the file's one line that is neither blank nor a comment ('#' first). */
 static int lease_read_conninfo(const char *path, char **ret)
 {
         _cleanup_free_ char *buf = NULL;
+        char *line = NULL, *p, *out;
         size_t len;
         int r;
 
         r = readfile_bounded(path, LEASE_CONNINFO_MAX, 0, &buf, &len);
         if (r < 0)
                 return r;
-        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' ' ||
-                           buf[len - 1] == '\t'))
-                buf[--len] = '\0';
-        if (len == 0 || strlen(buf) != len)
+        if (strlen(buf) != len)
                 return -EINVAL;
-        for (size_t i = 0; i < len; i++)
-                if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f)
+        for (p = buf; p && *p;) {
+                char *end = strchr(p, '\n'), *e;
+
+                if (end)
+                        *end = '\0';
+                e = p + strlen(p);
+                while (e > p && (e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
+                        *--e = '\0';
+                while (*p == ' ' || *p == '\t')
+                        p++;
+                if (*p && *p != '#') {
+                        if (line)
+                                return -EINVAL; /* two strings: which one? */
+                        line = p;
+                }
+                p = end ? end + 1 : NULL;
+        }
+        if (!line)
+                return -EINVAL;
+        for (const char *c = line; *c; c++)
+                if ((unsigned char)*c < 0x20 || *c == 0x7f)
                         return -EINVAL;
-        *ret = TAKE_PTR(buf);
+        out = strdup(line);
+        explicit_bzero(buf, len);
+        if (!out)
+                return -ENOMEM;
+        *ret = out;
         return 0;
 }
 
@@ -678,7 +700,9 @@ int lease_new(struct event_base *base, const struct config *c, struct lease **re
         if (r < 0) {
                 free(l);
                 return log_error_errno(r, "Failed to read [lease] conninfo_file %s: %m%s", c->lease_conninfo_file,
-                                       r == -EINVAL ? " (empty, or control characters in it)" : "");
+                                       r == -EINVAL ? " (it needs exactly one line that is not a comment, "
+                                                      "without control characters)"
+                                                    : "");
         }
         if (getrandom(nonce, sizeof(nonce), GRND_NONBLOCK) != sizeof(nonce)) {
                 uint64_t t = now_usec() ^ ((uint64_t)getpid() << 40);

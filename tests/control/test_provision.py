@@ -344,7 +344,8 @@ def test_iam_policy_document():
 
     used = ["ec2:DescribeInstances", "ec2:RunInstances", "ec2:TerminateInstances", "ec2:CreateTags",
             "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:CreateSecurityGroup",
-            "ec2:AuthorizeSecurityGroupIngress", "ec2:DescribeImages", "ec2:CreateImage", "iam:PassRole"]
+            "ec2:AuthorizeSecurityGroupIngress", "ec2:DescribeImages", "ec2:CreateImage", "iam:PassRole",
+            "ec2:AssociateAddress", "ec2:DescribeAddresses"]
     for action in used:
         assert allowing(action), action
     for s in allowing("ec2:RunInstances"):
@@ -357,6 +358,12 @@ def test_iam_policy_document():
         assert s["Condition"]["StringEquals"][f"aws:RequestTag/{TAG_KEY}"] == TAG_VALUE
     for s in allowing("ec2:AuthorizeSecurityGroupIngress"):
         assert s["Condition"]["StringEquals"][f"ec2:ResourceTag/{TAG_KEY}"] == TAG_VALUE
+    # The address moves only if it is the pool's, and only to an LB host.
+    for s in allowing("ec2:AssociateAddress"):
+        cond = s["Condition"]["StringEquals"]
+        assert cond.get(f"ec2:ResourceTag/{TAG_KEY}") == TAG_VALUE or cond.get("ec2:ResourceTag/lbd:role") == "lb", s
+    for s in allowing("ec2:AllocateAddress"):
+        assert s["Condition"]["StringEquals"][f"aws:RequestTag/{TAG_KEY}"] == TAG_VALUE
     for s in allowing("iam:PassRole"):
         assert s["Condition"]["StringEquals"]["iam:PassedToService"] == "ec2.amazonaws.com"
         assert s["Resource"] != "*"
