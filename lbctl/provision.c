@@ -97,6 +97,7 @@ struct provision_options {
         size_t web_user_data_len;
         bool no_web;
         const char *bake_from;
+        bool elastic_ip;
         bool json;
 };
 
@@ -113,6 +114,7 @@ struct provision {
         char web_instance[EC2_ID_MAX];
         char web_ip[EC2_ADDR_MAX];
         char upstream[PROVISION_VALUE_MAX];
+        struct provision_address address; /* --elastic-ip */
 };
 
 /* One answer, copied out of ec2_query()'s callback. */
@@ -176,6 +178,9 @@ static void provision_help(void)
                "  --web-user-data FILE     web host's user data (at most 16384 bytes); needed to launch it\n"
                "  --no-web                 no web host: neither looked for nor launched\n"
                "  --bake-from INSTANCE_ID  make the pool's image from this instance\n"
+               "  --elastic-ip             the pool's Elastic IP (for two LB hosts with [lease]): the\n"
+               "                           address tagged with the pool's tag, else one allocated with it;\n"
+               "                           prints LBD_ELASTIC_IP (allocation id) and LBD_PUBLIC_IP\n"
                "  --json                   print one JSON object instead of KEY=VALUE lines\n"
                "  -h, --help               show this help\n"
                "\n"
@@ -183,6 +188,7 @@ static void provision_help(void)
                "is no web host):\n"
                "  LBD_VPC LBD_SUBNET LBD_SECURITY_GROUP_LB LBD_SECURITY_GROUP_BACKEND\n"
                "  LBD_SECURITY_GROUP_WEB LBD_IMAGE LBD_WEB_INSTANCE LBD_UPSTREAM (web host's ip:web-port)\n"
+               "  and with --elastic-ip LBD_ELASTIC_IP LBD_PUBLIC_IP\n"
                "What was found and what was created is logged on stderr.\n"
                "\n"
                "Exit status: 0 done, 1 an EC2 call failed (the call and EC2's error code are logged),\n"
@@ -333,6 +339,7 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                 OPT_WEB_USER_DATA,
                 OPT_NO_WEB,
                 OPT_BAKE_FROM,
+                OPT_ELASTIC_IP,
                 OPT_JSON,
         };
         static const struct option options[] = {
@@ -353,6 +360,7 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                 {"web-user-data", required_argument, NULL, OPT_WEB_USER_DATA},
                 {"no-web", no_argument, NULL, OPT_NO_WEB},
                 {"bake-from", required_argument, NULL, OPT_BAKE_FROM},
+                {"elastic-ip", no_argument, NULL, OPT_ELASTIC_IP},
                 {"json", no_argument, NULL, OPT_JSON},
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
@@ -460,6 +468,9 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                                 return provision_usage("--bake-from '%s': expected an instance id (i-…)",
                                                        optarg);
                         o->bake_from = optarg;
+                        break;
+                case OPT_ELASTIC_IP:
+                        o->elastic_ip = true;
                         break;
                 case OPT_JSON:
                         o->json = true;
@@ -1294,6 +1305,58 @@ static int provision_web(struct provision *p)
         return 0;
 }
 
+/* The pool's Elastic IP: the one carrying the pool's tag, else one allocated with it (AllocateAddress has
+ * no client token: a run whose answer was lost finds the address at the next run). */
+static int provision_address(struct provision *p)
+{
+        const struct provision_options *o = p->o;
+        char pool_filter[PROVISION_TAG_KEY_MAX + 8], name[PROVISION_NAME_MAX];
+        const struct ec2_param find[] = {
+                {"Filter.1.Name", pool_filter},
+                {"Filter.1.Value.1", o->tag_value},
+        };
+        const struct ec2_param allocate[] = {
+                {"Domain", "vpc"},
+                {"TagSpecification.1.ResourceType", "elastic-ip"},
+                {"TagSpecification.1.Tag.1.Key", o->tag_key},
+                {"TagSpecification.1.Tag.1.Value", o->tag_value},
+                {"TagSpecification.1.Tag.2.Key", "Name"},
+                {"TagSpecification.1.Tag.2.Value", name},
+        };
+        struct provision_answer a = {0};
+        size_t n = 0;
+        int r;
+
+        (void)snprintf(pool_filter, sizeof(pool_filter), "tag:%s", o->tag_key);
+        (void)snprintf(name, sizeof(name), "%s-lb", o->prefix);
+        r = provision_call(p, "DescribeAddresses", find, ELEMENTSOF(find), NULL, &a);
+        if (r >= 0) {
+                r = provision_parse_address(a.xml, a.len, &p->address, &n);
+                if (r < 0 && r != -ENOENT)
+                        r = provision_bad_answer(p, "DescribeAddresses", r);
+        }
+        provision_answer_clear(&a);
+        if (r >= 0) {
+                if (n > 1)
+                        log_warning("%zu Elastic IPs carry the pool's tag; using %s", n, p->address.allocation_id);
+                log_info("Elastic IP: found %s (%s)", p->address.allocation_id, p->address.public_ip);
+                return 0;
+        }
+        if (r != -ENOENT)
+                return r;
+        r = provision_call(p, "AllocateAddress", allocate, ELEMENTSOF(allocate), NULL, &a);
+        if (r >= 0) {
+                r = provision_parse_address(a.xml, a.len, &p->address, NULL);
+                if (r < 0)
+                        r = provision_bad_answer(p, "AllocateAddress", r);
+        }
+        provision_answer_clear(&a);
+        if (r < 0)
+                return r;
+        log_info("Elastic IP: allocated %s (%s) as %s", p->address.allocation_id, p->address.public_ip, name);
+        return 0;
+}
+
 /* ---------------------------------------------------------------------------------------------------- */
 /* Output */
 
@@ -1313,6 +1376,8 @@ static int provision_print(const struct provision *p)
                 "LBD_IMAGE",
                 "LBD_WEB_INSTANCE",
                 "LBD_UPSTREAM",
+                "LBD_ELASTIC_IP",
+                "LBD_PUBLIC_IP",
         };
         const char *const values[] = {
                 p->vpc,
@@ -1323,24 +1388,28 @@ static int provision_print(const struct provision *p)
                 p->image,
                 p->web_instance,
                 p->upstream,
+                p->address.allocation_id,
+                p->address.public_ip,
         };
+        /* The address's keys only when it was asked for: the output stays what it was without. */
+        size_t n_keys = p->o->elastic_ip ? ELEMENTSOF(keys) : ELEMENTSOF(keys) - 2;
         _cleanup_(cJSON_Deletep) cJSON *json = NULL;
         _cleanup_free_ char *text = NULL;
 
-        for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+        for (size_t i = 0; i < n_keys; i++)
                 if (!provision_value_ok(values[i])) {
                         log_error("%s: refusing to print a value outside [A-Za-z0-9._:/-]", keys[i]);
                         return PROVISION_EXIT_API;
                 }
         if (!p->o->json) {
-                for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                for (size_t i = 0; i < n_keys; i++)
                         printf("%s=%s\n", keys[i], values[i]);
                 return 0;
         }
         json = cJSON_CreateObject();
         if (!json)
                 return PROVISION_EXIT_API;
-        for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+        for (size_t i = 0; i < n_keys; i++)
                 if (!cJSON_AddStringToObject(json, keys[i], values[i]))
                         return PROVISION_EXIT_API;
         text = cJSON_PrintUnformatted(json);
@@ -1367,6 +1436,8 @@ static int provision_run(struct provision *p)
                 memcpy(p->image, p->base_image, sizeof(p->image));
         if (r >= 0 && !p->o->no_web)
                 r = provision_web(p);
+        if (r >= 0 && p->o->elastic_ip)
+                r = provision_address(p);
         return r;
 }
 

@@ -372,3 +372,22 @@ def test_iam_policy_document():
         if s["Resource"] == "*":
             actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
             assert all(a.startswith("ec2:Describe") for a in actions), s
+
+
+def test_elastic_ip(moto, tmp_path):
+    """--elastic-ip: the pool's address is allocated once, tagged with the pool's tag, and found again by
+    the next run; the output names it."""
+    first = output(provision(moto, tmp_path, "--no-web", "--elastic-ip", "--image", "ami-1e749f67"))
+    assert list(first)[-2:] == ["LBD_ELASTIC_IP", "LBD_PUBLIC_IP"]
+    alloc, public = first["LBD_ELASTIC_IP"], first["LBD_PUBLIC_IP"]
+    assert alloc.startswith("eipalloc-") and public.count(".") == 3
+    addrs = moto.ec2.describe_addresses()["Addresses"]
+    assert [a["AllocationId"] for a in addrs] == [alloc]
+    tags = {t["Key"]: t["Value"] for t in addrs[0].get("Tags", [])}
+    assert tags[TAG_KEY] == TAG_VALUE and tags["Name"] == "lbd-lb"
+    again = output(provision(moto, tmp_path, "--no-web", "--elastic-ip", "--image", "ami-1e749f67"))
+    assert again["LBD_ELASTIC_IP"] == alloc and again["LBD_PUBLIC_IP"] == public
+    assert len(moto.ec2.describe_addresses()["Addresses"]) == 1
+    # Without the flag, neither the call nor the keys.
+    plain = output(provision(moto, tmp_path, "--no-web", "--image", "ami-1e749f67"))
+    assert "LBD_ELASTIC_IP" not in plain
