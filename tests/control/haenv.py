@@ -198,6 +198,15 @@ instance_id = {instance_id}
         self.hosts.append(host)
         return host
 
+    def two_hosts(self, a_through_fault=False):
+        """lb-a leading, then lb-b following, and the pool at desired: the start of every test."""
+        a = self.host("lb-a", through_fault=a_through_fault)
+        self.wait_leader(a)
+        b = self.host("lb-b")
+        ec2env.wait_until(lambda: b.lease().get("holder") == "lb-a", 30, "lb-b to see lb-a lead")
+        self.wait_pool(self.desired)
+        return a, b
+
     def eip_instance(self):
         addrs = self.env.moto.ec2.describe_addresses(AllocationIds=[self.allocation_id])["Addresses"]
         return addrs[0].get("InstanceId") if addrs else None

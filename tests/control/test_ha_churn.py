@@ -6,7 +6,6 @@ beyond desired + 1 (a replacement is launched before the failed instance goes), 
 end."""
 
 import signal
-import threading
 import time
 
 import ec2env
@@ -15,43 +14,31 @@ CHANGES = 20
 DESIRED = 2
 
 
-class PoolWatch:
+class PoolWatch(ec2env.ServingMonitor):
     """Samples the pool's live instances in moto every 0.5 s (bounded in time): the most it saw."""
 
     def __init__(self, moto, max_seconds=400):
         self.ec2 = moto.client("ec2")
         self.most = 0
-        self.stop_event = threading.Event()
-        self.deadline = time.monotonic() + max_seconds
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        super().__init__(None, max_seconds=max_seconds)
 
     def _run(self):
         while not self.stop_event.is_set() and time.monotonic() < self.deadline:
             try:
-                n = 0
                 resp = self.ec2.describe_instances(Filters=[
                     {"Name": f"tag:{ec2env.TAG_KEY}", "Values": [ec2env.TAG_VALUE]},
                     {"Name": "instance-state-name", "Values": ["pending", "running"]}])
-                for res in resp["Reservations"]:
-                    n += len(res["Instances"])
-                self.most = max(self.most, n)
+                self.most = max(self.most, sum(len(res["Instances"]) for res in resp["Reservations"]))
             except Exception:  # noqa: BLE001 - a failed sample is only a missing sample
                 pass
             self.stop_event.wait(0.5)
-
-    def stop(self):
-        self.stop_event.set()
-        self.thread.join(10)
 
 
 def test_leader_changes_in_a_row(ha_env):
     ha = ha_env
     ha.lease = {"duration": 4.0, "renew": 0.8, "margin": 1.5, "timeout": 0.8}
     env = ha.env
-    hosts = [ha.host("lb-a"), ha.host("lb-b")]
-    ha.wait_leader(hosts[0])
-    ha.wait_pool(DESIRED)
+    hosts = list(ha.two_hosts())
     watch = PoolWatch(env.moto)
     t0 = time.time()
     failed = []

@@ -12,11 +12,7 @@ import ec2env
 def test_leader_killed(ha_env):
     ha = ha_env
     env = ha.env
-    a = ha.host("lb-a")
-    ha.wait_leader(a)
-    b = ha.host("lb-b")
-    ec2env.wait_until(lambda: b.lease().get("holder") == "lb-a", 30, "lb-b to see lb-a lead")
-    ha.wait_pool(2)
+    a, b = ha.two_hosts()
     assert a.leads() and not b.leads()
     ec2env.wait_until(lambda: ha.eip_instance() == a.instance_id, 20, "the Elastic IP on lb-a's instance")
     epoch_a = a.lease()["epoch"]

@@ -28,10 +28,7 @@ def lbctl_status(host):
 def test_leader_cut_off_from_the_database(ha_env):
     ha = ha_env
     env = ha.env
-    a = ha.host("lb-a", through_fault=True)
-    ha.wait_leader(a)
-    b = ha.host("lb-b")
-    ha.wait_pool(2)
+    a, b = ha.two_hosts(a_through_fault=True)
     epoch_a = a.lease()["epoch"]
 
     t_cut = time.time()
@@ -88,10 +85,7 @@ def test_leader_cut_off_from_the_database(ha_env):
 def test_database_down(ha_env):
     ha = ha_env
     env = ha.env
-    a = ha.host("lb-a")
-    ha.wait_leader(a)
-    b = ha.host("lb-b")
-    ha.wait_pool(2)
+    a, b = ha.two_hosts()
 
     loops = [ec2env.RequestLoop(env.lbd_port, host=h.ip, interval=0.05, max_seconds=180) for h in (a, b)]
     env.loops.extend(loops)
