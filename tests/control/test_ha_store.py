@@ -119,6 +119,11 @@ def test_database_down(ha_env):
     ec2env.wait_until(lambda: a.lease().get("store_up") and b.lease().get("store_up"), 15,
                       "both hosts to see the store again")
     print(f"PostgreSQL down 20 s; a leader again {time.time() - t_up:.2f} s after it came back")
+    # Logged once per episode, on each host, however many attempts failed.
+    for h in (a, b):
+        assert len(h.lbd.find(r"Lease store unreachable", since=t_down)) == 1, h.lbd.log_text(since=t_down)[-3000:]
+        assert len(h.lbd.find(r"Lease store answers again", since=t_down)) == 1
+        assert h.lbd.find(r"Lease store answers again after (1\d|2\d) s", since=t_down)
     ec2env.wait_until(lambda: victim not in env.moto.running_ids(), 60, f"{victim} replaced")
     ha.wait_pool(2)
     for loop in loops:
