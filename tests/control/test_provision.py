@@ -391,3 +391,23 @@ def test_elastic_ip(moto, tmp_path):
     # Without the flag, neither the call nor the keys.
     plain = output(provision(moto, tmp_path, "--no-web", "--image", "ami-1e749f67"))
     assert "LBD_ELASTIC_IP" not in plain
+
+
+def test_lb_peer(moto, tmp_path):
+    """--lb-peer FILE: the second LB host is launched once (the pool's tag, lbd:role=lb, the LB group, the
+    user data given), found again by the next run, and named in the output with its address."""
+    ud = tmp_path / "lb-user-data"
+    ud.write_bytes(b"#!/bin/sh\necho second lb host\n")
+    first = output(provision(moto, tmp_path, "--no-web", "--lb-peer", str(ud), "--image", "ami-1e749f67"))
+    assert list(first)[-2:] == ["LBD_LB_PEER_INSTANCE", "LBD_LB_PEER_IP"]
+    peer = first["LBD_LB_PEER_INSTANCE"]
+    insts = moto.instances(tagged=True)
+    assert [i["InstanceId"] for i in insts] == [peer]
+    tags = {t["Key"]: t["Value"] for t in insts[0]["Tags"]}
+    assert tags["lbd:role"] == "lb" and tags[TAG_KEY] == TAG_VALUE and tags["Name"] == "lbd-lb"
+    assert [g["GroupId"] for g in insts[0]["SecurityGroups"]] == [first["LBD_SECURITY_GROUP_LB"]]
+    assert first["LBD_LB_PEER_IP"] == insts[0]["PrivateIpAddress"]
+    assert moto.user_data(peer) == ud.read_text()
+    again = output(provision(moto, tmp_path, "--no-web", "--lb-peer", str(ud), "--image", "ami-1e749f67"))
+    assert again["LBD_LB_PEER_INSTANCE"] == peer
+    assert len(moto.instances(tagged=True)) == 1
