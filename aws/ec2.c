@@ -1195,6 +1195,15 @@ static int ec2_run_form(const struct ec2_launch *l, struct evbuffer *f)
                 r = ec2_form_addf(f, EC2_LAUNCH_HASH_TAG, "TagSpecification.1.Tag.%d.Key", tag);
                 if (r >= 0)
                         r = ec2_form_addf(f, l->launch_hash, "TagSpecification.1.Tag.%d.Value", tag);
+                tag++;
+        }
+        if (r >= 0 && l->epoch > 0 && strcmp(l->tag_key, EC2_EPOCH_TAG) != 0) {
+                char epoch[24];
+
+                (void)snprintf(epoch, sizeof(epoch), "%" PRIu64, l->epoch);
+                r = ec2_form_addf(f, EC2_EPOCH_TAG, "TagSpecification.1.Tag.%d.Key", tag);
+                if (r >= 0)
+                        r = ec2_form_addf(f, epoch, "TagSpecification.1.Tag.%d.Value", tag);
         }
         if (r >= 0)
                 r = ec2_form_add(f, "ClientToken", l->client_token);

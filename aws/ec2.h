@@ -51,6 +51,9 @@
  * launch_hash), read back by the parsers into ec2_instance's launch_hash */
 #define EC2_LAUNCH_HASH_TAG     "lbd:launch-hash"
 #define EC2_LAUNCH_HASH_MAX     65 /* hex digits, with the NUL */
+/* The tag that carries the epoch of the leader that launched an instance (ec2_launch's epoch), with
+ * several lbd hosts on one pool: a deposed leader's late launch is told apart by it */
+#define EC2_EPOCH_TAG           "lbd:epoch"
 
 struct event_base;
 struct ec2;
@@ -95,6 +98,7 @@ struct ec2_launch {
         const char *name;         /* Name tag, NULL or "" for none */
         const char *launch_hash;  /* EC2_LAUNCH_HASH_TAG's value, NULL or "" for none; hex digits only */
         const char *client_token; /* idempotency: at most 64 ASCII characters */
+        uint64_t epoch;           /* EC2_EPOCH_TAG's value in decimal; 0 for no such tag */
         unsigned count;           /* MinCount = MaxCount */
 };
 

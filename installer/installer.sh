@@ -42,6 +42,14 @@
 #   --networks CIDR[,CIDR]   backend address allowlist ([pool] networks)
 #   --upstream ADDR          the web host's ADDRESS:PORT; given, no web host is provisioned
 #   --tag KEY=VALUE          tag of the pool's instances (default lbd:pool=main)
+#   --lease-database CONNINFO  two or more LB hosts on one pool: the libpq connection string of the
+#                            lease's database (a database and role of its own on the web host's
+#                            PostgreSQL), written to /etc/lbd/lease.conninfo (0600 lbd); only the leader acts
+#   --lease-name NAME        this host's name in the lease (default: its host name)
+#   --elastic-ip ALLOC       the pool's Elastic IP (eipalloc-...), moved to the leader's instance; needs
+#                            --lease-database; this host's instance id comes from the instance metadata
+#                            (IMDSv2) unless --instance-id gives it
+#   --instance-id ID         this host's instance (i-...), for --elastic-ip
 #   --provision | --no-provision   create the security groups and the web host with `lbctl provision`
 #                            (default: provision when the provider is ec2 and --upstream is not given;
 #                            it needs --subnet; the image it reports, baked or given, is the backends')
@@ -151,6 +159,10 @@ upstream_name=""
 tls_listen=0.0.0.0:443
 domain=""
 acme_email=""
+lease_database=""
+lease_name=""
+elastic_ip=""
+instance_id=""
 
 # Names of the options given, for checks that depend on the role.
 declare -A given=()
@@ -184,7 +196,8 @@ parse_options() {
                 --access-key-id | --secret-access-key | --secret-access-key-file | --endpoint | --desired | \
                 --subnet | --security-groups | --image | --instance-type | --key-name | --networks | \
                 --upstream | --tag | --database | --trusted-proxies | --tls-cert | --tls-key | --tls-listen | \
-                --domain | --acme-email | --upstream-ca | --upstream-name | --tls-private-ca)
+                --domain | --acme-email | --upstream-ca | --upstream-name | --tls-private-ca | --lease-database | \
+                --lease-name | --elastic-ip | --instance-id)
                 need_value "$opt" $#
                 value=$2
                 shift
@@ -220,6 +233,10 @@ parse_options() {
                     --upstream-ca) upstream_ca=$value ;;
                     --upstream-name) upstream_name=$value ;;
                     --tls-private-ca) tls_private_ca=$value ;;
+                    --lease-database) lease_database=$value ;;
+                    --lease-name) lease_name=$value ;;
+                    --elastic-ip) elastic_ip=$value ;;
+                    --instance-id) instance_id=$value ;;
                 esac
                 ;;
             *) usage_error "unknown option '$opt'" ;;
@@ -309,6 +326,8 @@ valid_tag() { [[ $1 =~ ^[A-Za-z0-9:._/@+-]{1,128}=[A-Za-z0-9:._/@+-]{0,256}$ && 
 valid_domain() { [[ ${#1} -le 253 && $1 =~ ^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$ ]]; }
 valid_email() { [[ ${#1} -le 254 && $1 =~ ^[A-Za-z0-9._%+-]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,63}$ ]]; }
 valid_pem_path() { [[ $1 == /* && -f $1 && -r $1 && $1 != *[[:space:]]* ]]; }
+valid_lease_name() { [[ $1 =~ ^[A-Za-z0-9._-]{1,63}$ ]]; }
+valid_allocation_id() { [[ $1 =~ ^eipalloc-[0-9a-f]{8,17}$ ]]; }
 valid_url() { [[ $1 =~ ^(https?|git)://[A-Za-z0-9._~:/?@+=%,-]+$ ]]; }
 
 # A libpq connection string as one INI value: one line, and nothing an INI reader would take for a
@@ -383,7 +402,7 @@ validate() {
     local lb_only=(--provider --region --access-key-id --secret-access-key
         --secret-access-key-file --instance-role --endpoint --desired --subnet --security-groups --image
         --instance-type --key-name --networks --tag --provision --no-provision --tls-cert --tls-key
-        --tls-listen --domain --acme-email)
+        --tls-listen --domain --acme-email --lease-database --lease-name --elastic-ip --instance-id)
     case "$role" in
         lb)
             only_for web --database --trusted-proxies --tls-private-ca
@@ -397,6 +416,7 @@ validate() {
                 *) usage_error "--provider: '$provider' is not ec2, local or static" ;;
             esac
             check --desired valid_desired "$desired" "a number from 0 to 1000"
+            validate_lease
             [[ -z $networks ]] || check --networks valid_cidr_list "$networks" "a CIDR list such as 10.0.0.0/16,10.1.0.0/16"
             [[ -z $upstream ]] || check --upstream valid_addr "$upstream" "an ADDRESS:PORT such as 10.0.1.20:8080"
             if [[ $provider == ec2 ]]; then
@@ -534,6 +554,58 @@ credential_sources() {
     if [[ -n ${AWS_SESSION_TOKEN:-} && ($secret_source == AWS_* || $key_id_source == AWS_*) ]]; then
         warn "AWS_SESSION_TOKEN is set: temporary credentials expire, and /etc/lbd/credentials holds no" \
             "session token; lbd needs an IAM user's access key (or --instance-role)"
+    fi
+}
+
+# The lease ([lease]): several LB hosts on one pool. The Elastic IP follows the leader's instance.
+validate_lease() {
+    if [[ -n $lease_database ]]; then
+        [[ $provider != static ]] || usage_error "--lease-database: the static provider acts on nothing to lead"
+        check_secret --lease-database valid_conninfo "$lease_database" "a one-line libpq connection string"
+    fi
+    [[ -z $lease_name ]] || check --lease-name valid_lease_name "$lease_name" "1 to 63 letters, digits, '.', '_' or '-'"
+    [[ -z $instance_id ]] || check --instance-id valid_instance_id "$instance_id" "an instance id such as i-0123456789abcdef0"
+    if [[ -n $elastic_ip ]]; then
+        check --elastic-ip valid_allocation_id "$elastic_ip" "an allocation id such as eipalloc-0123456789abcdef0"
+        [[ -n $lease_database ]] || usage_error "--elastic-ip needs --lease-database: the address follows the leader"
+        [[ $provider == ec2 ]] || usage_error "--elastic-ip needs --provider ec2"
+    elif [[ -n $lease_name && -z $lease_database ]] || [[ -n $instance_id && -z $elastic_ip ]]; then
+        usage_error "--lease-name needs --lease-database, --instance-id needs --elastic-ip"
+    fi
+}
+
+# This instance's id from the instance metadata service (IMDSv2: a session token first).
+imds_instance_id() {
+    local token id
+    token=$(curl -sf -m 3 -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 60" \
+        http://169.254.169.254/latest/api/token) || return 1
+    id=$(curl -sf -m 3 -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id) ||
+        return 1
+    valid_instance_id "$id" || return 1
+    echo "$id"
+}
+
+write_lease() {
+    [[ -n $lease_database ]] || return 0
+    put_content /etc/lbd/lease.conninfo 0600 lbd lbd <<EOF
+$MARKER
+$lease_database
+EOF
+    if [[ -n $elastic_ip && -z $instance_id ]]; then
+        instance_id=$(imds_instance_id) ||
+            die "--elastic-ip: this host's instance id is not in the instance metadata: give --instance-id"
+    fi
+}
+
+lease_config() {
+    [[ -n $lease_database ]] || return 0
+    echo
+    echo "[lease]"
+    echo "conninfo_file = /etc/lbd/lease.conninfo"
+    [[ -z $lease_name ]] || echo "name = $lease_name"
+    if [[ -n $elastic_ip ]]; then
+        echo "elastic_ip = $elastic_ip"
+        echo "instance_id = $instance_id"
     fi
 }
 
@@ -948,6 +1020,7 @@ lb_config() {
         echo "tag = $tag"
         $instance_role || echo "credentials_file = /etc/lbd/credentials"
     fi
+    lease_config
 }
 
 relay_config() {
@@ -1012,6 +1085,7 @@ install_lb() {
         fi
     fi
     install_tls_files
+    write_lease
     put_content /etc/lbd/lbd.conf 0640 root lbd < <(lb_config)
     check_lbd_config /etc/lbd/lbd.conf
     install_unit lbd.service
@@ -1261,7 +1335,7 @@ do_uninstall() {
     done
     remove_dir_if_empty "$prefix/share/doc/lbd"
     remove_file /etc/lbd/upstream-ca.pem
-    for f in /etc/lbd/lbd.conf /etc/lbd/relay.conf /etc/lbd/credentials /etc/lbd/backend-user-data.sh \
+    for f in /etc/lbd/lbd.conf /etc/lbd/relay.conf /etc/lbd/credentials /etc/lbd/lease.conninfo /etc/lbd/backend-user-data.sh \
         /etc/webd/webd.conf /etc/webd/pgpass /etc/letsencrypt/renewal-hooks/deploy/lbd.sh; do
         remove_file "$f" "$MARKER"
     done

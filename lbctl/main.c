@@ -471,6 +471,40 @@ static void lbctl_print_schedule(const cJSON *sched)
                 printf("; none due in the next 8 days\n");
 }
 
+/* "leader: lb-a (this host), epoch 4, lease expires in 11.2 s; store up" and one line per other host:
+ * "other host lb-b: seen 0.8 s ago". Nothing without a lease. */
+static void lbctl_print_lease(const cJSON *lease)
+{
+        const char *name = lbctl_string(lease, "name"), *holder = lbctl_string(lease, "holder"),
+                   *error = lbctl_string(lease, "last_error");
+        const cJSON *peers = cJSON_GetObjectItemCaseSensitive(lease, "peers"), *p;
+        double epoch = 0, expires = 0, down = 0, seen = 0;
+        bool leader = lbctl_bool(lease, "leader");
+
+        if (!cJSON_IsObject(lease))
+                return;
+        (void)lbctl_number(lease, "epoch", &epoch);
+        printf("leader: %.64s%s, epoch %.0f", holder ? holder : "unknown",
+               leader ? " (this host)" : name && holder && strcmp(name, holder) == 0 ? " (this host, not acting)" : "",
+               epoch);
+        if (lbctl_number(lease, "expires_in_s", &expires))
+                printf(", lease expires in %.1f s", expires);
+        if (lbctl_bool(lease, "store_up"))
+                printf("; lease store up\n");
+        else {
+                (void)lbctl_number(lease, "store_down_s", &down);
+                printf("; lease store DOWN for %.0f s: nobody acts on the pool%s%.200s\n", down, error ? ": " : "",
+                       error ? error : "");
+        }
+        cJSON_ArrayForEach(p, peers) {
+                const char *peer = lbctl_string(p, "name");
+
+                (void)lbctl_number(p, "seen_s", &seen);
+                printf("other host %.64s: seen %.1f s ago%s\n", peer ? peer : "?", seen,
+                       lbctl_bool(p, "leader") ? " (leader)" : "");
+        }
+}
+
 static void lbctl_print_summary(const cJSON *root)
 {
         const cJSON *control = cJSON_GetObjectItemCaseSensitive(root, "control");
@@ -506,6 +540,7 @@ static void lbctl_print_summary(const cJSON *root)
         lbctl_print_refresh(cJSON_GetObjectItemCaseSensitive(control, "refresh"));
         lbctl_print_autoscale(cJSON_GetObjectItemCaseSensitive(control, "autoscale"));
         lbctl_print_schedule(cJSON_GetObjectItemCaseSensitive(control, "schedule"));
+        lbctl_print_lease(cJSON_GetObjectItemCaseSensitive(root, "lease"));
 }
 
 /* Orders the rows by zone, keeping the order within each zone (an insertion sort: tables are short). */

@@ -5,6 +5,7 @@
  * structures, which makes them easy to test with hostile inputs. */
 #include "lbctl/provision-parse.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -239,6 +240,49 @@ int provision_parse_group_id(const char *xml, size_t len, char ret[static EC2_ID
                 return -EBADMSG;
         memcpy(ret, id, sizeof(id));
         return 0;
+}
+
+static int provision_address_of(const xmlNode *node, struct provision_address *ret)
+{
+        struct provision_address a;
+        struct in_addr ip;
+
+        if (provision_field(node, "allocationId", a.allocation_id, sizeof(a.allocation_id), "-", true) < 0 ||
+            !provision_id_ok(a.allocation_id, "eipalloc") ||
+            provision_field(node, "publicIp", a.public_ip, sizeof(a.public_ip), ".", true) < 0 ||
+            inet_pton(AF_INET, a.public_ip, &ip) != 1)
+                return -EBADMSG;
+        *ret = a;
+        return 0;
+}
+
+int provision_parse_address(const char *xml, size_t len, struct provision_address *ret, size_t *ret_n)
+{
+        _cleanup_(xmlFreeDocp) xmlDoc *doc = ec2_xml_read(xml, len);
+        const xmlNode *root = provision_root(doc, "AllocateAddressResponse"), *set;
+        const xmlNode *first = NULL;
+        size_t n = 0;
+
+        if (root) {
+                if (ret_n)
+                        *ret_n = 1;
+                return provision_address_of(root, ret);
+        }
+        root = provision_root(doc, "DescribeAddressesResponse");
+        set = root ? ec2_xml_child(root, "addressesSet") : NULL;
+        if (!root)
+                return -EBADMSG;
+        for (const xmlNode *item = set ? set->children : NULL; item; item = item->next)
+                if (ec2_xml_is(item, "item")) {
+                        if (!first)
+                                first = item;
+                        n++;
+                }
+        if (ret_n)
+                *ret_n = n;
+        if (!first)
+                return -ENOENT;
+        return provision_address_of(first, ret);
 }
 
 int provision_parse_return(const char *xml, size_t len, const char *response)

@@ -93,6 +93,16 @@ int provision_parse_images(const char *xml, size_t len, struct provision_image *
 /* CreateImageResponse: the new image's id. Returns 0 or -EBADMSG. */
 int provision_parse_image_id(const char *xml, size_t len, char ret[static EC2_ID_MAX]);
 
+/* An Elastic IP: its allocation id (eipalloc-…) and public address. */
+struct provision_address {
+        char allocation_id[EC2_ID_MAX];
+        char public_ip[EC2_ADDR_MAX];
+};
+
+/* Parses an AllocateAddressResponse, or the first address of a DescribeAddressesResponse (-ENOENT when it
+ * lists none; <ret_n> gets how many it lists, may be NULL). Returns 0, -ENOENT or -EBADMSG. */
+int provision_parse_address(const char *xml, size_t len, struct provision_address *ret, size_t *ret_n);
+
 /* True when <g> has an ingress rule for TCP port <port> exactly from <source> of <kind> (CIDRs compared as
  * networks, so "::0/0" is "::/0"). */
 bool provision_parse_rule_present(const struct provision_group *g, unsigned port, enum provision_source kind,

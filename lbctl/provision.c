@@ -56,6 +56,7 @@
 #define PROVISION_UBUNTU_PATTERN  "ubuntu/images/hvm-ssd*/ubuntu-*-amd64-server-*"
 #define PROVISION_ROLE_KEY        EC2_ROLE_TAG
 #define PROVISION_ROLE_WEB        "web"
+#define PROVISION_ROLE_LB         "lb"
 #define PROVISION_PREFIX_MAX      64
 #define PROVISION_VALUE_MAX       128 /* an output value */
 #define PROVISION_IMAGE_PAGES     10
@@ -96,7 +97,11 @@ struct provision_options {
         char *web_user_data; /* the file's bytes */
         size_t web_user_data_len;
         bool no_web;
+        const char *lb_user_data_path; /* --lb-peer: the second LB host's user data */
+        char *lb_user_data;
+        size_t lb_user_data_len;
         const char *bake_from;
+        bool elastic_ip;
         bool json;
 };
 
@@ -113,6 +118,9 @@ struct provision {
         char web_instance[EC2_ID_MAX];
         char web_ip[EC2_ADDR_MAX];
         char upstream[PROVISION_VALUE_MAX];
+        struct provision_address address; /* --elastic-ip */
+        char lb_peer[EC2_ID_MAX];         /* --lb-peer: the second LB host */
+        char lb_peer_ip[EC2_ADDR_MAX];
 };
 
 /* One answer, copied out of ec2_query()'s callback. */
@@ -176,6 +184,13 @@ static void provision_help(void)
                "  --web-user-data FILE     web host's user data (at most 16384 bytes); needed to launch it\n"
                "  --no-web                 no web host: neither looked for nor launched\n"
                "  --bake-from INSTANCE_ID  make the pool's image from this instance\n"
+               "  --elastic-ip             the pool's Elastic IP (for two LB hosts with [lease]): the\n"
+               "                           address tagged with the pool's tag, else one allocated with it;\n"
+               "                           prints LBD_ELASTIC_IP (allocation id) and LBD_PUBLIC_IP\n"
+               "  --lb-peer FILE           the second LB host (two LB hosts with [lease]): the instance\n"
+               "                           tagged with the pool's tag and " PROVISION_ROLE_KEY "=" PROVISION_ROLE_LB ", else one\n"
+               "                           launched with PREFIX-lb and this user data (never two); prints\n"
+               "                           LBD_LB_PEER_INSTANCE and LBD_LB_PEER_IP\n"
                "  --json                   print one JSON object instead of KEY=VALUE lines\n"
                "  -h, --help               show this help\n"
                "\n"
@@ -183,6 +198,7 @@ static void provision_help(void)
                "is no web host):\n"
                "  LBD_VPC LBD_SUBNET LBD_SECURITY_GROUP_LB LBD_SECURITY_GROUP_BACKEND\n"
                "  LBD_SECURITY_GROUP_WEB LBD_IMAGE LBD_WEB_INSTANCE LBD_UPSTREAM (web host's ip:web-port)\n"
+               "  and with --elastic-ip LBD_ELASTIC_IP LBD_PUBLIC_IP\n"
                "What was found and what was created is logged on stderr.\n"
                "\n"
                "Exit status: 0 done, 1 an EC2 call failed (the call and EC2's error code are logged),\n"
@@ -266,7 +282,8 @@ static int provision_parse_ssh(const char *s, struct provision_options *o)
         return 0;
 }
 
-static int provision_read_user_data(struct provision_options *o)
+/* Reads the user-data file <path> of option <flag> into <*ret> (<*ret_len> bytes). */
+static int provision_read_user_data(const char *flag, const char *path, char **ret, size_t *ret_len)
 {
         _cleanup_free_ char *buf = malloc(EC2_USER_DATA_MAX + 1);
         FILE *f;
@@ -275,21 +292,21 @@ static int provision_read_user_data(struct provision_options *o)
 
         if (!buf)
                 return provision_usage("out of memory");
-        f = fopen(o->web_user_data_path, "re");
+        f = fopen(path, "re");
         if (!f)
-                return provision_usage("--web-user-data '%s': %s", o->web_user_data_path, strerror(errno));
+                return provision_usage("%s '%s': %s", flag, path, strerror(errno));
         n = fread(buf, 1, EC2_USER_DATA_MAX + 1, f);
         bad = ferror(f);
         fclose(f);
         if (bad)
-                return provision_usage("--web-user-data '%s': read error", o->web_user_data_path);
+                return provision_usage("%s '%s': read error", flag, path);
         if (n > EC2_USER_DATA_MAX)
-                return provision_usage("--web-user-data '%s': larger than %d bytes (EC2's limit)",
-                                       o->web_user_data_path, EC2_USER_DATA_MAX);
+                return provision_usage("%s '%s': larger than %d bytes (EC2's limit)", flag,
+                                       path, EC2_USER_DATA_MAX);
         if (n == 0)
-                return provision_usage("--web-user-data '%s': empty", o->web_user_data_path);
-        o->web_user_data = TAKE_PTR(buf);
-        o->web_user_data_len = n;
+                return provision_usage("%s '%s': empty", flag, path);
+        *ret = TAKE_PTR(buf);
+        *ret_len = n;
         return 0;
 }
 
@@ -333,6 +350,8 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                 OPT_WEB_USER_DATA,
                 OPT_NO_WEB,
                 OPT_BAKE_FROM,
+                OPT_ELASTIC_IP,
+                OPT_LB_PEER,
                 OPT_JSON,
         };
         static const struct option options[] = {
@@ -353,6 +372,8 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                 {"web-user-data", required_argument, NULL, OPT_WEB_USER_DATA},
                 {"no-web", no_argument, NULL, OPT_NO_WEB},
                 {"bake-from", required_argument, NULL, OPT_BAKE_FROM},
+                {"elastic-ip", no_argument, NULL, OPT_ELASTIC_IP},
+                {"lb-peer", required_argument, NULL, OPT_LB_PEER},
                 {"json", no_argument, NULL, OPT_JSON},
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
@@ -461,6 +482,12 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                                                        optarg);
                         o->bake_from = optarg;
                         break;
+                case OPT_ELASTIC_IP:
+                        o->elastic_ip = true;
+                        break;
+                case OPT_LB_PEER:
+                        o->lb_user_data_path = optarg;
+                        break;
                 case OPT_JSON:
                         o->json = true;
                         break;
@@ -480,7 +507,14 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
         if (o->web_user_data_path && o->no_web)
                 return provision_usage("--web-user-data and --no-web exclude each other");
         if (o->web_user_data_path) {
-                r = provision_read_user_data(o);
+                r = provision_read_user_data("--web-user-data", o->web_user_data_path, &o->web_user_data,
+                                             &o->web_user_data_len);
+                if (r != 0)
+                        return r;
+        }
+        if (o->lb_user_data_path) {
+                r = provision_read_user_data("--lb-peer", o->lb_user_data_path, &o->lb_user_data,
+                                             &o->lb_user_data_len);
                 if (r != 0)
                         return r;
         }
@@ -1123,26 +1157,38 @@ static bool provision_live(const char *state)
 
 /* The idempotency token of the web host's launch: the pool, the prefix, the subnet, and how many web
  * hosts of the pool are gone (so one may be launched again after the last was terminated). */
-static void provision_client_token(const struct provision *p, size_t gone, char ret[static 64])
+static void provision_client_token(const struct provision *p, const char *role, size_t gone, char ret[static 64])
 {
         unsigned char md[EVP_MAX_MD_SIZE];
         unsigned int md_len = 0;
         char input[1024];
         int n;
 
-        n = snprintf(input, sizeof(input), "lbd-web\n%s\n%s\n%s\n%s\n%zu", p->o->tag_key, p->o->tag_value,
+        n = snprintf(input, sizeof(input), "lbd-%s\n%s\n%s\n%s\n%s\n%zu", role, p->o->tag_key, p->o->tag_value,
                      p->o->prefix, p->o->subnet, gone);
         if (n < 0 || (size_t)n >= sizeof(input) ||
             EVP_Digest(input, (size_t)n, md, &md_len, EVP_sha256(), NULL) != 1)
                 md_len = 0;
-        memcpy(ret, "lbd-web-", 8);
+        size_t k = (size_t)snprintf(ret, 16, "lbd-%.8s-", role);
+
         for (unsigned i = 0; i < 20 && i < md_len; i++)
-                (void)snprintf(ret + 8 + 2 * i, 3, "%02x", md[i]);
+                (void)snprintf(ret + k + 2 * i, 3, "%02x", md[i]);
         if (md_len < 20)
-                (void)snprintf(ret + 8, 64 - 8, "%zu", gone);
+                (void)snprintf(ret + k, 64 - k, "%zu", gone);
 }
 
-static int provision_launch_web(struct provision *p, size_t gone, struct ec2_instance *ret)
+/* What a role's instance is: the web host, or the second LB host. */
+struct provision_role {
+        const char *role;  /* its PROVISION_ROLE_KEY tag */
+        const char *what;  /* "web host" */
+        const char *flag;  /* the user-data option */
+        size_t group;
+        const char *user_data;
+        size_t user_data_len;
+};
+
+static int provision_launch(struct provision *p, const struct provision_role *w, size_t gone,
+                            struct ec2_instance *ret)
 {
         const struct provision_options *o = p->o;
         _cleanup_free_ char *b64 = NULL;
@@ -1153,25 +1199,23 @@ static int provision_launch_web(struct provision *p, size_t gone, struct ec2_ins
         size_t n = 0, m = 0;
         int r;
 
-        if (!o->web_user_data) {
+        if (!w->user_data) {
                 p->exit_status = PROVISION_EXIT_USAGE;
-                log_error("no web host of the pool %s=%s is pending or running: "
-                          "--web-user-data FILE is needed to launch one (or --no-web)",
-                          o->tag_key, o->tag_value);
+                log_error("no %s of the pool %s=%s is pending or running: %s FILE is needed to launch one",
+                          w->what, o->tag_key, o->tag_value, w->flag);
                 return -EINVAL;
         }
-        b64 = malloc(4 * ((o->web_user_data_len + 2) / 3) + 1);
+        b64 = malloc(4 * ((w->user_data_len + 2) / 3) + 1);
         if (!b64)
                 return provision_fail(p, -ENOMEM, "RunInstances", "out of memory");
-        (void)EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)o->web_user_data,
-                              (int)o->web_user_data_len);
-        provision_client_token(p, gone, token);
-        (void)snprintf(name, sizeof(name), "%s-web", o->prefix);
+        (void)EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)w->user_data, (int)w->user_data_len);
+        provision_client_token(p, w->role, gone, token);
+        (void)snprintf(name, sizeof(name), "%s-%s", o->prefix, w->role);
 
         params[n++] = (struct ec2_param){"ImageId", p->base_image};
         params[n++] = (struct ec2_param){"InstanceType", o->instance_type};
         params[n++] = (struct ec2_param){"SubnetId", o->subnet};
-        params[n++] = (struct ec2_param){"SecurityGroupId.1", p->groups[GROUP_WEB]};
+        params[n++] = (struct ec2_param){"SecurityGroupId.1", p->groups[w->group]};
         if (o->key_name)
                 params[n++] = (struct ec2_param){"KeyName", o->key_name};
         params[n++] = (struct ec2_param){"UserData", b64};
@@ -1180,7 +1224,7 @@ static int provision_launch_web(struct provision *p, size_t gone, struct ec2_ins
         params[n++] = (struct ec2_param){"TagSpecification.1.Tag.1.Key", o->tag_key};
         params[n++] = (struct ec2_param){"TagSpecification.1.Tag.1.Value", o->tag_value};
         params[n++] = (struct ec2_param){"TagSpecification.1.Tag.2.Key", PROVISION_ROLE_KEY};
-        params[n++] = (struct ec2_param){"TagSpecification.1.Tag.2.Value", PROVISION_ROLE_WEB};
+        params[n++] = (struct ec2_param){"TagSpecification.1.Tag.2.Value", w->role};
         params[n++] = (struct ec2_param){"TagSpecification.1.Tag.3.Key", "Name"};
         params[n++] = (struct ec2_param){"TagSpecification.1.Tag.3.Value", name};
         params[n++] = (struct ec2_param){"ClientToken", token};
@@ -1205,46 +1249,52 @@ static int provision_launch_web(struct provision *p, size_t gone, struct ec2_ins
                         "an earlier run with the same client token, since stopped); run again once "
                         "it is terminated");
         *ret = list[0];
-        log_info("web host: launched %s (%s) in %s with %s, image %s, client token %s", ret->id, name,
-                 o->subnet, p->groups[GROUP_WEB], p->base_image, token);
+        log_info("%s: launched %s (%s) in %s with %s, image %s, client token %s", w->what, ret->id, name,
+                 o->subnet, p->groups[w->group], p->base_image, token);
         return 0;
 }
 
-/* Waits until instance <inst> has a private address. */
-static int provision_wait_ip(struct provision *p, struct ec2_instance *inst)
+/* Waits until instance <inst> (the <what>) has a private address. */
+static int provision_wait_ip(struct provision *p, struct ec2_instance *inst, const char *what)
 {
         const struct ec2_param params[] = {{"InstanceId.1", inst->id}};
         uint64_t deadline = now_usec() + PROVISION_WEB_WAIT_USEC;
+        char why[128];
 
         while (!inst->private_ip[0]) {
                 _cleanup_free_ struct ec2_instance *list = NULL;
                 size_t n = 0;
                 int r;
 
-                if (now_usec() >= deadline)
-                        return provision_fail(p, -ETIMEDOUT, "DescribeInstances",
-                                              "the web host has no private address after 10 minutes");
+                if (now_usec() >= deadline) {
+                        (void)snprintf(why, sizeof(why), "the %s has no private address after 10 minutes", what);
+                        return provision_fail(p, -ETIMEDOUT, "DescribeInstances", why);
+                }
                 provision_sleep(p, PROVISION_WEB_POLL_USEC);
                 r = provision_describe_instances(p, params, ELEMENTSOF(params), &list, &n);
                 if (r < 0)
                         return r;
                 if (n == 1 && strcmp(list[0].id, inst->id) == 0) {
-                        if (!provision_live(list[0].state))
-                                return provision_fail(p, -EIO, "DescribeInstances", "the web host stopped");
+                        if (!provision_live(list[0].state)) {
+                                (void)snprintf(why, sizeof(why), "the %s stopped", what);
+                                return provision_fail(p, -EIO, "DescribeInstances", why);
+                        }
                         *inst = list[0];
                 }
         }
         return 0;
 }
 
-static int provision_web(struct provision *p)
+/* The pool's instance of role <w>: the one pending or running, else one launched; with its private
+ * IPv4 address in <ret>. */
+static int provision_role_instance(struct provision *p, const struct provision_role *w, struct ec2_instance *ret)
 {
         char role_filter[PROVISION_TAG_KEY_MAX + 8], pool_filter[PROVISION_TAG_KEY_MAX + 8];
         const struct ec2_param params[] = {
                 {"Filter.1.Name", pool_filter},
                 {"Filter.1.Value.1", p->o->tag_value},
                 {"Filter.2.Name", role_filter},
-                {"Filter.2.Value.1", PROVISION_ROLE_WEB},
+                {"Filter.2.Value.1", w->role},
         };
         _cleanup_free_ struct ec2_instance *list = NULL;
         struct ec2_instance chosen = {0};
@@ -1261,9 +1311,8 @@ static int provision_web(struct provision *p)
                 if (!provision_live(list[i].state)) {
                         gone++;
                         if (strcmp(list[i].state, "stopped") == 0 || strcmp(list[i].state, "stopping") == 0)
-                                log_warning("web host %s is %s: not used; start it and run again to "
-                                            "keep its data",
-                                            list[i].id, list[i].state);
+                                log_warning("%s %s is %s: not used; start it and run again to keep its data",
+                                            w->what, list[i].id, list[i].state);
                         continue;
                 }
                 live++;
@@ -1272,25 +1321,121 @@ static int provision_web(struct provision *p)
                         chosen = list[i];
         }
         if (live > 1)
-                log_warning("%zu web hosts of the pool are pending or running; using %s", live, chosen.id);
+                log_warning("%zu %ss of the pool are pending or running; using %s", live, w->what, chosen.id);
         if (chosen.id[0])
-                log_info("web host: found %s (%s%s%s)", chosen.id, chosen.state,
-                         chosen.private_ip[0] ? ", " : "", chosen.private_ip);
+                log_info("%s: found %s (%s%s%s)", w->what, chosen.id, chosen.state, chosen.private_ip[0] ? ", " : "",
+                         chosen.private_ip);
         else {
-                r = provision_launch_web(p, gone, &chosen);
+                r = provision_launch(p, w, gone, &chosen);
                 if (r < 0)
                         return r;
         }
-        r = provision_wait_ip(p, &chosen);
+        r = provision_wait_ip(p, &chosen, w->what);
         if (r < 0)
                 return r;
         if (inet_pton(AF_INET, chosen.private_ip, &addr) != 1)
-                return provision_fail(p, -EBADMSG, "DescribeInstances",
-                                      "the web host's private address is not IPv4");
-        memcpy(p->web_instance, chosen.id, sizeof(p->web_instance));
-        memcpy(p->web_ip, chosen.private_ip, sizeof(p->web_ip));
+                return provision_fail(p, -EBADMSG, "DescribeInstances", "a private address that is not IPv4");
+        log_info("%s %s: private address %s", w->what, chosen.id, chosen.private_ip);
+        *ret = chosen;
+        return 0;
+}
+
+static int provision_web(struct provision *p)
+{
+        const struct provision_role w = {
+                .role = PROVISION_ROLE_WEB,
+                .what = "web host",
+                .flag = "--web-user-data",
+                .group = GROUP_WEB,
+                .user_data = p->o->web_user_data,
+                .user_data_len = p->o->web_user_data_len,
+        };
+        struct ec2_instance inst;
+        int r;
+
+        r = provision_role_instance(p, &w, &inst);
+        if (r < 0)
+                return r;
+        memcpy(p->web_instance, inst.id, sizeof(p->web_instance));
+        memcpy(p->web_ip, inst.private_ip, sizeof(p->web_ip));
         (void)snprintf(p->upstream, sizeof(p->upstream), "%s:%u", p->web_ip, p->o->web_port);
-        log_info("web host %s: private address %s", p->web_instance, p->web_ip);
+        return 0;
+}
+
+/* The second LB host (--lb-peer): the first is the machine the installer runs on. */
+static int provision_lb_peer(struct provision *p)
+{
+        const struct provision_role w = {
+                .role = PROVISION_ROLE_LB,
+                .what = "second LB host",
+                .flag = "--lb-peer",
+                .group = GROUP_LB,
+                .user_data = p->o->lb_user_data,
+                .user_data_len = p->o->lb_user_data_len,
+        };
+        struct ec2_instance inst;
+        int r;
+
+        r = provision_role_instance(p, &w, &inst);
+        if (r < 0)
+                return r;
+        memcpy(p->lb_peer, inst.id, sizeof(p->lb_peer));
+        memcpy(p->lb_peer_ip, inst.private_ip, sizeof(p->lb_peer_ip));
+        return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Addresses */
+
+/* The pool's Elastic IP: the one carrying the pool's tag, else one allocated with it (AllocateAddress has
+ * no client token: a run whose answer was lost finds the address at the next run). */
+static int provision_address(struct provision *p)
+{
+        const struct provision_options *o = p->o;
+        char pool_filter[PROVISION_TAG_KEY_MAX + 8], name[PROVISION_NAME_MAX];
+        const struct ec2_param find[] = {
+                {"Filter.1.Name", pool_filter},
+                {"Filter.1.Value.1", o->tag_value},
+        };
+        const struct ec2_param allocate[] = {
+                {"Domain", "vpc"},
+                {"TagSpecification.1.ResourceType", "elastic-ip"},
+                {"TagSpecification.1.Tag.1.Key", o->tag_key},
+                {"TagSpecification.1.Tag.1.Value", o->tag_value},
+                {"TagSpecification.1.Tag.2.Key", "Name"},
+                {"TagSpecification.1.Tag.2.Value", name},
+        };
+        struct provision_answer a = {0};
+        size_t n = 0;
+        int r;
+
+        (void)snprintf(pool_filter, sizeof(pool_filter), "tag:%s", o->tag_key);
+        (void)snprintf(name, sizeof(name), "%s-lb", o->prefix);
+        r = provision_call(p, "DescribeAddresses", find, ELEMENTSOF(find), NULL, &a);
+        if (r >= 0) {
+                r = provision_parse_address(a.xml, a.len, &p->address, &n);
+                if (r < 0 && r != -ENOENT)
+                        r = provision_bad_answer(p, "DescribeAddresses", r);
+        }
+        provision_answer_clear(&a);
+        if (r >= 0) {
+                if (n > 1)
+                        log_warning("%zu Elastic IPs carry the pool's tag; using %s", n, p->address.allocation_id);
+                log_info("Elastic IP: found %s (%s)", p->address.allocation_id, p->address.public_ip);
+                return 0;
+        }
+        if (r != -ENOENT)
+                return r;
+        r = provision_call(p, "AllocateAddress", allocate, ELEMENTSOF(allocate), NULL, &a);
+        if (r >= 0) {
+                r = provision_parse_address(a.xml, a.len, &p->address, NULL);
+                if (r < 0)
+                        r = provision_bad_answer(p, "AllocateAddress", r);
+        }
+        provision_answer_clear(&a);
+        if (r < 0)
+                return r;
+        log_info("Elastic IP: allocated %s (%s) as %s", p->address.allocation_id, p->address.public_ip, name);
         return 0;
 }
 
@@ -1304,44 +1449,43 @@ static bool provision_value_ok(const char *v)
 
 static int provision_print(const struct provision *p)
 {
-        const char *const keys[] = {
-                "LBD_VPC",
-                "LBD_SUBNET",
-                "LBD_SECURITY_GROUP_LB",
-                "LBD_SECURITY_GROUP_BACKEND",
-                "LBD_SECURITY_GROUP_WEB",
-                "LBD_IMAGE",
-                "LBD_WEB_INSTANCE",
-                "LBD_UPSTREAM",
-        };
-        const char *const values[] = {
-                p->vpc,
-                p->o->subnet,
-                p->groups[GROUP_LB],
-                p->groups[GROUP_BACKEND],
-                p->groups[GROUP_WEB],
-                p->image,
-                p->web_instance,
-                p->upstream,
+        /* The optional keys only when asked for: the output stays what it was without them. */
+        const struct {
+                const char *key, *value;
+                bool shown;
+        } rows[] = {
+                {"LBD_VPC", p->vpc, true},
+                {"LBD_SUBNET", p->o->subnet, true},
+                {"LBD_SECURITY_GROUP_LB", p->groups[GROUP_LB], true},
+                {"LBD_SECURITY_GROUP_BACKEND", p->groups[GROUP_BACKEND], true},
+                {"LBD_SECURITY_GROUP_WEB", p->groups[GROUP_WEB], true},
+                {"LBD_IMAGE", p->image, true},
+                {"LBD_WEB_INSTANCE", p->web_instance, true},
+                {"LBD_UPSTREAM", p->upstream, true},
+                {"LBD_ELASTIC_IP", p->address.allocation_id, p->o->elastic_ip},
+                {"LBD_PUBLIC_IP", p->address.public_ip, p->o->elastic_ip},
+                {"LBD_LB_PEER_INSTANCE", p->lb_peer, p->o->lb_user_data != NULL},
+                {"LBD_LB_PEER_IP", p->lb_peer_ip, p->o->lb_user_data != NULL},
         };
         _cleanup_(cJSON_Deletep) cJSON *json = NULL;
         _cleanup_free_ char *text = NULL;
 
-        for (size_t i = 0; i < ELEMENTSOF(keys); i++)
-                if (!provision_value_ok(values[i])) {
-                        log_error("%s: refusing to print a value outside [A-Za-z0-9._:/-]", keys[i]);
+        for (size_t i = 0; i < ELEMENTSOF(rows); i++)
+                if (rows[i].shown && !provision_value_ok(rows[i].value)) {
+                        log_error("%s: refusing to print a value outside [A-Za-z0-9._:/-]", rows[i].key);
                         return PROVISION_EXIT_API;
                 }
         if (!p->o->json) {
-                for (size_t i = 0; i < ELEMENTSOF(keys); i++)
-                        printf("%s=%s\n", keys[i], values[i]);
+                for (size_t i = 0; i < ELEMENTSOF(rows); i++)
+                        if (rows[i].shown)
+                                printf("%s=%s\n", rows[i].key, rows[i].value);
                 return 0;
         }
         json = cJSON_CreateObject();
         if (!json)
                 return PROVISION_EXIT_API;
-        for (size_t i = 0; i < ELEMENTSOF(keys); i++)
-                if (!cJSON_AddStringToObject(json, keys[i], values[i]))
+        for (size_t i = 0; i < ELEMENTSOF(rows); i++)
+                if (rows[i].shown && !cJSON_AddStringToObject(json, rows[i].key, rows[i].value))
                         return PROVISION_EXIT_API;
         text = cJSON_PrintUnformatted(json);
         if (!text)
@@ -1367,6 +1511,10 @@ static int provision_run(struct provision *p)
                 memcpy(p->image, p->base_image, sizeof(p->image));
         if (r >= 0 && !p->o->no_web)
                 r = provision_web(p);
+        if (r >= 0 && p->o->elastic_ip)
+                r = provision_address(p);
+        if (r >= 0 && p->o->lb_user_data)
+                r = provision_lb_peer(p);
         return r;
 }
 
@@ -1379,6 +1527,7 @@ int provision_main(int argc, char **argv)
         r = provision_parse_options(argc, argv, &o);
         if (r != 0) {
                 free(o.web_user_data);
+                free(o.lb_user_data);
                 return r < 0 ? 0 : r;
         }
         log_set_ident("lbctl");
@@ -1394,6 +1543,7 @@ int provision_main(int argc, char **argv)
                 p.base = event_base_new();
                 if (!p.base) {
                         free(o.web_user_data);
+                free(o.lb_user_data);
                         log_error("failed to set up the event loop");
                         return PROVISION_EXIT_API;
                 }
@@ -1410,6 +1560,7 @@ int provision_main(int argc, char **argv)
                                 : "check the endpoint URL, AWS_ENDPOINT_URL_EC2 and AWS_ENDPOINT_URL");
                 event_base_free(p.base);
                 free(o.web_user_data);
+                free(o.lb_user_data);
                 return status;
         }
 
@@ -1421,6 +1572,7 @@ int provision_main(int argc, char **argv)
         p.ec2 = ec2_free(p.ec2);
         event_base_free(p.base);
         free(o.web_user_data);
+        free(o.lb_user_data);
         if (fflush(stdout) != 0 && status == 0)
                 status = PROVISION_EXIT_API;
         return status;

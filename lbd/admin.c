@@ -40,6 +40,7 @@
 #include "lbd/schedule.h"
 #include "lbd/backend.h"
 #include "lbd/history.h"
+#include "lbd/lease.h"
 #include "lbd/lbd.h"
 #include "lbd/provider.h"
 #include "lbd/proxy.h"
@@ -393,6 +394,48 @@ static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wal
         return 0;
 }
 
+/* "lease": who leads the pool, in which epoch, until when, and the other hosts; null without [lease]. */
+static int admin_status_lease(cJSON *root, const struct lbd *lbd)
+{
+        struct lease_view v;
+        cJSON *o, *peers;
+
+        if (!lbd->lease)
+                return cJSON_AddNullToObject(root, "lease") ? 0 : -ENOMEM;
+        lease_get_view(lbd->lease, &v);
+        o = cJSON_AddObjectToObject(root, "lease");
+        if (!o || !cJSON_AddStringToObject(o, "name", v.name) || !cJSON_AddStringToObject(o, "pool", v.pool) ||
+            !cJSON_AddBoolToObject(o, "leader", v.leader) ||
+            !admin_add_string_or_null(o, "holder", v.answered ? v.holder : "") ||
+            !cJSON_AddNumberToObject(o, "epoch", (double)v.epoch) ||
+            !(v.answered ? cJSON_AddNumberToObject(o, "expires_in_s", admin_round(v.expires_in_usec, USEC_PER_SEC))
+                         : cJSON_AddNullToObject(o, "expires_in_s")) ||
+            !cJSON_AddNumberToObject(o, "acts_for_s", admin_round(v.valid_for_usec, USEC_PER_SEC)) ||
+            !cJSON_AddBoolToObject(o, "store_up", v.answered && !v.store_down) ||
+            !cJSON_AddNumberToObject(o, "store_down_s", admin_round(v.store_down_usec, USEC_PER_SEC)) ||
+            !admin_add_string_or_null(o, "last_error", v.last_error) ||
+            !cJSON_AddNumberToObject(o, "changes", (double)v.changes) ||
+            !cJSON_AddNumberToObject(o, "acquired", (double)v.acquired))
+                return -ENOMEM;
+        peers = cJSON_AddArrayToObject(o, "peers");
+        if (!peers)
+                return -ENOMEM;
+        for (size_t i = 0; i < v.n_peers; i++) {
+                cJSON *p = cJSON_CreateObject();
+
+                if (!p || !cJSON_AddItemToArray(peers, p)) {
+                        cJSON_Delete(p);
+                        return -ENOMEM;
+                }
+                if (!cJSON_AddStringToObject(p, "name", v.peers[i].name) ||
+                    !cJSON_AddNumberToObject(p, "seen_s", admin_round(v.peers[i].seen_ago_usec, USEC_PER_SEC)) ||
+                    !cJSON_AddBoolToObject(p, "leader", v.answered && strcmp(v.peers[i].name, v.holder) == 0 &&
+                                                                v.expires_in_usec > 0))
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 /* "tls": the loaded certificates with their expiry, when a listener is TLS. */
 static int admin_status_tls(cJSON *root, const struct lbd *lbd, uint64_t wall)
 {
@@ -472,6 +515,9 @@ static int admin_status(const struct admin *a, struct evbuffer *out)
         if (r < 0)
                 return r;
         r = admin_status_tls(root, lbd, wall);
+        if (r < 0)
+                return r;
+        r = admin_status_lease(root, lbd);
         if (r < 0)
                 return r;
 
@@ -559,6 +605,31 @@ static void admin_metrics_tls(const struct admin *a, struct admin_out *m)
 }
 
 /* Builds the /metrics page into <out>. Returns 0 or -ENOMEM. */
+/* The lease's families ([lease] only). */
+static void admin_metrics_lease(const struct admin *a, struct admin_out *m)
+{
+        struct lease_view v;
+
+        if (!a->lbd->lease)
+                return;
+        lease_get_view(a->lbd->lease, &v);
+        admin_family(m, "lbd_lease_is_leader", "gauge", "1 while this host holds the lease and may act on the pool.");
+        admin_printf(m, "lbd_lease_is_leader %d\n", v.leader ? 1 : 0);
+        admin_family(m, "lbd_lease_epoch", "gauge", "The lease's epoch in the store's last answer.");
+        admin_printf(m, "lbd_lease_epoch %" PRIu64 "\n", v.epoch);
+        admin_family(m, "lbd_lease_expires_in_seconds", "gauge",
+                     "Until the lease expires, by the store's last answer (0 when past or unknown).");
+        admin_printf(m, "lbd_lease_expires_in_seconds %.3f\n", (double)v.expires_in_usec / (double)USEC_PER_SEC);
+        admin_family(m, "lbd_lease_changes_total", "counter", "Leadership changes seen (the epoch moved).");
+        admin_printf(m, "lbd_lease_changes_total %" PRIu64 "\n", v.changes);
+        admin_family(m, "lbd_lease_acquired_total", "counter", "Times this host took the lease.");
+        admin_printf(m, "lbd_lease_acquired_total %" PRIu64 "\n", v.acquired);
+        admin_family(m, "lbd_lease_store_up", "gauge", "1 while the lease store answers.");
+        admin_printf(m, "lbd_lease_store_up %d\n", v.answered && !v.store_down ? 1 : 0);
+        admin_family(m, "lbd_lease_store_failures_total", "counter", "Lease attempts that failed.");
+        admin_printf(m, "lbd_lease_store_failures_total %" PRIu64 "\n", v.failures_total);
+}
+
 static int admin_metrics(const struct admin *a, struct evbuffer *out)
 {
         const struct pool *pool = a->lbd->pool;
@@ -633,6 +704,7 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
                                      PROXY_CODE_MIN + c, ps->rejected[c]);
 
         admin_metrics_tls(a, &m);
+        admin_metrics_lease(a, &m);
 
         if (a->lbd->reconcile) {
                 struct reconcile_view v;

@@ -98,6 +98,16 @@
  *   tag              = lbd:pool=main   KEY=VALUE, the key 1..127 bytes and not starting with "aws:"
  *   credentials_file = (empty)         absolute path; empty = the SDK chain
  *   profile          = (empty)         word
+ *   [lease]                            (off while conninfo_file is empty: one host, as ever)
+ *   conninfo_file    = (empty)         absolute path of a file holding the libpq connection string
+ *   name             = (empty)         this host's name: letters, digits, '.', '_', '-'; empty = host name
+ *   pool             = main            the lease row's name, the same on every host of the pool
+ *   duration         = 15s             1s..10m
+ *   renew            = 3s              < duration - margin - timeout
+ *   margin           = 3s              < duration
+ *   timeout          = 2s              <= renew
+ *   elastic_ip       = (empty)         word (eipalloc-...): moved to the leader's instance
+ *   instance_id      = (empty)         word (i-...): this host's instance; required with elastic_ip
  *   [local]
  *   command          = {lbd} --listen {address} --backend {upstream} --admin off --access-log off
  *                                      text; placeholders {lbd} {port} {address} {upstream} {index}
@@ -122,6 +132,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "common/conf.h"
 #include "common/macro.h"
@@ -512,6 +523,24 @@ static int config_parse_text(const struct conf_key *k, void *obj, const char *va
         struct config *c = obj;
         if (!conf_is_printable(value))
                 return conf_reason(reason, size, "control characters are not allowed");
+        return config_store_string(k, c, value, reason, size);
+}
+
+bool config_lease_name_char(char ch)
+{
+        return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+               ch == '_' || ch == '-';
+}
+
+/* [lease] name and pool: "" (name only) or 1..63 of config_lease_name_char(). */
+static int config_parse_lease_name(const struct conf_key *k, void *obj, const char *value, bool first,
+                                   char *reason, size_t size)
+{
+        struct config *c = obj;
+
+        for (const char *p = value; *p; p++)
+                if (!config_lease_name_char(*p))
+                        return conf_reason(reason, size, "only ASCII letters, digits, '.', '_' and '-' are allowed");
         return config_store_string(k, c, value, reason, size);
 }
 
@@ -941,6 +970,16 @@ static const struct conf_key config_keys[] = {
         STRING("ec2", "credentials_file", "", ec2_credentials_file, config_parse_abs_path),
         STRING("ec2", "profile", "", ec2_profile, config_parse_word),
 
+        STRING("lease", "conninfo_file", "", lease_conninfo_file, config_parse_abs_path),
+        STRING("lease", "name", "", lease_name, config_parse_lease_name),
+        STRING("lease", "pool", "main", lease_pool, config_parse_lease_name),
+        { "lease", "duration", "15s", conf_parse_duration, U64(lease_duration_usec), USEC_PER_SEC, 0 },
+        DURATION("lease", "renew", "3s", lease_renew_usec, 1),
+        DURATION("lease", "margin", "3s", lease_margin_usec, 1),
+        DURATION("lease", "timeout", "2s", lease_timeout_usec, 1),
+        STRING("lease", "elastic_ip", "", lease_elastic_ip, config_parse_word),
+        STRING("lease", "instance_id", "", lease_instance_id, config_parse_word),
+
         STRING("local", "command", CONFIG_LOCAL_COMMAND, local_command, config_parse_local_command),
         { "local", "base_port", "18100", config_parse_base_port, 0, 0, 0 },
         { "local", "upstream", "", config_parse_local_upstream, 0, 0, 0 },
@@ -973,8 +1012,26 @@ int config_set(struct config *c, const char *section, const char *key, const cha
         return conf_set(&config_table, c, section, key, value, origin);
 }
 
+/* [lease] name left empty: the host name, its characters made fit. */
+static void config_finish_lease(struct config *c)
+{
+        char host[256] = "";
+        size_t n = 0;
+
+        if (!config_lease_enabled(c) || c->lease_name[0] != '\0')
+                return;
+        if (gethostname(host, sizeof(host) - 1) < 0)
+                host[0] = '\0';
+        for (; host[n] && n + 1 < sizeof(c->lease_name); n++)
+                c->lease_name[n] = config_lease_name_char(host[n]) ? host[n] : '-';
+        c->lease_name[n] = '\0';
+        if (n == 0)
+                (void)snprintf(c->lease_name, sizeof(c->lease_name), "lbd");
+}
+
 void config_finish(struct config *c)
 {
+        config_finish_lease(c);
         for (size_t i = 0; i < MIN(c->n_backends, (size_t)CONFIG_MAX_BACKENDS); i++)
                 if (netaddr_port(&c->backends[i]) == 0)
                         netaddr_set_port(&c->backends[i], c->port);
@@ -1168,6 +1225,44 @@ static int config_validate_health(const struct config *c)
         return r;
 }
 
+bool config_lease_enabled(const struct config *c)
+{
+        return c->lease_conninfo_file[0] != '\0';
+}
+
+/* The lease's timing must leave the leader time to renew before it stops (lease.c). */
+static int config_validate_lease(const struct config *c)
+{
+        int r = 0;
+
+        if (!config_lease_enabled(c)) {
+                if (c->lease_elastic_ip[0] != '\0')
+                        r = conf_invalid(c->path, "lease", "elastic_ip",
+                                         "needs conninfo_file: the address follows the lease's leader");
+                return r;
+        }
+        if (c->provider == PROVIDER_STATIC)
+                r = conf_invalid(c->path, "lease", "conninfo_file",
+                                 "the static provider never acts on the pool: a lease has nothing to guard");
+        if (c->lease_duration_usec > 10 * 60 * USEC_PER_SEC)
+                r = conf_invalid(c->path, "lease", "duration", "must be at most 10m");
+        if (c->lease_margin_usec >= c->lease_duration_usec)
+                r = conf_invalid(c->path, "lease", "margin", "must be shorter than duration");
+        else if (c->lease_renew_usec + c->lease_timeout_usec >= c->lease_duration_usec - c->lease_margin_usec)
+                r = conf_invalid(c->path, "lease", "renew",
+                                 "renew + timeout must be shorter than duration - margin, so that the leader "
+                                 "renews before it has to stop");
+        if (c->lease_timeout_usec > c->lease_renew_usec)
+                r = conf_invalid(c->path, "lease", "timeout", "must be at most renew");
+        if (c->lease_elastic_ip[0] != '\0' && c->provider != PROVIDER_EC2)
+                r = conf_invalid(c->path, "lease", "elastic_ip", "needs the ec2 provider");
+        if (c->lease_elastic_ip[0] != '\0' && c->lease_instance_id[0] == '\0')
+                r = conf_invalid(c->path, "lease", "instance_id",
+                                 "elastic_ip needs this host's instance id (the installer writes it from the "
+                                 "instance metadata)");
+        return r;
+}
+
 int config_validate(const struct config *c)
 {
         int r = 0;
@@ -1182,6 +1277,8 @@ int config_validate(const struct config *c)
         if (c->provider == PROVIDER_LOCAL && config_validate_local(c) < 0)
                 r = -EINVAL;
         if (c->provider == PROVIDER_EC2 && config_validate_ec2(c) < 0)
+                r = -EINVAL;
+        if (config_validate_lease(c) < 0)
                 r = -EINVAL;
         if (c->max_connections == 0)
                 r = conf_invalid(c->path, "lbd", "max_connections", "must be at least 1");

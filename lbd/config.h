@@ -159,6 +159,17 @@ struct config {
         bool local_upstream_set;
         char local_state_file[CONFIG_PATH_MAX]; /* "" = the default (provider-local.c) */
 
+        /* [lease] (two or more hosts, one leader: lease.c); off while conninfo_file is "" */
+        char lease_conninfo_file[CONFIG_PATH_MAX]; /* holds the libpq connection string; never logged */
+        char lease_name[64];            /* this host's name in the lease; "" = the host name (config_finish) */
+        char lease_pool[64];            /* the lease row: hosts serving one pool share it */
+        uint64_t lease_duration_usec;   /* the lease the database grants */
+        uint64_t lease_renew_usec;      /* one attempt this often */
+        uint64_t lease_margin_usec;     /* the leader stops acting this long before its lease could expire */
+        uint64_t lease_timeout_usec;    /* connecting or one query, at most */
+        char lease_elastic_ip[64];      /* eipalloc-…: moved to the leader's instance; "" = none */
+        char lease_instance_id[64];     /* this host's instance (i-…), where elastic_ip goes; required with it */
+
         /* Where the config came from, for messages and reloads; "" when from flags only. */
         char path[CONFIG_PATH_MAX];
 };
@@ -201,6 +212,11 @@ int config_validate(const struct config *c);
 const char *config_balance_name(enum balance_kind b);
 const char *config_provider_name(enum provider_kind p);
 const char *config_tls_profile_name(enum tls_profile t);
+
+/* Whether [lease] is on (conninfo_file set): hosts share the pool and one leader acts on it. */
+bool config_lease_enabled(const struct config *c);
+/* The characters of a [lease] name or pool: ASCII letters, digits, '.', '_', '-'. */
+bool config_lease_name_char(char ch);
 
 /* Whether any listener of <c> terminates TLS. */
 bool config_has_tls(const struct config *c);

@@ -244,6 +244,7 @@ const char *history_event_kind_name(enum history_event_kind kind)
                 [HISTORY_EVENT_PROVIDER] = "provider",
                 [HISTORY_EVENT_DESIRED] = "desired",
                 [HISTORY_EVENT_OPERATOR] = "operator",
+                [HISTORY_EVENT_LEADER] = "leader",
         };
 
         return (unsigned)kind < _HISTORY_EVENT_MAX ? names[kind] : "?";

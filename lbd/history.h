@@ -39,6 +39,7 @@ enum history_event_kind {
         HISTORY_EVENT_PROVIDER,    /* a provider call failed, or works again */
         HISTORY_EVENT_DESIRED,     /* the desired count changed */
         HISTORY_EVENT_OPERATOR,    /* drain or enable from the admin API or the page */
+        HISTORY_EVENT_LEADER,      /* leadership changes, the lease store down or back ([lease]) */
         _HISTORY_EVENT_MAX,
 };
 
@@ -81,7 +82,7 @@ void history_eventv(struct history *h, enum history_event_kind kind, const char 
         _printf_(3, 0);
 
 /* "launch", "terminate", "replace", "lost", "reload", "storm guard", "all failing", "provider", "desired",
- * "operator". */
+ * "operator", "leader". */
 const char *history_event_kind_name(enum history_event_kind kind);
 
 /* The samples, oldest first: history_sample_at(h, 0) up to history_sample_at(h, n - 1) (NULL beyond). */

@@ -21,6 +21,8 @@ struct history;
 struct autoscale;
 struct schedule;
 struct tls_client;
+struct lease;
+struct eip;
 
 struct lbd {
         struct event_base *base;
@@ -38,6 +40,8 @@ struct lbd {
         struct schedule *schedule;   /* scheduled changes of the pool's size (schedule.h), NULL without */
         struct tls_client *backend_tls; /* TLS to the backends ([tls] backend = on), else NULL; the proxy
                                          * and the health checks use it, main.c owns it */
+        struct lease *lease;         /* the leader's lease ([lease], lease.h), NULL when off: this host acts */
+        struct eip *eip;             /* the Elastic IP that follows the leader ([lease] elastic_ip), or NULL */
         uint64_t started_usec;   /* now_usec() at start */
         bool stopping;
 };

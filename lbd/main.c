@@ -33,6 +33,8 @@
 #include "lbd/config.h"
 #include "lbd/health.h"
 #include "lbd/history.h"
+#include "lbd/eip.h"
+#include "lbd/lease.h"
 #include "lbd/lbd.h"
 #include "lbd/provider.h"
 #include "lbd/proxy.h"
@@ -218,12 +220,13 @@ static void main_status_text(const struct lbd *l, char *buf, size_t size)
                         healthy++;
         if (l->reconcile)
                 reconcile_get_view(l->reconcile, &view);
-        (void)snprintf(buf, size, "%zu/%zu backends healthy%s%s%s", healthy, p->n_backends,
+        (void)snprintf(buf, size, "%zu/%zu backends healthy%s%s%s%s", healthy, p->n_backends,
                        view.panic ? "; every backend failing: serving from the least bad, terminating "
                                     "nothing"
                                   : "",
                        view.guard ? "; replacement storm guard holding back replacements" : "",
-                       view.listed && !view.list_ok ? "; the provider's list is failing" : "");
+                       view.listed && !view.list_ok ? "; the provider's list is failing" : "",
+                       view.following ? "; not leading: changing nothing" : "");
 }
 
 static void main_update_status(struct pool *p, void *userdata)
@@ -257,6 +260,66 @@ static void main_on_reconcile_change(void *userdata)
         notify_status(l->notify, status);
 }
 
+/* ---- the leader's lease ([lease]) ---- */
+
+static bool main_lease_may_mutate(void *userdata, uint64_t *ret_epoch)
+{
+        return lease_may_mutate(userdata, ret_epoch);
+}
+
+/* Leadership changed or the store went down or up: a new leader polls at once (and so acts at once). */
+static void main_on_lease_change(void *userdata)
+{
+        struct main_state *m = userdata;
+
+        if (m->lbd.stopping)
+                return;
+        reconcile_poll(m->lbd.reconcile);
+        eip_update(m->lbd.eip);
+        main_on_reconcile_change(m);
+}
+
+/* With [lease], the reconciler acts only while this host holds the lease. Returns 0 or -errno (logged). */
+static int main_lease_setup(struct main_state *m)
+{
+        struct lbd *l = &m->lbd;
+        struct reconcile_authority a;
+        int r;
+
+        if (!config_lease_enabled(l->config))
+                return 0;
+        r = lease_new(l->base, l->config, &l->lease);
+        if (r < 0)
+                return r;
+        a = (struct reconcile_authority){ .may_mutate = main_lease_may_mutate, .userdata = l->lease };
+        reconcile_set_authority(l->reconcile, &a);
+        lease_set_on_change(l->lease, main_on_lease_change, m);
+        if (l->config->lease_elastic_ip[0] != '\0')
+                return eip_new(l->base, l->config, main_lease_may_mutate, l->lease, &l->eip);
+        return 0;
+}
+
+/* [lease] is read once: turning it on or off takes a restart (refused here: false), and other changes
+ * are left for the next start (said in the log). */
+static bool main_lease_reload_ok(const struct config *prev, const struct config *next)
+{
+        if (config_lease_enabled(prev) != config_lease_enabled(next)) {
+                log_error("Configuration not reloaded: [lease] turned %s, which takes a restart; keeping the "
+                          "running one",
+                          config_lease_enabled(next) ? "on" : "off");
+                return false;
+        }
+        if (strcmp(prev->lease_conninfo_file, next->lease_conninfo_file) != 0 ||
+            strcmp(prev->lease_name, next->lease_name) != 0 || strcmp(prev->lease_pool, next->lease_pool) != 0 ||
+            prev->lease_duration_usec != next->lease_duration_usec ||
+            prev->lease_renew_usec != next->lease_renew_usec || prev->lease_margin_usec != next->lease_margin_usec ||
+            prev->lease_timeout_usec != next->lease_timeout_usec ||
+            strcmp(prev->lease_elastic_ip, next->lease_elastic_ip) != 0 ||
+            strcmp(prev->lease_instance_id, next->lease_instance_id) != 0)
+                log_warning("[lease] changed: the running lease keeps its settings until the next start");
+        return true;
+}
+
 static void main_reload(struct main_state *m)
 {
         struct lbd *l = &m->lbd;
@@ -279,6 +342,12 @@ static void main_reload(struct main_state *m)
                           config_provider_name(prev->provider), config_provider_name(next->provider));
                 history_event(l->history, HISTORY_EVENT_RELOAD,
                               "Configuration not reloaded: the provider changed, which takes a restart");
+                free(next);
+                goto done;
+        }
+        if (!main_lease_reload_ok(prev, next)) {
+                history_event(l->history, HISTORY_EVENT_RELOAD,
+                              "Configuration not reloaded: [lease] turned on or off, which takes a restart");
                 free(next);
                 goto done;
         }
@@ -402,6 +471,8 @@ static void main_stop(void *userdata)
         l->autoscale = autoscale_free(l->autoscale);
         l->provider = provider_free(l->provider);
         l->reconcile = reconcile_free(l->reconcile);
+        l->eip = eip_free(l->eip);
+        l->lease = lease_free(l->lease);
         l->health = health_free(l->health);
         l->admin = admin_free(l->admin);
         daemon_set_deadline(&m->daemon, l->config->drain_timeout_usec);
@@ -440,6 +511,9 @@ static int main_run(struct main_state *m)
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the reconciler: %m");
         reconcile_set_on_change(l->reconcile, main_on_reconcile_change, m);
+        r = main_lease_setup(m);
+        if (r < 0)
+                return r;
 
         r = accesslog_open(l->base, l->config->access_log, &l->accesslog);
         if (r < 0)
@@ -460,6 +534,8 @@ static int main_run(struct main_state *m)
         if (!l->history)
                 return log_error_errno(ENOMEM, "Out of memory");
         reconcile_set_history(l->reconcile, l->history);
+        if (l->lease)
+                lease_set_history(l->lease, l->history);
 
         if (l->config->admin_enabled) {
                 r = admin_new(l, &l->config->admin, &l->admin);
@@ -475,6 +551,8 @@ static int main_run(struct main_state *m)
         if (!l->health)
                 return log_error_errno(ENOMEM, "Out of memory");
         health_set_tls(l->health, l->backend_tls);
+        if (l->lease)
+                lease_start(l->lease);
         reconcile_start(l->reconcile);
         r = autoscale_new(l, &l->autoscale);
         if (r < 0)
@@ -510,6 +588,8 @@ static void main_cleanup(struct main_state *m)
         l->autoscale = autoscale_free(l->autoscale);
         l->provider = provider_free(l->provider);
         l->reconcile = reconcile_free(l->reconcile);
+        l->eip = eip_free(l->eip);
+        l->lease = lease_free(l->lease);
         l->health = health_free(l->health);
         l->history = history_free(l->history);
         l->proxy = proxy_free(l->proxy);

@@ -438,6 +438,7 @@ static int provider_ec2_launch(struct provider *p, unsigned count, const char *z
                 .name = name,
                 .launch_hash = p->launch_hash,
                 .client_token = client_token,
+                .epoch = p->epoch,
                 .count = count,
         };
 

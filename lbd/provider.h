@@ -101,6 +101,9 @@ struct provider {
          * such choice. The reconciler keeps the pool balanced across them. */
         char zones[PROVIDER_MAX_ZONES][INSTANCE_ID_MAX];
         size_t n_zones;
+        /* The leader's epoch (lease.h) the reconciler sets before each launch and terminate, 0 without a
+         * lease: a provider that can marks what it launches with it (ec2: the lbd:epoch tag) */
+        uint64_t epoch;
 };
 
 /* A call a provider answers on the event loop's next turn, which keeps the promise that a callback never

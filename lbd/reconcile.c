@@ -64,8 +64,14 @@
  * the API is failing, and nothing is terminated). Instances terminated to scale down leave the pool first
  * and are terminated once their in-flight requests have finished ([lbd] drain_timeout at most).
  *
- * ClientToken: each launch carries "lbd-NONCE-GEN", NONCE random per lbd process and GEN counting launch
- * decisions. A launch that failed is retried at the next poll with the same token as long as it asks for
+ * Leadership: with [lease] (several lbd hosts on one pool), every host lists the pool, mirrors it into
+ * its backends and judges them, but only the leader plans and acts. The authority (lease.c) is asked
+ * before each plan and again right before each launch and terminate, since a plan may take a while to
+ * carry out (drains); a host that has lost it drops the plan. The leader's epoch goes into every launch:
+ * in the ClientToken and, through the provider, in a tag, so a deposed leader's late call is told apart.
+ *
+ * ClientToken: each launch carries "lbd-NONCE-GEN" ("lbd-eEPOCH-NONCE-GEN" with a lease), NONCE random
+ * per lbd process and GEN counting launch decisions. A launch that failed is retried at the next poll with the same token as long as it asks for
  * the same count, so if the first attempt did start instances (the answer was lost), EC2 returns those
  * instead of starting more. GEN lives only in memory: after a restart, the list that precedes any launch
  * shows whatever an earlier attempt started, so nothing is launched twice. */
@@ -170,8 +176,14 @@ struct reconcile {
         unsigned launch_count; /* the instances it asks for */
         bool rebalancing;      /* one instance launched beyond desired to even out the zones */
 
+        /* leadership (see the top): who may act, and the epoch of the last decision */
+        struct reconcile_authority authority;
+        bool following;
+        uint64_t epoch;
+
         /* ClientToken */
         uint64_t nonce, generation;
+        uint64_t token_epoch;
         bool token_pending;
         unsigned token_count;
         char token_zone[INSTANCE_ID_MAX];
@@ -232,6 +244,28 @@ static void reconcile_changed(struct reconcile *r)
 {
         if (r->on_change)
                 r->on_change(r->on_change_userdata);
+}
+
+/* Whether this host may act on the pool now (see "Leadership" at the top); when it may, the epoch goes
+ * to r->epoch and the provider. A change either way is logged once. */
+static bool reconcile_may_act(struct reconcile *r)
+{
+        uint64_t epoch = 0;
+        bool may = !r->authority.may_mutate || r->authority.may_mutate(r->authority.userdata, &epoch);
+
+        if (may) {
+                r->epoch = epoch;
+                r->provider->epoch = epoch;
+        }
+        if (may == r->following) {
+                r->following = !may;
+                if (may)
+                        log_info("Leading in epoch %" PRIu64 ": acting on the pool", epoch);
+                else
+                        log_info("Not leading: listing and serving the pool, changing nothing");
+                reconcile_changed(r);
+        }
+        return may;
 }
 
 static uint64_t reconcile_random(struct reconcile *r)
@@ -1243,6 +1277,22 @@ static void reconcile_call_failed(struct reconcile *r, int ret, const char *what
                 history_event(r->history, HISTORY_EVENT_PROVIDER, "%s failed: %s", what, r->last_error_text);
 }
 
+/* A poll on a host that does not lead: keeps the pool's high-water mark, so that a host taking over
+ * tells replacements from growth as the leader did. */
+static void reconcile_follow(struct reconcile *r)
+{
+        uint64_t n_alive = 0;
+
+        for (size_t i = 0; i < r->n_known; i++)
+                if (!r->known[i].terminating && reconcile_alive_state(r->known[i].inst.state))
+                        n_alive++;
+        if (r->desired != r->high_water_desired) {
+                r->high_water = MIN(r->high_water, r->desired);
+                r->high_water_desired = r->desired;
+        }
+        r->high_water = MIN(MAX(r->high_water, n_alive), r->desired);
+}
+
 static void reconcile_on_list(struct provider *p, int ret, const struct instance *instances, size_t n,
                               void *userdata)
 {
@@ -1283,6 +1333,11 @@ static void reconcile_on_list(struct provider *p, int ret, const struct instance
                 reconcile_changed(r);
         }
 
+        if (reconcile_managed(r) && !reconcile_may_act(r)) {
+                reconcile_follow(r);
+                reconcile_done(r, false);
+                return;
+        }
         ret = reconcile_plan(r);
         if (ret < 0) {
                 log_error_errno(ret, "Failed to plan the pool: %m");
@@ -1487,6 +1542,11 @@ static void reconcile_launch(struct reconcile *r)
         unsigned count = r->plan_launch;
         int ret;
 
+        if (!reconcile_may_act(r)) {
+                log_notice("Not launching %u instances: this host no longer leads", count);
+                reconcile_done(r, false);
+                return;
+        }
         r->launch_zone = SIZE_MAX;
         for (size_t i = 0; i < r->zones.n; i++)
                 if (r->plan_zone[i] > 0) {
@@ -1495,16 +1555,22 @@ static void reconcile_launch(struct reconcile *r)
                         count = (unsigned)MIN(r->plan_zone[i], (size_t)count);
                         break;
                 }
-        if (!r->token_pending || r->token_count != count || strcmp(r->token_zone, zone ? zone : "") != 0) {
+        if (!r->token_pending || r->token_count != count || r->token_epoch != r->epoch ||
+            strcmp(r->token_zone, zone ? zone : "") != 0) {
                 r->generation++;
-                (void)snprintf(r->token, sizeof(r->token), "lbd-%016" PRIx64 "-%" PRIu64, r->nonce,
-                               r->generation);
+                if (r->epoch > 0)
+                        (void)snprintf(r->token, sizeof(r->token), "lbd-e%" PRIu64 "-%016" PRIx64 "-%" PRIu64,
+                                       r->epoch, r->nonce, r->generation);
+                else
+                        (void)snprintf(r->token, sizeof(r->token), "lbd-%016" PRIx64 "-%" PRIu64, r->nonce,
+                                       r->generation);
+                r->token_epoch = r->epoch;
                 r->token_count = count;
                 (void)snprintf(r->token_zone, sizeof(r->token_zone), "%s", zone ? zone : "");
                 r->token_pending = true;
         }
-        log_info("Launching %u instance%s%s%s (ClientToken %s)", count, count == 1 ? "" : "s", zone ? " in " : "",
-                 zone ? zone : "", r->token);
+        log_info("Launching %u instance%s%s%s (ClientToken %s, epoch %" PRIu64 ")", count, count == 1 ? "" : "s",
+                 zone ? " in " : "", zone ? zone : "", r->token, r->epoch);
         r->launch_count = count;
         r->phase = RECONCILE_LAUNCHING;
         ret = r->provider->ops->launch(r->provider, count, zone, r->token, reconcile_on_launch, r);
@@ -1547,6 +1613,7 @@ static void reconcile_on_terminate(struct provider *p, int ret, void *userdata)
 static void reconcile_terminate(struct reconcile *r)
 {
         _cleanup_free_ const char **ids = NULL;
+        char names[RECONCILE_LOG_IDS];
         int ret;
 
         ids = calloc(r->n_victims, sizeof(*ids));
@@ -1555,8 +1622,25 @@ static void reconcile_terminate(struct reconcile *r)
                 reconcile_on_terminate(r->provider, -ENOMEM, r);
                 return;
         }
+        if (!reconcile_may_act(r)) {
+                log_notice("Not terminating %zu instances: this host no longer leads", r->n_victims);
+                for (size_t i = 0; i < r->n_victims; i++) {
+                        struct reconcile_instance *k = reconcile_find(r, r->victims[i].id);
+
+                        if (k)
+                                k->terminating = false;
+                }
+                if (reconcile_sync_pool(r))
+                        reconcile_changed(r);
+                reconcile_done(r, false);
+                return;
+        }
         for (size_t i = 0; i < r->n_victims; i++)
                 ids[i] = r->victims[i].id;
+        if (r->epoch > 0)
+                log_info("Terminating %zu instance%s in epoch %" PRIu64 ": %s", r->n_victims,
+                         r->n_victims == 1 ? "" : "s", r->epoch,
+                         reconcile_ids(r->victims[0].id, sizeof(r->victims[0]), r->n_victims, names, sizeof(names)));
         r->phase = RECONCILE_TERMINATING;
         ret = r->provider->ops->terminate(r->provider, ids, r->n_victims, reconcile_on_terminate, r);
         if (ret < 0)
@@ -1709,6 +1793,13 @@ void reconcile_set_history(struct reconcile *r, struct history *h)
         r->history = h;
 }
 
+void reconcile_set_authority(struct reconcile *r, const struct reconcile_authority *a)
+{
+        r->authority = a ? *a : (struct reconcile_authority){ 0 };
+        /* Until the first answer says otherwise, a host with an authority is watching. */
+        r->following = a != NULL;
+}
+
 void reconcile_set_clock(struct reconcile *r, const struct reconcile_clock *clock)
 {
         if (clock)
@@ -1835,6 +1926,8 @@ void reconcile_get_view(const struct reconcile *r, struct reconcile_view *ret)
                 .last_error_text = r->last_error ? r->last_error_text : NULL,
                 .list_age_usec = r->listed && now > r->list_usec ? now - r->list_usec : 0,
                 .list_wall_usec = r->listed ? r->list_wall_usec : 0,
+                .following = r->following,
+                .epoch = r->epoch,
                 .panic = r->panic,
                 .guard = r->guard,
                 .held = r->held,

@@ -44,6 +44,15 @@ struct reconcile_stats {
         uint64_t lists;           /* lists that succeeded */
 };
 
+/* Who may act on the pool, with several lbd hosts serving it (lease.h). Asked before every plan and
+ * right before every launch and terminate: <may_mutate> returns whether this host may change the pool now
+ * and, only then, writes the epoch (the fencing token that goes into every mutating call). Without one
+ * (the default) this host always may, in epoch 0. */
+struct reconcile_authority {
+        bool (*may_mutate)(void *userdata, uint64_t *ret_epoch);
+        void *userdata;
+};
+
 /* A read-only snapshot for the admin API and STATUS=; valid until the reconciler runs again. */
 struct reconcile_view {
         const char *provider;
@@ -61,6 +70,8 @@ struct reconcile_view {
         uint64_t failing_usec;
         unsigned failing_attempts;
         char failing_error[PROVIDER_ERROR_MAX];
+        bool following;         /* another host leads (or none may): listing and serving, changing nothing */
+        uint64_t epoch;         /* the epoch of this host's last mutating decision, 0 without a lease */
         bool panic;             /* every backend failed at once: nothing terminated, the least bad kept */
         bool guard;             /* the storm guard is holding back replacements */
         size_t held;            /* how many (launches and failed instances kept) */
@@ -96,6 +107,8 @@ void reconcile_set_on_change(struct reconcile *r, void (*on_change)(void *userda
 /* Where launches, terminations, replacements, the storm guard and provider failures are told for the
  * status page's timeline (history.h); NULL for nowhere. <h> must outlive the reconciler or be unset. */
 void reconcile_set_history(struct reconcile *r, struct history *h);
+/* NULL: this host always acts (one lbd host). <a> is copied. */
+void reconcile_set_authority(struct reconcile *r, const struct reconcile_authority *a);
 /* For tests; NULL restores the real clocks. */
 void reconcile_set_clock(struct reconcile *r, const struct reconcile_clock *clock);
 

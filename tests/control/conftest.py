@@ -47,3 +47,26 @@ def ec2_env_factory(tmp_path, request):
     finally:
         for env in envs:
             env.cleanup()
+
+
+@pytest.fixture
+def ha_env(tmp_path, request):
+    """An Ec2Env with PostgreSQL and an Elastic IP for two LB hosts (haenv.py); hosts started by the test."""
+    import haenv
+
+    env = ec2env.Ec2Env(tmp_path)
+    try:
+        ha = haenv.HaEnv(env)
+    except BaseException:
+        env.cleanup()
+        raise
+    yield ha
+    try:
+        if _failed(request):
+            print(env.report())
+            print(ha.report())
+    finally:
+        try:
+            env.cleanup()
+        finally:
+            ha.cleanup()

@@ -344,7 +344,8 @@ def test_iam_policy_document():
 
     used = ["ec2:DescribeInstances", "ec2:RunInstances", "ec2:TerminateInstances", "ec2:CreateTags",
             "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:CreateSecurityGroup",
-            "ec2:AuthorizeSecurityGroupIngress", "ec2:DescribeImages", "ec2:CreateImage", "iam:PassRole"]
+            "ec2:AuthorizeSecurityGroupIngress", "ec2:DescribeImages", "ec2:CreateImage", "iam:PassRole",
+            "ec2:AssociateAddress", "ec2:DescribeAddresses"]
     for action in used:
         assert allowing(action), action
     for s in allowing("ec2:RunInstances"):
@@ -357,6 +358,12 @@ def test_iam_policy_document():
         assert s["Condition"]["StringEquals"][f"aws:RequestTag/{TAG_KEY}"] == TAG_VALUE
     for s in allowing("ec2:AuthorizeSecurityGroupIngress"):
         assert s["Condition"]["StringEquals"][f"ec2:ResourceTag/{TAG_KEY}"] == TAG_VALUE
+    # The address moves only if it is the pool's, and only to an LB host.
+    for s in allowing("ec2:AssociateAddress"):
+        cond = s["Condition"]["StringEquals"]
+        assert cond.get(f"ec2:ResourceTag/{TAG_KEY}") == TAG_VALUE or cond.get("ec2:ResourceTag/lbd:role") == "lb", s
+    for s in allowing("ec2:AllocateAddress"):
+        assert s["Condition"]["StringEquals"][f"aws:RequestTag/{TAG_KEY}"] == TAG_VALUE
     for s in allowing("iam:PassRole"):
         assert s["Condition"]["StringEquals"]["iam:PassedToService"] == "ec2.amazonaws.com"
         assert s["Resource"] != "*"
@@ -365,3 +372,42 @@ def test_iam_policy_document():
         if s["Resource"] == "*":
             actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
             assert all(a.startswith("ec2:Describe") for a in actions), s
+
+
+def test_elastic_ip(moto, tmp_path):
+    """--elastic-ip: the pool's address is allocated once, tagged with the pool's tag, and found again by
+    the next run; the output names it."""
+    first = output(provision(moto, tmp_path, "--no-web", "--elastic-ip", "--image", "ami-1e749f67"))
+    assert list(first)[-2:] == ["LBD_ELASTIC_IP", "LBD_PUBLIC_IP"]
+    alloc, public = first["LBD_ELASTIC_IP"], first["LBD_PUBLIC_IP"]
+    assert alloc.startswith("eipalloc-") and public.count(".") == 3
+    addrs = moto.ec2.describe_addresses()["Addresses"]
+    assert [a["AllocationId"] for a in addrs] == [alloc]
+    tags = {t["Key"]: t["Value"] for t in addrs[0].get("Tags", [])}
+    assert tags[TAG_KEY] == TAG_VALUE and tags["Name"] == "lbd-lb"
+    again = output(provision(moto, tmp_path, "--no-web", "--elastic-ip", "--image", "ami-1e749f67"))
+    assert again["LBD_ELASTIC_IP"] == alloc and again["LBD_PUBLIC_IP"] == public
+    assert len(moto.ec2.describe_addresses()["Addresses"]) == 1
+    # Without the flag, neither the call nor the keys.
+    plain = output(provision(moto, tmp_path, "--no-web", "--image", "ami-1e749f67"))
+    assert "LBD_ELASTIC_IP" not in plain
+
+
+def test_lb_peer(moto, tmp_path):
+    """--lb-peer FILE: the second LB host is launched once (the pool's tag, lbd:role=lb, the LB group, the
+    user data given), found again by the next run, and named in the output with its address."""
+    ud = tmp_path / "lb-user-data"
+    ud.write_bytes(b"#!/bin/sh\necho second lb host\n")
+    first = output(provision(moto, tmp_path, "--no-web", "--lb-peer", str(ud), "--image", "ami-1e749f67"))
+    assert list(first)[-2:] == ["LBD_LB_PEER_INSTANCE", "LBD_LB_PEER_IP"]
+    peer = first["LBD_LB_PEER_INSTANCE"]
+    insts = moto.instances(tagged=True)
+    assert [i["InstanceId"] for i in insts] == [peer]
+    tags = {t["Key"]: t["Value"] for t in insts[0]["Tags"]}
+    assert tags["lbd:role"] == "lb" and tags[TAG_KEY] == TAG_VALUE and tags["Name"] == "lbd-lb"
+    assert [g["GroupId"] for g in insts[0]["SecurityGroups"]] == [first["LBD_SECURITY_GROUP_LB"]]
+    assert first["LBD_LB_PEER_IP"] == insts[0]["PrivateIpAddress"]
+    assert moto.user_data(peer) == ud.read_text()
+    again = output(provision(moto, tmp_path, "--no-web", "--lb-peer", str(ud), "--image", "ami-1e749f67"))
+    assert again["LBD_LB_PEER_INSTANCE"] == peer
+    assert len(moto.instances(tagged=True)) == 1

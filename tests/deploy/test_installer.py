@@ -715,3 +715,32 @@ def test_interactive_prompt(tmp_path):
     assert conf[("ec2", "region")] == "eu-west-1"
     creds = ini(read(tmp_path, "/etc/lbd/credentials"))
     assert creds[("default", "aws_secret_access_key")] == SECRET
+
+
+def test_lb_lease(tmp_path):
+    """Two LB hosts on one pool: --lease-database writes the connection string to its own file (0600,
+    never in the config or the output) and a [lease] section lbd accepts, with the Elastic IP and the
+    instance it goes to; flags that need the lease are refused without it."""
+    conninfo = "host=192.0.2.20 dbname=lbd_lease user=lbd_lease password=lease-secret-1"
+    r = install_ok(tmp_path, *LB_ARGS, "--lease-database", conninfo, "--lease-name", "lb-a",
+                   "--elastic-ip", "eipalloc-0123456789abcdef0", "--instance-id", "i-0123456789abcdef0")
+    assert "lease-secret-1" not in r.stdout + r.stderr
+    assert mode(tmp_path, "/etc/lbd/lease.conninfo") == 0o600
+    lines = [l for l in read(tmp_path, "/etc/lbd/lease.conninfo").splitlines() if l and not l.startswith("#")]
+    assert lines == [conninfo]
+    text = read(tmp_path, "/etc/lbd/lbd.conf")
+    assert "lease-secret-1" not in text
+    conf = ini(text)
+    assert conf[("lease", "conninfo_file")] == "/etc/lbd/lease.conninfo"
+    assert conf[("lease", "name")] == "lb-a"
+    assert conf[("lease", "elastic_ip")] == "eipalloc-0123456789abcdef0"
+    assert conf[("lease", "instance_id")] == "i-0123456789abcdef0"
+    r = run([LBD, "--config", staged(tmp_path, "/etc/lbd/lbd.conf"), "--check-config"])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    for bad in (["--elastic-ip", "eipalloc-0123456789abcdef0"], ["--lease-name", "lb-a"],
+                ["--lease-database", conninfo, "--lease-name", "lb a"],
+                ["--lease-database", conninfo, "--elastic-ip", "eip-1"]):
+        r = installer(tmp_path / "bad", *LB_ARGS, *bad)
+        assert r.returncode == 2, (bad, r.stdout + r.stderr)
+        assert "lease-secret-1" not in r.stdout + r.stderr

@@ -122,6 +122,19 @@ static void fuzz_created_ids(const char *text, size_t size)
                 check_id(id, "ami");
 }
 
+/* An Elastic IP's answer: a whole allocation id and a dotted IPv4 address, or nothing written. */
+static void fuzz_address(const char *text, size_t size)
+{
+        struct provision_address a;
+        size_t n = 0;
+
+        if (provision_parse_address(text, size, &a, &n) == 0) {
+                check_id(a.allocation_id, "eipalloc");
+                if (strlen(a.public_ip) < 7 || strspn(a.public_ip, "0123456789.") != strlen(a.public_ip) || n < 1)
+                        abort();
+        }
+}
+
 static void fuzz_return(const char *text, size_t size)
 {
         static const char *const responses[] = {"CreateTagsResponse", "AuthorizeSecurityGroupIngressResponse"};
@@ -207,6 +220,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_subnet(text, size);
         fuzz_groups(text, size);
         fuzz_created_ids(text, size);
+        fuzz_address(text, size);
         fuzz_return(text, size);
         fuzz_images(text, size);
         fuzz_name(text, size);

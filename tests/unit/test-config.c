@@ -897,6 +897,68 @@ static void test_validate(void **state)
         check_validate(&c, -EINVAL, "/etc/lbd/lbd.conf: [ec2] key 'image'", 4);
 }
 
+/* [lease]: off by default; its timing must let the leader renew before it stops; names are restricted;
+ * an empty name becomes the host name; the elastic IP needs the lease and the ec2 provider. */
+static void test_lease(void **state)
+{
+        struct config c;
+        char *log = NULL;
+
+        config_init(&c);
+        assert_false(config_lease_enabled(&c));
+        assert_string_equal(c.lease_pool, "main");
+        assert_int_equal(c.lease_duration_usec, 15 * USEC_PER_SEC);
+        assert_int_equal(c.lease_renew_usec, 3 * USEC_PER_SEC);
+        assert_int_equal(c.lease_margin_usec, 3 * USEC_PER_SEC);
+        assert_int_equal(c.lease_timeout_usec, 2 * USEC_PER_SEC);
+
+        assert_int_equal(load(&c, "[lease]\nname = lb a\n", &log), -EINVAL);
+        assert_non_null(strstr(log, "[lease] key 'name': only ASCII letters, digits"));
+        free(log);
+        assert_int_equal(load(&c, "[lease]\nduration = 500ms\n", &log), -EINVAL);
+        assert_non_null(strstr(log, "[lease] key 'duration'"));
+        free(log);
+        assert_int_equal(load(&c, "[lease]\nconninfo_file = lease.conf\n", &log), -EINVAL);
+        assert_non_null(strstr(log, "[lease] key 'conninfo_file': must be an absolute file path"));
+        free(log);
+
+        valid_config(&c);
+        c.n_backends = 0;
+        c.provider = PROVIDER_EC2;
+        assert_int_equal(config_set(&c, "ec2", "image", "ami-0123", NULL), 0);
+        assert_int_equal(config_set(&c, "lease", "elastic_ip", "eipalloc-1", NULL), 0);
+        check_validate(&c, -EINVAL, "[lease] key 'elastic_ip': needs conninfo_file", 1);
+        assert_int_equal(config_set(&c, "lease", "conninfo_file", "/etc/lbd/lease.conninfo", NULL), 0);
+        assert_true(config_lease_enabled(&c));
+        check_validate(&c, -EINVAL, "[lease] key 'instance_id': elastic_ip needs this host's instance id", 1);
+        assert_int_equal(config_set(&c, "lease", "instance_id", "i-0123", NULL), 0);
+        config_finish(&c);
+        assert_true(c.lease_name[0] != '\0');
+        for (const char *p = c.lease_name; *p; p++)
+                assert_true(config_lease_name_char(*p));
+        check_validate(&c, 0, NULL, 0);
+
+        assert_int_equal(config_set(&c, "lease", "margin", "15s", NULL), 0);
+        check_validate(&c, -EINVAL, "[lease] key 'margin': must be shorter than duration", 1);
+        assert_int_equal(config_set(&c, "lease", "margin", "10s", NULL), 0);
+        check_validate(&c, -EINVAL, "[lease] key 'renew': renew + timeout must be shorter than duration - margin",
+                       1);
+        assert_int_equal(config_set(&c, "lease", "margin", "3s", NULL), 0);
+        assert_int_equal(config_set(&c, "lease", "timeout", "4s", NULL), 0);
+        check_validate(&c, -EINVAL, "[lease] key 'timeout': must be at most renew", 1);
+        assert_int_equal(config_set(&c, "lease", "timeout", "2s", NULL), 0);
+        assert_int_equal(config_set(&c, "lease", "duration", "11m", NULL), 0);
+        check_validate(&c, -EINVAL, "[lease] key 'duration': must be at most 10m", 1);
+        assert_int_equal(config_set(&c, "lease", "duration", "15s", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+
+        /* The static provider acts on nothing: a lease there is a mistake. */
+        c.provider = PROVIDER_STATIC;
+        assert_int_equal(config_set(&c, "lease", "elastic_ip", "", NULL), 0);
+        assert_int_equal(config_set(&c, "pool", "backends", "127.0.0.1:8001", NULL), 0);
+        check_validate(&c, -EINVAL, "[lease] key 'conninfo_file': the static provider never acts", 1);
+}
+
 static void test_upgrades(void **state)
 {
         struct config c;
@@ -1025,7 +1087,7 @@ int main(void)
                 cmocka_unit_test(test_secret_hidden),    cmocka_unit_test(test_load_errors),
                 cmocka_unit_test(test_load_file_errors), cmocka_unit_test(test_finish),
                 cmocka_unit_test(test_validate), cmocka_unit_test(test_in_networks),         cmocka_unit_test(test_upgrades),
-                cmocka_unit_test(test_tls),
+                cmocka_unit_test(test_tls), cmocka_unit_test(test_lease),
         };
 
         return cmocka_run_group_tests(tests, dir_setup, dir_teardown);

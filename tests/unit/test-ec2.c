@@ -527,6 +527,7 @@ static void test_run_and_terminate(void **state)
                 .name = "lbd-main",
                 .launch_hash = "00ff",
                 .client_token = "tok-1",
+                .epoch = 12,
                 .count = 2,
         };
         const char *body;
@@ -561,7 +562,8 @@ static void test_run_and_terminate(void **state)
                       "&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=lbd%3Apool"
                       "&TagSpecification.1.Tag.1.Value=main&TagSpecification.1.Tag.2.Key=Name"
                       "&TagSpecification.1.Tag.2.Value=lbd-main&TagSpecification.1.Tag.3.Key=lbd%3Alaunch-hash"
-                      "&TagSpecification.1.Tag.3.Value=00ff&ClientToken=tok-1&MinCount=2&MaxCount=2");
+                      "&TagSpecification.1.Tag.3.Value=00ff&TagSpecification.1.Tag.4.Key=lbd%3Aepoch"
+                      "&TagSpecification.1.Tag.4.Value=12&ClientToken=tok-1&MinCount=2&MaxCount=2");
         assert_true(fakehttp_has_header(&f->server, 1, "X-Amz-Security-Token: SESSION/TOKEN="));
         assert_non_null(strstr(f->server.requests[1].headers, "/eu-west-3/ec2/aws4_request, "
                                                               "SignedHeaders=content-type;host;x-amz-date;"

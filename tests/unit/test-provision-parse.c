@@ -289,6 +289,51 @@ static void test_groups_hostile(void **state)
         }
 }
 
+/* Elastic IPs: an allocation's answer, the first of a listing (and how many), none, and hostile answers
+ * (a wrong id, an address that is not IPv4, markup inside) refused without writing the result. */
+static void test_address(void **state)
+{
+        static const char allocated[] =
+                "<AllocateAddressResponse " NS "><publicIp>198.51.100.7</publicIp><domain>vpc</domain>"
+                "<allocationId>eipalloc-0abc</allocationId></AllocateAddressResponse>";
+        static const char listed[] =
+                "<DescribeAddressesResponse " NS "><addressesSet>"
+                "<item><publicIp>203.0.113.9</publicIp><allocationId>eipalloc-01</allocationId></item>"
+                "<item><publicIp>203.0.113.10</publicIp><allocationId>eipalloc-02</allocationId></item>"
+                "</addressesSet></DescribeAddressesResponse>";
+        static const char none[] = "<DescribeAddressesResponse " NS "><addressesSet/></DescribeAddressesResponse>";
+        static const char *const bad[] = {
+                "<AllocateAddressResponse/>",
+                "<AllocateAddressResponse><publicIp>198.51.100.7</publicIp><allocationId>sg-1</allocationId>"
+                "</AllocateAddressResponse>",
+                "<AllocateAddressResponse><publicIp>2001:db8::1</publicIp><allocationId>eipalloc-1</allocationId>"
+                "</AllocateAddressResponse>",
+                "<AllocateAddressResponse><publicIp>198.51.100.7</publicIp><allocationId>eipalloc-1&amp;x"
+                "</allocationId></AllocateAddressResponse>",
+                "<DescribeAddressesResponse><addressesSet><item><publicIp>1.2.3</publicIp>"
+                "<allocationId>eipalloc-1</allocationId></item></addressesSet></DescribeAddressesResponse>",
+                "<CreateImageResponse><imageId>ami-1</imageId></CreateImageResponse>",
+                "not xml",
+        };
+        struct provision_address a = {.allocation_id = "unchanged"};
+        size_t n = 99;
+
+        assert_int_equal(provision_parse_address(allocated, strlen(allocated), &a, &n), 0);
+        assert_string_equal(a.allocation_id, "eipalloc-0abc");
+        assert_string_equal(a.public_ip, "198.51.100.7");
+        assert_int_equal(n, 1);
+        assert_int_equal(provision_parse_address(listed, strlen(listed), &a, &n), 0);
+        assert_string_equal(a.allocation_id, "eipalloc-01");
+        assert_string_equal(a.public_ip, "203.0.113.9");
+        assert_int_equal(n, 2);
+        assert_int_equal(provision_parse_address(none, strlen(none), &a, &n), -ENOENT);
+        assert_int_equal(n, 0);
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                assert_int_equal(provision_parse_address(bad[i], strlen(bad[i]), &a, NULL), -EBADMSG);
+                assert_string_equal(a.allocation_id, "eipalloc-01"); /* written only on success */
+        }
+}
+
 static void test_created_ids(void **state)
 {
         static const char group[] =
@@ -488,7 +533,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_subnet),       cmocka_unit_test(test_subnet_hostile),
                 cmocka_unit_test(test_groups),       cmocka_unit_test(test_groups_hostile),
-                cmocka_unit_test(test_created_ids),  cmocka_unit_test(test_return),
+                cmocka_unit_test(test_created_ids), cmocka_unit_test(test_address),  cmocka_unit_test(test_return),
                 cmocka_unit_test(test_images),       cmocka_unit_test(test_images_limit),
                 cmocka_unit_test(test_ubuntu_names),
         };

@@ -526,6 +526,143 @@ static void test_launch_and_client_token(void **state)
         fake_free_all(f);
 }
 
+/* A fake lease: whether this host may act, and its epoch; counts the questions. */
+struct fake_lease {
+        bool may;
+        uint64_t epoch;
+        unsigned asked;
+};
+
+static bool fake_may_mutate(void *userdata, uint64_t *ret_epoch)
+{
+        struct fake_lease *l = userdata;
+
+        l->asked++;
+        if (l->may)
+                *ret_epoch = l->epoch;
+        return l->may;
+}
+
+static void set_lease(struct fake *f, struct fake_lease *l)
+{
+        const struct reconcile_authority a = {.may_mutate = fake_may_mutate, .userdata = l};
+
+        reconcile_set_authority(f->r, &a);
+}
+
+/* A host that does not lead lists, mirrors and serves the pool, and changes nothing however far it is
+ * from desired; once it leads, it launches in its epoch: the ClientToken says so, the provider is told,
+ * and a launch retried in a new epoch is a new token. */
+static void test_follower_changes_nothing(void **state)
+{
+        struct fake *f = fake_new(&fake_managed_ops);
+        struct fake_lease lease = {.may = false};
+        char first[128];
+
+        set_lease(f, &lease);
+        cloud_add(f, INSTANCE_RUNNING);
+        cloud_add(f, INSTANCE_STOPPED); /* a leader would terminate it and launch two */
+        reconcile_start(f->r);
+        run(f);
+        answer_list(f);
+        assert_idle(f);
+        assert_int_equal(f->pool->n_backends, 1);
+        assert_true(view(f).following);
+        for (int i = 0; i < 3; i++) {
+                poll_now(f);
+                answer_list(f);
+                assert_idle(f);
+        }
+        assert_int_equal(f->launches + f->terminates, 0);
+        assert_true(lease.asked >= 4);
+
+        lease = (struct fake_lease){.may = true, .epoch = 7};
+        poll_now(f);
+        answer_list(f);
+        assert_false(view(f).following);
+        assert_int_equal(view(f).epoch, 7);
+        assert_non_null(f->launch_cb);
+        assert_int_equal(f->launch_count, 2);
+        assert_int_equal(f->provider.epoch, 7);
+        assert_true(strncmp(f->token, "lbd-e7-", 7) == 0);
+        memcpy(first, f->token, sizeof(first));
+        fail_launch(f, -EAGAIN);
+        assert_idle(f);
+
+        /* The same launch retried by the same leader: the same token. In a later epoch: another. */
+        poll_now(f);
+        answer_list(f);
+        assert_string_equal(f->token, first);
+        fail_launch(f, -EAGAIN);
+        lease.epoch = 9;
+        poll_now(f);
+        answer_list(f);
+        assert_true(strncmp(f->token, "lbd-e9-", 7) == 0);
+        assert_int_equal(f->provider.epoch, 9);
+        answer_launch(f);
+        run(f);
+        /* The stopped instance goes once the launch is done, in the same epoch. */
+        assert_non_null(f->terminate_cb);
+        assert_int_equal(f->n_terminate, 1);
+        answer_terminate(f);
+        run(f);
+        answer_list(f);
+        assert_idle(f);
+        fake_free_all(f);
+}
+
+/* Leadership lost while a plan is carried out: the launch or the terminate that comes next is not made,
+ * and instances chosen for termination go back into the pool. */
+static void test_leadership_lost_mid_plan(void **state)
+{
+        struct fake *f = fake_new(&fake_managed_ops);
+        struct fake_lease lease = {.may = true, .epoch = 3};
+        struct backend *busy;
+        struct config smaller;
+        char ids[3][INSTANCE_ID_MAX];
+
+        set_lease(f, &lease);
+        for (int i = 0; i < 3; i++) {
+                memcpy(ids[i], cloud_add(f, INSTANCE_RUNNING)->id, INSTANCE_ID_MAX);
+                f->wall += 60 * SEC; /* ids[2] is the newest: the one a scale-down picks */
+        }
+        reconcile_start(f->r);
+        run(f);
+        answer_list(f);
+        all_healthy(f);
+        assert_idle(f);
+
+        /* Scale down to 2 while the victim drains; the lease lapses meanwhile. */
+        busy = backend_of(f, ids[2]);
+        backend_ref(busy);
+        busy->active = 1;
+        smaller = f->config;
+        smaller.desired = 2;
+        reconcile_set_config(f->r, &smaller);
+        run(f);
+        answer_list(f);
+        assert_int_equal(f->pool->n_backends, 2);
+        lease.may = false;
+        busy->active = 0;
+        run_for(f, 120);
+        assert_null(f->terminate_cb);
+        assert_int_equal(f->terminates, 0);
+        assert_int_equal(f->pool->n_backends, 3); /* back in the pool */
+        assert_true(view(f).following);
+        backend_unref(busy);
+
+        /* A launch decided by a leader that loses the lease before the call. */
+        smaller.desired = 4;
+        lease.may = true;
+        reconcile_set_config(f->r, &smaller);
+        run(f);
+        lease.may = false;
+        answer_list(f);
+        assert_idle(f);
+        assert_int_equal(f->launches, 0);
+        fake_free_all(f);
+}
+
 static void test_replace_not_running(void **state)
 {
         struct fake *f = fake_adopted(3);
@@ -1423,6 +1560,8 @@ static void test_zones(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_follower_changes_nothing),
+                cmocka_unit_test(test_leadership_lost_mid_plan),
                 cmocka_unit_test(test_adopt),
                 cmocka_unit_test(test_launch_and_client_token),
                 cmocka_unit_test(test_replace_not_running),
