@@ -264,7 +264,7 @@ class Journey:
         self.lb_group = out["LBD_SECURITY_GROUP_LB"]
         self.upstream = out["LBD_UPSTREAM"]
         self.web_instance = out["LBD_WEB_INSTANCE"]
-        if not re.fullmatch(rf"127\.0\.1\.\d+:{WEB_PORT}", self.upstream):
+        if not re.fullmatch(rf"{re.escape(self.testnet.subnet_prefix())}\d+:{WEB_PORT}", self.upstream):
             raise Failure(f"lbctl provision says the upstream is {self.upstream}")
         log(f"web host {self.web_instance} at {self.upstream}; backend group {self.groups}")
 
