@@ -92,9 +92,9 @@ class LocalEnv:
             text += f"command = {command}\n"
         return text
 
-    def start_lbd(self, desired=3, healthy=None, timeout=20.0, health_interval="100ms", **kw):
+    def start_lbd(self, desired=3, healthy=None, timeout=20.0, **kw):
         """Starts lbd and waits until `healthy` (default: desired) backends are up."""
-        self.lbd = self.h.lbd(config=self.config(desired, **kw), wait=False, health_interval=health_interval,
+        self.lbd = self.h.lbd(config=self.config(desired, **kw), wait=False,
                               args=["--set", "lbd.drain_timeout=5s"])
         self.lbd.wait_ready(healthy=desired if healthy is None else healthy, timeout=timeout)
         return self.lbd

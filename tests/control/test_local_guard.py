@@ -42,12 +42,7 @@ def test_all_failing_terminates_nothing_and_keeps_serving(env):
     # so when it answers 503 only lbd's probes fail (they are relayed to it), not the traffic.
     command = "{lbd} --listen {address} --backend {upstream} --admin off --access-log off " \
               "--set health.expect=200-599"
-    # "At once" is as lbd sees it: each backend's checks run on a timer of their own, so the three go down
-    # up to an interval apart, later still on a loaded machine, and the reconciler waits a settle time (fall
-    # x interval) after the first before it acts. A 500 ms interval leaves a second for that, where 100 ms
-    # left 0.2 s and a busy machine overran it: two down and one still up is a partial failure, and lbd
-    # rightly replaced the two.
-    lbd = env.start_lbd(desired=3, command=command, grace="1s", health_interval="500ms")
+    lbd = env.start_lbd(desired=3, command=command, grace="1s")
     relays = env.wait_relays(3)
     env.wait_healthy(3)
     time.sleep(1.0)  # past the grace period
