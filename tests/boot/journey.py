@@ -5,7 +5,8 @@ runs its user data through cloud-init (tests/control/bootworld.py), against moto
 Phases (each timed; the durations and the figures are printed at the end):
   image      the Debian 12 base image tree (tests/boot/mkimage.sh: debootstrap, cloud-init for NoCloud),
              made once and cached in the build tree (BOOT_IMAGE_DIR)
-  cloud      moto_server on 127.0.0.1, the loopback VPC and subnet, the base image registered and mapped to
+  cloud      moto_server on 127.0.0.1, the loopback VPC and the journey's own subnet (LBD_TEST_SLOT,
+             tests/control/testnet.py), the base image registered and mapped to
              the tree; the boot world watching the subnet; the project's source as a .tar.gz served on
              127.0.0.1 (LBD_SOURCE_URL of both user-data scripts)
   provision  `lbctl provision` as the installer runs it: the three security groups and the web host, which
@@ -164,8 +165,10 @@ class Journey:
     def __init__(self, clock, workdir):
         import bootworld
         import ec2env
+        import testnet
         self.bootworld = bootworld
         self.ec2env = ec2env
+        self.testnet = testnet
         self.clock = clock
         self.workdir = Path(workdir)
         self.lbd_path = Path(os.environ.get("LBD_BINARY") or REPO / "build" / "lbd" / "lbd")
@@ -232,7 +235,7 @@ class Journey:
                                               max_seconds=self.clock.deadline - time.monotonic() + 60)
         self.world.add_image(self.base_image, self.image_dir)
         log(f"moto on {self.moto.endpoint}: VPC {self.moto.vpc_id} 127.0.0.0/16, subnet {self.moto.subnet_id} "
-            f"127.0.1.0/24, image {self.base_image} = {self.image_dir}")
+            f"{self.testnet.subnet()}, image {self.base_image} = {self.image_dir}")
 
         served = self.workdir / "served"
         served.mkdir()
@@ -261,7 +264,7 @@ class Journey:
         self.lb_group = out["LBD_SECURITY_GROUP_LB"]
         self.upstream = out["LBD_UPSTREAM"]
         self.web_instance = out["LBD_WEB_INSTANCE"]
-        if not re.fullmatch(rf"127\.0\.1\.\d+:{WEB_PORT}", self.upstream):
+        if not re.fullmatch(rf"{re.escape(self.testnet.subnet_prefix())}\d+:{WEB_PORT}", self.upstream):
             raise Failure(f"lbctl provision says the upstream is {self.upstream}")
         log(f"web host {self.web_instance} at {self.upstream}; backend group {self.groups}")
 

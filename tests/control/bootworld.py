@@ -8,7 +8,7 @@ user data, as EC2 would:
   - for each instance "running" in the watched subnet, the world writes a NoCloud seed (user-data: exactly
     the bytes of DescribeInstanceAttribute userData; meta-data: instance-id, local-hostname, local-ipv4) into
     a fresh upper layer, mounts the overlay and boots it: `systemd-nspawn --boot` on the host's network, so
-    what the machine serves on its instance address (127.0.1.x) is what lbd reaches;
+    what the machine serves on its instance address (127.0.N.x) is what lbd reaches;
   - stopping or terminating the instance powers the machine off (SIGRTMIN+4 to its systemd, as
     `machinectl poweroff` sends); a stopped instance keeps its upper layer and boots from it when started
     again, a terminated one loses it. kill() is a crash: SIGKILL to the machine's init from outside, which

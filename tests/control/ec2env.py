@@ -3,15 +3,17 @@
 One Ec2Env holds a test's world, all on 127.0.0.1:
   - moto_server with SigV4 checking on (INITIAL_NO_AUTH_ACTION_COUNT=3: those three
     calls create the IAM user, its policy and its access key; everything after is
-    signed and verified), a VPC 127.0.0.0/16 and the subnet 127.0.1.0/24, so every
-    instance gets a loopback address;
+    signed and verified), a VPC 127.0.0.0/16 and the test's own subnet 127.0.N.0/24
+    (testnet.py: N from the test's slot), so every instance gets a loopback address
+    that no other test running at the same time uses;
   - the upstream "web host" (tests/helpers/backend.py) the relays forward to;
   - the fault proxy (tests/helpers/faultproxy.py) in front of moto: lbd's EC2 endpoint,
     where its calls are counted and faults injected;
   - the test agent (tests/helpers/agent.py), which boots instances into relays;
   - lbd itself (provider ec2), its stderr captured line by line with arrival times;
   - a bounded request loop through lbd.
-Every process started here is tracked and ended by this harness, by its own handle.
+Every port is one of the test's own (testnet.py). Every process started here is tracked
+and ended by this harness, by its own handle.
 Every wait is bounded. Nothing is ever sent outside 127.0.0.0/8: lbd's config sets
 [pool] networks = 127.0.0.0/8, its endpoint is the proxy, and its environment carries
 no AWS variables but the ones set here (the metadata service is off unless a test
@@ -34,6 +36,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+import testnet
 
 REPO = Path(__file__).resolve().parents[2]
 HELPERS = REPO / "tests" / "helpers"
@@ -74,10 +78,7 @@ def require_tools():
     return lbd, moto
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = testnet.free_port
 
 
 def wait_until(fn, timeout, what, interval=0.1):
@@ -179,9 +180,10 @@ class Moto:
         # From here on every call is signed and checked.
         self.ec2 = self.client("ec2")
         self.vpc_id = self.ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
-        # One subnet per zone, all on loopback: 127.0.1.0/24 in us-east-1a, 127.0.2.0/24 in us-east-1b, ...
+        # One subnet per zone, all on loopback and the test's own: testnet.subnet(0) in us-east-1a,
+        # testnet.subnet(1) in us-east-1b, ...
         self.subnet_ids = [
-            self.ec2.create_subnet(VpcId=self.vpc_id, CidrBlock=f"127.0.{i + 1}.0/24",
+            self.ec2.create_subnet(VpcId=self.vpc_id, CidrBlock=testnet.subnet(i),
                                    AvailabilityZone=f"{REGION}{'abcdef'[i]}")["Subnet"]["SubnetId"]
             for i in range(subnets)]
         self.subnet_id = self.subnet_ids[0]

@@ -7,15 +7,14 @@ One LocalEnv holds a test's world, all on 127.0.0.1:
     directory; lbd starts them as `lbd --listen ... --backend <web>` (relay
     mode, the default command);
   - bounded request loops through lbd (lbdtest.LoadThreads).
+Every port is one of the test's own (testnet.py), lbdtest's included.
 The relays outlive lbd by design (a restarted lbd adopts them), so cleanup()
 ends them too: by the pids of the state file, each checked first through
 /proc/PID/cmdline to be one of this test's relays. Every wait is bounded.
 """
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 import lbdtest  # noqa: E402  (the data plane's harness: Lbd, Backend, LoadThreads)
+import testnet  # noqa: E402
+
+# Every port the harness picks is one of this test's own (testnet.py), so that two tests run at once.
+lbdtest.free_port = testnet.free_port
 
 LBCTL_DEFAULT = REPO / "build" / "lbctl" / "lbctl"
 
@@ -36,25 +39,6 @@ def lbctl_binary():
     lbd = lbdtest.lbd_binary()
     guess = lbd.parent.parent / "lbctl" / "lbctl"
     return guess if guess.exists() else LBCTL_DEFAULT
-
-
-def free_port_block(n, tries=100):
-    """A random block of n consecutive free ports on 127.0.0.1."""
-    for _ in range(tries):
-        base = random.randrange(30000, 60000 - n)
-        socks = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise AssertionError(f"no block of {n} free ports found")
 
 
 def proc_cmdline(pid):
@@ -83,7 +67,7 @@ class LocalEnv:
         self.workdir = Path(workdir)
         self.h = lbdtest.Harness(self.workdir)
         self.web = self.h.backend("web")
-        self.base_port = free_port_block(self.PORTS)
+        self.base_port = testnet.free_ports(self.PORTS)
         self.state_file = self.workdir / "local.state"
         self.lbd = None
         self.seen_pids = set()

@@ -4,6 +4,7 @@ with the rendered user data, checked through boto3 (EC2's view, not lbd's); then
 import time
 
 import ec2env
+import testnet
 
 
 def test_launch_from_nothing(ec2_env):
@@ -22,7 +23,7 @@ def test_launch_from_nothing(ec2_env):
         assert tags["Name"] == f"lbd-{ec2env.TAG_VALUE}"
         assert inst["SubnetId"] == env.moto.subnet_id
         assert inst["VpcId"] == env.moto.vpc_id
-        assert inst["PrivateIpAddress"].startswith("127.0.1.")
+        assert inst["PrivateIpAddress"].startswith(testnet.subnet_prefix())
         assert inst["ImageId"] == ec2env.IMAGE
         assert inst["InstanceType"] == "t3.micro"
         assert env.moto.sg_id in [g["GroupId"] for g in inst.get("SecurityGroups", [])]

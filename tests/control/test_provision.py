@@ -1,5 +1,5 @@
 """`lbctl provision` against moto_server with signature checking on (ec2env.Moto: an IAM user's key, the
-VPC 127.0.0.0/16 and its subnet 127.0.1.0/24). What it made is checked through boto3, EC2's view: every
+VPC 127.0.0.0/16 and the test's own subnet, testnet.subnet()). What it made is checked through boto3, EC2's view: every
 ingress rule of the three security groups one by one, the web host (subnet, group, tags, user data byte for
 byte), and that a second run creates nothing. Also: SSH from the whole Internet and bad options are
 refused with exit 2, wrong or missing credentials give exit 3, an API error exit 1 naming the call and
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import ec2env
+import testnet
 
 TAG_KEY, TAG_VALUE = "lbd:pool", "main"
 SSH_CIDR = "203.0.113.0/24"
@@ -162,7 +163,7 @@ def test_provision_from_nothing_then_again(moto, tmp_path):
     assert [i["InstanceId"] for i in insts] == [out["LBD_WEB_INSTANCE"]]
     inst = insts[0]
     assert inst["SubnetId"] == moto.subnet_id and inst["VpcId"] == moto.vpc_id
-    assert ipaddress.ip_address(inst["PrivateIpAddress"]) in ipaddress.ip_network("127.0.1.0/24")
+    assert ipaddress.ip_address(inst["PrivateIpAddress"]) in ipaddress.ip_network(testnet.subnet())
     assert out["LBD_UPSTREAM"] == f"{inst['PrivateIpAddress']}:8080"
     assert [g["GroupId"] for g in inst["SecurityGroups"]] == [web]
     assert inst["ImageId"] == out["LBD_IMAGE"]

@@ -5,7 +5,7 @@ moto_server only records instances; nothing runs on them. This agent watches mot
 (DescribeInstances through boto3, polled every --poll seconds) and, for each instance
 that is "running" in the watched subnets, starts what the instance's user data would
 start on a real machine: lbd in relay mode, listening on the instance's private
-address (127.0.1.x, this machine's loopback) and [pool] port, relaying to the upstream
+address (127.0.N.x, this machine's loopback) and [pool] port, relaying to the upstream
 named in the user data ("--backend ADDR" or "UPSTREAM=ADDR"). When the instance leaves
 "running" (stopping, stopped, shutting-down, terminated, gone), the relay is stopped
 (SIGTERM, then SIGKILL after 5 s). A relay that dies on its own is not restarted: on a
