@@ -20,12 +20,14 @@ struct reconcile;
 struct history;
 struct autoscale;
 struct tls_client;
+struct loops;
 
 struct lbd {
         struct event_base *base;
         struct config *config;   /* current settings; replaced as a whole on reload */
         struct pool *pool;
-        struct proxy *proxy;
+        struct proxy *proxy;     /* the data plane on the main loop (threads = 1), else NULL */
+        struct loops *loops;     /* the data plane on worker loops (threads > 1, loops.h), else NULL */
         struct health *health;
         struct admin *admin;
         struct accesslog *accesslog;

@@ -2,12 +2,17 @@
  * See proxy.c for the state machine. */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "lbd/latency.h"
 
 struct lbd;
+struct loop;
 struct proxy;
+struct accesslog;
+struct event_base;
+struct pool_view;
 struct config;
 struct tls;
 
@@ -24,8 +29,12 @@ struct proxy_stats {
         struct latency_hist latency; /* every exchange's duration but tunnels' (status 101) */
 };
 
-/* Creates the proxy for <lbd> (uses lbd->base, lbd->pool, lbd->accesslog). Returns NULL on ENOMEM. */
-struct proxy *proxy_new(struct lbd *lbd);
+/* Creates a proxy for <lbd> on the event loop <base>. <loop> is the worker loop it runs on (loops.c), NULL
+ * for the main loop's one proxy; <index> its slot in each backend's loops[]. It logs to <accesslog>, or to
+ * lbd->accesslog when NULL, and picks from lbd->pool->view until proxy_set_view(). Returns NULL on
+ * ENOMEM. */
+struct proxy *proxy_new(struct lbd *lbd, struct event_base *base, struct loop *loop, unsigned index,
+                        struct accesslog *accesslog);
 
 /* Binds every [lbd] listen address of <c> and starts accepting. Returns 0 or -errno (logged). */
 int proxy_listen(struct proxy *p, const struct config *c);
@@ -44,7 +53,21 @@ void proxy_set_config(struct proxy *p, const struct config *c);
  * with "Connection: close". Calls <done> once no client connection is left. */
 void proxy_drain(struct proxy *p, void (*done)(void *userdata), void *userdata);
 
+/* The proxy's own counters; only for the thread it runs on (others: proxy_add_stats()). */
 const struct proxy_stats *proxy_get_stats(const struct proxy *p);
+/* Adds its counters to <ret>, read atomically: any thread. */
+void proxy_add_stats(const struct proxy *p, struct proxy_stats *ret);
+/* Client connections open now, read atomically: any thread. */
+uint64_t proxy_connections(const struct proxy *p);
+
+/* Loops (loops.c): the first proxy binds with proxy_listen(), then gives its listening sockets to the
+ * caller (<fds>, at most <max>; returns how many), who closes them; every other proxy accepts on the same
+ * sockets after proxy_share_listeners(). Called before the loops' threads start. */
+size_t proxy_take_listeners(struct proxy *p, int *fds, size_t max);
+void proxy_share_listeners(struct proxy *p, const struct proxy *from);
+
+/* Picks from <v> from now on (the proxy takes the reference; the previous view's goes). */
+void proxy_set_view(struct proxy *p, struct pool_view *v);
 
 /* Closes everything at once. Returns NULL. */
 struct proxy *proxy_free(struct proxy *p);
