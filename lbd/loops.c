@@ -115,6 +115,7 @@ struct loops {
         void *drain_userdata;
         size_t drain_left;     /* loops with clients left */
         size_t accepting_left; /* loops still accepting */
+        unsigned accept_pauses; /* loops out of descriptors now (acceptpause_share()) */
 };
 
 /* ---- inboxes ---- */
@@ -322,15 +323,16 @@ static void loop_forward_log(void *userdata, char *buf, size_t len)
         struct loop *lp = userdata;
         struct log_block *b = malloc(sizeof(*b));
 
+        if (b) {
+                b->ls = lp->loops;
+                b->buf = buf;
+                b->len = len;
+        }
         if (!b || inbox_post(&lp->loops->inbox, main_log_block, b) < 0) {
                 log_debug("Out of memory: access log lines dropped");
                 free(b);
                 free(buf);
-                return;
         }
-        b->ls = lp->loops;
-        b->buf = buf;
-        b->len = len;
 }
 
 static void *loop_thread(void *arg)
@@ -467,7 +469,7 @@ int loops_new(struct lbd *l, struct loops **ret)
         r = proxy_listen(ls->loops[0].proxy, l->config);
         if (r < 0)
                 return r;
-        ls->n_fds = proxy_take_listeners(ls->loops[0].proxy, ls->fds, ELEMENTSOF(ls->fds));
+        ls->n_fds = proxy_take_listeners(ls->loops[0].proxy, ls->fds, ELEMENTSOF(ls->fds), &ls->accept_pauses);
         for (size_t i = 1; i < ls->n; i++)
                 proxy_share_listeners(ls->loops[i].proxy, ls->loops[0].proxy);
 
@@ -499,14 +501,15 @@ void loops_set_config(struct loops *ls, const struct config *next, struct config
         for (size_t i = 0; i < ls->n; i++) {
                 struct loop_arg *a = malloc(sizeof(*a));
 
+                if (a) {
+                        a->lp = &ls->loops[i];
+                        a->arg = m;
+                }
                 if (!a || loop_post(&ls->loops[i], loop_config_cb, a) < 0) {
                         free(a);
                         log_error("Out of memory: event loop %zu keeps the previous settings", i);
                         m->left--;
-                        continue;
                 }
-                a->lp = &ls->loops[i];
-                a->arg = m;
         }
         if (m->left == 0) {
                 free(m->prev);
@@ -526,13 +529,16 @@ void loops_update_view(struct loops *ls)
         for (size_t i = 0; i < ls->n; i++) {
                 struct loop_arg *a = malloc(sizeof(*a));
 
+                if (a) {
+                        a->lp = &ls->loops[i];
+                        a->arg = pool_view_ref(v);
+                }
                 if (!a || loop_post(&ls->loops[i], loop_view_cb, a) < 0) {
+                        if (a)
+                                pool_view_unref(a->arg);
                         free(a);
                         log_error("Out of memory: event loop %zu keeps the previous set of backends", i);
-                        continue;
                 }
-                a->lp = &ls->loops[i];
-                a->arg = pool_view_ref(v);
         }
 }
 

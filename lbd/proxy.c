@@ -2351,11 +2351,12 @@ uint64_t proxy_connections(const struct proxy *p)
         return COUNTER_GET(p->stats.connections);
 }
 
-size_t proxy_take_listeners(struct proxy *p, int *fds, size_t max)
+size_t proxy_take_listeners(struct proxy *p, int *fds, size_t max, unsigned *pauses)
 {
         size_t n = 0;
 
         p->listeners_shared = true;
+        acceptpause_share(&p->accept_pause, pauses);
         for (size_t i = 0; i < p->n_listeners && n < max; i++)
                 fds[n++] = p->listeners[i].fd;
         return n;
@@ -2364,6 +2365,7 @@ size_t proxy_take_listeners(struct proxy *p, int *fds, size_t max)
 void proxy_share_listeners(struct proxy *p, const struct proxy *from)
 {
         p->listeners_shared = true;
+        acceptpause_share(&p->accept_pause, from->accept_pause.shared);
         p->n_listeners = from->n_listeners;
         for (size_t i = 0; i < from->n_listeners; i++) {
                 struct listener *l = &p->listeners[i];

@@ -62,8 +62,9 @@ uint64_t proxy_connections(const struct proxy *p);
 
 /* Loops (loops.c): the first proxy binds with proxy_listen(), then gives its listening sockets to the
  * caller (<fds>, at most <max>; returns how many), who closes them; every other proxy accepts on the same
- * sockets after proxy_share_listeners(). Called before the loops' threads start. */
-size_t proxy_take_listeners(struct proxy *p, int *fds, size_t max);
+ * sockets after proxy_share_listeners(). Their descriptor shortages are logged once for all, counted in
+ * <pauses> (acceptpause_share()). Called before the loops' threads start. */
+size_t proxy_take_listeners(struct proxy *p, int *fds, size_t max, unsigned *pauses);
 void proxy_share_listeners(struct proxy *p, const struct proxy *from);
 
 /* Picks from <v> from now on (the proxy takes the reference; the previous view's goes). */
