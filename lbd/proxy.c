@@ -635,7 +635,11 @@ static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
         struct listener *l = userdata;
         struct proxy *p = l->proxy;
 
-        for (int i = 0; i < ACCEPT_BATCH && p->accepting; i++) {
+        /* A worker loop takes one connection per wake-up: the loops sharing the socket all wake, so a
+         * burst spreads over them instead of going whole to the first one up (loops.c). */
+        int batch = p->loop ? 1 : ACCEPT_BATCH;
+
+        for (int i = 0; i < batch && p->accepting; i++) {
                 struct netaddr peer = { .len = sizeof(peer.u) };
                 struct client *c;
                 int fd, one = 1;
