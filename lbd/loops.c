@@ -61,6 +61,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -277,14 +278,27 @@ static void main_loop_stopped_accepting(void *arg)
         ls->n_fds = 0;
 }
 
-static void loop_drain_cb(void *arg)
+/* Runs in a later turn of the loop than proxy_drain(): the loop's epoll change list, where the listeners'
+ * event_del() waited, has been applied by then. */
+static void loop_stopped_accepting(evutil_socket_t fd, short what, void *arg)
 {
         struct loop *lp = arg;
 
-        /* The proxy stops watching the shared sockets first; the main loop closes them once every loop
-         * has, so no loop ever calls accept() on a closed (or reused) descriptor. */
-        proxy_drain(lp->proxy, loop_drained, lp);
         if (inbox_post(&lp->loops->inbox, main_loop_stopped_accepting, lp->loops) < 0)
+                log_error("Out of memory: the listening sockets stay open until the stop");
+}
+
+static void loop_drain_cb(void *arg)
+{
+        struct loop *lp = arg;
+        /* Not 0: event_base_once() runs a zero timeout in this very turn, before the change list. */
+        const struct timeval next_turn = {0, 1};
+
+        /* The proxy stops watching the shared sockets first; the main loop closes them once every loop
+         * has (and its epoll no longer holds them), so no loop ever touches a closed or reused
+         * descriptor. */
+        proxy_drain(lp->proxy, loop_drained, lp);
+        if (event_base_once(lp->base, -1, EV_TIMEOUT, loop_stopped_accepting, lp, &next_turn) < 0)
                 log_error("Out of memory: the listening sockets stay open until the stop");
 }
 
@@ -473,14 +487,23 @@ int loops_new(struct lbd *l, struct loops **ret)
         for (size_t i = 1; i < ls->n; i++)
                 proxy_share_listeners(ls->loops[i].proxy, ls->loops[0].proxy);
 
+        /* The threads start with every signal blocked, so SIGHUP and SIGTERM always reach the main loop's
+         * handlers (a signal delivered to a worker blocked in epoll_wait() could wait there). */
+        sigset_t all, prev;
+
+        (void)sigfillset(&all);
+        (void)pthread_sigmask(SIG_BLOCK, &all, &prev);
         for (size_t i = 0; i < ls->n; i++) {
                 struct loop *lp = &ls->loops[i];
 
                 r = pthread_create(&lp->thread, NULL, loop_thread, lp);
                 if (r != 0)
-                        return log_error_errno(r, "Failed to start the thread of event loop %zu: %m", i);
+                        break;
                 lp->started = true;
         }
+        (void)pthread_sigmask(SIG_SETMASK, &prev, NULL);
+        if (r != 0)
+                return log_error_errno(r, "Failed to start the thread of an event loop: %m");
         log_info("Serving on %zu event loops", ls->n);
         return 0;
 }
