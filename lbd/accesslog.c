@@ -414,19 +414,7 @@ void accesslog_write(struct accesslog *a, const struct accesslog_entry *e)
                 return;
 
         n = accesslog_format(a, e, line, sizeof(line));
-        if (a->len + n > ACCESSLOG_BUFFER_MAX)
-                (void)accesslog_flush(a);
-        if (a->len + n > ACCESSLOG_BUFFER_MAX) {
-                a->dropped++;
-                accesslog_arm(a);
-                return;
-        }
-
-        memcpy(a->buf + a->len, line, n);
-        a->len += n;
-        if (a->len > ACCESSLOG_FLUSH_AT)
-                (void)accesslog_flush(a);
-        accesslog_arm(a);
+        accesslog_append(a, line, n);
 }
 
 uint64_t accesslog_dropped(const struct accesslog *a)
