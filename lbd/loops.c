@@ -62,6 +62,7 @@
 #include <event2/event.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -362,7 +363,8 @@ static void *loop_thread(void *arg)
 
 struct report {
         struct backend *b; /* a reference */
-        const char *reason; /* a static string, or NULL for a result */
+        bool refused;
+        char reason[128];  /* refused: a copy (the loop's may be on its stack) */
         unsigned status;
         unsigned passive_fall;
 };
@@ -371,7 +373,7 @@ static void main_report(void *arg)
 {
         struct report *r = arg;
 
-        if (r->reason)
+        if (r->refused)
                 backend_report_refused(r->b, r->reason);
         else
                 backend_report_result(r->b, r->status, r->passive_fall);
@@ -389,7 +391,8 @@ static void loop_send_report(struct loop *lp, struct backend *b, const char *rea
                 return;
         }
         r->b = backend_ref(b);
-        r->reason = reason;
+        r->refused = reason != NULL;
+        (void)snprintf(r->reason, sizeof(r->reason), "%s", reason ? reason : "");
         r->status = status;
         r->passive_fall = passive_fall;
         if (inbox_post(&lp->loops->inbox, main_report, r) < 0) {

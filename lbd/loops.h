@@ -44,7 +44,8 @@ uint64_t loops_connections(const struct loops *ls, size_t i);
 struct loops *loops_free(struct loops *ls);
 
 /* Passive health from a proxy on loop <lp> (NULL: the main loop's own proxy, threads = 1): the verdict
- * is the main loop's, so a worker sends the signal there (backend.h's backend_report_*). */
+ * is the main loop's, so a worker sends the signal there (backend.h's backend_report_*), with a copy of
+ * <reason> (which may be on the caller's stack). */
 void loop_report_refused(struct loop *lp, struct backend *b, const char *reason);
 void loop_report_result(struct loop *lp, struct backend *b, unsigned status, unsigned passive_fall);
 
