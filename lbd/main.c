@@ -435,7 +435,9 @@ static int main_run(struct main_state *m)
         char status[256];
         int r;
 
-        r = daemon_start(&m->daemon, EVENT_BASE_FLAG_NOLOCK | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        /* With worker loops, no loop defers its epoll_ctl() calls (loops.c says why). */
+        r = daemon_start(&m->daemon, l->config->threads > 1 ? EVENT_BASE_FLAG_NOLOCK
+                                                           : EVENT_BASE_FLAG_NOLOCK | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
         if (r < 0)
                 return r;
         l->base = m->daemon.base;
