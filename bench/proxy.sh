@@ -276,7 +276,11 @@ start_lbd() {
 	for b in "${backend_ports[@]}"; do
 		args+=(--backend "127.0.0.1:$b")
 	done
-	args+=(--admin off --access-log off --set lbd.max_connections=20000 --set "lbd.threads=$proxy_threads")
+	args+=(--admin off --access-log off --set lbd.max_connections=20000)
+	# Only when asked: an lbd from before [lbd] threads (--lbd) still runs with one loop.
+	if ((proxy_threads != 1)); then
+		args+=(--set "lbd.threads=$proxy_threads")
+	fi
 	"$lbd_bin" "${args[@]}" "${lbd_extra[@]}" >"$dir/stderr" 2>&1 &
 	pid=$!
 	bench_track "$pid"

@@ -31,9 +31,8 @@
  *     which applies the one verdict for every loop (backend_report_*). A good response resets the
  *     consecutive-failure count where it is seen (an atomic store, only when it was not 0 already);
  *   - reload: every loop takes the new settings; the old ones are freed once every loop answered;
- *   - drain (lbctl drain of the whole proxy, SIGTERM): every loop stops accepting, closes its idle clients
- *     and lets busy ones finish with "Connection: close"; once every loop has stopped accepting the main
- *     loop closes the listening sockets (new connections are refused at once, as with one loop), and once
+ *   - drain (SIGTERM): every loop closes its listening sockets (new connections are refused at once, as
+ *     with one loop), closes its idle clients and lets busy ones finish with "Connection: close"; once
  *     every loop has no client left the stop completes; the drain deadline ends the loops regardless;
  *   - stop: the main loop tells each loop to leave its event loop, joins the threads, and then frees the
  *     proxies (closing what is left) from the main thread, which nothing else uses by then;
@@ -51,12 +50,15 @@
  * WATCHDOG=1 only while every stamp is recent, so a wedged worker gets lbd restarted like a wedged main
  * loop does.
  *
- * Listening sockets: one socket per address, bound once and shared by every loop, each loop watching it
- * with its own event. A loop that is full ([lbd] max_connections, split between the loops) or stopping
- * stops watching and the others keep accepting, so no connection waits in a queue that only a busy or
- * stopping loop would serve, which is what one SO_REUSEPORT socket per loop risks (the kernel hashes a
- * connection to a socket whatever its loop is doing). The price is that an idle loop may wake for a
- * connection another loop takes (accept4() then says EAGAIN); with a few loops it is small.
+ * Listening sockets: one per loop and address, bound with SO_REUSEPORT, so the kernel spreads new
+ * connections over the loops by their addresses' hash. One socket shared by every loop was tried first and
+ * measured (bench/README.md): every loop wakes for each connection and the first one up takes it, so wrk's
+ * 50 connections went 45 to one loop and 5 to the other, and the busy loop set the tail latency (p99 3.3
+ * times HAProxy's with 2 threads). libevent 2.1 cannot ask for EPOLLEXCLUSIVE, which would only cut the
+ * wake-ups, not the imbalance. The price of SO_REUSEPORT: a connection waits in its own loop's queue even
+ * when another loop has room; a loop stops accepting only when full (its share of max_connections) or
+ * stopping, and a stop stops every loop at once, so what waits is what a full single loop would make
+ * wait too.
  *
  * Limits: max_connections keeps its documented meaning, client connections at once for the whole of lbd:
  * each loop takes its share (max_connections / threads, at least 1). max_idle_per_backend is per loop.
@@ -116,13 +118,10 @@ struct loops {
         struct inbox inbox; /* the main loop's */
         struct loop *loops;
         size_t n;
-        int fds[CONFIG_MAX_LISTEN];
-        size_t n_fds;
         struct pool_view *view; /* the last one sent */
         void (*drain_done)(void *userdata);
         void *drain_userdata;
         size_t drain_left;     /* loops with clients left */
-        size_t accepting_left; /* loops still accepting */
         unsigned accept_pauses; /* loops out of descriptors now (acceptpause_share()) */
 };
 
@@ -273,40 +272,11 @@ static void loop_drained(void *userdata)
                 log_error("Out of memory: a drained loop could not say so; the drain deadline ends it");
 }
 
-static void main_loop_stopped_accepting(void *arg)
-{
-        struct loops *ls = arg;
-
-        assert(ls->accepting_left > 0);
-        if (--ls->accepting_left > 0)
-                return;
-        for (size_t i = 0; i < ls->n_fds; i++)
-                (void)close(ls->fds[i]);
-        ls->n_fds = 0;
-}
-
-/* Runs in a later turn of the loop than proxy_drain(): the loop's epoll change list, where the listeners'
- * event_del() waited, has been applied by then. */
-static void loop_stopped_accepting(evutil_socket_t fd, short what, void *arg)
-{
-        struct loop *lp = arg;
-
-        if (inbox_post(&lp->loops->inbox, main_loop_stopped_accepting, lp->loops) < 0)
-                log_error("Out of memory: the listening sockets stay open until the stop");
-}
-
 static void loop_drain_cb(void *arg)
 {
         struct loop *lp = arg;
-        /* Not 0: event_base_once() runs a zero timeout in this very turn, before the change list. */
-        const struct timeval next_turn = {0, 1};
 
-        /* The proxy stops watching the shared sockets first; the main loop closes them once every loop
-         * has (and its epoll no longer holds them), so no loop ever touches a closed or reused
-         * descriptor. */
         proxy_drain(lp->proxy, loop_drained, lp);
-        if (event_base_once(lp->base, -1, EV_TIMEOUT, loop_stopped_accepting, lp, &next_turn) < 0)
-                log_error("Out of memory: the listening sockets stay open until the stop");
 }
 
 static void loop_exit_cb(void *arg)
@@ -489,12 +459,12 @@ int loops_new(struct lbd *l, struct loops **ret)
         }
         ls->view = pool_view_ref(l->pool->view);
 
-        r = proxy_listen(ls->loops[0].proxy, l->config);
-        if (r < 0)
-                return r;
-        ls->n_fds = proxy_take_listeners(ls->loops[0].proxy, ls->fds, ELEMENTSOF(ls->fds), &ls->accept_pauses);
-        for (size_t i = 1; i < ls->n; i++)
-                proxy_share_listeners(ls->loops[i].proxy, ls->loops[0].proxy);
+        for (size_t i = 0; i < ls->n; i++) {
+                proxy_share_accept_pauses(ls->loops[i].proxy, &ls->accept_pauses);
+                r = proxy_listen(ls->loops[i].proxy, l->config);
+                if (r < 0)
+                        return r;
+        }
 
         /* The threads start with every signal blocked, so SIGHUP and SIGTERM always reach the main loop's
          * handlers (a signal delivered to a worker blocked in epoll_wait() could wait there). */
@@ -579,11 +549,9 @@ void loops_drain(struct loops *ls, void (*done)(void *userdata), void *userdata)
         ls->drain_done = done;
         ls->drain_userdata = userdata;
         ls->drain_left = ls->n;
-        ls->accepting_left = ls->n;
         for (size_t i = 0; i < ls->n; i++)
                 if (loop_post(&ls->loops[i], loop_drain_cb, &ls->loops[i]) < 0) {
                         log_error("Out of memory: event loop %zu is not drained; the drain deadline ends it", i);
-                        ls->accepting_left--;
                 }
 }
 
@@ -648,8 +616,6 @@ struct loops *loops_free(struct loops *ls)
         }
         /* Reports, log blocks and acknowledgements the loops sent last. */
         inbox_done(&ls->inbox);
-        for (size_t i = 0; i < ls->n_fds; i++)
-                (void)close(ls->fds[i]);
         pool_view_unref(ls->view);
         free(ls->loops);
         free(ls);

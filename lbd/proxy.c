@@ -200,7 +200,6 @@ struct proxy {
         struct accesslog *accesslog; /* its loop's (forwarded to the main loop); NULL: lbd->accesslog */
         struct pool_view *view;      /* the backends as this loop sees them; NULL: lbd->pool->view */
         struct balance_state balance;
-        bool listeners_shared;       /* the listening sockets belong to loops.c, which closes them */
         const struct config *cfg;
         struct tls *tls;             /* the TLS listeners' contexts (tls.h); NULL without one */
         struct listener listeners[CONFIG_MAX_LISTEN];
@@ -635,11 +634,7 @@ static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
         struct listener *l = userdata;
         struct proxy *p = l->proxy;
 
-        /* A worker loop takes one connection per wake-up: the loops sharing the socket all wake, so a
-         * burst spreads over them instead of going whole to the first one up (loops.c). */
-        int batch = p->loop ? 1 : ACCEPT_BATCH;
-
-        for (int i = 0; i < batch && p->accepting; i++) {
+        for (int i = 0; i < ACCEPT_BATCH && p->accepting; i++) {
                 struct netaddr peer = { .len = sizeof(peer.u) };
                 struct client *c;
                 int fd, one = 1;
@@ -2267,6 +2262,13 @@ int proxy_listen(struct proxy *p, const struct config *c)
                 if (fd < 0)
                         return log_error_errno(errno, "Failed to create a socket for %s: %m", name);
                 (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+                /* Worker loops: one socket per loop on the same address, the kernel spreading new
+                 * connections over them (loops.c). */
+                if (p->loop && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+                        r = -errno;
+                        (void)close(fd);
+                        return log_error_errno(r, "Failed to share %s between event loops: %m", name);
+                }
                 if (a->u.sa.sa_family == AF_INET6)
                         (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
                 if (bind(fd, &a->u.sa, a->len) < 0 || listen(fd, 4096) < 0) {
@@ -2314,8 +2316,7 @@ void proxy_drain(struct proxy *p, void (*done)(void *userdata), void *userdata)
                 if (p->listeners[i].fd < 0)
                         continue;
                 (void)event_del(&p->listeners[i].ev);
-                if (!p->listeners_shared)
-                        (void)close(p->listeners[i].fd);
+                (void)close(p->listeners[i].fd);
                 p->listeners[i].fd = -1;
         }
         p->accepting = false;
@@ -2355,33 +2356,9 @@ uint64_t proxy_connections(const struct proxy *p)
         return COUNTER_GET(p->stats.connections);
 }
 
-size_t proxy_take_listeners(struct proxy *p, int *fds, size_t max, unsigned *pauses)
+void proxy_share_accept_pauses(struct proxy *p, unsigned *counter)
 {
-        size_t n = 0;
-
-        p->listeners_shared = true;
-        acceptpause_share(&p->accept_pause, pauses);
-        for (size_t i = 0; i < p->n_listeners && n < max; i++)
-                fds[n++] = p->listeners[i].fd;
-        return n;
-}
-
-void proxy_share_listeners(struct proxy *p, const struct proxy *from)
-{
-        p->listeners_shared = true;
-        acceptpause_share(&p->accept_pause, from->accept_pause.shared);
-        p->n_listeners = from->n_listeners;
-        for (size_t i = 0; i < from->n_listeners; i++) {
-                struct listener *l = &p->listeners[i];
-
-                l->proxy = p;
-                l->fd = from->listeners[i].fd;
-                l->tls = from->listeners[i].tls;
-                l->redirect = from->listeners[i].redirect;
-                (void)event_assign(&l->ev, p->base, l->fd, EV_READ | EV_PERSIST, proxy_accept_cb, l);
-        }
-        p->accepting = false;
-        proxy_update_accepting(p);
+        acceptpause_share(&p->accept_pause, counter);
 }
 
 void proxy_set_view(struct proxy *p, struct pool_view *v)
@@ -2400,8 +2377,7 @@ struct proxy *proxy_free(struct proxy *p)
         for (size_t i = 0; i < p->n_listeners; i++)
                 if (p->listeners[i].fd >= 0) {
                         (void)event_del(&p->listeners[i].ev);
-                        if (!p->listeners_shared)
-                                (void)close(p->listeners[i].fd);
+                        (void)close(p->listeners[i].fd);
                 }
         /* Idle upstream connections, including those of backends a reload removed. */
         while (p->upstreams)

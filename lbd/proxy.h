@@ -36,7 +36,8 @@ struct proxy_stats {
 struct proxy *proxy_new(struct lbd *lbd, struct event_base *base, struct loop *loop, unsigned index,
                         struct accesslog *accesslog);
 
-/* Binds every [lbd] listen address of <c> and starts accepting. Returns 0 or -errno (logged). */
+/* Binds every [lbd] listen address of <c> and starts accepting; on a worker loop with SO_REUSEPORT, next
+ * to the other loops' sockets. Returns 0 or -errno (logged). */
 int proxy_listen(struct proxy *p, const struct config *c);
 
 /* Loads the certificates of <c> for new TLS handshakes (SIGHUP); on a bad file keeps the running ones and
@@ -60,12 +61,9 @@ void proxy_add_stats(const struct proxy *p, struct proxy_stats *ret);
 /* Client connections open now, read atomically: any thread. */
 uint64_t proxy_connections(const struct proxy *p);
 
-/* Loops (loops.c): the first proxy binds with proxy_listen(), then gives its listening sockets to the
- * caller (<fds>, at most <max>; returns how many), who closes them; every other proxy accepts on the same
- * sockets after proxy_share_listeners(). Their descriptor shortages are logged once for all, counted in
- * <pauses> (acceptpause_share()). Called before the loops' threads start. */
-size_t proxy_take_listeners(struct proxy *p, int *fds, size_t max, unsigned *pauses);
-void proxy_share_listeners(struct proxy *p, const struct proxy *from);
+/* Loops (loops.c): the proxies of the loops log a shortage of descriptors once for all of them, counted in
+ * <counter> (acceptpause_share()). Called before the loops' threads start. */
+void proxy_share_accept_pauses(struct proxy *p, unsigned *counter);
 
 /* Picks from <v> from now on (the proxy takes the reference; the previous view's goes). */
 void proxy_set_view(struct proxy *p, struct pool_view *v);
