@@ -195,7 +195,9 @@ static int config_parse_threads(const struct conf_key *k, void *obj, const char 
                 c->threads = MAX(UINT64_C(1), MIN(n, (uint64_t)CONFIG_THREADS_MAX));
                 return 0;
         }
-        return conf_parse_number(k, obj, value, first, reason, size);
+        if (conf_parse_number(k, obj, value, first, reason, size) < 0)
+                return conf_reason(reason, size, "must be auto or a number from 1 to %d", CONFIG_THREADS_MAX);
+        return 0;
 }
 
 static const char *const config_refresh_on_failure_names[] = {"rollback", "stop"};
