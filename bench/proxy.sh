@@ -15,6 +15,7 @@ connections=50
 duration=5
 rounds=5
 threads=1
+proxy_threads=1
 idle_count=10000
 proxies="lbd,haproxy,nginx"
 lbd_bin="$repo_dir/build/lbd/lbd"
@@ -30,6 +31,8 @@ usage: bench/proxy.sh [options]
   --duration S      seconds per round (default $duration)
   --rounds N        counted rounds per proxy, after one warm-up (default $rounds)
   --threads N       wrk threads (default $threads)
+  --threads-proxy N event loops of each proxy: lbd threads = N, HAProxy nbthread N, nginx
+                    worker_processes N (default $proxy_threads)
   --idle N          idle client connections for the RSS figure (default $idle_count)
   --proxies LIST    comma-separated subset of lbd,haproxy,nginx (default all)
   --lbd PATH        lbd binary (default build/lbd/lbd)
@@ -48,6 +51,7 @@ while (($# > 0)); do
 	--duration) bench_need_int "$1" "${2-}"; duration=$2; shift ;;
 	--rounds) bench_need_int "$1" "${2-}"; rounds=$2; shift ;;
 	--threads) bench_need_int "$1" "${2-}"; threads=$2; shift ;;
+	--threads-proxy) bench_need_int "$1" "${2-}"; proxy_threads=$2; shift ;;
 	--idle) bench_need_int "$1" "${2-}"; idle_count=$2; shift ;;
 	--proxies) proxies=${2-}; shift ;;
 	--lbd) lbd_bin=${2-}; shift ;;
@@ -111,14 +115,15 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # nginx keeps its temporary files and its log under its own prefix.
+# nginx_common DIR [WORKERS]: the main context (worker_processes WORKERS, default 1).
 nginx_common() {
-	local dir=$1
+	local dir=$1 workers=${2:-1}
 	mkdir -p "$dir/tmp"
 	cat <<EOF
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
-worker_processes 1;
+worker_processes $workers;
 EOF
 }
 
@@ -188,7 +193,7 @@ start_haproxy() {
 	{
 		cat <<EOF
 global
-    nbthread 1
+    nbthread $proxy_threads
     maxconn 20000
     # The hard descriptor limit may be below the 2 * maxconn HAProxy asks
     # for; 10000 idle client connections still fit.
@@ -232,7 +237,7 @@ start_nginx_proxy() {
 	mkdir -p "$dir"
 	bench_free_port port
 	{
-		nginx_common "$dir"
+		nginx_common "$dir" "$proxy_threads"
 		cat <<EOF
 worker_rlimit_nofile 20000;
 events { worker_connections 20000; }
@@ -272,6 +277,10 @@ start_lbd() {
 		args+=(--backend "127.0.0.1:$b")
 	done
 	args+=(--admin off --access-log off --set lbd.max_connections=20000)
+	# Only when asked: an lbd from before [lbd] threads (--lbd) still runs with one loop.
+	if ((proxy_threads != 1)); then
+		args+=(--set "lbd.threads=$proxy_threads")
+	fi
 	"$lbd_bin" "${args[@]}" "${lbd_extra[@]}" >"$dir/stderr" 2>&1 &
 	pid=$!
 	bench_track "$pid"
@@ -280,16 +289,26 @@ start_lbd() {
 	proxy_log[lbd]="$dir/stderr"
 }
 
-# serving_pid NAME: the process that handles connections (nginx's worker).
-serving_pid() {
-	local pid=${proxy_pid[$1]} child
+# serving_pids NAME: the processes that handle connections (nginx's workers).
+serving_pids() {
+	local pid=${proxy_pid[$1]} children
 	if [[ $1 == nginx ]]; then
-		child=$(pgrep -P "$pid" | head -n 1) || true
-		[[ -n $child ]] || bench_die "nginx proxy has no worker"
-		printf '%s\n' "$child"
+		children=$(pgrep -P "$pid") || true
+		[[ -n $children ]] || bench_die "nginx proxy has no worker"
+		printf '%s\n' "$children"
 	else
 		printf '%s\n' "$pid"
 	fi
+}
+
+# serving_rss NAME: VmRSS of the processes that handle connections, summed, in KiB.
+serving_rss() {
+	local pid total=0 kib
+	for pid in $(serving_pids "$1"); do
+		kib=$(bench_rss_kib "$pid") || bench_die "no VmRSS for $1 ($pid)"
+		total=$((total + kib))
+	done
+	printf '%s\n' "$total"
 }
 
 wait_proxy() {
@@ -340,10 +359,9 @@ run_wrk() {
 declare -A m_rss m_idle
 # idle_test NAME: RSS before and after idle_count idle client connections.
 idle_test() {
-	local name=$1 spid before after out hp i state rc=0
-	spid=$(serving_pid "$name")
+	local name=$1 before after out hp i state rc=0
 	out="$BENCH_TMP/idle-$name.out"
-	before=$(bench_rss_kib "$spid")
+	before=$(serving_rss "$name")
 	python3 "$script_dir/idle-conns.py" --port "${proxy_port[$name]}" --path "$path" \
 		--count "$idle_count" --timeout 240 --hold 300 >"$out" 2>&1 &
 	hp=$!
@@ -359,7 +377,7 @@ idle_test() {
 	done
 	if [[ $state == ready ]]; then
 		sleep 1
-		after=$(bench_rss_kib "$spid")
+		after=$(serving_rss "$name")
 	fi
 	kill -TERM "$hp" 2>/dev/null || true
 	wait "$hp" || rc=$?
@@ -376,7 +394,7 @@ idle_pct=$(bench_idle_pct 2)
 if ((idle_pct < 90)); then
 	bench_log "warning: the machine was only ${idle_pct}% idle before the run: the figures will be noisy"
 fi
-bench_log "lbd proxy benchmark: wrk -t$threads -c$connections -d${duration}s, $rounds round(s)," \
+bench_log "lbd proxy benchmark: wrk -t$threads -c$connections -d${duration}s, $rounds round(s), $proxy_threads loop(s) per proxy," \
 	"$idle_count idle connections, proxies: ${selected[*]}"
 start_backends
 for p in "${selected[@]}"; do
@@ -393,7 +411,7 @@ done
 if ((hold > 0)); then
 	bench_log "backends: ${backend_ports[*]} (path $path)"
 	for p in "${selected[@]}"; do
-		bench_log "$p: port ${proxy_port[$p]} pid $(serving_pid "$p")"
+		bench_log "$p: port ${proxy_port[$p]} pid(s) $(serving_pids "$p" | tr "\n" " ")"
 	done
 	bench_log "holding for $hold s (Ctrl-C stops everything)"
 	# In the background, so that a signal is handled at once, not when the sleep ends.
@@ -414,7 +432,7 @@ for ((r = 1; r <= rounds; r++)); do
 	done
 done
 for p in "${selected[@]}"; do
-	m_rss[$p]=$(bench_rss_kib "$(serving_pid "$p")")
+	m_rss[$p]=$(serving_rss "$p")
 done
 bench_log "idle connections"
 for p in "${selected[@]}"; do

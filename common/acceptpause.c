@@ -45,7 +45,8 @@ bool acceptpause_failed(struct acceptpause *ap, int error)
         if (ap->delay_usec == 0) {
                 ap->delay_usec = ACCEPTPAUSE_FIRST_USEC;
                 ap->since_usec = now_usec();
-                log_warning_errno(error, "%s: out of %s: stopped accepting, trying again in %llu ms: %m",
+                if (!ap->shared || __atomic_fetch_add(ap->shared, 1, __ATOMIC_RELAXED) == 0)
+                        log_warning_errno(error, "%s: out of %s: stopped accepting, trying again in %llu ms: %m",
                                   ap->what, error == ENOBUFS || error == ENOMEM ? "memory" : "file descriptors",
                                   (unsigned long long)(ap->delay_usec / 1000));
         } else
@@ -61,10 +62,18 @@ void acceptpause_accepted(struct acceptpause *ap)
 {
         if (ap->delay_usec == 0)
                 return;
-        log_notice("%s: accepting again after %llu ms; %llu accept() calls failed meanwhile", ap->what,
-                   (unsigned long long)((now_usec() - ap->since_usec) / 1000), (unsigned long long)ap->refused);
+        /* Any listener that accepts again ends the episode of all of them: the shortage is over. */
+        if (!ap->shared || __atomic_exchange_n(ap->shared, 0, __ATOMIC_RELAXED) != 0)
+                log_notice("%s: accepting again after %llu ms; %llu accept() calls failed meanwhile", ap->what,
+                           (unsigned long long)((now_usec() - ap->since_usec) / 1000),
+                           (unsigned long long)ap->refused);
         ap->delay_usec = 0;
         ap->refused = 0;
+}
+
+void acceptpause_share(struct acceptpause *ap, unsigned *counter)
+{
+        ap->shared = counter;
 }
 
 void acceptpause_done(struct acceptpause *ap)

@@ -26,7 +26,13 @@ struct acceptpause {
         uint64_t refused;              /* accept() calls that failed in this episode */
         uint64_t since_usec;           /* when the episode started */
         bool paused;                   /* the owner is not watching its socket now */
+        unsigned *shared;              /* listeners of one socket that started an episode (acceptpause_share()) */
 };
+
+/* <ap> is one of several listeners on one socket (lbd's event loops), all given the same <counter> (0 at
+ * first): an episode is logged once for all of them, when the first one runs short and when one of them
+ * accepts again, not once per listener. */
+void acceptpause_share(struct acceptpause *ap, unsigned *counter);
 
 /* Prepares <ap> on <base>: <set_listening>(<userdata>, on) is called to stop and restart watching the
  * listening socket. <what> must outlive <ap>. Returns 0 or -ENOMEM. */

@@ -14,12 +14,34 @@
 
 struct notify {
         struct event *watchdog;
+        uint64_t watchdog_usec;
+        bool (*alive)(void *userdata, uint64_t usec);
+        void *alive_userdata;
         bool enabled;
+        bool stalled; /* the last tick skipped the ping */
 };
 
 static void notify_watchdog_cb(evutil_socket_t fd, short what, void *userdata)
 {
+        struct notify *n = userdata;
+
+        /* Other loops (lbd's worker threads) must have turned within the interval too. */
+        if (n->alive && !n->alive(n->alive_userdata, n->watchdog_usec / 2)) {
+                if (!n->stalled)
+                        log_warning("An event loop did not answer its heartbeat: watchdog not pinged");
+                n->stalled = true;
+                return;
+        }
+        n->stalled = false;
         (void)sd_notify(0, "WATCHDOG=1");
+}
+
+void notify_set_alive(struct notify *n, bool (*alive)(void *userdata, uint64_t usec), void *userdata)
+{
+        if (!n)
+                return;
+        n->alive = alive;
+        n->alive_userdata = userdata;
 }
 
 int notify_new(struct event_base *base, struct notify **ret)
@@ -37,6 +59,7 @@ int notify_new(struct event_base *base, struct notify **ret)
         if (r > 0 && usec > 0) {
                 struct timeval tv = timeval_from_usec(usec / 2);
 
+                n->watchdog_usec = usec;
                 n->watchdog = event_new(base, -1, EV_PERSIST, notify_watchdog_cb, n);
                 if (!n->watchdog || event_add(n->watchdog, &tv) < 0) {
                         notify_free(n);

@@ -11,7 +11,12 @@
  *   - a regular file or a terminal: plain write(), which doesn't wait for long.
  * When a new line doesn't fit in the buffer even after a flush, it is dropped whole and counted; the count
  * is logged once the buffer has drained. The module owns its buffer, its timer and, for a file target, the
- * descriptor; stderr is only borrowed. */
+ * descriptor; stderr is only borrowed.
+ *
+ * With several event loops (loops.c) only the main loop's log writes: each worker loop's log is a
+ * forwarding one (accesslog_open_forward()), whose flush hands its whole lines, as one block, to a
+ * callback that carries them to the main loop's log (accesslog_append()). One writer: lines are never
+ * interleaved, whatever the target. */
 #include "lbd/accesslog.h"
 
 #include <errno.h>
@@ -57,6 +62,10 @@ struct accesslog {
 
         char *buf; /* ACCESSLOG_BUFFER_MAX bytes; [0, len) queued, whole lines only */
         size_t len;
+
+        /* Forwarding log: flushes hand the buffer to forward() instead of writing */
+        void (*forward)(void *userdata, char *buf, size_t len);
+        void *forward_userdata;
 
         uint64_t dropped;
         uint64_t dropped_reported;
@@ -164,6 +173,23 @@ static int accesslog_flush(struct accesslog *a)
         size_t done = 0;
         int r = 0;
 
+        if (a->forward) {
+                char *copy;
+
+                if (a->len == 0)
+                        return 0;
+                copy = malloc(a->len);
+                if (!copy) {
+                        a->dropped += accesslog_count_lines(a->buf, a->len);
+                        a->len = 0;
+                        return -ENOMEM;
+                }
+                memcpy(copy, a->buf, a->len);
+                a->forward(a->forward_userdata, copy, a->len);
+                a->len = 0;
+                return 0;
+        }
+
         while (done < a->len) {
                 size_t n = a->kind == ACCESSLOG_PLAIN
                                    ? a->len - done
@@ -264,6 +290,45 @@ int accesslog_open(struct event_base *base, const char *target, struct accesslog
         return 0;
 }
 
+int accesslog_open_forward(struct event_base *base, const struct accesslog *like,
+                           void (*forward)(void *userdata, char *buf, size_t len), void *userdata,
+                           struct accesslog **ret)
+{
+        struct accesslog *a;
+        int r;
+
+        if (!like || !forward) {
+                *ret = NULL;
+                return 0;
+        }
+        r = accesslog_open(base, "stderr", &a);
+        if (r < 0)
+                return r;
+        a->prefix = like->prefix;
+        a->forward = forward;
+        a->forward_userdata = userdata;
+        *ret = a;
+        return 0;
+}
+
+void accesslog_append(struct accesslog *a, const char *buf, size_t len)
+{
+        if (!a || len == 0)
+                return;
+        if (a->len + len > ACCESSLOG_BUFFER_MAX)
+                (void)accesslog_flush(a);
+        if (a->len + len > ACCESSLOG_BUFFER_MAX) {
+                a->dropped += accesslog_count_lines(buf, len);
+                accesslog_arm(a);
+                return;
+        }
+        memcpy(a->buf + a->len, buf, len);
+        a->len += len;
+        if (a->len > ACCESSLOG_FLUSH_AT)
+                (void)accesslog_flush(a);
+        accesslog_arm(a);
+}
+
 /* Appends <n> bytes of <s> to <out> (capacity <size>, already holding *pos bytes) with every byte outside
  * 0x21..0x7e written as %XX, stopping before the escaped text would pass <cap> bytes. An empty value is
  * written as "-", so every field keeps a value. */
@@ -349,19 +414,7 @@ void accesslog_write(struct accesslog *a, const struct accesslog_entry *e)
                 return;
 
         n = accesslog_format(a, e, line, sizeof(line));
-        if (a->len + n > ACCESSLOG_BUFFER_MAX)
-                (void)accesslog_flush(a);
-        if (a->len + n > ACCESSLOG_BUFFER_MAX) {
-                a->dropped++;
-                accesslog_arm(a);
-                return;
-        }
-
-        memcpy(a->buf + a->len, line, n);
-        a->len += n;
-        if (a->len > ACCESSLOG_FLUSH_AT)
-                (void)accesslog_flush(a);
-        accesslog_arm(a);
+        accesslog_append(a, line, n);
 }
 
 uint64_t accesslog_dropped(const struct accesslog *a)
@@ -379,7 +432,7 @@ struct accesslog *accesslog_free(struct accesslog *a)
         if (a->len > 0)
                 a->dropped += accesslog_count_lines(a->buf, a->len);
         /* Logging to a stderr that is backed up could block: say it only when that can't be the case. */
-        if (a->dropped > a->dropped_reported && (a->own_fd || a->kind == ACCESSLOG_PLAIN))
+        if (a->dropped > a->dropped_reported && !a->forward && (a->own_fd || a->kind == ACCESSLOG_PLAIN))
                 log_warning("Access log closed after dropping %" PRIu64 " lines",
                             a->dropped - a->dropped_reported);
         event_free(a->timer);

@@ -28,6 +28,17 @@ struct accesslog_entry {
  * *ret = NULL for "off"; -errno when the file can't be opened. */
 int accesslog_open(struct event_base *base, const char *target, struct accesslog **ret);
 
+/* A log on a worker loop's <base> whose flushes (same thresholds) hand a malloc'ed block of whole lines
+ * to <forward> (which owns it then), formatted as <like> formats them. *ret = NULL when <like> is NULL
+ * (logging off). Returns 0 or -ENOMEM. */
+int accesslog_open_forward(struct event_base *base, const struct accesslog *like,
+                           void (*forward)(void *userdata, char *buf, size_t len), void *userdata,
+                           struct accesslog **ret);
+
+/* Queues <len> bytes of whole lines (a forwarded block) as if written one by one; dropped whole and
+ * counted when they don't fit. <a> may be NULL. */
+void accesslog_append(struct accesslog *a, const char *buf, size_t len);
+
 /* Formats and queues one line. <a> may be NULL (logging off). */
 void accesslog_write(struct accesslog *a, const struct accesslog_entry *e);
 

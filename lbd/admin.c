@@ -43,6 +43,7 @@
 #include "lbd/lease.h"
 #include "lbd/lbd.h"
 #include "lbd/provider.h"
+#include "lbd/loops.h"
 #include "lbd/proxy.h"
 #include "lbd/reconcile.h"
 #include "lbd/statuspage.h"
@@ -116,9 +117,13 @@ static double admin_round(uint64_t usec, uint64_t unit)
         return (double)((usec + step / 2) / step) / 1000.0;
 }
 
-static const struct proxy_stats *admin_proxy_stats(const struct admin *a)
+/* The proxy's counters, summed over the event loops, in <buf>; NULL when there is no proxy. */
+static const struct proxy_stats *admin_proxy_stats(const struct admin *a, struct proxy_stats *buf)
 {
-        return a->lbd->proxy ? proxy_get_stats(a->lbd->proxy) : NULL;
+        if (!a->lbd->proxy && !a->lbd->loops)
+                return NULL;
+        lbd_proxy_stats(a->lbd, buf);
+        return buf;
 }
 
 /* Adds "<name>": seconds since the wall clock time <launched_usec>, or null when unknown. */
@@ -144,6 +149,7 @@ static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t 
 {
         static const char *const classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
         uint64_t by_class[ELEMENTSOF(classes)] = {0};
+        struct backend_stats st;
         cJSON *o, *responses, *check;
 
         o = cJSON_CreateObject();
@@ -152,15 +158,16 @@ static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t 
                 return -ENOMEM;
         }
 
-        for (size_t i = 0; i < ELEMENTSOF(b->stats.by_code); i++)
-                by_class[(BACKEND_CODE_MIN + i) / 100 - 1] += b->stats.by_code[i];
+        backend_get_stats(b, &st);
+        for (size_t i = 0; i < ELEMENTSOF(st.by_code); i++)
+                by_class[(BACKEND_CODE_MIN + i) / 100 - 1] += st.by_code[i];
 
         if (!cJSON_AddStringToObject(o, "address", b->name) ||
             !cJSON_AddStringToObject(o, "state", admin_state_name(b)) ||
             !cJSON_AddBoolToObject(o, "in_rotation", backend_in_rotation(b)) ||
-            !cJSON_AddNumberToObject(o, "active", b->active) ||
-            !cJSON_AddNumberToObject(o, "requests", (double)b->stats.requests) ||
-            !cJSON_AddNumberToObject(o, "failures", (double)b->stats.failures) ||
+            !cJSON_AddNumberToObject(o, "active", backend_active(b)) ||
+            !cJSON_AddNumberToObject(o, "requests", (double)st.requests) ||
+            !cJSON_AddNumberToObject(o, "failures", (double)st.failures) ||
             !admin_add_string_or_null(o, "instance_id", b->instance_id) ||
             !admin_add_string_or_null(o, "instance_state", b->instance_state) ||
             !admin_add_string_or_null(o, "zone", b->zone) ||
@@ -478,7 +485,8 @@ static int admin_status(const struct admin *a, struct evbuffer *out)
 {
         const struct lbd *lbd = a->lbd;
         const struct pool *pool = lbd->pool;
-        const struct proxy_stats *ps = admin_proxy_stats(a);
+        struct proxy_stats psv;
+        const struct proxy_stats *ps = admin_proxy_stats(a, &psv);
         _cleanup_(cJSON_Deletep) cJSON *root = NULL;
         _cleanup_(cJSON_freep) char *text = NULL;
         cJSON *backends;
@@ -633,8 +641,10 @@ static void admin_metrics_lease(const struct admin *a, struct admin_out *m)
 static int admin_metrics(const struct admin *a, struct evbuffer *out)
 {
         const struct pool *pool = a->lbd->pool;
-        const struct proxy_stats *ps = admin_proxy_stats(a);
+        struct proxy_stats psv;
+        const struct proxy_stats *ps = admin_proxy_stats(a, &psv);
         const struct autoscale_state *st = autoscale_get_state(a->lbd->autoscale);
+        struct backend_stats bs;
         struct admin_out m = {.out = out};
         size_t n = pool ? pool->n_backends : 0;
         char label[ADMIN_LABEL_MAX];
@@ -645,11 +655,12 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
                 const struct backend *b = pool->backends[i];
 
                 admin_label(b->name, label, sizeof(label));
-                for (size_t c = 0; c < ELEMENTSOF(b->stats.by_code); c++)
-                        if (b->stats.by_code[c] > 0)
+                backend_get_stats(b, &bs);
+                for (size_t c = 0; c < ELEMENTSOF(bs.by_code); c++)
+                        if (bs.by_code[c] > 0)
                                 admin_printf(&m,
                                              "lbd_requests_total{backend=\"%s\",code=\"%zu\"} %" PRIu64 "\n",
-                                             label, BACKEND_CODE_MIN + c, b->stats.by_code[c]);
+                                             label, BACKEND_CODE_MIN + c, bs.by_code[c]);
         }
 
         admin_family(&m, "lbd_backend_up", "gauge", "Whether the backend is in rotation (1) or not (0).");
@@ -669,14 +680,15 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
         for (size_t i = 0; i < n; i++)
                 admin_printf(&m, "lbd_backend_active_requests{backend=\"%s\"} %u\n",
                              admin_label(pool->backends[i]->name, label, sizeof(label)),
-                             pool->backends[i]->active);
+                             backend_active(pool->backends[i]));
 
         admin_family(&m, "lbd_backend_failures_total", "counter",
                      "Connect failures, resets, timeouts and malformed responses from the backend.");
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
+                backend_get_stats(pool->backends[i], &bs);
                 admin_printf(&m, "lbd_backend_failures_total{backend=\"%s\"} %" PRIu64 "\n",
-                             admin_label(pool->backends[i]->name, label, sizeof(label)),
-                             pool->backends[i]->stats.failures);
+                             admin_label(pool->backends[i]->name, label, sizeof(label)), bs.failures);
+        }
 
         admin_family(&m, "lbd_health_checks_total", "counter",
                      "Active health checks of the backend, by result.");
@@ -695,6 +707,13 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
 
         admin_family(&m, "lbd_client_connections", "gauge", "Client connections open now.");
         admin_printf(&m, "lbd_client_connections %" PRIu64 "\n", ps ? ps->connections : 0);
+        if (a->lbd->loops) {
+                admin_family(&m, "lbd_loop_client_connections", "gauge",
+                             "Client connections open now on each event loop ([lbd] threads).");
+                for (size_t i = 0; i < loops_count(a->lbd->loops); i++)
+                        admin_printf(&m, "lbd_loop_client_connections{loop=\"%zu\"} %" PRIu64 "\n", i,
+                                     loops_connections(a->lbd->loops, i));
+        }
 
         admin_family(&m, "lbd_requests_rejected_total", "counter",
                      "Requests answered by lbd itself with an error, by HTTP status code.");
@@ -872,7 +891,7 @@ static void admin_backend_action(const struct admin *a, struct evhttp_request *r
             !cJSON_AddBoolToObject(o, "maintenance", b->maintenance) ||
             !cJSON_AddStringToObject(o, "state", admin_state_name(b)) ||
             !cJSON_AddBoolToObject(o, "in_rotation", backend_in_rotation(b)) ||
-            !cJSON_AddNumberToObject(o, "active", b->active) || !(text = cJSON_PrintUnformatted(o)) ||
+            !cJSON_AddNumberToObject(o, "active", backend_active(b)) || !(text = cJSON_PrintUnformatted(o)) ||
             !(body = evbuffer_new()) || evbuffer_add_printf(body, "%s\n", text) < 0) {
                 admin_reply_text(req, HTTP_INTERNAL, "Internal Server Error");
                 return;

@@ -26,6 +26,7 @@
 #include "lbd/config.h"
 #include "lbd/latency.h"
 #include "lbd/lbd.h"
+#include "lbd/loops.h"
 #include "lbd/proxy.h"
 #include "lbd/reconcile.h"
 
@@ -249,21 +250,22 @@ static void autoscale_on_timer(evutil_socket_t fd, short what, void *userdata)
 {
         struct autoscale *a = userdata;
         struct lbd *l = a->lbd;
-        const struct proxy_stats *ps = l->proxy ? proxy_get_stats(l->proxy) : NULL;
+        struct proxy_stats ps;
         struct autoscale_sample s = {.at_usec = now_usec()};
         struct reconcile_view v;
         uint64_t next;
 
-        if (!ps || !l->reconcile)
+        if ((!l->proxy && !l->loops) || !l->reconcile)
                 return;
-        s.requests = ps->requests_total;
+        lbd_proxy_stats(l, &ps);
+        s.requests = ps.requests_total;
         if (a->settings.target_p90_usec > 0) {
-                s.finished = ps->latency.count;
-                s.over_target = latency_count_above(&ps->latency, a->settings.target_p90_usec);
-                s.over_half = latency_count_above(&ps->latency, a->settings.target_p90_usec / 2);
+                s.finished = ps.latency.count;
+                s.over_target = latency_count_above(&ps.latency, a->settings.target_p90_usec);
+                s.over_half = latency_count_above(&ps.latency, a->settings.target_p90_usec / 2);
         }
         for (size_t i = 0; i < l->pool->n_backends; i++) {
-                s.inflight += l->pool->backends[i]->active;
+                s.inflight += backend_active(l->pool->backends[i]);
                 s.serving += backend_in_rotation(l->pool->backends[i]);
         }
         autoscale_state_add(&a->state, &s);

@@ -7,11 +7,14 @@
  * the backend draining. */
 #include "lbd/backend.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
 #include "common/log.h"
+#include "common/macro.h"
 
 static struct backend *backend_new(struct pool *p, const struct netaddr *addr)
 {
@@ -20,6 +23,13 @@ static struct backend *backend_new(struct pool *p, const struct netaddr *addr)
         b = calloc(1, sizeof(*b));
         if (!b)
                 return NULL;
+        b->loops = aligned_alloc(64, p->n_loops * sizeof(*b->loops));
+        if (!b->loops) {
+                free(b);
+                return NULL;
+        }
+        memset(b->loops, 0, p->n_loops * sizeof(*b->loops));
+        b->n_loops = p->n_loops;
         b->pool = p;
         b->addr = *addr;
         if (netaddr_format(addr, b->name, sizeof(b->name)) < 0)
@@ -34,7 +44,7 @@ static struct backend *backend_new(struct pool *p, const struct netaddr *addr)
 struct backend *backend_ref(struct backend *b)
 {
         if (b)
-                b->refs++;
+                __atomic_fetch_add(&b->refs, 1, __ATOMIC_RELAXED);
         return b;
 }
 
@@ -42,8 +52,69 @@ struct backend *backend_unref(struct backend *b)
 {
         if (!b)
                 return NULL;
-        if (--b->refs == 0)
+        if (__atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+                free(b->loops);
                 free(b);
+        }
+        return NULL;
+}
+
+unsigned backend_active(const struct backend *b)
+{
+        unsigned n = 0;
+
+        for (unsigned i = 0; i < b->n_loops; i++)
+                n += COUNTER_GET(b->loops[i].active);
+        return n;
+}
+
+static void backend_stats_add(struct backend_stats *to, const struct backend_stats *s)
+{
+        to->requests += COUNTER_GET(s->requests);
+        to->failures += COUNTER_GET(s->failures);
+        to->health_ok += COUNTER_GET(s->health_ok);
+        to->health_fail += COUNTER_GET(s->health_fail);
+        for (size_t i = 0; i < ELEMENTSOF(s->by_code); i++)
+                to->by_code[i] += COUNTER_GET(s->by_code[i]);
+        latency_merge(&to->latency, &s->latency);
+}
+
+void backend_get_stats(const struct backend *b, struct backend_stats *ret)
+{
+        *ret = (struct backend_stats){0};
+        backend_stats_add(ret, &b->stats);
+        for (unsigned i = 0; i < b->n_loops; i++)
+                backend_stats_add(ret, &b->loops[i].stats);
+}
+
+struct pool_view *pool_view_new(const struct pool *p)
+{
+        struct pool_view *v;
+
+        v = malloc(sizeof(*v) + p->n_backends * sizeof(v->backends[0]));
+        if (!v)
+                return NULL;
+        v->refs = 1;
+        v->n = p->n_backends;
+        for (size_t i = 0; i < p->n_backends; i++)
+                v->backends[i] = backend_ref(p->backends[i]);
+        return v;
+}
+
+struct pool_view *pool_view_ref(struct pool_view *v)
+{
+        if (v)
+                __atomic_fetch_add(&v->refs, 1, __ATOMIC_RELAXED);
+        return v;
+}
+
+struct pool_view *pool_view_unref(struct pool_view *v)
+{
+        if (!v || __atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL) != 0)
+                return NULL;
+        for (size_t i = 0; i < v->n; i++)
+                backend_unref(v->backends[i]);
+        free(v);
         return NULL;
 }
 
@@ -57,22 +128,53 @@ struct pool *pool_new(struct event_base *base, const struct balancer_ops *balanc
         p->base = base;
         p->balancer = balancer;
         p->passive_max_down = 100; /* no limit until the configuration sets one */
-        if (getrandom(&p->rng, sizeof(p->rng), GRND_NONBLOCK) != sizeof(p->rng))
-                p->rng = now_usec();
-        p->rng |= 1;
+        p->n_loops = 1;
+        balance_state_init(&p->balance);
+        p->view = pool_view_new(p);
+        if (!p->view) {
+                free(p);
+                return NULL;
+        }
         return p;
+}
+
+void balance_state_init(struct balance_state *s)
+{
+        s->rr_next = 0;
+        if (getrandom(&s->rng, sizeof(s->rng), GRND_NONBLOCK) != sizeof(s->rng))
+                s->rng = now_usec();
+        s->rng |= 1;
+}
+
+int pool_set_loops(struct pool *p, unsigned n_loops)
+{
+        if (n_loops < 1 || n_loops > POOL_LOOPS_MAX || p->n_backends > 0)
+                return -EINVAL;
+        p->n_loops = n_loops;
+        return 0;
 }
 
 static void pool_changed(struct pool *p)
 {
         size_t n = 0;
 
-        for (size_t i = 0; i < p->n_backends; i++)
-                if (backend_in_rotation(p->backends[i]))
-                        n++;
+        for (size_t i = 0; i < p->n_backends; i++) {
+                bool in = backend_in_rotation(p->backends[i]);
+
+                __atomic_store_n(&p->backends[i]->rotation, in, __ATOMIC_RELAXED);
+                n += in;
+        }
         p->n_healthy = n;
         if (p->on_change)
                 p->on_change(p, p->on_change_userdata);
+}
+
+/* <b> leaves the pool: no loop picks it or keeps its connections idle any more. */
+static void backend_retire(struct backend *b)
+{
+        __atomic_store_n(&b->state, BACKEND_DRAINING, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->rotation, false, __ATOMIC_RELAXED);
+        b->pool = NULL;
 }
 
 struct pool *pool_free(struct pool *p)
@@ -80,10 +182,10 @@ struct pool *pool_free(struct pool *p)
         if (!p)
                 return NULL;
         for (size_t i = 0; i < p->n_backends; i++) {
-                p->backends[i]->state = BACKEND_DRAINING;
-                p->backends[i]->pool = NULL;
+                backend_retire(p->backends[i]);
                 backend_unref(p->backends[i]);
         }
+        pool_view_unref(p->view);
         free(p->backends);
         free(p);
         return NULL;
@@ -100,6 +202,7 @@ struct backend *pool_find(struct pool *p, const struct netaddr *addr)
 int pool_set_backends(struct pool *p, const struct netaddr *addrs, size_t n)
 {
         struct backend **next;
+        struct pool_view *view;
         size_t n_next = 0;
 
         next = calloc(n ? n : 1, sizeof(*next));
@@ -134,9 +237,9 @@ int pool_set_backends(struct pool *p, const struct netaddr *addrs, size_t n)
                         if (next[j] == b)
                                 kept = true;
                 if (!kept) {
-                        log_info("backend %s removed; draining %u in-flight requests", b->name, b->active);
-                        b->state = BACKEND_DRAINING;
-                        b->pool = NULL;
+                        log_info("backend %s removed; draining %u in-flight requests", b->name,
+                                 backend_active(b));
+                        backend_retire(b);
                 }
                 backend_unref(b);
         }
@@ -145,8 +248,14 @@ int pool_set_backends(struct pool *p, const struct netaddr *addrs, size_t n)
         p->backends = next;
         p->n_backends = n_next;
         p->cap_backends = n ? n : 1;
-        if (p->rr_next >= n_next)
-                p->rr_next = 0;
+        if (p->balance.rr_next >= n_next)
+                p->balance.rr_next = 0;
+        view = pool_view_new(p);
+        if (view) {
+                pool_view_unref(p->view);
+                p->view = view;
+        } else
+                log_error("Out of memory: the proxy keeps the previous set of backends");
         pool_changed(p);
         return 0;
 }
@@ -171,7 +280,7 @@ void backend_set_healthy(struct backend *b, bool healthy, const char *reason)
                 b->been_healthy = true;
         b->rise_count = 0;
         b->fall_count = 0;
-        b->passive_fails = 0;
+        __atomic_store_n(&b->passive_fails, 0, __ATOMIC_RELAXED);
         if (healthy)
                 log_notice("backend %s is up: %s", b->name, reason);
         else
@@ -187,7 +296,7 @@ void backend_set_maintenance(struct backend *b, bool on)
         b->maintenance = on;
         if (on)
                 log_notice("backend %s is out of rotation for maintenance (%u requests in flight finish)", b->name,
-                           b->active);
+                           backend_active(b));
         else
                 log_notice("backend %s is back in rotation after maintenance (health: %s)", b->name,
                            b->healthy ? "up" : "down");
@@ -226,20 +335,23 @@ static bool backend_passive_may_take_out(struct backend *b)
 
 void backend_report_result(struct backend *b, unsigned status, unsigned passive_fall)
 {
+        unsigned fails;
+
         if (status == 503)
                 return; /* overloaded or in maintenance: neither a failure nor a success */
         if (status != 0 && status < 500) {
-                b->passive_fails = 0;
+                backend_report_ok(b);
                 return;
         }
         if (status == 0)
                 b->stats.failures++;
         if (passive_fall == 0 || !b->healthy)
                 return;
-        if (++b->passive_fails >= passive_fall && backend_passive_may_take_out(b)) {
+        fails = __atomic_add_fetch(&b->passive_fails, 1, __ATOMIC_RELAXED);
+        if (fails >= passive_fall && backend_passive_may_take_out(b)) {
                 char reason[64];
 
-                (void)snprintf(reason, sizeof(reason), "%u consecutive %s from live traffic", b->passive_fails,
+                (void)snprintf(reason, sizeof(reason), "%u consecutive %s from live traffic", fails,
                                status == 0 ? "timeouts" : "5xx responses");
                 backend_set_healthy(b, false, reason);
         }

@@ -2,8 +2,12 @@
  *
  * A struct backend is one upstream address with its health verdict, counters and idle keep-alive
  * connections. The pool owns one reference to each backend; every upstream connection (proxy.c) holds one
- * more, so a backend removed by a reload stays valid until its last in-flight request ends. Everything here
- * runs on the one event loop: no locks.
+ * more, so a backend removed by a reload stays valid until its last in-flight request ends.
+ *
+ * Threads (loops.c): the pool, the verdict and everything else here belong to the main loop; the data
+ * plane's loops read a backend through a pool_view and write only their own struct backend_loop. What
+ * crosses threads is atomic: `refs`, `passive_fails` (reset by any loop), the published verdict
+ * `rotation` and `state`, and each loop's counters (COUNTER_ADD by their loop, COUNTER_GET by others).
  *
  * Rotation: a backend takes new requests when backend_in_rotation() says so: healthy (or forced, see
  * below), not draining, and not in maintenance. The health checker (health.c) and the proxy's passive signals change `healthy`,
@@ -21,6 +25,8 @@ struct event_base;
 struct pool;
 struct upstream;
 struct health_probe;
+struct pool_view;
+struct balance_state;
 
 enum backend_state {
         BACKEND_ACTIVE,   /* part of the configured set */
@@ -51,21 +57,36 @@ struct backend_stats {
         struct latency_hist latency; /* its exchanges' durations, from the request to the response's end */
 };
 
+/* A counter written by one thread only and read by others: a relaxed atomic store of the sum (on x86 the
+ * same add as a plain ++), so a reader on another thread sees whole values and no lock is taken. */
+#define COUNTER_ADD(x, n) __atomic_store_n(&(x), (x) + (n), __ATOMIC_RELAXED)
+#define COUNTER_SUB(x, n) __atomic_store_n(&(x), (x) - (n), __ATOMIC_RELAXED)
+#define COUNTER_GET(x)    __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+/* What one event loop keeps of a backend; only that loop writes it. */
+struct backend_loop {
+        struct upstream *idle;       /* idle keep-alive connections, most recently used first (proxy.c) */
+        unsigned n_idle;
+        unsigned active;             /* requests in flight (COUNTER_*: the other loops' balancers read it) */
+        struct backend_stats stats;  /* traffic counters (COUNTER_*: main sums them, backend_get_stats()) */
+} __attribute__((aligned(64)));
+
 #define BACKEND_CHECKS_KEPT 32 /* the last health check results kept, for the status page's strip */
 
 struct backend {
         struct pool *pool;
         struct netaddr addr;
         char name[NETADDR_STRLEN]; /* "127.0.0.1:8081" */
-        enum backend_state state;
-        unsigned refs;
+        enum backend_state state;  /* written by main with __atomic_store_n, read by loops atomically */
+        unsigned refs;             /* atomic: views and connections of every loop hold references */
+        bool rotation;             /* backend_in_rotation() as published to the loops (atomic, pool.c) */
 
         /* health verdict */
         bool healthy;
         bool checked_once;         /* a probe has completed since it was added */
         unsigned rise_count;       /* consecutive passes while down */
         unsigned fall_count;       /* consecutive failures while up */
-        unsigned passive_fails;    /* consecutive 5xx/timeouts from live traffic */
+        unsigned passive_fails;    /* consecutive 5xx/timeouts from live traffic (atomic: loops reset it) */
         enum check_result last_check;
         unsigned last_check_status;     /* HTTP status of the last probe, 0 if none */
         uint64_t last_check_duration_usec;
@@ -75,13 +96,11 @@ struct backend {
         uint8_t checks[BACKEND_CHECKS_KEPT]; /* enum check_result */
         uint64_t n_checks;
 
-        /* traffic */
-        unsigned active;           /* requests in flight */
+        /* traffic: the main loop's own counters (health checks, passive verdicts) here; the data plane's
+         * per loop, in loops[pool->n_loops] (sum: backend_get_stats(), backend_active()) */
         struct backend_stats stats;
-
-        /* idle keep-alive connections, most recently used first (owned by proxy.c) */
-        struct upstream *idle;
-        unsigned n_idle;
+        struct backend_loop *loops;
+        unsigned n_loops;
 
         unsigned index;            /* position in pool->backends, for the balancers */
 
@@ -107,9 +126,24 @@ struct backend {
 /* Balancing algorithms are tables of functions (balance.c). */
 struct balancer_ops {
         const char *name;
-        /* Returns a backend in rotation that is not in <exclude> (the backends this request already
-         * tried), or NULL when none is left. */
-        struct backend *(*pick)(struct pool *p, struct backend *const *exclude, size_t n_exclude);
+        /* Returns one of <v>'s backends in rotation that is not in <exclude> (the backends this request
+         * already tried), or NULL when none is left. <s> is the calling loop's own cursor and random state. */
+        struct backend *(*pick)(const struct pool_view *v, struct balance_state *s, struct backend *const *exclude,
+                                size_t n_exclude);
+};
+
+/* A balancer's state, one per event loop, so no loop writes what another reads. */
+struct balance_state {
+        size_t rr_next;            /* round robin cursor */
+        uint64_t rng;              /* p2c random state, never 0 */
+};
+
+/* The backends as one loop sees them: an immutable array the main loop builds after every change of the
+ * set (pool_view_new()) and hands to each loop; reference counted (atomic), each backend referenced. */
+struct pool_view {
+        unsigned refs;
+        size_t n;
+        struct backend *backends[];
 };
 
 struct pool {
@@ -118,8 +152,9 @@ struct pool {
         size_t n_backends;
         size_t cap_backends;
         const struct balancer_ops *balancer;
-        size_t rr_next;            /* round robin cursor */
-        uint64_t rng;              /* p2c random state */
+        struct balance_state balance; /* the main loop's proxy's (threads = 1) */
+        struct pool_view *view;    /* the current set for the main loop's proxy; rebuilt on change */
+        unsigned n_loops;          /* event loops keeping per-loop state in each backend (default 1) */
         size_t n_healthy;
         /* [health] passive_max_down: the largest share (percent) of the backends that passive health may
          * hold out of rotation; beyond it only the active checks take one out. */
@@ -132,6 +167,23 @@ struct pool {
 
 /* Creates an empty pool. Returns NULL on allocation failure. */
 struct pool *pool_new(struct event_base *base, const struct balancer_ops *balancer);
+/* A loop's balancer state: cursor at 0, a random seed. */
+void balance_state_init(struct balance_state *s);
+/* Sets how many event loops keep per-loop state in each backend (1..POOL_LOOPS_MAX); before any backend
+ * is added. Returns 0 or -EINVAL. */
+int pool_set_loops(struct pool *p, unsigned n_loops);
+#define POOL_LOOPS_MAX 256 /* = CONFIG_THREADS_MAX */
+
+/* A new view of the pool's active backends (refs 1), or NULL on ENOMEM. */
+struct pool_view *pool_view_new(const struct pool *p);
+struct pool_view *pool_view_ref(struct pool_view *v);
+/* Drops a reference; the last one releases the backends' references. Any thread. Returns NULL. */
+struct pool_view *pool_view_unref(struct pool_view *v);
+
+/* <b>'s counters: the main loop's plus every loop's (read atomically). */
+void backend_get_stats(const struct backend *b, struct backend_stats *ret);
+/* Requests in flight on <b>, summed over the loops. Any thread. */
+unsigned backend_active(const struct backend *b);
 /* Releases the pool's references; backends still referenced by connections live on until released. */
 struct pool *pool_free(struct pool *p);
 
@@ -163,6 +215,24 @@ static inline bool backend_in_rotation(const struct backend *b)
         return (b->healthy || b->forced) && b->state == BACKEND_ACTIVE && !b->maintenance;
 }
 
+/* The verdict as published to the event loops (any thread): backend_in_rotation() at the last change. */
+static inline bool backend_rotation(const struct backend *b)
+{
+        return __atomic_load_n(&b->rotation, __ATOMIC_RELAXED);
+}
+
+static inline bool backend_is_active(const struct backend *b)
+{
+        return __atomic_load_n(&b->state, __ATOMIC_RELAXED) == BACKEND_ACTIVE;
+}
+
+/* A response below 500 from live traffic: the passive failure count starts again (any loop). */
+static inline void backend_report_ok(struct backend *b)
+{
+        if (__atomic_load_n(&b->passive_fails, __ATOMIC_RELAXED) != 0)
+                __atomic_store_n(&b->passive_fails, 0, __ATOMIC_RELAXED);
+}
+
 /* Takes <b> out of rotation for maintenance (<on>) or puts it back; logs it and updates the pool's count
  * and STATUS=. */
 void backend_set_maintenance(struct backend *b, bool on);
@@ -179,6 +249,7 @@ void backend_set_healthy(struct backend *b, bool healthy, const char *reason);
  *   timeout; after [health] passive_fall consecutive failures the backend is marked down, unless that
  *   would leave fewer than (100 - passive_max_down) percent of the pool's backends healthy: a failure
  *   of something every backend depends on, or an overload, must not empty the pool.
+ * Both run on the main loop (a worker loop sends them there, loops.c); backend_report_ok() runs anywhere.
  * <passive_fall> 0 disables the counting. */
 void backend_report_refused(struct backend *b, const char *reason);
 void backend_report_result(struct backend *b, unsigned status, unsigned passive_fall);

@@ -15,6 +15,8 @@
  *   access_log       = stderr          stderr | off | an absolute file path
  *   max_connections  = 10000           1..1000000
  *   drain_timeout    = 30s             0 allowed (close at once)
+ *   threads          = 1               "auto" (the CPUs sched_getaffinity() allows) or 1..CONFIG_THREADS_MAX;
+ *                                      more than 1 refuses TLS listeners and [tls] backend = on (loops.c)
  *   upgrades         = websocket       protocols a request may switch to (Upgrade), comma-separated:
  *                                      "name" (any version) or "name/version", case-insensitive;
  *                                      "off" or empty = none (proxy.c forwards the rest as plain requests)
@@ -127,6 +129,7 @@
 #include "lbd/config.h"
 
 #include <arpa/inet.h>
+#include <sched.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -192,6 +195,25 @@ static int config_parse_balance(const struct conf_key *k, void *obj, const char 
         if (r < 0)
                 return r;
         c->balance = (enum balance_kind)r;
+        return 0;
+}
+
+/* "auto": the CPUs this process may run on, at most CONFIG_THREADS_MAX; else a number in that range. */
+static int config_parse_threads(const struct conf_key *k, void *obj, const char *value, bool first,
+                                char *reason, size_t size)
+{
+        struct config *c = obj;
+        uint64_t n;
+
+        if (strcmp(value, "auto") == 0) {
+                cpu_set_t set;
+
+                n = sched_getaffinity(0, sizeof(set), &set) == 0 ? (uint64_t)CPU_COUNT(&set) : 1;
+                c->threads = MAX(UINT64_C(1), MIN(n, (uint64_t)CONFIG_THREADS_MAX));
+                return 0;
+        }
+        if (conf_parse_number(k, obj, value, first, reason, size) < 0)
+                return conf_reason(reason, size, "must be auto or a number from 1 to %d", CONFIG_THREADS_MAX);
         return 0;
 }
 
@@ -894,6 +916,7 @@ static const struct conf_key config_keys[] = {
         { "lbd", "access_log", "stderr", config_parse_access_log, PATH(access_log), 0, 0 },
         NUMBER("lbd", "max_connections", "10000", max_connections, 1, 1000000),
         DURATION("lbd", "drain_timeout", "30s", drain_timeout_usec, 0),
+        { "lbd", "threads", "1", config_parse_threads, U64(threads), 1, CONFIG_THREADS_MAX },
         { "lbd", "upgrades", "websocket", config_parse_upgrades, 0, 0, 0 },
 
         { "tls", "certificate", "", config_parse_certificate, 0, 0, 0 },
@@ -1282,6 +1305,9 @@ int config_validate(const struct config *c)
                 r = -EINVAL;
         if (c->max_connections == 0)
                 r = conf_invalid(c->path, "lbd", "max_connections", "must be at least 1");
+        if (c->threads > 1 && (config_has_tls(c) || c->backend_tls))
+                r = conf_invalid(c->path, "lbd", "threads",
+                                 "more than 1 does not work with TLS listeners or [tls] backend = on yet");
         if (c->backend_tls && c->backend_ca[0] == '\0')
                 r = conf_invalid(c->path, "tls", "backend_ca",
                                  "backend = on needs the CA file the backends' certificates are checked against");

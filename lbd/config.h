@@ -12,6 +12,8 @@
 #include "common/netaddr.h"
 #include "lbd/schedule.h"
 
+#define CONFIG_THREADS_MAX 64 /* [lbd] threads at most (= POOL_LOOPS_MAX) */
+
 #define CONFIG_MAX_LISTEN   8
 #define CONFIG_MAX_BACKENDS 256
 #define CONFIG_MAX_NETWORKS 32
@@ -58,6 +60,7 @@ struct config {
         char access_log[CONFIG_PATH_MAX]; /* "stderr", "off", or a file path */
         uint64_t max_connections;       /* client connections at once; beyond it, accept waits */
         uint64_t drain_timeout_usec;    /* SIGTERM: how long in-flight requests may take to finish */
+        uint64_t threads;               /* data plane event loops, 1..CONFIG_THREADS_MAX ("auto" resolved) */
         char upgrades[CONFIG_UPGRADES_MAX]; /* protocols a request may upgrade to, comma-separated without
                                              * blanks ("websocket"); "" = none (http_upgrade_allowed()) */
 

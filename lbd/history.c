@@ -34,7 +34,8 @@ struct history_backend {
 struct history {
         struct event *timer;
         struct pool *pool;
-        const struct proxy_stats *stats;
+        void (*get_stats)(void *userdata, struct proxy_stats *ret); /* the proxy's counters, or NULL */
+        void *get_stats_userdata;
 
         struct history_sample samples[HISTORY_SECONDS];
         size_t sample_next, n_samples;
@@ -50,12 +51,12 @@ struct history {
         size_t n_backends;
 };
 
-static uint64_t history_backend_errors(const struct backend *b)
+static uint64_t history_backend_errors(const struct backend_stats *b)
 {
-        uint64_t n = b->stats.failures;
+        uint64_t n = b->failures;
 
         for (unsigned code = 500; code <= BACKEND_CODE_MAX; code++)
-                n += b->stats.by_code[code - BACKEND_CODE_MIN];
+                n += b->by_code[code - BACKEND_CODE_MIN];
         return n;
 }
 
@@ -112,11 +113,12 @@ static int history_sync(struct history *h)
 
 static void history_record_backend(struct history_backend *hb, uint64_t wall_usec)
 {
-        const struct backend *b = hb->b;
+        struct backend_stats st;
 
-        hb->latency[hb->next] = b->stats.latency;
-        hb->requests[hb->next] = b->stats.requests;
-        hb->errors[hb->next] = history_backend_errors(b);
+        backend_get_stats(hb->b, &st);
+        hb->latency[hb->next] = st.latency;
+        hb->requests[hb->next] = st.requests;
+        hb->errors[hb->next] = history_backend_errors(&st);
         hb->wall_usec[hb->next] = wall_usec;
         hb->next = (hb->next + 1) % (HISTORY_WINDOW + 1);
         if (hb->n < HISTORY_WINDOW + 1)
@@ -126,6 +128,7 @@ static void history_record_backend(struct history_backend *hb, uint64_t wall_use
 void history_tick(struct history *h, uint64_t wall_usec)
 {
         struct history_sample *s;
+        struct proxy_stats stats;
         size_t healthy = 0;
         int r;
 
@@ -138,10 +141,12 @@ void history_tick(struct history *h, uint64_t wall_usec)
                 if (h->pool->backends[i]->healthy)
                         healthy++;
 
-        if (!h->primed && h->stats) {
+        if (h->get_stats)
+                h->get_stats(h->get_stats_userdata, &stats);
+        if (!h->primed && h->get_stats) {
                 /* The first tick only takes the copy the next one subtracts. */
-                h->last_latency = h->stats->latency;
-                h->last_errors = h->stats->errors_total;
+                h->last_latency = stats.latency;
+                h->last_errors = stats.errors_total;
                 h->primed = true;
                 return;
         }
@@ -152,15 +157,15 @@ void history_tick(struct history *h, uint64_t wall_usec)
                 .healthy = (uint32_t)healthy,
                 .p99_usec = -1,
         };
-        if (h->stats) {
+        if (h->get_stats) {
                 struct latency_hist d;
 
-                latency_diff(&h->stats->latency, &h->last_latency, &d);
+                latency_diff(&stats.latency, &h->last_latency, &d);
                 s->requests = d.count;
-                s->errors = (uint32_t)(h->stats->errors_total - h->last_errors);
+                s->errors = (uint32_t)(stats.errors_total - h->last_errors);
                 s->p99_usec = latency_percentile(&d, 990);
-                h->last_latency = h->stats->latency;
-                h->last_errors = h->stats->errors_total;
+                h->last_latency = stats.latency;
+                h->last_errors = stats.errors_total;
         }
         h->sample_next = (h->sample_next + 1) % HISTORY_SECONDS;
         if (h->n_samples < HISTORY_SECONDS)
@@ -172,7 +177,8 @@ static void history_on_timer(evutil_socket_t fd, short what, void *userdata)
         history_tick(userdata, realtime_usec());
 }
 
-struct history *history_new(struct event_base *base, struct pool *pool, const struct proxy_stats *stats)
+struct history *history_new(struct event_base *base, struct pool *pool,
+                            void (*get_stats)(void *userdata, struct proxy_stats *ret), void *userdata)
 {
         struct timeval tv = timeval_from_usec(HISTORY_TICK_USEC);
         struct history *h;
@@ -181,7 +187,8 @@ struct history *history_new(struct event_base *base, struct pool *pool, const st
         if (!h)
                 return NULL;
         h->pool = pool;
-        h->stats = stats;
+        h->get_stats = get_stats;
+        h->get_stats_userdata = userdata;
         if (base) {
                 h->timer = event_new(base, -1, EV_PERSIST, history_on_timer, h);
                 if (!h->timer || event_add(h->timer, &tv) < 0)

@@ -65,9 +65,11 @@ struct history_backend_view {
         int64_t p99_usec;
 };
 
-/* Creates the history of <pool> and of the proxy's counters <stats> (both outlive it; <stats> may be
- * NULL: no global figures) and starts its timer on <base>. Returns NULL on allocation failure. */
-struct history *history_new(struct event_base *base, struct pool *pool, const struct proxy_stats *stats);
+/* Creates the history of <pool> (which outlives it) and of the proxy's counters, which each tick copies
+ * with get_stats(<userdata>, ...) (NULL: no global figures), and starts its timer on <base>. Returns NULL
+ * on allocation failure. */
+struct history *history_new(struct event_base *base, struct pool *pool,
+                            void (*get_stats)(void *userdata, struct proxy_stats *ret), void *userdata);
 /* Stops the timer and drops the backends' references. Returns NULL. */
 struct history *history_free(struct history *h);
 

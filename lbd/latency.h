@@ -31,10 +31,22 @@ static inline unsigned latency_bucket(uint64_t usec)
         return idx < LATENCY_BUCKETS ? idx : LATENCY_BUCKETS - 1;
 }
 
+/* One writer per histogram; its stores are relaxed atomics (plain moves on x86), so another thread may
+ * read it with latency_merge() while it runs. */
 static inline void latency_add(struct latency_hist *h, uint64_t usec)
 {
-        h->count++;
-        h->buckets[latency_bucket(usec)]++;
+        unsigned i = latency_bucket(usec);
+
+        __atomic_store_n(&h->count, h->count + 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&h->buckets[i], h->buckets[i] + 1, __ATOMIC_RELAXED);
+}
+
+/* <to> += <h>, reading <h> atomically (it may be another loop's). */
+static inline void latency_merge(struct latency_hist *to, const struct latency_hist *h)
+{
+        to->count += __atomic_load_n(&h->count, __ATOMIC_RELAXED);
+        for (unsigned i = 0; i < LATENCY_BUCKETS; i++)
+                to->buckets[i] += __atomic_load_n(&h->buckets[i], __ATOMIC_RELAXED);
 }
 
 /* <ret> = <now> - <before>: the durations added between two copies of one histogram. */

@@ -23,12 +23,14 @@ struct schedule;
 struct tls_client;
 struct lease;
 struct eip;
+struct loops;
 
 struct lbd {
         struct event_base *base;
         struct config *config;   /* current settings; replaced as a whole on reload */
         struct pool *pool;
-        struct proxy *proxy;
+        struct proxy *proxy;     /* the data plane on the main loop (threads = 1), else NULL */
+        struct loops *loops;     /* the data plane on worker loops (threads > 1, loops.h), else NULL */
         struct health *health;
         struct admin *admin;
         struct accesslog *accesslog;

@@ -37,6 +37,7 @@
 #include "lbd/lease.h"
 #include "lbd/lbd.h"
 #include "lbd/provider.h"
+#include "lbd/loops.h"
 #include "lbd/proxy.h"
 #include "lbd/reconcile.h"
 #include "lbd/tls.h"
@@ -234,6 +235,8 @@ static void main_update_status(struct pool *p, void *userdata)
         struct main_state *m = userdata;
         char status[256];
 
+        if (m->lbd.loops)
+                loops_update_view(m->lbd.loops);
         if (m->lbd.stopping)
                 return;
         main_status_text(&m->lbd, status, sizeof(status));
@@ -367,6 +370,9 @@ static void main_reload(struct main_state *m)
         if (next->backend_tls != prev->backend_tls || strcmp(next->backend_ca, prev->backend_ca) != 0 ||
             strcmp(next->backend_name, prev->backend_name) != 0)
                 log_warning("Changed [tls] backend settings take effect on restart");
+        if (next->threads != prev->threads)
+                log_warning("A changed number of threads takes effect on restart");
+        next->threads = prev->threads;
         if (next->admin_enabled != prev->admin_enabled ||
             !netaddr_equal(&next->admin, &prev->admin))
                 log_warning("A changed admin address takes effect on restart");
@@ -387,11 +393,13 @@ static void main_reload(struct main_state *m)
         }
 
         /* Certificates that fail to load leave the running ones in place; the rest of the reload goes on. */
-        (void)proxy_reload_tls(l->proxy, next);
+        if (l->proxy)
+                (void)proxy_reload_tls(l->proxy, next);
         l->config = next;
         l->pool->balancer = balance_from_kind(next->balance);
         l->pool->passive_max_down = (unsigned)next->health_passive_max_down;
-        proxy_set_config(l->proxy, next);
+        if (l->proxy)
+                proxy_set_config(l->proxy, next);
         health_set_config(l->health, next);
         reconcile_set_config(l->reconcile, next);
         if (next->pool_max == 0)
@@ -407,7 +415,10 @@ static void main_reload(struct main_state *m)
                 schedule_set_config(l->schedule);
         else if (schedule_new(l, &l->schedule) < 0)
                 log_error("Out of memory: the schedule stays off");
-        free(prev);
+        if (l->loops)
+                loops_set_config(l->loops, next, prev); /* frees <prev> once every loop has moved on */
+        else
+                free(prev);
         if (next->provider == PROVIDER_STATIC) {
                 log_info("Configuration reloaded: %zu backends, balance %s", next->n_backends,
                          config_balance_name(next->balance));
@@ -441,10 +452,11 @@ static void main_drained(void *userdata)
 static void main_drain_deadline(void *userdata)
 {
         struct main_state *m = userdata;
-        const struct proxy_stats *s = proxy_get_stats(m->lbd.proxy);
+        struct proxy_stats s;
 
+        lbd_proxy_stats(&m->lbd, &s);
         log_warning("Drain deadline passed with %llu connections open; closing them",
-                    (unsigned long long)s->connections);
+                    (unsigned long long)s.connections);
 }
 
 static void main_on_sighup(void *userdata)
@@ -476,7 +488,20 @@ static void main_stop(void *userdata)
         l->health = health_free(l->health);
         l->admin = admin_free(l->admin);
         daemon_set_deadline(&m->daemon, l->config->drain_timeout_usec);
-        proxy_drain(l->proxy, main_drained, m);
+        if (l->loops)
+                loops_drain(l->loops, main_drained, m);
+        else
+                proxy_drain(l->proxy, main_drained, m);
+}
+
+static bool main_loops_alive(void *userdata, uint64_t usec)
+{
+        return loops_alive(userdata, usec);
+}
+
+static void main_get_stats(void *userdata, struct proxy_stats *ret)
+{
+        lbd_proxy_stats(userdata, ret);
 }
 
 static const struct daemon_ops main_ops = {
@@ -491,7 +516,9 @@ static int main_run(struct main_state *m)
         char status[256];
         int r;
 
-        r = daemon_start(&m->daemon, EVENT_BASE_FLAG_NOLOCK | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        /* With worker loops, no loop defers its epoll_ctl() calls (loops.c says why). */
+        r = daemon_start(&m->daemon, l->config->threads > 1 ? EVENT_BASE_FLAG_NOLOCK
+                                                           : EVENT_BASE_FLAG_NOLOCK | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
         if (r < 0)
                 return r;
         l->base = m->daemon.base;
@@ -500,6 +527,10 @@ static int main_run(struct main_state *m)
         l->pool = pool_new(l->base, balance_from_kind(l->config->balance));
         if (!l->pool)
                 return log_error_errno(ENOMEM, "Out of memory");
+        r = pool_set_loops(l->pool, (unsigned)l->config->threads);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up %llu event loops: %m",
+                                       (unsigned long long)l->config->threads);
         l->pool->on_change = main_update_status;
         l->pool->passive_max_down = (unsigned)l->config->health_passive_max_down;
         l->pool->on_change_userdata = m;
@@ -524,13 +555,20 @@ static int main_run(struct main_state *m)
                 if (r < 0)
                         return r;
         }
-        l->proxy = proxy_new(l);
-        if (!l->proxy)
-                return log_error_errno(ENOMEM, "Out of memory");
-        r = proxy_listen(l->proxy, l->config);
-        if (r < 0)
-                return r;
-        l->history = history_new(l->base, l->pool, proxy_get_stats(l->proxy));
+        if (l->config->threads > 1) {
+                r = loops_new(l, &l->loops);
+                if (r < 0)
+                        return r;
+                notify_set_alive(l->notify, main_loops_alive, l->loops);
+        } else {
+                l->proxy = proxy_new(l, l->base, NULL, 0, NULL);
+                if (!l->proxy)
+                        return log_error_errno(ENOMEM, "Out of memory");
+                r = proxy_listen(l->proxy, l->config);
+                if (r < 0)
+                        return r;
+        }
+        l->history = history_new(l->base, l->pool, main_get_stats, l);
         if (!l->history)
                 return log_error_errno(ENOMEM, "Out of memory");
         reconcile_set_history(l->reconcile, l->history);
@@ -582,6 +620,7 @@ static int main_run(struct main_state *m)
 static void main_cleanup(struct main_state *m)
 {
         struct lbd *l = &m->lbd;
+        struct loops *ls;
 
         l->admin = admin_free(l->admin);
         l->schedule = schedule_free(l->schedule);
@@ -593,6 +632,9 @@ static void main_cleanup(struct main_state *m)
         l->health = health_free(l->health);
         l->history = history_free(l->history);
         l->proxy = proxy_free(l->proxy);
+        notify_set_alive(l->notify, NULL, NULL);
+        ls = TAKE_PTR(l->loops); /* its last messages may change the pool: nothing may reach it then */
+        ls = loops_free(ls);
         l->pool = pool_free(l->pool);
         l->backend_tls = tls_client_free(l->backend_tls);
         l->accesslog = accesslog_free(l->accesslog);

@@ -1,11 +1,13 @@
 /* The data plane: accepts clients, reads each request head, picks a backend, streams the request to it and
  * the response back, and keeps both connections alive when HTTP allows.
  *
- * Objects (all on the one event loop, no locks):
+ * Objects (all on the proxy's own event loop, no locks; with [lbd] threads > 1 there is one proxy per loop,
+ * loops.c, and nothing here is touched by another loop but the counters, written with COUNTER_ADD):
  * - struct client: one accepted connection. It owns its input/output buffers and, while a request is in
  *   flight, one struct txn (the exchange: parsed heads, body framing, tries, the replay copy).
  * - struct upstream: one connection to a backend. While busy it belongs to exactly one client; when idle it
- *   sits in its backend's idle list (backend.h), watched for the backend closing it.
+ *   sits in its backend's idle list for this loop (b->loops[p->index], backend.h), watched for the backend
+ *   closing it.
  *
  * Client states: IDLE (between requests) -> HEAD (request head arriving, bounded by the header timeout)
  * -> FORWARD (exchange in flight) -> back to IDLE, or CLOSING (flush what is queued, then close).
@@ -58,9 +60,11 @@
 #include "http/http.h"
 #include "lbd/accesslog.h"
 #include "lbd/backend.h"
+#include "lbd/balance.h"
 #include "lbd/config.h"
 #include "lbd/https.h"
 #include "lbd/lbd.h"
+#include "lbd/loops.h"
 #include "lbd/tls.h"
 
 /* A read reserves its size in one evbuffer chain, whose allocation (header included) libevent rounds up to a
@@ -165,7 +169,7 @@ struct upstream {
         struct backend *b;
         struct client *c;            /* owner while busy, NULL while idle */
         SSL *ssl;                    /* [tls] backend = on: the TLS connection; else NULL */
-        DLIST_FIELDS(struct upstream, idle); /* on its backend's b->idle while idle */
+        DLIST_FIELDS(struct upstream, idle); /* on its backend's b->loops[index].idle while idle */
         DLIST_FIELDS(struct upstream, all);  /* on p->upstreams while live */
         unsigned busy;
         bool dead;
@@ -191,6 +195,11 @@ struct listener {
 struct proxy {
         struct lbd *lbd;
         struct event_base *base;
+        struct loop *loop;           /* the worker loop it runs on; NULL: the main loop (threads = 1) */
+        unsigned index;              /* its slot in each backend's loops[] */
+        struct accesslog *accesslog; /* its loop's (forwarded to the main loop); NULL: lbd->accesslog */
+        struct pool_view *view;      /* the backends as this loop sees them; NULL: lbd->pool->view */
+        struct balance_state balance;
         const struct config *cfg;
         struct tls *tls;             /* the TLS listeners' contexts (tls.h); NULL without one */
         struct listener listeners[CONFIG_MAX_LISTEN];
@@ -341,7 +350,7 @@ static int proxy_copy(struct evbuffer *to, struct evbuffer *from)
 static void proxy_count_rejected(struct proxy *p, unsigned status)
 {
         if (status >= PROXY_CODE_MIN && status <= PROXY_CODE_MAX)
-                p->stats.rejected[status - PROXY_CODE_MIN]++;
+                COUNTER_ADD(p->stats.rejected[status - PROXY_CODE_MIN], 1);
 }
 
 /* 32 hex digits: a random per-process prefix and a counter. <size> must be at least 33. */
@@ -431,13 +440,13 @@ static void upstream_watch(struct upstream *up, bool progress)
 
 static void upstream_unlink_idle(struct upstream *up)
 {
-        struct backend *b = up->b;
+        struct backend_loop *bl = &up->b->loops[up->proxy->index];
 
         if (!up->idle)
                 return;
-        DLIST_REMOVE(idle, b->idle, up);
+        DLIST_REMOVE(idle, bl->idle, up);
         up->idle = false;
-        b->n_idle--;
+        bl->n_idle--;
 }
 
 static void upstream_destroy(struct upstream *up)
@@ -543,8 +552,10 @@ static struct upstream *txn_detach(struct txn *t)
 {
         struct upstream *up = t->up;
 
-        assert(up && up->b->active > 0);
-        up->b->active--;
+        struct backend_loop *bl = up ? &up->b->loops[up->proxy->index] : NULL;
+
+        assert(bl && bl->active > 0);
+        COUNTER_SUB(bl->active, 1);
         t->up = NULL;
         return up;
 }
@@ -571,13 +582,13 @@ static void txn_log(struct client *c, struct txn *t, unsigned status, uint64_t b
                 return;
         t->logged = true;
         if (status >= 500)
-                stats->errors_total++;
+                COUNTER_ADD(stats->errors_total, 1);
         if (!t->tunnel) {
                 latency_add(&stats->latency, e.duration_usec);
                 if (t->up && t->resp_head_done)
-                        latency_add(&t->up->b->stats.latency, e.duration_usec);
+                        latency_add(&t->up->b->loops[c->proxy->index].stats.latency, e.duration_usec);
         }
-        accesslog_write(c->proxy->lbd->accesslog, &e);
+        accesslog_write(c->proxy->accesslog ? c->proxy->accesslog : c->proxy->lbd->accesslog, &e);
 }
 
 /* Whether the client may still be sending: part of its request is unread, or input waits. */
@@ -588,9 +599,17 @@ static bool client_may_send_more(const struct client *c)
 
 /* ---- listeners: where a connection starts ---- */
 
+/* [lbd] max_connections is for the whole of lbd: a worker loop's share is max_connections / threads. */
+static uint64_t proxy_max_connections(const struct proxy *p)
+{
+        if (!p->loop)
+                return p->cfg->max_connections;
+        return MAX(UINT64_C(1), p->cfg->max_connections / MAX(UINT64_C(1), p->cfg->threads));
+}
+
 static void proxy_update_accepting(struct proxy *p)
 {
-        bool want = !p->draining && !p->accept_pause.paused && p->stats.connections < p->cfg->max_connections;
+        bool want = !p->draining && !p->accept_pause.paused && p->stats.connections < proxy_max_connections(p);
 
         if (want == p->accepting)
                 return;
@@ -673,8 +692,8 @@ static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
                 proxy_arm_in(c->proxy, &c->timer, p->cfg->client_header_timeout_usec);
 
                 DLIST_PREPEND(clients, p->clients, c);
-                p->stats.connections++;
-                p->stats.connections_total++;
+                COUNTER_ADD(p->stats.connections, 1);
+                COUNTER_ADD(p->stats.connections_total, 1);
                 if (p->stats.connections > p->conns_high)
                         p->conns_high = p->stats.connections;
                 proxy_update_accepting(p);
@@ -1076,7 +1095,7 @@ static void client_start(struct client *c, struct txn *t, const char *buf, size_
         const char *reason = NULL;
         int r;
 
-        p->stats.requests_total++;
+        COUNTER_ADD(p->stats.requests_total, 1);
         t->started = true;
         t->method = t->req.method;
         t->client_http10 = t->req.minor == 0;
@@ -1364,13 +1383,16 @@ static void txn_dispatch(struct client *c)
         struct proxy *p = c->proxy;
         struct txn *t = c->txn;
         struct pool *pool = p->lbd->pool;
+        const struct balancer_ops *balancer = balance_from_kind(p->cfg->balance);
 
         for (;;) {
                 struct backend *b;
+                struct backend_loop *bl;
                 struct upstream *up;
                 int r;
 
-                b = pool->balancer->pick(pool, t->tried, t->n_tried);
+                b = p->view ? balancer->pick(p->view, &p->balance, t->tried, t->n_tried)
+                            : balancer->pick(pool->view, &pool->balance, t->tried, t->n_tried);
                 if (!b) {
                         if (t->n_tried == 0)
                                 txn_fail(c, 503, "no healthy backend");
@@ -1381,18 +1403,19 @@ static void txn_dispatch(struct client *c)
                 t->tried[t->n_tried++] = b;
                 memcpy(t->backend_name, b->name, sizeof(t->backend_name));
 
-                up = b->idle;
+                bl = &b->loops[p->index];
+                up = bl->idle;
                 if (up) {
                         upstream_unlink_idle(up);
                         (void)event_del(&up->timer);
                 } else {
                         r = upstream_connect(p, b, &up);
                         if (r < 0) {
-                                b->stats.failures++;
+                                COUNTER_ADD(bl->stats.failures, 1);
                                 if (r == -ECONNREFUSED)
-                                        backend_report_refused(b, "connection refused");
+                                        loop_report_refused(p->loop, b, "connection refused");
                                 if (t->n_tried <= p->cfg->retries && t->n_tried < MAX_TRIES) {
-                                        p->stats.retries_total++;
+                                        COUNTER_ADD(p->stats.retries_total, 1);
                                         continue;
                                 }
                                 txn_fail(c, 502, "could not connect to a backend");
@@ -1401,8 +1424,8 @@ static void txn_dispatch(struct client *c)
                 }
                 up->c = c;
                 t->up = up;
-                b->active++;
-                b->stats.requests++;
+                COUNTER_ADD(bl->active, 1);
+                COUNTER_ADD(bl->stats.requests, 1);
                 if (proxy_copy(up->out, t->replay) < 0) {
                         txn_fail(c, 502, "out of memory");
                         return;
@@ -1498,12 +1521,12 @@ static void txn_upstream_failed(struct client *c, const char *what, bool refused
                 log_debug("backend %s closed while the request body was still being sent: not held against it",
                           b->name);
         else if (refused && !(reused && sent))
-                backend_report_refused(b, what);
+                loop_report_refused(c->proxy->loop, b, what);
         else if (timeout || !connected)
                 /* No answer in time, or a connect that timed out or failed otherwise than refused */
-                backend_report_result(b, 0, (unsigned)cfg->health_passive_fall);
+                loop_report_result(c->proxy->loop, b, 0, (unsigned)cfg->health_passive_fall);
         else
-                b->stats.failures++;
+                COUNTER_ADD(b->loops[c->proxy->index].stats.failures, 1);
 
         if (t->resp_started) {
                 txn_fail(c, 502, what);
@@ -1516,7 +1539,7 @@ static void txn_upstream_failed(struct client *c, const char *what, bool refused
         }
         if (t->n_tried <= cfg->retries && t->n_tried < MAX_TRIES && t->replayable &&
             (!sent || http_method_idempotent(t->method))) {
-                c->proxy->stats.retries_total++;
+                COUNTER_ADD(c->proxy->stats.retries_total, 1);
                 t->sent_any = false;
                 t->resp_head_done = false;
                 txn_dispatch(c);
@@ -1617,7 +1640,7 @@ static void upstream_timer_cb(evutil_socket_t fd, short what, void *userdata)
                 else if (!c->txn->resp_head_done)
                         txn_upstream_failed(c, "response timed out", false, true);
                 else {
-                        backend_report_result(up->b, 0, (unsigned)c->proxy->cfg->health_passive_fall);
+                        loop_report_result(c->proxy->loop, up->b, 0, (unsigned)c->proxy->cfg->health_passive_fall);
                         txn_fail(c, 504, "the backend stalled mid-response");
                 }
                 client_leave(c);
@@ -1760,7 +1783,7 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *userdata)
                 if (t && t->up == up) {
                         if (t->resp_head_done || evbuffer_get_length(up->in) > 0) {
                                 /* Mid-response: nothing to retry, the client must see the truncation. */
-                                backend_report_result(up->b, 0, 0);
+                                loop_report_result(up->proxy->loop, up->b, 0, 0);
                                 upstream_close(txn_detach(t));
                                 if (!t->resp_started)
                                         txn_fail(c, 502, "the backend closed mid-response");
@@ -1816,7 +1839,7 @@ static void upstream_process(struct upstream *up)
                 if (r < 0) {
                         log_warning("Invalid response from backend %s: %s", up->b->name,
                                     r == -EMSGSIZE ? "head too large" : reason);
-                        up->b->stats.failures++;
+                        COUNTER_ADD(up->b->loops[up->proxy->index].stats.failures, 1);
                         upstream_close(txn_detach(t));
                         txn_fail(c, 502, "invalid response from the backend");
                         return;
@@ -1848,8 +1871,8 @@ static void upstream_process(struct upstream *up)
 
                 t->resp_head_done = true;
                 t->status = t->resp.status;
-                up->b->stats.by_code[t->status - BACKEND_CODE_MIN]++;
-                backend_report_result(up->b, t->status, (unsigned)cfg->health_passive_fall);
+                COUNTER_ADD(up->b->loops[up->proxy->index].stats.by_code[t->status - BACKEND_CODE_MIN], 1);
+                loop_report_result(up->proxy->loop, up->b, t->status, (unsigned)cfg->health_passive_fall);
                 if (!t->req.keep_alive || c->proxy->draining || t->resp.body == HTTP_BODY_EOF)
                         t->close_after = true;
                 if (t->client_http10 && t->resp.body == HTTP_BODY_CHUNKED) {
@@ -1897,7 +1920,7 @@ static void upstream_forward_body(struct upstream *up, struct client *c)
                                    &consumed, &reason);
                 if (r < 0) {
                         log_warning("Malformed response body from %s: %s", up->b->name, reason);
-                        up->b->stats.failures++;
+                        COUNTER_ADD(up->b->loops[up->proxy->index].stats.failures, 1);
                         t->close_after = true;
                         client_close(c);
                         return;
@@ -2019,19 +2042,19 @@ static void upstream_stop_sending(struct upstream *up, struct txn *t)
 /* Back to the pool when it can carry another request, else closed. */
 static void upstream_release(struct upstream *up, bool keep)
 {
-        struct backend *b = up->b;
+        struct backend_loop *bl = &up->b->loops[up->proxy->index];
         const struct config *cfg = up->proxy->cfg;
 
         up->c = NULL;
-        if (!keep || up->dead || b->state != BACKEND_ACTIVE || b->n_idle >= cfg->max_idle_per_backend ||
+        if (!keep || up->dead || !backend_is_active(up->b) || bl->n_idle >= cfg->max_idle_per_backend ||
             evbuffer_get_length(up->in) > 0 || evbuffer_get_length(up->out) > 0 || up->proxy->draining) {
                 upstream_close(up);
                 return;
         }
         up->idle = true;
         up->reused = true;
-        DLIST_PREPEND(idle, b->idle, up);
-        b->n_idle++;
+        DLIST_PREPEND(idle, bl->idle, up);
+        bl->n_idle++;
         upstream_set_writing(up, false);
         upstream_set_reading(up, true);
         proxy_arm_in(up->proxy, &up->timer, cfg->backend_idle_timeout_usec);
@@ -2048,8 +2071,8 @@ static void tunnel_start(struct client *c, struct upstream *up, const char *buf,
 
         t->resp_head_done = true;
         t->status = t->resp.status;
-        up->b->stats.by_code[t->status - BACKEND_CODE_MIN]++;
-        backend_report_result(up->b, t->status, (unsigned)c->proxy->cfg->health_passive_fall);
+        COUNTER_ADD(up->b->loops[up->proxy->index].stats.by_code[t->status - BACKEND_CODE_MIN], 1);
+        loop_report_result(up->proxy->loop, up->b, t->status, (unsigned)c->proxy->cfg->health_passive_fall);
         if (http_write_response_head(c->out, buf, &t->resp, t->request_id, false, false, false) < 0) {
                 client_close(c);
                 return;
@@ -2159,7 +2182,7 @@ static void client_close(struct client *c)
         (void)close(c->fd);
         c->fd = -1;
         DLIST_REMOVE(clients, p->clients, c);
-        p->stats.connections--;
+        COUNTER_SUB(p->stats.connections, 1);
         if (c->busy == 0)
                 client_destroy(c);
         proxy_trim(p);
@@ -2193,7 +2216,8 @@ static void proxy_trim(struct proxy *p)
 
 /* ---- the proxy: creating, listening, reloading, draining, freeing ---- */
 
-struct proxy *proxy_new(struct lbd *lbd)
+struct proxy *proxy_new(struct lbd *lbd, struct event_base *base, struct loop *loop, unsigned index,
+                        struct accesslog *accesslog)
 {
         struct proxy *p;
 
@@ -2201,7 +2225,11 @@ struct proxy *proxy_new(struct lbd *lbd)
         if (!p)
                 return NULL;
         p->lbd = lbd;
-        p->base = lbd->base;
+        p->base = base;
+        p->loop = loop;
+        p->index = index;
+        p->accesslog = accesslog;
+        balance_state_init(&p->balance);
         p->cfg = lbd->config;
         for (size_t i = 0; i < CONFIG_MAX_LISTEN; i++)
                 p->listeners[i].fd = -1;
@@ -2234,6 +2262,13 @@ int proxy_listen(struct proxy *p, const struct config *c)
                 if (fd < 0)
                         return log_error_errno(errno, "Failed to create a socket for %s: %m", name);
                 (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+                /* Worker loops: one socket per loop on the same address, the kernel spreading new
+                 * connections over them (loops.c). */
+                if (p->loop && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+                        r = -errno;
+                        (void)close(fd);
+                        return log_error_errno(r, "Failed to share %s between event loops: %m", name);
+                }
                 if (a->u.sa.sa_family == AF_INET6)
                         (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
                 if (bind(fd, &a->u.sa, a->len) < 0 || listen(fd, 4096) < 0) {
@@ -2278,6 +2313,8 @@ void proxy_drain(struct proxy *p, void (*done)(void *userdata), void *userdata)
         p->drain_done = done;
         p->drain_userdata = userdata;
         for (size_t i = 0; i < p->n_listeners; i++) {
+                if (p->listeners[i].fd < 0)
+                        continue;
                 (void)event_del(&p->listeners[i].ev);
                 (void)close(p->listeners[i].fd);
                 p->listeners[i].fd = -1;
@@ -2298,6 +2335,36 @@ void proxy_drain(struct proxy *p, void (*done)(void *userdata), void *userdata)
 const struct proxy_stats *proxy_get_stats(const struct proxy *p)
 {
         return &p->stats;
+}
+
+void proxy_add_stats(const struct proxy *p, struct proxy_stats *ret)
+{
+        const struct proxy_stats *s = &p->stats;
+
+        ret->connections += COUNTER_GET(s->connections);
+        ret->connections_total += COUNTER_GET(s->connections_total);
+        ret->requests_total += COUNTER_GET(s->requests_total);
+        ret->retries_total += COUNTER_GET(s->retries_total);
+        ret->errors_total += COUNTER_GET(s->errors_total);
+        for (size_t i = 0; i < ELEMENTSOF(s->rejected); i++)
+                ret->rejected[i] += COUNTER_GET(s->rejected[i]);
+        latency_merge(&ret->latency, &s->latency);
+}
+
+uint64_t proxy_connections(const struct proxy *p)
+{
+        return COUNTER_GET(p->stats.connections);
+}
+
+void proxy_share_accept_pauses(struct proxy *p, unsigned *counter)
+{
+        acceptpause_share(&p->accept_pause, counter);
+}
+
+void proxy_set_view(struct proxy *p, struct pool_view *v)
+{
+        pool_view_unref(p->view);
+        p->view = v;
 }
 
 struct proxy *proxy_free(struct proxy *p)
@@ -2324,6 +2391,7 @@ struct proxy *proxy_free(struct proxy *p)
         }
         acceptpause_done(&p->accept_pause);
         p->tls = tls_free(p->tls);
+        pool_view_unref(p->view);
         free(p);
         return NULL;
 }

@@ -2,12 +2,17 @@
  * See proxy.c for the state machine. */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "lbd/latency.h"
 
 struct lbd;
+struct loop;
 struct proxy;
+struct accesslog;
+struct event_base;
+struct pool_view;
 struct config;
 struct tls;
 
@@ -24,10 +29,15 @@ struct proxy_stats {
         struct latency_hist latency; /* every exchange's duration but tunnels' (status 101) */
 };
 
-/* Creates the proxy for <lbd> (uses lbd->base, lbd->pool, lbd->accesslog). Returns NULL on ENOMEM. */
-struct proxy *proxy_new(struct lbd *lbd);
+/* Creates a proxy for <lbd> on the event loop <base>. <loop> is the worker loop it runs on (loops.c), NULL
+ * for the main loop's one proxy; <index> its slot in each backend's loops[]. It logs to <accesslog>, or to
+ * lbd->accesslog when NULL, and picks from lbd->pool->view until proxy_set_view(). Returns NULL on
+ * ENOMEM. */
+struct proxy *proxy_new(struct lbd *lbd, struct event_base *base, struct loop *loop, unsigned index,
+                        struct accesslog *accesslog);
 
-/* Binds every [lbd] listen address of <c> and starts accepting. Returns 0 or -errno (logged). */
+/* Binds every [lbd] listen address of <c> and starts accepting; on a worker loop with SO_REUSEPORT, next
+ * to the other loops' sockets. Returns 0 or -errno (logged). */
 int proxy_listen(struct proxy *p, const struct config *c);
 
 /* Loads the certificates of <c> for new TLS handshakes (SIGHUP); on a bad file keeps the running ones and
@@ -44,7 +54,19 @@ void proxy_set_config(struct proxy *p, const struct config *c);
  * with "Connection: close". Calls <done> once no client connection is left. */
 void proxy_drain(struct proxy *p, void (*done)(void *userdata), void *userdata);
 
+/* The proxy's own counters; only for the thread it runs on (others: proxy_add_stats()). */
 const struct proxy_stats *proxy_get_stats(const struct proxy *p);
+/* Adds its counters to <ret>, read atomically: any thread. */
+void proxy_add_stats(const struct proxy *p, struct proxy_stats *ret);
+/* Client connections open now, read atomically: any thread. */
+uint64_t proxy_connections(const struct proxy *p);
+
+/* Loops (loops.c): the proxies of the loops log a shortage of descriptors once for all of them, counted in
+ * <counter> (acceptpause_share()). Called before the loops' threads start. */
+void proxy_share_accept_pauses(struct proxy *p, unsigned *counter);
+
+/* Picks from <v> from now on (the proxy takes the reference; the previous view's goes). */
+void proxy_set_view(struct proxy *p, struct pool_view *v);
 
 /* Closes everything at once. Returns NULL. */
 struct proxy *proxy_free(struct proxy *p);

@@ -1650,7 +1650,7 @@ static void reconcile_terminate(struct reconcile *r)
 static bool reconcile_drained(const struct reconcile *r)
 {
         for (size_t i = 0; i < r->n_victims; i++)
-                if (r->victims[i].backend && r->victims[i].backend->active > 0)
+                if (r->victims[i].backend && backend_active(r->victims[i].backend) > 0)
                         return false;
         return true;
 }

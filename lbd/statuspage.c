@@ -147,7 +147,7 @@ static void page_row_backend(struct page_row *row, const struct backend *b, cons
         for (uint64_t i = b->n_checks - n; i < b->n_checks; i++)
                 row->checks[k++] = page_check_letter((enum check_result)b->checks[i % BACKEND_CHECKS_KEPT]);
         row->checks[k] = '\0';
-        row->active = b->active;
+        row->active = backend_active(b);
         if (h)
                 history_backend(h, b, &row->figures);
         else

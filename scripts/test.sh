@@ -4,8 +4,12 @@
 # Exit status: 0 when every test passed; 1 when a test failed, the build failed or no test ran;
 # 2 when build dependencies are missing and can't be installed (not root).
 #
-# Usage: scripts/test.sh [--sanitize] [--fuzz] [--compiler gcc|clang] [--suite NAME]... [--valgrind] [--no-install]
+# Usage: scripts/test.sh [--sanitize] [--tsan] [--fuzz] [--compiler gcc|clang] [--suite NAME]... [--threads N]
+#                       [--valgrind] [--no-install]
 #   --sanitize        build in build-sanitize/ with AddressSanitizer and UndefinedBehaviorSanitizer
+#   --tsan            build in build-tsan/ with ThreadSanitizer (a race stops lbd) and run the integration
+#                     suite (unless --suite says otherwise) with lbd's [lbd] threads = 2 (unless --threads)
+#   --threads N       integration tests run lbd with [lbd] threads = N (LBD_TEST_THREADS; TLS tests stay at 1)
 #   --fuzz            build the libFuzzer targets with clang in build-fuzz/ (ASan + UBSan) and run the
 #                     'fuzz' suite: the corpus replays and a short fuzzing run of each target
 #   --compiler NAME   use gcc or clang (a build dir made with another compiler is wiped); default: $CC or
@@ -71,6 +75,8 @@ usage() {
 }
 
 sanitize=false
+tsan=false
+threads=""
 fuzz=false
 valgrind=false
 install=true
@@ -80,6 +86,13 @@ suites=()
 while (($# > 0)); do
     case "$1" in
         --sanitize) sanitize=true ;;
+        --tsan) tsan=true ;;
+        --threads)
+            (($# >= 2)) || die "--threads needs a number"
+            threads=$2
+            shift
+            ;;
+        --threads=*) threads=${1#*=} ;;
         --fuzz) fuzz=true ;;
         --valgrind) valgrind=true ;;
         --no-install) install=false ;;
@@ -103,6 +116,9 @@ while (($# > 0)); do
     esac
     shift
 done
+
+[[ -z $threads || $threads =~ ^[1-9][0-9]?$ ]] || die "--threads must be a number from 1 to 64, not '$threads'"
+! ($sanitize && $tsan) || die "--sanitize and --tsan need separate builds: run them one after the other"
 
 case "$compiler" in
     "" | gcc | clang) ;;
@@ -190,6 +206,17 @@ if $sanitize; then
     setup_args+=("-Db_sanitize=address,undefined" -Db_lundef=false)
     export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:print_stacktrace=1}"
     export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
+fi
+
+if $tsan; then
+    builddir=build-tsan
+    setup_args+=("-Db_sanitize=thread" -Db_lundef=false)
+    export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:second_deadlock_stack=1}"
+    ((${#suites[@]} > 0)) || suites=(integration)
+    [[ -n $threads ]] || threads=2
+fi
+if [[ -n $threads ]]; then
+    export LBD_TEST_THREADS=$threads
 fi
 
 if $fuzz; then

@@ -117,12 +117,16 @@ def test_access_log_file_reopened_on_reload(harness, tmp_path):
     path = tmp_path / "access.log"
     moved = tmp_path / "access.log.1"
     lbd = harness.lbd([b1], args=["--access-log", str(path)])
-    before = [lbd.get(f"/before{i}").header("X-Request-Id") for i in range(3)]
+    # One connection per phase: it stays on one event loop, whose lines keep their order ([lbd]
+    # threads > 1 orders lines per loop).
+    with lbd.connect() as conn:
+        before = [conn.get(f"/before{i}").header("X-Request-Id") for i in range(3)]
     wait_entries(lbd, before, source=lambda: path.read_text() if path.exists() else "")
     path.rename(moved)
     lbd.signal(signal.SIGHUP)
     lbdtest.wait_until(path.exists, 3, "a new access log after the reload")
-    after = [lbd.get(f"/after{i}").header("X-Request-Id") for i in range(3)]
+    with lbd.connect() as conn:
+        after = [conn.get(f"/after{i}").header("X-Request-Id") for i in range(3)]
     entries = wait_entries(lbd, after, source=lambda: path.read_text())
     assert [e["request_id"] for e in entries] == after
     old = [e["request_id"] for e in lbd.access_entries(moved.read_text())]

@@ -340,16 +340,17 @@ def test_pipelining_client_that_reads_nothing(harness):
 
 
 def _memory_instrumented():
-    """AddressSanitizer and valgrind hold freed memory back (quarantine) and add shadow memory: RSS
-    figures mean nothing there."""
+    """AddressSanitizer, ThreadSanitizer and valgrind hold freed memory back (quarantine) and add shadow
+    memory: RSS figures mean nothing there."""
     try:
-        asan = b"__asan_init" in lbdtest.lbd_binary().read_bytes()
+        binary = lbdtest.lbd_binary().read_bytes()
+        sanitized = b"__asan_init" in binary or b"__tsan_init" in binary
     except OSError:
-        asan = False
-    return asan or os.environ.get("LBD_VALGRIND") == "1"
+        sanitized = False
+    return sanitized or os.environ.get("LBD_VALGRIND") == "1"
 
 
-@pytest.mark.skipif(_memory_instrumented(), reason="RSS is not lbd's own under ASan or valgrind")
+@pytest.mark.skipif(_memory_instrumented(), reason="RSS is not lbd's own under a sanitizer or valgrind")
 def test_slow_read_memory_is_bounded_and_returned(harness):
     """What 100 clients that do not read can pin in lbd is bounded per
     connection (64 KiB of response plus the connection's own), and given back

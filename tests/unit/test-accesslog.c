@@ -269,6 +269,68 @@ static void test_file_append(void **state)
         event_base_free(base);
 }
 
+/* What a forwarding log (a worker loop's) hands over: blocks of whole lines, in order. */
+struct forwarded {
+        char buf[64 * 1024];
+        size_t len;
+        unsigned blocks;
+};
+
+static void forward_cb(void *userdata, char *buf, size_t len)
+{
+        struct forwarded *f = userdata;
+
+        assert_true(len > 0 && buf[len - 1] == '\n');
+        assert_true(f->len + len < sizeof(f->buf));
+        memcpy(f->buf + f->len, buf, len);
+        f->len += len;
+        f->buf[f->len] = '\0';
+        f->blocks++;
+        free(buf);
+}
+
+/* A worker loop's log forwards whole lines (by its timer, and the rest when freed) formatted like the log
+ * it copies; the main loop's log writes a forwarded block as its own lines, to a file. */
+static void test_forward(void **state)
+{
+        struct event_base *base = event_base_new();
+        struct netaddr client = client_addr("127.0.0.1:3");
+        struct accesslog *main_log = NULL, *loop_log = NULL;
+        struct forwarded f = {.len = 0};
+        char *path = temp_log_path(), *s;
+        const char *line = "access client=127.0.0.1:3 method=GET path=/ status=200 bytes=0 backend=- "
+                           "duration_ms=0.000 request_id=-\n";
+
+        assert_non_null(base);
+        assert_int_equal(accesslog_open(base, path, &main_log), 0);
+        assert_int_equal(accesslog_open_forward(base, NULL, forward_cb, &f, &loop_log), 0);
+        assert_null(loop_log); /* the main log is off: so is the loop's */
+        assert_int_equal(accesslog_open_forward(base, main_log, forward_cb, &f, &loop_log), 0);
+        assert_non_null(loop_log);
+
+        for (unsigned i = 0; i < 2; i++)
+                accesslog_write(loop_log, &(struct accesslog_entry){.client = &client, .method = "GET",
+                                                                    .path = "/", .path_len = 1, .status = 200});
+        assert_int_equal(f.blocks, 0); /* gathered, not forwarded line by line */
+        run_for(base, 300);
+        assert_int_equal(f.blocks, 1);
+        accesslog_write(loop_log, &(struct accesslog_entry){.client = &client, .method = "GET", .path = "/",
+                                                            .path_len = 1, .status = 200});
+        loop_log = accesslog_free(loop_log);
+        assert_int_equal(f.blocks, 2);
+        assert_int_equal(f.len, 3 * strlen(line));
+        for (unsigned i = 0; i < 3; i++)
+                assert_memory_equal(f.buf + i * strlen(line), line, strlen(line));
+
+        accesslog_append(main_log, f.buf, f.len);
+        main_log = accesslog_free(main_log);
+        s = read_file(path);
+        assert_string_equal(s, f.buf);
+        free(s);
+        remove_temp_log(path);
+        event_base_free(base);
+}
+
 /* A named pipe as the file target: opening never waits for a reader, and lines carry no priority. */
 static void test_fifo_target(void **state)
 {
@@ -494,7 +556,7 @@ int main(void)
                 cmocka_unit_test(test_cap),         cmocka_unit_test(test_off_and_errors),
                 cmocka_unit_test(test_file_append), cmocka_unit_test(test_fifo_target),
                 cmocka_unit_test(test_stderr_pipe), cmocka_unit_test(test_full_pipe_drops),
-                cmocka_unit_test(test_reader_gone),
+                cmocka_unit_test(test_reader_gone), cmocka_unit_test(test_forward),
         };
 
         /* A write that blocks would hang the test: end it instead. */

@@ -80,7 +80,7 @@ static int setup(void **state)
         f->lbd.pool = pool_new(f->lbd.base, NULL);
         assert_non_null(f->lbd.pool);
         assert_int_equal(pool_set_backends(f->lbd.pool, backends, ELEMENTSOF(backends)), 0);
-        f->lbd.proxy = proxy_new(&f->lbd);
+        f->lbd.proxy = proxy_new(&f->lbd, f->lbd.base, NULL, 0, NULL);
         assert_non_null(f->lbd.proxy);
         f->lbd.started_usec = now_usec() - 12300 * USEC_PER_MSEC;
 
@@ -203,7 +203,7 @@ static void fill_state(struct fixture *f)
 
         backend_set_healthy(b0, true, "test");
         b0->checked_once = true;
-        b0->active = 2;
+        b0->loops[0].active = 2;
         b0->stats.requests = 10;
         b0->stats.failures = 1;
         b0->stats.health_ok = 7;

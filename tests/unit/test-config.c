@@ -427,6 +427,10 @@ static void test_bad_values(void **state)
                 {"lbd", "admin", "no", "or off"},
                 {"lbd", "balance", "random", "must be one of: round-robin least-conn p2c"},
                 {"lbd", "balance", "Round-Robin", "must be one of"},
+                {"lbd", "threads", "0", "must be auto or a number from 1 to 64"},
+                {"lbd", "threads", "65", "must be auto or a number from 1 to 64"},
+                {"lbd", "threads", "Auto", "must be auto or a number from 1 to 64"},
+                {"lbd", "threads", "", "must be auto or a number from 1 to 64"},
                 {"lbd", "access_log", "relative/path", "must be stderr, off or an absolute file path"},
                 {"lbd", "access_log", "", "must be stderr, off or an absolute file path"},
                 {"lbd", "access_log", "/tmp/a\tb", "absolute file path"},
@@ -540,6 +544,12 @@ static void test_set(void **state)
         check_addr(&c.admin, "127.1.2.3:1");
         assert_int_equal(config_set(&c, "lbd", "balance", "least-conn", NULL), 0);
         assert_int_equal(c.balance, BALANCE_LEAST_CONN);
+        assert_int_equal(c.threads, 1);
+        assert_int_equal(config_set(&c, "lbd", "threads", "3", NULL), 0);
+        assert_int_equal(c.threads, 3);
+        assert_int_equal(config_set(&c, "lbd", "threads", "auto", NULL), 0);
+        assert_true(c.threads >= 1 && c.threads <= CONFIG_THREADS_MAX);
+        assert_int_equal(config_set(&c, "lbd", "threads", "1", NULL), 0);
         assert_int_equal(config_set(&c, "lbd", "access_log", "off", NULL), 0);
         assert_string_equal(c.access_log, "off");
         assert_int_equal(config_set(&c, "pool", "provider", "ec2", NULL), 0);
@@ -872,6 +882,16 @@ static void test_validate(void **state)
         check_validate(&c, -EINVAL, "[health] key 'timeout': must be greater than 0", 1);
         c.health_interval_usec = 0;
         check_validate(&c, -EINVAL, "[health] key 'interval': must be greater than 0", 2);
+
+        /* More than one loop: not with TLS to the backends (nor TLS listeners) yet. */
+        valid_config(&c);
+        c.threads = 2;
+        check_validate(&c, 0, NULL, 0);
+        c.backend_tls = true;
+        memcpy(c.backend_ca, "/etc/lbd/ca.pem", sizeof("/etc/lbd/ca.pem"));
+        check_validate(&c, -EINVAL, "[lbd] key 'threads': more than 1 does not work with TLS", 1);
+        c.threads = 1;
+        check_validate(&c, 0, NULL, 0);
 
         /* The health timeout may exceed the interval. */
         valid_config(&c);

@@ -594,7 +594,7 @@ static void test_sync(void **state)
         assert_int_equal(b1->state, BACKEND_DRAINING);
         assert_int_equal(health_sync(f->health), 0);
         assert_null(b1->probe);
-        assert_int_equal(b1->refs, refs - 2); /* the pool's and the probe's */
+        assert_int_equal(b1->refs, refs - 3); /* the pool's, its view's and the probe's */
         checks = b1->stats.health_ok + b1->stats.health_fail;
         assert_non_null(b2->probe);
 

@@ -86,6 +86,12 @@ static struct netaddr addr(const char *s)
         return a;
 }
 
+/* The history's view of the proxy's counters: a struct the test changes. */
+static void stats_copy(void *userdata, struct proxy_stats *ret)
+{
+        *ret = *(const struct proxy_stats *)userdata;
+}
+
 static void test_samples(void **state)
 {
         struct proxy_stats stats = {0};
@@ -97,7 +103,7 @@ static void test_samples(void **state)
         assert_non_null(pool);
         assert_int_equal(pool_set_backends(pool, addrs, 2), 0);
         pool->backends[1]->healthy = true;
-        h = history_new(NULL, pool, &stats);
+        h = history_new(NULL, pool, stats_copy, &stats);
         assert_non_null(h);
 
         /* The first tick only takes a copy. */
@@ -153,7 +159,7 @@ static void test_backend_window(void **state)
         assert_non_null(pool);
         assert_int_equal(pool_set_backends(pool, addrs, 2), 0);
         b = pool->backends[0];
-        h = history_new(NULL, pool, NULL);
+        h = history_new(NULL, pool, NULL, NULL);
         assert_non_null(h);
 
         history_backend(h, b, &v);
@@ -199,7 +205,7 @@ static void test_backend_window(void **state)
 
 static void test_events(void **state)
 {
-        struct history *h = history_new(NULL, NULL, NULL);
+        struct history *h = history_new(NULL, NULL, NULL, NULL);
         char long_text[2 * HISTORY_EVENT_TEXT];
         const struct history_event *e;
 

@@ -389,7 +389,7 @@ static struct fake *fake_new(const struct provider_ops *ops)
         clock = (struct reconcile_clock){.monotonic = fake_mono, .realtime = fake_wall, .userdata = f};
         reconcile_set_clock(f->r, &clock);
         reconcile_set_on_change(f->r, fake_on_change, f);
-        f->history = history_new(NULL, NULL, NULL);
+        f->history = history_new(NULL, NULL, NULL, NULL);
         assert_non_null(f->history);
         reconcile_set_history(f->r, f->history);
         return f;
@@ -635,7 +635,7 @@ static void test_leadership_lost_mid_plan(void **state)
         /* Scale down to 2 while the victim drains; the lease lapses meanwhile. */
         busy = backend_of(f, ids[2]);
         backend_ref(busy);
-        busy->active = 1;
+        busy->loops[0].active = 1;
         smaller = f->config;
         smaller.desired = 2;
         reconcile_set_config(f->r, &smaller);
@@ -643,7 +643,7 @@ static void test_leadership_lost_mid_plan(void **state)
         answer_list(f);
         assert_int_equal(f->pool->n_backends, 2);
         lease.may = false;
-        busy->active = 0;
+        busy->loops[0].active = 0;
         run_for(f, 120);
         assert_null(f->terminate_cb);
         assert_int_equal(f->terminates, 0);
@@ -900,7 +900,7 @@ static void test_scale_down_order(void **state)
         /* cloud[1] is not healthy (never passed, too recent to be judged); cloud[4] is busy. */
         busy = backend_of(f, ids[4]);
         backend_ref(busy);
-        busy->active = 1;
+        busy->loops[0].active = 1;
         backend_set_healthy(backend_of(f, ids[1]), false, "test");
         backend_of(f, ids[1])->been_healthy = false;
         backend_of(f, ids[1])->health_changed_usec = f->mono;
@@ -919,7 +919,7 @@ static void test_scale_down_order(void **state)
         /* Terminated only once the busy one has drained. */
         run_for(f, 120);
         assert_null(f->terminate_cb);
-        busy->active = 0;
+        busy->loops[0].active = 0;
         run_for(f, 120);
         assert_non_null(f->terminate_cb);
         assert_int_equal(f->n_terminate, 3);
