@@ -712,7 +712,6 @@ static bool reconcile_serving(const struct backend *b)
 struct reconcile_candidate {
         struct reconcile_instance *k;
         bool failed, healthy;
-        unsigned inflight;      /* requests in flight to it now (all loops) */
         uint64_t launched;
 };
 
@@ -780,23 +779,14 @@ static void reconcile_zone_failed(struct reconcile *r, const struct reconcile_in
 }
 
 /* Which of <alive> (n > desired, in scale-down order) goes first: the first in that order, unless it is
- * healthy (then all are): then the least loaded (requests in flight), newest first among equals; with
- * zones, one in no configured zone, else the least loaded of the fullest zone, so that scaling down and a
- * rebalance keep the zones even. */
+ * healthy (then all are) and there are zones: then one in no configured zone, else the newest of the
+ * fullest zone, so that scaling down and a rebalance keep the zones even. */
 static size_t reconcile_trim_choice(const struct reconcile *r, const struct reconcile_candidate *alive, size_t n)
 {
-        size_t counts[PROVIDER_MAX_ZONES], fullest = 0, best = 0;
+        size_t counts[PROVIDER_MAX_ZONES], fullest = 0;
 
-        if (alive[0].failed || !alive[0].healthy)
+        if (r->zones.n < 2 || alive[0].failed || !alive[0].healthy)
                 return 0;
-        /* All healthy: the least loaded goes (fewer requests to wait for while it drains), the newest of
-         * those; with zones, within the fullest zone. */
-        if (r->zones.n < 2) {
-                for (size_t i = 1; i < n; i++)
-                        if (alive[i].inflight < alive[best].inflight)
-                                best = i;
-                return best;
-        }
         reconcile_zone_counts(r, alive, n, counts);
         for (size_t i = 0; i < n; i++)
                 if (reconcile_zone_of(r, alive[i].k) < 0)
@@ -804,12 +794,10 @@ static size_t reconcile_trim_choice(const struct reconcile *r, const struct reco
         for (size_t z = 1; z < r->zones.n; z++)
                 if (counts[z] > counts[fullest])
                         fullest = z;
-        best = n;
         for (size_t i = 0; i < n; i++)
-                if (reconcile_zone_of(r, alive[i].k) == (int)fullest &&
-                    (best == n || alive[i].inflight < alive[best].inflight))
-                        best = i;
-        return best < n ? best : 0;
+                if (reconcile_zone_of(r, alive[i].k) == (int)fullest)
+                        return i;
+        return 0;
 }
 
 /* During a rebalance, the instance beyond desired is trimmed only once the new one is healthy (make
@@ -1081,7 +1069,6 @@ static int reconcile_plan(struct reconcile *r)
                         .k = k,
                         .failed = reconcile_failed(r, k),
                         .healthy = b && b->healthy && !b->maintenance, /* drained ones go first */
-                        .inflight = b ? backend_active(b) : 0,
                         .launched = reconcile_launched(k),
                 };
         }
