@@ -126,6 +126,7 @@ struct http_server {
         struct http_listener listeners[HTTP_SERVER_LISTEN_MAX];
         size_t n_listeners;
         SSL_CTX *tls;                 /* new connections speak TLS with this context; one reference */
+        struct evbuffer *tls_in;      /* TLS reads land here, then go through readbuf (see below) */
         bool accepting;
         bool shutting_down;
         struct acceptpause pause;
@@ -1015,9 +1016,17 @@ static ssize_t http_conn_recv(struct http_conn *c, bool *again)
 
         *again = false;
         if (c->ssl) {
-                n = tls_read(c->ssl, c->in, HTTP_READ_SIZE, again);
+                /* Through the server's buffers, as plain reads: decrypting into the connection's input
+                 * would leave it a read-sized chain, 16 KiB held by each connection that sent a few bytes
+                 * of a head. */
+                struct http_server *s = c->server;
+
+                n = tls_read(c->ssl, s->tls_in, sizeof(s->readbuf), again);
                 if (n < 0 && n != -EAGAIN)
                         c->tls_broken = true;
+                if (n > 0 && (evbuffer_remove(s->tls_in, s->readbuf, (size_t)n) != n ||
+                              evbuffer_add(c->in, s->readbuf, (size_t)n) < 0))
+                        return -ENOMEM;
                 return n;
         }
         do
@@ -1311,14 +1320,19 @@ struct http_server *http_server_free(struct http_server *s)
         }
         acceptpause_done(&s->pause);
         SSL_CTX_free(s->tls);
+        if (s->tls_in)
+                evbuffer_free(s->tls_in);
         free(s);
         return NULL;
 }
 
-void http_server_set_tls(struct http_server *s, struct ssl_ctx_st *ctx)
+int http_server_set_tls(struct http_server *s, struct ssl_ctx_st *ctx)
 {
+        if (ctx && !s->tls_in && !(s->tls_in = evbuffer_new()))
+                return -ENOMEM;
         if (ctx)
                 (void)SSL_CTX_up_ref(ctx);
         SSL_CTX_free(s->tls);
         s->tls = ctx;
+        return 0;
 }

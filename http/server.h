@@ -111,8 +111,9 @@ int http_server_listen(struct http_server *s, const struct netaddr *addr, const 
 
 /* From now on every connection accepted speaks TLS with <ctx> (a server context; the server takes a
  * reference), or plain HTTP when NULL. Connections already open keep what they have: a reload of the
- * certificates is a call with the new context. The handshake is bounded by the head timeout. */
-void http_server_set_tls(struct http_server *s, struct ssl_ctx_st *ctx);
+ * certificates is a call with the new context. The handshake is bounded by the head timeout. Returns 0
+ * or -ENOMEM (nothing changed). */
+int http_server_set_tls(struct http_server *s, struct ssl_ctx_st *ctx);
 
 /* Stops accepting; idle connections are closed now, the others after the answer in progress, which
  * carries "Connection: close". Requests the application holds stay its own. */

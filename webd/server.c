@@ -1109,13 +1109,18 @@ static int server_load_tls(struct server *s)
 {
         char reason[512];
         SSL_CTX *ctx = tls_server_ctx_new(s->config->tls_cert, s->config->tls_key, false, reason, sizeof(reason));
+        int r;
 
         if (!ctx) {
                 log_error("TLS: %s", reason);
                 return -EINVAL;
         }
-        http_server_set_tls(s->http, ctx);
+        r = http_server_set_tls(s->http, ctx);
         SSL_CTX_free(ctx);
+        if (r < 0) {
+                log_error("TLS: out of memory");
+                return r;
+        }
         return 0;
 }
 
