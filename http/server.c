@@ -1274,6 +1274,11 @@ int http_server_listen(struct http_server *s, const struct netaddr *addr, const 
         return 0;
 }
 
+void http_server_set_name(struct http_server *s, const char *name)
+{
+        s->pause.what = name;
+}
+
 void http_server_shutdown(struct http_server *s)
 {
         struct http_conn *c, *next;

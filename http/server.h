@@ -115,6 +115,10 @@ int http_server_listen(struct http_server *s, const struct netaddr *addr, const 
  * or -ENOMEM (nothing changed). */
 int http_server_set_tls(struct http_server *s, struct ssl_ctx_st *ctx);
 
+/* Names the server in its log lines ("admin API": "admin API: out of file descriptors ..."); "HTTP server"
+ * until then. <name> must live as long as the server. */
+void http_server_set_name(struct http_server *s, const char *name);
+
 /* Stops accepting; idle connections are closed now, the others after the answer in progress, which
  * carries "Connection: close". Requests the application holds stay its own. */
 void http_server_shutdown(struct http_server *s);

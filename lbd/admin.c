@@ -1,5 +1,5 @@
 /* The admin API: GET /status (JSON) and GET /metrics (Prometheus text format 0.0.4) on a separate
- * listener, served by libevent's evhttp on the daemon's event loop; and POST /backends/NAME/drain and
+ * listener, served by the HTTP engine (http/server.h) on the daemon's main event loop; and POST /backends/NAME/drain and
  * POST /backends/NAME/enable, which take a backend (NAME: its address or its instance id) out of rotation
  * for maintenance and put it back (lbctl drain / enable), refused when a browser sends them on another
  * site's behalf (statuspage_post_allowed()). The status page at / and /page... is statuspage.c's, served
@@ -9,17 +9,17 @@
  * counters, the daemon's start time, and the reconciler's view of the instances (reconcile.h).
  * Every answer is built whole in memory from that state and sent at once; the state is small (a few
  * hundred backends at most), so a request costs little loop time. The listener is meant for loopback and
- * trusted tools, but requests are still bounded: small head and body limits and a 10 s timeout, all
- * enforced by evhttp. Anything else is 404; a method a path doesn't take, 405. */
+ * trusted tools, but it gets the engine's guarantees as the proxy's clients do: at most
+ * ADMIN_MAX_CONNECTIONS connections, a small head and body, a head within 10 s of its first byte (a
+ * slowloris is answered 408 and closed), idle connections closed after 10 s, strict framing, and a backoff
+ * with one log line when accept() runs out of descriptors. Anything else is 404; a method a path doesn't
+ * take, 405. */
 #include "lbd/admin.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/listener.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -29,12 +29,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "common/acceptpause.h"
 #include "common/cjson.h"
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
 #include "common/parse.h"
+#include "http/server.h"
 #include "lbd-version.h"
 #include "lbd/autoscale.h"
 #include "lbd/schedule.h"
@@ -51,8 +51,9 @@
 
 #define ADMIN_MAX_HEADERS_SIZE 8192
 #define ADMIN_MAX_BODY_SIZE    1024
-#define ADMIN_TIMEOUT_SEC      10
-#define ADMIN_BACKLOG          64
+#define ADMIN_TIMEOUT_USEC     (10 * USEC_PER_SEC) /* for a head, a body, an idle connection */
+#define ADMIN_MAX_CONNECTIONS  256
+#define ADMIN_QUERY_PARAMS_MAX 16
 #define ADMIN_LABEL_MAX        (2 * NETADDR_STRLEN + 1)
 
 #define ADMIN_CONTENT_JSON    "application/json"
@@ -61,43 +62,9 @@
 
 struct admin {
         struct lbd *lbd;
-        struct evhttp *http;
-        struct evconnlistener *listener; /* evhttp's, on our socket */
-        struct acceptpause accept_pause;
+        struct http_server *http;
         struct statuspage *page; /* the status page at / (statuspage.h) */
 };
-
-/* evhttp hands its listener's error callback its own pointer, not ours: the one admin API of the process
- * is found here. */
-static struct admin *admin_listening;
-
-static void admin_set_listening(void *userdata, bool on)
-{
-        struct admin *a = userdata;
-
-        if (on)
-                (void)evconnlistener_enable(a->listener);
-        else
-                (void)evconnlistener_disable(a->listener);
-}
-
-static void admin_accept_error_cb(struct evconnlistener *listener, void *userdata)
-{
-        int e = errno;
-
-        if (admin_listening && admin_listening->listener == listener &&
-            !acceptpause_failed(&admin_listening->accept_pause, e))
-                log_debug_errno(e, "admin API: accept() failed: %m");
-}
-
-/* evhttp asks for a bufferevent for each connection it accepted: an accept() that worked. */
-static struct bufferevent *admin_new_bufferevent(struct event_base *base, void *userdata)
-{
-        struct admin *a = userdata;
-
-        acceptpause_accepted(&a->accept_pause);
-        return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-}
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct evbuffer *, evbuffer_free)
 
@@ -777,36 +744,61 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
 
 /* ---- requests ---- */
 
-static void admin_reply(struct evhttp_request *req, int code, const char *reason, const char *content_type,
-                        struct evbuffer *body)
+void admin_respond(struct http_request *req, unsigned status, const char *content_type, const char *fields,
+                   struct evbuffer *body)
 {
-        struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
+        char head[HTTP_SERVER_HEADERS_MAX / 2];
+        const void *data = NULL;
+        size_t len = body ? evbuffer_get_length(body) : 0;
+        int n;
 
-        (void)evhttp_add_header(headers, "Content-Type", content_type);
-        (void)evhttp_add_header(headers, "Cache-Control", "no-store");
-        evhttp_send_reply(req, code, reason, body);
+        n = snprintf(head, sizeof(head), "Cache-Control: no-store\r\n%s", fields ? fields : "");
+        if (n < 0 || (size_t)n >= sizeof(head) || (len > 0 && !(data = evbuffer_pullup(body, -1)))) {
+                /* Our own fields too long, or no memory for the body: a bug or a starved process. */
+                status = 500;
+                content_type = NULL;
+                head[0] = '\0';
+                len = 0;
+        }
+        http_request_respond(req, &(struct http_response){
+                                          .status = status,
+                                          .content_type = content_type,
+                                          .headers = head,
+                                          .body = data,
+                                          .body_len = len,
+                                  });
 }
 
-static void admin_reply_text(struct evhttp_request *req, int code, const char *reason)
+void admin_respond_text(struct http_request *req, unsigned status, const char *fields, const char *reason,
+                        const char *detail)
 {
-        _cleanup_(evbuffer_freep) struct evbuffer *body = evbuffer_new();
+        char body[512];
+        int n = snprintf(body, sizeof(body), "%u %s%s%s\n", status, reason ? reason : http_status_reason(status),
+                         detail ? ": " : "", detail ? detail : "");
+        char head[HTTP_SERVER_HEADERS_MAX / 2];
+        int m = snprintf(head, sizeof(head), "Cache-Control: no-store\r\n%s", fields ? fields : "");
 
-        if (!body) {
-                evhttp_send_error(req, HTTP_INTERNAL, NULL);
-                return;
-        }
-        (void)evbuffer_add_printf(body, "%d %s\n", code, reason);
-        admin_reply(req, code, reason, ADMIN_CONTENT_TEXT, body);
+        http_request_respond(req, &(struct http_response){
+                                          .status = status,
+                                          .content_type = ADMIN_CONTENT_TEXT,
+                                          .headers = m < 0 || (size_t)m >= sizeof(head) ? NULL : head,
+                                          .body = body,
+                                          .body_len = n < 0 ? 0 : MIN((size_t)n, sizeof(body) - 1),
+                                  });
+}
+
+static void admin_reply_text(struct http_request *req, unsigned status, const char *reason)
+{
+        admin_respond_text(req, status, NULL, reason, NULL);
 }
 
 /* Answers 405 to anything but a POST, and 403 to a POST from another site (statuspage_post_allowed()).
  * Returns true for a POST that may go on. */
-static bool admin_require_post(struct evhttp_request *req)
+static bool admin_require_post(struct http_request *req)
 {
-        if (evhttp_request_get_command(req) == EVHTTP_REQ_POST)
+        if (req->method == HTTP_POST)
                 return statuspage_post_allowed(req);
-        (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-        admin_reply_text(req, HTTP_BADMETHOD, "Method Not Allowed");
+        admin_respond_text(req, 405, "Allow: POST\r\n", NULL, NULL);
         return false;
 }
 
@@ -830,21 +822,24 @@ struct backend *admin_find_backend(const struct lbd *lbd, const char *name)
 int admin_action_parse(const char *rest, bool *ret_drain, char *name, size_t size)
 {
         const char *slash = strrchr(rest, '/');
-        char raw[ADMIN_BACKEND_NAME_MAX];
-        _cleanup_free_ char *decoded = NULL;
+        size_t n = 0;
 
-        if (!slash || slash == rest || (size_t)(slash - rest) >= sizeof(raw) ||
-            (strcmp(slash, "/drain") != 0 && strcmp(slash, "/enable") != 0))
+        if (!slash || slash == rest || (strcmp(slash, "/drain") != 0 && strcmp(slash, "/enable") != 0))
                 return -ENOENT;
-        memcpy(raw, rest, (size_t)(slash - rest));
-        raw[slash - rest] = '\0';
-        /* An IPv6 address may come percent-encoded ("%5B::1%5D:8081"). */
-        decoded = evhttp_uridecode(raw, 0, NULL);
-        if (!decoded)
-                return -ENOMEM;
-        if (strlen(decoded) >= size)
-                return -ENOENT;
-        memcpy(name, decoded, strlen(decoded) + 1);
+        /* An IPv6 address may come percent-encoded ("%5B::1%5D:8081"). A decoded NUL or a name too long
+         * names no backend. */
+        for (const char *r = rest; r < slash; r++) {
+                char c = *r;
+
+                if (c == '%' && r + 2 < slash && parse_hex_digit(r[1]) >= 0 && parse_hex_digit(r[2]) >= 0) {
+                        c = (char)(parse_hex_digit(r[1]) * 16 + parse_hex_digit(r[2]));
+                        r += 2;
+                }
+                if (c == '\0' || n + 1 >= size)
+                        return -ENOENT;
+                name[n++] = c;
+        }
+        name[n] = '\0';
         *ret_drain = strcmp(slash, "/drain") == 0;
         return 0;
 }
@@ -860,7 +855,7 @@ void admin_set_maintenance(struct lbd *lbd, struct backend *b, bool drain, const
 /* POST /backends/NAME/drain or /backends/NAME/enable (<path> starts with ADMIN_BACKENDS_PREFIX). Answers
  * with the backend's state after the change: {backend, instance_id, maintenance, state, in_rotation,
  * active}. */
-static void admin_backend_action(const struct admin *a, struct evhttp_request *req, const char *path)
+static void admin_backend_action(const struct admin *a, struct http_request *req, const char *path)
 {
         _cleanup_(cJSON_Deletep) cJSON *o = NULL;
         _cleanup_(cJSON_freep) char *text = NULL;
@@ -872,15 +867,14 @@ static void admin_backend_action(const struct admin *a, struct evhttp_request *r
 
         r = admin_action_parse(path + strlen(ADMIN_BACKENDS_PREFIX), &drain, name, sizeof(name));
         if (r < 0) {
-                admin_reply_text(req, r == -ENOMEM ? HTTP_INTERNAL : HTTP_NOTFOUND,
-                                 r == -ENOMEM ? "Internal Server Error" : "Not Found");
+                admin_reply_text(req, 404, NULL);
                 return;
         }
         if (!admin_require_post(req))
                 return;
         b = admin_find_backend(a->lbd, name);
         if (!b) {
-                admin_reply_text(req, HTTP_NOTFOUND, "No such backend");
+                admin_reply_text(req, 404, "No such backend");
                 return;
         }
         admin_set_maintenance(a->lbd, b, drain, "admin API");
@@ -893,19 +887,27 @@ static void admin_backend_action(const struct admin *a, struct evhttp_request *r
             !cJSON_AddBoolToObject(o, "in_rotation", backend_in_rotation(b)) ||
             !cJSON_AddNumberToObject(o, "active", backend_active(b)) || !(text = cJSON_PrintUnformatted(o)) ||
             !(body = evbuffer_new()) || evbuffer_add_printf(body, "%s\n", text) < 0) {
-                admin_reply_text(req, HTTP_INTERNAL, "Internal Server Error");
+                admin_reply_text(req, 500, NULL);
                 return;
         }
-        admin_reply(req, HTTP_OK, "OK", ADMIN_CONTENT_JSON, body);
+        admin_respond(req, 200, ADMIN_CONTENT_JSON, NULL, body);
 }
 
 /* POST /refresh[?min_healthy=PCT&warmup=DURATION&timeout=DURATION&on_failure=rollback|stop] starts an
  * instance refresh (settings left out or empty are [pool]'s), POST /refresh/cancel stops it. Answers with the
  * "refresh" object of /status. */
-static void admin_refresh(const struct admin *a, struct evhttp_request *req, const char *path)
+/* The value of <name> among <params>, or NULL. */
+static const char *admin_param(const struct http_param *params, int n, const char *name)
 {
-        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-        const char *query = uri ? evhttp_uri_get_query(uri) : NULL, *v;
+        for (int i = 0; i < n; i++)
+                if (strcmp(params[i].name, name) == 0)
+                        return params[i].value;
+        return NULL;
+}
+
+static void admin_refresh(const struct admin *a, struct http_request *req, const char *path)
+{
+        const char *query = req->query, *v;
         const struct config *c = a->lbd->config;
         struct refresh_settings s = {
                 .min_healthy = c->refresh_min_healthy,
@@ -913,7 +915,9 @@ static void admin_refresh(const struct admin *a, struct evhttp_request *req, con
                 .timeout_usec = c->refresh_timeout_usec,
                 .on_failure = (enum refresh_on_failure)c->refresh_on_failure,
         };
-        struct evkeyvalq params = {0};
+        struct http_param params[ADMIN_QUERY_PARAMS_MAX];
+        _cleanup_free_ char *qbuf = NULL;
+        int n = 0;
         _cleanup_(cJSON_Deletep) cJSON *o = NULL;
         _cleanup_(cJSON_freep) char *text = NULL;
         _cleanup_(evbuffer_freep) struct evbuffer *body = NULL;
@@ -923,26 +927,33 @@ static void admin_refresh(const struct admin *a, struct evhttp_request *req, con
         int r;
 
         if (!cancel && strcmp(path, "/refresh") != 0) {
-                admin_reply_text(req, HTTP_NOTFOUND, "Not Found");
+                admin_reply_text(req, 404, NULL);
                 return;
         }
         if (!admin_require_post(req))
                 return;
         if (!a->lbd->reconcile) {
-                admin_reply_text(req, HTTP_BADREQUEST, "No managed pool: nothing to refresh");
+                admin_reply_text(req, 400, "No managed pool: nothing to refresh");
                 return;
         }
-        if (query && evhttp_parse_query_str(query, &params) < 0)
-                bad = "Malformed query";
-        if (!bad && (v = evhttp_find_header(&params, "min_healthy")) && *v &&
-            parse_uint(v, 0, 100, &s.min_healthy) < 0)
+        if (query && *query) {
+                qbuf = malloc(strlen(query) + 1);
+                if (!qbuf) {
+                        admin_reply_text(req, 500, NULL);
+                        return;
+                }
+                n = http_parse_query(query, qbuf, params, ELEMENTSOF(params));
+                if (n < 0)
+                        bad = "Malformed query";
+        }
+        if (!bad && (v = admin_param(params, n, "min_healthy")) && *v && parse_uint(v, 0, 100, &s.min_healthy) < 0)
                 bad = "min_healthy must be a percentage, 0 to 100";
-        if (!bad && (v = evhttp_find_header(&params, "warmup")) && *v && parse_duration(v, &s.warmup_usec) < 0)
+        if (!bad && (v = admin_param(params, n, "warmup")) && *v && parse_duration(v, &s.warmup_usec) < 0)
                 bad = "warmup must be a duration (30s, 2m)";
-        if (!bad && (v = evhttp_find_header(&params, "timeout")) && *v &&
+        if (!bad && (v = admin_param(params, n, "timeout")) && *v &&
             (parse_duration(v, &s.timeout_usec) < 0 || s.timeout_usec == 0))
                 bad = "timeout must be a duration greater than 0 (10m)";
-        if (!bad && (v = evhttp_find_header(&params, "on_failure")) && *v) {
+        if (!bad && (v = admin_param(params, n, "on_failure")) && *v) {
                 if (strcmp(v, "rollback") == 0)
                         s.on_failure = REFRESH_ROLLBACK;
                 else if (strcmp(v, "stop") == 0)
@@ -950,9 +961,8 @@ static void admin_refresh(const struct admin *a, struct evhttp_request *req, con
                 else
                         bad = "on_failure must be rollback or stop";
         }
-        evhttp_clear_headers(&params);
         if (bad) {
-                admin_reply_text(req, HTTP_BADREQUEST, bad);
+                admin_reply_text(req, 400, bad);
                 return;
         }
 
@@ -962,7 +972,7 @@ static void admin_refresh(const struct admin *a, struct evhttp_request *req, con
                 return;
         }
         if (r == -EOPNOTSUPP) {
-                admin_reply_text(req, HTTP_BADREQUEST, "This provider has no launch settings to refresh");
+                admin_reply_text(req, 400, "This provider has no launch settings to refresh");
                 return;
         }
         if (r == -EAGAIN) {
@@ -974,47 +984,44 @@ static void admin_refresh(const struct admin *a, struct evhttp_request *req, con
         if (r < 0 || !o || admin_status_refresh(o, &view) < 0 || !(text = cJSON_PrintUnformatted(
                                                                           cJSON_GetObjectItem(o, "refresh"))) ||
             !(body = evbuffer_new()) || evbuffer_add_printf(body, "%s\n", text) < 0) {
-                admin_reply_text(req, HTTP_INTERNAL, "Internal Server Error");
+                admin_reply_text(req, 500, NULL);
                 return;
         }
-        admin_reply(req, HTTP_OK, "OK", ADMIN_CONTENT_JSON, body);
+        admin_respond(req, 200, ADMIN_CONTENT_JSON, NULL, body);
 }
 
-static void admin_on_request(struct evhttp_request *req, void *userdata)
+static void admin_on_request(struct http_request *req, void *userdata)
 {
         struct admin *a = userdata;
-        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-        const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-        enum evhttp_cmd_type method = evhttp_request_get_command(req);
+        const char *path = req->path;
         int (*build)(const struct admin *a, struct evbuffer *out);
         const char *content_type;
         _cleanup_(evbuffer_freep) struct evbuffer *body = NULL;
         int r;
 
-        if (path && statuspage_owns(path)) {
+        if (statuspage_owns(path)) {
                 statuspage_handle(a->page, req, path);
                 return;
         }
-        if (path && strcmp(path, "/status") == 0) {
+        if (strcmp(path, "/status") == 0) {
                 build = admin_status;
                 content_type = ADMIN_CONTENT_JSON;
-        } else if (path && strcmp(path, "/metrics") == 0) {
+        } else if (strcmp(path, "/metrics") == 0) {
                 build = admin_metrics;
                 content_type = ADMIN_CONTENT_METRICS;
-        } else if (path && strncmp(path, ADMIN_BACKENDS_PREFIX, strlen(ADMIN_BACKENDS_PREFIX)) == 0) {
+        } else if (strncmp(path, ADMIN_BACKENDS_PREFIX, strlen(ADMIN_BACKENDS_PREFIX)) == 0) {
                 admin_backend_action(a, req, path);
                 return;
-        } else if (path && strncmp(path, "/refresh", strlen("/refresh")) == 0) {
+        } else if (strncmp(path, "/refresh", strlen("/refresh")) == 0) {
                 admin_refresh(a, req, path);
                 return;
         } else {
-                admin_reply_text(req, HTTP_NOTFOUND, "Not Found");
+                admin_reply_text(req, 404, NULL);
                 return;
         }
 
-        if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
-                (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-                admin_reply_text(req, HTTP_BADMETHOD, "Method Not Allowed");
+        if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
+                admin_respond_text(req, 405, "Allow: GET, HEAD\r\n", NULL, NULL);
                 return;
         }
 
@@ -1022,86 +1029,67 @@ static void admin_on_request(struct evhttp_request *req, void *userdata)
         r = body ? build(a, body) : -ENOMEM;
         if (r < 0) {
                 log_warning_errno(r, "Admin API: failed to answer %s: %m", path);
-                admin_reply_text(req, HTTP_INTERNAL, "Internal Server Error");
+                admin_reply_text(req, 500, NULL);
                 return;
         }
-        if (method == EVHTTP_REQ_HEAD) {
-                /* evhttp would send the body even to HEAD: announce its length and drop it. */
-                char length[32];
+        /* HEAD: the engine announces the length and sends no body. */
+        admin_respond(req, 200, content_type, NULL, body);
+}
 
-                (void)snprintf(length, sizeof(length), "%zu", evbuffer_get_length(body));
-                (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", length);
-                (void)evbuffer_drain(body, evbuffer_get_length(body));
-        }
-        admin_reply(req, HTTP_OK, "OK", content_type, body);
+/* The engine's own refusals (a malformed, oversized or too slow request): logged at debug level only, as
+ * the admin API's answers are; the listener is for loopback and trusted tools. */
+static void admin_access(const struct http_request *req, unsigned status, size_t body_len, void *userdata)
+{
+        (void)userdata;
+        (void)body_len;
+        if (status >= 400)
+                log_debug("admin API: %s %s from %s: %u", req->parsed ? req->method_name : "-",
+                          req->parsed ? req->path : "-", req->peer, status);
+}
+
+static uint64_t admin_body_limit(const struct http_request *req, void *userdata)
+{
+        (void)req;
+        (void)userdata;
+        return ADMIN_MAX_BODY_SIZE;
 }
 
 int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret)
 {
-        _cleanup_close_ int fd = -1;
-        struct evhttp_bound_socket *bound;
+        static const struct http_server_limits limits = {
+                .max_connections = ADMIN_MAX_CONNECTIONS,
+                .max_head_size = ADMIN_MAX_HEADERS_SIZE,
+                .max_body_size = ADMIN_MAX_BODY_SIZE,
+                .head_timeout_usec = ADMIN_TIMEOUT_USEC,
+                .body_timeout_usec = ADMIN_TIMEOUT_USEC,
+                .idle_timeout_usec = ADMIN_TIMEOUT_USEC,
+        };
+        static const struct http_server_ops ops = {
+                .request = admin_on_request,
+                .body_limit = admin_body_limit,
+                .access = admin_access,
+        };
         struct admin *a;
-        int one = 1, r;
+        int r;
 
         if (!lbd || !lbd->base || !addr || !ret)
                 return -EINVAL;
-
-        fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return -errno;
-        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
-                return -errno;
-        if (bind(fd, &addr->u.sa, addr->len) < 0)
-                return -errno;
-        if (listen(fd, ADMIN_BACKLOG) < 0)
-                return -errno;
 
         a = calloc(1, sizeof(*a));
         if (!a)
                 return -ENOMEM;
         a->lbd = lbd;
         r = statuspage_new(lbd, &a->page);
+        if (r >= 0)
+                r = http_server_new(lbd->base, &limits, &ops, a, &a->http);
+        if (r >= 0) {
+                http_server_set_name(a->http, "admin API");
+                r = http_server_listen(a->http, addr, "admin API");
+        }
         if (r < 0) {
-                free(a);
+                admin_free(a);
                 return r;
         }
-        a->http = evhttp_new(lbd->base);
-        if (!a->http) {
-                statuspage_free(a->page);
-                free(a);
-                return -ENOMEM;
-        }
-        /* Every method reaches admin_on_request, which answers 405 itself (evhttp would say 501). */
-        evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                                    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
-                                                    EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT |
-                                                    EVHTTP_REQ_PATCH);
-        evhttp_set_max_headers_size(a->http, ADMIN_MAX_HEADERS_SIZE);
-        evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY_SIZE);
-        evhttp_set_timeout(a->http, ADMIN_TIMEOUT_SEC);
-        evhttp_set_gencb(a->http, admin_on_request, a);
-        evhttp_set_bevcb(a->http, admin_new_bufferevent, a);
-        if (acceptpause_init(&a->accept_pause, lbd->base, "admin API", admin_set_listening, a) < 0) {
-                evhttp_free(a->http);
-                statuspage_free(a->page);
-                free(a);
-                return -ENOMEM;
-        }
-
-        /* From here on evhttp owns the socket. */
-        bound = evhttp_accept_socket_with_handle(a->http, fd);
-        if (!bound) {
-                acceptpause_done(&a->accept_pause);
-                evhttp_free(a->http);
-                statuspage_free(a->page);
-                free(a);
-                return -ENOMEM;
-        }
-        fd = -1;
-        a->listener = evhttp_bound_socket_get_listener(bound);
-        evconnlistener_set_error_cb(a->listener, admin_accept_error_cb);
-        admin_listening = a;
-
         *ret = a;
         return 0;
 }
@@ -1110,10 +1098,7 @@ struct admin *admin_free(struct admin *a)
 {
         if (!a)
                 return NULL;
-        if (admin_listening == a)
-                admin_listening = NULL;
-        evhttp_free(a->http);
-        acceptpause_done(&a->accept_pause);
+        a->http = http_server_free(a->http);
         statuspage_free(a->page);
         free(a);
         return NULL;

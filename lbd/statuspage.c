@@ -13,8 +13,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <stdarg.h>
@@ -22,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/queue.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +28,7 @@
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
+#include "http/server.h"
 #include "lbd-version.h"
 #include "lbd/admin.h"
 #include "lbd/backend.h"
@@ -39,7 +37,8 @@
 #include "lbd/reconcile.h"
 #include "lbd/statuspage-assets.h"
 
-#define PAGE_FORBIDDEN     403 /* evhttp names no constant for it */
+#define PAGE_FORBIDDEN     403
+#define PAGE_QUERY_MAX     16 /* parameters in a query or form */
 #define PAGE_ACTION_PREFIX "/page/backends/"
 #define PAGE_TOKEN_HEADER  "X-LBD-Token"
 #define PAGE_MAX_ROWS      4096 /* rows on one page; the pool is far smaller */
@@ -726,40 +725,39 @@ static int page_json(struct admin_out *o, const struct statuspage *sp, const str
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct evbuffer *, evbuffer_free)
 
-static void page_reply(struct evhttp_request *req, int code, const char *reason, const char *type,
-                       struct evbuffer *body)
-{
-        struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+/* The fields of every page answer: nothing of it may be framed, sniffed or sent to other sites. */
+#define PAGE_FIELDS                                                                                         \
+        "X-Content-Type-Options: nosniff\r\n"                                                                \
+        "X-Frame-Options: DENY\r\n"                                                                          \
+        /* Not no-referrer: browsers then send "Origin: null" with the page's own forms, which is refused. */ \
+        "Referrer-Policy: same-origin\r\n"                                                                   \
+        "Content-Security-Policy: " PAGE_CSP "\r\n"
 
-        (void)evhttp_add_header(h, "Content-Type", type);
-        (void)evhttp_add_header(h, "Cache-Control", "no-store");
-        (void)evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
-        (void)evhttp_add_header(h, "X-Frame-Options", "DENY");
-        /* Not no-referrer: browsers then send "Origin: null" with the page's own forms, which is refused. */
-        (void)evhttp_add_header(h, "Referrer-Policy", "same-origin");
-        (void)evhttp_add_header(h, "Content-Security-Policy", PAGE_CSP);
-        evhttp_send_reply(req, code, reason, body);
+static void page_reply(struct http_request *req, unsigned status, const char *type, struct evbuffer *body)
+{
+        admin_respond(req, status, type, PAGE_FIELDS, body);
 }
 
-/* A short text answer: "<code> <reason>: <detail>". */
-static void page_reply_text(struct evhttp_request *req, int code, const char *reason, const char *detail)
+/* A short text answer: "<status> <reason>: <detail>". <fields>: more fields, or NULL. */
+static void page_reply_text_with(struct http_request *req, unsigned status, const char *fields,
+                                 const char *detail)
 {
-        _cleanup_(evbuffer_freep) struct evbuffer *body = evbuffer_new();
+        char head[1024];
+        int n = snprintf(head, sizeof(head), PAGE_FIELDS "%s", fields ? fields : "");
 
-        if (!body) {
-                evhttp_send_error(req, HTTP_INTERNAL, NULL);
-                return;
-        }
-        (void)evbuffer_add_printf(body, "%d %s%s%s\n", code, reason, detail ? ": " : "",
-                                  detail ? detail : "");
-        page_reply(req, code, reason, "text/plain; charset=utf-8", body);
+        admin_respond_text(req, status, n < 0 || (size_t)n >= sizeof(head) ? PAGE_FIELDS : head, NULL, detail);
+}
+
+static void page_reply_text(struct http_request *req, unsigned status, const char *detail)
+{
+        page_reply_text_with(req, status, NULL, detail);
 }
 
 /* Whether the Host of <req> names an IP address or localhost (with a port or not): what a browser sends
  * for the admin listener's own address, and never for a DNS name an attacker controls. */
-static bool page_host_ok(struct evhttp_request *req)
+static bool page_host_ok(const struct http_request *req)
 {
-        const char *host = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
+        const char *host = http_request_header(req, "Host");
         struct netaddr a;
         size_t len;
 
@@ -781,16 +779,14 @@ static bool page_host_ok(struct evhttp_request *req)
         return netaddr_parse(host, 80, false, &a) == 0;
 }
 
-bool statuspage_post_allowed(struct evhttp_request *req)
+bool statuspage_post_allowed(struct http_request *req)
 {
-        const struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-        const char *origin = evhttp_find_header(in, "Origin");
-        const char *site = evhttp_find_header(in, "Sec-Fetch-Site");
-        const char *host = evhttp_find_header(in, "Host");
+        const char *origin = http_request_header(req, "Origin");
+        const char *site = http_request_header(req, "Sec-Fetch-Site");
+        const char *host = http_request_header(req, "Host");
 
         if (site && strcasecmp(site, "same-origin") != 0 && strcasecmp(site, "none") != 0) {
-                page_reply_text(req, PAGE_FORBIDDEN, "Forbidden",
-                                "a request from another site (Sec-Fetch-Site)");
+                page_reply_text(req, PAGE_FORBIDDEN, "a request from another site (Sec-Fetch-Site)");
                 return false;
         }
         if (!origin)
@@ -798,64 +794,53 @@ bool statuspage_post_allowed(struct evhttp_request *req)
         /* The page's own origin is http://HOST, HOST being an address or localhost (see page_host_ok). */
         if (!host || !page_host_ok(req) || strncasecmp(origin, "http://", 7) != 0 ||
             strcasecmp(origin + 7, host) != 0) {
-                page_reply_text(req, PAGE_FORBIDDEN, "Forbidden", "a request from another origin (Origin)");
+                page_reply_text(req, PAGE_FORBIDDEN, "a request from another origin (Origin)");
                 return false;
         }
         return true;
 }
 
-/* The token of a POST from the page: the X-LBD-Token header, or the form field "token". */
-static bool page_token_ok(const struct statuspage *sp, struct evhttp_request *req)
+/* Reads "name=value" of the query or form <query> into <buf>; false when absent, malformed or too long. */
+static bool page_query(const char *query, const char *name, char *buf, size_t size)
 {
-        const char *given = evhttp_find_header(evhttp_request_get_input_headers(req), PAGE_TOKEN_HEADER);
-        struct evbuffer *in = evhttp_request_get_input_buffer(req);
-        char form[512];
-        struct evkeyvalq fields;
-        size_t len = evbuffer_get_length(in);
-        bool ok = false;
+        struct http_param params[PAGE_QUERY_MAX];
+        _cleanup_free_ char *copy = NULL;
+        int n;
 
-        TAILQ_INIT(&fields);
-        if (!given && len > 0 && len < sizeof(form)) {
-                if (evbuffer_copyout(in, form, len) != (ev_ssize_t)len)
-                        return false;
-                form[len] = '\0';
-                if (evhttp_parse_query_str(form, &fields) == 0)
-                        given = evhttp_find_header(&fields, "token");
-        }
-        ok = given && strlen(given) == strlen(sp->token) &&
-             CRYPTO_memcmp(given, sp->token, strlen(sp->token)) == 0;
-        evhttp_clear_headers(&fields);
-        return ok;
+        if (!query || !*query || !(copy = malloc(strlen(query) + 1)))
+                return false;
+        n = http_parse_query(query, copy, params, ELEMENTSOF(params));
+        for (int i = 0; i < n; i++)
+                if (strcmp(params[i].name, name) == 0) {
+                        if (strlen(params[i].value) >= size)
+                                return false;
+                        memcpy(buf, params[i].value, strlen(params[i].value) + 1);
+                        return true;
+                }
+        return false;
 }
 
-static void page_send(struct evhttp_request *req, const char *type, const unsigned char *data, size_t len)
+/* The token of a POST from the page: the X-LBD-Token header, or the form field "token". */
+static bool page_token_ok(const struct statuspage *sp, const struct http_request *req)
+{
+        const char *given = http_request_header(req, PAGE_TOKEN_HEADER);
+        char form_token[2 * STATUSPAGE_TOKEN_BYTES + 2];
+
+        if (!given && req->body_len > 0 && page_query(req->body, "token", form_token, sizeof(form_token)))
+                given = form_token;
+        return given && strlen(given) == strlen(sp->token) &&
+               CRYPTO_memcmp(given, sp->token, strlen(sp->token)) == 0;
+}
+
+static void page_send(struct http_request *req, const char *type, const unsigned char *data, size_t len)
 {
         _cleanup_(evbuffer_freep) struct evbuffer *body = evbuffer_new();
 
         if (!body || evbuffer_add(body, data, len) < 0) {
-                page_reply_text(req, HTTP_INTERNAL, "Internal Server Error", NULL);
+                page_reply_text(req, 500, NULL);
                 return;
         }
-        page_reply(req, HTTP_OK, "OK", type, body);
-}
-
-/* Reads "name=value" of <query> into <buf>; false when absent or too long. */
-static bool page_query(const char *query, const char *name, char *buf, size_t size)
-{
-        struct evkeyvalq q;
-        const char *v;
-        bool ok = false;
-
-        TAILQ_INIT(&q);
-        if (query && evhttp_parse_query_str(query, &q) == 0) {
-                v = evhttp_find_header(&q, name);
-                if (v && strlen(v) < size) {
-                        memcpy(buf, v, strlen(v) + 1);
-                        ok = true;
-                }
-        }
-        evhttp_clear_headers(&q);
-        return ok;
+        page_reply(req, 200, type, body);
 }
 
 static uint64_t page_query_uint(const char *query, const char *name)
@@ -886,7 +871,7 @@ static int page_render_json(struct admin_out *o, const struct statuspage *sp, co
         return page_json(o, sp, pg, page_query_uint(query, "since"), page_query_uint(query, "events"));
 }
 
-static void page_render(struct statuspage *sp, struct evhttp_request *req, page_render_fn render,
+static void page_render(struct statuspage *sp, struct http_request *req, page_render_fn render,
                         const char *type, const char *query)
 {
         _cleanup_(evbuffer_freep) struct evbuffer *body = evbuffer_new();
@@ -899,14 +884,36 @@ static void page_render(struct statuspage *sp, struct evhttp_request *req, page_
         page_free(&pg);
         if (r < 0) {
                 log_warning_errno(r, "Status page: failed to answer: %m");
-                page_reply_text(req, HTTP_INTERNAL, "Internal Server Error", NULL);
+                page_reply_text(req, 500, NULL);
                 return;
         }
-        page_reply(req, HTTP_OK, "OK", type, body);
+        page_reply(req, 200, type, body);
+}
+
+/* <s> with every byte but unreserved ones (RFC 3986: ALPHA DIGIT - . _ ~) as %XX, newly allocated, or NULL. */
+static char *page_uri_encode(const char *s)
+{
+        static const char hex[] = "0123456789ABCDEF";
+        char *e = malloc(3 * strlen(s) + 1), *o = e;
+
+        if (!e)
+                return NULL;
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+                if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                    *p == '-' || *p == '.' || *p == '_' || *p == '~')
+                        *o++ = (char)*p;
+                else {
+                        *o++ = '%';
+                        *o++ = hex[*p >> 4];
+                        *o++ = hex[*p & 15];
+                }
+        }
+        *o = '\0';
+        return e;
 }
 
 /* GET /page/confirm?backend=NAME&action=drain|enable: a form that POSTs the action with the token. */
-static void page_confirm(struct statuspage *sp, struct evhttp_request *req, const char *query)
+static void page_confirm(struct statuspage *sp, struct http_request *req, const char *query)
 {
         _cleanup_(evbuffer_freep) struct evbuffer *body = evbuffer_new();
         struct admin_out o = {.out = body};
@@ -916,17 +923,16 @@ static void page_confirm(struct statuspage *sp, struct evhttp_request *req, cons
         if (!page_query(query, "backend", name, sizeof(name)) ||
             !page_query(query, "action", action, sizeof(action)) ||
             (strcmp(action, "drain") != 0 && strcmp(action, "enable") != 0)) {
-                page_reply_text(req, HTTP_BADREQUEST, "Bad Request",
-                                "needs backend=NAME and action=drain or enable");
+                page_reply_text(req, 400, "needs backend=NAME and action=drain or enable");
                 return;
         }
         if (!admin_find_backend(sp->lbd, name)) {
-                page_reply_text(req, HTTP_NOTFOUND, "Not Found", "no such backend");
+                page_reply_text(req, 404, "no such backend");
                 return;
         }
-        encoded = evhttp_uriencode(name, -1, 0);
+        encoded = page_uri_encode(name);
         if (!body || !encoded) {
-                page_reply_text(req, HTTP_INTERNAL, "Internal Server Error", NULL);
+                page_reply_text(req, 500, NULL);
                 return;
         }
         page_html_head(&o, sp->token, "lbd: confirm");
@@ -948,15 +954,15 @@ static void page_confirm(struct statuspage *sp, struct evhttp_request *req, cons
                 "</form></main></body></html>\n",
                 action, sp->token, strcmp(action, "drain") == 0 ? "Drain" : "Enable");
         if (o.failed) {
-                page_reply_text(req, HTTP_INTERNAL, "Internal Server Error", NULL);
+                page_reply_text(req, 500, NULL);
                 return;
         }
-        page_reply(req, HTTP_OK, "OK", "text/html; charset=utf-8", body);
+        page_reply(req, 200, "text/html; charset=utf-8", body);
 }
 
 /* POST /page/backends/NAME/drain|enable. A form (no script) is sent back to the page; the script gets
  * the backend's new state as JSON. */
-static void page_action(struct statuspage *sp, struct evhttp_request *req, const char *path)
+static void page_action(struct statuspage *sp, struct http_request *req, const char *path)
 {
         char name[ADMIN_BACKEND_NAME_MAX];
         struct backend *b;
@@ -965,31 +971,28 @@ static void page_action(struct statuspage *sp, struct evhttp_request *req, const
 
         r = admin_action_parse(path + strlen(PAGE_ACTION_PREFIX), &drain, name, sizeof(name));
         if (r < 0) {
-                page_reply_text(req, r == -ENOMEM ? HTTP_INTERNAL : HTTP_NOTFOUND,
-                                r == -ENOMEM ? "Internal Server Error" : "Not Found", NULL);
+                page_reply_text(req, 404, NULL);
                 return;
         }
-        if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-                (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-                page_reply_text(req, HTTP_BADMETHOD, "Method Not Allowed", NULL);
+        if (req->method != HTTP_POST) {
+                page_reply_text_with(req, 405, "Allow: POST\r\n", NULL);
                 return;
         }
         if (!statuspage_post_allowed(req))
                 return;
         if (!page_token_ok(sp, req)) {
-                page_reply_text(req, PAGE_FORBIDDEN, "Forbidden",
+                page_reply_text(req, PAGE_FORBIDDEN,
                                 "the page's token is missing or wrong (reload the page: lbd restarted?)");
                 return;
         }
         b = admin_find_backend(sp->lbd, name);
         if (!b) {
-                page_reply_text(req, HTTP_NOTFOUND, "Not Found", "no such backend");
+                page_reply_text(req, 404, "no such backend");
                 return;
         }
         admin_set_maintenance(sp->lbd, b, drain, "status page");
-        if (!evhttp_find_header(evhttp_request_get_input_headers(req), PAGE_TOKEN_HEADER)) {
-                (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Location", "/");
-                page_reply_text(req, 303, "See Other", drain ? "drained" : "enabled");
+        if (!http_request_header(req, PAGE_TOKEN_HEADER)) {
+                page_reply_text_with(req, 303, "Location: /\r\n", drain ? "drained" : "enabled");
                 return;
         }
         {
@@ -997,10 +1000,10 @@ static void page_action(struct statuspage *sp, struct evhttp_request *req, const
 
                 if (!body || evbuffer_add_printf(body, "{\"backend\":\"%s\",\"maintenance\":%s}\n", b->name,
                                                  b->maintenance ? "true" : "false") < 0) {
-                        page_reply_text(req, HTTP_INTERNAL, "Internal Server Error", NULL);
+                        page_reply_text(req, 500, NULL);
                         return;
                 }
-                page_reply(req, HTTP_OK, "OK", "application/json", body);
+                page_reply(req, 200, "application/json", body);
         }
 }
 
@@ -1010,14 +1013,12 @@ bool statuspage_owns(const char *path)
                strcmp(path, "/page") == 0 || strncmp(path, "/page/", 6) == 0;
 }
 
-void statuspage_handle(struct statuspage *sp, struct evhttp_request *req, const char *path)
+void statuspage_handle(struct statuspage *sp, struct http_request *req, const char *path)
 {
-        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-        const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
-        enum evhttp_cmd_type method = evhttp_request_get_command(req);
+        const char *query = req->query;
 
         if (!page_host_ok(req)) {
-                page_reply_text(req, PAGE_FORBIDDEN, "Forbidden",
+                page_reply_text(req, PAGE_FORBIDDEN,
                                 "open the page by address (http://127.0.0.1:PORT/) or as localhost");
                 return;
         }
@@ -1025,9 +1026,8 @@ void statuspage_handle(struct statuspage *sp, struct evhttp_request *req, const 
                 page_action(sp, req, path);
                 return;
         }
-        if (method != EVHTTP_REQ_GET) {
-                (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
-                page_reply_text(req, HTTP_BADMETHOD, "Method Not Allowed", NULL);
+        if (req->method != HTTP_GET) {
+                page_reply_text_with(req, 405, "Allow: GET\r\n", NULL);
                 return;
         }
         if (strcmp(path, "/") == 0)
@@ -1042,7 +1042,7 @@ void statuspage_handle(struct statuspage *sp, struct evhttp_request *req, const 
         else if (strcmp(path, "/page.css") == 0)
                 page_send(req, "text/css; charset=utf-8", statuspage_asset_css, statuspage_asset_css_len);
         else
-                page_reply_text(req, HTTP_NOTFOUND, "Not Found", NULL);
+                page_reply_text(req, 404, NULL);
 }
 
 int statuspage_new(struct lbd *lbd, struct statuspage **ret)

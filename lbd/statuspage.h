@@ -20,7 +20,7 @@
 
 #include <stdbool.h>
 
-struct evhttp_request;
+struct http_request;
 struct lbd;
 struct statuspage;
 
@@ -33,8 +33,8 @@ struct statuspage *statuspage_free(struct statuspage *p);
 /* Whether <path> is one of the page's routes (then statuspage_handle() answers it). */
 bool statuspage_owns(const char *path);
 /* Answers <req> for one of the page's routes. */
-void statuspage_handle(struct statuspage *p, struct evhttp_request *req, const char *path);
+void statuspage_handle(struct statuspage *p, struct http_request *req, const char *path);
 
 /* For any POST to the admin listener: false (and answered 403 with the reason) when the request comes
  * from another site (Origin, Sec-Fetch-Site), true when it may go on. */
-bool statuspage_post_allowed(struct evhttp_request *req);
+bool statuspage_post_allowed(struct http_request *req);

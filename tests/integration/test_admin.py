@@ -1,7 +1,10 @@
 """The admin API: /status JSON, /metrics in Prometheus text format, loopback only."""
 
+import os
 import re
+import socket
 import subprocess
+import time
 
 import pytest
 
@@ -161,6 +164,83 @@ def test_admin_keepalive_and_head(setup):
             assert resp.status == 200
             if "close" in resp.connection_tokens():
                 break
+
+
+def test_admin_head_announces_the_length_without_the_body(setup):
+    lbd, _, _ = setup
+    full = lbd.admin("GET", "/metrics")
+    data, _ = lbdtest.raw_exchange(lbd.admin_port, b"HEAD /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                   b"Connection: close\r\n\r\n", timeout=5)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), data[:200]
+    length = int(re.search(rb"\r\nContent-Length: *([0-9]+)", head, re.I).group(1))
+    assert abs(length - len(full.body)) < 4096 and rest == b""
+
+
+# The admin listener is served by the same strict engine as webd: what the proxy refuses, it refuses too,
+# and never by guessing.
+@pytest.mark.parametrize("raw,status", [
+    (b"GET /status HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
+    (b"GET /status HTTP/1.1\nHost: a\n\n", 400),
+    (b"GET /status HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
+    (b"POST /refresh HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+    (b"GET /status HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 9000 + b"\r\n\r\n", 431),
+    (b"POST /refresh HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n", 413),
+    (b"GET /status HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+])
+def test_admin_framing_is_strict(setup, raw, status):
+    lbd, _, _ = setup
+    data, closed = lbdtest.raw_exchange(lbd.admin_port, raw, timeout=5)
+    assert data.startswith(b"HTTP/1.1 %d " % status), data[:200]
+    assert closed
+    assert lbd.admin("GET", "/status").status == 200
+
+
+def test_admin_slow_head_is_cut_off(setup):
+    """A head trickled in a line at a time never completes: 408 and closed at the head deadline (10 s of
+    its first byte), however often a line comes, while /status keeps answering others."""
+    lbd, _, _ = setup
+    sock = socket.create_connection(("127.0.0.1", lbd.admin_port), timeout=5)
+    with sock:
+        t0 = time.monotonic()
+        sock.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        got = b""
+        for i in range(20):
+            time.sleep(1)
+            assert lbd.admin("GET", "/status").status == 200
+            try:
+                sock.sendall(b"X-Slow-%d: a\r\n" % i)
+                sock.settimeout(0.01)
+                got += sock.recv(4096)
+            except socket.timeout:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if got:
+                break
+        elapsed = time.monotonic() - t0
+    assert got.startswith(b"HTTP/1.1 408 "), got[:200]
+    assert 9 <= elapsed <= 14, elapsed
+
+
+def test_admin_connection_limit_keeps_lbd_serving(setup):
+    """More connections than the admin API takes (256) are held by the kernel, not accepted: lbd's own
+    descriptors are not spent on them, the proxy serves on, and the admin API answers again once they go."""
+    lbd, _, _ = setup
+    fd_dir = f"/proc/{lbd.proc.pid}/fd"
+    before = len(os.listdir(fd_dir))
+    socks = []
+    try:
+        for _ in range(300):
+            socks.append(socket.create_connection(("127.0.0.1", lbd.admin_port), timeout=5))
+        time.sleep(0.5)
+        held = len(os.listdir(fd_dir)) - before
+        assert 200 <= held <= 256, held
+        assert lbd.request("GET", "/x").status == 200
+    finally:
+        for s in socks:
+            s.close()
+    lbdtest.wait_until(lambda: lbd.admin("GET", "/status").status == 200, 10, "the admin API answering")
 
 
 def test_admin_is_not_the_proxy(setup):
