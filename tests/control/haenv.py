@@ -292,6 +292,9 @@ instance_id = {instance_id}
         for epoch, n in per_epoch.items():
             assert n <= asked[epoch], f"epoch {epoch}: {n} instances for {asked[epoch]} asked"
 
+    def all_pool_instances_by_id(self):
+        return {i["InstanceId"]: i for i in self.all_pool_instances()}
+
     def report(self):
         parts = []
         try:

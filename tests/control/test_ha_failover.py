@@ -2,9 +2,17 @@
 request loop sent to both hosts. The other host takes the lease within the lease time plus one renewal,
 moves the Elastic IP to its own instance, and from then on launches and terminates (in its epoch, which
 the launched instance's lbd:epoch tag carries); it never stopped serving; no instance is ever launched
-or terminated twice. The failover time is printed."""
+or terminated twice. The failover time is printed.
 
+An instance fails at the moment the leader goes (killed with SIGKILL, or paused with SIGSTOP and resumed
+once the other host has acted): the new leader replaces it exactly once (one launch decision, one new
+instance, in its epoch), the old leader launches and terminates nothing after its lease ended, and the pool
+ends at desired."""
+
+import signal
 import time
+
+import pytest
 
 import ec2env
 
@@ -62,3 +70,64 @@ def test_leader_killed(ha_env):
     # lb-b served throughout: its loop saw no failure.
     assert loop_b.ok > 0
     assert not loop_b.failures, loop_b.failures[:5]
+
+
+def new_pool_instances(ha, before):
+    return sorted(i["InstanceId"] for i in ha.all_pool_instances() if i["InstanceId"] not in before)
+
+
+@pytest.mark.parametrize("how", ["kill", "pause"])
+def test_instance_fails_during_leader_change(ha_env, how):
+    ha = ha_env
+    env = ha.env
+    a, b = ha.two_hosts()
+    epoch_a = a.lease()["epoch"]
+    before = {i["InstanceId"] for i in ha.all_pool_instances()}
+    launches_a = a.status()["control"]["launches"]
+    victim = env.moto.running_ids()[0]
+    t0 = time.time()
+
+    # The same moment: the instance is gone (terminated behind lbd's back, its relay stops with it) and
+    # so is the leader.
+    env.moto.ec2.terminate_instances(InstanceIds=[victim])
+    if how == "kill":
+        a.lbd.kill9()
+    else:
+        a.lbd.signal(signal.SIGSTOP)
+    t_gone = time.time()
+    ha.wait_leader(b, timeout=60)
+    epoch_b = b.lease()["epoch"]
+    assert epoch_b == epoch_a + 1
+    if how == "pause":
+        # lb-a wakes as lb-b starts acting, with every timer overdue (its poll, which lists the pool one
+        # short) and its lease long gone: it must follow, not act.
+        t_resume = time.time()
+        a.lbd.signal(signal.SIGCONT)
+        ec2env.wait_until(lambda: a.lease().get("holder") == "lb-b", 30, "lb-a back, following lb-b")
+    ec2env.wait_until(lambda: len(new_pool_instances(ha, before)) >= 1, 60, "a replacement launched")
+    ha.wait_pool(2)
+    # Long enough for a second launch to show: several polls of both hosts.
+    time.sleep(5)
+
+    new = new_pool_instances(ha, before)
+    assert len(new) == 1, new
+    tags = {t["Key"]: t["Value"] for t in ha.all_pool_instances_by_id()[new[0]].get("Tags", [])}
+    assert tags.get("lbd:epoch") == str(epoch_b), tags
+    assert len(env.moto.running_ids()) == 2
+    assert victim not in env.moto.running_ids()
+    # One launch decision: every RunInstances since lb-a went carries one ClientToken, lb-b's.
+    runs = env.proxy.requests(since=t_gone + 0.5, action="RunInstances")
+    tokens = {r.get("client_token") for r in runs}
+    assert len(tokens) == 1, runs
+    assert tokens.pop().startswith(f"lbd-e{epoch_b}-"), runs
+    assert len(b.lbd.find(r"Launching 1 instance .*ClientToken lbd-e%d-" % epoch_b, since=t0)) == 1
+    # lb-b did not terminate what was already gone, and nobody terminated anything else.
+    assert not env.proxy.requests(since=t_gone + 0.5, action="TerminateInstances")
+    # lb-a acted on nothing after its lease ended (killed: it could not; paused: it woke without it).
+    if how == "pause":
+        late = a.lbd.find(r"Launching|Terminating|Associat", since=t_resume)
+        assert not late, late
+        assert a.lbd.find(r"lb-b leads pool main now|lb-b leads pool main|not renewed in time", since=t_resume)
+        assert a.status()["control"]["launches"] == launches_a
+    ha.assert_each_once()
+
