@@ -207,6 +207,8 @@ struct main_state {
         const char *config_path;
         int argc;
         char **argv;
+        bool drained;   /* stopping: every connection finished */
+        bool releasing; /* stopping: the lease's release is under way */
 };
 
 /* "N/M backends healthy", and what the control plane is holding back. */
@@ -441,12 +443,27 @@ done: {
 }
 }
 
+/* Exits once the connections are drained and the lease released (each bounded by its own timeout). */
 static void main_drained(void *userdata)
 {
         struct main_state *m = userdata;
 
+        m->drained = true;
+        if (m->releasing)
+                return;
         log_info("All connections finished; exiting");
         daemon_exit(&m->daemon);
+}
+
+static void main_lease_released(void *userdata)
+{
+        struct main_state *m = userdata;
+
+        m->releasing = false;
+        if (m->drained) {
+                log_info("All connections finished; exiting");
+                daemon_exit(&m->daemon);
+        }
 }
 
 static void main_drain_deadline(void *userdata)
@@ -484,7 +501,9 @@ static void main_stop(void *userdata)
         l->provider = provider_free(l->provider);
         l->reconcile = reconcile_free(l->reconcile);
         l->eip = eip_free(l->eip);
-        l->lease = lease_free(l->lease);
+        /* The lease is given up now, not left to expire, so another host leads within one renewal. */
+        if (l->lease)
+                m->releasing = lease_release(l->lease, main_lease_released, m) > 0;
         l->health = health_free(l->health);
         l->admin = admin_free(l->admin);
         daemon_set_deadline(&m->daemon, l->config->drain_timeout_usec);

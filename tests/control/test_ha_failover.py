@@ -131,3 +131,42 @@ def test_instance_fails_during_leader_change(ha_env, how):
         assert a.status()["control"]["launches"] == launches_a
     ha.assert_each_once()
 
+
+def test_planned_stop_hands_over_early(ha_env):
+    """SIGTERM (systemctl stop, a drain) gives the lease up in the store: the other host leads within
+    one renewal, where after SIGKILL it waits out the whole lease. Both figures are printed."""
+    ha = ha_env
+    # A long lease, so that a handover at the next renewal cannot be mistaken for an expiry.
+    ha.lease = dict(ha.lease, duration=12.0)
+    renew = ha.lease["renew"]
+    a, b = ha.two_hosts()
+    epoch_a = a.lease()["epoch"]
+
+    t_term = time.time()
+    a.lbd.stop()
+    t_exit = time.time()
+    line = a.lbd.find(rf"Lease of pool main released in epoch {epoch_a} \(this host is stopping\)")
+    assert line, a.lbd.log_text(since=t_term)[-3000:]
+    # Released before lb-a exited, in the database, with the epoch kept: ended, or lb-b's already.
+    rows = ha.pg.sql("SELECT holder, epoch, expires_at <= now() FROM lbd_lease WHERE pool = 'main'")
+    assert rows[0] in (["lb-a", str(epoch_a), "t"], ["lb-b", str(epoch_a + 1), "f"]), rows
+    ha.wait_leader(b, timeout=30)
+    handover = time.time() - t_term
+    assert b.lease()["epoch"] == epoch_a + 1
+    ec2env.wait_until(lambda: ha.eip_instance() == b.instance_id, 20, "the Elastic IP on lb-b's instance")
+
+    # The same hand-over without the release: lb-a back as follower, then lb-b killed.
+    a.lbd.start()
+    ec2env.wait_until(lambda: a.lease().get("holder") == "lb-b", 30, "lb-a back, following lb-b")
+    t_kill = time.time()
+    b.lbd.kill9()
+    ha.wait_leader(a, timeout=60)
+    failover = time.time() - t_kill
+    print(f"handover: lb-b leads {handover:.2f} s after lb-a's SIGTERM (lb-a exited after "
+          f"{t_exit - t_term:.2f} s); lb-a leads {failover:.2f} s after lb-b's SIGKILL "
+          f"(lease {ha.lease['duration']} s, renew {renew} s)")
+    # One renewal, with room for a loaded machine; a lease that merely expired takes 12 - 1.5 s at least.
+    assert handover <= renew + 3.0, handover
+    assert failover >= ha.lease["duration"] - renew - 0.5, failover
+    ha.wait_pool(2)
+    ha.assert_each_once()
