@@ -700,7 +700,7 @@ static void lease_release_done(struct lease *l, const char *outcome)
                 log_info("Lease of pool %s no longer held by this host: nothing to release", l->pool);
         } else {
                 log_warning("Lease of pool %s not released (%s): another host takes it when it expires, "
-                            "in %llu ms at most",
+                            "in %llu ms at most (or at its next renewal, if the release reached the store)",
                             l->pool, outcome,
                             (unsigned long long)(l->sm.expires_usec > now ? (l->sm.expires_usec - now) / USEC_PER_MSEC
                                                                           : 0));

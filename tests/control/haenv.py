@@ -11,9 +11,11 @@ Every address comes from the environment (moto's instance addresses, free ports 
 process and thread started here is ended by cleanup(); every wait and every loop is bounded.
 """
 
+import os
 import re
 import select
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -88,6 +90,8 @@ class PgFault:
                     time.sleep(0.05)
                     continue
                 ready, _, _ = select.select(list(pair), [], [], 0.1)
+                if self.blocked.is_set():
+                    continue  # cut while waiting: what arrived meanwhile waits too
                 for s in ready:
                     data = s.recv(65536)
                     if not data:
@@ -135,6 +139,13 @@ class Host:
     def metrics(self):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as resp:
             return resp.read().decode()
+
+    def lbctl_status(self):
+        """`lbctl status` against this host's admin API: its output."""
+        binary = os.environ.get("LBCTL_BINARY") or str(ec2env.REPO / "build" / "lbctl" / "lbctl")
+        out = subprocess.run([binary, "--admin", f"127.0.0.1:{self.admin_port}", "status"], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout
 
 
 class HaEnv:

@@ -9,6 +9,7 @@ once the other host has acted): the new leader replaces it exactly once (one lau
 instance, in its epoch), the old leader launches and terminates nothing after its lease ended, and the pool
 ends at desired."""
 
+import re
 import signal
 import time
 
@@ -28,6 +29,15 @@ def test_leader_killed(ha_env):
     assert b.status()["control"]["launches"] == 0
     assert "lbd_lease_is_leader 0" in b.metrics()
     assert any(p["name"] == "lb-a" and p["leader"] for p in b.lease()["peers"])
+    # lbctl status on either host: who leads, the epoch, the lease's expiry, the store, the other host.
+    rx = r"leader: lb-a%s, epoch %d, lease expires in \d+\.\d s; lease store up\n"
+    assert re.search(rx % (r" \(this host\)", epoch_a), a.lbctl_status()), a.lbctl_status()
+    assert re.search(rx % ("", epoch_a), b.lbctl_status()), b.lbctl_status()
+    assert re.search(r"other host lb-a: seen \d+\.\d s ago \(leader\)\n", b.lbctl_status()), b.lbctl_status()
+    # lb-a learns of lb-b at its first renewal after lb-b's first attempt.
+    ec2env.wait_until(lambda: re.search(r"other host lb-b: seen \d+\.\d s ago\n", a.lbctl_status()), 10,
+                      "lb-a's lbctl status to show lb-b")
+    assert "lbd_lease_changes_total 0" in b.metrics()
 
     loop_a = ec2env.RequestLoop(env.lbd_port, host=a.ip, interval=0.05, max_seconds=120)
     loop_b = ec2env.RequestLoop(env.lbd_port, host=b.ip, interval=0.05, max_seconds=120)
@@ -49,6 +59,7 @@ def test_leader_killed(ha_env):
     ec2env.wait_until(lambda: ha.eip_instance() == b.instance_id, 20, "the Elastic IP on lb-b's instance")
     assert "lbd_lease_is_leader 1" in b.metrics()
     assert "lbd_lease_changes_total 1" in b.metrics()
+    assert re.search(rf"leader: lb-b \(this host\), epoch {epoch_b}, ", b.lbctl_status()), b.lbctl_status()
 
     # The new leader acts: a backend whose relay dies is terminated and replaced, by lb-b, in its epoch.
     victim = env.moto.running_ids()[0]
