@@ -22,6 +22,11 @@
  * listing). The epoch, which grows with every change of holder, goes into every mutating call
  * (reconcile.c), so a deposed leader's late call is told apart.
  *
+ * A planned stop (lease_release(), SIGTERM's drain) ends the leader's authority at once and sets the row's
+ * expires_at to now() while the row is still its own (epoch kept): the next host takes it at its next
+ * renewal rather than a whole duration later. The release rides the same connection (connecting first
+ * when it is down) and is bounded by [lease] timeout, after which the lease merely expires.
+ *
  * The connection: one, in libpq's non-blocking mode. DOWN --renew timer--> CONNECTING (PQconnectPoll)
  * --> SETUP (the tables and the pool's row) --> READY <--> QUERY (the lease query). At most one command in
  * flight; each step has [lease] timeout, after which the connection is dropped and the next renew starts
@@ -304,9 +309,10 @@ static void lease_on_lapse(evutil_socket_t fd, short what, void *userdata)
         lease_changed(l);
 }
 
-/* An attempt failed: drops the connection, which the next renew makes anew. */
 static void lease_release_done(struct lease *l, const char *outcome);
 
+/* An attempt failed: drops the connection, which the next renew makes anew (while releasing, the
+ * release has failed). */
 static void lease_fail(struct lease *l, const char *why)
 {
         uint64_t now = now_usec();
