@@ -38,6 +38,11 @@ struct backend *admin_find_backend(const struct lbd *lbd, const char *name);
 /* Takes <b> out of rotation (<drain>) or puts it back, and tells the timeline, naming <by> ("admin API"). */
 void admin_set_maintenance(struct lbd *lbd, struct backend *b, bool drain, const char *by);
 
+/* Adds "lease" to <root>: this host's lease as /status shows it (null without [lease]); the lease
+ * listener (peer.c) answers with the same object. Returns 0 or -ENOMEM. */
+struct cJSON;
+int admin_lease_json(struct cJSON *root, const struct lbd *lbd);
+
 /* Binds <addr> and serves on lbd->base. Returns 0, or -errno (logged by the caller). */
 int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret);
 struct admin *admin_free(struct admin *a);

@@ -156,6 +156,7 @@ class HaEnv:
         self.grace = grace
         self.hosts = []
         self.faults = []
+        self.peer_ports = {}  # host name -> its [lease] listen port on 127.0.0.1; see with_peers()
         self.pg = webdtest.PgCluster(dbname="lbd", user="lbd")
         try:
             self.conninfo = Path(env.workdir) / "lease.conninfo"
@@ -175,6 +176,11 @@ class HaEnv:
         inst = resp["Instances"][0]
         return inst["InstanceId"], inst["PrivateIpAddress"]
 
+    def with_peers(self, names=("lb-a", "lb-b")):
+        """Each host named answers GET /lease on 127.0.0.1 ([lease] listen) and asks the others ([lease]
+        peers)."""
+        self.peer_ports = {n: ec2env.free_port() for n in names}
+
     def config(self, name, ip, admin_port, instance_id, conninfo=None):
         text = ec2env.lbd_config(self.env, desired=self.desired, grace=self.grace)
         text = re.sub(r"(?m)^listen = .*$", f"listen = {ip}:{self.env.lbd_port}", text)
@@ -190,7 +196,13 @@ margin = {lease['margin']}s
 timeout = {lease['timeout']}s
 elastic_ip = {self.allocation_id}
 instance_id = {instance_id}
-"""
+""" + self._peers_config(name)
+
+    def _peers_config(self, name):
+        if name not in self.peer_ports:
+            return ""
+        others = ", ".join(f"127.0.0.1:{p}" for n, p in self.peer_ports.items() if n != name)
+        return f"listen = 127.0.0.1:{self.peer_ports[name]}\npeers = {others}\n"
 
     def host(self, name, through_fault=False, start=True):
         """A new LB host; <through_fault>: it reaches PostgreSQL through a PgFault of its own."""

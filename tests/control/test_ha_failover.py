@@ -9,18 +9,33 @@ once the other host has acted): the new leader replaces it exactly once (one lau
 instance, in its epoch), the old leader launches and terminates nothing after its lease ended, and the pool
 ends at desired."""
 
+import json
 import re
 import signal
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
 import ec2env
 
 
+def lease_listener(port, method="GET", path="/lease"):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 def test_leader_killed(ha_env):
     ha = ha_env
     env = ha.env
+    ha.with_peers()
+    port_a, port_b = ha.peer_ports["lb-a"], ha.peer_ports["lb-b"]
     a, b = ha.two_hosts()
     assert a.leads() and not b.leads()
     ec2env.wait_until(lambda: ha.eip_instance() == a.instance_id, 20, "the Elastic IP on lb-a's instance")
@@ -38,6 +53,25 @@ def test_leader_killed(ha_env):
     ec2env.wait_until(lambda: re.search(r"other host lb-b: seen \d+\.\d s ago\n", a.lbctl_status()), 10,
                       "lb-a's lbctl status to show lb-b")
     assert "lbd_lease_changes_total 0" in b.metrics()
+    # Each host's own word, from its lease listener ([lease] listen and peers): the other's name, whether
+    # it leads, its epoch and its store, in /status and lbctl status.
+    ec2env.wait_until(lambda: any(h["up"] for h in b.lease()["hosts"]), 10, "lb-b to hear from lb-a")
+    ec2env.wait_until(lambda: any(h["up"] for h in a.lease()["hosts"]), 10, "lb-a to hear from lb-b")
+    [ha_b] = b.lease()["hosts"]
+    assert ha_b["address"] == f"127.0.0.1:{port_a}" and ha_b["name"] == "lb-a", ha_b
+    assert ha_b["leader"] and ha_b["epoch"] == epoch_a and ha_b["store_up"] and ha_b["error"] is None, ha_b
+    [ha_a] = a.lease()["hosts"]
+    assert ha_a["name"] == "lb-b" and not ha_a["leader"] and ha_a["epoch"] == epoch_a, ha_a
+    assert re.search(rf"other host 127\.0\.0\.1:{port_a} \(lb-a\): leading, epoch {epoch_a}, lease store up, "
+                     r"answered \d+\.\d s ago\n", b.lbctl_status()), b.lbctl_status()
+    assert re.search(rf"other host 127\.0\.0\.1:{port_b} \(lb-b\): not leading, epoch {epoch_a}, ",
+                     a.lbctl_status()), a.lbctl_status()
+    # The listener answers GET /lease and nothing else.
+    status, body = lease_listener(port_a)
+    assert status == 200 and json.loads(body)["name"] == "lb-a" and json.loads(body)["leader"] is True
+    assert lease_listener(port_a, path="/status")[0] == 404
+    assert lease_listener(port_a, path="/backends/x/drain", method="POST")[0] == 404
+    assert lease_listener(port_a, method="POST")[0] == 405
 
     loop_a = ec2env.RequestLoop(env.lbd_port, host=a.ip, interval=0.05, max_seconds=120)
     loop_b = ec2env.RequestLoop(env.lbd_port, host=b.ip, interval=0.05, max_seconds=120)
@@ -60,6 +94,11 @@ def test_leader_killed(ha_env):
     assert "lbd_lease_is_leader 1" in b.metrics()
     assert "lbd_lease_changes_total 1" in b.metrics()
     assert re.search(rf"leader: lb-b \(this host\), epoch {epoch_b}, ", b.lbctl_status()), b.lbctl_status()
+    # lb-a's listener is gone with it: lb-b says so, with the reason.
+    ec2env.wait_until(lambda: not b.lease()["hosts"][0]["up"], 10, "lb-b to see lb-a silent")
+    assert re.search(rf"other host 127\.0\.0\.1:{port_a}: no answer for \d+ s: \S", b.lbctl_status()), \
+        b.lbctl_status()
+    assert b.lbd.find(rf"Other LB host 127\.0\.0\.1:{port_a} does not answer on its lease listener")
 
     # The new leader acts: a backend whose relay dies is terminated and replaced, by lb-b, in its epoch.
     victim = env.moto.running_ids()[0]
