@@ -47,8 +47,8 @@ static void test_bad_answers(void **state)
                 "{\"name\":\"lb-b\",\"leader\":true,\"store_up\":true,\"epoch\":-1}",        /* negative */
                 "{\"name\":\"lb-b\",\"leader\":true,\"store_up\":true,\"epoch\":1e300}",     /* too big */
                 "{\"name\":\"lb-b\",\"leader\":true,\"store_up\":true,\"epoch\":1",          /* cut short */
-                "{\"name\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\","
-                "\"leader\":true,\"store_up\":true,\"epoch\":1}", /* 67 bytes: longer than LEASE_NAME_MAX */
+                /* 67 bytes: longer than LEASE_NAME_MAX */
+                "{\"name\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\",\"leader\":true,\"store_up\":true,\"epoch\":1}",
         };
 
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
