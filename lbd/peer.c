@@ -16,10 +16,10 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <event2/http.h>
-#include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,8 +49,8 @@ struct peer {
 
 struct peers {
         struct lbd *lbd;
-        struct evhttp *http;    /* the listener, or NULL */
-        struct curlev *curl;    /* the questions, or NULL without peers */
+        struct evhttp *http; /* the listener, or NULL */
+        struct curlev *curl; /* the questions, or NULL without peers */
         struct event timer;
         uint64_t interval_usec, timeout_usec;
         bool started;
@@ -80,7 +80,8 @@ int peer_parse_answer(const char *body, size_t len, struct peer_view *ret)
         leader = cJSON_GetObjectItemCaseSensitive(root, "leader");
         store_up = cJSON_GetObjectItemCaseSensitive(root, "store_up");
         epoch = cJSON_GetObjectItemCaseSensitive(root, "epoch");
-        if (!cJSON_IsString(name) || !cJSON_IsBool(leader) || !cJSON_IsBool(store_up) || !cJSON_IsNumber(epoch)) {
+        if (!cJSON_IsString(name) || !cJSON_IsBool(leader) || !cJSON_IsBool(store_up) ||
+            !cJSON_IsNumber(epoch)) {
                 peer_reason(ret, "the answer lacks name, leader, store_up or epoch");
                 return -EBADMSG;
         }
@@ -125,8 +126,9 @@ static void peer_on_answer(int r, const struct curlev_response *resp, void *user
                 p->answered_usec = now;
                 p->failing_since = 0;
                 if (!was_up)
-                        log_info("Other LB host %s answers: %s, %s in epoch %llu", p->view.address, p->view.name,
-                                 p->view.leader ? "leading" : "not leading", (unsigned long long)p->view.epoch);
+                        log_info("Other LB host %s answers: %s, %s in epoch %llu", p->view.address,
+                                 p->view.name, p->view.leader ? "leading" : "not leading",
+                                 (unsigned long long)p->view.epoch);
                 return;
         }
         if (!p->failing_since) {
@@ -225,8 +227,9 @@ static int peers_listen(struct peers *ps, const struct netaddr *addr)
         ps->http = evhttp_new(ps->lbd->base);
         if (!ps->http)
                 return -ENOMEM;
-        evhttp_set_allowed_methods(ps->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                                     EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+        evhttp_set_allowed_methods(ps->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+                                                     EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                                     EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
         evhttp_set_max_headers_size(ps->http, PEER_MAX_HEADERS_SIZE);
         evhttp_set_max_body_size(ps->http, 0);
         evhttp_set_timeout(ps->http, PEER_TIMEOUT_SEC);
@@ -295,7 +298,7 @@ struct peers *peers_free(struct peers *ps)
 
 void peers_start(struct peers *ps)
 {
-        const struct timeval now = { 0, 0 };
+        const struct timeval now = {0, 0};
 
         if (!ps || ps->started || ps->n == 0)
                 return;

@@ -17,21 +17,21 @@
 struct lbd;
 struct peers;
 
-#define PEER_ERROR_MAX     160
-#define PEER_MAX_RESPONSE  (64u * 1024) /* bytes of a peer's answer */
+#define PEER_ERROR_MAX    160
+#define PEER_MAX_RESPONSE (64u * 1024) /* bytes of a peer's answer */
 
 /* One peer as last asked, for /status. */
 struct peer_view {
         char address[NETADDR_STRLEN];
-        bool up;                      /* its last answer was a good one */
-        bool ever;                    /* a good answer since start */
-        uint64_t answered_ago_usec;   /* since the last good answer (when ever) */
-        uint64_t down_usec;           /* failing for this long (when !up and asked) */
-        bool asked;                   /* an answer or a failure since start */
-        char name[LEASE_NAME_MAX];    /* from its last good answer */
+        bool up;                    /* its last answer was a good one */
+        bool ever;                  /* a good answer since start */
+        uint64_t answered_ago_usec; /* since the last good answer (when ever) */
+        uint64_t down_usec;         /* failing for this long (when !up and asked) */
+        bool asked;                 /* an answer or a failure since start */
+        char name[LEASE_NAME_MAX];  /* from its last good answer */
         bool leader, store_up;
         uint64_t epoch;
-        char error[PEER_ERROR_MAX];   /* why the last attempt failed, "" after a good one */
+        char error[PEER_ERROR_MAX]; /* why the last attempt failed, "" after a good one */
 };
 
 /* A peer's answer, <body> (<len> bytes, untrusted), read into <ret>'s name, leader, store_up and epoch.

@@ -39,20 +39,21 @@ static void test_bad_answers(void **state)
                 "null",
                 "[1,2]",
                 "<html>busy</html>",
-                "{\"name\":\"lb-b\",\"leader\":true,\"store_up\":true}",                     /* no epoch */
-                "{\"name\":\"lb-b\",\"leader\":\"yes\",\"store_up\":true,\"epoch\":1}",      /* not a bool */
-                "{\"name\":7,\"leader\":true,\"store_up\":true,\"epoch\":1}",                /* not a string */
-                "{\"name\":\"\",\"leader\":true,\"store_up\":true,\"epoch\":1}",             /* empty name */
-                "{\"name\":\"lb b\\n\",\"leader\":true,\"store_up\":true,\"epoch\":1}",      /* not a host name */
-                "{\"name\":\"lb-b\",\"leader\":true,\"store_up\":true,\"epoch\":-1}",        /* negative */
-                "{\"name\":\"lb-b\",\"leader\":true,\"store_up\":true,\"epoch\":1e300}",     /* too big */
-                "{\"name\":\"lb-b\",\"leader\":true,\"store_up\":true,\"epoch\":1",          /* cut short */
+                "{\"name\":\"lb-b\",\"leader\":true,\"store_up\":true}",                /* no epoch */
+                "{\"name\":\"lb-b\",\"leader\":\"yes\",\"store_up\":true,\"epoch\":1}", /* not a bool */
+                "{\"name\":7,\"leader\":true,\"store_up\":true,\"epoch\":1}",           /* not a string */
+                "{\"name\":\"\",\"leader\":true,\"store_up\":true,\"epoch\":1}",        /* empty name */
+                "{\"name\":\"lb b\\n\",\"leader\":true,\"store_up\":true,\"epoch\":1}", /* not a host name */
+                "{\"name\":\"lb-b\",\"leader\":true,\"store_up\":true,\"epoch\":-1}",   /* negative */
+                "{\"name\":\"lb-b\",\"leader\":true,\"store_up\":true,\"epoch\":1e300}", /* too big */
+                "{\"name\":\"lb-b\",\"leader\":true,\"store_up\":true,\"epoch\":1",      /* cut short */
                 /* 67 bytes: longer than LEASE_NAME_MAX */
-                "{\"name\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\",\"leader\":true,\"store_up\":true,\"epoch\":1}",
+                "{\"name\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\","
+                "\"leader\":true,\"store_up\":true,\"epoch\":1}",
         };
 
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-                struct peer_view v = { .name = "kept", .epoch = 3 };
+                struct peer_view v = {.name = "kept", .epoch = 3};
 
                 assert_int_equal(parse(bad[i], &v), -EBADMSG);
                 assert_string_equal(v.name, "kept");
