@@ -1073,20 +1073,14 @@ int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret)
         _cleanup_close_ int fd = -1;
         struct evhttp_bound_socket *bound;
         struct admin *a;
-        int one = 1, r;
+        int r;
 
         if (!lbd || !lbd->base || !addr || !ret)
                 return -EINVAL;
 
-        fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        fd = netaddr_listen(addr, ADMIN_BACKLOG);
         if (fd < 0)
-                return -errno;
-        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
-                return -errno;
-        if (bind(fd, &addr->u.sa, addr->len) < 0)
-                return -errno;
-        if (listen(fd, ADMIN_BACKLOG) < 0)
-                return -errno;
+                return fd;
 
         a = calloc(1, sizeof(*a));
         if (!a)

@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "aws/curlev.h"
@@ -213,17 +212,10 @@ static void peers_on_request(struct evhttp_request *req, void *userdata)
 static int peers_listen(struct peers *ps, const struct netaddr *addr)
 {
         _cleanup_close_ int fd = -1;
-        int one = 1;
 
-        fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        fd = netaddr_listen(addr, PEER_BACKLOG);
         if (fd < 0)
-                return -errno;
-        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
-                return -errno;
-        if (bind(fd, &addr->u.sa, addr->len) < 0)
-                return -errno;
-        if (listen(fd, PEER_BACKLOG) < 0)
-                return -errno;
+                return fd;
         ps->http = evhttp_new(ps->lbd->base);
         if (!ps->http)
                 return -ENOMEM;
