@@ -4,7 +4,8 @@
  * on loopback, since it drains and reloads without authentication). It answers GET (and HEAD) /lease with
  * this host's lease object as /status carries it (admin_lease_json()): who leads, the epoch, the expiry,
  * the store; nothing else (404; 405 for other methods), no action and no secret. Bounded: 8 KiB of
- * headers, no body, a connection silent for 5 s closed; open it to the other LB hosts only (the security group).
+ * headers, no body, a connection silent for 5 s closed; open it to the other LB hosts only (the security
+ * group).
  *
  * The questions ([lease] peers): every [lease] renew, one GET /lease to each peer through curlev (curl's
  * multi interface on this loop, so nothing blocks), connect and whole transfer within [lease] timeout,
