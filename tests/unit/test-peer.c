@@ -6,10 +6,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include "common/macro.h"
 #include "lbd/peer.h"
 
 static int parse(const char *body, struct peer_view *v)
@@ -34,7 +36,7 @@ static void test_good_answer(void **state)
 
 static void test_bad_answers(void **state)
 {
-        static const char *const bad[] = {
+        const char *bad[] = {
                 "",
                 "null",
                 "[1,2]",
@@ -47,12 +49,25 @@ static void test_bad_answers(void **state)
                 "{\"name\":\"lb-b\",\"leader\":true,\"store_up\":true,\"epoch\":-1}",   /* negative */
                 "{\"name\":\"lb-b\",\"leader\":true,\"store_up\":true,\"epoch\":1e300}", /* too big */
                 "{\"name\":\"lb-b\",\"leader\":true,\"store_up\":true,\"epoch\":1",      /* cut short */
-                /* 67 bytes: longer than LEASE_NAME_MAX */
-                "{\"name\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\","
-                "\"leader\":true,\"store_up\":true,\"epoch\":1}",
+                "", /* the long name below */
         };
+        char long_name[256], name[LEASE_NAME_MAX + 1];
+        struct peer_view good = {0};
 
-        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        /* LEASE_NAME_MAX - 1 bytes is the longest host name; one more is refused. */
+        memset(name, 'a', LEASE_NAME_MAX - 1);
+        name[LEASE_NAME_MAX - 1] = '\0';
+        (void)snprintf(long_name, sizeof(long_name),
+                       "{\"name\":\"%s\",\"leader\":true,\"store_up\":true,\"epoch\":1}", name);
+        assert_int_equal(parse(long_name, &good), 0);
+        assert_int_equal(strlen(good.name), LEASE_NAME_MAX - 1);
+        name[LEASE_NAME_MAX - 1] = 'a';
+        name[LEASE_NAME_MAX] = '\0';
+        (void)snprintf(long_name, sizeof(long_name),
+                       "{\"name\":\"%s\",\"leader\":true,\"store_up\":true,\"epoch\":1}", name);
+        bad[ELEMENTSOF(bad) - 1] = long_name;
+
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
                 struct peer_view v = {.name = "kept", .epoch = 3};
 
                 assert_int_equal(parse(bad[i], &v), -EBADMSG);
