@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/macro.h"
 
@@ -306,4 +308,21 @@ bool netaddr_cidr_contains(const struct netaddr_cidr *c, const struct netaddr *a
                         return netaddr_prefix_equal(c->addr, addr + 12, c->prefix);
         }
         return false;
+}
+
+int netaddr_listen(const struct netaddr *a, int backlog)
+{
+        int fd, one = 1;
+
+        fd = socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 || bind(fd, &a->u.sa, a->len) < 0 ||
+            listen(fd, backlog) < 0) {
+                int e = errno;
+
+                (void)close(fd);
+                return -e;
+        }
+        return fd;
 }

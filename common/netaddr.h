@@ -41,6 +41,9 @@ int netaddr_format_host(const struct netaddr *a, char *buf, size_t size);
 uint16_t netaddr_port(const struct netaddr *a);
 void netaddr_set_port(struct netaddr *a, uint16_t port);
 bool netaddr_equal(const struct netaddr *a, const struct netaddr *b);
+/* A TCP socket bound to <a> (SO_REUSEADDR) and listening with <backlog>, non-blocking and close-on-exec.
+ * Returns the descriptor, which the caller owns, or -errno. */
+int netaddr_listen(const struct netaddr *a, int backlog);
 
 /* Parses "10.0.0.0/16", "127.0.0.0/8", "::1/128", or a plain address (a /32 or /128). Host bits set in
  * the address ("10.0.0.1/16") are an error. Returns 0, -EINVAL when malformed, or -ERANGE when the prefix

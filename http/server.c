@@ -1249,20 +1249,13 @@ int http_server_new(struct event_base *base, const struct http_server_limits *li
 int http_server_listen(struct http_server *s, const struct netaddr *addr, const char *what)
 {
         struct http_listener *l;
-        int fd, one = 1;
+        int fd;
 
         if (s->n_listeners >= HTTP_SERVER_LISTEN_MAX)
                 return -E2BIG;
-        fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        fd = netaddr_listen(addr, HTTP_BACKLOG);
         if (fd < 0)
-                return -errno;
-        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-            bind(fd, &addr->u.sa, addr->len) < 0 || listen(fd, HTTP_BACKLOG) < 0) {
-                int e = errno;
-
-                (void)close(fd);
-                return -e;
-        }
+                return fd;
         l = &s->listeners[s->n_listeners++];
         l->fd = fd;
         l->what = what;

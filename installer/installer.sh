@@ -50,6 +50,10 @@
 #                            --lease-database; this host's instance id comes from the instance metadata
 #                            (IMDSv2) unless --instance-id gives it
 #   --instance-id ID         this host's instance (i-...), for --elastic-ip
+#   --peer ADDRESS[:PORT]    another LB host of the pool (repeatable; IPv4, or [IPv6]:PORT; port 9181 by
+#                            default): this host answers GET /lease on 0.0.0.0:9181 ([lease] listen) and
+#                            asks each peer for its own ([lease] peers), for /status and `lbctl status`;
+#                            needs --lease-database
 #   --provision | --no-provision   create the security groups and the web host with `lbctl provision`
 #                            (default: provision when the provider is ec2 and --upstream is not given;
 #                            it needs --subnet; the image it reports, baked or given, is the backends')
@@ -163,6 +167,8 @@ lease_database=""
 lease_name=""
 elastic_ip=""
 instance_id=""
+peers=()
+PEER_PORT=9181 # [lease] listen's port, and a peer's when --peer gives none
 
 # Names of the options given, for checks that depend on the role.
 declare -A given=()
@@ -197,7 +203,7 @@ parse_options() {
                 --subnet | --security-groups | --image | --instance-type | --key-name | --networks | \
                 --upstream | --tag | --database | --trusted-proxies | --tls-cert | --tls-key | --tls-listen | \
                 --domain | --acme-email | --upstream-ca | --upstream-name | --tls-private-ca | --lease-database | \
-                --lease-name | --elastic-ip | --instance-id)
+                --lease-name | --elastic-ip | --instance-id | --peer)
                 need_value "$opt" $#
                 value=$2
                 shift
@@ -237,6 +243,7 @@ parse_options() {
                     --lease-name) lease_name=$value ;;
                     --elastic-ip) elastic_ip=$value ;;
                     --instance-id) instance_id=$value ;;
+                    --peer) peers+=("$value") ;;
                 esac
                 ;;
             *) usage_error "unknown option '$opt'" ;;
@@ -402,7 +409,7 @@ validate() {
     local lb_only=(--provider --region --access-key-id --secret-access-key
         --secret-access-key-file --instance-role --endpoint --desired --subnet --security-groups --image
         --instance-type --key-name --networks --tag --provision --no-provision --tls-cert --tls-key
-        --tls-listen --domain --acme-email --lease-database --lease-name --elastic-ip --instance-id)
+        --tls-listen --domain --acme-email --lease-database --lease-name --elastic-ip --instance-id --peer)
     case "$role" in
         lb)
             only_for web --database --trusted-proxies --tls-private-ca
@@ -572,6 +579,19 @@ validate_lease() {
     elif [[ -n $lease_name && -z $lease_database ]] || [[ -n $instance_id && -z $elastic_ip ]]; then
         usage_error "--lease-name needs --lease-database, --instance-id needs --elastic-ip"
     fi
+    local i
+    ((${#peers[@]} <= 8)) || usage_error "--peer: at most 8 other LB hosts"
+    for i in "${!peers[@]}"; do
+        if valid_ipv4 "${peers[i]}"; then
+            peers[i]="${peers[i]}:$PEER_PORT"
+        fi
+        check --peer valid_addr "${peers[i]}" \
+            "another LB host's numeric address, such as 192.0.2.7, 192.0.2.7:9181 or [2001:db8::7]:9181"
+    done
+    ((${#peers[@]} == 0)) || [[ -n $lease_database ]] ||
+        usage_error "--peer needs --lease-database: the hosts share the lease"
+    ((${#peers[@]} == 0)) || [[ ${admin##*:} != "$PEER_PORT" && ${listen##*:} != "$PEER_PORT" ]] ||
+        usage_error "--peer: this host's lease listener takes port $PEER_PORT, which --admin or --listen uses"
 }
 
 # This instance's id from the instance metadata service (IMDSv2: a session token first).
@@ -606,6 +626,11 @@ lease_config() {
     if [[ -n $elastic_ip ]]; then
         echo "elastic_ip = $elastic_ip"
         echo "instance_id = $instance_id"
+    fi
+    if ((${#peers[@]} > 0)); then
+        echo "listen = 0.0.0.0:$PEER_PORT"
+        local IFS=,
+        echo "peers = ${peers[*]}"
     fi
 }
 

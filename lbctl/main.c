@@ -471,6 +471,31 @@ static void lbctl_print_schedule(const cJSON *sched)
                 printf("; none due in the next 8 days\n");
 }
 
+/* What each of [lease] peers said itself: "other host 192.0.2.7:9181 (lb-b): not leading, epoch 4, lease
+ * store up, answered 0.4 s ago", or "other host 192.0.2.7:9181: no answer for 3 s: <why>". */
+static void lbctl_print_lease_hosts(const cJSON *hosts)
+{
+        const cJSON *h;
+
+        cJSON_ArrayForEach(h, hosts) {
+                const char *addr = lbctl_string(h, "address"), *name = lbctl_string(h, "name"),
+                           *error = lbctl_string(h, "error");
+                double epoch = 0, ago = 0, down = 0;
+
+                if (lbctl_bool(h, "up")) {
+                        (void)lbctl_number(h, "epoch", &epoch);
+                        (void)lbctl_number(h, "answered_s", &ago);
+                        printf("other host %.64s (%.64s): %s, epoch %.0f, lease store %s, answered %.1f s ago\n",
+                               addr ? addr : "?", name ? name : "?", lbctl_bool(h, "leader") ? "leading" : "not leading",
+                               epoch, lbctl_bool(h, "store_up") ? "up" : "DOWN", ago);
+                } else {
+                        (void)lbctl_number(h, "down_s", &down);
+                        printf("other host %.64s: no answer for %.0f s: %.200s\n", addr ? addr : "?", down,
+                               error ? error : "not asked yet");
+                }
+        }
+}
+
 /* "leader: lb-a (this host), epoch 4, lease expires in 11.2 s; store up" and one line per other host:
  * "other host lb-b: seen 0.8 s ago". Nothing without a lease. */
 static void lbctl_print_lease(const cJSON *lease)
@@ -503,6 +528,7 @@ static void lbctl_print_lease(const cJSON *lease)
                 printf("other host %.64s: seen %.1f s ago%s\n", peer ? peer : "?", seen,
                        lbctl_bool(p, "leader") ? " (leader)" : "");
         }
+        lbctl_print_lease_hosts(cJSON_GetObjectItemCaseSensitive(lease, "hosts"));
 }
 
 static void lbctl_print_summary(const cJSON *root)

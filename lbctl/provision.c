@@ -57,6 +57,7 @@
 #define PROVISION_ROLE_KEY        EC2_ROLE_TAG
 #define PROVISION_ROLE_WEB        "web"
 #define PROVISION_ROLE_LB         "lb"
+#define PROVISION_LEASE_PORT      9181 /* the LB hosts' lease listeners ([lease] listen, the installer's) */
 #define PROVISION_PREFIX_MAX      64
 #define PROVISION_VALUE_MAX       128 /* an output value */
 #define PROVISION_IMAGE_PAGES     10
@@ -190,7 +191,8 @@ static void provision_help(void)
                "  --lb-peer FILE           the second LB host (two LB hosts with [lease]): the instance\n"
                "                           tagged with the pool's tag and " PROVISION_ROLE_KEY "=" PROVISION_ROLE_LB ", else one\n"
                "                           launched with PREFIX-lb and this user data (never two); prints\n"
-               "                           LBD_LB_PEER_INSTANCE and LBD_LB_PEER_IP\n"
+               "                           LBD_LB_PEER_INSTANCE and LBD_LB_PEER_IP; the LB group lets the LB\n"
+               "                           hosts reach each other's lease listener (port 9181)\n"
                "  --json                   print one JSON object instead of KEY=VALUE lines\n"
                "  -h, --help               show this help\n"
                "\n"
@@ -795,7 +797,7 @@ static int provision_create_group(struct provision *p, size_t i)
         return r;
 }
 
-/* The rules group <i> must have; <ret> holds at least 3. Returns how many. */
+/* The rules group <i> must have; <ret> holds at least 4. Returns how many. */
 static size_t provision_wanted_rules(const struct provision *p, size_t i, struct provision_rule *ret)
 {
         const struct provision_options *o = p->o;
@@ -807,6 +809,12 @@ static size_t provision_wanted_rules(const struct provision *p, size_t i, struct
                                                    PROVISION_SOURCE_CIDR4, "0.0.0.0/0"};
                 ret[n++] = (struct provision_rule){"tcp", (int)o->lb_port, (int)o->lb_port,
                                                    PROVISION_SOURCE_CIDR6, "::/0"};
+                if (o->lb_user_data) {
+                        /* Two LB hosts: each asks the other's lease listener, and nobody else may. */
+                        ret[n] = (struct provision_rule){"tcp", PROVISION_LEASE_PORT, PROVISION_LEASE_PORT,
+                                                         PROVISION_SOURCE_GROUP, ""};
+                        memcpy(ret[n++].source, p->groups[GROUP_LB], strlen(p->groups[GROUP_LB]) + 1);
+                }
                 break;
         case GROUP_BACKEND:
                 ret[n] = (struct provision_rule){"tcp", (int)o->backend_port, (int)o->backend_port,

@@ -41,6 +41,7 @@
 #include "lbd/backend.h"
 #include "lbd/history.h"
 #include "lbd/lease.h"
+#include "lbd/peer.h"
 #include "lbd/lbd.h"
 #include "lbd/provider.h"
 #include "lbd/loops.h"
@@ -368,8 +369,39 @@ static int admin_status_control(cJSON *root, const struct lbd *lbd, uint64_t wal
         return 0;
 }
 
+/* "hosts" of "lease": what each of [lease] peers answered on its lease listener (peer.h). */
+static int admin_status_lease_hosts(cJSON *o, const struct lbd *lbd)
+{
+        struct peer_view views[CONFIG_MAX_LEASE_PEERS];
+        size_t n = peers_get_view(lbd->peers, views, ELEMENTSOF(views));
+        cJSON *hosts = cJSON_AddArrayToObject(o, "hosts");
+
+        if (!hosts)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                const struct peer_view *v = &views[i];
+                cJSON *h = cJSON_CreateObject();
+
+                if (!h || !cJSON_AddItemToArray(hosts, h)) {
+                        cJSON_Delete(h);
+                        return -ENOMEM;
+                }
+                if (!cJSON_AddStringToObject(h, "address", v->address) || !cJSON_AddBoolToObject(h, "up", v->up) ||
+                    !admin_add_string_or_null(h, "name", v->ever ? v->name : "") ||
+                    !cJSON_AddBoolToObject(h, "leader", v->up && v->leader) ||
+                    !cJSON_AddNumberToObject(h, "epoch", (double)v->epoch) ||
+                    !cJSON_AddBoolToObject(h, "store_up", v->up && v->store_up) ||
+                    !(v->ever ? cJSON_AddNumberToObject(h, "answered_s", admin_round(v->answered_ago_usec, USEC_PER_SEC))
+                              : cJSON_AddNullToObject(h, "answered_s")) ||
+                    !cJSON_AddNumberToObject(h, "down_s", admin_round(v->down_usec, USEC_PER_SEC)) ||
+                    !admin_add_string_or_null(h, "error", v->up ? "" : v->error))
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 /* "lease": who leads the pool, in which epoch, until when, and the other hosts; null without [lease]. */
-static int admin_status_lease(cJSON *root, const struct lbd *lbd)
+int admin_lease_json(cJSON *root, const struct lbd *lbd)
 {
         struct lease_view v;
         cJSON *o, *peers;
@@ -407,7 +439,7 @@ static int admin_status_lease(cJSON *root, const struct lbd *lbd)
                                                                 v.expires_in_usec > 0))
                         return -ENOMEM;
         }
-        return 0;
+        return admin_status_lease_hosts(o, lbd);
 }
 
 /* "tls": the loaded certificates with their expiry, when a listener is TLS. */
@@ -492,7 +524,7 @@ static int admin_status(const struct admin *a, struct evbuffer *out)
         r = admin_status_tls(root, lbd, wall);
         if (r < 0)
                 return r;
-        r = admin_status_lease(root, lbd);
+        r = admin_lease_json(root, lbd);
         if (r < 0)
                 return r;
 

@@ -46,6 +46,10 @@ void admin_respond(struct http_request *req, unsigned status, const char *conten
 /* A short text/plain answer: "<status> <reason>[: <detail>]" (<reason> NULL: the status's own phrase). */
 void admin_respond_text(struct http_request *req, unsigned status, const char *fields, const char *reason,
                         const char *detail);
+/* Adds "lease" to <root>: this host's lease as /status shows it (null without [lease]); the lease
+ * listener (peer.c) answers with the same object. Returns 0 or -ENOMEM. */
+struct cJSON;
+int admin_lease_json(struct cJSON *root, const struct lbd *lbd);
 
 /* Binds <addr> and serves on lbd->base. Returns 0, or -errno (logged by the caller). */
 int admin_new(struct lbd *lbd, const struct netaddr *addr, struct admin **ret);

@@ -110,6 +110,9 @@
  *   timeout          = 2s              <= renew
  *   elastic_ip       = (empty)         word (eipalloc-...): moved to the leader's instance
  *   instance_id      = (empty)         word (i-...): this host's instance; required with elastic_ip
+ *   listen           = (empty)         address with a port: answers GET /lease there (peer.c); empty = off
+ *   peers            = (empty)         address list with ports, up to CONFIG_MAX_LEASE_PEERS: the other
+ *                                      hosts' listen addresses, asked every renew
  *   [local]
  *   command          = {lbd} --listen {address} --backend {upstream} --admin off --access-log off
  *                                      text; placeholders {lbd} {port} {address} {upstream} {index}
@@ -458,6 +461,38 @@ static int config_parse_backends(const struct conf_key *k, void *obj, const char
         struct config_addr_list l = {.limit = CONFIG_MAX_BACKENDS, .port_optional = true};
 
         return config_parse_addr_list(&l, c->backends, &c->n_backends, value, first, reason, size);
+}
+
+static int config_parse_lease_peers(const struct conf_key *k, void *obj, const char *value, bool first,
+                                    char *reason, size_t size)
+{
+        struct config *c = obj;
+        struct config_addr_list l = {.limit = CONFIG_MAX_LEASE_PEERS};
+
+        return config_parse_addr_list(&l, c->lease_peers, &c->n_lease_peers, value, first, reason, size);
+}
+
+/* [lease] listen: "" (off) or one numeric address with a port. */
+static int config_parse_lease_listen(const struct conf_key *k, void *obj, const char *value, bool first,
+                                     char *reason, size_t size)
+{
+        struct config *c = obj;
+        struct netaddr a;
+        int r;
+
+        if (value[0] == '\0') {
+                c->lease_listen_set = false;
+                return 0;
+        }
+        r = netaddr_parse(value, 0, false, &a);
+        if (r == -ERANGE)
+                return conf_reason(reason, size, "port must be between 1 and 65535");
+        if (r < 0)
+                return conf_reason(reason, size, "must be empty or a numeric address with a port, e.g. "
+                                                 "0.0.0.0:9181");
+        c->lease_listen = a;
+        c->lease_listen_set = true;
+        return 0;
 }
 
 struct config_cidr_list {
@@ -1002,6 +1037,8 @@ static const struct conf_key config_keys[] = {
         DURATION("lease", "timeout", "2s", lease_timeout_usec, 1),
         STRING("lease", "elastic_ip", "", lease_elastic_ip, config_parse_word),
         STRING("lease", "instance_id", "", lease_instance_id, config_parse_word),
+        { "lease", "listen", "", config_parse_lease_listen, 0, 0, 0 },
+        { "lease", "peers", "", config_parse_lease_peers, 0, 0, 0 },
 
         STRING("local", "command", CONFIG_LOCAL_COMMAND, local_command, config_parse_local_command),
         { "local", "base_port", "18100", config_parse_base_port, 0, 0, 0 },
@@ -1262,7 +1299,18 @@ static int config_validate_lease(const struct config *c)
                 if (c->lease_elastic_ip[0] != '\0')
                         r = conf_invalid(c->path, "lease", "elastic_ip",
                                          "needs conninfo_file: the address follows the lease's leader");
+                if (c->lease_listen_set)
+                        r = conf_invalid(c->path, "lease", "listen", "needs conninfo_file: it shows the lease");
+                if (c->n_lease_peers > 0)
+                        r = conf_invalid(c->path, "lease", "peers", "needs conninfo_file: they share the lease");
                 return r;
+        }
+        if (c->lease_listen_set) {
+                for (size_t i = 0; i < c->n_listen; i++)
+                        if (netaddr_equal(&c->listen[i], &c->lease_listen))
+                                r = conf_invalid(c->path, "lease", "listen", "is also an [lbd] listen address");
+                if (c->admin_enabled && netaddr_equal(&c->admin, &c->lease_listen))
+                        r = conf_invalid(c->path, "lease", "listen", "is also the admin address");
         }
         if (c->provider == PROVIDER_STATIC)
                 r = conf_invalid(c->path, "lease", "conninfo_file",

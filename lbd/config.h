@@ -15,6 +15,7 @@
 #define CONFIG_THREADS_MAX 64 /* [lbd] threads at most (= POOL_LOOPS_MAX) */
 
 #define CONFIG_MAX_LISTEN   8
+#define CONFIG_MAX_LEASE_PEERS 8 /* [lease] peers */
 #define CONFIG_MAX_BACKENDS 256
 #define CONFIG_MAX_NETWORKS 32
 #define CONFIG_MAX_SECURITY_GROUPS 32
@@ -172,6 +173,10 @@ struct config {
         uint64_t lease_timeout_usec;    /* connecting or one query, at most */
         char lease_elastic_ip[64];      /* eipalloc-…: moved to the leader's instance; "" = none */
         char lease_instance_id[64];     /* this host's instance (i-…), where elastic_ip goes; required with it */
+        struct netaddr lease_listen;    /* serves GET /lease to the other hosts (peer.c) */
+        bool lease_listen_set;          /* "" = no such listener */
+        struct netaddr lease_peers[CONFIG_MAX_LEASE_PEERS]; /* the other hosts' listen addresses */
+        size_t n_lease_peers;
 
         /* Where the config came from, for messages and reloads; "" when from flags only. */
         char path[CONFIG_PATH_MAX];

@@ -23,6 +23,7 @@ struct schedule;
 struct tls_client;
 struct lease;
 struct eip;
+struct peers;
 struct loops;
 
 struct lbd {
@@ -44,6 +45,7 @@ struct lbd {
                                          * and the health checks use it, main.c owns it */
         struct lease *lease;         /* the leader's lease ([lease], lease.h), NULL when off: this host acts */
         struct eip *eip;             /* the Elastic IP that follows the leader ([lease] elastic_ip), or NULL */
+        struct peers *peers;         /* [lease] listen and peers (peer.h), or NULL */
         uint64_t started_usec;   /* now_usec() at start */
         bool stopping;
 };

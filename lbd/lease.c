@@ -22,6 +22,11 @@
  * listing). The epoch, which grows with every change of holder, goes into every mutating call
  * (reconcile.c), so a deposed leader's late call is told apart.
  *
+ * A planned stop (lease_release(), SIGTERM's drain) ends the leader's authority at once and sets the row's
+ * expires_at to now() while the row is still its own (epoch kept): the next host takes it at its next
+ * renewal rather than a whole duration later. The release rides the same connection (connecting first
+ * when it is down) and is bounded by [lease] timeout, after which the lease merely expires.
+ *
  * The connection: one, in libpq's non-blocking mode. DOWN --renew timer--> CONNECTING (PQconnectPoll)
  * --> SETUP (the tables and the pool's row) --> READY <--> QUERY (the lease query). At most one command in
  * flight; each step has [lease] timeout, after which the connection is dropped and the next renew starts
@@ -70,6 +75,12 @@
         "UNION ALL SELECT false, holder, epoch, "                                                           \
         "greatest(0, (extract(epoch FROM expires_at - now()) * 1000)::bigint), (SELECT list FROM peers) "   \
         "FROM lbd_lease WHERE pool = $1 AND NOT EXISTS (SELECT 1 FROM took)"
+
+/* A planned stop gives the lease up: it ends now, by the database's clock, if this host still holds it.
+ * The epoch stays: the next holder takes epoch + 1 as after any expiry. $1 pool, $2 this host's token. */
+#define LEASE_RELEASE_SQL                                                                                   \
+        "UPDATE lbd_lease SET expires_at = now() WHERE pool = $1 AND holder_token = $2 AND expires_at > now() " \
+        "RETURNING epoch"
 
 #define LEASE_PEERS_TEXT_MAX 4096 /* bytes of the peers column read */
 
@@ -193,6 +204,7 @@ enum lease_conn_state {
         LEASE_ROW,   /* the pool's row */
         LEASE_READY,
         LEASE_QUERY,
+        LEASE_RELEASE, /* the release at a planned stop */
 };
 
 struct lease {
@@ -215,6 +227,10 @@ struct lease {
         bool started;
         bool failed_command;      /* the command in flight got an error result */
         bool got_row;
+        bool releasing;           /* lease_release() was called: never acts again */
+        void (*released)(void *userdata); /* the release's end, once; NULL when none is pending */
+        void *released_userdata;
+        struct event release_timer; /* bounds the release */
         uint64_t sent_usec;       /* the lease query's */
         struct lease_answer answer;
         char holder[LEASE_NAME_MAX];
@@ -293,7 +309,10 @@ static void lease_on_lapse(evutil_socket_t fd, short what, void *userdata)
         lease_changed(l);
 }
 
-/* An attempt failed: drops the connection, which the next renew makes anew. */
+static void lease_release_done(struct lease *l, const char *outcome);
+
+/* An attempt failed: drops the connection, which the next renew makes anew (while releasing, the
+ * release has failed). */
 static void lease_fail(struct lease *l, const char *why)
 {
         uint64_t now = now_usec();
@@ -301,6 +320,10 @@ static void lease_fail(struct lease *l, const char *why)
 
         lease_set_error(l, l->last_error, sizeof(l->last_error), why);
         lease_close(l);
+        if (l->releasing) {
+                lease_release_done(l, l->last_error);
+                return;
+        }
         l->failures_total++;
         events = lease_sm_failed(&l->sm, now);
         if (events & LEASE_EVENT_STORE_DOWN) {
@@ -339,6 +362,12 @@ static void lease_arm_timeout(struct lease *l)
         (void)evtimer_add(&l->timeout_timer, &tv);
 }
 
+/* The command a ready connection sends: the lease query, or the release once lease_release() was called. */
+static enum lease_conn_state lease_next_query(const struct lease *l)
+{
+        return l->releasing ? LEASE_RELEASE : LEASE_QUERY;
+}
+
 /* Sends the next command for the state <next>. */
 static void lease_send(struct lease *l, enum lease_conn_state next)
 {
@@ -366,6 +395,12 @@ static void lease_send(struct lease *l, enum lease_conn_state next)
                 l->attempts++;
                 l->sent_usec = now_usec();
                 ok = PQsendQueryParams(l->pg, LEASE_QUERY_SQL, 4, NULL, values, NULL, NULL, 0);
+                break;
+        }
+        case LEASE_RELEASE: {
+                const char *values[] = { pool, l->token };
+
+                ok = PQsendQueryParams(l->pg, LEASE_RELEASE_SQL, 2, NULL, values, NULL, NULL, 0);
                 break;
         }
         default:
@@ -472,7 +507,7 @@ static void lease_command_done(struct lease *l)
                 lease_send(l, LEASE_ROW);
                 return;
         case LEASE_ROW:
-                lease_send(l, LEASE_QUERY);
+                lease_send(l, lease_next_query(l));
                 return;
         case LEASE_QUERY:
                 l->state = LEASE_READY;
@@ -481,6 +516,12 @@ static void lease_command_done(struct lease *l)
                         return;
                 }
                 lease_answered(l);
+                if (l->released && l->state == LEASE_READY)
+                        lease_send(l, LEASE_RELEASE); /* asked for while this query was in flight */
+                return;
+        case LEASE_RELEASE:
+                l->state = LEASE_READY;
+                lease_release_done(l, l->got_row ? NULL : "");
                 return;
         default:
                 return;
@@ -498,7 +539,8 @@ static void lease_read(struct lease *l)
                 ExecStatusType st;
 
                 if (!res) {
-                        if (l->state == LEASE_SETUP || l->state == LEASE_ROW || l->state == LEASE_QUERY)
+                        if (l->state == LEASE_SETUP || l->state == LEASE_ROW || l->state == LEASE_QUERY ||
+                            l->state == LEASE_RELEASE)
                                 lease_command_done(l);
                         return;
                 }
@@ -508,6 +550,8 @@ static void lease_read(struct lease *l)
                                 lease_set_error(l, l->command_error, sizeof(l->command_error),
                                                 PQresultErrorMessage(res));
                         l->failed_command = true;
+                } else if (l->state == LEASE_RELEASE && st == PGRES_TUPLES_OK) {
+                        l->got_row = PQntuples(res) == 1;
                 } else if (l->state == LEASE_QUERY && st == PGRES_TUPLES_OK && !l->failed_command &&
                            lease_read_row(l, res) < 0) {
                         l->failed_command = true;
@@ -623,17 +667,84 @@ static void lease_on_renew(evutil_socket_t fd, short what, void *userdata)
         struct lease *l = userdata;
         struct timeval tv = timeval_from_usec(l->sm.policy.renew_usec);
 
-        (void)evtimer_add(&l->renew_timer, &tv);
+        if (!l->releasing)
+                (void)evtimer_add(&l->renew_timer, &tv);
         switch (l->state) {
         case LEASE_DOWN:
                 lease_connect(l);
                 return;
         case LEASE_READY:
-                lease_send(l, LEASE_QUERY);
+                lease_send(l, lease_next_query(l));
                 return;
         default:
                 return; /* an attempt is in flight: its timeout is shorter than renew */
         }
+}
+
+/* ---- the release at a planned stop ---- */
+
+/* The release ended: <outcome> NULL when the row was released, "" when it was no longer this host's,
+ * else why it failed. Runs the callback once. */
+static void lease_release_done(struct lease *l, const char *outcome)
+{
+        void (*done)(void *userdata) = l->released;
+        uint64_t now = now_usec();
+
+        (void)evtimer_del(&l->release_timer);
+        (void)evtimer_del(&l->renew_timer);
+        (void)evtimer_del(&l->lapse_timer);
+        if (!done)
+                return;
+        l->released = NULL;
+        if (!outcome) {
+                log_notice("Lease of pool %s released in epoch %" PRIu64 " (this host is stopping): another host "
+                           "takes it at its next renewal",
+                           l->pool, l->sm.epoch);
+                history_event(l->history, HISTORY_EVENT_LEADER, "Lease released at stop (epoch %" PRIu64 ")",
+                              l->sm.epoch);
+        } else if (!outcome[0]) {
+                log_info("Lease of pool %s no longer held by this host: nothing to release", l->pool);
+        } else {
+                log_warning("Lease of pool %s not released (%s): another host takes it when it expires, "
+                            "in %llu ms at most (or at its next renewal, if the release reached the store)",
+                            l->pool, outcome,
+                            (unsigned long long)(l->sm.expires_usec > now ? (l->sm.expires_usec - now) / USEC_PER_MSEC
+                                                                          : 0));
+        }
+        done(l->released_userdata);
+}
+
+static void lease_on_release_timeout(evutil_socket_t fd, short what, void *userdata)
+{
+        struct lease *l = userdata;
+
+        lease_close(l);
+        lease_release_done(l, "the lease store did not answer in time");
+}
+
+int lease_release(struct lease *l, void (*done)(void *userdata), void *userdata)
+{
+        const struct timeval now = { 0, 0 };
+        struct timeval tv = timeval_from_usec(l->sm.policy.timeout_usec);
+
+        if (l->releasing)
+                return 0;
+        l->releasing = true;
+        (void)evtimer_del(&l->lapse_timer);
+        if (!l->sm.leader) {
+                (void)evtimer_del(&l->renew_timer);
+                return 0;
+        }
+        l->released = done;
+        l->released_userdata = userdata;
+        (void)evtimer_add(&l->release_timer, &tv);
+        /* Down or idle: the renew timer, at once, connects or sends the release (never inside this call).
+         * Otherwise the step in flight goes on to the release when it ends. */
+        if (l->state == LEASE_DOWN || l->state == LEASE_READY)
+                (void)evtimer_add(&l->renew_timer, &now);
+        else
+                (void)evtimer_del(&l->renew_timer);
+        return 1;
 }
 
 /* ---- the object ---- */
@@ -719,6 +830,7 @@ int lease_new(struct event_base *base, const struct config *c, struct lease **re
         (void)evtimer_assign(&l->renew_timer, base, lease_on_renew, l);
         (void)evtimer_assign(&l->timeout_timer, base, lease_on_timeout, l);
         (void)evtimer_assign(&l->lapse_timer, base, lease_on_lapse, l);
+        (void)evtimer_assign(&l->release_timer, base, lease_on_release_timeout, l);
         *ret = l;
         return 0;
 }
@@ -730,6 +842,7 @@ struct lease *lease_free(struct lease *l)
         lease_close(l);
         (void)evtimer_del(&l->renew_timer);
         (void)evtimer_del(&l->lapse_timer);
+        (void)evtimer_del(&l->release_timer);
         if (l->conninfo)
                 explicit_bzero(l->conninfo, strlen(l->conninfo));
         free(l->conninfo);
@@ -770,6 +883,8 @@ bool lease_may_mutate(const struct lease *l, uint64_t *ret_epoch)
                         *ret_epoch = 0;
                 return true;
         }
+        if (l->releasing)
+                return false;
         return lease_sm_may_mutate(&l->sm, now_usec(), ret_epoch);
 }
 
@@ -780,7 +895,7 @@ void lease_get_view(const struct lease *l, struct lease_view *ret)
         *ret = (struct lease_view){
                 .name = l->name,
                 .pool = l->pool,
-                .leader = lease_sm_may_mutate(&l->sm, now, NULL),
+                .leader = !l->releasing && lease_sm_may_mutate(&l->sm, now, NULL),
                 .store_down = l->sm.store_down,
                 .store_down_usec = l->sm.store_down ? now - l->sm.down_since : 0,
                 .answered = l->sm.answered,

@@ -120,6 +120,13 @@ void lease_start(struct lease *l);
  * the single host always may (epoch 0). */
 bool lease_may_mutate(const struct lease *l, uint64_t *ret_epoch);
 void lease_get_view(const struct lease *l, struct lease_view *ret);
+/* A planned stop (SIGTERM's drain): from now on this host never acts again, and if it holds the lease it
+ * gives it up in the store (expires_at = now() by the database's clock, the epoch kept, only while the row
+ * is still its own), so another host takes it at its next renewal instead of after a whole lease. Returns
+ * 0 when there is nothing to release (<done> is never called), 1 when the release is under way: <done>
+ * runs once when it ended, released or not, within [lease] timeout, never inside this call. The lease
+ * must not be freed before. Logged. */
+int lease_release(struct lease *l, void (*done)(void *userdata), void *userdata);
 
 /* Parses the peers column ("name ms,name ms"), for tests. Returns how many were stored (at most <max>);
  * malformed entries are skipped. */

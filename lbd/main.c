@@ -35,6 +35,7 @@
 #include "lbd/history.h"
 #include "lbd/eip.h"
 #include "lbd/lease.h"
+#include "lbd/peer.h"
 #include "lbd/lbd.h"
 #include "lbd/provider.h"
 #include "lbd/loops.h"
@@ -207,6 +208,8 @@ struct main_state {
         const char *config_path;
         int argc;
         char **argv;
+        bool drained;   /* stopping: every connection finished */
+        bool releasing; /* stopping: the lease's release is under way */
 };
 
 /* "N/M backends healthy", and what the control plane is holding back. */
@@ -297,9 +300,22 @@ static int main_lease_setup(struct main_state *m)
         a = (struct reconcile_authority){ .may_mutate = main_lease_may_mutate, .userdata = l->lease };
         reconcile_set_authority(l->reconcile, &a);
         lease_set_on_change(l->lease, main_on_lease_change, m);
+        r = peers_new(l, &l->peers);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start the lease listener on [lease] listen: %m");
         if (l->config->lease_elastic_ip[0] != '\0')
                 return eip_new(l->base, l->config, main_lease_may_mutate, l->lease, &l->eip);
         return 0;
+}
+
+static bool main_same_addrs(const struct netaddr *a, size_t na, const struct netaddr *b, size_t nb)
+{
+        if (na != nb)
+                return false;
+        for (size_t i = 0; i < na; i++)
+                if (!netaddr_equal(&a[i], &b[i]))
+                        return false;
+        return true;
 }
 
 /* [lease] is read once: turning it on or off takes a restart (refused here: false), and other changes
@@ -318,7 +334,10 @@ static bool main_lease_reload_ok(const struct config *prev, const struct config 
             prev->lease_renew_usec != next->lease_renew_usec || prev->lease_margin_usec != next->lease_margin_usec ||
             prev->lease_timeout_usec != next->lease_timeout_usec ||
             strcmp(prev->lease_elastic_ip, next->lease_elastic_ip) != 0 ||
-            strcmp(prev->lease_instance_id, next->lease_instance_id) != 0)
+            strcmp(prev->lease_instance_id, next->lease_instance_id) != 0 ||
+            prev->lease_listen_set != next->lease_listen_set ||
+            (prev->lease_listen_set && !netaddr_equal(&prev->lease_listen, &next->lease_listen)) ||
+            !main_same_addrs(prev->lease_peers, prev->n_lease_peers, next->lease_peers, next->n_lease_peers))
                 log_warning("[lease] changed: the running lease keeps its settings until the next start");
         return true;
 }
@@ -441,12 +460,27 @@ done: {
 }
 }
 
+/* Exits once the connections are drained and the lease released (each bounded by its own timeout). */
 static void main_drained(void *userdata)
 {
         struct main_state *m = userdata;
 
+        m->drained = true;
+        if (m->releasing)
+                return;
         log_info("All connections finished; exiting");
         daemon_exit(&m->daemon);
+}
+
+static void main_lease_released(void *userdata)
+{
+        struct main_state *m = userdata;
+
+        m->releasing = false;
+        if (m->drained) {
+                log_info("All connections finished; exiting");
+                daemon_exit(&m->daemon);
+        }
 }
 
 static void main_drain_deadline(void *userdata)
@@ -484,7 +518,10 @@ static void main_stop(void *userdata)
         l->provider = provider_free(l->provider);
         l->reconcile = reconcile_free(l->reconcile);
         l->eip = eip_free(l->eip);
-        l->lease = lease_free(l->lease);
+        l->peers = peers_free(l->peers);
+        /* The lease is given up now, not left to expire, so another host leads within one renewal. */
+        if (l->lease)
+                m->releasing = lease_release(l->lease, main_lease_released, m) > 0;
         l->health = health_free(l->health);
         l->admin = admin_free(l->admin);
         daemon_set_deadline(&m->daemon, l->config->drain_timeout_usec);
@@ -591,6 +628,7 @@ static int main_run(struct main_state *m)
         health_set_tls(l->health, l->backend_tls);
         if (l->lease)
                 lease_start(l->lease);
+        peers_start(l->peers);
         reconcile_start(l->reconcile);
         r = autoscale_new(l, &l->autoscale);
         if (r < 0)
@@ -628,6 +666,7 @@ static void main_cleanup(struct main_state *m)
         l->provider = provider_free(l->provider);
         l->reconcile = reconcile_free(l->reconcile);
         l->eip = eip_free(l->eip);
+        l->peers = peers_free(l->peers);
         l->lease = lease_free(l->lease);
         l->health = health_free(l->health);
         l->history = history_free(l->history);

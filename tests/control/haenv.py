@@ -11,9 +11,11 @@ Every address comes from the environment (moto's instance addresses, free ports 
 process and thread started here is ended by cleanup(); every wait and every loop is bounded.
 """
 
+import os
 import re
 import select
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -88,6 +90,8 @@ class PgFault:
                     time.sleep(0.05)
                     continue
                 ready, _, _ = select.select(list(pair), [], [], 0.1)
+                if self.blocked.is_set():
+                    continue  # cut while waiting: what arrived meanwhile waits too
                 for s in ready:
                     data = s.recv(65536)
                     if not data:
@@ -136,6 +140,13 @@ class Host:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as resp:
             return resp.read().decode()
 
+    def lbctl_status(self):
+        """`lbctl status` against this host's admin API: its output."""
+        binary = os.environ.get("LBCTL_BINARY") or str(ec2env.REPO / "build" / "lbctl" / "lbctl")
+        out = subprocess.run([binary, "--admin", f"127.0.0.1:{self.admin_port}", "status"], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout
+
 
 class HaEnv:
     def __init__(self, env, lease=None, desired=2, grace="3s"):
@@ -145,6 +156,7 @@ class HaEnv:
         self.grace = grace
         self.hosts = []
         self.faults = []
+        self.peer_ports = {}  # host name -> its [lease] listen port on 127.0.0.1; see with_peers()
         self.pg = webdtest.PgCluster(dbname="lbd", user="lbd")
         try:
             self.conninfo = Path(env.workdir) / "lease.conninfo"
@@ -164,6 +176,11 @@ class HaEnv:
         inst = resp["Instances"][0]
         return inst["InstanceId"], inst["PrivateIpAddress"]
 
+    def with_peers(self, names=("lb-a", "lb-b")):
+        """Each host named answers GET /lease on 127.0.0.1 ([lease] listen) and asks the others ([lease]
+        peers)."""
+        self.peer_ports = {n: ec2env.free_port() for n in names}
+
     def config(self, name, ip, admin_port, instance_id, conninfo=None):
         text = ec2env.lbd_config(self.env, desired=self.desired, grace=self.grace)
         text = re.sub(r"(?m)^listen = .*$", f"listen = {ip}:{self.env.lbd_port}", text)
@@ -179,7 +196,13 @@ margin = {lease['margin']}s
 timeout = {lease['timeout']}s
 elastic_ip = {self.allocation_id}
 instance_id = {instance_id}
-"""
+""" + self._peers_config(name)
+
+    def _peers_config(self, name):
+        if name not in self.peer_ports:
+            return ""
+        others = ", ".join(f"127.0.0.1:{p}" for n, p in self.peer_ports.items() if n != name)
+        return f"listen = 127.0.0.1:{self.peer_ports[name]}\npeers = {others}\n"
 
     def host(self, name, through_fault=False, start=True):
         """A new LB host; <through_fault>: it reaches PostgreSQL through a PgFault of its own."""
@@ -291,6 +314,9 @@ instance_id = {instance_id}
             per_epoch[epoch] = per_epoch.get(epoch, 0) + 1
         for epoch, n in per_epoch.items():
             assert n <= asked[epoch], f"epoch {epoch}: {n} instances for {asked[epoch]} asked"
+
+    def all_pool_instances_by_id(self):
+        return {i["InstanceId"]: i for i in self.all_pool_instances()}
 
     def report(self):
         parts = []

@@ -409,6 +409,10 @@ def test_lb_peer(moto, tmp_path):
     assert [g["GroupId"] for g in insts[0]["SecurityGroups"]] == [first["LBD_SECURITY_GROUP_LB"]]
     assert first["LBD_LB_PEER_IP"] == insts[0]["PrivateIpAddress"]
     assert moto.user_data(peer) == ud.read_text()
+    # The LB hosts reach each other's lease listener ([lease] listen, the installer's --peer), nobody else.
+    lb = first["LBD_SECURITY_GROUP_LB"]
+    g = moto.ec2.describe_security_groups(GroupIds=[lb])["SecurityGroups"][0]
+    assert ("tcp", 9181, 9181, "group", lb) in group_rules(g), group_rules(g)
     again = output(provision(moto, tmp_path, "--no-web", "--lb-peer", str(ud), "--image", "ami-1e749f67"))
     assert again["LBD_LB_PEER_INSTANCE"] == peer
     assert len(moto.instances(tagged=True)) == 1

@@ -740,7 +740,33 @@ def test_lb_lease(tmp_path):
 
     for bad in (["--elastic-ip", "eipalloc-0123456789abcdef0"], ["--lease-name", "lb-a"],
                 ["--lease-database", conninfo, "--lease-name", "lb a"],
-                ["--lease-database", conninfo, "--elastic-ip", "eip-1"]):
+                ["--lease-database", conninfo, "--elastic-ip", "eip-1"],
+                ["--peer", "192.0.2.7"],
+                ["--lease-database", conninfo, "--peer", "lb-b.example"],
+                ["--lease-database", conninfo, "--peer", "192.0.2.7:0"],
+                ["--lease-database", conninfo, "--peer", "192.0.2.7\n[lbd]"],
+                ["--lease-database", conninfo, "--peer", "2001:db8::7"],
+                ["--lease-database", conninfo, *[a for i in range(1, 10) for a in ("--peer", f"192.0.2.{i}")]]):
         r = installer(tmp_path / "bad", *LB_ARGS, *bad)
         assert r.returncode == 2, (bad, r.stdout + r.stderr)
         assert "lease-secret-1" not in r.stdout + r.stderr
+
+
+def test_lb_lease_peers(tmp_path):
+    """--peer, repeated: the other LB hosts' lease listeners in [lease] peers (port 9181 unless given) and
+    this host's own listener, in a config lbd accepts."""
+    conninfo = "host=192.0.2.20 dbname=lbd_lease user=lbd_lease password=lease-secret-1"
+    # LB_ARGS's admin port is the lease listener's: refused, said so.
+    r = installer(tmp_path / "bad", *LB_ARGS, "--lease-database", conninfo, "--peer", "192.0.2.7")
+    assert r.returncode == 2 and "takes port 9181" in r.stderr, r.stdout + r.stderr
+    install_ok(tmp_path, *LB_ARGS, "--admin", "127.0.0.1:9180", "--lease-database", conninfo,
+               "--peer", "192.0.2.7", "--peer", "[2001:db8::7]:9200")
+    conf = ini(read(tmp_path, "/etc/lbd/lbd.conf"))
+    assert conf[("lease", "listen")] == "0.0.0.0:9181"
+    assert conf[("lease", "peers")] == "192.0.2.7:9181,[2001:db8::7]:9200"
+    r = run([LBD, "--config", staged(tmp_path, "/etc/lbd/lbd.conf"), "--check-config"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    # Without --peer, neither key.
+    install_ok(tmp_path / "alone", *LB_ARGS, "--admin", "127.0.0.1:9180", "--lease-database", conninfo)
+    conf = ini(read(tmp_path / "alone", "/etc/lbd/lbd.conf"))
+    assert ("lease", "listen") not in conf and ("lease", "peers") not in conf

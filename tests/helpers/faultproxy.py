@@ -13,7 +13,8 @@ EC2 Action, status). On command it fails requests for a bounded period instead:
             capacity  HTTP 500 with EC2's XML error InsufficientInstanceCapacity
       actions limits the fault to those EC2 Actions (default: every EC2 request);
       &subnet=ID limits it to requests whose SubnetId is ID (a zone out of capacity).
-      Each recorded request carries its SubnetId, when it has one, as "subnet".
+      Each recorded request carries its SubnetId, when it has one, as "subnet", and its
+      ClientToken (RunInstances) as "client_token".
   POST /_fault?mode=off                            ends any fault now
   GET  /_stats                                     JSON: {"requests": [...], "fault": ...}
   POST /_reset                                     forgets the recorded requests
@@ -151,14 +152,16 @@ class Handler(BaseHTTPRequestHandler):
         self._send(404, b"unknown control path\n")
 
     def _action(self, body):
-        """(Action, SubnetId or None) of an EC2 request; (None, None) for the metadata service."""
+        """(Action, SubnetId or None, ClientToken or None) of an EC2 request; (None, None, None) for the
+        metadata service."""
         if self.path.startswith("/latest/"):
-            return None, None
+            return None, None, None
         try:
             form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
         except ValueError:
-            return "?", None
-        return form.get("Action", ["?"])[0], form.get("SubnetId", [None])[0]
+            return "?", None, None
+        return (form.get("Action", ["?"])[0], form.get("SubnetId", [None])[0],
+                form.get("ClientToken", [None])[0])
 
     def _handle(self):
         st = self.server.state
@@ -171,11 +174,13 @@ class Handler(BaseHTTPRequestHandler):
             self._control(body)
             return
 
-        action, subnet = self._action(body)
+        action, subnet, token = self._action(body)
         now = time.time()
         info = {"t": now, "method": self.command, "path": self.path.split("?")[0], "action": action}
         if subnet:
             info["subnet"] = subnet
+        if token:
+            info["client_token"] = token
         if self.path.startswith("/latest/"):
             info["imds_token"] = self.headers.get("X-aws-ec2-metadata-token") is not None
             info["imds_ttl"] = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")

@@ -972,6 +972,32 @@ static void test_lease(void **state)
         assert_int_equal(config_set(&c, "lease", "duration", "15s", NULL), 0);
         check_validate(&c, 0, NULL, 0);
 
+        /* The lease listener and the other hosts' addresses. */
+        assert_false(c.lease_listen_set);
+        assert_int_equal(c.n_lease_peers, 0);
+        check_bad("lease", "listen", "0.0.0.0", "must be empty or a numeric address with a port");
+        check_bad("lease", "listen", "lb-b:9181", "must be empty or a numeric address with a port");
+        check_bad("lease", "listen", "0.0.0.0:70000", "port must be between 1 and 65535");
+        check_bad("lease", "peers", "192.0.2.7", "is not a numeric address with a port");
+        check_bad("lease", "peers", "192.0.2.1:1, 192.0.2.2:1, 192.0.2.3:1, 192.0.2.4:1, 192.0.2.5:1, 192.0.2.6:1, "
+                                    "192.0.2.7:1, 192.0.2.8:1, 192.0.2.9:1",
+                  "too many addresses (at most 8)");
+        assert_int_equal(config_set(&c, "lease", "listen", "0.0.0.0:9181", NULL), 0);
+        assert_int_equal(config_set(&c, "lease", "peers", "192.0.2.7:9181, [2001:db8::7]:9181", NULL), 0);
+        assert_true(c.lease_listen_set);
+        assert_int_equal(c.n_lease_peers, 2);
+        check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "lease", "listen", "127.0.0.1:9180", NULL), 0);
+        check_validate(&c, -EINVAL, "[lease] key 'listen': is also the admin address", 1);
+        assert_int_equal(config_set(&c, "lease", "listen", "", NULL), 0);
+        assert_false(c.lease_listen_set);
+        check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "lease", "elastic_ip", "", NULL), 0);
+        assert_int_equal(config_set(&c, "lease", "conninfo_file", "", NULL), 0);
+        check_validate(&c, -EINVAL, "[lease] key 'peers': needs conninfo_file", 1);
+        assert_int_equal(config_set(&c, "lease", "peers", "", NULL), 0);
+        assert_int_equal(config_set(&c, "lease", "conninfo_file", "/etc/lbd/lease.conninfo", NULL), 0);
+
         /* The static provider acts on nothing: a lease there is a mistake. */
         c.provider = PROVIDER_STATIC;
         assert_int_equal(config_set(&c, "lease", "elastic_ip", "", NULL), 0);
