@@ -1,10 +1,12 @@
 /* The other LB hosts' own word on the lease: a read-only listener and the questions to the other hosts.
  *
- * The listener ([lease] listen): libevent's evhttp on lbd's loop, apart from the admin API (which stays
- * on loopback, since it drains and reloads without authentication). It answers GET (and HEAD) /lease with
- * this host's lease object as /status carries it (admin_lease_json()): who leads, the epoch, the expiry,
- * the store; nothing else (404; 405 for other methods), no action and no secret. Bounded: 8 KiB of
- * headers, no body, a connection silent for 5 s closed; open it to the other LB hosts only (the security
+ * The listener ([lease] listen): the HTTP engine (http/server.h) on lbd's main loop, apart from the admin
+ * API (which stays on loopback, since it drains and reloads without authentication). It answers GET (and
+ * HEAD) /lease with this host's lease object as /status carries it (admin_lease_json()): who leads, the
+ * epoch, the expiry, the store; nothing else (404; 405 for other methods), no action and no secret.
+ * Bounded as the engine bounds every listener: PEER_MAX_CONNECTIONS connections (the kernel's queue holds
+ * more), 8 KiB of head within 5 s of its first byte, no body, idle connections closed after 5 s, strict
+ * framing, the accept() backoff when descriptors run out; open it to the other LB hosts only (the security
  * group).
  *
  * The questions ([lease] peers): every [lease] renew, one GET /lease to each peer through curlev (curl's
@@ -20,8 +22,6 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,13 +31,14 @@
 #include "common/cjson.h"
 #include "common/log.h"
 #include "common/macro.h"
+#include "http/server.h"
 #include "lbd/admin.h"
 #include "lbd/config.h"
 #include "lbd/lbd.h"
 
 #define PEER_MAX_HEADERS_SIZE 8192
-#define PEER_TIMEOUT_SEC      5
-#define PEER_BACKLOG          16
+#define PEER_TIMEOUT_USEC     (5 * USEC_PER_SEC)
+#define PEER_MAX_CONNECTIONS  64
 
 struct peer {
         struct netaddr addr;
@@ -49,7 +50,7 @@ struct peer {
 
 struct peers {
         struct lbd *lbd;
-        struct evhttp *http; /* the listener, or NULL */
+        struct http_server *http; /* the listener, or NULL */
         struct curlev *curl; /* the questions, or NULL without peers */
         struct event timer;
         uint64_t interval_usec, timeout_usec;
@@ -172,65 +173,53 @@ static void peers_on_timer(evutil_socket_t fd, short what, void *userdata)
 
 /* ---- the listener ---- */
 
-static void peers_on_request(struct evhttp_request *req, void *userdata)
+static void peers_on_request(struct http_request *req, void *userdata)
 {
         struct peers *ps = userdata;
-        const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-        const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-        enum evhttp_cmd_type method = evhttp_request_get_command(req);
         _cleanup_(cJSON_Deletep) cJSON *root = NULL;
         _cleanup_(cJSON_freep) char *text = NULL;
         struct evbuffer *body;
 
-        if (!path || strcmp(path, "/lease") != 0) {
-                evhttp_send_error(req, HTTP_NOTFOUND, NULL);
+        if (strcmp(req->path, "/lease") != 0) {
+                admin_respond_text(req, 404, NULL, NULL, NULL);
                 return;
         }
-        if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
-                (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-                evhttp_send_error(req, 405, "Method Not Allowed");
+        if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
+                admin_respond_text(req, 405, "Allow: GET, HEAD\r\n", NULL, NULL);
                 return;
         }
         root = cJSON_CreateObject();
-        if (!root || admin_lease_json(root, ps->lbd) < 0 ||
-            !(text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(root, "lease")))) {
-                evhttp_send_error(req, HTTP_INTERNAL, NULL);
-                return;
-        }
         body = evbuffer_new();
-        if (!body || evbuffer_add_printf(body, "%s\n", text) < 0) {
-                if (body)
-                        evbuffer_free(body);
-                evhttp_send_error(req, HTTP_INTERNAL, NULL);
-                return;
-        }
-        (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-        (void)evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
-        evhttp_send_reply(req, HTTP_OK, "OK", body);
-        evbuffer_free(body);
+        if (!root || !body || admin_lease_json(root, ps->lbd) < 0 ||
+            !(text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(root, "lease"))) ||
+            evbuffer_add_printf(body, "%s\n", text) < 0)
+                admin_respond_text(req, 500, NULL, NULL, NULL);
+        else
+                admin_respond(req, 200, "application/json", NULL, body);
+        if (body)
+                evbuffer_free(body);
 }
 
 static int peers_listen(struct peers *ps, const struct netaddr *addr)
 {
-        _cleanup_close_ int fd = -1;
+        static const struct http_server_limits limits = {
+                .max_connections = PEER_MAX_CONNECTIONS,
+                .max_head_size = PEER_MAX_HEADERS_SIZE,
+                .max_body_size = 1, /* no route takes a body; the engine takes no limit under 1 */
+                .head_timeout_usec = PEER_TIMEOUT_USEC,
+                .body_timeout_usec = PEER_TIMEOUT_USEC,
+                .idle_timeout_usec = PEER_TIMEOUT_USEC,
+        };
+        static const struct http_server_ops ops = {
+                .request = peers_on_request,
+        };
+        int r;
 
-        fd = netaddr_listen(addr, PEER_BACKLOG);
-        if (fd < 0)
-                return fd;
-        ps->http = evhttp_new(ps->lbd->base);
-        if (!ps->http)
-                return -ENOMEM;
-        evhttp_set_allowed_methods(ps->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-                                                     EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                                     EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-        evhttp_set_max_headers_size(ps->http, PEER_MAX_HEADERS_SIZE);
-        evhttp_set_max_body_size(ps->http, 0);
-        evhttp_set_timeout(ps->http, PEER_TIMEOUT_SEC);
-        evhttp_set_gencb(ps->http, peers_on_request, ps);
-        if (!evhttp_accept_socket_with_handle(ps->http, fd))
-                return -ENOMEM;
-        fd = -1; /* evhttp's now */
-        return 0;
+        r = http_server_new(ps->lbd->base, &limits, &ops, ps, &ps->http);
+        if (r < 0)
+                return r;
+        http_server_set_name(ps->http, "lease listener");
+        return http_server_listen(ps->http, addr, "lease listener");
 }
 
 /* ---- the object ---- */
@@ -283,8 +272,7 @@ struct peers *peers_free(struct peers *ps)
                 return NULL;
         (void)evtimer_del(&ps->timer);
         ps->curl = curlev_free(ps->curl); /* cancels the transfers: no callback runs */
-        if (ps->http)
-                evhttp_free(ps->http);
+        ps->http = http_server_free(ps->http);
         free(ps);
         return NULL;
 }
