@@ -50,7 +50,9 @@
 #include "common/macro.h"
 #include "common/netaddr.h"
 #include "common/parse.h"
+#include "common/template.h"
 #include "lbctl/provision-parse.h"
+#include "lbctl/provision-tls.h"
 
 #define PROVISION_CANONICAL       "099720109477"
 #define PROVISION_UBUNTU_PATTERN  "ubuntu/images/hvm-ssd*/ubuntu-*-amd64-server-*"
@@ -67,6 +69,10 @@
 #define PROVISION_WEB_WAIT_USEC   (10 * 60 * USEC_PER_SEC)
 #define PROVISION_WEB_POLL_USEC   (3 * USEC_PER_SEC)
 #define PROVISION_GROUP_ROUNDS    3
+#define PROVISION_WEB_TLS_DIR     "/etc/lbd/web-tls"
+#define PROVISION_WEB_NAME        "web.lbd.internal"
+#define PROVISION_WEB_CERT_VAR    "{{web_tls_cert}}"
+#define PROVISION_WEB_KEY_VAR     "{{web_tls_key}}"
 
 enum { GROUP_LB, GROUP_BACKEND, GROUP_WEB, N_GROUPS };
 
@@ -103,6 +109,10 @@ struct provision_options {
         const char *bake_from;
         bool elastic_ip;
         bool json;
+        const char *web_tls_dir; /* the private CA and webd's last certificate */
+        const char *web_name;    /* the DNS name in webd's certificate, which the relays check */
+        bool web_plain;          /* --web-plain-http */
+        bool renew_web_cert;
 };
 
 struct provision {
@@ -121,6 +131,11 @@ struct provision {
         struct provision_address address; /* --elastic-ip */
         char lb_peer[EC2_ID_MAX];         /* --lb-peer: the second LB host */
         char lb_peer_ip[EC2_ADDR_MAX];
+        struct provision_tls_ca ca;       /* the web tier's private CA, unless --web-plain-http */
+        char web_ca[PROVISION_VALUE_MAX]; /* LBD_WEB_CA: its certificate's path; "" = plain HTTP */
+        char web_name[PROVISION_VALUE_MAX];
+        char *web_user_data;              /* rendered for a launch: webd's certificate and key in it */
+        size_t web_user_data_len;
 };
 
 /* One answer, copied out of ec2_query()'s callback. */
@@ -160,9 +175,13 @@ static void provision_help(void)
                "  4. the web host: the instance tagged with the pool's tag and " PROVISION_ROLE_KEY
                "=" PROVISION_ROLE_WEB ",\n"
                "     pending or running; else one launched in the subnet with PREFIX-web, the web user\n"
-               "     data, and a client token derived from the pool (never two).\n"
-               "\n"
-               "Options:\n"
+               "     data, and a client token derived from the pool (never two). Unless --web-plain-http,\n"
+               "     webd serves HTTPS: the pool's private CA (made once in --web-tls-dir, its key 0600\n"
+               "     there only) issues webd's certificate for --web-name (825 days), which goes into the\n"
+               "     web user data's {{web_tls_cert}} and {{web_tls_key}}; the relays verify it against\n"
+               "     LBD_WEB_CA and LBD_WEB_NAME ([ec2] upstream_ca and upstream_name).\n"
+               "\n");
+        printf("Options:\n"
                "  --subnet SUBNET          subnet of the pool and the web host (required)\n"
                "  --region R               AWS region (default: AWS_REGION, AWS_DEFAULT_REGION,\n"
                "                           ~/.aws/config, the instance metadata)\n"
@@ -191,6 +210,12 @@ static void provision_help(void)
                "                           tagged with the pool's tag and " PROVISION_ROLE_KEY "=" PROVISION_ROLE_LB ", else one\n"
                "                           launched with PREFIX-lb and this user data (never two); prints\n"
                "                           LBD_LB_PEER_INSTANCE and LBD_LB_PEER_IP\n"
+               "  --web-tls-dir DIR        the web tier's private CA: ca.pem, ca.key (0600) and webd's\n"
+               "                           last certificate web.pem (default " PROVISION_WEB_TLS_DIR ")\n"
+               "  --web-name NAME          the DNS name in webd's certificate (default " PROVISION_WEB_NAME ")\n"
+               "  --web-plain-http         no TLS between the relays and webd (not recommended)\n"
+               "  --renew-web-cert         renew webd's certificate now (a run renews it anyway with\n"
+               "                           fewer than 30 days left)\n"
                "  --json                   print one JSON object instead of KEY=VALUE lines\n"
                "  -h, --help               show this help\n"
                "\n"
@@ -198,6 +223,8 @@ static void provision_help(void)
                "is no web host):\n"
                "  LBD_VPC LBD_SUBNET LBD_SECURITY_GROUP_LB LBD_SECURITY_GROUP_BACKEND\n"
                "  LBD_SECURITY_GROUP_WEB LBD_IMAGE LBD_WEB_INSTANCE LBD_UPSTREAM (web host's ip:web-port)\n"
+               "  LBD_WEB_CA (the CA certificate's path) LBD_WEB_NAME (both empty with --web-plain-http,\n"
+               "  or when the web host found has no certificate from the CA)\n"
                "  and with --elastic-ip LBD_ELASTIC_IP LBD_PUBLIC_IP\n"
                "What was found and what was created is logged on stderr.\n"
                "\n"
@@ -353,6 +380,10 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                 OPT_ELASTIC_IP,
                 OPT_LB_PEER,
                 OPT_JSON,
+                OPT_WEB_TLS_DIR,
+                OPT_WEB_NAME,
+                OPT_WEB_PLAIN_HTTP,
+                OPT_RENEW_WEB_CERT,
         };
         static const struct option options[] = {
                 {"subnet", required_argument, NULL, OPT_SUBNET},
@@ -375,6 +406,10 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                 {"elastic-ip", no_argument, NULL, OPT_ELASTIC_IP},
                 {"lb-peer", required_argument, NULL, OPT_LB_PEER},
                 {"json", no_argument, NULL, OPT_JSON},
+                {"web-tls-dir", required_argument, NULL, OPT_WEB_TLS_DIR},
+                {"web-name", required_argument, NULL, OPT_WEB_NAME},
+                {"web-plain-http", no_argument, NULL, OPT_WEB_PLAIN_HTTP},
+                {"renew-web-cert", no_argument, NULL, OPT_RENEW_WEB_CERT},
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
         };
@@ -387,6 +422,8 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
         o->backend_port = 80;
         o->web_port = 8080;
         o->instance_type = "t3.micro";
+        o->web_tls_dir = PROVISION_WEB_TLS_DIR;
+        o->web_name = PROVISION_WEB_NAME;
 
         optind = 1;
         for (;;) {
@@ -491,6 +528,28 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                 case OPT_JSON:
                         o->json = true;
                         break;
+                case OPT_WEB_TLS_DIR:
+                        /* Printed as LBD_WEB_CA's directory: the output's alphabet, an absolute path. */
+                        if (optarg[0] != '/' || strlen(optarg) > PROVISION_VALUE_MAX - sizeof("/ca.pem") ||
+                            !ec2_chars_ok(optarg, "._/-"))
+                                return provision_usage("--web-tls-dir '%s': expected an absolute path of "
+                                                       "letters, digits and '._/-'",
+                                                       optarg);
+                        o->web_tls_dir = optarg;
+                        break;
+                case OPT_WEB_NAME:
+                        if (!parse_dns_name_ok(optarg) || strlen(optarg) >= PROVISION_VALUE_MAX)
+                                return provision_usage("--web-name '%s': expected a DNS name such as "
+                                                       "web.lbd.internal",
+                                                       optarg);
+                        o->web_name = optarg;
+                        break;
+                case OPT_WEB_PLAIN_HTTP:
+                        o->web_plain = true;
+                        break;
+                case OPT_RENEW_WEB_CERT:
+                        o->renew_web_cert = true;
+                        break;
                 case 'h':
                         provision_help();
                         return -1;
@@ -512,6 +571,19 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                 if (r != 0)
                         return r;
         }
+        if (o->web_plain && o->renew_web_cert)
+                return provision_usage("--web-plain-http and --renew-web-cert exclude each other");
+        if (o->no_web && o->renew_web_cert)
+                return provision_usage("--no-web and --renew-web-cert exclude each other");
+        /* webd gets its certificate through its user data: without the placeholders it would serve plain
+         * HTTP to relays that expect TLS. */
+        if (o->web_user_data && !o->web_plain &&
+            (!template_uses(o->web_user_data, o->web_user_data_len, PROVISION_WEB_CERT_VAR) ||
+             !template_uses(o->web_user_data, o->web_user_data_len, PROVISION_WEB_KEY_VAR)))
+                return provision_usage("--web-user-data '%s' has no " PROVISION_WEB_CERT_VAR " and "
+                                       PROVISION_WEB_KEY_VAR " (see scripts/cloud-init-web.sh): webd could "
+                                       "not get its certificate; or give --web-plain-http",
+                                       o->web_user_data_path);
         if (o->lb_user_data_path) {
                 r = provision_read_user_data("--lb-peer", o->lb_user_data_path, &o->lb_user_data,
                                              &o->lb_user_data_len);
@@ -1185,6 +1257,9 @@ struct provision_role {
         size_t group;
         const char *user_data;
         size_t user_data_len;
+        /* When set, called just before a launch; it may render the user data into p->web_user_data,
+         * which the launch then sends instead of <user_data>. */
+        int (*prepare)(struct provision *p);
 };
 
 static int provision_launch(struct provision *p, const struct provision_role *w, size_t gone,
@@ -1197,6 +1272,8 @@ static int provision_launch(struct provision *p, const struct provision_role *w,
         struct ec2_param params[24];
         struct provision_answer a = {0};
         size_t n = 0, m = 0;
+        const char *user_data = w->user_data;
+        size_t user_data_len = w->user_data_len;
         int r;
 
         if (!w->user_data) {
@@ -1205,10 +1282,17 @@ static int provision_launch(struct provision *p, const struct provision_role *w,
                           w->what, o->tag_key, o->tag_value, w->flag);
                 return -EINVAL;
         }
-        b64 = malloc(4 * ((w->user_data_len + 2) / 3) + 1);
+        if (w->prepare) {
+                r = w->prepare(p);
+                if (r < 0)
+                        return r;
+                user_data = p->web_user_data;
+                user_data_len = p->web_user_data_len;
+        }
+        b64 = malloc(4 * ((user_data_len + 2) / 3) + 1);
         if (!b64)
                 return provision_fail(p, -ENOMEM, "RunInstances", "out of memory");
-        (void)EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)w->user_data, (int)w->user_data_len);
+        (void)EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)user_data, (int)user_data_len);
         provision_client_token(p, w->role, gone, token);
         (void)snprintf(name, sizeof(name), "%s-%s", o->prefix, w->role);
 
@@ -1340,6 +1424,98 @@ static int provision_role_instance(struct provision *p, const struct provision_r
         return 0;
 }
 
+/* The web host's user data for a launch: the --web-user-data file with webd's certificate and key filled
+ * in (a new certificate from the pool's CA, recorded as web.pem), or both placeholders emptied with
+ * --web-plain-http. */
+static int provision_web_prepare(struct provision *p)
+{
+        const struct provision_options *o = p->o;
+        _cleanup_free_ char *cert = NULL, *key = NULL;
+        int r;
+
+        if (p->ca.cert) {
+                r = provision_tls_issue(&p->ca, o->web_name, NULL, time(NULL), &cert, &key);
+                if (r < 0)
+                        return provision_fail(p, r, "TLS", "can't issue webd's certificate");
+                r = provision_tls_web_save(o->web_tls_dir, cert);
+                if (r < 0) {
+                        OPENSSL_cleanse(key, strlen(key));
+                        log_error_errno(r, "can't write %s/web.pem: %m", o->web_tls_dir);
+                        return provision_fail(p, r, "TLS", "webd's certificate not recorded");
+                }
+        }
+        {
+                const struct template_var vars[] = {
+                        {PROVISION_WEB_CERT_VAR, cert ? cert : ""},
+                        {PROVISION_WEB_KEY_VAR, key ? key : ""},
+                };
+
+                r = template_render(o->web_user_data, o->web_user_data_len, vars, ELEMENTSOF(vars),
+                                    EC2_USER_DATA_MAX, &p->web_user_data, &p->web_user_data_len);
+        }
+        if (key)
+                OPENSSL_cleanse(key, strlen(key));
+        if (r < 0)
+                return provision_fail(p, r, "RunInstances",
+                                      r == -EFBIG ? "the web user data with webd's certificate and key is "
+                                                    "larger than EC2's 16384 bytes"
+                                                  : "out of memory");
+        if (cert)
+                log_info("web host: a certificate for %s from the CA in %s (%d days) is in its user data",
+                         o->web_name, o->web_tls_dir, PROVISION_TLS_WEB_DAYS);
+        return 0;
+}
+
+/* The web tier's CA, before anything is launched: a CA that can't be read stops the run. */
+static int provision_web_ca(struct provision *p)
+{
+        char why[512];
+        int r;
+
+        r = provision_tls_ca_load(p->o->web_tls_dir, time(NULL), &p->ca, why, sizeof(why));
+        if (r < 0) {
+                p->exit_status = PROVISION_EXIT_API;
+                log_error("the web tier's private CA: %s", why);
+                return r;
+        }
+        if (p->ca.made)
+                log_info("made the web tier's private CA: %s/ca.pem (its key ca.key, 0600, stays here; %d days)",
+                         p->o->web_tls_dir, PROVISION_TLS_CA_DAYS);
+        else
+                log_info("web tier's private CA: found %s/ca.pem", p->o->web_tls_dir);
+        return 0;
+}
+
+/* A web host found running: the certificate recorded for it says whether the relays may expect TLS, and
+ * how long it has left. */
+static int provision_web_found(struct provision *p, bool launched)
+{
+        const struct provision_options *o = p->o;
+        long days = 0;
+        int r;
+
+        if (!launched) {
+                r = provision_tls_web_days_left(o->web_tls_dir, &p->ca, o->web_name, time(NULL), &days);
+                if (r < 0) {
+                        log_warning("web host %s: %s/web.pem %s, so it was launched without a certificate "
+                                    "from this CA: the relays stay on plain HTTP to it (launch a new web "
+                                    "host, or give --web-plain-http to say so)",
+                                    p->web_instance, o->web_tls_dir,
+                                    r == -ENOENT ? "is missing" : "is not a certificate of this CA for the name");
+                        return 0;
+                }
+                if (days < PROVISION_TLS_RENEW_DAYS || o->renew_web_cert)
+                        log_warning("web host %s: webd's certificate has %ld days left: renew it",
+                                    p->web_instance, days);
+                else
+                        log_info("web host %s: webd's certificate for %s has %ld days left", p->web_instance,
+                                 o->web_name, days);
+        }
+        (void)snprintf(p->web_ca, sizeof(p->web_ca), "%s/ca.pem", o->web_tls_dir);
+        (void)snprintf(p->web_name, sizeof(p->web_name), "%s", o->web_name);
+        return 0;
+}
+
 static int provision_web(struct provision *p)
 {
         const struct provision_role w = {
@@ -1349,16 +1525,24 @@ static int provision_web(struct provision *p)
                 .group = GROUP_WEB,
                 .user_data = p->o->web_user_data,
                 .user_data_len = p->o->web_user_data_len,
+                .prepare = provision_web_prepare,
         };
         struct ec2_instance inst;
         int r;
 
+        if (!p->o->web_plain) {
+                r = provision_web_ca(p);
+                if (r < 0)
+                        return r;
+        }
         r = provision_role_instance(p, &w, &inst);
         if (r < 0)
                 return r;
         memcpy(p->web_instance, inst.id, sizeof(p->web_instance));
         memcpy(p->web_ip, inst.private_ip, sizeof(p->web_ip));
         (void)snprintf(p->upstream, sizeof(p->upstream), "%s:%u", p->web_ip, p->o->web_port);
+        if (!p->o->web_plain)
+                return provision_web_found(p, p->web_user_data != NULL);
         return 0;
 }
 
@@ -1466,6 +1650,8 @@ static int provision_print(const struct provision *p)
                 {"LBD_PUBLIC_IP", p->address.public_ip, p->o->elastic_ip},
                 {"LBD_LB_PEER_INSTANCE", p->lb_peer, p->o->lb_user_data != NULL},
                 {"LBD_LB_PEER_IP", p->lb_peer_ip, p->o->lb_user_data != NULL},
+                {"LBD_WEB_CA", p->web_ca, !p->o->no_web},
+                {"LBD_WEB_NAME", p->web_name, !p->o->no_web},
         };
         _cleanup_(cJSON_Deletep) cJSON *json = NULL;
         _cleanup_free_ char *text = NULL;
@@ -1570,6 +1756,10 @@ int provision_main(int argc, char **argv)
         else
                 status = provision_print(&p);
         p.ec2 = ec2_free(p.ec2);
+        provision_tls_ca_clear(&p.ca);
+        if (p.web_user_data)
+                OPENSSL_cleanse(p.web_user_data, p.web_user_data_len);
+        free(p.web_user_data);
         event_base_free(p.base);
         free(o.web_user_data);
         free(o.lb_user_data);
