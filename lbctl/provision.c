@@ -1497,9 +1497,9 @@ static int provision_web_found(struct provision *p, bool launched)
         if (!launched) {
                 r = provision_tls_web_days_left(o->web_tls_dir, &p->ca, o->web_name, time(NULL), &days);
                 if (r < 0) {
-                        log_warning("web host %s: %s/web.pem %s, so it was launched without a certificate "
-                                    "from this CA: the relays stay on plain HTTP to it (launch a new web "
-                                    "host, or give --web-plain-http to say so)",
+                        log_warning("web host %s: %s/web.pem %s, so webd there has no certificate from "
+                                    "this CA: the relays stay on plain HTTP to it (replace the web host for "
+                                    "TLS, or give --web-plain-http to say so)",
                                     p->web_instance, o->web_tls_dir,
                                     r == -ENOENT ? "is missing" : "is not a certificate of this CA for the name");
                         return 0;
