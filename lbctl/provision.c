@@ -1424,25 +1424,25 @@ static int provision_role_instance(struct provision *p, const struct provision_r
         return 0;
 }
 
-/* The web host's user data for a launch: the --web-user-data file with webd's certificate and key filled
- * in (a new certificate from the pool's CA, recorded as web.pem), or both placeholders emptied with
- * --web-plain-http. */
-static int provision_web_prepare(struct provision *p)
+/* Renders the web host's user data into p->web_user_data: the --web-user-data file with webd's
+ * certificate and key filled in (a new certificate from the pool's CA for --web-name and, when not NULL,
+ * the address <ip>; its PEM in <*ret_cert>), or both placeholders emptied with --web-plain-http. The key
+ * exists only in that buffer. */
+static int provision_web_render(struct provision *p, const char *ip, char **ret_cert)
 {
         const struct provision_options *o = p->o;
         _cleanup_free_ char *cert = NULL, *key = NULL;
         int r;
 
         if (p->ca.cert) {
-                r = provision_tls_issue(&p->ca, o->web_name, NULL, time(NULL), &cert, &key);
+                r = provision_tls_issue(&p->ca, o->web_name, ip, time(NULL), &cert, &key);
                 if (r < 0)
                         return provision_fail(p, r, "TLS", "can't issue webd's certificate");
-                r = provision_tls_web_save(o->web_tls_dir, cert);
-                if (r < 0) {
-                        OPENSSL_cleanse(key, strlen(key));
-                        log_error_errno(r, "can't write %s/web.pem: %m", o->web_tls_dir);
-                        return provision_fail(p, r, "TLS", "webd's certificate not recorded");
-                }
+        }
+        if (p->web_user_data) {
+                OPENSSL_cleanse(p->web_user_data, p->web_user_data_len);
+                free(p->web_user_data);
+                p->web_user_data = NULL;
         }
         {
                 const struct template_var vars[] = {
@@ -1456,14 +1456,37 @@ static int provision_web_prepare(struct provision *p)
         if (key)
                 OPENSSL_cleanse(key, strlen(key));
         if (r < 0)
-                return provision_fail(p, r, "RunInstances",
+                return provision_fail(p, r, "TLS",
                                       r == -EFBIG ? "the web user data with webd's certificate and key is "
                                                     "larger than EC2's 16384 bytes"
                                                   : "out of memory");
-        if (cert)
-                log_info("web host: a certificate for %s from the CA in %s (%d days) is in its user data",
-                         o->web_name, o->web_tls_dir, PROVISION_TLS_WEB_DAYS);
+        *ret_cert = TAKE_PTR(cert);
         return 0;
+}
+
+static int provision_web_save(struct provision *p, const char *cert)
+{
+        int r = provision_tls_web_save(p->o->web_tls_dir, cert);
+
+        if (r < 0) {
+                log_error_errno(r, "can't write %s/web.pem: %m", p->o->web_tls_dir);
+                return provision_fail(p, r, "TLS", "webd's certificate not recorded");
+        }
+        log_info("web host: a certificate for %s from the CA in %s (%d days) is in its user data", p->o->web_name,
+                 p->o->web_tls_dir, PROVISION_TLS_WEB_DAYS);
+        return 0;
+}
+
+/* Before a launch: the user data, with a certificate for the name (the address is not known yet). */
+static int provision_web_prepare(struct provision *p)
+{
+        _cleanup_free_ char *cert = NULL;
+        int r;
+
+        r = provision_web_render(p, NULL, &cert);
+        if (r >= 0 && cert)
+                r = provision_web_save(p, cert);
+        return r;
 }
 
 /* The web tier's CA, before anything is launched: a CA that can't be read stops the run. */
@@ -1486,8 +1509,95 @@ static int provision_web_ca(struct provision *p)
         return 0;
 }
 
+/* Calls <action> (StopInstances, StartInstances) on the one instance <id>. */
+static int provision_instance_action(struct provision *p, const char *action, const char *id)
+{
+        const struct ec2_param params[] = {{"InstanceId.1", id}};
+        struct provision_answer a = {0};
+        int r;
+
+        r = provision_call(p, action, params, ELEMENTSOF(params), NULL, &a);
+        provision_answer_clear(&a);
+        return r;
+}
+
+/* Waits until instance <id> is in <state> (at most PROVISION_WEB_WAIT_USEC). */
+static int provision_wait_state(struct provision *p, const char *id, const char *state)
+{
+        const struct ec2_param params[] = {{"InstanceId.1", id}};
+        uint64_t deadline = now_usec() + PROVISION_WEB_WAIT_USEC;
+        char why[128];
+
+        for (;;) {
+                _cleanup_free_ struct ec2_instance *list = NULL;
+                size_t n = 0;
+                int r;
+
+                r = provision_describe_instances(p, params, ELEMENTSOF(params), &list, &n);
+                if (r < 0)
+                        return r;
+                if (n == 1 && strcmp(list[0].id, id) == 0 && strcmp(list[0].state, state) == 0)
+                        return 0;
+                if (n != 1 || strcmp(list[0].state, "terminated") == 0 || strcmp(list[0].state, "shutting-down") == 0)
+                        return provision_fail(p, -EIO, "DescribeInstances", "the web host is gone");
+                if (now_usec() >= deadline) {
+                        (void)snprintf(why, sizeof(why), "the web host is not %s after 10 minutes", state);
+                        return provision_fail(p, -ETIMEDOUT, "DescribeInstances", why);
+                }
+                provision_sleep(p, PROVISION_WEB_POLL_USEC);
+        }
+}
+
+/* Renews webd's certificate on the running web host: a new one from the same CA, for the name and the
+ * host's address, in its user data. EC2 changes the user data of a stopped instance only, so the web host
+ * is stopped, given the new user data and started again (its data volume stays); on boot its
+ * scripts/cloud-init-web.sh hook installs the certificate from the user data and reloads webd. web.pem
+ * records the new certificate only once EC2 holds it. */
+static int provision_web_renew(struct provision *p, long days)
+{
+        const char *id = p->web_instance;
+        _cleanup_free_ char *cert = NULL, *b64 = NULL;
+        struct provision_answer a = {0};
+        int r;
+
+        r = provision_web_render(p, p->web_ip, &cert);
+        if (r < 0)
+                return r;
+        b64 = malloc(4 * ((p->web_user_data_len + 2) / 3) + 1);
+        if (!b64)
+                return provision_fail(p, -ENOMEM, "ModifyInstanceAttribute", "out of memory");
+        (void)EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)p->web_user_data, (int)p->web_user_data_len);
+
+        log_notice("web host %s: renewing webd's certificate (%ld days left): stopping it to change its user data",
+                   id, days);
+        r = provision_instance_action(p, "StopInstances", id);
+        if (r >= 0)
+                r = provision_wait_state(p, id, "stopped");
+        if (r >= 0) {
+                /* The Attribute/Value form: Value is the user data in base64, as EC2 documents it. */
+                const struct ec2_param params[] = {{"InstanceId", id}, {"Attribute", "userData"}, {"Value", b64}};
+
+                r = provision_call(p, "ModifyInstanceAttribute", params, ELEMENTSOF(params), NULL, &a);
+                provision_answer_clear(&a);
+                if (r >= 0)
+                        r = provision_web_save(p, cert);
+        }
+        /* Started again whatever happened above, so a failed renewal never leaves the web host down. */
+        if (provision_instance_action(p, "StartInstances", id) < 0 || provision_wait_state(p, id, "running") < 0) {
+                log_error("web host %s may still be stopped: start it (aws ec2 start-instances --instance-ids %s) "
+                          "before running lbctl provision again",
+                          id, id);
+                return r < 0 ? r : -EIO;
+        }
+        if (r < 0)
+                return r;
+        log_notice("web host %s: running again with webd's new certificate for %s and %s", id, p->o->web_name,
+                   p->web_ip);
+        return 0;
+}
+
 /* A web host found running: the certificate recorded for it says whether the relays may expect TLS, and
- * how long it has left. */
+ * how long it has left; with fewer than PROVISION_TLS_RENEW_DAYS (or --renew-web-cert) it is renewed. */
 static int provision_web_found(struct provision *p, bool launched)
 {
         const struct provision_options *o = p->o;
@@ -1504,10 +1614,21 @@ static int provision_web_found(struct provision *p, bool launched)
                                     r == -ENOENT ? "is missing" : "is not a certificate of this CA for the name");
                         return 0;
                 }
-                if (days < PROVISION_TLS_RENEW_DAYS || o->renew_web_cert)
-                        log_warning("web host %s: webd's certificate has %ld days left: renew it",
+                if (o->renew_web_cert && !o->web_user_data) {
+                        p->exit_status = PROVISION_EXIT_USAGE;
+                        log_error("--renew-web-cert: give --web-user-data FILE (the web host's user data "
+                                  "template), which carries the new certificate");
+                        return -EINVAL;
+                }
+                if (days < PROVISION_TLS_RENEW_DAYS && !o->web_user_data)
+                        log_warning("web host %s: webd's certificate has %ld days left: run again with "
+                                    "--web-user-data FILE to renew it",
                                     p->web_instance, days);
-                else
+                else if (days < PROVISION_TLS_RENEW_DAYS || o->renew_web_cert) {
+                        r = provision_web_renew(p, days);
+                        if (r < 0)
+                                return r;
+                } else
                         log_info("web host %s: webd's certificate for %s has %ld days left", p->web_instance,
                                  o->web_name, days);
         }

@@ -79,6 +79,12 @@ fi
 say "installing PostgreSQL and webd with installer.sh --role web (trusted relays: $trusted${tls:+; HTTPS})"
 "$SRC/installer/installer.sh" --role web --non-interactive --listen "$LISTEN" --trusted-proxies "$trusted" "${tls[@]}"
 [[ -z ${tlsdir:-} ]] || rm -rf -- "$tlsdir"
+# A renewed certificate arrives in the user data while the web host is stopped (`lbctl provision`): this
+# hook installs it at the next boot.
+if [[ -n $LBD_WEB_TLS_CERT ]]; then
+    install -d -m 0755 /var/lib/cloud/scripts/per-boot
+    install -m 0755 "$SRC/scripts/web-tls-boot.sh" /var/lib/cloud/scripts/per-boot/lbd-web-tls.sh
+fi
 
 # PostgreSQL listens only on this machine: webd reaches it through /run/postgresql.
 changed=false

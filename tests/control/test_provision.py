@@ -56,6 +56,17 @@ def moto(tmp_path):
         m.stop()
 
 
+@pytest.fixture(scope="module")
+def shared_moto(tmp_path_factory):
+    """One moto for the web TLS tests (each its own pool tag and names), to keep the file's time down."""
+    _, moto_path = ec2env.require_tools()
+    m = ec2env.Moto(tmp_path_factory.mktemp("shared-moto"), moto_path)
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
 def clean_env(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("AWS_") and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
@@ -116,8 +127,8 @@ def pool_groups(moto, prefix="lbd"):
     return sorted(g["GroupName"] for g in res["SecurityGroups"] if g["GroupName"] in mine)
 
 
-def web_instances(moto, states=("pending", "running")):
-    filters = [{"Name": f"tag:{TAG_KEY}", "Values": [TAG_VALUE]}, {"Name": "tag:lbd:role", "Values": ["web"]},
+def web_instances(moto, states=("pending", "running"), pool=TAG_VALUE):
+    filters = [{"Name": f"tag:{TAG_KEY}", "Values": [pool]}, {"Name": "tag:lbd:role", "Values": ["web"]},
                {"Name": "instance-state-name", "Values": list(states)}]
     return [i for r in moto.ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
 
@@ -373,7 +384,8 @@ def test_iam_policy_document():
     used = ["ec2:DescribeInstances", "ec2:RunInstances", "ec2:TerminateInstances", "ec2:CreateTags",
             "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:CreateSecurityGroup",
             "ec2:AuthorizeSecurityGroupIngress", "ec2:DescribeImages", "ec2:CreateImage", "iam:PassRole",
-            "ec2:AssociateAddress", "ec2:DescribeAddresses"]
+            "ec2:AssociateAddress", "ec2:DescribeAddresses", "ec2:StopInstances", "ec2:StartInstances",
+            "ec2:ModifyInstanceAttribute"]
     for action in used:
         assert allowing(action), action
     for s in allowing("ec2:RunInstances"):
@@ -382,6 +394,11 @@ def test_iam_policy_document():
             assert s["Condition"]["StringEquals"][f"aws:RequestTag/{TAG_KEY}"] == TAG_VALUE
     for s in allowing("ec2:TerminateInstances"):
         assert s["Condition"]["StringEquals"][f"ec2:ResourceTag/{TAG_KEY}"] == TAG_VALUE
+    # Renewing webd's certificate stops, changes and starts the pool's web host, and nothing else.
+    for action in ("ec2:StopInstances", "ec2:StartInstances", "ec2:ModifyInstanceAttribute"):
+        for s in allowing(action):
+            cond = s["Condition"]["StringEquals"]
+            assert cond[f"ec2:ResourceTag/{TAG_KEY}"] == TAG_VALUE and cond["ec2:ResourceTag/lbd:role"] == "web", s
     for s in allowing("ec2:CreateTags"):
         assert s["Condition"]["StringEquals"][f"aws:RequestTag/{TAG_KEY}"] == TAG_VALUE
     for s in allowing("ec2:AuthorizeSecurityGroupIngress"):
@@ -485,11 +502,12 @@ def key_lines(path):
     return [l for l in Path(path).read_text().splitlines() if l and not l.startswith("-----")]
 
 
-def test_web_tls_by_default(moto, tmp_path):
+def test_web_tls_by_default(shared_moto, tmp_path):
     """The CA is made once, on this host only; webd's certificate (for the name, from that CA) and its key
     are in the web host's user data, nothing else changed in it; the CA key is in no user data and no log;
     a second run finds everything and keeps the CA; a web host without a recorded certificate keeps the
     relays on plain HTTP, said on stderr."""
+    moto = shared_moto
     tls = tmp_path / "web-tls"
     template = WEB_SCRIPT.read_text()
     first = provision(moto, tmp_path, "--web-user-data", str(WEB_SCRIPT))
@@ -543,8 +561,10 @@ def test_web_tls_by_default(moto, tmp_path):
     assert "relays stay on plain HTTP" in third.stderr.decode()
 
 
-def test_web_plain_http_empties_the_placeholders(moto, tmp_path):
-    out = output(provision(moto, tmp_path, "--web-user-data", str(WEB_SCRIPT), "--web-plain-http"))
+def test_web_plain_http_empties_the_placeholders(shared_moto, tmp_path):
+    moto = shared_moto
+    out = output(provision(moto, tmp_path, "--web-user-data", str(WEB_SCRIPT), "--web-plain-http",
+                           "--tag", "lbd:pool=plain", "--name", "plain"))
     assert out["LBD_WEB_CA"] == "" and out["LBD_WEB_NAME"] == ""
     ud = moto.user_data(out["LBD_WEB_INSTANCE"])
     assert shell_value(ud, "LBD_WEB_TLS_CERT") == "" and shell_value(ud, "LBD_WEB_TLS_KEY") == ""
@@ -552,9 +572,14 @@ def test_web_plain_http_empties_the_placeholders(moto, tmp_path):
     assert not (tmp_path / "web-tls").exists()
 
 
-def test_ca_files_checked(moto, tmp_path):
+def test_ca_files_checked(shared_moto, tmp_path):
     """Half a CA is refused (a new one would not match what the relays trust); a CA key others can read is
     refused; neither run launches anything."""
+    moto = shared_moto
+    pool = ("--tag", "lbd:pool=cafiles", "--name", "cafiles")
+
+    def provision(moto, tmp_path, *args):
+        return globals()["provision"](moto, tmp_path, *pool, *args)
     tls = tmp_path / "web-tls"
     output(provision(moto, tmp_path, "--no-web"))
     assert not tls.exists()  # --no-web: no web tier, no CA
@@ -572,4 +597,62 @@ def test_ca_files_checked(moto, tmp_path):
     os.chmod(tls / "ca.key", 0o600)
     proc = provision(moto, tmp_path, "--web-user-data", str(WEB_SCRIPT))
     assert proc.returncode == 1 and "not a CA certificate and its key" in proc.stderr.decode()
-    assert len(web_instances(moto)) == 1
+    assert len(web_instances(moto, pool="cafiles")) == 1
+
+
+
+def test_web_certificate_renewed_with_the_same_ca(shared_moto, tmp_path):
+    """A run renews webd's certificate when the one recorded has fewer than 30 days left, and
+    --renew-web-cert at once: the same CA, a new key, the name and now the web host's address; the web host
+    (stopped for it, as EC2 changes user data only then) runs again with it in its user data, and web.pem
+    records it. A certificate with time left is kept by a plain run."""
+    moto = shared_moto
+    pool = ("--tag", "lbd:pool=renew", "--name", "renew", "--web-user-data", str(WEB_SCRIPT))
+    tls = tmp_path / "web-tls"
+    out = output(provision(moto, tmp_path, *pool))
+    web, ip = out["LBD_WEB_INSTANCE"], out["LBD_UPSTREAM"].rsplit(":", 1)[0]
+    ca_bytes, ca_key_bytes = (tls / "ca.pem").read_bytes(), (tls / "ca.key").read_bytes()
+    first = shell_value(moto.user_data(web), "LBD_WEB_TLS_CERT")
+    assert "IP Address" not in openssl("x509", "-noout", "-ext", "subjectAltName", stdin=first).stdout
+
+    def web_cert():
+        ud = moto.user_data(web)
+        cert, key = shell_value(ud, "LBD_WEB_TLS_CERT"), shell_value(ud, "LBD_WEB_TLS_KEY")
+        check_web_certificate(cert, key, tls / "ca.pem", WEB_NAME, tmp_path)
+        return cert, key
+
+    # Time left: nothing changes.
+    again = provision(moto, tmp_path, *pool)
+    assert output(again) == out and "renewing" not in again.stderr.decode()
+    assert web_cert()[0] == first
+
+    # --renew-web-cert: now.
+    renewed = provision(moto, tmp_path, *pool, "--renew-web-cert")
+    assert output(renewed) == out, renewed.stderr.decode()
+    log = renewed.stderr.decode()
+    assert "renewing webd's certificate" in log and "running again" in log, log
+    cert, key = web_cert()
+    assert cert != first
+    san = openssl("x509", "-noout", "-ext", "subjectAltName", stdin=cert).stdout
+    assert f"DNS:{WEB_NAME}" in san and f"IP Address:{ip}" in san, san
+    assert (tls / "web.pem").read_text().strip() == cert.strip()
+    assert (tls / "ca.pem").read_bytes() == ca_bytes and (tls / "ca.key").read_bytes() == ca_key_bytes
+    assert [i["State"]["Name"] for i in web_instances(moto, pool="renew")] == ["running"]
+    assert web_instances(moto, pool="renew")[0]["InstanceId"] == web
+    assert not any(l for l in key.splitlines() if not l.startswith("-----") and l in log)
+
+    # A recorded certificate with 10 days left (signed here by the same CA): a plain run renews it.
+    short = tmp_path / "short"
+    short.mkdir()
+    (short / "ext").write_text(f"subjectAltName=DNS:{WEB_NAME}\nextendedKeyUsage=serverAuth\n")
+    for args in (["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                  str(short / "key"), "-out", str(short / "csr"), "-subj", f"/CN={WEB_NAME}"],
+                 ["x509", "-req", "-in", str(short / "csr"), "-CA", str(tls / "ca.pem"), "-CAkey",
+                  str(tls / "ca.key"), "-set_serial", "7", "-days", "10", "-extfile", str(short / "ext"),
+                  "-out", str(tls / "web.pem")]):
+        assert openssl(*args).returncode == 0
+    auto = provision(moto, tmp_path, *pool)
+    assert output(auto) == out
+    assert re.search(r"renewing webd's certificate \((9|10) days left\)", auto.stderr.decode()), auto.stderr.decode()
+    assert web_cert()[0] not in (cert, first)
+    assert (tls / "web.pem").read_text().strip() == web_cert()[0].strip()
