@@ -1238,6 +1238,9 @@ static int config_validate_ec2(const struct config *c)
         if (c->ec2_subnet[0] != '\0' && c->n_ec2_subnets > 0)
                 r = conf_invalid(c->path, "ec2", "subnets",
                                  "set subnet (one subnet) or subnets (several), not both");
+        /* The relays check the name only over TLS: a name alone would stop them at boot. */
+        if (c->ec2_upstream_name[0] != '\0' && c->ec2_upstream_ca[0] == '\0')
+                r = conf_invalid(c->path, "ec2", "upstream_name", "needs upstream_ca (the relays check it over TLS)");
         return r;
 }
 
