@@ -9,6 +9,7 @@ And the web host `lbctl provision` launches by default, end to end: webd serving
 data carries, reached by a relay over TLS verified against the pool's CA (see the last test)."""
 
 import ipaddress
+import re
 import json
 import os
 import sys
@@ -175,3 +176,28 @@ def test_relay_reaches_webd_over_verified_tls(ec2_env, tmp_path, monkeypatch):
         for w in webds:
             w.stop()
         cluster.cleanup()
+
+
+def test_relays_never_silently_plain(ec2_env, tmp_path):
+    """[ec2] upstream_ca set with a user-data template that has no {{upstream_ca}} would launch relays that
+    speak plain HTTP while the configuration says they verify the web host: lbd refuses to start, and
+    launches nothing. A CA file that is not a PEM certificate (it goes between quotes in a shell script)
+    is refused the same way."""
+    env = ec2_env
+    good_ca = tmp_path / "ca.pem"
+    sys.path.insert(0, str(ec2env.REPO / "tests" / "integration"))
+    import tlstest
+    good_ca.write_bytes(tlstest.Pki(tmp_path / "pki").ca_cert.read_bytes())
+    bad_ca = tmp_path / "bad-ca.pem"
+    bad_ca.write_text("-----BEGIN CERTIFICATE-----\n'$(reboot)'\n-----END CERTIFICATE-----\n")
+    cases = [(good_ca, env.user_data_path, "has no {{upstream_ca}}"),
+             (bad_ca, BACKEND_SCRIPT, "not a PEM certificate file")]
+    for ca, user_data, why in cases:
+        config = ec2env.lbd_config(env, desired=1, extra_ec2=f"upstream_ca = {ca}\nupstream_name = {WEB_NAME}\n")
+        config = config.replace(f"user_data = {env.user_data_path}", f"user_data = {user_data}")
+        lbd = env.lbd(config_text=config)
+        # The line first (its reader may trail the exit), then the exit.
+        ec2env.wait_until(lambda: lbd.find(re.escape(why)), 30, f"lbd to log '{why}'")
+        ec2env.wait_until(lambda: not lbd.alive(), 30, "lbd to refuse the configuration")
+    assert env.proxy.requests(action="RunInstances") == []
+    assert env.moto.instances(tagged=True) == []
