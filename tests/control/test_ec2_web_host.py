@@ -9,9 +9,10 @@ And the web host `lbctl provision` launches by default, end to end: webd serving
 data carries, reached by a relay over TLS verified against the pool's CA (see the last test)."""
 
 import ipaddress
-import re
 import json
 import os
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -178,26 +179,42 @@ def test_relay_reaches_webd_over_verified_tls(ec2_env, tmp_path, monkeypatch):
         cluster.cleanup()
 
 
-def test_relays_never_silently_plain(ec2_env, tmp_path):
+def test_relays_never_silently_plain(tmp_path):
     """[ec2] upstream_ca set with a user-data template that has no {{upstream_ca}} would launch relays that
-    speak plain HTTP while the configuration says they verify the web host: lbd refuses to start, and
-    launches nothing. A CA file that is not a PEM certificate (it goes between quotes in a shell script)
-    is refused the same way."""
-    env = ec2_env
-    good_ca = tmp_path / "ca.pem"
+    speak plain HTTP while the configuration says they verify the web host: lbd refuses to start (before
+    any EC2 call). A CA file that is not a PEM certificate (it goes between quotes in a shell script) is
+    refused the same way."""
+    lbd_path, _ = ec2env.require_tools()
     sys.path.insert(0, str(ec2env.REPO / "tests" / "integration"))
     import tlstest
-    good_ca.write_bytes(tlstest.Pki(tmp_path / "pki").ca_cert.read_bytes())
+    good_ca = tlstest.Pki(tmp_path / "pki").ca_cert
     bad_ca = tmp_path / "bad-ca.pem"
     bad_ca.write_text("-----BEGIN CERTIFICATE-----\n'$(reboot)'\n-----END CERTIFICATE-----\n")
-    cases = [(good_ca, env.user_data_path, "has no {{upstream_ca}}"),
-             (bad_ca, BACKEND_SCRIPT, "not a PEM certificate file")]
+    no_placeholder = tmp_path / "user-data.sh"
+    no_placeholder.write_text(ec2env.USER_DATA_TEMPLATE.format(port=8080))
+    port = testnet.free_ports(2)
+    admin = port + 1
+    cases = [(good_ca, no_placeholder, "has no {{upstream_ca}}"), (bad_ca, BACKEND_SCRIPT, "not a PEM certificate file")]
     for ca, user_data, why in cases:
-        config = ec2env.lbd_config(env, desired=1, extra_ec2=f"upstream_ca = {ca}\nupstream_name = {WEB_NAME}\n")
-        config = config.replace(f"user_data = {env.user_data_path}", f"user_data = {user_data}")
-        lbd = env.lbd(config_text=config)
-        # The line first (its reader may trail the exit), then the exit.
-        ec2env.wait_until(lambda: lbd.find(re.escape(why)), 30, f"lbd to log '{why}'")
-        ec2env.wait_until(lambda: not lbd.alive(), 30, "lbd to refuse the configuration")
-    assert env.proxy.requests(action="RunInstances") == []
-    assert env.moto.instances(tagged=True) == []
+        config = tmp_path / "lbd.conf"
+        config.write_text(f"""[lbd]
+listen = 127.0.0.1:{port}
+admin = 127.0.0.1:{admin}
+[pool]
+provider = ec2
+networks = 127.0.0.0/8
+[ec2]
+endpoint = http://127.0.0.1:9
+region = {ec2env.REGION}
+image = {ec2env.IMAGE}
+user_data = {user_data}
+upstream = 127.0.0.1:8080
+upstream_ca = {ca}
+upstream_name = {WEB_NAME}
+""")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(AWS_ACCESS_KEY_ID="AKIAEXAMPLE", AWS_SECRET_ACCESS_KEY="x" * 40, AWS_EC2_METADATA_DISABLED="true")
+        r = subprocess.run([str(lbd_path), "--config", str(config)], stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, timeout=30, env=env)
+        assert r.returncode != 0 and why in r.stderr, r.stderr
+        assert "Launching" not in r.stderr
