@@ -170,7 +170,8 @@ static int provision_tls_ca_make(const char *dir, time_t now, struct provision_t
         return 0;
 }
 
-int provision_tls_ca_load(const char *dir, time_t now, struct provision_tls_ca *ret, char *why, size_t why_size)
+int provision_tls_ca_load(const char *dir, time_t now, bool create, struct provision_tls_ca *ret, char *why,
+                          size_t why_size)
 {
         char cert_path[PROVISION_TLS_PATH_MAX], key_path[PROVISION_TLS_PATH_MAX];
         _cleanup_free_ char *cert_pem = NULL, *key_pem = NULL;
@@ -184,7 +185,7 @@ int provision_tls_ca_load(const char *dir, time_t now, struct provision_tls_ca *
                 (void)snprintf(why, why_size, "the directory's name is too long");
                 return -ENAMETOOLONG;
         }
-        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+        if (create && mkdir(dir, 0755) < 0 && errno != EEXIST) {
                 rc = -errno;
                 (void)snprintf(why, why_size, "can't create %s: %s", dir, strerror(errno));
                 return rc;
@@ -192,6 +193,8 @@ int provision_tls_ca_load(const char *dir, time_t now, struct provision_tls_ca *
         rc = readfile_bounded(cert_path, PROVISION_TLS_PEM_MAX, O_NOFOLLOW, &cert_pem, &cert_len);
         rk = readfile_bounded(key_path, PROVISION_TLS_PEM_MAX, O_NOFOLLOW, &key_pem, &key_len);
         if (rc == -ENOENT && rk == -ENOENT) {
+                if (!create)
+                        return -ENOENT;
                 rc = provision_tls_ca_make(dir, now, ret);
                 if (rc < 0)
                         (void)snprintf(why, why_size, "can't make a CA in %s: %s", dir, strerror(-rc));

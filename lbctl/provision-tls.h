@@ -22,11 +22,12 @@ struct provision_tls_ca {
         bool made; /* by this call */
 };
 
-/* Loads the CA of <dir>, or makes one (P-256, PROVISION_TLS_CA_DAYS from <now>) when neither ca.pem nor
- * ca.key is there, creating <dir> (0755) if needed. Returns 0, -EEXIST when only one of the two files is
- * there, -EBADMSG when they are not a CA certificate and its key, or another -errno; <why> gets a reason
- * for the log. */
-int provision_tls_ca_load(const char *dir, time_t now, struct provision_tls_ca *ret, char *why, size_t why_size);
+/* Loads the CA of <dir>; when neither ca.pem nor ca.key is there, makes one (P-256, PROVISION_TLS_CA_DAYS
+ * from <now>, creating <dir> 0755 if needed) if <create>, else returns -ENOENT. Returns 0, -EEXIST when
+ * only one of the two files is there, -EBADMSG when they are not a CA certificate and its key, or another
+ * -errno; <why> gets a reason for the log. */
+int provision_tls_ca_load(const char *dir, time_t now, bool create, struct provision_tls_ca *ret, char *why,
+                          size_t why_size);
 
 void provision_tls_ca_clear(struct provision_tls_ca *ca);
 

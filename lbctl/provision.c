@@ -112,6 +112,7 @@ struct provision_options {
         const char *web_tls_dir; /* the private CA and webd's last certificate */
         const char *web_name;    /* the DNS name in webd's certificate, which the relays check */
         bool web_plain;          /* --web-plain-http */
+        bool web_placeholders;   /* the web user data has both of webd's certificate placeholders */
         bool renew_web_cert;
 };
 
@@ -223,8 +224,9 @@ static void provision_help(void)
                "is no web host):\n"
                "  LBD_VPC LBD_SUBNET LBD_SECURITY_GROUP_LB LBD_SECURITY_GROUP_BACKEND\n"
                "  LBD_SECURITY_GROUP_WEB LBD_IMAGE LBD_WEB_INSTANCE LBD_UPSTREAM (web host's ip:web-port)\n"
-               "  LBD_WEB_CA (the CA certificate's path) LBD_WEB_NAME (both empty with --web-plain-http,\n"
-               "  or when the web host found has no certificate from the CA)\n"
+               "  and when the relays verify webd: LBD_WEB_CA (the CA certificate's path) LBD_WEB_NAME\n"
+               "  (not with --web-plain-http, a web user data without the placeholders, or a web host\n"
+               "  found with no certificate recorded from the CA)\n"
                "  and with --elastic-ip LBD_ELASTIC_IP LBD_PUBLIC_IP\n"
                "What was found and what was created is logged on stderr.\n"
                "\n"
@@ -575,15 +577,14 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                 return provision_usage("--web-plain-http and --renew-web-cert exclude each other");
         if (o->no_web && o->renew_web_cert)
                 return provision_usage("--no-web and --renew-web-cert exclude each other");
-        /* webd gets its certificate through its user data: without the placeholders it would serve plain
-         * HTTP to relays that expect TLS. */
-        if (o->web_user_data && !o->web_plain &&
-            (!template_uses(o->web_user_data, o->web_user_data_len, PROVISION_WEB_CERT_VAR) ||
-             !template_uses(o->web_user_data, o->web_user_data_len, PROVISION_WEB_KEY_VAR)))
-                return provision_usage("--web-user-data '%s' has no " PROVISION_WEB_CERT_VAR " and "
-                                       PROVISION_WEB_KEY_VAR " (see scripts/cloud-init-web.sh): webd could "
-                                       "not get its certificate; or give --web-plain-http",
-                                       o->web_user_data_path);
+        /* webd gets its certificate through its user data: a file without both placeholders (someone's
+         * own web host, or bytes that are no script) can't carry one, so that web host is plain HTTP. */
+        o->web_placeholders = o->web_user_data &&
+                              template_uses(o->web_user_data, o->web_user_data_len, PROVISION_WEB_CERT_VAR) &&
+                              template_uses(o->web_user_data, o->web_user_data_len, PROVISION_WEB_KEY_VAR);
+        if (o->renew_web_cert && !o->web_placeholders)
+                return provision_usage("--renew-web-cert needs --web-user-data FILE with " PROVISION_WEB_CERT_VAR
+                                       " and " PROVISION_WEB_KEY_VAR " (see scripts/cloud-init-web.sh)");
         if (o->lb_user_data_path) {
                 r = provision_read_user_data("--lb-peer", o->lb_user_data_path, &o->lb_user_data,
                                              &o->lb_user_data_len);
@@ -1489,13 +1490,16 @@ static int provision_web_prepare(struct provision *p)
         return r;
 }
 
-/* The web tier's CA, before anything is launched: a CA that can't be read stops the run. */
-static int provision_web_ca(struct provision *p)
+/* The web tier's CA, before anything is launched: made when missing only if <create> (a certificate may
+ * be issued), else none (-ENOENT, not logged: plain HTTP). A CA that can't be read stops the run. */
+static int provision_web_ca(struct provision *p, bool create)
 {
         char why[512];
         int r;
 
-        r = provision_tls_ca_load(p->o->web_tls_dir, time(NULL), &p->ca, why, sizeof(why));
+        r = provision_tls_ca_load(p->o->web_tls_dir, time(NULL), create, &p->ca, why, sizeof(why));
+        if (r == -ENOENT && !create)
+                return r;
         if (r < 0) {
                 p->exit_status = PROVISION_EXIT_API;
                 log_error("the web tier's private CA: %s", why);
@@ -1651,9 +1655,16 @@ static int provision_web(struct provision *p)
         struct ec2_instance inst;
         int r;
 
-        if (!p->o->web_plain) {
-                r = provision_web_ca(p);
-                if (r < 0)
+        /* TLS unless --web-plain-http, or a web user data that can't carry webd's certificate. Without any
+         * web user data nothing is launched: the CA is only looked for, for the web host found. */
+        if (p->o->web_user_data && !p->o->web_placeholders && !p->o->web_plain)
+                log_warning("--web-user-data %s has no " PROVISION_WEB_CERT_VAR " and " PROVISION_WEB_KEY_VAR
+                            " (see scripts/cloud-init-web.sh): a web host booted from it gets no certificate, "
+                            "and the relays speak plain HTTP to it",
+                            p->o->web_user_data_path);
+        else if (!p->o->web_plain) {
+                r = provision_web_ca(p, p->o->web_placeholders);
+                if (r < 0 && r != -ENOENT)
                         return r;
         }
         r = provision_role_instance(p, &w, &inst);
@@ -1662,7 +1673,7 @@ static int provision_web(struct provision *p)
         memcpy(p->web_instance, inst.id, sizeof(p->web_instance));
         memcpy(p->web_ip, inst.private_ip, sizeof(p->web_ip));
         (void)snprintf(p->upstream, sizeof(p->upstream), "%s:%u", p->web_ip, p->o->web_port);
-        if (!p->o->web_plain)
+        if (p->ca.cert)
                 return provision_web_found(p, p->web_user_data != NULL);
         return 0;
 }
@@ -1771,8 +1782,8 @@ static int provision_print(const struct provision *p)
                 {"LBD_PUBLIC_IP", p->address.public_ip, p->o->elastic_ip},
                 {"LBD_LB_PEER_INSTANCE", p->lb_peer, p->o->lb_user_data != NULL},
                 {"LBD_LB_PEER_IP", p->lb_peer_ip, p->o->lb_user_data != NULL},
-                {"LBD_WEB_CA", p->web_ca, !p->o->no_web},
-                {"LBD_WEB_NAME", p->web_name, !p->o->no_web},
+                {"LBD_WEB_CA", p->web_ca, p->web_ca[0] != 0},
+                {"LBD_WEB_NAME", p->web_name, p->web_ca[0] != 0},
         };
         _cleanup_(cJSON_Deletep) cJSON *json = NULL;
         _cleanup_free_ char *text = NULL;

@@ -150,19 +150,18 @@ def check_world(groups, lb_id, lb_port):
 
 def test_provision_from_nothing_then_again(moto, tmp_path):
     ud = user_data_file(tmp_path)
-    # Plain HTTP to the web host: the user data (no placeholders in it) goes out byte for byte.
-    args = ["--web-user-data", str(ud), "--ssh-cidr", SSH_CIDR, "--backend-port", "8081", "--web-port", "8080",
-            "--web-plain-http"]
+    args = ["--web-user-data", str(ud), "--ssh-cidr", SSH_CIDR, "--backend-port", "8081", "--web-port", "8080"]
     first = provision(moto, tmp_path, *args)
     out = output(first)
     log = first.stderr.decode()
     assert list(out) == ["LBD_VPC", "LBD_SUBNET", "LBD_SECURITY_GROUP_LB", "LBD_SECURITY_GROUP_BACKEND",
-                         "LBD_SECURITY_GROUP_WEB", "LBD_IMAGE", "LBD_WEB_INSTANCE", "LBD_UPSTREAM",
-                         "LBD_WEB_CA", "LBD_WEB_NAME"]
-    assert out["LBD_WEB_CA"] == out["LBD_WEB_NAME"] == ""
+                         "LBD_SECURITY_GROUP_WEB", "LBD_IMAGE", "LBD_WEB_INSTANCE", "LBD_UPSTREAM"]
+    for v in out.values():
+        assert v and all(c.isalnum() or c in "._:/-" for c in v), out
+    # A user data without webd's certificate placeholders can't carry one: it goes out byte for byte, the
+    # relays stay on plain HTTP (said on stderr), and no CA is made for nothing.
+    assert "has no {{web_tls_cert}}" in log and "plain HTTP" in log, log
     assert not (tmp_path / "web-tls").exists()
-    for k, v in out.items():
-        assert k in ("LBD_WEB_CA", "LBD_WEB_NAME") or (v and all(c.isalnum() or c in "._:/-" for c in v)), out
     assert out["LBD_VPC"] == moto.vpc_id
     assert out["LBD_SUBNET"] == moto.subnet_id
     assert "created" in log and "launched" in log, log
@@ -284,14 +283,14 @@ def test_bake_image(moto, tmp_path):
     src = moto.ec2.run_instances(ImageId="ami-1e749f67", MinCount=1, MaxCount=1,
                                  SubnetId=moto.subnet_id)["Instances"][0]["InstanceId"]
     ud = user_data_file(tmp_path)
-    out = output(provision(moto, tmp_path, "--bake-from", src, "--web-user-data", str(ud), "--web-plain-http"))
+    out = output(provision(moto, tmp_path, "--bake-from", src, "--web-user-data", str(ud)))
     image = moto.ec2.describe_images(ImageIds=[out["LBD_IMAGE"]])["Images"][0]
     assert image["Name"] == f"lbd-backend-{src}"
     assert image["State"] == "available"
     # The web host boots from Ubuntu, not from the backends' image.
     inst = web_instances(moto)[0]
     assert inst["ImageId"] != out["LBD_IMAGE"]
-    again = output(provision(moto, tmp_path, "--bake-from", src, "--web-user-data", str(ud), "--web-plain-http"))
+    again = output(provision(moto, tmp_path, "--bake-from", src, "--web-user-data", str(ud)))
     assert again == out
     mine = moto.ec2.describe_images(Owners=["self"])["Images"]
     assert [i["ImageId"] for i in mine if i["Name"] == f"lbd-backend-{src}"] == [out["LBD_IMAGE"]]
@@ -313,16 +312,16 @@ BAD_USAGE = [
     ["--instance-type", "t3 micro"], ["--region", "us east"], ["--unknown"],
     ["--web-name", "web lbd"], ["--web-name", "-web.x"], ["--web-name", "web_x.internal"], ["--web-name", "1.2.3.4"],
     ["--web-tls-dir", "relative/dir"], ["--web-tls-dir", "/a b"], ["--web-plain-http", "--renew-web-cert"],
-    ["--no-web", "--renew-web-cert"],
+    ["--no-web", "--renew-web-cert"], ["--renew-web-cert"],
 ]
 
 
 def test_bad_usage(moto, tmp_path):
     big = tmp_path / "big-user-data"
     big.write_bytes(b"x" * 16385)
-    # TLS on (the default) and a web user data without webd's certificate placeholders: refused, since
-    # webd would serve plain HTTP to relays that expect TLS.
-    for args in BAD_USAGE + [["--web-user-data", str(big)], ["--web-user-data", str(user_data_file(tmp_path))]]:
+    # Renewing needs a user data that can carry the certificate.
+    for args in BAD_USAGE + [["--web-user-data", str(big)],
+                             ["--renew-web-cert", "--web-user-data", str(user_data_file(tmp_path))]]:
         proc = provision(moto, tmp_path, *args)
         assert proc.returncode == 2, (args, proc.stderr.decode())
         assert proc.stdout == b""
@@ -557,7 +556,7 @@ def test_web_tls_by_default(shared_moto, tmp_path):
     (tls / "web.pem").unlink()
     third = provision(moto, tmp_path, "--web-user-data", str(WEB_SCRIPT))
     out3 = output(third)
-    assert out3["LBD_WEB_CA"] == "" and out3["LBD_WEB_NAME"] == ""
+    assert "LBD_WEB_CA" not in out3 and "LBD_WEB_NAME" not in out3
     assert "relays stay on plain HTTP" in third.stderr.decode()
 
 
@@ -565,7 +564,7 @@ def test_web_plain_http_empties_the_placeholders(shared_moto, tmp_path):
     moto = shared_moto
     out = output(provision(moto, tmp_path, "--web-user-data", str(WEB_SCRIPT), "--web-plain-http",
                            "--tag", "lbd:pool=plain", "--name", "plain"))
-    assert out["LBD_WEB_CA"] == "" and out["LBD_WEB_NAME"] == ""
+    assert "LBD_WEB_CA" not in out and "LBD_WEB_NAME" not in out
     ud = moto.user_data(out["LBD_WEB_INSTANCE"])
     assert shell_value(ud, "LBD_WEB_TLS_CERT") == "" and shell_value(ud, "LBD_WEB_TLS_KEY") == ""
     assert ud == WEB_SCRIPT.read_text().replace("{{web_tls_cert}}", "").replace("{{web_tls_key}}", "")
