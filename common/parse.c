@@ -208,3 +208,29 @@ int parse_hex_digit(char c)
                 return c - 'A' + 10;
         return -1;
 }
+
+bool parse_dns_name_ok(const char *s)
+{
+        size_t len = strlen(s), label = 0;
+        bool letter = false;
+
+        if (len == 0 || len > 253)
+                return false;
+        for (size_t i = 0; i <= len; i++) {
+                char c = s[i];
+
+                if (c == '.' || c == '\0') {
+                        if (label == 0 || label > 63 || s[i - 1] == '-')
+                                return false;
+                        label = 0;
+                        continue;
+                }
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'))
+                        return false;
+                if (label == 0 && c == '-')
+                        return false;
+                letter = letter || !(c >= '0' && c <= '9');
+                label++;
+        }
+        return letter;
+}

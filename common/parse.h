@@ -21,3 +21,7 @@ int parse_bool(const char *s, bool *ret);
 bool parse_text_ok(const char *s, size_t max, const char *reject);
 /* The value of hexadecimal digit <c> (either case), or -1. */
 int parse_hex_digit(char c);
+
+/* True when <s> is a DNS host name: dot-separated labels of 1..63 letters, digits and '-' (not at either
+ * end of a label), 1..253 bytes in all, no trailing dot, not all digits and dots (an address). */
+bool parse_dns_name_ok(const char *s);

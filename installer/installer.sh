@@ -57,6 +57,11 @@
 #   --provision | --no-provision   create the security groups and the web host with `lbctl provision`
 #                            (default: provision when the provider is ec2 and --upstream is not given;
 #                            it needs --subnet; the image it reports, baked or given, is the backends')
+#                            The relays then speak TLS to webd, verified against a private CA made here
+#                            (/etc/lbd/web-tls/ca.pem, its key ca.key 0600 root, never sent anywhere);
+#                            webd's certificate lasts 825 days, and a run of the installer (or lbctl
+#                            provision) within 30 days of its end renews it from the same CA
+#   --web-plain-http         with --provision: plain HTTP between the relays and webd (not recommended)
 #   HTTPS (either pair; then --listen redirects to HTTPS, and the ACME challenge is served there):
 #   --tls-cert PATH --tls-key PATH   a certificate (chain after it) and its key that you already have:
 #                            copied to /etc/lbd/tls/ (0640 root:lbd); run the installer again, or copy
@@ -153,6 +158,9 @@ networks=""
 upstream=""
 tag=lbd:pool=main
 provision=""
+web_plain_http=false
+web_ca=""
+web_name=""
 database=""
 trusted_proxies=127.0.0.0/8,::1
 tls_cert=""
@@ -197,6 +205,7 @@ parse_options() {
             --no-packages) packages=false ;;
             --instance-role) instance_role=true ;;
             --provision) provision=true ;;
+            --web-plain-http) web_plain_http=true ;;
             --no-provision) provision=false ;;
             --role | --root | --prefix | --source | --listen | --admin | --provider | --region | \
                 --access-key-id | --secret-access-key | --secret-access-key-file | --endpoint | --desired | \
@@ -409,7 +418,8 @@ validate() {
     local lb_only=(--provider --region --access-key-id --secret-access-key
         --secret-access-key-file --instance-role --endpoint --desired --subnet --security-groups --image
         --instance-type --key-name --networks --tag --provision --no-provision --tls-cert --tls-key
-        --tls-listen --domain --acme-email --lease-database --lease-name --elastic-ip --instance-id --peer)
+        --tls-listen --domain --acme-email --lease-database --lease-name --elastic-ip --instance-id --peer
+        --web-plain-http)
     case "$role" in
         lb)
             only_for web --database --trusted-proxies --tls-private-ca
@@ -432,7 +442,7 @@ validate() {
                 local flag
                 for flag in --region --access-key-id --secret-access-key --secret-access-key-file \
                     --instance-role --endpoint --subnet --security-groups --image --instance-type \
-                    --key-name --tag --provision; do
+                    --key-name --tag --provision --web-plain-http; do
                     [[ -z ${given[$flag]:-} ]] || usage_error "$flag applies only to --provider ec2"
                 done
                 provision=false
@@ -936,6 +946,9 @@ run_provision() {
     [[ -z $image ]] || args+=(--image "$image")
     [[ -z $instance_type ]] || args+=(--instance-type "$instance_type")
     [[ -z $key_name ]] || args+=(--key-name "$key_name")
+    # The web tier's private CA stays on this host (staged under --root like every other file).
+    args+=(--web-tls-dir "$(dest /etc/lbd/web-tls)")
+    ! $web_plain_http || args+=(--web-plain-http)
     log "provisioning: lbctl ${args[*]}"
     if ! out=$("$lbctl" "${args[@]}"); then
         rm -f -- "$web_user_data"
@@ -969,6 +982,15 @@ run_provision() {
             LBD_SUBNET)
                 valid_subnet "$value" || die "lbctl provision: $key='$value' is not a subnet id"
                 [[ -n $subnet ]] || subnet=$value
+                ;;
+            LBD_WEB_CA)
+                [[ -z $value || $value == "$(dest /etc/lbd/web-tls)/ca.pem" ]] ||
+                    die "lbctl provision: $key='$value' is not the CA it was given"
+                web_ca=$value
+                ;;
+            LBD_WEB_NAME)
+                [[ -z $value ]] || valid_domain "$value" || die "lbctl provision: $key='$value' is not a DNS name"
+                web_name=$value
                 ;;
             *) continue ;;
         esac
@@ -1042,6 +1064,10 @@ lb_config() {
         [[ -z $key_name ]] || echo "key_name = $key_name"
         echo "user_data = /etc/lbd/backend-user-data.sh"
         echo "upstream = $upstream"
+        if [[ -n $web_ca ]]; then
+            echo "upstream_ca = /etc/lbd/web-tls/ca.pem"
+            echo "upstream_name = $web_name"
+        fi
         echo "tag = $tag"
         $instance_role || echo "credentials_file = /etc/lbd/credentials"
     fi
@@ -1079,6 +1105,9 @@ check_lbd_config() {
     if [[ -n $root ]]; then
         if grep -q '^user_data = ' "$(dest "$path")"; then
             sets+=(--set "ec2.user_data=$(dest /etc/lbd/backend-user-data.sh)")
+        fi
+        if grep -q '^upstream_ca = ' "$(dest "$path")"; then
+            sets+=(--set "ec2.upstream_ca=$(dest /etc/lbd/web-tls/ca.pem)")
         fi
         if grep -q '^credentials_file = ' "$(dest "$path")"; then
             sets+=(--set "ec2.credentials_file=$(dest /etc/lbd/credentials)")

@@ -50,7 +50,9 @@
 #include "common/macro.h"
 #include "common/netaddr.h"
 #include "common/parse.h"
+#include "common/template.h"
 #include "lbctl/provision-parse.h"
+#include "lbctl/provision-tls.h"
 
 #define PROVISION_CANONICAL       "099720109477"
 #define PROVISION_UBUNTU_PATTERN  "ubuntu/images/hvm-ssd*/ubuntu-*-amd64-server-*"
@@ -68,6 +70,10 @@
 #define PROVISION_WEB_WAIT_USEC   (10 * 60 * USEC_PER_SEC)
 #define PROVISION_WEB_POLL_USEC   (3 * USEC_PER_SEC)
 #define PROVISION_GROUP_ROUNDS    3
+#define PROVISION_WEB_TLS_DIR     "/etc/lbd/web-tls"
+#define PROVISION_WEB_NAME        "web.lbd.internal"
+#define PROVISION_WEB_CERT_VAR    "{{web_tls_cert}}"
+#define PROVISION_WEB_KEY_VAR     "{{web_tls_key}}"
 
 enum { GROUP_LB, GROUP_BACKEND, GROUP_WEB, N_GROUPS };
 
@@ -104,6 +110,11 @@ struct provision_options {
         const char *bake_from;
         bool elastic_ip;
         bool json;
+        const char *web_tls_dir; /* the private CA and webd's last certificate */
+        const char *web_name;    /* the DNS name in webd's certificate, which the relays check */
+        bool web_plain;          /* --web-plain-http */
+        bool web_placeholders;   /* the web user data has both of webd's certificate placeholders */
+        bool renew_web_cert;
 };
 
 struct provision {
@@ -122,6 +133,11 @@ struct provision {
         struct provision_address address; /* --elastic-ip */
         char lb_peer[EC2_ID_MAX];         /* --lb-peer: the second LB host */
         char lb_peer_ip[EC2_ADDR_MAX];
+        struct provision_tls_ca ca;       /* the web tier's private CA, unless --web-plain-http */
+        char web_ca[PROVISION_VALUE_MAX]; /* LBD_WEB_CA: its certificate's path; "" = plain HTTP */
+        char web_name[PROVISION_VALUE_MAX];
+        char *web_user_data;              /* rendered for a launch: webd's certificate and key in it */
+        size_t web_user_data_len;
 };
 
 /* One answer, copied out of ec2_query()'s callback. */
@@ -161,9 +177,13 @@ static void provision_help(void)
                "  4. the web host: the instance tagged with the pool's tag and " PROVISION_ROLE_KEY
                "=" PROVISION_ROLE_WEB ",\n"
                "     pending or running; else one launched in the subnet with PREFIX-web, the web user\n"
-               "     data, and a client token derived from the pool (never two).\n"
-               "\n"
-               "Options:\n"
+               "     data, and a client token derived from the pool (never two). Unless --web-plain-http,\n"
+               "     webd serves HTTPS: the pool's private CA (made once in --web-tls-dir, its key 0600\n"
+               "     there only) issues webd's certificate for --web-name (825 days), which goes into the\n"
+               "     web user data's {{web_tls_cert}} and {{web_tls_key}}; the relays verify it against\n"
+               "     LBD_WEB_CA and LBD_WEB_NAME ([ec2] upstream_ca and upstream_name).\n"
+               "\n");
+        printf("Options:\n"
                "  --subnet SUBNET          subnet of the pool and the web host (required)\n"
                "  --region R               AWS region (default: AWS_REGION, AWS_DEFAULT_REGION,\n"
                "                           ~/.aws/config, the instance metadata)\n"
@@ -193,6 +213,12 @@ static void provision_help(void)
                "                           launched with PREFIX-lb and this user data (never two); prints\n"
                "                           LBD_LB_PEER_INSTANCE and LBD_LB_PEER_IP; the LB group lets the LB\n"
                "                           hosts reach each other's lease listener (port 9181)\n"
+               "  --web-tls-dir DIR        the web tier's private CA: ca.pem, ca.key (0600) and webd's\n"
+               "                           last certificate web.pem (default " PROVISION_WEB_TLS_DIR ")\n"
+               "  --web-name NAME          the DNS name in webd's certificate (default " PROVISION_WEB_NAME ")\n"
+               "  --web-plain-http         no TLS between the relays and webd (not recommended)\n"
+               "  --renew-web-cert         renew webd's certificate now (a run renews it anyway with\n"
+               "                           fewer than 30 days left)\n"
                "  --json                   print one JSON object instead of KEY=VALUE lines\n"
                "  -h, --help               show this help\n"
                "\n"
@@ -200,6 +226,9 @@ static void provision_help(void)
                "is no web host):\n"
                "  LBD_VPC LBD_SUBNET LBD_SECURITY_GROUP_LB LBD_SECURITY_GROUP_BACKEND\n"
                "  LBD_SECURITY_GROUP_WEB LBD_IMAGE LBD_WEB_INSTANCE LBD_UPSTREAM (web host's ip:web-port)\n"
+               "  and when the relays verify webd: LBD_WEB_CA (the CA certificate's path) LBD_WEB_NAME\n"
+               "  (not with --web-plain-http, a web user data without the placeholders, or a web host\n"
+               "  found with no certificate recorded from the CA)\n"
                "  and with --elastic-ip LBD_ELASTIC_IP LBD_PUBLIC_IP\n"
                "What was found and what was created is logged on stderr.\n"
                "\n"
@@ -355,6 +384,10 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                 OPT_ELASTIC_IP,
                 OPT_LB_PEER,
                 OPT_JSON,
+                OPT_WEB_TLS_DIR,
+                OPT_WEB_NAME,
+                OPT_WEB_PLAIN_HTTP,
+                OPT_RENEW_WEB_CERT,
         };
         static const struct option options[] = {
                 {"subnet", required_argument, NULL, OPT_SUBNET},
@@ -377,6 +410,10 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                 {"elastic-ip", no_argument, NULL, OPT_ELASTIC_IP},
                 {"lb-peer", required_argument, NULL, OPT_LB_PEER},
                 {"json", no_argument, NULL, OPT_JSON},
+                {"web-tls-dir", required_argument, NULL, OPT_WEB_TLS_DIR},
+                {"web-name", required_argument, NULL, OPT_WEB_NAME},
+                {"web-plain-http", no_argument, NULL, OPT_WEB_PLAIN_HTTP},
+                {"renew-web-cert", no_argument, NULL, OPT_RENEW_WEB_CERT},
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
         };
@@ -389,6 +426,8 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
         o->backend_port = 80;
         o->web_port = 8080;
         o->instance_type = "t3.micro";
+        o->web_tls_dir = PROVISION_WEB_TLS_DIR;
+        o->web_name = PROVISION_WEB_NAME;
 
         optind = 1;
         for (;;) {
@@ -493,6 +532,28 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                 case OPT_JSON:
                         o->json = true;
                         break;
+                case OPT_WEB_TLS_DIR:
+                        /* Printed as LBD_WEB_CA's directory: the output's alphabet, an absolute path. */
+                        if (optarg[0] != '/' || strlen(optarg) > PROVISION_VALUE_MAX - sizeof("/ca.pem") ||
+                            !ec2_chars_ok(optarg, "._/-"))
+                                return provision_usage("--web-tls-dir '%s': expected an absolute path of "
+                                                       "letters, digits and '._/-'",
+                                                       optarg);
+                        o->web_tls_dir = optarg;
+                        break;
+                case OPT_WEB_NAME:
+                        if (!parse_dns_name_ok(optarg) || strlen(optarg) >= PROVISION_VALUE_MAX)
+                                return provision_usage("--web-name '%s': expected a DNS name such as "
+                                                       "web.lbd.internal",
+                                                       optarg);
+                        o->web_name = optarg;
+                        break;
+                case OPT_WEB_PLAIN_HTTP:
+                        o->web_plain = true;
+                        break;
+                case OPT_RENEW_WEB_CERT:
+                        o->renew_web_cert = true;
+                        break;
                 case 'h':
                         provision_help();
                         return -1;
@@ -514,6 +575,18 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                 if (r != 0)
                         return r;
         }
+        if (o->web_plain && o->renew_web_cert)
+                return provision_usage("--web-plain-http and --renew-web-cert exclude each other");
+        if (o->no_web && o->renew_web_cert)
+                return provision_usage("--no-web and --renew-web-cert exclude each other");
+        /* webd gets its certificate through its user data: a file without both placeholders (someone's
+         * own web host, or bytes that are no script) can't carry one, so that web host is plain HTTP. */
+        o->web_placeholders = o->web_user_data &&
+                              template_uses(o->web_user_data, o->web_user_data_len, PROVISION_WEB_CERT_VAR) &&
+                              template_uses(o->web_user_data, o->web_user_data_len, PROVISION_WEB_KEY_VAR);
+        if (o->renew_web_cert && !o->web_placeholders)
+                return provision_usage("--renew-web-cert needs --web-user-data FILE with " PROVISION_WEB_CERT_VAR
+                                       " and " PROVISION_WEB_KEY_VAR " (see scripts/cloud-init-web.sh)");
         if (o->lb_user_data_path) {
                 r = provision_read_user_data("--lb-peer", o->lb_user_data_path, &o->lb_user_data,
                                              &o->lb_user_data_len);
@@ -1193,6 +1266,9 @@ struct provision_role {
         size_t group;
         const char *user_data;
         size_t user_data_len;
+        /* When set, called just before a launch; it may render the user data into p->web_user_data,
+         * which the launch then sends instead of <user_data>. */
+        int (*prepare)(struct provision *p);
 };
 
 static int provision_launch(struct provision *p, const struct provision_role *w, size_t gone,
@@ -1205,6 +1281,8 @@ static int provision_launch(struct provision *p, const struct provision_role *w,
         struct ec2_param params[24];
         struct provision_answer a = {0};
         size_t n = 0, m = 0;
+        const char *user_data = w->user_data;
+        size_t user_data_len = w->user_data_len;
         int r;
 
         if (!w->user_data) {
@@ -1213,10 +1291,17 @@ static int provision_launch(struct provision *p, const struct provision_role *w,
                           w->what, o->tag_key, o->tag_value, w->flag);
                 return -EINVAL;
         }
-        b64 = malloc(4 * ((w->user_data_len + 2) / 3) + 1);
+        if (w->prepare) {
+                r = w->prepare(p);
+                if (r < 0)
+                        return r;
+                user_data = p->web_user_data;
+                user_data_len = p->web_user_data_len;
+        }
+        b64 = malloc(4 * ((user_data_len + 2) / 3) + 1);
         if (!b64)
                 return provision_fail(p, -ENOMEM, "RunInstances", "out of memory");
-        (void)EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)w->user_data, (int)w->user_data_len);
+        (void)EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)user_data, (int)user_data_len);
         provision_client_token(p, w->role, gone, token);
         (void)snprintf(name, sizeof(name), "%s-%s", o->prefix, w->role);
 
@@ -1348,6 +1433,222 @@ static int provision_role_instance(struct provision *p, const struct provision_r
         return 0;
 }
 
+/* Renders the web host's user data into p->web_user_data: the --web-user-data file with webd's
+ * certificate and key filled in (a new certificate from the pool's CA for --web-name and, when not NULL,
+ * the address <ip>; its PEM in <*ret_cert>), or both placeholders emptied with --web-plain-http. The key
+ * exists only in that buffer. */
+static int provision_web_render(struct provision *p, const char *ip, char **ret_cert)
+{
+        const struct provision_options *o = p->o;
+        _cleanup_free_ char *cert = NULL, *key = NULL;
+        int r;
+
+        if (p->ca.cert) {
+                r = provision_tls_issue(&p->ca, o->web_name, ip, time(NULL), &cert, &key);
+                if (r < 0)
+                        return provision_fail(p, r, "TLS", "can't issue webd's certificate");
+        }
+        if (p->web_user_data) {
+                OPENSSL_cleanse(p->web_user_data, p->web_user_data_len);
+                free(p->web_user_data);
+                p->web_user_data = NULL;
+        }
+        {
+                const struct template_var vars[] = {
+                        {PROVISION_WEB_CERT_VAR, cert ? cert : ""},
+                        {PROVISION_WEB_KEY_VAR, key ? key : ""},
+                };
+
+                r = template_render(o->web_user_data, o->web_user_data_len, vars, ELEMENTSOF(vars),
+                                    EC2_USER_DATA_MAX, &p->web_user_data, &p->web_user_data_len);
+        }
+        if (key)
+                OPENSSL_cleanse(key, strlen(key));
+        if (r < 0)
+                return provision_fail(p, r, "TLS",
+                                      r == -EFBIG ? "the web user data with webd's certificate and key is "
+                                                    "larger than EC2's 16384 bytes"
+                                                  : "out of memory");
+        *ret_cert = TAKE_PTR(cert);
+        return 0;
+}
+
+static int provision_web_save(struct provision *p, const char *cert)
+{
+        int r = provision_tls_web_save(p->o->web_tls_dir, cert);
+
+        if (r < 0) {
+                log_error_errno(r, "can't write %s/web.pem: %m", p->o->web_tls_dir);
+                return provision_fail(p, r, "TLS", "webd's certificate not recorded");
+        }
+        log_info("web host: a certificate for %s from the CA in %s (%d days) is in its user data", p->o->web_name,
+                 p->o->web_tls_dir, PROVISION_TLS_WEB_DAYS);
+        return 0;
+}
+
+/* Before a launch: the user data, with a certificate for the name (the address is not known yet). */
+static int provision_web_prepare(struct provision *p)
+{
+        _cleanup_free_ char *cert = NULL;
+        int r;
+
+        r = provision_web_render(p, NULL, &cert);
+        if (r >= 0 && cert)
+                r = provision_web_save(p, cert);
+        return r;
+}
+
+/* The web tier's CA, before anything is launched: made when missing only if <create> (a certificate may
+ * be issued), else none (-ENOENT, not logged: plain HTTP). A CA that can't be read stops the run. */
+static int provision_web_ca(struct provision *p, bool create)
+{
+        char why[512];
+        int r;
+
+        r = provision_tls_ca_load(p->o->web_tls_dir, time(NULL), create, &p->ca, why, sizeof(why));
+        if (r == -ENOENT && !create)
+                return r;
+        if (r < 0) {
+                p->exit_status = PROVISION_EXIT_API;
+                log_error("the web tier's private CA: %s", why);
+                return r;
+        }
+        if (p->ca.made)
+                log_info("made the web tier's private CA: %s/ca.pem (its key ca.key, 0600, stays here; %d days)",
+                         p->o->web_tls_dir, PROVISION_TLS_CA_DAYS);
+        else
+                log_info("web tier's private CA: found %s/ca.pem", p->o->web_tls_dir);
+        return 0;
+}
+
+/* Calls <action> (StopInstances, StartInstances) on the one instance <id>. */
+static int provision_instance_action(struct provision *p, const char *action, const char *id)
+{
+        const struct ec2_param params[] = {{"InstanceId.1", id}};
+        struct provision_answer a = {0};
+        int r;
+
+        r = provision_call(p, action, params, ELEMENTSOF(params), NULL, &a);
+        provision_answer_clear(&a);
+        return r;
+}
+
+/* Waits until instance <id> is in <state> (at most PROVISION_WEB_WAIT_USEC). */
+static int provision_wait_state(struct provision *p, const char *id, const char *state)
+{
+        const struct ec2_param params[] = {{"InstanceId.1", id}};
+        uint64_t deadline = now_usec() + PROVISION_WEB_WAIT_USEC;
+        char why[128];
+
+        for (;;) {
+                _cleanup_free_ struct ec2_instance *list = NULL;
+                size_t n = 0;
+                int r;
+
+                r = provision_describe_instances(p, params, ELEMENTSOF(params), &list, &n);
+                if (r < 0)
+                        return r;
+                if (n == 1 && strcmp(list[0].id, id) == 0 && strcmp(list[0].state, state) == 0)
+                        return 0;
+                if (n != 1 || strcmp(list[0].state, "terminated") == 0 || strcmp(list[0].state, "shutting-down") == 0)
+                        return provision_fail(p, -EIO, "DescribeInstances", "the web host is gone");
+                if (now_usec() >= deadline) {
+                        (void)snprintf(why, sizeof(why), "the web host is not %s after 10 minutes", state);
+                        return provision_fail(p, -ETIMEDOUT, "DescribeInstances", why);
+                }
+                provision_sleep(p, PROVISION_WEB_POLL_USEC);
+        }
+}
+
+/* Renews webd's certificate on the running web host: a new one from the same CA, for the name and the
+ * host's address, in its user data. EC2 changes the user data of a stopped instance only, so the web host
+ * is stopped, given the new user data and started again (its data volume stays); on boot its
+ * scripts/cloud-init-web.sh hook installs the certificate from the user data and reloads webd. web.pem
+ * records the new certificate only once EC2 holds it. */
+static int provision_web_renew(struct provision *p, long days)
+{
+        const char *id = p->web_instance;
+        _cleanup_free_ char *cert = NULL, *b64 = NULL;
+        struct provision_answer a = {0};
+        int r;
+
+        r = provision_web_render(p, p->web_ip, &cert);
+        if (r < 0)
+                return r;
+        b64 = malloc(4 * ((p->web_user_data_len + 2) / 3) + 1);
+        if (!b64)
+                return provision_fail(p, -ENOMEM, "ModifyInstanceAttribute", "out of memory");
+        (void)EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)p->web_user_data, (int)p->web_user_data_len);
+
+        log_notice("web host %s: renewing webd's certificate (%ld days left): stopping it to change its user data",
+                   id, days);
+        r = provision_instance_action(p, "StopInstances", id);
+        if (r >= 0)
+                r = provision_wait_state(p, id, "stopped");
+        if (r >= 0) {
+                /* The Attribute/Value form: Value is the user data in base64, as EC2 documents it. */
+                const struct ec2_param params[] = {{"InstanceId", id}, {"Attribute", "userData"}, {"Value", b64}};
+
+                r = provision_call(p, "ModifyInstanceAttribute", params, ELEMENTSOF(params), NULL, &a);
+                provision_answer_clear(&a);
+                if (r >= 0)
+                        r = provision_web_save(p, cert);
+        }
+        /* Started again whatever happened above, so a failed renewal never leaves the web host down. */
+        if (provision_instance_action(p, "StartInstances", id) < 0 || provision_wait_state(p, id, "running") < 0) {
+                log_error("web host %s may still be stopped: start it (aws ec2 start-instances --instance-ids %s) "
+                          "before running lbctl provision again",
+                          id, id);
+                return r < 0 ? r : -EIO;
+        }
+        if (r < 0)
+                return r;
+        log_notice("web host %s: running again with webd's new certificate for %s and %s", id, p->o->web_name,
+                   p->web_ip);
+        return 0;
+}
+
+/* A web host found running: the certificate recorded for it says whether the relays may expect TLS, and
+ * how long it has left; with fewer than PROVISION_TLS_RENEW_DAYS (or --renew-web-cert) it is renewed. */
+static int provision_web_found(struct provision *p, bool launched)
+{
+        const struct provision_options *o = p->o;
+        long days = 0;
+        int r;
+
+        if (!launched) {
+                r = provision_tls_web_days_left(o->web_tls_dir, &p->ca, o->web_name, time(NULL), &days);
+                if (r < 0) {
+                        log_warning("web host %s: %s/web.pem %s, so webd there has no certificate from "
+                                    "this CA: the relays stay on plain HTTP to it (replace the web host for "
+                                    "TLS, or give --web-plain-http to say so)",
+                                    p->web_instance, o->web_tls_dir,
+                                    r == -ENOENT ? "is missing" : "is not a certificate of this CA for the name");
+                        return 0;
+                }
+                if (o->renew_web_cert && !o->web_user_data) {
+                        p->exit_status = PROVISION_EXIT_USAGE;
+                        log_error("--renew-web-cert: give --web-user-data FILE (the web host's user data "
+                                  "template), which carries the new certificate");
+                        return -EINVAL;
+                }
+                if (days < PROVISION_TLS_RENEW_DAYS && !o->web_user_data)
+                        log_warning("web host %s: webd's certificate has %ld days left: run again with "
+                                    "--web-user-data FILE to renew it",
+                                    p->web_instance, days);
+                else if (days < PROVISION_TLS_RENEW_DAYS || o->renew_web_cert) {
+                        r = provision_web_renew(p, days);
+                        if (r < 0)
+                                return r;
+                } else
+                        log_info("web host %s: webd's certificate for %s has %ld days left", p->web_instance,
+                                 o->web_name, days);
+        }
+        (void)snprintf(p->web_ca, sizeof(p->web_ca), "%s/ca.pem", o->web_tls_dir);
+        (void)snprintf(p->web_name, sizeof(p->web_name), "%s", o->web_name);
+        return 0;
+}
+
 static int provision_web(struct provision *p)
 {
         const struct provision_role w = {
@@ -1357,16 +1658,31 @@ static int provision_web(struct provision *p)
                 .group = GROUP_WEB,
                 .user_data = p->o->web_user_data,
                 .user_data_len = p->o->web_user_data_len,
+                .prepare = provision_web_prepare,
         };
         struct ec2_instance inst;
         int r;
 
+        /* TLS unless --web-plain-http, or a web user data that can't carry webd's certificate. Without any
+         * web user data nothing is launched: the CA is only looked for, for the web host found. */
+        if (p->o->web_user_data && !p->o->web_placeholders && !p->o->web_plain)
+                log_warning("--web-user-data %s has no " PROVISION_WEB_CERT_VAR " and " PROVISION_WEB_KEY_VAR
+                            " (see scripts/cloud-init-web.sh): a web host booted from it gets no certificate, "
+                            "and the relays speak plain HTTP to it",
+                            p->o->web_user_data_path);
+        else if (!p->o->web_plain) {
+                r = provision_web_ca(p, p->o->web_placeholders);
+                if (r < 0 && r != -ENOENT)
+                        return r;
+        }
         r = provision_role_instance(p, &w, &inst);
         if (r < 0)
                 return r;
         memcpy(p->web_instance, inst.id, sizeof(p->web_instance));
         memcpy(p->web_ip, inst.private_ip, sizeof(p->web_ip));
         (void)snprintf(p->upstream, sizeof(p->upstream), "%s:%u", p->web_ip, p->o->web_port);
+        if (p->ca.cert)
+                return provision_web_found(p, p->web_user_data != NULL);
         return 0;
 }
 
@@ -1474,6 +1790,8 @@ static int provision_print(const struct provision *p)
                 {"LBD_PUBLIC_IP", p->address.public_ip, p->o->elastic_ip},
                 {"LBD_LB_PEER_INSTANCE", p->lb_peer, p->o->lb_user_data != NULL},
                 {"LBD_LB_PEER_IP", p->lb_peer_ip, p->o->lb_user_data != NULL},
+                {"LBD_WEB_CA", p->web_ca, p->web_ca[0] != 0},
+                {"LBD_WEB_NAME", p->web_name, p->web_ca[0] != 0},
         };
         _cleanup_(cJSON_Deletep) cJSON *json = NULL;
         _cleanup_free_ char *text = NULL;
@@ -1578,6 +1896,10 @@ int provision_main(int argc, char **argv)
         else
                 status = provision_print(&p);
         p.ec2 = ec2_free(p.ec2);
+        provision_tls_ca_clear(&p.ca);
+        if (p.web_user_data)
+                OPENSSL_cleanse(p.web_user_data, p.web_user_data_len);
+        free(p.web_user_data);
         event_base_free(p.base);
         free(o.web_user_data);
         free(o.lb_user_data);

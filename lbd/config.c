@@ -97,6 +97,8 @@
  *   instance_profile = (empty)         word: a name or an ARN
  *   user_data        = (empty)         absolute path of the user-data template
  *   upstream         = (not set)       address:port substituted for {{upstream}} in the user-data
+ *   upstream_ca      = (empty)         absolute path of a PEM CA certificate: its text for {{upstream_ca}}
+ *   upstream_name    = (empty)         DNS name for {{upstream_name}}
  *   tag              = lbd:pool=main   KEY=VALUE, the key 1..127 bytes and not starting with "aws:"
  *   credentials_file = (empty)         absolute path; empty = the SDK chain
  *   profile          = (empty)         word
@@ -574,6 +576,15 @@ static int config_parse_word(const struct conf_key *k, void *obj, const char *va
         return config_store_string(k, c, value, reason, size);
 }
 
+static int config_parse_dns_name(const struct conf_key *k, void *obj, const char *value, bool first,
+                                 char *reason, size_t size)
+{
+        struct config *c = obj;
+        if (value[0] && !parse_dns_name_ok(value))
+                return conf_reason(reason, size, "expected a DNS name such as web.lbd.internal");
+        return config_store_string(k, c, value, reason, size);
+}
+
 static int config_parse_text(const struct conf_key *k, void *obj, const char *value, bool first,
                              char *reason, size_t size)
 {
@@ -1024,6 +1035,8 @@ static const struct conf_key config_keys[] = {
         STRING("ec2", "instance_profile", "", ec2_instance_profile, config_parse_word),
         STRING("ec2", "user_data", "", ec2_user_data, config_parse_abs_path),
         { "ec2", "upstream", "", config_parse_ec2_upstream, 0, 0, 0 },
+        STRING("ec2", "upstream_ca", "", ec2_upstream_ca, config_parse_abs_path),
+        STRING("ec2", "upstream_name", "", ec2_upstream_name, config_parse_dns_name),
         { "ec2", "tag", "lbd:pool=main", config_parse_tag, 0, 0, 0 },
         STRING("ec2", "credentials_file", "", ec2_credentials_file, config_parse_abs_path),
         STRING("ec2", "profile", "", ec2_profile, config_parse_word),
@@ -1262,6 +1275,9 @@ static int config_validate_ec2(const struct config *c)
         if (c->ec2_subnet[0] != '\0' && c->n_ec2_subnets > 0)
                 r = conf_invalid(c->path, "ec2", "subnets",
                                  "set subnet (one subnet) or subnets (several), not both");
+        /* The relays check the name only over TLS: a name alone would stop them at boot. */
+        if (c->ec2_upstream_name[0] != '\0' && c->ec2_upstream_ca[0] == '\0')
+                r = conf_invalid(c->path, "ec2", "upstream_name", "needs upstream_ca (the relays check it over TLS)");
         return r;
 }
 

@@ -11,7 +11,9 @@
  *            reconciler chose among [ec2] subnets (its zones, p->zones; [ec2] subnet is a list of one), security
  *            groups, key pair, instance profile, the pool's tag and a Name tag, the caller's ClientToken,
  *            and the user data: the [ec2] user_data file with every "{{upstream}}" replaced by [ec2]
- *            upstream, so each backend boots into relay mode towards the web host by itself.
+ *            upstream, "{{upstream_ca}}" by the text of [ec2] upstream_ca and "{{upstream_name}}" by [ec2]
+ *            upstream_name, so each backend boots into relay mode towards the web host by itself, over
+ *            TLS that verifies the web host when the CA is set.
  * terminate: TerminateInstances.
  *
  * Launch settings have an identity: a hash of everything an instance is launched with (image or launch
@@ -27,7 +29,10 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,11 +44,14 @@
 #include "common/log.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
+#include "common/readfile.h"
+#include "common/template.h"
 #include "lbd/config.h"
 #include "lbd/provider.h"
 
 #define PROVIDER_EC2_WARNED_MAX 64 /* instances remembered as already warned about */
 #define PROVIDER_EC2_NAME_MAX   300
+#define PROVIDER_EC2_CA_MAX     8192 /* [ec2] upstream_ca: a CA certificate or two, in PEM */
 
 struct provider_ec2_client {
         struct ec2 *ec2;
@@ -463,47 +471,62 @@ static int provider_ec2_terminate(struct provider *p, const char *const *ids, si
         return provider_ec2_call_started(p, pc, r);
 }
 
-/* Reads the user data template and fills in the upstream. Returns 0 with a new buffer (NULL and 0 when
- * no template is configured), or -errno (logged). */
+/* The CA certificate of [ec2] upstream_ca as text for the user data, which puts it between single quotes
+ * in a shell script: PEM only (base64, blanks, dashes and "BEGIN CERTIFICATE" lines), holding at least one
+ * certificate OpenSSL reads. Returns 0 with a new string, or -errno (logged). */
+static int provider_ec2_read_upstream_ca(const struct config *c, char **ret)
+{
+        _cleanup_free_ char *pem = NULL;
+        size_t len = 0;
+        X509 *x = NULL;
+        BIO *bio;
+        int r;
+
+        r = readfile_bounded(c->ec2_upstream_ca, PROVIDER_EC2_CA_MAX, 0, &pem, &len);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read [ec2] upstream_ca %s (a PEM file of at most %d bytes): %m",
+                                       c->ec2_upstream_ca, PROVIDER_EC2_CA_MAX);
+        for (size_t i = 0; i < len; i++)
+                if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \n\r-", pem[i]) ||
+                    pem[i] == 0)
+                        return log_error_errno(EINVAL, "[ec2] upstream_ca %s: not a PEM certificate file",
+                                               c->ec2_upstream_ca);
+        bio = BIO_new_mem_buf(pem, (int)len);
+        if (bio)
+                x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        BIO_free(bio);
+        ERR_clear_error();
+        if (!x)
+                return log_error_errno(EINVAL, "[ec2] upstream_ca %s: no PEM certificate in it",
+                                       c->ec2_upstream_ca);
+        X509_free(x);
+        *ret = TAKE_PTR(pem);
+        return 0;
+}
+
+/* Reads the user data template and fills in its placeholders: {{upstream}} ([ec2] upstream, required when
+ * used), {{upstream_ca}} (the text of [ec2] upstream_ca; "" for plain HTTP) and {{upstream_name}}. Returns
+ * 0 with a new buffer (NULL and 0 when no template is configured), or -errno (logged). */
 static int provider_ec2_render_user_data(const struct config *c, char **ret, size_t *ret_len)
 {
-        _cleanup_close_ int fd = -1;
-        _cleanup_free_ char *tmpl = NULL, *out = NULL;
-        static const char placeholder[] = "{{upstream}}";
-        const size_t plen = sizeof(placeholder) - 1;
+        _cleanup_free_ char *tmpl = NULL, *ca = NULL;
         char upstream[NETADDR_STRLEN] = "";
-        size_t len = 0, olen = 0, ulen;
-        struct stat st;
+        size_t len = 0;
+        int r;
 
         if (!c->ec2_user_data[0]) {
                 *ret = NULL;
                 *ret_len = 0;
                 return 0;
         }
-        fd = open(c->ec2_user_data, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0 || fstat(fd, &st) < 0)
-                return log_error_errno(errno, "Failed to read [ec2] user_data %s: %m", c->ec2_user_data);
-        if (!S_ISREG(st.st_mode) || st.st_size > EC2_USER_DATA_MAX)
+        r = readfile_bounded(c->ec2_user_data, EC2_USER_DATA_MAX, 0, &tmpl, &len);
+        if (r == -EFBIG || r == -EINVAL)
                 return log_error_errno(EFBIG, "[ec2] user_data %s: not a file of at most %d bytes",
                                        c->ec2_user_data, EC2_USER_DATA_MAX);
-        tmpl = malloc((size_t)st.st_size + 1);
-        if (!tmpl)
-                return log_error_errno(ENOMEM, "Out of memory");
-        while (len < (size_t)st.st_size) {
-                ssize_t n = read(fd, tmpl + len, (size_t)st.st_size - len);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read [ec2] user_data %s: %m", c->ec2_user_data);
 
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0)
-                        return log_error_errno(errno, "Failed to read [ec2] user_data %s: %m",
-                                               c->ec2_user_data);
-                if (n == 0)
-                        break;
-                len += (size_t)n;
-        }
-        tmpl[len] = 0;
-
-        if (memmem(tmpl, len, placeholder, plen)) {
+        if (template_uses(tmpl, len, "{{upstream}}")) {
                 if (!c->ec2_upstream_set)
                         return log_error_errno(EINVAL,
                                                "[ec2] user_data %s uses {{upstream}}: set [ec2] upstream",
@@ -511,30 +534,32 @@ static int provider_ec2_render_user_data(const struct config *c, char **ret, siz
                 if (netaddr_format(&c->ec2_upstream, upstream, sizeof(upstream)) < 0)
                         return log_error_errno(EINVAL, "[ec2] upstream can't be formatted");
         }
-        ulen = strlen(upstream);
-        out = malloc(EC2_USER_DATA_MAX + 1);
-        if (!out)
-                return log_error_errno(ENOMEM, "Out of memory");
-        for (size_t i = 0; i < len;) {
-                const char *piece = tmpl + i;
-                size_t n = 1;
-
-                if (len - i >= plen && memcmp(piece, placeholder, plen) == 0) {
-                        piece = upstream;
-                        n = ulen;
-                        i += plen;
-                } else {
-                        i++;
-                }
-                if (olen + n > EC2_USER_DATA_MAX)
-                        return log_error_errno(EFBIG, "[ec2] user_data %s: more than %d bytes once rendered",
-                                               c->ec2_user_data, EC2_USER_DATA_MAX);
-                memcpy(out + olen, piece, n);
-                olen += n;
+        if (c->ec2_upstream_ca[0]) {
+                /* Without the placeholder the relays would speak plain HTTP while the configuration says
+                 * they verify the web host: refused rather than silently unencrypted. */
+                if (!template_uses(tmpl, len, "{{upstream_ca}}"))
+                        return log_error_errno(EINVAL,
+                                               "[ec2] upstream_ca is set but user_data %s has no {{upstream_ca}}",
+                                               c->ec2_user_data);
+                r = provider_ec2_read_upstream_ca(c, &ca);
+                if (r < 0)
+                        return r;
         }
-        out[olen] = 0;
-        *ret = TAKE_PTR(out);
-        *ret_len = olen;
+
+        {
+                const struct template_var vars[] = {
+                        {"{{upstream}}", upstream},
+                        {"{{upstream_ca}}", ca ? ca : ""},
+                        {"{{upstream_name}}", c->ec2_upstream_name},
+                };
+
+                r = template_render(tmpl, len, vars, ELEMENTSOF(vars), EC2_USER_DATA_MAX, ret, ret_len);
+        }
+        if (r == -EFBIG)
+                return log_error_errno(EFBIG, "[ec2] user_data %s: more than %d bytes once rendered",
+                                       c->ec2_user_data, EC2_USER_DATA_MAX);
+        if (r < 0)
+                return log_error_errno(r, "Out of memory");
         return 0;
 }
 

@@ -1,8 +1,11 @@
 #!/bin/bash
 # User-data that turns a fresh Ubuntu or Debian instance into a backend: lbd in relay mode on port 80,
 # forwarding every request to the web host. lbd launches each backend with this file after putting its
-# [ec2] upstream into the UPSTREAM line; the installer writes LBD_SOURCE_URL when it copies the file to
-# /etc/lbd/backend-user-data.sh.
+# [ec2] upstream into the UPSTREAM line, the text of [ec2] upstream_ca (the web host's private CA
+# certificate, public) into UPSTREAM_CA and [ec2] upstream_name into UPSTREAM_NAME; the installer writes
+# LBD_SOURCE_URL when it copies the file to /etc/lbd/backend-user-data.sh. With a CA the relay speaks TLS to
+# the web host and verifies its certificate against that CA and the name (a wrong one fails closed);
+# without one, plain HTTP.
 #
 # With lbd already in the image (/usr/local/sbin/lbd and the lbd-relay unit), it only writes
 # /etc/lbd/relay.conf and starts lbd-relay.service. Otherwise it fetches the source from LBD_SOURCE_URL
@@ -13,6 +16,8 @@ set -euo pipefail
 
 # shellcheck disable=SC1083 # lbd replaces the placeholder before the instance runs this
 UPSTREAM={{upstream}}
+UPSTREAM_CA='{{upstream_ca}}'
+UPSTREAM_NAME='{{upstream_name}}'
 LBD_SOURCE_URL=''
 LOG=/var/log/lbd-backend-init.log
 SRC=/usr/local/src/lbd
@@ -43,11 +48,29 @@ say "starting; upstream $UPSTREAM"
 if ! [[ $UPSTREAM =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}:[0-9]{1,5}$ || $UPSTREAM =~ ^\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}$ ]]; then
     fail "the upstream '$UPSTREAM' is not an ADDRESS:PORT (lbd fills it in from [ec2] upstream)"
 fi
+if [[ -n $UPSTREAM_CA ]]; then
+    [[ $UPSTREAM_CA == *"-----BEGIN CERTIFICATE-----"* ]] || fail "UPSTREAM_CA is not a PEM certificate"
+    [[ -z $UPSTREAM_NAME || $UPSTREAM_NAME =~ ^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$ ]] ||
+        fail "the upstream name '$UPSTREAM_NAME' is not a DNS name"
+    say "TLS to the web host, verified against the CA in the user data${UPSTREAM_NAME:+ for the name $UPSTREAM_NAME}"
+elif [[ -n $UPSTREAM_NAME ]]; then
+    fail "UPSTREAM_NAME without UPSTREAM_CA: the name is checked only over TLS"
+fi
 ((EUID == 0)) || fail "must run as root"
 
 if [[ -x /usr/local/sbin/lbd && -f /etc/systemd/system/lbd-relay.service ]] && getent passwd lbd >/dev/null; then
     say "lbd is in the image: configuring the relay"
     install -d -m 0750 -o root -g lbd /etc/lbd
+    tls=""
+    if [[ -n $UPSTREAM_CA ]]; then
+        tmp=$(mktemp /etc/lbd/.upstream-ca.XXXXXX)
+        printf '%s\n' "$UPSTREAM_CA" >"$tmp"
+        chown root:lbd "$tmp"
+        chmod 0640 "$tmp"
+        mv -f "$tmp" /etc/lbd/upstream-ca.pem
+        tls=$(printf '\n[tls]\nbackend = on\nbackend_ca = /etc/lbd/upstream-ca.pem\n%s' \
+            "${UPSTREAM_NAME:+backend_name = $UPSTREAM_NAME}")
+    fi
     tmp=$(mktemp /etc/lbd/.relay.XXXXXX)
     cat >"$tmp" <<CONF
 [lbd]
@@ -60,6 +83,7 @@ path = /healthcheck
 [pool]
 provider = static
 backends = $UPSTREAM
+$tls
 CONF
     chown root:lbd "$tmp"
     chmod 0640 "$tmp"
@@ -86,10 +110,16 @@ else
             git clone --depth 1 "$LBD_SOURCE_URL" "$SRC"
             ;;
     esac
-    say "installing with installer.sh --role backend"
+    tls=()
+    if [[ -n $UPSTREAM_CA ]]; then
+        printf '%s\n' "$UPSTREAM_CA" >"$SRC/upstream-ca.pem"
+        tls=(--upstream-ca "$SRC/upstream-ca.pem")
+        [[ -z $UPSTREAM_NAME ]] || tls+=(--upstream-name "$UPSTREAM_NAME")
+    fi
+    say "installing with installer.sh --role backend ${tls[*]}"
     "$SRC/installer/installer.sh" --role backend --non-interactive --upstream "$UPSTREAM" --listen "$LISTEN" \
-        --admin "$ADMIN"
+        --admin "$ADMIN" "${tls[@]}"
 fi
 
 systemctl is-active --quiet lbd-relay.service || fail "lbd-relay.service is not running: journalctl -u lbd-relay"
-say "done: the relay serves $LISTEN and forwards to $UPSTREAM"
+say "done: the relay serves $LISTEN and forwards to $UPSTREAM${UPSTREAM_CA:+ over verified TLS}"

@@ -2,7 +2,9 @@
 # User-data that turns a fresh Ubuntu or Debian instance into the web host: PostgreSQL reachable only from
 # this machine, a database role 'webd' with a generated password, and webd serving on port 8080, all
 # through installer/installer.sh --role web. The installer writes LBD_SOURCE_URL (a git repository or a
-# .tar.gz) and LBD_LB_NETWORKS (the load balancer's subnets) when it hands this file to `lbctl provision`.
+# .tar.gz) and LBD_LB_NETWORKS (the load balancer's subnets) when it hands this file to `lbctl provision`,
+# which fills in webd's certificate and key (issued by the pool's private CA on the load balancer host) for
+# the relays' TLS: webd then serves HTTPS only. Both empty (`lbctl provision --web-plain-http`): plain HTTP.
 #
 # Everything is logged to /var/log/lbd-web-init.log and the console; any failure stops the script with a
 # message there.
@@ -10,6 +12,10 @@ set -euo pipefail
 
 LBD_SOURCE_URL=''
 LBD_LB_NETWORKS=''
+# shellcheck disable=SC1083 # lbctl provision replaces the placeholders before the instance runs this
+LBD_WEB_TLS_CERT='{{web_tls_cert}}'
+# shellcheck disable=SC1083
+LBD_WEB_TLS_KEY='{{web_tls_key}}'
 LOG=/var/log/lbd-web-init.log
 SRC=/usr/local/src/lbd
 
@@ -60,8 +66,25 @@ fi
 # provisioned security group admits only them to the web port); the load balancer's subnets, which the
 # installer wrote above, are trusted too, as the relays name the load balancer after the client.
 trusted=127.0.0.0/8,::1,local${LBD_LB_NETWORKS:+,$LBD_LB_NETWORKS}
-say "installing PostgreSQL and webd with installer.sh --role web (trusted relays: $trusted)"
-"$SRC/installer/installer.sh" --role web --non-interactive --listen "$LISTEN" --trusted-proxies "$trusted"
+# webd's certificate and key go to the installer through files only root reads; the installer copies them
+# to /etc/webd/tls/ (the key never appears in the log).
+tls=()
+if [[ -n $LBD_WEB_TLS_CERT || -n $LBD_WEB_TLS_KEY ]]; then
+    [[ $LBD_WEB_TLS_CERT == *"-----BEGIN CERTIFICATE-----"* && $LBD_WEB_TLS_KEY == *"PRIVATE KEY-----"* ]] ||
+        fail "webd's certificate or key in the user data is not PEM"
+    tlsdir=$(mktemp -d /run/lbd-web-tls.XXXXXX)
+    (umask 077 && printf '%s\n' "$LBD_WEB_TLS_CERT" >"$tlsdir/web.pem" && printf '%s\n' "$LBD_WEB_TLS_KEY" >"$tlsdir/web.key")
+    tls=(--tls-cert "$tlsdir/web.pem" --tls-key "$tlsdir/web.key")
+fi
+say "installing PostgreSQL and webd with installer.sh --role web (trusted relays: $trusted${tls:+; HTTPS})"
+"$SRC/installer/installer.sh" --role web --non-interactive --listen "$LISTEN" --trusted-proxies "$trusted" "${tls[@]}"
+[[ -z ${tlsdir:-} ]] || rm -rf -- "$tlsdir"
+# A renewed certificate arrives in the user data while the web host is stopped (`lbctl provision`): this
+# hook installs it at the next boot.
+if [[ -n $LBD_WEB_TLS_CERT ]]; then
+    install -d -m 0755 /var/lib/cloud/scripts/per-boot
+    install -m 0755 "$SRC/scripts/web-tls-boot.sh" /var/lib/cloud/scripts/per-boot/lbd-web-tls.sh
+fi
 
 # PostgreSQL listens only on this machine: webd reaches it through /run/postgresql.
 changed=false
@@ -82,4 +105,4 @@ if $changed; then
 fi
 
 systemctl is-active --quiet webd.service || fail "webd.service is not running: journalctl -u webd"
-say "done: webd serves $LISTEN"
+say "done: webd serves $LISTEN${tls:+ over HTTPS}"

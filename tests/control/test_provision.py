@@ -3,14 +3,28 @@ VPC 127.0.0.0/16 and the test's own subnet, testnet.subnet()). What it made is c
 ingress rule of the three security groups one by one, the web host (subnet, group, tags, user data byte for
 byte), and that a second run creates nothing. Also: SSH from the whole Internet and bad options are
 refused with exit 2, wrong or missing credentials give exit 3, an API error exit 1 naming the call and
-EC2's code. Nothing here contacts an address outside 127.0.0.0/8: lbctl's endpoint is moto on 127.0.0.1,
-the metadata service is off, and the web host's address is a loopback one that nobody connects to."""
+EC2's code.
+
+The web tier's TLS (on by default): the private CA made in the test's --web-tls-dir (its key 0600 there,
+never in any user data or log), webd's certificate and key in the web host's user data (the real
+scripts/cloud-init-web.sh), the CA certificate and the name in the relays' user data that lbd renders, and
+end to end a relay configured from that user data reaching a webd that serves the provisioned certificate,
+over verified TLS, failing closed once webd serves a certificate from another CA.
+
+Nothing here contacts an address outside 127.0.0.0/8: lbctl's endpoint is moto on 127.0.0.1, the metadata
+service is off, and the web host's address is a loopback one (webd listens there in the end-to-end test
+only)."""
 
 import base64
 import ipaddress
 import json
 import os
+import re
+import signal
+import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +56,17 @@ def moto(tmp_path):
         m.stop()
 
 
+@pytest.fixture(scope="module")
+def shared_moto(tmp_path_factory):
+    """One moto for the web TLS tests (each its own pool tag and names), to keep the file's time down."""
+    _, moto_path = ec2env.require_tools()
+    m = ec2env.Moto(tmp_path_factory.mktemp("shared-moto"), moto_path)
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
 def clean_env(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("AWS_") and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
@@ -52,12 +77,14 @@ def clean_env(tmp_path):
     return env
 
 
-def provision(moto, tmp_path, *args, key=None, secret=None, credentials=True, subnet=None, timeout=120):
+def provision(moto, tmp_path, *args, key=None, secret=None, credentials=True, subnet=None, timeout=120,
+              tls_dir=None):
     env = clean_env(tmp_path)
     if credentials:
         env.update(AWS_ACCESS_KEY_ID=key or moto.key_id, AWS_SECRET_ACCESS_KEY=secret or moto.secret)
+    # Never the default /etc/lbd/web-tls: the test's own directory.
     cmd = [str(lbctl_binary()), "provision", "--endpoint", moto.endpoint, "--region", ec2env.REGION,
-           "--subnet", subnet or moto.subnet_id, *args]
+           "--subnet", subnet or moto.subnet_id, "--web-tls-dir", str(tls_dir or tmp_path / "web-tls"), *args]
     return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, env=env)
 
 
@@ -100,8 +127,8 @@ def pool_groups(moto, prefix="lbd"):
     return sorted(g["GroupName"] for g in res["SecurityGroups"] if g["GroupName"] in mine)
 
 
-def web_instances(moto, states=("pending", "running")):
-    filters = [{"Name": f"tag:{TAG_KEY}", "Values": [TAG_VALUE]}, {"Name": "tag:lbd:role", "Values": ["web"]},
+def web_instances(moto, states=("pending", "running"), pool=TAG_VALUE):
+    filters = [{"Name": f"tag:{TAG_KEY}", "Values": [pool]}, {"Name": "tag:lbd:role", "Values": ["web"]},
                {"Name": "instance-state-name", "Values": list(states)}]
     return [i for r in moto.ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
 
@@ -131,6 +158,10 @@ def test_provision_from_nothing_then_again(moto, tmp_path):
                          "LBD_SECURITY_GROUP_WEB", "LBD_IMAGE", "LBD_WEB_INSTANCE", "LBD_UPSTREAM"]
     for v in out.values():
         assert v and all(c.isalnum() or c in "._:/-" for c in v), out
+    # A user data without webd's certificate placeholders can't carry one: it goes out byte for byte, the
+    # relays stay on plain HTTP (said on stderr), and no CA is made for nothing.
+    assert "has no {{web_tls_cert}}" in log and "plain HTTP" in log, log
+    assert not (tmp_path / "web-tls").exists()
     assert out["LBD_VPC"] == moto.vpc_id
     assert out["LBD_SUBNET"] == moto.subnet_id
     assert "created" in log and "launched" in log, log
@@ -279,17 +310,23 @@ BAD_USAGE = [
     ["--name", "a b"], ["--name", "x" * 65], ["--bake-from", "ami-1"], ["--no-web", "--web-user-data", "/x"],
     ["--web-user-data", "/nonexistent/file"], ["extra"], ["--endpoint", "ftp://127.0.0.1/"],
     ["--instance-type", "t3 micro"], ["--region", "us east"], ["--unknown"],
+    ["--web-name", "web lbd"], ["--web-name", "-web.x"], ["--web-name", "web_x.internal"], ["--web-name", "1.2.3.4"],
+    ["--web-tls-dir", "relative/dir"], ["--web-tls-dir", "/a b"], ["--web-plain-http", "--renew-web-cert"],
+    ["--no-web", "--renew-web-cert"], ["--renew-web-cert"],
 ]
 
 
 def test_bad_usage(moto, tmp_path):
     big = tmp_path / "big-user-data"
     big.write_bytes(b"x" * 16385)
-    for args in BAD_USAGE + [["--web-user-data", str(big)]]:
+    # Renewing needs a user data that can carry the certificate.
+    for args in BAD_USAGE + [["--web-user-data", str(big)],
+                             ["--renew-web-cert", "--web-user-data", str(user_data_file(tmp_path))]]:
         proc = provision(moto, tmp_path, *args)
         assert proc.returncode == 2, (args, proc.stderr.decode())
         assert proc.stdout == b""
     assert pool_groups(moto) == []
+    assert not (tmp_path / "web-tls").exists()
 
 
 def test_missing_subnet_option(moto, tmp_path):
@@ -346,7 +383,8 @@ def test_iam_policy_document():
     used = ["ec2:DescribeInstances", "ec2:RunInstances", "ec2:TerminateInstances", "ec2:CreateTags",
             "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:CreateSecurityGroup",
             "ec2:AuthorizeSecurityGroupIngress", "ec2:DescribeImages", "ec2:CreateImage", "iam:PassRole",
-            "ec2:AssociateAddress", "ec2:DescribeAddresses"]
+            "ec2:AssociateAddress", "ec2:DescribeAddresses", "ec2:StopInstances", "ec2:StartInstances",
+            "ec2:ModifyInstanceAttribute"]
     for action in used:
         assert allowing(action), action
     for s in allowing("ec2:RunInstances"):
@@ -355,6 +393,11 @@ def test_iam_policy_document():
             assert s["Condition"]["StringEquals"][f"aws:RequestTag/{TAG_KEY}"] == TAG_VALUE
     for s in allowing("ec2:TerminateInstances"):
         assert s["Condition"]["StringEquals"][f"ec2:ResourceTag/{TAG_KEY}"] == TAG_VALUE
+    # Renewing webd's certificate stops, changes and starts the pool's web host, and nothing else.
+    for action in ("ec2:StopInstances", "ec2:StartInstances", "ec2:ModifyInstanceAttribute"):
+        for s in allowing(action):
+            cond = s["Condition"]["StringEquals"]
+            assert cond[f"ec2:ResourceTag/{TAG_KEY}"] == TAG_VALUE and cond["ec2:ResourceTag/lbd:role"] == "web", s
     for s in allowing("ec2:CreateTags"):
         assert s["Condition"]["StringEquals"][f"aws:RequestTag/{TAG_KEY}"] == TAG_VALUE
     for s in allowing("ec2:AuthorizeSecurityGroupIngress"):
@@ -416,3 +459,203 @@ def test_lb_peer(moto, tmp_path):
     again = output(provision(moto, tmp_path, "--no-web", "--lb-peer", str(ud), "--image", "ami-1e749f67"))
     assert again["LBD_LB_PEER_INSTANCE"] == peer
     assert len(moto.instances(tagged=True)) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TLS from the relays to the web host
+
+WEB_NAME = "web.lbd.internal"
+WEB_SCRIPT = ec2env.REPO / "scripts" / "cloud-init-web.sh"
+BACKEND_SCRIPT = ec2env.REPO / "scripts" / "cloud-init-backend.sh"
+
+
+def openssl(*args, stdin=None):
+    proc = subprocess.run(["openssl", *args], input=stdin, capture_output=True, text=True, timeout=60)
+    return proc
+
+
+def shell_value(text, name):
+    """The single-quoted value of shell variable <name> in <text> (the user data's assignment)."""
+    m = re.search(rf"^{name}='([^']*)'", text, re.M)
+    assert m, f"no {name}='...' in the user data"
+    return m.group(1)
+
+
+def public_key(pem_path_or_text, kind):
+    """The public key (PEM) of a certificate ("x509") or private key ("pkey") file or text."""
+    args = ["x509", "-noout", "-pubkey"] if kind == "x509" else ["pkey", "-pubout"]
+    text = pem_path_or_text if "-----BEGIN" in str(pem_path_or_text) else Path(pem_path_or_text).read_text()
+    proc = openssl(*args, stdin=text)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def check_web_certificate(cert_text, key_text, ca, name, tmp_path):
+    """<cert_text> chains to <ca>, carries <name>, is a server certificate for <key_text>'s key."""
+    leaf = tmp_path / "check-leaf.pem"
+    leaf.write_text(cert_text + "\n")
+    proc = openssl("verify", "-CAfile", str(ca), "-verify_hostname", name, "-purpose", "sslserver", str(leaf))
+    assert proc.returncode == 0 and ": OK" in proc.stdout, proc.stdout + proc.stderr
+    assert public_key(cert_text, "x509") == public_key(key_text, "pkey")
+    leaf.unlink()
+
+
+def key_lines(path):
+    """The base64 lines of a PEM key: none of them may appear anywhere they should not."""
+    return [l for l in Path(path).read_text().splitlines() if l and not l.startswith("-----")]
+
+
+def test_web_tls_by_default(shared_moto, tmp_path):
+    """The CA is made once, on this host only; webd's certificate (for the name, from that CA) and its key
+    are in the web host's user data, nothing else changed in it; the CA key is in no user data and no log;
+    a second run finds everything and keeps the CA; a web host without a recorded certificate keeps the
+    relays on plain HTTP, said on stderr."""
+    moto = shared_moto
+    tls = tmp_path / "web-tls"
+    template = WEB_SCRIPT.read_text()
+    first = provision(moto, tmp_path, "--web-user-data", str(WEB_SCRIPT))
+    out = output(first)
+    log = first.stderr.decode()
+    assert out["LBD_WEB_CA"] == f"{tls}/ca.pem" and out["LBD_WEB_NAME"] == WEB_NAME
+    assert "made the web tier's private CA" in log, log
+
+    ca, ca_key = tls / "ca.pem", tls / "ca.key"
+    assert stat.S_IMODE(ca_key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(ca.stat().st_mode) == 0o644
+    assert openssl("x509", "-in", str(ca), "-noout", "-ext", "basicConstraints").stdout.count("CA:TRUE") == 1
+
+    web = out["LBD_WEB_INSTANCE"]
+    ud = moto.user_data(web)
+    cert, key = shell_value(ud, "LBD_WEB_TLS_CERT"), shell_value(ud, "LBD_WEB_TLS_KEY")
+    assert cert.startswith("-----BEGIN CERTIFICATE-----") and key.startswith("-----BEGIN PRIVATE KEY-----")
+    # Only the two placeholders were filled.
+    assert ud == template.replace("{{web_tls_cert}}", cert).replace("{{web_tls_key}}", key)
+    check_web_certificate(cert, key, ca, WEB_NAME, tmp_path)
+    # The certificate lasts 825 days; the CA's key is nowhere but in ca.key.
+    end = openssl("x509", "-noout", "-enddate", stdin=cert).stdout
+    assert "notAfter=" in end
+    days = openssl("x509", "-noout", "-checkend", str(824 * 86400), stdin=cert).returncode
+    assert days == 0, "webd's certificate should last 825 days"
+    assert openssl("x509", "-noout", "-checkend", str(826 * 86400), stdin=cert).returncode == 1
+    assert ud.count("PRIVATE KEY-----") == template.count("PRIVATE KEY-----") + 2  # webd's own key only
+    assert public_key(key, "pkey") != public_key(ca, "x509")
+    for line in key_lines(ca_key) + [l for l in key.splitlines() if not l.startswith("-----")]:
+        assert line not in log
+    for line in key_lines(ca_key):
+        assert line not in ud
+    assert (tls / "web.pem").read_text().strip() == cert.strip()
+    assert sorted(p.name for p in tls.iterdir()) == ["ca.key", "ca.pem", "web.pem"]
+
+    # Again: nothing launched, the same CA, the certificate's days reported.
+    ca_bytes, key_bytes = ca.read_bytes(), ca_key.read_bytes()
+    second = provision(moto, tmp_path, "--web-user-data", str(WEB_SCRIPT))
+    assert output(second) == out
+    log2 = second.stderr.decode()
+    assert "launched" not in log2 and "made the web tier" not in log2
+    assert re.search(r"certificate for web\.lbd\.internal has 82[45] days left", log2), log2
+    assert ca.read_bytes() == ca_bytes and ca_key.read_bytes() == key_bytes
+    assert len(web_instances(moto)) == 1
+
+    # The record of webd's certificate gone: the web host found can't be trusted to speak TLS.
+    (tls / "web.pem").unlink()
+    third = provision(moto, tmp_path, "--web-user-data", str(WEB_SCRIPT))
+    out3 = output(third)
+    assert "LBD_WEB_CA" not in out3 and "LBD_WEB_NAME" not in out3
+    assert "relays stay on plain HTTP" in third.stderr.decode()
+
+
+def test_web_plain_http_empties_the_placeholders(shared_moto, tmp_path):
+    moto = shared_moto
+    out = output(provision(moto, tmp_path, "--web-user-data", str(WEB_SCRIPT), "--web-plain-http",
+                           "--tag", "lbd:pool=plain", "--name", "plain"))
+    assert "LBD_WEB_CA" not in out and "LBD_WEB_NAME" not in out
+    ud = moto.user_data(out["LBD_WEB_INSTANCE"])
+    assert shell_value(ud, "LBD_WEB_TLS_CERT") == "" and shell_value(ud, "LBD_WEB_TLS_KEY") == ""
+    assert ud == WEB_SCRIPT.read_text().replace("{{web_tls_cert}}", "").replace("{{web_tls_key}}", "")
+    assert not (tmp_path / "web-tls").exists()
+
+
+def test_ca_files_checked(shared_moto, tmp_path):
+    """Half a CA is refused (a new one would not match what the relays trust); a CA key others can read is
+    refused; neither run launches anything."""
+    moto = shared_moto
+    pool = ("--tag", "lbd:pool=cafiles", "--name", "cafiles")
+
+    def provision(moto, tmp_path, *args):
+        return globals()["provision"](moto, tmp_path, *pool, *args)
+    tls = tmp_path / "web-tls"
+    output(provision(moto, tmp_path, "--no-web"))
+    assert not tls.exists()  # --no-web: no web tier, no CA
+    tls.mkdir()
+    (tls / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    proc = provision(moto, tmp_path, "--web-user-data", str(WEB_SCRIPT))
+    assert proc.returncode == 1 and "without" in proc.stderr.decode(), proc.stderr.decode()
+    (tls / "ca.pem").unlink()
+    output(provision(moto, tmp_path, "--web-user-data", str(WEB_SCRIPT)))
+    os.chmod(tls / "ca.key", 0o644)
+    proc = provision(moto, tmp_path, "--web-user-data", str(WEB_SCRIPT))
+    assert proc.returncode == 1 and "readable by others" in proc.stderr.decode(), proc.stderr.decode()
+    os.chmod(tls / "ca.key", 0o600)
+    (tls / "ca.key").write_text("not a key\n")
+    os.chmod(tls / "ca.key", 0o600)
+    proc = provision(moto, tmp_path, "--web-user-data", str(WEB_SCRIPT))
+    assert proc.returncode == 1 and "not a CA certificate and its key" in proc.stderr.decode()
+    assert len(web_instances(moto, pool="cafiles")) == 1
+
+
+
+def test_web_certificate_renewed_with_the_same_ca(shared_moto, tmp_path):
+    """A run renews webd's certificate when the one recorded has fewer than 30 days left, and
+    --renew-web-cert at once: the same CA, a new key, the name and now the web host's address; the web host
+    (stopped for it, as EC2 changes user data only then) runs again with it in its user data, and web.pem
+    records it. A certificate with time left is kept by a plain run."""
+    moto = shared_moto
+    pool = ("--tag", "lbd:pool=renew", "--name", "renew", "--web-user-data", str(WEB_SCRIPT))
+    tls = tmp_path / "web-tls"
+    out = output(provision(moto, tmp_path, *pool))
+    web, ip = out["LBD_WEB_INSTANCE"], out["LBD_UPSTREAM"].rsplit(":", 1)[0]
+    ca_bytes, ca_key_bytes = (tls / "ca.pem").read_bytes(), (tls / "ca.key").read_bytes()
+    first = shell_value(moto.user_data(web), "LBD_WEB_TLS_CERT")
+    assert "IP Address" not in openssl("x509", "-noout", "-ext", "subjectAltName", stdin=first).stdout
+
+    def web_cert():
+        ud = moto.user_data(web)
+        cert, key = shell_value(ud, "LBD_WEB_TLS_CERT"), shell_value(ud, "LBD_WEB_TLS_KEY")
+        check_web_certificate(cert, key, tls / "ca.pem", WEB_NAME, tmp_path)
+        return cert, key
+
+    # Time left: nothing changes.
+    again = provision(moto, tmp_path, *pool)
+    assert output(again) == out and "renewing" not in again.stderr.decode()
+    assert web_cert()[0] == first
+
+    # --renew-web-cert: now.
+    renewed = provision(moto, tmp_path, *pool, "--renew-web-cert")
+    assert output(renewed) == out, renewed.stderr.decode()
+    log = renewed.stderr.decode()
+    assert "renewing webd's certificate" in log and "running again" in log, log
+    cert, key = web_cert()
+    assert cert != first
+    san = openssl("x509", "-noout", "-ext", "subjectAltName", stdin=cert).stdout
+    assert f"DNS:{WEB_NAME}" in san and f"IP Address:{ip}" in san, san
+    assert (tls / "web.pem").read_text().strip() == cert.strip()
+    assert (tls / "ca.pem").read_bytes() == ca_bytes and (tls / "ca.key").read_bytes() == ca_key_bytes
+    assert [i["State"]["Name"] for i in web_instances(moto, pool="renew")] == ["running"]
+    assert web_instances(moto, pool="renew")[0]["InstanceId"] == web
+    assert not any(l for l in key.splitlines() if not l.startswith("-----") and l in log)
+
+    # A recorded certificate with 10 days left (signed here by the same CA): a plain run renews it.
+    short = tmp_path / "short"
+    short.mkdir()
+    (short / "ext").write_text(f"subjectAltName=DNS:{WEB_NAME}\nextendedKeyUsage=serverAuth\n")
+    for args in (["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                  str(short / "key"), "-out", str(short / "csr"), "-subj", f"/CN={WEB_NAME}"],
+                 ["x509", "-req", "-in", str(short / "csr"), "-CA", str(tls / "ca.pem"), "-CAkey",
+                  str(tls / "ca.key"), "-set_serial", "7", "-days", "10", "-extfile", str(short / "ext"),
+                  "-out", str(tls / "web.pem")]):
+        assert openssl(*args).returncode == 0
+    auto = provision(moto, tmp_path, *pool)
+    assert output(auto) == out
+    assert re.search(r"renewing webd's certificate \((9|10) days left\)", auto.stderr.decode()), auto.stderr.decode()
+    assert web_cert()[0] not in (cert, first)
+    assert (tls / "web.pem").read_text().strip() == web_cert()[0].strip()

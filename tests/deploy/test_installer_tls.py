@@ -271,3 +271,108 @@ def test_web_bad_tls_flags_exit_2(tmp_path, pki, args, flag):
 def test_private_ca_flag_is_for_the_web_role(tmp_path):
     r = installer(tmp_path, *STATIC, "--tls-private-ca", "web.internal")
     assert r.returncode == 2 and "--tls-private-ca does not apply to role lb" in r.stderr, r.stderr
+
+
+def test_web_boot_hook_installs_a_renewed_certificate(tmp_path, pki):
+    """scripts/web-tls-boot.sh (run at every boot of a web host `lbctl provision` made): the certificate and
+    key of the user data replace webd's when they differ (0640, whole), webd is reloaded once; the same
+    certificate again changes nothing; user data without one, or plain HTTP, leaves webd as it is; the key
+    never reaches the output."""
+    import grp
+    tls = tmp_path / "webd-tls"
+    tls.mkdir()
+    calls = tmp_path / "systemctl-calls"
+    fake = tmp_path / "systemctl"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >>{calls}\n")
+    fake.chmod(0o755)
+    ud = tmp_path / "user-data"
+    env = dict(os.environ, LBD_WEB_USER_DATA=str(ud), WEBD_TLS_DIR=str(tls),
+               WEBD_GROUP=grp.getgrgid(os.getgid()).gr_name, SYSTEMCTL=str(fake))
+    hook = os.path.join(SOURCE, "scripts", "web-tls-boot.sh")
+
+    def boot():
+        r = subprocess.run([hook], env=env, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout + r.stderr
+
+    def user_data(cert, key):
+        ud.write_text("#!/bin/bash\nLBD_SOURCE_URL=''\n"
+                      f"LBD_WEB_TLS_CERT='{cert.strip()}'\nLBD_WEB_TLS_KEY='{key.strip()}'\necho rest\n")
+
+    first_cert, first_key = (p.read_text() for p in pki.site)
+    user_data(first_cert, first_key)
+    out = boot()
+    assert (tls / "web.pem").read_text() == first_cert.strip() + "\n"
+    assert (tls / "web.key").read_text() == first_key.strip() + "\n"
+    assert stat.S_IMODE((tls / "web.key").stat().st_mode) == 0o640
+    assert calls.read_text() == "reload webd.service\n"
+    assert "PRIVATE" not in out and first_key.splitlines()[1] not in out
+    boot()
+    assert calls.read_text() == "reload webd.service\n"  # the same certificate: no reload
+    renewed_cert, renewed_key = (p.read_text() for p in pki.renewed)
+    user_data(renewed_cert, renewed_key)
+    boot()
+    assert (tls / "web.pem").read_text() == renewed_cert.strip() + "\n"
+    assert calls.read_text().count("reload") == 2
+    assert sorted(p.name for p in tls.iterdir()) == ["web.key", "web.pem"]
+    user_data("", "")  # plain HTTP: nothing to do
+    assert "nothing to do" in boot()
+    assert calls.read_text().count("reload") == 2
+
+
+FAKE_TLS_LBCTL = """#!/bin/bash
+# Answers like `lbctl provision` with the web tier's TLS: the CA in --web-tls-dir, unless --web-plain-http.
+printf '%s\\n' "$@" > "$(dirname "$0")/args"
+dir="" plain=false
+while (($#)); do
+    case "$1" in
+        --web-tls-dir) dir=$2; shift ;;
+        --web-plain-http) plain=true ;;
+    esac
+    shift
+done
+echo "LBD_SECURITY_GROUP_BACKEND=sg-0bbbbbbbbbbbbbbbb"
+echo "LBD_IMAGE=ami-0dddddddddddddddd"
+echo "LBD_WEB_INSTANCE=i-0fffffffffffffff0"
+echo "LBD_UPSTREAM=127.0.1.30:8080"
+if $plain; then
+    echo "LBD_WEB_CA="
+    echo "LBD_WEB_NAME="
+else
+    mkdir -p "$dir" && cp "$FAKE_CA" "$dir/ca.pem"
+    echo "LBD_WEB_CA=$dir/ca.pem"
+    echo "LBD_WEB_NAME=web.lbd.internal"
+fi
+"""
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_provision_wires_the_relays_tls(tmp_path, pki, plain):
+    """With provisioning, lbd.conf's [ec2] names the web tier's CA (kept in /etc/lbd/web-tls) and webd's
+    name, which lbd puts in every relay's user data; --web-plain-http leaves them out."""
+    from test_installer import provision_args
+    lbctl = tmp_path / "fake" / "lbctl"
+    lbctl.parent.mkdir()
+    lbctl.write_text(FAKE_TLS_LBCTL)
+    lbctl.chmod(0o755)
+    root = tmp_path / "root"
+    extra = ["--web-plain-http"] if plain else []
+    install_ok(root, *provision_args(), *extra, env={"LBD_LBCTL": str(lbctl), "FAKE_CA": str(pki.ca_cert)})
+    conf = ini(read(root, "/etc/lbd/lbd.conf"))
+    args = (lbctl.parent / "args").read_text().splitlines()
+    assert args[args.index("--web-tls-dir") + 1] == staged(root, "/etc/lbd/web-tls")
+    if plain:
+        assert "--web-plain-http" in args
+        assert ("ec2", "upstream_ca") not in conf and ("ec2", "upstream_name") not in conf
+    else:
+        assert "--web-plain-http" not in args
+        assert conf[("ec2", "upstream_ca")] == "/etc/lbd/web-tls/ca.pem"
+        assert conf[("ec2", "upstream_name")] == "web.lbd.internal"
+    # The backends' user data carries the placeholders lbd fills in.
+    ud = read(root, "/etc/lbd/backend-user-data.sh")
+    assert "UPSTREAM_CA='{{upstream_ca}}'" in ud and "UPSTREAM_NAME='{{upstream_name}}'" in ud
+
+
+def test_web_plain_http_needs_role_lb(tmp_path):
+    r = installer(tmp_path / "root", "--role", "web", "--web-plain-http")
+    assert r.returncode == 2, r.stdout + r.stderr

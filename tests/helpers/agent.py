@@ -6,7 +6,9 @@ moto_server only records instances; nothing runs on them. This agent watches mot
 that is "running" in the watched subnets, starts what the instance's user data would
 start on a real machine: lbd in relay mode, listening on the instance's private
 address (127.0.N.x, this machine's loopback) and [pool] port, relaying to the upstream
-named in the user data ("--backend ADDR" or "UPSTREAM=ADDR"). When the instance leaves
+named in the user data ("--backend ADDR" or "UPSTREAM=ADDR"), over TLS verified against the CA
+certificate and name the user data carries (UPSTREAM_CA='PEM' and UPSTREAM_NAME='NAME', as
+scripts/cloud-init-backend.sh writes them into the relay's [tls]). When the instance leaves
 "running" (stopping, stopped, shutting-down, terminated, gone), the relay is stopped
 (SIGTERM, then SIGKILL after 5 s). A relay that dies on its own is not restarted: on a
 real machine the backend would simply be broken, which is what lbd must notice.
@@ -44,6 +46,8 @@ from botocore.config import Config
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 UPSTREAM_RE = re.compile(r"(?:--backend[ =]|UPSTREAM=)(\S+)")
+UPSTREAM_CA_RE = re.compile(r"^UPSTREAM_CA='([^']*)'", re.M)
+UPSTREAM_NAME_RE = re.compile(r"^UPSTREAM_NAME='([^']*)'", re.M)
 
 
 class Relay:
@@ -67,6 +71,7 @@ class Agent:
         self.broken = set()  # ids whose relay was killed on command or died: never restarted
         self.events = []
         self.user_data = {}
+        self.tls = {}  # id -> (CA file, name) of a relay that verifies the web host
         self.ec2 = boto3.client(
             "ec2", endpoint_url=args.endpoint, region_name=args.region,
             config=Config(retries={"max_attempts": 2, "mode": "standard"},
@@ -93,6 +98,12 @@ class Agent:
             m = UPSTREAM_RE.search(text)
             if m:
                 upstream = m.group(1)
+            ca, name = UPSTREAM_CA_RE.search(text), UPSTREAM_NAME_RE.search(text)
+            if ca and ca.group(1):
+                path = os.path.join(self.args.workdir, f"upstream-ca-{iid}.pem")
+                with open(path, "w", encoding="ascii") as f:
+                    f.write(ca.group(1) + "\n")
+                self.tls[iid] = (path, name.group(1) if name else "")
         self.user_data[iid] = upstream
         return upstream
 
@@ -117,6 +128,11 @@ class Agent:
         addr = f"{ip}:{self.args.port}"
         cmd = [self.args.lbd, "--listen", addr, "--backend", upstream, "--admin", "off",
                "--access-log", "off", "--set", "health.interval=200ms", "--set", "health.timeout=500ms"]
+        if iid in self.tls:
+            ca, name = self.tls[iid]
+            cmd += ["--set", "tls.backend=on", "--set", f"tls.backend_ca={ca}"]
+            if name:
+                cmd += ["--set", f"tls.backend_name={name}"]
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("AWS_") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
         out = open(os.path.join(self.args.workdir, f"relay-{iid}.log"), "ab")
@@ -125,7 +141,7 @@ class Agent:
         out.close()
         relay = Relay(proc, addr, upstream, time.time())
         self.relays[iid] = relay
-        self.event("relay-start", id=iid, addr=addr, upstream=upstream, pid=proc.pid)
+        self.event("relay-start", id=iid, addr=addr, upstream=upstream, pid=proc.pid, tls=iid in self.tls)
 
     def check_ready(self, iid, relay):
         if relay.ready or relay.proc.poll() is not None:

@@ -505,6 +505,11 @@ static void test_bad_values(void **state)
                 {"pool", "zone_backoff", "0", ""},
                 {"ec2", "user_data", "user-data.sh", "absolute file path"},
                 {"ec2", "upstream", "192.0.2.20", "numeric address with a port"},
+                {"ec2", "upstream_ca", "ca.pem", "absolute file path"},
+                {"ec2", "upstream_name", "web lbd", "expected a DNS name such as web.lbd.internal"},
+                {"ec2", "upstream_name", "web'$(x)", "expected a DNS name such as web.lbd.internal"},
+                {"ec2", "upstream_name", "-web.internal", "expected a DNS name such as web.lbd.internal"},
+                {"ec2", "upstream_name", "192.0.2.1", "expected a DNS name such as web.lbd.internal"},
                 {"ec2", "tag", "lbd:pool", "KEY=VALUE"},
                 {"ec2", "tag", "=main", "KEY=VALUE"},
                 {"ec2", "tag", "aws:pool=main", "reserved by AWS"},
@@ -788,6 +793,13 @@ static void test_validate(void **state)
         check_validate(&c, -EINVAL, "[ec2] key 'subnets': set subnet (one subnet) or subnets (several), not both",
                        1);
         assert_int_equal(config_set(&c, "ec2", "subnet", "", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+        /* The web host's name is checked only over TLS: not without the CA. */
+        assert_int_equal(config_set(&c, "ec2", "upstream_name", "web.lbd.internal", NULL), 0);
+        check_validate(&c, -EINVAL, "[ec2] key 'upstream_name': needs upstream_ca (the relays check it over TLS)", 1);
+        assert_int_equal(config_set(&c, "ec2", "upstream_ca", "/etc/lbd/web-tls/ca.pem", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "ec2", "upstream_name", "", NULL), 0);
         check_validate(&c, 0, NULL, 0);
         /* Scaling on demand: bounds around desired, a target, and nothing of it without max. */
         assert_int_equal(config_set(&c, "pool", "target_rps", "100", NULL), 0);
