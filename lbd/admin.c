@@ -166,6 +166,7 @@ static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t 
             !cJSON_AddStringToObject(o, "state", admin_state_name(b)) ||
             !cJSON_AddBoolToObject(o, "in_rotation", backend_in_rotation(b)) ||
             !cJSON_AddNumberToObject(o, "active", backend_active(b)) ||
+            !cJSON_AddNumberToObject(o, "load", b->load) ||
             !cJSON_AddNumberToObject(o, "requests", (double)st.requests) ||
             !cJSON_AddNumberToObject(o, "failures", (double)st.failures) ||
             !admin_add_string_or_null(o, "instance_id", b->instance_id) ||

@@ -708,10 +708,12 @@ static bool reconcile_serving(const struct backend *b)
         return b && b->healthy && backend_in_rotation(b);
 }
 
-/* Sort order for scale-down: failed, then not healthy, then newest first. */
+/* Sort order for scale-down: failed, then not healthy, then newest first (among the healthy, the least
+ * loaded goes first: reconcile_trim_choice()). */
 struct reconcile_candidate {
         struct reconcile_instance *k;
         bool failed, healthy;
+        double load;            /* its backend's smoothed load (backend.h), 0 without one */
         uint64_t launched;
 };
 
@@ -779,25 +781,61 @@ static void reconcile_zone_failed(struct reconcile *r, const struct reconcile_in
 }
 
 /* Which of <alive> (n > desired, in scale-down order) goes first: the first in that order, unless it is
- * healthy (then all are) and there are zones: then one in no configured zone, else the newest of the
- * fullest zone, so that scaling down and a rebalance keep the zones even. */
+ * healthy (then all are): then the least loaded (the fewest requests to wait for while it drains, and the
+ * least work to move), the newest among equal loads (backend_load_less(): a steady load's noise decides
+ * nothing); with zones, one in no configured zone, else the least loaded of the fullest zone, so that
+ * scaling down and a rebalance keep the zones even. */
 static size_t reconcile_trim_choice(const struct reconcile *r, const struct reconcile_candidate *alive, size_t n)
 {
-        size_t counts[PROVIDER_MAX_ZONES], fullest = 0;
+        size_t counts[PROVIDER_MAX_ZONES], fullest = 0, least = n;
+        int zone = -1;
 
-        if (r->zones.n < 2 || alive[0].failed || !alive[0].healthy)
+        if (alive[0].failed || !alive[0].healthy)
                 return 0;
-        reconcile_zone_counts(r, alive, n, counts);
+        if (r->zones.n >= 2) {
+                reconcile_zone_counts(r, alive, n, counts);
+                for (size_t i = 0; i < n; i++)
+                        if (reconcile_zone_of(r, alive[i].k) < 0)
+                                return i;
+                for (size_t z = 1; z < r->zones.n; z++)
+                        if (counts[z] > counts[fullest])
+                                fullest = z;
+                zone = (int)fullest;
+        }
         for (size_t i = 0; i < n; i++)
-                if (reconcile_zone_of(r, alive[i].k) < 0)
-                        return i;
-        for (size_t z = 1; z < r->zones.n; z++)
-                if (counts[z] > counts[fullest])
-                        fullest = z;
+                if ((zone < 0 || reconcile_zone_of(r, alive[i].k) == zone) &&
+                    (least == n || alive[i].load < alive[least].load))
+                        least = i;
+        if (least == n)
+                return 0;
+        /* The first (newest) whose load equals the least within the margins. */
         for (size_t i = 0; i < n; i++)
-                if (reconcile_zone_of(r, alive[i].k) == (int)fullest)
+                if ((zone < 0 || reconcile_zone_of(r, alive[i].k) == zone) &&
+                    !backend_load_less(alive[least].load, alive[i].load))
                         return i;
-        return 0;
+        return least;
+}
+
+/* Logs why healthy <alive>[<i>] goes first: its load beside the others'. */
+static void reconcile_log_trim(const struct reconcile_candidate *alive, size_t n, size_t i)
+{
+        char others[RECONCILE_LOG_IDS] = "";
+        size_t len = 0;
+
+        for (size_t j = 0; j < n && len < sizeof(others); j++) {
+                int w;
+
+                if (j == i)
+                        continue;
+                w = snprintf(others + len, sizeof(others) - len, "%s%s %.1f", len ? ", " : "", alive[j].k->inst.id,
+                             alive[j].load);
+                if (w < 0)
+                        break;
+                len += (size_t)w;
+        }
+        log_info("Scaling in: %s goes first, %.1f requests in flight on average (the others: %s; newest first "
+                 "among equal loads)",
+                 alive[i].k->inst.id, alive[i].load, others[0] ? others : "none");
 }
 
 /* During a rebalance, the instance beyond desired is trimmed only once the new one is healthy (make
@@ -1069,6 +1107,7 @@ static int reconcile_plan(struct reconcile *r)
                         .k = k,
                         .failed = reconcile_failed(r, k),
                         .healthy = b && b->healthy && !b->maintenance, /* drained ones go first */
+                        .load = b ? b->load : 0,
                         .launched = reconcile_launched(k),
                 };
         }
@@ -1092,6 +1131,8 @@ static int reconcile_plan(struct reconcile *r)
                 while (!refreshing && n_alive > desired && !reconcile_rebalance_waits(r, &alive[0])) {
                         size_t i = reconcile_trim_choice(r, alive, n_alive);
 
+                        if (alive[i].healthy)
+                                reconcile_log_trim(alive, n_alive, i);
                         ret = reconcile_take_victim(r, alive, &n_alive, i,
                                                     alive[i].failed  ? "failed, and beyond desired"
                                                     : r->rebalancing ? "beyond desired (rebalancing zones)"

@@ -598,8 +598,9 @@ def _end_process(proc, timeout=5.0):
 
 
 class Backend:
-    def __init__(self, workdir, name, port=None, close_all=False, idle_timeout_ms=None):
+    def __init__(self, workdir, name, port=None, close_all=False, idle_timeout_ms=None, delay_all_ms=None):
         self.name = name
+        self.delay_all_ms = delay_all_ms
         self.idle_timeout_ms = idle_timeout_ms
         self.port = port or free_port()
         self.addr = f"127.0.0.1:{self.port}"
@@ -616,6 +617,8 @@ class Backend:
             cmd.append("--close-all")
         if self.idle_timeout_ms:
             cmd += ["--idle-timeout", str(self.idle_timeout_ms)]
+        if self.delay_all_ms:
+            cmd += ["--delay-all", str(self.delay_all_ms)]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=log)

@@ -937,6 +937,96 @@ static void test_scale_down_order(void **state)
         fake_free_all(f);
 }
 
+/* Scaling down among healthy instances: the least loaded goes first (the smoothed load, backend.h), the
+ * newest among equal loads; with zones, the least loaded of the fullest zone. */
+static void test_scale_down_least_loaded(void **state)
+{
+        struct fake *f = fake_new(&fake_managed_ops);
+        const char *zones[] = {"subnet-a", "subnet-b", "subnet-c"};
+        const char *subnet_of[] = {"subnet-a", "subnet-a", "subnet-b", "subnet-c", "subnet-a"};
+        struct config smaller;
+        char ids[5][INSTANCE_ID_MAX];
+
+        for (int i = 0; i < 4; i++) {
+                memcpy(ids[i], cloud_add(f, INSTANCE_RUNNING)->id, INSTANCE_ID_MAX);
+                f->wall += 60 * SEC;
+        }
+        f->config.desired = 4;
+        reconcile_start(f->r);
+        run(f);
+        answer_list(f);
+        all_healthy(f);
+        assert_idle(f);
+
+        /* The newest (ids[3]) is clearly busy, ids[1] the least loaded: ids[1] goes. */
+        backend_of(f, ids[0])->load = 1.4;
+        backend_of(f, ids[1])->load = 0.2;
+        backend_of(f, ids[2])->load = 1.5;
+        backend_of(f, ids[3])->load = 4.0;
+        smaller = f->config;
+        smaller.desired = 3;
+        reconcile_set_config(f->r, &smaller);
+        run(f);
+        answer_list(f);
+        assert_non_null(f->terminate_cb);
+        assert_int_equal(f->n_terminate, 1);
+        assert_true(terminated(f, ids[1]));
+        answer_terminate(f);
+        run(f);
+        answer_list(f);
+        assert_idle(f);
+
+        /* Loads equal within the margins (a steady load's noise): the newest of those goes, ids[2], not
+         * ids[0], a little less loaded but older; ids[3] is still clearly busier. */
+        backend_of(f, ids[0])->load = 0.9;
+        backend_of(f, ids[2])->load = 1.6;
+        smaller.desired = 2;
+        reconcile_set_config(f->r, &smaller);
+        run(f);
+        answer_list(f);
+        assert_non_null(f->terminate_cb);
+        assert_int_equal(f->n_terminate, 1);
+        assert_true(terminated(f, ids[2]));
+        answer_terminate(f);
+        run(f);
+        answer_list(f);
+        assert_idle(f);
+        assert_int_equal(cloud_alive(f), 2);
+        fake_free_all(f);
+
+        /* Zones: a has three (the fullest), b and c one each. The idle ones in b and c stay; in a, the
+         * newest (ids[4]) is busy and ids[1] the least loaded of the zone. */
+        f = fake_new(&fake_managed_ops);
+        for (int i = 0; i < 3; i++)
+                memcpy(f->provider.zones[i], zones[i], strlen(zones[i]) + 1);
+        f->provider.n_zones = 3;
+        for (int i = 0; i < 5; i++) {
+                struct instance *inst = cloud_add(f, INSTANCE_RUNNING);
+
+                memcpy(ids[i], inst->id, INSTANCE_ID_MAX);
+                (void)snprintf(inst->subnet, sizeof(inst->subnet), "%s", subnet_of[i]);
+                f->wall += 60 * SEC;
+        }
+        f->config.desired = 5;
+        reconcile_start(f->r);
+        run(f);
+        answer_list(f);
+        all_healthy(f);
+        assert_idle(f);
+        backend_of(f, ids[0])->load = 2.5;
+        backend_of(f, ids[1])->load = 1.0;
+        backend_of(f, ids[4])->load = 3.0;
+        smaller = f->config;
+        smaller.desired = 4;
+        reconcile_set_config(f->r, &smaller);
+        run(f);
+        answer_list(f);
+        assert_non_null(f->terminate_cb);
+        assert_int_equal(f->n_terminate, 1);
+        assert_true(terminated(f, ids[1]));
+        fake_free_all(f);
+}
+
 static void test_unlisted_launch(void **state)
 {
         struct fake *f = fake_new(&fake_managed_ops);
@@ -1569,6 +1659,7 @@ int main(void)
                 cmocka_unit_test(test_adopted_never_up),
                 cmocka_unit_test(test_scale),
                 cmocka_unit_test(test_scale_down_order),
+                cmocka_unit_test(test_scale_down_least_loaded),
                 cmocka_unit_test(test_unlisted_launch),
                 cmocka_unit_test(test_list_failure),
                 cmocka_unit_test(test_storm_guard),
