@@ -29,7 +29,8 @@
  *   for an instance lbd has just adopted to pass its first checks. Right after the all-failing case ends,
  *   nothing is judged for (rise + 1) x interval, while the other backends come back.
  * - Count: beyond desired, the extra instances are terminated: failed ones first, then those not healthy
- *   (including pending and unchecked ones), then the newest. Below desired, the missing ones are launched.
+ *   (including pending and unchecked ones), then the least loaded (backend.h's smoothed load), the newest
+ *   among equal loads. Below desired, the missing ones are launched.
  * - Replacement-storm guard: a replacement is a launch that makes up for a loss (an instance that failed,
  *   stopped, or vanished), as opposed to growth (start, desired raised). The pool's high-water mark, the
  *   most instances it has had since desired last changed (capped at desired), tells them apart: launches
