@@ -19,6 +19,10 @@
  * and the pool's tag), tagged on every instance as EC2_LAUNCH_HASH_TAG and read back by every list. The
  * reconciler compares it with p->launch_hash to refresh instances launched with other settings.
  *
+ * The previous settings: when a reload changes them, the ones before stay in memory (a copy of the
+ * configuration and the rendered user data, p->previous_hash), so that a refresh that fails can relaunch
+ * instances as they were (p->launch_previous). A reload back to them swaps the two.
+ *
  * Clients and reloads: every set_config() makes a new ec2 client, so a reload picks up rotated
  * credentials, a new endpoint or region, and re-reads the user data template. Calls already running keep
  * their old client (struct provider_ec2_client, counted by the calls that use it) and still report; a
@@ -78,6 +82,10 @@ struct provider_ec2_data {
         DLIST_HEAD(struct provider_ec2_call, calls);
         char *user_data; /* rendered template */
         size_t user_data_len;
+        /* The launch settings before the last change (p->previous_hash), or NULL */
+        struct config *previous;
+        char *previous_user_data;
+        size_t previous_user_data_len;
         char warned[PROVIDER_EC2_WARNED_MAX][EC2_ID_MAX];
         size_t warned_next;
 };
@@ -412,7 +420,8 @@ static int provider_ec2_launch(struct provider *p, unsigned count, const char *z
                                provider_launch_cb cb, void *userdata)
 {
         struct provider_ec2_data *d = p->data;
-        const struct config *c = p->config;
+        bool previous = p->launch_previous && d->previous;
+        const struct config *c = previous ? d->previous : p->config;
         const char *groups[CONFIG_MAX_NETWORKS];
         char name[PROVIDER_EC2_NAME_MAX];
         struct provider_ec2_call *pc;
@@ -431,12 +440,12 @@ static int provider_ec2_launch(struct provider *p, unsigned count, const char *z
                 .n_security_groups = MIN(c->n_ec2_security_groups, ELEMENTSOF(groups)),
                 .key_name = c->ec2_key_name,
                 .instance_profile = c->ec2_instance_profile,
-                .user_data = d->user_data,
-                .user_data_len = d->user_data_len,
+                .user_data = previous ? d->previous_user_data : d->user_data,
+                .user_data_len = previous ? d->previous_user_data_len : d->user_data_len,
                 .tag_key = c->ec2_tag_key,
                 .tag_value = c->ec2_tag_value,
                 .name = name,
-                .launch_hash = p->launch_hash,
+                .launch_hash = previous ? p->previous_hash : p->launch_hash,
                 .client_token = client_token,
                 .epoch = p->epoch,
                 .count = count,
@@ -538,6 +547,44 @@ static int provider_ec2_render_user_data(const struct config *c, char **ret, siz
         return 0;
 }
 
+static void provider_ec2_forget_previous(struct provider *p, struct provider_ec2_data *d)
+{
+        free(d->previous);
+        d->previous = NULL;
+        free(d->previous_user_data);
+        d->previous_user_data = NULL;
+        d->previous_user_data_len = 0;
+        p->previous_hash[0] = '\0';
+}
+
+/* Keeps the settings in force (p->config, d->user_data, p->launch_hash) as the previous ones, before a
+ * reload replaces them. Returns 0 or -ENOMEM (then there are none). */
+static int provider_ec2_keep_previous(struct provider *p, struct provider_ec2_data *d)
+{
+        struct config *copy;
+        char *user_data = NULL;
+
+        copy = malloc(sizeof(*copy));
+        if (d->user_data) {
+                user_data = malloc(d->user_data_len + 1);
+                if (user_data)
+                        memcpy(user_data, d->user_data, d->user_data_len + 1);
+        }
+        if (!copy || (d->user_data && !user_data)) {
+                free(copy);
+                free(user_data);
+                provider_ec2_forget_previous(p, d);
+                return -ENOMEM;
+        }
+        *copy = *p->config; /* flat: no pointer inside */
+        provider_ec2_forget_previous(p, d);
+        d->previous = copy;
+        d->previous_user_data = user_data;
+        d->previous_user_data_len = d->user_data_len;
+        memcpy(p->previous_hash, p->launch_hash, sizeof(p->previous_hash));
+        return 0;
+}
+
 static int provider_ec2_set_config(struct provider *p, const struct config *c)
 {
         struct provider_ec2_data *d = p->data;
@@ -595,11 +642,20 @@ static int provider_ec2_set_config(struct provider *p, const struct config *c)
                 event_active(d->gc, EV_TIMEOUT, 0);
         }
         d->current = cl;
+        if (p->config && p->launch_hash[0] && strcmp(p->launch_hash, launch_hash) != 0) {
+                /* The settings change: the ones in force become the previous ones. */
+                r = provider_ec2_keep_previous(p, d);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to keep the previous launch settings %s (a failed refresh "
+                                             "then cannot relaunch them): %m",
+                                          p->launch_hash);
+        }
         free(d->user_data);
         d->user_data = TAKE_PTR(user_data);
         d->user_data_len = user_data_len;
         if (strcmp(p->launch_hash, launch_hash) != 0)
-                log_info("Launch settings: %s", launch_hash);
+                log_info("Launch settings: %s%s%s", launch_hash, p->previous_hash[0] ? ", previously " : "",
+                         p->previous_hash);
         memcpy(p->launch_hash, launch_hash, sizeof(launch_hash));
         _Static_assert(CONFIG_MAX_SUBNETS <= PROVIDER_MAX_ZONES, "every subnet is a zone");
         _Static_assert(sizeof(c->ec2_subnets[0]) <= sizeof(p->zones[0]), "a subnet id fits a zone");
@@ -635,6 +691,7 @@ static void provider_ec2_free(struct provider *p)
         if (d->gc)
                 event_free(d->gc);
         free(d->user_data);
+        provider_ec2_forget_previous(p, d);
         free(d);
         p->data = NULL;
 }

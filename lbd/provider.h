@@ -97,6 +97,13 @@ struct provider {
         /* The hash of the settings the next launch uses (set_config() writes it), "" when the provider
          * has no such thing (static, local): instances launched with other settings are refreshed */
         char launch_hash[INSTANCE_LAUNCH_HASH_MAX];
+        /* The hash of the settings it launched with before the last change of them (a reload), which it
+         * can still launch with; "" when none (never changed, or the provider has no such thing). Kept
+         * for a refresh's rollback, which relaunches instances with the old settings. */
+        char previous_hash[INSTANCE_LAUNCH_HASH_MAX];
+        /* Set by the reconciler before each launch, like epoch: launch with the previous settings
+         * (previous_hash) instead of the current ones. */
+        bool launch_previous;
         /* Where instances may go (ec2: the subnets), set by set_config(); none when the provider has no
          * such choice. The reconciler keeps the pool balanced across them. */
         char zones[PROVIDER_MAX_ZONES][INSTANCE_ID_MAX];

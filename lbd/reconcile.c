@@ -48,13 +48,16 @@
  *   poll finds such instances (so a restarted lbd carries on from the tags), ends when none is left, and
  *   fails when a new instance never becomes healthy (judged failed, or not healthy [pool] refresh_timeout
  *   after its launch or after this lbd first saw it): on rollback the new instances that never were
- *   healthy are terminated and the old ones kept. A failed or cancelled refresh starts again only on
+ *   healthy are terminated and the old ones kept, and while it stays rolled back, launches use the old
+ *   settings (the provider's previous ones, provider.h), so a pool whose old instances were already
+ *   partly replaced gets back to desired on them. A failed or cancelled refresh starts again only on
  *   request (reconcile_refresh_start()) or with new settings. Never in the all-failing case.
  * - Every backend failing at once (a managed pool with no healthy backend and at least two that were up
  *   and are now down): the cause is most likely shared (the upstream, the health path, the network), and
  *   replacing every instance would not help. lbd terminates nothing (but dead instances), logs it, and
- *   keeps serving from the least bad: the backends whose last check got furthest (an HTTP answer with a
- *   wrong status beats a timeout; refused or reset connections are never used) are forced into rotation
+ *   keeps serving from the least bad: every backend whose last check got an HTTP answer (a wrong status,
+ *   or a pass on its way back up before the rise), else those whose last check timed out (refused or
+ *   reset connections are never used), are forced into rotation
  *   (backend->forced) until any backend passes its checks again. This is decided at every change of a
  *   verdict, inside the pool's on_change, so no request finds the pool empty in between. A single
  *   failing backend (desired 1) is replaced as usual.
@@ -123,6 +126,7 @@ enum {
         RECONCILE_RANK_REFUSED = 1,  /* refused, reset or another socket error: nobody there */
         RECONCILE_RANK_TIMEOUT = 2,  /* accepted, no answer in time */
         RECONCILE_RANK_ANSWERED = 3, /* answered with the wrong status */
+        RECONCILE_RANK_PASSING = 4,  /* down, but its last check passed: on its way back up (rise) */
 };
 
 struct reconcile_victim {
@@ -188,6 +192,7 @@ struct reconcile {
         bool token_pending;
         unsigned token_count;
         char token_zone[INSTANCE_ID_MAX];
+        bool token_previous; /* the token's launch uses the previous settings */
         char token[64];
 
         /* storm guard */
@@ -211,6 +216,9 @@ struct reconcile {
         uint64_t refresh_replaced;     /* instances with other settings it terminated */
         struct refresh_counts refresh_counts;
         char refresh_reason[REFRESH_REASON_MAX]; /* why it ended, "" while it runs */
+        /* After a rollback, the old settings the pool goes back to: launches use them (the provider's
+         * previous settings) while the refresh stays rolled back; "" when none */
+        char rollback_hash[INSTANCE_LAUNCH_HASH_MAX];
 
         struct reconcile_stats stats;
         uint64_t rng;
@@ -481,8 +489,9 @@ static int reconcile_rank(const struct backend *b)
         case CHECK_REFUSED:
         case CHECK_ERROR:
                 return RECONCILE_RANK_REFUSED;
-        case CHECK_NONE:
         case CHECK_OK:
+                return RECONCILE_RANK_PASSING;
+        case CHECK_NONE:
                 break;
         }
         return RECONCILE_RANK_NONE;
@@ -511,8 +520,10 @@ static void reconcile_evaluate_panic(struct reconcile *r)
 
         for (size_t i = 0; i < pool->n_backends; i++) {
                 struct backend *b = pool->backends[i];
+                /* The least bad: every one that answers (a wrong status, or passing again before it is
+                 * up), else those that time out; never one that refuses. */
                 bool forced = panic && !b->healthy && b->been_healthy && best >= RECONCILE_RANK_TIMEOUT &&
-                              reconcile_rank(b) == best;
+                              reconcile_rank(b) >= MIN(best, (int)RECONCILE_RANK_ANSWERED);
 
                 if (forced != b->forced) {
                         b->forced = forced;
@@ -528,8 +539,9 @@ static void reconcile_evaluate_panic(struct reconcile *r)
                                 "Every backend is failing: terminating nothing; %zu of %zu kept in rotation "
                                 "as the least bad (last check: %s)",
                                 n_forced, pool->n_backends,
-                                best == RECONCILE_RANK_ANSWERED ? "answered with a wrong status"
-                                                                : "timeout");
+                                best == RECONCILE_RANK_PASSING    ? "passing again"
+                                : best == RECONCILE_RANK_ANSWERED ? "answered with a wrong status"
+                                                                  : "timeout");
                 else
                         log_warning(
                                 "Every backend is failing: terminating nothing; none answers, so none is "
@@ -939,6 +951,32 @@ static bool reconcile_refresh_failed(const struct reconcile *r, const struct rec
         return x->failed || wall >= since + r->refresh_settings.timeout_usec;
 }
 
+/* On a rollback: the old settings to go back to, when the provider can still launch them (its previous
+ * settings, kept across reloads) and they are those of an old instance still alive or of the refresh's
+ * start (the provider's previous ones are the ones replaced); none otherwise. */
+static void reconcile_rollback_target(struct reconcile *r, const struct reconcile_candidate *alive, size_t n)
+{
+        const char *previous = r->provider->previous_hash;
+        bool seen = false;
+
+        r->rollback_hash[0] = '\0';
+        if (!previous[0] || strcmp(previous, r->refresh_target) == 0)
+                return;
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(alive[i].k->inst.launch_hash, previous) == 0)
+                        seen = true;
+        if (!seen && r->refresh_replaced == 0)
+                return;
+        memcpy(r->rollback_hash, previous, sizeof(r->rollback_hash));
+}
+
+/* Whether a launch now uses the old settings: after a rollback, while the provider still has them. */
+static bool reconcile_launch_previous(const struct reconcile *r)
+{
+        return r->refresh == REFRESH_ROLLED_BACK && r->rollback_hash[0] &&
+               strcmp(r->rollback_hash, r->provider->previous_hash) == 0;
+}
+
 /* Starts, ends or stops the refresh from what a poll sees in <alive> (sorted as for scale-down), and on
  * a failure with rollback, moves the new instances that never became healthy from <alive> to the
  * victims. Returns 0 or -ENOMEM. */
@@ -966,6 +1004,7 @@ static int reconcile_refresh_check(struct reconcile *r, struct reconcile_candida
                                    r->refresh_target, target);
                 else
                         r->refresh = REFRESH_NONE;
+                r->rollback_hash[0] = '\0';
                 if (!running || !r->refresh_manual)
                         reconcile_refresh_from_config(r);
                 memcpy(r->refresh_target, target, sizeof(r->refresh_target));
@@ -1002,10 +1041,13 @@ static int reconcile_refresh_check(struct reconcile *r, struct reconcile_candida
                 reconcile_refresh_end(r, REFRESH_FAILED, LOG_WARNING, reason);
                 return 0;
         }
+        reconcile_rollback_target(r, alive, *n_alive);
         (void)snprintf(reason, sizeof(reason),
                        "instance %s with the new settings did not become healthy in time; terminating the "
-                       "new instances that never did, keeping the %zu with other settings",
-                       failed->k->inst.id, n_old);
+                       "new instances that never did, keeping the %zu with other settings%s%s%s",
+                       failed->k->inst.id, n_old,
+                       r->rollback_hash[0] ? ", launching any missing ones with the old settings " : "",
+                       r->rollback_hash, r->rollback_hash[0] ? "" : " (the old settings are not known here)");
         for (size_t i = 0; i < *n_alive;) {
                 const struct backend *b = reconcile_backend(r, alive[i].k);
 
@@ -1581,6 +1623,7 @@ static void reconcile_on_launch(struct provider *p, int ret, const struct instan
 static void reconcile_launch(struct reconcile *r)
 {
         const char *zone = NULL;
+        bool previous;
         unsigned count = r->plan_launch;
         int ret;
 
@@ -1597,8 +1640,9 @@ static void reconcile_launch(struct reconcile *r)
                         count = (unsigned)MIN(r->plan_zone[i], (size_t)count);
                         break;
                 }
+        previous = reconcile_launch_previous(r);
         if (!r->token_pending || r->token_count != count || r->token_epoch != r->epoch ||
-            strcmp(r->token_zone, zone ? zone : "") != 0) {
+            strcmp(r->token_zone, zone ? zone : "") != 0 || r->token_previous != previous) {
                 r->generation++;
                 if (r->epoch > 0)
                         (void)snprintf(r->token, sizeof(r->token), "lbd-e%" PRIu64 "-%016" PRIx64 "-%" PRIu64,
@@ -1609,10 +1653,13 @@ static void reconcile_launch(struct reconcile *r)
                 r->token_epoch = r->epoch;
                 r->token_count = count;
                 (void)snprintf(r->token_zone, sizeof(r->token_zone), "%s", zone ? zone : "");
+                r->token_previous = previous;
                 r->token_pending = true;
         }
-        log_info("Launching %u instance%s%s%s (ClientToken %s, epoch %" PRIu64 ")", count, count == 1 ? "" : "s",
-                 zone ? " in " : "", zone ? zone : "", r->token, r->epoch);
+        log_info("Launching %u instance%s%s%s (ClientToken %s, epoch %" PRIu64 ")%s%s", count,
+                 count == 1 ? "" : "s", zone ? " in " : "", zone ? zone : "", r->token, r->epoch,
+                 previous ? " with the old launch settings " : "", previous ? r->provider->previous_hash : "");
+        r->provider->launch_previous = previous;
         r->launch_count = count;
         r->phase = RECONCILE_LAUNCHING;
         ret = r->provider->ops->launch(r->provider, count, zone, r->token, reconcile_on_launch, r);
@@ -1902,6 +1949,7 @@ int reconcile_refresh_start(struct reconcile *r, const struct refresh_settings *
         r->refresh_settings = *s;
         memcpy(r->refresh_target, r->provider->launch_hash, sizeof(r->refresh_target));
         r->refresh = REFRESH_NONE;
+        r->rollback_hash[0] = '\0';
         for (size_t i = 0; i < r->n_known; i++) {
                 const struct reconcile_instance *k = &r->known[i];
 

@@ -121,6 +121,53 @@ def test_refresh_rolls_back(ec2_env, tmp_path):
     assert st["replacements_in_window"] == 0
 
 
+def test_refresh_rollback_relaunches_old(ec2_env, tmp_path):
+    """min_healthy low enough that an old instance is replaced before the new ones show they fail: the
+    rollback relaunches the old settings (kept in memory across the reload), so the pool ends at desired
+    with every instance on the old settings, and not one request fails."""
+    env = ec2_env
+    extra = EXTRA_POOL + "\nrefresh_min_healthy = 34"
+    lbd = env.lbd(extra_pool=extra)
+    env.wait_steady(3, timeout=60)
+    old = env.moto.running_ids()
+    old_hash = env.status()["control"]["launch_hash"]
+    loop = env.request_loop()
+    monitor = ServingMonitor(env)
+    time.sleep(1)
+
+    dead = ec2env.free_port()
+    bad = tmp_path / "bad-user-data.sh"
+    bad.write_text(ec2env.USER_DATA_TEMPLATE.format(port=env.backend_port).replace(
+        "{{upstream}}", f"127.0.0.1:{dead}"))
+    t0 = time.time()
+    _reload(lbd, lbd_config(env, extra_pool=extra).replace(str(env.user_data_path), str(bad)))
+    # An old one goes before any new one could count (2 of 3 keep serving).
+    wait_until(lambda: len(set(old) - set(env.moto.running_ids())) >= 1, 60, "an old instance replaced",
+               interval=0.5)
+    wait_until(lambda: _refresh(env)["state"] == "rolled-back", 90, "the refresh to roll back", interval=0.5)
+    lbd.wait_log(r"Launching 1 instance .*with the old launch settings " + old_hash, 15, since=t0)
+
+    def back_on_old():
+        running = env.moto.instances(["running"])
+        return (len(running) == 3 and all(_hash_tag(i) == old_hash for i in running)
+                and env.healthy() == 3)
+    wait_until(back_on_old, 60, "3 instances with the old settings, all healthy", interval=0.5)
+    time.sleep(2)
+    monitor.stop()
+    loop.stop()
+
+    running = env.moto.instances(["running"])
+    assert len(set(i["InstanceId"] for i in running) - set(old)) >= 1  # relaunched, not only kept
+    assert {b["launch_hash"] for b in env.status()["backends"]} == {old_hash}
+    assert monitor.min >= 2, f"only {monitor.min} backends in rotation at one point"
+    assert loop.ok > 100
+    assert loop.failures == [], loop.failures[:10]
+    st = env.status()["control"]
+    assert st["refresh"]["state"] == "rolled-back"
+    assert "with the old settings " + old_hash in st["refresh"]["reason"]
+    assert st["refresh"]["replaced"] >= 1
+
+
 def test_refresh_survives_sigkill(ec2_env):
     env = ec2_env
     lbd = env.lbd(extra_pool=EXTRA_POOL)

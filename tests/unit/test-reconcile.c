@@ -252,8 +252,11 @@ static void answer_launch_ex(struct fake *f, bool listed)
         for (unsigned i = 0; i < n; i++) {
                 struct instance *inst = cloud_add(f, INSTANCE_RUNNING);
 
-                /* launched with the provider's settings of now, as the ec2 provider tags them */
-                memcpy(inst->launch_hash, f->provider.launch_hash, sizeof(inst->launch_hash));
+                /* launched with the provider's settings of now (or its previous ones when asked), as the
+                 * ec2 provider tags them */
+                memcpy(inst->launch_hash,
+                       f->provider.launch_previous ? f->provider.previous_hash : f->provider.launch_hash,
+                       sizeof(inst->launch_hash));
                 memcpy(inst->subnet, f->launch_zone, sizeof(inst->subnet));
                 launched[i] = *inst;
                 if (!listed)
@@ -1195,6 +1198,29 @@ static void test_all_failing(void **state)
         assert_idle(f);
         assert_int_equal(f->terminates + f->launches, 0);
 
+        /* A check passes on b[0], not yet the rise: it is coming back, the least bad of all; and one that
+         * answers stays beside it. Any change of the pool re-decides (here b[1] times out now). */
+        b[0]->last_check = CHECK_OK;
+        set_health(b[1], false, CHECK_TIMEOUT);
+        pool_refresh(f->pool);
+        run(f);
+        assert_true(view(f).panic);
+        assert_true(b[0]->forced && b[2]->forced);
+        assert_false(b[1]->forced);
+        /* Every one passes once (still down until the rise): all kept, the pool never empty. */
+        b[1]->last_check = CHECK_OK;
+        b[2]->last_check = CHECK_OK;
+        pool_refresh(f->pool);
+        run(f);
+        assert_true(view(f).panic);
+        assert_true(b[0]->forced && b[1]->forced && b[2]->forced);
+        assert_int_equal(pool_count_healthy(f->pool), 3);
+        b[0]->last_check = CHECK_FAIL;
+        b[1]->last_check = CHECK_REFUSED;
+        b[2]->last_check = CHECK_FAIL;
+        pool_refresh(f->pool);
+        run(f);
+
         /* One passes again: back to normal, and the failed ones are replaced (within the budget). */
         set_health(b[2], true, CHECK_OK);
         run(f);
@@ -1584,6 +1610,84 @@ static void test_refresh_rollback(void **state)
         fake_free_all(f);
 }
 
+/* A rollback after a batch was replaced (min_healthy low enough to terminate an old one before the new one
+ * shows healthy): the pool gets back to desired with instances launched with the old settings, which the
+ * provider still has (previous_hash). */
+static void test_refresh_rollback_relaunches_old(void **state)
+{
+        struct fake *f = fake_new(&fake_managed_ops);
+        size_t n_old = 0;
+        const char *fresh, *fresh2;
+
+        for (int i = 0; i < 3; i++)
+                memcpy(cloud_add(f, INSTANCE_RUNNING)->launch_hash, OLD_HASH, sizeof(OLD_HASH));
+        memcpy(f->provider.launch_hash, NEW_HASH, sizeof(NEW_HASH));
+        memcpy(f->provider.previous_hash, OLD_HASH, sizeof(OLD_HASH));
+        assert_int_equal(config_set(&f->config, "pool", "refresh_min_healthy", "50", NULL), 0);
+        reconcile_start(f->r);
+        run(f);
+        answer_list(f);
+        all_healthy(f);
+        /* 2 of 3 must serve: one new launched first */
+        assert_non_null(f->launch_cb);
+        assert_int_equal(f->launch_count, 1);
+        assert_false(f->provider.launch_previous);
+        answer_launch(f);
+        fresh = f->cloud[3].id;
+        run(f);
+        answer_list(f);
+        /* the next batch: another new one, and one old goes without waiting for either to count */
+        assert_non_null(f->launch_cb);
+        answer_launch(f);
+        fresh2 = f->cloud[4].id;
+        run(f);
+        assert_non_null(f->terminate_cb);
+        assert_int_equal(f->n_terminate, 1);
+        answer_terminate(f);
+        run(f);
+        answer_list(f);
+        assert_int_equal(view(f).refresh_replaced, 1);
+        set_health(backend_of(f, fresh), false, CHECK_FAIL);
+        set_health(backend_of(f, fresh2), false, CHECK_FAIL);
+        f->wall += 61 * SEC;
+        f->mono += 5 * SEC;
+        poll_now(f);
+        answer_list(f);
+        assert_int_equal(view(f).refresh, REFRESH_ROLLED_BACK);
+        assert_non_null(strstr(view(f).refresh_reason, "with the old settings " OLD_HASH));
+        /* one launched with the old settings (2 old left, desired 3), then the new one terminated */
+        assert_non_null(f->launch_cb);
+        assert_int_equal(f->launch_count, 1);
+        assert_true(f->provider.launch_previous);
+        answer_launch(f);
+        run(f);
+        assert_non_null(f->terminate_cb);
+        assert_int_equal(f->n_terminate, 2);
+        assert_true(terminated(f, fresh) && terminated(f, fresh2));
+        answer_terminate(f);
+        run(f);
+        answer_list(f);
+        all_healthy(f);
+        assert_idle(f);
+        for (size_t i = 0; i < f->n_cloud; i++)
+                if (f->cloud[i].state == INSTANCE_RUNNING) {
+                        assert_string_equal(f->cloud[i].launch_hash, OLD_HASH);
+                        n_old++;
+                }
+        assert_int_equal(n_old, 3);
+        assert_int_equal(view(f).refresh, REFRESH_ROLLED_BACK);
+
+        /* New settings (a reload) end the rollback: launches use the current settings again. */
+        memcpy(f->provider.previous_hash, NEW_HASH, sizeof(NEW_HASH));
+        memcpy(f->provider.launch_hash, "00000000000000cc", 17);
+        poll_now(f);
+        answer_list(f);
+        assert_int_equal(view(f).refresh, REFRESH_RUNNING);
+        assert_non_null(f->launch_cb);
+        assert_false(f->provider.launch_previous);
+        fake_free_all(f);
+}
+
 /* <id> fails its checks, its grace period and settle time pass, and a poll decides its replacement. */
 static void fail_and_poll(struct fake *f, const char *id)
 {
@@ -1675,6 +1779,7 @@ int main(void)
                 cmocka_unit_test(test_refresh),
                 cmocka_unit_test(test_refresh_after_restart),
                 cmocka_unit_test(test_refresh_rollback),
+                cmocka_unit_test(test_refresh_rollback_relaunches_old),
                 cmocka_unit_test(test_zones),
         };
 
