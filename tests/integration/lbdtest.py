@@ -931,11 +931,14 @@ class RssSampler:
 
 
 class LoadThreads:
-    """n client threads doing keep-alive GETs until stopped (bounded by max_seconds)."""
+    """n client threads doing keep-alive GETs until stopped (bounded by max_seconds). With rate (requests
+    per second per thread), each thread starts a request at most every 1/rate seconds, never catching up
+    after a slow one, so the load never exceeds n x rate."""
 
     def __init__(self, port, n=4, path="/load", max_seconds=10.0, pause=0.0, tls=None,
-                 server_hostname=None):
+                 server_hostname=None, rate=None):
         self.port = port
+        self.rate = rate
         self.tls = tls
         self.server_hostname = server_hostname
         self.path = path
@@ -955,6 +958,7 @@ class LoadThreads:
         i = 0
         while not self.stop_event.is_set() and time.monotonic() < deadline:
             i += 1
+            started = time.monotonic()
             try:
                 if conn is None:
                     conn = HttpConnection(self.port, timeout=5, tls=self.tls,
@@ -979,6 +983,8 @@ class LoadThreads:
                 conn = None
             if self.pause:
                 time.sleep(self.pause)
+            if self.rate:
+                self.stop_event.wait(max(0.0, started + 1.0 / self.rate - time.monotonic()))
         if conn is not None:
             conn.close()
 
