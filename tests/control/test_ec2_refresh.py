@@ -37,6 +37,16 @@ def _reload(lbd, text):
     lbd.signal(signal.SIGHUP)
 
 
+def _reload_failing(env, lbd, tmp_path, extra_pool):
+    """Reloads with new user data that points the relays at a port nobody listens on: they never pass a
+    check."""
+    dead = ec2env.free_port()
+    bad = tmp_path / "bad-user-data.sh"
+    bad.write_text(ec2env.USER_DATA_TEMPLATE.format(port=env.backend_port).replace(
+        "{{upstream}}", f"127.0.0.1:{dead}"))
+    _reload(lbd, lbd_config(env, extra_pool=extra_pool).replace(str(env.user_data_path), str(bad)))
+
+
 def test_refresh_replaces_all(ec2_env):
     env = ec2_env
     lbd = env.lbd(extra_pool=EXTRA_POOL)
@@ -95,13 +105,8 @@ def test_refresh_rolls_back(ec2_env, tmp_path):
     loop = env.request_loop()
     time.sleep(1)
 
-    # The new user data points the relays at a port nobody listens on: they never pass a check.
-    dead = ec2env.free_port()
-    bad = tmp_path / "bad-user-data.sh"
-    bad.write_text(ec2env.USER_DATA_TEMPLATE.format(port=env.backend_port).replace(
-        "{{upstream}}", f"127.0.0.1:{dead}"))
     t0 = time.time()
-    _reload(lbd, lbd_config(env, extra_pool=EXTRA_POOL).replace(str(env.user_data_path), str(bad)))
+    _reload_failing(env, lbd, tmp_path, EXTRA_POOL)
     wait_until(lambda: _refresh(env)["state"] == "rolled-back", 90, "the refresh to roll back", interval=0.5)
     lbd.wait_log(r"Instance refresh rolled-back: instance i-\S+ with the new settings did not become healthy",
                  5, since=t0)
@@ -135,12 +140,8 @@ def test_refresh_rollback_relaunches_old(ec2_env, tmp_path):
     monitor = ServingMonitor(env)
     time.sleep(1)
 
-    dead = ec2env.free_port()
-    bad = tmp_path / "bad-user-data.sh"
-    bad.write_text(ec2env.USER_DATA_TEMPLATE.format(port=env.backend_port).replace(
-        "{{upstream}}", f"127.0.0.1:{dead}"))
     t0 = time.time()
-    _reload(lbd, lbd_config(env, extra_pool=extra).replace(str(env.user_data_path), str(bad)))
+    _reload_failing(env, lbd, tmp_path, extra)
     # An old one goes before any new one could count (2 of 3 keep serving).
     wait_until(lambda: len(set(old) - set(env.moto.running_ids())) >= 1, 60, "an old instance replaced",
                interval=0.5)

@@ -940,93 +940,79 @@ static void test_scale_down_order(void **state)
         fake_free_all(f);
 }
 
+/* <n> running instances launched a minute apart (the last the newest), in <subnets> (NULL: none) of the
+ * provider's <zones> (3 of them, or NULL), adopted and healthy, desired <n>; their ids into <ids>. */
+static struct fake *healthy_minute_apart(size_t n, const char *const *zones, const char *const *subnets,
+                                         char ids[][INSTANCE_ID_MAX])
+{
+        struct fake *f = fake_new(&fake_managed_ops);
+
+        for (size_t i = 0; zones && i < 3; i++)
+                (void)snprintf(f->provider.zones[i], sizeof(f->provider.zones[i]), "%s", zones[i]);
+        f->provider.n_zones = zones ? 3 : 0;
+        for (size_t i = 0; i < n; i++) {
+                struct instance *inst = cloud_add(f, INSTANCE_RUNNING);
+
+                memcpy(ids[i], inst->id, INSTANCE_ID_MAX);
+                if (subnets)
+                        (void)snprintf(inst->subnet, sizeof(inst->subnet), "%s", subnets[i]);
+                f->wall += 60 * SEC;
+        }
+        f->config.desired = n;
+        reconcile_start(f->r);
+        run(f);
+        answer_list(f);
+        all_healthy(f);
+        assert_idle(f);
+        return f;
+}
+
+/* Lowers desired by one with <loads> on the backends of <ids> (n of them): the one terminated must be
+ * <ids>[<expected>]. */
+static void scale_down_one(struct fake *f, char ids[][INSTANCE_ID_MAX], const double *loads, size_t n,
+                           size_t expected)
+{
+        for (size_t i = 0; i < n; i++)
+                if (backend_of(f, ids[i]))
+                        backend_of(f, ids[i])->load = loads[i];
+        f->config.desired--;
+        reconcile_set_config(f->r, &f->config);
+        run(f);
+        answer_list(f);
+        assert_non_null(f->terminate_cb);
+        assert_int_equal(f->n_terminate, 1);
+        assert_true(terminated(f, ids[expected]));
+        answer_terminate(f);
+        run(f);
+        answer_list(f);
+        assert_idle(f);
+}
+
 /* Scaling down among healthy instances: the least loaded goes first (the smoothed load, backend.h), the
  * newest among equal loads; with zones, the least loaded of the fullest zone. */
 static void test_scale_down_least_loaded(void **state)
 {
-        struct fake *f = fake_new(&fake_managed_ops);
-        const char *zones[] = {"subnet-a", "subnet-b", "subnet-c"};
-        const char *subnet_of[] = {"subnet-a", "subnet-a", "subnet-b", "subnet-c", "subnet-a"};
-        struct config smaller;
-        char ids[5][INSTANCE_ID_MAX];
-
-        for (int i = 0; i < 4; i++) {
-                memcpy(ids[i], cloud_add(f, INSTANCE_RUNNING)->id, INSTANCE_ID_MAX);
-                f->wall += 60 * SEC;
-        }
-        f->config.desired = 4;
-        reconcile_start(f->r);
-        run(f);
-        answer_list(f);
-        all_healthy(f);
-        assert_idle(f);
-
+        const char *const zones[] = {"subnet-a", "subnet-b", "subnet-c"};
+        const char *const subnet_of[] = {"subnet-a", "subnet-a", "subnet-b", "subnet-c", "subnet-a"};
         /* The newest (ids[3]) is clearly busy, ids[1] the least loaded: ids[1] goes. */
-        backend_of(f, ids[0])->load = 1.4;
-        backend_of(f, ids[1])->load = 0.2;
-        backend_of(f, ids[2])->load = 1.5;
-        backend_of(f, ids[3])->load = 4.0;
-        smaller = f->config;
-        smaller.desired = 3;
-        reconcile_set_config(f->r, &smaller);
-        run(f);
-        answer_list(f);
-        assert_non_null(f->terminate_cb);
-        assert_int_equal(f->n_terminate, 1);
-        assert_true(terminated(f, ids[1]));
-        answer_terminate(f);
-        run(f);
-        answer_list(f);
-        assert_idle(f);
-
+        const double busy_newest[] = {1.4, 0.2, 1.5, 4.0};
         /* Loads equal within the margins (a steady load's noise): the newest of those goes, ids[2], not
          * ids[0], a little less loaded but older; ids[3] is still clearly busier. */
-        backend_of(f, ids[0])->load = 0.9;
-        backend_of(f, ids[2])->load = 1.6;
-        smaller.desired = 2;
-        reconcile_set_config(f->r, &smaller);
-        run(f);
-        answer_list(f);
-        assert_non_null(f->terminate_cb);
-        assert_int_equal(f->n_terminate, 1);
-        assert_true(terminated(f, ids[2]));
-        answer_terminate(f);
-        run(f);
-        answer_list(f);
-        assert_idle(f);
+        const double equal[] = {0.9, 0, 1.6, 4.0};
+        /* Zones: a has three (the fullest), b and c one each. The idle ones in b and c stay; in a, the
+         * newest (ids[4]) is busy and ids[1] the least loaded of the zone. */
+        const double in_zones[] = {2.5, 1.0, 0, 0, 3.0};
+        char ids[5][INSTANCE_ID_MAX];
+        struct fake *f;
+
+        f = healthy_minute_apart(4, NULL, NULL, ids);
+        scale_down_one(f, ids, busy_newest, 4, 1);
+        scale_down_one(f, ids, equal, 4, 2);
         assert_int_equal(cloud_alive(f), 2);
         fake_free_all(f);
 
-        /* Zones: a has three (the fullest), b and c one each. The idle ones in b and c stay; in a, the
-         * newest (ids[4]) is busy and ids[1] the least loaded of the zone. */
-        f = fake_new(&fake_managed_ops);
-        for (int i = 0; i < 3; i++)
-                memcpy(f->provider.zones[i], zones[i], strlen(zones[i]) + 1);
-        f->provider.n_zones = 3;
-        for (int i = 0; i < 5; i++) {
-                struct instance *inst = cloud_add(f, INSTANCE_RUNNING);
-
-                memcpy(ids[i], inst->id, INSTANCE_ID_MAX);
-                (void)snprintf(inst->subnet, sizeof(inst->subnet), "%s", subnet_of[i]);
-                f->wall += 60 * SEC;
-        }
-        f->config.desired = 5;
-        reconcile_start(f->r);
-        run(f);
-        answer_list(f);
-        all_healthy(f);
-        assert_idle(f);
-        backend_of(f, ids[0])->load = 2.5;
-        backend_of(f, ids[1])->load = 1.0;
-        backend_of(f, ids[4])->load = 3.0;
-        smaller = f->config;
-        smaller.desired = 4;
-        reconcile_set_config(f->r, &smaller);
-        run(f);
-        answer_list(f);
-        assert_non_null(f->terminate_cb);
-        assert_int_equal(f->n_terminate, 1);
-        assert_true(terminated(f, ids[1]));
+        f = healthy_minute_apart(5, zones, subnet_of, ids);
+        scale_down_one(f, ids, in_zones, 5, 1);
         fake_free_all(f);
 }
 
