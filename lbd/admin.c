@@ -683,6 +683,12 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
                              admin_label(pool->backends[i]->name, label, sizeof(label)),
                              backend_active(pool->backends[i]));
 
+        admin_family(&m, "lbd_backend_load", "gauge",
+                     "Requests in flight to the backend, smoothed over about 10 s (what scaling in goes by).");
+        for (size_t i = 0; i < n; i++)
+                admin_printf(&m, "lbd_backend_load{backend=\"%s\"} %.2f\n",
+                             admin_label(pool->backends[i]->name, label, sizeof(label)), pool->backends[i]->load);
+
         admin_family(&m, "lbd_backend_failures_total", "counter",
                      "Connect failures, resets, timeouts and malformed responses from the backend.");
         for (size_t i = 0; i < n; i++) {
