@@ -292,6 +292,49 @@ static void test_launch_hash(void **state)
         assert_string_equal(f->p->launch_hash, base);
 }
 
+/* A reload keeps the settings before it: a launch with launch_previous uses them (image, hash tag), one
+ * without the new ones; a reload back to them swaps the two. */
+static void test_launch_previous(void **state)
+{
+        struct fixture *f = *state;
+        struct result res = {0};
+        char old[INSTANCE_LAUNCH_HASH_MAX], fresh[INSTANCE_LAUNCH_HASH_MAX], expect[256];
+        struct config c;
+
+        assert_string_equal(f->p->previous_hash, "");
+        memcpy(old, f->p->launch_hash, sizeof(old));
+        c = f->config;
+        assert_int_equal(config_set(&c, "ec2", "image", "ami-2", NULL), 0);
+        assert_int_equal(f->p->ops->set_config(f->p, &c), 0);
+        memcpy(fresh, f->p->launch_hash, sizeof(fresh));
+        assert_string_equal(f->p->previous_hash, old);
+
+        f->p->launch_previous = true;
+        fakehttp_queue(f->server, 200, run);
+        assert_int_equal(f->p->ops->launch(f->p, 1, NULL, "lbd-token-1", on_list, &res), 0);
+        run_until(f->base, &res.done);
+        assert_int_equal(res.r, 0);
+        assert_non_null(strstr(f->server->requests[0].body, "&ImageId=ami-1&"));
+        (void)snprintf(expect, sizeof(expect), "Tag.3.Value=%s&", old);
+        assert_non_null(strstr(f->server->requests[0].body, expect));
+
+        f->p->launch_previous = false;
+        memset(&res, 0, sizeof(res));
+        fakehttp_queue(f->server, 200, run);
+        assert_int_equal(f->p->ops->launch(f->p, 1, NULL, "lbd-token-2", on_list, &res), 0);
+        run_until(f->base, &res.done);
+        assert_non_null(strstr(f->server->requests[1].body, "&ImageId=ami-2&"));
+        (void)snprintf(expect, sizeof(expect), "Tag.3.Value=%s&", fresh);
+        assert_non_null(strstr(f->server->requests[1].body, expect));
+
+        /* The same settings again change nothing; back to the old ones swaps. */
+        assert_int_equal(f->p->ops->set_config(f->p, &c), 0);
+        assert_string_equal(f->p->previous_hash, old);
+        assert_int_equal(f->p->ops->set_config(f->p, &f->config), 0);
+        assert_string_equal(f->p->launch_hash, old);
+        assert_string_equal(f->p->previous_hash, fresh);
+}
+
 static void test_errors(void **state)
 {
         struct fixture *f = *state;
@@ -344,6 +387,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_list, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_launch_and_terminate, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_launch_hash, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_launch_previous, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reload_during_call, setup, teardown),
         };
