@@ -37,14 +37,15 @@ def _reload(lbd, text):
     lbd.signal(signal.SIGHUP)
 
 
-def _reload_failing(env, lbd, tmp_path, extra_pool):
+def _reload_failing(env, lbd, tmp_path, extra_pool, extra_ec2=""):
     """Reloads with new user data that points the relays at a port nobody listens on: they never pass a
     check."""
     dead = ec2env.free_port()
     bad = tmp_path / "bad-user-data.sh"
     bad.write_text(ec2env.USER_DATA_TEMPLATE.format(port=env.backend_port).replace(
         "{{upstream}}", f"127.0.0.1:{dead}"))
-    _reload(lbd, lbd_config(env, extra_pool=extra_pool).replace(str(env.user_data_path), str(bad)))
+    _reload(lbd, lbd_config(env, extra_pool=extra_pool, extra_ec2=extra_ec2).replace(str(env.user_data_path),
+                                                                                  str(bad)))
 
 
 def test_refresh_replaces_all(ec2_env):
@@ -167,6 +168,38 @@ def test_refresh_rollback_relaunches_old(ec2_env, tmp_path):
     assert st["refresh"]["state"] == "rolled-back"
     assert "with the old settings " + old_hash in st["refresh"]["reason"]
     assert st["refresh"]["replaced"] >= 1
+
+
+def test_refresh_rollback_after_restart(ec2_env, tmp_path):
+    """[ec2] previous_settings: lbd SIGKILLed after a batch of a failing refresh was replaced, started again
+    with the failing settings, reads the old ones back from that file, and the rollback relaunches them:
+    the pool ends at desired on the old settings."""
+    env = ec2_env
+    extra = EXTRA_POOL + "\nrefresh_min_healthy = 34"
+    saved = tmp_path / "previous-launch-settings"
+    lbd = env.lbd(config_text=lbd_config(env, extra_pool=extra, extra_ec2=f"previous_settings = {saved}"))
+    env.wait_steady(3, timeout=60)
+    old = env.moto.running_ids()
+    old_hash = env.status()["control"]["launch_hash"]
+
+    t0 = time.time()
+    _reload_failing(env, lbd, tmp_path, extra, extra_ec2=f"previous_settings = {saved}")
+    wait_until(lambda: len(set(old) - set(env.moto.running_ids())) >= 1, 60, "an old instance replaced",
+               interval=0.5)
+    assert saved.exists()
+    lbd.kill9()
+    t1 = time.time()
+    lbd.start()
+    lbd.wait_log(r"Launch settings before the last change: " + old_hash, 10, since=t1)
+    wait_until(lambda: _refresh(env)["state"] == "rolled-back", 90, "the refresh to roll back", interval=0.5)
+    lbd.wait_log(r"Launching 1 instance .*with the old launch settings " + old_hash, 15, since=t1)
+
+    def back_on_old():
+        running = env.moto.instances(["running"])
+        return (len(running) == 3 and all(_hash_tag(i) == old_hash for i in running)
+                and env.healthy() == 3)
+    wait_until(back_on_old, 60, "3 instances with the old settings, all healthy", interval=0.5)
+    assert t0 < t1
 
 
 def test_refresh_survives_sigkill(ec2_env):
