@@ -1044,10 +1044,13 @@ static int reconcile_refresh_check(struct reconcile *r, struct reconcile_candida
         reconcile_rollback_target(r, alive, *n_alive);
         (void)snprintf(reason, sizeof(reason),
                        "instance %s with the new settings did not become healthy in time; terminating the "
-                       "new instances that never did, keeping the %zu with other settings%s%s%s",
+                       "new instances that never did, keeping the %zu with other settings%s%s",
                        failed->k->inst.id, n_old,
-                       r->rollback_hash[0] ? ", launching any missing ones with the old settings " : "",
-                       r->rollback_hash, r->rollback_hash[0] ? "" : " (the old settings are not known here)");
+                       r->rollback_hash[0]        ? ", launching any missing ones with the old settings "
+                       : r->refresh_replaced > 0 ? " (the old settings are not known here: any missing ones "
+                                                   "are launched with the configured ones)"
+                                                 : "",
+                       r->rollback_hash);
         for (size_t i = 0; i < *n_alive;) {
                 const struct backend *b = reconcile_backend(r, alive[i].k);
 
