@@ -194,12 +194,12 @@ void backend_get_stats(const struct backend *b, struct backend_stats *ret);
 /* Requests in flight on <b>, summed over the loops. Any thread. */
 unsigned backend_active(const struct backend *b);
 /* The smoothed load: an exponentially weighted mean of the requests in flight on a backend, time constant
- * BACKEND_LOAD_TAU_USEC, sampled once a second (pool_sample_load()) from two figures the loops already
- * keep, so nothing is added to the request path but a clock read: the growth of busy_usec (every
- * request's time in flight, once it let go) and, for requests still held, the count in flight now, the
- * larger of the two. Two loads closer than BACKEND_LOAD_TIE_ABS requests, or than BACKEND_LOAD_TIE_PCT
- * percent of the larger, are equal: under a steady load the figures are noise, and equals keep another
- * order (the reconciler's: newest first). */
+ * BACKEND_LOAD_TAU_USEC, sampled once a second (pool_sample_load()) from what the loops count, each its
+ * own counters, summed here without a lock: the growth of busy_usec (every request's time in flight, once
+ * it let go; the request path adds a clock read at each end of an exchange with a backend) or, when
+ * larger, the count in flight now (a request held for long counts before it ends). Two loads closer than
+ * BACKEND_LOAD_TIE_ABS requests, or than BACKEND_LOAD_TIE_PCT percent of the larger, are equal: under a
+ * steady load the figures are noise, and equals keep another order (the reconciler's: newest first). */
 #define BACKEND_LOAD_TAU_USEC (10 * USEC_PER_SEC)
 #define BACKEND_LOAD_TIE_ABS  1.0
 #define BACKEND_LOAD_TIE_PCT  30
