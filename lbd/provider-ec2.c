@@ -44,6 +44,7 @@
 #include "aws/ec2.h"
 #include "common/list.h"
 #include "common/log.h"
+#include "common/readfile.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
 #include "lbd/config.h"
@@ -561,48 +562,30 @@ static void provider_ec2_forget_previous(struct provider *p, struct provider_ec2
         p->previous_hash[0] = '\0';
 }
 
-/* Writes the previous settings to [ec2] previous_settings (<path>), through a temporary file renamed over
- * it. Returns 0 or -errno. */
-static int provider_ec2_save_previous(const char *path, const struct provider *p, const struct provider_ec2_data *d)
-{
-        const struct config *c = d->previous;
-        char tmp[CONFIG_PATH_MAX + 8];
-        FILE *f;
-        int fd, r = 0;
+struct provider_ec2_saved {
+        const struct provider *p;
+        const struct provider_ec2_data *d;
+};
 
-        if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
-                return -ENAMETOOLONG;
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600); /* user data may be secret */
-        if (fd < 0)
-                return -errno;
-        f = fdopen(fd, "w");
-        if (!f) {
-                r = -errno;
-                (void)close(fd);
-                (void)unlink(tmp);
-                return r;
-        }
+/* The previous_settings file's content: "key=value" lines, then the user data's bytes. */
+static int provider_ec2_previous_lines(FILE *f, void *userdata)
+{
+        const struct provider_ec2_saved *s = userdata;
+        const struct config *c = s->d->previous;
+
         fprintf(f, "# lbd: the launch settings in force before the last change, which a refresh's rollback "
                    "relaunches\nhash=%s\nimage=%s\nlaunch_template=%s\ninstance_type=%s\nsubnet=%s\n",
-                p->previous_hash, c->ec2_image, c->ec2_launch_template, c->ec2_instance_type, c->ec2_subnet);
+                s->p->previous_hash, c->ec2_image, c->ec2_launch_template, c->ec2_instance_type, c->ec2_subnet);
         for (size_t i = 0; i < c->n_ec2_subnets && i < CONFIG_MAX_SUBNETS; i++)
                 fprintf(f, "subnets=%s\n", c->ec2_subnets[i]);
         for (size_t i = 0; i < c->n_ec2_security_groups && i < CONFIG_MAX_SECURITY_GROUPS; i++)
                 fprintf(f, "security_group=%s\n", c->ec2_security_groups[i]);
         fprintf(f, "key_name=%s\ninstance_profile=%s\ntag_key=%s\ntag_value=%s\nuser_data_bytes=%zu\n",
                 c->ec2_key_name, c->ec2_instance_profile, c->ec2_tag_key, c->ec2_tag_value,
-                d->previous_user_data ? d->previous_user_data_len : 0);
-        if (d->previous_user_data && d->previous_user_data_len > 0)
-                (void)fwrite(d->previous_user_data, 1, d->previous_user_data_len, f);
-        if (fflush(f) != 0 || ferror(f) || fsync(fileno(f)) < 0)
-                r = -(errno ? errno : EIO);
-        if (fclose(f) != 0 && r == 0)
-                r = -errno;
-        if (r == 0 && rename(tmp, path) < 0)
-                r = -errno;
-        if (r < 0)
-                (void)unlink(tmp);
-        return r;
+                s->d->previous_user_data ? s->d->previous_user_data_len : 0);
+        if (s->d->previous_user_data && s->d->previous_user_data_len > 0)
+                (void)fwrite(s->d->previous_user_data, 1, s->d->previous_user_data_len, f);
+        return 0;
 }
 
 /* Copies <value> (<len> bytes) into the string field <dst> of <size>. Returns false when it does not fit. */
@@ -679,29 +662,19 @@ static void provider_ec2_load_previous(struct provider *p, struct provider_ec2_d
         char hash[INSTANCE_LAUNCH_HASH_MAX] = "", check[INSTANCE_LAUNCH_HASH_MAX];
         size_t len = 0, pos = 0, user_data = SIZE_MAX;
         unsigned line = 0;
-        ssize_t n;
-        int fd;
+        int r;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
-        if (fd < 0) {
-                if (errno != ENOENT)
-                        log_warning_errno(errno, "[ec2] previous_settings %s: %m; not used", path);
+        r = readfile_bounded(path, PROVIDER_EC2_PREVIOUS_HEAD_MAX + EC2_USER_DATA_MAX, O_NOFOLLOW, &buf, &len);
+        if (r == -ENOENT)
+                return;
+        if (r < 0) {
+                log_warning_errno(r, "[ec2] previous_settings %s: %m (at most %d bytes); not used", path,
+                                  PROVIDER_EC2_PREVIOUS_HEAD_MAX + EC2_USER_DATA_MAX);
                 return;
         }
-        buf = malloc(PROVIDER_EC2_PREVIOUS_HEAD_MAX + EC2_USER_DATA_MAX + 2);
         c = malloc(sizeof(*c));
-        if (!buf || !c) {
-                (void)close(fd);
+        if (!c) {
                 log_warning("[ec2] previous_settings %s: out of memory; not used", path);
-                return;
-        }
-        while (len < PROVIDER_EC2_PREVIOUS_HEAD_MAX + EC2_USER_DATA_MAX + 1 &&
-               (n = read(fd, buf + len, PROVIDER_EC2_PREVIOUS_HEAD_MAX + EC2_USER_DATA_MAX + 1 - len)) > 0)
-                len += (size_t)n;
-        (void)close(fd);
-        if (len > PROVIDER_EC2_PREVIOUS_HEAD_MAX + EC2_USER_DATA_MAX) {
-                log_warning("[ec2] previous_settings %s: larger than %d bytes; not used", path,
-                            PROVIDER_EC2_PREVIOUS_HEAD_MAX + EC2_USER_DATA_MAX);
                 return;
         }
         /* The launch fields start empty; the rest (region, endpoint, ...) is the configured one's. */
@@ -787,7 +760,8 @@ static int provider_ec2_keep_previous(struct provider *p, struct provider_ec2_da
         d->previous_user_data_len = d->user_data_len;
         memcpy(p->previous_hash, p->launch_hash, sizeof(p->previous_hash));
         if (next->ec2_previous_settings[0]) {
-                int r = provider_ec2_save_previous(next->ec2_previous_settings, p, d);
+                struct provider_ec2_saved saved = {.p = p, .d = d};
+                int r = provider_write_file(next->ec2_previous_settings, provider_ec2_previous_lines, &saved);
 
                 if (r < 0)
                         log_warning_errno(r, "Failed to save the previous launch settings to %s (kept in memory "

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <event2/event_struct.h>
 
@@ -129,6 +130,12 @@ int provider_defer(struct provider *p, struct provider_deferred **list, struct p
                    void (*answer)(struct provider_deferred *d));
 /* Cancels every call on <*list>, freeing each with <free_call>; none is answered. */
 void provider_defer_cancel_all(struct provider_deferred **list, void (*free_call)(struct provider_deferred *d));
+
+/* Replaces the file <path> with what <write> puts into a stream (mode 0600, since what a provider keeps
+ * may be secret): it writes to PATH.tmp, flushes it to disk and renames it over <path>, so a reader sees
+ * the old file or the new one, never part of it. <write> returns 0 or -errno. Returns 0 or -errno (nothing
+ * logged; PATH.tmp is removed on failure). */
+int provider_write_file(const char *path, int (*write)(FILE *f, void *userdata), void *userdata);
 
 /* Creates the provider [pool] provider names. Returns 0 or -errno (logged). */
 int provider_new(struct event_base *base, const struct config *c, struct provider **ret);

@@ -48,6 +48,15 @@ def _reload_failing(env, lbd, tmp_path, extra_pool, extra_ec2=""):
                                                                                   str(bad)))
 
 
+def _wait_back_on(env, old_hash):
+    """Waits until the pool is 3 running instances with the launch settings <old_hash>, all healthy."""
+    def back_on_old():
+        running = env.moto.instances(["running"])
+        return (len(running) == 3 and all(_hash_tag(i) == old_hash for i in running)
+                and env.healthy() == 3)
+    wait_until(back_on_old, 60, "3 instances with the old settings, all healthy", interval=0.5)
+
+
 def test_refresh_replaces_all(ec2_env):
     env = ec2_env
     lbd = env.lbd(extra_pool=EXTRA_POOL)
@@ -148,12 +157,7 @@ def test_refresh_rollback_relaunches_old(ec2_env, tmp_path):
                interval=0.5)
     wait_until(lambda: _refresh(env)["state"] == "rolled-back", 90, "the refresh to roll back", interval=0.5)
     lbd.wait_log(r"Launching 1 instance .*with the old launch settings " + old_hash, 15, since=t0)
-
-    def back_on_old():
-        running = env.moto.instances(["running"])
-        return (len(running) == 3 and all(_hash_tag(i) == old_hash for i in running)
-                and env.healthy() == 3)
-    wait_until(back_on_old, 60, "3 instances with the old settings, all healthy", interval=0.5)
+    _wait_back_on(env, old_hash)
     time.sleep(2)
     monitor.stop()
     loop.stop()
@@ -193,12 +197,7 @@ def test_refresh_rollback_after_restart(ec2_env, tmp_path):
     lbd.wait_log(r"Launch settings before the last change: " + old_hash, 10, since=t1)
     wait_until(lambda: _refresh(env)["state"] == "rolled-back", 90, "the refresh to roll back", interval=0.5)
     lbd.wait_log(r"Launching 1 instance .*with the old launch settings " + old_hash, 15, since=t1)
-
-    def back_on_old():
-        running = env.moto.instances(["running"])
-        return (len(running) == 3 and all(_hash_tag(i) == old_hash for i in running)
-                and env.healthy() == 3)
-    wait_until(back_on_old, 60, "3 instances with the old settings, all healthy", interval=0.5)
+    _wait_back_on(env, old_hash)
     assert t0 < t1
 
 

@@ -335,6 +335,20 @@ static void test_launch_previous(void **state)
         assert_string_equal(f->p->previous_hash, fresh);
 }
 
+/* Writes <text> to <path>: a provider started with <c> does not take it for its previous settings. */
+static void previous_not_used(struct fixture *f, const struct config *c, const char *path, const char *text)
+{
+        struct provider *p = NULL;
+        FILE *file = fopen(path, "w");
+
+        assert_non_null(file);
+        assert_true(fputs(text, file) >= 0);
+        (void)fclose(file);
+        assert_int_equal(provider_new(f->base, c, &p), 0);
+        assert_string_equal(p->previous_hash, "");
+        provider_free(p);
+}
+
 /* [ec2] previous_settings: a reload saves the settings before it; a new provider (a restart) reads them
  * back and launches with them when asked; a file whose settings do not hash to the hash it names, or with
  * a line it does not know, is not used. */
@@ -395,20 +409,8 @@ static void test_previous_settings_file(void **state)
         p2 = provider_free(p2);
 
         /* An unknown key, and a file cut short. */
-        file = fopen(path, "w");
-        assert_non_null(file);
-        assert_true(fputs("hash=0123456789abcdef\nwhatever=1\n", file) >= 0);
-        (void)fclose(file);
-        assert_int_equal(provider_new(f->base, &c, &p2), 0);
-        assert_string_equal(p2->previous_hash, "");
-        p2 = provider_free(p2);
-        file = fopen(path, "w");
-        assert_non_null(file);
-        assert_true(fputs("hash=0123456789abcdef\nuser_data_bytes=10\nshort", file) >= 0);
-        (void)fclose(file);
-        assert_int_equal(provider_new(f->base, &c, &p2), 0);
-        assert_string_equal(p2->previous_hash, "");
-        p2 = provider_free(p2);
+        previous_not_used(f, &c, path, "hash=0123456789abcdef\nwhatever=1\n");
+        previous_not_used(f, &c, path, "hash=0123456789abcdef\nuser_data_bytes=10\nshort");
 
         /* The file names the configured settings: nothing before them. */
         assert_int_equal(f->p->ops->set_config(f->p, &f->config), 0); /* back: saves ami-2's as previous */
