@@ -134,6 +134,7 @@ static int admin_status_backend(cJSON *array, const struct backend *b, uint64_t 
             !cJSON_AddStringToObject(o, "state", admin_state_name(b)) ||
             !cJSON_AddBoolToObject(o, "in_rotation", backend_in_rotation(b)) ||
             !cJSON_AddNumberToObject(o, "active", backend_active(b)) ||
+            !cJSON_AddNumberToObject(o, "load", b->load) ||
             !cJSON_AddNumberToObject(o, "requests", (double)st.requests) ||
             !cJSON_AddNumberToObject(o, "failures", (double)st.failures) ||
             !admin_add_string_or_null(o, "instance_id", b->instance_id) ||
@@ -680,6 +681,12 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
                 admin_printf(&m, "lbd_backend_active_requests{backend=\"%s\"} %u\n",
                              admin_label(pool->backends[i]->name, label, sizeof(label)),
                              backend_active(pool->backends[i]));
+
+        admin_family(&m, "lbd_backend_load", "gauge",
+                     "Requests in flight to the backend, smoothed over about 10 s (what scaling in goes by).");
+        for (size_t i = 0; i < n; i++)
+                admin_printf(&m, "lbd_backend_load{backend=\"%s\"} %.2f\n",
+                             admin_label(pool->backends[i]->name, label, sizeof(label)), pool->backends[i]->load);
 
         admin_family(&m, "lbd_backend_failures_total", "counter",
                      "Connect failures, resets, timeouts and malformed responses from the backend.");

@@ -72,6 +72,7 @@ static void backend_stats_add(struct backend_stats *to, const struct backend_sta
 {
         to->requests += COUNTER_GET(s->requests);
         to->failures += COUNTER_GET(s->failures);
+        to->busy_usec += COUNTER_GET(s->busy_usec);
         to->health_ok += COUNTER_GET(s->health_ok);
         to->health_fail += COUNTER_GET(s->health_fail);
         for (size_t i = 0; i < ELEMENTSOF(s->by_code); i++)
@@ -85,6 +86,44 @@ void backend_get_stats(const struct backend *b, struct backend_stats *ret)
         backend_stats_add(ret, &b->stats);
         for (unsigned i = 0; i < b->n_loops; i++)
                 backend_stats_add(ret, &b->loops[i].stats);
+}
+
+void backend_sample_load(struct backend *b, uint64_t now)
+{
+        uint64_t busy = 0, dt;
+        double sample, weight;
+
+        for (unsigned i = 0; i < b->n_loops; i++)
+                busy += COUNTER_GET(b->loops[i].stats.busy_usec);
+        if (b->load_at_usec == 0 || now <= b->load_at_usec || busy < b->load_busy_usec) {
+                /* The first sample (or a clock that did not move): a starting point only. */
+                b->load_busy_usec = busy;
+                if (b->load_at_usec == 0)
+                        b->load_at_usec = now;
+                return;
+        }
+        dt = now - b->load_at_usec;
+        sample = (double)(busy - b->load_busy_usec) / (double)dt;
+        sample = MAX(sample, (double)backend_active(b));
+        /* dt / (tau + dt): close to 1 - exp(-dt / tau) for the one-second steps, and never above 1 however
+         * long the gap. */
+        weight = (double)dt / (double)(BACKEND_LOAD_TAU_USEC + dt);
+        b->load += (sample - b->load) * weight;
+        b->load_busy_usec = busy;
+        b->load_at_usec = now;
+}
+
+void pool_sample_load(struct pool *p, uint64_t now)
+{
+        for (size_t i = 0; p && i < p->n_backends; i++)
+                backend_sample_load(p->backends[i], now);
+}
+
+bool backend_load_less(double a, double b)
+{
+        double margin = MAX(BACKEND_LOAD_TIE_ABS, b * BACKEND_LOAD_TIE_PCT / 100.0);
+
+        return a + margin < b;
 }
 
 struct pool_view *pool_view_new(const struct pool *p)

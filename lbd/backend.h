@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/macro.h"
 #include "common/netaddr.h"
 #include "lbd/latency.h"
 
@@ -51,6 +52,9 @@ enum check_result {
 struct backend_stats {
         uint64_t requests;       /* requests sent to it (each try counts) */
         uint64_t failures;       /* connect failures, resets, timeouts, malformed responses */
+        uint64_t busy_usec;      /* the time requests were in flight to it (each from when it was sent
+                                  * to it until it let go of it), summed: it grows by the mean number of
+                                  * requests in flight per second (Little's law) */
         uint64_t health_ok;      /* active probes passed */
         uint64_t health_fail;    /* active probes failed */
         uint64_t by_code[BACKEND_CODE_MAX - BACKEND_CODE_MIN + 1]; /* responses by status */
@@ -118,6 +122,11 @@ struct backend {
         /* In rotation although not healthy: every backend of a managed pool failed at once and this one
          * is among the least bad (reconcile.c sets and clears it) */
         bool forced;
+        /* Load, for scaling in (backend_sample_load()): the requests in flight on it, smoothed; the main
+         * loop's alone */
+        double load;
+        uint64_t load_busy_usec;      /* busy_usec summed over the loops at the last sample */
+        uint64_t load_at_usec;        /* now_usec() of the last sample, 0 before the first */
         /* Taken out of rotation by the operator (admin API: lbctl drain): no new requests, in-flight ones
          * finish; still health-checked, but never judged failed or replaced while it lasts */
         bool maintenance;
@@ -184,6 +193,23 @@ struct pool_view *pool_view_unref(struct pool_view *v);
 void backend_get_stats(const struct backend *b, struct backend_stats *ret);
 /* Requests in flight on <b>, summed over the loops. Any thread. */
 unsigned backend_active(const struct backend *b);
+/* The smoothed load: an exponentially weighted mean of the requests in flight on a backend, time constant
+ * BACKEND_LOAD_TAU_USEC, sampled once a second (pool_sample_load()) from what the loops count, each its
+ * own counters, summed here without a lock: the growth of busy_usec (every request's time in flight, once
+ * it let go; the request path adds a clock read at each end of an exchange with a backend) or, when
+ * larger, the count in flight now (a request held for long counts before it ends). Two loads closer than
+ * BACKEND_LOAD_TIE_ABS requests, or than BACKEND_LOAD_TIE_PCT percent of the larger, are equal: under a
+ * steady load the figures are noise, and equals keep another order (the reconciler's: newest first). */
+#define BACKEND_LOAD_TAU_USEC (10 * USEC_PER_SEC)
+#define BACKEND_LOAD_TIE_ABS  1.0
+#define BACKEND_LOAD_TIE_PCT  30
+/* Takes one sample of <b>'s load at <now> (monotonic). */
+void backend_sample_load(struct backend *b, uint64_t now);
+/* Samples every active backend of <p> (a one-second timer on the main loop, history.c). */
+void pool_sample_load(struct pool *p, uint64_t now);
+/* Whether load <a> is clearly less than load <b> (not equal within the margins above). */
+bool backend_load_less(double a, double b);
+
 /* Releases the pool's references; backends still referenced by connections live on until released. */
 struct pool *pool_free(struct pool *p);
 

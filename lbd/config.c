@@ -102,6 +102,8 @@
  *   tag              = lbd:pool=main   KEY=VALUE, the key 1..127 bytes and not starting with "aws:"
  *   credentials_file = (empty)         absolute path; empty = the SDK chain
  *   profile          = (empty)         word
+ *   previous_settings = (empty)        absolute path: where the launch settings before a reload are
+ *                                      saved (a refresh's rollback relaunches them after a restart too)
  *   [lease]                            (off while conninfo_file is empty: one host, as ever)
  *   conninfo_file    = (empty)         absolute path of a file holding the libpq connection string
  *   name             = (empty)         this host's name: letters, digits, '.', '_', '-'; empty = host name
@@ -1040,6 +1042,7 @@ static const struct conf_key config_keys[] = {
         { "ec2", "tag", "lbd:pool=main", config_parse_tag, 0, 0, 0 },
         STRING("ec2", "credentials_file", "", ec2_credentials_file, config_parse_abs_path),
         STRING("ec2", "profile", "", ec2_profile, config_parse_word),
+        STRING("ec2", "previous_settings", "", ec2_previous_settings, config_parse_abs_path),
 
         STRING("lease", "conninfo_file", "", lease_conninfo_file, config_parse_abs_path),
         STRING("lease", "name", "", lease_name, config_parse_lease_name),

@@ -158,6 +158,7 @@ struct config {
         char ec2_tag_value[256];
         char ec2_credentials_file[CONFIG_PATH_MAX]; /* "" = the SDK chain (env, ~/.aws, IMDS) */
         char ec2_profile[128];
+        char ec2_previous_settings[CONFIG_PATH_MAX]; /* "" = the previous launch settings in memory only */
 
         /* [local] (provider = local) */
         char local_command[CONFIG_PATH_MAX]; /* template: {port}, {address}, {upstream}, {index} */

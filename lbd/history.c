@@ -135,6 +135,8 @@ void history_tick(struct history *h, uint64_t wall_usec)
         r = history_sync(h);
         if (r < 0)
                 log_debug_errno(r, "History: could not follow every backend: %m");
+        /* The same tick samples the backends' smoothed load, which the reconciler scales in by. */
+        pool_sample_load(h->pool, now_usec());
         for (size_t i = 0; i < h->n_backends; i++)
                 history_record_backend(h->backends[i], wall_usec);
         for (size_t i = 0; h->pool && i < h->pool->n_backends; i++)

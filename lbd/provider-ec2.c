@@ -21,6 +21,13 @@
  * and the pool's tag), tagged on every instance as EC2_LAUNCH_HASH_TAG and read back by every list. The
  * reconciler compares it with p->launch_hash to refresh instances launched with other settings.
  *
+ * The previous settings: when a reload changes them, the ones before stay in memory (a copy of the
+ * configuration and the rendered user data, p->previous_hash), so that a refresh that fails can relaunch
+ * instances as they were (p->launch_previous). A reload back to them swaps the two. With [ec2]
+ * previous_settings they are also saved to that file (written to a temporary one, then renamed), and read
+ * back at start: the file is untrusted, so it counts only when every line parses within its limits and
+ * the settings it holds hash to the hash it names (and not to the configured one).
+ *
  * Clients and reloads: every set_config() makes a new ec2 client, so a reload picks up rotated
  * credentials, a new endpoint or region, and re-reads the user data template. Calls already running keep
  * their old client (struct provider_ec2_client, counted by the calls that use it) and still report; a
@@ -42,6 +49,7 @@
 #include "aws/ec2.h"
 #include "common/list.h"
 #include "common/log.h"
+#include "common/readfile.h"
 #include "common/macro.h"
 #include "common/netaddr.h"
 #include "common/readfile.h"
@@ -50,6 +58,7 @@
 #include "lbd/provider.h"
 
 #define PROVIDER_EC2_WARNED_MAX 64 /* instances remembered as already warned about */
+#define PROVIDER_EC2_PREVIOUS_HEAD_MAX 16384 /* bytes of the previous_settings file before the user data */
 #define PROVIDER_EC2_NAME_MAX   300
 #define PROVIDER_EC2_CA_MAX     8192 /* [ec2] upstream_ca: a CA certificate or two, in PEM */
 
@@ -86,6 +95,10 @@ struct provider_ec2_data {
         DLIST_HEAD(struct provider_ec2_call, calls);
         char *user_data; /* rendered template */
         size_t user_data_len;
+        /* The launch settings before the last change (p->previous_hash), or NULL */
+        struct config *previous;
+        char *previous_user_data;
+        size_t previous_user_data_len;
         char warned[PROVIDER_EC2_WARNED_MAX][EC2_ID_MAX];
         size_t warned_next;
 };
@@ -420,7 +433,8 @@ static int provider_ec2_launch(struct provider *p, unsigned count, const char *z
                                provider_launch_cb cb, void *userdata)
 {
         struct provider_ec2_data *d = p->data;
-        const struct config *c = p->config;
+        bool previous = p->launch_previous && d->previous;
+        const struct config *c = previous ? d->previous : p->config;
         const char *groups[CONFIG_MAX_NETWORKS];
         char name[PROVIDER_EC2_NAME_MAX];
         struct provider_ec2_call *pc;
@@ -439,12 +453,12 @@ static int provider_ec2_launch(struct provider *p, unsigned count, const char *z
                 .n_security_groups = MIN(c->n_ec2_security_groups, ELEMENTSOF(groups)),
                 .key_name = c->ec2_key_name,
                 .instance_profile = c->ec2_instance_profile,
-                .user_data = d->user_data,
-                .user_data_len = d->user_data_len,
+                .user_data = previous ? d->previous_user_data : d->user_data,
+                .user_data_len = previous ? d->previous_user_data_len : d->user_data_len,
                 .tag_key = c->ec2_tag_key,
                 .tag_value = c->ec2_tag_value,
                 .name = name,
-                .launch_hash = p->launch_hash,
+                .launch_hash = previous ? p->previous_hash : p->launch_hash,
                 .client_token = client_token,
                 .epoch = p->epoch,
                 .count = count,
@@ -563,6 +577,225 @@ static int provider_ec2_render_user_data(const struct config *c, char **ret, siz
         return 0;
 }
 
+static void provider_ec2_forget_previous(struct provider *p, struct provider_ec2_data *d)
+{
+        free(d->previous);
+        d->previous = NULL;
+        free(d->previous_user_data);
+        d->previous_user_data = NULL;
+        d->previous_user_data_len = 0;
+        p->previous_hash[0] = '\0';
+}
+
+struct provider_ec2_saved {
+        const struct provider *p;
+        const struct provider_ec2_data *d;
+};
+
+/* The previous_settings file's content: "key=value" lines, then the user data's bytes. */
+static int provider_ec2_previous_lines(FILE *f, void *userdata)
+{
+        const struct provider_ec2_saved *s = userdata;
+        const struct config *c = s->d->previous;
+
+        fprintf(f, "# lbd: the launch settings in force before the last change, which a refresh's rollback "
+                   "relaunches\nhash=%s\nimage=%s\nlaunch_template=%s\ninstance_type=%s\nsubnet=%s\n",
+                s->p->previous_hash, c->ec2_image, c->ec2_launch_template, c->ec2_instance_type, c->ec2_subnet);
+        for (size_t i = 0; i < c->n_ec2_subnets && i < CONFIG_MAX_SUBNETS; i++)
+                fprintf(f, "subnets=%s\n", c->ec2_subnets[i]);
+        for (size_t i = 0; i < c->n_ec2_security_groups && i < CONFIG_MAX_SECURITY_GROUPS; i++)
+                fprintf(f, "security_group=%s\n", c->ec2_security_groups[i]);
+        fprintf(f, "key_name=%s\ninstance_profile=%s\ntag_key=%s\ntag_value=%s\nuser_data_bytes=%zu\n",
+                c->ec2_key_name, c->ec2_instance_profile, c->ec2_tag_key, c->ec2_tag_value,
+                s->d->previous_user_data ? s->d->previous_user_data_len : 0);
+        if (s->d->previous_user_data && s->d->previous_user_data_len > 0)
+                (void)fwrite(s->d->previous_user_data, 1, s->d->previous_user_data_len, f);
+        return 0;
+}
+
+/* Copies <value> (<len> bytes) into the string field <dst> of <size>. Returns false when it does not fit. */
+static bool provider_ec2_previous_field(char *dst, size_t size, const char *value, size_t len)
+{
+        if (len >= size || memchr(value, '\0', len))
+                return false;
+        memcpy(dst, value, len);
+        dst[len] = '\0';
+        return true;
+}
+
+/* Parses one "key=value" line of the previous_settings file into <c> (its launch fields) and <hash>.
+ * Returns false on an unknown key or a value beyond its field. */
+static bool provider_ec2_previous_line(struct config *c, char hash[static INSTANCE_LAUNCH_HASH_MAX],
+                                       size_t *ret_user_data, const char *key, size_t key_len,
+                                       const char *value, size_t len)
+{
+#define PREVIOUS_KEY(name) (key_len == sizeof(name) - 1 && memcmp(key, name, key_len) == 0)
+        if (PREVIOUS_KEY("hash"))
+                return len == INSTANCE_LAUNCH_HASH_MAX - 1 &&
+                       provider_ec2_previous_field(hash, INSTANCE_LAUNCH_HASH_MAX, value, len);
+        if (PREVIOUS_KEY("image"))
+                return provider_ec2_previous_field(c->ec2_image, sizeof(c->ec2_image), value, len);
+        if (PREVIOUS_KEY("launch_template"))
+                return provider_ec2_previous_field(c->ec2_launch_template, sizeof(c->ec2_launch_template),
+                                                   value, len);
+        if (PREVIOUS_KEY("instance_type"))
+                return provider_ec2_previous_field(c->ec2_instance_type, sizeof(c->ec2_instance_type), value, len);
+        if (PREVIOUS_KEY("subnet"))
+                return provider_ec2_previous_field(c->ec2_subnet, sizeof(c->ec2_subnet), value, len);
+        if (PREVIOUS_KEY("subnets"))
+                return c->n_ec2_subnets < CONFIG_MAX_SUBNETS &&
+                       provider_ec2_previous_field(c->ec2_subnets[c->n_ec2_subnets++], sizeof(c->ec2_subnets[0]),
+                                                   value, len);
+        if (PREVIOUS_KEY("security_group"))
+                return c->n_ec2_security_groups < CONFIG_MAX_SECURITY_GROUPS &&
+                       provider_ec2_previous_field(c->ec2_security_groups[c->n_ec2_security_groups++],
+                                                   sizeof(c->ec2_security_groups[0]), value, len);
+        if (PREVIOUS_KEY("key_name"))
+                return provider_ec2_previous_field(c->ec2_key_name, sizeof(c->ec2_key_name), value, len);
+        if (PREVIOUS_KEY("instance_profile"))
+                return provider_ec2_previous_field(c->ec2_instance_profile, sizeof(c->ec2_instance_profile),
+                                                   value, len);
+        if (PREVIOUS_KEY("tag_key"))
+                return provider_ec2_previous_field(c->ec2_tag_key, sizeof(c->ec2_tag_key), value, len);
+        if (PREVIOUS_KEY("tag_value"))
+                return provider_ec2_previous_field(c->ec2_tag_value, sizeof(c->ec2_tag_value), value, len);
+        if (PREVIOUS_KEY("user_data_bytes")) {
+                size_t n = 0;
+
+                if (len == 0 || len > 5)
+                        return false;
+                for (size_t i = 0; i < len; i++) {
+                        if (value[i] < '0' || value[i] > '9')
+                                return false;
+                        n = n * 10 + (size_t)(value[i] - '0');
+                }
+                *ret_user_data = n;
+                return n <= EC2_USER_DATA_MAX;
+        }
+        return false;
+#undef PREVIOUS_KEY
+}
+
+/* Reads [ec2] previous_settings back at start (see the top): on success they become the previous
+ * settings. A missing file is no error; anything else wrong is logged with the file and line, and the
+ * file is not used. */
+static void provider_ec2_load_previous(struct provider *p, struct provider_ec2_data *d, const struct config *cur)
+{
+        const char *path = cur->ec2_previous_settings;
+        _cleanup_free_ char *buf = NULL;
+        _cleanup_free_ struct config *c = NULL;
+        char hash[INSTANCE_LAUNCH_HASH_MAX] = "", check[INSTANCE_LAUNCH_HASH_MAX];
+        size_t len = 0, pos = 0, user_data = SIZE_MAX;
+        unsigned line = 0;
+        int r;
+
+        r = readfile_bounded(path, PROVIDER_EC2_PREVIOUS_HEAD_MAX + EC2_USER_DATA_MAX, O_NOFOLLOW, &buf, &len);
+        if (r == -ENOENT)
+                return;
+        if (r < 0) {
+                log_warning_errno(r, "[ec2] previous_settings %s: %m (at most %d bytes); not used", path,
+                                  PROVIDER_EC2_PREVIOUS_HEAD_MAX + EC2_USER_DATA_MAX);
+                return;
+        }
+        c = malloc(sizeof(*c));
+        if (!c) {
+                log_warning("[ec2] previous_settings %s: out of memory; not used", path);
+                return;
+        }
+        /* The launch fields start empty; the rest (region, endpoint, ...) is the configured one's. */
+        *c = *cur;
+        c->ec2_image[0] = c->ec2_launch_template[0] = c->ec2_instance_type[0] = c->ec2_subnet[0] = '\0';
+        c->ec2_key_name[0] = c->ec2_instance_profile[0] = c->ec2_tag_key[0] = c->ec2_tag_value[0] = '\0';
+        c->n_ec2_subnets = c->n_ec2_security_groups = 0;
+        while (user_data == SIZE_MAX && pos < len) {
+                const char *start = buf + pos, *nl = memchr(start, '\n', len - pos), *eq;
+                size_t l;
+
+                line++;
+                if (!nl || pos > PROVIDER_EC2_PREVIOUS_HEAD_MAX) {
+                        log_warning("[ec2] previous_settings %s:%u: the line does not end; not used", path, line);
+                        return;
+                }
+                l = (size_t)(nl - start);
+                pos += l + 1;
+                if (l == 0 || start[0] == '#')
+                        continue;
+                eq = memchr(start, '=', l);
+                if (!eq || !provider_ec2_previous_line(c, hash, &user_data, start, (size_t)(eq - start), eq + 1,
+                                                       l - (size_t)(eq - start) - 1)) {
+                        log_warning("[ec2] previous_settings %s:%u: key '%.*s' unknown or its value invalid; "
+                                    "not used",
+                                    path, line, eq ? (int)MIN((size_t)(eq - start), (size_t)64) : 0, start);
+                        return;
+                }
+        }
+        if (user_data == SIZE_MAX || !hash[0] || len - pos != user_data) {
+                log_warning("[ec2] previous_settings %s: incomplete (hash, user_data_bytes and that many bytes at "
+                            "the end); not used",
+                            path);
+                return;
+        }
+        if (provider_ec2_launch_hash(c, user_data > 0 ? buf + pos : NULL, user_data, check) < 0 ||
+            strcmp(check, hash) != 0) {
+                log_warning("[ec2] previous_settings %s: its settings do not hash to %s; not used", path, hash);
+                return;
+        }
+        if (strcmp(hash, p->launch_hash) == 0)
+                return; /* the configured ones: nothing before them */
+        provider_ec2_forget_previous(p, d);
+        if (user_data > 0) {
+                d->previous_user_data = malloc(user_data + 1);
+                if (!d->previous_user_data) {
+                        log_warning("[ec2] previous_settings %s: out of memory; not used", path);
+                        return;
+                }
+                memcpy(d->previous_user_data, buf + pos, user_data);
+                d->previous_user_data[user_data] = '\0';
+        }
+        d->previous_user_data_len = user_data;
+        d->previous = TAKE_PTR(c);
+        memcpy(p->previous_hash, hash, sizeof(p->previous_hash));
+        log_info("Launch settings before the last change: %s (from %s)", hash, path);
+}
+
+/* Keeps the settings in force (p->config, d->user_data, p->launch_hash) as the previous ones, before a
+ * reload replaces them, and saves them when [ec2] previous_settings says where (<c>: the new
+ * configuration). Returns 0 or -ENOMEM (then there are none). */
+static int provider_ec2_keep_previous(struct provider *p, struct provider_ec2_data *d, const struct config *next)
+{
+        struct config *copy;
+        char *user_data = NULL;
+
+        copy = malloc(sizeof(*copy));
+        if (d->user_data) {
+                user_data = malloc(d->user_data_len + 1);
+                if (user_data)
+                        memcpy(user_data, d->user_data, d->user_data_len + 1);
+        }
+        if (!copy || (d->user_data && !user_data)) {
+                free(copy);
+                free(user_data);
+                provider_ec2_forget_previous(p, d);
+                return -ENOMEM;
+        }
+        *copy = *p->config; /* flat: no pointer inside */
+        provider_ec2_forget_previous(p, d);
+        d->previous = copy;
+        d->previous_user_data = user_data;
+        d->previous_user_data_len = d->user_data_len;
+        memcpy(p->previous_hash, p->launch_hash, sizeof(p->previous_hash));
+        if (next->ec2_previous_settings[0]) {
+                struct provider_ec2_saved saved = {.p = p, .d = d};
+                int r = provider_write_file(next->ec2_previous_settings, provider_ec2_previous_lines, &saved);
+
+                if (r < 0)
+                        log_warning_errno(r, "Failed to save the previous launch settings to %s (kept in memory "
+                                             "only): %m",
+                                          next->ec2_previous_settings);
+        }
+        return 0;
+}
+
 static int provider_ec2_set_config(struct provider *p, const struct config *c)
 {
         struct provider_ec2_data *d = p->data;
@@ -578,6 +811,7 @@ static int provider_ec2_set_config(struct provider *p, const struct config *c)
         _cleanup_free_ char *user_data = NULL;
         char launch_hash[INSTANCE_LAUNCH_HASH_MAX];
         size_t user_data_len = 0;
+        bool first = false;
         int r;
 
         if (!c->ec2_tag_key[0] || (!c->ec2_image[0] && !c->ec2_launch_template[0]))
@@ -591,6 +825,7 @@ static int provider_ec2_set_config(struct provider *p, const struct config *c)
                 return log_error_errno(r, "Failed to hash the launch settings: %m");
 
         if (!d) {
+                first = true;
                 d = calloc(1, sizeof(*d));
                 if (!d)
                         return log_error_errno(ENOMEM, "Out of memory");
@@ -620,12 +855,23 @@ static int provider_ec2_set_config(struct provider *p, const struct config *c)
                 event_active(d->gc, EV_TIMEOUT, 0);
         }
         d->current = cl;
+        if (p->config && p->launch_hash[0] && strcmp(p->launch_hash, launch_hash) != 0) {
+                /* The settings change: the ones in force become the previous ones. */
+                r = provider_ec2_keep_previous(p, d, c);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to keep the previous launch settings %s (a failed refresh "
+                                             "then cannot relaunch them): %m",
+                                          p->launch_hash);
+        }
         free(d->user_data);
         d->user_data = TAKE_PTR(user_data);
         d->user_data_len = user_data_len;
         if (strcmp(p->launch_hash, launch_hash) != 0)
-                log_info("Launch settings: %s", launch_hash);
+                log_info("Launch settings: %s%s%s", launch_hash, p->previous_hash[0] ? ", previously " : "",
+                         p->previous_hash);
         memcpy(p->launch_hash, launch_hash, sizeof(launch_hash));
+        if (first && c->ec2_previous_settings[0])
+                provider_ec2_load_previous(p, d, c);
         _Static_assert(CONFIG_MAX_SUBNETS <= PROVIDER_MAX_ZONES, "every subnet is a zone");
         _Static_assert(sizeof(c->ec2_subnets[0]) <= sizeof(p->zones[0]), "a subnet id fits a zone");
         p->n_zones = 0;
@@ -660,6 +906,7 @@ static void provider_ec2_free(struct provider *p)
         if (d->gc)
                 event_free(d->gc);
         free(d->user_data);
+        provider_ec2_forget_previous(p, d);
         free(d);
         p->data = NULL;
 }

@@ -175,26 +175,10 @@ static bool provider_local_proc_alive(const struct provider_local_proc *proc)
 
 /* ---- state file ---- */
 
-static int provider_local_state_write(struct provider_local_data *d)
+static int provider_local_state_lines(FILE *f, void *userdata)
 {
-        char tmp[CONFIG_PATH_MAX + 8];
-        FILE *f;
-        int fd, r = 0;
+        const struct provider_local_data *d = userdata;
 
-        if (d->state_path[0] == '\0')
-                return 0;
-        if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", d->state_path) >= sizeof(tmp))
-                return -ENAMETOOLONG;
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0)
-                return -errno;
-        f = fdopen(fd, "w");
-        if (!f) {
-                r = -errno;
-                (void)close(fd);
-                (void)unlink(tmp);
-                return r;
-        }
         (void)fprintf(f, "# lbd local backends: INDEX PID STARTTIME LAUNCHED_USEC\n");
         for (size_t i = 0; i < d->n_procs; i++) {
                 const struct provider_local_proc *proc = &d->procs[i];
@@ -203,15 +187,14 @@ static int provider_local_state_write(struct provider_local_data *d)
                         (void)fprintf(f, "%u %d %" PRIu64 " %" PRIu64 "\n", proc->index, (int)proc->pid,
                                       proc->start_ticks, proc->launched_usec);
         }
-        if (fflush(f) != 0 || ferror(f))
-                r = -EIO;
-        if (fclose(f) != 0 && r == 0)
-                r = -errno;
-        if (r == 0 && rename(tmp, d->state_path) < 0)
-                r = -errno;
-        if (r < 0)
-                (void)unlink(tmp);
-        return r;
+        return 0;
+}
+
+static int provider_local_state_write(struct provider_local_data *d)
+{
+        if (d->state_path[0] == '\0')
+                return 0;
+        return provider_write_file(d->state_path, provider_local_state_lines, d);
 }
 
 static void provider_local_state_save(struct provider_local_data *d)

@@ -13,7 +13,11 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "lbd/config.h"
@@ -63,6 +67,36 @@ static const struct provider_ops *provider_ops_for(enum provider_kind kind)
                 return &provider_ec2_ops;
         }
         return NULL;
+}
+
+int provider_write_file(const char *path, int (*write)(FILE *f, void *userdata), void *userdata)
+{
+        char tmp[PATH_MAX];
+        FILE *f;
+        int fd, r;
+
+        if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
+                return -ENAMETOOLONG;
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return -errno;
+        f = fdopen(fd, "w");
+        if (!f) {
+                r = -errno;
+                (void)close(fd);
+                (void)unlink(tmp);
+                return r;
+        }
+        r = write(f, userdata);
+        if (r == 0 && (fflush(f) != 0 || ferror(f) || fsync(fileno(f)) < 0))
+                r = -(errno ? errno : EIO);
+        if (fclose(f) != 0 && r == 0)
+                r = -errno;
+        if (r == 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0)
+                (void)unlink(tmp);
+        return r;
 }
 
 int provider_new(struct event_base *base, const struct config *c, struct provider **ret)

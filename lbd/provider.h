@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <event2/event_struct.h>
 
@@ -97,6 +98,13 @@ struct provider {
         /* The hash of the settings the next launch uses (set_config() writes it), "" when the provider
          * has no such thing (static, local): instances launched with other settings are refreshed */
         char launch_hash[INSTANCE_LAUNCH_HASH_MAX];
+        /* The hash of the settings it launched with before the last change of them (a reload), which it
+         * can still launch with; "" when none (never changed, or the provider has no such thing). Kept
+         * for a refresh's rollback, which relaunches instances with the old settings. */
+        char previous_hash[INSTANCE_LAUNCH_HASH_MAX];
+        /* Set by the reconciler before each launch, like epoch: launch with the previous settings
+         * (previous_hash) instead of the current ones. */
+        bool launch_previous;
         /* Where instances may go (ec2: the subnets), set by set_config(); none when the provider has no
          * such choice. The reconciler keeps the pool balanced across them. */
         char zones[PROVIDER_MAX_ZONES][INSTANCE_ID_MAX];
@@ -122,6 +130,12 @@ int provider_defer(struct provider *p, struct provider_deferred **list, struct p
                    void (*answer)(struct provider_deferred *d));
 /* Cancels every call on <*list>, freeing each with <free_call>; none is answered. */
 void provider_defer_cancel_all(struct provider_deferred **list, void (*free_call)(struct provider_deferred *d));
+
+/* Replaces the file <path> with what <write> puts into a stream (mode 0600, since what a provider keeps
+ * may be secret): it writes to PATH.tmp, flushes it to disk and renames it over <path>, so a reader sees
+ * the old file or the new one, never part of it. <write> returns 0 or -errno. Returns 0 or -errno (nothing
+ * logged; PATH.tmp is removed on failure). */
+int provider_write_file(const char *path, int (*write)(FILE *f, void *userdata), void *userdata);
 
 /* Creates the provider [pool] provider names. Returns 0 or -errno (logged). */
 int provider_new(struct event_base *base, const struct config *c, struct provider **ret);

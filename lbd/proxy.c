@@ -108,6 +108,7 @@ struct txn {
         size_t n_tried;
         struct upstream *up;
         uint64_t start_usec;
+        uint64_t sent_usec;          /* when it went to its current upstream (the backend's busy time) */
         uint64_t req_body_bytes;
         uint64_t resp_body_bytes;
         unsigned status;             /* final status sent to the client */
@@ -547,7 +548,9 @@ static void txn_release(struct proxy *p, struct txn *t)
 
 /* Ends the tie between <t> and its upstream: the one place where the backend's count of requests in
  * flight (what least-connections balancing and drain-before-terminate read) goes down, once for each
- * time txn_dispatch() raised it. Returns the upstream, which the caller closes or releases. */
+ * time txn_dispatch() raised it, and where the time the request held it adds to its busy time (the
+ * smoothed load the reconciler scales in by, backend.h). Returns the upstream, which the caller closes or
+ * releases. */
 static struct upstream *txn_detach(struct txn *t)
 {
         struct upstream *up = t->up;
@@ -556,6 +559,7 @@ static struct upstream *txn_detach(struct txn *t)
 
         assert(bl && bl->active > 0);
         COUNTER_SUB(bl->active, 1);
+        COUNTER_ADD(bl->stats.busy_usec, now_usec() - t->sent_usec);
         t->up = NULL;
         return up;
 }
@@ -1424,6 +1428,7 @@ static void txn_dispatch(struct client *c)
                 }
                 up->c = c;
                 t->up = up;
+                t->sent_usec = now_usec();
                 COUNTER_ADD(bl->active, 1);
                 COUNTER_ADD(bl->stats.requests, 1);
                 if (proxy_copy(up->out, t->replay) < 0) {

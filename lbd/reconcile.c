@@ -29,7 +29,8 @@
  *   for an instance lbd has just adopted to pass its first checks. Right after the all-failing case ends,
  *   nothing is judged for (rise + 1) x interval, while the other backends come back.
  * - Count: beyond desired, the extra instances are terminated: failed ones first, then those not healthy
- *   (including pending and unchecked ones), then the newest. Below desired, the missing ones are launched.
+ *   (including pending and unchecked ones), then the least loaded (backend.h's smoothed load), the newest
+ *   among equal loads. Below desired, the missing ones are launched.
  * - Replacement-storm guard: a replacement is a launch that makes up for a loss (an instance that failed,
  *   stopped, or vanished), as opposed to growth (start, desired raised). The pool's high-water mark, the
  *   most instances it has had since desired last changed (capped at desired), tells them apart: launches
@@ -47,13 +48,16 @@
  *   poll finds such instances (so a restarted lbd carries on from the tags), ends when none is left, and
  *   fails when a new instance never becomes healthy (judged failed, or not healthy [pool] refresh_timeout
  *   after its launch or after this lbd first saw it): on rollback the new instances that never were
- *   healthy are terminated and the old ones kept. A failed or cancelled refresh starts again only on
+ *   healthy are terminated and the old ones kept, and while it stays rolled back, launches use the old
+ *   settings (the provider's previous ones, provider.h), so a pool whose old instances were already
+ *   partly replaced gets back to desired on them. A failed or cancelled refresh starts again only on
  *   request (reconcile_refresh_start()) or with new settings. Never in the all-failing case.
  * - Every backend failing at once (a managed pool with no healthy backend and at least two that were up
  *   and are now down): the cause is most likely shared (the upstream, the health path, the network), and
  *   replacing every instance would not help. lbd terminates nothing (but dead instances), logs it, and
- *   keeps serving from the least bad: the backends whose last check got furthest (an HTTP answer with a
- *   wrong status beats a timeout; refused or reset connections are never used) are forced into rotation
+ *   keeps serving from the least bad: every backend whose last check got an HTTP answer (a wrong status,
+ *   or a pass on its way back up before the rise), else those whose last check timed out (refused or
+ *   reset connections are never used), are forced into rotation
  *   (backend->forced) until any backend passes its checks again. This is decided at every change of a
  *   verdict, inside the pool's on_change, so no request finds the pool empty in between. A single
  *   failing backend (desired 1) is replaced as usual.
@@ -122,6 +126,7 @@ enum {
         RECONCILE_RANK_REFUSED = 1,  /* refused, reset or another socket error: nobody there */
         RECONCILE_RANK_TIMEOUT = 2,  /* accepted, no answer in time */
         RECONCILE_RANK_ANSWERED = 3, /* answered with the wrong status */
+        RECONCILE_RANK_PASSING = 4,  /* down, but its last check passed: on its way back up (rise) */
 };
 
 struct reconcile_victim {
@@ -187,6 +192,7 @@ struct reconcile {
         bool token_pending;
         unsigned token_count;
         char token_zone[INSTANCE_ID_MAX];
+        bool token_previous; /* the token's launch uses the previous settings */
         char token[64];
 
         /* storm guard */
@@ -210,6 +216,9 @@ struct reconcile {
         uint64_t refresh_replaced;     /* instances with other settings it terminated */
         struct refresh_counts refresh_counts;
         char refresh_reason[REFRESH_REASON_MAX]; /* why it ended, "" while it runs */
+        /* After a rollback, the old settings the pool goes back to: launches use them (the provider's
+         * previous settings) while the refresh stays rolled back; "" when none */
+        char rollback_hash[INSTANCE_LAUNCH_HASH_MAX];
 
         struct reconcile_stats stats;
         uint64_t rng;
@@ -480,8 +489,9 @@ static int reconcile_rank(const struct backend *b)
         case CHECK_REFUSED:
         case CHECK_ERROR:
                 return RECONCILE_RANK_REFUSED;
-        case CHECK_NONE:
         case CHECK_OK:
+                return RECONCILE_RANK_PASSING;
+        case CHECK_NONE:
                 break;
         }
         return RECONCILE_RANK_NONE;
@@ -510,8 +520,10 @@ static void reconcile_evaluate_panic(struct reconcile *r)
 
         for (size_t i = 0; i < pool->n_backends; i++) {
                 struct backend *b = pool->backends[i];
+                /* The least bad: every one that answers (a wrong status, or passing again before it is
+                 * up), else those that time out; never one that refuses. */
                 bool forced = panic && !b->healthy && b->been_healthy && best >= RECONCILE_RANK_TIMEOUT &&
-                              reconcile_rank(b) == best;
+                              reconcile_rank(b) >= MIN(best, (int)RECONCILE_RANK_ANSWERED);
 
                 if (forced != b->forced) {
                         b->forced = forced;
@@ -527,8 +539,9 @@ static void reconcile_evaluate_panic(struct reconcile *r)
                                 "Every backend is failing: terminating nothing; %zu of %zu kept in rotation "
                                 "as the least bad (last check: %s)",
                                 n_forced, pool->n_backends,
-                                best == RECONCILE_RANK_ANSWERED ? "answered with a wrong status"
-                                                                : "timeout");
+                                best == RECONCILE_RANK_PASSING    ? "passing again"
+                                : best == RECONCILE_RANK_ANSWERED ? "answered with a wrong status"
+                                                                  : "timeout");
                 else
                         log_warning(
                                 "Every backend is failing: terminating nothing; none answers, so none is "
@@ -708,10 +721,12 @@ static bool reconcile_serving(const struct backend *b)
         return b && b->healthy && backend_in_rotation(b);
 }
 
-/* Sort order for scale-down: failed, then not healthy, then newest first. */
+/* Sort order for scale-down: failed, then not healthy, then newest first (among the healthy, the least
+ * loaded goes first: reconcile_trim_choice()). */
 struct reconcile_candidate {
         struct reconcile_instance *k;
         bool failed, healthy;
+        double load;            /* its backend's smoothed load (backend.h), 0 without one */
         uint64_t launched;
 };
 
@@ -779,25 +794,61 @@ static void reconcile_zone_failed(struct reconcile *r, const struct reconcile_in
 }
 
 /* Which of <alive> (n > desired, in scale-down order) goes first: the first in that order, unless it is
- * healthy (then all are) and there are zones: then one in no configured zone, else the newest of the
- * fullest zone, so that scaling down and a rebalance keep the zones even. */
+ * healthy (then all are): then the least loaded (the fewest requests to wait for while it drains, and the
+ * least work to move), the newest among equal loads (backend_load_less(): a steady load's noise decides
+ * nothing); with zones, one in no configured zone, else the least loaded of the fullest zone, so that
+ * scaling down and a rebalance keep the zones even. */
 static size_t reconcile_trim_choice(const struct reconcile *r, const struct reconcile_candidate *alive, size_t n)
 {
-        size_t counts[PROVIDER_MAX_ZONES], fullest = 0;
+        size_t counts[PROVIDER_MAX_ZONES], fullest = 0, least = n;
+        int zone = -1;
 
-        if (r->zones.n < 2 || alive[0].failed || !alive[0].healthy)
+        if (alive[0].failed || !alive[0].healthy)
                 return 0;
-        reconcile_zone_counts(r, alive, n, counts);
+        if (r->zones.n >= 2) {
+                reconcile_zone_counts(r, alive, n, counts);
+                for (size_t i = 0; i < n; i++)
+                        if (reconcile_zone_of(r, alive[i].k) < 0)
+                                return i;
+                for (size_t z = 1; z < r->zones.n; z++)
+                        if (counts[z] > counts[fullest])
+                                fullest = z;
+                zone = (int)fullest;
+        }
         for (size_t i = 0; i < n; i++)
-                if (reconcile_zone_of(r, alive[i].k) < 0)
-                        return i;
-        for (size_t z = 1; z < r->zones.n; z++)
-                if (counts[z] > counts[fullest])
-                        fullest = z;
+                if ((zone < 0 || reconcile_zone_of(r, alive[i].k) == zone) &&
+                    (least == n || alive[i].load < alive[least].load))
+                        least = i;
+        if (least == n)
+                return 0;
+        /* The first (newest) whose load equals the least within the margins. */
         for (size_t i = 0; i < n; i++)
-                if (reconcile_zone_of(r, alive[i].k) == (int)fullest)
+                if ((zone < 0 || reconcile_zone_of(r, alive[i].k) == zone) &&
+                    !backend_load_less(alive[least].load, alive[i].load))
                         return i;
-        return 0;
+        return least;
+}
+
+/* Logs why healthy <alive>[<i>] goes first: its load beside the others'. */
+static void reconcile_log_trim(const struct reconcile_candidate *alive, size_t n, size_t i)
+{
+        char others[RECONCILE_LOG_IDS] = "";
+        size_t len = 0;
+
+        for (size_t j = 0; j < n && len < sizeof(others); j++) {
+                int w;
+
+                if (j == i)
+                        continue;
+                w = snprintf(others + len, sizeof(others) - len, "%s%s %.1f", len ? ", " : "", alive[j].k->inst.id,
+                             alive[j].load);
+                if (w < 0)
+                        break;
+                len += (size_t)w;
+        }
+        log_info("Scaling in: %s goes first, %.1f requests in flight on average (the others: %s; newest first "
+                 "among equal loads)",
+                 alive[i].k->inst.id, alive[i].load, others[0] ? others : "none");
 }
 
 /* During a rebalance, the instance beyond desired is trimmed only once the new one is healthy (make
@@ -900,6 +951,32 @@ static bool reconcile_refresh_failed(const struct reconcile *r, const struct rec
         return x->failed || wall >= since + r->refresh_settings.timeout_usec;
 }
 
+/* On a rollback: the old settings to go back to, when the provider can still launch them (its previous
+ * settings, kept across reloads) and they are those of an old instance still alive or of the refresh's
+ * start (the provider's previous ones are the ones replaced); none otherwise. */
+static void reconcile_rollback_target(struct reconcile *r, const struct reconcile_candidate *alive, size_t n)
+{
+        const char *previous = r->provider->previous_hash;
+        bool seen = false;
+
+        r->rollback_hash[0] = '\0';
+        if (!previous[0] || strcmp(previous, r->refresh_target) == 0)
+                return;
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(alive[i].k->inst.launch_hash, previous) == 0)
+                        seen = true;
+        if (!seen && r->refresh_replaced == 0)
+                return;
+        memcpy(r->rollback_hash, previous, sizeof(r->rollback_hash));
+}
+
+/* Whether a launch now uses the old settings: after a rollback, while the provider still has them. */
+static bool reconcile_launch_previous(const struct reconcile *r)
+{
+        return r->refresh == REFRESH_ROLLED_BACK && r->rollback_hash[0] &&
+               strcmp(r->rollback_hash, r->provider->previous_hash) == 0;
+}
+
 /* Starts, ends or stops the refresh from what a poll sees in <alive> (sorted as for scale-down), and on
  * a failure with rollback, moves the new instances that never became healthy from <alive> to the
  * victims. Returns 0 or -ENOMEM. */
@@ -927,6 +1004,7 @@ static int reconcile_refresh_check(struct reconcile *r, struct reconcile_candida
                                    r->refresh_target, target);
                 else
                         r->refresh = REFRESH_NONE;
+                r->rollback_hash[0] = '\0';
                 if (!running || !r->refresh_manual)
                         reconcile_refresh_from_config(r);
                 memcpy(r->refresh_target, target, sizeof(r->refresh_target));
@@ -963,10 +1041,16 @@ static int reconcile_refresh_check(struct reconcile *r, struct reconcile_candida
                 reconcile_refresh_end(r, REFRESH_FAILED, LOG_WARNING, reason);
                 return 0;
         }
+        reconcile_rollback_target(r, alive, *n_alive);
         (void)snprintf(reason, sizeof(reason),
                        "instance %s with the new settings did not become healthy in time; terminating the "
-                       "new instances that never did, keeping the %zu with other settings",
-                       failed->k->inst.id, n_old);
+                       "new instances that never did, keeping the %zu with other settings%s%s",
+                       failed->k->inst.id, n_old,
+                       r->rollback_hash[0]        ? ", launching any missing ones with the old settings "
+                       : r->refresh_replaced > 0 ? " (the old settings are not known here: any missing ones "
+                                                   "are launched with the configured ones)"
+                                                 : "",
+                       r->rollback_hash);
         for (size_t i = 0; i < *n_alive;) {
                 const struct backend *b = reconcile_backend(r, alive[i].k);
 
@@ -1069,6 +1153,7 @@ static int reconcile_plan(struct reconcile *r)
                         .k = k,
                         .failed = reconcile_failed(r, k),
                         .healthy = b && b->healthy && !b->maintenance, /* drained ones go first */
+                        .load = b ? b->load : 0,
                         .launched = reconcile_launched(k),
                 };
         }
@@ -1092,6 +1177,8 @@ static int reconcile_plan(struct reconcile *r)
                 while (!refreshing && n_alive > desired && !reconcile_rebalance_waits(r, &alive[0])) {
                         size_t i = reconcile_trim_choice(r, alive, n_alive);
 
+                        if (alive[i].healthy)
+                                reconcile_log_trim(alive, n_alive, i);
                         ret = reconcile_take_victim(r, alive, &n_alive, i,
                                                     alive[i].failed  ? "failed, and beyond desired"
                                                     : r->rebalancing ? "beyond desired (rebalancing zones)"
@@ -1539,6 +1626,7 @@ static void reconcile_on_launch(struct provider *p, int ret, const struct instan
 static void reconcile_launch(struct reconcile *r)
 {
         const char *zone = NULL;
+        bool previous;
         unsigned count = r->plan_launch;
         int ret;
 
@@ -1555,8 +1643,9 @@ static void reconcile_launch(struct reconcile *r)
                         count = (unsigned)MIN(r->plan_zone[i], (size_t)count);
                         break;
                 }
+        previous = reconcile_launch_previous(r);
         if (!r->token_pending || r->token_count != count || r->token_epoch != r->epoch ||
-            strcmp(r->token_zone, zone ? zone : "") != 0) {
+            strcmp(r->token_zone, zone ? zone : "") != 0 || r->token_previous != previous) {
                 r->generation++;
                 if (r->epoch > 0)
                         (void)snprintf(r->token, sizeof(r->token), "lbd-e%" PRIu64 "-%016" PRIx64 "-%" PRIu64,
@@ -1567,10 +1656,13 @@ static void reconcile_launch(struct reconcile *r)
                 r->token_epoch = r->epoch;
                 r->token_count = count;
                 (void)snprintf(r->token_zone, sizeof(r->token_zone), "%s", zone ? zone : "");
+                r->token_previous = previous;
                 r->token_pending = true;
         }
-        log_info("Launching %u instance%s%s%s (ClientToken %s, epoch %" PRIu64 ")", count, count == 1 ? "" : "s",
-                 zone ? " in " : "", zone ? zone : "", r->token, r->epoch);
+        log_info("Launching %u instance%s%s%s (ClientToken %s, epoch %" PRIu64 ")%s%s", count,
+                 count == 1 ? "" : "s", zone ? " in " : "", zone ? zone : "", r->token, r->epoch,
+                 previous ? " with the old launch settings " : "", previous ? r->provider->previous_hash : "");
+        r->provider->launch_previous = previous;
         r->launch_count = count;
         r->phase = RECONCILE_LAUNCHING;
         ret = r->provider->ops->launch(r->provider, count, zone, r->token, reconcile_on_launch, r);
@@ -1860,6 +1952,7 @@ int reconcile_refresh_start(struct reconcile *r, const struct refresh_settings *
         r->refresh_settings = *s;
         memcpy(r->refresh_target, r->provider->launch_hash, sizeof(r->refresh_target));
         r->refresh = REFRESH_NONE;
+        r->rollback_hash[0] = '\0';
         for (size_t i = 0; i < r->n_known; i++) {
                 const struct reconcile_instance *k = &r->known[i];
 

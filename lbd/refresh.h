@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REFRESH_REASON_MAX 256
+#define REFRESH_REASON_MAX 384
 
 enum refresh_state {
         REFRESH_NONE,        /* every instance has the current settings, or nothing was ever refreshed */

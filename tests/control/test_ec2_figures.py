@@ -89,3 +89,39 @@ def test_figures(ec2_env, capsys):
 
     assert per_minute <= 7, figures
     assert loop.failures == [], loop.failures[:10]
+
+
+def test_steady_state_calls_with_everything_on(ec2_env_factory, capsys):
+    """The API calls per minute in a steady state stay at one DescribeInstances per poll (6 at poll = 10s)
+    with every habit of an Auto Scaling Group on at once: three subnets (zones kept balanced), target
+    tracking between min and max with a light request loop, and a scheduled action that fires every minute
+    (setting what is already in force)."""
+    env = ec2_env_factory(subnets=3)
+    text = ec2env.lbd_config(env, poll="10s", grace="60s", health=DEFAULTS, subnets=env.moto.subnet_ids,
+                             extra_pool="min = 3\nmax = 6\ntarget_rps = 1000\nscale_out_after = 10s\n"
+                                        "scale_in_after = 30s\nscale_in_cooldown = 30s")
+    text += "\n[schedule]\naction = steady * * * * * min=3 max=6\n"
+    lbd = env.lbd(config_text=text)
+    env.wait_steady(3, timeout=90)
+    loop = env.request_loop()
+    time.sleep(12)
+
+    t0 = time.time()
+    time.sleep(65)
+    t1 = time.time()
+    loop.stop()
+    calls = [r for r in env.proxy.requests(since=t0) if r["t"] < t1 and not r["path"].startswith("/latest/")]
+    per_minute = len(calls) * 60.0 / (t1 - t0)
+    by_action = {}
+    for r in calls:
+        by_action[r["action"]] = by_action.get(r["action"], 0) + 1
+    st = env.status()["control"]
+    with capsys.disabled():
+        print(f"\nsteady state with zones, target tracking and a schedule: {len(calls)} calls in "
+              f"{t1 - t0:.1f} s = {per_minute:.2f} a minute, {by_action}")
+    assert st["autoscale"] is not None and st["schedule"] is not None and len(st["zones"]) == 3
+    assert lbd.find(r"Schedule: applying 'steady'", since=t0), lbd.log_text(since=t0)[-3000:]
+    assert set(by_action) == {"DescribeInstances"}, by_action
+    assert per_minute <= 7, (per_minute, by_action)
+    assert st["desired"] == 3 and st["launches"] == 3 and st["terminations"] == 0
+    assert loop.failures == [], loop.failures[:10]

@@ -37,6 +37,26 @@ def _reload(lbd, text):
     lbd.signal(signal.SIGHUP)
 
 
+def _reload_failing(env, lbd, tmp_path, extra_pool, extra_ec2=""):
+    """Reloads with new user data that points the relays at a port nobody listens on: they never pass a
+    check."""
+    dead = ec2env.free_port()
+    bad = tmp_path / "bad-user-data.sh"
+    bad.write_text(ec2env.USER_DATA_TEMPLATE.format(port=env.backend_port).replace(
+        "{{upstream}}", f"127.0.0.1:{dead}"))
+    _reload(lbd, lbd_config(env, extra_pool=extra_pool, extra_ec2=extra_ec2).replace(str(env.user_data_path),
+                                                                                  str(bad)))
+
+
+def _wait_back_on(env, old_hash):
+    """Waits until the pool is 3 running instances with the launch settings <old_hash>, all healthy."""
+    def back_on_old():
+        running = env.moto.instances(["running"])
+        return (len(running) == 3 and all(_hash_tag(i) == old_hash for i in running)
+                and env.healthy() == 3)
+    wait_until(back_on_old, 60, "3 instances with the old settings, all healthy", interval=0.5)
+
+
 def test_refresh_replaces_all(ec2_env):
     env = ec2_env
     lbd = env.lbd(extra_pool=EXTRA_POOL)
@@ -95,13 +115,8 @@ def test_refresh_rolls_back(ec2_env, tmp_path):
     loop = env.request_loop()
     time.sleep(1)
 
-    # The new user data points the relays at a port nobody listens on: they never pass a check.
-    dead = ec2env.free_port()
-    bad = tmp_path / "bad-user-data.sh"
-    bad.write_text(ec2env.USER_DATA_TEMPLATE.format(port=env.backend_port).replace(
-        "{{upstream}}", f"127.0.0.1:{dead}"))
     t0 = time.time()
-    _reload(lbd, lbd_config(env, extra_pool=EXTRA_POOL).replace(str(env.user_data_path), str(bad)))
+    _reload_failing(env, lbd, tmp_path, EXTRA_POOL)
     wait_until(lambda: _refresh(env)["state"] == "rolled-back", 90, "the refresh to roll back", interval=0.5)
     lbd.wait_log(r"Instance refresh rolled-back: instance i-\S+ with the new settings did not become healthy",
                  5, since=t0)
@@ -119,6 +134,71 @@ def test_refresh_rolls_back(ec2_env, tmp_path):
     st = env.status()["control"]
     assert st["refresh"]["state"] == "rolled-back" and "did not become healthy" in st["refresh"]["reason"]
     assert st["replacements_in_window"] == 0
+
+
+def test_refresh_rollback_relaunches_old(ec2_env, tmp_path):
+    """min_healthy low enough that an old instance is replaced before the new ones show they fail: the
+    rollback relaunches the old settings (kept in memory across the reload), so the pool ends at desired
+    with every instance on the old settings, and not one request fails."""
+    env = ec2_env
+    extra = EXTRA_POOL + "\nrefresh_min_healthy = 34"
+    lbd = env.lbd(extra_pool=extra)
+    env.wait_steady(3, timeout=60)
+    old = env.moto.running_ids()
+    old_hash = env.status()["control"]["launch_hash"]
+    loop = env.request_loop()
+    monitor = ServingMonitor(env)
+    time.sleep(1)
+
+    t0 = time.time()
+    _reload_failing(env, lbd, tmp_path, extra)
+    # An old one goes before any new one could count (2 of 3 keep serving).
+    wait_until(lambda: len(set(old) - set(env.moto.running_ids())) >= 1, 60, "an old instance replaced",
+               interval=0.5)
+    wait_until(lambda: _refresh(env)["state"] == "rolled-back", 90, "the refresh to roll back", interval=0.5)
+    lbd.wait_log(r"Launching 1 instance .*with the old launch settings " + old_hash, 15, since=t0)
+    _wait_back_on(env, old_hash)
+    time.sleep(2)
+    monitor.stop()
+    loop.stop()
+
+    running = env.moto.instances(["running"])
+    assert len(set(i["InstanceId"] for i in running) - set(old)) >= 1  # relaunched, not only kept
+    assert {b["launch_hash"] for b in env.status()["backends"]} == {old_hash}
+    assert monitor.min >= 2, f"only {monitor.min} backends in rotation at one point"
+    assert loop.ok > 100
+    assert loop.failures == [], loop.failures[:10]
+    st = env.status()["control"]
+    assert st["refresh"]["state"] == "rolled-back"
+    assert "with the old settings " + old_hash in st["refresh"]["reason"]
+    assert st["refresh"]["replaced"] >= 1
+
+
+def test_refresh_rollback_after_restart(ec2_env, tmp_path):
+    """[ec2] previous_settings: lbd SIGKILLed after a batch of a failing refresh was replaced, started again
+    with the failing settings, reads the old ones back from that file, and the rollback relaunches them:
+    the pool ends at desired on the old settings."""
+    env = ec2_env
+    extra = EXTRA_POOL + "\nrefresh_min_healthy = 34"
+    saved = tmp_path / "previous-launch-settings"
+    lbd = env.lbd(config_text=lbd_config(env, extra_pool=extra, extra_ec2=f"previous_settings = {saved}"))
+    env.wait_steady(3, timeout=60)
+    old = env.moto.running_ids()
+    old_hash = env.status()["control"]["launch_hash"]
+
+    t0 = time.time()
+    _reload_failing(env, lbd, tmp_path, extra, extra_ec2=f"previous_settings = {saved}")
+    wait_until(lambda: len(set(old) - set(env.moto.running_ids())) >= 1, 60, "an old instance replaced",
+               interval=0.5)
+    assert saved.exists()
+    lbd.kill9()
+    t1 = time.time()
+    lbd.start()
+    lbd.wait_log(r"Launch settings before the last change: " + old_hash, 10, since=t1)
+    wait_until(lambda: _refresh(env)["state"] == "rolled-back", 90, "the refresh to roll back", interval=0.5)
+    lbd.wait_log(r"Launching 1 instance .*with the old launch settings " + old_hash, 15, since=t1)
+    _wait_back_on(env, old_hash)
+    assert t0 < t1
 
 
 def test_refresh_survives_sigkill(ec2_env):

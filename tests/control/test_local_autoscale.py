@@ -79,3 +79,31 @@ def test_scale_out_on_p90_latency(env):
     out = localenv.lbctl("-a", f"127.0.0.1:{lbd.admin_port}", "status").stdout
     assert "; p90 target 100 ms, 100 % of requests slower" in out, out
     env.wait_healthy(2, timeout=30)
+
+
+def test_no_flapping_at_90_percent(env):
+    """A steady load at 90 % of the target (2 backends, 20 req/s each: 36 req/s, paced so it never goes
+    above) for several scale-in windows: no scaling decision either way. One backend fewer would carry
+    36 req/s, over 90 % of the target; 36 is under the 40 that would call for a third."""
+    lbd = env.start_lbd(desired=2, extra_pool="min = 1\nmax = 4\ntarget_rps = 20\nscale_out_after = 3s\n"
+                                              "scale_in_after = 8s\nscale_in_cooldown = 2s\n")
+    env.wait_healthy(2)
+    load = env.h.load(lbd.port, n=2, max_seconds=90, rate=18).start()
+    # Past the first windows (covered only 8 s after the start), then five scale-in windows more.
+    lbdtest.wait_until(lambda: env.status()["control"]["autoscale"]["data_ok"], 30, "the windows covered")
+    rates = []
+    for _ in range(40):
+        time.sleep(1)
+        auto = env.status()["control"]["autoscale"]
+        rates.append(auto["rps"])
+        assert env.status()["control"]["desired"] == 2, auto
+    load.stop()
+    assert not load.failures, load.failures[:5]
+    rates.sort()
+    median = rates[len(rates) // 2]
+    print(f"no flapping: 40 s at {median:.1f} req/s (median over the scale-out window; 36 asked)")
+    # The load was there: close to 90 % of the target, and never at the 40 that scales out.
+    assert 27 <= median <= 37, rates
+    text = lbd.stderr_text()
+    assert "Scaling:" not in text, re.findall(r"Scaling: .*", text)
+    assert env.status()["control"]["launches"] == 2 and env.status()["control"]["terminations"] == 0

@@ -42,7 +42,10 @@ def test_all_failing_terminates_nothing_and_keeps_serving(env):
     # so when it answers 503 only lbd's probes fail (they are relayed to it), not the traffic.
     command = "{lbd} --listen {address} --backend {upstream} --admin off --access-log off " \
               "--set health.expect=200-599"
-    lbd = env.start_lbd(desired=3, command=command, grace="1s")
+    # fall = 20 (2 s at the harness's 100 ms checks): lbd's settle time, which the three backends' checks
+    # must all fail within, is wide enough for a loaded machine where one relay answers late (with 3,
+    # 300 ms, two once went down, the third not yet, and lbd rightly replaced the two).
+    lbd = env.start_lbd(desired=3, command=command, grace="1s", extra_pool="[health]\nfall = 20\n")
     relays = env.wait_relays(3)
     env.wait_healthy(3)
     time.sleep(1.0)  # past the grace period
@@ -54,7 +57,7 @@ def test_all_failing_terminates_nothing_and_keeps_serving(env):
         st = env.status()
         return st if st["control"]["all_failing"] else None
 
-    st = lbdtest.wait_until(all_failing, 10, "the all-failing case")
+    st = lbdtest.wait_until(all_failing, 20, "the all-failing case")
     assert st["healthy"] == 0
     for b in st["backends"]:
         assert b["state"] == "down" and b["forced"] is True and b["in_rotation"] is True

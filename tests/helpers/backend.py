@@ -37,6 +37,9 @@ that let a test provoke every behaviour of the proxy in front of it:
   /_conns           JSON connection counters of this process
   anything else     200 "<name> <path>\\n"
 
+With --delay-all MS every request but /healthcheck and /_conns waits MS
+milliseconds first: a backend slower than its peers, holding requests.
+
 Every response carries "X-Backend: <name>" and "X-Backend-Conn: <n>", the
 sequence number of the connection it was sent on. With --record FILE each
 received request head is appended to FILE as one JSON line. With
@@ -114,6 +117,7 @@ class Backend:
         self.name = args.name
         self.health_file = args.health_file
         self.close_all = args.close_all
+        self.delay_all = args.delay_all / 1000 if args.delay_all else 0
         self.idle_timeout = args.idle_timeout / 1000 if args.idle_timeout else None
         self.record = open(args.record, "a", encoding="utf-8") if args.record else None
         self.stats = Stats()
@@ -408,6 +412,8 @@ class Backend:
             return True
         if self.close_all:
             return False
+        if self.delay_all:
+            await asyncio.sleep(self.delay_all)
         if path == "/echo" or path.startswith("/echo/"):
             body = json.dumps({"method": req.method, "path": req.target, "version": req.version,
                                "headers": req.headers, "body_len": body_len,
@@ -552,6 +558,8 @@ def main():
     parser.add_argument("--health-file", help="file whose status code /healthcheck returns")
     parser.add_argument("--close-all", action="store_true",
                         help="close the connection on every request but /healthcheck")
+    parser.add_argument("--delay-all", type=int, default=0, metavar="MS",
+                        help="wait MS milliseconds before answering any request but /healthcheck")
     parser.add_argument("--idle-timeout", type=int, default=0, metavar="MS",
                         help="close connections idle for longer than MS milliseconds")
     args = parser.parse_args()

@@ -598,8 +598,9 @@ def _end_process(proc, timeout=5.0):
 
 
 class Backend:
-    def __init__(self, workdir, name, port=None, close_all=False, idle_timeout_ms=None):
+    def __init__(self, workdir, name, port=None, close_all=False, idle_timeout_ms=None, delay_all_ms=None):
         self.name = name
+        self.delay_all_ms = delay_all_ms
         self.idle_timeout_ms = idle_timeout_ms
         self.port = port or free_port()
         self.addr = f"127.0.0.1:{self.port}"
@@ -616,6 +617,8 @@ class Backend:
             cmd.append("--close-all")
         if self.idle_timeout_ms:
             cmd += ["--idle-timeout", str(self.idle_timeout_ms)]
+        if self.delay_all_ms:
+            cmd += ["--delay-all", str(self.delay_all_ms)]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=log)
@@ -928,11 +931,14 @@ class RssSampler:
 
 
 class LoadThreads:
-    """n client threads doing keep-alive GETs until stopped (bounded by max_seconds)."""
+    """n client threads doing keep-alive GETs until stopped (bounded by max_seconds). With rate (requests
+    per second per thread), each thread starts a request at most every 1/rate seconds, never catching up
+    after a slow one, so the load never exceeds n x rate."""
 
     def __init__(self, port, n=4, path="/load", max_seconds=10.0, pause=0.0, tls=None,
-                 server_hostname=None):
+                 server_hostname=None, rate=None):
         self.port = port
+        self.rate = rate
         self.tls = tls
         self.server_hostname = server_hostname
         self.path = path
@@ -952,6 +958,7 @@ class LoadThreads:
         i = 0
         while not self.stop_event.is_set() and time.monotonic() < deadline:
             i += 1
+            started = time.monotonic()
             try:
                 if conn is None:
                     conn = HttpConnection(self.port, timeout=5, tls=self.tls,
@@ -976,6 +983,8 @@ class LoadThreads:
                 conn = None
             if self.pause:
                 time.sleep(self.pause)
+            if self.rate:
+                self.stop_event.wait(max(0.0, started + 1.0 / self.rate - time.monotonic()))
         if conn is not None:
             conn.close()
 

@@ -204,6 +204,7 @@ static void fill_state(struct fixture *f)
         backend_set_healthy(b0, true, "test");
         b0->checked_once = true;
         b0->loops[0].active = 2;
+        b0->load = 1.25;
         b0->stats.requests = 10;
         b0->stats.failures = 1;
         b0->stats.health_ok = 7;
@@ -348,6 +349,12 @@ static void test_metrics(void **state)
                 "lbd_backend_active_requests{backend=\"127.0.0.1:8081\"} 2\n"
                 "lbd_backend_active_requests{backend=\"127.0.0.1:8082\"} 0\n"
                 "lbd_backend_active_requests{backend=\"[::1]:8083\"} 0\n"
+                "# HELP lbd_backend_load Requests in flight to the backend, smoothed over about 10 s (what "
+                "scaling in goes by).\n"
+                "# TYPE lbd_backend_load gauge\n"
+                "lbd_backend_load{backend=\"127.0.0.1:8081\"} 1.25\n"
+                "lbd_backend_load{backend=\"127.0.0.1:8082\"} 0.00\n"
+                "lbd_backend_load{backend=\"[::1]:8083\"} 0.00\n"
                 "# HELP lbd_backend_failures_total Connect failures, resets, timeouts and malformed "
                 "responses from "
                 "the backend.\n"

@@ -138,9 +138,56 @@ static void test_loops_bounds(void **state)
         pool_free(p);
 }
 
+/* The smoothed load (backend_sample_load()): the busy time every loop adds is summed, the mean number in
+ * flight follows it with the time constant, requests still held count, and the margins make steady-load
+ * noise a tie. */
+static void test_load_sums_loops_and_smooths(void **state)
+{
+        struct pool *p = two_loop_pool();
+        struct backend *a = p->backends[0], *b = p->backends[1];
+        uint64_t t = 1000 * USEC_PER_SEC;
+
+        pool_sample_load(p, t); /* the starting point */
+        assert_true(a->load == 0 && b->load == 0);
+        /* a: 2 requests in flight on average, half on each loop; b: idle, for a minute. */
+        for (int s = 0; s < 60; s++) {
+                t += USEC_PER_SEC;
+                a->loops[0].stats.busy_usec += USEC_PER_SEC;
+                a->loops[1].stats.busy_usec += USEC_PER_SEC;
+                pool_sample_load(p, t);
+        }
+        assert_true(a->load > 1.9 && a->load <= 2.0);
+        assert_true(b->load < 1e-9);
+        /* After one second of it, far from there yet: smoothed. */
+        b->loops[1].stats.busy_usec += 4 * USEC_PER_SEC;
+        t += USEC_PER_SEC;
+        pool_sample_load(p, t);
+        assert_true(b->load > 0.3 && b->load < 0.5);
+        /* A request held for long (not finished, so not in busy_usec yet) counts while it is in flight. */
+        b->loops[0].active = 3;
+        for (int s = 0; s < 60; s++) {
+                t += USEC_PER_SEC;
+                pool_sample_load(p, t);
+        }
+        assert_true(b->load > 2.9 && b->load <= 3.0);
+        b->loops[0].active = 0;
+        /* A clock that did not move changes nothing. */
+        pool_sample_load(p, t);
+        assert_true(b->load > 2.9);
+
+        assert_true(backend_load_less(0.0, 1.5));
+        assert_false(backend_load_less(0.0, 0.9)); /* within a request */
+        assert_false(backend_load_less(0.5, 1.4));
+        assert_false(backend_load_less(10.0, 14.0)); /* within 30 % */
+        assert_true(backend_load_less(10.0, 15.0));
+        assert_false(backend_load_less(2.0, 1.0));
+        pool_free(p);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_load_sums_loops_and_smooths),
                 cmocka_unit_test(test_least_conn_counts_every_loop),
                 cmocka_unit_test(test_p2c_counts_every_loop),
                 cmocka_unit_test(test_round_robin_cursor_per_loop),

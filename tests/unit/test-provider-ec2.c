@@ -292,6 +292,136 @@ static void test_launch_hash(void **state)
         assert_string_equal(f->p->launch_hash, base);
 }
 
+/* A reload keeps the settings before it: a launch with launch_previous uses them (image, hash tag), one
+ * without the new ones; a reload back to them swaps the two. */
+static void test_launch_previous(void **state)
+{
+        struct fixture *f = *state;
+        struct result res = {0};
+        char old[INSTANCE_LAUNCH_HASH_MAX], fresh[INSTANCE_LAUNCH_HASH_MAX], expect[256];
+        struct config c;
+
+        assert_string_equal(f->p->previous_hash, "");
+        memcpy(old, f->p->launch_hash, sizeof(old));
+        c = f->config;
+        assert_int_equal(config_set(&c, "ec2", "image", "ami-2", NULL), 0);
+        assert_int_equal(f->p->ops->set_config(f->p, &c), 0);
+        memcpy(fresh, f->p->launch_hash, sizeof(fresh));
+        assert_string_equal(f->p->previous_hash, old);
+
+        f->p->launch_previous = true;
+        fakehttp_queue(f->server, 200, run);
+        assert_int_equal(f->p->ops->launch(f->p, 1, NULL, "lbd-token-1", on_list, &res), 0);
+        run_until(f->base, &res.done);
+        assert_int_equal(res.r, 0);
+        assert_non_null(strstr(f->server->requests[0].body, "&ImageId=ami-1&"));
+        (void)snprintf(expect, sizeof(expect), "Tag.3.Value=%s&", old);
+        assert_non_null(strstr(f->server->requests[0].body, expect));
+
+        f->p->launch_previous = false;
+        memset(&res, 0, sizeof(res));
+        fakehttp_queue(f->server, 200, run);
+        assert_int_equal(f->p->ops->launch(f->p, 1, NULL, "lbd-token-2", on_list, &res), 0);
+        run_until(f->base, &res.done);
+        assert_non_null(strstr(f->server->requests[1].body, "&ImageId=ami-2&"));
+        (void)snprintf(expect, sizeof(expect), "Tag.3.Value=%s&", fresh);
+        assert_non_null(strstr(f->server->requests[1].body, expect));
+
+        /* The same settings again change nothing; back to the old ones swaps. */
+        assert_int_equal(f->p->ops->set_config(f->p, &c), 0);
+        assert_string_equal(f->p->previous_hash, old);
+        assert_int_equal(f->p->ops->set_config(f->p, &f->config), 0);
+        assert_string_equal(f->p->launch_hash, old);
+        assert_string_equal(f->p->previous_hash, fresh);
+}
+
+/* Writes <text> to <path>: a provider started with <c> does not take it for its previous settings. */
+static void previous_not_used(struct fixture *f, const struct config *c, const char *path, const char *text)
+{
+        struct provider *p = NULL;
+        FILE *file = fopen(path, "w");
+
+        assert_non_null(file);
+        assert_true(fputs(text, file) >= 0);
+        (void)fclose(file);
+        assert_int_equal(provider_new(f->base, c, &p), 0);
+        assert_string_equal(p->previous_hash, "");
+        provider_free(p);
+}
+
+/* [ec2] previous_settings: a reload saves the settings before it; a new provider (a restart) reads them
+ * back and launches with them when asked; a file whose settings do not hash to the hash it names, or with
+ * a line it does not know, is not used. */
+static void test_previous_settings_file(void **state)
+{
+        struct fixture *f = *state;
+        char dir[] = "/tmp/test-provider-ec2-prev-XXXXXX", path[128], tmp[160], old[INSTANCE_LAUNCH_HASH_MAX];
+        _cleanup_free_ char *text = NULL;
+        struct provider *p2 = NULL;
+        struct result res = {0};
+        struct config c;
+        FILE *file;
+        long size;
+
+        assert_non_null(mkdtemp(dir));
+        (void)snprintf(path, sizeof(path), "%s/previous", dir);
+        (void)snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        assert_int_equal(config_set(&f->config, "ec2", "previous_settings", path, NULL), 0);
+        assert_int_equal(f->p->ops->set_config(f->p, &f->config), 0);
+        assert_int_equal(access(path, F_OK), -1); /* nothing changed yet: nothing saved */
+        memcpy(old, f->p->launch_hash, sizeof(old));
+        c = f->config;
+        assert_int_equal(config_set(&c, "ec2", "image", "ami-2", NULL), 0);
+        assert_int_equal(f->p->ops->set_config(f->p, &c), 0);
+        assert_int_equal(access(path, R_OK), 0);
+        assert_int_equal(access(tmp, F_OK), -1);
+
+        /* A restart with the new settings: the old ones come back from the file. */
+        assert_int_equal(provider_new(f->base, &c, &p2), 0);
+        assert_string_equal(p2->previous_hash, old);
+        p2->launch_previous = true;
+        fakehttp_queue(f->server, 200, run);
+        assert_int_equal(p2->ops->launch(p2, 1, NULL, "lbd-token-1", on_list, &res), 0);
+        run_until(f->base, &res.done);
+        assert_int_equal(res.r, 0);
+        assert_non_null(strstr(f->server->requests[0].body, "&ImageId=ami-1&"));
+        assert_non_null(strstr(f->server->requests[0].body, "UserData="));
+        p2 = provider_free(p2);
+
+        /* Tampered with: the image no longer matches the hash. */
+        file = fopen(path, "r");
+        assert_non_null(file);
+        assert_int_equal(fseek(file, 0, SEEK_END), 0);
+        size = ftell(file);
+        rewind(file);
+        text = calloc(1, (size_t)size + 1);
+        assert_non_null(text);
+        assert_int_equal(fread(text, 1, (size_t)size, file), (size_t)size);
+        (void)fclose(file);
+        assert_non_null(strstr(text, "\nimage=ami-1\n"));
+        strstr(text, "\nimage=ami-1\n")[10] = '9';
+        file = fopen(path, "w");
+        assert_non_null(file);
+        assert_int_equal(fwrite(text, 1, (size_t)size, file), (size_t)size);
+        (void)fclose(file);
+        assert_int_equal(provider_new(f->base, &c, &p2), 0);
+        assert_string_equal(p2->previous_hash, "");
+        p2 = provider_free(p2);
+
+        /* An unknown key, and a file cut short. */
+        previous_not_used(f, &c, path, "hash=0123456789abcdef\nwhatever=1\n");
+        previous_not_used(f, &c, path, "hash=0123456789abcdef\nuser_data_bytes=10\nshort");
+
+        /* The file names the configured settings: nothing before them. */
+        assert_int_equal(f->p->ops->set_config(f->p, &f->config), 0); /* back: saves ami-2's as previous */
+        assert_int_equal(provider_new(f->base, &c, &p2), 0);
+        assert_string_equal(p2->previous_hash, "");
+        p2 = provider_free(p2);
+
+        (void)unlink(path);
+        (void)rmdir(dir);
+}
+
 static void test_errors(void **state)
 {
         struct fixture *f = *state;
@@ -344,6 +474,8 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_list, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_launch_and_terminate, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_launch_hash, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_launch_previous, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_previous_settings_file, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reload_during_call, setup, teardown),
         };

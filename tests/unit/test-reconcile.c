@@ -252,8 +252,11 @@ static void answer_launch_ex(struct fake *f, bool listed)
         for (unsigned i = 0; i < n; i++) {
                 struct instance *inst = cloud_add(f, INSTANCE_RUNNING);
 
-                /* launched with the provider's settings of now, as the ec2 provider tags them */
-                memcpy(inst->launch_hash, f->provider.launch_hash, sizeof(inst->launch_hash));
+                /* launched with the provider's settings of now (or its previous ones when asked), as the
+                 * ec2 provider tags them */
+                memcpy(inst->launch_hash,
+                       f->provider.launch_previous ? f->provider.previous_hash : f->provider.launch_hash,
+                       sizeof(inst->launch_hash));
                 memcpy(inst->subnet, f->launch_zone, sizeof(inst->subnet));
                 launched[i] = *inst;
                 if (!listed)
@@ -937,6 +940,82 @@ static void test_scale_down_order(void **state)
         fake_free_all(f);
 }
 
+/* <n> running instances launched a minute apart (the last the newest), in <subnets> (NULL: none) of the
+ * provider's <zones> (3 of them, or NULL), adopted and healthy, desired <n>; their ids into <ids>. */
+static struct fake *healthy_minute_apart(size_t n, const char *const *zones, const char *const *subnets,
+                                         char ids[][INSTANCE_ID_MAX])
+{
+        struct fake *f = fake_new(&fake_managed_ops);
+
+        for (size_t i = 0; zones && i < 3; i++)
+                (void)snprintf(f->provider.zones[i], sizeof(f->provider.zones[i]), "%s", zones[i]);
+        f->provider.n_zones = zones ? 3 : 0;
+        for (size_t i = 0; i < n; i++) {
+                struct instance *inst = cloud_add(f, INSTANCE_RUNNING);
+
+                memcpy(ids[i], inst->id, INSTANCE_ID_MAX);
+                if (subnets)
+                        (void)snprintf(inst->subnet, sizeof(inst->subnet), "%s", subnets[i]);
+                f->wall += 60 * SEC;
+        }
+        f->config.desired = n;
+        reconcile_start(f->r);
+        run(f);
+        answer_list(f);
+        all_healthy(f);
+        assert_idle(f);
+        return f;
+}
+
+/* Lowers desired by one with <loads> on the backends of <ids> (n of them): the one terminated must be
+ * <ids>[<expected>]. */
+static void scale_down_one(struct fake *f, char ids[][INSTANCE_ID_MAX], const double *loads, size_t n,
+                           size_t expected)
+{
+        for (size_t i = 0; i < n; i++)
+                if (backend_of(f, ids[i]))
+                        backend_of(f, ids[i])->load = loads[i];
+        f->config.desired--;
+        reconcile_set_config(f->r, &f->config);
+        run(f);
+        answer_list(f);
+        assert_non_null(f->terminate_cb);
+        assert_int_equal(f->n_terminate, 1);
+        assert_true(terminated(f, ids[expected]));
+        answer_terminate(f);
+        run(f);
+        answer_list(f);
+        assert_idle(f);
+}
+
+/* Scaling down among healthy instances: the least loaded goes first (the smoothed load, backend.h), the
+ * newest among equal loads; with zones, the least loaded of the fullest zone. */
+static void test_scale_down_least_loaded(void **state)
+{
+        const char *const zones[] = {"subnet-a", "subnet-b", "subnet-c"};
+        const char *const subnet_of[] = {"subnet-a", "subnet-a", "subnet-b", "subnet-c", "subnet-a"};
+        /* The newest (ids[3]) is clearly busy, ids[1] the least loaded: ids[1] goes. */
+        const double busy_newest[] = {1.4, 0.2, 1.5, 4.0};
+        /* Loads equal within the margins (a steady load's noise): the newest of those goes, ids[2], not
+         * ids[0], a little less loaded but older; ids[3] is still clearly busier. */
+        const double equal[] = {0.9, 0, 1.6, 4.0};
+        /* Zones: a has three (the fullest), b and c one each. The idle ones in b and c stay; in a, the
+         * newest (ids[4]) is busy and ids[1] the least loaded of the zone. */
+        const double in_zones[] = {2.5, 1.0, 0, 0, 3.0};
+        char ids[5][INSTANCE_ID_MAX];
+        struct fake *f;
+
+        f = healthy_minute_apart(4, NULL, NULL, ids);
+        scale_down_one(f, ids, busy_newest, 4, 1);
+        scale_down_one(f, ids, equal, 4, 2);
+        assert_int_equal(cloud_alive(f), 2);
+        fake_free_all(f);
+
+        f = healthy_minute_apart(5, zones, subnet_of, ids);
+        scale_down_one(f, ids, in_zones, 5, 1);
+        fake_free_all(f);
+}
+
 static void test_unlisted_launch(void **state)
 {
         struct fake *f = fake_new(&fake_managed_ops);
@@ -1104,6 +1183,29 @@ static void test_all_failing(void **state)
         answer_list(f);
         assert_idle(f);
         assert_int_equal(f->terminates + f->launches, 0);
+
+        /* A check passes on b[0], not yet the rise: it is coming back, the least bad of all; and one that
+         * answers stays beside it. Any change of the pool re-decides (here b[1] times out now). */
+        b[0]->last_check = CHECK_OK;
+        set_health(b[1], false, CHECK_TIMEOUT);
+        pool_refresh(f->pool);
+        run(f);
+        assert_true(view(f).panic);
+        assert_true(b[0]->forced && b[2]->forced);
+        assert_false(b[1]->forced);
+        /* Every one passes once (still down until the rise): all kept, the pool never empty. */
+        b[1]->last_check = CHECK_OK;
+        b[2]->last_check = CHECK_OK;
+        pool_refresh(f->pool);
+        run(f);
+        assert_true(view(f).panic);
+        assert_true(b[0]->forced && b[1]->forced && b[2]->forced);
+        assert_int_equal(pool_count_healthy(f->pool), 3);
+        b[0]->last_check = CHECK_FAIL;
+        b[1]->last_check = CHECK_REFUSED;
+        b[2]->last_check = CHECK_FAIL;
+        pool_refresh(f->pool);
+        run(f);
 
         /* One passes again: back to normal, and the failed ones are replaced (within the budget). */
         set_health(b[2], true, CHECK_OK);
@@ -1494,6 +1596,84 @@ static void test_refresh_rollback(void **state)
         fake_free_all(f);
 }
 
+/* A rollback after a batch was replaced (min_healthy low enough to terminate an old one before the new one
+ * shows healthy): the pool gets back to desired with instances launched with the old settings, which the
+ * provider still has (previous_hash). */
+static void test_refresh_rollback_relaunches_old(void **state)
+{
+        struct fake *f = fake_new(&fake_managed_ops);
+        size_t n_old = 0;
+        const char *fresh, *fresh2;
+
+        for (int i = 0; i < 3; i++)
+                memcpy(cloud_add(f, INSTANCE_RUNNING)->launch_hash, OLD_HASH, sizeof(OLD_HASH));
+        memcpy(f->provider.launch_hash, NEW_HASH, sizeof(NEW_HASH));
+        memcpy(f->provider.previous_hash, OLD_HASH, sizeof(OLD_HASH));
+        assert_int_equal(config_set(&f->config, "pool", "refresh_min_healthy", "50", NULL), 0);
+        reconcile_start(f->r);
+        run(f);
+        answer_list(f);
+        all_healthy(f);
+        /* 2 of 3 must serve: one new launched first */
+        assert_non_null(f->launch_cb);
+        assert_int_equal(f->launch_count, 1);
+        assert_false(f->provider.launch_previous);
+        answer_launch(f);
+        fresh = f->cloud[3].id;
+        run(f);
+        answer_list(f);
+        /* the next batch: another new one, and one old goes without waiting for either to count */
+        assert_non_null(f->launch_cb);
+        answer_launch(f);
+        fresh2 = f->cloud[4].id;
+        run(f);
+        assert_non_null(f->terminate_cb);
+        assert_int_equal(f->n_terminate, 1);
+        answer_terminate(f);
+        run(f);
+        answer_list(f);
+        assert_int_equal(view(f).refresh_replaced, 1);
+        set_health(backend_of(f, fresh), false, CHECK_FAIL);
+        set_health(backend_of(f, fresh2), false, CHECK_FAIL);
+        f->wall += 61 * SEC;
+        f->mono += 5 * SEC;
+        poll_now(f);
+        answer_list(f);
+        assert_int_equal(view(f).refresh, REFRESH_ROLLED_BACK);
+        assert_non_null(strstr(view(f).refresh_reason, "with the old settings " OLD_HASH));
+        /* one launched with the old settings (2 old left, desired 3), then the new one terminated */
+        assert_non_null(f->launch_cb);
+        assert_int_equal(f->launch_count, 1);
+        assert_true(f->provider.launch_previous);
+        answer_launch(f);
+        run(f);
+        assert_non_null(f->terminate_cb);
+        assert_int_equal(f->n_terminate, 2);
+        assert_true(terminated(f, fresh) && terminated(f, fresh2));
+        answer_terminate(f);
+        run(f);
+        answer_list(f);
+        all_healthy(f);
+        assert_idle(f);
+        for (size_t i = 0; i < f->n_cloud; i++)
+                if (f->cloud[i].state == INSTANCE_RUNNING) {
+                        assert_string_equal(f->cloud[i].launch_hash, OLD_HASH);
+                        n_old++;
+                }
+        assert_int_equal(n_old, 3);
+        assert_int_equal(view(f).refresh, REFRESH_ROLLED_BACK);
+
+        /* New settings (a reload) end the rollback: launches use the current settings again. */
+        memcpy(f->provider.previous_hash, NEW_HASH, sizeof(NEW_HASH));
+        memcpy(f->provider.launch_hash, "00000000000000cc", 17);
+        poll_now(f);
+        answer_list(f);
+        assert_int_equal(view(f).refresh, REFRESH_RUNNING);
+        assert_non_null(f->launch_cb);
+        assert_false(f->provider.launch_previous);
+        fake_free_all(f);
+}
+
 /* <id> fails its checks, its grace period and settle time pass, and a poll decides its replacement. */
 static void fail_and_poll(struct fake *f, const char *id)
 {
@@ -1569,6 +1749,7 @@ int main(void)
                 cmocka_unit_test(test_adopted_never_up),
                 cmocka_unit_test(test_scale),
                 cmocka_unit_test(test_scale_down_order),
+                cmocka_unit_test(test_scale_down_least_loaded),
                 cmocka_unit_test(test_unlisted_launch),
                 cmocka_unit_test(test_list_failure),
                 cmocka_unit_test(test_storm_guard),
@@ -1584,6 +1765,7 @@ int main(void)
                 cmocka_unit_test(test_refresh),
                 cmocka_unit_test(test_refresh_after_restart),
                 cmocka_unit_test(test_refresh_rollback),
+                cmocka_unit_test(test_refresh_rollback_relaunches_old),
                 cmocka_unit_test(test_zones),
         };
 
