@@ -1069,6 +1069,7 @@ lb_config() {
             echo "upstream_name = $web_name"
         fi
         echo "tag = $tag"
+        echo "previous_settings = /var/lib/lbd/previous-launch-settings"
         $instance_role || echo "credentials_file = /etc/lbd/credentials"
     fi
     lease_config

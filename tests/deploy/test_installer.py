@@ -135,6 +135,8 @@ def test_lb_config(lb_root):
         ("ec2", "tag"): "lbd:pool=test",
         ("ec2", "user_data"): "/etc/lbd/backend-user-data.sh",
         ("ec2", "credentials_file"): "/etc/lbd/credentials",
+        # lbd.service's StateDirectory: a refresh's rollback survives a restart of lbd.
+        ("ec2", "previous_settings"): "/var/lib/lbd/previous-launch-settings",
         ("limits", "max_body_size"): "1m",
     }
     for key, value in expected.items():

@@ -78,6 +78,9 @@ def test_lbd_units(unit, config):
     if unit == "lbd.service":
         # Local backends are the unit's processes: they outlive lbd's drain, then go.
         assert s[(svc, "KillMode")] == ["mixed"]
+        # [ec2] previous_settings lives there (the installer writes it), kept from everyone else.
+        assert s[(svc, "StateDirectory")] == ["lbd"]
+        assert s[(svc, "StateDirectoryMode")] == ["0700"]
     assert s[(svc, "User")] == ["lbd"]
     # Port 80 as a non-root user: the capability, and no private user namespace (which would void it).
     assert s[(svc, "AmbientCapabilities")] == ["CAP_NET_BIND_SERVICE"]
