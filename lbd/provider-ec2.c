@@ -495,7 +495,8 @@ static int provider_ec2_read_pem(const char *key, const char *path, bool want_ke
                 if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \n\r-", pem[i]) ||
                     pem[i] == 0) {
                         OPENSSL_cleanse(pem, len);
-                        return log_error_errno(EINVAL, "[ec2] %s %s: not a PEM file", key, path);
+                        return log_error_errno(EINVAL, "[ec2] %s %s: not a PEM %s file", key, path,
+                                               want_key ? "private key" : "certificate");
                 }
         bio = BIO_new_mem_buf(pem, (int)len);
         if (bio) {

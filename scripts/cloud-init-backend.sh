@@ -62,7 +62,7 @@ elif [[ -n $UPSTREAM_NAME ]]; then
 fi
 if [[ -n $RELAY_TLS_CERT || -n $RELAY_TLS_KEY ]]; then
     [[ $RELAY_TLS_CERT == *"-----BEGIN CERTIFICATE-----"* ]] || fail "RELAY_TLS_CERT is not a PEM certificate"
-    [[ $RELAY_TLS_KEY == *"-----BEGIN "*"PRIVATE KEY-----"* ]] || fail "RELAY_TLS_KEY is not a PEM private key"
+    [[ $RELAY_TLS_KEY == *"-----BEGIN "*"KEY-----"* ]] || fail "RELAY_TLS_KEY is not a PEM private key"
     say "the relay listens with TLS (its certificate and key from the user data)"
 fi
 ((EUID == 0)) || fail "must run as root"
