@@ -951,7 +951,7 @@ EOF
 
 # Runs `lbctl provision` and reads its KEY=VALUE lines, each checked before use.
 run_provision() {
-    local lbctl out line key value web_user_data lb_port
+    local lbctl out line key value web_user_data lb_port relay_before
     local -a args
     lbctl=${LBD_LBCTL:-$(dest "$prefix/bin/lbctl")}
     [[ -x $lbctl ]] || die "$lbctl not found: the build did not install lbctl"
@@ -972,6 +972,8 @@ run_provision() {
     ! $web_plain_http || args+=(--web-plain-http)
     ! $relay_plain_http || args+=(--relay-plain-http)
     log "provisioning: lbctl ${args[*]}"
+    # A renewed relay certificate reaches new relays once lbd reads it again (restarted below).
+    relay_before=$(cat -- "$(dest /etc/lbd/web-tls)/relay.pem" 2>/dev/null || true)
     if ! out=$("$lbctl" "${args[@]}"); then
         rm -f -- "$web_user_data"
         die "lbctl provision failed (its messages are above)"
@@ -1039,6 +1041,7 @@ run_provision() {
         # lbd reads the relays' key to put it into their user data; nothing else on this host may.
         real_install && chown lbd:lbd -- "$relay_key"
         chmod 0600 -- "$relay_key"
+        [[ $(cat -- "$relay_cert") == "$relay_before" ]] || changed=true
     fi
     [[ -n $image ]] || die "lbctl provision did not report an image (LBD_IMAGE): give --image"
 }
