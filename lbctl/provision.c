@@ -374,6 +374,15 @@ static bool provision_endpoint_ok(const char *s)
         return true;
 }
 
+/* <flag>'s value <arg>, a DNS name (such as <example>) put in the output: in <*ret>, or 2 (logged). */
+static int provision_dns_name_option(const char *flag, const char *example, const char *arg, const char **ret)
+{
+        if (!parse_dns_name_ok(arg) || strlen(arg) >= PROVISION_VALUE_MAX)
+                return provision_usage("%s '%s': expected a DNS name such as %s", flag, arg, example);
+        *ret = arg;
+        return 0;
+}
+
 static int provision_parse_options(int argc, char **argv, struct provision_options *o)
 {
         enum {
@@ -561,11 +570,7 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                         o->web_tls_dir = optarg;
                         break;
                 case OPT_WEB_NAME:
-                        if (!parse_dns_name_ok(optarg) || strlen(optarg) >= PROVISION_VALUE_MAX)
-                                return provision_usage("--web-name '%s': expected a DNS name such as "
-                                                       "web.lbd.internal",
-                                                       optarg);
-                        o->web_name = optarg;
+                        r = provision_dns_name_option("--web-name", PROVISION_WEB_NAME, optarg, &o->web_name);
                         break;
                 case OPT_WEB_PLAIN_HTTP:
                         o->web_plain = true;
@@ -574,11 +579,7 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                         o->renew_web_cert = true;
                         break;
                 case OPT_RELAY_NAME:
-                        if (!parse_dns_name_ok(optarg) || strlen(optarg) >= PROVISION_VALUE_MAX)
-                                return provision_usage("--relay-name '%s': expected a DNS name such as "
-                                                       "relay.lbd.internal",
-                                                       optarg);
-                        o->relay_name = optarg;
+                        r = provision_dns_name_option("--relay-name", PROVISION_RELAY_NAME, optarg, &o->relay_name);
                         break;
                 case OPT_RELAY_PLAIN_HTTP:
                         o->relay_plain = true;
