@@ -150,6 +150,7 @@ else
     say "installing with installer.sh --role backend ${tls[*]}"
     "$SRC/installer/installer.sh" --role backend --non-interactive --upstream "$UPSTREAM" --listen "$LISTEN" \
         --admin "$ADMIN" "${tls[@]}"
+    rm -f -- "$SRC/relay-tls.key" # the installer copied it to /etc/lbd
 fi
 
 systemctl is-active --quiet lbd-relay.service || fail "lbd-relay.service is not running: journalctl -u lbd-relay"
