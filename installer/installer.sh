@@ -62,6 +62,11 @@
 #                            webd's certificate lasts 825 days, and a run of the installer (or lbctl
 #                            provision) within 30 days of its end renews it from the same CA
 #   --web-plain-http         with --provision: plain HTTP between the relays and webd (not recommended)
+#                            With --provision the relays also listen with TLS: a certificate for
+#                            relay.lbd.internal from the same CA (/etc/lbd/web-tls/relay.pem, its key
+#                            relay.key 0600 lbd) goes into each backend's user data, and lbd's proxying
+#                            and health checks verify it ([tls] backend = on); renewed like webd's
+#   --relay-plain-http       with --provision: plain HTTP between lbd and the relays (not recommended)
 #   HTTPS (either pair; then --listen redirects to HTTPS, and the ACME challenge is served there):
 #   --tls-cert PATH --tls-key PATH   a certificate (chain after it) and its key that you already have:
 #                            copied to /etc/lbd/tls/ (0640 root:lbd); run the installer again, or copy
@@ -78,6 +83,8 @@
 #   --upstream-ca PATH       speak TLS to the web host, trusting only this CA certificate (copied to
 #                            /etc/lbd/upstream-ca.pem): a wrong certificate fails closed
 #   --upstream-name NAME     the name the web host's certificate must carry (default: its IP address)
+#   --tls-cert PATH --tls-key PATH   the relay listens with TLS with this certificate and key (copied to
+#                            /etc/lbd/relay-tls.pem and .key, 0640 root:lbd), for an LB with [tls] backend = on
 # Role web:
 #   --listen ADDR            (default 0.0.0.0:8080)
 #   --database CONNINFO      libpq connection string; default: a local PostgreSQL role and database 'webd'
@@ -159,6 +166,10 @@ upstream=""
 tag=lbd:pool=main
 provision=""
 web_plain_http=false
+relay_plain_http=false
+relay_cert=""
+relay_key=""
+relay_name=""
 web_ca=""
 web_name=""
 database=""
@@ -206,6 +217,7 @@ parse_options() {
             --instance-role) instance_role=true ;;
             --provision) provision=true ;;
             --web-plain-http) web_plain_http=true ;;
+            --relay-plain-http) relay_plain_http=true ;;
             --no-provision) provision=false ;;
             --role | --root | --prefix | --source | --listen | --admin | --provider | --region | \
                 --access-key-id | --secret-access-key | --secret-access-key-file | --endpoint | --desired | \
@@ -419,7 +431,7 @@ validate() {
         --secret-access-key-file --instance-role --endpoint --desired --subnet --security-groups --image
         --instance-type --key-name --networks --tag --provision --no-provision --tls-cert --tls-key
         --tls-listen --domain --acme-email --lease-database --lease-name --elastic-ip --instance-id --peer
-        --web-plain-http)
+        --web-plain-http --relay-plain-http)
     case "$role" in
         lb)
             only_for web --database --trusted-proxies --tls-private-ca
@@ -442,7 +454,7 @@ validate() {
                 local flag
                 for flag in --region --access-key-id --secret-access-key --secret-access-key-file \
                     --instance-role --endpoint --subnet --security-groups --image --instance-type \
-                    --key-name --tag --provision --web-plain-http; do
+                    --key-name --tag --provision --web-plain-http --relay-plain-http; do
                     [[ -z ${given[$flag]:-} ]] || usage_error "$flag applies only to --provider ec2"
                 done
                 provision=false
@@ -452,7 +464,11 @@ validate() {
             fi
             ;;
         backend)
-            only_for lb "${lb_only[@]}"
+            local flag backend_lb_only=()
+            for flag in "${lb_only[@]}"; do
+                [[ $flag == --tls-cert || $flag == --tls-key ]] || backend_lb_only+=("$flag")
+            done
+            only_for lb "${backend_lb_only[@]}"
             only_for web --database --trusted-proxies --tls-private-ca
             [[ -n $listen ]] || listen=0.0.0.0:80
             check --listen valid_addr "$listen" "an ADDRESS:PORT such as 0.0.0.0:80"
@@ -465,6 +481,11 @@ validate() {
             if [[ -n $upstream_name ]]; then
                 [[ -n $upstream_ca ]] || usage_error "--upstream-name needs --upstream-ca"
                 check --upstream-name valid_domain "$upstream_name" "a DNS name such as web.internal.example"
+            fi
+            if [[ -n $tls_cert || -n $tls_key ]]; then
+                [[ -n $tls_cert && -n $tls_key ]] || usage_error "--tls-cert and --tls-key go together"
+                check --tls-cert valid_pem_path "$tls_cert" "the absolute path of a readable PEM file"
+                check --tls-key valid_pem_path "$tls_key" "the absolute path of a readable PEM file"
             fi
             ;;
         web)
@@ -930,7 +951,7 @@ EOF
 
 # Runs `lbctl provision` and reads its KEY=VALUE lines, each checked before use.
 run_provision() {
-    local lbctl out line key value web_user_data lb_port
+    local lbctl out line key value web_user_data lb_port relay_before
     local -a args
     lbctl=${LBD_LBCTL:-$(dest "$prefix/bin/lbctl")}
     [[ -x $lbctl ]] || die "$lbctl not found: the build did not install lbctl"
@@ -949,7 +970,10 @@ run_provision() {
     # The web tier's private CA stays on this host (staged under --root like every other file).
     args+=(--web-tls-dir "$(dest /etc/lbd/web-tls)")
     ! $web_plain_http || args+=(--web-plain-http)
+    ! $relay_plain_http || args+=(--relay-plain-http)
     log "provisioning: lbctl ${args[*]}"
+    # A renewed relay certificate reaches new relays once lbd reads it again (restarted below).
+    relay_before=$(cat -- "$(dest /etc/lbd/web-tls)/relay.pem" 2>/dev/null || true)
     if ! out=$("$lbctl" "${args[@]}"); then
         rm -f -- "$web_user_data"
         die "lbctl provision failed (its messages are above)"
@@ -992,11 +1016,33 @@ run_provision() {
                 [[ -z $value ]] || valid_domain "$value" || die "lbctl provision: $key='$value' is not a DNS name"
                 web_name=$value
                 ;;
+            LBD_RELAY_CERT)
+                [[ $value == "$(dest /etc/lbd/web-tls)/relay.pem" ]] ||
+                    die "lbctl provision: $key='$value' is not in the directory it was given"
+                relay_cert=$value
+                ;;
+            LBD_RELAY_KEY)
+                [[ $value == "$(dest /etc/lbd/web-tls)/relay.key" ]] ||
+                    die "lbctl provision: $key='$value' is not in the directory it was given"
+                relay_key=$value
+                ;;
+            LBD_RELAY_NAME)
+                valid_domain "$value" || die "lbctl provision: $key='$value' is not a DNS name"
+                relay_name=$value
+                ;;
             *) continue ;;
         esac
         log "provisioned $key=$value"
     done <<<"$out"
     [[ -n $upstream ]] || die "lbctl provision did not report the web host (LBD_UPSTREAM)"
+    if [[ -n $relay_cert || -n $relay_key || -n $relay_name ]]; then
+        [[ -n $relay_cert && -n $relay_key && -n $relay_name ]] ||
+            die "lbctl provision reported only part of the relays' TLS (LBD_RELAY_CERT, LBD_RELAY_KEY, LBD_RELAY_NAME)"
+        # lbd reads the relays' key to put it into their user data; nothing else on this host may.
+        real_install && chown lbd:lbd -- "$relay_key"
+        chmod 0600 -- "$relay_key"
+        [[ $(cat -- "$relay_cert") == "$relay_before" ]] || changed=true
+    fi
     [[ -n $image ]] || die "lbctl provision did not report an image (LBD_IMAGE): give --image"
 }
 
@@ -1027,10 +1073,16 @@ lb_config() {
     fi
     echo "admin = $admin"
     echo
-    if [[ -n $tls_cert || -n $domain ]]; then
+    if [[ -n $tls_cert || -n $domain || -n $relay_cert ]]; then
         echo "[tls]"
         have_certificate && echo "certificate = /etc/lbd/tls/$(tls_name).pem /etc/lbd/tls/$(tls_name).key"
         [[ -z $domain ]] || echo "acme_challenge_dir = /var/lib/lbd/acme/.well-known/acme-challenge"
+        if [[ -n $relay_cert ]]; then
+            # The relays listen with the certificate `lbctl provision` issued them: verified here.
+            echo "backend = on"
+            echo "backend_ca = /etc/lbd/web-tls/ca.pem"
+            echo "backend_name = $relay_name"
+        fi
         echo
     fi
     echo "[health]"
@@ -1068,6 +1120,10 @@ lb_config() {
             echo "upstream_ca = /etc/lbd/web-tls/ca.pem"
             echo "upstream_name = $web_name"
         fi
+        if [[ -n $relay_cert ]]; then
+            echo "relay_tls_cert = /etc/lbd/web-tls/relay.pem"
+            echo "relay_tls_key = /etc/lbd/web-tls/relay.key"
+        fi
         echo "tag = $tag"
         echo "previous_settings = /var/lib/lbd/previous-launch-settings"
         $instance_role || echo "credentials_file = /etc/lbd/credentials"
@@ -1078,7 +1134,7 @@ lb_config() {
 relay_config() {
     echo "$MARKER"
     echo "[lbd]"
-    echo "listen = $listen"
+    if [[ -n $tls_cert ]]; then echo "listen = $listen tls"; else echo "listen = $listen"; fi
     echo "admin = $admin"
     echo
     echo "[health]"
@@ -1088,9 +1144,12 @@ relay_config() {
     echo "[pool]"
     echo "provider = static"
     echo "backends = $upstream"
-    if [[ -n $upstream_ca ]]; then
+    if [[ -n $upstream_ca || -n $tls_cert ]]; then
         echo
         echo "[tls]"
+        [[ -z $tls_cert ]] || echo "certificate = /etc/lbd/relay-tls.pem /etc/lbd/relay-tls.key"
+    fi
+    if [[ -n $upstream_ca ]]; then
         echo "backend = on"
         echo "backend_ca = /etc/lbd/upstream-ca.pem"
         [[ -z $upstream_name ]] || echo "backend_name = $upstream_name"
@@ -1110,14 +1169,24 @@ check_lbd_config() {
         if grep -q '^upstream_ca = ' "$(dest "$path")"; then
             sets+=(--set "ec2.upstream_ca=$(dest /etc/lbd/web-tls/ca.pem)")
         fi
+        if grep -q '^relay_tls_cert = ' "$(dest "$path")"; then
+            sets+=(--set "ec2.relay_tls_cert=$(dest /etc/lbd/web-tls/relay.pem)"
+                --set "ec2.relay_tls_key=$(dest /etc/lbd/web-tls/relay.key)")
+        fi
         if grep -q '^credentials_file = ' "$(dest "$path")"; then
             sets+=(--set "ec2.credentials_file=$(dest /etc/lbd/credentials)")
         fi
-        if grep -q '^certificate = ' "$(dest "$path")"; then
+        if grep -q '^certificate = /etc/lbd/tls/' "$(dest "$path")"; then
             sets+=(--set "tls.certificate=$(dest "/etc/lbd/tls/$(tls_name).pem") $(dest "/etc/lbd/tls/$(tls_name).key")")
         fi
-        if grep -q '^backend_ca = ' "$(dest "$path")"; then
+        if grep -q '^certificate = /etc/lbd/relay-tls.pem' "$(dest "$path")"; then
+            sets+=(--set "tls.certificate=$(dest /etc/lbd/relay-tls.pem) $(dest /etc/lbd/relay-tls.key)")
+        fi
+        if grep -q '^backend_ca = /etc/lbd/upstream-ca.pem' "$(dest "$path")"; then
             sets+=(--set "tls.backend_ca=$(dest /etc/lbd/upstream-ca.pem)")
+        fi
+        if grep -q '^backend_ca = /etc/lbd/web-tls/ca.pem' "$(dest "$path")"; then
+            sets+=(--set "tls.backend_ca=$(dest /etc/lbd/web-tls/ca.pem)")
         fi
         if grep -q '^acme_challenge_dir = ' "$(dest "$path")"; then
             sets+=(--set "tls.acme_challenge_dir=$(dest /var/lib/lbd/acme/.well-known/acme-challenge)")
@@ -1205,6 +1274,10 @@ install_backend() {
     ensure_user lbd "lbd relay"
     make_dir /etc/lbd 0750 root lbd
     [[ -z $upstream_ca ]] || put_file "$upstream_ca" /etc/lbd/upstream-ca.pem 0640 root lbd
+    if [[ -n $tls_cert ]]; then
+        put_file "$tls_cert" /etc/lbd/relay-tls.pem 0640 root lbd
+        put_file "$tls_key" /etc/lbd/relay-tls.key 0640 root lbd
+    fi
     put_content /etc/lbd/relay.conf 0640 root lbd < <(relay_config)
     check_lbd_config /etc/lbd/relay.conf
     install_unit lbd-relay.service

@@ -39,9 +39,13 @@ static int provision_tls_path(const char *dir, const char *name, char buf[static
         return n < 0 || n >= PROVISION_TLS_PATH_MAX ? -ENAMETOOLONG : 0;
 }
 
-/* Writes <len> bytes of <data> to <dir>/<name> with <mode>, whole: a new file aside, then rename(). */
-static int provision_tls_write(const char *dir, const char *name, const char *data, size_t len, mode_t mode)
+/* Writes <len> bytes of <data> to <dir>/<name> with <mode>, whole: a new file aside, then rename(). With
+ * <keep_owner>, the new file gets the owner and group of the one it replaces (the installer hands the
+ * relays' key to the user lbd runs as; a later run keeps it so). */
+static int provision_tls_write_owned(const char *dir, const char *name, const char *data, size_t len, mode_t mode,
+                                     bool keep_owner)
 {
+        struct stat st;
         char path[PROVISION_TLS_PATH_MAX], tmp[PROVISION_TLS_PATH_MAX];
         _cleanup_close_ int fd = -1;
         int r, n;
@@ -66,6 +70,10 @@ static int provision_tls_write(const char *dir, const char *name, const char *da
                 }
                 off += (size_t)w;
         }
+        if (keep_owner && lstat(path, &st) == 0 && S_ISREG(st.st_mode) && fchown(fd, st.st_uid, st.st_gid) < 0) {
+                r = -errno;
+                goto fail;
+        }
         if (fchmod(fd, mode) < 0 || fsync(fd) < 0 || rename(tmp, path) < 0) {
                 r = -errno;
                 goto fail;
@@ -74,6 +82,11 @@ static int provision_tls_write(const char *dir, const char *name, const char *da
 fail:
         (void)unlink(tmp);
         return r;
+}
+
+static int provision_tls_write(const char *dir, const char *name, const char *data, size_t len, mode_t mode)
+{
+        return provision_tls_write_owned(dir, name, data, len, mode, false);
 }
 
 /* The PEM text of <x> or <key> in a new string. */
@@ -275,8 +288,10 @@ int provision_tls_issue(const struct provision_tls_ca *ca, const char *name, con
         return 0;
 }
 
-int provision_tls_web_days_left(const char *dir, const struct provision_tls_ca *ca, const char *name,
-                                time_t now, long *ret_days)
+/* The days <dir>/<file> has left at <now> when it is a certificate of <ca> for <name> (in <*ret_x509> when
+ * not NULL), as provision_tls_web_days_left(). */
+static int provision_tls_days_left(const char *dir, const char *file, const struct provision_tls_ca *ca,
+                                   const char *name, time_t now, long *ret_days, X509 **ret_x509)
 {
         char path[PROVISION_TLS_PATH_MAX];
         _cleanup_free_ char *pem = NULL;
@@ -288,7 +303,7 @@ int provision_tls_web_days_left(const char *dir, const struct provision_tls_ca *
         int days = 0, secs = 0, r;
         bool ok;
 
-        r = provision_tls_path(dir, "web.pem", path);
+        r = provision_tls_path(dir, file, path);
         if (r < 0)
                 return r;
         r = readfile_bounded(path, PROVISION_TLS_PEM_MAX, O_NOFOLLOW, &pem, &len);
@@ -308,7 +323,59 @@ int provision_tls_web_days_left(const char *dir, const struct provision_tls_ca *
         if (!ok)
                 return -EBADMSG;
         *ret_days = days - (secs < 0 ? 1 : 0);
+        if (ret_x509)
+                *ret_x509 = TAKE_PTR(x);
         return 0;
+}
+
+int provision_tls_web_days_left(const char *dir, const struct provision_tls_ca *ca, const char *name,
+                                time_t now, long *ret_days)
+{
+        return provision_tls_days_left(dir, "web.pem", ca, name, now, ret_days, NULL);
+}
+
+int provision_tls_relay_days_left(const char *dir, const struct provision_tls_ca *ca, const char *name,
+                                  time_t now, long *ret_days)
+{
+        char path[PROVISION_TLS_PATH_MAX];
+        _cleanup_(X509_freep) X509 *x = NULL;
+        _cleanup_(EVP_PKEY_freep) EVP_PKEY *key = NULL;
+        _cleanup_(BIO_freep) BIO *bio = NULL;
+        _cleanup_free_ char *pem = NULL;
+        size_t len = 0;
+        struct stat st;
+        bool ok;
+        int r;
+
+        r = provision_tls_days_left(dir, "relay.pem", ca, name, now, ret_days, &x);
+        if (r < 0)
+                return r;
+        r = provision_tls_path(dir, "relay.key", path);
+        if (r < 0)
+                return r;
+        r = readfile_bounded(path, PROVISION_TLS_PEM_MAX, O_NOFOLLOW, &pem, &len);
+        if (r < 0)
+                return r == -ENOENT ? -ENOENT : -EBADMSG;
+        /* Readable by others, it may have leaked: a new key rather than the old one. */
+        if (stat(path, &st) < 0 || (st.st_mode & 0077)) {
+                OPENSSL_cleanse(pem, len);
+                return -EPERM;
+        }
+        bio = BIO_new_mem_buf(pem, (int)len);
+        if (bio)
+                key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+        OPENSSL_cleanse(pem, len);
+        ok = key && X509_check_private_key(x, key) == 1;
+        ERR_clear_error();
+        return ok ? 0 : -EBADMSG;
+}
+
+int provision_tls_relay_save(const char *dir, const char *cert, const char *key)
+{
+        /* The key first: a relay.pem beside an old key is found not to match and issued again. */
+        int r = provision_tls_write_owned(dir, "relay.key", key, strlen(key), 0600, true);
+
+        return r < 0 ? r : provision_tls_write(dir, "relay.pem", cert, strlen(cert), 0644);
 }
 
 int provision_tls_web_save(const char *dir, const char *cert)

@@ -1,4 +1,5 @@
-/* The pool's private CA and webd's certificate, for TLS from the relays to the web host (OpenSSL).
+/* The pool's private CA, webd's certificate and the relays' one, for TLS between lbd, the relays and the web
+ * host (OpenSSL).
  *
  * The CA lives in a directory on the load balancer host only (`lbctl provision --web-tls-dir`): ca.pem
  * (public, 0644), its key ca.key (0600, created with that mode, never read by anything but this module),
@@ -46,3 +47,13 @@ int provision_tls_web_days_left(const char *dir, const struct provision_tls_ca *
 
 /* Writes <cert> (PEM) as <dir>/web.pem (0644), whole (written aside, then renamed). Returns 0 or -errno. */
 int provision_tls_web_save(const char *dir, const char *cert);
+
+/* The relays' certificate <dir>/relay.pem and its key relay.key: as provision_tls_web_days_left(), and
+ * -ENOENT when the key is missing, -EPERM when others may read it, -EBADMSG when it is not the
+ * certificate's. */
+int provision_tls_relay_days_left(const char *dir, const struct provision_tls_ca *ca, const char *name,
+                                  time_t now, long *ret_days);
+
+/* Writes <key> as <dir>/relay.key (0600, keeping the owner of the one it replaces), then <cert> as
+ * relay.pem (0644), each whole. Returns 0 or -errno. */
+int provision_tls_relay_save(const char *dir, const char *cert, const char *key);

@@ -72,6 +72,7 @@
 #define PROVISION_GROUP_ROUNDS    3
 #define PROVISION_WEB_TLS_DIR     "/etc/lbd/web-tls"
 #define PROVISION_WEB_NAME        "web.lbd.internal"
+#define PROVISION_RELAY_NAME      "relay.lbd.internal"
 #define PROVISION_WEB_CERT_VAR    "{{web_tls_cert}}"
 #define PROVISION_WEB_KEY_VAR     "{{web_tls_key}}"
 
@@ -115,6 +116,8 @@ struct provision_options {
         bool web_plain;          /* --web-plain-http */
         bool web_placeholders;   /* the web user data has both of webd's certificate placeholders */
         bool renew_web_cert;
+        const char *relay_name; /* the DNS name in the relays' certificate, which lbd checks */
+        bool relay_plain;       /* --relay-plain-http */
 };
 
 struct provision {
@@ -136,6 +139,8 @@ struct provision {
         struct provision_tls_ca ca;       /* the web tier's private CA, unless --web-plain-http */
         char web_ca[PROVISION_VALUE_MAX]; /* LBD_WEB_CA: its certificate's path; "" = plain HTTP */
         char web_name[PROVISION_VALUE_MAX];
+        char relay_cert[PROVISION_VALUE_MAX]; /* LBD_RELAY_CERT: "" = the relays listen in plain HTTP */
+        char relay_key[PROVISION_VALUE_MAX];
         char *web_user_data;              /* rendered for a launch: webd's certificate and key in it */
         size_t web_user_data_len;
 };
@@ -182,7 +187,10 @@ static void provision_help(void)
                "     there only) issues webd's certificate for --web-name (825 days), which goes into the\n"
                "     web user data's {{web_tls_cert}} and {{web_tls_key}}; the relays verify it against\n"
                "     LBD_WEB_CA and LBD_WEB_NAME ([ec2] upstream_ca and upstream_name).\n"
-               "\n");
+               "  5. unless --relay-plain-http, the relays' certificate for --relay-name from the same CA,\n"
+               "     with its key (relay.pem, relay.key 0600 in --web-tls-dir; renewed with fewer than 30\n"
+               "     days left): lbd puts both into each backend's user data, the relays listen with TLS,\n"
+               "     and lbd verifies them against the CA and that name.\n"               "\n");
         printf("Options:\n"
                "  --subnet SUBNET          subnet of the pool and the web host (required)\n"
                "  --region R               AWS region (default: AWS_REGION, AWS_DEFAULT_REGION,\n"
@@ -219,6 +227,8 @@ static void provision_help(void)
                "  --web-plain-http         no TLS between the relays and webd (not recommended)\n"
                "  --renew-web-cert         renew webd's certificate now (a run renews it anyway with\n"
                "                           fewer than 30 days left)\n"
+               "  --relay-name NAME        the DNS name in the relays' certificate (default " PROVISION_RELAY_NAME ")\n"
+               "  --relay-plain-http       no TLS between lbd and the relays (not recommended)\n"
                "  --json                   print one JSON object instead of KEY=VALUE lines\n"
                "  -h, --help               show this help\n"
                "\n"
@@ -229,6 +239,9 @@ static void provision_help(void)
                "  and when the relays verify webd: LBD_WEB_CA (the CA certificate's path) LBD_WEB_NAME\n"
                "  (not with --web-plain-http, a web user data without the placeholders, or a web host\n"
                "  found with no certificate recorded from the CA)\n"
+               "  unless --relay-plain-http: LBD_RELAY_CERT LBD_RELAY_KEY (the relays' certificate and key\n"
+               "  from the same CA, in --web-tls-dir; [ec2] relay_tls_cert and relay_tls_key) LBD_RELAY_NAME\n"
+               "  (lbd's [tls] backend_name, with backend_ca = the CA's ca.pem and backend = on)\n"
                "  and with --elastic-ip LBD_ELASTIC_IP LBD_PUBLIC_IP\n"
                "What was found and what was created is logged on stderr.\n"
                "\n"
@@ -361,6 +374,15 @@ static bool provision_endpoint_ok(const char *s)
         return true;
 }
 
+/* <flag>'s value <arg>, a DNS name (such as <example>) put in the output: in <*ret>, or 2 (logged). */
+static int provision_dns_name_option(const char *flag, const char *example, const char *arg, const char **ret)
+{
+        if (!parse_dns_name_ok(arg) || strlen(arg) >= PROVISION_VALUE_MAX)
+                return provision_usage("%s '%s': expected a DNS name such as %s", flag, arg, example);
+        *ret = arg;
+        return 0;
+}
+
 static int provision_parse_options(int argc, char **argv, struct provision_options *o)
 {
         enum {
@@ -388,6 +410,8 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                 OPT_WEB_NAME,
                 OPT_WEB_PLAIN_HTTP,
                 OPT_RENEW_WEB_CERT,
+                OPT_RELAY_NAME,
+                OPT_RELAY_PLAIN_HTTP,
         };
         static const struct option options[] = {
                 {"subnet", required_argument, NULL, OPT_SUBNET},
@@ -414,6 +438,8 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                 {"web-name", required_argument, NULL, OPT_WEB_NAME},
                 {"web-plain-http", no_argument, NULL, OPT_WEB_PLAIN_HTTP},
                 {"renew-web-cert", no_argument, NULL, OPT_RENEW_WEB_CERT},
+                {"relay-name", required_argument, NULL, OPT_RELAY_NAME},
+                {"relay-plain-http", no_argument, NULL, OPT_RELAY_PLAIN_HTTP},
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
         };
@@ -428,6 +454,7 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
         o->instance_type = "t3.micro";
         o->web_tls_dir = PROVISION_WEB_TLS_DIR;
         o->web_name = PROVISION_WEB_NAME;
+        o->relay_name = PROVISION_RELAY_NAME;
 
         optind = 1;
         for (;;) {
@@ -533,8 +560,9 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                         o->json = true;
                         break;
                 case OPT_WEB_TLS_DIR:
-                        /* Printed as LBD_WEB_CA's directory: the output's alphabet, an absolute path. */
-                        if (optarg[0] != '/' || strlen(optarg) > PROVISION_VALUE_MAX - sizeof("/ca.pem") ||
+                        /* Printed as LBD_WEB_CA's and LBD_RELAY_KEY's directory: the output's alphabet,
+                         * an absolute path. */
+                        if (optarg[0] != '/' || strlen(optarg) > PROVISION_VALUE_MAX - sizeof("/relay.key") ||
                             !ec2_chars_ok(optarg, "._/-"))
                                 return provision_usage("--web-tls-dir '%s': expected an absolute path of "
                                                        "letters, digits and '._/-'",
@@ -542,17 +570,19 @@ static int provision_parse_options(int argc, char **argv, struct provision_optio
                         o->web_tls_dir = optarg;
                         break;
                 case OPT_WEB_NAME:
-                        if (!parse_dns_name_ok(optarg) || strlen(optarg) >= PROVISION_VALUE_MAX)
-                                return provision_usage("--web-name '%s': expected a DNS name such as "
-                                                       "web.lbd.internal",
-                                                       optarg);
-                        o->web_name = optarg;
+                        r = provision_dns_name_option("--web-name", PROVISION_WEB_NAME, optarg, &o->web_name);
                         break;
                 case OPT_WEB_PLAIN_HTTP:
                         o->web_plain = true;
                         break;
                 case OPT_RENEW_WEB_CERT:
                         o->renew_web_cert = true;
+                        break;
+                case OPT_RELAY_NAME:
+                        r = provision_dns_name_option("--relay-name", PROVISION_RELAY_NAME, optarg, &o->relay_name);
+                        break;
+                case OPT_RELAY_PLAIN_HTTP:
+                        o->relay_plain = true;
                         break;
                 case 'h':
                         provision_help();
@@ -1686,6 +1716,50 @@ static int provision_web(struct provision *p)
         return 0;
 }
 
+/* The relays' certificate and key, from the same private CA, for the name lbd checks (--relay-name): kept
+ * in --web-tls-dir as relay.pem and relay.key (0600) for lbd to put into each backend's user data
+ * ([ec2] relay_tls_cert and relay_tls_key). A pair found there for the name, with at least
+ * PROVISION_TLS_RENEW_DAYS left, is kept; else a new one is issued (relays launched from then on get it). */
+static int provision_relay_tls(struct provision *p)
+{
+        const struct provision_options *o = p->o;
+        _cleanup_free_ char *cert = NULL, *key = NULL;
+        long days = 0;
+        int r;
+
+        if (!p->ca.cert) {
+                r = provision_web_ca(p, true);
+                if (r < 0)
+                        return r;
+        }
+        r = provision_tls_relay_days_left(o->web_tls_dir, &p->ca, o->relay_name, time(NULL), &days);
+        if (r >= 0 && days >= PROVISION_TLS_RENEW_DAYS)
+                log_info("relays' certificate for %s: %ld days left", o->relay_name, days);
+        else {
+                if (r >= 0)
+                        log_notice("relays' certificate for %s: %ld days left, renewing it (relays launched "
+                                   "from now on get the new one)",
+                                   o->relay_name, days);
+                else if (r != -ENOENT)
+                        log_warning("%s/relay.pem and relay.key: %s, issuing new ones", o->web_tls_dir,
+                                    r == -EPERM ? "the key is readable by others" : "not a pair from this CA for the name");
+                r = provision_tls_issue(&p->ca, o->relay_name, NULL, time(NULL), &cert, &key);
+                if (r < 0)
+                        return provision_fail(p, r, "TLS", "can't issue the relays' certificate");
+                r = provision_tls_relay_save(o->web_tls_dir, cert, key);
+                OPENSSL_cleanse(key, strlen(key));
+                if (r < 0) {
+                        log_error_errno(r, "can't write %s/relay.key and relay.pem: %m", o->web_tls_dir);
+                        return provision_fail(p, r, "TLS", "the relays' certificate not written");
+                }
+                log_info("relays' certificate for %s from the CA in %s (%d days): %s/relay.pem, its key relay.key (0600)",
+                         o->relay_name, o->web_tls_dir, PROVISION_TLS_WEB_DAYS, o->web_tls_dir);
+        }
+        (void)snprintf(p->relay_cert, sizeof(p->relay_cert), "%s/relay.pem", o->web_tls_dir);
+        (void)snprintf(p->relay_key, sizeof(p->relay_key), "%s/relay.key", o->web_tls_dir);
+        return 0;
+}
+
 /* The second LB host (--lb-peer): the first is the machine the installer runs on. */
 static int provision_lb_peer(struct provision *p)
 {
@@ -1786,6 +1860,9 @@ static int provision_print(const struct provision *p)
                 {"LBD_IMAGE", p->image, true},
                 {"LBD_WEB_INSTANCE", p->web_instance, true},
                 {"LBD_UPSTREAM", p->upstream, true},
+                {"LBD_RELAY_CERT", p->relay_cert, p->relay_cert[0] != 0},
+                {"LBD_RELAY_KEY", p->relay_key, p->relay_cert[0] != 0},
+                {"LBD_RELAY_NAME", p->o->relay_name, p->relay_cert[0] != 0},
                 {"LBD_ELASTIC_IP", p->address.allocation_id, p->o->elastic_ip},
                 {"LBD_PUBLIC_IP", p->address.public_ip, p->o->elastic_ip},
                 {"LBD_LB_PEER_INSTANCE", p->lb_peer, p->o->lb_user_data != NULL},
@@ -1841,6 +1918,8 @@ static int provision_run(struct provision *p)
                 r = provision_address(p);
         if (r >= 0 && p->o->lb_user_data)
                 r = provision_lb_peer(p);
+        if (r >= 0 && !p->o->relay_plain)
+                r = provision_relay_tls(p);
         return r;
 }
 

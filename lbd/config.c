@@ -99,6 +99,9 @@
  *   upstream         = (not set)       address:port substituted for {{upstream}} in the user-data
  *   upstream_ca      = (empty)         absolute path of a PEM CA certificate: its text for {{upstream_ca}}
  *   upstream_name    = (empty)         DNS name for {{upstream_name}}
+ *   relay_tls_cert   = (empty)         absolute path of the relays' PEM certificate: its text for
+ *                                      {{relay_tls_cert}} (the relays listen with TLS); needs relay_tls_key
+ *   relay_tls_key    = (empty)         absolute path of its PEM key: its text for {{relay_tls_key}}
  *   tag              = lbd:pool=main   KEY=VALUE, the key 1..127 bytes and not starting with "aws:"
  *   credentials_file = (empty)         absolute path; empty = the SDK chain
  *   profile          = (empty)         word
@@ -1039,6 +1042,8 @@ static const struct conf_key config_keys[] = {
         { "ec2", "upstream", "", config_parse_ec2_upstream, 0, 0, 0 },
         STRING("ec2", "upstream_ca", "", ec2_upstream_ca, config_parse_abs_path),
         STRING("ec2", "upstream_name", "", ec2_upstream_name, config_parse_dns_name),
+        STRING("ec2", "relay_tls_cert", "", ec2_relay_tls_cert, config_parse_abs_path),
+        STRING("ec2", "relay_tls_key", "", ec2_relay_tls_key, config_parse_abs_path),
         { "ec2", "tag", "lbd:pool=main", config_parse_tag, 0, 0, 0 },
         STRING("ec2", "credentials_file", "", ec2_credentials_file, config_parse_abs_path),
         STRING("ec2", "profile", "", ec2_profile, config_parse_word),
@@ -1281,6 +1286,10 @@ static int config_validate_ec2(const struct config *c)
         /* The relays check the name only over TLS: a name alone would stop them at boot. */
         if (c->ec2_upstream_name[0] != '\0' && c->ec2_upstream_ca[0] == '\0')
                 r = conf_invalid(c->path, "ec2", "upstream_name", "needs upstream_ca (the relays check it over TLS)");
+        /* A relay listens with TLS only with both: one alone is a configuration mistake. */
+        if ((c->ec2_relay_tls_cert[0] == '\0') != (c->ec2_relay_tls_key[0] == '\0'))
+                r = conf_invalid(c->path, "ec2", c->ec2_relay_tls_cert[0] ? "relay_tls_cert" : "relay_tls_key",
+                                 "relay_tls_cert and relay_tls_key go together (the relays' certificate and key)");
         return r;
 }
 

@@ -154,6 +154,8 @@ struct config {
         char ec2_upstream_ca[CONFIG_PATH_MAX]; /* CA certificate the relays verify the web host with; its
                                                 * text fills {{upstream_ca}}; "" = plain HTTP */
         char ec2_upstream_name[256];    /* the name webd's certificate carries: {{upstream_name}} */
+        char ec2_relay_tls_cert[CONFIG_PATH_MAX]; /* the relays' certificate: {{relay_tls_cert}}; "" = plain */
+        char ec2_relay_tls_key[CONFIG_PATH_MAX];  /* its key: {{relay_tls_key}} */
         char ec2_tag_key[128];          /* tag = key=value: instances carrying it belong to the pool */
         char ec2_tag_value[256];
         char ec2_credentials_file[CONFIG_PATH_MAX]; /* "" = the SDK chain (env, ~/.aws, IMDS) */

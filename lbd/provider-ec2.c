@@ -13,7 +13,9 @@
  *            and the user data: the [ec2] user_data file with every "{{upstream}}" replaced by [ec2]
  *            upstream, "{{upstream_ca}}" by the text of [ec2] upstream_ca and "{{upstream_name}}" by [ec2]
  *            upstream_name, so each backend boots into relay mode towards the web host by itself, over
- *            TLS that verifies the web host when the CA is set.
+ *            TLS that verifies the web host when the CA is set; "{{relay_tls_cert}}" and "{{relay_tls_key}}"
+ *            by the texts of [ec2] relay_tls_cert and relay_tls_key, so the relay listens with TLS for
+ *            lbd's [tls] backend = on. The rendered user data (holding that key) is wiped when freed.
  * terminate: TerminateInstances.
  *
  * Launch settings have an identity: a hash of everything an instance is launched with (image or launch
@@ -60,7 +62,7 @@
 #define PROVIDER_EC2_WARNED_MAX 64 /* instances remembered as already warned about */
 #define PROVIDER_EC2_PREVIOUS_HEAD_MAX 16384 /* bytes of the previous_settings file before the user data */
 #define PROVIDER_EC2_NAME_MAX   300
-#define PROVIDER_EC2_CA_MAX     8192 /* [ec2] upstream_ca: a CA certificate or two, in PEM */
+#define PROVIDER_EC2_PEM_MAX    8192 /* [ec2] upstream_ca, relay_tls_cert, relay_tls_key: PEM files */
 
 struct provider_ec2_client {
         struct ec2 *ec2;
@@ -485,45 +487,112 @@ static int provider_ec2_terminate(struct provider *p, const char *const *ids, si
         return provider_ec2_call_started(p, pc, r);
 }
 
-/* The CA certificate of [ec2] upstream_ca as text for the user data, which puts it between single quotes
- * in a shell script: PEM only (base64, blanks, dashes and "BEGIN CERTIFICATE" lines), holding at least one
- * certificate OpenSSL reads. Returns 0 with a new string, or -errno (logged). */
-static int provider_ec2_read_upstream_ca(const struct config *c, char **ret)
+/* The PEM file <path> of [ec2] <key> as text for the user data, which puts it between single quotes in a
+ * shell script: PEM only (base64, blanks, dashes and "BEGIN ..." lines), holding a certificate OpenSSL
+ * reads (or, with <want_key>, a private key, returned in <*ret_key> when not NULL). Returns 0 with a new
+ * string, or -errno (logged, never with the file's content). */
+static int provider_ec2_read_pem(const char *key, const char *path, bool want_key, X509 **ret_x509,
+                                 EVP_PKEY **ret_key, char **ret)
 {
         _cleanup_free_ char *pem = NULL;
         size_t len = 0;
+        EVP_PKEY *pkey = NULL;
         X509 *x = NULL;
         BIO *bio;
         int r;
 
-        r = readfile_bounded(c->ec2_upstream_ca, PROVIDER_EC2_CA_MAX, 0, &pem, &len);
+        r = readfile_bounded(path, PROVIDER_EC2_PEM_MAX, 0, &pem, &len);
         if (r < 0)
-                return log_error_errno(r, "Failed to read [ec2] upstream_ca %s (a PEM file of at most %d bytes): %m",
-                                       c->ec2_upstream_ca, PROVIDER_EC2_CA_MAX);
+                return log_error_errno(r, "Failed to read [ec2] %s %s (a PEM file of at most %d bytes): %m", key,
+                                       path, PROVIDER_EC2_PEM_MAX);
         for (size_t i = 0; i < len; i++)
                 if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \n\r-", pem[i]) ||
-                    pem[i] == 0)
-                        return log_error_errno(EINVAL, "[ec2] upstream_ca %s: not a PEM certificate file",
-                                               c->ec2_upstream_ca);
+                    pem[i] == 0) {
+                        OPENSSL_cleanse(pem, len);
+                        return log_error_errno(EINVAL, "[ec2] %s %s: not a PEM %s file", key, path,
+                                               want_key ? "private key" : "certificate");
+                }
         bio = BIO_new_mem_buf(pem, (int)len);
-        if (bio)
-                x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        if (bio) {
+                if (want_key)
+                        pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+                else
+                        x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        }
         BIO_free(bio);
         ERR_clear_error();
-        if (!x)
-                return log_error_errno(EINVAL, "[ec2] upstream_ca %s: no PEM certificate in it",
-                                       c->ec2_upstream_ca);
-        X509_free(x);
+        if (!x && !pkey) {
+                OPENSSL_cleanse(pem, len);
+                return log_error_errno(EINVAL, "[ec2] %s %s: no PEM %s in it", key, path,
+                                       want_key ? "private key" : "certificate");
+        }
+        if (ret_x509)
+                *ret_x509 = x;
+        else
+                X509_free(x);
+        if (ret_key)
+                *ret_key = pkey;
+        else
+                EVP_PKEY_free(pkey);
         *ret = TAKE_PTR(pem);
         return 0;
 }
 
+/* Frees a string that may hold a private key, wiped first. */
+static void provider_ec2_free_secret(char *s)
+{
+        if (s)
+                OPENSSL_cleanse(s, strlen(s));
+        free(s);
+}
+
+static void provider_ec2_free_secretp(char **s)
+{
+        provider_ec2_free_secret(*s);
+}
+
+/* The relays' certificate and key ([ec2] relay_tls_cert and relay_tls_key) as text, checked to be a pair.
+ * Returns 0 or -errno (logged). */
+static int provider_ec2_read_relay_tls(const struct config *c, char **ret_cert, char **ret_key)
+{
+        _cleanup_free_ char *cert = NULL;
+        char *key = NULL;
+        X509 *x = NULL;
+        EVP_PKEY *pkey = NULL;
+        bool match;
+        int r;
+
+        r = provider_ec2_read_pem("relay_tls_cert", c->ec2_relay_tls_cert, false, &x, NULL, &cert);
+        if (r < 0)
+                return r;
+        r = provider_ec2_read_pem("relay_tls_key", c->ec2_relay_tls_key, true, NULL, &pkey, &key);
+        if (r < 0) {
+                X509_free(x);
+                return r;
+        }
+        match = X509_check_private_key(x, pkey) == 1;
+        ERR_clear_error();
+        X509_free(x);
+        EVP_PKEY_free(pkey);
+        if (!match) {
+                provider_ec2_free_secret(key);
+                return log_error_errno(EINVAL, "[ec2] relay_tls_key %s is not the key of relay_tls_cert %s",
+                                       c->ec2_relay_tls_key, c->ec2_relay_tls_cert);
+        }
+        *ret_cert = TAKE_PTR(cert);
+        *ret_key = key;
+        return 0;
+}
+
 /* Reads the user data template and fills in its placeholders: {{upstream}} ([ec2] upstream, required when
- * used), {{upstream_ca}} (the text of [ec2] upstream_ca; "" for plain HTTP) and {{upstream_name}}. Returns
- * 0 with a new buffer (NULL and 0 when no template is configured), or -errno (logged). */
+ * used), {{upstream_ca}} (the text of [ec2] upstream_ca; "" for plain HTTP), {{upstream_name}},
+ * {{relay_tls_cert}} and {{relay_tls_key}} (the texts of [ec2] relay_tls_cert and relay_tls_key; "" for a
+ * plain listener). Returns 0 with a new buffer (NULL and 0 when no template is configured), or -errno
+ * (logged). The buffer may hold a private key: the caller wipes it before freeing it. */
 static int provider_ec2_render_user_data(const struct config *c, char **ret, size_t *ret_len)
 {
-        _cleanup_free_ char *tmpl = NULL, *ca = NULL;
+        _cleanup_free_ char *tmpl = NULL, *ca = NULL, *relay_cert = NULL;
+        char *relay_key = NULL;
         char upstream[NETADDR_STRLEN] = "";
         size_t len = 0;
         int r;
@@ -555,7 +624,18 @@ static int provider_ec2_render_user_data(const struct config *c, char **ret, siz
                         return log_error_errno(EINVAL,
                                                "[ec2] upstream_ca is set but user_data %s has no {{upstream_ca}}",
                                                c->ec2_user_data);
-                r = provider_ec2_read_upstream_ca(c, &ca);
+                r = provider_ec2_read_pem("upstream_ca", c->ec2_upstream_ca, false, NULL, NULL, &ca);
+                if (r < 0)
+                        return r;
+        }
+        if (c->ec2_relay_tls_cert[0]) {
+                /* Likewise: the relays would listen in the clear while lbd expects TLS from them. */
+                if (!template_uses(tmpl, len, "{{relay_tls_cert}}") || !template_uses(tmpl, len, "{{relay_tls_key}}"))
+                        return log_error_errno(EINVAL,
+                                               "[ec2] relay_tls_cert is set but user_data %s lacks "
+                                               "{{relay_tls_cert}} or {{relay_tls_key}}",
+                                               c->ec2_user_data);
+                r = provider_ec2_read_relay_tls(c, &relay_cert, &relay_key);
                 if (r < 0)
                         return r;
         }
@@ -565,10 +645,13 @@ static int provider_ec2_render_user_data(const struct config *c, char **ret, siz
                         {"{{upstream}}", upstream},
                         {"{{upstream_ca}}", ca ? ca : ""},
                         {"{{upstream_name}}", c->ec2_upstream_name},
+                        {"{{relay_tls_cert}}", relay_cert ? relay_cert : ""},
+                        {"{{relay_tls_key}}", relay_key ? relay_key : ""},
                 };
 
                 r = template_render(tmpl, len, vars, ELEMENTSOF(vars), EC2_USER_DATA_MAX, ret, ret_len);
         }
+        provider_ec2_free_secret(relay_key);
         if (r == -EFBIG)
                 return log_error_errno(EFBIG, "[ec2] user_data %s: more than %d bytes once rendered",
                                        c->ec2_user_data, EC2_USER_DATA_MAX);
@@ -581,7 +664,7 @@ static void provider_ec2_forget_previous(struct provider *p, struct provider_ec2
 {
         free(d->previous);
         d->previous = NULL;
-        free(d->previous_user_data);
+        provider_ec2_free_secret(d->previous_user_data);
         d->previous_user_data = NULL;
         d->previous_user_data_len = 0;
         p->previous_hash[0] = '\0';
@@ -774,7 +857,7 @@ static int provider_ec2_keep_previous(struct provider *p, struct provider_ec2_da
         }
         if (!copy || (d->user_data && !user_data)) {
                 free(copy);
-                free(user_data);
+                provider_ec2_free_secret(user_data);
                 provider_ec2_forget_previous(p, d);
                 return -ENOMEM;
         }
@@ -808,7 +891,7 @@ static int provider_ec2_set_config(struct provider *p, const struct config *c)
                 .backoff_cap_usec = c->poll_usec,
         };
         struct provider_ec2_client *cl;
-        _cleanup_free_ char *user_data = NULL;
+        _cleanup_(provider_ec2_free_secretp) char *user_data = NULL;
         char launch_hash[INSTANCE_LAUNCH_HASH_MAX];
         size_t user_data_len = 0;
         bool first = false;
@@ -863,7 +946,7 @@ static int provider_ec2_set_config(struct provider *p, const struct config *c)
                                              "then cannot relaunch them): %m",
                                           p->launch_hash);
         }
-        free(d->user_data);
+        provider_ec2_free_secret(d->user_data);
         d->user_data = TAKE_PTR(user_data);
         d->user_data_len = user_data_len;
         if (strcmp(p->launch_hash, launch_hash) != 0)
@@ -905,7 +988,7 @@ static void provider_ec2_free(struct provider *p)
         provider_ec2_client_free(d->current);
         if (d->gc)
                 event_free(d->gc);
-        free(d->user_data);
+        provider_ec2_free_secret(d->user_data);
         provider_ec2_forget_previous(p, d);
         free(d);
         p->data = NULL;

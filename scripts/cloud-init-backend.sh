@@ -5,7 +5,9 @@
 # certificate, public) into UPSTREAM_CA and [ec2] upstream_name into UPSTREAM_NAME; the installer writes
 # LBD_SOURCE_URL when it copies the file to /etc/lbd/backend-user-data.sh. With a CA the relay speaks TLS to
 # the web host and verifies its certificate against that CA and the name (a wrong one fails closed);
-# without one, plain HTTP.
+# without one, plain HTTP. lbd puts the text of [ec2] relay_tls_cert and relay_tls_key (the relay's own
+# certificate and key, from the same private CA) into RELAY_TLS_CERT and RELAY_TLS_KEY: with them the relay
+# listens with TLS, which the load balancer verifies; without them, plain HTTP.
 #
 # With lbd already in the image (/usr/local/sbin/lbd and the lbd-relay unit), it only writes
 # /etc/lbd/relay.conf and starts lbd-relay.service. Otherwise it fetches the source from LBD_SOURCE_URL
@@ -18,6 +20,8 @@ set -euo pipefail
 UPSTREAM={{upstream}}
 UPSTREAM_CA='{{upstream_ca}}'
 UPSTREAM_NAME='{{upstream_name}}'
+RELAY_TLS_CERT='{{relay_tls_cert}}'
+RELAY_TLS_KEY='{{relay_tls_key}}'
 LBD_SOURCE_URL=''
 LOG=/var/log/lbd-backend-init.log
 SRC=/usr/local/src/lbd
@@ -56,25 +60,44 @@ if [[ -n $UPSTREAM_CA ]]; then
 elif [[ -n $UPSTREAM_NAME ]]; then
     fail "UPSTREAM_NAME without UPSTREAM_CA: the name is checked only over TLS"
 fi
+if [[ -n $RELAY_TLS_CERT || -n $RELAY_TLS_KEY ]]; then
+    [[ $RELAY_TLS_CERT == *"-----BEGIN CERTIFICATE-----"* ]] || fail "RELAY_TLS_CERT is not a PEM certificate"
+    [[ $RELAY_TLS_KEY == *"-----BEGIN "*"KEY-----"* ]] || fail "RELAY_TLS_KEY is not a PEM private key"
+    say "the relay listens with TLS (its certificate and key from the user data)"
+fi
 ((EUID == 0)) || fail "must run as root"
+
+# Writes <text> to <path> as root:lbd 0640, whole (written aside, then renamed).
+put_pem() {
+    local path=$1 text=$2 tmp
+    tmp=$(mktemp "$(dirname "$path")/.pem.XXXXXX")
+    chown root:lbd "$tmp"
+    chmod 0640 "$tmp"
+    printf '%s\n' "$text" >"$tmp"
+    mv -f "$tmp" "$path"
+}
 
 if [[ -x /usr/local/sbin/lbd && -f /etc/systemd/system/lbd-relay.service ]] && getent passwd lbd >/dev/null; then
     say "lbd is in the image: configuring the relay"
     install -d -m 0750 -o root -g lbd /etc/lbd
     tls=""
+    listen=$LISTEN
     if [[ -n $UPSTREAM_CA ]]; then
-        tmp=$(mktemp /etc/lbd/.upstream-ca.XXXXXX)
-        printf '%s\n' "$UPSTREAM_CA" >"$tmp"
-        chown root:lbd "$tmp"
-        chmod 0640 "$tmp"
-        mv -f "$tmp" /etc/lbd/upstream-ca.pem
-        tls=$(printf '\n[tls]\nbackend = on\nbackend_ca = /etc/lbd/upstream-ca.pem\n%s' \
+        put_pem /etc/lbd/upstream-ca.pem "$UPSTREAM_CA"
+        tls=$(printf 'backend = on\nbackend_ca = /etc/lbd/upstream-ca.pem\n%s' \
             "${UPSTREAM_NAME:+backend_name = $UPSTREAM_NAME}")
     fi
+    if [[ -n $RELAY_TLS_CERT ]]; then
+        put_pem /etc/lbd/relay-tls.pem "$RELAY_TLS_CERT"
+        put_pem /etc/lbd/relay-tls.key "$RELAY_TLS_KEY"
+        listen="$LISTEN tls"
+        tls=$(printf 'certificate = /etc/lbd/relay-tls.pem /etc/lbd/relay-tls.key\n%s' "$tls")
+    fi
+    [[ -z $tls ]] || tls=$(printf '\n[tls]\n%s' "$tls")
     tmp=$(mktemp /etc/lbd/.relay.XXXXXX)
     cat >"$tmp" <<CONF
 [lbd]
-listen = $LISTEN
+listen = $listen
 admin = $ADMIN
 
 [health]
@@ -116,10 +139,19 @@ else
         tls=(--upstream-ca "$SRC/upstream-ca.pem")
         [[ -z $UPSTREAM_NAME ]] || tls+=(--upstream-name "$UPSTREAM_NAME")
     fi
+    if [[ -n $RELAY_TLS_CERT ]]; then
+        (
+            umask 077
+            printf '%s\n' "$RELAY_TLS_CERT" >"$SRC/relay-tls.pem"
+            printf '%s\n' "$RELAY_TLS_KEY" >"$SRC/relay-tls.key"
+        )
+        tls+=(--tls-cert "$SRC/relay-tls.pem" --tls-key "$SRC/relay-tls.key")
+    fi
     say "installing with installer.sh --role backend ${tls[*]}"
     "$SRC/installer/installer.sh" --role backend --non-interactive --upstream "$UPSTREAM" --listen "$LISTEN" \
         --admin "$ADMIN" "${tls[@]}"
+    rm -f -- "$SRC/relay-tls.key" # the installer copied it to /etc/lbd
 fi
 
 systemctl is-active --quiet lbd-relay.service || fail "lbd-relay.service is not running: journalctl -u lbd-relay"
-say "done: the relay serves $LISTEN and forwards to $UPSTREAM${UPSTREAM_CA:+ over verified TLS}"
+say "done: the relay serves $LISTEN${RELAY_TLS_CERT:+ with TLS} and forwards to $UPSTREAM${UPSTREAM_CA:+ over verified TLS}"

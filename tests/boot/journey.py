@@ -534,9 +534,10 @@ class Journey:
                self.ec2env.REGION, "--subnet", self.moto.subnet_id, "--tag", "=".join(TAG),
                "--backend-port", str(BACKEND_PORT), "--web-port", str(WEB_PORT),
                # The LB host here is installed with --no-provision and --upstream, which gives its relays
-               # no CA: the web tier stays on plain HTTP in this journey (the relays' verified TLS to webd
-               # is tests/control/test_ec2_web_host.py's), and nothing is written to /etc/lbd/web-tls.
-               "--web-plain-http", *args]
+               # no CA: the web tier and the hop to the relays stay on plain HTTP in this journey (the
+               # verified TLS to webd is tests/control/test_ec2_web_host.py's, to the relays
+               # test_ec2_relay_tls.py's), and nothing is written to /etc/lbd/web-tls.
+               "--web-plain-http", "--relay-plain-http", *args]
         res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, env=self.lbctl_env(),
                              timeout=self.clock.left(300), check=False)
         err = res.stderr.decode(errors="replace")

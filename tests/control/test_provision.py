@@ -155,13 +155,16 @@ def test_provision_from_nothing_then_again(moto, tmp_path):
     out = output(first)
     log = first.stderr.decode()
     assert list(out) == ["LBD_VPC", "LBD_SUBNET", "LBD_SECURITY_GROUP_LB", "LBD_SECURITY_GROUP_BACKEND",
-                         "LBD_SECURITY_GROUP_WEB", "LBD_IMAGE", "LBD_WEB_INSTANCE", "LBD_UPSTREAM"]
+                         "LBD_SECURITY_GROUP_WEB", "LBD_IMAGE", "LBD_WEB_INSTANCE", "LBD_UPSTREAM",
+                         "LBD_RELAY_CERT", "LBD_RELAY_KEY", "LBD_RELAY_NAME"]
     for v in out.values():
         assert v and all(c.isalnum() or c in "._:/-" for c in v), out
     # A user data without webd's certificate placeholders can't carry one: it goes out byte for byte, the
-    # relays stay on plain HTTP (said on stderr), and no CA is made for nothing.
+    # relays stay on plain HTTP to it (said on stderr), and no certificate is issued for webd; the CA is
+    # made for the relays' own certificate (the hop from lbd to them).
     assert "has no {{web_tls_cert}}" in log and "plain HTTP" in log, log
-    assert not (tmp_path / "web-tls").exists()
+    assert sorted(p.name for p in (tmp_path / "web-tls").iterdir()) == ["ca.key", "ca.pem", "relay.key",
+                                                                          "relay.pem"]
     assert out["LBD_VPC"] == moto.vpc_id
     assert out["LBD_SUBNET"] == moto.subnet_id
     assert "created" in log and "launched" in log, log
@@ -313,6 +316,7 @@ BAD_USAGE = [
     ["--web-name", "web lbd"], ["--web-name", "-web.x"], ["--web-name", "web_x.internal"], ["--web-name", "1.2.3.4"],
     ["--web-tls-dir", "relative/dir"], ["--web-tls-dir", "/a b"], ["--web-plain-http", "--renew-web-cert"],
     ["--no-web", "--renew-web-cert"], ["--renew-web-cert"],
+    ["--relay-name", "relay lbd"], ["--relay-name", "-relay.x"], ["--relay-name", "192.0.2.1"], ["--relay-name"],
 ]
 
 
@@ -544,7 +548,10 @@ def test_web_tls_by_default(shared_moto, tmp_path):
     for line in key_lines(ca_key):
         assert line not in ud
     assert (tls / "web.pem").read_text().strip() == cert.strip()
-    assert sorted(p.name for p in tls.iterdir()) == ["ca.key", "ca.pem", "web.pem"]
+    assert sorted(p.name for p in tls.iterdir()) == ["ca.key", "ca.pem", "relay.key", "relay.pem", "web.pem"]
+    # The relays' key is not the web host's business.
+    for line in key_lines(tls / "relay.key"):
+        assert line not in ud and line not in log
 
     # Again: nothing launched, the same CA, the certificate's days reported.
     ca_bytes, key_bytes = ca.read_bytes(), ca_key.read_bytes()
@@ -565,14 +572,23 @@ def test_web_tls_by_default(shared_moto, tmp_path):
 
 
 def test_web_plain_http_empties_the_placeholders(shared_moto, tmp_path):
+    """--web-plain-http: webd gets no certificate, the relays still theirs; with --relay-plain-http too,
+    no TLS at all and no CA."""
     moto = shared_moto
-    out = output(provision(moto, tmp_path, "--web-user-data", str(WEB_SCRIPT), "--web-plain-http",
-                           "--tag", "lbd:pool=plain", "--name", "plain"))
+    pool = ("--web-user-data", str(WEB_SCRIPT), "--web-plain-http", "--tag", "lbd:pool=plain", "--name", "plain")
+    out = output(provision(moto, tmp_path, *pool))
     assert "LBD_WEB_CA" not in out and "LBD_WEB_NAME" not in out
+    assert out["LBD_RELAY_CERT"] == f"{tmp_path}/web-tls/relay.pem"
     ud = moto.user_data(out["LBD_WEB_INSTANCE"])
     assert shell_value(ud, "LBD_WEB_TLS_CERT") == "" and shell_value(ud, "LBD_WEB_TLS_KEY") == ""
     assert ud == WEB_SCRIPT.read_text().replace("{{web_tls_cert}}", "").replace("{{web_tls_key}}", "")
-    assert not (tmp_path / "web-tls").exists()
+    assert sorted(p.name for p in (tmp_path / "web-tls").iterdir()) == ["ca.key", "ca.pem", "relay.key",
+                                                                          "relay.pem"]
+    plain = tmp_path / "all-plain"
+    plain.mkdir()
+    out2 = output(provision(moto, plain, *pool, "--relay-plain-http"))
+    assert not [k for k in out2 if k.startswith(("LBD_WEB_CA", "LBD_RELAY"))], out2
+    assert not (plain / "web-tls").exists()
 
 
 def test_ca_files_checked(shared_moto, tmp_path):
@@ -584,8 +600,8 @@ def test_ca_files_checked(shared_moto, tmp_path):
     def provision(moto, tmp_path, *args):
         return globals()["provision"](moto, tmp_path, *pool, *args)
     tls = tmp_path / "web-tls"
-    output(provision(moto, tmp_path, "--no-web"))
-    assert not tls.exists()  # --no-web: no web tier, no CA
+    output(provision(moto, tmp_path, "--no-web", "--relay-plain-http"))
+    assert not tls.exists()  # --no-web and plain relays: no TLS, no CA
     tls.mkdir()
     (tls / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     proc = provision(moto, tmp_path, "--web-user-data", str(WEB_SCRIPT))
@@ -659,3 +675,74 @@ def test_web_certificate_renewed_with_the_same_ca(shared_moto, tmp_path):
     assert re.search(r"renewing webd's certificate \((9|10) days left\)", auto.stderr.decode()), auto.stderr.decode()
     assert web_cert()[0] not in (cert, first)
     assert (tls / "web.pem").read_text().strip() == web_cert()[0].strip()
+
+
+RELAY_NAME = "relay.lbd.internal"
+
+
+def test_relay_certificate_issued_kept_and_renewed(shared_moto, tmp_path):
+    """The relays' certificate: from the pool's CA for relay.lbd.internal, with its key (0600) beside the CA,
+    never in any output, log or web user data; kept by the next run; issued again when it has fewer than
+    30 days left, when its key is readable by others or is not its key, and for another --relay-name."""
+    moto = shared_moto
+    pool = ("--tag", "lbd:pool=relaytls", "--name", "relaytls", "--no-web")
+    tls = tmp_path / "web-tls"
+    first = provision(moto, tmp_path, *pool)
+    out = output(first)
+    assert (out["LBD_RELAY_CERT"], out["LBD_RELAY_KEY"], out["LBD_RELAY_NAME"]) == (
+        f"{tls}/relay.pem", f"{tls}/relay.key", RELAY_NAME)
+    cert, key = tls / "relay.pem", tls / "relay.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and stat.S_IMODE(cert.stat().st_mode) == 0o644
+    check_web_certificate(cert.read_text().strip(), key.read_text().strip(), tls / "ca.pem", RELAY_NAME, tmp_path)
+    assert openssl("x509", "-noout", "-checkend", str(824 * 86400), stdin=cert.read_text()).returncode == 0
+    for line in key_lines(key) + key_lines(tls / "ca.key"):
+        assert line not in first.stderr.decode() and line not in first.stdout.decode()
+    assert public_key(str(key), "pkey") != public_key(str(tls / "ca.pem"), "x509")
+
+    # Again: kept, byte for byte.
+    ca_bytes = (tls / "ca.pem").read_bytes() + (tls / "ca.key").read_bytes()
+    cert_bytes, key_bytes = cert.read_bytes(), key.read_bytes()
+    again = provision(moto, tmp_path, *pool)
+    assert output(again) == out
+    assert re.search(r"relays' certificate for relay\.lbd\.internal: 82[45] days left", again.stderr.decode())
+    assert cert.read_bytes() == cert_bytes and key.read_bytes() == key_bytes
+
+    def reissued(*args):
+        before = cert.read_bytes(), key.read_bytes()
+        proc = provision(moto, tmp_path, *pool, *args)
+        output(proc)
+        assert cert.read_bytes() != before[0] and key.read_bytes() != before[1], proc.stderr.decode()
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        return proc.stderr.decode()
+
+    # A key others can read may have leaked: a new pair.
+    os.chmod(key, 0o640)
+    assert "readable by others" in reissued()
+    # A key that is not the certificate's.
+    key.write_text(Path(tls / "ca.key").read_text())
+    os.chmod(key, 0o600)
+    assert "not a pair" in reissued()
+    # Another name; the new key keeps the owner of the old one (the installer gives it to lbd's user).
+    if os.geteuid() == 0:
+        os.chown(key, 4242, 4243)
+    log = reissued("--relay-name", "relays.example.internal")
+    if os.geteuid() == 0:
+        assert (key.stat().st_uid, key.stat().st_gid) == (4242, 4243)
+    check_web_certificate(cert.read_text().strip(), key.read_text().strip(), tls / "ca.pem",
+                          "relays.example.internal", tmp_path)
+    assert "not a pair" in log
+    # Ten days left (signed here by the same CA): renewed.
+    short = tmp_path / "short"
+    short.mkdir()
+    (short / "ext").write_text(f"subjectAltName=DNS:{RELAY_NAME}\nextendedKeyUsage=serverAuth\n")
+    for args in (["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                  str(key), "-out", str(short / "csr"), "-subj", f"/CN={RELAY_NAME}"],
+                 ["x509", "-req", "-in", str(short / "csr"), "-CA", str(tls / "ca.pem"), "-CAkey",
+                  str(tls / "ca.key"), "-set_serial", "7", "-days", "10", "-extfile", str(short / "ext"),
+                  "-out", str(cert)]):
+        assert openssl(*args).returncode == 0
+    os.chmod(key, 0o600)
+    assert re.search(r"(9|10) days left, renewing it", reissued()), "a certificate with 10 days left was kept"
+    check_web_certificate(cert.read_text().strip(), key.read_text().strip(), tls / "ca.pem", RELAY_NAME, tmp_path)
+    # The CA never changed.
+    assert (tls / "ca.pem").read_bytes() + (tls / "ca.key").read_bytes() == ca_bytes

@@ -210,6 +210,24 @@ def test_relay_to_the_web_host_over_tls(tmp_path, pki):
     assert r.returncode == 2 and "--upstream-ca does not apply to role lb" in r.stderr
 
 
+def test_relay_listens_with_tls(tmp_path, pki):
+    """Role backend with --tls-cert/--tls-key (what scripts/cloud-init-backend.sh passes from the user data
+    when lbd is not in the image): the relay listens with TLS with them, beside its own TLS to the web
+    host; one without the other is refused."""
+    cert, key = pki.site
+    args = ["--role", "backend", "--upstream", "127.0.0.1:8443", "--listen", "127.0.0.1:8001"]
+    install_ok(tmp_path, *args, "--upstream-ca", str(pki.ca_cert), "--tls-cert", str(cert), "--tls-key", str(key))
+    text = read(tmp_path, "/etc/lbd/relay.conf")
+    conf = ini(text)
+    assert conf[("lbd", "listen")] == "127.0.0.1:8001 tls"
+    assert conf[("tls", "certificate")] == "/etc/lbd/relay-tls.pem /etc/lbd/relay-tls.key"
+    assert conf[("tls", "backend")] == "on" and text.count("[tls]") == 1, text
+    assert read(tmp_path, "/etc/lbd/relay-tls.key") == key.read_text()
+    assert mode(tmp_path, "/etc/lbd/relay-tls.key") == 0o640
+    r = installer(tmp_path / "bad", *args, "--tls-cert", str(cert))
+    assert r.returncode == 2 and "--tls-cert and --tls-key go together" in r.stderr, r.stderr
+
+
 WEB = ["--role", "web", "--listen", "127.0.0.1:8443", "--database", "host=127.0.0.1 dbname=app user=app"]
 
 
@@ -321,13 +339,15 @@ def test_web_boot_hook_installs_a_renewed_certificate(tmp_path, pki):
 
 
 FAKE_TLS_LBCTL = """#!/bin/bash
-# Answers like `lbctl provision` with the web tier's TLS: the CA in --web-tls-dir, unless --web-plain-http.
+# Answers like `lbctl provision` with the web tier's TLS: the CA in --web-tls-dir, unless --web-plain-http;
+# the relays' certificate and key there too, unless --relay-plain-http.
 printf '%s\\n' "$@" > "$(dirname "$0")/args"
-dir="" plain=false
+dir="" plain=false relay_plain=false
 while (($#)); do
     case "$1" in
         --web-tls-dir) dir=$2; shift ;;
         --web-plain-http) plain=true ;;
+        --relay-plain-http) relay_plain=true ;;
     esac
     shift
 done
@@ -343,7 +363,26 @@ else
     echo "LBD_WEB_CA=$dir/ca.pem"
     echo "LBD_WEB_NAME=web.lbd.internal"
 fi
+if ! $relay_plain; then
+    mkdir -p "$dir" && cp "$FAKE_CA" "$dir/ca.pem"
+    cp "$FAKE_RELAY_CERT" "$dir/relay.pem"
+    (umask 077 && cp "$FAKE_RELAY_KEY" "$dir/relay.key")
+    echo "LBD_RELAY_CERT=$dir/relay.pem"
+    echo "LBD_RELAY_KEY=$dir/relay.key"
+    echo "LBD_RELAY_NAME=relay.lbd.internal"
+fi
 """
+
+
+def fake_tls_lbctl(tmp_path, pki):
+    """The fake lbctl and the environment it takes its files from."""
+    lbctl = tmp_path / "fake" / "lbctl"
+    lbctl.parent.mkdir()
+    lbctl.write_text(FAKE_TLS_LBCTL)
+    lbctl.chmod(0o755)
+    cert, key = pki.site
+    return lbctl, {"LBD_LBCTL": str(lbctl), "FAKE_CA": str(pki.ca_cert), "FAKE_RELAY_CERT": str(cert),
+                   "FAKE_RELAY_KEY": str(key)}
 
 
 @pytest.mark.parametrize("plain", [False, True])
@@ -351,13 +390,10 @@ def test_provision_wires_the_relays_tls(tmp_path, pki, plain):
     """With provisioning, lbd.conf's [ec2] names the web tier's CA (kept in /etc/lbd/web-tls) and webd's
     name, which lbd puts in every relay's user data; --web-plain-http leaves them out."""
     from test_installer import provision_args
-    lbctl = tmp_path / "fake" / "lbctl"
-    lbctl.parent.mkdir()
-    lbctl.write_text(FAKE_TLS_LBCTL)
-    lbctl.chmod(0o755)
+    lbctl, env = fake_tls_lbctl(tmp_path, pki)
     root = tmp_path / "root"
     extra = ["--web-plain-http"] if plain else []
-    install_ok(root, *provision_args(), *extra, env={"LBD_LBCTL": str(lbctl), "FAKE_CA": str(pki.ca_cert)})
+    install_ok(root, *provision_args(), *extra, env=env)
     conf = ini(read(root, "/etc/lbd/lbd.conf"))
     args = (lbctl.parent / "args").read_text().splitlines()
     assert args[args.index("--web-tls-dir") + 1] == staged(root, "/etc/lbd/web-tls")
@@ -371,6 +407,44 @@ def test_provision_wires_the_relays_tls(tmp_path, pki, plain):
     # The backends' user data carries the placeholders lbd fills in.
     ud = read(root, "/etc/lbd/backend-user-data.sh")
     assert "UPSTREAM_CA='{{upstream_ca}}'" in ud and "UPSTREAM_NAME='{{upstream_name}}'" in ud
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_provision_wires_lbd_to_relays_tls(tmp_path, pki, plain):
+    """With provisioning, lbd.conf's [ec2] names the relays' certificate and key (kept in /etc/lbd/web-tls,
+    the key 0600 and lbd's to read), which lbd puts in every relay's user data, and its [tls] verifies the
+    relays against the CA and their name, for proxying and health checks; --relay-plain-http leaves all of
+    it out."""
+    from test_installer import provision_args
+    lbctl, env = fake_tls_lbctl(tmp_path, pki)
+    root = tmp_path / "root"
+    extra = ["--relay-plain-http"] if plain else []
+    install_ok(root, *provision_args(), *extra, env=env)
+    text = read(root, "/etc/lbd/lbd.conf")
+    conf = ini(text)
+    args = (lbctl.parent / "args").read_text().splitlines()
+    if plain:
+        assert "--relay-plain-http" in args
+        for key in (("ec2", "relay_tls_cert"), ("ec2", "relay_tls_key"), ("tls", "backend"),
+                    ("tls", "backend_ca"), ("tls", "backend_name")):
+            assert key not in conf, text
+    else:
+        assert "--relay-plain-http" not in args
+        assert conf[("ec2", "relay_tls_cert")] == "/etc/lbd/web-tls/relay.pem"
+        assert conf[("ec2", "relay_tls_key")] == "/etc/lbd/web-tls/relay.key"
+        assert conf[("tls", "backend")] == "on"
+        assert conf[("tls", "backend_ca")] == "/etc/lbd/web-tls/ca.pem"
+        assert conf[("tls", "backend_name")] == "relay.lbd.internal"
+        assert text.count("[tls]") == 1, text
+        assert mode(root, "/etc/lbd/web-tls/relay.key") == 0o600
+    # The backends' user data carries the placeholders lbd fills in.
+    ud = read(root, "/etc/lbd/backend-user-data.sh")
+    assert "RELAY_TLS_CERT='{{relay_tls_cert}}'" in ud and "RELAY_TLS_KEY='{{relay_tls_key}}'" in ud
+
+
+def test_relay_plain_http_needs_role_lb(tmp_path):
+    r = installer(tmp_path / "root", "--role", "backend", "--upstream", "127.0.1.30:8080", "--relay-plain-http")
+    assert r.returncode == 2, r.stdout + r.stderr
 
 
 def test_web_plain_http_needs_role_lb(tmp_path):

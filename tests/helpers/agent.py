@@ -8,7 +8,10 @@ start on a real machine: lbd in relay mode, listening on the instance's private
 address (127.0.N.x, this machine's loopback) and [pool] port, relaying to the upstream
 named in the user data ("--backend ADDR" or "UPSTREAM=ADDR"), over TLS verified against the CA
 certificate and name the user data carries (UPSTREAM_CA='PEM' and UPSTREAM_NAME='NAME', as
-scripts/cloud-init-backend.sh writes them into the relay's [tls]). When the instance leaves
+scripts/cloud-init-backend.sh writes them into the relay's [tls]); with the relay's own
+certificate and key in the user data (RELAY_TLS_CERT='PEM', RELAY_TLS_KEY='PEM'), the relay
+listens with TLS ("ADDR:PORT tls", [tls] certificate; the key written 0600 in --workdir).
+When the instance leaves
 "running" (stopping, stopped, shutting-down, terminated, gone), the relay is stopped
 (SIGTERM, then SIGKILL after 5 s). A relay that dies on its own is not restarted: on a
 real machine the backend would simply be broken, which is what lbd must notice.
@@ -48,6 +51,8 @@ LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 UPSTREAM_RE = re.compile(r"(?:--backend[ =]|UPSTREAM=)(\S+)")
 UPSTREAM_CA_RE = re.compile(r"^UPSTREAM_CA='([^']*)'", re.M)
 UPSTREAM_NAME_RE = re.compile(r"^UPSTREAM_NAME='([^']*)'", re.M)
+RELAY_TLS_CERT_RE = re.compile(r"^RELAY_TLS_CERT='([^']*)'", re.M)
+RELAY_TLS_KEY_RE = re.compile(r"^RELAY_TLS_KEY='([^']*)'", re.M)
 
 
 class Relay:
@@ -72,6 +77,7 @@ class Agent:
         self.events = []
         self.user_data = {}
         self.tls = {}  # id -> (CA file, name) of a relay that verifies the web host
+        self.listen_tls = {}  # id -> (certificate file, key file) of a relay that listens with TLS
         self.ec2 = boto3.client(
             "ec2", endpoint_url=args.endpoint, region_name=args.region,
             config=Config(retries={"max_attempts": 2, "mode": "standard"},
@@ -104,6 +110,16 @@ class Agent:
                 with open(path, "w", encoding="ascii") as f:
                     f.write(ca.group(1) + "\n")
                 self.tls[iid] = (path, name.group(1) if name else "")
+            cert, key = RELAY_TLS_CERT_RE.search(text), RELAY_TLS_KEY_RE.search(text)
+            if cert and cert.group(1) and key and key.group(1):
+                paths = []
+                for kind, pem in (("pem", cert.group(1)), ("key", key.group(1))):
+                    path = os.path.join(self.args.workdir, f"relay-tls-{iid}.{kind}")
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "w", encoding="ascii") as f:
+                        f.write(pem + "\n")
+                    paths.append(path)
+                self.listen_tls[iid] = tuple(paths)
         self.user_data[iid] = upstream
         return upstream
 
@@ -126,13 +142,17 @@ class Agent:
 
     def start_relay(self, iid, ip, upstream):
         addr = f"{ip}:{self.args.port}"
-        cmd = [self.args.lbd, "--listen", addr, "--backend", upstream, "--admin", "off",
+        listen = f"{addr} tls" if iid in self.listen_tls else addr
+        cmd = [self.args.lbd, "--listen", listen, "--backend", upstream, "--admin", "off",
                "--access-log", "off", "--set", "health.interval=200ms", "--set", "health.timeout=500ms"]
         if iid in self.tls:
             ca, name = self.tls[iid]
             cmd += ["--set", "tls.backend=on", "--set", f"tls.backend_ca={ca}"]
             if name:
                 cmd += ["--set", f"tls.backend_name={name}"]
+        if iid in self.listen_tls:
+            cert, key = self.listen_tls[iid]
+            cmd += ["--set", f"tls.certificate={cert} {key}"]
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("AWS_") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
         out = open(os.path.join(self.args.workdir, f"relay-{iid}.log"), "ab")
@@ -141,7 +161,8 @@ class Agent:
         out.close()
         relay = Relay(proc, addr, upstream, time.time())
         self.relays[iid] = relay
-        self.event("relay-start", id=iid, addr=addr, upstream=upstream, pid=proc.pid, tls=iid in self.tls)
+        self.event("relay-start", id=iid, addr=addr, upstream=upstream, pid=proc.pid, tls=iid in self.tls,
+                   listen_tls=iid in self.listen_tls)
 
     def check_ready(self, iid, relay):
         if relay.ready or relay.proc.poll() is not None:

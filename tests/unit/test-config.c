@@ -506,6 +506,8 @@ static void test_bad_values(void **state)
                 {"ec2", "user_data", "user-data.sh", "absolute file path"},
                 {"ec2", "upstream", "192.0.2.20", "numeric address with a port"},
                 {"ec2", "upstream_ca", "ca.pem", "absolute file path"},
+                {"ec2", "relay_tls_cert", "relay.pem", "absolute file path"},
+                {"ec2", "relay_tls_key", "relay.key", "absolute file path"},
                 {"ec2", "upstream_name", "web lbd", "expected a DNS name such as web.lbd.internal"},
                 {"ec2", "upstream_name", "web'$(x)", "expected a DNS name such as web.lbd.internal"},
                 {"ec2", "upstream_name", "-web.internal", "expected a DNS name such as web.lbd.internal"},
@@ -800,6 +802,21 @@ static void test_validate(void **state)
         assert_int_equal(config_set(&c, "ec2", "upstream_ca", "/etc/lbd/web-tls/ca.pem", NULL), 0);
         check_validate(&c, 0, NULL, 0);
         assert_int_equal(config_set(&c, "ec2", "upstream_name", "", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+        /* The relays' certificate and key go together. */
+        assert_int_equal(config_set(&c, "ec2", "relay_tls_cert", "/etc/lbd/web-tls/relay.pem", NULL), 0);
+        check_validate(&c, -EINVAL,
+                       "[ec2] key 'relay_tls_cert': relay_tls_cert and relay_tls_key go together (the relays' "
+                       "certificate and key)",
+                       1);
+        assert_int_equal(config_set(&c, "ec2", "relay_tls_key", "/etc/lbd/web-tls/relay.key", NULL), 0);
+        check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "ec2", "relay_tls_cert", "", NULL), 0);
+        check_validate(&c, -EINVAL,
+                       "[ec2] key 'relay_tls_key': relay_tls_cert and relay_tls_key go together (the relays' "
+                       "certificate and key)",
+                       1);
+        assert_int_equal(config_set(&c, "ec2", "relay_tls_key", "", NULL), 0);
         check_validate(&c, 0, NULL, 0);
         /* Scaling on demand: bounds around desired, a target, and nothing of it without max. */
         assert_int_equal(config_set(&c, "pool", "target_rps", "100", NULL), 0);
