@@ -26,11 +26,13 @@
  * Messages: each loop, and the main loop, has an inbox: a mutex-protected list and an eventfd that wakes
  * the loop. The mutex is held only to link or unlink a message, never across I/O, and messages are rare
  * (a change of the set, a reload, a drain, a passive health failure, an access log block of up to 16 KiB
- * of lines): none is sent per request. What they carry:
+ * of lines, a deferred free): none is sent per request. What they carry:
  *   - passive health: a loop that sees a backend refuse or time out sends the report to the main loop,
  *     which applies the one verdict for every loop (backend_report_*). A good response resets the
  *     consecutive-failure count where it is seen (an atomic store, only when it was not 0 already);
  *   - reload: every loop takes the new settings; the old ones are freed once every loop answered;
+ *   - deferred frees (loops_defer()): a loop answers at once; once every loop has, nothing it runs can
+ *     still see what the main loop unpublished before asking (a TLS generation, ticket keys, settings);
  *   - drain (SIGTERM): every loop closes its listening sockets (new connections are refused at once, as
  *     with one loop), closes its idle clients and lets busy ones finish with "Connection: close"; once
  *     every loop has no client left the stop completes; the drain deadline ends the loops regardless;
@@ -62,7 +64,23 @@
  *
  * Limits: max_connections keeps its documented meaning, client connections at once for the whole of lbd:
  * each loop takes its share (max_connections / threads, at least 1). max_idle_per_backend is per loop.
- * TLS (listeners or to the backends) stays with threads = 1 for now: config.c refuses the combination. */
+ *
+ * TLS (tls.c says how): shared or per loop, piece by piece.
+ *   - Shared, published by the main loop and read without a lock: the server contexts and certificates
+ *     (one generation: an atomic pointer, replaced on SIGHUP), and the ticket keys (likewise, replaced at
+ *     each rotation). What they replace is freed through loops_defer(): a message to every loop and its
+ *     answer, after which no loop can still hold the old pointer (none keeps one past the callback that
+ *     loaded it). OpenSSL counts references to each SSL_CTX, so a connection created from an old context,
+ *     or moved onto an old certificate's, keeps it until it closes.
+ *   - Shared, locked by OpenSSL: the session cache on the base context, so that a client resumes on
+ *     whichever loop its second connection lands on (a per-loop cache would miss half the time with two
+ *     loops). Tickets need no cache: with them on (the default) the lock is taken for TLS 1.2 handshakes
+ *     only.
+ *   - Per loop: the handshake counters (in the proxy, summed by lbd_tls_stats()), and the client side's
+ *     table of sessions to resume with each backend (a tls_client cloned over the one shared client
+ *     context, which nothing changes after start). The health checks have their own on the main loop.
+ *   - Main loop only: loading the files, the rotation timer, the reload failure counter, the expiry dates
+ *     that /status and /metrics show. */
 #include "lbd/loops.h"
 
 #include <assert.h>

@@ -896,7 +896,8 @@ static enum tls_failure tls_classify(SSL *ssl, int err)
         }
 }
 
-/* A counter of <s>, written by its own loop only and read by the main loop (relaxed atomics). */
+/* Adds one to a counter of a loop's struct tls_stats: written by that loop only, read by the main loop
+ * (relaxed atomics, as COUNTER_ADD in backend.h). */
 static void tls_count(uint64_t *counter)
 {
         __atomic_store_n(counter, *counter + 1, __ATOMIC_RELAXED);
