@@ -460,3 +460,64 @@ def test_backend_tls_fails_closed_on_every_loop(harness, pki, tmp_path):
     assert "certificate not trusted" in err or "certificate verify failed" in err, err[-2000:]
     c0.close()
     c1.close()
+
+
+def test_tls_ticket_rotation_while_both_loops_resume(harness, pki):
+    """Ticket keys rotated every 2 s while both loops make and open tickets: a ticket younger than one
+    period opens on either loop, and one older than two periods no longer opens anywhere (the keys it was
+    made with are gone)."""
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1], args=THREADS + ["--set", "tls.ticket_rotate=2s"], tls=[pki.site])
+    ctx = tlstest.client_context(ca=pki.ca_cert, minimum=ssl.TLSVersion.TLSv1_3,
+                                 maximum=ssl.TLSVersion.TLSv1_3)
+    _, _, oldest, _ = tls_exchange(lbd, ctx)
+    made = time.monotonic()
+    loops = set()
+    pairs = 0
+    # Bounded: 7 s, at most 300 pairs; past two rotations at the end.
+    while time.monotonic() - made < 7 and pairs < 300:
+        _, _, session, _ = tls_exchange(lbd, ctx)
+        got = time.monotonic()
+        loop, reused, _, head = tls_exchange(lbd, ctx, session=session)
+        assert head.startswith(b"HTTP/1.1 200")
+        if time.monotonic() - got < 2:
+            assert reused, f"a ticket {time.monotonic() - got:.2f} s old not opened on loop {loop}"
+            loops.add(loop)
+        pairs += 1
+    assert loops == {0, 1}, loops
+    # At least 7 s old: two rotations (4 s) have dropped its key.
+    _, reused, _, head = tls_exchange(lbd, ctx, session=oldest)
+    assert not reused and head.startswith(b"HTTP/1.1 200")
+
+
+def test_tls_profile_reload_reaches_every_loop(harness, pki):
+    """A reload that changes the profile makes new contexts for every loop: after it TLS 1.2 is refused
+    on both loops and TLS 1.3 served on both, and a connection opened before keeps working."""
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1], config="[lbd]\nthreads = 2\n[tls]\nprofile = intermediate\n", tls=[pki.site])
+    tls12 = tlstest.client_context(ca=pki.ca_cert, maximum=ssl.TLSVersion.TLSv1_2)
+    tls13 = tlstest.client_context(ca=pki.ca_cert, minimum=ssl.TLSVersion.TLSv1_3)
+    held = lbdtest.HttpConnection(lbd.tls_port, tls=tls12, server_hostname="site.test")
+    assert held.get("/before").status == 200
+    lbd.write_config(lbd.config_path.read_text().replace("profile = intermediate", "profile = modern"))
+    lbd.signal(signal.SIGHUP)
+    lbdtest.wait_until(lambda: "TLS certificates reloaded" in lbd.stderr_text(), 10, "the reload")
+    # Bounded: 60 tries of each kind, until each loop has refused TLS 1.2 and served TLS 1.3.
+    served = set()
+    for _ in range(60):
+        before = loop_handshakes(lbd)
+        failures = lbd.metrics().get("lbd_tls_handshake_failures_total", reason="protocol") or 0
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            with lbdtest.HttpConnection(lbd.tls_port, tls=tls12, server_hostname="site.test") as conn:
+                conn.get("/tls12")
+        assert (lbd.metrics().get("lbd_tls_handshake_failures_total", reason="protocol") or 0) == failures + 1
+        assert loop_handshakes(lbd) == before
+        loop, reused, _, head = tls_exchange(lbd, tls13)
+        assert not reused and head.startswith(b"HTTP/1.1 200")
+        served.add(loop)
+        if len(served) == 2:
+            break
+    assert served == {0, 1}, served
+    assert held.get("/after").status == 200
+    held.close()
+    assert not b1.saw("/tls12")
