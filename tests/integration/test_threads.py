@@ -327,11 +327,7 @@ def test_tls_reload_under_load_reaches_every_loop(harness, pki, tmp_path):
     every loop serves the new certificate to every new connection. Which loop answered is told by the
     request id, whose first half is the loop's own random prefix."""
     (b1,) = harness.backends(1)
-    live = tmp_path / "live"
-    live.mkdir()
-    cert, key = live / "cert.pem", live / "key.pem"
-    shutil.copy(pki.site[0], cert)
-    shutil.copy(pki.site[1], key)
+    live, cert, key = tlstest.live_files(tmp_path, pki.site)
     lbd = harness.lbd([b1], args=THREADS, tls=[(cert, key)])
     ctx = tlstest.client_context(ca=pki.ca_cert)
     held = lbdtest.HttpConnection(lbd.tls_port, tls=ctx, server_hostname="site.test")
@@ -369,10 +365,7 @@ def test_tls_reload_under_load_reaches_every_loop(harness, pki, tmp_path):
     renewed = pki.leaf("site-renewed", ["site.test", "IP:127.0.0.1"], "ec", days=20)
     try:
         for want in (renewed, pki.site, renewed):
-            shutil.copy(want[0], live / "cert.tmp")
-            shutil.copy(want[1], live / "key.tmp")
-            os.replace(live / "key.tmp", key)
-            os.replace(live / "cert.tmp", cert)
+            tlstest.renew(live, cert, key, want)
             os.kill(lbd.pid, signal.SIGHUP)
             lbdtest.wait_until(lambda: served()[1] == tlstest.der(want[0]), 10,
                                "a new handshake to get the reloaded certificate")
@@ -436,11 +429,7 @@ def test_backend_tls_fails_closed_on_every_loop(harness, pki, tmp_path):
     verification (a session from before cannot be resumed: new ticket keys), and no request reaches it."""
     (web,) = harness.backends(1, prefix="web")
     good, bad = pki.leaf("web-good", ["site.test"]), pki.leaf("web-bad", ["other.test"])
-    live = tmp_path / "live"
-    live.mkdir()
-    cert, key = live / "cert.pem", live / "key.pem"
-    shutil.copy(good[0], cert)
-    shutil.copy(good[1], key)
+    _, cert, key = tlstest.live_files(tmp_path, good)
     front = harness.lbd([web], args=THREADS, tls=[(cert, key)])
     relay = tls_relay(harness, front, pki, extra=("--set", "timeouts.backend_idle=100ms"))
     c0 = connection_on_loop(relay, 0)
