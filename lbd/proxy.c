@@ -728,8 +728,11 @@ static void client_handshake(struct client *c)
         }
         if (r == TLS_DONE) {
                 c->handshaking = false;
-                /* The first request may have come with the handshake's last flight. */
-                event_active(&c->rev, EV_READ, 0);
+                /* The first request may have come with the handshake's last flight and be inside
+                 * OpenSSL already (read ahead); what is still in the socket wakes the read event. Not
+                 * reading otherwise saves a read() that would find nothing, at every handshake. */
+                if (tls_has_pending(c->ssl))
+                        event_active(&c->rev, EV_READ, 0);
         }
 }
 
