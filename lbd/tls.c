@@ -145,6 +145,8 @@ static int tls_ex_tls = -1;       /* SSL ex_data: the struct tls a connection be
 static int tls_ex_no_cert = -1;   /* SSL ex_data: non-NULL when strict SNI refused the name */
 static int tls_ex_client = -1;    /* SSL ex_data: the struct tls_client of a connection to a backend */
 static int tls_ex_addr = -1;      /* SSL ex_data: that backend's address (lives as long as the SSL) */
+static int tls_ex_base = -1;      /* SSL ex_data: the base context a server connection was made from */
+static int tls_ex_ticket = -1;    /* SSL ex_data: non-NULL when the client offered to take a ticket */
 
 static int tls_ex_init(void)
 {
@@ -154,7 +156,12 @@ static int tls_ex_init(void)
         tls_ex_no_cert = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
         tls_ex_client = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
         tls_ex_addr = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-        return tls_ex_tls < 0 || tls_ex_no_cert < 0 || tls_ex_client < 0 || tls_ex_addr < 0 ? -ENOMEM : 0;
+        tls_ex_base = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        tls_ex_ticket = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        return tls_ex_tls < 0 || tls_ex_no_cert < 0 || tls_ex_client < 0 || tls_ex_addr < 0 || tls_ex_base < 0 ||
+                               tls_ex_ticket < 0
+                       ? -ENOMEM
+                       : 0;
 }
 
 /* A zeroed struct tls or tls_client, once the SSL ex_data indexes exist. NULL on ENOMEM (logged). */
@@ -665,6 +672,29 @@ static void tls_rotate_cb(evutil_socket_t fd, short what, void *userdata)
         (void)event_add(&t->rotate, &tv);
 }
 
+/* Tickets on: notes whether the client offered to take one (a TLS 1.2 session ticket extension). */
+static int tls_client_hello_cb(SSL *ssl, int *alert, void *arg)
+{
+        const unsigned char *data;
+        size_t len;
+
+        if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_session_ticket, &data, &len) == 1)
+                (void)SSL_set_ex_data(ssl, tls_ex_ticket, ssl);
+        return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* Tickets on: a new session goes into the shared cache only when its client takes no ticket (a client
+ * that has a ticket resumes with it, and every cached session costs the cache's lock and memory, at
+ * every full TLS 1.2 handshake, on every loop). Returns 0: OpenSSL keeps its reference. */
+static int tls_new_session_cb(SSL *ssl, SSL_SESSION *session)
+{
+        SSL_CTX *base = SSL_get_ex_data(ssl, tls_ex_base);
+
+        if (base && !SSL_get_ex_data(ssl, tls_ex_ticket))
+                (void)SSL_CTX_add_session(base, session);
+        return 0;
+}
+
 static struct tls_base_settings tls_base_settings(const struct config *c)
 {
         return (struct tls_base_settings){
@@ -702,8 +732,16 @@ static SSL_CTX *tls_base_ctx_new(struct tls *t, const struct tls_base_settings *
                 SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
         else
                 SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-        (void)SSL_CTX_set_session_cache_mode(ctx, b->session_cache > 0 ? SSL_SESS_CACHE_SERVER
-                                                                      : SSL_SESS_CACHE_OFF);
+        if (b->session_cache == 0)
+                (void)SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+        else if (!b->tickets)
+                (void)SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+        else {
+                /* Only the sessions of clients without tickets are stored (tls_new_session_cb()). */
+                (void)SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+                SSL_CTX_sess_set_new_cb(ctx, tls_new_session_cb);
+                SSL_CTX_set_client_hello_cb(ctx, tls_client_hello_cb, NULL);
+        }
         (void)SSL_CTX_sess_set_cache_size(ctx, (long)b->session_cache);
         (void)SSL_CTX_set_timeout(ctx, (long)b->lifetime_sec);
         return ctx;
@@ -843,11 +881,14 @@ int tls_check(const struct config *c)
 
 SSL *tls_accept(struct tls *t, int fd)
 {
-        SSL *ssl = SSL_new(tls_gen_get(t)->ctx);
+        SSL_CTX *base = tls_gen_get(t)->ctx;
+        SSL *ssl = SSL_new(base);
 
         if (!ssl)
                 goto fail;
-        if (SSL_set_fd(ssl, fd) != 1 || SSL_set_ex_data(ssl, tls_ex_tls, t) != 1) {
+        /* <base> lives as long as <ssl>, which holds a reference to it. */
+        if (SSL_set_fd(ssl, fd) != 1 || SSL_set_ex_data(ssl, tls_ex_tls, t) != 1 ||
+            SSL_set_ex_data(ssl, tls_ex_base, base) != 1) {
                 SSL_free(ssl);
                 goto fail;
         }

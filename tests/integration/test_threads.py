@@ -296,14 +296,22 @@ def test_tls_handshakes_and_requests_on_every_loop(harness, pki):
     assert b1.requests() and len(b1.requests()) == 2 * n
 
 
-@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
-@pytest.mark.parametrize("tickets", ["on", "off"])
-def test_tls_resumption_across_loops(harness, pki, version, tickets):
-    """A session made on one loop resumes on the other: tickets under the one key set, or (tickets off)
-    the one session cache."""
+@pytest.mark.parametrize("version,tickets,client_tickets", [
+    (ssl.TLSVersion.TLSv1_2, "on", True),
+    (ssl.TLSVersion.TLSv1_3, "on", True),
+    (ssl.TLSVersion.TLSv1_2, "off", True),
+    (ssl.TLSVersion.TLSv1_3, "off", True),
+    # Tickets on, but a client that takes none: its session is in the cache.
+    (ssl.TLSVersion.TLSv1_2, "on", False),
+])
+def test_tls_resumption_across_loops(harness, pki, version, tickets, client_tickets):
+    """A session made on one loop resumes on the other: tickets under the one key set, or (tickets off,
+    or a client without them) the one session cache."""
     (b1,) = harness.backends(1)
     lbd = harness.lbd([b1], args=THREADS + ["--set", f"tls.tickets={tickets}"], tls=[pki.site])
     ctx = tlstest.client_context(ca=pki.ca_cert, minimum=version, maximum=version)
+    if not client_tickets:
+        ctx.options |= ssl.OP_NO_TICKET
     crossed = set()
     # Bounded: at most 40 pairs of connections. Each pair: a full handshake, then a resumption on
     # whichever loop the kernel picks; stops once a session crossed from each loop to the other.
