@@ -3,7 +3,8 @@
 # for one name, made by the script) in front of the same nginx backend on 127.0.0.1, in the same run.
 # Reports per proxy: full handshakes per second with each key type (openssl s_time -new, TLS 1.2 so
 # that the cipher picks the certificate), requests per second and CPU per request over kept-alive TLS
-# connections (wrk), and the RSS cost of one idle TLS client connection. See bench/README.md.
+# connections (wrk), and the RSS cost of one idle TLS client connection; with --threads, for lbd with N
+# event loops against HAProxy with nbthread N, for each N given, all in one run. See bench/README.md.
 set -euo pipefail
 
 script_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -18,6 +19,7 @@ idle_count=2000
 clients=2
 lbd_bin="$repo_dir/build/lbd/lbd"
 path="/1k.txt"
+threads_list="1"
 
 usage() {
 	cat <<EOF
@@ -27,6 +29,8 @@ usage: bench/tls.sh [options]
   --rounds N        counted rounds per proxy and measure, after one warm-up (default $rounds)
   --clients N       openssl s_time processes at once for the handshake rate (default $clients)
   --idle N          idle TLS client connections for the RSS figure (default $idle_count)
+  --threads LIST    comma-separated thread counts: lbd [lbd] threads = N against HAProxy nbthread N for
+                    each N (default $threads_list); wrk uses N threads, s_time N * --clients processes
   --lbd PATH        lbd binary (default build/lbd/lbd)
   --quick           smoke run: 1 round of 2 s, 200 idle connections
   -h, --help        this text
@@ -40,6 +44,7 @@ while (($# > 0)); do
 	--rounds) bench_need_int "$1" "${2-}"; rounds=$2; shift ;;
 	--clients) bench_need_int "$1" "${2-}"; clients=$2; shift ;;
 	--idle) bench_need_int "$1" "${2-}"; idle_count=$2; shift ;;
+	--threads) threads_list=${2-}; shift ;;
 	--lbd) lbd_bin=${2-}; shift ;;
 	--quick) rounds=1; duration=2; idle_count=200 ;;
 	-h | --help) usage; exit 0 ;;
@@ -52,6 +57,11 @@ for tool in nginx haproxy wrk curl openssl ss python3 awk timeout; do
 	command -v "$tool" >/dev/null || bench_die "$tool not found"
 done
 [[ -x $lbd_bin ]] || bench_die "lbd not found at $lbd_bin"
+IFS=, read -r -a thread_counts <<<"$threads_list"
+((${#thread_counts[@]} > 0)) || bench_die "--threads needs at least one number"
+for n in "${thread_counts[@]}"; do
+	[[ $n =~ ^[1-9][0-9]?$ ]] || bench_die "--threads takes numbers from 1 to 99, not '$n'"
+done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 (($(ulimit -n) >= idle_count + 1000)) || bench_die "open file limit too low for $idle_count idle connections"
 clk_tck=$(getconf CLK_TCK)
@@ -106,34 +116,43 @@ nginx -e "$backend_dir/error.log" -p "$backend_dir" -c "$backend_dir/nginx.conf"
 bench_track "$!"
 bench_wait_http "http://127.0.0.1:$backend_port$path" 10 || bench_die "the backend did not start"
 
-# ---- the proxies, with the same profile: TLS 1.2 and 1.3, ECDHE with AEAD, tickets, one thread ----
-declare -A port pid log
-bench_free_port port[lbd]
-cat >"$BENCH_TMP/lbd.conf" <<EOF
+# ---- the proxies, with the same profile: TLS 1.2 and 1.3, ECDHE with AEAD, tickets, N threads ----
+# One lbd and one HAProxy per thread count. Names: "lbd" and "haproxy" with one count, else "lbd-N" and
+# "haproxy-N".
+declare -A port pid log rsa_port nthreads
+proxies=()
+start_lbd() {
+	local name=$1 n=$2
+	bench_free_port "port[$name]"
+	cat >"$BENCH_TMP/$name.conf" <<EOF
 [lbd]
-listen = 127.0.0.1:${port[lbd]} tls
+listen = 127.0.0.1:${port[$name]} tls
 admin = off
 access_log = off
 max_connections = 20000
+threads = $n
 [tls]
 certificate = $certs/ecdsa.pem $certs/ecdsa.key
 certificate = $certs/rsa.pem $certs/rsa.key
 [pool]
 backends = 127.0.0.1:$backend_port
 EOF
-"$lbd_bin" --config "$BENCH_TMP/lbd.conf" >"$BENCH_TMP/lbd.stderr" 2>&1 &
-pid[lbd]=$!
-log[lbd]="$BENCH_TMP/lbd.stderr"
-bench_track "${pid[lbd]}"
+	"$lbd_bin" --config "$BENCH_TMP/$name.conf" >"$BENCH_TMP/$name.stderr" 2>&1 &
+	pid[$name]=$!
+	log[$name]="$BENCH_TMP/$name.stderr"
+	bench_track "${pid[$name]}"
+	rsa_port[$name]=${port[$name]}
+}
 
-bench_free_port port[haproxy]
-# Without SNI (s_time sends none) HAProxy offers only a bind line's first certificate: RSA gets a bind of
-# its own. lbd offers both to such clients and needs one listener.
-bench_free_port haproxy_rsa_port
-declare -A rsa_port=([lbd]=${port[lbd]} [haproxy]=$haproxy_rsa_port)
-cat >"$BENCH_TMP/haproxy.cfg" <<EOF
+start_haproxy() {
+	local name=$1 n=$2
+	bench_free_port "port[$name]"
+	# Without SNI (s_time sends none) HAProxy offers only a bind line's first certificate: RSA gets a bind
+	# of its own. lbd offers both to such clients and needs one listener.
+	bench_free_port "rsa_port[$name]"
+	cat >"$BENCH_TMP/$name.cfg" <<EOF
 global
-    nbthread 1
+    nbthread $n
     maxconn 20000
     no strict-limits
     ssl-default-bind-ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305
@@ -153,20 +172,30 @@ defaults
     timeout http-request 10s
     timeout http-keep-alive 60s
 frontend fe
-    bind 127.0.0.1:${port[haproxy]} ssl crt $certs/haproxy/ecdsa.pem crt $certs/haproxy/rsa.pem alpn http/1.1
-    bind 127.0.0.1:$haproxy_rsa_port ssl crt $certs/haproxy/rsa.pem alpn http/1.1
+    bind 127.0.0.1:${port[$name]} ssl crt $certs/haproxy/ecdsa.pem crt $certs/haproxy/rsa.pem alpn http/1.1
+    bind 127.0.0.1:${rsa_port[$name]} ssl crt $certs/haproxy/rsa.pem alpn http/1.1
     http-request set-header X-Forwarded-Proto https
     default_backend be
 backend be
     option httpchk GET /healthcheck
     server b1 127.0.0.1:$backend_port check
 EOF
-haproxy -db -f "$BENCH_TMP/haproxy.cfg" >"$BENCH_TMP/haproxy.stderr" 2>&1 &
-pid[haproxy]=$!
-log[haproxy]="$BENCH_TMP/haproxy.stderr"
-bench_track "${pid[haproxy]}"
+	haproxy -db -f "$BENCH_TMP/$name.cfg" >"$BENCH_TMP/$name.stderr" 2>&1 &
+	pid[$name]=$!
+	log[$name]="$BENCH_TMP/$name.stderr"
+	bench_track "${pid[$name]}"
+}
 
-proxies=(lbd haproxy)
+for n in "${thread_counts[@]}"; do
+	suffix=""
+	((${#thread_counts[@]} == 1)) || suffix="-$n"
+	start_lbd "lbd$suffix" "$n"
+	start_haproxy "haproxy$suffix" "$n"
+	nthreads[lbd$suffix]=$n
+	nthreads[haproxy$suffix]=$n
+	proxies+=("lbd$suffix" "haproxy$suffix")
+done
+
 for p in "${proxies[@]}"; do
 	ok=0
 	for ((i = 0; i < 150; i++)); do
@@ -185,7 +214,7 @@ handshakes() {
 	local -a hp=()
 	[[ $key == ecdsa ]] || target=${rsa_port[$name]}
 	t0=$(bench_cpu_ticks "${pid[$name]}")
-	for ((i = 0; i < clients; i++)); do
+	for ((i = 0; i < clients * ${nthreads[$name]}; i++)); do
 		timeout "$((duration + 30))" openssl s_time -connect "127.0.0.1:$target" -new -tls1_2 \
 			-cipher "$cipher" -time "$duration" >"$BENCH_TMP/stime-$name-$i.out" 2>&1 &
 		hp+=("$!")
@@ -212,7 +241,7 @@ keepalive() {
 	local name=$1 counted=$2 out t0 t1 rps p99 reqs errs cpu
 	out="$BENCH_TMP/wrk-$name.out"
 	t0=$(bench_cpu_ticks "${pid[$name]}")
-	timeout "$((duration + 30))" wrk -t1 -c"$connections" -d"${duration}s" --latency \
+	timeout "$((duration + 30))" wrk -t"${nthreads[$name]}" -c"$connections" -d"${duration}s" --latency \
 		"https://127.0.0.1:${port[$name]}$path" >"$out" 2>&1 || bench_die "wrk failed against $name: $(cat "$out")"
 	t1=$(bench_cpu_ticks "${pid[$name]}")
 	read -r rps p99 reqs errs < <(bench_wrk_parse "$out") || bench_die "cannot read wrk's report: $(cat "$out")"
@@ -253,7 +282,7 @@ idle_test() {
 
 idle_pct=$(bench_idle_pct 2)
 ((idle_pct >= 90)) || bench_log "warning: the machine was only ${idle_pct}% idle before the run: the figures will be noisy"
-bench_log "lbd TLS benchmark: s_time x$clients, wrk -t1 -c$connections, ${duration}s rounds, $rounds round(s)"
+bench_log "lbd TLS benchmark: threads $threads_list, s_time x$clients per thread, wrk -tN -c$connections, ${duration}s rounds, $rounds round(s)"
 # Idle connections first, on fresh processes: after the load, what each allocator kept from thousands of
 # closed connections (glibc's heap in HAProxy; lbd gives it back with malloc_trim()) would be counted too.
 bench_log "idle connections"
@@ -279,7 +308,7 @@ median() {
 	read -r -a v <<<"$1"
 	bench_median "${v[@]}"
 }
-printf '\n%-8s %14s %14s %14s %14s %12s %12s %14s %7s\n' proxy ecdsa_hs/s ecdsa_cpu_us rsa_hs/s rsa_cpu_us \
+printf '\n%-10s %14s %14s %14s %14s %12s %12s %14s %7s\n' proxy ecdsa_hs/s ecdsa_cpu_us rsa_hs/s rsa_cpu_us \
 	req/s cpu_us/req idle_B/conn errors
 failed=0
 declare -A m
@@ -287,13 +316,18 @@ for p in "${proxies[@]}"; do
 	m[$p-ecdsa]=$(median "${r_hs[$p-ecdsa]}")
 	m[$p-rsa]=$(median "${r_hs[$p-rsa]}")
 	m[$p-rps]=$(median "${r_rps[$p]}")
-	printf '%-8s %14.0f %14.0f %14.0f %14.0f %12.0f %12.2f %14s %7s\n' "$p" "${m[$p-ecdsa]}" \
+	printf '%-10s %14.0f %14.0f %14.0f %14.0f %12.0f %12.2f %14s %7s\n' "$p" "${m[$p-ecdsa]}" \
 		"$(median "${r_hs_cpu[$p-ecdsa]}")" "${m[$p-rsa]}" "$(median "${r_hs_cpu[$p-rsa]}")" "${m[$p-rps]}" \
 		"$(median "${r_cpu[$p]}")" "${m_idle[$p]}" "${r_errs[$p]}"
 	((${r_errs[$p]} == 0)) || failed=1
 done
-awk -v a="${m[lbd-ecdsa]}" -v b="${m[haproxy-ecdsa]}" -v c="${m[lbd-rsa]}" -v d="${m[haproxy-rsa]}" \
-	-v e="${m[lbd-rps]}" -v f="${m[haproxy-rps]}" \
-	'BEGIN { printf "ratio lbd/haproxy ecdsa_hs=%.2f rsa_hs=%.2f rps=%.2f\n", a / b, c / d, e / f }'
-printf 'idle_rss_per_tls_conn lbd=%s haproxy=%s\n' "${m_idle[lbd]}" "${m_idle[haproxy]}"
+for n in "${thread_counts[@]}"; do
+	suffix=""
+	((${#thread_counts[@]} == 1)) || suffix="-$n"
+	l=lbd$suffix h=haproxy$suffix
+	awk -v a="${m[$l-ecdsa]}" -v b="${m[$h-ecdsa]}" -v c="${m[$l-rsa]}" -v d="${m[$h-rsa]}" \
+		-v e="${m[$l-rps]}" -v f="${m[$h-rps]}" -v n="$n" \
+		'BEGIN { printf "ratio lbd/haproxy threads=%s ecdsa_hs=%.2f rsa_hs=%.2f rps=%.2f\n", n, a / b, c / d, e / f }'
+	printf 'idle_rss_per_tls_conn threads=%s lbd=%s haproxy=%s\n' "$n" "${m_idle[$l]}" "${m_idle[$h]}"
+done
 ((failed == 0)) || { bench_log "some requests failed: the figures above are not trustworthy"; exit 1; }

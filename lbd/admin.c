@@ -446,7 +446,7 @@ int admin_lease_json(cJSON *root, const struct lbd *lbd)
 /* "tls": the loaded certificates with their expiry, when a listener is TLS. */
 static int admin_status_tls(cJSON *root, const struct lbd *lbd, uint64_t wall)
 {
-        const struct tls *t = lbd->proxy ? proxy_get_tls(lbd->proxy) : NULL;
+        const struct tls *t = lbd->tls;
         struct tls_cert_info certs[CONFIG_MAX_CERTS];
         int64_t now = (int64_t)(wall / USEC_PER_SEC);
         cJSON *tls, *array;
@@ -475,7 +475,7 @@ static int admin_status_tls(cJSON *root, const struct lbd *lbd, uint64_t wall)
                     !cJSON_AddBoolToObject(o, "default", certs[i].is_default))
                         return -ENOMEM;
         }
-        if (!cJSON_AddNumberToObject(tls, "reloads_failed", (double)tls_get_stats(t)->reloads_failed))
+        if (!cJSON_AddNumberToObject(tls, "reloads_failed", (double)tls_reloads_failed(t)))
                 return -ENOMEM;
         return 0;
 }
@@ -579,27 +579,41 @@ static const char *admin_label(const char *value, char *buf, size_t size)
 /* The TLS listeners' handshakes and certificates, when lbd has any. */
 static void admin_metrics_tls(const struct admin *a, struct admin_out *m)
 {
-        const struct tls *t = a->lbd->proxy ? proxy_get_tls(a->lbd->proxy) : NULL;
+        const struct tls *t = a->lbd->tls;
         struct tls_cert_info certs[CONFIG_MAX_CERTS];
-        const struct tls_stats *s;
+        struct tls_stats sv;
+        const struct tls_stats *s = &sv;
         char file[ADMIN_LABEL_MAX], name[ADMIN_LABEL_MAX];
         size_t n;
 
         if (!t)
                 return;
-        s = tls_get_stats(t);
+        lbd_tls_stats(a->lbd, &sv);
         admin_family(m, "lbd_tls_handshakes_total", "counter", "TLS handshakes completed.");
         admin_printf(m, "lbd_tls_handshakes_total %" PRIu64 "\n", s->handshakes);
         admin_family(m, "lbd_tls_resumed_total", "counter",
                      "TLS handshakes that resumed a session (ticket or cache) instead of a full one.");
         admin_printf(m, "lbd_tls_resumed_total %" PRIu64 "\n", s->resumed);
+        if (a->lbd->loops) {
+                admin_family(m, "lbd_loop_tls_handshakes_total", "counter",
+                             "TLS handshakes completed on each event loop ([lbd] threads), and of those resumed.");
+                for (size_t i = 0; i < loops_count(a->lbd->loops); i++) {
+                        struct tls_stats ls = {0};
+
+                        loops_add_loop_stats(a->lbd->loops, i, NULL, &ls);
+                        admin_printf(m, "lbd_loop_tls_handshakes_total{loop=\"%zu\",resumed=\"no\"} %" PRIu64 "\n",
+                                     i, ls.handshakes - ls.resumed);
+                        admin_printf(m, "lbd_loop_tls_handshakes_total{loop=\"%zu\",resumed=\"yes\"} %" PRIu64 "\n",
+                                     i, ls.resumed);
+                }
+        }
         admin_family(m, "lbd_tls_handshake_failures_total", "counter", "TLS handshakes that failed, by reason.");
         for (size_t i = 0; i < TLS_FAIL_MAX; i++)
                 admin_printf(m, "lbd_tls_handshake_failures_total{reason=\"%s\"} %" PRIu64 "\n",
                              tls_failure_name((enum tls_failure)i), s->failures[i]);
         admin_family(m, "lbd_tls_reloads_failed_total", "counter",
                      "Certificate reloads refused for a bad file (the running certificates kept).");
-        admin_printf(m, "lbd_tls_reloads_failed_total %" PRIu64 "\n", s->reloads_failed);
+        admin_printf(m, "lbd_tls_reloads_failed_total %" PRIu64 "\n", tls_reloads_failed(t));
         n = MIN(tls_get_certs(t, certs, ELEMENTSOF(certs)), ELEMENTSOF(certs));
         admin_family(m, "lbd_tls_certificate_expiry_timestamp_seconds", "gauge",
                      "When each loaded certificate expires (its notAfter), seconds since the epoch.");
@@ -719,6 +733,17 @@ static int admin_metrics(const struct admin *a, struct evbuffer *out)
                 for (size_t i = 0; i < loops_count(a->lbd->loops); i++)
                         admin_printf(&m, "lbd_loop_client_connections{loop=\"%zu\"} %" PRIu64 "\n", i,
                                      loops_connections(a->lbd->loops, i));
+        }
+        if (a->lbd->loops) {
+                admin_family(&m, "lbd_loop_requests_total", "counter",
+                             "Requests read from clients on each event loop ([lbd] threads).");
+                for (size_t i = 0; i < loops_count(a->lbd->loops); i++) {
+                        struct proxy_stats lps = {0};
+
+                        loops_add_loop_stats(a->lbd->loops, i, &lps, NULL);
+                        admin_printf(&m, "lbd_loop_requests_total{loop=\"%zu\"} %" PRIu64 "\n", i,
+                                     lps.requests_total);
+                }
         }
 
         admin_family(&m, "lbd_requests_rejected_total", "counter",

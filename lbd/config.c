@@ -16,7 +16,6 @@
  *   max_connections  = 10000           1..1000000
  *   drain_timeout    = 30s             0 allowed (close at once)
  *   threads          = 1               "auto" (the CPUs sched_getaffinity() allows) or 1..CONFIG_THREADS_MAX;
- *                                      more than 1 refuses TLS listeners and [tls] backend = on (loops.c)
  *   upgrades         = websocket       protocols a request may switch to (Upgrade), comma-separated:
  *                                      "name" (any version) or "name/version", case-insensitive;
  *                                      "off" or empty = none (proxy.c forwards the rest as plain requests)
@@ -1381,9 +1380,6 @@ int config_validate(const struct config *c)
                 r = -EINVAL;
         if (c->max_connections == 0)
                 r = conf_invalid(c->path, "lbd", "max_connections", "must be at least 1");
-        if (c->threads > 1 && (config_has_tls(c) || c->backend_tls))
-                r = conf_invalid(c->path, "lbd", "threads",
-                                 "more than 1 does not work with TLS listeners or [tls] backend = on yet");
         if (c->backend_tls && c->backend_ca[0] == '\0')
                 r = conf_invalid(c->path, "tls", "backend_ca",
                                  "backend = on needs the CA file the backends' certificates are checked against");

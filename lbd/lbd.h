@@ -20,6 +20,7 @@ struct reconcile;
 struct history;
 struct autoscale;
 struct schedule;
+struct tls;
 struct tls_client;
 struct lease;
 struct eip;
@@ -41,8 +42,9 @@ struct lbd {
         struct history *history;     /* the status page's figures and timeline (history.h), or NULL */
         struct autoscale *autoscale; /* scaling on demand (autoscale.h), NULL when off */
         struct schedule *schedule;   /* scheduled changes of the pool's size (schedule.h), NULL without */
-        struct tls_client *backend_tls; /* TLS to the backends ([tls] backend = on), else NULL; the proxy
-                                         * and the health checks use it, main.c owns it */
+        struct tls *tls;             /* the TLS listeners' contexts, every loop's (tls.h), or NULL; main.c owns it */
+        struct tls_client *backend_tls; /* TLS to the backends ([tls] backend = on), else NULL; the health
+                                         * checks use it, each proxy a clone; main.c owns it */
         struct lease *lease;         /* the leader's lease ([lease], lease.h), NULL when off: this host acts */
         struct eip *eip;             /* the Elastic IP that follows the leader ([lease] elastic_ip), or NULL */
         struct peers *peers;         /* [lease] listen and peers (peer.h), or NULL */

@@ -26,11 +26,13 @@
  * Messages: each loop, and the main loop, has an inbox: a mutex-protected list and an eventfd that wakes
  * the loop. The mutex is held only to link or unlink a message, never across I/O, and messages are rare
  * (a change of the set, a reload, a drain, a passive health failure, an access log block of up to 16 KiB
- * of lines): none is sent per request. What they carry:
+ * of lines, a deferred free): none is sent per request. What they carry:
  *   - passive health: a loop that sees a backend refuse or time out sends the report to the main loop,
  *     which applies the one verdict for every loop (backend_report_*). A good response resets the
  *     consecutive-failure count where it is seen (an atomic store, only when it was not 0 already);
  *   - reload: every loop takes the new settings; the old ones are freed once every loop answered;
+ *   - deferred frees (loops_defer()): a loop answers at once; once every loop has, nothing it runs can
+ *     still see what the main loop unpublished before asking (a TLS generation, ticket keys, settings);
  *   - drain (SIGTERM): every loop closes its listening sockets (new connections are refused at once, as
  *     with one loop), closes its idle clients and lets busy ones finish with "Connection: close"; once
  *     every loop has no client left the stop completes; the drain deadline ends the loops regardless;
@@ -62,7 +64,23 @@
  *
  * Limits: max_connections keeps its documented meaning, client connections at once for the whole of lbd:
  * each loop takes its share (max_connections / threads, at least 1). max_idle_per_backend is per loop.
- * TLS (listeners or to the backends) stays with threads = 1 for now: config.c refuses the combination. */
+ *
+ * TLS (tls.c says how): shared or per loop, piece by piece.
+ *   - Shared, published by the main loop and read without a lock: the server contexts and certificates
+ *     (one generation: an atomic pointer, replaced on SIGHUP), and the ticket keys (likewise, replaced at
+ *     each rotation). What they replace is freed through loops_defer(): a message to every loop and its
+ *     answer, after which no loop can still hold the old pointer (none keeps one past the callback that
+ *     loaded it). OpenSSL counts references to each SSL_CTX, so a connection created from an old context,
+ *     or moved onto an old certificate's, keeps it until it closes.
+ *   - Shared, locked by OpenSSL: the session cache on the base context, so that a client resumes on
+ *     whichever loop its second connection lands on (a per-loop cache would miss half the time with two
+ *     loops). Tickets need no cache: with them on (the default) the lock is taken for TLS 1.2 handshakes
+ *     only.
+ *   - Per loop: the handshake counters (in the proxy, summed by lbd_tls_stats()), and the client side's
+ *     table of sessions to resume with each backend (a tls_client cloned over the one shared client
+ *     context, which nothing changes after start). The health checks have their own on the main loop.
+ *   - Main loop only: loading the files, the rotation timer, the reload failure counter, the expiry dates
+ *     that /status and /metrics show. */
 #include "lbd/loops.h"
 
 #include <assert.h>
@@ -83,6 +101,7 @@
 #include "lbd/config.h"
 #include "lbd/lbd.h"
 #include "lbd/proxy.h"
+#include "lbd/tls.h"
 
 #define LOOPS_BEAT_USEC (250 * USEC_PER_MSEC)
 
@@ -201,30 +220,6 @@ static int inbox_post(struct inbox *in, void (*fn)(void *arg), void *arg)
 
 /* ---- messages a worker loop runs ---- */
 
-struct loop_config_msg {
-        struct loops *ls;
-        const struct config *next;
-        struct config *prev;
-        size_t left; /* loops that have not taken <next> yet (counted on the main loop) */
-};
-
-static void main_config_taken(void *arg)
-{
-        struct loop_config_msg *m = arg;
-
-        if (--m->left > 0)
-                return;
-        free(m->prev);
-        free(m);
-}
-
-static void loop_take_config(struct loop *lp, struct loop_config_msg *m)
-{
-        proxy_set_config(lp->proxy, m->next);
-        if (inbox_post(&lp->loops->inbox, main_config_taken, m) < 0)
-                log_error("Out of memory: the previous configuration is not freed");
-}
-
 struct loop_arg {
         struct loop *lp;
         void *arg;
@@ -239,7 +234,35 @@ static void loop_config_cb(void *arg)
 {
         struct loop_arg *a = arg;
 
-        loop_take_config(a->lp, a->arg);
+        proxy_set_config(a->lp->proxy, a->arg);
+        free(a);
+}
+
+/* ---- deferred frees: after every loop has run what it was running ---- */
+
+struct defer_msg {
+        struct loops *ls;
+        void (*fn)(void *arg);
+        void *arg;
+        size_t left; /* loops that have not answered yet (counted on the main loop) */
+};
+
+static void main_defer_answered(void *arg)
+{
+        struct defer_msg *m = arg;
+
+        if (--m->left > 0)
+                return;
+        m->fn(m->arg);
+        free(m);
+}
+
+static void loop_defer_cb(void *arg)
+{
+        struct loop_arg *a = arg;
+
+        if (inbox_post(&a->lp->loops->inbox, main_defer_answered, a->arg) < 0)
+                log_error("Out of memory: a loop could not answer; what it was to free stays");
         free(a);
 }
 
@@ -489,19 +512,17 @@ int loops_new(struct lbd *l, struct loops **ret)
         return 0;
 }
 
-void loops_set_config(struct loops *ls, const struct config *next, struct config *prev)
+void loops_defer(void *userdata, void (*fn)(void *arg), void *arg)
 {
-        struct loop_config_msg *m = malloc(sizeof(*m));
+        struct loops *ls = userdata;
+        struct defer_msg *m = malloc(sizeof(*m));
+        size_t posted = 0;
 
         if (!m) {
-                /* Without a way to hear every loop moved on, the old settings are never freed. */
-                log_error("Out of memory: the event loops keep the previous settings");
+                log_error("Out of memory: what the event loops may still read is not freed");
                 return;
         }
-        m->ls = ls;
-        m->next = next;
-        m->prev = prev;
-        m->left = ls->n;
+        *m = (struct defer_msg){ .ls = ls, .fn = fn, .arg = arg, .left = ls->n + 1 };
         for (size_t i = 0; i < ls->n; i++) {
                 struct loop_arg *a = malloc(sizeof(*a));
 
@@ -509,16 +530,42 @@ void loops_set_config(struct loops *ls, const struct config *next, struct config
                         a->lp = &ls->loops[i];
                         a->arg = m;
                 }
+                if (!a || loop_post(&ls->loops[i], loop_defer_cb, a) < 0) {
+                        /* That loop never answers: <arg> stays, which is safe. */
+                        free(a);
+                        log_error("Out of memory: event loop %zu cannot be asked; what it may read stays", i);
+                        continue;
+                }
+                posted++;
+        }
+        /* The main loop's own answer: <fn> runs when the last loop's comes, and never if one was not asked. */
+        if (posted == ls->n)
+                main_defer_answered(m);
+        else if (posted == 0)
+                free(m);
+}
+
+void loops_set_config(struct loops *ls, const struct config *next, struct config *prev)
+{
+        bool all = true;
+
+        for (size_t i = 0; i < ls->n; i++) {
+                struct loop_arg *a = malloc(sizeof(*a));
+
+                if (a) {
+                        a->lp = &ls->loops[i];
+                        a->arg = (void *)next;
+                }
                 if (!a || loop_post(&ls->loops[i], loop_config_cb, a) < 0) {
                         free(a);
                         log_error("Out of memory: event loop %zu keeps the previous settings", i);
-                        m->left--;
+                        all = false;
                 }
         }
-        if (m->left == 0) {
-                free(m->prev);
-                free(m);
-        }
+        /* Each inbox runs in order: once a loop answers, it has taken <next>. A loop that keeps <prev>
+         * keeps it for good. */
+        if (all)
+                loops_defer(ls, free, prev);
 }
 
 void loops_update_view(struct loops *ls)
@@ -586,6 +633,16 @@ uint64_t loops_connections(const struct loops *ls, size_t i)
         return i < ls->n && ls->loops[i].proxy ? proxy_connections(ls->loops[i].proxy) : 0;
 }
 
+void loops_add_loop_stats(const struct loops *ls, size_t i, struct proxy_stats *ret, struct tls_stats *ret_tls)
+{
+        if (i >= ls->n || !ls->loops[i].proxy)
+                return;
+        if (ret)
+                proxy_add_stats(ls->loops[i].proxy, ret);
+        if (ret_tls)
+                proxy_add_tls_stats(ls->loops[i].proxy, ret_tls);
+}
+
 struct loops *loops_free(struct loops *ls)
 {
         if (!ls)
@@ -622,6 +679,15 @@ struct loops *loops_free(struct loops *ls)
         free(ls->loops);
         free(ls);
         return NULL;
+}
+
+void lbd_tls_stats(const struct lbd *l, struct tls_stats *ret)
+{
+        *ret = (struct tls_stats){0};
+        for (size_t i = 0; i < loops_count(l->loops); i++)
+                loops_add_loop_stats(l->loops, i, NULL, ret);
+        if (l->proxy)
+                proxy_add_tls_stats(l->proxy, ret);
 }
 
 void lbd_proxy_stats(const struct lbd *l, struct proxy_stats *ret)

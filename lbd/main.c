@@ -412,8 +412,8 @@ static void main_reload(struct main_state *m)
         }
 
         /* Certificates that fail to load leave the running ones in place; the rest of the reload goes on. */
-        if (l->proxy)
-                (void)proxy_reload_tls(l->proxy, next);
+        if (l->tls)
+                (void)tls_reload(l->tls, next);
         l->config = next;
         l->pool->balancer = balance_from_kind(next->balance);
         l->pool->passive_max_down = (unsigned)next->health_passive_max_down;
@@ -592,10 +592,17 @@ static int main_run(struct main_state *m)
                 if (r < 0)
                         return r;
         }
+        if (config_has_tls(l->config)) {
+                r = tls_new(l->base, l->config, &l->tls);
+                if (r < 0)
+                        return r;
+        }
         if (l->config->threads > 1) {
                 r = loops_new(l, &l->loops);
                 if (r < 0)
                         return r;
+                if (l->tls)
+                        tls_set_defer(l->tls, loops_defer, l->loops);
                 notify_set_alive(l->notify, main_loops_alive, l->loops);
         } else {
                 l->proxy = proxy_new(l, l->base, NULL, 0, NULL);
@@ -673,7 +680,10 @@ static void main_cleanup(struct main_state *m)
         l->proxy = proxy_free(l->proxy);
         notify_set_alive(l->notify, NULL, NULL);
         ls = TAKE_PTR(l->loops); /* its last messages may change the pool: nothing may reach it then */
-        ls = loops_free(ls);
+        if (l->tls)
+                tls_set_defer(l->tls, NULL, NULL);
+        ls = loops_free(ls); /* runs what it deferred: before the TLS contexts go */
+        l->tls = tls_free(l->tls);
         l->pool = pool_free(l->pool);
         l->backend_tls = tls_client_free(l->backend_tls);
         l->accesslog = accesslog_free(l->accesslog);

@@ -202,7 +202,9 @@ struct proxy {
         struct pool_view *view;      /* the backends as this loop sees them; NULL: lbd->pool->view */
         struct balance_state balance;
         const struct config *cfg;
-        struct tls *tls;             /* the TLS listeners' contexts (tls.h); NULL without one */
+        struct tls *tls;             /* lbd->tls: the TLS listeners' contexts, shared by every loop (tls.h) */
+        struct tls_stats tls_stats;  /* this loop's handshakes (written here only) */
+        struct tls_client *backend_tls; /* this loop's TLS to the backends (a clone of lbd->backend_tls) */
         struct listener listeners[CONFIG_MAX_LISTEN];
         size_t n_listeners;
         bool accepting;
@@ -711,7 +713,7 @@ static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
 static void client_handshake(struct client *c)
 {
         enum tls_failure why = TLS_FAIL_OTHER;
-        int r = tls_handshake(c->proxy->tls, c->ssl, &why);
+        int r = tls_handshake(c->ssl, &c->proxy->tls_stats, &why);
 
         if (r < 0) {
                 log_debug("TLS handshake with %s failed: %s", c->ip, tls_failure_name(why));
@@ -730,8 +732,11 @@ static void client_handshake(struct client *c)
         }
         if (r == TLS_DONE) {
                 c->handshaking = false;
-                /* The first request may have come with the handshake's last flight. */
-                event_active(&c->rev, EV_READ, 0);
+                /* The first request may have come with the handshake's last flight and be inside
+                 * OpenSSL already (read ahead); what is still in the socket wakes the read event. Not
+                 * reading otherwise saves a read() that would find nothing, at every handshake. */
+                if (tls_has_pending(c->ssl))
+                        event_active(&c->rev, EV_READ, 0);
         }
 }
 
@@ -861,7 +866,7 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *userdata)
         case CLIENT_IDLE:
         case CLIENT_CLOSING:
                 if (c->handshaking) {
-                        tls_stats_mut(c->proxy->tls)->failures[TLS_FAIL_TIMEOUT]++;
+                        tls_count_failure(&c->proxy->tls_stats, TLS_FAIL_TIMEOUT);
                         log_debug("TLS handshake with %s not done in time", c->ip);
                 }
                 client_close(c);
@@ -1583,8 +1588,8 @@ static int upstream_connect(struct proxy *p, struct backend *b, struct upstream 
         (void)event_assign(&up->wev, p->base, fd, EV_WRITE | EV_PERSIST, upstream_write_cb, up);
         (void)evtimer_assign(&up->timer, p->base, upstream_timer_cb, up);
 
-        if (p->lbd->backend_tls) {
-                up->ssl = tls_client_connect(p->lbd->backend_tls, fd, &up->b->addr);
+        if (p->backend_tls) {
+                up->ssl = tls_client_connect(p->backend_tls, fd, &up->b->addr);
                 if (!up->ssl) {
                         r = -ENOMEM;
                         goto fail;
@@ -2238,7 +2243,16 @@ struct proxy *proxy_new(struct lbd *lbd, struct event_base *base, struct loop *l
         p->cfg = lbd->config;
         for (size_t i = 0; i < CONFIG_MAX_LISTEN; i++)
                 p->listeners[i].fd = -1;
+        p->tls = lbd->tls;
+        if (lbd->backend_tls) {
+                p->backend_tls = tls_client_clone(lbd->backend_tls);
+                if (!p->backend_tls) {
+                        free(p);
+                        return NULL;
+                }
+        }
         if (acceptpause_init(&p->accept_pause, p->base, "proxy", proxy_set_listening, p) < 0) {
+                tls_client_free(p->backend_tls);
                 free(p);
                 return NULL;
         }
@@ -2251,11 +2265,8 @@ int proxy_listen(struct proxy *p, const struct config *c)
 {
         int r;
 
-        if (config_has_tls(c) && !p->tls) {
-                r = tls_new(p->base, c, &p->tls);
-                if (r < 0)
-                        return r;
-        }
+        if (config_has_tls(c) && !p->tls)
+                return log_error_errno(EINVAL, "TLS listeners without TLS contexts");
         for (size_t i = 0; i < c->n_listen; i++) {
                 const struct netaddr *a = &c->listen[i];
                 struct listener *l;
@@ -2292,18 +2303,6 @@ int proxy_listen(struct proxy *p, const struct config *c)
         p->accepting = false;
         proxy_update_accepting(p);
         return 0;
-}
-
-int proxy_reload_tls(struct proxy *p, const struct config *c)
-{
-        if (!p->tls)
-                return 0;
-        return tls_reload(p->tls, c);
-}
-
-const struct tls *proxy_get_tls(const struct proxy *p)
-{
-        return p->tls;
 }
 
 void proxy_set_config(struct proxy *p, const struct config *c)
@@ -2356,6 +2355,11 @@ void proxy_add_stats(const struct proxy *p, struct proxy_stats *ret)
         latency_merge(&ret->latency, &s->latency);
 }
 
+void proxy_add_tls_stats(const struct proxy *p, struct tls_stats *ret)
+{
+        tls_stats_add(ret, &p->tls_stats);
+}
+
 uint64_t proxy_connections(const struct proxy *p)
 {
         return COUNTER_GET(p->stats.connections);
@@ -2395,7 +2399,7 @@ struct proxy *proxy_free(struct proxy *p)
                 free(t);
         }
         acceptpause_done(&p->accept_pause);
-        p->tls = tls_free(p->tls);
+        p->backend_tls = tls_client_free(p->backend_tls);
         pool_view_unref(p->view);
         free(p);
         return NULL;

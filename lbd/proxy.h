@@ -14,7 +14,7 @@ struct accesslog;
 struct event_base;
 struct pool_view;
 struct config;
-struct tls;
+struct tls_stats;
 
 #define PROXY_CODE_MIN 400
 #define PROXY_CODE_MAX 599
@@ -29,7 +29,8 @@ struct proxy_stats {
         struct latency_hist latency; /* every exchange's duration but tunnels' (status 101) */
 };
 
-/* Creates a proxy for <lbd> on the event loop <base>. <loop> is the worker loop it runs on (loops.c), NULL
+/* Creates a proxy for <lbd> on the event loop <base>: its TLS listeners use lbd->tls (made before), its
+ * upstreams a clone of lbd->backend_tls of its own. <loop> is the worker loop it runs on (loops.c), NULL
  * for the main loop's one proxy; <index> its slot in each backend's loops[]. It logs to <accesslog>, or to
  * lbd->accesslog when NULL, and picks from lbd->pool->view until proxy_set_view(). Returns NULL on
  * ENOMEM. */
@@ -39,13 +40,6 @@ struct proxy *proxy_new(struct lbd *lbd, struct event_base *base, struct loop *l
 /* Binds every [lbd] listen address of <c> and starts accepting; on a worker loop with SO_REUSEPORT, next
  * to the other loops' sockets. Returns 0 or -errno (logged). */
 int proxy_listen(struct proxy *p, const struct config *c);
-
-/* Loads the certificates of <c> for new TLS handshakes (SIGHUP); on a bad file keeps the running ones and
- * returns -errno (logged, file and reason). 0 when no listener is TLS. */
-int proxy_reload_tls(struct proxy *p, const struct config *c);
-
-/* The TLS listeners' state (certificates, handshake counters), or NULL when none is TLS. */
-const struct tls *proxy_get_tls(const struct proxy *p);
 
 /* Uses new settings (timeouts, limits) for new work; <c> must stay valid until replaced. */
 void proxy_set_config(struct proxy *p, const struct config *c);
@@ -58,6 +52,8 @@ void proxy_drain(struct proxy *p, void (*done)(void *userdata), void *userdata);
 const struct proxy_stats *proxy_get_stats(const struct proxy *p);
 /* Adds its counters to <ret>, read atomically: any thread. */
 void proxy_add_stats(const struct proxy *p, struct proxy_stats *ret);
+/* Adds its TLS handshake counters to <ret>, read atomically: any thread. */
+void proxy_add_tls_stats(const struct proxy *p, struct tls_stats *ret);
 /* Client connections open now, read atomically: any thread. */
 uint64_t proxy_connections(const struct proxy *p);
 

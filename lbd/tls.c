@@ -1,21 +1,40 @@
 /* TLS termination: the contexts behind lbd's TLS listeners, certificate choice by SNI, resumption, reload,
  * and the record I/O that proxy.c uses instead of plain socket calls on a TLS client.
  *
- * Contexts. One base SSL_CTX lives as long as lbd: every TLS connection is created from it, so it holds
- * what must outlast a reload: the protocol profile, the session cache, the ticket keys, and the SNI and
- * ALPN callbacks. The certificates live in a struct tls_certs: one SSL_CTX per group of certificates that
- * carry the same names, each group holding at most one certificate per key type (RSA and ECDSA side by
- * side: OpenSSL picks the one the client's signature algorithms allow). The SNI callback finds the group
- * for the client's name (exact, then one-label wildcard, then the default: the first certificate listed)
- * and moves the connection onto that group's SSL_CTX. Sessions and tickets stay with the base context
- * (OpenSSL keeps them on the session context), so a client resumes whichever certificate it got.
+ * Contexts. A base SSL_CTX creates every TLS connection: it holds the protocol profile, the session cache,
+ * the ticket callback, and the SNI and ALPN callbacks. The certificates live in a struct tls_certs: one
+ * SSL_CTX per group of certificates that carry the same names, each group holding at most one certificate
+ * per key type (RSA and ECDSA side by side: OpenSSL picks the one the client's signature algorithms allow).
+ * The SNI callback finds the group for the client's name (exact, then one-label wildcard, then the
+ * default: the first certificate listed) and moves the connection onto that group's SSL_CTX. Sessions and
+ * tickets stay with the base context (OpenSSL keeps them on the session context), so a client resumes
+ * whichever certificate it got.
+ *
+ * Threads. One struct tls serves every event loop ([lbd] threads): it belongs to the main loop, which
+ * alone reloads it and rotates its keys; the loops only read it, without a lock:
+ *   - the running generation (struct tls_gen: the base context, the certificates, strict_sni) is one
+ *     pointer, published with a release store and read with an acquire load at each accept and in the SNI
+ *     callback. A loop never keeps it past the callback it loaded it in, so once every loop has run one
+ *     message after the store (tls_set_defer(): loops_defer()), none can still see the old one, and the
+ *     main loop frees it then. The SSL_CTXs themselves are reference counted by OpenSSL: a connection
+ *     created from, or moved onto, an old context keeps that context alive until it is freed;
+ *   - the base context is shared by every loop (SSL_new() on one context is safe from any thread) and is
+ *     never changed once published: a reload that changes its settings (profile, tickets, session cache,
+ *     ticket lifetime) makes a new one, and one that changes only certificates keeps it;
+ *   - the session cache is OpenSSL's, on the base context, so it is shared: a client resumes whichever
+ *     loop its second connection lands on. OpenSSL guards it with its own lock, held for one lookup or
+ *     insertion of a full TLS 1.2 handshake or a TLS 1.3 handshake without tickets; tickets need no
+ *     cache. A reload that makes a new base context starts with an empty cache (tickets stay good);
+ *   - ticket keys: one set for every loop (struct tls_keys: the current key and the previous one),
+ *     published and retired like a generation, so a ticket made on one loop opens on any other, and a
+ *     rotation never changes a key that a loop is reading;
+ *   - counters: each loop counts its own handshakes (struct tls_stats in its proxy, relaxed atomic
+ *     stores); /metrics sums them. Certificates and reload failures are the main loop's.
  *
  * Reload. tls_reload() builds a complete new struct tls_certs from the files; only when every file loaded
- * does it replace the running one. The old groups' SSL_CTXs are released then, but OpenSSL counts
- * references: a connection that was moved onto one keeps it until that connection is freed, so open
- * connections keep their certificate and new handshakes get the new one.
+ * does it replace the running one. Open connections keep their certificate; new handshakes get the new one.
  *
- * Ticket keys are random, in memory only, and rotated on the event loop every [tls] ticket_rotate: a
+ * Ticket keys are random, in memory only, and rotated on the main loop every [tls] ticket_rotate: a
  * ticket made with the previous key is still accepted (and replaced by one under the current key), so a
  * ticket lives two periods at most and a restart forgets them all.
  *
@@ -26,7 +45,12 @@
  * gives the record buffers back while a connection is idle, which is what keeps an idle TLS connection
  * small.
  *
- * Everything here runs on the one event loop; the files are read at start and on SIGHUP only. */
+ * The client side (TLS to the backends): one SSL_CTX, made at start and never changed, shared by the
+ * health checks and every loop; each of them has its own struct tls_client around it (tls_client_clone())
+ * with its own table of sessions to resume, so no loop touches another's sessions. A loop's first
+ * connection to a backend is a full handshake, the next ones resume.
+ *
+ * The files are read at start and on SIGHUP only, on the main loop. */
 #include "lbd/tls.h"
 
 #include <assert.h>
@@ -85,22 +109,44 @@ struct tls_ticket_key {
         unsigned char hmac[32];
 };
 
-struct tls {
-        SSL_CTX *ctx;                    /* the base context, see the top */
-        struct tls_certs *certs;         /* running certificates */
+/* What a reload replaces; immutable once published (see the top). */
+struct tls_gen {
+        SSL_CTX *ctx;                    /* the base context; one reference owned here */
+        struct tls_certs *certs;
         bool strict_sni;
+};
+
+/* The base context's settings: a reload that changes one makes a new base context. */
+struct tls_base_settings {
+        enum tls_profile profile;
+        bool tickets;
+        uint64_t session_cache;
+        uint64_t lifetime_sec;
+};
+
+/* The ticket keys; immutable once published. */
+struct tls_keys {
         struct tls_ticket_key keys[2];   /* [0] makes tickets, [1] is the previous one, still accepted */
+};
+
+struct tls {
+        struct tls_gen *gen;             /* atomic (acquire/release): the running generation */
+        struct tls_keys *keys;           /* atomic (acquire/release): the ticket keys */
+        struct tls_base_settings base;   /* what gen->ctx was made with */
         EVP_CIPHER *ticket_cipher;       /* AES-256-CBC, fetched once rather than at every ticket */
         struct event rotate;
         uint64_t rotate_usec;
-        bool tickets;
-        struct tls_stats stats;
+        uint64_t reloads_failed;
+        void (*defer)(void *userdata, void (*fn)(void *arg), void *arg);
+        void *defer_userdata;
 };
 
 static int tls_ex_tls = -1;       /* SSL ex_data: the struct tls a connection belongs to */
 static int tls_ex_no_cert = -1;   /* SSL ex_data: non-NULL when strict SNI refused the name */
 static int tls_ex_client = -1;    /* SSL ex_data: the struct tls_client of a connection to a backend */
 static int tls_ex_addr = -1;      /* SSL ex_data: that backend's address (lives as long as the SSL) */
+static int tls_ex_base = -1;      /* SSL ex_data: the base context a server connection was made from */
+static int tls_ex_ticket = -1;    /* SSL ex_data: non-NULL when the client offered to take a ticket */
 
 static int tls_ex_init(void)
 {
@@ -110,7 +156,12 @@ static int tls_ex_init(void)
         tls_ex_no_cert = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
         tls_ex_client = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
         tls_ex_addr = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-        return tls_ex_tls < 0 || tls_ex_no_cert < 0 || tls_ex_client < 0 || tls_ex_addr < 0 ? -ENOMEM : 0;
+        tls_ex_base = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        tls_ex_ticket = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        return tls_ex_tls < 0 || tls_ex_no_cert < 0 || tls_ex_client < 0 || tls_ex_addr < 0 || tls_ex_base < 0 ||
+                               tls_ex_ticket < 0
+                       ? -ENOMEM
+                       : 0;
 }
 
 /* A zeroed struct tls or tls_client, once the SSL ex_data indexes exist. NULL on ENOMEM (logged). */
@@ -493,21 +544,61 @@ static const struct tls_group *tls_certs_find(const struct tls_certs *set, const
         return NULL;
 }
 
+/* ---- generations and keys: published to the loops, retired once none can see them ---- */
+
+static struct tls_gen *tls_gen_free(struct tls_gen *g)
+{
+        if (!g)
+                return NULL;
+        tls_certs_free(g->certs);
+        SSL_CTX_free(g->ctx);
+        free(g);
+        return NULL;
+}
+
+static void tls_gen_free_cb(void *arg)
+{
+        tls_gen_free(arg);
+}
+
+static void tls_keys_free_cb(void *arg)
+{
+        struct tls_keys *k = arg;
+
+        OPENSSL_cleanse(k, sizeof(*k));
+        free(k);
+}
+
+/* Frees <arg> with <fn> once no loop can still be reading it: at once without loops. */
+static void tls_retire(struct tls *t, void (*fn)(void *arg), void *arg)
+{
+        if (t->defer)
+                t->defer(t->defer_userdata, fn, arg);
+        else
+                fn(arg);
+}
+
+static struct tls_gen *tls_gen_get(const struct tls *t)
+{
+        return __atomic_load_n(&t->gen, __ATOMIC_ACQUIRE);
+}
+
 /* ---- the base context: SNI, tickets, profile ---- */
 
 static int tls_servername_cb(SSL *ssl, int *alert, void *arg)
 {
         struct tls *t = arg;
+        const struct tls_gen *gen = tls_gen_get(t);
         const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-        const struct tls_group *g = name ? tls_certs_find(t->certs, name) : NULL;
+        const struct tls_group *g = name ? tls_certs_find(gen->certs, name) : NULL;
 
         if (!g) {
-                if (name && t->strict_sni) {
+                if (name && gen->strict_sni) {
                         (void)SSL_set_ex_data(ssl, tls_ex_no_cert, t);
                         *alert = SSL_AD_UNRECOGNIZED_NAME;
                         return SSL_TLSEXT_ERR_ALERT_FATAL;
                 }
-                g = &t->certs->groups[t->certs->certs[0].group];
+                g = &gen->certs->groups[gen->certs->certs[0].group];
         }
         if (SSL_set_SSL_CTX(ssl, g->ctx) != g->ctx) {
                 *alert = SSL_AD_INTERNAL_ERROR;
@@ -526,33 +617,36 @@ static int tls_new_ticket_key(struct tls_ticket_key *k)
         return 0;
 }
 
+/* Runs on any loop: reads the published key set once, and only that. */
 static int tls_ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
                          EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
         struct tls *t = SSL_get_ex_data(ssl, tls_ex_tls);
-        struct tls_ticket_key *k = NULL;
+        const struct tls_keys *keys;
+        const struct tls_ticket_key *k = NULL;
         OSSL_PARAM params[3];
         size_t i = 0;
 
         if (!t)
                 return -1;
+        keys = __atomic_load_n(&t->keys, __ATOMIC_ACQUIRE);
         if (enc) {
-                k = &t->keys[0];
+                k = &keys->keys[0];
                 memcpy(key_name, k->name, sizeof(k->name));
                 if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(t->ticket_cipher)) != 1 ||
                     EVP_EncryptInit_ex(cctx, t->ticket_cipher, NULL, k->aes, iv) != 1)
                         return -1;
         } else {
-                for (i = 0; i < ELEMENTSOF(t->keys); i++)
-                        if (memcmp(key_name, t->keys[i].name, sizeof(t->keys[i].name)) == 0)
+                for (i = 0; i < ELEMENTSOF(keys->keys); i++)
+                        if (memcmp(key_name, keys->keys[i].name, sizeof(keys->keys[i].name)) == 0)
                                 break;
-                if (i == ELEMENTSOF(t->keys))
+                if (i == ELEMENTSOF(keys->keys))
                         return 0; /* unknown or expired key: a full handshake */
-                k = &t->keys[i];
+                k = &keys->keys[i];
                 if (EVP_DecryptInit_ex(cctx, t->ticket_cipher, NULL, k->aes, iv) != 1)
                         return -1;
         }
-        params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k->hmac, sizeof(k->hmac));
+        params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac, sizeof(k->hmac));
         params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
         params[2] = OSSL_PARAM_construct_end();
         if (EVP_MAC_CTX_set_params(hctx, params) != 1)
@@ -564,50 +658,148 @@ static int tls_ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[
 static void tls_rotate_cb(evutil_socket_t fd, short what, void *userdata)
 {
         struct tls *t = userdata;
-        struct tls_ticket_key next;
+        struct tls_keys *next = malloc(sizeof(*next)), *prev = t->keys;
+        struct timeval tv = timeval_from_usec(t->rotate_usec);
 
-        if (tls_new_ticket_key(&next) < 0)
+        if (!next || tls_new_ticket_key(&next->keys[0]) < 0) {
                 log_warning("Failed to make a new TLS ticket key: keeping the current one");
-        else {
-                t->keys[1] = t->keys[0];
-                t->keys[0] = next;
-                OPENSSL_cleanse(&next, sizeof(next));
+                free(next);
+        } else {
+                next->keys[1] = prev->keys[0];
+                __atomic_store_n(&t->keys, next, __ATOMIC_RELEASE);
+                tls_retire(t, tls_keys_free_cb, prev);
         }
-        {
-                struct timeval tv = timeval_from_usec(t->rotate_usec);
-                (void)event_add(&t->rotate, &tv);
-        }
+        (void)event_add(&t->rotate, &tv);
 }
 
-/* Applies <c>'s profile and session settings to the base context (new connections only). */
-static int tls_configure(struct tls *t, const struct config *c)
+/* Tickets on: notes whether the client offered to take one (a TLS 1.2 session ticket extension). */
+static int tls_client_hello_cb(SSL *ssl, int *alert, void *arg)
 {
-        SSL_CTX *ctx = t->ctx;
-        uint64_t lifetime = 2 * (c->tls_ticket_rotate_usec / USEC_PER_SEC);
+        const unsigned char *data;
+        size_t len;
 
-        if (tls_ctx_set_profile(ctx, c->tls_profile == TLS_PROFILE_MODERN) < 0)
-                return -EINVAL;
-        if (c->tls_tickets)
+        if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_session_ticket, &data, &len) == 1)
+                (void)SSL_set_ex_data(ssl, tls_ex_ticket, ssl);
+        return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* Tickets on: a new session goes into the shared cache only when its client takes no ticket (a client
+ * that has a ticket resumes with it, and every cached session costs the cache's lock and memory, at
+ * every full TLS 1.2 handshake, on every loop). Returns 0: OpenSSL keeps its reference. */
+static int tls_new_session_cb(SSL *ssl, SSL_SESSION *session)
+{
+        SSL_CTX *base = SSL_get_ex_data(ssl, tls_ex_base);
+
+        if (base && !SSL_get_ex_data(ssl, tls_ex_ticket))
+                (void)SSL_CTX_add_session(base, session);
+        return 0;
+}
+
+static struct tls_base_settings tls_base_settings(const struct config *c)
+{
+        return (struct tls_base_settings){
+                .profile = c->tls_profile,
+                .tickets = c->tls_tickets,
+                .session_cache = c->tls_session_cache,
+                /* A ticket or cached session is good for two rotation periods, a minute at least. */
+                .lifetime_sec = MAX(2 * (c->tls_ticket_rotate_usec / USEC_PER_SEC), (uint64_t)60),
+        };
+}
+
+/* A base context with <b>'s settings for <t>. NULL on failure (the caller logs). */
+static SSL_CTX *tls_base_ctx_new(struct tls *t, const struct tls_base_settings *b)
+{
+        SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+        if (!ctx)
+                return NULL;
+        SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        /* One read() for what the socket has, instead of one for a record's header and one for its body. */
+        SSL_CTX_set_read_ahead(ctx, 1);
+        (void)SSL_CTX_set_session_id_context(ctx, (const unsigned char *)TLS_SID_CONTEXT,
+                                             sizeof(TLS_SID_CONTEXT) - 1);
+        (void)SSL_CTX_set_num_tickets(ctx, 1);
+        SSL_CTX_set_tlsext_servername_callback(ctx, tls_servername_cb);
+        SSL_CTX_set_tlsext_servername_arg(ctx, t);
+        SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
+        (void)SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, tls_ticket_cb);
+        if (tls_ctx_set_profile(ctx, b->profile == TLS_PROFILE_MODERN) < 0) {
+                SSL_CTX_free(ctx);
+                return NULL;
+        }
+        if (b->tickets)
                 SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
         else
                 SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-        (void)SSL_CTX_set_session_cache_mode(ctx, c->tls_session_cache > 0 ? SSL_SESS_CACHE_SERVER
-                                                                          : SSL_SESS_CACHE_OFF);
-        (void)SSL_CTX_sess_set_cache_size(ctx, (long)c->tls_session_cache);
-        (void)SSL_CTX_set_timeout(ctx, (long)MAX(lifetime, (uint64_t)60));
-        t->strict_sni = c->tls_strict_sni;
-        t->tickets = c->tls_tickets;
-        if (t->rotate_usec != c->tls_ticket_rotate_usec) {
-                struct timeval tv = timeval_from_usec(c->tls_ticket_rotate_usec);
-
-                t->rotate_usec = c->tls_ticket_rotate_usec;
-                (void)event_add(&t->rotate, &tv);
+        if (b->session_cache == 0)
+                (void)SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+        else if (!b->tickets)
+                (void)SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+        else {
+                /* Only the sessions of clients without tickets are stored (tls_new_session_cb()). */
+                (void)SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+                SSL_CTX_sess_set_new_cb(ctx, tls_new_session_cb);
+                SSL_CTX_set_client_hello_cb(ctx, tls_client_hello_cb, NULL);
         }
-        return 0;
+        (void)SSL_CTX_sess_set_cache_size(ctx, (long)b->session_cache);
+        (void)SSL_CTX_set_timeout(ctx, (long)b->lifetime_sec);
+        return ctx;
+}
+
+/* A new generation for <c> with the certificates <certs> (taken, also on failure): the running base
+ * context when its settings did not change, else a new one. NULL on failure (logged). */
+static struct tls_gen *tls_gen_new(struct tls *t, const struct config *c, struct tls_certs *certs)
+{
+        struct tls_base_settings b = tls_base_settings(c);
+        struct tls_gen *g = calloc(1, sizeof(*g)), *running = t->gen;
+
+        if (!g) {
+                tls_certs_free(certs);
+                log_error("Failed to set up TLS: out of memory");
+                return NULL;
+        }
+        g->certs = certs;
+        g->strict_sni = c->tls_strict_sni;
+        if (running && b.profile == t->base.profile && b.tickets == t->base.tickets &&
+            b.session_cache == t->base.session_cache && b.lifetime_sec == t->base.lifetime_sec &&
+            SSL_CTX_up_ref(running->ctx) == 1)
+                g->ctx = running->ctx;
+        else
+                g->ctx = tls_base_ctx_new(t, &b);
+        if (!g->ctx) {
+                log_error("Failed to set up TLS: OpenSSL refused the profile's settings");
+                return tls_gen_free(g);
+        }
+        t->base = b;
+        return g;
+}
+
+/* Publishes <g> for new handshakes and retires the running generation. */
+static void tls_gen_publish(struct tls *t, struct tls_gen *g)
+{
+        struct tls_gen *prev = t->gen;
+
+        __atomic_store_n(&t->gen, g, __ATOMIC_RELEASE);
+        if (prev)
+                tls_retire(t, tls_gen_free_cb, prev);
+}
+
+/* The rotation timer follows [tls] ticket_rotate. */
+static void tls_set_rotation(struct tls *t, const struct config *c)
+{
+        struct timeval tv = timeval_from_usec(c->tls_ticket_rotate_usec);
+
+        if (t->rotate_usec == c->tls_ticket_rotate_usec)
+                return;
+        t->rotate_usec = c->tls_ticket_rotate_usec;
+        (void)event_add(&t->rotate, &tv);
 }
 
 int tls_new(struct event_base *base, const struct config *c, struct tls **ret)
 {
+        struct tls_certs *certs = NULL;
+        struct tls_gen *g;
         struct tls *t;
         int r;
 
@@ -615,32 +807,24 @@ int tls_new(struct event_base *base, const struct config *c, struct tls **ret)
         if (!t)
                 return -ENOMEM;
         (void)evtimer_assign(&t->rotate, base, tls_rotate_cb, t);
-        r = tls_certs_load(c, "TLS certificate ", &t->certs);
+        r = tls_certs_load(c, "TLS certificate ", &certs);
         if (r < 0)
                 goto fail;
-        t->ctx = SSL_CTX_new(TLS_server_method());
         t->ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
-        if (!t->ctx || !t->ticket_cipher || tls_new_ticket_key(&t->keys[0]) < 0 ||
-            tls_new_ticket_key(&t->keys[1]) < 0) {
+        t->keys = calloc(1, sizeof(*t->keys));
+        if (!t->ticket_cipher || !t->keys || tls_new_ticket_key(&t->keys->keys[0]) < 0 ||
+            tls_new_ticket_key(&t->keys->keys[1]) < 0) {
+                tls_certs_free(certs);
                 r = log_error_errno(ENOMEM, "Failed to set up TLS: out of memory");
                 goto fail;
         }
-        SSL_CTX_set_mode(t->ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
-                                         SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-        /* One read() for what the socket has, instead of one for a record's header and one for its body. */
-        SSL_CTX_set_read_ahead(t->ctx, 1);
-        (void)SSL_CTX_set_session_id_context(t->ctx, (const unsigned char *)TLS_SID_CONTEXT,
-                                             sizeof(TLS_SID_CONTEXT) - 1);
-        (void)SSL_CTX_set_num_tickets(t->ctx, 1);
-        SSL_CTX_set_tlsext_servername_callback(t->ctx, tls_servername_cb);
-        SSL_CTX_set_tlsext_servername_arg(t->ctx, t);
-        SSL_CTX_set_alpn_select_cb(t->ctx, tls_alpn_select, NULL);
-        (void)SSL_CTX_set_tlsext_ticket_key_evp_cb(t->ctx, tls_ticket_cb);
-        r = tls_configure(t, c);
-        if (r < 0) {
-                log_error_errno(r, "Failed to set up TLS: OpenSSL refused the profile's settings");
+        g = tls_gen_new(t, c, certs);
+        if (!g) {
+                r = -EINVAL;
                 goto fail;
         }
+        tls_gen_publish(t, g);
+        tls_set_rotation(t, c);
         *ret = t;
         return 0;
 fail:
@@ -648,32 +832,41 @@ fail:
         return r;
 }
 
+void tls_set_defer(struct tls *t, void (*defer)(void *userdata, void (*fn)(void *arg), void *arg),
+                   void *userdata)
+{
+        t->defer = defer;
+        t->defer_userdata = userdata;
+}
+
 int tls_reload(struct tls *t, const struct config *c)
 {
         struct tls_certs *set = NULL;
+        struct tls_gen *g;
         int r;
 
         if (c->n_certs == 0) {
                 /* The TLS listeners stay until a restart: they keep the certificates they have. */
-                t->stats.reloads_failed++;
+                t->reloads_failed++;
                 log_error("TLS certificates not reloaded: [tls] certificate lists none; keeping the running ones");
                 return -EINVAL;
         }
         r = tls_certs_load(c, "TLS certificates not reloaded: ", &set);
         if (r < 0) {
-                t->stats.reloads_failed++;
+                t->reloads_failed++;
                 log_error("TLS certificates not reloaded: keeping the running ones");
                 return r;
         }
-        r = tls_configure(t, c);
-        if (r < 0) {
-                tls_certs_free(set);
-                t->stats.reloads_failed++;
-                return log_error_errno(r, "TLS settings not reloaded: %m");
+        g = tls_gen_new(t, c, set);
+        if (!g) {
+                t->reloads_failed++;
+                log_error("TLS settings not reloaded: keeping the running ones");
+                return -EINVAL;
         }
-        tls_certs_free(t->certs);
-        t->certs = set;
-        log_info("TLS certificates reloaded: %zu certificates for %zu names", set->n_certs, set->n_groups);
+        tls_gen_publish(t, g);
+        tls_set_rotation(t, c);
+        log_info("TLS certificates reloaded: %zu certificates for %zu names", g->certs->n_certs,
+                 g->certs->n_groups);
         return 0;
 }
 
@@ -688,11 +881,14 @@ int tls_check(const struct config *c)
 
 SSL *tls_accept(struct tls *t, int fd)
 {
-        SSL *ssl = SSL_new(t->ctx);
+        SSL_CTX *base = tls_gen_get(t)->ctx;
+        SSL *ssl = SSL_new(base);
 
         if (!ssl)
                 goto fail;
-        if (SSL_set_fd(ssl, fd) != 1 || SSL_set_ex_data(ssl, tls_ex_tls, t) != 1) {
+        /* <base> lives as long as <ssl>, which holds a reference to it. */
+        if (SSL_set_fd(ssl, fd) != 1 || SSL_set_ex_data(ssl, tls_ex_tls, t) != 1 ||
+            SSL_set_ex_data(ssl, tls_ex_base, base) != 1) {
                 SSL_free(ssl);
                 goto fail;
         }
@@ -741,36 +937,51 @@ static enum tls_failure tls_classify(SSL *ssl, int err)
         }
 }
 
-int tls_handshake(struct tls *t, SSL *ssl, enum tls_failure *ret_failure)
+/* Adds one to a counter of a loop's struct tls_stats: written by that loop only, read by the main loop
+ * (relaxed atomics, as COUNTER_ADD in backend.h). */
+static void tls_count(uint64_t *counter)
+{
+        __atomic_store_n(counter, *counter + 1, __ATOMIC_RELAXED);
+}
+
+int tls_handshake(SSL *ssl, struct tls_stats *stats, enum tls_failure *ret_failure)
 {
         int err = SSL_ERROR_SSL, r = tls_handshake_step(ssl, &err);
 
         if (r == TLS_DONE) {
-                t->stats.handshakes++;
+                tls_count(&stats->handshakes);
                 if (SSL_session_reused(ssl))
-                        t->stats.resumed++;
+                        tls_count(&stats->resumed);
         }
         if (r >= 0)
                 return r;
         *ret_failure = tls_classify(ssl, err);
-        t->stats.failures[*ret_failure]++;
+        tls_count(&stats->failures[*ret_failure]);
         ERR_clear_error();
         return -EPROTO;
 }
 
-const struct tls_stats *tls_get_stats(const struct tls *t)
+void tls_count_failure(struct tls_stats *stats, enum tls_failure f)
 {
-        return &t->stats;
+        tls_count(&stats->failures[(size_t)f < TLS_FAIL_MAX ? f : TLS_FAIL_OTHER]);
 }
 
-struct tls_stats *tls_stats_mut(struct tls *t)
+void tls_stats_add(struct tls_stats *ret, const struct tls_stats *s)
 {
-        return &t->stats;
+        ret->handshakes += __atomic_load_n(&s->handshakes, __ATOMIC_RELAXED);
+        ret->resumed += __atomic_load_n(&s->resumed, __ATOMIC_RELAXED);
+        for (size_t i = 0; i < TLS_FAIL_MAX; i++)
+                ret->failures[i] += __atomic_load_n(&s->failures[i], __ATOMIC_RELAXED);
+}
+
+uint64_t tls_reloads_failed(const struct tls *t)
+{
+        return t->reloads_failed;
 }
 
 size_t tls_get_certs(const struct tls *t, struct tls_cert_info *out, size_t max)
 {
-        const struct tls_certs *set = t->certs;
+        const struct tls_certs *set = t->gen->certs;
 
         for (size_t i = 0; i < MIN(set->n_certs, max); i++)
                 out[i] = (struct tls_cert_info){
@@ -788,10 +999,10 @@ struct tls *tls_free(struct tls *t)
         if (!t)
                 return NULL;
         (void)event_del(&t->rotate);
-        tls_certs_free(t->certs);
-        SSL_CTX_free(t->ctx);
+        t->gen = tls_gen_free(t->gen);
+        if (t->keys)
+                tls_keys_free_cb(t->keys);
         EVP_CIPHER_free(t->ticket_cipher);
-        OPENSSL_cleanse(t->keys, sizeof(t->keys));
         free(t);
         return NULL;
 }
@@ -803,7 +1014,7 @@ struct tls *tls_free(struct tls *t)
 static int tls_client_new_session_cb(SSL *ssl, SSL_SESSION *session);
 
 struct tls_client {
-        SSL_CTX *ctx;
+        SSL_CTX *ctx;                    /* shared by every clone; one reference owned here */
         char name[256];                  /* "" = check the IP address */
         struct {
                 struct netaddr addr;
@@ -845,6 +1056,21 @@ int tls_client_new(const struct config *c, struct tls_client **ret)
         (void)snprintf(tc->name, sizeof(tc->name), "%s", c->backend_name);
         *ret = tc;
         return 0;
+}
+
+struct tls_client *tls_client_clone(const struct tls_client *tc)
+{
+        struct tls_client *c = calloc(1, sizeof(*c));
+
+        if (!c)
+                return NULL;
+        if (SSL_CTX_up_ref(tc->ctx) != 1) {
+                free(c);
+                return NULL;
+        }
+        c->ctx = tc->ctx;
+        memcpy(c->name, tc->name, sizeof(c->name));
+        return c;
 }
 
 static ssize_t tls_client_slot(const struct tls_client *tc, const struct netaddr *addr)

@@ -9,7 +9,7 @@
 #   --sanitize        build in build-sanitize/ with AddressSanitizer and UndefinedBehaviorSanitizer
 #   --tsan            build in build-tsan/ with ThreadSanitizer (a race stops lbd) and run the integration
 #                     suite (unless --suite says otherwise) with lbd's [lbd] threads = 2 (unless --threads)
-#   --threads N       integration tests run lbd with [lbd] threads = N (LBD_TEST_THREADS; TLS tests stay at 1)
+#   --threads N       integration tests run lbd with [lbd] threads = N (LBD_TEST_THREADS)
 #   --fuzz            build the libFuzzer targets with clang in build-fuzz/ (ASan + UBSan) and run the
 #                     'fuzz' suite: the corpus replays and a short fuzzing run of each target
 #   --compiler NAME   use gcc or clang (a build dir made with another compiler is wiped); default: $CC or

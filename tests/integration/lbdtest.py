@@ -738,10 +738,10 @@ class Lbd:
         for b in self.backends:
             self.args += ["--backend", b.addr]
         # LBD_TEST_THREADS=N runs every lbd with [lbd] threads = N (scripts/test.sh --threads N), but
-        # those with TLS (more than one loop refuses it yet) and those that set threads themselves.
+        # those that set threads themselves.
         threads = os.environ.get("LBD_TEST_THREADS")
         every = [str(a) for a in args] + [config or ""]
-        if threads and not tls and not any("tls" in a or "threads" in a for a in every):
+        if threads and not any("threads" in a for a in every):
             self.args += ["--set", f"lbd.threads={threads}"]
         self.args += list(args)
         self.proc = None

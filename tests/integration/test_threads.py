@@ -1,15 +1,24 @@
 """[lbd] threads = 2: the data plane on two event loops. Connections spread over the loops; least-conn sees
 the requests in flight on both; a backend that passive health takes out on one loop is out for both; a
 reload reaches both; a graceful stop lets each loop finish its exchanges; access log lines stay whole
-under load from both; /metrics sums the loops and counts each loop's connections. Every lbd here sets
-threads itself, so LBD_TEST_THREADS does not change these tests."""
+under load from both; /metrics sums the loops and counts each loop's connections. TLS on both loops:
+handshakes and requests on each, a session resumed on the other loop, certificates reloaded under load
+and served by every loop, TLS to the backends from every loop (verified, resumed, failing closed). Every
+lbd here sets threads itself, so LBD_TEST_THREADS does not change these tests."""
 
+import os
 import re
+import shutil
 import signal
+import socket
+import ssl
 import threading
 import time
 
+import pytest
+
 import lbdtest
+import tlstest
 
 THREADS = ["--set", "lbd.threads=2"]
 
@@ -220,3 +229,298 @@ def test_metrics_sum_the_loops(harness):
     assert sum(b["requests"] for b in st["backends"]) == m.sum("lbd_requests_total")
     c0.close()
     c1.close()
+
+
+# ---- TLS on every loop ----
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    p = tlstest.Pki(tmp_path_factory.mktemp("pki"))
+    p.site = p.leaf("site", ["site.test", "IP:127.0.0.1"])
+    return p
+
+
+def loop_handshakes(lbd):
+    """Per loop: (full handshakes, resumed handshakes), from /metrics."""
+    m = lbd.metrics()
+    return [(m.get("lbd_loop_tls_handshakes_total", loop=str(i), resumed="no") or 0,
+             m.get("lbd_loop_tls_handshakes_total", loop=str(i), resumed="yes") or 0) for i in range(2)]
+
+
+def tls_exchange(lbd, ctx, session=None, path="/echo"):
+    """One new TLS connection with one request; returns (the loop whose handshake count moved, whether
+    the session was resumed, the session lbd gave, the response). Only for a quiet lbd: the loop is read
+    from the per-loop counters before and after."""
+    before = loop_handshakes(lbd)
+    sock = socket.create_connection(("127.0.0.1", lbd.tls_port), timeout=10)
+    with ctx.wrap_socket(sock, server_hostname="site.test", session=session) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: site.test\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(4096)
+            assert chunk, "lbd closed the connection"
+            head += chunk
+        reused, got = s.session_reused, s.session
+    after = loop_handshakes(lbd)
+    moved = [i for i in range(2) if after[i] != before[i]]
+    assert len(moved) == 1, (before, after)
+    loop = moved[0]
+    kind = 1 if reused else 0
+    assert after[loop][kind] == before[loop][kind] + 1, (before, after, reused)
+    return loop, reused, got, head
+
+
+def test_tls_handshakes_and_requests_on_every_loop(harness, pki):
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1], args=THREADS, tls=[pki.site])
+    ctx = tlstest.client_context(ca=pki.ca_cert)
+    n = 0
+    # Bounded: at most 80 connections, 20 s; each a full handshake and two requests.
+    deadline = time.monotonic() + 20
+    while n < 80 and time.monotonic() < deadline:
+        with lbdtest.HttpConnection(lbd.tls_port, tls=ctx, server_hostname="site.test") as conn:
+            assert conn.get("/one").status == 200
+            assert conn.get("/two").status == 200
+        n += 1
+        per_loop = loop_handshakes(lbd)
+        if n >= 10 and min(full for full, _ in per_loop) >= 3:
+            break
+    m = lbd.metrics()
+    per_loop = loop_handshakes(lbd)
+    assert min(full for full, _ in per_loop) >= 3, per_loop
+    assert sum(full for full, _ in per_loop) == n
+    assert m.get("lbd_tls_handshakes_total") == n
+    assert m.sum("lbd_tls_handshake_failures_total") == 0
+    requests = [m.get("lbd_loop_requests_total", loop=str(i)) for i in range(2)]
+    assert min(requests) >= 6 and sum(requests) == 2 * n, requests
+    assert b1.requests() and len(b1.requests()) == 2 * n
+
+
+@pytest.mark.parametrize("version,tickets,client_tickets", [
+    (ssl.TLSVersion.TLSv1_2, "on", True),
+    (ssl.TLSVersion.TLSv1_3, "on", True),
+    (ssl.TLSVersion.TLSv1_2, "off", True),
+    (ssl.TLSVersion.TLSv1_3, "off", True),
+    # Tickets on, but a client that takes none: its session is in the cache.
+    (ssl.TLSVersion.TLSv1_2, "on", False),
+])
+def test_tls_resumption_across_loops(harness, pki, version, tickets, client_tickets):
+    """A session made on one loop resumes on the other: tickets under the one key set, or (tickets off,
+    or a client without them) the one session cache."""
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1], args=THREADS + ["--set", f"tls.tickets={tickets}"], tls=[pki.site])
+    ctx = tlstest.client_context(ca=pki.ca_cert, minimum=version, maximum=version)
+    if not client_tickets:
+        ctx.options |= ssl.OP_NO_TICKET
+    crossed = set()
+    # Bounded: at most 40 pairs of connections. Each pair: a full handshake, then a resumption on
+    # whichever loop the kernel picks; stops once a session crossed from each loop to the other.
+    for _ in range(40):
+        first, reused, session, head = tls_exchange(lbd, ctx)
+        assert not reused and head.startswith(b"HTTP/1.1 200")
+        assert session is not None
+        second, reused, _, head = tls_exchange(lbd, ctx, session=session)
+        assert reused, f"a session from loop {first} not resumed on loop {second}"
+        assert head.startswith(b"HTTP/1.1 200")
+        if first != second:
+            crossed.add(first)
+        if crossed == {0, 1}:
+            break
+    assert crossed == {0, 1}, crossed
+
+
+def test_tls_reload_under_load_reaches_every_loop(harness, pki, tmp_path):
+    """Certificates reloaded three times while clients keep connections busy and others make new ones:
+    no request fails, connections opened before keep their certificate, and once the reload is done
+    every loop serves the new certificate to every new connection. Which loop answered is told by the
+    request id, whose first half is the loop's own random prefix."""
+    (b1,) = harness.backends(1)
+    live, cert, key = tlstest.live_files(tmp_path, pki.site)
+    lbd = harness.lbd([b1], args=THREADS, tls=[(cert, key)])
+    ctx = tlstest.client_context(ca=pki.ca_cert)
+    held = lbdtest.HttpConnection(lbd.tls_port, tls=ctx, server_hostname="site.test")
+    assert held.get("/held").status == 200
+    load = harness.load(lbd.tls_port, n=3, path="/echo", max_seconds=60, tls=ctx,
+                        server_hostname="site.test")
+    load.start()
+    fresh_failures = []
+    stop = threading.Event()
+
+    def churn():
+        # New handshakes all along: at most 2000 connections, 60 s.
+        deadline = time.monotonic() + 60
+        for _ in range(2000):
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                with lbdtest.HttpConnection(lbd.tls_port, timeout=5, tls=ctx, server_hostname="site.test") as c:
+                    status = c.get("/churn").status
+                    if status != 200:
+                        fresh_failures.append(status)
+            except (OSError, lbdtest.ConnectionClosed, ValueError) as e:
+                fresh_failures.append(repr(e))
+
+    churner = threading.Thread(target=churn, daemon=True)
+    churner.start()
+
+    def served():
+        """(request id prefix, DER certificate) of one new connection."""
+        with lbdtest.HttpConnection(lbd.tls_port, tls=ctx, server_hostname="site.test") as c:
+            resp = c.get("/which")
+            assert resp.status == 200
+            return resp.header("X-Request-Id")[:16], c.sock.getpeercert(binary_form=True)
+
+    renewed = pki.leaf("site-renewed", ["site.test", "IP:127.0.0.1"], "ec", days=20)
+    try:
+        for want in (renewed, pki.site, renewed):
+            tlstest.renew(live, cert, key, want)
+            os.kill(lbd.pid, signal.SIGHUP)
+            lbdtest.wait_until(lambda: served()[1] == tlstest.der(want[0]), 10,
+                               "a new handshake to get the reloaded certificate")
+            # From now on every new connection, on either loop, gets it. Bounded: 100 connections.
+            loops = set()
+            for _ in range(100):
+                prefix, der = served()
+                assert der == tlstest.der(want[0]), f"loop {prefix} served the previous certificate"
+                loops.add(prefix)
+                if len(loops) == 2:
+                    break
+            assert len(loops) == 2, loops
+    finally:
+        stop.set()
+        churner.join(70)
+        load.stop()
+    assert load.failures == [], load.failures[:5]
+    assert fresh_failures == [], fresh_failures[:5]
+    assert load.ok > 0
+    assert held.sock.getpeercert(binary_form=True) == tlstest.der(pki.site[0])
+    assert held.get("/held-after").status == 200
+    held.close()
+    assert lbd.metrics().sum("lbd_tls_handshake_failures_total") == 0
+
+
+def tls_relay(harness, front, pki, name="site.test", extra=()):
+    """A relay on two loops speaking verified TLS to <front>, once its one health check passed (a TLS
+    handshake at each end: generous for a loaded machine or valgrind)."""
+    target = lbdtest.Backend.__new__(lbdtest.Backend)
+    target.addr = f"127.0.0.1:{front.tls_port}"
+    relay = harness.lbd([target], health_interval="1h", healthy=0,
+                        args=THREADS + ["--set", "tls.backend=on", "--set", f"tls.backend_ca={pki.ca_cert}",
+                                        "--set", f"tls.backend_name={name}", "--set", "limits.retries=0",
+                                        "--set", "health.timeout=20s", *extra])
+    lbdtest.wait_until(lambda: relay.status()["backends"][0]["state"] == "up", 30, "the web host up")
+    return relay
+
+
+def test_backend_tls_from_every_loop_verified_and_resumed(harness, pki):
+    """A relay on two loops speaks TLS to a web host on two loops: requests from both loops arrive,
+    and each loop resumes its own session with the web host on its next connection."""
+    (web,) = harness.backends(1, prefix="web")
+    front = harness.lbd([web], args=THREADS, tls=[pki.site])
+    relay = tls_relay(harness, front, pki, extra=("--set", "timeouts.backend_idle=100ms"))
+    c0 = connection_on_loop(relay, 0)
+    c1 = connection_on_loop(relay, 1)
+    resumed = front.metrics().get("lbd_tls_resumed_total") or 0
+    # Each loop's pooled connection closes after 100 ms idle: the next request makes a new one.
+    for i in range(3):
+        time.sleep(0.3)
+        for k, conn in enumerate((c0, c1)):
+            resp = conn.get(f"/via-{k}-{i}")
+            assert resp.status == 200 and resp.body == f"{web.name} /via-{k}-{i}\n".encode(), resp
+    assert relay.metrics().get("lbd_loop_requests_total", loop="0") >= 3
+    assert relay.metrics().get("lbd_loop_requests_total", loop="1") >= 3
+    # Six connections after the first of each loop: most resume (a loop's first may not have its
+    # ticket yet when the second is made, so not all of them).
+    assert (front.metrics().get("lbd_tls_resumed_total") or 0) - resumed >= 3
+    c0.close()
+    c1.close()
+
+
+def test_backend_tls_fails_closed_on_every_loop(harness, pki, tmp_path):
+    """The web host comes back with a certificate for another name: each loop's next connection fails
+    verification (a session from before cannot be resumed: new ticket keys), and no request reaches it."""
+    (web,) = harness.backends(1, prefix="web")
+    good, bad = pki.leaf("web-good", ["site.test"]), pki.leaf("web-bad", ["other.test"])
+    _, cert, key = tlstest.live_files(tmp_path, good)
+    front = harness.lbd([web], args=THREADS, tls=[(cert, key)])
+    relay = tls_relay(harness, front, pki, extra=("--set", "timeouts.backend_idle=100ms"))
+    c0 = connection_on_loop(relay, 0)
+    c1 = connection_on_loop(relay, 1)
+    front.stop()
+    shutil.copy(bad[0], cert)
+    shutil.copy(bad[1], key)
+    front.start(timeout=30)
+    time.sleep(0.5)  # past backend_idle: the pooled connections to the old process are gone
+    for k, conn in enumerate((c0, c1)):
+        resp = conn.get(f"/after-change-{k}")
+        assert resp.status == 502, resp
+        assert not web.saw(f"/after-change-{k}")
+    assert relay.metrics().get("lbd_loop_requests_total", loop="0") >= 2
+    assert relay.metrics().get("lbd_loop_requests_total", loop="1") >= 2
+    err = relay.stderr_text()
+    assert "certificate not trusted" in err or "certificate verify failed" in err, err[-2000:]
+    c0.close()
+    c1.close()
+
+
+def test_tls_ticket_rotation_while_both_loops_resume(harness, pki):
+    """Ticket keys rotated every 2 s while both loops make and open tickets: a ticket younger than one
+    period opens on either loop, and one older than two periods no longer opens anywhere (the keys it was
+    made with are gone)."""
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1], args=THREADS + ["--set", "tls.ticket_rotate=2s"], tls=[pki.site])
+    ctx = tlstest.client_context(ca=pki.ca_cert, minimum=ssl.TLSVersion.TLSv1_3,
+                                 maximum=ssl.TLSVersion.TLSv1_3)
+    _, _, oldest, _ = tls_exchange(lbd, ctx)
+    made = time.monotonic()
+    loops = set()
+    pairs = 0
+    # Bounded: 7 s, at most 300 pairs; past two rotations at the end.
+    while time.monotonic() - made < 7 and pairs < 300:
+        _, _, session, _ = tls_exchange(lbd, ctx)
+        got = time.monotonic()
+        loop, reused, _, head = tls_exchange(lbd, ctx, session=session)
+        assert head.startswith(b"HTTP/1.1 200")
+        if time.monotonic() - got < 2:
+            assert reused, f"a ticket {time.monotonic() - got:.2f} s old not opened on loop {loop}"
+            loops.add(loop)
+        pairs += 1
+    assert loops == {0, 1}, loops
+    # At least 7 s old: two rotations (4 s) have dropped its key.
+    _, reused, _, head = tls_exchange(lbd, ctx, session=oldest)
+    assert not reused and head.startswith(b"HTTP/1.1 200")
+
+
+def test_tls_profile_reload_reaches_every_loop(harness, pki):
+    """A reload that changes the profile makes new contexts for every loop: after it TLS 1.2 is refused
+    on both loops and TLS 1.3 served on both, and a connection opened before keeps working."""
+    (b1,) = harness.backends(1)
+    lbd = harness.lbd([b1], config="[lbd]\nthreads = 2\n[tls]\nprofile = intermediate\n", tls=[pki.site])
+    tls12 = tlstest.client_context(ca=pki.ca_cert, maximum=ssl.TLSVersion.TLSv1_2)
+    tls13 = tlstest.client_context(ca=pki.ca_cert, minimum=ssl.TLSVersion.TLSv1_3)
+    held = lbdtest.HttpConnection(lbd.tls_port, tls=tls12, server_hostname="site.test")
+    assert held.get("/before").status == 200
+    lbd.write_config(lbd.config_path.read_text().replace("profile = intermediate", "profile = modern"))
+    lbd.signal(signal.SIGHUP)
+    lbdtest.wait_until(lambda: "TLS certificates reloaded" in lbd.stderr_text(), 10, "the reload")
+    # Bounded: 60 tries of each kind, until each loop has refused TLS 1.2 and served TLS 1.3.
+    served = set()
+    for _ in range(60):
+        before = loop_handshakes(lbd)
+        failures = lbd.metrics().get("lbd_tls_handshake_failures_total", reason="protocol") or 0
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            with lbdtest.HttpConnection(lbd.tls_port, tls=tls12, server_hostname="site.test") as conn:
+                conn.get("/tls12")
+        # lbd counts the failure after its alert is sent: the client may hear it first.
+        lbdtest.wait_until(lambda: (lbd.metrics().get("lbd_tls_handshake_failures_total", reason="protocol")
+                                    or 0) == failures + 1, 10, "the refusal counted")
+        assert loop_handshakes(lbd) == before
+        loop, reused, _, head = tls_exchange(lbd, tls13)
+        assert not reused and head.startswith(b"HTTP/1.1 200")
+        served.add(loop)
+        if len(served) == 2:
+            break
+    assert served == {0, 1}, served
+    assert held.get("/after").status == 200
+    held.close()
+    assert not b1.saw("/tls12")

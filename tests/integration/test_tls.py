@@ -260,19 +260,9 @@ def test_bad_certificates_refused_with_file_and_reason(lbd_path, tmp_path, pki):
     assert code == 0, err
 
 
-def live_files(tmp_path, pair):
-    """A copy of <pair> (certificate, key) that the test then changes: (directory, cert path, key path)."""
-    live = tmp_path / "live"
-    live.mkdir()
-    cert, key = live / "cert.pem", live / "key.pem"
-    shutil.copy(pair[0], cert)
-    shutil.copy(pair[1], key)
-    return live, cert, key
-
-
 def test_reload_under_load_switches_certificates(harness, pki, tmp_path):
     (b1,) = harness.backends(1)
-    live, cert, key = live_files(tmp_path, pki.site_ec)
+    live, cert, key = tlstest.live_files(tmp_path, pki.site_ec)
     lbd = harness.lbd([b1], tls=[(cert, key)])
     ctx = tlstest.client_context(ca=pki.ca_cert)
     held = lbdtest.HttpConnection(lbd.tls_port, tls=ctx, server_hostname="site.test")
@@ -284,11 +274,7 @@ def test_reload_under_load_switches_certificates(harness, pki, tmp_path):
         t.start()
     renewed = pki.leaf("site-renewed", ["site.test", "www.site.test"], "ec", days=20)
     for want in (renewed, pki.site_ec, renewed):
-        # Written whole and renamed in, as certbot and a careful operator do.
-        shutil.copy(want[0], live / "cert.tmp")
-        shutil.copy(want[1], live / "key.tmp")
-        os.replace(live / "key.tmp", key)
-        os.replace(live / "cert.tmp", cert)
+        tlstest.renew(live, cert, key, want)
         os.kill(lbd.pid, signal.SIGHUP)
         lbdtest.wait_until(lambda: peer_cert(lbd, "site.test", fresh) == tlstest.der(want[0]), 10,
                            "new handshakes to get the reloaded certificate")
@@ -305,7 +291,7 @@ def test_reload_under_load_switches_certificates(harness, pki, tmp_path):
 
 def test_bad_file_on_reload_keeps_the_running_certificate(harness, pki, tmp_path):
     (b1,) = harness.backends(1)
-    _, cert, key = live_files(tmp_path, pki.site_ec)
+    _, cert, key = tlstest.live_files(tmp_path, pki.site_ec)
     lbd = harness.lbd([b1], tls=[(cert, key)])
     other = pki.leaf("other", ["site.test"], "ec")
     # A renewal caught half way: the new certificate with the old key.
@@ -522,7 +508,7 @@ def test_tls_upstream_proxy_fails_closed_on_a_new_connection(harness, pki, tmp_p
     verification, and the request gets a 502 without reaching it."""
     (web,) = harness.backends(1, prefix="web")
     good, bad = pki.leaf("web-good", ["site.test"]), pki.leaf("web-bad", ["other.test"])
-    _, cert, key = live_files(tmp_path, good)
+    _, cert, key = tlstest.live_files(tmp_path, good)
     front = harness.lbd([web], tls=[(cert, key)])
     target = lbdtest.Backend.__new__(lbdtest.Backend)
     target.addr = f"127.0.0.1:{front.tls_port}"

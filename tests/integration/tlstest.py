@@ -1,6 +1,8 @@
 """Certificates for the TLS tests, made by the openssl command: a private CA and leaf certificates
 signed by it (ECDSA P-256 or RSA 2048), every file in the test's own directory."""
 
+import os
+import shutil
 import ssl
 import subprocess
 from pathlib import Path
@@ -71,3 +73,22 @@ def client_context(ca=None, minimum=None, maximum=None, ciphers=None, alpn=None)
     if alpn:
         ctx.set_alpn_protocols(alpn)
     return ctx
+
+
+def live_files(tmp_path, pair):
+    """A copy of <pair> (certificate, key) that the test then changes: (directory, cert path, key path)."""
+    live = Path(tmp_path) / "live"
+    live.mkdir()
+    cert, key = live / "cert.pem", live / "key.pem"
+    shutil.copy(pair[0], cert)
+    shutil.copy(pair[1], key)
+    return live, cert, key
+
+
+def renew(live, cert, key, pair):
+    """Puts <pair> in place of <cert> and <key> as certbot and a careful operator do: each written whole
+    beside it, then renamed in."""
+    shutil.copy(pair[0], live / "cert.tmp")
+    shutil.copy(pair[1], live / "key.tmp")
+    os.replace(live / "key.tmp", key)
+    os.replace(live / "cert.tmp", cert)

@@ -912,14 +912,16 @@ static void test_validate(void **state)
         c.health_interval_usec = 0;
         check_validate(&c, -EINVAL, "[health] key 'interval': must be greater than 0", 2);
 
-        /* More than one loop: not with TLS to the backends (nor TLS listeners) yet. */
+        /* More than one loop with TLS to the backends and TLS listeners (loops.c). */
         valid_config(&c);
         c.threads = 2;
         check_validate(&c, 0, NULL, 0);
         c.backend_tls = true;
         memcpy(c.backend_ca, "/etc/lbd/ca.pem", sizeof("/etc/lbd/ca.pem"));
-        check_validate(&c, -EINVAL, "[lbd] key 'threads': more than 1 does not work with TLS", 1);
-        c.threads = 1;
+        check_validate(&c, 0, NULL, 0);
+        assert_int_equal(config_set(&c, "lbd", "listen", "127.0.0.1:8443 tls", NULL), 0);
+        assert_int_equal(config_set(&c, "tls", "certificate", "/etc/lbd/site.pem /etc/lbd/site.key", NULL), 0);
+        config_finish(&c);
         check_validate(&c, 0, NULL, 0);
 
         /* The health timeout may exceed the interval. */
