@@ -37,10 +37,11 @@ from pathlib import Path
 
 import pytest
 
-import testnet
-
 REPO = Path(__file__).resolve().parents[2]
 HELPERS = REPO / "tests" / "helpers"
+sys.path.insert(0, str(HELPERS))
+
+import testnet  # noqa: E402  (tests/helpers/testnet.py: this test's ports and subnets)
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 TAG_KEY, TAG_VALUE = "lbd:pool", "main"
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
