@@ -9,7 +9,8 @@
 #   --sanitize        build in build-sanitize/ with AddressSanitizer and UndefinedBehaviorSanitizer
 #   --tsan            build in build-tsan/ with ThreadSanitizer (a race stops lbd) and run the integration
 #                     suite (unless --suite says otherwise) with lbd's [lbd] threads = 2 (unless --threads)
-#   --threads N       integration tests run lbd with [lbd] threads = N (LBD_TEST_THREADS; TLS tests stay at 1)
+#   --threads N       integration and control tests run lbd with [lbd] threads = N (LBD_TEST_THREADS; TLS
+#                     tests stay at 1; the relays lbd and the agent start stay at 1, as on a backend)
 #   --fuzz            build the libFuzzer targets with clang in build-fuzz/ (ASan + UBSan) and run the
 #                     'fuzz' suite: the corpus replays and a short fuzzing run of each target
 #   --compiler NAME   use gcc or clang (a build dir made with another compiler is wiped); default: $CC or
@@ -258,10 +259,11 @@ if ((status != 0)); then
     exit 1
 fi
 
-# The fuzz run builds only what its tests need (meson test does, exiting with 125 when that build fails):
-# the libFuzzer targets and the libraries under them, not every daemon, client and test of the tree.
+# The fuzz and TSan runs build only what their tests need (meson test does, exiting with 125 when that build
+# fails): the libFuzzer targets and the libraries under them, or lbd and lbctl for the integration suite, not
+# every daemon, client and test of the tree.
 test_args=(-C "$builddir" --print-errorlogs --num-processes 2)
-if $fuzz; then
+if $fuzz || $tsan; then
     :
 elif meson compile -C "$builddir"; then
     test_args+=(--no-rebuild)
@@ -298,7 +300,7 @@ fi
 status=0
 if ((failed > 0)); then
     status=1
-elif $fuzz && ((meson_status == 125)); then
+elif ($fuzz || $tsan) && ((meson_status == 125)); then
     echo "test.sh: error: the build failed" >&2
     status=1
 elif ((meson_status != 0)); then
