@@ -19,6 +19,13 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def episodes(text, listener):
+    """(episodes begun, episodes ended) in lbd's log for <listener> ("proxy" or "admin API")."""
+    lines = text.splitlines()
+    return (sum(f"{listener}: out of file descriptors" in line for line in lines),
+            sum(f"{listener}: accepting again after" in line for line in lines))
+
+
 def test_descriptors_exhausted(harness):
     (b1,) = harness.backends(1)
     lbd = harness.lbd([b1], start=False, args=["--set", "timeouts.backend_idle=60s"])
@@ -51,7 +58,6 @@ def test_descriptors_exhausted(harness):
     assert cpu < 0.5, f"lbd used {cpu:.2f} s of CPU in 1.5 s while out of descriptors"
     # A spinning accept would log thousands.
     assert len(lines) - lines_before < 40, lines[lines_before:]
-    assert sum("out of file descriptors" in line for line in lines) == 2, lines
     assert lbd.proc.poll() is None
 
     # Descriptors back: both listeners accept again, and say so once.
@@ -70,5 +76,12 @@ def test_descriptors_exhausted(harness):
     assert "proxy: accepting again after" in text, text
     lbdtest.wait_until(lambda: "admin API: accepting again after" in lbd.stderr_text(), 5,
                        "the admin API's recovery notice")
-    assert sum("out of file descriptors" in line for line in lbd.stderr_text().splitlines()) == 2
+    # Each episode is logged once when it begins and once when it ends. A listener may have had a second
+    # one: a descriptor that lbd frees during the shortage (a health check's socket that was open when it
+    # began) lets the next retry accept one waiting connection, which uses it up again; on a loaded
+    # machine, where a check takes longer, that happens now and then.
+    text = lbd.stderr_text()
+    for listener in ("proxy", "admin API"):
+        begun, ended = episodes(text, listener)
+        assert begun == ended and 1 <= begun <= 5, (listener, begun, ended, text)
     keep.close()
