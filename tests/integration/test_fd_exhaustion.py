@@ -40,11 +40,20 @@ def test_descriptors_exhausted(harness):
     held = []
     for _ in range(NOFILE + 16):
         held.append(socket.create_connection(("127.0.0.1", lbd.port), timeout=5))
-    admin_waiting = socket.create_connection(("127.0.0.1", lbd.admin_port), timeout=5)
     lbdtest.wait_until(lambda: "proxy: out of file descriptors" in lbd.stderr_text(), 5,
                        "the proxy's out-of-descriptors warning")
-    lbdtest.wait_until(lambda: "admin API: out of file descriptors" in lbd.stderr_text(), 5,
-                       "the admin API's out-of-descriptors warning")
+    # The admin API meets the shortage at its next accept. A descriptor lbd frees meanwhile (a health
+    # check's socket open when the shortage began; slow checks, as under ThreadSanitizer, make it likely)
+    # lets that accept succeed: another connection then finds none.
+    admin_waiting = []
+
+    def admin_short():
+        if "admin API: out of file descriptors" in lbd.stderr_text():
+            return True
+        if len(admin_waiting) < 16:
+            admin_waiting.append(socket.create_connection(("127.0.0.1", lbd.admin_port), timeout=5))
+        return False
+    lbdtest.wait_until(admin_short, 10, "the admin API's out-of-descriptors warning", interval=0.2)
 
     # Exhausted for a while: little CPU, a bounded log, and the held connection still served.
     lines_before = len(lbd.stderr_text().splitlines())
@@ -61,9 +70,8 @@ def test_descriptors_exhausted(harness):
     assert lbd.proc.poll() is None
 
     # Descriptors back: both listeners accept again, and say so once.
-    for s in held:
+    for s in held + admin_waiting:
         s.close()
-    admin_waiting.close()
 
     def serves():
         try:
