@@ -5,16 +5,18 @@
 # 2 when build dependencies are missing and can't be installed (not root).
 #
 # Usage: scripts/test.sh [--sanitize] [--tsan] [--fuzz] [--compiler gcc|clang] [--suite NAME]... [--threads N]
-#                       [--valgrind] [--no-install]
+#                       [--jobs N] [--valgrind] [--no-install]
 #   --sanitize        build in build-sanitize/ with AddressSanitizer and UndefinedBehaviorSanitizer
 #   --tsan            build in build-tsan/ with ThreadSanitizer (a race stops lbd) and run the integration
 #                     suite (unless --suite says otherwise) with lbd's [lbd] threads = 2 (unless --threads)
-#   --threads N       integration tests run lbd with [lbd] threads = N (LBD_TEST_THREADS)
+#   --threads N       integration and control tests run lbd with [lbd] threads = N (LBD_TEST_THREADS; the
+#                     relays lbd and the agent start stay at 1, as on a backend)
 #   --fuzz            build the libFuzzer targets with clang in build-fuzz/ (ASan + UBSan) and run the
 #                     'fuzz' suite: the corpus replays and a short fuzzing run of each target
 #   --compiler NAME   use gcc or clang (a build dir made with another compiler is wiped); default: $CC or
 #                     meson's choice
 #   --suite NAME      run only that meson test suite (unit, integration, ...); may be repeated
+#   --jobs N          run N tests at a time (default 2; tests meson marks is_parallel false run alone)
 #   --valgrind        run each test under valgrind (best with --suite unit)
 #   --no-install      don't check or install the Debian packages
 set -euo pipefail
@@ -77,6 +79,7 @@ usage() {
 sanitize=false
 tsan=false
 threads=""
+jobs=2
 fuzz=false
 valgrind=false
 install=true
@@ -93,6 +96,12 @@ while (($# > 0)); do
             shift
             ;;
         --threads=*) threads=${1#*=} ;;
+        --jobs)
+            (($# >= 2)) || die "--jobs needs a number"
+            jobs=$2
+            shift
+            ;;
+        --jobs=*) jobs=${1#*=} ;;
         --fuzz) fuzz=true ;;
         --valgrind) valgrind=true ;;
         --no-install) install=false ;;
@@ -118,6 +127,7 @@ while (($# > 0)); do
 done
 
 [[ -z $threads || $threads =~ ^[1-9][0-9]?$ ]] || die "--threads must be a number from 1 to 64, not '$threads'"
+[[ $jobs =~ ^[1-9]$ ]] || die "--jobs must be a number from 1 to 9, not '$jobs'"
 ! ($sanitize && $tsan) || die "--sanitize and --tsan need separate builds: run them one after the other"
 
 case "$compiler" in
@@ -258,10 +268,11 @@ if ((status != 0)); then
     exit 1
 fi
 
-# The fuzz run builds only what its tests need (meson test does, exiting with 125 when that build fails):
-# the libFuzzer targets and the libraries under them, not every daemon, client and test of the tree.
-test_args=(-C "$builddir" --print-errorlogs --num-processes 2)
-if $fuzz; then
+# The fuzz and TSan runs build only what their tests need (meson test does, exiting with 125 when that build
+# fails): the libFuzzer targets and the libraries under them, or lbd and lbctl for the integration suite, not
+# every daemon, client and test of the tree.
+test_args=(-C "$builddir" --print-errorlogs --num-processes "$jobs")
+if $fuzz || $tsan; then
     :
 elif meson compile -C "$builddir"; then
     test_args+=(--no-rebuild)
@@ -298,7 +309,7 @@ fi
 status=0
 if ((failed > 0)); then
     status=1
-elif $fuzz && ((meson_status == 125)); then
+elif ($fuzz || $tsan) && ((meson_status == 125)); then
     echo "test.sh: error: the build failed" >&2
     status=1
 elif ((meson_status != 0)); then

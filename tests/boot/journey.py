@@ -6,7 +6,7 @@ Phases (each timed; the durations and the figures are printed at the end):
   image      the Debian 12 base image tree (tests/boot/mkimage.sh: debootstrap, cloud-init for NoCloud),
              made once and cached in the build tree (BOOT_IMAGE_DIR)
   cloud      moto_server on 127.0.0.1, the loopback VPC and the journey's own subnet (LBD_TEST_SLOT,
-             tests/control/testnet.py), the base image registered and mapped to
+             tests/helpers/testnet.py), the base image registered and mapped to
              the tree; the boot world watching the subnet; the project's source as a .tar.gz served on
              127.0.0.1 (LBD_SOURCE_URL of both user-data scripts)
   provision  `lbctl provision` as the installer runs it: the three security groups and the web host, which
@@ -57,6 +57,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "tests" / "control"))
+sys.path.insert(0, str(REPO / "tests" / "helpers"))
 sys.path.insert(0, str(REPO / "tests" / "fresh-machine"))
 
 from fresh_machine import Api, Failure, log, run_phased, wait_for  # noqa: E402

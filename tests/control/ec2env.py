@@ -37,10 +37,11 @@ from pathlib import Path
 
 import pytest
 
-import testnet
-
 REPO = Path(__file__).resolve().parents[2]
 HELPERS = REPO / "tests" / "helpers"
+sys.path.insert(0, str(HELPERS))
+
+import testnet  # noqa: E402  (tests/helpers/testnet.py: this test's ports and subnets)
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 TAG_KEY, TAG_VALUE = "lbd:pool", "main"
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
@@ -305,10 +306,20 @@ class Lbd:
         self.proc = None
         self.runs = 0
 
+    def command(self):
+        """lbd's command line. LBD_TEST_THREADS=N (scripts/test.sh --threads N) adds [lbd] threads = N,
+        unless the config says how many itself or has a TLS listener (more than one loop refuses it yet)."""
+        cmd = [str(self.path), "--config", str(self.config_path)]
+        threads = os.environ.get("LBD_TEST_THREADS")
+        text = self.config_path.read_text()
+        if threads and not re.search(r"(?m)^\s*threads\s*=|^\s*\[tls\]", text):
+            cmd += ["--set", f"lbd.threads={threads}"]
+        return cmd
+
     def start(self):
         self.runs += 1
         self.log_path = self.workdir / f"{self.name}.{self.runs}.stderr"
-        self.proc = subprocess.Popen([str(self.path), "--config", str(self.config_path)],
+        self.proc = subprocess.Popen(self.command(),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=self.env)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()

@@ -26,9 +26,6 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 import lbdtest  # noqa: E402  (the data plane's harness: Lbd, Backend, LoadThreads)
 import testnet  # noqa: E402
 
-# Every port the harness picks is one of this test's own (testnet.py), so that two tests run at once.
-lbdtest.free_port = testnet.free_port
-
 LBCTL_DEFAULT = REPO / "build" / "lbctl" / "lbctl"
 
 

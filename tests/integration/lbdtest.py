@@ -26,6 +26,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BACKEND_PY = REPO / "tests" / "helpers" / "backend.py"
+sys.path.insert(0, str(REPO / "tests" / "helpers"))
+
+import testnet  # noqa: E402  (tests/helpers/testnet.py: this test's ports)
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 PATTERN_PIECE = bytes(range(256)) * 256  # what backend.py sends, 64 KiB
@@ -50,9 +53,9 @@ def require_lbd():
 
 
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port of this test's own (its slot's, LBD_TEST_SLOT), below the kernel's ephemeral range, so
+    that neither a test running beside it nor an outgoing connection takes it before lbd or a backend binds it."""
+    return testnet.free_port()
 
 
 def wait_until(fn, timeout, what, interval=0.02):

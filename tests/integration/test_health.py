@@ -15,11 +15,14 @@ def health_snapshot(lbd, addr):
             m.get("lbd_health_checks_total", backend=addr, result="fail") or 0)
 
 
-def watch_transition(lbd, addr, want_up, counter_index, at_least, timeout):
-    """Polls /metrics until addr's lbd_backend_up == want_up. Checks, on every
-    snapshot, that the transition never happens before `at_least` probes of
-    the relevant kind (ok or fail) counted since the start of the watch."""
+def watch_transition(lbd, addr, want_up, counter_index, at_least, timeout, change):
+    """Calls change() (which makes addr's checks start to pass or fail), then polls /metrics until addr's
+    lbd_backend_up == want_up. Checks, on every snapshot, that the transition never happens before
+    `at_least` probes of the relevant kind (ok or fail) counted since the change. The count starts before
+    the change: a probe that lands between the change and a first snapshot taken after it would go
+    uncounted, and the transition would seem to come one probe early."""
     base = health_snapshot(lbd, addr)[counter_index]
+    change()
     deadline = time.monotonic() + timeout
     while True:
         up, ok, fail = health_snapshot(lbd, addr)
@@ -37,8 +40,7 @@ def test_fall_and_rise(harness):
     b1, b2 = harness.backends(2)
     lbd = harness.lbd([b1, b2], args=["--set", "health.fall=3", "--set", "health.rise=2",
                                       "--set", "health.interval=100ms"])
-    b1.set_health(500)
-    probes = watch_transition(lbd, b1.addr, False, 2, 3, 5.0)
+    probes = watch_transition(lbd, b1.addr, False, 2, 3, 5.0, lambda: b1.set_health(500))
     assert probes <= 5, f"took {probes} failing probes to go down"
     st = lbd.backend_status(b1.addr)
     assert st["state"] == "down" and st["in_rotation"] is False
@@ -53,8 +55,7 @@ def test_fall_and_rise(harness):
             assert resp.status == 200 and resp.header("X-Backend") == "b2"
     assert len(b1.requests()) == before
 
-    b1.set_health(None)
-    probes = watch_transition(lbd, b1.addr, True, 1, 2, 5.0)
+    probes = watch_transition(lbd, b1.addr, True, 1, 2, 5.0, lambda: b1.set_health(None))
     assert probes <= 4
     st = lbd.backend_status(b1.addr)
     assert st["state"] == "up" and st["in_rotation"] is True
@@ -68,9 +69,8 @@ def test_expect_range(harness):
     b1, b2 = harness.backends(2)
     lbd = harness.lbd([b1, b2], args=["--set", "health.expect=200-299",
                                       "--set", "health.fall=2"])
-    b2.set_health(302)
     b1.set_health(204)
-    watch_transition(lbd, b2.addr, False, 2, 2, 5.0)
+    watch_transition(lbd, b2.addr, False, 2, 2, 5.0, lambda: b2.set_health(302))
     time.sleep(0.5)
     assert lbd.backend_status(b1.addr)["state"] == "up"
 

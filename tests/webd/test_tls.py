@@ -188,18 +188,12 @@ def test_check_config(tmp_path, pki):
     assert r.returncode == EXIT_CONFIG and "absolute" in r.stderr, r.stderr
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def relay(tmp_path, web_port, ca, name):
     """An lbd relay (static pool of one: webd) speaking verified TLS to webd, as a backend host runs it."""
     binary = Path(__import__("os").environ.get("LBD_BINARY", ""))
     if not binary.is_file():
         pytest.skip("LBD_BINARY not set: the relay test needs lbd")
-    port = free_port()
+    port = webdtest.free_port()
     log = open(tmp_path / f"relay-{port}.log", "wb")
     proc = subprocess.Popen([str(binary), "--listen", f"127.0.0.1:{port}", "--backend", f"127.0.0.1:{web_port}",
                              "--admin", "off", "--set", "health.interval=200ms",

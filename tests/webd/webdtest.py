@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -30,6 +31,9 @@ import requests
 
 REPO = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+sys.path.insert(0, str(REPO / "tests" / "helpers"))
+
+import testnet  # noqa: E402  (tests/helpers/testnet.py: this test's ports)
 
 # Variables that must not leak from the environment running the tests into webd.
 SYSTEMD_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
@@ -60,9 +64,10 @@ def require_postgres():
 
 
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port of this test's own (its slot's, LBD_TEST_SLOT), below the kernel's ephemeral range, so
+    that neither a test running beside it nor an outgoing connection takes it before webd or PostgreSQL
+    binds it."""
+    return testnet.free_port()
 
 
 def wait_until(fn, timeout, what, interval=0.05):
