@@ -307,9 +307,11 @@ taken_ports=" "
 free_port() {
     local var=$1 count=${2:-1} try base p low
     # Below the kernel's range for outgoing connections, which could take a port between the check and
-    # the bind.
+    # the bind, and below 20000: the test suite's control tests, which may run beside the demo, own the
+    # ports from there (tests/helpers/testnet.py).
     low=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null) || low=""
     [[ $low =~ ^[0-9]+$ ]] && ((low > 10000 + count)) || low=32768
+    ((low <= 20000)) || low=20000
     for ((try = 0; try < 200; try++)); do
         base=$((10000 + RANDOM % (low - 10000 - count)))
         for ((p = base; p < base + count; p++)); do

@@ -5,7 +5,7 @@
 # 2 when build dependencies are missing and can't be installed (not root).
 #
 # Usage: scripts/test.sh [--sanitize] [--tsan] [--fuzz] [--compiler gcc|clang] [--suite NAME]... [--threads N]
-#                       [--jobs N] [--valgrind] [--no-install]
+#                       [--jobs N] [--valgrind] [--no-install] [--no-build] [--log NAME]
 #   --sanitize        build in build-sanitize/ with AddressSanitizer and UndefinedBehaviorSanitizer
 #   --tsan            build in build-tsan/ with ThreadSanitizer (a race stops lbd) and run the integration
 #                     suite (unless --suite says otherwise) with lbd's [lbd] threads = 2 (unless --threads)
@@ -19,6 +19,10 @@
 #   --jobs N          run N tests at a time (default 2; tests meson marks is_parallel false run alone)
 #   --valgrind        run each test under valgrind (best with --suite unit)
 #   --no-install      don't check or install the Debian packages
+#   --no-build        don't configure or build: run the tests on the build dir as it is (a run beside another
+#                     one on the same build dir, which built it; pair it with --log)
+#   --log NAME        meson's test log is meson-logs/NAME.json (default testlog), so that two runs on one
+#                     build dir at once keep their results apart
 set -euo pipefail
 
 # Debian packages needed to build and test everything. "a|b" means either one will do (a is installed).
@@ -83,6 +87,8 @@ jobs=2
 fuzz=false
 valgrind=false
 install=true
+do_build=true
+logbase=testlog
 compiler=""
 suites=()
 
@@ -105,6 +111,13 @@ while (($# > 0)); do
         --fuzz) fuzz=true ;;
         --valgrind) valgrind=true ;;
         --no-install) install=false ;;
+        --no-build) do_build=false ;;
+        --log)
+            (($# >= 2)) || die "--log needs a name"
+            logbase=$2
+            shift
+            ;;
+        --log=*) logbase=${1#*=} ;;
         --compiler)
             (($# >= 2)) || die "--compiler needs gcc or clang"
             compiler=$2
@@ -128,6 +141,8 @@ done
 
 [[ -z $threads || $threads =~ ^[1-9][0-9]?$ ]] || die "--threads must be a number from 1 to 64, not '$threads'"
 [[ $jobs =~ ^[1-9]$ ]] || die "--jobs must be a number from 1 to 9, not '$jobs'"
+log_name_re='^[a-z0-9][a-z0-9-]{0,39}$'
+[[ $logbase =~ $log_name_re ]] || die "--log must be a short name (a-z, 0-9, -), not '$logbase'"
 ! ($sanitize && $tsan) || die "--sanitize and --tsan need separate builds: run them one after the other"
 
 case "$compiler" in
@@ -249,7 +264,9 @@ esac
 
 # Configure: reuse the build dir when we can, wipe it only when the compiler changes or it is broken.
 status=0
-if [[ -f $builddir/meson-private/coredata.dat ]]; then
+if ! $do_build; then
+    [[ -f $builddir/meson-private/coredata.dat ]] || die "--no-build: $builddir is not built yet"
+elif [[ -f $builddir/meson-private/coredata.dat ]]; then
     current=$(configured_compiler "$builddir")
     if [[ -n $wanted_compiler && -n $current && $current != "$wanted_compiler" ]]; then
         echo "test.sh: $builddir was configured with $current, wiping it for $wanted_compiler"
@@ -271,8 +288,10 @@ fi
 # The fuzz and TSan runs build only what their tests need (meson test does, exiting with 125 when that build
 # fails): the libFuzzer targets and the libraries under them, or lbd and lbctl for the integration suite, not
 # every daemon, client and test of the tree.
-test_args=(-C "$builddir" --print-errorlogs --num-processes "$jobs")
-if $fuzz || $tsan; then
+test_args=(-C "$builddir" --print-errorlogs --num-processes "$jobs" --logbase "$logbase")
+if ! $do_build; then
+    test_args+=(--no-rebuild)
+elif $fuzz || $tsan; then
     :
 elif meson compile -C "$builddir"; then
     test_args+=(--no-rebuild)
@@ -294,7 +313,7 @@ if $valgrind; then
     test_args+=(--wrapper "valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite")
 fi
 
-testlog=$builddir/meson-logs/testlog.json
+testlog=$builddir/meson-logs/$logbase.json
 rm -f "$testlog"
 meson_status=0
 meson test "${test_args[@]}" || meson_status=$?
