@@ -75,6 +75,33 @@ def wait_until(fn, timeout, what, interval=0.02):
         time.sleep(interval)
 
 
+def accepted_sockets(pid, port):
+    """How many connected TCP sockets process <pid> holds with local port <port>: the connections it has
+    accepted on that port (the listening socket and the connections still in the kernel's queue are not
+    counted, nor the process's other sockets, such as its health checks)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    held = set()  # by inode: a table read while sockets come and go can list one twice
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.readlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] != "0A" and fields[9] in inodes:  # 0A: LISTEN
+                held.add(fields[9])
+    return len(held)
+
+
 def pattern_sha256(n):
     """sha256 of the first n bytes of backend.py's body pattern."""
     digest = hashlib.sha256()
