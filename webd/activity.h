@@ -44,6 +44,7 @@ void activity_drain(struct activity *a, void (*done)(void *userdata), void *user
 /* What the activity log counts. */
 struct activity_stats {
         uint64_t written;         /* rows the database acknowledged */
+        uint64_t copied;          /* of which written with COPY (the others with INSERT) */
         uint64_t dropped_full;    /* entries dropped because the queue was full */
         uint64_t dropped_refused; /* rows the database refused on their own (written alone) */
         uint64_t probes_ok;       /* health probes answered 2xx, not logged */

@@ -36,6 +36,14 @@
  * and the failures found elsewhere (a connection lost, the pool down) are put on the done list, which a
  * deferred event empties on the next loop turn. The pool owns every query until its callback returns.
  *
+ * COPY. db_copy() runs COPY ... FROM STDIN on a connection of its own (db_add_copy_connection()), outside
+ * the pool and outside pipeline mode, where libpq does not allow COPY: the command, then the data and its
+ * end once the server asks for them (PGRES_COPY_IN), then its result. One at a time, each its own
+ * transaction; its callback runs once the server has answered (committed, or refused as a whole). A bulk
+ * load through COPY costs the server far less per row than an INSERT of the same rows, which is what the
+ * activity log wants. The pool never waits for it: while that connection is down, db_copy() fails with
+ * -ENOTCONN and the caller inserts through the pool instead.
+ *
  * The connection string is passed to libpq with our defaults placed before it (connect timeout, TCP
  * keepalives, application name), so anything the administrator writes wins, and client_encoding after it,
  * since the API speaks UTF-8. Nothing here ever logs the connection string. */
@@ -43,6 +51,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/queue.h>
@@ -66,6 +75,12 @@ enum db_conn_state {
         DB_CONN_READY,
 };
 
+enum db_copy_step {
+        DB_COPY_IDLE,
+        DB_COPY_STARTING, /* the command sent: waiting for the server to ask for the data */
+        DB_COPY_ENDING,   /* the data and its end sent: waiting for the result */
+};
+
 enum db_query_state {
         DB_QUERY_QUEUED,
         DB_QUERY_SENT,
@@ -82,6 +97,9 @@ struct db_query {
         PGresult *res; /* in flight: its result, kept until its segment's Sync */
         bool ends_segment; /* the Sync follows this query */
         bool solo;         /* send alone: it was part of a segment that failed */
+        bool copy;         /* db_copy(): <copy_sql>, then <copy_len> bytes of <data> */
+        const char *copy_sql;
+        size_t copy_len;
         unsigned stmt;
         int n_values;
         const char *values[DB_PARAMS_MAX];
@@ -105,7 +123,9 @@ struct db_conn {
         unsigned n_open;            /* queries sent since the last Sync (the open segment) */
         unsigned n_segments;        /* closed segments in flight (their Sync sent, not answered) */
         unsigned n_read;            /* queries of the oldest segment whose results are all in */
-        PGresult *result;           /* SETUP: of the setup command being read */
+        PGresult *result;           /* SETUP, and the COPY connection: of the command being read */
+        bool copy;                  /* the COPY connection: outside the pool, not in pipeline mode */
+        enum db_copy_step copy_step;
 };
 
 struct db_statement {
@@ -120,6 +140,9 @@ struct db {
         unsigned n_statements;
         struct db_conn *conns;
         unsigned n_conns;
+        struct db_conn *copy_conn;       /* NULL unless db_add_copy_connection() */
+        struct db_query_list copy_queue; /* for copy_conn, one at a time */
+        size_t n_copy_queued;
         unsigned n_up;
         struct db_query_list queue;
         size_t n_queued;
@@ -137,6 +160,7 @@ struct db {
 static void db_conn_connect(struct db_conn *c);
 static void db_conn_fail(struct db_conn *c, const char *why);
 static void db_dispatch(struct db *d);
+static void db_copy_dispatch(struct db *d);
 
 uint64_t db_backoff_usec(unsigned failures, uint64_t random)
 {
@@ -286,6 +310,7 @@ static void db_conn_fail(struct db_conn *c, const char *why)
         c->n_open = 0;
         c->n_read = 0;
         c->n_segments = 0;
+        c->copy_step = DB_COPY_IDLE;
         db_conn_close(c);
         c->state = DB_CONN_DOWN;
         delay = db_backoff_usec(c->failures, db_random(d));
@@ -294,7 +319,14 @@ static void db_conn_fail(struct db_conn *c, const char *why)
         (void)evtimer_del(c->timer);
         db_timer_add(c, delay);
 
-        if (was_ready) {
+        if (c->copy) {
+                /* What waited for it is handed back: the caller has the pool for it. */
+                while ((q = TAILQ_FIRST(&d->copy_queue))) {
+                        TAILQ_REMOVE(&d->copy_queue, q, entry);
+                        d->n_copy_queued--;
+                        db_defer(d, q, -ENOTCONN);
+                }
+        } else if (was_ready) {
                 d->n_up--;
                 if (d->n_up == 0) {
                         while ((q = TAILQ_FIRST(&d->queue))) {
@@ -332,12 +364,21 @@ static void db_conn_setup_next(struct db_conn *c)
 
         if (c->setup_step == 0) {
                 ok = PQsendQuery(c->pg, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'");
-        } else if (c->setup_step - 1 < d->n_statements) {
+        } else if (!c->copy && c->setup_step - 1 < d->n_statements) {
                 const struct db_statement *s = &d->statements[c->setup_step - 1];
                 char name[32];
 
                 db_statement_name(c->setup_step - 1, name, sizeof(name));
                 ok = PQsendPrepare(c->pg, name, s->sql, s->n_params, NULL);
+        } else if (c->copy) {
+                /* Its statements are COPY commands, sent as they come: nothing to prepare. */
+                (void)evtimer_del(c->timer);
+                c->state = DB_CONN_READY;
+                c->failures = 0;
+                c->copy_step = DB_COPY_IDLE;
+                log_debug("Database connection %u (COPY) ready", c->index);
+                db_copy_dispatch(d);
+                return;
         } else {
                 if (!PQenterPipelineMode(c->pg)) {
                         db_conn_fail(c, PQerrorMessage(c->pg));
@@ -500,6 +541,53 @@ static void db_conn_read_pipeline(struct db_conn *c)
         }
 }
 
+/* The COPY connection: when the server asks for the data, sends it and its end; when the command is over,
+ * its query receives the result (the first error, else the last) and the next COPY goes. */
+static void db_conn_read_copy(struct db_conn *c)
+{
+        struct db *d = c->db;
+
+        while (c->state == DB_CONN_READY && c->copy_step != DB_COPY_IDLE && !PQisBusy(c->pg)) {
+                PGresult *res = PQgetResult(c->pg);
+                struct db_query *q = TAILQ_FIRST(&c->inflight);
+
+                if (res && PQresultStatus(res) == PGRES_COPY_IN) {
+                        PQclear(res);
+                        if (c->copy_step != DB_COPY_STARTING) {
+                                db_conn_fail(c, "the server asked for COPY data twice");
+                                return;
+                        }
+                        /* Non-blocking: libpq keeps what the socket does not take, and flushes it. */
+                        if (PQputCopyData(c->pg, q->data, (int)q->copy_len) != 1 ||
+                            PQputCopyEnd(c->pg, NULL) != 1 || db_conn_flush(c) < 0) {
+                                db_conn_fail(c, PQerrorMessage(c->pg));
+                                return;
+                        }
+                        c->copy_step = DB_COPY_ENDING;
+                        continue;
+                }
+                if (res) {
+                        db_conn_keep_result(c, res);
+                        continue;
+                }
+                if (PQstatus(c->pg) == CONNECTION_BAD) {
+                        db_conn_fail(c, PQerrorMessage(c->pg));
+                        return;
+                }
+                /* The command is over: committed, or refused as a whole. */
+                res = c->result;
+                c->result = NULL;
+                TAILQ_REMOVE(&c->inflight, q, entry);
+                c->n_inflight--;
+                c->copy_step = DB_COPY_IDLE;
+                if (q->cb)
+                        q->cb(res ? db_result_code(res) : -EIO, res, q->userdata);
+                PQclear(res);
+                free(q);
+                db_copy_dispatch(d);
+        }
+}
+
 /* Reads what the server sent and finishes the commands whose results are all in. */
 static void db_conn_readable(struct db_conn *c)
 {
@@ -508,7 +596,10 @@ static void db_conn_readable(struct db_conn *c)
                 return;
         }
         if (c->state == DB_CONN_READY) {
-                db_conn_read_pipeline(c);
+                if (c->copy)
+                        db_conn_read_copy(c);
+                else
+                        db_conn_read_pipeline(c);
                 return;
         }
         while (c->state == DB_CONN_SETUP) {
@@ -760,6 +851,25 @@ static void db_dispatch(struct db *d)
         }
 }
 
+/* Sends the next COPY if the COPY connection is ready and idle. */
+static void db_copy_dispatch(struct db *d)
+{
+        struct db_conn *c = d->copy_conn;
+        struct db_query *q;
+
+        if (!c || c->state != DB_CONN_READY || c->copy_step != DB_COPY_IDLE || !(q = TAILQ_FIRST(&d->copy_queue)))
+                return;
+        TAILQ_REMOVE(&d->copy_queue, q, entry);
+        d->n_copy_queued--;
+        TAILQ_INSERT_TAIL(&c->inflight, q, entry);
+        c->n_inflight++;
+        q->state = DB_QUERY_SENT;
+        c->copy_step = DB_COPY_STARTING;
+        d->stats.copies++;
+        if (!PQsendQuery(c->pg, q->copy_sql) || db_conn_flush(c) < 0)
+                db_conn_fail(c, PQerrorMessage(c->pg)); /* it fails with -ECONNRESET: it may have been sent */
+}
+
 int db_new(struct event_base *base, const char *conninfo, unsigned size, struct db **ret)
 {
         struct db *d;
@@ -772,6 +882,7 @@ int db_new(struct event_base *base, const char *conninfo, unsigned size, struct 
         d->base = base;
         TAILQ_INIT(&d->queue);
         TAILQ_INIT(&d->done);
+        TAILQ_INIT(&d->copy_queue);
         d->conninfo = strdup(conninfo);
         d->conns = calloc(size, sizeof(*d->conns));
         d->deferred = event_new(base, -1, 0, db_deferred_cb, d);
@@ -799,6 +910,30 @@ int db_new(struct event_base *base, const char *conninfo, unsigned size, struct 
         return 0;
 }
 
+int db_add_copy_connection(struct db *d)
+{
+        struct db_conn *c;
+
+        if (!d || d->started)
+                return -EINVAL;
+        if (d->copy_conn)
+                return 0;
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        c->db = d;
+        c->index = d->n_conns;
+        c->copy = true;
+        TAILQ_INIT(&c->inflight);
+        c->timer = evtimer_new(d->base, db_conn_timer_cb, c);
+        if (!c->timer) {
+                free(c);
+                return -ENOMEM;
+        }
+        d->copy_conn = c;
+        return 0;
+}
+
 int db_statement(struct db *d, const char *sql, int n_params, unsigned *ret_id)
 {
         if (!d || !sql || n_params < 0 || n_params > DB_PARAMS_MAX || d->started)
@@ -823,6 +958,8 @@ int db_start(struct db *d)
         d->started = true;
         for (unsigned i = 0; i < d->n_conns; i++)
                 db_conn_connect(&d->conns[i]);
+        if (d->copy_conn)
+                db_conn_connect(d->copy_conn);
         return 0;
 }
 
@@ -873,6 +1010,44 @@ int db_query(struct db *d, unsigned stmt, const char *const *values, int n_value
         return 0;
 }
 
+int db_copy(struct db *d, const char *sql, const void *data, size_t len, db_callback_t cb, void *userdata,
+            struct db_query **ret)
+{
+        struct db_query *q;
+
+        if (!d || !sql || !cb || (len > 0 && !data) || len > INT_MAX)
+                return -EINVAL;
+        if (!db_copy_ready(d))
+                return -ENOTCONN;
+        if (d->n_copy_queued >= DB_COPY_QUEUE_MAX)
+                return -EBUSY;
+        q = malloc(sizeof(*q) + len);
+        if (!q)
+                return -ENOMEM;
+        *q = (struct db_query){
+                .db = d,
+                .cb = cb,
+                .userdata = userdata,
+                .state = DB_QUERY_QUEUED,
+                .copy = true,
+                .copy_sql = sql,
+                .copy_len = len,
+        };
+        if (len > 0)
+                memcpy(q->data, data, len);
+        TAILQ_INSERT_TAIL(&d->copy_queue, q, entry);
+        d->n_copy_queued++;
+        if (ret)
+                *ret = q;
+        db_copy_dispatch(d);
+        return 0;
+}
+
+bool db_copy_ready(const struct db *d)
+{
+        return d && d->copy_conn && d->copy_conn->state == DB_CONN_READY;
+}
+
 void db_query_cancel(struct db_query *q)
 {
         struct db *d;
@@ -882,8 +1057,13 @@ void db_query_cancel(struct db_query *q)
         d = q->db;
         switch (q->state) {
         case DB_QUERY_QUEUED:
-                TAILQ_REMOVE(&d->queue, q, entry);
-                d->n_queued--;
+                if (q->copy) {
+                        TAILQ_REMOVE(&d->copy_queue, q, entry);
+                        d->n_copy_queued--;
+                } else {
+                        TAILQ_REMOVE(&d->queue, q, entry);
+                        d->n_queued--;
+                }
                 free(q);
                 break;
         case DB_QUERY_SENT:
@@ -933,6 +1113,21 @@ struct db *db_free(struct db *d)
                 }
                 db_conn_close(c);
                 db_free_event(&c->timer);
+        }
+        if (d->copy_conn) {
+                struct db_conn *c = d->copy_conn;
+
+                while ((q = TAILQ_FIRST(&c->inflight))) {
+                        TAILQ_REMOVE(&c->inflight, q, entry);
+                        free(q);
+                }
+                db_conn_close(c);
+                db_free_event(&c->timer);
+                free(c);
+        }
+        while ((q = TAILQ_FIRST(&d->copy_queue))) {
+                TAILQ_REMOVE(&d->copy_queue, q, entry);
+                free(q);
         }
         while ((q = TAILQ_FIRST(&d->queue))) {
                 TAILQ_REMOVE(&d->queue, q, entry);

@@ -28,6 +28,8 @@ struct db_query;
 #define DB_PARAMS_MAX     16
 /* Queries waiting for a connection, at most; beyond it db_query() fails with -EBUSY. */
 #define DB_QUEUE_MAX 4096
+/* COPYs waiting for the COPY connection, at most; beyond it db_copy() fails with -EBUSY. */
+#define DB_COPY_QUEUE_MAX 4
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(PGresult *, PQclear)
 
@@ -64,6 +66,22 @@ int db_start(struct db *d);
 int db_query(struct db *d, unsigned stmt, const char *const *values, int n_values, db_callback_t cb,
              void *userdata, struct db_query **ret);
 
+/* Adds one connection outside the pool, for db_copy(). Only before db_start(). Returns 0, -EINVAL or
+ * -ENOMEM. */
+int db_add_copy_connection(struct db *d);
+
+/* Whether the COPY connection is ready (db_copy() would take a COPY now). */
+bool db_copy_ready(const struct db *d);
+
+/* Runs <sql>, a COPY ... FROM STDIN (a literal that lives as long as the pool), on the COPY connection
+ * with the <len> bytes of <data> (copied) as its data, in a transaction of its own; COPYs run one at a time,
+ * in order. <cb> is called exactly once unless cancelled, as for db_query(): r == 0 when the rows are
+ * committed. Returns 0 and, when <ret> is not NULL, a handle for db_query_cancel(); -ENOTCONN when the COPY
+ * connection is not ready (or there is none), -EBUSY when DB_COPY_QUEUE_MAX wait already, -EINVAL,
+ * -ENOMEM. */
+int db_copy(struct db *d, const char *sql, const void *data, size_t len, db_callback_t cb, void *userdata,
+            struct db_query **ret);
+
 /* Makes sure <q>'s callback is never called. A query still queued is dropped; one already sent finishes
  * on its connection and its result is discarded. NULL is allowed. */
 void db_query_cancel(struct db_query *q);
@@ -72,6 +90,7 @@ struct db_stats {
         uint64_t queries;  /* sent, retries included */
         uint64_t segments; /* Syncs sent: queries / segments is the mean batch */
         uint64_t retries;  /* queries sent again after their segment failed */
+        uint64_t copies;   /* COPY commands sent */
 };
 
 const struct db_stats *db_get_stats(const struct db *d);

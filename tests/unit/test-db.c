@@ -72,7 +72,16 @@ static void test_down_pool(void **state)
 
         assert_false(db_is_up(d));
         assert_int_equal(db_query(d, 0, values, 1, never_called, NULL, NULL), -ENOTCONN);
+        /* No COPY connection yet: a COPY is refused, and the caller goes through the pool. */
+        assert_false(db_copy_ready(d));
+        assert_int_equal(db_copy(d, "COPY t FROM STDIN", "x", 1, never_called, NULL, NULL), -ENOTCONN);
+        assert_int_equal(db_add_copy_connection(d), 0);
+        assert_int_equal(db_add_copy_connection(d), 0); /* one is enough */
+        assert_int_equal(db_copy(d, NULL, "x", 1, never_called, NULL, NULL), -EINVAL);
+        assert_int_equal(db_copy(d, "COPY t FROM STDIN", NULL, 1, never_called, NULL, NULL), -EINVAL);
+        assert_int_equal(db_copy(d, "COPY t FROM STDIN", "x", 1, NULL, NULL, NULL), -EINVAL);
         assert_int_equal(db_start(d), 0);
+        assert_int_equal(db_add_copy_connection(d), -EINVAL); /* too late */
         assert_int_equal(db_statement(d, "SELECT 2", 0, &id), -EINVAL); /* too late */
         /* Connecting to a socket that doesn't exist fails; the pool stays down and retries. */
         assert_int_equal(event_base_loop(base, EVLOOP_NONBLOCK), 0);
@@ -81,6 +90,8 @@ static void test_down_pool(void **state)
         assert_int_equal(db_query(d, 0, values, 1, never_called, NULL, NULL), -ENOTCONN);
         assert_int_equal(db_query(d, 0, values, 2, never_called, NULL, NULL), -EINVAL);
         assert_int_equal(db_query(d, 99, values, 1, never_called, NULL, NULL), -EINVAL);
+        assert_false(db_copy_ready(d));
+        assert_int_equal(db_copy(d, "COPY t FROM STDIN", "x", 1, never_called, NULL, NULL), -ENOTCONN);
         assert_true(db_last_error(d)[0] != '\0');
         db_query_cancel(NULL);
         d = db_free(d);

@@ -255,6 +255,45 @@ def test_nothing_lost_across_restart_and_broken_connections(webd, cluster):
     print(f"sent {len(sent)}, batches sent again: {metric(webd, 'webd_activity_retries_total')}")
 
 
+def test_rows_written_with_copy_hold_what_was_asked(webd, cluster):
+    """Batches go as a binary COPY on a connection of their own: each field arrives as the request had it
+    (the time to the microsecond, NULL user for anonymous requests, the user's id and name, three decimals of
+    latency); and when that connection is killed, the rows go by INSERT until it is back: none lost or
+    written twice."""
+    uid, token = webd.user("zoe.copy_1-x")
+    copied = metric(webd, "webd_activity_copied_total")
+    started = time.time()
+    for i in range(20):
+        webd.request("GET", "/tasks", token=token, headers={"X-Request-Id": f"copy-user-{i}"})
+        webd.request("GET", "/no/such/route", headers={"X-Request-Id": f"copy-anon-{i}"})
+    wait_until(lambda: len(logged_ids(cluster, "copy-")) == 40, 10, "the 40 rows", interval=0.1)
+    ended = time.time()
+    assert metric(webd, "webd_activity_copied_total") >= copied + 40
+    rows = cluster.sql("SELECT request_id, extract(epoch FROM at), user_id, username, method, path, status, "
+                       "latency_ms, client FROM activity WHERE request_id LIKE 'copy-%'")
+    for rid, at, user_id, username, method, path, status, latency, client in rows:
+        assert started - 1 <= float(at) <= ended + 1, (rid, at, started, ended)
+        assert (method, client) == ("GET", "127.0.0.1"), rid
+        if rid.startswith("copy-user-"):
+            assert (user_id, username, path, status) == (str(uid), "zoe.copy_1-x", "/tasks", "200"), rid
+        else:
+            assert (user_id, username, path, status) == ("", "", "/no/such/route", "404"), rid
+        assert 0 <= float(latency) < 10000 and abs(float(latency) * 1000 - round(float(latency) * 1000)) < 1e-6
+    # The COPY connection is the one whose last command was a COPY.
+    killed = cluster.admin_sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                               "WHERE application_name = 'webd' AND query LIKE 'COPY activity%'").strip()
+    assert killed == "1", killed
+    for i in range(200):
+        webd.request("GET", "/no/such/route", headers={"X-Request-Id": f"after-kill-{i}"})
+    wait_until(lambda: len(logged_ids(cluster, "after-kill-")) == 200, 10, "the 200 rows", interval=0.1)
+    assert set(logged_ids(cluster, "after-kill-").values()) == {1}
+    copied = metric(webd, "webd_activity_copied_total")
+    for i in range(5):
+        webd.request("GET", "/no/such/route", headers={"X-Request-Id": f"copy-again-{i}"})
+    wait_until(lambda: metric(webd, "webd_activity_copied_total") >= copied + 5, 10, "COPY in use again",
+               interval=0.1)
+
+
 def test_batch_in_flight_when_the_connection_breaks(webd, cluster):
     """A batch whose connection is killed while the database runs it: its outcome is unknown to webd, which
     sends it again inserting only the rows that are missing. Every entry ends up in the table once."""
@@ -268,8 +307,10 @@ def test_batch_in_flight_when_the_connection_breaks(webd, cluster):
             webd.request("GET", "/no/such/route", headers={"X-Request-Id": f"inflight-{i}"})
 
         def running():
+            # The batch goes as a COPY, or as an INSERT when the COPY connection is not ready.
             return cluster.admin_sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'webd' "
-                                     "AND state = 'active' AND query LIKE 'INSERT INTO activity%'").strip() != "0"
+                                     "AND state = 'active' AND (query LIKE 'INSERT INTO activity%' "
+                                     "OR query LIKE 'COPY activity%')").strip() != "0"
         wait_until(running, 10, "the batch to be in flight", interval=0.05)
         cluster.admin_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'webd'")
         expected = {f"inflight-{i}": 1 for i in range(10)}
