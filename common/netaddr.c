@@ -207,6 +207,15 @@ bool netaddr_equal(const struct netaddr *a, const struct netaddr *b)
         return false;
 }
 
+bool netaddr_same_host(const struct netaddr *a, const struct netaddr *b)
+{
+        struct netaddr x = *a, y = *b;
+
+        netaddr_set_port(&x, 0);
+        netaddr_set_port(&y, 0);
+        return netaddr_equal(&x, &y);
+}
+
 /* True when the first <prefix> bits of <a> and <b> are equal. */
 static bool netaddr_prefix_equal(const uint8_t *a, const uint8_t *b, unsigned prefix)
 {

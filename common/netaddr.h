@@ -41,6 +41,8 @@ int netaddr_format_host(const struct netaddr *a, char *buf, size_t size);
 uint16_t netaddr_port(const struct netaddr *a);
 void netaddr_set_port(struct netaddr *a, uint16_t port);
 bool netaddr_equal(const struct netaddr *a, const struct netaddr *b);
+/* Whether <a> and <b> are the same address, whatever their ports. */
+bool netaddr_same_host(const struct netaddr *a, const struct netaddr *b);
 /* A TCP socket bound to <a> (SO_REUSEADDR) and listening with <backlog>, non-blocking and close-on-exec.
  * Returns the descriptor, which the caller owns, or -errno. */
 int netaddr_listen(const struct netaddr *a, int backlog);

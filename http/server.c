@@ -40,6 +40,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
@@ -65,6 +66,7 @@
 
 #define HTTP_READ_SIZE    (16 * 1024)
 #define HTTP_ACCEPT_BATCH 64
+#define HTTP_REFUSED_LOG_USEC (10 * USEC_PER_SEC) /* at most one line this often about a client's share */
 #define HTTP_BACKLOG      4096
 #define HTTP_LINGER_MAX   (1024 * 1024)
 #define HTTP_LINGER_USEC  (2 * USEC_PER_SEC)
@@ -132,6 +134,8 @@ struct http_server {
         struct acceptpause pause;
         DLIST_HEAD(struct http_conn, conns);
         size_t n_conns;
+        uint64_t refused_per_client;  /* accepted and closed at once: their address held its share */
+        uint64_t refused_logged_usec; /* when the last line about it was logged */
         char id_prefix[17];
         uint64_t id_counter;
         struct http_head scratch;     /* heads are parsed here until complete: a held connection costs no
@@ -1129,6 +1133,40 @@ static void http_conn_timer_cb(evutil_socket_t fd, short what, void *userdata)
         http_conn_leave(c);
 }
 
+/* Whether <peer> holds its share of the connections already (<max_per_client>). A scan: the listeners that
+ * set the limit hold few connections (lbd's lease listener, 64). */
+static bool http_server_client_full(struct http_server *s, const struct netaddr *peer)
+{
+        size_t n = 0;
+
+        if (s->limits.max_per_client == 0)
+                return false;
+        DLIST_FOREACH(conns, c, s->conns) {
+                if (netaddr_same_host(&c->peer, peer) && ++n >= s->limits.max_per_client)
+                        return true;
+        }
+        return false;
+}
+
+/* Closes a connection whose address holds its share: at once, before a byte is read or a descriptor kept.
+ * One line at most every HTTP_REFUSED_LOG_USEC. */
+static void http_server_refuse_client(struct http_server *s, int fd, const struct netaddr *peer)
+{
+        uint64_t now = now_usec();
+        char ip[NETADDR_STRLEN];
+
+        (void)close(fd);
+        s->refused_per_client++;
+        if (now - s->refused_logged_usec < HTTP_REFUSED_LOG_USEC && s->refused_logged_usec != 0)
+                return;
+        s->refused_logged_usec = now;
+        if (netaddr_format_host(peer, ip, sizeof(ip)) < 0)
+                memcpy(ip, "unknown", 8);
+        log_warning("%s: %s holds %zu connections, its share: closing its next ones (%" PRIu64 " so far)",
+                    s->pause.what, ip, s->limits.max_per_client,
+                    s->refused_per_client);
+}
+
 static void http_server_accept_cb(evutil_socket_t lfd, short what, void *userdata)
 {
         struct http_server *s = userdata;
@@ -1149,6 +1187,10 @@ static void http_server_accept_cb(evutil_socket_t lfd, short what, void *userdat
                         return;
                 }
                 acceptpause_accepted(&s->pause);
+                if (http_server_client_full(s, &peer)) {
+                        http_server_refuse_client(s, fd, &peer);
+                        continue;
+                }
                 (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
                 c = calloc(1, sizeof(*c));
@@ -1265,6 +1307,11 @@ int http_server_listen(struct http_server *s, const struct netaddr *addr, const 
         else
                 http_server_update_accepting(s);
         return 0;
+}
+
+uint64_t http_server_refused_per_client(const struct http_server *s)
+{
+        return s ? s->refused_per_client : 0;
 }
 
 void http_server_set_name(struct http_server *s, const char *name)

@@ -4,7 +4,8 @@
  *
  * What the engine guarantees, whatever the clients do:
  * - Bounds: at most <max_connections> connections (beyond it the listeners are not watched: the kernel's
- *   backlog holds newcomers until a connection ends, see server.c); a head of at most <max_head_size>
+ *   backlog holds newcomers until a connection ends, see server.c), and with <max_per_client> at most that
+ *   many from one address (its next ones are closed at once, so no client holds every slot); a head of at most <max_head_size>
  *   bytes (431); a body of at most the request's limit (413, before a byte of it is read when the length
  *   is declared); a client that does not read its answers stops being read (and parsed) while its output
  *   holds more than HTTP_SERVER_OUTPUT_MAX bytes, and is closed when it takes nothing for <idle_timeout>.
@@ -44,6 +45,8 @@ struct ssl_ctx_st;
 
 struct http_server_limits {
         size_t max_connections;     /* connections open at once, 1.. */
+        size_t max_per_client;      /* of which from one address (0: no such limit; the listener's clients
+                                     * then must be trusted, as relays in front of webd are) */
         size_t max_head_size;       /* request line and fields, bytes (431 beyond) */
         uint64_t max_body_size;     /* the body limit of a request <body_limit> says nothing of (413) */
         uint64_t head_timeout_usec; /* 408 when a head is not complete by then */
@@ -114,6 +117,9 @@ int http_server_listen(struct http_server *s, const struct netaddr *addr, const 
  * certificates is a call with the new context. The handshake is bounded by the head timeout. Returns 0
  * or -ENOMEM (nothing changed). */
 int http_server_set_tls(struct http_server *s, struct ssl_ctx_st *ctx);
+
+/* Connections closed at their accept because their address held <max_per_client> already. */
+uint64_t http_server_refused_per_client(const struct http_server *s);
 
 /* Names the server in its log lines ("admin API": "admin API: out of file descriptors ..."); "HTTP server"
  * until then. <name> must live as long as the server. */

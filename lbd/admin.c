@@ -644,6 +644,12 @@ static void admin_metrics_lease(const struct admin *a, struct admin_out *m)
         admin_printf(m, "lbd_lease_expires_in_seconds %.3f\n", (double)v.expires_in_usec / (double)USEC_PER_SEC);
         admin_family(m, "lbd_lease_changes_total", "counter", "Leadership changes seen (the epoch moved).");
         admin_printf(m, "lbd_lease_changes_total %" PRIu64 "\n", v.changes);
+        if (a->lbd->peers) {
+                admin_family(m, "lbd_lease_listener_refused_total", "counter",
+                             "Connections the lease listener closed at once: their address held its share.");
+                admin_printf(m, "lbd_lease_listener_refused_total %" PRIu64 "\n",
+                             peers_listener_refused(a->lbd->peers));
+        }
         admin_family(m, "lbd_lease_acquired_total", "counter", "Times this host took the lease.");
         admin_printf(m, "lbd_lease_acquired_total %" PRIu64 "\n", v.acquired);
         admin_family(m, "lbd_lease_store_up", "gauge", "1 while the lease store answers.");

@@ -5,7 +5,8 @@
  * HEAD) /lease with this host's lease object as /status carries it (admin_lease_json()): who leads, the
  * epoch, the expiry, the store; nothing else (404; 405 for other methods), no action and no secret.
  * Bounded as the engine bounds every listener: PEER_MAX_CONNECTIONS connections (the kernel's queue holds
- * more), 8 KiB of head within 5 s of its first byte, no body, idle connections closed after 5 s, strict
+ * more), of which PEER_MAX_PER_CLIENT from one address (so that one host let through the security group
+ * cannot hold every slot and keep the other LB hosts' questions waiting), 8 KiB of head within 5 s of its first byte, no body, idle connections closed after 5 s, strict
  * framing, the accept() backoff when descriptors run out; open it to the other LB hosts only (the security
  * group).
  *
@@ -39,6 +40,7 @@
 #define PEER_MAX_HEADERS_SIZE 8192
 #define PEER_TIMEOUT_USEC     (5 * USEC_PER_SEC)
 #define PEER_MAX_CONNECTIONS  64
+#define PEER_MAX_PER_CLIENT   8 /* a peer asks once per renewal, on one connection */
 
 struct peer {
         struct netaddr addr;
@@ -204,6 +206,7 @@ static int peers_listen(struct peers *ps, const struct netaddr *addr)
 {
         static const struct http_server_limits limits = {
                 .max_connections = PEER_MAX_CONNECTIONS,
+                .max_per_client = PEER_MAX_PER_CLIENT,
                 .max_head_size = PEER_MAX_HEADERS_SIZE,
                 .max_body_size = 1, /* no route takes a body; the engine takes no limit under 1 */
                 .head_timeout_usec = PEER_TIMEOUT_USEC,
@@ -220,6 +223,11 @@ static int peers_listen(struct peers *ps, const struct netaddr *addr)
                 return r;
         http_server_set_name(ps->http, "lease listener");
         return http_server_listen(ps->http, addr, "lease listener");
+}
+
+uint64_t peers_listener_refused(const struct peers *p)
+{
+        return p ? http_server_refused_per_client(p->http) : 0;
 }
 
 /* ---- the object ---- */

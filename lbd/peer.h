@@ -46,3 +46,6 @@ struct peers *peers_free(struct peers *p);
 void peers_start(struct peers *p);
 /* The peers in [lease] peers' order: <views> gets at most <max>; returns how many. NULL <p>: 0. */
 size_t peers_get_view(const struct peers *p, struct peer_view *views, size_t max);
+/* Connections the lease listener closed at their accept: their address held PEER_MAX_PER_CLIENT already.
+ * NULL <p>, or no listener: 0. */
+uint64_t peers_listener_refused(const struct peers *p);

@@ -12,6 +12,7 @@ ends at desired."""
 import json
 import re
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -122,6 +123,47 @@ def test_leader_killed(ha_env):
     assert not loop_b.failures, loop_b.failures[:5]
 
 
+def test_lease_listener_keeps_room_for_the_other_host(ha_env):
+    """An address that opens every one of a lease listener's 64 connections and sends nothing holds 8 of
+    them: its next ones are closed at once, counted and logged, and the other LB host's question is
+    answered at once, not after the 5 s head deadline frees a slot."""
+    ha = ha_env
+    ha.with_peers()
+    port_a = ha.peer_ports["lb-a"]
+    a, b = ha.two_hosts()
+    held = []
+    try:
+        for _ in range(64):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(s)
+            s.settimeout(5)
+            s.bind(("127.0.0.2", 0))
+            s.connect(("127.0.0.1", port_a))
+        time.sleep(0.5)
+        closed = 0
+        for s in held:
+            s.setblocking(False)
+            try:
+                closed += s.recv(1) == b""
+            except BlockingIOError:
+                pass  # held by lb-a, waiting for a head
+            except ConnectionResetError:
+                closed += 1
+        assert closed == 64 - 8, closed
+        started = time.monotonic()
+        status, body = lease_listener(port_a)
+        took = time.monotonic() - started
+        assert status == 200 and json.loads(body)["holder"] == "lb-a", (status, body)
+        assert took < 1.5, took
+    finally:
+        for s in held:
+            s.close()
+    assert re.search(r"lbd_lease_listener_refused_total (5[6-9]|[6-9]\d|\d{3,})\n", a.metrics()), a.metrics()
+    assert a.lbd.find(r"lease listener: 127\.0\.0\.2 holds 8 connections, its share")
+    # lb-b's questions went on being answered throughout.
+    ec2env.wait_until(lambda: b.lease()["hosts"][0]["up"], 10, "lb-b to hear from lb-a")
+
+
 def new_pool_instances(ha, before):
     return sorted(i["InstanceId"] for i in ha.all_pool_instances() if i["InstanceId"] not in before)
 
@@ -137,13 +179,14 @@ def test_instance_fails_during_leader_change(ha_env, how):
     victim = env.moto.running_ids()[0]
     t0 = time.time()
 
-    # The same moment: the instance is gone (terminated behind lbd's back, its relay stops with it) and
-    # so is the leader.
-    env.moto.ec2.terminate_instances(InstanceIds=[victim])
+    # The leader goes, and at once the instance is gone too (terminated behind lbd's back, its relay stops
+    # with it). The leader goes first: the other way round, it could see the loss in the moment between
+    # the two and replace the instance itself, in its own epoch.
     if how == "kill":
         a.lbd.kill9()
     else:
         a.lbd.signal(signal.SIGSTOP)
+    env.moto.ec2.terminate_instances(InstanceIds=[victim])
     t_gone = time.time()
     ha.wait_leader(b, timeout=60)
     epoch_b = b.lease()["epoch"]

@@ -182,8 +182,10 @@ static void test_equal(void **state)
         assert_true(netaddr_equal(&a, &b));
         netaddr_set_port(&b, 81);
         assert_false(netaddr_equal(&a, &b));
+        assert_true(netaddr_same_host(&a, &b));
         assert_int_equal(netaddr_parse("127.0.0.2:80", 0, false, &b), 0);
         assert_false(netaddr_equal(&a, &b));
+        assert_false(netaddr_same_host(&a, &b));
         assert_int_equal(netaddr_parse("[::ffff:127.0.0.1]:80", 0, false, &b), 0);
         assert_false(netaddr_equal(&a, &b));
 
@@ -192,6 +194,7 @@ static void test_equal(void **state)
         assert_true(netaddr_equal(&a, &b));
         netaddr_set_port(&b, 8);
         assert_false(netaddr_equal(&a, &b));
+        assert_true(netaddr_same_host(&a, &b));
 
         memset(&a, 0, sizeof(a));
         memset(&b, 0, sizeof(b));
