@@ -154,7 +154,7 @@ def test_lease_listener_keeps_room_for_the_other_host(ha_env):
         status, body = lease_listener(port_a)
         took = time.monotonic() - started
         assert status == 200 and json.loads(body)["holder"] == "lb-a", (status, body)
-        assert took < 1.5, took
+        assert took < 2.5, took  # without the share: about 4.5 s, when the head deadline frees a slot
     finally:
         for s in held:
             s.close()
