@@ -5,10 +5,11 @@
  * What the engine guarantees, whatever the clients do:
  * - Bounds: at most <max_connections> connections (beyond it the listeners are not watched: the kernel's
  *   backlog holds newcomers until a connection ends, see server.c), and with <max_per_client> at most that
- *   many from one address (its next ones are closed at once, so no client holds every slot); a head of at most <max_head_size>
- *   bytes (431); a body of at most the request's limit (413, before a byte of it is read when the length
- *   is declared); a client that does not read its answers stops being read (and parsed) while its output
- *   holds more than HTTP_SERVER_OUTPUT_MAX bytes, and is closed when it takes nothing for <idle_timeout>.
+ *   many from one address (its next ones are closed at once, so no client holds every slot); a head of at
+ *   most <max_head_size> bytes (431); a body of at most the request's limit (413, before a byte of it is
+ *   read when the length is declared); a client that does not read its answers stops being read (and parsed)
+ *   while its output holds more than HTTP_SERVER_OUTPUT_MAX bytes, and is closed when it takes nothing for
+ *   <idle_timeout>.
  * - Deadlines: the whole head within <head_timeout> of its first byte (of the connection's accept for the
  *   first request), whatever trickles in (408); the whole body within <body_timeout> of the head (408); a
  *   keep-alive connection idle for <idle_timeout> is closed.

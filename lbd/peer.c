@@ -6,9 +6,9 @@
  * epoch, the expiry, the store; nothing else (404; 405 for other methods), no action and no secret.
  * Bounded as the engine bounds every listener: PEER_MAX_CONNECTIONS connections (the kernel's queue holds
  * more), of which PEER_MAX_PER_CLIENT from one address (so that one host let through the security group
- * cannot hold every slot and keep the other LB hosts' questions waiting), 8 KiB of head within 5 s of its first byte, no body, idle connections closed after 5 s, strict
- * framing, the accept() backoff when descriptors run out; open it to the other LB hosts only (the security
- * group).
+ * cannot hold every slot and keep the other LB hosts' questions waiting), 8 KiB of head within 5 s of its
+ * first byte, no body, idle connections closed after 5 s, strict framing, the accept() backoff when
+ * descriptors run out; open it to the other LB hosts only (the security group).
  *
  * The questions ([lease] peers): every [lease] renew, one GET /lease to each peer through curlev (curl's
  * multi interface on this loop, so nothing blocks), connect and whole transfer within [lease] timeout,

@@ -857,7 +857,10 @@ static void db_copy_dispatch(struct db *d)
         struct db_conn *c = d->copy_conn;
         struct db_query *q;
 
-        if (!c || c->state != DB_CONN_READY || c->copy_step != DB_COPY_IDLE || !(q = TAILQ_FIRST(&d->copy_queue)))
+        if (!c || c->state != DB_CONN_READY || c->copy_step != DB_COPY_IDLE)
+                return;
+        q = TAILQ_FIRST(&d->copy_queue);
+        if (!q)
                 return;
         TAILQ_REMOVE(&d->copy_queue, q, entry);
         d->n_copy_queued--;
@@ -867,7 +870,7 @@ static void db_copy_dispatch(struct db *d)
         c->copy_step = DB_COPY_STARTING;
         d->stats.copies++;
         if (!PQsendQuery(c->pg, q->copy_sql) || db_conn_flush(c) < 0)
-                db_conn_fail(c, PQerrorMessage(c->pg)); /* it fails with -ECONNRESET: it may have been sent */
+                db_conn_fail(c, PQerrorMessage(c->pg)); /* -ECONNRESET: it may have been sent */
 }
 
 int db_new(struct event_base *base, const char *conninfo, unsigned size, struct db **ret)
