@@ -146,8 +146,7 @@ struct client {
         struct evbuffer *in, *out;
         struct txn *txn;
         SSL *ssl;                    /* a TLS listener's client; NULL for plain HTTP */
-        struct netaddr peer;
-        char ip[INET6_ADDRSTRLEN];
+        struct netaddr peer;         /* formatted only when needed: an idle connection costs no text */
         unsigned busy;
         bool dead;
         bool reading;
@@ -161,6 +160,17 @@ struct client {
         uint64_t linger_left;        /* bytes it may still send before the connection is closed */
         DLIST_FIELDS(struct client, clients);
 };
+
+/* <c>'s address as text in <buf>: for the rare log line and the X-Forwarded-For of a request. */
+static const char *client_ip(const struct client *c, char buf[static NETADDR_STRLEN])
+{
+        if (netaddr_format_host(&c->peer, buf, NETADDR_STRLEN) < 0)
+                memcpy(buf, "unknown", 8);
+        return buf;
+}
+
+/* client_ip() into a buffer that lives as long as the enclosing block (a log call's arguments). */
+#define CLIENT_IP(c) client_ip((c), (char[NETADDR_STRLEN]){0})
 
 struct upstream {
         struct proxy *proxy;
@@ -687,8 +697,6 @@ static void proxy_accept_cb(evutil_socket_t lfd, short what, void *userdata)
                         c->handshaking = true;
                 }
                 c->redirect = l->redirect;
-                if (netaddr_format_host(&peer, c->ip, sizeof(c->ip)) < 0)
-                        memcpy(c->ip, "unknown", 8);
                 (void)event_assign(&c->rev, p->base, fd, EV_READ | EV_PERSIST, client_read_cb, c);
                 (void)event_assign(&c->wev, p->base, fd, EV_WRITE | EV_PERSIST, client_write_cb, c);
                 (void)evtimer_assign(&c->timer, p->base, client_timer_cb, c);
@@ -716,7 +724,7 @@ static void client_handshake(struct client *c)
         int r = tls_handshake(c->ssl, &c->proxy->tls_stats, &why);
 
         if (r < 0) {
-                log_debug("TLS handshake with %s failed: %s", c->ip, tls_failure_name(why));
+                log_debug("TLS handshake with %s failed: %s", CLIENT_IP(c), tls_failure_name(why));
                 c->tls_broken = true;
                 client_close(c);
                 return;
@@ -860,14 +868,14 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *userdata)
                         client_close(c); /* the client stopped reading the response */
                 break;
         case CLIENT_TUNNEL:
-                log_debug("Tunnel from %s idle for too long: closing it", c->ip);
+                log_debug("Tunnel from %s idle for too long: closing it", CLIENT_IP(c));
                 client_close(c);
                 break;
         case CLIENT_IDLE:
         case CLIENT_CLOSING:
                 if (c->handshaking) {
                         tls_count_failure(&c->proxy->tls_stats, TLS_FAIL_TIMEOUT);
-                        log_debug("TLS handshake with %s not done in time", c->ip);
+                        log_debug("TLS handshake with %s not done in time", CLIENT_IP(c));
                 }
                 client_close(c);
                 break;
@@ -948,7 +956,7 @@ static void client_process(struct client *c)
                                 (void)evbuffer_drain(c->in, len);
                                 if (len >= c->linger_left) {
                                         log_debug("Client %s sent more than %d bytes after its answer: closing",
-                                                  c->ip, LINGER_MAX);
+                                                  CLIENT_IP(c), LINGER_MAX);
                                         client_close(c);
                                         return;
                                 }
@@ -1078,7 +1086,7 @@ static void client_answer_acme(struct client *c, struct txn *t, size_t head_len)
                 r = https_acme_read(body, c->proxy->cfg->acme_dir, t->target, t->target_len);
                 if (r < 0) {
                         log_debug("ACME challenge %.*s from %s not served: %s", (int)MIN(t->target_len, 200),
-                                  t->target ? t->target : "", c->ip, strerror(-r));
+                                  t->target ? t->target : "", CLIENT_IP(c), strerror(-r));
                         (void)evbuffer_drain(body, evbuffer_get_length(body));
                         (void)evbuffer_add_printf(body, "404 Not Found: no such challenge\n");
                 }
@@ -1093,8 +1101,9 @@ static void client_start(struct client *c, struct txn *t, const char *buf, size_
 {
         struct proxy *p = c->proxy;
         const struct config *cfg = p->cfg;
+        char ip[NETADDR_STRLEN];
         struct http_forward fw = {
-                .client_ip = c->ip,
+                .client_ip = client_ip(c, ip),
                 .proto = c->ssl ? "https" : "http",
                 .request_id = t->request_id,
                 /* HTTP/1.1 requires a Host: an HTTP/1.0 request without one gets the empty one RFC 9112 3.2
@@ -1176,7 +1185,7 @@ static void client_reject(struct client *c, unsigned status, const char *detail)
 {
         struct txn *t = c->txn;
 
-        log_info("Rejected request from %s: %u %s", c->ip, status, detail);
+        log_info("Rejected request from %s: %u %s", CLIENT_IP(c), status, detail);
         if (!t) {
                 proxy_count_rejected(c->proxy, status);
                 (void)http_write_error(c->out, status, detail, NULL, true);
@@ -1211,7 +1220,7 @@ static int client_forward_body(struct client *c)
                         break;
                 r = http_body_feed(&t->req_parser, &t->req, v.iov_base, v.iov_len, NULL, &consumed, &reason);
                 if (r < 0) {
-                        log_info("Bad request body from %s: %s", c->ip, reason);
+                        log_info("Bad request body from %s: %s", CLIENT_IP(c), reason);
                         if (t->up)
                                 upstream_close(txn_detach(t));
                         txn_fail(c, 400, reason);
@@ -1491,7 +1500,7 @@ static void txn_fail(struct client *c, unsigned status, const char *detail)
 
         if (t->resp_started) {
                 /* The client has part of a response: the only honest signal left is closing. */
-                log_warning("Aborting response to %s for %.*s: %s", c->ip, (int)MIN(t->target_len, 200),
+                log_warning("Aborting response to %s for %.*s: %s", CLIENT_IP(c), (int)MIN(t->target_len, 200),
                             t->target, detail);
                 client_close(c);
                 return;
