@@ -1100,46 +1100,39 @@ const char *db_last_error(const struct db *d)
         return d ? d->last_error : "";
 }
 
-struct db *db_free(struct db *d)
+/* Frees the queries of <list> without callbacks. */
+static void db_free_queries(struct db_query_list *list)
 {
         struct db_query *q;
 
+        while ((q = TAILQ_FIRST(list))) {
+                TAILQ_REMOVE(list, q, entry);
+                PQclear(q->res);
+                free(q);
+        }
+}
+
+/* Closes <c> and frees what it holds (not <c> itself). */
+static void db_conn_release(struct db_conn *c)
+{
+        db_free_queries(&c->inflight);
+        db_conn_close(c);
+        db_free_event(&c->timer);
+}
+
+struct db *db_free(struct db *d)
+{
         if (!d)
                 return NULL;
-        for (unsigned i = 0; d->conns && i < d->n_conns; i++) {
-                struct db_conn *c = &d->conns[i];
-
-                while ((q = TAILQ_FIRST(&c->inflight))) {
-                        TAILQ_REMOVE(&c->inflight, q, entry);
-                        PQclear(q->res);
-                        free(q);
-                }
-                db_conn_close(c);
-                db_free_event(&c->timer);
-        }
+        for (unsigned i = 0; d->conns && i < d->n_conns; i++)
+                db_conn_release(&d->conns[i]);
         if (d->copy_conn) {
-                struct db_conn *c = d->copy_conn;
-
-                while ((q = TAILQ_FIRST(&c->inflight))) {
-                        TAILQ_REMOVE(&c->inflight, q, entry);
-                        free(q);
-                }
-                db_conn_close(c);
-                db_free_event(&c->timer);
-                free(c);
+                db_conn_release(d->copy_conn);
+                free(d->copy_conn);
         }
-        while ((q = TAILQ_FIRST(&d->copy_queue))) {
-                TAILQ_REMOVE(&d->copy_queue, q, entry);
-                free(q);
-        }
-        while ((q = TAILQ_FIRST(&d->queue))) {
-                TAILQ_REMOVE(&d->queue, q, entry);
-                free(q);
-        }
-        while ((q = TAILQ_FIRST(&d->done))) {
-                TAILQ_REMOVE(&d->done, q, entry);
-                free(q);
-        }
+        db_free_queries(&d->copy_queue);
+        db_free_queries(&d->queue);
+        db_free_queries(&d->done);
         db_free_event(&d->deferred);
         db_free_event(&d->flush);
         free(d->conns);
